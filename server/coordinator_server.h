@@ -1,0 +1,53 @@
+// The coordinator as a library: the layerflow-coordinator binary, the CLI's
+// embedded `layerflow run` and the integration tests all start it this way.
+#ifndef LAYERFLOW_SERVER_COORDINATOR_SERVER_H_
+#define LAYERFLOW_SERVER_COORDINATOR_SERVER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace layerflow::server {
+
+struct CoordinatorOptions {
+  // gRPC listen address; port 0 picks a free port (see port()).
+  std::string listen_address = "127.0.0.1:7531";
+  // SQLite database file (created with its schema if missing).
+  std::string db_path = "layerflow.db";
+  // Prometheus /metrics on 127.0.0.1:PORT ("host:port" also accepted);
+  // empty disables the exposer.
+  std::string metrics_address = "127.0.0.1:9464";
+  // A lease lapses after this long without a heartbeat; the job is requeued.
+  int64_t lease_ttl_ms = 30000;
+  // Interval workers are told to heartbeat at.
+  int64_t heartbeat_interval_ms = 5000;
+  // How often lapsed leases are looked for.
+  int64_t reaper_interval_ms = 1000;
+  // Leases granted per job before it fails for good.
+  int32_t max_attempts = 3;
+  // Delay before a requeued job may be leased again: base * 2^(attempts-1).
+  int64_t retry_backoff_ms = 1000;
+};
+
+class CoordinatorServer {
+ public:
+  virtual ~CoordinatorServer() = default;
+  // Starts serving. Errors (bad address, unopenable database) come back as
+  // a status, never an exception.
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(
+      const CoordinatorOptions& options);
+  // The bound gRPC port (useful with port 0).
+  virtual int port() const = 0;
+  // The bound metrics port, 0 when disabled.
+  virtual int metrics_port() const = 0;
+  // Stops accepting calls, ends open streams and closes the store.
+  virtual void Shutdown() = 0;
+  // Blocks until Shutdown().
+  virtual void Wait() = 0;
+};
+
+}  // namespace layerflow::server
+
+#endif  // LAYERFLOW_SERVER_COORDINATOR_SERVER_H_

@@ -1,0 +1,77 @@
+// The boundary between the worker's gRPC service and its LibTorch code.
+//
+// Plain structs only: this header is included by worker/service (which
+// includes generated *.pb.h headers) and implemented by LibTorch code, and
+// one translation unit must never see both (DESIGN.md, build rules).
+#ifndef LAYERFLOW_WORKER_RUNTIME_JOB_RUNNER_H_
+#define LAYERFLOW_WORKER_RUNTIME_JOB_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace layerflow::worker {
+
+// Mirrors layerflow.v1.JobSpec (defaults already applied by the coordinator).
+struct JobConfig {
+  std::string model;        // preset name, e.g. "pythia-70m"
+  std::string init_scheme;  // e.g. "reference", "normal(0.02)"
+  int64_t seed = 0;
+  std::string dataset = "kvpr";
+  int32_t num_classes = 11;
+  int32_t context_length = 256;  // target tokens per prompt
+  std::vector<std::string> analyses;  // "adjacent_cos", "intertoken_cos"
+  int32_t num_prompts = 8;
+  int32_t prompts_per_chunk = 2;
+  std::string dtype = "fp32";  // "fp32" | "bf16" | "fp16"
+};
+
+// Sufficient statistics of one metric at one layer (see MetricStat).
+struct MetricStat {
+  std::string metric;
+  int32_t layer = 0;
+  double sum = 0;     // sum over prompts of the per-prompt value
+  double sum_sq = 0;  // sum over prompts of its square
+  int64_t count = 0;  // prompts
+};
+
+struct ChunkResult {
+  int64_t sequence = 0;
+  std::vector<MetricStat> stats;
+  std::vector<int32_t> prompt_tokens;  // real token count of each prompt
+};
+
+// Where jobs run: "cpu", or "cuda" with the GPUs a batch is split across.
+struct DeviceConfig {
+  std::string device_type = "cpu";
+  int32_t gpu_count = 0;
+};
+
+// Runs one job chunk by chunk. Chunk k covers prompts
+// [k * prompts_per_chunk, min(num_prompts, (k + 1) * prompts_per_chunk)),
+// generated deterministically from the seed, so any chunk can be computed
+// on its own: a retried job starts at its first uncommitted chunk.
+class JobRunner {
+ public:
+  virtual ~JobRunner() = default;
+  virtual int64_t num_chunks() const = 0;
+  // Never throws: LibTorch errors come back as a status naming the model
+  // and, where known, the layer.
+  virtual absl::StatusOr<ChunkResult> RunChunk(int64_t sequence) = 0;
+};
+
+// Validates the config and builds the model (seeded init) and data set.
+// INVALID_ARGUMENT names the offending field.
+absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
+    const JobConfig& config, const DeviceConfig& device);
+
+// What this build can run on this machine, for worker registration.
+DeviceConfig DetectDevices();
+std::vector<std::string> SupportedArchitectures();
+
+}  // namespace layerflow::worker
+
+#endif  // LAYERFLOW_WORKER_RUNTIME_JOB_RUNNER_H_

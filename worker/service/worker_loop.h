@@ -1,0 +1,42 @@
+// The worker's gRPC loop: register, lease, run, stream, complete or fail.
+// No LibTorch here; jobs run through the plain-struct JobRunner boundary.
+#ifndef LAYERFLOW_WORKER_SERVICE_WORKER_LOOP_H_
+#define LAYERFLOW_WORKER_SERVICE_WORKER_LOOP_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/runtime/job_runner.h"
+
+namespace layerflow::worker {
+
+struct WorkerOptions {
+  std::string coordinator_address = "127.0.0.1:7531";
+  // Shown in ListJobs; default host name and pid.
+  std::string name;
+  // Wait between LeaseJob calls when the queue is empty.
+  int64_t idle_poll_ms = 500;
+  // Fault injection for tests and demos: sleep after each streamed chunk.
+  int64_t pause_after_chunk_ms = 0;
+  // Return from Run() once the queue has been empty this long (0: never).
+  int64_t exit_after_idle_ms = 0;
+};
+
+class WorkerLoop {
+ public:
+  virtual ~WorkerLoop() = default;
+  static absl::StatusOr<std::unique_ptr<WorkerLoop>> Create(
+      const WorkerOptions& options, const DeviceConfig& device);
+  // Runs until Stop() (or idle exit). Returns an error only when the worker
+  // cannot work at all (registration refused); errors inside a job become
+  // a failed job, never a crashed worker.
+  virtual absl::Status Run() = 0;
+  // Thread-safe; Run() returns after the current chunk.
+  virtual void Stop() = 0;
+};
+
+}  // namespace layerflow::worker
+
+#endif  // LAYERFLOW_WORKER_SERVICE_WORKER_LOOP_H_
