@@ -1,0 +1,46 @@
+#include "worker/service/job_conversion.h"
+
+namespace layerflow::worker {
+
+JobConfig ToJobConfig(const v1::JobSpec& spec) {
+  JobConfig config;
+  config.model = spec.model();
+  config.init_scheme = spec.init_scheme();
+  config.seed = spec.seed();
+  config.dataset = spec.dataset().name();
+  config.num_classes = spec.dataset().num_classes();
+  config.context_length = spec.context_length();
+  config.analyses.assign(spec.analyses().begin(), spec.analyses().end());
+  config.num_prompts = spec.num_prompts();
+  config.prompts_per_chunk = spec.prompts_per_chunk();
+  config.dtype = spec.dtype();
+  return config;
+}
+
+v1::ResultChunk ToResultChunk(const ChunkResult& chunk, const std::string& job_id,
+                              const std::string& lease_id) {
+  v1::ResultChunk out;
+  out.set_job_id(job_id);
+  out.set_lease_id(lease_id);
+  out.set_sequence(chunk.sequence);
+  for (const MetricStat& stat : chunk.stats) {
+    v1::MetricStat* s = out.add_stats();
+    s->set_metric(stat.metric);
+    s->set_layer(stat.layer);
+    s->set_sum(stat.sum);
+    s->set_sum_sq(stat.sum_sq);
+    s->set_count(stat.count);
+  }
+  for (int32_t tokens : chunk.prompt_tokens) out.add_prompt_tokens(tokens);
+  return out;
+}
+
+v1::WorkerCapabilities ToCapabilities(const DeviceConfig& device) {
+  v1::WorkerCapabilities caps;
+  caps.set_device_type(device.device_type);
+  caps.set_gpu_count(device.gpu_count);
+  for (const std::string& arch : SupportedArchitectures()) caps.add_architectures(arch);
+  return caps;
+}
+
+}  // namespace layerflow::worker

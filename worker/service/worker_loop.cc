@@ -1,0 +1,290 @@
+#include "worker/service/worker_loop.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "grpcpp/grpcpp.h"
+#include "layerflow/v1/worker.grpc.pb.h"
+#include "worker/service/job_conversion.h"
+
+namespace layerflow::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kRpcDeadline = std::chrono::seconds(30);
+
+// The one place where this side of the worker protocol turns gRPC statuses
+// into absl ones (codes share their numeric values by design).
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+void SetDeadline(grpc::ClientContext& ctx) {
+  ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
+}
+
+class WorkerLoopImpl final : public WorkerLoop {
+ public:
+  WorkerLoopImpl(WorkerOptions options, DeviceConfig device,
+                 std::shared_ptr<grpc::Channel> channel)
+      : options_(std::move(options)),
+        device_(std::move(device)),
+        stub_(v1::WorkerProtocol::NewStub(channel)) {}
+
+  absl::Status Run() override {
+    LF_RETURN_IF_ERROR(RegisterWithRetry()) << "registering with "
+                                            << options_.coordinator_address;
+    auto idle_since = Clock::now();
+    while (!stopping()) {
+      v1::LeaseJobRequest request;
+      request.set_worker_id(worker_id_);
+      v1::LeaseJobResponse lease;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      absl::Status status = FromGrpc(stub_->LeaseJob(&ctx, request, &lease));
+      if (absl::IsNotFound(status)) {
+        // The coordinator forgot us (restarted on a fresh store): register again.
+        Log("coordinator does not know this worker; registering again");
+        LF_RETURN_IF_ERROR(RegisterWithRetry());
+        continue;
+      }
+      if (!status.ok()) {
+        Log(absl::StrCat("LeaseJob failed: ", status.ToString(), "; retrying"));
+        SleepFor(options_.idle_poll_ms * 4);
+        continue;
+      }
+      if (!lease.leased()) {
+        if (options_.exit_after_idle_ms > 0 &&
+            Clock::now() - idle_since >
+                std::chrono::milliseconds(options_.exit_after_idle_ms)) {
+          Log("queue empty; exiting as asked (--exit-after-idle-ms)");
+          return absl::OkStatus();
+        }
+        SleepFor(options_.idle_poll_ms);
+        continue;
+      }
+      RunJob(lease);
+      idle_since = Clock::now();
+    }
+    return absl::OkStatus();
+  }
+
+  void Stop() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  bool stopping() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stopping_;
+  }
+
+  // Returns false when woken by Stop().
+  bool SleepFor(int64_t ms) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return !cv_.wait_for(lock, std::chrono::milliseconds(ms),
+                         [this] { return stopping_; });
+  }
+
+  void Log(const std::string& message) {
+    std::cerr << "[worker " << (worker_id_.empty() ? options_.name : worker_id_)
+              << "] " << message << std::endl;
+  }
+
+  // The coordinator may start after the worker (docker-compose, Slurm):
+  // keep trying for a while before giving up.
+  absl::Status RegisterWithRetry() {
+    absl::Status last;
+    for (int attempt = 0; attempt < 60 && !stopping(); ++attempt) {
+      v1::RegisterWorkerRequest request;
+      request.set_name(options_.name);
+      *request.mutable_capabilities() = ToCapabilities(device_);
+      v1::RegisterWorkerResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      last = FromGrpc(stub_->RegisterWorker(&ctx, request, &response));
+      if (last.ok()) {
+        worker_id_ = response.worker_id();
+        heartbeat_interval_ms_ = std::max<int64_t>(response.heartbeat_interval_ms(), 50);
+        Log(absl::StrCat("registered as ", options_.name, " (", device_.device_type,
+                         device_.gpu_count > 0 ? absl::StrCat(" x", device_.gpu_count) : "",
+                         "), heartbeat every ", heartbeat_interval_ms_, " ms"));
+        return absl::OkStatus();
+      }
+      // A refusal (bad request) will not change by retrying.
+      if (!absl::IsUnavailable(last) && !absl::IsDeadlineExceeded(last)) return last;
+      SleepFor(1000);
+    }
+    return stopping() ? absl::CancelledError("worker stopped") : last;
+  }
+
+  // Renews the lease until `done`; records a lapsed lease or a cancellation.
+  struct LeaseWatch {
+    std::atomic<bool> done{false};
+    std::atomic<bool> lost{false};
+    std::atomic<bool> cancelled{false};
+  };
+
+  void HeartbeatLoop(const std::string& job_id, const std::string& lease_id,
+                     LeaseWatch* watch) {
+    while (!watch->done.load()) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
+                     [&] { return watch->done.load() || stopping_; });
+      }
+      if (watch->done.load()) return;
+      v1::HeartbeatRequest request;
+      request.set_worker_id(worker_id_);
+      request.set_job_id(job_id);
+      request.set_lease_id(lease_id);
+      v1::HeartbeatResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      absl::Status status = FromGrpc(stub_->Heartbeat(&ctx, request, &response));
+      if (absl::IsAborted(status) || absl::IsNotFound(status)) {
+        Log(absl::StrCat("lease on job ", job_id, " lost: ", status.message()));
+        watch->lost = true;
+        return;
+      }
+      if (status.ok() && response.cancelled()) {
+        watch->cancelled = true;
+        return;
+      }
+    }
+  }
+
+  void RunJob(const v1::LeaseJobResponse& lease) {
+    const v1::Job& job = lease.job();
+    const std::string& job_id = job.job_id();
+    const std::string& lease_id = lease.lease_id();
+    Log(absl::StrCat("leased job ", job_id, " (", job.spec().model(), ", init ",
+                     job.spec().init_scheme(), ", seed ", job.spec().seed(),
+                     "), resuming at chunk ", lease.resume_from_sequence()));
+
+    LeaseWatch watch;
+    std::thread heartbeat([&] { HeartbeatLoop(job_id, lease_id, &watch); });
+    absl::Status status = StreamJob(lease, watch);
+    watch.done = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cv_.notify_all();
+    }
+    heartbeat.join();
+
+    if (watch.lost || watch.cancelled || stopping()) {
+      // Nothing to report: the coordinator already requeued or cancelled the
+      // job, or will requeue it when our lease lapses.
+      Log(absl::StrCat("stopped job ", job_id,
+                       watch.cancelled ? " (cancelled)" : " (lease lost or worker stopping)"));
+      return;
+    }
+    if (status.ok()) {
+      v1::CompleteJobRequest request;
+      request.set_job_id(job_id);
+      request.set_lease_id(lease_id);
+      v1::CompleteJobResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      status = FromGrpc(stub_->CompleteJob(&ctx, request, &response));
+      if (status.ok()) {
+        Log(absl::StrCat("job ", job_id, " done"));
+        return;
+      }
+    }
+    if (absl::IsAborted(status) || absl::IsUnavailable(status)) {
+      // Lease lapsed or coordinator unreachable: the job will be requeued and
+      // resume after its last committed chunk; failing it would lose that.
+      Log(absl::StrCat("job ", job_id, " interrupted: ", status.ToString()));
+      return;
+    }
+    Log(absl::StrCat("job ", job_id, " failed: ", status.ToString()));
+    v1::FailJobRequest request;
+    request.set_job_id(job_id);
+    request.set_lease_id(lease_id);
+    request.set_error(status.ToString());
+    v1::FailJobResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    absl::Status reported = FromGrpc(stub_->FailJob(&ctx, request, &response));
+    if (!reported.ok()) Log(absl::StrCat("FailJob: ", reported.ToString()));
+  }
+
+  // Runs the job's remaining chunks and streams each as soon as it exists,
+  // so a crash loses at most the chunk in progress.
+  absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
+    const v1::Job& job = lease.job();
+    LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
+                        CreateJobRunner(ToJobConfig(job.spec()), device_));
+    grpc::ClientContext ctx;
+    v1::StreamResultsResponse response;
+    std::unique_ptr<grpc::ClientWriter<v1::ResultChunk>> writer =
+        stub_->StreamResults(&ctx, &response);
+    absl::Status job_status;
+    for (int64_t seq = lease.resume_from_sequence(); seq < runner->num_chunks(); ++seq) {
+      if (watch.lost || watch.cancelled || stopping()) break;
+      absl::StatusOr<ChunkResult> chunk = runner->RunChunk(seq);
+      if (!chunk.ok()) {
+        job_status = StatusBuilder(chunk.status()) << "chunk " << seq;
+        break;
+      }
+      if (!writer->Write(ToResultChunk(*chunk, job.job_id(), lease.lease_id()))) {
+        break;  // the stream broke; Finish() below says why
+      }
+      if (options_.pause_after_chunk_ms > 0) SleepFor(options_.pause_after_chunk_ms);
+    }
+    writer->WritesDone();
+    absl::Status stream_status = FromGrpc(writer->Finish());
+    // A job error wins over the stream's status: it is the real cause.
+    if (!job_status.ok()) return job_status;
+    return stream_status;
+  }
+
+  const WorkerOptions options_;
+  const DeviceConfig device_;
+  std::unique_ptr<v1::WorkerProtocol::Stub> stub_;
+  std::string worker_id_;
+  int64_t heartbeat_interval_ms_ = 5000;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+};
+
+std::string DefaultWorkerName() {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, ":", getpid());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerLoop>> WorkerLoop::Create(
+    const WorkerOptions& options, const DeviceConfig& device) {
+  if (options.coordinator_address.empty()) {
+    return absl::InvalidArgumentError("coordinator_address: required");
+  }
+  if (options.idle_poll_ms <= 0) {
+    return absl::InvalidArgumentError("idle_poll_ms: must be positive");
+  }
+  WorkerOptions resolved = options;
+  if (resolved.name.empty()) resolved.name = DefaultWorkerName();
+  auto channel = grpc::CreateChannel(resolved.coordinator_address,
+                                     grpc::InsecureChannelCredentials());
+  return std::unique_ptr<WorkerLoop>(
+      new WorkerLoopImpl(std::move(resolved), device, std::move(channel)));
+}
+
+}  // namespace layerflow::worker
