@@ -23,7 +23,8 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config python3-venv
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libyaml-cpp-dev
-  libcli11-dev nlohmann-json3-dev libsqlite3-dev libpq-dev curl
+  libcli11-dev nlohmann-json3-dev libsqlite3-dev libpq-dev curl prometheus
+  libicu-dev
 )
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
@@ -39,7 +40,7 @@ install_debian_packages() {
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
 }
 
