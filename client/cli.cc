@@ -1,0 +1,415 @@
+#include "client/cli.h"
+
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "client/default_sweep.h"
+#include "client/output.h"
+#include "client/sweep_file.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace layerflow::client {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Ctrl-C: a blocking WatchSweep cannot be interrupted from a signal handler,
+// so the handler only sets a flag and a small thread turns it into a
+// CallCanceller::Cancel. The previous handlers come back right after the
+// first signal, so a second Ctrl-C kills the process as usual.
+
+std::atomic<bool> g_interrupted{false};
+
+extern "C" void OnInterrupt(int) { g_interrupted.store(true); }
+
+class InterruptWatcher {
+ public:
+  InterruptWatcher(CallCanceller* canceller, bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    g_interrupted.store(false);
+    struct sigaction action = {};
+    action.sa_handler = OnInterrupt;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+    thread_ = std::thread([this, canceller] {
+      while (!stop_.load()) {
+        if (g_interrupted.load()) {
+          RestoreHandlers();
+          canceller->Cancel(absl::CancelledError("interrupted"));
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    });
+  }
+  ~InterruptWatcher() {
+    if (!enabled_) return;
+    stop_.store(true);
+    thread_.join();
+    RestoreHandlers();
+  }
+  bool interrupted() const { return enabled_ && g_interrupted.load(); }
+
+ private:
+  void RestoreHandlers() {
+    if (restored_.exchange(true)) return;
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+  bool enabled_;
+  struct sigaction old_int_ = {};
+  struct sigaction old_term_ = {};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> restored_{false};
+  std::thread thread_;
+};
+
+// One progress line per change in a log; one redrawn line on a terminal.
+class ProgressPrinter {
+ public:
+  explicit ProgressPrinter(const CliEnvironment& env) : env_(env) {}
+  void Update(const v1::Sweep& sweep) {
+    const std::string line = FormatProgressLine(sweep);
+    if (line == last_) return;
+    last_ = line;
+    if (env_.interactive_progress) {
+      *env_.err << "\r" << line << "\x1b[K" << std::flush;  // K: clear to end
+      drawn_ = true;
+    } else {
+      *env_.err << line << "\n" << std::flush;
+    }
+  }
+  void Finish() {
+    if (drawn_) *env_.err << "\n" << std::flush;
+    drawn_ = false;
+  }
+
+ private:
+  const CliEnvironment& env_;
+  std::string last_;
+  bool drawn_ = false;
+};
+
+int Fail(const CliEnvironment& env, const absl::Status& status) {
+  PrintError(*env.err, status);
+  return kExitError;
+}
+
+void PrintFailedJobs(const CliEnvironment& env, CoordinatorClient& client,
+                     const std::string& sweep_id) {
+  absl::StatusOr<std::vector<v1::Job>> failed =
+      client.ListJobs(sweep_id, v1::JOB_STATE_FAILED);
+  if (!failed.ok()) {
+    PrintError(*env.err, failed.status());
+    return;
+  }
+  for (const v1::Job& job : *failed) {
+    *env.err << "job " << job.job_id() << " (" << job.spec().model() << ", init "
+             << job.spec().init_scheme() << ", seed " << job.spec().seed()
+             << ") failed after " << job.attempts() << " attempt"
+             << (job.attempts() == 1 ? "" : "s") << ": " << job.error() << "\n";
+  }
+}
+
+std::string Summary(const v1::Sweep& sweep) {
+  std::string line = absl::StrCat("sweep ", sweep.sweep_id(), " ",
+                                  SweepStateName(sweep.state()), ": ",
+                                  sweep.jobs_succeeded(), "/", sweep.jobs_total(),
+                                  " jobs succeeded");
+  if (sweep.jobs_failed() > 0) absl::StrAppend(&line, ", ", sweep.jobs_failed(), " failed");
+  if (sweep.jobs_cancelled() > 0) {
+    absl::StrAppend(&line, ", ", sweep.jobs_cancelled(), " cancelled");
+  }
+  return line;
+}
+
+// Watches a sweep to its end, then reports failures. Returns the exit code:
+// 0 only when every job succeeded.
+int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client,
+               const CallCanceller& canceller, const InterruptWatcher& interrupts,
+               const std::string& sweep_id, v1::Sweep* final_sweep) {
+  ProgressPrinter progress(env);
+  absl::StatusOr<v1::Sweep> sweep =
+      client.WatchSweep(sweep_id, [&](const v1::Sweep& s) { progress.Update(s); });
+  progress.Finish();
+  if (!sweep.ok()) {
+    if (interrupts.interrupted()) return kExitInterrupted;
+    return Fail(env, canceller.cancelled() ? canceller.reason() : sweep.status());
+  }
+  *final_sweep = *sweep;
+  *env.err << Summary(*sweep) << "\n";
+  if (sweep->jobs_failed() > 0) PrintFailedJobs(env, client, sweep_id);
+  return sweep->state() == v1::SWEEP_STATE_SUCCEEDED ? kExitOk : kExitError;
+}
+
+// ---------------------------------------------------------------------------
+// Commands.
+
+struct GlobalFlags {
+  std::string coordinator;
+};
+
+int Submit(const CliEnvironment& env, const GlobalFlags& global,
+           const std::string& file, bool dry_run, bool quiet) {
+  // Parse first: a malformed file never reaches the coordinator.
+  absl::StatusOr<v1::SweepSpec> spec = ParseSweepFile(file);
+  if (!spec.ok()) return Fail(env, spec.status());
+  if (dry_run) {
+    std::string json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.preserve_proto_field_names = true;
+    if (auto s = google::protobuf::util::MessageToJsonString(*spec, &json, options);
+        !s.ok()) {
+      return Fail(env, absl::InternalError(s.ToString()));
+    }
+    *env.out << json;
+    return kExitOk;
+  }
+  CoordinatorClient client(global.coordinator);
+  absl::StatusOr<v1::SubmitSweepResponse> response = client.SubmitSweep(*spec);
+  if (!response.ok()) return Fail(env, response.status());
+  if (quiet) {
+    *env.out << response->sweep_id() << "\n";
+  } else {
+    *env.out << "sweep " << response->sweep_id() << ": " << response->jobs()
+             << " jobs\n";
+    *env.err << "follow it with: layerflow watch " << response->sweep_id() << "\n";
+  }
+  return kExitOk;
+}
+
+struct RunFlags {
+  std::string file;
+  std::string db_path;
+  std::string metrics_address;
+  std::string format = "table";
+};
+
+int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
+                 const v1::SweepSpec& spec, EmbeddedCluster& cluster,
+                 CallCanceller& canceller, const InterruptWatcher& interrupts) {
+  CoordinatorClient client(cluster.address());
+  client.set_canceller(&canceller);
+  absl::StatusOr<v1::SubmitSweepResponse> submitted = client.SubmitSweep(spec);
+  if (!submitted.ok()) return Fail(env, submitted.status());
+  const std::string& sweep_id = submitted->sweep_id();
+  *env.err << "sweep " << sweep_id << ": " << submitted->jobs() << " jobs\n";
+  v1::Sweep final_sweep;
+  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &final_sweep);
+  if (code == kExitInterrupted) {
+    *env.err << "interrupted; stopping the embedded coordinator and worker\n";
+    return code;
+  }
+  if (canceller.cancelled()) return code;  // the worker died; already reported
+  v1::QueryResultsRequest request;
+  request.set_sweep_id(sweep_id);
+  absl::StatusOr<std::vector<v1::ResultRow>> rows = client.QueryResults(request);
+  if (!rows.ok()) return Fail(env, rows.status());
+  const OutputFormat format = ParseOutputFormat(flags.format).value_or(OutputFormat::kTable);
+  *env.out << FormatResults(*rows, format) << std::flush;
+  return code;
+}
+
+int Run(const CliEnvironment& env, const RunFlags& flags) {
+  absl::StatusOr<v1::SweepSpec> spec =
+      flags.file.empty() ? ParseSweepYaml(kDefaultSweepYaml, kDefaultSweepSource)
+                         : ParseSweepFile(flags.file);
+  if (!spec.ok()) return Fail(env, spec.status());
+  if (!env.start_embedded) {
+    return Fail(env, absl::UnimplementedError(
+                         "this layerflow was built without the embedded coordinator "
+                         "and worker; start layerflow-coordinator and a worker, then "
+                         "use `layerflow submit`"));
+  }
+  CallCanceller canceller;
+  InterruptWatcher interrupts(&canceller, env.handle_signals);
+  EmbeddedOptions options;
+  options.db_path = flags.db_path;
+  options.metrics_address = flags.metrics_address;
+  absl::StatusOr<std::unique_ptr<EmbeddedCluster>> cluster =
+      env.start_embedded(options, &canceller);
+  if (!cluster.ok()) return Fail(env, cluster.status());
+  *env.err << (*cluster)->description() << "\n";
+  const int code = RunOnCluster(env, flags, *spec, **cluster, canceller, interrupts);
+  (*cluster)->Shutdown();
+  return code;
+}
+
+int Watch(const CliEnvironment& env, const GlobalFlags& global,
+          const std::string& sweep_id) {
+  CallCanceller canceller;
+  InterruptWatcher interrupts(&canceller, env.handle_signals);
+  CoordinatorClient client(global.coordinator);
+  client.set_canceller(&canceller);
+  v1::Sweep final_sweep;
+  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &final_sweep);
+  if (code == kExitInterrupted) {
+    *env.err << "stopped watching; the sweep keeps running (layerflow cancel "
+             << sweep_id << " stops it)\n";
+  }
+  return code;
+}
+
+int Jobs(const CliEnvironment& env, const GlobalFlags& global,
+         const std::string& sweep_id, const std::string& state_name) {
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  if (!state_name.empty()) {
+    absl::StatusOr<v1::JobState> parsed = ParseJobState(state_name);
+    if (!parsed.ok()) return Fail(env, parsed.status());
+    state = *parsed;
+  }
+  CoordinatorClient client(global.coordinator);
+  absl::StatusOr<std::vector<v1::Job>> jobs = client.ListJobs(sweep_id, state);
+  if (!jobs.ok()) return Fail(env, jobs.status());
+  *env.out << FormatJobsTable(*jobs);
+  return kExitOk;
+}
+
+struct ResultsFlags {
+  std::string sweep_id;
+  std::string format = "table";
+  std::string model;
+  std::string metric;
+  std::string job_id;
+};
+
+int Results(const CliEnvironment& env, const GlobalFlags& global,
+            const ResultsFlags& flags) {
+  absl::StatusOr<OutputFormat> format = ParseOutputFormat(flags.format);
+  if (!format.ok()) return Fail(env, format.status());
+  CoordinatorClient client(global.coordinator);
+  v1::QueryResultsRequest request;
+  request.set_sweep_id(flags.sweep_id);
+  request.set_model(flags.model);
+  request.set_metric(flags.metric);
+  request.set_job_id(flags.job_id);
+  absl::StatusOr<std::vector<v1::ResultRow>> rows = client.QueryResults(request);
+  if (!rows.ok()) return Fail(env, rows.status());
+  *env.out << FormatResults(*rows, *format);
+  return kExitOk;
+}
+
+int Cancel(const CliEnvironment& env, const GlobalFlags& global,
+           const std::string& sweep_id) {
+  CoordinatorClient client(global.coordinator);
+  absl::StatusOr<v1::Sweep> sweep = client.CancelSweep(sweep_id);
+  if (!sweep.ok()) return Fail(env, sweep.status());
+  *env.out << Summary(*sweep) << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void PrintError(std::ostream& err, const absl::Status& status) {
+  err << "error: " << absl::StatusCodeToString(status.code()) << ": "
+      << status.message() << "\n";
+}
+
+int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
+  CLI::App app{
+      "layerflow: submit layer-wise analysis sweeps to a coordinator, follow them "
+      "and export their per-layer results.\n"
+      "`layerflow run` needs no coordinator: it runs a sweep in this process."};
+  app.name("layerflow");
+  app.require_subcommand(1);
+  app.footer(
+      "Examples:\n"
+      "  layerflow run                       # the built-in quickstart sweep, locally\n"
+      "  layerflow run sweep.yaml --format csv > results.csv\n"
+      "  layerflow submit sweep.yaml         # on a running coordinator\n"
+      "  layerflow watch SWEEP_ID && layerflow results SWEEP_ID\n"
+      "Sweep file format: docs/sweep-file.md. Exit codes: 0 success, 1 error "
+      "(or failed jobs), 2 usage error, 130 interrupted.");
+
+  GlobalFlags global;
+  global.coordinator = env.default_coordinator;
+  app.add_option("--coordinator", global.coordinator,
+                 "Coordinator address HOST:PORT (env LAYERFLOW_COORDINATOR)")
+      ->envname("LAYERFLOW_COORDINATOR")
+      ->capture_default_str();
+
+  std::string submit_file;
+  bool dry_run = false;
+  bool quiet = false;
+  CLI::App* submit = app.add_subcommand(
+      "submit", "Submit a sweep file to the coordinator; prints the sweep id and its job count");
+  submit->add_option("FILE", submit_file, "Sweep file (YAML, docs/sweep-file.md)")
+      ->required();
+  submit->add_flag("--dry-run", dry_run,
+                   "Check the file and print the parsed spec as JSON; contact no server");
+  submit->add_flag("-q,--quiet", quiet, "Print only the sweep id");
+
+  RunFlags run_flags;
+  CLI::App* run = app.add_subcommand(
+      "run",
+      "Run a sweep locally: an embedded coordinator and worker in this process. "
+      "Progress goes to stderr, the results table to stdout");
+  run->add_option("FILE", run_flags.file,
+                  "Sweep file (default: the built-in quickstart sweep, 4 small jobs)");
+  run->add_option("--db", run_flags.db_path,
+                  "Keep the SQLite store in this file (default: a temporary directory "
+                  "removed at exit)");
+  run->add_option("--metrics", run_flags.metrics_address,
+                  "Serve Prometheus /metrics on HOST:PORT (default: off)");
+  run->add_option("--format", run_flags.format, "Result format")
+      ->check(CLI::IsMember({"table", "csv", "json"}))
+      ->capture_default_str();
+
+  std::string watch_id;
+  CLI::App* watch = app.add_subcommand(
+      "watch", "Follow a sweep's progress until it ends; exit 0 only if every job succeeded");
+  watch->add_option("SWEEP_ID", watch_id, "Sweep id")->required();
+
+  std::string jobs_sweep;
+  std::string jobs_state;
+  CLI::App* jobs = app.add_subcommand("jobs", "List jobs (of one sweep, or of all sweeps)");
+  jobs->add_option("SWEEP_ID", jobs_sweep, "Sweep id (default: every sweep)");
+  jobs->add_option("--state", jobs_state, "Only jobs in this state (default: all)")
+      ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"}));
+
+  ResultsFlags results_flags;
+  CLI::App* results = app.add_subcommand(
+      "results", "Print a sweep's merged per-layer results (mean ± std over prompts)");
+  results->add_option("SWEEP_ID", results_flags.sweep_id, "Sweep id")->required();
+  results->add_option("--format", results_flags.format, "Output format")
+      ->check(CLI::IsMember({"table", "csv", "json"}))
+      ->capture_default_str();
+  results->add_option("--model", results_flags.model, "Only this model (default: all)");
+  results->add_option("--metric", results_flags.metric,
+                      "Only this metric, e.g. adjacent_cos (default: all)");
+  results->add_option("--job", results_flags.job_id, "Only this job (default: all)");
+
+  std::string cancel_id;
+  CLI::App* cancel =
+      app.add_subcommand("cancel", "Cancel a sweep's queued and running jobs");
+  cancel->add_option("SWEEP_ID", cancel_id, "Sweep id")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are "errors" with exit code 0.
+    const int code = app.exit(e, *env.out, *env.err);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (*submit) return Submit(env, global, submit_file, dry_run, quiet);
+  if (*run) return Run(env, run_flags);
+  if (*watch) return Watch(env, global, watch_id);
+  if (*jobs) return Jobs(env, global, jobs_sweep, jobs_state);
+  if (*results) return Results(env, global, results_flags);
+  if (*cancel) return Cancel(env, global, cancel_id);
+  return kExitUsage;  // unreachable: require_subcommand(1)
+}
+
+}  // namespace layerflow::client

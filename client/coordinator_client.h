@@ -1,0 +1,88 @@
+// A thin absl::StatusOr wrapper over the Coordinator gRPC stub. gRPC
+// statuses become absl statuses in exactly one place (FromGrpcStatus), so
+// every command reports errors the same way.
+#ifndef LAYERFLOW_CLIENT_COORDINATOR_CLIENT_H_
+#define LAYERFLOW_CLIENT_COORDINATOR_CLIENT_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "layerflow/v1/coordinator.grpc.pb.h"
+
+namespace layerflow::client {
+
+// grpc::Status -> absl::Status (the code enums share their values).
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// Lets another thread (a signal watcher, a dying embedded worker) end a
+// blocking call such as WatchSweep. Once cancelled, later calls fail fast.
+class CallCanceller {
+ public:
+  // Cancels the active call, if any, and every later one with `reason`.
+  void Cancel(absl::Status reason);
+  bool cancelled() const;
+  absl::Status reason() const;
+
+ private:
+  friend class CoordinatorClient;
+  // Registers the context of a call about to start; false if already
+  // cancelled (the call is then not made).
+  bool Attach(grpc::ClientContext* context);
+  void Detach();
+
+  mutable std::mutex mu_;
+  grpc::ClientContext* active_ = nullptr;
+  absl::Status reason_;
+};
+
+class CoordinatorClient {
+ public:
+  // `rpc_timeout` bounds each unary call; WatchSweep is not bounded.
+  explicit CoordinatorClient(
+      std::string address,
+      std::chrono::milliseconds rpc_timeout = std::chrono::seconds(30));
+  // For tests: an existing channel (e.g. an in-process server's).
+  CoordinatorClient(std::shared_ptr<grpc::Channel> channel, std::string address,
+                    std::chrono::milliseconds rpc_timeout = std::chrono::seconds(30));
+
+  const std::string& address() const { return address_; }
+  // Optional; must outlive the client.
+  void set_canceller(CallCanceller* canceller) { canceller_ = canceller; }
+
+  absl::StatusOr<v1::SubmitSweepResponse> SubmitSweep(const v1::SweepSpec& spec);
+  absl::StatusOr<v1::Sweep> GetSweep(const std::string& sweep_id);
+  // Empty sweep_id: every sweep; JOB_STATE_UNSPECIFIED: every state.
+  absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& sweep_id,
+                                                v1::JobState state);
+  absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id);
+  absl::StatusOr<std::vector<v1::ResultRow>> QueryResults(
+      const v1::QueryResultsRequest& request);
+  // Calls `on_update` for every progress message until the sweep leaves the
+  // ACTIVE state, and returns that final message. UNAVAILABLE when the
+  // stream ends before the sweep finished.
+  absl::StatusOr<v1::Sweep> WatchSweep(
+      const std::string& sweep_id,
+      const std::function<void(const v1::Sweep&)>& on_update);
+
+ private:
+  // Sets the deadline and registers the call with the canceller; returns
+  // the canceller's reason when it has already fired.
+  absl::Status Prepare(grpc::ClientContext* context, bool with_deadline);
+  absl::Status Finish(const grpc::Status& status);
+
+  std::string address_;
+  std::chrono::milliseconds rpc_timeout_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+  CallCanceller* canceller_ = nullptr;
+};
+
+}  // namespace layerflow::client
+
+#endif  // LAYERFLOW_CLIENT_COORDINATOR_CLIENT_H_

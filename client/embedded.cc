@@ -1,0 +1,132 @@
+#include "client/embedded.h"
+
+#include <stdlib.h>
+#include <cerrno>
+#include <unistd.h>
+
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/coordinator_server.h"
+#include "worker/runtime/job_runner.h"
+#include "worker/service/worker_loop.h"
+
+namespace layerflow::client {
+namespace {
+
+class EmbeddedClusterImpl : public EmbeddedCluster {
+ public:
+  ~EmbeddedClusterImpl() override { Shutdown(); }
+
+  std::string address() const override { return address_; }
+  std::string description() const override { return description_; }
+
+  void Shutdown() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (down_) return;
+    down_ = true;
+    // Worker first: it may be streaming a chunk to the coordinator.
+    if (worker_ != nullptr) worker_->Stop();
+    if (worker_thread_.joinable()) worker_thread_.join();
+    if (server_ != nullptr) server_->Shutdown();
+    if (!temp_dir_.empty()) {
+      std::error_code ignored;  // best effort: nothing useful to do on failure
+      std::filesystem::remove_all(temp_dir_, ignored);
+    }
+  }
+
+  std::mutex mu_;
+  bool down_ = false;
+  std::string address_;
+  std::string description_;
+  std::filesystem::path temp_dir_;  // empty when the user chose --db
+  std::unique_ptr<server::CoordinatorServer> server_;
+  std::unique_ptr<worker::WorkerLoop> worker_;
+  std::thread worker_thread_;
+};
+
+absl::StatusOr<std::filesystem::path> MakeTempDir() {
+  std::error_code ec;
+  std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+  if (ec) base = "/tmp";
+  std::string pattern = (base / "layerflow-run-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return absl::Status(absl::ErrnoToStatusCode(errno),
+                        absl::StrCat("cannot create a temporary directory in ",
+                                     base.string()));
+  }
+  return std::filesystem::path(pattern);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
+    const EmbeddedOptions& options, CallCanceller* canceller) {
+  auto cluster = std::make_unique<EmbeddedClusterImpl>();
+
+  server::CoordinatorOptions server_options;
+  // Loopback only and a free port: two `layerflow run`s can coexist and
+  // nothing is exposed to the network.
+  server_options.listen_address = "127.0.0.1:0";
+  server_options.metrics_address = options.metrics_address;
+  if (options.db_path.empty()) {
+    absl::StatusOr<std::filesystem::path> dir = MakeTempDir();
+    if (!dir.ok()) return dir.status();
+    cluster->temp_dir_ = *dir;
+    server_options.db_path = (*dir / "layerflow.db").string();
+  } else {
+    server_options.db_path = options.db_path;
+  }
+  absl::StatusOr<std::unique_ptr<server::CoordinatorServer>> server =
+      server::CoordinatorServer::Start(server_options);
+  if (!server.ok()) {
+    cluster->Shutdown();  // removes the temporary directory
+    return absl::Status(server.status().code(),
+                        absl::StrCat("embedded coordinator: ", server.status().message()));
+  }
+  cluster->server_ = std::move(*server);
+  cluster->address_ = absl::StrCat("127.0.0.1:", cluster->server_->port());
+
+  const worker::DeviceConfig device = worker::DetectDevices();
+  worker::WorkerOptions worker_options;
+  worker_options.coordinator_address = cluster->address_;
+  worker_options.name = absl::StrCat("layerflow-run-", getpid());
+  absl::StatusOr<std::unique_ptr<worker::WorkerLoop>> worker =
+      worker::WorkerLoop::Create(worker_options, device);
+  if (!worker.ok()) {
+    cluster->Shutdown();
+    return absl::Status(worker.status().code(),
+                        absl::StrCat("embedded worker: ", worker.status().message()));
+  }
+  cluster->worker_ = std::move(*worker);
+  worker::WorkerLoop* loop = cluster->worker_.get();
+  cluster->worker_thread_ = std::thread([loop, canceller] {
+    absl::Status status = loop->Run();
+    // Run() returns an error only when the worker cannot work at all;
+    // without it nothing would ever finish the sweep, so stop waiting.
+    if (!status.ok() && canceller != nullptr) {
+      canceller->Cancel(absl::Status(
+          status.code(), absl::StrCat("embedded worker stopped: ", status.message())));
+    }
+  });
+
+  std::string devices = device.device_type == "cuda"
+                            ? absl::StrCat(device.gpu_count, " CUDA GPU",
+                                           device.gpu_count == 1 ? "" : "s")
+                            : std::string("the CPU");
+  cluster->description_ = absl::StrCat(
+      "embedded coordinator on ", cluster->address_, " (store ", server_options.db_path,
+      cluster->temp_dir_.empty() ? "" : ", removed at exit", "), worker on ", devices);
+  if (!options.metrics_address.empty()) {
+    absl::StrAppend(&cluster->description_, ", metrics on port ",
+                    cluster->server_->metrics_port());
+  }
+  return cluster;
+}
+
+}  // namespace layerflow::client

@@ -1,0 +1,53 @@
+// Human and machine formats for what the coordinator returns. Pure
+// functions of the messages, so that they are tested on hand-made rows.
+#ifndef LAYERFLOW_CLIENT_OUTPUT_H_
+#define LAYERFLOW_CLIENT_OUTPUT_H_
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "layerflow/v1/coordinator.pb.h"
+#include "layerflow/v1/experiment.pb.h"
+
+namespace layerflow::client {
+
+enum class OutputFormat { kTable, kCsv, kJson };
+
+// "table" | "csv" | "json"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name);
+
+// One block per job (in order of first appearance): a header line naming
+// the job's model, init scheme, seed, data set and context length, then one
+// row per layer with "mean ± std" per metric (metrics sorted by name; a
+// metric without a value at a layer shows "-"). Blocks are separated by a
+// blank line; empty input gives "(no results)\n".
+std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows);
+
+// RFC 4180 CSV with a header line; values in shortest round-trip form.
+std::string FormatResultsCsv(absl::Span<const v1::ResultRow> rows);
+
+// A JSON array of objects keyed like the CSV columns, pretty-printed.
+std::string FormatResultsJson(absl::Span<const v1::ResultRow> rows);
+
+std::string FormatResults(absl::Span<const v1::ResultRow> rows, OutputFormat format);
+
+// "[=======>            ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks"
+// The bar follows committed chunks (jobs when the sweep reports no chunks);
+// cancelled and queued counts are appended only when non-zero.
+std::string FormatProgressLine(const v1::Sweep& sweep, int bar_width = 20);
+
+// Aligned table of jobs: job id, state, model, init, seed, chunks,
+// attempts, error.
+std::string FormatJobsTable(absl::Span<const v1::Job> jobs);
+
+// "queued", "running", ... and back. ParseJobState: INVALID_ARGUMENT for an
+// unknown name.
+std::string JobStateName(v1::JobState state);
+std::string SweepStateName(v1::SweepState state);
+absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name);
+
+}  // namespace layerflow::client
+
+#endif  // LAYERFLOW_CLIENT_OUTPUT_H_

@@ -1,0 +1,375 @@
+#include "client/sweep_file.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "yaml-cpp/yaml.h"
+
+namespace layerflow::client {
+namespace {
+
+// Builds errors of the form "SOURCE:LINE:COL: field 'PATH': WHAT".
+class Reporter {
+ public:
+  explicit Reporter(absl::string_view source) : source_(source) {}
+
+  std::string Location(const YAML::Mark& mark) const {
+    // yaml-cpp marks are 0-based; editors count from 1. A null mark (-1)
+    // belongs to nodes that have no position, e.g. an empty document.
+    if (mark.is_null() || mark.line < 0) return std::string(source_);
+    return absl::StrCat(source_, ":", mark.line + 1, ":", mark.column + 1);
+  }
+
+  absl::Status FieldError(const YAML::Node& node, absl::string_view field,
+                          absl::string_view what) const {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Location(node.Mark()), ": field '", field, "': ", what));
+  }
+
+  absl::Status Error(const YAML::Mark& mark, absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(Location(mark), ": ", what));
+  }
+
+ private:
+  absl::string_view source_;
+};
+
+// How a node is named in "expected X, got Y" messages.
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "nothing (null)";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Scalar: {
+      std::string text = node.Scalar();
+      if (text.size() > 40) text = text.substr(0, 37) + "...";
+      return absl::StrCat("'", text, "'");
+    }
+    default:
+      return "an undefined value";
+  }
+}
+
+std::string Expected(absl::string_view what, const YAML::Node& node) {
+  return absl::StrCat("expected ", what, ", got ", Describe(node));
+}
+
+size_t EditDistance(absl::string_view a, absl::string_view b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t subst = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// " (did you mean 'seeds'?)" for a near miss, else the list of known keys,
+// so that the user never has to open the docs to fix a typo.
+std::string Suggest(absl::string_view key, const std::vector<std::string>& known) {
+  std::string normalized(key);
+  std::replace(normalized.begin(), normalized.end(), '-', '_');
+  std::transform(normalized.begin(), normalized.end(), normalized.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  const size_t threshold = std::max<size_t>(2, normalized.size() / 3);
+  const std::string* best = nullptr;
+  size_t best_distance = threshold + 1;
+  for (const std::string& candidate : known) {
+    size_t d = EditDistance(normalized, candidate);
+    // A missing prefix or suffix ("classes" for "num_classes") is a near
+    // miss too, however many characters it lacks.
+    if (normalized.size() >= 4 && candidate.find(normalized) != std::string::npos) {
+      d = std::min<size_t>(d, 1);
+    }
+    if (d < best_distance) {
+      best_distance = d;
+      best = &candidate;
+    }
+  }
+  if (best != nullptr) return absl::StrCat(" (did you mean '", *best, "'?)");
+  return absl::StrCat(" (known fields: ", absl::StrJoin(known, ", "), ")");
+}
+
+// The scalar parsers below are strict on purpose: "8.5" or "8 prompts" is a
+// mistake worth reporting, not something to round or truncate.
+absl::Status ParseInteger(const Reporter& r, const YAML::Node& node,
+                          absl::string_view field, int64_t min, int64_t max,
+                          int64_t* out) {
+  const std::string kind =
+      min == 0 ? "a non-negative integer" : std::string("an integer");
+  if (!node.IsScalar()) return r.FieldError(node, field, Expected(kind, node));
+  absl::string_view text = node.Scalar();
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  int64_t value = 0;
+  const auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || end != text.data() + text.size() ||
+      (ec != std::errc() && ec != std::errc::result_out_of_range)) {
+    return r.FieldError(node, field, Expected(kind, node));
+  }
+  if (ec == std::errc::result_out_of_range || value < min || value > max) {
+    return r.FieldError(
+        node, field,
+        Expected(absl::StrCat(min == 0 ? "a non-negative integer" : "an integer",
+                              " in [", min, ", ", max, "]"),
+                 node));
+  }
+  *out = value;
+  return absl::OkStatus();
+}
+
+absl::Status ParseString(const Reporter& r, const YAML::Node& node,
+                         absl::string_view field, std::string* out) {
+  if (!node.IsScalar()) return r.FieldError(node, field, Expected("a string", node));
+  *out = node.Scalar();
+  return absl::OkStatus();
+}
+
+// Calls `element(node, "field[i]")` for each element of a list, or once with
+// `field` itself when a single value stands where a list is expected
+// ("models: pythia-70m").
+absl::Status ForEachElement(
+    const Reporter& r, const YAML::Node& node, absl::string_view field,
+    absl::string_view element_kind, bool allow_single_map,
+    const std::function<absl::Status(const YAML::Node&, const std::string&)>&
+        element) {
+  if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) {
+      LF_RETURN_IF_ERROR(element(node[i], absl::StrCat(field, "[", i, "]")));
+    }
+    return absl::OkStatus();
+  }
+  if (node.IsScalar() || (allow_single_map && node.IsMap())) {
+    return element(node, std::string(field));
+  }
+  return r.FieldError(
+      node, field,
+      Expected(absl::StrCat(element_kind, " or a list of them"), node));
+}
+
+absl::Status ParseStringList(const Reporter& r, const YAML::Node& node,
+                             absl::string_view field,
+                             google::protobuf::RepeatedPtrField<std::string>* out) {
+  return ForEachElement(
+      r, node, field, "a string", /*allow_single_map=*/false,
+      [&](const YAML::Node& e, const std::string& path) {
+        return ParseString(r, e, path, out->Add());
+      });
+}
+
+template <typename Int>
+absl::Status ParseIntList(const Reporter& r, const YAML::Node& node,
+                          absl::string_view field, int64_t min,
+                          google::protobuf::RepeatedField<Int>* out) {
+  return ForEachElement(
+      r, node, field, min == 0 ? "a non-negative integer" : "an integer",
+      /*allow_single_map=*/false,
+      [&](const YAML::Node& e, const std::string& path) -> absl::Status {
+        int64_t value = 0;
+        LF_RETURN_IF_ERROR(ParseInteger(r, e, path, min,
+                                        std::numeric_limits<Int>::max(), &value));
+        out->Add(static_cast<Int>(value));
+        return absl::OkStatus();
+      });
+}
+
+// Visits the keys of a map, rejecting unknown and repeated ones.
+using FieldHandler =
+    std::function<absl::Status(const YAML::Node& value, const std::string& path)>;
+
+absl::Status ParseMap(const Reporter& r, const YAML::Node& node,
+                      absl::string_view prefix,
+                      const std::vector<std::pair<std::string, FieldHandler>>& fields) {
+  std::vector<std::string> known;
+  for (const auto& [name, handler] : fields) known.push_back(name);
+  std::map<std::string, int> seen_at_line;
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    const YAML::Node& key = it->first;
+    const YAML::Node& value = it->second;
+    if (!key.IsScalar()) {
+      return r.Error(key.Mark(), Expected("a field name", key));
+    }
+    const std::string& name = key.Scalar();
+    const std::string path = prefix.empty() ? name : absl::StrCat(prefix, ".", name);
+    auto field = std::find_if(fields.begin(), fields.end(),
+                              [&](const auto& f) { return f.first == name; });
+    if (field == fields.end()) {
+      return r.Error(key.Mark(), absl::StrCat("unknown field '", path, "'",
+                                              Suggest(name, known)));
+    }
+    // yaml-cpp keeps both entries of a repeated key; silently taking one
+    // would hide an edit that does not take effect.
+    auto [seen, inserted] = seen_at_line.emplace(name, key.Mark().line + 1);
+    if (!inserted) {
+      return r.Error(key.Mark(), absl::StrCat("field '", path,
+                                              "' repeated (first set on line ",
+                                              seen->second, ")"));
+    }
+    LF_RETURN_IF_ERROR(field->second(value, path));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseDataset(const Reporter& r, const YAML::Node& node,
+                          const std::string& path, v1::DatasetSpec* out) {
+  if (node.IsScalar()) return ParseString(r, node, path, out->mutable_name());
+  if (!node.IsMap()) {
+    return r.FieldError(node, path,
+                        Expected("a data set name or a map {name, num_classes}", node));
+  }
+  return ParseMap(
+      r, node, path,
+      {{"name",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_name());
+        }},
+       {"num_classes", [&](const YAML::Node& v, const std::string& p) -> absl::Status {
+          int64_t value = 0;
+          LF_RETURN_IF_ERROR(
+              ParseInteger(r, v, p, 0, std::numeric_limits<int32_t>::max(), &value));
+          out->set_num_classes(static_cast<int32_t>(value));
+          return absl::OkStatus();
+        }}});
+}
+
+absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec* spec) {
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
+  auto int32_field = [&](int64_t min, void (v1::SweepSpec::*setter)(int32_t)) {
+    return [&r, spec, min, setter](const YAML::Node& v,
+                                   const std::string& p) -> absl::Status {
+      int64_t value = 0;
+      LF_RETURN_IF_ERROR(ParseInteger(r, v, p, min, kInt32Max, &value));
+      (spec->*setter)(static_cast<int32_t>(value));
+      return absl::OkStatus();
+    };
+  };
+  return ParseMap(
+      r, root, "",
+      {
+          {"name",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseString(r, v, p, spec->mutable_name());
+           }},
+          {"models",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseStringList(r, v, p, spec->mutable_models());
+           }},
+          {"init_schemes",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseStringList(r, v, p, spec->mutable_init_schemes());
+           }},
+          {"seeds",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseIntList(r, v, p, 0, spec->mutable_seeds());
+           }},
+          {"datasets",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ForEachElement(
+                 r, v, p, "a data set", /*allow_single_map=*/true,
+                 [&](const YAML::Node& e, const std::string& ep) {
+                   return ParseDataset(r, e, ep, spec->add_datasets());
+                 });
+           }},
+          {"context_lengths",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseIntList(r, v, p, 0, spec->mutable_context_lengths());
+           }},
+          {"analyses",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseStringList(r, v, p, spec->mutable_analyses());
+           }},
+          {"num_prompts", int32_field(0, &v1::SweepSpec::set_num_prompts)},
+          {"prompts_per_chunk", int32_field(0, &v1::SweepSpec::set_prompts_per_chunk)},
+          {"dtype",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseString(r, v, p, spec->mutable_dtype());
+           }},
+          {"priority", int32_field(kInt32Min, &v1::SweepSpec::set_priority)},
+      });
+}
+
+}  // namespace
+
+absl::StatusOr<v1::SweepSpec> ParseSweepYaml(absl::string_view yaml,
+                                             absl::string_view source_name) {
+  const Reporter r(source_name);
+  std::vector<YAML::Node> documents;
+  try {
+    documents = YAML::LoadAll(std::string(yaml));
+  } catch (const YAML::ParserException& e) {
+    return r.Error(e.mark, absl::StrCat("YAML syntax error: ", e.msg));
+  } catch (const YAML::Exception& e) {
+    return r.Error(e.mark, absl::StrCat("invalid YAML: ", e.msg));
+  }
+  if (documents.size() > 1) {
+    return r.Error(documents[1].Mark(),
+                   "a sweep file holds one YAML document; found a second one");
+  }
+  if (documents.empty() || documents[0].IsNull()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_name, ": empty sweep file; expected a map of sweep fields "
+                     "(name, models, ...; see docs/sweep-file.md)"));
+  }
+  const YAML::Node& root = documents[0];
+  if (!root.IsMap()) {
+    return r.Error(root.Mark(),
+                   Expected("a map of sweep fields (name: ..., models: [...])", root));
+  }
+  v1::SweepSpec spec;
+  try {
+    LF_RETURN_IF_ERROR(ParseSpec(r, root, &spec));
+  } catch (const YAML::Exception& e) {
+    // Not expected (every access above is type-checked first), but a YAML
+    // exception must never escape as a crash.
+    return r.Error(e.mark, absl::StrCat("invalid sweep file: ", e.msg));
+  }
+  return spec;
+}
+
+absl::StatusOr<v1::SweepSpec> ParseSweepFile(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(status)) {
+    return absl::NotFoundError(absl::StrCat("sweep file not found: ", path));
+  }
+  if (std::filesystem::is_directory(status)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sweep file is a directory, not a file: ", path));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int error = errno;
+    return absl::Status(absl::ErrnoToStatusCode(error),
+                        absl::StrCat("cannot read sweep file ", path, ": ",
+                                     std::strerror(error)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseSweepYaml(text.str(), path);
+}
+
+}  // namespace layerflow::client

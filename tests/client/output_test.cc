@@ -1,0 +1,228 @@
+#include "client/output.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace layerflow::client {
+namespace {
+
+v1::ResultRow Row(const std::string& job, const std::string& model,
+                  const std::string& init, int64_t seed, int context,
+                  const std::string& metric, int layer, double value, double std_dev,
+                  int64_t count = 8) {
+  v1::ResultRow row;
+  row.set_sweep_id("s1");
+  row.set_job_id(job);
+  row.set_model(model);
+  row.set_init_scheme(init);
+  row.set_seed(seed);
+  row.set_dataset("kvpr");
+  row.set_context_length(context);
+  row.set_metric(metric);
+  row.set_layer(layer);
+  row.set_value(value);
+  row.set_std(std_dev);
+  row.set_count(count);
+  return row;
+}
+
+std::vector<v1::ResultRow> TwoJobs() {
+  // Deliberately interleaved and out of layer order: the table groups by
+  // job and sorts layers and metrics.
+  return {
+      Row("j1", "pythia-14m", "reference", 0, 256, "intertoken_cos", 2, 0.75, 0.5),
+      Row("j1", "pythia-14m", "reference", 0, 256, "adjacent_cos", 0, 0.91234, 0.0123),
+      Row("j2", "pythia-70m", "normal(0.02)", 1, 64, "adjacent_cos", 0, 1.0, 0.0),
+      Row("j1", "pythia-14m", "reference", 0, 256, "intertoken_cos", 0, 0.25, 0.125),
+      Row("j1", "pythia-14m", "reference", 0, 256, "adjacent_cos", 1, 0.5, 0.0),
+      Row("j1", "pythia-14m", "reference", 0, 256, "intertoken_cos", 1, -0.0625, 0.001),
+  };
+}
+
+TEST(ResultsTableTest, OneAlignedBlockPerJob) {
+  const std::string expected =
+      "model pythia-14m · init reference · seed 0 · dataset kvpr · context 256 · job j1\n"
+      "layer |    adjacent_cos |   intertoken_cos\n"
+      "------+-----------------+-----------------\n"
+      "    0 | 0.9123 ± 0.0123 |  0.2500 ± 0.1250\n"
+      "    1 | 0.5000 ± 0.0000 | -0.0625 ± 0.0010\n"
+      "    2 |               - |  0.7500 ± 0.5000\n"
+      "\n"
+      "model pythia-70m · init normal(0.02) · seed 1 · dataset kvpr · context 64 · job j2\n"
+      "layer |    adjacent_cos\n"
+      "------+----------------\n"
+      "    0 | 1.0000 ± 0.0000\n";
+  EXPECT_EQ(FormatResultsTable(TwoJobs()), expected);
+  EXPECT_EQ(FormatResults(TwoJobs(), OutputFormat::kTable), expected);
+}
+
+TEST(ResultsTableTest, Empty) { EXPECT_EQ(FormatResultsTable({}), "(no results)\n"); }
+
+TEST(ResultsCsvTest, HeaderRowsAndShortestDoubles) {
+  std::vector<v1::ResultRow> rows = {
+      Row("j1", "pythia-14m", "reference", 0, 256, "adjacent_cos", 0, 0.1, 1e-20),
+      Row("j2", "pythia-70m", "normal(0.02)", 12, 64, "intertoken_cos", 3, 1.0, 0.5, 4)};
+  EXPECT_EQ(FormatResultsCsv(rows),
+            "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,"
+            "value,std,count\n"
+            "s1,j1,pythia-14m,reference,0,kvpr,256,adjacent_cos,0,0.1,1e-20,8\n"
+            "s1,j2,pythia-70m,normal(0.02),12,kvpr,64,intertoken_cos,3,1,0.5,4\n");
+}
+
+TEST(ResultsCsvTest, QuotesCommasQuotesAndNewlines) {
+  std::vector<v1::ResultRow> rows = {
+      Row("j1", "my,model \"x\"", "uniform(0.1)", 0, 16, "multi\nline", 0, -2.5, 0)};
+  EXPECT_EQ(FormatResultsCsv(rows),
+            "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,"
+            "value,std,count\n"
+            "s1,j1,\"my,model \"\"x\"\"\",uniform(0.1),0,kvpr,16,\"multi\nline\",0,-2.5,0,8\n");
+}
+
+TEST(ResultsJsonTest, ExactSmallDocument) {
+  std::vector<v1::ResultRow> rows = {
+      Row("j1", "pythia-14m", "reference", 0, 256, "adjacent_cos", 0, 0.1, 0.25)};
+  EXPECT_EQ(FormatResultsJson(rows),
+            "[\n"
+            "  {\n"
+            "    \"sweep_id\": \"s1\",\n"
+            "    \"job_id\": \"j1\",\n"
+            "    \"model\": \"pythia-14m\",\n"
+            "    \"init_scheme\": \"reference\",\n"
+            "    \"seed\": 0,\n"
+            "    \"dataset\": \"kvpr\",\n"
+            "    \"context_length\": 256,\n"
+            "    \"metric\": \"adjacent_cos\",\n"
+            "    \"layer\": 0,\n"
+            "    \"value\": 0.1,\n"
+            "    \"std\": 0.25,\n"
+            "    \"count\": 8\n"
+            "  }\n"
+            "]\n");
+  EXPECT_EQ(FormatResultsJson({}), "[]\n");
+}
+
+TEST(ResultsJsonTest, RoundTripsEveryValueExactly) {
+  std::vector<v1::ResultRow> rows = TwoJobs();
+  rows.push_back(Row("j3", "a\"b,c", "reference", 9007199254740993LL, 65536,
+                     "adjacent_cos", 7, 1.0 / 3.0, 2.0 / 3.0, 123456789012LL));
+  const nlohmann::json parsed = nlohmann::json::parse(FormatResultsJson(rows));
+  ASSERT_TRUE(parsed.is_array());
+  ASSERT_EQ(parsed.size(), rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const nlohmann::json& o = parsed[i];
+    EXPECT_EQ(o.at("sweep_id").get<std::string>(), rows[i].sweep_id());
+    EXPECT_EQ(o.at("job_id").get<std::string>(), rows[i].job_id());
+    EXPECT_EQ(o.at("model").get<std::string>(), rows[i].model());
+    EXPECT_EQ(o.at("init_scheme").get<std::string>(), rows[i].init_scheme());
+    EXPECT_EQ(o.at("seed").get<int64_t>(), rows[i].seed());
+    EXPECT_EQ(o.at("dataset").get<std::string>(), rows[i].dataset());
+    EXPECT_EQ(o.at("context_length").get<int32_t>(), rows[i].context_length());
+    EXPECT_EQ(o.at("metric").get<std::string>(), rows[i].metric());
+    EXPECT_EQ(o.at("layer").get<int32_t>(), rows[i].layer());
+    EXPECT_EQ(o.at("value").get<double>(), rows[i].value());  // bit-exact
+    EXPECT_EQ(o.at("std").get<double>(), rows[i].std());
+    EXPECT_EQ(o.at("count").get<int64_t>(), rows[i].count());
+  }
+}
+
+v1::Sweep MakeSweep(v1::SweepState state, int total, int queued, int running,
+                    int succeeded, int failed, int cancelled, int64_t chunks,
+                    int64_t chunks_total) {
+  v1::Sweep sweep;
+  sweep.set_sweep_id("s1");
+  sweep.set_state(state);
+  sweep.set_jobs_total(total);
+  sweep.set_jobs_queued(queued);
+  sweep.set_jobs_running(running);
+  sweep.set_jobs_succeeded(succeeded);
+  sweep.set_jobs_failed(failed);
+  sweep.set_jobs_cancelled(cancelled);
+  sweep.set_chunks_committed(chunks);
+  sweep.set_chunks_total(chunks_total);
+  return sweep;
+}
+
+TEST(ProgressLineTest, Midway) {
+  EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 0, 1, 3, 0, 0, 12, 16)),
+            "[===============>    ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks");
+  EXPECT_EQ(
+      FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 0, 1, 3, 0, 0, 12, 16), 10),
+      "[=======>  ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks");
+}
+
+TEST(ProgressLineTest, StartAndEnd) {
+  EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 4, 0, 0, 0, 0, 0, 16)),
+            "[>                   ] 0/4 jobs done, 0 running, 0 failed · 0/16 chunks");
+  EXPECT_EQ(
+      FormatProgressLine(MakeSweep(v1::SWEEP_STATE_SUCCEEDED, 4, 0, 0, 4, 0, 0, 16, 16)),
+      "[====================] 4/4 jobs done, 0 running, 0 failed · 16/16 chunks");
+}
+
+TEST(ProgressLineTest, FailedAndCancelledFinishTheBar) {
+  EXPECT_EQ(
+      FormatProgressLine(MakeSweep(v1::SWEEP_STATE_CANCELLED, 4, 0, 0, 1, 1, 2, 6, 16)),
+      "[====================] 4/4 jobs done, 0 running, 1 failed, 2 cancelled · 6/16 "
+      "chunks");
+}
+
+TEST(ProgressLineTest, NoChunkCountsFallsBackToJobs) {
+  EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 2, 0, 2, 0, 0, 0, 0)),
+            "[==========>         ] 2/4 jobs done, 0 running, 0 failed · 0/0 chunks");
+}
+
+TEST(JobsTableTest, AlignedWithOneLineErrors) {
+  std::vector<v1::Job> jobs(2);
+  jobs[0].set_job_id("j1");
+  jobs[0].set_state(v1::JOB_STATE_SUCCEEDED);
+  jobs[0].mutable_spec()->set_model("pythia-14m");
+  jobs[0].mutable_spec()->set_init_scheme("reference");
+  jobs[0].mutable_spec()->set_seed(0);
+  jobs[0].set_chunks_committed(4);
+  jobs[0].set_chunks_total(4);
+  jobs[0].set_attempts(1);
+  jobs[1].set_job_id("j2-long");
+  jobs[1].set_state(v1::JOB_STATE_FAILED);
+  jobs[1].mutable_spec()->set_model("pythia-70m");
+  jobs[1].mutable_spec()->set_init_scheme("normal(0.02)");
+  jobs[1].mutable_spec()->set_seed(1);
+  jobs[1].set_chunks_committed(1);
+  jobs[1].set_chunks_total(4);
+  jobs[1].set_attempts(3);
+  jobs[1].set_error("out of\nmemory");
+  EXPECT_EQ(FormatJobsTable(jobs),
+            "job     | state     | model      | init         | seed | chunks | attempts | error\n"
+            "--------+-----------+------------+--------------+------+--------+----------+--------------\n"
+            "j1      | succeeded | pythia-14m | reference    |    0 |    4/4 |        1 |\n"
+            "j2-long | failed    | pythia-70m | normal(0.02) |    1 |    1/4 |        3 | out of memory\n");
+  EXPECT_EQ(FormatJobsTable({}), "(no jobs)\n");
+}
+
+TEST(StateNamesTest, RoundTrip) {
+  for (v1::JobState state : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING,
+                             v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED,
+                             v1::JOB_STATE_CANCELLED}) {
+    absl::StatusOr<v1::JobState> parsed = ParseJobState(JobStateName(state));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, state);
+  }
+  absl::StatusOr<v1::JobState> bad = ParseJobState("done");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(bad.status().message()),
+            "unknown job state 'done' (expected queued, running, succeeded, failed or "
+            "cancelled)");
+  EXPECT_EQ(SweepStateName(v1::SWEEP_STATE_FAILED), "failed");
+}
+
+TEST(OutputFormatTest, Parse) {
+  EXPECT_EQ(ParseOutputFormat("csv").value(), OutputFormat::kCsv);
+  EXPECT_EQ(ParseOutputFormat("JSON").value(), OutputFormat::kJson);
+  EXPECT_EQ(ParseOutputFormat("table").value(), OutputFormat::kTable);
+  EXPECT_EQ(ParseOutputFormat("xml").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace layerflow::client

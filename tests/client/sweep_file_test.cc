@@ -1,0 +1,306 @@
+#include "client/sweep_file.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "client/default_sweep.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace layerflow::client {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Expects `code` and exactly `message` (the message is the UI here).
+void ExpectError(const absl::StatusOr<v1::SweepSpec>& result, absl::StatusCode code,
+                 const std::string& message) {
+  ASSERT_FALSE(result.ok()) << "parsed unexpectedly: " << result->DebugString();
+  EXPECT_EQ(result.status().code(), code) << result.status();
+  EXPECT_EQ(std::string(result.status().message()), message);
+}
+
+absl::StatusOr<v1::SweepSpec> Parse(const std::string& yaml) {
+  return ParseSweepYaml(yaml, "sweep.yaml");
+}
+
+class TempFile {
+ public:
+  explicit TempFile(const std::string& content) {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("layerflow-sweep-test-" + std::to_string(getpid()) + "-" +
+              std::to_string(counter_++) + ".yaml"))
+                .string();
+    std::ofstream(path_) << content;
+  }
+  ~TempFile() { std::filesystem::remove(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  std::string path_;
+};
+
+constexpr char kFullExample[] = R"(name: pythia-random-init
+models: [pythia-70m, pythia-160m]
+init_schemes: [reference, normal(0.02)]
+seeds: [0, 1]
+datasets: [{name: kvpr, num_classes: 11}]
+context_lengths: [256]
+analyses: [adjacent_cos, intertoken_cos]
+num_prompts: 8
+prompts_per_chunk: 2
+dtype: fp32
+priority: 0
+)";
+
+TEST(SweepFileTest, FullExampleGivesExactSpec) {
+  TempFile file(kFullExample);
+  absl::StatusOr<v1::SweepSpec> spec = ParseSweepFile(file.path());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+
+  v1::SweepSpec expected;
+  expected.set_name("pythia-random-init");
+  expected.add_models("pythia-70m");
+  expected.add_models("pythia-160m");
+  expected.add_init_schemes("reference");
+  expected.add_init_schemes("normal(0.02)");
+  expected.add_seeds(0);
+  expected.add_seeds(1);
+  v1::DatasetSpec* kvpr = expected.add_datasets();
+  kvpr->set_name("kvpr");
+  kvpr->set_num_classes(11);
+  expected.add_context_lengths(256);
+  expected.add_analyses("adjacent_cos");
+  expected.add_analyses("intertoken_cos");
+  expected.set_num_prompts(8);
+  expected.set_prompts_per_chunk(2);
+  expected.set_dtype("fp32");
+  expected.set_priority(0);
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*spec, expected))
+      << spec->DebugString();
+}
+
+TEST(SweepFileTest, ScalarsStandForOneElementLists) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse(
+      "name: s\nmodels: pythia-70m\ninit_schemes: xavier_uniform\nseeds: 7\n"
+      "datasets: kvpr\ncontext_lengths: 64\nanalyses: adjacent_cos\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_THAT(spec->models(), ::testing::ElementsAre("pythia-70m"));
+  EXPECT_THAT(spec->init_schemes(), ::testing::ElementsAre("xavier_uniform"));
+  EXPECT_THAT(spec->seeds(), ::testing::ElementsAre(7));
+  ASSERT_EQ(spec->datasets_size(), 1);
+  EXPECT_EQ(spec->datasets(0).name(), "kvpr");
+  EXPECT_EQ(spec->datasets(0).num_classes(), 0);  // coordinator default
+  EXPECT_THAT(spec->context_lengths(), ::testing::ElementsAre(64));
+  EXPECT_THAT(spec->analyses(), ::testing::ElementsAre("adjacent_cos"));
+}
+
+TEST(SweepFileTest, DatasetsMayMixNamesAndMapsAndBeOneMap) {
+  absl::StatusOr<v1::SweepSpec> spec =
+      Parse("name: s\ndatasets: [kvpr, {name: kvpr, num_classes: 5}]\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->datasets_size(), 2);
+  EXPECT_EQ(spec->datasets(0).name(), "kvpr");
+  EXPECT_EQ(spec->datasets(1).num_classes(), 5);
+
+  spec = Parse("name: s\ndatasets: {name: kvpr, num_classes: 3}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->datasets_size(), 1);
+  EXPECT_EQ(spec->datasets(0).num_classes(), 3);
+}
+
+TEST(SweepFileTest, BlockListsCommentsAndNegativePriority) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse(
+      "# a comment\nname: s\nmodels:\n  - pythia-70m  # small\n  - pythia-160m\n"
+      "seeds:\n  - 3\n  - +4\npriority: -5\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_THAT(spec->models(), ::testing::ElementsAre("pythia-70m", "pythia-160m"));
+  EXPECT_THAT(spec->seeds(), ::testing::ElementsAre(3, 4));
+  EXPECT_EQ(spec->priority(), -5);
+}
+
+TEST(SweepFileTest, EmptyListsLeaveDefaultsToTheCoordinator) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse("name: s\nseeds: []\nmodels: []\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->seeds_size(), 0);
+  EXPECT_EQ(spec->models_size(), 0);
+}
+
+TEST(SweepFileTest, EmbeddedDefaultParses) {
+  absl::StatusOr<v1::SweepSpec> spec =
+      ParseSweepYaml(kDefaultSweepYaml, kDefaultSweepSource);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name(), "quickstart");
+  EXPECT_THAT(spec->models(), ::testing::ElementsAre("pythia-14m", "pythia-70m"));
+  EXPECT_THAT(spec->init_schemes(), ::testing::ElementsAre("reference"));
+  EXPECT_THAT(spec->seeds(), ::testing::ElementsAre(0, 1));
+  ASSERT_EQ(spec->datasets_size(), 1);
+  EXPECT_EQ(spec->datasets(0).name(), "kvpr");
+  EXPECT_EQ(spec->datasets(0).num_classes(), 11);
+  EXPECT_THAT(spec->context_lengths(), ::testing::ElementsAre(256));
+  EXPECT_THAT(spec->analyses(), ::testing::ElementsAre("adjacent_cos", "intertoken_cos"));
+  EXPECT_EQ(spec->num_prompts(), 8);
+  EXPECT_EQ(spec->prompts_per_chunk(), 2);
+  EXPECT_EQ(spec->dtype(), "fp32");
+  // 2 models x 1 init x 2 seeds x 1 data set x 1 context length.
+  EXPECT_EQ(spec->models_size() * spec->init_schemes_size() * spec->seeds_size() *
+                spec->datasets_size() * spec->context_lengths_size(),
+            4);
+}
+
+// --- Malformed files: code AND exact message (file:line:col, field). ---
+
+TEST(SweepFileTest, BadIntegerInList) {
+  ExpectError(Parse("name: s\nseeds: [0, abc]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:12: field 'seeds[1]': expected a non-negative integer, "
+              "got 'abc'");
+}
+
+TEST(SweepFileTest, BadIntegerInBlockListReportsFileLine) {
+  TempFile file("name: s\nseeds:\n  - 0\n  - 1.5\n");
+  ExpectError(ParseSweepFile(file.path()), absl::StatusCode::kInvalidArgument,
+              file.path() +
+                  ":4:5: field 'seeds[1]': expected a non-negative integer, got '1.5'");
+}
+
+TEST(SweepFileTest, NegativeWhereNonNegative) {
+  ExpectError(Parse("name: s\nnum_prompts: -3\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:14: field 'num_prompts': expected a non-negative integer "
+              "in [0, 2147483647], got '-3'");
+  ExpectError(Parse("name: s\ncontext_lengths: [256, -1]\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:24: field 'context_lengths[1]': expected a non-negative "
+              "integer in [0, 2147483647], got '-1'");
+}
+
+TEST(SweepFileTest, Int32Overflow) {
+  ExpectError(Parse("name: s\npriority: 3000000000\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:11: field 'priority': expected an integer in "
+              "[-2147483648, 2147483647], got '3000000000'");
+}
+
+TEST(SweepFileTest, UnknownKeyWithSuggestion) {
+  ExpectError(Parse("name: s\nseed: [0, 1]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:1: unknown field 'seed' (did you mean 'seeds'?)");
+  ExpectError(Parse("name: s\ncontext-length: 64\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:1: unknown field 'context-length' (did you mean "
+              "'context_lengths'?)");
+}
+
+TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
+  ExpectError(Parse("name: s\nbatch: 4\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:1: unknown field 'batch' (known fields: name, models, "
+              "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
+              "prompts_per_chunk, dtype, priority)");
+}
+
+TEST(SweepFileTest, UnknownKeyInsideDataset) {
+  ExpectError(Parse("name: s\ndatasets:\n  - name: kvpr\n    classes: 5\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:4:5: unknown field 'datasets[0].classes' (did you mean "
+              "'num_classes'?)");
+}
+
+TEST(SweepFileTest, RepeatedKey) {
+  ExpectError(Parse("name: s\nseeds: [0]\nseeds: [1]\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:3:1: field 'seeds' repeated (first set on line 2)");
+}
+
+TEST(SweepFileTest, YamlSyntaxError) {
+  absl::StatusOr<v1::SweepSpec> result = Parse("name: s\nseeds: [0, 1\nmodels: x\n");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(result.status().message()),
+              ::testing::StartsWith("sweep.yaml:"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("YAML syntax error: "));
+}
+
+TEST(SweepFileTest, YamlSyntaxErrorExactLocation) {
+  ExpectError(Parse("name: s\nmodels: [a, b]]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:15: YAML syntax error: illegal flow end");
+}
+
+TEST(SweepFileTest, MissingFileIsNotFound) {
+  ExpectError(ParseSweepFile("/nonexistent/layerflow/sweep.yaml"),
+              absl::StatusCode::kNotFound,
+              "sweep file not found: /nonexistent/layerflow/sweep.yaml");
+}
+
+TEST(SweepFileTest, DirectoryIsInvalidArgument) {
+  ExpectError(ParseSweepFile("/"), absl::StatusCode::kInvalidArgument,
+              "sweep file is a directory, not a file: /");
+}
+
+TEST(SweepFileTest, MapWhereListExpected) {
+  ExpectError(Parse("name: s\nmodels: {a: b}\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:9: field 'models': expected a string or a list of them, "
+              "got a map");
+}
+
+TEST(SweepFileTest, ListWhereScalarExpected) {
+  ExpectError(Parse("name: [a, b]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:1:7: field 'name': expected a string, got a list");
+  ExpectError(Parse("name: s\nnum_prompts: [8]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:14: field 'num_prompts': expected a non-negative integer, "
+              "got a list");
+}
+
+TEST(SweepFileTest, NestedListInList) {
+  ExpectError(Parse("name: s\nmodels: [a, [b]]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:13: field 'models[1]': expected a string, got a list");
+}
+
+TEST(SweepFileTest, NullValue) {
+  ExpectError(Parse("name: s\nmodels: [a, ~]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:13: field 'models[1]': expected a string, got nothing (null)");
+}
+
+TEST(SweepFileTest, DatasetOfWrongShape) {
+  ExpectError(Parse("name: s\ndatasets: [[kvpr]]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:12: field 'datasets[0]': expected a data set name or a map "
+              "{name, num_classes}, got a list");
+  ExpectError(Parse("name: s\ndatasets: [{name: kvpr, num_classes: many}]\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:38: field 'datasets[0].num_classes': expected a "
+              "non-negative integer, got 'many'");
+}
+
+TEST(SweepFileTest, TopLevelMustBeAMap) {
+  ExpectError(Parse("- a\n- b\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:1:1: expected a map of sweep fields (name: ..., models: "
+              "[...]), got a list");
+  ExpectError(Parse("just a string\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:1:1: expected a map of sweep fields (name: ..., models: "
+              "[...]), got 'just a string'");
+}
+
+TEST(SweepFileTest, EmptyFile) {
+  ExpectError(Parse(""), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml: empty sweep file; expected a map of sweep fields (name, "
+              "models, ...; see docs/sweep-file.md)");
+  ExpectError(Parse("# only a comment\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml: empty sweep file; expected a map of sweep fields (name, "
+              "models, ...; see docs/sweep-file.md)");
+}
+
+TEST(SweepFileTest, SecondDocumentRejected) {
+  ExpectError(Parse("name: a\n---\nname: b\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:3:1: a sweep file holds one YAML document; found a second one");
+}
+
+TEST(SweepFileTest, LongScalarsAreTruncatedInMessages) {
+  ExpectError(Parse("name: s\nseeds: " + std::string(60, 'x') + "\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:8: field 'seeds': expected a non-negative integer, got '" +
+                  std::string(37, 'x') + "...'");
+}
+
+}  // namespace
+}  // namespace layerflow::client
