@@ -1,0 +1,143 @@
+#include "server/coordinator_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/status_macros.h"
+#include "server/core/coordinator_core.h"
+#include "server/metrics/metrics.h"
+#include "server/service/coordinator_service.h"
+#include "server/service/worker_service.h"
+#include "server/store/sqlite_store.h"
+
+namespace layerflow::server {
+namespace {
+
+// How long Shutdown lets in-flight calls finish before cancelling them.
+constexpr auto kShutdownGrace = std::chrono::seconds(2);
+
+absl::Status ValidateOptions(const CoordinatorOptions& o) {
+  auto positive = [](absl::string_view name, int64_t v) -> absl::Status {
+    if (v > 0) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.", name, ": ", v, " is not positive"));
+  };
+  if (o.listen_address.empty()) {
+    return absl::InvalidArgumentError("options.listen_address: required");
+  }
+  if (o.db_path.empty()) {
+    return absl::InvalidArgumentError("options.db_path: required");
+  }
+  LF_RETURN_IF_ERROR(positive("lease_ttl_ms", o.lease_ttl_ms));
+  LF_RETURN_IF_ERROR(positive("heartbeat_interval_ms", o.heartbeat_interval_ms));
+  LF_RETURN_IF_ERROR(positive("reaper_interval_ms", o.reaper_interval_ms));
+  LF_RETURN_IF_ERROR(positive("max_attempts", o.max_attempts));
+  if (o.retry_backoff_ms < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.retry_backoff_ms: ", o.retry_backoff_ms, " is negative"));
+  }
+  // A heartbeat interval at or above the TTL lets healthy leases lapse.
+  if (o.heartbeat_interval_ms >= o.lease_ttl_ms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.heartbeat_interval_ms: ", o.heartbeat_interval_ms,
+        " must be less than lease_ttl_ms ", o.lease_ttl_ms));
+  }
+  return absl::OkStatus();
+}
+
+class CoordinatorServerImpl final : public CoordinatorServer {
+ public:
+  CoordinatorServerImpl(std::unique_ptr<Metrics> metrics,
+                        std::unique_ptr<CoordinatorCore> core)
+      : metrics_(std::move(metrics)),
+        core_(std::move(core)),
+        coordinator_service_(core_.get()),
+        worker_service_(core_.get()) {}
+
+  ~CoordinatorServerImpl() override {
+    Shutdown();
+    // Members go in reverse order: the server (and every reactor) before
+    // the services, the services before the core, the core before metrics.
+  }
+
+  absl::Status Listen(const std::string& address) {
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&coordinator_service_);
+    builder.RegisterService(&worker_service_);
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port_ == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on '", address, "'"));
+    }
+    core_->StartReaper();
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+  int metrics_port() const override { return metrics_->port(); }
+
+  void Shutdown() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (shut_down_) return;
+      shut_down_ = true;
+    }
+    // Order: stop the reaper and wake watchers, end the watch streams, then
+    // let the gRPC server drain (cancelling what is left after the grace).
+    core_->Shutdown();
+    coordinator_service_.StopWatches();
+    if (server_ != nullptr) {
+      server_->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+      server_->Wait();
+    }
+    done_.Notify();
+  }
+
+  void Wait() override { done_.WaitForNotification(); }
+
+ private:
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<CoordinatorCore> core_;
+  CoordinatorService coordinator_service_;
+  WorkerService worker_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  absl::Mutex mu_;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Notification done_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
+    const CoordinatorOptions& options) {
+  LF_RETURN_IF_ERROR(ValidateOptions(options));
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store,
+                      OpenSqliteStore(options.db_path));
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Metrics> metrics,
+                      Metrics::Create(options.metrics_address));
+  CoreOptions core_options;
+  core_options.lease_ttl_ms = options.lease_ttl_ms;
+  core_options.heartbeat_interval_ms = options.heartbeat_interval_ms;
+  core_options.reaper_interval_ms = options.reaper_interval_ms;
+  core_options.max_attempts = options.max_attempts;
+  core_options.retry_backoff_ms = options.retry_backoff_ms;
+  auto core = std::make_unique<CoordinatorCore>(
+      std::move(store), core_options, SystemUnixMillis, metrics.get());
+  auto server = std::make_unique<CoordinatorServerImpl>(std::move(metrics),
+                                                        std::move(core));
+  LF_RETURN_IF_ERROR(server->Listen(options.listen_address));
+  return std::unique_ptr<CoordinatorServer>(std::move(server));
+}
+
+}  // namespace layerflow::server

@@ -1,0 +1,283 @@
+#include "server/core/coordinator_core.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/core/chunk_validation.h"
+#include "server/spec/sweep_spec.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::v1::JobState;
+
+std::string RandomId(absl::string_view prefix) {
+  static absl::Mutex mu(absl::kConstInit);
+  static absl::BitGen* gen = new absl::BitGen();
+  absl::MutexLock lock(&mu);
+  return absl::StrCat(prefix, absl::Hex(absl::Uniform<uint64_t>(*gen),
+                                        absl::kZeroPad16));
+}
+
+absl::Status Required(absl::string_view field, const std::string& value) {
+  if (!value.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
+}
+
+}  // namespace
+
+int64_t SystemUnixMillis() { return absl::ToUnixMillis(absl::Now()); }
+
+CoordinatorCore::CoordinatorCore(std::unique_ptr<Store> store,
+                                 CoreOptions options, Clock clock,
+                                 Metrics* metrics)
+    : store_(std::move(store)),
+      options_(options),
+      clock_(std::move(clock)),
+      metrics_(metrics) {
+  RefreshGauges();
+}
+
+CoordinatorCore::~CoordinatorCore() { Shutdown(); }
+
+absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
+    const layerflow::v1::SweepSpec& spec) {
+  LF_RETURN_IF_ERROR(ValidateSweepSpec(spec));
+  NewSweep sweep;
+  sweep.sweep_id = RandomId("sw-");
+  sweep.spec = WithDefaults(spec);
+  sweep.created_unix_ms = clock_();
+  std::vector<layerflow::v1::JobSpec> jobs = ExpandSweep(sweep.spec);
+  sweep.jobs.reserve(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    NewJob& job = sweep.jobs.emplace_back();
+    // Ids carry the sweep and the expansion index: readable in logs and
+    // stable for a sweep's lifetime.
+    job.job_id = absl::StrCat(sweep.sweep_id, "-", i);
+    job.chunks_total = ChunksTotal(jobs[i]);
+    job.spec = std::move(jobs[i]);
+  }
+  LF_RETURN_IF_ERROR(store_->CreateSweep(sweep)) << "storing sweep";
+  if (metrics_ != nullptr) metrics_->AddSweepsSubmitted(1);
+  NotifyChanged();
+  RefreshGauges();
+  layerflow::v1::SubmitSweepResponse response;
+  response.set_sweep_id(sweep.sweep_id);
+  response.set_jobs(static_cast<int32_t>(sweep.jobs.size()));
+  return response;
+}
+
+absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::GetSweep(
+    const std::string& sweep_id) {
+  LF_RETURN_IF_ERROR(Required("sweep_id", sweep_id));
+  return store_->GetSweep(sweep_id);
+}
+
+absl::StatusOr<layerflow::v1::ListJobsResponse> CoordinatorCore::ListJobs(
+    const layerflow::v1::ListJobsRequest& request) {
+  if (!layerflow::v1::JobState_IsValid(request.state())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("state: unknown job state ", request.state()));
+  }
+  LF_ASSIGN_OR_RETURN(std::vector<layerflow::v1::Job> jobs,
+                      store_->ListJobs(request.sweep_id(), request.state()));
+  layerflow::v1::ListJobsResponse response;
+  for (auto& job : jobs) *response.add_jobs() = std::move(job);
+  return response;
+}
+
+absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::CancelSweep(
+    const std::string& sweep_id) {
+  LF_RETURN_IF_ERROR(Required("sweep_id", sweep_id));
+  LF_ASSIGN_OR_RETURN(layerflow::v1::Sweep sweep,
+                      store_->CancelSweep(sweep_id, clock_()));
+  NotifyChanged();
+  RefreshGauges();
+  return sweep;
+}
+
+absl::StatusOr<layerflow::v1::QueryResultsResponse> CoordinatorCore::QueryResults(
+    const layerflow::v1::QueryResultsRequest& request) {
+  LF_RETURN_IF_ERROR(Required("sweep_id", request.sweep_id()));
+  ResultFilter filter{request.sweep_id(), request.model(), request.metric(),
+                      request.job_id()};
+  LF_ASSIGN_OR_RETURN(std::vector<layerflow::v1::ResultRow> rows,
+                      store_->QueryResults(filter));
+  layerflow::v1::QueryResultsResponse response;
+  for (auto& row : rows) *response.add_rows() = std::move(row);
+  return response;
+}
+
+absl::StatusOr<layerflow::v1::RegisterWorkerResponse>
+CoordinatorCore::RegisterWorker(const layerflow::v1::RegisterWorkerRequest& request) {
+  const std::string worker_id = RandomId("worker-");
+  LF_RETURN_IF_ERROR(store_->RegisterWorker(
+      worker_id, request.name(), request.capabilities().SerializeAsString(),
+      clock_()));
+  layerflow::v1::RegisterWorkerResponse response;
+  response.set_worker_id(worker_id);
+  response.set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
+  response.set_lease_ttl_ms(options_.lease_ttl_ms);
+  return response;
+}
+
+absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
+    const layerflow::v1::LeaseJobRequest& request) {
+  LF_RETURN_IF_ERROR(Required("worker_id", request.worker_id()));
+  const int64_t now = clock_();
+  LF_RETURN_IF_ERROR(store_->TouchWorker(request.worker_id(), now));
+  LF_ASSIGN_OR_RETURN(
+      std::optional<Lease> lease,
+      store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms));
+  layerflow::v1::LeaseJobResponse response;
+  if (!lease.has_value()) return response;
+  response.set_leased(true);
+  *response.mutable_job() = std::move(lease->job);
+  response.set_lease_id(lease->lease_id);
+  response.set_resume_from_sequence(lease->resume_from_sequence);
+  NotifyChanged();
+  return response;
+}
+
+absl::StatusOr<layerflow::v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
+    const layerflow::v1::HeartbeatRequest& request) {
+  LF_RETURN_IF_ERROR(Required("worker_id", request.worker_id()));
+  const int64_t now = clock_();
+  LF_RETURN_IF_ERROR(store_->TouchWorker(request.worker_id(), now));
+  layerflow::v1::HeartbeatResponse response;
+  if (request.job_id().empty()) return response;
+  LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  LF_ASSIGN_OR_RETURN(bool cancelled,
+                      store_->RenewLease(request.job_id(), request.lease_id(),
+                                         now, options_.lease_ttl_ms));
+  response.set_cancelled(cancelled);
+  return response;
+}
+
+absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(
+    const layerflow::v1::ResultChunk& chunk) {
+  LF_RETURN_IF_ERROR(ValidateResultChunk(chunk));
+  std::vector<layerflow::v1::MetricStat> stats(chunk.stats().begin(),
+                                               chunk.stats().end());
+  std::vector<int32_t> tokens(chunk.prompt_tokens().begin(),
+                              chunk.prompt_tokens().end());
+  LF_ASSIGN_OR_RETURN(
+      CommitResult result,
+      store_->CommitChunk(chunk.job_id(), chunk.lease_id(), chunk.sequence(),
+                          stats, tokens, clock_()));
+  if (result.newly_committed) {
+    if (metrics_ != nullptr) metrics_->AddChunksCommitted(1);
+    NotifyChanged();
+  }
+  return result;
+}
+
+absl::Status CoordinatorCore::CompleteJob(
+    const layerflow::v1::CompleteJobRequest& request) {
+  LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
+  LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  LF_RETURN_IF_ERROR(
+      store_->CompleteJob(request.job_id(), request.lease_id(), clock_()));
+  NotifyChanged();
+  return absl::OkStatus();
+}
+
+absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& request) {
+  LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
+  LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  const std::string error =
+      request.error().empty() ? "worker reported failure" : request.error();
+  LF_RETURN_IF_ERROR(store_->FailJob(request.job_id(), request.lease_id(),
+                                     error, clock_()));
+  NotifyChanged();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> CoordinatorCore::ReapOnce() {
+  LF_ASSIGN_OR_RETURN(
+      int64_t lapsed,
+      store_->RequeueLapsedLeases(clock_(), options_.max_attempts,
+                                  options_.retry_backoff_ms));
+  if (lapsed > 0) {
+    if (metrics_ != nullptr) metrics_->AddLeasesLapsed(lapsed);
+    NotifyChanged();
+  }
+  RefreshGauges();
+  return lapsed;
+}
+
+void CoordinatorCore::StartReaper() {
+  if (reaper_.joinable()) return;
+  reaper_ = std::thread([this] {
+    // A notification, not change_mu_'s condition variable: the reaper keeps
+    // its own pace instead of waking on every change.
+    while (!stop_reaper_.WaitForNotificationWithTimeout(
+        absl::Milliseconds(options_.reaper_interval_ms))) {
+      // A failed pass (database busy beyond the timeout) is retried on the
+      // next tick; nothing is lost.
+      (void)ReapOnce();
+    }
+  });
+}
+
+void CoordinatorCore::Shutdown() {
+  bool first = false;
+  {
+    absl::MutexLock lock(&change_mu_);
+    first = !shut_down_;
+    shut_down_ = true;
+    changed_.SignalAll();
+  }
+  if (!first) return;
+  stop_reaper_.Notify();
+  if (reaper_.joinable()) reaper_.join();
+}
+
+bool CoordinatorCore::is_shut_down() const {
+  absl::MutexLock lock(&change_mu_);
+  return shut_down_;
+}
+
+uint64_t CoordinatorCore::version() const {
+  absl::MutexLock lock(&change_mu_);
+  return version_;
+}
+
+uint64_t CoordinatorCore::WaitForChange(uint64_t seen,
+                                        absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock lock(&change_mu_);
+  while (version_ == seen && !shut_down_) {
+    if (changed_.WaitWithDeadline(&change_mu_, deadline)) break;
+  }
+  return version_;
+}
+
+void CoordinatorCore::NotifyChanged() {
+  absl::MutexLock lock(&change_mu_);
+  ++version_;
+  changed_.SignalAll();
+}
+
+void CoordinatorCore::RefreshGauges() {
+  if (metrics_ == nullptr) return;
+  if (absl::StatusOr<JobStateCounts> counts = store_->CountJobsByState();
+      counts.ok()) {
+    metrics_->SetJobs("queued", (*counts)[JobState::JOB_STATE_QUEUED]);
+    metrics_->SetJobs("running", (*counts)[JobState::JOB_STATE_RUNNING]);
+    metrics_->SetJobs("succeeded", (*counts)[JobState::JOB_STATE_SUCCEEDED]);
+    metrics_->SetJobs("failed", (*counts)[JobState::JOB_STATE_FAILED]);
+    metrics_->SetJobs("cancelled", (*counts)[JobState::JOB_STATE_CANCELLED]);
+  }
+  // "Connected" = seen within 3 heartbeat intervals: one missed heartbeat
+  // is noise, three is a worker gone.
+  const int64_t since = clock_() - 3 * options_.heartbeat_interval_ms;
+  if (absl::StatusOr<int64_t> live = store_->CountLiveWorkers(since); live.ok()) {
+    metrics_->SetWorkersConnected(*live);
+  }
+}
+
+}  // namespace layerflow::server

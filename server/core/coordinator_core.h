@@ -1,0 +1,115 @@
+// CoordinatorCore: the coordinator's business logic, between the gRPC
+// services (which only translate) and the Store (which only persists).
+//
+// It validates requests, stamps time from an injectable clock, keeps
+// metrics, runs the reaper that requeues lapsed leases, and publishes a
+// change version so that watchers (WatchSweep) wake on every state change.
+// Thread-safe.
+#ifndef LAYERFLOW_SERVER_CORE_COORDINATOR_CORE_H_
+#define LAYERFLOW_SERVER_CORE_COORDINATOR_CORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "layerflow/v1/coordinator.pb.h"
+#include "layerflow/v1/worker.pb.h"
+#include "server/metrics/metrics.h"
+#include "server/store/store.h"
+
+namespace layerflow::server {
+
+// Unix time in milliseconds. Tests inject a fake one.
+using Clock = std::function<int64_t()>;
+int64_t SystemUnixMillis();
+
+struct CoreOptions {
+  int64_t lease_ttl_ms = 30000;
+  int64_t heartbeat_interval_ms = 5000;
+  int64_t reaper_interval_ms = 1000;
+  int32_t max_attempts = 3;
+  int64_t retry_backoff_ms = 1000;
+};
+
+class CoordinatorCore {
+ public:
+  // `metrics` may be null; otherwise it must outlive the core.
+  CoordinatorCore(std::unique_ptr<Store> store, CoreOptions options,
+                  Clock clock = SystemUnixMillis, Metrics* metrics = nullptr);
+  ~CoordinatorCore();  // calls Shutdown()
+
+  CoordinatorCore(const CoordinatorCore&) = delete;
+  CoordinatorCore& operator=(const CoordinatorCore&) = delete;
+
+  // --- Coordinator service -------------------------------------------------
+  // Validate -> defaults -> expand -> store in one transaction.
+  absl::StatusOr<layerflow::v1::SubmitSweepResponse> SubmitSweep(
+      const layerflow::v1::SweepSpec& spec);
+  absl::StatusOr<layerflow::v1::Sweep> GetSweep(const std::string& sweep_id);
+  absl::StatusOr<layerflow::v1::ListJobsResponse> ListJobs(
+      const layerflow::v1::ListJobsRequest& request);
+  absl::StatusOr<layerflow::v1::Sweep> CancelSweep(const std::string& sweep_id);
+  absl::StatusOr<layerflow::v1::QueryResultsResponse> QueryResults(
+      const layerflow::v1::QueryResultsRequest& request);
+
+  // --- Worker protocol -----------------------------------------------------
+  absl::StatusOr<layerflow::v1::RegisterWorkerResponse> RegisterWorker(
+      const layerflow::v1::RegisterWorkerRequest& request);
+  absl::StatusOr<layerflow::v1::LeaseJobResponse> LeaseJob(
+      const layerflow::v1::LeaseJobRequest& request);
+  // An empty job_id is an idle heartbeat: it only marks the worker alive.
+  absl::StatusOr<layerflow::v1::HeartbeatResponse> Heartbeat(
+      const layerflow::v1::HeartbeatRequest& request);
+  absl::StatusOr<CommitResult> CommitChunk(
+      const layerflow::v1::ResultChunk& chunk);
+  absl::Status CompleteJob(const layerflow::v1::CompleteJobRequest& request);
+  absl::Status FailJob(const layerflow::v1::FailJobRequest& request);
+
+  // --- Background work -----------------------------------------------------
+  // One reaper pass: requeues lapsed leases (returns how many) and
+  // refreshes the gauges. The reaper thread calls this; tests call it
+  // directly with a fake clock.
+  absl::StatusOr<int64_t> ReapOnce();
+  // Starts the thread running ReapOnce every reaper_interval_ms.
+  void StartReaper();
+  // Stops the reaper and wakes every WaitForChange. Idempotent.
+  void Shutdown();
+  bool is_shut_down() const;
+
+  // --- Change notification -------------------------------------------------
+  // Bumped after every committed state change.
+  uint64_t version() const;
+  // Blocks until version() != seen, Shutdown(), or the timeout; returns
+  // version() at wake-up.
+  uint64_t WaitForChange(uint64_t seen, absl::Duration timeout) const;
+
+  const CoreOptions& options() const { return options_; }
+
+ private:
+  void NotifyChanged();
+  void RefreshGauges();
+
+  const std::unique_ptr<Store> store_;
+  const CoreOptions options_;
+  const Clock clock_;
+  Metrics* const metrics_;
+
+  mutable absl::Mutex change_mu_;
+  mutable absl::CondVar changed_;
+  uint64_t version_ ABSL_GUARDED_BY(change_mu_) = 0;
+  bool shut_down_ ABSL_GUARDED_BY(change_mu_) = false;
+
+  absl::Notification stop_reaper_;
+  std::thread reaper_;
+};
+
+}  // namespace layerflow::server
+
+#endif  // LAYERFLOW_SERVER_CORE_COORDINATOR_CORE_H_

@@ -1,0 +1,121 @@
+// layerflow-coordinator: the coordinator as a standalone process.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "server/coordinator_server.h"
+
+namespace {
+
+using layerflow::server::CoordinatorOptions;
+using layerflow::server::CoordinatorServer;
+
+void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
+  std::cerr << "layerflow-coordinator: effective config:"
+            << "\n  listen_address        " << o.listen_address
+            << "\n  db_path               " << o.db_path
+            << "\n  metrics_address       "
+            << (o.metrics_address.empty() ? "(disabled)" : o.metrics_address)
+            << "\n  lease_ttl_ms          " << o.lease_ttl_ms
+            << "\n  heartbeat_interval_ms " << o.heartbeat_interval_ms
+            << "\n  reaper_interval_ms    " << o.reaper_interval_ms
+            << "\n  max_attempts          " << o.max_attempts
+            << "\n  retry_backoff_ms      " << o.retry_backoff_ms
+            << "\n  embedded_worker       " << (embedded_worker ? "yes" : "no")
+            << std::endl;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CoordinatorOptions options;
+  bool embedded_worker = false;
+  CLI::App app{"layerflow coordinator: schedules sweep jobs on workers and "
+               "stores their results"};
+  app.add_option("--listen", options.listen_address,
+                 "gRPC listen address (host:port; port 0 picks a free one)")
+      ->capture_default_str();
+  app.add_option("--db", options.db_path,
+                 "SQLite database file (created with its schema if missing)")
+      ->capture_default_str();
+  app.add_option("--metrics", options.metrics_address,
+                 "Prometheus /metrics address (host:port or port; empty "
+                 "disables)")
+      ->capture_default_str();
+  app.add_option("--lease-ttl-ms", options.lease_ttl_ms,
+                 "a lease lapses after this long without a heartbeat")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--heartbeat-interval-ms", options.heartbeat_interval_ms,
+                 "heartbeat interval workers are told to use")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--reaper-interval-ms", options.reaper_interval_ms,
+                 "how often lapsed leases are looked for")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-attempts", options.max_attempts,
+                 "leases granted per job before it fails for good")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--retry-backoff-ms", options.retry_backoff_ms,
+                 "delay before a requeued job runs again: base * "
+                 "2^(attempts-1)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--embedded-worker", embedded_worker,
+               "also run a worker in this process on the local CPU/GPUs");
+  CLI11_PARSE(app, argc, argv);
+
+  // Block the shutdown signals in every thread (gRPC's included, which
+  // inherit this mask); one thread takes them with sigwait.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  LogConfig(options, embedded_worker);
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
+      CoordinatorServer::Start(options);
+  if (!server.ok()) {
+    std::cerr << "layerflow-coordinator: " << server.status() << std::endl;
+    return 1;
+  }
+  std::cerr << "layerflow-coordinator: serving on port " << (*server)->port();
+  if ((*server)->metrics_port() != 0) {
+    std::cerr << ", metrics on port " << (*server)->metrics_port();
+  }
+  std::cerr << std::endl;
+
+  // ---- EMBEDDED WORKER HOOK ----------------------------------------------
+  // The lead engineer wires an in-process worker here (it needs the worker
+  // libraries, which link LibTorch). It must connect to
+  // 127.0.0.1:(*server)->port() and be stopped before (*server)->Shutdown().
+  if (embedded_worker) {
+    std::cerr << "layerflow-coordinator: not built with an embedded worker; "
+                 "start a layerflow worker separately"
+              << std::endl;
+  }
+  // -------------------------------------------------------------------------
+
+  std::thread signal_thread([&signals, s = server->get()] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    std::cerr << "layerflow-coordinator: signal " << signal
+              << ", shutting down" << std::endl;
+    s->Shutdown();
+  });
+  (*server)->Wait();
+  // Shutdown() may also come from elsewhere one day; wake the signal thread
+  // if it is still waiting so that join() returns.
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  std::cerr << "layerflow-coordinator: stopped" << std::endl;
+  return 0;
+}

@@ -1,0 +1,109 @@
+#include "server/metrics/metrics.h"
+
+#include <exception>
+#include <map>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "prometheus/counter.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace layerflow::server {
+
+struct Metrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry =
+      std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::map<std::string, prometheus::Gauge*, std::less<>> jobs;
+  prometheus::Gauge* workers = nullptr;
+  prometheus::Counter* chunks = nullptr;
+  prometheus::Counter* lapsed = nullptr;
+  prometheus::Counter* sweeps = nullptr;
+};
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
+    const std::string& address) {
+  auto impl = std::make_unique<Impl>();
+  auto& jobs = prometheus::BuildGauge()
+                   .Name("layerflow_jobs")
+                   .Help("Jobs by state.")
+                   .Register(*impl->registry);
+  // Every state is present from the start, so dashboards see 0, not "no data".
+  for (const char* state :
+       {"queued", "running", "succeeded", "failed", "cancelled"}) {
+    impl->jobs[state] = &jobs.Add({{"state", state}});
+  }
+  impl->workers = &prometheus::BuildGauge()
+                       .Name("layerflow_workers_connected")
+                       .Help("Workers seen within 3 heartbeat intervals.")
+                       .Register(*impl->registry)
+                       .Add({});
+  impl->chunks = &prometheus::BuildCounter()
+                      .Name("layerflow_chunks_committed_total")
+                      .Help("Result chunks committed (repeats not counted).")
+                      .Register(*impl->registry)
+                      .Add({});
+  impl->lapsed = &prometheus::BuildCounter()
+                      .Name("layerflow_leases_lapsed_total")
+                      .Help("Leases that lapsed without a heartbeat.")
+                      .Register(*impl->registry)
+                      .Add({});
+  impl->sweeps = &prometheus::BuildCounter()
+                      .Name("layerflow_sweeps_submitted_total")
+                      .Help("Sweeps accepted by SubmitSweep.")
+                      .Register(*impl->registry)
+                      .Add({});
+  int port = 0;
+  if (!address.empty()) {
+    const std::string bind = address.find(':') == std::string::npos
+                                 ? absl::StrCat("127.0.0.1:", address)
+                                 : address;
+    // prometheus-cpp (civetweb) reports bind failures by throwing; keep
+    // exceptions from crossing this boundary.
+    try {
+      impl->exposer = std::make_unique<prometheus::Exposer>(bind);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot serve metrics on '", bind, "': ", e.what()));
+    }
+    impl->exposer->RegisterCollectable(impl->registry);
+    const std::vector<int> ports = impl->exposer->GetListeningPorts();
+    if (ports.empty()) {
+      return absl::UnavailableError(
+          absl::StrCat("metrics exposer on '", bind, "' bound no port"));
+    }
+    port = ports.front();
+  }
+  return std::unique_ptr<Metrics>(new Metrics(std::move(impl), port));
+}
+
+Metrics::Metrics(std::unique_ptr<Impl> impl, int port)
+    : impl_(std::move(impl)), port_(port) {}
+
+Metrics::~Metrics() = default;
+
+void Metrics::SetJobs(absl::string_view state, int64_t count) {
+  auto it = impl_->jobs.find(state);
+  if (it != impl_->jobs.end()) it->second->Set(static_cast<double>(count));
+}
+
+void Metrics::SetWorkersConnected(int64_t count) {
+  impl_->workers->Set(static_cast<double>(count));
+}
+
+void Metrics::AddChunksCommitted(int64_t n) {
+  impl_->chunks->Increment(static_cast<double>(n));
+}
+
+void Metrics::AddLeasesLapsed(int64_t n) {
+  impl_->lapsed->Increment(static_cast<double>(n));
+}
+
+void Metrics::AddSweepsSubmitted(int64_t n) {
+  impl_->sweeps->Increment(static_cast<double>(n));
+}
+
+}  // namespace layerflow::server

@@ -1,0 +1,60 @@
+// The Coordinator service: translation between gRPC and CoordinatorCore,
+// plus the WatchSweep streams.
+#ifndef LAYERFLOW_SERVER_SERVICE_COORDINATOR_SERVICE_H_
+#define LAYERFLOW_SERVER_SERVICE_COORDINATOR_SERVICE_H_
+
+#include <memory>
+
+#include "layerflow/v1/coordinator.grpc.pb.h"
+#include "server/core/coordinator_core.h"
+
+namespace layerflow::server {
+
+class WatchHub;
+
+class CoordinatorService final
+    : public layerflow::v1::Coordinator::CallbackService {
+ public:
+  // `core` must outlive the service.
+  explicit CoordinatorService(CoordinatorCore* core);
+  ~CoordinatorService() override;
+
+  // Ends every open WatchSweep stream (UNAVAILABLE) and refuses new ones;
+  // call before shutting the gRPC server down so that it does not wait on
+  // streams that would otherwise stay open until their sweeps finish.
+  void StopWatches();
+
+  grpc::ServerUnaryReactor* SubmitSweep(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::SubmitSweepRequest* request,
+      layerflow::v1::SubmitSweepResponse* response) override;
+  grpc::ServerUnaryReactor* GetSweep(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::GetSweepRequest* request,
+      layerflow::v1::Sweep* response) override;
+  grpc::ServerUnaryReactor* ListJobs(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::ListJobsRequest* request,
+      layerflow::v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelSweep(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::CancelSweepRequest* request,
+      layerflow::v1::Sweep* response) override;
+  // Sends the sweep at once, then on every change; finishes OK after
+  // sending a terminal state (SUCCEEDED, FAILED, CANCELLED).
+  grpc::ServerWriteReactor<layerflow::v1::Sweep>* WatchSweep(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::WatchSweepRequest* request) override;
+  grpc::ServerUnaryReactor* QueryResults(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::QueryResultsRequest* request,
+      layerflow::v1::QueryResultsResponse* response) override;
+
+ private:
+  CoordinatorCore* const core_;
+  std::unique_ptr<WatchHub> hub_;
+};
+
+}  // namespace layerflow::server
+
+#endif  // LAYERFLOW_SERVER_SERVICE_COORDINATOR_SERVICE_H_

@@ -1,0 +1,285 @@
+#include "server/spec/sweep_spec.h"
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "worker/model/model_config.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::v1::DatasetSpec;
+using ::layerflow::v1::JobSpec;
+using ::layerflow::v1::SweepSpec;
+
+constexpr int kMaxNameLength = 64;
+constexpr int32_t kMinContextLength = 16;
+constexpr int32_t kMaxContextLength = 65536;
+constexpr int32_t kMinNumClasses = 2;
+constexpr int32_t kMaxNumClasses = 1000;
+constexpr int32_t kMaxNumPrompts = 100000;
+constexpr int32_t kMaxPromptsPerChunk = 4096;
+
+constexpr absl::string_view kDatasets[] = {"kvpr"};
+constexpr absl::string_view kAnalyses[] = {"adjacent_cos", "intertoken_cos"};
+constexpr absl::string_view kDtypes[] = {"fp32", "bf16", "fp16"};
+
+absl::Status Invalid(absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+}
+
+std::string Indexed(absl::string_view field, int i) {
+  return absl::StrCat(field, "[", i, "]");
+}
+
+template <size_t N>
+bool OneOf(absl::string_view value, const absl::string_view (&set)[N]) {
+  for (absl::string_view s : set) {
+    if (s == value) return true;
+  }
+  return false;
+}
+
+template <size_t N>
+std::string Known(const absl::string_view (&set)[N]) {
+  return absl::StrJoin(set, ", ");
+}
+
+bool ValidNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+}
+
+// Rejects a repeated value on one axis: a duplicate would expand to two
+// identical jobs, which is never what the user meant.
+template <typename Container, typename KeyFn>
+absl::Status CheckNoDuplicates(absl::string_view field, const Container& items,
+                               KeyFn key) {
+  absl::flat_hash_set<std::string> seen;
+  for (int i = 0; i < static_cast<int>(items.size()); ++i) {
+    std::string k = key(items[i]);
+    if (!seen.insert(k).second) {
+      return Invalid(Indexed(field, i), absl::StrCat("duplicate value ", k));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateName(const std::string& name) {
+  if (name.empty()) return Invalid("spec.name", "required");
+  if (name.size() > kMaxNameLength) {
+    return Invalid("spec.name", absl::StrCat("longer than ", kMaxNameLength,
+                                             " characters"));
+  }
+  for (char c : name) {
+    if (!ValidNameChar(c)) {
+      return Invalid("spec.name",
+                     "may contain only letters, digits, '_', '.' and '-'");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
+  const std::string field = Indexed("spec.datasets", i);
+  if (!OneOf(dataset.name(), kDatasets)) {
+    return Invalid(absl::StrCat(field, ".name"),
+                   absl::StrCat("unknown data set '", dataset.name(),
+                                "'; known data sets: ", Known(kDatasets)));
+  }
+  const int32_t c = dataset.num_classes();
+  if (c != 0 && (c < kMinNumClasses || c > kMaxNumClasses)) {
+    return Invalid(absl::StrCat(field, ".num_classes"),
+                   absl::StrCat(c, " is outside [", kMinNumClasses, ", ",
+                                kMaxNumClasses, "] (0 means ",
+                                kDefaultNumClasses, ")"));
+  }
+  return absl::OkStatus();
+}
+
+std::string Quoted(const std::string& s) { return absl::StrCat("'", s, "'"); }
+
+}  // namespace
+
+absl::Status ValidateSweepSpec(const SweepSpec& spec) {
+  if (absl::Status s = ValidateName(spec.name()); !s.ok()) return s;
+
+  if (spec.models().empty()) {
+    return Invalid("spec.models", "at least one model is required");
+  }
+  for (int i = 0; i < spec.models_size(); ++i) {
+    if (auto preset = worker::FindModelPreset(spec.models(i)); !preset.ok()) {
+      // The lookup says NOT_FOUND; for a request it is a bad argument.
+      return Invalid(Indexed("spec.models", i), preset.status().message());
+    }
+  }
+  for (int i = 0; i < spec.init_schemes_size(); ++i) {
+    if (auto scheme = worker::ParseInitScheme(spec.init_schemes(i));
+        !scheme.ok()) {
+      return Invalid(Indexed("spec.init_schemes", i),
+                     scheme.status().message());
+    }
+  }
+  for (int i = 0; i < spec.seeds_size(); ++i) {
+    if (spec.seeds(i) < 0) {
+      return Invalid(Indexed("spec.seeds", i),
+                     absl::StrCat(spec.seeds(i), " is negative"));
+    }
+  }
+  for (int i = 0; i < spec.datasets_size(); ++i) {
+    if (absl::Status s = ValidateDataset(spec.datasets(i), i); !s.ok()) {
+      return s;
+    }
+  }
+  for (int i = 0; i < spec.context_lengths_size(); ++i) {
+    const int32_t n = spec.context_lengths(i);
+    if (n < kMinContextLength || n > kMaxContextLength) {
+      return Invalid(Indexed("spec.context_lengths", i),
+                     absl::StrCat(n, " is outside [", kMinContextLength, ", ",
+                                  kMaxContextLength, "]"));
+    }
+  }
+  for (int i = 0; i < spec.analyses_size(); ++i) {
+    if (!OneOf(spec.analyses(i), kAnalyses)) {
+      return Invalid(Indexed("spec.analyses", i),
+                     absl::StrCat("unknown analysis '", spec.analyses(i),
+                                  "'; known analyses: ", Known(kAnalyses)));
+    }
+  }
+  if (spec.num_prompts() < 0 || spec.num_prompts() > kMaxNumPrompts) {
+    return Invalid("spec.num_prompts",
+                   absl::StrCat(spec.num_prompts(), " is outside [1, ",
+                                kMaxNumPrompts, "] (0 means ",
+                                kDefaultNumPrompts, ")"));
+  }
+  if (spec.prompts_per_chunk() < 0 ||
+      spec.prompts_per_chunk() > kMaxPromptsPerChunk) {
+    return Invalid("spec.prompts_per_chunk",
+                   absl::StrCat(spec.prompts_per_chunk(), " is outside [1, ",
+                                kMaxPromptsPerChunk, "] (0 means ",
+                                kDefaultPromptsPerChunk, ")"));
+  }
+  if (!spec.dtype().empty() && !OneOf(spec.dtype(), kDtypes)) {
+    return Invalid("spec.dtype",
+                   absl::StrCat("unknown dtype '", spec.dtype(),
+                                "'; known dtypes: ", Known(kDtypes)));
+  }
+
+  // Duplicates on any axis. Data sets compare after defaulting num_classes,
+  // so {kvpr, 0} and {kvpr, 11} are the same point.
+  auto same = [](const std::string& s) { return Quoted(s); };
+  auto num = [](int64_t v) { return absl::StrCat(v); };
+  if (absl::Status s = CheckNoDuplicates("spec.models", spec.models(), same);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          CheckNoDuplicates("spec.init_schemes", spec.init_schemes(), same);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckNoDuplicates("spec.seeds", spec.seeds(), num);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckNoDuplicates(
+          "spec.datasets", spec.datasets(),
+          [](const DatasetSpec& d) {
+            return absl::StrCat(
+                "{", d.name(), ", ",
+                d.num_classes() == 0 ? kDefaultNumClasses : d.num_classes(),
+                "}");
+          });
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckNoDuplicates("spec.context_lengths",
+                                         spec.context_lengths(), num);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckNoDuplicates("spec.analyses", spec.analyses(), same);
+      !s.ok()) {
+    return s;
+  }
+
+  if (const int64_t jobs = CountSweepJobs(spec); jobs > kMaxJobsPerSweep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec: sweep expands to ", jobs,
+                     " jobs, more than the limit ", kMaxJobsPerSweep));
+  }
+  return absl::OkStatus();
+}
+
+SweepSpec WithDefaults(SweepSpec spec) {
+  if (spec.init_schemes().empty()) spec.add_init_schemes("reference");
+  if (spec.seeds().empty()) spec.add_seeds(0);
+  if (spec.datasets().empty()) spec.add_datasets()->set_name("kvpr");
+  for (DatasetSpec& dataset : *spec.mutable_datasets()) {
+    if (dataset.num_classes() == 0) dataset.set_num_classes(kDefaultNumClasses);
+  }
+  if (spec.context_lengths().empty()) {
+    spec.add_context_lengths(kDefaultContextLength);
+  }
+  if (spec.analyses().empty()) {
+    for (absl::string_view a : kAnalyses) spec.add_analyses(std::string(a));
+  }
+  if (spec.num_prompts() == 0) spec.set_num_prompts(kDefaultNumPrompts);
+  if (spec.prompts_per_chunk() == 0) {
+    spec.set_prompts_per_chunk(kDefaultPromptsPerChunk);
+  }
+  if (spec.dtype().empty()) spec.set_dtype("fp32");
+  return spec;
+}
+
+int64_t CountSweepJobs(const SweepSpec& spec) {
+  auto axis = [](int size) { return static_cast<int64_t>(size == 0 ? 1 : size); };
+  // Each factor is bounded by the message size, so the product of five
+  // int-sized factors can overflow int64 only for absurd inputs; clamp early.
+  int64_t total = 1;
+  for (int64_t n :
+       {axis(spec.models_size()), axis(spec.init_schemes_size()),
+        axis(spec.seeds_size()), axis(spec.datasets_size()),
+        axis(spec.context_lengths_size())}) {
+    total *= n;
+    if (total > (int64_t{1} << 40)) return total;
+  }
+  return total;
+}
+
+std::vector<JobSpec> ExpandSweep(const SweepSpec& spec) {
+  std::vector<JobSpec> jobs;
+  jobs.reserve(static_cast<size_t>(CountSweepJobs(spec)));
+  for (const std::string& model : spec.models()) {
+    for (const std::string& init : spec.init_schemes()) {
+      for (int64_t seed : spec.seeds()) {
+        for (const DatasetSpec& dataset : spec.datasets()) {
+          for (int32_t context_length : spec.context_lengths()) {
+            JobSpec& job = jobs.emplace_back();
+            job.set_model(model);
+            job.set_init_scheme(init);
+            job.set_seed(seed);
+            *job.mutable_dataset() = dataset;
+            job.set_context_length(context_length);
+            *job.mutable_analyses() = spec.analyses();
+            job.set_num_prompts(spec.num_prompts());
+            job.set_prompts_per_chunk(spec.prompts_per_chunk());
+            job.set_dtype(spec.dtype());
+          }
+        }
+      }
+    }
+  }
+  return jobs;
+}
+
+int64_t ChunksTotal(const JobSpec& job) {
+  if (job.prompts_per_chunk() <= 0) return 0;
+  return (static_cast<int64_t>(job.num_prompts()) + job.prompts_per_chunk() - 1) /
+         job.prompts_per_chunk();
+}
+
+}  // namespace layerflow::server

@@ -1,0 +1,53 @@
+// Sweep specs: validation, documented defaults and expansion into jobs.
+//
+// The coordinator runs these in order on every submission:
+//   ValidateSweepSpec(spec) -> WithDefaults(spec) -> ExpandSweep(spec)
+// Validation runs on the spec as submitted (empty axes mean "default"), so
+// its error messages name the fields the user actually wrote.
+#ifndef LAYERFLOW_SERVER_SPEC_SWEEP_SPEC_H_
+#define LAYERFLOW_SERVER_SPEC_SWEEP_SPEC_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "layerflow/v1/experiment.pb.h"
+
+namespace layerflow::server {
+
+// A sweep may expand to at most this many jobs.
+inline constexpr int64_t kMaxJobsPerSweep = 10000;
+
+// Documented defaults (experiment.proto).
+inline constexpr int32_t kDefaultNumClasses = 11;
+inline constexpr int32_t kDefaultContextLength = 256;
+inline constexpr int32_t kDefaultNumPrompts = 8;
+inline constexpr int32_t kDefaultPromptsPerChunk = 2;
+
+// OK, or INVALID_ARGUMENT whose message starts with the offending field path,
+// e.g. "spec.models[1]: unknown model preset 'foo'; known presets: ...".
+absl::Status ValidateSweepSpec(const layerflow::v1::SweepSpec& spec);
+
+// Fills every empty axis and zero scalar with its documented default:
+// init_schemes ["reference"], seeds [0], datasets [{kvpr, 11}] (and
+// num_classes 0 -> 11 on every data set), context_lengths [256], analyses
+// [adjacent_cos, intertoken_cos], num_prompts 8, prompts_per_chunk 2,
+// dtype "fp32". Idempotent.
+layerflow::v1::SweepSpec WithDefaults(layerflow::v1::SweepSpec spec);
+
+// The number of jobs ExpandSweep(WithDefaults(spec)) returns, without
+// building them (empty axes count as one point).
+int64_t CountSweepJobs(const layerflow::v1::SweepSpec& spec);
+
+// The cartesian product of a defaulted spec, in a stable order: models
+// outermost, then init_schemes, seeds, datasets, context_lengths innermost,
+// each axis in the order given. Job i of a sweep is always the same point.
+std::vector<layerflow::v1::JobSpec> ExpandSweep(
+    const layerflow::v1::SweepSpec& spec);
+
+// ceil(num_prompts / prompts_per_chunk): the chunks a job commits.
+int64_t ChunksTotal(const layerflow::v1::JobSpec& job);
+
+}  // namespace layerflow::server
+
+#endif  // LAYERFLOW_SERVER_SPEC_SWEEP_SPEC_H_

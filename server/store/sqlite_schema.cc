@@ -1,0 +1,121 @@
+#include "server/store/sqlite_schema.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace layerflow::server::sqlite {
+namespace {
+
+// v1: the initial schema. Specs are serialized protos (the API owns their
+// shape); columns that queries filter or sort on are copied out of them.
+constexpr absl::string_view kV1 = R"sql(
+CREATE TABLE sweeps (
+  sweep_id   TEXT PRIMARY KEY,
+  spec       BLOB NOT NULL,          -- layerflow.v1.SweepSpec, defaults applied
+  created_ms INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+  seq              INTEGER PRIMARY KEY AUTOINCREMENT,  -- creation order
+  job_id           TEXT NOT NULL UNIQUE,
+  sweep_id         TEXT NOT NULL REFERENCES sweeps(sweep_id) ON DELETE CASCADE,
+  model            TEXT NOT NULL,
+  spec             BLOB NOT NULL,    -- layerflow.v1.JobSpec
+  priority         INTEGER NOT NULL DEFAULT 0,
+  state            INTEGER NOT NULL, -- layerflow.v1.JobState
+  attempts         INTEGER NOT NULL DEFAULT 0,
+  chunks_committed INTEGER NOT NULL DEFAULT 0,  -- = COUNT(chunks of the job)
+  chunks_total     INTEGER NOT NULL,
+  error            TEXT NOT NULL DEFAULT '',
+  worker_id        TEXT NOT NULL DEFAULT '',
+  lease_id         TEXT NOT NULL DEFAULT '',
+  lease_expires_ms INTEGER NOT NULL DEFAULT 0,
+  created_ms       INTEGER NOT NULL,
+  updated_ms       INTEGER NOT NULL
+);
+CREATE INDEX jobs_by_sweep ON jobs(sweep_id, seq);
+CREATE TABLE chunks (
+  job_id        TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+  sequence      INTEGER NOT NULL,
+  prompt_tokens TEXT NOT NULL,       -- comma-separated token counts
+  committed_ms  INTEGER NOT NULL,
+  PRIMARY KEY (job_id, sequence)     -- the exactly-once key
+);
+CREATE TABLE chunk_stats (
+  job_id   TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  metric   TEXT NOT NULL,
+  layer    INTEGER NOT NULL,
+  sum      REAL NOT NULL,
+  sum_sq   REAL NOT NULL,
+  count    INTEGER NOT NULL,
+  PRIMARY KEY (job_id, sequence, metric, layer),
+  FOREIGN KEY (job_id, sequence) REFERENCES chunks(job_id, sequence)
+    ON DELETE CASCADE
+);
+)sql";
+
+// v2: retry backoff (jobs.not_before_ms), the workers table for
+// registration and liveness, and an index matching the lease query
+// (state, priority DESC, seq) so leasing stays cheap with a long queue.
+constexpr absl::string_view kV2 = R"sql(
+ALTER TABLE jobs ADD COLUMN not_before_ms INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_runnable ON jobs(state, priority DESC, seq);
+CREATE TABLE workers (
+  worker_id     TEXT PRIMARY KEY,
+  name          TEXT NOT NULL,
+  capabilities  BLOB NOT NULL,       -- layerflow.v1.WorkerCapabilities
+  registered_ms INTEGER NOT NULL,
+  last_seen_ms  INTEGER NOT NULL
+);
+CREATE INDEX workers_by_last_seen ON workers(last_seen_ms);
+)sql";
+
+absl::StatusOr<int> UserVersion(Db& db) {
+  absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
+  if (!stmt.ok()) return stmt.status();
+  absl::StatusOr<bool> row = stmt->Step();
+  if (!row.ok()) return row.status();
+  return *row ? static_cast<int>(stmt->Int(0)) : 0;
+}
+
+}  // namespace
+
+const std::vector<Migration>& Migrations() {
+  static const std::vector<Migration>* migrations = new std::vector<Migration>{
+      {1, "sweeps, jobs, chunks, chunk_stats", kV1},
+      {2, "jobs.not_before_ms, workers, jobs_runnable index", kV2},
+  };
+  return *migrations;
+}
+
+int LatestSchemaVersion() { return Migrations().back().version; }
+
+absl::Status Migrate(Db& db) {
+  for (const Migration& migration : Migrations()) {
+    absl::StatusOr<Transaction> tx = Transaction::Begin(db);
+    if (!tx.ok()) return tx.status();
+    // Read inside the write transaction: another connection may have just
+    // applied this migration.
+    absl::StatusOr<int> version = UserVersion(db);
+    if (!version.ok()) return version.status();
+    if (*version > LatestSchemaVersion()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "database schema version ", *version,
+          " is newer than this build's ", LatestSchemaVersion()));
+    }
+    if (*version >= migration.version) continue;
+    if (absl::Status s = db.Exec(migration.sql); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrCat("schema migration to v",
+                                       migration.version, ": ", s.message()));
+    }
+    if (absl::Status s = db.Exec(
+            absl::StrCat("PRAGMA user_version = ", migration.version));
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = tx->Commit(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace layerflow::server::sqlite

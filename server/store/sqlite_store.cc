@@ -1,0 +1,588 @@
+#include "server/store/sqlite_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
+#include "server/store/sqlite_db.h"
+#include "server/store/sqlite_schema.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::v1::Job;
+using ::layerflow::v1::JobState;
+using ::layerflow::v1::MetricStat;
+using ::layerflow::v1::ResultRow;
+using ::layerflow::v1::Sweep;
+using sqlite::Db;
+using sqlite::Statement;
+using sqlite::Transaction;
+
+constexpr absl::string_view kJobColumns =
+    "job_id, sweep_id, spec, state, attempts, chunks_committed, chunks_total, "
+    "error, worker_id, created_ms, updated_ms";
+
+absl::StatusOr<Job> ReadJob(const Statement& row) {
+  Job job;
+  job.set_job_id(row.Text(0));
+  job.set_sweep_id(row.Text(1));
+  if (!job.mutable_spec()->ParseFromString(row.Blob(2))) {
+    return absl::DataLossError(
+        absl::StrCat("job ", job.job_id(), ": stored spec does not parse"));
+  }
+  job.set_state(static_cast<JobState>(row.Int(3)));
+  job.set_attempts(static_cast<int32_t>(row.Int(4)));
+  job.set_chunks_committed(row.Int(5));
+  job.set_chunks_total(row.Int(6));
+  job.set_error(row.Text(7));
+  job.set_worker_id(row.Text(8));
+  job.set_created_unix_ms(row.Int(9));
+  job.set_updated_unix_ms(row.Int(10));
+  return job;
+}
+
+// What lease checks need of a job row.
+struct LeaseRow {
+  JobState state;
+  std::string lease_id;
+  int64_t lease_expires_ms;
+  int64_t chunks_committed;
+  int64_t chunks_total;
+};
+
+bool IsTerminal(JobState state) {
+  return state == JobState::JOB_STATE_SUCCEEDED ||
+         state == JobState::JOB_STATE_FAILED ||
+         state == JobState::JOB_STATE_CANCELLED;
+}
+
+std::string NewLeaseId() {
+  // Unguessable enough that a stale worker cannot collide with a new lease;
+  // not a security token.
+  static absl::Mutex mu(absl::kConstInit);
+  static absl::BitGen* gen = new absl::BitGen();
+  absl::MutexLock lock(&mu);
+  return absl::StrCat(
+      "lease-", absl::Hex(absl::Uniform<uint64_t>(*gen), absl::kZeroPad16));
+}
+
+class SqliteStore final : public Store {
+ public:
+  explicit SqliteStore(std::unique_ptr<Db> db) : db_(std::move(db)) {}
+
+  absl::Status CreateSweep(const NewSweep& sweep) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    {
+      LF_ASSIGN_OR_RETURN(
+          Statement insert,
+          db_->Prepare("INSERT INTO sweeps (sweep_id, spec, created_ms) "
+                       "VALUES (?1, ?2, ?3)"));
+      insert.Bind(1, sweep.sweep_id)
+          .BindBlob(2, sweep.spec.SerializeAsString())
+          .Bind(3, sweep.created_unix_ms);
+      LF_RETURN_IF_ERROR(insert.Run()) << "sweep " << sweep.sweep_id;
+    }
+    for (const NewJob& job : sweep.jobs) {
+      LF_ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
+          "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, "
+          "chunks_total, created_ms, updated_ms) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"));
+      insert.Bind(1, job.job_id)
+          .Bind(2, sweep.sweep_id)
+          .Bind(3, job.spec.model())
+          .BindBlob(4, job.spec.SerializeAsString())
+          .Bind(5, sweep.spec.priority())
+          .Bind(6, static_cast<int>(JobState::JOB_STATE_QUEUED))
+          .Bind(7, job.chunks_total)
+          .Bind(8, sweep.created_unix_ms);
+      LF_RETURN_IF_ERROR(insert.Run()) << "job " << job.job_id;
+    }
+    return tx.Commit();
+  }
+
+  absl::StatusOr<Sweep> GetSweep(const std::string& sweep_id) override {
+    absl::MutexLock lock(&mu_);
+    return GetSweepLocked(sweep_id);
+  }
+
+  absl::StatusOr<std::vector<Job>> ListJobs(const std::string& sweep_id,
+                                            JobState state) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare(absl::StrCat(
+            "SELECT ", kJobColumns,
+            " FROM jobs WHERE (?1 = '' OR sweep_id = ?1) "
+            "AND (?2 = 0 OR state = ?2) ORDER BY seq")));
+    select.Bind(1, sweep_id).Bind(2, static_cast<int>(state));
+    std::vector<Job> jobs;
+    while (true) {
+      LF_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      LF_ASSIGN_OR_RETURN(Job job, ReadJob(select));
+      jobs.push_back(std::move(job));
+    }
+    return jobs;
+  }
+
+  absl::StatusOr<Sweep> CancelSweep(const std::string& sweep_id,
+                                    int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(Sweep sweep, GetSweepLocked(sweep_id));
+    if (sweep.jobs_queued() == 0 && sweep.jobs_running() == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("sweep ", sweep_id, " already finished"));
+    }
+    // The lease id stays so that the holder's next heartbeat learns of the
+    // cancel instead of seeing a lapsed lease.
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET state = ?1, worker_id = '', "
+                     "updated_ms = ?2 WHERE sweep_id = ?3 AND state IN (?4, ?5)"));
+    update.Bind(1, static_cast<int>(JobState::JOB_STATE_CANCELLED))
+        .Bind(2, now_ms)
+        .Bind(3, sweep_id)
+        .Bind(4, static_cast<int>(JobState::JOB_STATE_QUEUED))
+        .Bind(5, static_cast<int>(JobState::JOB_STATE_RUNNING));
+    LF_RETURN_IF_ERROR(update.Run());
+    LF_ASSIGN_OR_RETURN(sweep, GetSweepLocked(sweep_id));
+    LF_RETURN_IF_ERROR(tx.Commit());
+    return sweep;
+  }
+
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id,
+                                                    int64_t now_ms,
+                                                    int64_t ttl_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(
+        Statement pick,
+        db_->Prepare("SELECT seq FROM jobs WHERE state = ?1 AND "
+                     "not_before_ms <= ?2 ORDER BY priority DESC, seq LIMIT 1"));
+    pick.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED)).Bind(2, now_ms);
+    LF_ASSIGN_OR_RETURN(bool found, pick.Step());
+    if (!found) return std::optional<Lease>();
+    const int64_t seq = pick.Int(0);
+
+    Lease lease;
+    lease.lease_id = NewLeaseId();
+    lease.expires_unix_ms = now_ms + ttl_ms;
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET state = ?1, attempts = attempts + 1, "
+                     "worker_id = ?2, lease_id = ?3, lease_expires_ms = ?4, "
+                     "updated_ms = ?5 WHERE seq = ?6"));
+    update.Bind(1, static_cast<int>(JobState::JOB_STATE_RUNNING))
+        .Bind(2, worker_id)
+        .Bind(3, lease.lease_id)
+        .Bind(4, lease.expires_unix_ms)
+        .Bind(5, now_ms)
+        .Bind(6, seq);
+    LF_RETURN_IF_ERROR(update.Run());
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare(absl::StrCat("SELECT ", kJobColumns,
+                                  " FROM jobs WHERE seq = ?1")));
+    select.Bind(1, seq);
+    LF_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::InternalError("leased job vanished");
+    LF_ASSIGN_OR_RETURN(lease.job, ReadJob(select));
+    lease.resume_from_sequence = lease.job.chunks_committed();
+    LF_RETURN_IF_ERROR(tx.Commit());
+    return std::optional<Lease>(std::move(lease));
+  }
+
+  absl::StatusOr<bool> RenewLease(const std::string& job_id,
+                                  const std::string& lease_id, int64_t now_ms,
+                                  int64_t ttl_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    if (row.state == JobState::JOB_STATE_CANCELLED && row.lease_id == lease_id) {
+      return true;
+    }
+    LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET lease_expires_ms = ?1 WHERE job_id = ?2"));
+    update.Bind(1, now_ms + ttl_ms).Bind(2, job_id);
+    LF_RETURN_IF_ERROR(update.Run());
+    LF_RETURN_IF_ERROR(tx.Commit());
+    return false;
+  }
+
+  absl::StatusOr<CommitResult> CommitChunk(
+      const std::string& job_id, const std::string& lease_id, int64_t sequence,
+      const std::vector<MetricStat>& stats,
+      const std::vector<int32_t>& prompt_tokens, int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
+    if (sequence < 0 || sequence >= row.chunks_total) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("chunk.sequence: ", sequence, " is outside [0, ",
+                       row.chunks_total, ") for job ", job_id));
+    }
+    CommitResult result;
+    {
+      LF_ASSIGN_OR_RETURN(
+          Statement insert,
+          db_->Prepare("INSERT OR IGNORE INTO chunks (job_id, sequence, "
+                       "prompt_tokens, committed_ms) VALUES (?1, ?2, ?3, ?4)"));
+      insert.Bind(1, job_id)
+          .Bind(2, sequence)
+          .Bind(3, absl::StrJoin(prompt_tokens, ","))
+          .Bind(4, now_ms);
+      LF_RETURN_IF_ERROR(insert.Run());
+      result.newly_committed = db_->Changes() == 1;
+    }
+    if (!result.newly_committed) {
+      // A repeat (worker retry, or a resumed job resending): acknowledged,
+      // and the first commit's statistics stand.
+      result.job_chunks_committed = row.chunks_committed;
+      return result;  // nothing written; the transaction rolls back
+    }
+    for (const MetricStat& stat : stats) {
+      LF_ASSIGN_OR_RETURN(
+          Statement insert,
+          db_->Prepare("INSERT INTO chunk_stats (job_id, sequence, metric, "
+                       "layer, sum, sum_sq, count) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+      insert.Bind(1, job_id)
+          .Bind(2, sequence)
+          .Bind(3, stat.metric())
+          .Bind(4, stat.layer())
+          .Bind(5, stat.sum())
+          .Bind(6, stat.sum_sq())
+          .Bind(7, stat.count());
+      LF_RETURN_IF_ERROR(insert.Run())
+          << "chunk " << sequence << " of job " << job_id;
+    }
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET chunks_committed = chunks_committed + 1, "
+                     "updated_ms = ?1 WHERE job_id = ?2"));
+    update.Bind(1, now_ms).Bind(2, job_id);
+    LF_RETURN_IF_ERROR(update.Run());
+    LF_RETURN_IF_ERROR(tx.Commit());
+    result.job_chunks_committed = row.chunks_committed + 1;
+    return result;
+  }
+
+  absl::Status CompleteJob(const std::string& job_id,
+                           const std::string& lease_id,
+                           int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    // A repeated CompleteJob (the first reply was lost) is acknowledged.
+    if (row.state == JobState::JOB_STATE_SUCCEEDED && row.lease_id == lease_id) {
+      return absl::OkStatus();
+    }
+    LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
+    if (row.chunks_committed < row.chunks_total) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", job_id, " has ", row.chunks_committed, " of ",
+          row.chunks_total, " chunks committed"));
+    }
+    LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_SUCCEEDED, "", now_ms));
+    return tx.Commit();
+  }
+
+  absl::Status FailJob(const std::string& job_id, const std::string& lease_id,
+                       const std::string& error, int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    if (row.state == JobState::JOB_STATE_FAILED && row.lease_id == lease_id) {
+      return absl::OkStatus();
+    }
+    LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
+    LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_FAILED, error, now_ms));
+    return tx.Commit();
+  }
+
+  absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
+                                              int32_t max_attempts,
+                                              int64_t backoff_base_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    std::vector<std::pair<int64_t, int64_t>> lapsed;  // (seq, attempts)
+    {
+      LF_ASSIGN_OR_RETURN(
+          Statement select,
+          db_->Prepare("SELECT seq, attempts FROM jobs "
+                       "WHERE state = ?1 AND lease_expires_ms < ?2"));
+      select.Bind(1, static_cast<int>(JobState::JOB_STATE_RUNNING))
+          .Bind(2, now_ms);
+      while (true) {
+        LF_ASSIGN_OR_RETURN(bool row, select.Step());
+        if (!row) break;
+        lapsed.emplace_back(select.Int(0), select.Int(1));
+      }
+    }
+    for (const auto& [seq, attempts] : lapsed) {
+      const bool exhausted = attempts >= max_attempts;
+      // base * 2^(attempts-1), with the shift capped so it cannot overflow.
+      const int shift = static_cast<int>(std::clamp<int64_t>(attempts - 1, 0, 20));
+      const int64_t not_before = now_ms + (backoff_base_ms << shift);
+      LF_ASSIGN_OR_RETURN(
+          Statement update,
+          db_->Prepare("UPDATE jobs SET state = ?1, error = ?2, "
+                       "not_before_ms = ?3, worker_id = '', lease_id = '', "
+                       "updated_ms = ?4 WHERE seq = ?5"));
+      update
+          .Bind(1, static_cast<int>(exhausted ? JobState::JOB_STATE_FAILED
+                                              : JobState::JOB_STATE_QUEUED))
+          .Bind(2, exhausted ? absl::StrCat("lease lapsed ", attempts, " times")
+                             : std::string())
+          .Bind(3, exhausted ? int64_t{0} : not_before)
+          .Bind(4, now_ms)
+          .Bind(5, seq);
+      LF_RETURN_IF_ERROR(update.Run());
+    }
+    LF_RETURN_IF_ERROR(tx.Commit());
+    return static_cast<int64_t>(lapsed.size());
+  }
+
+  absl::StatusOr<std::vector<ResultRow>> QueryResults(
+      const ResultFilter& filter) override {
+    absl::MutexLock lock(&mu_);
+    LF_RETURN_IF_ERROR(GetSweepLocked(filter.sweep_id).status());
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare(
+            "SELECT j.job_id, j.spec, s.metric, s.layer, SUM(s.sum), "
+            "SUM(s.sum_sq), SUM(s.count) "
+            "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
+            "WHERE j.sweep_id = ?1 AND (?2 = '' OR j.model = ?2) "
+            "AND (?3 = '' OR s.metric = ?3) AND (?4 = '' OR j.job_id = ?4) "
+            "GROUP BY j.seq, s.metric, s.layer "
+            "ORDER BY j.seq, s.metric, s.layer"));
+    select.Bind(1, filter.sweep_id)
+        .Bind(2, filter.model)
+        .Bind(3, filter.metric)
+        .Bind(4, filter.job_id);
+    std::vector<ResultRow> rows;
+    std::map<std::string, layerflow::v1::JobSpec> specs;
+    while (true) {
+      LF_ASSIGN_OR_RETURN(bool more, select.Step());
+      if (!more) break;
+      ResultRow& row = rows.emplace_back();
+      row.set_sweep_id(filter.sweep_id);
+      row.set_job_id(select.Text(0));
+      auto [it, inserted] = specs.try_emplace(row.job_id());
+      if (inserted && !it->second.ParseFromString(select.Blob(1))) {
+        return absl::DataLossError(absl::StrCat(
+            "job ", row.job_id(), ": stored spec does not parse"));
+      }
+      const layerflow::v1::JobSpec& spec = it->second;
+      row.set_model(spec.model());
+      row.set_init_scheme(spec.init_scheme());
+      row.set_seed(spec.seed());
+      row.set_dataset(spec.dataset().name());
+      row.set_context_length(spec.context_length());
+      row.set_metric(select.Text(2));
+      row.set_layer(static_cast<int32_t>(select.Int(3)));
+      const double sum = select.Double(4);
+      const double sum_sq = select.Double(5);
+      const int64_t count = select.Int(6);
+      row.set_count(count);
+      if (count > 0) {
+        const double mean = sum / static_cast<double>(count);
+        // Population variance; clamped because rounding can take E[x^2] -
+        // E[x]^2 slightly below zero when all values are equal.
+        const double var = std::max(
+            0.0, sum_sq / static_cast<double>(count) - mean * mean);
+        row.set_value(mean);
+        row.set_std(std::sqrt(var));
+      }
+    }
+    return rows;
+  }
+
+  absl::Status RegisterWorker(const std::string& worker_id,
+                              const std::string& name,
+                              const std::string& capabilities_bytes,
+                              int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(
+        Statement insert,
+        db_->Prepare("INSERT INTO workers (worker_id, name, capabilities, "
+                     "registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)"));
+    insert.Bind(1, worker_id)
+        .Bind(2, name)
+        .BindBlob(3, capabilities_bytes)
+        .Bind(4, now_ms);
+    return insert.Run();
+  }
+
+  absl::Status TouchWorker(const std::string& worker_id,
+                           int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE workers SET last_seen_ms = MAX(last_seen_ms, ?1) "
+                     "WHERE worker_id = ?2"));
+    update.Bind(1, now_ms).Bind(2, worker_id);
+    LF_RETURN_IF_ERROR(update.Run());
+    if (db_->Changes() == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown worker ", worker_id, "; register first"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int64_t> CountLiveWorkers(int64_t since_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT COUNT(*) FROM workers WHERE last_seen_ms >= ?1"));
+    select.Bind(1, since_ms);
+    LF_ASSIGN_OR_RETURN(bool row, select.Step());
+    return row ? select.Int(0) : 0;
+  }
+
+  absl::StatusOr<JobStateCounts> CountJobsByState() override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+    JobStateCounts counts{};
+    while (true) {
+      LF_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      const int64_t state = select.Int(0);
+      if (state >= 0 && state < static_cast<int64_t>(counts.size())) {
+        counts[static_cast<size_t>(state)] = select.Int(1);
+      }
+    }
+    return counts;
+  }
+
+ private:
+  absl::StatusOr<Sweep> GetSweepLocked(const std::string& sweep_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare(
+            "SELECT s.spec, s.created_ms, COUNT(j.seq), "
+            "COALESCE(SUM(j.state = 1), 0), COALESCE(SUM(j.state = 2), 0), "
+            "COALESCE(SUM(j.state = 3), 0), COALESCE(SUM(j.state = 4), 0), "
+            "COALESCE(SUM(j.state = 5), 0), "
+            "COALESCE(SUM(j.chunks_committed), 0), "
+            "COALESCE(SUM(j.chunks_total), 0) "
+            "FROM sweeps s LEFT JOIN jobs j ON j.sweep_id = s.sweep_id "
+            "WHERE s.sweep_id = ?1 GROUP BY s.sweep_id"));
+    select.Bind(1, sweep_id);
+    LF_ASSIGN_OR_RETURN(bool found, select.Step());
+    if (!found) {
+      return absl::NotFoundError(absl::StrCat("unknown sweep '", sweep_id, "'"));
+    }
+    Sweep sweep;
+    sweep.set_sweep_id(sweep_id);
+    if (!sweep.mutable_spec()->ParseFromString(select.Blob(0))) {
+      return absl::DataLossError(
+          absl::StrCat("sweep ", sweep_id, ": stored spec does not parse"));
+    }
+    sweep.set_created_unix_ms(select.Int(1));
+    sweep.set_jobs_total(static_cast<int32_t>(select.Int(2)));
+    sweep.set_jobs_queued(static_cast<int32_t>(select.Int(3)));
+    sweep.set_jobs_running(static_cast<int32_t>(select.Int(4)));
+    sweep.set_jobs_succeeded(static_cast<int32_t>(select.Int(5)));
+    sweep.set_jobs_failed(static_cast<int32_t>(select.Int(6)));
+    sweep.set_jobs_cancelled(static_cast<int32_t>(select.Int(7)));
+    sweep.set_chunks_committed(select.Int(8));
+    sweep.set_chunks_total(select.Int(9));
+    sweep.set_state(DeriveSweepState(sweep));
+    return sweep;
+  }
+
+  absl::StatusOr<LeaseRow> LoadLeaseRow(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT state, lease_id, lease_expires_ms, "
+                     "chunks_committed, chunks_total FROM jobs "
+                     "WHERE job_id = ?1"));
+    select.Bind(1, job_id);
+    LF_ASSIGN_OR_RETURN(bool found, select.Step());
+    if (!found) {
+      return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
+    }
+    return LeaseRow{static_cast<JobState>(select.Int(0)), select.Text(1),
+                    select.Int(2), select.Int(3), select.Int(4)};
+  }
+
+  // Invariant: a lease is live iff the job is RUNNING under that lease id
+  // and now <= lease_expires_ms. The reaper's "lapsed" is exactly the
+  // negation of the time part, so a lease never counts as both.
+  static absl::Status CheckLiveLease(const std::string& job_id,
+                                     const std::string& lease_id,
+                                     const LeaseRow& row, int64_t now_ms) {
+    if (row.lease_id == lease_id && row.state == JobState::JOB_STATE_CANCELLED) {
+      return absl::AbortedError(
+          absl::StrCat("job ", job_id, " was cancelled"));
+    }
+    if (row.lease_id != lease_id || row.state != JobState::JOB_STATE_RUNNING) {
+      return absl::AbortedError(absl::StrCat(
+          "lease ", lease_id, " of job ", job_id,
+          " lapsed; the job was requeued or reassigned"));
+    }
+    if (row.lease_expires_ms < now_ms) {
+      return absl::AbortedError(absl::StrCat(
+          "lease ", lease_id, " of job ", job_id, " lapsed ",
+          now_ms - row.lease_expires_ms, " ms ago"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Finish(const std::string& job_id, JobState state,
+                      const std::string& error, int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET state = ?1, error = ?2, worker_id = '', "
+                     "updated_ms = ?3 WHERE job_id = ?4"));
+    update.Bind(1, static_cast<int>(state))
+        .Bind(2, error)
+        .Bind(3, now_ms)
+        .Bind(4, job_id);
+    return update.Run();
+  }
+
+  absl::Mutex mu_;
+  // One connection per store object; mu_ serialises its transactions.
+  std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
+    const std::string& path, const SqliteStoreOptions& options) {
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Db> db,
+                      Db::Open(path, options.busy_timeout_ms));
+  // WAL: readers do not block the writer and vice versa; a property of the
+  // file, so any connection may set it (it is a no-op once set).
+  LF_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL"))
+      << "database '" << path << "'";
+  LF_RETURN_IF_ERROR(db->Exec("PRAGMA synchronous = NORMAL"));
+  LF_RETURN_IF_ERROR(sqlite::Migrate(*db)) << "database '" << path << "'";
+  return std::unique_ptr<Store>(new SqliteStore(std::move(db)));
+}
+
+int SqliteSchemaVersion() { return sqlite::LatestSchemaVersion(); }
+
+}  // namespace layerflow::server

@@ -1,0 +1,143 @@
+// The coordinator's durable state behind one abstract interface, so that a
+// PostgreSQL backend can sit beside SqliteStore (tests/server runs the same
+// conformance suite over every backend).
+//
+// Contract shared by every backend:
+//  - Every method is one transaction: it happens entirely or not at all.
+//  - Time is passed in (unix milliseconds), never read from a clock, so that
+//    leases and backoff are testable without sleeping.
+//  - Ids of sweeps and jobs are chosen by the caller; lease ids by the store.
+//  - Methods are thread-safe; several Store objects may share one database.
+//  - Errors: NOT_FOUND for an unknown id, ABORTED for a lapsed or replaced
+//    lease, FAILED_PRECONDITION for a call the current state forbids,
+//    INVALID_ARGUMENT for out-of-range input, ALREADY_EXISTS for a duplicate
+//    id, UNAVAILABLE/INTERNAL for the database itself.
+#ifndef LAYERFLOW_SERVER_STORE_STORE_H_
+#define LAYERFLOW_SERVER_STORE_STORE_H_
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "layerflow/v1/experiment.pb.h"
+
+namespace layerflow::server {
+
+struct NewJob {
+  std::string job_id;
+  layerflow::v1::JobSpec spec;
+  int64_t chunks_total = 0;
+};
+
+struct NewSweep {
+  std::string sweep_id;
+  layerflow::v1::SweepSpec spec;  // as stored and returned (defaults applied)
+  int64_t created_unix_ms = 0;
+  // In creation order: the scheduler and QueryResults keep this order.
+  std::vector<NewJob> jobs;
+};
+
+// A granted lease.
+struct Lease {
+  layerflow::v1::Job job;  // state RUNNING, attempts already incremented
+  std::string lease_id;
+  // First chunk to compute: equals the job's committed chunks.
+  int64_t resume_from_sequence = 0;
+  int64_t expires_unix_ms = 0;
+};
+
+struct CommitResult {
+  // False when (job, sequence) was already committed: acknowledged, not
+  // counted again.
+  bool newly_committed = false;
+  int64_t job_chunks_committed = 0;
+};
+
+struct ResultFilter {
+  std::string sweep_id;  // required
+  std::string model;     // empty: any
+  std::string metric;    // empty: any
+  std::string job_id;    // empty: any
+};
+
+// Jobs per state, indexed by layerflow::v1::JobState (index 0 unused).
+using JobStateCounts = std::array<int64_t, 6>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Stores the sweep and all its jobs (QUEUED) atomically.
+  virtual absl::Status CreateSweep(const NewSweep& sweep) = 0;
+  // The sweep with its job counts by state, chunk totals and derived state.
+  virtual absl::StatusOr<layerflow::v1::Sweep> GetSweep(
+      const std::string& sweep_id) = 0;
+  // Jobs in creation order; empty sweep_id: all sweeps;
+  // JOB_STATE_UNSPECIFIED: all states. Unknown sweep: empty list.
+  virtual absl::StatusOr<std::vector<layerflow::v1::Job>> ListJobs(
+      const std::string& sweep_id, layerflow::v1::JobState state) = 0;
+  // QUEUED and RUNNING jobs become CANCELLED. FAILED_PRECONDITION when every
+  // job is already terminal. Returns the updated sweep.
+  virtual absl::StatusOr<layerflow::v1::Sweep> CancelSweep(
+      const std::string& sweep_id, int64_t now_ms) = 0;
+
+  // Leases the runnable QUEUED job (not_before <= now) with the highest
+  // priority, oldest first; nullopt when none.
+  virtual absl::StatusOr<std::optional<Lease>> LeaseNextJob(
+      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms) = 0;
+  // Extends a live lease to now + ttl. Returns true when the job was
+  // cancelled (the worker should stop); ABORTED when the lease lapsed or the
+  // job was given to someone else.
+  virtual absl::StatusOr<bool> RenewLease(const std::string& job_id,
+                                          const std::string& lease_id,
+                                          int64_t now_ms, int64_t ttl_ms) = 0;
+  // Commits chunk `sequence` of a job under a live lease, exactly once per
+  // (job_id, sequence). INVALID_ARGUMENT for a sequence outside
+  // [0, chunks_total).
+  virtual absl::StatusOr<CommitResult> CommitChunk(
+      const std::string& job_id, const std::string& lease_id,
+      int64_t sequence, const std::vector<layerflow::v1::MetricStat>& stats,
+      const std::vector<int32_t>& prompt_tokens, int64_t now_ms) = 0;
+  // RUNNING -> SUCCEEDED; FAILED_PRECONDITION when chunks are missing.
+  virtual absl::Status CompleteJob(const std::string& job_id,
+                                   const std::string& lease_id,
+                                   int64_t now_ms) = 0;
+  // RUNNING -> FAILED with the worker's error.
+  virtual absl::Status FailJob(const std::string& job_id,
+                               const std::string& lease_id,
+                               const std::string& error, int64_t now_ms) = 0;
+  // Every RUNNING job whose lease expired before now goes back to QUEUED,
+  // runnable after backoff_base_ms * 2^(attempts-1); a job that has had
+  // max_attempts leases FAILS with "lease lapsed N times". Returns how many
+  // leases lapsed.
+  virtual absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
+                                                      int32_t max_attempts,
+                                                      int64_t backoff_base_ms) = 0;
+
+  // Merged per-(job, metric, layer) rows, in job creation order, then
+  // metric, then layer. NOT_FOUND for an unknown sweep.
+  virtual absl::StatusOr<std::vector<layerflow::v1::ResultRow>> QueryResults(
+      const ResultFilter& filter) = 0;
+
+  virtual absl::Status RegisterWorker(const std::string& worker_id,
+                                      const std::string& name,
+                                      const std::string& capabilities_bytes,
+                                      int64_t now_ms) = 0;
+  // Records a sign of life; NOT_FOUND for an unregistered worker.
+  virtual absl::Status TouchWorker(const std::string& worker_id,
+                                   int64_t now_ms) = 0;
+  // Workers seen at or after since_ms.
+  virtual absl::StatusOr<int64_t> CountLiveWorkers(int64_t since_ms) = 0;
+  virtual absl::StatusOr<JobStateCounts> CountJobsByState() = 0;
+};
+
+// The sweep state that a set of job counts implies (experiment.proto).
+layerflow::v1::SweepState DeriveSweepState(const layerflow::v1::Sweep& sweep);
+
+}  // namespace layerflow::server
+
+#endif  // LAYERFLOW_SERVER_STORE_STORE_H_

@@ -1,0 +1,280 @@
+#include "server/spec/sweep_spec.h"
+
+#include <functional>
+#include <string>
+
+#include "tests/server/test_util.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::server::testing::StatusIs;
+using ::layerflow::v1::SweepSpec;
+
+SweepSpec Minimal() {
+  SweepSpec spec;
+  spec.set_name("demo");
+  spec.add_models("pythia-tiny");
+  return spec;
+}
+
+TEST(ValidateSweepSpec, AcceptsMinimalAndFullSpecs) {
+  EXPECT_TRUE(ValidateSweepSpec(Minimal()).ok());
+  SweepSpec full = Minimal();
+  full.set_name("Full_sweep-1.0");
+  full.add_models("pythia-70m");
+  full.add_init_schemes("reference");
+  full.add_init_schemes("normal(0.02)");
+  full.add_seeds(0);
+  full.add_seeds(7);
+  full.add_datasets()->set_name("kvpr");
+  auto* d = full.add_datasets();
+  d->set_name("kvpr");
+  d->set_num_classes(5);
+  full.add_context_lengths(16);
+  full.add_context_lengths(65536);
+  full.add_analyses("adjacent_cos");
+  full.set_num_prompts(100000);
+  full.set_prompts_per_chunk(4096);
+  full.set_dtype("bf16");
+  const absl::Status status = ValidateSweepSpec(full);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+struct BadCase {
+  std::string test_name;
+  std::function<void(SweepSpec&)> mutate;
+  std::string message;  // must appear in the INVALID_ARGUMENT message
+};
+
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.test_name; }
+
+class ValidateSweepSpecError : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(ValidateSweepSpecError, NamesTheField) {
+  SweepSpec spec = Minimal();
+  GetParam().mutate(spec);
+  EXPECT_THAT(ValidateSweepSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument, GetParam().message));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Rules, ValidateSweepSpecError,
+    ::testing::Values(
+        BadCase{"NameRequired", [](SweepSpec& s) { s.clear_name(); },
+                "spec.name: required"},
+        BadCase{"NameTooLong",
+                [](SweepSpec& s) { s.set_name(std::string(65, 'a')); },
+                "spec.name: longer than 64"},
+        BadCase{"NameCharset", [](SweepSpec& s) { s.set_name("a b"); },
+                "spec.name: may contain only"},
+        BadCase{"ModelsRequired", [](SweepSpec& s) { s.clear_models(); },
+                "spec.models: at least one"},
+        BadCase{"UnknownModel", [](SweepSpec& s) { s.add_models("foo"); },
+                "spec.models[1]: unknown model preset 'foo'; known presets: "},
+        BadCase{"BadInitScheme",
+                [](SweepSpec& s) { s.add_init_schemes("normal(x)"); },
+                "spec.init_schemes[0]: "},
+        BadCase{"NegativeSeed",
+                [](SweepSpec& s) {
+                  s.add_seeds(1);
+                  s.add_seeds(-3);
+                },
+                "spec.seeds[1]: -3 is negative"},
+        BadCase{"UnknownDataset",
+                [](SweepSpec& s) { s.add_datasets()->set_name("mdqa"); },
+                "spec.datasets[0].name: unknown data set 'mdqa'"},
+        BadCase{"NumClassesLow",
+                [](SweepSpec& s) {
+                  auto* d = s.add_datasets();
+                  d->set_name("kvpr");
+                  d->set_num_classes(1);
+                },
+                "spec.datasets[0].num_classes: 1 is outside [2, 1000]"},
+        BadCase{"NumClassesHigh",
+                [](SweepSpec& s) {
+                  auto* d = s.add_datasets();
+                  d->set_name("kvpr");
+                  d->set_num_classes(1001);
+                },
+                "spec.datasets[0].num_classes: 1001"},
+        BadCase{"ContextLow", [](SweepSpec& s) { s.add_context_lengths(15); },
+                "spec.context_lengths[0]: 15 is outside [16, 65536]"},
+        BadCase{"ContextHigh",
+                [](SweepSpec& s) {
+                  s.add_context_lengths(32);
+                  s.add_context_lengths(65537);
+                },
+                "spec.context_lengths[1]: 65537"},
+        BadCase{"UnknownAnalysis",
+                [](SweepSpec& s) { s.add_analyses("cka"); },
+                "spec.analyses[0]: unknown analysis 'cka'"},
+        BadCase{"NumPromptsNegative",
+                [](SweepSpec& s) { s.set_num_prompts(-1); },
+                "spec.num_prompts: -1"},
+        BadCase{"NumPromptsHigh",
+                [](SweepSpec& s) { s.set_num_prompts(100001); },
+                "spec.num_prompts: 100001"},
+        BadCase{"PromptsPerChunkNegative",
+                [](SweepSpec& s) { s.set_prompts_per_chunk(-2); },
+                "spec.prompts_per_chunk: -2"},
+        BadCase{"PromptsPerChunkHigh",
+                [](SweepSpec& s) { s.set_prompts_per_chunk(4097); },
+                "spec.prompts_per_chunk: 4097"},
+        BadCase{"UnknownDtype", [](SweepSpec& s) { s.set_dtype("int8"); },
+                "spec.dtype: unknown dtype 'int8'"},
+        BadCase{"DuplicateModel",
+                [](SweepSpec& s) { s.add_models("pythia-tiny"); },
+                "spec.models[1]: duplicate"},
+        BadCase{"DuplicateInit",
+                [](SweepSpec& s) {
+                  s.add_init_schemes("xavier_normal");
+                  s.add_init_schemes("xavier_normal");
+                },
+                "spec.init_schemes[1]: duplicate"},
+        BadCase{"DuplicateSeed",
+                [](SweepSpec& s) {
+                  s.add_seeds(4);
+                  s.add_seeds(4);
+                },
+                "spec.seeds[1]: duplicate"},
+        BadCase{"DuplicateDatasetAfterDefaulting",
+                [](SweepSpec& s) {
+                  s.add_datasets()->set_name("kvpr");
+                  auto* d = s.add_datasets();
+                  d->set_name("kvpr");
+                  d->set_num_classes(11);
+                },
+                "spec.datasets[1]: duplicate"},
+        BadCase{"DuplicateContext",
+                [](SweepSpec& s) {
+                  s.add_context_lengths(64);
+                  s.add_context_lengths(64);
+                },
+                "spec.context_lengths[1]: duplicate"},
+        BadCase{"DuplicateAnalysis",
+                [](SweepSpec& s) {
+                  s.add_analyses("adjacent_cos");
+                  s.add_analyses("adjacent_cos");
+                },
+                "spec.analyses[1]: duplicate"},
+        BadCase{"TooManyJobs",
+                [](SweepSpec& s) {
+                  for (int i = 0; i < 101; ++i) s.add_seeds(i);
+                  for (int i = 0; i < 100; ++i) s.add_context_lengths(16 + i);
+                },
+                "sweep expands to 10100 jobs, more than the limit 10000"}),
+    [](const ::testing::TestParamInfo<BadCase>& info) {
+      return info.param.test_name;
+    });
+
+TEST(ValidateSweepSpec, ExactlyTheJobLimitIsAccepted) {
+  SweepSpec spec = Minimal();
+  for (int i = 0; i < 100; ++i) spec.add_seeds(i);
+  for (int i = 0; i < 100; ++i) spec.add_context_lengths(16 + i);
+  EXPECT_EQ(CountSweepJobs(spec), 10000);
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok());
+}
+
+TEST(WithDefaults, FillsEveryDocumentedDefault) {
+  const SweepSpec spec = WithDefaults(Minimal());
+  EXPECT_THAT(spec.init_schemes(), ::testing::ElementsAre("reference"));
+  EXPECT_THAT(spec.seeds(), ::testing::ElementsAre(0));
+  ASSERT_EQ(spec.datasets_size(), 1);
+  EXPECT_EQ(spec.datasets(0).name(), "kvpr");
+  EXPECT_EQ(spec.datasets(0).num_classes(), 11);
+  EXPECT_THAT(spec.context_lengths(), ::testing::ElementsAre(256));
+  EXPECT_THAT(spec.analyses(),
+              ::testing::ElementsAre("adjacent_cos", "intertoken_cos"));
+  EXPECT_EQ(spec.num_prompts(), 8);
+  EXPECT_EQ(spec.prompts_per_chunk(), 2);
+  EXPECT_EQ(spec.dtype(), "fp32");
+  // Idempotent, and given values are kept.
+  EXPECT_EQ(WithDefaults(spec).SerializeAsString(), spec.SerializeAsString());
+  SweepSpec given = Minimal();
+  given.set_num_prompts(5);
+  given.set_dtype("fp16");
+  given.add_seeds(9);
+  const SweepSpec kept = WithDefaults(given);
+  EXPECT_EQ(kept.num_prompts(), 5);
+  EXPECT_EQ(kept.dtype(), "fp16");
+  EXPECT_THAT(kept.seeds(), ::testing::ElementsAre(9));
+}
+
+TEST(ExpandSweep, CartesianProductInDocumentedOrder) {
+  SweepSpec spec = Minimal();
+  spec.add_models("pythia-14m");
+  spec.add_init_schemes("reference");
+  spec.add_init_schemes("xavier_normal");
+  spec.add_seeds(3);
+  spec.add_seeds(1);
+  spec.add_context_lengths(64);
+  spec.add_context_lengths(32);
+  spec.set_num_prompts(5);
+  spec.set_prompts_per_chunk(2);
+  const auto jobs = ExpandSweep(WithDefaults(spec));
+  ASSERT_EQ(jobs.size(), 2u * 2 * 2 * 1 * 2);
+  EXPECT_EQ(static_cast<int64_t>(jobs.size()), CountSweepJobs(spec));
+  // Context length innermost, then dataset, seed, init, model outermost.
+  std::vector<std::string> got;
+  for (const auto& job : jobs) {
+    got.push_back(job.model() + "/" + job.init_scheme() + "/" +
+                  std::to_string(job.seed()) + "/" +
+                  std::to_string(job.context_length()));
+  }
+  EXPECT_THAT(got, ::testing::ElementsAre(
+                       "pythia-tiny/reference/3/64", "pythia-tiny/reference/3/32",
+                       "pythia-tiny/reference/1/64", "pythia-tiny/reference/1/32",
+                       "pythia-tiny/xavier_normal/3/64",
+                       "pythia-tiny/xavier_normal/3/32",
+                       "pythia-tiny/xavier_normal/1/64",
+                       "pythia-tiny/xavier_normal/1/32",
+                       "pythia-14m/reference/3/64", "pythia-14m/reference/3/32",
+                       "pythia-14m/reference/1/64", "pythia-14m/reference/1/32",
+                       "pythia-14m/xavier_normal/3/64",
+                       "pythia-14m/xavier_normal/3/32",
+                       "pythia-14m/xavier_normal/1/64",
+                       "pythia-14m/xavier_normal/1/32"));
+  for (const auto& job : jobs) {
+    EXPECT_EQ(job.dataset().name(), "kvpr");
+    EXPECT_EQ(job.dataset().num_classes(), 11);
+    EXPECT_EQ(job.num_prompts(), 5);
+    EXPECT_EQ(job.prompts_per_chunk(), 2);
+    EXPECT_EQ(job.dtype(), "fp32");
+    EXPECT_EQ(job.analyses_size(), 2);
+    EXPECT_EQ(ChunksTotal(job), 3);  // ceil(5 / 2)
+  }
+}
+
+TEST(ExpandSweep, DatasetAxisSitsBetweenSeedAndContext) {
+  SweepSpec spec = Minimal();
+  spec.add_seeds(0);
+  spec.add_seeds(1);
+  auto* a = spec.add_datasets();
+  a->set_name("kvpr");
+  a->set_num_classes(3);
+  auto* b = spec.add_datasets();
+  b->set_name("kvpr");
+  b->set_num_classes(4);
+  const auto jobs = ExpandSweep(WithDefaults(spec));
+  ASSERT_EQ(jobs.size(), 4u);
+  EXPECT_EQ(jobs[0].seed(), 0);
+  EXPECT_EQ(jobs[0].dataset().num_classes(), 3);
+  EXPECT_EQ(jobs[1].seed(), 0);
+  EXPECT_EQ(jobs[1].dataset().num_classes(), 4);
+  EXPECT_EQ(jobs[2].seed(), 1);
+  EXPECT_EQ(jobs[2].dataset().num_classes(), 3);
+}
+
+TEST(ChunksTotal, IsCeilOfPromptsOverChunkSize) {
+  layerflow::v1::JobSpec job;
+  for (auto [prompts, per_chunk, want] :
+       {std::tuple{8, 2, 4}, {7, 2, 4}, {1, 4096, 1}, {100000, 3, 33334}}) {
+    job.set_num_prompts(prompts);
+    job.set_prompts_per_chunk(per_chunk);
+    EXPECT_EQ(ChunksTotal(job), want) << prompts << "/" << per_chunk;
+  }
+}
+
+}  // namespace
+}  // namespace layerflow::server

@@ -1,0 +1,177 @@
+// SQLite-specific behaviour: schema migrations and connection settings.
+#include <sqlite3.h>
+
+#include <string>
+
+#include "server/store/sqlite_store.h"
+#include "tests/server/test_util.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::server::testing::StatusIs;
+using ::layerflow::server::testing::TempDir;
+using ::layerflow::v1::JobState;
+
+// Raw SQL on a path, independent of the code under test.
+class RawDb {
+ public:
+  explicit RawDb(const std::string& path) {
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK);
+  }
+  ~RawDb() { sqlite3_close(db_); }
+  void Exec(const std::string& sql) {
+    char* error = nullptr;
+    ASSERT_EQ(sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+        << (error ? error : "") << "\n" << sql;
+  }
+  std::string Scalar(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK);
+    std::string value;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      value = text ? reinterpret_cast<const char*>(text) : "";
+    }
+    sqlite3_finalize(stmt);
+    return value;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+// The v1 schema exactly as released (sqlite_schema.cc, migration 1). Kept
+// verbatim here so that an edit to a released migration fails this test.
+constexpr char kV1Schema[] = R"sql(
+CREATE TABLE sweeps (
+  sweep_id TEXT PRIMARY KEY, spec BLOB NOT NULL, created_ms INTEGER NOT NULL);
+CREATE TABLE jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL UNIQUE,
+  sweep_id TEXT NOT NULL REFERENCES sweeps(sweep_id) ON DELETE CASCADE,
+  model TEXT NOT NULL, spec BLOB NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
+  state INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  chunks_committed INTEGER NOT NULL DEFAULT 0, chunks_total INTEGER NOT NULL,
+  error TEXT NOT NULL DEFAULT '', worker_id TEXT NOT NULL DEFAULT '',
+  lease_id TEXT NOT NULL DEFAULT '', lease_expires_ms INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE INDEX jobs_by_sweep ON jobs(sweep_id, seq);
+CREATE TABLE chunks (
+  job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+  sequence INTEGER NOT NULL, prompt_tokens TEXT NOT NULL,
+  committed_ms INTEGER NOT NULL, PRIMARY KEY (job_id, sequence));
+CREATE TABLE chunk_stats (
+  job_id TEXT NOT NULL, sequence INTEGER NOT NULL, metric TEXT NOT NULL,
+  layer INTEGER NOT NULL, sum REAL NOT NULL, sum_sq REAL NOT NULL,
+  count INTEGER NOT NULL, PRIMARY KEY (job_id, sequence, metric, layer),
+  FOREIGN KEY (job_id, sequence) REFERENCES chunks(job_id, sequence)
+    ON DELETE CASCADE);
+PRAGMA user_version = 1;
+)sql";
+
+std::string Hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
+  TempDir dir;
+  const std::string path = dir.File("old.db");
+  {
+    RawDb raw(path);
+    raw.Exec(kV1Schema);
+    layerflow::v1::SweepSpec sweep_spec;
+    sweep_spec.set_name("legacy");
+    layerflow::v1::JobSpec job_spec;
+    job_spec.set_model("pythia-tiny");
+    job_spec.set_seed(7);
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
+             Hex(sweep_spec.SerializeAsString()) + "', 500)");
+    // One job half done (1 of 2 chunks), one queued.
+    raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
+             "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
+             "('old-0', 'old', 'pythia-tiny', x'" +
+             Hex(job_spec.SerializeAsString()) + "', 1, 1, 2, 500, 500), "
+             "('old-1', 'old', 'pythia-tiny', x'" +
+             Hex(job_spec.SerializeAsString()) + "', 1, 0, 2, 500, 500)");
+    raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10,11', 600)");
+    raw.Exec("INSERT INTO chunk_stats VALUES "
+             "('old-0', 0, 'adjacent_cos', 2, 1.5, 1.25, 2)");
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
+              std::to_string(SqliteSchemaVersion()));
+    EXPECT_EQ(SqliteSchemaVersion(), 2);
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
+                         "name IN ('workers', 'jobs_runnable')"),
+              "2");
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store->GetSweep("old"));
+  EXPECT_EQ(sweep.spec().name(), "legacy");
+  EXPECT_EQ(sweep.jobs_total(), 2);
+  EXPECT_EQ(sweep.chunks_committed(), 1);
+  EXPECT_EQ(sweep.chunks_total(), 4);
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store->QueryResults({"old", "", "", ""}));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_DOUBLE_EQ(rows[0].value(), 0.75);
+  EXPECT_DOUBLE_EQ(rows[0].std(), 0.25);  // sqrt(1.25/2 - 0.75^2)
+  EXPECT_EQ(rows[0].seed(), 7);
+  // The v2 columns work on migrated rows: old jobs are runnable at once and
+  // resume after their committed chunks.
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, store->LeaseNextJob("w", 0, 100));
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(lease->job.job_id(), "old-0");
+  EXPECT_EQ(lease->resume_from_sequence, 1);
+  LF_ASSERT_OK(store->RegisterWorker("w", "host", "", 0));
+  // Reopening a current database is a no-op.
+  store.reset();
+  LF_ASSERT_OK_AND_ASSIGN(store, OpenSqliteStore(path));
+  LF_ASSERT_OK_AND_ASSIGN(auto live, store->CountLiveWorkers(0));
+  EXPECT_EQ(live, 1);
+}
+
+TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
+  TempDir dir;
+  const std::string path = dir.File("new.db");
+  { RawDb(path).Exec("PRAGMA user_version = 99"); }
+  EXPECT_THAT(OpenSqliteStore(path).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "schema version 99 is newer than this build's 2"));
+}
+
+TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {
+  TempDir dir;
+  const std::string path = dir.File("lf.db");
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
+  RawDb raw(path);
+  EXPECT_EQ(raw.Scalar("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM pragma_foreign_key_list('jobs')"),
+            "1");
+  EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM pragma_foreign_key_list('chunks')"),
+            "1");
+}
+
+TEST(SqliteStore, UnopenablePathIsAStatusNotACrash) {
+  EXPECT_THAT(OpenSqliteStore("/nonexistent-dir/sub/lf.db").status(),
+              StatusIs(absl::StatusCode::kUnavailable, "cannot open database"));
+  TempDir dir;
+  const std::string path = dir.File("garbage.db");
+  {
+    FILE* f = fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fputs("this is not a database, just some text that is long enough....", f);
+    fclose(f);
+  }
+  const absl::Status status = OpenSqliteStore(path).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+}
+
+}  // namespace
+}  // namespace layerflow::server

@@ -1,0 +1,526 @@
+// The Store conformance suite: every backend must pass it. A backend joins
+// by adding a StoreBackend to INSTANTIATE_TEST_SUITE_P at the bottom (a
+// PostgreSQL backend would open a fresh schema per test).
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "server/store/sqlite_store.h"
+#include "server/store/store.h"
+#include "tests/server/test_util.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::server::testing::StatusIs;
+using ::layerflow::server::testing::TempDir;
+using ::layerflow::v1::Job;
+using ::layerflow::v1::JobState;
+using ::layerflow::v1::MetricStat;
+using ::testing::ElementsAre;
+
+struct StoreBackend {
+  std::string name;
+  // Opens a store on the database identified by `dir`; called again with
+  // the same dir it must reach the same data (reopen, second connection).
+  std::function<absl::StatusOr<std::unique_ptr<Store>>(const std::string& dir)>
+      open;
+};
+
+void PrintTo(const StoreBackend& b, std::ostream* os) { *os << b.name; }
+
+constexpr int64_t kTtl = 100;
+
+NewSweep MakeSweep(const std::string& id, int jobs, int64_t chunks_total,
+                   int32_t priority = 0, int64_t created_ms = 1000,
+                   const std::string& model = "pythia-tiny") {
+  NewSweep sweep;
+  sweep.sweep_id = id;
+  sweep.spec.set_name(id);
+  sweep.spec.add_models(model);
+  sweep.spec.set_priority(priority);
+  sweep.created_unix_ms = created_ms;
+  for (int i = 0; i < jobs; ++i) {
+    NewJob& job = sweep.jobs.emplace_back();
+    job.job_id = id + "-" + std::to_string(i);
+    job.spec.set_model(model);
+    job.spec.set_seed(i);
+    job.spec.set_context_length(64);
+    job.spec.mutable_dataset()->set_name("kvpr");
+    job.chunks_total = chunks_total;
+  }
+  return sweep;
+}
+
+// The per-prompt values v of a chunk as sufficient statistics.
+MetricStat Stat(const std::string& metric, int layer,
+                const std::vector<double>& values) {
+  MetricStat stat;
+  stat.set_metric(metric);
+  stat.set_layer(layer);
+  for (double v : values) {
+    stat.set_sum(stat.sum() + v);
+    stat.set_sum_sq(stat.sum_sq() + v * v);
+  }
+  stat.set_count(static_cast<int64_t>(values.size()));
+  return stat;
+}
+
+class StoreConformance : public ::testing::TestWithParam<StoreBackend> {
+ protected:
+  void SetUp() override {
+    auto store = GetParam().open(dir_.path());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  std::unique_ptr<Store> OpenAnother() {
+    auto store = GetParam().open(dir_.path());
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  Lease MustLease(const std::string& worker, int64_t now) {
+    auto lease = store_->LeaseNextJob(worker, now, kTtl);
+    EXPECT_TRUE(lease.ok()) << lease.status();
+    EXPECT_TRUE(lease.ok() && lease->has_value()) << "no job to lease";
+    return lease.ok() && lease->has_value() ? **lease : Lease{};
+  }
+
+  Job MustGetJob(const std::string& job_id) {
+    auto jobs = store_->ListJobs("", JobState::JOB_STATE_UNSPECIFIED);
+    EXPECT_TRUE(jobs.ok()) << jobs.status();
+    for (const Job& job : *jobs) {
+      if (job.job_id() == job_id) return job;
+    }
+    ADD_FAILURE() << "no job " << job_id;
+    return Job();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_P(StoreConformance, CreateGetList) {
+  NewSweep sweep = MakeSweep("s1", 3, 2, 0, 1234);
+  LF_ASSERT_OK(store_->CreateSweep(sweep));
+  LF_ASSERT_OK_AND_ASSIGN(auto got, store_->GetSweep("s1"));
+  EXPECT_EQ(got.sweep_id(), "s1");
+  EXPECT_EQ(got.spec().name(), "s1");
+  EXPECT_EQ(got.created_unix_ms(), 1234);
+  EXPECT_EQ(got.jobs_total(), 3);
+  EXPECT_EQ(got.jobs_queued(), 3);
+  EXPECT_EQ(got.chunks_committed(), 0);
+  EXPECT_EQ(got.chunks_total(), 6);
+  EXPECT_EQ(got.state(), layerflow::v1::SWEEP_STATE_ACTIVE);
+
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s2", 1, 1)));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
+                          store_->ListJobs("s1", JobState::JOB_STATE_UNSPECIFIED));
+  std::vector<std::string> ids;
+  for (const Job& job : jobs) ids.push_back(job.job_id());
+  EXPECT_THAT(ids, ElementsAre("s1-0", "s1-1", "s1-2"));
+  EXPECT_EQ(jobs[1].spec().seed(), 1);
+  EXPECT_EQ(jobs[1].chunks_total(), 2);
+  EXPECT_EQ(jobs[1].state(), JobState::JOB_STATE_QUEUED);
+  LF_ASSERT_OK_AND_ASSIGN(auto all,
+                          store_->ListJobs("", JobState::JOB_STATE_QUEUED));
+  EXPECT_EQ(all.size(), 4u);
+  LF_ASSERT_OK_AND_ASSIGN(auto running,
+                          store_->ListJobs("", JobState::JOB_STATE_RUNNING));
+  EXPECT_TRUE(running.empty());
+  EXPECT_THAT(store_->GetSweep("nope").status(),
+              StatusIs(absl::StatusCode::kNotFound, "nope"));
+  LF_ASSERT_OK_AND_ASSIGN(auto counts, store_->CountJobsByState());
+  EXPECT_EQ(counts[JobState::JOB_STATE_QUEUED], 4);
+}
+
+TEST_P(StoreConformance, FailedCreateStoresNothing) {
+  NewSweep sweep = MakeSweep("bad", 3, 2);
+  sweep.jobs[2].job_id = sweep.jobs[0].job_id;  // fails on the last insert
+  EXPECT_THAT(store_->CreateSweep(sweep),
+              StatusIs(absl::StatusCode::kAlreadyExists, "bad-0"));
+  EXPECT_THAT(store_->GetSweep("bad").status(),
+              StatusIs(absl::StatusCode::kNotFound, "bad"));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
+                          store_->ListJobs("", JobState::JOB_STATE_UNSPECIFIED));
+  EXPECT_TRUE(jobs.empty());
+
+  // A duplicate sweep id leaves the first sweep untouched.
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("ok", 1, 1)));
+  EXPECT_THAT(store_->CreateSweep(MakeSweep("ok", 2, 5)),
+              StatusIs(absl::StatusCode::kAlreadyExists, ""));
+  LF_ASSERT_OK_AND_ASSIGN(auto ok, store_->GetSweep("ok"));
+  EXPECT_EQ(ok.jobs_total(), 1);
+  EXPECT_EQ(ok.chunks_total(), 1);
+}
+
+TEST_P(StoreConformance, ReopenKeepsEverything) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 2)));
+  Lease lease = MustLease("w", 0);
+  LF_ASSERT_OK(store_->CommitChunk(lease.job.job_id(), lease.lease_id, 0,
+                                   {Stat("adjacent_cos", 1, {0.5, 0.7})},
+                                   {60, 61}, 10)
+                   .status());
+  store_.reset();
+  store_ = OpenAnother();
+  ASSERT_NE(store_, nullptr);
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->GetSweep("s"));
+  EXPECT_EQ(sweep.jobs_running(), 1);
+  EXPECT_EQ(sweep.jobs_queued(), 1);
+  EXPECT_EQ(sweep.chunks_committed(), 1);
+  // The lease survives the restart too.
+  LF_ASSERT_OK(store_->CommitChunk(lease.job.job_id(), lease.lease_id, 1,
+                                   {Stat("adjacent_cos", 1, {0.9})}, {62}, 20)
+                   .status());
+  LF_ASSERT_OK(store_->CompleteJob(lease.job.job_id(), lease.lease_id, 30));
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].count(), 3);
+  EXPECT_DOUBLE_EQ(rows[0].value(), (0.5 + 0.7 + 0.9) / 3);
+}
+
+TEST_P(StoreConformance, TwoConnectionsWriteConcurrently) {
+  constexpr int kJobs = 8;
+  constexpr int kChunks = 15;
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("c", kJobs, kChunks)));
+  std::unique_ptr<Store> other = OpenAnother();
+  ASSERT_NE(other, nullptr);
+  std::atomic<int> errors{0};
+  std::atomic<int> completed{0};
+  auto work = [&](Store* store, const std::string& worker) {
+    while (true) {
+      auto lease = store->LeaseNextJob(worker, 0, 1'000'000);
+      if (!lease.ok()) {
+        ++errors;
+        ADD_FAILURE() << lease.status();
+        return;
+      }
+      if (!lease->has_value()) return;
+      const Lease& l = **lease;
+      for (int seq = 0; seq < kChunks; ++seq) {
+        auto r = store->CommitChunk(l.job.job_id(), l.lease_id, seq,
+                                    {Stat("m", 0, {seq * 1.0}),
+                                     Stat("m", 1, {seq * 2.0})},
+                                    {1}, 1);
+        if (!r.ok()) {
+          ++errors;
+          ADD_FAILURE() << r.status();
+        }
+      }
+      if (absl::Status s = store->CompleteJob(l.job.job_id(), l.lease_id, 2);
+          !s.ok()) {
+        ++errors;
+        ADD_FAILURE() << s;
+      } else {
+        ++completed;
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    Store* store = i % 2 == 0 ? store_.get() : other.get();
+    threads.emplace_back(work, store, "w" + std::to_string(i));
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(completed.load(), kJobs);  // every job leased exactly once
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->GetSweep("c"));
+  EXPECT_EQ(sweep.jobs_succeeded(), kJobs);
+  EXPECT_EQ(sweep.chunks_committed(), kJobs * kChunks);
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, other->QueryResults({"c", "", "", ""}));
+  ASSERT_EQ(rows.size(), 2u * kJobs);
+  // Layer 1 of every job: values 0, 2, ..., 28 -> mean 14.
+  EXPECT_EQ(rows[1].layer(), 1);
+  EXPECT_EQ(rows[1].count(), kChunks);
+  EXPECT_DOUBLE_EQ(rows[1].value(), 14.0);
+}
+
+TEST_P(StoreConformance, RepeatedChunkIsAcknowledgedNotCounted) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 3)));
+  Lease lease = MustLease("w", 0);
+  const std::string& job = lease.job.job_id();
+  LF_ASSERT_OK_AND_ASSIGN(
+      CommitResult first,
+      store_->CommitChunk(job, lease.lease_id, 0, {Stat("a", 0, {1.0, 3.0})},
+                          {5, 5}, 1));
+  EXPECT_TRUE(first.newly_committed);
+  EXPECT_EQ(first.job_chunks_committed, 1);
+  // Same (job, sequence) with different numbers: ignored.
+  LF_ASSERT_OK_AND_ASSIGN(
+      CommitResult again,
+      store_->CommitChunk(job, lease.lease_id, 0, {Stat("a", 0, {100.0})},
+                          {5}, 2));
+  EXPECT_FALSE(again.newly_committed);
+  EXPECT_EQ(again.job_chunks_committed, 1);
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].count(), 2);
+  EXPECT_DOUBLE_EQ(rows[0].value(), 2.0);
+  EXPECT_THAT(store_->CommitChunk(job, lease.lease_id, 3, {}, {}, 3).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.sequence: 3 is outside [0, 3)"));
+  EXPECT_THAT(store_->CommitChunk("ghost", lease.lease_id, 0, {}, {}, 3).status(),
+              StatusIs(absl::StatusCode::kNotFound, "ghost"));
+}
+
+TEST_P(StoreConformance, LeaseOrderIsPriorityThenCreation) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("low", 2, 1, /*priority=*/0)));
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("high", 1, 1, /*priority=*/5)));
+  EXPECT_EQ(MustLease("w", 0).job.job_id(), "high-0");
+  EXPECT_EQ(MustLease("w", 0).job.job_id(), "low-0");
+  Lease third = MustLease("w", 0);
+  EXPECT_EQ(third.job.job_id(), "low-1");
+  EXPECT_EQ(third.job.state(), JobState::JOB_STATE_RUNNING);
+  EXPECT_EQ(third.job.worker_id(), "w");
+  EXPECT_EQ(third.job.attempts(), 1);
+  EXPECT_EQ(third.expires_unix_ms, kTtl);
+  LF_ASSERT_OK_AND_ASSIGN(auto none, store_->LeaseNextJob("w", 0, kTtl));
+  EXPECT_FALSE(none.has_value());
+}
+
+TEST_P(StoreConformance, LapsedLeaseRequeuesAndResumesAfterCommittedChunks) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 4)));
+  Lease first = MustLease("w1", 0);
+  const std::string job = first.job.job_id();
+  EXPECT_EQ(first.resume_from_sequence, 0);
+  for (int seq : {0, 1}) {
+    LF_ASSERT_OK(store_->CommitChunk(job, first.lease_id, seq,
+                                     {Stat("a", 0, {1.0})}, {1}, 50)
+                     .status());
+  }
+  // A renewal at 90 moves the expiry to 190: nothing lapses at 150.
+  LF_ASSERT_OK_AND_ASSIGN(bool cancelled,
+                          store_->RenewLease(job, first.lease_id, 90, kTtl));
+  EXPECT_FALSE(cancelled);
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, store_->RequeueLapsedLeases(150, 3, 0));
+  EXPECT_EQ(lapsed, 0);
+  // Expiry is inclusive: at 190 the lease is still live, at 191 it lapsed.
+  LF_ASSERT_OK_AND_ASSIGN(lapsed, store_->RequeueLapsedLeases(190, 3, 0));
+  EXPECT_EQ(lapsed, 0);
+  LF_ASSERT_OK_AND_ASSIGN(lapsed, store_->RequeueLapsedLeases(191, 3, 0));
+  EXPECT_EQ(lapsed, 1);
+  Job requeued = MustGetJob(job);
+  EXPECT_EQ(requeued.state(), JobState::JOB_STATE_QUEUED);
+  EXPECT_EQ(requeued.attempts(), 1);
+  EXPECT_EQ(requeued.worker_id(), "");
+  EXPECT_EQ(requeued.chunks_committed(), 2);
+
+  Lease second = MustLease("w2", 200);
+  EXPECT_EQ(second.job.job_id(), job);
+  EXPECT_EQ(second.resume_from_sequence, 2);
+  EXPECT_EQ(second.job.attempts(), 2);
+  EXPECT_NE(second.lease_id, first.lease_id);
+
+  // The first worker's lease is dead for every operation.
+  EXPECT_THAT(store_->CommitChunk(job, first.lease_id, 2, {}, {}, 201).status(),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  EXPECT_THAT(store_->RenewLease(job, first.lease_id, 201, kTtl).status(),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  EXPECT_THAT(store_->CompleteJob(job, first.lease_id, 201),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  // The new one works, and the resent chunk 1 is not counted twice.
+  LF_ASSERT_OK_AND_ASSIGN(
+      CommitResult resent,
+      store_->CommitChunk(job, second.lease_id, 1, {Stat("a", 0, {9.0})}, {1}, 210));
+  EXPECT_FALSE(resent.newly_committed);
+  for (int seq : {2, 3}) {
+    LF_ASSERT_OK(store_->CommitChunk(job, second.lease_id, seq,
+                                     {Stat("a", 0, {1.0})}, {1}, 210)
+                     .status());
+  }
+  LF_ASSERT_OK(store_->CompleteJob(job, second.lease_id, 220));
+  EXPECT_EQ(MustGetJob(job).state(), JobState::JOB_STATE_SUCCEEDED);
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].count(), 4);
+  EXPECT_DOUBLE_EQ(rows[0].value(), 1.0);
+}
+
+TEST_P(StoreConformance, RenewOfExpiredLeaseIsAborted) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
+  Lease lease = MustLease("w", 0);
+  // Expired but not yet reaped: still refused, so a late heartbeat cannot
+  // revive a lease that the reaper is about to take away.
+  EXPECT_THAT(store_->RenewLease(lease.job.job_id(), lease.lease_id, 101, kTtl)
+                  .status(),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+}
+
+TEST_P(StoreConformance, BackoffDelaysTheRetry) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
+  MustLease("w", 0);                       // expires at 100
+  LF_ASSERT_OK(store_->RequeueLapsedLeases(1000, 5, 500).status());
+  // attempts 1 -> 500 * 2^0.
+  LF_ASSERT_OK_AND_ASSIGN(auto early, store_->LeaseNextJob("w", 1499, kTtl));
+  EXPECT_FALSE(early.has_value());
+  Lease second = MustLease("w", 1500);     // expires at 1600
+  EXPECT_EQ(second.job.attempts(), 2);
+  LF_ASSERT_OK(store_->RequeueLapsedLeases(2000, 5, 500).status());
+  // attempts 2 -> 500 * 2^1.
+  LF_ASSERT_OK_AND_ASSIGN(early, store_->LeaseNextJob("w", 2999, kTtl));
+  EXPECT_FALSE(early.has_value());
+  EXPECT_EQ(MustLease("w", 3000).job.attempts(), 3);
+}
+
+TEST_P(StoreConformance, ExhaustedAttemptsFailTheJob) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
+  MustLease("w", 0);
+  LF_ASSERT_OK_AND_ASSIGN(int64_t n, store_->RequeueLapsedLeases(200, 2, 0));
+  EXPECT_EQ(n, 1);
+  MustLease("w", 200);
+  LF_ASSERT_OK_AND_ASSIGN(n, store_->RequeueLapsedLeases(400, 2, 0));
+  EXPECT_EQ(n, 1);
+  Job job = MustGetJob("s-0");
+  EXPECT_EQ(job.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(job.error(), "lease lapsed 2 times");
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->GetSweep("s"));
+  EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_FAILED);
+  LF_ASSERT_OK_AND_ASSIGN(auto none, store_->LeaseNextJob("w", 10'000, kTtl));
+  EXPECT_FALSE(none.has_value());
+}
+
+TEST_P(StoreConformance, CompleteNeedsEveryChunkAndFailKeepsTheError) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 2)));
+  Lease a = MustLease("w", 0);
+  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 1, {}, {}, 1)
+                   .status());
+  EXPECT_THAT(store_->CompleteJob(a.job.job_id(), a.lease_id, 2),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "has 1 of 2 chunks committed"));
+  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 0, {}, {}, 3)
+                   .status());
+  LF_ASSERT_OK(store_->CompleteJob(a.job.job_id(), a.lease_id, 4));
+  // A retried CompleteJob (lost reply) is acknowledged.
+  LF_ASSERT_OK(store_->CompleteJob(a.job.job_id(), a.lease_id, 5));
+
+  Lease b = MustLease("w", 10);
+  LF_ASSERT_OK(store_->FailJob(b.job.job_id(), b.lease_id, "CUDA out of memory", 11));
+  Job failed = MustGetJob(b.job.job_id());
+  EXPECT_EQ(failed.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(failed.error(), "CUDA out of memory");
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->GetSweep("s"));
+  EXPECT_EQ(sweep.jobs_succeeded(), 1);
+  EXPECT_EQ(sweep.jobs_failed(), 1);
+  EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_FAILED);
+  EXPECT_THAT(store_->CancelSweep("s", 20).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "sweep s already finished"));
+}
+
+TEST_P(StoreConformance, CancelStopsQueuedAndRunningJobs) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 3, 1)));
+  Lease running = MustLease("w", 0);
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->CancelSweep("s", 5));
+  EXPECT_EQ(sweep.jobs_cancelled(), 3);
+  EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_CANCELLED);
+  // The holder learns of it on its next heartbeat, and may not commit.
+  LF_ASSERT_OK_AND_ASSIGN(
+      bool cancelled,
+      store_->RenewLease(running.job.job_id(), running.lease_id, 6, kTtl));
+  EXPECT_TRUE(cancelled);
+  EXPECT_THAT(store_->CommitChunk(running.job.job_id(), running.lease_id, 0,
+                                  {}, {}, 7)
+                  .status(),
+              StatusIs(absl::StatusCode::kAborted, "cancelled"));
+  LF_ASSERT_OK_AND_ASSIGN(auto none, store_->LeaseNextJob("w", 8, kTtl));
+  EXPECT_FALSE(none.has_value());
+  // The reaper leaves cancelled jobs alone.
+  LF_ASSERT_OK_AND_ASSIGN(int64_t n, store_->RequeueLapsedLeases(10'000, 3, 0));
+  EXPECT_EQ(n, 0);
+  EXPECT_THAT(store_->CancelSweep("s", 9).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "already finished"));
+  EXPECT_THAT(store_->CancelSweep("nope", 9).status(),
+              StatusIs(absl::StatusCode::kNotFound, "nope"));
+}
+
+TEST_P(StoreConformance, QueryResultsMergesChunksAndFilters) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 2)));
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("t", 1, 1, 0, 1000, "pythia-14m")));
+  // Job s-0: adjacent_cos layer 0 over prompts {0.2, 0.4} + {0.9};
+  // intertoken_cos layer 0 over {0.1} + {0.3}.
+  const std::vector<double> adj = {0.2, 0.4, 0.9};
+  Lease a = MustLease("w", 0);
+  ASSERT_EQ(a.job.job_id(), "s-0");
+  LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, 0,
+                                   {Stat("intertoken_cos", 0, {0.1}),
+                                    Stat("adjacent_cos", 0, {0.2, 0.4}),
+                                    Stat("adjacent_cos", 1, {0.5})},
+                                   {}, 1)
+                   .status());
+  LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, 1,
+                                   {Stat("adjacent_cos", 0, {0.9}),
+                                    Stat("intertoken_cos", 0, {0.3})},
+                                   {}, 1)
+                   .status());
+  Lease b = MustLease("w", 0);
+  LF_ASSERT_OK(store_->CommitChunk("s-1", b.lease_id, 0,
+                                   {Stat("adjacent_cos", 0, {1.0})}, {}, 1)
+                   .status());
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
+  ASSERT_EQ(rows.size(), 4u);
+  // Job order, then metric, then layer.
+  EXPECT_EQ(rows[0].job_id(), "s-0");
+  EXPECT_EQ(rows[0].metric(), "adjacent_cos");
+  EXPECT_EQ(rows[0].layer(), 0);
+  EXPECT_EQ(rows[1].metric(), "adjacent_cos");
+  EXPECT_EQ(rows[1].layer(), 1);
+  EXPECT_EQ(rows[2].metric(), "intertoken_cos");
+  EXPECT_EQ(rows[3].job_id(), "s-1");
+  // Hand-computed population mean and std of {0.2, 0.4, 0.9}.
+  double mean = 0, var = 0;
+  for (double v : adj) mean += v / adj.size();
+  for (double v : adj) var += (v - mean) * (v - mean) / adj.size();
+  EXPECT_NEAR(rows[0].value(), 0.5, 1e-12);
+  EXPECT_NEAR(rows[0].value(), mean, 1e-12);
+  EXPECT_NEAR(rows[0].std(), std::sqrt(var), 1e-12);
+  EXPECT_NEAR(rows[0].std(), 0.29439202887759486, 1e-12);
+  EXPECT_EQ(rows[0].count(), 3);
+  EXPECT_EQ(rows[0].model(), "pythia-tiny");
+  EXPECT_EQ(rows[0].dataset(), "kvpr");
+  EXPECT_EQ(rows[0].context_length(), 64);
+  EXPECT_EQ(rows[0].sweep_id(), "s");
+  EXPECT_NEAR(rows[2].value(), 0.2, 1e-12);
+  EXPECT_NEAR(rows[2].std(), 0.1, 1e-12);
+  EXPECT_EQ(rows[3].std(), 0.0);  // one prompt
+
+  LF_ASSERT_OK_AND_ASSIGN(auto only_inter,
+                          store_->QueryResults({"s", "", "intertoken_cos", ""}));
+  ASSERT_EQ(only_inter.size(), 1u);
+  LF_ASSERT_OK_AND_ASSIGN(auto only_job, store_->QueryResults({"s", "", "", "s-1"}));
+  ASSERT_EQ(only_job.size(), 1u);
+  LF_ASSERT_OK_AND_ASSIGN(auto other_model,
+                          store_->QueryResults({"s", "pythia-14m", "", ""}));
+  EXPECT_TRUE(other_model.empty());
+  EXPECT_THAT(store_->QueryResults({"nope", "", "", ""}).status(),
+              StatusIs(absl::StatusCode::kNotFound, "nope"));
+}
+
+TEST_P(StoreConformance, WorkersRegisterAndAge) {
+  LF_ASSERT_OK(store_->RegisterWorker("w1", "host-a", "", 100));
+  LF_ASSERT_OK(store_->RegisterWorker("w2", "host-b", "caps", 100));
+  EXPECT_THAT(store_->RegisterWorker("w1", "again", "", 100),
+              StatusIs(absl::StatusCode::kAlreadyExists, ""));
+  LF_ASSERT_OK(store_->TouchWorker("w2", 500));
+  EXPECT_THAT(store_->TouchWorker("w9", 500),
+              StatusIs(absl::StatusCode::kNotFound, "w9"));
+  LF_ASSERT_OK_AND_ASSIGN(int64_t live, store_->CountLiveWorkers(100));
+  EXPECT_EQ(live, 2);
+  LF_ASSERT_OK_AND_ASSIGN(live, store_->CountLiveWorkers(101));
+  EXPECT_EQ(live, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, StoreConformance,
+    ::testing::Values(StoreBackend{
+        "Sqlite",
+        [](const std::string& dir) { return OpenSqliteStore(dir + "/lf.db"); }}),
+    [](const ::testing::TestParamInfo<StoreBackend>& info) {
+      return info.param.name;
+    });
+
+}  // namespace
+}  // namespace layerflow::server

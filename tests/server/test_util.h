@@ -1,0 +1,67 @@
+// Small helpers shared by the coordinator tests.
+#ifndef LAYERFLOW_TESTS_SERVER_TEST_UTIL_H_
+#define LAYERFLOW_TESTS_SERVER_TEST_UTIL_H_
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/status_macros.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace layerflow::server::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir {
+ public:
+  TempDir() {
+    std::string base = std::filesystem::temp_directory_path() / "lf_server_XXXXXX";
+    if (mkdtemp(base.data()) == nullptr) std::abort();
+    path_ = base;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Matches an absl::Status (or StatusOr via .status()) by code and a
+// message substring.
+MATCHER_P2(StatusIs, code, substring, "") {
+  const absl::Status& status = arg;
+  if (status.code() != code) {
+    *result_listener << "code is " << absl::StatusCodeToString(status.code())
+                     << ": " << status.message();
+    return false;
+  }
+  if (std::string(status.message()).find(substring) == std::string::npos) {
+    *result_listener << "message is: " << status.message();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace layerflow::server::testing
+
+#define LF_ASSERT_OK(expr)                                     \
+  do {                                                         \
+    const ::absl::Status lf_s_ = (expr);                       \
+    ASSERT_TRUE(lf_s_.ok()) << #expr << ": " << lf_s_;          \
+  } while (0)
+
+#define LF_ASSERT_OK_AND_ASSIGN(lhs, expr)                          \
+  LF_ASSERT_OK_AND_ASSIGN_IMPL_(LF_STATUS_CONCAT_(lf_sor_, __LINE__), lhs, expr)
+#define LF_ASSERT_OK_AND_ASSIGN_IMPL_(var, lhs, expr)               \
+  auto var = (expr);                                                \
+  ASSERT_TRUE(var.ok()) << #expr << ": " << var.status();           \
+  lhs = std::move(var).value()
+
+#endif  // LAYERFLOW_TESTS_SERVER_TEST_UTIL_H_
