@@ -45,7 +45,9 @@ const std::vector<ModelPreset>& ModelPresets() {
   return *presets;
 }
 
-absl::StatusOr<ModelPreset> FindModelPreset(std::string_view name) {
+absl::StatusOr<ModelPreset> FindModelPreset(std::string_view name_in) {
+  // Debian's abseil is built with its own string_view (not std::string_view).
+  const absl::string_view name(name_in.data(), name_in.size());
   std::vector<std::string> names;
   for (const ModelPreset& preset : ModelPresets()) {
     if (preset.name == name) return preset;
@@ -56,7 +58,8 @@ absl::StatusOr<ModelPreset> FindModelPreset(std::string_view name) {
                                           absl::StrJoin(names, ", ")));
 }
 
-absl::StatusOr<InitScheme> ParseInitScheme(std::string_view text) {
+absl::StatusOr<InitScheme> ParseInitScheme(std::string_view text_in) {
+  const absl::string_view text(text_in.data(), text_in.size());
   using Kind = InitScheme::Kind;
   if (text == "reference") return InitScheme{Kind::kReference, 0};
   if (text == "xavier_uniform") return InitScheme{Kind::kXavierUniform, 0};
@@ -64,7 +67,7 @@ absl::StatusOr<InitScheme> ParseInitScheme(std::string_view text) {
   if (text == "kaiming_normal") return InitScheme{Kind::kKaimingNormal, 0};
   for (auto [prefix, kind] : {std::pair{"normal(", Kind::kNormal},
                               std::pair{"uniform(", Kind::kUniform}}) {
-    std::string_view rest = text;
+    absl::string_view rest = text;
     if (!absl::ConsumePrefix(&rest, prefix)) continue;
     double param = 0;
     if (!absl::ConsumeSuffix(&rest, ")") || !absl::SimpleAtod(rest, &param) ||
