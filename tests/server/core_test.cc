@@ -1,1 +1,236 @@
-// placeholder
+#include "server/core/coordinator_core.h"
+
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+#include "server/store/sqlite_store.h"
+#include "tests/server/test_util.h"
+
+namespace layerflow::server {
+namespace {
+
+namespace v1 = ::layerflow::v1;
+using ::layerflow::server::testing::StatusIs;
+using ::layerflow::server::testing::TempDir;
+
+class CoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = OpenSqliteStore(dir_.File("lf.db"));
+    ASSERT_TRUE(store.ok()) << store.status();
+    CoreOptions options;
+    options.lease_ttl_ms = 1000;
+    options.heartbeat_interval_ms = 200;
+    options.max_attempts = 2;
+    options.retry_backoff_ms = 0;
+    core_ = std::make_unique<CoordinatorCore>(*std::move(store), options,
+                                              [this] { return now_.load(); });
+  }
+
+  v1::SweepSpec Spec(int num_prompts = 3, int per_chunk = 2) {
+    v1::SweepSpec spec;
+    spec.set_name("core");
+    spec.add_models("pythia-tiny");
+    spec.set_num_prompts(num_prompts);
+    spec.set_prompts_per_chunk(per_chunk);
+    return spec;
+  }
+
+  std::string Register() {
+    auto r = core_->RegisterWorker(v1::RegisterWorkerRequest());
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->worker_id() : "";
+  }
+
+  v1::ResultChunk Chunk(const v1::LeaseJobResponse& lease, int64_t seq) {
+    v1::ResultChunk chunk;
+    chunk.set_job_id(lease.job().job_id());
+    chunk.set_lease_id(lease.lease_id());
+    chunk.set_sequence(seq);
+    v1::MetricStat* stat = chunk.add_stats();
+    stat->set_metric("adjacent_cos");
+    stat->set_layer(0);
+    stat->set_sum(1.0);
+    stat->set_sum_sq(0.5);
+    stat->set_count(2);
+    return chunk;
+  }
+
+  TempDir dir_;
+  std::atomic<int64_t> now_{1'000'000};
+  std::unique_ptr<CoordinatorCore> core_;
+};
+
+TEST_F(CoreTest, InvalidSubmissionStoresNothing) {
+  v1::SweepSpec spec = Spec();
+  spec.add_models("gpt-5");
+  EXPECT_THAT(core_->SubmitSweep(spec).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "spec.models[1]: unknown model preset 'gpt-5'"));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(v1::ListJobsRequest()));
+  EXPECT_EQ(jobs.jobs_size(), 0);
+  EXPECT_EQ(core_->version(), 0u);
+}
+
+TEST_F(CoreTest, SubmitStoresDefaultedExpandedSweep) {
+  v1::SweepSpec spec = Spec(5, 2);
+  spec.add_seeds(1);
+  spec.add_seeds(2);
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  EXPECT_EQ(submitted.jobs(), 2);
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, core_->GetSweep(submitted.sweep_id()));
+  EXPECT_EQ(sweep.spec().dtype(), "fp32");  // defaults are stored
+  EXPECT_EQ(sweep.chunks_total(), 6);       // 2 jobs * ceil(5/2)
+  EXPECT_EQ(sweep.created_unix_ms(), 1'000'000);
+  v1::ListJobsRequest request;
+  request.set_sweep_id(submitted.sweep_id());
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(request));
+  ASSERT_EQ(jobs.jobs_size(), 2);
+  EXPECT_EQ(jobs.jobs(0).job_id(), submitted.sweep_id() + "-0");
+  EXPECT_EQ(jobs.jobs(1).spec().seed(), 2);
+  EXPECT_THAT(core_->GetSweep("").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "sweep_id: required"));
+  EXPECT_THAT(core_->GetSweep("sw-unknown").status(),
+              StatusIs(absl::StatusCode::kNotFound, "sw-unknown"));
+}
+
+TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
+  LF_ASSERT_OK(core_->SubmitSweep(Spec()).status());
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id("worker-nobody");
+  EXPECT_THAT(core_->LeaseJob(lease_request).status(),
+              StatusIs(absl::StatusCode::kNotFound, "unknown worker"));
+  lease_request.set_worker_id(Register());
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(lease_request));
+  ASSERT_TRUE(lease.leased());
+
+  v1::ResultChunk chunk = Chunk(lease, 0);
+  chunk.add_stats()->set_layer(1);  // stats[1] has no metric
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[1].metric: empty"));
+  chunk = Chunk(lease, 0);
+  *chunk.add_stats() = chunk.stats(0);
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[1]: duplicate metric 'adjacent_cos' at layer 0"));
+  chunk = Chunk(lease, 0);
+  chunk.mutable_stats(0)->set_count(0);
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[0].count: 0 is not positive"));
+  chunk = Chunk(lease, 0);
+  chunk.mutable_stats(0)->set_sum(std::nan(""));
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[0].sum: not finite"));
+  EXPECT_THAT(core_->CommitChunk(Chunk(lease, 2)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "chunk.sequence: 2"));
+  chunk = Chunk(lease, 0);
+  chunk.set_lease_id("lease-forged");
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kAborted, "lease-forged"));
+  // Nothing above was committed.
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, core_->GetSweep(lease.job().sweep_id()));
+  EXPECT_EQ(sweep.chunks_committed(), 0);
+}
+
+TEST_F(CoreTest, ReaperRequeuesThenFailsWithFakeClock) {
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(Spec()));
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(Register());
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(lease_request));
+  LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, 0)).status());
+
+  v1::HeartbeatRequest heartbeat;
+  heartbeat.set_worker_id(lease_request.worker_id());
+  heartbeat.set_job_id(lease.job().job_id());
+  heartbeat.set_lease_id(lease.lease_id());
+  now_ += 900;
+  LF_ASSERT_OK(core_->Heartbeat(heartbeat).status());  // expiry now +1000
+  now_ += 1000;
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, core_->ReapOnce());
+  EXPECT_EQ(lapsed, 0);
+  now_ += 1;
+  const uint64_t before = core_->version();
+  LF_ASSERT_OK_AND_ASSIGN(lapsed, core_->ReapOnce());
+  EXPECT_EQ(lapsed, 1);
+  EXPECT_GT(core_->version(), before);
+  EXPECT_THAT(core_->Heartbeat(heartbeat).status(),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+
+  LF_ASSERT_OK_AND_ASSIGN(auto again, core_->LeaseJob(lease_request));
+  ASSERT_TRUE(again.leased());
+  EXPECT_EQ(again.resume_from_sequence(), 1);
+  now_ += 5000;
+  LF_ASSERT_OK_AND_ASSIGN(lapsed, core_->ReapOnce());
+  EXPECT_EQ(lapsed, 1);
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, core_->GetSweep(submitted.sweep_id()));
+  EXPECT_EQ(sweep.state(), v1::SWEEP_STATE_FAILED);
+  v1::ListJobsRequest list;
+  list.set_state(v1::JOB_STATE_FAILED);
+  LF_ASSERT_OK_AND_ASSIGN(auto failed, core_->ListJobs(list));
+  ASSERT_EQ(failed.jobs_size(), 1);
+  EXPECT_EQ(failed.jobs(0).error(), "lease lapsed 2 times");
+  EXPECT_THAT(core_->CancelSweep(submitted.sweep_id()).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "already finished"));
+}
+
+TEST_F(CoreTest, WaitForChangeWakesOnCommitAndOnShutdown) {
+  LF_ASSERT_OK(core_->SubmitSweep(Spec()).status());
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(Register());
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(lease_request));
+  const uint64_t seen = core_->version();
+  std::thread committer([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    (void)core_->CommitChunk(Chunk(lease, 0));
+  });
+  const absl::Time start = absl::Now();
+  EXPECT_GT(core_->WaitForChange(seen, absl::Seconds(30)), seen);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  committer.join();
+  // A repeat changes nothing, so it does not wake watchers.
+  const uint64_t after = core_->version();
+  LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, 0)).status());
+  EXPECT_EQ(core_->version(), after);
+  EXPECT_EQ(core_->WaitForChange(after, absl::Milliseconds(20)), after);
+  std::thread stopper([&] {
+    absl::SleepFor(absl::Milliseconds(50));
+    core_->Shutdown();
+  });
+  EXPECT_EQ(core_->WaitForChange(after, absl::Seconds(30)), after);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_TRUE(core_->is_shut_down());
+  stopper.join();
+}
+
+TEST_F(CoreTest, ReaperThreadRunsOnItsInterval) {
+  TempDir dir;
+  CoreOptions options;
+  options.lease_ttl_ms = 10;
+  options.heartbeat_interval_ms = 5;
+  options.reaper_interval_ms = 10;
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(dir.File("r.db")));
+  CoordinatorCore core(std::move(store), options);  // real clock
+  LF_ASSERT_OK(core.SubmitSweep(Spec()).status());
+  LF_ASSERT_OK_AND_ASSIGN(auto worker, core.RegisterWorker({}));
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(worker.worker_id());
+  LF_ASSERT_OK(core.LeaseJob(lease_request).status());
+  core.StartReaper();
+  v1::ListJobsRequest queued;
+  queued.set_state(v1::JOB_STATE_QUEUED);
+  bool requeued = false;
+  for (int i = 0; i < 500 && !requeued; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    auto jobs = core.ListJobs(queued);
+    requeued = jobs.ok() && jobs->jobs_size() == 1;
+  }
+  EXPECT_TRUE(requeued);
+  core.Shutdown();  // joins the reaper promptly
+}
+
+}  // namespace
+}  // namespace layerflow::server
