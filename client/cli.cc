@@ -134,10 +134,11 @@ std::string Summary(const v1::Sweep& sweep) {
 }
 
 // Watches a sweep to its end, then reports failures. Returns the exit code:
-// 0 only when every job succeeded.
+// 0 only when every job succeeded. `finished` tells whether the sweep
+// reached a final state (as opposed to the watch failing).
 int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client,
                const CallCanceller& canceller, const InterruptWatcher& interrupts,
-               const std::string& sweep_id, v1::Sweep* final_sweep) {
+               const std::string& sweep_id, bool* finished) {
   ProgressPrinter progress(env);
   absl::StatusOr<v1::Sweep> sweep =
       client.WatchSweep(sweep_id, [&](const v1::Sweep& s) { progress.Update(s); });
@@ -146,7 +147,7 @@ int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client,
     if (interrupts.interrupted()) return kExitInterrupted;
     return Fail(env, canceller.cancelled() ? canceller.reason() : sweep.status());
   }
-  *final_sweep = *sweep;
+  *finished = true;
   *env.err << Summary(*sweep) << "\n";
   if (sweep->jobs_failed() > 0) PrintFailedJobs(env, client, sweep_id);
   return sweep->state() == v1::SWEEP_STATE_SUCCEEDED ? kExitOk : kExitError;
@@ -205,13 +206,15 @@ int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
   if (!submitted.ok()) return Fail(env, submitted.status());
   const std::string& sweep_id = submitted->sweep_id();
   *env.err << "sweep " << sweep_id << ": " << submitted->jobs() << " jobs\n";
-  v1::Sweep final_sweep;
-  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &final_sweep);
+  bool finished = false;
+  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished);
   if (code == kExitInterrupted) {
     *env.err << "interrupted; stopping the embedded coordinator and worker\n";
     return code;
   }
-  if (canceller.cancelled()) return code;  // the worker died; already reported
+  // No final state (the worker died, the stream broke): already reported,
+  // and there are no complete results to print.
+  if (!finished) return code;
   v1::QueryResultsRequest request;
   request.set_sweep_id(sweep_id);
   absl::StatusOr<std::vector<v1::ResultRow>> rows = client.QueryResults(request);
@@ -252,8 +255,8 @@ int Watch(const CliEnvironment& env, const GlobalFlags& global,
   InterruptWatcher interrupts(&canceller, env.handle_signals);
   CoordinatorClient client(global.coordinator);
   client.set_canceller(&canceller);
-  v1::Sweep final_sweep;
-  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &final_sweep);
+  bool finished = false;
+  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished);
   if (code == kExitInterrupted) {
     *env.err << "stopped watching; the sweep keeps running (layerflow cancel "
              << sweep_id << " stops it)\n";

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# End-to-end tests of the real `layerflow` binary.
+#   cli_e2e_test.sh LAYERFLOW input   # bad input: no server needed
+#   cli_e2e_test.sh LAYERFLOW run     # `layerflow run` with the embedded
+#                                     # coordinator and worker (pythia-tiny)
+set -u
+LAYERFLOW=$1
+MODE=$2
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/layerflow-e2e-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+expect_contains() {  # FILE TEXT WHAT
+  grep -qF -- "$2" "$1" || { fail "$3: expected '$2' in:"; sed 's/^/  | /' "$1" >&2; }
+}
+
+if [[ $MODE == input ]]; then
+  # A malformed file: non-zero exit, file:line:col and the field, and no
+  # server contacted (the coordinator address points nowhere).
+  printf 'name: e2e\nmodels: [pythia-tiny]\nseeds: [0, abc]\n' > "$WORK/bad.yaml"
+  "$LAYERFLOW" --coordinator 127.0.0.1:1 submit "$WORK/bad.yaml" \
+      > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 1 ]] || fail "submit bad.yaml: exit $code, want 1"
+  expect_contains "$WORK/err" \
+    "error: INVALID_ARGUMENT: $WORK/bad.yaml:3:12: field 'seeds[1]': expected a non-negative integer, got 'abc'" \
+    "submit bad.yaml"
+  [[ ! -s $WORK/out ]] || fail "submit bad.yaml printed to stdout"
+
+  printf 'name: e2e\nseed: 1\n' > "$WORK/typo.yaml"
+  "$LAYERFLOW" run "$WORK/typo.yaml" > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 1 ]] || fail "run typo.yaml: exit $code, want 1"
+  expect_contains "$WORK/err" "$WORK/typo.yaml:2:1: unknown field 'seed' (did you mean 'seeds'?)" \
+    "run typo.yaml"
+
+  "$LAYERFLOW" submit "$WORK/missing.yaml" > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 1 ]] || fail "submit missing.yaml: exit $code, want 1"
+  expect_contains "$WORK/err" "error: NOT_FOUND: sweep file not found: $WORK/missing.yaml" \
+    "submit missing.yaml"
+
+  # Nothing listens on port 1: a server error, exit 1, with the address.
+  "$LAYERFLOW" --coordinator 127.0.0.1:1 jobs > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 1 ]] || fail "jobs with no coordinator: exit $code, want 1"
+  expect_contains "$WORK/err" "error: UNAVAILABLE: " "jobs with no coordinator"
+  expect_contains "$WORK/err" "(coordinator 127.0.0.1:1)" "jobs with no coordinator"
+
+  "$LAYERFLOW" results > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 2 ]] || fail "results without SWEEP_ID: exit $code, want 2 (usage)"
+
+  "$LAYERFLOW" --help > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 0 ]] || fail "--help: exit $code, want 0"
+  expect_contains "$WORK/out" "LAYERFLOW_COORDINATOR" "--help"
+fi
+
+if [[ $MODE == run ]]; then
+  cat > "$WORK/tiny.yaml" <<'YAML'
+name: e2e-tiny
+models: [pythia-tiny]
+seeds: [0, 1]
+num_prompts: 4
+context_lengths: [64]
+YAML
+  "$LAYERFLOW" run "$WORK/tiny.yaml" > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 0 ]] || { fail "run tiny.yaml: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
+  expect_contains "$WORK/err" "sweep " "run tiny.yaml (stderr)"
+  expect_contains "$WORK/err" "succeeded: 2/2 jobs succeeded" "run tiny.yaml (stderr)"
+  expect_contains "$WORK/out" "model pythia-tiny · init reference · seed 0 · dataset kvpr · context 64" \
+    "run tiny.yaml (table)"
+  expect_contains "$WORK/out" "model pythia-tiny · init reference · seed 1" "run tiny.yaml (table)"
+  expect_contains "$WORK/out" "adjacent_cos" "run tiny.yaml (table)"
+  expect_contains "$WORK/out" "intertoken_cos" "run tiny.yaml (table)"
+  # Layer rows: "    0 | 0.1234 ± 0.0012 | ...", and layer 1 too.
+  grep -qE '^ +0 \| +-?[0-9]\.[0-9]{4} ± [0-9]\.[0-9]{4} \| +-?[0-9]\.[0-9]{4} ± ' "$WORK/out" \
+    || { fail "run tiny.yaml: no layer-0 row with both metrics"; sed 's/^/  | /' "$WORK/out" >&2; }
+  grep -qE '^ +1 \| ' "$WORK/out" || fail "run tiny.yaml: no layer-1 row"
+
+  # CSV: the header, then rows of 12 fields over 2 jobs, each averaging the
+  # 4 prompts, values that are cosines.
+  "$LAYERFLOW" run "$WORK/tiny.yaml" --format csv --db "$WORK/kept.db" > "$WORK/csv" 2> "$WORK/err"
+  code=$?
+  [[ $code == 0 ]] || { fail "run --format csv: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
+  [[ $(head -1 "$WORK/csv") == "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,value,std,count" ]] \
+    || fail "run --format csv: bad header: $(head -1 "$WORK/csv")"
+  awk -F, 'NR > 1 {
+      rows++; jobs[$2] = 1; metrics[$8] = 1
+      if (NF != 12) bad = bad "fields " NF " on line " NR "; "
+      if ($3 != "pythia-tiny" || $7 != 64 || $12 != 4) bad = bad "line " NR ": " $0 "; "
+      if ($10 < -1.000001 || $10 > 1.000001 || $11 < 0) bad = bad "value out of range on line " NR "; "
+    }
+    END {
+      n = 0; for (j in jobs) n++
+      if (rows == 0) bad = bad "no rows; "
+      if (n != 2) bad = bad n " jobs, want 2; "
+      if (!("adjacent_cos" in metrics) || !("intertoken_cos" in metrics)) bad = bad "metrics missing; "
+      if (bad != "") { print bad; exit 1 }
+    }' "$WORK/csv" > "$WORK/awk" || { fail "run --format csv: $(cat "$WORK/awk")"; }
+  [[ -s $WORK/kept.db ]] || fail "run --db: store not kept at $WORK/kept.db"
+fi
+
+if (( failures > 0 )); then
+  echo "$failures check(s) failed" >&2
+  exit 1
+fi
+echo "all $MODE checks passed"
