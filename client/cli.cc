@@ -338,7 +338,7 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   GlobalFlags global;
   global.coordinator = env.default_coordinator;
   app.add_option("--coordinator", global.coordinator,
-                 "Coordinator address HOST:PORT (env LAYERFLOW_COORDINATOR)")
+                 "Coordinator address HOST:PORT")
       ->envname("LAYERFLOW_COORDINATOR")
       ->capture_default_str();
 

@@ -1,7 +1,8 @@
 // The sweep `layerflow run` executes when no file is given: a newcomer's
-// first command. Sized to finish in about a minute on a 2-core CPU
-// (2 models x 2 seeds = 4 jobs of 8 short prompts); retune once timings of
-// the real worker are known.
+// first command. 2 models x 2 seeds = 4 jobs of 8 prompts. The context is
+// 1536 tokens because a KVPR prompt with 11 gold positions needs about 1100
+// tokens with the byte tokenizer (the worker rejects shorter ones). Retune
+// (docs/sweep-file.md) once timings of the real worker are known.
 #ifndef LAYERFLOW_CLIENT_DEFAULT_SWEEP_H_
 #define LAYERFLOW_CLIENT_DEFAULT_SWEEP_H_
 
@@ -16,7 +17,7 @@ models: [pythia-14m, pythia-70m]
 init_schemes: [reference]
 seeds: [0, 1]
 datasets: [{name: kvpr, num_classes: 11}]
-context_lengths: [256]
+context_lengths: [1536]
 analyses: [adjacent_cos, intertoken_cos]
 num_prompts: 8
 prompts_per_chunk: 2

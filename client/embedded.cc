@@ -1,13 +1,14 @@
 #include "client/embedded.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <cerrno>
 #include <unistd.h>
 
-#include <filesystem>
+#include <ftw.h>
+#include <stdio.h>
 #include <mutex>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -18,6 +19,8 @@
 
 namespace layerflow::client {
 namespace {
+
+void RemoveTree(const std::string& dir);
 
 class EmbeddedClusterImpl : public EmbeddedCluster {
  public:
@@ -34,33 +37,44 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
     if (worker_ != nullptr) worker_->Stop();
     if (worker_thread_.joinable()) worker_thread_.join();
     if (server_ != nullptr) server_->Shutdown();
-    if (!temp_dir_.empty()) {
-      std::error_code ignored;  // best effort: nothing useful to do on failure
-      std::filesystem::remove_all(temp_dir_, ignored);
-    }
+    if (!temp_dir_.empty()) RemoveTree(temp_dir_);
   }
 
   std::mutex mu_;
   bool down_ = false;
   std::string address_;
   std::string description_;
-  std::filesystem::path temp_dir_;  // empty when the user chose --db
+  std::string temp_dir_;  // empty when the user chose --db
   std::unique_ptr<server::CoordinatorServer> server_;
   std::unique_ptr<worker::WorkerLoop> worker_;
   std::thread worker_thread_;
 };
 
-absl::StatusOr<std::filesystem::path> MakeTempDir() {
-  std::error_code ec;
-  std::filesystem::path base = std::filesystem::temp_directory_path(ec);
-  if (ec) base = "/tmp";
-  std::string pattern = (base / "layerflow-run-XXXXXX").string();
+// POSIX instead of std::filesystem on purpose: libtorch.so (linked into
+// this binary) exports its own std::filesystem symbols, built against an
+// older libstdc++, and they interpose ours (remove_all crashed).
+absl::StatusOr<std::string> MakeTempDir() {
+  const char* tmpdir = getenv("TMPDIR");
+  std::string pattern = absl::StrCat(tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp",
+                                     "/layerflow-run-XXXXXX");
   if (mkdtemp(pattern.data()) == nullptr) {
-    return absl::Status(absl::ErrnoToStatusCode(errno),
-                        absl::StrCat("cannot create a temporary directory in ",
-                                     base.string()));
+    const int error = errno;
+    return absl::Status(absl::ErrnoToStatusCode(error),
+                        absl::StrCat("cannot create a temporary directory ", pattern, ": ",
+                                     strerror(error)));
   }
-  return std::filesystem::path(pattern);
+  return pattern;
+}
+
+// Best effort: the store's files (database, journal) and the directory.
+void RemoveTree(const std::string& dir) {
+  nftw(
+      dir.c_str(),
+      [](const char* path, const struct stat*, int, struct FTW*) {
+        remove(path);
+        return 0;
+      },
+      16, FTW_DEPTH | FTW_PHYS);
 }
 
 }  // namespace
@@ -75,10 +89,10 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   server_options.listen_address = "127.0.0.1:0";
   server_options.metrics_address = options.metrics_address;
   if (options.db_path.empty()) {
-    absl::StatusOr<std::filesystem::path> dir = MakeTempDir();
+    absl::StatusOr<std::string> dir = MakeTempDir();
     if (!dir.ok()) return dir.status();
     cluster->temp_dir_ = *dir;
-    server_options.db_path = (*dir / "layerflow.db").string();
+    server_options.db_path = absl::StrCat(*dir, "/layerflow.db");
   } else {
     server_options.db_path = options.db_path;
   }

@@ -5,14 +5,13 @@
 #include <charconv>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
+#include <sys/stat.h>
 #include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
 #include <sstream>
 #include <string>
-#include <system_error>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -351,12 +350,19 @@ absl::StatusOr<v1::SweepSpec> ParseSweepYaml(absl::string_view yaml,
 }
 
 absl::StatusOr<v1::SweepSpec> ParseSweepFile(const std::string& path) {
-  std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (!std::filesystem::exists(status)) {
-    return absl::NotFoundError(absl::StrCat("sweep file not found: ", path));
+  // POSIX stat, not std::filesystem: the `layerflow` binary links LibTorch,
+  // whose libtorch.so exports its own (incompatible) std::filesystem symbols.
+  struct stat info;
+  if (stat(path.c_str(), &info) != 0) {
+    const int error = errno;
+    if (error == ENOENT || error == ENOTDIR) {
+      return absl::NotFoundError(absl::StrCat("sweep file not found: ", path));
+    }
+    return absl::Status(absl::ErrnoToStatusCode(error),
+                        absl::StrCat("cannot read sweep file ", path, ": ",
+                                     std::strerror(error)));
   }
-  if (std::filesystem::is_directory(status)) {
+  if (S_ISDIR(info.st_mode)) {
     return absl::InvalidArgumentError(
         absl::StrCat("sweep file is a directory, not a file: ", path));
   }

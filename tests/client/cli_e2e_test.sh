@@ -64,14 +64,14 @@ name: e2e-tiny
 models: [pythia-tiny]
 seeds: [0, 1]
 num_prompts: 4
-context_lengths: [64]
+context_lengths: [1536]
 YAML
   "$LAYERFLOW" run "$WORK/tiny.yaml" > "$WORK/out" 2> "$WORK/err"
   code=$?
   [[ $code == 0 ]] || { fail "run tiny.yaml: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
   expect_contains "$WORK/err" "sweep " "run tiny.yaml (stderr)"
   expect_contains "$WORK/err" "succeeded: 2/2 jobs succeeded" "run tiny.yaml (stderr)"
-  expect_contains "$WORK/out" "model pythia-tiny · init reference · seed 0 · dataset kvpr · context 64" \
+  expect_contains "$WORK/out" "model pythia-tiny · init reference · seed 0 · dataset kvpr · context 1536" \
     "run tiny.yaml (table)"
   expect_contains "$WORK/out" "model pythia-tiny · init reference · seed 1" "run tiny.yaml (table)"
   expect_contains "$WORK/out" "adjacent_cos" "run tiny.yaml (table)"
@@ -91,7 +91,7 @@ YAML
   awk -F, 'NR > 1 {
       rows++; jobs[$2] = 1; metrics[$8] = 1
       if (NF != 12) bad = bad "fields " NF " on line " NR "; "
-      if ($3 != "pythia-tiny" || $7 != 64 || $12 != 4) bad = bad "line " NR ": " $0 "; "
+      if ($3 != "pythia-tiny" || $7 != 1536 || $12 != 4) bad = bad "line " NR ": " $0 "; "
       if ($10 < -1.000001 || $10 > 1.000001 || $11 < 0) bad = bad "value out of range on line " NR "; "
     }
     END {

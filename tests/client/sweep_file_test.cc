@@ -143,7 +143,7 @@ TEST(SweepFileTest, EmbeddedDefaultParses) {
   ASSERT_EQ(spec->datasets_size(), 1);
   EXPECT_EQ(spec->datasets(0).name(), "kvpr");
   EXPECT_EQ(spec->datasets(0).num_classes(), 11);
-  EXPECT_THAT(spec->context_lengths(), ::testing::ElementsAre(256));
+  EXPECT_THAT(spec->context_lengths(), ::testing::ElementsAre(1536));
   EXPECT_THAT(spec->analyses(), ::testing::ElementsAre("adjacent_cos", "intertoken_cos"));
   EXPECT_EQ(spec->num_prompts(), 8);
   EXPECT_EQ(spec->prompts_per_chunk(), 2);
