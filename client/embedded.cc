@@ -7,15 +7,17 @@
 
 #include <ftw.h>
 #include <stdio.h>
+#include <atomic>
+#include <chrono>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "server/coordinator_server.h"
-#include "worker/runtime/job_runner.h"
-#include "worker/service/worker_loop.h"
+#include "worker/service/worker_process.h"
 
 namespace layerflow::client {
 namespace {
@@ -34,8 +36,9 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
     if (down_) return;
     down_ = true;
     // Worker first: it may be streaming a chunk to the coordinator.
+    watching_ = false;
+    if (watch_thread_.joinable()) watch_thread_.join();
     if (worker_ != nullptr) worker_->Stop();
-    if (worker_thread_.joinable()) worker_thread_.join();
     if (server_ != nullptr) server_->Shutdown();
     if (!temp_dir_.empty()) RemoveTree(temp_dir_);
   }
@@ -46,13 +49,15 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
   std::string description_;
   std::string temp_dir_;  // empty when the user chose --db
   std::unique_ptr<server::CoordinatorServer> server_;
-  std::unique_ptr<worker::WorkerLoop> worker_;
-  std::thread worker_thread_;
+  std::unique_ptr<worker::WorkerProcess> worker_;
+  std::atomic<bool> watching_{true};
+  std::thread watch_thread_;  // notices a worker that died
 };
 
-// POSIX instead of std::filesystem on purpose: libtorch.so (linked into
-// this binary) exports its own std::filesystem symbols, built against an
-// older libstdc++, and they interpose ours (remove_all crashed).
+// POSIX instead of std::filesystem: this file used to be linked with
+// libtorch.so, which exports its own std::filesystem symbols built against an
+// older libstdc++ that interposed ours (remove_all crashed). Kept POSIX so the
+// trap cannot come back.
 absl::StatusOr<std::string> MakeTempDir() {
   const char* tmpdir = getenv("TMPDIR");
   std::string pattern = absl::StrCat(tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp",
@@ -106,33 +111,32 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   cluster->server_ = std::move(*server);
   cluster->address_ = absl::StrCat("127.0.0.1:", cluster->server_->port());
 
-  const worker::DeviceConfig device = worker::DetectDevices();
-  worker::WorkerOptions worker_options;
-  worker_options.coordinator_address = cluster->address_;
-  worker_options.name = absl::StrCat("layerflow-run-", getpid());
-  absl::StatusOr<std::unique_ptr<worker::WorkerLoop>> worker =
-      worker::WorkerLoop::Create(worker_options, device);
+  // The worker is a child process (worker/service/worker_process.h says
+  // why); it picks the CUDA GPUs when the build and the machine have them.
+  absl::StatusOr<std::unique_ptr<worker::WorkerProcess>> worker =
+      worker::WorkerProcess::Spawn({.coordinator_address = cluster->address_,
+                                    .name = absl::StrCat("layerflow-run-", getpid())});
   if (!worker.ok()) {
     cluster->Shutdown();
     return absl::Status(worker.status().code(),
                         absl::StrCat("embedded worker: ", worker.status().message()));
   }
   cluster->worker_ = std::move(*worker);
-  worker::WorkerLoop* loop = cluster->worker_.get();
-  cluster->worker_thread_ = std::thread([loop, canceller] {
-    absl::Status status = loop->Run();
-    // Run() returns an error only when the worker cannot work at all;
-    // without it nothing would ever finish the sweep, so stop waiting.
-    if (!status.ok() && canceller != nullptr) {
-      canceller->Cancel(absl::Status(
-          status.code(), absl::StrCat("embedded worker stopped: ", status.message())));
+  EmbeddedClusterImpl* raw = cluster.get();
+  cluster->watch_thread_ = std::thread([raw, canceller] {
+    // Without its worker nothing would ever finish the sweep: stop waiting.
+    while (raw->watching_) {
+      if (std::optional<std::string> exit = raw->worker_->Exited(); exit.has_value()) {
+        if (canceller != nullptr) {
+          canceller->Cancel(absl::UnavailableError(
+              absl::StrCat("embedded worker stopped: the layerflow-worker process ", *exit)));
+        }
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
-
-  std::string devices = device.device_type == "cuda"
-                            ? absl::StrCat(device.gpu_count, " CUDA GPU",
-                                           device.gpu_count == 1 ? "" : "s")
-                            : std::string("the CPU");
+  const std::string devices = "this machine's CPU or CUDA GPUs";
   cluster->description_ = absl::StrCat(
       "embedded coordinator on ", cluster->address_, " (store ", server_options.db_path,
       cluster->temp_dir_.empty() ? "" : ", removed at exit", "), worker on ", devices);

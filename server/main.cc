@@ -9,6 +9,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "server/coordinator_server.h"
+#include "worker/service/worker_process.h"
 
 namespace {
 
@@ -69,7 +70,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--embedded-worker", embedded_worker,
-               "also run a worker in this process on the local CPU/GPUs");
+               "also start a worker on the local CPU/GPUs (a layerflow-worker child process)");
   CLI11_PARSE(app, argc, argv);
 
   // Block the shutdown signals in every thread (gRPC's included, which
@@ -93,16 +94,25 @@ int main(int argc, char** argv) {
   }
   std::cerr << std::endl;
 
-  // ---- EMBEDDED WORKER HOOK ----------------------------------------------
-  // The lead engineer wires an in-process worker here (it needs the worker
-  // libraries, which link LibTorch). It must connect to
-  // 127.0.0.1:(*server)->port() and be stopped before (*server)->Shutdown().
+  // A worker on this machine's CPU or GPUs, started as a child process (see
+  // worker/service/worker_process.h for why not a thread). It talks to the
+  // coordinator over loopback gRPC like any other worker.
+  std::unique_ptr<layerflow::worker::WorkerProcess> worker;
   if (embedded_worker) {
-    std::cerr << "layerflow-coordinator: not built with an embedded worker; "
-                 "start a layerflow worker separately"
-              << std::endl;
+    absl::StatusOr<std::unique_ptr<layerflow::worker::WorkerProcess>> spawned =
+        layerflow::worker::WorkerProcess::Spawn(
+            {.coordinator_address = absl::StrCat("127.0.0.1:", (*server)->port()),
+             .name = "embedded"});
+    if (!spawned.ok()) {
+      std::cerr << "layerflow-coordinator: embedded worker: " << spawned.status()
+                << std::endl;
+      (*server)->Shutdown();
+      return 1;
+    }
+    worker = std::move(*spawned);
+    std::cerr << "layerflow-coordinator: embedded worker started (pid "
+              << worker->pid() << ")" << std::endl;
   }
-  // -------------------------------------------------------------------------
 
   std::thread signal_thread([&signals, s = server->get()] {
     int signal = 0;
@@ -112,6 +122,9 @@ int main(int argc, char** argv) {
     s->Shutdown();
   });
   (*server)->Wait();
+  // The worker stops after its chunk in progress; its lease lapses and the
+  // job resumes after the last committed chunk on the next start.
+  if (worker) worker->Stop();
   // Shutdown() may also come from elsewhere one day; wake the signal thread
   // if it is still waiting so that join() returns.
   pthread_kill(signal_thread.native_handle(), SIGTERM);

@@ -5,6 +5,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "worker/data/kvpr.h"
+#include "worker/tokenizer/byte_tokenizer.h"
 #include "absl/strings/str_join.h"
 #include "worker/model/model_config.h"
 
@@ -204,6 +206,33 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   if (absl::Status s = CheckNoDuplicates("spec.analyses", spec.analyses(), same);
       !s.ok()) {
     return s;
+  }
+
+  // A KVPR prompt must hold at least num_classes pairs (one per gold
+  // position), so a context length too short for a data set is caught here,
+  // at submit, instead of failing every job on a worker. Jobs run with the
+  // byte tokenizer, whose prompt lengths do not depend on the seed.
+  static const auto* const tokenizer = new worker::ByteTokenizer();
+  const std::shared_ptr<const worker::Tokenizer> shared_tokenizer(
+      std::shared_ptr<const worker::Tokenizer>(), tokenizer);
+  // Checked against the axes as they will run, defaults included.
+  const SweepSpec effective = WithDefaults(spec);
+  for (int d = 0; d < effective.datasets_size(); ++d) {
+    const int32_t classes = effective.datasets(d).num_classes();
+    for (int c = 0; c < effective.context_lengths_size(); ++c) {
+      absl::StatusOr<worker::KvprDataset> fits = worker::KvprDataset::Create(
+          {.seed = 0, .num_classes = classes,
+           .context_length = effective.context_lengths(c)},
+          shared_tokenizer);
+      if (!fits.ok()) {
+        const std::string field = spec.context_lengths().empty()
+                                      ? std::string("spec.context_lengths (default)")
+                                      : Indexed("spec.context_lengths", c);
+        return Invalid(field,
+                       absl::StrCat("too short for spec.datasets[", d, "] (kvpr, ",
+                                    classes, " classes): ", fits.status().message()));
+      }
+    }
   }
 
   if (const int64_t jobs = CountSweepJobs(spec); jobs > kMaxJobsPerSweep) {

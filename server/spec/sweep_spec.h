@@ -20,7 +20,7 @@ inline constexpr int64_t kMaxJobsPerSweep = 10000;
 
 // Documented defaults (experiment.proto).
 inline constexpr int32_t kDefaultNumClasses = 11;
-inline constexpr int32_t kDefaultContextLength = 256;
+inline constexpr int32_t kDefaultContextLength = 2048;
 inline constexpr int32_t kDefaultNumPrompts = 8;
 inline constexpr int32_t kDefaultPromptsPerChunk = 2;
 

@@ -89,7 +89,11 @@ class FailoverTest : public ::testing::Test {
     spec.set_name(name);
     spec.add_models("pythia-tiny");
     for (int seed = 0; seed < 4; ++seed) spec.add_seeds(seed);
-    spec.add_context_lengths(48);
+    // 2 classes keep prompts short (a KVPR prompt holds one pair per class).
+    v1::DatasetSpec* kvpr = spec.add_datasets();
+    kvpr->set_name("kvpr");
+    kvpr->set_num_classes(2);
+    spec.add_context_lengths(512);
     spec.set_num_prompts(6);
     spec.set_prompts_per_chunk(1);
     return spec;

@@ -52,7 +52,8 @@ cat >"$tmp/sweep.yaml" <<YAML
 name: scrape-test
 models: [pythia-tiny]
 seeds: [0, 1]
-context_lengths: [32]
+datasets: [{name: kvpr, num_classes: 2}]
+context_lengths: [512]
 num_prompts: 2
 prompts_per_chunk: 1
 YAML

@@ -31,7 +31,7 @@ TEST(ValidateSweepSpec, AcceptsMinimalAndFullSpecs) {
   auto* d = full.add_datasets();
   d->set_name("kvpr");
   d->set_num_classes(5);
-  full.add_context_lengths(16);
+  full.add_context_lengths(1082);  // the shortest that holds 11 KVPR pairs
   full.add_context_lengths(65536);
   full.add_analyses("adjacent_cos");
   full.set_num_prompts(100000);
@@ -106,6 +106,17 @@ INSTANTIATE_TEST_SUITE_P(
                   s.add_context_lengths(65537);
                 },
                 "spec.context_lengths[1]: 65537"},
+        // Regression: a context too short for the data set used to be
+        // accepted and then failed every job on the workers.
+        BadCase{"ContextTooShortForKvprClasses",
+                [](SweepSpec& s) {
+                  s.add_context_lengths(4096);
+                  s.add_context_lengths(1081);
+                },
+                "spec.context_lengths[1]: too short for spec.datasets[0] (kvpr, "
+                "11 classes): context_length: 1081 tokens cannot hold 11 key-value "
+                "pairs (one per gold position, num_classes=11); the KVPR prompt "
+                "needs at least 1082 tokens"},
         BadCase{"UnknownAnalysis",
                 [](SweepSpec& s) { s.add_analyses("cka"); },
                 "spec.analyses[0]: unknown analysis 'cka'"},
@@ -161,7 +172,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"TooManyJobs",
                 [](SweepSpec& s) {
                   for (int i = 0; i < 101; ++i) s.add_seeds(i);
-                  for (int i = 0; i < 100; ++i) s.add_context_lengths(16 + i);
+                  for (int i = 0; i < 100; ++i) s.add_context_lengths(1100 + i);
                 },
                 "sweep expands to 10100 jobs, more than the limit 10000"}),
     [](const ::testing::TestParamInfo<BadCase>& info) {
@@ -171,7 +182,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ValidateSweepSpec, ExactlyTheJobLimitIsAccepted) {
   SweepSpec spec = Minimal();
   for (int i = 0; i < 100; ++i) spec.add_seeds(i);
-  for (int i = 0; i < 100; ++i) spec.add_context_lengths(16 + i);
+  for (int i = 0; i < 100; ++i) spec.add_context_lengths(1100 + i);
   EXPECT_EQ(CountSweepJobs(spec), 10000);
   EXPECT_TRUE(ValidateSweepSpec(spec).ok());
 }
@@ -183,7 +194,7 @@ TEST(WithDefaults, FillsEveryDocumentedDefault) {
   ASSERT_EQ(spec.datasets_size(), 1);
   EXPECT_EQ(spec.datasets(0).name(), "kvpr");
   EXPECT_EQ(spec.datasets(0).num_classes(), 11);
-  EXPECT_THAT(spec.context_lengths(), ::testing::ElementsAre(256));
+  EXPECT_THAT(spec.context_lengths(), ::testing::ElementsAre(2048));
   EXPECT_THAT(spec.analyses(),
               ::testing::ElementsAre("adjacent_cos", "intertoken_cos"));
   EXPECT_EQ(spec.num_prompts(), 8);
