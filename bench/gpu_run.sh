@@ -13,10 +13,13 @@ scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -50 "$O
 echo "build: $(( $(date +%s) - start )) s"
 source build-gpu/env.sh
 LF=build-gpu/client/layerflow
+# timed LABEL CMD...: runs CMD and prints its wall time.
+timed() { local label=$1; shift; local t0; t0=$(date +%s.%N); "$@"; local rc=$?
+  echo "$label: $(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)") s (rc=$rc)"; }
 grep -E "CUDA \+ NCCL" "$OUT/build.log"
 echo "== CUDA vs CPU parity"
-/usr/bin/time -f "cuda run: %e s" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cuda.csv" 2> "$OUT/cuda.log"; tail -1 "$OUT/cuda.log"
-CUDA_VISIBLE_DEVICES= /usr/bin/time -f "cpu run: %e s" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cpu.csv" 2> "$OUT/cpu.log"; tail -1 "$OUT/cpu.log"
+timed "cuda run" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cuda.csv" 2> "$OUT/cuda.log"; grep -m1 "registered" "$OUT/cuda.log"
+CUDA_VISIBLE_DEVICES= timed "cpu run" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cpu.csv" 2> "$OUT/cpu.log"; grep -m1 "registered" "$OUT/cpu.log"
 python3 bench/compare_csv.py "$OUT/cpu.csv" "$OUT/cuda.csv" 1e-4
 echo "== pythia-1.4b bf16, 8 prompts x 2048 tokens"
-/usr/bin/time -f "run: %e s" $LF run bench/sweeps/gpu_1p4b.yaml > "$OUT/1p4b.txt" 2> "$OUT/1p4b.log"; tail -3 "$OUT/1p4b.log"; head -20 "$OUT/1p4b.txt"
+timed "pythia-1.4b run" $LF run bench/sweeps/gpu_1p4b.yaml > "$OUT/1p4b.txt" 2> "$OUT/1p4b.log"; grep -E "registered|leased|done|error" "$OUT/1p4b.log" | head; head -30 "$OUT/1p4b.txt"
