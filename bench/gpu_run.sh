@@ -13,9 +13,10 @@ scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -50 "$O
 echo "build: $(( $(date +%s) - start )) s"
 source build-gpu/env.sh
 LF=build-gpu/client/layerflow
+exec 3>&1  # timings go to the original stdout even when a command's is redirected
 # timed LABEL CMD...: runs CMD and prints its wall time.
 timed() { local label=$1; shift; local t0; t0=$(date +%s.%N); "$@"; local rc=$?
-  echo "$label: $(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)") s (rc=$rc)"; }
+  echo >&3 "$label: $(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)") s (rc=$rc)"; }
 grep -E "CUDA \+ NCCL" "$OUT/build.log"
 echo "== CUDA vs CPU parity"
 timed "cuda run" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cuda.csv" 2> "$OUT/cuda.log"; grep -m1 "registered" "$OUT/cuda.log"

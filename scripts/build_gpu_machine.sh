@@ -16,6 +16,8 @@ LIB="$PREFIX/usr/lib/x86_64-linux-gnu"
 cat > "$BUILD/env.sh" <<ENV
 export PATH="$PREFIX/usr/bin:\$PATH"
 export LD_LIBRARY_PATH="$LIB:\${LD_LIBRARY_PATH:-}"
+# Some imported targets name bare libraries (-lre2): let the linker find them.
+export LIBRARY_PATH="$LIB:\${LIBRARY_PATH:-}"
 export PKG_CONFIG_PATH="$LIB/pkgconfig:$PREFIX/usr/share/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR=/
 ENV

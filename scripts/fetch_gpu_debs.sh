@@ -11,5 +11,6 @@ apt-get download libgrpc++-dev libgrpc++1.51 libgrpc29 libgrpc-dev libprotobuf-d
   libabsl20220623 libre2-9 libre2-dev libc-ares2 libc-ares-dev prometheus-cpp-dev \
   libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 \
   libcivetweb1 libcivetweb-dev civetweb libupb-dev libyaml-cpp-dev libyaml-cpp0.7 \
-  libcli11-dev nlohmann-json3-dev libsqlite3-dev libsqlite3-0 libgtest-dev libgmock-dev
+  libcli11-dev nlohmann-json3-dev libsqlite3-dev libsqlite3-0 libgtest-dev libgmock-dev \
+  libicu-dev libicu72
 ls "$ROOT/.deps/debs"
