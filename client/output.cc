@@ -1,4 +1,5 @@
 #include "client/output.h"
+#include "worker/model/model_config.h"
 
 #include <algorithm>
 #include <charconv>
@@ -96,6 +97,15 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
       absl::StrCat("unknown output format '", name, "' (expected table, csv or json)"));
 }
 
+// METHODS.md's layout: 0 = embedding, 1..L = blocks, L+1 = the final norm's
+// output. The store keeps L+1 as a number; for a preset L is known, so the
+// table names that row "final" as the papers do.
+std::string LayerLabel(const std::string& model, int layer) {
+  absl::StatusOr<worker::ModelPreset> preset = worker::FindModelPreset(model);
+  if (preset.ok() && layer == preset->gpt_neox.num_hidden_layers + 1) return "final";
+  return absl::StrCat(layer);
+}
+
 std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
   if (rows.empty()) return "(no results)\n";
   // Group by job in order of first appearance (the coordinator returns jobs
@@ -126,7 +136,7 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
     header.insert(header.end(), metrics.begin(), metrics.end());
     std::vector<std::vector<std::string>> table;
     for (const auto& [layer, by_metric] : cells) {
-      std::vector<std::string> line = {absl::StrCat(layer)};
+      std::vector<std::string> line = {LayerLabel(first.model(), layer)};
       for (const std::string& metric : metrics) {
         auto cell = by_metric.find(metric);
         line.push_back(cell == by_metric.end() ? "-" : cell->second);

@@ -60,6 +60,19 @@ TEST(ResultsTableTest, OneAlignedBlockPerJob) {
   EXPECT_EQ(FormatResults(TwoJobs(), OutputFormat::kTable), expected);
 }
 
+// pythia-tiny has 2 blocks: layer 3 is the final norm's output (METHODS.md).
+TEST(ResultsTableTest, PresetFinalNormRowIsLabelledFinal) {
+  const std::vector<v1::ResultRow> rows = {
+      Row("j", "pythia-tiny", "reference", 0, 512, "intertoken_cos", 2, 0.5, 0.0),
+      Row("j", "pythia-tiny", "reference", 0, 512, "intertoken_cos", 3, 0.25, 0.0),
+      Row("k", "my-checkpoint", "reference", 0, 512, "intertoken_cos", 3, 0.25, 0.0)};
+  const std::string table = FormatResultsTable(rows);
+  EXPECT_THAT(table, ::testing::HasSubstr("    2 | 0.5000 ± 0.0000\n"));
+  EXPECT_THAT(table, ::testing::HasSubstr("final | 0.2500 ± 0.0000\n"));
+  // Not a preset: the block count is unknown, so the number stays.
+  EXPECT_THAT(table, ::testing::HasSubstr("    3 | 0.2500 ± 0.0000\n"));
+}
+
 TEST(ResultsTableTest, Empty) { EXPECT_EQ(FormatResultsTable({}), "(no results)\n"); }
 
 TEST(ResultsCsvTest, HeaderRowsAndShortestDoubles) {
