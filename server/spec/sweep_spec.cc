@@ -26,7 +26,14 @@ constexpr int32_t kMaxNumPrompts = 100000;
 constexpr int32_t kMaxPromptsPerChunk = 4096;
 
 constexpr absl::string_view kDatasets[] = {"kvpr"};
-constexpr absl::string_view kAnalyses[] = {"adjacent_cos", "intertoken_cos"};
+// Keep in sync with ParseLayerMetrics (worker/analysis/layer_metrics.cc).
+constexpr absl::string_view kAnalyses[] = {
+    "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst",
+    "token_dispersion", "step_energy",  "path_energy",
+    "cka_unbiased",  "cka_biased"};
+// What an empty `analyses` means (a subset of kAnalyses).
+constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
+                                                  "intertoken_cos"};
 constexpr absl::string_view kDtypes[] = {"fp32", "bf16", "fp16"};
 
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
@@ -254,7 +261,9 @@ SweepSpec WithDefaults(SweepSpec spec) {
     spec.add_context_lengths(kDefaultContextLength);
   }
   if (spec.analyses().empty()) {
-    for (absl::string_view a : kAnalyses) spec.add_analyses(std::string(a));
+    for (absl::string_view a : kDefaultAnalyses) {
+      spec.add_analyses(std::string(a));
+    }
   }
   if (spec.num_prompts() == 0) spec.set_num_prompts(kDefaultNumPrompts);
   if (spec.prompts_per_chunk() == 0) {

@@ -41,6 +41,20 @@ TEST(ValidateSweepSpec, AcceptsMinimalAndFullSpecs) {
   EXPECT_TRUE(status.ok()) << status;
 }
 
+TEST(ValidateSweepSpec, AcceptsEveryAnalysis) {
+  SweepSpec spec = Minimal();
+  for (const char* name :
+       {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
+        "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
+        "cka_biased"}) {
+    spec.add_analyses(name);
+  }
+  const absl::Status status = ValidateSweepSpec(spec);
+  EXPECT_TRUE(status.ok()) << status;
+  // The default stays the two cosine metrics.
+  EXPECT_EQ(WithDefaults(Minimal()).analyses_size(), 2);
+}
+
 struct BadCase {
   std::string test_name;
   std::function<void(SweepSpec&)> mutate;
@@ -119,7 +133,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "needs at least 1082 tokens"},
         BadCase{"UnknownAnalysis",
                 [](SweepSpec& s) { s.add_analyses("cka"); },
-                "spec.analyses[0]: unknown analysis 'cka'"},
+                "spec.analyses[0]: unknown analysis 'cka'; known analyses: "
+                "adjacent_cos, intertoken_cos, intertoken_cos_nofirst, "
+                "token_dispersion, step_energy, path_energy, cka_unbiased, "
+                "cka_biased"},
         BadCase{"NumPromptsNegative",
                 [](SweepSpec& s) { s.set_num_prompts(-1); },
                 "spec.num_prompts: -1"},

@@ -5,10 +5,14 @@
 #include <map>
 #include <utility>
 
+#include <ATen/ATen.h>
+
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "tests/worker/naive_metrics.h"
 #include "tests/worker/naive_reference.h"
 #include "tests/worker/torch_export.h"
+#include "worker/analysis/layer_metrics.h"
 #include "worker/data/kvpr.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/model_config.h"
@@ -179,6 +183,87 @@ TEST(JobRunnerTest, FullJobMatchesFloat64Recomputation) {
                 key.first.c_str(), key.second, mean_got, mean_want);
   }
   std::printf("  worst |mean - ref| = %.3g\n", worst);
+}
+
+// Every analysis of the suite in one job (two chunks, merged) against the
+// naive forward + naive metric loops (LinearCka on the float64 states for
+// the CKA metrics: the naive O(n^3) CKA is too slow at ~600 tokens).
+// Tolerance as above, relative for step/path energy (not bounded by 1).
+TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
+  JobConfig config = TinyJob();
+  config.analyses = {"intertoken_cos_nofirst", "token_dispersion",
+                     "step_energy", "path_energy", "cka_unbiased",
+                     "cka_biased"};
+  config.num_prompts = 3;
+  auto runner = MakeRunner(config);
+  StatMap merged;
+  std::vector<int32_t> tokens;
+  for (int64_t k = 0; k < runner->num_chunks(); ++k) {
+    auto chunk = runner->RunChunk(k);
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    for (const MetricStat& s : chunk->stats) EXPECT_GE(s.layer, 0) << s.metric;
+    Merge(merged, *chunk);
+  }
+
+  const ModelPreset preset = *FindModelPreset(config.model);
+  auto model = GptNeoXModel::CreateRandom(
+      preset.gpt_neox, *ParseInitScheme(config.init_scheme),
+      static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
+  ASSERT_TRUE(model.ok());
+  const testing::NaiveGptNeoX naive = testing::ExportToNaive(**model);
+  KvprOptions options;
+  options.seed = config.seed;
+  options.num_classes = config.num_classes;
+  options.context_length = config.context_length;
+  auto dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
+  ASSERT_TRUE(dataset.ok());
+
+  const int64_t L = preset.gpt_neox.num_hidden_layers;
+  const int64_t d = preset.gpt_neox.hidden_size;
+  StatMap expected;
+  for (int64_t i = 0; i < config.num_prompts; ++i) {
+    const KvprExample example = *dataset->Generate(i);
+    const int64_t n = example.num_tokens;
+    const auto points = testing::NaiveForward(naive, example.token_ids);
+    auto add = [&](const std::string& metric, int32_t layer, double v) {
+      MetricStat& s = expected[{metric, layer}];
+      s.sum += v;
+      s.sum_sq += v * v;
+      ++s.count;
+    };
+    auto states = [&](int64_t l) {
+      return at::tensor(points[l], at::kDouble).view({n, d});
+    };
+    double path = 0;
+    for (int64_t l = 0; l < L; ++l) {
+      const double step = testing::NaiveStepEnergy(points[l], points[l + 1], n, d);
+      add("step_energy", l, step);
+      path += step;
+      add("cka_biased", l,
+          LinearCka(states(l), states(l + 1), CkaEstimator::kBiased));
+      add("cka_unbiased", l,
+          LinearCka(states(l), states(l + 1), CkaEstimator::kUnbiased));
+    }
+    add("path_energy", 0, path);
+    for (int64_t l = 0; l <= L + 1; ++l) {
+      add("intertoken_cos_nofirst", l,
+          testing::NaiveIntertokenCosNoFirst(points[l], n, d));
+      add("token_dispersion", l, testing::NaiveTokenDispersion(points[l], n, d));
+    }
+  }
+
+  ASSERT_EQ(merged.size(), expected.size());
+  for (const auto& [key, want] : expected) {
+    const MetricStat& got = merged.at(key);
+    ASSERT_EQ(got.count, want.count);
+    const double mean_got = got.sum / got.count, mean_want = want.sum / want.count;
+    const double scale = std::max(1.0, std::abs(mean_want));
+    EXPECT_NEAR(mean_got, mean_want, 1e-6 * scale) << key.first << " " << key.second;
+    EXPECT_NEAR(got.sum_sq, want.sum_sq, 1e-6 * std::max(1.0, want.sum_sq))
+        << key.first << " " << key.second;
+    std::printf("  %-22s layer %d: mean %.9f (float64 ref %.9f)\n",
+                key.first.c_str(), key.second, mean_got, mean_want);
+  }
 }
 
 TEST(JobRunnerTest, LowPrecisionRunsStayClose) {

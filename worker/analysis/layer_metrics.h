@@ -2,11 +2,14 @@
 // the forward goes (one layer held at a time) into mergeable sums.
 //
 // Representation points: p = 0 embedding, p = 1..L after each block, and
-// p = L + 1 the final-norm output (`final`). Our choice for `final`:
-//   - adjacent_cos(l), l = 0..L-1: cos between residual points l and l + 1
-//     only; the final-norm output is NOT paired with block L (a LayerNorm of
-//     the same stream, not a step of the residual flow).
-//   - intertoken_cos(l), l = 0..L, and l = L + 1 for `final`.
+// p = L + 1 the final-norm output (`final`). Our choices for `final`:
+//   - metrics of a layer PAIR or STEP (adjacent_cos, step_energy,
+//     cka_unbiased, cka_biased) use residual points l and l + 1 only,
+//     l = 0..L-1; the final-norm output is NOT paired with block L (a
+//     LayerNorm of the same stream, not a step of the residual flow).
+//   - metrics of ONE point (intertoken_cos, intertoken_cos_nofirst,
+//     token_dispersion): l = 0..L, and l = L + 1 for `final`.
+//   - path_energy is one scalar per prompt, stored at layer 0.
 // (docs/metrics.md says the same.)
 //
 // Per prompt of n tokens, in float64 on the states' device:
@@ -14,14 +17,27 @@
 //   intertoken_cos(l) = (||sum_t h^_t||^2 - n) / (n (n - 1)), h^ = h / ||h||
 //                       (mean cos over unordered pairs; needs n >= 2: a
 //                       prompt of one token adds nothing to it)
+//   intertoken_cos_nofirst(l) = the same over tokens 1..n-1 (position 0,
+//                       the attention sink, left out); needs n >= 3
+//   token_dispersion(l) = mean_t ||h_t - mean_t h||^2 / mean_t ||h_t||^2
+//                       (0 when all tokens are one vector; 0 when all are 0)
+//   step_energy(l)    = mean_t ||h_t^(l+1) - h_t^(l)||^2 / ||h_t^(l)||^2
+//   path_energy       = sum_{l=0..L-1} step_energy(l)
+//   cka_biased(l)     = linear CKA of H^(l), H^(l+1) ([n, d] each), biased
+//                       HSIC (Kornblith et al. 2019); needs n >= 2
+//   cka_unbiased(l)   = the same with the unbiased HSIC (Song et al. 2012);
+//                       needs n >= 4
 // A zero vector (never seen in practice) has unit vector 0: cos 0 in
-// adjacent_cos; intertoken_cos does not special-case it.
+// adjacent_cos; intertoken_cos does not special-case it; a token whose
+// h^(l) is 0 adds 0 to step_energy(l). A CKA whose self-HSIC is not
+// > 1e-20 ||K||_F^2 (a constant representation up to rounding) is 0.
 // Stats: per (metric, layer) the sum over prompts of the value, of its
 // square, and the prompt count; they merge across GPUs, chunks and workers
 // by addition.
 #ifndef LAYERFLOW_WORKER_ANALYSIS_LAYER_METRICS_H_
 #define LAYERFLOW_WORKER_ANALYSIS_LAYER_METRICS_H_
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,13 +49,54 @@
 
 namespace layerflow::worker {
 
-enum class LayerMetric { kAdjacentCos, kIntertokenCos };
+// The analysis names of JobConfig.analyses; each emits stats under its own
+// name. Keep in sync with kAnalyses in server/spec/sweep_spec.cc.
+enum class LayerMetric {
+  kAdjacentCos,
+  kIntertokenCos,
+  kIntertokenCosNoFirst,
+  kTokenDispersion,
+  kStepEnergy,
+  kPathEnergy,
+  kCkaUnbiased,
+  kCkaBiased,
+};
+inline constexpr int kNumLayerMetrics = 8;
 
 const char* LayerMetricName(LayerMetric metric);
-// "adjacent_cos", "intertoken_cos"; INVALID_ARGUMENT naming `analyses` for an
-// empty list, an unknown or a repeated name.
+// "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
+// "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
+// "cka_biased"; INVALID_ARGUMENT naming `analyses` for an empty list, an
+// unknown or a repeated name.
 absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
     const std::vector<std::string>& names);
+
+enum class CkaEstimator { kBiased, kUnbiased };
+
+// Linear CKA of X [n, d1] and Y [n, d2] (same rows) through the Gram
+// matrices K = X X^T, L = Y Y^T, in float64 whatever the inputs' dtype:
+//   biased:   HSIC = <HKH, HLH>_F (H the centring matrix; its 1/(n-1)^2
+//             cancels in CKA), needs n >= 2;
+//   unbiased: K~, L~ = K, L with zeroed diagonals,
+//             HSIC = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2))
+//                     - 2/(n-2) 1'K~L~1] / (n(n-3)), needs n >= 4.
+// CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)); 0 when a self-HSIC is not
+// > 1e-20 ||K||_F^2 (a constant representation up to rounding). Throws c10::Error on bad shapes or too few rows.
+double LinearCka(const at::Tensor& x, const at::Tensor& y,
+                 CkaEstimator estimator);
+
+// Per-prompt Gram quantities of one representation point for the CKA
+// metrics, batched over B prompts (undefined tensors for an estimator that is
+// not asked for).
+struct CkaGramStats {
+  at::Tensor centred;        // H K H                   [B, n, n]
+  at::Tensor centred_self;   // <HKH, HKH>_F            [B]
+  at::Tensor zeroed;         // K~: K, zero diagonal    [B, n, n]
+  at::Tensor row_sums;       // K~ 1                    [B, n]
+  at::Tensor total;          // 1' K~ 1                 [B]
+  at::Tensor unbiased_self;  // unbiased HSIC(K, K)     [B]
+  at::Tensor gram_energy;    // ||K||_F^2               [B]
+};
 
 struct StatKey {
   std::string metric;
@@ -68,16 +125,24 @@ class LayerMetricAccumulator {
 
  private:
   void Add(int64_t row, const at::Tensor& per_prompt);
+  bool Has(LayerMetric metric) const {
+    return row_[static_cast<int>(metric)] >= 0;
+  }
+  int64_t RowOf(LayerMetric metric) const {
+    return row_[static_cast<int>(metric)];
+  }
 
   std::vector<LayerMetric> metrics_;
   int64_t num_layers_;
   std::vector<StatKey> keys_;
-  int64_t adjacent_row_ = -1;    // first row of adjacent_cos, or -1
-  int64_t intertoken_row_ = -1;  // first row of intertoken_cos, or -1
+  std::array<int64_t, kNumLayerMetrics> row_;  // first row of each, or -1
   at::Tensor sums_;
   int64_t next_point_ = 0;
   at::Tensor previous_;       // float64 [B, n, d] of the last residual point
   at::Tensor previous_norm_;  // [B, n]
+  std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
+  CkaGramStats previous_gram_;   // of the last residual point (CKA only)
+  at::Tensor path_;           // running path_energy [B]
 };
 
 }  // namespace layerflow::worker

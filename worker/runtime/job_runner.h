@@ -23,7 +23,10 @@ struct JobConfig {
   std::string dataset = "kvpr";
   int32_t num_classes = 11;
   int32_t context_length = 256;  // target tokens per prompt
-  std::vector<std::string> analyses;  // "adjacent_cos", "intertoken_cos"
+  // "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
+  // "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
+  // "cka_biased" (worker/analysis/layer_metrics.h, docs/metrics.md)
+  std::vector<std::string> analyses;
   int32_t num_prompts = 8;
   int32_t prompts_per_chunk = 2;
   std::string dtype = "fp32";  // "fp32" | "bf16" | "fp16"
