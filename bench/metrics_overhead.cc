@@ -1,0 +1,112 @@
+// How much the on-device analysis adds to a forward pass (Analysis issue:
+// at most 15% for all metrics, 8 prompts x 2048 tokens, a 1.4B-size model).
+//
+//   bench_metrics_overhead [--model pythia-1.4b] [--dtype bf16] [--prompts 8]
+//                          [--tokens 2048] [--reps 5]
+//
+// Times, on CUDA when present (else the CPU), the median of --reps runs of:
+//   forward        the model's forward with a callback that keeps nothing
+//   + default      forward + adjacent_cos, intertoken_cos
+//   + all          forward + every metric of worker/analysis (CKA included)
+// Each run ends with a device-to-host copy, so queued kernels are counted.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <c10/core/InferenceMode.h>
+
+#include "worker/analysis/layer_metrics.h"
+#include "worker/model/gpt_neox.h"
+#include "worker/model/model_config.h"
+
+namespace lw = layerflow::worker;
+
+namespace {
+
+std::string Flag(int argc, char** argv, const char* name, const char* fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  }
+  return fallback;
+}
+
+template <typename F>
+double MedianMs(int reps, F&& run) {
+  for (int i = 0; i < 2; ++i) run();  // warm-up: allocator, kernels, caches
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    ms.push_back(std::chrono::duration<double, std::milli>(
+                     std::chrono::steady_clock::now() - t0)
+                     .count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string model_name = Flag(argc, argv, "--model", "pythia-1.4b");
+  const std::string dtype_name = Flag(argc, argv, "--dtype", "bf16");
+  const int64_t prompts = std::atoll(Flag(argc, argv, "--prompts", "8").c_str());
+  const int64_t tokens = std::atoll(Flag(argc, argv, "--tokens", "2048").c_str());
+  const int reps = std::atoi(Flag(argc, argv, "--reps", "5").c_str());
+
+  c10::InferenceMode guard;
+  const c10::Device device =
+      at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  auto preset = lw::FindModelPreset(model_name);
+  auto dtype = lw::ParseDtype(dtype_name);
+  if (!preset.ok() || !dtype.ok()) {
+    std::fprintf(stderr, "error: %s\n",
+                 (!preset.ok() ? preset.status() : dtype.status()).ToString().c_str());
+    return 2;
+  }
+  auto model = lw::GptNeoXModel::CreateRandom(preset->gpt_neox, lw::InitScheme{}, 0,
+                                              device, *dtype);
+  if (!model.ok()) {
+    std::fprintf(stderr, "error: %s\n", model.status().ToString().c_str());
+    return 1;
+  }
+  const int64_t L = (*model)->num_layers();
+  at::Tensor ids = at::randint(0, 256, {prompts, tokens},
+                               at::TensorOptions().dtype(at::kLong).device(device));
+
+  const double forward_ms = MedianMs(reps, [&] {
+    at::Tensor last;
+    (*model)->Forward(ids, [&](int64_t, const at::Tensor& h) { last = h; });
+    (void)last.sum().item<double>();
+  });
+  auto with_metrics = [&](const std::vector<std::string>& names) {
+    const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(names);
+    return MedianMs(reps, [&] {
+      lw::LayerMetricAccumulator acc(metrics, L, device);
+      (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
+      acc.EndBatch();
+      (void)acc.sums().cpu();
+    });
+  };
+  const double default_ms = with_metrics({"adjacent_cos", "intertoken_cos"});
+  const double all_ms = with_metrics({"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
+                                      "token_dispersion", "step_energy", "path_energy",
+                                      "cka_unbiased", "cka_biased"});
+
+  std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
+              model_name.c_str(), static_cast<long long>(L), dtype_name.c_str(),
+              static_cast<long long>(prompts), static_cast<long long>(tokens),
+              device.str().c_str(), reps);
+  std::printf("forward            %9.1f ms\n", forward_ms);
+  std::printf("forward + default  %9.1f ms  (+%.1f%%)\n", default_ms,
+              100.0 * (default_ms / forward_ms - 1));
+  std::printf("forward + all      %9.1f ms  (+%.1f%%)\n", all_ms,
+              100.0 * (all_ms / forward_ms - 1));
+  return 0;
+}
