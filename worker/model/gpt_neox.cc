@@ -175,6 +175,34 @@ absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateRandom(
   }
 }
 
+absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateEmpty(
+    const GptNeoXConfig& config, c10::Device device, c10::ScalarType dtype) {
+  if (absl::Status s = Validate(config); !s.ok()) return s;
+  if (dtype != c10::kFloat && dtype != c10::kBFloat16 && dtype != c10::kHalf) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dtype: unsupported ", c10::toString(dtype)));
+  }
+  try {
+    c10::InferenceMode guard;
+    std::unique_ptr<GptNeoXModel> model(new GptNeoXModel(config));
+    model->AddParameters();
+    // Straight on the device: no CPU float32 copy of a large model.
+    for (auto& [name, tensor] : model->params_.items()) {
+      tensor = at::empty(tensor.sizes(),
+                         at::TensorOptions().device(device).dtype(dtype));
+    }
+    model->device_ = device;
+    model->dtype_ = dtype;
+    model->Bind();
+    return model;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("gpt_neox alloc: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("gpt_neox alloc: ", e.what()));
+  }
+}
+
 std::unique_ptr<GptNeoXModel> GptNeoXModel::Replicate(c10::Device device) const {
   c10::InferenceMode guard;
   std::unique_ptr<GptNeoXModel> copy(new GptNeoXModel(config_));

@@ -50,6 +50,12 @@ class GptNeoXModel {
       const GptNeoXConfig& config, const InitScheme& scheme, uint64_t seed,
       c10::Device device, c10::ScalarType dtype);
 
+  // Every parameter allocated (uninitialised) on `device` in `dtype`, for a
+  // checkpoint loader to copy_ into (worker/model/gpt_neox_checkpoint.h).
+  // Same errors as CreateRandom.
+  static absl::StatusOr<std::unique_ptr<GptNeoXModel>> CreateEmpty(
+      const GptNeoXConfig& config, c10::Device device, c10::ScalarType dtype);
+
   // A copy of every parameter on `device` (same dtype): the per-GPU replica.
   std::unique_ptr<GptNeoXModel> Replicate(c10::Device device) const;
 
