@@ -1,12 +1,14 @@
 #include "server/core/coordinator_core.h"
 
 #include <chrono>
+#include <optional>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "server/core/chunk_validation.h"
+#include "server/derived/derived_rows.h"
 #include "server/spec/sweep_spec.h"
 
 namespace layerflow::server {
@@ -102,10 +104,20 @@ absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::CancelSweep(
 absl::StatusOr<layerflow::v1::QueryResultsResponse> CoordinatorCore::QueryResults(
     const layerflow::v1::QueryResultsRequest& request) {
   LF_RETURN_IF_ERROR(Required("sweep_id", request.sweep_id()));
-  ResultFilter filter{request.sweep_id(), request.model(), request.metric(),
+  // Derived rows (v_loc, v_glob, cubic; server/derived) are functions of a
+  // job's merged series: a filter naming one reads its base metric from the
+  // store and returns only that derived metric; no filter returns both.
+  const std::optional<derived::DerivedMetricName> derived_metric =
+      derived::ParseDerivedMetric(request.metric());
+  ResultFilter filter{request.sweep_id(), request.model(),
+                      derived_metric.has_value() ? derived_metric->base
+                                                 : request.metric(),
                       request.job_id()};
   LF_ASSIGN_OR_RETURN(std::vector<layerflow::v1::ResultRow> rows,
                       store_->QueryResults(filter));
+  if (derived_metric.has_value() || request.metric().empty()) {
+    rows = derived::AppendDerivedRows(std::move(rows), derived_metric);
+  }
   layerflow::v1::QueryResultsResponse response;
   for (auto& row : rows) *response.add_rows() = std::move(row);
   return response;

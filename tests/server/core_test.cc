@@ -136,6 +136,50 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
   EXPECT_EQ(sweep.chunks_committed(), 0);
 }
 
+TEST_F(CoreTest, QueryResultsAddsDerivedRowsThatObeyTheMetricFilter) {
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(Spec(2, 2)));
+  const std::string worker = Register();
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(worker);
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(lease_request));
+  ASSERT_TRUE(lease.leased());
+  v1::ResultChunk chunk;
+  chunk.set_job_id(lease.job().job_id());
+  chunk.set_lease_id(lease.lease_id());
+  chunk.set_sequence(0);
+  for (int l = 0; l < 6; ++l) {  // adjacent_cos = l/10 over 6 pairs
+    v1::MetricStat* stat = chunk.add_stats();
+    stat->set_metric("adjacent_cos");
+    stat->set_layer(l);
+    stat->set_sum(2 * 0.1 * l);
+    stat->set_sum_sq(2 * 0.01 * l * l);
+    stat->set_count(2);
+  }
+  LF_ASSERT_OK(core_->CommitChunk(chunk).status());
+
+  v1::QueryResultsRequest request;
+  request.set_sweep_id(submitted.sweep_id());
+  LF_ASSERT_OK_AND_ASSIGN(auto all, core_->QueryResults(request));
+  ASSERT_EQ(all.rows_size(), 6 + 6);
+  EXPECT_EQ(all.rows(6).metric(), "cubic(adjacent_cos)");
+  EXPECT_EQ(all.rows(11).metric(), "v_loc(adjacent_cos)");
+
+  request.set_metric("adjacent_cos");
+  LF_ASSERT_OK_AND_ASSIGN(auto base, core_->QueryResults(request));
+  EXPECT_EQ(base.rows_size(), 6);
+
+  request.set_metric("v_glob(adjacent_cos)");
+  LF_ASSERT_OK_AND_ASSIGN(auto v_glob, core_->QueryResults(request));
+  ASSERT_EQ(v_glob.rows_size(), 1);
+  EXPECT_EQ(v_glob.rows(0).metric(), "v_glob(adjacent_cos)");
+  EXPECT_NEAR(v_glob.rows(0).value(), 0.01 * 35.0 / 12.0, 1e-15);
+  EXPECT_EQ(v_glob.rows(0).count(), 6);
+
+  request.set_metric("v_glob(intertoken_cos)");
+  LF_ASSERT_OK_AND_ASSIGN(auto none, core_->QueryResults(request));
+  EXPECT_EQ(none.rows_size(), 0);
+}
+
 TEST_F(CoreTest, ReaperRequeuesThenFailsWithFakeClock) {
   LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(Spec()));
   v1::LeaseJobRequest lease_request;
