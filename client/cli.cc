@@ -285,6 +285,7 @@ struct ResultsFlags {
   std::string model;
   std::string metric;
   std::string job_id;
+  bool summary = false;
 };
 
 int Results(const CliEnvironment& env, const GlobalFlags& global,
@@ -299,7 +300,8 @@ int Results(const CliEnvironment& env, const GlobalFlags& global,
   request.set_job_id(flags.job_id);
   absl::StatusOr<std::vector<v1::ResultRow>> rows = client.QueryResults(request);
   if (!rows.ok()) return Fail(env, rows.status());
-  *env.out << FormatResults(*rows, *format);
+  *env.out << (flags.summary ? FormatResultsSummary(*rows, *format)
+                             : FormatResults(*rows, *format));
   return kExitOk;
 }
 
@@ -392,6 +394,10 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   results->add_option("--metric", results_flags.metric,
                       "Only this metric, e.g. adjacent_cos (default: all)");
   results->add_option("--job", results_flags.job_id, "Only this job (default: all)");
+  results->add_flag("--summary", results_flags.summary,
+                    "Headline figures per configuration (seeds averaged): "
+                    "intertoken_cos peak and final, path_energy, mean adjacent_cos, "
+                    "v_loc / v_glob");
 
   std::string cancel_id;
   CLI::App* cancel =

@@ -4,11 +4,15 @@
 #include <algorithm>
 #include <charconv>
 #include <map>
+#include <optional>
+#include <tuple>
+#include <utility>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -127,7 +131,17 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
                     " · context ", first.context_length(), " · job ", job_id, "\n");
     std::set<std::string> metrics;
     std::map<int, std::map<std::string, std::string>> cells;  // layer -> metric -> cell
+    std::vector<std::string> derived;  // "v_loc(x) = ..." after the grid
     for (const v1::ResultRow* row : job_rows) {
+      // Derived rows (the coordinator's "v_loc(x)", "cubic(x)", ...) are
+      // not per-layer values: v_loc / v_glob go on one line under the grid,
+      // the cubic coefficients only to CSV / JSON.
+      if (row->metric().find('(') != std::string::npos) {
+        if (absl::StartsWith(row->metric(), "v_")) {
+          derived.push_back(absl::StrFormat("%s = %.3e", row->metric(), row->value()));
+        }
+        continue;
+      }
       metrics.insert(row->metric());
       cells[row->layer()][row->metric()] =
           absl::StrFormat("%.4f ± %.4f", row->value(), row->std());
@@ -143,7 +157,10 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
       }
       table.push_back(std::move(line));
     }
-    out += RenderTable(header, std::vector<Align>(header.size(), Align::kRight), table);
+    if (!table.empty()) {
+      out += RenderTable(header, std::vector<Align>(header.size(), Align::kRight), table);
+    }
+    if (!derived.empty()) absl::StrAppend(&out, absl::StrJoin(derived, " · "), "\n");
   }
   return out;
 }
@@ -193,6 +210,168 @@ std::string FormatResults(absl::Span<const v1::ResultRow> rows, OutputFormat for
       break;
   }
   return FormatResultsTable(rows);
+}
+
+namespace {
+
+// One line of the summary: a job, or the jobs of one configuration that
+// differ only in their seed.
+struct SummaryGroup {
+  std::string model, init_scheme, dataset;
+  int32_t context_length = 0;
+  std::vector<int64_t> seeds;
+  std::vector<std::string> job_ids;
+  // Seed-mean series: layer -> (sum over seeds, seeds with a value).
+  std::map<int, std::pair<double, int>> intertoken, adjacent;
+  // Per-job scalars, averaged over the jobs that have them.
+  std::pair<double, int> path_energy{0, 0}, v_loc{0, 0}, v_glob{0, 0};
+};
+
+std::optional<double> Mean(const std::pair<double, int>& acc) {
+  if (acc.second == 0) return std::nullopt;
+  return acc.first / acc.second;
+}
+
+struct SummaryLine {
+  const SummaryGroup* group;
+  std::optional<int> peak_layer;
+  std::optional<double> peak, final_value, path_energy, mean_adjacent, v_loc, v_glob;
+};
+
+std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
+                                   std::vector<SummaryGroup>& groups) {
+  using Key = std::tuple<std::string, std::string, std::string, int32_t>;
+  std::map<Key, size_t> index;
+  groups.clear();
+  groups.reserve(rows.size());
+  for (const v1::ResultRow& row : rows) {
+    const Key key{row.model(), row.init_scheme(), row.dataset(), row.context_length()};
+    auto [it, inserted] = index.try_emplace(key, groups.size());
+    if (inserted) {
+      SummaryGroup& g = groups.emplace_back();
+      g.model = row.model();
+      g.init_scheme = row.init_scheme();
+      g.dataset = row.dataset();
+      g.context_length = row.context_length();
+    }
+    SummaryGroup& g = groups[it->second];
+    if (std::find(g.job_ids.begin(), g.job_ids.end(), row.job_id()) == g.job_ids.end()) {
+      g.job_ids.push_back(row.job_id());
+      g.seeds.push_back(row.seed());
+    }
+    auto add = [&](std::pair<double, int>& acc) {
+      acc.first += row.value();
+      acc.second += 1;
+    };
+    if (row.count() <= 0) continue;
+    const std::string& m = row.metric();
+    if (m == "intertoken_cos") add(g.intertoken[row.layer()]);
+    if (m == "adjacent_cos") add(g.adjacent[row.layer()]);
+    if (m == "path_energy") add(g.path_energy);
+    if (m == "v_loc(intertoken_cos)") add(g.v_loc);
+    if (m == "v_glob(intertoken_cos)") add(g.v_glob);
+  }
+  std::vector<SummaryLine> lines;
+  for (const SummaryGroup& g : groups) {
+    SummaryLine line{&g};
+    for (const auto& [layer, acc] : g.intertoken) {
+      const double mean = acc.first / acc.second;
+      if (!line.peak.has_value() || mean > *line.peak) {
+        line.peak = mean;
+        line.peak_layer = layer;
+      }
+      line.final_value = mean;  // the highest layer comes last
+    }
+    if (!g.adjacent.empty()) {
+      double total = 0;
+      for (const auto& [layer, acc] : g.adjacent) total += acc.first / acc.second;
+      line.mean_adjacent = total / g.adjacent.size();
+    }
+    line.path_energy = Mean(g.path_energy);
+    line.v_loc = Mean(g.v_loc);
+    line.v_glob = Mean(g.v_glob);
+    lines.push_back(line);
+  }
+  return lines;
+}
+
+std::string Fixed(const std::optional<double>& v) {
+  return v.has_value() ? absl::StrFormat("%.4f", *v) : "-";
+}
+std::string Sci(const std::optional<double>& v) {
+  return v.has_value() ? absl::StrFormat("%.3e", *v) : "-";
+}
+
+}  // namespace
+
+std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
+                                 OutputFormat format) {
+  std::vector<SummaryGroup> groups;
+  const std::vector<SummaryLine> lines = Summarize(rows, groups);
+  if (format == OutputFormat::kCsv) {
+    std::string out =
+        "model,init_scheme,dataset,context_length,seeds,jobs,peak_layer,"
+        "peak_intertoken_cos,final_intertoken_cos,path_energy,mean_adjacent_cos,"
+        "v_loc_intertoken_cos,v_glob_intertoken_cos\n";
+    auto num = [](const std::optional<double>& v) {
+      return v.has_value() ? ShortestDouble(*v) : std::string();
+    };
+    for (const SummaryLine& l : lines) {
+      const SummaryGroup& g = *l.group;
+      absl::StrAppend(
+          &out, CsvField(g.model), ",", CsvField(g.init_scheme), ",",
+          CsvField(g.dataset), ",", g.context_length, ",",
+          CsvField(absl::StrJoin(g.seeds, " ")), ",",
+          CsvField(absl::StrJoin(g.job_ids, " ")), ",",
+          l.peak_layer.has_value() ? absl::StrCat(*l.peak_layer) : "", ",",
+          num(l.peak), ",", num(l.final_value), ",", num(l.path_energy), ",",
+          num(l.mean_adjacent), ",", num(l.v_loc), ",", num(l.v_glob), "\n");
+    }
+    return out;
+  }
+  if (format == OutputFormat::kJson) {
+    nlohmann::ordered_json array = nlohmann::ordered_json::array();
+    auto num = [](const std::optional<double>& v) {
+      return v.has_value() ? nlohmann::ordered_json(*v) : nlohmann::ordered_json();
+    };
+    for (const SummaryLine& l : lines) {
+      const SummaryGroup& g = *l.group;
+      array.push_back(
+          {{"model", g.model},
+           {"init_scheme", g.init_scheme},
+           {"dataset", g.dataset},
+           {"context_length", g.context_length},
+           {"seeds", g.seeds},
+           {"jobs", g.job_ids},
+           {"peak_layer", l.peak_layer.has_value() ? nlohmann::ordered_json(*l.peak_layer)
+                                                   : nlohmann::ordered_json()},
+           {"peak_intertoken_cos", num(l.peak)},
+           {"final_intertoken_cos", num(l.final_value)},
+           {"path_energy", num(l.path_energy)},
+           {"mean_adjacent_cos", num(l.mean_adjacent)},
+           {"v_loc_intertoken_cos", num(l.v_loc)},
+           {"v_glob_intertoken_cos", num(l.v_glob)}});
+    }
+    return array.dump(2) + "\n";
+  }
+  if (lines.empty()) return "(no results)\n";
+  const std::vector<std::string> header = {
+      "model", "init", "dataset", "context", "seeds", "peak layer", "peak itc",
+      "final itc", "path_energy", "mean adj_cos", "v_loc(itc)", "v_glob(itc)"};
+  std::vector<Align> align(header.size(), Align::kRight);
+  for (int c = 0; c < 3; ++c) align[c] = Align::kLeft;
+  std::vector<std::vector<std::string>> table;
+  for (const SummaryLine& l : lines) {
+    const SummaryGroup& g = *l.group;
+    table.push_back({g.model, g.init_scheme, g.dataset, absl::StrCat(g.context_length),
+                     absl::StrJoin(g.seeds, ","),
+                     l.peak_layer.has_value() ? LayerLabel(g.model, *l.peak_layer) : "-",
+                     Fixed(l.peak), Fixed(l.final_value), Fixed(l.path_energy),
+                     Fixed(l.mean_adjacent), Sci(l.v_loc), Sci(l.v_glob)});
+  }
+  return RenderTable(header, align, table) +
+         "itc = intertoken_cos; several seeds: the mean over seeds "
+         "(peak and final of the seed-mean series)\n";
 }
 
 std::string FormatProgressLine(const v1::Sweep& sweep, int bar_width) {

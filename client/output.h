@@ -33,6 +33,20 @@ std::string FormatResultsJson(absl::Span<const v1::ResultRow> rows);
 
 std::string FormatResults(absl::Span<const v1::ResultRow> rows, OutputFormat format);
 
+// `layerflow results --summary`: one line per configuration (model, init
+// scheme, data set, context length), in order of first appearance; jobs
+// that differ only in their seed are averaged (per-layer series averaged
+// over seeds first, then the peak and final of that mean series; scalars
+// averaged over the jobs that have them). Columns: the layer where
+// intertoken_cos peaks and its value, the final (highest) layer's
+// intertoken_cos, path_energy, the mean over layers of adjacent_cos, and
+// v_loc / v_glob of intertoken_cos (the coordinator's derived rows). A
+// figure whose rows are absent shows "-" (table) or empty / null (CSV /
+// JSON). The table ends with a legend line; empty input gives
+// "(no results)\n" as a table.
+std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
+                                 OutputFormat format);
+
 // "[=======>            ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks"
 // The bar follows committed chunks (jobs when the sweep reports no chunks);
 // cancelled and queued counts are appended only when non-zero.

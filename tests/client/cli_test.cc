@@ -304,6 +304,17 @@ TEST_F(CliTest, ResultsPassesFiltersAndFormats) {
   EXPECT_EQ(out_.str(), FormatResultsJson(fake_.rows));
 }
 
+TEST_F(CliTest, ResultsSummaryPrintsHeadlineFigures) {
+  fake_.rows = {ResultRow("intertoken_cos", 0, 0.5), ResultRow("intertoken_cos", 1, 0.25),
+                ResultRow("adjacent_cos", 0, 0.75)};
+  EXPECT_EQ(Cli({"results", "sw-1", "--summary"}), 0) << err_.str();
+  EXPECT_EQ(fake_.query_request.metric(), "");
+  EXPECT_EQ(out_.str(), FormatResultsSummary(fake_.rows, OutputFormat::kTable));
+  EXPECT_THAT(out_.str(), ::testing::HasSubstr("peak layer"));
+  EXPECT_EQ(Cli({"results", "sw-1", "--summary", "--format", "csv"}), 0);
+  EXPECT_EQ(out_.str(), FormatResultsSummary(fake_.rows, OutputFormat::kCsv));
+}
+
 TEST_F(CliTest, JobsFiltersByState) {
   v1::Job job;
   job.set_job_id("j1");

@@ -237,5 +237,90 @@ TEST(OutputFormatTest, Parse) {
   EXPECT_EQ(ParseOutputFormat("xml").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ResultsTableTest, DerivedRowsGoUnderTheGrid) {
+  std::vector<v1::ResultRow> rows = {
+      Row("j1", "m", "reference", 0, 64, "adjacent_cos", 0, 0.5, 0.25),
+      Row("j1", "m", "reference", 0, 64, "cubic(adjacent_cos)", 0, 0.5, 0, 5),
+      Row("j1", "m", "reference", 0, 64, "v_glob(adjacent_cos)", 0, 0.03125, 0, 5),
+      Row("j1", "m", "reference", 0, 64, "v_loc(adjacent_cos)", 0, 0.0009765625, 0, 5)};
+  EXPECT_EQ(FormatResultsTable(rows),
+            "model m · init reference · seed 0 · dataset kvpr · context 64 · job j1\n"
+            "layer |    adjacent_cos\n"
+            "------+----------------\n"
+            "    0 | 0.5000 ± 0.2500\n"
+            "v_glob(adjacent_cos) = 3.125e-02 · v_loc(adjacent_cos) = 9.766e-04\n");
+}
+
+// Two seeds of one configuration (averaged; dyadic values, so the means
+// are exact) and a second configuration
+// without path_energy or derived rows.
+std::vector<v1::ResultRow> SummaryRows() {
+  std::vector<v1::ResultRow> rows;
+  const double itc1[] = {0.25, 0.625, 0.375, 0.25}, itc2[] = {0.375, 0.125, 0.875, 0.5};
+  for (int l = 0; l < 4; ++l) {
+    rows.push_back(Row("j1", "m", "reference", 1, 64, "intertoken_cos", l, itc1[l], 0));
+  }
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "adjacent_cos", 0, 0.875, 0));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "adjacent_cos", 1, 0.75, 0));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "path_energy", 0, 1.5, 0));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "v_loc(intertoken_cos)", 0, 0.0009765625, 0, 4));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "v_glob(intertoken_cos)", 0, 0.015625, 0, 4));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "cubic(intertoken_cos)", 0, 9.0, 0, 4));
+  for (int l = 0; l < 4; ++l) {
+    rows.push_back(Row("j2", "m", "reference", 2, 64, "intertoken_cos", l, itc2[l], 0));
+  }
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "adjacent_cos", 0, 0.75, 0));
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "adjacent_cos", 1, 0.625, 0));
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "path_energy", 0, 2.5, 0));
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "v_loc(intertoken_cos)", 0, 0.0029296875, 0, 4));
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "v_glob(intertoken_cos)", 0, 0.046875, 0, 4));
+  rows.push_back(Row("j3", "m2", "normal(0.02)", 5, 128, "intertoken_cos", 0, 0.5, 0));
+  rows.push_back(Row("j3", "m2", "normal(0.02)", 5, 128, "intertoken_cos", 1, 0.25, 0));
+  rows.push_back(Row("j3", "m2", "normal(0.02)", 5, 128, "adjacent_cos", 0, 0.125, 0));
+  return rows;
+}
+
+TEST(ResultsSummaryTest, TableAveragesSeedsAndMarksMissingFigures) {
+  const std::string expected =
+      "model | init         | dataset | context | seeds | peak layer | peak itc | final itc | path_energy | mean adj_cos | v_loc(itc) | v_glob(itc)\n"
+      "------+--------------+---------+---------+-------+------------+----------+-----------+-------------+--------------+------------+------------\n"
+      "m     | reference    | kvpr    |      64 |   1,2 |          2 |   0.6250 |    0.3750 |      2.0000 |       0.7500 |  1.953e-03 |   3.125e-02\n"
+      "m2    | normal(0.02) | kvpr    |     128 |     5 |          0 |   0.5000 |    0.2500 |           - |       0.1250 |          - |           -\n"
+      "itc = intertoken_cos; several seeds: the mean over seeds (peak and final of the seed-mean series)\n";
+  EXPECT_EQ(FormatResultsSummary(SummaryRows(), OutputFormat::kTable), expected);
+}
+
+TEST(ResultsSummaryTest, PeakAtTheFinalNormIsLabelledFinal) {
+  // pythia-14m has 6 blocks: layer 7 is the final norm.
+  std::vector<v1::ResultRow> rows = {
+      Row("j1", "pythia-14m", "reference", 0, 64, "intertoken_cos", 6, 0.5, 0),
+      Row("j1", "pythia-14m", "reference", 0, 64, "intertoken_cos", 7, 0.75, 0)};
+  const std::string table = FormatResultsSummary(rows, OutputFormat::kTable);
+  EXPECT_THAT(table, ::testing::HasSubstr("|      final |   0.7500 |    0.7500 |"));
+}
+
+TEST(ResultsSummaryTest, CsvAndJson) {
+  const std::string csv = FormatResultsSummary(SummaryRows(), OutputFormat::kCsv);
+  EXPECT_EQ(csv,
+            "model,init_scheme,dataset,context_length,seeds,jobs,peak_layer,"
+            "peak_intertoken_cos,final_intertoken_cos,path_energy,mean_adjacent_cos,"
+            "v_loc_intertoken_cos,v_glob_intertoken_cos\n"
+            "m,reference,kvpr,64,1 2,j1 j2,2,0.625,0.375,2,0.75,0.001953125,0.03125\n"
+            "m2,normal(0.02),kvpr,128,5,j3,0,0.5,0.25,,0.125,,\n");
+  const nlohmann::json json = nlohmann::json::parse(
+      FormatResultsSummary(SummaryRows(), OutputFormat::kJson));
+  ASSERT_EQ(json.size(), 2u);
+  EXPECT_EQ(json[0]["seeds"], nlohmann::json({1, 2}));
+  EXPECT_EQ(json[0]["peak_layer"], 2);
+  EXPECT_DOUBLE_EQ(json[0]["path_energy"].get<double>(), 2.0);
+  EXPECT_TRUE(json[1]["path_energy"].is_null());
+  EXPECT_TRUE(json[1]["v_loc_intertoken_cos"].is_null());
+}
+
+TEST(ResultsSummaryTest, EmptyInput) {
+  EXPECT_EQ(FormatResultsSummary({}, OutputFormat::kTable), "(no results)\n");
+  EXPECT_EQ(FormatResultsSummary({}, OutputFormat::kJson), "[]\n");
+}
+
 }  // namespace
 }  // namespace layerflow::client
