@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Checks a layerflow-inspect output file against transformers.
+
+Reads --states (written by layerflow-inspect on --checkpoint, an fp32
+checkpoint of the fixture), loads the checkpoint with
+GPTNeoXForCausalLM.from_pretrained, runs the file's input_ids and compares:
+HF hidden_states[k] (k < L) with layer.k, hidden_states[L] with final, and
+logits. Fails (exit 1) when max |diff| > 1e-4 x max |reference| anywhere,
+or when the file's layout (names, shapes, dtypes, metadata) is not the
+documented one. Also checks that the file opens with the reference
+safetensors library, i.e. that our writer is valid.
+"""
+
+import argparse
+import sys
+
+import torch
+from safetensors import safe_open
+from transformers import GPTNeoXForCausalLM
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--states", required=True)
+    args = p.parse_args()
+    model = GPTNeoXForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32).eval()
+    L = model.config.num_hidden_layers
+    with safe_open(args.states, "pt") as f:
+        meta = f.metadata()
+        names = set(f.keys())
+        states = {k: f.get_tensor(k) for k in names}
+    expected = {"input_ids", "final", "logits"} | {f"layer.{k}" for k in range(L + 1)}
+    ok = True
+    if names != expected:
+        print(f"names: got {sorted(names)}, expected {sorted(expected)}")
+        ok = False
+    for key in ("model", "dtype", "layout", "tokenizer", "layers"):
+        if key not in meta:
+            print(f"__metadata__ lacks {key}: {meta}")
+            ok = False
+    ids = states["input_ids"]
+    assert ids.dtype == torch.int64 and ids.dim() == 1, ids
+    with torch.no_grad():
+        out = model(input_ids=ids.unsqueeze(0), output_hidden_states=True)
+    pairs = [(f"layer.{k}", out.hidden_states[k][0]) for k in range(L)]
+    pairs += [("final", out.hidden_states[L][0]), ("logits", out.logits[0])]
+    for name, ref in pairs:
+        ours = states[name]
+        if ours.dtype != torch.float32 or ours.shape != ref.shape:
+            print(f"{name}: {ours.dtype} {tuple(ours.shape)}, expected float32 "
+                  f"{tuple(ref.shape)}")
+            ok = False
+            continue
+        err = ((ours - ref).abs().max() / ref.abs().max()).item()
+        print(f"{name}: max rel err {err:.2e}")
+        ok &= err <= 1e-4
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+// layerflow-inspect: runs one model on one text and writes every layer's
+// hidden states to a safetensors file, for looking at representations
+// outside layerflow (numpy, safetensors, torch) or checking them against
+// another implementation (docs/models.md).
+//
+//   layerflow-inspect --model EleutherAI/pythia-160m --text "Hello" --out h.safetensors
+//
+// Output tensors (METHODS.md, "Representations"; one prompt, no batch dim):
+//   input_ids  I64 [tokens]
+//   layer.0    F32 [tokens, hidden]  embedding output
+//   layer.l    F32 [tokens, hidden]  residual stream after block l (1..L)
+//   final      F32 [tokens, hidden]  final-norm output
+//   logits     F32 [tokens, vocab]   with --logits
+// and __metadata__: model, source, dtype, tokenizer, init, seed, layers,
+// layout. Linked with LibTorch, so it is its own binary: the `layerflow` CLI
+// never links LibTorch (worker/service/worker_process.h says why).
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/gpt_neox.h"
+#include "worker/model/gpt_neox_checkpoint.h"
+#include "worker/tokenizer/bpe_tokenizer.h"
+#include "worker/tokenizer/byte_tokenizer.h"
+
+namespace layerflow::worker {
+namespace {
+
+struct InspectOptions {
+  std::string model;
+  std::string init;  // empty: "reference" for presets; not allowed for checkpoints
+  uint64_t seed = 0;
+  std::string text;
+  std::string out;
+  std::string dtype = "fp32";
+  std::string device = "cpu";
+  bool logits = false;
+};
+
+bool IsFile(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+absl::Status Inspect(const InspectOptions& o) {
+  absl::StatusOr<c10::ScalarType> dtype = ParseDtype(o.dtype);
+  if (!dtype.ok()) return dtype.status();
+  absl::StatusOr<ModelSource> source = ResolveModelSource(o.model);
+  if (!source.ok()) return source.status();
+  c10::Device device(c10::kCPU);
+  if (o.device == "cuda") {
+    if (!at::hasCUDA()) return absl::FailedPreconditionError("--device cuda: no CUDA device");
+    device = c10::Device(c10::kCUDA, 0);
+  }
+
+  std::unique_ptr<GptNeoXModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string source_text;
+  std::vector<std::pair<std::string, std::string>> metadata = {{"model", o.model}};
+  if (source->kind == ModelSource::Kind::kCheckpoint) {
+    if (!o.init.empty()) {
+      return absl::InvalidArgumentError(
+          "--init applies to presets only; a checkpoint brings its own weights");
+    }
+    absl::StatusOr<std::unique_ptr<GptNeoXModel>> loaded =
+        LoadGptNeoXCheckpoint(source->dir, *dtype, device);
+    if (!loaded.ok()) return loaded.status();
+    model = *std::move(loaded);
+    metadata.emplace_back("source", source->dir);
+    const std::string tok_path = source->dir + "/tokenizer.json";
+    if (IsFile(tok_path)) {
+      absl::StatusOr<std::unique_ptr<Tokenizer>> bpe = LoadBpeTokenizer(tok_path);
+      if (!bpe.ok()) return bpe.status();
+      tokenizer = *std::move(bpe);
+      metadata.emplace_back("tokenizer", tok_path);
+    }
+  } else {
+    if (source->preset.architecture != "gpt_neox") {
+      return absl::UnimplementedError(absl::StrCat(
+          "preset ", source->preset.name, ": architecture ",
+          source->preset.architecture, " is not supported by layerflow-inspect yet"));
+    }
+    const std::string init = o.init.empty() ? "reference" : o.init;
+    absl::StatusOr<InitScheme> scheme = ParseInitScheme(init);
+    if (!scheme.ok()) return scheme.status();
+    absl::StatusOr<std::unique_ptr<GptNeoXModel>> created = GptNeoXModel::CreateRandom(
+        source->preset.gpt_neox, *scheme, o.seed, device, *dtype);
+    if (!created.ok()) return created.status();
+    model = *std::move(created);
+    metadata.emplace_back("source", absl::StrCat("preset ", source->preset.name));
+    metadata.emplace_back("init", init);
+    metadata.emplace_back("seed", absl::StrCat(o.seed));
+  }
+  if (tokenizer == nullptr) {
+    tokenizer = std::make_unique<ByteTokenizer>();
+    metadata.emplace_back("tokenizer", "byte");
+  }
+
+  const std::vector<int32_t> ids32 = tokenizer->Encode(o.text);
+  if (ids32.empty()) return absl::InvalidArgumentError("--text: encodes to no tokens");
+  std::vector<int64_t> ids(ids32.begin(), ids32.end());
+  for (int64_t id : ids) {
+    if (id < 0 || id >= model->config().vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", id, " (", tokenizer->name(), " tokenizer) is outside the model's vocab_size ",
+          model->config().vocab_size));
+    }
+  }
+
+  // Every point as float32 on the CPU, in order: layer.0 .. layer.L, final.
+  const int64_t L = model->num_layers();
+  std::vector<std::pair<std::string, at::Tensor>> states;
+  at::Tensor logits;
+  try {
+    c10::InferenceMode guard;
+    const at::Tensor input = at::tensor(ids, at::kLong).unsqueeze(0);
+    at::Tensor final_hidden;
+    model->Forward(input, [&](int64_t point, const at::Tensor& h) {
+      const std::string name = point <= L ? absl::StrCat("layer.", point) : "final";
+      states.emplace_back(name, h[0].to(at::kCPU, at::kFloat).contiguous());
+      if (point == L + 1) final_hidden = h;
+    });
+    if (o.logits) logits = model->Logits(final_hidden)[0].to(at::kCPU, at::kFloat).contiguous();
+  } catch (const LayerError& e) {
+    return absl::InternalError(absl::StrCat("forward failed at point ", e.layer(), ": ", e.what()));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(e.what_without_backtrace());
+  }
+
+  metadata.emplace_back("dtype", o.dtype);
+  metadata.emplace_back("layers", absl::StrCat(L));
+  metadata.emplace_back(
+      "layout",
+      "layer.0 = embedding output; layer.l = residual stream after block l "
+      "(l = 1..L); final = final-norm output; each [tokens, hidden] float32 "
+      "(METHODS.md, Representations)");
+  std::vector<SafetensorsWriteTensor> tensors;
+  tensors.push_back({"input_ids", SafetensorsDtype::kI64, {static_cast<int64_t>(ids.size())},
+                     ids.data(), ids.size() * sizeof(int64_t)});
+  auto add = [&](const std::string& name, const at::Tensor& t) {
+    tensors.push_back({name, SafetensorsDtype::kF32,
+                       std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
+                       t.data_ptr(), t.nbytes()});
+  };
+  for (const auto& [name, t] : states) add(name, t);
+  if (logits.defined()) add("logits", logits);
+  if (absl::Status s = WriteSafetensors(o.out, tensors, metadata); !s.ok()) return s;
+  std::cerr << "layerflow-inspect: " << ids.size() << " tokens, " << states.size()
+            << " points (layer.0..layer." << L << ", final) -> " << o.out << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace layerflow::worker
+
+int main(int argc, char** argv) {
+  layerflow::worker::InspectOptions o;
+  CLI::App app{
+      "layerflow-inspect: run a model on a text and write every layer's hidden "
+      "states (layer.0..layer.L, final) and input_ids to a safetensors file"};
+  app.add_option("--model", o.model,
+                 "Checkpoint folder, Hugging Face repo id in the local cache "
+                 "(e.g. EleutherAI/pythia-160m), or preset (e.g. pythia-70m)")
+      ->required();
+  app.add_option("--init", o.init,
+                 "Random-init scheme for a preset (default: reference)");
+  app.add_option("--seed", o.seed, "Seed of the random init")->capture_default_str();
+  app.add_option("--text", o.text, "The text to run")->required();
+  app.add_option("--out", o.out, "Output .safetensors file")->required();
+  app.add_option("--dtype", o.dtype, "Run precision (states are written as F32)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
+  app.add_option("--device", o.device, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_flag("--logits", o.logits, "Also write the logits [tokens, vocab]");
+  CLI11_PARSE(app, argc, argv);
+  if (absl::Status s = layerflow::worker::Inspect(o); !s.ok()) {
+    std::cerr << "error: " << absl::StatusCodeToString(s.code()) << ": " << s.message()
+              << "\n";
+    return 1;
+  }
+  return 0;
+}
