@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "client/default_sweep.h"
+#include "client/inspect_exec.h"
 #include "client/output.h"
 #include "client/sweep_file.h"
 #include "google/protobuf/util/json_util.h"
@@ -404,6 +405,15 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
       app.add_subcommand("cancel", "Cancel a sweep's queued and running jobs");
   cancel->add_option("SWEEP_ID", cancel_id, "Sweep id")->required();
 
+  // Everything after `inspect` goes to layerflow-inspect as it is (its own
+  // --help included): that binary holds the models, this one never links them.
+  CLI::App* inspect = app.add_subcommand(
+      "inspect",
+      "Write one text's per-layer hidden states to a safetensors file "
+      "(runs layerflow-inspect; `layerflow inspect --help` for its flags)");
+  inspect->prefix_command();
+  inspect->set_help_flag();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -418,6 +428,11 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   if (*jobs) return Jobs(env, global, jobs_sweep, jobs_state);
   if (*results) return Results(env, global, results_flags);
   if (*cancel) return Cancel(env, global, cancel_id);
+  if (*inspect) {
+    absl::StatusOr<int> code = RunInspect(inspect->remaining());
+    if (!code.ok()) return Fail(env, code.status());
+    return *code;
+  }
   return kExitUsage;  // unreachable: require_subcommand(1)
 }
 

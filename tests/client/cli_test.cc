@@ -450,5 +450,30 @@ TEST_F(CliTest, RunWithBadFileFailsBeforeStartingAnything) {
   EXPECT_FALSE(started);
 }
 
+// `layerflow inspect` hands every argument, --help included, to the
+// layerflow-inspect binary and returns its exit status.
+TEST_F(CliTest, InspectRunsTheInspectBinaryWithAllArguments) {
+  const std::string log = (dir_ / "inspect_args.txt").string();
+  const std::string fake = WriteFile(
+      "fake-inspect", "#!/bin/sh\nprintf '%s|' \"$@\" > " + log + "\nexit 3\n");
+  std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
+  setenv("LAYERFLOW_INSPECT_BIN", fake.c_str(), 1);
+  EXPECT_EQ(Cli({"inspect", "--model", "pythia-tiny", "--text", "a b", "--help"}, false), 3);
+  unsetenv("LAYERFLOW_INSPECT_BIN");
+  std::ifstream in(log);
+  std::string args((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(args, "--model|pythia-tiny|--text|a b|--help|");
+}
+
+TEST_F(CliTest, InspectWithoutTheBinaryIsNotFound) {
+  setenv("LAYERFLOW_INSPECT_BIN", "/nonexistent/layerflow-inspect", 1);
+  const int code = Cli({"inspect", "--model", "x"}, false);
+  unsetenv("LAYERFLOW_INSPECT_BIN");
+  // Neither beside the test binary nor in its ../worker/ (build/tests/worker).
+  EXPECT_EQ(code, kExitError);
+  EXPECT_THAT(err_.str(), StartsWith("error: NOT_FOUND: cannot find the layerflow-inspect"));
+  EXPECT_THAT(err_.str(), HasSubstr("/nonexistent/layerflow-inspect ($LAYERFLOW_INSPECT_BIN)"));
+}
+
 }  // namespace
 }  // namespace layerflow::client
