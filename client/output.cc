@@ -136,6 +136,8 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
       // Derived rows (the coordinator's "v_loc(x)", "cubic(x)", ...) are
       // not per-layer values: v_loc / v_glob go on one line under the grid,
       // the cubic coefficients only to CSV / JSON.
+      // Rows keyed by layer_b / head / position are in CSV / JSON only.
+      if (row->has_layer_b() || row->has_head() || row->has_position()) continue;
       if (row->metric().find('(') != std::string::npos) {
         if (absl::StartsWith(row->metric(), "v_")) {
           derived.push_back(absl::StrFormat("%s = %.3e", row->metric(), row->value()));
@@ -168,14 +170,17 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
 std::string FormatResultsCsv(absl::Span<const v1::ResultRow> rows) {
   std::string out =
       "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,"
-      "layer,value,std,count\n";
+      "layer,value,std,count,layer_b,head,position\n";
   for (const v1::ResultRow& row : rows) {
     absl::StrAppend(&out, CsvField(row.sweep_id()), ",", CsvField(row.job_id()), ",",
                     CsvField(row.model()), ",", CsvField(row.init_scheme()), ",",
                     row.seed(), ",", CsvField(row.dataset()), ",",
                     row.context_length(), ",", CsvField(row.metric()), ",",
                     row.layer(), ",", ShortestDouble(row.value()), ",",
-                    ShortestDouble(row.std()), ",", row.count(), "\n");
+                    ShortestDouble(row.std()), ",", row.count(), ",",
+                    row.has_layer_b() ? absl::StrCat(row.layer_b()) : "", ",",
+                    row.has_head() ? absl::StrCat(row.head()) : "", ",",
+                    row.has_position() ? absl::StrCat(row.position()) : "", "\n");
   }
   return out;
 }
@@ -195,7 +200,13 @@ std::string FormatResultsJson(absl::Span<const v1::ResultRow> rows) {
                      {"layer", row.layer()},
                      {"value", row.value()},
                      {"std", row.std()},
-                     {"count", row.count()}});
+                     {"count", row.count()},
+                     {"layer_b", row.has_layer_b() ? nlohmann::ordered_json(row.layer_b())
+                                                   : nlohmann::ordered_json()},
+                     {"head", row.has_head() ? nlohmann::ordered_json(row.head())
+                                             : nlohmann::ordered_json()},
+                     {"position", row.has_position() ? nlohmann::ordered_json(row.position())
+                                                     : nlohmann::ordered_json()}});
   }
   return array.dump(2) + "\n";
 }
@@ -263,7 +274,10 @@ std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
       acc.first += row.value();
       acc.second += 1;
     };
-    if (row.count() <= 0) continue;
+    // Keyed rows (layer_b / head / position) are not part of the series.
+    if (row.count() <= 0 || row.has_layer_b() || row.has_head() || row.has_position()) {
+      continue;
+    }
     const std::string& m = row.metric();
     if (m == "intertoken_cos") add(g.intertoken[row.layer()]);
     if (m == "adjacent_cos") add(g.adjacent[row.layer()]);

@@ -22,10 +22,16 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name);
 // the job's model, init scheme, seed, data set and context length, then one
 // row per layer with "mean ± std" per metric (metrics sorted by name; a
 // metric without a value at a layer shows "-"). Blocks are separated by a
-// blank line; empty input gives "(no results)\n".
+// blank line; empty input gives "(no results)\n". Rows with a layer_b,
+// head or position are left out (CSV / JSON carry them); derived rows
+// (coordinator's "v_loc(x)", ...) are not grid columns: v_loc / v_glob are
+// listed on one line under the job's grid, cubic coefficients left out.
 std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows);
 
 // RFC 4180 CSV with a header line; values in shortest round-trip form.
+// Columns: sweep_id, job_id, model, init_scheme, seed, dataset,
+// context_length, metric, layer, value, std, count, layer_b, head, position
+// (the last three empty when not applicable; JSON: null).
 std::string FormatResultsCsv(absl::Span<const v1::ResultRow> rows);
 
 // A JSON array of objects keyed like the CSV columns, pretty-printed.

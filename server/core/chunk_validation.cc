@@ -1,6 +1,8 @@
 #include "server/core/chunk_validation.h"
 
 #include <cmath>
+#include <optional>
+#include <utility>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -21,7 +23,7 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
   if (chunk.sequence() < 0) {
     return Invalid("chunk.sequence", absl::StrCat(chunk.sequence(), " is negative"));
   }
-  absl::flat_hash_set<std::pair<std::string, int32_t>> seen;
+  absl::flat_hash_set<std::pair<std::string, std::string>> seen;
   for (int i = 0; i < chunk.stats_size(); ++i) {
     const layerflow::v1::MetricStat& stat = chunk.stats(i);
     const std::string field = absl::StrCat("chunk.stats[", i, "]");
@@ -37,9 +39,25 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
     if (!std::isfinite(stat.sum_sq()) || stat.sum_sq() < 0) {
       return Invalid(field + ".sum_sq", "not a finite non-negative number");
     }
-    if (!seen.emplace(stat.metric(), stat.layer()).second) {
-      return Invalid(field, absl::StrCat("duplicate metric '", stat.metric(),
-                                         "' at layer ", stat.layer()));
+    // Optional key fields: absent = not applicable, present = >= 0.
+    const std::pair<const char*, std::optional<int32_t>> keys[] = {
+        {"layer_b", stat.has_layer_b() ? std::optional<int32_t>(stat.layer_b())
+                                       : std::nullopt},
+        {"head", stat.has_head() ? std::optional<int32_t>(stat.head()) : std::nullopt},
+        {"position", stat.has_position() ? std::optional<int32_t>(stat.position())
+                                         : std::nullopt}};
+    std::string where = absl::StrCat(" at layer ", stat.layer());
+    for (const auto& [name, value] : keys) {
+      if (!value.has_value()) continue;
+      if (*value < 0) {
+        return Invalid(absl::StrCat(field, ".", name),
+                       absl::StrCat(*value, " is negative"));
+      }
+      absl::StrAppend(&where, " ", name, " ", *value);
+    }
+    if (!seen.emplace(stat.metric(), where).second) {
+      return Invalid(field,
+                     absl::StrCat("duplicate metric '", stat.metric(), "'", where));
     }
   }
   for (int i = 0; i < chunk.prompt_tokens_size(); ++i) {

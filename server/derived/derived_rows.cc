@@ -47,7 +47,9 @@ std::vector<ResultRow> JobDerivedRows(absl::Span<const ResultRow> job_rows) {
   for (absl::string_view base : kSeriesMetrics) {
     std::vector<std::pair<int32_t, double>> series;
     for (const ResultRow& row : job_rows) {
-      if (row.metric() == base && row.count() > 0) {
+      // Only the plain per-layer rows (no layer_b / head / position key).
+      if (row.metric() == base && row.count() > 0 && !row.has_layer_b() &&
+          !row.has_head() && !row.has_position()) {
         series.emplace_back(row.layer(), row.value());
       }
     }

@@ -69,6 +69,33 @@ CREATE TABLE workers (
 CREATE INDEX workers_by_last_seen ON workers(last_seen_ms);
 )sql";
 
+// v3: tidy rows. chunk_stats gains layer_b, head and position, -1 meaning
+// "not applicable" (the proto's unset optional fields; NOT NULL so that
+// they take part in the primary key and in GROUP BY like any value). The
+// primary key changes, which SQLite cannot ALTER: the table is rebuilt and
+// existing stats are copied with -1 in the new columns.
+constexpr absl::string_view kV3 = R"sql(
+CREATE TABLE chunk_stats_v3 (
+  job_id   TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  metric   TEXT NOT NULL,
+  layer    INTEGER NOT NULL,
+  layer_b  INTEGER NOT NULL DEFAULT -1,
+  head     INTEGER NOT NULL DEFAULT -1,
+  position INTEGER NOT NULL DEFAULT -1,
+  sum      REAL NOT NULL,
+  sum_sq   REAL NOT NULL,
+  count    INTEGER NOT NULL,
+  PRIMARY KEY (job_id, sequence, metric, layer, layer_b, head, position),
+  FOREIGN KEY (job_id, sequence) REFERENCES chunks(job_id, sequence)
+    ON DELETE CASCADE
+);
+INSERT INTO chunk_stats_v3 (job_id, sequence, metric, layer, sum, sum_sq, count)
+  SELECT job_id, sequence, metric, layer, sum, sum_sq, count FROM chunk_stats;
+DROP TABLE chunk_stats;
+ALTER TABLE chunk_stats_v3 RENAME TO chunk_stats;
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -83,6 +110,7 @@ const std::vector<Migration>& Migrations() {
   static const std::vector<Migration>* migrations = new std::vector<Migration>{
       {1, "sweeps, jobs, chunks, chunk_stats", kV1},
       {2, "jobs.not_before_ms, workers, jobs_runnable index", kV2},
+      {3, "chunk_stats.layer_b/head/position (tidy rows)", kV3},
   };
   return *migrations;
 }

@@ -258,15 +258,19 @@ class SqliteStore final : public Store {
       LF_ASSIGN_OR_RETURN(
           Statement insert,
           db_->Prepare("INSERT INTO chunk_stats (job_id, sequence, metric, "
-                       "layer, sum, sum_sq, count) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+                       "layer, sum, sum_sq, count, layer_b, head, position) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
+      // Unset optional key fields are stored as -1 (schema v3).
       insert.Bind(1, job_id)
           .Bind(2, sequence)
           .Bind(3, stat.metric())
           .Bind(4, stat.layer())
           .Bind(5, stat.sum())
           .Bind(6, stat.sum_sq())
-          .Bind(7, stat.count());
+          .Bind(7, stat.count())
+          .Bind(8, stat.has_layer_b() ? int64_t{stat.layer_b()} : int64_t{-1})
+          .Bind(9, stat.has_head() ? int64_t{stat.head()} : int64_t{-1})
+          .Bind(10, stat.has_position() ? int64_t{stat.position()} : int64_t{-1});
       LF_RETURN_IF_ERROR(insert.Run())
           << "chunk " << sequence << " of job " << job_id;
     }
@@ -365,12 +369,12 @@ class SqliteStore final : public Store {
         Statement select,
         db_->Prepare(
             "SELECT j.job_id, j.spec, s.metric, s.layer, SUM(s.sum), "
-            "SUM(s.sum_sq), SUM(s.count) "
+            "SUM(s.sum_sq), SUM(s.count), s.layer_b, s.head, s.position "
             "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
             "WHERE j.sweep_id = ?1 AND (?2 = '' OR j.model = ?2) "
             "AND (?3 = '' OR s.metric = ?3) AND (?4 = '' OR j.job_id = ?4) "
-            "GROUP BY j.seq, s.metric, s.layer "
-            "ORDER BY j.seq, s.metric, s.layer"));
+            "GROUP BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
+            "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position"));
     select.Bind(1, filter.sweep_id)
         .Bind(2, filter.model)
         .Bind(3, filter.metric)
@@ -396,6 +400,10 @@ class SqliteStore final : public Store {
       row.set_context_length(spec.context_length());
       row.set_metric(select.Text(2));
       row.set_layer(static_cast<int32_t>(select.Int(3)));
+      // -1 in the store: not applicable, left unset in the row.
+      if (select.Int(7) >= 0) row.set_layer_b(static_cast<int32_t>(select.Int(7)));
+      if (select.Int(8) >= 0) row.set_head(static_cast<int32_t>(select.Int(8)));
+      if (select.Int(9) >= 0) row.set_position(static_cast<int32_t>(select.Int(9)));
       const double sum = select.Double(4);
       const double sum_sq = select.Double(5);
       const int64_t count = select.Int(6);

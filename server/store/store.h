@@ -118,8 +118,9 @@ class Store {
                                                       int32_t max_attempts,
                                                       int64_t backoff_base_ms) = 0;
 
-  // Merged per-(job, metric, layer) rows, in job creation order, then
-  // metric, then layer. NOT_FOUND for an unknown sweep.
+  // Merged rows per (job, metric, layer, layer_b, head, position), in job
+  // creation order, then metric, layer, layer_b, head, position (an unset
+  // optional key field sorts before 0). NOT_FOUND for an unknown sweep.
   virtual absl::StatusOr<std::vector<layerflow::v1::ResultRow>> QueryResults(
       const ResultFilter& filter) = 0;
 

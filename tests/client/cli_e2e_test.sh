@@ -81,16 +81,16 @@ YAML
     || { fail "run tiny.yaml: no layer-0 row with both metrics"; sed 's/^/  | /' "$WORK/out" >&2; }
   grep -qE '^ +1 \| ' "$WORK/out" || fail "run tiny.yaml: no layer-1 row"
 
-  # CSV: the header, then rows of 12 fields over 2 jobs, each averaging the
+  # CSV: the header, then rows of 15 fields over 2 jobs, each averaging the
   # 4 prompts, values that are cosines (derived rows, "v_loc(x)" etc., skipped).
   "$LAYERFLOW" run "$WORK/tiny.yaml" --format csv --db "$WORK/kept.db" > "$WORK/csv" 2> "$WORK/err"
   code=$?
   [[ $code == 0 ]] || { fail "run --format csv: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
-  [[ $(head -1 "$WORK/csv") == "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,value,std,count" ]] \
+  [[ $(head -1 "$WORK/csv") == "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,value,std,count,layer_b,head,position" ]] \
     || fail "run --format csv: bad header: $(head -1 "$WORK/csv")"
   awk -F, 'NR > 1 && $8 !~ /\(/ {
       rows++; jobs[$2] = 1; metrics[$8] = 1
-      if (NF != 12) bad = bad "fields " NF " on line " NR "; "
+      if (NF != 15) bad = bad "fields " NF " on line " NR "; "
       if ($3 != "pythia-tiny" || $7 != 1536 || $12 != 4) bad = bad "line " NR ": " $0 "; "
       if ($10 < -1.000001 || $10 > 1.000001 || $11 < 0) bad = bad "value out of range on line " NR "; "
     }

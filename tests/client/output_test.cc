@@ -78,12 +78,19 @@ TEST(ResultsTableTest, Empty) { EXPECT_EQ(FormatResultsTable({}), "(no results)\
 TEST(ResultsCsvTest, HeaderRowsAndShortestDoubles) {
   std::vector<v1::ResultRow> rows = {
       Row("j1", "pythia-14m", "reference", 0, 256, "adjacent_cos", 0, 0.1, 1e-20),
-      Row("j2", "pythia-70m", "normal(0.02)", 12, 64, "intertoken_cos", 3, 1.0, 0.5, 4)};
+      Row("j2", "pythia-70m", "normal(0.02)", 12, 64, "intertoken_cos", 3, 1.0, 0.5, 4),
+      Row("j2", "pythia-70m", "normal(0.02)", 12, 64, "cka", 1, 0.5, 0, 4),
+      Row("j2", "pythia-70m", "normal(0.02)", 12, 64, "attn", 2, 0.25, 0, 4)};
+  rows[2].set_layer_b(5);
+  rows[3].set_head(0);
+  rows[3].set_position(7);
   EXPECT_EQ(FormatResultsCsv(rows),
             "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,"
-            "value,std,count\n"
-            "s1,j1,pythia-14m,reference,0,kvpr,256,adjacent_cos,0,0.1,1e-20,8\n"
-            "s1,j2,pythia-70m,normal(0.02),12,kvpr,64,intertoken_cos,3,1,0.5,4\n");
+            "value,std,count,layer_b,head,position\n"
+            "s1,j1,pythia-14m,reference,0,kvpr,256,adjacent_cos,0,0.1,1e-20,8,,,\n"
+            "s1,j2,pythia-70m,normal(0.02),12,kvpr,64,intertoken_cos,3,1,0.5,4,,,\n"
+            "s1,j2,pythia-70m,normal(0.02),12,kvpr,64,cka,1,0.5,0,4,5,,\n"
+            "s1,j2,pythia-70m,normal(0.02),12,kvpr,64,attn,2,0.25,0,4,,0,7\n");
 }
 
 TEST(ResultsCsvTest, QuotesCommasQuotesAndNewlines) {
@@ -91,13 +98,14 @@ TEST(ResultsCsvTest, QuotesCommasQuotesAndNewlines) {
       Row("j1", "my,model \"x\"", "uniform(0.1)", 0, 16, "multi\nline", 0, -2.5, 0)};
   EXPECT_EQ(FormatResultsCsv(rows),
             "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,"
-            "value,std,count\n"
-            "s1,j1,\"my,model \"\"x\"\"\",uniform(0.1),0,kvpr,16,\"multi\nline\",0,-2.5,0,8\n");
+            "value,std,count,layer_b,head,position\n"
+            "s1,j1,\"my,model \"\"x\"\"\",uniform(0.1),0,kvpr,16,\"multi\nline\",0,-2.5,0,8,,,\n");
 }
 
 TEST(ResultsJsonTest, ExactSmallDocument) {
   std::vector<v1::ResultRow> rows = {
       Row("j1", "pythia-14m", "reference", 0, 256, "adjacent_cos", 0, 0.1, 0.25)};
+  rows[0].set_head(2);
   EXPECT_EQ(FormatResultsJson(rows),
             "[\n"
             "  {\n"
@@ -112,7 +120,10 @@ TEST(ResultsJsonTest, ExactSmallDocument) {
             "    \"layer\": 0,\n"
             "    \"value\": 0.1,\n"
             "    \"std\": 0.25,\n"
-            "    \"count\": 8\n"
+            "    \"count\": 8,\n"
+            "    \"layer_b\": null,\n"
+            "    \"head\": 2,\n"
+            "    \"position\": null\n"
             "  }\n"
             "]\n");
   EXPECT_EQ(FormatResultsJson({}), "[]\n");
@@ -235,6 +246,18 @@ TEST(OutputFormatTest, Parse) {
   EXPECT_EQ(ParseOutputFormat("JSON").value(), OutputFormat::kJson);
   EXPECT_EQ(ParseOutputFormat("table").value(), OutputFormat::kTable);
   EXPECT_EQ(ParseOutputFormat("xml").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ResultsTableTest, KeyedRowsStayOutOfTheGrid) {
+  std::vector<v1::ResultRow> rows = {
+      Row("j1", "m", "reference", 0, 64, "adjacent_cos", 0, 0.5, 0.25),
+      Row("j1", "m", "reference", 0, 64, "adjacent_cos", 0, 0.125, 0)};
+  rows[1].set_head(1);
+  EXPECT_EQ(FormatResultsTable(rows),
+            "model m · init reference · seed 0 · dataset kvpr · context 64 · job j1\n"
+            "layer |    adjacent_cos\n"
+            "------+----------------\n"
+            "    0 | 0.5000 ± 0.2500\n");
 }
 
 TEST(ResultsTableTest, DerivedRowsGoUnderTheGrid) {

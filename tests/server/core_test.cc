@@ -116,6 +116,29 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[1]: duplicate metric 'adjacent_cos' at layer 0"));
   chunk = Chunk(lease, 0);
+  chunk.mutable_stats(0)->set_head(-2);
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[0].head: -2 is negative"));
+  chunk = Chunk(lease, 0);
+  chunk.mutable_stats(0)->set_position(-1);
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[0].position: -1 is negative"));
+  chunk = Chunk(lease, 0);
+  chunk.mutable_stats(0)->set_layer_b(-3);
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[0].layer_b: -3 is negative"));
+  chunk = Chunk(lease, 0);
+  chunk.mutable_stats(0)->set_layer_b(2);
+  chunk.mutable_stats(0)->set_head(0);
+  *chunk.add_stats() = chunk.stats(0);
+  EXPECT_THAT(core_->CommitChunk(chunk).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[1]: duplicate metric 'adjacent_cos' at layer 0 "
+                       "layer_b 2 head 0"));
+  chunk = Chunk(lease, 0);
   chunk.mutable_stats(0)->set_count(0);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,

@@ -168,6 +168,19 @@ TEST(DerivedRowsTest, PairSeriesUsesAllLayersAndSkipsShortSeries) {
   EXPECT_EQ(out[15].job_id(), "j2");  // j2's one row, no derived rows
 }
 
+TEST(DerivedRowsTest, KeyedRowsAreNotPartOfTheSeries) {
+  std::vector<ResultRow> rows;
+  for (int l = 0; l < 5; ++l) rows.push_back(Row("j1", "adjacent_cos", l, 0.9));
+  ResultRow keyed = Row("j1", "adjacent_cos", 2, 100.0);
+  keyed.set_head(0);
+  rows.push_back(keyed);
+  std::vector<ResultRow> out = AppendDerivedRows(
+      rows, DerivedMetricName{DerivedKind::kVGlob, "adjacent_cos"});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].value(), 0.0);
+  EXPECT_EQ(out[0].count(), 5);
+}
+
 TEST(DerivedRowsTest, OnlyKeepsTheNamedDerivedMetric) {
   std::vector<ResultRow> rows;
   for (int l = 0; l < 6; ++l) rows.push_back(Row("j1", "adjacent_cos", l, l * 0.1));

@@ -108,7 +108,7 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     RawDb raw(path);
     EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
               std::to_string(SqliteSchemaVersion()));
-    EXPECT_EQ(SqliteSchemaVersion(), 2);
+    EXPECT_EQ(SqliteSchemaVersion(), 3);
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
                          "name IN ('workers', 'jobs_runnable')"),
               "2");
@@ -137,13 +137,93 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
   EXPECT_EQ(live, 1);
 }
 
+// Migration 2 exactly as released, applied on top of kV1Schema.
+constexpr char kV2Migration[] = R"sql(
+ALTER TABLE jobs ADD COLUMN not_before_ms INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_runnable ON jobs(state, priority DESC, seq);
+CREATE TABLE workers (
+  worker_id TEXT PRIMARY KEY, name TEXT NOT NULL, capabilities BLOB NOT NULL,
+  registered_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
+CREATE INDEX workers_by_last_seen ON workers(last_seen_ms);
+PRAGMA user_version = 2;
+)sql";
+
+TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
+  TempDir dir;
+  const std::string path = dir.File("v2.db");
+  {
+    RawDb raw(path);
+    raw.Exec(kV1Schema);
+    raw.Exec(kV2Migration);
+    layerflow::v1::SweepSpec sweep_spec;
+    sweep_spec.set_name("v2");
+    layerflow::v1::JobSpec job_spec;
+    job_spec.set_model("pythia-tiny");
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
+             Hex(sweep_spec.SerializeAsString()) + "', 500)");
+    raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
+             "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
+             "('old-0', 'old', 'pythia-tiny', x'" +
+             Hex(job_spec.SerializeAsString()) + "', 1, 1, 2, 500, 500)");
+    raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10,11', 600)");
+    raw.Exec("INSERT INTO chunk_stats VALUES "
+             "('old-0', 0, 'adjacent_cos', 0, 1.5, 1.25, 2), "
+             "('old-0', 0, 'adjacent_cos', 1, 1.0, 0.5, 2)");
+    raw.Exec("INSERT INTO workers VALUES ('w0', 'host', x'', 1, 2)");
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "3");
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM chunk_stats WHERE layer_b = -1 "
+                         "AND head = -1 AND position = -1"),
+              "2");
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
+                         "name = 'chunk_stats_v3'"),
+              "0");
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store->QueryResults({"old", "", "", ""}));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_DOUBLE_EQ(rows[0].value(), 0.75);
+  EXPECT_DOUBLE_EQ(rows[0].std(), 0.25);
+  EXPECT_FALSE(rows[0].has_layer_b());
+  EXPECT_FALSE(rows[0].has_head());
+  EXPECT_FALSE(rows[0].has_position());
+  EXPECT_EQ(rows[1].layer(), 1);
+  LF_ASSERT_OK_AND_ASSIGN(auto live, store->CountLiveWorkers(0));
+  EXPECT_EQ(live, 1);
+  // The migrated job resumes and commits keyed stats beside the old ones,
+  // and the rebuilt table's foreign key holds.
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, store->LeaseNextJob("w0", 0, 100));
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(lease->resume_from_sequence, 1);
+  layerflow::v1::MetricStat stat;
+  stat.set_metric("adjacent_cos");
+  stat.set_layer(0);
+  stat.set_head(3);
+  stat.set_sum(0.5);
+  stat.set_sum_sq(0.25);
+  stat.set_count(1);
+  LF_ASSERT_OK(store->CommitChunk("old-0", lease->lease_id, 1, {stat}, {5}, 10).status());
+  LF_ASSERT_OK_AND_ASSIGN(rows, store->QueryResults({"old", "", "", ""}));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_FALSE(rows[0].has_head());
+  EXPECT_EQ(rows[0].count(), 2);
+  EXPECT_EQ(rows[1].head(), 3);
+  EXPECT_EQ(rows[1].count(), 1);
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.Scalar("PRAGMA foreign_key_check"), "");
+  }
+}
+
 TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
   TempDir dir;
   const std::string path = dir.File("new.db");
   { RawDb(path).Exec("PRAGMA user_version = 99"); }
   EXPECT_THAT(OpenSqliteStore(path).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 2"));
+                       "schema version 99 is newer than this build's 3"));
 }
 
 TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {

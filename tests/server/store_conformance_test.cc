@@ -1,6 +1,7 @@
 // The Store conformance suite: every backend must pass it. A backend joins
 // by adding a StoreBackend to INSTANTIATE_TEST_SUITE_P at the bottom (a
 // PostgreSQL backend would open a fresh schema per test).
+#include <optional>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -435,6 +436,62 @@ TEST_P(StoreConformance, CancelStopsQueuedAndRunningJobs) {
               StatusIs(absl::StatusCode::kFailedPrecondition, "already finished"));
   EXPECT_THAT(store_->CancelSweep("nope", 9).status(),
               StatusIs(absl::StatusCode::kNotFound, "nope"));
+}
+
+TEST_P(StoreConformance, QueryResultsKeysRowsByLayerBHeadAndPosition) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 2)));
+  Lease a = MustLease("w", 0);
+  auto keyed = [](const std::string& metric, int layer, std::optional<int> layer_b,
+                  std::optional<int> head, std::optional<int> position,
+                  const std::vector<double>& values) {
+    MetricStat stat = Stat(metric, layer, values);
+    if (layer_b) stat.set_layer_b(*layer_b);
+    if (head) stat.set_head(*head);
+    if (position) stat.set_position(*position);
+    return stat;
+  };
+  // cka over pairs (0, 1) and (0, 2); attention at heads 0 and 1 of layer
+  // 1, position 0 for head 1; the same metric without keys is its own row.
+  LF_ASSERT_OK(store_->CommitChunk(
+                         "s-0", a.lease_id, 0,
+                         {keyed("cka", 0, 2, {}, {}, {0.5}),
+                          keyed("cka", 0, 1, {}, {}, {0.25}),
+                          keyed("attn", 1, {}, 1, 0, {0.75}),
+                          keyed("attn", 1, {}, 0, {}, {0.125}),
+                          keyed("attn", 1, {}, {}, {}, {1.0})},
+                         {}, 1)
+                   .status());
+  LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, 1,
+                                   {keyed("cka", 0, 2, {}, {}, {0.25}),
+                                    keyed("attn", 1, {}, 1, 0, {0.25})},
+                                   {}, 1)
+                   .status());
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
+  ASSERT_EQ(rows.size(), 5u);
+  // metric, layer, then layer_b, head, position with "unset" first.
+  EXPECT_EQ(rows[0].metric(), "attn");
+  EXPECT_FALSE(rows[0].has_head());
+  EXPECT_FALSE(rows[0].has_layer_b());
+  EXPECT_FALSE(rows[0].has_position());
+  EXPECT_EQ(rows[0].value(), 1.0);
+  EXPECT_EQ(rows[1].head(), 0);
+  EXPECT_FALSE(rows[1].has_position());
+  EXPECT_EQ(rows[1].value(), 0.125);
+  EXPECT_EQ(rows[2].head(), 1);
+  EXPECT_TRUE(rows[2].has_position());
+  EXPECT_EQ(rows[2].position(), 0);
+  EXPECT_EQ(rows[2].count(), 2);  // merged over both chunks
+  EXPECT_NEAR(rows[2].value(), 0.5, 1e-12);
+  EXPECT_NEAR(rows[2].std(), 0.25, 1e-12);
+  EXPECT_EQ(rows[3].metric(), "cka");
+  EXPECT_EQ(rows[3].layer_b(), 1);
+  EXPECT_FALSE(rows[3].has_head());
+  EXPECT_EQ(rows[3].count(), 1);
+  EXPECT_EQ(rows[4].layer_b(), 2);
+  EXPECT_EQ(rows[4].count(), 2);
+  EXPECT_NEAR(rows[4].value(), 0.375, 1e-12);
+  LF_ASSERT_OK_AND_ASSIGN(auto cka, store_->QueryResults({"s", "", "cka", ""}));
+  EXPECT_EQ(cka.size(), 2u);
 }
 
 TEST_P(StoreConformance, QueryResultsMergesChunksAndFilters) {
