@@ -7,11 +7,13 @@ GPTNeoXForCausalLM.from_pretrained, runs the file's input_ids and compares:
 HF hidden_states[k] (k < L) with layer.k, hidden_states[L] with final, and
 logits. Fails (exit 1) when max |diff| > 1e-4 x max |reference| anywhere,
 or when the file's layout (names, shapes, dtypes, metadata) is not the
-documented one. Also checks that the file opens with the reference
+documented one, or (with --text and a tokenizer.json in --checkpoint)
+input_ids differ from the reference `tokenizers` encoding. Also checks that the file opens with the reference
 safetensors library, i.e. that our writer is valid.
 """
 
 import argparse
+import os
 import sys
 
 import torch
@@ -23,6 +25,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--states", required=True)
+    p.add_argument("--text", help="the text given to layerflow-inspect: with a "
+                   "tokenizer.json in --checkpoint, input_ids must be its encoding")
     args = p.parse_args()
     model = GPTNeoXForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32).eval()
     L = model.config.num_hidden_layers
@@ -41,6 +45,14 @@ def main():
             ok = False
     ids = states["input_ids"]
     assert ids.dtype == torch.int64 and ids.dim() == 1, ids
+    tok_path = os.path.join(args.checkpoint, "tokenizer.json")
+    if args.text is not None and os.path.exists(tok_path):
+        from tokenizers import Tokenizer
+        want = Tokenizer.from_file(tok_path).encode(args.text).ids
+        print(f"input_ids: {ids.tolist()} (tokenizers: {want})")
+        if ids.tolist() != want or meta.get("tokenizer") != tok_path:
+            print(f"input_ids / tokenizer metadata do not match {tok_path}")
+            ok = False
     with torch.no_grad():
         out = model(input_ids=ids.unsqueeze(0), output_hidden_states=True)
     pairs = [(f"layer.{k}", out.hidden_states[k][0]) for k in range(L)]

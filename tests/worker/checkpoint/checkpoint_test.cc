@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -272,6 +274,44 @@ TEST_F(CheckpointTest, OffsetsNotMatchingShape) {
   auto file = SafetensorsFile::Open(weights());
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(file.status().message()), HasSubstr("'x'"));
+}
+
+// Other writers need not align the data section: such tensors are copied
+// to an aligned buffer before LibTorch sees them.
+TEST_F(CheckpointTest, UnalignedDataLoads) {
+  Write();
+  std::string bytes = ReadText(weights());
+  uint64_t len = 0;
+  std::memcpy(&len, bytes.data(), 8);
+  // One more header byte shifts every tensor to an odd address.
+  bytes.insert(8 + len, " ");
+  ++len;
+  bytes.replace(0, 8, reinterpret_cast<const char*>(&len), 8);
+  WriteText(weights(), bytes);
+  auto file = SafetensorsFile::Open(weights());
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_NE(reinterpret_cast<uintptr_t>((*file)->tensors()[0].data) % 4, 0u);
+  auto model = LoadGptNeoXCheckpoint(dir_, c10::kFloat, kCpu);
+  ASSERT_TRUE(model.ok()) << model.status();
+  c10::InferenceMode guard;
+  for (const auto& [name, t] : params_) {
+    EXPECT_TRUE(at::equal((*model)->parameters().Get(name), t)) << name;
+  }
+}
+
+// A shard that lacks a tensor its index assigns to it.
+TEST_F(CheckpointTest, ShardMissingIndexedTensor) {
+  Write();
+  ASSERT_EQ(std::rename(weights().c_str(), (dir_ + "/model-00001-of-00001.safetensors").c_str()), 0);
+  nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
+  for (const auto& [name, t] : params_) index["weight_map"][name] = "model-00001-of-00001.safetensors";
+  index["weight_map"]["gpt_neox.extra.weight"] = "model-00001-of-00001.safetensors";
+  WriteText(dir_ + "/model.safetensors.index.json", index.dump());
+  absl::Status s = Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("model-00001-of-00001.safetensors"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("'gpt_neox.extra.weight'"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("model.safetensors.index.json"));
 }
 
 TEST_F(CheckpointTest, NoWeightsMentionsPytorchBin) {

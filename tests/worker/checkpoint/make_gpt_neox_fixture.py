@@ -6,7 +6,8 @@ Builds tiny random GPTNeoXForCausalLM models with the reference
 fixed batch of input_ids, and writes into --out:
 
   manifest.json               {"configs": {name: {"layers": L, "dtype": ...}}}
-  <name>/checkpoint/          what save_pretrained wrote (config.json, weights)
+  <name>/checkpoint/          what save_pretrained wrote (config.json, weights;
+                              parallel_rot025_bias also a tokenizer.json)
   <name>/reference.safetensors
       input_ids   I64 [batch, seq]
       hf.hidden.K F32 [batch, seq, hidden]  HF's hidden_states[K], K = 0..L
@@ -69,6 +70,24 @@ def build(name, spec, seed):
     return model
 
 
+def write_tokenizer(path):
+    """A tiny byte-level BPE (vocab <= VOCAB) as tokenizer.json, so that
+    layerflow-inspect's tokenizer.json path is exercised end to end."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB - 8, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"])
+    corpus = ["layer-wise analysis of language models, layer by layer"] * 20 + \
+             ["the residual stream after each block", "hidden states 12345"] * 10
+    tok.train_from_iterator(corpus, trainer)
+    assert tok.get_vocab_size() <= VOCAB, tok.get_vocab_size()
+    tok.save(path)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -90,6 +109,8 @@ def main():
             tensors = load_file(path)
             tensors["lm_head.weight"] = tensors.pop("embed_out.weight")
             save_file(tensors, path, metadata={"format": "pt"})
+        if name == "parallel_rot025_bias":
+            write_tokenizer(os.path.join(ckpt, "tokenizer.json"))
         if spec.get("shard"):
             assert os.path.exists(os.path.join(ckpt, "model.safetensors.index.json")), \
                 f"{name}: expected a sharded checkpoint"
