@@ -179,6 +179,23 @@ absl::StatusOr<GptNeoXConfig> ReadGptNeoXConfig(const std::string& path) {
   return ParseGptNeoXConfigJson(*text, path);
 }
 
+absl::StatusOr<bool> ReadTieWordEmbeddings(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded() || !root.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+  }
+  if (!root.contains("tie_word_embeddings") || root["tie_word_embeddings"].is_null()) {
+    return false;
+  }
+  if (!root["tie_word_embeddings"].is_boolean()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": tie_word_embeddings must be a boolean"));
+  }
+  return root["tie_word_embeddings"].get<bool>();
+}
+
 // ---------------------------------------------------------------------------
 // safetensors
 

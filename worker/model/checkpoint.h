@@ -43,6 +43,11 @@ absl::StatusOr<GptNeoXConfig> ParseGptNeoXConfigJson(absl::string_view json,
                                                       absl::string_view source);
 absl::StatusOr<GptNeoXConfig> ReadGptNeoXConfig(const std::string& path);
 
+// PretrainedConfig's tie_word_embeddings (false when absent): the output head
+// shares the input embedding and checkpoints may omit it. Kept out of the
+// architecture configs because it is about the file, not the architecture.
+absl::StatusOr<bool> ReadTieWordEmbeddings(const std::string& config_json_path);
+
 // ---------------------------------------------------------------------------
 // safetensors
 

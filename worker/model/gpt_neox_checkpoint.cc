@@ -63,6 +63,8 @@ absl::StatusOr<std::unique_ptr<GptNeoXModel>> LoadGptNeoXCheckpoint(
       SafetensorsCheckpoint::Open(dir);
   if (!checkpoint.ok()) return checkpoint.status();
   const std::string& source = (*checkpoint)->source();
+  absl::StatusOr<bool> tied = ReadTieWordEmbeddings(config_path);
+  if (!tied.ok()) return tied.status();
 
   absl::StatusOr<std::unique_ptr<GptNeoXModel>> model =
       GptNeoXModel::CreateEmpty(*config, device, dtype);
@@ -80,6 +82,9 @@ absl::StatusOr<std::unique_ptr<GptNeoXModel>> LoadGptNeoXCheckpoint(
     SafetensorsCheckpoint::Entry entry = (*checkpoint)->Find(name);
     if (entry.tensor == nullptr && name == "embed_out.weight") {
       entry = (*checkpoint)->Find("lm_head.weight");
+      // Tied head, left out of the file: the embedding's values (a copy;
+      // inference only, nothing trains them apart).
+      if (entry.tensor == nullptr && *tied) entry = (*checkpoint)->Find("gpt_neox.embed_in.weight");
     }
     if (entry.tensor == nullptr) {
       return absl::NotFoundError(absl::StrCat(

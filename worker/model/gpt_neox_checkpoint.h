@@ -5,6 +5,8 @@
 // tensor names are the model's ParameterMap names, except the output head,
 // which is `embed_out.weight` in GPT-NeoX checkpoints and `lm_head.weight`
 // in some re-saved ones (transformers 5 renames it on load); either is taken.
+// With tie_word_embeddings: true in config.json and no head in the file, the
+// head is a copy of gpt_neox.embed_in.weight.
 // Known non-parameter buffers that older transformers saved
 // (`*.attention.bias`, `*.attention.masked_bias`, `*rotary_emb.inv_freq`)
 // are skipped; any other tensor the model does not have is an error, so a

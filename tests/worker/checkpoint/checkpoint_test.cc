@@ -186,6 +186,20 @@ TEST_F(CheckpointTest, LmHeadAcceptedAndKnownBuffersIgnored) {
                         params_.back().second));
 }
 
+TEST_F(CheckpointTest, TiedHeadMayBeLeftOut) {
+  Write([&](auto& params) {
+    std::erase_if(params, [&](const auto& p) { return p.first == "embed_out.weight"; });
+  });
+  nlohmann::json config = ConfigJson(config_);
+  config["tie_word_embeddings"] = true;
+  WriteText(dir_ + "/config.json", config.dump());
+  auto model = LoadGptNeoXCheckpoint(dir_, c10::kFloat, kCpu);
+  ASSERT_TRUE(model.ok()) << model.status();
+  c10::InferenceMode guard;
+  EXPECT_TRUE(at::equal((*model)->parameters().Get("embed_out.weight"),
+                        (*model)->parameters().Get("gpt_neox.embed_in.weight")));
+}
+
 TEST_F(CheckpointTest, UnexpectedTensorIsRejected) {
   Write([&](auto& params) { params.emplace_back("score.weight", at::ones({2, 16})); });
   absl::Status s = Load();
