@@ -48,11 +48,11 @@ struct Outputs {
 Outputs Run(const GptNeoXModel& model, const at::Tensor& ids) {
   Outputs out;
   model.Forward(ids, [&](int64_t point, const at::Tensor& h) {
-    out.points[point] = h.to(at::kFloat).clone();
+    out.points[point] = h.to(at::kCPU, at::kFloat).clone();
   });
   out.logits = model.Logits(out.points.at(model.num_layers() + 1)
-                                .to(model.dtype()))
-                   .to(at::kFloat);
+                                .to(model.device(), model.dtype()))
+                   .to(at::kCPU, at::kFloat);
   return out;
 }
 
@@ -64,12 +64,12 @@ TEST(GptNeoXParityFixture, HasAllConfigs) {
   EXPECT_GE(manifest["configs"].size(), 6u);
 }
 
-void CheckConfig(const std::string& name, c10::ScalarType run_dtype, double tol) {
+void CheckConfig(const std::string& name, c10::ScalarType run_dtype, double tol,
+                 c10::Device device = c10::Device(c10::kCPU)) {
   const std::string base = FixtureDir() + "/" + name;
   auto manifest = nlohmann::json::parse(ReadText(FixtureDir() + "/manifest.json"));
   const int64_t layers = manifest["configs"][name]["layers"].get<int64_t>();
-  auto model = LoadGptNeoXCheckpoint(base + "/checkpoint", run_dtype,
-                                     c10::Device(c10::kCPU));
+  auto model = LoadGptNeoXCheckpoint(base + "/checkpoint", run_dtype, device);
   ASSERT_TRUE(model.ok()) << model.status();
   ASSERT_EQ((*model)->num_layers(), layers);
   auto ref_file = SafetensorsFile::Open(base + "/reference.safetensors");
@@ -83,7 +83,7 @@ void CheckConfig(const std::string& name, c10::ScalarType run_dtype, double tol)
   const at::Tensor ids = ref("input_ids");
   Outputs out = Run(**model, ids);
   ASSERT_EQ(out.points.size(), static_cast<size_t>(layers + 2));
-  std::string report = name + " (" + c10::toString(run_dtype) + "):";
+  std::string report = name + " (" + c10::toString(run_dtype) + ", " + device.str() + "):";
   auto check = [&](const std::string& label, const at::Tensor& ours,
                    const at::Tensor& theirs) {
     ASSERT_EQ(ours.sizes(), theirs.sizes()) << label;
@@ -146,6 +146,18 @@ TEST(GptNeoXParityHalf, RunsInOwnDtype) {
   ASSERT_FALSE(FixtureDir().empty()) << "LAYERFLOW_CKPT_FIXTURE_DIR is not set";
   CheckConfig("parallel_rot025_bias_fp16", c10::kHalf, 2e-2);
   CheckConfig("serial_rot100_nobias_bf16", c10::kBFloat16, 5e-2);
+}
+
+// The same checkpoints loaded straight onto a GPU (skipped without one):
+// fp32 within the same bound (LibTorch leaves TF32 matmul off by default).
+TEST(GptNeoXParityCuda, Fp32MatchesTransformers) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  ASSERT_FALSE(FixtureDir().empty()) << "LAYERFLOW_CKPT_FIXTURE_DIR is not set";
+  for (const char* name : {"parallel_rot025_bias", "serial_rot100_nobias",
+                           "parallel_rot100_nobias_sharded", "serial_rot100_nobias_bf16"}) {
+    CheckConfig(name, c10::kFloat, 1e-4, c10::Device(c10::kCUDA, 0));
+  }
+  CheckConfig("serial_rot100_nobias_bf16", c10::kBFloat16, 5e-2, c10::Device(c10::kCUDA, 0));
 }
 
 }  // namespace
