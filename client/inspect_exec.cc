@@ -11,41 +11,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "worker/service/worker_process.h"
 
 extern char** environ;
 
 namespace layerflow::client {
-namespace {
-
-bool IsExecutable(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-         access(path.c_str(), X_OK) == 0;
-}
-
-}  // namespace
 
 absl::StatusOr<std::string> LocateInspectBinary() {
-  std::vector<std::string> tried;
-  if (const char* env = std::getenv("LAYERFLOW_INSPECT_BIN"); env != nullptr && *env) {
-    if (IsExecutable(env)) return std::string(env);
-    tried.push_back(absl::StrCat(env, " ($LAYERFLOW_INSPECT_BIN)"));
-  }
-  char self[4096] = {};
-  const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-  if (n > 0) {
-    std::string dir(self, static_cast<size_t>(n));
-    dir = dir.substr(0, dir.find_last_of('/'));
-    for (const std::string& candidate :
-         {dir + "/layerflow-inspect", dir + "/../worker/layerflow-inspect"}) {
-      if (IsExecutable(candidate)) return candidate;
-      tried.push_back(candidate);
-    }
-  }
-  return absl::NotFoundError(absl::StrCat(
-      "cannot find the layerflow-inspect binary; looked at: ", absl::StrJoin(tried, ", "),
-      ". Set LAYERFLOW_INSPECT_BIN to its path"));
+  return worker::LocateSiblingBinary("layerflow-inspect", "LAYERFLOW_INSPECT_BIN");
 }
 
 absl::StatusOr<int> RunInspect(const std::vector<std::string>& args) {

@@ -43,6 +43,26 @@ std::unique_ptr<JobRunner> MakeRunner(const JobConfig& config) {
   return *std::move(runner);
 }
 
+// The job's seeded weights, exported into the float64 reference.
+testing::NaiveGptNeoX NaiveModelOf(const JobConfig& config) {
+  const ModelPreset preset = *FindModelPreset(config.model);
+  auto model = GptNeoXModel::CreateRandom(
+      preset.gpt_neox, *ParseInitScheme(config.init_scheme),
+      static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return testing::ExportToNaive(**model);
+}
+
+// The job's own KVPR prompts.
+KvprDataset DatasetOf(const JobConfig& config) {
+  auto dataset = KvprDataset::Create({.seed = config.seed,
+                                      .num_classes = config.num_classes,
+                                      .context_length = config.context_length},
+                                     std::make_shared<ByteTokenizer>());
+  EXPECT_TRUE(dataset.ok()) << dataset.status();
+  return *std::move(dataset);
+}
+
 using StatMap = std::map<std::pair<std::string, int32_t>, MetricStat>;
 
 void Merge(StatMap& into, const ChunkResult& chunk) {
@@ -133,23 +153,14 @@ TEST(JobRunnerTest, FullJobMatchesFloat64Recomputation) {
   }
 
   const ModelPreset preset = *FindModelPreset(config.model);
-  auto model = GptNeoXModel::CreateRandom(
-      preset.gpt_neox, *ParseInitScheme(config.init_scheme),
-      static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
-  ASSERT_TRUE(model.ok());
-  const testing::NaiveGptNeoX naive = testing::ExportToNaive(**model);
-  KvprOptions options;
-  options.seed = config.seed;
-  options.num_classes = config.num_classes;
-  options.context_length = config.context_length;
-  auto dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
-  ASSERT_TRUE(dataset.ok());
+  const testing::NaiveGptNeoX naive = NaiveModelOf(config);
+  const KvprDataset dataset = DatasetOf(config);
 
   const int64_t L = preset.gpt_neox.num_hidden_layers;
   const int64_t d = preset.gpt_neox.hidden_size;
   StatMap expected;
   for (int64_t i = 0; i < config.num_prompts; ++i) {
-    const KvprExample example = *dataset->Generate(i);
+    const KvprExample example = *dataset.Generate(i);
     EXPECT_EQ(example.num_tokens, tokens[i]);
     const int64_t n = example.num_tokens;
     const auto points = testing::NaiveForward(naive, example.token_ids);
@@ -206,23 +217,14 @@ TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
   }
 
   const ModelPreset preset = *FindModelPreset(config.model);
-  auto model = GptNeoXModel::CreateRandom(
-      preset.gpt_neox, *ParseInitScheme(config.init_scheme),
-      static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
-  ASSERT_TRUE(model.ok());
-  const testing::NaiveGptNeoX naive = testing::ExportToNaive(**model);
-  KvprOptions options;
-  options.seed = config.seed;
-  options.num_classes = config.num_classes;
-  options.context_length = config.context_length;
-  auto dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
-  ASSERT_TRUE(dataset.ok());
+  const testing::NaiveGptNeoX naive = NaiveModelOf(config);
+  const KvprDataset dataset = DatasetOf(config);
 
   const int64_t L = preset.gpt_neox.num_hidden_layers;
   const int64_t d = preset.gpt_neox.hidden_size;
   StatMap expected;
   for (int64_t i = 0; i < config.num_prompts; ++i) {
-    const KvprExample example = *dataset->Generate(i);
+    const KvprExample example = *dataset.Generate(i);
     const int64_t n = example.num_tokens;
     const auto points = testing::NaiveForward(naive, example.token_ids);
     auto add = [&](const std::string& metric, int32_t layer, double v) {

@@ -145,14 +145,24 @@ void GptNeoXModel::Bind() {
   embed_out_ = params_.Get("embed_out.weight");
 }
 
-absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateRandom(
-    const GptNeoXConfig& config, const InitScheme& scheme, uint64_t seed,
-    c10::Device device, c10::ScalarType dtype) {
-  if (absl::Status s = Validate(config); !s.ok()) return s;
+namespace {
+
+// What every factory checks: a buildable config and a run dtype we support.
+absl::Status ValidateForRun(const GptNeoXConfig& config, c10::ScalarType dtype) {
+  if (absl::Status s = GptNeoXModel::Validate(config); !s.ok()) return s;
   if (dtype != c10::kFloat && dtype != c10::kBFloat16 && dtype != c10::kHalf) {
     return absl::InvalidArgumentError(
         absl::StrCat("dtype: unsupported ", c10::toString(dtype)));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateRandom(
+    const GptNeoXConfig& config, const InitScheme& scheme, uint64_t seed,
+    c10::Device device, c10::ScalarType dtype) {
+  if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
   try {
     c10::InferenceMode guard;
     std::unique_ptr<GptNeoXModel> model(new GptNeoXModel(config));
@@ -177,11 +187,7 @@ absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateRandom(
 
 absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateEmpty(
     const GptNeoXConfig& config, c10::Device device, c10::ScalarType dtype) {
-  if (absl::Status s = Validate(config); !s.ok()) return s;
-  if (dtype != c10::kFloat && dtype != c10::kBFloat16 && dtype != c10::kHalf) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dtype: unsupported ", c10::toString(dtype)));
-  }
+  if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
   try {
     c10::InferenceMode guard;
     std::unique_ptr<GptNeoXModel> model(new GptNeoXModel(config));

@@ -36,11 +36,12 @@ std::string Describe(int status) {
 
 }  // namespace
 
-absl::StatusOr<std::string> LocateWorkerBinary() {
+absl::StatusOr<std::string> LocateSiblingBinary(const std::string& name,
+                                                const std::string& env_var) {
   std::vector<std::string> tried;
-  if (const char* env = std::getenv("LAYERFLOW_WORKER_BIN"); env != nullptr && *env) {
+  if (const char* env = std::getenv(env_var.c_str()); env != nullptr && *env) {
     if (IsExecutable(env)) return std::string(env);
-    tried.push_back(absl::StrCat(env, " ($LAYERFLOW_WORKER_BIN)"));
+    tried.push_back(absl::StrCat(env, " ($", env_var, ")"));
   }
   char self[4096] = {};
   const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -48,14 +49,18 @@ absl::StatusOr<std::string> LocateWorkerBinary() {
     std::string dir(self, static_cast<size_t>(n));
     dir = dir.substr(0, dir.find_last_of('/'));
     for (const std::string& candidate :
-         {dir + "/layerflow-worker", dir + "/../worker/layerflow-worker"}) {
+         {absl::StrCat(dir, "/", name), absl::StrCat(dir, "/../worker/", name)}) {
       if (IsExecutable(candidate)) return candidate;
       tried.push_back(candidate);
     }
   }
-  return absl::NotFoundError(absl::StrCat(
-      "cannot find the layerflow-worker binary; looked at: ", absl::StrJoin(tried, ", "),
-      ". Set LAYERFLOW_WORKER_BIN to its path"));
+  return absl::NotFoundError(absl::StrCat("cannot find the ", name,
+                                          " binary; looked at: ", absl::StrJoin(tried, ", "),
+                                          ". Set ", env_var, " to its path"));
+}
+
+absl::StatusOr<std::string> LocateWorkerBinary() {
+  return LocateSiblingBinary("layerflow-worker", "LAYERFLOW_WORKER_BIN");
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Spawn(

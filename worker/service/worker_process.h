@@ -29,8 +29,12 @@ struct WorkerProcessOptions {
   std::string binary;
 };
 
-// $LAYERFLOW_WORKER_BIN, else layerflow-worker beside this executable or in
-// ../worker/ (the build tree's layout). NOT_FOUND lists where it looked.
+// A layerflow binary that lives beside the worker: $ENV_VAR when set, else
+// `name` beside this executable or in ../worker/ (the build tree's layout).
+// NOT_FOUND lists where it looked.
+absl::StatusOr<std::string> LocateSiblingBinary(const std::string& name,
+                                                const std::string& env_var);
+// LocateSiblingBinary("layerflow-worker", "LAYERFLOW_WORKER_BIN").
 absl::StatusOr<std::string> LocateWorkerBinary();
 
 class WorkerProcess {
