@@ -22,7 +22,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "worker/analysis/layer_metrics.h"
-#include "worker/model/gpt_neox.h"
+#include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 
 namespace lw = layerflow::worker;
@@ -70,8 +70,7 @@ int main(int argc, char** argv) {
                  (!preset.ok() ? preset.status() : dtype.status()).ToString().c_str());
     return 2;
   }
-  auto model = lw::GptNeoXModel::CreateRandom(preset->gpt_neox, lw::InitScheme{}, 0,
-                                              device, *dtype);
+  auto model = lw::CreateRandomModel(preset->config, lw::InitScheme{}, 0, device, *dtype);
   if (!model.ok()) {
     std::fprintf(stderr, "error: %s\n", model.status().ToString().c_str());
     return 1;

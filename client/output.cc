@@ -106,7 +106,7 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
 // table names that row "final" as the papers do.
 std::string LayerLabel(const std::string& model, int layer) {
   absl::StatusOr<worker::ModelPreset> preset = worker::FindModelPreset(model);
-  if (preset.ok() && layer == preset->gpt_neox.num_hidden_layers + 1) return "final";
+  if (preset.ok() && layer == preset->config.num_layers() + 1) return "final";
   return absl::StrCat(layer);
 }
 

@@ -15,7 +15,7 @@
 #include "tests/worker/naive_reference.h"
 #include "tests/worker/torch_export.h"
 #include "worker/data/kvpr.h"
-#include "worker/model/gpt_neox.h"
+#include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/job_runner.h"
 #include "worker/tokenizer/byte_tokenizer.h"
@@ -43,7 +43,7 @@ TEST(DemoSweepTest, FirstJobEqualsFloat64Recomputation) {
   ASSERT_TRUE(chunk.ok()) << chunk.status();
 
   const ModelPreset preset = *FindModelPreset(config.model);
-  auto model = GptNeoXModel::CreateRandom(preset.gpt_neox, *ParseInitScheme(config.init_scheme),
+  auto model = CreateRandomModel(preset.config, *ParseInitScheme(config.init_scheme),
                                           0, c10::Device(c10::kCPU), c10::kFloat);
   ASSERT_TRUE(model.ok()) << model.status();
   const testing::NaiveGptNeoX naive = testing::ExportToNaive(**model);
@@ -52,8 +52,8 @@ TEST(DemoSweepTest, FirstJobEqualsFloat64Recomputation) {
       std::make_shared<ByteTokenizer>());
   ASSERT_TRUE(dataset.ok()) << dataset.status();
 
-  const int64_t L = preset.gpt_neox.num_hidden_layers;
-  const int64_t d = preset.gpt_neox.hidden_size;
+  const int64_t L = preset.config.num_layers();
+  const int64_t d = preset.config.hidden_size();
   std::map<std::pair<std::string, int32_t>, std::pair<double, int64_t>> expected;
   for (int64_t i = 0; i < config.num_prompts; ++i) {
     const KvprExample example = *dataset->Generate(i);

@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "tests/worker/naive_reference.h"
 #include "tests/worker/torch_export.h"
-#include "worker/model/gpt_neox.h"
+#include "worker/model/language_model.h"
 #include "worker/model/init.h"
 #include "worker/model/model_config.h"
 
@@ -25,16 +25,23 @@ using testing::ToDoubles;
 GptNeoXConfig Tiny() {
   auto preset = FindModelPreset("pythia-tiny");
   EXPECT_TRUE(preset.ok());
-  return preset->gpt_neox;
+  return preset->config.gpt_neox;
 }
 
-std::unique_ptr<GptNeoXModel> Make(const GptNeoXConfig& config,
+ModelConfig Neox(const GptNeoXConfig& config) {
+  ModelConfig c;
+  c.architecture = "gpt_neox";
+  c.gpt_neox = config;
+  return c;
+}
+
+std::unique_ptr<LanguageModel> Make(const GptNeoXConfig& config,
                                    const std::string& scheme, uint64_t seed,
                                    c10::ScalarType dtype = c10::kFloat) {
   auto parsed = ParseInitScheme(scheme);
   EXPECT_TRUE(parsed.ok()) << parsed.status();
-  auto model = GptNeoXModel::CreateRandom(config, *parsed, seed,
-                                          c10::Device(c10::kCPU), dtype);
+  auto model = CreateRandomModel(Neox(config), *parsed, seed,
+                                c10::Device(c10::kCPU), dtype);
   EXPECT_TRUE(model.ok()) << model.status();
   return *std::move(model);
 }
@@ -231,8 +238,8 @@ TEST(GptNeoXForwardTest, Bf16AndFp16StayCloseToFp32) {
 TEST(GptNeoXModelTest, RejectsInconsistentConfig) {
   GptNeoXConfig config = Tiny();
   config.num_attention_heads = 5;
-  auto model = GptNeoXModel::CreateRandom(config, InitScheme{}, 0,
-                                          c10::Device(c10::kCPU), c10::kFloat);
+  auto model = CreateRandomModel(Neox(config), InitScheme{}, 0,
+                                c10::Device(c10::kCPU), c10::kFloat);
   ASSERT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(model.status().message().find("hidden_size"), std::string::npos);
 }

@@ -14,7 +14,7 @@
 #include "tests/worker/torch_export.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/data/kvpr.h"
-#include "worker/model/gpt_neox.h"
+#include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/job_runner.h"
 #include "worker/tokenizer/byte_tokenizer.h"
@@ -46,8 +46,8 @@ std::unique_ptr<JobRunner> MakeRunner(const JobConfig& config) {
 // The job's seeded weights, exported into the float64 reference.
 testing::NaiveGptNeoX NaiveModelOf(const JobConfig& config) {
   const ModelPreset preset = *FindModelPreset(config.model);
-  auto model = GptNeoXModel::CreateRandom(
-      preset.gpt_neox, *ParseInitScheme(config.init_scheme),
+  auto model = CreateRandomModel(
+      preset.config, *ParseInitScheme(config.init_scheme),
       static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
   EXPECT_TRUE(model.ok()) << model.status();
   return testing::ExportToNaive(**model);
@@ -77,7 +77,8 @@ void Merge(StatMap& into, const ChunkResult& chunk) {
 }
 
 TEST(JobRunnerTest, DeviceAndArchitectures) {
-  EXPECT_EQ(SupportedArchitectures(), std::vector<std::string>{"gpt_neox"});
+  EXPECT_EQ(SupportedArchitectures(),
+            (std::vector<std::string>{"gpt_neox", "gpt_neo", "mamba", "mamba2"}));
   const DeviceConfig device = DetectDevices();  // no GPU on CI machines
   EXPECT_TRUE(device.device_type == "cpu" || device.gpu_count >= 1);
 }
@@ -156,8 +157,8 @@ TEST(JobRunnerTest, FullJobMatchesFloat64Recomputation) {
   const testing::NaiveGptNeoX naive = NaiveModelOf(config);
   const KvprDataset dataset = DatasetOf(config);
 
-  const int64_t L = preset.gpt_neox.num_hidden_layers;
-  const int64_t d = preset.gpt_neox.hidden_size;
+  const int64_t L = preset.config.num_layers();
+  const int64_t d = preset.config.hidden_size();
   StatMap expected;
   for (int64_t i = 0; i < config.num_prompts; ++i) {
     const KvprExample example = *dataset.Generate(i);
@@ -220,8 +221,8 @@ TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
   const testing::NaiveGptNeoX naive = NaiveModelOf(config);
   const KvprDataset dataset = DatasetOf(config);
 
-  const int64_t L = preset.gpt_neox.num_hidden_layers;
-  const int64_t d = preset.gpt_neox.hidden_size;
+  const int64_t L = preset.config.num_layers();
+  const int64_t d = preset.config.hidden_size();
   StatMap expected;
   for (int64_t i = 0; i < config.num_prompts; ++i) {
     const KvprExample example = *dataset.Generate(i);

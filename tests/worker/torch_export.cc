@@ -12,9 +12,9 @@ std::vector<double> ToDoubles(const at::Tensor& tensor) {
                              t.data_ptr<double>() + t.numel());
 }
 
-NaiveGptNeoX ExportToNaive(const GptNeoXModel& model) {
+NaiveGptNeoX ExportToNaive(const LanguageModel& model) {
   NaiveGptNeoX naive;
-  naive.config = model.config();
+  naive.config = model.config().gpt_neox;
   for (const auto& [name, tensor] : model.parameters().items()) {
     naive.weights[name] = ToDoubles(tensor);
   }

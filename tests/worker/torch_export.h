@@ -7,11 +7,11 @@
 #include <ATen/core/Tensor.h>
 
 #include "tests/worker/naive_reference.h"
-#include "worker/model/gpt_neox.h"
+#include "worker/model/language_model.h"
 
 namespace layerflow::worker::testing {
 
-NaiveGptNeoX ExportToNaive(const GptNeoXModel& model);
+NaiveGptNeoX ExportToNaive(const LanguageModel& model);
 // Any tensor -> float64 values, row-major.
 std::vector<double> ToDoubles(const at::Tensor& tensor);
 

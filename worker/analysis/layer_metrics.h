@@ -112,7 +112,7 @@ class LayerMetricAccumulator {
                          c10::Device device);
 
   // One representation point of a batch of B prompts of n tokens each,
-  // hidden [B, n, d]; points 0..L+1 in order (GptNeoXModel's callback).
+  // hidden [B, n, d]; points 0..L+1 in order (LanguageModel's callback).
   // Throws c10::Error on a shape or order mismatch.
   void Observe(int64_t point, const at::Tensor& hidden);
   // Drops the held layer; call after the batch's last point.

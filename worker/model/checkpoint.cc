@@ -427,13 +427,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     }
     return checkpoint;
   } else {
-    std::string hint;
-    if (IsFile(JoinPath(dir, "pytorch_model.bin"))) {
-      hint = " (pytorch_model.bin is there but not supported yet; convert it to "
-             "safetensors, e.g. with transformers' save_pretrained)";
-    }
     return absl::NotFoundError(absl::StrCat(dir, ": no model.safetensors or ",
-                                            "model.safetensors.index.json", hint));
+                                            "model.safetensors.index.json"));
   }
   for (const auto& file : checkpoint->files_) {
     for (const SafetensorsTensor& t : file->tensors()) {

@@ -101,8 +101,8 @@ class SafetensorsFile {
 // tensors the index assigns to it).
 class SafetensorsCheckpoint {
  public:
-  // NOT_FOUND when the folder has neither file (pytorch_model.bin is not
-  // read yet: the error says so).
+  // NOT_FOUND when the folder has neither file (pytorch_model.bin is read
+  // by worker/model/model_checkpoint.h).
   static absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> Open(
       const std::string& dir);
 

@@ -38,14 +38,6 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos,
 
 }  // namespace
 
-absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& text) {
-  if (text == "fp32") return c10::kFloat;
-  if (text == "bf16") return c10::kBFloat16;
-  if (text == "fp16") return c10::kHalf;
-  return absl::InvalidArgumentError(
-      absl::StrCat("dtype: unknown '", text, "'; known: fp32, bf16, fp16"));
-}
-
 absl::Status GptNeoXModel::Validate(const GptNeoXConfig& c) {
   auto positive = [](const char* field, int64_t value) -> absl::Status {
     if (value > 0) return absl::OkStatus();
@@ -83,26 +75,24 @@ absl::Status GptNeoXModel::Validate(const GptNeoXConfig& c) {
   return absl::OkStatus();
 }
 
-GptNeoXModel::GptNeoXModel(const GptNeoXConfig& config) : config_(config) {}
-
 void GptNeoXModel::AddParameters() {
-  const int64_t d = config_.hidden_size;
-  const int64_t ff = config_.intermediate_size;
+  const int64_t d = neox().hidden_size;
+  const int64_t ff = neox().intermediate_size;
   auto add = [&](std::string name, at::IntArrayRef shape) {
-    params_.Add(std::move(name), at::empty(shape, at::kFloat));
+    mutable_parameters().Add(std::move(name), at::empty(shape, at::kFloat));
   };
   // Module registration order of GPTNeoXModel / GPTNeoXLayer.
-  add("gpt_neox.embed_in.weight", {config_.vocab_size, d});
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+  add("gpt_neox.embed_in.weight", {neox().vocab_size, d});
+  for (int64_t i = 0; i < neox().num_hidden_layers; ++i) {
     const std::string p = LayerPrefix(i);
     add(p + "input_layernorm.weight", {d});
     add(p + "input_layernorm.bias", {d});
     add(p + "post_attention_layernorm.weight", {d});
     add(p + "post_attention_layernorm.bias", {d});
     add(p + "attention.query_key_value.weight", {3 * d, d});
-    if (config_.attention_bias) add(p + "attention.query_key_value.bias", {3 * d});
+    if (neox().attention_bias) add(p + "attention.query_key_value.bias", {3 * d});
     add(p + "attention.dense.weight", {d, d});
-    if (config_.attention_bias) add(p + "attention.dense.bias", {d});
+    if (neox().attention_bias) add(p + "attention.dense.bias", {d});
     add(p + "mlp.dense_h_to_4h.weight", {ff, d});
     add(p + "mlp.dense_h_to_4h.bias", {ff});
     add(p + "mlp.dense_4h_to_h.weight", {d, ff});
@@ -110,116 +100,47 @@ void GptNeoXModel::AddParameters() {
   }
   add("gpt_neox.final_layer_norm.weight", {d});
   add("gpt_neox.final_layer_norm.bias", {d});
-  add("embed_out.weight", {config_.vocab_size, d});
+  add("embed_out.weight", {neox().vocab_size, d});
 }
 
 void GptNeoXModel::Bind() {
   // Optional tensors (attention_bias = false) stay undefined; at::linear
   // takes an undefined bias as none.
   auto get = [&](const std::string& name) {
-    const at::Tensor* t = params_.Find(name);
+    const at::Tensor* t = parameters().Find(name);
     return t == nullptr ? at::Tensor() : *t;
   };
-  embed_in_ = params_.Get("gpt_neox.embed_in.weight");
-  layers_.assign(config_.num_hidden_layers, Layer{});
-  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+  embed_in_ = parameters().Get("gpt_neox.embed_in.weight");
+  layers_.assign(neox().num_hidden_layers, Layer{});
+  for (int64_t i = 0; i < neox().num_hidden_layers; ++i) {
     const std::string p = LayerPrefix(i);
     Layer& l = layers_[i];
-    l.input_layernorm_weight = params_.Get(p + "input_layernorm.weight");
-    l.input_layernorm_bias = params_.Get(p + "input_layernorm.bias");
+    l.input_layernorm_weight = parameters().Get(p + "input_layernorm.weight");
+    l.input_layernorm_bias = parameters().Get(p + "input_layernorm.bias");
     l.post_attention_layernorm_weight =
-        params_.Get(p + "post_attention_layernorm.weight");
+        parameters().Get(p + "post_attention_layernorm.weight");
     l.post_attention_layernorm_bias =
-        params_.Get(p + "post_attention_layernorm.bias");
-    l.query_key_value_weight = params_.Get(p + "attention.query_key_value.weight");
+        parameters().Get(p + "post_attention_layernorm.bias");
+    l.query_key_value_weight = parameters().Get(p + "attention.query_key_value.weight");
     l.query_key_value_bias = get(p + "attention.query_key_value.bias");
-    l.dense_weight = params_.Get(p + "attention.dense.weight");
+    l.dense_weight = parameters().Get(p + "attention.dense.weight");
     l.dense_bias = get(p + "attention.dense.bias");
-    l.dense_h_to_4h_weight = params_.Get(p + "mlp.dense_h_to_4h.weight");
-    l.dense_h_to_4h_bias = params_.Get(p + "mlp.dense_h_to_4h.bias");
-    l.dense_4h_to_h_weight = params_.Get(p + "mlp.dense_4h_to_h.weight");
-    l.dense_4h_to_h_bias = params_.Get(p + "mlp.dense_4h_to_h.bias");
+    l.dense_h_to_4h_weight = parameters().Get(p + "mlp.dense_h_to_4h.weight");
+    l.dense_h_to_4h_bias = parameters().Get(p + "mlp.dense_h_to_4h.bias");
+    l.dense_4h_to_h_weight = parameters().Get(p + "mlp.dense_4h_to_h.weight");
+    l.dense_4h_to_h_bias = parameters().Get(p + "mlp.dense_4h_to_h.bias");
   }
-  final_layer_norm_weight_ = params_.Get("gpt_neox.final_layer_norm.weight");
-  final_layer_norm_bias_ = params_.Get("gpt_neox.final_layer_norm.bias");
-  embed_out_ = params_.Get("embed_out.weight");
+  final_layer_norm_weight_ = parameters().Get("gpt_neox.final_layer_norm.weight");
+  final_layer_norm_bias_ = parameters().Get("gpt_neox.final_layer_norm.bias");
+  embed_out_ = parameters().Get("embed_out.weight");
 }
 
-namespace {
-
-// What every factory checks: a buildable config and a run dtype we support.
-absl::Status ValidateForRun(const GptNeoXConfig& config, c10::ScalarType dtype) {
-  if (absl::Status s = GptNeoXModel::Validate(config); !s.ok()) return s;
-  if (dtype != c10::kFloat && dtype != c10::kBFloat16 && dtype != c10::kHalf) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dtype: unsupported ", c10::toString(dtype)));
+std::string GptNeoXModel::PointName(int64_t point) const {
+  if (point == 0) return "embedding (gpt_neox.embed_in)";
+  if (point <= num_layers()) {
+    return absl::StrCat("layer ", point, " (gpt_neox.layers.", point - 1, ")");
   }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateRandom(
-    const GptNeoXConfig& config, const InitScheme& scheme, uint64_t seed,
-    c10::Device device, c10::ScalarType dtype) {
-  if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
-  try {
-    c10::InferenceMode guard;
-    std::unique_ptr<GptNeoXModel> model(new GptNeoXModel(config));
-    model->AddParameters();
-    InitializeParameters(model->params_, scheme, config.initializer_range,
-                         seed);
-    // Only now to the device and dtype: every device gets the same weights.
-    for (auto& [name, tensor] : model->params_.items()) {
-      tensor = tensor.to(device, dtype);
-    }
-    model->device_ = device;
-    model->dtype_ = dtype;
-    model->Bind();
-    return model;
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat("gpt_neox init: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("gpt_neox init: ", e.what()));
-  }
-}
-
-absl::StatusOr<std::unique_ptr<GptNeoXModel>> GptNeoXModel::CreateEmpty(
-    const GptNeoXConfig& config, c10::Device device, c10::ScalarType dtype) {
-  if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
-  try {
-    c10::InferenceMode guard;
-    std::unique_ptr<GptNeoXModel> model(new GptNeoXModel(config));
-    model->AddParameters();
-    // Straight on the device: no CPU float32 copy of a large model.
-    for (auto& [name, tensor] : model->params_.items()) {
-      tensor = at::empty(tensor.sizes(),
-                         at::TensorOptions().device(device).dtype(dtype));
-    }
-    model->device_ = device;
-    model->dtype_ = dtype;
-    model->Bind();
-    return model;
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat("gpt_neox alloc: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("gpt_neox alloc: ", e.what()));
-  }
-}
-
-std::unique_ptr<GptNeoXModel> GptNeoXModel::Replicate(c10::Device device) const {
-  c10::InferenceMode guard;
-  std::unique_ptr<GptNeoXModel> copy(new GptNeoXModel(config_));
-  for (const auto& [name, tensor] : params_.items()) {
-    copy->params_.Add(name, tensor.to(device, /*non_blocking=*/false,
-                                      /*copy=*/true));
-  }
-  copy->device_ = device;
-  copy->dtype_ = dtype_;
-  copy->Bind();
-  return copy;
+  return "final norm (gpt_neox.final_layer_norm)";
 }
 
 // GPTNeoXAttention.forward (no cache, eval mode).
@@ -228,7 +149,7 @@ at::Tensor GptNeoXModel::Attention(const Layer& layer, const at::Tensor& hidden,
                                    const at::Tensor& sin) const {
   const int64_t batch = hidden.size(0);
   const int64_t seq = hidden.size(1);
-  const int64_t head_size = config_.hidden_size / config_.num_attention_heads;
+  const int64_t head_size = neox().hidden_size / neox().num_attention_heads;
 
   // qkv = query_key_value(hidden).view(B, S, heads, 3 * head_size)
   //           .transpose(1, 2): per head the fused output is [q | k | v].
@@ -264,8 +185,8 @@ at::Tensor GptNeoXModel::Mlp(const Layer& layer, const at::Tensor& hidden) const
 void GptNeoXModel::Forward(const at::Tensor& input_ids,
                            const LayerCallback& on_layer) const {
   c10::InferenceMode guard;
-  const int64_t d = config_.hidden_size;
-  const double eps = config_.layer_norm_eps;
+  const int64_t d = neox().hidden_size;
+  const double eps = neox().layer_norm_eps;
   int64_t point = 0;
   try {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
@@ -274,20 +195,20 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids,
 
     // GPTNeoXModel.forward: inputs_embeds = embed_in(input_ids).
     at::Tensor hidden =
-        at::embedding(embed_in_, input_ids.to(device_, at::kLong));
+        at::embedding(embed_in_, input_ids.to(device(), at::kLong));
     on_layer(point, hidden);
 
     // GPTNeoXRotaryEmbedding (default rope): float32, then the run dtype.
-    const int64_t head_size = d / config_.num_attention_heads;
-    const int64_t dim = static_cast<int64_t>(head_size * config_.rotary_pct);
-    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+    const int64_t head_size = d / neox().num_attention_heads;
+    const int64_t dim = static_cast<int64_t>(head_size * neox().rotary_pct);
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device());
     at::Tensor inv_freq =
-        1.0 / at::pow(config_.rotary_emb_base, at::arange(0, dim, 2, f32) / dim);
+        1.0 / at::pow(neox().rotary_emb_base, at::arange(0, dim, 2, f32) / dim);
     at::Tensor positions = at::arange(seq, f32);
     at::Tensor freqs = at::outer(positions, inv_freq);  // [S, dim / 2]
     at::Tensor emb = at::cat({freqs, freqs}, -1);       // [S, dim]
-    const at::Tensor cos = emb.cos().to(dtype_);
-    const at::Tensor sin = emb.sin().to(dtype_);
+    const at::Tensor cos = emb.cos().to(dtype());
+    const at::Tensor sin = emb.sin().to(dtype());
 
     // GPTNeoXLayer.forward.
     for (const Layer& layer : layers_) {
@@ -297,7 +218,7 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids,
           at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
                          layer.input_layernorm_bias, eps),
           cos, sin);
-      if (config_.use_parallel_residual) {
+      if (neox().use_parallel_residual) {
         // x = x + attn(ln1(x)) + mlp(ln2(x))
         at::Tensor mlp_output = Mlp(
             layer, at::layer_norm(hidden, {d},
@@ -331,7 +252,7 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids,
 
 at::Tensor GptNeoXModel::Logits(const at::Tensor& final_hidden) const {
   c10::InferenceMode guard;
-  return at::linear(final_hidden, embed_out_);
+  return at::linear(final_hidden.to(embed_out_.scalar_type()), embed_out_);
 }
 
 }  // namespace layerflow::worker

@@ -33,21 +33,27 @@ InitDistribution WeightDistribution(const InitScheme& scheme,
 }
 
 void InitializeParameters(ParameterMap& params, const InitScheme& scheme,
-                          double reference_std, uint64_t seed) {
+                          double reference_std, uint64_t seed,
+                          const StructuralInit& structural) {
   c10::InferenceMode guard;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& [name, tensor] : params.items()) {
     TORCH_CHECK(tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat,
                 "init: parameter ", name, " must be float32 on the CPU");
-    if (absl::EndsWith(name, ".bias")) {
+    if (structural && structural(name, tensor, gen)) {
+      continue;
+    } else if (absl::EndsWith(name, ".bias")) {
       tensor.zero_();
-    } else if (absl::StrContains(name, "norm")) {
+    } else if (tensor.dim() == 1 && absl::EndsWith(name, ".weight")) {
+      // The only 1-D weights are norms (LayerNorm, RMSNorm, ln_*).
       tensor.fill_(1.0);
     } else {
-      TORCH_CHECK(tensor.dim() == 2, "init: weight ", name, " is not 2-D");
+      TORCH_CHECK(tensor.dim() == 2 || tensor.dim() == 3, "init: weight ",
+                  name, " is not 2-D or 3-D");
+      const int64_t receptive = tensor.dim() == 3 ? tensor.size(2) : 1;
       const InitDistribution dist =
-          WeightDistribution(scheme, reference_std, tensor.size(1),
-                             tensor.size(0));
+          WeightDistribution(scheme, reference_std, tensor.size(1) * receptive,
+                             tensor.size(0) * receptive);
       if (dist.uniform) {
         tensor.uniform_(-dist.scale, dist.scale, gen);
       } else {

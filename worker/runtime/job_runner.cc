@@ -17,7 +17,7 @@
 #include "common/status_macros.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/data/kvpr.h"
-#include "worker/model/gpt_neox.h"
+#include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/nccl_communicator.h"
 #include "worker/tokenizer/byte_tokenizer.h"
@@ -37,15 +37,6 @@ absl::Status Invalid(absl::string_view field, absl::string_view message) {
 // naming the JobConfig field.
 absl::Status AsFieldError(const absl::Status& status, absl::string_view field) {
   return Invalid(field, status.message());
-}
-
-// Where a representation point sits, in the reference's names.
-std::string PointName(int64_t point, int64_t num_layers) {
-  if (point == 0) return "embedding (gpt_neox.embed_in)";
-  if (point <= num_layers) {
-    return absl::StrCat("layer ", point, " (gpt_neox.layers.", point - 1, ")");
-  }
-  return "final norm (gpt_neox.final_layer_norm)";
 }
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
@@ -75,11 +66,11 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   return absl::OkStatus();
 }
 
-class GptNeoXJobRunner final : public JobRunner {
+class ModelJobRunner final : public JobRunner {
  public:
-  GptNeoXJobRunner(JobConfig config, KvprDataset dataset,
+  ModelJobRunner(JobConfig config, KvprDataset dataset,
                    std::vector<LayerMetric> metrics,
-                   std::vector<std::unique_ptr<GptNeoXModel>> replicas,
+                   std::vector<std::unique_ptr<LanguageModel>> replicas,
                    std::unique_ptr<Communicator> communicator)
       : config_(std::move(config)),
         dataset_(std::move(dataset)),
@@ -158,7 +149,7 @@ class GptNeoXJobRunner final : public JobRunner {
  private:
   // Prompts [lo, hi) of `examples` on one replica, into *sums (float64 on the
   // replica's device). Never throws: this is the job's exception edge.
-  absl::Status RunPrompts(const GptNeoXModel& model,
+  absl::Status RunPrompts(const LanguageModel& model,
                           const std::vector<KvprExample>& examples, int64_t lo,
                           int64_t hi, at::Tensor* sums) {
     int64_t prompt = lo < hi ? examples[lo].index : -1;
@@ -189,7 +180,7 @@ class GptNeoXJobRunner final : public JobRunner {
       return absl::OkStatus();
     } catch (const LayerError& e) {
       return absl::InternalError(absl::StrCat(
-          "model ", config_.model, ", ", PointName(e.layer(), model.num_layers()),
+          "model ", config_.model, ", ", model.PointName(e.layer()),
           ", prompt ", prompt, ": ", e.what()));
     } catch (const c10::OutOfMemoryError& e) {
       return absl::ResourceExhaustedError(
@@ -213,7 +204,7 @@ class GptNeoXJobRunner final : public JobRunner {
   KvprDataset dataset_;
   std::vector<LayerMetric> metrics_;
   std::vector<StatKey> keys_;
-  std::vector<std::unique_ptr<GptNeoXModel>> replicas_;
+  std::vector<std::unique_ptr<LanguageModel>> replicas_;
   std::unique_ptr<Communicator> communicator_;
 };
 
@@ -222,10 +213,6 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   LF_RETURN_IF_ERROR(ValidateJobConfig(config));
   absl::StatusOr<ModelPreset> preset = FindModelPreset(config.model);
   if (!preset.ok()) return AsFieldError(preset.status(), "model");
-  if (preset->architecture != "gpt_neox") {
-    return Invalid("model", absl::StrCat("architecture '", preset->architecture,
-                                         "' is not supported by this worker"));
-  }
   absl::StatusOr<InitScheme> scheme = ParseInitScheme(config.init_scheme);
   if (!scheme.ok()) return AsFieldError(scheme.status(), "init_scheme");
   LF_ASSIGN_OR_RETURN(std::vector<LayerMetric> metrics,
@@ -252,8 +239,8 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   }
 
   auto tokenizer = std::make_shared<ByteTokenizer>();
-  if (tokenizer->vocab_size() > preset->gpt_neox.vocab_size) {
-    return Invalid("model", absl::StrCat("vocab_size ", preset->gpt_neox.vocab_size,
+  if (tokenizer->vocab_size() > preset->config.vocab_size()) {
+    return Invalid("model", absl::StrCat("vocab_size ", preset->config.vocab_size(),
                                          " is smaller than the byte tokenizer's ",
                                          tokenizer->vocab_size()));
   }
@@ -265,10 +252,10 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
                       KvprDataset::Create(kvpr, std::move(tokenizer)));
 
   // Replica 0 from the seeded init; the others are copies of it.
-  std::vector<std::unique_ptr<GptNeoXModel>> replicas;
+  std::vector<std::unique_ptr<LanguageModel>> replicas;
   {
-    absl::StatusOr<std::unique_ptr<GptNeoXModel>> model =
-        GptNeoXModel::CreateRandom(preset->gpt_neox, *scheme,
+    absl::StatusOr<std::unique_ptr<LanguageModel>> model =
+        CreateRandomModel(preset->config, *scheme,
                                    static_cast<uint64_t>(config.seed),
                                    devices[0], dtype);
     if (!model.ok()) {
@@ -291,9 +278,9 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     LF_ASSIGN_OR_RETURN(communicator, CreateNcclCommunicator(indices));
   }
 
-  LayerMetricAccumulator probe(metrics, preset->gpt_neox.num_hidden_layers,
+  LayerMetricAccumulator probe(metrics, preset->config.num_layers(),
                                c10::Device(c10::kCPU));
-  auto runner = std::make_unique<GptNeoXJobRunner>(
+  auto runner = std::make_unique<ModelJobRunner>(
       config, std::move(dataset), std::move(metrics), std::move(replicas),
       std::move(communicator));
   runner->set_keys(probe.keys());
@@ -339,6 +326,6 @@ DeviceConfig DetectDevices() {
   return config;
 }
 
-std::vector<std::string> SupportedArchitectures() { return {"gpt_neox"}; }
+std::vector<std::string> SupportedArchitectures() { return KnownArchitectures(); }
 
 }  // namespace layerflow::worker

@@ -30,8 +30,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "worker/model/checkpoint.h"
-#include "worker/model/gpt_neox.h"
-#include "worker/model/gpt_neox_checkpoint.h"
+#include "worker/model/language_model.h"
+#include "worker/model/model_checkpoint.h"
 #include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 
@@ -65,7 +65,7 @@ absl::Status Inspect(const InspectOptions& o) {
     device = c10::Device(c10::kCUDA, 0);
   }
 
-  std::unique_ptr<GptNeoXModel> model;
+  std::unique_ptr<LanguageModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
   std::string source_text;
   std::vector<std::pair<std::string, std::string>> metadata = {{"model", o.model}};
@@ -74,8 +74,8 @@ absl::Status Inspect(const InspectOptions& o) {
       return absl::InvalidArgumentError(
           "--init applies to presets only; a checkpoint brings its own weights");
     }
-    absl::StatusOr<std::unique_ptr<GptNeoXModel>> loaded =
-        LoadGptNeoXCheckpoint(source->dir, *dtype, device);
+    absl::StatusOr<std::unique_ptr<LanguageModel>> loaded =
+        LoadModelCheckpoint(source->dir, *dtype, device);
     if (!loaded.ok()) return loaded.status();
     model = *std::move(loaded);
     metadata.emplace_back("source", source->dir);
@@ -87,16 +87,11 @@ absl::Status Inspect(const InspectOptions& o) {
       metadata.emplace_back("tokenizer", tok_path);
     }
   } else {
-    if (source->preset.architecture != "gpt_neox") {
-      return absl::UnimplementedError(absl::StrCat(
-          "preset ", source->preset.name, ": architecture ",
-          source->preset.architecture, " is not supported by layerflow-inspect yet"));
-    }
     const std::string init = o.init.empty() ? "reference" : o.init;
     absl::StatusOr<InitScheme> scheme = ParseInitScheme(init);
     if (!scheme.ok()) return scheme.status();
-    absl::StatusOr<std::unique_ptr<GptNeoXModel>> created = GptNeoXModel::CreateRandom(
-        source->preset.gpt_neox, *scheme, o.seed, device, *dtype);
+    absl::StatusOr<std::unique_ptr<LanguageModel>> created = CreateRandomModel(
+        source->preset.config, *scheme, o.seed, device, *dtype);
     if (!created.ok()) return created.status();
     model = *std::move(created);
     metadata.emplace_back("source", absl::StrCat("preset ", source->preset.name));
@@ -112,10 +107,10 @@ absl::Status Inspect(const InspectOptions& o) {
   if (ids32.empty()) return absl::InvalidArgumentError("--text: encodes to no tokens");
   std::vector<int64_t> ids(ids32.begin(), ids32.end());
   for (int64_t id : ids) {
-    if (id < 0 || id >= model->config().vocab_size) {
+    if (id < 0 || id >= model->vocab_size()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "token id ", id, " (", tokenizer->name(), " tokenizer) is outside the model's vocab_size ",
-          model->config().vocab_size));
+          model->vocab_size()));
     }
   }
 

@@ -21,7 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/worker/checkpoint/checkpoint_test_util.h"
 #include "worker/model/checkpoint.h"
-#include "worker/model/gpt_neox_checkpoint.h"
+#include "worker/model/model_checkpoint.h"
 
 namespace layerflow::worker {
 namespace {
@@ -45,7 +45,7 @@ struct Outputs {
   at::Tensor logits;
 };
 
-Outputs Run(const GptNeoXModel& model, const at::Tensor& ids) {
+Outputs Run(const LanguageModel& model, const at::Tensor& ids) {
   Outputs out;
   model.Forward(ids, [&](int64_t point, const at::Tensor& h) {
     out.points[point] = h.to(at::kCPU, at::kFloat).clone();
@@ -69,7 +69,7 @@ void CheckConfig(const std::string& name, c10::ScalarType run_dtype, double tol,
   const std::string base = FixtureDir() + "/" + name;
   auto manifest = nlohmann::json::parse(ReadText(FixtureDir() + "/manifest.json"));
   const int64_t layers = manifest["configs"][name]["layers"].get<int64_t>();
-  auto model = LoadGptNeoXCheckpoint(base + "/checkpoint", run_dtype, device);
+  auto model = LoadModelCheckpoint(base + "/checkpoint", run_dtype, device);
   ASSERT_TRUE(model.ok()) << model.status();
   ASSERT_EQ((*model)->num_layers(), layers);
   auto ref_file = SafetensorsFile::Open(base + "/reference.safetensors");
@@ -126,7 +126,7 @@ TEST(GptNeoXParityHalf, WeightsLoadBitExact) {
     auto file = SafetensorsFile::Open(dir + "/model.safetensors");
     ASSERT_TRUE(file.ok()) << file.status();
     for (c10::ScalarType load : {dtype, c10::kFloat}) {
-      auto model = LoadGptNeoXCheckpoint(dir, load, c10::Device(c10::kCPU));
+      auto model = LoadModelCheckpoint(dir, load, c10::Device(c10::kCPU));
       ASSERT_TRUE(model.ok()) << model.status();
       c10::InferenceMode guard;
       for (const auto& [pname, param] : (*model)->parameters().items()) {

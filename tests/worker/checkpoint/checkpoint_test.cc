@@ -21,8 +21,8 @@
 #include "nlohmann/json.hpp"
 #include "tests/worker/checkpoint/checkpoint_test_util.h"
 #include "worker/model/checkpoint.h"
-#include "worker/model/gpt_neox.h"
-#include "worker/model/gpt_neox_checkpoint.h"
+#include "worker/model/language_model.h"
+#include "worker/model/model_checkpoint.h"
 
 namespace layerflow::worker {
 namespace {
@@ -65,8 +65,11 @@ nlohmann::json ConfigJson(const GptNeoXConfig& c) {
 
 // A random model's parameters, as float32 CPU tensors by name.
 std::vector<std::pair<std::string, at::Tensor>> RandomParams(const GptNeoXConfig& c) {
-  auto model = GptNeoXModel::CreateRandom(c, InitScheme{InitScheme::Kind::kNormal, 0.3},
-                                          7, kCpu, c10::kFloat);
+  ModelConfig config;
+  config.architecture = "gpt_neox";
+  config.gpt_neox = c;
+  auto model = CreateRandomModel(config, InitScheme{InitScheme::Kind::kNormal, 0.3}, 7, kCpu,
+                                 c10::kFloat);
   EXPECT_TRUE(model.ok()) << model.status();
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& [name, t] : (*model)->parameters().items()) {
@@ -108,7 +111,7 @@ class CheckpointTest : public ::testing::Test {
   }
   std::string weights() const { return dir_ + "/model.safetensors"; }
   absl::Status Load() {
-    return LoadGptNeoXCheckpoint(dir_, c10::kFloat, kCpu).status();
+    return LoadModelCheckpoint(dir_, c10::kFloat, kCpu).status();
   }
 
   std::string dir_;
@@ -118,10 +121,10 @@ class CheckpointTest : public ::testing::Test {
 
 TEST_F(CheckpointTest, WriterRoundTripsThroughLoaderExactly) {
   Write();
-  auto model = LoadGptNeoXCheckpoint(dir_, c10::kFloat, kCpu);
+  auto model = LoadModelCheckpoint(dir_, c10::kFloat, kCpu);
   ASSERT_TRUE(model.ok()) << model.status();
-  EXPECT_EQ((*model)->config().hidden_size, 16);
-  EXPECT_DOUBLE_EQ((*model)->config().rotary_pct, 0.5);
+  EXPECT_EQ((*model)->config().gpt_neox.hidden_size, 16);
+  EXPECT_DOUBLE_EQ((*model)->config().gpt_neox.rotary_pct, 0.5);
   c10::InferenceMode guard;
   for (const auto& [name, t] : params_) {
     EXPECT_TRUE(at::equal((*model)->parameters().Get(name), t)) << name;
@@ -179,7 +182,7 @@ TEST_F(CheckpointTest, LmHeadAcceptedAndKnownBuffersIgnored) {
     params.emplace_back("gpt_neox.layers.0.attention.masked_bias", at::full({}, -1e9));
     params.emplace_back("gpt_neox.layers.0.attention.rotary_emb.inv_freq", at::ones({2}));
   });
-  auto model = LoadGptNeoXCheckpoint(dir_, c10::kFloat, kCpu);
+  auto model = LoadModelCheckpoint(dir_, c10::kFloat, kCpu);
   ASSERT_TRUE(model.ok()) << model.status();
   c10::InferenceMode guard;
   EXPECT_TRUE(at::equal((*model)->parameters().Get("embed_out.weight"),
@@ -193,7 +196,7 @@ TEST_F(CheckpointTest, TiedHeadMayBeLeftOut) {
   nlohmann::json config = ConfigJson(config_);
   config["tie_word_embeddings"] = true;
   WriteText(dir_ + "/config.json", config.dump());
-  auto model = LoadGptNeoXCheckpoint(dir_, c10::kFloat, kCpu);
+  auto model = LoadModelCheckpoint(dir_, c10::kFloat, kCpu);
   ASSERT_TRUE(model.ok()) << model.status();
   c10::InferenceMode guard;
   EXPECT_TRUE(at::equal((*model)->parameters().Get("embed_out.weight"),
@@ -305,7 +308,7 @@ TEST_F(CheckpointTest, UnalignedDataLoads) {
   auto file = SafetensorsFile::Open(weights());
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_NE(reinterpret_cast<uintptr_t>((*file)->tensors()[0].data) % 4, 0u);
-  auto model = LoadGptNeoXCheckpoint(dir_, c10::kFloat, kCpu);
+  auto model = LoadModelCheckpoint(dir_, c10::kFloat, kCpu);
   ASSERT_TRUE(model.ok()) << model.status();
   c10::InferenceMode guard;
   for (const auto& [name, t] : params_) {
@@ -328,12 +331,21 @@ TEST_F(CheckpointTest, ShardMissingIndexedTensor) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("model.safetensors.index.json"));
 }
 
-TEST_F(CheckpointTest, NoWeightsMentionsPytorchBin) {
+TEST_F(CheckpointTest, NoWeightsNamesEveryFileLookedFor) {
+  WriteText(dir_ + "/config.json", ConfigJson(config_).dump());
+  absl::Status s = Load();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("model.safetensors"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("pytorch_model.bin"));
+}
+
+TEST_F(CheckpointTest, CorruptPytorchBinIsInvalidArgumentNamingTheFile) {
   WriteText(dir_ + "/config.json", ConfigJson(config_).dump());
   WriteText(dir_ + "/pytorch_model.bin", "x");
   absl::Status s = Load();
-  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
-  EXPECT_THAT(std::string(s.message()), HasSubstr("pytorch_model.bin"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr(dir_ + "/pytorch_model.bin"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not a readable torch.save archive"));
 }
 
 TEST(GptNeoXConfigJson, UnknownModelTypeNamesFileAndKey) {
@@ -411,7 +423,7 @@ TEST_F(HfCacheTest, RefsMainPicksTheSnapshot) {
   ASSERT_TRUE(source.ok()) << source.status();
   EXPECT_EQ(source->kind, ModelSource::Kind::kCheckpoint);
   EXPECT_EQ(source->dir, repo_ + "/snapshots/bbbb");
-  auto model = LoadGptNeoXCheckpoint(source->dir, c10::kFloat, kCpu);
+  auto model = LoadModelCheckpoint(source->dir, c10::kFloat, kCpu);
   EXPECT_TRUE(model.ok()) << model.status();
 }
 
@@ -445,7 +457,7 @@ TEST_F(HfCacheTest, FoldersAndPresetsResolveFirst) {
   auto preset = ResolveModelSource("pythia-tiny");
   ASSERT_TRUE(preset.ok()) << preset.status();
   EXPECT_EQ(preset->kind, ModelSource::Kind::kPreset);
-  EXPECT_EQ(preset->preset.gpt_neox.hidden_size, 64);
+  EXPECT_EQ(preset->preset.config.gpt_neox.hidden_size, 64);
 }
 
 }  // namespace

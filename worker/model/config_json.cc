@@ -1,0 +1,395 @@
+#include "worker/model/config_json.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/checkpoint.h"
+
+namespace layerflow::worker {
+namespace {
+
+using Json = nlohmann::json;
+
+// Typed reads that collect every problem, so one error names them all.
+class Reader {
+ public:
+  Reader(const Json& root, absl::string_view source) : root_(root), source_(source) {}
+
+  void Int(const Json& obj, const char* key, int64_t* out, bool required = false) {
+    if (!obj.contains(key) || obj[key].is_null()) {
+      if (required) missing_.push_back(key);
+      return;
+    }
+    if (!obj[key].is_number_integer()) {
+      wrong_.push_back(absl::StrCat(key, " (expected an integer, got ", obj[key].dump(), ")"));
+      return;
+    }
+    *out = obj[key].get<int64_t>();
+  }
+  void Int(const char* key, int64_t* out, bool required = false) {
+    Int(root_, key, out, required);
+  }
+  void Double(const Json& obj, const char* key, double* out) {
+    if (!obj.contains(key) || obj[key].is_null()) return;
+    if (!obj[key].is_number()) {
+      wrong_.push_back(absl::StrCat(key, " (expected a number, got ", obj[key].dump(), ")"));
+      return;
+    }
+    *out = obj[key].get<double>();
+  }
+  void Double(const char* key, double* out) { Double(root_, key, out); }
+  void Bool(const Json& obj, const char* key, bool* out) {
+    if (!obj.contains(key) || obj[key].is_null()) return;
+    if (!obj[key].is_boolean()) {
+      wrong_.push_back(absl::StrCat(key, " (expected a boolean, got ", obj[key].dump(), ")"));
+      return;
+    }
+    *out = obj[key].get<bool>();
+  }
+  void Bool(const char* key, bool* out) { Bool(root_, key, out); }
+  void String(const Json& obj, const char* key, std::string* out) {
+    if (!obj.contains(key) || obj[key].is_null()) return;
+    if (!obj[key].is_string()) {
+      wrong_.push_back(absl::StrCat(key, " (expected a string, got ", obj[key].dump(), ")"));
+      return;
+    }
+    *out = obj[key].get<std::string>();
+  }
+  void String(const char* key, std::string* out) { String(root_, key, out); }
+  // An integer or "auto" (0).
+  void IntOrAuto(const Json& obj, const char* key, int64_t* out) {
+    if (obj.contains(key) && obj[key].is_string() && obj[key] == "auto") {
+      *out = 0;
+      return;
+    }
+    Int(obj, key, out);
+  }
+  void Wrong(std::string what) { wrong_.push_back(std::move(what)); }
+
+  absl::Status Finish() const {
+    if (!missing_.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source_, ": missing required key", missing_.size() > 1 ? "s" : "", " ",
+          absl::StrJoin(missing_, ", ")));
+    }
+    if (!wrong_.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source_, ": bad value for ", absl::StrJoin(wrong_, "; ")));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const Json& root_;
+  std::string source_;
+  std::vector<std::string> missing_;
+  std::vector<std::string> wrong_;
+};
+
+absl::Status GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
+  r.Int("vocab_size", &c->vocab_size, true);
+  r.Int("hidden_size", &c->hidden_size, true);
+  r.Int("num_layers", &c->num_layers, true);
+  r.Int("num_heads", &c->num_heads, true);
+  r.Int("intermediate_size", &c->intermediate_size);
+  r.Int("max_position_embeddings", &c->max_position_embeddings);
+  r.Int("window_size", &c->window_size);
+  r.Double("layer_norm_epsilon", &c->layer_norm_epsilon);
+  r.Double("initializer_range", &c->initializer_range);
+  r.String("activation_function", &c->activation_function);
+  // attention_types: [[["global", "local"], repeat], ...] expanded in order
+  // (GPTNeoConfig.expand_attention_types_params).
+  if (root.contains("attention_types")) {
+    const Json& types = root["attention_types"];
+    bool ok = types.is_array();
+    for (const Json& item : ok ? types : Json::array()) {
+      if (!item.is_array() || item.size() != 2 || !item[0].is_array() ||
+          !item[1].is_number_integer()) {
+        ok = false;
+        break;
+      }
+      for (int64_t k = 0; k < item[1].get<int64_t>(); ++k) {
+        for (const Json& name : item[0]) {
+          c->attention_layers.push_back(name.is_string() ? name.get<std::string>()
+                                                         : name.dump());
+        }
+      }
+    }
+    if (!ok) {
+      r.Wrong(absl::StrCat("attention_types (expected [[[\"global\", \"local\"], N], ...], got ",
+                           types.dump(), ")"));
+    }
+  } else {
+    return absl::OkStatus();  // Reader reports it as missing below.
+  }
+  return absl::OkStatus();
+}
+
+void MambaFromJson(Reader& r, MambaConfig* c) {
+  r.Int("vocab_size", &c->vocab_size, true);
+  r.Int("hidden_size", &c->hidden_size, true);
+  r.Int("num_hidden_layers", &c->num_hidden_layers, true);
+  r.Int("state_size", &c->state_size);
+  r.Int("expand", &c->expand);
+  r.Int("conv_kernel", &c->conv_kernel);
+  r.Double("layer_norm_epsilon", &c->layer_norm_epsilon);
+  r.Bool("use_bias", &c->use_bias);
+  r.Bool("use_conv_bias", &c->use_conv_bias);
+  r.Bool("residual_in_fp32", &c->residual_in_fp32);
+  r.Double("time_step_min", &c->time_step_min);
+  r.Double("time_step_max", &c->time_step_max);
+  r.Double("time_step_floor", &c->time_step_floor);
+  r.Double("time_step_scale", &c->time_step_scale);
+  r.Double("initializer_range", &c->initializer_range);
+  r.String("hidden_act", &c->hidden_act);
+}
+
+void Mamba2FromJson(const Json& root, Reader& r, Mamba2Config* c) {
+  r.Int("vocab_size", &c->vocab_size, true);
+  r.Int("hidden_size", &c->hidden_size, true);
+  r.Int("num_hidden_layers", &c->num_hidden_layers, true);
+  r.Int("num_heads", &c->num_heads, true);
+  r.Int("head_dim", &c->head_dim);
+  r.Int("state_size", &c->state_size);
+  r.Int("n_groups", &c->n_groups);
+  r.Int("chunk_size", &c->chunk_size);
+  r.Int("expand", &c->expand);
+  r.Int("conv_kernel", &c->conv_kernel);
+  r.Double("layer_norm_epsilon", &c->layer_norm_epsilon);
+  r.Bool("use_bias", &c->use_bias);
+  r.Bool("use_conv_bias", &c->use_conv_bias);
+  r.Bool("residual_in_fp32", &c->residual_in_fp32);
+  r.Double("time_step_min", &c->time_step_min);
+  r.Double("time_step_max", &c->time_step_max);
+  r.Double("time_step_floor", &c->time_step_floor);
+  r.Double("initializer_range", &c->initializer_range);
+  r.String("hidden_act", &c->hidden_act);
+  if (root.contains("time_step_limit") && !root["time_step_limit"].is_null()) {
+    const Json& limit = root["time_step_limit"];
+    auto bound = [](const Json& v, double* out) {
+      // transformers 5 writes infinity as {"__float__": "Infinity"}.
+      if (v.is_object() && v.contains("__float__") && v["__float__"] == "Infinity") {
+        *out = 1e300;
+        return true;
+      }
+      if (v.is_number()) {
+        *out = v.get<double>();
+        return true;
+      }
+      if (v.is_string() && (v == "inf" || v == "Infinity")) {
+        *out = 1e300;
+        return true;
+      }
+      return false;
+    };
+    if (!limit.is_array() || limit.size() != 2 || !bound(limit[0], &c->time_step_limit_min) ||
+        !bound(limit[1], &c->time_step_limit_max)) {
+      r.Wrong(absl::StrCat("time_step_limit (expected [min, max], got ", limit.dump(), ")"));
+    }
+  }
+}
+
+// state-spaces/mamba* (mamba_ssm's MambaConfig dataclass): d_model, n_layer,
+// vocab_size padded to pad_vocab_size_multiple, ssm_cfg for the mixer.
+absl::Status MambaSsmFromJson(const Json& root, Reader& r, absl::string_view source,
+                              CheckpointConfig* out) {
+  int64_t d_model = 0, n_layer = 0, vocab = 0, pad_multiple = 8, d_intermediate = 0;
+  r.Int("d_model", &d_model, true);
+  r.Int("n_layer", &n_layer, true);
+  r.Int("vocab_size", &vocab, true);
+  r.Int("pad_vocab_size_multiple", &pad_multiple);
+  r.Int("d_intermediate", &d_intermediate);
+  bool rms_norm = true;
+  r.Bool("rms_norm", &rms_norm);
+  bool residual_in_fp32 = true;
+  r.Bool("residual_in_fp32", &residual_in_fp32);
+  out->tie_word_embeddings = true;
+  r.Bool("tie_embeddings", &out->tie_word_embeddings);
+  const Json ssm_cfg = root.contains("ssm_cfg") && root["ssm_cfg"].is_object()
+                           ? root["ssm_cfg"]
+                           : Json::object();
+  std::string layer = "Mamba1";
+  r.String(ssm_cfg, "layer", &layer);
+  if (absl::Status s = r.Finish(); !s.ok()) return s;
+  if (!rms_norm) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": rms_norm false (LayerNorm blocks) is not supported"));
+  }
+  if (d_intermediate != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": d_intermediate ", d_intermediate, " (MLP blocks) is not supported"));
+  }
+  if (root.contains("attn_layer_idx") && root["attn_layer_idx"].is_array() &&
+      !root["attn_layer_idx"].empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": attn_layer_idx (hybrid attention layers) is not supported"));
+  }
+  if (pad_multiple > 0 && vocab % pad_multiple != 0) {
+    vocab += pad_multiple - vocab % pad_multiple;
+  }
+  out->mamba_ssm_naming = true;
+  if (layer == "Mamba1") {
+    MambaConfig& c = out->model.mamba;
+    out->model.architecture = "mamba";
+    c.hidden_size = d_model;
+    c.num_hidden_layers = n_layer;
+    c.vocab_size = vocab;
+    c.residual_in_fp32 = residual_in_fp32;
+    r.Int(ssm_cfg, "d_state", &c.state_size);
+    r.Int(ssm_cfg, "d_conv", &c.conv_kernel);
+    r.Int(ssm_cfg, "expand", &c.expand);
+    r.IntOrAuto(ssm_cfg, "dt_rank", &c.time_step_rank);
+    r.Bool(ssm_cfg, "conv_bias", &c.use_conv_bias);
+    r.Bool(ssm_cfg, "bias", &c.use_bias);
+    r.Double(ssm_cfg, "dt_min", &c.time_step_min);
+    r.Double(ssm_cfg, "dt_max", &c.time_step_max);
+    r.Double(ssm_cfg, "dt_init_floor", &c.time_step_floor);
+    r.Double(ssm_cfg, "dt_scale", &c.time_step_scale);
+  } else if (layer == "Mamba2") {
+    Mamba2Config& c = out->model.mamba2;
+    out->model.architecture = "mamba2";
+    c.hidden_size = d_model;
+    c.num_hidden_layers = n_layer;
+    c.vocab_size = vocab;
+    c.residual_in_fp32 = residual_in_fp32;
+    r.Int(ssm_cfg, "d_state", &c.state_size);
+    r.Int(ssm_cfg, "d_conv", &c.conv_kernel);
+    r.Int(ssm_cfg, "expand", &c.expand);
+    r.Int(ssm_cfg, "headdim", &c.head_dim);
+    r.Int(ssm_cfg, "ngroups", &c.n_groups);
+    r.Int(ssm_cfg, "chunk_size", &c.chunk_size);
+    r.Bool(ssm_cfg, "conv_bias", &c.use_conv_bias);
+    r.Bool(ssm_cfg, "bias", &c.use_bias);
+    r.Double(ssm_cfg, "dt_min", &c.time_step_min);
+    r.Double(ssm_cfg, "dt_max", &c.time_step_max);
+    r.Double(ssm_cfg, "dt_init_floor", &c.time_step_floor);
+    if (ssm_cfg.contains("d_ssm") && !ssm_cfg["d_ssm"].is_null()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": ssm_cfg.d_ssm (a partial SSM width) is not supported"));
+    }
+    bool rmsnorm = true, norm_before_gate = false;
+    r.Bool(ssm_cfg, "rmsnorm", &rmsnorm);
+    r.Bool(ssm_cfg, "norm_before_gate", &norm_before_gate);
+    if (!rmsnorm || norm_before_gate) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": ssm_cfg.rmsnorm false or norm_before_gate true is not supported"));
+    }
+    c.num_heads = c.head_dim > 0 ? c.expand * d_model / c.head_dim : 0;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": ssm_cfg.layer \"", layer, "\" is not supported (Mamba1, Mamba2)"));
+  }
+  return r.Finish();
+}
+
+std::string ArchitectureFromClasses(const Json& root) {
+  if (!root.contains("architectures") || !root["architectures"].is_array()) return "";
+  for (const Json& a : root["architectures"]) {
+    if (!a.is_string()) continue;
+    const std::string name = a.get<std::string>();
+    if (name.rfind("GPTNeoX", 0) == 0) return "gpt_neox";
+    if (name.rfind("GPTNeo", 0) == 0) return "gpt_neo";
+    if (name.rfind("Mamba2", 0) == 0) return "mamba2";
+    if (name.rfind("Mamba", 0) == 0) return "mamba";
+  }
+  return "";
+}
+
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+}  // namespace
+
+absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view json,
+                                                           absl::string_view source) {
+  Json root = Json::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) {
+    // Python's json module writes a bare Infinity for float("inf") (older
+    // Mamba-2 configs' time_step_limit), which JSON does not have.
+    std::string patched(json);
+    for (size_t at = patched.find("Infinity"); at != std::string::npos;
+         at = patched.find("Infinity", at + 1)) {
+      const bool quoted = at > 0 && patched[at - 1] == '"';
+      if (!quoted) patched.replace(at, 8, "\"inf\"");
+    }
+    root = Json::parse(patched, nullptr, /*allow_exceptions=*/false);
+  }
+  if (root.is_discarded() || !root.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  }
+  CheckpointConfig out;
+  Reader r(root, source);
+  std::string type;
+  if (root.contains("model_type")) {
+    if (!root["model_type"].is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": model_type must be a string, got ", root["model_type"].dump()));
+    }
+    type = root["model_type"].get<std::string>();
+  } else if (root.contains("d_model") && root.contains("n_layer")) {
+    if (absl::Status s = MambaSsmFromJson(root, r, source, &out); !s.ok()) return s;
+    return out;
+  } else {
+    type = ArchitectureFromClasses(root);
+    if (type.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": no model_type key, no known class in architectures, and not a "
+                  "mamba_ssm config (d_model, n_layer)"));
+    }
+  }
+  r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
+  out.model.architecture = type;
+  if (type == "gpt_neox") {
+    absl::StatusOr<GptNeoXConfig> neox = ParseGptNeoXConfigJson(json, source);
+    if (!neox.ok()) return neox.status();
+    out.model.gpt_neox = *neox;
+  } else if (type == "gpt_neo") {
+    if (!root.contains("attention_types") && !root.contains("attention_layers")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": missing required key attention_types"));
+    }
+    out.tie_word_embeddings = true;  // GPTNeoConfig's default
+    r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
+    if (absl::Status s = GptNeoFromJson(root, r, &out.model.gpt_neo); !s.ok()) return s;
+  } else if (type == "mamba") {
+    out.tie_word_embeddings = true;
+    r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
+    MambaFromJson(r, &out.model.mamba);
+    int64_t intermediate = 0;
+    r.Int("intermediate_size", &intermediate);
+    if (intermediate != 0 && intermediate != out.model.mamba.intermediate_size()) {
+      r.Wrong(absl::StrCat("intermediate_size (", intermediate, " is not expand x hidden_size = ",
+                           out.model.mamba.intermediate_size(), ")"));
+    }
+    if (root.contains("time_step_rank")) r.IntOrAuto(root, "time_step_rank", &out.model.mamba.time_step_rank);
+  } else if (type == "mamba2") {
+    out.tie_word_embeddings = true;
+    r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
+    Mamba2FromJson(root, r, &out.model.mamba2);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": model_type \"", type,
+        "\" is not supported (supported: \"gpt_neox\", \"gpt_neo\", \"mamba\", \"mamba2\")"));
+  }
+  if (absl::Status s = r.Finish(); !s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadText(path);
+  if (!text.ok()) return text.status();
+  return ParseCheckpointConfigJson(*text, path);
+}
+
+}  // namespace layerflow::worker

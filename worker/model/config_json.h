@@ -1,0 +1,33 @@
+// config.json of a Hugging Face (or original mamba_ssm) checkpoint ->
+// ModelConfig, without LibTorch. The architecture comes from model_type
+// ("gpt_neox", "gpt_neo", "mamba", "mamba2"), from `architectures` when
+// model_type is absent, or from mamba_ssm's own keys (d_model, n_layer,
+// ssm_cfg.layer = "Mamba1" | "Mamba2"). Every error is INVALID_ARGUMENT
+// naming `source` and the key; all missing required keys are named at once.
+#ifndef LAYERFLOW_WORKER_MODEL_CONFIG_JSON_H_
+#define LAYERFLOW_WORKER_MODEL_CONFIG_JSON_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "worker/model/model_config.h"
+
+namespace layerflow::worker {
+
+struct CheckpointConfig {
+  ModelConfig model;
+  // The output head shares the input embedding and a checkpoint may omit it
+  // (tie_word_embeddings; mamba_ssm's tie_embeddings).
+  bool tie_word_embeddings = false;
+  // The weights use mamba_ssm's names (backbone.embedding.weight).
+  bool mamba_ssm_naming = false;
+};
+
+absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view json,
+                                                           absl::string_view source);
+absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path);
+
+}  // namespace layerflow::worker
+
+#endif  // LAYERFLOW_WORKER_MODEL_CONFIG_JSON_H_

@@ -1,0 +1,230 @@
+#include "worker/model/gpt_neo.h"
+
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace layerflow::worker {
+namespace {
+
+std::string LayerPrefix(int64_t i) { return absl::StrCat("transformer.h.", i, "."); }
+
+}  // namespace
+
+absl::Status GptNeoModel::Validate(const GptNeoConfig& c) {
+  for (auto [field, value] : {std::pair{"vocab_size", c.vocab_size},
+                              std::pair{"hidden_size", c.hidden_size},
+                              std::pair{"num_layers", c.num_layers},
+                              std::pair{"num_heads", c.num_heads},
+                              std::pair{"max_position_embeddings",
+                                        c.max_position_embeddings},
+                              std::pair{"window_size", c.window_size}}) {
+    if (value <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be positive, got ", value));
+    }
+  }
+  if (c.intermediate_size < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "intermediate_size: must be positive (or null), got ", c.intermediate_size));
+  }
+  if (c.hidden_size % c.num_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hidden_size: ", c.hidden_size, " is not divisible by num_heads ",
+                     c.num_heads));
+  }
+  if (static_cast<int64_t>(c.attention_layers.size()) != c.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention_types: expand to ", c.attention_layers.size(),
+        " layers, but num_layers is ", c.num_layers));
+  }
+  for (size_t i = 0; i < c.attention_layers.size(); ++i) {
+    if (c.attention_layers[i] != "global" && c.attention_layers[i] != "local") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("attention_types: layer ", i, " is '", c.attention_layers[i],
+                       "'; known: global, local"));
+    }
+  }
+  if (c.activation_function != "gelu_new") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation_function: '", c.activation_function,
+        "' is not supported (only gelu_new)"));
+  }
+  if (!(c.layer_norm_epsilon > 0)) {
+    return absl::InvalidArgumentError("layer_norm_epsilon: must be positive");
+  }
+  return absl::OkStatus();
+}
+
+void GptNeoModel::AddParameters() {
+  const int64_t d = neo().hidden_size;
+  const int64_t ff = neo().ffn_size();
+  auto add = [&](std::string name, at::IntArrayRef shape) {
+    mutable_parameters().Add(std::move(name), at::empty(shape, at::kFloat));
+  };
+  // Module registration order of GPTNeoModel / GPTNeoBlock.
+  add("transformer.wte.weight", {neo().vocab_size, d});
+  add("transformer.wpe.weight", {neo().max_position_embeddings, d});
+  for (int64_t i = 0; i < neo().num_layers; ++i) {
+    const std::string p = LayerPrefix(i);
+    add(p + "ln_1.weight", {d});
+    add(p + "ln_1.bias", {d});
+    add(p + "attn.attention.k_proj.weight", {d, d});
+    add(p + "attn.attention.v_proj.weight", {d, d});
+    add(p + "attn.attention.q_proj.weight", {d, d});
+    add(p + "attn.attention.out_proj.weight", {d, d});
+    add(p + "attn.attention.out_proj.bias", {d});
+    add(p + "ln_2.weight", {d});
+    add(p + "ln_2.bias", {d});
+    add(p + "mlp.c_fc.weight", {ff, d});
+    add(p + "mlp.c_fc.bias", {ff});
+    add(p + "mlp.c_proj.weight", {d, ff});
+    add(p + "mlp.c_proj.bias", {d});
+  }
+  add("transformer.ln_f.weight", {d});
+  add("transformer.ln_f.bias", {d});
+  add("lm_head.weight", {neo().vocab_size, d});
+}
+
+void GptNeoModel::Bind() {
+  const ParameterMap& params = parameters();
+  wte_ = params.Get("transformer.wte.weight");
+  wpe_ = params.Get("transformer.wpe.weight");
+  layers_.assign(neo().num_layers, Layer{});
+  for (int64_t i = 0; i < neo().num_layers; ++i) {
+    const std::string p = LayerPrefix(i);
+    Layer& l = layers_[i];
+    l.local = neo().attention_layers[i] == "local";
+    l.ln_1_weight = params.Get(p + "ln_1.weight");
+    l.ln_1_bias = params.Get(p + "ln_1.bias");
+    l.k_proj_weight = params.Get(p + "attn.attention.k_proj.weight");
+    l.v_proj_weight = params.Get(p + "attn.attention.v_proj.weight");
+    l.q_proj_weight = params.Get(p + "attn.attention.q_proj.weight");
+    l.out_proj_weight = params.Get(p + "attn.attention.out_proj.weight");
+    l.out_proj_bias = params.Get(p + "attn.attention.out_proj.bias");
+    l.ln_2_weight = params.Get(p + "ln_2.weight");
+    l.ln_2_bias = params.Get(p + "ln_2.bias");
+    l.c_fc_weight = params.Get(p + "mlp.c_fc.weight");
+    l.c_fc_bias = params.Get(p + "mlp.c_fc.bias");
+    l.c_proj_weight = params.Get(p + "mlp.c_proj.weight");
+    l.c_proj_bias = params.Get(p + "mlp.c_proj.bias");
+  }
+  ln_f_weight_ = params.Get("transformer.ln_f.weight");
+  ln_f_bias_ = params.Get("transformer.ln_f.bias");
+  lm_head_ = params.Get("lm_head.weight");
+}
+
+std::string GptNeoModel::PointName(int64_t point) const {
+  if (point == 0) return "embedding (transformer.wte + transformer.wpe)";
+  if (point <= num_layers()) {
+    return absl::StrCat("layer ", point, " (transformer.h.", point - 1, ")");
+  }
+  return "final norm (transformer.ln_f)";
+}
+
+at::Tensor GptNeoModel::AttentionMask(int64_t seq, bool local, int64_t window,
+                                      c10::Device device) {
+  at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor diff = i.unsqueeze(1) - i.unsqueeze(0);  // query - key
+  at::Tensor mask = diff >= 0;
+  if (local) mask = mask & (diff < window);
+  return mask;
+}
+
+// GPTNeoSelfAttention.forward: q, k, v without bias; _attn in float32 with
+// no scaling; softmax back to the value dtype; out_proj with bias.
+at::Tensor GptNeoModel::Attention(const Layer& layer, const at::Tensor& hidden,
+                                  const at::Tensor& mask) const {
+  const int64_t batch = hidden.size(0);
+  const int64_t seq = hidden.size(1);
+  const int64_t heads = neo().num_heads;
+  const int64_t head_dim = neo().hidden_size / heads;
+  auto split_heads = [&](const at::Tensor& t) {  // [B, S, d] -> [B, H, S, hd]
+    return t.view({batch, seq, heads, head_dim}).permute({0, 2, 1, 3});
+  };
+  at::Tensor query = split_heads(at::linear(hidden, layer.q_proj_weight));
+  at::Tensor key = split_heads(at::linear(hidden, layer.k_proj_weight));
+  at::Tensor value = split_heads(at::linear(hidden, layer.v_proj_weight));
+  at::Tensor attn;
+  if (query.scalar_type() == at::kFloat) {
+    attn = at::scaled_dot_product_attention(query, key, value, mask, 0.0,
+                                            /*is_causal=*/false, /*scale=*/1.0);
+  } else {
+    // HF upcasts q and k, softmaxes in float32 and casts the weights to the
+    // value dtype; SDPA's fused half kernels accumulate in float32 but round
+    // q and k products differently, so keep HF's order explicitly.
+    at::Tensor scores = at::matmul(query.to(at::kFloat),
+                                   key.to(at::kFloat).transpose(-1, -2));
+    scores = scores.masked_fill(mask.logical_not(),
+                                -std::numeric_limits<float>::max());
+    attn = at::matmul(at::softmax(scores, -1).to(value.scalar_type()), value);
+  }
+  attn = attn.permute({0, 2, 1, 3}).reshape({batch, seq, -1});
+  return at::linear(attn, layer.out_proj_weight, layer.out_proj_bias);
+}
+
+// GPTNeoMLP: c_fc -> gelu_new (tanh approximation) -> c_proj.
+at::Tensor GptNeoModel::Mlp(const Layer& layer, const at::Tensor& hidden) const {
+  at::Tensor h = at::linear(hidden, layer.c_fc_weight, layer.c_fc_bias);
+  h = at::gelu(h, "tanh");
+  return at::linear(h, layer.c_proj_weight, layer.c_proj_bias);
+}
+
+void GptNeoModel::Forward(const at::Tensor& input_ids,
+                          const LayerCallback& on_layer) const {
+  c10::InferenceMode guard;
+  const int64_t d = neo().hidden_size;
+  const double eps = neo().layer_norm_epsilon;
+  int64_t point = 0;
+  try {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
+                input_ids.sizes());
+    const int64_t seq = input_ids.size(1);
+    TORCH_CHECK(seq <= neo().max_position_embeddings, "sequence of ", seq,
+                " tokens is longer than max_position_embeddings ",
+                neo().max_position_embeddings);
+    // GPTNeoModel.forward: inputs_embeds + wpe(position_ids).
+    at::Tensor positions =
+        at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device()));
+    at::Tensor hidden = at::embedding(wte_, input_ids.to(device(), at::kLong)) +
+                        at::embedding(wpe_, positions);
+    on_layer(point, hidden);
+
+    const at::Tensor global_mask = AttentionMask(seq, false, 0, device());
+    const at::Tensor local_mask =
+        AttentionMask(seq, true, neo().window_size, device());
+    // GPTNeoBlock.forward: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
+    for (const Layer& layer : layers_) {
+      ++point;
+      at::Tensor attn_output = Attention(
+          layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps),
+          layer.local ? local_mask : global_mask);
+      hidden = attn_output + hidden;
+      at::Tensor mlp_output = Mlp(
+          layer, at::layer_norm(hidden, {d}, layer.ln_2_weight, layer.ln_2_bias, eps));
+      hidden = hidden + mlp_output;
+      on_layer(point, hidden);
+    }
+
+    ++point;
+    hidden = at::layer_norm(hidden, {d}, ln_f_weight_, ln_f_bias_, eps);
+    on_layer(point, hidden);
+  } catch (const LayerError&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw LayerError(point, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw LayerError(point, e.what());
+  }
+}
+
+at::Tensor GptNeoModel::Logits(const at::Tensor& final_hidden) const {
+  c10::InferenceMode guard;
+  return at::linear(final_hidden.to(lm_head_.scalar_type()), lm_head_);
+}
+
+}  // namespace layerflow::worker

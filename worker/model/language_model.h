@@ -1,0 +1,129 @@
+// The interface every architecture implements (GPT-NeoX, GPT-Neo, Mamba,
+// Mamba-2), and the factories that build one from a ModelConfig. A model is
+// a ParameterMap with Hugging Face names plus a Forward that exposes the
+// residual stream at every representation point (METHODS.md,
+// "Representations"): 0 = after the embedding, 1..L = after block l,
+// L + 1 = the final-norm output.
+#ifndef LAYERFLOW_WORKER_MODEL_LANGUAGE_MODEL_H_
+#define LAYERFLOW_WORKER_MODEL_LANGUAGE_MODEL_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "absl/status/statusor.h"
+#include "worker/model/model_config.h"
+#include "worker/model/parameter_map.h"
+
+namespace layerflow::worker {
+
+// Thrown by Forward when anything inside a block (or a layer callback)
+// throws: carries the representation point so the job boundary can name it.
+class LayerError : public std::runtime_error {
+ public:
+  LayerError(int64_t layer, const std::string& message)
+      : std::runtime_error(message), layer_(layer) {}
+  // 0 = embedding, 1..L = block, L + 1 = final norm.
+  int64_t layer() const { return layer_; }
+
+ private:
+  int64_t layer_;
+};
+
+class LanguageModel {
+ public:
+  // Called with the residual stream [batch, seq, hidden] at points 0..L+1,
+  // in that order, as the forward goes: no layer is kept.
+  using LayerCallback =
+      std::function<void(int64_t point, const at::Tensor& hidden)>;
+
+  virtual ~LanguageModel() = default;
+  LanguageModel(const LanguageModel&) = delete;
+  LanguageModel& operator=(const LanguageModel&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const std::string& architecture() const { return config_.architecture; }
+  int64_t num_layers() const { return config_.num_layers(); }
+  int64_t hidden_size() const { return config_.hidden_size(); }
+  int64_t vocab_size() const { return config_.vocab_size(); }
+  c10::Device device() const { return device_; }
+  c10::ScalarType dtype() const { return dtype_; }
+
+  // HF parameter names in named_parameters() order. Invariant: a loader
+  // writes INTO these tensors (copy_), never replaces them, because the
+  // per-layer views of the architecture share them.
+  const ParameterMap& parameters() const { return params_; }
+  ParameterMap& mutable_parameters() { return params_; }
+
+  // input_ids: integer [batch, seq] on any device. Throws LayerError.
+  virtual void Forward(const at::Tensor& input_ids,
+                       const LayerCallback& on_layer) const = 0;
+  // The output head on the final-norm output: [batch, seq, vocab].
+  virtual at::Tensor Logits(const at::Tensor& final_hidden) const = 0;
+  // Where a representation point sits, in the reference's module names, e.g.
+  // "layer 3 (gpt_neox.layers.2)".
+  virtual std::string PointName(int64_t point) const = 0;
+
+  // A copy of every parameter on `device` (same dtype): the per-GPU replica.
+  std::unique_ptr<LanguageModel> Replicate(c10::Device device) const;
+
+ protected:
+  explicit LanguageModel(ModelConfig config) : config_(std::move(config)) {}
+
+  // Every parameter as float32 on the CPU, in HF named_parameters() order
+  // (the order random init draws in).
+  virtual void AddParameters() = 0;
+  // Points the architecture's per-layer fields at params_.
+  virtual void Bind() = 0;
+  // Parameters that keep the architecture's own init whatever the scheme
+  // (Mamba's A_log, D, dt bias ...): fills `tensor` and returns true, or
+  // returns false to let the scheme draw it. Default: none.
+  virtual bool InitStructural(const std::string& name, at::Tensor& tensor,
+                              const InitScheme& scheme,
+                              at::Generator& generator) const;
+  // The reference std of Linear / Embedding weights (HF initializer_range).
+  virtual double ReferenceStd() const = 0;
+
+ private:
+  friend absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
+      const ModelConfig&, const InitScheme&, uint64_t, c10::Device,
+      c10::ScalarType);
+  friend absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
+      const ModelConfig&, c10::Device, c10::ScalarType);
+
+  ModelConfig config_;
+  c10::Device device_ = c10::Device(c10::kCPU);
+  c10::ScalarType dtype_ = c10::kFloat;
+  ParameterMap params_;
+};
+
+// Checks that the config describes a buildable model of a known
+// architecture; INVALID_ARGUMENT naming the field otherwise.
+absl::Status ValidateModelConfig(const ModelConfig& config);
+
+// Seeded random init (worker/model/init.h) on the CPU in float32, then moved
+// to `device` and `dtype`: every device starts from the same weights.
+// INVALID_ARGUMENT for a bad config or dtype, INTERNAL for a LibTorch
+// failure (naming the architecture).
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
+    const ModelConfig& config, const InitScheme& scheme, uint64_t seed,
+    c10::Device device, c10::ScalarType dtype);
+
+// Every parameter allocated (uninitialised) on `device` in `dtype`, for a
+// checkpoint loader to copy_ into. Same errors as CreateRandomModel.
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
+    const ModelConfig& config, c10::Device device, c10::ScalarType dtype);
+
+// "fp32" | "bf16" | "fp16" -> dtype; INVALID_ARGUMENT naming `dtype`.
+absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& text);
+
+}  // namespace layerflow::worker
+
+#endif  // LAYERFLOW_WORKER_MODEL_LANGUAGE_MODEL_H_

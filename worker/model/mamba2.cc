@@ -1,0 +1,279 @@
+#include "worker/model/mamba2.h"
+
+#include <limits>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "worker/model/ssm_ops.h"
+
+namespace layerflow::worker {
+namespace {
+
+std::string LayerPrefix(int64_t i) { return absl::StrCat("backbone.layers.", i, "."); }
+
+// segment_sum: out[..., i, j] = x[..., j+1] + ... + x[..., i] for j <= i,
+// -inf above the diagonal; by masked cumulative sums (HF's stable form).
+at::Tensor SegmentSum(const at::Tensor& x) {
+  const int64_t n = x.size(-1);
+  std::vector<int64_t> sizes(x.sizes().begin(), x.sizes().end());
+  sizes.push_back(n);
+  at::Tensor t = x.unsqueeze(-1).expand(sizes);  // t[..., i, j] = x[..., i]
+  const auto bool_opts = at::TensorOptions().dtype(at::kBool).device(x.device());
+  at::Tensor strict = at::ones({n, n}, bool_opts).tril(-1);
+  t = t.masked_fill(strict.logical_not(), 0);
+  at::Tensor segsum = at::cumsum(t, -2);
+  at::Tensor lower = at::ones({n, n}, bool_opts).tril(0);
+  return segsum.masked_fill(lower.logical_not(), -std::numeric_limits<float>::infinity());
+}
+
+// [B, L, ...] zero-padded to a multiple of chunk, then [B, c, chunk, ...].
+at::Tensor IntoChunks(const at::Tensor& t, int64_t pad, int64_t chunk) {
+  at::Tensor padded = t;
+  if (pad > 0) {
+    std::vector<int64_t> shape(t.sizes().begin(), t.sizes().end());
+    shape[1] = pad;
+    padded = at::cat({t, at::zeros(shape, t.options())}, 1);
+  }
+  std::vector<int64_t> shape(padded.sizes().begin(), padded.sizes().end());
+  shape[1] = padded.size(1) / chunk;
+  shape.insert(shape.begin() + 2, chunk);
+  return padded.reshape(shape);
+}
+
+}  // namespace
+
+absl::Status Mamba2Model::Validate(const Mamba2Config& c) {
+  for (auto [field, value] : {std::pair{"vocab_size", c.vocab_size},
+                              std::pair{"hidden_size", c.hidden_size},
+                              std::pair{"state_size", c.state_size},
+                              std::pair{"num_hidden_layers", c.num_hidden_layers},
+                              std::pair{"num_heads", c.num_heads},
+                              std::pair{"head_dim", c.head_dim},
+                              std::pair{"n_groups", c.n_groups},
+                              std::pair{"chunk_size", c.chunk_size},
+                              std::pair{"expand", c.expand},
+                              std::pair{"conv_kernel", c.conv_kernel}}) {
+    if (value <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": must be positive, got ", value));
+    }
+  }
+  if (c.num_heads * c.head_dim != c.intermediate_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "num_heads: ", c.num_heads, " x head_dim ", c.head_dim, " must equal expand x ",
+        "hidden_size = ", c.intermediate_size()));
+  }
+  if (c.num_heads % c.n_groups != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "n_groups: ", c.n_groups, " does not divide num_heads ", c.num_heads));
+  }
+  if (c.hidden_act != "silu") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "hidden_act: '", c.hidden_act, "' is not supported (only silu)"));
+  }
+  if (!(c.layer_norm_epsilon > 0)) {
+    return absl::InvalidArgumentError("layer_norm_epsilon: must be positive");
+  }
+  return absl::OkStatus();
+}
+
+void Mamba2Model::AddParameters() {
+  const Mamba2Config& c = mamba2();
+  const int64_t d = c.hidden_size;
+  const int64_t e = c.intermediate_size();
+  auto add = [&](std::string name, at::IntArrayRef shape) {
+    mutable_parameters().Add(std::move(name), at::empty(shape, at::kFloat));
+  };
+  // Module registration order of Mamba2Model / Mamba2Block / Mamba2Mixer.
+  add("backbone.embeddings.weight", {c.vocab_size, d});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = LayerPrefix(i);
+    add(p + "norm.weight", {d});
+    add(p + "mixer.conv1d.weight", {c.conv_dim(), 1, c.conv_kernel});
+    if (c.use_conv_bias) add(p + "mixer.conv1d.bias", {c.conv_dim()});
+    add(p + "mixer.in_proj.weight", {e + c.conv_dim() + c.num_heads, d});
+    if (c.use_bias) add(p + "mixer.in_proj.bias", {e + c.conv_dim() + c.num_heads});
+    add(p + "mixer.dt_bias", {c.num_heads});
+    add(p + "mixer.A_log", {c.num_heads});
+    add(p + "mixer.norm.weight", {e});
+    add(p + "mixer.D", {c.num_heads});
+    add(p + "mixer.out_proj.weight", {d, e});
+    if (c.use_bias) add(p + "mixer.out_proj.bias", {d});
+  }
+  add("backbone.norm_f.weight", {d});
+  add("lm_head.weight", {c.vocab_size, d});
+}
+
+void Mamba2Model::Bind() {
+  const ParameterMap& params = parameters();
+  auto optional = [&](const std::string& name) {
+    const at::Tensor* t = params.Find(name);
+    return t == nullptr ? at::Tensor() : *t;
+  };
+  embeddings_ = params.Get("backbone.embeddings.weight");
+  layers_.assign(mamba2().num_hidden_layers, Layer{});
+  for (int64_t i = 0; i < mamba2().num_hidden_layers; ++i) {
+    const std::string p = LayerPrefix(i);
+    Layer& l = layers_[i];
+    l.norm_weight = params.Get(p + "norm.weight");
+    l.conv1d_weight = params.Get(p + "mixer.conv1d.weight");
+    l.conv1d_bias = optional(p + "mixer.conv1d.bias");
+    l.in_proj_weight = params.Get(p + "mixer.in_proj.weight");
+    l.in_proj_bias = optional(p + "mixer.in_proj.bias");
+    l.dt_bias = params.Get(p + "mixer.dt_bias");
+    l.A_log = params.Get(p + "mixer.A_log");
+    l.gated_norm_weight = params.Get(p + "mixer.norm.weight");
+    l.D = params.Get(p + "mixer.D");
+    l.out_proj_weight = params.Get(p + "mixer.out_proj.weight");
+    l.out_proj_bias = optional(p + "mixer.out_proj.bias");
+  }
+  norm_f_weight_ = params.Get("backbone.norm_f.weight");
+  lm_head_ = params.Get("lm_head.weight");
+}
+
+bool Mamba2Model::InitStructural(const std::string& name, at::Tensor& tensor,
+                                 const InitScheme& scheme,
+                                 at::Generator& generator) const {
+  ssm::SsmInitSpec spec;
+  spec.time_step_min = mamba2().time_step_min;
+  spec.time_step_max = mamba2().time_step_max;
+  spec.time_step_floor = mamba2().time_step_floor;
+  return ssm::InitSsmParameter(name, tensor, scheme, spec, generator);
+}
+
+std::string Mamba2Model::PointName(int64_t point) const {
+  if (point == 0) return "embedding (backbone.embeddings)";
+  if (point <= num_layers()) {
+    return absl::StrCat("layer ", point, " (backbone.layers.", point - 1, ")");
+  }
+  return "final norm (backbone.norm_f)";
+}
+
+// mamba2_chunk_scan's torch fallback, with its broadcast-and-sum products
+// written as einsums (same sums, without [.., l, s, h, p] temporaries).
+at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
+                                  const at::Tensor& A_in, const at::Tensor& B_in,
+                                  const at::Tensor& C_in, const at::Tensor& D,
+                                  int64_t chunk) {
+  const int64_t batch = x_in.size(0);
+  const int64_t seq = x_in.size(1);
+  const int64_t heads = x_in.size(2);
+  const int64_t head_dim = x_in.size(3);
+  const int64_t pad = (chunk - seq % chunk) % chunk;
+  at::Tensor x = x_in.to(at::kFloat);
+  at::Tensor D_residual;
+  if (D.defined()) {
+    D_residual = D.to(at::kFloat).unsqueeze(-1) *
+                 (pad > 0 ? at::cat({x, x.new_zeros({batch, pad, heads, head_dim})}, 1) : x);
+  }
+  // Discretise x and A.
+  x = x * dt.unsqueeze(-1).to(at::kFloat);
+  at::Tensor A = A_in.to(at::kFloat) * dt.to(at::kFloat);  // [B, L, H]
+  x = IntoChunks(x, pad, chunk);                        // [B, c, l, H, P]
+  A = IntoChunks(A, pad, chunk).permute({0, 3, 1, 2});  // [B, H, c, l]
+  at::Tensor B = IntoChunks(B_in.to(at::kFloat), pad, chunk);  // [B, c, l, H, N]
+  at::Tensor C = IntoChunks(C_in.to(at::kFloat), pad, chunk);
+  at::Tensor A_cumsum = at::cumsum(A, -1);
+
+  // 1. Intra-chunk (diagonal blocks): Y_diag = (C B^T * L) x.
+  at::Tensor L = at::exp(SegmentSum(A));                             // [B, H, c, l, s]
+  at::Tensor G = at::einsum("bclhn,bcshn->bclsh", {C, B});           // [B, c, l, s, H]
+  at::Tensor M = G * L.permute({0, 2, 3, 4, 1});
+  at::Tensor Y_diag = at::einsum("bclsh,bcshp->bclhp", {M, x});
+  // 2. Each chunk's final state from its own inputs.
+  at::Tensor decay_states = at::exp(A_cumsum.narrow(-1, chunk - 1, 1) - A_cumsum);
+  at::Tensor B_decay = B * decay_states.permute({0, 2, 3, 1}).unsqueeze(-1);
+  at::Tensor states = at::einsum("bclhn,bclhp->bchpn", {B_decay, x});  // [B, c, H, P, N]
+  // 3. States passed between chunks (zero initial state).
+  states = at::cat({at::zeros_like(states.narrow(1, 0, 1)), states}, 1);
+  at::Tensor chunk_ends = at::constant_pad_nd(A_cumsum.select(-1, chunk - 1), {1, 0});
+  at::Tensor decay_chunk = at::exp(SegmentSum(chunk_ends));          // [B, H, z, c]
+  at::Tensor new_states = at::einsum("bhzc,bchpn->bzhpn", {decay_chunk, states});
+  states = new_states.narrow(1, 0, new_states.size(1) - 1);
+  // 4. State -> output within each chunk.
+  at::Tensor state_decay_out = at::exp(A_cumsum);                    // [B, H, c, l]
+  at::Tensor Y_off = at::einsum("bclhn,bchpn->bclhp", {C, states}) *
+                     state_decay_out.permute({0, 2, 3, 1}).unsqueeze(-1);
+  at::Tensor y = (Y_diag + Y_off).reshape({batch, -1, heads, head_dim});
+  if (D_residual.defined()) y = y + D_residual;
+  return y.narrow(1, 0, seq);
+}
+
+// Mamba2Mixer.forward (no cache) with the torch fallbacks of
+// causal_conv1d_fn and mamba2_chunk_scan.
+at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden) const {
+  const Mamba2Config& c = mamba2();
+  const int64_t batch = hidden.size(0);
+  const int64_t seq = hidden.size(1);
+  const int64_t e = c.intermediate_size();
+  const int64_t gn = c.n_groups * c.state_size;
+  const at::ScalarType dtype = hidden.scalar_type();
+
+  at::Tensor projected = at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);
+  std::vector<at::Tensor> parts = projected.split({e, c.conv_dim(), c.num_heads}, -1);
+  const at::Tensor& gate = parts[0];
+  at::Tensor xBC = ssm::CausalConv1dSilu(parts[1].transpose(1, 2), layer.conv1d_weight,
+                                         layer.conv1d_bias)
+                       .transpose(1, 2);
+  std::vector<at::Tensor> xbc = xBC.split({e, gn, gn}, -1);
+  const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [H]
+
+  at::Tensor dt = parts[2] + layer.dt_bias.to(parts[2].scalar_type());
+  dt = at::softplus(dt);
+  // time_step_limit: clamp(dt, min, max); HF's default (0, inf) changes nothing.
+  if (c.time_step_limit_min > 0.0) dt = dt.clamp_min(c.time_step_limit_min);
+  if (c.time_step_limit_max < 1e300) dt = dt.clamp_max(c.time_step_limit_max);
+  const int64_t repeat = c.num_heads / c.n_groups;
+  auto per_head = [&](const at::Tensor& t) {  // [B, L, G*N] -> [B, L, H, N]
+    return t.view({batch, seq, c.n_groups, c.state_size})
+        .to(at::kFloat)
+        .repeat_interleave(repeat, 2);
+  };
+  at::Tensor y = ChunkScan(xbc[0].view({batch, seq, c.num_heads, c.head_dim}), dt, A,
+                           per_head(xbc[1]), per_head(xbc[2]), layer.D, c.chunk_size);
+  y = y.reshape({batch, seq, -1});
+  // MambaRMSNormGated(y, gate): float32, y * SiLU(gate), RMS over all of E.
+  at::Tensor g = y.to(at::kFloat) * at::silu(gate.to(at::kFloat));
+  g = g * at::rsqrt(g.pow(2).mean(-1, /*keepdim=*/true) + c.layer_norm_epsilon);
+  at::Tensor normed = layer.gated_norm_weight * g.to(y.scalar_type());
+  return at::linear(normed.to(dtype), layer.out_proj_weight, layer.out_proj_bias);
+}
+
+void Mamba2Model::Forward(const at::Tensor& input_ids,
+                          const LayerCallback& on_layer) const {
+  c10::InferenceMode guard;
+  const double eps = mamba2().layer_norm_epsilon;
+  int64_t point = 0;
+  try {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
+                input_ids.sizes());
+    at::Tensor hidden = at::embedding(embeddings_, input_ids.to(device(), at::kLong));
+    on_layer(point, hidden);
+    for (const Layer& layer : layers_) {
+      ++point;
+      hidden = ssm::ResidualBlock(hidden, layer.norm_weight, eps,
+                                  mamba2().residual_in_fp32,
+                                  [&](const at::Tensor& h) { return Mixer(layer, h); });
+      on_layer(point, hidden);
+    }
+    ++point;
+    hidden = ssm::RmsNorm(hidden, norm_f_weight_, eps);
+    on_layer(point, hidden);
+  } catch (const LayerError&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw LayerError(point, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw LayerError(point, e.what());
+  }
+}
+
+at::Tensor Mamba2Model::Logits(const at::Tensor& final_hidden) const {
+  c10::InferenceMode guard;
+  return at::linear(final_hidden.to(lm_head_.scalar_type()), lm_head_);
+}
+
+}  // namespace layerflow::worker

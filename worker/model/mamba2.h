@@ -1,0 +1,79 @@
+// Mamba-2, one to one with Hugging Face transformers'
+// models/mamba2/modeling_mamba2.py (Mamba2ForCausalLM, 5.x, the pure-torch
+// path): pre-RMSNorm residual blocks whose mixer is in_proj -> (gate, xBC,
+// dt); xBC -> causal depthwise conv1d -> SiLU -> (x, B, C) with n_groups
+// groups of B and C shared by num_heads / n_groups heads each; the SSD scan
+// with a scalar decay per head, h_t = exp(dt_t A_h) h_{t-1} + dt_t B_t x_t^T,
+// y_t = C_t h_t + D_h x_t, computed chunk by chunk (chunk_size) exactly as
+// mamba2_chunk_scan's torch fallback: an intra-chunk quadratic form plus
+// states passed between chunks; then the gated RMSNorm
+// norm(y * SiLU(gate)) (over the whole intermediate width, as HF 5.x) and
+// out_proj.
+#ifndef LAYERFLOW_WORKER_MODEL_MAMBA2_H_
+#define LAYERFLOW_WORKER_MODEL_MAMBA2_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/status.h"
+#include "worker/model/language_model.h"
+
+namespace layerflow::worker {
+
+class Mamba2Model final : public LanguageModel {
+ public:
+  // Use CreateRandomModel / CreateEmptyModel (language_model.h).
+  explicit Mamba2Model(ModelConfig config) : LanguageModel(std::move(config)) {}
+
+  const Mamba2Config& mamba2() const { return config().mamba2; }
+
+  // HF names: backbone.embeddings.weight, backbone.layers.N.norm.weight,
+  // backbone.layers.N.mixer.{dt_bias, A_log, conv1d.*, in_proj.*, norm.weight,
+  // D, out_proj.*}, backbone.norm_f.weight, lm_head.weight.
+  void Forward(const at::Tensor& input_ids,
+               const LayerCallback& on_layer) const override;
+  at::Tensor Logits(const at::Tensor& final_hidden) const override;
+  std::string PointName(int64_t point) const override;
+
+  // The SSD scan in float32: x [B, L, H, P], dt [B, L, H] (after softplus
+  // and clamp), A [H], B and C [B, L, H, N] (groups already repeated), D [H].
+  // Returns y [B, L, H, P]. Exposed so tests can hold it against the
+  // sequential recurrence.
+  static at::Tensor ChunkScan(const at::Tensor& x, const at::Tensor& dt,
+                              const at::Tensor& A, const at::Tensor& B,
+                              const at::Tensor& C, const at::Tensor& D,
+                              int64_t chunk_size);
+
+  static absl::Status Validate(const Mamba2Config& config);
+
+ private:
+  struct Layer {
+    at::Tensor norm_weight;
+    at::Tensor dt_bias, A_log, D;
+    at::Tensor conv1d_weight, conv1d_bias;  // [conv_dim, 1, K]
+    at::Tensor in_proj_weight, in_proj_bias;
+    at::Tensor gated_norm_weight;
+    at::Tensor out_proj_weight, out_proj_bias;
+  };
+
+  void AddParameters() override;
+  void Bind() override;
+  double ReferenceStd() const override { return mamba2().initializer_range; }
+  bool InitStructural(const std::string& name, at::Tensor& tensor,
+                      const InitScheme& scheme,
+                      at::Generator& generator) const override;
+  at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden) const;
+
+  at::Tensor embeddings_;
+  std::vector<Layer> layers_;
+  at::Tensor norm_f_weight_;
+  at::Tensor lm_head_;
+};
+
+}  // namespace layerflow::worker
+
+#endif  // LAYERFLOW_WORKER_MODEL_MAMBA2_H_

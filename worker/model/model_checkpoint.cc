@@ -1,0 +1,304 @@
+#include "worker/model/model_checkpoint.h"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <set>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/checkpoint.h"
+#include "worker/model/config_json.h"
+
+namespace layerflow::worker {
+namespace {
+
+bool IsFile(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// One tensor of the checkpoint, whichever format it came from.
+struct WeightEntry {
+  std::string file;  // the file errors name
+  std::string name;  // as written in the file
+  std::vector<int64_t> shape;
+  const SafetensorsTensor* mapped = nullptr;  // safetensors: into the mapping
+  at::Tensor loaded;                          // pytorch_model.bin: in memory
+};
+
+// Every tensor of a checkpoint folder; keeps mappings / tensors alive.
+struct Weights {
+  std::string source;  // the file "missing tensor" errors name
+  std::unique_ptr<SafetensorsCheckpoint> safetensors;
+  std::vector<WeightEntry> entries;
+};
+
+absl::StatusOr<at::ScalarType> SafetensorsTorchDtype(const WeightEntry& e) {
+  switch (e.mapped->dtype) {
+    case SafetensorsDtype::kF32: return at::kFloat;
+    case SafetensorsDtype::kF16: return at::kHalf;
+    case SafetensorsDtype::kBF16: return at::kBFloat16;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          e.file, ": tensor '", e.name, "' has dtype ",
+          SafetensorsDtypeName(e.mapped->dtype), "; weights must be F32, F16 or BF16"));
+  }
+}
+
+absl::Status ReadBinFile(const std::string& path, Weights* weights) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
+                          std::istreambuf_iterator<char>());
+  c10::IValue value;
+  try {
+    c10::InferenceMode guard;
+    value = torch::jit::pickle_load(bytes);
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a readable torch.save archive (corrupt or truncated?): ",
+        e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not a readable torch.save archive (corrupt or truncated?): ", e.what()));
+  }
+  if (!value.isGenericDict()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": expected a state dict (name -> tensor), got ", value.tagKind()));
+  }
+  for (const auto& item : value.toGenericDict()) {
+    if (!item.key().isString()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": state dict key is not a string (", item.key().tagKind(), ")"));
+    }
+    const std::string name = item.key().toStringRef();
+    if (!item.value().isTensor()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": '", name, "' is a ", item.value().tagKind(), ", not a tensor"));
+    }
+    WeightEntry entry;
+    entry.file = path;
+    entry.name = name;
+    entry.loaded = item.value().toTensor();
+    entry.shape.assign(entry.loaded.sizes().begin(), entry.loaded.sizes().end());
+    weights->entries.push_back(std::move(entry));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Weights> OpenWeights(const std::string& dir) {
+  Weights weights;
+  const std::string st_single = dir + "/model.safetensors";
+  const std::string st_index = dir + "/model.safetensors.index.json";
+  const std::string bin_single = dir + "/pytorch_model.bin";
+  const std::string bin_index = dir + "/pytorch_model.bin.index.json";
+  if (IsFile(st_single) || IsFile(st_index)) {
+    absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> checkpoint =
+        SafetensorsCheckpoint::Open(dir);
+    if (!checkpoint.ok()) return checkpoint.status();
+    weights.source = (*checkpoint)->source();
+    for (const SafetensorsCheckpoint::Entry& e : (*checkpoint)->All()) {
+      WeightEntry entry;
+      entry.file = e.file->path();
+      entry.name = e.tensor->name;
+      entry.shape = e.tensor->shape;
+      entry.mapped = e.tensor;
+      weights.entries.push_back(std::move(entry));
+    }
+    weights.safetensors = *std::move(checkpoint);
+    return weights;
+  }
+  if (IsFile(bin_single)) {
+    weights.source = bin_single;
+    if (absl::Status s = ReadBinFile(bin_single, &weights); !s.ok()) return s;
+    return weights;
+  }
+  if (IsFile(bin_index)) {
+    weights.source = bin_index;
+    std::ifstream in(bin_index);
+    nlohmann::json index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (index.is_discarded() || !index.contains("weight_map") ||
+        !index["weight_map"].is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(bin_index, ": not a JSON object with a weight_map"));
+    }
+    std::set<std::string> shards;
+    for (const auto& [name, file] : index["weight_map"].items()) {
+      if (!file.is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(bin_index, ": weight_map['", name, "'] is not a file name"));
+      }
+      shards.insert(file.get<std::string>());
+    }
+    for (const std::string& shard : shards) {
+      if (absl::Status s = ReadBinFile(dir + "/" + shard, &weights); !s.ok()) return s;
+    }
+    return weights;
+  }
+  return absl::NotFoundError(absl::StrCat(
+      dir, ": no weights (looked for model.safetensors, model.safetensors.index.json, "
+           "pytorch_model.bin, pytorch_model.bin.index.json)"));
+}
+
+// The model's parameter name for a checkpoint name; "" for a known buffer
+// that is not a parameter.
+std::string CanonicalName(const std::string& architecture, const std::string& name) {
+  if (architecture == "gpt_neox") {
+    if (absl::EndsWith(name, ".attention.bias") ||
+        absl::EndsWith(name, ".attention.masked_bias") ||
+        absl::EndsWith(name, "rotary_emb.inv_freq")) {
+      return "";
+    }
+    if (name == "lm_head.weight") return "embed_out.weight";
+  } else if (architecture == "gpt_neo") {
+    if (absl::EndsWith(name, ".attn.attention.bias") ||
+        absl::EndsWith(name, ".attn.attention.masked_bias")) {
+      return "";
+    }
+  } else if (name == "backbone.embedding.weight") {  // mamba, mamba2
+    return "backbone.embeddings.weight";
+  }
+  return name;
+}
+
+struct HeadNames {
+  std::string head, embedding;
+};
+HeadNames HeadOf(const std::string& architecture) {
+  if (architecture == "gpt_neox") return {"embed_out.weight", "gpt_neox.embed_in.weight"};
+  if (architecture == "gpt_neo") return {"lm_head.weight", "transformer.wte.weight"};
+  return {"lm_head.weight", "backbone.embeddings.weight"};
+}
+
+// Copies one checkpoint tensor into `param` (whatever its device and dtype).
+void CopyInto(const WeightEntry& e, at::ScalarType file_dtype, at::Tensor& param) {
+  if (e.loaded.defined()) {
+    param.copy_(e.loaded);
+    return;
+  }
+  // from_blob needs element alignment; our writer aligns, others may not.
+  std::vector<uint8_t> aligned;
+  const void* data = e.mapped->data;
+  if (reinterpret_cast<uintptr_t>(data) % at::elementSize(file_dtype) != 0) {
+    aligned.assign(e.mapped->data, e.mapped->data + e.mapped->nbytes);
+    data = aligned.data();
+  }
+  at::Tensor source = at::from_blob(const_cast<void*>(data), e.shape,
+                                    at::TensorOptions().dtype(file_dtype));
+  param.copy_(source);  // synchronous (pageable memory)
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
+    const std::string& dir, c10::ScalarType dtype, c10::Device device) {
+  const std::string config_path = dir + "/config.json";
+  absl::StatusOr<CheckpointConfig> config = ReadCheckpointConfig(config_path);
+  if (!config.ok()) return config.status();
+  if (absl::Status s = ValidateModelConfig(config->model); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(config_path, ": ", s.message()));
+  }
+  absl::StatusOr<Weights> weights = OpenWeights(dir);
+  if (!weights.ok()) return weights.status();
+  const std::string& arch = config->model.architecture;
+
+  std::map<std::string, const WeightEntry*> by_name;
+  for (const WeightEntry& e : weights->entries) {
+    const std::string canonical = CanonicalName(arch, e.name);
+    if (canonical.empty()) continue;
+    auto [it, inserted] = by_name.emplace(canonical, &e);
+    if (!inserted && canonical != e.name) continue;  // both spellings: keep the model's own
+    if (!inserted) it->second = &e;
+  }
+
+  absl::StatusOr<std::unique_ptr<LanguageModel>> model =
+      CreateEmptyModel(config->model, device, dtype);
+  if (!model.ok()) return model.status();
+
+  // Shapes and presence first, so no copying happens for a bad checkpoint.
+  struct Pending {
+    const WeightEntry* entry;
+    at::ScalarType file_dtype;
+    at::Tensor* param;
+  };
+  std::vector<Pending> pending;
+  std::set<const WeightEntry*> used;
+  const HeadNames head = HeadOf(arch);
+  for (auto& [name, param] : (*model)->mutable_parameters().items()) {
+    auto it = by_name.find(name);
+    const WeightEntry* entry = it == by_name.end() ? nullptr : it->second;
+    if (entry == nullptr && name == head.head && config->tie_word_embeddings) {
+      // Tied head left out of the file: the embedding's values (a copy;
+      // inference only, nothing trains them apart).
+      auto emb = by_name.find(head.embedding);
+      if (emb != by_name.end()) entry = emb->second;
+    }
+    if (entry == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          weights->source, ": tensor '", name, "' not found",
+          name == "embed_out.weight" ? " (nor lm_head.weight)" : "",
+          name == head.head && !config->tie_word_embeddings
+              ? " (config.json does not tie it to the embedding)"
+              : ""));
+    }
+    const std::vector<int64_t> expected(param.sizes().begin(), param.sizes().end());
+    if (entry->shape != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          entry->file, ": tensor '", entry->name, "' has shape ", ShapeString(entry->shape),
+          ", expected ", ShapeString(expected), " (from ", config_path, ")"));
+    }
+    at::ScalarType file_dtype = at::kFloat;
+    if (entry->mapped != nullptr) {
+      absl::StatusOr<at::ScalarType> d = SafetensorsTorchDtype(*entry);
+      if (!d.ok()) return d.status();
+      file_dtype = *d;
+    } else {
+      file_dtype = entry->loaded.scalar_type();
+      if (file_dtype != at::kFloat && file_dtype != at::kHalf && file_dtype != at::kBFloat16) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            entry->file, ": tensor '", entry->name, "' has dtype ", c10::toString(file_dtype),
+            "; weights must be float32, float16 or bfloat16"));
+      }
+    }
+    used.insert(entry);
+    pending.push_back(Pending{entry, file_dtype, &param});
+  }
+  for (const WeightEntry& e : weights->entries) {
+    const std::string canonical = CanonicalName(arch, e.name);
+    if (canonical.empty() || used.count(&e)) continue;
+    if (by_name.count(canonical) && by_name[canonical] != &e) continue;  // other spelling taken
+    return absl::InvalidArgumentError(absl::StrCat(
+        e.file, ": unexpected tensor '", e.name, "': not a parameter of ", arch,
+        " with this config"));
+  }
+
+  const Pending* current = nullptr;
+  try {
+    c10::InferenceMode guard;
+    for (const Pending& p : pending) {
+      current = &p;
+      CopyInto(*p.entry, p.file_dtype, *p.param);
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(
+        current ? current->entry->file : weights->source, ": tensor '",
+        current ? current->entry->name : "", "': ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(
+        current ? current->entry->file : weights->source, ": tensor '",
+        current ? current->entry->name : "", "': ", e.what()));
+  }
+  return model;
+}
+
+}  // namespace layerflow::worker
