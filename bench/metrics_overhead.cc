@@ -2,7 +2,7 @@
 // at most 15% for all metrics, 8 prompts x 2048 tokens, a 1.4B-size model).
 //
 //   bench_metrics_overhead [--model pythia-1.4b] [--dtype bf16] [--prompts 8]
-//                          [--tokens 2048] [--reps 5]
+//                          [--tokens 2048] [--reps 5] [--forward-only 1]
 //
 // Times, on CUDA when present (else the CPU), the median of --reps runs of:
 //   forward        the model's forward with a callback that keeps nothing
@@ -84,6 +84,14 @@ int main(int argc, char** argv) {
     (*model)->Forward(ids, [&](int64_t, const at::Tensor& h) { last = h; });
     (void)last.sum().item<double>();
   });
+  if (Flag(argc, argv, "--forward-only", "0") == std::string("1")) {
+    std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
+                model_name.c_str(), static_cast<long long>(L), dtype_name.c_str(),
+                static_cast<long long>(prompts), static_cast<long long>(tokens),
+                device.str().c_str(), reps);
+    std::printf("forward            %9.1f ms\n", forward_ms);
+    return 0;
+  }
   auto with_metrics = [&](const std::vector<std::string>& names) {
     const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(names);
     return MedianMs(reps, [&] {

@@ -151,5 +151,21 @@ TEST(ModelZooErrors, MissingPytorchBinTensorIsNotFoundNamingIt) {
       << model.status();
 }
 
+// The same checkpoints loaded straight onto a GPU. CI has no GPU, so CTest
+// filters this suite out; bench/gpu_zoo_run.sh runs it on one (the result
+// is in bench/RESULTS.md).
+TEST(ZooParityCuda, MatchesTransformers) {
+  ASSERT_TRUE(at::hasCUDA()) << "this suite needs a CUDA device";
+  ASSERT_FALSE(FixtureDir().empty()) << "LAYERFLOW_ZOO_FIXTURE_DIR is not set";
+  const c10::Device cuda(c10::kCUDA, 0);
+  for (const char* name : {"gpt_neo_global_local", "gpt_neo_local_global_bin", "mamba_hf",
+                           "mamba_bias_bin", "mamba_ssm_bin", "mamba2_hf", "mamba2_groups",
+                           "mamba2_ssm_bin"}) {
+    CheckConfig(name, c10::kFloat, 1e-4, cuda);
+  }
+  CheckConfig("gpt_neo_global_local_bf16", c10::kBFloat16, 5e-2, cuda);
+  CheckConfig("mamba_hf_fp16", c10::kHalf, 2e-2, cuda);
+}
+
 }  // namespace
 }  // namespace layerflow::worker
