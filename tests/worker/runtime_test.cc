@@ -3,6 +3,7 @@
 // re-computation (naive forward + naive metric loops).
 #include <cmath>
 #include <map>
+#include <set>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -129,6 +130,36 @@ TEST(JobRunnerTest, MergedChunksEqualOneBigChunk) {
     EXPECT_EQ(m.count, s.count);
     EXPECT_NEAR(m.sum, s.sum, 1e-12 * std::max(1.0, std::abs(s.sum)));
     EXPECT_NEAR(m.sum_sq, s.sum_sq, 1e-12 * std::max(1.0, s.sum_sq));
+  }
+}
+
+// Every architecture runs as a job: a row per metric and point (L + 2 of
+// them), finite, and the merged chunks equal one chunk holding every prompt.
+TEST(JobRunnerTest, EveryArchitectureRunsAsAJob) {
+  for (const char* model : {"gpt-neo-tiny", "mamba-tiny", "mamba2-tiny"}) {
+    JobConfig config = TinyJob();
+    config.model = model;
+    JobConfig big = config;
+    big.prompts_per_chunk = big.num_prompts;
+    auto one = MakeRunner(big)->RunChunk(0);
+    ASSERT_TRUE(one.ok()) << model << ": " << one.status();
+    auto runner = MakeRunner(config);
+    StatMap merged;
+    for (int64_t k = 0; k < runner->num_chunks(); ++k) {
+      auto chunk = runner->RunChunk(k);
+      ASSERT_TRUE(chunk.ok()) << model << ": " << chunk.status();
+      Merge(merged, *chunk);
+    }
+    const int64_t points = FindModelPreset(model)->config.num_layers() + 2;
+    std::set<int64_t> layers;
+    for (const MetricStat& s : one->stats) {
+      layers.insert(s.layer);
+      EXPECT_TRUE(std::isfinite(s.sum) && std::isfinite(s.sum_sq)) << model << " " << s.metric;
+      EXPECT_EQ(s.count, config.num_prompts) << model << " " << s.metric;
+      const MetricStat& m = merged.at({s.metric, s.layer});
+      EXPECT_NEAR(m.sum, s.sum, 1e-9 * std::max(1.0, std::abs(s.sum))) << model;
+    }
+    EXPECT_GE(static_cast<int64_t>(layers.size()), points - 1) << model;
   }
 }
 

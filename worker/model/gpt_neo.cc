@@ -1,7 +1,5 @@
 #include "worker/model/gpt_neo.h"
 
-#include <limits>
-
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -149,20 +147,12 @@ at::Tensor GptNeoModel::Attention(const Layer& layer, const at::Tensor& hidden,
   at::Tensor query = split_heads(at::linear(hidden, layer.q_proj_weight));
   at::Tensor key = split_heads(at::linear(hidden, layer.k_proj_weight));
   at::Tensor value = split_heads(at::linear(hidden, layer.v_proj_weight));
-  at::Tensor attn;
-  if (query.scalar_type() == at::kFloat) {
-    attn = at::scaled_dot_product_attention(query, key, value, mask, 0.0,
-                                            /*is_causal=*/false, /*scale=*/1.0);
-  } else {
-    // HF upcasts q and k, softmaxes in float32 and casts the weights to the
-    // value dtype; SDPA's fused half kernels accumulate in float32 but round
-    // q and k products differently, so keep HF's order explicitly.
-    at::Tensor scores = at::matmul(query.to(at::kFloat),
-                                   key.to(at::kFloat).transpose(-1, -2));
-    scores = scores.masked_fill(mask.logical_not(),
-                                -std::numeric_limits<float>::max());
-    attn = at::matmul(at::softmax(scores, -1).to(value.scalar_type()), value);
-  }
+  // HF's _attn upcasts q and k to float32 (and softmaxes there) in every run
+  // dtype; SDPA in float32 with scale 1 and the boolean mask does the same.
+  at::Tensor attn = at::scaled_dot_product_attention(
+                        query.to(at::kFloat), key.to(at::kFloat), value.to(at::kFloat), mask,
+                        /*dropout_p=*/0.0, /*is_causal=*/false, /*scale=*/1.0)
+                        .to(value.scalar_type());
   attn = attn.permute({0, 2, 1, 3}).reshape({batch, seq, -1});
   return at::linear(attn, layer.out_proj_weight, layer.out_proj_bias);
 }
