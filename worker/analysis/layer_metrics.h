@@ -101,6 +101,10 @@ struct CkaGramStats {
 struct StatKey {
   std::string metric;
   int32_t layer = 0;
+  // -1 = not applicable (MetricStat in worker/runtime/job_runner.h).
+  int32_t layer_b = -1;
+  int32_t head = -1;
+  int32_t position = -1;
 };
 
 class LayerMetricAccumulator {

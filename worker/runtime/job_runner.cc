@@ -128,6 +128,9 @@ class ModelJobRunner final : public JobRunner {
         MetricStat stat;
         stat.metric = keys[i].metric;
         stat.layer = keys[i].layer;
+        stat.layer_b = keys[i].layer_b;
+        stat.head = keys[i].head;
+        stat.position = keys[i].position;
         stat.sum = acc[i][LayerMetricAccumulator::kSum];
         stat.sum_sq = acc[i][LayerMetricAccumulator::kSumSq];
         stat.count = static_cast<int64_t>(acc[i][LayerMetricAccumulator::kCount]);

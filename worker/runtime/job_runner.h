@@ -36,6 +36,10 @@ struct JobConfig {
 struct MetricStat {
   std::string metric;
   int32_t layer = 0;
+  // Further keys of the tidy row; -1 = not applicable (unset in the proto).
+  int32_t layer_b = -1;
+  int32_t head = -1;
+  int32_t position = -1;
   double sum = 0;     // sum over prompts of the per-prompt value
   double sum_sq = 0;  // sum over prompts of its square
   int64_t count = 0;  // prompts

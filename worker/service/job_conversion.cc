@@ -27,6 +27,9 @@ v1::ResultChunk ToResultChunk(const ChunkResult& chunk, const std::string& job_i
     v1::MetricStat* s = out.add_stats();
     s->set_metric(stat.metric);
     s->set_layer(stat.layer);
+    if (stat.layer_b >= 0) s->set_layer_b(stat.layer_b);
+    if (stat.head >= 0) s->set_head(stat.head);
+    if (stat.position >= 0) s->set_position(stat.position);
     s->set_sum(stat.sum);
     s->set_sum_sq(stat.sum_sq);
     s->set_count(stat.count);
