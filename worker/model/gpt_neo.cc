@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/model/spectrum_ops.h"
 
 namespace layerflow::worker {
 namespace {
@@ -133,10 +134,9 @@ at::Tensor GptNeoModel::AttentionMask(int64_t seq, bool local, int64_t window,
   return mask;
 }
 
-// GPTNeoSelfAttention.forward: q, k, v without bias; _attn in float32 with
-// no scaling; softmax back to the value dtype; out_proj with bias.
-at::Tensor GptNeoModel::Attention(const Layer& layer, const at::Tensor& hidden,
-                                  const at::Tensor& mask) const {
+// GPTNeoSelfAttention's q, k, v (no bias): [B, H, S, hd].
+std::vector<at::Tensor> GptNeoModel::QueryKeyValue(const Layer& layer,
+                                                   const at::Tensor& hidden) const {
   const int64_t batch = hidden.size(0);
   const int64_t seq = hidden.size(1);
   const int64_t heads = neo().num_heads;
@@ -144,9 +144,22 @@ at::Tensor GptNeoModel::Attention(const Layer& layer, const at::Tensor& hidden,
   auto split_heads = [&](const at::Tensor& t) {  // [B, S, d] -> [B, H, S, hd]
     return t.view({batch, seq, heads, head_dim}).permute({0, 2, 1, 3});
   };
-  at::Tensor query = split_heads(at::linear(hidden, layer.q_proj_weight));
-  at::Tensor key = split_heads(at::linear(hidden, layer.k_proj_weight));
-  at::Tensor value = split_heads(at::linear(hidden, layer.v_proj_weight));
+  return {split_heads(at::linear(hidden, layer.q_proj_weight)),
+          split_heads(at::linear(hidden, layer.k_proj_weight)),
+          split_heads(at::linear(hidden, layer.v_proj_weight))};
+}
+
+// GPTNeoSelfAttention.forward: _attn in float32 with no scaling; softmax back
+// to the value dtype; out_proj with bias.
+at::Tensor GptNeoModel::Attention(const Layer& layer, const at::Tensor& hidden,
+                                  const at::Tensor& mask, at::Tensor* log_lambda) const {
+  const int64_t batch = hidden.size(0);
+  const int64_t seq = hidden.size(1);
+  std::vector<at::Tensor> qkv = QueryKeyValue(layer, hidden);
+  const at::Tensor& query = qkv[0];
+  const at::Tensor& key = qkv[1];
+  const at::Tensor& value = qkv[2];
+  if (log_lambda != nullptr) *log_lambda = AttentionLogLambda(query, key, 1.0, mask);
   // HF's _attn upcasts q and k to float32 (and softmaxes there) in every run
   // dtype; SDPA in float32 with scale 1 and the boolean mask does the same.
   at::Tensor attn = at::scaled_dot_product_attention(
@@ -164,8 +177,8 @@ at::Tensor GptNeoModel::Mlp(const Layer& layer, const at::Tensor& hidden) const 
   return at::linear(h, layer.c_proj_weight, layer.c_proj_bias);
 }
 
-void GptNeoModel::Forward(const at::Tensor& input_ids,
-                          const LayerCallback& on_layer) const {
+void GptNeoModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                          const SpectrumSink* spectra) const {
   c10::InferenceMode guard;
   const int64_t d = neo().hidden_size;
   const double eps = neo().layer_norm_epsilon;
@@ -190,13 +203,23 @@ void GptNeoModel::Forward(const at::Tensor& input_ids,
     // GPTNeoBlock.forward: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
     for (const Layer& layer : layers_) {
       ++point;
+      at::Tensor log_lambda;
       at::Tensor attn_output = Attention(
           layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps),
-          layer.local ? local_mask : global_mask);
+          layer.local ? local_mask : global_mask,
+          spectra != nullptr && !spectra->dsf_compat ? &log_lambda : nullptr);
       hidden = attn_output + hidden;
       at::Tensor mlp_output = Mlp(
           layer, at::layer_norm(hidden, {d}, layer.ln_2_weight, layer.ln_2_bias, eps));
       hidden = hidden + mlp_output;
+      if (spectra != nullptr) {
+        if (spectra->dsf_compat) {  // the block's output, unmasked (no scale anyway)
+          std::vector<at::Tensor> qkv = QueryKeyValue(
+              layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps));
+          log_lambda = AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor());
+        }
+        spectra->on_layer(point, log_lambda);
+      }
       on_layer(point, hidden);
     }
 

@@ -30,10 +30,11 @@ class GptNeoModel final : public LanguageModel {
   // HF names: transformer.wte.weight, transformer.wpe.weight,
   // transformer.h.N.{ln_1, attn.attention.{k,v,q,out}_proj, ln_2,
   // mlp.c_fc, mlp.c_proj}, transformer.ln_f, lm_head.weight.
-  void Forward(const at::Tensor& input_ids,
-               const LayerCallback& on_layer) const override;
+  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+               const SpectrumSink* spectra = nullptr) const override;
   at::Tensor Logits(const at::Tensor& final_hidden) const override;
   std::string PointName(int64_t point) const override;
+  int64_t spectrum_groups() const override { return neo().num_heads; }
 
   // The boolean [seq, seq] mask HF's GPTNeoSelfAttention uses: key j is
   // visible from query i iff j <= i, and for "local" also i - j < window.
@@ -55,8 +56,10 @@ class GptNeoModel final : public LanguageModel {
   void AddParameters() override;
   void Bind() override;
   double ReferenceStd() const override { return neo().initializer_range; }
-  at::Tensor Attention(const Layer& layer, const at::Tensor& hidden,
-                       const at::Tensor& mask) const;
+  std::vector<at::Tensor> QueryKeyValue(const Layer& layer, const at::Tensor& hidden) const;
+  // With log_lambda, also this layer's spectrum (SpectrumSink).
+  at::Tensor Attention(const Layer& layer, const at::Tensor& hidden, const at::Tensor& mask,
+                       at::Tensor* log_lambda = nullptr) const;
   at::Tensor Mlp(const Layer& layer, const at::Tensor& hidden) const;
 
   at::Tensor wte_, wpe_;

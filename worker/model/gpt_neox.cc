@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "worker/model/init.h"
+#include "worker/model/spectrum_ops.h"
 
 namespace layerflow::worker {
 namespace {
@@ -143,10 +144,11 @@ std::string GptNeoXModel::PointName(int64_t point) const {
   return "final norm (gpt_neox.final_layer_norm)";
 }
 
-// GPTNeoXAttention.forward (no cache, eval mode).
-at::Tensor GptNeoXModel::Attention(const Layer& layer, const at::Tensor& hidden,
-                                   const at::Tensor& cos,
-                                   const at::Tensor& sin) const {
+// GPTNeoXAttention.forward's q (rotary), k (rotary) and v: [B, H, S, hs].
+std::vector<at::Tensor> GptNeoXModel::QueryKeyValue(const Layer& layer,
+                                                    const at::Tensor& hidden,
+                                                    const at::Tensor& cos,
+                                                    const at::Tensor& sin) const {
   const int64_t batch = hidden.size(0);
   const int64_t seq = hidden.size(1);
   const int64_t head_size = neox().hidden_size / neox().num_attention_heads;
@@ -160,15 +162,26 @@ at::Tensor GptNeoXModel::Attention(const Layer& layer, const at::Tensor& hidden,
   std::vector<at::Tensor> qkv_chunks = qkv.chunk(3, -1);
   // apply_rotary_pos_emb; cos / sin are [S, rotary] and broadcast over
   // batch and heads ([B, H, S, head_size]).
-  at::Tensor query = ApplyRotary(qkv_chunks[0], cos, sin);
-  at::Tensor key = ApplyRotary(qkv_chunks[1], cos, sin);
-  at::Tensor value = qkv_chunks[2];
+  return {ApplyRotary(qkv_chunks[0], cos, sin), ApplyRotary(qkv_chunks[1], cos, sin),
+          qkv_chunks[2]};
+}
 
+// GPTNeoXAttention.forward (no cache, eval mode).
+at::Tensor GptNeoXModel::Attention(const Layer& layer, const at::Tensor& hidden,
+                                   const at::Tensor& cos, const at::Tensor& sin,
+                                   at::Tensor* log_lambda) const {
+  const int64_t batch = hidden.size(0);
+  const int64_t seq = hidden.size(1);
+  const double scale =
+      1.0 / std::sqrt(static_cast<double>(neox().hidden_size / neox().num_attention_heads));
+  std::vector<at::Tensor> qkv = QueryKeyValue(layer, hidden, cos, sin);
+  if (log_lambda != nullptr) {
+    *log_lambda = AttentionLogLambda(qkv[0], qkv[1], scale, CausalMask(seq, device()));
+  }
   // sdpa_attention_forward: causal, scaling = head_size ** -0.5.
   at::Tensor attn = at::scaled_dot_product_attention(
-      query, key, value, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-      /*is_causal=*/true,
-      /*scale=*/1.0 / std::sqrt(static_cast<double>(head_size)));
+      qkv[0], qkv[1], qkv[2], /*attn_mask=*/{}, /*dropout_p=*/0.0,
+      /*is_causal=*/true, scale);
   // [B, H, S, hs] -> [B, S, H * hs], then dense.
   attn = attn.transpose(1, 2).reshape({batch, seq, -1});
   return at::linear(attn, layer.dense_weight, layer.dense_bias);
@@ -182,8 +195,8 @@ at::Tensor GptNeoXModel::Mlp(const Layer& layer, const at::Tensor& hidden) const
   return at::linear(h, layer.dense_4h_to_h_weight, layer.dense_4h_to_h_bias);
 }
 
-void GptNeoXModel::Forward(const at::Tensor& input_ids,
-                           const LayerCallback& on_layer) const {
+void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                           const SpectrumSink* spectra) const {
   c10::InferenceMode guard;
   const int64_t d = neox().hidden_size;
   const double eps = neox().layer_norm_eps;
@@ -213,11 +226,12 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids,
     // GPTNeoXLayer.forward.
     for (const Layer& layer : layers_) {
       ++point;
+      at::Tensor log_lambda;
       at::Tensor attn_output = Attention(
           layer,
           at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
                          layer.input_layernorm_bias, eps),
-          cos, sin);
+          cos, sin, spectra != nullptr && !spectra->dsf_compat ? &log_lambda : nullptr);
       if (neox().use_parallel_residual) {
         // x = x + attn(ln1(x)) + mlp(ln2(x))
         at::Tensor mlp_output = Mlp(
@@ -233,6 +247,17 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids,
                                   layer.post_attention_layernorm_weight,
                                   layer.post_attention_layernorm_bias, eps));
         hidden = mlp_output + attn_output;
+      }
+      if (spectra != nullptr) {
+        if (spectra->dsf_compat) {  // the block's output, unscaled, unmasked
+          std::vector<at::Tensor> qkv = QueryKeyValue(
+              layer,
+              at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
+                             layer.input_layernorm_bias, eps),
+              cos, sin);
+          log_lambda = AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor());
+        }
+        spectra->on_layer(point, log_lambda);
       }
       on_layer(point, hidden);
     }

@@ -27,10 +27,11 @@ class GptNeoXModel final : public LanguageModel {
   // HF names: gpt_neox.embed_in.weight, gpt_neox.layers.N.*,
   // gpt_neox.final_layer_norm.*, embed_out.weight (the checkpoint name that
   // transformers 5 renames to lm_head.weight on load).
-  void Forward(const at::Tensor& input_ids,
-               const LayerCallback& on_layer) const override;
+  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+               const SpectrumSink* spectra = nullptr) const override;
   at::Tensor Logits(const at::Tensor& final_hidden) const override;
   std::string PointName(int64_t point) const override;
+  int64_t spectrum_groups() const override { return neox().num_attention_heads; }
 
   // INVALID_ARGUMENT naming the field of an unbuildable config.
   static absl::Status Validate(const GptNeoXConfig& config);
@@ -49,8 +50,12 @@ class GptNeoXModel final : public LanguageModel {
   void AddParameters() override;
   void Bind() override;
   double ReferenceStd() const override { return neox().initializer_range; }
+  std::vector<at::Tensor> QueryKeyValue(const Layer& layer, const at::Tensor& hidden,
+                                        const at::Tensor& cos, const at::Tensor& sin) const;
+  // With log_lambda, also this layer's spectrum (SpectrumSink).
   at::Tensor Attention(const Layer& layer, const at::Tensor& hidden,
-                       const at::Tensor& cos, const at::Tensor& sin) const;
+                       const at::Tensor& cos, const at::Tensor& sin,
+                       at::Tensor* log_lambda = nullptr) const;
   at::Tensor Mlp(const Layer& layer, const at::Tensor& hidden) const;
 
   at::Tensor embed_in_;

@@ -37,6 +37,25 @@ class LayerError : public std::runtime_error {
   int64_t layer_;
 };
 
+// Eigenvalues of each block's mixer written as a dynamical system
+// h_t = Λ_t h_{t-1} + B_t u_t (METHODS.md, "Spectra"); Λ_t is diagonal, so
+// its entries are the eigenvalues. Forward hands the sink, per block l
+// (1..L), log λ as [B, G, T - 1, K]: G groups (attention heads, Mamba-2
+// heads; 1 for Mamba), time steps t = 2..T (1-based; attention has no λ_1),
+// K values per group and step (1 for heads; channels x states for Mamba).
+//   attention: log λ_t = LSE_{t-1} - LSE_t of the softmax normaliser the
+//              model uses (its rotary q and k, its scale, its mask), in
+//              float64;
+//   Mamba:     log λ_t = Δ_t[c] A[c, s]; Mamba-2: log λ_t = Δ_t,h A_h
+//              (float32, as the model computes them).
+// dsf_compat reproduces the second paper's released code for attention: no
+// 1/sqrt(d) scaling, masked (future) keys counted in the normaliser, and q, k
+// computed from the block's output instead of its input. SSMs ignore it.
+struct SpectrumSink {
+  std::function<void(int64_t layer, const at::Tensor& log_lambda)> on_layer;
+  bool dsf_compat = false;
+};
+
 class LanguageModel {
  public:
   // Called with the residual stream [batch, seq, hidden] at points 0..L+1,
@@ -63,8 +82,11 @@ class LanguageModel {
   ParameterMap& mutable_parameters() { return params_; }
 
   // input_ids: integer [batch, seq] on any device. Throws LayerError.
-  virtual void Forward(const at::Tensor& input_ids,
-                       const LayerCallback& on_layer) const = 0;
+  // With `spectra`, also hands every block's eigenvalues to it.
+  virtual void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                       const SpectrumSink* spectra = nullptr) const = 0;
+  // G of the spectra: the groups eigenvalues are summarised by per layer.
+  virtual int64_t spectrum_groups() const = 0;
   // The output head on the final-norm output: [batch, seq, vocab].
   virtual at::Tensor Logits(const at::Tensor& final_hidden) const = 0;
   // Where a representation point sits, in the reference's module names, e.g.

@@ -140,7 +140,8 @@ at::Tensor MambaModel::ParallelScan(at::Tensor a, at::Tensor b) {
 }
 
 // MambaMixer.forward (no cache) with mamba_selective_scan's torch path.
-at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden) const {
+at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
+                             at::Tensor* log_lambda) const {
   const int64_t e = mamba().intermediate_size();
   const int64_t n = mamba().state_size;
   const int64_t r = mamba().dt_rank();
@@ -161,7 +162,14 @@ at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden) const
   dt = at::softplus(dt + layer.dt_proj_bias.to(at::kFloat).to(dt.scalar_type()).unsqueeze(-1));
   const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [E, N]
   // Discretise: [B, E, L, N], in float32.
-  at::Tensor discrete_A = at::exp(A.unsqueeze(0).unsqueeze(2) * dt.unsqueeze(-1));
+  at::Tensor dt_A = A.unsqueeze(0).unsqueeze(2) * dt.unsqueeze(-1);
+  if (log_lambda != nullptr) {  // log λ = Δ A: [B, E, L, N] -> [B, 1, L - 1, E N]
+    const int64_t len = dt_A.size(2);
+    *log_lambda = dt_A.narrow(2, 1, len - 1)
+                      .permute({0, 2, 1, 3})
+                      .reshape({dt_A.size(0), 1, len - 1, e * n});
+  }
+  at::Tensor discrete_A = at::exp(dt_A);
   at::Tensor deltaB_u = dt.unsqueeze(-1) * ssm_parameters[1].unsqueeze(1).to(at::kFloat) *
                         x.unsqueeze(-1).to(at::kFloat);
   at::Tensor states = ParallelScan(std::move(discrete_A), std::move(deltaB_u));
@@ -177,8 +185,8 @@ at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden) const
                     layer.out_proj_bias);
 }
 
-void MambaModel::Forward(const at::Tensor& input_ids,
-                         const LayerCallback& on_layer) const {
+void MambaModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                         const SpectrumSink* spectra) const {
   c10::InferenceMode guard;
   const double eps = mamba().layer_norm_epsilon;
   int64_t point = 0;
@@ -189,9 +197,12 @@ void MambaModel::Forward(const at::Tensor& input_ids,
     on_layer(point, hidden);
     for (const Layer& layer : layers_) {
       ++point;
-      hidden = ssm::ResidualBlock(hidden, layer.norm_weight, eps,
-                                  mamba().residual_in_fp32,
-                                  [&](const at::Tensor& h) { return Mixer(layer, h); });
+      at::Tensor log_lambda;
+      hidden = ssm::ResidualBlock(hidden, layer.norm_weight, eps, mamba().residual_in_fp32,
+                                  [&](const at::Tensor& h) {
+                                    return Mixer(layer, h, spectra ? &log_lambda : nullptr);
+                                  });
+      if (spectra != nullptr) spectra->on_layer(point, log_lambda);
       on_layer(point, hidden);
     }
     ++point;

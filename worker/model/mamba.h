@@ -31,10 +31,12 @@ class MambaModel final : public LanguageModel {
   // HF names: backbone.embeddings.weight, backbone.layers.N.norm.weight,
   // backbone.layers.N.mixer.{A_log, D, conv1d.*, in_proj.*, x_proj.weight,
   // dt_proj.*, out_proj.*}, backbone.norm_f.weight, lm_head.weight.
-  void Forward(const at::Tensor& input_ids,
-               const LayerCallback& on_layer) const override;
+  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+               const SpectrumSink* spectra = nullptr) const override;
   at::Tensor Logits(const at::Tensor& final_hidden) const override;
   std::string PointName(int64_t point) const override;
+  // No heads: one group pooling every channel and state.
+  int64_t spectrum_groups() const override { return 1; }
 
   // The linear recurrence h_t = a_t * h_{t-1} + b_t (h_0 = 0) along dim 2
   // of [B, E, L, N] tensors, as an inclusive parallel prefix scan; returns
@@ -60,7 +62,9 @@ class MambaModel final : public LanguageModel {
   bool InitStructural(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme,
                       at::Generator& generator) const override;
-  at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden) const;
+  // With log_lambda, also this layer's spectrum (SpectrumSink).
+  at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
+                   at::Tensor* log_lambda = nullptr) const;
 
   at::Tensor embeddings_;
   std::vector<Layer> layers_;

@@ -204,7 +204,8 @@ at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
 
 // Mamba2Mixer.forward (no cache) with the torch fallbacks of
 // causal_conv1d_fn and mamba2_chunk_scan.
-at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden) const {
+at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
+                              at::Tensor* log_lambda) const {
   const Mamba2Config& c = mamba2();
   const int64_t batch = hidden.size(0);
   const int64_t seq = hidden.size(1);
@@ -226,6 +227,9 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden) cons
   // time_step_limit: clamp(dt, min, max); HF's default (0, inf) changes nothing.
   if (c.time_step_limit_min > 0.0) dt = dt.clamp_min(c.time_step_limit_min);
   if (c.time_step_limit_max < 1e300) dt = dt.clamp_max(c.time_step_limit_max);
+  if (log_lambda != nullptr) {  // log λ = Δ_h A_h: [B, L, H] -> [B, H, L - 1, 1]
+    *log_lambda = (dt.to(at::kFloat) * A).narrow(1, 1, seq - 1).permute({0, 2, 1}).unsqueeze(-1);
+  }
   const int64_t repeat = c.num_heads / c.n_groups;
   auto per_head = [&](const at::Tensor& t) {  // [B, L, G*N] -> [B, L, H, N]
     return t.view({batch, seq, c.n_groups, c.state_size})
@@ -242,8 +246,8 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden) cons
   return at::linear(normed.to(dtype), layer.out_proj_weight, layer.out_proj_bias);
 }
 
-void Mamba2Model::Forward(const at::Tensor& input_ids,
-                          const LayerCallback& on_layer) const {
+void Mamba2Model::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                          const SpectrumSink* spectra) const {
   c10::InferenceMode guard;
   const double eps = mamba2().layer_norm_epsilon;
   int64_t point = 0;
@@ -254,9 +258,12 @@ void Mamba2Model::Forward(const at::Tensor& input_ids,
     on_layer(point, hidden);
     for (const Layer& layer : layers_) {
       ++point;
-      hidden = ssm::ResidualBlock(hidden, layer.norm_weight, eps,
-                                  mamba2().residual_in_fp32,
-                                  [&](const at::Tensor& h) { return Mixer(layer, h); });
+      at::Tensor log_lambda;
+      hidden = ssm::ResidualBlock(hidden, layer.norm_weight, eps, mamba2().residual_in_fp32,
+                                  [&](const at::Tensor& h) {
+                                    return Mixer(layer, h, spectra ? &log_lambda : nullptr);
+                                  });
+      if (spectra != nullptr) spectra->on_layer(point, log_lambda);
       on_layer(point, hidden);
     }
     ++point;

@@ -34,10 +34,11 @@ class Mamba2Model final : public LanguageModel {
   // HF names: backbone.embeddings.weight, backbone.layers.N.norm.weight,
   // backbone.layers.N.mixer.{dt_bias, A_log, conv1d.*, in_proj.*, norm.weight,
   // D, out_proj.*}, backbone.norm_f.weight, lm_head.weight.
-  void Forward(const at::Tensor& input_ids,
-               const LayerCallback& on_layer) const override;
+  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+               const SpectrumSink* spectra = nullptr) const override;
   at::Tensor Logits(const at::Tensor& final_hidden) const override;
   std::string PointName(int64_t point) const override;
+  int64_t spectrum_groups() const override { return mamba2().num_heads; }
 
   // The SSD scan in float32: x [B, L, H, P], dt [B, L, H] (after softplus
   // and clamp), A [H], B and C [B, L, H, N] (groups already repeated), D [H].
@@ -66,7 +67,9 @@ class Mamba2Model final : public LanguageModel {
   bool InitStructural(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme,
                       at::Generator& generator) const override;
-  at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden) const;
+  // With log_lambda, also this layer's spectrum (SpectrumSink).
+  at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
+                   at::Tensor* log_lambda = nullptr) const;
 
   at::Tensor embeddings_;
   std::vector<Layer> layers_;
