@@ -15,8 +15,26 @@
 
 namespace layerflow::worker {
 
+// Mirrors layerflow.v1.ProbeSpec (defaults already applied by the coordinator).
+struct ProbeConfig {
+  std::string task;
+  int32_t classes = 0;
+  std::vector<int64_t> seeds = {0, 1, 2};
+  int32_t epochs = 150;
+  double lr = 5e-3;
+  double weight_decay = 1e-3;
+  double train_fraction = 0.8;
+  std::string feature_dtype = "fp16";  // "fp16" | "fp32"
+};
+
 // Mirrors layerflow.v1.JobSpec (defaults already applied by the coordinator).
 struct JobConfig {
+  enum class Kind { kExtract, kProbe };
+  Kind kind = Kind::kExtract;
+  // EXTRACT: also write each chunk's last-token features (ChunkResult::
+  // features_path); PROBE: the probe settings.
+  bool has_probe = false;
+  ProbeConfig probe;
   std::string model;        // preset name, e.g. "pythia-70m"
   std::string init_scheme;  // e.g. "reference", "normal(0.02)"
   int64_t seed = 0;
@@ -25,7 +43,8 @@ struct JobConfig {
   int32_t context_length = 256;  // target tokens per prompt
   // "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
   // "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
-  // "cka_biased" (worker/analysis/layer_metrics.h, docs/metrics.md)
+  // "cka_biased", "cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens"
+  // (worker/analysis/layer_metrics.h, docs/metrics.md)
   std::vector<std::string> analyses;
   int32_t num_prompts = 8;
   int32_t prompts_per_chunk = 2;
@@ -49,6 +68,12 @@ struct ChunkResult {
   int64_t sequence = 0;
   std::vector<MetricStat> stats;
   std::vector<int32_t> prompt_tokens;  // real token count of each prompt
+  // EXTRACT jobs with a probe: a local safetensors file (the caller uploads
+  // it as the artifact "<job_id>/features/<sequence>" and deletes it) with
+  //   features      F16/F32 [prompts, L + 2, d]  h_T at every point 0..L+1
+  //   labels        I32 [prompts]                the gold class
+  //   prompt_index  I64 [prompts]                index in the job
+  std::string features_path;
 };
 
 // Where jobs run: "cpu", or "cuda" with the GPUs a batch is split across.
@@ -74,6 +99,19 @@ class JobRunner {
 // INVALID_ARGUMENT names the offending field.
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
     const JobConfig& config, const DeviceConfig& device);
+
+// A PROBE job: trains the per-layer probes (worker/probe) on the feature
+// files of its EXTRACT job's chunks (ChunkResult::features_path layout, any
+// order) and returns one chunk (sequence 0) of result rows:
+//   probe_test_acc   layer p: per seed (value = mean, std over seeds)
+//   probe_train_acc  layer p;  probe_mae layer p (mean |predicted - true class|)
+//   probe_class_acc  layer p, position c: test accuracy on class c
+//   probe_chance, probe_best_layer, probe_best_acc, probe_final_acc,
+//   probe_drop       layer 0: one value each
+// INVALID_ARGUMENT naming the file for a malformed feature file.
+absl::StatusOr<ChunkResult> RunProbeJob(const JobConfig& config,
+                                        const std::vector<std::string>& feature_files,
+                                        const DeviceConfig& device);
 
 // What this build can run on this machine, for worker registration.
 DeviceConfig DetectDevices();

@@ -14,6 +14,20 @@ JobConfig ToJobConfig(const v1::JobSpec& spec) {
   config.num_prompts = spec.num_prompts();
   config.prompts_per_chunk = spec.prompts_per_chunk();
   config.dtype = spec.dtype();
+  config.kind = spec.kind() == v1::JOB_KIND_PROBE ? JobConfig::Kind::kProbe
+                                                  : JobConfig::Kind::kExtract;
+  config.has_probe = spec.has_probe();
+  if (spec.has_probe()) {
+    const v1::ProbeSpec& p = spec.probe();
+    config.probe.task = p.task();
+    config.probe.classes = p.classes();
+    if (p.seeds_size() > 0) config.probe.seeds.assign(p.seeds().begin(), p.seeds().end());
+    if (p.epochs() > 0) config.probe.epochs = p.epochs();
+    if (p.lr() > 0) config.probe.lr = p.lr();
+    if (p.weight_decay() > 0) config.probe.weight_decay = p.weight_decay();
+    if (p.train_fraction() > 0) config.probe.train_fraction = p.train_fraction();
+    if (!p.feature_dtype().empty()) config.probe.feature_dtype = p.feature_dtype();
+  }
   return config;
 }
 

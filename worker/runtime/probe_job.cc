@@ -1,0 +1,181 @@
+// PROBE jobs on LibTorch: the EXTRACT job's per-chunk feature files stacked
+// into [N, P, d], the batched probe trainer (worker/probe), and its report
+// as result rows (job_runner.h, RunProbeJob).
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <cstring>
+#include <numeric>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "worker/model/checkpoint.h"
+#include "worker/probe/probe_trainer.h"
+#include "worker/runtime/job_runner.h"
+
+namespace layerflow::worker {
+namespace {
+
+absl::Status Invalid(const std::string& file, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
+}
+
+// One feature file's tensors, copied out of the mapping.
+struct FeatureChunk {
+  at::Tensor features;  // [n, P, d]
+  std::vector<int32_t> labels;
+  std::vector<int64_t> prompt_index;
+};
+
+absl::StatusOr<FeatureChunk> ReadFeatureFile(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
+  if (!file.ok()) return file.status();
+  const SafetensorsTensor* f = (*file)->Find("features");
+  const SafetensorsTensor* l = (*file)->Find("labels");
+  const SafetensorsTensor* p = (*file)->Find("prompt_index");
+  if (f == nullptr || l == nullptr || p == nullptr) {
+    return Invalid(path, "expected tensors features, labels and prompt_index");
+  }
+  if (f->shape.size() != 3 || l->shape.size() != 1 || p->shape.size() != 1 ||
+      l->shape[0] != f->shape[0] || p->shape[0] != f->shape[0]) {
+    return Invalid(path, absl::StrCat("inconsistent shapes: features ", ShapeString(f->shape),
+                                      ", labels ", ShapeString(l->shape), ", prompt_index ",
+                                      ShapeString(p->shape)));
+  }
+  if (l->dtype != SafetensorsDtype::kI32 || p->dtype != SafetensorsDtype::kI64 ||
+      (f->dtype != SafetensorsDtype::kF16 && f->dtype != SafetensorsDtype::kF32)) {
+    return Invalid(path, "features must be F16/F32, labels I32, prompt_index I64");
+  }
+  FeatureChunk chunk;
+  const at::ScalarType dtype = f->dtype == SafetensorsDtype::kF16 ? at::kHalf : at::kFloat;
+  std::vector<uint8_t> copy(f->data, f->data + f->nbytes);  // aligned, owned
+  chunk.features = at::from_blob(copy.data(), f->shape, at::TensorOptions().dtype(dtype)).clone();
+  chunk.labels.resize(l->shape[0]);
+  std::memcpy(chunk.labels.data(), l->data, l->nbytes);
+  chunk.prompt_index.resize(p->shape[0]);
+  std::memcpy(chunk.prompt_index.data(), p->data, p->nbytes);
+  return chunk;
+}
+
+void AddRow(ChunkResult& out, const std::string& metric, int32_t layer,
+            const std::vector<double>& values, int32_t position = -1) {
+  MetricStat stat;
+  stat.metric = metric;
+  stat.layer = layer;
+  stat.position = position;
+  for (double v : values) {
+    stat.sum += v;
+    stat.sum_sq += v * v;
+  }
+  stat.count = static_cast<int64_t>(values.size());
+  out.stats.push_back(std::move(stat));
+}
+
+absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
+                                               const std::vector<std::string>& files,
+                                               const DeviceConfig& device) {
+  if (files.empty()) {
+    return absl::FailedPreconditionError(
+        "probe: the extraction job stored no feature artifacts");
+  }
+  std::vector<FeatureChunk> chunks;
+  for (const std::string& path : files) {
+    absl::StatusOr<FeatureChunk> chunk = ReadFeatureFile(path);
+    if (!chunk.ok()) return chunk.status();
+    if (!chunks.empty() && chunk->features.sizes().slice(1) != chunks[0].features.sizes().slice(1)) {
+      return Invalid(path, absl::StrCat("features ", ShapeString(std::vector<int64_t>(
+                                                         chunk->features.sizes().begin(),
+                                                         chunk->features.sizes().end())),
+                                        " do not match the other chunks'"));
+    }
+    chunks.push_back(*std::move(chunk));
+  }
+  // Prompt order, whatever order the files came in (retries may reorder).
+  std::vector<std::pair<int64_t, std::pair<size_t, int64_t>>> order;
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    for (size_t i = 0; i < chunks[c].prompt_index.size(); ++i) {
+      order.push_back({chunks[c].prompt_index[i], {c, static_cast<int64_t>(i)}});
+    }
+  }
+  std::sort(order.begin(), order.end());
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (order[i].first == order[i - 1].first) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("probe: prompt ", order[i].first, " appears in two feature files"));
+    }
+  }
+  std::vector<at::Tensor> rows;
+  std::vector<int32_t> labels;
+  for (const auto& [index, where] : order) {
+    rows.push_back(chunks[where.first].features[where.second]);
+    labels.push_back(chunks[where.first].labels[where.second]);
+  }
+  c10::InferenceMode guard;
+  at::Tensor features = at::stack(rows, 0);
+
+  ProbeOptions options;
+  options.num_classes = config.probe.classes > 0 ? config.probe.classes : config.num_classes;
+  options.train_fraction = config.probe.train_fraction;
+  options.seeds.assign(config.probe.seeds.begin(), config.probe.seeds.end());
+  options.epochs = config.probe.epochs;
+  options.learning_rate = config.probe.lr;
+  options.weight_decay = config.probe.weight_decay;
+  const c10::Device dev = device.device_type == "cuda" && at::hasCUDA()
+                              ? c10::Device(c10::kCUDA, 0)
+                              : c10::Device(c10::kCPU);
+  absl::StatusOr<ProbeReport> report = TrainProbes(features, labels, options, dev);
+  if (!report.ok()) return report.status();
+
+  ChunkResult out;
+  out.sequence = 0;
+  const double seeds = static_cast<double>(options.seeds.size());
+  for (size_t p = 0; p < report->points.size(); ++p) {
+    const ProbePointReport& r = report->points[p];
+    const int32_t layer = static_cast<int32_t>(p);
+    AddRow(out, "probe_test_acc", layer, r.test_accuracy_per_seed);
+    // Train accuracy from its mean and sample std: sum and sum of squares.
+    MetricStat train;
+    train.metric = "probe_train_acc";
+    train.layer = layer;
+    train.sum = r.train_accuracy_mean * seeds;
+    train.sum_sq = r.train_accuracy_std * r.train_accuracy_std * (seeds - 1) +
+                   seeds * r.train_accuracy_mean * r.train_accuracy_mean;
+    train.count = static_cast<int64_t>(seeds);
+    out.stats.push_back(train);
+    AddRow(out, "probe_mae", layer, {r.test_mae_mean});
+    for (size_t c = 0; c < r.per_class_test_accuracy.size(); ++c) {
+      if (r.per_class_test_accuracy[c] < 0) continue;  // no test example of c
+      AddRow(out, "probe_class_acc", layer, {r.per_class_test_accuracy[c]},
+             static_cast<int32_t>(c));
+    }
+  }
+  AddRow(out, "probe_chance", 0, {report->chance});
+  AddRow(out, "probe_best_layer", 0, {static_cast<double>(report->best_point)});
+  AddRow(out, "probe_best_acc", 0, {report->best_test_accuracy});
+  AddRow(out, "probe_final_acc", 0, {report->final_test_accuracy});
+  AddRow(out, "probe_drop", 0, {report->drop});
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<ChunkResult> RunProbeJob(const JobConfig& config,
+                                        const std::vector<std::string>& feature_files,
+                                        const DeviceConfig& device) {
+  try {
+    return RunProbeJobOrThrow(config, feature_files, device);
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("probe ", config.model, ": ", e.what_without_backtrace()));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("probe ", config.model, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("probe ", config.model, ": ", e.what()));
+  }
+}
+
+}  // namespace layerflow::worker
