@@ -7,7 +7,10 @@
 // Times, on CUDA when present (else the CPU), the median of --reps runs of:
 //   forward        the model's forward with a callback that keeps nothing
 //   + default      forward + adjacent_cos, intertoken_cos
-//   + all          forward + every metric of worker/analysis (CKA included)
+//   + all          forward + the 8 per-layer metrics (adjacent CKA included;
+//                  the target and the earlier GPU records)
+//   + all + new    forward + every analysis, adding the all-pair CKA
+//                  (cka_all_biased, cka_all_unbiased) and adjacent_cos_tokens
 // Each run ends with a device-to-host copy, so queued kernels are counted.
 #include <algorithm>
 #include <chrono>
@@ -95,7 +98,7 @@ int main(int argc, char** argv) {
   auto with_metrics = [&](const std::vector<std::string>& names) {
     const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(names);
     return MedianMs(reps, [&] {
-      lw::LayerMetricAccumulator acc(metrics, L, device);
+      lw::LayerMetricAccumulator acc(metrics, L, device, tokens);
       (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
       acc.EndBatch();
       (void)acc.sums().cpu();
@@ -105,6 +108,10 @@ int main(int argc, char** argv) {
   const double all_ms = with_metrics({"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
                                       "token_dispersion", "step_energy", "path_energy",
                                       "cka_unbiased", "cka_biased"});
+  const double every_ms = with_metrics(
+      {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+       "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
+       "cka_all_biased", "adjacent_cos_tokens"});
 
   std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
               model_name.c_str(), static_cast<long long>(L), dtype_name.c_str(),
@@ -115,5 +122,7 @@ int main(int argc, char** argv) {
               100.0 * (default_ms / forward_ms - 1));
   std::printf("forward + all      %9.1f ms  (+%.1f%%)\n", all_ms,
               100.0 * (all_ms / forward_ms - 1));
+  std::printf("forward + all + new%9.1f ms  (+%.1f%%)\n", every_ms,
+              100.0 * (every_ms / forward_ms - 1));
   return 0;
 }

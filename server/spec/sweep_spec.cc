@@ -30,7 +30,8 @@ constexpr absl::string_view kDatasets[] = {"kvpr"};
 constexpr absl::string_view kAnalyses[] = {
     "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst",
     "token_dispersion", "step_energy",  "path_energy",
-    "cka_unbiased",  "cka_biased"};
+    "cka_unbiased",  "cka_biased", "cka_all_unbiased", "cka_all_biased",
+    "adjacent_cos_tokens"};
 // What an empty `analyses` means (a subset of kAnalyses).
 constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
                                                   "intertoken_cos"};

@@ -46,7 +46,8 @@ TEST(ValidateSweepSpec, AcceptsEveryAnalysis) {
   for (const char* name :
        {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
         "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
-        "cka_biased"}) {
+        "cka_biased", "cka_all_unbiased", "cka_all_biased",
+        "adjacent_cos_tokens"}) {
     spec.add_analyses(name);
   }
   const absl::Status status = ValidateSweepSpec(spec);
@@ -136,7 +137,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "spec.analyses[0]: unknown analysis 'cka'; known analyses: "
                 "adjacent_cos, intertoken_cos, intertoken_cos_nofirst, "
                 "token_dispersion, step_energy, path_energy, cka_unbiased, "
-                "cka_biased"},
+                "cka_biased, cka_all_unbiased, cka_all_biased, "
+                "adjacent_cos_tokens"},
         BadCase{"NumPromptsNegative",
                 [](SweepSpec& s) { s.set_num_prompts(-1); },
                 "spec.num_prompts: -1"},

@@ -4,7 +4,10 @@
 // values, and the merge-by-addition property of their statistics.
 #include <cmath>
 #include <fstream>
+#include <map>
+#include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -23,8 +26,18 @@ namespace {
 using testing::NaiveIntertokenCosNoFirst;
 using testing::NaiveLinearCka;
 using testing::NaiveStepEnergy;
+using testing::NaiveTokenCos;
 using testing::NaiveTokenDispersion;
 using testing::ToDoubles;
+
+// Every analysis the worker knows, the new ones included.
+const std::vector<LayerMetric> kEvery = {
+    LayerMetric::kAdjacentCos,          LayerMetric::kIntertokenCos,
+    LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
+    LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
+    LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased,
+    LayerMetric::kCkaAllUnbiased,       LayerMetric::kCkaAllBiased,
+    LayerMetric::kAdjacentCosTokens};
 
 const std::vector<LayerMetric> kSuite = {
     LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
@@ -297,6 +310,293 @@ TEST(AnalysisSuiteTest, ParseKnowsTheSuite) {
   ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("cka_unbiased"), std::string::npos);
   EXPECT_NE(bad.status().message().find("intertoken_cos_nofirst"), std::string::npos);
+}
+
+// The row of a keyed stat (layer_b / position; -1 = unset).
+int64_t KeyedRow(const LayerMetricAccumulator& acc, const std::string& metric,
+                 int layer, int layer_b, int position) {
+  for (size_t i = 0; i < acc.keys().size(); ++i) {
+    const StatKey& k = acc.keys()[i];
+    if (k.metric == metric && k.layer == layer && k.layer_b == layer_b &&
+        k.position == position && k.head == -1) {
+      return i;
+    }
+  }
+  ADD_FAILURE() << "no row " << metric << " " << layer << " " << layer_b << " "
+                << position;
+  return 0;
+}
+
+double KeyedStat(const LayerMetricAccumulator& acc, const std::string& metric,
+                 int layer, int layer_b, int position, int column) {
+  return acc.sums()[KeyedRow(acc, metric, layer, layer_b, position)][column]
+      .item<double>();
+}
+
+TEST(AnalysisSuiteTest, NewAnalysesKeys) {
+  const int64_t L = 3;
+  LayerMetricAccumulator acc(kEvery, L, c10::Device(c10::kCPU), 5);
+  EXPECT_EQ(CountRows(acc, "cka_all_biased"), 6);  // (L + 1) L / 2 pairs
+  EXPECT_EQ(CountRows(acc, "cka_all_unbiased"), 6);
+  EXPECT_EQ(CountRows(acc, "adjacent_cos_tokens"), 3 * 5);  // L x positions
+  std::set<std::pair<int, int>> pairs;
+  for (const StatKey& k : acc.keys()) {
+    if (k.metric == "cka_all_biased" || k.metric == "cka_all_unbiased") {
+      EXPECT_LT(k.layer, k.layer_b);
+      EXPECT_LE(k.layer_b, L);  // `final` (L + 1) excluded
+      EXPECT_EQ(k.position, -1);
+      if (k.metric == "cka_all_biased") pairs.insert({k.layer, k.layer_b});
+    } else if (k.metric == "adjacent_cos_tokens") {
+      EXPECT_EQ(k.layer_b, -1);
+      EXPECT_GE(k.position, 0);
+      EXPECT_LT(k.position, 5);
+      EXPECT_LT(k.layer, L);
+    } else {
+      EXPECT_EQ(k.layer_b, -1);
+      EXPECT_EQ(k.position, -1);
+    }
+    EXPECT_EQ(k.head, -1);
+  }
+  EXPECT_EQ(pairs.size(), 6u);
+  // adjacent_cos_tokens needs positions.
+  EXPECT_THROW(LayerMetricAccumulator({LayerMetric::kAdjacentCosTokens}, L,
+                                      c10::Device(c10::kCPU)),
+               c10::Error);
+  auto parsed = ParseLayerMetrics(
+      {"cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens"});
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ((*parsed)[2], LayerMetric::kAdjacentCosTokens);
+}
+
+// Every pair (l, l') of residual points against the naive float64 CKA and
+// LinearCka, per prompt (sums and sums of squares); a point that is an
+// isotropically scaled, rotated copy of another has CKA 1 with it.
+TEST(AnalysisSuiteTest, AllPairCkaMatchesNaiveForEveryPair) {
+  c10::InferenceMode guard;
+  const int64_t L = 4, B = 3;
+  at::manual_seed(20);
+  for (auto [n, d] : std::vector<std::pair<int64_t, int64_t>>{
+           {4, 3}, {9, 16}, {23, 6}}) {
+    SCOPED_TRACE(::testing::Message() << "n " << n << " d " << d);
+    const at::Tensor q =
+        std::get<0>(at::linalg_qr(at::randn({d, d}, at::kDouble)));
+    std::vector<at::Tensor> points;
+    for (int p = 0; p < L + 2; ++p) {
+      at::Tensor x = at::randn({B, n, d}, at::kDouble) +
+                     at::randn({1, 1, d}, at::kDouble);
+      if (p == 3) x = 0.37 * at::matmul(points[1], q);  // copy of point 1
+      points.push_back(p == 0 || p == 3 ? x : points.back() + 0.5 * x);
+    }
+    LayerMetricAccumulator acc(
+        {LayerMetric::kCkaAllBiased, LayerMetric::kCkaAllUnbiased,
+         LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased},
+        L, c10::Device(c10::kCPU));
+    FeedBatch(acc, points);
+    for (int l = 0; l <= L; ++l) {
+      for (int lb = l + 1; lb <= L; ++lb) {
+        for (bool unbiased : {false, true}) {
+          const std::string name =
+              unbiased ? "cka_all_unbiased" : "cka_all_biased";
+          double sum = 0, sum_sq = 0, linear = 0;
+          for (int b = 0; b < B; ++b) {
+            const double v = NaiveLinearCka(ToDoubles(points[l][b]), d,
+                                            ToDoubles(points[lb][b]), d, n,
+                                            unbiased);
+            sum += v;
+            sum_sq += v * v;
+            linear += LinearCka(points[l][b], points[lb][b],
+                                unbiased ? CkaEstimator::kUnbiased
+                                         : CkaEstimator::kBiased);
+          }
+          EXPECT_NEAR(KeyedStat(acc, name, l, lb, -1, 0), sum, 1e-11)
+              << name << " " << l << " " << lb;
+          EXPECT_NEAR(KeyedStat(acc, name, l, lb, -1, 1), sum_sq, 1e-11)
+              << name << " " << l << " " << lb;
+          EXPECT_NEAR(KeyedStat(acc, name, l, lb, -1, 0), linear, 1e-12);
+          EXPECT_EQ(KeyedStat(acc, name, l, lb, -1, 2), B);
+          if (lb == l + 1) {  // the adjacent CKA is the same number
+            EXPECT_NEAR(KeyedStat(acc, name, l, lb, -1, 0),
+                        Stat(acc, unbiased ? "cka_unbiased" : "cka_biased", l),
+                        1e-12);
+          }
+        }
+      }
+    }
+    // The rotated, scaled copy: CKA 1 (each of the B prompts).
+    EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 3, -1, 0), B, 1e-12);
+    EXPECT_NEAR(KeyedStat(acc, "cka_all_unbiased", 1, 3, -1, 0), B, 1e-12);
+  }
+}
+
+// Hand-worked: X and 2.5 X R (R a rotation of the plane) give CKA 1; a
+// representation Z with X'Z = 0 gives biased CKA 0.
+TEST(AnalysisSuiteTest, AllPairCkaHandWorked) {
+  c10::InferenceMode guard;
+  // n = 4 tokens in the plane, X = [[1,0],[0,1],[-1,0],[0,-1]] (centred);
+  // Y = 2.5 X R(90 deg) = 2.5 [[0,1],[-1,0],[0,-1],[1,0]]: K_Y = 6.25 K_X.
+  const at::Tensor x = at::tensor({1.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0},
+                                  at::kDouble)
+                           .view({1, 4, 2});
+  const at::Tensor r = at::tensor({0.0, 1.0, -1.0, 0.0}, at::kDouble).view({2, 2});
+  const at::Tensor y = 2.5 * at::matmul(x, r);
+  // Z: tokens z_t e1 with z = (1, -1, 1, -1) (centred): K_Z = zz', and
+  // <K_X, K_Z> = ||X'z||^2 = 0 (X's columns (1,0,-1,0), (0,1,0,-1) are
+  // orthogonal to z): biased CKA(X, Z) = CKA(Y, Z) = 0.
+  const at::Tensor z = at::tensor({1.0, 0.0, -1.0, 0.0, 1.0, 0.0, -1.0, 0.0},
+                                  at::kDouble)
+                           .view({1, 4, 2});
+  LayerMetricAccumulator acc({LayerMetric::kCkaAllBiased}, 2,
+                             c10::Device(c10::kCPU));
+  FeedBatch(acc, {x, y, z, x});
+  EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 0, 1, -1, 0), 1.0, 1e-15);
+  EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 0, 2, -1, 0), 0.0, 1e-15);
+  EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 0.0, 1e-15);
+}
+
+// adjacent_cos_tokens: the per-token cos of the job's first
+// kTokenExamplePrompts prompts only, summed per (layer, position); prompts
+// of different lengths count where they have the position.
+TEST(AnalysisSuiteTest, AdjacentCosTokensMatchesNaive) {
+  c10::InferenceMode guard;
+  ASSERT_EQ(kTokenExamplePrompts, 4);
+  const int64_t L = 2, d = 5, P = 10;
+  at::manual_seed(21);
+  // Batches (B, n): prompts 0-2 (7 tokens), 3-5 (9 tokens), 6-7 (6 tokens).
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{3, 7}, {3, 9}, {2, 6}};
+  std::vector<std::vector<at::Tensor>> batches;
+  LayerMetricAccumulator acc({LayerMetric::kAdjacentCosTokens}, L,
+                             c10::Device(c10::kCPU), P);
+  // sum, sum_sq, count per (l, t)
+  std::map<std::pair<int, int>, std::tuple<double, double, int>> want;
+  int64_t prompt = 0;
+  for (auto [B, n] : shapes) {
+    std::vector<at::Tensor> points;
+    for (int p = 0; p < L + 2; ++p) {
+      at::Tensor x = at::randn({B, n, d}, at::kDouble) + 0.5;
+      points.push_back(p == 0 ? x : points.back() + 0.7 * x);
+    }
+    FeedBatch(acc, points);  // the prompt index advances by B
+    for (int64_t b = 0; b < B; ++b, ++prompt) {
+      if (prompt >= kTokenExamplePrompts) continue;
+      for (int l = 0; l < L; ++l) {
+        const std::vector<double> cos = NaiveTokenCos(
+            ToDoubles(points[l][b]), ToDoubles(points[l + 1][b]), n, d);
+        for (int t = 0; t < n; ++t) {
+          auto& [s, s2, c] = want[{l, t}];
+          s += cos[t];
+          s2 += cos[t] * cos[t];
+          ++c;
+        }
+      }
+    }
+  }
+  for (int l = 0; l < L; ++l) {
+    for (int t = 0; t < P; ++t) {
+      const auto [s, s2, c] = want[{l, t}];
+      EXPECT_NEAR(KeyedStat(acc, "adjacent_cos_tokens", l, -1, t, 0), s, 1e-13);
+      EXPECT_NEAR(KeyedStat(acc, "adjacent_cos_tokens", l, -1, t, 1), s2, 1e-13);
+      EXPECT_EQ(KeyedStat(acc, "adjacent_cos_tokens", l, -1, t, 2), c);
+    }
+  }
+  // Positions 0..6: prompts 0-2 and 3; 7, 8: prompt 3 only; 9: none.
+  EXPECT_EQ(std::get<2>(want[{1, 6}]), 4);
+  EXPECT_EQ(std::get<2>(want[{1, 8}]), 1);
+  EXPECT_EQ(std::get<2>(want[{1, 9}]), 0);
+
+  // A batch starting at job prompt 2: its first two prompts are examples.
+  LayerMetricAccumulator late({LayerMetric::kAdjacentCosTokens}, 1,
+                              c10::Device(c10::kCPU), 4);
+  late.SetNextPrompt(2);
+  FeedBatch(late, {at::randn({3, 4, 2}), at::randn({3, 4, 2}),
+                   at::randn({3, 4, 2})});
+  EXPECT_EQ(KeyedStat(late, "adjacent_cos_tokens", 0, -1, 3, 2), 2);
+  // Later prompts are never examples; nothing is checked or kept for them.
+  FeedBatch(late, {at::randn({1, 9, 2}), at::randn({1, 9, 2}),
+                   at::randn({1, 9, 2})});
+  EXPECT_EQ(KeyedStat(late, "adjacent_cos_tokens", 0, -1, 0, 2), 2);
+  // An example prompt longer than the positions is an error.
+  LayerMetricAccumulator short_rows({LayerMetric::kAdjacentCosTokens}, 1,
+                                    c10::Device(c10::kCPU), 4);
+  EXPECT_THROW(short_rows.Observe(0, at::randn({1, 5, 2})), c10::Error);
+}
+
+// Sharded vs unsharded: the same 8 prompts (4 lengths, so several batches)
+// as one pass, as 2 "ranks" (two accumulators on the two halves of every
+// batch, each told its first prompt's job index), and as 4 chunks of 2
+// prompts: summed stats agree to 1e-6 relative for EVERY analysis.
+TEST(AnalysisSuiteTest, ShardedEqualsUnshardedForEveryAnalysis) {
+  c10::InferenceMode guard;
+  const int64_t L = 3, d = 6, P = 12;
+  at::manual_seed(22);
+  const std::vector<int64_t> lengths = {5, 5, 5, 5, 8, 8, 12, 3};
+  std::vector<std::vector<at::Tensor>> prompts;  // [prompt][point] [1, n, d]
+  for (int64_t n : lengths) {
+    std::vector<at::Tensor> points;
+    for (int p = 0; p < L + 2; ++p) {
+      at::Tensor x = at::randn({1, n, d}, at::kDouble) + at::randn({1, 1, d}, at::kDouble);
+      points.push_back(p == 0 ? x : points.back() + 0.6 * x);
+    }
+    prompts.push_back(points);
+  }
+  // Feeds prompts [lo, hi) as the runner does: consecutive equal lengths
+  // batched, the job index of each batch's first prompt set.
+  auto feed = [&](LayerMetricAccumulator& acc, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi;) {
+      int64_t j = i;
+      while (j < hi && lengths[j] == lengths[i]) ++j;
+      acc.SetNextPrompt(i);
+      std::vector<at::Tensor> points;
+      for (int p = 0; p < L + 2; ++p) {
+        std::vector<at::Tensor> parts;
+        for (int64_t k = i; k < j; ++k) parts.push_back(prompts[k][p]);
+        points.push_back(at::cat(parts, 0));
+      }
+      FeedBatch(acc, points);
+      i = j;
+    }
+  };
+  auto make = [&] {
+    return LayerMetricAccumulator(kEvery, L, c10::Device(c10::kCPU), P);
+  };
+  LayerMetricAccumulator whole = make();
+  // One forward per length group: prompts 0-3 in one batch of 4.
+  feed(whole, 0, 8);
+  // 2 ranks: rank 0 prompts 0-3 split again in halves (0-1, 2-3) to cut
+  // the big batch, rank 1 prompts 4-7.
+  LayerMetricAccumulator rank0 = make(), rank1 = make();
+  feed(rank0, 0, 2);
+  feed(rank0, 2, 4);
+  feed(rank1, 4, 8);
+  const at::Tensor ranks = rank0.sums() + rank1.sums();
+  at::Tensor chunks = at::zeros_like(whole.sums());
+  for (int64_t c = 0; c < 4; ++c) {
+    LayerMetricAccumulator chunk = make();
+    feed(chunk, 2 * c, 2 * c + 2);
+    chunks += chunk.sums();
+  }
+  const at::Tensor want = whole.sums();
+  ASSERT_FALSE(at::isnan(want).any().item<bool>());
+  for (const at::Tensor& got : {ranks, chunks}) {
+    const double worst =
+        ((got - want).abs() / want.abs().clamp_min(1e-12)).max().item<double>();
+    EXPECT_LT(worst, 1e-6);
+    EXPECT_TRUE(at::allclose(got, want, 1e-6, 1e-300));
+  }
+  // Every analysis has rows that saw prompts.
+  for (LayerMetric m : kEvery) {
+    const std::string name = LayerMetricName(m);
+    double count = 0;
+    for (size_t i = 0; i < whole.keys().size(); ++i) {
+      if (whole.keys()[i].metric == name) count += want[i][2].item<double>();
+    }
+    EXPECT_GT(count, 0) << name;
+  }
+  // adjacent_cos_tokens: the job's prompts 0-3 only (5 tokens each).
+  EXPECT_EQ(KeyedStat(whole, "adjacent_cos_tokens", 0, -1, 4, 2), 4);
+  EXPECT_EQ(KeyedStat(whole, "adjacent_cos_tokens", 0, -1, 5, 2), 0);
+  // The 3-token prompt is too short for the unbiased CKA.
+  EXPECT_EQ(KeyedStat(whole, "cka_all_unbiased", 0, 3, -1, 2), 7);
+  EXPECT_EQ(KeyedStat(whole, "cka_all_biased", 0, 3, -1, 2), 8);
 }
 
 }  // namespace

@@ -111,6 +111,18 @@ double NaiveStepEnergy(const std::vector<double>& a, const std::vector<double>& 
   return total / n;
 }
 
+std::vector<double> NaiveTokenCos(const std::vector<double>& a,
+                                  const std::vector<double>& b, int64_t n,
+                                  int64_t d) {
+  std::vector<double> cos(n);
+  for (int64_t t = 0; t < n; ++t) {
+    const double* x = &a[t * d];
+    const double* y = &b[t * d];
+    cos[t] = Dot(x, y, d) / std::sqrt(Dot(x, x, d) * Dot(y, y, d));
+  }
+  return cos;
+}
+
 double NaiveLinearCka(const std::vector<double>& x, int64_t dx,
                       const std::vector<double>& y, int64_t dy, int64_t n,
                       bool unbiased) {

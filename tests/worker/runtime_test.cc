@@ -4,6 +4,8 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <tuple>
+#include <algorithm>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -130,6 +132,82 @@ TEST(JobRunnerTest, MergedChunksEqualOneBigChunk) {
     EXPECT_EQ(m.count, s.count);
     EXPECT_NEAR(m.sum, s.sum, 1e-12 * std::max(1.0, std::abs(s.sum)));
     EXPECT_NEAR(m.sum_sq, s.sum_sq, 1e-12 * std::max(1.0, s.sum_sq));
+  }
+}
+
+// Sharded vs unsharded through the runner: every analysis (the keyed ones
+// included) as chunks of 2 prompts, merged by the full key, equals one
+// chunk holding every prompt to 1e-6 relative; adjacent_cos_tokens counts
+// the job's first kTokenExamplePrompts prompts whichever chunk they are in.
+// (The multi-replica path needs CUDA; AnalysisSuiteTest.
+// ShardedEqualsUnshardedForEveryAnalysis splits batches over two
+// accumulators.)
+TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
+  JobConfig config = TinyJob();
+  config.analyses = {"adjacent_cos",     "intertoken_cos",
+                     "intertoken_cos_nofirst", "token_dispersion",
+                     "step_energy",      "path_energy",
+                     "cka_unbiased",     "cka_biased",
+                     "cka_all_unbiased", "cka_all_biased",
+                     "adjacent_cos_tokens"};
+  JobConfig big = config;
+  big.prompts_per_chunk = big.num_prompts;
+  auto one = MakeRunner(big)->RunChunk(0);
+  ASSERT_TRUE(one.ok()) << one.status();
+  using Key = std::tuple<std::string, int32_t, int32_t, int32_t, int32_t>;
+  auto key = [](const MetricStat& s) {
+    return Key{s.metric, s.layer, s.layer_b, s.head, s.position};
+  };
+  auto runner = MakeRunner(config);
+  std::map<Key, MetricStat> merged;
+  std::vector<int32_t> tokens;
+  for (int64_t k = 0; k < runner->num_chunks(); ++k) {
+    auto chunk = runner->RunChunk(k);
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    // Rows no prompt of the chunk reached are left out (count 0).
+    EXPECT_LE(chunk->stats.size(), one->stats.size());
+    if (k == 2) {  // prompt 4 only: no example prompt, no heat-map rows
+      for (const MetricStat& s : chunk->stats) {
+        EXPECT_NE(s.metric, "adjacent_cos_tokens");
+      }
+    }
+    tokens.insert(tokens.end(), chunk->prompt_tokens.begin(),
+                  chunk->prompt_tokens.end());
+    for (const MetricStat& s : chunk->stats) {
+      MetricStat& m = merged[key(s)];
+      m.sum += s.sum;
+      m.sum_sq += s.sum_sq;
+      m.count += s.count;
+    }
+  }
+  ASSERT_EQ(merged.size(), one->stats.size());  // keys are unique
+  std::set<std::string> seen;
+  for (const MetricStat& s : one->stats) {
+    const MetricStat& m = merged.at(key(s));
+    EXPECT_EQ(m.count, s.count) << s.metric;
+    EXPECT_NEAR(m.sum, s.sum, 1e-6 * std::abs(s.sum) + 1e-300) << s.metric;
+    EXPECT_NEAR(m.sum_sq, s.sum_sq, 1e-6 * std::abs(s.sum_sq) + 1e-300)
+        << s.metric;
+    EXPECT_TRUE(std::isfinite(s.sum)) << s.metric;
+    seen.insert(s.metric);
+  }
+  EXPECT_EQ(seen.size(), config.analyses.size());
+  const int64_t L = FindModelPreset(config.model)->config.num_layers();
+  const int32_t shortest = *std::min_element(tokens.begin(), tokens.begin() + 4);
+  for (const MetricStat& s : one->stats) {
+    if (s.metric == "cka_all_biased") {
+      EXPECT_LT(s.layer, s.layer_b);
+      EXPECT_LE(s.layer_b, L);
+      EXPECT_EQ(s.count, config.num_prompts);
+    }
+    if (s.metric == "adjacent_cos_tokens" && s.position < shortest) {
+      EXPECT_EQ(s.count, kTokenExamplePrompts) << s.position;
+    }
+    EXPECT_GE(s.count, 1) << s.metric;  // no empty rows
+    if (s.metric == "adjacent_cos_tokens") {
+      EXPECT_LT(s.position,
+                *std::max_element(tokens.begin(), tokens.begin() + 4));
+    }
   }
 }
 

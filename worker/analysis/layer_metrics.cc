@@ -1,8 +1,10 @@
 #include "worker/analysis/layer_metrics.h"
 
 #include <algorithm>
+#include <utility>
 
 #include <ATen/ATen.h>
+#include <ATen/TensorIndexing.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
@@ -21,7 +23,9 @@ constexpr LayerMetric kAllMetrics[kNumLayerMetrics] = {
     LayerMetric::kAdjacentCos,     LayerMetric::kIntertokenCos,
     LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
     LayerMetric::kStepEnergy,      LayerMetric::kPathEnergy,
-    LayerMetric::kCkaUnbiased,     LayerMetric::kCkaBiased};
+    LayerMetric::kCkaUnbiased,     LayerMetric::kCkaBiased,
+    LayerMetric::kCkaAllUnbiased,  LayerMetric::kCkaAllBiased,
+    LayerMetric::kAdjacentCosTokens};
 
 std::string KnownNames() {
   std::string out;
@@ -31,67 +35,131 @@ std::string KnownNames() {
   return out;
 }
 
-// Gram statistics of a batch of states h [B, n, d] (float64).
-CkaGramStats MakeGramStats(const at::Tensor& h, bool biased, bool unbiased) {
-  CkaGramStats g;
-  at::Tensor k = at::matmul(h, h.transpose(1, 2));  // [B, n, n]
-  g.gram_energy = k.square().sum({1, 2});
-  if (biased) {
-    g.centred = k - k.mean(2, /*keepdim=*/true) - k.mean(1, /*keepdim=*/true) +
-                k.mean({1, 2}, /*keepdim=*/true);
-    g.centred_self = g.centred.square().sum({1, 2});
-  }
-  if (unbiased) {
-    k.diagonal(0, 1, 2).zero_();  // k is ours: zero its diagonal in place
-    g.zeroed = k;
-    g.row_sums = k.sum(2);
-    g.total = g.row_sums.sum(1);
-  }
-  return g;
+// <a_b, b_b>_F per prompt of two [B, n, n] float64 tensors, [B]: one dot
+// product each, no n x n temporary.
+at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t batch = a.size(0);
+  return at::bmm(a.reshape({batch, 1, -1}), b.reshape({batch, -1, 1}))
+      .view({batch});
 }
 
-// Unbiased HSIC (Song et al. 2012) of two points' Grams, [B].
-at::Tensor UnbiasedHsic(const CkaGramStats& a, const CkaGramStats& b,
-                        int64_t n) {
+// Unbiased HSIC (Song et al. 2012) from its parts (CkaGramStats): inner =
+// <C_a, C_b>_F, diag_dot = <diag C_a, diag C_b>, total_product =
+// 1'C~_a1 1'C~_b1, row_dot = <C~_a 1, C~_b 1>. Any shape (pairs [B] or all
+// pairs [B, P, P]).
+at::Tensor UnbiasedHsic(const at::Tensor& inner, const at::Tensor& diag_dot,
+                        const at::Tensor& total_product,
+                        const at::Tensor& row_dot, int64_t n) {
   const double nd = static_cast<double>(n);
-  return ((a.zeroed * b.zeroed).sum({1, 2}) +
-          a.total * b.total / ((nd - 1) * (nd - 2)) -
-          (a.row_sums * b.row_sums).sum(1) * (2.0 / (nd - 2))) /
+  return ((inner - diag_dot) + total_product / ((nd - 1) * (nd - 2)) -
+          row_dot * (2.0 / (nd - 2))) /
          (nd * (nd - 3));
 }
 
-void FinishGramStats(CkaGramStats& g, int64_t n) {
-  if (g.zeroed.defined()) g.unbiased_self = UnbiasedHsic(g, g, n);
+// The same for one pair of points, [B].
+at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a,
+                        const CkaGramStats& b, int64_t n) {
+  return UnbiasedHsic(inner, (a.diagonal * b.diagonal).sum(-1),
+                      a.total * b.total, (a.row_sums * b.row_sums).sum(-1), n);
+}
+
+// Gram statistics of token-centred float64 states xc [B, n, d]; trace_k [B]
+// = tr(K) of the raw states. The centred Gram goes into `out` when given
+// ([B, n, n] float64, contiguous).
+CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
+                           at::Tensor out = at::Tensor()) {
+  CkaGramStats g;
+  if (out.defined()) {
+    at::bmm_out(out, xc, xc.transpose(1, 2));
+    g.centred = out;
+  } else {
+    g.centred = at::bmm(xc, xc.transpose(1, 2));
+  }
+  const int64_t n = xc.size(1);
+  g.diagonal = g.centred.diagonal(0, 1, 2);
+  g.row_sums = g.centred.sum(2) - g.diagonal;
+  g.total = g.row_sums.sum(1);
+  g.biased_self = FrobeniusDot(g.centred, g.centred);
+  if (n >= 4) g.unbiased_self = UnbiasedHsic(g.biased_self, g, g, n);
+  g.scale = trace_k.square();
+  return g;
+}
+
+// Centred states of float64 h [B, n, d] (one temporary [B, n, d]).
+at::Tensor CentreTokens(const at::Tensor& h) {
+  return h - h.mean(1, /*keepdim=*/true);
 }
 
 // HSIC(a, b) / sqrt(HSIC(a, a) HSIC(b, b)); 0 where a self-HSIC is not
-// > kTinyHsic ||K||_F^2.
+// > kTinyHsic tr(K)^2. Broadcasts (pairs or all pairs).
 at::Tensor Normalise(const at::Tensor& cross, const at::Tensor& self_a,
-                     const at::Tensor& self_b, const CkaGramStats& a,
-                     const CkaGramStats& b) {
-  const at::Tensor ok = (self_a > kTinyHsic * a.gram_energy)
-                            .logical_and(self_b > kTinyHsic * b.gram_energy)
+                     const at::Tensor& self_b, const at::Tensor& scale_a,
+                     const at::Tensor& scale_b) {
+  const at::Tensor ok = (self_a > kTinyHsic * scale_a)
+                            .logical_and(self_b > kTinyHsic * scale_b)
                             .logical_and(self_a > 0)
                             .logical_and(self_b > 0);
   const at::Tensor den = (self_a * self_b).clamp_min(kTinyNorm).sqrt();
   return at::where(ok, cross / den, at::zeros_like(cross));
 }
 
-at::Tensor BiasedCka(const CkaGramStats& a, const CkaGramStats& b) {
-  return Normalise((a.centred * b.centred).sum({1, 2}), a.centred_self,
-                   b.centred_self, a, b);
+// CKA of two points, [B]; inner = FrobeniusDot(a.centred, b.centred).
+at::Tensor BiasedCka(const CkaGramStats& a, const CkaGramStats& b,
+                     const at::Tensor& inner) {
+  return Normalise(inner, a.biased_self, b.biased_self, a.scale, b.scale);
 }
 
 at::Tensor UnbiasedCka(const CkaGramStats& a, const CkaGramStats& b,
-                       int64_t n) {
-  return Normalise(UnbiasedHsic(a, b, n), a.unbiased_self, b.unbiased_self, a,
-                   b);
+                       const at::Tensor& inner, int64_t n) {
+  return Normalise(UnbiasedHsic(inner, a, b, n), a.unbiased_self,
+                   b.unbiased_self, a.scale, b.scale);
 }
 
-// Mean cos over unordered pairs of the tokens of unit [B, m, d], [B].
-at::Tensor MeanPairCos(const at::Tensor& unit) {
-  const int64_t m = unit.size(1);
-  const at::Tensor total = unit.sum(1);  // [B, d]
+// Both CKAs of every pair of points at once, [B, P, P] each (undefined when
+// not asked): `points` are P points' stats, `grams` [P, B, n, n] their
+// centred Grams (the points' `centred` views).
+std::pair<at::Tensor, at::Tensor> AllPairCka(
+    const std::vector<CkaGramStats>& points, const at::Tensor& grams,
+    int64_t n, bool biased, bool unbiased) {
+  const int64_t p = grams.size(0), batch = grams.size(1);
+  // inner[b] = G_b G_b^T, G_b [P, n^2] the flattened Grams of prompt b: one
+  // matrix product per prompt, reading each Gram once.
+  at::Tensor inner = at::empty({batch, p, p}, grams.options());
+  for (int64_t b = 0; b < batch; ++b) {
+    const at::Tensor g = grams.select(1, b).reshape({p, n * n});
+    at::Tensor out = inner[b];
+    at::mm_out(out, g, g.t());
+  }
+  auto stack = [&](at::Tensor CkaGramStats::*field) {
+    std::vector<at::Tensor> parts;
+    for (const CkaGramStats& s : points) parts.push_back(s.*field);
+    return at::stack(parts, 1);  // [B, P, ...]
+  };
+  const at::Tensor scale = stack(&CkaGramStats::scale);
+  std::pair<at::Tensor, at::Tensor> out;
+  if (biased) {
+    const at::Tensor self = stack(&CkaGramStats::biased_self);
+    out.first = Normalise(inner, self.unsqueeze(2), self.unsqueeze(1),
+                          scale.unsqueeze(2), scale.unsqueeze(1));
+  }
+  if (unbiased) {
+    const at::Tensor diag = stack(&CkaGramStats::diagonal);   // [B, P, n]
+    const at::Tensor rows = stack(&CkaGramStats::row_sums);   // [B, P, n]
+    const at::Tensor total = stack(&CkaGramStats::total);     // [B, P]
+    const at::Tensor self = stack(&CkaGramStats::unbiased_self);
+    const at::Tensor hsic = UnbiasedHsic(
+        inner, at::bmm(diag, diag.transpose(1, 2)),
+        total.unsqueeze(2) * total.unsqueeze(1),
+        at::bmm(rows, rows.transpose(1, 2)), n);
+    out.second = Normalise(hsic, self.unsqueeze(2), self.unsqueeze(1),
+                           scale.unsqueeze(2), scale.unsqueeze(1));
+  }
+  return out;
+}
+
+// Mean cos over unordered pairs of m tokens from the sum of their unit
+// vectors total [B, d], [B].
+at::Tensor MeanPairCos(const at::Tensor& total, int64_t m) {
   return (total.square().sum(-1) - static_cast<double>(m)) /
          static_cast<double>(m * (m - 1));
 }
@@ -116,6 +184,12 @@ const char* LayerMetricName(LayerMetric metric) {
       return "cka_unbiased";
     case LayerMetric::kCkaBiased:
       return "cka_biased";
+    case LayerMetric::kCkaAllUnbiased:
+      return "cka_all_unbiased";
+    case LayerMetric::kCkaAllBiased:
+      return "cka_all_biased";
+    case LayerMetric::kAdjacentCosTokens:
+      return "adjacent_cos_tokens";
   }
   return "?";
 }
@@ -153,17 +227,23 @@ double LinearCka(const at::Tensor& x, const at::Tensor& y,
   const int64_t n = x.size(0);
   const bool biased = estimator == CkaEstimator::kBiased;
   TORCH_CHECK(n >= (biased ? 2 : 4), "LinearCka: ", n, " rows are too few");
-  CkaGramStats a = MakeGramStats(x.to(at::kDouble).unsqueeze(0), biased, !biased);
-  CkaGramStats b = MakeGramStats(y.to(at::kDouble).unsqueeze(0), biased, !biased);
-  FinishGramStats(a, n);
-  FinishGramStats(b, n);
-  return (biased ? BiasedCka(a, b) : UnbiasedCka(a, b, n)).item<double>();
+  auto stats = [](const at::Tensor& m) {
+    const at::Tensor h = m.to(at::kDouble).unsqueeze(0);
+    return MakeGramStats(CentreTokens(h), h.square().sum({1, 2}));
+  };
+  const CkaGramStats a = stats(x), b = stats(y);
+  const at::Tensor inner = FrobeniusDot(a.centred, b.centred);
+  return (biased ? BiasedCka(a, b, inner) : UnbiasedCka(a, b, inner, n))
+      .item<double>();
 }
 
 LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics,
                                                int64_t num_layers,
-                                               c10::Device device)
-    : metrics_(std::move(metrics)), num_layers_(num_layers) {
+                                               c10::Device device,
+                                               int64_t max_positions)
+    : metrics_(std::move(metrics)),
+      num_layers_(num_layers),
+      max_positions_(max_positions) {
   row_.fill(-1);
   for (LayerMetric metric : metrics_) {
     const std::string name = LayerMetricName(metric);
@@ -184,6 +264,26 @@ LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics,
       case LayerMetric::kPathEnergy:
         layers = 1;  // one scalar per prompt, at layer 0
         break;
+      case LayerMetric::kCkaAllUnbiased:
+      case LayerMetric::kCkaAllBiased:
+        // Pairs (l, l'), 0 <= l < l' <= L, l-major (the order of
+        // at::triu_indices).
+        for (int32_t l = 0; l < num_layers_; ++l) {
+          for (int32_t lb = l + 1; lb <= num_layers_; ++lb) {
+            keys_.push_back({name, l, lb});
+          }
+        }
+        break;
+      case LayerMetric::kAdjacentCosTokens:
+        TORCH_CHECK(max_positions_ >= 1,
+                    "analysis: adjacent_cos_tokens needs max_positions >= 1");
+        // Pairs (l, l + 1) x positions 0..max_positions-1, l-major.
+        for (int32_t l = 0; l < num_layers_; ++l) {
+          for (int32_t t = 0; t < max_positions_; ++t) {
+            keys_.push_back({name, l, -1, -1, t});
+          }
+        }
+        break;
     }
     for (int64_t l = 0; l < layers; ++l) {
       keys_.push_back({name, static_cast<int32_t>(l)});
@@ -202,6 +302,28 @@ void LayerMetricAccumulator::Add(int64_t row, const at::Tensor& per_prompt) {
   r[kCount].add_(static_cast<double>(per_prompt.size(0)));
 }
 
+void LayerMetricAccumulator::AddBlock(int64_t row, const at::Tensor& per_prompt) {
+  at::Tensor block = sums_.narrow(0, row, per_prompt.size(1));
+  block.select(1, kSum).add_(per_prompt.sum(0));
+  block.select(1, kSumSq).add_(per_prompt.square().sum(0));
+  block.select(1, kCount).add_(static_cast<double>(per_prompt.size(0)));
+}
+
+void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
+  const bool biased = Has(LayerMetric::kCkaAllBiased) && n >= 2;
+  const bool unbiased = Has(LayerMetric::kCkaAllUnbiased) && n >= 4;
+  if (!biased && !unbiased) return;
+  const int64_t p = num_layers_ + 1;
+  auto [b, u] = AllPairCka(all_points_, all_grams_, n, biased, unbiased);
+  const at::Tensor pairs = at::triu_indices(
+      p, p, 1, at::TensorOptions().dtype(at::kLong).device(sums_.device()));
+  auto upper = [&](const at::Tensor& m) {  // [B, P, P] -> [B, pairs]
+    return m.index({at::indexing::Slice(), pairs[0], pairs[1]});
+  };
+  if (biased) AddBlock(RowOf(LayerMetric::kCkaAllBiased), upper(b));
+  if (unbiased) AddBlock(RowOf(LayerMetric::kCkaAllUnbiased), upper(u));
+}
+
 void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   c10::InferenceMode guard;
   TORCH_CHECK(point == next_point_, "analysis: expected representation point ",
@@ -209,64 +331,117 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   TORCH_CHECK(hidden.dim() == 3, "analysis: hidden must be [batch, seq, d], got ",
               hidden.sizes());
   next_point_ = point + 1;
+  const int64_t batch = hidden.size(0);
   const int64_t n = hidden.size(1);
-  // Upcast: statistics in float64 whatever the model's dtype.
-  at::Tensor h = hidden.to(at::kDouble);
-  at::Tensor norm = at::linalg_vector_norm(h, 2, {-1});  // [B, n]
+  if (point == 0) {
+    batch_size_ = batch;
+    examples_ = Has(LayerMetric::kAdjacentCosTokens)
+                    ? std::clamp<int64_t>(kTokenExamplePrompts - next_prompt_,
+                                          0, batch)
+                    : 0;
+    TORCH_CHECK(examples_ == 0 || n <= max_positions_, "analysis: prompt of ",
+                n, " tokens is longer than adjacent_cos_tokens' ",
+                max_positions_, " positions");
+  }
+  // Upcast: statistics in float64 whatever the model's dtype (one copy; a
+  // float64 input is used as is and never written to).
+  const at::Tensor h = hidden.to(at::kDouble);
+  const at::Tensor norm = at::linalg_vector_norm(h, 2, {-1});  // [B, n]
+  const bool residual = point <= num_layers_;
+  const bool want_biased = residual && n >= 2 &&
+                           (Has(LayerMetric::kCkaBiased) ||
+                            Has(LayerMetric::kCkaAllBiased));
+  const bool want_unbiased = residual && n >= 4 &&
+                             (Has(LayerMetric::kCkaUnbiased) ||
+                              Has(LayerMetric::kCkaAllUnbiased));
+  const bool want_all_pairs =
+      (Has(LayerMetric::kCkaAllBiased) && n >= 2) ||
+      (Has(LayerMetric::kCkaAllUnbiased) && n >= 4);
+  const bool want_gram = want_biased || want_unbiased;
+  const bool want_dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
+  // Token-centred states: token_dispersion and the CKA Grams share them.
+  at::Tensor centred;
+  if (want_gram || want_dispersion) centred = CentreTokens(h);
 
   // One-point metrics: points 0..L+1.
   const bool want_all = Has(LayerMetric::kIntertokenCos) && n >= 2;
   const bool want_nofirst = Has(LayerMetric::kIntertokenCosNoFirst) && n >= 3;
   if (want_all || want_nofirst) {
-    at::Tensor unit = h / norm.clamp_min(kTinyNorm).unsqueeze(-1);
-    if (want_all) Add(RowOf(LayerMetric::kIntertokenCos) + point, MeanPairCos(unit));
+    // Sums of unit vectors as one [k, n] x [n, d] product per prompt (no
+    // [B, n, d] unit-vector tensor): row 0 weights 1/||h_t||, row 1 the
+    // same without position 0.
+    const at::Tensor inverse = norm.clamp_min(kTinyNorm).reciprocal();
+    std::vector<at::Tensor> weights;
+    if (want_all) weights.push_back(inverse);
+    if (want_nofirst) {
+      at::Tensor w = inverse.clone();
+      w.select(1, 0).zero_();
+      weights.push_back(w);
+    }
+    const at::Tensor totals = at::bmm(at::stack(weights, 1), h);  // [B, k, d]
+    if (want_all) {
+      Add(RowOf(LayerMetric::kIntertokenCos) + point,
+          MeanPairCos(totals.select(1, 0), n));
+    }
     if (want_nofirst) {
       Add(RowOf(LayerMetric::kIntertokenCosNoFirst) + point,
-          MeanPairCos(unit.slice(1, 1)));
+          MeanPairCos(totals.select(1, want_all ? 1 : 0), n - 1));
     }
   }
-  if (Has(LayerMetric::kTokenDispersion) && n >= 1) {
+  if (want_dispersion) {
+    // Same reduction for both: all tokens one vector gives exactly 0.
     const at::Tensor spread =
-        (h - h.mean(1, /*keepdim=*/true)).square().sum(-1).mean(-1);  // [B]
-    const at::Tensor energy = norm.square().mean(-1);                  // [B]
+        at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);  // [B]
+    const at::Tensor energy = norm.square().sum(-1);                  // [B]
     Add(RowOf(LayerMetric::kTokenDispersion) + point,
         at::where(energy > 0, spread / energy.clamp_min(kTinyNorm),
                   at::zeros_like(spread)));
   }
 
   // Pair / step metrics: residual points 0..L only.
-  if (point > num_layers_) return;
-  const bool want_states = Has(LayerMetric::kAdjacentCos) ||
-                           Has(LayerMetric::kStepEnergy) ||
+  if (!residual) return;
+  const bool want_cos = Has(LayerMetric::kAdjacentCos) || examples_ > 0;
+  const bool want_states = want_cos || Has(LayerMetric::kStepEnergy) ||
                            Has(LayerMetric::kPathEnergy);
-  const bool want_biased = Has(LayerMetric::kCkaBiased) && n >= 2;
-  const bool want_unbiased = Has(LayerMetric::kCkaUnbiased) && n >= 4;
-  if (!want_states && !Has(LayerMetric::kCkaBiased) &&
-      !Has(LayerMetric::kCkaUnbiased)) {
-    return;
-  }
+  if (!want_states && !want_gram) return;
   if (point >= 1) {
     TORCH_CHECK(previous_sizes_ == h.sizes().vec(),
                 "analysis: layer shapes differ: ", c10::IntArrayRef(previous_sizes_), " vs ",
                 h.sizes());
   }
   CkaGramStats gram;
-  if (want_biased || want_unbiased) {
-    gram = MakeGramStats(h, want_biased, want_unbiased);
-    FinishGramStats(gram, n);
+  if (want_gram) {
+    at::Tensor out;
+    if (want_all_pairs) {
+      if (point == 0) {
+        all_grams_ = at::empty({num_layers_ + 1, batch, n, n}, h.options());
+        all_points_.clear();
+      }
+      out = all_grams_[point];
+    }
+    gram = MakeGramStats(centred, norm.square().sum(-1), out);
+    if (want_all_pairs) all_points_.push_back(gram);
   }
+  centred = at::Tensor();
   if (point == 0 && Has(LayerMetric::kPathEnergy)) {
-    path_ = at::zeros({h.size(0)}, h.options());
+    path_ = at::zeros({batch}, h.options());
   }
   if (point >= 1) {
     const int64_t l = point - 1;  // the pair (l, l + 1)
-    if (Has(LayerMetric::kAdjacentCos)) {
-      at::Tensor cos = (previous_ * h).sum(-1) /
-                       (previous_norm_ * norm).clamp_min(kTinyNorm);
-      Add(RowOf(LayerMetric::kAdjacentCos) + l, cos.mean(-1));
+    if (want_cos) {
+      const at::Tensor cos = (previous_ * h).sum(-1) /
+                             (previous_norm_ * norm).clamp_min(kTinyNorm);
+      if (Has(LayerMetric::kAdjacentCos)) {
+        Add(RowOf(LayerMetric::kAdjacentCos) + l, cos.mean(-1));
+      }
+      if (examples_ > 0) {
+        AddBlock(RowOf(LayerMetric::kAdjacentCosTokens) + l * max_positions_,
+                 cos.narrow(0, 0, examples_));
+      }
     }
     if (Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy)) {
-      const at::Tensor step = (h - previous_).square().sum(-1);  // [B, n]
+      const at::Tensor step =
+          at::linalg_vector_norm(h - previous_, 2, {-1}).square();  // [B, n]
       const at::Tensor base = previous_norm_.square();
       const at::Tensor energy =
           at::where(base > 0, step / base.clamp_min(kTinyNorm),
@@ -277,12 +452,18 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
       if (Has(LayerMetric::kPathEnergy)) path_.add_(energy);
     }
-    if (want_biased) {
-      Add(RowOf(LayerMetric::kCkaBiased) + l, BiasedCka(previous_gram_, gram));
-    }
-    if (want_unbiased) {
-      Add(RowOf(LayerMetric::kCkaUnbiased) + l,
-          UnbiasedCka(previous_gram_, gram, n));
+    const bool pair_biased = Has(LayerMetric::kCkaBiased) && n >= 2;
+    const bool pair_unbiased = Has(LayerMetric::kCkaUnbiased) && n >= 4;
+    if (pair_biased || pair_unbiased) {
+      const at::Tensor inner = FrobeniusDot(previous_gram_.centred, gram.centred);
+      if (pair_biased) {
+        Add(RowOf(LayerMetric::kCkaBiased) + l,
+            BiasedCka(previous_gram_, gram, inner));
+      }
+      if (pair_unbiased) {
+        Add(RowOf(LayerMetric::kCkaUnbiased) + l,
+            UnbiasedCka(previous_gram_, gram, inner, n));
+      }
     }
   }
   if (point == num_layers_ && Has(LayerMetric::kPathEnergy)) {
@@ -297,11 +478,18 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     }
     previous_gram_ = std::move(gram);
   } else {
-    previous_ = at::Tensor();
-    previous_norm_ = at::Tensor();
-    previous_gram_ = CkaGramStats();
-    path_ = at::Tensor();
+    if (want_all_pairs) AddAllPairCka(n);
+    DropHeld();
   }
+}
+
+void LayerMetricAccumulator::DropHeld() {
+  previous_ = at::Tensor();
+  previous_norm_ = at::Tensor();
+  previous_gram_ = CkaGramStats();
+  all_grams_ = at::Tensor();
+  all_points_.clear();
+  path_ = at::Tensor();
 }
 
 void LayerMetricAccumulator::EndBatch() {
@@ -309,11 +497,9 @@ void LayerMetricAccumulator::EndBatch() {
               "analysis: batch ended after point ", next_point_ - 1,
               ", expected ", num_layers_ + 1);
   next_point_ = 0;
-  previous_ = at::Tensor();
-  previous_norm_ = at::Tensor();
-  previous_gram_ = CkaGramStats();
+  if (batch_size_ > 0) next_prompt_ += batch_size_;
+  DropHeld();
   previous_sizes_.clear();
-  path_ = at::Tensor();
 }
 
 }  // namespace layerflow::worker

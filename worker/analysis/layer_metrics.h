@@ -27,10 +27,25 @@
 //                       HSIC (Kornblith et al. 2019); needs n >= 2
 //   cka_unbiased(l)   = the same with the unbiased HSIC (Song et al. 2012);
 //                       needs n >= 4
+//   cka_all_biased(l, l'), cka_all_unbiased(l, l'): the same two estimators
+//                       for EVERY pair of residual points 0 <= l < l' <= L
+//                       (row layer = l, layer_b = l'; `final` excluded)
+//   adjacent_cos_tokens(l, t) = cos(h_t^(l), h_t^(l+1)) per token position
+//                       t, for the first kTokenExamplePrompts prompts of the
+//                       JOB only (row layer = l, position = t): a token x
+//                       layer heat map, the mean over those prompts
 // A zero vector (never seen in practice) has unit vector 0: cos 0 in
 // adjacent_cos; intertoken_cos does not special-case it; a token whose
 // h^(l) is 0 adds 0 to step_energy(l). A CKA whose self-HSIC is not
-// > 1e-20 ||K||_F^2 (a constant representation up to rounding) is 0.
+// > 1e-20 tr(K)^2 (a constant representation up to rounding) is 0.
+// CKA runs on the token-centred states X - 1 mean_t X (both estimators are
+// invariant to it; the Gram of the centred states IS H K H, and the unbiased
+// HSIC is unchanged, the U-centring annihilating a_i + b_j terms): one
+// float64 Gram per point serves both estimators and every pair.
+// Memory: adjacent CKA holds two B x n x n float64 Grams at a time; the
+// all-pair CKA holds the Grams of all L + 1 residual points of the batch,
+// B x (L + 1) x n^2 float64 (8 B (L + 1) n^2 bytes, e.g. 6.7 GB for
+// pythia-1.4b, 8 x 2048 tokens), freed at EndBatch.
 // Stats: per (metric, layer) the sum over prompts of the value, of its
 // square, and the prompt count; they merge across GPUs, chunks and workers
 // by addition.
@@ -60,13 +75,21 @@ enum class LayerMetric {
   kPathEnergy,
   kCkaUnbiased,
   kCkaBiased,
+  kCkaAllUnbiased,
+  kCkaAllBiased,
+  kAdjacentCosTokens,
 };
-inline constexpr int kNumLayerMetrics = 8;
+inline constexpr int kNumLayerMetrics = 11;
+
+// adjacent_cos_tokens is kept for the job's prompts 0..K-1 only (K example
+// prompts, METHODS.md "a few example prompts").
+inline constexpr int64_t kTokenExamplePrompts = 4;
 
 const char* LayerMetricName(LayerMetric metric);
 // "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
 // "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
-// "cka_biased"; INVALID_ARGUMENT naming `analyses` for an empty list, an
+// "cka_biased", "cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens";
+// INVALID_ARGUMENT naming `analyses` for an empty list, an
 // unknown or a repeated name.
 absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
     const std::vector<std::string>& names);
@@ -81,21 +104,29 @@ enum class CkaEstimator { kBiased, kUnbiased };
 //             HSIC = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2))
 //                     - 2/(n-2) 1'K~L~1] / (n(n-3)), needs n >= 4.
 // CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)); 0 when a self-HSIC is not
-// > 1e-20 ||K||_F^2 (a constant representation up to rounding). Throws c10::Error on bad shapes or too few rows.
+// > 1e-20 tr(K)^2 (a constant representation up to rounding). Throws
+// c10::Error on bad shapes or too few rows. The accumulator's CKA metrics
+// run this same code (batched).
 double LinearCka(const at::Tensor& x, const at::Tensor& y,
                  CkaEstimator estimator);
 
 // Per-prompt Gram quantities of one representation point for the CKA
-// metrics, batched over B prompts (undefined tensors for an estimator that is
-// not asked for).
+// metrics, batched over B prompts, float64. C = Gram of the token-centred
+// states = H K H; C~ = C with zeroed diagonal. With them
+//   biased HSIC(a, b)   = <C_a, C_b>_F
+//   unbiased HSIC(a, b) = [<C_a, C_b>_F - <diag C_a, diag C_b>
+//                          + 1'C~_a1 1'C~_b1 / ((n-1)(n-2))
+//                          - 2/(n-2) <C~_a 1, C~_b 1>] / (n(n-3))
+// (Song et al.'s formula on C~, equal to it on K~): one n x n inner product
+// per pair for both estimators.
 struct CkaGramStats {
-  at::Tensor centred;        // H K H                   [B, n, n]
-  at::Tensor centred_self;   // <HKH, HKH>_F            [B]
-  at::Tensor zeroed;         // K~: K, zero diagonal    [B, n, n]
-  at::Tensor row_sums;       // K~ 1                    [B, n]
-  at::Tensor total;          // 1' K~ 1                 [B]
-  at::Tensor unbiased_self;  // unbiased HSIC(K, K)     [B]
-  at::Tensor gram_energy;    // ||K||_F^2               [B]
+  at::Tensor centred;        // C = H K H               [B, n, n]
+  at::Tensor diagonal;       // diag C                  [B, n]
+  at::Tensor row_sums;       // C~ 1                    [B, n]
+  at::Tensor total;          // 1' C~ 1                 [B]
+  at::Tensor biased_self;    // <C, C>_F                [B]
+  at::Tensor unbiased_self;  // unbiased HSIC(K, K)     [B] (n >= 4 only)
+  at::Tensor scale;          // tr(K)^2 (the zero test) [B]
 };
 
 struct StatKey {
@@ -111,15 +142,23 @@ class LayerMetricAccumulator {
  public:
   static constexpr int kSum = 0, kSumSq = 1, kCount = 2;
 
-  // num_layers = L (blocks). Sums live on `device`.
+  // num_layers = L (blocks). Sums live on `device`. max_positions: the
+  // longest prompt adjacent_cos_tokens has rows for (positions
+  // 0..max_positions-1; the runner passes the job's context_length); must be
+  // >= 1 when adjacent_cos_tokens is asked for.
   LayerMetricAccumulator(std::vector<LayerMetric> metrics, int64_t num_layers,
-                         c10::Device device);
+                         c10::Device device, int64_t max_positions = 0);
+
+  // The index within the job of the next batch's first prompt (the batch's
+  // prompts are consecutive); advances by B at each EndBatch. Starts at 0.
+  // Only adjacent_cos_tokens depends on it (prompts < kTokenExamplePrompts).
+  void SetNextPrompt(int64_t index) { next_prompt_ = index; }
 
   // One representation point of a batch of B prompts of n tokens each,
   // hidden [B, n, d]; points 0..L+1 in order (LanguageModel's callback).
   // Throws c10::Error on a shape or order mismatch.
   void Observe(int64_t point, const at::Tensor& hidden);
-  // Drops the held layer; call after the batch's last point.
+  // Drops the held layer(s); call after the batch's last point.
   void EndBatch();
 
   // Row i = keys()[i]; columns kSum, kSumSq, kCount; float64 on the device.
@@ -129,6 +168,10 @@ class LayerMetricAccumulator {
 
  private:
   void Add(int64_t row, const at::Tensor& per_prompt);
+  // per_prompt [B, m] into rows row .. row + m - 1.
+  void AddBlock(int64_t row, const at::Tensor& per_prompt);
+  void AddAllPairCka(int64_t n);
+  void DropHeld();
   bool Has(LayerMetric metric) const {
     return row_[static_cast<int>(metric)] >= 0;
   }
@@ -138,14 +181,22 @@ class LayerMetricAccumulator {
 
   std::vector<LayerMetric> metrics_;
   int64_t num_layers_;
+  int64_t max_positions_;
   std::vector<StatKey> keys_;
   std::array<int64_t, kNumLayerMetrics> row_;  // first row of each, or -1
   at::Tensor sums_;
   int64_t next_point_ = 0;
+  int64_t next_prompt_ = 0;
+  int64_t batch_size_ = 0;    // B of the current batch
+  int64_t examples_ = 0;      // adjacent_cos_tokens prompts of this batch
   at::Tensor previous_;       // float64 [B, n, d] of the last residual point
   at::Tensor previous_norm_;  // [B, n]
   std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
   CkaGramStats previous_gram_;   // of the last residual point (CKA only)
+  // All-pair CKA: the centred Grams of points 0..L, [L + 1, B, n, n], and
+  // each point's stats (their `centred` are views into it).
+  at::Tensor all_grams_;
+  std::vector<CkaGramStats> all_points_;
   at::Tensor path_;           // running path_energy [B]
 };
 

@@ -125,6 +125,11 @@ class ModelJobRunner final : public JobRunner {
       const auto acc = host.accessor<double, 2>();
       const std::vector<StatKey>& keys = keys_;
       for (size_t i = 0; i < keys.size(); ++i) {
+        // A row no prompt of the chunk reached (adjacent_cos_tokens outside
+        // the example prompts, a metric the prompts are too short for) is
+        // left out: the coordinator rejects count 0, and a missing row
+        // merges as zeros.
+        if (acc[i][LayerMetricAccumulator::kCount] == 0) continue;
         MetricStat stat;
         stat.metric = keys[i].metric;
         stat.layer = keys[i].layer;
@@ -158,7 +163,8 @@ class ModelJobRunner final : public JobRunner {
     int64_t prompt = lo < hi ? examples[lo].index : -1;
     try {
       c10::InferenceMode guard;
-      LayerMetricAccumulator acc(metrics_, model.num_layers(), model.device());
+      LayerMetricAccumulator acc(metrics_, model.num_layers(), model.device(),
+                                 config_.context_length);
       int64_t i = lo;
       while (i < hi) {
         // A batch: consecutive prompts of equal length (no padding).
@@ -167,6 +173,7 @@ class ModelJobRunner final : public JobRunner {
         int64_t j = i;
         while (j < hi && j - i < max_batch && examples[j].num_tokens == n) ++j;
         prompt = examples[i].index;
+        acc.SetNextPrompt(examples[i].index);  // job index (example prompts)
         at::Tensor ids = at::empty({j - i, n}, at::kLong);
         int64_t* out = ids.data_ptr<int64_t>();
         for (int64_t k = i; k < j; ++k) {
@@ -282,7 +289,7 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   }
 
   LayerMetricAccumulator probe(metrics, preset->config.num_layers(),
-                               c10::Device(c10::kCPU));
+                               c10::Device(c10::kCPU), config.context_length);
   auto runner = std::make_unique<ModelJobRunner>(
       config, std::move(dataset), std::move(metrics), std::move(replicas),
       std::move(communicator));
