@@ -52,15 +52,17 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
   sweep.sweep_id = RandomId("sw-");
   sweep.spec = WithDefaults(spec);
   sweep.created_unix_ms = clock_();
-  std::vector<layerflow::v1::JobSpec> jobs = ExpandSweep(sweep.spec);
+  std::vector<ExpandedJob> jobs = ExpandSweepJobs(sweep.spec);
   sweep.jobs.reserve(jobs.size());
+  // Ids carry the sweep and the expansion index: readable in logs and
+  // stable for a sweep's lifetime.
+  auto job_id = [&](int i) { return absl::StrCat(sweep.sweep_id, "-", i); };
   for (size_t i = 0; i < jobs.size(); ++i) {
     NewJob& job = sweep.jobs.emplace_back();
-    // Ids carry the sweep and the expansion index: readable in logs and
-    // stable for a sweep's lifetime.
-    job.job_id = absl::StrCat(sweep.sweep_id, "-", i);
-    job.chunks_total = ChunksTotal(jobs[i]);
-    job.spec = std::move(jobs[i]);
+    job.job_id = job_id(static_cast<int>(i));
+    job.chunks_total = ChunksTotal(jobs[i].spec);
+    if (jobs[i].depends_on >= 0) job.depends_on = job_id(jobs[i].depends_on);
+    job.spec = std::move(jobs[i].spec);
   }
   LF_RETURN_IF_ERROR(store_->CreateSweep(sweep)) << "storing sweep";
   if (metrics_ != nullptr) metrics_->AddSweepsSubmitted(1);
@@ -206,6 +208,18 @@ absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& reque
                                      error, clock_()));
   NotifyChanged();
   return absl::OkStatus();
+}
+
+absl::Status CoordinatorCore::CheckLease(const std::string& job_id,
+                                         const std::string& lease_id) {
+  LF_RETURN_IF_ERROR(Required("job_id", job_id));
+  LF_RETURN_IF_ERROR(Required("lease_id", lease_id));
+  return store_->CheckLease(job_id, lease_id, clock_());
+}
+
+absl::Status CoordinatorCore::TouchWorker(const std::string& worker_id) {
+  LF_RETURN_IF_ERROR(Required("worker_id", worker_id));
+  return store_->TouchWorker(worker_id, clock_());
 }
 
 absl::StatusOr<int64_t> CoordinatorCore::ReapOnce() {

@@ -60,6 +60,9 @@ class CoordinatorCore {
       const layerflow::v1::QueryResultsRequest& request);
 
   // --- Worker protocol -----------------------------------------------------
+  // LeaseJob never hands out a job whose dependency (Job.depends_on) has not
+  // SUCCEEDED; a dependency that FAILS or is CANCELLED fails its dependents
+  // (Store::LeaseNextJob says how).
   absl::StatusOr<layerflow::v1::RegisterWorkerResponse> RegisterWorker(
       const layerflow::v1::RegisterWorkerRequest& request);
   absl::StatusOr<layerflow::v1::LeaseJobResponse> LeaseJob(
@@ -71,6 +74,14 @@ class CoordinatorCore {
       const layerflow::v1::ResultChunk& chunk);
   absl::Status CompleteJob(const layerflow::v1::CompleteJobRequest& request);
   absl::Status FailJob(const layerflow::v1::FailJobRequest& request);
+  // The lease check of every call made under a lease, for calls outside
+  // the store (artifact uploads): OK for the live lease of job_id, ABORTED
+  // when it lapsed, was replaced or the job was cancelled,
+  // INVALID_ARGUMENT when a field is missing, NOT_FOUND for an unknown job.
+  absl::Status CheckLease(const std::string& job_id, const std::string& lease_id);
+  // Marks a registered worker alive (an idle heartbeat); NOT_FOUND for an
+  // unregistered one, INVALID_ARGUMENT for an empty id.
+  absl::Status TouchWorker(const std::string& worker_id);
 
   // --- Background work -----------------------------------------------------
   // One reaper pass: requeues lapsed leases (returns how many) and

@@ -1,5 +1,6 @@
 #include "server/spec/sweep_spec.h"
 
+#include <cmath>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -36,6 +37,10 @@ constexpr absl::string_view kAnalyses[] = {
 constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
                                                   "intertoken_cos"};
 constexpr absl::string_view kDtypes[] = {"fp32", "bf16", "fp16"};
+// Data sets whose prompts carry a gold class, i.e. that a probe can use.
+constexpr absl::string_view kClassDatasets[] = {"kvpr"};
+constexpr absl::string_view kFeatureDtypes[] = {"fp16", "fp32"};
+constexpr int32_t kMaxProbeEpochs = 1000000;
 
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
@@ -111,6 +116,86 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
 }
 
 std::string Quoted(const std::string& s) { return absl::StrCat("'", s, "'"); }
+
+// spec.probe (ProbeSpec): zero fields mean the defaults, so only what the
+// user set is range-checked. `effective` is the spec with defaults applied
+// (the data sets the jobs will run).
+absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
+                           const SweepSpec& effective) {
+  if (probe.task().empty()) {
+    return Invalid("spec.probe.task", "required (the data set to probe, e.g. kvpr)");
+  }
+  if (!OneOf(probe.task(), kClassDatasets)) {
+    return Invalid("spec.probe.task",
+                   absl::StrCat("data set '", probe.task(),
+                                "' has no classes to probe; data sets with classes: ",
+                                Known(kClassDatasets)));
+  }
+  bool found = false;
+  for (int d = 0; d < effective.datasets_size(); ++d) {
+    const DatasetSpec& dataset = effective.datasets(d);
+    if (dataset.name() != probe.task()) continue;
+    found = true;
+    if (probe.classes() != 0 && probe.classes() != dataset.num_classes()) {
+      return Invalid("spec.probe.classes",
+                     absl::StrCat(probe.classes(), " does not match spec.datasets[",
+                                  d, "].num_classes ", dataset.num_classes(),
+                                  " (0 means the data set's)"));
+    }
+  }
+  if (!found) {
+    std::vector<std::string> names;
+    for (const DatasetSpec& d : effective.datasets()) names.push_back(d.name());
+    return Invalid("spec.probe.task",
+                   absl::StrCat("'", probe.task(),
+                                "' is not one of the sweep's data sets (",
+                                absl::StrJoin(names, ", "), ")"));
+  }
+  if (probe.classes() < 0) {
+    return Invalid("spec.probe.classes", absl::StrCat(probe.classes(), " is negative"));
+  }
+  for (int i = 0; i < probe.seeds_size(); ++i) {
+    if (probe.seeds(i) < 0) {
+      return Invalid(Indexed("spec.probe.seeds", i),
+                     absl::StrCat(probe.seeds(i), " is negative"));
+    }
+  }
+  if (absl::Status s = CheckNoDuplicates("spec.probe.seeds", probe.seeds(),
+                                         [](int64_t v) { return absl::StrCat(v); });
+      !s.ok()) {
+    return s;
+  }
+  if (probe.epochs() < 0 || probe.epochs() > kMaxProbeEpochs) {
+    return Invalid("spec.probe.epochs",
+                   absl::StrCat(probe.epochs(), " is outside [1, ", kMaxProbeEpochs,
+                                "] (0 means ", kDefaultProbeEpochs, ")"));
+  }
+  if (!std::isfinite(probe.lr()) || probe.lr() < 0) {
+    return Invalid("spec.probe.lr",
+                   absl::StrCat(probe.lr(), " is not a positive number (0 means ",
+                                kDefaultProbeLr, ")"));
+  }
+  if (!std::isfinite(probe.weight_decay()) || probe.weight_decay() < 0) {
+    return Invalid("spec.probe.weight_decay",
+                   absl::StrCat(probe.weight_decay(),
+                                " is not a positive number (0 means ",
+                                kDefaultProbeWeightDecay, ")"));
+  }
+  if (!std::isfinite(probe.train_fraction()) || probe.train_fraction() < 0 ||
+      probe.train_fraction() >= 1) {
+    return Invalid("spec.probe.train_fraction",
+                   absl::StrCat(probe.train_fraction(),
+                                " is outside (0, 1) (0 means ",
+                                kDefaultProbeTrainFraction, ")"));
+  }
+  if (!probe.feature_dtype().empty() &&
+      !OneOf(probe.feature_dtype(), kFeatureDtypes)) {
+    return Invalid("spec.probe.feature_dtype",
+                   absl::StrCat("unknown feature dtype '", probe.feature_dtype(),
+                                "'; known: ", Known(kFeatureDtypes)));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -225,6 +310,11 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
       std::shared_ptr<const worker::Tokenizer>(), tokenizer);
   // Checked against the axes as they will run, defaults included.
   const SweepSpec effective = WithDefaults(spec);
+  if (spec.has_probe()) {
+    if (absl::Status s = ValidateProbe(spec.probe(), effective); !s.ok()) {
+      return s;
+    }
+  }
   for (int d = 0; d < effective.datasets_size(); ++d) {
     const int32_t classes = effective.datasets(d).num_classes();
     for (int c = 0; c < effective.context_lengths_size(); ++c) {
@@ -271,6 +361,33 @@ SweepSpec WithDefaults(SweepSpec spec) {
     spec.set_prompts_per_chunk(kDefaultPromptsPerChunk);
   }
   if (spec.dtype().empty()) spec.set_dtype("fp32");
+  if (spec.has_probe()) {
+    layerflow::v1::ProbeSpec& probe = *spec.mutable_probe();
+    if (probe.seeds().empty()) {
+      for (int64_t seed : kDefaultProbeSeeds) probe.add_seeds(seed);
+    }
+    if (probe.epochs() == 0) probe.set_epochs(kDefaultProbeEpochs);
+    if (probe.lr() == 0) probe.set_lr(kDefaultProbeLr);
+    if (probe.weight_decay() == 0) probe.set_weight_decay(kDefaultProbeWeightDecay);
+    if (probe.train_fraction() == 0) {
+      probe.set_train_fraction(kDefaultProbeTrainFraction);
+    }
+    if (probe.feature_dtype().empty()) {
+      probe.set_feature_dtype(kDefaultProbeFeatureDtype);
+    }
+    if (probe.classes() == 0) {
+      // The task's num_classes when its data sets agree; otherwise each job
+      // takes its own data set's (ExpandSweepJobs).
+      int32_t classes = 0;
+      bool agree = true;
+      for (const DatasetSpec& dataset : spec.datasets()) {
+        if (dataset.name() != probe.task()) continue;
+        if (classes != 0 && classes != dataset.num_classes()) agree = false;
+        classes = dataset.num_classes();
+      }
+      if (agree) probe.set_classes(classes);
+    }
+  }
   return spec;
 }
 
@@ -286,18 +403,31 @@ int64_t CountSweepJobs(const SweepSpec& spec) {
     total *= n;
     if (total > (int64_t{1} << 40)) return total;
   }
+  if (spec.has_probe()) {
+    // One PROBE job per EXTRACT job on the probe's data set.
+    int64_t probed = 0;
+    if (spec.datasets().empty()) {
+      probed = spec.probe().task() == "kvpr" ? 1 : 0;
+    } else {
+      for (const DatasetSpec& d : spec.datasets()) {
+        if (d.name() == spec.probe().task()) ++probed;
+      }
+    }
+    const int64_t per_dataset = total / axis(spec.datasets_size());
+    total += per_dataset * probed;
+  }
   return total;
 }
 
-std::vector<JobSpec> ExpandSweep(const SweepSpec& spec) {
-  std::vector<JobSpec> jobs;
+std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
+  std::vector<ExpandedJob> jobs;
   jobs.reserve(static_cast<size_t>(CountSweepJobs(spec)));
   for (const std::string& model : spec.models()) {
     for (const std::string& init : spec.init_schemes()) {
       for (int64_t seed : spec.seeds()) {
         for (const DatasetSpec& dataset : spec.datasets()) {
           for (int32_t context_length : spec.context_lengths()) {
-            JobSpec& job = jobs.emplace_back();
+            JobSpec& job = jobs.emplace_back().spec;
             job.set_model(model);
             job.set_init_scheme(init);
             job.set_seed(seed);
@@ -307,15 +437,39 @@ std::vector<JobSpec> ExpandSweep(const SweepSpec& spec) {
             job.set_num_prompts(spec.num_prompts());
             job.set_prompts_per_chunk(spec.prompts_per_chunk());
             job.set_dtype(spec.dtype());
+            job.set_kind(layerflow::v1::JOB_KIND_EXTRACT);
+            if (spec.has_probe() && dataset.name() == spec.probe().task()) {
+              layerflow::v1::ProbeSpec& probe = *job.mutable_probe();
+              probe = spec.probe();
+              if (probe.classes() == 0) probe.set_classes(dataset.num_classes());
+            }
           }
         }
       }
     }
   }
+  // PROBE jobs after every EXTRACT job, so that EXTRACT job i is the same
+  // point with or without probing.
+  const int extract_jobs = static_cast<int>(jobs.size());
+  for (int i = 0; i < extract_jobs; ++i) {
+    if (!jobs[i].spec.has_probe()) continue;
+    ExpandedJob probe_job{jobs[i].spec, i};
+    probe_job.spec.set_kind(layerflow::v1::JOB_KIND_PROBE);
+    jobs.push_back(std::move(probe_job));
+  }
   return jobs;
 }
 
+std::vector<JobSpec> ExpandSweep(const SweepSpec& spec) {
+  std::vector<JobSpec> specs;
+  for (ExpandedJob& job : ExpandSweepJobs(spec)) {
+    specs.push_back(std::move(job.spec));
+  }
+  return specs;
+}
+
 int64_t ChunksTotal(const JobSpec& job) {
+  if (job.kind() == layerflow::v1::JOB_KIND_PROBE) return 1;
   if (job.prompts_per_chunk() <= 0) return 0;
   return (static_cast<int64_t>(job.num_prompts()) + job.prompts_per_chunk() - 1) /
          job.prompts_per_chunk();

@@ -23,6 +23,13 @@ inline constexpr int32_t kDefaultNumClasses = 11;
 inline constexpr int32_t kDefaultContextLength = 2048;
 inline constexpr int32_t kDefaultNumPrompts = 8;
 inline constexpr int32_t kDefaultPromptsPerChunk = 2;
+// Probe defaults (ProbeSpec, METHODS.md "Probing").
+inline constexpr int32_t kDefaultProbeEpochs = 150;
+inline constexpr double kDefaultProbeLr = 5e-3;
+inline constexpr double kDefaultProbeWeightDecay = 1e-3;
+inline constexpr double kDefaultProbeTrainFraction = 0.8;
+inline constexpr int64_t kDefaultProbeSeeds[] = {0, 1, 2};
+inline constexpr char kDefaultProbeFeatureDtype[] = "fp16";
 
 // OK, or INVALID_ARGUMENT whose message starts with the offending field path,
 // e.g. "spec.models[1]: unknown model preset 'foo'; known presets: ...".
@@ -32,20 +39,40 @@ absl::Status ValidateSweepSpec(const layerflow::v1::SweepSpec& spec);
 // init_schemes ["reference"], seeds [0], datasets [{kvpr, 11}] (and
 // num_classes 0 -> 11 on every data set), context_lengths [256], analyses
 // [adjacent_cos, intertoken_cos], num_prompts 8, prompts_per_chunk 2,
-// dtype "fp32". Idempotent.
+// dtype "fp32"; with probe set: seeds [0, 1, 2], epochs 150, lr 5e-3,
+// weight_decay 1e-3, train_fraction 0.8, feature_dtype "fp16" and classes 0
+// -> the task data set's num_classes (left 0 only when several data sets of
+// that name have different num_classes: each job then takes its own).
+// Idempotent.
 layerflow::v1::SweepSpec WithDefaults(layerflow::v1::SweepSpec spec);
 
 // The number of jobs ExpandSweep(WithDefaults(spec)) returns, without
-// building them (empty axes count as one point).
+// building them (empty axes count as one point; with probe set, one PROBE
+// job more per EXTRACT job on the probe's data set).
 int64_t CountSweepJobs(const layerflow::v1::SweepSpec& spec);
 
 // The cartesian product of a defaulted spec, in a stable order: models
 // outermost, then init_schemes, seeds, datasets, context_lengths innermost,
 // each axis in the order given. Job i of a sweep is always the same point.
+//
+// With spec.probe set, every EXTRACT job on the probe's data set (task) gets
+// JobSpec.probe (classes resolved to its data set's num_classes), so that
+// the worker uploads its features; then, after all EXTRACT jobs and in the
+// same order, one PROBE job per such EXTRACT job: the same spec with kind
+// PROBE, depending on that EXTRACT job (ExpandedJob::depends_on). EXTRACT
+// jobs keep the indices they have without probe.
+struct ExpandedJob {
+  layerflow::v1::JobSpec spec;
+  // Index (into the expansion) of the job this one depends on; -1: none.
+  int depends_on = -1;
+};
+std::vector<ExpandedJob> ExpandSweepJobs(const layerflow::v1::SweepSpec& spec);
+// The specs of ExpandSweepJobs, without the dependencies.
 std::vector<layerflow::v1::JobSpec> ExpandSweep(
     const layerflow::v1::SweepSpec& spec);
 
-// ceil(num_prompts / prompts_per_chunk): the chunks a job commits.
+// ceil(num_prompts / prompts_per_chunk): the chunks a job commits. A PROBE
+// job commits exactly one chunk (its result rows, sequence 0).
 int64_t ChunksTotal(const layerflow::v1::JobSpec& job);
 
 }  // namespace layerflow::server

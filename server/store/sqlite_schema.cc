@@ -96,6 +96,16 @@ DROP TABLE chunk_stats;
 ALTER TABLE chunk_stats_v3 RENAME TO chunk_stats;
 )sql";
 
+// v4: probing. jobs.kind (layerflow.v1.JobKind, copied out of the spec
+// like model; 0 = EXTRACT for every existing job) and jobs.depends_on (the
+// job that must succeed first; '' = none), indexed for the lease query's
+// dependency check and for failing dependents.
+constexpr absl::string_view kV4 = R"sql(
+ALTER TABLE jobs ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_by_depends_on ON jobs(depends_on);
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -111,6 +121,7 @@ const std::vector<Migration>& Migrations() {
       {1, "sweeps, jobs, chunks, chunk_stats", kV1},
       {2, "jobs.not_before_ms, workers, jobs_runnable index", kV2},
       {3, "chunk_stats.layer_b/head/position (tidy rows)", kV3},
+      {4, "jobs.kind, jobs.depends_on (probing)", kV4},
   };
   return *migrations;
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -29,7 +30,7 @@ using sqlite::Transaction;
 
 constexpr absl::string_view kJobColumns =
     "job_id, sweep_id, spec, state, attempts, chunks_committed, chunks_total, "
-    "error, worker_id, created_ms, updated_ms";
+    "error, worker_id, created_ms, updated_ms, depends_on";
 
 absl::StatusOr<Job> ReadJob(const Statement& row) {
   Job job;
@@ -47,6 +48,7 @@ absl::StatusOr<Job> ReadJob(const Statement& row) {
   job.set_worker_id(row.Text(8));
   job.set_created_unix_ms(row.Int(9));
   job.set_updated_unix_ms(row.Int(10));
+  job.set_depends_on(row.Text(11));
   return job;
 }
 
@@ -81,6 +83,19 @@ class SqliteStore final : public Store {
 
   absl::Status CreateSweep(const NewSweep& sweep) override {
     absl::MutexLock lock(&mu_);
+    // A dependency must be an earlier job of the same sweep: no cycles, no
+    // job waiting for something that never runs.
+    {
+      std::set<std::string> earlier;
+      for (const NewJob& job : sweep.jobs) {
+        if (!job.depends_on.empty() && earlier.count(job.depends_on) == 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "job ", job.job_id, " depends on ", job.depends_on,
+              ", which is not an earlier job of sweep ", sweep.sweep_id));
+        }
+        earlier.insert(job.job_id);
+      }
+    }
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     {
       LF_ASSIGN_OR_RETURN(
@@ -95,8 +110,8 @@ class SqliteStore final : public Store {
     for (const NewJob& job : sweep.jobs) {
       LF_ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
           "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, "
-          "chunks_total, created_ms, updated_ms) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)"));
+          "chunks_total, created_ms, updated_ms, kind, depends_on) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)"));
       insert.Bind(1, job.job_id)
           .Bind(2, sweep.sweep_id)
           .Bind(3, job.spec.model())
@@ -104,7 +119,9 @@ class SqliteStore final : public Store {
           .Bind(5, sweep.spec.priority())
           .Bind(6, static_cast<int>(JobState::JOB_STATE_QUEUED))
           .Bind(7, job.chunks_total)
-          .Bind(8, sweep.created_unix_ms);
+          .Bind(8, sweep.created_unix_ms)
+          .Bind(9, static_cast<int>(job.spec.kind()))
+          .Bind(10, job.depends_on);
       LF_RETURN_IF_ERROR(insert.Run()) << "job " << job.job_id;
     }
     return tx.Commit();
@@ -156,6 +173,7 @@ class SqliteStore final : public Store {
         .Bind(4, static_cast<int>(JobState::JOB_STATE_QUEUED))
         .Bind(5, static_cast<int>(JobState::JOB_STATE_RUNNING));
     LF_RETURN_IF_ERROR(update.Run());
+    LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
     LF_ASSIGN_OR_RETURN(sweep, GetSweepLocked(sweep_id));
     LF_RETURN_IF_ERROR(tx.Commit());
     return sweep;
@@ -168,9 +186,13 @@ class SqliteStore final : public Store {
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(
         Statement pick,
-        db_->Prepare("SELECT seq FROM jobs WHERE state = ?1 AND "
-                     "not_before_ms <= ?2 ORDER BY priority DESC, seq LIMIT 1"));
-    pick.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED)).Bind(2, now_ms);
+        db_->Prepare("SELECT j.seq FROM jobs j WHERE j.state = ?1 AND "
+                     "j.not_before_ms <= ?2 AND (j.depends_on = '' OR EXISTS "
+                     "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on "
+                     "AND d.state = ?3)) ORDER BY j.priority DESC, j.seq LIMIT 1"));
+    pick.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
+        .Bind(2, now_ms)
+        .Bind(3, static_cast<int>(JobState::JOB_STATE_SUCCEEDED));
     LF_ASSIGN_OR_RETURN(bool found, pick.Step());
     if (!found) return std::optional<Lease>();
     const int64_t seq = pick.Int(0);
@@ -285,6 +307,14 @@ class SqliteStore final : public Store {
     return result;
   }
 
+  absl::Status CheckLease(const std::string& job_id,
+                          const std::string& lease_id,
+                          int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    return CheckLiveLease(job_id, lease_id, row, now_ms);
+  }
+
   absl::Status CompleteJob(const std::string& job_id,
                            const std::string& lease_id,
                            int64_t now_ms) override {
@@ -315,6 +345,7 @@ class SqliteStore final : public Store {
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
     LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_FAILED, error, now_ms));
+    LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
     return tx.Commit();
   }
 
@@ -357,6 +388,7 @@ class SqliteStore final : public Store {
           .Bind(5, seq);
       LF_RETURN_IF_ERROR(update.Run());
     }
+    LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
     LF_RETURN_IF_ERROR(tx.Commit());
     return static_cast<int64_t>(lapsed.size());
   }
@@ -555,6 +587,32 @@ class SqliteStore final : public Store {
           now_ms - row.lease_expires_ms, " ms ago"));
     }
     return absl::OkStatus();
+  }
+
+  // Every QUEUED job whose dependency is FAILED or CANCELLED fails with the
+  // reason, repeated until nothing changes (chains of dependencies). Runs
+  // inside the caller's transaction. Dependents are never RUNNING: they
+  // are leased only after their dependency SUCCEEDED, which is final.
+  absl::Status FailDependentsLocked(int64_t now_ms)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (true) {
+      LF_ASSIGN_OR_RETURN(
+          Statement update,
+          db_->Prepare(
+              "UPDATE jobs SET state = ?1, worker_id = '', updated_ms = ?2, "
+              "error = (SELECT CASE WHEN d.state = ?3 THEN "
+              "'dependency ' || d.job_id || ' was cancelled' ELSE "
+              "'dependency ' || d.job_id || ' failed: ' || d.error END "
+              "FROM jobs d WHERE d.job_id = jobs.depends_on) "
+              "WHERE state = ?4 AND depends_on != '' AND EXISTS (SELECT 1 "
+              "FROM jobs d WHERE d.job_id = jobs.depends_on AND d.state IN (?1, ?3))"));
+      update.Bind(1, static_cast<int>(JobState::JOB_STATE_FAILED))
+          .Bind(2, now_ms)
+          .Bind(3, static_cast<int>(JobState::JOB_STATE_CANCELLED))
+          .Bind(4, static_cast<int>(JobState::JOB_STATE_QUEUED));
+      LF_RETURN_IF_ERROR(update.Run());
+      if (db_->Changes() == 0) return absl::OkStatus();
+    }
   }
 
   absl::Status Finish(const std::string& job_id, JobState state,

@@ -29,8 +29,11 @@ namespace layerflow::server {
 
 struct NewJob {
   std::string job_id;
-  layerflow::v1::JobSpec spec;
+  layerflow::v1::JobSpec spec;  // spec.kind and spec.probe are stored with it
   int64_t chunks_total = 0;
+  // A job of the same sweep, earlier in `jobs`, that must SUCCEED before
+  // this one is leased (Job.depends_on); empty: none.
+  std::string depends_on;
 };
 
 struct NewSweep {
@@ -71,7 +74,8 @@ class Store {
  public:
   virtual ~Store() = default;
 
-  // Stores the sweep and all its jobs (QUEUED) atomically.
+  // Stores the sweep and all its jobs (QUEUED) atomically. INVALID_ARGUMENT
+  // when a job depends on a job that is not earlier in the same sweep.
   virtual absl::Status CreateSweep(const NewSweep& sweep) = 0;
   // The sweep with its job counts by state, chunk totals and derived state.
   virtual absl::StatusOr<layerflow::v1::Sweep> GetSweep(
@@ -85,8 +89,15 @@ class Store {
   virtual absl::StatusOr<layerflow::v1::Sweep> CancelSweep(
       const std::string& sweep_id, int64_t now_ms) = 0;
 
-  // Leases the runnable QUEUED job (not_before <= now) with the highest
-  // priority, oldest first; nullopt when none.
+  // Leases the runnable QUEUED job (not_before <= now, and its dependency,
+  // if any, SUCCEEDED) with the highest priority, oldest first; nullopt
+  // when none.
+  //
+  // Dependencies: whenever a job becomes FAILED or CANCELLED (FailJob,
+  // RequeueLapsedLeases, CancelSweep), every QUEUED job depending on it
+  // FAILS in the same transaction with "dependency <id> failed: <error>"
+  // ("dependency <id> was cancelled"), transitively. CancelSweep cancels
+  // dependents like every other queued job.
   virtual absl::StatusOr<std::optional<Lease>> LeaseNextJob(
       const std::string& worker_id, int64_t now_ms, int64_t ttl_ms) = 0;
   // Extends a live lease to now + ttl. Returns true when the job was
@@ -102,6 +113,13 @@ class Store {
       const std::string& job_id, const std::string& lease_id,
       int64_t sequence, const std::vector<layerflow::v1::MetricStat>& stats,
       const std::vector<int32_t>& prompt_tokens, int64_t now_ms) = 0;
+  // OK when lease_id is the live lease of job_id (the check every call
+  // under a lease makes: ABORTED when lapsed, replaced or cancelled,
+  // NOT_FOUND for an unknown job). For calls outside the store that act
+  // under a lease (artifact uploads).
+  virtual absl::Status CheckLease(const std::string& job_id,
+                                  const std::string& lease_id,
+                                  int64_t now_ms) = 0;
   // RUNNING -> SUCCEEDED; FAILED_PRECONDITION when chunks are missing.
   virtual absl::Status CompleteJob(const std::string& job_id,
                                    const std::string& lease_id,

@@ -299,5 +299,109 @@ TEST_F(CoreTest, ReaperThreadRunsOnItsInterval) {
   core.Shutdown();  // joins the reaper promptly
 }
 
+// A probe sweep through the core: PROBE jobs wait for their EXTRACT job,
+// then run; a failed EXTRACT job fails its PROBE job.
+TEST_F(CoreTest, ProbeJobsRunAfterTheirExtractJobAndFailWithIt) {
+  v1::SweepSpec spec = Spec(2, 2);  // one chunk per EXTRACT job
+  spec.add_seeds(0);
+  spec.add_seeds(1);
+  spec.mutable_probe()->set_task("kvpr");
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  EXPECT_EQ(submitted.jobs(), 4);
+  const std::string& id = submitted.sweep_id();
+  v1::ListJobsRequest list;
+  list.set_sweep_id(id);
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(list));
+  ASSERT_EQ(jobs.jobs_size(), 4);
+  EXPECT_EQ(jobs.jobs(2).depends_on(), id + "-0");
+  EXPECT_EQ(jobs.jobs(3).depends_on(), id + "-1");
+  EXPECT_EQ(jobs.jobs(3).spec().kind(), v1::JOB_KIND_PROBE);
+  EXPECT_EQ(jobs.jobs(3).chunks_total(), 1);
+  EXPECT_TRUE(jobs.jobs(0).spec().has_probe());
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, core_->GetSweep(id));
+  EXPECT_EQ(sweep.chunks_total(), 4);  // 2 EXTRACT chunks + 2 PROBE chunks
+  EXPECT_EQ(sweep.spec().probe().epochs(), 150);
+
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(Register());
+  LF_ASSERT_OK_AND_ASSIGN(auto a, core_->LeaseJob(lease_request));
+  LF_ASSERT_OK_AND_ASSIGN(auto b, core_->LeaseJob(lease_request));
+  EXPECT_EQ(a.job().job_id(), id + "-0");
+  EXPECT_EQ(b.job().job_id(), id + "-1");
+  LF_ASSERT_OK_AND_ASSIGN(auto none, core_->LeaseJob(lease_request));
+  EXPECT_FALSE(none.leased());  // both PROBE jobs wait
+
+  // The artifact upload check: the live lease passes, others do not.
+  LF_ASSERT_OK(core_->CheckLease(a.job().job_id(), a.lease_id()));
+  EXPECT_THAT(core_->CheckLease(a.job().job_id(), b.lease_id()),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  EXPECT_THAT(core_->CheckLease("", a.lease_id()),
+              StatusIs(absl::StatusCode::kInvalidArgument, "job_id: required"));
+
+  // EXTRACT 0 succeeds: its PROBE job becomes runnable.
+  LF_ASSERT_OK(core_->CommitChunk(Chunk(a, 0)).status());
+  v1::CompleteJobRequest complete;
+  complete.set_job_id(a.job().job_id());
+  complete.set_lease_id(a.lease_id());
+  LF_ASSERT_OK(core_->CompleteJob(complete));
+  now_ += 10;
+  LF_ASSERT_OK_AND_ASSIGN(auto probe, core_->LeaseJob(lease_request));
+  ASSERT_TRUE(probe.leased());
+  EXPECT_EQ(probe.job().job_id(), id + "-2");
+  EXPECT_EQ(probe.job().spec().kind(), v1::JOB_KIND_PROBE);
+  EXPECT_EQ(probe.job().depends_on(), id + "-0");
+
+  // EXTRACT 1's lease lapses past max_attempts (2): its PROBE job fails.
+  now_ += 5000;
+  LF_ASSERT_OK(core_->ReapOnce().status());  // b and the probe lapse
+  LF_ASSERT_OK_AND_ASSIGN(auto again, core_->LeaseJob(lease_request));
+  EXPECT_EQ(again.job().job_id(), id + "-1");
+  const uint64_t before = core_->version();
+  now_ += 5000;
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, core_->ReapOnce());
+  EXPECT_EQ(lapsed, 1);
+  EXPECT_GT(core_->version(), before);
+  LF_ASSERT_OK_AND_ASSIGN(jobs, core_->ListJobs(list));
+  EXPECT_EQ(jobs.jobs(1).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(jobs.jobs(3).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(jobs.jobs(3).error(),
+            "dependency " + id + "-1 failed: lease lapsed 2 times");
+  LF_ASSERT_OK_AND_ASSIGN(sweep, core_->GetSweep(id));
+  EXPECT_EQ(sweep.jobs_succeeded(), 1);
+  EXPECT_EQ(sweep.jobs_failed(), 2);
+  EXPECT_EQ(sweep.jobs_queued(), 1);  // the requeued PROBE job 2
+  EXPECT_EQ(sweep.state(), v1::SWEEP_STATE_ACTIVE);
+  // Cancelling stops what is left.
+  LF_ASSERT_OK_AND_ASSIGN(sweep, core_->CancelSweep(id));
+  EXPECT_EQ(sweep.jobs_cancelled(), 1);
+  EXPECT_EQ(sweep.state(), v1::SWEEP_STATE_CANCELLED);
+}
+
+TEST_F(CoreTest, FailedExtractJobFailsItsProbeJobWithTheReason) {
+  v1::SweepSpec spec = Spec(2, 2);
+  spec.mutable_probe()->set_task("kvpr");
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(Register());
+  LF_ASSERT_OK_AND_ASSIGN(auto a, core_->LeaseJob(lease_request));
+  v1::FailJobRequest fail;
+  fail.set_job_id(a.job().job_id());
+  fail.set_lease_id(a.lease_id());
+  fail.set_error("checkpoint not found");
+  LF_ASSERT_OK(core_->FailJob(fail));
+  v1::ListJobsRequest list;
+  list.set_sweep_id(submitted.sweep_id());
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(list));
+  ASSERT_EQ(jobs.jobs_size(), 2);
+  EXPECT_EQ(jobs.jobs(1).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(jobs.jobs(1).error(), "dependency " + a.job().job_id() +
+                                      " failed: checkpoint not found");
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, core_->GetSweep(submitted.sweep_id()));
+  EXPECT_EQ(sweep.jobs_failed(), 2);
+  EXPECT_EQ(sweep.state(), v1::SWEEP_STATE_FAILED);
+  LF_ASSERT_OK_AND_ASSIGN(auto none, core_->LeaseJob(lease_request));
+  EXPECT_FALSE(none.leased());
+}
+
 }  // namespace
 }  // namespace layerflow::server

@@ -306,5 +306,163 @@ TEST(ChunksTotal, IsCeilOfPromptsOverChunkSize) {
   }
 }
 
+// --- Probing (spec.probe) ---------------------------------------------------
+
+SweepSpec WithProbe() {
+  SweepSpec spec = Minimal();
+  spec.mutable_probe()->set_task("kvpr");
+  return spec;
+}
+
+TEST(ValidateSweepSpec, AcceptsAProbeWithDefaultsOrEveryField) {
+  EXPECT_TRUE(ValidateSweepSpec(WithProbe()).ok()) << ValidateSweepSpec(WithProbe());
+  SweepSpec full = WithProbe();
+  auto* p = full.mutable_probe();
+  p->set_classes(11);
+  p->add_seeds(0);
+  p->add_seeds(5);
+  p->set_epochs(10);
+  p->set_lr(0.01);
+  p->set_weight_decay(1e-4);
+  p->set_train_fraction(0.5);
+  p->set_feature_dtype("fp32");
+  const absl::Status status = ValidateSweepSpec(full);
+  EXPECT_TRUE(status.ok()) << status;
+}
+
+TEST(ValidateSweepSpec, RejectsBadProbeFieldsNamingThem) {
+  struct Case {
+    std::function<void(layerflow::v1::ProbeSpec*)> mutate;
+    std::string want;
+  };
+  const std::vector<Case> cases = {
+      {[](auto* p) { p->clear_task(); }, "spec.probe.task: required"},
+      {[](auto* p) { p->set_task("text"); },
+       "spec.probe.task: data set 'text' has no classes to probe"},
+      {[](auto* p) { p->set_classes(7); },
+       "spec.probe.classes: 7 does not match spec.datasets[0].num_classes 11"},
+      {[](auto* p) { p->add_seeds(-1); }, "spec.probe.seeds[0]: -1 is negative"},
+      {[](auto* p) {
+         p->add_seeds(3);
+         p->add_seeds(3);
+       },
+       "spec.probe.seeds[1]: duplicate value 3"},
+      {[](auto* p) { p->set_epochs(-5); }, "spec.probe.epochs: -5 is outside"},
+      {[](auto* p) { p->set_lr(-1); }, "spec.probe.lr: -1 is not a positive number"},
+      {[](auto* p) { p->set_weight_decay(std::nan("")); }, "spec.probe.weight_decay:"},
+      {[](auto* p) { p->set_train_fraction(1.0); },
+       "spec.probe.train_fraction: 1 is outside (0, 1)"},
+      {[](auto* p) { p->set_train_fraction(-0.2); },
+       "spec.probe.train_fraction: -0.2 is outside (0, 1)"},
+      {[](auto* p) { p->set_feature_dtype("bf16"); },
+       "spec.probe.feature_dtype: unknown feature dtype 'bf16'; known: fp16, fp32"},
+  };
+  for (const Case& c : cases) {
+    SweepSpec spec = WithProbe();
+    c.mutate(spec.mutable_probe());
+    EXPECT_THAT(ValidateSweepSpec(spec),
+                StatusIs(absl::StatusCode::kInvalidArgument, c.want));
+  }
+}
+
+TEST(ValidateSweepSpec, ProbeTaskMustBeOneOfTheSweepsDataSets) {
+  SweepSpec spec = WithProbe();
+  spec.add_datasets()->set_name("kvpr");  // explicit: fine
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok());
+  // classes must match every data set of the task.
+  spec.mutable_datasets(0)->set_num_classes(5);
+  spec.add_context_lengths(1082);
+  spec.mutable_probe()->set_classes(5);
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  spec.add_datasets()->set_name("kvpr");  // 11 classes
+  EXPECT_THAT(ValidateSweepSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "spec.probe.classes: 5 does not match "
+                       "spec.datasets[1].num_classes 11"));
+}
+
+TEST(WithDefaults, FillsProbeDefaultsAndResolvesClasses) {
+  const SweepSpec spec = WithDefaults(WithProbe());
+  ASSERT_TRUE(spec.has_probe());
+  const auto& p = spec.probe();
+  EXPECT_EQ(p.task(), "kvpr");
+  EXPECT_EQ(p.classes(), 11);
+  EXPECT_THAT(p.seeds(), ::testing::ElementsAre(0, 1, 2));
+  EXPECT_EQ(p.epochs(), 150);
+  EXPECT_DOUBLE_EQ(p.lr(), 5e-3);
+  EXPECT_DOUBLE_EQ(p.weight_decay(), 1e-3);
+  EXPECT_DOUBLE_EQ(p.train_fraction(), 0.8);
+  EXPECT_EQ(p.feature_dtype(), "fp16");
+  EXPECT_EQ(WithDefaults(spec).SerializeAsString(), spec.SerializeAsString());
+  EXPECT_FALSE(WithDefaults(Minimal()).has_probe());
+}
+
+TEST(ExpandSweep, ProbeAddsOneProbeJobPerExtractJobAfterThem) {
+  SweepSpec spec = WithProbe();
+  spec.add_models("pythia-70m");
+  spec.add_seeds(0);
+  spec.add_seeds(1);
+  spec.set_num_prompts(5);
+  spec.set_prompts_per_chunk(2);
+  const SweepSpec defaulted = WithDefaults(spec);
+  const std::vector<ExpandedJob> jobs = ExpandSweepJobs(defaulted);
+  ASSERT_EQ(jobs.size(), 8u);
+  EXPECT_EQ(CountSweepJobs(spec), 8);
+  EXPECT_EQ(ExpandSweep(defaulted).size(), 8u);
+  for (int i = 0; i < 4; ++i) {
+    const ExpandedJob& extract = jobs[i];
+    EXPECT_EQ(extract.spec.kind(), layerflow::v1::JOB_KIND_EXTRACT);
+    EXPECT_EQ(extract.depends_on, -1);
+    ASSERT_TRUE(extract.spec.has_probe()) << i;  // uploads features
+    EXPECT_EQ(extract.spec.probe().classes(), 11);
+    EXPECT_EQ(ChunksTotal(extract.spec), 3);
+    const ExpandedJob& probe = jobs[4 + i];
+    EXPECT_EQ(probe.spec.kind(), layerflow::v1::JOB_KIND_PROBE);
+    EXPECT_EQ(probe.depends_on, i);
+    EXPECT_EQ(probe.spec.model(), extract.spec.model());
+    EXPECT_EQ(probe.spec.init_scheme(), extract.spec.init_scheme());
+    EXPECT_EQ(probe.spec.seed(), extract.spec.seed());
+    EXPECT_EQ(probe.spec.dataset().SerializeAsString(),
+              extract.spec.dataset().SerializeAsString());
+    EXPECT_EQ(probe.spec.context_length(), extract.spec.context_length());
+    EXPECT_EQ(probe.spec.probe().SerializeAsString(),
+              extract.spec.probe().SerializeAsString());
+    EXPECT_EQ(ChunksTotal(probe.spec), 1);
+  }
+  // EXTRACT jobs keep the order (and indices) they have without probe.
+  const auto plain = ExpandSweep(WithDefaults(Minimal()));
+  EXPECT_EQ(jobs[0].spec.model(), "pythia-tiny");
+  EXPECT_EQ(jobs[1].spec.seed(), 1);
+  EXPECT_EQ(jobs[2].spec.model(), "pythia-70m");
+  EXPECT_FALSE(plain[0].has_probe());
+  EXPECT_EQ(plain[0].kind(), layerflow::v1::JOB_KIND_EXTRACT);
+}
+
+TEST(ExpandSweep, ProbeClassesFollowEachJobsDataSet) {
+  SweepSpec spec = WithProbe();
+  spec.add_context_lengths(1082);
+  spec.add_datasets()->set_name("kvpr");
+  auto* small = spec.add_datasets();
+  small->set_name("kvpr");
+  small->set_num_classes(4);
+  ASSERT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  const SweepSpec defaulted = WithDefaults(spec);
+  EXPECT_EQ(defaulted.probe().classes(), 0);  // the data sets disagree
+  const auto jobs = ExpandSweepJobs(defaulted);
+  ASSERT_EQ(jobs.size(), 4u);
+  EXPECT_EQ(jobs[0].spec.probe().classes(), 11);
+  EXPECT_EQ(jobs[1].spec.probe().classes(), 4);
+  EXPECT_EQ(jobs[3].spec.probe().classes(), 4);
+  EXPECT_EQ(jobs[3].depends_on, 1);
+}
+
+TEST(ValidateSweepSpec, JobLimitCountsProbeJobs) {
+  SweepSpec spec = WithProbe();
+  for (int s = 0; s < 5001; ++s) spec.add_seeds(s);
+  EXPECT_THAT(ValidateSweepSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "sweep expands to 10002 jobs"));
+}
+
 }  // namespace
 }  // namespace layerflow::server

@@ -108,7 +108,7 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     RawDb raw(path);
     EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
               std::to_string(SqliteSchemaVersion()));
-    EXPECT_EQ(SqliteSchemaVersion(), 3);
+    EXPECT_EQ(SqliteSchemaVersion(), 4);
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
                          "name IN ('workers', 'jobs_runnable')"),
               "2");
@@ -174,7 +174,7 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "3");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "4");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM chunk_stats WHERE layer_b = -1 "
                          "AND head = -1 AND position = -1"),
               "2");
@@ -217,13 +217,105 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
   }
 }
 
+// Migration 3 exactly as released, applied on top of kV2Migration.
+constexpr char kV3Migration[] = R"sql(
+CREATE TABLE chunk_stats_v3 (
+  job_id   TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  metric   TEXT NOT NULL,
+  layer    INTEGER NOT NULL,
+  layer_b  INTEGER NOT NULL DEFAULT -1,
+  head     INTEGER NOT NULL DEFAULT -1,
+  position INTEGER NOT NULL DEFAULT -1,
+  sum      REAL NOT NULL,
+  sum_sq   REAL NOT NULL,
+  count    INTEGER NOT NULL,
+  PRIMARY KEY (job_id, sequence, metric, layer, layer_b, head, position),
+  FOREIGN KEY (job_id, sequence) REFERENCES chunks(job_id, sequence)
+    ON DELETE CASCADE
+);
+INSERT INTO chunk_stats_v3 (job_id, sequence, metric, layer, sum, sum_sq, count)
+  SELECT job_id, sequence, metric, layer, sum, sum_sq, count FROM chunk_stats;
+DROP TABLE chunk_stats;
+ALTER TABLE chunk_stats_v3 RENAME TO chunk_stats;
+PRAGMA user_version = 3;
+)sql";
+
+TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
+  TempDir dir;
+  const std::string path = dir.File("v3.db");
+  {
+    RawDb raw(path);
+    raw.Exec(kV1Schema);
+    raw.Exec(kV2Migration);
+    raw.Exec(kV3Migration);
+    layerflow::v1::SweepSpec sweep_spec;
+    sweep_spec.set_name("v3");
+    layerflow::v1::JobSpec job_spec;
+    job_spec.set_model("pythia-tiny");
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
+             Hex(sweep_spec.SerializeAsString()) + "', 500)");
+    // One job done, one queued.
+    raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
+             "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
+             "('old-0', 'old', 'pythia-tiny', x'" +
+             Hex(job_spec.SerializeAsString()) + "', 3, 1, 1, 500, 500), "
+             "('old-1', 'old', 'pythia-tiny', x'" +
+             Hex(job_spec.SerializeAsString()) + "', 1, 0, 1, 500, 500)");
+    raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10', 600)");
+    raw.Exec("INSERT INTO chunk_stats VALUES "
+             "('old-0', 0, 'adjacent_cos', 0, -1, 2, -1, 1.5, 1.25, 2)");
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "4");
+    // Existing jobs are EXTRACT jobs without a dependency.
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM jobs WHERE kind = 0 AND "
+                         "depends_on = ''"),
+              "2");
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
+                         "name = 'jobs_by_depends_on'"),
+              "1");
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
+                          store->ListJobs("old", JobState::JOB_STATE_UNSPECIFIED));
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs[0].depends_on(), "");
+  EXPECT_EQ(jobs[0].spec().kind(), layerflow::v1::JOB_KIND_EXTRACT);
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store->QueryResults({"old", "", "", ""}));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].head(), 2);
+  // The migrated queued job is runnable, and new sweeps with dependencies
+  // go into the migrated table.
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, store->LeaseNextJob("w0", 0, 100));
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(lease->job.job_id(), "old-1");
+  layerflow::v1::JobSpec job_spec;
+  job_spec.set_model("pythia-tiny");
+  NewSweep sweep;
+  sweep.sweep_id = "new";
+  sweep.spec.set_name("new");
+  sweep.jobs.push_back({"new-0", job_spec, 1, ""});
+  NewJob probe{"new-1", job_spec, 1, "new-0"};
+  probe.spec.set_kind(layerflow::v1::JOB_KIND_PROBE);
+  sweep.jobs.push_back(probe);
+  LF_ASSERT_OK(store->CreateSweep(sweep));
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.Scalar("SELECT kind || ',' || depends_on FROM jobs WHERE "
+                         "job_id = 'new-1'"),
+              "1,new-0");
+  }
+}
+
 TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
   TempDir dir;
   const std::string path = dir.File("new.db");
   { RawDb(path).Exec("PRAGMA user_version = 99"); }
   EXPECT_THAT(OpenSqliteStore(path).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 3"));
+                       "schema version 99 is newer than this build's 4"));
 }
 
 TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {

@@ -570,6 +570,143 @@ TEST_P(StoreConformance, WorkersRegisterAndAge) {
   EXPECT_EQ(live, 1);
 }
 
+// s-0 (EXTRACT) <- s-1 (PROBE) <- s-2 (a chain, to test transitivity),
+// one chunk each, plus an independent s-3.
+NewSweep MakeDependentSweep(const std::string& id) {
+  NewSweep sweep = MakeSweep(id, 4, 1);
+  sweep.jobs[0].spec.mutable_probe()->set_task("kvpr");
+  sweep.jobs[1].spec.set_kind(layerflow::v1::JOB_KIND_PROBE);
+  sweep.jobs[1].spec.mutable_probe()->set_task("kvpr");
+  sweep.jobs[1].spec.mutable_probe()->set_classes(11);
+  sweep.jobs[1].depends_on = id + "-0";
+  sweep.jobs[2].depends_on = id + "-1";
+  return sweep;
+}
+
+TEST_P(StoreConformance, DependencyAndKindAndProbeArePersisted) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeDependentSweep("s")));
+  auto other = OpenAnother();
+  ASSERT_NE(other, nullptr);
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
+                          other->ListJobs("s", JobState::JOB_STATE_UNSPECIFIED));
+  ASSERT_EQ(jobs.size(), 4u);
+  EXPECT_EQ(jobs[0].depends_on(), "");
+  EXPECT_EQ(jobs[0].spec().kind(), layerflow::v1::JOB_KIND_EXTRACT);
+  EXPECT_TRUE(jobs[0].spec().has_probe());
+  EXPECT_EQ(jobs[1].depends_on(), "s-0");
+  EXPECT_EQ(jobs[1].spec().kind(), layerflow::v1::JOB_KIND_PROBE);
+  EXPECT_EQ(jobs[1].spec().probe().classes(), 11);
+  EXPECT_EQ(jobs[2].depends_on(), "s-1");
+  EXPECT_FALSE(jobs[3].spec().has_probe());
+}
+
+TEST_P(StoreConformance, CreateRejectsADependencyOutsideTheSweepOrLater) {
+  NewSweep sweep = MakeSweep("s", 2, 1);
+  sweep.jobs[0].depends_on = "s-1";  // later: could never run first
+  EXPECT_THAT(store_->CreateSweep(sweep),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "job s-0 depends on s-1, which is not an earlier job"));
+  sweep.jobs[0].depends_on = "";
+  sweep.jobs[1].depends_on = "elsewhere-0";
+  EXPECT_THAT(store_->CreateSweep(sweep),
+              StatusIs(absl::StatusCode::kInvalidArgument, "elsewhere-0"));
+  EXPECT_THAT(store_->GetSweep("s").status(),
+              StatusIs(absl::StatusCode::kNotFound, "s"));
+}
+
+TEST_P(StoreConformance, DependentIsLeasedOnlyAfterItsDependencySucceeded) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeDependentSweep("s")));
+  Lease first = MustLease("w", 0);
+  EXPECT_EQ(first.job.job_id(), "s-0");
+  // s-1 and s-2 wait; the independent s-3 is next.
+  Lease independent = MustLease("w", 1);
+  EXPECT_EQ(independent.job.job_id(), "s-3");
+  LF_ASSERT_OK_AND_ASSIGN(auto none, store_->LeaseNextJob("w", 2, kTtl));
+  EXPECT_FALSE(none.has_value());
+  // A lapse and requeue of the dependency still blocks the dependent.
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, store_->RequeueLapsedLeases(1000, 3, 0));
+  EXPECT_EQ(lapsed, 2);
+  Lease again = MustLease("w", 1000);
+  EXPECT_EQ(again.job.job_id(), "s-0");
+  LF_ASSERT_OK(store_->CommitChunk("s-0", again.lease_id, 0, {}, {}, 1001).status());
+  LF_ASSERT_OK_AND_ASSIGN(none, store_->LeaseNextJob("w", 1001, kTtl));
+  ASSERT_TRUE(none.has_value());  // the requeued s-3
+  EXPECT_EQ(none->job.job_id(), "s-3");
+  LF_ASSERT_OK_AND_ASSIGN(none, store_->LeaseNextJob("w", 1001, kTtl));
+  EXPECT_FALSE(none.has_value());  // s-1 waits: s-0 is RUNNING, not SUCCEEDED
+  LF_ASSERT_OK(store_->CompleteJob("s-0", again.lease_id, 1002));
+  Lease probe = MustLease("w", 1003);
+  EXPECT_EQ(probe.job.job_id(), "s-1");
+  EXPECT_EQ(probe.job.depends_on(), "s-0");
+  EXPECT_EQ(probe.job.spec().kind(), layerflow::v1::JOB_KIND_PROBE);
+  LF_ASSERT_OK_AND_ASSIGN(none, store_->LeaseNextJob("w", 1004, kTtl));
+  EXPECT_FALSE(none.has_value());  // s-2 waits for s-1
+}
+
+TEST_P(StoreConformance, FailedDependencyFailsItsDependentsTransitively) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeDependentSweep("s")));
+  Lease first = MustLease("w", 0);
+  ASSERT_EQ(first.job.job_id(), "s-0");
+  LF_ASSERT_OK(store_->FailJob("s-0", first.lease_id, "CUDA out of memory", 5));
+  Job probe = MustGetJob("s-1");
+  EXPECT_EQ(probe.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(probe.error(), "dependency s-0 failed: CUDA out of memory");
+  EXPECT_EQ(probe.attempts(), 0);
+  EXPECT_EQ(probe.updated_unix_ms(), 5);
+  Job chained = MustGetJob("s-2");
+  EXPECT_EQ(chained.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(chained.error(),
+            "dependency s-1 failed: dependency s-0 failed: CUDA out of memory");
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->GetSweep("s"));
+  EXPECT_EQ(sweep.jobs_failed(), 3);
+  EXPECT_EQ(sweep.jobs_queued(), 1);  // s-3 still runs
+  EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_ACTIVE);
+  Lease last = MustLease("w", 6);
+  EXPECT_EQ(last.job.job_id(), "s-3");
+  LF_ASSERT_OK(store_->CommitChunk("s-3", last.lease_id, 0, {}, {}, 7).status());
+  LF_ASSERT_OK(store_->CompleteJob("s-3", last.lease_id, 8));
+  LF_ASSERT_OK_AND_ASSIGN(sweep, store_->GetSweep("s"));
+  EXPECT_EQ(sweep.jobs_succeeded(), 1);
+  EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_FAILED);
+}
+
+TEST_P(StoreConformance, ExhaustedDependencyFailsItsDependents) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeDependentSweep("s")));
+  MustLease("w", 0);  // s-0
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, store_->RequeueLapsedLeases(1000, 1, 0));
+  EXPECT_EQ(lapsed, 1);
+  Job probe = MustGetJob("s-1");
+  EXPECT_EQ(probe.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(probe.error(), "dependency s-0 failed: lease lapsed 1 times");
+  EXPECT_EQ(MustGetJob("s-2").state(), JobState::JOB_STATE_FAILED);
+}
+
+TEST_P(StoreConformance, CancelSweepCancelsDependencyAndDependents) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeDependentSweep("s")));
+  MustLease("w", 0);  // s-0 running
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->CancelSweep("s", 5));
+  EXPECT_EQ(sweep.jobs_cancelled(), 4);
+  EXPECT_EQ(sweep.jobs_failed(), 0);
+  EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_CANCELLED);
+  EXPECT_EQ(MustGetJob("s-1").state(), JobState::JOB_STATE_CANCELLED);
+  EXPECT_EQ(MustGetJob("s-1").error(), "");
+}
+
+TEST_P(StoreConformance, CheckLeaseIsTheLiveLeaseCheck) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
+  Lease lease = MustLease("w", 0);
+  LF_ASSERT_OK(store_->CheckLease("s-0", lease.lease_id, kTtl));
+  EXPECT_THAT(store_->CheckLease("s-0", "lease-other", 1),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  EXPECT_THAT(store_->CheckLease("s-0", lease.lease_id, kTtl + 1),
+              StatusIs(absl::StatusCode::kAborted, "lapsed 1 ms ago"));
+  EXPECT_THAT(store_->CheckLease("nope", lease.lease_id, 1),
+              StatusIs(absl::StatusCode::kNotFound, "nope"));
+  LF_ASSERT_OK(store_->CancelSweep("s", 2).status());
+  EXPECT_THAT(store_->CheckLease("s-0", lease.lease_id, 3),
+              StatusIs(absl::StatusCode::kAborted, "cancelled"));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(StoreBackend{
