@@ -11,6 +11,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/status_macros.h"
+#include "server/artifacts/artifact_store.h"
 #include "server/core/coordinator_core.h"
 #include "server/metrics/metrics.h"
 #include "server/service/coordinator_service.h"
@@ -39,6 +40,11 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
   LF_RETURN_IF_ERROR(positive("heartbeat_interval_ms", o.heartbeat_interval_ms));
   LF_RETURN_IF_ERROR(positive("reaper_interval_ms", o.reaper_interval_ms));
   LF_RETURN_IF_ERROR(positive("max_attempts", o.max_attempts));
+  if (o.artifact_quota_bytes < 0 || o.artifact_max_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "options.artifact_quota_bytes / artifact_max_bytes: negative (0 means "
+        "unlimited)");
+  }
   if (o.retry_backoff_ms < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "options.retry_backoff_ms: ", o.retry_backoff_ms, " is negative"));
@@ -55,11 +61,13 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
 class CoordinatorServerImpl final : public CoordinatorServer {
  public:
   CoordinatorServerImpl(std::unique_ptr<Metrics> metrics,
-                        std::unique_ptr<CoordinatorCore> core)
+                        std::unique_ptr<CoordinatorCore> core,
+                        std::unique_ptr<artifacts::ArtifactStore> artifacts)
       : metrics_(std::move(metrics)),
         core_(std::move(core)),
+        artifacts_(std::move(artifacts)),
         coordinator_service_(core_.get()),
-        worker_service_(core_.get()) {}
+        worker_service_(core_.get(), artifacts_.get()) {}
 
   ~CoordinatorServerImpl() override {
     Shutdown();
@@ -108,6 +116,7 @@ class CoordinatorServerImpl final : public CoordinatorServer {
  private:
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<CoordinatorCore> core_;
+  std::unique_ptr<artifacts::ArtifactStore> artifacts_;
   CoordinatorService coordinator_service_;
   WorkerService worker_service_;
   std::unique_ptr<grpc::Server> server_;
@@ -118,6 +127,13 @@ class CoordinatorServerImpl final : public CoordinatorServer {
 };
 
 }  // namespace
+
+std::string DefaultArtifactDir(const std::string& db_path) {
+  const size_t slash = db_path.rfind('/');
+  if (slash == std::string::npos) return "artifacts";
+  if (slash == 0) return "/artifacts";
+  return absl::StrCat(db_path.substr(0, slash), "/artifacts");
+}
 
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorOptions& options) {
@@ -132,10 +148,21 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   core_options.reaper_interval_ms = options.reaper_interval_ms;
   core_options.max_attempts = options.max_attempts;
   core_options.retry_backoff_ms = options.retry_backoff_ms;
+  artifacts::ArtifactStoreOptions artifact_options;
+  artifact_options.root = options.artifact_dir.empty()
+                              ? DefaultArtifactDir(options.db_path)
+                              : options.artifact_dir;
+  artifact_options.quota_bytes = options.artifact_quota_bytes;
+  artifact_options.max_artifact_bytes = options.artifact_max_bytes;
+  artifact_options.on_bytes_stored = [m = metrics.get()](int64_t bytes) {
+    m->SetArtifactBytes(bytes);
+  };
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<artifacts::ArtifactStore> artifact_store,
+                      artifacts::ArtifactStore::Open(artifact_options));
   auto core = std::make_unique<CoordinatorCore>(
       std::move(store), core_options, SystemUnixMillis, metrics.get());
-  auto server = std::make_unique<CoordinatorServerImpl>(std::move(metrics),
-                                                        std::move(core));
+  auto server = std::make_unique<CoordinatorServerImpl>(
+      std::move(metrics), std::move(core), std::move(artifact_store));
   LF_RETURN_IF_ERROR(server->Listen(options.listen_address));
   return std::unique_ptr<CoordinatorServer>(std::move(server));
 }

@@ -29,7 +29,19 @@ struct CoordinatorOptions {
   int32_t max_attempts = 3;
   // Delay before a requeued job may be leased again: base * 2^(attempts-1).
   int64_t retry_backoff_ms = 1000;
+  // Artifact store directory (features of EXTRACT jobs for PROBE jobs).
+  // Empty: "artifacts" beside the database file (DefaultArtifactDir).
+  std::string artifact_dir;
+  // Total bytes of stored artifacts; 0 = unlimited. Uploads beyond it are
+  // RESOURCE_EXHAUSTED.
+  int64_t artifact_quota_bytes = int64_t{64} << 30;  // 64 GiB
+  // Bytes of one artifact; 0 = unlimited.
+  int64_t artifact_max_bytes = int64_t{4} << 30;  // 4 GiB
 };
+
+// "<directory of db_path>/artifacts", or "artifacts" (the working
+// directory) for a db_path without a directory.
+std::string DefaultArtifactDir(const std::string& db_path);
 
 class CoordinatorServer {
  public:

@@ -27,6 +27,14 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << "\n  reaper_interval_ms    " << o.reaper_interval_ms
             << "\n  max_attempts          " << o.max_attempts
             << "\n  retry_backoff_ms      " << o.retry_backoff_ms
+            << "\n  artifact_dir          "
+            << (o.artifact_dir.empty()
+                    ? layerflow::server::DefaultArtifactDir(o.db_path)
+                    : o.artifact_dir)
+            << "\n  artifact_quota_bytes  " << o.artifact_quota_bytes
+            << (o.artifact_quota_bytes == 0 ? " (unlimited)" : "")
+            << "\n  artifact_max_bytes    " << o.artifact_max_bytes
+            << (o.artifact_max_bytes == 0 ? " (unlimited)" : "")
             << "\n  embedded_worker       " << (embedded_worker ? "yes" : "no")
             << std::endl;
 }
@@ -67,6 +75,18 @@ int main(int argc, char** argv) {
   app.add_option("--retry-backoff-ms", options.retry_backoff_ms,
                  "delay before a requeued job runs again: base * "
                  "2^(attempts-1)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--artifact-dir", options.artifact_dir,
+                 "artifact store directory (EXTRACT features for PROBE jobs); "
+                 "default: 'artifacts' beside the --db file");
+  app.add_option("--artifact-quota-bytes", options.artifact_quota_bytes,
+                 "total bytes of stored artifacts (0: unlimited); uploads "
+                 "beyond it fail with RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--artifact-max-bytes", options.artifact_max_bytes,
+                 "bytes of one artifact (0: unlimited)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--embedded-worker", embedded_worker,

@@ -22,6 +22,7 @@ struct Metrics::Impl {
   prometheus::Counter* chunks = nullptr;
   prometheus::Counter* lapsed = nullptr;
   prometheus::Counter* sweeps = nullptr;
+  prometheus::Gauge* artifact_bytes = nullptr;
 };
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
@@ -56,6 +57,11 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
                       .Help("Sweeps accepted by SubmitSweep.")
                       .Register(*impl->registry)
                       .Add({});
+  impl->artifact_bytes = &prometheus::BuildGauge()
+                              .Name("layerflow_artifact_bytes")
+                              .Help("Bytes of all artifacts in the artifact store.")
+                              .Register(*impl->registry)
+                              .Add({});
   int port = 0;
   if (!address.empty()) {
     const std::string bind = address.find(':') == std::string::npos
@@ -104,6 +110,10 @@ void Metrics::AddLeasesLapsed(int64_t n) {
 
 void Metrics::AddSweepsSubmitted(int64_t n) {
   impl_->sweeps->Increment(static_cast<double>(n));
+}
+
+void Metrics::SetArtifactBytes(int64_t bytes) {
+  impl_->artifact_bytes->Set(static_cast<double>(bytes));
 }
 
 }  // namespace layerflow::server

@@ -4,6 +4,7 @@
 //   layerflow_chunks_committed_total                                  counter
 //   layerflow_leases_lapsed_total                                     counter
 //   layerflow_sweeps_submitted_total                                  counter
+//   layerflow_artifact_bytes                                          gauge
 // Gauges are set from the store by the core's periodic tick; counters are
 // bumped where the events happen. Thread-safe.
 #ifndef LAYERFLOW_SERVER_METRICS_METRICS_H_
@@ -35,6 +36,8 @@ class Metrics {
   void AddChunksCommitted(int64_t n);
   void AddLeasesLapsed(int64_t n);
   void AddSweepsSubmitted(int64_t n);
+  // Bytes of all artifacts in the artifact store.
+  void SetArtifactBytes(int64_t bytes);
 
  private:
   struct Impl;

@@ -43,6 +43,95 @@ class StreamResultsReactor final
   v1::ResultChunk chunk_;
 };
 
+absl::Status NoArtifactStore() {
+  return absl::UnimplementedError("this coordinator has no artifact store");
+}
+
+// Feeds the stream to an UploadSession; publishes at the client's
+// half-close. The first failing message ends the call with its status (the
+// temporary file is discarded).
+class UploadArtifactReactor final
+    : public grpc::ServerReadReactor<v1::ArtifactChunk> {
+ public:
+  UploadArtifactReactor(CoordinatorCore* core, artifacts::ArtifactStore* store,
+                        v1::ArtifactInfo* response)
+      : session_(store,
+                 [core](const std::string& job_id, const std::string& lease_id) {
+                   return core->CheckLease(job_id, lease_id);
+                 }),
+        response_(response) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      absl::StatusOr<v1::ArtifactInfo> info = session_.Finish();
+      if (info.ok()) *response_ = *std::move(info);
+      Finish(ToGrpcStatus(info.status()));
+      return;
+    }
+    if (absl::Status s = session_.OnChunk(chunk_); !s.ok()) {
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    StartRead(&chunk_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  artifacts::UploadSession session_;
+  v1::ArtifactInfo* const response_;
+  v1::ArtifactChunk chunk_;
+};
+
+// Writes one message at a time from a DownloadSession.
+class DownloadArtifactReactor final
+    : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
+ public:
+  DownloadArtifactReactor(CoordinatorCore* core, artifacts::ArtifactStore* store,
+                          const v1::DownloadArtifactRequest& request) {
+    absl::Status status = store == nullptr ? NoArtifactStore()
+                                           : core->TouchWorker(request.worker_id());
+    if (status.ok()) {
+      absl::StatusOr<std::unique_ptr<artifacts::DownloadSession>> session =
+          artifacts::DownloadSession::Open(*store, request.name());
+      status = session.status();
+      if (session.ok()) session_ = *std::move(session);
+    }
+    if (!status.ok()) {
+      Finish(ToGrpcStatus(status));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {  // the client went away
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "download cancelled"));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNext() {
+    absl::StatusOr<bool> more = session_->Next(&chunk_);
+    if (!more.ok()) {
+      Finish(ToGrpcStatus(more.status()));
+    } else if (!*more) {
+      Finish(grpc::Status::OK);
+    } else {
+      StartWrite(&chunk_);
+    }
+  }
+
+  std::unique_ptr<artifacts::DownloadSession> session_;
+  v1::ArtifactChunk chunk_;
+};
+
 }  // namespace
 
 grpc::ServerUnaryReactor* WorkerService::RegisterWorker(
@@ -82,6 +171,42 @@ grpc::ServerUnaryReactor* WorkerService::CompleteJob(
     grpc::CallbackServerContext* context, const v1::CompleteJobRequest* request,
     v1::CompleteJobResponse* /*response*/) {
   return FinishUnary(context, core_->CompleteJob(*request));
+}
+
+grpc::ServerReadReactor<v1::ArtifactChunk>* WorkerService::UploadArtifact(
+    grpc::CallbackServerContext* /*context*/, v1::ArtifactInfo* response) {
+  if (artifacts_ == nullptr) {
+    // A reactor that fails at once; the client's messages are never read.
+    class Unimplemented final : public grpc::ServerReadReactor<v1::ArtifactChunk> {
+     public:
+      Unimplemented() { Finish(ToGrpcStatus(NoArtifactStore())); }
+      void OnDone() override { delete this; }
+    };
+    return new Unimplemented();
+  }
+  return new UploadArtifactReactor(core_, artifacts_, response);
+}
+
+grpc::ServerWriteReactor<v1::ArtifactChunk>* WorkerService::DownloadArtifact(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::DownloadArtifactRequest* request) {
+  return new DownloadArtifactReactor(core_, artifacts_, *request);
+}
+
+grpc::ServerUnaryReactor* WorkerService::ListArtifacts(
+    grpc::CallbackServerContext* context, const v1::ListArtifactsRequest* request,
+    v1::ListArtifactsResponse* response) {
+  return FinishUnary(context, [&]() -> absl::Status {
+    if (artifacts_ == nullptr) return NoArtifactStore();
+    LF_RETURN_IF_ERROR(core_->TouchWorker(request->worker_id()));
+    for (const artifacts::ArtifactMeta& meta : artifacts_->List(request->prefix())) {
+      v1::ArtifactInfo* info = response->add_artifacts();
+      info->set_name(meta.name);
+      info->set_bytes(meta.bytes);
+      info->set_sha256(meta.sha256);
+    }
+    return absl::OkStatus();
+  }());
 }
 
 grpc::ServerUnaryReactor* WorkerService::FailJob(

@@ -3,6 +3,7 @@
 #define LAYERFLOW_SERVER_SERVICE_WORKER_SERVICE_H_
 
 #include "layerflow/v1/worker.grpc.pb.h"
+#include "server/artifacts/artifact_store.h"
 #include "server/core/coordinator_core.h"
 
 namespace layerflow::server {
@@ -10,8 +11,11 @@ namespace layerflow::server {
 class WorkerService final
     : public layerflow::v1::WorkerProtocol::CallbackService {
  public:
-  // `core` must outlive the service.
-  explicit WorkerService(CoordinatorCore* core) : core_(core) {}
+  // `core` and `artifacts` must outlive the service. Without an artifact
+  // store the artifact RPCs answer UNIMPLEMENTED.
+  explicit WorkerService(CoordinatorCore* core,
+                         artifacts::ArtifactStore* artifacts = nullptr)
+      : core_(core), artifacts_(artifacts) {}
 
   grpc::ServerUnaryReactor* RegisterWorker(
       grpc::CallbackServerContext* context,
@@ -38,9 +42,24 @@ class WorkerService final
       grpc::CallbackServerContext* context,
       const layerflow::v1::FailJobRequest* request,
       layerflow::v1::FailJobResponse* response) override;
+  // Artifacts (server/artifacts/artifact_store.h has the protocol). Upload:
+  // under the live lease of chunk.job_id (ABORTED otherwise), checked at
+  // the first message and again before the artifact is published.
+  // Download and List: for registered workers (NOT_FOUND otherwise).
+  grpc::ServerReadReactor<layerflow::v1::ArtifactChunk>* UploadArtifact(
+      grpc::CallbackServerContext* context,
+      layerflow::v1::ArtifactInfo* response) override;
+  grpc::ServerWriteReactor<layerflow::v1::ArtifactChunk>* DownloadArtifact(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::DownloadArtifactRequest* request) override;
+  grpc::ServerUnaryReactor* ListArtifacts(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::ListArtifactsRequest* request,
+      layerflow::v1::ListArtifactsResponse* response) override;
 
  private:
   CoordinatorCore* const core_;
+  artifacts::ArtifactStore* const artifacts_;
 };
 
 }  // namespace layerflow::server

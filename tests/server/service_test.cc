@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <future>
 #include <thread>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "layerflow/v1/worker.grpc.pb.h"
+#include "server/artifacts/checksum.h"
 #include "server/coordinator_server.h"
 #include "tests/server/test_util.h"
 
@@ -28,6 +30,8 @@ class ServiceTest : public ::testing::Test {
     options.db_path = dir_.File("lf.db");
     options.metrics_address = "";
     options.reaper_interval_ms = 50;
+    options.artifact_quota_bytes = 4 << 20;
+    options.artifact_max_bytes = 3 << 20;
     auto server = CoordinatorServer::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -315,6 +319,155 @@ TEST_F(ServiceTest, WatchOfUnknownSweepIsNotFound) {
   v1::Sweep sweep;
   EXPECT_FALSE(reader->Read(&sweep));
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+// --- Artifacts ---------------------------------------------------------------
+
+// Uploads `data` in pieces of `piece` bytes under (job, lease); `mutate`
+// may break one message.
+grpc::Status Upload(v1::WorkerProtocol::Stub& stub, const std::string& name,
+                    const std::string& data, const std::string& job_id,
+                    const std::string& lease_id, size_t piece,
+                    v1::ArtifactInfo* info,
+                    const std::function<void(int, v1::ArtifactChunk*)>& mutate = {}) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto writer = stub.UploadArtifact(&context, info);
+  size_t offset = 0;
+  int i = 0;
+  do {
+    v1::ArtifactChunk chunk;
+    if (offset == 0) {
+      chunk.set_name(name);
+      chunk.set_job_id(job_id);
+      chunk.set_lease_id(lease_id);
+      chunk.set_total_bytes(static_cast<int64_t>(data.size()));
+    }
+    const std::string part = data.substr(offset, piece);
+    chunk.set_offset(static_cast<int64_t>(offset));
+    chunk.set_data(part);
+    chunk.set_crc32c(artifacts::Crc32c(part));
+    offset += part.size();
+    if (offset >= data.size()) chunk.set_sha256(artifacts::Sha256Hex(data));
+    if (mutate) mutate(i, &chunk);
+    if (!writer->Write(chunk)) break;  // the server already answered
+    ++i;
+  } while (offset < data.size());
+  writer->WritesDone();
+  return writer->Finish();
+}
+
+TEST_F(ServiceTest, ArtifactUploadListDownloadUnderALease) {
+  Submit(2, 2);
+  std::string worker_id;
+  const v1::LeaseJobResponse lease = RegisterAndLease(&worker_id);
+  ASSERT_TRUE(lease.leased());
+  const std::string& job_id = lease.job().job_id();
+  // 2.5 MiB: three download messages of at most 1 MiB.
+  std::string data(5 << 19, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + (i >> 9));
+  const std::string name = job_id + "/features/000000";
+  v1::ArtifactInfo info;
+  grpc::Status status = Upload(*worker_, name, data, job_id, lease.lease_id(),
+                               300000, &info);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(info.name(), name);
+  EXPECT_EQ(info.bytes(), static_cast<int64_t>(data.size()));
+  EXPECT_EQ(info.sha256(), artifacts::Sha256Hex(data));
+
+  v1::ListArtifactsRequest list;
+  list.set_worker_id(worker_id);
+  list.set_prefix(job_id + "/features/");
+  v1::ListArtifactsResponse listed;
+  ASSERT_TRUE(worker_->ListArtifacts(Context().get(), list, &listed).ok());
+  ASSERT_EQ(listed.artifacts_size(), 1);
+  EXPECT_EQ(listed.artifacts(0).sha256(), info.sha256());
+
+  v1::DownloadArtifactRequest download;
+  download.set_worker_id(worker_id);
+  download.set_name(name);
+  auto context = Context();
+  auto reader = worker_->DownloadArtifact(context.get(), download);
+  v1::ArtifactChunk chunk;
+  std::string received;
+  int messages = 0;
+  while (reader->Read(&chunk)) {
+    if (messages == 0) {
+      EXPECT_EQ(chunk.total_bytes(), static_cast<int64_t>(data.size()));
+      EXPECT_EQ(chunk.sha256(), info.sha256());
+    }
+    EXPECT_EQ(chunk.offset(), static_cast<int64_t>(received.size()));
+    EXPECT_EQ(chunk.crc32c(), artifacts::Crc32c(chunk.data()));
+    EXPECT_LE(chunk.data().size(), 1u << 20);
+    received += chunk.data();
+    ++messages;
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(messages, 3);
+  EXPECT_TRUE(received == data);
+}
+
+TEST_F(ServiceTest, ArtifactErrorsHaveTheirCodes) {
+  Submit(2, 2);
+  std::string worker_id;
+  const v1::LeaseJobResponse lease = RegisterAndLease(&worker_id);
+  ASSERT_TRUE(lease.leased());
+  const std::string& job_id = lease.job().job_id();
+  const std::string data(1000, 'x');
+  v1::ArtifactInfo info;
+  // No live lease: ABORTED.
+  EXPECT_EQ(Upload(*worker_, "a", data, job_id, "lease-wrong", 400, &info).error_code(),
+            grpc::StatusCode::ABORTED);
+  // Bad CRC-32C: DATA_LOSS.
+  EXPECT_EQ(Upload(*worker_, "a", data, job_id, lease.lease_id(), 400, &info,
+                   [](int i, v1::ArtifactChunk* c) {
+                     if (i == 1) c->set_crc32c(c->crc32c() + 1);
+                   })
+                .error_code(),
+            grpc::StatusCode::DATA_LOSS);
+  // Wrong offset: INVALID_ARGUMENT.
+  EXPECT_EQ(Upload(*worker_, "a", data, job_id, lease.lease_id(), 400, &info,
+                   [](int i, v1::ArtifactChunk* c) {
+                     if (i == 1) c->set_offset(0);
+                   })
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Bad name: INVALID_ARGUMENT.
+  EXPECT_EQ(Upload(*worker_, "../etc", data, job_id, lease.lease_id(), 400, &info)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Over the per-artifact maximum (3 MiB here): RESOURCE_EXHAUSTED.
+  EXPECT_EQ(Upload(*worker_, "big", std::string((3 << 20) + 1, 'x'), job_id,
+                   lease.lease_id(), 1 << 20, &info)
+                .error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Missing artifact: NOT_FOUND; unregistered worker: NOT_FOUND.
+  v1::DownloadArtifactRequest download;
+  download.set_worker_id(worker_id);
+  download.set_name("a");
+  v1::ArtifactChunk chunk;
+  {
+    auto context = Context();
+    auto reader = worker_->DownloadArtifact(context.get(), download);
+    EXPECT_FALSE(reader->Read(&chunk));
+    const grpc::Status status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("no artifact 'a'"));
+  }
+  download.set_worker_id("worker-ghost");
+  {
+    auto context = Context();
+    auto reader = worker_->DownloadArtifact(context.get(), download);
+    EXPECT_FALSE(reader->Read(&chunk));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  v1::ListArtifactsRequest list;
+  v1::ListArtifactsResponse listed;
+  EXPECT_EQ(worker_->ListArtifacts(Context().get(), list, &listed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // worker_id required
+  list.set_worker_id(worker_id);
+  ASSERT_TRUE(worker_->ListArtifacts(Context().get(), list, &listed).ok());
+  EXPECT_EQ(listed.artifacts_size(), 0);  // nothing half-written is listed
 }
 
 }  // namespace
