@@ -287,6 +287,7 @@ struct ResultsFlags {
   std::string metric;
   std::string job_id;
   bool summary = false;
+  bool probe = false;
 };
 
 int Results(const CliEnvironment& env, const GlobalFlags& global,
@@ -301,6 +302,16 @@ int Results(const CliEnvironment& env, const GlobalFlags& global,
   request.set_job_id(flags.job_id);
   absl::StatusOr<std::vector<v1::ResultRow>> rows = client.QueryResults(request);
   if (!rows.ok()) return Fail(env, rows.status());
+  if (flags.probe) {
+    // Only the PROBE jobs' rows: their table, or those rows as CSV / JSON.
+    std::vector<v1::ResultRow> probe_rows;
+    for (const v1::ResultRow& row : *rows) {
+      if (IsProbeRow(row)) probe_rows.push_back(row);
+    }
+    *env.out << (*format == OutputFormat::kTable ? FormatProbeTable(probe_rows)
+                                                 : FormatResults(probe_rows, *format));
+    return kExitOk;
+  }
   *env.out << (flags.summary ? FormatResultsSummary(*rows, *format)
                              : FormatResults(*rows, *format));
   return kExitOk;
@@ -398,7 +409,12 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   results->add_flag("--summary", results_flags.summary,
                     "Headline figures per configuration (seeds averaged): "
                     "intertoken_cos peak and final, path_energy, mean adjacent_cos, "
-                    "v_loc / v_glob");
+                    "v_loc / v_glob")
+      ->excludes(results->add_flag(
+          "--probe", results_flags.probe,
+          "Only the probe results (sweeps with `probe:`): per model the best layer, "
+          "the final layer's accuracy and the drop, and the per-layer probe "
+          "accuracy table (the table format also appends them after the grids)"));
 
   std::string cancel_id;
   CLI::App* cancel =

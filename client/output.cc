@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -110,8 +111,22 @@ std::string LayerLabel(const std::string& model, int layer) {
   return absl::StrCat(layer);
 }
 
-std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
-  if (rows.empty()) return "(no results)\n";
+bool IsProbeRow(const v1::ResultRow& row) {
+  return absl::StartsWith(row.metric(), kProbeMetricPrefix);
+}
+
+std::string FormatResultsTable(absl::Span<const v1::ResultRow> all_rows) {
+  if (all_rows.empty()) return "(no results)\n";
+  // PROBE jobs' rows get their own section after the per-job grids.
+  std::vector<v1::ResultRow> rows;
+  bool has_probe = false;
+  for (const v1::ResultRow& row : all_rows) {
+    if (IsProbeRow(row)) {
+      has_probe = true;
+    } else {
+      rows.push_back(row);
+    }
+  }
   // Group by job in order of first appearance (the coordinator returns jobs
   // in sweep-expansion order, which is the order a reader expects).
   std::vector<std::string> job_order;
@@ -163,6 +178,139 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows) {
       out += RenderTable(header, std::vector<Align>(header.size(), Align::kRight), table);
     }
     if (!derived.empty()) absl::StrAppend(&out, absl::StrJoin(derived, " · "), "\n");
+  }
+  if (has_probe) {
+    if (!out.empty()) out += '\n';
+    out += FormatProbeTable(all_rows);
+  }
+  return out;
+}
+
+namespace {
+
+struct MeanStd {
+  double value = 0, std = 0;
+};
+
+// One PROBE job's rows, by metric.
+struct ProbeBlock {
+  const v1::ResultRow* first = nullptr;
+  std::map<int, MeanStd> test, train, mae;
+  std::map<int, std::map<int, double>> class_acc;  // layer -> class -> acc
+  std::optional<int> best_layer;
+  std::optional<double> drop, chance;
+};
+
+}  // namespace
+
+std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
+  std::vector<std::string> order;
+  std::map<std::string, ProbeBlock> blocks;
+  for (const v1::ResultRow& row : rows) {
+    if (!IsProbeRow(row)) continue;
+    auto [it, inserted] = blocks.try_emplace(row.job_id());
+    if (inserted) order.push_back(row.job_id());
+    ProbeBlock& b = it->second;
+    if (b.first == nullptr) b.first = &row;
+    const std::string& m = row.metric();
+    const MeanStd ms{row.value(), row.std()};
+    if (m == "probe_class_acc") {
+      if (row.has_position()) b.class_acc[row.layer()][row.position()] = row.value();
+    } else if (row.has_position() || row.has_head() || row.has_layer_b()) {
+      continue;  // keyed rows of other metrics: CSV / JSON only
+    } else if (m == "probe_test_acc") {
+      b.test[row.layer()] = ms;
+    } else if (m == "probe_train_acc") {
+      b.train[row.layer()] = ms;
+    } else if (m == "probe_mae") {
+      b.mae[row.layer()] = ms;
+    } else if (m == "probe_best_layer") {
+      b.best_layer = static_cast<int>(std::lround(row.value()));
+    } else if (m == "probe_drop") {
+      b.drop = row.value();
+    } else if (m == "probe_chance") {
+      b.chance = row.value();
+    }
+  }
+  if (order.empty()) return "(no probe results)\n";
+  std::string out;
+  for (const std::string& job_id : order) {
+    const ProbeBlock& b = blocks[job_id];
+    const v1::ResultRow& first = *b.first;
+    if (!out.empty()) out += '\n';
+    // The headline: best layer (the worker's choice, else the highest mean
+    // test accuracy), the final layer's accuracy and the drop between them.
+    std::optional<int> best = b.best_layer;
+    if (!best.has_value()) {
+      for (const auto& [layer, ms] : b.test) {
+        if (!best.has_value() || ms.value > b.test.at(*best).value) best = layer;
+      }
+    }
+    std::string headline = absl::StrCat(first.model(), ":");
+    if (best.has_value()) {
+      absl::StrAppend(&headline, " best layer ", LayerLabel(first.model(), *best));
+      auto at = b.test.find(*best);
+      if (at != b.test.end()) {
+        absl::StrAppend(&headline, absl::StrFormat(" (%.2f ± %.2f)", at->second.value,
+                                                   at->second.std));
+      }
+    }
+    std::optional<double> final_acc;
+    if (!b.test.empty()) final_acc = b.test.rbegin()->second.value;
+    if (final_acc.has_value()) {
+      absl::StrAppend(&headline, best.has_value() ? "," : "",
+                      absl::StrFormat(" final %.2f", *final_acc));
+    }
+    std::optional<double> drop = b.drop;
+    if (!drop.has_value() && best.has_value() && final_acc.has_value() &&
+        b.test.count(*best) > 0) {
+      drop = b.test.at(*best).value - *final_acc;
+    }
+    if (drop.has_value()) absl::StrAppend(&headline, absl::StrFormat(", drop %.2f", *drop));
+    absl::StrAppend(&out, headline, "\n");
+    absl::StrAppend(&out, "  init ", first.init_scheme(), " · seed ", first.seed(),
+                    " · dataset ", first.dataset(), " · context ", first.context_length(),
+                    " · job ", job_id);
+    if (b.chance.has_value()) {
+      absl::StrAppend(&out, absl::StrFormat(" · chance %.2f", *b.chance));
+    }
+    out += "\n";
+    std::set<int> layers;
+    for (const auto* series : {&b.test, &b.train, &b.mae}) {
+      for (const auto& [layer, ms] : *series) layers.insert(layer);
+    }
+    if (!layers.empty()) {
+      auto cell = [](const std::map<int, MeanStd>& series, int layer,
+                     const char* format) -> std::string {
+        auto it = series.find(layer);
+        if (it == series.end()) return "-";
+        return absl::StrFormat(format, it->second.value, it->second.std);
+      };
+      std::vector<std::vector<std::string>> table;
+      for (int layer : layers) {
+        table.push_back({LayerLabel(first.model(), layer),
+                         cell(b.test, layer, "%.3f ± %.3f"),
+                         cell(b.train, layer, "%.3f ± %.3f"),
+                         cell(b.mae, layer, "%.2f ± %.2f"),
+                         best.has_value() && layer == *best ? "*" : ""});
+      }
+      out += RenderTable({"layer", "test acc", "train acc", "position mae", "best"},
+                         {Align::kRight, Align::kRight, Align::kRight, Align::kRight,
+                          Align::kLeft},
+                         table);
+    }
+    if (best.has_value()) {
+      auto classes = b.class_acc.find(*best);
+      if (classes != b.class_acc.end()) {
+        std::vector<std::string> cells;
+        for (const auto& [c, acc] : classes->second) {
+          cells.push_back(absl::StrFormat("%d:%.2f", c, acc));
+        }
+        absl::StrAppend(&out, "per-class test accuracy at layer ",
+                        LayerLabel(first.model(), *best), ": ",
+                        absl::StrJoin(cells, " "), "\n");
+      }
+    }
   }
   return out;
 }

@@ -26,6 +26,7 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name);
 // head or position are left out (CSV / JSON carry them); derived rows
 // (coordinator's "v_loc(x)", ...) are not grid columns: v_loc / v_glob are
 // listed on one line under the job's grid, cubic coefficients left out.
+// Probe rows (IsProbeRow) go to a FormatProbeTable section at the end.
 std::string FormatResultsTable(absl::Span<const v1::ResultRow> rows);
 
 // RFC 4180 CSV with a header line; values in shortest round-trip form.
@@ -38,6 +39,27 @@ std::string FormatResultsCsv(absl::Span<const v1::ResultRow> rows);
 std::string FormatResultsJson(absl::Span<const v1::ResultRow> rows);
 
 std::string FormatResults(absl::Span<const v1::ResultRow> rows, OutputFormat format);
+
+// Rows of PROBE jobs carry metrics starting with this prefix:
+// probe_test_acc / probe_train_acc / probe_mae (layer = representation
+// point, value = mean over probe seeds, std = std over them),
+// probe_class_acc (position = class), probe_chance, probe_best_layer
+// (value = the best point, layer 0) and probe_drop (value = best - final
+// test accuracy, layer 0). FormatResultsTable leaves them out of the
+// per-job grids and appends FormatProbeTable instead.
+inline constexpr char kProbeMetricPrefix[] = "probe_";
+bool IsProbeRow(const v1::ResultRow& row);
+
+// Per PROBE job (in order of first appearance), a headline
+//   "pythia-70m: best layer 4 (0.82 ± 0.02), final 0.61, drop 0.21"
+// (best = probe_best_layer, else the highest test accuracy; final = the
+// highest layer's test accuracy; drop = probe_drop, else best - final), a
+// line with init, seed, data set, context, job and chance level, the
+// per-layer table (test acc, train acc, position MAE, each mean ± std over
+// probe seeds; the best layer marked) and the per-class test accuracy at
+// the best layer. Non-probe rows are ignored; none left gives
+// "(no probe results)\n".
+std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows);
 
 // `layerflow results --summary`: one line per configuration (model, init
 // scheme, data set, context length), in order of first appearance; jobs

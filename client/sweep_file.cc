@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <sys/stat.h>
@@ -140,6 +141,22 @@ absl::Status ParseInteger(const Reporter& r, const YAML::Node& node,
   return absl::OkStatus();
 }
 
+// A real number ("0.005", "5e-3", "1"); as strict as ParseInteger.
+absl::Status ParseDouble(const Reporter& r, const YAML::Node& node,
+                         absl::string_view field, double* out) {
+  if (!node.IsScalar()) return r.FieldError(node, field, Expected("a number", node));
+  absl::string_view text = node.Scalar();
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || end != text.data() + text.size() || ec != std::errc() ||
+      !std::isfinite(value)) {
+    return r.FieldError(node, field, Expected("a number", node));
+  }
+  *out = value;
+  return absl::OkStatus();
+}
+
 absl::Status ParseString(const Reporter& r, const YAML::Node& node,
                          absl::string_view field, std::string* out) {
   if (!node.IsScalar()) return r.FieldError(node, field, Expected("a string", node));
@@ -254,6 +271,57 @@ absl::Status ParseDataset(const Reporter& r, const YAML::Node& node,
         }}});
 }
 
+// `probe: {task: kvpr, classes: 11, ...}`, or just `probe: kvpr`.
+absl::Status ParseProbe(const Reporter& r, const YAML::Node& node,
+                        const std::string& path, v1::ProbeSpec* out) {
+  if (node.IsScalar()) return ParseString(r, node, path, out->mutable_task());
+  if (!node.IsMap()) {
+    return r.FieldError(
+        node, path, Expected("a data set name or a map {task, classes, ...}", node));
+  }
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  auto number = [&](void (v1::ProbeSpec::*setter)(double)) {
+    return [&r, out, setter](const YAML::Node& v, const std::string& p) -> absl::Status {
+      double value = 0;
+      LF_RETURN_IF_ERROR(ParseDouble(r, v, p, &value));
+      (out->*setter)(value);
+      return absl::OkStatus();
+    };
+  };
+  auto int32_field = [&](void (v1::ProbeSpec::*setter)(int32_t)) {
+    return [&r, out, setter](const YAML::Node& v, const std::string& p) -> absl::Status {
+      int64_t value = 0;
+      LF_RETURN_IF_ERROR(ParseInteger(r, v, p, 0, kInt32Max, &value));
+      (out->*setter)(static_cast<int32_t>(value));
+      return absl::OkStatus();
+    };
+  };
+  LF_RETURN_IF_ERROR(ParseMap(
+      r, node, path,
+      {{"task",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_task());
+        }},
+       {"classes", int32_field(&v1::ProbeSpec::set_classes)},
+       {"seeds",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseIntList(r, v, p, 0, out->mutable_seeds());
+        }},
+       {"epochs", int32_field(&v1::ProbeSpec::set_epochs)},
+       {"lr", number(&v1::ProbeSpec::set_lr)},
+       {"weight_decay", number(&v1::ProbeSpec::set_weight_decay)},
+       {"train_fraction", number(&v1::ProbeSpec::set_train_fraction)},
+       {"feature_dtype",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_feature_dtype());
+        }}}));
+  if (out->task().empty()) {
+    return r.FieldError(node, path,
+                        "missing 'task' (the data set to probe, e.g. task: kvpr)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec* spec) {
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
@@ -308,6 +376,10 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
              return ParseString(r, v, p, spec->mutable_dtype());
            }},
           {"priority", int32_field(kInt32Min, &v1::SweepSpec::set_priority)},
+          {"probe",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseProbe(r, v, p, spec->mutable_probe());
+           }},
       });
 }
 

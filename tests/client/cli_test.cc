@@ -315,6 +315,25 @@ TEST_F(CliTest, ResultsSummaryPrintsHeadlineFigures) {
   EXPECT_EQ(out_.str(), FormatResultsSummary(fake_.rows, OutputFormat::kCsv));
 }
 
+TEST_F(CliTest, ResultsProbePrintsOnlyTheProbeTable) {
+  v1::ResultRow probe_0 = ResultRow("probe_test_acc", 0, 0.4);
+  v1::ResultRow probe_1 = ResultRow("probe_test_acc", 1, 0.7);
+  probe_0.set_job_id("j2");
+  probe_1.set_job_id("j2");
+  fake_.rows = {ResultRow("adjacent_cos", 0, 0.5), probe_0, probe_1};
+  EXPECT_EQ(Cli({"results", "sw-1", "--probe"}), 0) << err_.str();
+  EXPECT_EQ(out_.str(), FormatProbeTable(fake_.rows));
+  EXPECT_THAT(out_.str(),
+              ::testing::StartsWith("pythia-tiny: best layer 1 (0.70 ± 0.01), final 0.70, "
+                                    "drop 0.00\n"));
+  EXPECT_EQ(Cli({"results", "sw-1", "--probe", "--format", "csv"}), 0);
+  EXPECT_EQ(out_.str(), FormatResultsCsv({probe_0, probe_1}));
+  // Without --probe the table appends the probe section after the grids.
+  EXPECT_EQ(Cli({"results", "sw-1"}), 0);
+  EXPECT_THAT(out_.str(), ::testing::HasSubstr("pythia-tiny: best layer 1"));
+  EXPECT_EQ(Cli({"results", "sw-1", "--probe", "--summary"}), kExitUsage);
+}
+
 TEST_F(CliTest, JobsFiltersByState) {
   v1::Job job;
   job.set_job_id("j1");

@@ -345,5 +345,87 @@ TEST(ResultsSummaryTest, EmptyInput) {
   EXPECT_EQ(FormatResultsSummary({}, OutputFormat::kJson), "[]\n");
 }
 
+// A PROBE job's rows (pythia-70m: 6 blocks, so layer 7 is "final"), as the
+// worker stores them, plus one EXTRACT row of the same sweep.
+std::vector<v1::ResultRow> ProbeRows() {
+  std::vector<v1::ResultRow> rows;
+  rows.push_back(Row("e1", "pythia-70m", "reference", 0, 2048, "adjacent_cos", 0, 0.5, 0.1));
+  const double test[] = {0.10, 0.30, 0.50, 0.70, 0.82, 0.78, 0.70, 0.61};
+  for (int layer = 0; layer < 8; ++layer) {
+    rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_test_acc", layer,
+                       test[layer], layer == 4 ? 0.02 : 0.01, 3));
+    rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_train_acc", layer,
+                       test[layer] + 0.1, 0.0, 3));
+    rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_mae", layer,
+                       2.0 - layer * 0.25, 0.05, 3));
+  }
+  for (int c = 0; c < 3; ++c) {
+    v1::ResultRow row = Row("p1", "pythia-70m", "reference", 0, 2048, "probe_class_acc",
+                            4, 0.9 - 0.1 * c, 0.0, 3);
+    row.set_position(c);
+    rows.push_back(row);
+  }
+  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_chance", 0,
+                     1.0 / 11, 0.0, 3));
+  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_best_layer", 0, 4,
+                     0.0, 3));
+  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_drop", 0, 0.21,
+                     0.0, 3));
+  return rows;
+}
+
+TEST(ProbeTableTest, HeadlineTableAndPerClassAccuracy) {
+  const std::string out = FormatProbeTable(ProbeRows());
+  const std::string expected =
+      "pythia-70m: best layer 4 (0.82 ± 0.02), final 0.61, drop 0.21\n"
+      "  init reference · seed 0 · dataset kvpr · context 2048 · job p1 · chance 0.09\n"
+      "layer |      test acc |     train acc | position mae | best\n"
+      "------+---------------+---------------+--------------+-----\n"
+      "    0 | 0.100 ± 0.010 | 0.200 ± 0.000 |  2.00 ± 0.05 |\n"
+      "    1 | 0.300 ± 0.010 | 0.400 ± 0.000 |  1.75 ± 0.05 |\n"
+      "    2 | 0.500 ± 0.010 | 0.600 ± 0.000 |  1.50 ± 0.05 |\n"
+      "    3 | 0.700 ± 0.010 | 0.800 ± 0.000 |  1.25 ± 0.05 |\n"
+      "    4 | 0.820 ± 0.020 | 0.920 ± 0.000 |  1.00 ± 0.05 | *\n"
+      "    5 | 0.780 ± 0.010 | 0.880 ± 0.000 |  0.75 ± 0.05 |\n"
+      "    6 | 0.700 ± 0.010 | 0.800 ± 0.000 |  0.50 ± 0.05 |\n"
+      "final | 0.610 ± 0.010 | 0.710 ± 0.000 |  0.25 ± 0.05 |\n"
+      "per-class test accuracy at layer 4: 0:0.90 1:0.80 2:0.70\n";
+  EXPECT_EQ(out, expected);
+}
+
+TEST(ProbeTableTest, WithoutBestLayerAndDropRowsTheyAreComputed) {
+  std::vector<v1::ResultRow> rows;
+  for (const v1::ResultRow& row : ProbeRows()) {
+    if (row.metric() != "probe_best_layer" && row.metric() != "probe_drop") {
+      rows.push_back(row);
+    }
+  }
+  EXPECT_THAT(FormatProbeTable(rows),
+              ::testing::StartsWith(
+                  "pythia-70m: best layer 4 (0.82 ± 0.02), final 0.61, drop 0.21\n"));
+  EXPECT_EQ(FormatProbeTable({}), "(no probe results)\n");
+  EXPECT_EQ(FormatProbeTable({ProbeRows()[0]}), "(no probe results)\n");
+}
+
+TEST(ProbeTableTest, ResultsTableKeepsProbeRowsOutOfTheGridsAndAppendsThem) {
+  const std::vector<v1::ResultRow> rows = ProbeRows();
+  const std::string table = FormatResultsTable(rows);
+  const std::string grid =
+      "model pythia-70m · init reference · seed 0 · dataset kvpr · context 2048 · job e1\n"
+      "layer |    adjacent_cos\n"
+      "------+----------------\n"
+      "    0 | 0.5000 ± 0.1000\n";
+  EXPECT_EQ(table, grid + "\n" + FormatProbeTable(rows));
+  EXPECT_EQ(table.find("job p1\nlayer"), std::string::npos);  // no grid for p1
+  // Only probe rows: just the probe section.
+  const std::vector<v1::ResultRow> only(rows.begin() + 1, rows.end());
+  EXPECT_EQ(FormatResultsTable(only), FormatProbeTable(rows));
+  EXPECT_TRUE(IsProbeRow(rows[1]));
+  EXPECT_FALSE(IsProbeRow(rows[0]));
+  // CSV keeps every row, the keyed per-class ones included.
+  const std::string csv = FormatResultsCsv(rows);
+  EXPECT_THAT(csv, ::testing::HasSubstr(",probe_class_acc,4,0.8,0,3,,,1\n"));
+}
+
 }  // namespace
 }  // namespace layerflow::client

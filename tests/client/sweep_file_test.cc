@@ -199,7 +199,7 @@ TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
   ExpectError(Parse("name: s\nbatch: 4\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:1: unknown field 'batch' (known fields: name, models, "
               "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
-              "prompts_per_chunk, dtype, priority)");
+              "prompts_per_chunk, dtype, priority, probe)");
 }
 
 TEST(SweepFileTest, UnknownKeyInsideDataset) {
@@ -302,6 +302,62 @@ TEST(SweepFileTest, LongScalarsAreTruncatedInMessages) {
               absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:8: field 'seeds': expected a non-negative integer, got '" +
                   std::string(37, 'x') + "...'");
+}
+
+TEST(SweepFileTest, ProbeWithEveryField) {
+  auto spec = Parse(
+      "name: s\nprobe: {task: kvpr, classes: 11, seeds: [0, 1, 2], epochs: 150, "
+      "lr: 0.005, weight_decay: 1e-3, train_fraction: 0.8, feature_dtype: fp16}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->has_probe());
+  const v1::ProbeSpec& p = spec->probe();
+  EXPECT_EQ(p.task(), "kvpr");
+  EXPECT_EQ(p.classes(), 11);
+  EXPECT_THAT(p.seeds(), ::testing::ElementsAre(0, 1, 2));
+  EXPECT_EQ(p.epochs(), 150);
+  EXPECT_DOUBLE_EQ(p.lr(), 0.005);
+  EXPECT_DOUBLE_EQ(p.weight_decay(), 0.001);
+  EXPECT_DOUBLE_EQ(p.train_fraction(), 0.8);
+  EXPECT_EQ(p.feature_dtype(), "fp16");
+}
+
+TEST(SweepFileTest, ProbeNeedsOnlyItsTask) {
+  auto spec = Parse("name: s\nprobe:\n  task: kvpr\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->has_probe());
+  EXPECT_EQ(spec->probe().task(), "kvpr");
+  EXPECT_EQ(spec->probe().classes(), 0);  // the coordinator fills defaults
+  EXPECT_TRUE(spec->probe().seeds().empty());
+  spec = Parse("name: s\nprobe: kvpr\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->probe().task(), "kvpr");
+  spec = Parse("name: s\n");
+  ASSERT_TRUE(spec.ok());
+  EXPECT_FALSE(spec->has_probe());
+}
+
+TEST(SweepFileTest, ProbeErrorsHaveFileLineColumn) {
+  ExpectError(Parse("name: s\nprobe: {classes: 11}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:8: field 'probe': missing 'task' (the data set to "
+              "probe, e.g. task: kvpr)");
+  ExpectError(Parse("name: s\nprobe:\n  task: kvpr\n  lr: fast\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:4:7: field 'probe.lr': expected a number, got 'fast'");
+  ExpectError(Parse("name: s\nprobe: {task: kvpr, epochs: 1.5}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:29: field 'probe.epochs': expected a non-negative "
+              "integer, got '1.5'");
+  ExpectError(Parse("name: s\nprobe: {task: kvpr, seeds: [0, -1]}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:32: field 'probe.seeds[1]': expected a non-negative "
+              "integer in [0, 9223372036854775807], got '-1'");
+  ExpectError(Parse("name: s\nprobe: {task: kvpr, epoch: 3}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:21: unknown field 'probe.epoch' (did you mean 'epochs'?)");
+  ExpectError(Parse("name: s\nprobe: [kvpr]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:8: field 'probe': expected a data set name or a map "
+              "{task, classes, ...}, got a list");
 }
 
 }  // namespace

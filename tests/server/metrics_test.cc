@@ -13,6 +13,7 @@
 #include "absl/time/clock.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "layerflow/v1/worker.grpc.pb.h"
+#include "server/artifacts/checksum.h"
 #include "server/coordinator_server.h"
 #include "tests/server/test_util.h"
 
@@ -139,6 +140,29 @@ TEST(MetricsTest, GaugesAndCountersFollowTheWork) {
   EXPECT_EQ(Sample(text, "layerflow_sweeps_submitted_total"), 1);
   EXPECT_EQ(Sample(text, "layerflow_chunks_committed_total"), 1);
   EXPECT_EQ(Sample(text, "layerflow_leases_lapsed_total"), 0);
+  EXPECT_EQ(Sample(text, "layerflow_artifact_bytes"), 0);
+
+  // An artifact upload shows in layerflow_artifact_bytes at once.
+  {
+    const std::string data(1000, 'f');
+    v1::ArtifactChunk chunk;
+    chunk.set_name(lease.job().job_id() + "/features/000000");
+    chunk.set_job_id(lease.job().job_id());
+    chunk.set_lease_id(lease.lease_id());
+    chunk.set_total_bytes(1000);
+    chunk.set_data(data);
+    chunk.set_crc32c(artifacts::Crc32c(data));
+    chunk.set_sha256(artifacts::Sha256Hex(data));
+    v1::ArtifactInfo info;
+    grpc::ClientContext context;
+    auto writer = worker->UploadArtifact(&context, &info);
+    writer->Write(chunk);
+    writer->WritesDone();
+    const grpc::Status status = writer->Finish();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  text = HttpGetMetrics(port);
+  EXPECT_EQ(Sample(text, "layerflow_artifact_bytes"), 1000);
 
   // Cancel refreshes the gauges at once.
   v1::CancelSweepRequest cancel;
