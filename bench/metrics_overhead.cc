@@ -3,6 +3,7 @@
 //
 //   bench_metrics_overhead [--model pythia-1.4b] [--dtype bf16] [--prompts 8]
 //                          [--tokens 2048] [--reps 5] [--forward-only 1]
+//                          [--each 1]
 //
 // Times, on CUDA when present (else the CPU), the median of --reps runs of:
 //   forward        the model's forward with a callback that keeps nothing
@@ -11,6 +12,7 @@
 //                  the target and the earlier GPU records)
 //   + all + new    forward + every analysis, adding the all-pair CKA
 //                  (cka_all_biased, cka_all_unbiased) and adjacent_cos_tokens
+//   --each 1       also forward + each analysis alone
 // Each run ends with a device-to-host copy, so queued kernels are counted.
 #include <algorithm>
 #include <chrono>
@@ -124,5 +126,15 @@ int main(int argc, char** argv) {
               100.0 * (all_ms / forward_ms - 1));
   std::printf("forward + all + new%9.1f ms  (+%.1f%%)\n", every_ms,
               100.0 * (every_ms / forward_ms - 1));
+  if (Flag(argc, argv, "--each", "0") == std::string("1")) {
+    for (const char* name :
+         {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+          "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
+          "cka_all_biased", "adjacent_cos_tokens"}) {
+      const double ms = with_metrics({name});
+      std::printf("  + %-22s %9.1f ms  (+%.1f%%)\n", name, ms,
+                  100.0 * (ms / forward_ms - 1));
+    }
+  }
   return 0;
 }

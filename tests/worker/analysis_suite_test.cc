@@ -599,5 +599,31 @@ TEST(AnalysisSuiteTest, ShardedEqualsUnshardedForEveryAnalysis) {
   EXPECT_EQ(KeyedStat(whole, "cka_all_biased", 0, 3, -1, 2), 8);
 }
 
+// The Gram of long prompts is formed block-wise up to the diagonal and
+// mirrored (n >= 256): still the naive CKA, float64 states (n = 263 is not a
+// multiple of the 4 blocks).
+TEST(AnalysisSuiteTest, BlockedGramMatchesNaive) {
+  c10::InferenceMode guard;
+  at::manual_seed(23);
+  const int64_t n = 263, d = 7;
+  const at::Tensor a = at::randn({1, n, d}, at::kDouble) + 2.0;
+  const at::Tensor b = a + at::randn({1, n, d}, at::kDouble);
+  LayerMetricAccumulator acc({LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased,
+                              LayerMetric::kCkaAllBiased},
+                             1, c10::Device(c10::kCPU));
+  FeedBatch(acc, {a, b, a});
+  for (bool unbiased : {false, true}) {
+    const double want =
+        NaiveLinearCka(ToDoubles(a[0]), d, ToDoubles(b[0]), d, n, unbiased);
+    // The naive loops run on the uncentred Gram (offset 2): 1e-11, as in
+    // MatchesNaiveLoopsOnRandomStates.
+    EXPECT_NEAR(Stat(acc, unbiased ? "cka_unbiased" : "cka_biased", 0), want,
+                1e-11);
+    if (!unbiased) {
+      EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 0, 1, -1, 0), want, 1e-11);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace layerflow::worker

@@ -161,7 +161,8 @@ class LayerMetricAccumulator {
   // Drops the held layer(s); call after the batch's last point.
   void EndBatch();
 
-  // Row i = keys()[i]; columns kSum, kSumSq, kCount; float64 on the device.
+  // Row i = keys()[i]; columns kSum, kSumSq, kCount; float64 on the device;
+  // complete after EndBatch (a batch's rows are added there).
   const std::vector<StatKey>& keys() const { return keys_; }
   const at::Tensor& sums() const { return sums_; }
   at::Tensor& mutable_sums() { return sums_; }
@@ -171,6 +172,7 @@ class LayerMetricAccumulator {
   // per_prompt [B, m] into rows row .. row + m - 1.
   void AddBlock(int64_t row, const at::Tensor& per_prompt);
   void AddAllPairCka(int64_t n);
+  void Flush();  // the pending Add rows into sums_
   void DropHeld();
   bool Has(LayerMetric metric) const {
     return row_[static_cast<int>(metric)] >= 0;
@@ -185,6 +187,8 @@ class LayerMetricAccumulator {
   std::vector<StatKey> keys_;
   std::array<int64_t, kNumLayerMetrics> row_;  // first row of each, or -1
   at::Tensor sums_;
+  std::vector<int64_t> pending_rows_;     // Add()ed this batch
+  std::vector<at::Tensor> pending_values_;  // their per-prompt values [B]
   int64_t next_point_ = 0;
   int64_t next_prompt_ = 0;
   int64_t batch_size_ = 0;    // B of the current batch
