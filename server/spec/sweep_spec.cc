@@ -32,7 +32,7 @@ constexpr absl::string_view kAnalyses[] = {
     "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst",
     "token_dispersion", "step_energy",  "path_energy",
     "cka_unbiased",  "cka_biased", "cka_all_unbiased", "cka_all_biased",
-    "adjacent_cos_tokens"};
+    "adjacent_cos_tokens", "spectrum", "spectrum_dsf"};
 // What an empty `analyses` means (a subset of kAnalyses).
 constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
                                                   "intertoken_cos"};

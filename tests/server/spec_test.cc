@@ -47,7 +47,7 @@ TEST(ValidateSweepSpec, AcceptsEveryAnalysis) {
        {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
         "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
         "cka_biased", "cka_all_unbiased", "cka_all_biased",
-        "adjacent_cos_tokens"}) {
+        "adjacent_cos_tokens", "spectrum", "spectrum_dsf"}) {
     spec.add_analyses(name);
   }
   const absl::Status status = ValidateSweepSpec(spec);
@@ -138,7 +138,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "adjacent_cos, intertoken_cos, intertoken_cos_nofirst, "
                 "token_dispersion, step_energy, path_energy, cka_unbiased, "
                 "cka_biased, cka_all_unbiased, cka_all_biased, "
-                "adjacent_cos_tokens"},
+                "adjacent_cos_tokens, spectrum, spectrum_dsf"},
         BadCase{"NumPromptsNegative",
                 [](SweepSpec& s) { s.set_num_prompts(-1); },
                 "spec.num_prompts: -1"},

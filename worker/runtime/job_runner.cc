@@ -3,7 +3,10 @@
 // prompts split across devices, statistics summed by the communicator).
 #include "worker/runtime/job_runner.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <thread>
@@ -16,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/analysis/layer_metrics.h"
+#include "worker/analysis/spectrum.h"
+#include "worker/model/checkpoint.h"
 #include "worker/data/kvpr.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
@@ -37,6 +42,46 @@ absl::Status Invalid(absl::string_view field, absl::string_view message) {
 // naming the JobConfig field.
 absl::Status AsFieldError(const absl::Status& status, absl::string_view field) {
   return Invalid(field, status.message());
+}
+
+// The chunk's last-token features (ranks in order = prompts in order) into a
+// fresh local safetensors file (ChunkResult::features_path).
+absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_rank,
+                                          const std::vector<KvprExample>& examples) {
+  const at::Tensor features = at::cat(per_rank, 0).contiguous();
+  std::vector<int32_t> labels;
+  std::vector<int64_t> index;
+  for (const KvprExample& e : examples) {
+    labels.push_back(e.gold_class);
+    index.push_back(e.index);
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp",
+                                  "/layerflow-features-XXXXXX");
+  const int fd = mkstemp(path.data());
+  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": mkstemp failed"));
+  close(fd);
+  auto view = [](const char* name, SafetensorsDtype dtype, std::vector<int64_t> shape,
+                 const void* data, size_t nbytes) {
+    SafetensorsWriteTensor t;
+    t.name = name;
+    t.dtype = dtype;
+    t.shape = std::move(shape);
+    t.data = data;
+    t.nbytes = nbytes;
+    return t;
+  };
+  const int64_t n = static_cast<int64_t>(labels.size());
+  LF_RETURN_IF_ERROR(WriteSafetensors(
+      path,
+      {view("features",
+            features.scalar_type() == at::kHalf ? SafetensorsDtype::kF16 : SafetensorsDtype::kF32,
+            {features.size(0), features.size(1), features.size(2)}, features.data_ptr(),
+            features.nbytes()),
+       view("labels", SafetensorsDtype::kI32, {n}, labels.data(), labels.size() * 4),
+       view("prompt_index", SafetensorsDtype::kI64, {n}, index.data(), index.size() * 8)},
+      {{"layout", "features[prompt, point 0..L+1, d] = h_T at each point"}}));
+  return path;
 }
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
@@ -101,10 +146,13 @@ class ModelJobRunner final : public JobRunner {
     const int64_t count = end - begin;
     std::vector<absl::Status> statuses(ranks);
     std::vector<at::Tensor> sums(ranks);
+    std::vector<at::Tensor> features(ranks);
+    const bool want_features = config_.has_probe;
     auto run_rank = [&](int64_t r) {
       const int64_t lo = count * r / ranks;
       const int64_t hi = count * (r + 1) / ranks;
-      statuses[r] = RunPrompts(*replicas_[r], examples, lo, hi, &sums[r]);
+      statuses[r] = RunPrompts(*replicas_[r], examples, lo, hi, &sums[r],
+                               want_features ? &features[r] : nullptr);
     };
     if (ranks == 1) {
       run_rank(0);
@@ -149,22 +197,41 @@ class ModelJobRunner final : public JobRunner {
     for (const KvprExample& e : examples) {
       result.prompt_tokens.push_back(e.num_tokens);
     }
+    if (want_features) {
+      absl::StatusOr<std::string> path = WriteFeatures(features, examples);
+      if (!path.ok()) {
+        return absl::Status(path.status().code(),
+                            absl::StrCat("model ", config_.model, ", chunk ", sequence,
+                                         ": features: ", path.status().message()));
+      }
+      result.features_path = *path;
+    }
     return result;
   }
 
   void set_keys(std::vector<StatKey> keys) { keys_ = std::move(keys); }
+  // "spectrum" and / or "spectrum_dsf" (worker/analysis/spectrum.h).
+  void set_spectra(std::vector<std::string> prefixes) { spectra_ = std::move(prefixes); }
 
  private:
   // Prompts [lo, hi) of `examples` on one replica, into *sums (float64 on the
   // replica's device). Never throws: this is the job's exception edge.
+  // With `features`, also the last token's residual stream at every point,
+  // [hi - lo, L + 2, d] on the CPU in the probe's feature dtype.
   absl::Status RunPrompts(const LanguageModel& model,
                           const std::vector<KvprExample>& examples, int64_t lo,
-                          int64_t hi, at::Tensor* sums) {
+                          int64_t hi, at::Tensor* sums, at::Tensor* features) {
     int64_t prompt = lo < hi ? examples[lo].index : -1;
     try {
       c10::InferenceMode guard;
       LayerMetricAccumulator acc(metrics_, model.num_layers(), model.device(),
                                  config_.context_length);
+      std::vector<std::unique_ptr<SpectrumAccumulator>> spectra;
+      for (const std::string& prefix : spectra_) {
+        spectra.push_back(std::make_unique<SpectrumAccumulator>(
+            prefix, model.num_layers(), model.spectrum_groups(), model.device()));
+      }
+      std::vector<at::Tensor> feature_rows;
       int64_t i = lo;
       while (i < hi) {
         // A batch: consecutive prompts of equal length (no padding).
@@ -180,13 +247,40 @@ class ModelJobRunner final : public JobRunner {
           out = std::copy(examples[k].token_ids.begin(),
                           examples[k].token_ids.end(), out);
         }
-        model.Forward(ids, [&acc](int64_t point, const at::Tensor& hidden) {
-          acc.Observe(point, hidden);
-        });
-        acc.EndBatch();
+        std::vector<at::Tensor> last(features != nullptr ? model.num_layers() + 2 : 0);
+        const at::ScalarType feature_dtype =
+            config_.probe.feature_dtype == "fp32" ? at::kFloat : at::kHalf;
+        auto observe = [&](int64_t point, const at::Tensor& hidden) {
+          if (!metrics_.empty()) acc.Observe(point, hidden);
+          if (features != nullptr) last[point] = hidden.select(1, n - 1).to(at::kCPU, feature_dtype);
+        };
+        // One forward per spectrum flavour (the first with the metrics).
+        for (size_t s = 0; s < std::max<size_t>(1, spectra.size()); ++s) {
+          SpectrumSink sink;
+          if (s < spectra.size()) {
+            sink.dsf_compat = spectra_[s] == "spectrum_dsf";
+            sink.on_layer = [&, s](int64_t layer, const at::Tensor& log_lambda) {
+              spectra[s]->Observe(layer, log_lambda);
+            };
+          }
+          if (s == 0) {
+            model.Forward(ids, observe, spectra.empty() ? nullptr : &sink);
+          } else {
+            model.Forward(ids, [](int64_t, const at::Tensor&) {}, &sink);
+          }
+        }
+        if (!metrics_.empty()) acc.EndBatch();
+        if (features != nullptr) feature_rows.push_back(at::stack(last, 1));
         i = j;
       }
-      *sums = acc.sums().contiguous();
+      std::vector<at::Tensor> all_sums = {acc.sums()};
+      for (const auto& s : spectra) all_sums.push_back(s->sums());
+      *sums = at::cat(all_sums, 0).contiguous();
+      if (features != nullptr) {
+        *features = feature_rows.empty()
+                        ? at::empty({0, model.num_layers() + 2, model.hidden_size()})
+                        : at::cat(feature_rows, 0);
+      }
       return absl::OkStatus();
     } catch (const LayerError& e) {
       return absl::InternalError(absl::StrCat(
@@ -213,6 +307,7 @@ class ModelJobRunner final : public JobRunner {
   JobConfig config_;
   KvprDataset dataset_;
   std::vector<LayerMetric> metrics_;
+  std::vector<std::string> spectra_;
   std::vector<StatKey> keys_;
   std::vector<std::unique_ptr<LanguageModel>> replicas_;
   std::unique_ptr<Communicator> communicator_;
@@ -225,8 +320,15 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   if (!preset.ok()) return AsFieldError(preset.status(), "model");
   absl::StatusOr<InitScheme> scheme = ParseInitScheme(config.init_scheme);
   if (!scheme.ok()) return AsFieldError(scheme.status(), "init_scheme");
-  LF_ASSIGN_OR_RETURN(std::vector<LayerMetric> metrics,
-                      ParseLayerMetrics(config.analyses));
+  // Spectra are their own accumulators; everything else is a layer metric.
+  std::vector<std::string> layer_names, spectra;
+  for (const std::string& name : config.analyses) {
+    (name == "spectrum" || name == "spectrum_dsf" ? spectra : layer_names).push_back(name);
+  }
+  std::vector<LayerMetric> metrics;
+  if (!layer_names.empty() || spectra.empty()) {
+    LF_ASSIGN_OR_RETURN(metrics, ParseLayerMetrics(layer_names));
+  }
   LF_ASSIGN_OR_RETURN(c10::ScalarType dtype, ParseDtype(config.dtype));
 
   // Devices: one rank on the CPU or on each of the first gpu_count GPUs.
@@ -290,10 +392,18 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
 
   LayerMetricAccumulator probe(metrics, preset->config.num_layers(),
                                c10::Device(c10::kCPU), config.context_length);
+  const int64_t runner_groups = replicas[0]->spectrum_groups();
   auto runner = std::make_unique<ModelJobRunner>(
       config, std::move(dataset), std::move(metrics), std::move(replicas),
       std::move(communicator));
-  runner->set_keys(probe.keys());
+  std::vector<StatKey> keys = probe.keys();
+  for (const std::string& prefix : spectra) {
+    SpectrumAccumulator shape(prefix, preset->config.num_layers(),
+                              runner_groups, c10::Device(c10::kCPU));
+    keys.insert(keys.end(), shape.keys().begin(), shape.keys().end());
+  }
+  runner->set_spectra(spectra);
+  runner->set_keys(std::move(keys));
   return std::unique_ptr<JobRunner>(std::move(runner));
 }
 

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <iostream>
@@ -14,6 +16,7 @@
 #include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "layerflow/v1/worker.grpc.pb.h"
+#include "worker/service/artifact_client.h"
 #include "worker/service/job_conversion.h"
 
 namespace layerflow::worker {
@@ -227,6 +230,7 @@ class WorkerLoopImpl final : public WorkerLoop {
   // so a crash loses at most the chunk in progress.
   absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
     const v1::Job& job = lease.job();
+    if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease);
     LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
                         CreateJobRunner(ToJobConfig(job.spec()), device_));
     grpc::ClientContext ctx;
@@ -241,6 +245,18 @@ class WorkerLoopImpl final : public WorkerLoop {
         job_status = StatusBuilder(chunk.status()) << "chunk " << seq;
         break;
       }
+      if (!chunk->features_path.empty()) {
+        // Before the chunk's results: a committed chunk always has its
+        // features stored, so a resumed job never needs to recompute them.
+        absl::StatusOr<v1::ArtifactInfo> stored = UploadArtifactFile(
+            *stub_, FeatureArtifactName(job.job_id(), seq), chunk->features_path,
+            job.job_id(), lease.lease_id());
+        std::remove(chunk->features_path.c_str());
+        if (!stored.ok()) {
+          job_status = StatusBuilder(stored.status()) << "chunk " << seq;
+          break;
+        }
+      }
       if (!writer->Write(ToResultChunk(*chunk, job.job_id(), lease.lease_id()))) {
         break;  // the stream broke; Finish() below says why
       }
@@ -251,6 +267,50 @@ class WorkerLoopImpl final : public WorkerLoop {
     // A job error wins over the stream's status: it is the real cause.
     if (!job_status.ok()) return job_status;
     return stream_status;
+  }
+
+  static std::string FeatureArtifactName(const std::string& job_id, int64_t sequence) {
+    char seq[32];
+    std::snprintf(seq, sizeof(seq), "%06lld", static_cast<long long>(sequence));
+    return absl::StrCat(job_id, "/features/", seq);
+  }
+
+  // A PROBE job: the EXTRACT job's feature artifacts down to local files,
+  // the trainer, one result chunk.
+  absl::Status ProbeJob(const v1::LeaseJobResponse& lease) {
+    const v1::Job& job = lease.job();
+    if (job.depends_on().empty()) {
+      return absl::FailedPreconditionError("probe job without depends_on");
+    }
+    LF_ASSIGN_OR_RETURN(std::vector<v1::ArtifactInfo> artifacts,
+                        ListArtifacts(*stub_, worker_id_, job.depends_on() + "/features/"));
+    const char* tmp = std::getenv("TMPDIR");
+    std::string dir = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/layerflow-probe-XXXXXX");
+    if (mkdtemp(dir.data()) == nullptr) return absl::InternalError(dir + ": mkdtemp failed");
+    std::vector<std::string> files;
+    absl::Status status;
+    for (const v1::ArtifactInfo& a : artifacts) {
+      const std::string path = absl::StrCat(dir, "/", files.size(), ".safetensors");
+      status = DownloadArtifactFile(*stub_, worker_id_, a.name(), path);
+      if (!status.ok()) break;
+      files.push_back(path);
+    }
+    absl::StatusOr<ChunkResult> chunk = status;
+    if (status.ok()) {
+      Log(absl::StrCat("probe job ", job.job_id(), ": ", files.size(), " feature artifacts of ",
+                       job.depends_on()));
+      chunk = RunProbeJob(ToJobConfig(job.spec()), files, device_);
+    }
+    for (const std::string& f : files) std::remove(f.c_str());
+    rmdir(dir.c_str());
+    LF_RETURN_IF_ERROR(chunk.status());
+    grpc::ClientContext ctx;
+    v1::StreamResultsResponse response;
+    std::unique_ptr<grpc::ClientWriter<v1::ResultChunk>> writer =
+        stub_->StreamResults(&ctx, &response);
+    writer->Write(ToResultChunk(*chunk, job.job_id(), lease.lease_id()));
+    writer->WritesDone();
+    return FromGrpc(writer->Finish());
   }
 
   const WorkerOptions options_;

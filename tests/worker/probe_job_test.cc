@@ -1,0 +1,206 @@
+// Jobs that go beyond the layer metrics: spectra requested as analyses, and
+// the probing pipeline in process — EXTRACT chunks write their last-token
+// features, a PROBE job trains on those files (the coordinator's artifact
+// store and the worker loop carry them between machines; tested in
+// tests/integration).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "worker/analysis/spectrum.h"
+#include "worker/data/kvpr.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/language_model.h"
+#include "worker/runtime/job_runner.h"
+#include "worker/tokenizer/byte_tokenizer.h"
+
+namespace layerflow::worker {
+namespace {
+
+using Key = std::tuple<std::string, int32_t, int32_t, int32_t, int32_t>;
+using StatMap = std::map<Key, MetricStat>;
+
+void Merge(StatMap& into, const ChunkResult& chunk) {
+  for (const MetricStat& s : chunk.stats) {
+    MetricStat& m = into[{s.metric, s.layer, s.layer_b, s.head, s.position}];
+    m.metric = s.metric;
+    m.sum += s.sum;
+    m.sum_sq += s.sum_sq;
+    m.count += s.count;
+  }
+}
+
+JobConfig Job(const std::string& model) {
+  JobConfig c;
+  c.model = model;
+  c.init_scheme = "reference";
+  c.seed = 3;
+  c.dataset = "kvpr";
+  c.num_classes = 3;
+  c.context_length = 600;
+  c.analyses = {"adjacent_cos"};
+  c.num_prompts = 6;
+  c.prompts_per_chunk = 4;
+  c.dtype = "fp32";
+  return c;
+}
+
+StatMap RunAll(const JobConfig& config, std::vector<std::string>* feature_files = nullptr) {
+  auto runner = CreateJobRunner(config, DeviceConfig{});
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  StatMap merged;
+  for (int64_t k = 0; k < (*runner)->num_chunks(); ++k) {
+    auto chunk = (*runner)->RunChunk(k);
+    EXPECT_TRUE(chunk.ok()) << chunk.status();
+    Merge(merged, *chunk);
+    if (feature_files != nullptr) {
+      EXPECT_FALSE(chunk->features_path.empty()) << "chunk " << k;
+      feature_files->push_back(chunk->features_path);
+    } else {
+      EXPECT_TRUE(chunk->features_path.empty());
+    }
+  }
+  return merged;
+}
+
+// Every (layer, head) gets the 13 summaries; the bin fractions of each prompt
+// sum to 1; SSMs ignore dsf_compat, attention does not.
+TEST(SpectraJob, EveryLayerAndHeadOfEveryArchitecture) {
+  for (const char* model : {"pythia-tiny", "gpt-neo-tiny", "mamba-tiny", "mamba2-tiny"}) {
+    JobConfig config = Job(model);
+    config.analyses = {"adjacent_cos", "spectrum", "spectrum_dsf"};
+    const StatMap rows = RunAll(config);
+    const ModelConfig arch = FindModelPreset(model)->config;
+    const int64_t groups = arch.architecture == "gpt_neox"  ? arch.gpt_neox.num_attention_heads
+                           : arch.architecture == "gpt_neo" ? arch.gpt_neo.num_heads
+                           : arch.architecture == "mamba2"  ? arch.mamba2.num_heads
+                                                            : 1;
+    bool dsf_differs = false;
+    for (const std::string prefix : {"spectrum", "spectrum_dsf"}) {
+      for (int32_t l = 1; l <= arch.num_layers(); ++l) {
+        for (int32_t g = 0; g < groups; ++g) {
+          double fractions = 0;
+          for (const std::string& name : SpectrumAccumulator::MetricNames(prefix)) {
+            auto it = rows.find({name, l, -1, g, -1});
+            ASSERT_NE(it, rows.end()) << model << " " << name << " layer " << l << " head " << g;
+            EXPECT_EQ(it->second.count, config.num_prompts) << model << " " << name;
+            if (name.find("_frac_") != std::string::npos) fractions += it->second.sum;
+          }
+          EXPECT_NEAR(fractions, config.num_prompts, 1e-9) << model << " layer " << l;
+          if (prefix == "spectrum") {
+            const double a = rows.at({"spectrum_q50", l, -1, g, -1}).sum;
+            const double b = rows.at({"spectrum_dsf_q50", l, -1, g, -1}).sum;
+            dsf_differs |= a != b;
+          }
+        }
+      }
+    }
+    const bool attention = arch.architecture == "gpt_neox" || arch.architecture == "gpt_neo";
+    EXPECT_EQ(dsf_differs, attention) << model;
+    EXPECT_EQ(rows.count({"spectrum_q50", 0, -1, 0, -1}), 0u) << "blocks start at 1";
+  }
+}
+
+// EXTRACT → features files → PROBE, for a Transformer and an SSM.
+TEST(ProbeJob, ExtractThenProbeInProcess) {
+  for (const char* model : {"pythia-tiny", "mamba-tiny"}) {
+    JobConfig extract = Job(model);
+    extract.num_prompts = 30;
+    extract.prompts_per_chunk = 8;
+    extract.has_probe = true;
+    extract.probe.task = "kvpr";
+    extract.probe.classes = 3;
+    extract.probe.epochs = 60;
+    extract.probe.feature_dtype = "fp32";
+    std::vector<std::string> files;
+    RunAll(extract, &files);
+    ASSERT_EQ(files.size(), 4u);
+
+    // The first file holds h_T at every point for prompts 0..7.
+    auto file = SafetensorsFile::Open(files[0]);
+    ASSERT_TRUE(file.ok()) << file.status();
+    const ModelConfig arch = FindModelPreset(model)->config;
+    const SafetensorsTensor* f = (*file)->Find("features");
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->shape, (std::vector<int64_t>{8, arch.num_layers() + 2, arch.hidden_size()}));
+    const SafetensorsTensor* labels = (*file)->Find("labels");
+    ASSERT_NE(labels, nullptr);
+    const int32_t* l = reinterpret_cast<const int32_t*>(labels->data);
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(l[i], i % 3) << "KVPR classes cycle";
+    {
+      // Against a direct forward of prompt 5.
+      c10::InferenceMode guard;
+      KvprOptions options;
+      options.seed = extract.seed;
+      options.num_classes = extract.num_classes;
+      options.context_length = extract.context_length;
+      auto dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
+      ASSERT_TRUE(dataset.ok());
+      auto example = dataset->Generate(5);
+      ASSERT_TRUE(example.ok());
+      auto m = CreateRandomModel(arch, *ParseInitScheme("reference"), 3, c10::Device(c10::kCPU),
+                                 c10::kFloat);
+      ASSERT_TRUE(m.ok());
+      std::vector<int64_t> ids(example->token_ids.begin(), example->token_ids.end());
+      at::Tensor input = at::tensor(ids, at::kLong).unsqueeze(0);
+      const float* data = reinterpret_cast<const float*>(f->data);
+      const int64_t P = arch.num_layers() + 2, d = arch.hidden_size();
+      (*m)->Forward(input, [&](int64_t point, const at::Tensor& h) {
+        at::Tensor want = h[0][h.size(1) - 1];
+        at::Tensor got = at::from_blob(const_cast<float*>(data + (5 * P + point) * d), {d},
+                                       at::kFloat);
+        EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-6)) << model << " point " << point;
+      });
+    }
+
+    JobConfig probe = extract;
+    probe.kind = JobConfig::Kind::kProbe;
+    std::reverse(files.begin(), files.end());  // any order
+    auto result = RunProbeJob(probe, files, DeviceConfig{});
+    ASSERT_TRUE(result.ok()) << result.status();
+    StatMap rows;
+    Merge(rows, *result);
+    for (int32_t p = 0; p < arch.num_layers() + 2; ++p) {
+      const MetricStat& acc = rows.at({"probe_test_acc", p, -1, -1, -1});
+      EXPECT_EQ(acc.count, 3) << "three seeds";
+      EXPECT_GE(acc.sum / 3, 0.0);
+      EXPECT_LE(acc.sum / 3, 1.0);
+      EXPECT_EQ(rows.count({"probe_train_acc", p, -1, -1, -1}), 1u);
+      EXPECT_EQ(rows.count({"probe_mae", p, -1, -1, -1}), 1u);
+    }
+    EXPECT_NEAR(rows.at({"probe_chance", 0, -1, -1, -1}).sum, 1.0 / 3, 1e-12);
+    const double best = rows.at({"probe_best_layer", 0, -1, -1, -1}).sum;
+    EXPECT_GE(best, 0);
+    EXPECT_LE(best, arch.num_layers() + 1);
+    EXPECT_NEAR(rows.at({"probe_drop", 0, -1, -1, -1}).sum,
+                rows.at({"probe_best_acc", 0, -1, -1, -1}).sum -
+                    rows.at({"probe_final_acc", 0, -1, -1, -1}).sum,
+                1e-12);
+    for (const std::string& path : files) std::remove(path.c_str());
+  }
+}
+
+TEST(ProbeJob, MalformedFeatureFileNamesIt) {
+  const std::string path = ::testing::TempDir() + "/not_features.safetensors";
+  std::FILE* out = std::fopen(path.c_str(), "wb");
+  std::fputs("garbage", out);
+  std::fclose(out);
+  JobConfig probe = Job("pythia-tiny");
+  probe.kind = JobConfig::Kind::kProbe;
+  auto result = RunProbeJob(probe, {path}, DeviceConfig{});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_NE(result.status().message().find(path), std::string::npos) << result.status();
+  auto none = RunProbeJob(probe, {}, DeviceConfig{});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition) << none.status();
+}
+
+}  // namespace
+}  // namespace layerflow::worker
