@@ -3,6 +3,8 @@
 #   cli_e2e_test.sh LAYERFLOW input   # bad input: no server needed
 #   cli_e2e_test.sh LAYERFLOW run     # `layerflow run` with the embedded
 #                                     # coordinator and worker (pythia-tiny)
+#   cli_e2e_test.sh LAYERFLOW probe   # extract -> probe for a Transformer and
+#                                     # an SSM, features through the artifact store
 set -u
 LAYERFLOW=$1
 MODE=$2
@@ -102,6 +104,38 @@ YAML
       if (bad != "") { print bad; exit 1 }
     }' "$WORK/csv" > "$WORK/awk" || { fail "run --format csv: $(cat "$WORK/awk")"; }
   [[ -s $WORK/kept.db ]] || fail "run --db: store not kept at $WORK/kept.db"
+fi
+
+if [[ $MODE == probe ]]; then
+  cat > "$WORK/probe.yaml" <<'YAML'
+name: e2e-probe
+models: [pythia-tiny, mamba-tiny]
+seeds: [0]
+datasets: [{name: kvpr, num_classes: 3}]
+context_lengths: [600]
+num_prompts: 24
+prompts_per_chunk: 8
+analyses: [adjacent_cos, spectrum]
+probe: {task: kvpr, classes: 3, epochs: 60}
+YAML
+  "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe.db" > "$WORK/out" 2> "$WORK/err"
+  code=$?
+  [[ $code == 0 ]] || { fail "run probe.yaml: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
+  expect_contains "$WORK/err" "succeeded: 4/4 jobs succeeded" "run probe.yaml (2 extract + 2 probe)"
+  for model in pythia-tiny mamba-tiny; do
+    grep -qE "^$model: best layer [0-9]+ \(0\.[0-9]{2} ± 0\.[0-9]{2}\), final 0\.[0-9]{2}, drop 0\.[0-9]{2}" "$WORK/out" \
+      || { fail "run probe.yaml: no headline for $model"; sed 's/^/  | /' "$WORK/out" >&2; }
+  done
+  # The per-layer accuracies are stored rows: every point of both models, 3 seeds each.
+  sweep=$(sed -n 's/^sweep \(sw-[0-9a-f]*\) succeeded.*/\1/p' "$WORK/err")
+  [[ -n $sweep ]] || fail "run probe.yaml: no sweep id on stderr"
+  "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe2.db" --format csv > "$WORK/csv" 2> "$WORK/err2"
+  awk -F, '$8 == "probe_test_acc" { n[$3]++; if ($12 != 3 || $10 < 0 || $10 > 1) bad = bad $0 "; " }
+           $8 ~ /^spectrum_frac_/ { spectra[$3]++ }
+           END { if (n["pythia-tiny"] != 4 || n["mamba-tiny"] != 4) bad = bad "probe rows " n["pythia-tiny"] "/" n["mamba-tiny"] ", want 4/4; "
+                 if (spectra["pythia-tiny"] == 0 || spectra["mamba-tiny"] == 0) bad = bad "no spectrum rows; "
+                 if (bad != "") { print bad; exit 1 } }' "$WORK/csv" > "$WORK/awk" \
+    || fail "run probe.yaml --format csv: $(cat "$WORK/awk")"
 fi
 
 if (( failures > 0 )); then

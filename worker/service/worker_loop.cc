@@ -295,11 +295,13 @@ class WorkerLoopImpl final : public WorkerLoop {
       if (!status.ok()) break;
       files.push_back(path);
     }
-    absl::StatusOr<ChunkResult> chunk = status;
+    absl::StatusOr<ChunkResult> chunk = absl::UnknownError("not run");
     if (status.ok()) {
       Log(absl::StrCat("probe job ", job.job_id(), ": ", files.size(), " feature artifacts of ",
                        job.depends_on()));
       chunk = RunProbeJob(ToJobConfig(job.spec()), files, device_);
+    } else {
+      chunk = status;  // not OK here
     }
     for (const std::string& f : files) std::remove(f.c_str());
     rmdir(dir.c_str());
