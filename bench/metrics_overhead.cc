@@ -3,7 +3,7 @@
 //
 //   bench_metrics_overhead [--model pythia-1.4b] [--dtype bf16] [--prompts 8]
 //                          [--tokens 2048] [--reps 5] [--forward-only 1]
-//                          [--each 1]
+//                          [--each 1] [--spectra 1]
 //
 // Times, on CUDA when present (else the CPU), the median of --reps runs of:
 //   forward        the model's forward with a callback that keeps nothing
@@ -27,6 +27,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "worker/analysis/layer_metrics.h"
+#include "worker/analysis/spectrum.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 
@@ -95,6 +96,24 @@ int main(int argc, char** argv) {
                 static_cast<long long>(prompts), static_cast<long long>(tokens),
                 device.str().c_str(), reps);
     std::printf("forward            %9.1f ms\n", forward_ms);
+    return 0;
+  }
+  if (Flag(argc, argv, "--spectra", "0") == std::string("1")) {
+    // The eigenvalue spectra (docs/spectra.md) on top of the forward.
+    const double spectra_ms = MedianMs(reps, [&] {
+      lw::SpectrumAccumulator acc("spectrum", L, (*model)->spectrum_groups(), device);
+      lw::SpectrumSink sink;
+      sink.on_layer = [&](int64_t layer, const at::Tensor& ll) { acc.Observe(layer, ll); };
+      (*model)->Forward(ids, [](int64_t, const at::Tensor&) {}, &sink);
+      (void)acc.sums().cpu();
+    });
+    std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
+                model_name.c_str(), static_cast<long long>(L), dtype_name.c_str(),
+                static_cast<long long>(prompts), static_cast<long long>(tokens),
+                device.str().c_str(), reps);
+    std::printf("forward            %9.1f ms\n", forward_ms);
+    std::printf("forward + spectrum %9.1f ms  (+%.1f%%)\n", spectra_ms,
+                100.0 * (spectra_ms / forward_ms - 1));
     return 0;
   }
   auto with_metrics = [&](const std::vector<std::string>& names) {

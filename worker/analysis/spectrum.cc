@@ -51,7 +51,7 @@ void SpectrumAccumulator::Observe(int64_t layer, const at::Tensor& log_lambda) {
   const auto dev = sums_.device();
   // [B, G, n] on the accumulator's device; comparisons in the input dtype,
   // sums in float64.
-  at::Tensor v = log_lambda.to(dev).reshape({batch, groups_, n});
+  at::Tensor v = log_lambda.to(dev).reshape({batch, groups_, n}).contiguous();
 
   std::vector<at::Tensor> columns;  // each [B, G], float64
   std::vector<double> log_edges;
