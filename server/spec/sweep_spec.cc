@@ -1,5 +1,6 @@
 #include "server/spec/sweep_spec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -7,6 +8,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "worker/data/kvpr.h"
+#include "worker/data/mdqa.h"
+#include "worker/data/mqar.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 #include "absl/strings/str_join.h"
 #include "worker/model/model_config.h"
@@ -26,7 +29,7 @@ constexpr int32_t kMaxNumClasses = 1000;
 constexpr int32_t kMaxNumPrompts = 100000;
 constexpr int32_t kMaxPromptsPerChunk = 4096;
 
-constexpr absl::string_view kDatasets[] = {"kvpr"};
+constexpr absl::string_view kDatasets[] = {"kvpr", "mdqa", "mqar"};
 // Keep in sync with ParseLayerMetrics (worker/analysis/layer_metrics.cc).
 constexpr absl::string_view kAnalyses[] = {
     "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst",
@@ -38,7 +41,7 @@ constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
                                                   "intertoken_cos"};
 constexpr absl::string_view kDtypes[] = {"fp32", "bf16", "fp16"};
 // Data sets whose prompts carry a gold class, i.e. that a probe can use.
-constexpr absl::string_view kClassDatasets[] = {"kvpr"};
+constexpr absl::string_view kClassDatasets[] = {"kvpr", "mdqa"};
 constexpr absl::string_view kFeatureDtypes[] = {"fp16", "fp32"};
 constexpr int32_t kMaxProbeEpochs = 1000000;
 
@@ -317,18 +320,34 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   }
   for (int d = 0; d < effective.datasets_size(); ++d) {
     const int32_t classes = effective.datasets(d).num_classes();
+    const std::string& name = effective.datasets(d).name();
     for (int c = 0; c < effective.context_lengths_size(); ++c) {
-      absl::StatusOr<worker::KvprDataset> fits = worker::KvprDataset::Create(
-          {.seed = 0, .num_classes = classes,
-           .context_length = effective.context_lengths(c)},
-          shared_tokenizer);
+      // The worker's own check: the data set must fit the context length.
+      absl::Status fits;
+      if (name == "kvpr") {
+        fits = worker::KvprDataset::Create({.seed = 0, .num_classes = classes,
+                                            .context_length = effective.context_lengths(c)},
+                                           shared_tokenizer)
+                   .status();
+      } else if (name == "mdqa") {
+        worker::MdqaOptions mdqa;
+        mdqa.num_classes = classes;
+        mdqa.num_documents = 0;
+        mdqa.context_length = effective.context_lengths(c);
+        fits = worker::MdqaDataset::Create(mdqa, shared_tokenizer).status();
+      } else if (name == "mqar") {
+        worker::MqarOptions mqar;
+        mqar.seq_len = effective.context_lengths(c);
+        mqar.num_kv_pairs = std::max(1, std::min(16, mqar.seq_len / 4));
+        fits = worker::MqarDataset::Create(mqar).status();
+      }
       if (!fits.ok()) {
         const std::string field = spec.context_lengths().empty()
                                       ? std::string("spec.context_lengths (default)")
                                       : Indexed("spec.context_lengths", c);
         return Invalid(field,
-                       absl::StrCat("too short for spec.datasets[", d, "] (kvpr, ",
-                                    classes, " classes): ", fits.status().message()));
+                       absl::StrCat("too short for spec.datasets[", d, "] (", name, ", ",
+                                    classes, " classes): ", fits.message()));
       }
     }
   }

@@ -41,6 +41,24 @@ TEST(ValidateSweepSpec, AcceptsMinimalAndFullSpecs) {
   EXPECT_TRUE(status.ok()) << status;
 }
 
+// MDQA (synthetic, K documents fitted to the context) and MQAR run as jobs;
+// MDQA's gold document gives probing classes, MQAR has none.
+TEST(ValidateSweepSpec, AcceptsMdqaAndMqar) {
+  SweepSpec spec = Minimal();
+  v1::DatasetSpec* mdqa = spec.add_datasets();
+  mdqa->set_name("mdqa");
+  mdqa->set_num_classes(5);
+  spec.add_datasets()->set_name("mqar");
+  spec.add_context_lengths(3000);
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  spec.mutable_probe()->set_task("mqar");
+  absl::Status s = ValidateSweepSpec(spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("spec.probe.task"), std::string::npos) << s;
+  spec.mutable_probe()->set_task("mdqa");
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+}
+
 TEST(ValidateSweepSpec, AcceptsEveryAnalysis) {
   SweepSpec spec = Minimal();
   for (const char* name :
@@ -97,8 +115,8 @@ INSTANTIATE_TEST_SUITE_P(
                 },
                 "spec.seeds[1]: -3 is negative"},
         BadCase{"UnknownDataset",
-                [](SweepSpec& s) { s.add_datasets()->set_name("mdqa"); },
-                "spec.datasets[0].name: unknown data set 'mdqa'"},
+                [](SweepSpec& s) { s.add_datasets()->set_name("squad"); },
+                "spec.datasets[0].name: unknown data set 'squad'"},
         BadCase{"NumClassesLow",
                 [](SweepSpec& s) {
                   auto* d = s.add_datasets();

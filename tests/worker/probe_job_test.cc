@@ -5,6 +5,7 @@
 // tests/integration).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -186,6 +187,44 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
                 1e-12);
     for (const std::string& path : files) std::remove(path.c_str());
   }
+}
+
+// MDQA (synthetic) and MQAR run as jobs like KVPR; MDQA's gold document
+// is the probing label.
+TEST(DataSetJobs, MdqaAndMqarRunAsJobs) {
+  JobConfig mdqa = Job("mamba-tiny");
+  mdqa.dataset = "mdqa";
+  mdqa.context_length = 1500;
+  mdqa.has_probe = true;
+  mdqa.probe.task = "mdqa";
+  mdqa.probe.feature_dtype = "fp32";
+  std::vector<std::string> files;
+  const StatMap rows = RunAll(mdqa, &files);
+  ASSERT_EQ(rows.count({"adjacent_cos", 0, -1, -1, -1}), 1u);
+  EXPECT_EQ(rows.at({"adjacent_cos", 0, -1, -1, -1}).count, mdqa.num_prompts);
+  auto file = SafetensorsFile::Open(files[0]);
+  ASSERT_TRUE(file.ok()) << file.status();
+  const SafetensorsTensor* labels = (*file)->Find("labels");
+  ASSERT_NE(labels, nullptr);
+  for (int64_t i = 0; i < labels->shape[0]; ++i) {
+    EXPECT_EQ(reinterpret_cast<const int32_t*>(labels->data)[i], i % 3);
+  }
+  for (const std::string& path : files) std::remove(path.c_str());
+
+  JobConfig mqar = Job("gpt-neo-tiny");
+  mqar.dataset = "mqar";
+  mqar.context_length = 128;
+  const StatMap mqar_rows = RunAll(mqar);
+  const MetricStat& cos = mqar_rows.at({"adjacent_cos", 1, -1, -1, -1});
+  EXPECT_EQ(cos.count, mqar.num_prompts);
+  EXPECT_TRUE(std::isfinite(cos.sum));
+
+  JobConfig unknown = Job("pythia-tiny");
+  unknown.dataset = "squad";
+  auto runner = CreateJobRunner(unknown, DeviceConfig{});
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(runner.status().message().find("dataset: unknown 'squad'"), std::string::npos)
+      << runner.status();
 }
 
 TEST(ProbeJob, MalformedFeatureFileNamesIt) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -22,6 +23,8 @@
 #include "worker/analysis/spectrum.h"
 #include "worker/model/checkpoint.h"
 #include "worker/data/kvpr.h"
+#include "worker/data/mdqa.h"
+#include "worker/data/mqar.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/nccl_communicator.h"
@@ -44,14 +47,39 @@ absl::Status AsFieldError(const absl::Status& status, absl::string_view field) {
   return Invalid(field, status.message());
 }
 
+// One prompt of a job, whatever data set it came from.
+struct Prompt {
+  int64_t index = 0;                // in the job
+  std::vector<int32_t> token_ids;
+  int32_t num_tokens = 0;
+  int32_t gold_class = -1;          // -1: the data set has no classes
+};
+// Prompts [begin, end) of the job, deterministic from the job's seed.
+using PromptSource =
+    std::function<absl::StatusOr<std::vector<Prompt>>(int64_t begin, int64_t end)>;
+
+template <typename Dataset>
+PromptSource SourceOf(Dataset dataset) {
+  return [dataset = std::move(dataset)](int64_t begin, int64_t end)
+             -> absl::StatusOr<std::vector<Prompt>> {
+    auto examples = dataset.GenerateRange(begin, end);
+    if (!examples.ok()) return examples.status();
+    std::vector<Prompt> prompts;
+    for (auto& e : *examples) {
+      prompts.push_back(Prompt{e.index, std::move(e.token_ids), e.num_tokens, e.gold_class});
+    }
+    return prompts;
+  };
+}
+
 // The chunk's last-token features (ranks in order = prompts in order) into a
 // fresh local safetensors file (ChunkResult::features_path).
 absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_rank,
-                                          const std::vector<KvprExample>& examples) {
+                                          const std::vector<Prompt>& examples) {
   const at::Tensor features = at::cat(per_rank, 0).contiguous();
   std::vector<int32_t> labels;
   std::vector<int64_t> index;
-  for (const KvprExample& e : examples) {
+  for (const Prompt& e : examples) {
     labels.push_back(e.gold_class);
     index.push_back(e.index);
   }
@@ -85,9 +113,9 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
 }
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
-  if (c.dataset != "kvpr") {
+  if (c.dataset != "kvpr" && c.dataset != "mdqa" && c.dataset != "mqar") {
     return Invalid("dataset", absl::StrCat("unknown '", c.dataset,
-                                           "'; this worker runs: kvpr"));
+                                           "'; this worker runs: kvpr, mdqa, mqar"));
   }
   if (c.num_classes < 1) {
     return Invalid("num_classes", absl::StrCat("must be >= 1, got ",
@@ -113,7 +141,7 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
 
 class ModelJobRunner final : public JobRunner {
  public:
-  ModelJobRunner(JobConfig config, KvprDataset dataset,
+  ModelJobRunner(JobConfig config, PromptSource dataset,
                    std::vector<LayerMetric> metrics,
                    std::vector<std::unique_ptr<LanguageModel>> replicas,
                    std::unique_ptr<Communicator> communicator)
@@ -138,8 +166,7 @@ class ModelJobRunner final : public JobRunner {
     const int64_t begin = sequence * config_.prompts_per_chunk;
     const int64_t end = std::min<int64_t>(config_.num_prompts,
                                           begin + config_.prompts_per_chunk);
-    LF_ASSIGN_OR_RETURN(std::vector<KvprExample> examples,
-                        dataset_.GenerateRange(begin, end));
+    LF_ASSIGN_OR_RETURN(std::vector<Prompt> examples, dataset_(begin, end));
 
     // Contiguous, balanced split of the chunk's prompts over the ranks.
     const int64_t ranks = static_cast<int64_t>(replicas_.size());
@@ -194,7 +221,7 @@ class ModelJobRunner final : public JobRunner {
                                               ": reducing statistics: ",
                                               e.what_without_backtrace()));
     }
-    for (const KvprExample& e : examples) {
+    for (const Prompt& e : examples) {
       result.prompt_tokens.push_back(e.num_tokens);
     }
     if (want_features) {
@@ -219,7 +246,7 @@ class ModelJobRunner final : public JobRunner {
   // With `features`, also the last token's residual stream at every point,
   // [hi - lo, L + 2, d] on the CPU in the probe's feature dtype.
   absl::Status RunPrompts(const LanguageModel& model,
-                          const std::vector<KvprExample>& examples, int64_t lo,
+                          const std::vector<Prompt>& examples, int64_t lo,
                           int64_t hi, at::Tensor* sums, at::Tensor* features) {
     int64_t prompt = lo < hi ? examples[lo].index : -1;
     try {
@@ -305,7 +332,7 @@ class ModelJobRunner final : public JobRunner {
   }
 
   JobConfig config_;
-  KvprDataset dataset_;
+  PromptSource dataset_;
   std::vector<LayerMetric> metrics_;
   std::vector<std::string> spectra_;
   std::vector<StatKey> keys_;
@@ -356,12 +383,32 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
                                          " is smaller than the byte tokenizer's ",
                                          tokenizer->vocab_size()));
   }
-  KvprOptions kvpr;
-  kvpr.seed = config.seed;
-  kvpr.num_classes = config.num_classes;
-  kvpr.context_length = config.context_length;
-  LF_ASSIGN_OR_RETURN(KvprDataset dataset,
-                      KvprDataset::Create(kvpr, std::move(tokenizer)));
+  PromptSource dataset;
+  if (config.dataset == "kvpr") {
+    KvprOptions kvpr;
+    kvpr.seed = config.seed;
+    kvpr.num_classes = config.num_classes;
+    kvpr.context_length = config.context_length;
+    LF_ASSIGN_OR_RETURN(KvprDataset kvpr_set, KvprDataset::Create(kvpr, std::move(tokenizer)));
+    dataset = SourceOf(std::move(kvpr_set));
+  } else if (config.dataset == "mdqa") {
+    // The built-in synthetic generator, K documents chosen to fit.
+    MdqaOptions mdqa;
+    mdqa.seed = config.seed;
+    mdqa.num_classes = config.num_classes;
+    mdqa.num_documents = 0;
+    mdqa.context_length = config.context_length;
+    LF_ASSIGN_OR_RETURN(MdqaDataset mdqa_set, MdqaDataset::Create(mdqa, std::move(tokenizer)));
+    dataset = SourceOf(std::move(mdqa_set));
+  } else {  // mqar: token ids straight into the model's vocabulary
+    MqarOptions mqar;
+    mqar.seed = config.seed;
+    mqar.seq_len = config.context_length;
+    mqar.vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, preset->config.vocab_size()));
+    mqar.num_kv_pairs = std::max(1, std::min(16, config.context_length / 4));
+    LF_ASSIGN_OR_RETURN(MqarDataset mqar_set, MqarDataset::Create(mqar));
+    dataset = SourceOf(std::move(mqar_set));
+  }
 
   // Replica 0 from the seeded init; the others are copies of it.
   std::vector<std::unique_ptr<LanguageModel>> replicas;
