@@ -185,6 +185,44 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
                 rows.at({"probe_best_acc", 0, -1, -1, -1}).sum -
                     rows.at({"probe_final_acc", 0, -1, -1, -1}).sum,
                 1e-12);
+    // Example-view CKA: every residual pair, at most 1, and (points 1, 2)
+    // equal to the float64 CKA of the stored features in feature-space form.
+    for (int32_t a = 0; a <= arch.num_layers(); ++a) {
+      for (int32_t b = a + 1; b <= arch.num_layers(); ++b) {
+        for (const char* metric : {"cka_example_biased", "cka_example_unbiased"}) {
+          auto it = rows.find({metric, a, b, -1, -1});
+          ASSERT_NE(it, rows.end()) << metric << " " << a << "," << b;
+          EXPECT_EQ(it->second.count, 1);
+          EXPECT_LE(it->second.sum, 1.0 + 1e-9) << metric;
+        }
+      }
+    }
+    EXPECT_EQ(rows.count({"cka_example_biased", 0, arch.num_layers() + 1, -1, -1}), 0u);
+    {
+      // Biased CKA of points 1 and 2 in its feature-space form (point 0, the
+      // embedding of the template's last token, is the same for every
+      // example: a constant representation, CKA 0 by convention),
+      // ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F), from the files.
+      c10::InferenceMode guard;
+      std::vector<at::Tensor> parts;
+      for (const std::string& path : files) {
+        auto chunk = SafetensorsFile::Open(path);
+        ASSERT_TRUE(chunk.ok());
+        const SafetensorsTensor* t = (*chunk)->Find("features");
+        parts.push_back(at::from_blob(const_cast<uint8_t*>(t->data), t->shape, at::kFloat)
+                            .to(at::kDouble)
+                            .clone());
+      }
+      at::Tensor all = at::cat(parts, 0);  // prompt order does not change CKA
+      at::Tensor x = all.select(1, 1), y = all.select(1, 2);
+      x = x - x.mean(0, true);
+      y = y - y.mean(0, true);
+      const double cross = at::matmul(y.t(), x).square().sum().item<double>();
+      const double want = cross / std::sqrt(at::matmul(x.t(), x).square().sum().item<double>() *
+                                            at::matmul(y.t(), y).square().sum().item<double>());
+      EXPECT_NEAR(rows.at({"cka_example_biased", 1, 2, -1, -1}).sum, want, 1e-9) << model;
+      EXPECT_EQ(rows.at({"cka_example_biased", 0, 1, -1, -1}).sum, 0.0) << model;
+    }
     for (const std::string& path : files) std::remove(path.c_str());
   }
 }

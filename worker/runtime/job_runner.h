@@ -108,6 +108,9 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
 //   probe_class_acc  layer p, position c: test accuracy on class c
 //   probe_chance, probe_best_layer, probe_best_acc, probe_final_acc,
 //   probe_drop       layer 0: one value each
+//   cka_example_biased, cka_example_unbiased   layer l, layer_b l' (l < l'
+//                    <= L): linear CKA in the example view over the N
+//                    examples' last-token vectors
 // INVALID_ARGUMENT naming the file for a malformed feature file.
 absl::StatusOr<ChunkResult> RunProbeJob(const JobConfig& config,
                                         const std::vector<std::string>& feature_files,

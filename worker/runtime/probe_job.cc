@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/analysis/layer_metrics.h"
 #include "worker/model/checkpoint.h"
 #include "worker/probe/probe_trainer.h"
 #include "worker/runtime/job_runner.h"
@@ -61,11 +62,12 @@ absl::StatusOr<FeatureChunk> ReadFeatureFile(const std::string& path) {
 }
 
 void AddRow(ChunkResult& out, const std::string& metric, int32_t layer,
-            const std::vector<double>& values, int32_t position = -1) {
+            const std::vector<double>& values, int32_t position = -1, int32_t layer_b = -1) {
   MetricStat stat;
   stat.metric = metric;
   stat.layer = layer;
   stat.position = position;
+  stat.layer_b = layer_b;
   for (double v : values) {
     stat.sum += v;
     stat.sum_sq += v * v;
@@ -157,6 +159,23 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   AddRow(out, "probe_best_acc", 0, {report->best_test_accuracy});
   AddRow(out, "probe_final_acc", 0, {report->final_test_accuracy});
   AddRow(out, "probe_drop", 0, {report->drop});
+
+  // Linear CKA in the example view (METHODS.md): the N examples' last-token
+  // vectors at points l and l' (residual points 0..L; `final` left out as in
+  // the token view), both HSIC estimators, every pair l < l'.
+  const int64_t residual_points = features.size(1) - 1;
+  const at::Tensor f = features.to(at::kDouble);
+  for (int64_t l = 0; l < residual_points; ++l) {
+    for (int64_t m = l + 1; m < residual_points; ++m) {
+      const at::Tensor x = f.select(1, l), y = f.select(1, m);
+      AddRow(out, "cka_example_biased", static_cast<int32_t>(l),
+             {LinearCka(x, y, CkaEstimator::kBiased)}, -1, static_cast<int32_t>(m));
+      if (f.size(0) >= 4) {
+        AddRow(out, "cka_example_unbiased", static_cast<int32_t>(l),
+               {LinearCka(x, y, CkaEstimator::kUnbiased)}, -1, static_cast<int32_t>(m));
+      }
+    }
+  }
   return out;
 }
 
