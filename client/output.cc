@@ -120,9 +120,12 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> all_rows) {
   // PROBE jobs' rows get their own section after the per-job grids.
   std::vector<v1::ResultRow> rows;
   bool has_probe = false;
+  int64_t keyed = 0;  // rows keyed by layer_b / head / position: CSV / JSON only
   for (const v1::ResultRow& row : all_rows) {
     if (IsProbeRow(row)) {
       has_probe = true;
+    } else if (row.has_layer_b() || row.has_head() || row.has_position()) {
+      ++keyed;
     } else {
       rows.push_back(row);
     }
@@ -182,6 +185,11 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> all_rows) {
   if (has_probe) {
     if (!out.empty()) out += '\n';
     out += FormatProbeTable(all_rows);
+  }
+  if (keyed > 0) {
+    absl::StrAppend(&out, out.empty() ? "" : "\n", keyed,
+                    " more rows keyed by layer_b, head or position (all-pair and "
+                    "example-view CKA, spectra, per-token heat maps): --format csv or json\n");
   }
   return out;
 }

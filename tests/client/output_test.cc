@@ -73,6 +73,18 @@ TEST(ResultsTableTest, PresetFinalNormRowIsLabelledFinal) {
   EXPECT_THAT(table, ::testing::HasSubstr("    3 | 0.2500 ± 0.0000\n"));
 }
 
+// Regression: a PROBE job whose only non-probe rows were keyed (example-view
+// CKA) printed an empty section header. Keyed rows now only add a note.
+TEST(ResultsTableTest, KeyedRowsAreCountedNotGridded) {
+  v1::ResultRow keyed = Row("j1", "pythia-tiny", "reference", 0, 600, "cka_example_biased", 0, 0.5, 0.0);
+  keyed.set_layer_b(1);
+  v1::ResultRow spectrum = Row("j1", "pythia-tiny", "reference", 0, 600, "spectrum_q50", 1, 0.9, 0.1);
+  spectrum.set_head(2);
+  const std::string out = FormatResultsTable({keyed, spectrum});
+  EXPECT_EQ(out.find("job j1"), std::string::npos) << out;
+  EXPECT_NE(out.find("2 more rows keyed by layer_b, head or position"), std::string::npos) << out;
+}
+
 TEST(ResultsTableTest, Empty) { EXPECT_EQ(FormatResultsTable({}), "(no results)\n"); }
 
 TEST(ResultsCsvTest, HeaderRowsAndShortestDoubles) {
@@ -257,7 +269,10 @@ TEST(ResultsTableTest, KeyedRowsStayOutOfTheGrid) {
             "model m · init reference · seed 0 · dataset kvpr · context 64 · job j1\n"
             "layer |    adjacent_cos\n"
             "------+----------------\n"
-            "    0 | 0.5000 ± 0.2500\n");
+            "    0 | 0.5000 ± 0.2500\n"
+            "\n"
+            "1 more rows keyed by layer_b, head or position (all-pair and example-view "
+            "CKA, spectra, per-token heat maps): --format csv or json\n");
 }
 
 TEST(ResultsTableTest, DerivedRowsGoUnderTheGrid) {
