@@ -63,10 +63,13 @@ void SpectrumAccumulator::Observe(int64_t layer, const at::Tensor& log_lambda) {
     columns.push_back((bins == k).sum(-1, false, at::kDouble) / static_cast<double>(n));
   }
   columns.push_back(v.sum(-1, false, at::kDouble) / static_cast<double>(n));
+  // One sort per (prompt, group), then the order statistics: CUDA's
+  // kthvalue selects within one thread block per slice, far too slow for
+  // Mamba's 10^8 values per prompt.
+  const at::Tensor sorted = std::get<0>(at::sort(v, -1));
   for (double q : kSpectrumQuantiles) {
     const int64_t rank = static_cast<int64_t>(std::floor(q * static_cast<double>(n - 1)));
-    at::Tensor value = std::get<0>(at::kthvalue(v, rank + 1, -1));
-    columns.push_back(at::exp(value.to(at::kDouble)));
+    columns.push_back(at::exp(sorted.select(-1, rank).to(at::kDouble)));
   }
   at::Tensor per_prompt = at::stack(columns, -1);  // [B, G, M]
   // Rows of this layer: ((layer - 1) G + g) M + m.
