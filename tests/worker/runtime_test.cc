@@ -408,7 +408,7 @@ TEST(JobRunnerTest, BadConfigNamesTheField) {
   with("model", [](JobConfig& c, DeviceConfig&) { c.model = "pythia-7t"; });
   with("init_scheme", [](JobConfig& c, DeviceConfig&) { c.init_scheme = "normal(-1)"; });
   with("init_scheme", [](JobConfig& c, DeviceConfig&) { c.init_scheme = "orthogonal"; });
-  with("dataset", [](JobConfig& c, DeviceConfig&) { c.dataset = "mqar"; });
+  with("dataset", [](JobConfig& c, DeviceConfig&) { c.dataset = "squad"; });
   with("num_classes", [](JobConfig& c, DeviceConfig&) { c.num_classes = 0; });
   with("context_length", [](JobConfig& c, DeviceConfig&) { c.context_length = 0; });
   with("context_length", [](JobConfig& c, DeviceConfig&) { c.context_length = 256; });
