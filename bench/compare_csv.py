@@ -1,5 +1,5 @@
 """Compares two `layerflow run --format csv` outputs of the same sweep run on
-different devices: same rows (model, init, seed, metric, layer), values within
+different devices: same rows (model, init, seed, metric, layer, layer_b, head, position), values within
 a tolerance. Prints the largest differences and exits non-zero past it."""
 import csv
 import sys
@@ -8,7 +8,8 @@ import sys
 def load(path):
     with open(path, newline="") as f:
         return {
-            (r["model"], r["init_scheme"], r["seed"], r["metric"], r["layer"]): r
+            (r["model"], r["init_scheme"], r["seed"], r["metric"], r["layer"],
+             r.get("layer_b", ""), r.get("head", ""), r.get("position", "")): r
             for r in csv.DictReader(f)
         }
 
