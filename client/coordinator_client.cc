@@ -41,10 +41,23 @@ void CallCanceller::Detach() {
   active_ = nullptr;
 }
 
+namespace {
+// The largest reply the CLI accepts (QueryResults of a big sweep).
+constexpr int kMaxMessageBytes = 1 << 30;
+}  // namespace
+
 CoordinatorClient::CoordinatorClient(std::string address,
                                      std::chrono::milliseconds rpc_timeout)
     : CoordinatorClient(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()),
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                    [] {
+                                      // QueryResults of a sweep with spectra,
+                                      // all-pair CKA and heat maps passes gRPC's
+                                      // 4 MiB default (regression: seen at 10 MiB).
+                                      grpc::ChannelArguments args;
+                                      args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+                                      return args;
+                                    }()),
           address, rpc_timeout) {}
 
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,

@@ -79,6 +79,9 @@ class CoordinatorServerImpl final : public CoordinatorServer {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
+    // A chunk of a large model's spectra (64 layers x 80 heads x 13 rows)
+    // approaches gRPC's 4 MiB default.
+    builder.SetMaxReceiveMessageSize(256 << 20);
     builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(&coordinator_service_);
     builder.RegisterService(&worker_service_);

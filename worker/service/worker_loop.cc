@@ -343,8 +343,10 @@ absl::StatusOr<std::unique_ptr<WorkerLoop>> WorkerLoop::Create(
   }
   WorkerOptions resolved = options;
   if (resolved.name.empty()) resolved.name = DefaultWorkerName();
-  auto channel = grpc::CreateChannel(resolved.coordinator_address,
-                                     grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(256 << 20);  // artifact chunks, large jobs
+  auto channel = grpc::CreateCustomChannel(resolved.coordinator_address,
+                                           grpc::InsecureChannelCredentials(), args);
   return std::unique_ptr<WorkerLoop>(
       new WorkerLoopImpl(std::move(resolved), device, std::move(channel)));
 }
