@@ -1,0 +1,101 @@
+// Regression: a sweep with spectra, all-pair CKA and per-token heat maps
+// (bench/sweeps/sharded_all.yaml on 2 H200s) made `layerflow run --format
+// csv` fail with "RESOURCE_EXHAUSTED: Received message larger than max
+// (10837111 vs. 4194304)": gRPC's 4 MiB default capped the QueryResults reply
+// at the CLI, and a large model's spectra chunk approaches the same cap on
+// the coordinator. Here a worker streams one ~9 MiB chunk of keyed rows and
+// the CLI's client reads them all back.
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "client/coordinator_client.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "layerflow/v1/coordinator.grpc.pb.h"
+#include "layerflow/v1/worker.grpc.pb.h"
+#include "server/coordinator_server.h"
+
+namespace layerflow {
+namespace {
+
+namespace v1 = ::layerflow::v1;
+
+constexpr int kRows = 300000;  // ~30 bytes each on the wire
+
+TEST(LargeResults, ChunkAndQueryBeyondFourMebibytes) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / absl::StrCat("lf-large-", getpid())).string();
+  std::filesystem::create_directories(dir);
+  server::CoordinatorOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.db_path = dir + "/lf.db";
+  options.metrics_address = "";
+  auto server = server::CoordinatorServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
+
+  client::CoordinatorClient client(address, std::chrono::seconds(60));
+  v1::SweepSpec spec;
+  spec.set_name("large");
+  spec.add_models("pythia-tiny");
+  spec.set_num_prompts(1);
+  auto submitted = client.SubmitSweep(spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto worker = v1::WorkerProtocol::NewStub(channel);
+  grpc::ClientContext register_ctx;
+  v1::RegisterWorkerRequest register_request;
+  register_request.set_name("large-results");
+  v1::RegisterWorkerResponse registered;
+  ASSERT_TRUE(worker->RegisterWorker(&register_ctx, register_request, &registered).ok());
+  grpc::ClientContext lease_ctx;
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(registered.worker_id());
+  v1::LeaseJobResponse lease;
+  ASSERT_TRUE(worker->LeaseJob(&lease_ctx, lease_request, &lease).ok());
+  ASSERT_TRUE(lease.leased());
+
+  v1::ResultChunk chunk;
+  chunk.set_job_id(lease.job().job_id());
+  chunk.set_lease_id(lease.lease_id());
+  chunk.set_sequence(0);
+  chunk.add_prompt_tokens(100);
+  for (int i = 0; i < kRows; ++i) {
+    v1::MetricStat* stat = chunk.add_stats();
+    stat->set_metric("adjacent_cos_tokens");
+    stat->set_layer(i % 3);
+    stat->set_position(i);
+    stat->set_sum(0.25);
+    stat->set_sum_sq(0.0625);
+    stat->set_count(1);
+  }
+  ASSERT_GT(chunk.ByteSizeLong(), size_t{8} << 20);
+  grpc::ClientContext stream_ctx;
+  v1::StreamResultsResponse streamed;
+  auto writer = worker->StreamResults(&stream_ctx, &streamed);
+  ASSERT_TRUE(writer->Write(chunk));
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  grpc::ClientContext complete_ctx;
+  v1::CompleteJobRequest complete;
+  complete.set_job_id(lease.job().job_id());
+  complete.set_lease_id(lease.lease_id());
+  v1::CompleteJobResponse completed;
+  ASSERT_TRUE(worker->CompleteJob(&complete_ctx, complete, &completed).ok());
+
+  v1::QueryResultsRequest query;
+  query.set_sweep_id(submitted->sweep_id());
+  auto rows = client.QueryResults(query);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_GE(rows->size(), static_cast<size_t>(kRows));
+  (*server)->Shutdown();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace layerflow
