@@ -209,9 +209,15 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     return Invalid("spec.models", "at least one model is required");
   }
   for (int i = 0; i < spec.models_size(); ++i) {
+    // A name with a '/' is a checkpoint: a folder or an ORG/NAME repo id that
+    // each worker resolves in its own file system or Hugging Face cache (the
+    // job fails naming it where it is missing). Anything else is a preset.
+    if (spec.models(i).find('/') != std::string::npos) continue;
     if (auto preset = worker::FindModelPreset(spec.models(i)); !preset.ok()) {
       // The lookup says NOT_FOUND; for a request it is a bad argument.
-      return Invalid(Indexed("spec.models", i), preset.status().message());
+      return Invalid(Indexed("spec.models", i),
+                     absl::StrCat(preset.status().message(),
+                                  " (or a checkpoint: a folder or an ORG/NAME repo id)"));
     }
   }
   for (int i = 0; i < spec.init_schemes_size(); ++i) {

@@ -41,6 +41,21 @@ TEST(ValidateSweepSpec, AcceptsMinimalAndFullSpecs) {
   EXPECT_TRUE(status.ok()) << status;
 }
 
+// Checkpoints are resolved by each worker (its folders, its HF cache): the
+// coordinator accepts any name with a '/' and still rejects unknown presets.
+TEST(ValidateSweepSpec, AcceptsCheckpointNames) {
+  SweepSpec spec = Minimal();
+  spec.add_models("EleutherAI/pythia-160m");
+  spec.add_models("/data/checkpoints/mamba-trained");
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  spec.add_models("pythia-7b");
+  absl::Status s = ValidateSweepSpec(spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("spec.models[3]: unknown model preset 'pythia-7b'"),
+            std::string::npos) << s;
+  EXPECT_NE(s.message().find("or a checkpoint"), std::string::npos) << s;
+}
+
 // MDQA (synthetic, K documents fitted to the context) and MQAR run as jobs;
 // MDQA's gold document gives probing classes, MQAR has none.
 TEST(ValidateSweepSpec, AcceptsMdqaAndMqar) {

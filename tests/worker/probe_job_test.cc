@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <string>
@@ -263,6 +264,66 @@ TEST(DataSetJobs, MdqaAndMqarRunAsJobs) {
   EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(runner.status().message().find("dataset: unknown 'squad'"), std::string::npos)
       << runner.status();
+}
+
+// A job on a checkpoint folder: the preset's random weights saved as a
+// Hugging Face checkpoint give bit-identical statistics.
+TEST(CheckpointJob, EqualsThePresetWithTheSameWeights) {
+  JobConfig preset = Job("pythia-tiny");
+  preset.init_scheme = "xavier_normal";
+  preset.seed = 17;
+  const std::string dir = ::testing::TempDir() + "/tiny_checkpoint";
+  ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
+  {
+    c10::InferenceMode guard;
+    auto model = CreateRandomModel(FindModelPreset("pythia-tiny")->config,
+                                   *ParseInitScheme("xavier_normal"), 17,
+                                   c10::Device(c10::kCPU), c10::kFloat);
+    ASSERT_TRUE(model.ok()) << model.status();
+    std::vector<at::Tensor> keep;
+    std::vector<SafetensorsWriteTensor> tensors;
+    for (const auto& [name, t] : (*model)->parameters().items()) {
+      keep.push_back(t.contiguous());
+      SafetensorsWriteTensor w;
+      w.name = name;
+      w.dtype = SafetensorsDtype::kF32;
+      w.shape.assign(t.sizes().begin(), t.sizes().end());
+      w.data = keep.back().data_ptr();
+      w.nbytes = keep.back().nbytes();
+      tensors.push_back(w);
+    }
+    ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors).ok());
+    std::FILE* config = std::fopen((dir + "/config.json").c_str(), "w");
+    std::fputs(R"({"model_type": "gpt_neox", "vocab_size": 512, "hidden_size": 64,
+                   "num_hidden_layers": 2, "num_attention_heads": 4,
+                   "intermediate_size": 256, "rotary_pct": 0.25,
+                   "rotary_emb_base": 10000, "use_parallel_residual": true,
+                   "layer_norm_eps": 1e-5})",
+               config);
+    std::fclose(config);
+  }
+  JobConfig checkpoint = preset;
+  checkpoint.model = dir;
+  checkpoint.init_scheme = "reference";
+  const StatMap want = RunAll(preset);
+  const StatMap got = RunAll(checkpoint);
+  ASSERT_EQ(got.size(), want.size());
+  for (const auto& [key, stat] : want) {
+    EXPECT_EQ(got.at(key).sum, stat.sum) << std::get<0>(key) << " " << std::get<1>(key);
+    EXPECT_EQ(got.at(key).sum_sq, stat.sum_sq) << std::get<0>(key);
+  }
+
+  checkpoint.init_scheme = "normal(0.1)";
+  auto scheme = CreateJobRunner(checkpoint, DeviceConfig{});
+  EXPECT_EQ(scheme.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheme.status().message().rfind("init_scheme: 'normal(0.1)' applies to presets only", 0),
+            0u)
+      << scheme.status();
+  checkpoint.model = dir + "/missing";
+  checkpoint.init_scheme = "reference";
+  auto missing = CreateJobRunner(checkpoint, DeviceConfig{});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(missing.status().message().rfind("model: ", 0), 0u) << missing.status();
 }
 
 TEST(ProbeJob, MalformedFeatureFileNamesIt) {

@@ -22,12 +22,15 @@
 #include "worker/analysis/layer_metrics.h"
 #include "worker/analysis/spectrum.h"
 #include "worker/model/checkpoint.h"
+#include "worker/model/config_json.h"
+#include "worker/model/model_checkpoint.h"
 #include "worker/data/kvpr.h"
 #include "worker/data/mdqa.h"
 #include "worker/data/mqar.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/nccl_communicator.h"
+#include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 
 namespace layerflow::worker {
@@ -343,10 +346,32 @@ class ModelJobRunner final : public JobRunner {
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     const JobConfig& config, const DeviceConfig& device) {
   LF_RETURN_IF_ERROR(ValidateJobConfig(config));
-  absl::StatusOr<ModelPreset> preset = FindModelPreset(config.model);
-  if (!preset.ok()) return AsFieldError(preset.status(), "model");
+  // A preset (random init), or a checkpoint: a folder, or a repo id in this
+  // worker's Hugging Face cache (worker/model/checkpoint.h).
+  absl::StatusOr<ModelSource> source = ResolveModelSource(config.model);
+  if (!source.ok()) return AsFieldError(source.status(), "model");
+  const bool from_checkpoint = source->kind == ModelSource::Kind::kCheckpoint;
   absl::StatusOr<InitScheme> scheme = ParseInitScheme(config.init_scheme);
   if (!scheme.ok()) return AsFieldError(scheme.status(), "init_scheme");
+  if (from_checkpoint && scheme->kind != InitScheme::Kind::kReference) {
+    return Invalid("init_scheme",
+                   absl::StrCat("'", config.init_scheme, "' applies to presets only; the "
+                                "checkpoint ", source->dir, " brings its own weights"));
+  }
+  ModelConfig model_config = source->preset.config;
+  std::shared_ptr<const Tokenizer> tokenizer = std::make_shared<ByteTokenizer>();
+  if (from_checkpoint) {
+    absl::StatusOr<CheckpointConfig> read = ReadCheckpointConfig(source->dir + "/config.json");
+    if (!read.ok()) return AsFieldError(read.status(), "model");
+    model_config = read->model;
+    // The checkpoint's own tokenizer when it has one.
+    const std::string tokenizer_json = source->dir + "/tokenizer.json";
+    if (access(tokenizer_json.c_str(), R_OK) == 0) {
+      absl::StatusOr<std::unique_ptr<Tokenizer>> bpe = LoadBpeTokenizer(tokenizer_json);
+      if (!bpe.ok()) return AsFieldError(bpe.status(), "model");
+      tokenizer = std::shared_ptr<const Tokenizer>(*std::move(bpe));
+    }
+  }
   // Spectra are their own accumulators; everything else is a layer metric.
   std::vector<std::string> layer_names, spectra;
   for (const std::string& name : config.analyses) {
@@ -377,11 +402,10 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
                                                "'; known: cpu, cuda"));
   }
 
-  auto tokenizer = std::make_shared<ByteTokenizer>();
-  if (tokenizer->vocab_size() > preset->config.vocab_size()) {
-    return Invalid("model", absl::StrCat("vocab_size ", preset->config.vocab_size(),
-                                         " is smaller than the byte tokenizer's ",
-                                         tokenizer->vocab_size()));
+  if (tokenizer->vocab_size() > model_config.vocab_size()) {
+    return Invalid("model", absl::StrCat("vocab_size ", model_config.vocab_size(),
+                                         " is smaller than the ", tokenizer->name(),
+                                         " tokenizer's ", tokenizer->vocab_size()));
   }
   PromptSource dataset;
   if (config.dataset == "kvpr") {
@@ -404,7 +428,7 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     MqarOptions mqar;
     mqar.seed = config.seed;
     mqar.seq_len = config.context_length;
-    mqar.vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, preset->config.vocab_size()));
+    mqar.vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, model_config.vocab_size()));
     mqar.num_kv_pairs = std::max(1, std::min(16, config.context_length / 4));
     LF_ASSIGN_OR_RETURN(MqarDataset mqar_set, MqarDataset::Create(mqar));
     dataset = SourceOf(std::move(mqar_set));
@@ -414,9 +438,10 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   std::vector<std::unique_ptr<LanguageModel>> replicas;
   {
     absl::StatusOr<std::unique_ptr<LanguageModel>> model =
-        CreateRandomModel(preset->config, *scheme,
-                                   static_cast<uint64_t>(config.seed),
-                                   devices[0], dtype);
+        from_checkpoint
+            ? LoadModelCheckpoint(source->dir, dtype, devices[0])
+            : CreateRandomModel(model_config, *scheme, static_cast<uint64_t>(config.seed),
+                                devices[0], dtype);
     if (!model.ok()) {
       return absl::Status(model.status().code(),
                           absl::StrCat("model ", config.model, ": ",
@@ -437,7 +462,7 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     LF_ASSIGN_OR_RETURN(communicator, CreateNcclCommunicator(indices));
   }
 
-  LayerMetricAccumulator probe(metrics, preset->config.num_layers(),
+  LayerMetricAccumulator probe(metrics, model_config.num_layers(),
                                c10::Device(c10::kCPU), config.context_length);
   const int64_t runner_groups = replicas[0]->spectrum_groups();
   auto runner = std::make_unique<ModelJobRunner>(
@@ -445,7 +470,7 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
       std::move(communicator));
   std::vector<StatKey> keys = probe.keys();
   for (const std::string& prefix : spectra) {
-    SpectrumAccumulator shape(prefix, preset->config.num_layers(),
+    SpectrumAccumulator shape(prefix, model_config.num_layers(),
                               runner_groups, c10::Device(c10::kCPU));
     keys.insert(keys.end(), shape.keys().begin(), shape.keys().end());
   }
