@@ -255,6 +255,20 @@ TEST(CheckpointConfigJson, MambaSsmConfigPadsTheVocabulary) {
   EXPECT_EQ(m2->model.mamba2.num_heads, 24);
 }
 
+// Regression: a GPT-Neo config with the expanded attention_layers list and
+// no attention_types passed the presence check but parsed to zero layers.
+TEST(CheckpointConfigJson, GptNeoAttentionLayersListIsRead) {
+  auto c = ParseCheckpointConfigJson(
+      R"({"model_type": "gpt_neo", "vocab_size": 10, "hidden_size": 8, "num_layers": 3,
+          "num_heads": 2, "attention_layers": ["global", "local", "global"]})",
+      "/n/config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->model.gpt_neo.attention_layers,
+            (std::vector<std::string>{"global", "local", "global"}));
+  EXPECT_TRUE(c->tie_word_embeddings) << "GPTNeoConfig ties by default";
+  EXPECT_TRUE(ValidateModelConfig(c->model).ok()) << ValidateModelConfig(c->model);
+}
+
 TEST(CheckpointConfigJson, BareInfinityInTimeStepLimitIsRead) {
   auto c = ParseCheckpointConfigJson(
       R"({"model_type": "mamba2", "vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,

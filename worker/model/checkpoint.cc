@@ -41,7 +41,9 @@ bool IsFile(const std::string& path) {
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
+}  // namespace
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -52,149 +54,14 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return buffer.str();
 }
 
+namespace {
+
 std::string JoinPath(const std::string& dir, const std::string& name) {
   if (dir.empty() || dir.back() == '/') return dir + name;
   return dir + "/" + name;
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------------------
-// config.json
-
-absl::StatusOr<GptNeoXConfig> ParseGptNeoXConfigJson(absl::string_view json,
-                                                      absl::string_view source) {
-  Json root = Json::parse(json.begin(), json.end(), nullptr,
-                          /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": not a JSON object"));
-  }
-  // The architecture first: a llama config must not half-parse as GPT-NeoX.
-  if (root.contains("model_type")) {
-    const Json& type = root["model_type"];
-    if (!type.is_string() || type.get<std::string>() != "gpt_neox") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": model_type ", type.dump(),
-          " is not supported (supported: \"gpt_neox\")"));
-    }
-  } else {
-    bool neox = false;
-    if (root.contains("architectures") && root["architectures"].is_array()) {
-      for (const Json& a : root["architectures"]) {
-        neox |= a.is_string() && a.get<std::string>().rfind("GPTNeoX", 0) == 0;
-      }
-    }
-    if (!neox) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": no model_type key and no GPTNeoX* entry in architectures"));
-    }
-  }
-
-  GptNeoXConfig c;
-  std::vector<std::string> missing;
-  std::vector<std::string> wrong;
-  auto get_int = [&](const char* key, int64_t* out, bool required) {
-    if (!root.contains(key) || root[key].is_null()) {
-      if (required) missing.push_back(key);
-      return;
-    }
-    if (!root[key].is_number_integer()) {
-      wrong.push_back(absl::StrCat(key, " (expected an integer, got ",
-                                   root[key].dump(), ")"));
-      return;
-    }
-    *out = root[key].get<int64_t>();
-  };
-  auto get_double = [&](const Json& obj, const char* key, double* out) {
-    if (!obj.contains(key) || obj[key].is_null()) return;
-    if (!obj[key].is_number()) {
-      wrong.push_back(absl::StrCat(key, " (expected a number, got ",
-                                   obj[key].dump(), ")"));
-      return;
-    }
-    *out = obj[key].get<double>();
-  };
-  auto get_bool = [&](const char* key, bool* out) {
-    if (!root.contains(key) || root[key].is_null()) return;
-    if (!root[key].is_boolean()) {
-      wrong.push_back(absl::StrCat(key, " (expected a boolean, got ",
-                                   root[key].dump(), ")"));
-      return;
-    }
-    *out = root[key].get<bool>();
-  };
-  get_int("vocab_size", &c.vocab_size, true);
-  get_int("hidden_size", &c.hidden_size, true);
-  get_int("num_hidden_layers", &c.num_hidden_layers, true);
-  get_int("num_attention_heads", &c.num_attention_heads, true);
-  get_int("intermediate_size", &c.intermediate_size, true);
-  get_int("max_position_embeddings", &c.max_position_embeddings, false);
-  get_double(root, "layer_norm_eps", &c.layer_norm_eps);
-  get_double(root, "initializer_range", &c.initializer_range);
-  get_bool("use_parallel_residual", &c.use_parallel_residual);
-  get_bool("attention_bias", &c.attention_bias);
-  // Older spelling first, then transformers 5's rope_parameters wins.
-  get_double(root, "rotary_pct", &c.rotary_pct);
-  get_double(root, "rotary_emb_base", &c.rotary_emb_base);
-  get_double(root, "rope_theta", &c.rotary_emb_base);
-  get_double(root, "partial_rotary_factor", &c.rotary_pct);
-  if (root.contains("rope_parameters") && root["rope_parameters"].is_object()) {
-    const Json& rope = root["rope_parameters"];
-    get_double(rope, "partial_rotary_factor", &c.rotary_pct);
-    get_double(rope, "rope_theta", &c.rotary_emb_base);
-    if (rope.contains("rope_type") && rope["rope_type"] != "default") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": rope_parameters.rope_type ", rope["rope_type"].dump(),
-          " is not supported (only \"default\")"));
-    }
-  }
-  if (root.contains("rope_scaling") && !root["rope_scaling"].is_null()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": rope_scaling ", root["rope_scaling"].dump(),
-        " is not supported"));
-  }
-  if (root.contains("hidden_act")) {
-    if (!root["hidden_act"].is_string()) {
-      wrong.push_back("hidden_act (expected a string)");
-    } else {
-      c.hidden_act = root["hidden_act"].get<std::string>();
-    }
-  }
-  if (!missing.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": missing required key", missing.size() > 1 ? "s" : "", " ",
-        absl::StrJoin(missing, ", ")));
-  }
-  if (!wrong.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": bad value for ", absl::StrJoin(wrong, "; ")));
-  }
-  return c;
-}
-
-absl::StatusOr<GptNeoXConfig> ReadGptNeoXConfig(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) return text.status();
-  return ParseGptNeoXConfigJson(*text, path);
-}
-
-absl::StatusOr<bool> ReadTieWordEmbeddings(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) return text.status();
-  Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
-  }
-  if (!root.contains("tie_word_embeddings") || root["tie_word_embeddings"].is_null()) {
-    return false;
-  }
-  if (!root["tie_word_embeddings"].is_boolean()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": tie_word_embeddings must be a boolean"));
-  }
-  return root["tie_word_embeddings"].get<bool>();
-}
 
 // ---------------------------------------------------------------------------
 // safetensors
@@ -393,7 +260,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     checkpoint->files_.push_back(*std::move(file));
   } else if (IsFile(index_path)) {
     checkpoint->source_ = index_path;
-    absl::StatusOr<std::string> text = ReadFile(index_path);
+    absl::StatusOr<std::string> text = ReadTextFile(index_path);
     if (!text.ok()) return text.status();
     Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded() || !root.is_object() || !root.contains("weight_map") ||
@@ -537,7 +404,7 @@ absl::StatusOr<std::string> ResolveHfCacheSnapshot(const std::string& repo_id) {
     if (!IsDirectory(repo)) continue;
     const std::string snapshots = JoinPath(repo, "snapshots");
     // refs/main holds the commit hash the default branch pointed at.
-    absl::StatusOr<std::string> ref = ReadFile(JoinPath(repo, "refs/main"));
+    absl::StatusOr<std::string> ref = ReadTextFile(JoinPath(repo, "refs/main"));
     if (ref.ok()) {
       std::string rev(*ref);
       while (!rev.empty() && (rev.back() == '\n' || rev.back() == ' ')) rev.pop_back();

@@ -1,8 +1,8 @@
-// Hugging Face checkpoints without LibTorch: config.json -> GptNeoXConfig,
-// memory-mapped *.safetensors (single file or sharded with
-// model.safetensors.index.json), a small safetensors writer, and the lookup
-// of a model name in the local Hugging Face cache. The tensor side (copying
-// into a model's parameters) is worker/model/gpt_neox_checkpoint.h.
+// Hugging Face checkpoints without LibTorch: memory-mapped *.safetensors
+// (single file or sharded with model.safetensors.index.json), a small
+// safetensors writer, and the lookup of a model name in the local Hugging
+// Face cache. config.json is worker/model/config_json.h; the tensor side
+// (copying into a model's parameters) is worker/model/model_checkpoint.h.
 //
 // safetensors layout (https://github.com/huggingface/safetensors): an 8-byte
 // little-endian header length N, N bytes of JSON
@@ -28,25 +28,8 @@
 
 namespace layerflow::worker {
 
-// ---------------------------------------------------------------------------
-// config.json
-
-// Parses a Hugging Face config.json of a GPT-NeoX model. model_type must be
-// "gpt_neox" (or, without model_type, architectures must name a GPTNeoX
-// class): INVALID_ARGUMENT naming `source` and the key otherwise. Required:
-// vocab_size, hidden_size, num_hidden_layers, num_attention_heads,
-// intermediate_size (missing ones are all named in one error). Both spellings
-// of the rotary settings are read: rotary_pct / rotary_emb_base (the
-// published Pythia configs) and rope_parameters.partial_rotary_factor /
-// rope_theta (what transformers 5 writes); rope scaling is rejected.
-absl::StatusOr<GptNeoXConfig> ParseGptNeoXConfigJson(absl::string_view json,
-                                                      absl::string_view source);
-absl::StatusOr<GptNeoXConfig> ReadGptNeoXConfig(const std::string& path);
-
-// PretrainedConfig's tie_word_embeddings (false when absent): the output head
-// shares the input embedding and checkpoints may omit it. Kept out of the
-// architecture configs because it is about the file, not the architecture.
-absl::StatusOr<bool> ReadTieWordEmbeddings(const std::string& config_json_path);
+// The whole file as bytes; NOT_FOUND naming the path when it cannot be opened.
+absl::StatusOr<std::string> ReadTextFile(const std::string& path);
 
 // ---------------------------------------------------------------------------
 // safetensors

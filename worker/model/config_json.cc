@@ -1,8 +1,6 @@
 #include "worker/model/config_json.h"
 
 #include <cmath>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -71,6 +69,7 @@ class Reader {
     Int(obj, key, out);
   }
   void Wrong(std::string what) { wrong_.push_back(std::move(what)); }
+  void Missing(std::string key) { missing_.push_back(std::move(key)); }
 
   absl::Status Finish() const {
     if (!missing_.empty()) {
@@ -92,7 +91,47 @@ class Reader {
   std::vector<std::string> wrong_;
 };
 
-absl::Status GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
+// GPTNeoXConfig. Both spellings of the rotary settings: rotary_pct /
+// rotary_emb_base (the published Pythia configs) and rope_parameters
+// (transformers 5, which wins); RoPE scaling is rejected.
+absl::Status GptNeoXFromJson(const Json& root, Reader& r, absl::string_view source,
+                             GptNeoXConfig* c) {
+  r.Int("vocab_size", &c->vocab_size, true);
+  r.Int("hidden_size", &c->hidden_size, true);
+  r.Int("num_hidden_layers", &c->num_hidden_layers, true);
+  r.Int("num_attention_heads", &c->num_attention_heads, true);
+  r.Int("intermediate_size", &c->intermediate_size, true);
+  r.Int("max_position_embeddings", &c->max_position_embeddings);
+  r.Double("layer_norm_eps", &c->layer_norm_eps);
+  r.Double("initializer_range", &c->initializer_range);
+  r.Bool("use_parallel_residual", &c->use_parallel_residual);
+  r.Bool("attention_bias", &c->attention_bias);
+  r.String("hidden_act", &c->hidden_act);
+  r.Double("rotary_pct", &c->rotary_pct);
+  r.Double("rotary_emb_base", &c->rotary_emb_base);
+  r.Double("rope_theta", &c->rotary_emb_base);
+  r.Double("partial_rotary_factor", &c->rotary_pct);
+  if (root.contains("rope_parameters") && root["rope_parameters"].is_object()) {
+    const Json& rope = root["rope_parameters"];
+    r.Double(rope, "partial_rotary_factor", &c->rotary_pct);
+    r.Double(rope, "rope_theta", &c->rotary_emb_base);
+    if (rope.contains("rope_type") && rope["rope_type"] != "default") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": rope_parameters.rope_type ", rope["rope_type"].dump(),
+          " is not supported (only \"default\")"));
+    }
+  }
+  if (root.contains("rope_scaling") && !root["rope_scaling"].is_null()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": rope_scaling ", root["rope_scaling"].dump(), " is not supported"));
+  }
+  return absl::OkStatus();
+}
+
+// GPTNeoConfig: attention_types [[["global", "local"], repeat], ...] expanded
+// in order (GPTNeoConfig.expand_attention_types_params), or the expanded
+// attention_layers list some configs carry instead.
+void GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
   r.Int("vocab_size", &c->vocab_size, true);
   r.Int("hidden_size", &c->hidden_size, true);
   r.Int("num_layers", &c->num_layers, true);
@@ -103,9 +142,13 @@ absl::Status GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
   r.Double("layer_norm_epsilon", &c->layer_norm_epsilon);
   r.Double("initializer_range", &c->initializer_range);
   r.String("activation_function", &c->activation_function);
-  // attention_types: [[["global", "local"], repeat], ...] expanded in order
-  // (GPTNeoConfig.expand_attention_types_params).
-  if (root.contains("attention_types")) {
+  if (root.contains("attention_layers") && !root.contains("attention_types")) {
+    const Json& layers = root["attention_layers"];
+    for (const Json& name : layers.is_array() ? layers : Json::array()) {
+      c->attention_layers.push_back(name.is_string() ? name.get<std::string>() : name.dump());
+    }
+    if (!layers.is_array()) r.Wrong("attention_layers (expected a list of \"global\" / \"local\")");
+  } else if (root.contains("attention_types")) {
     const Json& types = root["attention_types"];
     bool ok = types.is_array();
     for (const Json& item : ok ? types : Json::array()) {
@@ -126,9 +169,8 @@ absl::Status GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
                            types.dump(), ")"));
     }
   } else {
-    return absl::OkStatus();  // Reader reports it as missing below.
+    r.Missing("attention_types");
   }
-  return absl::OkStatus();
 }
 
 void MambaFromJson(Reader& r, MambaConfig* c) {
@@ -301,14 +343,6 @@ std::string ArchitectureFromClasses(const Json& root) {
   return "";
 }
 
-absl::StatusOr<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
 }  // namespace
 
 absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view json,
@@ -348,23 +382,14 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
                   "mamba_ssm config (d_model, n_layer)"));
     }
   }
-  r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
   out.model.architecture = type;
   if (type == "gpt_neox") {
-    absl::StatusOr<GptNeoXConfig> neox = ParseGptNeoXConfigJson(json, source);
-    if (!neox.ok()) return neox.status();
-    out.model.gpt_neox = *neox;
-  } else if (type == "gpt_neo") {
-    if (!root.contains("attention_types") && !root.contains("attention_layers")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ": missing required key attention_types"));
+    if (absl::Status s = GptNeoXFromJson(root, r, source, &out.model.gpt_neox); !s.ok()) {
+      return s;
     }
-    out.tie_word_embeddings = true;  // GPTNeoConfig's default
-    r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
-    if (absl::Status s = GptNeoFromJson(root, r, &out.model.gpt_neo); !s.ok()) return s;
+  } else if (type == "gpt_neo") {
+    GptNeoFromJson(root, r, &out.model.gpt_neo);
   } else if (type == "mamba") {
-    out.tie_word_embeddings = true;
-    r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
     MambaFromJson(r, &out.model.mamba);
     int64_t intermediate = 0;
     r.Int("intermediate_size", &intermediate);
@@ -372,22 +397,35 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
       r.Wrong(absl::StrCat("intermediate_size (", intermediate, " is not expand x hidden_size = ",
                            out.model.mamba.intermediate_size(), ")"));
     }
-    if (root.contains("time_step_rank")) r.IntOrAuto(root, "time_step_rank", &out.model.mamba.time_step_rank);
+    r.IntOrAuto(root, "time_step_rank", &out.model.mamba.time_step_rank);
   } else if (type == "mamba2") {
-    out.tie_word_embeddings = true;
-    r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
     Mamba2FromJson(root, r, &out.model.mamba2);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         source, ": model_type \"", type,
         "\" is not supported (supported: \"gpt_neox\", \"gpt_neo\", \"mamba\", \"mamba2\")"));
   }
+  // The config classes' defaults: GPT-Neo and Mamba tie the head to the
+  // embedding, GPT-NeoX and Mamba-2 do not.
+  out.tie_word_embeddings = type == "gpt_neo" || type == "mamba";
+  r.Bool("tie_word_embeddings", &out.tie_word_embeddings);
   if (absl::Status s = r.Finish(); !s.ok()) return s;
   return out;
 }
 
+absl::StatusOr<GptNeoXConfig> ParseGptNeoXConfigJson(absl::string_view json,
+                                                      absl::string_view source) {
+  absl::StatusOr<CheckpointConfig> config = ParseCheckpointConfigJson(json, source);
+  if (!config.ok()) return config.status();
+  if (config->model.architecture != "gpt_neox") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": a ", config->model.architecture, " config, expected gpt_neox"));
+  }
+  return config->model.gpt_neox;
+}
+
 absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadText(path);
+  absl::StatusOr<std::string> text = ReadTextFile(path);
   if (!text.ok()) return text.status();
   return ParseCheckpointConfigJson(*text, path);
 }

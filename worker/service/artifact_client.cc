@@ -7,18 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "server/artifacts/checksum.h"
+#include "worker/service/grpc_status.h"
 
 namespace layerflow::worker {
-namespace {
-
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
-
-}  // namespace
-
 absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& stub,
                                                     const std::string& name,
                                                     const std::string& path,

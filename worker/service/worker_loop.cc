@@ -17,6 +17,7 @@
 #include "grpcpp/grpcpp.h"
 #include "layerflow/v1/worker.grpc.pb.h"
 #include "worker/service/artifact_client.h"
+#include "worker/service/grpc_status.h"
 #include "worker/service/job_conversion.h"
 
 namespace layerflow::worker {
@@ -24,14 +25,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kRpcDeadline = std::chrono::seconds(30);
-
-// The one place where this side of the worker protocol turns gRPC statuses
-// into absl ones (codes share their numeric values by design).
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
 
 void SetDeadline(grpc::ClientContext& ctx) {
   ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);

@@ -21,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/worker/checkpoint/checkpoint_test_util.h"
 #include "worker/model/checkpoint.h"
+#include "worker/model/config_json.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_checkpoint.h"
 
