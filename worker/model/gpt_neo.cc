@@ -182,8 +182,7 @@ void GptNeoModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_l
   c10::InferenceMode guard;
   const int64_t d = neo().hidden_size;
   const double eps = neo().layer_norm_epsilon;
-  int64_t point = 0;
-  try {
+  WithLayerErrors([&](int64_t& point) {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
                 input_ids.sizes());
     const int64_t seq = input_ids.size(1);
@@ -226,13 +225,7 @@ void GptNeoModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_l
     ++point;
     hidden = at::layer_norm(hidden, {d}, ln_f_weight_, ln_f_bias_, eps);
     on_layer(point, hidden);
-  } catch (const LayerError&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw LayerError(point, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw LayerError(point, e.what());
-  }
+  });
 }
 
 at::Tensor GptNeoModel::Logits(const at::Tensor& final_hidden) const {

@@ -200,8 +200,7 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_
   c10::InferenceMode guard;
   const int64_t d = neox().hidden_size;
   const double eps = neox().layer_norm_eps;
-  int64_t point = 0;
-  try {
+  WithLayerErrors([&](int64_t& point) {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
                 input_ids.sizes());
     const int64_t seq = input_ids.size(1);
@@ -266,13 +265,7 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_
     hidden = at::layer_norm(hidden, {d}, final_layer_norm_weight_,
                             final_layer_norm_bias_, eps);
     on_layer(point, hidden);
-  } catch (const LayerError&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw LayerError(point, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw LayerError(point, e.what());
-  }
+  });
 }
 
 at::Tensor GptNeoXModel::Logits(const at::Tensor& final_hidden) const {

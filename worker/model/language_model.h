@@ -16,6 +16,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <c10/util/Exception.h>
 #include <c10/core/ScalarType.h>
 
 #include "absl/status/statusor.h"
@@ -55,6 +56,23 @@ struct SpectrumSink {
   std::function<void(int64_t layer, const at::Tensor& log_lambda)> on_layer;
   bool dsf_compat = false;
 };
+
+// The exception edge every Forward shares: runs body(point), which advances
+// `point` (0 = embedding, 1..L = blocks, L + 1 = final norm) as it goes, and
+// turns whatever it throws into a LayerError at the point reached.
+template <typename Body>
+void WithLayerErrors(Body&& body) {
+  int64_t point = 0;
+  try {
+    body(point);
+  } catch (const LayerError&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw LayerError(point, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw LayerError(point, e.what());
+  }
+}
 
 class LanguageModel {
  public:

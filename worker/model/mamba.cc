@@ -188,33 +188,15 @@ at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
 void MambaModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
                          const SpectrumSink* spectra) const {
   c10::InferenceMode guard;
-  const double eps = mamba().layer_norm_epsilon;
-  int64_t point = 0;
-  try {
-    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
-                input_ids.sizes());
-    at::Tensor hidden = at::embedding(embeddings_, input_ids.to(device(), at::kLong));
-    on_layer(point, hidden);
-    for (const Layer& layer : layers_) {
-      ++point;
-      at::Tensor log_lambda;
-      hidden = ssm::ResidualBlock(hidden, layer.norm_weight, eps, mamba().residual_in_fp32,
-                                  [&](const at::Tensor& h) {
-                                    return Mixer(layer, h, spectra ? &log_lambda : nullptr);
-                                  });
-      if (spectra != nullptr) spectra->on_layer(point, log_lambda);
-      on_layer(point, hidden);
-    }
-    ++point;
-    hidden = ssm::RmsNorm(hidden, norm_f_weight_, eps);
-    on_layer(point, hidden);
-  } catch (const LayerError&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw LayerError(point, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw LayerError(point, e.what());
-  }
+  WithLayerErrors([&](int64_t& point) {
+    ssm::ResidualStackForward(
+        input_ids, embeddings_, layers_, norm_f_weight_, mamba().layer_norm_epsilon,
+        mamba().residual_in_fp32, on_layer, spectra,
+        [this](const Layer& layer, const at::Tensor& h, at::Tensor* log_lambda) {
+          return Mixer(layer, h, log_lambda);
+        },
+        point);
+  });
 }
 
 at::Tensor MambaModel::Logits(const at::Tensor& final_hidden) const {

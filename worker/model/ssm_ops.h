@@ -5,10 +5,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 
 namespace layerflow::worker::ssm {
@@ -31,6 +35,35 @@ at::Tensor ResidualBlock(const at::Tensor& hidden, const at::Tensor& norm_weight
   at::Tensor h = RmsNorm(hidden.to(norm_weight.scalar_type()), norm_weight, eps);
   if (residual_in_fp32) residual = residual.to(at::kFloat);
   return residual + mixer(h);
+}
+
+// MambaModel.forward / Mamba2Model.forward (they differ only in the mixer):
+// the embedding (point 0), one ResidualBlock per layer (points 1..L, each
+// block's log λ to `spectra` first), the final RMSNorm (point L + 1).
+// mixer(layer, normed, log_lambda or nullptr) is the block's mixer. Runs
+// inside WithLayerErrors, advancing `point`.
+template <typename Layer, typename Mixer>
+void ResidualStackForward(const at::Tensor& input_ids, const at::Tensor& embeddings,
+                          const std::vector<Layer>& layers, const at::Tensor& norm_f_weight,
+                          double eps, bool residual_in_fp32,
+                          const LanguageModel::LayerCallback& on_layer,
+                          const SpectrumSink* spectra, const Mixer& mixer, int64_t& point) {
+  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ", input_ids.sizes());
+  at::Tensor hidden =
+      at::embedding(embeddings, input_ids.to(embeddings.device(), at::kLong));
+  on_layer(point, hidden);
+  for (const Layer& layer : layers) {
+    ++point;
+    at::Tensor log_lambda;
+    hidden = ResidualBlock(hidden, layer.norm_weight, eps, residual_in_fp32,
+                           [&](const at::Tensor& h) {
+                             return mixer(layer, h, spectra ? &log_lambda : nullptr);
+                           });
+    if (spectra != nullptr) spectra->on_layer(point, log_lambda);
+    on_layer(point, hidden);
+  }
+  ++point;
+  on_layer(point, RmsNorm(hidden, norm_f_weight, eps));
 }
 
 // The parameters every scheme leaves at the architecture's own init
