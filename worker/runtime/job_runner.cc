@@ -282,7 +282,12 @@ class ModelJobRunner final : public JobRunner {
             config_.probe.feature_dtype == "fp32" ? at::kFloat : at::kHalf;
         auto observe = [&](int64_t point, const at::Tensor& hidden) {
           if (!metrics_.empty()) acc.Observe(point, hidden);
-          if (features != nullptr) last[point] = hidden.select(1, n - 1).to(at::kCPU, feature_dtype);
+          // A copy of the last token only (a view would keep every point's
+          // whole [B, n, d] alive), on the device: one host copy per batch.
+          if (features != nullptr) {
+            last[point] = hidden.select(1, n - 1).to(feature_dtype, /*non_blocking=*/false,
+                                                     /*copy=*/true);
+          }
         };
         // One forward per spectrum flavour (the first with the metrics).
         for (size_t s = 0; s < std::max<size_t>(1, spectra.size()); ++s) {
@@ -300,7 +305,7 @@ class ModelJobRunner final : public JobRunner {
           }
         }
         if (!metrics_.empty()) acc.EndBatch();
-        if (features != nullptr) feature_rows.push_back(at::stack(last, 1));
+        if (features != nullptr) feature_rows.push_back(at::stack(last, 1).to(at::kCPU));
         i = j;
       }
       std::vector<at::Tensor> all_sums = {acc.sums()};
