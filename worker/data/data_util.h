@@ -31,6 +31,20 @@ void PortableShuffle(std::vector<T>& v, std::mt19937_64& rng) {
   }
 }
 
+// Examples [begin, end) of a data set, each from dataset.Generate(i): what
+// every data set's GenerateRange is. Stops at the first error.
+template <typename Dataset>
+auto GenerateRangeOf(const Dataset& dataset, int64_t begin, int64_t end)
+    -> absl::StatusOr<std::vector<typename decltype(dataset.Generate(0))::value_type>> {
+  std::vector<typename decltype(dataset.Generate(0))::value_type> examples;
+  for (int64_t i = begin; i < end; ++i) {
+    auto example = dataset.Generate(i);
+    if (!example.ok()) return example.status();
+    examples.push_back(*std::move(example));
+  }
+  return examples;
+}
+
 // The whole file; NOT_FOUND naming the path if it cannot be opened.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 

@@ -6,6 +6,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/data/data_util.h"
 
 namespace layerflow::worker {
 namespace {
@@ -164,13 +165,7 @@ absl::StatusOr<KvprExample> KvprDataset::Generate(int64_t index) const {
 
 absl::StatusOr<std::vector<KvprExample>> KvprDataset::GenerateRange(
     int64_t begin, int64_t end) const {
-  std::vector<KvprExample> examples;
-  for (int64_t i = begin; i < end; ++i) {
-    auto example = Generate(i);
-    if (!example.ok()) return example.status();
-    examples.push_back(*std::move(example));
-  }
-  return examples;
+  return GenerateRangeOf(*this, begin, end);
 }
 
 }  // namespace layerflow::worker

@@ -467,13 +467,7 @@ absl::StatusOr<MdqaExample> MdqaDataset::Generate(int64_t index) const {
 
 absl::StatusOr<std::vector<MdqaExample>> MdqaDataset::GenerateRange(
     int64_t begin, int64_t end) const {
-  std::vector<MdqaExample> examples;
-  for (int64_t i = begin; i < end; ++i) {
-    auto example = Generate(i);
-    if (!example.ok()) return example.status();
-    examples.push_back(*std::move(example));
-  }
-  return examples;
+  return GenerateRangeOf(*this, begin, end);
 }
 
 }  // namespace layerflow::worker

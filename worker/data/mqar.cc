@@ -143,13 +143,7 @@ absl::StatusOr<MqarExample> MqarDataset::Generate(int64_t index) const {
 
 absl::StatusOr<std::vector<MqarExample>> MqarDataset::GenerateRange(
     int64_t begin, int64_t end) const {
-  std::vector<MqarExample> examples;
-  for (int64_t i = begin; i < end; ++i) {
-    auto example = Generate(i);
-    if (!example.ok()) return example.status();
-    examples.push_back(*std::move(example));
-  }
-  return examples;
+  return GenerateRangeOf(*this, begin, end);
 }
 
 }  // namespace layerflow::worker

@@ -117,13 +117,7 @@ absl::StatusOr<TextExample> TextDataset::Generate(int64_t index) const {
 
 absl::StatusOr<std::vector<TextExample>> TextDataset::GenerateRange(
     int64_t begin, int64_t end) const {
-  std::vector<TextExample> examples;
-  for (int64_t i = begin; i < end; ++i) {
-    auto example = Generate(i);
-    if (!example.ok()) return example.status();
-    examples.push_back(*std::move(example));
-  }
-  return examples;
+  return GenerateRangeOf(*this, begin, end);
 }
 
 }  // namespace layerflow::worker
