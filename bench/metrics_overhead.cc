@@ -26,6 +26,7 @@
 #include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
 
+#include "bench/bench_flags.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/analysis/spectrum.h"
 #include "worker/model/language_model.h"
@@ -35,12 +36,7 @@ namespace lw = layerflow::worker;
 
 namespace {
 
-std::string Flag(int argc, char** argv, const char* name, const char* fallback) {
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
-  }
-  return fallback;
-}
+using ::layerflow::bench::Flag;
 
 template <typename F>
 double MedianMs(int reps, F&& run) {

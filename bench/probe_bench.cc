@@ -29,18 +29,14 @@
 #include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
 
+#include "bench/bench_flags.h"
 #include "worker/probe/probe_trainer.h"
 
 namespace lw = layerflow::worker;
 
 namespace {
 
-std::string Flag(int argc, char** argv, const char* name, const char* fallback) {
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
-  }
-  return fallback;
-}
+using ::layerflow::bench::Flag;
 
 }  // namespace
 

@@ -27,18 +27,10 @@ namespace layerflow::worker {
 namespace {
 
 using testing::ReadText;
+using testing::RelErr;
 using testing::ToTensor;
 
-std::string FixtureDir() {
-  const char* dir = std::getenv("LAYERFLOW_CKPT_FIXTURE_DIR");
-  return dir == nullptr ? std::string() : std::string(dir);
-}
-
-// max |ours - ref| / max |ref|.
-double RelErr(const at::Tensor& ours, const at::Tensor& ref) {
-  const double scale = ref.abs().max().item<double>();
-  return (ours.to(at::kFloat) - ref).abs().max().item<double>() / scale;
-}
+std::string FixtureDir() { return testing::EnvDir("LAYERFLOW_CKPT_FIXTURE_DIR"); }
 
 struct Outputs {
   std::map<int64_t, at::Tensor> points;  // 0..L+1, float32

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -19,6 +20,18 @@ inline std::string MakeTempDir() {
   std::string pattern = "/tmp/lf_ckpt_test_XXXXXX";
   char* dir = mkdtemp(pattern.data());
   return dir == nullptr ? std::string() : std::string(dir);
+}
+
+// A fixture folder passed in the environment by CTest; "" when unset.
+inline std::string EnvDir(const char* variable) {
+  const char* dir = std::getenv(variable);
+  return dir == nullptr ? std::string() : std::string(dir);
+}
+
+// max |ours - ref| / max |ref|, ours upcast to float32.
+inline double RelErr(const at::Tensor& ours, const at::Tensor& ref) {
+  const double scale = ref.abs().max().item<double>();
+  return (ours.to(at::kFloat) - ref).abs().max().item<double>() / scale;
 }
 
 inline void WriteText(const std::string& path, const std::string& text) {

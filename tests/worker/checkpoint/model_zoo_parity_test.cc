@@ -26,20 +26,13 @@ namespace layerflow::worker {
 namespace {
 
 using testing::ReadText;
+using testing::RelErr;
 using testing::ToTensor;
 
-std::string FixtureDir() {
-  const char* dir = std::getenv("LAYERFLOW_ZOO_FIXTURE_DIR");
-  return dir == nullptr ? std::string() : std::string(dir);
-}
+std::string FixtureDir() { return testing::EnvDir("LAYERFLOW_ZOO_FIXTURE_DIR"); }
 
 nlohmann::json Manifest() {
   return nlohmann::json::parse(ReadText(FixtureDir() + "/manifest.json"));
-}
-
-double RelErr(const at::Tensor& ours, const at::Tensor& ref) {
-  const double scale = ref.abs().max().item<double>();
-  return (ours.to(at::kFloat) - ref).abs().max().item<double>() / scale;
 }
 
 void CheckConfig(const std::string& name, c10::ScalarType run_dtype, double tol,
