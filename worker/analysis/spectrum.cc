@@ -47,7 +47,7 @@ void SpectrumAccumulator::Observe(int64_t layer, const at::Tensor& log_lambda) {
   const int64_t batch = log_lambda.size(0);
   const int64_t n = log_lambda.size(2) * log_lambda.size(3);
   if (batch == 0 || n == 0) return;
-  const int64_t per_group = static_cast<int64_t>(MetricNames("").size());
+  const int64_t per_group = kSpectrumMetrics;
   const auto dev = sums_.device();
   // [B, G, n] on the accumulator's device; comparisons in the input dtype,
   // sums in float64.

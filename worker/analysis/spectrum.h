@@ -36,6 +36,8 @@ namespace layerflow::worker {
 inline constexpr std::array<double, 6> kSpectrumBinEdges = {0.1, 0.5, 0.9, 1.0, 10.0, 100.0};
 inline constexpr int kSpectrumBins = 7;
 inline constexpr std::array<double, 5> kSpectrumQuantiles = {0.0, 0.01, 0.5, 0.99, 1.0};
+// Rows per (layer, group): the bin fractions, mean log|λ|, the quantiles.
+inline constexpr int kSpectrumMetrics = kSpectrumBins + 1 + kSpectrumQuantiles.size();
 
 class SpectrumAccumulator {
  public:

@@ -281,21 +281,18 @@ class WorkerLoopImpl final : public WorkerLoop {
     std::string dir = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/layerflow-probe-XXXXXX");
     if (mkdtemp(dir.data()) == nullptr) return absl::InternalError(dir + ": mkdtemp failed");
     std::vector<std::string> files;
-    absl::Status status;
-    for (const v1::ArtifactInfo& a : artifacts) {
-      const std::string path = absl::StrCat(dir, "/", files.size(), ".safetensors");
-      status = DownloadArtifactFile(*stub_, worker_id_, a.name(), path);
-      if (!status.ok()) break;
-      files.push_back(path);
-    }
-    absl::StatusOr<ChunkResult> chunk = absl::UnknownError("not run");
-    if (status.ok()) {
+    // Downloads then trains; the local copies go whatever happens.
+    auto download_and_train = [&]() -> absl::StatusOr<ChunkResult> {
+      for (const v1::ArtifactInfo& a : artifacts) {
+        const std::string path = absl::StrCat(dir, "/", files.size(), ".safetensors");
+        LF_RETURN_IF_ERROR(DownloadArtifactFile(*stub_, worker_id_, a.name(), path));
+        files.push_back(path);
+      }
       Log(absl::StrCat("probe job ", job.job_id(), ": ", files.size(), " feature artifacts of ",
                        job.depends_on()));
-      chunk = RunProbeJob(ToJobConfig(job.spec()), files, device_);
-    } else {
-      chunk = status;  // not OK here
-    }
+      return RunProbeJob(ToJobConfig(job.spec()), files, device_);
+    };
+    absl::StatusOr<ChunkResult> chunk = download_and_train();
     for (const std::string& f : files) std::remove(f.c_str());
     rmdir(dir.c_str());
     LF_RETURN_IF_ERROR(chunk.status());
