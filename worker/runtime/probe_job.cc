@@ -161,20 +161,26 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   AddRow(out, "probe_drop", 0, {report->drop});
 
   // Linear CKA in the example view (METHODS.md): the N examples' last-token
-  // vectors at points l and l' (residual points 0..L; `final` left out as in
-  // the token view), both HSIC estimators, every pair l < l'.
-  const int64_t residual_points = features.size(1) - 1;
-  const at::Tensor f = features.to(at::kDouble);
-  for (int64_t l = 0; l < residual_points; ++l) {
-    for (int64_t m = l + 1; m < residual_points; ++m) {
-      const at::Tensor x = f.select(1, l), y = f.select(1, m);
-      AddRow(out, "cka_example_biased", static_cast<int32_t>(l),
-             {LinearCka(x, y, CkaEstimator::kBiased)}, -1, static_cast<int32_t>(m));
-      if (f.size(0) >= 4) {
-        AddRow(out, "cka_example_unbiased", static_cast<int32_t>(l),
-               {LinearCka(x, y, CkaEstimator::kUnbiased)}, -1, static_cast<int32_t>(m));
-      }
-    }
+  // vectors at points l < l' (residual points 0..L, `final` left out as in
+  // the token view). That is the token view's all-pair CKA of one "prompt"
+  // whose tokens are the examples, so the accumulator computes it: one Gram
+  // per point, shared by every pair and both estimators.
+  const int64_t num_layers = features.size(1) - 2;
+  std::vector<LayerMetric> cka = {LayerMetric::kCkaAllBiased};
+  if (features.size(0) >= 4) cka.push_back(LayerMetric::kCkaAllUnbiased);
+  LayerMetricAccumulator examples(cka, num_layers, dev);
+  for (int64_t p = 0; p < features.size(1); ++p) {
+    examples.Observe(p, features.select(1, p).unsqueeze(0).to(dev));
+  }
+  examples.EndBatch();
+  const at::Tensor sums = examples.sums().cpu();
+  for (size_t i = 0; i < examples.keys().size(); ++i) {
+    const StatKey& key = examples.keys()[i];
+    if (sums[i][LayerMetricAccumulator::kCount].item<double>() == 0) continue;
+    const std::string metric = key.metric == "cka_all_biased" ? "cka_example_biased"
+                                                              : "cka_example_unbiased";
+    AddRow(out, metric, key.layer, {sums[i][LayerMetricAccumulator::kSum].item<double>()}, -1,
+           key.layer_b);
   }
   return out;
 }
