@@ -105,12 +105,7 @@ void GptNeoXModel::AddParameters() {
 }
 
 void GptNeoXModel::Bind() {
-  // Optional tensors (attention_bias = false) stay undefined; at::linear
-  // takes an undefined bias as none.
-  auto get = [&](const std::string& name) {
-    const at::Tensor* t = parameters().Find(name);
-    return t == nullptr ? at::Tensor() : *t;
-  };
+  // Biases left out (attention_bias = false) stay undefined.
   embed_in_ = parameters().Get("gpt_neox.embed_in.weight");
   layers_.assign(neox().num_hidden_layers, Layer{});
   for (int64_t i = 0; i < neox().num_hidden_layers; ++i) {
@@ -123,9 +118,9 @@ void GptNeoXModel::Bind() {
     l.post_attention_layernorm_bias =
         parameters().Get(p + "post_attention_layernorm.bias");
     l.query_key_value_weight = parameters().Get(p + "attention.query_key_value.weight");
-    l.query_key_value_bias = get(p + "attention.query_key_value.bias");
+    l.query_key_value_bias = parameters().GetOptional(p + "attention.query_key_value.bias");
     l.dense_weight = parameters().Get(p + "attention.dense.weight");
-    l.dense_bias = get(p + "attention.dense.bias");
+    l.dense_bias = parameters().GetOptional(p + "attention.dense.bias");
     l.dense_h_to_4h_weight = parameters().Get(p + "mlp.dense_h_to_4h.weight");
     l.dense_h_to_4h_bias = parameters().Get(p + "mlp.dense_h_to_4h.bias");
     l.dense_4h_to_h_weight = parameters().Get(p + "mlp.dense_4h_to_h.weight");

@@ -73,10 +73,6 @@ void MambaModel::AddParameters() {
 
 void MambaModel::Bind() {
   const ParameterMap& params = parameters();
-  auto optional = [&](const std::string& name) {
-    const at::Tensor* t = params.Find(name);
-    return t == nullptr ? at::Tensor() : *t;
-  };
   embeddings_ = params.Get("backbone.embeddings.weight");
   layers_.assign(mamba().num_hidden_layers, Layer{});
   for (int64_t i = 0; i < mamba().num_hidden_layers; ++i) {
@@ -86,14 +82,14 @@ void MambaModel::Bind() {
     l.A_log = params.Get(p + "mixer.A_log");
     l.D = params.Get(p + "mixer.D");
     l.conv1d_weight = params.Get(p + "mixer.conv1d.weight");
-    l.conv1d_bias = optional(p + "mixer.conv1d.bias");
+    l.conv1d_bias = params.GetOptional(p + "mixer.conv1d.bias");
     l.in_proj_weight = params.Get(p + "mixer.in_proj.weight");
-    l.in_proj_bias = optional(p + "mixer.in_proj.bias");
+    l.in_proj_bias = params.GetOptional(p + "mixer.in_proj.bias");
     l.x_proj_weight = params.Get(p + "mixer.x_proj.weight");
     l.dt_proj_weight = params.Get(p + "mixer.dt_proj.weight");
     l.dt_proj_bias = params.Get(p + "mixer.dt_proj.bias");
     l.out_proj_weight = params.Get(p + "mixer.out_proj.weight");
-    l.out_proj_bias = optional(p + "mixer.out_proj.bias");
+    l.out_proj_bias = params.GetOptional(p + "mixer.out_proj.bias");
   }
   norm_f_weight_ = params.Get("backbone.norm_f.weight");
   lm_head_ = params.Get("lm_head.weight");

@@ -109,10 +109,6 @@ void Mamba2Model::AddParameters() {
 
 void Mamba2Model::Bind() {
   const ParameterMap& params = parameters();
-  auto optional = [&](const std::string& name) {
-    const at::Tensor* t = params.Find(name);
-    return t == nullptr ? at::Tensor() : *t;
-  };
   embeddings_ = params.Get("backbone.embeddings.weight");
   layers_.assign(mamba2().num_hidden_layers, Layer{});
   for (int64_t i = 0; i < mamba2().num_hidden_layers; ++i) {
@@ -120,15 +116,15 @@ void Mamba2Model::Bind() {
     Layer& l = layers_[i];
     l.norm_weight = params.Get(p + "norm.weight");
     l.conv1d_weight = params.Get(p + "mixer.conv1d.weight");
-    l.conv1d_bias = optional(p + "mixer.conv1d.bias");
+    l.conv1d_bias = params.GetOptional(p + "mixer.conv1d.bias");
     l.in_proj_weight = params.Get(p + "mixer.in_proj.weight");
-    l.in_proj_bias = optional(p + "mixer.in_proj.bias");
+    l.in_proj_bias = params.GetOptional(p + "mixer.in_proj.bias");
     l.dt_bias = params.Get(p + "mixer.dt_bias");
     l.A_log = params.Get(p + "mixer.A_log");
     l.gated_norm_weight = params.Get(p + "mixer.norm.weight");
     l.D = params.Get(p + "mixer.D");
     l.out_proj_weight = params.Get(p + "mixer.out_proj.weight");
-    l.out_proj_bias = optional(p + "mixer.out_proj.bias");
+    l.out_proj_bias = params.GetOptional(p + "mixer.out_proj.bias");
   }
   norm_f_weight_ = params.Get("backbone.norm_f.weight");
   lm_head_ = params.Get("lm_head.weight");

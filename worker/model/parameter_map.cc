@@ -27,6 +27,11 @@ const at::Tensor& ParameterMap::Get(std::string_view name) const {
   return *tensor;
 }
 
+at::Tensor ParameterMap::GetOptional(std::string_view name) const {
+  const at::Tensor* t = Find(name);
+  return t == nullptr ? at::Tensor() : *t;
+}
+
 int64_t ParameterMap::numel() const {
   int64_t total = 0;
   for (const Item& item : items_) total += item.second.numel();

@@ -23,6 +23,9 @@ class ParameterMap {
   const at::Tensor* Find(std::string_view name) const;
   // Throws c10::Error naming the missing parameter.
   const at::Tensor& Get(std::string_view name) const;
+  // An optional parameter (a bias a config leaves out): undefined when
+  // absent, which at::linear / at::conv1d take as none.
+  at::Tensor GetOptional(std::string_view name) const;
 
   // Insertion order: the order of the reference's named_parameters(), which
   // is also the fixed order in which random init draws from its generator.
