@@ -13,6 +13,9 @@
 //   + all + new    forward + every analysis, adding the all-pair CKA
 //                  (cka_all_biased, cka_all_unbiased) and adjacent_cos_tokens
 //   --each 1       also forward + each analysis alone
+//   --check-half 1 also: every analysis on the model's half-precision states
+//                  against the float64 path on the same values (one
+//                  forward), the largest |difference| / (|value| + count)
 // Each run ends with a device-to-host copy, so queued kernels are counted.
 #include <algorithm>
 #include <chrono>
@@ -141,6 +144,29 @@ int main(int argc, char** argv) {
               100.0 * (all_ms / forward_ms - 1));
   std::printf("forward + all + new%9.1f ms  (+%.1f%%)\n", every_ms,
               100.0 * (every_ms / forward_ms - 1));
+  if (Flag(argc, argv, "--check-half", "0") == std::string("1")) {
+    const std::vector<lw::LayerMetric> every = *lw::ParseLayerMetrics(
+        {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+         "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
+         "cka_all_biased", "adjacent_cos_tokens"});
+    lw::LayerMetricAccumulator half(every, L, device, tokens);
+    lw::LayerMetricAccumulator exact(every, L, device, tokens);
+    (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) {
+      half.Observe(point, h);
+      exact.Observe(point, h.to(at::kDouble));
+    });
+    half.EndBatch();
+    exact.EndBatch();
+    const at::Tensor want = exact.sums().cpu(), got = half.sums().cpu();
+    const at::Tensor ratio = (got - want).abs() /
+                             (want.abs() + want.select(1, 2).unsqueeze(1));
+    const int64_t worst = std::get<0>(ratio.max(1)).argmax().item<int64_t>();
+    const lw::StatKey& key = exact.keys()[worst];
+    std::printf("half-precision path vs float64 path, same states: max |diff| / (|value| + count) "
+                "= %.3g (%s layer %d layer_b %d position %d)\n",
+                ratio.max().item<double>(), key.metric.c_str(), key.layer, key.layer_b,
+                key.position);
+  }
   if (Flag(argc, argv, "--each", "0") == std::string("1")) {
     for (const char* name :
          {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",

@@ -625,5 +625,75 @@ TEST(AnalysisSuiteTest, BlockedGramMatchesNaive) {
   }
 }
 
+// Half-precision states (bf16 and fp16 models) take their own path: half
+// GEMMs with float32 accumulation, no float64 copies (layer_metrics.cc,
+// IsHalf). Every analysis against the float64 path on exactly the same
+// values, with residual-stream-like states (a large shared direction, so the
+// centring cancels ~10x, and a growing residual), n = 300 (the blocked
+// float64 Gram on the other side) and n = 37 (an odd token count).
+// Tolerance: float32 accumulation of exact products over d and n terms,
+// ~1e-7 sqrt(n d) relative before cancellation; 1e-5 of each row's scale
+// (1.4e-6 seen, in the unbiased CKA).
+TEST(AnalysisSuiteTest, HalfPrecisionStatesMatchFloat64) {
+  c10::InferenceMode guard;
+  const int64_t L = 3, B = 3, d = 48;
+  at::manual_seed(31);
+  for (at::ScalarType half : {at::kBFloat16, at::kHalf}) {
+    for (int64_t n : {300, 37}) {
+      SCOPED_TRACE(::testing::Message() << c10::toString(half) << " n " << n);
+      const at::Tensor shared = 3 * at::randn({1, 1, d});
+      std::vector<at::Tensor> exact, halves;
+      for (int p = 0; p < L + 2; ++p) {
+        at::Tensor x = at::randn({B, n, d}) + shared;
+        x = p == 0 ? x : exact.back().to(at::kFloat) + 0.4 * x;
+        halves.push_back(x.to(half));
+        exact.push_back(halves.back().to(at::kDouble));  // the same values
+      }
+      LayerMetricAccumulator want(kEvery, L, c10::Device(c10::kCPU), n);
+      LayerMetricAccumulator got(kEvery, L, c10::Device(c10::kCPU), n);
+      FeedBatch(want, exact);
+      FeedBatch(got, halves);
+      ASSERT_EQ(got.sums().scalar_type(), at::kDouble);
+      // Per row: the sum and the sum of squares, against the count (each
+      // value is O(1): cosines, CKAs, energy ratios).
+      const at::Tensor diff = (got.sums() - want.sums()).abs();
+      const at::Tensor scale =
+          want.sums().abs() + want.sums().select(1, 2).unsqueeze(1);
+      const at::Tensor ratio = diff / scale;
+      const int64_t worst = std::get<0>(ratio.max(1)).argmax().item<int64_t>();
+      EXPECT_LT(ratio.max().item<double>(), 1e-5)
+          << want.keys()[worst].metric << " layer " << want.keys()[worst].layer
+          << " layer_b " << want.keys()[worst].layer_b;
+      // The counts are the same exactly.
+      EXPECT_TRUE(at::equal(got.sums().select(1, 2), want.sums().select(1, 2)));
+    }
+  }
+}
+
+// Hand-worked cases on bf16 states: identical tokens give dispersion 0 and
+// intertoken_cos 1; a layer that is 2x the last has step energy 1 and CKA 1;
+// exact in bf16 (powers of two), so the half path must give them to float32
+// rounding.
+TEST(AnalysisSuiteTest, HalfPrecisionHandWorked) {
+  c10::InferenceMode guard;
+  const int64_t n = 8, d = 16;
+  const at::Tensor same =
+      at::arange(1, d + 1, at::kFloat).repeat({1, n, 1}).to(at::kBFloat16);
+  at::manual_seed(32);
+  const at::Tensor x = at::randn({1, n, d}).to(at::kBFloat16);
+  LayerMetricAccumulator acc(kEvery, 2, c10::Device(c10::kCPU), n);
+  FeedBatch(acc, {same, x, 2 * x, same});
+  EXPECT_NEAR(Stat(acc, "token_dispersion", 0), 0.0, 1e-6);
+  EXPECT_NEAR(Stat(acc, "intertoken_cos", 0), 1.0, 1e-6);
+  EXPECT_NEAR(Stat(acc, "intertoken_cos_nofirst", 3), 1.0, 1e-6);
+  EXPECT_NEAR(Stat(acc, "step_energy", 1), 1.0, 1e-6);
+  EXPECT_NEAR(Stat(acc, "adjacent_cos", 1), 1.0, 1e-6);
+  EXPECT_NEAR(Stat(acc, "cka_biased", 1), 1.0, 1e-6);
+  EXPECT_NEAR(Stat(acc, "cka_unbiased", 1), 1.0, 1e-6);
+  EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
+  // Identical tokens: the centred Gram is ~0, so CKA is 0, not noise.
+  EXPECT_EQ(Stat(acc, "cka_biased", 0), 0.0);
+}
+
 }  // namespace
 }  // namespace layerflow::worker

@@ -120,23 +120,6 @@ TEST(LayerMetricsTest, HandWorkedCases) {
   EXPECT_NEAR(s2[Row(acc2, "adjacent_cos", 0)][0].item<double>(), 0.0, 1e-15);
 }
 
-TEST(LayerMetricsTest, FloatAndBf16StatesAreUpcast) {
-  c10::InferenceMode guard;
-  at::manual_seed(1);
-  std::vector<at::Tensor> f32, bf16;
-  for (int p = 0; p < 3; ++p) {
-    at::Tensor x = at::randn({2, 9, 16}).to(at::kBFloat16);
-    bf16.push_back(x);
-    f32.push_back(x.to(at::kDouble));  // exactly the bf16 values
-  }
-  LayerMetricAccumulator a(kBoth, 1, c10::Device(c10::kCPU));
-  LayerMetricAccumulator b(kBoth, 1, c10::Device(c10::kCPU));
-  FeedBatch(a, f32);
-  FeedBatch(b, bf16);
-  EXPECT_TRUE(at::allclose(a.sums(), b.sums(), 0, 1e-14));
-  EXPECT_EQ(b.sums().scalar_type(), at::kDouble);
-}
-
 TEST(LayerMetricsTest, ChunkStatsMergeByAddition) {
   c10::InferenceMode guard;
   at::manual_seed(2);

@@ -36,10 +36,15 @@ std::string KnownNames() {
   return out;
 }
 
-// <a_b, b_b>_F per prompt of two [B, n, n] float64 tensors, [B]: one BLAS
-// dot product per prompt (no n x n temporary; faster than a batched
-// [1, n^2] x [n^2, 1] product or a multiply-and-sum).
+// <a_b, b_b>_F per prompt of two [B, n, n] tensors, float64 [B]. Float64
+// Grams: one BLAS dot product per prompt (no n x n temporary; faster than a
+// batched [1, n^2] x [n^2, 1] product or a multiply-and-sum). Float32 Grams
+// (half-precision states): one multiply-and-sum, twice as fast on an H200 as
+// the per-prompt dots (bench/analysis_ops_micro2.py).
 at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != at::kDouble) {
+    return (a * b).sum({1, 2}).to(at::kDouble);
+  }
   const int64_t batch = a.size(0);
   std::vector<at::Tensor> dots;
   dots.reserve(batch);
@@ -47,6 +52,98 @@ at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
     dots.push_back(at::dot(a[i].reshape({-1}), b[i].reshape({-1})));
   }
   return at::stack(dots);
+}
+
+// ---- Half-precision states (a bf16 or fp16 model) --------------------------
+// Their values are exact in float32 and every product of two of them is too
+// (at most 11 significant bits each), so the statistics come from half GEMMs
+// with float32 accumulation and float32 outputs, reading the states once,
+// instead of float64 copies of [B, n, d] (several passes over 4x the bytes)
+// and float64 n x n Grams (10x slower than the half GEMM on an H200). The
+// float64 path stays for float32 / float64 states. Accuracy against float64
+// on the same values: tests/worker/analysis_suite_test.cc
+// (HalfPrecisionStatesMatchFloat64), and on an H200 bench/RESULTS.md.
+bool IsHalf(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+
+// x [B, m, k] x y [B, k, p] of half tensors, float32 [B, m, p]: cuBLAS's
+// half GEMM with a float32 output on CUDA; on the CPU, which has no such
+// kernel, the float32 product of the exactly upcast operands.
+at::Tensor HalfBmm(const at::Tensor& x, const at::Tensor& y) {
+  if (x.is_cuda()) return at::bmm(x, y, at::kFloat);
+  return at::bmm(x.to(at::kFloat), y.to(at::kFloat));
+}
+
+// out = m + x y (m float32 [B, m, p], may be `out` itself), the same way.
+void HalfBaddbmmOut(at::Tensor& out, const at::Tensor& m, const at::Tensor& x,
+                    const at::Tensor& y) {
+  if (x.is_cuda()) {
+    at::baddbmm_out(out, m, x, y, at::kFloat);
+  } else {
+    at::baddbmm_out(out, m, x.to(at::kFloat), y.to(at::kFloat));
+  }
+}
+
+// A float32 w [B, m, k] as three half parts [B, 3m, k] (consecutive m-row
+// blocks): w = scale^-1 sum_i part_i 2^(-s i), s = the half type's
+// significant bits, to float32 precision. Each part is the rounding error of
+// the last, scaled back up by 2^s, so all three stay in the half range; fp16
+// (max 65504, normal from 6e-5) also gets a power-of-two scale per prompt
+// that puts max |w| in [1, 2), bf16 (float32's range) none. So a float32
+// weight enters a half GEMM without being rounded. Returns the parts and
+// the per-part factors scale^-1 2^(-s i), float64 [B, 3, 1].
+std::pair<at::Tensor, at::Tensor> SplitToHalf(const at::Tensor& w,
+                                              at::ScalarType half) {
+  const bool fp16 = half == at::kHalf;
+  const double step = fp16 ? 2048.0 : 256.0;  // 2^11, 2^8
+  at::Tensor scale = at::ones({w.size(0), 1, 1}, w.options());
+  if (fp16) {
+    const at::Tensor peak = w.abs().amax({1, 2}, /*keepdim=*/true);
+    scale = at::exp2(-at::floor(at::log2(peak.clamp_min(1e-30))));
+  }
+  at::Tensor rest = fp16 ? w * scale : w;
+  std::vector<at::Tensor> parts;
+  for (int i = 0; i < 3; ++i) {
+    parts.push_back(rest.to(half));
+    if (i < 2) rest = (rest - parts.back().to(at::kFloat)) * step;
+  }
+  const at::Tensor powers = at::tensor({1.0, 1.0 / step, 1.0 / (step * step)},
+                                       w.options().dtype(at::kDouble))
+                                .view({1, 3, 1});
+  return {at::cat(parts, 1), powers / scale.to(at::kDouble)};
+}
+
+// w [B, m, n] (float32 weights) times half states h [B, n, d]: float64
+// [B, m, d], each weight split so the product is float32-exact.
+at::Tensor WeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
+  auto [parts, factors] = SplitToHalf(w, h.scalar_type());
+  const int64_t batch = w.size(0), m = w.size(1);
+  return (HalfBmm(parts, h).view({batch, 3, m, h.size(2)}).to(at::kDouble) *
+          factors.unsqueeze(3))
+      .sum(1);
+}
+
+// h_t . v for half states h [B, n, d] and a float32 vector per prompt v
+// [B, d]: float64 [B, n].
+at::Tensor RowDots(const at::Tensor& h, const at::Tensor& v) {
+  auto [parts, factors] = SplitToHalf(v.unsqueeze(1), h.scalar_type());  // [B, 3, d]
+  return (HalfBmm(h, parts.transpose(1, 2)).to(at::kDouble) *
+          factors.transpose(1, 2))
+      .sum(2);
+}
+
+// a_t . b_t for every token of half states a, b [B, n, d], float64 [B, n]:
+// the diagonals of g x g blocks of A B^T, g tokens at a time, one GEMM that
+// reads both once (g times the multiply-adds of the dots, still far from the
+// GEMM's bound; 2x faster than a float32 multiply-and-sum on an H200).
+at::Tensor TokenDots(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t rows = a.size(0) * a.size(1), d = a.size(2);
+  int64_t g = 32;
+  while (rows % g != 0) g /= 2;
+  const at::Tensor blocks = HalfBmm(a.reshape({rows / g, g, d}),
+                                    b.reshape({rows / g, g, d}).transpose(1, 2));
+  return blocks.diagonal(0, 1, 2).reshape({a.size(0), a.size(1)}).to(at::kDouble);
 }
 
 // Gram matrices x x^T of float64 x [B, n, d] into out [B, n, n]: the row
@@ -95,6 +192,29 @@ at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a,
                       a.total * b.total, (a.row_sums * b.row_sums).sum(-1), n);
 }
 
+// The CKA statistics of centred Grams C [B, n, n] (float64, or float32 for
+// half-precision states; kept as `centred`); trace_k [B] = tr(K) of the raw
+// states. The scalars are float64.
+CkaGramStats StatsOfCentredGram(const at::Tensor& centred,
+                                const at::Tensor& trace_k) {
+  CkaGramStats g;
+  const int64_t n = centred.size(1);
+  g.centred = centred;
+  const bool exact = centred.scalar_type() == at::kDouble;
+  g.diagonal = centred.diagonal(0, 1, 2).to(at::kDouble);
+  // C 1 = 0 (C is centred): float64 sums it to ~1e-16, a float32 C would
+  // add its rounding, so there the row sums of C~ are -diag C exactly.
+  g.row_sums = exact ? centred.sum(2) - g.diagonal : -g.diagonal;
+  g.total = g.row_sums.sum(1);
+  // ||C||_F^2: for float32 one fused norm reduction (no n x n temporary).
+  g.biased_self =
+      exact ? FrobeniusDot(centred, centred)
+            : at::linalg_vector_norm(centred, 2, {1, 2}).to(at::kDouble).square();
+  if (n >= 4) g.unbiased_self = UnbiasedHsic(g.biased_self, g, g, n);
+  g.scale = trace_k.square();
+  return g;
+}
+
 // Gram statistics of token-centred float64 states xc [B, n, d]; trace_k [B]
 // = tr(K) of the raw states. The centred Gram goes into `out` when given
 // ([B, n, n] float64, contiguous). Float64 throughout: a float32 Gram moves
@@ -104,21 +224,36 @@ at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a,
 // without TF32 runs no faster than the float64 tensor-core one.
 CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
                            at::Tensor out = at::Tensor()) {
-  CkaGramStats g;
-  const int64_t batch = xc.size(0);
   if (!out.defined()) {
-    out = at::empty({batch, xc.size(1), xc.size(1)}, xc.options());
+    out = at::empty({xc.size(0), xc.size(1), xc.size(1)}, xc.options());
   }
   SymmetricGram(xc, out);
-  g.centred = out;
-  const int64_t n = xc.size(1);
-  g.diagonal = g.centred.diagonal(0, 1, 2);
-  g.row_sums = g.centred.sum(2) - g.diagonal;
-  g.total = g.row_sums.sum(1);
-  g.biased_self = FrobeniusDot(g.centred, g.centred);
-  if (n >= 4) g.unbiased_self = UnbiasedHsic(g.biased_self, g, g, n);
-  g.scale = trace_k.square();
-  return g;
+  return StatsOfCentredGram(out, trace_k);
+}
+
+// The same for half-precision states h [B, n, d] with token means mean
+// [B, d] (float32): C = H K H = K - r 1' - 1 r' + g, r = X mean (K's row
+// means), g = |mean|^2, as ONE half GEMM with a float32 output that adds
+// X X^T onto the rank-2 correction (no centred copy of the states, which a
+// half GEMM could not take unrounded). float32 [B, n, n] into `out` when
+// given.
+CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& mean,
+                               const at::Tensor& trace_k,
+                               at::Tensor out = at::Tensor()) {
+  const int64_t batch = h.size(0), n = h.size(1);
+  if (!out.defined()) {
+    out = at::empty({batch, n, n}, h.options().dtype(at::kFloat));
+  }
+  const at::Tensor r = RowDots(h, mean);                     // [B, n]
+  const at::Tensor g = mean.to(at::kDouble).square().sum(1);  // [B]
+  // g - r_i - r_j = u v' with u = [c, 1], v = [-1, -c], c = r - g/2: a
+  // rank-2 float32 product (exact products, one rounding), 2x faster on an
+  // H200 than a broadcast subtraction writing the same n x n.
+  const at::Tensor c = (r - g.unsqueeze(1) / 2).to(at::kFloat);  // [B, n]
+  const at::Tensor ones = at::ones_like(c);
+  at::bmm_out(out, at::stack({c, ones}, 2), at::stack({-ones, -c}, 1));
+  HalfBaddbmmOut(out, out, h, h.transpose(1, 2));
+  return StatsOfCentredGram(out, trace_k);
 }
 
 // Centred states of float64 h [B, n, d] (one temporary [B, n, d]).
@@ -160,12 +295,16 @@ std::pair<at::Tensor, at::Tensor> AllPairCka(
   const int64_t p = grams.size(0), batch = grams.size(1);
   // inner[b] = G_b G_b^T, G_b [P, n^2] the flattened Grams of prompt b: one
   // matrix product per prompt, reading each Gram once.
+  // Float32 Grams (half-precision states): the float32 accumulation errs by
+  // ~1e-7 of sum |C_a C_b| <= ||C_a|| ||C_b|| (the Grams are centred, so no
+  // large common part cancels), ~1e-7 absolute in CKA.
   at::Tensor inner = at::empty({batch, p, p}, grams.options());
   for (int64_t b = 0; b < batch; ++b) {
     const at::Tensor g = grams.select(1, b).reshape({p, n * n});
     at::Tensor out = inner[b];
     at::mm_out(out, g, g.t());
   }
+  inner = inner.to(at::kDouble);
   auto stack = [&](at::Tensor CkaGramStats::*field) {
     std::vector<at::Tensor> parts;
     for (const CkaGramStats& s : points) parts.push_back(s.*field);
@@ -365,8 +504,14 @@ void LayerMetricAccumulator::AddBlock(int64_t row, const at::Tensor& per_prompt)
 }
 
 void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
-  const bool biased = Has(LayerMetric::kCkaAllBiased) && n >= 2;
-  const bool unbiased = Has(LayerMetric::kCkaAllUnbiased) && n >= 4;
+  // The adjacent-pair CKAs (l, l + 1) are the matrices' first
+  // super-diagonal: taken from here when all pairs are computed.
+  const bool all_biased = Has(LayerMetric::kCkaAllBiased) && n >= 2;
+  const bool all_unbiased = Has(LayerMetric::kCkaAllUnbiased) && n >= 4;
+  const bool pair_biased = Has(LayerMetric::kCkaBiased) && n >= 2;
+  const bool pair_unbiased = Has(LayerMetric::kCkaUnbiased) && n >= 4;
+  const bool biased = all_biased || pair_biased;
+  const bool unbiased = all_unbiased || pair_unbiased;
   if (!biased && !unbiased) return;
   const int64_t p = num_layers_ + 1;
   auto [b, u] = AllPairCka(all_points_, all_grams_, n, biased, unbiased);
@@ -375,8 +520,13 @@ void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
   auto upper = [&](const at::Tensor& m) {  // [B, P, P] -> [B, pairs]
     return m.index({at::indexing::Slice(), pairs[0], pairs[1]});
   };
-  if (biased) AddBlock(RowOf(LayerMetric::kCkaAllBiased), upper(b));
-  if (unbiased) AddBlock(RowOf(LayerMetric::kCkaAllUnbiased), upper(u));
+  auto adjacent = [](const at::Tensor& m) {  // [B, P, P] -> [B, L]
+    return m.diagonal(1, 1, 2);
+  };
+  if (all_biased) AddBlock(RowOf(LayerMetric::kCkaAllBiased), upper(b));
+  if (all_unbiased) AddBlock(RowOf(LayerMetric::kCkaAllUnbiased), upper(u));
+  if (pair_biased) AddBlock(RowOf(LayerMetric::kCkaBiased), adjacent(b));
+  if (pair_unbiased) AddBlock(RowOf(LayerMetric::kCkaUnbiased), adjacent(u));
 }
 
 void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
@@ -398,10 +548,16 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
                 n, " tokens is longer than adjacent_cos_tokens' ",
                 max_positions_, " positions");
   }
-  // Upcast: statistics in float64 whatever the model's dtype (one copy; a
-  // float64 input is used as is and never written to).
-  const at::Tensor h = hidden.to(at::kDouble);
-  const at::Tensor norm = at::linalg_vector_norm(h, 2, {-1});  // [B, n]
+  // Float32/float64 states: statistics on a float64 copy (a float64 input
+  // is used as is and never written to). Half-precision states: read as
+  // they are, through half GEMMs with float32 accumulation (IsHalf).
+  const bool half = IsHalf(hidden);
+  const at::Tensor h = half ? hidden : hidden.to(at::kDouble);
+  const at::Tensor norm =  // [B, n] float64
+      half ? at::linalg_vector_norm(hidden, 2, {-1}, false, at::kFloat)
+                 .to(at::kDouble)
+           : at::linalg_vector_norm(h, 2, {-1});
+  const at::Tensor energy = norm.square().sum(-1);  // tr(K) [B]
   const bool residual = point <= num_layers_;
   const bool want_biased = residual && n >= 2 &&
                            (Has(LayerMetric::kCkaBiased) ||
@@ -414,9 +570,16 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       (Has(LayerMetric::kCkaAllUnbiased) && n >= 4);
   const bool want_gram = want_biased || want_unbiased;
   const bool want_dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
-  // Token-centred states: token_dispersion and the CKA Grams share them.
-  at::Tensor centred;
-  if (want_gram || want_dispersion) centred = CentreTokens(h);
+  // Token-centred float64 states (token_dispersion and the CKA Grams share
+  // them), or for half states the token means (float32 [B, d]).
+  at::Tensor centred, mean;
+  if (want_gram || want_dispersion) {
+    if (half) {
+      mean = hidden.sum(1, /*keepdim=*/false, at::kFloat) / static_cast<double>(n);
+    } else {
+      centred = CentreTokens(h);
+    }
+  }
 
   // One-point metrics: points 0..L+1.
   const bool want_all = Has(LayerMetric::kIntertokenCos) && n >= 2;
@@ -433,7 +596,9 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       w.select(1, 0).zero_();
       weights.push_back(w);
     }
-    const at::Tensor totals = at::bmm(at::stack(weights, 1), h);  // [B, k, d]
+    const at::Tensor w = at::stack(weights, 1);  // [B, k, n]
+    const at::Tensor totals = half ? WeightedTokenSums(w.to(at::kFloat), hidden)
+                                   : at::bmm(w, h);  // [B, k, d] float64
     if (want_all) {
       Add(RowOf(LayerMetric::kIntertokenCos) + point,
           MeanPairCos(totals.select(1, 0), n));
@@ -444,10 +609,14 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     }
   }
   if (want_dispersion) {
-    // Same reduction for both: all tokens one vector gives exactly 0.
+    // sum_t ||h_t - mean||^2. Float64: same reduction for the spread and
+    // the energy, so all tokens one vector gives exactly 0. Half: the
+    // energy minus n ||mean||^2 (clamped at 0 against rounding).
     const at::Tensor spread =
-        at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);  // [B]
-    const at::Tensor energy = norm.square().sum(-1);                  // [B]
+        half ? (energy - static_cast<double>(n) *
+                             mean.to(at::kDouble).square().sum(-1))
+                   .clamp_min(0.0)
+             : at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);
     Add(RowOf(LayerMetric::kTokenDispersion) + point,
         at::where(energy > 0, spread / energy.clamp_min(kTinyNorm),
                   at::zeros_like(spread)));
@@ -469,23 +638,26 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     at::Tensor out;
     if (want_all_pairs) {
       if (point == 0) {
-        all_grams_ = at::empty({num_layers_ + 1, batch, n, n}, h.options());
+        all_grams_ = at::empty({num_layers_ + 1, batch, n, n},
+                               h.options().dtype(half ? at::kFloat : at::kDouble));
         all_points_.clear();
       }
       out = all_grams_[point];
     }
-    gram = MakeGramStats(centred, norm.square().sum(-1), out);
+    gram = half ? MakeHalfGramStats(hidden, mean, energy, out)
+                : MakeGramStats(centred, energy, out);
     if (want_all_pairs) all_points_.push_back(gram);
   }
   centred = at::Tensor();
   if (point == 0 && Has(LayerMetric::kPathEnergy)) {
-    path_ = at::zeros({batch}, h.options());
+    path_ = at::zeros({batch}, norm.options());
   }
   if (point >= 1) {
     const int64_t l = point - 1;  // the pair (l, l + 1)
     if (want_cos) {
-      const at::Tensor cos = (previous_ * h).sum(-1) /
-                             (previous_norm_ * norm).clamp_min(kTinyNorm);
+      const at::Tensor dots =
+          half ? TokenDots(previous_, hidden) : (previous_ * h).sum(-1);
+      const at::Tensor cos = dots / (previous_norm_ * norm).clamp_min(kTinyNorm);
       if (Has(LayerMetric::kAdjacentCos)) {
         Add(RowOf(LayerMetric::kAdjacentCos) + l, cos.mean(-1));
       }
@@ -495,8 +667,15 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
     }
     if (Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy)) {
+      // Half: the float32 difference of the upcast states (exact up to one
+      // rounding), not ||a||^2 + ||b||^2 - 2 a.b, which cancels for small
+      // steps.
       const at::Tensor step =
-          at::linalg_vector_norm(h - previous_, 2, {-1}).square();  // [B, n]
+          half ? at::linalg_vector_norm(hidden.to(at::kFloat) - previous_, 2,
+                                        {-1})
+                     .to(at::kDouble)
+                     .square()
+               : at::linalg_vector_norm(h - previous_, 2, {-1}).square();  // [B, n]
       const at::Tensor base = previous_norm_.square();
       const at::Tensor energy =
           at::where(base > 0, step / base.clamp_min(kTinyNorm),
@@ -507,8 +686,12 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
       if (Has(LayerMetric::kPathEnergy)) path_.add_(energy);
     }
-    const bool pair_biased = Has(LayerMetric::kCkaBiased) && n >= 2;
-    const bool pair_unbiased = Has(LayerMetric::kCkaUnbiased) && n >= 4;
+    // With all pairs, the adjacent pairs come from the all-pair matrices
+    // (AddAllPairCka), not a second inner product per point.
+    const bool pair_biased =
+        Has(LayerMetric::kCkaBiased) && n >= 2 && !want_all_pairs;
+    const bool pair_unbiased =
+        Has(LayerMetric::kCkaUnbiased) && n >= 4 && !want_all_pairs;
     if (pair_biased || pair_unbiased) {
       const at::Tensor inner = FrobeniusDot(previous_gram_.centred, gram.centred);
       if (pair_biased) {
@@ -528,7 +711,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   if (point < num_layers_) {
     previous_sizes_ = h.sizes().vec();
     if (want_states) {
-      previous_ = h;
+      previous_ = h;  // half states: the model's own tensor, never written
       previous_norm_ = norm;
     }
     previous_gram_ = std::move(gram);

@@ -42,10 +42,17 @@
 // invariant to it; the Gram of the centred states IS H K H, and the unbiased
 // HSIC is unchanged, the U-centring annihilating a_i + b_j terms): one
 // float64 Gram per point serves both estimators and every pair.
-// Memory: adjacent CKA holds two B x n x n float64 Grams at a time; the
-// all-pair CKA holds the Grams of all L + 1 residual points of the batch,
-// B x (L + 1) x n^2 float64 (8 B (L + 1) n^2 bytes, e.g. 6.7 GB for
-// pythia-1.4b, 8 x 2048 tokens), freed at EndBatch.
+// Precision: float32/float64 states are analysed in float64. Half-precision
+// states (bf16/fp16 models) are read as they are, through half GEMMs with
+// float32 accumulation (every product of two halves is exact in float32)
+// and float32 centred Grams, the per-prompt values reduced in float64: on
+// the GPU ~1e-6 of each value from the float64 path on the same states, at a
+// fraction of its cost (bench/RESULTS.md).
+// Memory: adjacent CKA holds two B x n x n Grams at a time; the all-pair
+// CKA holds the Grams of all L + 1 residual points of the batch,
+// B x (L + 1) x n^2 (float64: 8 B (L + 1) n^2 bytes, e.g. 6.7 GB for
+// pythia-1.4b, 8 x 2048 tokens; half states: half that), freed at EndBatch;
+// with it, the adjacent-pair CKA is read off the all-pair matrices.
 // Stats: per (metric, layer) the sum over prompts of the value, of its
 // square, and the prompt count; they merge across GPUs, chunks and workers
 // by addition.

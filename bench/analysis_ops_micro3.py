@@ -1,0 +1,81 @@
+"""Third round: the half-precision analysis path's per-point operations as
+layer_metrics.cc issues them (pythia-1.4b shape, 8 x 2048, bf16), each
+timed, plus step-energy variants. Usage: python3 bench/analysis_ops_micro3.py"""
+import torch
+
+torch.backends.cuda.matmul.allow_tf32 = False
+dev = "cuda"
+B, n, d = 8, 2048, 2048
+g = torch.Generator(device=dev).manual_seed(0)
+common = torch.randn(d, device=dev, generator=g) * 3
+a = (torch.randn(B, n, d, device=dev, generator=g) + common).bfloat16()
+b = (a.float() + 0.3 * torch.randn(B, n, d, device=dev, generator=g)).bfloat16()
+
+
+def timeit(name, fn, reps=20):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    print(f"{name:64s} {times[len(times) // 2]:8.3f} ms", flush=True)
+
+
+def split(w):
+    peak = w.abs().amax((1, 2), keepdim=True)
+    scale = torch.exp2(-torch.floor(torch.log2(peak.clamp_min(1e-30))))
+    rest = w * scale
+    parts = []
+    for i in range(3):
+        parts.append(rest.bfloat16())
+        rest = (rest - parts[-1].float()) * 256
+    return torch.cat(parts, 1), scale
+
+
+def row_dots(h, v):
+    parts, scale = split(v.unsqueeze(1))
+    return torch.bmm(h, parts.transpose(1, 2), out_dtype=torch.float32).double().sum(2)
+
+
+mean = a.sum(1, dtype=torch.float32) / n
+timeit("mean: h.sum(1, float32)", lambda: a.sum(1, dtype=torch.float32))
+timeit("RowDots(h, mean)", lambda: row_dots(a, mean))
+r = row_dots(a, mean)
+gg = mean.double().square().sum(1)
+out = torch.empty(B, n, n, device=dev)
+timeit("sub_out M = (g - r_i) - r_j", lambda: torch.sub((gg.unsqueeze(1) - r).unsqueeze(2).float(), r.unsqueeze(1).float(), out=out))
+timeit("baddbmm_out(out, out, h, h^T, float32) in place", lambda: torch.baddbmm(out, a, a.transpose(1, 2), out_dtype=torch.float32, out=out))
+out2 = torch.empty(B, n, n, device=dev)
+timeit("baddbmm(out, h, h^T, float32) into a new tensor", lambda: torch.baddbmm(out, a, a.transpose(1, 2), out_dtype=torch.float32))
+timeit("bmm(h, h^T, float32)", lambda: torch.bmm(a, a.transpose(1, 2), out_dtype=torch.float32))
+C = out
+timeit("C.diagonal().double()", lambda: C.diagonal(0, 1, 2).double())
+timeit("C.sum(2)", lambda: C.sum(2))
+timeit("vector_norm(C, {1,2})", lambda: torch.linalg.vector_norm(C, 2, (1, 2)))
+D = C * 1.1
+timeit("(C*D).sum((1,2))", lambda: (C * D).sum((1, 2)))
+print("-- step energy variants")
+timeit("norm(h.float() - prev)", lambda: torch.linalg.vector_norm(b.float() - a, dim=-1))
+buf = torch.empty(B, n, d, device=dev)
+timeit("norm(sub(h, prev, out=f32))", lambda: torch.linalg.vector_norm(torch.sub(b, a, out=buf), dim=-1))
+exact = b.double() - a.double()
+print("sub(bf16, bf16, out=f32) equals the float64 difference:",
+      bool((torch.sub(b, a, out=buf).double() == exact).all()))
+print("-- token dots")
+def token_dots(x, y):
+    rows = B * n
+    blocks = torch.bmm(x.reshape(rows // 32, 32, d), y.reshape(rows // 32, 32, d).transpose(1, 2), out_dtype=torch.float32)
+    return blocks.diagonal(0, 1, 2).reshape(B, n).double()
+timeit("TokenDots", lambda: token_dots(a, b))
+timeit("linalg_vector_norm(h, float32)", lambda: torch.linalg.vector_norm(a, 2, -1, dtype=torch.float32))
+w = torch.rand(B, 2, n, device=dev)
+def wsum(w, h):
+    parts, scale = split(w)
+    return torch.bmm(parts, h, out_dtype=torch.float32).view(B, 3, 2, d).double().sum(1)
+timeit("WeightedTokenSums k=2", lambda: wsum(w, a))

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run on a GPU machine through the device tool (see bench/RESULTS.md):
+#   bash bench/gpu_overhead_half_run.sh   (with .deps carried)
+# The Analysis issue's overhead target (all metrics <= +15% of the forward,
+# pythia-1.4b bf16, 8 x 2048 tokens) with the half-precision analysis path,
+# each analysis alone, the accuracy of that path against float64 on the
+# same states, and the transformers peer of the same shape.
+set -uo pipefail
+OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+nvidia-smi -L
+start=$(date +%s)
+scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - start )) s"
+source build-gpu/env.sh
+B=build-gpu/bench
+for dtype in bf16 fp16; do
+  echo "== metric overhead, pythia-1.4b $dtype 8 x 2048"
+  $B/bench_metrics_overhead --model pythia-1.4b --dtype $dtype --prompts 8 --tokens 2048 --reps 5 --each 1 --check-half 1
+done
+echo "== fp32 (float64 analysis path), pythia-1.4b 8 x 2048"
+$B/bench_metrics_overhead --model pythia-1.4b --dtype fp32 --prompts 8 --tokens 2048 --reps 3
+echo "== peer (transformers), same shape"
+python3 bench/peer_hf_forward.py --hidden 2048 --layers 24 --heads 16 --prompts 8 --tokens 2048 --reps 5
