@@ -14,11 +14,9 @@ scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$O
 echo "build: $(( $(date +%s) - start )) s"
 source build-gpu/env.sh
 B=build-gpu/bench
-for dtype in bf16 fp16; do
-  echo "== metric overhead, pythia-1.4b $dtype 8 x 2048"
-  $B/bench_metrics_overhead --model pythia-1.4b --dtype $dtype --prompts 8 --tokens 2048 --reps 5 --each 1 --check-half 1
-done
-echo "== fp32 (float64 analysis path), pythia-1.4b 8 x 2048"
-$B/bench_metrics_overhead --model pythia-1.4b --dtype fp32 --prompts 8 --tokens 2048 --reps 3
+echo "== metric overhead, pythia-1.4b bf16 8 x 2048"
+$B/bench_metrics_overhead --model pythia-1.4b --dtype bf16 --prompts 8 --tokens 2048 --reps 5 --each 1 --check-half 1
+echo "== metric overhead, pythia-1.4b fp16 8 x 2048"
+$B/bench_metrics_overhead --model pythia-1.4b --dtype fp16 --prompts 8 --tokens 2048 --reps 5 --check-half 1
 echo "== peer (transformers), same shape"
 python3 bench/peer_hf_forward.py --hidden 2048 --layers 24 --heads 16 --prompts 8 --tokens 2048 --reps 5

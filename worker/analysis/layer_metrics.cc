@@ -97,21 +97,25 @@ std::pair<at::Tensor, at::Tensor> SplitToHalf(const at::Tensor& w,
                                               at::ScalarType half) {
   const bool fp16 = half == at::kHalf;
   const double step = fp16 ? 2048.0 : 256.0;  // 2^11, 2^8
-  at::Tensor scale = at::ones({w.size(0), 1, 1}, w.options());
+  at::Tensor rest = w;
+  at::Tensor scale;  // [B, 1, 1], fp16 only
   if (fp16) {
     const at::Tensor peak = w.abs().amax({1, 2}, /*keepdim=*/true);
     scale = at::exp2(-at::floor(at::log2(peak.clamp_min(1e-30))));
+    rest = w * scale;
   }
-  at::Tensor rest = fp16 ? w * scale : w;
   std::vector<at::Tensor> parts;
   for (int i = 0; i < 3; ++i) {
     parts.push_back(rest.to(half));
     if (i < 2) rest = (rest - parts.back().to(at::kFloat)) * step;
   }
-  const at::Tensor powers = at::tensor({1.0, 1.0 / step, 1.0 / (step * step)},
-                                       w.options().dtype(at::kDouble))
-                                .view({1, 3, 1});
-  return {at::cat(parts, 1), powers / scale.to(at::kDouble)};
+  // 2^(-s i), made on the device (a tensor from host values would be a
+  // blocking copy that stalls the forward's kernel queue).
+  at::Tensor factors =
+      at::pow(1.0 / step, at::arange(3, w.options().dtype(at::kDouble)))
+          .view({1, 3, 1});
+  if (fp16) factors = factors / scale.to(at::kDouble);
+  return {at::cat(parts, 1), factors};
 }
 
 // w [B, m, n] (float32 weights) times half states h [B, n, d]: float64
