@@ -8,29 +8,9 @@ events), plus the accuracy of the mixed-precision Gram against float64.
 """
 import torch
 
-torch.backends.cuda.matmul.allow_tf32 = False
-dev = "cuda"
-B, n, d = 8, 2048, 2048
-g = torch.Generator(device=dev).manual_seed(0)
-# Residual-stream-like: a shared direction (intertoken cos ~0.6) plus noise.
-common = torch.randn(d, device=dev, generator=g) * 3
-a = (torch.randn(B, n, d, device=dev, generator=g) + common).bfloat16()
-b = (a.float() + 0.3 * torch.randn(B, n, d, device=dev, generator=g)).bfloat16()
+from ops_timing import B, d, dev, n, residual_states, timeit
 
-
-def timeit(name, fn, reps=20):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    print(f"{name:60s} {times[len(times) // 2]:8.3f} ms", flush=True)
+a, b = residual_states()
 
 
 a64, b64 = a.double(), b.double()

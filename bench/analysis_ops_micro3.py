@@ -3,28 +3,9 @@ layer_metrics.cc issues them (pythia-1.4b shape, 8 x 2048, bf16), each
 timed, plus step-energy variants. Usage: python3 bench/analysis_ops_micro3.py"""
 import torch
 
-torch.backends.cuda.matmul.allow_tf32 = False
-dev = "cuda"
-B, n, d = 8, 2048, 2048
-g = torch.Generator(device=dev).manual_seed(0)
-common = torch.randn(d, device=dev, generator=g) * 3
-a = (torch.randn(B, n, d, device=dev, generator=g) + common).bfloat16()
-b = (a.float() + 0.3 * torch.randn(B, n, d, device=dev, generator=g)).bfloat16()
+from ops_timing import B, d, dev, n, residual_states, timeit
 
-
-def timeit(name, fn, reps=20):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    print(f"{name:64s} {times[len(times) // 2]:8.3f} ms", flush=True)
+a, b = residual_states()
 
 
 def split(w):
