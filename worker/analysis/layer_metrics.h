@@ -12,7 +12,7 @@
 //   - path_energy is one scalar per prompt, stored at layer 0.
 // (docs/metrics.md says the same.)
 //
-// Per prompt of n tokens, in float64 on the states' device:
+// Per prompt of n tokens, on the states' device (precision: below):
 //   adjacent_cos(l)   = mean_t cos(h_t^(l), h_t^(l+1))
 //   intertoken_cos(l) = (||sum_t h^_t||^2 - n) / (n (n - 1)), h^ = h / ||h||
 //                       (mean cos over unordered pairs; needs n >= 2: a
