@@ -118,23 +118,16 @@ std::pair<at::Tensor, at::Tensor> SplitToHalf(const at::Tensor& w,
   return {at::cat(parts, 1), factors};
 }
 
-// w [B, m, n] (float32 weights) times half states h [B, n, d]: float64
-// [B, m, d], each weight split so the product is float32-exact.
-at::Tensor WeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
-  auto [parts, factors] = SplitToHalf(w, h.scalar_type());
+// w x for float32 weights w [B, m, k] and half x [B, k, p] (states or
+// their transpose): float64 [B, m, p], each weight split so the product is
+// float32-exact. Serves the sums of unit vectors (w = 1/||h_t||, x = h) and
+// the Gram's row means (w = the token mean, x = h^T).
+at::Tensor HalfWeightedProduct(const at::Tensor& w, const at::Tensor& x) {
+  auto [parts, factors] = SplitToHalf(w, x.scalar_type());
   const int64_t batch = w.size(0), m = w.size(1);
-  return (HalfBmm(parts, h).view({batch, 3, m, h.size(2)}).to(at::kDouble) *
+  return (HalfBmm(parts, x).view({batch, 3, m, x.size(2)}).to(at::kDouble) *
           factors.unsqueeze(3))
       .sum(1);
-}
-
-// h_t . v for half states h [B, n, d] and a float32 vector per prompt v
-// [B, d]: float64 [B, n].
-at::Tensor RowDots(const at::Tensor& h, const at::Tensor& v) {
-  auto [parts, factors] = SplitToHalf(v.unsqueeze(1), h.scalar_type());  // [B, 3, d]
-  return (HalfBmm(h, parts.transpose(1, 2)).to(at::kDouble) *
-          factors.transpose(1, 2))
-      .sum(2);
 }
 
 // a_t . b_t for every token of half states a, b [B, n, d], float64 [B, n]:
@@ -248,7 +241,8 @@ CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& mean,
   if (!out.defined()) {
     out = at::empty({batch, n, n}, h.options().dtype(at::kFloat));
   }
-  const at::Tensor r = RowDots(h, mean);                     // [B, n]
+  const at::Tensor r =  // X mean, [B, n]
+      HalfWeightedProduct(mean.unsqueeze(1), h.transpose(1, 2)).squeeze(1);
   const at::Tensor g = mean.to(at::kDouble).square().sum(1);  // [B]
   // g - r_i - r_j = u v' with u = [c, 1], v = [-1, -c], c = r - g/2: a
   // rank-2 float32 product (exact products, one rounding), 2x faster on an
@@ -561,7 +555,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       half ? at::linalg_vector_norm(hidden, 2, {-1}, false, at::kFloat)
                  .to(at::kDouble)
            : at::linalg_vector_norm(h, 2, {-1});
-  const at::Tensor energy = norm.square().sum(-1);  // tr(K) [B]
+  const at::Tensor trace_k = norm.square().sum(-1);  // sum_t ||h_t||^2 [B]
   const bool residual = point <= num_layers_;
   const bool want_biased = residual && n >= 2 &&
                            (Has(LayerMetric::kCkaBiased) ||
@@ -601,7 +595,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       weights.push_back(w);
     }
     const at::Tensor w = at::stack(weights, 1);  // [B, k, n]
-    const at::Tensor totals = half ? WeightedTokenSums(w.to(at::kFloat), hidden)
+    const at::Tensor totals = half ? HalfWeightedProduct(w.to(at::kFloat), hidden)
                                    : at::bmm(w, h);  // [B, k, d] float64
     if (want_all) {
       Add(RowOf(LayerMetric::kIntertokenCos) + point,
@@ -614,15 +608,15 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   }
   if (want_dispersion) {
     // sum_t ||h_t - mean||^2. Float64: same reduction for the spread and
-    // the energy, so all tokens one vector gives exactly 0. Half: the
-    // energy minus n ||mean||^2 (clamped at 0 against rounding).
+    // tr(K), so all tokens one vector gives exactly 0. Half: tr(K) minus
+    // n ||mean||^2 (clamped at 0 against rounding).
     const at::Tensor spread =
-        half ? (energy - static_cast<double>(n) *
+        half ? (trace_k - static_cast<double>(n) *
                              mean.to(at::kDouble).square().sum(-1))
                    .clamp_min(0.0)
              : at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);
     Add(RowOf(LayerMetric::kTokenDispersion) + point,
-        at::where(energy > 0, spread / energy.clamp_min(kTinyNorm),
+        at::where(trace_k > 0, spread / trace_k.clamp_min(kTinyNorm),
                   at::zeros_like(spread)));
   }
 
@@ -648,8 +642,8 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
       out = all_grams_[point];
     }
-    gram = half ? MakeHalfGramStats(hidden, mean, energy, out)
-                : MakeGramStats(centred, energy, out);
+    gram = half ? MakeHalfGramStats(hidden, mean, trace_k, out)
+                : MakeGramStats(centred, trace_k, out);
     if (want_all_pairs) all_points_.push_back(gram);
   }
   centred = at::Tensor();
