@@ -41,6 +41,17 @@ namespace {
 
 using ::layerflow::bench::Flag;
 
+// The "all metrics": the 8 per-layer metrics of METHODS.md.
+const std::vector<std::string> kAllMetrics = {
+    "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+    "step_energy",   "path_energy",    "cka_unbiased",           "cka_biased"};
+// Every analysis: those plus the all-pair CKA and the per-token heat map.
+std::vector<std::string> EveryAnalysis() {
+  std::vector<std::string> every = kAllMetrics;
+  every.insert(every.end(), {"cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens"});
+  return every;
+}
+
 template <typename F>
 double MedianMs(int reps, F&& run) {
   for (int i = 0; i < 2; ++i) run();  // warm-up: allocator, kernels, caches
@@ -89,12 +100,15 @@ int main(int argc, char** argv) {
     (*model)->Forward(ids, [&](int64_t, const at::Tensor& h) { last = h; });
     (void)last.sum().item<double>();
   });
-  if (Flag(argc, argv, "--forward-only", "0") == std::string("1")) {
+  auto print_header = [&] {
     std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
                 model_name.c_str(), static_cast<long long>(L), dtype_name.c_str(),
                 static_cast<long long>(prompts), static_cast<long long>(tokens),
                 device.str().c_str(), reps);
     std::printf("forward            %9.1f ms\n", forward_ms);
+  };
+  if (Flag(argc, argv, "--forward-only", "0") == std::string("1")) {
+    print_header();
     return 0;
   }
   if (Flag(argc, argv, "--spectra", "0") == std::string("1")) {
@@ -106,11 +120,7 @@ int main(int argc, char** argv) {
       (*model)->Forward(ids, [](int64_t, const at::Tensor&) {}, &sink);
       (void)acc.sums().cpu();
     });
-    std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
-                model_name.c_str(), static_cast<long long>(L), dtype_name.c_str(),
-                static_cast<long long>(prompts), static_cast<long long>(tokens),
-                device.str().c_str(), reps);
-    std::printf("forward            %9.1f ms\n", forward_ms);
+    print_header();
     std::printf("forward + spectrum %9.1f ms  (+%.1f%%)\n", spectra_ms,
                 100.0 * (spectra_ms / forward_ms - 1));
     return 0;
@@ -125,19 +135,10 @@ int main(int argc, char** argv) {
     });
   };
   const double default_ms = with_metrics({"adjacent_cos", "intertoken_cos"});
-  const double all_ms = with_metrics({"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
-                                      "token_dispersion", "step_energy", "path_energy",
-                                      "cka_unbiased", "cka_biased"});
-  const double every_ms = with_metrics(
-      {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
-       "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
-       "cka_all_biased", "adjacent_cos_tokens"});
+  const double all_ms = with_metrics(kAllMetrics);
+  const double every_ms = with_metrics(EveryAnalysis());
 
-  std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
-              model_name.c_str(), static_cast<long long>(L), dtype_name.c_str(),
-              static_cast<long long>(prompts), static_cast<long long>(tokens),
-              device.str().c_str(), reps);
-  std::printf("forward            %9.1f ms\n", forward_ms);
+  print_header();
   std::printf("forward + default  %9.1f ms  (+%.1f%%)\n", default_ms,
               100.0 * (default_ms / forward_ms - 1));
   std::printf("forward + all      %9.1f ms  (+%.1f%%)\n", all_ms,
@@ -145,10 +146,7 @@ int main(int argc, char** argv) {
   std::printf("forward + all + new%9.1f ms  (+%.1f%%)\n", every_ms,
               100.0 * (every_ms / forward_ms - 1));
   if (Flag(argc, argv, "--check-half", "0") == std::string("1")) {
-    const std::vector<lw::LayerMetric> every = *lw::ParseLayerMetrics(
-        {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
-         "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
-         "cka_all_biased", "adjacent_cos_tokens"});
+    const std::vector<lw::LayerMetric> every = *lw::ParseLayerMetrics(EveryAnalysis());
     lw::LayerMetricAccumulator half(every, L, device, tokens);
     lw::LayerMetricAccumulator exact(every, L, device, tokens);
     (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) {
@@ -168,12 +166,9 @@ int main(int argc, char** argv) {
                 key.position);
   }
   if (Flag(argc, argv, "--each", "0") == std::string("1")) {
-    for (const char* name :
-         {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
-          "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
-          "cka_all_biased", "adjacent_cos_tokens"}) {
+    for (const std::string& name : EveryAnalysis()) {
       const double ms = with_metrics({name});
-      std::printf("  + %-22s %9.1f ms  (+%.1f%%)\n", name, ms,
+      std::printf("  + %-22s %9.1f ms  (+%.1f%%)\n", name.c_str(), ms,
                   100.0 * (ms / forward_ms - 1));
     }
   }
