@@ -173,7 +173,10 @@ void GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
   }
 }
 
-void MambaFromJson(Reader& r, MambaConfig* c) {
+// The keys transformers' MambaConfig and Mamba2Config share, read into
+// our two config structs' fields of the same names.
+template <typename SsmConfig>
+void SsmCommonFromJson(Reader& r, SsmConfig* c) {
   r.Int("vocab_size", &c->vocab_size, true);
   r.Int("hidden_size", &c->hidden_size, true);
   r.Int("num_hidden_layers", &c->num_hidden_layers, true);
@@ -187,31 +190,21 @@ void MambaFromJson(Reader& r, MambaConfig* c) {
   r.Double("time_step_min", &c->time_step_min);
   r.Double("time_step_max", &c->time_step_max);
   r.Double("time_step_floor", &c->time_step_floor);
-  r.Double("time_step_scale", &c->time_step_scale);
   r.Double("initializer_range", &c->initializer_range);
   r.String("hidden_act", &c->hidden_act);
+}
+
+void MambaFromJson(Reader& r, MambaConfig* c) {
+  SsmCommonFromJson(r, c);
+  r.Double("time_step_scale", &c->time_step_scale);
 }
 
 void Mamba2FromJson(const Json& root, Reader& r, Mamba2Config* c) {
-  r.Int("vocab_size", &c->vocab_size, true);
-  r.Int("hidden_size", &c->hidden_size, true);
-  r.Int("num_hidden_layers", &c->num_hidden_layers, true);
+  SsmCommonFromJson(r, c);
   r.Int("num_heads", &c->num_heads, true);
   r.Int("head_dim", &c->head_dim);
-  r.Int("state_size", &c->state_size);
   r.Int("n_groups", &c->n_groups);
   r.Int("chunk_size", &c->chunk_size);
-  r.Int("expand", &c->expand);
-  r.Int("conv_kernel", &c->conv_kernel);
-  r.Double("layer_norm_epsilon", &c->layer_norm_epsilon);
-  r.Bool("use_bias", &c->use_bias);
-  r.Bool("use_conv_bias", &c->use_conv_bias);
-  r.Bool("residual_in_fp32", &c->residual_in_fp32);
-  r.Double("time_step_min", &c->time_step_min);
-  r.Double("time_step_max", &c->time_step_max);
-  r.Double("time_step_floor", &c->time_step_floor);
-  r.Double("initializer_range", &c->initializer_range);
-  r.String("hidden_act", &c->hidden_act);
   if (root.contains("time_step_limit") && !root["time_step_limit"].is_null()) {
     const Json& limit = root["time_step_limit"];
     auto bound = [](const Json& v, double* out) {
