@@ -88,7 +88,14 @@ TEST(AnalysisSuiteTest, KeysFollowTheLayerNumbering) {
   ASSERT_EQ(CountRows(acc, "path_energy"), 1);
   EXPECT_EQ(acc.keys()[Row(acc, "path_energy", 0)].layer, 0);
   for (const StatKey& key : acc.keys()) EXPECT_GE(key.layer, 0);
-  EXPECT_EQ(acc.keys().size(), 3u + 5 + 5 + 5 + 3 + 1 + 3 + 3);
+  // One cka_baseline row per estimator, at layer 0.
+  EXPECT_EQ(CountRows(acc, kCkaBaselineBiased), 1);
+  EXPECT_EQ(CountRows(acc, kCkaBaselineUnbiased), 1);
+  EXPECT_EQ(acc.keys().size(), 3u + 5 + 5 + 5 + 3 + 1 + 3 + 3 + 2);
+  // No CKA, no baseline.
+  LayerMetricAccumulator plain({LayerMetric::kAdjacentCos}, 3, c10::Device(c10::kCPU));
+  EXPECT_EQ(CountRows(plain, kCkaBaselineBiased), 0);
+  EXPECT_EQ(CountRows(plain, kCkaBaselineUnbiased), 0);
 }
 
 // Every suite metric, sums and sums of squares, against the naive loops.
@@ -287,6 +294,9 @@ TEST(AnalysisSuiteTest, ChunkStatsMergeByAddition) {
   LayerMetricAccumulator all(AllMetrics(), L, c10::Device(c10::kCPU));
   LayerMetricAccumulator first(AllMetrics(), L, c10::Device(c10::kCPU));
   LayerMetricAccumulator second(AllMetrics(), L, c10::Device(c10::kCPU));
+  // Each chunk is told the job index of its first prompt, as the runner
+  // does (the cka_baseline draws are seeded by it).
+  second.SetNextPrompt(4);
   for (int b = 0; b < 5; ++b) {
     FeedBatch(all, batches[b]);
     FeedBatch(b < 2 ? first : second, batches[b]);
@@ -656,7 +666,12 @@ TEST(AnalysisSuiteTest, HalfPrecisionStatesMatchFloat64) {
       ASSERT_EQ(got.sums().scalar_type(), at::kDouble);
       // Per row: the sum and the sum of squares, against the count (each
       // value is O(1): cosines, CKAs, energy ratios).
-      const at::Tensor diff = (got.sums() - want.sums()).abs();
+      // The cka_baseline rows are left out: their Gaussian draws are made in
+      // the states' dtype, so the two runs draw different matrices.
+      at::Tensor diff = (got.sums() - want.sums()).abs();
+      for (size_t i = 0; i < want.keys().size(); ++i) {
+        if (want.keys()[i].metric.rfind("cka_baseline", 0) == 0) diff[i].zero_();
+      }
       const at::Tensor scale =
           want.sums().abs() + want.sums().select(1, 2).unsqueeze(1);
       const at::Tensor ratio = diff / scale;
@@ -693,6 +708,53 @@ TEST(AnalysisSuiteTest, HalfPrecisionHandWorked) {
   EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
   // Identical tokens: the centred Gram is ~0, so CKA is 0, not noise.
   EXPECT_EQ(Stat(acc, "cka_biased", 0), 0.0);
+}
+
+// cka_baseline: METHODS.md's numbers (two independent Gaussian matrices with
+// n = 300, d = 2560: biased CKA about d/(n+d) = 0.895, unbiased about 0),
+// each prompt's value equal to the naive loops on the same draws, distinct
+// draws per prompt, and the same draws for a prompt whatever its batch.
+TEST(AnalysisSuiteTest, CkaBaselineIsTheEstimatorOnGaussians) {
+  c10::InferenceMode guard;
+  {
+    const int64_t n = 300, d = 2560, B = 2;
+    LayerMetricAccumulator acc({LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased}, 1,
+                               c10::Device(c10::kCPU));
+    const at::Tensor x = at::randn({B, n, d});
+    FeedBatch(acc, {x, x, x});
+    EXPECT_EQ(Stat(acc, kCkaBaselineBiased, 0, 2), B);
+    EXPECT_NEAR(Stat(acc, kCkaBaselineBiased, 0) / B, 0.895, 0.01);
+    EXPECT_NEAR(Stat(acc, kCkaBaselineUnbiased, 0) / B, 0.0, 0.01);
+  }
+  const int64_t n = 12, d = 5, L = 1;
+  at::manual_seed(33);
+  const at::Tensor x = at::randn({3, n, d}, at::kDouble);
+  LayerMetricAccumulator acc({LayerMetric::kCkaBiased, LayerMetric::kCkaAllUnbiased}, L,
+                             c10::Device(c10::kCPU));
+  acc.SetNextPrompt(7);
+  FeedBatch(acc, {x, x, x});
+  std::vector<double> biased, unbiased;
+  for (int64_t prompt = 7; prompt < 10; ++prompt) {
+    const at::Tensor draws =
+        CkaBaselineStates(prompt, n, d, at::TensorOptions().dtype(at::kDouble));
+    const std::vector<double> a = ToDoubles(draws[0]), b = ToDoubles(draws[1]);
+    biased.push_back(NaiveLinearCka(a, d, b, d, n, false));
+    unbiased.push_back(NaiveLinearCka(a, d, b, d, n, true));
+  }
+  EXPECT_NE(biased[0], biased[1]);
+  double sum_b = 0, sum_u = 0;
+  for (int i = 0; i < 3; ++i) {
+    sum_b += biased[i];
+    sum_u += unbiased[i];
+  }
+  EXPECT_NEAR(Stat(acc, kCkaBaselineBiased, 0), sum_b, 1e-12);
+  EXPECT_NEAR(Stat(acc, kCkaBaselineUnbiased, 0), sum_u, 1e-12);
+  // Prompt 8 alone (a batch of one starting there) draws the same matrices.
+  LayerMetricAccumulator single({LayerMetric::kCkaBiased}, L, c10::Device(c10::kCPU));
+  single.SetNextPrompt(8);
+  const at::Tensor one = x.narrow(0, 1, 1);
+  FeedBatch(single, {one, one, one});
+  EXPECT_NEAR(Stat(single, kCkaBaselineBiased, 0), biased[1], 1e-12);
 }
 
 }  // namespace

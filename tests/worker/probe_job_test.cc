@@ -21,6 +21,7 @@
 #include "worker/data/kvpr.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/language_model.h"
+#include "worker/analysis/layer_metrics.h"
 #include "worker/runtime/job_runner.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 
@@ -223,6 +224,21 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
                                             at::matmul(y.t(), y).square().sum().item<double>());
       EXPECT_NEAR(rows.at({"cka_example_biased", 1, 2, -1, -1}).sum, want, 1e-9) << model;
       EXPECT_EQ(rows.at({"cka_example_biased", 0, 1, -1, -1}).sum, 0.0) << model;
+      // Its baseline: the estimators on the Gaussian draws of shape [N, d]
+      // (the accumulator's prompt 0), one value each.
+      const at::Tensor draws = CkaBaselineStates(0, all.size(0), all.size(2),
+                                                 at::TensorOptions().dtype(at::kDouble));
+      for (bool unbiased : {false, true}) {
+        const Key key{unbiased ? "cka_example_baseline_unbiased" : "cka_example_baseline_biased",
+                         0, -1, -1, -1};
+        ASSERT_EQ(rows.count(key), 1u) << model;
+        EXPECT_EQ(rows.at(key).count, 1);
+        EXPECT_NEAR(rows.at(key).sum,
+                    LinearCka(draws[0], draws[1],
+                              unbiased ? CkaEstimator::kUnbiased : CkaEstimator::kBiased),
+                    1e-9)
+            << model;
+      }
     }
     for (const std::string& path : files) std::remove(path.c_str());
   }

@@ -191,7 +191,10 @@ TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
     EXPECT_TRUE(std::isfinite(s.sum)) << s.metric;
     seen.insert(s.metric);
   }
-  EXPECT_EQ(seen.size(), config.analyses.size());
+  // Every analysis, and the two cka_baseline rows the CKA analyses bring.
+  EXPECT_EQ(seen.size(), config.analyses.size() + 2);
+  EXPECT_EQ(seen.count(kCkaBaselineBiased), 1u);
+  EXPECT_EQ(seen.count(kCkaBaselineUnbiased), 1u);
   const int64_t L = FindModelPreset(config.model)->config.num_layers();
   const int32_t shortest = *std::min_element(tokens.begin(), tokens.begin() + 4);
   for (const MetricStat& s : one->stats) {
@@ -346,6 +349,12 @@ TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
     auto states = [&](int64_t l) {
       return at::tensor(points[l], at::kDouble).view({n, d});
     };
+    // cka_baseline: the estimators on the Gaussian draws of the prompt's
+    // job index (the runner's chunks must pass it on).
+    const at::Tensor draws =
+        CkaBaselineStates(i, n, d, at::TensorOptions().dtype(at::kDouble));
+    add(kCkaBaselineBiased, 0, LinearCka(draws[0], draws[1], CkaEstimator::kBiased));
+    add(kCkaBaselineUnbiased, 0, LinearCka(draws[0], draws[1], CkaEstimator::kUnbiased));
     double path = 0;
     for (int64_t l = 0; l < L; ++l) {
       const double step = testing::NaiveStepEnergy(points[l], points[l + 1], n, d);

@@ -1,6 +1,7 @@
 #include "worker/analysis/layer_metrics.h"
 
 #include <algorithm>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -462,6 +463,16 @@ LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics,
       keys_.push_back({name, static_cast<int32_t>(l)});
     }
   }
+  // cka_baseline_*: with any CKA of that estimator (METHODS.md: "every CKA
+  // result also stores cka_baseline"), one row at layer 0.
+  if (Has(LayerMetric::kCkaBiased) || Has(LayerMetric::kCkaAllBiased)) {
+    baseline_biased_row_ = static_cast<int64_t>(keys_.size());
+    keys_.push_back({kCkaBaselineBiased, 0});
+  }
+  if (Has(LayerMetric::kCkaUnbiased) || Has(LayerMetric::kCkaAllUnbiased)) {
+    baseline_unbiased_row_ = static_cast<int64_t>(keys_.size());
+    keys_.push_back({kCkaBaselineUnbiased, 0});
+  }
   c10::InferenceMode guard;
   sums_ = at::zeros({static_cast<int64_t>(keys_.size()), 3},
                     at::TensorOptions().dtype(at::kDouble).device(device));
@@ -527,6 +538,49 @@ void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
   if (pair_unbiased) AddBlock(RowOf(LayerMetric::kCkaUnbiased), adjacent(u));
 }
 
+at::Tensor CkaBaselineStates(int64_t prompt, int64_t n, int64_t d,
+                             const at::TensorOptions& options) {
+  at::Generator generator =
+      at::globalContext().defaultGenerator(options.device()).clone();
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_current_seed(kCkaBaselineSeed + static_cast<uint64_t>(prompt));
+  }
+  return at::randn({2, n, d}, generator, options);
+}
+
+void LayerMetricAccumulator::AddCkaBaseline(const at::Tensor& hidden) {
+  const int64_t batch = hidden.size(0), n = hidden.size(1), d = hidden.size(2);
+  const bool biased = baseline_biased_row_ >= 0 && n >= 2;
+  const bool unbiased = baseline_unbiased_row_ >= 0 && n >= 4;
+  if (!biased && !unbiased) return;
+  // The states' dtype, so the baseline runs the same path (half or float64)
+  // as the CKA it is the baseline of.
+  const bool half = IsHalf(hidden);
+  const at::TensorOptions options =
+      hidden.options().dtype(half ? hidden.scalar_type() : at::kDouble);
+  std::vector<at::Tensor> draws;
+  for (int64_t b = 0; b < batch; ++b) {
+    draws.push_back(CkaBaselineStates(next_prompt_ + b, n, d, options));
+  }
+  const at::Tensor x = at::stack(draws, 1);  // [2, B, n, d]
+  std::array<CkaGramStats, 2> stats;
+  for (int i = 0; i < 2; ++i) {
+    const at::Tensor h = x[i];
+    const at::Tensor trace_k = half ? at::linalg_vector_norm(h, 2, {-1}, false, at::kFloat)
+                                          .to(at::kDouble)
+                                          .square()
+                                          .sum(-1)
+                                    : h.square().sum({1, 2});
+    stats[i] = half ? MakeHalfGramStats(
+                          h, h.sum(1, false, at::kFloat) / static_cast<double>(n), trace_k)
+                    : MakeGramStats(CentreTokens(h), trace_k);
+  }
+  const at::Tensor inner = FrobeniusDot(stats[0].centred, stats[1].centred);
+  if (biased) Add(baseline_biased_row_, BiasedCka(stats[0], stats[1], inner));
+  if (unbiased) Add(baseline_unbiased_row_, UnbiasedCka(stats[0], stats[1], inner, n));
+}
+
 void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   c10::InferenceMode guard;
   TORCH_CHECK(point == next_point_, "analysis: expected representation point ",
@@ -546,6 +600,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
                 n, " tokens is longer than adjacent_cos_tokens' ",
                 max_positions_, " positions");
   }
+  if (point == 0) AddCkaBaseline(hidden);
   // Float32/float64 states: statistics on a float64 copy (a float64 input
   // is used as is and never written to). Half-precision states: read as
   // they are, through half GEMMs with float32 accumulation (IsHalf).

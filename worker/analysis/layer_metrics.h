@@ -66,6 +66,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
+#include <c10/core/TensorOptions.h>
 
 #include "absl/status/statusor.h"
 
@@ -91,6 +92,20 @@ inline constexpr int kNumLayerMetrics = 11;
 // adjacent_cos_tokens is kept for the job's prompts 0..K-1 only (K example
 // prompts, METHODS.md "a few example prompts").
 inline constexpr int64_t kTokenExamplePrompts = 4;
+
+// cka_baseline (METHODS.md): the CKA estimator on two independent standard
+// Gaussian matrices of the prompt's shape [n, d], per prompt, stored with
+// every CKA analysis of that estimator (rows at layer 0). The biased
+// estimator is ~d/(n+d) there, the unbiased ~0: the level a CKA must beat.
+// The draws of the job's prompt i come from seed kCkaBaselineSeed + i on the
+// states' device, so sharded and unsharded runs draw the same matrices.
+inline constexpr const char* kCkaBaselineBiased = "cka_baseline_biased";
+inline constexpr const char* kCkaBaselineUnbiased = "cka_baseline_unbiased";
+inline constexpr uint64_t kCkaBaselineSeed = 0x6c66636b61ull;  // "lfcka"
+// The two draws [2, n, d] of prompt `prompt` (job index), dtype and device
+// of `options`.
+at::Tensor CkaBaselineStates(int64_t prompt, int64_t n, int64_t d,
+                             const at::TensorOptions& options);
 
 const char* LayerMetricName(LayerMetric metric);
 // "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
@@ -179,6 +194,8 @@ class LayerMetricAccumulator {
   // per_prompt [B, m] into rows row .. row + m - 1.
   void AddBlock(int64_t row, const at::Tensor& per_prompt);
   void AddAllPairCka(int64_t n);
+  // cka_baseline_* of the batch's prompts (point 0's states give B, n, d).
+  void AddCkaBaseline(const at::Tensor& hidden);
   void Flush();  // the pending Add rows into sums_
   void DropHeld();
   bool Has(LayerMetric metric) const {
@@ -193,6 +210,8 @@ class LayerMetricAccumulator {
   int64_t max_positions_;
   std::vector<StatKey> keys_;
   std::array<int64_t, kNumLayerMetrics> row_;  // first row of each, or -1
+  int64_t baseline_biased_row_ = -1;
+  int64_t baseline_unbiased_row_ = -1;
   at::Tensor sums_;
   std::vector<int64_t> pending_rows_;     // Add()ed this batch
   std::vector<at::Tensor> pending_values_;  // their per-prompt values [B]

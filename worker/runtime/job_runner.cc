@@ -270,7 +270,7 @@ class ModelJobRunner final : public JobRunner {
         int64_t j = i;
         while (j < hi && j - i < max_batch && examples[j].num_tokens == n) ++j;
         prompt = examples[i].index;
-        acc.SetNextPrompt(examples[i].index);  // job index (example prompts)
+        acc.SetNextPrompt(examples[i].index);  // job index: example prompts, baseline seeds
         at::Tensor ids = at::empty({j - i, n}, at::kLong);
         int64_t* out = ids.data_ptr<int64_t>();
         for (int64_t k = i; k < j; ++k) {

@@ -3,6 +3,7 @@
 // as result rows (job_runner.h, RunProbeJob).
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <cstring>
 #include <numeric>
@@ -173,14 +174,19 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     examples.Observe(p, features.select(1, p).unsqueeze(0).to(dev));
   }
   examples.EndBatch();
+  // The token view's names, renamed to the example view's (its baseline:
+  // the estimator on Gaussian matrices of shape [N, d]).
+  const std::map<std::string, std::string> example_names = {
+      {"cka_all_biased", "cka_example_biased"},
+      {"cka_all_unbiased", "cka_example_unbiased"},
+      {kCkaBaselineBiased, "cka_example_baseline_biased"},
+      {kCkaBaselineUnbiased, "cka_example_baseline_unbiased"}};
   const at::Tensor sums = examples.sums().cpu();
   for (size_t i = 0; i < examples.keys().size(); ++i) {
     const StatKey& key = examples.keys()[i];
     if (sums[i][LayerMetricAccumulator::kCount].item<double>() == 0) continue;
-    const std::string metric = key.metric == "cka_all_biased" ? "cka_example_biased"
-                                                              : "cka_example_unbiased";
-    AddRow(out, metric, key.layer, {sums[i][LayerMetricAccumulator::kSum].item<double>()}, -1,
-           key.layer_b);
+    AddRow(out, example_names.at(key.metric), key.layer,
+           {sums[i][LayerMetricAccumulator::kSum].item<double>()}, -1, key.layer_b);
   }
   return out;
 }
