@@ -260,6 +260,22 @@ at::Tensor CentreTokens(const at::Tensor& h) {
   return h - h.mean(1, /*keepdim=*/true);
 }
 
+// The CKA statistics of states h [B, n, d] on their own (their norms and
+// means not shared with other metrics): the half path for half states, else
+// float64.
+CkaGramStats GramStatsOfStates(const at::Tensor& h) {
+  if (IsHalf(h)) {
+    const at::Tensor trace_k = at::linalg_vector_norm(h, 2, {-1}, false, at::kFloat)
+                                   .to(at::kDouble)
+                                   .square()
+                                   .sum(-1);
+    return MakeHalfGramStats(h, h.sum(1, false, at::kFloat) / static_cast<double>(h.size(1)),
+                             trace_k);
+  }
+  const at::Tensor x = h.to(at::kDouble);
+  return MakeGramStats(CentreTokens(x), x.square().sum({1, 2}));
+}
+
 // HSIC(a, b) / sqrt(HSIC(a, a) HSIC(b, b)); 0 where a self-HSIC is not
 // > kTinyHsic tr(K)^2. Broadcasts (pairs or all pairs).
 at::Tensor Normalise(const at::Tensor& cross, const at::Tensor& self_a,
@@ -401,11 +417,8 @@ double LinearCka(const at::Tensor& x, const at::Tensor& y,
   const int64_t n = x.size(0);
   const bool biased = estimator == CkaEstimator::kBiased;
   TORCH_CHECK(n >= (biased ? 2 : 4), "LinearCka: ", n, " rows are too few");
-  auto stats = [](const at::Tensor& m) {
-    const at::Tensor h = m.to(at::kDouble).unsqueeze(0);
-    return MakeGramStats(CentreTokens(h), h.square().sum({1, 2}));
-  };
-  const CkaGramStats a = stats(x), b = stats(y);
+  const CkaGramStats a = GramStatsOfStates(x.to(at::kDouble).unsqueeze(0));
+  const CkaGramStats b = GramStatsOfStates(y.to(at::kDouble).unsqueeze(0));
   const at::Tensor inner = FrobeniusDot(a.centred, b.centred);
   return (biased ? BiasedCka(a, b, inner) : UnbiasedCka(a, b, inner, n))
       .item<double>();
@@ -564,18 +577,8 @@ void LayerMetricAccumulator::AddCkaBaseline(const at::Tensor& hidden) {
     draws.push_back(CkaBaselineStates(next_prompt_ + b, n, d, options));
   }
   const at::Tensor x = at::stack(draws, 1);  // [2, B, n, d]
-  std::array<CkaGramStats, 2> stats;
-  for (int i = 0; i < 2; ++i) {
-    const at::Tensor h = x[i];
-    const at::Tensor trace_k = half ? at::linalg_vector_norm(h, 2, {-1}, false, at::kFloat)
-                                          .to(at::kDouble)
-                                          .square()
-                                          .sum(-1)
-                                    : h.square().sum({1, 2});
-    stats[i] = half ? MakeHalfGramStats(
-                          h, h.sum(1, false, at::kFloat) / static_cast<double>(n), trace_k)
-                    : MakeGramStats(CentreTokens(h), trace_k);
-  }
+  const std::array<CkaGramStats, 2> stats = {GramStatsOfStates(x[0]),
+                                             GramStatsOfStates(x[1])};
   const at::Tensor inner = FrobeniusDot(stats[0].centred, stats[1].centred);
   if (biased) Add(baseline_biased_row_, BiasedCka(stats[0], stats[1], inner));
   if (unbiased) Add(baseline_unbiased_row_, UnbiasedCka(stats[0], stats[1], inner, n));
