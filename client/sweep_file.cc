@@ -371,6 +371,7 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
            }},
           {"num_prompts", int32_field(0, &v1::SweepSpec::set_num_prompts)},
           {"prompts_per_chunk", int32_field(0, &v1::SweepSpec::set_prompts_per_chunk)},
+          {"batch_prompts", int32_field(0, &v1::SweepSpec::set_batch_prompts)},
           {"dtype",
            [&](const YAML::Node& v, const std::string& p) {
              return ParseString(r, v, p, spec->mutable_dtype());

@@ -266,6 +266,12 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
                                 kMaxPromptsPerChunk, "] (0 means ",
                                 kDefaultPromptsPerChunk, ")"));
   }
+  if (spec.batch_prompts() < 0 || spec.batch_prompts() > kMaxPromptsPerChunk) {
+    return Invalid("spec.batch_prompts",
+                   absl::StrCat(spec.batch_prompts(), " is outside [0, ",
+                                kMaxPromptsPerChunk,
+                                "] (0: as many prompts per batch as fit)"));
+  }
   if (!spec.dtype().empty() && !OneOf(spec.dtype(), kDtypes)) {
     return Invalid("spec.dtype",
                    absl::StrCat("unknown dtype '", spec.dtype(),
@@ -461,6 +467,7 @@ std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
             *job.mutable_analyses() = spec.analyses();
             job.set_num_prompts(spec.num_prompts());
             job.set_prompts_per_chunk(spec.prompts_per_chunk());
+            job.set_batch_prompts(spec.batch_prompts());
             job.set_dtype(spec.dtype());
             job.set_kind(layerflow::v1::JOB_KIND_EXTRACT);
             if (spec.has_probe() && dataset.name() == spec.probe().task()) {

@@ -55,6 +55,7 @@ context_lengths: [256]
 analyses: [adjacent_cos, intertoken_cos]
 num_prompts: 8
 prompts_per_chunk: 2
+batch_prompts: 2
 dtype: fp32
 priority: 0
 )";
@@ -80,6 +81,7 @@ TEST(SweepFileTest, FullExampleGivesExactSpec) {
   expected.add_analyses("intertoken_cos");
   expected.set_num_prompts(8);
   expected.set_prompts_per_chunk(2);
+  expected.set_batch_prompts(2);
   expected.set_dtype("fp32");
   expected.set_priority(0);
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*spec, expected))
@@ -196,10 +198,17 @@ TEST(SweepFileTest, UnknownKeyWithSuggestion) {
 }
 
 TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
-  ExpectError(Parse("name: s\nbatch: 4\n"), absl::StatusCode::kInvalidArgument,
-              "sweep.yaml:2:1: unknown field 'batch' (known fields: name, models, "
+  ExpectError(Parse("name: s\nvolume: 4\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:1: unknown field 'volume' (known fields: name, models, "
               "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
-              "prompts_per_chunk, dtype, priority, probe)");
+              "prompts_per_chunk, batch_prompts, dtype, priority, probe)");
+}
+
+// 'batch' was the example of a key without a close match until batch_prompts
+// came; now it is one.
+TEST(SweepFileTest, BatchSuggestsBatchPrompts) {
+  ExpectError(Parse("name: s\nbatch: 4\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:1: unknown field 'batch' (did you mean 'batch_prompts'?)");
 }
 
 TEST(SweepFileTest, UnknownKeyInsideDataset) {

@@ -36,6 +36,7 @@ TEST(ValidateSweepSpec, AcceptsMinimalAndFullSpecs) {
   full.add_analyses("adjacent_cos");
   full.set_num_prompts(100000);
   full.set_prompts_per_chunk(4096);
+  full.set_batch_prompts(4096);
   full.set_dtype("bf16");
   const absl::Status status = ValidateSweepSpec(full);
   EXPECT_TRUE(status.ok()) << status;
@@ -184,6 +185,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"PromptsPerChunkHigh",
                 [](SweepSpec& s) { s.set_prompts_per_chunk(4097); },
                 "spec.prompts_per_chunk: 4097"},
+        BadCase{"BatchPromptsNegative",
+                [](SweepSpec& s) { s.set_batch_prompts(-1); },
+                "spec.batch_prompts: -1 is outside [0, 4096]"},
+        BadCase{"BatchPromptsHigh",
+                [](SweepSpec& s) { s.set_batch_prompts(4097); },
+                "spec.batch_prompts: 4097"},
         BadCase{"UnknownDtype", [](SweepSpec& s) { s.set_dtype("int8"); },
                 "spec.dtype: unknown dtype 'int8'"},
         BadCase{"DuplicateModel",
@@ -275,6 +282,7 @@ TEST(ExpandSweep, CartesianProductInDocumentedOrder) {
   spec.add_context_lengths(32);
   spec.set_num_prompts(5);
   spec.set_prompts_per_chunk(2);
+  spec.set_batch_prompts(1);
   const auto jobs = ExpandSweep(WithDefaults(spec));
   ASSERT_EQ(jobs.size(), 2u * 2 * 2 * 1 * 2);
   EXPECT_EQ(static_cast<int64_t>(jobs.size()), CountSweepJobs(spec));
@@ -303,6 +311,7 @@ TEST(ExpandSweep, CartesianProductInDocumentedOrder) {
     EXPECT_EQ(job.dataset().num_classes(), 11);
     EXPECT_EQ(job.num_prompts(), 5);
     EXPECT_EQ(job.prompts_per_chunk(), 2);
+    EXPECT_EQ(job.batch_prompts(), 1);
     EXPECT_EQ(job.dtype(), "fp32");
     EXPECT_EQ(job.analyses_size(), 2);
     EXPECT_EQ(ChunksTotal(job), 3);  // ceil(5 / 2)

@@ -407,6 +407,76 @@ struct BadConfig {
   DeviceConfig device;
 };
 
+// The bug this pins: on GPUs a prompt's numbers depended on the GPU count
+// (bench/RESULTS.md, 2026-11-30: Mamba rows 3.7e-4 apart between 1 and 2
+// GPUs), because one GPU ran a chunk's prompts as one batch and two GPUs as
+// two, and cuBLAS picks its reduction by batch size. With batch_prompts = k
+// every rank count runs exactly the same batches; with 0 it does not.
+std::vector<std::pair<int64_t, int64_t>> AllBatches(const std::vector<int64_t>& tokens,
+                                                    int64_t ranks, int32_t k) {
+  std::vector<std::pair<int64_t, int64_t>> all;
+  const int64_t count = static_cast<int64_t>(tokens.size());
+  int64_t next = 0;
+  for (int64_t r = 0; r < ranks; ++r) {
+    const auto [lo, hi] = PlanRankPrompts(count, ranks, r, k);
+    EXPECT_EQ(lo, next) << "ranks cover the chunk in order";
+    next = hi;
+    for (const auto& batch : PlanBatches(tokens, lo, hi, k)) all.push_back(batch);
+  }
+  EXPECT_EQ(next, count);
+  return all;
+}
+
+TEST(JobRunnerTest, FixedBatchesDoNotDependOnTheRankCount) {
+  using Batches = std::vector<std::pair<int64_t, int64_t>>;
+  // Equal lengths; 8192-token prompts (2 per 16384-token batch); a length
+  // change inside a group.
+  const std::vector<std::vector<int64_t>> chunks = {
+      std::vector<int64_t>(7, 512), std::vector<int64_t>(6, 8192),
+      {512, 512, 300, 300, 300, 300, 300}};
+  for (const auto& tokens : chunks) {
+    for (int32_t k : {1, 2, 3, 4}) {
+      const Batches one = AllBatches(tokens, 1, k);
+      for (int64_t ranks : {2, 3, 4}) {
+        EXPECT_EQ(AllBatches(tokens, ranks, k), one)
+            << "k " << k << ", " << ranks << " ranks, " << tokens.size() << " prompts";
+      }
+    }
+  }
+  // Worked cases.
+  EXPECT_EQ(AllBatches(std::vector<int64_t>(7, 512), 2, 2),
+            (Batches{{0, 2}, {2, 4}, {4, 6}, {6, 7}}));
+  EXPECT_EQ(PlanRankPrompts(7, 2, 0, 2), (std::pair<int64_t, int64_t>{0, 4}));
+  EXPECT_EQ(AllBatches(std::vector<int64_t>(6, 8192), 1, 4),
+            (Batches{{0, 2}, {2, 4}, {4, 6}}));  // the token cap inside a group
+  EXPECT_EQ(AllBatches({512, 512, 300, 300, 300, 300, 300}, 1, 3),
+            (Batches{{0, 2}, {2, 3}, {3, 6}, {6, 7}}));  // a length change in a group
+  // batch_prompts 0: one batch per rank's share, so 1 and 2 ranks differ.
+  EXPECT_EQ(AllBatches(std::vector<int64_t>(4, 512), 1, 0), (Batches{{0, 4}}));
+  EXPECT_EQ(AllBatches(std::vector<int64_t>(4, 512), 2, 0), (Batches{{0, 2}, {2, 4}}));
+}
+
+// batch_prompts changes how prompts are batched, not what is computed: a
+// job with batches of 1 and of 2 prompts gives the default's statistics.
+TEST(JobRunnerTest, FixedBatchesGiveTheSameStatistics) {
+  JobConfig config = TinyJob();
+  config.prompts_per_chunk = config.num_prompts;
+  auto want = MakeRunner(config)->RunChunk(0);
+  ASSERT_TRUE(want.ok()) << want.status();
+  for (int32_t k : {1, 2}) {
+    config.batch_prompts = k;
+    auto got = MakeRunner(config)->RunChunk(0);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->stats.size(), want->stats.size());
+    for (size_t i = 0; i < want->stats.size(); ++i) {
+      EXPECT_EQ(got->stats[i].count, want->stats[i].count);
+      EXPECT_NEAR(got->stats[i].sum, want->stats[i].sum,
+                  1e-9 * std::max(1.0, std::abs(want->stats[i].sum)))
+          << want->stats[i].metric;
+    }
+  }
+}
+
 TEST(JobRunnerTest, BadConfigNamesTheField) {
   std::vector<BadConfig> cases;
   auto with = [&](const char* field, auto mutate) {
@@ -425,6 +495,7 @@ TEST(JobRunnerTest, BadConfigNamesTheField) {
   with("analyses", [](JobConfig& c, DeviceConfig&) { c.analyses.clear(); });
   with("num_prompts", [](JobConfig& c, DeviceConfig&) { c.num_prompts = 0; });
   with("prompts_per_chunk", [](JobConfig& c, DeviceConfig&) { c.prompts_per_chunk = -1; });
+  with("batch_prompts", [](JobConfig& c, DeviceConfig&) { c.batch_prompts = -1; });
   with("dtype", [](JobConfig& c, DeviceConfig&) { c.dtype = "fp64"; });
   with("seed", [](JobConfig& c, DeviceConfig&) { c.seed = -3; });
   with("device_type", [](JobConfig&, DeviceConfig& d) { d.device_type = "tpu"; });

@@ -136,6 +136,9 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     return Invalid("prompts_per_chunk", absl::StrCat("must be >= 1, got ",
                                                      c.prompts_per_chunk));
   }
+  if (c.batch_prompts < 0) {
+    return Invalid("batch_prompts", absl::StrCat("must be >= 0, got ", c.batch_prompts));
+  }
   if (c.seed < 0) {
     return Invalid("seed", absl::StrCat("must be >= 0, got ", c.seed));
   }
@@ -171,7 +174,6 @@ class ModelJobRunner final : public JobRunner {
                                           begin + config_.prompts_per_chunk);
     LF_ASSIGN_OR_RETURN(std::vector<Prompt> examples, dataset_(begin, end));
 
-    // Contiguous, balanced split of the chunk's prompts over the ranks.
     const int64_t ranks = static_cast<int64_t>(replicas_.size());
     const int64_t count = end - begin;
     std::vector<absl::Status> statuses(ranks);
@@ -179,8 +181,7 @@ class ModelJobRunner final : public JobRunner {
     std::vector<at::Tensor> features(ranks);
     const bool want_features = config_.has_probe;
     auto run_rank = [&](int64_t r) {
-      const int64_t lo = count * r / ranks;
-      const int64_t hi = count * (r + 1) / ranks;
+      const auto [lo, hi] = PlanRankPrompts(count, ranks, r, config_.batch_prompts);
       statuses[r] = RunPrompts(*replicas_[r], examples, lo, hi, &sums[r],
                                want_features ? &features[r] : nullptr);
     };
@@ -262,13 +263,10 @@ class ModelJobRunner final : public JobRunner {
             prefix, model.num_layers(), model.spectrum_groups(), model.device()));
       }
       std::vector<at::Tensor> feature_rows;
-      int64_t i = lo;
-      while (i < hi) {
-        // A batch: consecutive prompts of equal length (no padding).
+      std::vector<int64_t> lengths;
+      for (const Prompt& e : examples) lengths.push_back(e.num_tokens);
+      for (const auto [i, j] : PlanBatches(lengths, lo, hi, config_.batch_prompts)) {
         const int64_t n = examples[i].num_tokens;
-        const int64_t max_batch = std::max<int64_t>(1, kMaxBatchTokens / n);
-        int64_t j = i;
-        while (j < hi && j - i < max_batch && examples[j].num_tokens == n) ++j;
         prompt = examples[i].index;
         acc.SetNextPrompt(examples[i].index);  // job index: example prompts, baseline seeds
         at::Tensor ids = at::empty({j - i, n}, at::kLong);
@@ -306,7 +304,6 @@ class ModelJobRunner final : public JobRunner {
         }
         if (!metrics_.empty()) acc.EndBatch();
         if (features != nullptr) feature_rows.push_back(at::stack(last, 1).to(at::kCPU));
-        i = j;
       }
       std::vector<at::Tensor> all_sums = {acc.sums()};
       for (const auto& s : spectra) all_sums.push_back(s->sums());
@@ -485,6 +482,35 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
 }
 
 }  // namespace
+
+std::pair<int64_t, int64_t> PlanRankPrompts(int64_t count, int64_t ranks, int64_t rank,
+                                            int32_t batch_prompts) {
+  // Contiguous and balanced, in units of whole fixed batches when there are.
+  const int64_t unit = batch_prompts > 0 ? batch_prompts : 1;
+  const int64_t units = (count + unit - 1) / unit;
+  return {std::min(count, units * rank / ranks * unit),
+          std::min(count, units * (rank + 1) / ranks * unit)};
+}
+
+std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>& num_tokens,
+                                                     int64_t lo, int64_t hi,
+                                                     int32_t batch_prompts) {
+  std::vector<std::pair<int64_t, int64_t>> batches;
+  for (int64_t i = lo; i < hi;) {
+    // Consecutive prompts of equal length (no padding), at most
+    // kMaxBatchTokens tokens (one prompt at least).
+    const int64_t n = num_tokens[i];
+    const int64_t max_batch = std::max<int64_t>(1, kMaxBatchTokens / n);
+    // Fixed batches: never past the next multiple of batch_prompts.
+    const int64_t limit =
+        batch_prompts > 0 ? std::min(hi, (i / batch_prompts + 1) * batch_prompts) : hi;
+    int64_t j = i;
+    while (j < limit && j - i < max_batch && num_tokens[j] == n) ++j;
+    batches.emplace_back(i, j);
+    i = j;
+  }
+  return batches;
+}
 
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
     const JobConfig& config, const DeviceConfig& device) {

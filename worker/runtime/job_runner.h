@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -48,6 +49,11 @@ struct JobConfig {
   std::vector<std::string> analyses;
   int32_t num_prompts = 8;
   int32_t prompts_per_chunk = 2;
+  // 0: each rank batches its share of the chunk up to kMaxBatchTokens.
+  // k >= 1: fixed batches of k consecutive prompts, never split across ranks
+  // (PlanRankPrompts, PlanBatches), so results do not depend on the rank
+  // count.
+  int32_t batch_prompts = 0;
   std::string dtype = "fp32";  // "fp32" | "bf16" | "fp16"
 };
 
@@ -94,6 +100,20 @@ class JobRunner {
   // and, where known, the layer.
   virtual absl::StatusOr<ChunkResult> RunChunk(int64_t sequence) = 0;
 };
+
+// How a chunk's prompts (indices 0..count-1 of the chunk) become forward
+// batches. Rank r of `ranks` runs PlanRankPrompts(count, ranks, r, k): a
+// contiguous, balanced split, in whole groups of k = batch_prompts when
+// k > 0. Its batches are PlanBatches(num_tokens, lo, hi, k): consecutive
+// prompts of equal length, at most 16384 tokens (one prompt at least), and
+// with k > 0 never across a multiple of k. So with k > 0 every rank count
+// runs the same batches: the chunk's groups of k, split where the length
+// changes or the token cap is reached.
+std::pair<int64_t, int64_t> PlanRankPrompts(int64_t count, int64_t ranks, int64_t rank,
+                                            int32_t batch_prompts);
+std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>& num_tokens,
+                                                     int64_t lo, int64_t hi,
+                                                     int32_t batch_prompts);
 
 // Validates the config and builds the model (seeded init) and data set.
 // INVALID_ARGUMENT names the offending field.

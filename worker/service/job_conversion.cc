@@ -13,6 +13,7 @@ JobConfig ToJobConfig(const v1::JobSpec& spec) {
   config.analyses.assign(spec.analyses().begin(), spec.analyses().end());
   config.num_prompts = spec.num_prompts();
   config.prompts_per_chunk = spec.prompts_per_chunk();
+  config.batch_prompts = spec.batch_prompts();
   config.dtype = spec.dtype();
   config.kind = spec.kind() == v1::JOB_KIND_PROBE ? JobConfig::Kind::kProbe
                                                   : JobConfig::Kind::kExtract;
