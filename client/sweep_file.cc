@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -162,6 +163,19 @@ absl::Status ParseString(const Reporter& r, const YAML::Node& node,
   if (!node.IsScalar()) return r.FieldError(node, field, Expected("a string", node));
   *out = node.Scalar();
   return absl::OkStatus();
+}
+
+// YAML 1.2 core booleans: true / false (any case).
+absl::Status ParseBool(const Reporter& r, const YAML::Node& node, absl::string_view field,
+                       bool* out) {
+  if (node.IsScalar()) {
+    const std::string text = absl::AsciiStrToLower(node.Scalar());
+    if (text == "true" || text == "false") {
+      *out = text == "true";
+      return absl::OkStatus();
+    }
+  }
+  return r.FieldError(node, field, Expected("true or false", node));
 }
 
 // Calls `element(node, "field[i]")` for each element of a list, or once with
@@ -377,6 +391,13 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
              return ParseString(r, v, p, spec->mutable_dtype());
            }},
           {"priority", int32_field(kInt32Min, &v1::SweepSpec::set_priority)},
+          {"example_cka",
+           [&](const YAML::Node& v, const std::string& p) -> absl::Status {
+             bool value = false;
+             LF_RETURN_IF_ERROR(ParseBool(r, v, p, &value));
+             spec->set_example_cka(value);
+             return absl::OkStatus();
+           }},
           {"probe",
            [&](const YAML::Node& v, const std::string& p) {
              return ParseProbe(r, v, p, spec->mutable_probe());

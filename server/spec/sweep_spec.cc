@@ -434,6 +434,7 @@ int64_t CountSweepJobs(const SweepSpec& spec) {
     total *= n;
     if (total > (int64_t{1} << 40)) return total;
   }
+  if (spec.example_cka()) return 2 * total;  // a follow-up job for each
   if (spec.has_probe()) {
     // One PROBE job per EXTRACT job on the probe's data set.
     int64_t probed = 0;
@@ -474,6 +475,11 @@ std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
               layerflow::v1::ProbeSpec& probe = *job.mutable_probe();
               probe = spec.probe();
               if (probe.classes() == 0) probe.set_classes(dataset.num_classes());
+            } else if (spec.example_cka()) {
+              // Features for the example-view CKA only.
+              layerflow::v1::ProbeSpec& probe = *job.mutable_probe();
+              probe.set_task(dataset.name());
+              probe.set_skip_training(true);
             }
           }
         }

@@ -201,11 +201,19 @@ TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
   ExpectError(Parse("name: s\nvolume: 4\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:1: unknown field 'volume' (known fields: name, models, "
               "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
-              "prompts_per_chunk, batch_prompts, dtype, priority, probe)");
+              "prompts_per_chunk, batch_prompts, dtype, priority, example_cka, probe)");
 }
 
 // 'batch' was the example of a key without a close match until batch_prompts
 // came; now it is one.
+TEST(SweepFileTest, ExampleCkaIsABoolean) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse("name: s\nexample_cka: true\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->example_cka());
+  ExpectError(Parse("name: s\nexample_cka: 2\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:14: field 'example_cka': expected true or false, got '2'");
+}
+
 TEST(SweepFileTest, BatchSuggestsBatchPrompts) {
   ExpectError(Parse("name: s\nbatch: 4\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:1: unknown field 'batch' (did you mean 'batch_prompts'?)");

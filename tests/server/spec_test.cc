@@ -498,6 +498,37 @@ TEST(ExpandSweep, ProbeClassesFollowEachJobsDataSet) {
   EXPECT_EQ(jobs[3].depends_on, 1);
 }
 
+// example_cka: every EXTRACT job stores features and gets a follow-up job;
+// on the probed data set that is the probe, elsewhere a PROBE-kind job with
+// skip_training (the example-view CKA alone).
+TEST(ExpandSweep, ExampleCkaAddsAFollowUpJobForEveryExtractJob) {
+  SweepSpec spec = WithProbe();  // probes kvpr
+  spec.add_datasets()->set_name("kvpr");
+  spec.add_datasets()->set_name("mqar");
+  spec.add_context_lengths(1082);
+  spec.set_example_cka(true);
+  ASSERT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  const auto jobs = ExpandSweepJobs(WithDefaults(spec));
+  ASSERT_EQ(jobs.size(), 4u);
+  EXPECT_EQ(CountSweepJobs(spec), 4);
+  ASSERT_EQ(jobs[1].spec.dataset().name(), "mqar");
+  EXPECT_TRUE(jobs[1].spec.has_probe());  // stores features
+  EXPECT_TRUE(jobs[1].spec.probe().skip_training());
+  EXPECT_EQ(jobs[1].spec.probe().task(), "mqar");
+  EXPECT_FALSE(jobs[0].spec.probe().skip_training());  // kvpr: the probe
+  EXPECT_EQ(jobs[3].spec.kind(), layerflow::v1::JOB_KIND_PROBE);
+  EXPECT_EQ(jobs[3].depends_on, 1);
+  EXPECT_TRUE(jobs[3].spec.probe().skip_training());
+  // Without a probe line: every job gets the CKA-only follow-up.
+  SweepSpec plain = Minimal();
+  plain.set_example_cka(true);
+  const auto plain_jobs = ExpandSweepJobs(WithDefaults(plain));
+  ASSERT_EQ(plain_jobs.size(), 2u);
+  EXPECT_EQ(CountSweepJobs(plain), 2);
+  EXPECT_TRUE(plain_jobs[1].spec.probe().skip_training());
+  EXPECT_EQ(plain_jobs[1].depends_on, 0);
+}
+
 TEST(ValidateSweepSpec, JobLimitCountsProbeJobs) {
   SweepSpec spec = WithProbe();
   for (int s = 0; s < 5001; ++s) spec.add_seeds(s);

@@ -240,6 +240,29 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
             << model;
       }
     }
+    {
+      // skip_training (example_cka without a probe): no probe rows, and the
+      // same example-view CKA rows as the probe job's.
+      JobConfig cka_only = probe;
+      cka_only.probe.train = false;
+      auto only = RunProbeJob(cka_only, files, DeviceConfig{});
+      ASSERT_TRUE(only.ok()) << only.status();
+      StatMap cka_rows;
+      Merge(cka_rows, *only);
+      size_t example_rows = 0;
+      for (const auto& [key, stat] : rows) {
+        const std::string& metric = std::get<0>(key);
+        if (metric.rfind("probe_", 0) == 0) {
+          EXPECT_EQ(cka_rows.count(key), 0u) << metric;
+          continue;
+        }
+        ASSERT_EQ(cka_rows.count(key), 1u) << metric;
+        EXPECT_EQ(cka_rows.at(key).sum, stat.sum) << metric;
+        ++example_rows;
+      }
+      EXPECT_EQ(cka_rows.size(), example_rows);
+      EXPECT_GT(example_rows, 0u);
+    }
     for (const std::string& path : files) std::remove(path.c_str());
   }
 }

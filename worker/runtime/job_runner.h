@@ -26,6 +26,8 @@ struct ProbeConfig {
   double weight_decay = 1e-3;
   double train_fraction = 0.8;
   std::string feature_dtype = "fp16";  // "fp16" | "fp32"
+  // false: no probes, only the example-view CKA (ProbeSpec.skip_training).
+  bool train = true;
 };
 
 // Mirrors layerflow.v1.JobSpec (defaults already applied by the coordinator).

@@ -119,47 +119,49 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   c10::InferenceMode guard;
   at::Tensor features = at::stack(rows, 0);
 
-  ProbeOptions options;
-  options.num_classes = config.probe.classes > 0 ? config.probe.classes : config.num_classes;
-  options.train_fraction = config.probe.train_fraction;
-  options.seeds.assign(config.probe.seeds.begin(), config.probe.seeds.end());
-  options.epochs = config.probe.epochs;
-  options.learning_rate = config.probe.lr;
-  options.weight_decay = config.probe.weight_decay;
   const c10::Device dev = device.device_type == "cuda" && at::hasCUDA()
                               ? c10::Device(c10::kCUDA, 0)
                               : c10::Device(c10::kCPU);
-  absl::StatusOr<ProbeReport> report = TrainProbes(features, labels, options, dev);
-  if (!report.ok()) return report.status();
-
   ChunkResult out;
   out.sequence = 0;
-  const double seeds = static_cast<double>(options.seeds.size());
-  for (size_t p = 0; p < report->points.size(); ++p) {
-    const ProbePointReport& r = report->points[p];
-    const int32_t layer = static_cast<int32_t>(p);
-    AddRow(out, "probe_test_acc", layer, r.test_accuracy_per_seed);
-    // Train accuracy from its mean and sample std: sum and sum of squares.
-    MetricStat train;
-    train.metric = "probe_train_acc";
-    train.layer = layer;
-    train.sum = r.train_accuracy_mean * seeds;
-    train.sum_sq = r.train_accuracy_std * r.train_accuracy_std * (seeds - 1) +
-                   seeds * r.train_accuracy_mean * r.train_accuracy_mean;
-    train.count = static_cast<int64_t>(seeds);
-    out.stats.push_back(train);
-    AddRow(out, "probe_mae", layer, {r.test_mae_mean});
-    for (size_t c = 0; c < r.per_class_test_accuracy.size(); ++c) {
-      if (r.per_class_test_accuracy[c] < 0) continue;  // no test example of c
-      AddRow(out, "probe_class_acc", layer, {r.per_class_test_accuracy[c]},
-             static_cast<int32_t>(c));
+  if (config.probe.train) {
+    ProbeOptions options;
+    options.num_classes = config.probe.classes > 0 ? config.probe.classes : config.num_classes;
+    options.train_fraction = config.probe.train_fraction;
+    options.seeds.assign(config.probe.seeds.begin(), config.probe.seeds.end());
+    options.epochs = config.probe.epochs;
+    options.learning_rate = config.probe.lr;
+    options.weight_decay = config.probe.weight_decay;
+    absl::StatusOr<ProbeReport> report = TrainProbes(features, labels, options, dev);
+    if (!report.ok()) return report.status();
+
+    const double seeds = static_cast<double>(options.seeds.size());
+    for (size_t p = 0; p < report->points.size(); ++p) {
+      const ProbePointReport& r = report->points[p];
+      const int32_t layer = static_cast<int32_t>(p);
+      AddRow(out, "probe_test_acc", layer, r.test_accuracy_per_seed);
+      // Train accuracy from its mean and sample std: sum and sum of squares.
+      MetricStat train;
+      train.metric = "probe_train_acc";
+      train.layer = layer;
+      train.sum = r.train_accuracy_mean * seeds;
+      train.sum_sq = r.train_accuracy_std * r.train_accuracy_std * (seeds - 1) +
+                     seeds * r.train_accuracy_mean * r.train_accuracy_mean;
+      train.count = static_cast<int64_t>(seeds);
+      out.stats.push_back(train);
+      AddRow(out, "probe_mae", layer, {r.test_mae_mean});
+      for (size_t c = 0; c < r.per_class_test_accuracy.size(); ++c) {
+        if (r.per_class_test_accuracy[c] < 0) continue;  // no test example of c
+        AddRow(out, "probe_class_acc", layer, {r.per_class_test_accuracy[c]},
+               static_cast<int32_t>(c));
+      }
     }
+    AddRow(out, "probe_chance", 0, {report->chance});
+    AddRow(out, "probe_best_layer", 0, {static_cast<double>(report->best_point)});
+    AddRow(out, "probe_best_acc", 0, {report->best_test_accuracy});
+    AddRow(out, "probe_final_acc", 0, {report->final_test_accuracy});
+    AddRow(out, "probe_drop", 0, {report->drop});
   }
-  AddRow(out, "probe_chance", 0, {report->chance});
-  AddRow(out, "probe_best_layer", 0, {static_cast<double>(report->best_point)});
-  AddRow(out, "probe_best_acc", 0, {report->best_test_accuracy});
-  AddRow(out, "probe_final_acc", 0, {report->final_test_accuracy});
-  AddRow(out, "probe_drop", 0, {report->drop});
 
   // Linear CKA in the example view (METHODS.md): the N examples' last-token
   // vectors at points l < l' (residual points 0..L, `final` left out as in

@@ -28,6 +28,7 @@ JobConfig ToJobConfig(const v1::JobSpec& spec) {
     if (p.weight_decay() > 0) config.probe.weight_decay = p.weight_decay();
     if (p.train_fraction() > 0) config.probe.train_fraction = p.train_fraction();
     if (!p.feature_dtype().empty()) config.probe.feature_dtype = p.feature_dtype();
+    config.probe.train = !p.skip_training();
   }
   return config;
 }
