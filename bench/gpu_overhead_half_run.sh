@@ -4,7 +4,8 @@
 # The Analysis issue's overhead target (all metrics <= +15% of the forward,
 # pythia-1.4b bf16, 8 x 2048 tokens) with the half-precision analysis path,
 # each analysis alone, the accuracy of that path against float64 on the
-# same states, and the transformers peer of the same shape.
+# same states, and the transformers peer of the same shape; first the GPU
+# tests of its fused kernels (tests/worker/half_state_ops_gpu_test.cc).
 set -uo pipefail
 OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -14,6 +15,8 @@ scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$O
 echo "build: $(( $(date +%s) - start )) s"
 source build-gpu/env.sh
 B=build-gpu/bench
+echo "== fused half-state kernels against their ATen reference"
+build-gpu/tests/worker/worker_half_state_ops_gpu_test 2>&1 | tail -25
 echo "== metric overhead, pythia-1.4b bf16 8 x 2048"
 $B/bench_metrics_overhead --model pythia-1.4b --dtype bf16 --prompts 8 --tokens 2048 --reps 5 --each 1 --check-half 1
 echo "== metric overhead, pythia-1.4b fp16 8 x 2048"

@@ -39,6 +39,14 @@ const std::vector<LayerMetric> kEvery = {
     LayerMetric::kCkaAllUnbiased,       LayerMetric::kCkaAllBiased,
     LayerMetric::kAdjacentCosTokens};
 
+// Every per-layer analysis without the all-pair CKA: the adjacent-pair CKA
+// then takes its own path (for half states, raw Grams centred on the fly).
+const std::vector<LayerMetric> kPerLayer = {
+    LayerMetric::kAdjacentCos,          LayerMetric::kIntertokenCos,
+    LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
+    LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
+    LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased};
+
 const std::vector<LayerMetric> kSuite = {
     LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
     LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
@@ -640,7 +648,9 @@ TEST(AnalysisSuiteTest, BlockedGramMatchesNaive) {
 // IsHalf). Every analysis against the float64 path on exactly the same
 // values, with residual-stream-like states (a large shared direction, so the
 // centring cancels ~10x, and a growing residual), n = 300 (the blocked
-// float64 Gram on the other side) and n = 37 (an odd token count).
+// float64 Gram on the other side; 4 Gram row blocks on the half side),
+// n = 203 (3 uneven row blocks) and n = 37 (an odd token count, one block);
+// with the all-pair CKA (centred float32 Grams) and without it (raw Grams).
 // Tolerance: float32 accumulation of exact products over d and n terms,
 // ~1e-7 sqrt(n d) relative before cancellation; 1e-5 of each row's scale
 // (1.4e-6 seen, in the unbiased CKA).
@@ -649,8 +659,10 @@ TEST(AnalysisSuiteTest, HalfPrecisionStatesMatchFloat64) {
   const int64_t L = 3, B = 3, d = 48;
   at::manual_seed(31);
   for (at::ScalarType half : {at::kBFloat16, at::kHalf}) {
-    for (int64_t n : {300, 37}) {
-      SCOPED_TRACE(::testing::Message() << c10::toString(half) << " n " << n);
+   for (const std::vector<LayerMetric>* metrics : {&kEvery, &kPerLayer}) {
+    for (int64_t n : {300, 203, 37}) {
+      SCOPED_TRACE(::testing::Message() << c10::toString(half) << " n " << n
+                                        << (metrics == &kEvery ? " every" : " per-layer"));
       const at::Tensor shared = 3 * at::randn({1, 1, d});
       std::vector<at::Tensor> exact, halves;
       for (int p = 0; p < L + 2; ++p) {
@@ -659,8 +671,8 @@ TEST(AnalysisSuiteTest, HalfPrecisionStatesMatchFloat64) {
         halves.push_back(x.to(half));
         exact.push_back(halves.back().to(at::kDouble));  // the same values
       }
-      LayerMetricAccumulator want(kEvery, L, c10::Device(c10::kCPU), n);
-      LayerMetricAccumulator got(kEvery, L, c10::Device(c10::kCPU), n);
+      LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
+      LayerMetricAccumulator got(*metrics, L, c10::Device(c10::kCPU), n);
       FeedBatch(want, exact);
       FeedBatch(got, halves);
       ASSERT_EQ(got.sums().scalar_type(), at::kDouble);
@@ -682,6 +694,7 @@ TEST(AnalysisSuiteTest, HalfPrecisionStatesMatchFloat64) {
       // The counts are the same exactly.
       EXPECT_TRUE(at::equal(got.sums().select(1, 2), want.sums().select(1, 2)));
     }
+   }
   }
 }
 
@@ -696,7 +709,8 @@ TEST(AnalysisSuiteTest, HalfPrecisionHandWorked) {
       at::arange(1, d + 1, at::kFloat).repeat({1, n, 1}).to(at::kBFloat16);
   at::manual_seed(32);
   const at::Tensor x = at::randn({1, n, d}).to(at::kBFloat16);
-  LayerMetricAccumulator acc(kEvery, 2, c10::Device(c10::kCPU), n);
+  for (const std::vector<LayerMetric>* metrics : {&kEvery, &kPerLayer}) {
+  LayerMetricAccumulator acc(*metrics, 2, c10::Device(c10::kCPU), n);
   FeedBatch(acc, {same, x, 2 * x, same});
   EXPECT_NEAR(Stat(acc, "token_dispersion", 0), 0.0, 1e-6);
   EXPECT_NEAR(Stat(acc, "intertoken_cos", 0), 1.0, 1e-6);
@@ -705,9 +719,10 @@ TEST(AnalysisSuiteTest, HalfPrecisionHandWorked) {
   EXPECT_NEAR(Stat(acc, "adjacent_cos", 1), 1.0, 1e-6);
   EXPECT_NEAR(Stat(acc, "cka_biased", 1), 1.0, 1e-6);
   EXPECT_NEAR(Stat(acc, "cka_unbiased", 1), 1.0, 1e-6);
-  EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
+  if (metrics == &kEvery) EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
   // Identical tokens: the centred Gram is ~0, so CKA is 0, not noise.
   EXPECT_EQ(Stat(acc, "cka_biased", 0), 0.0);
+  }
 }
 
 // cka_baseline: METHODS.md's numbers (two independent Gaussian matrices with

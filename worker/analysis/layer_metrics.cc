@@ -131,19 +131,6 @@ at::Tensor HalfWeightedProduct(const at::Tensor& w, const at::Tensor& x) {
       .sum(1);
 }
 
-// a_t . b_t for every token of half states a, b [B, n, d], float64 [B, n]:
-// the diagonals of g x g blocks of A B^T, g tokens at a time, one GEMM that
-// reads both once (g times the multiply-adds of the dots, still far from the
-// GEMM's bound; 2x faster than a float32 multiply-and-sum on an H200).
-at::Tensor TokenDots(const at::Tensor& a, const at::Tensor& b) {
-  const int64_t rows = a.size(0) * a.size(1), d = a.size(2);
-  int64_t g = 32;
-  while (rows % g != 0) g /= 2;
-  const at::Tensor blocks = HalfBmm(a.reshape({rows / g, g, d}),
-                                    b.reshape({rows / g, g, d}).transpose(1, 2));
-  return blocks.diagonal(0, 1, 2).reshape({a.size(0), a.size(1)}).to(at::kDouble);
-}
-
 // Gram matrices x x^T of float64 x [B, n, d] into out [B, n, n]: the row
 // blocks of a kGramBlocks x kGramBlocks tiling are multiplied only up to the
 // diagonal and mirrored, (k + 1) / 2k of the full product's multiply-adds
@@ -190,6 +177,32 @@ at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a,
                       a.total * b.total, (a.row_sums * b.row_sums).sum(-1), n);
 }
 
+// unbiased HSIC(K, K) of points' stats, any leading shape ([B] or [B, P]):
+// computed where the points are used (FinishPoints), not per point, so the
+// adjacent-pair CKA does this algebra once per batch.
+at::Tensor UnbiasedSelf(const CkaGramStats& g, int64_t n) {
+  return UnbiasedHsic(g.biased_self, g, g, n);
+}
+
+// The scalars of points[begin, end) stacked on dim 1 ([B, P, ...]), with
+// their unbiased self-HSIC when n >= 4; no Gram matrices.
+CkaGramStats StackPoints(const std::vector<CkaGramStats>& points, size_t begin,
+                         size_t end, int64_t n) {
+  auto stack = [&](at::Tensor CkaGramStats::*field) {
+    std::vector<at::Tensor> parts;
+    for (size_t i = begin; i < end; ++i) parts.push_back(points[i].*field);
+    return at::stack(parts, 1);
+  };
+  CkaGramStats s;
+  s.diagonal = stack(&CkaGramStats::diagonal);
+  s.row_sums = stack(&CkaGramStats::row_sums);
+  s.total = stack(&CkaGramStats::total);
+  s.biased_self = stack(&CkaGramStats::biased_self);
+  s.scale = stack(&CkaGramStats::scale);
+  if (n >= 4) s.unbiased_self = UnbiasedSelf(s, n);
+  return s;
+}
+
 // The CKA statistics of centred Grams C [B, n, n] (float64, or float32 for
 // half-precision states; kept as `centred`); trace_k [B] = tr(K) of the raw
 // states. The scalars are float64.
@@ -208,7 +221,6 @@ CkaGramStats StatsOfCentredGram(const at::Tensor& centred,
   g.biased_self =
       exact ? FrobeniusDot(centred, centred)
             : at::linalg_vector_norm(centred, 2, {1, 2}).to(at::kDouble).square();
-  if (n >= 4) g.unbiased_self = UnbiasedHsic(g.biased_self, g, g, n);
   g.scale = trace_k.square();
   return g;
 }
@@ -255,6 +267,40 @@ CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& mean,
   return StatsOfCentredGram(out, trace_k);
 }
 
+// The same for half-precision states h [B, n, d] paired only with their
+// neighbours (no all-pair matrices): the raw Gram's lower block triangle,
+// centred on the fly in float64 by CentredGramProducts, which also gives
+// <C_prev, C> with the point before (`previous`, may be null) into *inner.
+// norm_sq [B, n] = |h_t|^2, row_means [B, n] = h_t . mean, mean [B, d]:
+// float64. diag C = |h_t|^2 - 2 r_t + g; C~ 1 = -diag C (C 1 = 0).
+CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
+                              const at::Tensor& row_means, const at::Tensor& mean,
+                              const at::Tensor& trace_k, const CkaGramStats* previous,
+                              at::Tensor* inner) {
+  const int64_t n = h.size(1);
+  CkaGramStats g;
+  g.raw.blocks = GramRowBlocks(n);
+  g.raw.lower = HalfLowerBlockGram(h, g.raw.blocks);
+  g.raw.row_means = row_means;
+  g.raw.grand = mean.square().sum(1);
+  const at::Tensor products =
+      CentredGramProducts(previous != nullptr ? previous->raw : RawGram(), g.raw);
+  if (inner != nullptr) *inner = products.select(1, 0);
+  g.biased_self = products.select(1, 1);
+  g.diagonal = norm_sq - 2.0 * row_means + g.raw.grand.unsqueeze(1);
+  g.row_sums = -g.diagonal;
+  g.total = g.row_sums.sum(1);
+  g.scale = trace_k.square();
+  return g;
+}
+
+// Token means of half states h [B, n, d], float64 [B, d] (exact sums).
+at::Tensor HalfTokenMean(const at::Tensor& h) {
+  const at::Tensor ones =
+      at::ones({h.size(0), 1, h.size(1)}, h.options().dtype(at::kDouble));
+  return HalfWeightedTokenSums(ones, h).squeeze(1) / static_cast<double>(h.size(1));
+}
+
 // Centred states of float64 h [B, n, d] (one temporary [B, n, d]).
 at::Tensor CentreTokens(const at::Tensor& h) {
   return h - h.mean(1, /*keepdim=*/true);
@@ -262,18 +308,22 @@ at::Tensor CentreTokens(const at::Tensor& h) {
 
 // The CKA statistics of states h [B, n, d] on their own (their norms and
 // means not shared with other metrics): the half path for half states, else
-// float64.
-CkaGramStats GramStatsOfStates(const at::Tensor& h) {
+// float64; *inner = the biased HSIC with `previous` when given.
+CkaGramStats GramStatsOfStates(const at::Tensor& h, const CkaGramStats* previous = nullptr,
+                               at::Tensor* inner = nullptr) {
   if (IsHalf(h)) {
-    const at::Tensor trace_k = at::linalg_vector_norm(h, 2, {-1}, false, at::kFloat)
-                                   .to(at::kDouble)
-                                   .square()
-                                   .sum(-1);
-    return MakeHalfGramStats(h, h.sum(1, false, at::kFloat) / static_cast<double>(h.size(1)),
-                             trace_k);
+    const at::Tensor mean = HalfTokenMean(h);
+    const TokenStats t = HalfTokenStats(h, at::Tensor(), mean);
+    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot, mean, t.norm_sq.sum(-1),
+                                      previous, inner);
+    if (h.size(1) >= 4) g.unbiased_self = UnbiasedSelf(g, h.size(1));
+    return g;
   }
   const at::Tensor x = h.to(at::kDouble);
-  return MakeGramStats(CentreTokens(x), x.square().sum({1, 2}));
+  CkaGramStats g = MakeGramStats(CentreTokens(x), x.square().sum({1, 2}));
+  if (previous != nullptr) *inner = FrobeniusDot(previous->centred, g.centred);
+  if (h.size(1) >= 4) g.unbiased_self = UnbiasedSelf(g, h.size(1));
+  return g;
 }
 
 // HSIC(a, b) / sqrt(HSIC(a, a) HSIC(b, b)); 0 where a self-HSIC is not
@@ -320,23 +370,19 @@ std::pair<at::Tensor, at::Tensor> AllPairCka(
     at::mm_out(out, g, g.t());
   }
   inner = inner.to(at::kDouble);
-  auto stack = [&](at::Tensor CkaGramStats::*field) {
-    std::vector<at::Tensor> parts;
-    for (const CkaGramStats& s : points) parts.push_back(s.*field);
-    return at::stack(parts, 1);  // [B, P, ...]
-  };
-  const at::Tensor scale = stack(&CkaGramStats::scale);
+  const CkaGramStats all = StackPoints(points, 0, points.size(), n);  // [B, P, ...]
+  const at::Tensor& scale = all.scale;
   std::pair<at::Tensor, at::Tensor> out;
   if (biased) {
-    const at::Tensor self = stack(&CkaGramStats::biased_self);
+    const at::Tensor& self = all.biased_self;
     out.first = Normalise(inner, self.unsqueeze(2), self.unsqueeze(1),
                           scale.unsqueeze(2), scale.unsqueeze(1));
   }
   if (unbiased) {
-    const at::Tensor diag = stack(&CkaGramStats::diagonal);   // [B, P, n]
-    const at::Tensor rows = stack(&CkaGramStats::row_sums);   // [B, P, n]
-    const at::Tensor total = stack(&CkaGramStats::total);     // [B, P]
-    const at::Tensor self = stack(&CkaGramStats::unbiased_self);
+    const at::Tensor& diag = all.diagonal;   // [B, P, n]
+    const at::Tensor& rows = all.row_sums;   // [B, P, n]
+    const at::Tensor& total = all.total;     // [B, P]
+    const at::Tensor& self = all.unbiased_self;
     const at::Tensor hsic = UnbiasedHsic(
         inner, at::bmm(diag, diag.transpose(1, 2)),
         total.unsqueeze(2) * total.unsqueeze(1),
@@ -577,9 +623,9 @@ void LayerMetricAccumulator::AddCkaBaseline(const at::Tensor& hidden) {
     draws.push_back(CkaBaselineStates(next_prompt_ + b, n, d, options));
   }
   const at::Tensor x = at::stack(draws, 1);  // [2, B, n, d]
-  const std::array<CkaGramStats, 2> stats = {GramStatsOfStates(x[0]),
-                                             GramStatsOfStates(x[1])};
-  const at::Tensor inner = FrobeniusDot(stats[0].centred, stats[1].centred);
+  at::Tensor inner;
+  const CkaGramStats first = GramStatsOfStates(x[0]);
+  const std::array<CkaGramStats, 2> stats = {first, GramStatsOfStates(x[1], &first, &inner)};
   if (biased) Add(baseline_biased_row_, BiasedCka(stats[0], stats[1], inner));
   if (unbiased) Add(baseline_unbiased_row_, UnbiasedCka(stats[0], stats[1], inner, n));
 }
@@ -594,6 +640,11 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   const int64_t batch = hidden.size(0);
   const int64_t n = hidden.size(1);
   if (point == 0) {
+    // Nothing of an earlier batch is held (one that threw part-way included).
+    DropHeld();
+    unit_sums_.clear();
+    spreads_.clear();
+    traces_.clear();
     batch_size_ = batch;
     examples_ = Has(LayerMetric::kAdjacentCosTokens)
                     ? std::clamp<int64_t>(kTokenExamplePrompts - next_prompt_,
@@ -609,12 +660,12 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   // they are, through half GEMMs with float32 accumulation (IsHalf).
   const bool half = IsHalf(hidden);
   const at::Tensor h = half ? hidden : hidden.to(at::kDouble);
-  const at::Tensor norm =  // [B, n] float64
-      half ? at::linalg_vector_norm(hidden, 2, {-1}, false, at::kFloat)
-                 .to(at::kDouble)
-           : at::linalg_vector_norm(h, 2, {-1});
-  const at::Tensor trace_k = norm.square().sum(-1);  // sum_t ||h_t||^2 [B]
   const bool residual = point <= num_layers_;
+  if (residual && point >= 1 && !previous_sizes_.empty()) {
+    TORCH_CHECK(previous_sizes_ == h.sizes().vec(),
+                "analysis: layer shapes differ: ", c10::IntArrayRef(previous_sizes_), " vs ",
+                h.sizes());
+  }
   const bool want_biased = residual && n >= 2 &&
                            (Has(LayerMetric::kCkaBiased) ||
                             Has(LayerMetric::kCkaAllBiased));
@@ -627,15 +678,32 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   const bool want_gram = want_biased || want_unbiased;
   const bool want_dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
   // Token-centred float64 states (token_dispersion and the CKA Grams share
-  // them), or for half states the token means (float32 [B, d]).
+  // them), or for half states the token means (float64 [B, d]).
   at::Tensor centred, mean;
   if (want_gram || want_dispersion) {
     if (half) {
-      mean = hidden.sum(1, /*keepdim=*/false, at::kFloat) / static_cast<double>(n);
+      mean = HalfTokenMean(hidden);
     } else {
       centred = CentreTokens(h);
     }
   }
+  // Per-token quantities, float64 [B, n]. Half states: one pass that also
+  // reads the last residual point (adjacent_cos, step_energy) and, for the
+  // CKA Gram's centring, dots with the token mean (half_state_ops.h).
+  const bool pair_point = residual && point >= 1 && previous_.defined();
+  const bool raw_gram = half && want_gram && !want_all_pairs;
+  at::Tensor norm_sq, prev_dot, step_sq, row_means;
+  if (half) {
+    TokenStats t = HalfTokenStats(hidden, pair_point ? previous_ : at::Tensor(),
+                                  raw_gram ? mean : at::Tensor());
+    norm_sq = t.norm_sq;
+    prev_dot = t.prev_dot;
+    step_sq = t.step_sq;
+    row_means = t.vec_dot;
+  }
+  const at::Tensor norm = half ? norm_sq.sqrt() : at::linalg_vector_norm(h, 2, {-1});
+  if (!half) norm_sq = norm.square();
+  const at::Tensor trace_k = norm_sq.sum(-1);  // sum_t ||h_t||^2 [B]
 
   // One-point metrics: points 0..L+1.
   const bool want_all = Has(LayerMetric::kIntertokenCos) && n >= 2;
@@ -643,40 +711,30 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   if (want_all || want_nofirst) {
     // Sums of unit vectors as one [k, n] x [n, d] product per prompt (no
     // [B, n, d] unit-vector tensor): row 0 weights 1/||h_t||, row 1 the
-    // same without position 0.
-    const at::Tensor inverse = norm.clamp_min(kTinyNorm).reciprocal();
-    std::vector<at::Tensor> weights;
-    if (want_all) weights.push_back(inverse);
-    if (want_nofirst) {
-      at::Tensor w = inverse.clone();
-      w.select(1, 0).zero_();
-      weights.push_back(w);
+    // same without position 0 (the mask [1, 2, n] zeroes it).
+    if (point == 0) {
+      unit_mask_ = at::ones({1, 2, n}, norm.options());
+      unit_mask_.select(1, 1).select(1, 0).zero_();
+      if (!want_all) unit_mask_ = unit_mask_.narrow(1, 1, 1);
+      if (!want_nofirst) unit_mask_ = unit_mask_.narrow(1, 0, 1);
     }
-    const at::Tensor w = at::stack(weights, 1);  // [B, k, n]
-    const at::Tensor totals = half ? HalfWeightedProduct(w.to(at::kFloat), hidden)
-                                   : at::bmm(w, h);  // [B, k, d] float64
-    if (want_all) {
-      Add(RowOf(LayerMetric::kIntertokenCos) + point,
-          MeanPairCos(totals.select(1, 0), n));
-    }
-    if (want_nofirst) {
-      Add(RowOf(LayerMetric::kIntertokenCosNoFirst) + point,
-          MeanPairCos(totals.select(1, want_all ? 1 : 0), n - 1));
-    }
+    const at::Tensor w =  // [B, k, n]
+        norm.clamp_min(kTinyNorm).reciprocal().unsqueeze(1) * unit_mask_;
+    unit_sums_.push_back(half ? HalfWeightedTokenSums(w, hidden)
+                              : at::bmm(w, h));  // [B, k, d] float64
   }
   if (want_dispersion) {
     // sum_t ||h_t - mean||^2. Float64: same reduction for the spread and
     // tr(K), so all tokens one vector gives exactly 0. Half: tr(K) minus
     // n ||mean||^2 (clamped at 0 against rounding).
     const at::Tensor spread =
-        half ? (trace_k - static_cast<double>(n) *
-                             mean.to(at::kDouble).square().sum(-1))
+        half ? (trace_k - static_cast<double>(n) * mean.square().sum(-1))
                    .clamp_min(0.0)
              : at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);
-    Add(RowOf(LayerMetric::kTokenDispersion) + point,
-        at::where(trace_k > 0, spread / trace_k.clamp_min(kTinyNorm),
-                  at::zeros_like(spread)));
+    spreads_.push_back(spread);
+    traces_.push_back(trace_k);
   }
+  if (point == num_layers_ + 1) AddOnePointMetrics(n);
 
   // Pair / step metrics: residual points 0..L only.
   if (!residual) return;
@@ -684,13 +742,16 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   const bool want_states = want_cos || Has(LayerMetric::kStepEnergy) ||
                            Has(LayerMetric::kPathEnergy);
   if (!want_states && !want_gram) return;
-  if (point >= 1) {
-    TORCH_CHECK(previous_sizes_ == h.sizes().vec(),
-                "analysis: layer shapes differ: ", c10::IntArrayRef(previous_sizes_), " vs ",
-                h.sizes());
-  }
+  // With all pairs, the adjacent pairs come from the all-pair matrices
+  // (AddAllPairCka); else from one inner product per pair (AddPairCka).
+  const bool pair_cka = !want_all_pairs && ((Has(LayerMetric::kCkaBiased) && n >= 2) ||
+                                            (Has(LayerMetric::kCkaUnbiased) && n >= 4));
   CkaGramStats gram;
-  if (want_gram) {
+  at::Tensor pair_inner;  // <C_prev, C> of the raw-Gram path
+  if (raw_gram) {
+    gram = MakeRawGramStats(hidden, norm_sq, row_means, mean, trace_k,
+                            point >= 1 ? &previous_gram_ : nullptr, &pair_inner);
+  } else if (want_gram) {
     at::Tensor out;
     if (want_all_pairs) {
       if (point == 0) {
@@ -700,76 +761,40 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
       out = all_grams_[point];
     }
-    gram = half ? MakeHalfGramStats(hidden, mean, trace_k, out)
+    gram = half ? MakeHalfGramStats(hidden, mean.to(at::kFloat), trace_k, out)
                 : MakeGramStats(centred, trace_k, out);
     if (want_all_pairs) all_points_.push_back(gram);
   }
   centred = at::Tensor();
-  if (point == 0 && Has(LayerMetric::kPathEnergy)) {
-    path_ = at::zeros({batch}, norm.options());
-  }
+  const bool want_steps =
+      Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy);
+  if (want_states) norms_.push_back(norm);
   if (point >= 1) {
-    const int64_t l = point - 1;  // the pair (l, l + 1)
-    if (want_cos) {
-      const at::Tensor dots =
-          half ? TokenDots(previous_, hidden) : (previous_ * h).sum(-1);
-      const at::Tensor cos = dots / (previous_norm_ * norm).clamp_min(kTinyNorm);
-      if (Has(LayerMetric::kAdjacentCos)) {
-        Add(RowOf(LayerMetric::kAdjacentCos) + l, cos.mean(-1));
-      }
-      if (examples_ > 0) {
-        AddBlock(RowOf(LayerMetric::kAdjacentCosTokens) + l * max_positions_,
-                 cos.narrow(0, 0, examples_));
-      }
+    if (want_cos) dots_.push_back(half ? prev_dot : (previous_ * h).sum(-1));
+    if (want_steps) {
+      // From the difference of the states (exact for half states), not
+      // ||a||^2 + ||b||^2 - 2 a.b, which cancels for small steps.
+      steps_.push_back(half ? step_sq
+                            : at::linalg_vector_norm(h - previous_, 2, {-1}).square());
     }
-    if (Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy)) {
-      // Half: the float32 difference of the upcast states (exact up to one
-      // rounding), not ||a||^2 + ||b||^2 - 2 a.b, which cancels for small
-      // steps.
-      const at::Tensor step =
-          half ? at::linalg_vector_norm(hidden.to(at::kFloat) - previous_, 2,
-                                        {-1})
-                     .to(at::kDouble)
-                     .square()
-               : at::linalg_vector_norm(h - previous_, 2, {-1}).square();  // [B, n]
-      const at::Tensor base = previous_norm_.square();
-      const at::Tensor energy =
-          at::where(base > 0, step / base.clamp_min(kTinyNorm),
-                    at::zeros_like(step))
-              .mean(-1);  // [B]
-      if (Has(LayerMetric::kStepEnergy)) {
-        Add(RowOf(LayerMetric::kStepEnergy) + l, energy);
-      }
-      if (Has(LayerMetric::kPathEnergy)) path_.add_(energy);
-    }
-    // With all pairs, the adjacent pairs come from the all-pair matrices
-    // (AddAllPairCka), not a second inner product per point.
-    const bool pair_biased =
-        Has(LayerMetric::kCkaBiased) && n >= 2 && !want_all_pairs;
-    const bool pair_unbiased =
-        Has(LayerMetric::kCkaUnbiased) && n >= 4 && !want_all_pairs;
-    if (pair_biased || pair_unbiased) {
-      const at::Tensor inner = FrobeniusDot(previous_gram_.centred, gram.centred);
-      if (pair_biased) {
-        Add(RowOf(LayerMetric::kCkaBiased) + l,
-            BiasedCka(previous_gram_, gram, inner));
-      }
-      if (pair_unbiased) {
-        Add(RowOf(LayerMetric::kCkaUnbiased) + l,
-            UnbiasedCka(previous_gram_, gram, inner, n));
-      }
+    if (pair_cka) {
+      pair_inner_.push_back(
+          raw_gram ? pair_inner : FrobeniusDot(previous_gram_.centred, gram.centred));
     }
   }
-  if (point == num_layers_ && Has(LayerMetric::kPathEnergy)) {
-    Add(RowOf(LayerMetric::kPathEnergy), path_);
+  if (pair_cka) {
+    CkaGramStats scalars = gram;  // without its n x n matrix
+    scalars.centred = at::Tensor();
+    scalars.raw = RawGram();
+    pair_points_.push_back(std::move(scalars));
+    if (point == num_layers_) AddPairCka(n);
   }
+  if (point == num_layers_ && want_states) AddStepMetrics();
   // Held for the next point; the final-norm output is not paired.
   if (point < num_layers_) {
     previous_sizes_ = h.sizes().vec();
-    if (want_states) {
-      previous_ = h;  // half states: the model's own tensor, never written
-      previous_norm_ = norm;
-    }
+    // Half states: the model's own tensor, never written.
+    if (want_states) previous_ = h;
     previous_gram_ = std::move(gram);
   } else {
     if (want_all_pairs) AddAllPairCka(n);
@@ -777,13 +802,83 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   }
 }
 
+void LayerMetricAccumulator::AddOnePointMetrics(int64_t n) {
+  if (!unit_sums_.empty()) {  // [B, P, k, d], P = L + 2 points
+    const at::Tensor totals = at::stack(unit_sums_, 1);
+    const bool all = Has(LayerMetric::kIntertokenCos) && n >= 2;
+    if (all) {
+      AddBlock(RowOf(LayerMetric::kIntertokenCos), MeanPairCos(totals.select(2, 0), n));
+    }
+    if (Has(LayerMetric::kIntertokenCosNoFirst) && n >= 3) {
+      AddBlock(RowOf(LayerMetric::kIntertokenCosNoFirst),
+               MeanPairCos(totals.select(2, all ? 1 : 0), n - 1));
+    }
+  }
+  if (!spreads_.empty()) {  // [B, P]
+    const at::Tensor spread = at::stack(spreads_, 1), trace_k = at::stack(traces_, 1);
+    AddBlock(RowOf(LayerMetric::kTokenDispersion),
+             at::where(trace_k > 0, spread / trace_k.clamp_min(kTinyNorm),
+                       at::zeros_like(spread)));
+  }
+  unit_sums_.clear();
+  spreads_.clear();
+  traces_.clear();
+}
+
+void LayerMetricAccumulator::AddStepMetrics() {
+  const at::Tensor norms = at::stack(norms_, 1);  // [B, L + 1, n]
+  const int64_t pairs = norms.size(1) - 1;
+  const at::Tensor before = norms.narrow(1, 0, pairs), after = norms.narrow(1, 1, pairs);
+  if (!dots_.empty()) {  // cos of the pairs (l, l + 1), [B, L, n]
+    const at::Tensor cos =
+        at::stack(dots_, 1) / (before * after).clamp_min(kTinyNorm);
+    if (Has(LayerMetric::kAdjacentCos)) {
+      AddBlock(RowOf(LayerMetric::kAdjacentCos), cos.mean(-1));
+    }
+    for (int64_t l = 0; examples_ > 0 && l < pairs; ++l) {
+      AddBlock(RowOf(LayerMetric::kAdjacentCosTokens) + l * max_positions_,
+               cos.narrow(0, 0, examples_).select(1, l));
+    }
+  }
+  if (!steps_.empty()) {
+    const at::Tensor step = at::stack(steps_, 1), base = before.square();
+    const at::Tensor energy =  // [B, L]
+        at::where(base > 0, step / base.clamp_min(kTinyNorm), at::zeros_like(step))
+            .mean(-1);
+    if (Has(LayerMetric::kStepEnergy)) {
+      AddBlock(RowOf(LayerMetric::kStepEnergy), energy);
+    }
+    if (Has(LayerMetric::kPathEnergy)) {
+      Add(RowOf(LayerMetric::kPathEnergy), energy.sum(1));
+    }
+  }
+}
+
+void LayerMetricAccumulator::AddPairCka(int64_t n) {
+  const size_t p = pair_points_.size();  // points 0..L
+  TORCH_CHECK(p >= 2 && pair_inner_.size() == p - 1, "analysis: CKA of ", p,
+              " points with ", pair_inner_.size(), " pairs");
+  const CkaGramStats a = StackPoints(pair_points_, 0, p - 1, n);  // [B, L, ...]
+  const CkaGramStats b = StackPoints(pair_points_, 1, p, n);
+  const at::Tensor inner = at::stack(pair_inner_, 1);            // [B, L]
+  if (Has(LayerMetric::kCkaBiased) && n >= 2) {
+    AddBlock(RowOf(LayerMetric::kCkaBiased), BiasedCka(a, b, inner));
+  }
+  if (Has(LayerMetric::kCkaUnbiased) && n >= 4) {
+    AddBlock(RowOf(LayerMetric::kCkaUnbiased), UnbiasedCka(a, b, inner, n));
+  }
+}
+
 void LayerMetricAccumulator::DropHeld() {
   previous_ = at::Tensor();
-  previous_norm_ = at::Tensor();
+  norms_.clear();
+  dots_.clear();
+  steps_.clear();
   previous_gram_ = CkaGramStats();
   all_grams_ = at::Tensor();
   all_points_.clear();
-  path_ = at::Tensor();
+  pair_points_.clear();
+  pair_inner_.clear();
 }
 
 void LayerMetricAccumulator::EndBatch() {

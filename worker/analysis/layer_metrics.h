@@ -69,6 +69,7 @@
 #include <c10/core/TensorOptions.h>
 
 #include "absl/status/statusor.h"
+#include "worker/analysis/half_state_ops.h"
 
 namespace layerflow::worker {
 
@@ -143,11 +144,14 @@ double LinearCka(const at::Tensor& x, const at::Tensor& y,
 // per pair for both estimators.
 struct CkaGramStats {
   at::Tensor centred;        // C = H K H               [B, n, n]
+  // Half-precision states, adjacent pairs only: K's lower block triangle,
+  // centred on the fly (half_state_ops.h); `centred` is then undefined.
+  RawGram raw;
   at::Tensor diagonal;       // diag C                  [B, n]
   at::Tensor row_sums;       // C~ 1                    [B, n]
   at::Tensor total;          // 1' C~ 1                 [B]
   at::Tensor biased_self;    // <C, C>_F                [B]
-  at::Tensor unbiased_self;  // unbiased HSIC(K, K)     [B] (n >= 4 only)
+  at::Tensor unbiased_self;  // unbiased HSIC(K, K)     [B] (n >= 4; set where used)
   at::Tensor scale;          // tr(K)^2 (the zero test) [B]
 };
 
@@ -194,6 +198,13 @@ class LayerMetricAccumulator {
   // per_prompt [B, m] into rows row .. row + m - 1.
   void AddBlock(int64_t row, const at::Tensor& per_prompt);
   void AddAllPairCka(int64_t n);
+  // The adjacent-pair CKAs of the batch at its last residual point.
+  void AddPairCka(int64_t n);
+  // adjacent_cos(_tokens), step_energy and path_energy of the batch at its
+  // last residual point; intertoken_cos(_nofirst) and token_dispersion at
+  // its last point.
+  void AddStepMetrics();
+  void AddOnePointMetrics(int64_t n);
   // cka_baseline_* of the batch's prompts (point 0's states give B, n, d).
   void AddCkaBaseline(const at::Tensor& hidden);
   void Flush();  // the pending Add rows into sums_
@@ -219,15 +230,29 @@ class LayerMetricAccumulator {
   int64_t next_prompt_ = 0;
   int64_t batch_size_ = 0;    // B of the current batch
   int64_t examples_ = 0;      // adjacent_cos_tokens prompts of this batch
-  at::Tensor previous_;       // float64 [B, n, d] of the last residual point
-  at::Tensor previous_norm_;  // [B, n]
+  at::Tensor previous_;       // [B, n, d] of the last residual point
   std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
   CkaGramStats previous_gram_;   // of the last residual point (CKA only)
   // All-pair CKA: the centred Grams of points 0..L, [L + 1, B, n, n], and
   // each point's stats (their `centred` are views into it).
   at::Tensor all_grams_;
   std::vector<CkaGramStats> all_points_;
-  at::Tensor path_;           // running path_energy [B]
+  // Adjacent-pair CKA without all pairs: each residual point's Gram scalars
+  // (no n x n matrix) and each pair's <C_l, C_l+1>, so the HSIC algebra runs
+  // once per batch on [B, L] tensors, not as dozens of small kernels per
+  // point (each a few microseconds of GPU time).
+  std::vector<CkaGramStats> pair_points_;
+  std::vector<at::Tensor> pair_inner_;
+  // Per-point quantities of the batch, turned into metric values at its
+  // last (residual) point: the scalar algebra then runs once on [B, P, ...]
+  // tensors, not as a dozen small kernels per point.
+  std::vector<at::Tensor> norms_;      // |h_t| [B, n], residual points
+  std::vector<at::Tensor> dots_;       // h_t^(l) . h_t^(l+1) [B, n], pairs
+  std::vector<at::Tensor> steps_;      // |h_t^(l+1) - h_t^(l)|^2 [B, n], pairs
+  std::vector<at::Tensor> unit_sums_;  // sums of unit vectors [B, k, d], points
+  std::vector<at::Tensor> spreads_;    // sum_t |h_t - mean|^2 [B], points
+  std::vector<at::Tensor> traces_;     // tr(K) [B], points
+  at::Tensor unit_mask_;               // [1, k, n]: which tokens each sum takes
 };
 
 }  // namespace layerflow::worker

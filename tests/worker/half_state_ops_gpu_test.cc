@@ -1,0 +1,194 @@
+// The fused CUDA kernels of the half-precision analysis path
+// (worker/analysis/half_state_kernels.cu) against their ATen reference
+// (the *Aten functions of half_state_ops.h, float64 on the CPU), and the
+// whole accumulator on the GPU against the float64 path on the CPU.
+// CI has no GPU: this executable is not registered with CTest. On a GPU
+// machine run build-gpu/tests/worker/worker_half_state_ops_gpu_test
+// (bench/gpu_overhead_half_run.sh does, and bench/RESULTS.md records it).
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "worker/analysis/half_state_ops.h"
+#include "worker/analysis/layer_metrics.h"
+
+namespace layerflow::worker {
+namespace {
+
+const c10::Device kGpu(c10::kCUDA, 0);
+
+double MaxRel(const at::Tensor& got, const at::Tensor& want) {
+  const at::Tensor w = want.to(at::kCPU).to(at::kDouble);
+  const double scale = w.abs().max().item<double>();
+  return (got.to(at::kCPU).to(at::kDouble) - w).abs().max().item<double>() /
+         (scale > 0 ? scale : 1.0);
+}
+
+// Residual-stream-like half states [B, n, d]: a shared direction plus noise.
+at::Tensor States(int64_t b, int64_t n, int64_t d, at::ScalarType type) {
+  return (at::randn({b, n, d}) + 3 * at::randn({1, 1, d})).to(type);
+}
+
+struct Shape {
+  int64_t n, d;
+};
+// d = 48: 16-byte loads; d = 45: the element-wise path. n = 300: 4 row
+// blocks; 203: 3 uneven ones; 37: one.
+const Shape kShapes[] = {{300, 48}, {203, 45}, {37, 48}};
+
+class HalfStateOpsGpu : public ::testing::TestWithParam<at::ScalarType> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(at::hasCUDA()) << "this suite needs a CUDA device"; }
+};
+
+// float64 accumulations of exact products: the two sides differ only in the
+// order of float64 additions.
+TEST_P(HalfStateOpsGpu, TokenStatsMatchAten) {
+  c10::InferenceMode guard;
+  at::manual_seed(41);
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << "n " << s.n << " d " << s.d);
+    const at::Tensor cur = States(3, s.n, s.d, GetParam());
+    const at::Tensor prev = States(3, s.n, s.d, GetParam());
+    const at::Tensor v = at::randn({3, s.d}, at::kDouble);
+    const TokenStats want = HalfTokenStatsAten(cur, prev, v);
+    const TokenStats got = HalfTokenStats(cur.to(kGpu), prev.to(kGpu), v.to(kGpu));
+    EXPECT_LT(MaxRel(got.norm_sq, want.norm_sq), 1e-13);
+    EXPECT_LT(MaxRel(got.prev_dot, want.prev_dot), 1e-13);
+    EXPECT_LT(MaxRel(got.step_sq, want.step_sq), 1e-13);
+    EXPECT_LT(MaxRel(got.vec_dot, want.vec_dot), 1e-13);
+    // Without the optional inputs, and from a row that is not 16-byte
+    // aligned (states starting one element into a buffer).
+    const at::Tensor shifted =
+        at::cat({cur.reshape({-1}).narrow(0, 0, 1), cur.reshape({-1})})
+            .to(kGpu)
+            .narrow(0, 1, cur.numel())
+            .view(cur.sizes());
+    const TokenStats alone = HalfTokenStats(shifted, at::Tensor(), at::Tensor());
+    EXPECT_LT(MaxRel(alone.norm_sq, want.norm_sq), 1e-13);
+    EXPECT_FALSE(alone.prev_dot.defined());
+    EXPECT_FALSE(alone.vec_dot.defined());
+  }
+}
+
+TEST_P(HalfStateOpsGpu, WeightedTokenSumsMatchAten) {
+  c10::InferenceMode guard;
+  at::manual_seed(42);
+  for (const Shape& s : kShapes) {
+    for (int64_t k : {1, 3}) {
+      SCOPED_TRACE(::testing::Message() << "n " << s.n << " d " << s.d << " k " << k);
+      const at::Tensor h = States(3, s.n, s.d, GetParam());
+      const at::Tensor w = at::rand({3, k, s.n}, at::kDouble);
+      EXPECT_LT(MaxRel(HalfWeightedTokenSums(w.to(kGpu), h.to(kGpu)),
+                       HalfWeightedTokenSumsAten(w, h)),
+                1e-13);
+    }
+  }
+}
+
+// The Gram's lower block triangle against float64 (tensor-core float32
+// accumulation: ~1e-6 of the largest entry), and the centred products on
+// that same float32 Gram against the ATen reference (float64 both sides).
+TEST_P(HalfStateOpsGpu, LowerBlockGramAndCentredProductsMatchAten) {
+  c10::InferenceMode guard;
+  at::manual_seed(43);
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << "n " << s.n << " d " << s.d);
+    const int64_t blocks = GramRowBlocks(s.n);
+    const at::Tensor x = States(3, s.n, s.d, GetParam());
+    const at::Tensor y = States(3, s.n, s.d, GetParam());
+    const at::Tensor exact = at::bmm(x.to(at::kDouble), x.to(at::kDouble).transpose(1, 2));
+    const at::Tensor lower = HalfLowerBlockGram(x.to(kGpu), blocks).to(at::kCPU);
+    for (int64_t i = 0; i < blocks; ++i) {
+      const int64_t lo = s.n * i / blocks, hi = s.n * (i + 1) / blocks;
+      EXPECT_LT(MaxRel(lower.narrow(1, lo, hi - lo).narrow(2, 0, hi),
+                       exact.narrow(1, lo, hi - lo).narrow(2, 0, hi)),
+                1e-5)
+          << "row block " << i;
+    }
+    auto raw = [&](const at::Tensor& h, const c10::Device& device) {
+      RawGram g;
+      g.blocks = blocks;
+      const at::Tensor hd = h.to(at::kDouble);
+      const at::Tensor mean = hd.mean(1);
+      g.lower = HalfLowerBlockGram(h.to(kGpu), blocks).to(device);
+      g.row_means = at::bmm(hd, mean.unsqueeze(2)).squeeze(2).to(device);
+      g.grand = mean.square().sum(1).to(device);
+      return g;
+    };
+    const RawGram a = raw(x, at::kCPU), b = raw(y, at::kCPU);
+    RawGram ga = a, gb = b;
+    for (RawGram* g : {&ga, &gb}) {
+      g->lower = g->lower.to(kGpu);
+      g->row_means = g->row_means.to(kGpu);
+      g->grand = g->grand.to(kGpu);
+    }
+    EXPECT_LT(MaxRel(CentredGramProducts(ga, gb), CentredGramProductsAten(a, b)), 1e-12);
+    const at::Tensor self = CentredGramProducts(RawGram(), gb).to(at::kCPU);
+    EXPECT_EQ(self.select(1, 0).abs().max().item<double>(), 0.0);
+    EXPECT_LT(MaxRel(self.select(1, 1), CentredGramProductsAten(a, b).select(1, 1)), 1e-12);
+    // And the biased HSIC itself: <C_x, C_y> against the float64 centred Grams.
+    auto centred = [](const at::Tensor& h) {
+      const at::Tensor c = h.to(at::kDouble) - h.to(at::kDouble).mean(1, true);
+      return at::bmm(c, c.transpose(1, 2));
+    };
+    EXPECT_LT(MaxRel(CentredGramProducts(ga, gb).select(1, 0),
+                     (centred(x) * centred(y)).sum({1, 2})),
+              1e-4);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, HalfStateOpsGpu,
+                         ::testing::Values(at::kBFloat16, at::kHalf),
+                         [](const auto& info) {
+                           return std::string(info.param == at::kBFloat16 ? "bf16" : "fp16");
+                         });
+
+// Every per-layer analysis on half states on the GPU against the float64
+// path on the CPU on the same values (as HalfPrecisionStatesMatchFloat64 in
+// analysis_suite_test.cc does on the CPU): 1e-5 of each row's scale.
+TEST(HalfStateAccumulatorGpu, PerLayerMetricsMatchFloat64OnTheCpu) {
+  ASSERT_TRUE(at::hasCUDA()) << "this suite needs a CUDA device";
+  c10::InferenceMode guard;
+  const std::vector<LayerMetric> per_layer = {
+      LayerMetric::kAdjacentCos,          LayerMetric::kIntertokenCos,
+      LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
+      LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
+      LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased};
+  const int64_t L = 3, B = 3, n = 300, d = 64;
+  at::manual_seed(44);
+  for (at::ScalarType half : {at::kBFloat16, at::kHalf}) {
+    SCOPED_TRACE(c10::toString(half));
+    std::vector<at::Tensor> halves;
+    for (int p = 0; p < L + 2; ++p) {
+      at::Tensor x = at::randn({B, n, d}) + 3 * at::randn({1, 1, d});
+      x = p == 0 ? x : halves.back().to(at::kFloat) + 0.4 * x;
+      halves.push_back(x.to(half));
+    }
+    LayerMetricAccumulator want(per_layer, L, c10::Device(c10::kCPU), n);
+    LayerMetricAccumulator got(per_layer, L, kGpu, n);
+    for (int p = 0; p < L + 2; ++p) {
+      want.Observe(p, halves[p].to(at::kDouble));
+      got.Observe(p, halves[p].to(kGpu));
+    }
+    want.EndBatch();
+    got.EndBatch();
+    const at::Tensor g = got.sums().to(at::kCPU), w = want.sums();
+    at::Tensor diff = (g - w).abs();
+    for (size_t i = 0; i < want.keys().size(); ++i) {
+      // Gaussian draws in the states' dtype and device: not the same matrices.
+      if (want.keys()[i].metric.rfind("cka_baseline", 0) == 0) diff[i].zero_();
+    }
+    const at::Tensor ratio = diff / (w.abs() + w.select(1, 2).unsqueeze(1));
+    const int64_t worst = std::get<0>(ratio.max(1)).argmax().item<int64_t>();
+    EXPECT_LT(ratio.max().item<double>(), 1e-5)
+        << want.keys()[worst].metric << " layer " << want.keys()[worst].layer;
+    EXPECT_TRUE(at::equal(g.select(1, 2), w.select(1, 2)));
+  }
+}
+
+}  // namespace
+}  // namespace layerflow::worker

@@ -1,0 +1,306 @@
+// The kernels of half_state_kernels.h. Memory-bound passes: each reads its
+// inputs once, 16 bytes per load where the rows allow it.
+#include "worker/analysis/half_state_kernels.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace layerflow::worker::cuda_kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+__device__ __forceinline__ double ToDouble(__nv_bfloat16 x) {
+  return static_cast<double>(__bfloat162float(x));
+}
+__device__ __forceinline__ double ToDouble(__half x) {
+  return static_cast<double>(__half2float(x));
+}
+
+__device__ __forceinline__ double WarpSum(double x) {
+  for (int offset = 16; offset > 0; offset /= 2) {
+    x += __shfl_down_sync(0xffffffffu, x, offset);
+  }
+  return x;
+}
+
+// The block's sum of x, valid in thread 0 (fixed order: warps, then warp 0).
+__device__ double BlockSum(double x) {
+  __shared__ double warp_sums[kWarps];
+  x = WarpSum(x);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // warp_sums may still be read from a previous call
+  if (lane == 0) warp_sums[warp] = x;
+  __syncthreads();
+  x = 0;
+  if (warp == 0) {
+    x = lane < kWarps ? warp_sums[lane] : 0.0;
+    x = WarpSum(x);
+  }
+  return x;
+}
+
+// ---- Per-token statistics: one warp per token ------------------------------
+template <typename T, bool kPrev, bool kVec>
+__device__ __forceinline__ void VisitToken(const T* c, const T* p, const double* v,
+                                           int64_t j, double acc[4]) {
+  const double x = ToDouble(c[j]);
+  acc[0] += x * x;
+  if (kPrev) {
+    const double y = ToDouble(p[j]);
+    acc[1] += x * y;
+    const double step = x - y;  // exact: both halves are exact in float64
+    acc[2] += step * step;
+  }
+  if (kVec) acc[3] += x * v[j];
+}
+
+template <typename T, bool kPrev, bool kVec>
+__global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict__ prev,
+                                 const double* __restrict__ vec, int64_t tokens,
+                                 int64_t n, int64_t d, bool vector_loads,
+                                 double* __restrict__ out) {
+  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (token >= tokens) return;  // whole warps leave together
+  const T* c = cur + token * d;
+  const T* p = kPrev ? prev + token * d : nullptr;
+  const double* v = kVec ? vec + (token / n) * d : nullptr;
+  double acc[4] = {0, 0, 0, 0};
+  if (vector_loads) {  // d % 8 == 0, 16-byte aligned rows: 8 values a load
+    for (int64_t j = lane * 8; j < d; j += 32 * 8) {
+      const uint4 cv = *reinterpret_cast<const uint4*>(c + j);
+      uint4 pv = cv;
+      if (kPrev) pv = *reinterpret_cast<const uint4*>(p + j);
+      const T* cx = reinterpret_cast<const T*>(&cv);
+      const T* px = reinterpret_cast<const T*>(&pv);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        VisitToken<T, kPrev, kVec>(cx, px, v ? v + j : nullptr, e, acc);
+      }
+    }
+  } else {
+    for (int64_t j = lane; j < d; j += 32) VisitToken<T, kPrev, kVec>(c, p, v, j, acc);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) acc[i] = WarpSum(acc[i]);
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[token * 4 + i] = acc[i];
+  }
+}
+
+template <typename T>
+cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
+                         int64_t tokens, int64_t n, int64_t d, double* out,
+                         cudaStream_t stream) {
+  const auto aligned = [](const void* ptr) {
+    return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+  };
+  const bool vector_loads = d % 8 == 0 && aligned(cur) && aligned(prev);
+  const dim3 grid(static_cast<unsigned>((tokens + kWarps - 1) / kWarps));
+  const T* c = static_cast<const T*>(cur);
+  const T* p = static_cast<const T*>(prev);
+  if (p != nullptr && v != nullptr) {
+    TokenStatsKernel<T, true, true><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+  } else if (p != nullptr) {
+    TokenStatsKernel<T, true, false><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+  } else if (v != nullptr) {
+    TokenStatsKernel<T, false, true><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+  } else {
+    TokenStatsKernel<T, false, false><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+  }
+  return cudaGetLastError();
+}
+
+// ---- Weighted sums over tokens: one thread per 8 feature columns ------------
+// Each load brings 16 bytes (8 columns) when rows allow it, and a thread
+// keeps kTokenUnroll tokens' loads in flight: a loop of single dependent
+// loads is latency-bound (measured ~5x slower on an H200).
+constexpr int kTokenUnroll = 4;
+
+template <typename T, int kWidth>
+__device__ __forceinline__ void AddWeighted(const double* wb, int k, int64_t n, int64_t t,
+                                            const T* x, double acc[][kMaxWeightRows]) {
+#pragma unroll
+  for (int r = 0; r < kMaxWeightRows; ++r) {
+    if (r < k) {
+      const double weight = wb[r * n + t];
+#pragma unroll
+      for (int e = 0; e < kWidth; ++e) acc[e][r] += weight * ToDouble(x[e]);
+    }
+  }
+}
+
+// kWidth = 8: 16-byte loads (d % 8 == 0, aligned rows); 1: element-wise.
+template <typename T, int kWidth>
+__global__ void WeightedTokenSumsKernel(const double* __restrict__ w, int k,
+                                        const T* __restrict__ h, int64_t n, int64_t d,
+                                        int64_t tokens_per_split,
+                                        double* __restrict__ partial) {
+  // Columns j0 .. j0 + kWidth - 1 of prompt b, tokens t0 .. t1 - 1.
+  constexpr bool vector_loads = kWidth == 8;
+  constexpr int width = kWidth;
+  const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * width;
+  const int64_t split = blockIdx.y, b = blockIdx.z, splits = gridDim.y;
+  if (j0 >= d) return;
+  const int64_t t0 = split * tokens_per_split;
+  const int64_t t1 = t0 + tokens_per_split < n ? t0 + tokens_per_split : n;
+  const T* hb = h + b * n * d + j0;
+  const double* wb = w + b * k * n;
+  double acc[kWidth][kMaxWeightRows] = {};
+  int64_t t = t0;
+  if constexpr (vector_loads) {
+    for (; t + kTokenUnroll <= t1; t += kTokenUnroll) {
+      uint4 v[kTokenUnroll];
+#pragma unroll
+      for (int u = 0; u < kTokenUnroll; ++u) v[u] = *reinterpret_cast<const uint4*>(hb + (t + u) * d);
+#pragma unroll
+      for (int u = 0; u < kTokenUnroll; ++u) {
+        AddWeighted<T, kWidth>(wb, k, n, t + u, reinterpret_cast<const T*>(&v[u]), acc);
+      }
+    }
+    for (; t < t1; ++t) {
+      const uint4 v = *reinterpret_cast<const uint4*>(hb + t * d);
+      AddWeighted<T, kWidth>(wb, k, n, t, reinterpret_cast<const T*>(&v), acc);
+    }
+  } else {
+    for (; t + kTokenUnroll <= t1; t += kTokenUnroll) {
+      T v[kTokenUnroll];
+#pragma unroll
+      for (int u = 0; u < kTokenUnroll; ++u) v[u] = hb[(t + u) * d];
+#pragma unroll
+      for (int u = 0; u < kTokenUnroll; ++u) AddWeighted<T, kWidth>(wb, k, n, t + u, &v[u], acc);
+    }
+    for (; t < t1; ++t) AddWeighted<T, kWidth>(wb, k, n, t, hb + t * d, acc);
+  }
+  // Constant indices only (an index known at run time would put acc in
+  // local memory).
+#pragma unroll
+  for (int r = 0; r < kMaxWeightRows; ++r) {
+    if (r < k) {
+      double* out = partial + ((b * splits + split) * k + r) * d + j0;
+#pragma unroll
+      for (int e = 0; e < width; ++e) out[e] = acc[e][r];
+    }
+  }
+}
+
+// ---- Products of centred Grams: one block per row range --------------------
+constexpr int kGramUnroll = 4;
+
+__global__ void CentredGramProductsKernel(const float* __restrict__ ka,
+                                          const double* __restrict__ ra,
+                                          const double* __restrict__ ga,
+                                          const float* __restrict__ kb,
+                                          const double* __restrict__ rb,
+                                          const double* __restrict__ gb, int64_t n,
+                                          int64_t blocks, int64_t rows_per_group,
+                                          double* __restrict__ partial) {
+  const int64_t b = blockIdx.y, group = blockIdx.x, groups = gridDim.x;
+  const int64_t i0 = group * rows_per_group;
+  const int64_t i1 = i0 + rows_per_group < n ? i0 + rows_per_group : n;
+  const bool with_a = ka != nullptr;
+  const float* KA = with_a ? ka + b * n * n : nullptr;
+  const float* KB = kb + b * n * n;
+  const double* RA = with_a ? ra + b * n : nullptr;
+  const double* RB = rb + b * n;
+  const double g_a = with_a ? ga[b] : 0.0, g_b = gb[b];
+  // ab/bb: blocks left of the diagonal block (counted twice); ab1/bb1: the
+  // diagonal block.
+  double ab2 = 0, bb2 = 0, ab1 = 0, bb1 = 0;
+  for (int64_t i = i0; i < i1; ++i) {
+    int64_t block = i * blocks / n;
+    while (n * (block + 1) / blocks <= i) ++block;
+    while (n * block / blocks > i) --block;
+    const int64_t lo = n * block / blocks, hi = n * (block + 1) / blocks;
+    const double rb_i = RB[i] - g_b, ra_i = with_a ? RA[i] - g_a : 0.0;
+    const float* kb_i = KB + i * n;
+    const float* ka_i = with_a ? KA + i * n : nullptr;
+    // kGramUnroll entries per thread and round, their loads issued together
+    // (a loop of single dependent loads is latency-bound).
+    for (int64_t j0 = threadIdx.x; j0 < hi; j0 += kGramUnroll * kThreads) {
+      float kbv[kGramUnroll], kav[kGramUnroll];
+#pragma unroll
+      for (int u = 0; u < kGramUnroll; ++u) {
+        const int64_t j = j0 + u * kThreads;
+        kbv[u] = j < hi ? kb_i[j] : 0.0f;
+        kav[u] = with_a && j < hi ? ka_i[j] : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kGramUnroll; ++u) {
+        const int64_t j = j0 + u * kThreads;
+        if (j >= hi) break;
+        const double cb = static_cast<double>(kbv[u]) - rb_i - RB[j];
+        const double ca = with_a ? static_cast<double>(kav[u]) - ra_i - RA[j] : 0.0;
+        if (j < lo) {
+          bb2 += cb * cb;
+          ab2 += ca * cb;
+        } else {
+          bb1 += cb * cb;
+          ab1 += ca * cb;
+        }
+      }
+    }
+  }
+  const double ab = BlockSum(2 * ab2 + ab1);
+  const double bb = BlockSum(2 * bb2 + bb1);
+  if (threadIdx.x == 0) {
+    partial[(b * groups + group) * 2 + 0] = ab;
+    partial[(b * groups + group) * 2 + 1] = bb;
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchTokenStats(HalfType type, const void* cur, const void* prev,
+                             const double* v, int64_t tokens, int64_t n,
+                             int64_t d, double* out, cudaStream_t stream) {
+  if (tokens == 0) return cudaSuccess;
+  return type == HalfType::kBFloat16
+             ? TokenStatsOf<__nv_bfloat16>(cur, prev, v, tokens, n, d, out, stream)
+             : TokenStatsOf<__half>(cur, prev, v, tokens, n, d, out, stream);
+}
+
+cudaError_t LaunchWeightedTokenSums(HalfType type, const double* w, int k,
+                                    const void* h, int64_t batch, int64_t n,
+                                    int64_t d, int64_t splits, double* partial,
+                                    cudaStream_t stream) {
+  if (k < 1 || k > kMaxWeightRows || splits < 1) return cudaErrorInvalidValue;
+  if (batch == 0 || d == 0) return cudaSuccess;
+  const int64_t per_split = (n + splits - 1) / splits;
+  const bool vector_loads = d % 8 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
+  const int64_t threads = vector_loads ? d / 8 : d;
+  const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(splits), static_cast<unsigned>(batch));
+  const auto* bf16 = static_cast<const __nv_bfloat16*>(h);
+  const auto* fp16 = static_cast<const __half*>(h);
+  if (type == HalfType::kBFloat16 && vector_loads) {
+    WeightedTokenSumsKernel<__nv_bfloat16, 8><<<grid, kThreads, 0, stream>>>(w, k, bf16, n, d, per_split, partial);
+  } else if (type == HalfType::kBFloat16) {
+    WeightedTokenSumsKernel<__nv_bfloat16, 1><<<grid, kThreads, 0, stream>>>(w, k, bf16, n, d, per_split, partial);
+  } else if (vector_loads) {
+    WeightedTokenSumsKernel<__half, 8><<<grid, kThreads, 0, stream>>>(w, k, fp16, n, d, per_split, partial);
+  } else {
+    WeightedTokenSumsKernel<__half, 1><<<grid, kThreads, 0, stream>>>(w, k, fp16, n, d, per_split, partial);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
+                                      const double* ga, const float* kb,
+                                      const double* rb, const double* gb,
+                                      int64_t batch, int64_t n, int64_t blocks,
+                                      int64_t groups, double* partial,
+                                      cudaStream_t stream) {
+  if (blocks < 1 || groups < 1) return cudaErrorInvalidValue;
+  if (batch == 0) return cudaSuccess;
+  const int64_t per_group = (n + groups - 1) / groups;
+  const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
+  CentredGramProductsKernel<<<grid, kThreads, 0, stream>>>(ka, ra, ga, kb, rb, gb, n, blocks,
+                                                           per_group, partial);
+  return cudaGetLastError();
+}
+
+}  // namespace layerflow::worker::cuda_kernels

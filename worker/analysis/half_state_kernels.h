@@ -1,0 +1,50 @@
+// CUDA kernels of the half-precision analysis path (half_state_ops.h): raw
+// device pointers and a stream, no LibTorch, so nvcc compiles this
+// translation unit alone in seconds. Every sum is a float64 accumulation of
+// exactly converted half values, reduced in a fixed order (per-thread, then
+// warp shuffles, then per-block partials that the caller sums): the same
+// inputs give the same bits on every run.
+#ifndef LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_
+#define LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace layerflow::worker::cuda_kernels {
+
+enum class HalfType { kBFloat16, kFloat16 };
+
+// Per token t of cur [tokens, d] (row-major, prompts of n tokens):
+// out[t] = {|cur_t|^2, prev_t . cur_t, |cur_t - prev_t|^2, cur_t . v_b},
+// float64 [tokens, 4]; prev [tokens, d] and v [tokens / n, d] (float64) may
+// be null (their columns are then 0). One warp per token.
+cudaError_t LaunchTokenStats(HalfType type, const void* cur, const void* prev,
+                             const double* v, int64_t tokens, int64_t n,
+                             int64_t d, double* out, cudaStream_t stream);
+
+// partial[b, s, r, :] = sum over the s-th of `splits` token ranges of
+// w[b, r, t] h[b, t, :] for h [B, n, d] and float64 w [B, k, n], k <= 4:
+// float64 [B, splits, k, d]; the caller sums over s.
+inline constexpr int kMaxWeightRows = 4;
+cudaError_t LaunchWeightedTokenSums(HalfType type, const double* w, int k,
+                                    const void* h, int64_t batch, int64_t n,
+                                    int64_t d, int64_t splits, double* partial,
+                                    cudaStream_t stream);
+
+// The centred Grams C = K - r 1' - 1 r' + g of raw Grams K (float32
+// [B, n, n], valid in the lower block triangle of `blocks` row blocks, row
+// block i = rows n i / blocks .. n (i + 1) / blocks - 1), r [B, n] and g [B]
+// float64: partial[b, q] = {<C_a, C_b>_F, <C_b, C_b>_F} over the q-th of
+// `groups` row ranges, the blocks below the diagonal counted twice (C is
+// symmetric), float64 [B, groups, 2]. `a` may be null (column 0 is then 0).
+cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
+                                      const double* ga, const float* kb,
+                                      const double* rb, const double* gb,
+                                      int64_t batch, int64_t n, int64_t blocks,
+                                      int64_t groups, double* partial,
+                                      cudaStream_t stream);
+
+}  // namespace layerflow::worker::cuda_kernels
+
+#endif  // LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_

@@ -1,0 +1,229 @@
+#include "worker/analysis/half_state_ops.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+
+#ifdef LF_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "worker/analysis/half_state_kernels.h"
+#endif
+
+namespace layerflow::worker {
+namespace {
+
+void CheckHalfStates(const at::Tensor& h, const char* what) {
+  TORCH_CHECK(h.dim() == 3, "analysis: ", what, " must be [batch, seq, d], got ", h.sizes());
+  TORCH_CHECK(h.scalar_type() == at::kBFloat16 || h.scalar_type() == at::kHalf,
+              "analysis: ", what, " must be bf16 or fp16, got ", h.scalar_type());
+}
+
+void CheckTokenStatsInputs(const at::Tensor& cur, const at::Tensor& prev,
+                           const at::Tensor& v) {
+  CheckHalfStates(cur, "states");
+  if (prev.defined()) {
+    TORCH_CHECK(prev.sizes() == cur.sizes() && prev.scalar_type() == cur.scalar_type(),
+                "analysis: layer shapes differ: ", prev.sizes(), " vs ", cur.sizes());
+  }
+  if (v.defined()) {
+    TORCH_CHECK(v.dim() == 2 && v.size(0) == cur.size(0) && v.size(1) == cur.size(2) &&
+                    v.scalar_type() == at::kDouble,
+                "analysis: per-prompt vector must be float64 [", cur.size(0), ", ",
+                cur.size(2), "], got ", v.sizes());
+  }
+}
+
+// Row block i of a Gram: rows [lo, hi) against columns [0, hi).
+struct RowBlock {
+  int64_t lo, hi;
+};
+RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i) {
+  return {n * i / blocks, n * (i + 1) / blocks};
+}
+
+#ifdef LF_WITH_CUDA
+cuda_kernels::HalfType KernelType(const at::Tensor& h) {
+  return h.scalar_type() == at::kBFloat16 ? cuda_kernels::HalfType::kBFloat16
+                                          : cuda_kernels::HalfType::kFloat16;
+}
+
+void CheckLaunch(cudaError_t error, const char* kernel) {
+  TORCH_CHECK(error == cudaSuccess, "analysis: CUDA kernel ", kernel, " failed: ",
+              cudaGetErrorString(error));
+}
+
+cudaStream_t StreamOf(const at::Tensor& t) {
+  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
+}
+#endif
+
+}  // namespace
+
+TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev,
+                              const at::Tensor& v) {
+  CheckTokenStatsInputs(cur, prev, v);
+  const at::Tensor x = cur.to(at::kDouble);
+  TokenStats s;
+  s.norm_sq = x.square().sum(-1);
+  if (prev.defined()) {
+    const at::Tensor y = prev.to(at::kDouble);
+    s.prev_dot = (x * y).sum(-1);
+    s.step_sq = (x - y).square().sum(-1);
+  }
+  if (v.defined()) s.vec_dot = at::bmm(x, v.unsqueeze(2)).squeeze(2);
+  return s;
+}
+
+TokenStats HalfTokenStats(const at::Tensor& cur, const at::Tensor& prev,
+                          const at::Tensor& v) {
+#ifdef LF_WITH_CUDA
+  if (cur.is_cuda()) {
+    CheckTokenStatsInputs(cur, prev, v);
+    c10::cuda::CUDAGuard guard(cur.device());
+    const at::Tensor c = cur.contiguous();
+    const at::Tensor p = prev.defined() ? prev.contiguous() : prev;
+    const at::Tensor w = v.defined() ? v.contiguous() : v;
+    const int64_t batch = c.size(0), n = c.size(1), d = c.size(2);
+    at::Tensor out = at::empty({batch, n, 4}, c.options().dtype(at::kDouble));
+    CheckLaunch(cuda_kernels::LaunchTokenStats(
+                    KernelType(c), c.data_ptr(), p.defined() ? p.data_ptr() : nullptr,
+                    w.defined() ? w.data_ptr<double>() : nullptr, batch * n, n, d,
+                    out.data_ptr<double>(), StreamOf(c)),
+                "TokenStats");
+    TokenStats s;
+    s.norm_sq = out.select(2, 0);
+    if (prev.defined()) {
+      s.prev_dot = out.select(2, 1);
+      s.step_sq = out.select(2, 2);
+    }
+    if (v.defined()) s.vec_dot = out.select(2, 3);
+    return s;
+  }
+#endif
+  return HalfTokenStatsAten(cur, prev, v);
+}
+
+at::Tensor HalfWeightedTokenSumsAten(const at::Tensor& w, const at::Tensor& h) {
+  CheckHalfStates(h, "states");
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == h.size(0) && w.size(2) == h.size(1) &&
+                  w.size(1) >= 1 && w.size(1) <= 4 && w.scalar_type() == at::kDouble,
+              "analysis: token weights must be float64 [", h.size(0), ", 1..4, ",
+              h.size(1), "], got ", w.sizes());
+  return at::bmm(w, h.to(at::kDouble));
+}
+
+at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
+#ifdef LF_WITH_CUDA
+  if (h.is_cuda()) {
+    CheckHalfStates(h, "states");
+    TORCH_CHECK(w.dim() == 3 && w.size(0) == h.size(0) && w.size(2) == h.size(1) &&
+                    w.size(1) >= 1 && w.size(1) <= cuda_kernels::kMaxWeightRows &&
+                    w.scalar_type() == at::kDouble,
+                "analysis: token weights must be float64 [", h.size(0), ", 1..4, ",
+                h.size(1), "], got ", w.sizes());
+    c10::cuda::CUDAGuard guard(h.device());
+    const at::Tensor x = h.contiguous(), weights = w.contiguous();
+    const int64_t batch = x.size(0), n = x.size(1), d = x.size(2), k = w.size(1);
+    // ~32 tokens per thread: enough warps to fill the GPU, few partials.
+    const int64_t splits = std::clamp<int64_t>(n / 32, 1, 64);
+    at::Tensor partial = at::empty({batch, splits, k, d}, x.options().dtype(at::kDouble));
+    CheckLaunch(cuda_kernels::LaunchWeightedTokenSums(
+                    KernelType(x), weights.data_ptr<double>(), static_cast<int>(k),
+                    x.data_ptr(), batch, n, d, splits, partial.data_ptr<double>(),
+                    StreamOf(x)),
+                "WeightedTokenSums");
+    return partial.sum(1);
+  }
+#endif
+  return HalfWeightedTokenSumsAten(w, h);
+}
+
+int64_t GramRowBlocks(int64_t n) {
+  return std::clamp<int64_t>(n / kMinGramBlockRows, 1, kGramRowBlocks);
+}
+
+at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks) {
+  CheckHalfStates(h, "states");
+  TORCH_CHECK(blocks >= 1, "analysis: Gram row blocks must be >= 1, got ", blocks);
+  const int64_t batch = h.size(0), n = h.size(1);
+  const auto options = h.options().dtype(at::kFloat);
+  // The CPU has no half GEMM with a float32 output: there, the exactly
+  // upcast states through a float32 GEMM.
+  at::Tensor out = at::empty({batch, n, n}, options);
+  const at::Tensor x = h.is_cuda() ? h : h.to(at::kFloat);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const RowBlock r = RowBlockOf(n, blocks, i);
+    if (r.hi == r.lo) continue;
+    // A strided view (row stride n): cuBLAS writes it in place.
+    at::Tensor view = out.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi);
+    const at::Tensor rows = x.narrow(1, r.lo, r.hi - r.lo);
+    const at::Tensor cols = x.narrow(1, 0, r.hi).transpose(1, 2);
+    if (h.is_cuda()) {
+      at::bmm_out(view, rows, cols, at::kFloat);
+    } else {
+      at::bmm_out(view, rows, cols);
+    }
+  }
+  return out;
+}
+
+at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b) {
+  const at::Tensor& kb = b.lower;
+  const int64_t n = kb.size(1);
+  const bool with_a = a.lower.defined();
+  at::Tensor ab = at::zeros({kb.size(0)}, kb.options().dtype(at::kDouble));
+  at::Tensor bb = at::zeros_like(ab);
+  auto centred = [&](const RawGram& g, const RowBlock& r) {  // [B, rows, hi]
+    return g.lower.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi).to(at::kDouble) -
+           g.row_means.narrow(1, r.lo, r.hi - r.lo).unsqueeze(2) -
+           g.row_means.narrow(1, 0, r.hi).unsqueeze(1) + g.grand.view({-1, 1, 1});
+  };
+  for (int64_t i = 0; i < b.blocks; ++i) {
+    const RowBlock r = RowBlockOf(n, b.blocks, i);
+    if (r.hi == r.lo) continue;
+    // Columns left of the diagonal block count twice (C is symmetric).
+    at::Tensor weight = at::ones({r.hi}, ab.options());
+    weight.narrow(0, 0, r.lo).fill_(2.0);
+    const at::Tensor cb = centred(b, r) * weight;
+    bb += (cb * centred(b, r)).sum({1, 2});
+    if (with_a) ab += (cb * centred(a, r)).sum({1, 2});
+  }
+  return at::stack({ab, bb}, 1);
+}
+
+at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
+  TORCH_CHECK(b.lower.defined() && b.lower.dim() == 3 && b.lower.scalar_type() == at::kFloat,
+              "analysis: a raw Gram must be float32 [batch, n, n]");
+  TORCH_CHECK(!a.lower.defined() ||
+                  (a.lower.sizes() == b.lower.sizes() && a.blocks == b.blocks),
+              "analysis: Gram shapes differ: ", a.lower.sizes(), " vs ", b.lower.sizes());
+#ifdef LF_WITH_CUDA
+  if (b.lower.is_cuda()) {
+    c10::cuda::CUDAGuard guard(b.lower.device());
+    const int64_t batch = b.lower.size(0), n = b.lower.size(1);
+    const bool with_a = a.lower.defined();
+    auto contiguous = [](const at::Tensor& t) { return t.contiguous(); };
+    const at::Tensor kb = contiguous(b.lower), rb = contiguous(b.row_means),
+                     gb = contiguous(b.grand);
+    const at::Tensor ka = with_a ? contiguous(a.lower) : at::Tensor();
+    const at::Tensor ra = with_a ? contiguous(a.row_means) : at::Tensor();
+    const at::Tensor ga = with_a ? contiguous(a.grand) : at::Tensor();
+    // ~16 rows per block: enough blocks to fill the GPU.
+    const int64_t groups = std::clamp<int64_t>(n / 16, 1, 256);
+    at::Tensor partial = at::empty({batch, groups, 2}, rb.options());
+    CheckLaunch(cuda_kernels::LaunchCentredGramProducts(
+                    with_a ? ka.data_ptr<float>() : nullptr,
+                    with_a ? ra.data_ptr<double>() : nullptr,
+                    with_a ? ga.data_ptr<double>() : nullptr, kb.data_ptr<float>(),
+                    rb.data_ptr<double>(), gb.data_ptr<double>(), batch, n, b.blocks,
+                    groups, partial.data_ptr<double>(), StreamOf(kb)),
+                "CentredGramProducts");
+    return partial.sum(1);
+  }
+#endif
+  return CentredGramProductsAten(a, b);
+}
+
+}  // namespace layerflow::worker

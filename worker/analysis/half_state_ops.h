@@ -1,0 +1,75 @@
+// The single passes over half-precision (bf16 / fp16) states that the
+// analysis path reads them with (layer_metrics.cc): per-token statistics,
+// weighted sums over tokens, and the CKA Gram's lower block triangle with its
+// centred inner products. On CUDA (a build with LF_WITH_CUDA) each is one
+// fused kernel (half_state_kernels.cu) that reads its inputs once and
+// accumulates in float64; elsewhere, and as those kernels' reference in
+// tests, the same quantities from ATen operations (the *Aten functions, any
+// device) on float64 copies. Half values are exact in float64 and so are
+// their products, so both agree to float64 rounding.
+//
+// Why the raw Gram and not the centred one: C = H K H = K - r 1' - 1 r' + g
+// (r = K's row means = X mean, g = |mean|^2) is formed on the fly in float64
+// from K's float32 entries, so the n x n matrix is written once by the GEMM
+// and read once per pair, never centred in memory; and C is symmetric, so
+// only the blocks on and below the diagonal of a `blocks` x `blocks` tiling
+// are multiplied ((blocks + 1) / (2 blocks) of the GEMM) and read.
+#ifndef LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_OPS_H_
+#define LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_OPS_H_
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+namespace layerflow::worker {
+
+// Per token of cur [B, n, d] (half), float64 [B, n] each: |cur_t|^2, and
+// with prev [B, n, d] (same shape and dtype) prev_t . cur_t and
+// |cur_t - prev_t|^2 (the exact difference: no cancellation for small steps),
+// and with v [B, d] (float64) cur_t . v. Undefined where the input is.
+struct TokenStats {
+  at::Tensor norm_sq;
+  at::Tensor prev_dot;
+  at::Tensor step_sq;
+  at::Tensor vec_dot;
+};
+TokenStats HalfTokenStats(const at::Tensor& cur, const at::Tensor& prev,
+                          const at::Tensor& v);
+TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev,
+                              const at::Tensor& v);
+
+// sum_t w[b, r, t] h[b, t, :] for half h [B, n, d] and float64 w [B, k, n],
+// 1 <= k <= 4: float64 [B, k, d].
+at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h);
+at::Tensor HalfWeightedTokenSumsAten(const at::Tensor& w, const at::Tensor& h);
+
+// The raw Gram of one point, centred on the fly.
+struct RawGram {
+  at::Tensor lower;      // K = X X^T, float32 [B, n, n]; only the lower block triangle is set
+  at::Tensor row_means;  // r = X mean, float64 [B, n]
+  at::Tensor grand;      // g = |mean|^2, float64 [B]
+  int64_t blocks = 1;
+};
+
+// The row blocks of a Gram's lower block triangle (rows n i / blocks ..
+// n (i + 1) / blocks - 1 for i < blocks): 4 blocks multiply 62.5% of the full
+// product. Fewer when n is small (each block at least kMinGramBlockRows).
+inline constexpr int64_t kGramRowBlocks = 4;
+inline constexpr int64_t kMinGramBlockRows = 64;
+int64_t GramRowBlocks(int64_t n);
+
+// K = h h^T of half h [B, n, d] in its lower block triangle: half GEMMs with
+// float32 accumulation and output (cuBLAS on CUDA; on the CPU the float32
+// product of the exactly upcast states). The entries above the diagonal
+// blocks are unset (zero on the CPU).
+at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks);
+
+// {<C_a, C_b>_F, <C_b, C_b>_F} per prompt, float64 [B, 2], C = K - r 1' -
+// 1 r' + g in float64; `a` may be empty (a.lower undefined; column 0 is then
+// 0). Both Grams have the same shape and blocks.
+at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b);
+at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b);
+
+}  // namespace layerflow::worker
+
+#endif  // LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_OPS_H_
