@@ -43,11 +43,12 @@
 // HSIC is unchanged, the U-centring annihilating a_i + b_j terms): one
 // float64 Gram per point serves both estimators and every pair.
 // Precision: float32/float64 states are analysed in float64. Half-precision
-// states (bf16/fp16 models) are read as they are, through half GEMMs with
-// float32 accumulation (every product of two halves is exact in float32)
-// and float32 centred Grams, the per-prompt values reduced in float64: on
-// the GPU ~1e-6 of each value from the float64 path on the same states, at a
-// fraction of its cost (bench/RESULTS.md).
+// states (bf16/fp16 models) are read as they are, by fused float64 passes
+// (half_state_ops.h) and half GEMMs with float32 accumulation for the CKA
+// Grams (every product of two halves is exact in float32): on the GPU
+// ~2e-6 of each value from the float64 path on the same states, at a
+// fraction of its cost (bench/RESULTS.md). Each point leaves per-token and
+// per-prompt vectors; the metric values are formed from them once per batch.
 // Memory: adjacent CKA holds two B x n x n Grams at a time; the all-pair
 // CKA holds the Grams of all L + 1 residual points of the batch,
 // B x (L + 1) x n^2 (float64: 8 B (L + 1) n^2 bytes, e.g. 6.7 GB for
