@@ -4,6 +4,7 @@
 // values, and the merge-by-addition property of their statistics.
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -18,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "tests/worker/naive_metrics.h"
 #include "tests/worker/torch_export.h"
+#include "worker/analysis/half_state_ops.h"
 #include "worker/analysis/layer_metrics.h"
 
 namespace layerflow::worker {
@@ -696,6 +698,59 @@ TEST(AnalysisSuiteTest, HalfPrecisionStatesMatchFloat64) {
     }
    }
   }
+}
+
+// The half-state passes (half_state_ops.h) on hand-worked bf16 values, and
+// their errors: each names what is wrong.
+TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
+  c10::InferenceMode guard;
+  // Two prompts of two tokens, d = 2: exact in bf16.
+  const at::Tensor cur = at::tensor({1.0, 2.0, 3.0, 4.0, -1.0, 0.5, 2.0, 2.0}, at::kDouble)
+                             .view({2, 2, 2})
+                             .to(at::kBFloat16);
+  const at::Tensor prev = at::ones({2, 2, 2}, at::kBFloat16);
+  const at::Tensor v = at::tensor({1.0, -1.0, 0.5, 0.5}, at::kDouble).view({2, 2});
+  const TokenStats t = HalfTokenStats(cur, prev, v);
+  EXPECT_TRUE(at::equal(t.norm_sq, at::tensor({5.0, 25.0, 1.25, 8.0}, at::kDouble).view({2, 2})));
+  EXPECT_TRUE(at::equal(t.prev_dot, at::tensor({3.0, 7.0, -0.5, 4.0}, at::kDouble).view({2, 2})));
+  EXPECT_TRUE(at::equal(t.step_sq, at::tensor({1.0, 13.0, 4.25, 2.0}, at::kDouble).view({2, 2})));
+  EXPECT_TRUE(at::equal(t.vec_dot, at::tensor({-1.0, -1.0, -0.25, 2.0}, at::kDouble).view({2, 2})));
+  const at::Tensor sums =  // weights [B, 1, n]: token 0 once, token 1 twice
+      HalfWeightedTokenSums(at::tensor({1.0, 2.0, 1.0, 2.0}, at::kDouble).view({2, 1, 2}), cur);
+  EXPECT_TRUE(at::equal(sums, at::tensor({7.0, 10.0, 3.0, 4.5}, at::kDouble).view({2, 1, 2})));
+  // Gram of prompt 0: [[5, 11], [11, 25]]; mean (2, 3), r = (8, 18), g = 13:
+  // C = [[2, -2], [-2, 2]], <C, C> = 16 (n < 64: one row block, the whole
+  // matrix its diagonal block).
+  RawGram g;
+  g.blocks = GramRowBlocks(2);
+  ASSERT_EQ(g.blocks, 1);
+  g.lower = HalfLowerBlockGram(cur.narrow(0, 0, 1), g.blocks);
+  g.row_means = at::tensor({8.0, 18.0}, at::kDouble).view({1, 2});
+  g.grand = at::tensor({13.0}, at::kDouble);
+  EXPECT_TRUE(at::equal(CentredGramProducts(RawGram(), g),
+                        at::tensor({0.0, 16.0}, at::kDouble).view({1, 2})));
+
+  auto throws = [](const std::function<void()>& f, const std::string& text) {
+    try {
+      f();
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+      return;
+    }
+    ADD_FAILURE() << "no error for: " << text;
+  };
+  throws([&] { HalfTokenStats(cur.to(at::kFloat), at::Tensor(), at::Tensor()); },
+         "states must be bf16 or fp16");
+  throws([&] { HalfTokenStats(cur, prev.narrow(1, 0, 1), at::Tensor()); },
+         "layer shapes differ");
+  throws([&] { HalfTokenStats(cur, at::Tensor(), v.to(at::kFloat)); },
+         "per-prompt vector must be float64 [2, 2]");
+  throws([&] { HalfWeightedTokenSums(at::ones({2, 5, 2}, at::kDouble), cur); },
+         "token weights must be float64 [2, 1..4, 2]");
+  throws([&] { HalfLowerBlockGram(cur, 0); }, "Gram row blocks must be >= 1");
+  RawGram other = g;
+  other.lower = at::zeros({1, 3, 3});
+  throws([&] { CentredGramProducts(other, g); }, "Gram shapes differ");
 }
 
 // Hand-worked cases on bf16 states: identical tokens give dispersion 0 and

@@ -35,6 +35,14 @@ void CheckTokenStatsInputs(const at::Tensor& cur, const at::Tensor& prev,
   }
 }
 
+void CheckTokenWeights(const at::Tensor& w, const at::Tensor& h) {
+  CheckHalfStates(h, "states");
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == h.size(0) && w.size(2) == h.size(1) &&
+                  w.size(1) >= 1 && w.size(1) <= 4 && w.scalar_type() == at::kDouble,
+              "analysis: token weights must be float64 [", h.size(0), ", 1..4, ",
+              h.size(1), "], got ", w.sizes());
+}
+
 // Row block i of a Gram: rows [lo, hi) against columns [0, hi).
 struct RowBlock {
   int64_t lo, hi;
@@ -106,23 +114,15 @@ TokenStats HalfTokenStats(const at::Tensor& cur, const at::Tensor& prev,
 }
 
 at::Tensor HalfWeightedTokenSumsAten(const at::Tensor& w, const at::Tensor& h) {
-  CheckHalfStates(h, "states");
-  TORCH_CHECK(w.dim() == 3 && w.size(0) == h.size(0) && w.size(2) == h.size(1) &&
-                  w.size(1) >= 1 && w.size(1) <= 4 && w.scalar_type() == at::kDouble,
-              "analysis: token weights must be float64 [", h.size(0), ", 1..4, ",
-              h.size(1), "], got ", w.sizes());
+  CheckTokenWeights(w, h);
   return at::bmm(w, h.to(at::kDouble));
 }
 
 at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
 #ifdef LF_WITH_CUDA
   if (h.is_cuda()) {
-    CheckHalfStates(h, "states");
-    TORCH_CHECK(w.dim() == 3 && w.size(0) == h.size(0) && w.size(2) == h.size(1) &&
-                    w.size(1) >= 1 && w.size(1) <= cuda_kernels::kMaxWeightRows &&
-                    w.scalar_type() == at::kDouble,
-                "analysis: token weights must be float64 [", h.size(0), ", 1..4, ",
-                h.size(1), "], got ", w.sizes());
+    static_assert(cuda_kernels::kMaxWeightRows == 4, "CheckTokenWeights allows 1..4 rows");
+    CheckTokenWeights(w, h);
     c10::cuda::CUDAGuard guard(h.device());
     const at::Tensor x = h.contiguous(), weights = w.contiguous();
     const int64_t batch = x.size(0), n = x.size(1), d = x.size(2), k = w.size(1);
