@@ -389,9 +389,9 @@ struct SummaryGroup {
   std::vector<int64_t> seeds;
   std::vector<std::string> job_ids;
   // Seed-mean series: layer -> (sum over seeds, seeds with a value).
-  std::map<int, std::pair<double, int>> intertoken, adjacent;
+  std::map<int, std::pair<double, int>> intertoken, adjacent, cka;
   // Per-job scalars, averaged over the jobs that have them.
-  std::pair<double, int> path_energy{0, 0}, v_loc{0, 0}, v_glob{0, 0};
+  std::pair<double, int> path_energy{0, 0}, v_loc{0, 0}, v_glob{0, 0}, cka_baseline{0, 0};
 };
 
 std::optional<double> Mean(const std::pair<double, int>& acc) {
@@ -402,7 +402,8 @@ std::optional<double> Mean(const std::pair<double, int>& acc) {
 struct SummaryLine {
   const SummaryGroup* group;
   std::optional<int> peak_layer;
-  std::optional<double> peak, final_value, path_energy, mean_adjacent, v_loc, v_glob;
+  std::optional<double> peak, final_value, path_energy, mean_adjacent, mean_cka,
+      cka_baseline, v_loc, v_glob;
 };
 
 std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
@@ -437,6 +438,8 @@ std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
     const std::string& m = row.metric();
     if (m == "intertoken_cos") add(g.intertoken[row.layer()]);
     if (m == "adjacent_cos") add(g.adjacent[row.layer()]);
+    if (m == "cka_unbiased") add(g.cka[row.layer()]);
+    if (m == "cka_baseline_unbiased") add(g.cka_baseline);
     if (m == "path_energy") add(g.path_energy);
     if (m == "v_loc(intertoken_cos)") add(g.v_loc);
     if (m == "v_glob(intertoken_cos)") add(g.v_glob);
@@ -452,11 +455,17 @@ std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
       }
       line.final_value = mean;  // the highest layer comes last
     }
-    if (!g.adjacent.empty()) {
+    // The mean over layers of a seed-mean series.
+    auto mean_over_layers = [](const std::map<int, std::pair<double, int>>& series)
+        -> std::optional<double> {
+      if (series.empty()) return std::nullopt;
       double total = 0;
-      for (const auto& [layer, acc] : g.adjacent) total += acc.first / acc.second;
-      line.mean_adjacent = total / g.adjacent.size();
-    }
+      for (const auto& [layer, acc] : series) total += acc.first / acc.second;
+      return total / series.size();
+    };
+    line.mean_adjacent = mean_over_layers(g.adjacent);
+    line.mean_cka = mean_over_layers(g.cka);
+    line.cka_baseline = Mean(g.cka_baseline);
     line.path_energy = Mean(g.path_energy);
     line.v_loc = Mean(g.v_loc);
     line.v_glob = Mean(g.v_glob);
@@ -482,7 +491,7 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
     std::string out =
         "model,init_scheme,dataset,context_length,seeds,jobs,peak_layer,"
         "peak_intertoken_cos,final_intertoken_cos,path_energy,mean_adjacent_cos,"
-        "v_loc_intertoken_cos,v_glob_intertoken_cos\n";
+        "mean_cka_unbiased,cka_baseline_unbiased,v_loc_intertoken_cos,v_glob_intertoken_cos\n";
     auto num = [](const std::optional<double>& v) {
       return v.has_value() ? ShortestDouble(*v) : std::string();
     };
@@ -495,7 +504,8 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
           CsvField(absl::StrJoin(g.job_ids, " ")), ",",
           l.peak_layer.has_value() ? absl::StrCat(*l.peak_layer) : "", ",",
           num(l.peak), ",", num(l.final_value), ",", num(l.path_energy), ",",
-          num(l.mean_adjacent), ",", num(l.v_loc), ",", num(l.v_glob), "\n");
+          num(l.mean_adjacent), ",", num(l.mean_cka), ",", num(l.cka_baseline), ",",
+          num(l.v_loc), ",", num(l.v_glob), "\n");
     }
     return out;
   }
@@ -519,6 +529,8 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
            {"final_intertoken_cos", num(l.final_value)},
            {"path_energy", num(l.path_energy)},
            {"mean_adjacent_cos", num(l.mean_adjacent)},
+           {"mean_cka_unbiased", num(l.mean_cka)},
+           {"cka_baseline_unbiased", num(l.cka_baseline)},
            {"v_loc_intertoken_cos", num(l.v_loc)},
            {"v_glob_intertoken_cos", num(l.v_glob)}});
     }
@@ -527,7 +539,8 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
   if (lines.empty()) return "(no results)\n";
   const std::vector<std::string> header = {
       "model", "init", "dataset", "context", "seeds", "peak layer", "peak itc",
-      "final itc", "path_energy", "mean adj_cos", "v_loc(itc)", "v_glob(itc)"};
+      "final itc", "path_energy", "mean adj_cos", "mean cka", "cka base", "v_loc(itc)",
+      "v_glob(itc)"};
   std::vector<Align> align(header.size(), Align::kRight);
   for (int c = 0; c < 3; ++c) align[c] = Align::kLeft;
   std::vector<std::vector<std::string>> table;
@@ -537,10 +550,12 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
                      absl::StrJoin(g.seeds, ","),
                      l.peak_layer.has_value() ? LayerLabel(g.model, *l.peak_layer) : "-",
                      Fixed(l.peak), Fixed(l.final_value), Fixed(l.path_energy),
-                     Fixed(l.mean_adjacent), Sci(l.v_loc), Sci(l.v_glob)});
+                     Fixed(l.mean_adjacent), Fixed(l.mean_cka), Fixed(l.cka_baseline),
+                     Sci(l.v_loc), Sci(l.v_glob)});
   }
   return RenderTable(header, align, table) +
-         "itc = intertoken_cos; several seeds: the mean over seeds "
+         "itc = intertoken_cos; cka = cka_unbiased(l, l+1), mean over layers; "
+         "cka base = cka_baseline_unbiased; several seeds: the mean over seeds "
          "(peak and final of the seed-mean series)\n";
 }
 

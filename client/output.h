@@ -67,8 +67,10 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows);
 // over seeds first, then the peak and final of that mean series; scalars
 // averaged over the jobs that have them). Columns: the layer where
 // intertoken_cos peaks and its value, the final (highest) layer's
-// intertoken_cos, path_energy, the mean over layers of adjacent_cos, and
-// v_loc / v_glob of intertoken_cos (the coordinator's derived rows). A
+// intertoken_cos, path_energy, the means over layers of adjacent_cos and of
+// the adjacent-layer cka_unbiased, cka_baseline_unbiased (the level that
+// CKA must beat), and v_loc / v_glob of intertoken_cos (the coordinator's
+// derived rows). A
 // figure whose rows are absent shows "-" (table) or empty / null (CSV /
 // JSON). The table ends with a legend line; empty input gives
 // "(no results)\n" as a table.

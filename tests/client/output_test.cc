@@ -290,8 +290,8 @@ TEST(ResultsTableTest, DerivedRowsGoUnderTheGrid) {
 }
 
 // Two seeds of one configuration (averaged; dyadic values, so the means
-// are exact) and a second configuration
-// without path_energy or derived rows.
+// are exact: mean cka (0.75 + 0.5) / 2, baseline (1/64 + 1/128) / 2) and a
+// second configuration without path_energy, CKA or derived rows.
 std::vector<v1::ResultRow> SummaryRows() {
   std::vector<v1::ResultRow> rows;
   const double itc1[] = {0.25, 0.625, 0.375, 0.25}, itc2[] = {0.375, 0.125, 0.875, 0.5};
@@ -301,6 +301,9 @@ std::vector<v1::ResultRow> SummaryRows() {
   rows.push_back(Row("j1", "m", "reference", 1, 64, "adjacent_cos", 0, 0.875, 0));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "adjacent_cos", 1, 0.75, 0));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "path_energy", 0, 1.5, 0));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "cka_unbiased", 0, 0.875, 0));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "cka_unbiased", 1, 0.625, 0));
+  rows.push_back(Row("j1", "m", "reference", 1, 64, "cka_baseline_unbiased", 0, 0.015625, 0));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "v_loc(intertoken_cos)", 0, 0.0009765625, 0, 4));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "v_glob(intertoken_cos)", 0, 0.015625, 0, 4));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "cubic(intertoken_cos)", 0, 9.0, 0, 4));
@@ -310,6 +313,9 @@ std::vector<v1::ResultRow> SummaryRows() {
   rows.push_back(Row("j2", "m", "reference", 2, 64, "adjacent_cos", 0, 0.75, 0));
   rows.push_back(Row("j2", "m", "reference", 2, 64, "adjacent_cos", 1, 0.625, 0));
   rows.push_back(Row("j2", "m", "reference", 2, 64, "path_energy", 0, 2.5, 0));
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "cka_unbiased", 0, 0.625, 0));
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "cka_unbiased", 1, 0.375, 0));
+  rows.push_back(Row("j2", "m", "reference", 2, 64, "cka_baseline_unbiased", 0, 0.0078125, 0));
   rows.push_back(Row("j2", "m", "reference", 2, 64, "v_loc(intertoken_cos)", 0, 0.0029296875, 0, 4));
   rows.push_back(Row("j2", "m", "reference", 2, 64, "v_glob(intertoken_cos)", 0, 0.046875, 0, 4));
   rows.push_back(Row("j3", "m2", "normal(0.02)", 5, 128, "intertoken_cos", 0, 0.5, 0));
@@ -320,11 +326,13 @@ std::vector<v1::ResultRow> SummaryRows() {
 
 TEST(ResultsSummaryTest, TableAveragesSeedsAndMarksMissingFigures) {
   const std::string expected =
-      "model | init         | dataset | context | seeds | peak layer | peak itc | final itc | path_energy | mean adj_cos | v_loc(itc) | v_glob(itc)\n"
-      "------+--------------+---------+---------+-------+------------+----------+-----------+-------------+--------------+------------+------------\n"
-      "m     | reference    | kvpr    |      64 |   1,2 |          2 |   0.6250 |    0.3750 |      2.0000 |       0.7500 |  1.953e-03 |   3.125e-02\n"
-      "m2    | normal(0.02) | kvpr    |     128 |     5 |          0 |   0.5000 |    0.2500 |           - |       0.1250 |          - |           -\n"
-      "itc = intertoken_cos; several seeds: the mean over seeds (peak and final of the seed-mean series)\n";
+      "model | init         | dataset | context | seeds | peak layer | peak itc | final itc | path_energy | mean adj_cos | mean cka | cka base | v_loc(itc) | v_glob(itc)\n"
+      "------+--------------+---------+---------+-------+------------+----------+-----------+-------------+--------------+----------+----------+------------+------------\n"
+      "m     | reference    | kvpr    |      64 |   1,2 |          2 |   0.6250 |    0.3750 |      2.0000 |       0.7500 |   0.6250 |   0.0117 |  1.953e-03 |   3.125e-02\n"
+      "m2    | normal(0.02) | kvpr    |     128 |     5 |          0 |   0.5000 |    0.2500 |           - |       0.1250 |        - |        - |          - |           -\n"
+      "itc = intertoken_cos; cka = cka_unbiased(l, l+1), mean over layers; cka base = "
+      "cka_baseline_unbiased; several seeds: the mean over seeds (peak and final of the "
+      "seed-mean series)\n";
   EXPECT_EQ(FormatResultsSummary(SummaryRows(), OutputFormat::kTable), expected);
 }
 
@@ -342,9 +350,9 @@ TEST(ResultsSummaryTest, CsvAndJson) {
   EXPECT_EQ(csv,
             "model,init_scheme,dataset,context_length,seeds,jobs,peak_layer,"
             "peak_intertoken_cos,final_intertoken_cos,path_energy,mean_adjacent_cos,"
-            "v_loc_intertoken_cos,v_glob_intertoken_cos\n"
-            "m,reference,kvpr,64,1 2,j1 j2,2,0.625,0.375,2,0.75,0.001953125,0.03125\n"
-            "m2,normal(0.02),kvpr,128,5,j3,0,0.5,0.25,,0.125,,\n");
+            "mean_cka_unbiased,cka_baseline_unbiased,v_loc_intertoken_cos,v_glob_intertoken_cos\n"
+            "m,reference,kvpr,64,1 2,j1 j2,2,0.625,0.375,2,0.75,0.625,0.01171875,0.001953125,0.03125\n"
+            "m2,normal(0.02),kvpr,128,5,j3,0,0.5,0.25,,0.125,,,,\n");
   const nlohmann::json json = nlohmann::json::parse(
       FormatResultsSummary(SummaryRows(), OutputFormat::kJson));
   ASSERT_EQ(json.size(), 2u);
@@ -353,6 +361,9 @@ TEST(ResultsSummaryTest, CsvAndJson) {
   EXPECT_DOUBLE_EQ(json[0]["path_energy"].get<double>(), 2.0);
   EXPECT_TRUE(json[1]["path_energy"].is_null());
   EXPECT_TRUE(json[1]["v_loc_intertoken_cos"].is_null());
+  EXPECT_DOUBLE_EQ(json[0]["mean_cka_unbiased"].get<double>(), 0.625);
+  EXPECT_DOUBLE_EQ(json[0]["cka_baseline_unbiased"].get<double>(), 0.01171875);
+  EXPECT_TRUE(json[1]["mean_cka_unbiased"].is_null());
 }
 
 TEST(ResultsSummaryTest, EmptyInput) {
