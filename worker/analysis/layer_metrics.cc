@@ -178,8 +178,8 @@ at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a,
 }
 
 // unbiased HSIC(K, K) of points' stats, any leading shape ([B] or [B, P]):
-// computed where the points are used (FinishPoints), not per point, so the
-// adjacent-pair CKA does this algebra once per batch.
+// computed where the points are used (StackPoints, GramStatsOfStates), not
+// per point, so the adjacent-pair CKA does this algebra once per batch.
 at::Tensor UnbiasedSelf(const CkaGramStats& g, int64_t n) {
   return UnbiasedHsic(g.biased_self, g, g, n);
 }
