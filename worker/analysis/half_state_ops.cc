@@ -51,6 +51,26 @@ RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i) {
   return {n * i / blocks, n * (i + 1) / blocks};
 }
 
+// out = x y, or out += x y with `accumulate`, for half x [B, m, k],
+// y [B, k, p] and float32 out [B, m, p] (a strided view is written in
+// place): cuBLAS's half GEMM with a float32 output on CUDA; on the CPU,
+// which has no such kernel, the float32 product of the exactly upcast
+// operands.
+void HalfGemmInto(at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
+                  bool accumulate) {
+  const bool cuda = x.is_cuda();
+  const at::Tensor a = cuda ? x : x.to(at::kFloat), b = cuda ? y : y.to(at::kFloat);
+  if (accumulate && cuda) {
+    at::baddbmm_out(out, out, a, b, at::kFloat);
+  } else if (accumulate) {
+    at::baddbmm_out(out, out, a, b);
+  } else if (cuda) {
+    at::bmm_out(out, a, b, at::kFloat);
+  } else {
+    at::bmm_out(out, a, b);
+  }
+}
+
 #ifdef LF_WITH_CUDA
 cuda_kernels::HalfType KernelType(const at::Tensor& h) {
   return h.scalar_type() == at::kBFloat16 ? cuda_kernels::HalfType::kBFloat16
@@ -149,24 +169,20 @@ at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks) {
   TORCH_CHECK(blocks >= 1, "analysis: Gram row blocks must be >= 1, got ", blocks);
   const int64_t batch = h.size(0), n = h.size(1);
   const auto options = h.options().dtype(at::kFloat);
-  // The CPU has no half GEMM with a float32 output: there, the exactly
-  // upcast states through a float32 GEMM.
   at::Tensor out = at::empty({batch, n, n}, options);
-  const at::Tensor x = h.is_cuda() ? h : h.to(at::kFloat);
   for (int64_t i = 0; i < blocks; ++i) {
     const RowBlock r = RowBlockOf(n, blocks, i);
     if (r.hi == r.lo) continue;
-    // A strided view (row stride n): cuBLAS writes it in place.
     at::Tensor view = out.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi);
-    const at::Tensor rows = x.narrow(1, r.lo, r.hi - r.lo);
-    const at::Tensor cols = x.narrow(1, 0, r.hi).transpose(1, 2);
-    if (h.is_cuda()) {
-      at::bmm_out(view, rows, cols, at::kFloat);
-    } else {
-      at::bmm_out(view, rows, cols);
-    }
+    HalfGemmInto(view, h.narrow(1, r.lo, r.hi - r.lo), h.narrow(1, 0, r.hi).transpose(1, 2),
+                 /*accumulate=*/false);
   }
   return out;
+}
+
+void AddHalfGram(at::Tensor& out, const at::Tensor& h) {
+  CheckHalfStates(h, "states");
+  HalfGemmInto(out, h, h.transpose(1, 2), /*accumulate=*/true);
 }
 
 at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b) {
@@ -186,9 +202,10 @@ at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b) {
     // Columns left of the diagonal block count twice (C is symmetric).
     at::Tensor weight = at::ones({r.hi}, ab.options());
     weight.narrow(0, 0, r.lo).fill_(2.0);
-    const at::Tensor cb = centred(b, r) * weight;
-    bb += (cb * centred(b, r)).sum({1, 2});
-    if (with_a) ab += (cb * centred(a, r)).sum({1, 2});
+    const at::Tensor cb = centred(b, r);
+    const at::Tensor weighted = cb * weight;
+    bb += (weighted * cb).sum({1, 2});
+    if (with_a) ab += (weighted * centred(a, r)).sum({1, 2});
   }
   return at::stack({ab, bb}, 1);
 }

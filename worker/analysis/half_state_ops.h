@@ -64,6 +64,10 @@ int64_t GramRowBlocks(int64_t n);
 // blocks are unset (zero on the CPU).
 at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks);
 
+// out += h h^T, the whole Gram of half h [B, n, d] the same way, onto
+// float32 out [B, n, n] (the all-pair CKA's centred Grams).
+void AddHalfGram(at::Tensor& out, const at::Tensor& h);
+
 // {<C_a, C_b>_F, <C_b, C_b>_F} per prompt, float64 [B, 2], C = K - r 1' -
 // 1 r' + g in float64; `a` may be empty (a.lower undefined; column 0 is then
 // 0). Both Grams have the same shape and blocks.

@@ -37,15 +37,11 @@ std::string KnownNames() {
   return out;
 }
 
-// <a_b, b_b>_F per prompt of two [B, n, n] tensors, float64 [B]. Float64
-// Grams: one BLAS dot product per prompt (no n x n temporary; faster than a
-// batched [1, n^2] x [n^2, 1] product or a multiply-and-sum). Float32 Grams
-// (half-precision states): one multiply-and-sum, twice as fast on an H200 as
-// the per-prompt dots (bench/analysis_ops_micro2.py).
+// <a_b, b_b>_F per prompt of two [B, n, n] float64 tensors, [B]: one BLAS
+// dot product per prompt (no n x n temporary; faster than a batched
+// [1, n^2] x [n^2, 1] product or a multiply-and-sum). (Half-precision
+// states' pairs go through CentredGramProducts instead.)
 at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != at::kDouble) {
-    return (a * b).sum({1, 2}).to(at::kDouble);
-  }
   const int64_t batch = a.size(0);
   std::vector<at::Tensor> dots;
   dots.reserve(batch);
@@ -56,79 +52,16 @@ at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // ---- Half-precision states (a bf16 or fp16 model) --------------------------
-// Their values are exact in float32 and every product of two of them is too
-// (at most 11 significant bits each), so the statistics come from half GEMMs
-// with float32 accumulation and float32 outputs, reading the states once,
-// instead of float64 copies of [B, n, d] (several passes over 4x the bytes)
-// and float64 n x n Grams (10x slower than the half GEMM on an H200). The
-// float64 path stays for float32 / float64 states. Accuracy against float64
-// on the same values: tests/worker/analysis_suite_test.cc
-// (HalfPrecisionStatesMatchFloat64), and on an H200 bench/RESULTS.md.
+// Read as they are, never copied: single float64 passes over the states
+// (half_state_ops.h) and, for the CKA Grams, half GEMMs with float32
+// accumulation and output (every product of two halves is exact in
+// float32), instead of float64 copies of [B, n, d] and float64 n x n Grams
+// (10x slower than the half GEMM on an H200). The float64 path stays for
+// float32 / float64 states. Accuracy against float64 on the same values:
+// tests/worker/analysis_suite_test.cc (HalfPrecisionStatesMatchFloat64), and
+// on an H200 bench/RESULTS.md.
 bool IsHalf(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
-}
-
-// x [B, m, k] x y [B, k, p] of half tensors, float32 [B, m, p]: cuBLAS's
-// half GEMM with a float32 output on CUDA; on the CPU, which has no such
-// kernel, the float32 product of the exactly upcast operands.
-at::Tensor HalfBmm(const at::Tensor& x, const at::Tensor& y) {
-  if (x.is_cuda()) return at::bmm(x, y, at::kFloat);
-  return at::bmm(x.to(at::kFloat), y.to(at::kFloat));
-}
-
-// out = m + x y (m float32 [B, m, p], may be `out` itself), the same way.
-void HalfBaddbmmOut(at::Tensor& out, const at::Tensor& m, const at::Tensor& x,
-                    const at::Tensor& y) {
-  if (x.is_cuda()) {
-    at::baddbmm_out(out, m, x, y, at::kFloat);
-  } else {
-    at::baddbmm_out(out, m, x.to(at::kFloat), y.to(at::kFloat));
-  }
-}
-
-// A float32 w [B, m, k] as three half parts [B, 3m, k] (consecutive m-row
-// blocks): w = scale^-1 sum_i part_i 2^(-s i), s = the half type's
-// significant bits, to float32 precision. Each part is the rounding error of
-// the last, scaled back up by 2^s, so all three stay in the half range; fp16
-// (max 65504, normal from 6e-5) also gets a power-of-two scale per prompt
-// that puts max |w| in [1, 2), bf16 (float32's range) none. So a float32
-// weight enters a half GEMM without being rounded. Returns the parts and
-// the per-part factors scale^-1 2^(-s i), float64 [B, 3, 1].
-std::pair<at::Tensor, at::Tensor> SplitToHalf(const at::Tensor& w,
-                                              at::ScalarType half) {
-  const bool fp16 = half == at::kHalf;
-  const double step = fp16 ? 2048.0 : 256.0;  // 2^11, 2^8
-  at::Tensor rest = w;
-  at::Tensor scale;  // [B, 1, 1], fp16 only
-  if (fp16) {
-    const at::Tensor peak = w.abs().amax({1, 2}, /*keepdim=*/true);
-    scale = at::exp2(-at::floor(at::log2(peak.clamp_min(1e-30))));
-    rest = w * scale;
-  }
-  std::vector<at::Tensor> parts;
-  for (int i = 0; i < 3; ++i) {
-    parts.push_back(rest.to(half));
-    if (i < 2) rest = (rest - parts.back().to(at::kFloat)) * step;
-  }
-  // 2^(-s i), made on the device (a tensor from host values would be a
-  // blocking copy that stalls the forward's kernel queue).
-  at::Tensor factors =
-      at::pow(1.0 / step, at::arange(3, w.options().dtype(at::kDouble)))
-          .view({1, 3, 1});
-  if (fp16) factors = factors / scale.to(at::kDouble);
-  return {at::cat(parts, 1), factors};
-}
-
-// w x for float32 weights w [B, m, k] and half x [B, k, p] (states or
-// their transpose): float64 [B, m, p], each weight split so the product is
-// float32-exact. Serves the sums of unit vectors (w = 1/||h_t||, x = h) and
-// the Gram's row means (w = the token mean, x = h^T).
-at::Tensor HalfWeightedProduct(const at::Tensor& w, const at::Tensor& x) {
-  auto [parts, factors] = SplitToHalf(w, x.scalar_type());
-  const int64_t batch = w.size(0), m = w.size(1);
-  return (HalfBmm(parts, x).view({batch, 3, m, x.size(2)}).to(at::kDouble) *
-          factors.unsqueeze(3))
-      .sum(1);
 }
 
 // Gram matrices x x^T of float64 x [B, n, d] into out [B, n, n]: the row
@@ -203,6 +136,17 @@ CkaGramStats StackPoints(const std::vector<CkaGramStats>& points, size_t begin,
   return s;
 }
 
+// Points begin .. begin + count - 1 of stacked stats (dim 1), a view.
+CkaGramStats PointRange(const CkaGramStats& s, int64_t begin, int64_t count) {
+  CkaGramStats r;
+  for (auto field : {&CkaGramStats::diagonal, &CkaGramStats::row_sums, &CkaGramStats::total,
+                     &CkaGramStats::biased_self, &CkaGramStats::unbiased_self,
+                     &CkaGramStats::scale}) {
+    if ((s.*field).defined()) r.*field = (s.*field).narrow(1, begin, count);
+  }
+  return r;
+}
+
 // The CKA statistics of centred Grams C [B, n, n] (float64, or float32 for
 // half-precision states; kept as `centred`); trace_k [B] = tr(K) of the raw
 // states. The scalars are float64.
@@ -241,29 +185,23 @@ CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
   return StatsOfCentredGram(out, trace_k);
 }
 
-// The same for half-precision states h [B, n, d] with token means mean
-// [B, d] (float32): C = H K H = K - r 1' - 1 r' + g, r = X mean (K's row
-// means), g = |mean|^2, as ONE half GEMM with a float32 output that adds
-// X X^T onto the rank-2 correction (no centred copy of the states, which a
-// half GEMM could not take unrounded). float32 [B, n, n] into `out` when
-// given.
-CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& mean,
-                               const at::Tensor& trace_k,
-                               at::Tensor out = at::Tensor()) {
-  const int64_t batch = h.size(0), n = h.size(1);
-  if (!out.defined()) {
-    out = at::empty({batch, n, n}, h.options().dtype(at::kFloat));
-  }
-  const at::Tensor r =  // X mean, [B, n]
-      HalfWeightedProduct(mean.unsqueeze(1), h.transpose(1, 2)).squeeze(1);
-  const at::Tensor g = mean.to(at::kDouble).square().sum(1);  // [B]
+// The same for half-precision states h [B, n, d] whose centred Gram is
+// kept (the all-pair CKA): C = H K H = K - r 1' - 1 r' + g, r = X mean
+// (K's row means, float64 [B, n], HalfTokenStats), g = |mean|^2 (mean
+// float64 [B, d]), as ONE half GEMM with a float32 output that adds X X^T
+// onto the rank-2 correction (no centred copy of the states, which a half
+// GEMM could not take unrounded). float32 [B, n, n] into `out`.
+CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& r,
+                               const at::Tensor& mean, const at::Tensor& trace_k,
+                               at::Tensor out) {
+  const at::Tensor g = mean.square().sum(1);  // [B]
   // g - r_i - r_j = u v' with u = [c, 1], v = [-1, -c], c = r - g/2: a
   // rank-2 float32 product (exact products, one rounding), 2x faster on an
   // H200 than a broadcast subtraction writing the same n x n.
   const at::Tensor c = (r - g.unsqueeze(1) / 2).to(at::kFloat);  // [B, n]
   const at::Tensor ones = at::ones_like(c);
   at::bmm_out(out, at::stack({c, ones}, 2), at::stack({-ones, -c}, 1));
-  HalfBaddbmmOut(out, out, h, h.transpose(1, 2));
+  AddHalfGram(out, h);
   return StatsOfCentredGram(out, trace_k);
 }
 
@@ -695,7 +633,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   at::Tensor norm_sq, prev_dot, step_sq, row_means;
   if (half) {
     TokenStats t = HalfTokenStats(hidden, pair_point ? previous_ : at::Tensor(),
-                                  raw_gram ? mean : at::Tensor());
+                                  want_gram ? mean : at::Tensor());
     norm_sq = t.norm_sq;
     prev_dot = t.prev_dot;
     step_sq = t.step_sq;
@@ -761,7 +699,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
       out = all_grams_[point];
     }
-    gram = half ? MakeHalfGramStats(hidden, mean.to(at::kFloat), trace_k, out)
+    gram = half ? MakeHalfGramStats(hidden, row_means, mean, trace_k, out)
                 : MakeGramStats(centred, trace_k, out);
     if (want_all_pairs) all_points_.push_back(gram);
   }
@@ -858,9 +796,9 @@ void LayerMetricAccumulator::AddPairCka(int64_t n) {
   const size_t p = pair_points_.size();  // points 0..L
   TORCH_CHECK(p >= 2 && pair_inner_.size() == p - 1, "analysis: CKA of ", p,
               " points with ", pair_inner_.size(), " pairs");
-  const CkaGramStats a = StackPoints(pair_points_, 0, p - 1, n);  // [B, L, ...]
-  const CkaGramStats b = StackPoints(pair_points_, 1, p, n);
-  const at::Tensor inner = at::stack(pair_inner_, 1);            // [B, L]
+  const CkaGramStats all = StackPoints(pair_points_, 0, p, n);  // [B, L + 1, ...]
+  const CkaGramStats a = PointRange(all, 0, p - 1), b = PointRange(all, 1, p - 1);
+  const at::Tensor inner = at::stack(pair_inner_, 1);           // [B, L]
   if (Has(LayerMetric::kCkaBiased) && n >= 2) {
     AddBlock(RowOf(LayerMetric::kCkaBiased), BiasedCka(a, b, inner));
   }
