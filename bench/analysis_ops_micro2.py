@@ -5,6 +5,7 @@ import torch
 from ops_timing import B, d, dev, n, residual_states, timeit
 
 a, b = residual_states()
+a64, b64 = a.double(), b.double()
 
 
 def group_dot(x, y, gsz):

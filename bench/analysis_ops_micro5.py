@@ -4,9 +4,8 @@ the analysis uses? Error against float64 with the default and with it off.
 Usage: python3 bench/analysis_ops_micro5.py"""
 import torch
 
-torch.backends.cuda.matmul.allow_tf32 = False
-dev = "cuda"
-B, n, d = 8, 2048, 2048
+from ops_timing import B, d, dev, n
+
 g = torch.Generator(device=dev).manual_seed(0)
 x = torch.randn(B, n, d, device=dev, generator=g) + 0.5
 w = torch.rand(B, 6, n, device=dev, generator=g)

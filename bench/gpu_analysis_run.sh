@@ -6,14 +6,7 @@
 # 2. Spectra cost on a 1.4B-size model of each architecture, 1 x 2048 tokens.
 # 3. Probing 2,000 examples x 33 points x d = 2560, 150 epochs x 3 seeds
 #    (Probing issue: under 60 s).
-set -uo pipefail
-OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-nvidia-smi -L
-start=$(date +%s)
-scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - start )) s"
-source build-gpu/env.sh
+source "$(dirname "$0")/gpu_prelude.sh"
 B=build-gpu/bench
 echo "== 1. metric overhead, pythia-1.4b bf16 8 x 2048"
 $B/bench_metrics_overhead --model pythia-1.4b --dtype bf16 --prompts 8 --tokens 2048 --reps 5

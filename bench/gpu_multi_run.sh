@@ -3,16 +3,8 @@
 #   bash bench/gpu_multi_run.sh   (with .deps carried)
 # The same sweep on one GPU and on two (each chunk's prompts split across the
 # GPUs, statistics summed with NCCL) must agree; then a timing on both.
-set -uo pipefail
-OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-nvidia-smi -L
-[ -x build-gpu/client/layerflow ] || scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-source build-gpu/env.sh
+source "$(dirname "$0")/gpu_prelude.sh"
 LF=build-gpu/client/layerflow
-exec 3>&1
-timed() { local label=$1; shift; local t0; t0=$(date +%s.%N); "$@"; local rc=$?
-  echo >&3 "$label: $(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)") s (rc=$rc)"; }
 echo "== 1 GPU vs 2 GPUs (NCCL), fp32"
 CUDA_VISIBLE_DEVICES=0 timed "1 gpu" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/gpu1.csv" 2> "$OUT/gpu1.log"; grep -m1 registered "$OUT/gpu1.log"
 timed "2 gpus" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/gpu2.csv" 2> "$OUT/gpu2.log"; grep -m1 registered "$OUT/gpu2.log"; grep -iE "error|fail" "$OUT/gpu2.log" | head -5

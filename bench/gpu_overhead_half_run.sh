@@ -6,14 +6,7 @@
 # each analysis alone, the accuracy of that path against float64 on the
 # same states, and the transformers peer of the same shape; first the GPU
 # tests of its fused kernels (tests/worker/half_state_ops_gpu_test.cc).
-set -uo pipefail
-OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-nvidia-smi -L
-start=$(date +%s)
-scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - start )) s"
-source build-gpu/env.sh
+source "$(dirname "$0")/gpu_prelude.sh"
 B=build-gpu/bench
 echo "== fused half-state kernels against their ATen reference"
 build-gpu/tests/worker/worker_half_state_ops_gpu_test 2>&1 | tail -25

@@ -3,12 +3,7 @@
 #   bash bench/gpu_overhead_run.sh   (with .deps carried)
 # Metric overhead on pythia-1.4b bf16, 8 x 2048 tokens, next to the Hugging Face
 # peer of the same size in the same run; then pythia-2.8b, one 2048-token forward.
-set -uo pipefail
-OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-nvidia-smi -L
-scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-source build-gpu/env.sh
+source "$(dirname "$0")/gpu_prelude.sh"
 B=build-gpu/bench/bench_metrics_overhead
 echo "== layerflow"
 $B --model pythia-1.4b --dtype bf16 --prompts 8 --tokens 2048 --reps 5

@@ -4,19 +4,8 @@
 # Builds with the machine's PyTorch (CUDA) and carried Debian packages, runs a
 # sweep on CUDA and the same sweep on the CPU and compares them, then times a
 # pythia-1.4b bf16 sweep at 2048 tokens.
-set -uo pipefail
-OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-nvidia-smi -L | tee "$OUT/gpus.txt"
-start=$(date +%s)
-scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - start )) s"
-source build-gpu/env.sh
+source "$(dirname "$0")/gpu_prelude.sh"
 LF=build-gpu/client/layerflow
-exec 3>&1  # timings go to the original stdout even when a command's is redirected
-# timed LABEL CMD...: runs CMD and prints its wall time.
-timed() { local label=$1; shift; local t0; t0=$(date +%s.%N); "$@"; local rc=$?
-  echo >&3 "$label: $(python3 -c "import sys; print(f'{float(sys.argv[2])-float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)") s (rc=$rc)"; }
 grep -E "CUDA \+ NCCL" "$OUT/build.log"
 echo "== CUDA vs CPU parity"
 timed "cuda run" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cuda.csv" 2> "$OUT/cuda.log"; grep -m1 "registered" "$OUT/cuda.log"

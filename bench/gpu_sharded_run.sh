@@ -5,12 +5,7 @@
 # architectures on one GPU and on two (NCCL): the rows must agree to 1e-6.
 # SWEEP: default bench/sweeps/sharded_all.yaml; bench/sweeps/
 # sharded_fixed_batches.yaml runs the same with fixed batches (batch_prompts).
-set -uo pipefail
-OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-nvidia-smi -L
-scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-source build-gpu/env.sh
+source "$(dirname "$0")/gpu_prelude.sh"
 LF=build-gpu/client/layerflow
 SWEEP="${1:-bench/sweeps/sharded_all.yaml}"
 CUDA_VISIBLE_DEVICES=0 $LF run "$SWEEP" --format csv > "$OUT/one.csv" 2> "$OUT/one.log"

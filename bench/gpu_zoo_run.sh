@@ -6,14 +6,7 @@
 # 2. A mid-size shape of each architecture, fp32 and bf16, layerflow-inspect
 #    on the GPU vs transformers on the same GPU (bench/gpu_zoo_parity.py).
 # 3. The 2.8B-size preset of each architecture: one 2048-token bf16 forward.
-set -uo pipefail
-OUT="${OUT:-/tmp/layerflow-out}"; mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 PYTHONUNBUFFERED=1
-nvidia-smi -L
-start=$(date +%s)
-scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
-echo "build: $(( $(date +%s) - start )) s"
-source build-gpu/env.sh
+source "$(dirname "$0")/gpu_prelude.sh"
 echo "== 1. zoo fixture on CUDA"
 python3 tests/worker/checkpoint/make_model_zoo_fixture.py --out /tmp/zoo > /dev/null
 LAYERFLOW_ZOO_FIXTURE_DIR=/tmp/zoo build-gpu/tests/worker/checkpoint/worker_checkpoint_parity_test \
