@@ -75,7 +75,7 @@ StatMap RunAll(const JobConfig& config, std::vector<std::string>* feature_files 
 }
 
 // Every (layer, head) gets the 13 summaries; the bin fractions of each prompt
-// sum to 1; SSMs ignore dsf_compat, attention does not.
+// sum to 1; SSMs have no dsf variant, attention does.
 TEST(SpectraJob, EveryLayerAndHeadOfEveryArchitecture) {
   for (const char* model : {"pythia-tiny", "gpt-neo-tiny", "mamba-tiny", "mamba2-tiny"}) {
     JobConfig config = Job(model);

@@ -3,7 +3,7 @@
 // layer's exp(Δ A), a Mamba-2 layer's exp(Δ_h A_h), and for attention
 // η_{t-1}/η_t with η_t summed over an explicitly built attention matrix
 // (GPT-NeoX with partial rotary; GPT-Neo's local window, no scaling; the
-// dsf_compat variant) — and the accumulator's summaries against sorting.
+// dsf variant) — and the accumulator's summaries against sorting.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,8 +29,7 @@ struct SpectrumRun {
 SpectrumRun Forward(const LanguageModel& model, const at::Tensor& ids, bool dsf = false) {
   SpectrumRun run;
   SpectrumSink sink;
-  sink.dsf_compat = dsf;
-  sink.on_layer = [&](int64_t layer, const at::Tensor& ll) {
+  (dsf ? sink.on_layer_dsf : sink.on_layer) = [&](int64_t layer, const at::Tensor& ll) {
     run.log_lambda[layer] = ll.to(at::kDouble).clone();
   };
   model.Forward(
@@ -93,7 +92,7 @@ TEST(Spectrum, GptNeoXLambdaIsTheRatioOfSoftmaxNormalisers) {
     ASSERT_EQ(run.log_lambda.size(), static_cast<size_t>(c.num_hidden_layers));
     for (int64_t l = 1; l <= c.num_hidden_layers; ++l) {
       const std::string p = "gpt_neox.layers." + std::to_string(l - 1) + ".";
-      // Input of the block (its output with dsf_compat) through ln1 and qkv.
+      // Input of the block (its output for the dsf variant) through ln1 and qkv.
       at::Tensor x = run.points[dsf ? l : l - 1];
       x = at::layer_norm(x, {c.hidden_size}, P(*model, p + "input_layernorm.weight"),
                          P(*model, p + "input_layernorm.bias"), c.layer_norm_eps);
@@ -121,6 +120,30 @@ TEST(Spectrum, GptNeoXLambdaIsTheRatioOfSoftmaxNormalisers) {
       ASSERT_EQ(ours.sizes(), expected.sizes());
       EXPECT_LE(MaxRel(ours, expected), ScoreRoundingBound(rotate(q), rotate(k), scale))
           << "layer " << l << " dsf " << dsf;
+    }
+  }
+}
+
+// Both flavours from one forward equal each from its own forward (the job
+// runner asks for both at once), for attention and an SSM.
+TEST(Spectrum, BothFlavoursInOneForward) {
+  c10::InferenceMode guard;
+  at::manual_seed(3);
+  for (const char* preset : {"gpt-neo-tiny", "mamba-tiny"}) {
+    SCOPED_TRACE(preset);
+    auto model = Make(preset, 4);
+    const at::Tensor ids = at::randint(0, 256, {2, 17}, at::kLong);
+    std::map<int64_t, at::Tensor> plain, dsf;
+    SpectrumSink both;
+    both.on_layer = [&](int64_t l, const at::Tensor& ll) { plain[l] = ll.clone(); };
+    both.on_layer_dsf = [&](int64_t l, const at::Tensor& ll) { dsf[l] = ll.clone(); };
+    model->Forward(ids, [](int64_t, const at::Tensor&) {}, &both);
+    const SpectrumRun alone = Forward(*model, ids), alone_dsf = Forward(*model, ids, true);
+    ASSERT_EQ(plain.size(), alone.log_lambda.size());
+    ASSERT_EQ(dsf.size(), alone_dsf.log_lambda.size());
+    for (const auto& [l, ll] : alone.log_lambda) {
+      EXPECT_TRUE(at::equal(plain[l].to(at::kDouble), ll)) << "layer " << l;
+      EXPECT_TRUE(at::equal(dsf[l].to(at::kDouble), alone_dsf.log_lambda.at(l))) << "layer " << l;
     }
   }
 }

@@ -206,18 +206,17 @@ void GptNeoModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_l
       at::Tensor attn_output = Attention(
           layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps),
           layer.local ? local_mask : global_mask,
-          spectra != nullptr && !spectra->dsf_compat ? &log_lambda : nullptr);
+          spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
       hidden = attn_output + hidden;
       at::Tensor mlp_output = Mlp(
           layer, at::layer_norm(hidden, {d}, layer.ln_2_weight, layer.ln_2_bias, eps));
       hidden = hidden + mlp_output;
-      if (spectra != nullptr) {
-        if (spectra->dsf_compat) {  // the block's output, unmasked (no scale anyway)
-          std::vector<at::Tensor> qkv = QueryKeyValue(
-              layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps));
-          log_lambda = AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor());
-        }
-        spectra->on_layer(point, log_lambda);
+      if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
+      if (spectra != nullptr && spectra->on_layer_dsf) {
+        // The block's output, unmasked (no scale anyway).
+        std::vector<at::Tensor> qkv = QueryKeyValue(
+            layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps));
+        spectra->on_layer_dsf(point, AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor()));
       }
       on_layer(point, hidden);
     }

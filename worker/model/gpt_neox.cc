@@ -225,7 +225,7 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_
           layer,
           at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
                          layer.input_layernorm_bias, eps),
-          cos, sin, spectra != nullptr && !spectra->dsf_compat ? &log_lambda : nullptr);
+          cos, sin, spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
       if (neox().use_parallel_residual) {
         // x = x + attn(ln1(x)) + mlp(ln2(x))
         at::Tensor mlp_output = Mlp(
@@ -242,16 +242,15 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_
                                   layer.post_attention_layernorm_bias, eps));
         hidden = mlp_output + attn_output;
       }
-      if (spectra != nullptr) {
-        if (spectra->dsf_compat) {  // the block's output, unscaled, unmasked
-          std::vector<at::Tensor> qkv = QueryKeyValue(
-              layer,
-              at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
-                             layer.input_layernorm_bias, eps),
-              cos, sin);
-          log_lambda = AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor());
-        }
-        spectra->on_layer(point, log_lambda);
+      if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
+      if (spectra != nullptr && spectra->on_layer_dsf) {
+        // The block's output, unscaled, unmasked.
+        std::vector<at::Tensor> qkv = QueryKeyValue(
+            layer,
+            at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
+                           layer.input_layernorm_bias, eps),
+            cos, sin);
+        spectra->on_layer_dsf(point, AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor()));
       }
       on_layer(point, hidden);
     }

@@ -49,12 +49,15 @@ class LayerError : public std::runtime_error {
 //              float64;
 //   Mamba:     log λ_t = Δ_t[c] A[c, s]; Mamba-2: log λ_t = Δ_t,h A_h
 //              (float32, as the model computes them).
-// dsf_compat reproduces the second paper's released code for attention: no
-// 1/sqrt(d) scaling, masked (future) keys counted in the normaliser, and q, k
-// computed from the block's output instead of its input. SSMs ignore it.
+// on_layer_dsf gets the second paper's released code's variant for
+// attention: no 1/sqrt(d) scaling, masked (future) keys counted in the
+// normaliser, and q, k computed from the block's output instead of its
+// input; SSMs hand both callbacks the same tensor. Either may be unset; one
+// forward serves both.
 struct SpectrumSink {
-  std::function<void(int64_t layer, const at::Tensor& log_lambda)> on_layer;
-  bool dsf_compat = false;
+  using Callback = std::function<void(int64_t layer, const at::Tensor& log_lambda)>;
+  Callback on_layer;
+  Callback on_layer_dsf;
 };
 
 // The exception edge every Forward shares: runs body(point), which advances

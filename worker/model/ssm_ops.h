@@ -59,7 +59,10 @@ void ResidualStackForward(const at::Tensor& input_ids, const at::Tensor& embeddi
                            [&](const at::Tensor& h) {
                              return mixer(layer, h, spectra ? &log_lambda : nullptr);
                            });
-    if (spectra != nullptr) spectra->on_layer(point, log_lambda);
+    if (spectra != nullptr) {  // an SSM's eigenvalues have no dsf variant
+      if (spectra->on_layer) spectra->on_layer(point, log_lambda);
+      if (spectra->on_layer_dsf) spectra->on_layer_dsf(point, log_lambda);
+    }
     on_layer(point, hidden);
   }
   ++point;

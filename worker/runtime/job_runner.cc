@@ -287,21 +287,16 @@ class ModelJobRunner final : public JobRunner {
                                                      /*copy=*/true);
           }
         };
-        // One forward per spectrum flavour (the first with the metrics).
-        for (size_t s = 0; s < std::max<size_t>(1, spectra.size()); ++s) {
-          SpectrumSink sink;
-          if (s < spectra.size()) {
-            sink.dsf_compat = spectra_[s] == "spectrum_dsf";
-            sink.on_layer = [&, s](int64_t layer, const at::Tensor& log_lambda) {
-              spectra[s]->Observe(layer, log_lambda);
-            };
-          }
-          if (s == 0) {
-            model.Forward(ids, observe, spectra.empty() ? nullptr : &sink);
-          } else {
-            model.Forward(ids, [](int64_t, const at::Tensor&) {}, &sink);
-          }
+        // One forward for the metrics and both spectrum flavours.
+        SpectrumSink sink;
+        for (size_t s = 0; s < spectra.size(); ++s) {
+          SpectrumSink::Callback& callback =
+              spectra_[s] == "spectrum_dsf" ? sink.on_layer_dsf : sink.on_layer;
+          callback = [&, s](int64_t layer, const at::Tensor& log_lambda) {
+            spectra[s]->Observe(layer, log_lambda);
+          };
         }
+        model.Forward(ids, observe, spectra.empty() ? nullptr : &sink);
         if (!metrics_.empty()) acc.EndBatch();
         if (features != nullptr) feature_rows.push_back(at::stack(last, 1).to(at::kCPU));
       }
