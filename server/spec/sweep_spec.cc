@@ -7,9 +7,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "worker/data/kvpr.h"
-#include "worker/data/mdqa.h"
-#include "worker/data/mqar.h"
+#include "worker/data/datasets.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 #include "absl/strings/str_join.h"
 #include "worker/model/model_config.h"
@@ -208,11 +206,15 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   if (spec.models().empty()) {
     return Invalid("spec.models", "at least one model is required");
   }
+  int first_checkpoint = -1;  // index into spec.models
   for (int i = 0; i < spec.models_size(); ++i) {
     // A name with a '/' is a checkpoint: a folder or an ORG/NAME repo id that
     // each worker resolves in its own file system or Hugging Face cache (the
     // job fails naming it where it is missing). Anything else is a preset.
-    if (spec.models(i).find('/') != std::string::npos) continue;
+    if (spec.models(i).find('/') != std::string::npos) {
+      if (first_checkpoint < 0) first_checkpoint = i;
+      continue;
+    }
     if (auto preset = worker::FindModelPreset(spec.models(i)); !preset.ok()) {
       // The lookup says NOT_FOUND; for a request it is a bad argument.
       return Invalid(Indexed("spec.models", i),
@@ -221,10 +223,21 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     }
   }
   for (int i = 0; i < spec.init_schemes_size(); ++i) {
-    if (auto scheme = worker::ParseInitScheme(spec.init_schemes(i));
-        !scheme.ok()) {
+    auto scheme = worker::ParseInitScheme(spec.init_schemes(i));
+    if (!scheme.ok()) {
       return Invalid(Indexed("spec.init_schemes", i),
                      scheme.status().message());
+    }
+    // Every model runs every scheme, and a checkpoint brings its own
+    // weights: caught here rather than failing those jobs on a worker.
+    if (first_checkpoint >= 0 && scheme->kind != worker::InitScheme::Kind::kReference) {
+      return Invalid(Indexed("spec.init_schemes", i),
+                     absl::StrCat("'", spec.init_schemes(i), "' applies to presets only; ",
+                                  Indexed("spec.models", first_checkpoint), " ('",
+                                  spec.models(first_checkpoint),
+                                  "') is a checkpoint, which brings its own weights "
+                                  "(init schemes other than reference need a sweep of "
+                                  "presets)"));
     }
   }
   for (int i = 0; i < spec.seeds_size(); ++i) {
@@ -318,8 +331,9 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
 
   // A KVPR prompt must hold at least num_classes pairs (one per gold
   // position), so a context length too short for a data set is caught here,
-  // at submit, instead of failing every job on a worker. Jobs run with the
-  // byte tokenizer, whose prompt lengths do not depend on the seed.
+  // at submit, instead of failing every job on a worker. Checked with the
+  // byte tokenizer (a preset's; prompt lengths do not depend on the seed); a
+  // checkpoint's own tokenizer is only on the workers, which check it again.
   static const auto* const tokenizer = new worker::ByteTokenizer();
   const std::shared_ptr<const worker::Tokenizer> shared_tokenizer(
       std::shared_ptr<const worker::Tokenizer>(), tokenizer);
@@ -335,24 +349,12 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     const std::string& name = effective.datasets(d).name();
     for (int c = 0; c < effective.context_lengths_size(); ++c) {
       // The worker's own check: the data set must fit the context length.
-      absl::Status fits;
-      if (name == "kvpr") {
-        fits = worker::KvprDataset::Create({.seed = 0, .num_classes = classes,
-                                            .context_length = effective.context_lengths(c)},
-                                           shared_tokenizer)
-                   .status();
-      } else if (name == "mdqa") {
-        worker::MdqaOptions mdqa;
-        mdqa.num_classes = classes;
-        mdqa.num_documents = 0;
-        mdqa.context_length = effective.context_lengths(c);
-        fits = worker::MdqaDataset::Create(mdqa, shared_tokenizer).status();
-      } else if (name == "mqar") {
-        worker::MqarOptions mqar;
-        mqar.seq_len = effective.context_lengths(c);
-        mqar.num_kv_pairs = std::max(1, std::min(16, mqar.seq_len / 4));
-        fits = worker::MqarDataset::Create(mqar).status();
-      }
+      const absl::Status fits =
+          worker::CreateJobDataset({.name = name,
+                                    .num_classes = classes,
+                                    .context_length = effective.context_lengths(c)},
+                                   shared_tokenizer)
+              .status();
       if (!fits.ok()) {
         const std::string field = spec.context_lengths().empty()
                                       ? std::string("spec.context_lengths (default)")

@@ -57,6 +57,24 @@ TEST(ValidateSweepSpec, AcceptsCheckpointNames) {
   EXPECT_NE(s.message().find("or a checkpoint"), std::string::npos) << s;
 }
 
+// Every model runs every init scheme, and a checkpoint brings its own
+// weights: a random-init scheme beside a checkpoint is refused at submit,
+// naming the scheme and the checkpoint (it used to fail each such job on a
+// worker).
+TEST(ValidateSweepSpec, CheckpointsTakeOnlyTheReferenceScheme) {
+  SweepSpec spec = Minimal();
+  spec.add_models("EleutherAI/pythia-160m");
+  spec.add_init_schemes("reference");
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  spec.add_init_schemes("normal(0.02)");
+  const absl::Status s = ValidateSweepSpec(spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("spec.init_schemes[1]: 'normal(0.02)' applies to presets only; "
+                             "spec.models[1] ('EleutherAI/pythia-160m') is a checkpoint"),
+            std::string::npos)
+      << s;
+}
+
 // MDQA (synthetic, K documents fitted to the context) and MQAR run as jobs;
 // MDQA's gold document gives probing classes, MQAR has none.
 TEST(ValidateSweepSpec, AcceptsMdqaAndMqar) {

@@ -1,8 +1,39 @@
 #include "worker/data/datasets.h"
 
 #include <algorithm>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "worker/data/kvpr.h"
+#include "worker/data/mdqa.h"
+#include "worker/data/mqar.h"
 
 namespace layerflow::worker {
+namespace {
+
+template <typename Dataset>
+PromptSource SourceOf(Dataset dataset) {
+  return [dataset = std::move(dataset)](int64_t begin, int64_t end)
+             -> absl::StatusOr<std::vector<Prompt>> {
+    auto examples = dataset.GenerateRange(begin, end);
+    if (!examples.ok()) return examples.status();
+    std::vector<Prompt> prompts;
+    for (auto& e : *examples) {
+      prompts.push_back(Prompt{e.index, std::move(e.token_ids), e.num_tokens, e.gold_class});
+    }
+    return prompts;
+  };
+}
+
+// A data set's own factory result as a PromptSource.
+template <typename Dataset>
+absl::StatusOr<PromptSource> SourceOf(absl::StatusOr<Dataset> dataset) {
+  if (!dataset.ok()) return dataset.status();
+  return SourceOf(*std::move(dataset));
+}
+
+}  // namespace
 
 std::vector<std::string> KnownDatasets() {
   return {"kvpr", "mdqa", "mqar", "text"};
@@ -19,6 +50,39 @@ bool DatasetHasClasses(std::string_view name) {
 
 bool DatasetUsesTokenizer(std::string_view name) {
   return IsKnownDataset(name) && name != "mqar";
+}
+
+bool IsJobDataset(std::string_view name) {
+  return name == "kvpr" || name == "mdqa" || name == "mqar";
+}
+
+absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
+                                              std::shared_ptr<const Tokenizer> tokenizer) {
+  if (o.name == "kvpr") {
+    KvprOptions kvpr;
+    kvpr.seed = o.seed;
+    kvpr.num_classes = o.num_classes;
+    kvpr.context_length = o.context_length;
+    return SourceOf(KvprDataset::Create(kvpr, std::move(tokenizer)));
+  }
+  if (o.name == "mdqa") {
+    MdqaOptions mdqa;
+    mdqa.seed = o.seed;
+    mdqa.num_classes = o.num_classes;
+    mdqa.num_documents = 0;
+    mdqa.context_length = o.context_length;
+    return SourceOf(MdqaDataset::Create(mdqa, std::move(tokenizer)));
+  }
+  if (o.name == "mqar") {
+    MqarOptions mqar;
+    mqar.seed = o.seed;
+    mqar.seq_len = o.context_length;
+    mqar.vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, o.model_vocab_size));
+    mqar.num_kv_pairs = std::max(1, std::min(16, o.context_length / 4));
+    return SourceOf(MqarDataset::Create(mqar));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("dataset: unknown '", o.name, "'; a job runs kvpr, mdqa or mqar"));
 }
 
 }  // namespace layerflow::worker

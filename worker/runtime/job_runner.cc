@@ -19,14 +19,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/data/datasets.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/analysis/spectrum.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config_json.h"
 #include "worker/model/model_checkpoint.h"
-#include "worker/data/kvpr.h"
-#include "worker/data/mdqa.h"
-#include "worker/data/mqar.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/nccl_communicator.h"
@@ -48,31 +46,6 @@ absl::Status Invalid(absl::string_view field, absl::string_view message) {
 // naming the JobConfig field.
 absl::Status AsFieldError(const absl::Status& status, absl::string_view field) {
   return Invalid(field, status.message());
-}
-
-// One prompt of a job, whatever data set it came from.
-struct Prompt {
-  int64_t index = 0;                // in the job
-  std::vector<int32_t> token_ids;
-  int32_t num_tokens = 0;
-  int32_t gold_class = -1;          // -1: the data set has no classes
-};
-// Prompts [begin, end) of the job, deterministic from the job's seed.
-using PromptSource =
-    std::function<absl::StatusOr<std::vector<Prompt>>(int64_t begin, int64_t end)>;
-
-template <typename Dataset>
-PromptSource SourceOf(Dataset dataset) {
-  return [dataset = std::move(dataset)](int64_t begin, int64_t end)
-             -> absl::StatusOr<std::vector<Prompt>> {
-    auto examples = dataset.GenerateRange(begin, end);
-    if (!examples.ok()) return examples.status();
-    std::vector<Prompt> prompts;
-    for (auto& e : *examples) {
-      prompts.push_back(Prompt{e.index, std::move(e.token_ids), e.num_tokens, e.gold_class});
-    }
-    return prompts;
-  };
 }
 
 // The chunk's last-token features (ranks in order = prompts in order) into a
@@ -116,7 +89,7 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
 }
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
-  if (c.dataset != "kvpr" && c.dataset != "mdqa" && c.dataset != "mqar") {
+  if (!IsJobDataset(c.dataset)) {
     return Invalid("dataset", absl::StrCat("unknown '", c.dataset,
                                            "'; this worker runs: kvpr, mdqa, mqar"));
   }
@@ -399,37 +372,20 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
                                                "'; known: cpu, cuda"));
   }
 
-  if (tokenizer->vocab_size() > model_config.vocab_size()) {
+  // (mqar's ids go straight into the model's vocabulary: no tokenizer.)
+  if (DatasetUsesTokenizer(config.dataset) &&
+      tokenizer->vocab_size() > model_config.vocab_size()) {
     return Invalid("model", absl::StrCat("vocab_size ", model_config.vocab_size(),
                                          " is smaller than the ", tokenizer->name(),
                                          " tokenizer's ", tokenizer->vocab_size()));
   }
-  PromptSource dataset;
-  if (config.dataset == "kvpr") {
-    KvprOptions kvpr;
-    kvpr.seed = config.seed;
-    kvpr.num_classes = config.num_classes;
-    kvpr.context_length = config.context_length;
-    LF_ASSIGN_OR_RETURN(KvprDataset kvpr_set, KvprDataset::Create(kvpr, std::move(tokenizer)));
-    dataset = SourceOf(std::move(kvpr_set));
-  } else if (config.dataset == "mdqa") {
-    // The built-in synthetic generator, K documents chosen to fit.
-    MdqaOptions mdqa;
-    mdqa.seed = config.seed;
-    mdqa.num_classes = config.num_classes;
-    mdqa.num_documents = 0;
-    mdqa.context_length = config.context_length;
-    LF_ASSIGN_OR_RETURN(MdqaDataset mdqa_set, MdqaDataset::Create(mdqa, std::move(tokenizer)));
-    dataset = SourceOf(std::move(mdqa_set));
-  } else {  // mqar: token ids straight into the model's vocabulary
-    MqarOptions mqar;
-    mqar.seed = config.seed;
-    mqar.seq_len = config.context_length;
-    mqar.vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, model_config.vocab_size()));
-    mqar.num_kv_pairs = std::max(1, std::min(16, config.context_length / 4));
-    LF_ASSIGN_OR_RETURN(MqarDataset mqar_set, MqarDataset::Create(mqar));
-    dataset = SourceOf(std::move(mqar_set));
-  }
+  LF_ASSIGN_OR_RETURN(PromptSource dataset,
+                      CreateJobDataset({.name = config.dataset,
+                                        .seed = config.seed,
+                                        .num_classes = config.num_classes,
+                                        .context_length = config.context_length,
+                                        .model_vocab_size = model_config.vocab_size()},
+                                       std::move(tokenizer)));
 
   // Replica 0 from the seeded init; the others are copies of it.
   std::vector<std::unique_ptr<LanguageModel>> replicas;
