@@ -303,6 +303,14 @@ TEST(DataSetJobs, MdqaAndMqarRunAsJobs) {
   EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(runner.status().message().find("dataset: unknown 'squad'"), std::string::npos)
       << runner.status();
+
+  JobConfig bad_features = Job("pythia-tiny");
+  bad_features.probe.feature_dtype = "bf16";
+  runner = CreateJobRunner(bad_features, DeviceConfig{});
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(runner.status().message().find("probe.feature_dtype: unknown 'bf16'; known: fp16, fp32"),
+            std::string::npos)
+      << runner.status();
 }
 
 // A job on a checkpoint folder: the preset's random weights saved as a

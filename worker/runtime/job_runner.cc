@@ -93,6 +93,10 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     return Invalid("dataset", absl::StrCat("unknown '", c.dataset,
                                            "'; this worker runs: kvpr, mdqa, mqar"));
   }
+  if (c.probe.feature_dtype != "fp16" && c.probe.feature_dtype != "fp32") {
+    return Invalid("probe.feature_dtype",
+                   absl::StrCat("unknown '", c.probe.feature_dtype, "'; known: fp16, fp32"));
+  }
   if (c.num_classes < 1) {
     return Invalid("num_classes", absl::StrCat("must be >= 1, got ",
                                                c.num_classes));
@@ -236,6 +240,9 @@ class ModelJobRunner final : public JobRunner {
             prefix, model.num_layers(), model.spectrum_groups(), model.device()));
       }
       std::vector<at::Tensor> feature_rows;
+      // ValidateJobConfig allows "fp32" and "fp16".
+      const at::ScalarType feature_dtype =
+          config_.probe.feature_dtype == "fp32" ? at::kFloat : at::kHalf;
       std::vector<int64_t> lengths;
       for (const Prompt& e : examples) lengths.push_back(e.num_tokens);
       for (const auto [i, j] : PlanBatches(lengths, lo, hi, config_.batch_prompts)) {
@@ -249,8 +256,6 @@ class ModelJobRunner final : public JobRunner {
                           examples[k].token_ids.end(), out);
         }
         std::vector<at::Tensor> last(features != nullptr ? model.num_layers() + 2 : 0);
-        const at::ScalarType feature_dtype =
-            config_.probe.feature_dtype == "fp32" ? at::kFloat : at::kHalf;
         auto observe = [&](int64_t point, const at::Tensor& hidden) {
           if (!metrics_.empty()) acc.Observe(point, hidden);
           // A copy of the last token only (a view would keep every point's
