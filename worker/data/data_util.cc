@@ -1,7 +1,5 @@
 #include "worker/data/data_util.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -24,19 +22,6 @@ uint64_t UniformBelow(std::mt19937_64& rng, uint64_t n) {
 
 double UniformUnit(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open the file"));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) {
-    return absl::DataLossError(absl::StrCat(path, ": read error"));
-  }
-  return buffer.str();
 }
 
 absl::StatusOr<std::vector<NumberedLine>> ReadNonBlankLines(

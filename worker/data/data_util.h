@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/file_util.h"
 
 namespace layerflow::worker {
 
@@ -45,8 +46,6 @@ auto GenerateRangeOf(const Dataset& dataset, int64_t begin, int64_t end)
   return examples;
 }
 
-// The whole file; NOT_FOUND naming the path if it cannot be opened.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 
 // One line of a text file, with its 1-based line number.
 struct NumberedLine {

@@ -11,14 +11,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/file_util.h"
 #include "nlohmann/json.hpp"
 
 // safetensors data is little-endian; we hand the bytes to LibTorch as they are.
@@ -40,21 +39,6 @@ bool IsFile(const std::string& path) {
   struct stat st {};
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
-
-}  // namespace
-
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-namespace {
 
 std::string JoinPath(const std::string& dir, const std::string& name) {
   if (dir.empty() || dir.back() == '/') return dir + name;
@@ -260,7 +244,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     checkpoint->files_.push_back(*std::move(file));
   } else if (IsFile(index_path)) {
     checkpoint->source_ = index_path;
-    absl::StatusOr<std::string> text = ReadTextFile(index_path);
+    absl::StatusOr<std::string> text = ReadWholeFile(index_path);
     if (!text.ok()) return text.status();
     Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded() || !root.is_object() || !root.contains("weight_map") ||
@@ -404,7 +388,7 @@ absl::StatusOr<std::string> ResolveHfCacheSnapshot(const std::string& repo_id) {
     if (!IsDirectory(repo)) continue;
     const std::string snapshots = JoinPath(repo, "snapshots");
     // refs/main holds the commit hash the default branch pointed at.
-    absl::StatusOr<std::string> ref = ReadTextFile(JoinPath(repo, "refs/main"));
+    absl::StatusOr<std::string> ref = ReadWholeFile(JoinPath(repo, "refs/main"));
     if (ref.ok()) {
       std::string rev(*ref);
       while (!rev.empty() && (rev.back() == '\n' || rev.back() == ' ')) rev.pop_back();

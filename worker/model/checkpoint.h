@@ -28,9 +28,6 @@
 
 namespace layerflow::worker {
 
-// The whole file as bytes; NOT_FOUND naming the path when it cannot be opened.
-absl::StatusOr<std::string> ReadTextFile(const std::string& path);
-
 // ---------------------------------------------------------------------------
 // safetensors
 

@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/checkpoint.h"
 
@@ -406,19 +407,8 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
   return out;
 }
 
-absl::StatusOr<GptNeoXConfig> ParseGptNeoXConfigJson(absl::string_view json,
-                                                      absl::string_view source) {
-  absl::StatusOr<CheckpointConfig> config = ParseCheckpointConfigJson(json, source);
-  if (!config.ok()) return config.status();
-  if (config->model.architecture != "gpt_neox") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": a ", config->model.architecture, " config, expected gpt_neox"));
-  }
-  return config->model.gpt_neox;
-}
-
 absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path) {
-  absl::StatusOr<std::string> text = ReadTextFile(path);
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
   if (!text.ok()) return text.status();
   return ParseCheckpointConfigJson(*text, path);
 }

@@ -28,11 +28,6 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
                                                            absl::string_view source);
 absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path);
 
-// The GPT-NeoX config of a config.json; INVALID_ARGUMENT for another
-// architecture (as ParseCheckpointConfigJson otherwise).
-absl::StatusOr<GptNeoXConfig> ParseGptNeoXConfigJson(absl::string_view json,
-                                                      absl::string_view source);
-
 }  // namespace layerflow::worker
 
 #endif  // LAYERFLOW_WORKER_MODEL_CONFIG_JSON_H_

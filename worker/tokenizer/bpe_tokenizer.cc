@@ -8,12 +8,10 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <fstream>
 #include <limits>
 #include <mutex>
 #include <optional>
 #include <queue>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -24,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -894,16 +893,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizerFromJson(std::string_
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(const std::string& tokenizer_json_path) {
-  std::ifstream in(tokenizer_json_path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(tokenizer_json_path, ": cannot open tokenizer.json"));
-  }
-  std::ostringstream content;
-  content << in.rdbuf();
-  if (in.bad()) {
-    return absl::DataLossError(absl::StrCat(tokenizer_json_path, ": read failed"));
-  }
-  return LoadBpeTokenizerFromJson(content.str(), tokenizer_json_path);
+  absl::StatusOr<std::string> content = ReadWholeFile(tokenizer_json_path);
+  if (!content.ok()) return content.status();
+  return LoadBpeTokenizerFromJson(*content, tokenizer_json_path);
 }
 
 }  // namespace layerflow::worker

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "tests/worker/checkpoint/checkpoint_test_util.h"
 #include "worker/model/checkpoint.h"
@@ -349,8 +351,43 @@ TEST_F(CheckpointTest, CorruptPytorchBinIsInvalidArgumentNamingTheFile) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("not a readable torch.save archive"));
 }
 
+// The GPT-NeoX part of a parsed config.json (errors as the parser gives them).
+absl::StatusOr<GptNeoXConfig> ParseNeoX(absl::string_view json, absl::string_view source) {
+  absl::StatusOr<CheckpointConfig> c = ParseCheckpointConfigJson(json, source);
+  if (!c.ok()) return c.status();
+  EXPECT_EQ(c->model.architecture, "gpt_neox");
+  return c->model.gpt_neox;
+}
+
+// Without the key, tie_word_embeddings takes the transformers config class's
+// default: true for GPT-Neo and Mamba, false for GPT-NeoX and Mamba-2
+// (Mamba2Config; an earlier reader took true for Mamba-2).
+TEST(CheckpointConfigJson, TieWordEmbeddingsDefaultsPerArchitecture) {
+  const std::map<std::string, bool> want = {
+      {"gpt_neox", false}, {"gpt_neo", true}, {"mamba", true}, {"mamba2", false}};
+  const std::map<std::string, std::string> keys = {
+      {"gpt_neox", R"("num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 8)"},
+      {"gpt_neo", R"("num_layers": 2, "num_heads": 2, "attention_types": [[["global"], 2]])"},
+      {"mamba", R"("num_hidden_layers": 2, "state_size": 4)"},
+      {"mamba2", R"("num_hidden_layers": 2, "num_heads": 4, "head_dim": 4, "state_size": 4)"}};
+  for (const auto& [type, tied] : want) {
+    const std::string json = absl::StrCat(R"({"model_type": ")", type,
+                                          R"(", "vocab_size": 64, "hidden_size": 8, )",
+                                          keys.at(type), "}");
+    absl::StatusOr<CheckpointConfig> c = ParseCheckpointConfigJson(json, type);
+    ASSERT_TRUE(c.ok()) << type << ": " << c.status();
+    EXPECT_EQ(c->tie_word_embeddings, tied) << type;
+    const std::string explicit_json =
+        json.substr(0, json.size() - 1) + R"(, "tie_word_embeddings": )" +
+        (tied ? "false" : "true") + "}";
+    c = ParseCheckpointConfigJson(explicit_json, type);
+    ASSERT_TRUE(c.ok()) << type << ": " << c.status();
+    EXPECT_EQ(c->tie_word_embeddings, !tied) << type << " (explicit)";
+  }
+}
+
 TEST(GptNeoXConfigJson, UnknownModelTypeNamesFileAndKey) {
-  auto c = ParseGptNeoXConfigJson(R"({"model_type": "llama", "hidden_size": 8})",
+  auto c = ParseNeoX(R"({"model_type": "llama", "hidden_size": 8})",
                                   "/x/config.json");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(c.status().message()), HasSubstr("/x/config.json"));
@@ -358,7 +395,7 @@ TEST(GptNeoXConfigJson, UnknownModelTypeNamesFileAndKey) {
 }
 
 TEST(GptNeoXConfigJson, MissingRequiredKeysAreAllNamed) {
-  auto c = ParseGptNeoXConfigJson(
+  auto c = ParseNeoX(
       R"({"model_type": "gpt_neox", "num_hidden_layers": 2,
           "num_attention_heads": 2, "intermediate_size": 8})",
       "cfg.json");
@@ -369,7 +406,7 @@ TEST(GptNeoXConfigJson, MissingRequiredKeysAreAllNamed) {
 
 TEST(GptNeoXConfigJson, ReadsBothRotarySpellings) {
   // Published Pythia config.json (transformers 4 era).
-  auto old = ParseGptNeoXConfigJson(
+  auto old = ParseNeoX(
       R"({"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
           "vocab_size": 50304, "hidden_size": 512, "num_hidden_layers": 6,
           "num_attention_heads": 8, "intermediate_size": 2048,
@@ -379,11 +416,11 @@ TEST(GptNeoXConfigJson, ReadsBothRotarySpellings) {
   ASSERT_TRUE(old.ok()) << old.status();
   EXPECT_DOUBLE_EQ(old->rotary_pct, 0.25);
   EXPECT_TRUE(old->attention_bias);  // HF default
-  auto v5 = ParseGptNeoXConfigJson(ConfigJson(SmallConfig()).dump(), "v5");
+  auto v5 = ParseNeoX(ConfigJson(SmallConfig()).dump(), "v5");
   ASSERT_TRUE(v5.ok()) << v5.status();
   EXPECT_DOUBLE_EQ(v5->rotary_pct, 0.5);
   EXPECT_EQ(v5->intermediate_size, 32);
-  auto scaled = ParseGptNeoXConfigJson(
+  auto scaled = ParseNeoX(
       R"({"model_type": "gpt_neox", "rope_parameters": {"rope_type": "linear"}})", "s");
   EXPECT_EQ(scaled.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(scaled.status().message()), HasSubstr("rope_type"));
