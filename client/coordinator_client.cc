@@ -3,15 +3,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_limits.h"
 
 namespace layerflow::client {
-
-absl::Status FromGrpcStatus(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  // gRPC and absl both use the canonical codes 0..16 with equal values.
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-}
 
 void CallCanceller::Cancel(absl::Status reason) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -41,21 +35,13 @@ void CallCanceller::Detach() {
   active_ = nullptr;
 }
 
-namespace {
-// The largest reply the CLI accepts (QueryResults of a big sweep).
-constexpr int kMaxMessageBytes = 1 << 30;
-}  // namespace
-
 CoordinatorClient::CoordinatorClient(std::string address,
                                      std::chrono::milliseconds rpc_timeout)
     : CoordinatorClient(
           grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
                                     [] {
-                                      // QueryResults of a sweep with spectra,
-                                      // all-pair CKA and heat maps passes gRPC's
-                                      // 4 MiB default (regression: seen at 10 MiB).
                                       grpc::ChannelArguments args;
-                                      args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+                                      args.SetMaxReceiveMessageSize(kMaxQueryReplyBytes);
                                       return args;
                                     }()),
           address, rpc_timeout) {}

@@ -13,13 +13,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 
 namespace layerflow::client {
-
-// grpc::Status -> absl::Status (the code enums share their values).
-absl::Status FromGrpcStatus(const grpc::Status& status);
 
 // Lets another thread (a signal watcher, a dying embedded worker) end a
 // blocking call such as WatchSweep. Once cancelled, later calls fail fast.

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/grpc_limits.h"
 #include "common/status_macros.h"
 #include "server/artifacts/artifact_store.h"
 #include "server/core/coordinator_core.h"
@@ -79,9 +80,7 @@ class CoordinatorServerImpl final : public CoordinatorServer {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
-    // A chunk of a large model's spectra (64 layers x 80 heads x 13 rows)
-    // approaches gRPC's 4 MiB default.
-    builder.SetMaxReceiveMessageSize(256 << 20);
+    builder.SetMaxReceiveMessageSize(kMaxChunkMessageBytes);
     builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(&coordinator_service_);
     builder.RegisterService(&worker_service_);

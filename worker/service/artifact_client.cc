@@ -5,9 +5,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 #include "server/artifacts/checksum.h"
-#include "worker/service/grpc_status.h"
 
 namespace layerflow::worker {
 absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& stub,
@@ -57,7 +57,7 @@ absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& st
     if (!writer->Write(chunk)) break;  // Finish() says why
   } while (offset < total);
   writer->WritesDone();
-  if (absl::Status s = FromGrpc(writer->Finish()); !s.ok()) {
+  if (absl::Status s = FromGrpcStatus(writer->Finish()); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("upload ", name, ": ", s.message()));
   }
   if (info.sha256() != digest || info.bytes() != total) {
@@ -103,7 +103,7 @@ absl::Status DownloadArtifactFile(v1::WorkerProtocol::Stub& stub, const std::str
     out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
     offset += static_cast<int64_t>(chunk.data().size());
   }
-  absl::Status rpc = FromGrpc(reader->Finish());
+  absl::Status rpc = FromGrpcStatus(reader->Finish());
   out.close();
   if (error.ok() && !rpc.ok()) {
     error = absl::Status(rpc.code(), absl::StrCat("download ", name, ": ", rpc.message()));
@@ -133,7 +133,7 @@ absl::StatusOr<std::vector<v1::ArtifactInfo>> ListArtifacts(v1::WorkerProtocol::
   request.set_worker_id(worker_id);
   request.set_prefix(prefix);
   v1::ListArtifactsResponse response;
-  if (absl::Status s = FromGrpc(stub.ListArtifacts(&ctx, request, &response)); !s.ok()) {
+  if (absl::Status s = FromGrpcStatus(stub.ListArtifacts(&ctx, request, &response)); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("list artifacts ", prefix, ": ", s.message()));
   }
   return std::vector<v1::ArtifactInfo>(response.artifacts().begin(),

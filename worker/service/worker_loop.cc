@@ -13,11 +13,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_limits.h"
+#include "common/grpc_status.h"
 #include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "layerflow/v1/worker.grpc.pb.h"
 #include "worker/service/artifact_client.h"
-#include "worker/service/grpc_status.h"
 #include "worker/service/job_conversion.h"
 
 namespace layerflow::worker {
@@ -48,7 +49,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       v1::LeaseJobResponse lease;
       grpc::ClientContext ctx;
       SetDeadline(ctx);
-      absl::Status status = FromGrpc(stub_->LeaseJob(&ctx, request, &lease));
+      absl::Status status = FromGrpcStatus(stub_->LeaseJob(&ctx, request, &lease));
       if (absl::IsNotFound(status)) {
         // The coordinator forgot us (restarted on a fresh store): register again.
         Log("coordinator does not know this worker; registering again");
@@ -111,7 +112,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       v1::RegisterWorkerResponse response;
       grpc::ClientContext ctx;
       SetDeadline(ctx);
-      last = FromGrpc(stub_->RegisterWorker(&ctx, request, &response));
+      last = FromGrpcStatus(stub_->RegisterWorker(&ctx, request, &response));
       if (last.ok()) {
         worker_id_ = response.worker_id();
         heartbeat_interval_ms_ = std::max<int64_t>(response.heartbeat_interval_ms(), 50);
@@ -150,7 +151,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       v1::HeartbeatResponse response;
       grpc::ClientContext ctx;
       SetDeadline(ctx);
-      absl::Status status = FromGrpc(stub_->Heartbeat(&ctx, request, &response));
+      absl::Status status = FromGrpcStatus(stub_->Heartbeat(&ctx, request, &response));
       if (absl::IsAborted(status) || absl::IsNotFound(status)) {
         Log(absl::StrCat("lease on job ", job_id, " lost: ", status.message()));
         watch->lost = true;
@@ -195,7 +196,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       v1::CompleteJobResponse response;
       grpc::ClientContext ctx;
       SetDeadline(ctx);
-      status = FromGrpc(stub_->CompleteJob(&ctx, request, &response));
+      status = FromGrpcStatus(stub_->CompleteJob(&ctx, request, &response));
       if (status.ok()) {
         Log(absl::StrCat("job ", job_id, " done"));
         return;
@@ -215,7 +216,7 @@ class WorkerLoopImpl final : public WorkerLoop {
     v1::FailJobResponse response;
     grpc::ClientContext ctx;
     SetDeadline(ctx);
-    absl::Status reported = FromGrpc(stub_->FailJob(&ctx, request, &response));
+    absl::Status reported = FromGrpcStatus(stub_->FailJob(&ctx, request, &response));
     if (!reported.ok()) Log(absl::StrCat("FailJob: ", reported.ToString()));
   }
 
@@ -256,7 +257,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       if (options_.pause_after_chunk_ms > 0) SleepFor(options_.pause_after_chunk_ms);
     }
     writer->WritesDone();
-    absl::Status stream_status = FromGrpc(writer->Finish());
+    absl::Status stream_status = FromGrpcStatus(writer->Finish());
     // A job error wins over the stream's status: it is the real cause.
     if (!job_status.ok()) return job_status;
     return stream_status;
@@ -302,7 +303,7 @@ class WorkerLoopImpl final : public WorkerLoop {
         stub_->StreamResults(&ctx, &response);
     writer->Write(ToResultChunk(*chunk, job.job_id(), lease.lease_id()));
     writer->WritesDone();
-    return FromGrpc(writer->Finish());
+    return FromGrpcStatus(writer->Finish());
   }
 
   const WorkerOptions options_;
@@ -334,7 +335,7 @@ absl::StatusOr<std::unique_ptr<WorkerLoop>> WorkerLoop::Create(
   WorkerOptions resolved = options;
   if (resolved.name.empty()) resolved.name = DefaultWorkerName();
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(256 << 20);  // artifact chunks, large jobs
+  args.SetMaxReceiveMessageSize(kMaxChunkMessageBytes);
   auto channel = grpc::CreateCustomChannel(resolved.coordinator_address,
                                            grpc::InsecureChannelCredentials(), args);
   return std::unique_ptr<WorkerLoop>(
