@@ -154,8 +154,6 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> all_rows) {
       // Derived rows (the coordinator's "v_loc(x)", "cubic(x)", ...) are
       // not per-layer values: v_loc / v_glob go on one line under the grid,
       // the cubic coefficients only to CSV / JSON.
-      // Rows keyed by layer_b / head / position are in CSV / JSON only.
-      if (row->has_layer_b() || row->has_head() || row->has_position()) continue;
       if (row->metric().find('(') != std::string::npos) {
         if (absl::StartsWith(row->metric(), "v_")) {
           derived.push_back(absl::StrFormat("%s = %.3e", row->metric(), row->value()));
@@ -399,6 +397,14 @@ std::optional<double> Mean(const std::pair<double, int>& acc) {
   return acc.first / acc.second;
 }
 
+// The mean over layers of a seed-mean series (layer -> (sum, seeds)).
+std::optional<double> MeanOverLayers(const std::map<int, std::pair<double, int>>& series) {
+  if (series.empty()) return std::nullopt;
+  double total = 0;
+  for (const auto& [layer, acc] : series) total += acc.first / acc.second;
+  return total / series.size();
+}
+
 struct SummaryLine {
   const SummaryGroup* group;
   std::optional<int> peak_layer;
@@ -455,16 +461,8 @@ std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
       }
       line.final_value = mean;  // the highest layer comes last
     }
-    // The mean over layers of a seed-mean series.
-    auto mean_over_layers = [](const std::map<int, std::pair<double, int>>& series)
-        -> std::optional<double> {
-      if (series.empty()) return std::nullopt;
-      double total = 0;
-      for (const auto& [layer, acc] : series) total += acc.first / acc.second;
-      return total / series.size();
-    };
-    line.mean_adjacent = mean_over_layers(g.adjacent);
-    line.mean_cka = mean_over_layers(g.cka);
+    line.mean_adjacent = MeanOverLayers(g.adjacent);
+    line.mean_cka = MeanOverLayers(g.cka);
     line.cka_baseline = Mean(g.cka_baseline);
     line.path_energy = Mean(g.path_energy);
     line.v_loc = Mean(g.v_loc);

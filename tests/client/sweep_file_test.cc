@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "client/default_sweep.h"
@@ -204,16 +206,20 @@ TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
               "prompts_per_chunk, batch_prompts, dtype, priority, example_cka, probe)");
 }
 
-// 'batch' was the example of a key without a close match until batch_prompts
-// came; now it is one.
+// true / false in any case; anything else names the field.
 TEST(SweepFileTest, ExampleCkaIsABoolean) {
-  absl::StatusOr<v1::SweepSpec> spec = Parse("name: s\nexample_cka: true\n");
-  ASSERT_TRUE(spec.ok()) << spec.status();
-  EXPECT_TRUE(spec->example_cka());
+  for (const auto& [text, value] : std::vector<std::pair<std::string, bool>>{
+           {"true", true}, {"True", true}, {"false", false}, {"FALSE", false}}) {
+    absl::StatusOr<v1::SweepSpec> spec = Parse("name: s\nexample_cka: " + text + "\n");
+    ASSERT_TRUE(spec.ok()) << text << ": " << spec.status();
+    EXPECT_EQ(spec->example_cka(), value) << text;
+  }
   ExpectError(Parse("name: s\nexample_cka: 2\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:14: field 'example_cka': expected true or false, got '2'");
 }
 
+// 'batch' was the example of a key without a close match until batch_prompts
+// came; now it is one.
 TEST(SweepFileTest, BatchSuggestsBatchPrompts) {
   ExpectError(Parse("name: s\nbatch: 4\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:1: unknown field 'batch' (did you mean 'batch_prompts'?)");
