@@ -3,7 +3,7 @@
 //
 //   bench_metrics_overhead [--model pythia-1.4b] [--dtype bf16] [--prompts 8]
 //                          [--tokens 2048] [--reps 5] [--forward-only 1]
-//                          [--each 1] [--spectra 1]
+//                          [--each 1] [--check-half 1] [--spectra 1]
 //
 // Times, on CUDA when present (else the CPU), the median of --reps runs of:
 //   forward        the model's forward with a callback that keeps nothing
@@ -16,6 +16,8 @@
 //   --check-half 1 also: every analysis on the model's half-precision states
 //                  against the float64 path on the same values (one
 //                  forward), the largest |difference| / (|value| + count)
+//   --spectra 1    only: forward + the eigenvalue spectra (docs/spectra.md)
+//   --forward-only 1  only the forward
 // Each run ends with a device-to-host copy, so queued kernels are counted.
 #include <algorithm>
 #include <chrono>

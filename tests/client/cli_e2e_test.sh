@@ -126,9 +126,8 @@ YAML
     grep -qE "^$model: best layer [0-9]+ \(0\.[0-9]{2} ± 0\.[0-9]{2}\), final 0\.[0-9]{2}, drop 0\.[0-9]{2}" "$WORK/out" \
       || { fail "run probe.yaml: no headline for $model"; sed 's/^/  | /' "$WORK/out" >&2; }
   done
-  # The per-layer accuracies are stored rows: every point of both models, 3 seeds each.
-  sweep=$(sed -n 's/^sweep \(sw-[0-9a-f]*\) succeeded.*/\1/p' "$WORK/err")
-  [[ -n $sweep ]] || fail "run probe.yaml: no sweep id on stderr"
+  # The per-layer accuracies as CSV rows (a second run: `run` prints one
+  # format): every point of both models, 3 seeds each, and spectrum rows.
   "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe2.db" --format csv > "$WORK/csv" 2> "$WORK/err2"
   awk -F, '$8 == "probe_test_acc" { n[$3]++; if ($12 != 3 || $10 < 0 || $10 > 1) bad = bad $0 "; " }
            $8 ~ /^spectrum_frac_/ { spectra[$3]++ }
