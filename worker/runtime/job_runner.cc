@@ -340,12 +340,9 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     if (!read.ok()) return AsFieldError(read.status(), "model");
     model_config = read->model;
     // The checkpoint's own tokenizer when it has one.
-    const std::string tokenizer_json = source->dir + "/tokenizer.json";
-    if (access(tokenizer_json.c_str(), R_OK) == 0) {
-      absl::StatusOr<std::unique_ptr<Tokenizer>> bpe = LoadBpeTokenizer(tokenizer_json);
-      if (!bpe.ok()) return AsFieldError(bpe.status(), "model");
-      tokenizer = std::shared_ptr<const Tokenizer>(*std::move(bpe));
-    }
+    absl::StatusOr<std::unique_ptr<Tokenizer>> own = LoadCheckpointTokenizer(source->dir);
+    if (!own.ok()) return AsFieldError(own.status(), "model");
+    if (*own != nullptr) tokenizer = std::shared_ptr<const Tokenizer>(*std::move(own));
   }
   // Spectra are their own accumulators; everything else is a layer metric.
   std::vector<std::string> layer_names, spectra;

@@ -1,5 +1,6 @@
 #include "worker/tokenizer/bpe_tokenizer.h"
 
+#include <unistd.h>
 #include <unicode/bytestream.h>
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
@@ -890,6 +891,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizerFromJson(std::string_
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": unexpected JSON value: ", e.what()));
   }
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadCheckpointTokenizer(const std::string& dir) {
+  const std::string path = dir + "/tokenizer.json";
+  if (access(path.c_str(), F_OK) != 0) return std::unique_ptr<Tokenizer>();
+  return LoadBpeTokenizer(path);
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(const std::string& tokenizer_json_path) {

@@ -34,6 +34,10 @@ namespace layerflow::worker {
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(
     const std::string& tokenizer_json_path);
 
+// A checkpoint folder's own tokenizer, its tokenizer.json; nullptr when the
+// folder has none (the caller's default then applies).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadCheckpointTokenizer(const std::string& dir);
+
 // Parses tokenizer.json content; `source` names it in error messages.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizerFromJson(
     std::string_view json, std::string_view source = "<memory>");

@@ -14,7 +14,6 @@
 // and __metadata__: model, source, dtype, tokenizer, init, seed, layers,
 // layout. Linked with LibTorch, so it is its own binary: the `layerflow` CLI
 // never links LibTorch (worker/service/worker_process.h says why).
-#include <sys/stat.h>
 
 #include <cstdint>
 #include <iostream>
@@ -49,11 +48,6 @@ struct InspectOptions {
   bool logits = false;
 };
 
-bool IsFile(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 absl::Status Inspect(const InspectOptions& o) {
   absl::StatusOr<c10::ScalarType> dtype = ParseDtype(o.dtype);
   if (!dtype.ok()) return dtype.status();
@@ -79,12 +73,11 @@ absl::Status Inspect(const InspectOptions& o) {
     if (!loaded.ok()) return loaded.status();
     model = *std::move(loaded);
     metadata.emplace_back("source", source->dir);
-    const std::string tok_path = source->dir + "/tokenizer.json";
-    if (IsFile(tok_path)) {
-      absl::StatusOr<std::unique_ptr<Tokenizer>> bpe = LoadBpeTokenizer(tok_path);
-      if (!bpe.ok()) return bpe.status();
-      tokenizer = *std::move(bpe);
-      metadata.emplace_back("tokenizer", tok_path);
+    absl::StatusOr<std::unique_ptr<Tokenizer>> own = LoadCheckpointTokenizer(source->dir);
+    if (!own.ok()) return own.status();
+    if (*own != nullptr) {
+      tokenizer = *std::move(own);
+      metadata.emplace_back("tokenizer", source->dir + "/tokenizer.json");
     }
   } else {
     const std::string init = o.init.empty() ? "reference" : o.init;
