@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "server/coordinator_server.h"
 #include "worker/service/worker_process.h"
 
@@ -58,19 +59,6 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
 // libtorch.so, which exports its own std::filesystem symbols built against an
 // older libstdc++ that interposed ours (remove_all crashed). Kept POSIX so the
 // trap cannot come back.
-absl::StatusOr<std::string> MakeTempDir() {
-  const char* tmpdir = getenv("TMPDIR");
-  std::string pattern = absl::StrCat(tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp",
-                                     "/layerflow-run-XXXXXX");
-  if (mkdtemp(pattern.data()) == nullptr) {
-    const int error = errno;
-    return absl::Status(absl::ErrnoToStatusCode(error),
-                        absl::StrCat("cannot create a temporary directory ", pattern, ": ",
-                                     strerror(error)));
-  }
-  return pattern;
-}
-
 // Best effort: the store's files (database, journal) and the directory.
 void RemoveTree(const std::string& dir) {
   nftw(
@@ -94,7 +82,7 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   server_options.listen_address = "127.0.0.1:0";
   server_options.metrics_address = options.metrics_address;
   if (options.db_path.empty()) {
-    absl::StatusOr<std::string> dir = MakeTempDir();
+    absl::StatusOr<std::string> dir = MakeTempPath("layerflow-run", /*directory=*/true);
     if (!dir.ok()) return dir.status();
     cluster->temp_dir_ = *dir;
     server_options.db_path = absl::StrCat(*dir, "/layerflow.db");

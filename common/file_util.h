@@ -2,7 +2,11 @@
 #ifndef LAYERFLOW_COMMON_FILE_UTIL_H_
 #define LAYERFLOW_COMMON_FILE_UTIL_H_
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -25,6 +29,30 @@ inline absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   buffer << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
   return buffer.str();
+}
+
+// A new, empty directory or file under $TMPDIR (else /tmp) named
+// `stem`-XXXXXX; the caller removes it. The errno's status naming the path
+// when it cannot be made.
+inline absl::StatusOr<std::string> MakeTempPath(const std::string& stem, bool directory) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string path = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", stem,
+                                  "-XXXXXX");
+  bool made = false;
+  if (directory) {
+    made = mkdtemp(path.data()) != nullptr;
+  } else if (const int fd = mkstemp(path.data()); fd >= 0) {
+    close(fd);
+    made = true;
+  }
+  if (!made) {
+    const int error = errno;
+    return absl::Status(absl::ErrnoToStatusCode(error),
+                        absl::StrCat("cannot create a temporary ",
+                                     directory ? "directory " : "file ", path, ": ",
+                                     std::strerror(error)));
+  }
+  return path;
 }
 
 }  // namespace layerflow

@@ -3,7 +3,6 @@
 // prompts split across devices, statistics summed by the communicator).
 #include "worker/runtime/job_runner.h"
 
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -18,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "worker/data/datasets.h"
 #include "worker/analysis/layer_metrics.h"
@@ -59,12 +59,8 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
     labels.push_back(e.gold_class);
     index.push_back(e.index);
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string path = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp",
-                                  "/layerflow-features-XXXXXX");
-  const int fd = mkstemp(path.data());
-  if (fd < 0) return absl::InternalError(absl::StrCat(path, ": mkstemp failed"));
-  close(fd);
+  LF_ASSIGN_OR_RETURN(const std::string path,
+                      MakeTempPath("layerflow-features", /*directory=*/false));
   auto view = [](const char* name, SafetensorsDtype dtype, std::vector<int64_t> shape,
                  const void* data, size_t nbytes) {
     SafetensorsWriteTensor t;

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/file_util.h"
 #include "common/grpc_limits.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
@@ -278,9 +279,8 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
     LF_ASSIGN_OR_RETURN(std::vector<v1::ArtifactInfo> artifacts,
                         ListArtifacts(*stub_, worker_id_, job.depends_on() + "/features/"));
-    const char* tmp = std::getenv("TMPDIR");
-    std::string dir = absl::StrCat(tmp != nullptr && *tmp ? tmp : "/tmp", "/layerflow-probe-XXXXXX");
-    if (mkdtemp(dir.data()) == nullptr) return absl::InternalError(dir + ": mkdtemp failed");
+    LF_ASSIGN_OR_RETURN(const std::string dir,
+                        MakeTempPath("layerflow-probe", /*directory=*/true));
     std::vector<std::string> files;
     // Downloads then trains; the local copies go whatever happens.
     auto download_and_train = [&]() -> absl::StatusOr<ChunkResult> {
