@@ -184,11 +184,12 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
       {kCkaBaselineBiased, "cka_example_baseline_biased"},
       {kCkaBaselineUnbiased, "cka_example_baseline_unbiased"}};
   const at::Tensor sums = examples.sums().cpu();
+  const auto stat = sums.accessor<double, 2>();
   for (size_t i = 0; i < examples.keys().size(); ++i) {
     const StatKey& key = examples.keys()[i];
-    if (sums[i][LayerMetricAccumulator::kCount].item<double>() == 0) continue;
+    if (stat[i][LayerMetricAccumulator::kCount] == 0) continue;
     AddRow(out, example_names.at(key.metric), key.layer,
-           {sums[i][LayerMetricAccumulator::kSum].item<double>()}, -1, key.layer_b);
+           {stat[i][LayerMetricAccumulator::kSum]}, -1, key.layer_b);
   }
   return out;
 }

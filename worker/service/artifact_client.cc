@@ -26,7 +26,6 @@ absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& st
   artifacts::Sha256 sha;
   std::string buffer(kArtifactChunkBytes, '\0');
   int64_t offset = 0;
-  bool first = true;
   std::string digest;
   do {
     const int64_t want = std::min<int64_t>(total - offset, kArtifactChunkBytes);
@@ -39,12 +38,11 @@ absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& st
     const absl::string_view data(buffer.data(), static_cast<size_t>(want));
     sha.Update(data);
     v1::ArtifactChunk chunk;
-    if (first) {
+    if (offset == 0) {  // the first chunk names the artifact
       chunk.set_name(name);
       chunk.set_job_id(job_id);
       chunk.set_lease_id(lease_id);
       chunk.set_total_bytes(total);
-      first = false;
     }
     chunk.set_offset(offset);
     chunk.set_data(std::string(data));

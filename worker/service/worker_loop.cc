@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/file_util.h"
 #include "common/grpc_limits.h"
 #include "common/grpc_status.h"
@@ -264,10 +265,13 @@ class WorkerLoopImpl final : public WorkerLoop {
     return stream_status;
   }
 
+  // An EXTRACT job's feature artifacts: FeaturePrefix(job) + the chunk's
+  // sequence, six digits (so names sort in chunk order).
+  static std::string FeaturePrefix(const std::string& job_id) {
+    return absl::StrCat(job_id, "/features/");
+  }
   static std::string FeatureArtifactName(const std::string& job_id, int64_t sequence) {
-    char seq[32];
-    std::snprintf(seq, sizeof(seq), "%06lld", static_cast<long long>(sequence));
-    return absl::StrCat(job_id, "/features/", seq);
+    return absl::StrFormat("%s%06d", FeaturePrefix(job_id), sequence);
   }
 
   // A PROBE job: the EXTRACT job's feature artifacts down to local files,
@@ -278,7 +282,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       return absl::FailedPreconditionError("probe job without depends_on");
     }
     LF_ASSIGN_OR_RETURN(std::vector<v1::ArtifactInfo> artifacts,
-                        ListArtifacts(*stub_, worker_id_, job.depends_on() + "/features/"));
+                        ListArtifacts(*stub_, worker_id_, FeaturePrefix(job.depends_on())));
     LF_ASSIGN_OR_RETURN(const std::string dir,
                         MakeTempPath("layerflow-probe", /*directory=*/true));
     std::vector<std::string> files;
