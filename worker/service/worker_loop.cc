@@ -226,7 +226,7 @@ class WorkerLoopImpl final : public WorkerLoop {
   // so a crash loses at most the chunk in progress.
   absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
     const v1::Job& job = lease.job();
-    if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease);
+    if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease, watch);
     LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
                         CreateJobRunner(ToJobConfig(job.spec()), device_));
     grpc::ClientContext ctx;
@@ -275,9 +275,12 @@ class WorkerLoopImpl final : public WorkerLoop {
   }
 
   // A PROBE job: the EXTRACT job's feature artifacts down to local files,
-  // the trainer, one result chunk.
-  absl::Status ProbeJob(const v1::LeaseJobResponse& lease) {
+  // the trainer, one result chunk (sequence 0). Re-leased after that chunk
+  // was committed, it has nothing left to do; a lost lease or a cancel stops
+  // the downloads (RunJob then reports nothing).
+  absl::Status ProbeJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
     const v1::Job& job = lease.job();
+    if (lease.resume_from_sequence() >= 1) return absl::OkStatus();
     if (job.depends_on().empty()) {
       return absl::FailedPreconditionError("probe job without depends_on");
     }
@@ -289,6 +292,9 @@ class WorkerLoopImpl final : public WorkerLoop {
     // Downloads then trains; the local copies go whatever happens.
     auto download_and_train = [&]() -> absl::StatusOr<ChunkResult> {
       for (const v1::ArtifactInfo& a : artifacts) {
+        if (watch.lost || watch.cancelled || stopping()) {
+          return absl::AbortedError("probe job stopped while downloading its features");
+        }
         const std::string path = absl::StrCat(dir, "/", files.size(), ".safetensors");
         LF_RETURN_IF_ERROR(DownloadArtifactFile(*stub_, worker_id_, a.name(), path));
         files.push_back(path);
