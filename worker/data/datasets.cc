@@ -59,27 +59,23 @@ bool IsJobDataset(std::string_view name) {
 absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
                                               std::shared_ptr<const Tokenizer> tokenizer) {
   if (o.name == "kvpr") {
-    KvprOptions kvpr;
-    kvpr.seed = o.seed;
-    kvpr.num_classes = o.num_classes;
-    kvpr.context_length = o.context_length;
-    return SourceOf(KvprDataset::Create(kvpr, std::move(tokenizer)));
+    return SourceOf(KvprDataset::Create(
+        {.seed = o.seed, .num_classes = o.num_classes, .context_length = o.context_length},
+        std::move(tokenizer)));
   }
-  if (o.name == "mdqa") {
-    MdqaOptions mdqa;
-    mdqa.seed = o.seed;
-    mdqa.num_classes = o.num_classes;
-    mdqa.num_documents = 0;
-    mdqa.context_length = o.context_length;
-    return SourceOf(MdqaDataset::Create(mdqa, std::move(tokenizer)));
+  if (o.name == "mdqa") {  // K = 0: as many documents as fit
+    return SourceOf(MdqaDataset::Create({.seed = o.seed,
+                                         .num_classes = o.num_classes,
+                                         .num_documents = 0,
+                                         .context_length = o.context_length},
+                                        std::move(tokenizer)));
   }
   if (o.name == "mqar") {
-    MqarOptions mqar;
-    mqar.seed = o.seed;
-    mqar.seq_len = o.context_length;
-    mqar.vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, o.model_vocab_size));
-    mqar.num_kv_pairs = std::max(1, std::min(16, o.context_length / 4));
-    return SourceOf(MqarDataset::Create(mqar));
+    return SourceOf(MqarDataset::Create(
+        {.seed = o.seed,
+         .vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, o.model_vocab_size)),
+         .seq_len = o.context_length,
+         .num_kv_pairs = std::max(1, std::min(16, o.context_length / 4))}));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("dataset: unknown '", o.name, "'; a job runs kvpr, mdqa or mqar"));
