@@ -1,0 +1,106 @@
+// Where the half-precision analysis path's time goes, op by op
+// (worker/analysis/half_state_ops.h), on states of pythia-1.4b's shape:
+//
+//   bench_half_ops [--dtype bf16] [--prompts 8] [--tokens 2048] [--width 2048]
+//                  [--reps 20]
+//
+// Times, on CUDA when present (else the CPU), the median over --reps of each
+// op run 10 times back to back (ended by a device-to-host copy), per call:
+// the per-token pass, the weighted token sums, the CKA Gram's lower block
+// triangle in 1, 2, 4 and 8 row blocks (and the full GEMM with a half
+// output, the tensor cores' rate without the float32 write), and the
+// centred products of two such Grams. One point of the adjacent CKA costs
+// one Gram and one product pass.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include "bench/bench_flags.h"
+#include "worker/analysis/half_state_ops.h"
+
+namespace lw = layerflow::worker;
+
+namespace {
+
+using ::layerflow::bench::Flag;
+
+constexpr int kCallsPerRep = 10;
+
+template <typename F>
+double MedianMsPerCall(int reps, F&& run) {
+  auto rep = [&] {
+    at::Tensor last;
+    for (int i = 0; i < kCallsPerRep; ++i) last = run();
+    (void)last.sum().item<double>();
+  };
+  rep();  // warm-up: allocator, cuBLAS handles
+  std::vector<double> ms;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    rep();
+    ms.push_back(std::chrono::duration<double, std::milli>(
+                     std::chrono::steady_clock::now() - t0)
+                     .count() /
+                 kCallsPerRep);
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string dtype_name = Flag(argc, argv, "--dtype", "bf16");
+  const int64_t batch = std::atoll(Flag(argc, argv, "--prompts", "8").c_str());
+  const int64_t n = std::atoll(Flag(argc, argv, "--tokens", "2048").c_str());
+  const int64_t d = std::atoll(Flag(argc, argv, "--width", "2048").c_str());
+  const int reps = std::atoi(Flag(argc, argv, "--reps", "20").c_str());
+  c10::InferenceMode guard;
+  const at::Device device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const at::ScalarType dtype = dtype_name == "fp16" ? at::kHalf : at::kBFloat16;
+  at::manual_seed(0);
+  // Residual-stream-like states: a shared direction plus noise, and a next
+  // "layer" one small step away.
+  const auto f32 = at::TensorOptions().device(device).dtype(at::kFloat);
+  const at::Tensor common = 3 * at::randn({d}, f32);
+  const at::Tensor a = (at::randn({batch, n, d}, f32) + common).to(dtype);
+  const at::Tensor b = (a.to(at::kFloat) + 0.3 * at::randn({batch, n, d}, f32)).to(dtype);
+  const at::Tensor mean =
+      a.to(at::kDouble).mean(1);  // [B, d], as HalfTokenMean gives it
+  std::printf("%s states [%lld, %lld, %lld], device %s, median of %d x %d calls\n",
+              dtype_name.c_str(), static_cast<long long>(batch), static_cast<long long>(n),
+              static_cast<long long>(d), device.str().c_str(), reps, kCallsPerRep);
+  auto report = [&](const std::string& name, double ms) {
+    std::printf("  %-58s %8.3f ms\n", name.c_str(), ms);
+  };
+  report("per-token pass (norms, step, dot with mean)", MedianMsPerCall(reps, [&] {
+           return lw::HalfTokenStats(b, a, mean).step_sq;
+         }));
+  const at::Tensor ones = at::ones({batch, 1, n}, mean.options());
+  report("weighted token sums, 1 row (token mean)", MedianMsPerCall(reps, [&] {
+           return lw::HalfWeightedTokenSums(ones, b);
+         }));
+  report("full Gram, half output (at::bmm)", MedianMsPerCall(reps, [&] {
+           return at::bmm(b, b.transpose(1, 2));
+         }));
+  for (const int64_t blocks : {1, 2, 4, 8}) {
+    report("Gram lower block triangle, float32, " + std::to_string(blocks) + " row blocks",
+           MedianMsPerCall(reps, [&] { return lw::HalfLowerBlockGram(b, blocks); }));
+    lw::RawGram ga, gb;
+    ga.lower = lw::HalfLowerBlockGram(a, blocks);
+    gb.lower = lw::HalfLowerBlockGram(b, blocks);
+    ga.row_means = lw::HalfTokenStats(a, at::Tensor(), mean).vec_dot;
+    gb.row_means = lw::HalfTokenStats(b, at::Tensor(), mean).vec_dot;
+    ga.grand = gb.grand = mean.square().sum(1);
+    ga.blocks = gb.blocks = blocks;
+    report("centred products of two Grams, " + std::to_string(blocks) + " row blocks",
+           MedianMsPerCall(reps, [&] { return lw::CentredGramProducts(ga, gb); }));
+  }
+  return 0;
+}
