@@ -42,6 +42,8 @@ __device__ double BlockSum(double x) {
 }
 
 // ---- Per-token statistics: one warp per token ------------------------------
+constexpr int kRowUnroll = 4;
+
 template <typename T, bool kPrev, bool kVec>
 __device__ __forceinline__ void VisitToken(const T* c, const T* p, const double* v,
                                            int64_t j, double acc[4]) {
@@ -69,15 +71,27 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
   const double* v = kVec ? vec + (token / n) * d : nullptr;
   double acc[4] = {0, 0, 0, 0};
   if (vector_loads) {  // d % 8 == 0, 16-byte aligned rows: 8 values a load
-    for (int64_t j = lane * 8; j < d; j += 32 * 8) {
-      const uint4 cv = *reinterpret_cast<const uint4*>(c + j);
-      uint4 pv = cv;
-      if (kPrev) pv = *reinterpret_cast<const uint4*>(p + j);
-      const T* cx = reinterpret_cast<const T*>(&cv);
-      const T* px = reinterpret_cast<const T*>(&pv);
+    // kRowUnroll loads of each row in flight per lane (latency, not
+    // bandwidth, bounds one load at a time).
+    constexpr int64_t kStep = 32 * 8;
+    for (int64_t j0 = 0; j0 < d; j0 += kRowUnroll * kStep) {
+      uint4 cv[kRowUnroll], pv[kRowUnroll];
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        VisitToken<T, kPrev, kVec>(cx, px, v ? v + j : nullptr, e, acc);
+      for (int u = 0; u < kRowUnroll; ++u) {
+        const int64_t j = j0 + u * kStep + lane * 8;
+        cv[u] = j < d ? *reinterpret_cast<const uint4*>(c + j) : uint4{};
+        pv[u] = kPrev && j < d ? *reinterpret_cast<const uint4*>(p + j) : cv[u];
+      }
+#pragma unroll
+      for (int u = 0; u < kRowUnroll; ++u) {
+        const int64_t j = j0 + u * kStep + lane * 8;
+        if (j >= d) break;
+        const T* cx = reinterpret_cast<const T*>(&cv[u]);
+        const T* px = reinterpret_cast<const T*>(&pv[u]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          VisitToken<T, kPrev, kVec>(cx, px, v ? v + j : nullptr, e, acc);
+        }
       }
     }
   } else {
@@ -187,68 +201,108 @@ __global__ void WeightedTokenSumsKernel(const double* __restrict__ w, int k,
   }
 }
 
-// ---- Products of centred Grams: one block per row range --------------------
+// ---- Products of centred Grams: one warp per row ----------------------------
+// Entry (i, j) of row i's columns [0, hi) (hi: the end of i's row block)
+// adds w c_a c_b and w c_b c_b, c = k_ij - (r_i - g) - r_j, w = 2 left of the
+// diagonal block (C is symmetric), else 1. A warp reads a row 16 bytes per
+// lane and load (float4) with kGramUnroll loads of each Gram in flight: the
+// pass is bound by reading the two Grams once.
 constexpr int kGramUnroll = 4;
 
+template <bool kWithA>
+__device__ __forceinline__ void VisitGramEntry(float ka, float kb, double ra_i, double rb_i,
+                                               double ra_j, double rb_j, bool twice,
+                                               double& ab, double& bb) {
+  const double cb = static_cast<double>(kb) - rb_i - rb_j;
+  const double wcb = twice ? 2.0 * cb : cb;  // exact doubling
+  bb += wcb * cb;
+  if (kWithA) ab += wcb * (static_cast<double>(ka) - ra_i - ra_j);
+}
+
+// kVector: n % 4 == 0 and 16-byte aligned Grams and row means, so every
+// row starts 16-byte aligned and 4 columns are one float4 (two double2).
+template <bool kWithA, bool kVector>
 __global__ void CentredGramProductsKernel(const float* __restrict__ ka,
                                           const double* __restrict__ ra,
                                           const double* __restrict__ ga,
                                           const float* __restrict__ kb,
                                           const double* __restrict__ rb,
                                           const double* __restrict__ gb, int64_t n,
-                                          int64_t blocks, int64_t rows_per_group,
-                                          double* __restrict__ partial) {
+                                          int64_t blocks, double* __restrict__ partial) {
   const int64_t b = blockIdx.y, group = blockIdx.x, groups = gridDim.x;
-  const int64_t i0 = group * rows_per_group;
-  const int64_t i1 = i0 + rows_per_group < n ? i0 + rows_per_group : n;
-  const bool with_a = ka != nullptr;
-  const float* KA = with_a ? ka + b * n * n : nullptr;
+  const int lane = threadIdx.x % 32;
+  // Warp w of W takes rows w, w + W, ...: rows grow longer with i, and
+  // striding gives every warp rows from each part of the range (even work).
+  const int64_t warps = static_cast<int64_t>(groups) * kWarps;
+  const int64_t first = group * kWarps + threadIdx.x / 32;
+  const float* KA = kWithA ? ka + b * n * n : nullptr;
   const float* KB = kb + b * n * n;
-  const double* RA = with_a ? ra + b * n : nullptr;
+  const double* RA = kWithA ? ra + b * n : nullptr;
   const double* RB = rb + b * n;
-  const double g_a = with_a ? ga[b] : 0.0, g_b = gb[b];
-  // ab/bb: blocks left of the diagonal block (counted twice); ab1/bb1: the
-  // diagonal block.
-  double ab2 = 0, bb2 = 0, ab1 = 0, bb1 = 0;
-  for (int64_t i = i0; i < i1; ++i) {
+  const double g_a = kWithA ? ga[b] : 0.0, g_b = gb[b];
+  double ab = 0, bb = 0;
+  for (int64_t i = first; i < n; i += warps) {
     int64_t block = i * blocks / n;
     while (n * (block + 1) / blocks <= i) ++block;
     while (n * block / blocks > i) --block;
     const int64_t lo = n * block / blocks, hi = n * (block + 1) / blocks;
-    const double rb_i = RB[i] - g_b, ra_i = with_a ? RA[i] - g_a : 0.0;
+    const double rb_i = RB[i] - g_b, ra_i = kWithA ? RA[i] - g_a : 0.0;
     const float* kb_i = KB + i * n;
-    const float* ka_i = with_a ? KA + i * n : nullptr;
-    // kGramUnroll entries per thread and round, their loads issued together
-    // (a loop of single dependent loads is latency-bound).
-    for (int64_t j0 = threadIdx.x; j0 < hi; j0 += kGramUnroll * kThreads) {
-      float kbv[kGramUnroll], kav[kGramUnroll];
+    const float* ka_i = kWithA ? KA + i * n : nullptr;
+    int64_t j0 = 0;
+    if constexpr (kVector) {
+      constexpr int64_t kStep = 32 * 4;  // columns a warp covers per load
+      const int64_t hi4 = hi / 4 * 4;
+      for (; j0 < hi4; j0 += kGramUnroll * kStep) {
+        float4 kbv[kGramUnroll], kav[kGramUnroll];
 #pragma unroll
-      for (int u = 0; u < kGramUnroll; ++u) {
-        const int64_t j = j0 + u * kThreads;
-        kbv[u] = j < hi ? kb_i[j] : 0.0f;
-        kav[u] = with_a && j < hi ? ka_i[j] : 0.0f;
-      }
+        for (int u = 0; u < kGramUnroll; ++u) {
+          const int64_t j = j0 + u * kStep + lane * 4;
+          const bool in = j < hi4;
+          kbv[u] = in ? *reinterpret_cast<const float4*>(kb_i + j) : float4{};
+          if (kWithA) kav[u] = in ? *reinterpret_cast<const float4*>(ka_i + j) : float4{};
+        }
 #pragma unroll
-      for (int u = 0; u < kGramUnroll; ++u) {
-        const int64_t j = j0 + u * kThreads;
-        if (j >= hi) break;
-        const double cb = static_cast<double>(kbv[u]) - rb_i - RB[j];
-        const double ca = with_a ? static_cast<double>(kav[u]) - ra_i - RA[j] : 0.0;
-        if (j < lo) {
-          bb2 += cb * cb;
-          ab2 += ca * cb;
-        } else {
-          bb1 += cb * cb;
-          ab1 += ca * cb;
+        for (int u = 0; u < kGramUnroll; ++u) {
+          const int64_t j = j0 + u * kStep + lane * 4;
+          if (j >= hi4) break;
+          const double2 rb01 = *reinterpret_cast<const double2*>(RB + j);
+          const double2 rb23 = *reinterpret_cast<const double2*>(RB + j + 2);
+          double2 ra01{}, ra23{};
+          if (kWithA) {
+            ra01 = *reinterpret_cast<const double2*>(RA + j);
+            ra23 = *reinterpret_cast<const double2*>(RA + j + 2);
+          }
+          VisitGramEntry<kWithA>(kav[u].x, kbv[u].x, ra_i, rb_i, ra01.x, rb01.x, j < lo, ab, bb);
+          VisitGramEntry<kWithA>(kav[u].y, kbv[u].y, ra_i, rb_i, ra01.y, rb01.y, j + 1 < lo, ab, bb);
+          VisitGramEntry<kWithA>(kav[u].z, kbv[u].z, ra_i, rb_i, ra23.x, rb23.x, j + 2 < lo, ab, bb);
+          VisitGramEntry<kWithA>(kav[u].w, kbv[u].w, ra_i, rb_i, ra23.y, rb23.y, j + 3 < lo, ab, bb);
         }
       }
+      j0 = hi4;
+    }
+    for (int64_t j = j0 + lane; j < hi; j += 32) {  // the rest, one column a lane
+      VisitGramEntry<kWithA>(kWithA ? ka_i[j] : 0.0f, kb_i[j], ra_i, rb_i,
+                             kWithA ? RA[j] : 0.0, RB[j], j < lo, ab, bb);
     }
   }
-  const double ab = BlockSum(2 * ab2 + ab1);
-  const double bb = BlockSum(2 * bb2 + bb1);
+  ab = BlockSum(ab);
+  bb = BlockSum(bb);
   if (threadIdx.x == 0) {
     partial[(b * groups + group) * 2 + 0] = ab;
     partial[(b * groups + group) * 2 + 1] = bb;
+  }
+}
+
+template <bool kWithA>
+void LaunchCentredGramProductsOf(const dim3& grid, bool vector, const float* ka,
+                                 const double* ra, const double* ga, const float* kb,
+                                 const double* rb, const double* gb, int64_t n,
+                                 int64_t blocks, double* partial, cudaStream_t stream) {
+  if (vector) {
+    CentredGramProductsKernel<kWithA, true><<<grid, kThreads, 0, stream>>>(ka, ra, ga, kb, rb, gb, n, blocks, partial);
+  } else {
+    CentredGramProductsKernel<kWithA, false><<<grid, kThreads, 0, stream>>>(ka, ra, ga, kb, rb, gb, n, blocks, partial);
   }
 }
 
@@ -296,10 +350,16 @@ cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
                                       cudaStream_t stream) {
   if (blocks < 1 || groups < 1) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
-  const int64_t per_group = (n + groups - 1) / groups;
+  const auto aligned = [](const void* ptr) {
+    return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+  };
+  const bool vector = n % 4 == 0 && aligned(ka) && aligned(ra) && aligned(kb) && aligned(rb);
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
-  CentredGramProductsKernel<<<grid, kThreads, 0, stream>>>(ka, ra, ga, kb, rb, gb, n, blocks,
-                                                           per_group, partial);
+  if (ka != nullptr) {
+    LaunchCentredGramProductsOf<true>(grid, vector, ka, ra, ga, kb, rb, gb, n, blocks, partial, stream);
+  } else {
+    LaunchCentredGramProductsOf<false>(grid, vector, ka, ra, ga, kb, rb, gb, n, blocks, partial, stream);
+  }
   return cudaGetLastError();
 }
 

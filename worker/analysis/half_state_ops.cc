@@ -227,7 +227,7 @@ at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
     const at::Tensor ka = with_a ? contiguous(a.lower) : at::Tensor();
     const at::Tensor ra = with_a ? contiguous(a.row_means) : at::Tensor();
     const at::Tensor ga = with_a ? contiguous(a.grand) : at::Tensor();
-    // ~16 rows per block: enough blocks to fill the GPU.
+    // 8 warps a block, ~2 rows a warp: enough warps to fill the GPU.
     const int64_t groups = std::clamp<int64_t>(n / 16, 1, 256);
     at::Tensor partial = at::empty({batch, groups, 2}, rb.options());
     CheckLaunch(cuda_kernels::LaunchCentredGramProducts(
