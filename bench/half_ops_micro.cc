@@ -2,7 +2,7 @@
 // (worker/analysis/half_state_ops.h), on states of pythia-1.4b's shape:
 //
 //   bench_half_ops [--dtype bf16] [--prompts 8] [--tokens 2048] [--width 2048]
-//                  [--reps 20]
+//                  [--reps 20] [--accumulator 1] [--layers 24]
 //
 // Times, on CUDA when present (else the CPU), the median over --reps of each
 // op run 10 times back to back (ended by a device-to-host copy), per call:
@@ -11,6 +11,10 @@
 // output, the tensor cores' rate without the float32 write), and the
 // centred products of two such Grams. One point of the adjacent CKA costs
 // one Gram and one product pass.
+//   --accumulator 1  instead: the 8 per-layer metrics of LayerMetricAccumulator
+//                  over --layers + 2 points of such states (the model's
+//                  callback without the model), per batch: the analysis
+//                  alone, without a forward to overlap with.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +27,7 @@
 
 #include "bench/bench_flags.h"
 #include "worker/analysis/half_state_ops.h"
+#include "worker/analysis/layer_metrics.h"
 
 namespace lw = layerflow::worker;
 
@@ -73,6 +78,36 @@ int main(int argc, char** argv) {
   const at::Tensor b = (a.to(at::kFloat) + 0.3 * at::randn({batch, n, d}, f32)).to(dtype);
   const at::Tensor mean =
       a.to(at::kDouble).mean(1);  // [B, d], as HalfTokenMean gives it
+  if (Flag(argc, argv, "--accumulator", "0") == std::string("1")) {
+    const int64_t layers = std::atoll(Flag(argc, argv, "--layers", "24").c_str());
+    std::vector<at::Tensor> points = {a};
+    for (int64_t p = 1; p <= layers + 1; ++p) {
+      points.push_back((points.back().to(at::kFloat) + 0.3 * at::randn({batch, n, d}, f32))
+                           .to(dtype));
+    }
+    const std::vector<lw::LayerMetric> metrics =
+        *lw::ParseLayerMetrics({"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
+                                "token_dispersion", "step_energy", "path_energy",
+                                "cka_unbiased", "cka_biased"});
+    auto batch_ms = [&](const std::vector<lw::LayerMetric>& which) {
+      return MedianMsPerCall(reps, [&] {
+        lw::LayerMetricAccumulator acc(which, layers, device, n);
+        for (int64_t p = 0; p <= layers + 1; ++p) acc.Observe(p, points[p]);
+        acc.EndBatch();
+        return acc.sums();
+      });
+    };
+    std::printf("%s states [%lld, %lld, %lld] x %lld points, device %s, median of %d x %d\n",
+                dtype_name.c_str(), static_cast<long long>(batch), static_cast<long long>(n),
+                static_cast<long long>(d), static_cast<long long>(layers + 2),
+                device.str().c_str(), reps, kCallsPerRep);
+    std::printf("  all 8 per-layer metrics, one batch       %8.3f ms\n", batch_ms(metrics));
+    std::printf("  cka_unbiased alone, one batch            %8.3f ms\n",
+                batch_ms(*lw::ParseLayerMetrics({"cka_unbiased"})));
+    std::printf("  intertoken_cos alone, one batch          %8.3f ms\n",
+                batch_ms(*lw::ParseLayerMetrics({"intertoken_cos"})));
+    return 0;
+  }
   std::printf("%s states [%lld, %lld, %lld], device %s, median of %d x %d calls\n",
               dtype_name.c_str(), static_cast<long long>(batch), static_cast<long long>(n),
               static_cast<long long>(d), device.str().c_str(), reps, kCallsPerRep);

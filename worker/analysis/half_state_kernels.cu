@@ -41,67 +41,86 @@ __device__ double BlockSum(double x) {
   return x;
 }
 
-// ---- Per-token statistics: one warp per token ------------------------------
-constexpr int kRowUnroll = 4;
+// ---- Per-token statistics: one warp per kTokensPerWarp tokens --------------
+// The tokens of a warp are of one prompt, so each lane loads its columns of v
+// (float64, 8 bytes a column) once for all of them: with one token a warp,
+// those loads made the pass L1-bound (94% L1, 26% DRAM on an H200).
+constexpr int kTokensPerWarp = 4;
 
 template <typename T, bool kPrev, bool kVec>
-__device__ __forceinline__ void VisitToken(const T* c, const T* p, const double* v,
-                                           int64_t j, double acc[4]) {
-  const double x = ToDouble(c[j]);
+__device__ __forceinline__ void VisitToken(double x, double y, double v, double acc[4]) {
   acc[0] += x * x;
   if (kPrev) {
-    const double y = ToDouble(p[j]);
     acc[1] += x * y;
     const double step = x - y;  // exact: both halves are exact in float64
     acc[2] += step * step;
   }
-  if (kVec) acc[3] += x * v[j];
+  if (kVec) acc[3] += x * v;
 }
 
 template <typename T, bool kPrev, bool kVec>
 __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict__ prev,
-                                 const double* __restrict__ vec, int64_t tokens,
-                                 int64_t n, int64_t d, bool vector_loads,
-                                 double* __restrict__ out) {
-  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+                                 const double* __restrict__ vec, int64_t batch, int64_t n,
+                                 int64_t d, bool vector_loads, double* __restrict__ out) {
+  // Warp -> (prompt b, tokens t0 .. t0 + kTokensPerWarp - 1 of it).
+  const int64_t groups = (n + kTokensPerWarp - 1) / kTokensPerWarp;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (token >= tokens) return;  // whole warps leave together
-  const T* c = cur + token * d;
-  const T* p = kPrev ? prev + token * d : nullptr;
-  const double* v = kVec ? vec + (token / n) * d : nullptr;
-  double acc[4] = {0, 0, 0, 0};
+  if (warp >= batch * groups) return;  // whole warps leave together
+  const int64_t b = warp / groups, t0 = (warp % groups) * kTokensPerWarp;
+  const int count = static_cast<int>(n - t0 < kTokensPerWarp ? n - t0 : kTokensPerWarp);
+  const T* c = cur + (b * n + t0) * d;
+  const T* p = kPrev ? prev + (b * n + t0) * d : nullptr;
+  const double* v = kVec ? vec + b * d : nullptr;
+  double acc[kTokensPerWarp][4] = {};
   if (vector_loads) {  // d % 8 == 0, 16-byte aligned rows: 8 values a load
-    // kRowUnroll loads of each row in flight per lane (latency, not
-    // bandwidth, bounds one load at a time).
-    constexpr int64_t kStep = 32 * 8;
-    for (int64_t j0 = 0; j0 < d; j0 += kRowUnroll * kStep) {
-      uint4 cv[kRowUnroll], pv[kRowUnroll];
+    for (int64_t j = lane * 8; j < d; j += 32 * 8) {
+      uint4 cv[kTokensPerWarp], pv[kTokensPerWarp];
 #pragma unroll
-      for (int u = 0; u < kRowUnroll; ++u) {
-        const int64_t j = j0 + u * kStep + lane * 8;
-        cv[u] = j < d ? *reinterpret_cast<const uint4*>(c + j) : uint4{};
-        pv[u] = kPrev && j < d ? *reinterpret_cast<const uint4*>(p + j) : cv[u];
+      for (int u = 0; u < kTokensPerWarp; ++u) {  // all loads first: in flight together
+        cv[u] = u < count ? *reinterpret_cast<const uint4*>(c + u * d + j) : uint4{};
+        pv[u] = kPrev && u < count ? *reinterpret_cast<const uint4*>(p + u * d + j) : cv[u];
+      }
+      double vv[8] = {};
+      if (kVec) {
+#pragma unroll
+        for (int e = 0; e < 8; e += 2) {
+          const double2 pair = *reinterpret_cast<const double2*>(v + j + e);
+          vv[e] = pair.x;
+          vv[e + 1] = pair.y;
+        }
       }
 #pragma unroll
-      for (int u = 0; u < kRowUnroll; ++u) {
-        const int64_t j = j0 + u * kStep + lane * 8;
-        if (j >= d) break;
+      for (int u = 0; u < kTokensPerWarp; ++u) {
         const T* cx = reinterpret_cast<const T*>(&cv[u]);
         const T* px = reinterpret_cast<const T*>(&pv[u]);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          VisitToken<T, kPrev, kVec>(cx, px, v ? v + j : nullptr, e, acc);
+          VisitToken<T, kPrev, kVec>(ToDouble(cx[e]), kPrev ? ToDouble(px[e]) : 0.0, vv[e],
+                                     acc[u]);
         }
       }
     }
   } else {
-    for (int64_t j = lane; j < d; j += 32) VisitToken<T, kPrev, kVec>(c, p, v, j, acc);
+    for (int64_t j = lane; j < d; j += 32) {
+      const double vj = kVec ? v[j] : 0.0;
+#pragma unroll
+      for (int u = 0; u < kTokensPerWarp; ++u) {
+        if (u < count) {
+          VisitToken<T, kPrev, kVec>(ToDouble(c[u * d + j]),
+                                     kPrev ? ToDouble(p[u * d + j]) : 0.0, vj, acc[u]);
+        }
+      }
+    }
   }
 #pragma unroll
-  for (int i = 0; i < 4; ++i) acc[i] = WarpSum(acc[i]);
-  if (lane == 0) {
+  for (int u = 0; u < kTokensPerWarp; ++u) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) out[token * 4 + i] = acc[i];
+    for (int i = 0; i < 4; ++i) acc[u][i] = WarpSum(acc[u][i]);
+    if (lane == 0 && u < count) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) out[(b * n + t0 + u) * 4 + i] = acc[u][i];
+    }
   }
 }
 
@@ -112,18 +131,20 @@ cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
   const auto aligned = [](const void* ptr) {
     return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
   };
-  const bool vector_loads = d % 8 == 0 && aligned(cur) && aligned(prev);
-  const dim3 grid(static_cast<unsigned>((tokens + kWarps - 1) / kWarps));
+  const bool vector_loads = d % 8 == 0 && aligned(cur) && aligned(prev) && aligned(v);
+  const int64_t batch = tokens / n;
+  const int64_t warps = batch * ((n + kTokensPerWarp - 1) / kTokensPerWarp);
+  const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   if (p != nullptr && v != nullptr) {
-    TokenStatsKernel<T, true, true><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+    TokenStatsKernel<T, true, true><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
   } else if (p != nullptr) {
-    TokenStatsKernel<T, true, false><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+    TokenStatsKernel<T, true, false><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
   } else if (v != nullptr) {
-    TokenStatsKernel<T, false, true><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+    TokenStatsKernel<T, false, true><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
   } else {
-    TokenStatsKernel<T, false, false><<<grid, kThreads, 0, stream>>>(c, p, v, tokens, n, d, vector_loads, out);
+    TokenStatsKernel<T, false, false><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
   }
   return cudaGetLastError();
 }
@@ -132,52 +153,51 @@ cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
 // Each load brings 16 bytes (8 columns) when rows allow it, and a thread
 // keeps kTokenUnroll tokens' loads in flight: a loop of single dependent
 // loads is latency-bound (measured ~5x slower on an H200).
-constexpr int kTokenUnroll = 4;
+constexpr int kTokenUnroll = 8;
 
-template <typename T, int kWidth>
-__device__ __forceinline__ void AddWeighted(const double* wb, int k, int64_t n, int64_t t,
-                                            const T* x, double acc[][kMaxWeightRows]) {
+template <typename T, int kWidth, int kRows>
+__device__ __forceinline__ void AddWeighted(const double* wb, int64_t n, int64_t t,
+                                            const T* x, double acc[][kRows]) {
 #pragma unroll
-  for (int r = 0; r < kMaxWeightRows; ++r) {
-    if (r < k) {
-      const double weight = wb[r * n + t];
+  for (int r = 0; r < kRows; ++r) {
+    const double weight = wb[r * n + t];
 #pragma unroll
-      for (int e = 0; e < kWidth; ++e) acc[e][r] += weight * ToDouble(x[e]);
-    }
+    for (int e = 0; e < kWidth; ++e) acc[e][r] += weight * ToDouble(x[e]);
   }
 }
 
 // kWidth = 8: 16-byte loads (d % 8 == 0, aligned rows); 1: element-wise.
-template <typename T, int kWidth>
-__global__ void WeightedTokenSumsKernel(const double* __restrict__ w, int k,
+// kRows = k, the weight rows, a template argument so that acc holds only
+// those (8 x 4 float64 accumulators for any k cost the pass half its
+// occupancy).
+template <typename T, int kWidth, int kRows>
+__global__ void WeightedTokenSumsKernel(const double* __restrict__ w,
                                         const T* __restrict__ h, int64_t n, int64_t d,
                                         int64_t tokens_per_split,
                                         double* __restrict__ partial) {
   // Columns j0 .. j0 + kWidth - 1 of prompt b, tokens t0 .. t1 - 1.
-  constexpr bool vector_loads = kWidth == 8;
-  constexpr int width = kWidth;
-  const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * width;
+  const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * kWidth;
   const int64_t split = blockIdx.y, b = blockIdx.z, splits = gridDim.y;
   if (j0 >= d) return;
   const int64_t t0 = split * tokens_per_split;
   const int64_t t1 = t0 + tokens_per_split < n ? t0 + tokens_per_split : n;
   const T* hb = h + b * n * d + j0;
-  const double* wb = w + b * k * n;
-  double acc[kWidth][kMaxWeightRows] = {};
+  const double* wb = w + b * kRows * n;
+  double acc[kWidth][kRows] = {};
   int64_t t = t0;
-  if constexpr (vector_loads) {
+  if constexpr (kWidth == 8) {
     for (; t + kTokenUnroll <= t1; t += kTokenUnroll) {
       uint4 v[kTokenUnroll];
 #pragma unroll
       for (int u = 0; u < kTokenUnroll; ++u) v[u] = *reinterpret_cast<const uint4*>(hb + (t + u) * d);
 #pragma unroll
       for (int u = 0; u < kTokenUnroll; ++u) {
-        AddWeighted<T, kWidth>(wb, k, n, t + u, reinterpret_cast<const T*>(&v[u]), acc);
+        AddWeighted<T, kWidth, kRows>(wb, n, t + u, reinterpret_cast<const T*>(&v[u]), acc);
       }
     }
     for (; t < t1; ++t) {
       const uint4 v = *reinterpret_cast<const uint4*>(hb + t * d);
-      AddWeighted<T, kWidth>(wb, k, n, t, reinterpret_cast<const T*>(&v), acc);
+      AddWeighted<T, kWidth, kRows>(wb, n, t, reinterpret_cast<const T*>(&v), acc);
     }
   } else {
     for (; t + kTokenUnroll <= t1; t += kTokenUnroll) {
@@ -185,19 +205,39 @@ __global__ void WeightedTokenSumsKernel(const double* __restrict__ w, int k,
 #pragma unroll
       for (int u = 0; u < kTokenUnroll; ++u) v[u] = hb[(t + u) * d];
 #pragma unroll
-      for (int u = 0; u < kTokenUnroll; ++u) AddWeighted<T, kWidth>(wb, k, n, t + u, &v[u], acc);
+      for (int u = 0; u < kTokenUnroll; ++u) AddWeighted<T, kWidth, kRows>(wb, n, t + u, &v[u], acc);
     }
-    for (; t < t1; ++t) AddWeighted<T, kWidth>(wb, k, n, t, hb + t * d, acc);
+    for (; t < t1; ++t) AddWeighted<T, kWidth, kRows>(wb, n, t, hb + t * d, acc);
   }
-  // Constant indices only (an index known at run time would put acc in
-  // local memory).
 #pragma unroll
-  for (int r = 0; r < kMaxWeightRows; ++r) {
-    if (r < k) {
-      double* out = partial + ((b * splits + split) * k + r) * d + j0;
+  for (int r = 0; r < kRows; ++r) {
+    double* out = partial + ((b * splits + split) * kRows + r) * d + j0;
 #pragma unroll
-      for (int e = 0; e < width; ++e) out[e] = acc[e][r];
-    }
+    for (int e = 0; e < kWidth; ++e) out[e] = acc[e][r];
+  }
+}
+
+template <typename T, int kRows>
+void LaunchWeightedTokenSumsOf(const dim3& grid, bool vector_loads, const double* w,
+                               const void* h, int64_t n, int64_t d, int64_t per_split,
+                               double* partial, cudaStream_t stream) {
+  const T* x = static_cast<const T*>(h);
+  if (vector_loads) {
+    WeightedTokenSumsKernel<T, 8, kRows><<<grid, kThreads, 0, stream>>>(w, x, n, d, per_split, partial);
+  } else {
+    WeightedTokenSumsKernel<T, 1, kRows><<<grid, kThreads, 0, stream>>>(w, x, n, d, per_split, partial);
+  }
+}
+
+template <typename T>
+void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const double* w,
+                               const void* h, int64_t n, int64_t d, int64_t per_split,
+                               double* partial, cudaStream_t stream) {
+  switch (k) {
+    case 1: return LaunchWeightedTokenSumsOf<T, 1>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
+    case 2: return LaunchWeightedTokenSumsOf<T, 2>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
+    case 3: return LaunchWeightedTokenSumsOf<T, 3>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
+    default: return LaunchWeightedTokenSumsOf<T, 4>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
   }
 }
 
@@ -328,16 +368,10 @@ cudaError_t LaunchWeightedTokenSums(HalfType type, const double* w, int k,
   const int64_t threads = vector_loads ? d / 8 : d;
   const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads),
                   static_cast<unsigned>(splits), static_cast<unsigned>(batch));
-  const auto* bf16 = static_cast<const __nv_bfloat16*>(h);
-  const auto* fp16 = static_cast<const __half*>(h);
-  if (type == HalfType::kBFloat16 && vector_loads) {
-    WeightedTokenSumsKernel<__nv_bfloat16, 8><<<grid, kThreads, 0, stream>>>(w, k, bf16, n, d, per_split, partial);
-  } else if (type == HalfType::kBFloat16) {
-    WeightedTokenSumsKernel<__nv_bfloat16, 1><<<grid, kThreads, 0, stream>>>(w, k, bf16, n, d, per_split, partial);
-  } else if (vector_loads) {
-    WeightedTokenSumsKernel<__half, 8><<<grid, kThreads, 0, stream>>>(w, k, fp16, n, d, per_split, partial);
+  if (type == HalfType::kBFloat16) {
+    LaunchWeightedTokenSumsOf<__nv_bfloat16>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
   } else {
-    WeightedTokenSumsKernel<__half, 1><<<grid, kThreads, 0, stream>>>(w, k, fp16, n, d, per_split, partial);
+    LaunchWeightedTokenSumsOf<__half>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
   }
   return cudaGetLastError();
 }

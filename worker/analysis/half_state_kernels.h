@@ -18,7 +18,7 @@ enum class HalfType { kBFloat16, kFloat16 };
 // Per token t of cur [tokens, d] (row-major, prompts of n tokens):
 // out[t] = {|cur_t|^2, prev_t . cur_t, |cur_t - prev_t|^2, cur_t . v_b},
 // float64 [tokens, 4]; prev [tokens, d] and v [tokens / n, d] (float64) may
-// be null (their columns are then 0). One warp per token.
+// be null (their columns are then 0). One warp per 4 tokens of a prompt.
 cudaError_t LaunchTokenStats(HalfType type, const void* cur, const void* prev,
                              const double* v, int64_t tokens, int64_t n,
                              int64_t d, double* out, cudaStream_t stream);

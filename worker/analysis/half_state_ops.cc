@@ -146,8 +146,10 @@ at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
     c10::cuda::CUDAGuard guard(h.device());
     const at::Tensor x = h.contiguous(), weights = w.contiguous();
     const int64_t batch = x.size(0), n = x.size(1), d = x.size(2), k = w.size(1);
-    // ~32 tokens per thread: enough warps to fill the GPU, few partials.
-    const int64_t splits = std::clamp<int64_t>(n / 32, 1, 64);
+    // ~64 tokens per thread: enough warps to fill the GPU, and partials
+    // (read again by the sum below) of at most a sixteenth of the states'
+    // bytes per weight row.
+    const int64_t splits = std::clamp<int64_t>(n / 64, 1, 32);
     at::Tensor partial = at::empty({batch, splits, k, d}, x.options().dtype(at::kDouble));
     CheckLaunch(cuda_kernels::LaunchWeightedTokenSums(
                     KernelType(x), weights.data_ptr<double>(), static_cast<int>(k),
