@@ -328,9 +328,9 @@ __global__ void CentredGramProductsKernel(const float* __restrict__ ka,
   }
   ab = BlockSum(ab);
   bb = BlockSum(bb);
-  if (threadIdx.x == 0) {
-    partial[(b * groups + group) * 2 + 0] = ab;
-    partial[(b * groups + group) * 2 + 1] = bb;
+  if (threadIdx.x == 0) {  // [B, 2, groups]: the caller's sum is contiguous
+    partial[(b * 2 + 0) * groups + group] = ab;
+    partial[(b * 2 + 1) * groups + group] = bb;
   }
 }
 

@@ -35,10 +35,10 @@ cudaError_t LaunchWeightedTokenSums(HalfType type, const double* w, int k,
 // The centred Grams C = K - r 1' - 1 r' + g of raw Grams K (float32
 // [B, n, n], valid in the lower block triangle of `blocks` row blocks, row
 // block i = rows n i / blocks .. n (i + 1) / blocks - 1), r [B, n] and g [B]
-// float64: partial[b, q] = {<C_a, C_b>_F, <C_b, C_b>_F} over the rows of
-// the q-th of `groups` thread blocks (a warp per row, rows strided over all
-// groups' warps), the blocks below the diagonal counted twice (C is
-// symmetric), float64 [B, groups, 2]. `a` may be null (column 0 is then 0).
+// float64: partial[b, :, q] = {<C_a, C_b>_F, <C_b, C_b>_F} over the rows
+// of the q-th of `groups` thread blocks (a warp per row, rows strided over
+// all groups' warps), the blocks below the diagonal counted twice (C is
+// symmetric), float64 [B, 2, groups]. `a` may be null (row 0 is then 0).
 cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
                                       const double* ga, const float* kb,
                                       const double* rb, const double* gb,

@@ -231,7 +231,7 @@ at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
     const at::Tensor ga = with_a ? contiguous(a.grand) : at::Tensor();
     // 8 warps a block, ~2 rows a warp: enough warps to fill the GPU.
     const int64_t groups = std::clamp<int64_t>(n / 16, 1, 256);
-    at::Tensor partial = at::empty({batch, groups, 2}, rb.options());
+    at::Tensor partial = at::empty({batch, 2, groups}, rb.options());
     CheckLaunch(cuda_kernels::LaunchCentredGramProducts(
                     with_a ? ka.data_ptr<float>() : nullptr,
                     with_a ? ra.data_ptr<double>() : nullptr,
@@ -239,7 +239,7 @@ at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
                     rb.data_ptr<double>(), gb.data_ptr<double>(), batch, n, b.blocks,
                     groups, partial.data_ptr<double>(), StreamOf(kb)),
                 "CentredGramProducts");
-    return partial.sum(1);
+    return partial.sum(2);
   }
 #endif
   return CentredGramProductsAten(a, b);

@@ -209,10 +209,11 @@ CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& r,
 // neighbours (no all-pair matrices): the raw Gram's lower block triangle,
 // centred on the fly in float64 by CentredGramProducts, which also gives
 // <C_prev, C> with the point before (`previous`, may be null) into *inner.
-// norm_sq [B, n] = |h_t|^2, row_means [B, n] = h_t . mean, mean [B, d]:
-// float64. diag C = |h_t|^2 - 2 r_t + g; C~ 1 = -diag C (C 1 = 0).
+// norm_sq [B, n] = |h_t|^2, row_means [B, n] = h_t . mean, grand [B] =
+// |mean|^2: float64. diag C = |h_t|^2 - 2 r_t + g; C~ 1 = -diag C (C 1 = 0),
+// and 1' C~ 1 = -tr C = n g - tr K (sum_t r_t = n g): no reduction per point.
 CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
-                              const at::Tensor& row_means, const at::Tensor& mean,
+                              const at::Tensor& row_means, const at::Tensor& grand,
                               const at::Tensor& trace_k, const CkaGramStats* previous,
                               at::Tensor* inner) {
   const int64_t n = h.size(1);
@@ -220,14 +221,14 @@ CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
   g.raw.blocks = GramRowBlocks(n);
   g.raw.lower = HalfLowerBlockGram(h, g.raw.blocks);
   g.raw.row_means = row_means;
-  g.raw.grand = mean.square().sum(1);
+  g.raw.grand = grand;
   const at::Tensor products =
       CentredGramProducts(previous != nullptr ? previous->raw : RawGram(), g.raw);
   if (inner != nullptr) *inner = products.select(1, 0);
   g.biased_self = products.select(1, 1);
-  g.diagonal = norm_sq - 2.0 * row_means + g.raw.grand.unsqueeze(1);
+  g.diagonal = norm_sq - 2.0 * row_means + grand.unsqueeze(1);
   g.row_sums = -g.diagonal;
-  g.total = g.row_sums.sum(1);
+  g.total = static_cast<double>(n) * grand - trace_k;
   g.scale = trace_k.square();
   return g;
 }
@@ -252,8 +253,8 @@ CkaGramStats GramStatsOfStates(const at::Tensor& h, const CkaGramStats* previous
   if (IsHalf(h)) {
     const at::Tensor mean = HalfTokenMean(h);
     const TokenStats t = HalfTokenStats(h, at::Tensor(), mean);
-    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot, mean, t.norm_sq.sum(-1),
-                                      previous, inner);
+    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot, mean.square().sum(1),
+                                      t.norm_sq.sum(-1), previous, inner);
     if (h.size(1) >= 4) g.unbiased_self = UnbiasedSelf(g, h.size(1));
     return g;
   }
@@ -617,10 +618,11 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   const bool want_dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
   // Token-centred float64 states (token_dispersion and the CKA Grams share
   // them), or for half states the token means (float64 [B, d]).
-  at::Tensor centred, mean;
+  at::Tensor centred, mean, mean_sq;  // mean_sq = |mean|^2 [B]
   if (want_gram || want_dispersion) {
     if (half) {
       mean = HalfTokenMean(hidden);
+      mean_sq = mean.square().sum(-1);
     } else {
       centred = CentreTokens(h);
     }
@@ -666,7 +668,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     // tr(K), so all tokens one vector gives exactly 0. Half: tr(K) minus
     // n ||mean||^2 (clamped at 0 against rounding).
     const at::Tensor spread =
-        half ? (trace_k - static_cast<double>(n) * mean.square().sum(-1))
+        half ? (trace_k - static_cast<double>(n) * mean_sq)
                    .clamp_min(0.0)
              : at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);
     spreads_.push_back(spread);
@@ -687,7 +689,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   CkaGramStats gram;
   at::Tensor pair_inner;  // <C_prev, C> of the raw-Gram path
   if (raw_gram) {
-    gram = MakeRawGramStats(hidden, norm_sq, row_means, mean, trace_k,
+    gram = MakeRawGramStats(hidden, norm_sq, row_means, mean_sq, trace_k,
                             point >= 1 ? &previous_gram_ : nullptr, &pair_inner);
   } else if (want_gram) {
     at::Tensor out;
