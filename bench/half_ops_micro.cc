@@ -13,8 +13,11 @@
 // one Gram and one product pass.
 //   --accumulator 1  instead: the 8 per-layer metrics of LayerMetricAccumulator
 //                  over --layers + 2 points of such states (the model's
-//                  callback without the model), per batch: the analysis
-//                  alone, without a forward to overlap with.
+//                  callback without the model), per batch. Without a forward
+//                  to run ahead of, this wall time includes the CPU's
+//                  dispatch of the small per-point ops; under Nsight Compute
+//                  (`ncu --print-summary per-kernel`) it gives each kernel's
+//                  GPU time (bench/RESULTS.md).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
