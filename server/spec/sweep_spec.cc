@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/container/flat_hash_set.h"
@@ -27,7 +28,6 @@ constexpr int32_t kMaxNumClasses = 1000;
 constexpr int32_t kMaxNumPrompts = 100000;
 constexpr int32_t kMaxPromptsPerChunk = 4096;
 
-constexpr absl::string_view kDatasets[] = {"kvpr", "mdqa", "mqar"};
 // Keep in sync with ParseLayerMetrics (worker/analysis/layer_metrics.cc).
 constexpr absl::string_view kAnalyses[] = {
     "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst",
@@ -38,8 +38,6 @@ constexpr absl::string_view kAnalyses[] = {
 constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
                                                   "intertoken_cos"};
 constexpr absl::string_view kDtypes[] = {"fp32", "bf16", "fp16"};
-// Data sets whose prompts carry a gold class, i.e. that a probe can use.
-constexpr absl::string_view kClassDatasets[] = {"kvpr", "mdqa"};
 constexpr absl::string_view kFeatureDtypes[] = {"fp16", "fp32"};
 constexpr int32_t kMaxProbeEpochs = 1000000;
 
@@ -62,6 +60,19 @@ bool OneOf(absl::string_view value, const absl::string_view (&set)[N]) {
 template <size_t N>
 std::string Known(const absl::string_view (&set)[N]) {
   return absl::StrJoin(set, ", ");
+}
+
+// The data sets a sweep can run, or of those the ones whose prompts carry a
+// gold class (what a probe can use), as worker/data defines them: ", "-joined.
+std::string KnownJobDatasets(bool with_classes) {
+  std::vector<std::string> names;
+  for (const std::string& name : worker::KnownDatasets()) {
+    if (worker::IsJobDataset(name) &&
+        (!with_classes || worker::DatasetHasClasses(name))) {
+      names.push_back(name);
+    }
+  }
+  return absl::StrJoin(names, ", ");
 }
 
 bool ValidNameChar(char c) {
@@ -101,10 +112,10 @@ absl::Status ValidateName(const std::string& name) {
 
 absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
   const std::string field = Indexed("spec.datasets", i);
-  if (!OneOf(dataset.name(), kDatasets)) {
+  if (!worker::IsJobDataset(dataset.name())) {
     return Invalid(absl::StrCat(field, ".name"),
                    absl::StrCat("unknown data set '", dataset.name(),
-                                "'; known data sets: ", Known(kDatasets)));
+                                "'; known data sets: ", KnownJobDatasets(false)));
   }
   const int32_t c = dataset.num_classes();
   if (c != 0 && (c < kMinNumClasses || c > kMaxNumClasses)) {
@@ -126,11 +137,12 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
   if (probe.task().empty()) {
     return Invalid("spec.probe.task", "required (the data set to probe, e.g. kvpr)");
   }
-  if (!OneOf(probe.task(), kClassDatasets)) {
+  if (!worker::IsJobDataset(probe.task()) ||
+      !worker::DatasetHasClasses(probe.task())) {
     return Invalid("spec.probe.task",
                    absl::StrCat("data set '", probe.task(),
                                 "' has no classes to probe; data sets with classes: ",
-                                Known(kClassDatasets)));
+                                KnownJobDatasets(true)));
   }
   bool found = false;
   for (int d = 0; d < effective.datasets_size(); ++d) {

@@ -150,7 +150,13 @@ INSTANTIATE_TEST_SUITE_P(
                 "spec.seeds[1]: -3 is negative"},
         BadCase{"UnknownDataset",
                 [](SweepSpec& s) { s.add_datasets()->set_name("squad"); },
-                "spec.datasets[0].name: unknown data set 'squad'"},
+                "spec.datasets[0].name: unknown data set 'squad'; known data sets: kvpr, "
+                "mdqa, mqar"},
+        // "text" is a worker data set (layerflow-inspect) that no job runs.
+        BadCase{"NonJobDataset",
+                [](SweepSpec& s) { s.add_datasets()->set_name("text"); },
+                "spec.datasets[0].name: unknown data set 'text'; known data sets: kvpr, "
+                "mdqa, mqar"},
         BadCase{"NumClassesLow",
                 [](SweepSpec& s) {
                   auto* d = s.add_datasets();
@@ -398,7 +404,10 @@ TEST(ValidateSweepSpec, RejectsBadProbeFieldsNamingThem) {
   const std::vector<Case> cases = {
       {[](auto* p) { p->clear_task(); }, "spec.probe.task: required"},
       {[](auto* p) { p->set_task("text"); },
-       "spec.probe.task: data set 'text' has no classes to probe"},
+       "spec.probe.task: data set 'text' has no classes to probe; data sets with "
+       "classes: kvpr, mdqa"},
+      {[](auto* p) { p->set_task("mqar"); },
+       "spec.probe.task: data set 'mqar' has no classes to probe"},
       {[](auto* p) { p->set_classes(7); },
        "spec.probe.classes: 7 does not match spec.datasets[0].num_classes 11"},
       {[](auto* p) { p->add_seeds(-1); }, "spec.probe.seeds[0]: -1 is negative"},
