@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 #include "absl/strings/string_view.h"
 
@@ -75,6 +76,18 @@ std::string KnownJobDatasets(bool with_classes) {
   return absl::StrJoin(names, ", ");
 }
 
+// OK when value is in [lo, hi], or is 0 and 0 stands for a default (`zero`
+// says which, e.g. "0 means 1000"); else INVALID_ARGUMENT "<value> is
+// outside [lo, hi] (<zero>)" for `field`.
+absl::Status CheckInRange(absl::string_view field, int64_t value, int64_t lo, int64_t hi,
+                          absl::string_view zero = "") {
+  if ((value >= lo && value <= hi) || (value == 0 && !zero.empty())) {
+    return absl::OkStatus();
+  }
+  return Invalid(field, absl::StrCat(value, " is outside [", lo, ", ", hi, "]",
+                                     zero.empty() ? "" : absl::StrCat(" (", zero, ")")));
+}
+
 bool ValidNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
          (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
@@ -117,14 +130,9 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
                    absl::StrCat("unknown data set '", dataset.name(),
                                 "'; known data sets: ", KnownJobDatasets(false)));
   }
-  const int32_t c = dataset.num_classes();
-  if (c != 0 && (c < kMinNumClasses || c > kMaxNumClasses)) {
-    return Invalid(absl::StrCat(field, ".num_classes"),
-                   absl::StrCat(c, " is outside [", kMinNumClasses, ", ",
-                                kMaxNumClasses, "] (0 means ",
-                                kDefaultNumClasses, ")"));
-  }
-  return absl::OkStatus();
+  return CheckInRange(absl::StrCat(field, ".num_classes"), dataset.num_classes(),
+                      kMinNumClasses, kMaxNumClasses,
+                      absl::StrCat("0 means ", kDefaultNumClasses));
 }
 
 std::string Quoted(const std::string& s) { return absl::StrCat("'", s, "'"); }
@@ -178,10 +186,10 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
       !s.ok()) {
     return s;
   }
-  if (probe.epochs() < 0 || probe.epochs() > kMaxProbeEpochs) {
-    return Invalid("spec.probe.epochs",
-                   absl::StrCat(probe.epochs(), " is outside [1, ", kMaxProbeEpochs,
-                                "] (0 means ", kDefaultProbeEpochs, ")"));
+  if (absl::Status s = CheckInRange("spec.probe.epochs", probe.epochs(), 1, kMaxProbeEpochs,
+                                     absl::StrCat("0 means ", kDefaultProbeEpochs));
+      !s.ok()) {
+    return s;
   }
   if (!std::isfinite(probe.lr()) || probe.lr() < 0) {
     return Invalid("spec.probe.lr",
@@ -264,11 +272,11 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     }
   }
   for (int i = 0; i < spec.context_lengths_size(); ++i) {
-    const int32_t n = spec.context_lengths(i);
-    if (n < kMinContextLength || n > kMaxContextLength) {
-      return Invalid(Indexed("spec.context_lengths", i),
-                     absl::StrCat(n, " is outside [", kMinContextLength, ", ",
-                                  kMaxContextLength, "]"));
+    if (absl::Status s = CheckInRange(Indexed("spec.context_lengths", i),
+                                      spec.context_lengths(i), kMinContextLength,
+                                      kMaxContextLength);
+        !s.ok()) {
+      return s;
     }
   }
   for (int i = 0; i < spec.analyses_size(); ++i) {
@@ -278,24 +286,15 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
                                   "'; known analyses: ", Known(kAnalyses)));
     }
   }
-  if (spec.num_prompts() < 0 || spec.num_prompts() > kMaxNumPrompts) {
-    return Invalid("spec.num_prompts",
-                   absl::StrCat(spec.num_prompts(), " is outside [1, ",
-                                kMaxNumPrompts, "] (0 means ",
-                                kDefaultNumPrompts, ")"));
-  }
-  if (spec.prompts_per_chunk() < 0 ||
-      spec.prompts_per_chunk() > kMaxPromptsPerChunk) {
-    return Invalid("spec.prompts_per_chunk",
-                   absl::StrCat(spec.prompts_per_chunk(), " is outside [1, ",
-                                kMaxPromptsPerChunk, "] (0 means ",
-                                kDefaultPromptsPerChunk, ")"));
-  }
-  if (spec.batch_prompts() < 0 || spec.batch_prompts() > kMaxPromptsPerChunk) {
-    return Invalid("spec.batch_prompts",
-                   absl::StrCat(spec.batch_prompts(), " is outside [0, ",
-                                kMaxPromptsPerChunk,
-                                "] (0: as many prompts per batch as fit)"));
+  for (const auto& [field, value, lo, hi, zero] :
+       {std::tuple<absl::string_view, int64_t, int64_t, int64_t, std::string>{
+            "spec.num_prompts", spec.num_prompts(), 1, kMaxNumPrompts,
+            absl::StrCat("0 means ", kDefaultNumPrompts)},
+        {"spec.prompts_per_chunk", spec.prompts_per_chunk(), 1, kMaxPromptsPerChunk,
+         absl::StrCat("0 means ", kDefaultPromptsPerChunk)},
+        {"spec.batch_prompts", spec.batch_prompts(), 0, kMaxPromptsPerChunk,
+         "0: as many prompts per batch as fit"}}) {
+    if (absl::Status s = CheckInRange(field, value, lo, hi, zero); !s.ok()) return s;
   }
   if (!spec.dtype().empty() && !OneOf(spec.dtype(), kDtypes)) {
     return Invalid("spec.dtype",

@@ -163,7 +163,7 @@ INSTANTIATE_TEST_SUITE_P(
                   d->set_name("kvpr");
                   d->set_num_classes(1);
                 },
-                "spec.datasets[0].num_classes: 1 is outside [2, 1000]"},
+                "spec.datasets[0].num_classes: 1 is outside [2, 1000] (0 means 11)"},
         BadCase{"NumClassesHigh",
                 [](SweepSpec& s) {
                   auto* d = s.add_datasets();
@@ -199,16 +199,16 @@ INSTANTIATE_TEST_SUITE_P(
                 "adjacent_cos_tokens, spectrum, spectrum_dsf"},
         BadCase{"NumPromptsNegative",
                 [](SweepSpec& s) { s.set_num_prompts(-1); },
-                "spec.num_prompts: -1"},
+                "spec.num_prompts: -1 is outside [1, 100000] (0 means 8)"},
         BadCase{"NumPromptsHigh",
                 [](SweepSpec& s) { s.set_num_prompts(100001); },
-                "spec.num_prompts: 100001"},
+                "spec.num_prompts: 100001 is outside [1, 100000] (0 means 8)"},
         BadCase{"PromptsPerChunkNegative",
                 [](SweepSpec& s) { s.set_prompts_per_chunk(-2); },
-                "spec.prompts_per_chunk: -2"},
+                "spec.prompts_per_chunk: -2 is outside [1, 4096] (0 means 2)"},
         BadCase{"PromptsPerChunkHigh",
                 [](SweepSpec& s) { s.set_prompts_per_chunk(4097); },
-                "spec.prompts_per_chunk: 4097"},
+                "spec.prompts_per_chunk: 4097 is outside [1, 4096] (0 means 2)"},
         BadCase{"BatchPromptsNegative",
                 [](SweepSpec& s) { s.set_batch_prompts(-1); },
                 "spec.batch_prompts: -1 is outside [0, 4096]"},
@@ -416,7 +416,8 @@ TEST(ValidateSweepSpec, RejectsBadProbeFieldsNamingThem) {
          p->add_seeds(3);
        },
        "spec.probe.seeds[1]: duplicate value 3"},
-      {[](auto* p) { p->set_epochs(-5); }, "spec.probe.epochs: -5 is outside"},
+      {[](auto* p) { p->set_epochs(-5); },
+       "spec.probe.epochs: -5 is outside [1, 1000000] (0 means 150)"},
       {[](auto* p) { p->set_lr(-1); }, "spec.probe.lr: -1 is not a positive number"},
       {[](auto* p) { p->set_weight_decay(std::nan("")); }, "spec.probe.weight_decay:"},
       {[](auto* p) { p->set_train_fraction(1.0); },
