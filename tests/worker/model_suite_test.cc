@@ -215,10 +215,22 @@ TEST(Mamba2Scan, ChunkScanEqualsTheSequentialRecurrence) {
 
 TEST(ModelConfigErrors, NameTheField) {
   ModelConfig neo = FindModelPreset("gpt-neo-tiny")->config;
+  // Either key of config.json fills attention_layers, so the message names both.
   neo.gpt_neo.attention_layers.pop_back();
   absl::Status s = ValidateModelConfig(neo);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("attention_types"), std::string::npos) << s;
+  EXPECT_EQ(s.message(), "attention_types / attention_layers: expand to " +
+                             std::to_string(neo.gpt_neo.attention_layers.size()) +
+                             " layers, but num_layers is " +
+                             std::to_string(neo.gpt_neo.num_layers))
+      << s;
+  neo.gpt_neo.attention_layers.push_back("sliding");
+  s = ValidateModelConfig(neo);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "attention_types / attention_layers: layer " +
+                             std::to_string(neo.gpt_neo.num_layers - 1) +
+                             " is 'sliding'; known: global, local")
+      << s;
 
   ModelConfig m2 = FindModelPreset("mamba2-tiny")->config;
   m2.mamba2.head_dim = 7;

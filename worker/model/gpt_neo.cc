@@ -38,13 +38,14 @@ absl::Status GptNeoModel::Validate(const GptNeoConfig& c) {
   }
   if (static_cast<int64_t>(c.attention_layers.size()) != c.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "attention_types: expand to ", c.attention_layers.size(),
+        "attention_types / attention_layers: expand to ", c.attention_layers.size(),
         " layers, but num_layers is ", c.num_layers));
   }
   for (size_t i = 0; i < c.attention_layers.size(); ++i) {
     if (c.attention_layers[i] != "global" && c.attention_layers[i] != "local") {
       return absl::InvalidArgumentError(
-          absl::StrCat("attention_types: layer ", i, " is '", c.attention_layers[i],
+          absl::StrCat("attention_types / attention_layers: layer ", i, " is '",
+                       c.attention_layers[i],
                        "'; known: global, local"));
     }
   }
