@@ -104,6 +104,47 @@ int main(int argc, char** argv) {
                 dtype_name.c_str(), static_cast<long long>(batch), static_cast<long long>(n),
                 static_cast<long long>(d), static_cast<long long>(layers + 2),
                 device.str().c_str(), reps, kCallsPerRep);
+    const std::vector<lw::LayerMetric> every = *lw::ParseLayerMetrics(
+        {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+         "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
+         "cka_all_biased", "adjacent_cos_tokens"});
+    {  // Built once per chunk and replica (job_runner.cc): CPU time, no kernels.
+      std::vector<double> ms;
+      for (int i = 0; i < reps; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        lw::LayerMetricAccumulator acc(every, layers, device, n);
+        ms.push_back(std::chrono::duration<double, std::milli>(
+                         std::chrono::steady_clock::now() - t0)
+                         .count());
+      }
+      std::sort(ms.begin(), ms.end());
+      std::printf("  accumulator of every analysis, built     %8.3f ms\n", ms[ms.size() / 2]);
+    }
+    // The host's time to issue one batch (no wait for the GPU; the states
+    // are already there): what a forward must outlast to hide it.
+    auto issue_ms = [&](const std::vector<lw::LayerMetric>& which) {
+      std::vector<double> ms;
+      for (int i = 0; i < reps; ++i) {
+        lw::LayerMetricAccumulator acc(which, layers, device, n);
+        (void)acc.sums().sum().item<double>();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int64_t p = 0; p <= layers + 1; ++p) acc.Observe(p, points[p]);
+        acc.EndBatch();
+        ms.push_back(std::chrono::duration<double, std::milli>(
+                         std::chrono::steady_clock::now() - t0)
+                         .count());
+        (void)acc.sums().sum().item<double>();
+      }
+      std::sort(ms.begin(), ms.end());
+      return ms[ms.size() / 2];
+    };
+    std::printf("  host time to issue a batch, all 8        %8.3f ms\n", issue_ms(metrics));
+    std::printf("  host time to issue a batch, every        %8.3f ms\n", issue_ms(every));
+    std::printf("  every analysis, one batch                %8.3f ms\n", batch_ms(every));
+    std::printf("  cka_all_unbiased alone, one batch        %8.3f ms\n",
+                batch_ms(*lw::ParseLayerMetrics({"cka_all_unbiased"})));
+    std::printf("  adjacent_cos_tokens alone, one batch     %8.3f ms\n",
+                batch_ms(*lw::ParseLayerMetrics({"adjacent_cos_tokens"})));
     std::printf("  all 8 per-layer metrics, one batch       %8.3f ms\n", batch_ms(metrics));
     std::printf("  cka_unbiased alone, one batch            %8.3f ms\n",
                 batch_ms(*lw::ParseLayerMetrics({"cka_unbiased"})));
@@ -127,6 +168,43 @@ int main(int argc, char** argv) {
   report("full Gram, half output (at::bmm)", MedianMsPerCall(reps, [&] {
            return at::bmm(b, b.transpose(1, 2));
          }));
+  {
+    // The all-pair CKA's path (layer_metrics.cc, MakeHalfGramStats and
+    // AllPairCka): per point a centred float32 Gram (rank-2 start, the full
+    // half GEMM added onto it) and its Frobenius norm; per batch the P x P
+    // products of the P = 25 Grams per prompt.
+    const int64_t p = 25;
+    at::Tensor grams = at::empty({p, batch, n, n}, f32);
+    const at::Tensor c = at::randn({batch, n}, f32), ones_c = at::ones_like(c);
+    report("all-pair Gram: rank-2 start + full half GEMM onto it", MedianMsPerCall(reps, [&] {
+             at::Tensor out = grams[0];
+             at::bmm_out(out, at::stack({c, ones_c}, 2), at::stack({-ones_c, -c}, 1));
+             lw::AddHalfGram(out, b);
+             return out;
+           }));
+    report("all-pair Gram: Frobenius norm", MedianMsPerCall(reps, [&] {
+             return at::linalg_vector_norm(grams[0], 2, {1, 2});
+           }));
+    grams.normal_();
+    report("all-pair products, 25 Grams: one mm per prompt", MedianMsPerCall(reps, [&] {
+             at::Tensor inner = at::empty({batch, p, p}, f32);
+             for (int64_t q = 0; q < batch; ++q) {
+               const at::Tensor g = grams.select(1, q).reshape({p, n * n});
+               at::Tensor out = inner[q];
+               at::mm_out(out, g, g.t());
+             }
+             return inner;
+           }));
+    for (const int64_t splits : {16, 64, 256}) {
+      report("all-pair products, 25 Grams: one bmm, " + std::to_string(splits) + " splits",
+             MedianMsPerCall(reps, [&] {
+               // [P, B * S, n^2 / S] -> [B * S, P, n^2 / S] (strided, no copy).
+               const at::Tensor g = grams.view({p, batch * splits, n * n / splits}).transpose(0, 1);
+               return at::bmm(g, g.transpose(1, 2)).to(at::kDouble)
+                   .view({batch, splits, p, p}).sum(1);
+             }));
+    }
+  }
   for (const int64_t blocks : {1, 2, 4, 8}) {
     report("Gram lower block triangle, float32, " + std::to_string(blocks) + " row blocks",
            MedianMsPerCall(reps, [&] { return lw::HalfLowerBlockGram(b, blocks); }));
