@@ -170,20 +170,16 @@ int main(int argc, char** argv) {
          }));
   {
     // The all-pair CKA's path (layer_metrics.cc, MakeHalfGramStats and
-    // AllPairCka): per point a centred float32 Gram (rank-2 start, the full
-    // half GEMM added onto it) and its Frobenius norm; per batch the P x P
-    // products of the P = 25 Grams per prompt.
+    // AllPairCka): per point a centred float32 Gram with its Frobenius norm;
+    // per batch the P x P products of the P = 25 Grams per prompt.
     const int64_t p = 25;
     at::Tensor grams = at::empty({p, batch, n, n}, f32);
-    const at::Tensor c = at::randn({batch, n}, f32), ones_c = at::ones_like(c);
-    report("all-pair Gram: rank-2 start + full half GEMM onto it", MedianMsPerCall(reps, [&] {
+    const at::Tensor r = lw::HalfTokenStats(b, at::Tensor(), mean).vec_dot.contiguous();
+    const at::Tensor grand = mean.square().sum(1);
+    report("all-pair Gram: full half GEMM, centred in place (+ norm)",
+           MedianMsPerCall(reps, [&] {
              at::Tensor out = grams[0];
-             at::bmm_out(out, at::stack({c, ones_c}, 2), at::stack({-ones_c, -c}, 1));
-             lw::AddHalfGram(out, b);
-             return out;
-           }));
-    report("all-pair Gram: Frobenius norm", MedianMsPerCall(reps, [&] {
-             return at::linalg_vector_norm(grams[0], 2, {1, 2});
+             return lw::HalfCentredGram(out, b, r, grand);
            }));
     grams.normal_();
     report("all-pair products, 25 Grams: one mm per prompt", MedianMsPerCall(reps, [&] {

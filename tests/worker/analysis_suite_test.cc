@@ -743,6 +743,11 @@ TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
   g.grand = at::tensor({13.0}, at::kDouble);
   EXPECT_TRUE(at::equal(CentredGramProducts(RawGram(), g),
                         at::tensor({0.0, 16.0}, at::kDouble).view({1, 2})));
+  // The same Gram centred whole (the all-pair CKA's): C and ||C||^2 = 16.
+  at::Tensor centred = at::empty({1, 2, 2});
+  EXPECT_TRUE(at::equal(HalfCentredGram(centred, cur.narrow(0, 0, 1), g.row_means, g.grand),
+                        at::tensor({16.0}, at::kDouble)));
+  EXPECT_TRUE(at::equal(centred, at::tensor({2.0f, -2.0f, -2.0f, 2.0f}).view({1, 2, 2})));
 
   auto throws = [](const std::function<void()>& f, const std::string& text) {
     try {
@@ -762,6 +767,12 @@ TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
   throws([&] { HalfWeightedTokenSums(at::ones({2, 5, 2}, at::kDouble), cur); },
          "token weights must be float64 [2, 1..4, 2]");
   throws([&] { HalfLowerBlockGram(cur, 0); }, "Gram row blocks must be >= 1");
+  at::Tensor wrong = at::empty({2, 2, 3});
+  throws([&] { HalfCentredGram(wrong, cur, t.vec_dot, g.grand.expand({2})); },
+         "a centred Gram must be contiguous float32 [2, 2, 2], got [2, 2, 3]");
+  at::Tensor square = at::empty({2, 2, 2});
+  throws([&] { HalfCentredGram(square, cur, t.vec_dot.to(at::kFloat), g.grand.expand({2})); },
+         "Gram row means must be float64 [2, 2] and the grand mean float64 [2]");
   RawGram other = g;
   other.lower = at::zeros({1, 3, 3});
   throws([&] { CentredGramProducts(other, g); }, "Gram shapes differ");

@@ -141,6 +141,31 @@ TEST_P(HalfStateOpsGpu, LowerBlockGramAndCentredProductsMatchAten) {
   }
 }
 
+// The all-pair CKA's centred Gram: the fused in-place centring against the
+// same float64 arithmetic in ATen on the same raw Gram (equal entries, the
+// squares' sum to float64 reordering), and against float64 centred states.
+TEST_P(HalfStateOpsGpu, CentredGramMatchesAten) {
+  c10::InferenceMode guard;
+  at::manual_seed(47);
+  for (const Shape& s : kShapes) {
+    SCOPED_TRACE(::testing::Message() << "n " << s.n << " d " << s.d);
+    const at::Tensor x = States(3, s.n, s.d, GetParam());
+    const at::Tensor xd = x.to(at::kDouble);
+    const at::Tensor mean = xd.mean(1);
+    const at::Tensor r = at::bmm(xd, mean.unsqueeze(2)).squeeze(2);
+    const at::Tensor g = mean.square().sum(1);
+    at::Tensor got = at::empty({3, s.n, s.n}, at::TensorOptions().dtype(at::kFloat).device(kGpu));
+    const at::Tensor self = HalfCentredGram(got, x.to(kGpu), r.to(kGpu), g.to(kGpu));
+    // The same GEMM (one row block is the whole product), centred by ATen.
+    at::Tensor want = HalfLowerBlockGram(x.to(kGpu), 1).to(at::kCPU);
+    const at::Tensor want_self = CentreGramAten(want, r, g);
+    EXPECT_TRUE(at::equal(got.to(at::kCPU), want));
+    EXPECT_LT(MaxRel(self, want_self), 1e-12);
+    const at::Tensor c = xd - xd.mean(1, true);
+    EXPECT_LT(MaxRel(got, at::bmm(c, c.transpose(1, 2))), 1e-5);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, HalfStateOpsGpu,
                          ::testing::Values(at::kBFloat16, at::kHalf),
                          [](const auto& info) {

@@ -46,6 +46,15 @@ cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
                                       int64_t groups, double* partial,
                                       cudaStream_t stream);
 
+// Centres whole raw Grams k (float32 [B, n, n]) in place: k_ij <- the
+// float32 rounding of k_ij - (r_i - g) - r_j, formed in float64 (r [B, n],
+// g [B] float64); partial[b, q] = the float64 sum of the stored entries'
+// squares over the rows of the q-th of `groups` thread blocks (a warp per
+// row, rows strided), float64 [B, groups].
+cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch,
+                             int64_t n, int64_t groups, double* partial,
+                             cudaStream_t stream);
+
 }  // namespace layerflow::worker::cuda_kernels
 
 #endif  // LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_

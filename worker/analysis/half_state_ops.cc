@@ -182,9 +182,42 @@ at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks) {
   return out;
 }
 
-void AddHalfGram(at::Tensor& out, const at::Tensor& h) {
+at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& g) {
+  // The kernel's order: (k - (r_i - g)) - r_j.
+  const at::Tensor c = (k.to(at::kDouble) - (r - g.unsqueeze(1)).unsqueeze(2) - r.unsqueeze(1))
+                           .to(at::kFloat);
+  k.copy_(c);
+  return c.to(at::kDouble).square().sum({1, 2});
+}
+
+at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
+                           const at::Tensor& g) {
   CheckHalfStates(h, "states");
-  HalfGemmInto(out, h, h.transpose(1, 2), /*accumulate=*/true);
+  const int64_t batch = h.size(0), n = h.size(1);
+  TORCH_CHECK(out.dim() == 3 && out.size(0) == batch && out.size(1) == n && out.size(2) == n &&
+                  out.scalar_type() == at::kFloat && out.is_contiguous(),
+              "analysis: a centred Gram must be contiguous float32 [", batch, ", ", n, ", ", n,
+              "], got ", out.sizes());
+  TORCH_CHECK(r.sizes() == at::IntArrayRef({batch, n}) && g.sizes() == at::IntArrayRef({batch}) &&
+                  r.scalar_type() == at::kDouble && g.scalar_type() == at::kDouble,
+              "analysis: Gram row means must be float64 [", batch, ", ", n,
+              "] and the grand mean float64 [", batch, "]");
+  HalfGemmInto(out, h, h.transpose(1, 2), /*accumulate=*/false);
+#ifdef LF_WITH_CUDA
+  if (out.is_cuda()) {
+    c10::cuda::CUDAGuard guard(out.device());
+    const at::Tensor rows = r.contiguous(), grand = g.contiguous();
+    // 8 warps a block, ~2 rows a warp (as CentredGramProducts).
+    const int64_t groups = std::clamp<int64_t>(n / 16, 1, 256);
+    at::Tensor partial = at::empty({batch, groups}, rows.options());
+    CheckLaunch(cuda_kernels::LaunchCentreGram(out.data_ptr<float>(), rows.data_ptr<double>(),
+                                               grand.data_ptr<double>(), batch, n, groups,
+                                               partial.data_ptr<double>(), StreamOf(out)),
+                "CentreGram");
+    return partial.sum(1);
+  }
+#endif
+  return CentreGramAten(out, r, g);
 }
 
 at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b) {

@@ -64,9 +64,18 @@ int64_t GramRowBlocks(int64_t n);
 // blocks are unset (zero on the CPU).
 at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks);
 
-// out += h h^T, the whole Gram of half h [B, n, d] the same way, onto
-// float32 out [B, n, n] (the all-pair CKA's centred Grams).
-void AddHalfGram(at::Tensor& out, const at::Tensor& h);
+// The whole centred Gram of half h [B, n, d] into float32 out [B, n, n]
+// (the all-pair CKA's Grams, kept for its products): K = h h^T the same
+// way, then C = K - r 1' - 1 r' + g formed in float64 from K's float32
+// entries (r [B, n] = K's row means = h mean, g [B] = |mean|^2, float64)
+// and rounded to float32 in place, in one fused pass on CUDA that also
+// returns ||C||_F^2 [B] (float64, of the stored entries).
+at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
+                           const at::Tensor& g);
+// The centring step alone on any device: raw Grams k (float32) in place,
+// the same float64 arithmetic; returns ||C||_F^2 [B]. The reference of the
+// fused pass.
+at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& g);
 
 // {<C_a, C_b>_F, <C_b, C_b>_F} per prompt, float64 [B, 2], C = K - r 1' -
 // 1 r' + g in float64; `a` may be empty (a.lower undefined; column 0 is then

@@ -147,24 +147,19 @@ CkaGramStats PointRange(const CkaGramStats& s, int64_t begin, int64_t count) {
   return r;
 }
 
-// The CKA statistics of centred Grams C [B, n, n] (float64, or float32 for
-// half-precision states; kept as `centred`); trace_k [B] = tr(K) of the raw
-// states. The scalars are float64.
+// The CKA statistics of centred float64 Grams C [B, n, n] (kept as
+// `centred`); trace_k [B] = tr(K) of the raw states. (Half-precision
+// states' float32 Grams take theirs from the per-token pass instead:
+// MakeRawGramStats, MakeHalfGramStats.)
 CkaGramStats StatsOfCentredGram(const at::Tensor& centred,
                                 const at::Tensor& trace_k) {
   CkaGramStats g;
-  const int64_t n = centred.size(1);
   g.centred = centred;
-  const bool exact = centred.scalar_type() == at::kDouble;
-  g.diagonal = centred.diagonal(0, 1, 2).to(at::kDouble);
-  // C 1 = 0 (C is centred): float64 sums it to ~1e-16, a float32 C would
-  // add its rounding, so there the row sums of C~ are -diag C exactly.
-  g.row_sums = exact ? centred.sum(2) - g.diagonal : -g.diagonal;
+  g.diagonal = centred.diagonal(0, 1, 2);
+  // C 1 = 0 (C is centred) to ~1e-16: the row sums of C~ are C 1 - diag C.
+  g.row_sums = centred.sum(2) - g.diagonal;
   g.total = g.row_sums.sum(1);
-  // ||C||_F^2: for float32 one fused norm reduction (no n x n temporary).
-  g.biased_self =
-      exact ? FrobeniusDot(centred, centred)
-            : at::linalg_vector_norm(centred, 2, {1, 2}).to(at::kDouble).square();
+  g.biased_self = FrobeniusDot(centred, centred);
   g.scale = trace_k.square();
   return g;
 }
@@ -186,23 +181,22 @@ CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
 }
 
 // The same for half-precision states h [B, n, d] whose centred Gram is
-// kept (the all-pair CKA): C = H K H = K - r 1' - 1 r' + g, r = X mean
-// (K's row means, float64 [B, n], HalfTokenStats), g = |mean|^2 (mean
-// float64 [B, d]), as ONE half GEMM with a float32 output that adds X X^T
-// onto the rank-2 correction (no centred copy of the states, which a half
-// GEMM could not take unrounded). float32 [B, n, n] into `out`.
-CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& r,
-                               const at::Tensor& mean, const at::Tensor& trace_k,
-                               at::Tensor out) {
-  const at::Tensor g = mean.square().sum(1);  // [B]
-  // g - r_i - r_j = u v' with u = [c, 1], v = [-1, -c], c = r - g/2: a
-  // rank-2 float32 product (exact products, one rounding), 2x faster on an
-  // H200 than a broadcast subtraction writing the same n x n.
-  const at::Tensor c = (r - g.unsqueeze(1) / 2).to(at::kFloat);  // [B, n]
-  const at::Tensor ones = at::ones_like(c);
-  at::bmm_out(out, at::stack({c, ones}, 2), at::stack({-ones, -c}, 1));
-  AddHalfGram(out, h);
-  return StatsOfCentredGram(out, trace_k);
+// kept (the all-pair CKA), into `out` (float32 [B, n, n]): the half GEMM's
+// raw Gram centred in place in float64 (HalfCentredGram: no centred copy of
+// the states, which a half GEMM could not take unrounded). norm_sq [B, n] =
+// |h_t|^2, r [B, n] = h_t . mean, grand [B] = |mean|^2: float64. The
+// diagonal and totals as in MakeRawGramStats.
+CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
+                               const at::Tensor& r, const at::Tensor& grand,
+                               const at::Tensor& trace_k, at::Tensor out) {
+  CkaGramStats g;
+  g.biased_self = HalfCentredGram(out, h, r, grand);
+  g.centred = out;
+  g.diagonal = norm_sq - 2.0 * r + grand.unsqueeze(1);
+  g.row_sums = -g.diagonal;
+  g.total = static_cast<double>(h.size(1)) * grand - trace_k;
+  g.scale = trace_k.square();
+  return g;
 }
 
 // The same for half-precision states h [B, n, d] paired only with their
@@ -721,7 +715,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
       out = all_grams_[point];
     }
-    gram = half ? MakeHalfGramStats(hidden, row_means, mean, trace_k, out)
+    gram = half ? MakeHalfGramStats(hidden, norm_sq, row_means, mean_sq, trace_k, out)
                 : MakeGramStats(centred, trace_k, out);
     if (want_all_pairs) all_points_.push_back(gram);
   }
@@ -795,9 +789,18 @@ void LayerMetricAccumulator::AddStepMetrics() {
     if (Has(LayerMetric::kAdjacentCos)) {
       AddBlock(RowOf(LayerMetric::kAdjacentCos), cos.mean(-1));
     }
-    for (int64_t l = 0; examples_ > 0 && l < pairs; ++l) {
-      AddBlock(RowOf(LayerMetric::kAdjacentCosTokens) + l * max_positions_,
-               cos.narrow(0, 0, examples_).select(1, l));
+    if (examples_ > 0) {
+      // Rows l * max_positions + t (t < n) of the heat map: one strided
+      // [L, n] block of the sums, all pairs at once.
+      const int64_t n = cos.size(2);
+      const at::Tensor rows = sums_.narrow(0, RowOf(LayerMetric::kAdjacentCosTokens),
+                                           pairs * max_positions_)
+                                  .view({pairs, max_positions_, 3})
+                                  .narrow(1, 0, n);
+      const at::Tensor example = cos.narrow(0, 0, examples_);  // [examples, L, n]
+      rows.select(2, kSum).add_(example.sum(0));
+      rows.select(2, kSumSq).add_(example.square().sum(0));
+      rows.select(2, kCount).add_(static_cast<double>(examples_));
     }
   }
   if (!steps_.empty()) {
