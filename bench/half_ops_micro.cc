@@ -179,22 +179,7 @@ int main(int argc, char** argv) {
     report("all-pair Gram: full half GEMM, centred in place (+ norm)",
            MedianMsPerCall(reps, [&] {
              at::Tensor out = grams[0];
-             return lw::HalfCentredGramPiece(out, b, r, grand, {0, n, 0, n});
-           }));
-    const std::vector<lw::GramPiece> pieces = lw::LowerBlockPieces(n, lw::GramRowBlocks(n));
-    std::vector<at::Tensor> piece_grams;
-    for (const lw::GramPiece& piece : pieces) {
-      piece_grams.push_back(at::empty({p, batch, piece.rows, piece.cols}, f32).normal_());
-    }
-    report("all-pair Gram: lower block triangle's " + std::to_string(pieces.size()) +
-               " pieces, each centred in place",
-           MedianMsPerCall(reps, [&] {
-             at::Tensor squares;
-             for (size_t k = 0; k < pieces.size(); ++k) {
-               at::Tensor out = piece_grams[k][0];
-               squares = lw::HalfCentredGramPiece(out, b, r, grand, pieces[k]);
-             }
-             return squares;
+             return lw::HalfCentredGram(out, b, r, grand);
            }));
     grams.normal_();
     report("all-pair products, 25 Grams: one mm per prompt", MedianMsPerCall(reps, [&] {

@@ -743,30 +743,11 @@ TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
   g.grand = at::tensor({13.0}, at::kDouble);
   EXPECT_TRUE(at::equal(CentredGramProducts(RawGram(), g),
                         at::tensor({0.0, 16.0}, at::kDouble).view({1, 2})));
-  // The same Gram centred in pieces (the all-pair CKA's): whole, C and
-  // ||C||^2 = 16; row 1, column 0: C_10 = -2, its square 4.
+  // The same Gram centred whole (the all-pair CKA's): C and ||C||^2 = 16.
   at::Tensor centred = at::empty({1, 2, 2});
-  EXPECT_TRUE(at::equal(
-      HalfCentredGramPiece(centred, cur.narrow(0, 0, 1), g.row_means, g.grand, {0, 2, 0, 2}),
-      at::tensor({16.0}, at::kDouble)));
+  EXPECT_TRUE(at::equal(HalfCentredGram(centred, cur.narrow(0, 0, 1), g.row_means, g.grand),
+                        at::tensor({16.0}, at::kDouble)));
   EXPECT_TRUE(at::equal(centred, at::tensor({2.0f, -2.0f, -2.0f, 2.0f}).view({1, 2, 2})));
-  at::Tensor corner = at::empty({1, 1, 1});
-  EXPECT_TRUE(at::equal(
-      HalfCentredGramPiece(corner, cur.narrow(0, 0, 1), g.row_means, g.grand, {1, 1, 0, 1}),
-      at::tensor({4.0}, at::kDouble)));
-  EXPECT_EQ(corner.item<float>(), -2.0f);
-  // 4 row blocks of 75 rows: 4 diagonal blocks and 3 parts left of them,
-  // which, the latter twice, cover the 300 x 300 matrix once.
-  const std::vector<GramPiece> pieces = LowerBlockPieces(300, 4);
-  ASSERT_EQ(pieces.size(), 7u);
-  int64_t covered = 0;
-  for (const GramPiece& p : pieces) {
-    EXPECT_EQ(p.rows, 75);
-    EXPECT_EQ(p.twice, p.col0 == 0 && p.row0 > 0);
-    EXPECT_EQ(p.cols, p.twice ? p.row0 : 75);
-    covered += (p.twice ? 2 : 1) * p.rows * p.cols;
-  }
-  EXPECT_EQ(covered, 300 * 300);
 
   auto throws = [](const std::function<void()>& f, const std::string& text) {
     try {
@@ -786,16 +767,12 @@ TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
   throws([&] { HalfWeightedTokenSums(at::ones({2, 5, 2}, at::kDouble), cur); },
          "token weights must be float64 [2, 1..4, 2]");
   throws([&] { HalfLowerBlockGram(cur, 0); }, "Gram row blocks must be >= 1");
-  const at::Tensor grand2 = g.grand.expand({2});
   at::Tensor wrong = at::empty({2, 2, 3});
-  throws([&] { HalfCentredGramPiece(wrong, cur, t.vec_dot, grand2, {0, 2, 0, 2}); },
-         "a centred Gram piece must be contiguous float32 [2, 2, 2], got [2, 2, 3]");
+  throws([&] { HalfCentredGram(wrong, cur, t.vec_dot, g.grand.expand({2})); },
+         "a centred Gram must be contiguous float32 [2, 2, 2], got [2, 2, 3]");
   at::Tensor square = at::empty({2, 2, 2});
-  throws([&] { HalfCentredGramPiece(square, cur, t.vec_dot, grand2, {1, 2, 0, 2}); },
-         "Gram piece rows 1+2, columns 0+2 is outside a 2 x 2 Gram");
-  throws([&] {
-    HalfCentredGramPiece(square, cur, t.vec_dot.to(at::kFloat), grand2, {0, 2, 0, 2});
-  }, "Gram row means must be float64 [2, 2] and the grand mean float64 [2]");
+  throws([&] { HalfCentredGram(square, cur, t.vec_dot.to(at::kFloat), g.grand.expand({2})); },
+         "Gram row means must be float64 [2, 2] and the grand mean float64 [2]");
   RawGram other = g;
   other.lower = at::zeros({1, 3, 3});
   throws([&] { CentredGramProducts(other, g); }, "Gram shapes differ");

@@ -334,53 +334,50 @@ __global__ void CentredGramProductsKernel(const float* __restrict__ ka,
   }
 }
 
-// ---- Centring a piece of a Gram in place: one warp per row -----------------
-// Piece rows i < rows, columns j < cols are the Gram's rows row0 + i and
-// columns col0 + j: k_ij <- float(k_ij - (r_(row0+i) - g) - r_(col0+j)),
-// formed in float64, and the float64 sum of the stored entries' squares
-// (what products of the stored pieces see).
+// ---- Centring a whole Gram in place: one warp per row ----------------------
+// k_ij <- float(k_ij - (r_i - g) - r_j), formed in float64, and the float64
+// sum of the stored entries' squares (what products of the stored Grams see).
 template <bool kVector>
 __global__ void CentreGramKernel(float* __restrict__ k, const double* __restrict__ r,
-                                 const double* __restrict__ g, int64_t n, int64_t rows,
-                                 int64_t cols, int64_t row0, int64_t col0,
+                                 const double* __restrict__ g, int64_t n,
                                  double* __restrict__ partial) {
   const int64_t b = blockIdx.y, group = blockIdx.x, groups = gridDim.x;
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(groups) * kWarps;
-  float* K = k + b * rows * cols;
+  float* K = k + b * n * n;
   const double* R = r + b * n;
-  const double* RC = R + col0;
   double self = 0;
   auto centre = [&](float kij, double r_i, double r_j) {
     const float c = static_cast<float>(static_cast<double>(kij) - r_i - r_j);
     self += static_cast<double>(c) * c;
     return c;
   };
-  for (int64_t i = group * kWarps + threadIdx.x / 32; i < rows; i += warps) {
-    const double r_i = R[row0 + i] - g[b];
-    float* k_i = K + i * cols;
-    if constexpr (kVector) {  // cols % 4 == 0; k_i and RC 16-byte aligned
+  for (int64_t i = group * kWarps + threadIdx.x / 32; i < n; i += warps) {
+    const double r_i = R[i] - g[b];
+    float* k_i = K + i * n;
+    int64_t j0 = 0;
+    if constexpr (kVector) {
       constexpr int64_t kStep = 32 * 4;
-      for (int64_t j0 = 0; j0 < cols; j0 += kGramUnroll * kStep) {
+      for (; j0 < n; j0 += kGramUnroll * kStep) {
         float4 v[kGramUnroll];
 #pragma unroll
         for (int u = 0; u < kGramUnroll; ++u) {
           const int64_t j = j0 + u * kStep + lane * 4;
-          v[u] = j < cols ? *reinterpret_cast<const float4*>(k_i + j) : float4{};
+          v[u] = j < n ? *reinterpret_cast<const float4*>(k_i + j) : float4{};
         }
 #pragma unroll
         for (int u = 0; u < kGramUnroll; ++u) {
           const int64_t j = j0 + u * kStep + lane * 4;
-          if (j >= cols) break;
-          const double2 r01 = *reinterpret_cast<const double2*>(RC + j);
-          const double2 r23 = *reinterpret_cast<const double2*>(RC + j + 2);
+          if (j >= n) break;
+          const double2 r01 = *reinterpret_cast<const double2*>(R + j);
+          const double2 r23 = *reinterpret_cast<const double2*>(R + j + 2);
           const float4 c{centre(v[u].x, r_i, r01.x), centre(v[u].y, r_i, r01.y),
                          centre(v[u].z, r_i, r23.x), centre(v[u].w, r_i, r23.y)};
           *reinterpret_cast<float4*>(k_i + j) = c;
         }
       }
     } else {
-      for (int64_t j = lane; j < cols; j += 32) k_i[j] = centre(k_i[j], r_i, RC[j]);
+      for (int64_t j = lane; j < n; j += 32) k_i[j] = centre(k_i[j], r_i, R[j]);
     }
   }
   self = BlockSum(self);
@@ -451,21 +448,17 @@ cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
 }
 
 cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch,
-                             int64_t n, int64_t rows, int64_t cols, int64_t row0,
-                             int64_t col0, int64_t groups, double* partial,
+                             int64_t n, int64_t groups, double* partial,
                              cudaStream_t stream) {
-  if (groups < 1 || row0 < 0 || col0 < 0 || row0 + rows > n || col0 + cols > n) {
-    return cudaErrorInvalidValue;
-  }
-  if (batch == 0 || rows == 0) return cudaSuccess;
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  // Every row of k and every prompt's r + col0 16-byte aligned.
-  const bool vector = cols % 4 == 0 && n % 2 == 0 && col0 % 2 == 0 && aligned(k) && aligned(r);
+  if (groups < 1) return cudaErrorInvalidValue;
+  if (batch == 0) return cudaSuccess;
+  const bool vector = n % 4 == 0 && reinterpret_cast<uintptr_t>(k) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(r) % 16 == 0;
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
   if (vector) {
-    CentreGramKernel<true><<<grid, kThreads, 0, stream>>>(k, r, g, n, rows, cols, row0, col0, partial);
+    CentreGramKernel<true><<<grid, kThreads, 0, stream>>>(k, r, g, n, partial);
   } else {
-    CentreGramKernel<false><<<grid, kThreads, 0, stream>>>(k, r, g, n, rows, cols, row0, col0, partial);
+    CentreGramKernel<false><<<grid, kThreads, 0, stream>>>(k, r, g, n, partial);
   }
   return cudaGetLastError();
 }

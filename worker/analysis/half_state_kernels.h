@@ -46,16 +46,13 @@ cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
                                       int64_t groups, double* partial,
                                       cudaStream_t stream);
 
-// Centres pieces of raw Grams in place: k (float32 [B, rows, cols],
-// contiguous) holds rows row0 .. row0 + rows - 1 and columns col0 .. col0 +
-// cols - 1 of each prompt's n x n Gram; k_ij <- the float32 rounding of
-// k_ij - (r_(row0+i) - g) - r_(col0+j), formed in float64 (r [B, n], g [B]
-// float64); partial[b, q] = the float64 sum of the stored entries' squares
-// over the rows of the q-th of `groups` thread blocks (a warp per row, rows
-// strided), float64 [B, groups].
+// Centres whole raw Grams k (float32 [B, n, n]) in place: k_ij <- the
+// float32 rounding of k_ij - (r_i - g) - r_j, formed in float64 (r [B, n],
+// g [B] float64); partial[b, q] = the float64 sum of the stored entries'
+// squares over the rows of the q-th of `groups` thread blocks (a warp per
+// row, rows strided), float64 [B, groups].
 cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch,
-                             int64_t n, int64_t rows, int64_t cols, int64_t row0,
-                             int64_t col0, int64_t groups, double* partial,
+                             int64_t n, int64_t groups, double* partial,
                              cudaStream_t stream);
 
 }  // namespace layerflow::worker::cuda_kernels

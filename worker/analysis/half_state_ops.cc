@@ -1,7 +1,6 @@
 #include "worker/analysis/half_state_ops.h"
 
 #include <algorithm>
-#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -183,64 +182,42 @@ at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks) {
   return out;
 }
 
-std::vector<GramPiece> LowerBlockPieces(int64_t n, int64_t blocks) {
-  TORCH_CHECK(blocks >= 1, "analysis: Gram row blocks must be >= 1, got ", blocks);
-  std::vector<GramPiece> pieces;
-  for (int64_t i = 0; i < blocks; ++i) {
-    const RowBlock r = RowBlockOf(n, blocks, i);
-    if (r.hi == r.lo) continue;
-    pieces.push_back({r.lo, r.hi - r.lo, r.lo, r.hi - r.lo, /*twice=*/false});
-    if (r.lo > 0) pieces.push_back({r.lo, r.hi - r.lo, 0, r.lo, /*twice=*/true});
-  }
-  return pieces;
-}
-
-at::Tensor CentreGramPieceAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& g,
-                               const GramPiece& piece) {
+at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& g) {
   // The kernel's order: (k - (r_i - g)) - r_j.
-  const at::Tensor r_rows = r.narrow(1, piece.row0, piece.rows) - g.unsqueeze(1);
-  const at::Tensor r_cols = r.narrow(1, piece.col0, piece.cols);
-  const at::Tensor c =
-      (k.to(at::kDouble) - r_rows.unsqueeze(2) - r_cols.unsqueeze(1)).to(at::kFloat);
+  const at::Tensor c = (k.to(at::kDouble) - (r - g.unsqueeze(1)).unsqueeze(2) - r.unsqueeze(1))
+                           .to(at::kFloat);
   k.copy_(c);
   return c.to(at::kDouble).square().sum({1, 2});
 }
 
-at::Tensor HalfCentredGramPiece(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
-                                const at::Tensor& g, const GramPiece& piece) {
+at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
+                           const at::Tensor& g) {
   CheckHalfStates(h, "states");
   const int64_t batch = h.size(0), n = h.size(1);
-  TORCH_CHECK(piece.row0 >= 0 && piece.col0 >= 0 && piece.rows >= 0 && piece.cols >= 0 &&
-                  piece.row0 + piece.rows <= n && piece.col0 + piece.cols <= n,
-              "analysis: Gram piece rows ", piece.row0, "+", piece.rows, ", columns ",
-              piece.col0, "+", piece.cols, " is outside a ", n, " x ", n, " Gram");
-  TORCH_CHECK(out.dim() == 3 && out.size(0) == batch && out.size(1) == piece.rows &&
-                  out.size(2) == piece.cols && out.scalar_type() == at::kFloat &&
-                  out.is_contiguous(),
-              "analysis: a centred Gram piece must be contiguous float32 [", batch, ", ",
-              piece.rows, ", ", piece.cols, "], got ", out.sizes());
+  TORCH_CHECK(out.dim() == 3 && out.size(0) == batch && out.size(1) == n && out.size(2) == n &&
+                  out.scalar_type() == at::kFloat && out.is_contiguous(),
+              "analysis: a centred Gram must be contiguous float32 [", batch, ", ", n, ", ", n,
+              "], got ", out.sizes());
   TORCH_CHECK(r.sizes() == at::IntArrayRef({batch, n}) && g.sizes() == at::IntArrayRef({batch}) &&
                   r.scalar_type() == at::kDouble && g.scalar_type() == at::kDouble,
               "analysis: Gram row means must be float64 [", batch, ", ", n,
               "] and the grand mean float64 [", batch, "]");
-  HalfGemmInto(out, h.narrow(1, piece.row0, piece.rows),
-               h.narrow(1, piece.col0, piece.cols).transpose(1, 2), /*accumulate=*/false);
+  HalfGemmInto(out, h, h.transpose(1, 2), /*accumulate=*/false);
 #ifdef LF_WITH_CUDA
   if (out.is_cuda()) {
     c10::cuda::CUDAGuard guard(out.device());
     const at::Tensor rows = r.contiguous(), grand = g.contiguous();
     // 8 warps a block, ~2 rows a warp (as CentredGramProducts).
-    const int64_t groups = std::clamp<int64_t>(piece.rows / 16, 1, 256);
+    const int64_t groups = std::clamp<int64_t>(n / 16, 1, 256);
     at::Tensor partial = at::empty({batch, groups}, rows.options());
-    CheckLaunch(cuda_kernels::LaunchCentreGram(
-                    out.data_ptr<float>(), rows.data_ptr<double>(), grand.data_ptr<double>(),
-                    batch, n, piece.rows, piece.cols, piece.row0, piece.col0, groups,
-                    partial.data_ptr<double>(), StreamOf(out)),
+    CheckLaunch(cuda_kernels::LaunchCentreGram(out.data_ptr<float>(), rows.data_ptr<double>(),
+                                               grand.data_ptr<double>(), batch, n, groups,
+                                               partial.data_ptr<double>(), StreamOf(out)),
                 "CentreGram");
     return partial.sum(1);
   }
 #endif
-  return CentreGramPieceAten(out, r, g, piece);
+  return CentreGramAten(out, r, g);
 }
 
 at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b) {

@@ -18,7 +18,6 @@
 #define LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_OPS_H_
 
 #include <cstdint>
-#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -65,32 +64,18 @@ int64_t GramRowBlocks(int64_t n);
 // blocks are unset (zero on the CPU).
 at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks);
 
-// A rectangular piece of an n x n Gram: rows row0 .. row0 + rows - 1,
-// columns col0 .. col0 + cols - 1; `twice`: it stands for itself and its
-// mirror image above the diagonal.
-struct GramPiece {
-  int64_t row0 = 0, rows = 0, col0 = 0, cols = 0;
-  bool twice = false;
-};
-// The lower block triangle of GramRowBlocks' `blocks` row blocks as pieces:
-// each row block's diagonal block (once) and the part left of it (twice),
-// 2 blocks - 1 pieces. For a symmetric C the pieces' sums weighted by
-// (twice ? 2 : 1) are the whole matrix's sum.
-std::vector<GramPiece> LowerBlockPieces(int64_t n, int64_t blocks);
-
-// A piece of the centred Gram of half h [B, n, d] into float32 out
-// [B, rows, cols] (contiguous): K's piece by a half GEMM (float32 output),
-// then C = K - r 1' - 1 r' + g formed in float64 from K's float32 entries
-// (r [B, n] = K's row means = h mean, g [B] = |mean|^2, float64) and rounded
-// to float32 in place, in one fused pass on CUDA. Returns the piece's sum
-// of squares [B] (float64, of the stored entries; not doubled). The
-// all-pair CKA keeps these pieces for its products.
-at::Tensor HalfCentredGramPiece(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
-                                const at::Tensor& g, const GramPiece& piece);
-// The centring step alone on any device, on a raw piece k (float32, in
-// place), the same float64 arithmetic; the reference of the fused pass.
-at::Tensor CentreGramPieceAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& g,
-                               const GramPiece& piece);
+// The whole centred Gram of half h [B, n, d] into float32 out [B, n, n]
+// (the all-pair CKA's Grams, kept for its products): K = h h^T the same
+// way, then C = K - r 1' - 1 r' + g formed in float64 from K's float32
+// entries (r [B, n] = K's row means = h mean, g [B] = |mean|^2, float64)
+// and rounded to float32 in place, in one fused pass on CUDA that also
+// returns ||C||_F^2 [B] (float64, of the stored entries).
+at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
+                           const at::Tensor& g);
+// The centring step alone on any device: raw Grams k (float32) in place,
+// the same float64 arithmetic; returns ||C||_F^2 [B]. The reference of the
+// fused pass.
+at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& g);
 
 // {<C_a, C_b>_F, <C_b, C_b>_F} per prompt, float64 [B, 2], C = K - r 1' -
 // 1 r' + g in float64; `a` may be empty (a.lower undefined; column 0 is then

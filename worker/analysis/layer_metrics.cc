@@ -181,23 +181,17 @@ CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
 }
 
 // The same for half-precision states h [B, n, d] whose centred Gram is
-// kept (the all-pair CKA): the lower block triangle's `pieces` into `outs`
-// (float32 [B, rows, cols] each), each the half GEMM's raw piece centred in
-// place in float64 (HalfCentredGramPiece: no centred copy of the states,
-// which a half GEMM could not take unrounded); no `centred`. norm_sq [B, n]
-// = |h_t|^2, r [B, n] = h_t . mean, grand [B] = |mean|^2: float64. The
+// kept (the all-pair CKA), into `out` (float32 [B, n, n]): the half GEMM's
+// raw Gram centred in place in float64 (HalfCentredGram: no centred copy of
+// the states, which a half GEMM could not take unrounded). norm_sq [B, n] =
+// |h_t|^2, r [B, n] = h_t . mean, grand [B] = |mean|^2: float64. The
 // diagonal and totals as in MakeRawGramStats.
 CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
                                const at::Tensor& r, const at::Tensor& grand,
-                               const at::Tensor& trace_k,
-                               const std::vector<GramPiece>& pieces,
-                               std::vector<at::Tensor> outs) {
+                               const at::Tensor& trace_k, at::Tensor out) {
   CkaGramStats g;
-  g.biased_self = at::zeros_like(grand);
-  for (size_t k = 0; k < pieces.size(); ++k) {
-    const at::Tensor squares = HalfCentredGramPiece(outs[k], h, r, grand, pieces[k]);
-    g.biased_self += pieces[k].twice ? 2.0 * squares : squares;
-  }
+  g.biased_self = HalfCentredGram(out, h, r, grand);
+  g.centred = out;
   g.diagonal = norm_sq - 2.0 * r + grand.unsqueeze(1);
   g.row_sums = -g.diagonal;
   g.total = static_cast<double>(h.size(1)) * grand - trace_k;
@@ -293,32 +287,31 @@ at::Tensor UnbiasedCka(const CkaGramStats& a, const CkaGramStats& b,
 // Entries of each slice of the all-pair CKA's Gram products (AllPairCka).
 constexpr int64_t kAllPairSliceEntries = 65536;
 
-// inner[b] = G_b G_b^T for Grams g [P, B, E] (contiguous; E entries each,
-// flattened), float64 [B, P, P]: one batched product over S slices of the E
-// entries (g viewed as [B S, P, E / S], strided, no copy) whose [B, S, P, P]
-// partials are summed in float64: 2x faster on an H200 than one product per
-// prompt (P = 25 rows leave a single product with too few thread blocks),
-// and float32 accumulates only E / S entries.
-// Float32 Grams (half-precision states): the float32 accumulation errs by
-// ~1e-7 of sum |C_a C_b| <= ||C_a|| ||C_b|| (the Grams are centred, so no
-// large common part cancels), ~1e-7 absolute in CKA.
-at::Tensor SlicedGramProducts(const at::Tensor& g) {
-  TORCH_CHECK(g.dim() == 3 && g.is_contiguous(),
-              "analysis: all-pair Grams must be contiguous [P, B, entries], got ", g.sizes());
-  const int64_t p = g.size(0), batch = g.size(1), entries = g.size(2);
-  int64_t slices = 1;  // a power of two dividing E, ~64k entries a slice
+// Both CKAs of every pair of points at once, [B, P, P] each (undefined when
+// not asked): `points` are P points' stats, `grams` [P, B, n, n] their
+// centred Grams (the points' `centred` views).
+std::pair<at::Tensor, at::Tensor> AllPairCka(
+    const std::vector<CkaGramStats>& points, const at::Tensor& grams,
+    int64_t n, bool biased, bool unbiased) {
+  const int64_t p = grams.size(0), batch = grams.size(1);
+  // inner[b] = G_b G_b^T, G_b [P, n^2] the flattened Grams of prompt b, as
+  // one batched product over S slices of the n^2 entries (G viewed as
+  // [B S, P, n^2 / S], strided, no copy) whose [B, S, P, P] partials are
+  // summed in float64: 2x faster on an H200 than one product per prompt
+  // (P = 25 rows leave a single product with too few thread blocks), and
+  // float32 accumulates only n^2 / S entries.
+  // Float32 Grams (half-precision states): the float32 accumulation errs by
+  // ~1e-7 of sum |C_a C_b| <= ||C_a|| ||C_b|| (the Grams are centred, so no
+  // large common part cancels), ~1e-7 absolute in CKA.
+  const int64_t entries = n * n;
+  int64_t slices = 1;  // a power of two dividing n^2, ~64k entries a slice
   while (slices * 2 * kAllPairSliceEntries <= entries && entries % (slices * 2) == 0) {
     slices *= 2;
   }
-  const at::Tensor x = g.view({p, batch * slices, entries / slices}).transpose(0, 1);
-  return at::bmm(x, x.transpose(1, 2)).to(at::kDouble).view({batch, slices, p, p}).sum(1);
-}
-
-// Both CKAs of every pair of points at once, [B, P, P] each (undefined when
-// not asked): `points` are P points' stats, inner [B, P, P] = <C_l, C_l'>.
-std::pair<at::Tensor, at::Tensor> AllPairCka(
-    const std::vector<CkaGramStats>& points, const at::Tensor& inner,
-    int64_t n, bool biased, bool unbiased) {
+  TORCH_CHECK(grams.is_contiguous(), "analysis: all-pair Grams must be contiguous");
+  const at::Tensor g = grams.view({p, batch * slices, entries / slices}).transpose(0, 1);
+  const at::Tensor inner =
+      at::bmm(g, g.transpose(1, 2)).to(at::kDouble).view({batch, slices, p, p}).sum(1);
   const CkaGramStats all = StackPoints(points, 0, points.size(), n);  // [B, P, ...]
   const at::Tensor& scale = all.scale;
   std::pair<at::Tensor, at::Tensor> out;
@@ -531,21 +524,6 @@ void LayerMetricAccumulator::AddBlock(int64_t row, const at::Tensor& per_prompt)
   block.select(1, kCount).add_(static_cast<double>(per_prompt.size(0)));
 }
 
-at::Tensor LayerMetricAccumulator::AllPairInner() const {
-  const int64_t p = num_layers_ + 1;
-  if (all_piece_grams_.empty()) {
-    return SlicedGramProducts(all_grams_.view({p, all_grams_.size(1), -1}));
-  }
-  at::Tensor inner;
-  for (size_t k = 0; k < all_pieces_.size(); ++k) {
-    const at::Tensor& grams = all_piece_grams_[k];
-    at::Tensor part = SlicedGramProducts(grams.view({p, grams.size(1), -1}));
-    if (all_pieces_[k].twice) part = 2.0 * part;  // and its mirror image
-    inner = inner.defined() ? inner + part : part;
-  }
-  return inner;
-}
-
 void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
   // The adjacent-pair CKAs (l, l + 1) are the matrices' first
   // super-diagonal: taken from here when all pairs are computed.
@@ -557,7 +535,7 @@ void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
   const bool unbiased = all_unbiased || pair_unbiased;
   if (!biased && !unbiased) return;
   const int64_t p = num_layers_ + 1;
-  auto [b, u] = AllPairCka(all_points_, AllPairInner(), n, biased, unbiased);
+  auto [b, u] = AllPairCka(all_points_, all_grams_, n, biased, unbiased);
   const at::Tensor pairs = at::triu_indices(
       p, p, 1, at::TensorOptions().dtype(at::kLong).device(sums_.device()));
   auto upper = [&](const at::Tensor& m) {  // [B, P, P] -> [B, pairs]
@@ -728,31 +706,17 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     gram = MakeRawGramStats(hidden, norm_sq, row_means, mean_sq, trace_k,
                             point >= 1 ? &previous_gram_ : nullptr, &pair_inner);
   } else if (want_gram) {
-    // Half states here always keep their Grams for all pairs (raw_gram
-    // otherwise); float64 states also without all pairs (pair_cka).
-    if (want_all_pairs && point == 0) {
-      all_points_.clear();
-      const int64_t points = num_layers_ + 1;
-      if (half) {
-        all_pieces_ = LowerBlockPieces(n, GramRowBlocks(n));
-        all_piece_grams_.clear();
-        for (const GramPiece& piece : all_pieces_) {
-          all_piece_grams_.push_back(at::empty({points, batch, piece.rows, piece.cols},
-                                               h.options().dtype(at::kFloat)));
-        }
-      } else {
-        all_grams_ = at::empty({points, batch, n, n}, h.options());
+    at::Tensor out;
+    if (want_all_pairs) {
+      if (point == 0) {
+        all_grams_ = at::empty({num_layers_ + 1, batch, n, n},
+                               h.options().dtype(half ? at::kFloat : at::kDouble));
+        all_points_.clear();
       }
+      out = all_grams_[point];
     }
-    if (half) {
-      std::vector<at::Tensor> outs;
-      for (const at::Tensor& grams : all_piece_grams_) outs.push_back(grams[point]);
-      gram = MakeHalfGramStats(hidden, norm_sq, row_means, mean_sq, trace_k, all_pieces_,
-                               std::move(outs));
-    } else {
-      gram = MakeGramStats(centred, trace_k,
-                           want_all_pairs ? all_grams_[point] : at::Tensor());
-    }
+    gram = half ? MakeHalfGramStats(hidden, norm_sq, row_means, mean_sq, trace_k, out)
+                : MakeGramStats(centred, trace_k, out);
     if (want_all_pairs) all_points_.push_back(gram);
   }
   centred = at::Tensor();
@@ -875,7 +839,6 @@ void LayerMetricAccumulator::DropHeld() {
   steps_.clear();
   previous_gram_ = CkaGramStats();
   all_grams_ = at::Tensor();
-  all_piece_grams_.clear();
   all_points_.clear();
   pair_points_.clear();
   pair_inner_.clear();

@@ -239,16 +239,10 @@ class LayerMetricAccumulator {
   at::Tensor previous_;       // [B, n, d] of the last residual point
   std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
   CkaGramStats previous_gram_;   // of the last residual point (CKA only)
-  // All-pair CKA: each point's stats, and the centred Grams of points
-  // 0..L: float64 states [L + 1, B, n, n] (the points' `centred` are views
-  // into it); half states only their lower block triangle, as pieces
-  // (LowerBlockPieces) of [L + 1, B, rows, cols] float32 each.
-  std::vector<CkaGramStats> all_points_;
+  // All-pair CKA: the centred Grams of points 0..L, [L + 1, B, n, n], and
+  // each point's stats (their `centred` are views into it).
   at::Tensor all_grams_;
-  std::vector<GramPiece> all_pieces_;
-  std::vector<at::Tensor> all_piece_grams_;
-  // inner[b, l, l'] = <C_l, C_l'> of prompt b, float64 [B, L + 1, L + 1].
-  at::Tensor AllPairInner() const;
+  std::vector<CkaGramStats> all_points_;
   // Adjacent-pair CKA without all pairs: each residual point's Gram scalars
   // (no n x n matrix) and each pair's <C_l, C_l+1>, so the HSIC algebra runs
   // once per batch on [B, L] tensors, not as dozens of small kernels per
