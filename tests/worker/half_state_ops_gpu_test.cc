@@ -175,7 +175,7 @@ INSTANTIATE_TEST_SUITE_P(Types, HalfStateOpsGpu,
 // Every per-layer analysis on half states on the GPU against the float64
 // path on the CPU on the same values (as HalfPrecisionStatesMatchFloat64 in
 // analysis_suite_test.cc does on the CPU): 1e-5 of each row's scale.
-TEST(HalfStateAccumulatorGpu, PerLayerMetricsMatchFloat64OnTheCpu) {
+TEST(HalfStateAccumulatorGpu, MetricsMatchFloat64OnTheCpu) {
   ASSERT_TRUE(at::hasCUDA()) << "this suite needs a CUDA device";
   c10::InferenceMode guard;
   const std::vector<LayerMetric> per_layer = {
@@ -183,18 +183,27 @@ TEST(HalfStateAccumulatorGpu, PerLayerMetricsMatchFloat64OnTheCpu) {
       LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
       LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
       LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased};
+  // And every analysis: the all-pair CKA's centred Grams, the heat map.
+  const std::vector<LayerMetric> every = [&] {
+    std::vector<LayerMetric> all = per_layer;
+    all.insert(all.end(), {LayerMetric::kCkaAllUnbiased, LayerMetric::kCkaAllBiased,
+                           LayerMetric::kAdjacentCosTokens});
+    return all;
+  }();
   const int64_t L = 3, B = 3, n = 300, d = 64;
   at::manual_seed(44);
   for (at::ScalarType half : {at::kBFloat16, at::kHalf}) {
-    SCOPED_TRACE(c10::toString(half));
+   for (const std::vector<LayerMetric>* metrics : {&per_layer, &every}) {
+    SCOPED_TRACE(::testing::Message() << c10::toString(half)
+                                      << (metrics == &every ? " every" : " per-layer"));
     std::vector<at::Tensor> halves;
     for (int p = 0; p < L + 2; ++p) {
       at::Tensor x = at::randn({B, n, d}) + 3 * at::randn({1, 1, d});
       x = p == 0 ? x : halves.back().to(at::kFloat) + 0.4 * x;
       halves.push_back(x.to(half));
     }
-    LayerMetricAccumulator want(per_layer, L, c10::Device(c10::kCPU), n);
-    LayerMetricAccumulator got(per_layer, L, kGpu, n);
+    LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
+    LayerMetricAccumulator got(*metrics, L, kGpu, n);
     for (int p = 0; p < L + 2; ++p) {
       want.Observe(p, halves[p].to(at::kDouble));
       got.Observe(p, halves[p].to(kGpu));
@@ -212,6 +221,7 @@ TEST(HalfStateAccumulatorGpu, PerLayerMetricsMatchFloat64OnTheCpu) {
     EXPECT_LT(ratio.max().item<double>(), 1e-5)
         << want.keys()[worst].metric << " layer " << want.keys()[worst].layer;
     EXPECT_TRUE(at::equal(g.select(1, 2), w.select(1, 2)));
+   }
   }
 }
 
