@@ -19,7 +19,6 @@
 //                  (`ncu --print-summary per-kernel`) it gives each kernel's
 //                  GPU time (bench/RESULTS.md).
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -28,7 +27,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
-#include "bench/bench_flags.h"
+#include "bench/bench_util.h"
 #include "worker/analysis/half_state_ops.h"
 #include "worker/analysis/layer_metrics.h"
 
@@ -40,25 +39,16 @@ using ::layerflow::bench::Flag;
 
 constexpr int kCallsPerRep = 10;
 
+// Per call of run() (which returns its result), the median over `reps` of
+// kCallsPerRep calls back to back, ended by a device-to-host copy.
 template <typename F>
 double MedianMsPerCall(int reps, F&& run) {
-  auto rep = [&] {
-    at::Tensor last;
-    for (int i = 0; i < kCallsPerRep; ++i) last = run();
-    (void)last.sum().item<double>();
-  };
-  rep();  // warm-up: allocator, cuBLAS handles
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    rep();
-    ms.push_back(std::chrono::duration<double, std::milli>(
-                     std::chrono::steady_clock::now() - t0)
-                     .count() /
-                 kCallsPerRep);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return ::layerflow::bench::MedianMs(reps, [&] {
+           at::Tensor last;
+           for (int i = 0; i < kCallsPerRep; ++i) last = run();
+           (void)last.sum().item<double>();
+         }) /
+         kCallsPerRep;
 }
 
 }  // namespace
@@ -108,18 +98,11 @@ int main(int argc, char** argv) {
         {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
          "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
          "cka_all_biased", "adjacent_cos_tokens"});
-    {  // Built once per chunk and replica (job_runner.cc): CPU time, no kernels.
-      std::vector<double> ms;
-      for (int i = 0; i < reps; ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        lw::LayerMetricAccumulator acc(every, layers, device, n);
-        ms.push_back(std::chrono::duration<double, std::milli>(
-                         std::chrono::steady_clock::now() - t0)
-                         .count());
-      }
-      std::sort(ms.begin(), ms.end());
-      std::printf("  accumulator of every analysis, built     %8.3f ms\n", ms[ms.size() / 2]);
-    }
+    // Built once per chunk and replica (job_runner.cc): CPU time, no kernels.
+    std::printf("  accumulator of every analysis, built     %8.3f ms\n",
+                ::layerflow::bench::MedianMs(reps, [&] {
+                  lw::LayerMetricAccumulator acc(every, layers, device, n);
+                }));
     // The host's time to issue one batch (no wait for the GPU; the states
     // are already there): what a forward must outlast to hide it.
     auto issue_ms = [&](const std::vector<lw::LayerMetric>& which) {
@@ -127,12 +110,10 @@ int main(int argc, char** argv) {
       for (int i = 0; i < reps; ++i) {
         lw::LayerMetricAccumulator acc(which, layers, device, n);
         (void)acc.sums().sum().item<double>();
-        const auto t0 = std::chrono::steady_clock::now();
-        for (int64_t p = 0; p <= layers + 1; ++p) acc.Observe(p, points[p]);
-        acc.EndBatch();
-        ms.push_back(std::chrono::duration<double, std::milli>(
-                         std::chrono::steady_clock::now() - t0)
-                         .count());
+        ms.push_back(::layerflow::bench::ElapsedMs([&] {
+          for (int64_t p = 0; p <= layers + 1; ++p) acc.Observe(p, points[p]);
+          acc.EndBatch();
+        }));
         (void)acc.sums().sum().item<double>();
       }
       std::sort(ms.begin(), ms.end());

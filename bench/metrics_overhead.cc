@@ -20,7 +20,7 @@
 //   --forward-only 1  only the forward
 // Each run ends with a device-to-host copy, so queued kernels are counted.
 #include <algorithm>
-#include <chrono>
+#include <functional>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,7 +31,7 @@
 #include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
 
-#include "bench/bench_flags.h"
+#include "bench/bench_util.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/analysis/spectrum.h"
 #include "worker/model/language_model.h"
@@ -43,6 +43,11 @@ namespace {
 
 using ::layerflow::bench::Flag;
 
+// Two warm-ups: allocator, kernels, caches.
+double MedianMs(int reps, const std::function<void()>& run) {
+  return ::layerflow::bench::MedianMs(reps, run, 2);
+}
+
 // The "all metrics": the 8 per-layer metrics of METHODS.md.
 const std::vector<std::string> kAllMetrics = {
     "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
@@ -52,21 +57,6 @@ std::vector<std::string> EveryAnalysis() {
   std::vector<std::string> every = kAllMetrics;
   every.insert(every.end(), {"cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens"});
   return every;
-}
-
-template <typename F>
-double MedianMs(int reps, F&& run) {
-  for (int i = 0; i < 2; ++i) run();  // warm-up: allocator, kernels, caches
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    ms.push_back(std::chrono::duration<double, std::milli>(
-                     std::chrono::steady_clock::now() - t0)
-                     .count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
 }
 
 }  // namespace

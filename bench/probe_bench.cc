@@ -29,7 +29,7 @@
 #include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
 
-#include "bench/bench_flags.h"
+#include "bench/bench_util.h"
 #include "worker/probe/probe_trainer.h"
 
 namespace lw = layerflow::worker;

@@ -32,6 +32,19 @@ at::Tensor States(int64_t b, int64_t n, int64_t d, at::ScalarType type) {
   return (at::randn({b, n, d}) + 3 * at::randn({1, 1, d})).to(type);
 }
 
+// The float64 references of a Gram's centring, on the CPU: the row means
+// r = h mean, the grand mean g = |mean|^2, and the centred Gram itself.
+struct Centring {
+  at::Tensor row_means, grand, gram;
+};
+Centring CentringOf(const at::Tensor& h) {
+  const at::Tensor x = h.to(at::kDouble);
+  const at::Tensor mean = x.mean(1);
+  const at::Tensor c = x - mean.unsqueeze(1);
+  return {at::bmm(x, mean.unsqueeze(2)).squeeze(2), mean.square().sum(1),
+          at::bmm(c, c.transpose(1, 2))};
+}
+
 struct Shape {
   int64_t n, d;
 };
@@ -109,17 +122,16 @@ TEST_P(HalfStateOpsGpu, LowerBlockGramAndCentredProductsMatchAten) {
                 1e-5)
           << "row block " << i;
     }
-    auto raw = [&](const at::Tensor& h, const c10::Device& device) {
+    const Centring cx = CentringOf(x), cy = CentringOf(y);
+    auto raw = [&](const at::Tensor& h, const Centring& c) {
       RawGram g;
       g.blocks = blocks;
-      const at::Tensor hd = h.to(at::kDouble);
-      const at::Tensor mean = hd.mean(1);
-      g.lower = HalfLowerBlockGram(h.to(kGpu), blocks).to(device);
-      g.row_means = at::bmm(hd, mean.unsqueeze(2)).squeeze(2).to(device);
-      g.grand = mean.square().sum(1).to(device);
+      g.lower = HalfLowerBlockGram(h.to(kGpu), blocks).to(at::kCPU);
+      g.row_means = c.row_means;
+      g.grand = c.grand;
       return g;
     };
-    const RawGram a = raw(x, at::kCPU), b = raw(y, at::kCPU);
+    const RawGram a = raw(x, cx), b = raw(y, cy);
     RawGram ga = a, gb = b;
     for (RawGram* g : {&ga, &gb}) {
       g->lower = g->lower.to(kGpu);
@@ -131,12 +143,7 @@ TEST_P(HalfStateOpsGpu, LowerBlockGramAndCentredProductsMatchAten) {
     EXPECT_EQ(self.select(1, 0).abs().max().item<double>(), 0.0);
     EXPECT_LT(MaxRel(self.select(1, 1), CentredGramProductsAten(a, b).select(1, 1)), 1e-12);
     // And the biased HSIC itself: <C_x, C_y> against the float64 centred Grams.
-    auto centred = [](const at::Tensor& h) {
-      const at::Tensor c = h.to(at::kDouble) - h.to(at::kDouble).mean(1, true);
-      return at::bmm(c, c.transpose(1, 2));
-    };
-    EXPECT_LT(MaxRel(CentredGramProducts(ga, gb).select(1, 0),
-                     (centred(x) * centred(y)).sum({1, 2})),
+    EXPECT_LT(MaxRel(CentredGramProducts(ga, gb).select(1, 0), (cx.gram * cy.gram).sum({1, 2})),
               1e-4);
   }
 }
@@ -150,19 +157,16 @@ TEST_P(HalfStateOpsGpu, CentredGramMatchesAten) {
   for (const Shape& s : kShapes) {
     SCOPED_TRACE(::testing::Message() << "n " << s.n << " d " << s.d);
     const at::Tensor x = States(3, s.n, s.d, GetParam());
-    const at::Tensor xd = x.to(at::kDouble);
-    const at::Tensor mean = xd.mean(1);
-    const at::Tensor r = at::bmm(xd, mean.unsqueeze(2)).squeeze(2);
-    const at::Tensor g = mean.square().sum(1);
+    const Centring c = CentringOf(x);
     at::Tensor got = at::empty({3, s.n, s.n}, at::TensorOptions().dtype(at::kFloat).device(kGpu));
-    const at::Tensor self = HalfCentredGram(got, x.to(kGpu), r.to(kGpu), g.to(kGpu));
+    const at::Tensor self =
+        HalfCentredGram(got, x.to(kGpu), c.row_means.to(kGpu), c.grand.to(kGpu));
     // The same GEMM (one row block is the whole product), centred by ATen.
     at::Tensor want = HalfLowerBlockGram(x.to(kGpu), 1).to(at::kCPU);
-    const at::Tensor want_self = CentreGramAten(want, r, g);
+    const at::Tensor want_self = CentreGramAten(want, c.row_means, c.grand);
     EXPECT_TRUE(at::equal(got.to(at::kCPU), want));
     EXPECT_LT(MaxRel(self, want_self), 1e-12);
-    const at::Tensor c = xd - xd.mean(1, true);
-    EXPECT_LT(MaxRel(got, at::bmm(c, c.transpose(1, 2))), 1e-5);
+    EXPECT_LT(MaxRel(got, c.gram), 1e-5);
   }
 }
 
