@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
-#include <tuple>
 #include <vector>
 #include "absl/strings/string_view.h"
 
@@ -63,15 +62,12 @@ std::string Known(const absl::string_view (&set)[N]) {
   return absl::StrJoin(set, ", ");
 }
 
-// The data sets a sweep can run, or of those the ones whose prompts carry a
-// gold class (what a probe can use), as worker/data defines them: ", "-joined.
-std::string KnownJobDatasets(bool with_classes) {
+// The data sets whose prompts carry a gold class (what a probe can use),
+// ", "-joined.
+std::string ProbeableDatasets() {
   std::vector<std::string> names;
-  for (const std::string& name : worker::KnownDatasets()) {
-    if (worker::IsJobDataset(name) &&
-        (!with_classes || worker::DatasetHasClasses(name))) {
-      names.push_back(name);
-    }
+  for (const std::string& name : worker::JobDatasets()) {
+    if (worker::DatasetHasClasses(name)) names.push_back(name);
   }
   return absl::StrJoin(names, ", ");
 }
@@ -128,7 +124,7 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
   if (!worker::IsJobDataset(dataset.name())) {
     return Invalid(absl::StrCat(field, ".name"),
                    absl::StrCat("unknown data set '", dataset.name(),
-                                "'; known data sets: ", KnownJobDatasets(false)));
+                                "'; known data sets: ", worker::JobDatasetList()));
   }
   return CheckInRange(absl::StrCat(field, ".num_classes"), dataset.num_classes(),
                       kMinNumClasses, kMaxNumClasses,
@@ -142,15 +138,18 @@ std::string Quoted(const std::string& s) { return absl::StrCat("'", s, "'"); }
 // (the data sets the jobs will run).
 absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
                            const SweepSpec& effective) {
+  if (probe.skip_training()) {
+    return Invalid("spec.probe.skip_training",
+                   "set by the coordinator only (for example_cka without a probe)");
+  }
   if (probe.task().empty()) {
     return Invalid("spec.probe.task", "required (the data set to probe, e.g. kvpr)");
   }
-  if (!worker::IsJobDataset(probe.task()) ||
-      !worker::DatasetHasClasses(probe.task())) {
+  if (!worker::DatasetHasClasses(probe.task())) {
     return Invalid("spec.probe.task",
                    absl::StrCat("data set '", probe.task(),
                                 "' has no classes to probe; data sets with classes: ",
-                                KnownJobDatasets(true)));
+                                ProbeableDatasets()));
   }
   bool found = false;
   for (int d = 0; d < effective.datasets_size(); ++d) {
@@ -286,15 +285,22 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
                                   "'; known analyses: ", Known(kAnalyses)));
     }
   }
-  for (const auto& [field, value, lo, hi, zero] :
-       {std::tuple<absl::string_view, int64_t, int64_t, int64_t, std::string>{
-            "spec.num_prompts", spec.num_prompts(), 1, kMaxNumPrompts,
-            absl::StrCat("0 means ", kDefaultNumPrompts)},
-        {"spec.prompts_per_chunk", spec.prompts_per_chunk(), 1, kMaxPromptsPerChunk,
-         absl::StrCat("0 means ", kDefaultPromptsPerChunk)},
-        {"spec.batch_prompts", spec.batch_prompts(), 0, kMaxPromptsPerChunk,
-         "0: as many prompts per batch as fit"}}) {
-    if (absl::Status s = CheckInRange(field, value, lo, hi, zero); !s.ok()) return s;
+  if (absl::Status s = CheckInRange("spec.num_prompts", spec.num_prompts(), 1, kMaxNumPrompts,
+                                     absl::StrCat("0 means ", kDefaultNumPrompts));
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s =
+          CheckInRange("spec.prompts_per_chunk", spec.prompts_per_chunk(), 1,
+                       kMaxPromptsPerChunk, absl::StrCat("0 means ", kDefaultPromptsPerChunk));
+      !s.ok()) {
+    return s;
+  }
+  // 0 (as many prompts per batch as fit) is inside the range.
+  if (absl::Status s = CheckInRange("spec.batch_prompts", spec.batch_prompts(), 0,
+                                     kMaxPromptsPerChunk);
+      !s.ok()) {
+    return s;
   }
   if (!spec.dtype().empty() && !OneOf(spec.dtype(), kDtypes)) {
     return Invalid("spec.dtype",

@@ -214,7 +214,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "spec.batch_prompts: -1 is outside [0, 4096]"},
         BadCase{"BatchPromptsHigh",
                 [](SweepSpec& s) { s.set_batch_prompts(4097); },
-                "spec.batch_prompts: 4097"},
+                "spec.batch_prompts: 4097 is outside [0, 4096]"},
         BadCase{"UnknownDtype", [](SweepSpec& s) { s.set_dtype("int8"); },
                 "spec.dtype: unknown dtype 'int8'"},
         BadCase{"DuplicateModel",
@@ -403,6 +403,10 @@ TEST(ValidateSweepSpec, RejectsBadProbeFieldsNamingThem) {
   };
   const std::vector<Case> cases = {
       {[](auto* p) { p->clear_task(); }, "spec.probe.task: required"},
+      // The coordinator's own flag for example_cka jobs: never the user's.
+      {[](auto* p) { p->set_skip_training(true); },
+       "spec.probe.skip_training: set by the coordinator only (for example_cka without a "
+       "probe)"},
       {[](auto* p) { p->set_task("text"); },
        "spec.probe.task: data set 'text' has no classes to probe; data sets with "
        "classes: kvpr, mdqa"},

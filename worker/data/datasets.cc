@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "worker/data/kvpr.h"
 #include "worker/data/mdqa.h"
 #include "worker/data/mqar.h"
@@ -52,9 +53,14 @@ bool DatasetUsesTokenizer(std::string_view name) {
   return IsKnownDataset(name) && name != "mqar";
 }
 
+std::vector<std::string> JobDatasets() { return {"kvpr", "mdqa", "mqar"}; }
+
 bool IsJobDataset(std::string_view name) {
-  return name == "kvpr" || name == "mdqa" || name == "mqar";
+  const std::vector<std::string> jobs = JobDatasets();
+  return std::find(jobs.begin(), jobs.end(), name) != jobs.end();
 }
+
+std::string JobDatasetList() { return absl::StrJoin(JobDatasets(), ", "); }
 
 absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
                                               std::shared_ptr<const Tokenizer> tokenizer) {
@@ -78,7 +84,7 @@ absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
          .num_kv_pairs = std::max(1, std::min(16, o.context_length / 4))}));
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("dataset: unknown '", o.name, "'; a job runs kvpr, mdqa or mqar"));
+      absl::StrCat("dataset: unknown '", o.name, "'; a job runs ", JobDatasetList()));
 }
 
 }  // namespace layerflow::worker

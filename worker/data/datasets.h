@@ -24,8 +24,11 @@ bool DatasetHasClasses(std::string_view name);
 // gives token ids directly).
 bool DatasetUsesTokenizer(std::string_view name);
 
-// The data sets a job runs (a sweep's `datasets`): kvpr, mdqa, mqar.
+// The data sets a job runs (a sweep's `datasets`): kvpr, mdqa, mqar; the
+// list ", "-joined for error messages.
+std::vector<std::string> JobDatasets();
 bool IsJobDataset(std::string_view name);
+std::string JobDatasetList();
 
 // One prompt of a job, whatever data set it came from.
 struct Prompt {

@@ -87,7 +87,7 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
 absl::Status ValidateJobConfig(const JobConfig& c) {
   if (!IsJobDataset(c.dataset)) {
     return Invalid("dataset", absl::StrCat("unknown '", c.dataset,
-                                           "'; this worker runs: kvpr, mdqa, mqar"));
+                                           "'; this worker runs: ", JobDatasetList()));
   }
   if (c.probe.feature_dtype != "fp16" && c.probe.feature_dtype != "fp32") {
     return Invalid("probe.feature_dtype",

@@ -226,6 +226,12 @@ class WorkerLoopImpl final : public WorkerLoop {
   // so a crash loses at most the chunk in progress.
   absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
     const v1::Job& job = lease.job();
+    // Re-leased after its last chunk was committed (the worker stopped
+    // before CompleteJob): nothing is left to run, no model or features to
+    // load.
+    if (job.chunks_total() > 0 && lease.resume_from_sequence() >= job.chunks_total()) {
+      return absl::OkStatus();
+    }
     if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease, watch);
     LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
                         CreateJobRunner(ToJobConfig(job.spec()), device_));
@@ -275,12 +281,10 @@ class WorkerLoopImpl final : public WorkerLoop {
   }
 
   // A PROBE job: the EXTRACT job's feature artifacts down to local files,
-  // the trainer, one result chunk (sequence 0). Re-leased after that chunk
-  // was committed, it has nothing left to do; a lost lease or a cancel stops
-  // the downloads (RunJob then reports nothing).
+  // the trainer, one result chunk (sequence 0). A lost lease or a cancel
+  // stops the downloads (RunJob then reports nothing).
   absl::Status ProbeJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
     const v1::Job& job = lease.job();
-    if (lease.resume_from_sequence() >= 1) return absl::OkStatus();
     if (job.depends_on().empty()) {
       return absl::FailedPreconditionError("probe job without depends_on");
     }
