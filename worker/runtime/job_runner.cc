@@ -231,9 +231,17 @@ class ModelJobRunner final : public JobRunner {
       LayerMetricAccumulator acc(metrics_, model.num_layers(), model.device(),
                                  config_.context_length);
       std::vector<std::unique_ptr<SpectrumAccumulator>> spectra;
+      // One forward for the metrics and both spectrum flavours.
+      SpectrumSink sink;
       for (const std::string& prefix : spectra_) {
         spectra.push_back(std::make_unique<SpectrumAccumulator>(
             prefix, model.num_layers(), model.spectrum_groups(), model.device()));
+        SpectrumSink::Callback& callback =
+            prefix == "spectrum_dsf" ? sink.on_layer_dsf : sink.on_layer;
+        callback = [accumulator = spectra.back().get()](int64_t layer,
+                                                        const at::Tensor& log_lambda) {
+          accumulator->Observe(layer, log_lambda);
+        };
       }
       std::vector<at::Tensor> feature_rows;
       // ValidateJobConfig allows "fp32" and "fp16".
@@ -261,15 +269,6 @@ class ModelJobRunner final : public JobRunner {
                                                      /*copy=*/true);
           }
         };
-        // One forward for the metrics and both spectrum flavours.
-        SpectrumSink sink;
-        for (size_t s = 0; s < spectra.size(); ++s) {
-          SpectrumSink::Callback& callback =
-              spectra_[s] == "spectrum_dsf" ? sink.on_layer_dsf : sink.on_layer;
-          callback = [&, s](int64_t layer, const at::Tensor& log_lambda) {
-            spectra[s]->Observe(layer, log_lambda);
-          };
-        }
         model.Forward(ids, observe, spectra.empty() ? nullptr : &sink);
         if (!metrics_.empty()) acc.EndBatch();
         if (features != nullptr) feature_rows.push_back(at::stack(last, 1).to(at::kCPU));
@@ -279,7 +278,8 @@ class ModelJobRunner final : public JobRunner {
       *sums = at::cat(all_sums, 0).contiguous();
       if (features != nullptr) {
         *features = feature_rows.empty()
-                        ? at::empty({0, model.num_layers() + 2, model.hidden_size()})
+                        ? at::empty({0, model.num_layers() + 2, model.hidden_size()},
+                                    at::TensorOptions().dtype(feature_dtype))
                         : at::cat(feature_rows, 0);
       }
       return absl::OkStatus();
