@@ -54,12 +54,6 @@ timeit("all-pair inner [25, n^2] f64 mm, one prompt", lambda: stack64 @ stack64.
 
 # Accuracy: Gram from bf16 states with fp32 accumulation, centred in f32 or
 # f64, against float64 throughout; CKA of the two points both ways.
-def cka_parts(k):
-    k = k.double()
-    c = centre(k)
-    return c
-
-
 def cka(kc, lc):
     num = (kc * lc).sum((1, 2))
     return num / ((kc * kc).sum((1, 2)) * (lc * lc).sum((1, 2))).sqrt()

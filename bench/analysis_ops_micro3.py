@@ -1,6 +1,10 @@
 """Third round: the half-precision analysis path's per-point operations as
-layer_metrics.cc issues them (pythia-1.4b shape, 8 x 2048, bf16), each
-timed, plus step-energy variants. Usage: python3 bench/analysis_ops_micro3.py"""
+layer_metrics.cc issued them before the fused kernels of half_state_ops.h
+(pythia-1.4b shape, 8 x 2048, bf16), each timed, plus step-energy variants;
+kept because bench/RESULTS.md cites it. Timings only: the split-bf16 sums
+(row_dots, wsum) are not rescaled, so their values are not the quantities.
+Today's ops: bench_half_ops (bench/half_ops_micro.cc).
+Usage: python3 bench/analysis_ops_micro3.py"""
 import torch
 
 from ops_timing import B, d, dev, n, residual_states, timeit

@@ -16,7 +16,7 @@ namespace {
 
 void CheckHalfStates(const at::Tensor& h, const char* what) {
   TORCH_CHECK(h.dim() == 3, "analysis: ", what, " must be [batch, seq, d], got ", h.sizes());
-  TORCH_CHECK(h.scalar_type() == at::kBFloat16 || h.scalar_type() == at::kHalf,
+  TORCH_CHECK(IsHalfPrecision(h),
               "analysis: ", what, " must be bf16 or fp16, got ", h.scalar_type());
 }
 
@@ -43,31 +43,15 @@ void CheckTokenWeights(const at::Tensor& w, const at::Tensor& h) {
               h.size(1), "], got ", w.sizes());
 }
 
-// Row block i of a Gram: rows [lo, hi) against columns [0, hi).
-struct RowBlock {
-  int64_t lo, hi;
-};
-RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i) {
-  return {n * i / blocks, n * (i + 1) / blocks};
-}
-
-// out = x y, or out += x y with `accumulate`, for half x [B, m, k],
-// y [B, k, p] and float32 out [B, m, p] (a strided view is written in
-// place): cuBLAS's half GEMM with a float32 output on CUDA; on the CPU,
-// which has no such kernel, the float32 product of the exactly upcast
-// operands.
-void HalfGemmInto(at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
-                  bool accumulate) {
-  const bool cuda = x.is_cuda();
-  const at::Tensor a = cuda ? x : x.to(at::kFloat), b = cuda ? y : y.to(at::kFloat);
-  if (accumulate && cuda) {
-    at::baddbmm_out(out, out, a, b, at::kFloat);
-  } else if (accumulate) {
-    at::baddbmm_out(out, out, a, b);
-  } else if (cuda) {
-    at::bmm_out(out, a, b, at::kFloat);
+// out = x y for half x [B, m, k], y [B, k, p] and float32 out [B, m, p] (a
+// strided view is written in place): cuBLAS's half GEMM with a float32
+// output on CUDA; on the CPU, which has no such kernel, the float32 product
+// of the exactly upcast operands.
+void HalfGemmInto(at::Tensor& out, const at::Tensor& x, const at::Tensor& y) {
+  if (x.is_cuda()) {
+    at::bmm_out(out, x, y, at::kFloat);
   } else {
-    at::bmm_out(out, a, b);
+    at::bmm_out(out, x.to(at::kFloat), y.to(at::kFloat));
   }
 }
 
@@ -162,6 +146,14 @@ at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
   return HalfWeightedTokenSumsAten(w, h);
 }
 
+bool IsHalfPrecision(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
+}
+
+RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i) {
+  return {n * i / blocks, n * (i + 1) / blocks};
+}
+
 int64_t GramRowBlocks(int64_t n) {
   return std::clamp<int64_t>(n / kMinGramBlockRows, 1, kGramRowBlocks);
 }
@@ -176,8 +168,7 @@ at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks) {
     const RowBlock r = RowBlockOf(n, blocks, i);
     if (r.hi == r.lo) continue;
     at::Tensor view = out.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi);
-    HalfGemmInto(view, h.narrow(1, r.lo, r.hi - r.lo), h.narrow(1, 0, r.hi).transpose(1, 2),
-                 /*accumulate=*/false);
+    HalfGemmInto(view, h.narrow(1, r.lo, r.hi - r.lo), h.narrow(1, 0, r.hi).transpose(1, 2));
   }
   return out;
 }
@@ -202,7 +193,7 @@ at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tenso
                   r.scalar_type() == at::kDouble && g.scalar_type() == at::kDouble,
               "analysis: Gram row means must be float64 [", batch, ", ", n,
               "] and the grand mean float64 [", batch, "]");
-  HalfGemmInto(out, h, h.transpose(1, 2), /*accumulate=*/false);
+  HalfGemmInto(out, h, h.transpose(1, 2));
 #ifdef LF_WITH_CUDA
   if (out.is_cuda()) {
     c10::cuda::CUDAGuard guard(out.device());

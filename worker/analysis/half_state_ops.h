@@ -8,12 +8,14 @@
 // device) on float64 copies. Half values are exact in float64 and so are
 // their products, so both agree to float64 rounding.
 //
-// Why the raw Gram and not the centred one: C = H K H = K - r 1' - 1 r' + g
-// (r = K's row means = X mean, g = |mean|^2) is formed on the fly in float64
-// from K's float32 entries, so the n x n matrix is written once by the GEMM
-// and read once per pair, never centred in memory; and C is symmetric, so
-// only the blocks on and below the diagonal of a `blocks` x `blocks` tiling
-// are multiplied ((blocks + 1) / (2 blocks) of the GEMM) and read.
+// Why the raw Gram and not the centred one (the adjacent-pair CKA): C = H K H
+// = K - r 1' - 1 r' + g (r = K's row means = X mean, g = |mean|^2) is formed
+// on the fly in float64 from K's float32 entries, so the n x n matrix is
+// written once by the GEMM and read once per pair, never centred in memory;
+// and C is symmetric, so only the blocks on and below the diagonal of a
+// `blocks` x `blocks` tiling are multiplied ((blocks + 1) / (2 blocks) of the
+// GEMM) and read. The all-pair CKA keeps whole centred Grams instead
+// (HalfCentredGram), centred in place once.
 #ifndef LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_OPS_H_
 #define LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_OPS_H_
 
@@ -54,14 +56,23 @@ struct RawGram {
 // The row blocks of a Gram's lower block triangle (rows n i / blocks ..
 // n (i + 1) / blocks - 1 for i < blocks): 4 blocks multiply 62.5% of the full
 // product. Fewer when n is small (each block at least kMinGramBlockRows).
+// The float64 path's Grams use the same tiling (layer_metrics.cc).
 inline constexpr int64_t kGramRowBlocks = 4;
 inline constexpr int64_t kMinGramBlockRows = 64;
 int64_t GramRowBlocks(int64_t n);
+// Row block i: rows [lo, hi), multiplied against columns [0, hi).
+struct RowBlock {
+  int64_t lo, hi;
+};
+RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i);
+
+// Whether t holds bf16 or fp16 values (what these functions take).
+bool IsHalfPrecision(const at::Tensor& t);
 
 // K = h h^T of half h [B, n, d] in its lower block triangle: half GEMMs with
 // float32 accumulation and output (cuBLAS on CUDA; on the CPU the float32
 // product of the exactly upcast states). The entries above the diagonal
-// blocks are unset (zero on the CPU).
+// blocks are left unset.
 at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks);
 
 // The whole centred Gram of half h [B, n, d] into float32 out [B, n, n]

@@ -60,25 +60,21 @@ at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
 // float32 / float64 states. Accuracy against float64 on the same values:
 // tests/worker/analysis_suite_test.cc (HalfPrecisionStatesMatchFloat64), and
 // on an H200 bench/RESULTS.md.
-bool IsHalf(const at::Tensor& t) {
-  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
-}
 
 // Gram matrices x x^T of float64 x [B, n, d] into out [B, n, n]: the row
-// blocks of a kGramBlocks x kGramBlocks tiling are multiplied only up to the
-// diagonal and mirrored, (k + 1) / 2k of the full product's multiply-adds
-// (62.5% for 4 blocks), each entry still one float64 dot product.
-constexpr int64_t kGramBlocks = 4;
-constexpr int64_t kMinBlockRows = 64;  // below this, one product
-
+// blocks of the half path's tiling (GramRowBlocks) are multiplied only up to
+// the diagonal and mirrored, (k + 1) / 2k of the full product's
+// multiply-adds (62.5% for 4 blocks), each entry still one float64 dot
+// product.
 void SymmetricGram(const at::Tensor& x, at::Tensor& out) {
-  const int64_t n = x.size(1);
-  if (n < kGramBlocks * kMinBlockRows) {
+  const int64_t n = x.size(1), blocks = GramRowBlocks(n);
+  if (blocks == 1) {
     at::bmm_out(out, x, x.transpose(1, 2));
     return;
   }
-  for (int64_t i = 0; i < kGramBlocks; ++i) {
-    const int64_t lo = n * i / kGramBlocks, hi = n * (i + 1) / kGramBlocks;
+  for (int64_t i = 0; i < blocks; ++i) {
+    const RowBlock r = RowBlockOf(n, blocks, i);
+    const int64_t lo = r.lo, hi = r.hi;
     // Rows lo..hi against columns 0..hi: [B, hi - lo, hi].
     const at::Tensor block =
         at::bmm(x.narrow(1, lo, hi - lo), x.narrow(1, 0, hi).transpose(1, 2));
@@ -147,23 +143,6 @@ CkaGramStats PointRange(const CkaGramStats& s, int64_t begin, int64_t count) {
   return r;
 }
 
-// The CKA statistics of centred float64 Grams C [B, n, n] (kept as
-// `centred`); trace_k [B] = tr(K) of the raw states. (Half-precision
-// states' float32 Grams take theirs from the per-token pass instead:
-// MakeRawGramStats, MakeHalfGramStats.)
-CkaGramStats StatsOfCentredGram(const at::Tensor& centred,
-                                const at::Tensor& trace_k) {
-  CkaGramStats g;
-  g.centred = centred;
-  g.diagonal = centred.diagonal(0, 1, 2);
-  // C 1 = 0 (C is centred) to ~1e-16: the row sums of C~ are C 1 - diag C.
-  g.row_sums = centred.sum(2) - g.diagonal;
-  g.total = g.row_sums.sum(1);
-  g.biased_self = FrobeniusDot(centred, centred);
-  g.scale = trace_k.square();
-  return g;
-}
-
 // Gram statistics of token-centred float64 states xc [B, n, d]; trace_k [B]
 // = tr(K) of the raw states. The centred Gram goes into `out` when given
 // ([B, n, n] float64, contiguous). Float64 throughout: a float32 Gram moves
@@ -177,25 +156,42 @@ CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
     out = at::empty({xc.size(0), xc.size(1), xc.size(1)}, xc.options());
   }
   SymmetricGram(xc, out);
-  return StatsOfCentredGram(out, trace_k);
+  CkaGramStats g;
+  g.centred = out;
+  g.diagonal = out.diagonal(0, 1, 2);
+  // C 1 = 0 (C is centred) to ~1e-16: the row sums of C~ are C 1 - diag C.
+  g.row_sums = out.sum(2) - g.diagonal;
+  g.total = g.row_sums.sum(1);
+  g.biased_self = FrobeniusDot(out, out);
+  g.scale = trace_k.square();
+  return g;
+}
+
+// The scalars of a half-precision point's centred Gram from its per-token
+// pass: norm_sq [B, n] = |h_t|^2, r [B, n] = h_t . mean, grand [B] =
+// |mean|^2, trace_k [B] = tr K, float64. diag C = |h_t|^2 - 2 r_t + g;
+// C~ 1 = -diag C (C 1 = 0); 1' C~ 1 = -tr C = n g - tr K (sum_t r_t = n g):
+// no pass over the n x n Gram.
+void SetScalarsFromTokens(CkaGramStats& g, const at::Tensor& norm_sq, const at::Tensor& r,
+                          const at::Tensor& grand, const at::Tensor& trace_k) {
+  g.diagonal = norm_sq - 2.0 * r + grand.unsqueeze(1);
+  g.row_sums = -g.diagonal;
+  g.total = static_cast<double>(norm_sq.size(1)) * grand - trace_k;
+  g.scale = trace_k.square();
 }
 
 // The same for half-precision states h [B, n, d] whose centred Gram is
 // kept (the all-pair CKA), into `out` (float32 [B, n, n]): the half GEMM's
 // raw Gram centred in place in float64 (HalfCentredGram: no centred copy of
 // the states, which a half GEMM could not take unrounded). norm_sq [B, n] =
-// |h_t|^2, r [B, n] = h_t . mean, grand [B] = |mean|^2: float64. The
-// diagonal and totals as in MakeRawGramStats.
+// |h_t|^2, r [B, n] = h_t . mean, grand [B] = |mean|^2: float64.
 CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
                                const at::Tensor& r, const at::Tensor& grand,
                                const at::Tensor& trace_k, at::Tensor out) {
   CkaGramStats g;
   g.biased_self = HalfCentredGram(out, h, r, grand);
   g.centred = out;
-  g.diagonal = norm_sq - 2.0 * r + grand.unsqueeze(1);
-  g.row_sums = -g.diagonal;
-  g.total = static_cast<double>(h.size(1)) * grand - trace_k;
-  g.scale = trace_k.square();
+  SetScalarsFromTokens(g, norm_sq, r, grand, trace_k);
   return g;
 }
 
@@ -203,9 +199,7 @@ CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
 // neighbours (no all-pair matrices): the raw Gram's lower block triangle,
 // centred on the fly in float64 by CentredGramProducts, which also gives
 // <C_prev, C> with the point before (`previous`, may be null) into *inner.
-// norm_sq [B, n] = |h_t|^2, row_means [B, n] = h_t . mean, grand [B] =
-// |mean|^2: float64. diag C = |h_t|^2 - 2 r_t + g; C~ 1 = -diag C (C 1 = 0),
-// and 1' C~ 1 = -tr C = n g - tr K (sum_t r_t = n g): no reduction per point.
+// norm_sq, row_means, grand, trace_k as in SetScalarsFromTokens.
 CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
                               const at::Tensor& row_means, const at::Tensor& grand,
                               const at::Tensor& trace_k, const CkaGramStats* previous,
@@ -220,10 +214,7 @@ CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
       CentredGramProducts(previous != nullptr ? previous->raw : RawGram(), g.raw);
   if (inner != nullptr) *inner = products.select(1, 0);
   g.biased_self = products.select(1, 1);
-  g.diagonal = norm_sq - 2.0 * row_means + grand.unsqueeze(1);
-  g.row_sums = -g.diagonal;
-  g.total = static_cast<double>(n) * grand - trace_k;
-  g.scale = trace_k.square();
+  SetScalarsFromTokens(g, norm_sq, row_means, grand, trace_k);
   return g;
 }
 
@@ -244,11 +235,11 @@ at::Tensor CentreTokens(const at::Tensor& h) {
 // float64; *inner = the biased HSIC with `previous` when given.
 CkaGramStats GramStatsOfStates(const at::Tensor& h, const CkaGramStats* previous = nullptr,
                                at::Tensor* inner = nullptr) {
-  if (IsHalf(h)) {
+  if (IsHalfPrecision(h)) {
     const at::Tensor mean = HalfTokenMean(h);
     const TokenStats t = HalfTokenStats(h, at::Tensor(), mean);
-    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot, mean.square().sum(1),
-                                      t.norm_sq.sum(-1), previous, inner);
+    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot.contiguous(),
+                                      mean.square().sum(1), t.norm_sq.sum(-1), previous, inner);
     if (h.size(1) >= 4) g.unbiased_self = UnbiasedSelf(g, h.size(1));
     return g;
   }
@@ -408,9 +399,9 @@ double LinearCka(const at::Tensor& x, const at::Tensor& y,
   const int64_t n = x.size(0);
   const bool biased = estimator == CkaEstimator::kBiased;
   TORCH_CHECK(n >= (biased ? 2 : 4), "LinearCka: ", n, " rows are too few");
+  at::Tensor inner;
   const CkaGramStats a = GramStatsOfStates(x.to(at::kDouble).unsqueeze(0));
-  const CkaGramStats b = GramStatsOfStates(y.to(at::kDouble).unsqueeze(0));
-  const at::Tensor inner = FrobeniusDot(a.centred, b.centred);
+  const CkaGramStats b = GramStatsOfStates(y.to(at::kDouble).unsqueeze(0), &a, &inner);
   return (biased ? BiasedCka(a, b, inner) : UnbiasedCka(a, b, inner, n))
       .item<double>();
 }
@@ -571,7 +562,7 @@ void LayerMetricAccumulator::AddCkaBaseline(const at::Tensor& hidden) {
   if (!biased && !unbiased) return;
   // The states' dtype, so the baseline runs the same path (half or float64)
   // as the CKA it is the baseline of.
-  const bool half = IsHalf(hidden);
+  const bool half = IsHalfPrecision(hidden);
   const at::TensorOptions options =
       hidden.options().dtype(half ? hidden.scalar_type() : at::kDouble);
   std::vector<at::Tensor> draws;
@@ -614,7 +605,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   // Float32/float64 states: statistics on a float64 copy (a float64 input
   // is used as is and never written to). Half-precision states: read as
   // they are, through half GEMMs with float32 accumulation (IsHalf).
-  const bool half = IsHalf(hidden);
+  const bool half = IsHalfPrecision(hidden);
   const at::Tensor h = half ? hidden : hidden.to(at::kDouble);
   const bool residual = point <= num_layers_;
   if (residual && point >= 1 && !previous_sizes_.empty()) {
@@ -656,7 +647,8 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     norm_sq = t.norm_sq;
     prev_dot = t.prev_dot;
     step_sq = t.step_sq;
-    row_means = t.vec_dot;
+    // Contiguous once here, not copied again by each op that reads it.
+    row_means = want_gram ? t.vec_dot.contiguous() : t.vec_dot;
   }
   const at::Tensor norm = half ? norm_sq.sqrt() : at::linalg_vector_norm(h, 2, {-1});
   if (!half) norm_sq = norm.square();

@@ -40,8 +40,9 @@
 // > 1e-20 tr(K)^2 (a constant representation up to rounding) is 0.
 // CKA runs on the token-centred states X - 1 mean_t X (both estimators are
 // invariant to it; the Gram of the centred states IS H K H, and the unbiased
-// HSIC is unchanged, the U-centring annihilating a_i + b_j terms): one
-// float64 Gram per point serves both estimators and every pair.
+// HSIC is unchanged, the U-centring annihilating a_i + b_j terms): one Gram
+// per point (float64, or float32 for half-precision states) serves both
+// estimators and every pair.
 // Precision: float32/float64 states are analysed in float64. Half-precision
 // states (bf16/fp16 models) are read as they are, by fused float64 passes
 // (half_state_ops.h) and half GEMMs with float32 accumulation for the CKA
@@ -178,7 +179,8 @@ class LayerMetricAccumulator {
 
   // The index within the job of the next batch's first prompt (the batch's
   // prompts are consecutive); advances by B at each EndBatch. Starts at 0.
-  // Only adjacent_cos_tokens depends on it (prompts < kTokenExamplePrompts).
+  // adjacent_cos_tokens (prompts < kTokenExamplePrompts) and the
+  // cka_baseline draws (seeded per prompt) depend on it.
   void SetNextPrompt(int64_t index) { next_prompt_ = index; }
 
   // One representation point of a batch of B prompts of n tokens each,
