@@ -1,12 +1,7 @@
 #include "client/embedded.h"
 
-#include <stdlib.h>
-#include <string.h>
-#include <cerrno>
-#include <unistd.h>
+#include <unistd.h>  // getpid
 
-#include <ftw.h>
-#include <stdio.h>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -22,8 +17,6 @@
 
 namespace layerflow::client {
 namespace {
-
-void RemoveTree(const std::string& dir);
 
 class EmbeddedClusterImpl : public EmbeddedCluster {
  public:
@@ -54,21 +47,6 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
   std::atomic<bool> watching_{true};
   std::thread watch_thread_;  // notices a worker that died
 };
-
-// POSIX instead of std::filesystem: this file used to be linked with
-// libtorch.so, which exports its own std::filesystem symbols built against an
-// older libstdc++ that interposed ours (remove_all crashed). Kept POSIX so the
-// trap cannot come back.
-// Best effort: the store's files (database, journal) and the directory.
-void RemoveTree(const std::string& dir) {
-  nftw(
-      dir.c_str(),
-      [](const char* path, const struct stat*, int, struct FTW*) {
-        remove(path);
-        return 0;
-      },
-      16, FTW_DEPTH | FTW_PHYS);
-}
 
 }  // namespace
 

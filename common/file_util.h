@@ -2,6 +2,8 @@
 #ifndef LAYERFLOW_COMMON_FILE_UTIL_H_
 #define LAYERFLOW_COMMON_FILE_UTIL_H_
 
+#include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -53,6 +55,20 @@ inline absl::StatusOr<std::string> MakeTempPath(const std::string& stem, bool di
                                      std::strerror(error)));
   }
   return path;
+}
+
+// Removes `path` and everything under it (a MakeTempPath directory), best
+// effort. POSIX instead of std::filesystem: in a binary linked with
+// libtorch.so, whose own std::filesystem symbols (built against an older
+// libstdc++) interpose ours, remove_all crashed.
+inline void RemoveTree(const std::string& path) {
+  nftw(
+      path.c_str(),
+      [](const char* entry, const struct stat*, int, struct FTW*) {
+        remove(entry);
+        return 0;
+      },
+      16, FTW_DEPTH | FTW_PHYS);
 }
 
 }  // namespace layerflow

@@ -308,8 +308,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       return RunProbeJob(ToJobConfig(job.spec()), files, device_);
     };
     absl::StatusOr<ChunkResult> chunk = download_and_train();
-    for (const std::string& f : files) std::remove(f.c_str());
-    rmdir(dir.c_str());
+    RemoveTree(dir);
     LF_RETURN_IF_ERROR(chunk.status());
     grpc::ClientContext ctx;
     v1::StreamResultsResponse response;
