@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <cstring>
 #include <sys/stat.h>
-#include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
@@ -19,6 +18,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/file_util.h"
 #include "common/status_macros.h"
 #include "yaml-cpp/yaml.h"
 
@@ -460,16 +460,12 @@ absl::StatusOr<v1::SweepSpec> ParseSweepFile(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("sweep file is a directory, not a file: ", path));
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int error = errno;
-    return absl::Status(absl::ErrnoToStatusCode(error),
-                        absl::StrCat("cannot read sweep file ", path, ": ",
-                                     std::strerror(error)));
+  absl::StatusOr<std::string> text = ReadWholeFile(path);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat("cannot read sweep file ", text.status().message()));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return ParseSweepYaml(text.str(), path);
+  return ParseSweepYaml(*text, path);
 }
 
 }  // namespace layerflow::client

@@ -20,12 +20,16 @@
 
 namespace layerflow {
 
-// The whole file as bytes: NOT_FOUND naming the path and the reason when it
-// cannot be opened, DATA_LOSS when reading fails part-way.
+// The whole file as bytes: when it cannot be opened, the errno's status
+// (NOT_FOUND for a missing file, PERMISSION_DENIED, ...) naming the path and
+// the reason; DATA_LOSS when reading fails part-way.
 inline absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  errno = 0;
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+    const int error = errno;
+    return absl::Status(error != 0 ? absl::ErrnoToStatusCode(error) : absl::StatusCode::kNotFound,
+                        absl::StrCat(path, ": cannot open: ", std::strerror(error)));
   }
   std::ostringstream buffer;
   buffer << in.rdbuf();
