@@ -113,13 +113,12 @@ at::Tensor UnbiasedSelf(const CkaGramStats& g, int64_t n) {
   return UnbiasedHsic(g.biased_self, g, g, n);
 }
 
-// The scalars of points[begin, end) stacked on dim 1 ([B, P, ...]), with
-// their unbiased self-HSIC when n >= 4; no Gram matrices.
-CkaGramStats StackPoints(const std::vector<CkaGramStats>& points, size_t begin,
-                         size_t end, int64_t n) {
+// The points' scalars stacked on dim 1 ([B, P, ...]), with their unbiased
+// self-HSIC when n >= 4; no Gram matrices.
+CkaGramStats StackPoints(const std::vector<CkaGramStats>& points, int64_t n) {
   auto stack = [&](at::Tensor CkaGramStats::*field) {
     std::vector<at::Tensor> parts;
-    for (size_t i = begin; i < end; ++i) parts.push_back(points[i].*field);
+    for (const CkaGramStats& point : points) parts.push_back(point.*field);
     return at::stack(parts, 1);
   };
   CkaGramStats s;
@@ -306,7 +305,7 @@ std::pair<at::Tensor, at::Tensor> AllPairCka(
   const at::Tensor g = grams.view({p, batch * slices, entries / slices}).transpose(0, 1);
   const at::Tensor inner =
       at::bmm(g, g.transpose(1, 2)).to(at::kDouble).view({batch, slices, p, p}).sum(1);
-  const CkaGramStats all = StackPoints(points, 0, points.size(), n);  // [B, P, ...]
+  const CkaGramStats all = StackPoints(points, n);  // [B, P, ...]
   const at::Tensor& scale = all.scale;
   std::pair<at::Tensor, at::Tensor> out;
   if (biased) {
@@ -512,10 +511,13 @@ void LayerMetricAccumulator::Flush() {
 }
 
 void LayerMetricAccumulator::AddBlock(int64_t row, const at::Tensor& per_prompt) {
-  at::Tensor block = sums_.narrow(0, row, per_prompt.size(1));
-  block.select(1, kSum).add_(per_prompt.sum(0));
-  block.select(1, kSumSq).add_(per_prompt.square().sum(0));
-  block.select(1, kCount).add_(static_cast<double>(per_prompt.size(0)));
+  AddToRows(sums_.narrow(0, row, per_prompt.size(1)), per_prompt);
+}
+
+void LayerMetricAccumulator::AddToRows(const at::Tensor& rows, const at::Tensor& per_prompt) {
+  rows.select(-1, kSum).add_(per_prompt.sum(0));
+  rows.select(-1, kSumSq).add_(per_prompt.square().sum(0));
+  rows.select(-1, kCount).add_(static_cast<double>(per_prompt.size(0)));
 }
 
 void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
@@ -788,14 +790,10 @@ void LayerMetricAccumulator::AddStepMetrics() {
       // Rows l * max_positions + t (t < n) of the heat map: one strided
       // [L, n] block of the sums, all pairs at once.
       const int64_t n = cos.size(2);
-      const at::Tensor rows = sums_.narrow(0, RowOf(LayerMetric::kAdjacentCosTokens),
-                                           pairs * max_positions_)
-                                  .view({pairs, max_positions_, 3})
-                                  .narrow(1, 0, n);
-      const at::Tensor example = cos.narrow(0, 0, examples_);  // [examples, L, n]
-      rows.select(2, kSum).add_(example.sum(0));
-      rows.select(2, kSumSq).add_(example.square().sum(0));
-      rows.select(2, kCount).add_(static_cast<double>(examples_));
+      AddToRows(sums_.narrow(0, RowOf(LayerMetric::kAdjacentCosTokens), pairs * max_positions_)
+                    .view({pairs, max_positions_, 3})
+                    .narrow(1, 0, n),
+                cos.narrow(0, 0, examples_));  // [examples, L, n]
     }
   }
   if (!steps_.empty()) {
@@ -816,7 +814,7 @@ void LayerMetricAccumulator::AddPairCka(int64_t n) {
   const size_t p = pair_points_.size();  // points 0..L
   TORCH_CHECK(p >= 2 && pair_inner_.size() == p - 1, "analysis: CKA of ", p,
               " points with ", pair_inner_.size(), " pairs");
-  const CkaGramStats all = StackPoints(pair_points_, 0, p, n);  // [B, L + 1, ...]
+  const CkaGramStats all = StackPoints(pair_points_, n);  // [B, L + 1, ...]
   const CkaGramStats a = PointRange(all, 0, p - 1), b = PointRange(all, 1, p - 1);
   const at::Tensor inner = at::stack(pair_inner_, 1);           // [B, L]
   if (Has(LayerMetric::kCkaBiased) && n >= 2) {

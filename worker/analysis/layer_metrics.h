@@ -203,6 +203,8 @@ class LayerMetricAccumulator {
   void Add(int64_t row, const at::Tensor& per_prompt);
   // per_prompt [B, m] into rows row .. row + m - 1.
   void AddBlock(int64_t row, const at::Tensor& per_prompt);
+  // per_prompt [B, ...] into rows [..., 3], a view of sums_ of that shape.
+  static void AddToRows(const at::Tensor& rows, const at::Tensor& per_prompt);
   void AddAllPairCka(int64_t n);
   // The adjacent-pair CKAs of the batch at its last residual point.
   void AddPairCka(int64_t n);
