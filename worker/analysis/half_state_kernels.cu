@@ -47,7 +47,7 @@ __device__ double BlockSum(double x) {
 // those loads made the pass L1-bound (94% L1, 26% DRAM on an H200).
 constexpr int kTokensPerWarp = 4;
 
-template <typename T, bool kPrev, bool kVec>
+template <bool kPrev, bool kVec>
 __device__ __forceinline__ void VisitToken(double x, double y, double v, double acc[4]) {
   acc[0] += x * x;
   if (kPrev) {
@@ -96,7 +96,7 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
         const T* px = reinterpret_cast<const T*>(&pv[u]);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          VisitToken<T, kPrev, kVec>(ToDouble(cx[e]), kPrev ? ToDouble(px[e]) : 0.0, vv[e],
+          VisitToken<kPrev, kVec>(ToDouble(cx[e]), kPrev ? ToDouble(px[e]) : 0.0, vv[e],
                                      acc[u]);
         }
       }
@@ -107,7 +107,7 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
 #pragma unroll
       for (int u = 0; u < kTokensPerWarp; ++u) {
         if (u < count) {
-          VisitToken<T, kPrev, kVec>(ToDouble(c[u * d + j]),
+          VisitToken<kPrev, kVec>(ToDouble(c[u * d + j]),
                                      kPrev ? ToDouble(p[u * d + j]) : 0.0, vj, acc[u]);
         }
       }

@@ -66,6 +66,10 @@ void CheckLaunch(cudaError_t error, const char* kernel) {
               cudaGetErrorString(error));
 }
 
+// Thread blocks of the passes over an n x n Gram (a warp per row): 8 warps
+// a block, ~2 rows a warp, enough warps to fill the GPU.
+int64_t GramRowGroups(int64_t n) { return std::clamp<int64_t>(n / 16, 1, 256); }
+
 cudaStream_t StreamOf(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
@@ -198,8 +202,7 @@ at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tenso
   if (out.is_cuda()) {
     c10::cuda::CUDAGuard guard(out.device());
     const at::Tensor rows = r.contiguous(), grand = g.contiguous();
-    // 8 warps a block, ~2 rows a warp (as CentredGramProducts).
-    const int64_t groups = std::clamp<int64_t>(n / 16, 1, 256);
+    const int64_t groups = GramRowGroups(n);
     at::Tensor partial = at::empty({batch, groups}, rows.options());
     CheckLaunch(cuda_kernels::LaunchCentreGram(out.data_ptr<float>(), rows.data_ptr<double>(),
                                                grand.data_ptr<double>(), batch, n, groups,
@@ -253,8 +256,7 @@ at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
     const at::Tensor ka = with_a ? contiguous(a.lower) : at::Tensor();
     const at::Tensor ra = with_a ? contiguous(a.row_means) : at::Tensor();
     const at::Tensor ga = with_a ? contiguous(a.grand) : at::Tensor();
-    // 8 warps a block, ~2 rows a warp: enough warps to fill the GPU.
-    const int64_t groups = std::clamp<int64_t>(n / 16, 1, 256);
+    const int64_t groups = GramRowGroups(n);
     at::Tensor partial = at::empty({batch, 2, groups}, rb.options());
     CheckLaunch(cuda_kernels::LaunchCentredGramProducts(
                     with_a ? ka.data_ptr<float>() : nullptr,
