@@ -281,8 +281,8 @@ at::Tensor UnbiasedCka(const CkaGramStats& a, const CkaGramStats& b,
 constexpr int64_t kAllPairSliceEntries = 16384;
 
 // Both CKAs of every pair of points at once, [B, P, P] each (undefined when
-// not asked): `points` are P points' stats, `grams` [P, B, n, n] their
-// centred Grams (the points' `centred` views).
+// not asked): `points` are P points' scalars, `grams` [P, B, n, n] their
+// centred Grams.
 std::pair<at::Tensor, at::Tensor> AllPairCka(
     const std::vector<CkaGramStats>& points, const at::Tensor& grams,
     int64_t n, bool biased, bool unbiased) {
@@ -531,7 +531,7 @@ void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
   const bool unbiased = all_unbiased || pair_unbiased;
   if (!biased && !unbiased) return;
   const int64_t p = num_layers_ + 1;
-  auto [b, u] = AllPairCka(all_points_, all_grams_, n, biased, unbiased);
+  auto [b, u] = AllPairCka(gram_points_, all_grams_, n, biased, unbiased);
   const at::Tensor pairs = at::triu_indices(
       p, p, 1, at::TensorOptions().dtype(at::kLong).device(sums_.device()));
   auto upper = [&](const at::Tensor& m) {  // [B, P, P] -> [B, pairs]
@@ -708,13 +708,11 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       if (point == 0) {
         all_grams_ = at::empty({num_layers_ + 1, batch, n, n},
                                h.options().dtype(half ? at::kFloat : at::kDouble));
-        all_points_.clear();
       }
       out = all_grams_[point];
     }
     gram = half ? MakeHalfGramStats(hidden, norm_sq, row_means, mean_sq, trace_k, out)
                 : MakeGramStats(centred, trace_k, out);
-    if (want_all_pairs) all_points_.push_back(gram);
   }
   centred = at::Tensor();
   const bool want_steps =
@@ -733,12 +731,12 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
           raw_gram ? pair_inner : FrobeniusDot(previous_gram_.centred, gram.centred));
     }
   }
-  if (pair_cka) {
+  if (want_gram) {
     CkaGramStats scalars = gram;  // without its n x n matrix
     scalars.centred = at::Tensor();
     scalars.raw = RawGram();
-    pair_points_.push_back(std::move(scalars));
-    if (point == num_layers_) AddPairCka(n);
+    gram_points_.push_back(std::move(scalars));
+    if (pair_cka && point == num_layers_) AddPairCka(n);
   }
   if (point == num_layers_ && want_states) AddStepMetrics();
   // Held for the next point; the final-norm output is not paired.
@@ -811,10 +809,10 @@ void LayerMetricAccumulator::AddStepMetrics() {
 }
 
 void LayerMetricAccumulator::AddPairCka(int64_t n) {
-  const size_t p = pair_points_.size();  // points 0..L
+  const size_t p = gram_points_.size();  // points 0..L
   TORCH_CHECK(p >= 2 && pair_inner_.size() == p - 1, "analysis: CKA of ", p,
               " points with ", pair_inner_.size(), " pairs");
-  const CkaGramStats all = StackPoints(pair_points_, n);  // [B, L + 1, ...]
+  const CkaGramStats all = StackPoints(gram_points_, n);  // [B, L + 1, ...]
   const CkaGramStats a = PointRange(all, 0, p - 1), b = PointRange(all, 1, p - 1);
   const at::Tensor inner = at::stack(pair_inner_, 1);           // [B, L]
   if (Has(LayerMetric::kCkaBiased) && n >= 2) {
@@ -832,8 +830,7 @@ void LayerMetricAccumulator::DropHeld() {
   steps_.clear();
   previous_gram_ = CkaGramStats();
   all_grams_ = at::Tensor();
-  all_points_.clear();
-  pair_points_.clear();
+  gram_points_.clear();
   pair_inner_.clear();
 }
 

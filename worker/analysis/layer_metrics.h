@@ -243,15 +243,13 @@ class LayerMetricAccumulator {
   at::Tensor previous_;       // [B, n, d] of the last residual point
   std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
   CkaGramStats previous_gram_;   // of the last residual point (CKA only)
-  // All-pair CKA: the centred Grams of points 0..L, [L + 1, B, n, n], and
-  // each point's stats (their `centred` are views into it).
+  // CKA: each residual point's Gram scalars (no n x n matrix), so the HSIC
+  // algebra runs once per batch on [B, L + 1] tensors, not as dozens of
+  // small kernels per point (each a few microseconds of GPU time); with all
+  // pairs the centred Grams of points 0..L, [L + 1, B, n, n], else each
+  // adjacent pair's <C_l, C_l+1>.
+  std::vector<CkaGramStats> gram_points_;
   at::Tensor all_grams_;
-  std::vector<CkaGramStats> all_points_;
-  // Adjacent-pair CKA without all pairs: each residual point's Gram scalars
-  // (no n x n matrix) and each pair's <C_l, C_l+1>, so the HSIC algebra runs
-  // once per batch on [B, L] tensors, not as dozens of small kernels per
-  // point (each a few microseconds of GPU time).
-  std::vector<CkaGramStats> pair_points_;
   std::vector<at::Tensor> pair_inner_;
   // Per-point quantities of the batch, turned into metric values at its
   // last (residual) point: the scalar algebra then runs once on [B, P, ...]
