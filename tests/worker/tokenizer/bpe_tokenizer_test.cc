@@ -4,10 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "common/file_util.h"
 #include "nlohmann/json.hpp"
 
 namespace layerflow::worker {
@@ -184,6 +187,23 @@ void ExpectError(const Json& config, absl::StatusCode code, const std::string& k
   EXPECT_EQ(tok.status().code(), code) << tok.status();
   EXPECT_NE(tok.status().message().find("bad.json"), std::string::npos) << tok.status();
   EXPECT_NE(tok.status().message().find(key), std::string::npos) << tok.status();
+}
+
+// A checkpoint directory without tokenizer.json has no tokenizer of its own
+// (null: the caller's default); one whose tokenizer.json cannot be read as a
+// file is an error naming it, not a silent fallback to the default.
+TEST(BpeTokenizerTest, CheckpointTokenizerAbsentOrUnreadable) {
+  absl::StatusOr<std::string> dir = MakeTempPath("lf_tokenizer", /*directory=*/true);
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  absl::StatusOr<std::unique_ptr<Tokenizer>> none = LoadCheckpointTokenizer(*dir);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, nullptr);
+  const std::string path = *dir + "/tokenizer.json";
+  ASSERT_EQ(mkdir(path.c_str(), 0700), 0);  // a directory where the file should be
+  absl::StatusOr<std::unique_ptr<Tokenizer>> bad = LoadCheckpointTokenizer(*dir);
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find(path), std::string::npos) << bad.status();
+  RemoveTree(*dir);
 }
 
 TEST(BpeTokenizerTest, Errors) {
