@@ -2,6 +2,7 @@
 // step_energy, path_energy, cka_unbiased, cka_biased) against naive float64
 // loops, hand-worked cases, CKA invariances and the METHODS.md golden
 // values, and the merge-by-addition property of their statistics.
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -758,10 +759,14 @@ TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
     }
     ADD_FAILURE() << "no error for: " << text;
   };
-  throws([&] { HalfTokenStats(cur.to(at::kFloat), at::Tensor(), at::Tensor()); },
-         "states must be bf16 or fp16");
+  throws([&] { HalfTokenStats(cur.to(at::kDouble), at::Tensor(), at::Tensor()); },
+         "states must be bf16, fp16 or float32, got Double");
   throws([&] { HalfTokenStats(cur, prev.narrow(1, 0, 1), at::Tensor()); },
          "layer shapes differ");
+  throws([&] { HalfTokenStats(cur.to(at::kFloat), prev, at::Tensor()); },
+         "layer dtypes differ: BFloat16 vs Float");
+  throws([&] { HalfLowerBlockGram(cur.to(at::kDouble), 1); },
+         "states must be bf16, fp16 or float32, got Double");
   throws([&] { HalfTokenStats(cur, at::Tensor(), v.to(at::kFloat)); },
          "per-prompt vector must be float64 [2, 2]");
   throws([&] { HalfWeightedTokenSums(at::ones({2, 5, 2}, at::kDouble), cur); },
@@ -850,6 +855,75 @@ TEST(AnalysisSuiteTest, CkaBaselineIsTheEstimatorOnGaussians) {
   const at::Tensor one = x.narrow(0, 1, 1);
   FeedBatch(single, {one, one, one});
   EXPECT_NEAR(Stat(single, kCkaBaselineBiased, 0), biased[1], 1e-12);
+}
+
+// The split-bf16 Gram of float32 states (half_state_ops.h), on the CPU (the
+// float32 product of the bf16 operands: what the GPU's bf16 GEMM computes,
+// up to the order of its float32 additions).
+//   Hand-worked, d = 1: a = 1 + 2^-10 splits into hi = 1, lo = 2^-10; b = 3
+//   into 3, 0. K(a, b) = 3 + 3 2^-10 exactly; K(a, a) between two tokens
+//   both a is hi hi + 2 hi lo = 1 + 2^-9 (lo lo = 2^-20 dropped), but on the
+//   diagonal the exact a^2 = 1 + 2^-9 + 2^-20.
+//   Random states (a shared offset 3 x the noise): every entry within the
+//   worst-case bound (3 2^-16 + 3 d 2^-24) max_t K_tt of the float64 Gram
+//   and, typically, within 1e-5 max_t K_tt (4e-6 seen: on the CPU mostly
+//   the float32 accumulation over 3 d terms of entries ~d |offset|^2); the
+//   diagonal the float32 rounding of the float64 norms; and the centred
+//   Gram (all-pair CKA) within 1e-4 of its largest entry (3.2e-5 seen: the
+//   same absolute error, the centred entries ~8x smaller than K's).
+TEST(AnalysisSuiteTest, SplitBf16GramOfFloat32States) {
+  c10::InferenceMode guard;
+  const float a = 1.0f + std::ldexp(1.0f, -10);
+  const at::Tensor h = at::tensor({a, 3.0f, a}).view({1, 3, 1});
+  const at::Tensor split = SplitBf16Operands(h);  // [lo | hi | hi | lo]
+  EXPECT_TRUE(at::equal(split.to(at::kFloat),
+                        at::tensor({std::ldexp(1.0f, -10), 1.0f, 1.0f, std::ldexp(1.0f, -10),
+                                    0.0f, 3.0f, 3.0f, 0.0f,
+                                    std::ldexp(1.0f, -10), 1.0f, 1.0f, std::ldexp(1.0f, -10)})
+                            .view({1, 3, 4})));
+  const at::Tensor k = HalfLowerBlockGram(h, 1);
+  const double a2 = 1.0 + std::ldexp(1.0, -9) + std::ldexp(1.0, -20);
+  EXPECT_EQ(k[0][0][0].item<double>(), a2);
+  EXPECT_EQ(k[0][1][0].item<double>(), 3.0 + 3.0 * std::ldexp(1.0, -10));
+  EXPECT_EQ(k[0][2][0].item<double>(), 1.0 + std::ldexp(1.0, -9));
+  EXPECT_EQ(k[0][2][2].item<double>(), a2);
+  EXPECT_EQ(k[0][1][1].item<double>(), 9.0);
+
+  at::manual_seed(37);
+  for (auto [n, d] : std::vector<std::pair<int64_t, int64_t>>{{300, 48}, {203, 45}, {37, 64}}) {
+    SCOPED_TRACE(::testing::Message() << "n " << n << " d " << d);
+    const at::Tensor x = at::randn({2, n, d}) + 3 * at::randn({1, 1, d});
+    const at::Tensor xd = x.to(at::kDouble);
+    const at::Tensor exact = at::bmm(xd, xd.transpose(1, 2));
+    const double top = exact.diagonal(0, 1, 2).max().item<double>();
+    const double bound = (3 * std::ldexp(1.0, -16) + 3 * d * std::ldexp(1.0, -24)) * top;
+    const int64_t blocks = GramRowBlocks(n);
+    const at::Tensor lower = HalfLowerBlockGram(x, blocks);
+    double worst = 0;
+    for (int64_t i = 0; i < blocks; ++i) {
+      const RowBlock r = RowBlockOf(n, blocks, i);
+      const at::Tensor diff = (lower.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi).to(at::kDouble) -
+                               exact.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi))
+                                  .abs();
+      worst = std::max(worst, diff.max().item<double>());
+    }
+    EXPECT_LT(worst, bound);
+    EXPECT_LT(worst, 1e-5 * top);
+    EXPECT_TRUE(at::equal(lower.diagonal(0, 1, 2), xd.square().sum(-1).to(at::kFloat)));
+    // The norms given (the accumulator's) or computed: the same Gram (one
+    // row block: every entry set).
+    EXPECT_TRUE(at::equal(HalfLowerBlockGram(x, 1, xd.square().sum(-1)), HalfLowerBlockGram(x, 1)));
+    // The whole centred Gram.
+    const at::Tensor mean = xd.mean(1);
+    const at::Tensor c = xd - mean.unsqueeze(1);
+    const at::Tensor centred_exact = at::bmm(c, c.transpose(1, 2));
+    at::Tensor centred = at::empty({2, n, n});
+    const at::Tensor self = HalfCentredGram(centred, x, at::bmm(xd, mean.unsqueeze(2)).squeeze(2),
+                                            mean.square().sum(1));
+    const double scale = centred_exact.abs().max().item<double>();
+    EXPECT_LT((centred.to(at::kDouble) - centred_exact).abs().max().item<double>(), 1e-4 * scale);
+    EXPECT_TRUE(at::allclose(self, centred.to(at::kDouble).square().sum({1, 2}), 1e-12, 0));
+  }
 }
 
 }  // namespace

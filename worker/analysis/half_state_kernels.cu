@@ -1,5 +1,6 @@
 // The kernels of half_state_kernels.h. Memory-bound passes: each reads its
-// inputs once, 16 bytes per load where the rows allow it.
+// inputs once, 16 bytes per load where the rows allow it (8 bf16 / fp16
+// values or 4 float32 ones).
 #include "worker/analysis/half_state_kernels.h"
 
 #include <cuda_bf16.h>
@@ -17,6 +18,11 @@ __device__ __forceinline__ double ToDouble(__nv_bfloat16 x) {
 __device__ __forceinline__ double ToDouble(__half x) {
   return static_cast<double>(__half2float(x));
 }
+__device__ __forceinline__ double ToDouble(float x) { return static_cast<double>(x); }
+
+// Values of T in one 16-byte load.
+template <typename T>
+constexpr int kPerLoad = static_cast<int>(16 / sizeof(T));
 
 __device__ __forceinline__ double WarpSum(double x) {
   for (int offset = 16; offset > 0; offset /= 2) {
@@ -52,7 +58,7 @@ __device__ __forceinline__ void VisitToken(double x, double y, double v, double 
   acc[0] += x * x;
   if (kPrev) {
     acc[1] += x * y;
-    const double step = x - y;  // exact: both halves are exact in float64
+    const double step = x - y;  // exact: x, y are bf16 / fp16 / float32 values
     acc[2] += step * step;
   }
   if (kVec) acc[3] += x * v;
@@ -73,18 +79,19 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
   const T* p = kPrev ? prev + (b * n + t0) * d : nullptr;
   const double* v = kVec ? vec + b * d : nullptr;
   double acc[kTokensPerWarp][4] = {};
-  if (vector_loads) {  // d % 8 == 0, 16-byte aligned rows: 8 values a load
-    for (int64_t j = lane * 8; j < d; j += 32 * 8) {
+  constexpr int kValues = kPerLoad<T>;
+  if (vector_loads) {  // d % kValues == 0, 16-byte aligned rows: kValues values a load
+    for (int64_t j = lane * kValues; j < d; j += 32 * kValues) {
       uint4 cv[kTokensPerWarp], pv[kTokensPerWarp];
 #pragma unroll
       for (int u = 0; u < kTokensPerWarp; ++u) {  // all loads first: in flight together
         cv[u] = u < count ? *reinterpret_cast<const uint4*>(c + u * d + j) : uint4{};
         pv[u] = kPrev && u < count ? *reinterpret_cast<const uint4*>(p + u * d + j) : cv[u];
       }
-      double vv[8] = {};
+      double vv[kValues] = {};
       if (kVec) {
 #pragma unroll
-        for (int e = 0; e < 8; e += 2) {
+        for (int e = 0; e < kValues; e += 2) {
           const double2 pair = *reinterpret_cast<const double2*>(v + j + e);
           vv[e] = pair.x;
           vv[e + 1] = pair.y;
@@ -95,9 +102,9 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
         const T* cx = reinterpret_cast<const T*>(&cv[u]);
         const T* px = reinterpret_cast<const T*>(&pv[u]);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
+        for (int e = 0; e < kValues; ++e) {
           VisitToken<kPrev, kVec>(ToDouble(cx[e]), kPrev ? ToDouble(px[e]) : 0.0, vv[e],
-                                     acc[u]);
+                                  acc[u]);
         }
       }
     }
@@ -108,7 +115,7 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
       for (int u = 0; u < kTokensPerWarp; ++u) {
         if (u < count) {
           VisitToken<kPrev, kVec>(ToDouble(c[u * d + j]),
-                                     kPrev ? ToDouble(p[u * d + j]) : 0.0, vj, acc[u]);
+                                  kPrev ? ToDouble(p[u * d + j]) : 0.0, vj, acc[u]);
         }
       }
     }
@@ -131,7 +138,7 @@ cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
   const auto aligned = [](const void* ptr) {
     return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
   };
-  const bool vector_loads = d % 8 == 0 && aligned(cur) && aligned(prev) && aligned(v);
+  const bool vector_loads = d % kPerLoad<T> == 0 && aligned(cur) && aligned(prev) && aligned(v);
   const int64_t batch = tokens / n;
   const int64_t warps = batch * ((n + kTokensPerWarp - 1) / kTokensPerWarp);
   const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
@@ -149,10 +156,11 @@ cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
   return cudaGetLastError();
 }
 
-// ---- Weighted sums over tokens: one thread per 8 feature columns ------------
-// Each load brings 16 bytes (8 columns) when rows allow it, and a thread
-// keeps kTokenUnroll tokens' loads in flight: a loop of single dependent
-// loads is latency-bound (measured ~5x slower on an H200).
+// ---- Weighted sums over tokens: one thread per 16 bytes of feature columns --
+// Each load brings 16 bytes (8 bf16 / fp16 or 4 float32 columns) when rows
+// allow it, and a thread keeps kTokenUnroll tokens' loads in flight: a loop
+// of single dependent loads is latency-bound (measured ~5x slower on an
+// H200).
 constexpr int kTokenUnroll = 8;
 
 template <typename T, int kWidth, int kRows>
@@ -166,7 +174,8 @@ __device__ __forceinline__ void AddWeighted(const double* wb, int64_t n, int64_t
   }
 }
 
-// kWidth = 8: 16-byte loads (d % 8 == 0, aligned rows); 1: element-wise.
+// kWidth = kPerLoad<T>: 16-byte loads (d % kWidth == 0, aligned rows); 1:
+// element-wise.
 // kRows = k, the weight rows, a template argument so that acc holds only
 // those (8 x 4 float64 accumulators for any k cost the pass half its
 // occupancy).
@@ -185,7 +194,8 @@ __global__ void WeightedTokenSumsKernel(const double* __restrict__ w,
   const double* wb = w + b * kRows * n;
   double acc[kWidth][kRows] = {};
   int64_t t = t0;
-  if constexpr (kWidth == 8) {
+  if constexpr (kWidth > 1) {
+    static_assert(kWidth * sizeof(T) == 16, "one 16-byte load of kWidth values");
     for (; t + kTokenUnroll <= t1; t += kTokenUnroll) {
       uint4 v[kTokenUnroll];
 #pragma unroll
@@ -223,7 +233,7 @@ void LaunchWeightedTokenSumsOf(const dim3& grid, bool vector_loads, const double
                                double* partial, cudaStream_t stream) {
   const T* x = static_cast<const T*>(h);
   if (vector_loads) {
-    WeightedTokenSumsKernel<T, 8, kRows><<<grid, kThreads, 0, stream>>>(w, x, n, d, per_split, partial);
+    WeightedTokenSumsKernel<T, kPerLoad<T>, kRows><<<grid, kThreads, 0, stream>>>(w, x, n, d, per_split, partial);
   } else {
     WeightedTokenSumsKernel<T, 1, kRows><<<grid, kThreads, 0, stream>>>(w, x, n, d, per_split, partial);
   }
@@ -396,32 +406,89 @@ void LaunchCentredGramProductsOf(const dim3& grid, bool vector, const float* ka,
   }
 }
 
+// ---- The split of float32 states into two bf16 parts -----------------------
+// hi = bf16(x), lo = bf16(x - hi), both rounded to nearest even (as ATen's
+// float -> bf16 conversion, so SplitBf16OperandsAten gives the same bits);
+// x - hi is exact in float32 (hi is x rounded at its 8th significant bit,
+// so the difference has at most 16 significant bits).
+__device__ __forceinline__ void SplitValue(float x, __nv_bfloat16& hi, __nv_bfloat16& lo) {
+  hi = __float2bfloat16_rn(x);
+  lo = __float2bfloat16_rn(x - __bfloat162float(hi));
+}
+
+// Row r of x [rows, d] into out [rows, 4 d] = [lo | hi | hi | lo]. kVector:
+// d % 4 == 0 and 16-byte aligned x, 8-byte aligned out: a thread takes 4
+// columns (one float4 load, four 8-byte stores); else one column.
+template <bool kVector>
+__global__ void SplitBf16Kernel(const float* __restrict__ x, int64_t rows, int64_t d,
+                                __nv_bfloat16* __restrict__ out) {
+  constexpr int kWidth = kVector ? 4 : 1;
+  const int64_t per_row = d / kWidth;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (index >= rows * per_row) return;
+  const int64_t row = index / per_row, col = index % per_row * kWidth;
+  __nv_bfloat16* o = out + row * 4 * d + col;
+  if constexpr (kVector) {
+    const float4 v = *reinterpret_cast<const float4*>(x + row * d + col);
+    __align__(8) __nv_bfloat16 hi[4], lo[4];
+    SplitValue(v.x, hi[0], lo[0]);
+    SplitValue(v.y, hi[1], lo[1]);
+    SplitValue(v.z, hi[2], lo[2]);
+    SplitValue(v.w, hi[3], lo[3]);
+    const uint2 h = *reinterpret_cast<const uint2*>(hi), l = *reinterpret_cast<const uint2*>(lo);
+    *reinterpret_cast<uint2*>(o) = l;
+    *reinterpret_cast<uint2*>(o + d) = h;
+    *reinterpret_cast<uint2*>(o + 2 * d) = h;
+    *reinterpret_cast<uint2*>(o + 3 * d) = l;
+  } else {
+    __nv_bfloat16 hi, lo;
+    SplitValue(x[row * d + col], hi, lo);
+    o[0] = lo;
+    o[d] = hi;
+    o[2 * d] = hi;
+    o[3 * d] = lo;
+  }
+}
+
 }  // namespace
 
-cudaError_t LaunchTokenStats(HalfType type, const void* cur, const void* prev,
+cudaError_t LaunchTokenStats(StateType type, const void* cur, const void* prev,
                              const double* v, int64_t tokens, int64_t n,
                              int64_t d, double* out, cudaStream_t stream) {
   if (tokens == 0) return cudaSuccess;
-  return type == HalfType::kBFloat16
-             ? TokenStatsOf<__nv_bfloat16>(cur, prev, v, tokens, n, d, out, stream)
-             : TokenStatsOf<__half>(cur, prev, v, tokens, n, d, out, stream);
+  switch (type) {
+    case StateType::kBFloat16:
+      return TokenStatsOf<__nv_bfloat16>(cur, prev, v, tokens, n, d, out, stream);
+    case StateType::kFloat16:
+      return TokenStatsOf<__half>(cur, prev, v, tokens, n, d, out, stream);
+    case StateType::kFloat32:
+      return TokenStatsOf<float>(cur, prev, v, tokens, n, d, out, stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchWeightedTokenSums(HalfType type, const double* w, int k,
+cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
                                     const void* h, int64_t batch, int64_t n,
                                     int64_t d, int64_t splits, double* partial,
                                     cudaStream_t stream) {
   if (k < 1 || k > kMaxWeightRows || splits < 1) return cudaErrorInvalidValue;
   if (batch == 0 || d == 0) return cudaSuccess;
   const int64_t per_split = (n + splits - 1) / splits;
-  const bool vector_loads = d % 8 == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
-  const int64_t threads = vector_loads ? d / 8 : d;
+  const int per_load = type == StateType::kFloat32 ? kPerLoad<float> : kPerLoad<__half>;
+  const bool vector_loads = d % per_load == 0 && reinterpret_cast<uintptr_t>(h) % 16 == 0;
+  const int64_t threads = vector_loads ? d / per_load : d;
   const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads),
                   static_cast<unsigned>(splits), static_cast<unsigned>(batch));
-  if (type == HalfType::kBFloat16) {
-    LaunchWeightedTokenSumsOf<__nv_bfloat16>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
-  } else {
-    LaunchWeightedTokenSumsOf<__half>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+  switch (type) {
+    case StateType::kBFloat16:
+      LaunchWeightedTokenSumsOf<__nv_bfloat16>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+      break;
+    case StateType::kFloat16:
+      LaunchWeightedTokenSumsOf<__half>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+      break;
+    case StateType::kFloat32:
+      LaunchWeightedTokenSumsOf<float>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+      break;
   }
   return cudaGetLastError();
 }
@@ -459,6 +526,22 @@ cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t
     CentreGramKernel<true><<<grid, kThreads, 0, stream>>>(k, r, g, n, partial);
   } else {
     CentreGramKernel<false><<<grid, kThreads, 0, stream>>>(k, r, g, n, partial);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSplitBf16(const float* x, int64_t rows, int64_t d, void* out,
+                            cudaStream_t stream) {
+  if (rows == 0 || d == 0) return cudaSuccess;
+  const bool vector = d % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(out) % 8 == 0;
+  const int64_t threads = rows * (vector ? d / 4 : d);
+  const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads));
+  auto* o = static_cast<__nv_bfloat16*>(out);
+  if (vector) {
+    SplitBf16Kernel<true><<<grid, kThreads, 0, stream>>>(x, rows, d, o);
+  } else {
+    SplitBf16Kernel<false><<<grid, kThreads, 0, stream>>>(x, rows, d, o);
   }
   return cudaGetLastError();
 }

@@ -1,9 +1,10 @@
-// CUDA kernels of the half-precision analysis path (half_state_ops.h): raw
-// device pointers and a stream, no LibTorch, so nvcc compiles this
-// translation unit alone in seconds. Every sum is a float64 accumulation of
-// exactly converted half values, reduced in a fixed order (per-thread, then
-// warp shuffles, then per-block partials that the caller sums): the same
-// inputs give the same bits on every run.
+// CUDA kernels of the fused analysis path (half_state_ops.h: bf16 / fp16
+// states, and float32 states on CUDA): raw device pointers and a stream, no
+// LibTorch, so nvcc compiles this translation unit alone in seconds. Every
+// sum is a float64 accumulation of exactly converted bf16 / fp16 / float32
+// values (a product of two of them is exact in float64 too), reduced in a
+// fixed order (per-thread, then warp shuffles, then per-block partials that
+// the caller sums): the same inputs give the same bits on every run.
 #ifndef LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_
 #define LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_
 
@@ -13,13 +14,16 @@
 
 namespace layerflow::worker::cuda_kernels {
 
-enum class HalfType { kBFloat16, kFloat16 };
+// The states' element type. 16-byte loads carry 8 bf16 / fp16 values or 4
+// float32 ones.
+enum class StateType { kBFloat16, kFloat16, kFloat32 };
 
 // Per token t of cur [tokens, d] (row-major, prompts of n tokens):
 // out[t] = {|cur_t|^2, prev_t . cur_t, |cur_t - prev_t|^2, cur_t . v_b},
 // float64 [tokens, 4]; prev [tokens, d] and v [tokens / n, d] (float64) may
-// be null (their columns are then 0). One warp per 4 tokens of a prompt.
-cudaError_t LaunchTokenStats(HalfType type, const void* cur, const void* prev,
+// be null (their columns are then 0); cur and prev of one type. One warp per
+// 4 tokens of a prompt.
+cudaError_t LaunchTokenStats(StateType type, const void* cur, const void* prev,
                              const double* v, int64_t tokens, int64_t n,
                              int64_t d, double* out, cudaStream_t stream);
 
@@ -27,7 +31,7 @@ cudaError_t LaunchTokenStats(HalfType type, const void* cur, const void* prev,
 // w[b, r, t] h[b, t, :] for h [B, n, d] and float64 w [B, k, n], k <= 4:
 // float64 [B, splits, k, d]; the caller sums over s.
 inline constexpr int kMaxWeightRows = 4;
-cudaError_t LaunchWeightedTokenSums(HalfType type, const double* w, int k,
+cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
                                     const void* h, int64_t batch, int64_t n,
                                     int64_t d, int64_t splits, double* partial,
                                     cudaStream_t stream);
@@ -54,6 +58,13 @@ cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
 cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch,
                              int64_t n, int64_t groups, double* partial,
                              cudaStream_t stream);
+
+// The split of float32 states x [rows, d] into two bf16 parts for the
+// split-bf16 Gram (half_state_ops.h, SplitBf16Operands): hi = bf16(x), lo =
+// bf16(x - hi) (x - hi is exact in float32; both roundings to nearest even),
+// written as out [rows, 4 d] bf16 = [lo | hi | hi | lo] per row.
+cudaError_t LaunchSplitBf16(const float* x, int64_t rows, int64_t d, void* out,
+                            cudaStream_t stream);
 
 }  // namespace layerflow::worker::cuda_kernels
 

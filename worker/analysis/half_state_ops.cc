@@ -15,17 +15,21 @@ namespace layerflow::worker {
 namespace {
 
 void CheckHalfStates(const at::Tensor& h, const char* what) {
+  TORCH_CHECK(h.defined(), "analysis: ", what, " undefined");
   TORCH_CHECK(h.dim() == 3, "analysis: ", what, " must be [batch, seq, d], got ", h.sizes());
-  TORCH_CHECK(IsHalfPrecision(h),
-              "analysis: ", what, " must be bf16 or fp16, got ", h.scalar_type());
+  TORCH_CHECK(IsFusedStateType(h.scalar_type()),
+              "analysis: ", what, " must be bf16, fp16 or float32, got ", h.scalar_type());
 }
 
 void CheckTokenStatsInputs(const at::Tensor& cur, const at::Tensor& prev,
                            const at::Tensor& v) {
   CheckHalfStates(cur, "states");
   if (prev.defined()) {
-    TORCH_CHECK(prev.sizes() == cur.sizes() && prev.scalar_type() == cur.scalar_type(),
+    TORCH_CHECK(prev.sizes() == cur.sizes(),
                 "analysis: layer shapes differ: ", prev.sizes(), " vs ", cur.sizes());
+    TORCH_CHECK(prev.scalar_type() == cur.scalar_type(),
+                "analysis: layer dtypes differ: ", prev.scalar_type(), " vs ",
+                cur.scalar_type(), " (upcast the lower-precision one first)");
   }
   if (v.defined()) {
     TORCH_CHECK(v.dim() == 2 && v.size(0) == cur.size(0) && v.size(1) == cur.size(2) &&
@@ -46,7 +50,9 @@ void CheckTokenWeights(const at::Tensor& w, const at::Tensor& h) {
 // out = x y for half x [B, m, k], y [B, k, p] and float32 out [B, m, p] (a
 // strided view is written in place): cuBLAS's half GEMM with a float32
 // output on CUDA; on the CPU, which has no such kernel, the float32 product
-// of the exactly upcast operands.
+// of the exactly upcast operands (every product of two halves is exact in
+// float32 there too: the same arithmetic up to the order of the float32
+// additions).
 void HalfGemmInto(at::Tensor& out, const at::Tensor& x, const at::Tensor& y) {
   if (x.is_cuda()) {
     at::bmm_out(out, x, y, at::kFloat);
@@ -56,9 +62,15 @@ void HalfGemmInto(at::Tensor& out, const at::Tensor& x, const at::Tensor& y) {
 }
 
 #ifdef LF_WITH_CUDA
-cuda_kernels::HalfType KernelType(const at::Tensor& h) {
-  return h.scalar_type() == at::kBFloat16 ? cuda_kernels::HalfType::kBFloat16
-                                          : cuda_kernels::HalfType::kFloat16;
+cuda_kernels::StateType KernelType(const at::Tensor& h) {
+  switch (h.scalar_type()) {
+    case at::kBFloat16:
+      return cuda_kernels::StateType::kBFloat16;
+    case at::kHalf:
+      return cuda_kernels::StateType::kFloat16;
+    default:
+      return cuda_kernels::StateType::kFloat32;  // CheckHalfStates let nothing else in
+  }
 }
 
 void CheckLaunch(cudaError_t error, const char* kernel) {
@@ -154,6 +166,14 @@ bool IsHalfPrecision(const at::Tensor& t) {
   return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf;
 }
 
+bool IsFusedStateType(at::ScalarType type) {
+  return type == at::kBFloat16 || type == at::kHalf || type == at::kFloat;
+}
+
+bool TakesFusedPath(c10::Device device, at::ScalarType type) {
+  return type == at::kBFloat16 || type == at::kHalf || (type == at::kFloat && device.is_cuda());
+}
+
 RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i) {
   return {n * i / blocks, n * (i + 1) / blocks};
 }
@@ -162,18 +182,80 @@ int64_t GramRowBlocks(int64_t n) {
   return std::clamp<int64_t>(n / kMinGramBlockRows, 1, kGramRowBlocks);
 }
 
-at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks) {
+at::Tensor SplitBf16OperandsAten(const at::Tensor& h) {
+  TORCH_CHECK(h.defined() && h.dim() == 3 && h.scalar_type() == at::kFloat,
+              "analysis: the split-bf16 operands need float32 states [batch, seq, d]");
+  const at::Tensor hi = h.to(at::kBFloat16);
+  const at::Tensor lo = (h - hi.to(at::kFloat)).to(at::kBFloat16);
+  return at::cat({lo, hi, hi, lo}, 2);
+}
+
+at::Tensor SplitBf16Operands(const at::Tensor& h) {
+#ifdef LF_WITH_CUDA
+  if (h.is_cuda()) {
+    TORCH_CHECK(h.dim() == 3 && h.scalar_type() == at::kFloat,
+                "analysis: the split-bf16 operands need float32 states [batch, seq, d]");
+    c10::cuda::CUDAGuard guard(h.device());
+    const at::Tensor x = h.contiguous();
+    const int64_t batch = x.size(0), n = x.size(1), d = x.size(2);
+    at::Tensor out = at::empty({batch, n, 4 * d}, x.options().dtype(at::kBFloat16));
+    CheckLaunch(cuda_kernels::LaunchSplitBf16(x.data_ptr<float>(), batch * n, d,
+                                              out.data_ptr(), StreamOf(x)),
+                "SplitBf16");
+    return out;
+  }
+#endif
+  return SplitBf16OperandsAten(h);
+}
+
+namespace {
+
+// The GEMM operands of h [B, n, d]'s Gram: (x, y) with x y^T = K. Half
+// states: h itself, both sides. Float32 states: the split-bf16 operands
+// (header) as views of one [B, n, 4 d] buffer S = [lo | hi | hi | lo]:
+// x = S[..., d:4d] = [hi | hi | lo], y = S[..., 0:3d] = [lo | hi | hi].
+struct GramOperands {
+  at::Tensor x, y;
+};
+GramOperands GramOperandsOf(const at::Tensor& h) {
+  if (h.scalar_type() != at::kFloat) return {h, h};
+  const int64_t d = h.size(2);
+  const at::Tensor s = SplitBf16Operands(h);
+  return {s.narrow(2, d, 3 * d), s.narrow(2, 0, 3 * d)};
+}
+
+// Float32 states: K's diagonal set to the float32 rounding of the exact
+// float64 |h_t|^2 (norm_sq [B, n], or computed here when undefined). The
+// split-bf16 GEMM leaves it low by sum_k lo_tk^2 (~2e-6 of it, a bias, not
+// noise), and the unbiased HSIC subtracts exact diagonals (layer_metrics.cc):
+// see the header. Half states: K as the GEMM gave it.
+void SetExactDiagonal(at::Tensor& k, const at::Tensor& h, const at::Tensor& norm_sq) {
+  if (h.scalar_type() != at::kFloat) return;
+  const at::Tensor exact =
+      norm_sq.defined() ? norm_sq : HalfTokenStats(h, at::Tensor(), at::Tensor()).norm_sq;
+  TORCH_CHECK(exact.sizes() == at::IntArrayRef({h.size(0), h.size(1)}) &&
+                  exact.scalar_type() == at::kDouble,
+              "analysis: token norms must be float64 [", h.size(0), ", ", h.size(1), "], got ",
+              exact.sizes());
+  k.diagonal(0, 1, 2).copy_(exact);
+}
+
+}  // namespace
+
+at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks, const at::Tensor& norm_sq) {
   CheckHalfStates(h, "states");
   TORCH_CHECK(blocks >= 1, "analysis: Gram row blocks must be >= 1, got ", blocks);
   const int64_t batch = h.size(0), n = h.size(1);
   const auto options = h.options().dtype(at::kFloat);
   at::Tensor out = at::empty({batch, n, n}, options);
+  const GramOperands g = GramOperandsOf(h);
   for (int64_t i = 0; i < blocks; ++i) {
     const RowBlock r = RowBlockOf(n, blocks, i);
     if (r.hi == r.lo) continue;
     at::Tensor view = out.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi);
-    HalfGemmInto(view, h.narrow(1, r.lo, r.hi - r.lo), h.narrow(1, 0, r.hi).transpose(1, 2));
+    HalfGemmInto(view, g.x.narrow(1, r.lo, r.hi - r.lo), g.y.narrow(1, 0, r.hi).transpose(1, 2));
   }
+  SetExactDiagonal(out, h, norm_sq);
   return out;
 }
 
@@ -186,7 +268,7 @@ at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& 
 }
 
 at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
-                           const at::Tensor& g) {
+                           const at::Tensor& g, const at::Tensor& norm_sq) {
   CheckHalfStates(h, "states");
   const int64_t batch = h.size(0), n = h.size(1);
   TORCH_CHECK(out.dim() == 3 && out.size(0) == batch && out.size(1) == n && out.size(2) == n &&
@@ -197,7 +279,9 @@ at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tenso
                   r.scalar_type() == at::kDouble && g.scalar_type() == at::kDouble,
               "analysis: Gram row means must be float64 [", batch, ", ", n,
               "] and the grand mean float64 [", batch, "]");
-  HalfGemmInto(out, h, h.transpose(1, 2));
+  const GramOperands operands = GramOperandsOf(h);
+  HalfGemmInto(out, operands.x, operands.y.transpose(1, 2));
+  SetExactDiagonal(out, h, norm_sq);
 #ifdef LF_WITH_CUDA
   if (out.is_cuda()) {
     c10::cuda::CUDAGuard guard(out.device());
