@@ -37,11 +37,23 @@ std::string KnownNames() {
   return out;
 }
 
+std::string Describe(const at::Tensor& t) {
+  if (!t.defined()) return "undefined";
+  return absl::StrCat(c10::toString(t.scalar_type()), " ", c10::str(t.sizes()));
+}
+
 // <a_b, b_b>_F per prompt of two [B, n, n] float64 tensors, [B]: one BLAS
 // dot product per prompt (no n x n temporary; faster than a batched
-// [1, n^2] x [n^2, 1] product or a multiply-and-sum). (Half-precision
-// states' pairs go through CentredGramProducts instead.)
+// [1, n^2] x [n^2, 1] product or a multiply-and-sum). (The fused path's
+// pairs go through CentredGramProducts instead.) Both must be defined Grams
+// of one shape and dtype: an undefined one (a point whose Gram the other
+// path made) would otherwise give a garbage batch size.
 at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.defined() && b.defined() && a.dim() == 3 && a.sizes() == b.sizes() &&
+                  a.scalar_type() == b.scalar_type() && a.size(0) >= 1,
+              "analysis: Frobenius inner product of centred Grams needs two defined [B, n, n] "
+              "tensors of one shape and dtype, B >= 1; got ",
+              Describe(a), " and ", Describe(b));
   const int64_t batch = a.size(0);
   std::vector<at::Tensor> dots;
   dots.reserve(batch);
@@ -51,15 +63,19 @@ at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
   return at::stack(dots);
 }
 
-// ---- Half-precision states (a bf16 or fp16 model) --------------------------
+// ---- The fused path: half states (a bf16 or fp16 model) anywhere, float32
+// states on CUDA (TakesFusedPath, by device and dtype) -----------------------
 // Read as they are, never copied: single float64 passes over the states
 // (half_state_ops.h) and, for the CKA Grams, half GEMMs with float32
 // accumulation and output (every product of two halves is exact in
-// float32), instead of float64 copies of [B, n, d] and float64 n x n Grams
-// (10x slower than the half GEMM on an H200). The float64 path stays for
-// float32 / float64 states. Accuracy against float64 on the same values:
-// tests/worker/analysis_suite_test.cc (HalfPrecisionStatesMatchFloat64), and
-// on an H200 bench/RESULTS.md.
+// float32) or, for float32 states, the split-bf16 GEMM (half_state_ops.h:
+// hi hi' + hi lo' + lo hi' in one bf16 GEMM, the diagonal exact), instead of
+// float64 copies of [B, n, d] and float64 n x n Grams (10x slower than the
+// half GEMM on an H200). The float64 path stays for float64 states and for
+// float32 states on the CPU. Accuracy against float64 on the same values:
+// tests/worker/analysis_suite_test.cc (HalfPrecisionStatesMatchFloat64,
+// MixedDtypeBatchMatchesFloat64), tests/worker/half_state_ops_gpu_test.cc,
+// and on an H200 bench/RESULTS.md.
 
 // Gram matrices x x^T of float64 x [B, n, d] into out [B, n, n]: the row
 // blocks of the half path's tiling (GramRowBlocks) are multiplied only up to
@@ -166,7 +182,7 @@ CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
   return g;
 }
 
-// The scalars of a half-precision point's centred Gram from its per-token
+// The scalars of a fused-path point's centred Gram from its per-token
 // pass: norm_sq [B, n] = |h_t|^2, r [B, n] = h_t . mean, grand [B] =
 // |mean|^2, trace_k [B] = tr K, float64. diag C = |h_t|^2 - 2 r_t + g;
 // C~ 1 = -diag C (C 1 = 0); 1' C~ 1 = -tr C = n g - tr K (sum_t r_t = n g):
@@ -179,7 +195,7 @@ void SetScalarsFromTokens(CkaGramStats& g, const at::Tensor& norm_sq, const at::
   g.scale = trace_k.square();
 }
 
-// The same for half-precision states h [B, n, d] whose centred Gram is
+// The same for fused-path states h [B, n, d] whose centred Gram is
 // kept (the all-pair CKA), into `out` (float32 [B, n, n]): the half GEMM's
 // raw Gram centred in place in float64 (HalfCentredGram: no centred copy of
 // the states, which a half GEMM could not take unrounded). norm_sq [B, n] =
@@ -188,13 +204,13 @@ CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
                                const at::Tensor& r, const at::Tensor& grand,
                                const at::Tensor& trace_k, at::Tensor out) {
   CkaGramStats g;
-  g.biased_self = HalfCentredGram(out, h, r, grand);
+  g.biased_self = HalfCentredGram(out, h, r, grand, norm_sq);
   g.centred = out;
   SetScalarsFromTokens(g, norm_sq, r, grand, trace_k);
   return g;
 }
 
-// The same for half-precision states h [B, n, d] paired only with their
+// The same for fused-path states h [B, n, d] paired only with their
 // neighbours (no all-pair matrices): the raw Gram's lower block triangle,
 // centred on the fly in float64 by CentredGramProducts, which also gives
 // <C_prev, C> with the point before (`previous`, may be null) into *inner.
@@ -206,7 +222,7 @@ CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
   const int64_t n = h.size(1);
   CkaGramStats g;
   g.raw.blocks = GramRowBlocks(n);
-  g.raw.lower = HalfLowerBlockGram(h, g.raw.blocks);
+  g.raw.lower = HalfLowerBlockGram(h, g.raw.blocks, norm_sq);
   g.raw.row_means = row_means;
   g.raw.grand = grand;
   const at::Tensor products =
@@ -217,7 +233,7 @@ CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
   return g;
 }
 
-// Token means of half states h [B, n, d], float64 [B, d] (exact sums).
+// Token means of fused-path states h [B, n, d], float64 [B, d] (exact sums).
 at::Tensor HalfTokenMean(const at::Tensor& h) {
   const at::Tensor ones =
       at::ones({h.size(0), 1, h.size(1)}, h.options().dtype(at::kDouble));
@@ -230,11 +246,12 @@ at::Tensor CentreTokens(const at::Tensor& h) {
 }
 
 // The CKA statistics of states h [B, n, d] on their own (their norms and
-// means not shared with other metrics): the half path for half states, else
-// float64; *inner = the biased HSIC with `previous` when given.
+// means not shared with other metrics): the fused path where h's device and
+// dtype take it, else float64; *inner = the biased HSIC with `previous` when
+// given (which must come from the same path).
 CkaGramStats GramStatsOfStates(const at::Tensor& h, const CkaGramStats* previous = nullptr,
                                at::Tensor* inner = nullptr) {
-  if (IsHalfPrecision(h)) {
+  if (TakesFusedPath(h.device(), h.scalar_type())) {
     const at::Tensor mean = HalfTokenMean(h);
     const TokenStats t = HalfTokenStats(h, at::Tensor(), mean);
     CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot.contiguous(),
@@ -293,7 +310,7 @@ std::pair<at::Tensor, at::Tensor> AllPairCka(
   // summed in float64: 2x faster on an H200 than one product per prompt
   // (P = 25 rows leave a single product with too few thread blocks), and
   // float32 accumulates only n^2 / S entries.
-  // Float32 Grams (half-precision states): the float32 accumulation errs by
+  // Float32 Grams (the fused path): the float32 accumulation errs by
   // ~1e-7 of sum |C_a C_b| <= ||C_a|| ||C_b|| (the Grams are centred, so no
   // large common part cancels), ~1e-7 absolute in CKA.
   const int64_t entries = n * n;
@@ -562,11 +579,10 @@ void LayerMetricAccumulator::AddCkaBaseline(const at::Tensor& hidden) {
   const bool biased = baseline_biased_row_ >= 0 && n >= 2;
   const bool unbiased = baseline_unbiased_row_ >= 0 && n >= 4;
   if (!biased && !unbiased) return;
-  // The states' dtype, so the baseline runs the same path (half or float64)
+  // Point 0's dtype, so the baseline runs the same path (fused or float64)
   // as the CKA it is the baseline of.
-  const bool half = IsHalfPrecision(hidden);
   const at::TensorOptions options =
-      hidden.options().dtype(half ? hidden.scalar_type() : at::kDouble);
+      hidden.options().dtype(fused_ ? hidden.scalar_type() : at::kDouble);
   std::vector<at::Tensor> draws;
   for (int64_t b = 0; b < batch; ++b) {
     draws.push_back(CkaBaselineStates(next_prompt_ + b, n, d, options));
@@ -602,13 +618,36 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     TORCH_CHECK(examples_ == 0 || n <= max_positions_, "analysis: prompt of ",
                 n, " tokens is longer than adjacent_cos_tokens' ",
                 max_positions_, " positions");
+    // The batch's path, once, from point 0's device and dtype: every point
+    // of a batch must take the same one (a point's Gram statistics are
+    // paired with the next point's, and the two paths keep different ones).
+    TORCH_CHECK(at::isFloatingType(hidden.scalar_type()),
+                "analysis: representation point 0 must be floating point, got ",
+                hidden.scalar_type());
+    fused_ = TakesFusedPath(hidden.device(), hidden.scalar_type());
+    first_type_ = hidden.scalar_type();
   }
+  // A later point of another dtype (the SSM models keep the residual in
+  // float32, so a bf16 model's embedding can be bf16 and its blocks
+  // float32): the float64 path upcasts every point to float64, exactly; the
+  // fused path takes bf16, fp16 and float32 points (the per-token pass below
+  // upcasts a pair of different dtypes, exactly, to a common one) and
+  // refuses any other, naming both points.
+  TORCH_CHECK(!fused_ || IsFusedStateType(hidden.scalar_type()),
+              "analysis: representation point ", point, " is ", hidden.scalar_type(),
+              " but point 0 was ", first_type_, " on ", hidden.device(),
+              ": the batch's fused path (chosen at point 0) takes bf16, fp16 and float32 "
+              "points only");
+  TORCH_CHECK(fused_ || at::isFloatingType(hidden.scalar_type()),
+              "analysis: representation point ", point, " must be floating point, got ",
+              hidden.scalar_type());
   if (point == 0) AddCkaBaseline(hidden);
-  // Float32/float64 states: statistics on a float64 copy (a float64 input
-  // is used as is and never written to). Half-precision states: read as
-  // they are, through half GEMMs with float32 accumulation (IsHalf).
-  const bool half = IsHalfPrecision(hidden);
-  const at::Tensor h = half ? hidden : hidden.to(at::kDouble);
+  // Float64 path: statistics on a float64 copy (a float64 input is used as
+  // is and never written to). Fused path: states read as they are, through
+  // fused float64 passes and half (or split-bf16) GEMMs with float32
+  // accumulation (TakesFusedPath).
+  const bool fused = fused_;
+  const at::Tensor h = fused ? hidden : hidden.to(at::kDouble);
   const bool residual = point <= num_layers_;
   if (residual && point >= 1 && !previous_sizes_.empty()) {
     TORCH_CHECK(previous_sizes_ == h.sizes().vec(),
@@ -627,33 +666,41 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   const bool want_gram = want_biased || want_unbiased;
   const bool want_dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
   // Token-centred float64 states (token_dispersion and the CKA Grams share
-  // them), or for half states the token means (float64 [B, d]).
+  // them), or on the fused path the token means (float64 [B, d]).
   at::Tensor centred, mean, mean_sq;  // mean_sq = |mean|^2 [B]
   if (want_gram || want_dispersion) {
-    if (half) {
+    if (fused) {
       mean = HalfTokenMean(hidden);
       mean_sq = mean.square().sum(-1);
     } else {
       centred = CentreTokens(h);
     }
   }
-  // Per-token quantities, float64 [B, n]. Half states: one pass that also
+  // Per-token quantities, float64 [B, n]. Fused path: one pass that also
   // reads the last residual point (adjacent_cos, step_energy) and, for the
   // CKA Gram's centring, dots with the token mean (half_state_ops.h).
   const bool pair_point = residual && point >= 1 && previous_.defined();
-  const bool raw_gram = half && want_gram && !want_all_pairs;
+  const bool raw_gram = fused && want_gram && !want_all_pairs;
   at::Tensor norm_sq, prev_dot, step_sq, row_means;
-  if (half) {
-    TokenStats t = HalfTokenStats(hidden, pair_point ? previous_ : at::Tensor(),
-                                  want_gram ? mean : at::Tensor());
+  if (fused) {
+    // The pass needs one dtype: a pair of different ones (bf16 embedding,
+    // float32 blocks) is upcast to their common type, exactly (bf16 and fp16
+    // values are float32 values).
+    at::Tensor cur = hidden, prev = pair_point ? previous_ : at::Tensor();
+    if (prev.defined() && prev.scalar_type() != cur.scalar_type()) {
+      const at::ScalarType common = at::promote_types(prev.scalar_type(), cur.scalar_type());
+      cur = cur.to(common);
+      prev = prev.to(common);
+    }
+    TokenStats t = HalfTokenStats(cur, prev, want_gram ? mean : at::Tensor());
     norm_sq = t.norm_sq;
     prev_dot = t.prev_dot;
     step_sq = t.step_sq;
     // Contiguous once here, not copied again by each op that reads it.
     row_means = want_gram ? t.vec_dot.contiguous() : t.vec_dot;
   }
-  const at::Tensor norm = half ? norm_sq.sqrt() : at::linalg_vector_norm(h, 2, {-1});
-  if (!half) norm_sq = norm.square();
+  const at::Tensor norm = fused ? norm_sq.sqrt() : at::linalg_vector_norm(h, 2, {-1});
+  if (!fused) norm_sq = norm.square();
   const at::Tensor trace_k = norm_sq.sum(-1);  // sum_t ||h_t||^2 [B]
 
   // One-point metrics: points 0..L+1.
@@ -671,17 +718,16 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     }
     const at::Tensor w =  // [B, k, n]
         norm.clamp_min(kTinyNorm).reciprocal().unsqueeze(1) * unit_mask_;
-    unit_sums_.push_back(half ? HalfWeightedTokenSums(w, hidden)
-                              : at::bmm(w, h));  // [B, k, d] float64
+    unit_sums_.push_back(fused ? HalfWeightedTokenSums(w, hidden)
+                               : at::bmm(w, h));  // [B, k, d] float64
   }
   if (want_dispersion) {
     // sum_t ||h_t - mean||^2. Float64: same reduction for the spread and
-    // tr(K), so all tokens one vector gives exactly 0. Half: tr(K) minus
+    // tr(K), so all tokens one vector gives exactly 0. Fused: tr(K) minus
     // n ||mean||^2 (clamped at 0 against rounding).
     const at::Tensor spread =
-        half ? (trace_k - static_cast<double>(n) * mean_sq)
-                   .clamp_min(0.0)
-             : at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);
+        fused ? (trace_k - static_cast<double>(n) * mean_sq).clamp_min(0.0)
+              : at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);
     spreads_.push_back(spread);
     traces_.push_back(trace_k);
   }
@@ -707,24 +753,24 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     if (want_all_pairs) {
       if (point == 0) {
         all_grams_ = at::empty({num_layers_ + 1, batch, n, n},
-                               h.options().dtype(half ? at::kFloat : at::kDouble));
+                               h.options().dtype(fused ? at::kFloat : at::kDouble));
       }
       out = all_grams_[point];
     }
-    gram = half ? MakeHalfGramStats(hidden, norm_sq, row_means, mean_sq, trace_k, out)
-                : MakeGramStats(centred, trace_k, out);
+    gram = fused ? MakeHalfGramStats(hidden, norm_sq, row_means, mean_sq, trace_k, out)
+                 : MakeGramStats(centred, trace_k, out);
   }
   centred = at::Tensor();
   const bool want_steps =
       Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy);
   if (want_states) norms_.push_back(norm);
   if (point >= 1) {
-    if (want_cos) dots_.push_back(half ? prev_dot : (previous_ * h).sum(-1));
+    if (want_cos) dots_.push_back(fused ? prev_dot : (previous_ * h).sum(-1));
     if (want_steps) {
-      // From the difference of the states (exact for half states), not
+      // From the difference of the states (exact on the fused path), not
       // ||a||^2 + ||b||^2 - 2 a.b, which cancels for small steps.
-      steps_.push_back(half ? step_sq
-                            : at::linalg_vector_norm(h - previous_, 2, {-1}).square());
+      steps_.push_back(fused ? step_sq
+                             : at::linalg_vector_norm(h - previous_, 2, {-1}).square());
     }
     if (pair_cka) {
       pair_inner_.push_back(
@@ -742,7 +788,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   // Held for the next point; the final-norm output is not paired.
   if (point < num_layers_) {
     previous_sizes_ = h.sizes().vec();
-    // Half states: the model's own tensor, never written.
+    // Fused path: the model's own tensor, never written.
     if (want_states) previous_ = h;
     previous_gram_ = std::move(gram);
   } else {

@@ -41,19 +41,35 @@
 // CKA runs on the token-centred states X - 1 mean_t X (both estimators are
 // invariant to it; the Gram of the centred states IS H K H, and the unbiased
 // HSIC is unchanged, the U-centring annihilating a_i + b_j terms): one Gram
-// per point (float64, or float32 for half-precision states) serves both
-// estimators and every pair.
-// Precision: float32/float64 states are analysed in float64. Half-precision
-// states (bf16/fp16 models) are read as they are, by fused float64 passes
-// (half_state_ops.h) and half GEMMs with float32 accumulation for the CKA
-// Grams (every product of two halves is exact in float32): on the GPU
-// ~2e-6 of each value from the float64 path on the same states, at a
-// fraction of its cost (bench/RESULTS.md). Each point leaves per-token and
-// per-prompt vectors; the metric values are formed from them once per batch.
+// per point (float64, or float32 on the fused path) serves both estimators
+// and every pair.
+// Precision, chosen per batch at point 0 from its device and dtype (never
+// by architecture; TakesFusedPath in half_state_ops.h):
+//   - float64 path: float64 states, and float32 states on the CPU, are
+//     analysed on a float64 copy, float64 Grams;
+//   - fused path: half-precision states (bf16/fp16 models) on any device,
+//     and float32 states on CUDA (the SSM models' float32 residual), are
+//     read as they are, by fused float64 passes (half_state_ops.h; every
+//     bf16/fp16/float32 value and product of two is exact in float64) and,
+//     for the CKA Grams, half GEMMs with float32 accumulation (every product
+//     of two halves is exact in float32) or, for float32 states, ONE bf16
+//     GEMM of the split x = hi + lo ([hi|hi|lo] . [lo|hi|hi]^T, the lo lo'
+//     term dropped, the diagonal set from the exact norms; error analysis in
+//     half_state_ops.h). On the GPU ~2e-6 of each value from the float64
+//     path on the same half states (bench/RESULTS.md), at a fraction of its
+//     cost.
+//   A later point of another dtype: the float64 path upcasts it (exact);
+//   the fused path takes bf16/fp16/float32 points (a pair of two dtypes is
+//   upcast, exactly, to a common one for the per-token pass; each point's
+//   Gram by its own dtype) and refuses others with an error naming both
+//   points' dtypes. (A bf16 Mamba's embedding is bf16, its float32-residual
+//   blocks float32.)
+// Each point leaves per-token and per-prompt vectors; the metric values are
+// formed from them once per batch.
 // Memory: adjacent CKA holds two B x n x n Grams at a time; the all-pair
 // CKA holds the Grams of all L + 1 residual points of the batch,
 // B x (L + 1) x n^2 (float64: 8 B (L + 1) n^2 bytes, e.g. 6.7 GB for
-// pythia-1.4b, 8 x 2048 tokens; half states: half that), freed at EndBatch;
+// pythia-1.4b, 8 x 2048 tokens; fused path: half that), freed at EndBatch;
 // with it, the adjacent-pair CKA is read off the all-pair matrices.
 // Stats: per (metric, layer) the sum over prompts of the value, of its
 // square, and the prompt count; they merge across GPUs, chunks and workers
@@ -146,8 +162,8 @@ double LinearCka(const at::Tensor& x, const at::Tensor& y,
 // per pair for both estimators.
 struct CkaGramStats {
   at::Tensor centred;        // C = H K H               [B, n, n]
-  // Half-precision states, adjacent pairs only: K's lower block triangle,
-  // centred on the fly (half_state_ops.h); `centred` is then undefined.
+  // Fused path, adjacent pairs only: K's lower block triangle, centred on
+  // the fly (half_state_ops.h); `centred` is then undefined.
   RawGram raw;
   at::Tensor diagonal;       // diag C                  [B, n]
   at::Tensor row_sums;       // C~ 1                    [B, n]
@@ -185,7 +201,9 @@ class LayerMetricAccumulator {
 
   // One representation point of a batch of B prompts of n tokens each,
   // hidden [B, n, d]; points 0..L+1 in order (LanguageModel's callback).
-  // Throws c10::Error on a shape or order mismatch.
+  // Point 0's device and dtype choose the batch's path (header comment).
+  // Throws c10::Error on a shape or order mismatch, or a point whose dtype
+  // the batch's path cannot take.
   void Observe(int64_t point, const at::Tensor& hidden);
   // Drops the held layer(s); call after the batch's last point.
   void EndBatch();
@@ -239,6 +257,10 @@ class LayerMetricAccumulator {
   int64_t next_point_ = 0;
   int64_t next_prompt_ = 0;
   int64_t batch_size_ = 0;    // B of the current batch
+  // The current batch's path, chosen at point 0 (header comment), and point
+  // 0's dtype (for errors).
+  bool fused_ = false;
+  c10::ScalarType first_type_ = c10::ScalarType::Undefined;
   int64_t examples_ = 0;      // adjacent_cos_tokens prompts of this batch
   at::Tensor previous_;       // [B, n, d] of the last residual point
   std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
