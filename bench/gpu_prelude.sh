@@ -11,7 +11,9 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 nvidia-smi -L | tee "$OUT/gpus.txt"
 # Always (incremental on a warm machine): the binaries must be this tree's.
 start=$(date +%s)
-scripts/build_gpu_machine.sh build-gpu > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+# LF_TARGETS (optional): only these targets and what they need.
+# shellcheck disable=SC2086
+scripts/build_gpu_machine.sh build-gpu ${LF_TARGETS:-} > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
 source build-gpu/env.sh
 exec 3>&1  # timings go to the original stdout even when a command's is redirected

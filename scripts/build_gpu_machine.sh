@@ -3,11 +3,13 @@
 # and NCCL but no package registry (DESIGN.md, build rules): the Debian
 # packages fetched by scripts/fetch_gpu_debs.sh are unpacked into a prefix and
 # the build uses the LibTorch inside the machine's PyTorch wheel.
-#   scripts/build_gpu_machine.sh [BUILD_DIR]
+#   scripts/build_gpu_machine.sh [BUILD_DIR [TARGET...]]   (no target: everything)
 # Then: source "$BUILD_DIR/env.sh" before running the binaries.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${1:-$ROOT/build-gpu}"
+shift || true
+TARGETS=("$@")
 PREFIX="${LAYERFLOW_DEPS_PREFIX:-/opt/deps}"
 PYTHON="${LAYERFLOW_PYTHON:-python3}"
 mkdir -p "$PREFIX" "$BUILD"
@@ -28,4 +30,8 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$PREFIX/usr;$LIB/cmake;$PREFIX/usr/share/cmake;$TORCH_PREFIX" \
   -DProtobuf_PROTOC_EXECUTABLE="$PREFIX/usr/bin/protoc" \
   -DLAYERFLOW_PYTHON="$(command -v "$PYTHON")" -DTORCH_CUDA_ARCH_LIST=9.0
-cmake --build "$BUILD" -j"$(nproc)"
+if [ ${#TARGETS[@]} -gt 0 ]; then
+  cmake --build "$BUILD" -j"$(nproc)" --target "${TARGETS[@]}"
+else
+  cmake --build "$BUILD" -j"$(nproc)"
+fi

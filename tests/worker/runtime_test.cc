@@ -401,6 +401,45 @@ TEST(JobRunnerTest, LowPrecisionRunsStayClose) {
   }
 }
 
+// Regression (issue 11): bf16 Mamba and Mamba-2 jobs with adjacent_cos,
+// intertoken_cos and cka_unbiased FAILED on an H200 with "INTERNAL: chunk 0:
+// model mamba-1.4b, layer 1 (backbone.layers.0), prompt 0: stack expects a
+// non-empty TensorList". Their residual stream is float32 (residual_in_fp32)
+// but the embedding was handed to the analysis in bf16, so one batch took
+// the half-precision path at point 0 and the float64 path after it. Every
+// point of a forward now has one dtype, and the half-precision jobs agree
+// with the float32 job to their precision.
+TEST(JobRunnerTest, HalfPrecisionSsmJobsWithCkaMatchFloat32) {
+  for (const char* model : {"mamba-tiny", "mamba2-tiny"}) {
+    const ModelConfig arch = FindModelPreset(model)->config;
+    auto built = CreateRandomModel(arch, InitScheme{}, 0, c10::Device(c10::kCPU), c10::kBFloat16);
+    ASSERT_TRUE(built.ok()) << built.status();
+    std::vector<at::ScalarType> dtypes;
+    (*built)->Forward(at::zeros({1, 8}, at::kLong), [&](int64_t, const at::Tensor& h) {
+      dtypes.push_back(h.scalar_type());
+    });
+    for (at::ScalarType t : dtypes) EXPECT_EQ(t, at::kFloat) << model;
+
+    JobConfig config = TinyJob();
+    config.model = model;
+    config.num_prompts = 2;
+    config.analyses = {"adjacent_cos", "intertoken_cos", "cka_unbiased"};
+    auto ref = MakeRunner(config)->RunChunk(0);
+    ASSERT_TRUE(ref.ok()) << model << ": " << ref.status();
+    for (const char* dtype : {"bf16", "fp16"}) {
+      config.dtype = dtype;
+      auto low = MakeRunner(config)->RunChunk(0);
+      ASSERT_TRUE(low.ok()) << model << " " << dtype << ": " << low.status();
+      ASSERT_EQ(low->stats.size(), ref->stats.size()) << model << " " << dtype;
+      for (size_t i = 0; i < ref->stats.size(); ++i) {
+        EXPECT_EQ(low->stats[i].metric, ref->stats[i].metric);
+        EXPECT_NEAR(low->stats[i].sum, ref->stats[i].sum, 0.05)
+            << model << " " << dtype << " " << ref->stats[i].metric << " " << ref->stats[i].layer;
+      }
+    }
+  }
+}
+
 struct BadConfig {
   const char* field;
   JobConfig config;

@@ -30,7 +30,10 @@ std::unique_ptr<LanguageModel> NewModel(const ModelConfig& config) {
 
 absl::Status ValidateForRun(const ModelConfig& config, c10::ScalarType dtype) {
   if (absl::Status s = ValidateModelConfig(config); !s.ok()) return s;
-  if (dtype != c10::kFloat && dtype != c10::kBFloat16 && dtype != c10::kHalf) {
+  // float64: the references of tests and of the GPU conformance suite (a
+  // job's dtype is one of the other three, ParseDtype).
+  if (dtype != c10::kFloat && dtype != c10::kBFloat16 && dtype != c10::kHalf &&
+      dtype != c10::kDouble) {
     return absl::InvalidArgumentError(
         absl::StrCat("dtype: unsupported ", c10::toString(dtype)));
   }

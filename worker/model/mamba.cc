@@ -135,9 +135,41 @@ at::Tensor MambaModel::ParallelScan(at::Tensor a, at::Tensor b) {
   return b;
 }
 
+// The same mixer on the fused CUDA kernels (ssm_ops.h): token-major
+// throughout, the conv and the scan reading slices of the projections in
+// place; y leaves the scan gated and in the model dtype, ready for out_proj.
+at::Tensor MambaModel::MixerCuda(const Layer& layer, const at::Tensor& hidden,
+                                 at::Tensor* log_lambda) const {
+  const int64_t e = mamba().intermediate_size();
+  const int64_t n = mamba().state_size;
+  const int64_t r = mamba().dt_rank();
+  const at::Tensor projected =
+      at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);  // [B, L, 2E]
+  const at::Tensor x =
+      ssm::CausalConv1dSiluRows(projected.narrow(-1, 0, e), layer.conv1d_weight,
+                                layer.conv1d_bias);                 // [B, L, E]
+  const at::Tensor params = at::linear(x, layer.x_proj_weight);    // [B, L, R + 2N]
+  const at::Tensor dt = at::linear(params.narrow(-1, 0, r), layer.dt_proj_weight);
+  const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));       // [E, N]
+  at::Tensor delta;
+  at::Tensor y = ssm::SelectiveScanCuda(x, dt, projected.narrow(-1, e, e),
+                                        params.narrow(-1, r, n), params.narrow(-1, r + n, n), A,
+                                        layer.dt_proj_bias, layer.D,
+                                        log_lambda != nullptr ? &delta : nullptr);
+  if (log_lambda != nullptr) {  // log λ = Δ A from the scan's own Δ: [B, 1, L - 1, E N]
+    const int64_t batch = y.size(0), len = y.size(1);
+    *log_lambda = (delta.narrow(1, 1, len - 1).unsqueeze(-1) * A)
+                      .reshape({batch, 1, len - 1, e * n});
+  }
+  return at::linear(y, layer.out_proj_weight, layer.out_proj_bias);
+}
+
 // MambaMixer.forward (no cache) with mamba_selective_scan's torch path.
 at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
                              at::Tensor* log_lambda) const {
+  if (ssm::UseSsmKernels(hidden) && ssm::SelectiveScanKernelSupports(mamba().state_size)) {
+    return MixerCuda(layer, hidden, log_lambda);
+  }
   const int64_t e = mamba().intermediate_size();
   const int64_t n = mamba().state_size;
   const int64_t r = mamba().dt_rank();

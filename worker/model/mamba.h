@@ -65,6 +65,9 @@ class MambaModel final : public LanguageModel {
   // With log_lambda, also this layer's spectrum (SpectrumSink).
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda = nullptr) const;
+  // Mixer on the fused CUDA kernels (ssm::UseSsmKernels).
+  at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden,
+                       at::Tensor* log_lambda) const;
 
   at::Tensor embeddings_;
   std::vector<Layer> layers_;

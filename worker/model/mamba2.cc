@@ -198,6 +198,34 @@ at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
   return y.narrow(1, 0, seq);
 }
 
+// The same mixer on the fused CUDA kernels (ssm_ops.h): the conv reads the
+// xBC slice of the projection in place, dt is formed as in the ATen path
+// (it is [B, L, H], small), and the SSD scan with the gated RMSNorm returns
+// the normed output in the model dtype, ready for out_proj.
+at::Tensor Mamba2Model::MixerCuda(const Layer& layer, const at::Tensor& hidden,
+                                  at::Tensor* log_lambda) const {
+  const Mamba2Config& c = mamba2();
+  const int64_t seq = hidden.size(1);
+  const int64_t e = c.intermediate_size();
+  const at::Tensor projected =
+      at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);
+  const at::Tensor xbc = ssm::CausalConv1dSiluRows(projected.narrow(-1, e, c.conv_dim()),
+                                                   layer.conv1d_weight, layer.conv1d_bias);
+  const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [H]
+  at::Tensor dt = projected.narrow(-1, e + c.conv_dim(), c.num_heads);
+  dt = at::softplus(dt + layer.dt_bias.to(dt.scalar_type()));
+  if (c.time_step_limit_min > 0.0) dt = dt.clamp_min(c.time_step_limit_min);
+  if (c.time_step_limit_max < 1e300) dt = dt.clamp_max(c.time_step_limit_max);
+  const at::Tensor dtf = dt.to(at::kFloat).contiguous();  // [B, L, H]
+  if (log_lambda != nullptr) {  // log λ = Δ_h A_h: [B, L, H] -> [B, H, L - 1, 1]
+    *log_lambda = (dtf * A).narrow(1, 1, seq - 1).permute({0, 2, 1}).unsqueeze(-1);
+  }
+  const at::Tensor normed = ssm::SsdGatedNormCuda(
+      xbc, dtf, A, layer.D, projected.narrow(-1, 0, e), layer.gated_norm_weight, c.num_heads,
+      c.head_dim, c.n_groups, c.state_size, c.chunk_size, c.layer_norm_epsilon);
+  return at::linear(normed, layer.out_proj_weight, layer.out_proj_bias);
+}
+
 // Mamba2Mixer.forward (no cache) with the torch fallbacks of
 // causal_conv1d_fn and mamba2_chunk_scan.
 at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
@@ -209,6 +237,9 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
   const int64_t gn = c.n_groups * c.state_size;
   const at::ScalarType dtype = hidden.scalar_type();
 
+  if (ssm::SsdKernelSupports(hidden, c.head_dim, c.state_size, c.chunk_size)) {
+    return MixerCuda(layer, hidden, log_lambda);
+  }
   at::Tensor projected = at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);
   std::vector<at::Tensor> parts = projected.split({e, c.conv_dim(), c.num_heads}, -1);
   const at::Tensor& gate = parts[0];

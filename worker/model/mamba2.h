@@ -70,6 +70,9 @@ class Mamba2Model final : public LanguageModel {
   // With log_lambda, also this layer's spectrum (SpectrumSink).
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda = nullptr) const;
+  // Mixer on the fused CUDA kernels (ssm::SsdKernelSupports).
+  at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden,
+                       at::Tensor* log_lambda) const;
 
   at::Tensor embeddings_;
   std::vector<Layer> layers_;

@@ -26,6 +26,48 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
 at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight,
                             const at::Tensor& bias);
 
+// ---- The fused CUDA path (worker/kernels/ssm_kernels.h) ------------------
+// Whether a mixer on `hidden` runs the fused CUDA kernels: a CUDA tensor in
+// float32, bf16 or fp16, a build with CUDA, and the kernels not switched off
+// (SetSsmKernelsEnabled; the ATen path stays the reference: tests and the
+// benches compare the two on the GPU). Every other device and dtype runs the
+// ATen path.
+bool UseSsmKernels(const at::Tensor& hidden);
+void SetSsmKernelsEnabled(bool enabled);
+
+// CausalConv1dSilu on token-major rows: x [B, L, C] (a strided view, such as
+// a slice of the input projection, is read in place), weight [C, 1, K],
+// bias [C] or undefined; returns [B, L, C] contiguous in x's dtype. The
+// fused kernel on CUDA, else the ATen form through transposes.
+at::Tensor CausalConv1dSiluRows(const at::Tensor& x, const at::Tensor& weight,
+                                const at::Tensor& bias);
+
+// Mamba's selective scan with softplus(dt + dt_bias), the D skip and the
+// SiLU(z) gate fused (ssm_kernels.h, SelectiveScanArgs): u, dt, z [B, L, E]
+// and B, C [B, L, N] token-major views in the model dtype, A [E, N] float32,
+// dt_bias [E], D [E] (may be undefined) as the model stores them. Returns
+// y [B, L, E] in the dtype; with `delta`, also softplus(dt + dt_bias) as
+// float32 [B, L, E] (the spectra's Δ). CUDA only (UseSsmKernels), N in
+// {16, 32, 64} (SelectiveScanKernelSupports).
+bool SelectiveScanKernelSupports(int64_t states);
+at::Tensor SelectiveScanCuda(const at::Tensor& u, const at::Tensor& dt, const at::Tensor& z,
+                             const at::Tensor& B, const at::Tensor& C, const at::Tensor& A,
+                             const at::Tensor& dt_bias, const at::Tensor& D,
+                             at::Tensor* delta);
+
+// Mamba-2's SSD scan and gated RMSNorm fused (ssm_kernels.h, SsdArgs):
+// xbc [B, L, E + 2 G N] the conv output (contiguous), dt [B, L, H] after
+// softplus and clamp, A [H] float32, D [H] (may be undefined), gate
+// [B, L, E] (a view), norm_weight [E]. Returns norm(y * SiLU(gate)) as
+// [B, L, E] in the dtype. CUDA only, bf16 / fp16, head_dim 64, N 64 or 128,
+// chunk a multiple of 64 (SsdKernelSupports).
+bool SsdKernelSupports(const at::Tensor& hidden, int64_t head_dim, int64_t states,
+                       int64_t chunk);
+at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const at::Tensor& A,
+                            const at::Tensor& D, const at::Tensor& gate,
+                            const at::Tensor& norm_weight, int64_t heads, int64_t head_dim,
+                            int64_t groups, int64_t states, int64_t chunk, double eps);
+
 // The Mamba block (MambaBlock / Mamba2Block): residual + mixer(norm(x)),
 // the residual kept in float32 when residual_in_fp32.
 template <typename Mixer>
@@ -51,7 +93,13 @@ void ResidualStackForward(const at::Tensor& input_ids, const at::Tensor& embeddi
   TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ", input_ids.sizes());
   at::Tensor hidden =
       at::embedding(embeddings, input_ids.to(embeddings.device(), at::kLong));
-  on_layer(point, hidden);
+  // With residual_in_fp32 the residual stream is float32 from the first
+  // block's residual on (MambaBlock: residual.to(float32)), so point 0 is
+  // handed over as that residual (an exact upcast): every point of a
+  // forward then has one dtype. (Point 0 in the model dtype and points
+  // 1..L + 1 in float32 sent the analysis down two paths within one batch:
+  // issue 11's "stack expects a non-empty TensorList".)
+  on_layer(point, residual_in_fp32 ? hidden.to(at::kFloat) : hidden);
   for (const Layer& layer : layers) {
     ++point;
     at::Tensor log_lambda;

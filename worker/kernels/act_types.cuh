@@ -1,0 +1,54 @@
+// Device helpers the SSM kernels share: the model dtypes read as float32 and
+// rounded back exactly as ATen does (round to nearest even).
+#ifndef LAYERFLOW_WORKER_KERNELS_ACT_TYPES_CUH_
+#define LAYERFLOW_WORKER_KERNELS_ACT_TYPES_CUH_
+
+#include <type_traits>
+
+#include "worker/kernels/launch.cuh"
+#include "worker/kernels/ssm_kernels.h"
+
+#ifndef LF_CUDA_EMULATION
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+namespace layerflow::worker::cuda_kernels {
+
+__device__ __forceinline__ float ToFloat(float x) { return x; }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
+
+template <typename T>
+__device__ __forceinline__ T FromFloat(float x);
+template <>
+__device__ __forceinline__ float FromFloat<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ __half FromFloat<__half>(float x) { return __float2half_rn(x); }
+
+// x rounded to T and read back: where the ATen path stores a T.
+template <typename T>
+__device__ __forceinline__ float RoundTo(float x) { return ToFloat(FromFloat<T>(x)); }
+
+// ATen's softplus (beta 1, threshold 20) and SiLU, in float32.
+__device__ __forceinline__ float Softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+__device__ __forceinline__ float Silu(float x) { return x / (1.f + expf(-x)); }
+
+// Calls f with a null pointer of the element type of `type`.
+template <typename F>
+cudaError_t DispatchAct(ActType type, F&& f) {
+  switch (type) {
+    case ActType::kFloat32: return f(static_cast<float*>(nullptr));
+    case ActType::kBFloat16: return f(static_cast<__nv_bfloat16*>(nullptr));
+    case ActType::kFloat16: return f(static_cast<__half*>(nullptr));
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace layerflow::worker::cuda_kernels
+
+#endif  // LAYERFLOW_WORKER_KERNELS_ACT_TYPES_CUH_
