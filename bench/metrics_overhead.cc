@@ -13,23 +13,32 @@
 //   + all + new    forward + every analysis, adding the all-pair CKA
 //                  (cka_all_biased, cka_all_unbiased) and adjacent_cos_tokens
 //   --each 1       also forward + each analysis alone
-//   --check-half 1 also: every analysis on the model's half-precision states
-//                  against the float64 path on the same values (one
-//                  forward), the largest |difference| / (|value| + count)
+//   --check-half 1 also: every analysis on the model's states through the
+//                  path they take (the fused path for bf16 / fp16 states and
+//                  for float32 states on CUDA: --dtype fp32, or a bf16 SSM's
+//                  float32 residual) against the float64 path on the same
+//                  values (one forward), the largest |difference| /
+//                  (|value| + count)
 //   --spectra 1    only: forward + the eigenvalue spectra (docs/spectra.md)
 //   --forward-only 1  only the forward
 // Each run ends with a device-to-host copy, so queued kernels are counted.
+// An exception in a measurement (c10::Error from the model or the analysis,
+// or any std::exception) ends the bench with "error: <measurement>: <what>"
+// on stderr and exit status 1, never an abort.
 #include <algorithm>
-#include <functional>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
 
 #include "bench/bench_util.h"
 #include "worker/analysis/layer_metrics.h"
@@ -48,6 +57,24 @@ double MedianMs(int reps, const std::function<void()>& run) {
   return ::layerflow::bench::MedianMs(reps, run, 2);
 }
 
+// Thrown by Guarded after it has printed the error: main exits with 1.
+struct MeasurementFailed {};
+
+// f() of measurement `what`; an exception is printed as "error: <what>:
+// <message>" (c10::Error without its backtrace) and rethrown as
+// MeasurementFailed.
+template <typename F>
+auto Guarded(const char* what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s: %s\n", what, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s: %s\n", what, e.what());
+  }
+  throw MeasurementFailed{};
+}
+
 // The issue's "all metrics": the 8 per-layer metrics of METHODS.md.
 const std::vector<std::string> kAllMetrics = {
     "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
@@ -59,9 +86,7 @@ std::vector<std::string> EveryAnalysis() {
   return every;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int Run(int argc, char** argv) {
   const std::string model_name = Flag(argc, argv, "--model", "pythia-1.4b");
   const std::string dtype_name = Flag(argc, argv, "--dtype", "bf16");
   const int64_t prompts = std::atoll(Flag(argc, argv, "--prompts", "8").c_str());
@@ -87,10 +112,12 @@ int main(int argc, char** argv) {
   at::Tensor ids = at::randint(0, 256, {prompts, tokens},
                                at::TensorOptions().dtype(at::kLong).device(device));
 
-  const double forward_ms = MedianMs(reps, [&] {
-    at::Tensor last;
-    (*model)->Forward(ids, [&](int64_t, const at::Tensor& h) { last = h; });
-    (void)last.sum().item<double>();
+  const double forward_ms = Guarded("forward", [&] {
+    return MedianMs(reps, [&] {
+      at::Tensor last;
+      (*model)->Forward(ids, [&](int64_t, const at::Tensor& h) { last = h; });
+      (void)last.sum().item<double>();
+    });
   });
   auto print_header = [&] {
     std::printf("model %s (%lld blocks), %s, %lld prompts x %lld tokens, device %s, median of %d\n",
@@ -105,30 +132,35 @@ int main(int argc, char** argv) {
   }
   if (Flag(argc, argv, "--spectra", "0") == std::string("1")) {
     // The eigenvalue spectra (docs/spectra.md) on top of the forward.
-    const double spectra_ms = MedianMs(reps, [&] {
-      lw::SpectrumAccumulator acc("spectrum", L, (*model)->spectrum_groups(), device);
-      lw::SpectrumSink sink;
-      sink.on_layer = [&](int64_t layer, const at::Tensor& ll) { acc.Observe(layer, ll); };
-      (*model)->Forward(ids, [](int64_t, const at::Tensor&) {}, &sink);
-      (void)acc.sums().cpu();
+    const double spectra_ms = Guarded("forward + spectrum", [&] {
+      return MedianMs(reps, [&] {
+        lw::SpectrumAccumulator acc("spectrum", L, (*model)->spectrum_groups(), device);
+        lw::SpectrumSink sink;
+        sink.on_layer = [&](int64_t layer, const at::Tensor& ll) { acc.Observe(layer, ll); };
+        (*model)->Forward(ids, [](int64_t, const at::Tensor&) {}, &sink);
+        (void)acc.sums().cpu();
+      });
     });
     print_header();
     std::printf("forward + spectrum %9.1f ms  (+%.1f%%)\n", spectra_ms,
                 100.0 * (spectra_ms / forward_ms - 1));
     return 0;
   }
-  auto with_metrics = [&](const std::vector<std::string>& names) {
+  auto with_metrics = [&](const char* what, const std::vector<std::string>& names) {
     const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(names);
-    return MedianMs(reps, [&] {
-      lw::LayerMetricAccumulator acc(metrics, L, device, tokens);
-      (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
-      acc.EndBatch();
-      (void)acc.sums().cpu();
+    return Guarded(what, [&] {
+      return MedianMs(reps, [&] {
+        lw::LayerMetricAccumulator acc(metrics, L, device, tokens);
+        (*model)->Forward(ids,
+                          [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
+        acc.EndBatch();
+        (void)acc.sums().cpu();
+      });
     });
   };
-  const double default_ms = with_metrics({"adjacent_cos", "intertoken_cos"});
-  const double all_ms = with_metrics(kAllMetrics);
-  const double every_ms = with_metrics(EveryAnalysis());
+  const double default_ms = with_metrics("forward + default", {"adjacent_cos", "intertoken_cos"});
+  const double all_ms = with_metrics("forward + all", kAllMetrics);
+  const double every_ms = with_metrics("forward + all + new", EveryAnalysis());
 
   print_header();
   std::printf("forward + default  %9.1f ms  (+%.1f%%)\n", default_ms,
@@ -139,15 +171,32 @@ int main(int argc, char** argv) {
               100.0 * (every_ms / forward_ms - 1));
   if (Flag(argc, argv, "--check-half", "0") == std::string("1")) {
     const std::vector<lw::LayerMetric> every = *lw::ParseLayerMetrics(EveryAnalysis());
-    lw::LayerMetricAccumulator half(every, L, device, tokens);
+    lw::LayerMetricAccumulator states(every, L, device, tokens);
     lw::LayerMetricAccumulator exact(every, L, device, tokens);
-    (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) {
-      half.Observe(point, h);
-      exact.Observe(point, h.to(at::kDouble));
+    // The dtypes of point 0 and of the other points (a bf16 SSM: bf16, then
+    // its float32 residual): point 0's chose the path (LayerMetricAccumulator).
+    at::ScalarType first = at::ScalarType::Undefined;
+    std::set<at::ScalarType> others;
+    Guarded("check-half", [&] {
+      (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) {
+        if (point == 0) {
+          first = h.scalar_type();
+        } else {
+          others.insert(h.scalar_type());
+        }
+        states.Observe(point, h);
+        exact.Observe(point, h.to(at::kDouble));
+      });
+      states.EndBatch();
+      exact.EndBatch();
     });
-    half.EndBatch();
-    exact.EndBatch();
-    const at::Tensor want = exact.sums().cpu(), got = half.sums().cpu();
+    std::string types = c10::toString(first);
+    if (!(others.size() == 1 && *others.begin() == first)) {
+      types += ", then";
+      for (at::ScalarType t : others) types += std::string(" ") + c10::toString(t);
+    }
+    const char* path = lw::TakesFusedPath(device, first) ? "fused path" : "float64 path";
+    const at::Tensor want = exact.sums().cpu(), got = states.sums().cpu();
     at::Tensor ratio = (got - want).abs() / (want.abs() + want.select(1, 2).unsqueeze(1));
     // cka_baseline draws its Gaussians in the states' dtype: not comparable.
     for (size_t i = 0; i < exact.keys().size(); ++i) {
@@ -155,17 +204,32 @@ int main(int argc, char** argv) {
     }
     const int64_t worst = std::get<0>(ratio.max(1)).argmax().item<int64_t>();
     const lw::StatKey& key = exact.keys()[worst];
-    std::printf("half-precision path vs float64 path, same states: max |diff| / (|value| + count) "
+    std::printf("%s (states %s) vs float64 path, same states: max |diff| / (|value| + count) "
                 "= %.3g (%s layer %d layer_b %d position %d)\n",
-                ratio.max().item<double>(), key.metric.c_str(), key.layer, key.layer_b,
-                key.position);
+                path, types.c_str(), ratio.max().item<double>(), key.metric.c_str(), key.layer,
+                key.layer_b, key.position);
   }
   if (Flag(argc, argv, "--each", "0") == std::string("1")) {
     for (const std::string& name : EveryAnalysis()) {
-      const double ms = with_metrics({name});
+      const double ms = with_metrics(("forward + " + name).c_str(), {name});
       std::printf("  + %-22s %9.1f ms  (+%.1f%%)\n", name.c_str(), ms,
                   100.0 * (ms / forward_ms - 1));
     }
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const MeasurementFailed&) {
+    return 1;  // Guarded printed it
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  }
+  return 1;
 }
