@@ -1,8 +1,9 @@
 // Where the half-precision analysis path's time goes, op by op
 // (worker/analysis/half_state_ops.h), on states of pythia-1.4b's shape:
 //
-//   bench_half_ops [--dtype bf16] [--prompts 8] [--tokens 2048] [--width 2048]
-//                  [--reps 20] [--accumulator 1] [--layers 24]
+//   bench_half_ops [--dtype bf16|fp16|fp32] [--prompts 8] [--tokens 2048]
+//                  [--width 2048] [--reps 20] [--accumulator 1] [--layers 24]
+//                  [--float64-path 1]
 //
 // Times, on CUDA when present (else the CPU), the median over --reps of each
 // op run 10 times back to back (ended by a device-to-host copy), per call:
@@ -10,7 +11,8 @@
 // triangle in 1, 2, 4 and 8 row blocks (and the full GEMM with a half
 // output, the tensor cores' rate without the float32 write), and the
 // centred products of two such Grams. One point of the adjacent CKA costs
-// one Gram and one product pass.
+// one Gram and one product pass. --dtype fp32: float32 states, whose Grams
+// are the split-bf16 GEMM (half_state_ops.h; the split itself timed too).
 //   --accumulator 1  instead: the 8 per-layer metrics of LayerMetricAccumulator
 //                  over --layers + 2 points of such states (the model's
 //                  callback without the model), per batch. Without a forward
@@ -18,6 +20,9 @@
 //                  dispatch of the small per-point ops; under Nsight Compute
 //                  (`ncu --print-summary per-kernel`) it gives each kernel's
 //                  GPU time (bench/RESULTS.md).
+//   --float64-path 1 with --accumulator 1: the points handed over as
+//                  float64, i.e. the float64 path (what float32 states on
+//                  CUDA took before they joined the fused path).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -61,7 +66,9 @@ int main(int argc, char** argv) {
   const int reps = std::atoi(Flag(argc, argv, "--reps", "20").c_str());
   c10::InferenceMode guard;
   const at::Device device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  const at::ScalarType dtype = dtype_name == "fp16" ? at::kHalf : at::kBFloat16;
+  const at::ScalarType dtype = dtype_name == "fp16"   ? at::kHalf
+                               : dtype_name == "fp32" ? at::kFloat
+                                                      : at::kBFloat16;
   at::manual_seed(0);
   // Residual-stream-like states: a shared direction plus noise, and a next
   // "layer" one small step away.
@@ -78,6 +85,10 @@ int main(int argc, char** argv) {
       points.push_back((points.back().to(at::kFloat) + 0.3 * at::randn({batch, n, d}, f32))
                            .to(dtype));
     }
+    const bool float64_path = Flag(argc, argv, "--float64-path", "0") == std::string("1");
+    if (float64_path) {
+      for (at::Tensor& point : points) point = point.to(at::kDouble);
+    }
     const std::vector<lw::LayerMetric> metrics =
         *lw::ParseLayerMetrics({"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
                                 "token_dispersion", "step_energy", "path_energy",
@@ -90,8 +101,9 @@ int main(int argc, char** argv) {
         return acc.sums();
       });
     };
-    std::printf("%s states [%lld, %lld, %lld] x %lld points, device %s, median of %d x %d\n",
-                dtype_name.c_str(), static_cast<long long>(batch), static_cast<long long>(n),
+    std::printf("%s states%s [%lld, %lld, %lld] x %lld points, device %s, median of %d x %d\n",
+                dtype_name.c_str(), float64_path ? " as float64" : "",
+                static_cast<long long>(batch), static_cast<long long>(n),
                 static_cast<long long>(d), static_cast<long long>(layers + 2),
                 device.str().c_str(), reps, kCallsPerRep);
     const std::vector<lw::LayerMetric> every = *lw::ParseLayerMetrics(
@@ -146,9 +158,14 @@ int main(int argc, char** argv) {
   report("weighted token sums, 1 row (token mean)", MedianMsPerCall(reps, [&] {
            return lw::HalfWeightedTokenSums(ones, b);
          }));
-  report("full Gram, half output (at::bmm)", MedianMsPerCall(reps, [&] {
+  report("full Gram, states' dtype output (at::bmm)", MedianMsPerCall(reps, [&] {
            return at::bmm(b, b.transpose(1, 2));
          }));
+  if (dtype == at::kFloat) {
+    report("split-bf16 operands [lo|hi|hi|lo] of float32 states", MedianMsPerCall(reps, [&] {
+             return lw::SplitBf16Operands(b);
+           }));
+  }
   {
     // The all-pair CKA's path (layer_metrics.cc, MakeHalfGramStats and
     // AllPairCka): per point a centred float32 Gram with its Frobenius norm;
