@@ -47,6 +47,32 @@ double MaxRel(const at::Tensor& a, const at::Tensor& b) {
 
 class ModelSuite : public ::testing::TestWithParam<std::string> {};
 
+// A float64 model is the reference of the GPU tests and the conformance
+// suite, so no step may hand it back in float32 (the SSMs' float32 residual
+// did): every point of a float64 forward is float64, and it agrees with the
+// float32 model of the same seed to float32 precision (the weights are drawn
+// in float32, so both start from the same values).
+TEST_P(ModelSuite, Float64ModelStaysFloat64) {
+  c10::InferenceMode guard;
+  const ModelConfig config = FindModelPreset(GetParam())->config;
+  auto wide = CreateRandomModel(config, InitScheme{}, 3, kCpu, c10::kDouble);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  const at::Tensor ids = at::randint(0, 256, {2, 41}, at::kLong);
+  std::vector<at::Tensor> want;
+  (*wide)->Forward(ids, [&](int64_t, const at::Tensor& h) {
+    EXPECT_EQ(h.scalar_type(), at::kDouble) << GetParam();
+    want.push_back(h.clone());
+  });
+  auto narrow = CreateRandomModel(config, InitScheme{}, 3, kCpu, c10::kFloat);
+  ASSERT_TRUE(narrow.ok());
+  std::vector<at::Tensor> got;
+  (*narrow)->Forward(ids, [&](int64_t, const at::Tensor& h) { got.push_back(h.to(at::kDouble)); });
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t p = 0; p < got.size(); ++p) {
+    EXPECT_LE(MaxRel(got[p], want[p]), 1e-4) << GetParam() << " point " << p;
+  }
+}
+
 TEST_P(ModelSuite, ExposesEveryPointWithTheResidualShape) {
   c10::InferenceMode guard;
   auto model = Make(GetParam(), 1);

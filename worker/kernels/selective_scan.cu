@@ -30,7 +30,9 @@ __global__ void __launch_bounds__(kThreads)
     SelectiveScanKernel(const SelectiveScanArgs a) {
   constexpr int kChannels = kThreads / kThreadsPerChannel;
   constexpr int kN = kThreadsPerChannel * kStates;
-  __shared__ float u_s[kTile][kChannels];   // u, then y of the tile
+  __shared__ float u_s[kTile][kChannels];   // u
+  __shared__ float y_s[kTile][kChannels];   // y of the tile (its own array: no
+                                            // write-after-read between lanes)
   __shared__ float dt_s[kTile][kChannels];  // delta = softplus(dt + bias)
   __shared__ float z_s[kTile][kChannels];   // silu(z)
   __shared__ __align__(16) float b_s[kTile][kN];
@@ -109,11 +111,8 @@ __global__ void __launch_bounds__(kThreads)
       for (int off = kThreadsPerChannel / 2; off > 0; off /= 2) {
         part += __shfl_xor_sync(0xffffffffu, part, off);
       }
-      // One lane per channel writes; its partners read the tile value
-      // before (this iteration) and never again.
-      __syncwarp();
       if (sub == 0) {
-        u_s[r][ch] = (part + d_skip * uv) * z_s[r][ch];
+        y_s[r][ch] = (part + d_skip * uv) * z_s[r][ch];
         if (a.delta_out != nullptr && active) {
           a.delta_out[(b * a.seq + t0 + r) * a.channels + e] = delta;
         }
@@ -122,7 +121,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     for (int i = tid; i < rows * kChannels; i += kThreads) {
       const int r = i / kChannels, c = i % kChannels;
-      if (c0 + c < a.channels) y[(t0 + r) * a.channels + c0 + c] = FromFloat<T>(u_s[r][c]);
+      if (c0 + c < a.channels) y[(t0 + r) * a.channels + c0 + c] = FromFloat<T>(y_s[r][c]);
     }
     __syncthreads();
   }
@@ -140,8 +139,8 @@ cudaError_t Launch(const SelectiveScanArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-// N = 8 would stage 128 channels a block, past the 48 KB of static shared
-// memory.
+// N = 8 would stage 128 channels a block: 5 x 16 KB, past the 48 KB of
+// static shared memory.
 bool SelectiveScanSupports(int64_t states) {
   return states == 16 || states == 32 || states == 64;
 }

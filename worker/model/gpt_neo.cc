@@ -164,7 +164,7 @@ at::Tensor GptNeoModel::Attention(const Layer& layer, const at::Tensor& hidden,
   // HF's _attn upcasts q and k to float32 (and softmaxes there) in every run
   // dtype; SDPA in float32 with scale 1 and the boolean mask does the same.
   at::Tensor attn = at::scaled_dot_product_attention(
-                        query.to(at::kFloat), key.to(at::kFloat), value.to(at::kFloat), mask,
+                        AtLeastFloat32(query), AtLeastFloat32(key), AtLeastFloat32(value), mask,
                         /*dropout_p=*/0.0, /*is_causal=*/false, /*scale=*/1.0)
                         .to(value.scalar_type());
   attn = attn.permute({0, 2, 1, 3}).reshape({batch, seq, -1});

@@ -208,7 +208,9 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_
     // GPTNeoXRotaryEmbedding (default rope): float32, then the run dtype.
     const int64_t head_size = d / neox().num_attention_heads;
     const int64_t dim = static_cast<int64_t>(head_size * neox().rotary_pct);
-    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device());
+    const auto f32 = at::TensorOptions()
+                         .dtype(c10::promoteTypes(dtype(), c10::kFloat))
+                         .device(device());
     at::Tensor inv_freq =
         1.0 / at::pow(neox().rotary_emb_base, at::arange(0, dim, 2, f32) / dim);
     at::Tensor positions = at::arange(seq, f32);

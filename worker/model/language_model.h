@@ -60,6 +60,14 @@ struct SpectrumSink {
   Callback on_layer_dsf;
 };
 
+// t in float32, or kept in float64: where the reference computes a step in
+// float32 whatever the run dtype (norms, scans, GPT-Neo's attention, rotary
+// tables), a float64 model (the references of tests and of the GPU
+// conformance suite) keeps float64 instead of being cut to float32.
+inline at::Tensor AtLeastFloat32(const at::Tensor& t) {
+  return t.to(c10::promoteTypes(t.scalar_type(), c10::kFloat));
+}
+
 // The exception edge every Forward shares: runs body(point), which advances
 // `point` (0 = embedding, 1..L = blocks, L + 1 = final norm) as it goes, and
 // turns whatever it throws into a LayerError at the point reached.

@@ -187,8 +187,8 @@ at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
       at::linear(x.transpose(1, 2), layer.x_proj_weight).split({r, n, n}, -1);
   // time_step = dt_proj.weight @ time_step^T: [B, E, L] (bias added below).
   at::Tensor dt = at::matmul(layer.dt_proj_weight, ssm_parameters[0].transpose(1, 2));
-  dt = at::softplus(dt + layer.dt_proj_bias.to(at::kFloat).to(dt.scalar_type()).unsqueeze(-1));
-  const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [E, N]
+  dt = at::softplus(dt + layer.dt_proj_bias.to(dt.scalar_type()).unsqueeze(-1));
+  const at::Tensor A = -at::exp(AtLeastFloat32(layer.A_log));  // [E, N]
   // Discretise: [B, E, L, N], in float32.
   at::Tensor dt_A = A.unsqueeze(0).unsqueeze(2) * dt.unsqueeze(-1);
   if (log_lambda != nullptr) {  // log λ = Δ A: [B, E, L, N] -> [B, 1, L - 1, E N]
@@ -198,15 +198,15 @@ at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
                       .reshape({dt_A.size(0), 1, len - 1, e * n});
   }
   at::Tensor discrete_A = at::exp(dt_A);
-  at::Tensor deltaB_u = dt.unsqueeze(-1) * ssm_parameters[1].unsqueeze(1).to(at::kFloat) *
-                        x.unsqueeze(-1).to(at::kFloat);
+  at::Tensor deltaB_u = dt.unsqueeze(-1) * AtLeastFloat32(ssm_parameters[1].unsqueeze(1)) *
+                        AtLeastFloat32(x.unsqueeze(-1));
   at::Tensor states = ParallelScan(std::move(discrete_A), std::move(deltaB_u));
   // y_t = C_t h_t (the state in the run dtype, as HF's matmul), + D x.
   at::Tensor y = at::matmul(states.to(dtype).transpose(1, 2),      // [B, L, E, N]
                             ssm_parameters[2].unsqueeze(-1))        // [B, L, N, 1]
                      .squeeze(-1)
                      .transpose(1, 2);                              // [B, E, L]
-  y = y + x * layer.D.to(at::kFloat).unsqueeze(0).unsqueeze(-1);
+  y = y + x * AtLeastFloat32(layer.D).unsqueeze(0).unsqueeze(-1);
   y = y * at::silu(gate);
   // 4. out_proj.
   return at::linear(y.transpose(1, 2).to(dtype), layer.out_proj_weight,

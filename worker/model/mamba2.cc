@@ -159,19 +159,19 @@ at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
   const int64_t heads = x_in.size(2);
   const int64_t head_dim = x_in.size(3);
   const int64_t pad = (chunk - seq % chunk) % chunk;
-  at::Tensor x = x_in.to(at::kFloat);
+  at::Tensor x = AtLeastFloat32(x_in);
   at::Tensor D_residual;
   if (D.defined()) {
-    D_residual = D.to(at::kFloat).unsqueeze(-1) *
+    D_residual = AtLeastFloat32(D).unsqueeze(-1) *
                  (pad > 0 ? at::cat({x, x.new_zeros({batch, pad, heads, head_dim})}, 1) : x);
   }
   // Discretise x and A.
-  x = x * dt.unsqueeze(-1).to(at::kFloat);
-  at::Tensor A = A_in.to(at::kFloat) * dt.to(at::kFloat);  // [B, L, H]
+  x = x * AtLeastFloat32(dt.unsqueeze(-1));
+  at::Tensor A = AtLeastFloat32(A_in) * AtLeastFloat32(dt);  // [B, L, H]
   x = IntoChunks(x, pad, chunk);                        // [B, c, l, H, P]
   A = IntoChunks(A, pad, chunk).permute({0, 3, 1, 2});  // [B, H, c, l]
-  at::Tensor B = IntoChunks(B_in.to(at::kFloat), pad, chunk);  // [B, c, l, H, N]
-  at::Tensor C = IntoChunks(C_in.to(at::kFloat), pad, chunk);
+  at::Tensor B = IntoChunks(AtLeastFloat32(B_in), pad, chunk);  // [B, c, l, H, N]
+  at::Tensor C = IntoChunks(AtLeastFloat32(C_in), pad, chunk);
   at::Tensor A_cumsum = at::cumsum(A, -1);
 
   // 1. Intra-chunk (diagonal blocks): Y_diag = (C B^T * L) x.
@@ -247,7 +247,7 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
                                          layer.conv1d_bias)
                        .transpose(1, 2);
   std::vector<at::Tensor> xbc = xBC.split({e, gn, gn}, -1);
-  const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [H]
+  const at::Tensor A = -at::exp(AtLeastFloat32(layer.A_log));  // [H]
 
   at::Tensor dt = parts[2] + layer.dt_bias.to(parts[2].scalar_type());
   dt = at::softplus(dt);
@@ -255,19 +255,19 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
   if (c.time_step_limit_min > 0.0) dt = dt.clamp_min(c.time_step_limit_min);
   if (c.time_step_limit_max < 1e300) dt = dt.clamp_max(c.time_step_limit_max);
   if (log_lambda != nullptr) {  // log λ = Δ_h A_h: [B, L, H] -> [B, H, L - 1, 1]
-    *log_lambda = (dt.to(at::kFloat) * A).narrow(1, 1, seq - 1).permute({0, 2, 1}).unsqueeze(-1);
+    *log_lambda = (AtLeastFloat32(dt) * A).narrow(1, 1, seq - 1).permute({0, 2, 1}).unsqueeze(-1);
   }
   const int64_t repeat = c.num_heads / c.n_groups;
   auto per_head = [&](const at::Tensor& t) {  // [B, L, G*N] -> [B, L, H, N]
     return t.view({batch, seq, c.n_groups, c.state_size})
-        .to(at::kFloat)
+        .to(A.scalar_type())
         .repeat_interleave(repeat, 2);
   };
   at::Tensor y = ChunkScan(xbc[0].view({batch, seq, c.num_heads, c.head_dim}), dt, A,
                            per_head(xbc[1]), per_head(xbc[2]), layer.D, c.chunk_size);
   y = y.reshape({batch, seq, -1});
   // MambaRMSNormGated(y, gate): float32, y * SiLU(gate), RMS over all of E.
-  at::Tensor g = y.to(at::kFloat) * at::silu(gate.to(at::kFloat));
+  at::Tensor g = AtLeastFloat32(y) * at::silu(AtLeastFloat32(gate));
   g = g * at::rsqrt(g.pow(2).mean(-1, /*keepdim=*/true) + c.layer_norm_epsilon);
   at::Tensor normed = layer.gated_norm_weight * g.to(y.scalar_type());
   return at::linear(normed.to(dtype), layer.out_proj_weight, layer.out_proj_bias);

@@ -211,7 +211,7 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::ScalarType input_dtype = x.scalar_type();
-  at::Tensor h = x.to(at::kFloat);
+  at::Tensor h = AtLeastFloat32(x);
   at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
   h = h * at::rsqrt(variance + eps);
   return weight * h.to(input_dtype);

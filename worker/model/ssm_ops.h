@@ -75,7 +75,7 @@ at::Tensor ResidualBlock(const at::Tensor& hidden, const at::Tensor& norm_weight
                          double eps, bool residual_in_fp32, const Mixer& mixer) {
   at::Tensor residual = hidden;
   at::Tensor h = RmsNorm(hidden.to(norm_weight.scalar_type()), norm_weight, eps);
-  if (residual_in_fp32) residual = residual.to(at::kFloat);
+  if (residual_in_fp32) residual = AtLeastFloat32(residual);
   return residual + mixer(h);
 }
 
@@ -99,7 +99,7 @@ void ResidualStackForward(const at::Tensor& input_ids, const at::Tensor& embeddi
   // forward then has one dtype. (Point 0 in the model dtype and points
   // 1..L + 1 in float32 sent the analysis down two paths within one batch:
   // issue 11's "stack expects a non-empty TensorList".)
-  on_layer(point, residual_in_fp32 ? hidden.to(at::kFloat) : hidden);
+  on_layer(point, residual_in_fp32 ? AtLeastFloat32(hidden) : hidden);
   for (const Layer& layer : layers) {
     ++point;
     at::Tensor log_lambda;
