@@ -1012,7 +1012,13 @@ TEST(AnalysisSuiteTest, MixedDtypeBatchesOtherwise) {
 TEST(AnalysisSuiteTest, Float32StatesOnTheCpuTakeTheFloat64Path) {
   c10::InferenceMode guard;
   EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCPU), at::kFloat));
+  // Float32 on CUDA: the fused passes only while switched on
+  // (LAYERFLOW_SSM_KERNELS, worker/kernels/kernel_switch.h).
+  SetFloat32FusedPath(false);
+  EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCUDA, 0), at::kFloat));
+  SetFloat32FusedPath(true);
   EXPECT_TRUE(TakesFusedPath(c10::Device(c10::kCUDA, 0), at::kFloat));
+  EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCPU), at::kFloat));
   EXPECT_TRUE(TakesFusedPath(c10::Device(c10::kCPU), at::kBFloat16));
   EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCUDA, 0), at::kDouble));
   const int64_t L = 2, B = 2, n = 70, d = 12;

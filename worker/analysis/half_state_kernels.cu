@@ -1,10 +1,16 @@
 // The kernels of half_state_kernels.h. Memory-bound passes: each reads its
 // inputs once, 16 bytes per load where the rows allow it (8 bf16 / fp16
 // values or 4 float32 ones).
+// launch.cuh first: under the CPU emulation (LF_CUDA_EMULATION) it must
+// come before every CUDA header.
+#include "worker/kernels/launch.cuh"
+
 #include "worker/analysis/half_state_kernels.h"
 
+#ifndef LF_CUDA_EMULATION
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#endif
 
 namespace layerflow::worker::cuda_kernels {
 namespace {
@@ -145,15 +151,15 @@ cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   if (p != nullptr && v != nullptr) {
-    TokenStatsKernel<T, true, true><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, true, true>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
   } else if (p != nullptr) {
-    TokenStatsKernel<T, true, false><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, true, false>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
   } else if (v != nullptr) {
-    TokenStatsKernel<T, false, true><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, false, true>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
   } else {
-    TokenStatsKernel<T, false, false><<<grid, kThreads, 0, stream>>>(c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, false, false>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
   }
-  return cudaGetLastError();
+  return LF_LAUNCH_ERROR();
 }
 
 // ---- Weighted sums over tokens: one thread per 16 bytes of feature columns --
@@ -233,9 +239,9 @@ void LaunchWeightedTokenSumsOf(const dim3& grid, bool vector_loads, const double
                                double* partial, cudaStream_t stream) {
   const T* x = static_cast<const T*>(h);
   if (vector_loads) {
-    WeightedTokenSumsKernel<T, kPerLoad<T>, kRows><<<grid, kThreads, 0, stream>>>(w, x, n, d, per_split, partial);
+    LF_LAUNCH((&WeightedTokenSumsKernel<T, kPerLoad<T>, kRows>), grid, dim3(kThreads), 0, stream, w, x, n, d, per_split, partial);
   } else {
-    WeightedTokenSumsKernel<T, 1, kRows><<<grid, kThreads, 0, stream>>>(w, x, n, d, per_split, partial);
+    LF_LAUNCH((&WeightedTokenSumsKernel<T, 1, kRows>), grid, dim3(kThreads), 0, stream, w, x, n, d, per_split, partial);
   }
 }
 
@@ -400,9 +406,9 @@ void LaunchCentredGramProductsOf(const dim3& grid, bool vector, const float* ka,
                                  const double* rb, const double* gb, int64_t n,
                                  int64_t blocks, double* partial, cudaStream_t stream) {
   if (vector) {
-    CentredGramProductsKernel<kWithA, true><<<grid, kThreads, 0, stream>>>(ka, ra, ga, kb, rb, gb, n, blocks, partial);
+    LF_LAUNCH((&CentredGramProductsKernel<kWithA, true>), grid, dim3(kThreads), 0, stream, ka, ra, ga, kb, rb, gb, n, blocks, partial);
   } else {
-    CentredGramProductsKernel<kWithA, false><<<grid, kThreads, 0, stream>>>(ka, ra, ga, kb, rb, gb, n, blocks, partial);
+    LF_LAUNCH((&CentredGramProductsKernel<kWithA, false>), grid, dim3(kThreads), 0, stream, ka, ra, ga, kb, rb, gb, n, blocks, partial);
   }
 }
 
@@ -490,7 +496,7 @@ cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
       LaunchWeightedTokenSumsOf<float>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
       break;
   }
-  return cudaGetLastError();
+  return LF_LAUNCH_ERROR();
 }
 
 cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
@@ -511,7 +517,7 @@ cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
   } else {
     LaunchCentredGramProductsOf<false>(grid, vector, ka, ra, ga, kb, rb, gb, n, blocks, partial, stream);
   }
-  return cudaGetLastError();
+  return LF_LAUNCH_ERROR();
 }
 
 cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch,
@@ -523,11 +529,11 @@ cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t
                       reinterpret_cast<uintptr_t>(r) % 16 == 0;
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
   if (vector) {
-    CentreGramKernel<true><<<grid, kThreads, 0, stream>>>(k, r, g, n, partial);
+    LF_LAUNCH((&CentreGramKernel<true>), grid, dim3(kThreads), 0, stream, k, r, g, n, partial);
   } else {
-    CentreGramKernel<false><<<grid, kThreads, 0, stream>>>(k, r, g, n, partial);
+    LF_LAUNCH((&CentreGramKernel<false>), grid, dim3(kThreads), 0, stream, k, r, g, n, partial);
   }
-  return cudaGetLastError();
+  return LF_LAUNCH_ERROR();
 }
 
 cudaError_t LaunchSplitBf16(const float* x, int64_t rows, int64_t d, void* out,
@@ -539,11 +545,11 @@ cudaError_t LaunchSplitBf16(const float* x, int64_t rows, int64_t d, void* out,
   const dim3 grid(static_cast<unsigned>((threads + kThreads - 1) / kThreads));
   auto* o = static_cast<__nv_bfloat16*>(out);
   if (vector) {
-    SplitBf16Kernel<true><<<grid, kThreads, 0, stream>>>(x, rows, d, o);
+    LF_LAUNCH((&SplitBf16Kernel<true>), grid, dim3(kThreads), 0, stream, x, rows, d, o);
   } else {
-    SplitBf16Kernel<false><<<grid, kThreads, 0, stream>>>(x, rows, d, o);
+    LF_LAUNCH((&SplitBf16Kernel<false>), grid, dim3(kThreads), 0, stream, x, rows, d, o);
   }
-  return cudaGetLastError();
+  return LF_LAUNCH_ERROR();
 }
 
 }  // namespace layerflow::worker::cuda_kernels

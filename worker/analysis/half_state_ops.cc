@@ -1,8 +1,11 @@
 #include "worker/analysis/half_state_ops.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include <ATen/ATen.h>
+
+#include "worker/kernels/kernel_switch.h"
 
 #ifdef LF_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -170,8 +173,18 @@ bool IsFusedStateType(at::ScalarType type) {
   return type == at::kBFloat16 || type == at::kHalf || type == at::kFloat;
 }
 
+namespace {
+// Float32 states on CUDA: the fused passes only with LAYERFLOW_SSM_KERNELS=1
+// (worker/kernels/kernel_switch.h) until they have run on a GPU; else the
+// float64 path, as before.
+std::atomic<bool> float32_fused{SsmKernelsRequested()};
+}  // namespace
+
+void SetFloat32FusedPath(bool enabled) { float32_fused.store(enabled); }
+
 bool TakesFusedPath(c10::Device device, at::ScalarType type) {
-  return type == at::kBFloat16 || type == at::kHalf || (type == at::kFloat && device.is_cuda());
+  return type == at::kBFloat16 || type == at::kHalf ||
+         (type == at::kFloat && device.is_cuda() && float32_fused.load());
 }
 
 RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i) {

@@ -5,10 +5,9 @@
 #include <ATen/ATen.h>
 
 #include <atomic>
-#include <cstdlib>
-#include <string_view>
 
 #include "absl/strings/match.h"
+#include "worker/kernels/kernel_switch.h"
 
 #ifdef LF_WITH_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -20,15 +19,10 @@
 namespace layerflow::worker::ssm {
 namespace {
 
-// Off unless LAYERFLOW_SSM_KERNELS=1: the kernels have run under the CPU
-// emulation (tests/worker/kernels) but not yet on a GPU; the GPU test and
-// bench/gpu_conformance.sh switch them on, and once those pass on the GPU
-// machine this default becomes on (docs/operations.md).
-bool KernelsEnabledByEnvironment() {
-  const char* value = std::getenv("LAYERFLOW_SSM_KERNELS");
-  return value != nullptr && std::string_view(value) == "1";
-}
-std::atomic<bool> kernels_enabled{KernelsEnabledByEnvironment()};
+// Off unless LAYERFLOW_SSM_KERNELS=1 (worker/kernels/kernel_switch.h): the
+// kernels have run under the CPU emulation (tests/worker/kernels), not yet
+// on a GPU.
+std::atomic<bool> kernels_enabled{SsmKernelsRequested()};
 
 #ifdef LF_WITH_CUDA
 namespace ck = cuda_kernels;

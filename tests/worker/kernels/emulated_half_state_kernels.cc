@@ -1,0 +1,4 @@
+// worker/analysis/half_state_kernels.cu built for the CPU emulation
+// (LF_CUDA_EMULATION, worker/kernels/cuda_emulation.h): the same source, run
+// on host memory.
+#include "worker/analysis/half_state_kernels.cu"
