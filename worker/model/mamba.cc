@@ -10,12 +10,6 @@
 #include "worker/model/ssm_ops.h"
 
 namespace layerflow::worker {
-namespace {
-
-std::string LayerPrefix(int64_t i) { return absl::StrCat("backbone.layers.", i, "."); }
-
-}  // namespace
-
 absl::Status MambaModel::Validate(const MambaConfig& c) {
   for (auto [field, value] : {std::pair{"vocab_size", c.vocab_size},
                               std::pair{"hidden_size", c.hidden_size},
@@ -42,57 +36,30 @@ absl::Status MambaModel::Validate(const MambaConfig& c) {
   return absl::OkStatus();
 }
 
-void MambaModel::AddParameters() {
+SsmFamilyModel<MambaLayer>::Backbone MambaModel::backbone() const {
+  return {mamba().vocab_size, mamba().hidden_size, mamba().num_hidden_layers,
+          mamba().layer_norm_epsilon, mamba().residual_in_fp32};
+}
+
+std::vector<LayerParam<MambaLayer>> MambaModel::MixerParams() const {
   const int64_t d = mamba().hidden_size;
   const int64_t e = mamba().intermediate_size();
   const int64_t n = mamba().state_size;
   const int64_t r = mamba().dt_rank();
-  auto add = [&](std::string name, at::IntArrayRef shape) {
-    mutable_parameters().Add(std::move(name), at::empty(shape, at::kFloat));
+  // Module registration order of MambaMixer.
+  return {
+      {"mixer.A_log", {e, n}, &Layer::A_log},
+      {"mixer.D", {e}, &Layer::D},
+      {"mixer.conv1d.weight", {e, 1, mamba().conv_kernel}, &Layer::conv1d_weight},
+      {"mixer.conv1d.bias", {e}, &Layer::conv1d_bias, mamba().use_conv_bias},
+      {"mixer.in_proj.weight", {2 * e, d}, &Layer::in_proj_weight},
+      {"mixer.in_proj.bias", {2 * e}, &Layer::in_proj_bias, mamba().use_bias},
+      {"mixer.x_proj.weight", {r + 2 * n, e}, &Layer::x_proj_weight},
+      {"mixer.dt_proj.weight", {e, r}, &Layer::dt_proj_weight},
+      {"mixer.dt_proj.bias", {e}, &Layer::dt_proj_bias},
+      {"mixer.out_proj.weight", {d, e}, &Layer::out_proj_weight},
+      {"mixer.out_proj.bias", {d}, &Layer::out_proj_bias, mamba().use_bias},
   };
-  // Module registration order of MambaModel / MambaBlock / MambaMixer.
-  add("backbone.embeddings.weight", {mamba().vocab_size, d});
-  for (int64_t i = 0; i < mamba().num_hidden_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    add(p + "norm.weight", {d});
-    add(p + "mixer.A_log", {e, n});
-    add(p + "mixer.D", {e});
-    add(p + "mixer.conv1d.weight", {e, 1, mamba().conv_kernel});
-    if (mamba().use_conv_bias) add(p + "mixer.conv1d.bias", {e});
-    add(p + "mixer.in_proj.weight", {2 * e, d});
-    if (mamba().use_bias) add(p + "mixer.in_proj.bias", {2 * e});
-    add(p + "mixer.x_proj.weight", {r + 2 * n, e});
-    add(p + "mixer.dt_proj.weight", {e, r});
-    add(p + "mixer.dt_proj.bias", {e});
-    add(p + "mixer.out_proj.weight", {d, e});
-    if (mamba().use_bias) add(p + "mixer.out_proj.bias", {d});
-  }
-  add("backbone.norm_f.weight", {d});
-  add("lm_head.weight", {mamba().vocab_size, d});
-}
-
-void MambaModel::Bind() {
-  const ParameterMap& params = parameters();
-  embeddings_ = params.Get("backbone.embeddings.weight");
-  layers_.assign(mamba().num_hidden_layers, Layer{});
-  for (int64_t i = 0; i < mamba().num_hidden_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    Layer& l = layers_[i];
-    l.norm_weight = params.Get(p + "norm.weight");
-    l.A_log = params.Get(p + "mixer.A_log");
-    l.D = params.Get(p + "mixer.D");
-    l.conv1d_weight = params.Get(p + "mixer.conv1d.weight");
-    l.conv1d_bias = params.GetOptional(p + "mixer.conv1d.bias");
-    l.in_proj_weight = params.Get(p + "mixer.in_proj.weight");
-    l.in_proj_bias = params.GetOptional(p + "mixer.in_proj.bias");
-    l.x_proj_weight = params.Get(p + "mixer.x_proj.weight");
-    l.dt_proj_weight = params.Get(p + "mixer.dt_proj.weight");
-    l.dt_proj_bias = params.Get(p + "mixer.dt_proj.bias");
-    l.out_proj_weight = params.Get(p + "mixer.out_proj.weight");
-    l.out_proj_bias = params.GetOptional(p + "mixer.out_proj.bias");
-  }
-  norm_f_weight_ = params.Get("backbone.norm_f.weight");
-  lm_head_ = params.Get("lm_head.weight");
 }
 
 bool MambaModel::InitStructural(const std::string& name, at::Tensor& tensor,
@@ -105,14 +72,6 @@ bool MambaModel::InitStructural(const std::string& name, at::Tensor& tensor,
   spec.dt_init_std = std::pow(static_cast<double>(mamba().dt_rank()), -0.5) *
                      mamba().time_step_scale;
   return ssm::InitSsmParameter(name, tensor, scheme, spec, generator);
-}
-
-std::string MambaModel::PointName(int64_t point) const {
-  if (point == 0) return "embedding (backbone.embeddings)";
-  if (point <= num_layers()) {
-    return absl::StrCat("layer ", point, " (backbone.layers.", point - 1, ")");
-  }
-  return "final norm (backbone.norm_f)";
 }
 
 at::Tensor MambaModel::ParallelScan(at::Tensor a, at::Tensor b) {
@@ -211,25 +170,6 @@ at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
   // 4. out_proj.
   return at::linear(y.transpose(1, 2).to(dtype), layer.out_proj_weight,
                     layer.out_proj_bias);
-}
-
-void MambaModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-                         const SpectrumSink* spectra) const {
-  c10::InferenceMode guard;
-  WithLayerErrors([&](int64_t& point) {
-    ssm::ResidualStackForward(
-        input_ids, embeddings_, layers_, norm_f_weight_, mamba().layer_norm_epsilon,
-        mamba().residual_in_fp32, on_layer, spectra,
-        [this](const Layer& layer, const at::Tensor& h, at::Tensor* log_lambda) {
-          return Mixer(layer, h, log_lambda);
-        },
-        point);
-  });
-}
-
-at::Tensor MambaModel::Logits(const at::Tensor& final_hidden) const {
-  c10::InferenceMode guard;
-  return at::linear(final_hidden.to(lm_head_.scalar_type()), lm_head_);
 }
 
 }  // namespace layerflow::worker

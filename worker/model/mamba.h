@@ -18,23 +18,32 @@
 
 #include "absl/status/status.h"
 #include "worker/model/language_model.h"
+#include "worker/model/parameter_map.h"
+#include "worker/model/ssm_family.h"
 
 namespace layerflow::worker {
 
-class MambaModel final : public LanguageModel {
+// One layer of MambaModel: the block's norm and MambaMixer's parameters.
+struct MambaLayer {
+  at::Tensor norm_weight;
+  at::Tensor A_log, D;
+  at::Tensor conv1d_weight, conv1d_bias;  // [E, 1, K], [E]
+  at::Tensor in_proj_weight, in_proj_bias;
+  at::Tensor x_proj_weight;
+  at::Tensor dt_proj_weight, dt_proj_bias;
+  at::Tensor out_proj_weight, out_proj_bias;
+};
+
+class MambaModel final : public SsmFamilyModel<MambaLayer> {
  public:
   // Use CreateRandomModel / CreateEmptyModel (language_model.h).
-  explicit MambaModel(ModelConfig config) : LanguageModel(std::move(config)) {}
+  explicit MambaModel(ModelConfig config) : SsmFamilyModel(std::move(config)) {}
 
   const MambaConfig& mamba() const { return config().mamba; }
 
   // HF names: backbone.embeddings.weight, backbone.layers.N.norm.weight,
   // backbone.layers.N.mixer.{A_log, D, conv1d.*, in_proj.*, x_proj.weight,
   // dt_proj.*, out_proj.*}, backbone.norm_f.weight, lm_head.weight.
-  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-               const SpectrumSink* spectra = nullptr) const override;
-  at::Tensor Logits(const at::Tensor& final_hidden) const override;
-  std::string PointName(int64_t point) const override;
   // No heads: one group pooling every channel and state.
   int64_t spectrum_groups() const override { return 1; }
 
@@ -46,33 +55,19 @@ class MambaModel final : public LanguageModel {
   static absl::Status Validate(const MambaConfig& config);
 
  private:
-  struct Layer {
-    at::Tensor norm_weight;
-    at::Tensor A_log, D;
-    at::Tensor conv1d_weight, conv1d_bias;  // [E, 1, K], [E]
-    at::Tensor in_proj_weight, in_proj_bias;
-    at::Tensor x_proj_weight;
-    at::Tensor dt_proj_weight, dt_proj_bias;
-    at::Tensor out_proj_weight, out_proj_bias;
-  };
+  using Layer = MambaLayer;
 
-  void AddParameters() override;
-  void Bind() override;
+  Backbone backbone() const override;
+  std::vector<LayerParam<Layer>> MixerParams() const override;
   double ReferenceStd() const override { return mamba().initializer_range; }
   bool InitStructural(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme,
                       at::Generator& generator) const override;
-  // With log_lambda, also this layer's spectrum (SpectrumSink).
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
-                   at::Tensor* log_lambda = nullptr) const;
+                   at::Tensor* log_lambda) const override;
   // Mixer on the fused CUDA kernels (ssm::UseSsmKernels).
   at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden,
                        at::Tensor* log_lambda) const;
-
-  at::Tensor embeddings_;
-  std::vector<Layer> layers_;
-  at::Tensor norm_f_weight_;
-  at::Tensor lm_head_;
 };
 
 }  // namespace layerflow::worker

@@ -12,8 +12,6 @@
 namespace layerflow::worker {
 namespace {
 
-std::string LayerPrefix(int64_t i) { return absl::StrCat("backbone.layers.", i, "."); }
-
 // segment_sum: out[..., i, j] = x[..., j+1] + ... + x[..., i] for j <= i,
 // -inf above the diagonal; by masked cumulative sums (HF's stable form).
 at::Tensor SegmentSum(const at::Tensor& x) {
@@ -80,54 +78,29 @@ absl::Status Mamba2Model::Validate(const Mamba2Config& c) {
   return absl::OkStatus();
 }
 
-void Mamba2Model::AddParameters() {
+SsmFamilyModel<Mamba2Layer>::Backbone Mamba2Model::backbone() const {
+  return {mamba2().vocab_size, mamba2().hidden_size, mamba2().num_hidden_layers,
+          mamba2().layer_norm_epsilon, mamba2().residual_in_fp32};
+}
+
+std::vector<LayerParam<Mamba2Layer>> Mamba2Model::MixerParams() const {
   const Mamba2Config& c = mamba2();
   const int64_t d = c.hidden_size;
   const int64_t e = c.intermediate_size();
-  auto add = [&](std::string name, at::IntArrayRef shape) {
-    mutable_parameters().Add(std::move(name), at::empty(shape, at::kFloat));
+  const int64_t proj = e + c.conv_dim() + c.num_heads;
+  // Module registration order of Mamba2Mixer.
+  return {
+      {"mixer.conv1d.weight", {c.conv_dim(), 1, c.conv_kernel}, &Layer::conv1d_weight},
+      {"mixer.conv1d.bias", {c.conv_dim()}, &Layer::conv1d_bias, c.use_conv_bias},
+      {"mixer.in_proj.weight", {proj, d}, &Layer::in_proj_weight},
+      {"mixer.in_proj.bias", {proj}, &Layer::in_proj_bias, c.use_bias},
+      {"mixer.dt_bias", {c.num_heads}, &Layer::dt_bias},
+      {"mixer.A_log", {c.num_heads}, &Layer::A_log},
+      {"mixer.norm.weight", {e}, &Layer::gated_norm_weight},
+      {"mixer.D", {c.num_heads}, &Layer::D},
+      {"mixer.out_proj.weight", {d, e}, &Layer::out_proj_weight},
+      {"mixer.out_proj.bias", {d}, &Layer::out_proj_bias, c.use_bias},
   };
-  // Module registration order of Mamba2Model / Mamba2Block / Mamba2Mixer.
-  add("backbone.embeddings.weight", {c.vocab_size, d});
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    add(p + "norm.weight", {d});
-    add(p + "mixer.conv1d.weight", {c.conv_dim(), 1, c.conv_kernel});
-    if (c.use_conv_bias) add(p + "mixer.conv1d.bias", {c.conv_dim()});
-    add(p + "mixer.in_proj.weight", {e + c.conv_dim() + c.num_heads, d});
-    if (c.use_bias) add(p + "mixer.in_proj.bias", {e + c.conv_dim() + c.num_heads});
-    add(p + "mixer.dt_bias", {c.num_heads});
-    add(p + "mixer.A_log", {c.num_heads});
-    add(p + "mixer.norm.weight", {e});
-    add(p + "mixer.D", {c.num_heads});
-    add(p + "mixer.out_proj.weight", {d, e});
-    if (c.use_bias) add(p + "mixer.out_proj.bias", {d});
-  }
-  add("backbone.norm_f.weight", {d});
-  add("lm_head.weight", {c.vocab_size, d});
-}
-
-void Mamba2Model::Bind() {
-  const ParameterMap& params = parameters();
-  embeddings_ = params.Get("backbone.embeddings.weight");
-  layers_.assign(mamba2().num_hidden_layers, Layer{});
-  for (int64_t i = 0; i < mamba2().num_hidden_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    Layer& l = layers_[i];
-    l.norm_weight = params.Get(p + "norm.weight");
-    l.conv1d_weight = params.Get(p + "mixer.conv1d.weight");
-    l.conv1d_bias = params.GetOptional(p + "mixer.conv1d.bias");
-    l.in_proj_weight = params.Get(p + "mixer.in_proj.weight");
-    l.in_proj_bias = params.GetOptional(p + "mixer.in_proj.bias");
-    l.dt_bias = params.Get(p + "mixer.dt_bias");
-    l.A_log = params.Get(p + "mixer.A_log");
-    l.gated_norm_weight = params.Get(p + "mixer.norm.weight");
-    l.D = params.Get(p + "mixer.D");
-    l.out_proj_weight = params.Get(p + "mixer.out_proj.weight");
-    l.out_proj_bias = params.GetOptional(p + "mixer.out_proj.bias");
-  }
-  norm_f_weight_ = params.Get("backbone.norm_f.weight");
-  lm_head_ = params.Get("lm_head.weight");
 }
 
 bool Mamba2Model::InitStructural(const std::string& name, at::Tensor& tensor,
@@ -138,14 +111,6 @@ bool Mamba2Model::InitStructural(const std::string& name, at::Tensor& tensor,
   spec.time_step_max = mamba2().time_step_max;
   spec.time_step_floor = mamba2().time_step_floor;
   return ssm::InitSsmParameter(name, tensor, scheme, spec, generator);
-}
-
-std::string Mamba2Model::PointName(int64_t point) const {
-  if (point == 0) return "embedding (backbone.embeddings)";
-  if (point <= num_layers()) {
-    return absl::StrCat("layer ", point, " (backbone.layers.", point - 1, ")");
-  }
-  return "final norm (backbone.norm_f)";
 }
 
 // mamba2_chunk_scan's torch fallback, with its broadcast-and-sum products
@@ -271,25 +236,6 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
   g = g * at::rsqrt(g.pow(2).mean(-1, /*keepdim=*/true) + c.layer_norm_epsilon);
   at::Tensor normed = layer.gated_norm_weight * g.to(y.scalar_type());
   return at::linear(normed.to(dtype), layer.out_proj_weight, layer.out_proj_bias);
-}
-
-void Mamba2Model::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-                          const SpectrumSink* spectra) const {
-  c10::InferenceMode guard;
-  WithLayerErrors([&](int64_t& point) {
-    ssm::ResidualStackForward(
-        input_ids, embeddings_, layers_, norm_f_weight_, mamba2().layer_norm_epsilon,
-        mamba2().residual_in_fp32, on_layer, spectra,
-        [this](const Layer& layer, const at::Tensor& h, at::Tensor* log_lambda) {
-          return Mixer(layer, h, log_lambda);
-        },
-        point);
-  });
-}
-
-at::Tensor Mamba2Model::Logits(const at::Tensor& final_hidden) const {
-  c10::InferenceMode guard;
-  return at::linear(final_hidden.to(lm_head_.scalar_type()), lm_head_);
 }
 
 }  // namespace layerflow::worker

@@ -21,23 +21,31 @@
 
 #include "absl/status/status.h"
 #include "worker/model/language_model.h"
+#include "worker/model/parameter_map.h"
+#include "worker/model/ssm_family.h"
 
 namespace layerflow::worker {
 
-class Mamba2Model final : public LanguageModel {
+// One layer of Mamba2Model: the block's norm and Mamba2Mixer's parameters.
+struct Mamba2Layer {
+  at::Tensor norm_weight;
+  at::Tensor dt_bias, A_log, D;
+  at::Tensor conv1d_weight, conv1d_bias;  // [conv_dim, 1, K]
+  at::Tensor in_proj_weight, in_proj_bias;
+  at::Tensor gated_norm_weight;
+  at::Tensor out_proj_weight, out_proj_bias;
+};
+
+class Mamba2Model final : public SsmFamilyModel<Mamba2Layer> {
  public:
   // Use CreateRandomModel / CreateEmptyModel (language_model.h).
-  explicit Mamba2Model(ModelConfig config) : LanguageModel(std::move(config)) {}
+  explicit Mamba2Model(ModelConfig config) : SsmFamilyModel(std::move(config)) {}
 
   const Mamba2Config& mamba2() const { return config().mamba2; }
 
   // HF names: backbone.embeddings.weight, backbone.layers.N.norm.weight,
   // backbone.layers.N.mixer.{dt_bias, A_log, conv1d.*, in_proj.*, norm.weight,
   // D, out_proj.*}, backbone.norm_f.weight, lm_head.weight.
-  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-               const SpectrumSink* spectra = nullptr) const override;
-  at::Tensor Logits(const at::Tensor& final_hidden) const override;
-  std::string PointName(int64_t point) const override;
   int64_t spectrum_groups() const override { return mamba2().num_heads; }
 
   // The SSD scan in float32: x [B, L, H, P], dt [B, L, H] (after softplus
@@ -52,32 +60,19 @@ class Mamba2Model final : public LanguageModel {
   static absl::Status Validate(const Mamba2Config& config);
 
  private:
-  struct Layer {
-    at::Tensor norm_weight;
-    at::Tensor dt_bias, A_log, D;
-    at::Tensor conv1d_weight, conv1d_bias;  // [conv_dim, 1, K]
-    at::Tensor in_proj_weight, in_proj_bias;
-    at::Tensor gated_norm_weight;
-    at::Tensor out_proj_weight, out_proj_bias;
-  };
+  using Layer = Mamba2Layer;
 
-  void AddParameters() override;
-  void Bind() override;
+  Backbone backbone() const override;
+  std::vector<LayerParam<Layer>> MixerParams() const override;
   double ReferenceStd() const override { return mamba2().initializer_range; }
   bool InitStructural(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme,
                       at::Generator& generator) const override;
-  // With log_lambda, also this layer's spectrum (SpectrumSink).
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
-                   at::Tensor* log_lambda = nullptr) const;
+                   at::Tensor* log_lambda) const override;
   // Mixer on the fused CUDA kernels (ssm::SsdKernelSupports).
   at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden,
                        at::Tensor* log_lambda) const;
-
-  at::Tensor embeddings_;
-  std::vector<Layer> layers_;
-  at::Tensor norm_f_weight_;
-  at::Tensor lm_head_;
 };
 
 }  // namespace layerflow::worker

@@ -8,6 +8,9 @@
 #include <utility>
 #include <vector>
 
+#include <cstdint>
+
+#include <ATen/ATen.h>
 #include <ATen/core/Tensor.h>
 
 namespace layerflow::worker {
@@ -37,6 +40,39 @@ class ParameterMap {
  private:
   std::vector<Item> items_;
 };
+
+// One parameter of an architecture's layer: its name after the layer's
+// prefix, its shape, and the field of the architecture's Layer struct that
+// it binds to; absent ones (a bias the config leaves out) are neither
+// registered nor bound (the field stays undefined: no bias). One list per
+// architecture, in the reference's registration order, serves both
+// AddParameters and Bind, so every name is written once.
+template <typename Layer>
+struct LayerParam {
+  std::string suffix;
+  std::vector<int64_t> shape;
+  at::Tensor Layer::*field;
+  bool present = true;
+};
+
+// Registers the present parameters of `params` under prefix + suffix, as
+// uninitialised float32 tensors (random init or a loader fills them).
+template <typename Layer>
+void AddLayerParams(ParameterMap& map, const std::string& prefix,
+                    const std::vector<LayerParam<Layer>>& params) {
+  for (const LayerParam<Layer>& p : params) {
+    if (p.present) map.Add(prefix + p.suffix, at::empty(p.shape, at::kFloat));
+  }
+}
+
+// Points each present parameter's field of `layer` at its tensor.
+template <typename Layer>
+void BindLayerParams(const ParameterMap& map, const std::string& prefix,
+                     const std::vector<LayerParam<Layer>>& params, Layer& layer) {
+  for (const LayerParam<Layer>& p : params) {
+    if (p.present) layer.*p.field = map.Get(prefix + p.suffix);
+  }
+}
 
 }  // namespace layerflow::worker
 

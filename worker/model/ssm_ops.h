@@ -68,55 +68,6 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
                             const at::Tensor& norm_weight, int64_t heads, int64_t head_dim,
                             int64_t groups, int64_t states, int64_t chunk, double eps);
 
-// The Mamba block (MambaBlock / Mamba2Block): residual + mixer(norm(x)),
-// the residual kept in float32 when residual_in_fp32.
-template <typename Mixer>
-at::Tensor ResidualBlock(const at::Tensor& hidden, const at::Tensor& norm_weight,
-                         double eps, bool residual_in_fp32, const Mixer& mixer) {
-  at::Tensor residual = hidden;
-  at::Tensor h = RmsNorm(hidden.to(norm_weight.scalar_type()), norm_weight, eps);
-  if (residual_in_fp32) residual = AtLeastFloat32(residual);
-  return residual + mixer(h);
-}
-
-// MambaModel.forward / Mamba2Model.forward (they differ only in the mixer):
-// the embedding (point 0), one ResidualBlock per layer (points 1..L, each
-// block's log λ to `spectra` first), the final RMSNorm (point L + 1).
-// mixer(layer, normed, log_lambda or nullptr) is the block's mixer. Runs
-// inside WithLayerErrors, advancing `point`.
-template <typename Layer, typename Mixer>
-void ResidualStackForward(const at::Tensor& input_ids, const at::Tensor& embeddings,
-                          const std::vector<Layer>& layers, const at::Tensor& norm_f_weight,
-                          double eps, bool residual_in_fp32,
-                          const LanguageModel::LayerCallback& on_layer,
-                          const SpectrumSink* spectra, const Mixer& mixer, int64_t& point) {
-  TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ", input_ids.sizes());
-  at::Tensor hidden =
-      at::embedding(embeddings, input_ids.to(embeddings.device(), at::kLong));
-  // With residual_in_fp32 the residual stream is float32 from the first
-  // block's residual on (MambaBlock: residual.to(float32)), so point 0 is
-  // handed over as that residual (an exact upcast): every point of a
-  // forward then has one dtype. (Point 0 in the model dtype and points
-  // 1..L + 1 in float32 sent the analysis down two paths within one batch:
-  // issue 11's "stack expects a non-empty TensorList".)
-  on_layer(point, residual_in_fp32 ? AtLeastFloat32(hidden) : hidden);
-  for (const Layer& layer : layers) {
-    ++point;
-    at::Tensor log_lambda;
-    hidden = ResidualBlock(hidden, layer.norm_weight, eps, residual_in_fp32,
-                           [&](const at::Tensor& h) {
-                             return mixer(layer, h, spectra ? &log_lambda : nullptr);
-                           });
-    if (spectra != nullptr) {  // an SSM's eigenvalues have no dsf variant
-      if (spectra->on_layer) spectra->on_layer(point, log_lambda);
-      if (spectra->on_layer_dsf) spectra->on_layer_dsf(point, log_lambda);
-    }
-    on_layer(point, hidden);
-  }
-  ++point;
-  on_layer(point, RmsNorm(hidden, norm_f_weight, eps));
-}
-
 // The parameters every scheme leaves at the architecture's own init
 // (init_mamba_weights / init_mamba2_weights), and the reference scheme's
 // special cases (kaiming_uniform(a = sqrt 5) conv1d and out_proj, uniform
