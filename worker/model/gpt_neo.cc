@@ -60,58 +60,49 @@ absl::Status GptNeoModel::Validate(const GptNeoConfig& c) {
   return absl::OkStatus();
 }
 
-void GptNeoModel::AddParameters() {
+std::vector<LayerParam<GptNeoModel::Layer>> GptNeoModel::LayerParams() const {
   const int64_t d = neo().hidden_size;
   const int64_t ff = neo().ffn_size();
-  auto add = [&](std::string name, at::IntArrayRef shape) {
-    mutable_parameters().Add(std::move(name), at::empty(shape, at::kFloat));
+  // Module registration order of GPTNeoBlock.
+  return {
+      {"ln_1.weight", {d}, &Layer::ln_1_weight},
+      {"ln_1.bias", {d}, &Layer::ln_1_bias},
+      {"attn.attention.k_proj.weight", {d, d}, &Layer::k_proj_weight},
+      {"attn.attention.v_proj.weight", {d, d}, &Layer::v_proj_weight},
+      {"attn.attention.q_proj.weight", {d, d}, &Layer::q_proj_weight},
+      {"attn.attention.out_proj.weight", {d, d}, &Layer::out_proj_weight},
+      {"attn.attention.out_proj.bias", {d}, &Layer::out_proj_bias},
+      {"ln_2.weight", {d}, &Layer::ln_2_weight},
+      {"ln_2.bias", {d}, &Layer::ln_2_bias},
+      {"mlp.c_fc.weight", {ff, d}, &Layer::c_fc_weight},
+      {"mlp.c_fc.bias", {ff}, &Layer::c_fc_bias},
+      {"mlp.c_proj.weight", {d, ff}, &Layer::c_proj_weight},
+      {"mlp.c_proj.bias", {d}, &Layer::c_proj_bias},
   };
-  // Module registration order of GPTNeoModel / GPTNeoBlock.
-  add("transformer.wte.weight", {neo().vocab_size, d});
-  add("transformer.wpe.weight", {neo().max_position_embeddings, d});
-  for (int64_t i = 0; i < neo().num_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    add(p + "ln_1.weight", {d});
-    add(p + "ln_1.bias", {d});
-    add(p + "attn.attention.k_proj.weight", {d, d});
-    add(p + "attn.attention.v_proj.weight", {d, d});
-    add(p + "attn.attention.q_proj.weight", {d, d});
-    add(p + "attn.attention.out_proj.weight", {d, d});
-    add(p + "attn.attention.out_proj.bias", {d});
-    add(p + "ln_2.weight", {d});
-    add(p + "ln_2.bias", {d});
-    add(p + "mlp.c_fc.weight", {ff, d});
-    add(p + "mlp.c_fc.bias", {ff});
-    add(p + "mlp.c_proj.weight", {d, ff});
-    add(p + "mlp.c_proj.bias", {d});
-  }
-  add("transformer.ln_f.weight", {d});
-  add("transformer.ln_f.bias", {d});
-  add("lm_head.weight", {neo().vocab_size, d});
+}
+
+void GptNeoModel::AddParameters() {
+  const int64_t d = neo().hidden_size;
+  ParameterMap& params = mutable_parameters();
+  // Module registration order of GPTNeoModel.
+  params.Add("transformer.wte.weight", at::empty({neo().vocab_size, d}, at::kFloat));
+  params.Add("transformer.wpe.weight", at::empty({neo().max_position_embeddings, d}, at::kFloat));
+  const auto layer = LayerParams();
+  for (int64_t i = 0; i < neo().num_layers; ++i) AddLayerParams(params, LayerPrefix(i), layer);
+  params.Add("transformer.ln_f.weight", at::empty({d}, at::kFloat));
+  params.Add("transformer.ln_f.bias", at::empty({d}, at::kFloat));
+  params.Add("lm_head.weight", at::empty({neo().vocab_size, d}, at::kFloat));
 }
 
 void GptNeoModel::Bind() {
   const ParameterMap& params = parameters();
   wte_ = params.Get("transformer.wte.weight");
   wpe_ = params.Get("transformer.wpe.weight");
+  const auto layer = LayerParams();
   layers_.assign(neo().num_layers, Layer{});
   for (int64_t i = 0; i < neo().num_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    Layer& l = layers_[i];
-    l.local = neo().attention_layers[i] == "local";
-    l.ln_1_weight = params.Get(p + "ln_1.weight");
-    l.ln_1_bias = params.Get(p + "ln_1.bias");
-    l.k_proj_weight = params.Get(p + "attn.attention.k_proj.weight");
-    l.v_proj_weight = params.Get(p + "attn.attention.v_proj.weight");
-    l.q_proj_weight = params.Get(p + "attn.attention.q_proj.weight");
-    l.out_proj_weight = params.Get(p + "attn.attention.out_proj.weight");
-    l.out_proj_bias = params.Get(p + "attn.attention.out_proj.bias");
-    l.ln_2_weight = params.Get(p + "ln_2.weight");
-    l.ln_2_bias = params.Get(p + "ln_2.bias");
-    l.c_fc_weight = params.Get(p + "mlp.c_fc.weight");
-    l.c_fc_bias = params.Get(p + "mlp.c_fc.bias");
-    l.c_proj_weight = params.Get(p + "mlp.c_proj.weight");
-    l.c_proj_bias = params.Get(p + "mlp.c_proj.bias");
+    layers_[i].local = neo().attention_layers[i] == "local";
+    BindLayerParams(params, LayerPrefix(i), layer, layers_[i]);
   }
   ln_f_weight_ = params.Get("transformer.ln_f.weight");
   ln_f_bias_ = params.Get("transformer.ln_f.bias");

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "worker/model/language_model.h"
+#include "worker/model/parameter_map.h"
 
 namespace layerflow::worker {
 
@@ -53,6 +54,8 @@ class GptNeoModel final : public LanguageModel {
     at::Tensor c_fc_weight, c_fc_bias, c_proj_weight, c_proj_bias;
   };
 
+  // The layer's parameters, in GPTNeoBlock's registration order.
+  std::vector<LayerParam<Layer>> LayerParams() const;
   void AddParameters() override;
   void Bind() override;
   double ReferenceStd() const override { return neo().initializer_range; }

@@ -76,55 +76,46 @@ absl::Status GptNeoXModel::Validate(const GptNeoXConfig& c) {
   return absl::OkStatus();
 }
 
-void GptNeoXModel::AddParameters() {
+std::vector<LayerParam<GptNeoXModel::Layer>> GptNeoXModel::LayerParams() const {
   const int64_t d = neox().hidden_size;
   const int64_t ff = neox().intermediate_size;
-  auto add = [&](std::string name, at::IntArrayRef shape) {
-    mutable_parameters().Add(std::move(name), at::empty(shape, at::kFloat));
+  const bool bias = neox().attention_bias;
+  // Module registration order of GPTNeoXLayer.
+  return {
+      {"input_layernorm.weight", {d}, &Layer::input_layernorm_weight},
+      {"input_layernorm.bias", {d}, &Layer::input_layernorm_bias},
+      {"post_attention_layernorm.weight", {d}, &Layer::post_attention_layernorm_weight},
+      {"post_attention_layernorm.bias", {d}, &Layer::post_attention_layernorm_bias},
+      {"attention.query_key_value.weight", {3 * d, d}, &Layer::query_key_value_weight},
+      {"attention.query_key_value.bias", {3 * d}, &Layer::query_key_value_bias, bias},
+      {"attention.dense.weight", {d, d}, &Layer::dense_weight},
+      {"attention.dense.bias", {d}, &Layer::dense_bias, bias},
+      {"mlp.dense_h_to_4h.weight", {ff, d}, &Layer::dense_h_to_4h_weight},
+      {"mlp.dense_h_to_4h.bias", {ff}, &Layer::dense_h_to_4h_bias},
+      {"mlp.dense_4h_to_h.weight", {d, ff}, &Layer::dense_4h_to_h_weight},
+      {"mlp.dense_4h_to_h.bias", {d}, &Layer::dense_4h_to_h_bias},
   };
-  // Module registration order of GPTNeoXModel / GPTNeoXLayer.
-  add("gpt_neox.embed_in.weight", {neox().vocab_size, d});
-  for (int64_t i = 0; i < neox().num_hidden_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    add(p + "input_layernorm.weight", {d});
-    add(p + "input_layernorm.bias", {d});
-    add(p + "post_attention_layernorm.weight", {d});
-    add(p + "post_attention_layernorm.bias", {d});
-    add(p + "attention.query_key_value.weight", {3 * d, d});
-    if (neox().attention_bias) add(p + "attention.query_key_value.bias", {3 * d});
-    add(p + "attention.dense.weight", {d, d});
-    if (neox().attention_bias) add(p + "attention.dense.bias", {d});
-    add(p + "mlp.dense_h_to_4h.weight", {ff, d});
-    add(p + "mlp.dense_h_to_4h.bias", {ff});
-    add(p + "mlp.dense_4h_to_h.weight", {d, ff});
-    add(p + "mlp.dense_4h_to_h.bias", {d});
-  }
-  add("gpt_neox.final_layer_norm.weight", {d});
-  add("gpt_neox.final_layer_norm.bias", {d});
-  add("embed_out.weight", {neox().vocab_size, d});
+}
+
+void GptNeoXModel::AddParameters() {
+  const int64_t d = neox().hidden_size;
+  ParameterMap& params = mutable_parameters();
+  // Module registration order of GPTNeoXModel.
+  params.Add("gpt_neox.embed_in.weight", at::empty({neox().vocab_size, d}, at::kFloat));
+  const auto layer = LayerParams();
+  for (int64_t i = 0; i < neox().num_hidden_layers; ++i) AddLayerParams(params, LayerPrefix(i), layer);
+  params.Add("gpt_neox.final_layer_norm.weight", at::empty({d}, at::kFloat));
+  params.Add("gpt_neox.final_layer_norm.bias", at::empty({d}, at::kFloat));
+  params.Add("embed_out.weight", at::empty({neox().vocab_size, d}, at::kFloat));
 }
 
 void GptNeoXModel::Bind() {
   // Biases left out (attention_bias = false) stay undefined.
   embed_in_ = parameters().Get("gpt_neox.embed_in.weight");
+  const auto layer = LayerParams();
   layers_.assign(neox().num_hidden_layers, Layer{});
   for (int64_t i = 0; i < neox().num_hidden_layers; ++i) {
-    const std::string p = LayerPrefix(i);
-    Layer& l = layers_[i];
-    l.input_layernorm_weight = parameters().Get(p + "input_layernorm.weight");
-    l.input_layernorm_bias = parameters().Get(p + "input_layernorm.bias");
-    l.post_attention_layernorm_weight =
-        parameters().Get(p + "post_attention_layernorm.weight");
-    l.post_attention_layernorm_bias =
-        parameters().Get(p + "post_attention_layernorm.bias");
-    l.query_key_value_weight = parameters().Get(p + "attention.query_key_value.weight");
-    l.query_key_value_bias = parameters().GetOptional(p + "attention.query_key_value.bias");
-    l.dense_weight = parameters().Get(p + "attention.dense.weight");
-    l.dense_bias = parameters().GetOptional(p + "attention.dense.bias");
-    l.dense_h_to_4h_weight = parameters().Get(p + "mlp.dense_h_to_4h.weight");
-    l.dense_h_to_4h_bias = parameters().Get(p + "mlp.dense_h_to_4h.bias");
-    l.dense_4h_to_h_weight = parameters().Get(p + "mlp.dense_4h_to_h.weight");
-    l.dense_4h_to_h_bias = parameters().Get(p + "mlp.dense_4h_to_h.bias");
+    BindLayerParams(parameters(), LayerPrefix(i), layer, layers_[i]);
   }
   final_layer_norm_weight_ = parameters().Get("gpt_neox.final_layer_norm.weight");
   final_layer_norm_bias_ = parameters().Get("gpt_neox.final_layer_norm.bias");

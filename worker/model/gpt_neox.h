@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "worker/model/language_model.h"
+#include "worker/model/parameter_map.h"
 
 namespace layerflow::worker {
 
@@ -47,6 +48,8 @@ class GptNeoXModel final : public LanguageModel {
     at::Tensor dense_4h_to_h_weight, dense_4h_to_h_bias;
   };
 
+  // The layer's parameters, in GPTNeoXLayer's registration order.
+  std::vector<LayerParam<Layer>> LayerParams() const;
   void AddParameters() override;
   void Bind() override;
   double ReferenceStd() const override { return neox().initializer_range; }
