@@ -8,12 +8,14 @@
 #include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/worker/naive_reference.h"
 #include "tests/worker/torch_export.h"
 #include "worker/model/language_model.h"
 #include "worker/model/init.h"
 #include "worker/model/model_config.h"
+#include "worker/model/torch_status.h"
 
 namespace layerflow::worker {
 namespace {
@@ -256,6 +258,66 @@ TEST(GptNeoXModelTest, ErrorsInsideABlockNameTheLayer) {
     EXPECT_EQ(e.layer(), 2);
     EXPECT_STREQ(e.what(), "boom");
   }
+}
+
+// The one exception edge (torch_status.h): each kind of failure gets its
+// most specific code and a message without LibTorch's backtrace.
+TEST(TorchStatusTest, EachFailureGetsItsCode) {
+  using ::testing::HasSubstr;
+  using ::testing::Not;
+  const absl::Status oom = GuardTorch("model m", []() -> absl::Status {
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2 GiB");
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(oom.message()), HasSubstr("model m: CUDA out of memory"));
+  EXPECT_THAT(std::string(oom.message()), Not(HasSubstr("Exception raised from")));
+
+  const absl::Status torch = GuardTorch("model m", []() -> absl::Status {
+    TORCH_CHECK(false, "shapes differ");
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(torch.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(torch.message(), "model m: shapes differ");
+
+  const absl::StatusOr<int> host = GuardTorch("model m", []() -> absl::StatusOr<int> {
+    throw std::bad_alloc();
+  });
+  EXPECT_EQ(host.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(host.status().message(), "model m: out of memory");
+
+  const absl::Status plain = GuardTorch("", []() -> absl::Status { throw std::runtime_error("x"); });
+  EXPECT_EQ(plain.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(plain.message(), "x");
+}
+
+// Regression: out of memory inside a forward was reported as INTERNAL (the
+// forward's LayerError hid what had been thrown), so a job short of memory
+// looked like a bug rather than a resource limit. Now RESOURCE_EXHAUSTED,
+// naming the representation point.
+TEST(TorchStatusTest, OutOfMemoryInsideAForwardIsResourceExhausted) {
+  auto model = Make(Tiny(), "reference", 1);
+  const at::Tensor input = at::zeros({1, 4}, at::kLong);
+  auto forward = [&](bool oom) {
+    return GuardTorch(
+        "model tiny, prompt 0",
+        [&]() -> absl::Status {
+          model->Forward(input, [oom](int64_t point, const at::Tensor&) {
+            if (point != 2) return;
+            if (oom) TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory");
+            TORCH_CHECK(false, "boom");
+          });
+          return absl::OkStatus();
+        },
+        [&](int64_t point) { return model->PointName(point); });
+  };
+  const absl::Status oom = forward(true);
+  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(oom.message(),
+            "model tiny, prompt 0: layer 2 (gpt_neox.layers.1): CUDA out of memory");
+  const absl::Status other = forward(false);
+  EXPECT_EQ(other.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(other.message(), "model tiny, prompt 0: layer 2 (gpt_neox.layers.1): boom");
 }
 
 }  // namespace

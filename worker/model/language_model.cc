@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/model/torch_status.h"
 #include "worker/model/gpt_neo.h"
 #include "worker/model/gpt_neox.h"
 #include "worker/model/init.h"
@@ -44,16 +45,11 @@ absl::Status ValidateForRun(const ModelConfig& config, c10::ScalarType dtype) {
 template <typename Fn>
 absl::StatusOr<std::unique_ptr<LanguageModel>> Guarded(const ModelConfig& config,
                                                        const char* what, Fn fn) {
-  try {
-    c10::InferenceMode guard;
-    return fn();
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(config.architecture, " ", what, ": ",
-                                            e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(
-        absl::StrCat(config.architecture, " ", what, ": ", e.what()));
-  }
+  return GuardTorch(absl::StrCat(config.architecture, " ", what),
+                    [&]() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
+                      c10::InferenceMode guard;
+                      return fn();
+                    });
 }
 
 }  // namespace

@@ -29,13 +29,17 @@ namespace layerflow::worker {
 // throws: carries the representation point so the job boundary can name it.
 class LayerError : public std::runtime_error {
  public:
-  LayerError(int64_t layer, const std::string& message)
-      : std::runtime_error(message), layer_(layer) {}
+  LayerError(int64_t layer, const std::string& message, bool out_of_memory = false)
+      : std::runtime_error(message), layer_(layer), out_of_memory_(out_of_memory) {}
   // 0 = embedding, 1..L = block, L + 1 = final norm.
   int64_t layer() const { return layer_; }
+  // What was thrown was an out-of-memory error (device or host): a
+  // RESOURCE_EXHAUSTED job (torch_status.h), not an INTERNAL one.
+  bool out_of_memory() const { return out_of_memory_; }
 
  private:
   int64_t layer_;
+  bool out_of_memory_;
 };
 
 // Eigenvalues of each block's mixer written as a dynamical system
@@ -78,6 +82,10 @@ void WithLayerErrors(Body&& body) {
     body(point);
   } catch (const LayerError&) {
     throw;
+  } catch (const c10::OutOfMemoryError& e) {
+    throw LayerError(point, e.what_without_backtrace(), /*out_of_memory=*/true);
+  } catch (const std::bad_alloc&) {
+    throw LayerError(point, "out of memory", /*out_of_memory=*/true);
   } catch (const c10::Error& e) {
     throw LayerError(point, e.what_without_backtrace());
   } catch (const std::exception& e) {

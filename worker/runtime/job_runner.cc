@@ -27,6 +27,7 @@
 #include "worker/model/model_checkpoint.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
+#include "worker/model/torch_status.h"
 #include "worker/runtime/nccl_communicator.h"
 #include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/tokenizer/byte_tokenizer.h"
@@ -193,10 +194,9 @@ class ModelJobRunner final : public JobRunner {
         stat.count = static_cast<int64_t>(acc[i][LayerMetricAccumulator::kCount]);
         result.stats.push_back(std::move(stat));
       }
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("model ", config_.model,
-                                              ": reducing statistics: ",
-                                              e.what_without_backtrace()));
+    } catch (...) {
+      return StatusOfCurrentException(
+          absl::StrCat("model ", config_.model, ": reducing statistics"));
     }
     for (const Prompt& e : examples) {
       result.prompt_tokens.push_back(e.num_tokens);
@@ -283,25 +283,10 @@ class ModelJobRunner final : public JobRunner {
                         : at::cat(feature_rows, 0);
       }
       return absl::OkStatus();
-    } catch (const LayerError& e) {
-      return absl::InternalError(absl::StrCat(
-          "model ", config_.model, ", ", model.PointName(e.layer()),
-          ", prompt ", prompt, ": ", e.what()));
-    } catch (const c10::OutOfMemoryError& e) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("model ", config_.model, ", prompt ", prompt, ": ",
-                       e.what_without_backtrace()));
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("model ", config_.model,
-                                              ", prompt ", prompt, ": ",
-                                              e.what_without_backtrace()));
-    } catch (const std::bad_alloc&) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "model ", config_.model, ", prompt ", prompt, ": out of memory"));
-    } catch (const std::exception& e) {
-      return absl::InternalError(absl::StrCat("model ", config_.model,
-                                              ", prompt ", prompt, ": ",
-                                              e.what()));
+    } catch (...) {
+      return StatusOfCurrentException(
+          absl::StrCat("model ", config_.model, ", prompt ", prompt),
+          [&model](int64_t point) { return model.PointName(point); });
     }
   }
 
@@ -464,21 +449,8 @@ std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>&
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
     const JobConfig& config, const DeviceConfig& device) {
   // The job's exception edge for construction (RunChunk has its own).
-  try {
-    return CreateJobRunnerOrThrow(config, device);
-  } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "model ", config.model, ": ", e.what_without_backtrace()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("model ", config.model, ": ",
-                                            e.what_without_backtrace()));
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("model ", config.model, ": out of memory"));
-  } catch (const std::exception& e) {
-    return absl::InternalError(
-        absl::StrCat("model ", config.model, ": ", e.what()));
-  }
+  return GuardTorch(absl::StrCat("model ", config.model),
+                    [&] { return CreateJobRunnerOrThrow(config, device); });
 }
 
 DeviceConfig DetectDevices() {

@@ -31,6 +31,7 @@
 #include "worker/model/checkpoint.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_checkpoint.h"
+#include "worker/model/torch_status.h"
 #include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 
@@ -121,10 +122,8 @@ absl::Status Inspect(const InspectOptions& o) {
       if (point == L + 1) final_hidden = h;
     });
     if (o.logits) logits = model->Logits(final_hidden)[0].to(at::kCPU, at::kFloat).contiguous();
-  } catch (const LayerError& e) {
-    return absl::InternalError(absl::StrCat("forward failed at point ", e.layer(), ": ", e.what()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(e.what_without_backtrace());
+  } catch (...) {
+    return StatusOfCurrentException("forward", [&](int64_t point) { return model->PointName(point); });
   }
 
   metadata.emplace_back("dtype", o.dtype);
