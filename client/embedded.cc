@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 #include "server/coordinator_server.h"
-#include "worker/service/worker_process.h"
+#include "common/worker_process.h"
 
 namespace layerflow::client {
 namespace {
@@ -43,7 +43,7 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
   std::string description_;
   std::string temp_dir_;  // empty when the user chose --db
   std::unique_ptr<server::CoordinatorServer> server_;
-  std::unique_ptr<worker::WorkerProcess> worker_;
+  std::unique_ptr<WorkerProcess> worker_;
   std::atomic<bool> watching_{true};
   std::thread watch_thread_;  // notices a worker that died
 };
@@ -77,10 +77,10 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   cluster->server_ = std::move(*server);
   cluster->address_ = absl::StrCat("127.0.0.1:", cluster->server_->port());
 
-  // The worker is a child process (worker/service/worker_process.h says
+  // The worker is a child process (common/worker_process.h says
   // why); it picks the CUDA GPUs when the build and the machine have them.
-  absl::StatusOr<std::unique_ptr<worker::WorkerProcess>> worker =
-      worker::WorkerProcess::Spawn({.coordinator_address = cluster->address_,
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
+      WorkerProcess::Spawn({.coordinator_address = cluster->address_,
                                     .name = absl::StrCat("layerflow-run-", getpid())});
   if (!worker.ok()) {
     cluster->Shutdown();

@@ -11,14 +11,14 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "worker/service/worker_process.h"
+#include "common/worker_process.h"
 
 extern char** environ;
 
 namespace layerflow::client {
 
 absl::StatusOr<std::string> LocateInspectBinary() {
-  return worker::LocateSiblingBinary("layerflow-inspect", "LAYERFLOW_INSPECT_BIN");
+  return LocateSiblingBinary("layerflow-inspect", "LAYERFLOW_INSPECT_BIN");
 }
 
 absl::StatusOr<int> RunInspect(const std::vector<std::string>& args) {

@@ -1,6 +1,6 @@
 // `layerflow inspect`: runs the layerflow-inspect binary with the given
 // arguments. layerflow-inspect links LibTorch, which the CLI never does
-// (worker/service/worker_process.h says why), so the CLI only starts it.
+// (common/worker_process.h says why), so the CLI only starts it.
 #ifndef LAYERFLOW_CLIENT_INSPECT_EXEC_H_
 #define LAYERFLOW_CLIENT_INSPECT_EXEC_H_
 

@@ -9,7 +9,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "server/coordinator_server.h"
-#include "worker/service/worker_process.h"
+#include "common/worker_process.h"
 
 namespace {
 
@@ -115,12 +115,12 @@ int main(int argc, char** argv) {
   std::cerr << std::endl;
 
   // A worker on this machine's CPU or GPUs, started as a child process (see
-  // worker/service/worker_process.h for why not a thread). It talks to the
+  // common/worker_process.h for why not a thread). It talks to the
   // coordinator over loopback gRPC like any other worker.
-  std::unique_ptr<layerflow::worker::WorkerProcess> worker;
+  std::unique_ptr<layerflow::WorkerProcess> worker;
   if (embedded_worker) {
-    absl::StatusOr<std::unique_ptr<layerflow::worker::WorkerProcess>> spawned =
-        layerflow::worker::WorkerProcess::Spawn(
+    absl::StatusOr<std::unique_ptr<layerflow::WorkerProcess>> spawned =
+        layerflow::WorkerProcess::Spawn(
             {.coordinator_address = absl::StrCat("127.0.0.1:", (*server)->port()),
              .name = "embedded"});
     if (!spawned.ok()) {

@@ -27,7 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "layerflow/v1/worker.pb.h"
-#include "server/artifacts/checksum.h"
+#include "common/checksum.h"
 
 namespace layerflow::artifacts {
 

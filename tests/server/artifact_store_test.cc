@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "server/artifacts/checksum.h"
+#include "common/checksum.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::artifacts {

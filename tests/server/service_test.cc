@@ -12,7 +12,7 @@
 #include "absl/time/clock.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "layerflow/v1/worker.grpc.pb.h"
-#include "server/artifacts/checksum.h"
+#include "common/checksum.h"
 #include "server/coordinator_server.h"
 #include "tests/server/test_util.h"
 

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 #include "grpcpp/grpcpp.h"
-#include "server/artifacts/checksum.h"
+#include "common/checksum.h"
 
 namespace layerflow::worker {
 absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& stub,

@@ -13,7 +13,7 @@
 //   logits     F32 [tokens, vocab]   with --logits
 // and __metadata__: model, source, dtype, tokenizer, init, seed, layers,
 // layout. Linked with LibTorch, so it is its own binary: the `layerflow` CLI
-// never links LibTorch (worker/service/worker_process.h says why).
+// never links LibTorch (common/worker_process.h says why).
 
 #include <cstdint>
 #include <iostream>

@@ -8,8 +8,8 @@
 // with EINVAL). Keeping LibTorch out of the coordinator and the CLI also
 // keeps them small and quick to build; the worker talks to the coordinator
 // over loopback gRPC exactly like a remote one.
-#ifndef LAYERFLOW_WORKER_SERVICE_WORKER_PROCESS_H_
-#define LAYERFLOW_WORKER_SERVICE_WORKER_PROCESS_H_
+#ifndef LAYERFLOW_COMMON_WORKER_PROCESS_H_
+#define LAYERFLOW_COMMON_WORKER_PROCESS_H_
 
 #include <sys/types.h>
 
@@ -19,7 +19,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace layerflow::worker {
+namespace layerflow {
 
 struct WorkerProcessOptions {
   std::string coordinator_address;
@@ -57,6 +57,6 @@ class WorkerProcess {
   std::optional<std::string> exit_;
 };
 
-}  // namespace layerflow::worker
+}  // namespace layerflow
 
-#endif  // LAYERFLOW_WORKER_SERVICE_WORKER_PROCESS_H_
+#endif  // LAYERFLOW_COMMON_WORKER_PROCESS_H_

@@ -1,4 +1,4 @@
-#include "server/artifacts/checksum.h"
+#include "common/checksum.h"
 
 #include <openssl/evp.h>
 

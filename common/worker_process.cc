@@ -1,4 +1,4 @@
-#include "worker/service/worker_process.h"
+#include "common/worker_process.h"
 
 #include <signal.h>
 #include <spawn.h>
@@ -19,7 +19,7 @@
 
 extern char** environ;
 
-namespace layerflow::worker {
+namespace layerflow {
 namespace {
 
 bool IsExecutable(const std::string& path) {
@@ -130,4 +130,4 @@ void WorkerProcess::Stop() {
 
 WorkerProcess::~WorkerProcess() { Stop(); }
 
-}  // namespace layerflow::worker
+}  // namespace layerflow

@@ -1,8 +1,8 @@
 // Checksums of the artifact protocol (worker.proto, ArtifactChunk): CRC-32C
 // (Castagnoli) per chunk and SHA-256 (hex) of the whole artifact. Plain
 // C++ over bytes, no protos: workers link it too.
-#ifndef LAYERFLOW_SERVER_ARTIFACTS_CHECKSUM_H_
-#define LAYERFLOW_SERVER_ARTIFACTS_CHECKSUM_H_
+#ifndef LAYERFLOW_COMMON_CHECKSUM_H_
+#define LAYERFLOW_COMMON_CHECKSUM_H_
 
 #include <cstdint>
 #include <memory>
@@ -38,4 +38,4 @@ std::string Sha256Hex(absl::string_view data);
 
 }  // namespace layerflow::artifacts
 
-#endif  // LAYERFLOW_SERVER_ARTIFACTS_CHECKSUM_H_
+#endif  // LAYERFLOW_COMMON_CHECKSUM_H_
