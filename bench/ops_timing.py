@@ -1,4 +1,4 @@
-"""Shared by bench/analysis_ops_micro*.py: residual-stream-like bf16 states of
+"""Shared by bench/gram_blocks_micro.py (and, until 44dce91, the analysis_ops_micro rounds): residual-stream-like bf16 states of
 pythia-1.4b's shape and a CUDA-event timer."""
 import torch
 

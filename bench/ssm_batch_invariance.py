@@ -1,6 +1,6 @@
 """Which Mamba operations give a prompt different float32 results on a GPU
 when it runs in a batch of 4 or of 2 (the 1-GPU vs 2-GPU sharded runs of
-bench/gpu_sharded_run.sh)? mamba-130m shapes, 1024 tokens, random values.
+bench/gpu.sh sharded)? mamba-130m shapes, 1024 tokens, random values.
 Prints, per operation, the largest |batch-of-4 row - batch-of-2 row|.
 Usage (GPU machine): python3 bench/ssm_batch_invariance.py"""
 import torch

@@ -6,7 +6,7 @@
 // 0 before float32 points) against the float64 path on the CPU.
 // CI has no GPU: this executable is not registered with CTest. On a GPU
 // machine run build-gpu/tests/worker/worker_half_state_ops_gpu_test
-// (bench/gpu_overhead_half_run.sh does, and bench/RESULTS.md records it).
+// (bench/gpu.sh overhead does, and bench/RESULTS.md records it).
 #include <gtest/gtest.h>
 
 #include <algorithm>

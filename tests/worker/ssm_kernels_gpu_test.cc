@@ -7,7 +7,7 @@
 // prompts a batch, so padding and the batch offsets are exercised.
 // CI has no GPU: this executable is not registered with CTest. On a GPU
 // machine run build-gpu/tests/worker/worker_ssm_kernels_gpu_test
-// (bench/gpu_conformance.sh and bench/ssm_gpu.sh do, and bench/RESULTS.md
+// (bench/gpu.sh conformance and bench/gpu.sh ssm do, and bench/RESULTS.md
 // records it).
 #include <gtest/gtest.h>
 

@@ -2,7 +2,7 @@
 // SSM mixers of this folder, and the analysis of float32 states through the
 // fused passes of worker/analysis): LAYERFLOW_SSM_KERNELS=1 in the
 // environment turns them on. Until tests/worker/ssm_kernels_gpu_test.cc,
-// tests/worker/half_state_ops_gpu_test.cc and bench/gpu_conformance.sh have
+// tests/worker/half_state_ops_gpu_test.cc and bench/gpu.sh conformance have
 // passed on a GPU machine, CUDA runs take the ATen and float64 paths, whose
 // results on the GPU are recorded in bench/RESULTS.md (docs/operations.md).
 // Plain C++, header only: read by LibTorch code in two libraries.

@@ -145,7 +145,7 @@ TEST(ModelZooErrors, MissingPytorchBinTensorIsNotFoundNamingIt) {
 }
 
 // The same checkpoints loaded straight onto a GPU. CI has no GPU, so CTest
-// filters this suite out; bench/gpu_zoo_run.sh runs it on one (the result
+// filters this suite out; bench/gpu.sh checkpoints runs it on one (the result
 // is in bench/RESULTS.md).
 TEST(ZooParityCuda, MatchesTransformers) {
   ASSERT_TRUE(at::hasCUDA()) << "this suite needs a CUDA device";

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Every GPU run of the project, one entry point: on a GPU machine through the
+# device tool, with .deps carried (scripts/fetch_gpu_debs.sh makes it):
+#   bash bench/gpu.sh COMMAND [ARGS]
+# Each command builds what it needs into build-gpu (bench/gpu_prelude.sh:
+# incremental on a warm machine), writes its logs and JSON under $OUT, and is
+# recorded in bench/RESULTS.md with the date, the GPU and the commit.
+#
+#   conformance [FLAGS]  the GPU tests of the kernels, then the conformance
+#                        suite: 4 architectures at >= 1.3B x every analysis x
+#                        fp32/bf16/fp16 x batch 1 and 8 x 2048 (and Mamba-2 at
+#                        2000 tokens) against float64 (bench/gpu_conformance.cc;
+#                        FLAGS go to it). Run whenever worker/model,
+#                        worker/analysis or worker/runtime change.
+#                        LAYERFLOW_COMMIT names the commit. -> gpu_conformance.json
+#   ssm                  the SSM benchmark: pythia-1.4b, mamba-1.4b, mamba2-1.3b
+#                        8 x 2048 bf16 (forward, + 3 metrics, + all 8, tok/s,
+#                        MFU, peak GiB), mamba-2.8b / mamba2-2.7b forward, and
+#                        the transformers peer of each (LF_PEER=0 skips it,
+#                        LF_SSM_ATEN=1 also times the ATen path, LF_COMMIT
+#                        names the commit). -> ssm_gpu.json
+#   overhead             metric overhead of pythia-1.4b bf16 / fp16 at 8 x 2048,
+#                        each analysis alone, the half path against float64,
+#                        the transformers peer; spectra cost per architecture;
+#                        the probe trainer.
+#   parity               a small sweep on CUDA and on the CPU (rows compared),
+#                        then a pythia-1.4b bf16 sweep at 8 x 2048.
+#   checkpoints          transformers-made checkpoints (GPT-NeoX; the model zoo
+#                        of GPT-Neo, Mamba, Mamba-2) loaded onto the GPU against
+#                        transformers, mid-size layerflow-inspect parity, the
+#                        2.8B-size forwards.
+#   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
+#   sharded [SWEEP]      (2 GPUs) every analysis of all four architectures on
+#                        one GPU and on two: rows must agree to 1e-6.
+set -uo pipefail
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+  conformance)
+    # The kernels written without a GPU (worker/kernels/kernel_switch.h) are
+    # what this suite must check: on unless the caller says otherwise.
+    export LAYERFLOW_SSM_KERNELS="${LAYERFLOW_SSM_KERNELS:-1}"
+    export LF_TARGETS="${LF_TARGETS:-bench_gpu_conformance worker_ssm_kernels_gpu_test worker_half_state_ops_gpu_test}" ;;
+  ssm)
+    export LAYERFLOW_SSM_KERNELS="${LAYERFLOW_SSM_KERNELS:-1}"
+    export LF_TARGETS="${LF_TARGETS:-bench_ssm_gpu worker_ssm_kernels_gpu_test}" ;;
+  overhead)
+    export LF_TARGETS="${LF_TARGETS:-bench_metrics_overhead bench_probe worker_half_state_ops_gpu_test}" ;;
+  parity|checkpoints|multi|sharded) ;;
+  *) sed -n '2,/^set -uo/p' "$0" | sed '$d' >&2; exit 2 ;;
+esac
+source "$(dirname "$0")/gpu_prelude.sh"
+LF=build-gpu/client/layerflow
+B=build-gpu/bench
+
+conformance() {
+  echo "== GPU kernel tests (SSM kernels; fused analysis passes)"
+  build-gpu/tests/worker/worker_ssm_kernels_gpu_test 2>&1 | tail -25 | tee "$OUT/ssm_kernels_gpu_test.log"
+  build-gpu/tests/worker/worker_half_state_ops_gpu_test 2>&1 | tail -25 | tee "$OUT/half_state_ops_gpu_test.log"
+  commit="${LAYERFLOW_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
+  echo "== GPU conformance (commit $commit, $gpu)"
+  t0=$(date +%s)
+  build-gpu/bench/bench_gpu_conformance --device cuda --json "$OUT/gpu_conformance.json" \
+    --commit "$commit" --gpu-name "$gpu" --date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$@" \
+    2>&1 | tee "$OUT/gpu_conformance.log"
+  rc=${PIPESTATUS[0]}
+  echo "conformance: $(( $(date +%s) - t0 )) s (rc=$rc)"
+  return "$rc"
+}
+
+ssm() {
+  echo "== 1. SSM kernels vs the ATen path and float64"
+  build-gpu/tests/worker/worker_ssm_kernels_gpu_test 2>&1 | tail -30
+  echo "== 2. bench_ssm_gpu"
+  build-gpu/bench/bench_ssm_gpu --models "${LF_MODELS:-pythia-1.4b,mamba-1.4b,mamba2-1.3b}" \
+    --forward-only-models "${LF_FORWARD_ONLY:-mamba-2.8b,mamba2-2.7b}" \
+    --aten "${LF_SSM_ATEN:-0}" --reps "${LF_REPS:-5}" --json "$OUT/layerflow.json"
+  echo "== 3. the transformers peer"
+  : > "$OUT/peer.jsonl"
+  if [ "${LF_PEER:-1}" = 1 ]; then
+    python3 bench/peer_hf_ssm.py --arch gpt_neox --name pythia-1.4b --layers 24 --heads 16 --reps 3 >> "$OUT/peer.jsonl"
+    python3 bench/peer_hf_ssm.py --arch mamba --name mamba-1.4b --layers 48 --reps 1 >> "$OUT/peer.jsonl"
+    python3 bench/peer_hf_ssm.py --arch mamba2 --name mamba2-1.3b --layers 48 --reps 1 >> "$OUT/peer.jsonl"
+    python3 bench/peer_hf_ssm.py --arch mamba2 --name mamba2-1.3b --layers 48 --prompts 2 --reps 1 >> "$OUT/peer.jsonl"
+    cat "$OUT/peer.jsonl"
+  fi
+  python3 bench/ssm_gpu_report.py "$OUT"
+}
+
+overhead() {
+  echo "== fused analysis kernels against their ATen reference"
+  build-gpu/tests/worker/worker_half_state_ops_gpu_test 2>&1 | tail -25
+  echo "== metric overhead, pythia-1.4b bf16 / fp16 8 x 2048"
+  $B/bench_metrics_overhead --model pythia-1.4b --dtype bf16 --prompts 8 --tokens 2048 --reps 5 --each 1 --check-half 1
+  $B/bench_metrics_overhead --model pythia-1.4b --dtype fp16 --prompts 8 --tokens 2048 --reps 5 --check-half 1
+  echo "== peer (transformers), same shape"
+  python3 bench/peer_hf_forward.py --hidden 2048 --layers 24 --heads 16 --prompts 8 --tokens 2048 --reps 5
+  echo "== spectra, 1 x 2048, bf16"
+  for m in pythia-1.4b gpt-neo-1.3b mamba-1.4b mamba2-1.3b; do
+    $B/bench_metrics_overhead --model "$m" --dtype bf16 --prompts 1 --tokens 2048 --reps 3 --spectra 1
+  done
+  echo "== probing 2000 x 33 x 2560, 150 epochs x 3 seeds"
+  $B/bench_probe --examples 2000 --points 33 --dim 2560 --epochs 150 --seeds 3 --device cuda
+}
+
+parity() {
+  grep -E "CUDA \+ NCCL" "$OUT/build.log"
+  echo "== CUDA vs CPU parity"
+  timed "cuda run" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cuda.csv" 2> "$OUT/cuda.log"; grep -m1 "registered" "$OUT/cuda.log"
+  CUDA_VISIBLE_DEVICES= timed "cpu run" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/cpu.csv" 2> "$OUT/cpu.log"; grep -m1 "registered" "$OUT/cpu.log"
+  python3 bench/compare_csv.py "$OUT/cpu.csv" "$OUT/cuda.csv" 1e-4
+  echo "== pythia-1.4b bf16, 8 prompts x 2048 tokens"
+  timed "pythia-1.4b run" $LF run bench/sweeps/gpu_1p4b.yaml > "$OUT/1p4b.txt" 2> "$OUT/1p4b.log"; grep -E "registered|leased|done|error" "$OUT/1p4b.log" | head; head -30 "$OUT/1p4b.txt"
+}
+
+checkpoints() {
+  echo "== GPT-NeoX checkpoints made by transformers, on CUDA"
+  python3 tests/worker/checkpoint/make_gpt_neox_fixture.py --out /tmp/ckpt_fixture
+  LAYERFLOW_CKPT_FIXTURE_DIR=/tmp/ckpt_fixture build-gpu/tests/worker/checkpoint/worker_checkpoint_parity_test
+  echo "== the model zoo (GPT-Neo, Mamba, Mamba-2; safetensors and .bin) on CUDA"
+  python3 tests/worker/checkpoint/make_model_zoo_fixture.py --out /tmp/zoo > /dev/null
+  LAYERFLOW_ZOO_FIXTURE_DIR=/tmp/zoo build-gpu/tests/worker/checkpoint/worker_checkpoint_parity_test \
+    --gtest_filter='ZooParityCuda.*' | grep -E "cuda|OK|FAILED|Failure|error"
+  echo "== mid-size shapes, GPU, layerflow-inspect vs transformers"
+  python3 bench/gpu_zoo_parity.py --inspect build-gpu/worker/layerflow-inspect
+  echo "== 2.8B-size presets, bf16, 1 x 2048 tokens"
+  for m in pythia-2.8b gpt-neo-2.7b mamba-2.8b mamba2-2.7b; do
+    $B/bench_metrics_overhead --model "$m" --dtype bf16 --prompts 1 --tokens 2048 --reps 5 --forward-only 1
+  done
+}
+
+multi() {
+  echo "== 1 GPU vs 2 GPUs (NCCL), fp32"
+  CUDA_VISIBLE_DEVICES=0 timed "1 gpu" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/gpu1.csv" 2> "$OUT/gpu1.log"; grep -m1 registered "$OUT/gpu1.log"
+  timed "2 gpus" $LF run bench/sweeps/parity_small.yaml --format csv > "$OUT/gpu2.csv" 2> "$OUT/gpu2.log"; grep -m1 registered "$OUT/gpu2.log"; grep -iE "error|fail" "$OUT/gpu2.log" | head -5
+  python3 bench/compare_csv.py "$OUT/gpu1.csv" "$OUT/gpu2.csv" 1e-6
+  echo "== pythia-1.4b bf16, 8 prompts x 2048 tokens"
+  CUDA_VISIBLE_DEVICES=0 timed "1 gpu" $LF run bench/sweeps/gpu_1p4b.yaml --format csv > "$OUT/1p4b_gpu1.csv" 2> "$OUT/1p4b_gpu1.log"
+  timed "2 gpus" $LF run bench/sweeps/gpu_1p4b.yaml --format csv > "$OUT/1p4b_gpu2.csv" 2> "$OUT/1p4b_gpu2.log"
+  grep -iE "error|fail" "$OUT/1p4b_gpu2.log" | head -5
+  python3 bench/compare_csv.py "$OUT/1p4b_gpu1.csv" "$OUT/1p4b_gpu2.csv" 1e-2
+}
+
+sharded() {
+  local sweep="${1:-bench/sweeps/sharded_all.yaml}"
+  CUDA_VISIBLE_DEVICES=0 $LF run "$sweep" --format csv > "$OUT/one.csv" 2> "$OUT/one.log"
+  grep -m1 registered "$OUT/one.log"; tail -1 "$OUT/one.log"
+  $LF run "$sweep" --format csv > "$OUT/two.csv" 2> "$OUT/two.log"
+  grep -m1 registered "$OUT/two.log"; tail -1 "$OUT/two.log"
+  wc -l "$OUT/one.csv" "$OUT/two.csv"
+  python3 bench/compare_csv.py "$OUT/one.csv" "$OUT/two.csv" 1e-6
+}
+
+"$cmd" "$@"
