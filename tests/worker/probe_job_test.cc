@@ -23,6 +23,8 @@
 #include "worker/model/checkpoint.h"
 #include "worker/model/language_model.h"
 #include "worker/analysis/layer_metrics.h"
+#include "worker/probe/probe_stats.h"
+#include "worker/probe/probe_trainer.h"
 #include "worker/runtime/job_runner.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 
@@ -172,30 +174,109 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
     ASSERT_TRUE(result.ok()) << result.status();
     StatMap rows;
     Merge(rows, *result);
-    // The headline rows follow from the per-point ones: the best point is
-    // the first with the highest mean test accuracy over seeds, the final
-    // one the final norm's.
-    double best_mean = -1, final_mean = -1;
-    int32_t best_point = -1;
-    for (int32_t p = 0; p < arch.num_layers() + 2; ++p) {
-      const MetricStat& acc = rows.at({"probe_test_acc", p, -1, -1, -1});
-      EXPECT_EQ(acc.count, 3) << "three seeds";
-      if (acc.sum / 3 > best_mean) {
-        best_mean = acc.sum / 3;
-        best_point = p;
+    // Every probe row is the trainer's report on the stacked feature files
+    // (prompt order), stored as sums: per-seed rows hold one value per seed,
+    // the nulls one per permutation.
+    ProbeReport want;
+    {
+      c10::InferenceMode guard;
+      std::vector<std::pair<int64_t, at::Tensor>> by_prompt;
+      std::map<int64_t, int32_t> label_of;
+      for (const std::string& path : files) {
+        auto chunk = SafetensorsFile::Open(path);
+        ASSERT_TRUE(chunk.ok());
+        const SafetensorsTensor* t = (*chunk)->Find("features");
+        const auto* index =
+            reinterpret_cast<const int64_t*>((*chunk)->Find("prompt_index")->data);
+        const auto* label = reinterpret_cast<const int32_t*>((*chunk)->Find("labels")->data);
+        const at::Tensor all =
+            at::from_blob(const_cast<uint8_t*>(t->data), t->shape, at::kFloat).clone();
+        for (int64_t i = 0; i < t->shape[0]; ++i) {
+          by_prompt.push_back({index[i], all[i]});
+          label_of[index[i]] = label[i];
+        }
       }
-      final_mean = acc.sum / 3;
+      std::sort(by_prompt.begin(), by_prompt.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      std::vector<at::Tensor> rows_of;
+      std::vector<int32_t> labels;
+      for (const auto& [index, t] : by_prompt) {
+        rows_of.push_back(t);
+        labels.push_back(label_of.at(index));
+      }
+      ProbeOptions options;
+      options.num_classes = 3;
+      options.epochs = 60;  // everything else: the job's defaults
+      auto report = TrainProbes(at::stack(rows_of), labels, options, c10::Device(c10::kCPU));
+      ASSERT_TRUE(report.ok()) << report.status();
+      want = *std::move(report);
+    }
+    auto sum_of = [](const std::vector<double>& v) {
+      double s = 0;
+      for (double x : v) s += x;
+      return s;
+    };
+    auto row = [&](const std::string& metric, int32_t layer) -> const MetricStat& {
+      static const MetricStat kMissing;
+      auto it = rows.find({metric, layer, -1, -1, -1});
+      EXPECT_NE(it, rows.end()) << metric << " layer " << layer;
+      return it == rows.end() ? kMissing : it->second;
+    };
+    const int32_t P = arch.num_layers() + 2;
+    ASSERT_EQ(want.num_points, P);
+    // 30 prompts, 10 per class: 6 / 2 / 2 per class (60/20/20).
+    EXPECT_EQ(want.num_train, 18);
+    EXPECT_EQ(want.num_val, 6);
+    EXPECT_EQ(want.num_test, 6);
+    EXPECT_EQ(row("probe_num_train", 0).sum, 18);
+    EXPECT_EQ(row("probe_num_val", 0).sum, 6);
+    EXPECT_EQ(row("probe_num_test", 0).sum, 6);
+    double chosen = 0;
+    for (int32_t p = 0; p < P; ++p) {
+      const ProbePointReport& w = want.points[p];
+      const MetricStat& acc = row("probe_test_acc", p);
+      EXPECT_EQ(acc.count, 3) << "three seeds";
+      EXPECT_NEAR(acc.sum, sum_of(w.test_accuracy_per_seed), 1e-12) << p;
+      const MetricStat& val = row("probe_val_acc", p);
+      EXPECT_EQ(val.count, 3);
+      EXPECT_NEAR(val.sum, sum_of(w.val_accuracy_per_seed), 1e-12) << p;
+      // The Wilson interval over the 6 test examples around the seed mean.
+      const Interval wilson = WilsonInterval(acc.sum / 3, 6);
+      EXPECT_NEAR(row("probe_test_acc_lo", p).sum, wilson.lo, 1e-12) << p;
+      EXPECT_NEAR(row("probe_test_acc_hi", p).sum, wilson.hi, 1e-12) << p;
+      EXPECT_LE(row("probe_test_acc_lo", p).sum, acc.sum / 3 + 1e-12);
+      EXPECT_GE(row("probe_test_acc_hi", p).sum, acc.sum / 3 - 1e-12);
+      const MetricStat& c = row("probe_chosen", p);
+      EXPECT_EQ(c.count, 3);
+      EXPECT_EQ(c.sum, w.times_chosen) << p;
+      chosen += c.sum;
       EXPECT_EQ(rows.count({"probe_train_acc", p, -1, -1, -1}), 1u);
       EXPECT_EQ(rows.count({"probe_mae", p, -1, -1, -1}), 1u);
     }
-    EXPECT_NEAR(rows.at({"probe_chance", 0, -1, -1, -1}).sum, 1.0 / 3, 1e-12);
-    EXPECT_EQ(rows.at({"probe_best_layer", 0, -1, -1, -1}).sum, best_point);
-    EXPECT_NEAR(rows.at({"probe_best_acc", 0, -1, -1, -1}).sum, best_mean, 1e-12);
-    EXPECT_NEAR(rows.at({"probe_final_acc", 0, -1, -1, -1}).sum, final_mean, 1e-12);
-    EXPECT_NEAR(rows.at({"probe_drop", 0, -1, -1, -1}).sum,
-                rows.at({"probe_best_acc", 0, -1, -1, -1}).sum -
-                    rows.at({"probe_final_acc", 0, -1, -1, -1}).sum,
-                1e-12);
+    EXPECT_EQ(chosen, 3) << "each seed chooses one layer";
+    EXPECT_NEAR(row("probe_chance", 0).sum, 1.0 / 3, 1e-12);
+    EXPECT_EQ(row("probe_best_layer", 0).sum, want.best_point);
+    EXPECT_EQ(row("probe_best_acc", 0).count, 3);
+    EXPECT_NEAR(row("probe_best_acc", 0).sum, sum_of(want.best_test_accuracy_per_seed), 1e-12);
+    EXPECT_EQ(row("probe_final_acc", 0).sum, row("probe_test_acc", P - 1).sum);
+    EXPECT_EQ(row("probe_drop", 0).count, 3);
+    EXPECT_NEAR(row("probe_drop", 0).sum,
+                row("probe_best_acc", 0).sum - row("probe_final_acc", 0).sum, 1e-12);
+    // The label-permutation null: 20 permutations by default.
+    ASSERT_EQ(want.best_null.values.size(), 20u);
+    for (const auto& [name, null] :
+         {std::pair<std::string, const ProbeNull*>("best_acc", &want.best_null),
+          std::pair<std::string, const ProbeNull*>("drop", &want.drop_null)}) {
+      const MetricStat& values = row("probe_null_" + name, 0);
+      EXPECT_EQ(values.count, 20) << name;
+      EXPECT_NEAR(values.sum, sum_of(null->values), 1e-12) << name;
+      EXPECT_NEAR(values.sum / 20, null->mean, 1e-12) << name;
+      EXPECT_EQ(row("probe_null_" + name + "_p95", 0).sum, null->p95) << name;
+      const double p_value = row("probe_" + name + "_pvalue", 0).sum;
+      EXPECT_EQ(p_value, null->p_value) << name;
+      EXPECT_GE(p_value, 1.0 / 21) << name;
+      EXPECT_LE(p_value, 1.0) << name;
+    }
     // Example-view CKA: every residual pair, at most 1, and (points 1, 2)
     // equal to the float64 CKA of the stored features in feature-space form.
     for (int32_t a = 0; a <= arch.num_layers(); ++a) {

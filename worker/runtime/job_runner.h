@@ -24,7 +24,9 @@ struct ProbeConfig {
   int32_t epochs = 150;
   double lr = 5e-3;
   double weight_decay = 1e-3;
-  double train_fraction = 0.8;
+  double train_fraction = 0.6;
+  double val_fraction = 0.2;
+  int32_t permutations = 20;
   std::string feature_dtype = "fp16";  // "fp16" | "fp32"
   // false: no probes, only the example-view CKA (ProbeSpec.skip_training).
   bool train = true;
@@ -125,11 +127,17 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
 // A PROBE job: trains the per-layer probes (worker/probe) on the feature
 // files of its EXTRACT job's chunks (ChunkResult::features_path layout, any
 // order) and returns one chunk (sequence 0) of result rows:
-//   probe_test_acc   layer p: per seed (value = mean, std over seeds)
+//   probe_test_acc, probe_val_acc   layer p: per seed (value = mean, std over seeds)
+//   probe_test_acc_lo, probe_test_acc_hi   layer p: its Wilson 95% interval
+//   probe_chosen     layer p: per seed 1 if its validation chose p, else 0
 //   probe_train_acc  layer p;  probe_mae layer p (mean |predicted - true class|)
 //   probe_class_acc  layer p, position c: test accuracy on class c
-//   probe_chance, probe_best_layer, probe_best_acc, probe_final_acc,
-//   probe_drop       layer 0: one value each
+//   probe_chance, probe_num_train, probe_num_val, probe_num_test,
+//   probe_best_layer (the layer most seeds chose)   layer 0: one value each
+//   probe_best_acc, probe_final_acc, probe_drop   layer 0: per seed
+//   probe_null_best_acc, probe_null_drop   layer 0: per permutation
+//   probe_null_best_acc_p95, probe_best_acc_pvalue, probe_null_drop_p95,
+//   probe_drop_pvalue   layer 0: one value each (with permutations > 0)
 //   cka_example_biased, cka_example_unbiased   layer l, layer_b l' (l < l'
 //                    <= L): linear CKA in the example view over the N
 //                    examples' last-token vectors

@@ -128,6 +128,8 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     ProbeOptions options;
     options.num_classes = config.probe.classes > 0 ? config.probe.classes : config.num_classes;
     options.train_fraction = config.probe.train_fraction;
+    options.val_fraction = config.probe.val_fraction;
+    options.permutations = config.probe.permutations;
     options.seeds.assign(config.probe.seeds.begin(), config.probe.seeds.end());
     options.epochs = config.probe.epochs;
     options.learning_rate = config.probe.lr;
@@ -135,18 +137,30 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     absl::StatusOr<ProbeReport> report = TrainProbes(features, labels, options, dev);
     if (!report.ok()) return report.status();
 
-    const double seeds = static_cast<double>(options.seeds.size());
+    // Per-seed values go in as one value per seed (value = mean over seeds,
+    // std = their population std, count = seeds), single figures as one
+    // value (count 1), the null as one value per permutation (value = the
+    // null mean, std = its spread, count = K): every row merges like the
+    // layer metrics' rows, by adding sum, sum_sq and count.
+    const size_t seeds = options.seeds.size();
     for (size_t p = 0; p < report->points.size(); ++p) {
       const ProbePointReport& r = report->points[p];
       const int32_t layer = static_cast<int32_t>(p);
       AddRow(out, "probe_test_acc", layer, r.test_accuracy_per_seed);
+      AddRow(out, "probe_test_acc_lo", layer, {r.test_accuracy_lo});
+      AddRow(out, "probe_test_acc_hi", layer, {r.test_accuracy_hi});
+      AddRow(out, "probe_val_acc", layer, r.val_accuracy_per_seed);
+      std::vector<double> chosen(seeds, 0.0);
+      for (size_t s = 0; s < seeds; ++s) chosen[s] = report->best_point_per_seed[s] == layer;
+      AddRow(out, "probe_chosen", layer, chosen);
       // Train accuracy from its mean and sample std: sum and sum of squares.
+      const double n = static_cast<double>(seeds);
       MetricStat train;
       train.metric = "probe_train_acc";
       train.layer = layer;
-      train.sum = r.train_accuracy_mean * seeds;
-      train.sum_sq = r.train_accuracy_std * r.train_accuracy_std * (seeds - 1) +
-                     seeds * r.train_accuracy_mean * r.train_accuracy_mean;
+      train.sum = r.train_accuracy_mean * n;
+      train.sum_sq = r.train_accuracy_std * r.train_accuracy_std * (n - 1) +
+                     n * r.train_accuracy_mean * r.train_accuracy_mean;
       train.count = static_cast<int64_t>(seeds);
       out.stats.push_back(train);
       AddRow(out, "probe_mae", layer, {r.test_mae_mean});
@@ -157,10 +171,21 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
       }
     }
     AddRow(out, "probe_chance", 0, {report->chance});
+    AddRow(out, "probe_num_train", 0, {static_cast<double>(report->num_train)});
+    AddRow(out, "probe_num_val", 0, {static_cast<double>(report->num_val)});
+    AddRow(out, "probe_num_test", 0, {static_cast<double>(report->num_test)});
     AddRow(out, "probe_best_layer", 0, {static_cast<double>(report->best_point)});
-    AddRow(out, "probe_best_acc", 0, {report->best_test_accuracy});
-    AddRow(out, "probe_final_acc", 0, {report->final_test_accuracy});
-    AddRow(out, "probe_drop", 0, {report->drop});
+    AddRow(out, "probe_best_acc", 0, report->best_test_accuracy_per_seed);
+    AddRow(out, "probe_final_acc", 0, report->points.back().test_accuracy_per_seed);
+    AddRow(out, "probe_drop", 0, report->drop_per_seed);
+    if (report->permutations > 0) {
+      AddRow(out, "probe_null_best_acc", 0, report->best_null.values);
+      AddRow(out, "probe_null_best_acc_p95", 0, {report->best_null.p95});
+      AddRow(out, "probe_best_acc_pvalue", 0, {report->best_null.p_value});
+      AddRow(out, "probe_null_drop", 0, report->drop_null.values);
+      AddRow(out, "probe_null_drop_p95", 0, {report->drop_null.p95});
+      AddRow(out, "probe_drop_pvalue", 0, {report->drop_null.p_value});
+    }
   }
 
   // Linear CKA in the example view (METHODS.md): the N examples' last-token
