@@ -325,6 +325,8 @@ absl::Status ParseProbe(const Reporter& r, const YAML::Node& node,
        {"lr", number(&v1::ProbeSpec::set_lr)},
        {"weight_decay", number(&v1::ProbeSpec::set_weight_decay)},
        {"train_fraction", number(&v1::ProbeSpec::set_train_fraction)},
+       {"val_fraction", number(&v1::ProbeSpec::set_val_fraction)},
+       {"permutations", int32_field(&v1::ProbeSpec::set_permutations)},
        {"feature_dtype",
         [&](const YAML::Node& v, const std::string& p) {
           return ParseString(r, v, p, out->mutable_feature_dtype());

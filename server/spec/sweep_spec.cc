@@ -40,6 +40,8 @@ constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
 constexpr absl::string_view kDtypes[] = {"fp32", "bf16", "fp16"};
 constexpr absl::string_view kFeatureDtypes[] = {"fp16", "fp32"};
 constexpr int32_t kMaxProbeEpochs = 1000000;
+// Each permutation reruns the whole probe pipeline: 1000 is a 1001x job.
+constexpr int32_t kMaxProbePermutations = 1000;
 
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
@@ -207,6 +209,38 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
                    absl::StrCat(probe.train_fraction(),
                                 " is outside (0, 1) (0 means ",
                                 kDefaultProbeTrainFraction, ")"));
+  }
+  if (!std::isfinite(probe.val_fraction()) || probe.val_fraction() < 0 ||
+      probe.val_fraction() >= 1) {
+    return Invalid("spec.probe.val_fraction",
+                   absl::StrCat(probe.val_fraction(), " is outside (0, 1) (0 means ",
+                                kDefaultProbeValFraction, ")"));
+  }
+  {
+    // The test set is what is left: the two shares as they will run must
+    // leave some. The field named is the one the user set (val_fraction
+    // when both are): train_fraction 0.8 alone was the old two-way default.
+    const double train = probe.train_fraction() == 0 ? kDefaultProbeTrainFraction
+                                                     : probe.train_fraction();
+    const double val =
+        probe.val_fraction() == 0 ? kDefaultProbeValFraction : probe.val_fraction();
+    if (!(train + val < 1)) {
+      return Invalid(probe.val_fraction() == 0 && probe.train_fraction() != 0
+                         ? "spec.probe.train_fraction"
+                         : "spec.probe.val_fraction",
+                     absl::StrCat("train_fraction ", train,
+                                  probe.train_fraction() == 0 ? " (default)" : "",
+                                  " + val_fraction ", val,
+                                  probe.val_fraction() == 0 ? " (default)" : "", " = ",
+                                  train + val,
+                                  " leaves no test set; the sum must be below 1"));
+    }
+  }
+  if (absl::Status s = CheckInRange("spec.probe.permutations", probe.permutations(), 1,
+                                     kMaxProbePermutations,
+                                     absl::StrCat("0 means ", kDefaultProbePermutations));
+      !s.ok()) {
+    return s;
   }
   if (!probe.feature_dtype().empty() &&
       !OneOf(probe.feature_dtype(), kFeatureDtypes)) {
@@ -422,6 +456,8 @@ SweepSpec WithDefaults(SweepSpec spec) {
     if (probe.train_fraction() == 0) {
       probe.set_train_fraction(kDefaultProbeTrainFraction);
     }
+    if (probe.val_fraction() == 0) probe.set_val_fraction(kDefaultProbeValFraction);
+    if (probe.permutations() == 0) probe.set_permutations(kDefaultProbePermutations);
     if (probe.feature_dtype().empty()) {
       probe.set_feature_dtype(kDefaultProbeFeatureDtype);
     }

@@ -27,7 +27,9 @@ inline constexpr int32_t kDefaultPromptsPerChunk = 2;
 inline constexpr int32_t kDefaultProbeEpochs = 150;
 inline constexpr double kDefaultProbeLr = 5e-3;
 inline constexpr double kDefaultProbeWeightDecay = 1e-3;
-inline constexpr double kDefaultProbeTrainFraction = 0.8;
+inline constexpr double kDefaultProbeTrainFraction = 0.6;
+inline constexpr double kDefaultProbeValFraction = 0.2;
+inline constexpr int32_t kDefaultProbePermutations = 20;
 inline constexpr int64_t kDefaultProbeSeeds[] = {0, 1, 2};
 inline constexpr char kDefaultProbeFeatureDtype[] = "fp16";
 
@@ -40,7 +42,8 @@ absl::Status ValidateSweepSpec(const layerflow::v1::SweepSpec& spec);
 // num_classes 0 -> 11 on every data set), context_lengths [256], analyses
 // [adjacent_cos, intertoken_cos], num_prompts 8, prompts_per_chunk 2,
 // dtype "fp32"; with probe set: seeds [0, 1, 2], epochs 150, lr 5e-3,
-// weight_decay 1e-3, train_fraction 0.8, feature_dtype "fp16" and classes 0
+// weight_decay 1e-3, train_fraction 0.6, val_fraction 0.2, permutations 20,
+// feature_dtype "fp16" and classes 0
 // -> the task data set's num_classes (left 0 only when several data sets of
 // that name have different num_classes: each job then takes its own).
 // Idempotent.

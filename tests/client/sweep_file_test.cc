@@ -330,7 +330,8 @@ TEST(SweepFileTest, LongScalarsAreTruncatedInMessages) {
 TEST(SweepFileTest, ProbeWithEveryField) {
   auto spec = Parse(
       "name: s\nprobe: {task: kvpr, classes: 11, seeds: [0, 1, 2], epochs: 150, "
-      "lr: 0.005, weight_decay: 1e-3, train_fraction: 0.8, feature_dtype: fp16}\n");
+      "lr: 0.005, weight_decay: 1e-3, train_fraction: 0.6, val_fraction: 0.2, "
+      "permutations: 20, feature_dtype: fp16}\n");
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_TRUE(spec->has_probe());
   const v1::ProbeSpec& p = spec->probe();
@@ -340,7 +341,9 @@ TEST(SweepFileTest, ProbeWithEveryField) {
   EXPECT_EQ(p.epochs(), 150);
   EXPECT_DOUBLE_EQ(p.lr(), 0.005);
   EXPECT_DOUBLE_EQ(p.weight_decay(), 0.001);
-  EXPECT_DOUBLE_EQ(p.train_fraction(), 0.8);
+  EXPECT_DOUBLE_EQ(p.train_fraction(), 0.6);
+  EXPECT_DOUBLE_EQ(p.val_fraction(), 0.2);
+  EXPECT_EQ(p.permutations(), 20);
   EXPECT_EQ(p.feature_dtype(), "fp16");
 }
 
@@ -375,6 +378,13 @@ TEST(SweepFileTest, ProbeErrorsHaveFileLineColumn) {
               absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:32: field 'probe.seeds[1]': expected a non-negative "
               "integer in [0, 9223372036854775807], got '-1'");
+  ExpectError(Parse("name: s\nprobe: {task: kvpr, permutations: 2.5}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:35: field 'probe.permutations': expected a non-negative "
+              "integer, got '2.5'");
+  ExpectError(Parse("name: s\nprobe: {task: kvpr, val_fraction: most}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:35: field 'probe.val_fraction': expected a number, got 'most'");
   ExpectError(Parse("name: s\nprobe: {task: kvpr, epoch: 3}\n"),
               absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:21: unknown field 'probe.epoch' (did you mean 'epochs'?)");

@@ -391,6 +391,8 @@ TEST(ValidateSweepSpec, AcceptsAProbeWithDefaultsOrEveryField) {
   p->set_lr(0.01);
   p->set_weight_decay(1e-4);
   p->set_train_fraction(0.5);
+  p->set_val_fraction(0.3);
+  p->set_permutations(50);
   p->set_feature_dtype("fp32");
   const absl::Status status = ValidateSweepSpec(full);
   EXPECT_TRUE(status.ok()) << status;
@@ -428,6 +430,30 @@ TEST(ValidateSweepSpec, RejectsBadProbeFieldsNamingThem) {
        "spec.probe.train_fraction: 1 is outside (0, 1)"},
       {[](auto* p) { p->set_train_fraction(-0.2); },
        "spec.probe.train_fraction: -0.2 is outside (0, 1)"},
+      {[](auto* p) { p->set_val_fraction(1.0); },
+       "spec.probe.val_fraction: 1 is outside (0, 1) (0 means 0.2)"},
+      {[](auto* p) { p->set_val_fraction(-0.1); },
+       "spec.probe.val_fraction: -0.1 is outside (0, 1)"},
+      {[](auto* p) { p->set_val_fraction(std::nan("")); },
+       "spec.probe.val_fraction: nan is outside (0, 1)"},
+      // The old two-way default with the new validation share: nothing
+      // left to test on. The field named is the one that was set.
+      {[](auto* p) { p->set_train_fraction(0.8); },
+       "spec.probe.train_fraction: train_fraction 0.8 + val_fraction 0.2 (default) = 1 "
+       "leaves no test set; the sum must be below 1"},
+      {[](auto* p) { p->set_val_fraction(0.5); },
+       "spec.probe.val_fraction: train_fraction 0.6 (default) + val_fraction 0.5 = 1.1 "
+       "leaves no test set"},
+      {[](auto* p) {
+         p->set_train_fraction(0.7);
+         p->set_val_fraction(0.3);
+       },
+       "spec.probe.val_fraction: train_fraction 0.7 + val_fraction 0.3 = 1 leaves no test "
+       "set"},
+      {[](auto* p) { p->set_permutations(-1); },
+       "spec.probe.permutations: -1 is outside [1, 1000] (0 means 20)"},
+      {[](auto* p) { p->set_permutations(1001); },
+       "spec.probe.permutations: 1001 is outside [1, 1000] (0 means 20)"},
       {[](auto* p) { p->set_feature_dtype("bf16"); },
        "spec.probe.feature_dtype: unknown feature dtype 'bf16'; known: fp16, fp32"},
   };
@@ -465,7 +491,9 @@ TEST(WithDefaults, FillsProbeDefaultsAndResolvesClasses) {
   EXPECT_EQ(p.epochs(), 150);
   EXPECT_DOUBLE_EQ(p.lr(), 5e-3);
   EXPECT_DOUBLE_EQ(p.weight_decay(), 1e-3);
-  EXPECT_DOUBLE_EQ(p.train_fraction(), 0.8);
+  EXPECT_DOUBLE_EQ(p.train_fraction(), 0.6);
+  EXPECT_DOUBLE_EQ(p.val_fraction(), 0.2);
+  EXPECT_EQ(p.permutations(), 20);
   EXPECT_EQ(p.feature_dtype(), "fp16");
   EXPECT_EQ(WithDefaults(spec).SerializeAsString(), spec.SerializeAsString());
   EXPECT_FALSE(WithDefaults(Minimal()).has_probe());

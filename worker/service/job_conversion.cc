@@ -27,6 +27,8 @@ JobConfig ToJobConfig(const v1::JobSpec& spec) {
     if (p.lr() > 0) config.probe.lr = p.lr();
     if (p.weight_decay() > 0) config.probe.weight_decay = p.weight_decay();
     if (p.train_fraction() > 0) config.probe.train_fraction = p.train_fraction();
+    if (p.val_fraction() > 0) config.probe.val_fraction = p.val_fraction();
+    if (p.permutations() > 0) config.probe.permutations = p.permutations();
     if (!p.feature_dtype().empty()) config.probe.feature_dtype = p.feature_dtype();
     config.probe.train = !p.skip_training();
   }
