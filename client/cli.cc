@@ -412,9 +412,11 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
                     "v_loc / v_glob")
       ->excludes(results->add_flag(
           "--probe", results_flags.probe,
-          "Only the probe results (sweeps with `probe:`): per model the best layer, "
-          "the final layer's accuracy and the drop, and the per-layer probe "
-          "accuracy table (the table format also appends them after the grids)"));
+          "Only the probe results (sweeps with `probe:`): per model the best layer "
+          "(chosen on validation) and its test accuracy, the final layer's accuracy "
+          "and the drop, each marked when not above its label-permutation null "
+          "(p > 0.05), and the per-layer probe accuracy table with 95% intervals "
+          "(the table format also appends them after the grids)"));
 
   std::string cancel_id;
   CLI::App* cancel =

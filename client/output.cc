@@ -201,11 +201,40 @@ struct MeanStd {
 // One PROBE job's rows, by metric.
 struct ProbeBlock {
   const v1::ResultRow* first = nullptr;
-  std::map<int, MeanStd> test, train, mae;
-  std::map<int, std::map<int, double>> class_acc;  // layer -> class -> acc
+  std::map<int, MeanStd> test, val, train, mae;
+  std::map<int, std::pair<double, double>> interval;  // layer -> Wilson (lo, hi)
+  std::map<int, int64_t> chosen;                      // layer -> seeds that chose it
+  int64_t seeds = 0;                                  // probe_chosen's count
+  std::map<int, std::map<int, double>> class_acc;     // layer -> class -> acc
   std::optional<int> best_layer;
-  std::optional<double> drop, chance;
+  std::optional<MeanStd> best_acc, drop;
+  std::optional<double> chance, num_train, num_val, num_test;
+  // The label-permutation nulls: mean (count = permutations), p95, p-value.
+  struct Null {
+    std::optional<double> mean, p95, p_value;
+    int64_t permutations = 0;
+  } best_null, drop_null;
 };
+
+// v to 2 decimals, without the "-0.00" of a tiny negative mean.
+std::string Fixed2(double v) {
+  return absl::StrFormat("%.2f", std::fabs(v) < 0.005 ? 0.0 : v);
+}
+
+// The mark of a figure its null does not beat.
+std::string NullMark(const ProbeBlock::Null& null) {
+  return null.p_value.has_value() && *null.p_value > kProbeSignificance
+             ? " [not above null]"
+             : "";
+}
+
+std::string NullSummary(const char* what, const ProbeBlock::Null& null) {
+  std::string out = what;
+  if (null.mean.has_value()) absl::StrAppend(&out, " ", Fixed2(*null.mean));
+  if (null.p95.has_value()) absl::StrAppend(&out, " (95th pct ", Fixed2(*null.p95), ")");
+  if (null.p_value.has_value()) absl::StrAppend(&out, absl::StrFormat(", p = %.3f", *null.p_value));
+  return out;
+}
 
 }  // namespace
 
@@ -226,16 +255,48 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
       continue;  // keyed rows of other metrics: CSV / JSON only
     } else if (m == "probe_test_acc") {
       b.test[row.layer()] = ms;
+    } else if (m == "probe_val_acc") {
+      b.val[row.layer()] = ms;
+    } else if (m == "probe_test_acc_lo") {
+      b.interval[row.layer()].first = row.value();
+    } else if (m == "probe_test_acc_hi") {
+      b.interval[row.layer()].second = row.value();
+    } else if (m == "probe_chosen") {
+      // value = the share of seeds whose validation chose the layer.
+      b.chosen[row.layer()] = std::llround(row.value() * static_cast<double>(row.count()));
+      b.seeds = row.count();
     } else if (m == "probe_train_acc") {
       b.train[row.layer()] = ms;
     } else if (m == "probe_mae") {
       b.mae[row.layer()] = ms;
     } else if (m == "probe_best_layer") {
       b.best_layer = static_cast<int>(std::lround(row.value()));
+    } else if (m == "probe_best_acc") {
+      b.best_acc = ms;
     } else if (m == "probe_drop") {
-      b.drop = row.value();
+      b.drop = ms;
     } else if (m == "probe_chance") {
       b.chance = row.value();
+    } else if (m == "probe_num_train") {
+      b.num_train = row.value();
+    } else if (m == "probe_num_val") {
+      b.num_val = row.value();
+    } else if (m == "probe_num_test") {
+      b.num_test = row.value();
+    } else if (m == "probe_null_best_acc") {
+      b.best_null.mean = row.value();
+      b.best_null.permutations = row.count();
+    } else if (m == "probe_null_best_acc_p95") {
+      b.best_null.p95 = row.value();
+    } else if (m == "probe_best_acc_pvalue") {
+      b.best_null.p_value = row.value();
+    } else if (m == "probe_null_drop") {
+      b.drop_null.mean = row.value();
+      b.drop_null.permutations = row.count();
+    } else if (m == "probe_null_drop_p95") {
+      b.drop_null.p95 = row.value();
+    } else if (m == "probe_drop_pvalue") {
+      b.drop_null.p_value = row.value();
     }
   }
   if (order.empty()) return "(no probe results)\n";
@@ -245,20 +306,27 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
     const v1::ResultRow& first = *b.first;
     if (!out.empty()) out += '\n';
     // The headline: best layer (the worker's choice, else the highest mean
-    // test accuracy), the final layer's accuracy and the drop between them.
+    // test accuracy), its held-out accuracy (probe_best_acc: each seed's
+    // test accuracy at the layer its validation chose; else the layer's
+    // test accuracy), the final layer's accuracy and the drop between them,
+    // each marked when its label-permutation null is not beaten.
     std::optional<int> best = b.best_layer;
     if (!best.has_value()) {
       for (const auto& [layer, ms] : b.test) {
         if (!best.has_value() || ms.value > b.test.at(*best).value) best = layer;
       }
     }
+    std::optional<MeanStd> best_acc = b.best_acc;
+    if (!best_acc.has_value() && best.has_value() && b.test.count(*best) > 0) {
+      best_acc = b.test.at(*best);
+    }
     std::string headline = absl::StrCat(first.model(), ":");
     if (best.has_value()) {
       absl::StrAppend(&headline, " best layer ", LayerLabel(first.model(), *best));
-      auto at = b.test.find(*best);
-      if (at != b.test.end()) {
-        absl::StrAppend(&headline, absl::StrFormat(" (%.2f ± %.2f)", at->second.value,
-                                                   at->second.std));
+      if (best_acc.has_value()) {
+        absl::StrAppend(&headline, absl::StrFormat(" (%.2f ± %.2f)", best_acc->value,
+                                                   best_acc->std),
+                        NullMark(b.best_null));
       }
     }
     std::optional<double> final_acc;
@@ -267,12 +335,15 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
       absl::StrAppend(&headline, best.has_value() ? "," : "",
                       absl::StrFormat(" final %.2f", *final_acc));
     }
-    std::optional<double> drop = b.drop;
-    if (!drop.has_value() && best.has_value() && final_acc.has_value() &&
-        b.test.count(*best) > 0) {
-      drop = b.test.at(*best).value - *final_acc;
+    std::optional<double> drop;
+    if (b.drop.has_value()) {
+      drop = b.drop->value;
+    } else if (best_acc.has_value() && final_acc.has_value()) {
+      drop = best_acc->value - *final_acc;
     }
-    if (drop.has_value()) absl::StrAppend(&headline, absl::StrFormat(", drop %.2f", *drop));
+    if (drop.has_value()) {
+      absl::StrAppend(&headline, ", drop ", Fixed2(*drop), NullMark(b.drop_null));
+    }
     absl::StrAppend(&out, headline, "\n");
     absl::StrAppend(&out, "  init ", first.init_scheme(), " · seed ", first.seed(),
                     " · dataset ", first.dataset(), " · context ", first.context_length(),
@@ -280,9 +351,20 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
     if (b.chance.has_value()) {
       absl::StrAppend(&out, absl::StrFormat(" · chance %.2f", *b.chance));
     }
+    if (b.num_train.has_value() && b.num_val.has_value() && b.num_test.has_value()) {
+      absl::StrAppend(&out, absl::StrFormat(" · %.0f/%.0f/%.0f train/val/test examples",
+                                            *b.num_train, *b.num_val, *b.num_test));
+    }
     out += "\n";
+    if (b.best_null.permutations > 0 || b.drop_null.permutations > 0) {
+      absl::StrAppend(
+          &out, "  label-permutation null (",
+          std::max(b.best_null.permutations, b.drop_null.permutations), " permutations): ",
+          NullSummary("best acc", b.best_null), " · ", NullSummary("drop", b.drop_null),
+          "\n");
+    }
     std::set<int> layers;
-    for (const auto* series : {&b.test, &b.train, &b.mae}) {
+    for (const auto* series : {&b.test, &b.val, &b.train, &b.mae}) {
       for (const auto& [layer, ms] : *series) layers.insert(layer);
     }
     if (!layers.empty()) {
@@ -292,18 +374,42 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
         if (it == series.end()) return "-";
         return absl::StrFormat(format, it->second.value, it->second.std);
       };
+      // Columns of rows older workers did not write appear only when present.
+      const bool has_interval = !b.interval.empty();
+      const bool has_val = !b.val.empty();
+      const bool has_chosen = !b.chosen.empty();
+      std::vector<std::string> header = {"layer", "test acc"};
+      if (has_interval) header.push_back("95% CI");
+      if (has_val) header.push_back("val acc");
+      header.insert(header.end(), {"train acc", "position mae"});
+      if (has_chosen) header.push_back("chosen");
+      header.push_back("best");
+      std::vector<Align> align(header.size(), Align::kRight);
+      align.back() = Align::kLeft;
       std::vector<std::vector<std::string>> table;
       for (int layer : layers) {
-        table.push_back({LayerLabel(first.model(), layer),
-                         cell(b.test, layer, "%.3f ± %.3f"),
-                         cell(b.train, layer, "%.3f ± %.3f"),
-                         cell(b.mae, layer, "%.2f ± %.2f"),
-                         best.has_value() && layer == *best ? "*" : ""});
+        std::vector<std::string> line = {LayerLabel(first.model(), layer),
+                                         cell(b.test, layer, "%.3f ± %.3f")};
+        if (has_interval) {
+          auto it = b.interval.find(layer);
+          line.push_back(it == b.interval.end()
+                             ? "-"
+                             : absl::StrFormat("[%.2f, %.2f]", it->second.first,
+                                               it->second.second));
+        }
+        if (has_val) line.push_back(cell(b.val, layer, "%.3f ± %.3f"));
+        line.push_back(cell(b.train, layer, "%.3f ± %.3f"));
+        line.push_back(cell(b.mae, layer, "%.2f ± %.2f"));
+        if (has_chosen) {
+          auto it = b.chosen.find(layer);
+          line.push_back(it == b.chosen.end() || it->second == 0
+                             ? ""
+                             : absl::StrCat(it->second, "/", b.seeds));
+        }
+        line.push_back(best.has_value() && layer == *best ? "*" : "");
+        table.push_back(std::move(line));
       }
-      out += RenderTable({"layer", "test acc", "train acc", "position mae", "best"},
-                         {Align::kRight, Align::kRight, Align::kRight, Align::kRight,
-                          Align::kLeft},
-                         table);
+      out += RenderTable(header, align, table);
     }
     if (best.has_value()) {
       auto classes = b.class_acc.find(*best);

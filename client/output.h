@@ -40,25 +40,42 @@ std::string FormatResultsJson(absl::Span<const v1::ResultRow> rows);
 
 std::string FormatResults(absl::Span<const v1::ResultRow> rows, OutputFormat format);
 
-// Rows of PROBE jobs carry metrics starting with this prefix:
-// probe_test_acc / probe_train_acc / probe_mae (layer = representation
+// Rows of PROBE jobs carry metrics starting with this prefix (worker/
+// runtime/job_runner.h, RunProbeJob; docs/metrics.md): probe_test_acc /
+// probe_val_acc / probe_train_acc / probe_mae (layer = representation
 // point, value = mean over probe seeds, std = std over them),
-// probe_class_acc (position = class), probe_chance, probe_best_layer
-// (value = the best point, layer 0) and probe_drop (value = best - final
-// test accuracy, layer 0). FormatResultsTable leaves them out of the
-// per-job grids and appends FormatProbeTable instead.
+// probe_test_acc_lo / _hi (the Wilson 95% interval), probe_chosen (value =
+// the share of seeds whose validation chose the layer), probe_class_acc
+// (position = class), and at layer 0 probe_chance, probe_num_train / _val /
+// _test, probe_best_layer (the layer most seeds chose), probe_best_acc
+// (held-out: each seed's test accuracy at the layer its validation chose),
+// probe_final_acc, probe_drop (best - final), and the label-permutation
+// null: probe_null_best_acc / probe_null_drop (value = the null mean, count
+// = permutations), their _p95 and probe_best_acc_pvalue /
+// probe_drop_pvalue. FormatResultsTable leaves them out of the per-job
+// grids and appends FormatProbeTable instead.
 inline constexpr char kProbeMetricPrefix[] = "probe_";
 bool IsProbeRow(const v1::ResultRow& row);
 
+// A best-layer accuracy or drop whose permutation p-value is above this is
+// "not above its null": with K permutations the smallest p-value is
+// 1 / (K + 1), so K >= 19 is needed to ever clear it.
+inline constexpr double kProbeSignificance = 0.05;
+
 // Per PROBE job (in order of first appearance), a headline
 //   "pythia-70m: best layer 4 (0.82 ± 0.02), final 0.61, drop 0.21"
-// (best = probe_best_layer, else the highest test accuracy; final = the
-// highest layer's test accuracy; drop = probe_drop, else best - final), a
-// line with init, seed, data set, context, job and chance level, the
-// per-layer table (test acc, train acc, position MAE, each mean ± std over
-// probe seeds; the best layer marked) and the per-class test accuracy at
-// the best layer. Non-probe rows are ignored; none left gives
-// "(no probe results)\n".
+// (best = probe_best_layer, else the highest test accuracy; its accuracy =
+// probe_best_acc, else that layer's test accuracy; final = the highest
+// layer's test accuracy; drop = probe_drop, else best - final), where the
+// best accuracy and the drop get " [not above null]" when their p-value is
+// above kProbeSignificance; a line with init, seed, data set, context, job,
+// chance level and the train/val/test example counts; a line with the
+// permutation nulls (mean, 95th percentile, p-value); the per-layer table
+// (test acc, its 95% interval, val acc, train acc, position MAE, each
+// mean ± std over probe seeds; how many seeds chose the layer; the best
+// layer marked; a column whose rows are absent, from older workers, is left
+// out) and the per-class test accuracy at the best layer. Non-probe rows
+// are ignored; none left gives "(no probe results)\n".
 std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows);
 
 // `layerflow results --summary`: one line per configuration (model, init

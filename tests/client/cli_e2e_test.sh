@@ -122,16 +122,35 @@ YAML
   code=$?
   [[ $code == 0 ]] || { fail "run probe.yaml: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
   expect_contains "$WORK/err" "succeeded: 4/4 jobs succeeded" "run probe.yaml (2 extract + 2 probe)"
+  # The headline (held-out best layer, final, drop; a figure inside its
+  # permutation null is marked), the example counts (24 prompts, 8 per
+  # class: 5 / 1 / 2 each) and the null line.
+  mark='( \[not above null\])?'
   for model in pythia-tiny mamba-tiny; do
-    grep -qE "^$model: best layer [0-9]+ \(0\.[0-9]{2} ± 0\.[0-9]{2}\), final 0\.[0-9]{2}, drop 0\.[0-9]{2}" "$WORK/out" \
+    grep -qE "^$model: best layer [0-9]+ \(0\.[0-9]{2} ± 0\.[0-9]{2}\)$mark, final 0\.[0-9]{2}, drop -?[01]\.[0-9]{2}$mark\$" "$WORK/out" \
       || { fail "run probe.yaml: no headline for $model"; sed 's/^/  | /' "$WORK/out" >&2; }
   done
+  expect_contains "$WORK/out" "· 15/3/6 train/val/test examples" "run probe.yaml (split)"
+  expect_contains "$WORK/out" "  label-permutation null (20 permutations): best acc " "run probe.yaml (null)"
   # The per-layer accuracies as CSV rows (a second run: `run` prints one
-  # format): every point of both models, 3 seeds each, and spectrum rows.
+  # format): every point of both models, 3 seeds each, its Wilson interval
+  # around it, the validation accuracy, one choice per seed, the nulls (20
+  # permutations) with p-values in [1/21, 1], and spectrum rows.
   "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe2.db" --format csv > "$WORK/csv" 2> "$WORK/err2"
-  awk -F, '$8 == "probe_test_acc" { n[$3]++; if ($12 != 3 || $10 < 0 || $10 > 1) bad = bad $0 "; " }
+  awk -F, '$8 == "probe_test_acc" { n[$3]++; acc[$3 "," $9] = $10; if ($12 != 3 || $10 < 0 || $10 > 1) bad = bad $0 "; " }
+           $8 == "probe_val_acc" { val[$3]++; if ($12 != 3 || $10 < 0 || $10 > 1) bad = bad $0 "; " }
+           $8 == "probe_test_acc_lo" { lo[$3 "," $9] = $10 }
+           $8 == "probe_test_acc_hi" { hi[$3 "," $9] = $10 }
+           $8 == "probe_chosen" { chosen[$3] += $10 * $12 }
+           $8 == "probe_null_best_acc" || $8 == "probe_null_drop" { nulls[$3]++; if ($12 != 20) bad = bad $0 "; " }
+           $8 ~ /_pvalue$/ { pvalues[$3]++; if ($10 < 1 / 21 - 1e-12 || $10 > 1) bad = bad $0 "; " }
+           $8 == "probe_num_test" { if ($10 != 6) bad = bad $0 "; " }
            $8 ~ /^spectrum_frac_/ { spectra[$3]++ }
-           END { if (n["pythia-tiny"] != 4 || n["mamba-tiny"] != 4) bad = bad "probe rows " n["pythia-tiny"] "/" n["mamba-tiny"] ", want 4/4; "
+           END { for (m in n) if (n[m] != 4 || val[m] != 4) bad = bad m ": " n[m] " test / " val[m] " val rows, want 4; "
+                 if (n["pythia-tiny"] != 4 || n["mamba-tiny"] != 4) bad = bad "probe rows " n["pythia-tiny"] "/" n["mamba-tiny"] ", want 4/4; "
+                 for (k in acc) if (!(k in lo) || !(k in hi) || lo[k] > acc[k] + 1e-9 || hi[k] < acc[k] - 1e-9 || lo[k] < 0 || hi[k] > 1) bad = bad "interval " k " [" lo[k] ", " hi[k] "] vs " acc[k] "; "
+                 for (m in n) { if (chosen[m] < 3 - 1e-9 || chosen[m] > 3 + 1e-9) bad = bad m ": " chosen[m] " choices, want 3; "
+                                if (nulls[m] != 2 || pvalues[m] != 2) bad = bad m ": " nulls[m] " null / " pvalues[m] " p-value rows, want 2 / 2; " }
                  if (spectra["pythia-tiny"] == 0 || spectra["mamba-tiny"] == 0) bad = bad "no spectrum rows; "
                  if (bad != "") { print bad; exit 1 } }' "$WORK/csv" > "$WORK/awk" \
     || fail "run probe.yaml --format csv: $(cat "$WORK/awk")"

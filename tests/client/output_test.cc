@@ -419,6 +419,85 @@ TEST(ProbeTableTest, HeadlineTableAndPerClassAccuracy) {
   EXPECT_EQ(out, expected);
 }
 
+// The rows of a PROBE job with held-out selection and the permutation
+// null: best layer 4 chosen on validation by 2 of 3 seeds, its held-out
+// accuracy beats the null (p = 1/21), the drop does not (p = 6/21).
+std::vector<v1::ResultRow> HeldOutProbeRows() {
+  std::vector<v1::ResultRow> rows;
+  auto add = [&](const std::string& metric, int layer, double value, double std_dev,
+                 int64_t count) {
+    rows.push_back(
+        Row("p2", "pythia-70m", "reference", 1, 2048, metric, layer, value, std_dev, count));
+  };
+  const double test[] = {0.10, 0.30, 0.50, 0.70, 0.80, 0.78, 0.70, 0.61};
+  for (int layer = 0; layer < 8; ++layer) {
+    add("probe_test_acc", layer, test[layer], 0.01, 3);
+    add("probe_test_acc_lo", layer, test[layer] - 0.1, 0, 1);
+    add("probe_test_acc_hi", layer, test[layer] + 0.1, 0, 1);
+    add("probe_val_acc", layer, test[layer] + 0.02, 0.02, 3);
+    add("probe_train_acc", layer, test[layer] + 0.1, 0.0, 3);
+    add("probe_mae", layer, 2.0 - layer * 0.25, 0.05, 3);
+    add("probe_chosen", layer, layer == 4 ? 2.0 / 3 : layer == 5 ? 1.0 / 3 : 0, 0.47, 3);
+  }
+  add("probe_chance", 0, 1.0 / 11, 0, 1);
+  add("probe_num_train", 0, 132, 0, 1);
+  add("probe_num_val", 0, 44, 0, 1);
+  add("probe_num_test", 0, 44, 0, 1);
+  add("probe_best_layer", 0, 4, 0, 1);
+  add("probe_best_acc", 0, 0.793, 0.03, 3);  // seed 3 chose layer 5
+  add("probe_final_acc", 0, 0.61, 0.01, 3);
+  add("probe_drop", 0, 0.183, 0.02, 3);
+  add("probe_null_best_acc", 0, 0.104, 0.02, 20);
+  add("probe_null_best_acc_p95", 0, 0.131, 0, 1);
+  add("probe_best_acc_pvalue", 0, 1.0 / 21, 0, 1);
+  add("probe_null_drop", 0, 0.012, 0.1, 20);
+  add("probe_null_drop_p95", 0, 0.25, 0, 1);
+  add("probe_drop_pvalue", 0, 6.0 / 21, 0, 1);
+  return rows;
+}
+
+TEST(ProbeTableTest, HeldOutBestLayerIntervalsAndTheNull) {
+  const std::string expected =
+      "pythia-70m: best layer 4 (0.79 ± 0.03), final 0.61, drop 0.18 [not above null]\n"
+      "  init reference · seed 1 · dataset kvpr · context 2048 · job p2 · chance 0.09 · "
+      "132/44/44 train/val/test examples\n"
+      "  label-permutation null (20 permutations): best acc 0.10 (95th pct 0.13), "
+      "p = 0.048 · drop 0.01 (95th pct 0.25), p = 0.286\n"
+      "layer |      test acc |       95% CI |       val acc |     train acc | position mae "
+      "| chosen | best\n"
+      "------+---------------+--------------+---------------+---------------+--------------"
+      "+--------+-----\n"
+      "    0 | 0.100 ± 0.010 | [0.00, 0.20] | 0.120 ± 0.020 | 0.200 ± 0.000 |  2.00 ± 0.05 "
+      "|        |\n"
+      "    1 | 0.300 ± 0.010 | [0.20, 0.40] | 0.320 ± 0.020 | 0.400 ± 0.000 |  1.75 ± 0.05 "
+      "|        |\n"
+      "    2 | 0.500 ± 0.010 | [0.40, 0.60] | 0.520 ± 0.020 | 0.600 ± 0.000 |  1.50 ± 0.05 "
+      "|        |\n"
+      "    3 | 0.700 ± 0.010 | [0.60, 0.80] | 0.720 ± 0.020 | 0.800 ± 0.000 |  1.25 ± 0.05 "
+      "|        |\n"
+      "    4 | 0.800 ± 0.010 | [0.70, 0.90] | 0.820 ± 0.020 | 0.900 ± 0.000 |  1.00 ± 0.05 "
+      "|    2/3 | *\n"
+      "    5 | 0.780 ± 0.010 | [0.68, 0.88] | 0.800 ± 0.020 | 0.880 ± 0.000 |  0.75 ± 0.05 "
+      "|    1/3 |\n"
+      "    6 | 0.700 ± 0.010 | [0.60, 0.80] | 0.720 ± 0.020 | 0.800 ± 0.000 |  0.50 ± 0.05 "
+      "|        |\n"
+      "final | 0.610 ± 0.010 | [0.51, 0.71] | 0.630 ± 0.020 | 0.710 ± 0.000 |  0.25 ± 0.05 "
+      "|        |\n";
+  EXPECT_EQ(FormatProbeTable(HeldOutProbeRows()), expected);
+  // A best accuracy inside its null is marked too; p = 0.05 exactly is not
+  // "above 0.05" (K = 19: the smallest p-value).
+  std::vector<v1::ResultRow> rows = HeldOutProbeRows();
+  for (v1::ResultRow& row : rows) {
+    if (row.metric() == "probe_best_acc_pvalue") row.set_value(0.43);
+    if (row.metric() == "probe_drop_pvalue") row.set_value(1.0 / 20);
+    if (row.metric() == "probe_null_drop") row.set_value(-0.004);  // not "-0.00"
+  }
+  EXPECT_THAT(FormatProbeTable(rows),
+              ::testing::StartsWith("pythia-70m: best layer 4 (0.79 ± 0.03) [not above null], "
+                                    "final 0.61, drop 0.18\n"));
+  EXPECT_THAT(FormatProbeTable(rows), ::testing::HasSubstr(" · drop 0.00 (95th pct 0.25)"));
+}
+
 TEST(ProbeTableTest, WithoutBestLayerAndDropRowsTheyAreComputed) {
   std::vector<v1::ResultRow> rows;
   for (const v1::ResultRow& row : ProbeRows()) {
