@@ -194,6 +194,8 @@ int main(int argc, char** argv) {
   }
   const c10::Device device =
       at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  // The caching allocator's statistics exist once it holds the device.
+  if (device.is_cuda()) (void)at::empty({1}, at::TensorOptions().device(device));
   std::printf("bench_ssm_gpu: %s, %lld prompts x %lld tokens, device %s, median of %d\n",
               dtype_name.c_str(), static_cast<long long>(prompts),
               static_cast<long long>(tokens), device.str().c_str(), reps);

@@ -174,9 +174,8 @@ bool IsFusedStateType(at::ScalarType type) {
 }
 
 namespace {
-// Float32 states on CUDA: the fused passes only with LAYERFLOW_SSM_KERNELS=1
-// (worker/kernels/kernel_switch.h) until they have run on a GPU; else the
-// float64 path, as before.
+// Float32 states on CUDA: the fused passes unless LAYERFLOW_SSM_KERNELS=0
+// (worker/kernels/kernel_switch.h), which gives the float64 path instead.
 std::atomic<bool> float32_fused{SsmKernelsRequested()};
 }  // namespace
 

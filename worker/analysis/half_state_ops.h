@@ -84,8 +84,8 @@ bool IsFusedStateType(at::ScalarType type);
 // functions (its fused path): bf16 / fp16 on any device, float32 on CUDA.
 // Else (float32 on the CPU, float64) it analyses a float64 copy. By device
 // and dtype only, never by architecture.
-// (Float32 on CUDA only while SetFloat32FusedPath(true), the default with
-// LAYERFLOW_SSM_KERNELS=1: worker/kernels/kernel_switch.h.)
+// (Float32 on CUDA only while SetFloat32FusedPath(true), the default unless
+// LAYERFLOW_SSM_KERNELS=0: worker/kernels/kernel_switch.h.)
 bool TakesFusedPath(c10::Device device, at::ScalarType type);
 void SetFloat32FusedPath(bool enabled);
 

@@ -19,9 +19,7 @@
 namespace layerflow::worker::ssm {
 namespace {
 
-// Off unless LAYERFLOW_SSM_KERNELS=1 (worker/kernels/kernel_switch.h): the
-// kernels have run under the CPU emulation (tests/worker/kernels), not yet
-// on a GPU.
+// On unless LAYERFLOW_SSM_KERNELS=0 (worker/kernels/kernel_switch.h).
 std::atomic<bool> kernels_enabled{SsmKernelsRequested()};
 
 #ifdef LF_WITH_CUDA
