@@ -9,35 +9,19 @@ run ending on a device-to-host copy), so the two print comparable numbers.
     python bench/peer_hf_forward.py --hidden 2048 --layers 24 --heads 16
 """
 import argparse
-import statistics
-import time
 
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXModel
 
+import peer_hf_ssm  # the same metrics and timer as the SSM peer
+
 
 def metrics(hidden_states):
-    out = []
-    hs = [h.double() for h in hidden_states]
-    for l, h in enumerate(hs):
-        u = torch.nn.functional.normalize(h, dim=-1)
-        n = h.shape[1]
-        s = u.sum(dim=1).pow(2).sum(-1)
-        out.append(((s - n) / (n * (n - 1))).mean())
-        if l + 1 < len(hs):
-            out.append(torch.nn.functional.cosine_similarity(h, hs[l + 1], dim=-1).mean())
-    return torch.stack(out)
+    return peer_hf_ssm.metrics(hidden_states, cka=False)
 
 
 def median_ms(reps, fn):
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return peer_hf_ssm.median_ms(reps, 2, fn)
 
 
 def main():

@@ -52,7 +52,8 @@ def median_ms(reps, warmups, fn):
         fn()
     times = []
     for _ in range(reps):
-        torch.cuda.synchronize()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)

@@ -163,6 +163,15 @@ at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
   return y.narrow(1, 0, seq);
 }
 
+// softplus(raw + dt_bias) in the run dtype, then time_step_limit's clamp
+// (HF's default (0, inf) changes nothing): [B, L, H].
+at::Tensor Mamba2Model::TimeStep(const Layer& layer, const at::Tensor& raw) const {
+  at::Tensor dt = at::softplus(raw + layer.dt_bias.to(raw.scalar_type()));
+  if (mamba2().time_step_limit_min > 0.0) dt = dt.clamp_min(mamba2().time_step_limit_min);
+  if (mamba2().time_step_limit_max < 1e300) dt = dt.clamp_max(mamba2().time_step_limit_max);
+  return dt;
+}
+
 // The same mixer on the fused CUDA kernels (ssm_ops.h): the conv reads the
 // xBC slice of the projection in place, dt is formed as in the ATen path
 // (it is [B, L, H], small), and the SSD scan with the gated RMSNorm returns
@@ -177,10 +186,7 @@ at::Tensor Mamba2Model::MixerCuda(const Layer& layer, const at::Tensor& hidden,
   const at::Tensor xbc = ssm::CausalConv1dSiluRows(projected.narrow(-1, e, c.conv_dim()),
                                                    layer.conv1d_weight, layer.conv1d_bias);
   const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [H]
-  at::Tensor dt = projected.narrow(-1, e + c.conv_dim(), c.num_heads);
-  dt = at::softplus(dt + layer.dt_bias.to(dt.scalar_type()));
-  if (c.time_step_limit_min > 0.0) dt = dt.clamp_min(c.time_step_limit_min);
-  if (c.time_step_limit_max < 1e300) dt = dt.clamp_max(c.time_step_limit_max);
+  const at::Tensor dt = TimeStep(layer, projected.narrow(-1, e + c.conv_dim(), c.num_heads));
   const at::Tensor dtf = dt.to(at::kFloat).contiguous();  // [B, L, H]
   if (log_lambda != nullptr) {  // log λ = Δ_h A_h: [B, L, H] -> [B, H, L - 1, 1]
     *log_lambda = (dtf * A).narrow(1, 1, seq - 1).permute({0, 2, 1}).unsqueeze(-1);
@@ -214,11 +220,7 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
   std::vector<at::Tensor> xbc = xBC.split({e, gn, gn}, -1);
   const at::Tensor A = -at::exp(AtLeastFloat32(layer.A_log));  // [H]
 
-  at::Tensor dt = parts[2] + layer.dt_bias.to(parts[2].scalar_type());
-  dt = at::softplus(dt);
-  // time_step_limit: clamp(dt, min, max); HF's default (0, inf) changes nothing.
-  if (c.time_step_limit_min > 0.0) dt = dt.clamp_min(c.time_step_limit_min);
-  if (c.time_step_limit_max < 1e300) dt = dt.clamp_max(c.time_step_limit_max);
+  const at::Tensor dt = TimeStep(layer, parts[2]);
   if (log_lambda != nullptr) {  // log λ = Δ_h A_h: [B, L, H] -> [B, H, L - 1, 1]
     *log_lambda = (AtLeastFloat32(dt) * A).narrow(1, 1, seq - 1).permute({0, 2, 1}).unsqueeze(-1);
   }

@@ -70,6 +70,8 @@ class Mamba2Model final : public SsmFamilyModel<Mamba2Layer> {
                       at::Generator& generator) const override;
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda) const override;
+  // Δ of every head from in_proj's dt slice (both mixers).
+  at::Tensor TimeStep(const Layer& layer, const at::Tensor& raw) const;
   // Mixer on the fused CUDA kernels (ssm::SsdKernelSupports).
   at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden,
                        at::Tensor* log_lambda) const;
