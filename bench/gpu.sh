@@ -29,6 +29,10 @@
 #                        of GPT-Neo, Mamba, Mamba-2) loaded onto the GPU against
 #                        transformers, mid-size layerflow-inspect parity, the
 #                        2.8B-size forwards.
+#   profile [MODELS]     Nsight Compute over exactly one 8 x 2048 bf16 forward
+#                        of each model (default mamba-1.4b,mamba2-1.3b): every
+#                        kernel's time, summed per kernel (bench/ncu_summary.py),
+#                        next to the forward's wall time without the profiler.
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
 #   sharded [SWEEP]      (2 GPUs) every analysis of all four architectures on
 #                        one GPU and on two: rows must agree to 1e-6.
@@ -46,6 +50,9 @@ case "$cmd" in
     export LF_TARGETS="${LF_TARGETS:-bench_ssm_gpu worker_ssm_kernels_gpu_test}" ;;
   overhead)
     export LF_TARGETS="${LF_TARGETS:-bench_metrics_overhead bench_probe worker_half_state_ops_gpu_test}" ;;
+  profile)
+    export LAYERFLOW_SSM_KERNELS="${LAYERFLOW_SSM_KERNELS:-1}"
+    export LF_TARGETS="${LF_TARGETS:-bench_ssm_gpu}" ;;
   parity|checkpoints|multi|sharded) ;;
   *) sed -n '2,/^set -uo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac
@@ -127,6 +134,18 @@ checkpoints() {
   echo "== 2.8B-size presets, bf16, 1 x 2048 tokens"
   for m in pythia-2.8b gpt-neo-2.7b mamba-2.8b mamba2-2.7b; do
     $B/bench_metrics_overhead --model "$m" --dtype bf16 --prompts 1 --tokens 2048 --reps 5 --forward-only 1
+  done
+}
+
+profile() {
+  local models="${1:-mamba-1.4b,mamba2-1.3b}" m
+  $B/bench_ssm_gpu --models "" --forward-only-models "$models" --reps 3
+  for m in ${models//,/ }; do
+    echo "== ncu, one forward of $m"
+    ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      $B/bench_ssm_gpu --models "" --forward-only-models "$m" --reps 1 --warmups 0 \
+      > "$OUT/ncu_$m.csv" 2> "$OUT/ncu_$m.err"
+    python3 bench/ncu_summary.py "$OUT/ncu_$m.csv" --top "${LF_TOP:-30}"
   done
 }
 

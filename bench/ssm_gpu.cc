@@ -7,8 +7,9 @@
 //                 [--prompts 8] [--tokens 2048] [--reps 5] [--json out.json]
 //                 [--forward-only-models mamba-2.8b,mamba2-2.7b]
 //                 [--aten 1]   (also the ATen path of the SSMs, for the ratio)
+//                 [--warmups 2] (0 with --reps 1: exactly one forward, for ncu)
 //
-// Times are the median of --reps runs after 2 warm-ups, each ending on a
+// Times are the median of --reps runs after --warmups warm-ups (2), each ending on a
 // device-to-host copy (queued kernels counted). A failure of one model or
 // measurement is reported in its entry ("error") and the others go on: the
 // process never aborts on a LibTorch exception.
@@ -101,7 +102,7 @@ const std::vector<std::string> kAllEight = {
     "step_energy",  "path_energy",    "cka_unbiased",           "cka_biased"};
 
 nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_t prompts,
-                          int64_t tokens, int reps, bool forward_only, bool aten,
+                          int64_t tokens, int reps, int warmups, bool forward_only, bool aten,
                           const c10::Device& device) {
   nlohmann::json out = {{"model", name}};
   try {
@@ -126,7 +127,7 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
       (void)last.sum().item<double>();
     };
     ResetPeak(device);
-    const double forward_ms = layerflow::bench::MedianMs(reps, forward, 2);
+    const double forward_ms = layerflow::bench::MedianMs(reps, forward, warmups);
     const double flops = ModelFlops(m, prompts, tokens);
     out["forward_ms"] = forward_ms;
     out["forward_peak_gib"] = PeakGiB(device);
@@ -160,7 +161,7 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
         m.Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
         acc.EndBatch();
         (void)acc.sums().cpu();
-      }, 2);
+      }, warmups);
       out[std::string(label) + "_ms"] = ms;
       out[std::string(label) + "_overhead"] = ms / forward_ms - 1;
       out[std::string(label) + "_peak_gib"] = PeakGiB(device);
@@ -187,6 +188,7 @@ int main(int argc, char** argv) {
   const int64_t tokens = std::atoll(Flag(argc, argv, "--tokens", "2048").c_str());
   const int reps = std::atoi(Flag(argc, argv, "--reps", "5").c_str());
   const bool aten = Flag(argc, argv, "--aten", "0") == std::string("1");
+  const int warmups = std::atoi(Flag(argc, argv, "--warmups", "2").c_str());
   auto dtype = lw::ParseDtype(dtype_name);
   if (!dtype.ok()) {
     std::fprintf(stderr, "error: %s\n", dtype.status().ToString().c_str());
@@ -203,11 +205,11 @@ int main(int argc, char** argv) {
                            {"reps", reps}, {"device", device.str()}, {"models", nlohmann::json::array()}};
   bool failed = false;
   for (const std::string& name : Split(Flag(argc, argv, "--models", "pythia-1.4b,mamba-1.4b,mamba2-1.3b"))) {
-    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, false, aten, device));
+    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, false, aten, device));
     failed |= report["models"].back().contains("error");
   }
   for (const std::string& name : Split(Flag(argc, argv, "--forward-only-models", ""))) {
-    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, true, false, device));
+    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, true, false, device));
     failed |= report["models"].back().contains("error");
   }
   const std::string json = Flag(argc, argv, "--json", "");

@@ -104,6 +104,17 @@ bool SsdSupports(ActType type, int64_t head_dim, int64_t states, int64_t chunk);
 int64_t SsdWorkspaceFloats(const SsdArgs& args);
 cudaError_t LaunchSsd(const SsdArgs& args, cudaStream_t stream);
 
+// The boundary between two Mamba / Mamba-2 blocks (residual_in_fp32):
+//   sum = residual + mixer            (float32, as ATen's promoting add)
+//   out = w * T(h rsqrt(mean(h^2) + eps)), h = T(sum)   (MambaRMSNorm)
+// residual, sum [rows, width] float32 contiguous (distinct); mixer, weight
+// [width] and out in the dtype, contiguous; every pointer 16-byte aligned.
+// bf16 / fp16, width a multiple of 8 up to 8192.
+bool AddRmsNormSupports(ActType type, int64_t width);
+cudaError_t LaunchAddRmsNorm(ActType type, const float* residual, const void* mixer,
+                             const void* weight, int64_t rows, int64_t width, double eps,
+                             float* sum, void* out, cudaStream_t stream);
+
 }  // namespace layerflow::worker::cuda_kernels
 
 #endif  // LAYERFLOW_WORKER_KERNELS_SSM_KERNELS_H_

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -122,14 +123,26 @@ void SsmFamilyModel<Layer>::Forward(const at::Tensor& input_ids, const LayerCall
     // 1..L + 1 in float32 sent the analysis down two paths within one batch:
     // issue 11's "stack expects a non-empty TensorList".)
     on_layer(point, b.residual_in_fp32 ? AtLeastFloat32(hidden) : hidden);
-    for (const Layer& layer : layers_) {
+    auto norm_of = [&](const at::Tensor& h, const Layer& layer) {
+      return ssm::RmsNorm(h.to(layer.norm_weight.scalar_type()), layer.norm_weight, b.eps);
+    };
+    at::Tensor normed = layers_.empty() ? at::Tensor() : norm_of(hidden, layers_.front());
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const Layer& layer = layers_[i];
       ++point;
       at::Tensor log_lambda;
-      at::Tensor residual = hidden;
-      const at::Tensor normed =
-          ssm::RmsNorm(hidden.to(layer.norm_weight.scalar_type()), layer.norm_weight, b.eps);
-      if (b.residual_in_fp32) residual = AtLeastFloat32(residual);
-      hidden = residual + Mixer(layer, normed, spectra != nullptr ? &log_lambda : nullptr);
+      const at::Tensor residual = b.residual_in_fp32 ? AtLeastFloat32(hidden) : hidden;
+      const at::Tensor mixed = Mixer(layer, normed, spectra != nullptr ? &log_lambda : nullptr);
+      const bool next = i + 1 < layers_.size();
+      // residual + mixer and the next block's norm in one pass on CUDA
+      // (ssm::AddRmsNormCuda): the same values as the two lines below it.
+      if (next && b.residual_in_fp32 && ssm::AddRmsNormKernelSupports(residual, mixed)) {
+        std::tie(hidden, normed) =
+            ssm::AddRmsNormCuda(residual, mixed, layers_[i + 1].norm_weight, b.eps);
+      } else {
+        hidden = residual + mixed;
+        if (next) normed = norm_of(hidden, layers_[i + 1]);
+      }
       if (spectra != nullptr) {  // an SSM's eigenvalues have no dsf variant
         if (spectra->on_layer) spectra->on_layer(point, log_lambda);
         if (spectra->on_layer_dsf) spectra->on_layer_dsf(point, log_lambda);

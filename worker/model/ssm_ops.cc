@@ -173,6 +173,10 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
   TORCH_CHECK(dt.sizes() == at::IntArrayRef({batch, seq, heads}),
               "SSM kernels: dt must be [", batch, ", ", seq, ", ", heads, "], got ", dt.sizes());
   c10::cuda::CUDAGuard guard(xbc.device());
+  // The norm reads the gate 8 values a load: rows a multiple of 8 apart
+  // (true of every preset's in_proj; a copy otherwise).
+  const at::Tensor gate_rows =
+      gate.stride(1) % 8 == 0 && gate.storage_offset() % 8 == 0 ? gate : gate.contiguous();
   const at::Tensor dtf = dt.to(at::kFloat).contiguous();
   const at::Tensor a = A.to(at::kFloat).contiguous();
   const at::Tensor d = D.defined() ? D.to(at::kFloat).contiguous() : D;
@@ -186,7 +190,7 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
   args.dt = dtf.data_ptr<float>();
   args.A = a.data_ptr<float>();
   args.D = d.defined() ? d.data_ptr<float>() : nullptr;
-  args.gate = gate.data_ptr(), args.gate_row = gate.stride(1);
+  args.gate = gate_rows.data_ptr(), args.gate_row = gate_rows.stride(1);
   args.norm_weight = w.data_ptr();
   args.eps = eps;
   args.out = out.data_ptr();
@@ -197,6 +201,45 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
 #else
   (void)xbc, (void)dt, (void)A, (void)D, (void)gate, (void)norm_weight, (void)heads,
       (void)head_dim, (void)groups, (void)states, (void)chunk, (void)eps;
+  TORCH_CHECK(false, "SSM kernels: this build has no CUDA");
+#endif
+}
+
+bool AddRmsNormKernelSupports(const at::Tensor& residual, const at::Tensor& mixer) {
+#ifdef LF_WITH_CUDA
+  return UseSsmKernels(mixer) && residual.scalar_type() == at::kFloat &&
+         residual.device() == mixer.device() && residual.sizes() == mixer.sizes() &&
+         ck::AddRmsNormSupports(ActTypeOf(mixer), mixer.size(-1));
+#else
+  (void)residual, (void)mixer;
+  return false;
+#endif
+}
+
+std::pair<at::Tensor, at::Tensor> AddRmsNormCuda(const at::Tensor& residual,
+                                                 const at::Tensor& mixer,
+                                                 const at::Tensor& weight, double eps) {
+#ifdef LF_WITH_CUDA
+  TORCH_CHECK(AddRmsNormKernelSupports(residual, mixer),
+              "SSM kernels: no fused residual norm for a ", residual.scalar_type(),
+              " residual ", residual.sizes(), " and a ", mixer.scalar_type(), " mixer output ",
+              mixer.sizes());
+  c10::cuda::CUDAGuard guard(mixer.device());
+  const at::Tensor r = residual.contiguous();
+  const at::Tensor m = mixer.contiguous();
+  const at::Tensor w = weight.to(mixer.scalar_type()).contiguous();
+  TORCH_CHECK(w.numel() == m.size(-1), "SSM kernels: norm weight ", weight.sizes(), " for rows of ",
+              m.size(-1));
+  at::Tensor sum = at::empty_like(r);
+  at::Tensor normed = at::empty_like(m);
+  const int64_t width = m.size(-1);
+  CheckLaunch(ck::LaunchAddRmsNorm(ActTypeOf(m), r.data_ptr<float>(), m.data_ptr(), w.data_ptr(),
+                                   m.numel() / width, width, eps, sum.data_ptr<float>(),
+                                   normed.data_ptr(), StreamOf(m)),
+              "AddRmsNorm");
+  return {sum, normed};
+#else
+  (void)residual, (void)mixer, (void)weight, (void)eps;
   TORCH_CHECK(false, "SSM kernels: this build has no CUDA");
 #endif
 }

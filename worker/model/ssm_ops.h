@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -67,6 +68,16 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
                             const at::Tensor& D, const at::Tensor& gate,
                             const at::Tensor& norm_weight, int64_t heads, int64_t head_dim,
                             int64_t groups, int64_t states, int64_t chunk, double eps);
+
+// The boundary between two blocks with residual_in_fp32, fused
+// (ssm_kernels.h, LaunchAddRmsNorm): returns (residual + mixer in float32,
+// RmsNorm(that sum in the dtype, weight)), the same values as the ATen ops
+// up to the variance's summation order. residual float32, mixer bf16 / fp16
+// of the same shape on CUDA, width a multiple of 8 up to 8192.
+bool AddRmsNormKernelSupports(const at::Tensor& residual, const at::Tensor& mixer);
+std::pair<at::Tensor, at::Tensor> AddRmsNormCuda(const at::Tensor& residual,
+                                                 const at::Tensor& mixer,
+                                                 const at::Tensor& weight, double eps);
 
 // The parameters every scheme leaves at the architecture's own init
 // (init_mamba_weights / init_mamba2_weights), and the reference scheme's

@@ -150,8 +150,10 @@ TEST_P(SsmKernelsEmulated, SsdAndGatedNormEqualAtenChunkScan) {
     const at::Tensor dt = at::softplus(at::randn({batch, s.seq, heads}) - 2).to(type).to(at::kFloat);
     const at::Tensor A = -at::arange(1, heads + 1, at::kFloat);
     const at::Tensor D = at::randn({heads}).to(type).to(at::kFloat);
-    const at::Tensor proj = at::randn({batch, s.seq, e + 7}).to(type);
-    const at::Tensor gate = proj.narrow(-1, 3, e);
+    // The gate a strided view, as in the mixer (a slice of in_proj's rows),
+    // 16-byte aligned as the norm's loads need.
+    const at::Tensor proj = at::randn({batch, s.seq, e + 24}).to(type);
+    const at::Tensor gate = proj.narrow(-1, 8, e);
     const at::Tensor weight = (1 + 0.1 * at::randn({e})).to(type);
     at::Tensor out = at::empty({batch, s.seq, e}, xbc.options());
     ck::SsdArgs args;
@@ -189,6 +191,70 @@ TEST_P(SsmKernelsEmulated, SsdAndGatedNormEqualAtenChunkScan) {
     // And not trivially: the outputs are far from zero.
     EXPECT_GT(want.to(at::kFloat).abs().mean().item<double>(), 0.1);
   }
+}
+
+TEST_P(SsmKernelsEmulated, SsdRefusesRowsItCannotLoad16BytesAtATime) {
+  // The SSD stages rows 16 bytes a load: a gate whose rows are not a
+  // multiple of 8 values apart is refused with a status, never misread.
+  const at::ScalarType type = GetParam();
+  if (type == at::kFloat) {  // float32 never reaches the SSD
+    EXPECT_FALSE(ck::SsdSupports(ActOf(type), 64, 64, 64));
+    return;
+  }
+  const int64_t batch = 1, seq = 64, heads = 1, e = 64, width = e + 2 * 64;
+  const at::Tensor xbc = at::zeros({batch, seq, width}, type);
+  const at::Tensor dt = at::zeros({batch, seq, heads});
+  const at::Tensor A = -at::ones({heads});
+  const at::Tensor proj = at::zeros({batch, seq, e + 3}, type);
+  const at::Tensor weight = at::ones({e}, type);
+  at::Tensor out = at::empty({batch, seq, e}, type);
+  ck::SsdArgs args;
+  args.type = ActOf(type);
+  args.batch = batch, args.seq = seq, args.heads = heads, args.head_dim = 64;
+  args.groups = 1, args.states = 64, args.chunk = 64;
+  args.xbc = xbc.data_ptr(), args.dt = dt.data_ptr<float>(), args.A = A.data_ptr<float>();
+  args.gate = proj.data_ptr(), args.gate_row = proj.stride(1);
+  args.norm_weight = weight.data_ptr(), args.out = out.data_ptr();
+  at::Tensor work = at::empty({ck::SsdWorkspaceFloats(args)}, at::kFloat);
+  args.work = work.data_ptr<float>();
+  EXPECT_EQ(ck::LaunchSsd(args, nullptr), cudaErrorMisalignedAddress);
+  args.gate_row = e + 8;  // aligned rows: accepted (the buffer is only read if it runs)
+  const at::Tensor aligned = at::zeros({batch, seq, e + 8}, type);
+  args.gate = aligned.data_ptr();
+  EXPECT_EQ(ck::LaunchSsd(args, nullptr), cudaSuccess);
+}
+
+TEST_P(SsmKernelsEmulated, AddRmsNormEqualsAtenResidualAndNorm) {
+  const at::ScalarType type = GetParam();
+  const ck::ActType act = ActOf(type);
+  if (!ck::AddRmsNormSupports(act, 64)) {
+    EXPECT_EQ(type, at::kFloat);  // float32 models keep the ATen ops
+    return;
+  }
+  at::manual_seed(5);
+  // 3 rows; widths of one partial step (40) and of two steps with a
+  // partial second (2056 = 8 x 256 + 8).
+  for (int64_t width : {40, 2056}) {
+    const at::Tensor residual = 30 * at::randn({3, width});
+    const at::Tensor mixer = at::randn({3, width}).to(type);
+    const at::Tensor weight = (1 + 0.1 * at::randn({width})).to(type);
+    at::Tensor sum = at::empty({3, width});
+    at::Tensor out = at::empty({3, width}, type);
+    ASSERT_EQ(ck::LaunchAddRmsNorm(act, residual.data_ptr<float>(), mixer.data_ptr(),
+                                   weight.data_ptr(), 3, width, 1e-5, sum.data_ptr<float>(),
+                                   out.data_ptr(), nullptr),
+              cudaSuccess);
+    // MambaBlock: the float32 sum, then the next block's norm of it in the dtype.
+    const at::Tensor want_sum = residual + mixer;
+    EXPECT_TRUE(at::equal(sum, want_sum)) << type << " width " << width;
+    const at::Tensor want = ssm::RmsNorm(want_sum.to(type), weight, 1e-5);
+    // The variance's summation order alone differs: at most one rounding.
+    EXPECT_LE(MaxRel(out, want), RoundingTolerance(type)) << type << " width " << width;
+    EXPECT_GT((out.to(at::kFloat) - want.to(at::kFloat)).abs().eq(0).to(at::kFloat).mean().item<double>(),
+              0.95) << "nearly every value rounds the same";
+  }
+  EXPECT_FALSE(ck::AddRmsNormSupports(act, 8200));  // past 8 x 256 x 4
+  EXPECT_FALSE(ck::AddRmsNormSupports(act, 36));    // not a multiple of 8
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, SsmKernelsEmulated,
