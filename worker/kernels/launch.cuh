@@ -36,6 +36,34 @@ __device__ __forceinline__ float FastExp2(float x) {
 #endif
 }
 
+// 16 bytes from global to shared memory without passing through registers
+// (cp.async, sm_80 on), zero-filled when `valid` is false: the copies of a
+// tile are issued, committed as one group, and waited for only when the
+// tile is needed, so a block's next tile loads while it computes on this
+// one. The emulation (and a host pass) copies at once; the waits are no-ops.
+__device__ __forceinline__ void CopyAsync16(void* smem, const void* gmem, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(valid ? 16 : 0));
+#else
+  struct alignas(16) Bytes16 { unsigned v[4]; };
+  *static_cast<Bytes16*>(smem) = valid ? *static_cast<const Bytes16*>(gmem) : Bytes16{};
+#endif
+}
+__device__ __forceinline__ void CopyAsyncCommit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most `kPending` committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void CopyAsyncWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+#endif
+}
+
 }  // namespace layerflow::worker::cuda_kernels
 
 #endif  // LAYERFLOW_WORKER_KERNELS_LAUNCH_CUH_

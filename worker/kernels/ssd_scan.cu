@@ -86,18 +86,18 @@ __device__ void ChunkDecay(const Dims& d, const float* __restrict__ dt, float A,
   __syncthreads();
 }
 
-// dst[r][0, kCols) = row t0 + r of src (columns col0.., rows `stride` apart),
-// zero past the sequence; 16 bytes a load.
+// Issues the copies of dst[r][0, kCols) = row t0 + r of src (columns
+// col0.., rows `stride` apart), zero past the sequence, 16 bytes each
+// (CopyAsync16); the caller commits and waits.
 template <typename T, int kCols>
-__device__ void StageRows(T* dst, int ld, const T* __restrict__ src, int64_t stride,
-                          int64_t t0, int64_t seq, int64_t col0) {
+__device__ void StageRowsAsync(T* dst, int ld, const T* __restrict__ src, int64_t stride,
+                               int64_t t0, int64_t seq, int64_t col0) {
   constexpr int kVecs = kCols / kVec;
   for (int i = threadIdx.x; i < kRows * kVecs; i += kThreads) {
     const int r = i / kVecs, v = i % kVecs;
     const int64_t t = t0 + r;
-    uint4 val = {0u, 0u, 0u, 0u};
-    if (t < seq) val = *reinterpret_cast<const uint4*>(src + t * stride + col0 + v * kVec);
-    *reinterpret_cast<uint4*>(dst + r * ld + v * kVec) = val;
+    const bool valid = t < seq;
+    CopyAsync16(dst + r * ld + v * kVec, src + (valid ? t : 0) * stride + col0 + v * kVec, valid);
   }
 }
 
@@ -111,54 +111,68 @@ __global__ void __launch_bounds__(kThreads)
                      const float* __restrict__ A, float* __restrict__ states,
                      float* __restrict__ chunk_sum) {
   constexpr int kXLd = kP + kPad, kBLd = kN + kPad;
+  constexpr int kXTile = kRows * kXLd, kBTile = kRows * kBLd;
   LF_DYNAMIC_SMEM(smem);
   float* dts = reinterpret_cast<float*>(smem);
   float* acum = dts + d.chunk;
-  T* xw = reinterpret_cast<T*>(acum + d.chunk);  // [64][kXLd]
-  T* bt = xw + kRows * kXLd;                       // [64][kBLd]
+  T* xw = reinterpret_cast<T*>(acum + d.chunk);  // 2 x [64][kXLd]: x, then x w
+  T* bt = xw + 2 * kXTile;                         // 2 x [64][kBLd]
   const int64_t h = blockIdx.x, b = blockIdx.y / d.chunks, c = blockIdx.y % d.chunks;
   const int64_t g = h / (d.heads / d.groups);
   const int warp = threadIdx.x / 32;
+  const T* rows = xbc + b * d.seq * d.row;
+  const int64_t t_chunk = c * d.chunk;
+  const int tiles = static_cast<int>(d.chunk / kRows);
+  // Two buffers: tile i + 1 loads (cp.async) while tile i is multiplied.
+  auto issue = [&](int tile) {
+    const int buf = tile % 2;
+    StageRowsAsync<T, kP>(xw + buf * kXTile, kXLd, rows, d.row, t_chunk + tile * kRows, d.seq,
+                          h * kP);
+    StageRowsAsync<T, kN>(bt + buf * kBTile, kBLd, rows, d.row, t_chunk + tile * kRows, d.seq,
+                          d.width + g * kN);
+  };
+  issue(0);
+  CopyAsyncCommit();
   ChunkDecay(d, dt, A[h], b, c, h, dts, acum);
   const float end = acum[d.chunk - 1];
   // w_s = exp(Acum_end - Acum_s) dt_s, once a token (in place of dt_s).
   for (int i = threadIdx.x; i < d.chunk; i += kThreads) dts[i] *= expf(end - acum[i]);
-  __syncthreads();
 
-  const T* rows = xbc + b * d.seq * d.row;
-  const int64_t t_chunk = c * d.chunk;
   FragC acc[kN / 16];
 #pragma unroll
   for (int f = 0; f < kN / 16; ++f) wmma::fill_fragment(acc[f], 0.f);
-  for (int s0 = 0; s0 < d.chunk; s0 += kRows) {
+  for (int tile = 0; tile < tiles; ++tile) {
+    if (tile + 1 < tiles) issue(tile + 1);
+    CopyAsyncCommit();
+    CopyAsyncWait<1>();  // this tile's group has landed
+    __syncthreads();
+    T* x = xw + (tile % 2) * kXTile;
+    const T* bs = bt + (tile % 2) * kBTile;
+    // x_s w_s rounded to T once, in place (zero rows stay zero).
     constexpr int kVecs = kP / kVec;
     for (int i = threadIdx.x; i < kRows * kVecs; i += kThreads) {
       const int r = i / kVecs, v = i % kVecs;
-      const int64_t t = t_chunk + s0 + r;
-      uint4 val = {0u, 0u, 0u, 0u};
-      if (t < d.seq) {
-        val = *reinterpret_cast<const uint4*>(rows + t * d.row + h * kP + v * kVec);
-        T* e = reinterpret_cast<T*>(&val);
-        const float w = dts[s0 + r];
+      uint4* p = reinterpret_cast<uint4*>(x + r * kXLd + v * kVec);
+      uint4 val = *p;
+      T* e = reinterpret_cast<T*>(&val);
+      const float w = dts[tile * kRows + r];
 #pragma unroll
-        for (int k = 0; k < kVec; ++k) e[k] = FromFloat<T>(ToFloat(e[k]) * w);
-      }
-      *reinterpret_cast<uint4*>(xw + r * kXLd + v * kVec) = val;
+      for (int k = 0; k < kVec; ++k) e[k] = FromFloat<T>(ToFloat(e[k]) * w);
+      *p = val;
     }
-    StageRows<T, kN>(bt, kBLd, rows, d.row, t_chunk + s0, d.seq, d.width + g * kN);
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < kRows; k += 16) {
       FragACol<T> a;  // (p, s) = xw[s][p]
-      wmma::load_matrix_sync(a, xw + k * kXLd + warp * 16, kXLd);
+      wmma::load_matrix_sync(a, x + k * kXLd + warp * 16, kXLd);
 #pragma unroll
       for (int f = 0; f < kN / 16; ++f) {
         FragB<T> bf;
-        wmma::load_matrix_sync(bf, bt + k * kBLd + f * 16, kBLd);
+        wmma::load_matrix_sync(bf, bs + k * kBLd + f * 16, kBLd);
         wmma::mma_sync(acc[f], a, bf, acc[f]);
       }
     }
-    __syncthreads();
+    __syncthreads();  // before the next issue overwrites this buffer
   }
   float* out = states + ((b * d.chunks + c) * d.heads + h) * kP * kN + warp * 16 * kN;
 #pragma unroll
@@ -168,27 +182,30 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) chunk_sum[(b * d.chunks + c) * d.heads + h] = end;
 }
 
-// ---- 2. The states entering each chunk, in place ---------------------------
-// H_0 = 0, H_{c+1} = exp(Acum_end,c) H_c + S_c, four state entries a thread.
-// The chunks' own states are loaded kAhead at a time before the recurrence
-// uses them: one load after another, each waiting on the last, ran this
-// kernel at 0.66 TB/s (428 us a layer of Mamba-2-1.3B at 8 x 2048).
+// ---- 2. The states entering each chunk ------------------------------------
+// H_0 = 0, H_{c+1} = exp(Acum_end,c) H_c + S_c in float32, four state
+// entries a thread; H_c is written rounded to T (where the output kernel's
+// tensor cores read it), so that kernel copies it as it stands. The
+// chunks' own states are loaded kAhead at a time before the recurrence uses
+// them: one load after another, each waiting on the last, ran this kernel
+// at 0.66 TB/s (428 us a layer of Mamba-2-1.3B at 8 x 2048).
 constexpr int kAhead = 8;
 
-__global__ void StatePassKernel(const Dims d, int64_t entries4, float4* __restrict__ states,
-                                const float* __restrict__ chunk_sum) {
+template <typename T>
+__global__ void StatePassKernel(const Dims d, int64_t entries4, const float4* __restrict__ own,
+                                const float* __restrict__ chunk_sum, T* __restrict__ enter) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t h = blockIdx.y, b = blockIdx.z;
   if (i >= entries4) return;
   float4 state = {0.f, 0.f, 0.f, 0.f};
   for (int64_t c0 = 0; c0 < d.chunks; c0 += kAhead) {
-    float4 own[kAhead];
+    float4 s[kAhead];
     float decay[kAhead];
 #pragma unroll
     for (int k = 0; k < kAhead; ++k) {
       const int64_t head = (b * d.chunks + c0 + k) * d.heads + h;
       if (c0 + k < d.chunks) {
-        own[k] = states[head * entries4 + i];
+        s[k] = own[head * entries4 + i];
         decay[k] = expf(chunk_sum[head]);
       }
     }
@@ -196,11 +213,14 @@ __global__ void StatePassKernel(const Dims d, int64_t entries4, float4* __restri
     for (int k = 0; k < kAhead; ++k) {
       if (c0 + k >= d.chunks) break;
       const int64_t head = (b * d.chunks + c0 + k) * d.heads + h;
-      states[head * entries4 + i] = state;
-      state.x = fmaf(decay[k], state.x, own[k].x);
-      state.y = fmaf(decay[k], state.y, own[k].y);
-      state.z = fmaf(decay[k], state.z, own[k].z);
-      state.w = fmaf(decay[k], state.w, own[k].w);
+      T out[4] = {FromFloat<T>(state.x), FromFloat<T>(state.y), FromFloat<T>(state.z),
+                  FromFloat<T>(state.w)};
+      *reinterpret_cast<uint2*>(enter + (head * entries4 + i) * 4) =
+          *reinterpret_cast<const uint2*>(out);
+      state.x = fmaf(decay[k], state.x, s[k].x);
+      state.y = fmaf(decay[k], state.y, s[k].y);
+      state.z = fmaf(decay[k], state.z, s[k].z);
+      state.w = fmaf(decay[k], state.w, s[k].w);
     }
   }
 }
@@ -208,43 +228,68 @@ __global__ void StatePassKernel(const Dims d, int64_t entries4, float4* __restri
 // ---- 3. The outputs of 64 rows of a chunk ----------------------------------
 // y_l = sum_{s <= l} (C_l . B_s) exp(Acum_l - Acum_s) dt_s x_s
 //       + exp(Acum_l) C_l H^T + D x_l, in float32 into y [B, L, E].
+// B and x of the s tiles in two buffers: tile i + 1 (and, after the last,
+// the entering state H) loads by cp.async while tile i is multiplied. With
+// one buffer each tile's load and its products ran one after the other and
+// the kernel took 1.14 ms a layer of Mamba-2-1.3B at 8 x 2048.
 template <typename T, int kN>
 __global__ void __launch_bounds__(kThreads)
     ChunkOutputKernel(const Dims d, const T* __restrict__ xbc, const float* __restrict__ dt,
                       const float* __restrict__ A, const float* __restrict__ D,
-                      const float* __restrict__ states, float* __restrict__ y) {
+                      const T* __restrict__ enter, float* __restrict__ y) {
   constexpr int kNLd = kN + kPad, kPLd = kP + kPad, kMLd = kRows + kPad;
   constexpr int kFLd = kRows + 4;  // float rows: 16 bytes of padding
+  constexpr int kBTile = kRows * kNLd, kXTile = kRows * kPLd;
   static_assert(kP == kRows, "the staging buffers assume 64-wide heads");
   LF_DYNAMIC_SMEM(smem);
   float* dts = reinterpret_cast<float*>(smem);
   float* acum = dts + d.chunk;
   T* ct = reinterpret_cast<T*>(acum + d.chunk);  // [64][kNLd]: C of the rows
-  T* bt = ct + kRows * kNLd;                       // [64][kNLd]: B of s, then H [kP][kNLd]
-  T* xt = bt + kRows * kNLd;                       // [64][kPLd]: x of s
-  T* mt = xt + kRows * kPLd;                       // [64][kMLd]: the decayed C B^T
+  T* bt = ct + kBTile;                             // 2 x [64][kNLd]: B of s, or H [kP][kNLd]
+  T* xt = bt + 2 * kBTile;                         // 2 x [64][kPLd]: x of s
+  T* mt = xt + 2 * kXTile;                         // [64][kMLd]: the decayed C B^T
   float* sst = reinterpret_cast<float*>(mt + kRows * kMLd);  // [64][kFLd], then y
   float* zst = reinterpret_cast<float*>(xt);  // [64][kFLd] over xt and mt, after the loop
-  static_assert(kRows * kFLd * sizeof(float) <= (kRows * kPLd + kRows * kMLd) * sizeof(T),
+  static_assert(kRows * kFLd * sizeof(float) <= (2 * kXTile + kRows * kMLd) * sizeof(T),
                 "the carried-state tile must fit over x and the decayed products");
 
   const int64_t l0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t h = blockIdx.y, b = blockIdx.z / d.chunks, c = blockIdx.z % d.chunks;
   const int64_t g = h / (d.heads / d.groups);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  ChunkDecay(d, dt, A[h], b, c, h, dts, acum);
   const T* rows = xbc + b * d.seq * d.row;
   const int64_t t_chunk = c * d.chunk;
   const int64_t c_col = d.width + d.groups * kN + g * kN, b_col = d.width + g * kN;
-  StageRows<T, kN>(ct, kNLd, rows, d.row, t_chunk + l0, d.seq, c_col);
+  const bool carry = c > 0;
+  const int tiles = static_cast<int>(l0 / kRows) + 1;  // causal: s tiles up to the diagonal
+  auto issue = [&](int tile) {
+    const int buf = tile % 2;
+    StageRowsAsync<T, kN>(bt + buf * kBTile, kNLd, rows, d.row, t_chunk + tile * kRows, d.seq,
+                          b_col);
+    StageRowsAsync<T, kP>(xt + buf * kXTile, kPLd, rows, d.row, t_chunk + tile * kRows, d.seq,
+                          h * kP);
+  };
+  StageRowsAsync<T, kN>(ct, kNLd, rows, d.row, t_chunk + l0, d.seq, c_col);
+  issue(0);
+  CopyAsyncCommit();
+  ChunkDecay(d, dt, A[h], b, c, h, dts, acum);
 
   FragC yacc[kP / 16];
 #pragma unroll
   for (int f = 0; f < kP / 16; ++f) wmma::fill_fragment(yacc[f], 0.f);
-  for (int64_t s0 = 0; s0 <= l0; s0 += kRows) {  // causal: s tiles up to the diagonal
-    StageRows<T, kN>(bt, kNLd, rows, d.row, t_chunk + s0, d.seq, b_col);
-    StageRows<T, kP>(xt, kPLd, rows, d.row, t_chunk + s0, d.seq, h * kP);
+  for (int tile = 0; tile < tiles; ++tile) {
+    if (tile + 1 < tiles) {
+      issue(tile + 1);
+    } else if (carry) {  // H [kP][kN], already in T, into the free B buffer
+      const T* h_enter = enter + ((b * d.chunks + c) * d.heads + h) * kP * kN;
+      StageRowsAsync<T, kN>(bt + ((tile + 1) % 2) * kBTile, kNLd, h_enter, kN, 0, kP, 0);
+    }
+    CopyAsyncCommit();
+    CopyAsyncWait<1>();  // this tile's group has landed
     __syncthreads();
+    const int64_t s0 = static_cast<int64_t>(tile) * kRows;
+    const T* bs = bt + (tile % 2) * kBTile;
+    const T* xs = xt + (tile % 2) * kXTile;
     // S = C_rows B_s^T for this warp's 16 rows.
     FragC sacc[kRows / 16];
 #pragma unroll
@@ -256,7 +301,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int f = 0; f < kRows / 16; ++f) {
         FragBCol<T> bf;  // (n, s) = B_s[n] = bt[s][n]
-        wmma::load_matrix_sync(bf, bt + f * 16 * kNLd + k, kNLd);
+        wmma::load_matrix_sync(bf, bs + f * 16 * kNLd + k, kNLd);
         wmma::mma_sync(sacc[f], a, bf, sacc[f]);
       }
     }
@@ -282,26 +327,19 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int f = 0; f < kP / 16; ++f) {
         FragB<T> bf;
-        wmma::load_matrix_sync(bf, xt + k * kPLd + f * 16, kPLd);
+        wmma::load_matrix_sync(bf, xs + k * kPLd + f * 16, kPLd);
         wmma::mma_sync(yacc[f], a, bf, yacc[f]);
       }
     }
-    __syncthreads();
+    __syncthreads();  // before the next issue overwrites this buffer
   }
+  CopyAsyncWait<0>();
+  __syncthreads();
 
   // The state entering the chunk (zero for the first): C_rows H^T.
-  const bool carry = c > 0;
   FragC zacc[kP / 16];
   if (carry) {
-    const float* enter = states + ((b * d.chunks + c) * d.heads + h) * kP * kN;
-    for (int i = threadIdx.x; i < kP * kN / 4; i += kThreads) {
-      const int p = (4 * i) / kN, n = (4 * i) % kN;
-      const float4 v = reinterpret_cast<const float4*>(enter)[i];
-      T* dst = bt + p * kNLd + n;
-      dst[0] = FromFloat<T>(v.x), dst[1] = FromFloat<T>(v.y);
-      dst[2] = FromFloat<T>(v.z), dst[3] = FromFloat<T>(v.w);
-    }
-    __syncthreads();
+    const T* hs = bt + (tiles % 2) * kBTile;
 #pragma unroll
     for (int f = 0; f < kP / 16; ++f) wmma::fill_fragment(zacc[f], 0.f);
 #pragma unroll
@@ -310,8 +348,8 @@ __global__ void __launch_bounds__(kThreads)
       wmma::load_matrix_sync(a, ct + warp * 16 * kNLd + k, kNLd);
 #pragma unroll
       for (int f = 0; f < kP / 16; ++f) {
-        FragBCol<T> bf;  // (n, p) = H[p][n] = bt[p][n]
-        wmma::load_matrix_sync(bf, bt + f * 16 * kNLd + k, kNLd);
+        FragBCol<T> bf;  // (n, p) = H[p][n]
+        wmma::load_matrix_sync(bf, hs + f * 16 * kNLd + k, kNLd);
         wmma::mma_sync(zacc[f], a, bf, zacc[f]);
       }
     }
@@ -400,18 +438,40 @@ __global__ void __launch_bounds__(kNormThreads)
   }
 }
 
+// The workspace: the chunks' own states [B, c, H, P, N] float32, their total
+// decays, y [B, L, E] float32, then the entering states in T; each part
+// starts on a multiple of 64 floats (256 bytes).
+struct Workspace {
+  int64_t states, chunk_sum, y, enter, floats;
+};
+
+int64_t Up64(int64_t n) { return (n + 63) / 64 * 64; }
+
+Workspace WorkspaceOf(const Dims& d) {
+  const int64_t state_floats = d.batch * d.chunks * d.heads * kP * d.states;
+  Workspace w;
+  w.states = 0;
+  w.chunk_sum = w.states + state_floats;
+  w.y = w.chunk_sum + Up64(d.batch * d.chunks * d.heads);
+  w.enter = w.y + Up64(d.batch * d.seq * d.width);
+  w.floats = w.enter + Up64((state_floats + 1) / 2);  // 16-bit entries
+  return w;
+}
+
 template <typename T, int kN>
 cudaError_t LaunchSsdOf(const SsdArgs& a, cudaStream_t stream) {
   const Dims d = DimsOf(a);
+  const Workspace w = WorkspaceOf(d);
   const T* xbc = static_cast<const T*>(a.xbc);
-  float* states = a.work;
-  float* chunk_sum = states + d.batch * d.chunks * d.heads * kP * kN;
-  float* y = chunk_sum + ((d.batch * d.chunks * d.heads + 63) / 64) * 64;
+  float* states = a.work + w.states;
+  float* chunk_sum = a.work + w.chunk_sum;
+  float* y = a.work + w.y;
+  T* enter = reinterpret_cast<T*>(a.work + w.enter);
   const size_t state_smem = 2 * d.chunk * sizeof(float) +
-                            (kRows * (kP + kPad) + kRows * (kN + kPad)) * sizeof(T);
+                            2 * (kRows * (kP + kPad) + kRows * (kN + kPad)) * sizeof(T);
   const size_t output_smem =
       2 * d.chunk * sizeof(float) +
-      (2 * kRows * (kN + kPad) + kRows * (kP + kPad) + kRows * (kRows + kPad)) * sizeof(T) +
+      (3 * kRows * (kN + kPad) + 2 * kRows * (kP + kPad) + kRows * (kRows + kPad)) * sizeof(T) +
       kRows * (kRows + 4) * sizeof(float);
   auto* state_kernel = &ChunkStateKernel<T, kN>;
   auto* output_kernel = &ChunkOutputKernel<T, kN>;
@@ -422,17 +482,17 @@ cudaError_t LaunchSsdOf(const SsdArgs& a, cudaStream_t stream) {
   LF_LAUNCH(state_kernel, dim3(static_cast<unsigned>(d.heads), static_cast<unsigned>(d.batch * d.chunks)),
             dim3(kThreads), state_smem, stream, d, xbc, a.dt, a.A, states, chunk_sum);
   const int64_t entries4 = kP * kN / 4;
-  auto* pass_kernel = &StatePassKernel;
+  auto* pass_kernel = &StatePassKernel<T>;
   LF_LAUNCH(pass_kernel,
             dim3(static_cast<unsigned>((entries4 + 255) / 256), static_cast<unsigned>(d.heads),
                  static_cast<unsigned>(d.batch)),
-            dim3(256), 0, stream, d, entries4, reinterpret_cast<float4*>(states),
-            static_cast<const float*>(chunk_sum));
+            dim3(256), 0, stream, d, entries4, reinterpret_cast<const float4*>(states),
+            static_cast<const float*>(chunk_sum), enter);
   LF_LAUNCH(output_kernel,
             dim3(static_cast<unsigned>(d.chunk / kRows), static_cast<unsigned>(d.heads),
                  static_cast<unsigned>(d.batch * d.chunks)),
             dim3(kThreads), output_smem, stream, d, xbc, a.dt, a.A, a.D,
-            static_cast<const float*>(states), y);
+            static_cast<const T*>(enter), y);
   auto* norm_kernel = &GatedRmsNormKernel<T>;
   LF_LAUNCH(norm_kernel, dim3(static_cast<unsigned>(d.batch * d.seq)), dim3(kNormThreads), 0,
             stream, static_cast<const float*>(y), static_cast<const T*>(a.gate), a.gate_row,
@@ -448,18 +508,14 @@ bool SsdSupports(ActType type, int64_t head_dim, int64_t states, int64_t chunk) 
          chunk > 0 && chunk % kRows == 0 && chunk <= 1024;
 }
 
-int64_t SsdWorkspaceFloats(const SsdArgs& a) {
-  const Dims d = DimsOf(a);
-  return d.batch * d.chunks * d.heads * kP * d.states +
-         ((d.batch * d.chunks * d.heads + 63) / 64) * 64 + d.batch * d.seq * d.width;
-}
+int64_t SsdWorkspaceFloats(const SsdArgs& a) { return WorkspaceOf(DimsOf(a)).floats; }
 
 cudaError_t LaunchSsd(const SsdArgs& a, cudaStream_t stream) {
   if (!SsdSupports(a.type, a.head_dim, a.states, a.chunk) || a.groups < 1 ||
       a.heads % a.groups != 0) {
     return cudaErrorInvalidValue;
   }
-  // The 16-byte loads and stores (StageRows, GatedRmsNormKernel).
+  // The 16-byte loads and stores (StageRowsAsync, GatedRmsNormKernel).
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   if (!aligned(a.xbc) || !aligned(a.gate) || !aligned(a.norm_weight) || !aligned(a.out) ||
       !aligned(a.work) || a.gate_row % kVec != 0 || a.groups * a.states % kVec != 0) {
