@@ -1,4 +1,4 @@
-#include "worker/model/model_config.h"
+#include "catalog/model_config.h"
 
 #include <cmath>
 
@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
-namespace layerflow::worker {
+namespace layerflow::catalog {
 namespace {
 
 ModelPreset Pythia(std::string name, int64_t hidden, int64_t layers,
@@ -181,4 +181,4 @@ absl::StatusOr<InitScheme> ParseInitScheme(std::string_view text_in) {
       "xavier_normal, kaiming_normal"));
 }
 
-}  // namespace layerflow::worker
+}  // namespace layerflow::catalog

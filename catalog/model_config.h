@@ -1,7 +1,10 @@
-// Architecture configs and the built-in presets of published sizes.
-// Plain data, no LibTorch: the coordinator links this to validate sweeps.
-#ifndef LAYERFLOW_WORKER_MODEL_MODEL_CONFIG_H_
-#define LAYERFLOW_WORKER_MODEL_MODEL_CONFIG_H_
+// Architecture configs, the built-in presets of published sizes and the
+// random-init schemes. Plain data, no LibTorch: the coordinator validates
+// sweeps with it, the client labels rows with it, the worker builds models
+// from it (worker/model/model_config.h brings these names into
+// layerflow::worker).
+#ifndef LAYERFLOW_CATALOG_MODEL_CONFIG_H_
+#define LAYERFLOW_CATALOG_MODEL_CONFIG_H_
 
 #include <cstdint>
 #include <string>
@@ -10,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace layerflow::worker {
+namespace layerflow::catalog {
 
 // Field names follow Hugging Face's GPTNeoXConfig so that a config.json maps
 // onto it one to one.
@@ -147,6 +150,6 @@ struct InitScheme {
 // "xavier_normal", "kaiming_normal". INVALID_ARGUMENT says what is wrong.
 absl::StatusOr<InitScheme> ParseInitScheme(std::string_view text);
 
-}  // namespace layerflow::worker
+}  // namespace layerflow::catalog
 
-#endif  // LAYERFLOW_WORKER_MODEL_MODEL_CONFIG_H_
+#endif  // LAYERFLOW_CATALOG_MODEL_CONFIG_H_

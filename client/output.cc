@@ -1,5 +1,4 @@
 #include "client/output.h"
-#include "worker/model/model_config.h"
 
 #include <algorithm>
 #include <charconv>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "catalog/model_config.h"
 #include "nlohmann/json.hpp"
 
 namespace layerflow::client {
@@ -103,10 +103,11 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(absl::string_view name) {
 }
 
 // METHODS.md's layout: 0 = embedding, 1..L = blocks, L+1 = the final norm's
-// output. The store keeps L+1 as a number; for a preset L is known, so the
-// table names that row "final" as the papers do.
+// output. The store keeps L+1 as a number; for a preset L is known (the
+// catalog's), so the table names that row "final" as the papers do. A
+// checkpoint's rows keep their numbers (its L is only on the workers).
 std::string LayerLabel(const std::string& model, int layer) {
-  absl::StatusOr<worker::ModelPreset> preset = worker::FindModelPreset(model);
+  absl::StatusOr<catalog::ModelPreset> preset = catalog::FindModelPreset(model);
   if (preset.ok() && layer == preset->config.num_layers() + 1) return "final";
   return absl::StrCat(layer);
 }

@@ -4,14 +4,17 @@
 #include <cmath>
 #include <string>
 #include <vector>
-#include "absl/strings/string_view.h"
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "worker/data/datasets.h"
-#include "worker/tokenizer/byte_tokenizer.h"
 #include "absl/strings/str_join.h"
-#include "worker/model/model_config.h"
+#include "absl/strings/string_view.h"
+#include "catalog/analyses.h"
+#include "catalog/chunks.h"
+#include "catalog/datasets.h"
+#include "catalog/defaults.h"
+#include "catalog/dtypes.h"
+#include "catalog/model_config.h"
 
 namespace layerflow::server {
 namespace {
@@ -19,6 +22,38 @@ namespace {
 using ::layerflow::v1::DatasetSpec;
 using ::layerflow::v1::JobSpec;
 using ::layerflow::v1::SweepSpec;
+using ::layerflow::catalog::AnalysisList;
+using ::layerflow::catalog::CheckContextFits;
+using ::layerflow::catalog::ChunkCount;
+using ::layerflow::catalog::DatasetHasClasses;
+using ::layerflow::catalog::DtypeList;
+using ::layerflow::catalog::FeatureDtypeList;
+using ::layerflow::catalog::FindModelPreset;
+using ::layerflow::catalog::InitScheme;
+using ::layerflow::catalog::IsAnalysis;
+using ::layerflow::catalog::IsDtype;
+using ::layerflow::catalog::IsFeatureDtype;
+using ::layerflow::catalog::IsJobDataset;
+using ::layerflow::catalog::JobDatasetList;
+using ::layerflow::catalog::ParseInitScheme;
+using ::layerflow::catalog::kDefaultAnalyses;
+using ::layerflow::catalog::kDefaultContextLength;
+using ::layerflow::catalog::kDefaultDataset;
+using ::layerflow::catalog::kDefaultDtype;
+using ::layerflow::catalog::kDefaultFeatureDtype;
+using ::layerflow::catalog::kDefaultInitScheme;
+using ::layerflow::catalog::kDefaultNumClasses;
+using ::layerflow::catalog::kDefaultNumPrompts;
+using ::layerflow::catalog::kDefaultProbeEpochs;
+using ::layerflow::catalog::kDefaultProbeLr;
+using ::layerflow::catalog::kDefaultProbePermutations;
+using ::layerflow::catalog::kDefaultProbeSeeds;
+using ::layerflow::catalog::kDefaultProbeTrainFraction;
+using ::layerflow::catalog::kDefaultProbeValFraction;
+using ::layerflow::catalog::kDefaultProbeWeightDecay;
+using ::layerflow::catalog::kDefaultPromptsPerChunk;
+using ::layerflow::catalog::kDefaultSeed;
+using ::layerflow::catalog::kJobDatasetNames;
 
 constexpr int kMaxNameLength = 64;
 constexpr int32_t kMinContextLength = 16;
@@ -28,17 +63,6 @@ constexpr int32_t kMaxNumClasses = 1000;
 constexpr int32_t kMaxNumPrompts = 100000;
 constexpr int32_t kMaxPromptsPerChunk = 4096;
 
-// Keep in sync with ParseLayerMetrics (worker/analysis/layer_metrics.cc).
-constexpr absl::string_view kAnalyses[] = {
-    "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst",
-    "token_dispersion", "step_energy",  "path_energy",
-    "cka_unbiased",  "cka_biased", "cka_all_unbiased", "cka_all_biased",
-    "adjacent_cos_tokens", "spectrum", "spectrum_dsf"};
-// What an empty `analyses` means (a subset of kAnalyses).
-constexpr absl::string_view kDefaultAnalyses[] = {"adjacent_cos",
-                                                  "intertoken_cos"};
-constexpr absl::string_view kDtypes[] = {"fp32", "bf16", "fp16"};
-constexpr absl::string_view kFeatureDtypes[] = {"fp16", "fp32"};
 constexpr int32_t kMaxProbeEpochs = 1000000;
 // Each permutation reruns the whole probe pipeline: 1000 is a 1001x job.
 constexpr int32_t kMaxProbePermutations = 1000;
@@ -51,25 +75,12 @@ std::string Indexed(absl::string_view field, int i) {
   return absl::StrCat(field, "[", i, "]");
 }
 
-template <size_t N>
-bool OneOf(absl::string_view value, const absl::string_view (&set)[N]) {
-  for (absl::string_view s : set) {
-    if (s == value) return true;
-  }
-  return false;
-}
-
-template <size_t N>
-std::string Known(const absl::string_view (&set)[N]) {
-  return absl::StrJoin(set, ", ");
-}
-
 // The data sets whose prompts carry a gold class (what a probe can use),
 // ", "-joined.
 std::string ProbeableDatasets() {
   std::vector<std::string> names;
-  for (const std::string& name : worker::JobDatasets()) {
-    if (worker::DatasetHasClasses(name)) names.push_back(name);
+  for (std::string_view name : kJobDatasetNames) {
+    if (DatasetHasClasses(name)) names.emplace_back(name);
   }
   return absl::StrJoin(names, ", ");
 }
@@ -123,10 +134,10 @@ absl::Status ValidateName(const std::string& name) {
 
 absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
   const std::string field = Indexed("spec.datasets", i);
-  if (!worker::IsJobDataset(dataset.name())) {
+  if (!IsJobDataset(dataset.name())) {
     return Invalid(absl::StrCat(field, ".name"),
                    absl::StrCat("unknown data set '", dataset.name(),
-                                "'; known data sets: ", worker::JobDatasetList()));
+                                "'; known data sets: ", JobDatasetList()));
   }
   return CheckInRange(absl::StrCat(field, ".num_classes"), dataset.num_classes(),
                       kMinNumClasses, kMaxNumClasses,
@@ -147,7 +158,7 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
   if (probe.task().empty()) {
     return Invalid("spec.probe.task", "required (the data set to probe, e.g. kvpr)");
   }
-  if (!worker::DatasetHasClasses(probe.task())) {
+  if (!DatasetHasClasses(probe.task())) {
     return Invalid("spec.probe.task",
                    absl::StrCat("data set '", probe.task(),
                                 "' has no classes to probe; data sets with classes: ",
@@ -242,11 +253,10 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
       !s.ok()) {
     return s;
   }
-  if (!probe.feature_dtype().empty() &&
-      !OneOf(probe.feature_dtype(), kFeatureDtypes)) {
+  if (!probe.feature_dtype().empty() && !IsFeatureDtype(probe.feature_dtype())) {
     return Invalid("spec.probe.feature_dtype",
                    absl::StrCat("unknown feature dtype '", probe.feature_dtype(),
-                                "'; known: ", Known(kFeatureDtypes)));
+                                "'; known: ", FeatureDtypeList()));
   }
   return absl::OkStatus();
 }
@@ -268,7 +278,7 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
       if (first_checkpoint < 0) first_checkpoint = i;
       continue;
     }
-    if (auto preset = worker::FindModelPreset(spec.models(i)); !preset.ok()) {
+    if (auto preset = FindModelPreset(spec.models(i)); !preset.ok()) {
       // The lookup says NOT_FOUND; for a request it is a bad argument.
       return Invalid(Indexed("spec.models", i),
                      absl::StrCat(preset.status().message(),
@@ -276,14 +286,14 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     }
   }
   for (int i = 0; i < spec.init_schemes_size(); ++i) {
-    auto scheme = worker::ParseInitScheme(spec.init_schemes(i));
+    auto scheme = ParseInitScheme(spec.init_schemes(i));
     if (!scheme.ok()) {
       return Invalid(Indexed("spec.init_schemes", i),
                      scheme.status().message());
     }
     // Every model runs every scheme, and a checkpoint brings its own
     // weights: caught here rather than failing those jobs on a worker.
-    if (first_checkpoint >= 0 && scheme->kind != worker::InitScheme::Kind::kReference) {
+    if (first_checkpoint >= 0 && scheme->kind != InitScheme::Kind::kReference) {
       return Invalid(Indexed("spec.init_schemes", i),
                      absl::StrCat("'", spec.init_schemes(i), "' applies to presets only; ",
                                   Indexed("spec.models", first_checkpoint), " ('",
@@ -313,10 +323,10 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     }
   }
   for (int i = 0; i < spec.analyses_size(); ++i) {
-    if (!OneOf(spec.analyses(i), kAnalyses)) {
+    if (!IsAnalysis(spec.analyses(i))) {
       return Invalid(Indexed("spec.analyses", i),
                      absl::StrCat("unknown analysis '", spec.analyses(i),
-                                  "'; known analyses: ", Known(kAnalyses)));
+                                  "'; known analyses: ", AnalysisList()));
     }
   }
   if (absl::Status s = CheckInRange("spec.num_prompts", spec.num_prompts(), 1, kMaxNumPrompts,
@@ -336,10 +346,10 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
       !s.ok()) {
     return s;
   }
-  if (!spec.dtype().empty() && !OneOf(spec.dtype(), kDtypes)) {
+  if (!spec.dtype().empty() && !IsDtype(spec.dtype())) {
     return Invalid("spec.dtype",
                    absl::StrCat("unknown dtype '", spec.dtype(),
-                                "'; known dtypes: ", Known(kDtypes)));
+                                "'; known dtypes: ", DtypeList()));
   }
 
   // Duplicates on any axis. Data sets compare after defaulting num_classes,
@@ -381,13 +391,11 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   }
 
   // A KVPR prompt must hold at least num_classes pairs (one per gold
-  // position), so a context length too short for a data set is caught here,
-  // at submit, instead of failing every job on a worker. Checked with the
-  // byte tokenizer (a preset's; prompt lengths do not depend on the seed); a
-  // checkpoint's own tokenizer is only on the workers, which check it again.
-  static const auto* const tokenizer = new worker::ByteTokenizer();
-  const std::shared_ptr<const worker::Tokenizer> shared_tokenizer(
-      std::shared_ptr<const worker::Tokenizer>(), tokenizer);
+  // position), an MDQA prompt num_classes documents, so a context length too
+  // short for a data set is caught here, at submit, instead of failing every
+  // job on a worker. Checked for the byte tokenizer (a preset's;
+  // catalog::CheckContextFits); a checkpoint's own tokenizer is only on the
+  // workers, which check every prompt again.
   // Checked against the axes as they will run, defaults included.
   const SweepSpec effective = WithDefaults(spec);
   if (spec.has_probe()) {
@@ -399,13 +407,8 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     const int32_t classes = effective.datasets(d).num_classes();
     const std::string& name = effective.datasets(d).name();
     for (int c = 0; c < effective.context_lengths_size(); ++c) {
-      // The worker's own check: the data set must fit the context length.
       const absl::Status fits =
-          worker::CreateJobDataset({.name = name,
-                                    .num_classes = classes,
-                                    .context_length = effective.context_lengths(c)},
-                                   shared_tokenizer)
-              .status();
+          CheckContextFits(name, classes, effective.context_lengths(c));
       if (!fits.ok()) {
         const std::string field = spec.context_lengths().empty()
                                       ? std::string("spec.context_lengths (default)")
@@ -426,9 +429,9 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
 }
 
 SweepSpec WithDefaults(SweepSpec spec) {
-  if (spec.init_schemes().empty()) spec.add_init_schemes("reference");
-  if (spec.seeds().empty()) spec.add_seeds(0);
-  if (spec.datasets().empty()) spec.add_datasets()->set_name("kvpr");
+  if (spec.init_schemes().empty()) spec.add_init_schemes(std::string(kDefaultInitScheme));
+  if (spec.seeds().empty()) spec.add_seeds(kDefaultSeed);
+  if (spec.datasets().empty()) spec.add_datasets()->set_name(std::string(kDefaultDataset));
   for (DatasetSpec& dataset : *spec.mutable_datasets()) {
     if (dataset.num_classes() == 0) dataset.set_num_classes(kDefaultNumClasses);
   }
@@ -436,7 +439,7 @@ SweepSpec WithDefaults(SweepSpec spec) {
     spec.add_context_lengths(kDefaultContextLength);
   }
   if (spec.analyses().empty()) {
-    for (absl::string_view a : kDefaultAnalyses) {
+    for (std::string_view a : kDefaultAnalyses) {
       spec.add_analyses(std::string(a));
     }
   }
@@ -444,7 +447,7 @@ SweepSpec WithDefaults(SweepSpec spec) {
   if (spec.prompts_per_chunk() == 0) {
     spec.set_prompts_per_chunk(kDefaultPromptsPerChunk);
   }
-  if (spec.dtype().empty()) spec.set_dtype("fp32");
+  if (spec.dtype().empty()) spec.set_dtype(std::string(kDefaultDtype));
   if (spec.has_probe()) {
     layerflow::v1::ProbeSpec& probe = *spec.mutable_probe();
     if (probe.seeds().empty()) {
@@ -459,7 +462,7 @@ SweepSpec WithDefaults(SweepSpec spec) {
     if (probe.val_fraction() == 0) probe.set_val_fraction(kDefaultProbeValFraction);
     if (probe.permutations() == 0) probe.set_permutations(kDefaultProbePermutations);
     if (probe.feature_dtype().empty()) {
-      probe.set_feature_dtype(kDefaultProbeFeatureDtype);
+      probe.set_feature_dtype(std::string(kDefaultFeatureDtype));
     }
     if (probe.classes() == 0) {
       // The task's num_classes when its data sets agree; otherwise each job
@@ -494,7 +497,7 @@ int64_t CountSweepJobs(const SweepSpec& spec) {
     // One PROBE job per EXTRACT job on the probe's data set.
     int64_t probed = 0;
     if (spec.datasets().empty()) {
-      probed = spec.probe().task() == "kvpr" ? 1 : 0;
+      probed = spec.probe().task() == kDefaultDataset ? 1 : 0;
     } else {
       for (const DatasetSpec& d : spec.datasets()) {
         if (d.name() == spec.probe().task()) ++probed;
@@ -563,9 +566,7 @@ std::vector<JobSpec> ExpandSweep(const SweepSpec& spec) {
 
 int64_t ChunksTotal(const JobSpec& job) {
   if (job.kind() == layerflow::v1::JOB_KIND_PROBE) return 1;
-  if (job.prompts_per_chunk() <= 0) return 0;
-  return (static_cast<int64_t>(job.num_prompts()) + job.prompts_per_chunk() - 1) /
-         job.prompts_per_chunk();
+  return ChunkCount(job.num_prompts(), job.prompts_per_chunk());
 }
 
 }  // namespace layerflow::server

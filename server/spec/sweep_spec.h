@@ -17,29 +17,16 @@ namespace layerflow::server {
 
 // A sweep may expand to at most this many jobs.
 inline constexpr int64_t kMaxJobsPerSweep = 10000;
-
-// Documented defaults (experiment.proto).
-inline constexpr int32_t kDefaultNumClasses = 11;
-inline constexpr int32_t kDefaultContextLength = 2048;
-inline constexpr int32_t kDefaultNumPrompts = 8;
-inline constexpr int32_t kDefaultPromptsPerChunk = 2;
-// Probe defaults (ProbeSpec, METHODS.md "Probing").
-inline constexpr int32_t kDefaultProbeEpochs = 150;
-inline constexpr double kDefaultProbeLr = 5e-3;
-inline constexpr double kDefaultProbeWeightDecay = 1e-3;
-inline constexpr double kDefaultProbeTrainFraction = 0.6;
-inline constexpr double kDefaultProbeValFraction = 0.2;
-inline constexpr int32_t kDefaultProbePermutations = 20;
-inline constexpr int64_t kDefaultProbeSeeds[] = {0, 1, 2};
-inline constexpr char kDefaultProbeFeatureDtype[] = "fp16";
+// The documented defaults are the catalog's (catalog/defaults.h).
 
 // OK, or INVALID_ARGUMENT whose message starts with the offending field path,
 // e.g. "spec.models[1]: unknown model preset 'foo'; known presets: ...".
 absl::Status ValidateSweepSpec(const layerflow::v1::SweepSpec& spec);
 
-// Fills every empty axis and zero scalar with its documented default:
-// init_schemes ["reference"], seeds [0], datasets [{kvpr, 11}] (and
-// num_classes 0 -> 11 on every data set), context_lengths [256], analyses
+// Fills every empty axis and zero scalar with its documented default
+// (catalog/defaults.h): init_schemes ["reference"], seeds [0], datasets
+// [{kvpr, 11}] (and num_classes 0 -> 11 on every data set), context_lengths
+// [2048], analyses
 // [adjacent_cos, intertoken_cos], num_prompts 8, prompts_per_chunk 2,
 // dtype "fp32"; with probe set: seeds [0, 1, 2], epochs 150, lr 5e-3,
 // weight_decay 1e-3, train_fraction 0.6, val_fraction 0.2, permutations 20,

@@ -190,6 +190,18 @@ INSTANTIATE_TEST_SUITE_P(
                 "11 classes): context_length: 1081 tokens cannot hold 11 key-value "
                 "pairs (one per gold position, num_classes=11); the KVPR prompt "
                 "needs at least 1082 tokens"},
+        // MDQA: at least num_classes documents (catalog::CheckContextFits;
+        // the shortest 11 synthetic documents take 1761 bytes).
+        BadCase{"ContextTooShortForMdqaClasses",
+                [](SweepSpec& s) {
+                  v1::DatasetSpec* mdqa = s.add_datasets();
+                  mdqa->set_name("mdqa");
+                  s.add_context_lengths(1500);
+                },
+                "spec.context_lengths[0]: too short for spec.datasets[0] (mdqa, "
+                "11 classes): context_length: 1500 tokens cannot hold 11 documents (one "
+                "per gold position, num_classes=11); an MDQA prompt needs at least 1761 "
+                "tokens"},
         BadCase{"UnknownAnalysis",
                 [](SweepSpec& s) { s.add_analyses("cka"); },
                 "spec.analyses[0]: unknown analysis 'cka'; known analyses: "

@@ -1,6 +1,8 @@
 // Layer metrics against naive float64 loops, hand-worked cases, and the
 // merge-by-addition property of their statistics.
 #include <cmath>
+#include <iterator>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -151,6 +153,35 @@ TEST(LayerMetricsTest, ParseNamesTheField) {
     ASSERT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(parsed.status().message().find("analyses"), std::string::npos);
   }
+}
+
+// The enum indexes the catalog's name list: each metric keeps its own name,
+// and every catalog layer-metric name parses back to its metric.
+TEST(LayerMetricsTest, NamesAreTheCatalogsInEnumOrder) {
+  const std::pair<LayerMetric, const char*> expected[] = {
+      {LayerMetric::kAdjacentCos, "adjacent_cos"},
+      {LayerMetric::kIntertokenCos, "intertoken_cos"},
+      {LayerMetric::kIntertokenCosNoFirst, "intertoken_cos_nofirst"},
+      {LayerMetric::kTokenDispersion, "token_dispersion"},
+      {LayerMetric::kStepEnergy, "step_energy"},
+      {LayerMetric::kPathEnergy, "path_energy"},
+      {LayerMetric::kCkaUnbiased, "cka_unbiased"},
+      {LayerMetric::kCkaBiased, "cka_biased"},
+      {LayerMetric::kCkaAllUnbiased, "cka_all_unbiased"},
+      {LayerMetric::kCkaAllBiased, "cka_all_biased"},
+      {LayerMetric::kAdjacentCosTokens, "adjacent_cos_tokens"}};
+  ASSERT_EQ(std::size(expected), static_cast<size_t>(kNumLayerMetrics));
+  for (const auto& [metric, name] : expected) {
+    EXPECT_STREQ(LayerMetricName(metric), name);
+    auto parsed = ParseLayerMetrics({name});
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(parsed->at(0), metric) << name;
+  }
+  EXPECT_EQ(ParseLayerMetrics({"spectrum"}).status().message(),
+            "analyses: unknown 'spectrum'; known: adjacent_cos, intertoken_cos, "
+            "intertoken_cos_nofirst, token_dispersion, step_energy, path_energy, "
+            "cka_unbiased, cka_biased, cka_all_unbiased, cka_all_biased, "
+            "adjacent_cos_tokens");
 }
 
 TEST(LayerMetricsTest, OutOfOrderPointsThrow) {

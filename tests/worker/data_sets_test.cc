@@ -1,6 +1,8 @@
-// MDQA, MQAR and Text data sets and the data set registry (plain C++).
+// MDQA, MQAR and Text data sets, and the catalog's fit check against them
+// (plain C++).
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -12,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "catalog/datasets.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -76,19 +79,74 @@ std::vector<ParsedDoc> ParsePrompt(const std::string& text,
   return docs;
 }
 
-// ---------------------------------------------------------------- registry
+// ------------------------------------------- the catalog's fit check
 
-TEST(DatasetsTest, Registry) {
-  EXPECT_EQ(KnownDatasets(),
-            (std::vector<std::string>{"kvpr", "mdqa", "mqar", "text"}));
-  EXPECT_TRUE(IsKnownDataset("mqar"));
-  EXPECT_FALSE(IsKnownDataset("squad"));
-  EXPECT_TRUE(DatasetHasClasses("kvpr"));
-  EXPECT_TRUE(DatasetHasClasses("mdqa"));
-  EXPECT_FALSE(DatasetHasClasses("mqar"));
-  EXPECT_FALSE(DatasetHasClasses("text"));
-  EXPECT_FALSE(DatasetUsesTokenizer("mqar"));
-  EXPECT_TRUE(DatasetUsesTokenizer("text"));
+// The coordinator checks at submit, without building a data set, whether a
+// context can hold a data set (catalog::CheckContextFits). Against the real
+// generators with the byte tokenizer: KVPR's minimum is exact, MDQA's a
+// lower bound that every generated prompt respects (and is near).
+TEST(DatasetsTest, CatalogKvprMinimumIsTheGeneratorsExactly) {
+  for (int32_t classes : {1, 2, 5, 11, 40}) {
+    const int64_t min = catalog::MinContextLength("kvpr", classes);
+    for (int64_t seed : {0, 3}) {
+      auto fits = CreateJobDataset({.name = "kvpr",
+                                    .seed = seed,
+                                    .num_classes = classes,
+                                    .context_length = static_cast<int32_t>(min)},
+                                   Bytes());
+      ASSERT_TRUE(fits.ok()) << classes << ": " << fits.status();
+      auto prompts = (*fits)(0, classes);
+      ASSERT_TRUE(prompts.ok()) << prompts.status();
+      // At the minimum every prompt holds exactly num_classes pairs.
+      for (const Prompt& p : *prompts) EXPECT_EQ(p.num_tokens, min) << classes;
+      const absl::Status short_by_one =
+          CreateJobDataset({.name = "kvpr",
+                            .seed = seed,
+                            .num_classes = classes,
+                            .context_length = static_cast<int32_t>(min - 1)},
+                           Bytes())
+              .status();
+      EXPECT_EQ(short_by_one.message(),
+                catalog::CheckContextFits("kvpr", classes, static_cast<int32_t>(min - 1))
+                    .message());
+    }
+  }
+}
+
+TEST(DatasetsTest, CatalogMdqaMinimumBoundsEveryGeneratedPrompt) {
+  for (int32_t classes : {2, 5, 11}) {
+    const int64_t bound = catalog::MinContextLength("mdqa", classes);
+    int64_t shortest = std::numeric_limits<int64_t>::max();
+    for (int64_t seed = 0; seed < 8; ++seed) {
+      auto dataset = MdqaDataset::Create(
+          {.seed = seed, .num_classes = classes, .num_documents = classes}, Bytes());
+      ASSERT_TRUE(dataset.ok()) << dataset.status();
+      for (int64_t i = 0; i < 2 * classes; ++i) {
+        auto example = dataset->Generate(i);
+        ASSERT_TRUE(example.ok()) << example.status();
+        EXPECT_GE(example->num_tokens, bound) << classes << " seed " << seed << " #" << i;
+        shortest = std::min<int64_t>(shortest, example->num_tokens);
+      }
+    }
+    // A bound, but not a loose one: within 25% of the shortest prompt drawn.
+    EXPECT_GT(static_cast<double>(bound), 0.75 * static_cast<double>(shortest)) << classes;
+  }
+}
+
+TEST(DatasetsTest, CatalogMqarShapeIsWhatTheJobRuns) {
+  auto dataset = CreateJobDataset(
+      {.name = "mqar", .context_length = 64, .model_vocab_size = 512}, Bytes());
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  auto prompts = (*dataset)(0, 1);
+  ASSERT_TRUE(prompts.ok()) << prompts.status();
+  EXPECT_EQ(prompts->at(0).num_tokens, 64);
+  EXPECT_EQ(catalog::MqarKvPairs(64), 16);
+  EXPECT_EQ(catalog::MqarVocabSize(512), 512);
+  // Every id inside the first MqarVocabSize ids of the model's vocabulary.
+  for (int32_t id : prompts->at(0).token_ids) {
+    EXPECT_GE(id, 0);
+    EXPECT_LT(id, 512);
+  }
 }
 
 // ---------------------------------------------------------------- MQAR

@@ -29,14 +29,6 @@ constexpr LayerMetric kAllMetrics[kNumLayerMetrics] = {
     LayerMetric::kCkaAllUnbiased,  LayerMetric::kCkaAllBiased,
     LayerMetric::kAdjacentCosTokens};
 
-std::string KnownNames() {
-  std::string out;
-  for (LayerMetric m : kAllMetrics) {
-    absl::StrAppend(&out, out.empty() ? "" : ", ", LayerMetricName(m));
-  }
-  return out;
-}
-
 std::string Describe(const at::Tensor& t) {
   if (!t.defined()) return "undefined";
   return absl::StrCat(c10::toString(t.scalar_type()), " ", c10::str(t.sizes()));
@@ -355,38 +347,16 @@ at::Tensor MeanPairCos(const at::Tensor& total, int64_t m) {
 }  // namespace
 
 const char* LayerMetricName(LayerMetric metric) {
-  switch (metric) {
-    case LayerMetric::kAdjacentCos:
-      return "adjacent_cos";
-    case LayerMetric::kIntertokenCos:
-      return "intertoken_cos";
-    case LayerMetric::kIntertokenCosNoFirst:
-      return "intertoken_cos_nofirst";
-    case LayerMetric::kTokenDispersion:
-      return "token_dispersion";
-    case LayerMetric::kStepEnergy:
-      return "step_energy";
-    case LayerMetric::kPathEnergy:
-      return "path_energy";
-    case LayerMetric::kCkaUnbiased:
-      return "cka_unbiased";
-    case LayerMetric::kCkaBiased:
-      return "cka_biased";
-    case LayerMetric::kCkaAllUnbiased:
-      return "cka_all_unbiased";
-    case LayerMetric::kCkaAllBiased:
-      return "cka_all_biased";
-    case LayerMetric::kAdjacentCosTokens:
-      return "adjacent_cos_tokens";
-  }
-  return "?";
+  const int i = static_cast<int>(metric);
+  // The catalog's names are literals: NUL-terminated.
+  return i >= 0 && i < kNumLayerMetrics ? catalog::kLayerMetricNames[i].data() : "?";
 }
 
 absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
     const std::vector<std::string>& names) {
   if (names.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("analyses: empty; known: ", KnownNames()));
+        absl::StrCat("analyses: empty; known: ", catalog::LayerMetricList()));
   }
   std::vector<LayerMetric> metrics;
   for (const std::string& name : names) {
@@ -395,7 +365,7 @@ absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
                      [&name](LayerMetric m) { return name == LayerMetricName(m); });
     if (found == std::end(kAllMetrics)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "analyses: unknown '", name, "'; known: ", KnownNames()));
+          "analyses: unknown '", name, "'; known: ", catalog::LayerMetricList()));
     }
     if (std::find(metrics.begin(), metrics.end(), *found) != metrics.end()) {
       return absl::InvalidArgumentError(

@@ -87,12 +87,13 @@
 #include <c10/core/TensorOptions.h>
 
 #include "absl/status/statusor.h"
+#include "catalog/analyses.h"
 #include "worker/analysis/half_state_ops.h"
 
 namespace layerflow::worker {
 
-// The analysis names of JobConfig.analyses; each emits stats under its own
-// name. Keep in sync with kAnalyses in server/spec/sweep_spec.cc.
+// The layer-metric analyses of JobConfig.analyses, in the order of their
+// names in catalog::kLayerMetricNames; each emits stats under its own name.
 enum class LayerMetric {
   kAdjacentCos,
   kIntertokenCos,
@@ -106,7 +107,9 @@ enum class LayerMetric {
   kCkaAllBiased,
   kAdjacentCosTokens,
 };
-inline constexpr int kNumLayerMetrics = 11;
+inline constexpr int kNumLayerMetrics = static_cast<int>(catalog::kLayerMetricNames.size());
+static_assert(static_cast<int>(LayerMetric::kAdjacentCosTokens) + 1 == kNumLayerMetrics,
+              "one LayerMetric per name of catalog::kLayerMetricNames, in its order");
 
 // adjacent_cos_tokens is kept for the job's prompts 0..K-1 only (K example
 // prompts, METHODS.md "a few example prompts").
@@ -126,12 +129,10 @@ inline constexpr uint64_t kCkaBaselineSeed = 0x6c66636b61ull;  // "lfcka"
 at::Tensor CkaBaselineStates(int64_t prompt, int64_t n, int64_t d,
                              const at::TensorOptions& options);
 
+// catalog::kLayerMetricNames[metric].
 const char* LayerMetricName(LayerMetric metric);
-// "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
-// "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
-// "cka_biased", "cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens";
-// INVALID_ARGUMENT naming `analyses` for an empty list, an
-// unknown or a repeated name.
+// The names of catalog::kLayerMetricNames -> metrics; INVALID_ARGUMENT
+// naming `analyses` for an empty list, an unknown or a repeated name.
 absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
     const std::vector<std::string>& names);
 

@@ -1,11 +1,10 @@
 #include "worker/data/datasets.h"
 
-#include <algorithm>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "catalog/datasets.h"
 #include "worker/data/kvpr.h"
 #include "worker/data/mdqa.h"
 #include "worker/data/mqar.h"
@@ -36,32 +35,6 @@ absl::StatusOr<PromptSource> SourceOf(absl::StatusOr<Dataset> dataset) {
 
 }  // namespace
 
-std::vector<std::string> KnownDatasets() {
-  return {"kvpr", "mdqa", "mqar", "text"};
-}
-
-bool IsKnownDataset(std::string_view name) {
-  const std::vector<std::string> known = KnownDatasets();
-  return std::find(known.begin(), known.end(), name) != known.end();
-}
-
-bool DatasetHasClasses(std::string_view name) {
-  return name == "kvpr" || name == "mdqa";
-}
-
-bool DatasetUsesTokenizer(std::string_view name) {
-  return IsKnownDataset(name) && name != "mqar";
-}
-
-std::vector<std::string> JobDatasets() { return {"kvpr", "mdqa", "mqar"}; }
-
-bool IsJobDataset(std::string_view name) {
-  const std::vector<std::string> jobs = JobDatasets();
-  return std::find(jobs.begin(), jobs.end(), name) != jobs.end();
-}
-
-std::string JobDatasetList() { return absl::StrJoin(JobDatasets(), ", "); }
-
 absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
                                               std::shared_ptr<const Tokenizer> tokenizer) {
   if (o.name == "kvpr") {
@@ -79,12 +52,12 @@ absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
   if (o.name == "mqar") {
     return SourceOf(MqarDataset::Create(
         {.seed = o.seed,
-         .vocab_size = static_cast<int32_t>(std::min<int64_t>(8192, o.model_vocab_size)),
+         .vocab_size = catalog::MqarVocabSize(o.model_vocab_size),
          .seq_len = o.context_length,
-         .num_kv_pairs = std::max(1, std::min(16, o.context_length / 4))}));
+         .num_kv_pairs = catalog::MqarKvPairs(o.context_length)}));
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("dataset: unknown '", o.name, "'; a job runs ", JobDatasetList()));
+      absl::StrCat("dataset: unknown '", o.name, "'; a job runs ", catalog::JobDatasetList()));
 }
 
 }  // namespace layerflow::worker

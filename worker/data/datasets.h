@@ -1,5 +1,6 @@
-// The data sets of worker/data, by name (METHODS.md, "Data sets";
-// docs/datasets.md has the exact formats).
+// The data sets of worker/data, built by name (METHODS.md, "Data sets";
+// docs/datasets.md has the exact formats). The names and what they imply
+// (classes, tokenizer, job data sets) are the catalog's: catalog/datasets.h.
 #ifndef LAYERFLOW_WORKER_DATA_DATASETS_H_
 #define LAYERFLOW_WORKER_DATA_DATASETS_H_
 
@@ -15,21 +16,6 @@
 
 namespace layerflow::worker {
 
-// {"kvpr", "mdqa", "mqar", "text"}, sorted.
-std::vector<std::string> KnownDatasets();
-bool IsKnownDataset(std::string_view name);
-// Whether the examples carry a gold class (a probing label): kvpr and mdqa.
-bool DatasetHasClasses(std::string_view name);
-// Whether the data set is read through a text tokenizer (all but mqar, which
-// gives token ids directly).
-bool DatasetUsesTokenizer(std::string_view name);
-
-// The data sets a job runs (a sweep's `datasets`): kvpr, mdqa, mqar; the
-// list ", "-joined for error messages.
-std::vector<std::string> JobDatasets();
-bool IsJobDataset(std::string_view name);
-std::string JobDatasetList();
-
 // One prompt of a job, whatever data set it came from.
 struct Prompt {
   int64_t index = 0;  // in the job
@@ -41,11 +27,12 @@ struct Prompt {
 using PromptSource =
     std::function<absl::StatusOr<std::vector<Prompt>>(int64_t begin, int64_t end)>;
 
-// A job's data set, as the worker runs it and the coordinator checks it at
-// submit: kvpr; mdqa from the built-in synthetic generator (K documents
-// chosen to fit); mqar with token ids straight into the model's vocabulary
-// (min(8192, model_vocab_size) ids, min(16, context / 4) pairs, at least
-// one). INVALID_ARGUMENT for another name or a context that does not fit.
+// A job's data set (catalog::kJobDatasetNames), as the worker runs it: kvpr;
+// mdqa from the built-in synthetic generator (K documents chosen to fit);
+// mqar with token ids straight into the model's vocabulary
+// (catalog::MqarVocabSize ids, catalog::MqarKvPairs pairs). INVALID_ARGUMENT
+// for another name or a context that does not fit. (The coordinator checks
+// the fit at submit without building one: catalog::CheckContextFits.)
 struct JobDatasetOptions {
   std::string name;
   int64_t seed = 0;

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "catalog/dtypes.h"
 #include "worker/model/torch_status.h"
 #include "worker/model/gpt_neo.h"
 #include "worker/model/gpt_neox.h"
@@ -131,7 +132,7 @@ absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& text) {
   if (text == "bf16") return c10::kBFloat16;
   if (text == "fp16") return c10::kHalf;
   return absl::InvalidArgumentError(
-      absl::StrCat("dtype: unknown '", text, "'; known: fp32, bf16, fp16"));
+      absl::StrCat("dtype: unknown '", text, "'; known: ", catalog::DtypeList()));
 }
 
 }  // namespace layerflow::worker

@@ -17,6 +17,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "catalog/analyses.h"
+#include "catalog/chunks.h"
+#include "catalog/datasets.h"
+#include "catalog/dtypes.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "worker/data/datasets.h"
@@ -86,13 +90,13 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
 }
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
-  if (!IsJobDataset(c.dataset)) {
-    return Invalid("dataset", absl::StrCat("unknown '", c.dataset,
-                                           "'; this worker runs: ", JobDatasetList()));
+  if (!catalog::IsJobDataset(c.dataset)) {
+    return Invalid("dataset", absl::StrCat("unknown '", c.dataset, "'; this worker runs: ",
+                                           catalog::JobDatasetList()));
   }
-  if (c.probe.feature_dtype != "fp16" && c.probe.feature_dtype != "fp32") {
-    return Invalid("probe.feature_dtype",
-                   absl::StrCat("unknown '", c.probe.feature_dtype, "'; known: fp16, fp32"));
+  if (!catalog::IsFeatureDtype(c.probe.feature_dtype)) {
+    return Invalid("probe.feature_dtype", absl::StrCat("unknown '", c.probe.feature_dtype,
+                                                       "'; known: ", catalog::FeatureDtypeList()));
   }
   if (c.num_classes < 1) {
     return Invalid("num_classes", absl::StrCat("must be >= 1, got ",
@@ -132,9 +136,7 @@ class ModelJobRunner final : public JobRunner {
         communicator_(std::move(communicator)) {}
 
   int64_t num_chunks() const override {
-    return (static_cast<int64_t>(config_.num_prompts) +
-            config_.prompts_per_chunk - 1) /
-           config_.prompts_per_chunk;
+    return catalog::ChunkCount(config_.num_prompts, config_.prompts_per_chunk);
   }
 
   absl::StatusOr<ChunkResult> RunChunk(int64_t sequence) override {
@@ -143,9 +145,10 @@ class ModelJobRunner final : public JobRunner {
           absl::StrCat("sequence: chunk ", sequence, " outside [0, ",
                        num_chunks(), ")"));
     }
-    const int64_t begin = sequence * config_.prompts_per_chunk;
-    const int64_t end = std::min<int64_t>(config_.num_prompts,
-                                          begin + config_.prompts_per_chunk);
+    const catalog::PromptRange range =
+        catalog::ChunkPrompts(sequence, config_.num_prompts, config_.prompts_per_chunk);
+    const int64_t begin = range.begin;
+    const int64_t end = range.end;
     LF_ASSIGN_OR_RETURN(std::vector<Prompt> examples, dataset_(begin, end));
 
     const int64_t ranks = static_cast<int64_t>(replicas_.size());
@@ -328,7 +331,7 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   // Spectra are their own accumulators; everything else is a layer metric.
   std::vector<std::string> layer_names, spectra;
   for (const std::string& name : config.analyses) {
-    (name == "spectrum" || name == "spectrum_dsf" ? spectra : layer_names).push_back(name);
+    (catalog::IsSpectrum(name) ? spectra : layer_names).push_back(name);
   }
   std::vector<LayerMetric> metrics;
   if (!layer_names.empty() || spectra.empty()) {
@@ -356,7 +359,7 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   }
 
   // (mqar's ids go straight into the model's vocabulary: no tokenizer.)
-  if (DatasetUsesTokenizer(config.dataset) &&
+  if (catalog::DatasetUsesTokenizer(config.dataset) &&
       tokenizer->vocab_size() > model_config.vocab_size()) {
     return Invalid("model", absl::StrCat("vocab_size ", model_config.vocab_size(),
                                          " is smaller than the ", tokenizer->name(),

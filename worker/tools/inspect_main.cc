@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "catalog/dtypes.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_checkpoint.h"
@@ -167,7 +168,8 @@ int main(int argc, char** argv) {
   app.add_option("--text", o.text, "The text to run")->required();
   app.add_option("--out", o.out, "Output .safetensors file")->required();
   app.add_option("--dtype", o.dtype, "Run precision (states are written as F32)")
-      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->check(CLI::IsMember(std::vector<std::string>(layerflow::catalog::kDtypes.begin(),
+                                                     layerflow::catalog::kDtypes.end())))
       ->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))
