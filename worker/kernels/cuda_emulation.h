@@ -140,6 +140,7 @@ enum layout_t { mem_row_major, mem_col_major };
 
 template <typename Use, int M, int N, int K, typename T, typename Layout = void>
 struct fragment {
+  static constexpr int num_elements = 16 * 16;
   T x[16 * 16];  // (row, col) of the tile at x[row * 16 + col]
 };
 
@@ -148,6 +149,15 @@ void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsig
   for (int r = 0; r < 16; ++r) {
     for (int c = 0; c < 16; ++c) {
       f.x[r * 16 + c] = std::is_same_v<Layout, row_major> ? p[r * ld + c] : p[r + c * ld];
+    }
+  }
+}
+// An accumulator tile read back from memory (every lane reads it whole).
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p,
+                             unsigned ld, layout_t layout) {
+  for (int r = 0; r < 16; ++r) {
+    for (int c = 0; c < 16; ++c) {
+      f.x[r * 16 + c] = layout == mem_row_major ? p[r * ld + c] : p[r + c * ld];
     }
   }
 }

@@ -64,7 +64,7 @@ Dims DimsOf(const SsdArgs& a) {
 __device__ void ChunkDecay(const Dims& d, const float* __restrict__ dt, float A, int64_t b,
                            int64_t c, int64_t h, float* dts, float* acum) {
   const int q = static_cast<int>(d.chunk);
-  for (int i = threadIdx.x; i < q; i += kThreads) {
+  for (int i = threadIdx.x; i < q; i += blockDim.x) {
     const int64_t t = c * d.chunk + i;
     const float v = t < d.seq ? dt[(b * d.seq + t) * d.heads + h] : 0.f;
     dts[i] = v;
@@ -93,7 +93,7 @@ template <typename T, int kCols>
 __device__ void StageRowsAsync(T* dst, int ld, const T* __restrict__ src, int64_t stride,
                                int64_t t0, int64_t seq, int64_t col0) {
   constexpr int kVecs = kCols / kVec;
-  for (int i = threadIdx.x; i < kRows * kVecs; i += kThreads) {
+  for (int i = threadIdx.x; i < kRows * kVecs; i += blockDim.x) {
     const int r = i / kVecs, v = i % kVecs;
     const int64_t t = t0 + r;
     const bool valid = t < seq;
@@ -228,18 +228,28 @@ __global__ void StatePassKernel(const Dims d, int64_t entries4, const float4* __
 // ---- 3. The outputs of 64 rows of a chunk ----------------------------------
 // y_l = sum_{s <= l} (C_l . B_s) exp(Acum_l - Acum_s) dt_s x_s
 //       + exp(Acum_l) C_l H^T + D x_l, in float32 into y [B, L, E].
-// B and x of the s tiles in two buffers: tile i + 1 (and, after the last,
-// the entering state H) loads by cp.async while tile i is multiplied. With
-// one buffer each tile's load and its products ran one after the other and
-// the kernel took 1.14 ms a layer of Mamba-2-1.3B at 8 x 2048.
+//
+// 8 warps: warp (rw, half) owns rows 16 rw .. 16 rw + 15 and, of each s
+// tile, the columns 32 half .. 32 half + 31 (the products of C B^T it
+// decays, and the k range of its share of M x); the two halves' partial y
+// (and C H^T, split over N the same way) are summed once at the end. B and
+// x of the s tiles sit in two buffers: tile i + 1 (after the last, the
+// entering state H) loads by cp.async while tile i is multiplied.
+// What it replaced, Mamba-2-1.3B at 8 x 2048 on an H200 (ncu): 4 warps and
+// one buffer, 1.14 ms a layer; with the second buffer, 1.32 ms (99 KB of
+// shared memory left 2 blocks, 8 warps, an SM: latency-bound at 1.4 IPC).
+// The 8 warps keep that memory and double the warps an SM.
+constexpr int kOutThreads = 256;
+
 template <typename T, int kN>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kOutThreads, 2)
     ChunkOutputKernel(const Dims d, const T* __restrict__ xbc, const float* __restrict__ dt,
                       const float* __restrict__ A, const float* __restrict__ D,
                       const T* __restrict__ enter, float* __restrict__ y) {
   constexpr int kNLd = kN + kPad, kPLd = kP + kPad, kMLd = kRows + kPad;
   constexpr int kFLd = kRows + 4;  // float rows: 16 bytes of padding
   constexpr int kBTile = kRows * kNLd, kXTile = kRows * kPLd;
+  constexpr int kHalf = kRows / 2;  // s columns (and N) a warp takes
   static_assert(kP == kRows, "the staging buffers assume 64-wide heads");
   LF_DYNAMIC_SMEM(smem);
   float* dts = reinterpret_cast<float*>(smem);
@@ -248,7 +258,7 @@ __global__ void __launch_bounds__(kThreads)
   T* bt = ct + kBTile;                             // 2 x [64][kNLd]: B of s, or H [kP][kNLd]
   T* xt = bt + 2 * kBTile;                         // 2 x [64][kPLd]: x of s
   T* mt = xt + 2 * kXTile;                         // [64][kMLd]: the decayed C B^T
-  float* sst = reinterpret_cast<float*>(mt + kRows * kMLd);  // [64][kFLd], then y
+  float* sst = reinterpret_cast<float*>(mt + kRows * kMLd);  // [64][kFLd]: S, then y
   float* zst = reinterpret_cast<float*>(xt);  // [64][kFLd] over xt and mt, after the loop
   static_assert(kRows * kFLd * sizeof(float) <= (2 * kXTile + kRows * kMLd) * sizeof(T),
                 "the carried-state tile must fit over x and the decayed products");
@@ -257,6 +267,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t h = blockIdx.y, b = blockIdx.z / d.chunks, c = blockIdx.z % d.chunks;
   const int64_t g = h / (d.heads / d.groups);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int rw = warp % 4, half = warp / 4;
   const T* rows = xbc + b * d.seq * d.row;
   const int64_t t_chunk = c * d.chunk;
   const int64_t c_col = d.width + d.groups * kN + g * kN, b_col = d.width + g * kN;
@@ -274,6 +285,7 @@ __global__ void __launch_bounds__(kThreads)
   CopyAsyncCommit();
   ChunkDecay(d, dt, A[h], b, c, h, dts, acum);
 
+  const T* my_c = ct + rw * 16 * kNLd;
   FragC yacc[kP / 16];
 #pragma unroll
   for (int f = 0; f < kP / 16; ++f) wmma::fill_fragment(yacc[f], 0.f);
@@ -288,42 +300,43 @@ __global__ void __launch_bounds__(kThreads)
     CopyAsyncWait<1>();  // this tile's group has landed
     __syncthreads();
     const int64_t s0 = static_cast<int64_t>(tile) * kRows;
-    const T* bs = bt + (tile % 2) * kBTile;
-    const T* xs = xt + (tile % 2) * kXTile;
-    // S = C_rows B_s^T for this warp's 16 rows.
-    FragC sacc[kRows / 16];
+    const T* bs = bt + (tile % 2) * kBTile + half * kHalf * kNLd;  // this warp's 32 s
+    const T* xs = xt + (tile % 2) * kXTile + half * kHalf * kPLd;
+    // S = C_rows B_s^T: this warp's 16 rows x 32 columns.
+    FragC sacc[kHalf / 16];
 #pragma unroll
-    for (int f = 0; f < kRows / 16; ++f) wmma::fill_fragment(sacc[f], 0.f);
+    for (int f = 0; f < kHalf / 16; ++f) wmma::fill_fragment(sacc[f], 0.f);
 #pragma unroll
     for (int k = 0; k < kN; k += 16) {
       FragA<T> a;
-      wmma::load_matrix_sync(a, ct + warp * 16 * kNLd + k, kNLd);
+      wmma::load_matrix_sync(a, my_c + k, kNLd);
 #pragma unroll
-      for (int f = 0; f < kRows / 16; ++f) {
+      for (int f = 0; f < kHalf / 16; ++f) {
         FragBCol<T> bf;  // (n, s) = B_s[n] = bt[s][n]
         wmma::load_matrix_sync(bf, bs + f * 16 * kNLd + k, kNLd);
         wmma::mma_sync(sacc[f], a, bf, sacc[f]);
       }
     }
+    float* my_s = sst + rw * 16 * kFLd + half * kHalf;
+    T* my_m = mt + rw * 16 * kMLd + half * kHalf;
 #pragma unroll
-    for (int f = 0; f < kRows / 16; ++f) {
-      wmma::store_matrix_sync(sst + warp * 16 * kFLd + f * 16, sacc[f], kFLd,
-                              wmma::mem_row_major);
+    for (int f = 0; f < kHalf / 16; ++f) {
+      wmma::store_matrix_sync(my_s + f * 16, sacc[f], kFLd, wmma::mem_row_major);
     }
     __syncwarp();
     // The decay and dt of each (l, s), 0 above the diagonal, rounded once.
-    for (int i = lane; i < 16 * kRows; i += 32) {
-      const int r = warp * 16 + i / kRows, s = i % kRows;
-      const int64_t l = l0 + r, sg = s0 + s;
+    for (int i = lane; i < 16 * kHalf; i += 32) {
+      const int r = i / kHalf, s = i % kHalf;
+      const int64_t l = l0 + rw * 16 + r, sg = s0 + half * kHalf + s;
       const float v =
-          sg <= l ? sst[r * kFLd + s] * (expf(acum[l] - acum[sg]) * dts[sg]) : 0.f;
-      mt[r * kMLd + s] = FromFloat<T>(v);
+          sg <= l ? my_s[r * kFLd + s] * (expf(acum[l] - acum[sg]) * dts[sg]) : 0.f;
+      my_m[r * kMLd + s] = FromFloat<T>(v);
     }
     __syncwarp();
 #pragma unroll
-    for (int k = 0; k < kRows; k += 16) {
+    for (int k = 0; k < kHalf; k += 16) {
       FragA<T> a;
-      wmma::load_matrix_sync(a, mt + warp * 16 * kMLd + k, kMLd);
+      wmma::load_matrix_sync(a, my_m + k, kMLd);
 #pragma unroll
       for (int f = 0; f < kP / 16; ++f) {
         FragB<T> bf;
@@ -336,16 +349,17 @@ __global__ void __launch_bounds__(kThreads)
   CopyAsyncWait<0>();
   __syncthreads();
 
-  // The state entering the chunk (zero for the first): C_rows H^T.
+  // The state entering the chunk (zero for the first): C_rows H^T, this
+  // warp's half of N.
   FragC zacc[kP / 16];
+#pragma unroll
+  for (int f = 0; f < kP / 16; ++f) wmma::fill_fragment(zacc[f], 0.f);
   if (carry) {
     const T* hs = bt + (tiles % 2) * kBTile;
 #pragma unroll
-    for (int f = 0; f < kP / 16; ++f) wmma::fill_fragment(zacc[f], 0.f);
-#pragma unroll
-    for (int k = 0; k < kN; k += 16) {
+    for (int k = half * (kN / 2); k < (half + 1) * (kN / 2); k += 16) {
       FragA<T> a;
-      wmma::load_matrix_sync(a, ct + warp * 16 * kNLd + k, kNLd);
+      wmma::load_matrix_sync(a, my_c + k, kNLd);
 #pragma unroll
       for (int f = 0; f < kP / 16; ++f) {
         FragBCol<T> bf;  // (n, p) = H[p][n]
@@ -354,19 +368,36 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
+  // The halves' partials summed: half 1 stores, half 0 adds and stores.
+  float* row_y = sst + rw * 16 * kFLd;
+  float* row_z = zst + rw * 16 * kFLd;
+  if (half == 1) {
 #pragma unroll
-  for (int f = 0; f < kP / 16; ++f) {
-    wmma::store_matrix_sync(sst + warp * 16 * kFLd + f * 16, yacc[f], kFLd, wmma::mem_row_major);
-    if (carry) {
-      wmma::store_matrix_sync(zst + warp * 16 * kFLd + f * 16, zacc[f], kFLd,
-                              wmma::mem_row_major);
+    for (int f = 0; f < kP / 16; ++f) {
+      wmma::store_matrix_sync(row_y + f * 16, yacc[f], kFLd, wmma::mem_row_major);
+      if (carry) wmma::store_matrix_sync(row_z + f * 16, zacc[f], kFLd, wmma::mem_row_major);
     }
   }
-  __syncwarp();
+  __syncthreads();
+  if (half == 0) {
+#pragma unroll
+    for (int f = 0; f < kP / 16; ++f) {
+      FragC other;
+      wmma::load_matrix_sync(other, row_y + f * 16, kFLd, wmma::mem_row_major);
+      for (int i = 0; i < other.num_elements; ++i) yacc[f].x[i] += other.x[i];
+      wmma::store_matrix_sync(row_y + f * 16, yacc[f], kFLd, wmma::mem_row_major);
+      if (carry) {
+        wmma::load_matrix_sync(other, row_z + f * 16, kFLd, wmma::mem_row_major);
+        for (int i = 0; i < other.num_elements; ++i) zacc[f].x[i] += other.x[i];
+        wmma::store_matrix_sync(row_z + f * 16, zacc[f], kFLd, wmma::mem_row_major);
+      }
+    }
+  }
+  __syncthreads();
   const float d_skip = D != nullptr ? D[h] : 0.f;
-  // Four outputs a lane: 16-byte stores of y, 8-byte reads of x.
-  for (int i = lane; i < 16 * kP / 4; i += 32) {
-    const int r = warp * 16 + (4 * i) / kP, p = (4 * i) % kP;
+  // Four outputs a thread and step: 16-byte stores of y.
+  for (int i = threadIdx.x; i < kRows * kP / 4; i += kOutThreads) {
+    const int r = (4 * i) / kP, p = (4 * i) % kP;
     const int64_t l = l0 + r, t = t_chunk + l;
     if (t >= d.seq) continue;
     const T* xr = rows + t * d.row + h * kP + p;
@@ -491,7 +522,7 @@ cudaError_t LaunchSsdOf(const SsdArgs& a, cudaStream_t stream) {
   LF_LAUNCH(output_kernel,
             dim3(static_cast<unsigned>(d.chunk / kRows), static_cast<unsigned>(d.heads),
                  static_cast<unsigned>(d.batch * d.chunks)),
-            dim3(kThreads), output_smem, stream, d, xbc, a.dt, a.A, a.D,
+            dim3(kOutThreads), output_smem, stream, d, xbc, a.dt, a.A, a.D,
             static_cast<const T*>(enter), y);
   auto* norm_kernel = &GatedRmsNormKernel<T>;
   LF_LAUNCH(norm_kernel, dim3(static_cast<unsigned>(d.batch * d.seq)), dim3(kNormThreads), 0,
