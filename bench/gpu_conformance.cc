@@ -13,7 +13,11 @@
 // --odd-tokens (2000: not a multiple of its chunk size, 256). --small 1: the
 // tiny presets (pythia-tiny, gpt-neo-tiny, mamba-tiny, mamba2-tiny, chunk 32)
 // at 64 tokens and 50 for Mamba-2's odd length; with --device cpu the default
-// dtypes are fp32,bf16 (a check of this program's logic on a CPU machine).
+// dtypes are fp32,bf16 (a check of this program's logic on a CPU machine:
+// the tolerances are those of the published sizes, which the tiny presets
+// can exceed in the tightest families, e.g. pythia-tiny bf16
+// adjacent_cos_tokens at 1.35 of pythia-1.4b's; errors, missing rows and
+// crashes are what it checks).
 //
 // Per model and length, three computations:
 //   job      the real job path: CreateJobRunner(JobConfig{model, dtype,
@@ -37,7 +41,7 @@
 // Checks, per (metric, layer, layer_b, head, position) on the mean over
 // prompts (sum / count), |got - want| <= abs + rel |want|:
 //   (a) same states: the analysis on half states vs float64 analysis of the
-//       SAME states, kSameStates (tight; cka_baseline rows are left out: they
+//       SAME states, kSameStates* (tight; cka_baseline rows are left out: they
 //       draw their Gaussians in the states' dtype). The SSMs hand over
 //       float32 states in every dtype (residual_in_fp32), so for them this
 //       runs the float32 path and is exact;
@@ -45,9 +49,30 @@
 //       dtype, family); the features by their relative Frobenius error per
 //       point. Every row of either side must exist on the other with the
 //       same prompt count.
-// Prints one line per (model, dtype, batch, length) with PASS / FAIL and its
+// Each job and same-states line comes to one verdict:
+//   PASS    every cell within its tolerance, no missing or extra rows;
+//   FAIL    anything else, except:
+//   NOT REPRESENTABLE IN FP16   an fp16 line that fails while the float64
+//           reference of the same model and prompts stays finite and holds a
+//           state beyond 65504, fp16's largest value (random-init
+//           Mamba-1.4B grows its residual stream to ~1.5e6: its fp16 model
+//           overflows in its first block and gives NaN from there on). That
+//           is a property of the model in that dtype, not of layerflow, so
+//           it does not fail the suite; it is not a pass either: it has its
+//           own line, status "not_representable_fp16" in the JSON, its own
+//           count in the summary and the JSON's "counts", with the float64
+//           |h| and the point it is at, and the comparison as measured. The
+//           decision rests on the float64 reference alone, never on how the
+//           job failed; a line with missing or extra rows is a FAIL whatever
+//           the states, and an fp16 line that passes is a PASS.
+// The features are read from the job's own feature file
+// (worker/runtime/feature_file.h): fp16 when asked for and every value fits,
+// fp32 otherwise (states beyond 65504 are stored in fp32, never as inf); the
+// log and the JSON say which.
+// Prints one line per (model, dtype, batch, length) with its verdict and its
 // worst cell, then the worst cell of each family (to tune the table); exits 1
-// on any FAIL, 2 on a setup error; --json writes every figure.
+// on any FAIL, 2 on a setup error (and no FAIL), 0 otherwise; --json writes
+// every figure.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -86,6 +111,7 @@
 #include "worker/model/checkpoint.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
+#include "worker/runtime/feature_file.h"
 #include "worker/runtime/job_runner.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 
@@ -114,10 +140,56 @@ namespace {
 //   spectrum_quantile spectrum(_dsf)_q01, _q50, _q99 of |λ|, compared as
 //                     log|λ| (natural log of the mean over prompts)
 //   spectrum_extreme  spectrum(_dsf)_min, _max of |λ|, as log|λ| too
-//   features          the probe's last-token features file (--feature-dtype)
-// The SSM rows are looser: random-init Mamba / Mamba-2 amplify rounding
-// (bench/RESULTS.md, 2026-11-30 model zoo: fp32 ~1e-3 of float64 after 48
-// blocks, bf16 no digit at the last blocks). First-run values: tune them.
+//   features          the probe's last-token features file (--feature-dtype;
+//                     fp16 files round to ~3e-4, feature_file.h)
+//
+// Derived from the measured errors of the H200 run at f0b096a
+// (bench/results/gpu_conformance.json, bench/RESULTS.md 2026-12-01): for
+// each (architecture, dtype, family), rho = the largest
+// |got - want| / (abs + rel |want|) over its cells in all of its jobs (batch
+// 1 and 8, both Mamba-2 lengths) under that run's tolerances, and the entry
+// is 2 x rho x that run's (abs, rel), rounded up to two digits: every
+// measured cell sits at no more than half of its tolerance (margin 2), and
+// the abs / rel mix of each family is kept, because the JSON keeps each
+// family's worst cell and maximum, not every cell. The comment after each
+// entry gives the measured max |got - want| and rho. Entries marked "kept"
+// had no finite measurement (the fp16 feature files of Mamba held inf, fixed
+// since; Mamba-1.4B in fp16 is not representable, see main()): they keep
+// that run's values until a run measures them. Every kernel or model change
+// can move these errors; re-derive from the next run's JSON the same way.
+//
+// Log-spectrum quantiles near |λ| = 1 (attention medians: log|λ| ~ 0, where
+// a relative term gives nothing) need the absolute term. For attention
+// log λ_t = LSE_{t-1} - LSE_t, so an error δ (relative) in q and k moves it
+// by about δ |s|, |s| the logit scale at the dominant keys: δ is the run
+// dtype's rounding u (fp32 6e-8, fp16 4.9e-4, bf16 3.9e-3) amplified
+// through the layers before (the features' relative error at that depth).
+// Pythia (1/sqrt(d) scaling, |s| ~ 5-10) in bf16: u |s| ~ 0.03, measured
+// 0.032 on a median; the abs below is 0.063. GPT-Neo uses no scaling (|s| ~
+// 10-30) and amplifies rounding far more (its final-point features: 3.5e-4
+// off in fp32, 13% in fp16, 45% in bf16), so its medians move by ~3e-3 in
+// fp32, ~0.1 in fp16 and ~0.2 in bf16, as measured; its entries are wider
+// for that reason, not by choice.
+//
+// GPT-Neo-1.3B bf16 `features` (23 of 26 points off the old 5%, 45% at the
+// final point) is not a bug of the job path: the job and the float64
+// reference take h_T from the same point of the same Forward (the final
+// point is ln_f of the last block's output in both, worker/model/gpt_neo.cc),
+// the error grows smoothly layer by layer (no single bad point), fp32 stays
+// at the fp16 file's rounding, and Hugging Face transformers' own GPTNeoModel
+// at the same size and init (normal(0.02), 512 tokens, CPU) gives 0.42 at
+// the final point in bf16 and 0.33 in fp16 against float64 (1.1e-4 in fp32),
+// growing from 2.6e-3 at the embedding; with q scaled by 1/sqrt(128) (what
+// GPT-NeoX does) the same model gives 1.3% in bf16 (Pythia-1.4B here: 1.1%)
+// and 9e-7 in fp32: the unscaled attention logits amplify rounding. Hence
+// rel 0.9 for it below.
+//
+// Mamba bf16 `cosine_tokens`: 18 of 196,608 cells (layers 13-30 at token
+// position 21, up to 0.133 off) set its 0.27; every other cell is within
+// 0.1. One token's residual moving at one block and carrying on to the
+// following layers, in both batch sizes; whether the SSM kernels or bf16
+// itself move it is for the next GPU run (LAYERFLOW_SSM_KERNELS=0 takes
+// the ATen path).
 struct Tolerance {
   const char* arch;    // "gpt_neox", "gpt_neo", "mamba", "mamba2"
   const char* dtype;   // "fp32", "bf16", "fp16"
@@ -126,60 +198,138 @@ struct Tolerance {
   double rel;
 };
 constexpr Tolerance kTolerances[] = {
-    // Statistical for every run.
+    // Statistical for every run: the CKA of independent Gaussian draws
+    // spreads as ~1/n (n tokens): 2.5e-4 apart at 2048 tokens on the H200,
+    // 0.029 at the 64 tokens of --small; 5e-2 serves both.
     {"*", "*", "cka_baseline", 5e-2, 0},
-    // fp32 (features: fp16 files add ~3e-4 of rounding).
-    {"mamba,mamba2", "fp32", "cosine", 1e-2, 0},
-    {"mamba,mamba2", "fp32", "cosine_tokens", 3e-2, 0},
-    {"mamba,mamba2", "fp32", "dispersion", 1e-2, 1e-2},
-    {"mamba,mamba2", "fp32", "energy", 1e-4, 3e-2},
-    {"mamba,mamba2", "fp32", "cka", 1e-2, 0},
-    {"mamba,mamba2", "fp32", "spectrum_frac", 1e-2, 0},
-    {"mamba,mamba2", "fp32", "spectrum_mean_log", 1e-3, 1e-2},
-    {"mamba,mamba2", "fp32", "spectrum_quantile", 1e-2, 1e-2},
-    {"mamba,mamba2", "fp32", "spectrum_extreme", 1e-2, 1e-2},
-    {"mamba,mamba2", "fp32", "features", 0, 5e-2},
-    {"*", "fp32", "cosine", 1e-4, 0},
-    {"*", "fp32", "cosine_tokens", 1e-3, 0},
-    {"*", "fp32", "dispersion", 1e-4, 1e-4},
-    {"*", "fp32", "energy", 1e-6, 1e-3},
-    {"*", "fp32", "cka", 1e-4, 0},
-    {"*", "fp32", "spectrum_frac", 1e-3, 0},
-    {"*", "fp32", "spectrum_mean_log", 1e-4, 1e-3},
-    {"*", "fp32", "spectrum_quantile", 1e-3, 1e-3},
-    {"*", "fp32", "spectrum_extreme", 1e-3, 1e-3},
-    {"*", "fp32", "features", 0, 2e-3},
-    // bf16 / fp16.
-    // Random-init SSMs in half precision lose the late layers' states
-    // (mamba2-130m bf16 on the CPU: last-token features 38% off float64 at
-    // the final point, q01 of |λ| e^-10.4 vs e^-6.1 at block 20) while the
-    // token-averaged metrics stay within ~3e-3: the spectra and features
-    // rows are loose here by necessity.
-    {"mamba,mamba2", "bf16,fp16", "cosine", 5e-2, 0},
-    {"mamba,mamba2", "bf16,fp16", "cosine_tokens", 1e-1, 0},
-    {"mamba,mamba2", "bf16,fp16", "dispersion", 5e-2, 5e-2},
-    {"mamba,mamba2", "bf16,fp16", "energy", 1e-3, 1e-1},
-    {"mamba,mamba2", "bf16,fp16", "cka", 5e-2, 0},
-    {"mamba,mamba2", "bf16,fp16", "spectrum_frac", 1e-1, 0},
-    {"mamba,mamba2", "bf16,fp16", "spectrum_mean_log", 5e-2, 5e-1},
-    {"mamba,mamba2", "bf16,fp16", "spectrum_quantile", 5e-1, 1.0},
-    {"mamba,mamba2", "bf16,fp16", "spectrum_extreme", 1.0, 1.5},
-    {"mamba,mamba2", "bf16,fp16", "features", 0, 1.0},
-    {"*", "bf16,fp16", "cosine", 5e-2, 0},
-    {"*", "bf16,fp16", "cosine_tokens", 1e-1, 0},
-    {"*", "bf16,fp16", "dispersion", 5e-2, 5e-2},
-    {"*", "bf16,fp16", "energy", 1e-4, 5e-2},
-    {"*", "bf16,fp16", "cka", 5e-2, 0},
-    {"*", "bf16,fp16", "spectrum_frac", 5e-2, 0},
-    {"*", "bf16,fp16", "spectrum_mean_log", 1e-2, 5e-2},
-    {"*", "bf16,fp16", "spectrum_quantile", 2e-2, 2e-2},
-    {"*", "bf16,fp16", "spectrum_extreme", 5e-2, 5e-2},
-    {"*", "bf16,fp16", "features", 0, 5e-2},
+    // {arch, dtype, family, abs, rel},  // measured max |got - want|, rho
+    {"gpt_neox", "fp32", "cosine", 3.2e-07, 0},  // 1.6e-07, 0.00159
+    {"gpt_neox", "fp32", "cosine_tokens", 2.1e-07, 0},  // 1e-07, 0.000104
+    {"gpt_neox", "fp32", "dispersion", 2.4e-07, 2.4e-07},  // 1.6e-07, 0.00118
+    {"gpt_neox", "fp32", "energy", 3.5e-10, 3.5e-07},  // 5.4e-05, 0.000173
+    {"gpt_neox", "fp32", "cka", 1.6e-05, 0},  // 7.6e-06, 0.0761
+    {"gpt_neox", "fp32", "spectrum_frac", 0.00025, 0},  // 0.00012, 0.122
+    {"gpt_neox", "fp32", "spectrum_mean_log", 6.3e-08, 6.3e-07},  // 3.2e-08, 0.000313
+    {"gpt_neox", "fp32", "spectrum_quantile", 0.00013, 0.00013},  // 7e-05, 0.0616
+    {"gpt_neox", "fp32", "spectrum_extreme", 1.6e-05, 1.6e-05},  // 0.00021, 0.00794
+    {"gpt_neox", "fp32", "features", 0, 0.00042},  // 0.16, 0.105
+    {"gpt_neox", "bf16", "cosine", 0.0002, 0},  // 9.5e-05, 0.0019
+    {"gpt_neox", "bf16", "cosine_tokens", 0.0006, 0},  // 0.0003, 0.00299
+    {"gpt_neox", "bf16", "dispersion", 0.00012, 0.00012},  // 9.5e-05, 0.00114
+    {"gpt_neox", "bf16", "energy", 1.2e-06, 0.0006},  // 0.31, 0.006
+    {"gpt_neox", "bf16", "cka", 0.00012, 0},  // 5.5e-05, 0.0011
+    {"gpt_neox", "bf16", "spectrum_frac", 0.0066, 0},  // 0.0033, 0.066
+    {"gpt_neox", "bf16", "spectrum_mean_log", 0.00017, 0.00081},  // 8e-05, 0.00802
+    {"gpt_neox", "bf16", "spectrum_quantile", 0.063, 0.063},  // 0.15, 1.55
+    {"gpt_neox", "bf16", "spectrum_extreme", 0.032, 0.032},  // 0.44, 0.32
+    {"gpt_neox", "bf16", "features", 0, 0.023},  // 8.6, 0.228
+    {"gpt_neox", "fp16", "cosine", 1.5e-05, 0},  // 7.3e-06, 0.000147
+    {"gpt_neox", "fp16", "cosine_tokens", 6.4e-05, 0},  // 3.2e-05, 0.000317
+    {"gpt_neox", "fp16", "dispersion", 9.5e-06, 9.5e-06},  // 7.3e-06, 9.43e-05
+    {"gpt_neox", "fp16", "energy", 1.5e-07, 7.4e-05},  // 0.057, 0.000739
+    {"gpt_neox", "fp16", "cka", 2.1e-05, 0},  // 1e-05, 0.000203
+    {"gpt_neox", "fp16", "spectrum_frac", 0.0022, 0},  // 0.0011, 0.022
+    {"gpt_neox", "fp16", "spectrum_mean_log", 2.5e-05, 0.00013},  // 1.2e-05, 0.00122
+    {"gpt_neox", "fp16", "spectrum_quantile", 0.026, 0.026},  // 0.025, 0.633
+    {"gpt_neox", "fp16", "spectrum_extreme", 0.0039, 0.0039},  // 0.053, 0.0386
+    {"gpt_neox", "fp16", "features", 0, 0.0029},  // 1.1, 0.0281
+    {"gpt_neo", "fp32", "cosine", 2.7e-07, 0},  // 1.3e-07, 0.0013
+    {"gpt_neo", "fp32", "cosine_tokens", 3.2e-06, 0},  // 1.6e-06, 0.00159
+    {"gpt_neo", "fp32", "dispersion", 1.7e-07, 1.7e-07},  // 1.3e-07, 0.000833
+    {"gpt_neo", "fp32", "energy", 1.8e-09, 1.8e-06},  // 0.00016, 0.000875
+    {"gpt_neo", "fp32", "cka", 1.5e-05, 0},  // 7.2e-06, 0.0719
+    {"gpt_neo", "fp32", "spectrum_frac", 0.00086, 0},  // 0.00043, 0.427
+    {"gpt_neo", "fp32", "spectrum_mean_log", 2.5e-06, 2.5e-05},  // 1.2e-06, 0.0121
+    {"gpt_neo", "fp32", "spectrum_quantile", 0.006, 0.006},  // 0.0043, 3
+    {"gpt_neo", "fp32", "spectrum_extreme", 0.00071, 0.00071},  // 0.0099, 0.35
+    {"gpt_neo", "fp32", "features", 0, 0.00071},  // 0.28, 0.176
+    {"gpt_neo", "bf16", "cosine", 0.00048, 0},  // 0.00024, 0.00473
+    {"gpt_neo", "bf16", "cosine_tokens", 0.0069, 0},  // 0.0034, 0.034
+    {"gpt_neo", "bf16", "dispersion", 0.00029, 0.00029},  // 0.00023, 0.00289
+    {"gpt_neo", "bf16", "energy", 3.8e-06, 0.0019},  // 0.34, 0.0185
+    {"gpt_neo", "bf16", "cka", 0.0005, 0},  // 0.00025, 0.00497
+    {"gpt_neo", "bf16", "spectrum_frac", 0.024, 0},  // 0.012, 0.232
+    {"gpt_neo", "bf16", "spectrum_mean_log", 0.0036, 0.018},  // 0.0018, 0.175
+    {"gpt_neo", "bf16", "spectrum_quantile", 0.34, 0.34},  // 1.6, 8.3
+    {"gpt_neo", "bf16", "spectrum_extreme", 0.72, 0.72},  // 11, 7.15
+    {"gpt_neo", "bf16", "features", 0, 0.9},  // 3.6e+02, 8.94
+    {"gpt_neo", "fp16", "cosine", 0.00011, 0},  // 5e-05, 0.001
+    {"gpt_neo", "fp16", "cosine_tokens", 0.0016, 0},  // 0.00078, 0.00783
+    {"gpt_neo", "fp16", "dispersion", 6.3e-05, 6.3e-05},  // 5e-05, 0.00063
+    {"gpt_neo", "fp16", "energy", 1.8e-06, 0.00086},  // 0.025, 0.0085
+    {"gpt_neo", "fp16", "cka", 0.00023, 0},  // 0.00011, 0.0022
+    {"gpt_neo", "fp16", "spectrum_frac", 0.015, 0},  // 0.0071, 0.143
+    {"gpt_neo", "fp16", "spectrum_mean_log", 0.0015, 0.0071},  // 0.00071, 0.0703
+    {"gpt_neo", "fp16", "spectrum_quantile", 0.18, 0.18},  // 0.55, 4.45
+    {"gpt_neo", "fp16", "spectrum_extreme", 0.22, 0.22},  // 3.1, 2.1
+    {"gpt_neo", "fp16", "features", 0, 0.27},  // 1e+02, 2.63
+    {"mamba2", "fp32", "cosine", 4.4e-07, 0},  // 2.2e-07, 2.18e-05
+    {"mamba2", "fp32", "cosine_tokens", 2.9e-05, 0},  // 1.4e-05, 0.000478
+    {"mamba2", "fp32", "dispersion", 2.3e-07, 2.3e-07},  // 2.2e-07, 1.1e-05
+    {"mamba2", "fp32", "energy", 1.3e-08, 3.7e-06},  // 6.4e-07, 6.13e-05
+    {"mamba2", "fp32", "cka", 7.9e-06, 0},  // 3.9e-06, 0.00039
+    {"mamba2", "fp32", "spectrum_frac", 0.0012, 0},  // 0.00056, 0.0563
+    {"mamba2", "fp32", "spectrum_mean_log", 4.7e-05, 0.00047},  // 0.0032, 0.023
+    {"mamba2", "fp32", "spectrum_quantile", 0.015, 0.015},  // 1.7, 0.721
+    {"mamba2", "fp32", "spectrum_extreme", 0.025, 0.025},  // 5.1, 1.23
+    {"mamba2", "fp32", "features", 0, 0.0012},  // 0.29, 0.011
+    {"mamba2", "bf16", "cosine", 0.0002, 0},  // 9.8e-05, 0.00195
+    {"mamba2", "bf16", "cosine_tokens", 0.0035, 0},  // 0.0017, 0.0172
+    {"mamba2", "bf16", "dispersion", 0.0001, 0.0001},  // 9.8e-05, 0.001
+    {"mamba2", "bf16", "energy", 1.9e-05, 0.0019},  // 0.00049, 0.00937
+    {"mamba2", "bf16", "cka", 0.0013, 0},  // 0.00061, 0.0121
+    {"mamba2", "bf16", "spectrum_frac", 0.035, 0},  // 0.017, 0.173
+    {"mamba2", "bf16", "spectrum_mean_log", 0.021, 0.21},  // 3.4, 0.201
+    {"mamba2", "bf16", "spectrum_quantile", 0.3, 0.6},  // 68, 0.296
+    {"mamba2", "bf16", "spectrum_extreme", 0.66, 0.99},  // 1.7e+02, 0.329
+    {"mamba2", "bf16", "features", 0, 1.8},  // 4.4e+02, 0.864
+    {"mamba2", "fp16", "cosine", 0.00013, 0},  // 6.4e-05, 0.00128
+    {"mamba2", "fp16", "cosine_tokens", 0.0011, 0},  // 0.00054, 0.00536
+    {"mamba2", "fp16", "dispersion", 6.6e-05, 6.6e-05},  // 6.4e-05, 0.000654
+    {"mamba2", "fp16", "energy", 4.8e-06, 0.00048},  // 0.00032, 0.00238
+    {"mamba2", "fp16", "cka", 0.00044, 0},  // 0.00022, 0.00431
+    {"mamba2", "fp16", "spectrum_frac", 0.06, 0},  // 0.03, 0.297
+    {"mamba2", "fp16", "spectrum_mean_log", 0.006, 0.06},  // 0.63, 0.0591
+    {"mamba2", "fp16", "spectrum_quantile", 0.17, 0.34},  // 31, 0.168
+    {"mamba2", "fp16", "spectrum_extreme", 0.49, 0.74},  // 1.1e+02, 0.245
+    {"mamba2", "fp16", "features", 0, 0.47},  // 1.2e+02, 0.235
+    {"mamba", "fp32", "cosine", 4.9e-06, 0},  // 2.4e-06, 0.000244
+    {"mamba", "fp32", "cosine_tokens", 0.0021, 0},  // 0.001, 0.0341
+    {"mamba", "fp32", "dispersion", 2.1e-07, 2.1e-07},  // 2.1e-07, 1.03e-05
+    {"mamba", "fp32", "energy", 1.4e-06, 0.00041},  // 7.5e+02, 0.00678
+    {"mamba", "fp32", "cka", 2.6e-05, 0},  // 1.3e-05, 0.00129
+    {"mamba", "fp32", "spectrum_frac", 1.1e-05, 0},  // 5.3e-06, 0.000533
+    {"mamba", "fp32", "spectrum_mean_log", 3e-06, 3e-05},  // 0.00014, 0.00148
+    {"mamba", "fp32", "spectrum_quantile", 5.2e-05, 5.2e-05},  // 0.003, 0.00256
+    {"mamba", "fp32", "spectrum_extreme", 0.009, 0.009},  // 2.1, 0.448
+    {"mamba", "fp32", "features", 0, 0.05},  // kept: inf in the fp16 file
+    {"mamba", "bf16", "cosine", 0.0021, 0},  // 0.001, 0.0201
+    {"mamba", "bf16", "cosine_tokens", 0.27, 0},  // 0.13, 1.33
+    {"mamba", "bf16", "dispersion", 4.8e-05, 4.8e-05},  // 4.7e-05, 0.000471
+    {"mamba", "bf16", "energy", 0.00053, 0.053},  // 1.9e+06, 0.264
+    {"mamba", "bf16", "cka", 0.0049, 0},  // 0.0024, 0.0487
+    {"mamba", "bf16", "spectrum_frac", 0.00068, 0},  // 0.00034, 0.00339
+    {"mamba", "bf16", "spectrum_mean_log", 0.0012, 0.012},  // 0.048, 0.0111
+    {"mamba", "bf16", "spectrum_quantile", 0.0053, 0.011},  // 0.64, 0.0053
+    {"mamba", "bf16", "spectrum_extreme", 0.09, 0.14},  // 30, 0.0449
+    {"mamba", "bf16", "features", 0, 1},  // kept: inf in the fp16 file
+    {"mamba", "fp16", "cosine", 0.05, 0},  // kept: not representable in fp16
+    {"mamba", "fp16", "cosine_tokens", 0.1, 0},  // kept: not representable in fp16
+    {"mamba", "fp16", "dispersion", 0.05, 0.05},  // kept: not representable in fp16
+    {"mamba", "fp16", "energy", 0.001, 0.1},  // kept: not representable in fp16
+    {"mamba", "fp16", "cka", 0.05, 0},  // kept: not representable in fp16
+    {"mamba", "fp16", "spectrum_frac", 0.1, 0},  // kept: not representable in fp16
+    {"mamba", "fp16", "spectrum_mean_log", 0.05, 0.5},  // kept: not representable in fp16
+    {"mamba", "fp16", "spectrum_quantile", 0.5, 1},  // kept: not representable in fp16
+    {"mamba", "fp16", "spectrum_extreme", 1, 1.5},  // kept: not representable in fp16
+    {"mamba", "fp16", "features", 0, 1},  // kept: not representable in fp16
 };
-// (a): the half-state analysis vs float64 analysis of the same states
-// (bench/RESULTS.md measured ~2e-6 of each value).
+// (a): the half-state analysis vs float64 analysis of the same states. The
+// H200 run measured ~1e-16 for every family but CKA (the fused half Gram),
+// where it reached 1.44e-5 (gpt-neo-1.3b fp16, a CKA of 0.006): 2x that.
 constexpr double kSameStatesAbs = 1e-5;
 constexpr double kSameStatesRel = 1e-5;
+constexpr double kSameStatesCkaAbs = 3e-5;
 
 bool MatchesField(const char* pattern, const std::string& value) {
   if (std::strcmp(pattern, "*") == 0) return true;
@@ -431,10 +581,36 @@ json ComparisonJson(const Comparison& c) {
   return {{"pass", c.pass()}, {"errors", c.errors}, {"families", families}};
 }
 
-// One PASS/FAIL line with the worst cell, then one line per family.
-void PrintComparison(const std::string& label, const Comparison& c, const std::string& tail) {
+// What a job (or a same-states check) comes to. kNotRepresentable: an fp16
+// line whose comparison fails, with no missing or extra rows, while the
+// float64 reference of the same model and prompts stays finite and holds
+// states beyond 65504, fp16's largest value (BeyondFp16): the dtype cannot
+// hold that job. Counted on its own, never as a pass; not a failure of the
+// suite. Everything else that fails is kFail.
+enum class Verdict { kPass, kFail, kNotRepresentable };
+
+const char* VerdictText(Verdict v) {
+  switch (v) {
+    case Verdict::kPass: return "PASS";
+    case Verdict::kFail: return "FAIL";
+    case Verdict::kNotRepresentable: return "NOT REPRESENTABLE IN FP16";
+  }
+  return "?";
+}
+const char* VerdictJson(Verdict v) {
+  switch (v) {
+    case Verdict::kPass: return "pass";
+    case Verdict::kFail: return "fail";
+    case Verdict::kNotRepresentable: return "not_representable_fp16";
+  }
+  return "?";
+}
+
+// One verdict line with the worst cell, then one line per family.
+void PrintComparison(const std::string& label, const Comparison& c, Verdict verdict,
+                     const std::string& tail) {
   const auto* w = c.worst();
-  std::printf("%-44s %s", label.c_str(), c.pass() ? "PASS" : "FAIL");
+  std::printf("%-44s %s", label.c_str(), VerdictText(verdict));
   if (w != nullptr) {
     std::printf("  worst %s %.3g of tol (%s)", w->first.c_str(), w->second.worst.ratio(),
                 CellText(w->second.worst).c_str());
@@ -498,8 +674,40 @@ struct Reference {
   Rows rows;
   at::Tensor features;  // [P, L + 2, d] float64 on the CPU
   int64_t float32_points = 0;  // (batch, point)s the model handed over in float32
+  // The largest |h| over every state (all points, tokens, prompts) and the
+  // point it is at; finite: no NaN / inf anywhere.
+  double max_abs = 0;
+  int64_t max_abs_point = -1;
+  std::string max_abs_point_name;
+  bool finite = true;
   double seconds = 0;
 };
+
+// A float64 reference that stays finite but whose states exceed fp16's
+// largest value: the job in fp16 cannot hold them (Verdict).
+bool BeyondFp16(const Reference& ref) { return ref.finite && ref.max_abs > lw::kFp16Max; }
+
+Verdict Judge(const Comparison& c, const std::string& dtype, const Reference* ref) {
+  if (c.pass()) return Verdict::kPass;
+  if (dtype == "fp16" && c.errors.empty() && ref != nullptr && BeyondFp16(*ref)) {
+    return Verdict::kNotRepresentable;
+  }
+  return Verdict::kFail;
+}
+
+// Why a line is kNotRepresentable, for the log and the JSON.
+std::string BeyondFp16Text(const Reference& ref, const Comparison& c) {
+  int64_t cells = 0, failed = 0;
+  for (const auto& [name, f] : c.families) {
+    cells += f.cells;
+    failed += f.failed;
+  }
+  return absl::StrFormat(
+      "float64 states reach |h| = %.4g at point %lld (%s), beyond fp16's largest value %g; "
+      "%lld of %lld cells off; not counted as a failure",
+      ref.max_abs, static_cast<long long>(ref.max_abs_point), ref.max_abs_point_name,
+      lw::kFp16Max, static_cast<long long>(failed), static_cast<long long>(cells));
+}
 
 // The float64 job: every analysis and the last-token states.
 Reference RunReference(const lw::LanguageModel& model, const std::vector<lw::Prompt>& prompts,
@@ -524,6 +732,9 @@ Reference RunReference(const lw::LanguageModel& model, const std::vector<lw::Pro
   for (const lw::Prompt& p : prompts) lengths.push_back(p.num_tokens);
   std::vector<at::Tensor> feature_rows;
   int64_t ref_float32_points = 0;
+  double max_abs = 0;
+  int64_t max_abs_point = -1;
+  bool finite = true;
   for (const auto [i, j] : lw::PlanBatches(lengths, 0, static_cast<int64_t>(prompts.size()), batch)) {
     const int64_t n = prompts[i].num_tokens;
     acc.SetNextPrompt(prompts[i].index);
@@ -538,6 +749,13 @@ Reference RunReference(const lw::LanguageModel& model, const std::vector<lw::Pro
                                 "float64 reference: point ", point, " is ", h.scalar_type());
                     if (h.scalar_type() != at::kDouble) ++ref_float32_points;
                     const at::Tensor x = h.to(at::kDouble);
+                    const double m = x.abs().max().item<double>();  // NaN if any is
+                    if (!std::isfinite(m)) {
+                      finite = false;
+                    } else if (m > max_abs) {
+                      max_abs = m;
+                      max_abs_point = point;
+                    }
                     acc.Observe(point, x);
                     last[point] = x.select(1, n - 1).clone();
                   },
@@ -551,6 +769,10 @@ Reference RunReference(const lw::LanguageModel& model, const std::vector<lw::Pro
   AddRows(dsf.keys(), ssm ? spectrum.sums() : dsf.sums(), &ref.rows);
   ref.features = at::cat(feature_rows, 0);
   ref.float32_points = ref_float32_points;
+  ref.max_abs = max_abs;
+  ref.max_abs_point = max_abs_point;
+  if (max_abs_point >= 0) ref.max_abs_point_name = model.PointName(max_abs_point);
+  ref.finite = finite;
   ref.seconds = Seconds(t0);
   return ref;
 }
@@ -588,39 +810,25 @@ SameStates RunSameStates(const lw::LanguageModel& model, const std::vector<lw::P
   return out;
 }
 
-absl::StatusOr<at::Tensor> ReadFeatures(const std::string& path, int64_t prompts) {
-  LF_ASSIGN_OR_RETURN(std::unique_ptr<lw::SafetensorsFile> file, lw::SafetensorsFile::Open(path));
-  const lw::SafetensorsTensor* t = file->Find("features");
-  const lw::SafetensorsTensor* index = file->Find("prompt_index");
-  if (t == nullptr || index == nullptr) {
-    return absl::NotFoundError(absl::StrCat(path, ": no features or prompt_index"));
-  }
-  at::ScalarType dtype;
-  if (t->dtype == lw::SafetensorsDtype::kF16) {
-    dtype = at::kHalf;
-  } else if (t->dtype == lw::SafetensorsDtype::kF32) {
-    dtype = at::kFloat;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": features are ",
-                                                   lw::SafetensorsDtypeName(t->dtype)));
-  }
-  at::Tensor out = at::empty(t->shape, at::TensorOptions().dtype(dtype));
-  if (static_cast<size_t>(out.nbytes()) != t->nbytes) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": features size mismatch"));
-  }
-  std::memcpy(out.data_ptr(), t->data, t->nbytes);
-  if (index->numel() != prompts) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", index->numel(), " prompts, want ",
-                                                   prompts));
+// The job's feature file (worker/runtime/feature_file.h) as float64, and the
+// dtype it was stored in.
+struct JobFeatures {
+  at::Tensor features;  // [P, L + 2, d] float64 on the CPU
+  std::string stored_dtype;
+};
+absl::StatusOr<JobFeatures> ReadFeatures(const std::string& path, int64_t prompts) {
+  LF_ASSIGN_OR_RETURN(lw::FeatureFile file, lw::ReadFeatureFile(path));
+  if (static_cast<int64_t>(file.prompt_index.size()) != prompts) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", file.prompt_index.size(),
+                                                   " prompts, want ", prompts));
   }
   for (int64_t i = 0; i < prompts; ++i) {
-    int64_t v;
-    std::memcpy(&v, index->data + 8 * i, 8);
-    if (v != i) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": prompt_index[", i, "] = ", v));
+    if (file.prompt_index[i] != i) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": prompt_index[", i, "] = ", file.prompt_index[i]));
     }
   }
-  return out.to(at::kDouble);
+  return JobFeatures{file.features.to(at::kDouble), file.stored_dtype};
 }
 
 // At most `n` model inits at a time (each holds a float32 CPU copy of the
@@ -745,7 +953,9 @@ int main(int argc, char** argv) {
                  {"init", init},
                  {"feature_dtype", feature_dtype},
                  {"analyses", analyses},
-                 {"same_states_tolerance", {{"abs", kSameStatesAbs}, {"rel", kSameStatesRel}}}};
+                 {"same_states_tolerance",
+                  {{"abs", kSameStatesAbs}, {"rel", kSameStatesRel}, {"cka_abs", kSameStatesCkaAbs}}},
+                 {"fp16_max", lw::kFp16Max}};
   json tolerances = json::array();
   for (const Tolerance& t : kTolerances) {
     tolerances.push_back({{"arch", t.arch}, {"dtype", t.dtype}, {"family", t.family},
@@ -756,11 +966,21 @@ int main(int argc, char** argv) {
   report["same_states"] = json::array();
   report["references"] = json::array();
 
-  bool all_pass = true;
   int setup_errors = 0;
+  std::map<Verdict, int> counts;  // lines (jobs and same-states checks) per verdict
+  std::vector<std::string> not_representable;  // their labels
+  const auto count = [&](Verdict v, const std::string& label) {
+    ++counts[v];
+    if (v == Verdict::kNotRepresentable) not_representable.push_back(label);
+  };
   // Written after every model, so that a run cut short keeps what it did.
   auto write_json = [&](bool done) {
-    report["pass"] = done && all_pass && setup_errors == 0;
+    report["pass"] = done && counts[Verdict::kFail] == 0 && setup_errors == 0;
+    report["counts"] = {{"pass", counts[Verdict::kPass]},
+                        {"fail", counts[Verdict::kFail]},
+                        {"not_representable_fp16", counts[Verdict::kNotRepresentable]},
+                        {"setup_errors", setup_errors}};
+    report["not_representable_fp16"] = not_representable;
     report["complete"] = done;
     report["setup_errors"] = setup_errors;
     report["seconds"] = Seconds(start);
@@ -885,10 +1105,23 @@ int main(int argc, char** argv) {
                     "model)\n",
                     model_name.c_str(), prompt_sets[n][0].num_tokens, refs[n].rows.size(),
                     states.c_str(), refs[n].seconds, init_s);
+        if (BeyondFp16(refs[n])) {
+          std::printf("%s float64 x %d tokens: states reach |h| = %.4g at point %lld (%s), beyond "
+                      "fp16's largest value %g: its fp16 lines can only be NOT REPRESENTABLE IN "
+                      "FP16 or PASS\n",
+                      model_name.c_str(), prompt_sets[n][0].num_tokens, refs[n].max_abs,
+                      static_cast<long long>(refs[n].max_abs_point),
+                      refs[n].max_abs_point_name.c_str(), lw::kFp16Max);
+        }
         report["references"].push_back({{"model", model_name},
                                         {"tokens", prompt_sets[n][0].num_tokens},
                                         {"rows", refs[n].rows.size()},
                                         {"states", states},
+                                        {"max_abs", refs[n].max_abs},
+                                        {"max_abs_point", refs[n].max_abs_point},
+                                        {"max_abs_point_name", refs[n].max_abs_point_name},
+                                        {"finite", refs[n].finite},
+                                        {"beyond_fp16", BeyondFp16(refs[n])},
                                         {"seconds", refs[n].seconds}});
       }
       std::fflush(stdout);
@@ -915,12 +1148,25 @@ int main(int argc, char** argv) {
       }
       Comparison c;
       CompareRows(same.exact, same.native,
-                  [](const std::string&) { return std::make_pair(kSameStatesAbs, kSameStatesRel); },
+                  [](const std::string& family) {
+                    return std::make_pair(family == "cka" ? kSameStatesCkaAbs : kSameStatesAbs,
+                                          kSameStatesRel);
+                  },
                   /*skip_baseline=*/true, &c);
-      all_pass = all_pass && c.pass();
-      PrintComparison(absl::StrCat(model_name, " ", dtype, " same states, batch ", same_batch),
-                      c, absl::StrFormat("  %.1f s", same.seconds));
+      auto same_ref = refs.find(tokens);
+      const Reference* ref = same_ref == refs.end() ? nullptr : &same_ref->second;
+      const Verdict verdict = Judge(c, dtype, ref);
+      const std::string label =
+          absl::StrCat(model_name, " ", dtype, " same states, batch ", same_batch);
+      count(verdict, label);
+      PrintComparison(label, c, verdict, absl::StrFormat("  %.1f s", same.seconds));
       json j = ComparisonJson(c);
+      j["status"] = VerdictJson(verdict);
+      if (verdict == Verdict::kNotRepresentable) {
+        const std::string why = BeyondFp16Text(*ref, c);
+        std::printf("    %s\n", why.c_str());
+        j["status_reason"] = why;
+      }
       j["model"] = model_name;
       j["arch"] = arch;
       j["dtype"] = dtype;
@@ -964,10 +1210,10 @@ int main(int argc, char** argv) {
       };
       Comparison c;
       CompareRows(ref->second.rows, got, tolerance, /*skip_baseline=*/false, &c);
-      absl::StatusOr<at::Tensor> features = ReadFeatures(chunk->features_path, prompts);
+      absl::StatusOr<JobFeatures> features = ReadFeatures(chunk->features_path, prompts);
       std::remove(chunk->features_path.c_str());
       if (features.ok()) {
-        CompareFeatures(ref->second.features, *features, tolerance, &c);
+        CompareFeatures(ref->second.features, features->features, tolerance, &c);
       } else {
         c.errors.push_back(std::string(features.status().message()));
       }
@@ -982,11 +1228,20 @@ int main(int argc, char** argv) {
           if (it != got.end()) job_vs_own = std::max(job_vs_own, std::fabs(it->second.mean - row.mean));
         }
       }
-      all_pass = all_pass && c.pass();
+      const Verdict verdict = Judge(c, spec.dtype, &ref->second);
+      count(verdict, label);
       std::string tail = absl::StrFormat("  %zu rows, run %.1f s (waited %.1f s)", got.size(), run_s, wait_s);
       if (job_vs_own >= 0) absl::StrAppend(&tail, absl::StrFormat("; vs own forward %.3g", job_vs_own));
-      PrintComparison(label, c, tail);
+      if (features.ok()) absl::StrAppend(&tail, "; features stored ", features->stored_dtype);
+      PrintComparison(label, c, verdict, tail);
       json j = ComparisonJson(c);
+      j["status"] = VerdictJson(verdict);
+      if (verdict == Verdict::kNotRepresentable) {
+        const std::string why = BeyondFp16Text(ref->second, c);
+        std::printf("    %s\n", why.c_str());
+        j["status_reason"] = why;
+      }
+      if (features.ok()) j["feature_file_dtype"] = features->stored_dtype;
       j["model"] = model_name;
       j["arch"] = arch;
       j["dtype"] = spec.dtype;
@@ -1003,12 +1258,17 @@ int main(int argc, char** argv) {
     write_json(false);
   }
 
-  const bool pass = all_pass && setup_errors == 0;
+  const bool failed = counts[Verdict::kFail] > 0;
+  const bool pass = !failed && setup_errors == 0;
   if (!write_json(true)) {
     std::fprintf(stderr, "error: cannot write %s\n", json_path.c_str());
     return 2;
   }
-  std::printf("%s (%d setup errors), %.1f s\n", pass ? "ALL PASS" : "FAIL", setup_errors,
-              Seconds(start));
-  return pass ? 0 : (setup_errors > 0 && all_pass ? 2 : 1);
+  std::printf("%s: %d pass, %d fail, %d not representable in fp16%s%s, %d setup errors; %.1f s\n",
+              pass ? (counts[Verdict::kNotRepresentable] > 0 ? "PASS" : "ALL PASS") : "FAIL",
+              counts[Verdict::kPass], counts[Verdict::kFail], counts[Verdict::kNotRepresentable],
+              not_representable.empty() ? "" : " (",
+              not_representable.empty() ? "" : (absl::StrJoin(not_representable, "; ") + ")").c_str(),
+              setup_errors, Seconds(start));
+  return pass ? 0 : (setup_errors > 0 && !failed ? 2 : 1);
 }

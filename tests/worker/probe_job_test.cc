@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <tuple>
@@ -25,6 +26,7 @@
 #include "worker/analysis/layer_metrics.h"
 #include "worker/probe/probe_stats.h"
 #include "worker/probe/probe_trainer.h"
+#include "worker/runtime/feature_file.h"
 #include "worker/runtime/job_runner.h"
 #include "worker/tokenizer/byte_tokenizer.h"
 
@@ -462,6 +464,126 @@ TEST(CheckpointJob, EqualsThePresetWithTheSameWeights) {
   auto missing = CreateJobRunner(checkpoint, DeviceConfig{});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(missing.status().message().rfind("model: ", 0), 0u) << missing.status();
+}
+
+// Regression (bench/RESULTS.md, 2026-12-01): random-init Mamba-1.4B grows
+// its float32 residual stream to ~1e6, and the probe's default fp16 feature
+// file turned every state beyond 65504 into inf. A job whose states reach
+// ~1e6 (pythia-tiny drawn from normal(50)) asks for fp16 features: its file
+// must come back finite and equal to the float32 states within float32
+// precision, stored in fp32 and saying so; a PROBE job reads it beside an
+// fp16 file.
+TEST(FeatureFile, StatesBeyondFp16RangeReadBackFinite) {
+  JobConfig extract = Job("pythia-tiny");
+  extract.init_scheme = "normal(50)";
+  extract.num_prompts = 6;
+  extract.prompts_per_chunk = 6;
+  extract.has_probe = true;
+  extract.probe.task = "kvpr";
+  extract.probe.classes = 3;
+  extract.probe.epochs = 5;
+  extract.probe.seeds = {0};
+  extract.probe.permutations = 0;
+  ASSERT_EQ(extract.probe.feature_dtype, "fp16");  // the default, as in the failing run
+  std::vector<std::string> files;
+  RunAll(extract, &files);
+  ASSERT_EQ(files.size(), 1u);
+
+  absl::StatusOr<FeatureFile> file = ReadFeatureFile(files[0]);
+  ASSERT_TRUE(file.ok()) << file.status();
+  c10::InferenceMode guard;
+  const ModelConfig arch = FindModelPreset("pythia-tiny")->config;
+  const int64_t P = arch.num_layers() + 2, d = arch.hidden_size();
+  ASSERT_EQ(file->features.sizes(), (at::IntArrayRef{6, P, d}));
+  EXPECT_EQ(file->stored_dtype, "fp32");
+  EXPECT_EQ(file->requested_dtype, "fp16");
+  EXPECT_EQ(file->features.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::isfinite(file->features).all().item<bool>()) << "inf in the feature file";
+  const double max_abs = file->features.abs().max().item<double>();
+  std::printf("largest |h| in the feature file: %g\n", max_abs);
+  EXPECT_GT(max_abs, kFp16Max) << "the states must exceed fp16's range for this test to mean it";
+  EXPECT_LT(max_abs, 1e9);
+  {
+    auto raw = SafetensorsFile::Open(files[0]);
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    EXPECT_EQ((*raw)->metadata().at("feature_dtype"), "fp32");
+    EXPECT_EQ((*raw)->metadata().at("requested_dtype"), "fp16");
+    EXPECT_NEAR(std::stod((*raw)->metadata().at("max_abs")), max_abs, 1e-6 * max_abs);
+  }
+  // Against a direct float32 forward of each prompt.
+  KvprOptions options;
+  options.seed = extract.seed;
+  options.num_classes = extract.num_classes;
+  options.context_length = extract.context_length;
+  auto dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
+  ASSERT_TRUE(dataset.ok());
+  auto model = CreateRandomModel(arch, *ParseInitScheme(extract.init_scheme), extract.seed,
+                                 c10::Device(c10::kCPU), c10::kFloat);
+  ASSERT_TRUE(model.ok()) << model.status();
+  for (int64_t k = 0; k < 6; ++k) {
+    EXPECT_EQ(file->prompt_index[k], k);
+    auto example = dataset->Generate(k);
+    ASSERT_TRUE(example.ok());
+    std::vector<int64_t> ids(example->token_ids.begin(), example->token_ids.end());
+    (*model)->Forward(at::tensor(ids, at::kLong).unsqueeze(0),
+                      [&](int64_t point, const at::Tensor& h) {
+                        const at::Tensor want = h[0][h.size(1) - 1];
+                        const at::Tensor got = file->features[k][point];
+                        const double scale = want.abs().max().item<double>();
+                        EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-6 * scale))
+                            << "prompt " << k << " point " << point << ": max |diff| "
+                            << (got - want).abs().max().item<double>() << " of " << scale;
+                      });
+  }
+
+  // The writer's choice directly: in range stays fp16 (and rounds as fp16),
+  // beyond it is fp32 and exact; "fp32" is always fp32.
+  const std::string dir = ::testing::TempDir();
+  const at::Tensor small = at::randn({2, 3, 5}, at::kFloat) * 100;
+  const at::Tensor large = small * 1e4;  // ~1e6
+  for (const auto& [x, requested, want_dtype] :
+       {std::tuple{small, "fp16", at::kHalf}, std::tuple{large, "fp16", at::kFloat},
+        std::tuple{small, "fp32", at::kFloat}}) {
+    const std::string path = dir + "/features_" + requested + ".safetensors";
+    EXPECT_EQ(FeatureStorageDtype(x, requested), want_dtype);
+    ASSERT_TRUE(WriteFeatureFile(path, x, {0, 1}, {7, 8}, requested).ok());
+    absl::StatusOr<FeatureFile> back = ReadFeatureFile(path);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(back->features.scalar_type(), want_dtype);
+    EXPECT_TRUE(at::equal(back->features, x.to(want_dtype)));
+    EXPECT_EQ(back->prompt_index, (std::vector<int64_t>{7, 8}));
+    EXPECT_EQ(back->labels, (std::vector<int32_t>{0, 1}));
+    std::remove(path.c_str());
+  }
+  const at::Tensor with_inf = at::tensor({1.0f, INFINITY, 3.0f}).view({1, 1, 3});
+  EXPECT_EQ(FeatureStorageDtype(with_inf, "fp16"), at::kHalf) << "inf the model made stays inf";
+  EXPECT_EQ(WriteFeatureFile(dir + "/bad.safetensors", small, {0}, {0}, "fp16").code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteFeatureFile(dir + "/bad.safetensors", small, {0, 1}, {0, 1}, "bf16").code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A PROBE job over this fp32 file and an fp16 file of the same shape
+  // (prompts 6..11 of an in-range job): one dtype for both.
+  JobConfig in_range = extract;
+  in_range.init_scheme = "reference";
+  in_range.num_prompts = 12;
+  std::vector<std::string> more;
+  {
+    auto runner = CreateJobRunner(in_range, DeviceConfig{});
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    auto chunk = (*runner)->RunChunk(1);
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    more.push_back(chunk->features_path);
+  }
+  absl::StatusOr<FeatureFile> half_file = ReadFeatureFile(more[0]);
+  ASSERT_TRUE(half_file.ok()) << half_file.status();
+  EXPECT_EQ(half_file->stored_dtype, "fp16");
+  JobConfig probe = in_range;
+  probe.kind = JobConfig::Kind::kProbe;
+  auto result = RunProbeJob(probe, {files[0], more[0]}, DeviceConfig{});
+  EXPECT_TRUE(result.ok()) << result.status();
+  for (const std::string& path : files) std::remove(path.c_str());
+  for (const std::string& path : more) std::remove(path.c_str());
 }
 
 TEST(ProbeJob, MalformedFeatureFileNamesIt) {

@@ -32,6 +32,7 @@
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/model/torch_status.h"
+#include "worker/runtime/feature_file.h"
 #include "worker/runtime/nccl_communicator.h"
 #include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/tokenizer/byte_tokenizer.h"
@@ -54,10 +55,11 @@ absl::Status AsFieldError(const absl::Status& status, absl::string_view field) {
 }
 
 // The chunk's last-token features (ranks in order = prompts in order) into a
-// fresh local safetensors file (ChunkResult::features_path).
+// fresh local feature file (ChunkResult::features_path; format and dtype
+// choice: feature_file.h).
 absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_rank,
-                                          const std::vector<Prompt>& examples) {
-  const at::Tensor features = at::cat(per_rank, 0).contiguous();
+                                          const std::vector<Prompt>& examples,
+                                          const std::string& requested_dtype) {
   std::vector<int32_t> labels;
   std::vector<int64_t> index;
   for (const Prompt& e : examples) {
@@ -66,26 +68,13 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
   }
   LF_ASSIGN_OR_RETURN(const std::string path,
                       MakeTempPath("layerflow-features", /*directory=*/false));
-  auto view = [](const char* name, SafetensorsDtype dtype, std::vector<int64_t> shape,
-                 const void* data, size_t nbytes) {
-    SafetensorsWriteTensor t;
-    t.name = name;
-    t.dtype = dtype;
-    t.shape = std::move(shape);
-    t.data = data;
-    t.nbytes = nbytes;
-    return t;
-  };
-  const int64_t n = static_cast<int64_t>(labels.size());
-  LF_RETURN_IF_ERROR(WriteSafetensors(
-      path,
-      {view("features",
-            features.scalar_type() == at::kHalf ? SafetensorsDtype::kF16 : SafetensorsDtype::kF32,
-            {features.size(0), features.size(1), features.size(2)}, features.data_ptr(),
-            features.nbytes()),
-       view("labels", SafetensorsDtype::kI32, {n}, labels.data(), labels.size() * 4),
-       view("prompt_index", SafetensorsDtype::kI64, {n}, index.data(), index.size() * 8)},
-      {{"layout", "features[prompt, point 0..L+1, d] = h_T at each point"}}));
+  try {
+    c10::InferenceMode guard;
+    LF_RETURN_IF_ERROR(WriteFeatureFile(path, at::cat(per_rank, 0), labels, index,
+                                        requested_dtype));
+  } catch (...) {
+    return StatusOfCurrentException("gathering features");
+  }
   return path;
 }
 
@@ -205,7 +194,8 @@ class ModelJobRunner final : public JobRunner {
       result.prompt_tokens.push_back(e.num_tokens);
     }
     if (want_features) {
-      absl::StatusOr<std::string> path = WriteFeatures(features, examples);
+      absl::StatusOr<std::string> path =
+          WriteFeatures(features, examples, config_.probe.feature_dtype);
       if (!path.ok()) {
         return absl::Status(path.status().code(),
                             absl::StrCat("model ", config_.model, ", chunk ", sequence,
@@ -224,7 +214,8 @@ class ModelJobRunner final : public JobRunner {
   // Prompts [lo, hi) of `examples` on one replica, into *sums (float64 on the
   // replica's device). Never throws: this is the job's exception edge.
   // With `features`, also the last token's residual stream at every point,
-  // [hi - lo, L + 2, d] on the CPU in the probe's feature dtype.
+  // [hi - lo, L + 2, d] on the CPU in float32 (exact for every run dtype;
+  // the file's dtype is chosen when it is written, feature_file.h).
   absl::Status RunPrompts(const LanguageModel& model,
                           const std::vector<Prompt>& examples, int64_t lo,
                           int64_t hi, at::Tensor* sums, at::Tensor* features) {
@@ -247,9 +238,9 @@ class ModelJobRunner final : public JobRunner {
         };
       }
       std::vector<at::Tensor> feature_rows;
-      // ValidateJobConfig allows "fp32" and "fp16".
-      const at::ScalarType feature_dtype =
-          config_.probe.feature_dtype == "fp32" ? at::kFloat : at::kHalf;
+      // float32 until the file is written: an fp16 copy here would turn
+      // states beyond 65504 into inf (feature_file.h).
+      const at::ScalarType feature_dtype = at::kFloat;
       std::vector<int64_t> lengths;
       for (const Prompt& e : examples) lengths.push_back(e.num_tokens);
       for (const auto [i, j] : PlanBatches(lengths, lo, hi, config_.batch_prompts)) {

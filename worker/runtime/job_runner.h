@@ -78,11 +78,14 @@ struct ChunkResult {
   int64_t sequence = 0;
   std::vector<MetricStat> stats;
   std::vector<int32_t> prompt_tokens;  // real token count of each prompt
-  // EXTRACT jobs with a probe: a local safetensors file (the caller uploads
-  // it as the artifact "<job_id>/features/<sequence>" and deletes it) with
+  // EXTRACT jobs with a probe: a local feature file (the caller uploads it
+  // as the artifact "<job_id>/features/<sequence>" and deletes it), the
+  // safetensors format of worker/runtime/feature_file.h:
   //   features      F16/F32 [prompts, L + 2, d]  h_T at every point 0..L+1
   //   labels        I32 [prompts]                the gold class
   //   prompt_index  I64 [prompts]                index in the job
+  // F16 when probe.feature_dtype is "fp16" and every value fits fp16's
+  // range, F32 otherwise (its metadata says which and why).
   std::string features_path;
 };
 

@@ -16,6 +16,7 @@
 #include "worker/analysis/layer_metrics.h"
 #include "worker/model/checkpoint.h"
 #include "worker/probe/probe_trainer.h"
+#include "worker/runtime/feature_file.h"
 #include "worker/runtime/job_runner.h"
 
 namespace layerflow::worker {
@@ -23,43 +24,6 @@ namespace {
 
 absl::Status Invalid(const std::string& file, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
-}
-
-// One feature file's tensors, copied out of the mapping.
-struct FeatureChunk {
-  at::Tensor features;  // [n, P, d]
-  std::vector<int32_t> labels;
-  std::vector<int64_t> prompt_index;
-};
-
-absl::StatusOr<FeatureChunk> ReadFeatureFile(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
-  if (!file.ok()) return file.status();
-  const SafetensorsTensor* f = (*file)->Find("features");
-  const SafetensorsTensor* l = (*file)->Find("labels");
-  const SafetensorsTensor* p = (*file)->Find("prompt_index");
-  if (f == nullptr || l == nullptr || p == nullptr) {
-    return Invalid(path, "expected tensors features, labels and prompt_index");
-  }
-  if (f->shape.size() != 3 || l->shape.size() != 1 || p->shape.size() != 1 ||
-      l->shape[0] != f->shape[0] || p->shape[0] != f->shape[0]) {
-    return Invalid(path, absl::StrCat("inconsistent shapes: features ", ShapeString(f->shape),
-                                      ", labels ", ShapeString(l->shape), ", prompt_index ",
-                                      ShapeString(p->shape)));
-  }
-  if (l->dtype != SafetensorsDtype::kI32 || p->dtype != SafetensorsDtype::kI64 ||
-      (f->dtype != SafetensorsDtype::kF16 && f->dtype != SafetensorsDtype::kF32)) {
-    return Invalid(path, "features must be F16/F32, labels I32, prompt_index I64");
-  }
-  FeatureChunk chunk;
-  const at::ScalarType dtype = f->dtype == SafetensorsDtype::kF16 ? at::kHalf : at::kFloat;
-  std::vector<uint8_t> copy(f->data, f->data + f->nbytes);  // aligned, owned
-  chunk.features = at::from_blob(copy.data(), f->shape, at::TensorOptions().dtype(dtype)).clone();
-  chunk.labels.resize(l->shape[0]);
-  std::memcpy(chunk.labels.data(), l->data, l->nbytes);
-  chunk.prompt_index.resize(p->shape[0]);
-  std::memcpy(chunk.prompt_index.data(), p->data, p->nbytes);
-  return chunk;
 }
 
 void AddRow(ChunkResult& out, const std::string& metric, int32_t layer,
@@ -84,9 +48,9 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     return absl::FailedPreconditionError(
         "probe: the extraction job stored no feature artifacts");
   }
-  std::vector<FeatureChunk> chunks;
+  std::vector<FeatureFile> chunks;
   for (const std::string& path : files) {
-    absl::StatusOr<FeatureChunk> chunk = ReadFeatureFile(path);
+    absl::StatusOr<FeatureFile> chunk = ReadFeatureFile(path);
     if (!chunk.ok()) return chunk.status();
     if (!chunks.empty() && chunk->features.sizes().slice(1) != chunks[0].features.sizes().slice(1)) {
       return Invalid(path, absl::StrCat("features ", ShapeString(std::vector<int64_t>(
@@ -110,13 +74,20 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
           absl::StrCat("probe: prompt ", order[i].first, " appears in two feature files"));
     }
   }
+  // One dtype for all: fp16 files of one job may sit beside fp32 ones (a
+  // chunk whose states exceed fp16's range is stored in fp32,
+  // feature_file.h); fp16 -> fp32 is exact.
+  at::ScalarType dtype = at::kHalf;
+  for (const FeatureFile& chunk : chunks) {
+    if (chunk.features.scalar_type() != at::kHalf) dtype = at::kFloat;
+  }
+  c10::InferenceMode guard;
   std::vector<at::Tensor> rows;
   std::vector<int32_t> labels;
   for (const auto& [index, where] : order) {
-    rows.push_back(chunks[where.first].features[where.second]);
+    rows.push_back(chunks[where.first].features[where.second].to(dtype));
     labels.push_back(chunks[where.first].labels[where.second]);
   }
-  c10::InferenceMode guard;
   at::Tensor features = at::stack(rows, 0);
 
   const c10::Device dev = device.device_type == "cuda" && at::hasCUDA()
