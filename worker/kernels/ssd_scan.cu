@@ -227,7 +227,9 @@ __global__ void StatePassKernel(const Dims d, int64_t entries4, const float4* __
 
 // ---- 3. The outputs of 64 rows of a chunk ----------------------------------
 // y_l = sum_{s <= l} (C_l . B_s) exp(Acum_l - Acum_s) dt_s x_s
-//       + exp(Acum_l) C_l H^T + D x_l, in float32 into y [B, L, E].
+//       + exp(Acum_l) C_l H^T + D x_l, summed in float32 and stored in T
+// (as the Mamba authors' chunk scan returns y in the dtype; a float32 y
+// cost the norm kernel and this one 268 MB each way a layer at 8 x 2048).
 //
 // 8 warps: warp (rw, half) owns rows 16 rw .. 16 rw + 15 and, of each s
 // tile, the columns 32 half .. 32 half + 31 (the products of C B^T it
@@ -245,7 +247,7 @@ template <typename T, int kN>
 __global__ void __launch_bounds__(kOutThreads, 2)
     ChunkOutputKernel(const Dims d, const T* __restrict__ xbc, const float* __restrict__ dt,
                       const float* __restrict__ A, const float* __restrict__ D,
-                      const T* __restrict__ enter, float* __restrict__ y) {
+                      const T* __restrict__ enter, T* __restrict__ y) {
   constexpr int kNLd = kN + kPad, kPLd = kP + kPad, kMLd = kRows + kPad;
   constexpr int kFLd = kRows + 4;  // float rows: 16 bytes of padding
   constexpr int kBTile = kRows * kNLd, kXTile = kRows * kPLd;
@@ -395,21 +397,23 @@ __global__ void __launch_bounds__(kOutThreads, 2)
   }
   __syncthreads();
   const float d_skip = D != nullptr ? D[h] : 0.f;
-  // Four outputs a thread and step: 16-byte stores of y.
+  // Four outputs a thread and step: 8-byte reads of x and stores of y.
   for (int i = threadIdx.x; i < kRows * kP / 4; i += kOutThreads) {
     const int r = (4 * i) / kP, p = (4 * i) % kP;
     const int64_t l = l0 + r, t = t_chunk + l;
     if (t >= d.seq) continue;
-    const T* xr = rows + t * d.row + h * kP + p;
+    const uint2 xraw = *reinterpret_cast<const uint2*>(rows + t * d.row + h * kP + p);
+    const T* xr = reinterpret_cast<const T*>(&xraw);
     const float decay = carry ? expf(acum[l]) : 0.f;
-    float v[4];
+    uint2 yraw;
+    T* yv = reinterpret_cast<T*>(&yraw);
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
-      v[k] = sst[r * kFLd + p + k] + d_skip * ToFloat(xr[k]);
-      if (carry) v[k] = fmaf(decay, zst[r * kFLd + p + k], v[k]);
+      float v = sst[r * kFLd + p + k] + d_skip * ToFloat(xr[k]);
+      if (carry) v = fmaf(decay, zst[r * kFLd + p + k], v);
+      yv[k] = FromFloat<T>(v);
     }
-    const float4 out = {v[0], v[1], v[2], v[3]};
-    *reinterpret_cast<float4*>(y + (b * d.seq + t) * d.width + h * kP + p) = out;
+    *reinterpret_cast<uint2*>(y + (b * d.seq + t) * d.width + h * kP + p) = yraw;
   }
 }
 
@@ -428,25 +432,24 @@ __device__ float BlockSumF(float x) {
   return total;
 }
 
-// 8 values a thread and step (16-byte loads of the gate, the weight and the
-// output, two of y): width, gate_row and the pointers are multiples of 8
-// values (LaunchSsd checks). The second pass re-reads the row from L1/L2.
+// 8 values a thread and step (16-byte loads of y, the gate, the weight and
+// the output): width, gate_row and the pointers are multiples of 8 values
+// (LaunchSsd checks). The second pass re-reads the row from L1/L2.
 template <typename T>
 __global__ void __launch_bounds__(kNormThreads)
-    GatedRmsNormKernel(const float* __restrict__ y, const T* __restrict__ gate, int64_t gate_row,
+    GatedRmsNormKernel(const T* __restrict__ y, const T* __restrict__ gate, int64_t gate_row,
                        const T* __restrict__ weight, int64_t width, float eps,
                        T* __restrict__ out) {
   const int64_t row = blockIdx.x;
-  const float* yr = y + row * width;
+  const T* yr = y + row * width;
   const T* gr = gate + row * gate_row;
   auto gated = [&](int64_t j, float* v) {  // v[0..8) = y silu(gate) at j..j+7
-    const float4 y0 = *reinterpret_cast<const float4*>(yr + j);
-    const float4 y1 = *reinterpret_cast<const float4*>(yr + j + 4);
+    uint4 yraw = *reinterpret_cast<const uint4*>(yr + j);
     uint4 graw = *reinterpret_cast<const uint4*>(gr + j);
+    const T* yv = reinterpret_cast<const T*>(&yraw);
     const T* g = reinterpret_cast<const T*>(&graw);
-    const float yv[kVec] = {y0.x, y0.y, y0.z, y0.w, y1.x, y1.y, y1.z, y1.w};
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) v[k] = yv[k] * Silu(ToFloat(g[k]));
+    for (int k = 0; k < kVec; ++k) v[k] = ToFloat(yv[k]) * Silu(ToFloat(g[k]));
   };
   float sum = 0.f;
   for (int64_t j = kVec * threadIdx.x; j < width; j += kVec * kNormThreads) {
@@ -470,7 +473,7 @@ __global__ void __launch_bounds__(kNormThreads)
 }
 
 // The workspace: the chunks' own states [B, c, H, P, N] float32, their total
-// decays, y [B, L, E] float32, then the entering states in T; each part
+// decays, y [B, L, E] in T, then the entering states in T; each part
 // starts on a multiple of 64 floats (256 bytes).
 struct Workspace {
   int64_t states, chunk_sum, y, enter, floats;
@@ -484,7 +487,7 @@ Workspace WorkspaceOf(const Dims& d) {
   w.states = 0;
   w.chunk_sum = w.states + state_floats;
   w.y = w.chunk_sum + Up64(d.batch * d.chunks * d.heads);
-  w.enter = w.y + Up64(d.batch * d.seq * d.width);
+  w.enter = w.y + Up64((d.batch * d.seq * d.width + 1) / 2);  // 16-bit values
   w.floats = w.enter + Up64((state_floats + 1) / 2);  // 16-bit entries
   return w;
 }
@@ -496,7 +499,7 @@ cudaError_t LaunchSsdOf(const SsdArgs& a, cudaStream_t stream) {
   const T* xbc = static_cast<const T*>(a.xbc);
   float* states = a.work + w.states;
   float* chunk_sum = a.work + w.chunk_sum;
-  float* y = a.work + w.y;
+  T* y = reinterpret_cast<T*>(a.work + w.y);
   T* enter = reinterpret_cast<T*>(a.work + w.enter);
   const size_t state_smem = 2 * d.chunk * sizeof(float) +
                             2 * (kRows * (kP + kPad) + kRows * (kN + kPad)) * sizeof(T);
@@ -523,10 +526,10 @@ cudaError_t LaunchSsdOf(const SsdArgs& a, cudaStream_t stream) {
             dim3(static_cast<unsigned>(d.chunk / kRows), static_cast<unsigned>(d.heads),
                  static_cast<unsigned>(d.batch * d.chunks)),
             dim3(kOutThreads), output_smem, stream, d, xbc, a.dt, a.A, a.D,
-            static_cast<const T*>(enter), y);
+            static_cast<const T*>(enter), y);  // y in T
   auto* norm_kernel = &GatedRmsNormKernel<T>;
   LF_LAUNCH(norm_kernel, dim3(static_cast<unsigned>(d.batch * d.seq)), dim3(kNormThreads), 0,
-            stream, static_cast<const float*>(y), static_cast<const T*>(a.gate), a.gate_row,
+            stream, static_cast<const T*>(y), static_cast<const T*>(a.gate), a.gate_row,
             static_cast<const T*>(a.norm_weight), d.width, static_cast<float>(a.eps),
             static_cast<T*>(a.out));
   return LF_LAUNCH_ERROR();

@@ -77,7 +77,8 @@ cudaError_t LaunchSelectiveScan(const SelectiveScanArgs& args, cudaStream_t stre
 //      chunks in float32 (in place);
 //   3. per (prompt, chunk, head, 64 rows): y = (C B^T o decay o dt) x
 //      + exp(Acum_l) C h_enter^T + D x, the intra-chunk products on tensor
-//      cores with the decay applied between them.
+//      cores with the decay applied between them; y summed in float32 and
+//      rounded to the dtype (as the Mamba authors' chunk scan returns it).
 // Then the gated RMSNorm of Mamba2Mixer on each token's whole row of E = H P:
 //   out = w * (g / rms(g)), g = y silu(gate)  (float32, rounded once).
 // xbc: the conv output [B, L, E + 2 G N] contiguous in the dtype (x, then

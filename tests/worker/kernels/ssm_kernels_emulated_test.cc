@@ -49,21 +49,30 @@ class SsmKernelsEmulated : public ::testing::TestWithParam<at::ScalarType> {
 TEST_P(SsmKernelsEmulated, CausalConvEqualsAtenConvOnStridedRows) {
   const at::ScalarType type = GetParam();
   at::manual_seed(1);
-  // 96 channels: a partial block of 128 threads; 70 tokens: a partial run of 64.
-  const at::Tensor wide = at::randn({2, 70, 130}).to(type);
-  const at::Tensor x = wide.narrow(-1, 17, 96);
-  const at::Tensor w = (0.5 * at::randn({96, 1, 4})).to(type);
-  const at::Tensor bias = at::randn({96}).to(type);
-  for (bool with_bias : {true, false}) {
-    at::Tensor out = at::empty({2, 70, 96}, x.options());
-    ASSERT_EQ(ck::LaunchCausalConv1dSilu(ActOf(type), x.data_ptr(), x.stride(1), w.data_ptr(),
-                                         with_bias ? bias.data_ptr() : nullptr, 2, 70, 96, 4,
-                                         out.data_ptr(), nullptr),
-              cudaSuccess);
-    const at::Tensor want =
-        ssm::CausalConv1dSilu(x.transpose(1, 2), w, with_bias ? bias : at::Tensor())
-            .transpose(1, 2);
-    EXPECT_LE(MaxRel(out, want), RoundingTolerance(type)) << type << " bias " << with_bias;
+  // 96 channels: a partial block (of 128 threads, or of 64 threads of 8
+  // channels); 70 tokens: a partial run of 64. Rows 130 values apart from
+  // column 17 take the one-channel kernel; 136 apart from column 16 (16-byte
+  // aligned, as in_proj's rows) the 8-channel one.
+  struct Layout {
+    int64_t row, first;
+  };
+  for (const Layout& layout : {Layout{130, 17}, Layout{136, 16}}) {
+    const at::Tensor wide = at::randn({2, 70, layout.row}).to(type);
+    const at::Tensor x = wide.narrow(-1, layout.first, 96);
+    const at::Tensor w = (0.5 * at::randn({96, 1, 4})).to(type);
+    const at::Tensor bias = at::randn({96}).to(type);
+    for (bool with_bias : {true, false}) {
+      at::Tensor out = at::empty({2, 70, 96}, x.options());
+      ASSERT_EQ(ck::LaunchCausalConv1dSilu(ActOf(type), x.data_ptr(), x.stride(1), w.data_ptr(),
+                                           with_bias ? bias.data_ptr() : nullptr, 2, 70, 96, 4,
+                                           out.data_ptr(), nullptr),
+                cudaSuccess);
+      const at::Tensor want =
+          ssm::CausalConv1dSilu(x.transpose(1, 2), w, with_bias ? bias : at::Tensor())
+              .transpose(1, 2);
+      EXPECT_LE(MaxRel(out, want), RoundingTolerance(type))
+          << type << " bias " << with_bias << " row " << layout.row;
+    }
   }
 }
 
