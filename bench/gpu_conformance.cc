@@ -302,7 +302,7 @@ constexpr Tolerance kTolerances[] = {
     {"mamba", "fp32", "spectrum_mean_log", 3e-06, 3e-05},  // 0.00014, 0.00148
     {"mamba", "fp32", "spectrum_quantile", 5.2e-05, 5.2e-05},  // 0.003, 0.00256
     {"mamba", "fp32", "spectrum_extreme", 0.009, 0.009},  // 2.1, 0.448
-    {"mamba", "fp32", "features", 0, 0.05},  // kept: inf in the fp16 file
+    {"mamba", "fp32", "features", 0, 0.018},  // 2026-12-02 run (fp32 files): 0.0091
     {"mamba", "bf16", "cosine", 0.0021, 0},  // 0.001, 0.0201
     {"mamba", "bf16", "cosine_tokens", 0.27, 0},  // 0.13, 1.33
     {"mamba", "bf16", "dispersion", 4.8e-05, 4.8e-05},  // 4.7e-05, 0.000471
@@ -312,7 +312,11 @@ constexpr Tolerance kTolerances[] = {
     {"mamba", "bf16", "spectrum_mean_log", 0.0012, 0.012},  // 0.048, 0.0111
     {"mamba", "bf16", "spectrum_quantile", 0.0053, 0.011},  // 0.64, 0.0053
     {"mamba", "bf16", "spectrum_extreme", 0.09, 0.14},  // 30, 0.0449
-    {"mamba", "bf16", "features", 0, 1},  // kept: inf in the fp16 file
+    // 2026-12-02 run (fp32 files): 1.25 with the kernels, 1.23 on the ATen path
+    // (LAYERFLOW_SSM_KERNELS=0): the last token of Mamba-1.4B in bf16 at random
+    // init leaves float64 in half its layers whichever path runs it, so this
+    // entry bounds only the features' magnitude (bench/RESULTS.md, 2026-12-02).
+    {"mamba", "bf16", "features", 0, 2.5},
     {"mamba", "fp16", "cosine", 0.05, 0},  // kept: not representable in fp16
     {"mamba", "fp16", "cosine_tokens", 0.1, 0},  // kept: not representable in fp16
     {"mamba", "fp16", "dispersion", 0.05, 0.05},  // kept: not representable in fp16
