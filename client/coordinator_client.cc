@@ -107,15 +107,22 @@ absl::StatusOr<v1::Sweep> CoordinatorClient::GetSweep(const std::string& sweep_i
 
 absl::StatusOr<std::vector<v1::Job>> CoordinatorClient::ListJobs(
     const std::string& sweep_id, v1::JobState state) {
-  grpc::ClientContext context;
-  if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
   v1::ListJobsRequest request;
   request.set_sweep_id(sweep_id);
   request.set_state(state);
-  v1::ListJobsResponse response;
-  absl::Status status = Finish(stub_->ListJobs(&context, request, &response));
-  if (!status.ok()) return status;
-  return std::vector<v1::Job>(response.jobs().begin(), response.jobs().end());
+  request.set_page_size(page_size_);
+  std::vector<v1::Job> jobs;
+  // Every page, each call with its own deadline.
+  do {
+    grpc::ClientContext context;
+    if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
+    v1::ListJobsResponse response;
+    absl::Status status = Finish(stub_->ListJobs(&context, request, &response));
+    if (!status.ok()) return status;
+    for (v1::Job& job : *response.mutable_jobs()) jobs.push_back(std::move(job));
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return jobs;
 }
 
 absl::StatusOr<v1::Sweep> CoordinatorClient::CancelSweep(const std::string& sweep_id) {
@@ -130,13 +137,21 @@ absl::StatusOr<v1::Sweep> CoordinatorClient::CancelSweep(const std::string& swee
 }
 
 absl::StatusOr<std::vector<v1::ResultRow>> CoordinatorClient::QueryResults(
-    const v1::QueryResultsRequest& request) {
-  grpc::ClientContext context;
-  if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
-  v1::QueryResultsResponse response;
-  absl::Status status = Finish(stub_->QueryResults(&context, request, &response));
-  if (!status.ok()) return status;
-  return std::vector<v1::ResultRow>(response.rows().begin(), response.rows().end());
+    const v1::QueryResultsRequest& first) {
+  v1::QueryResultsRequest request = first;
+  request.clear_page_token();
+  if (request.page_size() == 0) request.set_page_size(page_size_);
+  std::vector<v1::ResultRow> rows;
+  do {
+    grpc::ClientContext context;
+    if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
+    v1::QueryResultsResponse response;
+    absl::Status status = Finish(stub_->QueryResults(&context, request, &response));
+    if (!status.ok()) return status;
+    for (v1::ResultRow& row : *response.mutable_rows()) rows.push_back(std::move(row));
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return rows;
 }
 
 absl::StatusOr<v1::Sweep> CoordinatorClient::WatchSweep(

@@ -56,10 +56,17 @@ class CoordinatorClient {
 
   absl::StatusOr<v1::SubmitSweepResponse> SubmitSweep(const v1::SweepSpec& spec);
   absl::StatusOr<v1::Sweep> GetSweep(const std::string& sweep_id);
-  // Empty sweep_id: every sweep; JOB_STATE_UNSPECIFIED: every state.
+  // Page size asked of ListJobs and QueryResults (0: the coordinator's
+  // default). Tests make it small to cross page boundaries.
+  void set_page_size(int32_t page_size) { page_size_ = page_size; }
+
+  // Empty sweep_id: every sweep; JOB_STATE_UNSPECIFIED: every state. Follows
+  // the pages to the end (each page one call with its own deadline).
   absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& sweep_id,
                                                 v1::JobState state);
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id);
+  // Every row, following the pages (the request's page_token is ignored;
+  // its page_size, when set, is kept).
   absl::StatusOr<std::vector<v1::ResultRow>> QueryResults(
       const v1::QueryResultsRequest& request);
   // Calls `on_update` for every progress message until the sweep leaves the
@@ -79,6 +86,7 @@ class CoordinatorClient {
   std::chrono::milliseconds rpc_timeout_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   CallCanceller* canceller_ = nullptr;
+  int32_t page_size_ = 0;
 };
 
 }  // namespace layerflow::client

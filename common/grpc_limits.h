@@ -10,9 +10,8 @@ namespace layerflow {
 // 4 MiB), a job, an artifact chunk.
 inline constexpr int kMaxChunkMessageBytes = 256 << 20;
 
-// What the CLI receives: QueryResults of a whole sweep (regression: one with
-// spectra, all-pair CKA and heat maps replied 10 MiB). QueryResults is not
-// paged, so a larger sweep fails with RESOURCE_EXHAUSTED.
+// What the CLI receives: one page of QueryResults (at most 50000 rows,
+// common/api_limits.h; a page of rows with spectra is a few MiB).
 inline constexpr int kMaxQueryReplyBytes = 1 << 30;
 
 }  // namespace layerflow

@@ -1,13 +1,16 @@
 #include "server/core/coordinator_core.h"
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/api_limits.h"
 #include "server/core/chunk_validation.h"
+#include "server/core/request_limits.h"
 #include "server/derived/derived_rows.h"
 #include "server/spec/sweep_spec.h"
 
@@ -25,9 +28,17 @@ std::string RandomId(absl::string_view prefix) {
 }
 
 absl::Status Required(absl::string_view field, const std::string& value) {
-  if (!value.empty()) return absl::OkStatus();
+  if (!value.empty()) return CheckLength(field, value, limits::kMaxIdBytes);
   return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
 }
+
+// An optional id (a filter): empty, or at most limits::kMaxIdBytes.
+absl::Status OptionalId(absl::string_view field, const std::string& value) {
+  return CheckLength(field, value, limits::kMaxIdBytes);
+}
+
+constexpr absl::string_view kJobsToken = "ListJobs";
+constexpr absl::string_view kResultsToken = "QueryResults";
 
 }  // namespace
 
@@ -82,14 +93,30 @@ absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::GetSweep(
 
 absl::StatusOr<layerflow::v1::ListJobsResponse> CoordinatorCore::ListJobs(
     const layerflow::v1::ListJobsRequest& request) {
+  LF_RETURN_IF_ERROR(OptionalId("sweep_id", request.sweep_id()));
   if (!layerflow::v1::JobState_IsValid(request.state())) {
     return absl::InvalidArgumentError(
         absl::StrCat("state: unknown job state ", request.state()));
   }
+  LF_ASSIGN_OR_RETURN(const int32_t page_size,
+                      EffectivePageSize(request.page_size(), limits::kDefaultJobsPageSize,
+                                        limits::kMaxJobsPageSize));
+  const std::vector<std::string> filters = {request.sweep_id(),
+                                            absl::StrCat(static_cast<int>(request.state()))};
+  LF_ASSIGN_OR_RETURN(const PageCursor cursor,
+                      DecodePageToken(request.page_token(), kJobsToken, filters));
+  // One more than the page: whether another page follows.
   LF_ASSIGN_OR_RETURN(std::vector<layerflow::v1::Job> jobs,
-                      store_->ListJobs(request.sweep_id(), request.state()));
+                      store_->ListJobs(JobFilter{request.sweep_id(), request.state(),
+                                                 cursor.after_job_id, int64_t{page_size} + 1}));
   layerflow::v1::ListJobsResponse response;
+  const bool more = static_cast<int64_t>(jobs.size()) > page_size;
+  if (more) jobs.resize(page_size);
   for (auto& job : jobs) *response.add_jobs() = std::move(job);
+  if (more) {
+    response.set_next_page_token(EncodePageToken(
+        kJobsToken, filters, PageCursor{response.jobs(page_size - 1).job_id(), 0}));
+  }
   return response;
 }
 
@@ -106,27 +133,79 @@ absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::CancelSweep(
 absl::StatusOr<layerflow::v1::QueryResultsResponse> CoordinatorCore::QueryResults(
     const layerflow::v1::QueryResultsRequest& request) {
   LF_RETURN_IF_ERROR(Required("sweep_id", request.sweep_id()));
+  LF_RETURN_IF_ERROR(CheckLength("model", request.model(), limits::kMaxModelBytes));
+  LF_RETURN_IF_ERROR(CheckLength("metric", request.metric(), limits::kMaxShortNameBytes));
+  LF_RETURN_IF_ERROR(OptionalId("job_id", request.job_id()));
+  LF_ASSIGN_OR_RETURN(const int32_t page_size,
+                      EffectivePageSize(request.page_size(), limits::kDefaultResultsPageSize,
+                                        limits::kMaxResultsPageSize));
+  const std::vector<std::string> filters = {request.sweep_id(), request.model(),
+                                            request.metric(), request.job_id()};
+  LF_ASSIGN_OR_RETURN(PageCursor cursor,
+                      DecodePageToken(request.page_token(), kResultsToken, filters));
   // Derived rows (v_loc, v_glob, cubic; server/derived) are functions of a
   // job's merged series: a filter naming one reads its base metric from the
   // store and returns only that derived metric; no filter returns both.
   const std::optional<derived::DerivedMetricName> derived_metric =
       derived::ParseDerivedMetric(request.metric());
+  const bool with_derived = derived_metric.has_value() || request.metric().empty();
   ResultFilter filter{request.sweep_id(), request.model(),
                       derived_metric.has_value() ? derived_metric->base
                                                  : request.metric(),
                       request.job_id()};
-  LF_ASSIGN_OR_RETURN(std::vector<layerflow::v1::ResultRow> rows,
-                      store_->QueryResults(filter));
-  if (derived_metric.has_value() || request.metric().empty()) {
-    rows = derived::AppendDerivedRows(std::move(rows), derived_metric);
-  }
+  // Pages: the store hands out whole jobs (after cursor.after_job_id); a
+  // page ends inside a job as (the job before it, rows of it already sent).
   layerflow::v1::QueryResultsResponse response;
-  for (auto& row : rows) *response.add_rows() = std::move(row);
-  return response;
+  while (true) {
+    filter.after_job_id = cursor.after_job_id;
+    filter.row_limit = page_size + cursor.skip + 1;
+    LF_ASSIGN_OR_RETURN(std::vector<layerflow::v1::ResultRow> rows,
+                        store_->QueryResults(filter));
+    if (rows.empty()) return response;  // the end
+    const bool store_may_have_more = static_cast<int64_t>(rows.size()) >= filter.row_limit;
+    // Each job's predecessor in the store's order (the cursor to restart at it).
+    std::map<std::string, std::string> before;
+    std::string previous = cursor.after_job_id;
+    for (const auto& row : rows) {
+      if (row.job_id() != previous && !before.count(row.job_id())) {
+        before[row.job_id()] = previous;
+        previous = row.job_id();
+      }
+    }
+    const std::string last_job = rows.back().job_id();
+    if (with_derived) rows = derived::AppendDerivedRows(std::move(rows), derived_metric);
+    std::string current;
+    int64_t emitted_of_current = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].job_id() != current) {
+        current = rows[i].job_id();
+        emitted_of_current = 0;
+      }
+      if (current == rows.front().job_id() && emitted_of_current < cursor.skip) {
+        ++emitted_of_current;  // sent on an earlier page
+        continue;
+      }
+      if (response.rows_size() == page_size) {
+        response.set_next_page_token(EncodePageToken(
+            kResultsToken, filters, PageCursor{before[current], emitted_of_current}));
+        return response;
+      }
+      *response.add_rows() = std::move(rows[i]);
+      ++emitted_of_current;
+    }
+    if (!store_may_have_more) return response;
+    cursor = PageCursor{last_job, 0};
+    if (response.rows_size() == page_size) {
+      // Full, and the store may hold more jobs: the next page says.
+      response.set_next_page_token(EncodePageToken(kResultsToken, filters, cursor));
+      return response;
+    }
+  }
 }
 
 absl::StatusOr<layerflow::v1::RegisterWorkerResponse>
 CoordinatorCore::RegisterWorker(const layerflow::v1::RegisterWorkerRequest& request) {
+  LF_RETURN_IF_ERROR(ValidateRegisterWorkerRequest(request));
   const std::string worker_id = RandomId("worker-");
   LF_RETURN_IF_ERROR(store_->RegisterWorker(
       worker_id, request.name(), request.capabilities().SerializeAsString(),
@@ -163,6 +242,7 @@ absl::StatusOr<layerflow::v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
   LF_RETURN_IF_ERROR(store_->TouchWorker(request.worker_id(), now));
   layerflow::v1::HeartbeatResponse response;
   if (request.job_id().empty()) return response;
+  LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
   LF_ASSIGN_OR_RETURN(bool cancelled,
                       store_->RenewLease(request.job_id(), request.lease_id(),
@@ -174,6 +254,12 @@ absl::StatusOr<layerflow::v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
 absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(
     const layerflow::v1::ResultChunk& chunk) {
   LF_RETURN_IF_ERROR(ValidateResultChunk(chunk));
+  // A lapsed or replaced lease is ABORTED before the content is judged (the
+  // commit checks it again in its transaction); the job's spec is immutable,
+  // so it is read outside that transaction.
+  LF_RETURN_IF_ERROR(store_->CheckLease(chunk.job_id(), chunk.lease_id(), clock_()));
+  LF_ASSIGN_OR_RETURN(const layerflow::v1::Job job, store_->GetJob(chunk.job_id()));
+  LF_RETURN_IF_ERROR(ValidateChunkForJob(chunk, job));
   std::vector<layerflow::v1::MetricStat> stats(chunk.stats().begin(),
                                                chunk.stats().end());
   std::vector<int32_t> tokens(chunk.prompt_tokens().begin(),
@@ -202,6 +288,7 @@ absl::Status CoordinatorCore::CompleteJob(
 absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& request) {
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  LF_RETURN_IF_ERROR(CheckLength("error", request.error(), limits::kMaxErrorBytes));
   const std::string error =
       request.error().empty() ? "worker reported failure" : request.error();
   LF_RETURN_IF_ERROR(store_->FailJob(request.job_id(), request.lease_id(),

@@ -1,6 +1,8 @@
 #include "server/service/worker_service.h"
 
+#include "common/api_limits.h"
 #include "common/status_macros.h"
+#include "server/core/request_limits.h"
 #include "server/service/status_conversion.h"
 
 namespace layerflow::server {
@@ -199,6 +201,8 @@ grpc::ServerUnaryReactor* WorkerService::ListArtifacts(
   return FinishUnary(context, [&]() -> absl::Status {
     if (artifacts_ == nullptr) return NoArtifactStore();
     LF_RETURN_IF_ERROR(core_->TouchWorker(request->worker_id()));
+    LF_RETURN_IF_ERROR(
+        CheckLength("prefix", request->prefix(), limits::kMaxArtifactNameBytes));
     for (const artifacts::ArtifactMeta& meta : artifacts_->List(request->prefix())) {
       v1::ArtifactInfo* info = response->add_artifacts();
       info->set_name(meta.name);

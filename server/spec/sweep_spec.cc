@@ -15,6 +15,8 @@
 #include "catalog/defaults.h"
 #include "catalog/dtypes.h"
 #include "catalog/model_config.h"
+#include "common/api_limits.h"
+#include "common/status_macros.h"
 
 namespace layerflow::server {
 namespace {
@@ -261,9 +263,52 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
   return absl::OkStatus();
 }
 
+// The caps of common/api_limits.h on every string and repeated field,
+// checked first: nothing below looks at an oversized value.
+absl::Status ValidateSizes(const SweepSpec& spec) {
+  auto length = [](const std::string& field, const std::string& value,
+                   int64_t max) -> absl::Status {
+    if (static_cast<int64_t>(value.size()) <= max) return absl::OkStatus();
+    return Invalid(field, absl::StrCat(value.size(), " bytes, more than the limit of ", max));
+  };
+  auto count = [](absl::string_view field, int n) -> absl::Status {
+    if (n <= limits::kMaxAxisValues) return absl::OkStatus();
+    return Invalid(field, absl::StrCat(n, " entries, more than the limit of ",
+                                       limits::kMaxAxisValues));
+  };
+  LF_RETURN_IF_ERROR(count("spec.models", spec.models_size()));
+  LF_RETURN_IF_ERROR(count("spec.init_schemes", spec.init_schemes_size()));
+  LF_RETURN_IF_ERROR(count("spec.seeds", spec.seeds_size()));
+  LF_RETURN_IF_ERROR(count("spec.datasets", spec.datasets_size()));
+  LF_RETURN_IF_ERROR(count("spec.context_lengths", spec.context_lengths_size()));
+  LF_RETURN_IF_ERROR(count("spec.analyses", spec.analyses_size()));
+  LF_RETURN_IF_ERROR(count("spec.probe.seeds", spec.probe().seeds_size()));
+  for (int i = 0; i < spec.models_size(); ++i) {
+    LF_RETURN_IF_ERROR(length(Indexed("spec.models", i), spec.models(i), limits::kMaxModelBytes));
+  }
+  for (int i = 0; i < spec.init_schemes_size(); ++i) {
+    LF_RETURN_IF_ERROR(length(Indexed("spec.init_schemes", i), spec.init_schemes(i),
+                              limits::kMaxShortNameBytes));
+  }
+  for (int i = 0; i < spec.datasets_size(); ++i) {
+    LF_RETURN_IF_ERROR(length(absl::StrCat(Indexed("spec.datasets", i), ".name"),
+                              spec.datasets(i).name(), limits::kMaxShortNameBytes));
+  }
+  for (int i = 0; i < spec.analyses_size(); ++i) {
+    LF_RETURN_IF_ERROR(length(Indexed("spec.analyses", i), spec.analyses(i),
+                              limits::kMaxShortNameBytes));
+  }
+  LF_RETURN_IF_ERROR(length("spec.dtype", spec.dtype(), limits::kMaxShortNameBytes));
+  LF_RETURN_IF_ERROR(length("spec.probe.task", spec.probe().task(), limits::kMaxShortNameBytes));
+  LF_RETURN_IF_ERROR(length("spec.probe.feature_dtype", spec.probe().feature_dtype(),
+                            limits::kMaxShortNameBytes));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ValidateSweepSpec(const SweepSpec& spec) {
+  if (absl::Status s = ValidateSizes(spec); !s.ok()) return s;
   if (absl::Status s = ValidateName(spec.name()); !s.ok()) return s;
 
   if (spec.models().empty()) {

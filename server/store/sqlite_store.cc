@@ -132,16 +132,22 @@ class SqliteStore final : public Store {
     return GetSweepLocked(sweep_id);
   }
 
-  absl::StatusOr<std::vector<Job>> ListJobs(const std::string& sweep_id,
-                                            JobState state) override {
+  using Store::ListJobs;
+  absl::StatusOr<std::vector<Job>> ListJobs(const JobFilter& filter) override {
     absl::MutexLock lock(&mu_);
+    // An unknown after_job_id compares seq with NULL: no rows.
     LF_ASSIGN_OR_RETURN(
         Statement select,
         db_->Prepare(absl::StrCat(
             "SELECT ", kJobColumns,
             " FROM jobs WHERE (?1 = '' OR sweep_id = ?1) "
-            "AND (?2 = 0 OR state = ?2) ORDER BY seq")));
-    select.Bind(1, sweep_id).Bind(2, static_cast<int>(state));
+            "AND (?2 = 0 OR state = ?2) "
+            "AND (?3 = '' OR seq > (SELECT seq FROM jobs WHERE job_id = ?3)) "
+            "ORDER BY seq LIMIT ?4")));
+    select.Bind(1, filter.sweep_id)
+        .Bind(2, static_cast<int>(filter.state))
+        .Bind(3, filter.after_job_id)
+        .Bind(4, filter.limit > 0 ? filter.limit : int64_t{-1});
     std::vector<Job> jobs;
     while (true) {
       LF_ASSIGN_OR_RETURN(bool row, select.Step());
@@ -150,6 +156,17 @@ class SqliteStore final : public Store {
       jobs.push_back(std::move(job));
     }
     return jobs;
+  }
+
+  absl::StatusOr<Job> GetJob(const std::string& job_id) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE job_id = ?1")));
+    select.Bind(1, job_id);
+    LF_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+    return ReadJob(select);
   }
 
   absl::StatusOr<Sweep> CancelSweep(const std::string& sweep_id,
@@ -405,17 +422,24 @@ class SqliteStore final : public Store {
             "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
             "WHERE j.sweep_id = ?1 AND (?2 = '' OR j.model = ?2) "
             "AND (?3 = '' OR s.metric = ?3) AND (?4 = '' OR j.job_id = ?4) "
+            "AND (?5 = '' OR j.seq > (SELECT seq FROM jobs WHERE job_id = ?5)) "
             "GROUP BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
             "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position"));
     select.Bind(1, filter.sweep_id)
         .Bind(2, filter.model)
         .Bind(3, filter.metric)
-        .Bind(4, filter.job_id);
+        .Bind(4, filter.job_id)
+        .Bind(5, filter.after_job_id);
     std::vector<ResultRow> rows;
     std::map<std::string, layerflow::v1::JobSpec> specs;
     while (true) {
       LF_ASSIGN_OR_RETURN(bool more, select.Step());
       if (!more) break;
+      // Paging: whole jobs only, so stop at the first row of the next job.
+      if (filter.row_limit > 0 && static_cast<int64_t>(rows.size()) >= filter.row_limit &&
+          select.Text(0) != rows.back().job_id()) {
+        break;
+      }
       ResultRow& row = rows.emplace_back();
       row.set_sweep_id(filter.sweep_id);
       row.set_job_id(select.Text(0));

@@ -65,6 +65,20 @@ struct ResultFilter {
   std::string model;     // empty: any
   std::string metric;    // empty: any
   std::string job_id;    // empty: any
+  // Paging (the core's page tokens): only jobs created after this one
+  // (empty: from the first job).
+  std::string after_job_id;
+  // > 0: stop at the first job boundary once this many rows are read (the
+  // rows of a job are never split: derived rows need them all).
+  int64_t row_limit = 0;
+};
+
+struct JobFilter {
+  std::string sweep_id;  // empty: every sweep
+  layerflow::v1::JobState state = layerflow::v1::JOB_STATE_UNSPECIFIED;  // every state
+  // Only jobs created after this one (empty: from the first).
+  std::string after_job_id;
+  int64_t limit = 0;  // > 0: at most this many
 };
 
 // Jobs per state, indexed by layerflow::v1::JobState (index 0 unused).
@@ -80,10 +94,16 @@ class Store {
   // The sweep with its job counts by state, chunk totals and derived state.
   virtual absl::StatusOr<layerflow::v1::Sweep> GetSweep(
       const std::string& sweep_id) = 0;
-  // Jobs in creation order; empty sweep_id: all sweeps;
-  // JOB_STATE_UNSPECIFIED: all states. Unknown sweep: empty list.
-  virtual absl::StatusOr<std::vector<layerflow::v1::Job>> ListJobs(
-      const std::string& sweep_id, layerflow::v1::JobState state) = 0;
+  // Jobs in creation order (JobFilter); unknown sweep or after_job_id:
+  // empty list.
+  virtual absl::StatusOr<std::vector<layerflow::v1::Job>> ListJobs(const JobFilter& filter) = 0;
+  // Every job of a sweep (empty: all sweeps) in a state (UNSPECIFIED: all).
+  absl::StatusOr<std::vector<layerflow::v1::Job>> ListJobs(const std::string& sweep_id,
+                                                           layerflow::v1::JobState state) {
+    return ListJobs(JobFilter{sweep_id, state, "", 0});
+  }
+  // One job; NOT_FOUND for an unknown id.
+  virtual absl::StatusOr<layerflow::v1::Job> GetJob(const std::string& job_id) = 0;
   // QUEUED and RUNNING jobs become CANCELLED. FAILED_PRECONDITION when every
   // job is already terminal. Returns the updated sweep.
   virtual absl::StatusOr<layerflow::v1::Sweep> CancelSweep(
@@ -138,7 +158,9 @@ class Store {
 
   // Merged rows per (job, metric, layer, layer_b, head, position), in job
   // creation order, then metric, layer, layer_b, head, position (an unset
-  // optional key field sorts before 0). NOT_FOUND for an unknown sweep.
+  // optional key field sorts before 0), paged by whole jobs with
+  // filter.after_job_id and filter.row_limit. NOT_FOUND for an unknown
+  // sweep.
   virtual absl::StatusOr<std::vector<layerflow::v1::ResultRow>> QueryResults(
       const ResultFilter& filter) = 0;
 

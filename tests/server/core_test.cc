@@ -160,7 +160,9 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
 }
 
 TEST_F(CoreTest, QueryResultsAddsDerivedRowsThatObeyTheMetricFilter) {
-  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(Spec(2, 2)));
+  v1::SweepSpec spec = Spec(2, 2);
+  spec.set_models(0, "pythia-14m");  // 6 blocks: layers 0..7 (pythia-tiny has 0..3)
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
   const std::string worker = Register();
   v1::LeaseJobRequest lease_request;
   lease_request.set_worker_id(worker);

@@ -1,0 +1,121 @@
+#include "server/core/request_limits.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/api_limits.h"
+
+namespace layerflow::server {
+namespace {
+
+// FNV-1a over the filters (with separators): stable across processes, unlike
+// absl::Hash. Not a secret: it only tells tokens of different listings apart.
+std::string Fingerprint(absl::string_view kind, const std::vector<std::string>& filters) {
+  uint64_t h = 1469598103934665603ull;
+  auto add = [&h](absl::string_view bytes) {
+    for (unsigned char c : bytes) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+    h ^= 0xff;  // separator
+    h *= 1099511628211ull;
+  };
+  add(kind);
+  for (const std::string& f : filters) add(f);
+  return absl::StrCat(absl::Hex(h, absl::kZeroPad16));
+}
+
+absl::Status BadToken(absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat("page_token: ", why));
+}
+
+}  // namespace
+
+absl::Status CheckLength(absl::string_view field, absl::string_view value, int64_t max_bytes) {
+  if (static_cast<int64_t>(value.size()) <= max_bytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", value.size(),
+                                                 " bytes, more than the limit of ", max_bytes));
+}
+
+absl::Status CheckCount(absl::string_view field, int64_t count, int64_t max_count) {
+  if (count <= max_count) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": ", count, " entries, more than the limit of ", max_count));
+}
+
+absl::Status ValidateRegisterWorkerRequest(const layerflow::v1::RegisterWorkerRequest& request) {
+  if (absl::Status s = CheckLength("name", request.name(), limits::kMaxWorkerNameBytes);
+      !s.ok()) {
+    return s;
+  }
+  const layerflow::v1::WorkerCapabilities& caps = request.capabilities();
+  if (absl::Status s = CheckLength("capabilities.device_type", caps.device_type(),
+                                   limits::kMaxShortNameBytes);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckCount("capabilities.architectures", caps.architectures_size(),
+                                  limits::kMaxArchitectures);
+      !s.ok()) {
+    return s;
+  }
+  for (int i = 0; i < caps.architectures_size(); ++i) {
+    if (absl::Status s = CheckLength(absl::StrCat("capabilities.architectures[", i, "]"),
+                                     caps.architectures(i), limits::kMaxShortNameBytes);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (caps.gpu_count() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("capabilities.gpu_count: ", caps.gpu_count(), " is negative"));
+  }
+  if (caps.gpu_memory_bytes() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("capabilities.gpu_memory_bytes: ", caps.gpu_memory_bytes(), " is negative"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int32_t> EffectivePageSize(int32_t page_size, int32_t default_size,
+                                          int32_t max_size) {
+  if (page_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: ", page_size, " is negative (0 means ", default_size, ")"));
+  }
+  if (page_size == 0) return default_size;
+  return page_size > max_size ? max_size : page_size;
+}
+
+std::string EncodePageToken(absl::string_view kind, const std::vector<std::string>& filters,
+                            const PageCursor& cursor) {
+  // v1 \n fingerprint \n skip \n after_job_id (last: an id is never split).
+  return absl::WebSafeBase64Escape(absl::StrCat("v1\n", Fingerprint(kind, filters), "\n",
+                                                cursor.skip, "\n", cursor.after_job_id));
+}
+
+absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token, absl::string_view kind,
+                                           const std::vector<std::string>& filters) {
+  PageCursor cursor;
+  if (token.empty()) return cursor;
+  if (absl::Status s = CheckLength("page_token", token, limits::kMaxPageTokenBytes); !s.ok()) {
+    return s;
+  }
+  std::string raw;
+  if (!absl::WebSafeBase64Unescape(token, &raw)) {
+    return BadToken("not a token this coordinator made");
+  }
+  std::vector<std::string> parts = absl::StrSplit(raw, absl::MaxSplits('\n', 3));
+  if (parts.size() != 4 || parts[0] != "v1" || !absl::SimpleAtoi(parts[2], &cursor.skip) ||
+      cursor.skip < 0) {
+    return BadToken("not a token this coordinator made");
+  }
+  if (parts[1] != Fingerprint(kind, filters)) {
+    return BadToken("belongs to another listing (the sweep or a filter changed)");
+  }
+  cursor.after_job_id = parts[3];
+  return cursor;
+}
+
+}  // namespace layerflow::server
