@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "worker/model/torch_status.h"
 #include "worker/probe/probe_stats.h"
 
 namespace layerflow::worker {
@@ -526,19 +527,13 @@ absl::StatusOr<ProbeReport> TrainUnchecked(const at::Tensor& features,
   return report;
 }
 
+// Inference mode inside the worker's one exception edge (torch_status.h).
 template <typename Fn>
 auto Guarded(const char* what, Fn fn) -> decltype(fn()) {
-  try {
+  return GuardTorch(what, [&] {
     c10::InferenceMode guard;
     return fn();
-  } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(what, ": out of memory: ", e.what_without_backtrace()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
-  }
+  });
 }
 
 }  // namespace

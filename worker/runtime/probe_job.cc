@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/model/checkpoint.h"
+#include "worker/model/torch_status.h"
 #include "worker/probe/probe_trainer.h"
 #include "worker/runtime/feature_file.h"
 #include "worker/runtime/job_runner.h"
@@ -195,17 +196,10 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
 absl::StatusOr<ChunkResult> RunProbeJob(const JobConfig& config,
                                         const std::vector<std::string>& feature_files,
                                         const DeviceConfig& device) {
-  try {
-    return RunProbeJobOrThrow(config, feature_files, device);
-  } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("probe ", config.model, ": ", e.what_without_backtrace()));
-  } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat("probe ", config.model, ": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("probe ", config.model, ": ", e.what()));
-  }
+  // The worker's one exception edge (torch_status.h): std::bad_alloc is
+  // RESOURCE_EXHAUSTED here as in every other job (it escaped as INTERNAL).
+  return GuardTorch(absl::StrCat("probe ", config.model),
+                    [&] { return RunProbeJobOrThrow(config, feature_files, device); });
 }
 
 }  // namespace layerflow::worker
