@@ -11,8 +11,13 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/default_sweep.h"
+#ifdef LAYERFLOW_HAVE_PLOT
+#include "client/figures.h"
+#endif
 #include "client/inspect_exec.h"
 #include "client/output.h"
 #include "client/sweep_file.h"
@@ -161,6 +166,58 @@ struct GlobalFlags {
   std::string coordinator;
 };
 
+// Where `plot` and `run` put a sweep's figures unless told otherwise.
+std::string DefaultFiguresDir(const std::string& sweep_id) {
+  return absl::StrCat("layerflow-figures/", sweep_id);
+}
+
+struct FigureFlags {
+  std::string dir;              // empty: DefaultFiguresDir
+  std::string format = "png";   // png | svg | both
+  std::vector<std::string> metrics;
+};
+
+// Builds the sweep's figures from its rows and writes them; returns the
+// paths written.
+absl::StatusOr<std::vector<std::string>> PlotRows(const std::vector<v1::ResultRow>& rows,
+                                                  const std::string& sweep_id,
+                                                  const FigureFlags& flags) {
+#ifdef LAYERFLOW_HAVE_PLOT
+  std::vector<plot::ImageFormat> formats;
+  if (flags.format == "png" || flags.format == "both") formats.push_back(plot::ImageFormat::kPng);
+  if (flags.format == "svg" || flags.format == "both") formats.push_back(plot::ImageFormat::kSvg);
+  if (formats.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--format ", flags.format, ": expected png, svg or both"));
+  }
+  absl::StatusOr<std::vector<NamedFigure>> figures =
+      BuildFigures(rows, {.sweep_id = sweep_id, .metrics = flags.metrics});
+  if (!figures.ok()) return figures.status();
+  return WriteFigures(*figures, flags.dir.empty() ? DefaultFiguresDir(sweep_id) : flags.dir,
+                      formats);
+#else
+  (void)rows, (void)sweep_id, (void)flags;
+  return absl::UnimplementedError(
+      "this layerflow was built without cairo, so it draws no figures: install "
+      "libcairo2-dev (scripts/bootstrap.sh deps) and rebuild");
+#endif
+}
+
+// "N figures in DIR/ (a.png, b.png, ...; ...)" for the log.
+std::string FiguresLine(const std::vector<std::string>& paths, const std::string& dir) {
+  std::vector<std::string> images;
+  size_t figures = 0;
+  for (const std::string& p : paths) {
+    if (absl::EndsWith(p, ".json")) {
+      ++figures;  // one sidecar per figure
+    } else {
+      images.push_back(p.substr(p.rfind('/') + 1));
+    }
+  }
+  return absl::StrCat(figures, figures == 1 ? " figure" : " figures", " in ", dir, "/ (",
+                      absl::StrJoin(images, ", "), "; each with a .json of the series drawn)");
+}
+
 int Submit(const CliEnvironment& env, const GlobalFlags& global,
            const std::string& file, bool dry_run, bool quiet) {
   // Parse first: a malformed file never reaches the coordinator.
@@ -196,6 +253,8 @@ struct RunFlags {
   std::string db_path;
   std::string metrics_address;
   std::string format = "table";
+  FigureFlags figures;
+  bool no_figures = false;
 };
 
 int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
@@ -221,7 +280,26 @@ int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
   absl::StatusOr<std::vector<v1::ResultRow>> rows = client.QueryResults(request);
   if (!rows.ok()) return Fail(env, rows.status());
   const OutputFormat format = ParseOutputFormat(flags.format).value_or(OutputFormat::kTable);
+  if (format == OutputFormat::kTable) {
+    const std::string summary = FormatRunSummary(*rows);
+    if (!summary.empty()) *env.out << summary << "\n";
+  }
   *env.out << FormatResults(*rows, format) << std::flush;
+  if (!flags.no_figures) {
+    // The figures go next to the results; a sweep with nothing to draw (or
+    // a build without cairo) says so and still succeeds.
+    const std::string dir =
+        flags.figures.dir.empty() ? DefaultFiguresDir(sweep_id) : flags.figures.dir;
+    absl::StatusOr<std::vector<std::string>> written = PlotRows(*rows, sweep_id, flags.figures);
+    if (written.ok()) {
+      *env.err << "figures: " << FiguresLine(*written, dir) << "\n";
+    } else if (absl::IsFailedPrecondition(written.status()) ||
+               absl::IsUnimplemented(written.status())) {
+      *env.err << "figures: none (" << written.status().message() << ")\n";
+    } else {
+      return Fail(env, written.status());
+    }
+  }
   return code;
 }
 
@@ -317,6 +395,39 @@ int Results(const CliEnvironment& env, const GlobalFlags& global,
   return kExitOk;
 }
 
+struct PlotFlags {
+  std::string sweep_id;
+  std::string model;
+  std::string job_id;
+  FigureFlags figures;
+};
+
+int Plot(const CliEnvironment& env, const GlobalFlags& global, const PlotFlags& flags) {
+  // The rows exactly as `layerflow results` reads them.
+  CoordinatorClient client(global.coordinator);
+  v1::QueryResultsRequest request;
+  request.set_sweep_id(flags.sweep_id);
+  request.set_model(flags.model);
+  request.set_job_id(flags.job_id);
+  absl::StatusOr<std::vector<v1::ResultRow>> rows = client.QueryResults(request);
+  if (!rows.ok()) return Fail(env, rows.status());
+  if (rows->empty() && (!flags.model.empty() || !flags.job_id.empty())) {
+    return Fail(env, absl::NotFoundError(absl::StrCat(
+                         "sweep ", flags.sweep_id, " has no results",
+                         flags.model.empty() ? "" : absl::StrCat(" of --model ", flags.model),
+                         flags.job_id.empty() ? "" : absl::StrCat(" of --job ", flags.job_id))));
+  }
+  absl::StatusOr<std::vector<std::string>> written =
+      PlotRows(*rows, flags.sweep_id, flags.figures);
+  if (!written.ok()) return Fail(env, written.status());
+  for (const std::string& path : *written) *env.out << path << "\n";
+  *env.err << FiguresLine(*written, flags.figures.dir.empty()
+                                         ? DefaultFiguresDir(flags.sweep_id)
+                                         : flags.figures.dir)
+           << "\n";
+  return kExitOk;
+}
+
 int Cancel(const CliEnvironment& env, const GlobalFlags& global,
            const std::string& sweep_id) {
   CoordinatorClient client(global.coordinator);
@@ -342,10 +453,11 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   app.require_subcommand(1);
   app.footer(
       "Examples:\n"
-      "  layerflow run                       # the built-in quickstart sweep, locally\n"
+      "  layerflow run                       # the built-in quickstart sweep, locally: Transformers vs SSMs\n"
       "  layerflow run sweep.yaml --format csv > results.csv\n"
       "  layerflow submit sweep.yaml         # on a running coordinator\n"
       "  layerflow watch SWEEP_ID && layerflow results SWEEP_ID\n"
+      "  layerflow plot SWEEP_ID --format both  # figures in layerflow-figures/SWEEP_ID\n"
       "Sweep file format: docs/sweep-file.md. Exit codes: 0 success, 1 error "
       "(or failed jobs), 2 usage error, 130 interrupted.");
 
@@ -373,7 +485,8 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
       "Run a sweep locally: an embedded coordinator and worker in this process. "
       "Progress goes to stderr, the results table to stdout");
   run->add_option("FILE", run_flags.file,
-                  "Sweep file (default: the built-in quickstart sweep, 4 small jobs)");
+                  "Sweep file (default: the built-in quickstart sweep: random-init pythia-160m, "
+                  "gpt-neo-125m, mamba-130m and mamba2-130m, about a minute on 2 CPU cores)");
   run->add_option("--db", run_flags.db_path,
                   "Keep the SQLite store in this file (default: a temporary directory "
                   "removed at exit)");
@@ -382,6 +495,13 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   run->add_option("--format", run_flags.format, "Result format")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();
+  run->add_option("--figures", run_flags.figures.dir,
+                  "Write the sweep's figures (layerflow plot) to this directory "
+                  "(default: layerflow-figures/SWEEP_ID)");
+  run->add_option("--figure-format", run_flags.figures.format, "Figure format")
+      ->check(CLI::IsMember({"png", "svg", "both"}))
+      ->capture_default_str();
+  run->add_flag("--no-figures", run_flags.no_figures, "Write no figures");
 
   std::string watch_id;
   CLI::App* watch = app.add_subcommand(
@@ -418,6 +538,25 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
           "(p > 0.05), and the per-layer probe accuracy table with 95% intervals "
           "(the table format also appends them after the grids)"));
 
+  PlotFlags plot_flags;
+  CLI::App* plot = app.add_subcommand(
+      "plot",
+      "Draw a sweep's figures (metrics over normalised depth, CKA and token heat maps, "
+      "probe accuracy, spectra) as PNG / SVG, each with a .json of the series drawn; "
+      "prints the paths");
+  plot->add_option("SWEEP_ID", plot_flags.sweep_id, "Sweep id")->required();
+  plot->add_option("--out", plot_flags.figures.dir,
+                   "Directory for the figures (default: layerflow-figures/SWEEP_ID)");
+  plot->add_option("--format", plot_flags.figures.format, "Image format")
+      ->check(CLI::IsMember({"png", "svg", "both"}))
+      ->capture_default_str();
+  plot->add_option("--metric", plot_flags.figures.metrics,
+                   "Only the figures of this metric (repeatable), e.g. intertoken_cos, "
+                   "cka_all_unbiased, adjacent_cos_tokens, probe_test_acc, spectrum "
+                   "(default: all)");
+  plot->add_option("--model", plot_flags.model, "Only this model (default: all)");
+  plot->add_option("--job", plot_flags.job_id, "Only this job (default: all)");
+
   std::string cancel_id;
   CLI::App* cancel =
       app.add_subcommand("cancel", "Cancel a sweep's queued and running jobs");
@@ -446,6 +585,7 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   if (*jobs) return Jobs(env, global, jobs_sweep, jobs_state);
   if (*results) return Results(env, global, results_flags);
   if (*cancel) return Cancel(env, global, cancel_id);
+  if (*plot) return Plot(env, global, plot_flags);
   if (*inspect) {
     absl::StatusOr<int> code = RunInspect(inspect->remaining());
     if (!code.ok()) return Fail(env, code.status());

@@ -664,6 +664,28 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
          "(peak and final of the seed-mean series)\n";
 }
 
+std::string FormatRunSummary(absl::Span<const v1::ResultRow> rows) {
+  std::vector<SummaryGroup> groups;
+  const std::vector<SummaryLine> lines = Summarize(rows, groups);
+  std::vector<std::vector<std::string>> table;
+  for (const SummaryLine& l : lines) {
+    if (!l.peak.has_value() && !l.path_energy.has_value()) continue;
+    const SummaryGroup& g = *l.group;
+    table.push_back({g.model, g.init_scheme, Fixed(l.peak),
+                     l.peak_layer.has_value() ? LayerLabel(g.model, *l.peak_layer) : "-",
+                     Fixed(l.final_value),
+                     l.path_energy.has_value() ? absl::StrFormat("%.4g", *l.path_energy)
+                                               : "-"});
+  }
+  if (table.empty()) return "";
+  std::vector<Align> align(6, Align::kRight);
+  align[0] = align[1] = Align::kLeft;
+  return RenderTable({"model", "init", "itc peak", "at layer", "final itc", "path_energy"},
+                     align, table) +
+         "itc = intertoken_cos (mean over prompts; seeds averaged); at layer: where it "
+         "peaks; final: the last representation point\n";
+}
+
 std::string FormatProgressLine(const v1::Sweep& sweep, int bar_width) {
   const int64_t done =
       int64_t{sweep.jobs_succeeded()} + sweep.jobs_failed() + sweep.jobs_cancelled();

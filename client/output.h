@@ -94,6 +94,13 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows);
 std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
                                  OutputFormat format);
 
+// `layerflow run`'s headline above the tables: one line per configuration
+// (seeds averaged as in FormatResultsSummary): model, init scheme, where
+// intertoken_cos peaks (its value and layer, "final" for a preset's final
+// norm), its final (highest-layer) value and path_energy, then a legend
+// line. "" when the rows have no intertoken_cos and no path_energy.
+std::string FormatRunSummary(absl::Span<const v1::ResultRow> rows);
+
 // "[=======>            ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks"
 // The bar follows committed chunks (jobs when the sweep reports no chunks);
 // cancelled and queued counts are appended only when non-zero.

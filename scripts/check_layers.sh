@@ -9,6 +9,8 @@
 # - catalog/ includes nothing of server/, client/ or proto (layerflow/v1), and
 #   no LibTorch (ATen/, c10/, torch/) or gRPC (grpc/, grpcpp/) header: it is
 #   plain C++ below everything.
+# - client/plot/ (the drawing library) includes no protos, gRPC, server/ or
+#   worker/: plain C++ series in, files out, testable without a server.
 # Both spellings count: #include "worker/..." and #include <worker/...>.
 # ctest runs it (tests/scripts/CMakeLists.txt), so .ci/run catches a new one.
 set -euo pipefail
@@ -44,6 +46,8 @@ check catalog -- 'server/|client/|layerflow/v1/' \
   'catalog/ is below server/, client/ and the protos'
 check catalog -- 'ATen/|c10/|torch/|grpc/|grpcpp/|grpc\+\+/' \
   'catalog/ is plain C++: no LibTorch, no gRPC'
+check client/plot -- 'layerflow/v1/|grpc/|grpcpp/|grpc\+\+/|server/|worker/' \
+  'client/plot/ is plain C++: series in, files out (no protos, gRPC, server or worker)'
 
 if [ "$violations" -gt 0 ]; then
   echo "check_layers: ${violations} include(s) cross a layer wall (docs/architecture.md)" >&2

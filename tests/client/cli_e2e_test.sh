@@ -68,9 +68,14 @@ seeds: [0, 1]
 num_prompts: 4
 context_lengths: [1536]
 YAML
-  "$LAYERFLOW" run "$WORK/tiny.yaml" > "$WORK/out" 2> "$WORK/err"
+  "$LAYERFLOW" run "$WORK/tiny.yaml" --no-figures > "$WORK/out" 2> "$WORK/err"
   code=$?
   [[ $code == 0 ]] || { fail "run tiny.yaml: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
+  # The summary above the tables: intertoken_cos peak, final, path_energy.
+  [[ $(head -1 "$WORK/out") == "model       | init      | itc peak | at layer | final itc | path_energy" ]] \
+    || fail "run tiny.yaml: no summary line first: $(head -1 "$WORK/out")"
+  grep -qE '^pythia-tiny \| reference \| +0\.[0-9]{4} \| +([0-9]|final) \| +0\.[0-9]{4} \| +-$' "$WORK/out" \
+    || { fail "run tiny.yaml: no summary row"; sed 's/^/  | /' "$WORK/out" >&2; }
   expect_contains "$WORK/err" "sweep " "run tiny.yaml (stderr)"
   expect_contains "$WORK/err" "succeeded: 2/2 jobs succeeded" "run tiny.yaml (stderr)"
   expect_contains "$WORK/out" "model pythia-tiny · init reference · seed 0 · dataset kvpr · context 1536" \
@@ -85,9 +90,16 @@ YAML
 
   # CSV: the header, then rows of 15 fields over 2 jobs, each averaging the
   # 4 prompts, values that are cosines (derived rows, "v_loc(x)" etc., skipped).
-  "$LAYERFLOW" run "$WORK/tiny.yaml" --format csv --db "$WORK/kept.db" > "$WORK/csv" 2> "$WORK/err"
+  "$LAYERFLOW" run "$WORK/tiny.yaml" --format csv --db "$WORK/kept.db" \
+      --figures "$WORK/figs" --figure-format both > "$WORK/csv" 2> "$WORK/err"
   code=$?
   [[ $code == 0 ]] || { fail "run --format csv: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
+  # The figures next to the results, named in the log, and read back: every
+  # point of each sidecar is the seed-pooled mean and std of the CSV rows.
+  expect_contains "$WORK/err" "figures: 2 figures in $WORK/figs/ (depth_adjacent_cos.png, depth_adjacent_cos.svg, depth_intertoken_cos.png, depth_intertoken_cos.svg; each with a .json of the series drawn)" \
+    "run --figures (stderr)"
+  python3 "$(dirname "$0")/figures_readback.py" "$WORK/csv" "$WORK/figs" > "$WORK/readback" 2>&1 \
+    || { fail "run --figures: read-back"; sed 's/^/  | /' "$WORK/readback" >&2; }
   [[ $(head -1 "$WORK/csv") == "sweep_id,job_id,model,init_scheme,seed,dataset,context_length,metric,layer,value,std,count,layer_b,head,position" ]] \
     || fail "run --format csv: bad header: $(head -1 "$WORK/csv")"
   awk -F, 'NR > 1 && $8 !~ /\(/ {
@@ -118,7 +130,7 @@ prompts_per_chunk: 8
 analyses: [adjacent_cos, spectrum]
 probe: {task: kvpr, classes: 3, epochs: 60}
 YAML
-  "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe.db" > "$WORK/out" 2> "$WORK/err"
+  "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe.db" --no-figures > "$WORK/out" 2> "$WORK/err"
   code=$?
   [[ $code == 0 ]] || { fail "run probe.yaml: exit $code, want 0"; sed 's/^/  | /' "$WORK/err" >&2; }
   expect_contains "$WORK/err" "succeeded: 4/4 jobs succeeded" "run probe.yaml (2 extract + 2 probe)"
@@ -136,7 +148,17 @@ YAML
   # format): every point of both models, 3 seeds each, its Wilson interval
   # around it, the validation accuracy, one choice per seed, the nulls (20
   # permutations) with p-values in [1/21, 1], and spectrum rows.
-  "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe2.db" --format csv > "$WORK/csv" 2> "$WORK/err2"
+  "$LAYERFLOW" run "$WORK/probe.yaml" --db "$WORK/probe2.db" --format csv \
+      --figures "$WORK/pfigs" > "$WORK/csv" 2> "$WORK/err2"
+  # Probe accuracy per layer with its chance level and the spectra as
+  # stacked bars (and any other figure of the sweep), read back against the
+  # CSV rows.
+  for f in probe_test_acc depth_adjacent_cos spectrum_pythia-tiny_reference_kvpr_600 \
+           spectrum_mamba-tiny_reference_kvpr_600; do
+    [[ -s $WORK/pfigs/$f.png && -s $WORK/pfigs/$f.json ]] || fail "run probe.yaml: no figure $f"
+  done
+  python3 "$(dirname "$0")/figures_readback.py" "$WORK/csv" "$WORK/pfigs" > "$WORK/readback" 2>&1 \
+    || { fail "run probe.yaml --figures: read-back"; sed 's/^/  | /' "$WORK/readback" >&2; }
   awk -F, '$8 == "probe_test_acc" { n[$3]++; acc[$3 "," $9] = $10; if ($12 != 3 || $10 < 0 || $10 > 1) bad = bad $0 "; " }
            $8 == "probe_val_acc" { val[$3]++; if ($12 != 3 || $10 < 0 || $10 > 1) bad = bad $0 "; " }
            $8 == "probe_test_acc_lo" { lo[$3 "," $9] = $10 }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -21,6 +22,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
+#include "nlohmann/json.hpp"
 
 namespace layerflow::client {
 namespace {
@@ -426,9 +428,117 @@ TEST_F(CliTest, RunWithoutFileRunsTheDefaultSweep) {
       -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
     return std::make_unique<FakeCluster>(address_, &shutdowns);
   };
-  EXPECT_EQ(Cli({"run"}, false), 0) << err_.str();
+  EXPECT_EQ(Cli({"run", "--no-figures"}, false), 0) << err_.str();
+  // The contrast: random-init Transformers against Mamba and Mamba-2.
   EXPECT_EQ(fake_.submitted.name(), "quickstart");
+  EXPECT_THAT(fake_.submitted.models(),
+              ::testing::ElementsAre("pythia-160m", "gpt-neo-125m", "mamba-130m", "mamba2-130m"));
+  EXPECT_THAT(fake_.submitted.analyses(), ::testing::Contains("intertoken_cos"));
+  EXPECT_THAT(fake_.submitted.analyses(), ::testing::Contains("path_energy"));
   EXPECT_EQ(out_.str(), "(no results)\n");
+}
+
+// Rows of two models over layers 0..3 (pythia-tiny and mamba-tiny have 2
+// blocks: 3 is the final norm), plus path_energy.
+std::vector<v1::ResultRow> DepthRows() {
+  std::vector<v1::ResultRow> rows;
+  for (const char* model : {"pythia-tiny", "mamba-tiny"}) {
+    const bool ssm = std::string(model) == "mamba-tiny";
+    for (int l = 0; l <= 3; ++l) {
+      v1::ResultRow r = ResultRow("intertoken_cos", l, ssm ? 0.01 * (3 - l) : 0.1 + 0.1 * l);
+      r.set_model(model);
+      r.set_job_id(ssm ? "j2" : "j1");
+      r.set_std(0.001 * (l + 1));
+      rows.push_back(r);
+    }
+    v1::ResultRow e = ResultRow("path_energy", 0, ssm ? 12.5 : 3.25);
+    e.set_model(model);
+    e.set_job_id(ssm ? "j2" : "j1");
+    rows.push_back(e);
+  }
+  return rows;
+}
+
+TEST_F(CliTest, RunPrintsTheSummaryAboveTheTablesAndWritesTheFigures) {
+  std::atomic<int> shutdowns{0};
+  start_embedded_ = [&](const EmbeddedOptions&, CallCanceller*)
+      -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
+    return std::make_unique<FakeCluster>(address_, &shutdowns);
+  };
+  fake_.rows = DepthRows();
+  const std::string figures = (dir_ / "figs").string();
+  const std::string file = WriteFile("two.yaml", "name: t\nmodels: [pythia-tiny, mamba-tiny]\n");
+  EXPECT_EQ(Cli({"run", file, "--figures", figures, "--figure-format", "both"}, false), 0)
+      << err_.str();
+  // pythia-tiny peaks at the final norm (0.4), mamba-tiny at the embedding (0.03).
+  EXPECT_THAT(out_.str(), StartsWith("model       | init      | itc peak | at layer | final itc | path_energy\n"
+                                     "------------+-----------+----------+----------+-----------+------------\n"
+                                     "pythia-tiny | reference |   0.4000 |    final |    0.4000 |        3.25\n"
+                                     "mamba-tiny  | reference |   0.0300 |        0 |    0.0000 |        12.5\n"));
+  EXPECT_THAT(out_.str(), HasSubstr("\nmodel pythia-tiny · init reference"));
+  EXPECT_THAT(err_.str(), HasSubstr("figures: 1 figure in " + figures +
+                                    "/ (depth_intertoken_cos.png, depth_intertoken_cos.svg; "
+                                    "each with a .json of the series drawn)\n"));
+  EXPECT_TRUE(std::filesystem::exists(figures + "/depth_intertoken_cos.png"));
+  EXPECT_TRUE(std::filesystem::exists(figures + "/depth_intertoken_cos.svg"));
+  EXPECT_TRUE(std::filesystem::exists(figures + "/depth_intertoken_cos.json"));
+}
+
+TEST_F(CliTest, PlotReadsTheResultsAndTheSidecarHoldsExactlyTheRows) {
+  fake_.rows = DepthRows();
+  const std::string out = (dir_ / "plots").string();
+  EXPECT_EQ(Cli({"plot", "sw-1", "--out", out, "--model", "m", "--job", "j"}), 0) << err_.str();
+  // The same request as `layerflow results`.
+  EXPECT_EQ(fake_.query_request.sweep_id(), "sw-1");
+  EXPECT_EQ(fake_.query_request.model(), "m");
+  EXPECT_EQ(fake_.query_request.job_id(), "j");
+  EXPECT_EQ(out_.str(), out + "/depth_intertoken_cos.png\n" + out + "/depth_intertoken_cos.json\n");
+  std::ifstream in(out + "/depth_intertoken_cos.json");
+  const nlohmann::json j = nlohmann::json::parse(in);
+  // Every intertoken_cos row of the fake store is one point of its model's
+  // line, with its exact value and std; x = layer / 3 (2 blocks + final).
+  std::map<std::pair<std::string, int>, const v1::ResultRow*> stored;
+  for (const v1::ResultRow& r : fake_.rows) {
+    if (r.metric() == "intertoken_cos") stored[{r.model(), r.layer()}] = &r;
+  }
+  size_t found = 0;
+  ASSERT_EQ(j["lines"].size(), 2u);
+  for (const auto& line : j["lines"]) {
+    const std::string model = line["meta"]["model"];
+    EXPECT_EQ(line["label"], model);
+    for (size_t k = 0; k < line["ids"].size(); ++k) {
+      const v1::ResultRow* r = stored.at({model, line["ids"][k].get<int>()});
+      EXPECT_EQ(line["y"][k].get<double>(), r->value());
+      EXPECT_EQ(line["std"][k].get<double>(), r->std());
+      EXPECT_DOUBLE_EQ(line["x"][k].get<double>(), r->layer() / 3.0);
+      ++found;
+    }
+  }
+  EXPECT_EQ(found, stored.size());
+  EXPECT_EQ(j["lines"][1]["meta"]["jobs"], "j2");
+}
+
+TEST_F(CliTest, PlotErrorsNameTheSweepMetricAndFlag) {
+  fake_.rows = DepthRows();
+  EXPECT_EQ(Cli({"plot", "sw-1", "--out", (dir_ / "p").string(), "--metric", "cka_all_unbiased"}),
+            kExitError);
+  EXPECT_THAT(err_.str(),
+              HasSubstr("error: INVALID_ARGUMENT: --metric cka_all_unbiased: no figure of sweep "
+                        "sw-1 (it has no rows of that metric); its figures' metrics: "
+                        "intertoken_cos\n"));
+  EXPECT_EQ(Cli({"plot", "sw-1", "--format", "jpeg"}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("--format"));
+  fake_.rows.clear();
+  EXPECT_EQ(Cli({"plot", "sw-1", "--model", "pythia-7m"}), kExitError);
+  EXPECT_THAT(err_.str(),
+              HasSubstr("error: NOT_FOUND: sweep sw-1 has no results of --model pythia-7m\n"));
+  EXPECT_EQ(Cli({"plot", "sw-1"}), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr("error: FAILED_PRECONDITION: nothing to plot in sweep sw-1: "
+                                    "it has no results (yet)\n"));
+  // A directory that cannot be made.
+  fake_.rows = DepthRows();
+  EXPECT_EQ(Cli({"plot", "sw-1", "--out", "/proc/nope/figs"}), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr("cannot create the figures directory /proc/nope/figs"));
 }
 
 TEST_F(CliTest, RunFailsCleanlyWhenTheWorkerDies) {
