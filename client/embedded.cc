@@ -81,7 +81,8 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   // why); it picks the CUDA GPUs when the build and the machine have them.
   absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
       WorkerProcess::Spawn({.coordinator_address = cluster->address_,
-                                    .name = absl::StrCat("layerflow-run-", getpid())});
+                                    .name = absl::StrCat("layerflow-run-", getpid()),
+                                    .model_roots = {CurrentFolder()}});
   if (!worker.ok()) {
     cluster->Shutdown();
     return absl::Status(worker.status().code(),

@@ -59,6 +59,14 @@ absl::StatusOr<std::string> LocateSiblingBinary(const std::string& name,
                                           ". Set ", env_var, " to its path"));
 }
 
+std::string CurrentFolder() {
+  char* cwd = getcwd(nullptr, 0);
+  if (cwd == nullptr) return "";
+  std::string out(cwd);
+  free(cwd);
+  return out;
+}
+
 absl::StatusOr<std::string> LocateWorkerBinary() {
   return LocateSiblingBinary("layerflow-worker", "LAYERFLOW_WORKER_BIN");
 }
@@ -79,6 +87,11 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Spawn(
   if (!options.name.empty()) {
     args.push_back("--name");
     args.push_back(options.name);
+  }
+  for (const std::string& root : options.model_roots) {
+    if (root.empty()) continue;
+    args.push_back("--model-root");
+    args.push_back(root);
   }
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());

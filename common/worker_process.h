@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -27,7 +28,15 @@ struct WorkerProcessOptions {
   std::string device = "auto";  // auto | cpu | cuda
   // The layerflow-worker binary; empty: LocateWorkerBinary().
   std::string binary;
+  // --model-root flags: the folders whose checkpoints jobs may name (the
+  // Hugging Face cache is one anyway).
+  std::vector<std::string> model_roots;
 };
+
+// The current folder (absolute), or empty when it cannot be read: the
+// embedded worker's model root, so that `layerflow run` reads the
+// checkpoint folders a sweep file names relative to where it runs.
+std::string CurrentFolder();
 
 // A layerflow binary that lives beside the worker: $ENV_VAR when set, else
 // `name` beside this executable or in ../worker/ (the build tree's layout).

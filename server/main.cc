@@ -122,7 +122,8 @@ int main(int argc, char** argv) {
     absl::StatusOr<std::unique_ptr<layerflow::WorkerProcess>> spawned =
         layerflow::WorkerProcess::Spawn(
             {.coordinator_address = absl::StrCat("127.0.0.1:", (*server)->port()),
-             .name = "embedded"});
+             .name = "embedded",
+             .model_roots = {layerflow::CurrentFolder()}});
     if (!spawned.ok()) {
       std::cerr << "layerflow-coordinator: embedded worker: " << spawned.status()
                 << std::endl;

@@ -61,8 +61,9 @@ JobConfig Job(const std::string& model) {
   return c;
 }
 
-StatMap RunAll(const JobConfig& config, std::vector<std::string>* feature_files = nullptr) {
-  auto runner = CreateJobRunner(config, DeviceConfig{});
+StatMap RunAll(const JobConfig& config, std::vector<std::string>* feature_files = nullptr,
+               const ModelFilePolicy& files = ModelFilePolicy{}) {
+  auto runner = CreateJobRunner(config, DeviceConfig{}, files);
   EXPECT_TRUE(runner.ok()) << runner.status();
   StatMap merged;
   for (int64_t k = 0; k < (*runner)->num_chunks(); ++k) {
@@ -445,8 +446,12 @@ TEST(CheckpointJob, EqualsThePresetWithTheSameWeights) {
   JobConfig checkpoint = preset;
   checkpoint.model = dir;
   checkpoint.init_scheme = "reference";
+  // Checkpoints load only under the worker's model roots (--model-root).
+  ModelFilePolicy files;
+  files.roots = {::testing::TempDir()};
+  files.hf_cache = false;
   const StatMap want = RunAll(preset);
-  const StatMap got = RunAll(checkpoint);
+  const StatMap got = RunAll(checkpoint, nullptr, files);
   ASSERT_EQ(got.size(), want.size());
   for (const auto& [key, stat] : want) {
     EXPECT_EQ(got.at(key).sum, stat.sum) << std::get<0>(key) << " " << std::get<1>(key);
@@ -454,16 +459,36 @@ TEST(CheckpointJob, EqualsThePresetWithTheSameWeights) {
   }
 
   checkpoint.init_scheme = "normal(0.1)";
-  auto scheme = CreateJobRunner(checkpoint, DeviceConfig{});
+  auto scheme = CreateJobRunner(checkpoint, DeviceConfig{}, files);
   EXPECT_EQ(scheme.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(scheme.status().message().rfind("init_scheme: 'normal(0.1)' applies to presets only", 0),
             0u)
       << scheme.status();
   checkpoint.model = dir + "/missing";
   checkpoint.init_scheme = "reference";
-  auto missing = CreateJobRunner(checkpoint, DeviceConfig{});
+  auto missing = CreateJobRunner(checkpoint, DeviceConfig{}, files);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(missing.status().message().rfind("model: ", 0), 0u) << missing.status();
+  EXPECT_EQ(missing.status().message(), "model: model '" + dir + "/missing': not found")
+      << missing.status();
+
+  // Regression (issue 14): the same folder on a worker whose roots do not
+  // hold it (only the Hugging Face cache) is refused, absolute or through
+  // '../', before anything in it is read.
+  checkpoint.model = dir;
+  auto outside = CreateJobRunner(checkpoint, DeviceConfig{});
+  EXPECT_EQ(outside.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(outside.status().message(),
+            "model: model '" + dir + "': outside this worker's model folders (--model-root, "
+            "the Hugging Face cache); nothing outside them is read");
+  ModelFilePolicy inner = files;
+  inner.roots = {dir + "/inner"};
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "/inner'").c_str()), 0);
+  checkpoint.model = "../tiny_checkpoint/../tiny_checkpoint";
+  auto climbing = CreateJobRunner(checkpoint, DeviceConfig{}, inner);
+  EXPECT_EQ(climbing.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(climbing.status().message(),
+            "model: model '../tiny_checkpoint/../tiny_checkpoint': outside this worker's model "
+            "folders (--model-root, the Hugging Face cache); nothing outside them is read");
 }
 
 // Regression (bench/RESULTS.md, 2026-12-01): random-init Mamba-1.4B grows

@@ -45,6 +45,14 @@ std::string JoinPath(const std::string& dir, const std::string& name) {
   return dir + "/" + name;
 }
 
+// A key of a checkpoint file (a tensor name) as errors show it: cut short,
+// since it comes from the file.
+std::string ShownKey(absl::string_view key) {
+  constexpr size_t kMax = 120;
+  if (key.size() <= kMax) return std::string(key);
+  return absl::StrCat(key.substr(0, kMax), "... (", key.size(), " bytes)");
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -99,29 +107,37 @@ int64_t SafetensorsTensor::numel() const {
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const std::string& path) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     return absl::Status(absl::ErrnoToStatusCode(err),
                         absl::StrCat(path, ": cannot open: ", std::strerror(err)));
   }
   struct stat st {};
-  if (fstat(fd, &st) != 0) {
-    const int err = errno;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     close(fd);
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat(path, ": stat: ", std::strerror(err)));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
   }
-  const size_t size = static_cast<size_t>(st.st_size);
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
+      Map(fd, static_cast<size_t>(st.st_size), path);
+  close(fd);  // a mapping keeps the file alive
+  return file;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
+    const ConfinedFile& file) {
+  return Map(file.fd(), static_cast<size_t>(file.size()), file.name());
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(
+    int fd, size_t size, const std::string& path) {
   if (size < 8) {
-    close(fd);
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": truncated safetensors file: ", size,
         " bytes, the header length alone takes 8"));
   }
   void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_err = errno;
-  close(fd);  // the mapping keeps the file alive
   if (map == MAP_FAILED) {
     return absl::Status(absl::ErrnoToStatusCode(map_err),
                         absl::StrCat(path, ": mmap: ", std::strerror(map_err)));
@@ -134,6 +150,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
 
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);  // little-endian (static_assert above)
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": header length ", header_len, " is more than the format's limit of ",
+        kMaxSafetensorsHeaderBytes, " bytes: corrupt or not a safetensors file"));
+  }
   if (header_len > size - 8) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": header length ", header_len, " goes beyond the end of the file (",
@@ -163,38 +184,42 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     }
     auto bad = [&](const std::string& what) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", name, "': ", what));
+          absl::StrCat(path, ": tensor '", ShownKey(name), "': ", what));
     };
     if (!entry.is_object() || !entry.contains("dtype") ||
         !entry["dtype"].is_string() || !entry.contains("shape") ||
         !entry["shape"].is_array() || !entry.contains("data_offsets") ||
         !entry["data_offsets"].is_array() || entry["data_offsets"].size() != 2) {
-      return bad(absl::StrCat("malformed header entry ", entry.dump(),
-                              " (need dtype, shape, data_offsets [begin, end])"));
+      return bad("malformed header entry (need dtype, shape, data_offsets [begin, end])");
     }
     SafetensorsTensor tensor;
     tensor.name = name;
     absl::StatusOr<SafetensorsDtype> dtype =
         ParseSafetensorsDtype(entry["dtype"].get<std::string>());
-    if (!dtype.ok()) return bad(std::string(dtype.status().message()));
+    if (!dtype.ok()) {
+      std::vector<std::string> names;
+      for (const DtypeInfo& info : kDtypes) names.push_back(info.name);
+      return bad(absl::StrCat("unknown dtype (the format's dtypes: ",
+                              absl::StrJoin(names, ", "), ")"));
+    }
     tensor.dtype = *dtype;
     // numel in 128 bits' worth of care: a hostile shape must not overflow.
     uint64_t numel = 1;
     for (const Json& dim : entry["shape"]) {
       if (!dim.is_number_unsigned() ||
           dim.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        return bad(absl::StrCat("bad shape ", entry["shape"].dump()));
+        return bad("bad shape (expected an array of non-negative integers)");
       }
       const uint64_t d = dim.get<uint64_t>();
       if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / d / 8) {
-        return bad(absl::StrCat("shape ", entry["shape"].dump(), " is too large"));
+        return bad(absl::StrCat("shape ", ShapeString(tensor.shape), " x ", d, " is too large"));
       }
       numel *= d;
       tensor.shape.push_back(static_cast<int64_t>(d));
     }
     const Json& offsets = entry["data_offsets"];
     if (!offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
-      return bad(absl::StrCat("bad data_offsets ", offsets.dump()));
+      return bad("bad data_offsets (expected two non-negative integers)");
     }
     const uint64_t begin = offsets[0].get<uint64_t>();
     const uint64_t end = offsets[1].get<uint64_t>();
@@ -233,36 +258,46 @@ const SafetensorsTensor* SafetensorsFile::Find(absl::string_view name) const {
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Open(
-    const std::string& dir) {
+    const ConfinedDir& dir, const ModelFileLimits& limits) {
   auto checkpoint = std::make_unique<SafetensorsCheckpoint>();
-  const std::string single = JoinPath(dir, "model.safetensors");
-  const std::string index_path = JoinPath(dir, "model.safetensors.index.json");
-  if (IsFile(single)) {
-    absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(single);
+  constexpr absl::string_view kSingle = "model.safetensors";
+  constexpr absl::string_view kIndex = "model.safetensors.index.json";
+  if (dir.Exists(kSingle)) {
+    absl::StatusOr<ConfinedFile> opened = dir.OpenFile(kSingle, limits.max_weights_file_bytes);
+    if (!opened.ok()) return opened.status();
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(*opened);
     if (!file.ok()) return file.status();
-    checkpoint->source_ = single;
+    checkpoint->source_ = dir.DisplayName(kSingle);
     checkpoint->files_.push_back(*std::move(file));
-  } else if (IsFile(index_path)) {
-    checkpoint->source_ = index_path;
-    absl::StatusOr<std::string> text = ReadWholeFile(index_path);
+  } else if (dir.Exists(kIndex)) {
+    const std::string index_name = dir.DisplayName(kIndex);
+    checkpoint->source_ = index_name;
+    absl::StatusOr<std::string> text = dir.ReadFile(kIndex, limits.max_metadata_bytes);
     if (!text.ok()) return text.status();
     Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded() || !root.is_object() || !root.contains("weight_map") ||
         !root["weight_map"].is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          index_path, ": not a JSON object with a weight_map object"));
+          index_name, ": not a JSON object with a weight_map object"));
     }
     std::map<std::string, size_t> shard_of_file;
     for (auto& [tensor, shard] : root["weight_map"].items()) {
-      if (!shard.is_string() || shard.get<std::string>().find('/') != std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index_path, ": weight_map['", tensor, "'] must be a file name, got ",
-            shard.dump()));
+      const std::string field =
+          absl::StrCat(index_name, ": weight_map['", ShownKey(tensor), "']");
+      if (!shard.is_string()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(field, ": must be a file name, got a JSON ", shard.type_name()));
       }
       const std::string name = shard.get<std::string>();
+      if (absl::Status s = CheckPlainFileName(name, field); !s.ok()) return s;
       if (!shard_of_file.count(name)) {
-        absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
-            SafetensorsFile::Open(JoinPath(dir, name));
+        absl::StatusOr<ConfinedFile> opened =
+            dir.OpenFile(name, limits.max_weights_file_bytes);
+        if (!opened.ok()) {
+          return absl::Status(opened.status().code(),
+                              absl::StrCat(field, ": ", opened.status().message()));
+        }
+        absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(*opened);
         if (!file.ok()) return file.status();
         shard_of_file[name] = checkpoint->files_.size();
         checkpoint->files_.push_back(*std::move(file));
@@ -271,15 +306,16 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
       const SafetensorsTensor* t = file->Find(tensor);
       if (t == nullptr) {
         return absl::NotFoundError(absl::StrCat(
-            file->path(), ": tensor '", tensor, "' not found (", index_path,
+            file->path(), ": tensor '", ShownKey(tensor), "' not found (", index_name,
             " puts it in this shard)"));
       }
       checkpoint->index_[tensor] = Entry{file, t};
     }
     return checkpoint;
   } else {
-    return absl::NotFoundError(absl::StrCat(dir, ": no model.safetensors or ",
-                                            "model.safetensors.index.json"));
+    return absl::NotFoundError(absl::StrCat(
+        dir.display().empty() ? std::string("checkpoint folder") : dir.display(),
+        ": no model.safetensors or model.safetensors.index.json"));
   }
   for (const auto& file : checkpoint->files_) {
     for (const SafetensorsTensor& t : file->tensors()) {
@@ -373,32 +409,33 @@ std::vector<std::string> HfHubCacheDirs() {
   return dirs;
 }
 
-absl::StatusOr<std::string> ResolveHfCacheSnapshot(const std::string& repo_id) {
+absl::StatusOr<HfSnapshot> ResolveHfCacheSnapshot(const std::string& repo_id) {
   const std::vector<std::string> parts = absl::StrSplit(repo_id, '/');
-  if (parts.size() != 2 || parts[0].empty() || parts[1].empty() ||
-      parts[0] == ".." || parts[1] == "..") {
+  if (parts.size() != 2 || !CheckPlainFileName(parts[0], "").ok() ||
+      !CheckPlainFileName(parts[1], "").ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "'", repo_id, "' is not a Hugging Face repo id (expected ORG/NAME)"));
   }
   const std::string folder = absl::StrCat("models--", parts[0], "--", parts[1]);
-  std::vector<std::string> tried;
   for (const std::string& cache : HfHubCacheDirs()) {
     const std::string repo = JoinPath(cache, folder);
-    tried.push_back(repo);
     if (!IsDirectory(repo)) continue;
+    absl::StatusOr<ConfinedDir> repo_dir = ConfinedDir::Open(repo, repo, repo_id);
+    if (!repo_dir.ok()) return repo_dir.status();
     const std::string snapshots = JoinPath(repo, "snapshots");
     // refs/main holds the commit hash the default branch pointed at.
-    absl::StatusOr<std::string> ref = ReadWholeFile(JoinPath(repo, "refs/main"));
-    if (ref.ok()) {
+    if (repo_dir->Exists("refs/main")) {
+      absl::StatusOr<std::string> ref = repo_dir->ReadFile("refs/main", 4096);
+      if (!ref.ok()) return ref.status();
       std::string rev(*ref);
       while (!rev.empty() && (rev.back() == '\n' || rev.back() == ' ')) rev.pop_back();
       const std::string snapshot = JoinPath(snapshots, rev);
-      if (!rev.empty() && rev.find('/') == std::string::npos && IsDirectory(snapshot)) {
-        return snapshot;
+      if (CheckPlainFileName(rev, "").ok() && IsDirectory(snapshot)) {
+        return HfSnapshot{snapshot, repo};
       }
       return absl::NotFoundError(absl::StrCat(
-          repo, ": refs/main names revision '", rev, "' but ", snapshot,
-          " does not exist (incomplete download?)"));
+          repo_id, ": refs/main names a revision without a snapshot folder in this "
+                   "worker's Hugging Face cache (incomplete download?)"));
     }
     std::vector<std::string> revs;
     if (DIR* d = opendir(snapshots.c_str()); d != nullptr) {
@@ -411,47 +448,144 @@ absl::StatusOr<std::string> ResolveHfCacheSnapshot(const std::string& repo_id) {
       closedir(d);
     }
     std::sort(revs.begin(), revs.end());
-    if (revs.size() == 1) return JoinPath(snapshots, revs[0]);
+    if (revs.size() == 1) return HfSnapshot{JoinPath(snapshots, revs[0]), repo};
     if (revs.size() > 1) {
       return absl::FailedPreconditionError(absl::StrCat(
-          repo, ": several snapshots (", absl::StrJoin(revs, ", "),
-          ") and no refs/main; pass the snapshot folder itself"));
+          repo_id, ": several snapshots (", absl::StrJoin(revs, ", "),
+          ") and no refs/main in this worker's Hugging Face cache; pass the snapshot "
+          "folder itself"));
     }
   }
   return absl::NotFoundError(absl::StrCat(
-      "model '", repo_id, "' is not in the local Hugging Face cache (looked at: ",
-      tried.empty() ? std::string("no cache: HF_HOME and HOME unset")
-                    : absl::StrJoin(tried, ", "),
-      "); this build never downloads: fetch it with `huggingface-cli download ",
-      repo_id, "` or pass a checkpoint folder"));
+      "model '", repo_id, "' is not in this worker's Hugging Face cache",
+      HfHubCacheDirs().empty() ? " (no cache: HF_HOME and HOME unset)" : "",
+      "; this build never downloads: fetch it with `huggingface-cli download ", repo_id,
+      "` or pass a checkpoint folder under the worker's --model-root"));
 }
 
-absl::StatusOr<ModelSource> ResolveModelSource(const std::string& name) {
-  ModelSource source;
-  if (IsDirectory(name)) {
-    if (!IsFile(JoinPath(name, "config.json"))) {
-      return absl::NotFoundError(
-          absl::StrCat(name, ": a folder without config.json is not a checkpoint"));
+std::string NormalizePathLexically(absl::string_view path) {
+  const bool absolute = !path.empty() && path.front() == '/';
+  std::vector<absl::string_view> parts;
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) {
+        parts.pop_back();
+      } else if (!absolute) {
+        return "";  // climbs above a relative start
+      }
+      continue;
     }
-    source.kind = ModelSource::Kind::kCheckpoint;
-    source.dir = name;
-    return source;
+    parts.push_back(part);
   }
-  if (absl::StatusOr<ModelPreset> preset = FindModelPreset(name); preset.ok()) {
+  const std::string joined = absl::StrJoin(parts, "/");
+  if (absolute) return "/" + joined;
+  return joined.empty() ? "." : joined;
+}
+
+std::vector<ModelRoot> ResolveModelRoots(const ModelFilePolicy& policy) {
+  std::vector<std::string> given = policy.roots;
+  if (policy.hf_cache) {
+    for (const std::string& dir : HfHubCacheDirs()) given.push_back(dir);
+  }
+  std::vector<ModelRoot> roots;
+  for (const std::string& root : given) {
+    absl::StatusOr<std::string> resolved = RealPath(root, "model root");
+    if (!resolved.ok() || !IsDirectory(*resolved)) continue;
+    roots.push_back(ModelRoot{NormalizePathLexically(root), *std::move(resolved)});
+  }
+  return roots;
+}
+
+namespace {
+
+// The checkpoint folder `path` (as lexically inside `root`): resolved,
+// checked to stay inside a root, holding config.json.
+absl::StatusOr<ModelSource> CheckpointUnder(const std::string& path, const std::string& name,
+                                            const std::vector<ModelRoot>& roots) {
+  absl::StatusOr<std::string> resolved = RealPath(path, absl::StrCat("model '", name, "'"));
+  if (!resolved.ok()) return resolved.status();
+  bool inside = false;
+  for (const ModelRoot& root : roots) inside = inside || PathWithin(*resolved, root.resolved);
+  if (!inside) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "model '", name, "': a symbolic link leads outside this worker's model folders "
+        "(--model-root, the Hugging Face cache)"));
+  }
+  if (!IsDirectory(*resolved)) {
+    return absl::NotFoundError(absl::StrCat("model '", name, "': not a checkpoint folder"));
+  }
+  ModelSource source;
+  source.kind = ModelSource::Kind::kCheckpoint;
+  absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(*resolved, *resolved);
+  if (!folder.ok()) return folder.status();
+  if (!folder->Exists("config.json")) {
+    return absl::NotFoundError(absl::StrCat(
+        "model '", name, "': a folder without config.json is not a checkpoint"));
+  }
+  source.folder = *std::move(folder);
+  return source;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelSource> ResolveModelSource(const std::string& name,
+                                               const ModelFilePolicy& policy) {
+  ModelSource source;
+  if (name.find('\0') != std::string::npos || name.size() > 4096) {
+    return absl::InvalidArgumentError("model: a name with a NUL byte or over 4096 bytes");
+  }
+  const bool is_path = name.find('/') != std::string::npos;
+  if (!is_path) {
+    absl::StatusOr<ModelPreset> preset = FindModelPreset(name);
+    if (!preset.ok()) {
+      return absl::NotFoundError(absl::StrCat(
+          "model '", name, "': not a preset (", preset.status().message(),
+          "); a checkpoint is a folder path or an ORG/NAME repo id, with a '/'"));
+    }
     source.kind = ModelSource::Kind::kPreset;
     source.preset = *std::move(preset);
     return source;
   }
-  if (name.find('/') != std::string::npos && name[0] != '/' && name[0] != '.') {
-    absl::StatusOr<std::string> dir = ResolveHfCacheSnapshot(name);
-    if (!dir.ok()) return dir.status();
+  const std::vector<ModelRoot> roots = ResolveModelRoots(policy);
+  const std::string outside = absl::StrCat(
+      "model '", name, "': outside this worker's model folders (--model-root, the Hugging "
+      "Face cache); nothing outside them is read");
+  if (name.front() == '/') {
+    // Lexically first, so that nothing outside the roots is even looked at.
+    const std::string lexical = NormalizePathLexically(name);
+    for (const ModelRoot& root : roots) {
+      if (PathWithin(lexical, root.given) || PathWithin(lexical, root.resolved)) {
+        return CheckpointUnder(lexical, name, roots);
+      }
+    }
+    return absl::PermissionDeniedError(outside);
+  }
+  // Relative: a folder under one of the roots, in order.
+  const std::string relative = NormalizePathLexically(name);
+  if (relative.empty() || relative == ".") return absl::PermissionDeniedError(outside);
+  for (const ModelRoot& root : roots) {
+    const std::string candidate = JoinPath(root.resolved, relative);
+    if (IsDirectory(candidate)) return CheckpointUnder(candidate, name, roots);
+  }
+  const std::vector<std::string> parts = absl::StrSplit(name, '/');
+  if (policy.hf_cache && parts.size() == 2 && name[0] != '.') {
+    absl::StatusOr<HfSnapshot> snapshot = ResolveHfCacheSnapshot(name);
+    if (!snapshot.ok()) return snapshot.status();
+    absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(snapshot->dir, snapshot->repo);
+    if (!folder.ok()) return folder.status();
+    if (!folder->Exists("config.json")) {
+      return absl::NotFoundError(absl::StrCat(
+          "model '", name, "': the cached snapshot has no config.json"));
+    }
     source.kind = ModelSource::Kind::kCheckpoint;
-    source.dir = *dir;
+    source.folder = *std::move(folder);
     return source;
   }
   return absl::NotFoundError(absl::StrCat(
-      "model '", name, "': not a checkpoint folder, a preset (",
-      FindModelPreset(name).status().message(), ") or an ORG/NAME repo id"));
+      "model '", name, "': no such checkpoint folder under this worker's model folders "
+      "(--model-root", policy.hf_cache ? ", the Hugging Face cache" : "",
+      ") and not an ORG/NAME repo id"));
 }
 
 }  // namespace layerflow::worker

@@ -15,6 +15,14 @@ namespace {
 
 using Json = nlohmann::json;
 
+// What a wrong value is, for messages: its JSON type, never the value
+// itself (job errors are shown to every user; a file's contents are not).
+std::string Kind(const Json& value) { return absl::StrCat("a JSON ", value.type_name()); }
+
+// GPT-Neo's attention_types expand to one entry per layer; more layers than
+// this is a corrupt config, not a model.
+constexpr int64_t kMaxConfigLayers = 65536;
+
 // Typed reads that collect every problem, so one error names them all.
 class Reader {
  public:
@@ -26,7 +34,7 @@ class Reader {
       return;
     }
     if (!obj[key].is_number_integer()) {
-      wrong_.push_back(absl::StrCat(key, " (expected an integer, got ", obj[key].dump(), ")"));
+      wrong_.push_back(absl::StrCat(key, " (expected an integer, got ", Kind(obj[key]), ")"));
       return;
     }
     *out = obj[key].get<int64_t>();
@@ -37,7 +45,7 @@ class Reader {
   void Double(const Json& obj, const char* key, double* out) {
     if (!obj.contains(key) || obj[key].is_null()) return;
     if (!obj[key].is_number()) {
-      wrong_.push_back(absl::StrCat(key, " (expected a number, got ", obj[key].dump(), ")"));
+      wrong_.push_back(absl::StrCat(key, " (expected a number, got ", Kind(obj[key]), ")"));
       return;
     }
     *out = obj[key].get<double>();
@@ -46,7 +54,7 @@ class Reader {
   void Bool(const Json& obj, const char* key, bool* out) {
     if (!obj.contains(key) || obj[key].is_null()) return;
     if (!obj[key].is_boolean()) {
-      wrong_.push_back(absl::StrCat(key, " (expected a boolean, got ", obj[key].dump(), ")"));
+      wrong_.push_back(absl::StrCat(key, " (expected a boolean, got ", Kind(obj[key]), ")"));
       return;
     }
     *out = obj[key].get<bool>();
@@ -55,7 +63,7 @@ class Reader {
   void String(const Json& obj, const char* key, std::string* out) {
     if (!obj.contains(key) || obj[key].is_null()) return;
     if (!obj[key].is_string()) {
-      wrong_.push_back(absl::StrCat(key, " (expected a string, got ", obj[key].dump(), ")"));
+      wrong_.push_back(absl::StrCat(key, " (expected a string, got ", Kind(obj[key]), ")"));
       return;
     }
     *out = obj[key].get<std::string>();
@@ -118,13 +126,12 @@ absl::Status GptNeoXFromJson(const Json& root, Reader& r, absl::string_view sour
     r.Double(rope, "rope_theta", &c->rotary_emb_base);
     if (rope.contains("rope_type") && rope["rope_type"] != "default") {
       return absl::InvalidArgumentError(absl::StrCat(
-          source, ": rope_parameters.rope_type ", rope["rope_type"].dump(),
-          " is not supported (only \"default\")"));
+          source, ": rope_parameters.rope_type is not supported (only \"default\")"));
     }
   }
   if (root.contains("rope_scaling") && !root["rope_scaling"].is_null()) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": rope_scaling ", root["rope_scaling"].dump(), " is not supported"));
+        absl::StrCat(source, ": rope_scaling is not supported (only null)"));
   }
   return absl::OkStatus();
 }
@@ -146,7 +153,8 @@ void GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
   if (root.contains("attention_layers") && !root.contains("attention_types")) {
     const Json& layers = root["attention_layers"];
     for (const Json& name : layers.is_array() ? layers : Json::array()) {
-      c->attention_layers.push_back(name.is_string() ? name.get<std::string>() : name.dump());
+      c->attention_layers.push_back(name.is_string() ? name.get<std::string>() : "");
+      if (static_cast<int64_t>(c->attention_layers.size()) > kMaxConfigLayers) break;
     }
     if (!layers.is_array()) r.Wrong("attention_layers (expected a list of \"global\" / \"local\")");
   } else if (root.contains("attention_types")) {
@@ -158,16 +166,21 @@ void GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
         ok = false;
         break;
       }
-      for (int64_t k = 0; k < item[1].get<int64_t>(); ++k) {
+      const int64_t repeat = item[1].get<int64_t>();
+      if (repeat < 0 || repeat * static_cast<int64_t>(item[0].size() + 1) > kMaxConfigLayers ||
+          static_cast<int64_t>(c->attention_layers.size()) > kMaxConfigLayers) {
+        ok = false;
+        break;
+      }
+      for (int64_t k = 0; k < repeat; ++k) {
         for (const Json& name : item[0]) {
-          c->attention_layers.push_back(name.is_string() ? name.get<std::string>()
-                                                         : name.dump());
+          c->attention_layers.push_back(name.is_string() ? name.get<std::string>() : "");
         }
       }
     }
     if (!ok) {
-      r.Wrong(absl::StrCat("attention_types (expected [[[\"global\", \"local\"], N], ...], got ",
-                           types.dump(), ")"));
+      r.Wrong(absl::StrCat("attention_types (expected [[[\"global\", \"local\"], N], ...] "
+                           "of at most ", kMaxConfigLayers, " layers)"));
     }
   } else {
     r.Missing("attention_types");
@@ -226,7 +239,7 @@ void Mamba2FromJson(const Json& root, Reader& r, Mamba2Config* c) {
     };
     if (!limit.is_array() || limit.size() != 2 || !bound(limit[0], &c->time_step_limit_min) ||
         !bound(limit[1], &c->time_step_limit_max)) {
-      r.Wrong(absl::StrCat("time_step_limit (expected [min, max], got ", limit.dump(), ")"));
+      r.Wrong(absl::StrCat("time_step_limit (expected [min, max], got ", Kind(limit), ")"));
     }
   }
 }
@@ -362,7 +375,7 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
   if (root.contains("model_type")) {
     if (!root["model_type"].is_string()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(source, ": model_type must be a string, got ", root["model_type"].dump()));
+          absl::StrCat(source, ": model_type must be a string, got ", Kind(root["model_type"])));
     }
     type = root["model_type"].get<std::string>();
   } else if (root.contains("d_model") && root.contains("n_layer")) {
@@ -396,8 +409,8 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
     Mamba2FromJson(root, r, &out.model.mamba2);
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        source, ": model_type \"", type,
-        "\" is not supported (supported: \"gpt_neox\", \"gpt_neo\", \"mamba\", \"mamba2\")"));
+        source, ": model_type is not supported (supported: \"gpt_neox\", \"gpt_neo\", "
+                "\"mamba\", \"mamba2\"; the value is not repeated here)"));
   }
   // The config classes' defaults: GPT-Neo and Mamba tie the head to the
   // embedding, GPT-NeoX and Mamba-2 do not.
@@ -411,6 +424,13 @@ absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path) {
   absl::StatusOr<std::string> text = ReadWholeFile(path);
   if (!text.ok()) return text.status();
   return ParseCheckpointConfigJson(*text, path);
+}
+
+absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const ConfinedDir& dir,
+                                                      int64_t max_bytes) {
+  absl::StatusOr<std::string> text = dir.ReadFile("config.json", max_bytes);
+  if (!text.ok()) return text.status();
+  return ParseCheckpointConfigJson(*text, dir.DisplayName("config.json"));
 }
 
 }  // namespace layerflow::worker

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/confined_file.h"
 #include "worker/model/model_config.h"
 
 namespace layerflow::worker {
@@ -26,7 +27,13 @@ struct CheckpointConfig {
 
 absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view json,
                                                            absl::string_view source);
+// A file this process trusts (tests, tools); errors name `path`.
 absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path);
+// A job's checkpoint: <dir>/config.json, at most max_bytes, a regular file
+// (common/confined_file.h); errors name "config.json" and the key, never a
+// value of the file.
+absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const ConfinedDir& dir,
+                                                      int64_t max_bytes);
 
 }  // namespace layerflow::worker
 

@@ -44,15 +44,13 @@ absl::Status GptNeoModel::Validate(const GptNeoConfig& c) {
   for (size_t i = 0; i < c.attention_layers.size(); ++i) {
     if (c.attention_layers[i] != "global" && c.attention_layers[i] != "local") {
       return absl::InvalidArgumentError(
-          absl::StrCat("attention_types / attention_layers: layer ", i, " is '",
-                       c.attention_layers[i],
-                       "'; known: global, local"));
+          absl::StrCat("attention_types / attention_layers: layer ", i,
+                       " is neither \"global\" nor \"local\""));
     }
   }
   if (c.activation_function != "gelu_new") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "activation_function: '", c.activation_function,
-        "' is not supported (only gelu_new)"));
+    // The value may come from a checkpoint's config.json: not repeated.
+    return absl::InvalidArgumentError("activation_function: not supported (only gelu_new)");
   }
   if (!(c.layer_norm_epsilon > 0)) {
     return absl::InvalidArgumentError("layer_norm_epsilon: must be positive");

@@ -22,11 +22,6 @@
 namespace layerflow::worker {
 namespace {
 
-bool IsFile(const std::string& path) {
-  struct stat st {};
-  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 // One tensor of the checkpoint, whichever format it came from.
 struct WeightEntry {
   std::string file;  // the file errors name
@@ -55,11 +50,11 @@ absl::StatusOr<at::ScalarType> SafetensorsTorchDtype(const WeightEntry& e) {
   }
 }
 
-absl::Status ReadBinFile(const std::string& path, Weights* weights) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
-                          std::istreambuf_iterator<char>());
+absl::Status ReadBinFile(const ConfinedFile& file, Weights* weights) {
+  const std::string& path = file.name();
+  absl::StatusOr<std::vector<char>> read = file.ReadAllBytes();
+  if (!read.ok()) return read.status();
+  std::vector<char> bytes = *std::move(read);
   c10::IValue value;
   try {
     c10::InferenceMode guard;
@@ -96,15 +91,13 @@ absl::Status ReadBinFile(const std::string& path, Weights* weights) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Weights> OpenWeights(const std::string& dir) {
+absl::StatusOr<Weights> OpenWeights(const ConfinedDir& dir, const ModelFileLimits& limits) {
   Weights weights;
-  const std::string st_single = dir + "/model.safetensors";
-  const std::string st_index = dir + "/model.safetensors.index.json";
-  const std::string bin_single = dir + "/pytorch_model.bin";
-  const std::string bin_index = dir + "/pytorch_model.bin.index.json";
-  if (IsFile(st_single) || IsFile(st_index)) {
+  constexpr absl::string_view kBinSingle = "pytorch_model.bin";
+  constexpr absl::string_view kBinIndex = "pytorch_model.bin.index.json";
+  if (dir.Exists("model.safetensors") || dir.Exists("model.safetensors.index.json")) {
     absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> checkpoint =
-        SafetensorsCheckpoint::Open(dir);
+        SafetensorsCheckpoint::Open(dir, limits);
     if (!checkpoint.ok()) return checkpoint.status();
     weights.source = (*checkpoint)->source();
     for (const SafetensorsCheckpoint::Entry& e : (*checkpoint)->All()) {
@@ -118,36 +111,52 @@ absl::StatusOr<Weights> OpenWeights(const std::string& dir) {
     weights.safetensors = *std::move(checkpoint);
     return weights;
   }
-  if (IsFile(bin_single)) {
-    weights.source = bin_single;
-    if (absl::Status s = ReadBinFile(bin_single, &weights); !s.ok()) return s;
+  if (dir.Exists(kBinSingle)) {
+    weights.source = dir.DisplayName(kBinSingle);
+    absl::StatusOr<ConfinedFile> file = dir.OpenFile(kBinSingle, limits.max_weights_file_bytes);
+    if (!file.ok()) return file.status();
+    if (absl::Status s = ReadBinFile(*file, &weights); !s.ok()) return s;
     return weights;
   }
-  if (IsFile(bin_index)) {
-    weights.source = bin_index;
-    std::ifstream in(bin_index);
-    nlohmann::json index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (index.is_discarded() || !index.contains("weight_map") ||
+  if (dir.Exists(kBinIndex)) {
+    const std::string index_name = dir.DisplayName(kBinIndex);
+    weights.source = index_name;
+    absl::StatusOr<std::string> text = dir.ReadFile(kBinIndex, limits.max_metadata_bytes);
+    if (!text.ok()) return text.status();
+    nlohmann::json index = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
         !index["weight_map"].is_object()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(bin_index, ": not a JSON object with a weight_map"));
+          absl::StrCat(index_name, ": not a JSON object with a weight_map"));
     }
-    std::set<std::string> shards;
+    // Every shard name is checked before any shard is read.
+    std::map<std::string, std::string> shards;  // file -> the field that named it first
     for (const auto& [name, file] : index["weight_map"].items()) {
+      const std::string field = absl::StrCat(
+          index_name, ": weight_map['", name.size() > 120 ? name.substr(0, 120) + "..." : name,
+          "']");
       if (!file.is_string()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(bin_index, ": weight_map['", name, "'] is not a file name"));
+            absl::StrCat(field, ": must be a file name, got a JSON ", file.type_name()));
       }
-      shards.insert(file.get<std::string>());
+      const std::string shard = file.get<std::string>();
+      if (absl::Status s = CheckPlainFileName(shard, field); !s.ok()) return s;
+      shards.emplace(shard, field);
     }
-    for (const std::string& shard : shards) {
-      if (absl::Status s = ReadBinFile(dir + "/" + shard, &weights); !s.ok()) return s;
+    for (const auto& [shard, field] : shards) {
+      absl::StatusOr<ConfinedFile> opened = dir.OpenFile(shard, limits.max_weights_file_bytes);
+      if (!opened.ok()) {
+        return absl::Status(opened.status().code(),
+                            absl::StrCat(field, ": ", opened.status().message()));
+      }
+      if (absl::Status s = ReadBinFile(*opened, &weights); !s.ok()) return s;
     }
     return weights;
   }
   return absl::NotFoundError(absl::StrCat(
-      dir, ": no weights (looked for model.safetensors, model.safetensors.index.json, "
-           "pytorch_model.bin, pytorch_model.bin.index.json)"));
+      dir.display().empty() ? std::string("checkpoint folder") : dir.display(),
+      ": no weights (looked for model.safetensors, model.safetensors.index.json, "
+      "pytorch_model.bin, pytorch_model.bin.index.json)"));
 }
 
 // The model's parameter name for a checkpoint name; "" for a known buffer
@@ -202,13 +211,21 @@ void CopyInto(const WeightEntry& e, at::ScalarType file_dtype, at::Tensor& param
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
     const std::string& dir, c10::ScalarType dtype, c10::Device device) {
-  const std::string config_path = dir + "/config.json";
-  absl::StatusOr<CheckpointConfig> config = ReadCheckpointConfig(config_path);
+  absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(dir, dir, dir);
+  if (!folder.ok()) return folder.status();
+  return LoadModelCheckpoint(*folder, dtype, device, ModelFileLimits{});
+}
+
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
+    const ConfinedDir& dir, c10::ScalarType dtype, c10::Device device,
+    const ModelFileLimits& limits) {
+  const std::string config_path = dir.DisplayName("config.json");
+  absl::StatusOr<CheckpointConfig> config = ReadCheckpointConfig(dir, limits.max_metadata_bytes);
   if (!config.ok()) return config.status();
   if (absl::Status s = ValidateModelConfig(config->model); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat(config_path, ": ", s.message()));
   }
-  absl::StatusOr<Weights> weights = OpenWeights(dir);
+  absl::StatusOr<Weights> weights = OpenWeights(dir, limits);
   if (!weights.ok()) return weights.status();
   const std::string& arch = config->model.architecture;
 

@@ -26,6 +26,8 @@
 #include <c10/core/ScalarType.h>
 
 #include "absl/status/statusor.h"
+#include "common/confined_file.h"
+#include "worker/model/checkpoint.h"
 #include "worker/model/language_model.h"
 
 namespace layerflow::worker {
@@ -38,6 +40,15 @@ namespace layerflow::worker {
 //                     dtype, an unexpected tensor, a bad config, a corrupt
 //                     or truncated file
 //   INTERNAL          a LibTorch failure while copying
+//   PERMISSION_DENIED a shard name that a symbolic link leads outside the
+//                     folder's bound (common/confined_file.h)
+// A job's checkpoint (ModelSource::folder): every file through `dir`, sized
+// by `limits`; messages name files relative to the folder.
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
+    const ConfinedDir& dir, c10::ScalarType dtype, c10::Device device,
+    const ModelFileLimits& limits);
+// A folder this process trusts (tests, tools): confined to itself, default
+// limits; messages name files as <dir>/<file>.
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
     const std::string& dir, c10::ScalarType dtype, c10::Device device);
 

@@ -49,8 +49,12 @@ absl::Status Invalid(absl::string_view field, absl::string_view message) {
 }
 
 // Turns the NOT_FOUND / INVALID_ARGUMENT of a parser into INVALID_ARGUMENT
-// naming the JobConfig field.
+// naming the JobConfig field; PERMISSION_DENIED (a path outside the model
+// roots) keeps its code.
 absl::Status AsFieldError(const absl::Status& status, absl::string_view field) {
+  if (absl::IsPermissionDenied(status)) {
+    return absl::PermissionDeniedError(absl::StrCat(field, ": ", status.message()));
+  }
   return Invalid(field, status.message());
 }
 
@@ -294,11 +298,11 @@ class ModelJobRunner final : public JobRunner {
 };
 
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
-    const JobConfig& config, const DeviceConfig& device) {
+    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files) {
   LF_RETURN_IF_ERROR(ValidateJobConfig(config));
   // A preset (random init), or a checkpoint: a folder, or a repo id in this
   // worker's Hugging Face cache (worker/model/checkpoint.h).
-  absl::StatusOr<ModelSource> source = ResolveModelSource(config.model);
+  absl::StatusOr<ModelSource> source = ResolveModelSource(config.model, files);
   if (!source.ok()) return AsFieldError(source.status(), "model");
   const bool from_checkpoint = source->kind == ModelSource::Kind::kCheckpoint;
   absl::StatusOr<InitScheme> scheme = ParseInitScheme(config.init_scheme);
@@ -306,16 +310,18 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   if (from_checkpoint && scheme->kind != InitScheme::Kind::kReference) {
     return Invalid("init_scheme",
                    absl::StrCat("'", config.init_scheme, "' applies to presets only; the "
-                                "checkpoint ", source->dir, " brings its own weights"));
+                                "checkpoint '", config.model, "' brings its own weights"));
   }
   ModelConfig model_config = source->preset.config;
   std::shared_ptr<const Tokenizer> tokenizer = std::make_shared<ByteTokenizer>();
   if (from_checkpoint) {
-    absl::StatusOr<CheckpointConfig> read = ReadCheckpointConfig(source->dir + "/config.json");
+    absl::StatusOr<CheckpointConfig> read =
+        ReadCheckpointConfig(source->folder, files.limits.max_metadata_bytes);
     if (!read.ok()) return AsFieldError(read.status(), "model");
     model_config = read->model;
     // The checkpoint's own tokenizer when it has one.
-    absl::StatusOr<std::unique_ptr<Tokenizer>> own = LoadCheckpointTokenizer(source->dir);
+    absl::StatusOr<std::unique_ptr<Tokenizer>> own =
+        LoadCheckpointTokenizer(source->folder, files.limits.max_metadata_bytes);
     if (!own.ok()) return AsFieldError(own.status(), "model");
     if (*own != nullptr) tokenizer = std::shared_ptr<const Tokenizer>(*std::move(own));
   }
@@ -369,7 +375,7 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   {
     absl::StatusOr<std::unique_ptr<LanguageModel>> model =
         from_checkpoint
-            ? LoadModelCheckpoint(source->dir, dtype, devices[0])
+            ? LoadModelCheckpoint(source->folder, dtype, devices[0], files.limits)
             : CreateRandomModel(model_config, *scheme, static_cast<uint64_t>(config.seed),
                                 devices[0], dtype);
     if (!model.ok()) {
@@ -441,10 +447,10 @@ std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>&
 }
 
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
-    const JobConfig& config, const DeviceConfig& device) {
+    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files) {
   // The job's exception edge for construction (RunChunk has its own).
   return GuardTorch(absl::StrCat("model ", config.model),
-                    [&] { return CreateJobRunnerOrThrow(config, device); });
+                    [&] { return CreateJobRunnerOrThrow(config, device, files); });
 }
 
 DeviceConfig DetectDevices() {

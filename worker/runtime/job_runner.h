@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/model/checkpoint.h"  // ModelFilePolicy (plain C++)
 
 namespace layerflow::worker {
 
@@ -122,10 +123,13 @@ std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>&
                                                      int64_t lo, int64_t hi,
                                                      int32_t batch_prompts);
 
-// Validates the config and builds the model (seeded init) and data set.
-// INVALID_ARGUMENT names the offending field.
+// Validates the config and builds the model (seeded init, or a checkpoint
+// found under `files`' roots and read within its limits) and data set.
+// INVALID_ARGUMENT names the offending field; PERMISSION_DENIED "model: ..."
+// for a model path outside the roots (ResolveModelSource).
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
-    const JobConfig& config, const DeviceConfig& device);
+    const JobConfig& config, const DeviceConfig& device,
+    const ModelFilePolicy& files = ModelFilePolicy{});
 
 // A PROBE job: trains the per-layer probes (worker/probe) on the feature
 // files of its EXTRACT job's chunks (ChunkResult::features_path layout, any

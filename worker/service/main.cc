@@ -1,5 +1,7 @@
 // layerflow-worker: leases jobs from a coordinator and runs them on this
 // machine's CPU or GPUs.
+#include <sys/stat.h>
+
 #include <csignal>
 #include <iostream>
 #include <thread>
@@ -36,7 +38,28 @@ int main(int argc, char** argv) {
   app.add_option("--pause-after-chunk-ms", options.pause_after_chunk_ms,
                  "Fault injection: sleep after each streamed chunk (tests, demos)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
+  bool no_hf_cache_root = false;
+  app.add_option("--model-root", options.files.roots,
+                 "A folder whose checkpoint folders jobs may name (repeatable); paths "
+                 "outside every root, through ../ or a symbolic link, are refused");
+  app.add_flag("--no-hf-cache-root", no_hf_cache_root,
+               "Do not count the Hugging Face hub cache as a model root");
+  app.add_option("--max-metadata-file-bytes", options.files.limits.max_metadata_bytes,
+                 "Largest config.json, tokenizer.json or index file a job may make this "
+                 "worker read")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--max-weights-file-bytes", options.files.limits.max_weights_file_bytes,
+                 "Largest single weights file (safetensors shard, pytorch_model.bin)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  options.files.hf_cache = !no_hf_cache_root;
+  for (const std::string& root : options.files.roots) {
+    struct stat st {};
+    if (root.empty() || root[0] != '/' || stat(root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      std::cerr << "error: --model-root " << root << ": not an absolute path to a folder\n";
+      return 2;
+    }
+  }
 
   layerflow::worker::DeviceConfig devices = layerflow::worker::DetectDevices();
   if (device == "cpu") devices = layerflow::worker::DeviceConfig{"cpu", 0};
@@ -48,7 +71,16 @@ int main(int argc, char** argv) {
             << " device=" << devices.device_type << " gpus=" << devices.gpu_count
             << " idle_poll_ms=" << options.idle_poll_ms
             << " exit_after_idle_ms=" << options.exit_after_idle_ms
-            << " pause_after_chunk_ms=" << options.pause_after_chunk_ms << std::endl;
+            << " pause_after_chunk_ms=" << options.pause_after_chunk_ms
+            << " max_metadata_file_bytes=" << options.files.limits.max_metadata_bytes
+            << " max_weights_file_bytes=" << options.files.limits.max_weights_file_bytes
+            << std::endl;
+  // This worker's own log may name its folders (job errors never do).
+  std::cerr << "layerflow-worker: model roots:";
+  const auto roots = layerflow::worker::ResolveModelRoots(options.files);
+  for (const auto& root : roots) std::cerr << " " << root.resolved;
+  if (roots.empty()) std::cerr << " none (presets only)";
+  std::cerr << std::endl;
 
   auto loop = layerflow::worker::WorkerLoop::Create(options, devices);
   if (!loop.ok()) {

@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/api_limits.h"
 #include "common/file_util.h"
 #include "common/grpc_limits.h"
 #include "common/grpc_status.h"
@@ -214,7 +215,14 @@ class WorkerLoopImpl final : public WorkerLoop {
     v1::FailJobRequest request;
     request.set_job_id(job_id);
     request.set_lease_id(lease_id);
-    request.set_error(status.ToString());
+    // Within the coordinator's cap on FailJob.error (common/api_limits.h).
+    std::string error = status.ToString();
+    if (static_cast<int64_t>(error.size()) > limits::kMaxErrorBytes) {
+      constexpr absl::string_view kCut = " ... (cut)";
+      error.resize(limits::kMaxErrorBytes - kCut.size());
+      error.append(kCut.data(), kCut.size());
+    }
+    request.set_error(error);
     v1::FailJobResponse response;
     grpc::ClientContext ctx;
     SetDeadline(ctx);
@@ -234,7 +242,7 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
     if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease, watch);
     LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
-                        CreateJobRunner(ToJobConfig(job.spec()), device_));
+                        CreateJobRunner(ToJobConfig(job.spec()), device_, options_.files));
     grpc::ClientContext ctx;
     v1::StreamResultsResponse response;
     std::unique_ptr<grpc::ClientWriter<v1::ResultChunk>> writer =

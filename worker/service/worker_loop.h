@@ -22,6 +22,9 @@ struct WorkerOptions {
   int64_t pause_after_chunk_ms = 0;
   // Return from Run() once the queue has been empty this long (0: never).
   int64_t exit_after_idle_ms = 0;
+  // Where jobs' checkpoints may come from and how large their files may be
+  // (--model-root, --no-hf-cache-root, --max-*-file-bytes).
+  ModelFilePolicy files;
 };
 
 class WorkerLoop {

@@ -887,16 +887,28 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizerFromJson(std::string_
     const Json root = Json::parse(json);
     return BpeTokenizerLoader(name).Load(root);
   } catch (const Json::parse_error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": malformed JSON: ", e.what()));
+    // The position only: nlohmann's message quotes the text it last read.
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": malformed JSON near byte ", e.byte));
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": unexpected JSON value: ", e.what()));
   }
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadCheckpointTokenizer(const std::string& dir) {
-  const std::string path = dir + "/tokenizer.json";
-  if (access(path.c_str(), F_OK) != 0) return std::unique_ptr<Tokenizer>();
-  return LoadBpeTokenizer(path);
+  absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(dir, dir, dir);
+  if (!folder.ok()) return folder.status();
+  return LoadCheckpointTokenizer(*folder, kMaxTokenizerJsonBytes);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadCheckpointTokenizer(const ConfinedDir& dir,
+                                                                   int64_t max_bytes) {
+  constexpr absl::string_view kName = "tokenizer.json";
+  if (!dir.Exists(kName)) return std::unique_ptr<Tokenizer>();
+  absl::StatusOr<std::string> content = dir.ReadFile(kName, max_bytes);
+  if (!content.ok()) return content.status();
+  const std::string source = dir.DisplayName(kName);
+  return LoadBpeTokenizerFromJson(*content, source);
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(const std::string& tokenizer_json_path) {

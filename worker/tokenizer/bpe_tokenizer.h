@@ -26,6 +26,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/confined_file.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace layerflow::worker {
@@ -34,8 +35,17 @@ namespace layerflow::worker {
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(
     const std::string& tokenizer_json_path);
 
+// The default size limit of a tokenizer.json (the worker's
+// --max-metadata-file-bytes sets the one jobs use).
+inline constexpr int64_t kMaxTokenizerJsonBytes = int64_t{64} << 20;
+
 // A checkpoint folder's own tokenizer, its tokenizer.json; nullptr when the
-// folder has none (the caller's default then applies).
+// folder has none (the caller's default then applies). The file is opened
+// through `dir` (common/confined_file.h: a regular file of at most
+// max_bytes inside the folder's bound); errors name "tokenizer.json".
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadCheckpointTokenizer(const ConfinedDir& dir,
+                                                                   int64_t max_bytes);
+// A folder this process trusts (tests, tools); errors name <dir>/tokenizer.json.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadCheckpointTokenizer(const std::string& dir);
 
 // Parses tokenizer.json content; `source` names it in error messages.

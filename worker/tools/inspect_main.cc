@@ -15,7 +15,10 @@
 // layout. Linked with LibTorch, so it is its own binary: the `layerflow` CLI
 // never links LibTorch (common/worker_process.h says why).
 
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -53,7 +56,20 @@ struct InspectOptions {
 absl::Status Inspect(const InspectOptions& o) {
   absl::StatusOr<c10::ScalarType> dtype = ParseDtype(o.dtype);
   if (!dtype.ok()) return dtype.status();
-  absl::StatusOr<ModelSource> source = ResolveModelSource(o.model);
+  // The local user's own tool: any folder they name (relative to the
+  // current folder, or absolute), and the Hugging Face cache.
+  ModelFilePolicy files;
+  if (char* cwd = getcwd(nullptr, 0); cwd != nullptr) {
+    files.roots.push_back(cwd);
+    free(cwd);
+  }
+  files.roots.push_back("/");
+  std::string name = o.model;
+  if (char* real = realpath(name.c_str(), nullptr); real != nullptr) {
+    if (name.find('/') != std::string::npos) name = real;  // "../ckpt" as an absolute path
+    free(real);
+  }
+  absl::StatusOr<ModelSource> source = ResolveModelSource(name, files);
   if (!source.ok()) return source.status();
   c10::Device device(c10::kCPU);
   if (o.device == "cuda") {
@@ -71,15 +87,16 @@ absl::Status Inspect(const InspectOptions& o) {
           "--init applies to presets only; a checkpoint brings its own weights");
     }
     absl::StatusOr<std::unique_ptr<LanguageModel>> loaded =
-        LoadModelCheckpoint(source->dir, *dtype, device);
+        LoadModelCheckpoint(source->folder, *dtype, device, files.limits);
     if (!loaded.ok()) return loaded.status();
     model = *std::move(loaded);
-    metadata.emplace_back("source", source->dir);
-    absl::StatusOr<std::unique_ptr<Tokenizer>> own = LoadCheckpointTokenizer(source->dir);
+    metadata.emplace_back("source", source->folder.path());
+    absl::StatusOr<std::unique_ptr<Tokenizer>> own =
+        LoadCheckpointTokenizer(source->folder, files.limits.max_metadata_bytes);
     if (!own.ok()) return own.status();
     if (*own != nullptr) {
       tokenizer = *std::move(own);
-      metadata.emplace_back("tokenizer", source->dir + "/tokenizer.json");
+      metadata.emplace_back("tokenizer", source->folder.path() + "/tokenizer.json");
     }
   } else {
     const std::string init = o.init.empty() ? "reference" : o.init;

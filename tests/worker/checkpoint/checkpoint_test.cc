@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -26,6 +27,7 @@
 #include "worker/model/config_json.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_checkpoint.h"
+#include "worker/tokenizer/bpe_tokenizer.h"
 
 namespace layerflow::worker {
 namespace {
@@ -280,7 +282,12 @@ TEST_F(CheckpointTest, UnknownDtypeNamesFileAndTensor) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr(weights()));
   EXPECT_THAT(std::string(s.message()), HasSubstr("'gpt_neox.embed_in.weight'"));
-  EXPECT_THAT(std::string(s.message()), HasSubstr("unknown dtype 'Q7'"));
+  // The dtype is the file's content: listed as the format has them, not
+  // repeated (issue 14).
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("unknown dtype (the format's dtypes: BOOL, U8, I8, I16, U16, F16, "
+                        "BF16, I32, U32, F32, F64, I64, U64, F8_E4M3, F8_E5M2)"));
+  EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr("Q7")));
 }
 
 TEST_F(CheckpointTest, OffsetsNotMatchingShape) {
@@ -386,12 +393,13 @@ TEST(CheckpointConfigJson, TieWordEmbeddingsDefaultsPerArchitecture) {
   }
 }
 
-TEST(GptNeoXConfigJson, UnknownModelTypeNamesFileAndKey) {
+TEST(GptNeoXConfigJson, UnknownModelTypeNamesFileAndKeyButNotTheValue) {
   auto c = ParseNeoX(R"({"model_type": "llama", "hidden_size": 8})",
                                   "/x/config.json");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(c.status().message()), HasSubstr("/x/config.json"));
-  EXPECT_THAT(std::string(c.status().message()), HasSubstr("model_type \"llama\""));
+  EXPECT_EQ(c.status().message(),
+            "/x/config.json: model_type is not supported (supported: \"gpt_neox\", "
+            "\"gpt_neo\", \"mamba\", \"mamba2\"; the value is not repeated here)");
 }
 
 TEST(GptNeoXConfigJson, MissingRequiredKeysAreAllNamed) {
@@ -437,19 +445,28 @@ class HfCacheTest : public CheckpointTest {
     repo_ = home_ + "/hub/models--Org--tiny-neox";
   }
   void TearDown() override { unsetenv("HF_HOME"); }
-  // A snapshot folder <repo>/snapshots/<rev> holding the small checkpoint.
+  // A snapshot folder <repo>/snapshots/<rev> holding the small checkpoint,
+  // its files links into <repo>/blobs/ as the real cache has them.
   void AddSnapshot(const std::string& rev) {
     Write();
-    for (const std::string& d : {home_ + "/hub", repo_, repo_ + "/snapshots",
+    for (const std::string& d : {home_ + "/hub", repo_, repo_ + "/snapshots", repo_ + "/blobs",
                                  repo_ + "/snapshots/" + rev, repo_ + "/refs"}) {
       mkdir(d.c_str(), 0755);
     }
     for (const std::string& f : {"config.json", "model.safetensors"}) {
-      // The real cache links snapshot files to blobs/; a symlink here too.
-      ASSERT_EQ(symlink((dir_ + "/" + f).c_str(),
+      const std::string blob = repo_ + "/blobs/" + rev + "-" + f;
+      ASSERT_EQ(std::rename((dir_ + "/" + f).c_str(), blob.c_str()), 0);
+      ASSERT_EQ(symlink(("../../blobs/" + rev + "-" + f).c_str(),
                         (repo_ + "/snapshots/" + rev + "/" + f).c_str()), 0);
     }
   }
+  static std::string Real(const std::string& path) {
+    char* r = realpath(path.c_str(), nullptr);
+    std::string out = r == nullptr ? "" : r;
+    free(r);
+    return out;
+  }
+  ModelFilePolicy policy_;  // the Hugging Face cache only
   std::string home_, repo_;
 };
 
@@ -457,11 +474,12 @@ TEST_F(HfCacheTest, RefsMainPicksTheSnapshot) {
   AddSnapshot("aaaa");
   AddSnapshot("bbbb");
   WriteText(repo_ + "/refs/main", "bbbb");
-  auto source = ResolveModelSource("Org/tiny-neox");
+  auto source = ResolveModelSource("Org/tiny-neox", policy_);
   ASSERT_TRUE(source.ok()) << source.status();
   EXPECT_EQ(source->kind, ModelSource::Kind::kCheckpoint);
-  EXPECT_EQ(source->dir, repo_ + "/snapshots/bbbb");
-  auto model = LoadModelCheckpoint(source->dir, c10::kFloat, kCpu);
+  EXPECT_EQ(source->folder.path(), Real(repo_ + "/snapshots/bbbb"));
+  // The snapshot's links lead into blobs/, inside the repo folder: allowed.
+  auto model = LoadModelCheckpoint(source->folder, c10::kFloat, kCpu, ModelFileLimits{});
   EXPECT_TRUE(model.ok()) << model.status();
 }
 
@@ -469,7 +487,8 @@ TEST_F(HfCacheTest, SingleSnapshotWithoutRefs) {
   AddSnapshot("cccc");
   auto dir = ResolveHfCacheSnapshot("Org/tiny-neox");
   ASSERT_TRUE(dir.ok()) << dir.status();
-  EXPECT_EQ(*dir, repo_ + "/snapshots/cccc");
+  EXPECT_EQ(dir->dir, repo_ + "/snapshots/cccc");
+  EXPECT_EQ(dir->repo, repo_);
 }
 
 TEST_F(HfCacheTest, SeveralSnapshotsWithoutRefsIsAmbiguous) {
@@ -480,22 +499,362 @@ TEST_F(HfCacheTest, SeveralSnapshotsWithoutRefsIsAmbiguous) {
   EXPECT_THAT(std::string(dir.status().message()), HasSubstr("aaaa, bbbb"));
 }
 
-TEST_F(HfCacheTest, AbsentModelIsNotFoundListingWhereItLooked) {
-  auto source = ResolveModelSource("EleutherAI/pythia-160m");
+TEST_F(HfCacheTest, AbsentModelIsNotFoundWithoutNamingWorkerFolders) {
+  auto source = ResolveModelSource("EleutherAI/pythia-160m", policy_);
   EXPECT_EQ(source.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(source.status().message()),
-              HasSubstr(home_ + "/hub/models--EleutherAI--pythia-160m"));
+  EXPECT_EQ(source.status().message(),
+            "model 'EleutherAI/pythia-160m' is not in this worker's Hugging Face cache; "
+            "this build never downloads: fetch it with `huggingface-cli download "
+            "EleutherAI/pythia-160m` or pass a checkpoint folder under the worker's "
+            "--model-root");
+}
+
+TEST_F(HfCacheTest, SnapshotLinkLeadingOutOfTheRepoIsPermissionDenied) {
+  AddSnapshot("dddd");
+  // Re-point the weights link at a file outside models--Org--tiny-neox.
+  const std::string link = repo_ + "/snapshots/dddd/model.safetensors";
+  ASSERT_EQ(std::rename((repo_ + "/blobs/dddd-model.safetensors").c_str(),
+                        (home_ + "/outside.safetensors").c_str()), 0);
+  ASSERT_EQ(unlink(link.c_str()), 0);
+  ASSERT_EQ(symlink((home_ + "/outside.safetensors").c_str(), link.c_str()), 0);
+  auto source = ResolveModelSource("Org/tiny-neox", policy_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  absl::Status s =
+      LoadModelCheckpoint(source->folder, c10::kFloat, kCpu, ModelFileLimits{}).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_EQ(s.message(),
+            "model.safetensors: resolves (through a symbolic link) outside the checkpoint "
+            "folder");
 }
 
 TEST_F(HfCacheTest, FoldersAndPresetsResolveFirst) {
   Write();
-  auto folder = ResolveModelSource(dir_);
+  ModelFilePolicy rooted = policy_;
+  rooted.roots = {dir_};
+  auto folder = ResolveModelSource(dir_, rooted);
   ASSERT_TRUE(folder.ok()) << folder.status();
   EXPECT_EQ(folder->kind, ModelSource::Kind::kCheckpoint);
-  auto preset = ResolveModelSource("pythia-tiny");
+  EXPECT_EQ(folder->folder.path(), Real(dir_));
+  auto preset = ResolveModelSource("pythia-tiny", policy_);
   ASSERT_TRUE(preset.ok()) << preset.status();
   EXPECT_EQ(preset->kind, ModelSource::Kind::kPreset);
   EXPECT_EQ(preset->preset.config.gpt_neox.hidden_size, 64);
+}
+
+
+// ---------------------------------------------------------------------------
+// Files on workers (issue 14, item 2): model roots, shard names confined to
+// the checkpoint folder, regular files of bounded size, errors that name
+// the file and key but neither the file's contents nor the worker's paths.
+
+std::string RealPathOf(const std::string& path) {
+  char* r = realpath(path.c_str(), nullptr);
+  std::string out = r == nullptr ? "" : r;
+  free(r);
+  return out;
+}
+
+// dir_ holds ckpt/ (the checkpoint a job names) and, beside it, files a
+// hostile index points at: secret.safetensors (a valid weights file: were
+// it opened, the load would get further) and secret.bin.
+class ConfinedTest : public CheckpointTest {
+ protected:
+  void SetUp() override {
+    CheckpointTest::SetUp();
+    outer_ = dir_;
+    dir_ = outer_ + "/ckpt";
+    ASSERT_EQ(mkdir(dir_.c_str(), 0755), 0);
+    Write();
+    ASSERT_EQ(std::rename(weights().c_str(), (outer_ + "/secret.safetensors").c_str()), 0);
+    WriteText(outer_ + "/secret.bin", "not a checkpoint");
+    first_tensor_ = params_[0].first;
+    for (const auto& [name, t] : params_) first_tensor_ = std::min(first_tensor_, name);
+  }
+  // The job's view: confined to ckpt/, names relative to it.
+  ConfinedDir Folder() const {
+    auto folder = ConfinedDir::Open(dir_, dir_);
+    EXPECT_TRUE(folder.ok()) << folder.status();
+    return *folder;
+  }
+  absl::Status LoadJob(const ModelFileLimits& limits = ModelFileLimits{}) {
+    return LoadModelCheckpoint(Folder(), c10::kFloat, kCpu, limits).status();
+  }
+  // An index file mapping every tensor to `shard`.
+  void WriteIndex(const std::string& file, const std::string& shard) {
+    nlohmann::json index = {{"metadata", nlohmann::json::object()},
+                            {"weight_map", nlohmann::json::object()}};
+    for (const auto& [name, t] : params_) index["weight_map"][name] = shard;
+    WriteText(dir_ + "/" + file, index.dump());
+  }
+  std::string Field(const std::string& file) const {
+    return file + ": weight_map['" + first_tensor_ + "']";
+  }
+  std::string outer_, first_tensor_;
+};
+
+// Regression: a shard name climbing out of the checkpoint, absolute, or not
+// one file name, in both index formats, is refused before any shard opens.
+TEST_F(ConfinedTest, IndexShardNamesOutsideTheFolderAreRefusedInBothFormats) {
+  for (const std::string index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"}) {
+    SCOPED_TRACE(index);
+    const std::string secret =
+        index[0] == 'm' ? "secret.safetensors" : "secret.bin";
+    const std::pair<std::string, std::string> cases[] = {
+        {"../" + secret, "must be a file name in the folder, without '/'"},
+        {outer_ + "/" + secret, "must be a file name in the folder, without '/'"},
+        {"/etc/passwd", "must be a file name in the folder, without '/'"},
+        {"..", "'.' and '..' do not name a file in the folder"},
+        {"", "empty file name"},
+    };
+    for (const auto& [shard, why] : cases) {
+      SCOPED_TRACE(shard);
+      WriteIndex(index, shard);
+      absl::Status s = LoadJob();
+      EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+      EXPECT_EQ(s.message(), Field(index) + ": " + why);
+    }
+    ASSERT_EQ(unlink((dir_ + "/" + index).c_str()), 0);
+  }
+}
+
+// A shard that is a symbolic link out of the folder: PERMISSION_DENIED
+// naming the index key and the shard, never the link's target.
+TEST_F(ConfinedTest, ShardLinkLeadingOutOfTheFolderIsPermissionDenied) {
+  ASSERT_EQ(symlink((outer_ + "/secret.safetensors").c_str(), (dir_ + "/shard.safetensors").c_str()),
+            0);
+  ASSERT_EQ(symlink("../secret.bin", (dir_ + "/shard.bin").c_str()), 0);
+  for (const auto& [index, shard] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"model.safetensors.index.json", "shard.safetensors"},
+           {"pytorch_model.bin.index.json", "shard.bin"}}) {
+    SCOPED_TRACE(index);
+    WriteIndex(index, shard);
+    absl::Status s = LoadJob();
+    EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+    EXPECT_EQ(s.message(), Field(index) + ": " + shard +
+                               ": resolves (through a symbolic link) outside the checkpoint folder");
+    EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr(outer_)));
+    ASSERT_EQ(unlink((dir_ + "/" + index).c_str()), 0);
+  }
+  // The same link as the single weights file.
+  ASSERT_EQ(symlink("../secret.safetensors", weights().c_str()), 0);
+  absl::Status s = LoadJob();
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_EQ(s.message(),
+            "model.safetensors: resolves (through a symbolic link) outside the checkpoint folder");
+}
+
+// Regression: an endless file as a shard was read until memory ran out. A
+// FIFO is refused without being opened (an open would block: this test
+// would hang), in both index formats and as the single file.
+TEST_F(ConfinedTest, FifoAsShardOrWeightsOrConfigIsRefusedWithoutBlocking) {
+  ASSERT_EQ(mkfifo((dir_ + "/fifo").c_str(), 0644), 0);
+  for (const std::string index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"}) {
+    SCOPED_TRACE(index);
+    WriteIndex(index, "fifo");
+    absl::Status s = LoadJob();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_EQ(s.message(), Field(index) + ": fifo: a FIFO, not a regular file");
+    ASSERT_EQ(unlink((dir_ + "/" + index).c_str()), 0);
+  }
+  ASSERT_EQ(mkfifo((dir_ + "/pytorch_model.bin").c_str(), 0644), 0);
+  absl::Status s = LoadJob();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(s.message(), "pytorch_model.bin: a FIFO, not a regular file");
+  ASSERT_EQ(unlink((dir_ + "/config.json").c_str()), 0);
+  ASSERT_EQ(mkfifo((dir_ + "/config.json").c_str(), 0644), 0);
+  auto config = ReadCheckpointConfig(Folder(), 1 << 20);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(config.status().message(), "config.json: a FIFO, not a regular file");
+}
+
+// A device file (here /dev/zero, endless) is no regular file either; the
+// bound "/" lets the link resolve so the type check is what refuses it.
+TEST_F(ConfinedTest, DeviceFileIsRefused) {
+  ASSERT_EQ(symlink("/dev/zero", (dir_ + "/zero").c_str()), 0);
+  auto folder = ConfinedDir::Open(dir_, "/");
+  ASSERT_TRUE(folder.ok()) << folder.status();
+  auto file = folder->OpenFile("zero", 1 << 20);
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(file.status().message(), "zero: a character device, not a regular file");
+  // As a shard of either index: refused before a byte is read.
+  for (const std::string index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"}) {
+    SCOPED_TRACE(index);
+    WriteIndex(index, "zero");
+    absl::Status s = LoadModelCheckpoint(*folder, c10::kFloat, kCpu, ModelFileLimits{}).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_EQ(s.message(), Field(index) + ": zero: a character device, not a regular file");
+    ASSERT_EQ(unlink((dir_ + "/" + index).c_str()), 0);
+  }
+  // Confined to ckpt/ itself, the link is refused first.
+  auto confined = Folder().OpenFile("zero", 1 << 20);
+  EXPECT_EQ(confined.status().code(), absl::StatusCode::kPermissionDenied);
+}
+
+TEST_F(ConfinedTest, EveryFileReadHasASizeLimit) {
+  const int64_t config_bytes = static_cast<int64_t>(ReadText(dir_ + "/config.json").size());
+  ModelFileLimits small;
+  small.max_metadata_bytes = 64;
+  absl::Status s = LoadJob(small);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(s.message(), absl::StrCat("config.json: ", config_bytes,
+                                      " bytes, more than this worker's limit of 64 bytes for "
+                                      "this file"));
+  ASSERT_EQ(std::rename((outer_ + "/secret.safetensors").c_str(), weights().c_str()), 0);
+  struct stat st {};
+  ASSERT_EQ(stat(weights().c_str(), &st), 0);
+  ModelFileLimits weights_limit;
+  weights_limit.max_weights_file_bytes = 1000;
+  s = LoadJob(weights_limit);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(s.message(), absl::StrCat("model.safetensors: ", st.st_size,
+                                      " bytes, more than this worker's limit of 1000 bytes for "
+                                      "this file"));
+  EXPECT_TRUE(LoadJob().ok());
+  // An index file is metadata: the same limit as config.json.
+  ASSERT_EQ(std::rename(weights().c_str(), (dir_ + "/shard.safetensors").c_str()), 0);
+  WriteIndex("model.safetensors.index.json", "shard.safetensors");
+  const int64_t index_bytes =
+      static_cast<int64_t>(ReadText(dir_ + "/model.safetensors.index.json").size());
+  ModelFileLimits index_limit;
+  index_limit.max_metadata_bytes = config_bytes;  // config.json fits, the index does not
+  ASSERT_GT(index_bytes, config_bytes);
+  s = LoadJob(index_limit);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(s.message(), absl::StrCat("model.safetensors.index.json: ", index_bytes,
+                                      " bytes, more than this worker's limit of ", config_bytes,
+                                      " bytes for this file"));
+  // A safetensors header claiming more than the format's 100 MB.
+  std::string huge(16, '\0');
+  const uint64_t claimed = kMaxSafetensorsHeaderBytes + 1;
+  std::memcpy(huge.data(), &claimed, 8);
+  WriteText(dir_ + "/shard.safetensors", huge);
+  s = LoadJob();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(s.message(),
+            "shard.safetensors: header length 100000001 is more than the format's limit of "
+            "100000000 bytes: corrupt or not a safetensors file");
+}
+
+TEST_F(ConfinedTest, ErrorsNameFileAndKeyButNeverTheValue) {
+  nlohmann::json config = ConfigJson(config_);
+  config["model_type"] = "s3cr3t-model-type";
+  WriteText(dir_ + "/config.json", config.dump());
+  auto c = ReadCheckpointConfig(Folder(), 1 << 20);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.status().message(),
+            "config.json: model_type is not supported (supported: \"gpt_neox\", \"gpt_neo\", "
+            "\"mamba\", \"mamba2\"; the value is not repeated here)");
+  config = ConfigJson(config_);
+  config["hidden_size"] = "s3cr3t";
+  config["rope_scaling"] = {{"type", "s3cr3t"}};
+  WriteText(dir_ + "/config.json", config.dump());
+  c = ReadCheckpointConfig(Folder(), 1 << 20);
+  EXPECT_EQ(c.status().message(), "config.json: rope_scaling is not supported (only null)");
+  config.erase("rope_scaling");
+  WriteText(dir_ + "/config.json", config.dump());
+  c = ReadCheckpointConfig(Folder(), 1 << 20);
+  EXPECT_EQ(c.status().message(),
+            "config.json: bad value for hidden_size (expected an integer, got a JSON string)");
+
+  // tokenizer.json: the position of a syntax error, not the text there.
+  WriteText(dir_ + "/tokenizer.json", R"({"model": s3cr3t})");
+  auto tok = LoadCheckpointTokenizer(Folder(), 1 << 20);
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tok.status().message(), "tokenizer.json: malformed JSON near byte 11");
+  auto tok_small = LoadCheckpointTokenizer(Folder(), 4);
+  EXPECT_EQ(std::string(tok_small.status().message()),
+            "tokenizer.json: 17 bytes, more than this worker's limit of 4 bytes for this file");
+
+  // A safetensors header entry with an unknown dtype: the key, not the value.
+  ASSERT_EQ(std::rename((outer_ + "/secret.safetensors").c_str(), weights().c_str()), 0);
+  std::string bytes = ReadText(weights());
+  const size_t at = bytes.find("\"F32\"");
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, 5, "\"S3C\"");
+  WriteText(weights(), bytes);
+  auto file = SafetensorsFile::Open(*Folder().OpenFile("model.safetensors", 1 << 30));
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(file.status().message()),
+              HasSubstr("model.safetensors: tensor '"));
+  EXPECT_THAT(std::string(file.status().message()),
+              HasSubstr("': unknown dtype (the format's dtypes: BOOL, U8, "));
+  EXPECT_THAT(std::string(file.status().message()), ::testing::Not(HasSubstr("S3C")));
+}
+
+// Model names resolve only under the roots: absolute, via '../' and via a
+// symbolic link, refused with PERMISSION_DENIED naming the model as the
+// job gave it and nothing of the worker's own folders.
+TEST_F(ConfinedTest, ModelOutsideTheRootsIsPermissionDenied) {
+  const std::string root = outer_ + "/root";
+  const std::string outside = outer_ + "/outside";
+  ASSERT_EQ(mkdir(root.c_str(), 0755), 0);
+  ASSERT_EQ(std::rename(dir_.c_str(), outside.c_str()), 0);  // a real checkpoint
+  ASSERT_EQ(std::rename((outer_ + "/secret.safetensors").c_str(),
+                        (outside + "/model.safetensors").c_str()), 0);
+  ASSERT_EQ(system(("cp -r '" + outside + "' '" + root + "/ckpt'").c_str()), 0);
+  ASSERT_EQ(symlink(outside.c_str(), (root + "/link").c_str()), 0);
+  ModelFilePolicy policy;
+  policy.roots = {root};
+  policy.hf_cache = false;
+  auto outside_message = [](const std::string& name) {
+    return "model '" + name +
+           "': outside this worker's model folders (--model-root, the Hugging Face cache); "
+           "nothing outside them is read";
+  };
+  for (const std::string& name :
+       {outside, std::string("/etc"), root + "/../outside", root + "/ckpt/../../outside",
+        std::string("../outside"), std::string("ckpt/../../outside"), std::string("./..")}) {
+    SCOPED_TRACE(name);
+    auto source = ResolveModelSource(name, policy);
+    EXPECT_EQ(source.status().code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(source.status().message(), outside_message(name));
+  }
+  for (const std::string& name : {root + "/link", std::string("./link"), std::string("link/")}) {
+    SCOPED_TRACE(name);
+    auto source = ResolveModelSource(name, policy);
+    EXPECT_EQ(source.status().code(), absl::StatusCode::kPermissionDenied);
+    EXPECT_EQ(source.status().message(),
+              "model '" + name + "': a symbolic link leads outside this worker's model folders "
+              "(--model-root, the Hugging Face cache)");
+  }
+  auto missing = ResolveModelSource("./nope", policy);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(),
+            "model './nope': no such checkpoint folder under this worker's model folders "
+            "(--model-root) and not an ORG/NAME repo id");
+  // Inside the roots: absolute and relative, and it loads.
+  for (const std::string& name : {root + "/ckpt", std::string("./ckpt"), std::string("ckpt/")}) {
+    SCOPED_TRACE(name);
+    auto source = ResolveModelSource(name, policy);
+    ASSERT_TRUE(source.ok()) << source.status();
+    EXPECT_EQ(source->folder.path(), RealPathOf(root + "/ckpt"));
+    EXPECT_TRUE(LoadModelCheckpoint(source->folder, c10::kFloat, kCpu, policy.limits).ok());
+  }
+  // No roots at all: presets only.
+  ModelFilePolicy none;
+  none.hf_cache = false;
+  EXPECT_EQ(ResolveModelSource(root + "/ckpt", none).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(ResolveModelSource("pythia-tiny", none).ok());
+}
+
+TEST(ConfinedFile, NamesAndPathsAreCheckedLexically) {
+  EXPECT_EQ(NormalizePathLexically("/a/./b/../c"), "/a/c");
+  EXPECT_EQ(NormalizePathLexically("/x/../.."), "/");
+  EXPECT_EQ(NormalizePathLexically("a//b/"), "a/b");
+  EXPECT_EQ(NormalizePathLexically("../x"), "");
+  EXPECT_EQ(NormalizePathLexically("a/../../x"), "");
+  EXPECT_EQ(NormalizePathLexically("./"), ".");
+  EXPECT_TRUE(PathWithin("/a/b", "/a"));
+  EXPECT_TRUE(PathWithin("/a", "/a"));
+  EXPECT_FALSE(PathWithin("/ab", "/a"));
+  EXPECT_TRUE(PathWithin("/etc", "/"));
+  EXPECT_TRUE(CheckPlainFileName("model-00001-of-00002.safetensors", "f").ok());
+  EXPECT_EQ(CheckPlainFileName(std::string(256, 'a'), "f").message(),
+            "f: a file name of 256 bytes (at most 255)");
+  EXPECT_EQ(CheckPlainFileName(std::string("a\0b", 3), "f").message(),
+            "f: a file name with a NUL byte");
 }
 
 }  // namespace
