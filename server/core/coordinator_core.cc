@@ -1,7 +1,6 @@
 #include "server/core/coordinator_core.h"
 
 #include <chrono>
-#include <map>
 #include <optional>
 #include <utility>
 
@@ -11,7 +10,7 @@
 #include "common/api_limits.h"
 #include "server/core/chunk_validation.h"
 #include "server/core/request_limits.h"
-#include "server/derived/derived_rows.h"
+#include "server/core/result_pages.h"
 #include "server/spec/sweep_spec.h"
 
 namespace layerflow::server {
@@ -38,7 +37,6 @@ absl::Status OptionalId(absl::string_view field, const std::string& value) {
 }
 
 constexpr absl::string_view kJobsToken = "ListJobs";
-constexpr absl::string_view kResultsToken = "QueryResults";
 
 }  // namespace
 
@@ -136,71 +134,7 @@ absl::StatusOr<layerflow::v1::QueryResultsResponse> CoordinatorCore::QueryResult
   LF_RETURN_IF_ERROR(CheckLength("model", request.model(), limits::kMaxModelBytes));
   LF_RETURN_IF_ERROR(CheckLength("metric", request.metric(), limits::kMaxShortNameBytes));
   LF_RETURN_IF_ERROR(OptionalId("job_id", request.job_id()));
-  LF_ASSIGN_OR_RETURN(const int32_t page_size,
-                      EffectivePageSize(request.page_size(), limits::kDefaultResultsPageSize,
-                                        limits::kMaxResultsPageSize));
-  const std::vector<std::string> filters = {request.sweep_id(), request.model(),
-                                            request.metric(), request.job_id()};
-  LF_ASSIGN_OR_RETURN(PageCursor cursor,
-                      DecodePageToken(request.page_token(), kResultsToken, filters));
-  // Derived rows (v_loc, v_glob, cubic; server/derived) are functions of a
-  // job's merged series: a filter naming one reads its base metric from the
-  // store and returns only that derived metric; no filter returns both.
-  const std::optional<derived::DerivedMetricName> derived_metric =
-      derived::ParseDerivedMetric(request.metric());
-  const bool with_derived = derived_metric.has_value() || request.metric().empty();
-  ResultFilter filter{request.sweep_id(), request.model(),
-                      derived_metric.has_value() ? derived_metric->base
-                                                 : request.metric(),
-                      request.job_id()};
-  // Pages: the store hands out whole jobs (after cursor.after_job_id); a
-  // page ends inside a job as (the job before it, rows of it already sent).
-  layerflow::v1::QueryResultsResponse response;
-  while (true) {
-    filter.after_job_id = cursor.after_job_id;
-    filter.row_limit = page_size + cursor.skip + 1;
-    LF_ASSIGN_OR_RETURN(std::vector<layerflow::v1::ResultRow> rows,
-                        store_->QueryResults(filter));
-    if (rows.empty()) return response;  // the end
-    const bool store_may_have_more = static_cast<int64_t>(rows.size()) >= filter.row_limit;
-    // Each job's predecessor in the store's order (the cursor to restart at it).
-    std::map<std::string, std::string> before;
-    std::string previous = cursor.after_job_id;
-    for (const auto& row : rows) {
-      if (row.job_id() != previous && !before.count(row.job_id())) {
-        before[row.job_id()] = previous;
-        previous = row.job_id();
-      }
-    }
-    const std::string last_job = rows.back().job_id();
-    if (with_derived) rows = derived::AppendDerivedRows(std::move(rows), derived_metric);
-    std::string current;
-    int64_t emitted_of_current = 0;
-    for (size_t i = 0; i < rows.size(); ++i) {
-      if (rows[i].job_id() != current) {
-        current = rows[i].job_id();
-        emitted_of_current = 0;
-      }
-      if (current == rows.front().job_id() && emitted_of_current < cursor.skip) {
-        ++emitted_of_current;  // sent on an earlier page
-        continue;
-      }
-      if (response.rows_size() == page_size) {
-        response.set_next_page_token(EncodePageToken(
-            kResultsToken, filters, PageCursor{before[current], emitted_of_current}));
-        return response;
-      }
-      *response.add_rows() = std::move(rows[i]);
-      ++emitted_of_current;
-    }
-    if (!store_may_have_more) return response;
-    cursor = PageCursor{last_job, 0};
-    if (response.rows_size() == page_size) {
-      // Full, and the store may hold more jobs: the next page says.
-      response.set_next_page_token(EncodePageToken(kResultsToken, filters, cursor));
-      return response;
-    }
-  }
+  return QueryResultsPage(*store_, request);
 }
 
 absl::StatusOr<layerflow::v1::RegisterWorkerResponse>

@@ -90,9 +90,14 @@ absl::StatusOr<int32_t> EffectivePageSize(int32_t page_size, int32_t default_siz
 
 std::string EncodePageToken(absl::string_view kind, const std::vector<std::string>& filters,
                             const PageCursor& cursor) {
-  // v1 \n fingerprint \n skip \n after_job_id (last: an id is never split).
-  return absl::WebSafeBase64Escape(absl::StrCat("v1\n", Fingerprint(kind, filters), "\n",
-                                                cursor.skip, "\n", cursor.after_job_id));
+  // Length-prefixed fields: v1, fingerprint, skip, key, after_job_id.
+  std::string raw;
+  for (const std::string& field :
+       {std::string("v1"), Fingerprint(kind, filters), absl::StrCat(cursor.skip), cursor.key,
+        cursor.after_job_id}) {
+    absl::StrAppend(&raw, field.size(), ":", field);
+  }
+  return absl::WebSafeBase64Escape(raw);
 }
 
 absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token, absl::string_view kind,
@@ -106,15 +111,27 @@ absl::StatusOr<PageCursor> DecodePageToken(absl::string_view token, absl::string
   if (!absl::WebSafeBase64Unescape(token, &raw)) {
     return BadToken("not a token this coordinator made");
   }
-  std::vector<std::string> parts = absl::StrSplit(raw, absl::MaxSplits('\n', 3));
-  if (parts.size() != 4 || parts[0] != "v1" || !absl::SimpleAtoi(parts[2], &cursor.skip) ||
-      cursor.skip < 0) {
+  std::vector<std::string> fields;
+  absl::string_view rest = raw;
+  while (!rest.empty() && fields.size() < 5) {
+    const size_t colon = rest.find(':');
+    size_t size = 0;
+    if (colon == absl::string_view::npos || !absl::SimpleAtoi(rest.substr(0, colon), &size) ||
+        size > rest.size() - colon - 1) {
+      return BadToken("not a token this coordinator made");
+    }
+    fields.emplace_back(rest.substr(colon + 1, size));
+    rest.remove_prefix(colon + 1 + size);
+  }
+  if (fields.size() != 5 || !rest.empty() || fields[0] != "v1" ||
+      !absl::SimpleAtoi(fields[2], &cursor.skip) || cursor.skip < 0) {
     return BadToken("not a token this coordinator made");
   }
-  if (parts[1] != Fingerprint(kind, filters)) {
+  if (fields[1] != Fingerprint(kind, filters)) {
     return BadToken("belongs to another listing (the sweep or a filter changed)");
   }
-  cursor.after_job_id = parts[3];
+  cursor.key = fields[3];
+  cursor.after_job_id = fields[4];
   return cursor;
 }
 

@@ -30,12 +30,14 @@ absl::StatusOr<int32_t> EffectivePageSize(int32_t page_size, int32_t default_siz
                                           int32_t max_size);
 
 // Where a paged listing continues: after the job `after_job_id` (empty: from
-// the first), skipping `skip` rows of the next job. Encoded opaquely with a
-// fingerprint of the request's filters (`kind` and `filters`), so a token
-// cannot continue another listing; stable across coordinator restarts.
+// the first), and for QueryResults a position inside it (`key`, opaque here,
+// and `skip`). Encoded opaquely with a fingerprint of the request's filters
+// (`kind` and `filters`), so a token cannot continue another listing; stable
+// across coordinator restarts.
 struct PageCursor {
   std::string after_job_id;
   int64_t skip = 0;
+  std::string key;
 };
 std::string EncodePageToken(absl::string_view kind, const std::vector<std::string>& filters,
                             const PageCursor& cursor);

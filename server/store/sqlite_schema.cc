@@ -106,6 +106,13 @@ ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '';
 CREATE INDEX jobs_by_depends_on ON jobs(depends_on);
 )sql";
 
+// v5: paged QueryResults. Result rows in their key order within a job, so
+// a page (a keyset: the rows after a key, LIMIT n) reads its own rows
+// instead of sorting the rest of the sweep.
+constexpr absl::string_view kV5 = R"sql(
+CREATE INDEX chunk_stats_by_key ON chunk_stats(job_id, metric, layer, layer_b, head, position);
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -122,6 +129,7 @@ const std::vector<Migration>& Migrations() {
       {2, "jobs.not_before_ms, workers, jobs_runnable index", kV2},
       {3, "chunk_stats.layer_b/head/position (tidy rows)", kV3},
       {4, "jobs.kind, jobs.depends_on (probing)", kV4},
+      {5, "chunk_stats_by_key index (paged QueryResults)", kV5},
   };
   return *migrations;
 }

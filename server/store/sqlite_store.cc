@@ -422,24 +422,32 @@ class SqliteStore final : public Store {
             "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
             "WHERE j.sweep_id = ?1 AND (?2 = '' OR j.model = ?2) "
             "AND (?3 = '' OR s.metric = ?3) AND (?4 = '' OR j.job_id = ?4) "
-            "AND (?5 = '' OR j.seq > (SELECT seq FROM jobs WHERE job_id = ?5)) "
+            // The keyset: later jobs, or later keys of after_job_id.
+            "AND (?5 = '' OR j.seq > (SELECT seq FROM jobs WHERE job_id = ?5) "
+            "     OR (?6 = 1 AND j.job_id = ?5 AND "
+            "         (s.metric, s.layer, s.layer_b, s.head, s.position) > "
+            "         (?7, ?8, ?9, ?10, ?11))) "
             "GROUP BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
-            "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position"));
+            "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
+            "LIMIT ?12"));
     select.Bind(1, filter.sweep_id)
         .Bind(2, filter.model)
         .Bind(3, filter.metric)
         .Bind(4, filter.job_id)
         .Bind(5, filter.after_job_id);
+    const ResultKey key = filter.after_key.value_or(ResultKey{});
+    select.Bind(6, filter.after_key.has_value() ? 1 : 0)
+        .Bind(7, key.metric)
+        .Bind(8, key.layer)
+        .Bind(9, key.layer_b)
+        .Bind(10, key.head)
+        .Bind(11, key.position)
+        .Bind(12, filter.row_limit > 0 ? filter.row_limit : int64_t{-1});
     std::vector<ResultRow> rows;
     std::map<std::string, layerflow::v1::JobSpec> specs;
     while (true) {
       LF_ASSIGN_OR_RETURN(bool more, select.Step());
       if (!more) break;
-      // Paging: whole jobs only, so stop at the first row of the next job.
-      if (filter.row_limit > 0 && static_cast<int64_t>(rows.size()) >= filter.row_limit &&
-          select.Text(0) != rows.back().job_id()) {
-        break;
-      }
       ResultRow& row = rows.emplace_back();
       row.set_sweep_id(filter.sweep_id);
       row.set_job_id(select.Text(0));

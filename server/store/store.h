@@ -60,16 +60,29 @@ struct CommitResult {
   int64_t job_chunks_committed = 0;
 };
 
+// The key of a merged result row within its job, in the order QueryResults
+// returns rows (an unset optional field is -1, before 0).
+struct ResultKey {
+  std::string metric;
+  int32_t layer = 0;
+  int32_t layer_b = -1;
+  int32_t head = -1;
+  int32_t position = -1;
+};
+
 struct ResultFilter {
   std::string sweep_id;  // required
   std::string model;     // empty: any
   std::string metric;    // empty: any
   std::string job_id;    // empty: any
-  // Paging (the core's page tokens): only jobs created after this one
-  // (empty: from the first job).
+  // Paging (the core's page tokens), a keyset: only rows after this point
+  // of the order. Empty after_job_id: from the first row. Otherwise the
+  // rows of after_job_id whose key is greater than after_key (none when
+  // after_key is unset: the whole job is behind), then every row of the
+  // jobs created after it.
   std::string after_job_id;
-  // > 0: stop at the first job boundary once this many rows are read (the
-  // rows of a job are never split: derived rows need them all).
+  std::optional<ResultKey> after_key;
+  // > 0: at most this many rows.
   int64_t row_limit = 0;
 };
 
@@ -158,9 +171,8 @@ class Store {
 
   // Merged rows per (job, metric, layer, layer_b, head, position), in job
   // creation order, then metric, layer, layer_b, head, position (an unset
-  // optional key field sorts before 0), paged by whole jobs with
-  // filter.after_job_id and filter.row_limit. NOT_FOUND for an unknown
-  // sweep.
+  // optional key field sorts before 0), from the filter's keyset point on,
+  // at most row_limit rows. NOT_FOUND for an unknown sweep.
   virtual absl::StatusOr<std::vector<layerflow::v1::ResultRow>> QueryResults(
       const ResultFilter& filter) = 0;
 

@@ -3,9 +3,11 @@
 // csv` fail with "RESOURCE_EXHAUSTED: Received message larger than max
 // (10837111 vs. 4194304)": gRPC's 4 MiB default capped the QueryResults reply
 // at the CLI, and a large model's spectra chunk approaches the same cap on
-// the coordinator. Here a worker streams one ~9 MiB chunk of keyed rows and
-// the CLI's client reads them all back.
+// the coordinator. Here a worker streams one ~13 MiB chunk of keyed rows and
+// the CLI's client reads them all back, page by page (QueryResults is paged
+// since; the rows must come back exactly once, in order).
 #include <chrono>
+#include <iostream>
 #include <memory>
 #include <string>
 
@@ -23,7 +25,10 @@ namespace {
 
 namespace v1 = ::layerflow::v1;
 
-constexpr int kRows = 300000;  // ~30 bytes each on the wire
+// Every (layer, position) of pythia-tiny's points 0..3 at the largest
+// context: rows the chunk check (against the job) accepts.
+constexpr int kPositions = 65536;
+constexpr int kRows = 4 * kPositions;  // ~50 bytes each on the wire
 
 // A context that gives up after a minute rather than at CTest's timeout.
 std::unique_ptr<grpc::ClientContext> Context() {
@@ -47,6 +52,8 @@ TEST(LargeResults, ChunkAndQueryBeyondFourMebibytes) {
   spec.set_name("large");
   spec.add_models("pythia-tiny");
   spec.set_num_prompts(1);
+  spec.add_analyses("adjacent_cos_tokens");
+  spec.add_context_lengths(kPositions);
   auto submitted = client.SubmitSweep(spec);
   ASSERT_TRUE(submitted.ok()) << submitted.status();
 
@@ -70,8 +77,9 @@ TEST(LargeResults, ChunkAndQueryBeyondFourMebibytes) {
   for (int i = 0; i < kRows; ++i) {
     v1::MetricStat* stat = chunk.add_stats();
     stat->set_metric("adjacent_cos_tokens");
-    stat->set_layer(i % 3);
-    stat->set_position(i);
+    stat->set_layer(i / kPositions);
+    stat->set_head(0);
+    stat->set_position(i % kPositions);
     stat->set_sum(0.25);
     stat->set_sum_sq(0.0625);
     stat->set_count(1);
@@ -92,10 +100,20 @@ TEST(LargeResults, ChunkAndQueryBeyondFourMebibytes) {
 
   v1::QueryResultsRequest query;
   query.set_sweep_id(submitted->sweep_id());
+  const auto start = std::chrono::steady_clock::now();
   auto rows = client.QueryResults(query);
   ASSERT_TRUE(rows.ok()) << rows.status();
-  // One row per (layer, position): every streamed stat, none merged away.
-  EXPECT_EQ(rows->size(), static_cast<size_t>(kRows));
+  std::cerr << "QueryResults: " << rows->size() << " rows in "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+            << " s\n";
+  // One row per (layer, position): every streamed stat, none merged away,
+  // in (layer, position) order across the pages.
+  ASSERT_EQ(rows->size(), static_cast<size_t>(kRows));
+  for (int i = 0; i < kRows; i += 4099) {
+    EXPECT_EQ((*rows)[i].layer(), i / kPositions) << i;
+    EXPECT_EQ((*rows)[i].position(), i % kPositions) << i;
+  }
+  EXPECT_EQ(rows->back().position(), kPositions - 1);
   (*server)->Shutdown();
 }
 

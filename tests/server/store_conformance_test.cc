@@ -494,6 +494,62 @@ TEST_P(StoreConformance, QueryResultsKeysRowsByLayerBHeadAndPosition) {
   EXPECT_EQ(cka.size(), 2u);
 }
 
+// Paging reads by keyset: rows after (job, key), at most row_limit; the
+// whole job behind when after_key is unset; later jobs follow.
+TEST_P(StoreConformance, QueryResultsKeysetAndJobPagingFilters) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 3, 1)));
+  for (const std::string job : {"s-0", "s-1", "s-2"}) {
+    Lease lease = MustLease("w", 0);
+    ASSERT_EQ(lease.job.job_id(), job);
+    MetricStat head0 = Stat("attn", 1, {0.5});
+    head0.set_head(0);
+    MetricStat head1 = Stat("attn", 1, {0.25});
+    head1.set_head(1);
+    LF_ASSERT_OK(store_->CommitChunk(job, lease.lease_id, 0,
+                                     {Stat("attn", 1, {1.0}), head0, head1, Stat("cka", 0, {0.1})},
+                                     {}, 1)
+                     .status());
+  }
+  auto keys = [](const std::vector<layerflow::v1::ResultRow>& rows) {
+    std::vector<std::string> out;
+    for (const auto& r : rows) {
+      out.push_back(absl::StrCat(r.job_id(), ":", r.metric(), ":",
+                                 r.has_head() ? absl::StrCat(r.head()) : "-"));
+    }
+    return out;
+  };
+  ResultFilter after{"s", "", "", ""};
+  after.after_job_id = "s-1";
+  after.after_key = ResultKey{"attn", 1, -1, 0, -1};  // s-1's attn head 0
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults(after));
+  EXPECT_EQ(keys(rows), (std::vector<std::string>{"s-1:attn:1", "s-1:cka:-", "s-2:attn:-",
+                                                  "s-2:attn:0", "s-2:attn:1", "s-2:cka:-"}));
+  after.row_limit = 3;
+  LF_ASSERT_OK_AND_ASSIGN(rows, store_->QueryResults(after));
+  EXPECT_EQ(keys(rows), (std::vector<std::string>{"s-1:attn:1", "s-1:cka:-", "s-2:attn:-"}));
+  after.after_key.reset();  // all of s-1 behind
+  LF_ASSERT_OK_AND_ASSIGN(rows, store_->QueryResults(after));
+  EXPECT_EQ(keys(rows), (std::vector<std::string>{"s-2:attn:-", "s-2:attn:0", "s-2:attn:1"}));
+  after.after_job_id = "s-2";
+  after.row_limit = 0;
+  LF_ASSERT_OK_AND_ASSIGN(rows, store_->QueryResults(after));
+  EXPECT_TRUE(rows.empty());
+
+  // ListJobs after a job, limited; GetJob.
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs(JobFilter{"s", JobState::JOB_STATE_UNSPECIFIED,
+                                                                "s-0", 1}));
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].job_id(), "s-1");
+  LF_ASSERT_OK_AND_ASSIGN(jobs, store_->ListJobs(JobFilter{"s", JobState::JOB_STATE_UNSPECIFIED,
+                                                           "s-2", 0}));
+  EXPECT_TRUE(jobs.empty());
+  LF_ASSERT_OK_AND_ASSIGN(Job job, store_->GetJob("s-2"));
+  EXPECT_EQ(job.sweep_id(), "s");
+  EXPECT_EQ(job.chunks_committed(), 1);
+  EXPECT_THAT(store_->GetJob("s-9").status(),
+              StatusIs(absl::StatusCode::kNotFound, "job s-9 not found"));
+}
+
 TEST_P(StoreConformance, QueryResultsMergesChunksAndFilters) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 2)));
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("t", 1, 1, 0, 1000, "pythia-14m")));
