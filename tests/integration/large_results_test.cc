@@ -117,5 +117,51 @@ TEST(LargeResults, ChunkAndQueryBeyondFourMebibytes) {
   (*server)->Shutdown();
 }
 
+// Over gRPC: the CLI's client follows ListJobs pages, and an oversized
+// field comes back as INVALID_ARGUMENT naming it (issue 14, item 6).
+TEST(Paging, ClientFollowsPagesAndOversizedFieldsAreRefused) {
+  const server::testing::TempDir dir;
+  server::CoordinatorOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.db_path = dir.File("lf.db");
+  options.metrics_address = "";
+  auto server = server::CoordinatorServer::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
+  client::CoordinatorClient client(address, std::chrono::seconds(60));
+  v1::SweepSpec spec;
+  spec.set_name("paged");
+  spec.add_models("pythia-tiny");
+  for (int s = 0; s < 5; ++s) spec.add_seeds(s);
+  auto submitted = client.SubmitSweep(spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  client.set_page_size(2);  // three pages: 2, 2, 1
+  auto jobs = client.ListJobs(submitted->sweep_id(), v1::JOB_STATE_UNSPECIFIED);
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 5u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ((*jobs)[i].job_id(), absl::StrCat(submitted->sweep_id(), "-", i));
+    EXPECT_EQ((*jobs)[i].spec().seed(), i);
+  }
+
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto worker = v1::WorkerProtocol::NewStub(channel);
+  v1::RegisterWorkerRequest request;
+  request.set_name(std::string(300, 'w'));
+  v1::RegisterWorkerResponse response;
+  grpc::Status status = worker->RegisterWorker(Context().get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "name: 300 bytes, more than the limit of 256");
+  auto coordinator = v1::Coordinator::NewStub(channel);
+  v1::ListJobsRequest list;
+  list.set_sweep_id(submitted->sweep_id());
+  list.set_page_token("garbage");
+  v1::ListJobsResponse listed;
+  status = coordinator->ListJobs(Context().get(), list, &listed);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "page_token: not a token this coordinator made");
+  (*server)->Shutdown();
+}
+
 }  // namespace
 }  // namespace layerflow
