@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "catalog/model_config.h"
+#include "client/output.h"
 
 namespace layerflow::client {
 namespace {
@@ -30,10 +31,7 @@ constexpr const char* kSpectrumBins[] = {"[0, 0.1)",  "[0.1, 0.5)", "[0.5, 0.9)"
                                          "[1, 10)",   "[10, 100)",  "[100, ∞)"};
 constexpr int kNumSpectrumBins = 7;
 
-struct Config {
-  std::string model, init_scheme, dataset;
-  int32_t context_length = 0;
-  std::vector<std::string> job_ids;
+struct Config : Configuration {
   int max_layer = 0;  // of its unkeyed rows
   std::string label, slug;
 };
@@ -107,25 +105,17 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
                                                       const FigureOptions& options) {
   const std::string sweep = options.sweep_id.empty() ? "the sweep" : "sweep " + options.sweep_id;
   // Configurations in order of first appearance; rows grouped by full key.
+  std::vector<size_t> row_config;
   std::vector<Config> configs;
-  std::map<std::tuple<std::string, std::string, std::string, int32_t>, size_t> index;
+  for (Configuration& c : GroupConfigurations(rows, &row_config)) {
+    configs.emplace_back();
+    static_cast<Configuration&>(configs.back()) = std::move(c);
+  }
   std::map<Key, std::vector<const v1::ResultRow*>> groups;
   std::set<std::string> row_metrics;
-  for (const v1::ResultRow& row : rows) {
-    const auto ckey = std::make_tuple(row.model(), row.init_scheme(), row.dataset(),
-                                      row.context_length());
-    auto [it, inserted] = index.try_emplace(ckey, configs.size());
-    if (inserted) {
-      Config& c = configs.emplace_back();
-      c.model = row.model();
-      c.init_scheme = row.init_scheme();
-      c.dataset = row.dataset();
-      c.context_length = row.context_length();
-    }
-    Config& c = configs[it->second];
-    if (std::find(c.job_ids.begin(), c.job_ids.end(), row.job_id()) == c.job_ids.end()) {
-      c.job_ids.push_back(row.job_id());
-    }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const v1::ResultRow& row = rows[i];
+    Config& c = configs[row_config[i]];
     if (row.metric().find('(') != std::string::npos) continue;  // derived rows
     row_metrics.insert(row.metric());
     const bool keyed = row.has_layer_b() || row.has_head() || row.has_position();
@@ -133,7 +123,7 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
                    row.metric() == "probe_test_acc")) {
       c.max_layer = std::max(c.max_layer, row.layer());
     }
-    groups[Key{it->second, row.metric(), row.layer(), row.has_layer_b() ? row.layer_b() : -1,
+    groups[Key{row_config[i], row.metric(), row.layer(), row.has_layer_b() ? row.layer_b() : -1,
                row.has_head() ? row.head() : -1, row.has_position() ? row.position() : -1}]
         .push_back(&row);
   }
@@ -371,9 +361,8 @@ absl::StatusOr<std::vector<std::string>> WriteFigures(
     if (i < dir.size() && dir[i] != '/') continue;
     const std::string prefix = dir.substr(0, i);
     if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "cannot create the figures directory ", dir, " (", prefix, ": ",
-          std::strerror(errno), ")"));
+      return absl::ErrnoToStatus(
+          errno, absl::StrCat("cannot create the figures directory ", dir, " (", prefix, ")"));
     }
   }
   struct stat info;

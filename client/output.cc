@@ -484,15 +484,37 @@ std::string FormatResults(absl::Span<const v1::ResultRow> rows, OutputFormat for
   return FormatResultsTable(rows);
 }
 
+std::vector<Configuration> GroupConfigurations(absl::Span<const v1::ResultRow> rows,
+                                               std::vector<size_t>* row_config) {
+  using Key = std::tuple<std::string, std::string, std::string, int32_t>;
+  std::map<Key, size_t> index;
+  std::vector<Configuration> configs;
+  row_config->clear();
+  row_config->reserve(rows.size());
+  for (const v1::ResultRow& row : rows) {
+    const Key key{row.model(), row.init_scheme(), row.dataset(), row.context_length()};
+    auto [it, inserted] = index.try_emplace(key, configs.size());
+    if (inserted) {
+      configs.push_back({.model = row.model(),
+                         .init_scheme = row.init_scheme(),
+                         .dataset = row.dataset(),
+                         .context_length = row.context_length()});
+    }
+    Configuration& c = configs[it->second];
+    if (std::find(c.job_ids.begin(), c.job_ids.end(), row.job_id()) == c.job_ids.end()) {
+      c.job_ids.push_back(row.job_id());
+      c.seeds.push_back(row.seed());
+    }
+    row_config->push_back(it->second);
+  }
+  return configs;
+}
+
 namespace {
 
 // One line of the summary: a job, or the jobs of one configuration that
 // differ only in their seed.
-struct SummaryGroup {
-  std::string model, init_scheme, dataset;
-  int32_t context_length = 0;
-  std::vector<int64_t> seeds;
-  std::vector<std::string> job_ids;
+struct SummaryGroup : Configuration {
   // Seed-mean series: layer -> (sum over seeds, seeds with a value).
   std::map<int, std::pair<double, int>> intertoken, adjacent, cka;
   // Per-job scalars, averaged over the jobs that have them.
@@ -521,25 +543,15 @@ struct SummaryLine {
 
 std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
                                    std::vector<SummaryGroup>& groups) {
-  using Key = std::tuple<std::string, std::string, std::string, int32_t>;
-  std::map<Key, size_t> index;
-  groups.clear();
-  groups.reserve(rows.size());
-  for (const v1::ResultRow& row : rows) {
-    const Key key{row.model(), row.init_scheme(), row.dataset(), row.context_length()};
-    auto [it, inserted] = index.try_emplace(key, groups.size());
-    if (inserted) {
-      SummaryGroup& g = groups.emplace_back();
-      g.model = row.model();
-      g.init_scheme = row.init_scheme();
-      g.dataset = row.dataset();
-      g.context_length = row.context_length();
-    }
-    SummaryGroup& g = groups[it->second];
-    if (std::find(g.job_ids.begin(), g.job_ids.end(), row.job_id()) == g.job_ids.end()) {
-      g.job_ids.push_back(row.job_id());
-      g.seeds.push_back(row.seed());
-    }
+  std::vector<size_t> row_config;
+  std::vector<Configuration> configs = GroupConfigurations(rows, &row_config);
+  groups.assign(configs.size(), SummaryGroup{});
+  for (size_t c = 0; c < configs.size(); ++c) {
+    static_cast<Configuration&>(groups[c]) = std::move(configs[c]);
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const v1::ResultRow& row = rows[i];
+    SummaryGroup& g = groups[row_config[i]];
     auto add = [&](std::pair<double, int>& acc) {
       acc.first += row.value();
       acc.second += 1;

@@ -3,7 +3,9 @@
 #ifndef LAYERFLOW_CLIENT_OUTPUT_H_
 #define LAYERFLOW_CLIENT_OUTPUT_H_
 
+#include <cstdint>
 #include <string>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
@@ -77,6 +79,21 @@ inline constexpr double kProbeSignificance = 0.05;
 // out) and the per-class test accuracy at the best layer. Non-probe rows
 // are ignored; none left gives "(no probe results)\n".
 std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows);
+
+// A configuration: one (model, init scheme, data set, context length), the
+// jobs that have it (they differ only in their seed) and their seeds, in
+// order of first appearance. The summaries and the figures (client/
+// figures.h) average or pool over a configuration's jobs.
+struct Configuration {
+  std::string model, init_scheme, dataset;
+  int32_t context_length = 0;
+  std::vector<std::string> job_ids;
+  std::vector<int64_t> seeds;
+};
+// The rows' configurations in order of first appearance; (*row_config)[i]
+// is the index of rows[i]'s.
+std::vector<Configuration> GroupConfigurations(absl::Span<const v1::ResultRow> rows,
+                                               std::vector<size_t>* row_config);
 
 // `layerflow results --summary`: one line per configuration (model, init
 // scheme, data set, context length), in order of first appearance; jobs

@@ -24,7 +24,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   libcli11-dev nlohmann-json3-dev libsqlite3-dev libpq-dev curl prometheus
-  libicu-dev libssl-dev
+  libicu-dev libssl-dev libcairo2-dev
 )
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }

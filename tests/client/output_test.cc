@@ -371,6 +371,23 @@ TEST(ResultsSummaryTest, EmptyInput) {
   EXPECT_EQ(FormatResultsSummary({}, OutputFormat::kJson), "[]\n");
 }
 
+// `layerflow run`'s headline: the same seed-averaged figures as --summary
+// (m: seed-mean itc 0.3125 0.375 0.625 0.375, so the peak 0.625 at layer 2,
+// final 0.375, path_energy (1.5 + 2.5) / 2), compact.
+TEST(RunSummaryTest, PeakFinalAndPathEnergyPerModel) {
+  EXPECT_EQ(FormatRunSummary(SummaryRows()),
+            "model | init         | itc peak | at layer | final itc | path_energy\n"
+            "------+--------------+----------+----------+-----------+------------\n"
+            "m     | reference    |   0.6250 |        2 |    0.3750 |           2\n"
+            "m2    | normal(0.02) |   0.5000 |        0 |    0.2500 |           -\n"
+            "itc = intertoken_cos (mean over prompts; seeds averaged); at layer: where it "
+            "peaks; final: the last representation point\n");
+  // Nothing to summarise: nothing printed (no empty table above the grids).
+  EXPECT_EQ(FormatRunSummary({}), "");
+  EXPECT_EQ(FormatRunSummary({Row("j", "m", "reference", 0, 64, "adjacent_cos", 0, 0.5, 0)}),
+            "");
+}
+
 // A PROBE job's rows (pythia-70m: 6 blocks, so layer 7 is "final"), as the
 // worker stores them, plus one EXTRACT row of the same sweep.
 std::vector<v1::ResultRow> ProbeRows() {

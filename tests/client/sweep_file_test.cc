@@ -143,18 +143,20 @@ TEST(SweepFileTest, EmbeddedDefaultParses) {
       ParseSweepYaml(kDefaultSweepYaml, kDefaultSweepSource);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->name(), "quickstart");
-  EXPECT_THAT(spec->models(), ::testing::ElementsAre("pythia-14m", "pythia-70m"));
+  // Random-init Transformers against the state-space models.
+  EXPECT_THAT(spec->models(), ::testing::ElementsAre("pythia-160m", "gpt-neo-125m",
+                                                     "mamba-130m", "mamba2-130m"));
   EXPECT_THAT(spec->init_schemes(), ::testing::ElementsAre("reference"));
-  EXPECT_THAT(spec->seeds(), ::testing::ElementsAre(0, 1));
+  EXPECT_THAT(spec->seeds(), ::testing::ElementsAre(0));
   ASSERT_EQ(spec->datasets_size(), 1);
-  EXPECT_EQ(spec->datasets(0).name(), "kvpr");
-  EXPECT_EQ(spec->datasets(0).num_classes(), 11);
-  EXPECT_THAT(spec->context_lengths(), ::testing::ElementsAre(1536));
-  EXPECT_THAT(spec->analyses(), ::testing::ElementsAre("adjacent_cos", "intertoken_cos"));
-  EXPECT_EQ(spec->num_prompts(), 8);
+  EXPECT_EQ(spec->datasets(0).name(), "mqar");
+  EXPECT_THAT(spec->context_lengths(), ::testing::ElementsAre(128));
+  EXPECT_THAT(spec->analyses(), ::testing::ElementsAre("adjacent_cos", "intertoken_cos",
+                                                       "path_energy", "adjacent_cos_tokens"));
+  EXPECT_EQ(spec->num_prompts(), 2);
   EXPECT_EQ(spec->prompts_per_chunk(), 2);
   EXPECT_EQ(spec->dtype(), "fp32");
-  // 2 models x 1 init x 2 seeds x 1 data set x 1 context length.
+  // 4 models x 1 init x 1 seed x 1 data set x 1 context length.
   EXPECT_EQ(spec->models_size() * spec->init_schemes_size() * spec->seeds_size() *
                 spec->datasets_size() * spec->context_lengths_size(),
             4);
