@@ -7,6 +7,7 @@
 #define LAYERFLOW_COMMON_API_LIMITS_H_
 
 #include <cstdint>
+#include <string>
 
 namespace layerflow::limits {
 
@@ -41,6 +42,20 @@ inline constexpr int32_t kDefaultJobsPageSize = 500;
 inline constexpr int32_t kMaxJobsPageSize = 5000;
 inline constexpr int32_t kDefaultResultsPageSize = 5000;
 inline constexpr int32_t kMaxResultsPageSize = 50000;
+
+// `text` cut to at most `max_bytes` (> 11) bytes ending in " ... (cut)",
+// never inside a UTF-8 sequence; unchanged when it fits.
+inline std::string CutToLimit(std::string text, int64_t max_bytes) {
+  if (static_cast<int64_t>(text.size()) <= max_bytes) return text;
+  static constexpr char kCut[] = " ... (cut)";
+  text.resize(static_cast<size_t>(max_bytes) - (sizeof(kCut) - 1));
+  // Drop a trailing partial sequence: continuation bytes, then their lead.
+  while (!text.empty() && (static_cast<unsigned char>(text.back()) & 0xC0) == 0x80) {
+    text.pop_back();
+  }
+  if (!text.empty() && (static_cast<unsigned char>(text.back()) & 0x80) != 0) text.pop_back();
+  return text + kCut;
+}
 
 }  // namespace layerflow::limits
 

@@ -164,14 +164,6 @@ bool ConfinedDir::Exists(absl::string_view name) const {
   return stat(absl::StrCat(path_, "/", name).c_str(), &st) == 0;
 }
 
-bool ConfinedDir::HasFile(absl::string_view name) const {
-  if (path_.empty() || !CheckRelativeName(name, "").ok()) return false;
-  absl::StatusOr<std::string> resolved = RealPath(absl::StrCat(path_, "/", name), "");
-  if (!resolved.ok() || !PathWithin(*resolved, bound_)) return false;
-  struct stat st {};
-  return stat(resolved->c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 absl::StatusOr<ConfinedFile> ConfinedDir::OpenFile(absl::string_view name,
                                                    int64_t max_bytes) const {
   const std::string shown = DisplayName(name);

@@ -73,10 +73,6 @@ class ConfinedDir {
   static absl::StatusOr<ConfinedDir> Open(const std::string& dir, const std::string& bound,
                                           std::string display = "");
 
-  // True when `name` (a valid relative name) exists as a regular file
-  // inside the bound; no error for anything else (the Open call that
-  // follows says what is wrong).
-  bool HasFile(absl::string_view name) const;
   // True when `name` exists at all (file, folder, FIFO, ...), for choosing
   // between formats: the Open of the chosen one reports a bad type.
   bool Exists(absl::string_view name) const;

@@ -256,6 +256,17 @@ TEST(PageTokens, RoundTripAndStayBoundToTheirFilters) {
   EXPECT_EQ(first.skip, 0);
 }
 
+// What a worker sends as FailJob.error fits the cap, whole characters only.
+TEST(CutToLimit, FitsTheCapWithoutSplittingACharacter) {
+  EXPECT_EQ(limits::CutToLimit("short", 20), "short");
+  EXPECT_EQ(limits::CutToLimit("abcdefghijklmnopqrstuvwxyz", 20), "abcdefghij ... (cut)");
+  // "é" is two bytes (C3 A9); a cut after C3 drops it whole.
+  const std::string text = "abcdefghi\xc3\xa9zzzzzzzzzzzzzzz";
+  EXPECT_EQ(limits::CutToLimit(text, 20), "abcdefghi ... (cut)");
+  const std::string cut = limits::CutToLimit(std::string(20000, 'x'), limits::kMaxErrorBytes);
+  EXPECT_EQ(static_cast<int64_t>(cut.size()), limits::kMaxErrorBytes);
+}
+
 TEST_F(PagingTest, OversizedFieldsAreInvalidArgumentNamingTheFieldAndTheLimit) {
   const std::string sweep = Submit(1);
   const v1::LeaseJobResponse lease = Lease();

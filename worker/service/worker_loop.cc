@@ -216,12 +216,7 @@ class WorkerLoopImpl final : public WorkerLoop {
     request.set_job_id(job_id);
     request.set_lease_id(lease_id);
     // Within the coordinator's cap on FailJob.error (common/api_limits.h).
-    std::string error = status.ToString();
-    if (static_cast<int64_t>(error.size()) > limits::kMaxErrorBytes) {
-      constexpr absl::string_view kCut = " ... (cut)";
-      error.resize(limits::kMaxErrorBytes - kCut.size());
-      error.append(kCut.data(), kCut.size());
-    }
+    const std::string error = limits::CutToLimit(status.ToString(), limits::kMaxErrorBytes);
     request.set_error(error);
     v1::FailJobResponse response;
     grpc::ClientContext ctx;
