@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end tests of the real `layerflow` binary.
 #   cli_e2e_test.sh LAYERFLOW input   # bad input: no server needed
-#   cli_e2e_test.sh LAYERFLOW run     # `layerflow run` with the embedded
-#                                     # coordinator and worker (pythia-tiny)
+#   cli_e2e_test.sh LAYERFLOW run [COORDINATOR]
+#                                     # `layerflow run` with the embedded
+#                                     # coordinator and worker (pythia-tiny);
+#                                     # with COORDINATOR, `layerflow plot` on
+#                                     # the kept store
 #   cli_e2e_test.sh LAYERFLOW probe   # extract -> probe for a Transformer and
 #                                     # an SSM, features through the artifact store
 set -u
 LAYERFLOW=$1
 MODE=$2
+COORDINATOR=${3:-}  # run: layerflow-coordinator, to plot from the kept store
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/layerflow-e2e-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 failures=0
@@ -116,6 +120,44 @@ YAML
       if (bad != "") { print bad; exit 1 }
     }' "$WORK/csv" > "$WORK/awk" || { fail "run --format csv: $(cat "$WORK/awk")"; }
   [[ -s $WORK/kept.db ]] || fail "run --db: store not kept at $WORK/kept.db"
+
+  # `layerflow plot` against a real coordinator on the kept store: it reads
+  # the rows as `layerflow results` does, and its sidecars read back equal
+  # them; a metric the sweep lacks is an error naming the flag and sweep.
+  if [[ -n $COORDINATOR ]]; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$COORDINATOR" --listen "127.0.0.1:$port" --metrics "" --db "$WORK/kept.db" \
+        > "$WORK/coordinator.log" 2>&1 &
+    coordinator_pid=$!
+    sweep=$(awk -F, 'NR == 2 { print $1 }' "$WORK/csv")
+    for _ in $(seq 100); do
+      "$LAYERFLOW" --coordinator "127.0.0.1:$port" jobs "$sweep" > /dev/null 2>&1 && break
+      sleep 0.1
+    done
+    "$LAYERFLOW" --coordinator "127.0.0.1:$port" results "$sweep" --format csv > "$WORK/stored.csv"
+    "$LAYERFLOW" --coordinator "127.0.0.1:$port" plot "$sweep" --out "$WORK/plots" --format svg \
+        > "$WORK/plot.out" 2> "$WORK/plot.err"
+    code=$?
+    [[ $code == 0 ]] || { fail "plot: exit $code, want 0"; sed 's/^/  | /' "$WORK/plot.err" >&2; }
+    [[ $(cat "$WORK/plot.out") == "$WORK/plots/depth_adjacent_cos.svg
+$WORK/plots/depth_adjacent_cos.json
+$WORK/plots/depth_intertoken_cos.svg
+$WORK/plots/depth_intertoken_cos.json" ]] || fail "plot: printed $(cat "$WORK/plot.out")"
+    python3 "$(dirname "$0")/figures_readback.py" "$WORK/stored.csv" "$WORK/plots" > "$WORK/readback" 2>&1 \
+      || { fail "plot: read-back against the store"; sed 's/^/  | /' "$WORK/readback" >&2; }
+    "$LAYERFLOW" --coordinator "127.0.0.1:$port" plot "$sweep" --metric cka_all_unbiased \
+        --out "$WORK/plots2" > /dev/null 2> "$WORK/plot.err"
+    code=$?
+    [[ $code == 1 ]] || fail "plot --metric cka_all_unbiased: exit $code, want 1"
+    expect_contains "$WORK/plot.err" "error: INVALID_ARGUMENT: --metric cka_all_unbiased: no figure of sweep $sweep (it has no rows of that metric); its figures' metrics: adjacent_cos, intertoken_cos" \
+      "plot --metric cka_all_unbiased"
+    "$LAYERFLOW" --coordinator "127.0.0.1:$port" plot sw-nope > /dev/null 2> "$WORK/plot.err"
+    code=$?
+    [[ $code == 1 ]] || fail "plot sw-nope: exit $code, want 1"
+    expect_contains "$WORK/plot.err" "error: NOT_FOUND: unknown sweep 'sw-nope'" "plot sw-nope"
+    kill "$coordinator_pid"
+    wait "$coordinator_pid" 2> /dev/null
+  fi
 fi
 
 if [[ $MODE == probe ]]; then
