@@ -65,6 +65,9 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
   const catalog::PromptRange prompts =
       catalog::ChunkPrompts(chunk.sequence(), spec.num_prompts(), spec.prompts_per_chunk());
   const int64_t chunk_prompts = std::max<int64_t>(0, prompts.end - prompts.begin);
+  // A PROBE row holds one value per seed, per label permutation, or one.
+  const int64_t probe_max_count = std::max<int64_t>(
+      {1, spec.probe().seeds_size(), spec.probe().permutations()});
   absl::flat_hash_set<std::string> allowed_checked;  // metric names already accepted
   for (int i = 0; i < chunk.stats_size(); ++i) {
     const layerflow::v1::MetricStat& stat = chunk.stats(i);
@@ -102,6 +105,13 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
       return Invalid(field + ".position",
                      absl::StrCat(stat.position(), " is outside [0, ", spec.context_length(),
                                   ") (the job's context_length)"));
+    }
+    if (probe && stat.count() > probe_max_count) {
+      return Invalid(field + ".count",
+                     absl::StrCat(stat.count(), " values, but a PROBE job of ",
+                                  spec.probe().seeds_size(), " seeds and ",
+                                  spec.probe().permutations(), " permutations has at most ",
+                                  probe_max_count));
     }
     if (!probe && stat.count() > chunk_prompts) {
       return Invalid(field + ".count",

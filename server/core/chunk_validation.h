@@ -28,7 +28,9 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk);
 //    depth is only known to workers: [0, kMaxCheckpointLayers]);
 //  - position < spec.context_length (EXTRACT);
 //  - EXTRACT: count at most the chunk's prompts, and prompt_tokens empty or
-//    one entry per prompt of the chunk.
+//    one entry per prompt of the chunk; PROBE: count at most
+//    max(1, probe.seeds, probe.permutations) (a value per seed or per
+//    label permutation).
 absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
                                  const layerflow::v1::Job& job);
 

@@ -433,5 +433,55 @@ TEST_F(PagingTest, ChunkIsCheckedAgainstItsJob) {
   (void)submitted;
 }
 
+TEST_F(PagingTest, ProbeChunkIsCheckedAgainstItsJob) {
+  v1::SweepSpec spec;
+  spec.set_name("probe");
+  spec.add_models("pythia-tiny");
+  spec.set_num_prompts(2);
+  spec.set_prompts_per_chunk(2);
+  spec.mutable_probe()->set_task("kvpr");  // seeds [0, 1, 2], 20 permutations
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  const v1::LeaseJobResponse extract = Lease();
+  v1::ResultChunk rows;
+  rows.set_job_id(extract.job().job_id());
+  rows.set_lease_id(extract.lease_id());
+  v1::MetricStat* stat = rows.add_stats();
+  stat->set_metric("adjacent_cos");
+  stat->set_sum(1.0);
+  stat->set_sum_sq(0.5);
+  stat->set_count(2);
+  LF_ASSERT_OK(core_->CommitChunk(rows).status());
+  v1::CompleteJobRequest complete;
+  complete.set_job_id(extract.job().job_id());
+  complete.set_lease_id(extract.lease_id());
+  LF_ASSERT_OK(core_->CompleteJob(complete));
+  const v1::LeaseJobResponse probe = Lease();
+  ASSERT_EQ(probe.job().spec().kind(), v1::JOB_KIND_PROBE);
+  const std::string job = probe.job().job_id();
+  rows.set_job_id(job);
+  rows.set_lease_id(probe.lease_id());
+  // An EXTRACT metric is not a PROBE job's result.
+  EXPECT_THAT(core_->CommitChunk(rows).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("chunk.stats[0].metric: 'adjacent_cos' is not a result of job ",
+                                    job, " (a PROBE job: probe_* and cka_example_* rows)")));
+  stat->set_metric("probe_null_best_acc");
+  stat->set_count(21);
+  EXPECT_THAT(core_->CommitChunk(rows).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[0].count: 21 values, but a PROBE job of 3 seeds and 20 "
+                       "permutations has at most 20"));
+  stat->set_count(20);  // one value per permutation
+  v1::MetricStat* acc = rows.add_stats();
+  acc->set_metric("probe_test_acc");
+  acc->set_layer(3);  // pythia-tiny's final norm
+  acc->set_sum(2.4);
+  acc->set_sum_sq(1.94);
+  acc->set_count(3);  // one per seed
+  LF_ASSERT_OK_AND_ASSIGN(CommitResult committed, core_->CommitChunk(rows));
+  EXPECT_TRUE(committed.newly_committed);
+  (void)submitted;
+}
+
 }  // namespace
 }  // namespace layerflow::server
