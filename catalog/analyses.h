@@ -30,6 +30,15 @@ bool IsLayerMetric(std::string_view name);
 bool IsSpectrum(std::string_view name);
 // A layer metric or a spectrum.
 bool IsAnalysis(std::string_view name);
+// Whether a result row named `metric` belongs to `analysis`: the metric's
+// own rows, a spectrum's prefixed rows (spectrum_median, spectrum_frac_3,
+// ...: `spectrum_row` decides those), and the random baseline every CKA
+// stores with it: cka_baseline_unbiased with cka_unbiased or
+// cka_all_unbiased, cka_baseline_biased with the biased two (METHODS.md,
+// docs/metrics.md).
+std::string_view CkaBaselineOf(std::string_view analysis);  // "" for a non-CKA
+bool IsRowOfLayerMetric(std::string_view metric, std::string_view analysis);
+
 // ", "-joined, for error messages: the layer metrics; all analyses (layer
 // metrics, then spectra).
 std::string LayerMetricList();

@@ -78,8 +78,9 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
         ok = IsProbeRow(stat.metric());
       } else {
         for (const std::string& analysis : spec.analyses()) {
-          ok = ok || (catalog::IsSpectrum(analysis) ? IsSpectrumRow(stat.metric(), analysis)
-                                                    : stat.metric() == analysis);
+          ok = ok || (catalog::IsSpectrum(analysis)
+                          ? IsSpectrumRow(stat.metric(), analysis)
+                          : catalog::IsRowOfLayerMetric(stat.metric(), analysis));
         }
       }
       if (!ok) {

@@ -342,6 +342,39 @@ TEST_F(PagingTest, OversizedFieldsAreInvalidArgumentNamingTheFieldAndTheLimit) {
                        "chunk.stats[1].metric: 300 bytes, more than the limit of 256"));
 }
 
+// Regression: the chunk check refused cka_baseline_unbiased, the random
+// baseline every CKA stores with it, so every job asking for cka_all_unbiased
+// failed at its first commit.
+TEST_F(PagingTest, ChunkCheckAcceptsTheCkaBaselineOfItsEstimator) {
+  v1::SweepSpec spec;
+  spec.set_name("cka");
+  spec.add_models("pythia-tiny");
+  spec.add_analyses("cka_all_unbiased");
+  spec.add_context_lengths(1200);
+  spec.set_num_prompts(2);
+  spec.set_prompts_per_chunk(2);
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  const v1::LeaseJobResponse lease = Lease();
+  auto chunk = [&](const std::string& metric) {
+    v1::ResultChunk c;
+    c.set_job_id(lease.job().job_id());
+    c.set_lease_id(lease.lease_id());
+    c.set_sequence(0);
+    v1::MetricStat* stat = c.add_stats();
+    stat->set_metric(metric);
+    stat->set_layer(0);
+    stat->set_sum(0.1);
+    stat->set_sum_sq(0.01);
+    stat->set_count(2);
+    return c;
+  };
+  // The other estimator's baseline is not this job's.
+  EXPECT_THAT(core_->CommitChunk(chunk("cka_baseline_biased")).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.stats[0].metric: 'cka_baseline_biased' is not a result"));
+  LF_ASSERT_OK(core_->CommitChunk(chunk("cka_baseline_unbiased")).status());
+}
+
 TEST_F(PagingTest, ChunkIsCheckedAgainstItsJob) {
   v1::SweepSpec spec;
   spec.set_name("checked");
