@@ -8,7 +8,8 @@
 #   scripts/bootstrap.sh deps   # deps only
 #
 # Debian packages come from apt; LibTorch, transformers and tokenizers from
-# the PyTorch wheel in a virtual environment kept OUTSIDE the clone
+# the PyTorch wheel, and the Python client (client/python, with grpcio and
+# pandas), in a virtual environment kept OUTSIDE the clone
 # ($LAYERFLOW_CACHE, default ~/.cache/layerflow) so repeated CI runs reuse it.
 set -euo pipefail
 
@@ -57,6 +58,24 @@ install_python_env() {
   echo "${PY_PINS[*]}" > "$stamp"
 }
 
+# The Python client (client/python; docs/python.md) in the same venv, its
+# gRPC stubs generated from proto/ by pip's build. Reinstalled only when its
+# sources or the protos change (the stamp is their checksum).
+install_python_client() {
+  local stamp="$VENV/.layerflow-python-client" sum
+  sum="$(cd "$ROOT" && find client/python proto \
+           \( -name build -o -name '*.egg-info' -o -name __pycache__ \) -prune -o \
+           -type f \( -name '*.py' -o -name '*.toml' -o -name '*.proto' \) \
+           ! -name '*_pb2*.py' -print | LC_ALL=C sort | xargs sha256sum | sha256sum)"
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ] &&
+     "$VENV/bin/python" -c 'import layerflow' 2>/dev/null; then
+    return
+  fi
+  log "installing the Python client (pip install ./client/python)"
+  "$VENV/bin/python" -m pip install -q "$ROOT/client/python"
+  echo "$sum" > "$stamp"
+}
+
 build() {
   local torch_prefix
   torch_prefix="$("$VENV/bin/python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
@@ -73,6 +92,7 @@ mode="${1:-demo}"
 shift || true
 install_debian_packages
 install_python_env
+install_python_client
 [ "$mode" = deps ] && exit 0
 build
 case "$mode" in
