@@ -516,6 +516,40 @@ TEST(JobRunnerTest, FixedBatchesGiveTheSameStatistics) {
   }
 }
 
+// Jobs that differ only in data set, context length and analyses reuse the
+// model the first one built (the worker's ModelCache), and their rows are
+// those of jobs that build their own.
+TEST(JobRunnerTest, ResidentModelIsReusedAndGivesTheSameRows) {
+  std::shared_ptr<ModelCache> models = CreateModelCache(int64_t{1} << 30);
+  JobConfig first = TinyJob();
+  JobConfig second = TinyJob();
+  second.dataset = "mqar";
+  second.context_length = 256;
+  second.analyses = {"token_dispersion", "cka_unbiased"};
+  JobConfig other_seed = TinyJob();
+  other_seed.seed = 18;
+  for (const JobConfig& config : {first, second, other_seed}) {
+    auto cached = CreateJobRunner(config, DeviceConfig{}, ModelFilePolicy{}, models.get());
+    ASSERT_TRUE(cached.ok()) << cached.status();
+    std::unique_ptr<JobRunner> fresh = MakeRunner(config);
+    for (int64_t seq = 0; seq < fresh->num_chunks(); ++seq) {
+      auto got = (*cached)->RunChunk(seq);
+      auto want = fresh->RunChunk(seq);
+      ASSERT_TRUE(got.ok() && want.ok());
+      ASSERT_EQ(got->stats.size(), want->stats.size());
+      for (size_t i = 0; i < got->stats.size(); ++i) {
+        EXPECT_EQ(got->stats[i].metric, want->stats[i].metric);
+        EXPECT_EQ(got->stats[i].sum, want->stats[i].sum) << got->stats[i].metric;
+        EXPECT_EQ(got->stats[i].sum_sq, want->stats[i].sum_sq) << got->stats[i].metric;
+      }
+    }
+  }
+  const ModelCacheStats stats = StatsOf(*models);
+  EXPECT_EQ(stats.builds, 2);  // seed 17 once, seed 18 once
+  EXPECT_EQ(stats.hits, 1);    // the second job
+  EXPECT_EQ(stats.models, 2);
+}
+
 TEST(JobRunnerTest, BadConfigNamesTheField) {
   std::vector<BadConfig> cases;
   auto with = [&](const char* field, auto mutate) {

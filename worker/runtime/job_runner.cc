@@ -10,10 +10,15 @@
 #include <functional>
 #include <memory>
 #include <thread>
+
+#include <unistd.h>
 #include <utility>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#ifdef LF_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -33,6 +38,7 @@
 #include "worker/model/model_config.h"
 #include "worker/model/torch_status.h"
 #include "worker/runtime/feature_file.h"
+#include "worker/runtime/model_cache.h"
 #include "worker/runtime/nccl_communicator.h"
 #include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/tokenizer/byte_tokenizer.h"
@@ -120,7 +126,7 @@ class ModelJobRunner final : public JobRunner {
  public:
   ModelJobRunner(JobConfig config, PromptSource dataset,
                    std::vector<LayerMetric> metrics,
-                   std::vector<std::unique_ptr<LanguageModel>> replicas,
+                   std::vector<std::shared_ptr<const LanguageModel>> replicas,
                    std::unique_ptr<Communicator> communicator)
       : config_(std::move(config)),
         dataset_(std::move(dataset)),
@@ -293,12 +299,13 @@ class ModelJobRunner final : public JobRunner {
   std::vector<LayerMetric> metrics_;
   std::vector<std::string> spectra_;
   std::vector<StatKey> keys_;
-  std::vector<std::unique_ptr<LanguageModel>> replicas_;
+  std::vector<std::shared_ptr<const LanguageModel>> replicas_;
   std::unique_ptr<Communicator> communicator_;
 };
 
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
-    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files) {
+    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files,
+    ModelCache* models) {
   LF_RETURN_IF_ERROR(ValidateJobConfig(config));
   // A preset (random init), or a checkpoint: a folder, or a repo id in this
   // worker's Hugging Face cache (worker/model/checkpoint.h).
@@ -370,9 +377,10 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
                                         .model_vocab_size = model_config.vocab_size()},
                                        std::move(tokenizer)));
 
-  // Replica 0 from the seeded init; the others are copies of it.
-  std::vector<std::unique_ptr<LanguageModel>> replicas;
-  {
+  // Replica 0 from the seeded init; the others are copies of it. A preset's
+  // replicas come from (and stay in) the worker's model cache when it has one.
+  std::vector<std::shared_ptr<const LanguageModel>> replicas;
+  auto build_first = [&]() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
     absl::StatusOr<std::unique_ptr<LanguageModel>> model =
         from_checkpoint
             ? LoadModelCheckpoint(source->folder, dtype, devices[0], files.limits)
@@ -383,10 +391,28 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
                           absl::StrCat("model ", config.model, ": ",
                                        model.status().message()));
     }
-    replicas.push_back(*std::move(model));
-  }
-  for (size_t r = 1; r < devices.size(); ++r) {
-    replicas.push_back(replicas[0]->Replicate(devices[r]));
+    return model;
+  };
+  for (size_t r = 0; r < devices.size(); ++r) {
+    ModelCache::Build build = [&]() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
+      if (r == 0) return build_first();
+      return replicas[0]->Replicate(devices[r]);
+    };
+    absl::StatusOr<std::shared_ptr<const LanguageModel>> replica;
+    if (models != nullptr && !from_checkpoint) {
+      replica = models->GetOrBuild({config.model, config.init_scheme, config.seed, config.dtype,
+                                    devices[r].str()},
+                                   build);
+    } else {
+      absl::StatusOr<std::unique_ptr<LanguageModel>> built = build();
+      if (built.ok()) {
+        replica = std::shared_ptr<const LanguageModel>(*std::move(built));
+      } else {
+        replica = built.status();
+      }
+    }
+    if (!replica.ok()) return replica.status();
+    replicas.push_back(*std::move(replica));
   }
 
   std::unique_ptr<Communicator> communicator;
@@ -447,10 +473,37 @@ std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>&
 }
 
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
-    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files) {
+    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files,
+    ModelCache* models) {
   // The job's exception edge for construction (RunChunk has its own).
   return GuardTorch(absl::StrCat("model ", config.model),
-                    [&] { return CreateJobRunnerOrThrow(config, device, files); });
+                    [&] { return CreateJobRunnerOrThrow(config, device, files, models); });
+}
+
+std::shared_ptr<ModelCache> CreateModelCache(int64_t budget_bytes) {
+  return std::make_shared<ModelCache>(budget_bytes);
+}
+
+ModelCacheStats StatsOf(const ModelCache& cache) {
+  const ModelCache::Stats s = cache.stats();
+  return {s.hits, s.builds, s.evictions, s.models, s.bytes};
+}
+
+int64_t DefaultModelCacheBytes(const DeviceConfig& device) {
+  int64_t smallest = 0;
+#ifdef LF_WITH_CUDA
+  if (device.device_type == "cuda") {
+    for (int i = 0; i < device.gpu_count; ++i) {
+      const int64_t total =
+          static_cast<int64_t>(at::cuda::getDeviceProperties(i)->totalGlobalMem);
+      smallest = smallest == 0 ? total : std::min(smallest, total);
+    }
+  }
+#endif
+  if (smallest == 0) {
+    smallest = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  }
+  return smallest / 4;
 }
 
 DeviceConfig DetectDevices() {

@@ -123,13 +123,31 @@ std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>&
                                                      int64_t lo, int64_t hi,
                                                      int32_t batch_prompts);
 
+// The models a worker keeps between jobs (worker/runtime/model_cache.h,
+// LibTorch; opaque here): random-init presets, keyed by preset, init
+// scheme, seed, dtype and device, least recently used out within
+// budget_bytes of parameters (0: keep none).
+class ModelCache;
+std::shared_ptr<ModelCache> CreateModelCache(int64_t budget_bytes);
+struct ModelCacheStats {
+  int64_t hits = 0, builds = 0, evictions = 0, models = 0, bytes = 0;
+};
+ModelCacheStats StatsOf(const ModelCache& cache);
+// The default budget: a quarter of the smallest device's memory (each GPU
+// of `device`, or the host's RAM for a CPU worker): room for the weights of
+// the sweep's model while leaving the rest to a job's activations.
+int64_t DefaultModelCacheBytes(const DeviceConfig& device);
+
 // Validates the config and builds the model (seeded init, or a checkpoint
 // found under `files`' roots and read within its limits) and data set.
-// INVALID_ARGUMENT names the offending field; PERMISSION_DENIED "model: ..."
-// for a model path outside the roots (ResolveModelSource).
+// A preset's model comes from `models` when it holds it (and is kept there
+// after it is built); checkpoints are read for each job (their files may
+// change between jobs). INVALID_ARGUMENT names the offending field;
+// PERMISSION_DENIED "model: ..." for a model path outside the roots
+// (ResolveModelSource).
 absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
     const JobConfig& config, const DeviceConfig& device,
-    const ModelFilePolicy& files = ModelFilePolicy{});
+    const ModelFilePolicy& files = ModelFilePolicy{}, ModelCache* models = nullptr);
 
 // A PROBE job: trains the per-layer probes (worker/probe) on the feature
 // files of its EXTRACT job's chunks (ChunkResult::features_path layout, any

@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-weights-file-bytes", options.files.limits.max_weights_file_bytes,
                  "Largest single weights file (safetensors shard, pytorch_model.bin)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--resident-model-bytes", options.resident_model_bytes,
+                 "Bytes of preset models kept between jobs that need the same weights "
+                 "(-1: a quarter of the smallest device's memory; 0: none)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.files.hf_cache = !no_hf_cache_root;
   for (const std::string& root : options.files.roots) {
@@ -74,6 +78,10 @@ int main(int argc, char** argv) {
             << " pause_after_chunk_ms=" << options.pause_after_chunk_ms
             << " max_metadata_file_bytes=" << options.files.limits.max_metadata_bytes
             << " max_weights_file_bytes=" << options.files.limits.max_weights_file_bytes
+            << " resident_model_bytes="
+            << (options.resident_model_bytes < 0
+                    ? layerflow::worker::DefaultModelCacheBytes(devices)
+                    : options.resident_model_bytes)
             << std::endl;
   // This worker's own log may name its folders (job errors never do).
   std::cerr << "layerflow-worker: model roots:";

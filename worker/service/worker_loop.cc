@@ -40,7 +40,10 @@ class WorkerLoopImpl final : public WorkerLoop {
                  std::shared_ptr<grpc::Channel> channel)
       : options_(std::move(options)),
         device_(std::move(device)),
-        stub_(v1::WorkerProtocol::NewStub(channel)) {}
+        stub_(v1::WorkerProtocol::NewStub(channel)),
+        models_(CreateModelCache(options_.resident_model_bytes < 0
+                                     ? DefaultModelCacheBytes(device_)
+                                     : options_.resident_model_bytes)) {}
 
   absl::Status Run() override {
     LF_RETURN_IF_ERROR(RegisterWithRetry()) << "registering with "
@@ -236,8 +239,14 @@ class WorkerLoopImpl final : public WorkerLoop {
       return absl::OkStatus();
     }
     if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease, watch);
+    const ModelCacheStats before = StatsOf(*models_);
     LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
-                        CreateJobRunner(ToJobConfig(job.spec()), device_, options_.files));
+                        CreateJobRunner(ToJobConfig(job.spec()), device_, options_.files,
+                                        models_.get()));
+    if (StatsOf(*models_).hits > before.hits) {
+      Log(absl::StrCat("job ", job.job_id(), ": model ", job.spec().model(),
+                       " kept from an earlier job"));
+    }
     grpc::ClientContext ctx;
     v1::StreamResultsResponse response;
     std::unique_ptr<grpc::ClientWriter<v1::ResultChunk>> writer =
@@ -325,6 +334,9 @@ class WorkerLoopImpl final : public WorkerLoop {
   const WorkerOptions options_;
   const DeviceConfig device_;
   std::unique_ptr<v1::WorkerProtocol::Stub> stub_;
+  // Preset models kept between jobs (job_runner.h); declared after options_
+  // and device_, which size it.
+  const std::shared_ptr<ModelCache> models_;
   std::string worker_id_;
   int64_t heartbeat_interval_ms_ = 5000;
   std::mutex mu_;

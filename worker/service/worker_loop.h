@@ -25,6 +25,9 @@ struct WorkerOptions {
   // Where jobs' checkpoints may come from and how large their files may be
   // (--model-root, --no-hf-cache-root, --max-*-file-bytes).
   ModelFilePolicy files;
+  // Bytes of preset models kept between jobs (--resident-model-bytes):
+  // negative for DefaultModelCacheBytes, 0 for none.
+  int64_t resident_model_bytes = -1;
 };
 
 class WorkerLoop {
