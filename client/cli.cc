@@ -344,7 +344,7 @@ int Watch(const CliEnvironment& env, const GlobalFlags& global,
 }
 
 int Jobs(const CliEnvironment& env, const GlobalFlags& global,
-         const std::string& sweep_id, const std::string& state_name) {
+         const std::string& sweep_id, const std::string& state_name, bool timings) {
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
   if (!state_name.empty()) {
     absl::StatusOr<v1::JobState> parsed = ParseJobState(state_name);
@@ -354,7 +354,7 @@ int Jobs(const CliEnvironment& env, const GlobalFlags& global,
   CoordinatorClient client(global.coordinator);
   absl::StatusOr<std::vector<v1::Job>> jobs = client.ListJobs(sweep_id, state);
   if (!jobs.ok()) return Fail(env, jobs.status());
-  *env.out << FormatJobsTable(*jobs);
+  *env.out << (timings ? FormatJobTimingsTable(*jobs) : FormatJobsTable(*jobs));
   return kExitOk;
 }
 
@@ -514,6 +514,10 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   jobs->add_option("SWEEP_ID", jobs_sweep, "Sweep id (default: every sweep)");
   jobs->add_option("--state", jobs_state, "Only jobs in this state (default: all)")
       ->check(CLI::IsMember({"queued", "running", "succeeded", "failed", "cancelled"}));
+  bool jobs_timings = false;
+  jobs->add_flag("--timings", jobs_timings,
+                 "Where each job's time went: the workers' build, compute and upload "
+                 "seconds, summed over committed chunks");
 
   ResultsFlags results_flags;
   CLI::App* results = app.add_subcommand(
@@ -582,7 +586,7 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   if (*submit) return Submit(env, global, submit_file, dry_run, quiet);
   if (*run) return Run(env, run_flags);
   if (*watch) return Watch(env, global, watch_id);
-  if (*jobs) return Jobs(env, global, jobs_sweep, jobs_state);
+  if (*jobs) return Jobs(env, global, jobs_sweep, jobs_state, jobs_timings);
   if (*results) return Results(env, global, results_flags);
   if (*cancel) return Cancel(env, global, cancel_id);
   if (*plot) return Plot(env, global, plot_flags);

@@ -793,4 +793,43 @@ std::string FormatJobsTable(absl::Span<const v1::Job> jobs) {
       rows);
 }
 
+std::string FormatJobTimingsTable(absl::Span<const v1::Job> jobs) {
+  if (jobs.empty()) return "(no jobs)\n";
+  std::vector<std::string> phases = {"build", "compute", "upload"};
+  for (const v1::Job& job : jobs) {
+    for (const v1::PhaseTime& t : job.phase_totals()) {
+      if (std::find(phases.begin(), phases.end(), t.phase()) == phases.end()) {
+        phases.push_back(t.phase());
+      }
+    }
+  }
+  std::vector<std::string> header = {"job", "state", "model", "chunks"};
+  std::vector<Align> align = {Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight};
+  for (const std::string& phase : phases) {
+    header.push_back(absl::StrCat(phase, " s"));
+    align.push_back(Align::kRight);
+  }
+  header.push_back("total s");
+  align.push_back(Align::kRight);
+  std::vector<std::vector<std::string>> rows;
+  for (const v1::Job& job : jobs) {
+    std::vector<std::string> row = {job.job_id(), JobStateName(job.state()), job.spec().model(),
+                                    absl::StrCat(job.chunks_committed(), "/", job.chunks_total())};
+    double total = 0;
+    for (const std::string& phase : phases) {
+      std::string cell = "-";
+      for (const v1::PhaseTime& t : job.phase_totals()) {
+        if (t.phase() == phase) {
+          cell = absl::StrFormat("%.3f", t.seconds());
+          total += t.seconds();
+        }
+      }
+      row.push_back(cell);
+    }
+    row.push_back(job.phase_totals().empty() ? "-" : absl::StrFormat("%.3f", total));
+    rows.push_back(std::move(row));
+  }
+  return RenderTable(header, align, rows);
+}
+
 }  // namespace layerflow::client

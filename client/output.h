@@ -126,6 +126,10 @@ std::string FormatProgressLine(const v1::Sweep& sweep, int bar_width = 20);
 // Aligned table of jobs: job id, state, model, init, seed, chunks,
 // attempts, error.
 std::string FormatJobsTable(absl::Span<const v1::Job> jobs);
+// The jobs with where their time went (Job.phase_totals, seconds summed over
+// committed chunks): build, compute and upload columns ("-" where a job has
+// no such phase yet), then every other phase a worker reported.
+std::string FormatJobTimingsTable(absl::Span<const v1::Job> jobs);
 
 // "queued", "running", ... and back. ParseJobState: INVALID_ARGUMENT for an
 // unknown name.

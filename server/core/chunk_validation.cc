@@ -155,6 +155,23 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
   if (chunk.sequence() < 0) {
     return Invalid("chunk.sequence", absl::StrCat(chunk.sequence(), " is negative"));
   }
+  if (absl::Status s = CheckSize("chunk.phase_times", chunk.phase_times_size(), 8, "entries");
+      !s.ok()) {
+    return s;
+  }
+  for (int i = 0; i < chunk.phase_times_size(); ++i) {
+    const layerflow::v1::PhaseTime& t = chunk.phase_times(i);
+    const std::string field = absl::StrCat("chunk.phase_times[", i, "]");
+    if (t.phase().empty()) return Invalid(field + ".phase", "empty");
+    if (absl::Status s = CheckSize(field + ".phase", t.phase().size(), 32, "bytes"); !s.ok()) {
+      return s;
+    }
+    if (!std::isfinite(t.seconds()) || t.seconds() < 0) {
+      return Invalid(field + ".seconds", absl::StrCat(t.seconds(), " is not a finite, "
+                                                                    "non-negative time"));
+    }
+    if (t.count() < 0) return Invalid(field + ".count", absl::StrCat(t.count(), " is negative"));
+  }
   absl::flat_hash_set<std::pair<std::string, std::string>> seen;
   for (int i = 0; i < chunk.stats_size(); ++i) {
     const layerflow::v1::MetricStat& stat = chunk.stats(i);

@@ -1,6 +1,7 @@
 #include "server/core/coordinator_core.h"
 
 #include <chrono>
+#include <iostream>
 #include <optional>
 #include <utility>
 
@@ -203,7 +204,19 @@ absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(
       store_->CommitChunk(chunk.job_id(), chunk.lease_id(), chunk.sequence(),
                           stats, tokens, clock_()));
   if (result.newly_committed) {
-    if (metrics_ != nullptr) metrics_->AddChunksCommitted(1);
+    if (metrics_ != nullptr) {
+      metrics_->AddChunksCommitted(1);
+      for (const layerflow::v1::PhaseTime& t : chunk.phase_times()) {
+        metrics_->ObservePhase(t.phase(), t.seconds());
+      }
+    }
+    // Diagnostics only: the chunk is committed whatever becomes of them.
+    if (absl::Status s = store_->AddPhaseTimes(
+            chunk.job_id(), {chunk.phase_times().begin(), chunk.phase_times().end()});
+        !s.ok()) {
+      std::cerr << "[coordinator] phase times of job " << chunk.job_id() << " not kept: " << s
+                << std::endl;
+    }
     NotifyChanged();
   }
   return result;

@@ -2,6 +2,7 @@
 
 #include <exception>
 #include <map>
+#include <mutex>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -9,6 +10,7 @@
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
 namespace layerflow::server {
@@ -23,6 +25,9 @@ struct Metrics::Impl {
   prometheus::Counter* lapsed = nullptr;
   prometheus::Counter* sweeps = nullptr;
   prometheus::Gauge* artifact_bytes = nullptr;
+  prometheus::Family<prometheus::Histogram>* phases = nullptr;
+  std::mutex phases_mu;
+  std::map<std::string, prometheus::Histogram*, std::less<>> phase;  // by phase name
 };
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
@@ -62,6 +67,11 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
                               .Help("Bytes of all artifacts in the artifact store.")
                               .Register(*impl->registry)
                               .Add({});
+  impl->phases = &prometheus::BuildHistogram()
+                      .Name("layerflow_job_phase_seconds")
+                      .Help("Seconds workers spent in each phase of a job chunk "
+                            "(build, compute, upload).")
+                      .Register(*impl->registry);
   int port = 0;
   if (!address.empty()) {
     const std::string bind = address.find(':') == std::string::npos
@@ -110,6 +120,25 @@ void Metrics::AddLeasesLapsed(int64_t n) {
 
 void Metrics::AddSweepsSubmitted(int64_t n) {
   impl_->sweeps->Increment(static_cast<double>(n));
+}
+
+void Metrics::ObservePhase(absl::string_view phase, double seconds) {
+  prometheus::Histogram* h = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(impl_->phases_mu);
+    auto it = impl_->phase.find(phase);
+    if (it == impl_->phase.end()) {
+      // 1 ms to ~17 min, a factor of 4 apart: model builds and chunks alike.
+      static const prometheus::Histogram::BucketBoundaries kBuckets = {
+          0.001, 0.004, 0.016, 0.064, 0.256, 1.024, 4.096, 16.384, 65.536, 262.144, 1048.576};
+      it = impl_->phase
+               .emplace(std::string(phase),
+                        &impl_->phases->Add({{"phase", std::string(phase)}}, kBuckets))
+               .first;
+    }
+    h = it->second;
+  }
+  h->Observe(seconds);
 }
 
 void Metrics::SetArtifactBytes(int64_t bytes) {

@@ -36,6 +36,9 @@ class Metrics {
   void AddChunksCommitted(int64_t n);
   void AddLeasesLapsed(int64_t n);
   void AddSweepsSubmitted(int64_t n);
+  // One worker-reported phase of a job chunk (layerflow_job_phase_seconds,
+  // a histogram by phase: build, compute, upload).
+  void ObservePhase(absl::string_view phase, double seconds);
   // Bytes of all artifacts in the artifact store.
   void SetArtifactBytes(int64_t bytes);
 

@@ -113,6 +113,12 @@ constexpr absl::string_view kV5 = R"sql(
 CREATE INDEX chunk_stats_by_key ON chunk_stats(job_id, metric, layer, layer_b, head, position);
 )sql";
 
+// v6: where a job's time went (issue 13): jobs.phase_totals, a serialized
+// layerflow.v1.Job holding only its phase_totals ('' = none yet).
+constexpr absl::string_view kV6 = R"sql(
+ALTER TABLE jobs ADD COLUMN phase_totals BLOB NOT NULL DEFAULT x'';
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -130,6 +136,7 @@ const std::vector<Migration>& Migrations() {
       {3, "chunk_stats.layer_b/head/position (tidy rows)", kV3},
       {4, "jobs.kind, jobs.depends_on (probing)", kV4},
       {5, "chunk_stats_by_key index (paged QueryResults)", kV5},
+      {6, "jobs.phase_totals (the workers' phase times)", kV6},
   };
   return *migrations;
 }

@@ -30,7 +30,7 @@ using sqlite::Transaction;
 
 constexpr absl::string_view kJobColumns =
     "job_id, sweep_id, spec, state, attempts, chunks_committed, chunks_total, "
-    "error, worker_id, created_ms, updated_ms, depends_on";
+    "error, worker_id, created_ms, updated_ms, depends_on, phase_totals";
 
 absl::StatusOr<Job> ReadJob(const Statement& row) {
   Job job;
@@ -49,6 +49,12 @@ absl::StatusOr<Job> ReadJob(const Statement& row) {
   job.set_created_unix_ms(row.Int(9));
   job.set_updated_unix_ms(row.Int(10));
   job.set_depends_on(row.Text(11));
+  Job phases;  // only its phase_totals (schema v6)
+  if (!phases.ParseFromString(row.Blob(12))) {
+    return absl::DataLossError(
+        absl::StrCat("job ", job.job_id(), ": stored phase times do not parse"));
+  }
+  *job.mutable_phase_totals() = std::move(*phases.mutable_phase_totals());
   return job;
 }
 
@@ -322,6 +328,40 @@ class SqliteStore final : public Store {
     LF_RETURN_IF_ERROR(tx.Commit());
     result.job_chunks_committed = row.chunks_committed + 1;
     return result;
+  }
+
+  absl::Status AddPhaseTimes(const std::string& job_id,
+                             const std::vector<layerflow::v1::PhaseTime>& times) override {
+    if (times.empty()) return absl::OkStatus();
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(Statement select,
+                        db_->Prepare("SELECT phase_totals FROM jobs WHERE job_id = ?1"));
+    select.Bind(1, job_id);
+    LF_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+    Job totals;
+    if (!totals.ParseFromString(select.Blob(0))) {
+      return absl::DataLossError(
+          absl::StrCat("job ", job_id, ": stored phase times do not parse"));
+    }
+    for (const layerflow::v1::PhaseTime& t : times) {
+      layerflow::v1::PhaseTime* into = nullptr;
+      for (layerflow::v1::PhaseTime& have : *totals.mutable_phase_totals()) {
+        if (have.phase() == t.phase()) into = &have;
+      }
+      if (into == nullptr) {
+        into = totals.add_phase_totals();
+        into->set_phase(t.phase());
+      }
+      into->set_seconds(into->seconds() + t.seconds());
+      into->set_count(into->count() + t.count());
+    }
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE jobs SET phase_totals = ?1 WHERE job_id = ?2"));
+    update.BindBlob(1, totals.SerializeAsString()).Bind(2, job_id);
+    LF_RETURN_IF_ERROR(update.Run());
+    return tx.Commit();
   }
 
   absl::Status CheckLease(const std::string& job_id,

@@ -146,6 +146,11 @@ class Store {
       const std::string& job_id, const std::string& lease_id,
       int64_t sequence, const std::vector<layerflow::v1::MetricStat>& stats,
       const std::vector<int32_t>& prompt_tokens, int64_t now_ms) = 0;
+  // Adds a worker's phase times to the job's totals (Job.phase_totals):
+  // seconds and counts summed per phase, new phases appended. NOT_FOUND for
+  // an unknown job. Outside the chunk's commit: diagnostics, not results.
+  virtual absl::Status AddPhaseTimes(
+      const std::string& job_id, const std::vector<layerflow::v1::PhaseTime>& times) = 0;
   // OK when lease_id is the live lease of job_id (the check every call
   // under a lease makes: ABORTED when lapsed, replaced or cancelled,
   // NOT_FOUND for an unknown job). For calls outside the store that act

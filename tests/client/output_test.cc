@@ -237,6 +237,33 @@ TEST(JobsTableTest, AlignedWithOneLineErrors) {
   EXPECT_EQ(FormatJobsTable({}), "(no jobs)\n");
 }
 
+TEST(OutputTest, JobTimingsTableSumsEachJobsPhases) {
+  std::vector<v1::Job> jobs(2);
+  jobs[0].set_job_id("j1");
+  jobs[0].set_state(v1::JOB_STATE_SUCCEEDED);
+  jobs[0].mutable_spec()->set_model("pythia-14m");
+  jobs[0].set_chunks_committed(2);
+  jobs[0].set_chunks_total(2);
+  for (auto [phase, seconds] : {std::pair{"build", 2.5}, std::pair{"compute", 0.75},
+                                std::pair{"stage", 0.125}}) {
+    v1::PhaseTime* t = jobs[0].add_phase_totals();
+    t->set_phase(phase);
+    t->set_seconds(seconds);
+  }
+  jobs[1].set_job_id("j2");
+  jobs[1].set_state(v1::JOB_STATE_QUEUED);
+  jobs[1].mutable_spec()->set_model("mamba-tiny");
+  jobs[1].set_chunks_total(2);
+  // The known phases first, then others in the order seen; "-" where a
+  // job has none; the total sums the job's phases (2.5 + 0.75 + 0.125).
+  EXPECT_EQ(FormatJobTimingsTable(jobs),
+            "job | state     | model      | chunks | build s | compute s | upload s | stage s | total s\n"
+            "----+-----------+------------+--------+---------+-----------+----------+---------+--------\n"
+            "j1  | succeeded | pythia-14m |    2/2 |   2.500 |     0.750 |        - |   0.125 |   3.375\n"
+            "j2  | queued    | mamba-tiny |    0/2 |       - |         - |        - |       - |       -\n");
+  EXPECT_EQ(FormatJobTimingsTable({}), "(no jobs)\n");
+}
+
 TEST(StateNamesTest, RoundTrip) {
   for (v1::JobState state : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING,
                              v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED,

@@ -375,6 +375,65 @@ TEST_F(PagingTest, ChunkCheckAcceptsTheCkaBaselineOfItsEstimator) {
   LF_ASSERT_OK(core_->CommitChunk(chunk("cka_baseline_unbiased")).status());
 }
 
+// Where a job's time goes (issue 13): the workers' phase times of each
+// newly committed chunk are summed into Job.phase_totals; a repeat adds
+// nothing; bad entries are refused naming the field.
+TEST_F(PagingTest, PhaseTimesOfCommittedChunksAddUpInTheJob) {
+  v1::SweepSpec spec;
+  spec.set_name("timed");
+  spec.add_models("pythia-tiny");
+  spec.add_analyses("adjacent_cos");
+  spec.add_context_lengths(1200);
+  spec.set_num_prompts(2);
+  spec.set_prompts_per_chunk(1);
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  const v1::LeaseJobResponse lease = Lease();
+  const std::string job = lease.job().job_id();
+  auto chunk = [&](int64_t seq, std::vector<std::pair<std::string, double>> phases) {
+    v1::ResultChunk c;
+    c.set_job_id(job);
+    c.set_lease_id(lease.lease_id());
+    c.set_sequence(seq);
+    v1::MetricStat* stat = c.add_stats();
+    stat->set_metric("adjacent_cos");
+    stat->set_layer(1);
+    stat->set_sum(0.5);
+    stat->set_sum_sq(0.25);
+    stat->set_count(1);
+    for (const auto& [phase, seconds] : phases) {
+      v1::PhaseTime* t = c.add_phase_times();
+      t->set_phase(phase);
+      t->set_seconds(seconds);
+      t->set_count(1);
+    }
+    return c;
+  };
+  EXPECT_THAT(core_->CommitChunk(chunk(0, {{"compute", -1.0}})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.phase_times[0].seconds: -1 is not a finite, non-negative time"));
+  EXPECT_THAT(core_->CommitChunk(chunk(0, {{"", 1.0}})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "chunk.phase_times[0].phase: empty"));
+  EXPECT_THAT(core_->CommitChunk(chunk(0, {{std::string(33, 'p'), 1.0}})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "chunk.phase_times[0].phase: 33 bytes, more than the limit of 32"));
+  LF_ASSERT_OK(core_->CommitChunk(chunk(0, {{"build", 3.0}, {"compute", 0.5}})).status());
+  LF_ASSERT_OK(core_->CommitChunk(chunk(0, {{"compute", 9.0}})).status());  // a repeat
+  LF_ASSERT_OK(core_->CommitChunk(chunk(1, {{"compute", 0.25}})).status());
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs([&] {
+    v1::ListJobsRequest r;
+    r.set_sweep_id(submitted.sweep_id());
+    return r;
+  }()));
+  ASSERT_EQ(jobs.jobs_size(), 1);
+  const v1::Job& got = jobs.jobs(0);
+  ASSERT_EQ(got.phase_totals_size(), 2);
+  EXPECT_EQ(got.phase_totals(0).phase(), "build");
+  EXPECT_EQ(got.phase_totals(0).seconds(), 3.0);
+  EXPECT_EQ(got.phase_totals(1).phase(), "compute");
+  EXPECT_EQ(got.phase_totals(1).seconds(), 0.75);
+  EXPECT_EQ(got.phase_totals(1).count(), 2);
+}
+
 TEST_F(PagingTest, ChunkIsCheckedAgainstItsJob) {
   v1::SweepSpec spec;
   spec.set_name("checked");

@@ -108,7 +108,7 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     RawDb raw(path);
     EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
               std::to_string(SqliteSchemaVersion()));
-    EXPECT_EQ(SqliteSchemaVersion(), 5);
+    EXPECT_EQ(SqliteSchemaVersion(), 6);
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
                          "name IN ('workers', 'jobs_runnable')"),
               "2");
@@ -174,7 +174,7 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "5");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "6");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM chunk_stats WHERE layer_b = -1 "
                          "AND head = -1 AND position = -1"),
               "2");
@@ -269,7 +269,7 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "5");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "6");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'chunk_stats_by_key'"),
               "1");
     // Existing jobs are EXTRACT jobs without a dependency.
@@ -317,7 +317,7 @@ TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
   { RawDb(path).Exec("PRAGMA user_version = 99"); }
   EXPECT_THAT(OpenSqliteStore(path).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 5"));
+                       "schema version 99 is newer than this build's 6"));
 }
 
 TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {

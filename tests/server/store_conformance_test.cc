@@ -240,6 +240,47 @@ TEST_P(StoreConformance, TwoConnectionsWriteConcurrently) {
   EXPECT_DOUBLE_EQ(rows[1].value(), 14.0);
 }
 
+layerflow::v1::PhaseTime Phase(const std::string& phase, double seconds, int64_t count) {
+  layerflow::v1::PhaseTime t;
+  t.set_phase(phase);
+  t.set_seconds(seconds);
+  t.set_count(count);
+  return t;
+}
+
+TEST_P(StoreConformance, PhaseTimesAreSummedPerJobAndSurviveReopening) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 3)));
+  Lease lease = MustLease("w", 0);
+  const std::string& job = lease.job.job_id();
+  EXPECT_EQ(MustGetJob(job).phase_totals_size(), 0);
+  LF_ASSERT_OK(store_->AddPhaseTimes(job, {Phase("build", 2.5, 1), Phase("compute", 0.25, 1)}));
+  LF_ASSERT_OK(store_->AddPhaseTimes(job, {Phase("compute", 0.5, 1), Phase("upload", 0.125, 1)}));
+  LF_ASSERT_OK(store_->AddPhaseTimes(job, {}));  // nothing to add
+  auto check = [&](Store& store) {
+    LF_ASSERT_OK_AND_ASSIGN(Job got, store.GetJob(job));
+    ASSERT_EQ(got.phase_totals_size(), 3);
+    EXPECT_EQ(got.phase_totals(0).phase(), "build");  // in the order first reported
+    EXPECT_EQ(got.phase_totals(0).seconds(), 2.5);
+    EXPECT_EQ(got.phase_totals(0).count(), 1);
+    EXPECT_EQ(got.phase_totals(1).phase(), "compute");
+    EXPECT_EQ(got.phase_totals(1).seconds(), 0.75);
+    EXPECT_EQ(got.phase_totals(1).count(), 2);
+    EXPECT_EQ(got.phase_totals(2).phase(), "upload");
+    EXPECT_EQ(got.phase_totals(2).seconds(), 0.125);
+  };
+  check(*store_);
+  std::unique_ptr<Store> other = OpenAnother();
+  ASSERT_NE(other, nullptr);
+  check(*other);
+  // The other job of the sweep has none of them.
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs("s", JobState::JOB_STATE_UNSPECIFIED));
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs[0].job_id() == job ? jobs[1].phase_totals_size() : jobs[0].phase_totals_size(),
+            0);
+  EXPECT_THAT(store_->AddPhaseTimes("nope", {Phase("build", 1, 1)}),
+              StatusIs(absl::StatusCode::kNotFound, "job nope not found"));
+}
+
 TEST_P(StoreConformance, RepeatedChunkIsAcknowledgedNotCounted) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 3)));
   Lease lease = MustLease("w", 0);

@@ -28,6 +28,11 @@ namespace layerflow::worker {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 constexpr auto kRpcDeadline = std::chrono::seconds(30);
 
 void SetDeadline(grpc::ClientContext& ctx) {
@@ -240,9 +245,13 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
     if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease, watch);
     const ModelCacheStats before = StatsOf(*models_);
+    const auto build_start = Clock::now();
     LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
                         CreateJobRunner(ToJobConfig(job.spec()), device_, options_.files,
                                         models_.get()));
+    // Where the job's time goes (v1::PhaseTime): the build goes with the
+    // first chunk this lease streams, each chunk carries its own.
+    double build_seconds = SecondsSince(build_start);
     if (StatsOf(*models_).hits > before.hits) {
       Log(absl::StrCat("job ", job.job_id(), ": model ", job.spec().model(),
                        " kept from an earlier job"));
@@ -254,11 +263,15 @@ class WorkerLoopImpl final : public WorkerLoop {
     absl::Status job_status;
     for (int64_t seq = lease.resume_from_sequence(); seq < runner->num_chunks(); ++seq) {
       if (watch.lost || watch.cancelled || stopping()) break;
+      const auto compute_start = Clock::now();
       absl::StatusOr<ChunkResult> chunk = runner->RunChunk(seq);
       if (!chunk.ok()) {
         job_status = StatusBuilder(chunk.status()) << "chunk " << seq;
         break;
       }
+      const double compute_seconds = SecondsSince(compute_start);
+      const auto upload_start = Clock::now();
+      const bool uploads = !chunk->features_path.empty();
       if (!chunk->features_path.empty()) {
         // Before the chunk's results: a committed chunk always has its
         // features stored, so a resumed job never needs to recompute them.
@@ -271,7 +284,18 @@ class WorkerLoopImpl final : public WorkerLoop {
           break;
         }
       }
-      if (!writer->Write(ToResultChunk(*chunk, job.job_id(), lease.lease_id()))) {
+      v1::ResultChunk result = ToResultChunk(*chunk, job.job_id(), lease.lease_id());
+      auto add_phase = [&](const char* phase, double seconds) {
+        v1::PhaseTime* t = result.add_phase_times();
+        t->set_phase(phase);
+        t->set_seconds(seconds);
+        t->set_count(1);
+      };
+      if (build_seconds >= 0) add_phase("build", build_seconds);
+      build_seconds = -1;
+      add_phase("compute", compute_seconds);
+      if (uploads) add_phase("upload", SecondsSince(upload_start));
+      if (!writer->Write(result)) {
         break;  // the stream broke; Finish() below says why
       }
       if (options_.pause_after_chunk_ms > 0) SleepFor(options_.pause_after_chunk_ms);
