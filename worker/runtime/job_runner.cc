@@ -39,6 +39,7 @@
 #include "worker/model/torch_status.h"
 #include "worker/runtime/feature_file.h"
 #include "worker/runtime/model_cache.h"
+#include "worker/runtime/model_loader.h"
 #include "worker/runtime/nccl_communicator.h"
 #include "worker/tokenizer/bpe_tokenizer.h"
 #include "worker/tokenizer/byte_tokenizer.h"
@@ -52,16 +53,6 @@ constexpr int64_t kMaxBatchTokens = 16384;
 
 absl::Status Invalid(absl::string_view field, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
-}
-
-// Turns the NOT_FOUND / INVALID_ARGUMENT of a parser into INVALID_ARGUMENT
-// naming the JobConfig field; PERMISSION_DENIED (a path outside the model
-// roots) keeps its code.
-absl::Status AsFieldError(const absl::Status& status, absl::string_view field) {
-  if (absl::IsPermissionDenied(status)) {
-    return absl::PermissionDeniedError(absl::StrCat(field, ": ", status.message()));
-  }
-  return Invalid(field, status.message());
 }
 
 // The chunk's last-token features (ranks in order = prompts in order) into a
@@ -308,30 +299,13 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     ModelCache* models) {
   LF_RETURN_IF_ERROR(ValidateJobConfig(config));
   // A preset (random init), or a checkpoint: a folder, or a repo id in this
-  // worker's Hugging Face cache (worker/model/checkpoint.h).
-  absl::StatusOr<ModelSource> source = ResolveModelSource(config.model, files);
-  if (!source.ok()) return AsFieldError(source.status(), "model");
-  const bool from_checkpoint = source->kind == ModelSource::Kind::kCheckpoint;
-  absl::StatusOr<InitScheme> scheme = ParseInitScheme(config.init_scheme);
-  if (!scheme.ok()) return AsFieldError(scheme.status(), "init_scheme");
-  if (from_checkpoint && scheme->kind != InitScheme::Kind::kReference) {
-    return Invalid("init_scheme",
-                   absl::StrCat("'", config.init_scheme, "' applies to presets only; the "
-                                "checkpoint '", config.model, "' brings its own weights"));
-  }
-  ModelConfig model_config = source->preset.config;
-  std::shared_ptr<const Tokenizer> tokenizer = std::make_shared<ByteTokenizer>();
-  if (from_checkpoint) {
-    absl::StatusOr<CheckpointConfig> read =
-        ReadCheckpointConfig(source->folder, files.limits.max_metadata_bytes);
-    if (!read.ok()) return AsFieldError(read.status(), "model");
-    model_config = read->model;
-    // The checkpoint's own tokenizer when it has one.
-    absl::StatusOr<std::unique_ptr<Tokenizer>> own =
-        LoadCheckpointTokenizer(source->folder, files.limits.max_metadata_bytes);
-    if (!own.ok()) return AsFieldError(own.status(), "model");
-    if (*own != nullptr) tokenizer = std::shared_ptr<const Tokenizer>(*std::move(own));
-  }
+  // worker's Hugging Face cache (model_loader.h); no weights read yet.
+  LF_ASSIGN_OR_RETURN(
+      const ModelPlan plan,
+      PlanModel({config.model, config.init_scheme, static_cast<uint64_t>(config.seed)}, files));
+  const bool from_checkpoint = plan.from_checkpoint();
+  const ModelConfig& model_config = plan.config;
+  std::shared_ptr<const Tokenizer> tokenizer = plan.tokenizer;
   // Spectra are their own accumulators; everything else is a layer metric.
   std::vector<std::string> layer_names, spectra;
   for (const std::string& name : config.analyses) {
@@ -380,22 +354,9 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   // Replica 0 from the seeded init; the others are copies of it. A preset's
   // replicas come from (and stay in) the worker's model cache when it has one.
   std::vector<std::shared_ptr<const LanguageModel>> replicas;
-  auto build_first = [&]() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
-    absl::StatusOr<std::unique_ptr<LanguageModel>> model =
-        from_checkpoint
-            ? LoadModelCheckpoint(source->folder, dtype, devices[0], files.limits)
-            : CreateRandomModel(model_config, *scheme, static_cast<uint64_t>(config.seed),
-                                devices[0], dtype);
-    if (!model.ok()) {
-      return absl::Status(model.status().code(),
-                          absl::StrCat("model ", config.model, ": ",
-                                       model.status().message()));
-    }
-    return model;
-  };
   for (size_t r = 0; r < devices.size(); ++r) {
     ModelCache::Build build = [&]() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
-      if (r == 0) return build_first();
+      if (r == 0) return BuildModel(plan, dtype, devices[0], files);
       return replicas[0]->Replicate(devices[r]);
     };
     absl::StatusOr<std::shared_ptr<const LanguageModel>> replica;

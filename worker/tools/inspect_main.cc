@@ -34,10 +34,9 @@
 #include "catalog/dtypes.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/language_model.h"
-#include "worker/model/model_checkpoint.h"
 #include "worker/model/torch_status.h"
-#include "worker/tokenizer/bpe_tokenizer.h"
-#include "worker/tokenizer/byte_tokenizer.h"
+#include "worker/runtime/model_loader.h"
+#include "worker/tokenizer/tokenizer.h"
 
 namespace layerflow::worker {
 namespace {
@@ -52,6 +51,20 @@ struct InspectOptions {
   std::string device = "cpu";
   bool logits = false;
 };
+
+// The loader's field names as this tool's flags: "model: ..." is --model's,
+// "init_scheme: ..." --init's.
+absl::Status AsFlagError(const absl::Status& status) {
+  std::string message(status.message());
+  for (auto [field, flag] : {std::pair{"model: ", "--model: "},
+                             std::pair{"init_scheme: ", "--init: "}}) {
+    if (message.rfind(field, 0) == 0) {
+      message = flag + message.substr(std::string(field).size());
+      break;
+    }
+  }
+  return absl::Status(status.code(), message);
+}
 
 absl::Status Inspect(const InspectOptions& o) {
   absl::StatusOr<c10::ScalarType> dtype = ParseDtype(o.dtype);
@@ -69,51 +82,26 @@ absl::Status Inspect(const InspectOptions& o) {
     if (name.find('/') != std::string::npos) name = real;  // "../ckpt" as an absolute path
     free(real);
   }
-  absl::StatusOr<ModelSource> source = ResolveModelSource(name, files);
-  if (!source.ok()) return source.status();
   c10::Device device(c10::kCPU);
   if (o.device == "cuda") {
     if (!at::hasCUDA()) return absl::FailedPreconditionError("--device cuda: no CUDA device");
     device = c10::Device(c10::kCUDA, 0);
   }
-
-  std::unique_ptr<LanguageModel> model;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::string source_text;
+  // The worker's one model loader (worker/runtime/model_loader.h); its
+  // errors name the request's fields, which are this tool's flags.
+  absl::StatusOr<ModelPlan> plan =
+      PlanModel({name, o.init.empty() ? "reference" : o.init, o.seed}, files);
+  if (!plan.ok()) return AsFlagError(plan.status());
+  if (plan->from_checkpoint() && !o.init.empty()) {
+    return absl::InvalidArgumentError(
+        "--init applies to presets only; a checkpoint brings its own weights");
+  }
+  absl::StatusOr<std::unique_ptr<LanguageModel>> built = BuildModel(*plan, *dtype, device, files);
+  if (!built.ok()) return built.status();
+  std::unique_ptr<LanguageModel> model = *std::move(built);
+  const std::shared_ptr<const Tokenizer> tokenizer = plan->tokenizer;
   std::vector<std::pair<std::string, std::string>> metadata = {{"model", o.model}};
-  if (source->kind == ModelSource::Kind::kCheckpoint) {
-    if (!o.init.empty()) {
-      return absl::InvalidArgumentError(
-          "--init applies to presets only; a checkpoint brings its own weights");
-    }
-    absl::StatusOr<std::unique_ptr<LanguageModel>> loaded =
-        LoadModelCheckpoint(source->folder, *dtype, device, files.limits);
-    if (!loaded.ok()) return loaded.status();
-    model = *std::move(loaded);
-    metadata.emplace_back("source", source->folder.path());
-    absl::StatusOr<std::unique_ptr<Tokenizer>> own =
-        LoadCheckpointTokenizer(source->folder, files.limits.max_metadata_bytes);
-    if (!own.ok()) return own.status();
-    if (*own != nullptr) {
-      tokenizer = *std::move(own);
-      metadata.emplace_back("tokenizer", source->folder.path() + "/tokenizer.json");
-    }
-  } else {
-    const std::string init = o.init.empty() ? "reference" : o.init;
-    absl::StatusOr<InitScheme> scheme = ParseInitScheme(init);
-    if (!scheme.ok()) return scheme.status();
-    absl::StatusOr<std::unique_ptr<LanguageModel>> created = CreateRandomModel(
-        source->preset.config, *scheme, o.seed, device, *dtype);
-    if (!created.ok()) return created.status();
-    model = *std::move(created);
-    metadata.emplace_back("source", absl::StrCat("preset ", source->preset.name));
-    metadata.emplace_back("init", init);
-    metadata.emplace_back("seed", absl::StrCat(o.seed));
-  }
-  if (tokenizer == nullptr) {
-    tokenizer = std::make_unique<ByteTokenizer>();
-    metadata.emplace_back("tokenizer", "byte");
-  }
+  metadata.insert(metadata.end(), plan->metadata.begin(), plan->metadata.end());
 
   const std::vector<int32_t> ids32 = tokenizer->Encode(o.text);
   if (ids32.empty()) return absl::InvalidArgumentError("--text: encodes to no tokens");
