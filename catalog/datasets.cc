@@ -41,6 +41,8 @@ std::string JobDatasetList() { return JoinNames(kJobDatasetNames); }
 
 bool DatasetHasClasses(std::string_view name) { return name == "kvpr" || name == "mdqa"; }
 
+bool DatasetReadsFile(std::string_view name) { return name == "text"; }
+
 bool DatasetUsesTokenizer(std::string_view name) {
   return IsKnownDataset(name) && name != "mqar";
 }
@@ -64,6 +66,7 @@ int64_t MinContextLength(std::string_view name, int32_t num_classes) {
     return bytes;
   }
   if (name == "mqar") return 4;
+  if (name == "text") return 2;  // any file: its length is checked on the worker
   return -1;
 }
 
@@ -89,6 +92,11 @@ absl::Status CheckContextFits(std::string_view name_in, int32_t num_classes,
     return absl::InvalidArgumentError(absl::StrCat(
         prefix, num_classes, " documents (one per gold position, num_classes=", num_classes,
         "); an MDQA prompt needs at least ", needed, " tokens with the byte tokenizer"));
+  }
+  if (name == "text") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "context_length: ", context_length, " is too short for a text prompt (at least ",
+        needed, " tokens)"));
   }
   return absl::InvalidArgumentError(
       absl::StrCat(prefix, "an MQAR prompt, which needs at least ", needed,

@@ -16,8 +16,12 @@ namespace layerflow::catalog {
 // Every data set worker/data implements, sorted.
 inline constexpr std::array<std::string_view, 4> kDatasetNames = {"kvpr", "mdqa", "mqar",
                                                                   "text"};
-// The data sets a job runs (a sweep's `datasets`).
-inline constexpr std::array<std::string_view, 3> kJobDatasetNames = {"kvpr", "mdqa", "mqar"};
+// The data sets a job runs (a sweep's `datasets`). text is the user's own
+// file (DatasetSpec.path, under a worker's roots).
+inline constexpr std::array<std::string_view, 4> kJobDatasetNames = {"kvpr", "mdqa", "mqar",
+                                                                     "text"};
+// Whether the data set reads a file a sweep names (DatasetSpec.path): text.
+bool DatasetReadsFile(std::string_view name);
 
 bool IsKnownDataset(std::string_view name);
 bool IsJobDataset(std::string_view name);

@@ -268,7 +268,7 @@ absl::Status ParseDataset(const Reporter& r, const YAML::Node& node,
   if (node.IsScalar()) return ParseString(r, node, path, out->mutable_name());
   if (!node.IsMap()) {
     return r.FieldError(node, path,
-                        Expected("a data set name or a map {name, num_classes}", node));
+                        Expected("a data set name or a map {name, num_classes, path, field}", node));
   }
   return ParseMap(
       r, node, path,
@@ -282,6 +282,14 @@ absl::Status ParseDataset(const Reporter& r, const YAML::Node& node,
               ParseInteger(r, v, p, 0, std::numeric_limits<int32_t>::max(), &value));
           out->set_num_classes(static_cast<int32_t>(value));
           return absl::OkStatus();
+        }},
+       // text: the user's file on the workers, and its JSONL key.
+       {"path",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_path());
+        }},
+       {"field", [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_field());
         }}});
 }
 

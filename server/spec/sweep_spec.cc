@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "catalog/analyses.h"
@@ -140,6 +141,31 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
     return Invalid(absl::StrCat(field, ".name"),
                    absl::StrCat("unknown data set '", dataset.name(),
                                 "'; known data sets: ", JobDatasetList()));
+  }
+  // A file on the workers, named relative to their roots: the coordinator
+  // cannot read it, only keep it from naming anything outside them.
+  const std::string path_field = absl::StrCat(field, ".path");
+  if (catalog::DatasetReadsFile(dataset.name())) {
+    if (dataset.path().empty()) {
+      return Invalid(path_field, absl::StrCat("the ", dataset.name(),
+                                              " data set needs a file (relative to the "
+                                              "workers' model roots)"));
+    }
+    if (dataset.path().front() == '/') {
+      return Invalid(path_field, absl::StrCat("'", dataset.path(),
+                                              "' is absolute; name the file relative to the "
+                                              "workers' model roots"));
+    }
+    for (absl::string_view part : absl::StrSplit(dataset.path(), '/')) {
+      if (part == "..") {
+        return Invalid(path_field,
+                       absl::StrCat("'", dataset.path(), "' climbs out with '..'"));
+      }
+    }
+  } else if (!dataset.path().empty() || !dataset.field().empty()) {
+    return Invalid(dataset.path().empty() ? absl::StrCat(field, ".field") : path_field,
+                   absl::StrCat("only the text data set reads a file; '", dataset.name(),
+                                "' is generated"));
   }
   return CheckInRange(absl::StrCat(field, ".num_classes"), dataset.num_classes(),
                       kMinNumClasses, kMaxNumClasses,
@@ -293,6 +319,10 @@ absl::Status ValidateSizes(const SweepSpec& spec) {
   for (int i = 0; i < spec.datasets_size(); ++i) {
     LF_RETURN_IF_ERROR(length(absl::StrCat(Indexed("spec.datasets", i), ".name"),
                               spec.datasets(i).name(), limits::kMaxShortNameBytes));
+    LF_RETURN_IF_ERROR(length(absl::StrCat(Indexed("spec.datasets", i), ".path"),
+                              spec.datasets(i).path(), limits::kMaxModelBytes));
+    LF_RETURN_IF_ERROR(length(absl::StrCat(Indexed("spec.datasets", i), ".field"),
+                              spec.datasets(i).field(), limits::kMaxShortNameBytes));
   }
   for (int i = 0; i < spec.analyses_size(); ++i) {
     LF_RETURN_IF_ERROR(length(Indexed("spec.analyses", i), spec.analyses(i),

@@ -17,8 +17,11 @@ TEST(DatasetsTest, Names) {
   EXPECT_TRUE(IsKnownDataset("text"));
   EXPECT_FALSE(IsKnownDataset("squad"));
   EXPECT_TRUE(IsJobDataset("mqar"));
-  EXPECT_FALSE(IsJobDataset("text"));  // no sweep field reaches it
-  EXPECT_EQ(JobDatasetList(), "kvpr, mdqa, mqar");
+  EXPECT_TRUE(IsJobDataset("text"));  // the user's file (DatasetSpec.path)
+  EXPECT_FALSE(IsJobDataset("squad"));
+  EXPECT_EQ(JobDatasetList(), "kvpr, mdqa, mqar, text");
+  EXPECT_TRUE(DatasetReadsFile("text"));
+  EXPECT_FALSE(DatasetReadsFile("kvpr"));
   EXPECT_TRUE(DatasetHasClasses("kvpr"));
   EXPECT_TRUE(DatasetHasClasses("mdqa"));
   EXPECT_FALSE(DatasetHasClasses("mqar"));
@@ -51,7 +54,8 @@ TEST(DatasetsTest, MdqaBoundByHand) {
   EXPECT_EQ(MinContextLength("mdqa", 2), 175 + 2 * 143 + 2);
   EXPECT_EQ(MinContextLength("mdqa", 11), 175 + 11 * 143 + 9 + 2 * 2);
   EXPECT_EQ(MinContextLength("mqar", 11), 4);
-  EXPECT_EQ(MinContextLength("text", 11), -1);
+  EXPECT_EQ(MinContextLength("text", 11), 2);  // the worker checks the file
+  EXPECT_EQ(MinContextLength("squad", 11), -1);
 }
 
 TEST(DatasetsTest, FitCheckInTheWorkersWords) {
@@ -66,8 +70,11 @@ TEST(DatasetsTest, FitCheckInTheWorkersWords) {
   EXPECT_THAT(mdqa.message(), HasSubstr("needs at least 1761 tokens"));
   EXPECT_TRUE(CheckContextFits("mqar", 0, 16).ok());
   EXPECT_THAT(CheckContextFits("mqar", 0, 3).message(), HasSubstr("at least 4"));
-  EXPECT_EQ(CheckContextFits("text", 11, 2048).message(),
-            "dataset: unknown 'text'; a job runs kvpr, mdqa, mqar");
+  // text: any context of at least 2 tokens; the worker checks the file.
+  EXPECT_TRUE(CheckContextFits("text", 11, 2).ok());
+  EXPECT_THAT(CheckContextFits("text", 11, 1).message(), HasSubstr("context_length: 1"));
+  EXPECT_EQ(CheckContextFits("squad", 11, 2048).message(),
+            "dataset: unknown 'squad'; a job runs kvpr, mdqa, mqar, text");
 }
 
 TEST(DatasetsTest, DefaultSweepFits) {

@@ -105,6 +105,16 @@ TEST(SweepFileTest, ScalarsStandForOneElementLists) {
   EXPECT_THAT(spec->analyses(), ::testing::ElementsAre("adjacent_cos"));
 }
 
+TEST(SweepFileTest, TextDatasetNamesTheUsersFileAndItsKey) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse(
+      "name: s\ndatasets: [{name: text, path: corpora/notes.jsonl, field: body}]\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->datasets_size(), 1);
+  EXPECT_EQ(spec->datasets(0).name(), "text");
+  EXPECT_EQ(spec->datasets(0).path(), "corpora/notes.jsonl");
+  EXPECT_EQ(spec->datasets(0).field(), "body");
+}
+
 TEST(SweepFileTest, DatasetsMayMixNamesAndMapsAndBeOneMap) {
   absl::StatusOr<v1::SweepSpec> spec =
       Parse("name: s\ndatasets: [kvpr, {name: kvpr, num_classes: 5}]\n");
@@ -292,7 +302,7 @@ TEST(SweepFileTest, NullValue) {
 TEST(SweepFileTest, DatasetOfWrongShape) {
   ExpectError(Parse("name: s\ndatasets: [[kvpr]]\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:12: field 'datasets[0]': expected a data set name or a map "
-              "{name, num_classes}, got a list");
+              "{name, num_classes, path, field}, got a list");
   ExpectError(Parse("name: s\ndatasets: [{name: kvpr, num_classes: many}]\n"),
               absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:38: field 'datasets[0].num_classes': expected a "

@@ -151,12 +151,35 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"UnknownDataset",
                 [](SweepSpec& s) { s.add_datasets()->set_name("squad"); },
                 "spec.datasets[0].name: unknown data set 'squad'; known data sets: kvpr, "
-                "mdqa, mqar"},
-        // "text" is a worker data set (layerflow-inspect) that no job runs.
-        BadCase{"NonJobDataset",
+                "mdqa, mqar, text"},
+        // The user's corpus: a file on the workers, relative to their roots.
+        BadCase{"TextWithoutPath",
                 [](SweepSpec& s) { s.add_datasets()->set_name("text"); },
-                "spec.datasets[0].name: unknown data set 'text'; known data sets: kvpr, "
-                "mdqa, mqar"},
+                "spec.datasets[0].path: the text data set needs a file (relative to the "
+                "workers' model roots)"},
+        BadCase{"TextAbsolutePath",
+                [](SweepSpec& s) {
+                  auto* d = s.add_datasets();
+                  d->set_name("text");
+                  d->set_path("/etc/passwd");
+                },
+                "spec.datasets[0].path: '/etc/passwd' is absolute; name the file relative to "
+                "the workers' model roots"},
+        BadCase{"TextClimbsOut",
+                [](SweepSpec& s) {
+                  auto* d = s.add_datasets();
+                  d->set_name("text");
+                  d->set_path("corpora/../../secret.txt");
+                },
+                "spec.datasets[0].path: 'corpora/../../secret.txt' climbs out with '..'"},
+        BadCase{"PathOnAGeneratedDataset",
+                [](SweepSpec& s) {
+                  auto* d = s.add_datasets();
+                  d->set_name("kvpr");
+                  d->set_path("corpus.jsonl");
+                },
+                "spec.datasets[0].path: only the text data set reads a file; 'kvpr' is "
+                "generated"},
         BadCase{"NumClassesLow",
                 [](SweepSpec& s) {
                   auto* d = s.add_datasets();

@@ -6,6 +6,10 @@
 #include <set>
 #include <tuple>
 #include <algorithm>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -17,6 +21,7 @@
 #include "tests/worker/torch_export.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/data/kvpr.h"
+#include "worker/data/text.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/job_runner.h"
@@ -548,6 +553,120 @@ TEST(JobRunnerTest, ResidentModelIsReusedAndGivesTheSameRows) {
   EXPECT_EQ(stats.builds, 2);  // seed 17 once, seed 18 once
   EXPECT_EQ(stats.hits, 1);    // the second job
   EXPECT_EQ(stats.models, 2);
+}
+
+// The user's own corpus (DatasetSpec.path, issue 15): a JSONL file under a
+// model root, read through the confined opener. The job's rows equal the
+// float64 recomputation on the TextDataset's own examples of the same file.
+class TextJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // POSIX, not std::filesystem: LibTorch's own copy of it is the one this
+    // binary would bind to (it crashed here).
+    char tmpl[] = "/tmp/lf_text_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    ASSERT_EQ(mkdir((root_ + "/corpora").c_str(), 0755), 0);
+    std::ofstream out(root_ + "/corpora/notes.jsonl");
+    for (int i = 0; i < 12; ++i) {
+      out << "{\"body\": \"Record " << i << ": the quick brown fox jumps over the lazy dog, "
+          << "and the state of layer " << (i * 7) % 5 << " drifts.\"}\n";
+    }
+    files_.roots = {root_};
+    files_.hf_cache = false;
+  }
+  void TearDown() override { std::system(("rm -rf " + root_).c_str()); }
+
+  JobConfig TextJob() const {
+    JobConfig c = TinyJob();
+    c.dataset = "text";
+    c.dataset_path = "corpora/notes.jsonl";
+    c.dataset_field = "body";
+    c.context_length = 96;
+    c.num_prompts = 5;
+    return c;
+  }
+
+  std::string root_;
+  ModelFilePolicy files_;
+};
+
+TEST_F(TextJobTest, JobOnTheUsersFileMatchesFloat64Recomputation) {
+  const JobConfig config = TextJob();
+  auto runner = CreateJobRunner(config, DeviceConfig{}, files_);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  StatMap merged;
+  for (int64_t k = 0; k < (*runner)->num_chunks(); ++k) {
+    auto chunk = (*runner)->RunChunk(k);
+    ASSERT_TRUE(chunk.ok()) << chunk.status();
+    Merge(merged, *chunk);
+  }
+  TextOptions options;
+  options.path = root_ + "/corpora/notes.jsonl";
+  options.json_key = "body";
+  options.context_length = config.context_length;
+  auto dataset = TextDataset::Create(options, std::make_shared<ByteTokenizer>());
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  const testing::NaiveGptNeoX naive = NaiveModelOf(config);
+  const ModelPreset preset = *FindModelPreset(config.model);
+  const int64_t L = preset.config.num_layers(), d = preset.config.hidden_size();
+  StatMap expected;
+  for (int64_t i = 0; i < config.num_prompts; ++i) {
+    const TextExample example = *dataset->Generate(i);
+    const auto points = testing::NaiveForward(naive, example.token_ids);
+    auto add = [&](const std::string& metric, int32_t layer, double v) {
+      MetricStat& st = expected[{metric, layer}];
+      st.sum += v;
+      ++st.count;
+    };
+    for (int64_t l = 0; l < L; ++l) {
+      add("adjacent_cos", l,
+          testing::NaiveAdjacentCos(points[l], points[l + 1], example.num_tokens, d));
+    }
+    for (int64_t l = 0; l <= L + 1; ++l) {
+      add("intertoken_cos", l, testing::NaiveIntertokenCos(points[l], example.num_tokens, d));
+    }
+  }
+  ASSERT_EQ(merged.size(), expected.size());
+  for (const auto& [key, want] : expected) {
+    const MetricStat& got = merged.at(key);
+    ASSERT_EQ(got.count, want.count);
+    EXPECT_NEAR(got.sum / got.count, want.sum / want.count, 1e-6) << key.first << " " << key.second;
+  }
+}
+
+TEST_F(TextJobTest, BadFilesNameTheFieldNotTheWorkersPath) {
+  struct Case {
+    std::string path, field;
+    int64_t prompts;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"corpora/missing.jsonl", "body", 5, absl::StatusCode::kInvalidArgument,
+       "dataset_path: 'corpora/missing.jsonl' is not a file under the worker's model roots"},
+      {"../etc/passwd", "body", 5, absl::StatusCode::kPermissionDenied,
+       "dataset_path: '../etc/passwd' is outside the worker's model roots"},
+      {"/etc/passwd", "body", 5, absl::StatusCode::kPermissionDenied,
+       "dataset_path: '/etc/passwd' is outside the worker's model roots"},
+      {"corpora/notes.jsonl", "text", 5, absl::StatusCode::kInvalidArgument,
+       "corpora/notes.jsonl:1: missing key \"text\""},
+      {"corpora/notes.jsonl", "body", 40, absl::StatusCode::kInvalidArgument,
+       "num_prompts: 40 prompts of 96 tokens asked, but corpora/notes.jsonl holds"},
+  };
+  for (const Case& c : cases) {
+    JobConfig config = TextJob();
+    config.dataset_path = c.path;
+    config.dataset_field = c.field;
+    config.num_prompts = c.prompts;
+    auto runner = CreateJobRunner(config, DeviceConfig{}, files_);
+    ASSERT_FALSE(runner.ok()) << c.path;
+    EXPECT_EQ(runner.status().code(), c.code) << runner.status();
+    EXPECT_EQ(std::string(runner.status().message()).rfind(c.message, 0), 0u)
+        << runner.status();
+    EXPECT_EQ(std::string(runner.status().message()).find(root_), std::string::npos)
+        << "no worker path in " << runner.status();
+  }
 }
 
 TEST(JobRunnerTest, BadConfigNamesTheField) {

@@ -28,10 +28,13 @@ absl::StatusOr<std::vector<NumberedLine>> ReadNonBlankLines(
     const std::string& path) {
   auto contents = ReadWholeFile(path);
   if (!contents.ok()) return contents.status();
+  return NonBlankLines(*contents);
+}
+
+std::vector<NumberedLine> NonBlankLines(const std::string& s) {
   std::vector<NumberedLine> lines;
   int64_t number = 0;
   size_t start = 0;
-  const std::string& s = *contents;
   while (start < s.size()) {
     size_t end = s.find('\n', start);
     if (end == std::string::npos) end = s.size();

@@ -56,6 +56,8 @@ struct NumberedLine {
 // "\r\n" both end a line). NOT_FOUND naming the path if it cannot be opened.
 absl::StatusOr<std::vector<NumberedLine>> ReadNonBlankLines(
     const std::string& path);
+// The same of a file's contents already read.
+std::vector<NumberedLine> NonBlankLines(const std::string& contents);
 
 }  // namespace layerflow::worker
 

@@ -8,6 +8,7 @@
 #include "worker/data/kvpr.h"
 #include "worker/data/mdqa.h"
 #include "worker/data/mqar.h"
+#include "worker/data/text.h"
 
 namespace layerflow::worker {
 namespace {
@@ -55,6 +56,22 @@ absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
          .vocab_size = catalog::MqarVocabSize(o.model_vocab_size),
          .seq_len = o.context_length,
          .num_kv_pairs = catalog::MqarKvPairs(o.context_length)}));
+  }
+  if (o.name == "text") {
+    TextOptions text;
+    text.path = o.text_path;
+    text.contents = o.text_contents;
+    if (!o.text_field.empty()) text.json_key = o.text_field;
+    text.context_length = o.context_length;
+    absl::StatusOr<TextDataset> dataset = TextDataset::Create(text, std::move(tokenizer));
+    if (!dataset.ok()) return dataset.status();
+    if (o.num_prompts > dataset->num_examples()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "num_prompts: ", o.num_prompts, " prompts of ", o.context_length, " tokens asked, but ",
+          o.text_path, " holds ", dataset->num_examples(), " (", dataset->num_stream_tokens(),
+          " tokens)"));
+    }
+    return SourceOf(*std::move(dataset));
   }
   return absl::InvalidArgumentError(
       absl::StrCat("dataset: unknown '", o.name, "'; a job runs ", catalog::JobDatasetList()));

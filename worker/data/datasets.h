@@ -39,6 +39,14 @@ struct JobDatasetOptions {
   int32_t num_classes = 0;
   int32_t context_length = 0;
   int64_t model_vocab_size = 8192;
+  // text: the file's name (for messages) and its bytes, read by the caller
+  // (which confines the path); the JSONL key ("" = "text").
+  std::string text_path;
+  std::string text_contents;
+  std::string text_field;
+  // text: the prompts the job asks for (its file must hold as many
+  // examples of context_length tokens); 0 = unchecked.
+  int64_t num_prompts = 0;
 };
 absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& options,
                                               std::shared_ptr<const Tokenizer> tokenizer);

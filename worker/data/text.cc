@@ -32,7 +32,8 @@ absl::StatusOr<TextDataset> TextDataset::Create(
     if (options.json_key.empty()) {
       return absl::InvalidArgumentError("json_key: must not be empty");
     }
-    auto lines = ReadNonBlankLines(options.path);
+    absl::StatusOr<std::vector<NumberedLine>> lines =
+        options.contents ? NonBlankLines(*options.contents) : ReadNonBlankLines(options.path);
     if (!lines.ok()) return lines.status();
     const std::vector<int32_t> separator = tokenizer->Encode(options.separator);
     for (const NumberedLine& line : *lines) {
@@ -68,7 +69,8 @@ absl::StatusOr<TextDataset> TextDataset::Create(
       stream->insert(stream->end(), ids.begin(), ids.end());
     }
   } else {
-    auto contents = ReadWholeFile(options.path);
+    absl::StatusOr<std::string> contents =
+        options.contents ? *options.contents : ReadWholeFile(options.path);
     if (!contents.ok()) return contents.status();
     *stream = tokenizer->Encode(*contents);
   }

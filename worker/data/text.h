@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,11 @@ namespace layerflow::worker {
 enum class TextFormat { kAuto, kPlain, kJsonl };
 
 struct TextOptions {
+  // The file's name, read unless `contents` is given (then it only names
+  // the file in messages: a worker reads a job's file through the confined
+  // opener, common/confined_file.h, and hands the bytes over).
   std::string path;
+  std::optional<std::string> contents;
   TextFormat format = TextFormat::kAuto;
   std::string json_key = "text";
   std::string separator = "\n\n";

@@ -44,6 +44,8 @@ struct ModelFileLimits {
   // Each weights file: model.safetensors and its shards (memory-mapped),
   // pytorch_model.bin and its shards (read into memory).
   int64_t max_weights_file_bytes = int64_t{64} << 30;
+  // A text data set's file (DatasetSpec.path), read into memory whole.
+  int64_t max_data_file_bytes = int64_t{1} << 30;
 };
 
 // ---------------------------------------------------------------------------

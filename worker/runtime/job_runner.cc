@@ -26,6 +26,7 @@
 #include "catalog/chunks.h"
 #include "catalog/datasets.h"
 #include "catalog/dtypes.h"
+#include "common/confined_file.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
 #include "worker/data/datasets.h"
@@ -53,6 +54,46 @@ constexpr int64_t kMaxBatchTokens = 16384;
 
 absl::Status Invalid(absl::string_view field, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
+}
+
+// The bytes of `path` (relative, as a sweep's DatasetSpec.path) under the
+// first of the policy's roots that holds it. INVALID_ARGUMENT naming
+// dataset_path for a missing or unreadable file; PERMISSION_DENIED when
+// the name or a link leads outside the root. Never names a worker path.
+absl::StatusOr<std::string> ReadDataFile(const std::string& path, const ModelFilePolicy& files) {
+  const std::string field = "dataset_path";
+  if (path.empty()) return Invalid(field, "the text data set needs a file");
+  const std::string normal = NormalizePathLexically(path);
+  if (path.front() == '/' || normal.empty()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(field, ": '", path, "' is outside the worker's model roots"));
+  }
+  const size_t slash = normal.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : normal.substr(0, slash);
+  const std::string name = slash == std::string::npos ? normal : normal.substr(slash + 1);
+  absl::Status last = absl::NotFoundError("no model roots on this worker");
+  for (const ModelRoot& root : ResolveModelRoots(files)) {
+    absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(
+        dir.empty() ? root.resolved : root.resolved + "/" + dir, root.resolved, dir);
+    if (!folder.ok()) {
+      if (absl::IsPermissionDenied(folder.status())) {
+        return absl::PermissionDeniedError(
+            absl::StrCat(field, ": '", path, "' leads outside the worker's model roots"));
+      }
+      last = folder.status();
+      continue;
+    }
+    if (!folder->Exists(name)) continue;
+    absl::StatusOr<std::string> bytes = folder->ReadFile(name, files.limits.max_data_file_bytes);
+    if (!bytes.ok()) {
+      return absl::Status(absl::IsPermissionDenied(bytes.status())
+                              ? absl::StatusCode::kPermissionDenied
+                              : absl::StatusCode::kInvalidArgument,
+                          absl::StrCat(field, ": ", bytes.status().message()));
+    }
+    return bytes;
+  }
+  return Invalid(field, absl::StrCat("'", path, "' is not a file under the worker's model roots"));
 }
 
 // The chunk's last-token features (ranks in order = prompts in order) into a
@@ -343,12 +384,23 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
                                          " is smaller than the ", tokenizer->name(),
                                          " tokenizer's ", tokenizer->vocab_size()));
   }
+  // A text data set's file: under the worker's roots like a checkpoint,
+  // read through the confined opener (regular files only, size-limited);
+  // errors name the field and the path as the sweep gave it.
+  std::string text_contents;
+  if (catalog::DatasetReadsFile(config.dataset)) {
+    LF_ASSIGN_OR_RETURN(text_contents, ReadDataFile(config.dataset_path, files));
+  }
   LF_ASSIGN_OR_RETURN(PromptSource dataset,
                       CreateJobDataset({.name = config.dataset,
                                         .seed = config.seed,
                                         .num_classes = config.num_classes,
                                         .context_length = config.context_length,
-                                        .model_vocab_size = model_config.vocab_size()},
+                                        .model_vocab_size = model_config.vocab_size(),
+                                        .text_path = config.dataset_path,
+                                        .text_contents = std::move(text_contents),
+                                        .text_field = config.dataset_field,
+                                        .num_prompts = config.num_prompts},
                                        std::move(tokenizer)));
 
   // Replica 0 from the seeded init; the others are copies of it. A preset's

@@ -46,6 +46,10 @@ struct JobConfig {
   int64_t seed = 0;
   std::string dataset = "kvpr";
   int32_t num_classes = 11;
+  // "text": the file, relative to the worker's model roots, and the JSONL
+  // key of each record's document ("" = "text").
+  std::string dataset_path;
+  std::string dataset_field;
   int32_t context_length = 256;  // target tokens per prompt
   // "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
   // "token_dispersion", "step_energy", "path_energy", "cka_unbiased",

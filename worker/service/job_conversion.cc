@@ -9,6 +9,8 @@ JobConfig ToJobConfig(const v1::JobSpec& spec) {
   config.seed = spec.seed();
   config.dataset = spec.dataset().name();
   config.num_classes = spec.dataset().num_classes();
+  config.dataset_path = spec.dataset().path();
+  config.dataset_field = spec.dataset().field();
   config.context_length = spec.context_length();
   config.analyses.assign(spec.analyses().begin(), spec.analyses().end());
   config.num_prompts = spec.num_prompts();
