@@ -43,6 +43,8 @@ bool DatasetHasClasses(std::string_view name) { return name == "kvpr" || name ==
 
 bool DatasetReadsFile(std::string_view name) { return name == "text"; }
 
+bool DatasetMayReadFile(std::string_view name) { return name == "text" || name == "mdqa"; }
+
 bool DatasetUsesTokenizer(std::string_view name) {
   return IsKnownDataset(name) && name != "mqar";
 }

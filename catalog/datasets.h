@@ -20,8 +20,10 @@ inline constexpr std::array<std::string_view, 4> kDatasetNames = {"kvpr", "mdqa"
 // file (DatasetSpec.path, under a worker's roots).
 inline constexpr std::array<std::string_view, 4> kJobDatasetNames = {"kvpr", "mdqa", "mqar",
                                                                      "text"};
-// Whether the data set reads a file a sweep names (DatasetSpec.path): text.
+// Whether the data set reads a file a sweep names (DatasetSpec.path): text
+// always; mdqa may (its records instead of the synthetic generator).
 bool DatasetReadsFile(std::string_view name);
+bool DatasetMayReadFile(std::string_view name);
 
 bool IsKnownDataset(std::string_view name);
 bool IsJobDataset(std::string_view name);

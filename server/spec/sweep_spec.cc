@@ -145,13 +145,14 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
   // A file on the workers, named relative to their roots: the coordinator
   // cannot read it, only keep it from naming anything outside them.
   const std::string path_field = absl::StrCat(field, ".path");
-  if (catalog::DatasetReadsFile(dataset.name())) {
-    if (dataset.path().empty()) {
+  if (catalog::DatasetMayReadFile(dataset.name())) {
+    if (dataset.path().empty() && catalog::DatasetReadsFile(dataset.name())) {
       return Invalid(path_field, absl::StrCat("the ", dataset.name(),
                                               " data set needs a file (relative to the "
                                               "workers' model roots)"));
     }
-    if (dataset.path().front() == '/') {
+    // (mdqa without a file: the synthetic generator.)
+    if (!dataset.path().empty() && dataset.path().front() == '/') {
       return Invalid(path_field, absl::StrCat("'", dataset.path(),
                                               "' is absolute; name the file relative to the "
                                               "workers' model roots"));
@@ -162,10 +163,15 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
                        absl::StrCat("'", dataset.path(), "' climbs out with '..'"));
       }
     }
+    if (!dataset.field().empty() && !catalog::DatasetReadsFile(dataset.name())) {
+      return Invalid(absl::StrCat(field, ".field"),
+                     absl::StrCat("only the text data set has a field; '", dataset.name(),
+                                  "' records have their own keys (docs/datasets.md)"));
+    }
   } else if (!dataset.path().empty() || !dataset.field().empty()) {
     return Invalid(dataset.path().empty() ? absl::StrCat(field, ".field") : path_field,
-                   absl::StrCat("only the text data set reads a file; '", dataset.name(),
-                                "' is generated"));
+                   absl::StrCat("only the text and mdqa data sets read a file; '",
+                                dataset.name(), "' is generated"));
   }
   return CheckInRange(absl::StrCat(field, ".num_classes"), dataset.num_classes(),
                       kMinNumClasses, kMaxNumClasses,
@@ -481,6 +487,8 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   for (int d = 0; d < effective.datasets_size(); ++d) {
     const int32_t classes = effective.datasets(d).num_classes();
     const std::string& name = effective.datasets(d).name();
+    // A user's file is only on the workers: they check its prompts' fit.
+    if (!effective.datasets(d).path().empty()) continue;
     for (int c = 0; c < effective.context_lengths_size(); ++c) {
       const absl::Status fits =
           CheckContextFits(name, classes, effective.context_lengths(c));

@@ -178,8 +178,17 @@ INSTANTIATE_TEST_SUITE_P(
                   d->set_name("kvpr");
                   d->set_path("corpus.jsonl");
                 },
-                "spec.datasets[0].path: only the text data set reads a file; 'kvpr' is "
-                "generated"},
+                "spec.datasets[0].path: only the text and mdqa data sets read a file; "
+                "'kvpr' is generated"},
+        BadCase{"FieldOnMdqa",
+                [](SweepSpec& s) {
+                  auto* d = s.add_datasets();
+                  d->set_name("mdqa");
+                  d->set_path("nq-open.jsonl");
+                  d->set_field("question");
+                },
+                "spec.datasets[0].field: only the text data set has a field; 'mdqa' records "
+                "have their own keys (docs/datasets.md)"},
         BadCase{"NumClassesLow",
                 [](SweepSpec& s) {
                   auto* d = s.add_datasets();

@@ -585,6 +585,43 @@ void ExpectFileError(const absl::Status& status, const std::string& where,
   EXPECT_THAT(std::string(status.message()), HasSubstr(what));
 }
 
+// A sweep's {name: mdqa, path: ...}: the worker hands the file's bytes over
+// (read through the confined opener); the job's prompts are those of the
+// same file read by path, and its errors name the file as the sweep gave it.
+TEST(MdqaJsonlTest, JobDatasetFromTheFilesBytesEqualsTheFileByPath) {
+  const std::string contents =
+      absl::StrCat(Record(1, 8, "isgold"), "\n", Record(2, 8, "hasanswer"), "\n");
+  const std::string path = WriteTemp("job_mdqa.jsonl", contents);
+  auto tokenizer = std::make_shared<ByteTokenizer>();
+  auto by_path = MdqaDataset::Create(
+      {.seed = 4, .num_classes = 3, .num_documents = 0, .context_length = 600, .path = path},
+      tokenizer);
+  ASSERT_TRUE(by_path.ok()) << by_path.status();
+  auto job = CreateJobDataset({.name = "mdqa",
+                               .seed = 4,
+                               .num_classes = 3,
+                               .context_length = 600,
+                               .text_path = "corpora/nq.jsonl",
+                               .text_contents = contents},
+                              tokenizer);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto prompts = (*job)(0, 4);
+  ASSERT_TRUE(prompts.ok()) << prompts.status();
+  for (int64_t i = 0; i < 4; ++i) {
+    const MdqaExample want = *by_path->Generate(i);
+    EXPECT_EQ((*prompts)[i].token_ids, want.token_ids) << i;
+    EXPECT_EQ((*prompts)[i].gold_class, want.gold_class) << i;
+  }
+  auto bad = CreateJobDataset({.name = "mdqa",
+                               .num_classes = 3,
+                               .context_length = 600,
+                               .text_path = "corpora/nq.jsonl",
+                               .text_contents = "{\"question\": 1}\n"},
+                              tokenizer);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), ::testing::StartsWith("corpora/nq.jsonl:1:"));
+}
+
 TEST(MdqaJsonlTest, ErrorsNameFileLineAndKey) {
   const std::string good = Record(1, 4, "isgold");
   ExpectFileError(MdqaFileStatus("bad_json.jsonl", good + "\n{\"question\": \n"),

@@ -44,11 +44,15 @@ absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
         std::move(tokenizer)));
   }
   if (o.name == "mdqa") {  // K = 0: as many documents as fit
-    return SourceOf(MdqaDataset::Create({.seed = o.seed,
-                                         .num_classes = o.num_classes,
-                                         .num_documents = 0,
-                                         .context_length = o.context_length},
-                                        std::move(tokenizer)));
+    MdqaOptions mdqa{.seed = o.seed,
+                     .num_classes = o.num_classes,
+                     .num_documents = 0,
+                     .context_length = o.context_length};
+    if (!o.text_path.empty()) {  // the user's JSONL records
+      mdqa.path = o.text_path;
+      mdqa.contents = o.text_contents;
+    }
+    return SourceOf(MdqaDataset::Create(mdqa, std::move(tokenizer)));
   }
   if (o.name == "mqar") {
     return SourceOf(MqarDataset::Create(

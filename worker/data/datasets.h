@@ -39,8 +39,9 @@ struct JobDatasetOptions {
   int32_t num_classes = 0;
   int32_t context_length = 0;
   int64_t model_vocab_size = 8192;
-  // text: the file's name (for messages) and its bytes, read by the caller
-  // (which confines the path); the JSONL key ("" = "text").
+  // text (and mdqa from a file): the file's name (for messages) and its
+  // bytes, read by the caller (which confines the path); text's JSONL key
+  // ("" = "text").
   std::string text_path;
   std::string text_contents;
   std::string text_field;

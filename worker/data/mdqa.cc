@@ -366,7 +366,8 @@ absl::StatusOr<MdqaDataset> MdqaDataset::Create(
   }
   MdqaDataset dataset(options, std::move(tokenizer));
   if (!options.path.empty()) {
-    auto lines = ReadNonBlankLines(options.path);
+    absl::StatusOr<std::vector<NumberedLine>> lines =
+        options.contents ? NonBlankLines(*options.contents) : ReadNonBlankLines(options.path);
     if (!lines.ok()) return lines.status();
     if (lines->empty()) {
       return absl::InvalidArgumentError(

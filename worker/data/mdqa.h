@@ -60,6 +60,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,9 @@ struct MdqaOptions {
   int32_t num_documents = 20;    // K (an upper bound when fitting; 0 = none)
   int32_t context_length = 0;    // > 0: choose K to fit this many tokens
   std::string path;              // JSONL source; empty = synthetic
+  // The JSONL file's bytes, read by the caller (then `path` only names it in
+  // messages: a worker reads a job's file through the confined opener).
+  std::optional<std::string> contents;
 };
 
 struct MdqaDocument {

@@ -388,7 +388,8 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   // read through the confined opener (regular files only, size-limited);
   // errors name the field and the path as the sweep gave it.
   std::string text_contents;
-  if (catalog::DatasetReadsFile(config.dataset)) {
+  if (catalog::DatasetReadsFile(config.dataset) ||
+      (catalog::DatasetMayReadFile(config.dataset) && !config.dataset_path.empty())) {
     LF_ASSIGN_OR_RETURN(text_contents, ReadDataFile(config.dataset_path, files));
   }
   LF_ASSIGN_OR_RETURN(PromptSource dataset,
