@@ -38,6 +38,23 @@ __device__ __forceinline__ float RoundTo(float x) { return ToFloat(FromFloat<T>(
 __device__ __forceinline__ float Softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float Silu(float x) { return x / (1.f + expf(-x)); }
 
+// The sum of x over a block of kThreads threads (a multiple of 32), for
+// every thread: warp shuffles, then the warps' partials through shared
+// memory. Once per kernel: a second call would race on the partials.
+template <int kThreads>
+__device__ float BlockSum(float x) {
+  static_assert(kThreads % 32 == 0, "whole warps");
+  __shared__ float partial[kThreads / 32];
+  for (int off = 16; off > 0; off /= 2) x += __shfl_xor_sync(0xffffffffu, x, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = x;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
+  return total;
+}
+
 // Calls f with a null pointer of the element type of `type`.
 template <typename F>
 cudaError_t DispatchAct(ActType type, F&& f) {

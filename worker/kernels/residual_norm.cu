@@ -24,18 +24,6 @@ constexpr int kThreads = 256;
 constexpr int kVec = 8;       // values a thread loads at a time (16 bytes of the dtype)
 constexpr int kMaxSteps = 4;  // width <= 8 x 256 x 4 = 8192
 
-__device__ float BlockSum(float x) {
-  __shared__ float partial[kThreads / 32];
-  for (int off = 16; off > 0; off /= 2) x += __shfl_xor_sync(0xffffffffu, x, off);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = x;
-  __syncthreads();
-  float total = 0.f;
-#pragma unroll
-  for (int w = 0; w < kThreads / 32; ++w) total += partial[w];
-  return total;
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     AddRmsNormKernel(const float* __restrict__ residual, const T* __restrict__ mixer,
@@ -65,7 +53,7 @@ __global__ void __launch_bounds__(kThreads)
     *reinterpret_cast<float4*>(sum + row * width + j) = s0;
     *reinterpret_cast<float4*>(sum + row * width + j + 4) = s1;
   }
-  const float scale = rsqrtf(BlockSum(sq) / static_cast<float>(width) + eps);
+  const float scale = rsqrtf(BlockSum<kThreads>(sq) / static_cast<float>(width) + eps);
 #pragma unroll
   for (int step = 0; step < kMaxSteps; ++step) {
     const int64_t j = (static_cast<int64_t>(step) * kThreads + threadIdx.x) * kVec;

@@ -420,18 +420,6 @@ __global__ void __launch_bounds__(kOutThreads, 2)
 // ---- 4. The gated RMSNorm of a token's row ---------------------------------
 constexpr int kNormThreads = 256;
 
-__device__ float BlockSumF(float x) {
-  __shared__ float partial[kNormThreads / 32];
-  for (int off = 16; off > 0; off /= 2) x += __shfl_xor_sync(0xffffffffu, x, off);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = x;
-  __syncthreads();
-  float total = 0.f;
-#pragma unroll
-  for (int w = 0; w < kNormThreads / 32; ++w) total += partial[w];
-  return total;
-}
-
 // 8 values a thread and step (16-byte loads of y, the gate, the weight and
 // the output): width, gate_row and the pointers are multiples of 8 values
 // (LaunchSsd checks). The second pass re-reads the row from L1/L2.
@@ -458,7 +446,7 @@ __global__ void __launch_bounds__(kNormThreads)
 #pragma unroll
     for (int k = 0; k < kVec; ++k) sum = fmaf(v[k], v[k], sum);
   }
-  const float scale = rsqrtf(BlockSumF(sum) / static_cast<float>(width) + eps);
+  const float scale = rsqrtf(BlockSum<kNormThreads>(sum) / static_cast<float>(width) + eps);
   for (int64_t j = kVec * threadIdx.x; j < width; j += kVec * kNormThreads) {
     float v[kVec];
     gated(j, v);
