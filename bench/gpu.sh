@@ -33,6 +33,8 @@
 #                        of each model (default mamba-1.4b,mamba2-1.3b): every
 #                        kernel's time, summed per kernel (bench/ncu_summary.py),
 #                        next to the forward's wall time without the profiler.
+#                        LF_METRICS=1: also the three metrics' kernels (a
+#                        forward with them less the forward alone).
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
 #   sharded [SWEEP]      (2 GPUs) every analysis of all four architectures on
 #                        one GPU and on two: rows must agree to 1e-6.
@@ -146,6 +148,19 @@ profile() {
       $B/bench_ssm_gpu --models "" --forward-only-models "$m" --reps 1 --warmups 0 \
       > "$OUT/ncu_$m.csv" 2> "$OUT/ncu_$m.err"
     python3 bench/ncu_summary.py "$OUT/ncu_$m.csv" --top "${LF_TOP:-30}"
+    if [ "${LF_METRICS:-0}" = 1 ]; then
+      # The forward with the three metrics, less the forward: the metrics'
+      # kernels (the profiler on only around each; --profile-range).
+      echo "== ncu, the three metrics of $m (forward + metrics less the forward)"
+      ncu --clock-control none --metrics gpu__time_duration.sum --csv --profile-from-start off \
+        $B/bench_ssm_gpu --models "" --forward-only-models "$m" --reps 1 --warmups 0 \
+        --profile-range 1 > "$OUT/ncu_fwd_$m.csv" 2> "$OUT/ncu_fwd_$m.err"
+      ncu --clock-control none --metrics gpu__time_duration.sum --csv --profile-from-start off \
+        $B/bench_ssm_gpu --models "$m" --sets three --reps 1 --warmups 0 --profile-range 1 \
+        > "$OUT/ncu_three_$m.csv" 2> "$OUT/ncu_three_$m.err"
+      python3 bench/ncu_summary.py "$OUT/ncu_three_$m.csv" --minus "$OUT/ncu_fwd_$m.csv" \
+        --top "${LF_TOP:-30}"
+    fi
   done
 }
 

@@ -8,6 +8,10 @@
 //                 [--forward-only-models mamba-2.8b,mamba2-2.7b]
 //                 [--aten 1]   (also the ATen path of the SSMs, for the ratio)
 //                 [--warmups 2] (0 with --reps 1: exactly one forward, for ncu)
+//                 [--sets three,all_8] (which metric sets are timed)
+//                 [--profile-range 1] (the profiler on only while a forward-only
+//                  model's forward or a metric set runs: with
+//                  `ncu --profile-from-start off`, the kernels of exactly that)
 //
 // Times are the median of --reps runs after --warmups warm-ups (2), each ending on a
 // device-to-host copy (queued kernels counted). A failure of one model or
@@ -27,12 +31,14 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #ifdef LF_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_profiler_api.h>
 #endif
 #include <nlohmann/json.hpp>
 
@@ -75,6 +81,21 @@ void ResetPeak(const c10::Device& device) {
   (void)device;
 }
 
+// run() with the CUDA profiler collecting (when `on`): what
+// `ncu --profile-from-start off` sees.
+template <typename F>
+auto Profiled(bool on, F&& run) {
+  return [on, run = std::forward<F>(run)]() mutable {
+#ifdef LF_WITH_CUDA
+    if (on) cudaProfilerStart();
+#endif
+    run();
+#ifdef LF_WITH_CUDA
+    if (on) cudaProfilerStop();
+#endif
+  };
+}
+
 // 2 x block matrix parameters per token, + causal attention.
 double ModelFlops(const lw::LanguageModel& model, int64_t prompts, int64_t tokens) {
   double matrix_params = 0;
@@ -103,6 +124,7 @@ const std::vector<std::string> kAllEight = {
 
 nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_t prompts,
                           int64_t tokens, int reps, int warmups, bool forward_only, bool aten,
+                          const std::vector<std::string>& sets, bool profile_range,
                           const c10::Device& device) {
   nlohmann::json out = {{"model", name}};
   try {
@@ -127,7 +149,8 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
       (void)last.sum().item<double>();
     };
     ResetPeak(device);
-    const double forward_ms = layerflow::bench::MedianMs(reps, forward, warmups);
+    const double forward_ms =
+        layerflow::bench::MedianMs(reps, Profiled(profile_range && forward_only, forward), warmups);
     const double flops = ModelFlops(m, prompts, tokens);
     out["forward_ms"] = forward_ms;
     out["forward_peak_gib"] = PeakGiB(device);
@@ -154,14 +177,16 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
     if (forward_only) return out;
     for (const auto& [label, names] :
          {std::pair{"three_metrics", kThree}, std::pair{"all_8_metrics", kAllEight}}) {
+      const std::string set = std::string(label) == "three_metrics" ? "three" : "all_8";
+      if (std::find(sets.begin(), sets.end(), set) == sets.end()) continue;
       const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(names);
       ResetPeak(device);
-      const double ms = layerflow::bench::MedianMs(reps, [&] {
+      const double ms = layerflow::bench::MedianMs(reps, Profiled(profile_range, [&] {
         lw::LayerMetricAccumulator acc(metrics, m.num_layers(), device, tokens);
         m.Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
         acc.EndBatch();
         (void)acc.sums().cpu();
-      }, warmups);
+      }), warmups);
       out[std::string(label) + "_ms"] = ms;
       out[std::string(label) + "_overhead"] = ms / forward_ms - 1;
       out[std::string(label) + "_peak_gib"] = PeakGiB(device);
@@ -189,6 +214,8 @@ int main(int argc, char** argv) {
   const int reps = std::atoi(Flag(argc, argv, "--reps", "5").c_str());
   const bool aten = Flag(argc, argv, "--aten", "0") == std::string("1");
   const int warmups = std::atoi(Flag(argc, argv, "--warmups", "2").c_str());
+  const std::vector<std::string> sets = Split(Flag(argc, argv, "--sets", "three,all_8"));
+  const bool profile_range = Flag(argc, argv, "--profile-range", "0") == std::string("1");
   auto dtype = lw::ParseDtype(dtype_name);
   if (!dtype.ok()) {
     std::fprintf(stderr, "error: %s\n", dtype.status().ToString().c_str());
@@ -205,11 +232,13 @@ int main(int argc, char** argv) {
                            {"reps", reps}, {"device", device.str()}, {"models", nlohmann::json::array()}};
   bool failed = false;
   for (const std::string& name : Split(Flag(argc, argv, "--models", "pythia-1.4b,mamba-1.4b,mamba2-1.3b"))) {
-    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, false, aten, device));
+    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, false, aten,
+                                         sets, profile_range, device));
     failed |= report["models"].back().contains("error");
   }
   for (const std::string& name : Split(Flag(argc, argv, "--forward-only-models", ""))) {
-    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, true, false, device));
+    report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, true, false,
+                                         sets, profile_range, device));
     failed |= report["models"].back().contains("error");
   }
   const std::string json = Flag(argc, argv, "--json", "");
