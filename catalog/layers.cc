@@ -9,8 +9,8 @@
 namespace layerflow::catalog {
 
 absl::StatusOr<std::vector<int32_t>> ResolveLayers(const std::vector<int32_t>& layers,
-                                                   int64_t num_layers, std::string_view field,
-                                                   std::string_view model) {
+                                                   int64_t num_layers, absl::string_view field,
+                                                   absl::string_view model) {
   const int64_t points = num_layers + 2;
   std::vector<int32_t> out;
   if (layers.empty()) {

@@ -10,10 +10,10 @@
 #define LAYERFLOW_CATALOG_LAYERS_H_
 
 #include <cstdint>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace layerflow::catalog {
 
@@ -23,8 +23,8 @@ namespace layerflow::catalog {
 // [-(L + 2), L + 1], or one that lands on the same point as an earlier
 // entry (8 and -1 for a model of 7 blocks). An empty list is all points.
 absl::StatusOr<std::vector<int32_t>> ResolveLayers(const std::vector<int32_t>& layers,
-                                                   int64_t num_layers, std::string_view field,
-                                                   std::string_view model);
+                                                   int64_t num_layers, absl::string_view field,
+                                                   absl::string_view model);
 
 }  // namespace layerflow::catalog
 
