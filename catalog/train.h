@@ -1,0 +1,104 @@
+// TRAIN jobs (METHODS.md, "Training"; docs/training.md): the settings of a
+// training run, their documented defaults and ranges, the small model an
+// architecture name and the settings describe, and the learning-rate
+// schedule. Plain C++: the coordinator validates sweeps with it, the worker
+// trains with it.
+#ifndef LAYERFLOW_CATALOG_TRAIN_H_
+#define LAYERFLOW_CATALOG_TRAIN_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "catalog/model_config.h"
+
+namespace layerflow::catalog {
+
+// Defaults: the Zoology MQAR benchmark's task (vocab 8192, length 512, 64
+// pairs, power_a 0.01) on the issue's small models (2 layers, width 128).
+inline constexpr std::string_view kDefaultTrainTask = "mqar";
+inline constexpr int32_t kDefaultTrainVocab = 8192;
+inline constexpr int32_t kDefaultTrainLength = 512;
+inline constexpr int32_t kDefaultTrainPairs = 64;
+inline constexpr double kDefaultTrainAlpha = 0.01;
+inline constexpr int32_t kDefaultTrainLayers = 2;
+inline constexpr int32_t kDefaultTrainWidth = 128;
+inline constexpr int32_t kDefaultTrainAttentionHeads = 2;
+inline constexpr int32_t kDefaultTrainMambaStateSize = 16;
+inline constexpr int32_t kDefaultTrainMamba2StateSize = 64;
+inline constexpr int32_t kTrainMamba2HeadDim = 64;
+inline constexpr int64_t kDefaultTrainSteps = 20000;
+inline constexpr int32_t kDefaultTrainBatch = 64;
+inline constexpr double kDefaultTrainLr = 1e-3;
+inline constexpr double kDefaultTrainWeightDecay = 0.1;
+inline constexpr double kDefaultTrainClip = 1.0;
+inline constexpr double kDefaultTrainTargetAccuracy = 0.99;
+inline constexpr int64_t kDefaultTrainEvalEvery = 500;
+inline constexpr int32_t kDefaultTrainEvalExamples = 256;
+// Relative defaults: warmup = steps / 20 (5%), eval_every = min(500, steps),
+// save_every = 2 * eval_every.
+
+// Mirrors layerflow.v1.TrainSpec. 0 / "" mean the default until
+// WithTrainDefaults; heads and state_size stay 0 ("the architecture's
+// default", resolved by TrainModelConfig) because one sweep trains several
+// architectures.
+struct TrainSettings {
+  std::string task;
+  int32_t vocab = 0;
+  int32_t length = 0;
+  int32_t pairs = 0;
+  double alpha = 0;
+  int32_t layers = 0;
+  int32_t width = 0;
+  int32_t heads = 0;
+  int32_t state_size = 0;
+  int64_t steps = 0;
+  int32_t batch = 0;
+  double lr = 0;
+  int64_t warmup = 0;
+  double weight_decay = 0;
+  double clip = 0;
+  double target_accuracy = 0;
+  int64_t eval_every = 0;
+  int64_t save_every = 0;
+  int32_t eval_examples = 0;
+};
+
+// Every zero field set to its default (above). Idempotent.
+TrainSettings WithTrainDefaults(TrainSettings settings);
+
+// The settings as submitted (zeros allowed: they mean the defaults) against
+// their ranges; INVALID_ARGUMENT whose message starts with the field's
+// name ("steps: ...", "pairs: ..."), for the caller to prefix.
+absl::Status ValidateTrainSettings(const TrainSettings& settings);
+
+// The architectures a TRAIN job can build ("gpt_neox", "gpt_neo", "mamba",
+// "mamba2").
+bool IsTrainArchitecture(absl::string_view name);
+
+// The model `architecture` names with the sizes of `settings` (defaults
+// applied): vocab_size = vocab, hidden = width, blocks = layers, positions =
+// length; gpt_neox: heads, intermediate 4 * width, rotary_pct 0.25, parallel
+// residual; gpt_neo: heads, every layer global attention; mamba: expand 2,
+// state_size (16); mamba2: expand 2, head_dim 64, 2 * width / 64 heads,
+// state_size (64), one group. INVALID_ARGUMENT naming the settings' field
+// ("width: ...", "heads: ...") when the shape does not build.
+absl::StatusOr<ModelConfig> TrainModelConfig(absl::string_view architecture,
+                                             const TrainSettings& settings);
+
+// Result chunks of a TRAIN job: ceil(steps / eval_every); chunk k ends at
+// step TrainChunkEndStep(k) = min((k + 1) * eval_every, steps).
+int64_t TrainChunkCount(const TrainSettings& settings);
+int64_t TrainChunkEndStep(const TrainSettings& settings, int64_t chunk);
+
+// The learning rate of optimizer step `step` (1-based): lr * step / warmup
+// for step <= warmup, then cosine decay from lr to 0 at `steps`:
+// lr * (1 + cos(pi * (step - warmup) / (steps - warmup))) / 2.
+double TrainLearningRate(const TrainSettings& settings, int64_t step);
+
+}  // namespace layerflow::catalog
+
+#endif  // LAYERFLOW_CATALOG_TRAIN_H_

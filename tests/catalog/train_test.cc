@@ -1,0 +1,142 @@
+// TRAIN settings: defaults, ranges (errors name the field), the small
+// models they describe, chunk arithmetic and the learning-rate schedule
+// (values worked by hand).
+#include "catalog/train.h"
+
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace layerflow::catalog {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+std::string MessageOf(const absl::Status& status) { return std::string(status.message()); }
+
+TEST(TrainSettingsTest, DefaultsAreTheIssues) {
+  const TrainSettings d = WithTrainDefaults({});
+  EXPECT_EQ(d.task, "mqar");
+  EXPECT_EQ(d.vocab, 8192);
+  EXPECT_EQ(d.length, 512);
+  EXPECT_EQ(d.pairs, 64);
+  EXPECT_DOUBLE_EQ(d.alpha, 0.01);
+  EXPECT_EQ(d.layers, 2);
+  EXPECT_EQ(d.width, 128);
+  EXPECT_EQ(d.steps, 20000);
+  EXPECT_EQ(d.warmup, 1000);  // 5% of the steps
+  EXPECT_EQ(d.eval_every, 500);
+  EXPECT_EQ(d.save_every, 1000);
+  EXPECT_EQ(d.heads, 0);  // the architecture's own, resolved per model
+  // Relative defaults follow a short run.
+  TrainSettings short_run;
+  short_run.steps = 40;
+  const TrainSettings s = WithTrainDefaults(short_run);
+  EXPECT_EQ(s.warmup, 2);
+  EXPECT_EQ(s.eval_every, 40);
+  EXPECT_EQ(s.save_every, 80);
+  EXPECT_EQ(WithTrainDefaults(s).save_every, 80);  // idempotent
+  EXPECT_TRUE(ValidateTrainSettings(short_run).ok());
+}
+
+TEST(TrainSettingsTest, ErrorsNameTheField) {
+  auto error_of = [](auto edit) {
+    TrainSettings s;
+    edit(s);
+    const absl::Status status = ValidateTrainSettings(s);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    return std::string(status.message());
+  };
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.task = "kvpr"; }), StartsWith("task: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.steps = -5; }), StartsWith("steps: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.lr = 2; }), StartsWith("lr: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.lr = NAN; }), StartsWith("lr: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.target_accuracy = 1.5; }),
+              StartsWith("target_accuracy: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.batch = 5000; }), StartsWith("batch: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.steps = 100;
+                s.warmup = 100;
+              }),
+              StartsWith("warmup: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.eval_every = 300;
+                s.save_every = 500;
+              }),
+              AllOf(StartsWith("save_every: "), HasSubstr("multiple of eval_every 300")));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.steps = 10;
+                s.eval_every = 20;
+              }),
+              StartsWith("eval_every: "));
+  // 64 pairs need 256 tokens; 8 keys need 18 ids.
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.length = 255; }),
+              AllOf(StartsWith("pairs: "), HasSubstr("length >= 4 * pairs = 256")));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.pairs = 8;
+                s.vocab = 17;
+              }),
+              AllOf(StartsWith("pairs: "), HasSubstr("vocab >= 18")));
+}
+
+TEST(TrainModelConfigTest, SmallModelsOfEachArchitecture) {
+  TrainSettings s;
+  s.vocab = 64;
+  s.length = 32;
+  s.pairs = 4;
+  absl::StatusOr<ModelConfig> neox = TrainModelConfig("gpt_neox", s);
+  ASSERT_TRUE(neox.ok()) << neox.status();
+  EXPECT_EQ(neox->gpt_neox.vocab_size, 64);
+  EXPECT_EQ(neox->gpt_neox.hidden_size, 128);
+  EXPECT_EQ(neox->gpt_neox.num_hidden_layers, 2);
+  EXPECT_EQ(neox->gpt_neox.num_attention_heads, 2);
+  EXPECT_EQ(neox->gpt_neox.intermediate_size, 512);
+  EXPECT_EQ(neox->gpt_neox.max_position_embeddings, 32);
+  absl::StatusOr<ModelConfig> neo = TrainModelConfig("gpt_neo", s);
+  ASSERT_TRUE(neo.ok()) << neo.status();
+  EXPECT_EQ(neo->gpt_neo.attention_layers, std::vector<std::string>({"global", "global"}));
+  absl::StatusOr<ModelConfig> mamba = TrainModelConfig("mamba", s);
+  ASSERT_TRUE(mamba.ok()) << mamba.status();
+  EXPECT_EQ(mamba->mamba.state_size, 16);
+  absl::StatusOr<ModelConfig> mamba2 = TrainModelConfig("mamba2", s);
+  ASSERT_TRUE(mamba2.ok()) << mamba2.status();
+  EXPECT_EQ(mamba2->mamba2.num_heads, 4);  // 2 * 128 / 64
+  EXPECT_EQ(mamba2->mamba2.head_dim, 64);
+  EXPECT_EQ(mamba2->mamba2.state_size, 64);
+  EXPECT_EQ(mamba2->mamba2.chunk_size, 32);
+
+  s.heads = 3;
+  EXPECT_THAT(MessageOf(TrainModelConfig("gpt_neox", s).status()), StartsWith("heads: "));
+  EXPECT_THAT(MessageOf(TrainModelConfig("mamba", s).status()), StartsWith("heads: "));
+  s.heads = 0;
+  s.state_size = 8;
+  EXPECT_THAT(MessageOf(TrainModelConfig("gpt_neo", s).status()), StartsWith("state_size: "));
+  s.state_size = 0;
+  s.width = 48;  // 96 is not a multiple of Mamba-2's head_dim 64
+  EXPECT_THAT(MessageOf(TrainModelConfig("mamba2", s).status()), StartsWith("width: "));
+  EXPECT_THAT(MessageOf(TrainModelConfig("pythia-70m", s).status()), StartsWith("model: "));
+}
+
+TEST(TrainScheduleTest, ChunksAndLearningRateByHand) {
+  TrainSettings s;
+  s.steps = 1050;
+  s.eval_every = 100;
+  s.warmup = 50;
+  s.lr = 1e-3;
+  EXPECT_EQ(TrainChunkCount(s), 11);
+  EXPECT_EQ(TrainChunkEndStep(s, 0), 100);
+  EXPECT_EQ(TrainChunkEndStep(s, 10), 1050);
+  EXPECT_DOUBLE_EQ(TrainLearningRate(s, 1), 1e-3 / 50);
+  EXPECT_DOUBLE_EQ(TrainLearningRate(s, 25), 5e-4);
+  EXPECT_DOUBLE_EQ(TrainLearningRate(s, 50), 1e-3);
+  // Halfway through the decay (step 550 of 50..1050): cos(pi / 2) = 0.
+  EXPECT_NEAR(TrainLearningRate(s, 550), 5e-4, 1e-15);
+  // A quarter: (1 + cos(pi / 4)) / 2 = 0.853553...
+  EXPECT_NEAR(TrainLearningRate(s, 300), 1e-3 * 0.8535533905932737, 1e-15);
+  EXPECT_NEAR(TrainLearningRate(s, 1050), 0.0, 1e-18);
+}
+
+}  // namespace
+}  // namespace layerflow::catalog
