@@ -420,6 +420,105 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
   return out;
 }
 
+std::string CheckpointConfigJson(const ModelConfig& config) {
+  Json j;
+  const std::string& arch = config.architecture;
+  j["model_type"] = arch;
+  // The head is its own parameter in every model we build (never tied),
+  // whatever the config class's default.
+  j["tie_word_embeddings"] = false;
+  j["torch_dtype"] = "float32";
+  if (arch == "gpt_neox") {
+    const GptNeoXConfig& c = config.gpt_neox;
+    j["architectures"] = {"GPTNeoXForCausalLM"};
+    j["vocab_size"] = c.vocab_size;
+    j["hidden_size"] = c.hidden_size;
+    j["num_hidden_layers"] = c.num_hidden_layers;
+    j["num_attention_heads"] = c.num_attention_heads;
+    j["intermediate_size"] = c.intermediate_size;
+    j["max_position_embeddings"] = c.max_position_embeddings;
+    j["layer_norm_eps"] = c.layer_norm_eps;
+    j["initializer_range"] = c.initializer_range;
+    j["use_parallel_residual"] = c.use_parallel_residual;
+    j["attention_bias"] = c.attention_bias;
+    j["hidden_act"] = c.hidden_act;
+    // transformers 5's spelling and the published Pythia one.
+    j["rope_parameters"] = {{"rope_type", "default"},
+                            {"rope_theta", c.rotary_emb_base},
+                            {"partial_rotary_factor", c.rotary_pct}};
+    j["rotary_pct"] = c.rotary_pct;
+    j["rotary_emb_base"] = c.rotary_emb_base;
+    j["bos_token_id"] = 0;
+    j["eos_token_id"] = 0;
+  } else if (arch == "gpt_neo") {
+    const GptNeoConfig& c = config.gpt_neo;
+    j["architectures"] = {"GPTNeoForCausalLM"};
+    j["vocab_size"] = c.vocab_size;
+    j["hidden_size"] = c.hidden_size;
+    j["num_layers"] = c.num_layers;
+    j["num_heads"] = c.num_heads;
+    if (c.intermediate_size > 0) {
+      j["intermediate_size"] = c.intermediate_size;
+    } else {
+      j["intermediate_size"] = nullptr;
+    }
+    j["max_position_embeddings"] = c.max_position_embeddings;
+    j["window_size"] = c.window_size;
+    j["layer_norm_epsilon"] = c.layer_norm_epsilon;
+    j["initializer_range"] = c.initializer_range;
+    j["activation_function"] = c.activation_function;
+    // One [[type], 1] entry per layer: any global / local pattern.
+    Json types = Json::array();
+    for (const std::string& type : c.attention_layers) types.push_back({{type}, 1});
+    j["attention_types"] = types;
+    j["attention_layers"] = c.attention_layers;
+    j["bos_token_id"] = 0;
+    j["eos_token_id"] = 0;
+  } else if (arch == "mamba" || arch == "mamba2") {
+    auto common = [&j](const auto& c) {
+      j["vocab_size"] = c.vocab_size;
+      j["hidden_size"] = c.hidden_size;
+      j["num_hidden_layers"] = c.num_hidden_layers;
+      j["state_size"] = c.state_size;
+      j["expand"] = c.expand;
+      j["conv_kernel"] = c.conv_kernel;
+      j["layer_norm_epsilon"] = c.layer_norm_epsilon;
+      j["use_bias"] = c.use_bias;
+      j["use_conv_bias"] = c.use_conv_bias;
+      j["residual_in_fp32"] = c.residual_in_fp32;
+      j["time_step_min"] = c.time_step_min;
+      j["time_step_max"] = c.time_step_max;
+      j["time_step_floor"] = c.time_step_floor;
+      j["initializer_range"] = c.initializer_range;
+      j["hidden_act"] = c.hidden_act;
+      j["intermediate_size"] = c.intermediate_size();
+      j["bos_token_id"] = 0;
+      j["eos_token_id"] = 0;
+      j["pad_token_id"] = 0;
+    };
+    if (arch == "mamba") {
+      const MambaConfig& c = config.mamba;
+      common(c);
+      j["architectures"] = {"MambaForCausalLM"};
+      j["time_step_rank"] = c.dt_rank();
+      j["time_step_scale"] = c.time_step_scale;
+    } else {
+      const Mamba2Config& c = config.mamba2;
+      common(c);
+      j["architectures"] = {"Mamba2ForCausalLM"};
+      j["num_heads"] = c.num_heads;
+      j["head_dim"] = c.head_dim;
+      j["n_groups"] = c.n_groups;
+      j["chunk_size"] = c.chunk_size;
+      // transformers 5's spelling of an infinite bound.
+      Json upper = c.time_step_limit_max >= 1e300 ? Json({{"__float__", "Infinity"}})
+                                                  : Json(c.time_step_limit_max);
+      j["time_step_limit"] = {c.time_step_limit_min, upper};
+    }
+  }
+  return j.dump(2) + "\n";
+}
+
 absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path) {
   absl::StatusOr<std::string> text = ReadWholeFile(path);
   if (!text.ok()) return text.status();

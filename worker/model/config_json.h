@@ -35,6 +35,13 @@ absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path);
 absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const ConfinedDir& dir,
                                                       int64_t max_bytes);
 
+// The Hugging Face config.json of `config` (model_type, architectures and
+// the config class's keys; tie_word_embeddings false, the head being its
+// own parameter): what a TRAIN job saves beside model.safetensors, which
+// ParseCheckpointConfigJson and transformers' AutoConfig read back as the
+// same model.
+std::string CheckpointConfigJson(const ModelConfig& config);
+
 }  // namespace layerflow::worker
 
 #endif  // LAYERFLOW_WORKER_MODEL_CONFIG_JSON_H_
