@@ -20,6 +20,7 @@
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 
+#include <array>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -42,6 +43,7 @@ struct Block {
   std::unique_ptr<std::barrier<>> all;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
   std::vector<std::array<uint64_t, 32>> exchange;  // a slot per lane, per warp
+  std::vector<std::array<std::array<unsigned char, 64>, 32>> gather;  // AllGather's
 };
 
 struct Thread {
@@ -69,6 +71,7 @@ void Launch(dim3 grid, dim3 block, size_t smem_bytes, Kernel kernel, Args... arg
     b.warps.push_back(std::make_unique<std::barrier<>>(lanes));
   }
   b.exchange.resize(b.warps.size());
+  b.gather.resize(b.warps.size());
   std::vector<std::thread> pool;
   for (unsigned t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
@@ -98,6 +101,20 @@ T Exchange(T value, unsigned source_lane) {
   WarpBarrier().arrive_and_wait();
   T out;
   std::memcpy(&out, &slots[source_lane], sizeof(T));
+  WarpBarrier().arrive_and_wait();
+  return out;
+}
+
+// Every lane's value, for each lane of the warp (a whole warp: the
+// register fragments of mma.sync and ldmatrix's row addresses, mma.cuh).
+template <typename T>
+std::array<T, 32> AllGather(const T& value) {
+  static_assert(sizeof(T) <= 64 && std::is_trivially_copyable_v<T>);
+  auto& slots = self.block->gather[self.thread_idx.x / 32];
+  std::memcpy(slots[Lane()].data(), &value, sizeof(T));
+  WarpBarrier().arrive_and_wait();
+  std::array<T, 32> out;
+  for (unsigned lane = 0; lane < 32; ++lane) std::memcpy(&out[lane], slots[lane].data(), sizeof(T));
   WarpBarrier().arrive_and_wait();
   return out;
 }

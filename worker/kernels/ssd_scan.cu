@@ -25,6 +25,7 @@
 #endif
 
 #include "worker/kernels/act_types.cuh"
+#include "worker/kernels/mma.cuh"
 #include "worker/kernels/ssm_kernels.h"
 
 namespace layerflow::worker::cuda_kernels {
@@ -226,50 +227,52 @@ __global__ void StatePassKernel(const Dims d, int64_t entries4, const float4* __
 }
 
 // ---- 3. The outputs of 64 rows of a chunk ----------------------------------
-// y_l = sum_{s <= l} (C_l . B_s) exp(Acum_l - Acum_s) dt_s x_s
-//       + exp(Acum_l) C_l H^T + D x_l, summed in float32 and stored in T
-// (as the Mamba authors' chunk scan returns y in the dtype; a float32 y
-// cost the norm kernel and this one 268 MB each way a layer at 8 x 2048).
+// y_l = exp(Acum_l) C_l H^T + sum_{s <= l} (C_l . B_s) exp(Acum_l - Acum_s) dt_s x_s
+//       + D x_l, summed in float32 and stored in T (as the Mamba authors'
+// chunk scan returns y in the dtype; a float32 y cost the norm kernel and
+// this one 268 MB each way a layer at 8 x 2048).
 //
-// 8 warps: warp (rw, half) owns rows 16 rw .. 16 rw + 15 and, of each s
-// tile, the columns 32 half .. 32 half + 31 (the products of C B^T it
-// decays, and the k range of its share of M x); the two halves' partial y
-// (and C H^T, split over N the same way) are summed once at the end. B and
-// x of the s tiles sit in two buffers: tile i + 1 (after the last, the
-// entering state H) loads by cp.async while tile i is multiplied.
-// What it replaced, Mamba-2-1.3B at 8 x 2048 on an H200 (ncu): 4 warps and
-// one buffer, 1.14 ms a layer; with the second buffer, 1.32 ms (99 KB of
-// shared memory left 2 blocks, 8 warps, an SM: latency-bound at 1.4 IPC).
-// The 8 warps keep that memory and double the warps an SM.
-constexpr int kOutThreads = 256;
+// 4 warps; warp w owns rows 16 w .. 16 w + 15 of the block's 64 and every
+// column, and keeps all of its products in registers (mma.cuh), as
+// FlashAttention-2 keeps its scores: its rows of C as A fragments for the
+// whole block (N / 16 k steps), y as 8 float32 accumulator tiles, and for
+// each s tile the 16 x 64 products C B_s^T, decayed, masked and rounded to
+// T in place to become the A operand of (C B^T) x_s. The entering state's
+// term comes first, from H staged where tile 1's B goes, so that y's
+// accumulators carry it and the loop adds the rest. B and x of the s tiles
+// sit in two buffers: tile i + 1 loads by cp.async while tile i is
+// multiplied. On the diagonal tile a warp skips the column tiles wholly
+// above its rows.
+// What it replaced (Mamba-2-1.3B at 8 x 2048 on an H200, ncu): WMMA with
+// the products stored to shared memory as float32, read back to decay,
+// stored again in T and reloaded, 8 warps, 1.14 ms a layer at 1.4 IPC (a
+// chain of dependent loads, products and barriers).
+constexpr int kOutThreads = 128;
+constexpr float kLog2e = 1.4426950408889634f;
 
 template <typename T, int kN>
-__global__ void __launch_bounds__(kOutThreads, 2)
+__global__ void __launch_bounds__(kOutThreads, 3)
     ChunkOutputKernel(const Dims d, const T* __restrict__ xbc, const float* __restrict__ dt,
                       const float* __restrict__ A, const float* __restrict__ D,
                       const T* __restrict__ enter, T* __restrict__ y) {
-  constexpr int kNLd = kN + kPad, kPLd = kP + kPad, kMLd = kRows + kPad;
-  constexpr int kFLd = kRows + 4;  // float rows: 16 bytes of padding
+  constexpr int kNLd = kN + kPad, kPLd = kP + kPad;
   constexpr int kBTile = kRows * kNLd, kXTile = kRows * kPLd;
-  constexpr int kHalf = kRows / 2;  // s columns (and N) a warp takes
-  static_assert(kP == kRows, "the staging buffers assume 64-wide heads");
+  constexpr int kKSteps = kN / 16;   // k steps of C B^T (and of C H^T)
+  constexpr int kSTiles = kRows / 8;  // n tiles of the products: 8 columns each
+  constexpr int kPTiles = kP / 8;     // n tiles of y
+  static_assert(kN % 32 == 0 && kP == kRows, "the fragment loops assume these shapes");
   LF_DYNAMIC_SMEM(smem);
   float* dts = reinterpret_cast<float*>(smem);
   float* acum = dts + d.chunk;
   T* ct = reinterpret_cast<T*>(acum + d.chunk);  // [64][kNLd]: C of the rows
   T* bt = ct + kBTile;                             // 2 x [64][kNLd]: B of s, or H [kP][kNLd]
   T* xt = bt + 2 * kBTile;                         // 2 x [64][kPLd]: x of s
-  T* mt = xt + 2 * kXTile;                         // [64][kMLd]: the decayed C B^T
-  float* sst = reinterpret_cast<float*>(mt + kRows * kMLd);  // [64][kFLd]: S, then y
-  float* zst = reinterpret_cast<float*>(xt);  // [64][kFLd] over xt and mt, after the loop
-  static_assert(kRows * kFLd * sizeof(float) <= (2 * kXTile + kRows * kMLd) * sizeof(T),
-                "the carried-state tile must fit over x and the decayed products");
 
   const int64_t l0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t h = blockIdx.y, b = blockIdx.z / d.chunks, c = blockIdx.z % d.chunks;
   const int64_t g = h / (d.heads / d.groups);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int rw = warp % 4, half = warp / 4;
+  const int fg = lane / 4, ft = lane % 4;  // the fragment's row group and column pair
   const T* rows = xbc + b * d.seq * d.row;
   const int64_t t_chunk = c * d.chunk;
   const int64_t c_col = d.width + d.groups * kN + g * kN, b_col = d.width + g * kN;
@@ -282,138 +285,137 @@ __global__ void __launch_bounds__(kOutThreads, 2)
     StageRowsAsync<T, kP>(xt + buf * kXTile, kPLd, rows, d.row, t_chunk + tile * kRows, d.seq,
                           h * kP);
   };
+  // Group 0: C of the rows and H (into buffer 1); group 1: tile 0.
   StageRowsAsync<T, kN>(ct, kNLd, rows, d.row, t_chunk + l0, d.seq, c_col);
+  if (carry) {
+    const T* h_enter = enter + ((b * d.chunks + c) * d.heads + h) * kP * kN;
+    StageRowsAsync<T, kN>(bt + kBTile, kNLd, h_enter, kN, 0, kP, 0);
+  }
+  CopyAsyncCommit();
   issue(0);
   CopyAsyncCommit();
   ChunkDecay(d, dt, A[h], b, c, h, dts, acum);
+  CopyAsyncWait<1>();
+  __syncthreads();
 
-  const T* my_c = ct + rw * 16 * kNLd;
-  FragC yacc[kP / 16];
+  // This lane's rows (chunk positions) and their cumulative decays.
+  const int r0 = warp * 16 + fg;                 // row within the block, and r0 + 8
+  const int64_t lr0 = l0 + r0, lr1 = lr0 + 8;    // rows within the chunk
+  const float acum0 = acum[lr0], acum1 = acum[lr1];
+  // ldmatrix row addresses: tile i of an x4 from lanes 8 i .. 8 i + 7.
+  const int lrow = lane % 8, ltile = lane / 8;
+  // C's A fragments: tiles (rows 0-7 | 8-15) x (k 0-7 | 8-15) of each k step.
+  uint32_t cfrag[kKSteps][4];
 #pragma unroll
-  for (int f = 0; f < kP / 16; ++f) wmma::fill_fragment(yacc[f], 0.f);
-  for (int tile = 0; tile < tiles; ++tile) {
-    if (tile + 1 < tiles) {
-      issue(tile + 1);
-    } else if (carry) {  // H [kP][kN], already in T, into the free B buffer
-      const T* h_enter = enter + ((b * d.chunks + c) * d.heads + h) * kP * kN;
-      StageRowsAsync<T, kN>(bt + ((tile + 1) % 2) * kBTile, kNLd, h_enter, kN, 0, kP, 0);
+  for (int k = 0; k < kKSteps; ++k) {
+    LdMatrixX4(cfrag[k], ct + (warp * 16 + lrow + 8 * (ltile % 2)) * kNLd + 16 * k +
+                             8 * (ltile / 2));
+  }
+  // B operands of rows `base` [s or p][n] (n contiguous): for n tile j (its
+  // 8 rows) the k steps 2 q and 2 q + 1 of x4 number q.
+  auto b_frags = [&](const T* base, int j, int q, uint32_t (&r)[4]) {
+    LdMatrixX4(r, base + (8 * j + lrow) * kNLd + 32 * q + 8 * ltile);
+  };
+
+  float yacc[kPTiles][4];
+#pragma unroll
+  for (int f = 0; f < kPTiles; ++f) yacc[f][0] = yacc[f][1] = yacc[f][2] = yacc[f][3] = 0.f;
+  if (carry) {  // exp(Acum_l) C_l H^T, H [p][n] in buffer 1
+    const T* hs = bt + kBTile;
+#pragma unroll
+    for (int f = 0; f < kPTiles; ++f) {
+#pragma unroll
+      for (int q = 0; q < kKSteps / 2; ++q) {
+        uint32_t r[4];
+        b_frags(hs, f, q, r);
+        Mma16816<T>(yacc[f], cfrag[2 * q], r[0], r[1]);
+        Mma16816<T>(yacc[f], cfrag[2 * q + 1], r[2], r[3]);
+      }
     }
+    const float e0 = FastExp2(acum0 * kLog2e), e1 = FastExp2(acum1 * kLog2e);
+#pragma unroll
+    for (int f = 0; f < kPTiles; ++f) {
+      yacc[f][0] *= e0, yacc[f][1] *= e0, yacc[f][2] *= e1, yacc[f][3] *= e1;
+    }
+  }
+  __syncthreads();  // H read: buffer 1 may take tile 1
+
+  for (int tile = 0; tile < tiles; ++tile) {
+    if (tile + 1 < tiles) issue(tile + 1);
     CopyAsyncCommit();
     CopyAsyncWait<1>();  // this tile's group has landed
     __syncthreads();
     const int64_t s0 = static_cast<int64_t>(tile) * kRows;
-    const T* bs = bt + (tile % 2) * kBTile + half * kHalf * kNLd;  // this warp's 32 s
-    const T* xs = xt + (tile % 2) * kXTile + half * kHalf * kPLd;
-    // S = C_rows B_s^T: this warp's 16 rows x 32 columns.
-    FragC sacc[kHalf / 16];
+    const T* bs = bt + (tile % 2) * kBTile;
+    const T* xs = xt + (tile % 2) * kXTile;
+    const bool diagonal = tile + 1 == tiles;
+    // Column tiles j with 8 j > this warp's last row are wholly above the
+    // diagonal on the diagonal tile: zero, skipped.
+    const int jmax = diagonal ? 2 * warp + 2 : kSTiles;
+    float sacc[kSTiles][4];
 #pragma unroll
-    for (int f = 0; f < kHalf / 16; ++f) wmma::fill_fragment(sacc[f], 0.f);
+    for (int j = 0; j < kSTiles; ++j) {
+      sacc[j][0] = sacc[j][1] = sacc[j][2] = sacc[j][3] = 0.f;
+      if (j >= jmax) continue;
 #pragma unroll
-    for (int k = 0; k < kN; k += 16) {
-      FragA<T> a;
-      wmma::load_matrix_sync(a, my_c + k, kNLd);
-#pragma unroll
-      for (int f = 0; f < kHalf / 16; ++f) {
-        FragBCol<T> bf;  // (n, s) = B_s[n] = bt[s][n]
-        wmma::load_matrix_sync(bf, bs + f * 16 * kNLd + k, kNLd);
-        wmma::mma_sync(sacc[f], a, bf, sacc[f]);
+      for (int q = 0; q < kKSteps / 2; ++q) {
+        uint32_t r[4];
+        b_frags(bs, j, q, r);
+        Mma16816<T>(sacc[j], cfrag[2 * q], r[0], r[1]);
+        Mma16816<T>(sacc[j], cfrag[2 * q + 1], r[2], r[3]);
       }
     }
-    float* my_s = sst + rw * 16 * kFLd + half * kHalf;
-    T* my_m = mt + rw * 16 * kMLd + half * kHalf;
+    // Decay, dt and the causal mask in place, rounded to T: the A operand
+    // of the product with x, one 16-wide k step per pair of column tiles.
+    uint32_t pfrag[kSTiles / 2][4];
 #pragma unroll
-    for (int f = 0; f < kHalf / 16; ++f) {
-      wmma::store_matrix_sync(my_s + f * 16, sacc[f], kFLd, wmma::mem_row_major);
+    for (int j = 0; j < kSTiles; ++j) {
+      const int64_t sc = s0 + 8 * j + 2 * ft;  // this lane's two columns: sc, sc + 1
+      float w[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t s = sc + (e & 1), l = e < 2 ? lr0 : lr1;
+        const float al = e < 2 ? acum0 : acum1;
+        w[e] = s <= l ? sacc[j][e] * (FastExp2((al - acum[s]) * kLog2e) * dts[s]) : 0.f;
+      }
+      pfrag[j / 2][2 * (j % 2)] = PackPair<T>(w[0], w[1]);
+      pfrag[j / 2][2 * (j % 2) + 1] = PackPair<T>(w[2], w[3]);
     }
-    __syncwarp();
-    // The decay and dt of each (l, s), 0 above the diagonal, rounded once.
-    for (int i = lane; i < 16 * kHalf; i += 32) {
-      const int r = i / kHalf, s = i % kHalf;
-      const int64_t l = l0 + rw * 16 + r, sg = s0 + half * kHalf + s;
-      const float v =
-          sg <= l ? my_s[r * kFLd + s] * (expf(acum[l] - acum[sg]) * dts[sg]) : 0.f;
-      my_m[r * kMLd + s] = FromFloat<T>(v);
-    }
-    __syncwarp();
+    // y += P x_s: x_s [s][p] row-major is k x n, so its tiles transposed.
+    const int kmax = diagonal ? warp + 1 : kSTiles / 2;  // k steps (16 s) not all zero
 #pragma unroll
-    for (int k = 0; k < kHalf; k += 16) {
-      FragA<T> a;
-      wmma::load_matrix_sync(a, my_m + k, kMLd);
+    for (int k = 0; k < kSTiles / 2; ++k) {
+      if (k >= kmax) continue;
 #pragma unroll
-      for (int f = 0; f < kP / 16; ++f) {
-        FragB<T> bf;
-        wmma::load_matrix_sync(bf, xs + k * kPLd + f * 16, kPLd);
-        wmma::mma_sync(yacc[f], a, bf, yacc[f]);
+      for (int f2 = 0; f2 < kPTiles / 2; ++f2) {
+        uint32_t r[4];  // (s 0-7 | 8-15 of the k step) x (p tile 2 f2 | 2 f2 + 1)
+        LdMatrixX4Trans(r, xs + (16 * k + lrow + 8 * (ltile % 2)) * kPLd + 16 * f2 +
+                               8 * (ltile / 2));
+        Mma16816<T>(yacc[2 * f2], pfrag[k], r[0], r[1]);
+        Mma16816<T>(yacc[2 * f2 + 1], pfrag[k], r[2], r[3]);
       }
     }
     __syncthreads();  // before the next issue overwrites this buffer
   }
   CopyAsyncWait<0>();
-  __syncthreads();
 
-  // The state entering the chunk (zero for the first): C_rows H^T, this
-  // warp's half of N.
-  FragC zacc[kP / 16];
-#pragma unroll
-  for (int f = 0; f < kP / 16; ++f) wmma::fill_fragment(zacc[f], 0.f);
-  if (carry) {
-    const T* hs = bt + (tiles % 2) * kBTile;
-#pragma unroll
-    for (int k = half * (kN / 2); k < (half + 1) * (kN / 2); k += 16) {
-      FragA<T> a;
-      wmma::load_matrix_sync(a, my_c + k, kNLd);
-#pragma unroll
-      for (int f = 0; f < kP / 16; ++f) {
-        FragBCol<T> bf;  // (n, p) = H[p][n]
-        wmma::load_matrix_sync(bf, hs + f * 16 * kNLd + k, kNLd);
-        wmma::mma_sync(zacc[f], a, bf, zacc[f]);
-      }
-    }
-  }
-  // The halves' partials summed: half 1 stores, half 0 adds and stores.
-  float* row_y = sst + rw * 16 * kFLd;
-  float* row_z = zst + rw * 16 * kFLd;
-  if (half == 1) {
-#pragma unroll
-    for (int f = 0; f < kP / 16; ++f) {
-      wmma::store_matrix_sync(row_y + f * 16, yacc[f], kFLd, wmma::mem_row_major);
-      if (carry) wmma::store_matrix_sync(row_z + f * 16, zacc[f], kFLd, wmma::mem_row_major);
-    }
-  }
-  __syncthreads();
-  if (half == 0) {
-#pragma unroll
-    for (int f = 0; f < kP / 16; ++f) {
-      FragC other;
-      wmma::load_matrix_sync(other, row_y + f * 16, kFLd, wmma::mem_row_major);
-      for (int i = 0; i < other.num_elements; ++i) yacc[f].x[i] += other.x[i];
-      wmma::store_matrix_sync(row_y + f * 16, yacc[f], kFLd, wmma::mem_row_major);
-      if (carry) {
-        wmma::load_matrix_sync(other, row_z + f * 16, kFLd, wmma::mem_row_major);
-        for (int i = 0; i < other.num_elements; ++i) zacc[f].x[i] += other.x[i];
-        wmma::store_matrix_sync(row_z + f * 16, zacc[f], kFLd, wmma::mem_row_major);
-      }
-    }
-  }
-  __syncthreads();
+  // y = the sums + D x, this lane's two columns of each p tile in its rows.
   const float d_skip = D != nullptr ? D[h] : 0.f;
-  // Four outputs a thread and step: 8-byte reads of x and stores of y.
-  for (int i = threadIdx.x; i < kRows * kP / 4; i += kOutThreads) {
-    const int r = (4 * i) / kP, p = (4 * i) % kP;
-    const int64_t l = l0 + r, t = t_chunk + l;
-    if (t >= d.seq) continue;
-    const uint2 xraw = *reinterpret_cast<const uint2*>(rows + t * d.row + h * kP + p);
-    const T* xr = reinterpret_cast<const T*>(&xraw);
-    const float decay = carry ? expf(acum[l]) : 0.f;
-    uint2 yraw;
-    T* yv = reinterpret_cast<T*>(&yraw);
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      float v = sst[r * kFLd + p + k] + d_skip * ToFloat(xr[k]);
-      if (carry) v = fmaf(decay, zst[r * kFLd + p + k], v);
-      yv[k] = FromFloat<T>(v);
+  for (int half = 0; half < 2; ++half) {
+    const int64_t t = t_chunk + (half == 0 ? lr0 : lr1);
+    if (t >= d.seq) continue;
+    const T* xr = rows + t * d.row + h * kP;
+    T* yr = y + (b * d.seq + t) * d.width + h * kP;
+#pragma unroll
+    for (int f = 0; f < kPTiles; ++f) {
+      const int p = 8 * f + 2 * ft;
+      const uint32_t xraw = *reinterpret_cast<const uint32_t*>(xr + p);
+      const T* xv = reinterpret_cast<const T*>(&xraw);
+      *reinterpret_cast<uint32_t*>(yr + p) =
+          PackPair<T>(fmaf(d_skip, ToFloat(xv[0]), yacc[f][2 * half]),
+                      fmaf(d_skip, ToFloat(xv[1]), yacc[f][2 * half + 1]));
     }
-    *reinterpret_cast<uint2*>(y + (b * d.seq + t) * d.width + h * kP + p) = yraw;
   }
 }
 
@@ -491,10 +493,8 @@ cudaError_t LaunchSsdOf(const SsdArgs& a, cudaStream_t stream) {
   T* enter = reinterpret_cast<T*>(a.work + w.enter);
   const size_t state_smem = 2 * d.chunk * sizeof(float) +
                             2 * (kRows * (kP + kPad) + kRows * (kN + kPad)) * sizeof(T);
-  const size_t output_smem =
-      2 * d.chunk * sizeof(float) +
-      (3 * kRows * (kN + kPad) + 2 * kRows * (kP + kPad) + kRows * (kRows + kPad)) * sizeof(T) +
-      kRows * (kRows + 4) * sizeof(float);
+  const size_t output_smem = 2 * d.chunk * sizeof(float) +
+                             (3 * kRows * (kN + kPad) + 2 * kRows * (kP + kPad)) * sizeof(T);
   auto* state_kernel = &ChunkStateKernel<T, kN>;
   auto* output_kernel = &ChunkOutputKernel<T, kN>;
   cudaError_t err = LF_SET_MAX_DYNAMIC_SMEM(state_kernel, state_smem);

@@ -148,12 +148,16 @@ TEST_P(SsmKernelsEmulated, SsdAndGatedNormEqualAtenChunkScan) {
     return;
   }
   struct Shape {
-    int64_t groups, states, seq;
+    int64_t groups, states, seq, chunk;
   };
-  // 150 = two chunks of 64 and a partial one; 138 with 128 states.
-  for (const Shape& s : {Shape{2, 64, 150}, Shape{1, 128, 138}}) {
+  // 150 = two chunks of 64 and a partial one; 138 with 128 states. 300 in
+  // chunks of 256: a chunk's 4 row tiles each take the causal s tiles up to
+  // their own (the output kernel's loop and its skipped upper tiles), and
+  // the second, partial chunk carries the first's state.
+  for (const Shape& s : {Shape{2, 64, 150, 64}, Shape{1, 128, 138, 64},
+                         Shape{1, 128, 300, 256}}) {
     at::manual_seed(3);
-    const int64_t batch = 2, heads = 4, p = 64, chunk = 64, e = heads * p;
+    const int64_t batch = 2, heads = 4, p = 64, chunk = s.chunk, e = heads * p;
     const int64_t width = e + 2 * s.groups * s.states;
     const at::Tensor xbc = (0.5 * at::randn({batch, s.seq, width})).to(type);
     const at::Tensor dt = at::softplus(at::randn({batch, s.seq, heads}) - 2).to(type).to(at::kFloat);
@@ -196,7 +200,8 @@ TEST_P(SsmKernelsEmulated, SsdAndGatedNormEqualAtenChunkScan) {
     // once before the tensor cores read them (as the Mamba authors'
     // kernels): a few roundings of the dtype.
     const double tol = type == at::kHalf ? 1e-2 : 4e-2;
-    EXPECT_LE(MaxRel(out, want), tol) << type << " groups " << s.groups << " N " << s.states;
+    EXPECT_LE(MaxRel(out, want), tol) << type << " groups " << s.groups << " N " << s.states
+                                      << " chunk " << chunk;
     // And not trivially: the outputs are far from zero.
     EXPECT_GT(want.to(at::kFloat).abs().mean().item<double>(), 0.1);
   }
