@@ -412,6 +412,17 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
            [&](const YAML::Node& v, const std::string& p) {
              return ParseProbe(r, v, p, spec->mutable_probe());
            }},
+          {"layers",
+           [&](const YAML::Node& v, const std::string& p) -> absl::Status {
+             // Unlike the axes, an empty list has no default to stand for:
+             // `layers: []` would silently analyse every point.
+             if (v.IsSequence() && v.size() == 0) {
+               return r.FieldError(v, p,
+                                   "empty list; list the points to keep (0 the embedding, "
+                                   "-1 the final point) or leave the field out for all");
+             }
+             return ParseIntList(r, v, p, kInt32Min, spec->mutable_layers());
+           }},
       });
 }
 

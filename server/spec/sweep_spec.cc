@@ -15,7 +15,9 @@
 #include "catalog/datasets.h"
 #include "catalog/defaults.h"
 #include "catalog/dtypes.h"
+#include "catalog/layers.h"
 #include "catalog/model_config.h"
+#include "catalog/train.h"
 #include "common/api_limits.h"
 #include "common/status_macros.h"
 
@@ -180,6 +182,28 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
 
 std::string Quoted(const std::string& s) { return absl::StrCat("'", s, "'"); }
 
+// spec.layers: no entry twice as written, and every entry a point of every
+// preset of the sweep (a checkpoint's depth is only known to the workers,
+// which resolve the list again and fail the job naming `layers`).
+absl::Status ValidateLayers(const SweepSpec& spec) {
+  if (absl::Status s = CheckNoDuplicates("spec.layers", spec.layers(),
+                                         [](int32_t v) { return absl::StrCat(v); });
+      !s.ok()) {
+    return s;
+  }
+  if (spec.layers().empty()) return absl::OkStatus();
+  const std::vector<int32_t> layers(spec.layers().begin(), spec.layers().end());
+  for (int i = 0; i < spec.models_size(); ++i) {
+    absl::StatusOr<catalog::ModelPreset> preset = FindModelPreset(spec.models(i));
+    if (!preset.ok()) continue;  // a checkpoint
+    absl::StatusOr<std::vector<int32_t>> points = catalog::ResolveLayers(
+        layers, preset->config.num_layers(), "spec.layers",
+        absl::StrCat(Indexed("spec.models", i), " ", Quoted(spec.models(i))));
+    if (!points.ok()) return points.status();
+  }
+  return absl::OkStatus();
+}
+
 // spec.probe (ProbeSpec): zero fields mean the defaults, so only what the
 // user set is range-checked. `effective` is the spec with defaults applied
 // (the data sets the jobs will run).
@@ -315,6 +339,7 @@ absl::Status ValidateSizes(const SweepSpec& spec) {
   LF_RETURN_IF_ERROR(count("spec.context_lengths", spec.context_lengths_size()));
   LF_RETURN_IF_ERROR(count("spec.analyses", spec.analyses_size()));
   LF_RETURN_IF_ERROR(count("spec.probe.seeds", spec.probe().seeds_size()));
+  LF_RETURN_IF_ERROR(count("spec.layers", spec.layers_size()));
   for (int i = 0; i < spec.models_size(); ++i) {
     LF_RETURN_IF_ERROR(length(Indexed("spec.models", i), spec.models(i), limits::kMaxModelBytes));
   }
@@ -341,7 +366,116 @@ absl::Status ValidateSizes(const SweepSpec& spec) {
   return absl::OkStatus();
 }
 
+// A TRAIN sweep (spec.train set): models name architectures, the extract
+// axes do not apply, and the train fields are range-checked as submitted.
+absl::Status ValidateTrainSweep(const SweepSpec& spec) {
+  auto unused = [](absl::string_view field) {
+    return Invalid(field, "does not apply to a TRAIN sweep (spec.train is set; the task "
+                          "and its sizes are train fields)");
+  };
+  if (spec.has_probe()) return unused("spec.probe");
+  if (spec.example_cka()) return unused("spec.example_cka");
+  if (!spec.datasets().empty()) return unused("spec.datasets");
+  if (!spec.context_lengths().empty()) return unused("spec.context_lengths");
+  if (!spec.analyses().empty()) return unused("spec.analyses");
+  if (spec.num_prompts() != 0) return unused("spec.num_prompts");
+  if (spec.prompts_per_chunk() != 0) return unused("spec.prompts_per_chunk");
+  if (spec.batch_prompts() != 0) return unused("spec.batch_prompts");
+  if (!spec.dtype().empty() && spec.dtype() != "fp32") {
+    return Invalid("spec.dtype", absl::StrCat("'", spec.dtype(),
+                                              "': TRAIN jobs train in fp32 (leave dtype unset)"));
+  }
+  const catalog::TrainSettings settings = TrainSettingsOf(spec.train());
+  if (absl::Status s = catalog::ValidateTrainSettings(settings); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("spec.train.", s.message()));
+  }
+  for (int i = 0; i < spec.models_size(); ++i) {
+    if (!catalog::IsTrainArchitecture(spec.models(i))) {
+      return Invalid(Indexed("spec.models", i),
+                     absl::StrCat("'", spec.models(i),
+                                  "' is not an architecture; a TRAIN sweep names the "
+                                  "architectures to train: gpt_neox, gpt_neo, mamba, mamba2"));
+    }
+    if (absl::StatusOr<catalog::ModelConfig> config =
+            catalog::TrainModelConfig(spec.models(i), settings);
+        !config.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("spec.train.", config.status().message(),
+                                                     " (for ", Indexed("spec.models", i),
+                                                     " '", spec.models(i), "')"));
+    }
+  }
+  for (int i = 0; i < spec.init_schemes_size(); ++i) {
+    if (auto scheme = ParseInitScheme(spec.init_schemes(i)); !scheme.ok()) {
+      return Invalid(Indexed("spec.init_schemes", i), scheme.status().message());
+    }
+  }
+  for (int i = 0; i < spec.seeds_size(); ++i) {
+    if (spec.seeds(i) < 0) {
+      return Invalid(Indexed("spec.seeds", i), absl::StrCat(spec.seeds(i), " is negative"));
+    }
+  }
+  auto same = [](const std::string& s) { return Quoted(s); };
+  LF_RETURN_IF_ERROR(CheckNoDuplicates("spec.models", spec.models(), same));
+  LF_RETURN_IF_ERROR(CheckNoDuplicates("spec.init_schemes", spec.init_schemes(), same));
+  LF_RETURN_IF_ERROR(CheckNoDuplicates("spec.seeds", spec.seeds(),
+                                       [](int64_t v) { return absl::StrCat(v); }));
+  if (const int64_t jobs = CountSweepJobs(spec); jobs > kMaxJobsPerSweep) {
+    return absl::InvalidArgumentError(absl::StrCat("spec: sweep expands to ", jobs,
+                                                   " jobs, more than the limit ",
+                                                   kMaxJobsPerSweep));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+catalog::TrainSettings TrainSettingsOf(const layerflow::v1::TrainSpec& t) {
+  catalog::TrainSettings s;
+  s.task = t.task();
+  s.vocab = t.vocab();
+  s.length = t.length();
+  s.pairs = t.pairs();
+  s.alpha = t.alpha();
+  s.layers = t.layers();
+  s.width = t.width();
+  s.heads = t.heads();
+  s.state_size = t.state_size();
+  s.steps = t.steps();
+  s.batch = t.batch();
+  s.lr = t.lr();
+  s.warmup = t.warmup();
+  s.weight_decay = t.weight_decay();
+  s.clip = t.clip();
+  s.target_accuracy = t.target_accuracy();
+  s.eval_every = t.eval_every();
+  s.save_every = t.save_every();
+  s.eval_examples = t.eval_examples();
+  return s;
+}
+
+layerflow::v1::TrainSpec TrainSpecOf(const catalog::TrainSettings& s) {
+  layerflow::v1::TrainSpec t;
+  t.set_task(s.task);
+  t.set_vocab(s.vocab);
+  t.set_length(s.length);
+  t.set_pairs(s.pairs);
+  t.set_alpha(s.alpha);
+  t.set_layers(s.layers);
+  t.set_width(s.width);
+  t.set_heads(s.heads);
+  t.set_state_size(s.state_size);
+  t.set_steps(s.steps);
+  t.set_batch(s.batch);
+  t.set_lr(s.lr);
+  t.set_warmup(s.warmup);
+  t.set_weight_decay(s.weight_decay);
+  t.set_clip(s.clip);
+  t.set_target_accuracy(s.target_accuracy);
+  t.set_eval_every(s.eval_every);
+  t.set_save_every(s.save_every);
+  t.set_eval_examples(s.eval_examples);
+  return t;
+}
 
 absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   if (absl::Status s = ValidateSizes(spec); !s.ok()) return s;
@@ -350,6 +484,7 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   if (spec.models().empty()) {
     return Invalid("spec.models", "at least one model is required");
   }
+  if (spec.has_train()) return ValidateTrainSweep(spec);
   int first_checkpoint = -1;  // index into spec.models
   for (int i = 0; i < spec.models_size(); ++i) {
     // A name with a '/' is a checkpoint: a folder or an ORG/NAME repo id that
@@ -470,6 +605,7 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
       !s.ok()) {
     return s;
   }
+  if (absl::Status s = ValidateLayers(spec); !s.ok()) return s;
 
   // A KVPR prompt must hold at least num_classes pairs (one per gold
   // position), an MDQA prompt num_classes documents, so a context length too
@@ -514,6 +650,13 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
 SweepSpec WithDefaults(SweepSpec spec) {
   if (spec.init_schemes().empty()) spec.add_init_schemes(std::string(kDefaultInitScheme));
   if (spec.seeds().empty()) spec.add_seeds(kDefaultSeed);
+  if (spec.has_train()) {
+    // The extract axes stay empty: a TRAIN job's task is its train fields.
+    *spec.mutable_train() =
+        TrainSpecOf(catalog::WithTrainDefaults(TrainSettingsOf(spec.train())));
+    if (spec.dtype().empty()) spec.set_dtype(std::string(kDefaultDtype));
+    return spec;
+  }
   if (spec.datasets().empty()) spec.add_datasets()->set_name(std::string(kDefaultDataset));
   for (DatasetSpec& dataset : *spec.mutable_datasets()) {
     if (dataset.num_classes() == 0) dataset.set_num_classes(kDefaultNumClasses);
@@ -565,6 +708,9 @@ SweepSpec WithDefaults(SweepSpec spec) {
 
 int64_t CountSweepJobs(const SweepSpec& spec) {
   auto axis = [](int size) { return static_cast<int64_t>(size == 0 ? 1 : size); };
+  if (spec.has_train()) {
+    return axis(spec.models_size()) * axis(spec.init_schemes_size()) * axis(spec.seeds_size());
+  }
   // Each factor is bounded by the message size, so the product of five
   // int-sized factors can overflow int64 only for absurd inputs; clamp early.
   int64_t total = 1;
@@ -595,6 +741,25 @@ int64_t CountSweepJobs(const SweepSpec& spec) {
 std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
   std::vector<ExpandedJob> jobs;
   jobs.reserve(static_cast<size_t>(CountSweepJobs(spec)));
+  if (spec.has_train()) {
+    for (const std::string& model : spec.models()) {
+      for (const std::string& init : spec.init_schemes()) {
+        for (int64_t seed : spec.seeds()) {
+          JobSpec& job = jobs.emplace_back().spec;
+          job.set_kind(layerflow::v1::JOB_KIND_TRAIN);
+          job.set_model(model);
+          job.set_init_scheme(init);
+          job.set_seed(seed);
+          // Rows are labelled with the task and its sequence length.
+          job.mutable_dataset()->set_name(spec.train().task());
+          job.set_context_length(spec.train().length());
+          job.set_dtype(spec.dtype());
+          *job.mutable_train() = spec.train();
+        }
+      }
+    }
+    return jobs;
+  }
   for (const std::string& model : spec.models()) {
     for (const std::string& init : spec.init_schemes()) {
       for (int64_t seed : spec.seeds()) {
@@ -610,6 +775,7 @@ std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
             job.set_num_prompts(spec.num_prompts());
             job.set_prompts_per_chunk(spec.prompts_per_chunk());
             job.set_batch_prompts(spec.batch_prompts());
+            *job.mutable_layers() = spec.layers();
             job.set_dtype(spec.dtype());
             job.set_kind(layerflow::v1::JOB_KIND_EXTRACT);
             if (spec.has_probe() && dataset.name() == spec.probe().task()) {
@@ -649,6 +815,9 @@ std::vector<JobSpec> ExpandSweep(const SweepSpec& spec) {
 
 int64_t ChunksTotal(const JobSpec& job) {
   if (job.kind() == layerflow::v1::JOB_KIND_PROBE) return 1;
+  if (job.kind() == layerflow::v1::JOB_KIND_TRAIN) {
+    return catalog::TrainChunkCount(TrainSettingsOf(job.train()));
+  }
   return ChunkCount(job.num_prompts(), job.prompts_per_chunk());
 }
 

@@ -215,7 +215,7 @@ TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
   ExpectError(Parse("name: s\nvolume: 4\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:1: unknown field 'volume' (known fields: name, models, "
               "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
-              "prompts_per_chunk, batch_prompts, dtype, priority, example_cka, probe)");
+              "prompts_per_chunk, batch_prompts, dtype, priority, example_cka, probe, layers)");
 }
 
 // true / false in any case; anything else names the field.
@@ -228,6 +228,38 @@ TEST(SweepFileTest, ExampleCkaIsABoolean) {
   }
   ExpectError(Parse("name: s\nexample_cka: 2\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:14: field 'example_cka': expected true or false, got '2'");
+}
+
+// layers: integers, negative ones counting from the end, kept as written
+// (the coordinator and the worker resolve them against the model).
+TEST(SweepFileTest, LayersAreSignedIntegersKeptAsWritten) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse("name: s\nlayers: [0, 4, 8, -1]\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_THAT(spec->layers(), ::testing::ElementsAre(0, 4, 8, -1));
+  spec = Parse("name: s\nlayers: -2\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_THAT(spec->layers(), ::testing::ElementsAre(-2));
+}
+
+// Every other list's `[]` means "the default"; for layers that would be all
+// points, the opposite of what a user who wrote the key was after.
+TEST(SweepFileTest, LayersEmptyListIsAnError) {
+  ExpectError(Parse("name: s\nlayers: []\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:9: field 'layers': empty list; list the points to keep (0 the "
+              "embedding, -1 the final point) or leave the field out for all");
+}
+
+TEST(SweepFileTest, LayersMustBeIntegers) {
+  ExpectError(Parse("name: s\nlayers: [0, 2.0]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:13: field 'layers[1]': expected an integer, got '2.0'");
+  ExpectError(Parse("name: s\nlayers: [final]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:10: field 'layers[0]': expected an integer, got 'final'");
+  ExpectError(Parse("name: s\nlayers: [[1, 2]]\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:10: field 'layers[0]': expected an integer, got a list");
+  // (yaml-cpp marks a missing value where the next line starts.)
+  ExpectError(Parse("name: s\nlayers:\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:3:1: field 'layers': expected an integer or a list of them, got "
+              "nothing (null)");
 }
 
 // 'batch' was the example of a key without a close match until batch_prompts

@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "tests/server/test_util.h"
 
@@ -305,6 +306,65 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<BadCase>& info) {
       return info.param.test_name;
     });
+
+// spec.layers: each error is INVALID_ARGUMENT with exactly this message,
+// naming the field, the entry and, for a point the model lacks, the model.
+void ExpectLayersError(const std::vector<int32_t>& layers,
+                       const std::vector<std::string>& models, const std::string& message) {
+  SweepSpec spec = Minimal();
+  spec.clear_models();
+  for (const std::string& m : models) spec.add_models(m);
+  for (int32_t l : layers) spec.add_layers(l);
+  const absl::Status s = ValidateSweepSpec(spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(std::string(s.message()), message);
+}
+
+TEST(ValidateSweepSpec, LayersWithinEveryPresetAreAccepted) {
+  SweepSpec spec = Minimal();
+  spec.add_models("pythia-70m");  // 6 blocks; pythia-tiny has 2: points 0..3
+  for (int32_t l : {1, 2, -1, -4}) spec.add_layers(l);
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+}
+
+TEST(ValidateSweepSpec, LayersErrorsNameTheFieldAndTheEntry) {
+  ExpectLayersError({0, 4, 0}, {"pythia-tiny"}, "spec.layers[2]: duplicate value 0");
+  // pythia-70m (6 blocks) has points 0..7; pythia-tiny (2) only 0..3.
+  ExpectLayersError({0, 5}, {"pythia-70m", "pythia-tiny"},
+                    "spec.layers[1]: 5 is out of range for spec.models[1] 'pythia-tiny' (2 "
+                    "blocks: points 0..3, or -4..-1 counting from the end)");
+  ExpectLayersError({-5}, {"pythia-tiny"},
+                    "spec.layers[0]: -5 is out of range for spec.models[0] 'pythia-tiny' (2 "
+                    "blocks: points 0..3, or -4..-1 counting from the end)");
+  // 3 and -1 are both the final point of pythia-tiny.
+  ExpectLayersError({3, 1, -1}, {"pythia-tiny"},
+                    "spec.layers[2]: -1 is point 3 of spec.models[0] 'pythia-tiny', the same "
+                    "as spec.layers[0] (3)");
+}
+
+// A checkpoint's depth is the workers' to know: any entry passes here.
+TEST(ValidateSweepSpec, LayersOfACheckpointAreLeftToTheWorker) {
+  SweepSpec spec = Minimal();
+  spec.clear_models();
+  spec.add_models("./ckpt");
+  spec.add_layers(4000);
+  spec.add_layers(-4000);
+  EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+}
+
+TEST(ExpandSweep, EveryJobCarriesTheLayersAsWritten) {
+  SweepSpec spec = Minimal();
+  spec.add_models("pythia-70m");
+  for (int32_t l : {0, 4, -1}) spec.add_layers(l);
+  const std::vector<layerflow::v1::JobSpec> jobs = ExpandSweep(WithDefaults(spec));
+  ASSERT_EQ(jobs.size(), 2u);
+  for (const auto& job : jobs) {
+    ASSERT_EQ(job.layers_size(), 3) << job.model();
+    EXPECT_EQ(job.layers(0), 0);
+    EXPECT_EQ(job.layers(1), 4);
+    EXPECT_EQ(job.layers(2), -1);
+  }
+}
 
 TEST(ValidateSweepSpec, ExactlyTheJobLimitIsAccepted) {
   SweepSpec spec = Minimal();
