@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/match.h"
@@ -32,15 +31,33 @@ InitDistribution WeightDistribution(const InitScheme& scheme,
   return {false, reference_std};
 }
 
+ParameterDraws::ParameterDraws(uint64_t seed, const std::string& name)
+    : key_(counter_rng::ParameterKey(seed, counter_rng::NameHash(name.data(), name.size()))) {}
+
+void ParameterDraws::Uniform(at::Tensor& tensor, double lo, double hi) const {
+  counter_rng::FillSpec spec;
+  spec.key = key_;
+  spec.distribution = counter_rng::Distribution::kUniform;
+  spec.a = lo;
+  spec.b = hi;
+  CounterFill(tensor, spec);
+}
+
+void ParameterDraws::Normal(at::Tensor& tensor, double std) const {
+  counter_rng::FillSpec spec;
+  spec.key = key_;
+  spec.distribution = counter_rng::Distribution::kNormal;
+  spec.a = std;
+  CounterFill(tensor, spec);
+}
+
 void InitializeParameters(ParameterMap& params, const InitScheme& scheme,
                           double reference_std, uint64_t seed,
                           const StructuralInit& structural) {
   c10::InferenceMode guard;
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (auto& [name, tensor] : params.items()) {
-    TORCH_CHECK(tensor.device().is_cpu() && tensor.scalar_type() == at::kFloat,
-                "init: parameter ", name, " must be float32 on the CPU");
-    if (structural && structural(name, tensor, gen)) {
+    const ParameterDraws draws(seed, name);
+    if (structural && structural(name, tensor, draws)) {
       continue;
     } else if (absl::EndsWith(name, ".bias")) {
       tensor.zero_();
@@ -55,9 +72,9 @@ void InitializeParameters(ParameterMap& params, const InitScheme& scheme,
           WeightDistribution(scheme, reference_std, tensor.size(1) * receptive,
                              tensor.size(0) * receptive);
       if (dist.uniform) {
-        tensor.uniform_(-dist.scale, dist.scale, gen);
+        draws.Uniform(tensor, -dist.scale, dist.scale);
       } else {
-        tensor.normal_(0.0, dist.scale, gen);
+        draws.Normal(tensor, dist.scale);
       }
     }
   }

@@ -1,16 +1,19 @@
 // Seeded random initialisation (METHODS.md, "Models and initialisation").
 //
-// Every scheme draws from ONE CPU generator (at::CPUGeneratorImpl seeded with
-// the job seed) into float32 CPU tensors, walking the parameters in the
-// map's fixed order; the model is moved to its device and dtype afterwards.
-// So every device and every dtype starts from the same draws, and replicas
-// on several GPUs are identical.
+// Every random value comes from the counter-based generator of
+// counter_rng.h: element i of parameter `name` under `seed` is a pure
+// function of (seed, name, i). Parameters are filled where they live, in
+// their dtype (float32 values rounded once to it), on the CPU by a parallel
+// loop and on CUDA by worker/kernels/counter_init.cu, which make the same
+// bits: the same preset and seed give the same weights on every device, in
+// any parameter order, and a parameter's values do not depend on which
+// other parameters the model has.
 //
 // Per parameter, by name and shape:
-//   - norm weights (1-D, name ends in ".weight"): 1
-//   - biases (ends in ".bias"): 0
 //   - parameters the model keeps at its own init whatever the scheme
 //     (LanguageModel::InitStructural: Mamba's A_log, D, dt bias ...)
+//   - biases (ends in ".bias"): 0
+//   - norm weights (1-D, name ends in ".weight"): 1
 //   - other weights (2-D: linear [out, in], embedding [vocab, d]; 3-D: a
 //     depthwise conv [channels, 1, kernel]):
 //       reference       normal(0, reference_std)  (HF _init_weights:
@@ -23,7 +26,7 @@
 //                       mode fan_in, gain sqrt(2))
 //     with torch's fans: fan_in = size(1) * receptive, fan_out = size(0) *
 //     receptive, receptive = the product of the dims after the second.
-// Norms and biases consume no draws.
+// No scheme truncates its normal (METHODS.md has none that does).
 #ifndef LAYERFLOW_WORKER_MODEL_INIT_H_
 #define LAYERFLOW_WORKER_MODEL_INIT_H_
 
@@ -31,9 +34,9 @@
 #include <functional>
 #include <string>
 
-#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include "worker/model/counter_rng.h"
 #include "worker/model/model_config.h"
 #include "worker/model/parameter_map.h"
 
@@ -49,12 +52,32 @@ InitDistribution WeightDistribution(const InitScheme& scheme,
                                     double reference_std, int64_t fan_in,
                                     int64_t fan_out);
 
-// Called first for every parameter: fills it and returns true when the
-// architecture initialises it itself (drawing from `generator` if it must).
-using StructuralInit = std::function<bool(
-    const std::string& name, at::Tensor& tensor, at::Generator& generator)>;
+// Fills `tensor` in place with counter_rng::ValueAt(spec, i) at row-major
+// element i, rounded to the tensor's dtype: float32, float64, bfloat16 or
+// float16, contiguous, on the CPU or (in a CUDA build) a CUDA device, where
+// it runs on the current stream. Throws c10::Error otherwise.
+void CounterFill(at::Tensor& tensor, const counter_rng::FillSpec& spec);
 
-// Fills every parameter in place. Parameters must be float32 on the CPU.
+// The draws of one parameter under one seed.
+class ParameterDraws {
+ public:
+  ParameterDraws(uint64_t seed, const std::string& name);
+  // The parameter's Philox key (counter_rng::ParameterKey).
+  uint64_t key() const { return key_; }
+  // uniform in [lo, hi]; normal(0, std). In place, as CounterFill.
+  void Uniform(at::Tensor& tensor, double lo, double hi) const;
+  void Normal(at::Tensor& tensor, double std) const;
+
+ private:
+  uint64_t key_;
+};
+
+// Called first for every parameter: fills it and returns true when the
+// architecture initialises it itself (drawing from `draws` if it must).
+using StructuralInit = std::function<bool(
+    const std::string& name, at::Tensor& tensor, const ParameterDraws& draws)>;
+
+// Fills every parameter in place, on its device and in its dtype.
 // Throws c10::Error (the caller converts at its boundary).
 void InitializeParameters(ParameterMap& params, const InitScheme& scheme,
                           double reference_std, uint64_t seed,

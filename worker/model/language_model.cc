@@ -4,6 +4,7 @@
 #include <utility>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
@@ -56,6 +57,11 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> Guarded(const ModelConfig& config
 }  // namespace
 
 bool LanguageModel::InitStructural(const std::string&, at::Tensor&,
+                                   const InitScheme&, const ParameterDraws&) const {
+  return false;
+}
+
+bool LanguageModel::InitStructural(const std::string&, at::Tensor&,
                                    const InitScheme&, at::Generator&) const {
   return false;
 }
@@ -78,17 +84,26 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
   return Guarded(config, "init", [&]() -> std::unique_ptr<LanguageModel> {
     std::unique_ptr<LanguageModel> model = NewModel(config);
     model->AddParameters();
+    // Made where they are used (init.h): no host copy of a large model.
+    for (auto& [name, tensor] : model->params_.items()) {
+      tensor = at::empty(tensor.sizes(),
+                         at::TensorOptions().device(device).dtype(dtype));
+    }
     const LanguageModel& m = *model;
     InitializeParameters(
         model->params_, scheme, model->ReferenceStd(), seed,
         [&m, &scheme](const std::string& name, at::Tensor& tensor,
-                      at::Generator& generator) {
-          return m.InitStructural(name, tensor, scheme, generator);
+                      const ParameterDraws& draws) {
+          if (m.InitStructural(name, tensor, scheme, draws)) return true;
+          // The transitional form (language_model.h); its torch generator
+          // is keyed per parameter, so its values too depend only on (seed,
+          // name, index), and the CPU fills them for every device.
+          at::Tensor scratch = at::empty(tensor.sizes(), at::kFloat);
+          at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(draws.key());
+          if (!m.InitStructural(name, scratch, scheme, generator)) return false;
+          tensor.copy_(scratch);
+          return true;
         });
-    // Only now to the device and dtype: every device gets the same weights.
-    for (auto& [name, tensor] : model->params_.items()) {
-      tensor = tensor.to(device, dtype);
-    }
     model->device_ = device;
     model->dtype_ = dtype;
     model->Bind();
@@ -111,6 +126,23 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
     model->dtype_ = dtype;
     model->Bind();
     return model;
+  });
+}
+
+absl::Status LanguageModel::MakeTrainable() {
+  if (dtype_ != c10::kFloat && dtype_ != c10::kDouble) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dtype: training needs fp32 parameters, the model is ",
+                     c10::toString(dtype_)));
+  }
+  return GuardTorch(absl::StrCat(config_.architecture, " trainable"), [&]() -> absl::Status {
+    // Outside InferenceMode, a clone of an inference tensor is an ordinary one.
+    for (auto& [name, tensor] : params_.items()) {
+      tensor = tensor.clone().detach().requires_grad_(true);
+    }
+    Bind();
+    trainable_ = true;
+    return absl::OkStatus();
   });
 }
 

@@ -20,6 +20,7 @@
 #include <c10/core/ScalarType.h>
 
 #include "absl/status/statusor.h"
+#include "worker/model/init.h"
 #include "worker/model/model_config.h"
 #include "worker/model/parameter_map.h"
 
@@ -133,17 +134,34 @@ class LanguageModel {
   // A copy of every parameter on `device` (same dtype): the per-GPU replica.
   std::unique_ptr<LanguageModel> Replicate(c10::Device device) const;
 
+  // For training (worker/train): every parameter becomes an ordinary
+  // tensor (models are built under InferenceMode, whose tensors autograd
+  // refuses) that requires grad, and Forward / Logits record the graph
+  // (callers that only evaluate put their own guard around them). Float32 or
+  // float64 models only (INVALID_ARGUMENT "dtype: ..." otherwise).
+  absl::Status MakeTrainable();
+  bool trainable() const { return trainable_; }
+
  protected:
   explicit LanguageModel(ModelConfig config) : config_(std::move(config)) {}
 
-  // Every parameter as float32 on the CPU, in HF named_parameters() order
-  // (the order random init draws in).
+  // Every parameter, in HF named_parameters() order, as an unfilled float32
+  // CPU tensor whose shape is all the factories read (they allocate it
+  // again on the device, in the dtype).
   virtual void AddParameters() = 0;
   // Points the architecture's per-layer fields at params_.
   virtual void Bind() = 0;
   // Parameters that keep the architecture's own init whatever the scheme
-  // (Mamba's A_log, D, dt bias ...): fills `tensor` and returns true, or
-  // returns false to let the scheme draw it. Default: none.
+  // (Mamba's A_log, D, dt bias ...): fills `tensor` (on the model's device,
+  // in its dtype) drawing from `draws`, and returns true, or returns false
+  // to let the scheme draw it. Default: none.
+  virtual bool InitStructural(const std::string& name, at::Tensor& tensor,
+                              const InitScheme& scheme,
+                              const ParameterDraws& draws) const;
+  // Transitional, until the SSM models (mamba*.cc, ssm_ops.cc) override the
+  // form above: the same on a float32 CPU tensor from a torch CPU generator
+  // seeded with the parameter's counter key (init.h), copied to the device
+  // after. Default: none.
   virtual bool InitStructural(const std::string& name, at::Tensor& tensor,
                               const InitScheme& scheme,
                               at::Generator& generator) const;
@@ -160,6 +178,7 @@ class LanguageModel {
   ModelConfig config_;
   c10::Device device_ = c10::Device(c10::kCPU);
   c10::ScalarType dtype_ = c10::kFloat;
+  bool trainable_ = false;
   ParameterMap params_;
 };
 
@@ -167,8 +186,9 @@ class LanguageModel {
 // architecture; INVALID_ARGUMENT naming the field otherwise.
 absl::Status ValidateModelConfig(const ModelConfig& config);
 
-// Seeded random init (worker/model/init.h) on the CPU in float32, then moved
-// to `device` and `dtype`: every device starts from the same weights.
+// Seeded random init (worker/model/init.h) straight on `device` in `dtype`,
+// no host copy: every device makes the same weights (bit for bit; a dtype
+// holds the float32 values rounded to it).
 // INVALID_ARGUMENT for a bad config or dtype, INTERNAL for a LibTorch
 // failure (naming the architecture).
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
