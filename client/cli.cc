@@ -16,15 +16,35 @@
 #include "absl/strings/str_join.h"
 #include "client/default_sweep.h"
 #ifdef LAYERFLOW_HAVE_PLOT
-#include "client/figures.h"
+#include "report/figures/figures.h"
 #endif
 #include "client/inspect_exec.h"
-#include "client/output.h"
 #include "client/sweep_file.h"
+#include "report/output.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace layerflow::client {
 namespace {
+
+// The tables, CSV / JSON and figures (report/, shared with the
+// coordinator's results page).
+using report::FormatJobsTable;
+using report::FormatJobTimingsTable;
+using report::FormatProbeTable;
+using report::FormatProgressLine;
+using report::FormatResults;
+using report::FormatResultsSummary;
+using report::FormatRunSummary;
+using report::IsProbeRow;
+using report::OutputFormat;
+using report::ParseJobState;
+using report::ParseOutputFormat;
+using report::SweepStateName;
+#ifdef LAYERFLOW_HAVE_PLOT
+using report::BuildFigures;
+using report::NamedFigure;
+using report::WriteFigures;
+#endif
 
 // ---------------------------------------------------------------------------
 // Ctrl-C: a blocking WatchSweep cannot be interrupted from a signal handler,

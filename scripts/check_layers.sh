@@ -9,7 +9,10 @@
 # - catalog/ includes nothing of server/, client/ or proto (layerflow/v1), and
 #   no LibTorch (ATen/, c10/, torch/) or gRPC (grpc/, grpcpp/) header: it is
 #   plain C++ below everything.
-# - client/plot/ (the drawing library) includes no protos, gRPC, server/ or
+# - report/ (tables, CSV / JSON, figures: what the CLI and the coordinator's
+#   results page both show) includes nothing of server/ or client/ and no
+#   gRPC, so that either side may use it;
+# - report/plot/ (the drawing library) includes no protos, gRPC, server/ or
 #   worker/: plain C++ series in, files out, testable without a server.
 # Both spellings count: #include "worker/..." and #include <worker/...>.
 # ctest runs it (tests/scripts/CMakeLists.txt), so .ci/run catches a new one.
@@ -40,14 +43,16 @@ check() {
   fi
 }
 
-check server client common catalog -- 'worker/' \
-  'server/, client/, common/ and catalog/ never include worker/ (share through catalog/)'
+check server client common catalog report -- 'worker/' \
+  'server/, client/, common/, catalog/ and report/ never include worker/ (share through catalog/)'
 check catalog -- 'server/|client/|layerflow/v1/' \
   'catalog/ is below server/, client/ and the protos'
 check catalog -- 'ATen/|c10/|torch/|grpc/|grpcpp/|grpc\+\+/' \
   'catalog/ is plain C++: no LibTorch, no gRPC'
-check client/plot -- 'layerflow/v1/|grpc/|grpcpp/|grpc\+\+/|server/|worker/' \
-  'client/plot/ is plain C++: series in, files out (no protos, gRPC, server or worker)'
+check report -- 'server/|client/|grpc/|grpcpp/|grpc\+\+/' \
+  'report/ sits below server/ and client/, which both use it (no gRPC either)'
+check report/plot -- 'layerflow/v1/|grpc/|grpcpp/|grpc\+\+/|server/|worker/' \
+  'report/plot/ is plain C++: series in, files out (no protos, gRPC, server or worker)'
 
 if [ "$violations" -gt 0 ]; then
   echo "check_layers: ${violations} include(s) cross a layer wall (docs/architecture.md)" >&2

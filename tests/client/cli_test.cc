@@ -17,16 +17,24 @@
 #include <thread>
 #include <vector>
 
-#include "client/output.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "report/output.h"
 
 namespace layerflow::client {
 namespace {
 
+using report::FormatJobsTable;
+using report::FormatProbeTable;
+using report::FormatProgressLine;
+using report::FormatResultsCsv;
+using report::FormatResultsJson;
+using report::FormatResultsSummary;
+using report::FormatResultsTable;
+using report::OutputFormat;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 

@@ -1,7 +1,7 @@
-// client/figures: result rows -> figures. The pooled values are checked
+// report/figures: result rows -> figures. The pooled values are checked
 // against hand-worked unions of prompts, and the written sidecars read back
 // and compared with the rows they came from.
-#include "client/figures.h"
+#include "report/figures/figures.h"
 
 #include <unistd.h>
 
@@ -18,7 +18,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
-namespace layerflow::client {
+namespace layerflow::report {
 namespace {
 
 using ::testing::HasSubstr;
@@ -270,4 +270,4 @@ TEST(WriteFiguresTest, SidecarsReadBackEqualTheStoredRows) {
 }
 
 }  // namespace
-}  // namespace layerflow::client
+}  // namespace layerflow::report

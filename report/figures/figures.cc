@@ -1,4 +1,4 @@
-#include "client/figures.h"
+#include "report/figures/figures.h"
 
 #include <sys/stat.h>
 
@@ -20,9 +20,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "catalog/model_config.h"
-#include "client/output.h"
+#include "report/output.h"
 
-namespace layerflow::client {
+namespace layerflow::report {
 namespace {
 
 constexpr char kDepthLabel[] = "normalised depth l / (L+1)  (0 = embedding, 1 = final norm)";
@@ -380,4 +380,4 @@ absl::StatusOr<std::vector<std::string>> WriteFigures(
   return written;
 }
 
-}  // namespace layerflow::client
+}  // namespace layerflow::report

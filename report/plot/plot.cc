@@ -1,10 +1,12 @@
-#include "client/plot/plot.h"
+#include "report/plot/plot.h"
 
 #include <cairo-svg.h>
 #include <cairo.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -583,9 +585,15 @@ Json ToJson(const StackedBars& b) {
           {"stacks", stacks}};
 }
 
-absl::Status CairoError(cairo_status_t status, const std::string& path) {
+absl::Status CairoError(cairo_status_t status, const std::string& what) {
   return absl::InternalError(
-      absl::StrCat("cannot write ", path, ": cairo: ", cairo_status_to_string(status)));
+      absl::StrCat("cannot write ", what, ": cairo: ", cairo_status_to_string(status)));
+}
+
+// cairo's stream writer appending to a std::string.
+cairo_status_t AppendBytes(void* closure, const unsigned char* data, unsigned int length) {
+  static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), length);
+  return CAIRO_STATUS_SUCCESS;
 }
 
 }  // namespace
@@ -622,32 +630,50 @@ const char* ImageFormatExtension(ImageFormat format) {
   return format == ImageFormat::kPng ? "png" : "svg";
 }
 
-absl::Status DrawFigure(const Figure& figure, ImageFormat format, const std::string& path) {
+absl::StatusOr<std::string> RenderFigure(const Figure& figure, ImageFormat format) {
   if (absl::Status s = std::visit([](const auto& f) { return Check(f); }, figure); !s.ok()) {
     return s;
   }
+  const std::string what = std::visit(
+      [format](const auto& f) {
+        return absl::StrCat("the ", ImageFormatExtension(format), " of '", f.title, "'");
+      },
+      figure);
   double width = 0, height = 0;
   std::visit([&](const auto& f) { Size(f, &width, &height); }, figure);
+  std::string bytes;
   cairo_surface_t* surface =
       format == ImageFormat::kPng
           ? cairo_image_surface_create(CAIRO_FORMAT_ARGB32, static_cast<int>(width),
                                        static_cast<int>(height))
-          : cairo_svg_surface_create(path.c_str(), width, height);
+          : cairo_svg_surface_create_for_stream(AppendBytes, &bytes, width, height);
   if (cairo_status_t s = cairo_surface_status(surface); s != CAIRO_STATUS_SUCCESS) {
     cairo_surface_destroy(surface);
-    return CairoError(s, path);
+    return CairoError(s, what);
   }
   cairo_t* cr = cairo_create(surface);
   std::visit([cr](const auto& f) { Draw(cr, f); }, figure);
   cairo_status_t status = cairo_status(cr);
   cairo_destroy(cr);
   if (status == CAIRO_STATUS_SUCCESS && format == ImageFormat::kPng) {
-    status = cairo_surface_write_to_png(surface, path.c_str());
+    status = cairo_surface_write_to_png_stream(surface, AppendBytes, &bytes);
   }
   cairo_surface_finish(surface);  // the SVG is written here
   if (status == CAIRO_STATUS_SUCCESS) status = cairo_surface_status(surface);
   cairo_surface_destroy(surface);
-  if (status != CAIRO_STATUS_SUCCESS) return CairoError(status, path);
+  if (status != CAIRO_STATUS_SUCCESS) return CairoError(status, what);
+  return bytes;
+}
+
+absl::Status DrawFigure(const Figure& figure, ImageFormat format, const std::string& path) {
+  absl::StatusOr<std::string> bytes = RenderFigure(figure, format);
+  if (!bytes.ok()) return bytes.status();
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
+  out.close();
+  if (!out) {
+    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  }
   return absl::OkStatus();
 }
 

@@ -1,4 +1,4 @@
-#include "client/output.h"
+#include "report/output.h"
 
 #include <algorithm>
 #include <charconv>
@@ -19,7 +19,7 @@
 #include "catalog/model_config.h"
 #include "nlohmann/json.hpp"
 
-namespace layerflow::client {
+namespace layerflow::report {
 namespace {
 
 // Terminal columns of a UTF-8 string: code points, not bytes ("±" and "·"
@@ -832,4 +832,4 @@ std::string FormatJobTimingsTable(absl::Span<const v1::Job> jobs) {
   return RenderTable(header, align, rows);
 }
 
-}  // namespace layerflow::client
+}  // namespace layerflow::report

@@ -1,7 +1,7 @@
-// client/plot: the drawing library without any server. The PNGs are decoded
+// report/plot: the drawing library without any server. The PNGs are decoded
 // with cairo and their pixels checked where the geometry puts the data; the
 // SVGs checked for the series' colours; the sidecars for the exact numbers.
-#include "client/plot/plot.h"
+#include "report/plot/plot.h"
 
 #include <cairo.h>
 #include <unistd.h>
@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -250,6 +251,26 @@ TEST_F(PlotTest, WriteFigureWritesEachFormatAndTheExactSeriesAsJson) {
   const nlohmann::json hj = nlohmann::json::parse(Slurp(Path("h.json")));
   EXPECT_EQ(hj["values"][0], 0.5);
   EXPECT_TRUE(hj["values"][1].is_null());  // NaN: a missing cell
+}
+
+// The results page serves RenderFigure's bytes, `layerflow plot` writes
+// DrawFigure's files: the same image either way (an SVG's only difference
+// is the number cairo counts its surfaces with: id="surfaceN").
+TEST_F(PlotTest, RenderFigureGivesTheBytesDrawFigureWrites) {
+  const std::regex surface_id("id=\"surface[0-9]+\"");
+  for (ImageFormat format : {ImageFormat::kPng, ImageFormat::kSvg}) {
+    const std::string path = Path(std::string("r.") + ImageFormatExtension(format));
+    ASSERT_TRUE(DrawFigure(TwoLines(), format, path).ok());
+    absl::StatusOr<std::string> bytes = RenderFigure(TwoLines(), format);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_GT(bytes->size(), 1000u);
+    EXPECT_TRUE(std::regex_replace(*bytes, surface_id, "id=\"surface\"") ==
+                std::regex_replace(Slurp(path), surface_id, "id=\"surface\""))
+        << ImageFormatExtension(format);
+  }
+  EXPECT_EQ(RenderFigure(TwoLines(), ImageFormat::kPng)->substr(0, 8), "\x89PNG\r\n\x1a\n");
+  EXPECT_THAT(RenderFigure(LineChart{.title = "t"}, ImageFormat::kPng).status().message(),
+              HasSubstr("figure 't': no lines to draw"));
 }
 
 TEST_F(PlotTest, BadFiguresAreRejectedNamingTheFigureAndTheField) {

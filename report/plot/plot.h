@@ -1,13 +1,13 @@
 // layerflow's drawing library: plain C++ series in, a PNG or SVG file out
 // (cairo). It knows nothing of sweeps, protos or gRPC (scripts/check_layers.sh
 // keeps it so), so tests draw hand-made series without a server;
-// client/figures.h turns result rows into these figures.
+// report/figures/figures.h turns result rows into these figures.
 //
 // Every figure written by WriteFigure also gets a JSON sidecar holding the
 // exact numbers drawn (FigureJson), so that a test or a script can read a
 // figure back and compare it with the store.
-#ifndef LAYERFLOW_CLIENT_PLOT_PLOT_H_
-#define LAYERFLOW_CLIENT_PLOT_PLOT_H_
+#ifndef LAYERFLOW_REPORT_PLOT_PLOT_H_
+#define LAYERFLOW_REPORT_PLOT_PLOT_H_
 
 #include <array>
 #include <cstdint>
@@ -111,6 +111,9 @@ const char* ImageFormatExtension(ImageFormat format);  // "png", "svg"
 // INVALID_ARGUMENT naming the figure's title and the bad field; INTERNAL
 // or the file's error when cairo cannot write it.
 absl::Status DrawFigure(const Figure& figure, ImageFormat format, const std::string& path);
+// The same drawing as the bytes of a file (the results page serves them):
+// DrawFigure writes exactly these bytes.
+absl::StatusOr<std::string> RenderFigure(const Figure& figure, ImageFormat format);
 
 // The sidecar: {"kind": "line"|"heatmap"|"stacked_bars", "title", axis
 // labels, "meta", and the series exactly as drawn (lines: label, x, y, std,
@@ -127,4 +130,4 @@ absl::StatusOr<std::vector<std::string>> WriteFigure(const Figure& figure,
 
 }  // namespace layerflow::plot
 
-#endif  // LAYERFLOW_CLIENT_PLOT_PLOT_H_
+#endif  // LAYERFLOW_REPORT_PLOT_PLOT_H_

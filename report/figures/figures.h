@@ -1,19 +1,20 @@
-// The figures of a sweep's results (`layerflow plot`, and `layerflow run`
-// after the tables): result rows in, client/plot figures out. Pure functions
+// The figures of a sweep's results (`layerflow plot`, `layerflow run` after
+// the tables, and the coordinator's results page): result rows in,
+// report/plot figures out. Pure functions
 // of the rows, so tests build them from hand-made rows and compare the
 // sidecars with those rows. docs/cli.md, "layerflow plot", lists the figures.
-#ifndef LAYERFLOW_CLIENT_FIGURES_H_
-#define LAYERFLOW_CLIENT_FIGURES_H_
+#ifndef LAYERFLOW_REPORT_FIGURES_FIGURES_H_
+#define LAYERFLOW_REPORT_FIGURES_FIGURES_H_
 
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "client/plot/plot.h"
+#include "report/plot/plot.h"
 #include "layerflow/v1/experiment.pb.h"
 
-namespace layerflow::client {
+namespace layerflow::report {
 
 struct NamedFigure {
   std::string name;  // the file stem: "depth_intertoken_cos", ...
@@ -68,6 +69,6 @@ struct Pooled {
 };
 Pooled PoolRows(absl::Span<const v1::ResultRow* const> rows);
 
-}  // namespace layerflow::client
+}  // namespace layerflow::report
 
-#endif  // LAYERFLOW_CLIENT_FIGURES_H_
+#endif  // LAYERFLOW_REPORT_FIGURES_FIGURES_H_

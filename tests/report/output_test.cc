@@ -1,4 +1,4 @@
-#include "client/output.h"
+#include "report/output.h"
 
 #include <string>
 #include <vector>
@@ -7,7 +7,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
-namespace layerflow::client {
+namespace layerflow::report {
 namespace {
 
 v1::ResultRow Row(const std::string& job, const std::string& model,
@@ -577,4 +577,4 @@ TEST(ProbeTableTest, ResultsTableKeepsProbeRowsOutOfTheGridsAndAppendsThem) {
 }
 
 }  // namespace
-}  // namespace layerflow::client
+}  // namespace layerflow::report

@@ -1,7 +1,9 @@
-// Human and machine formats for what the coordinator returns. Pure
-// functions of the messages, so that they are tested on hand-made rows.
-#ifndef LAYERFLOW_CLIENT_OUTPUT_H_
-#define LAYERFLOW_CLIENT_OUTPUT_H_
+// Human and machine formats for what the coordinator returns: the CLI's
+// tables, CSV and JSON, and the results web page's downloads (server/web),
+// one code for both so that their bytes agree. Pure functions of the
+// messages, so that they are tested on hand-made rows.
+#ifndef LAYERFLOW_REPORT_OUTPUT_H_
+#define LAYERFLOW_REPORT_OUTPUT_H_
 
 #include <cstdint>
 #include <string>
@@ -13,7 +15,7 @@
 #include "layerflow/v1/coordinator.pb.h"
 #include "layerflow/v1/experiment.pb.h"
 
-namespace layerflow::client {
+namespace layerflow::report {
 
 enum class OutputFormat { kTable, kCsv, kJson };
 
@@ -82,8 +84,8 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows);
 
 // A configuration: one (model, init scheme, data set, context length), the
 // jobs that have it (they differ only in their seed) and their seeds, in
-// order of first appearance. The summaries and the figures (client/
-// figures.h) average or pool over a configuration's jobs.
+// order of first appearance. The summaries and the figures (report/
+// figures/figures.h) average or pool over a configuration's jobs.
 struct Configuration {
   std::string model, init_scheme, dataset;
   int32_t context_length = 0;
@@ -137,6 +139,6 @@ std::string JobStateName(v1::JobState state);
 std::string SweepStateName(v1::SweepState state);
 absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name);
 
-}  // namespace layerflow::client
+}  // namespace layerflow::report
 
-#endif  // LAYERFLOW_CLIENT_OUTPUT_H_
+#endif  // LAYERFLOW_REPORT_OUTPUT_H_
