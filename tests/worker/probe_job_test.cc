@@ -19,6 +19,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include "catalog/analyses.h"
 #include "worker/analysis/spectrum.h"
 #include "worker/data/kvpr.h"
 #include "worker/model/checkpoint.h"
@@ -623,6 +624,170 @@ TEST(ProbeJob, MalformedFeatureFileNamesIt) {
   EXPECT_NE(result.status().message().find(path), std::string::npos) << result.status();
   auto none = RunProbeJob(probe, {}, DeviceConfig{});
   EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition) << none.status();
+}
+
+// --- layers: [...] (JobConfig::layers) ---
+
+// Every layer metric and both spectra, so that each kind of row (one point,
+// a pair, all pairs, per token, per head, path-wide) meets the selection.
+JobConfig EveryAnalysisJob(const std::string& model) {
+  JobConfig c = Job(model);
+  c.analyses.clear();
+  for (std::string_view name : catalog::kLayerMetricNames) c.analyses.emplace_back(name);
+  for (std::string_view name : catalog::kSpectrumNames) c.analyses.emplace_back(name);
+  return c;
+}
+
+// The rows a job with points `kept` keeps of the full job's (docs/metrics.md,
+// "layers"): a row of one point when it is kept, a pair row (l, l + 1)
+// when l is, an all-pair row (l, l') when both are, path_energy and the CKA
+// baselines always.
+bool Expected(const Key& key, const std::set<int32_t>& kept) {
+  const auto& [metric, layer, layer_b, head, position] = key;
+  if (metric == "path_energy" || metric.rfind("cka_baseline_", 0) == 0) return true;
+  return kept.count(layer) > 0 && (layer_b < 0 || kept.count(layer_b) > 0);
+}
+
+// The 2-block tiny models have points 0..3: [0, 2, -1] keeps 0, 2 and the
+// final point 3. Their rows must be the full job's, bit for bit: the same
+// forward and accumulators run, and rows are only dropped.
+TEST(LayersJob, KeepsExactlyTheFullJobsRowsAtTheListedPoints) {
+  for (const char* model : {"pythia-tiny", "mamba-tiny"}) {
+    const JobConfig full_config = EveryAnalysisJob(model);
+    JobConfig listed_config = full_config;
+    listed_config.layers = {0, 2, -1};
+    const StatMap full = RunAll(full_config);
+    const StatMap listed = RunAll(listed_config);
+    const std::set<int32_t> kept = {0, 2, 3};
+    size_t expected_rows = 0;
+    for (const auto& [key, stat] : full) {
+      if (!Expected(key, kept)) {
+        EXPECT_EQ(listed.count(key), 0u)
+            << model << ": " << std::get<0>(key) << " layer " << std::get<1>(key) << " kept";
+        continue;
+      }
+      ++expected_rows;
+      auto it = listed.find(key);
+      ASSERT_NE(it, listed.end()) << model << ": " << std::get<0>(key) << " layer "
+                                  << std::get<1>(key) << " layer_b " << std::get<2>(key)
+                                  << " missing";
+      EXPECT_EQ(it->second.sum, stat.sum) << model << " " << std::get<0>(key);
+      EXPECT_EQ(it->second.sum_sq, stat.sum_sq) << model << " " << std::get<0>(key);
+      EXPECT_EQ(it->second.count, stat.count) << model << " " << std::get<0>(key);
+    }
+    EXPECT_EQ(listed.size(), expected_rows) << model << ": rows beyond the full job's";
+    // Hand-picked rows of the rule. adjacent_cos(0) pairs point 0 with its
+    // true neighbour 1 (computed, not kept); 2 is the last block, whose
+    // neighbour is the final norm, so no pair row starts there.
+    auto has = [&](const std::string& metric, int32_t layer, int32_t layer_b = -1,
+                   int32_t head = -1) {
+      return listed.count({metric, layer, layer_b, head, -1}) > 0;
+    };
+    EXPECT_TRUE(has("adjacent_cos", 0)) << model;
+    EXPECT_FALSE(has("adjacent_cos", 1)) << model;
+    EXPECT_TRUE(has("step_energy", 0)) << model;
+    EXPECT_FALSE(has("step_energy", 1)) << model;
+    EXPECT_TRUE(has("cka_unbiased", 0)) << model;
+    EXPECT_TRUE(has("intertoken_cos", 2)) << model;
+    EXPECT_TRUE(has("intertoken_cos", 3)) << model;
+    EXPECT_FALSE(has("intertoken_cos", 1)) << model;
+    EXPECT_TRUE(has("cka_all_biased", 0, 2)) << model;
+    EXPECT_FALSE(has("cka_all_biased", 0, 1)) << model;
+    EXPECT_TRUE(has("path_energy", 0)) << model;
+    EXPECT_TRUE(has("spectrum_q50", 2, -1, 0)) << model;
+    EXPECT_FALSE(has("spectrum_q50", 1, -1, 0)) << model;
+    EXPECT_TRUE(listed.count({"adjacent_cos_tokens", 0, -1, -1, 5}) > 0) << model;
+    EXPECT_FALSE(listed.count({"adjacent_cos_tokens", 1, -1, -1, 5}) > 0) << model;
+  }
+}
+
+// The feature files hold the listed points only, labelled with them; the
+// PROBE job then reports at the true points, equal to the full job's probes
+// there (each point's probe trains on its own column).
+TEST(LayersJob, FeaturesAndProbesAtTheListedPoints) {
+  JobConfig full_config = Job("pythia-tiny");
+  full_config.num_prompts = 24;
+  full_config.prompts_per_chunk = 8;
+  full_config.has_probe = true;
+  full_config.probe.task = "kvpr";
+  full_config.probe.classes = 3;
+  full_config.probe.epochs = 40;
+  full_config.probe.permutations = 2;
+  full_config.probe.feature_dtype = "fp32";
+  JobConfig listed_config = full_config;
+  listed_config.layers = {-1, 0, 2};  // any order
+  std::vector<std::string> full_files, listed_files;
+  RunAll(full_config, &full_files);
+  RunAll(listed_config, &listed_files);
+  ASSERT_EQ(listed_files.size(), full_files.size());
+  const std::vector<int32_t> points = {0, 2, 3};
+  for (size_t c = 0; c < full_files.size(); ++c) {
+    absl::StatusOr<FeatureFile> full = ReadFeatureFile(full_files[c]);
+    absl::StatusOr<FeatureFile> listed = ReadFeatureFile(listed_files[c]);
+    ASSERT_TRUE(full.ok()) << full.status();
+    ASSERT_TRUE(listed.ok()) << listed.status();
+    EXPECT_TRUE(full->points.empty());
+    EXPECT_EQ(listed->points, points);
+    EXPECT_EQ(listed->num_layers, 2);
+    ASSERT_EQ(listed->features.size(1), 3);
+    for (size_t k = 0; k < points.size(); ++k) {
+      EXPECT_TRUE(at::equal(listed->features.select(1, static_cast<int64_t>(k)),
+                            full->features.select(1, points[k])))
+          << "chunk " << c << " point " << points[k];
+    }
+    EXPECT_EQ(listed->labels, full->labels);
+  }
+  JobConfig probe_full = full_config, probe_listed = listed_config;
+  probe_full.kind = probe_listed.kind = JobConfig::Kind::kProbe;
+  auto full_result = RunProbeJob(probe_full, full_files, DeviceConfig{});
+  auto listed_result = RunProbeJob(probe_listed, listed_files, DeviceConfig{});
+  ASSERT_TRUE(full_result.ok()) << full_result.status();
+  ASSERT_TRUE(listed_result.ok()) << listed_result.status();
+  StatMap full, listed;
+  Merge(full, *full_result);
+  Merge(listed, *listed_result);
+  for (const char* metric : {"probe_test_acc", "probe_val_acc", "probe_train_acc"}) {
+    for (int32_t layer = 0; layer <= 3; ++layer) {
+      const Key key{metric, layer, -1, -1, -1};
+      if (layer == 1) {
+        EXPECT_EQ(listed.count(key), 0u) << metric << " at the unlisted point 1";
+        continue;
+      }
+      ASSERT_EQ(listed.count(key), 1u) << metric << " " << layer;
+      EXPECT_NEAR(listed[key].sum, full[key].sum, 1e-6) << metric << " " << layer;
+    }
+  }
+  const double best = listed[{"probe_best_layer", 0, -1, -1, -1}].sum;
+  EXPECT_TRUE(best == 0 || best == 2 || best == 3) << "a true, listed point: " << best;
+  // The example-view CKA of the one residual pair kept, (0, 2).
+  for (const char* metric : {"cka_example_biased", "cka_example_unbiased"}) {
+    const Key pair{metric, 0, 2, -1, -1};
+    ASSERT_EQ(listed.count(pair), 1u) << metric;
+    EXPECT_NEAR(listed[pair].sum, full[pair].sum, 1e-9) << metric;
+    EXPECT_EQ(listed.count({metric, 0, 1, -1, -1}), 0u) << metric;
+    EXPECT_EQ(listed.count({metric, 1, 2, -1, -1}), 0u) << metric;
+  }
+  for (const auto& files : {full_files, listed_files}) {
+    for (const std::string& f : files) std::remove(f.c_str());
+  }
+}
+
+// A checkpoint's depth is known only on the worker: an entry beyond it
+// fails the job there, naming the field, the entry and the model.
+TEST(LayersJob, PointTheModelLacksFailsTheJobNamingTheField) {
+  JobConfig config = Job("pythia-tiny");
+  config.layers = {0, 4};
+  auto runner = CreateJobRunner(config, DeviceConfig{});
+  ASSERT_FALSE(runner.ok());
+  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(std::string(runner.status().message()),
+            "layers[1]: 4 is out of range for model 'pythia-tiny' (2 blocks: points 0..3, or "
+            "-4..-1 counting from the end)");
+  config.layers = {3, -1};
+  runner = CreateJobRunner(config, DeviceConfig{});
+  ASSERT_FALSE(runner.ok());
+  EXPECT_EQ(std::string(runner.status().message()),
+            "layers[1]: -1 is point 3 of model 'pythia-tiny', the same as layers[0] (3)");
 }
 
 }  // namespace

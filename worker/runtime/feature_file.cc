@@ -11,6 +11,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/torch_status.h"
@@ -62,7 +63,8 @@ at::ScalarType FeatureStorageDtype(const at::Tensor& features, const std::string
 absl::Status WriteFeatureFile(const std::string& path, const at::Tensor& features,
                               const std::vector<int32_t>& labels,
                               const std::vector<int64_t>& prompt_index,
-                              const std::string& requested_dtype) {
+                              const std::string& requested_dtype,
+                              const std::vector<int32_t>& points, int64_t num_layers) {
   if (requested_dtype != "fp16" && requested_dtype != "fp32") {
     return Invalid(path, absl::StrCat("unknown feature dtype '", requested_dtype,
                                       "'; known: fp16, fp32"));
@@ -76,23 +78,41 @@ absl::Status WriteFeatureFile(const std::string& path, const at::Tensor& feature
                                       " ", c10::toString(features.scalar_type()), " for ", n,
                                       " labels and ", prompt_index.size(), " prompt indices"));
   }
+  if (!points.empty() &&
+      (static_cast<int64_t>(points.size()) != features.size(1) ||
+       !std::is_sorted(points.begin(), points.end()) || points.front() < 0 ||
+       points.back() > num_layers + 1 ||
+       std::adjacent_find(points.begin(), points.end()) != points.end())) {
+    return Invalid(path, absl::StrCat(points.size(), " points for ", features.size(1),
+                                      " feature points of a model of ", num_layers,
+                                      " blocks (ascending, distinct, in [0, L + 1])"));
+  }
   try {
     c10::InferenceMode guard;
     const double max_abs = MaxFiniteAbs(features);
     const at::ScalarType stored = StorageDtype(max_abs, requested_dtype);
     const at::Tensor data = features.to(at::kCPU).to(stored).contiguous();
     const bool half = stored == at::kHalf;
-    return WriteSafetensors(
-        path,
-        {View("features", half ? SafetensorsDtype::kF16 : SafetensorsDtype::kF32,
-              {data.size(0), data.size(1), data.size(2)}, data.data_ptr(), data.nbytes()),
-         View("labels", SafetensorsDtype::kI32, {n}, labels.data(), labels.size() * 4),
-         View("prompt_index", SafetensorsDtype::kI64, {n}, prompt_index.data(),
-              prompt_index.size() * 8)},
-        {{"layout", "features[prompt, point 0..L+1, d] = h_T at each point"},
-         {"feature_dtype", half ? "fp16" : "fp32"},
-         {"requested_dtype", requested_dtype},
-         {"max_abs", absl::StrFormat("%.9g", max_abs)}});
+    std::vector<SafetensorsWriteTensor> tensors = {
+        View("features", half ? SafetensorsDtype::kF16 : SafetensorsDtype::kF32,
+             {data.size(0), data.size(1), data.size(2)}, data.data_ptr(), data.nbytes()),
+        View("labels", SafetensorsDtype::kI32, {n}, labels.data(), labels.size() * 4),
+        View("prompt_index", SafetensorsDtype::kI64, {n}, prompt_index.data(),
+             prompt_index.size() * 8)};
+    std::vector<std::pair<std::string, std::string>> metadata = {
+        {"layout", points.empty()
+                       ? "features[prompt, point 0..L+1, d] = h_T at each point"
+                       : "features[prompt, k, d] = h_T at point points[k]"},
+        {"feature_dtype", half ? "fp16" : "fp32"},
+        {"requested_dtype", requested_dtype},
+        {"max_abs", absl::StrFormat("%.9g", max_abs)}};
+    if (!points.empty()) {
+      tensors.push_back(View("points", SafetensorsDtype::kI32,
+                             {static_cast<int64_t>(points.size())}, points.data(),
+                             points.size() * 4));
+      metadata.emplace_back("num_layers", absl::StrCat(num_layers));
+    }
+    return WriteSafetensors(path, tensors, metadata);
   } catch (...) {
     return StatusOfCurrentException(absl::StrCat(path, ": writing features"));
   }
@@ -137,6 +157,17 @@ absl::StatusOr<FeatureFile> ReadFeatureFile(const std::string& path) {
   std::memcpy(out.labels.data(), l->data, l->nbytes);
   out.prompt_index.resize(p->shape[0]);
   std::memcpy(out.prompt_index.data(), p->data, p->nbytes);
+  if (const SafetensorsTensor* k = (*file)->Find("points"); k != nullptr) {
+    auto layers = (*file)->metadata().find("num_layers");
+    if (k->dtype != SafetensorsDtype::kI32 || k->shape.size() != 1 ||
+        k->shape[0] != f->shape[1] || layers == (*file)->metadata().end() ||
+        !absl::SimpleAtoi(layers->second, &out.num_layers)) {
+      return Invalid(path, absl::StrCat("points must be I32 [", f->shape[1],
+                                        "] with a num_layers metadata key"));
+    }
+    out.points.resize(k->shape[0]);
+    std::memcpy(out.points.data(), k->data, k->nbytes);
+  }
   return out;
 }
 

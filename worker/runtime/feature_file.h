@@ -3,14 +3,19 @@
 // PROBE job (probe_job.cc) and bench_gpu_conformance read them.
 //
 // A safetensors file (worker/model/checkpoint.h) with the tensors
-//   features      F16 or F32 [prompts, L + 2, d]  h_T at every point 0..L+1
+//   features      F16 or F32 [prompts, P, d]  h_T at each kept point
 //   labels        I32 [prompts]                    the gold class
 //   prompt_index  I64 [prompts]                    index in the job
+//   points        I32 [P] (optional)               the kept points' indices,
+//                 ascending, for a job with `layers` (JobConfig::layers);
+//                 absent: all L + 2 points 0..L+1
 // and the __metadata__ keys
 //   layout           "features[prompt, point 0..L+1, d] = h_T at each point"
 //   feature_dtype    the dtype the features are stored in: "fp16" | "fp32"
 //   requested_dtype  the job's probe.feature_dtype: "fp16" | "fp32"
 //   max_abs          the largest |value| of the chunk's finite features
+//   num_layers       L, the model's blocks (with `points` only: whether the
+//                    final point L + 1 is among them)
 //
 // A job asks for fp16 (the default: half the bytes) or fp32. fp16 is stored
 // only when every finite value fits its range (|x| <= 65504, kFp16Max);
@@ -42,7 +47,10 @@ inline constexpr double kFp16Max = 65504.0;
 
 // One feature file's contents, copied out of the mapping.
 struct FeatureFile {
-  at::Tensor features;  // [n, L + 2, d] on the CPU, kHalf or kFloat as stored
+  at::Tensor features;  // [n, P, d] on the CPU, kHalf or kFloat as stored
+  // The P points' indices (METHODS.md layout); empty: 0..P-1, every point.
+  std::vector<int32_t> points;
+  int64_t num_layers = -1;  // L when `points` is set; -1 otherwise
   std::vector<int32_t> labels;
   std::vector<int64_t> prompt_index;
   std::string stored_dtype;     // "fp16" | "fp32" (from the tensor's dtype)
@@ -54,14 +62,17 @@ struct FeatureFile {
 // and for "fp16" when some finite value exceeds kFp16Max; else kHalf.
 at::ScalarType FeatureStorageDtype(const at::Tensor& features, const std::string& requested);
 
-// Writes a feature file at `path`. `features` is [n, L + 2, d] of any
+// Writes a feature file at `path`. `features` is [n, P, d] of any
 // floating dtype (the job runner hands over float32); labels and
-// prompt_index have n entries. INVALID_ARGUMENT on inconsistent shapes or an
-// unknown requested dtype.
+// prompt_index have n entries; `points` is empty (P = L + 2, every point)
+// or has P ascending entries in [0, num_layers + 1]. INVALID_ARGUMENT on
+// inconsistent shapes or an unknown requested dtype.
 absl::Status WriteFeatureFile(const std::string& path, const at::Tensor& features,
                               const std::vector<int32_t>& labels,
                               const std::vector<int64_t>& prompt_index,
-                              const std::string& requested_dtype);
+                              const std::string& requested_dtype,
+                              const std::vector<int32_t>& points = {},
+                              int64_t num_layers = -1);
 
 // Reads a feature file; INVALID_ARGUMENT naming the path when it is not one
 // (missing tensors, inconsistent shapes, wrong dtypes).

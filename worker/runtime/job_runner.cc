@@ -26,6 +26,7 @@
 #include "catalog/chunks.h"
 #include "catalog/datasets.h"
 #include "catalog/dtypes.h"
+#include "catalog/layers.h"
 #include "common/confined_file.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
@@ -101,7 +102,9 @@ absl::StatusOr<std::string> ReadDataFile(const std::string& path, const ModelFil
 // choice: feature_file.h).
 absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_rank,
                                           const std::vector<Prompt>& examples,
-                                          const std::string& requested_dtype) {
+                                          const std::string& requested_dtype,
+                                          const std::vector<int32_t>& points,
+                                          int64_t num_layers) {
   std::vector<int32_t> labels;
   std::vector<int64_t> index;
   for (const Prompt& e : examples) {
@@ -113,11 +116,26 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
   try {
     c10::InferenceMode guard;
     LF_RETURN_IF_ERROR(WriteFeatureFile(path, at::cat(per_rank, 0), labels, index,
-                                        requested_dtype));
+                                        requested_dtype, points, num_layers));
   } catch (...) {
     return StatusOfCurrentException("gathering features");
   }
   return path;
+}
+
+// Whether the row `key` of a job that keeps the points `keep` (indexed by
+// point, L + 2 entries) is kept (JobConfig::layers).
+bool KeepsRow(const StatKey& key, const std::vector<bool>& keep) {
+  // Not rows of a point: path_energy sums every step of the path, and the
+  // CKA baselines are Gaussian draws of the prompt's shape.
+  if (key.metric == LayerMetricName(LayerMetric::kPathEnergy) ||
+      key.metric == kCkaBaselineBiased || key.metric == kCkaBaselineUnbiased) {
+    return true;
+  }
+  auto kept = [&keep](int32_t point) {
+    return point >= 0 && point < static_cast<int32_t>(keep.size()) && keep[point];
+  };
+  return kept(key.layer) && (key.layer_b < 0 || kept(key.layer_b));
 }
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
@@ -237,7 +255,8 @@ class ModelJobRunner final : public JobRunner {
     }
     if (want_features) {
       absl::StatusOr<std::string> path =
-          WriteFeatures(features, examples, config_.probe.feature_dtype);
+          WriteFeatures(features, examples, config_.probe.feature_dtype, points_,
+                    replicas_[0]->num_layers());
       if (!path.ok()) {
         return absl::Status(path.status().code(),
                             absl::StrCat("model ", config_.model, ", chunk ", sequence,
@@ -249,6 +268,15 @@ class ModelJobRunner final : public JobRunner {
   }
 
   void set_keys(std::vector<StatKey> keys) { keys_ = std::move(keys); }
+  // JobConfig::layers resolved: the kept points (ascending; empty: all)
+  // and the rows of the accumulators' sums that are kept (keys_ is already
+  // those rows only).
+  void set_points(std::vector<int32_t> points, int64_t num_layers, at::Tensor kept_rows) {
+    points_ = std::move(points);
+    keep_point_.assign(num_layers + 2, points_.empty());
+    for (int32_t p : points_) keep_point_[p] = true;
+    kept_rows_ = std::move(kept_rows);
+  }
   // "spectrum" and / or "spectrum_dsf" (worker/analysis/spectrum.h).
   void set_spectra(std::vector<std::string> prefixes) { spectra_ = std::move(prefixes); }
 
@@ -274,9 +302,10 @@ class ModelJobRunner final : public JobRunner {
             prefix, model.num_layers(), model.spectrum_groups(), model.device()));
         SpectrumSink::Callback& callback =
             prefix == "spectrum_dsf" ? sink.on_layer_dsf : sink.on_layer;
-        callback = [accumulator = spectra.back().get()](int64_t layer,
-                                                        const at::Tensor& log_lambda) {
-          accumulator->Observe(layer, log_lambda);
+        callback = [this, accumulator = spectra.back().get()](int64_t layer,
+                                                              const at::Tensor& log_lambda) {
+          // A block not listed: its rows stay at count 0 and are dropped.
+          if (keep_point_[layer]) accumulator->Observe(layer, log_lambda);
         };
       }
       std::vector<at::Tensor> feature_rows;
@@ -295,14 +324,16 @@ class ModelJobRunner final : public JobRunner {
           out = std::copy(examples[k].token_ids.begin(),
                           examples[k].token_ids.end(), out);
         }
-        std::vector<at::Tensor> last(features != nullptr ? model.num_layers() + 2 : 0);
+        std::vector<at::Tensor> last;
         auto observe = [&](int64_t point, const at::Tensor& hidden) {
+          // Every point, listed or not: a listed point's pair metrics need
+          // its neighbour, and the accumulator takes the points in order.
           if (!metrics_.empty()) acc.Observe(point, hidden);
           // A copy of the last token only (a view would keep every point's
           // whole [B, n, d] alive), on the device: one host copy per batch.
-          if (features != nullptr) {
-            last[point] = hidden.select(1, n - 1).to(feature_dtype, /*non_blocking=*/false,
-                                                     /*copy=*/true);
+          if (features != nullptr && keep_point_[point]) {
+            last.push_back(hidden.select(1, n - 1).to(feature_dtype, /*non_blocking=*/false,
+                                                      /*copy=*/true));
           }
         };
         model.Forward(ids, observe, spectra.empty() ? nullptr : &sink);
@@ -311,10 +342,16 @@ class ModelJobRunner final : public JobRunner {
       }
       std::vector<at::Tensor> all_sums = {acc.sums()};
       for (const auto& s : spectra) all_sums.push_back(s->sums());
-      *sums = at::cat(all_sums, 0).contiguous();
+      *sums = at::cat(all_sums, 0);
+      // The rows of points not listed end here, on the device: neither
+      // reduced across ranks nor copied to the host.
+      if (kept_rows_.defined()) *sums = sums->index_select(0, kept_rows_.to(sums->device()));
+      *sums = sums->contiguous();
       if (features != nullptr) {
+        const int64_t kept_points =
+            points_.empty() ? model.num_layers() + 2 : static_cast<int64_t>(points_.size());
         *features = feature_rows.empty()
-                        ? at::empty({0, model.num_layers() + 2, model.hidden_size()},
+                        ? at::empty({0, kept_points, model.hidden_size()},
                                     at::TensorOptions().dtype(feature_dtype))
                         : at::cat(feature_rows, 0);
       }
@@ -331,6 +368,9 @@ class ModelJobRunner final : public JobRunner {
   std::vector<LayerMetric> metrics_;
   std::vector<std::string> spectra_;
   std::vector<StatKey> keys_;
+  std::vector<int32_t> points_;
+  std::vector<bool> keep_point_;
+  at::Tensor kept_rows_;  // undefined: every row
   std::vector<std::shared_ptr<const LanguageModel>> replicas_;
   std::unique_ptr<Communicator> communicator_;
 };
@@ -347,6 +387,15 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   const bool from_checkpoint = plan.from_checkpoint();
   const ModelConfig& model_config = plan.config;
   std::shared_ptr<const Tokenizer> tokenizer = plan.tokenizer;
+  // The same reading of `layers` as the coordinator's (which checked it
+  // against presets only; a checkpoint's depth is known from here on),
+  // before any weights are made.
+  std::vector<int32_t> points;
+  if (!config.layers.empty()) {
+    LF_ASSIGN_OR_RETURN(points, catalog::ResolveLayers(config.layers, model_config.num_layers(),
+                                                       "layers",
+                                                       absl::StrCat("model '", config.model, "'")));
+  }
   // Spectra are their own accumulators; everything else is a layer metric.
   std::vector<std::string> layer_names, spectra;
   for (const std::string& name : config.analyses) {
@@ -451,6 +500,21 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     keys.insert(keys.end(), shape.keys().begin(), shape.keys().end());
   }
   runner->set_spectra(spectra);
+  at::Tensor kept_rows;
+  if (!config.layers.empty()) {
+    std::vector<bool> keep(model_config.num_layers() + 2, false);
+    for (int32_t p : points) keep[p] = true;
+    std::vector<StatKey> kept;
+    std::vector<int64_t> rows;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!KeepsRow(keys[i], keep)) continue;
+      rows.push_back(static_cast<int64_t>(i));
+      kept.push_back(std::move(keys[i]));
+    }
+    keys = std::move(kept);
+    kept_rows = at::tensor(rows, at::kLong);
+  }
+  runner->set_points(std::move(points), model_config.num_layers(), std::move(kept_rows));
   runner->set_keys(std::move(keys));
   return std::unique_ptr<JobRunner>(std::move(runner));
 }

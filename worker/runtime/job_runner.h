@@ -64,6 +64,17 @@ struct JobConfig {
   // count.
   int32_t batch_prompts = 0;
   std::string dtype = "fp32";  // "fp32" | "bf16" | "fp16"
+  // SweepSpec.layers as written: the representation points to analyse and
+  // keep (negative = from the end, -1 the final point); empty: all. Resolved
+  // against the model's depth by CreateJobRunner (catalog::ResolveLayers;
+  // INVALID_ARGUMENT "layers[i]: ..." for an entry the model lacks). Rows of
+  // points not listed are dropped on the device: a pair metric's row l
+  // (adjacent_cos, step_energy, cka_*) is kept when l is listed, computed
+  // from l and its true neighbour l + 1; cka_all_* rows when both l and
+  // l' are listed; spectrum rows of block l when l is listed; path_energy
+  // and the cka_baseline_* rows always (not rows of a point). The feature
+  // file holds the listed points only (feature_file.h, `points`).
+  std::vector<int32_t> layers;
 };
 
 // Sufficient statistics of one metric at one layer (see MetricStat).
@@ -86,7 +97,9 @@ struct ChunkResult {
   // EXTRACT jobs with a probe: a local feature file (the caller uploads it
   // as the artifact "<job_id>/features/<sequence>" and deletes it), the
   // safetensors format of worker/runtime/feature_file.h:
-  //   features      F16/F32 [prompts, L + 2, d]  h_T at every point 0..L+1
+  //   features      F16/F32 [prompts, P, d]  h_T at the job's points (all
+  //                 L + 2, or those of JobConfig::layers)
+  //   points        I32 [P] (with JobConfig::layers only) the points' indices
   //   labels        I32 [prompts]                the gold class
   //   prompt_index  I64 [prompts]                index in the job
   // F16 when probe.feature_dtype is "fp16" and every value fits fp16's

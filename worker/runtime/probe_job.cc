@@ -53,6 +53,9 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   for (const std::string& path : files) {
     absl::StatusOr<FeatureFile> chunk = ReadFeatureFile(path);
     if (!chunk.ok()) return chunk.status();
+    if (!chunks.empty() && chunk->points != chunks[0].points) {
+      return Invalid(path, "points do not match the other chunks'");
+    }
     if (!chunks.empty() && chunk->features.sizes().slice(1) != chunks[0].features.sizes().slice(1)) {
       return Invalid(path, absl::StrCat("features ", ShapeString(std::vector<int64_t>(
                                                          chunk->features.sizes().begin(),
@@ -94,6 +97,14 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   const c10::Device dev = device.device_type == "cuda" && at::hasCUDA()
                               ? c10::Device(c10::kCUDA, 0)
                               : c10::Device(c10::kCPU);
+  // The true point of feature column p: the extraction job kept every point
+  // (column p is point p) or those of its `layers` (the file's points).
+  std::vector<int32_t> points = chunks[0].points;
+  int64_t num_layers = chunks[0].num_layers;
+  if (points.empty()) {
+    num_layers = features.size(1) - 2;
+    for (int64_t p = 0; p < features.size(1); ++p) points.push_back(static_cast<int32_t>(p));
+  }
   ChunkResult out;
   out.sequence = 0;
   if (config.probe.train) {
@@ -117,13 +128,15 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     const size_t seeds = options.seeds.size();
     for (size_t p = 0; p < report->points.size(); ++p) {
       const ProbePointReport& r = report->points[p];
-      const int32_t layer = static_cast<int32_t>(p);
+      const int32_t layer = points[p];
       AddRow(out, "probe_test_acc", layer, r.test_accuracy_per_seed);
       AddRow(out, "probe_test_acc_lo", layer, {r.test_accuracy_lo});
       AddRow(out, "probe_test_acc_hi", layer, {r.test_accuracy_hi});
       AddRow(out, "probe_val_acc", layer, r.val_accuracy_per_seed);
       std::vector<double> chosen(seeds, 0.0);
-      for (size_t s = 0; s < seeds; ++s) chosen[s] = report->best_point_per_seed[s] == layer;
+      for (size_t s = 0; s < seeds; ++s) {
+        chosen[s] = report->best_point_per_seed[s] == static_cast<int64_t>(p);
+      }
       AddRow(out, "probe_chosen", layer, chosen);
       // Train accuracy from its mean and sample std: sum and sum of squares.
       const double n = static_cast<double>(seeds);
@@ -146,7 +159,7 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     AddRow(out, "probe_num_train", 0, {static_cast<double>(report->num_train)});
     AddRow(out, "probe_num_val", 0, {static_cast<double>(report->num_val)});
     AddRow(out, "probe_num_test", 0, {static_cast<double>(report->num_test)});
-    AddRow(out, "probe_best_layer", 0, {static_cast<double>(report->best_point)});
+    AddRow(out, "probe_best_layer", 0, {static_cast<double>(points[report->best_point])});
     AddRow(out, "probe_best_acc", 0, report->best_test_accuracy_per_seed);
     AddRow(out, "probe_final_acc", 0, report->points.back().test_accuracy_per_seed);
     AddRow(out, "probe_drop", 0, report->drop_per_seed);
@@ -165,13 +178,23 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   // the token view). That is the token view's all-pair CKA of one "prompt"
   // whose tokens are the examples, so the accumulator computes it: one Gram
   // per point, shared by every pair and both estimators.
-  const int64_t num_layers = features.size(1) - 2;
+  // With `layers`, the kept residual points stand in for 0..L' (so every
+  // pair of them gets its CKA, the same numbers as in a full job's) and the
+  // final point, kept or not, for L' + 1: it is never paired.
+  std::vector<int64_t> residual;  // feature columns of residual points
+  for (size_t p = 0; p < points.size(); ++p) {
+    if (points[p] <= num_layers) residual.push_back(static_cast<int64_t>(p));
+  }
+  if (residual.size() < 2) return out;  // no pair of residual points
   std::vector<LayerMetric> cka = {LayerMetric::kCkaAllBiased};
   if (features.size(0) >= 4) cka.push_back(LayerMetric::kCkaAllUnbiased);
-  LayerMetricAccumulator examples(cka, num_layers, dev);
-  for (int64_t p = 0; p < features.size(1); ++p) {
-    examples.Observe(p, features.select(1, p).unsqueeze(0).to(dev));
+  LayerMetricAccumulator examples(cka, static_cast<int64_t>(residual.size()) - 1, dev);
+  for (size_t k = 0; k < residual.size(); ++k) {
+    examples.Observe(static_cast<int64_t>(k),
+                     features.select(1, residual[k]).unsqueeze(0).to(dev));
   }
+  examples.Observe(static_cast<int64_t>(residual.size()),
+                   features.select(1, features.size(1) - 1).unsqueeze(0).to(dev));
   examples.EndBatch();
   // The token view's names, renamed to the example view's (its baseline:
   // the estimator on Gaussian matrices of shape [N, d]).
@@ -185,8 +208,12 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   for (size_t i = 0; i < examples.keys().size(); ++i) {
     const StatKey& key = examples.keys()[i];
     if (stat[i][LayerMetricAccumulator::kCount] == 0) continue;
-    AddRow(out, example_names.at(key.metric), key.layer,
-           {stat[i][LayerMetricAccumulator::kSum]}, -1, key.layer_b);
+    // Baselines sit at layer 0 whatever the points; pairs at true points.
+    const bool pair = key.layer_b >= 0;
+    AddRow(out, example_names.at(key.metric),
+           pair ? points[residual[key.layer]] : key.layer,
+           {stat[i][LayerMetricAccumulator::kSum]}, -1,
+           pair ? points[residual[key.layer_b]] : key.layer_b);
   }
   return out;
 }

@@ -17,6 +17,7 @@ JobConfig ToJobConfig(const v1::JobSpec& spec) {
   config.prompts_per_chunk = spec.prompts_per_chunk();
   config.batch_prompts = spec.batch_prompts();
   config.dtype = spec.dtype();
+  config.layers.assign(spec.layers().begin(), spec.layers().end());
   config.kind = spec.kind() == v1::JOB_KIND_PROBE ? JobConfig::Kind::kProbe
                                                   : JobConfig::Kind::kExtract;
   config.has_probe = spec.has_probe();
