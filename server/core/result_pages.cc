@@ -148,6 +148,11 @@ class ResultStream {
   // stored rows), filtered as the request asks.
   absl::StatusOr<std::vector<v1::ResultRow>> DerivedRowsOf(const std::string& job_id) {
     if (!with_derived_) return std::vector<v1::ResultRow>();
+    // A job with `layers` has a series at the listed points only: a cubic
+    // over them is not the fit of the depth profile (and L, read off the
+    // series' last layer, would be wrong), so it has no derived rows.
+    LF_ASSIGN_OR_RETURN(const v1::Job job, store_.GetJob(job_id));
+    if (job.spec().layers_size() > 0) return std::vector<v1::ResultRow>();
     ResultFilter f = filter_;
     f.job_id = job_id;
     LF_ASSIGN_OR_RETURN(std::vector<v1::ResultRow> rows, store_.QueryResults(f));

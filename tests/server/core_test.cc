@@ -205,6 +205,41 @@ TEST_F(CoreTest, QueryResultsAddsDerivedRowsThatObeyTheMetricFilter) {
   EXPECT_EQ(none.rows_size(), 0);
 }
 
+// Bug pinned: a `layers` job's series (here adjacent_cos at 0..4 of a
+// 6-block model) got a cubic fit as if the model ended at its last listed
+// point (L read as 5). A job with layers has no derived rows.
+TEST_F(CoreTest, QueryResultsGivesNoDerivedRowsForALayersJob) {
+  v1::SweepSpec spec = Spec(2, 2);
+  spec.set_models(0, "pythia-14m");
+  for (int l = 0; l < 5; ++l) spec.add_layers(l);
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  v1::LeaseJobRequest lease_request;
+  lease_request.set_worker_id(Register());
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(lease_request));
+  ASSERT_TRUE(lease.leased());
+  v1::ResultChunk chunk;
+  chunk.set_job_id(lease.job().job_id());
+  chunk.set_lease_id(lease.lease_id());
+  chunk.set_sequence(0);
+  for (int l = 0; l < 5; ++l) {
+    v1::MetricStat* stat = chunk.add_stats();
+    stat->set_metric("adjacent_cos");
+    stat->set_layer(l);
+    stat->set_sum(2 * 0.1 * l * l);
+    stat->set_sum_sq(2 * 0.01 * l * l * l * l);
+    stat->set_count(2);
+  }
+  LF_ASSERT_OK(core_->CommitChunk(chunk).status());
+  v1::QueryResultsRequest request;
+  request.set_sweep_id(submitted.sweep_id());
+  LF_ASSERT_OK_AND_ASSIGN(auto all, core_->QueryResults(request));
+  ASSERT_EQ(all.rows_size(), 5);
+  for (const v1::ResultRow& row : all.rows()) EXPECT_EQ(row.metric(), "adjacent_cos");
+  request.set_metric("v_loc(adjacent_cos)");
+  LF_ASSERT_OK_AND_ASSIGN(auto v_loc, core_->QueryResults(request));
+  EXPECT_EQ(v_loc.rows_size(), 0);
+}
+
 TEST_F(CoreTest, ReaperRequeuesThenFailsWithFakeClock) {
   LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(Spec()));
   v1::LeaseJobRequest lease_request;
