@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "catalog/train.h"
 #include "layerflow/v1/experiment.pb.h"
 
 namespace layerflow::server {
@@ -44,6 +45,8 @@ int64_t CountSweepJobs(const layerflow::v1::SweepSpec& spec);
 // The cartesian product of a defaulted spec, in a stable order: models
 // outermost, then init_schemes, seeds, datasets, context_lengths innermost,
 // each axis in the order given. Job i of a sweep is always the same point.
+// A TRAIN sweep (spec.train set): one TRAIN job per model, init scheme and
+// seed (in that order), each with the sweep's TrainSpec.
 //
 // With spec.probe set, every EXTRACT job on the probe's data set (task) gets
 // JobSpec.probe (classes resolved to its data set's num_classes), so that
@@ -62,8 +65,13 @@ std::vector<layerflow::v1::JobSpec> ExpandSweep(
     const layerflow::v1::SweepSpec& spec);
 
 // ceil(num_prompts / prompts_per_chunk): the chunks a job commits. A PROBE
-// job commits exactly one chunk (its result rows, sequence 0).
+// job commits exactly one chunk (its result rows, sequence 0); a TRAIN job
+// one per evaluation, ceil(steps / eval_every) (catalog/train.h).
 int64_t ChunksTotal(const layerflow::v1::JobSpec& job);
+
+// A TrainSpec as the catalog's plain settings, and back.
+catalog::TrainSettings TrainSettingsOf(const layerflow::v1::TrainSpec& train);
+layerflow::v1::TrainSpec TrainSpecOf(const catalog::TrainSettings& settings);
 
 }  // namespace layerflow::server
 

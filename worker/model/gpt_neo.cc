@@ -1,5 +1,7 @@
 #include "worker/model/gpt_neo.h"
 
+#include <optional>
+
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -169,7 +171,10 @@ at::Tensor GptNeoModel::Mlp(const Layer& layer, const at::Tensor& hidden) const 
 
 void GptNeoModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
                           const SpectrumSink* spectra) const {
-  c10::InferenceMode guard;
+  // A trainable model records the graph (LanguageModel::MakeTrainable)
+  // unless its caller says otherwise.
+  std::optional<c10::InferenceMode> guard;
+  if (!trainable()) guard.emplace();
   const int64_t d = neo().hidden_size;
   const double eps = neo().layer_norm_epsilon;
   WithLayerErrors([&](int64_t& point) {
@@ -218,7 +223,10 @@ void GptNeoModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_l
 }
 
 at::Tensor GptNeoModel::Logits(const at::Tensor& final_hidden) const {
-  c10::InferenceMode guard;
+  // A trainable model records the graph (LanguageModel::MakeTrainable)
+  // unless its caller says otherwise.
+  std::optional<c10::InferenceMode> guard;
+  if (!trainable()) guard.emplace();
   return at::linear(final_hidden.to(lm_head_.scalar_type()), lm_head_);
 }
 

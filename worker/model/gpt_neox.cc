@@ -1,6 +1,7 @@
 #include "worker/model/gpt_neox.h"
 
 #include <cmath>
+#include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -183,7 +184,10 @@ at::Tensor GptNeoXModel::Mlp(const Layer& layer, const at::Tensor& hidden) const
 
 void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
                            const SpectrumSink* spectra) const {
-  c10::InferenceMode guard;
+  // A trainable model records the graph (LanguageModel::MakeTrainable)
+  // unless its caller says otherwise.
+  std::optional<c10::InferenceMode> guard;
+  if (!trainable()) guard.emplace();
   const int64_t d = neox().hidden_size;
   const double eps = neox().layer_norm_eps;
   WithLayerErrors([&](int64_t& point) {
@@ -256,7 +260,10 @@ void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_
 }
 
 at::Tensor GptNeoXModel::Logits(const at::Tensor& final_hidden) const {
-  c10::InferenceMode guard;
+  // A trainable model records the graph (LanguageModel::MakeTrainable)
+  // unless its caller says otherwise.
+  std::optional<c10::InferenceMode> guard;
+  if (!trainable()) guard.emplace();
   return at::linear(final_hidden.to(embed_out_.scalar_type()), embed_out_);
 }
 

@@ -1,0 +1,329 @@
+#include "worker/train/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <utility>
+
+#include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/kernels/kernel_switch.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/config_json.h"
+#include "worker/model/ssm_ops.h"
+#include "worker/model/torch_status.h"
+
+namespace layerflow::worker::train {
+namespace {
+
+constexpr char kStateFormat[] = "layerflow-train-state-1";
+
+// A CPU float32 contiguous copy and its safetensors entry (the copy must
+// outlive the write).
+SafetensorsWriteTensor EntryOf(const std::string& name, const at::Tensor& cpu) {
+  SafetensorsWriteTensor t;
+  t.name = name;
+  t.dtype = SafetensorsDtype::kF32;
+  t.shape = cpu.sizes().vec();
+  t.data = cpu.data_ptr();
+  t.nbytes = static_cast<size_t>(cpu.numel()) * sizeof(float);
+  return t;
+}
+
+at::Tensor CpuFloat(const at::Tensor& t) {
+  return t.detach().to(at::kCPU, at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
+}
+
+// The tensor `name` of a state file copied into `into` (same shape, F32).
+absl::Status CopyInto(const SafetensorsFile& file, const std::string& name, at::Tensor& into) {
+  const SafetensorsTensor* t = file.Find(name);
+  if (t == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": no tensor '", name, "'"));
+  }
+  if (t->dtype != SafetensorsDtype::kF32 || t->shape != into.sizes().vec()) {
+    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": tensor '", name, "' is ",
+                                                   SafetensorsDtypeName(t->dtype), " ",
+                                                   ShapeString(t->shape), ", expected F32 ",
+                                                   ShapeString(into.sizes().vec())));
+  }
+  at::Tensor host = at::empty(t->shape, at::kFloat);
+  std::memcpy(host.data_ptr(), t->data, t->nbytes);
+  at::NoGradGuard no_grad;
+  into.copy_(host);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+double EvalStats::mean_accuracy() const {
+  if (accuracy.empty()) return 0;
+  double sum = 0;
+  for (double a : accuracy) sum += a;
+  return sum / static_cast<double>(accuracy.size());
+}
+
+Trainer::Trainer(TrainRun run, std::unique_ptr<LanguageModel> model, MqarDataset data)
+    : run_(std::move(run)), model_(std::move(model)), data_(std::move(data)) {}
+
+Trainer::~Trainer() {
+  if (kernels_switched_off_) ssm::SetSsmKernelsEnabled(SsmKernelsRequested());
+}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainRun& given) {
+  TrainRun run = given;
+  LF_RETURN_IF_ERROR(catalog::ValidateTrainSettings(run.settings));
+  run.settings = catalog::WithTrainDefaults(run.settings);
+  LF_ASSIGN_OR_RETURN(const ModelConfig config,
+                      catalog::TrainModelConfig(run.architecture, run.settings));
+  LF_ASSIGN_OR_RETURN(const InitScheme scheme, ParseInitScheme(run.init_scheme));
+  if (run.seed < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("seed: ", run.seed, " is negative"));
+  }
+  MqarOptions options;
+  options.seed = run.seed;
+  options.vocab_size = run.settings.vocab;
+  options.seq_len = run.settings.length;
+  options.num_kv_pairs = run.settings.pairs;
+  options.alpha = run.settings.alpha;
+  LF_ASSIGN_OR_RETURN(MqarDataset data, MqarDataset::Create(options));
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
+                      CreateRandomModel(config, scheme, static_cast<uint64_t>(run.seed),
+                                        run.device, at::kFloat));
+  LF_RETURN_IF_ERROR(model->MakeTrainable());
+  std::unique_ptr<Trainer> trainer(new Trainer(run, std::move(model), std::move(data)));
+  // The fused SSM kernels have no backward: the ATen path trains.
+  if (run.device.is_cuda() && (run.architecture == "mamba" || run.architecture == "mamba2")) {
+    ssm::SetSsmKernelsEnabled(false);
+    trainer->kernels_switched_off_ = true;
+  }
+  std::vector<bool> decay;
+  for (auto& [name, tensor] : trainer->model_->mutable_parameters().items()) {
+    trainer->names_.push_back(name);
+    trainer->params_.push_back(tensor);
+    decay.push_back(tensor.dim() >= 2);
+  }
+  AdamWOptions adam;
+  adam.weight_decay = run.settings.weight_decay;
+  LF_RETURN_IF_ERROR(GuardTorch("optimizer", [&]() -> absl::Status {
+    trainer->optimizer_ = std::make_unique<AdamW>(trainer->params_, decay, adam);
+    return absl::OkStatus();
+  }));
+  return trainer;
+}
+
+absl::Status Trainer::Batch(int64_t begin, int64_t end, at::Tensor* ids,
+                            at::Tensor* targets) const {
+  LF_ASSIGN_OR_RETURN(const std::vector<MqarExample> examples, data_.GenerateRange(begin, end));
+  const int64_t len = run_.settings.length;
+  at::Tensor id_host = at::empty({end - begin, len}, at::kLong);
+  at::Tensor target_host = at::empty({end - begin, len}, at::kLong);
+  int64_t* id_out = id_host.data_ptr<int64_t>();
+  int64_t* target_out = target_host.data_ptr<int64_t>();
+  for (const MqarExample& e : examples) {
+    id_out = std::copy(e.token_ids.begin(), e.token_ids.end(), id_out);
+    target_out = std::copy(e.targets.begin(), e.targets.end(), target_out);
+  }
+  *ids = id_host.to(run_.device);
+  *targets = target_host.to(run_.device);
+  return absl::OkStatus();
+}
+
+at::Tensor Trainer::QueryLogits(const at::Tensor& ids, const at::Tensor& targets,
+                                at::Tensor* query_targets) const {
+  const int64_t final_point = model_->num_layers() + 1;
+  at::Tensor final_hidden;
+  model_->Forward(ids, [&](int64_t point, const at::Tensor& hidden) {
+    if (point == final_point) final_hidden = hidden;
+  });
+  const at::Tensor mask = targets >= 0;
+  *query_targets = targets.masked_select(mask);
+  // Only the query rows go through the head: [B, T, vocab] would be the
+  // largest tensor of the step by far.
+  return model_->Logits(final_hidden.index({mask}));
+}
+
+absl::StatusOr<StepStats> Trainer::Step() {
+  const int64_t s = step() + 1;
+  const int64_t batch = run_.settings.batch;
+  at::Tensor ids, targets;
+  LF_RETURN_IF_ERROR(Batch((s - 1) * batch, s * batch, &ids, &targets));
+  StepStats stats;
+  stats.step = s;
+  stats.lr = catalog::TrainLearningRate(run_.settings, s);
+  LF_RETURN_IF_ERROR(GuardTorch(
+      absl::StrCat("model ", run_.architecture, ", step ", s),
+      [&]() -> absl::Status {
+        at::Tensor query_targets;
+        const at::Tensor logits = QueryLogits(ids, targets, &query_targets);
+        const at::Tensor loss = at::cross_entropy_loss(logits, query_targets);
+        if (!loss.requires_grad()) {
+          return absl::UnimplementedError(absl::StrCat(
+              "model ", run_.architecture,
+              ": its forward records no gradient (it runs under InferenceMode); this "
+              "architecture cannot be trained yet (docs/training.md)"));
+        }
+        for (at::Tensor& p : params_) {
+          if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+        }
+        loss.backward();
+        stats.loss = loss.item<double>();
+        {
+          at::NoGradGuard no_grad;
+          stats.accuracy =
+              logits.argmax(-1).eq(query_targets).to(at::kDouble).mean().item<double>();
+        }
+        stats.grad_norm = ClipGradNorm(params_, run_.settings.clip);
+        optimizer_->Step(stats.lr);
+        return absl::OkStatus();
+      },
+      [this](int64_t point) { return model_->PointName(point); }));
+  return stats;
+}
+
+absl::StatusOr<EvalStats> Trainer::Evaluate() const {
+  EvalStats stats;
+  const int64_t n = run_.settings.eval_examples;
+  const int64_t batch = run_.settings.batch;
+  for (int64_t begin = 0; begin < n; begin += batch) {
+    const int64_t end = std::min(n, begin + batch);
+    at::Tensor ids, targets;
+    LF_RETURN_IF_ERROR(Batch(kEvalIndexBase + begin, kEvalIndexBase + end, &ids, &targets));
+    LF_RETURN_IF_ERROR(GuardTorch(
+        absl::StrCat("model ", run_.architecture, ", evaluation"),
+        [&]() -> absl::Status {
+          c10::InferenceMode guard;
+          at::Tensor query_targets;
+          const at::Tensor logits = QueryLogits(ids, targets, &query_targets);
+          // Every sequence has exactly `pairs` queries, in order.
+          const int64_t rows = end - begin;
+          const at::Tensor losses =
+              at::cross_entropy_loss(logits, query_targets, {}, at::Reduction::None)
+                  .view({rows, -1})
+                  .to(at::kDouble)
+                  .mean(1)
+                  .cpu();
+          const at::Tensor right = logits.argmax(-1)
+                                       .eq(query_targets)
+                                       .view({rows, -1})
+                                       .to(at::kDouble)
+                                       .mean(1)
+                                       .cpu();
+          for (int64_t i = 0; i < rows; ++i) {
+            stats.loss.push_back(losses[i].item<double>());
+            stats.accuracy.push_back(right[i].item<double>());
+          }
+          return absl::OkStatus();
+        },
+        [this](int64_t point) { return model_->PointName(point); }));
+  }
+  return stats;
+}
+
+absl::StatusOr<at::Tensor> Trainer::Logits(const at::Tensor& input_ids) const {
+  return GuardTorch("logits", [&]() -> absl::StatusOr<at::Tensor> {
+    c10::InferenceMode guard;
+    const int64_t final_point = model_->num_layers() + 1;
+    at::Tensor final_hidden;
+    model_->Forward(input_ids.to(run_.device), [&](int64_t point, const at::Tensor& hidden) {
+      if (point == final_point) final_hidden = hidden;
+    });
+    return model_->Logits(final_hidden).to(at::kCPU, at::kFloat);
+  });
+}
+
+std::string Trainer::Fingerprint() const {
+  const catalog::TrainSettings& s = run_.settings;
+  return absl::StrCat(run_.architecture, " init ", run_.init_scheme, " seed ", run_.seed,
+                      " task ", s.task, " vocab ", s.vocab, " length ", s.length, " pairs ",
+                      s.pairs, " alpha ", s.alpha, " layers ", s.layers, " width ", s.width,
+                      " heads ", s.heads, " state_size ", s.state_size, " steps ", s.steps,
+                      " batch ", s.batch, " lr ", s.lr, " warmup ", s.warmup,
+                      " weight_decay ", s.weight_decay, " clip ", s.clip);
+}
+
+absl::Status Trainer::SaveState(const std::string& path) const {
+  return GuardTorch("saving the training state", [&]() -> absl::Status {
+    std::vector<at::Tensor> copies;  // alive until written
+    std::vector<SafetensorsWriteTensor> entries;
+    copies.reserve(3 * params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      copies.push_back(CpuFloat(params_[i]));
+      entries.push_back(EntryOf("param." + names_[i], copies.back()));
+      copies.push_back(CpuFloat(optimizer_->exp_avg()[i]));
+      entries.push_back(EntryOf("exp_avg." + names_[i], copies.back()));
+      copies.push_back(CpuFloat(optimizer_->exp_avg_sq()[i]));
+      entries.push_back(EntryOf("exp_avg_sq." + names_[i], copies.back()));
+    }
+    return WriteSafetensors(path, entries,
+                            {{"format", kStateFormat},
+                             {"step", absl::StrCat(step())},
+                             {"run", Fingerprint()}});
+  });
+}
+
+absl::Status Trainer::LoadState(const std::string& path) {
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file, SafetensorsFile::Open(path));
+  const std::map<std::string, std::string>& meta = file->metadata();
+  auto value = [&](const std::string& key) {
+    auto it = meta.find(key);
+    return it == meta.end() ? std::string() : it->second;
+  };
+  if (value("format") != kStateFormat) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": format: not a training state (", kStateFormat, ")"));
+  }
+  if (value("run") != Fingerprint()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": run: the state is of another run ('", value("run"),
+                     "'), this one is '", Fingerprint(), "'"));
+  }
+  int64_t saved_step = 0;
+  if (!absl::SimpleAtoi(value("step"), &saved_step) || saved_step < 0 ||
+      saved_step > run_.settings.steps) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": step: '", value("step"), "' is not a step of this run"));
+  }
+  return GuardTorch("loading the training state", [&]() -> absl::Status {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      LF_RETURN_IF_ERROR(CopyInto(*file, "param." + names_[i], params_[i]));
+      LF_RETURN_IF_ERROR(CopyInto(*file, "exp_avg." + names_[i], optimizer_->exp_avg()[i]));
+      LF_RETURN_IF_ERROR(
+          CopyInto(*file, "exp_avg_sq." + names_[i], optimizer_->exp_avg_sq()[i]));
+    }
+    optimizer_->set_steps(saved_step);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status Trainer::ExportHuggingFace(const std::string& dir) const {
+  const std::string json = CheckpointConfigJson(model_->config());
+  {
+    const std::string path = dir + "/config.json";
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr) {
+      return absl::InternalError(absl::StrCat("cannot write ", path));
+    }
+    const bool ok = std::fwrite(json.data(), 1, json.size(), f) == json.size();
+    if (std::fclose(f) != 0 || !ok) return absl::InternalError(absl::StrCat("writing ", path));
+  }
+  return GuardTorch("saving the checkpoint", [&]() -> absl::Status {
+    std::vector<at::Tensor> copies;
+    std::vector<SafetensorsWriteTensor> entries;
+    copies.reserve(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      copies.push_back(CpuFloat(params_[i]));
+      entries.push_back(EntryOf(names_[i], copies.back()));
+    }
+    // transformers reads the format key to pick its loader.
+    return WriteSafetensors(dir + "/model.safetensors", entries,
+                            {{"format", "pt"},
+                             {"layerflow_step", absl::StrCat(step())},
+                             {"layerflow_run", Fingerprint()}});
+  });
+}
+
+}  // namespace layerflow::worker::train
