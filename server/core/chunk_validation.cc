@@ -14,7 +14,9 @@
 #include "catalog/analyses.h"
 #include "catalog/chunks.h"
 #include "catalog/model_config.h"
+#include "catalog/train.h"
 #include "common/api_limits.h"
+#include "server/spec/sweep_spec.h"
 
 namespace layerflow::server {
 namespace {
@@ -47,6 +49,45 @@ bool IsProbeRow(absl::string_view metric) {
 
 }  // namespace
 
+// A TRAIN chunk (catalog/train.h): rows of kTrainRows at layer 0, each at
+// the step it ends at (position), at most the chunk's end step.
+absl::Status ValidateTrainChunk(const layerflow::v1::ResultChunk& chunk,
+                                const layerflow::v1::Job& job) {
+  const catalog::TrainSettings settings =
+      catalog::WithTrainDefaults(TrainSettingsOf(job.spec().train()));
+  const int64_t end_step = catalog::TrainChunkEndStep(settings, chunk.sequence());
+  const int64_t max_count = std::max<int64_t>(settings.eval_every, settings.eval_examples);
+  for (int i = 0; i < chunk.stats_size(); ++i) {
+    const layerflow::v1::MetricStat& stat = chunk.stats(i);
+    const std::string field = absl::StrCat("chunk.stats[", i, "]");
+    bool known = false;
+    for (absl::string_view row : kTrainRows) known = known || stat.metric() == row;
+    if (!known) {
+      return Invalid(field + ".metric",
+                     absl::StrCat("'", stat.metric(), "' is not a result of job ", job.job_id(),
+                                  " (a TRAIN job: ", absl::StrJoin(kTrainRows, ", "), ")"));
+    }
+    if (stat.layer() != 0 || stat.has_layer_b() || stat.has_head()) {
+      return Invalid(field + ".layer", "TRAIN rows sit at layer 0 with no layer_b or head");
+    }
+    if (!stat.has_position() || stat.position() < 1 || stat.position() > end_step) {
+      return Invalid(field + ".position",
+                     absl::StrCat(stat.has_position() ? absl::StrCat(stat.position()) : "unset",
+                                  " is not a step in [1, ", end_step, "] (chunk ",
+                                  chunk.sequence(), " ends at step ", end_step, ")"));
+    }
+    if (stat.count() > max_count) {
+      return Invalid(field + ".count",
+                     absl::StrCat(stat.count(), " values, more than the ", max_count,
+                                  " steps or held-out sequences of a chunk"));
+    }
+  }
+  if (chunk.prompt_tokens_size() != 0) {
+    return Invalid("chunk.prompt_tokens", "a TRAIN chunk has no prompts");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
                                  const layerflow::v1::Job& job) {
   const layerflow::v1::JobSpec& spec = job.spec();
@@ -56,6 +97,7 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
                                                   job.chunks_total(), ") for job ",
                                                   job.job_id()));
   }
+  if (spec.kind() == layerflow::v1::JOB_KIND_TRAIN) return ValidateTrainChunk(chunk, job);
   // Representation points 0..L+1 (embedding, blocks, final norm).
   int64_t max_layer = kMaxCheckpointLayers;
   if (absl::StatusOr<catalog::ModelPreset> preset = catalog::FindModelPreset(spec.model());

@@ -27,6 +27,9 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk);
 //  - layer and layer_b in [0, L + 1], L the preset's blocks (a checkpoint's
 //    depth is only known to workers: [0, kMaxCheckpointLayers]);
 //  - position < spec.context_length (EXTRACT);
+//  - TRAIN: a kTrainRows row at layer 0 whose position (its step) is in
+//    [1, the chunk's end step], count at most max(eval_every,
+//    eval_examples), no prompt_tokens;
 //  - EXTRACT: count at most the chunk's prompts, and prompt_tokens empty or
 //    one entry per prompt of the chunk; PROBE: count at most
 //    max(1, probe.seeds, probe.permutations) (a value per seed or per
@@ -35,6 +38,11 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
                                  const layerflow::v1::Job& job);
 
 inline constexpr int32_t kMaxCheckpointLayers = 4096;
+
+// The rows a TRAIN chunk may hold (docs/training.md): at layer 0, position
+// = the step the row ends at.
+inline constexpr const char* kTrainRows[] = {"train_loss", "train_acc", "grad_norm", "lr",
+                                             "eval_loss", "eval_acc", "train_stopped"};
 
 }  // namespace layerflow::server
 

@@ -1,0 +1,146 @@
+// TRAIN sweeps at the coordinator: validation (INVALID_ARGUMENT naming the
+// field), defaults, expansion into TRAIN jobs and their chunk count, and
+// the shape checks of a TRAIN job's result chunks.
+#include <string>
+
+#include "catalog/train.h"
+#include "server/core/chunk_validation.h"
+#include "server/spec/sweep_spec.h"
+#include "tests/server/test_util.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::server::testing::StatusIs;
+using ::layerflow::v1::SweepSpec;
+
+SweepSpec TrainSweep() {
+  SweepSpec spec;
+  spec.set_name("mqar");
+  spec.add_models("gpt_neox");
+  spec.add_models("mamba2");
+  spec.mutable_train();  // `kind: train`, every train field defaulted
+  return spec;
+}
+
+TEST(TrainSweep, DefaultsExpandToOneTrainJobPerModelAndSeed) {
+  SweepSpec spec = TrainSweep();
+  spec.add_seeds(0);
+  spec.add_seeds(1);
+  ASSERT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  const SweepSpec d = WithDefaults(spec);
+  EXPECT_EQ(d.train().task(), "mqar");
+  EXPECT_EQ(d.train().vocab(), 8192);
+  EXPECT_EQ(d.train().length(), 512);
+  EXPECT_EQ(d.train().pairs(), 64);
+  EXPECT_EQ(d.train().steps(), 20000);
+  EXPECT_EQ(d.train().eval_every(), 500);
+  EXPECT_EQ(d.train().save_every(), 1000);
+  EXPECT_EQ(d.train().warmup(), 1000);
+  EXPECT_TRUE(d.datasets().empty());  // the extract axes stay unset
+  EXPECT_EQ(d.dtype(), "fp32");
+  EXPECT_EQ(CountSweepJobs(d), 4);
+  const std::vector<ExpandedJob> jobs = ExpandSweepJobs(d);
+  ASSERT_EQ(jobs.size(), 4u);
+  EXPECT_EQ(jobs[0].spec.model(), "gpt_neox");
+  EXPECT_EQ(jobs[1].spec.seed(), 1);
+  EXPECT_EQ(jobs[2].spec.model(), "mamba2");
+  for (const ExpandedJob& job : jobs) {
+    EXPECT_EQ(job.spec.kind(), layerflow::v1::JOB_KIND_TRAIN);
+    EXPECT_EQ(job.depends_on, -1);
+    EXPECT_EQ(job.spec.dataset().name(), "mqar");
+    EXPECT_EQ(job.spec.context_length(), 512);
+    EXPECT_EQ(job.spec.train().steps(), 20000);
+    EXPECT_EQ(ChunksTotal(job.spec), 40);  // 20000 / 500
+  }
+}
+
+TEST(TrainSweep, BadFieldsAreInvalidArgumentNamingTheField) {
+  auto error_of = [](const std::function<void(SweepSpec&)>& edit) {
+    SweepSpec spec = TrainSweep();
+    edit(spec);
+    return ValidateSweepSpec(spec);
+  };
+  using absl::StatusCode::kInvalidArgument;
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_steps(-1); }),
+              StatusIs(kInvalidArgument, "spec.train.steps: -1 is outside"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_lr(5); }),
+              StatusIs(kInvalidArgument, "spec.train.lr: "));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_task("kvpr"); }),
+              StatusIs(kInvalidArgument, "spec.train.task: unknown task 'kvpr'"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_target_accuracy(1.01); }),
+              StatusIs(kInvalidArgument, "spec.train.target_accuracy: "));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_length(200); }),
+              StatusIs(kInvalidArgument, "spec.train.pairs: 64 pairs need length >= 4"));
+  EXPECT_THAT(error_of([](SweepSpec& s) {
+                s.mutable_train()->set_eval_every(300);
+                s.mutable_train()->set_save_every(1000);
+              }),
+              StatusIs(kInvalidArgument, "spec.train.save_every: 1000 is not a multiple"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_heads(3); }),
+              StatusIs(kInvalidArgument, "spec.train.heads: "));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_weight_decay(-0.1); }),
+              StatusIs(kInvalidArgument, "spec.train.weight_decay: "));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.set_models(0, "pythia-70m"); }),
+              StatusIs(kInvalidArgument, "spec.models[0]: 'pythia-70m' is not an architecture"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.add_datasets()->set_name("kvpr"); }),
+              StatusIs(kInvalidArgument, "spec.datasets: does not apply to a TRAIN sweep"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_probe()->set_task("kvpr"); }),
+              StatusIs(kInvalidArgument, "spec.probe: does not apply"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.set_dtype("bf16"); }),
+              StatusIs(kInvalidArgument, "spec.dtype: 'bf16': TRAIN jobs train in fp32"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.add_models("gpt_neox"); }),
+              StatusIs(kInvalidArgument, "spec.models[2]: duplicate value"));
+}
+
+layerflow::v1::Job TrainJob() {
+  SweepSpec spec = TrainSweep();
+  spec.mutable_train()->set_steps(1000);
+  spec.mutable_train()->set_eval_every(100);
+  layerflow::v1::Job job;
+  job.set_job_id("sw-1-0");
+  *job.mutable_spec() = ExpandSweep(WithDefaults(spec))[0];
+  job.set_chunks_total(ChunksTotal(job.spec()));
+  return job;
+}
+
+layerflow::v1::ResultChunk ChunkWith(int64_t sequence, const std::string& metric,
+                                     int32_t step, int64_t count = 1) {
+  layerflow::v1::ResultChunk chunk;
+  chunk.set_job_id("sw-1-0");
+  chunk.set_lease_id("lease");
+  chunk.set_sequence(sequence);
+  layerflow::v1::MetricStat* stat = chunk.add_stats();
+  stat->set_metric(metric);
+  stat->set_layer(0);
+  stat->set_position(step);
+  stat->set_sum(1.0);
+  stat->set_sum_sq(1.0);
+  stat->set_count(count);
+  return chunk;
+}
+
+TEST(TrainChunks, RowsAtTheirStepWithinTheChunk) {
+  const layerflow::v1::Job job = TrainJob();
+  ASSERT_EQ(job.chunks_total(), 10);
+  EXPECT_TRUE(ValidateChunkForJob(ChunkWith(2, "eval_acc", 300, 256), job).ok());
+  EXPECT_TRUE(ValidateChunkForJob(ChunkWith(2, "train_loss", 300, 100), job).ok());
+  // An early-stopped job's later chunks are empty.
+  layerflow::v1::ResultChunk empty = ChunkWith(9, "lr", 1);
+  empty.clear_stats();
+  EXPECT_TRUE(ValidateChunkForJob(empty, job).ok());
+  using absl::StatusCode::kInvalidArgument;
+  EXPECT_THAT(ValidateChunkForJob(ChunkWith(2, "adjacent_cos", 300), job),
+              StatusIs(kInvalidArgument, "chunk.stats[0].metric: 'adjacent_cos' is not a "
+                                         "result of job sw-1-0 (a TRAIN job"));
+  EXPECT_THAT(ValidateChunkForJob(ChunkWith(2, "eval_acc", 301), job),
+              StatusIs(kInvalidArgument, "chunk.stats[0].position: 301 is not a step in [1, "
+                                         "300]"));
+  EXPECT_THAT(ValidateChunkForJob(ChunkWith(2, "train_loss", 300, 5000), job),
+              StatusIs(kInvalidArgument, "chunk.stats[0].count: 5000 values"));
+  EXPECT_THAT(ValidateChunkForJob(ChunkWith(10, "eval_acc", 300), job),
+              StatusIs(kInvalidArgument, "chunk.sequence: 10 is outside [0, 10)"));
+}
+
+}  // namespace
+}  // namespace layerflow::server
