@@ -50,7 +50,8 @@ TEST_P(SsmKernelsEmulated, CausalConvEqualsAtenConvOnStridedRows) {
   const at::ScalarType type = GetParam();
   at::manual_seed(1);
   // 96 channels: a partial block (of 128 threads, or of 64 threads of 8
-  // channels); 70 tokens: a partial run of 64. Rows 130 values apart from
+  // channels); 70 tokens: a partial run of 64 (and of 32, not a multiple of
+  // the 8-channel kernel's 4 rows loaded ahead). Rows 130 values apart from
   // column 17 take the one-channel kernel; 136 apart from column 16 (16-byte
   // aligned, as in_proj's rows) the 8-channel one.
   struct Layout {
