@@ -1,5 +1,6 @@
 #include "worker/service/worker_loop.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/api_limits.h"
@@ -244,11 +246,27 @@ class WorkerLoopImpl final : public WorkerLoop {
       return absl::OkStatus();
     }
     if (job.spec().kind() == v1::JOB_KIND_PROBE) return ProbeJob(lease, watch);
+    if (job.spec().kind() == v1::JOB_KIND_TRAIN) return TrainJob(lease, watch);
     const ModelCacheStats before = StatsOf(*models_);
     const auto build_start = Clock::now();
+    JobConfig config = ToJobConfig(job.spec());
+    ModelFilePolicy files = options_.files;
+    // A TRAIN job's checkpoint: its artifacts down to a local folder, which
+    // becomes one more model root for this job only.
+    std::string artifact_root;
+    struct RemoveAfter {
+      std::string* dir;
+      ~RemoveAfter() {
+        if (!dir->empty()) RemoveTree(*dir);
+      }
+    } remove_after{&artifact_root};
+    if (absl::StartsWith(config.model, kArtifactModelScheme)) {
+      LF_ASSIGN_OR_RETURN(artifact_root, MakeTempPath("layerflow-artifact-model", true));
+      LF_ASSIGN_OR_RETURN(config.model, FetchArtifactModel(config.model, artifact_root));
+      files.roots.push_back(artifact_root);
+    }
     LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
-                        CreateJobRunner(ToJobConfig(job.spec()), device_, options_.files,
-                                        models_.get()));
+                        CreateJobRunner(config, device_, files, models_.get()));
     // Where the job's time goes (v1::PhaseTime): the build goes with the
     // first chunk this lease streams, each chunk carries its own.
     double build_seconds = SecondsSince(build_start);
@@ -303,6 +321,123 @@ class WorkerLoopImpl final : public WorkerLoop {
     writer->WritesDone();
     absl::Status stream_status = FromGrpcStatus(writer->Finish());
     // A job error wins over the stream's status: it is the real cause.
+    if (!job_status.ok()) return job_status;
+    return stream_status;
+  }
+
+  // "artifact:<job_id>/model" (a TRAIN job's checkpoint, train_job.h): its
+  // files into <root>/model; returns that folder. NOT_FOUND "model: ..."
+  // when the job stored none.
+  absl::StatusOr<std::string> FetchArtifactModel(const std::string& model,
+                                                 const std::string& root) {
+    const std::string prefix =
+        absl::StrCat(model.substr(std::string(kArtifactModelScheme).size()), "/");
+    LF_ASSIGN_OR_RETURN(std::vector<v1::ArtifactInfo> artifacts,
+                        ListArtifacts(*stub_, worker_id_, prefix));
+    const std::string dir = root + "/model";
+    if (mkdir(dir.c_str(), 0700) != 0) {
+      return absl::InternalError(absl::StrCat("model: cannot make a local folder for '", model,
+                                              "'"));
+    }
+    bool has_config = false;
+    for (const v1::ArtifactInfo& a : artifacts) {
+      const std::string file = a.name().substr(prefix.size());
+      if (file.empty() || file.find('/') != std::string::npos) continue;
+      LF_RETURN_IF_ERROR(DownloadArtifactFile(*stub_, worker_id_, a.name(), dir + "/" + file));
+      has_config = has_config || file == "config.json";
+    }
+    if (!has_config) {
+      return absl::NotFoundError(absl::StrCat(
+          "model: '", model, "' names no stored checkpoint (no artifact ", prefix,
+          "config.json; name a TRAIN job that succeeded as artifact:<job_id>/model)"));
+    }
+    Log(absl::StrCat("model ", model, ": ", artifacts.size(), " artifacts fetched"));
+    return dir;
+  }
+
+  // A TRAIN job (worker/runtime/train_job.h): resumes from its latest state
+  // at or before its last committed chunk, streams each chunk as it ends,
+  // uploads a state at every save_every, and at the end stores the
+  // checkpoint BEFORE the last chunk (so a job whose chunks are all
+  // committed always has its model), then commits the chunks an early stop
+  // left empty.
+  absl::Status TrainJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
+    const v1::Job& job = lease.job();
+    const std::string& job_id = job.job_id();
+    const TrainJobConfig config = ToTrainJobConfig(job.spec());
+    LF_ASSIGN_OR_RETURN(const std::string dir, MakeTempPath("layerflow-train", true));
+    struct RemoveAfter {
+      std::string dir;
+      ~RemoveAfter() { RemoveTree(dir); }
+    } remove_after{dir};
+    std::string state_path;
+    if (lease.resume_from_sequence() > 0) {
+      LF_ASSIGN_OR_RETURN(std::vector<v1::ArtifactInfo> states,
+                          ListArtifacts(*stub_, worker_id_, TrainStatePrefix(job_id)));
+      std::vector<std::string> names;
+      for (const v1::ArtifactInfo& a : states) names.push_back(a.name());
+      const std::string chosen =
+          SelectTrainState(names, job_id, config.settings, lease.resume_from_sequence());
+      if (!chosen.empty()) {
+        state_path = dir + "/state.safetensors";
+        LF_RETURN_IF_ERROR(DownloadArtifactFile(*stub_, worker_id_, chosen, state_path));
+      }
+      Log(absl::StrCat("train job ", job_id, ": resuming from ",
+                       chosen.empty() ? std::string("the start") : chosen));
+    }
+    grpc::ClientContext ctx;
+    v1::StreamResultsResponse response;
+    std::unique_ptr<grpc::ClientWriter<v1::ResultChunk>> writer =
+        stub_->StreamResults(&ctx, &response);
+    auto chunk_start = Clock::now();
+    auto write = [&](const ChunkResult& chunk) -> absl::Status {
+      v1::ResultChunk result = ToResultChunk(chunk, job_id, lease.lease_id());
+      v1::PhaseTime* t = result.add_phase_times();
+      t->set_phase("compute");
+      t->set_seconds(SecondsSince(chunk_start));
+      t->set_count(1);
+      chunk_start = Clock::now();
+      if (!writer->Write(result)) return absl::UnavailableError("result stream broke");
+      return absl::OkStatus();
+    };
+    TrainJobHooks hooks;
+    hooks.stream = write;
+    hooks.save_state = [&](int64_t step, const std::string& path) -> absl::Status {
+      return UploadArtifactFile(*stub_, TrainStateArtifactName(job_id, step), path, job_id,
+                                lease.lease_id())
+          .status();
+    };
+    hooks.stopped = [&] { return watch.lost || watch.cancelled || stopping(); };
+    absl::Status job_status;
+    absl::StatusOr<TrainJobOutcome> outcome = RunTrainJob(config, device_, state_path, hooks);
+    if (outcome.ok()) {
+      struct RemoveModel {
+        std::string dir;
+        ~RemoveModel() { RemoveTree(dir); }
+      } remove_model{outcome->model_dir};
+      for (const char* file : {"config.json", "model.safetensors"}) {
+        absl::StatusOr<v1::ArtifactInfo> stored = UploadArtifactFile(
+            *stub_, absl::StrCat(TrainModelPrefix(job_id), file),
+            absl::StrCat(outcome->model_dir, "/", file), job_id, lease.lease_id());
+        if (!stored.ok()) {
+          job_status = stored.status();
+          break;
+        }
+      }
+      if (job_status.ok()) job_status = write(outcome->final_chunk);
+      for (int64_t seq = outcome->final_chunk.sequence + 1;
+           job_status.ok() && seq < job.chunks_total(); ++seq) {
+        ChunkResult empty;
+        empty.sequence = seq;
+        job_status = write(empty);
+      }
+      Log(absl::StrCat("train job ", job_id, ": ", outcome->steps, " steps",
+                       outcome->early_stopped ? " (target accuracy reached)" : ""));
+    } else {
+      job_status = outcome.status();
+    }
+    writer->WritesDone();
+    absl::Status stream_status = FromGrpcStatus(writer->Finish());
     if (!job_status.ok()) return job_status;
     return stream_status;
   }
