@@ -10,6 +10,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -346,6 +347,65 @@ absl::Status ParseProbe(const Reporter& r, const YAML::Node& node,
   return absl::OkStatus();
 }
 
+// `train: {task: mqar, steps: 20000, lr: 1e-3, ...}` (TrainSpec; zero or
+// absent fields take the coordinator's defaults).
+absl::Status ParseTrain(const Reporter& r, const YAML::Node& node, const std::string& path,
+                        v1::TrainSpec* out) {
+  if (!node.IsMap()) {
+    return r.FieldError(node, path, Expected("a map {task, vocab, length, pairs, ...}", node));
+  }
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+  auto number = [&](void (v1::TrainSpec::*setter)(double)) {
+    return [&r, out, setter](const YAML::Node& v, const std::string& p) -> absl::Status {
+      double value = 0;
+      LF_RETURN_IF_ERROR(ParseDouble(r, v, p, &value));
+      (out->*setter)(value);
+      return absl::OkStatus();
+    };
+  };
+  auto int32_field = [&](void (v1::TrainSpec::*setter)(int32_t)) {
+    return [&r, out, setter](const YAML::Node& v, const std::string& p) -> absl::Status {
+      int64_t value = 0;
+      LF_RETURN_IF_ERROR(ParseInteger(r, v, p, 0, kInt32Max, &value));
+      (out->*setter)(static_cast<int32_t>(value));
+      return absl::OkStatus();
+    };
+  };
+  auto int64_field = [&](void (v1::TrainSpec::*setter)(int64_t)) {
+    return [&r, out, setter](const YAML::Node& v, const std::string& p) -> absl::Status {
+      int64_t value = 0;
+      LF_RETURN_IF_ERROR(ParseInteger(r, v, p, 0, kInt64Max, &value));
+      (out->*setter)(value);
+      return absl::OkStatus();
+    };
+  };
+  return ParseMap(
+      r, node, path,
+      {{"task",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_task());
+        }},
+       {"vocab", int32_field(&v1::TrainSpec::set_vocab)},
+       {"length", int32_field(&v1::TrainSpec::set_length)},
+       {"pairs", int32_field(&v1::TrainSpec::set_pairs)},
+       {"alpha", number(&v1::TrainSpec::set_alpha)},
+       {"layers", int32_field(&v1::TrainSpec::set_layers)},
+       {"width", int32_field(&v1::TrainSpec::set_width)},
+       {"heads", int32_field(&v1::TrainSpec::set_heads)},
+       {"state_size", int32_field(&v1::TrainSpec::set_state_size)},
+       {"steps", int64_field(&v1::TrainSpec::set_steps)},
+       {"batch", int32_field(&v1::TrainSpec::set_batch)},
+       {"lr", number(&v1::TrainSpec::set_lr)},
+       {"warmup", int64_field(&v1::TrainSpec::set_warmup)},
+       {"weight_decay", number(&v1::TrainSpec::set_weight_decay)},
+       {"clip", number(&v1::TrainSpec::set_clip)},
+       {"target_accuracy", number(&v1::TrainSpec::set_target_accuracy)},
+       {"eval_every", int64_field(&v1::TrainSpec::set_eval_every)},
+       {"save_every", int64_field(&v1::TrainSpec::set_save_every)},
+       {"eval_examples", int32_field(&v1::TrainSpec::set_eval_examples)}});
+}
+
 absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec* spec) {
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
@@ -358,7 +418,9 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
       return absl::OkStatus();
     };
   };
-  return ParseMap(
+  // `kind: extract` as written, to point at it if a train: block follows.
+  std::optional<YAML::Node> kind_extract;
+  LF_RETURN_IF_ERROR(ParseMap(
       r, root, "",
       {
           {"name",
@@ -412,6 +474,26 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
            [&](const YAML::Node& v, const std::string& p) {
              return ParseProbe(r, v, p, spec->mutable_probe());
            }},
+          // `kind: train` makes a training sweep (spec.train, defaults for
+          // what `train:` leaves out); `kind: extract` is the default.
+          {"kind",
+           [&](const YAML::Node& v, const std::string& p) -> absl::Status {
+             std::string kind;
+             LF_RETURN_IF_ERROR(ParseString(r, v, p, &kind));
+             if (kind == "train") {
+               spec->mutable_train();
+             } else if (kind != "extract") {
+               return r.FieldError(v, p, absl::StrCat("unknown kind '", kind,
+                                                      "'; known kinds: extract, train"));
+             } else {
+               kind_extract = v;
+             }
+             return absl::OkStatus();
+           }},
+          {"train",
+           [&](const YAML::Node& v, const std::string& p) {
+             return ParseTrain(r, v, p, spec->mutable_train());
+           }},
           {"layers",
            [&](const YAML::Node& v, const std::string& p) -> absl::Status {
              // Unlike the axes, an empty list has no default to stand for:
@@ -423,7 +505,12 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
              }
              return ParseIntList(r, v, p, kInt32Min, spec->mutable_layers());
            }},
-      });
+      }));
+  if (kind_extract.has_value() && spec->has_train()) {
+    return r.FieldError(*kind_extract, "kind",
+                        "'extract' with a train: block; a training sweep says kind: train");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace

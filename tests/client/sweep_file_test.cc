@@ -437,5 +437,51 @@ TEST(SweepFileTest, ProbeErrorsHaveFileLineColumn) {
               "{task, classes, ...}, got a list");
 }
 
+TEST(SweepFileTest, KindTrainWithATrainBlock) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse(
+      "name: mqar\nkind: train\nmodels: [gpt_neox, mamba2]\nseeds: [0, 1]\n"
+      "train: {steps: 4000, lr: 3e-3, pairs: 32, target_accuracy: 0.99, eval_every: 250,\n"
+      "        save_every: 500, width: 64, warmup: 100, alpha: 0.1}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->has_train());
+  EXPECT_EQ(spec->train().steps(), 4000);
+  EXPECT_DOUBLE_EQ(spec->train().lr(), 3e-3);
+  EXPECT_EQ(spec->train().pairs(), 32);
+  EXPECT_EQ(spec->train().eval_every(), 250);
+  EXPECT_EQ(spec->train().save_every(), 500);
+  EXPECT_EQ(spec->train().width(), 64);
+  EXPECT_DOUBLE_EQ(spec->train().alpha(), 0.1);
+  EXPECT_EQ(spec->train().vocab(), 0);  // the coordinator's default
+  // `kind: train` alone: every train field defaulted.
+  absl::StatusOr<v1::SweepSpec> bare = Parse("name: m\nkind: train\nmodels: gpt_neo\n");
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  EXPECT_TRUE(bare->has_train());
+  absl::StatusOr<v1::SweepSpec> extract = Parse("name: m\nkind: extract\nmodels: pythia-tiny\n");
+  ASSERT_TRUE(extract.ok()) << extract.status();
+  EXPECT_FALSE(extract->has_train());
+}
+
+TEST(SweepFileTest, BadTrainFieldsNameTheField) {
+  ExpectError(Parse("name: m\nkind: fit\nmodels: gpt_neox\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:7: field 'kind': unknown kind 'fit'; known kinds: extract, train");
+  ExpectError(Parse("name: m\nkind: train\nmodels: gpt_neox\ntrain: {steps: -4}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:4:16: field 'train.steps': expected a non-negative integer in [0, "
+              "9223372036854775807], got '-4'");
+  ExpectError(Parse("name: m\nkind: train\nmodels: gpt_neox\ntrain: {lr: fast}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:4:13: field 'train.lr': expected a number, got 'fast'");
+  absl::StatusOr<v1::SweepSpec> typo =
+      Parse("name: m\nkind: train\nmodels: gpt_neox\ntrain: {step: 10}\n");
+  ASSERT_FALSE(typo.ok());
+  EXPECT_THAT(std::string(typo.status().message()),
+              HasSubstr("unknown field 'train.step' (did you mean 'steps'?)"));
+  ExpectError(Parse("name: m\nkind: extract\nmodels: gpt_neox\ntrain: {steps: 10}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:7: field 'kind': 'extract' with a train: block; a training sweep "
+              "says kind: train");
+}
+
 }  // namespace
 }  // namespace layerflow::client
