@@ -119,6 +119,24 @@ constexpr absl::string_view kV6 = R"sql(
 ALTER TABLE jobs ADD COLUMN phase_totals BLOB NOT NULL DEFAULT x'';
 )sql";
 
+// v7: results versions (catalog/results_version.h). Version 2 made random
+// init counter-based, which changes every random-init number: jobs already
+// stored are version 1; an unfinished job of a preset (a model name without
+// '/', the random-init ones) loses its version-1 chunks and starts again
+// from chunk 0 under version 2, so no job mixes rows of both. Checkpoint
+// jobs' numbers do not depend on the generator: they continue as version 2.
+constexpr absl::string_view kV7 = R"sql(
+ALTER TABLE jobs ADD COLUMN results_version INTEGER NOT NULL DEFAULT 1;
+DELETE FROM chunk_stats WHERE job_id IN
+  (SELECT job_id FROM jobs WHERE state IN (1, 2) AND instr(model, '/') = 0);
+DELETE FROM chunks WHERE job_id IN
+  (SELECT job_id FROM jobs WHERE state IN (1, 2) AND instr(model, '/') = 0);
+UPDATE jobs SET chunks_committed = 0, state = 1, worker_id = '', lease_id = '',
+                lease_expires_ms = 0
+  WHERE state IN (1, 2) AND instr(model, '/') = 0;
+UPDATE jobs SET results_version = 2 WHERE state IN (1, 2);
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -137,6 +155,7 @@ const std::vector<Migration>& Migrations() {
       {4, "jobs.kind, jobs.depends_on (probing)", kV4},
       {5, "chunk_stats_by_key index (paged QueryResults)", kV5},
       {6, "jobs.phase_totals (the workers' phase times)", kV6},
+      {7, "jobs.results_version (counter-based random init)", kV7},
   };
   return *migrations;
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "catalog/results_version.h"
 #include "common/status_macros.h"
 #include "server/store/sqlite_db.h"
 #include "server/store/sqlite_schema.h"
@@ -116,8 +117,8 @@ class SqliteStore final : public Store {
     for (const NewJob& job : sweep.jobs) {
       LF_ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
           "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, "
-          "chunks_total, created_ms, updated_ms, kind, depends_on) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10)"));
+          "chunks_total, created_ms, updated_ms, kind, depends_on, results_version) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)"));
       insert.Bind(1, job.job_id)
           .Bind(2, sweep.sweep_id)
           .Bind(3, job.spec.model())
@@ -127,7 +128,8 @@ class SqliteStore final : public Store {
           .Bind(7, job.chunks_total)
           .Bind(8, sweep.created_unix_ms)
           .Bind(9, static_cast<int>(job.spec.kind()))
-          .Bind(10, job.depends_on);
+          .Bind(10, job.depends_on)
+          .Bind(11, catalog::kResultsVersion);
       LF_RETURN_IF_ERROR(insert.Run()) << "job " << job.job_id;
     }
     return tx.Commit();

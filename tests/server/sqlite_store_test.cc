@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "catalog/results_version.h"
 #include "server/store/sqlite_store.h"
 #include "tests/server/test_util.h"
 
@@ -87,17 +88,19 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     raw.Exec(kV1Schema);
     layerflow::v1::SweepSpec sweep_spec;
     sweep_spec.set_name("legacy");
+    // A checkpoint: its half-done job resumes across every migration
+    // (v7 restarts unfinished random-init jobs instead: test below).
     layerflow::v1::JobSpec job_spec;
-    job_spec.set_model("pythia-tiny");
+    job_spec.set_model("EleutherAI/pythia-14m");
     job_spec.set_seed(7);
     raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
              Hex(sweep_spec.SerializeAsString()) + "', 500)");
     // One job half done (1 of 2 chunks), one queued.
     raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
              "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
-             "('old-0', 'old', 'pythia-tiny', x'" +
+             "('old-0', 'old', 'EleutherAI/pythia-14m', x'" +
              Hex(job_spec.SerializeAsString()) + "', 1, 1, 2, 500, 500), "
-             "('old-1', 'old', 'pythia-tiny', x'" +
+             "('old-1', 'old', 'EleutherAI/pythia-14m', x'" +
              Hex(job_spec.SerializeAsString()) + "', 1, 0, 2, 500, 500)");
     raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10,11', 600)");
     raw.Exec("INSERT INTO chunk_stats VALUES "
@@ -108,7 +111,7 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     RawDb raw(path);
     EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
               std::to_string(SqliteSchemaVersion()));
-    EXPECT_EQ(SqliteSchemaVersion(), 6);
+    EXPECT_EQ(SqliteSchemaVersion(), 7);
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
                          "name IN ('workers', 'jobs_runnable')"),
               "2");
@@ -157,13 +160,14 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
     raw.Exec(kV2Migration);
     layerflow::v1::SweepSpec sweep_spec;
     sweep_spec.set_name("v2");
+    // A checkpoint, so that v7 lets the half-done job resume.
     layerflow::v1::JobSpec job_spec;
-    job_spec.set_model("pythia-tiny");
+    job_spec.set_model("EleutherAI/pythia-14m");
     raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
              Hex(sweep_spec.SerializeAsString()) + "', 500)");
     raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
              "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
-             "('old-0', 'old', 'pythia-tiny', x'" +
+             "('old-0', 'old', 'EleutherAI/pythia-14m', x'" +
              Hex(job_spec.SerializeAsString()) + "', 1, 1, 2, 500, 500)");
     raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10,11', 600)");
     raw.Exec("INSERT INTO chunk_stats VALUES "
@@ -174,7 +178,7 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "6");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "7");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM chunk_stats WHERE layer_b = -1 "
                          "AND head = -1 AND position = -1"),
               "2");
@@ -269,7 +273,7 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "6");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "7");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'chunk_stats_by_key'"),
               "1");
     // Existing jobs are EXTRACT jobs without a dependency.
@@ -311,13 +315,77 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
   }
 }
 
+// Results version 2 (catalog/results_version.h) changed every random-init
+// number: a job that committed chunks under version 1 must not continue
+// them under 2. Migration 7 on a database at v6 (v1 and the released v2
+// and v3 texts, then the columns v4 and v6 add; v5 is an index).
+TEST(SqliteStore, ResultsVersion2RestartsUnfinishedRandomInitJobs) {
+  TempDir dir;
+  const std::string path = dir.File("v6.db");
+  {
+    RawDb raw(path);
+    raw.Exec(kV1Schema);
+    raw.Exec(kV2Migration);
+    raw.Exec(kV3Migration);
+    raw.Exec("ALTER TABLE jobs ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+             "ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '';"
+             "ALTER TABLE jobs ADD COLUMN phase_totals BLOB NOT NULL DEFAULT x'';"
+             "PRAGMA user_version = 6;");
+    layerflow::v1::SweepSpec sweep_spec;
+    sweep_spec.set_name("v6");
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
+             Hex(sweep_spec.SerializeAsString()) + "', 500)");
+    auto job = [&](const std::string& id, const std::string& model, int state, int committed) {
+      layerflow::v1::JobSpec spec;
+      spec.set_model(model);
+      raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, chunks_committed, "
+               "chunks_total, worker_id, lease_id, lease_expires_ms, created_ms, updated_ms) "
+               "VALUES ('" + id + "', 'old', '" + model + "', x'" + Hex(spec.SerializeAsString()) +
+               "', " + std::to_string(state) + ", " + std::to_string(committed) +
+               ", 2, 'w', 'lease', 9999, 500, 500)");
+      for (int k = 0; k < committed; ++k) {
+        raw.Exec("INSERT INTO chunks VALUES ('" + id + "', " + std::to_string(k) + ", '10', 600)");
+        raw.Exec("INSERT INTO chunk_stats VALUES ('" + id + "', " + std::to_string(k) +
+                 ", 'adjacent_cos', 0, -1, -1, -1, 1.5, 1.25, 2)");
+      }
+    };
+    job("done", "pythia-tiny", 3, 2);          // finished random init: kept, version 1
+    job("running", "pythia-tiny", 2, 1);       // half done random init: restarts
+    job("queued", "mamba-tiny", 1, 1);         // half done random init: restarts
+    job("ckpt", "EleutherAI/pythia-14m", 2, 1);  // checkpoint: resumes
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
+  RawDb raw(path);
+  auto row = [&](const std::string& id) {
+    return raw.Scalar("SELECT state || ',' || chunks_committed || ',' || results_version || ',' "
+                      "|| lease_id || ',' || (SELECT COUNT(*) FROM chunks c WHERE c.job_id = "
+                      "jobs.job_id) || ',' || (SELECT COUNT(*) FROM chunk_stats s WHERE "
+                      "s.job_id = jobs.job_id) FROM jobs WHERE job_id = '" + id + "'");
+  };
+  const std::string v = std::to_string(catalog::kResultsVersion);
+  EXPECT_EQ(row("done"), "3,2,1,lease,2,2");
+  EXPECT_EQ(row("running"), "1,0," + v + ",,0,0");
+  EXPECT_EQ(row("queued"), "1,0," + v + ",,0,0");
+  EXPECT_EQ(row("ckpt"), "2,1," + v + ",lease,1,1");
+  EXPECT_EQ(raw.Scalar("PRAGMA foreign_key_check"), "");
+  // New jobs carry this build's version.
+  layerflow::v1::JobSpec spec;
+  spec.set_model("pythia-tiny");
+  NewSweep sweep;
+  sweep.sweep_id = "new";
+  sweep.spec.set_name("new");
+  sweep.jobs.push_back({"new-0", spec, 1, ""});
+  LF_ASSERT_OK(store->CreateSweep(sweep));
+  EXPECT_EQ(raw.Scalar("SELECT results_version FROM jobs WHERE job_id = 'new-0'"), v);
+}
+
 TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
   TempDir dir;
   const std::string path = dir.File("new.db");
   { RawDb(path).Exec("PRAGMA user_version = 99"); }
   EXPECT_THAT(OpenSqliteStore(path).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 6"));
+                       "schema version 99 is newer than this build's 7"));
 }
 
 TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {
