@@ -215,7 +215,7 @@ TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
   ExpectError(Parse("name: s\nvolume: 4\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:1: unknown field 'volume' (known fields: name, models, "
               "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
-              "prompts_per_chunk, batch_prompts, dtype, priority, example_cka, probe, layers)");
+              "prompts_per_chunk, batch_prompts, dtype, priority, example_cka, probe, kind, train, layers)");
 }
 
 // true / false in any case; anything else names the field.
