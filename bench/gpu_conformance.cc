@@ -43,8 +43,10 @@
 //   (a) same states: the analysis on half states vs float64 analysis of the
 //       SAME states, kSameStates* (tight; cka_baseline rows are left out: they
 //       draw their Gaussians in the states' dtype). The SSMs hand over
-//       float32 states in every dtype (residual_in_fp32), so for them this
-//       runs the float32 path and is exact;
+//       float32 states in every dtype (residual_in_fp32): their CKA Grams
+//       are formed from the states' bf16 rounding, so their CKA rows are
+//       checked against float64 on that rounding, and how far the
+//       rounding moves CKA is reported beside them;
 //   (b) the job in dtype X vs the float64 job: kTolerances, by (architecture,
 //       dtype, family); the features by their relative Frobenius error per
 //       point. Every row of either side must exist on the other with the
@@ -784,7 +786,8 @@ Reference RunReference(const lw::LanguageModel& model, const std::vector<lw::Pro
 // (a): one batch of all prompts, every layer metric on the states as they
 // are and on the same states in float64.
 struct SameStates {
-  Rows native, exact;
+  Rows native, exact;  // exact: CKA rows on the Gram's states (RunSameStates)
+  double gram_rounding = 0;  // max |CKA(bf16-rounded) - CKA(float32 states)|
   double seconds = 0;
 };
 SameStates RunSameStates(const lw::LanguageModel& model, const std::vector<lw::Prompt>& prompts,
@@ -795,21 +798,45 @@ SameStates RunSameStates(const lw::LanguageModel& model, const std::vector<lw::P
   const int64_t L = model.num_layers();
   lw::LayerMetricAccumulator native(metrics, L, model.device(), max_positions);
   lw::LayerMetricAccumulator exact(metrics, L, model.device(), max_positions);
+  // The CKA rows' reference: float64 on the states the Gram is formed from.
+  // The accumulator forms a half-precision model's float32 states' Grams
+  // (the SSMs' residual_in_fp32 stream) from their bf16 rounding
+  // (layer_metrics.cc, round_gram), so for them that is the rounding.
+  lw::LayerMetricAccumulator gram_exact(metrics, L, model.device(), max_positions);
+  c10::ScalarType first = c10::ScalarType::Undefined;
   std::vector<int64_t> lengths;
   for (const lw::Prompt& p : prompts) lengths.push_back(p.num_tokens);
   for (const auto [i, j] : lw::PlanBatches(lengths, 0, static_cast<int64_t>(prompts.size()), batch)) {
     native.SetNextPrompt(prompts[i].index);
     exact.SetNextPrompt(prompts[i].index);
+    gram_exact.SetNextPrompt(prompts[i].index);
     model.Forward(Ids(prompts, i, j), [&](int64_t point, const at::Tensor& h) {
+      if (point == 0) first = h.scalar_type();
       native.Observe(point, h);
       exact.Observe(point, h.to(at::kDouble));
+      const bool rounded = h.scalar_type() == at::kFloat && first != at::kFloat;
+      gram_exact.Observe(point, (rounded ? h.to(at::kBFloat16) : h).to(at::kDouble));
     });
     native.EndBatch();
     exact.EndBatch();
+    gram_exact.EndBatch();
   }
   SameStates out;
   AddRows(native.keys(), native.sums(), &out.native);
   AddRows(exact.keys(), exact.sums(), &out.exact);
+  Rows gram_rows;
+  AddRows(gram_exact.keys(), gram_exact.sums(), &gram_rows);
+  for (const auto& [key, row] : gram_rows) {
+    const std::string& metric = std::get<0>(key);
+    if (metric.rfind("cka", 0) == 0 && metric.rfind("cka_baseline", 0) != 0) {
+      // How far the rounding alone moves the row (reported, not judged).
+      const auto e = out.exact.find(key);
+      if (e != out.exact.end()) {
+        out.gram_rounding = std::max(out.gram_rounding, std::abs(row.mean - e->second.mean));
+      }
+      out.exact[key] = row;
+    }
+  }
   out.seconds = Seconds(t0);
   return out;
 }
@@ -1177,6 +1204,12 @@ int main(int argc, char** argv) {
       j["batch"] = same_batch;
       j["tokens"] = tokens;
       j["seconds"] = same.seconds;
+      j["cka_gram_rounding"] = same.gram_rounding;
+      if (same.gram_rounding > 0) {
+        std::printf("    CKA of the bf16-rounded float32 states against the float32 states: "
+                    "%.2e at most (the Gram's precision choice, reported)\n",
+                    same.gram_rounding);
+      }
       report["same_states"].push_back(j);
       own_native[dtype] = std::move(same.native);
     }

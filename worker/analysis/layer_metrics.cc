@@ -638,7 +638,19 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   // Token-centred float64 states (token_dispersion and the CKA Grams share
   // them), or on the fused path the token means (float64 [B, d]).
   at::Tensor centred, mean, mean_sq;  // mean_sq = |mean|^2 [B]
-  if (want_gram || want_dispersion) {
+  // Float32 states of a half-precision model (the SSMs' residual_in_fp32
+  // stream; point 0, the embedding, is in the model's dtype): the CKA Gram
+  // is formed from their bf16 rounding, as a bf16 Transformer's states are,
+  // with that rounding's own norms and means, so that the metrics' cost
+  // follows the states' shape and the model's precision, not the
+  // architecture (one bf16 GEMM where the split-bf16 one takes three: 49
+  // such Grams were ~40% of Mamba-1.4B's metric time at 8 x 2048 on an
+  // H200). Cosines, norms, steps and dispersion keep the float32 values.
+  // A float32 model (point 0 float32) keeps the split-bf16 Gram.
+  const bool round_gram = fused && want_gram && hidden.scalar_type() == at::kFloat &&
+                          IsFusedStateType(first_type_) && first_type_ != at::kFloat;
+  const at::Tensor gram_states = round_gram ? hidden.to(at::kBFloat16) : hidden;
+  if ((want_gram && !round_gram) || want_dispersion) {
     if (fused) {
       mean = HalfTokenMean(hidden);
       mean_sq = mean.square().sum(-1);
@@ -662,12 +674,21 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       cur = cur.to(common);
       prev = prev.to(common);
     }
-    TokenStats t = HalfTokenStats(cur, prev, want_gram ? mean : at::Tensor());
+    TokenStats t = HalfTokenStats(cur, prev, want_gram && !round_gram ? mean : at::Tensor());
     norm_sq = t.norm_sq;
     prev_dot = t.prev_dot;
     step_sq = t.step_sq;
     // Contiguous once here, not copied again by each op that reads it.
-    row_means = want_gram ? t.vec_dot.contiguous() : t.vec_dot;
+    row_means = want_gram && !round_gram ? t.vec_dot.contiguous() : t.vec_dot;
+  }
+  // The Gram's own token statistics: those of the states it is formed from.
+  at::Tensor gram_norm_sq = norm_sq, gram_row_means = row_means, gram_mean_sq = mean_sq;
+  if (round_gram) {
+    const at::Tensor gram_mean = HalfTokenMean(gram_states);
+    const TokenStats t = HalfTokenStats(gram_states, at::Tensor(), gram_mean);
+    gram_norm_sq = t.norm_sq;
+    gram_row_means = t.vec_dot.contiguous();
+    gram_mean_sq = gram_mean.square().sum(-1);
   }
   const at::Tensor norm = fused ? norm_sq.sqrt() : at::linalg_vector_norm(h, 2, {-1});
   if (!fused) norm_sq = norm.square();
@@ -715,9 +736,10 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
                                             (Has(LayerMetric::kCkaUnbiased) && n >= 4));
   CkaGramStats gram;
   at::Tensor pair_inner;  // <C_prev, C> of the raw-Gram path
+  const at::Tensor gram_trace_k = round_gram ? gram_norm_sq.sum(-1) : trace_k;
   if (raw_gram) {
-    gram = MakeRawGramStats(hidden, norm_sq, row_means, mean_sq, trace_k,
-                            point >= 1 ? &previous_gram_ : nullptr, &pair_inner);
+    gram = MakeRawGramStats(gram_states, gram_norm_sq, gram_row_means, gram_mean_sq,
+                            gram_trace_k, point >= 1 ? &previous_gram_ : nullptr, &pair_inner);
   } else if (want_gram) {
     at::Tensor out;
     if (want_all_pairs) {
@@ -727,7 +749,8 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
       }
       out = all_grams_[point];
     }
-    gram = fused ? MakeHalfGramStats(hidden, norm_sq, row_means, mean_sq, trace_k, out)
+    gram = fused ? MakeHalfGramStats(gram_states, gram_norm_sq, gram_row_means, gram_mean_sq,
+                                     gram_trace_k, out)
                  : MakeGramStats(centred, trace_k, out);
   }
   centred = at::Tensor();
