@@ -272,6 +272,7 @@ struct RunFlags {
   std::string file;
   std::string db_path;
   std::string metrics_address;
+  std::string http_address;
   std::string format = "table";
   FigureFlags figures;
   bool no_figures = false;
@@ -286,6 +287,10 @@ int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
   if (!submitted.ok()) return Fail(env, submitted.status());
   const std::string& sweep_id = submitted->sweep_id();
   *env.err << "sweep " << sweep_id << ": " << submitted->jobs() << " jobs\n";
+  if (cluster.http_port() != 0) {
+    *env.err << "results page: http://127.0.0.1:" << cluster.http_port() << "/sweeps/"
+             << sweep_id << " (until this command ends)\n";
+  }
   bool finished = false;
   const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished);
   if (code == kExitInterrupted) {
@@ -339,6 +344,7 @@ int Run(const CliEnvironment& env, const RunFlags& flags) {
   EmbeddedOptions options;
   options.db_path = flags.db_path;
   options.metrics_address = flags.metrics_address;
+  options.http_address = flags.http_address;
   absl::StatusOr<std::unique_ptr<EmbeddedCluster>> cluster =
       env.start_embedded(options, &canceller);
   if (!cluster.ok()) return Fail(env, cluster.status());
@@ -512,6 +518,9 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
                   "removed at exit)");
   run->add_option("--metrics", run_flags.metrics_address,
                   "Serve Prometheus /metrics on HOST:PORT (default: off)");
+  run->add_option("--http", run_flags.http_address,
+                  "Serve the results web page on PORT (127.0.0.1) or HOST:PORT while the "
+                  "sweep runs (default: off)");
   run->add_option("--format", run_flags.format, "Result format")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();

@@ -31,6 +31,9 @@ struct EmbeddedOptions {
   std::string db_path;
   // Prometheus exposer address; empty disables it.
   std::string metrics_address;
+  // The results web page's address (CoordinatorOptions.http_address);
+  // empty disables it.
+  std::string http_address;
 };
 
 class EmbeddedCluster {
@@ -40,6 +43,8 @@ class EmbeddedCluster {
   virtual std::string address() const = 0;
   // One line for the user: where the store lives, which devices run jobs.
   virtual std::string description() const = 0;
+  // The results web page's port, 0 when it is off.
+  virtual int http_port() const { return 0; }
   // Stops the worker, then the coordinator; idempotent.
   virtual void Shutdown() = 0;
 };

@@ -24,6 +24,7 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
 
   std::string address() const override { return address_; }
   std::string description() const override { return description_; }
+  int http_port() const override { return server_ == nullptr ? 0 : server_->http_port(); }
 
   void Shutdown() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -59,6 +60,7 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   // nothing is exposed to the network.
   server_options.listen_address = "127.0.0.1:0";
   server_options.metrics_address = options.metrics_address;
+  server_options.http_address = options.http_address;
   if (options.db_path.empty()) {
     absl::StatusOr<std::string> dir = MakeTempPath("layerflow-run", /*directory=*/true);
     if (!dir.ok()) return dir.status();
@@ -110,6 +112,10 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   if (!options.metrics_address.empty()) {
     absl::StrAppend(&cluster->description_, ", metrics on port ",
                     cluster->server_->metrics_port());
+  }
+  if (!options.http_address.empty()) {
+    absl::StrAppend(&cluster->description_, ", results page on port ",
+                    cluster->server_->http_port());
   }
   return cluster;
 }

@@ -25,7 +25,10 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   libcli11-dev nlohmann-json3-dev libsqlite3-dev libpq-dev curl prometheus
-  libicu-dev libssl-dev libcairo2-dev
+  libicu-dev libssl-dev libcairo2-dev libcivetweb-dev
+  # the results page's browser test (tests/integration/results_page_e2e_test.sh),
+  # and the fonts its reference screenshot was taken with
+  chromium fonts-dejavu-core
 )
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }

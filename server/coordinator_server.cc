@@ -18,6 +18,8 @@
 #include "server/service/coordinator_service.h"
 #include "server/service/worker_service.h"
 #include "server/store/sqlite_store.h"
+#include "server/web/http_server.h"
+#include "server/web/results_site.h"
 
 namespace layerflow::server {
 namespace {
@@ -93,8 +95,18 @@ class CoordinatorServerImpl final : public CoordinatorServer {
     return absl::OkStatus();
   }
 
+  absl::Status ServeResultsPage(const std::string& address) {
+    site_ = std::make_unique<web::ResultsSite>(core_.get());
+    LF_ASSIGN_OR_RETURN(http_, web::HttpServer::Start(address, [site = site_.get()](
+                                                                   const web::HttpRequest& r) {
+                          return site->Handle(r);
+                        }));
+    return absl::OkStatus();
+  }
+
   int port() const override { return port_; }
   int metrics_port() const override { return metrics_->port(); }
+  int http_port() const override { return http_ == nullptr ? 0 : http_->port(); }
 
   void Shutdown() override {
     {
@@ -102,8 +114,10 @@ class CoordinatorServerImpl final : public CoordinatorServer {
       if (shut_down_) return;
       shut_down_ = true;
     }
-    // Order: stop the reaper and wake watchers, end the watch streams, then
-    // let the gRPC server drain (cancelling what is left after the grace).
+    // Order: stop the results page (its handlers read the core), stop the
+    // reaper and wake watchers, end the watch streams, then let the gRPC
+    // server drain (cancelling what is left after the grace).
+    http_.reset();
     core_->Shutdown();
     coordinator_service_.StopWatches();
     if (server_ != nullptr) {
@@ -121,6 +135,8 @@ class CoordinatorServerImpl final : public CoordinatorServer {
   std::unique_ptr<artifacts::ArtifactStore> artifacts_;
   CoordinatorService coordinator_service_;
   WorkerService worker_service_;
+  std::unique_ptr<web::ResultsSite> site_;
+  std::unique_ptr<web::HttpServer> http_;  // before site_ in destruction
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   absl::Mutex mu_;
@@ -166,6 +182,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   auto server = std::make_unique<CoordinatorServerImpl>(
       std::move(metrics), std::move(core), std::move(artifact_store));
   LF_RETURN_IF_ERROR(server->Listen(options.listen_address));
+  if (!options.http_address.empty()) {
+    LF_RETURN_IF_ERROR(server->ServeResultsPage(options.http_address));
+  }
   return std::unique_ptr<CoordinatorServer>(std::move(server));
 }
 

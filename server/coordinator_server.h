@@ -19,6 +19,9 @@ struct CoordinatorOptions {
   // Prometheus /metrics on 127.0.0.1:PORT ("host:port" also accepted);
   // empty disables the exposer.
   std::string metrics_address = "127.0.0.1:9464";
+  // The results web page (server/web) on "host:port", or "port" meaning
+  // 127.0.0.1:port; port 0 picks a free one. Empty (the default): off.
+  std::string http_address;
   // A lease lapses after this long without a heartbeat; the job is requeued.
   int64_t lease_ttl_ms = 30000;
   // Interval workers are told to heartbeat at.
@@ -54,6 +57,8 @@ class CoordinatorServer {
   virtual int port() const = 0;
   // The bound metrics port, 0 when disabled.
   virtual int metrics_port() const = 0;
+  // The bound results page port, 0 when disabled.
+  virtual int http_port() const = 0;
   // Stops accepting calls, ends open streams and closes the store.
   virtual void Shutdown() = 0;
   // Blocks until Shutdown().

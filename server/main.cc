@@ -22,6 +22,8 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << "\n  db_path               " << o.db_path
             << "\n  metrics_address       "
             << (o.metrics_address.empty() ? "(disabled)" : o.metrics_address)
+            << "\n  http_address          "
+            << (o.http_address.empty() ? "(disabled)" : o.http_address)
             << "\n  lease_ttl_ms          " << o.lease_ttl_ms
             << "\n  heartbeat_interval_ms " << o.heartbeat_interval_ms
             << "\n  reaper_interval_ms    " << o.reaper_interval_ms
@@ -56,6 +58,10 @@ int main(int argc, char** argv) {
                  "Prometheus /metrics address (host:port or port; empty "
                  "disables)")
       ->capture_default_str();
+  app.add_option("--http", options.http_address,
+                 "serve the results web page on host:port (or port: 127.0.0.1:port); "
+                 "default: off. It has no authentication: keep it on loopback or "
+                 "behind a proxy that has");
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms,
                  "a lease lapses after this long without a heartbeat")
       ->capture_default_str()
@@ -111,6 +117,9 @@ int main(int argc, char** argv) {
   std::cerr << "layerflow-coordinator: serving on port " << (*server)->port();
   if ((*server)->metrics_port() != 0) {
     std::cerr << ", metrics on port " << (*server)->metrics_port();
+  }
+  if ((*server)->http_port() != 0) {
+    std::cerr << ", results page on port " << (*server)->http_port();
   }
   std::cerr << std::endl;
 
