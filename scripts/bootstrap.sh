@@ -25,11 +25,11 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   libcli11-dev nlohmann-json3-dev libsqlite3-dev libpq-dev curl prometheus
-  libicu-dev libssl-dev libcairo2-dev libcivetweb-dev
-  # the results page's browser test (tests/integration/results_page_e2e_test.sh),
-  # and the fonts its reference screenshot was taken with
-  chromium fonts-dejavu-core
+  libicu-dev libssl-dev libcairo2-dev libcivetweb-dev fonts-dejavu-core
 )
+# Only for the tests (and `deps`), so that the images stay small: the results
+# page's browser test (tests/integration/results_page_e2e_test.sh).
+TEST_APT_PACKAGES=(chromium)
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
@@ -93,6 +93,7 @@ build() {
 
 mode="${1:-demo}"
 shift || true
+case "$mode" in test|deps) APT_PACKAGES+=("${TEST_APT_PACKAGES[@]}") ;; esac
 install_debian_packages
 install_python_env
 install_python_client
