@@ -31,10 +31,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 grpc_port=$(free_port) http_port=$(free_port)
 url="http://127.0.0.1:$http_port"
 
-# Chromium on loopback only, with its own profile, no sandbox (root in CI)
-# and a virtual time budget so that the page's script and images finish.
+# Chromium on loopback only (no background traffic, and no name resolves
+# but 127.0.0.1), with its own profile, no sandbox (root in CI) and a virtual
+# time budget so that the page's script and images finish.
 browser() {
   chromium --headless --disable-gpu --no-sandbox --no-first-run --disable-extensions \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --disable-domain-reliability --no-pings --host-resolver-rules="MAP * ~NOTFOUND, EXCLUDE 127.0.0.1" \
     --disable-dev-shm-usage --user-data-dir="$tmp/chromium" --hide-scrollbars \
     --force-device-scale-factor=1 --virtual-time-budget=5000 "$@" 2>>"$tmp/chromium.log"
 }
