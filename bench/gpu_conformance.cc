@@ -723,6 +723,7 @@ Reference RunReference(const lw::LanguageModel& model, const std::vector<lw::Pro
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t L = model.num_layers();
   lw::LayerMetricAccumulator acc(metrics, L, model.device(), max_positions);
+  acc.SetModelDtype(model.dtype());
   lw::SpectrumAccumulator spectrum("spectrum", L, model.spectrum_groups(), model.device());
   lw::SpectrumAccumulator dsf("spectrum_dsf", L, model.spectrum_groups(), model.device());
   lw::SpectrumSink sink;
@@ -803,7 +804,8 @@ SameStates RunSameStates(const lw::LanguageModel& model, const std::vector<lw::P
   // (the SSMs' residual_in_fp32 stream) from their bf16 rounding
   // (layer_metrics.cc, round_gram), so for them that is the rounding.
   lw::LayerMetricAccumulator gram_exact(metrics, L, model.device(), max_positions);
-  c10::ScalarType first = c10::ScalarType::Undefined;
+  native.SetModelDtype(model.dtype());
+  const bool half_model = model.dtype() == at::kBFloat16 || model.dtype() == at::kHalf;
   std::vector<int64_t> lengths;
   for (const lw::Prompt& p : prompts) lengths.push_back(p.num_tokens);
   for (const auto [i, j] : lw::PlanBatches(lengths, 0, static_cast<int64_t>(prompts.size()), batch)) {
@@ -811,10 +813,9 @@ SameStates RunSameStates(const lw::LanguageModel& model, const std::vector<lw::P
     exact.SetNextPrompt(prompts[i].index);
     gram_exact.SetNextPrompt(prompts[i].index);
     model.Forward(Ids(prompts, i, j), [&](int64_t point, const at::Tensor& h) {
-      if (point == 0) first = h.scalar_type();
       native.Observe(point, h);
       exact.Observe(point, h.to(at::kDouble));
-      const bool rounded = h.scalar_type() == at::kFloat && first != at::kFloat;
+      const bool rounded = h.scalar_type() == at::kFloat && half_model;
       gram_exact.Observe(point, (rounded ? h.to(at::kBFloat16) : h).to(at::kDouble));
     });
     native.EndBatch();

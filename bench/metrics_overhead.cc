@@ -151,6 +151,7 @@ int Run(int argc, char** argv) {
     return Guarded(what, [&] {
       return MedianMs(reps, [&] {
         lw::LayerMetricAccumulator acc(metrics, L, device, tokens);
+        acc.SetModelDtype((*model)->dtype());
         (*model)->Forward(ids,
                           [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
         acc.EndBatch();

@@ -183,6 +183,7 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
       ResetPeak(device);
       const double ms = layerflow::bench::MedianMs(reps, Profiled(profile_range, [&] {
         lw::LayerMetricAccumulator acc(metrics, m.num_layers(), device, tokens);
+        acc.SetModelDtype(m.dtype());
         m.Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
         acc.EndBatch();
         (void)acc.sums().cpu();

@@ -971,6 +971,46 @@ TEST(AnalysisSuiteTest, MixedDtypeBatchMatchesFloat64) {
   }
 }
 
+// A bf16 SSM hands over every point in float32 (its residual_in_fp32
+// stream, the embedding upcast), so point 0's dtype cannot tell a half
+// model from a float32 one: the runner names the model's dtype
+// (SetModelDtype). A bf16 model's float32 states take the fused path on the
+// CPU too, their CKA Gram formed from their bf16 rounding (CKA rows against
+// float64 on the rounded states, every other row against float64 on the
+// float32 values); a float32 model's, on the CPU, the float64 path, equal
+// to float64 input bit for bit.
+TEST(AnalysisSuiteTest, HalfModelFloat32StatesRoundOnlyTheGram) {
+  c10::InferenceMode guard;
+  const int64_t L = 3, B = 2, n = 64, d = 32;
+  at::manual_seed(36);
+  const at::Tensor shared = 3 * at::randn({1, 1, d});
+  std::vector<at::Tensor> states, exact, rounded;
+  for (int p = 0; p < L + 2; ++p) {
+    const at::Tensor x = at::randn({B, n, d}) + shared;
+    states.push_back(p == 0 ? x : states.back() + 0.4 * x);
+    exact.push_back(states.back().to(at::kDouble));
+    rounded.push_back(states.back().to(at::kBFloat16).to(at::kDouble));
+  }
+  for (const std::vector<LayerMetric>* metrics : {&kPerLayer, &kEvery}) {
+    LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
+    LayerMetricAccumulator want_rounded(*metrics, L, c10::Device(c10::kCPU), n);
+    LayerMetricAccumulator got(*metrics, L, c10::Device(c10::kCPU), n);
+    got.SetModelDtype(at::kBFloat16);
+    FeedBatch(want, exact);
+    FeedBatch(want_rounded, rounded);
+    FeedBatch(got, states);
+    EXPECT_LT(CompareRows(got, want).other, 1e-12) << CompareRows(got, want).other_row;
+    EXPECT_LT(CompareRows(got, want_rounded).cka, 1e-5) << CompareRows(got, want_rounded).cka_row;
+    // The rounding shows: not the float32 values' CKA to float64 rounding.
+    EXPECT_GT(CompareRows(got, want).cka, 1e-7);
+
+    LayerMetricAccumulator float_model(*metrics, L, c10::Device(c10::kCPU), n);
+    float_model.SetModelDtype(at::kFloat);
+    FeedBatch(float_model, states);
+    EXPECT_TRUE(at::equal(float_model.sums(), want.sums()));
+  }
+}
+
 // The other mixes: fp16 then bf16 points (upcast to float32 for the
 // per-token pass, each point's Gram a half GEMM) match float64 as above; a
 // float32 point 0 on the CPU takes the float64 path, which upcasts bf16

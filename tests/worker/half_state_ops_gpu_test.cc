@@ -309,14 +309,25 @@ TEST(HalfStateAccumulatorGpu, MetricsMatchFloat64OnTheCpu) {
       halves.push_back(x.to(p == 0 ? first : rest));
     }
     LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
+    LayerMetricAccumulator want_gram(*metrics, L, c10::Device(c10::kCPU), n);
     LayerMetricAccumulator got(*metrics, L, kGpu, n);
+    // A half model's float32 points: their CKA Gram is formed from their
+    // bf16 rounding (SetModelDtype; point 0's dtype here), so the CKA rows'
+    // reference is float64 on that rounding.
+    const bool rounded = first != at::kFloat && rest == at::kFloat;
     for (int p = 0; p < L + 2; ++p) {
       want.Observe(p, halves[p].to(at::kDouble));
+      want_gram.Observe(p, (rounded ? halves[p].to(at::kBFloat16) : halves[p]).to(at::kDouble));
       got.Observe(p, halves[p].to(kGpu));
     }
     want.EndBatch();
+    want_gram.EndBatch();
     got.EndBatch();
-    const at::Tensor g = got.sums().to(at::kCPU), w = want.sums();
+    const at::Tensor g = got.sums().to(at::kCPU);
+    at::Tensor w = want.sums().clone();
+    for (size_t i = 0; i < want.keys().size(); ++i) {
+      if (want.keys()[i].metric.rfind("cka", 0) == 0) w[i].copy_(want_gram.sums()[i]);
+    }
     at::Tensor diff = (g - w).abs();
     for (size_t i = 0; i < want.keys().size(); ++i) {
       // Gaussian draws in the states' dtype and device: not the same matrices.

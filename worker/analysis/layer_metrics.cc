@@ -594,7 +594,12 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     TORCH_CHECK(at::isFloatingType(hidden.scalar_type()),
                 "analysis: representation point 0 must be floating point, got ",
                 hidden.scalar_type());
-    fused_ = TakesFusedPath(hidden.device(), hidden.scalar_type());
+    // A half model's float32 states take the fused path on every device
+    // (their Gram a bf16 one: round_gram below), so that a bf16 SSM job
+    // gives the same rows on the CPU as on CUDA.
+    const bool half_model = model_dtype_ == at::kBFloat16 || model_dtype_ == at::kHalf;
+    fused_ = TakesFusedPath(hidden.device(), hidden.scalar_type()) ||
+             (half_model && hidden.scalar_type() == at::kFloat);
     first_type_ = hidden.scalar_type();
   }
   // A later point of another dtype (the SSM models keep the residual in
@@ -639,16 +644,18 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   // them), or on the fused path the token means (float64 [B, d]).
   at::Tensor centred, mean, mean_sq;  // mean_sq = |mean|^2 [B]
   // Float32 states of a half-precision model (the SSMs' residual_in_fp32
-  // stream; point 0, the embedding, is in the model's dtype): the CKA Gram
+  // stream: SetModelDtype, or else point 0 in a half dtype): the CKA Gram
   // is formed from their bf16 rounding, as a bf16 Transformer's states are,
   // with that rounding's own norms and means, so that the metrics' cost
   // follows the states' shape and the model's precision, not the
   // architecture (one bf16 GEMM where the split-bf16 one takes three: 49
   // such Grams were ~40% of Mamba-1.4B's metric time at 8 x 2048 on an
   // H200). Cosines, norms, steps and dispersion keep the float32 values.
-  // A float32 model (point 0 float32) keeps the split-bf16 Gram.
+  // A float32 model keeps the split-bf16 Gram.
+  const at::ScalarType model_dtype =
+      model_dtype_ != at::ScalarType::Undefined ? model_dtype_ : first_type_;
   const bool round_gram = fused && want_gram && hidden.scalar_type() == at::kFloat &&
-                          IsFusedStateType(first_type_) && first_type_ != at::kFloat;
+                          (model_dtype == at::kBFloat16 || model_dtype == at::kHalf);
   const at::Tensor gram_states = round_gram ? hidden.to(at::kBFloat16) : hidden;
   if ((want_gram && !round_gram) || want_dispersion) {
     if (fused) {

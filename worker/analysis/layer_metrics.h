@@ -200,6 +200,12 @@ class LayerMetricAccumulator {
   // cka_baseline draws (seeded per prompt) depend on it.
   void SetNextPrompt(int64_t index) { next_prompt_ = index; }
 
+  // The dtype the model computes in. A half-precision model's float32
+  // states (the SSMs' residual_in_fp32 stream, point 0 included) have their
+  // CKA Gram formed from their bf16 rounding (layer_metrics.cc, round_gram).
+  // Unset: point 0's dtype stands for it.
+  void SetModelDtype(c10::ScalarType dtype) { model_dtype_ = dtype; }
+
   // One representation point of a batch of B prompts of n tokens each,
   // hidden [B, n, d]; points 0..L+1 in order (LanguageModel's callback).
   // Point 0's device and dtype choose the batch's path (header comment).
@@ -262,6 +268,7 @@ class LayerMetricAccumulator {
   // 0's dtype (for errors).
   bool fused_ = false;
   c10::ScalarType first_type_ = c10::ScalarType::Undefined;
+  c10::ScalarType model_dtype_ = c10::ScalarType::Undefined;
   int64_t examples_ = 0;      // adjacent_cos_tokens prompts of this batch
   at::Tensor previous_;       // [B, n, d] of the last residual point
   std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point

@@ -294,6 +294,7 @@ class ModelJobRunner final : public JobRunner {
       c10::InferenceMode guard;
       LayerMetricAccumulator acc(metrics_, model.num_layers(), model.device(),
                                  config_.context_length);
+      acc.SetModelDtype(model.dtype());
       std::vector<std::unique_ptr<SpectrumAccumulator>> spectra;
       // One forward for the metrics and both spectrum flavours.
       SpectrumSink sink;
