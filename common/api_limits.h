@@ -31,6 +31,9 @@ inline constexpr int64_t kMaxErrorBytes = 8192;
 inline constexpr int64_t kMaxAxisValues = 10000;
 // RegisterWorker: entries of capabilities.architectures.
 inline constexpr int64_t kMaxArchitectures = 64;
+// LeaseJob: entries of resident_models (a worker reports its most recently
+// used models first and drops the rest).
+inline constexpr int64_t kMaxResidentModels = 64;
 // A result chunk's stats (the 256 MiB message cap allows about this many).
 inline constexpr int64_t kMaxStatsPerChunk = int64_t{1} << 22;
 // Artifact names ("<job_id>/features/000003") and list prefixes.

@@ -155,11 +155,17 @@ CoordinatorCore::RegisterWorker(const layerflow::v1::RegisterWorkerRequest& requ
 absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
     const layerflow::v1::LeaseJobRequest& request) {
   LF_RETURN_IF_ERROR(Required("worker_id", request.worker_id()));
+  LF_RETURN_IF_ERROR(ValidateLeaseJobRequest(request));
+  std::vector<ResidentModelRef> resident;
+  resident.reserve(request.resident_models_size());
+  for (const layerflow::v1::ResidentModel& m : request.resident_models()) {
+    resident.push_back({m.model(), m.init_scheme(), m.seed(), m.dtype()});
+  }
   const int64_t now = clock_();
   LF_RETURN_IF_ERROR(store_->TouchWorker(request.worker_id(), now));
   LF_ASSIGN_OR_RETURN(
       std::optional<Lease> lease,
-      store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms));
+      store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms, resident));
   layerflow::v1::LeaseJobResponse response;
   if (!lease.has_value()) return response;
   response.set_leased(true);

@@ -62,7 +62,9 @@ class CoordinatorCore {
   // --- Worker protocol -----------------------------------------------------
   // LeaseJob never hands out a job whose dependency (Job.depends_on) has not
   // SUCCEEDED; a dependency that FAILS or is CANCELLED fails its dependents
-  // (Store::LeaseNextJob says how).
+  // (Store::LeaseNextJob says how). LeaseJob prefers, within the sweep the
+  // primary order picks, a job of a model the worker lists in
+  // resident_models (Store::LeaseNextJob's locality rule).
   absl::StatusOr<layerflow::v1::RegisterWorkerResponse> RegisterWorker(
       const layerflow::v1::RegisterWorkerRequest& request);
   absl::StatusOr<layerflow::v1::LeaseJobResponse> LeaseJob(

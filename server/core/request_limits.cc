@@ -1,5 +1,7 @@
 #include "server/core/request_limits.h"
 
+#include <tuple>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -74,6 +76,32 @@ absl::Status ValidateRegisterWorkerRequest(const layerflow::v1::RegisterWorkerRe
   if (caps.gpu_memory_bytes() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("capabilities.gpu_memory_bytes: ", caps.gpu_memory_bytes(), " is negative"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLeaseJobRequest(const layerflow::v1::LeaseJobRequest& request) {
+  if (absl::Status s = CheckCount("resident_models", request.resident_models_size(),
+                                  limits::kMaxResidentModels);
+      !s.ok()) {
+    return s;
+  }
+  for (int i = 0; i < request.resident_models_size(); ++i) {
+    const layerflow::v1::ResidentModel& m = request.resident_models(i);
+    const std::string field = absl::StrCat("resident_models[", i, "]");
+    // An entry without a model could never match a job: a worker bug.
+    if (m.model().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ".model: required"));
+    }
+    for (auto [name, value, max] :
+         {std::tuple<const char*, const std::string&, int64_t>{"model", m.model(),
+                                                                limits::kMaxModelBytes},
+          {"init_scheme", m.init_scheme(), limits::kMaxShortNameBytes},
+          {"dtype", m.dtype(), limits::kMaxShortNameBytes}}) {
+      if (absl::Status s = CheckLength(absl::StrCat(field, ".", name), value, max); !s.ok()) {
+        return s;
+      }
+    }
   }
   return absl::OkStatus();
 }

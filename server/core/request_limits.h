@@ -24,6 +24,12 @@ absl::Status CheckCount(absl::string_view field, int64_t count, int64_t max_coun
 // and each), gpu_count and gpu_memory_bytes >= 0.
 absl::Status ValidateRegisterWorkerRequest(const layerflow::v1::RegisterWorkerRequest& request);
 
+// LeaseJob's resident_models: at most limits::kMaxResidentModels entries,
+// each with a model (required, within kMaxModelBytes) and init_scheme and
+// dtype within kMaxShortNameBytes; "resident_models[3].model: ...".
+// (worker_id is checked by the core like every id.)
+absl::Status ValidateLeaseJobRequest(const layerflow::v1::LeaseJobRequest& request);
+
 // page_size 0 -> `default_size`, above `max_size` -> `max_size`, negative:
 // INVALID_ARGUMENT "page_size: ...".
 absl::StatusOr<int32_t> EffectivePageSize(int32_t page_size, int32_t default_size,

@@ -204,23 +204,30 @@ class SqliteStore final : public Store {
     return sweep;
   }
 
-  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id,
-                                                    int64_t now_ms,
-                                                    int64_t ttl_ms) override {
+  using Store::LeaseNextJob;
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(
+      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
+      const std::vector<ResidentModelRef>& resident) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    // The head: what the primary order (priority, then age) gives.
+    static constexpr absl::string_view kRunnable =
+        "j.state = ?1 AND j.not_before_ms <= ?2 AND (j.depends_on = '' OR EXISTS "
+        "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on AND d.state = ?3))";
     LF_ASSIGN_OR_RETURN(
         Statement pick,
-        db_->Prepare("SELECT j.seq FROM jobs j WHERE j.state = ?1 AND "
-                     "j.not_before_ms <= ?2 AND (j.depends_on = '' OR EXISTS "
-                     "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on "
-                     "AND d.state = ?3)) ORDER BY j.priority DESC, j.seq LIMIT 1"));
+        db_->Prepare(absl::StrCat("SELECT j.seq, j.sweep_id, j.priority FROM jobs j WHERE ",
+                                  kRunnable, " ORDER BY j.priority DESC, j.seq LIMIT 1")));
     pick.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
         .Bind(2, now_ms)
         .Bind(3, static_cast<int>(JobState::JOB_STATE_SUCCEEDED));
     LF_ASSIGN_OR_RETURN(bool found, pick.Step());
     if (!found) return std::optional<Lease>();
-    const int64_t seq = pick.Int(0);
+    int64_t seq = pick.Int(0);
+    if (!resident.empty()) {
+      LF_ASSIGN_OR_RETURN(seq, LocalPickLocked(seq, pick.Text(1), pick.Int(2), now_ms,
+                                               resident));
+    }
 
     Lease lease;
     lease.lease_id = NewLeaseId();
@@ -248,6 +255,54 @@ class SqliteStore final : public Store {
     lease.resume_from_sequence = lease.job.chunks_committed();
     LF_RETURN_IF_ERROR(tx.Commit());
     return std::optional<Lease>(std::move(lease));
+  }
+
+  // Store::LeaseNextJob's locality rule: the first of the head's sweep's
+  // runnable jobs (same priority, from the head on, kLocalityWindow of
+  // them) that is an EXTRACT job of a resident model; the head when none is.
+  absl::StatusOr<int64_t> LocalPickLocked(int64_t head_seq, const std::string& sweep_id,
+                                          int64_t priority, int64_t now_ms,
+                                          const std::vector<ResidentModelRef>& resident)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT j.seq, j.model, j.kind, j.spec FROM jobs j WHERE j.state = ?1 "
+                     "AND j.not_before_ms <= ?2 AND (j.depends_on = '' OR EXISTS "
+                     "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on AND d.state = ?3)) "
+                     "AND j.sweep_id = ?4 AND j.priority = ?5 AND j.seq >= ?6 "
+                     "ORDER BY j.seq LIMIT ?7"));
+    select.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
+        .Bind(2, now_ms)
+        .Bind(3, static_cast<int>(JobState::JOB_STATE_SUCCEEDED))
+        .Bind(4, sweep_id)
+        .Bind(5, priority)
+        .Bind(6, head_seq)
+        .Bind(7, kLocalityWindow);
+    while (true) {
+      LF_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      // Only EXTRACT jobs build a model (PROBE and TRAIN jobs name one but
+      // never take it from the cache); the spec is parsed only for a job
+      // whose model name is resident.
+      if (select.Int(2) != static_cast<int>(layerflow::v1::JOB_KIND_EXTRACT)) continue;
+      const std::string model = select.Text(1);
+      if (std::none_of(resident.begin(), resident.end(),
+                       [&](const ResidentModelRef& r) { return r.model == model; })) {
+        continue;
+      }
+      layerflow::v1::JobSpec spec;
+      if (!spec.ParseFromString(select.Blob(3))) {
+        return absl::DataLossError(
+            absl::StrCat("job seq ", select.Int(0), ": stored spec does not parse"));
+      }
+      for (const ResidentModelRef& r : resident) {
+        if (r.model == spec.model() && r.init_scheme == spec.init_scheme() &&
+            r.seed == spec.seed() && r.dtype == spec.dtype()) {
+          return select.Int(0);
+        }
+      }
+    }
+    return head_seq;
   }
 
   absl::StatusOr<bool> RenewLease(const std::string& job_id,

@@ -53,6 +53,15 @@ struct Lease {
   int64_t expires_unix_ms = 0;
 };
 
+// A model a worker holds resident (LeaseJobRequest.resident_models): it
+// matches an EXTRACT job whose spec has these four values.
+struct ResidentModelRef {
+  std::string model;
+  std::string init_scheme;
+  int64_t seed = 0;
+  std::string dtype;
+};
+
 struct CommitResult {
   // False when (job, sequence) was already committed: acknowledged, not
   // counted again.
@@ -126,13 +135,31 @@ class Store {
   // if any, SUCCEEDED) with the highest priority, oldest first; nullopt
   // when none.
   //
+  // Locality (issue 13): that job (the head) fixes the sweep and priority.
+  // When `resident` is not empty, the oldest runnable QUEUED EXTRACT job of
+  // the head's sweep and priority whose model, init scheme, seed and dtype
+  // equal one of `resident` is leased instead (the head itself when it
+  // matches). So a job is passed over only by later jobs of its own sweep
+  // whose model the asking worker already holds, never by another sweep's
+  // job or a lower priority, and a worker holding none of the sweep's
+  // models takes the head. Only the first kLocalityWindow runnable jobs of
+  // the sweep from the head on are looked at.
+  //
   // Dependencies: whenever a job becomes FAILED or CANCELLED (FailJob,
   // RequeueLapsedLeases, CancelSweep), every QUEUED job depending on it
   // FAILS in the same transaction with "dependency <id> failed: <error>"
   // ("dependency <id> was cancelled"), transitively. CancelSweep cancels
   // dependents like every other queued job.
   virtual absl::StatusOr<std::optional<Lease>> LeaseNextJob(
-      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms) = 0;
+      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
+      const std::vector<ResidentModelRef>& resident) = 0;
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id,
+                                                    int64_t now_ms, int64_t ttl_ms) {
+    return LeaseNextJob(worker_id, now_ms, ttl_ms, {});
+  }
+  // How many runnable jobs of the head's sweep locality looks at: bounds
+  // the lease query's cost on a sweep of thousands of jobs.
+  static constexpr int64_t kLocalityWindow = 256;
   // Extends a live lease to now + ttl. Returns true when the job was
   // cancelled (the worker should stop); ABORTED when the lease lapsed or the
   // job was given to someone else.

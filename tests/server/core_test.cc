@@ -4,6 +4,8 @@
 #include <cmath>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "common/api_limits.h"
 #include "server/store/sqlite_store.h"
 #include "tests/server/test_util.h"
 
@@ -438,6 +440,135 @@ TEST_F(CoreTest, FailedExtractJobFailsItsProbeJobWithTheReason) {
   EXPECT_EQ(sweep.state(), v1::SWEEP_STATE_FAILED);
   LF_ASSERT_OK_AND_ASSIGN(auto none, core_->LeaseJob(lease_request));
   EXPECT_FALSE(none.leased());
+}
+
+// --- Locality (issue 13): LeaseJob prefers a job of a model the worker
+// holds, within the sweep and priority the primary order picks. ---
+
+// The resident entry a worker that ran `job` reports (its model cache's key).
+v1::ResidentModel ResidentOf(const v1::Job& job) {
+  v1::ResidentModel m;
+  m.set_model(job.spec().model());
+  m.set_init_scheme(job.spec().init_scheme());
+  m.set_seed(job.spec().seed());
+  m.set_dtype(job.spec().dtype());
+  return m;
+}
+
+v1::LeaseJobRequest LeaseRequest(const std::string& worker_id,
+                                 std::vector<v1::ResidentModel> resident = {}) {
+  v1::LeaseJobRequest request;
+  request.set_worker_id(worker_id);
+  for (v1::ResidentModel& m : resident) *request.add_resident_models() = std::move(m);
+  return request;
+}
+
+TEST_F(CoreTest, LeaseJobPrefersAJobOfAModelTheWorkerHolds) {
+  v1::SweepSpec spec = Spec();
+  for (int seed : {0, 1, 2}) spec.add_seeds(seed);
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  ASSERT_EQ(submitted.jobs(), 3);
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs([&] {
+    v1::ListJobsRequest r;
+    r.set_sweep_id(submitted.sweep_id());
+    return r;
+  }()));
+  ASSERT_EQ(jobs.jobs_size(), 3);
+  const v1::Job& first = jobs.jobs(0);
+  const v1::Job& third = jobs.jobs(2);
+  ASSERT_EQ(third.spec().seed(), 2);
+  const std::string holder = Register(), empty = Register();
+
+  // Same model name, seed and scheme, another dtype: other weights, no match.
+  v1::ResidentModel other_dtype = ResidentOf(third);
+  other_dtype.set_dtype(other_dtype.dtype() == "bf16" ? "fp32" : "bf16");
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(holder, {other_dtype})));
+  EXPECT_EQ(lease.job().job_id(), first.job_id());
+
+  // The holder of the third job's model gets it over the older second.
+  LF_ASSERT_OK_AND_ASSIGN(lease,
+                          core_->LeaseJob(LeaseRequest(holder, {other_dtype, ResidentOf(third)})));
+  EXPECT_EQ(lease.job().job_id(), third.job_id());
+  // A worker holding nothing gets the oldest.
+  LF_ASSERT_OK_AND_ASSIGN(lease, core_->LeaseJob(LeaseRequest(empty)));
+  EXPECT_EQ(lease.job().job_id(), jobs.jobs(1).job_id());
+  LF_ASSERT_OK_AND_ASSIGN(lease, core_->LeaseJob(LeaseRequest(empty)));
+  EXPECT_FALSE(lease.leased());
+}
+
+TEST_F(CoreTest, LocalityNeverPassesOverAnotherSweepOrAHigherPriority) {
+  // Sweep A (seeds 0, 1), then sweep B (seed 7), then sweep C (priority 5,
+  // seed 0): the primary order is C-0, A-0, A-1, B-0.
+  auto submit = [&](std::vector<int> seeds, int priority) {
+    v1::SweepSpec spec = Spec();
+    for (int seed : seeds) spec.add_seeds(seed);
+    spec.set_priority(priority);
+    auto submitted = core_->SubmitSweep(spec);
+    EXPECT_TRUE(submitted.ok()) << submitted.status();
+    v1::ListJobsRequest r;
+    r.set_sweep_id(submitted.ok() ? submitted->sweep_id() : "");
+    auto jobs = core_->ListJobs(r);
+    EXPECT_TRUE(jobs.ok()) << jobs.status();
+    return std::vector<v1::Job>(jobs->jobs().begin(), jobs->jobs().end());
+  };
+  const std::vector<v1::Job> a = submit({0, 1}, 0);
+  const std::vector<v1::Job> b = submit({7}, 0);
+  const std::vector<v1::Job> c = submit({0}, 5);
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 1u);
+  ASSERT_EQ(c.size(), 1u);
+  const std::string worker = Register();
+  // The worker holds B-0's and A-1's models, not C-0's or A-0's.
+  const std::vector<v1::ResidentModel> holds = {ResidentOf(b[0]), ResidentOf(a[1])};
+  std::vector<std::string> order;
+  for (int i = 0; i < 4; ++i) {
+    LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(worker, holds)));
+    ASSERT_TRUE(lease.leased());
+    order.push_back(lease.job().job_id());
+  }
+  // C-0 (priority), then within A: A-1 (resident) before A-0; B-0, resident
+  // too, waits for its sweep's turn behind A-0.
+  EXPECT_EQ(order, (std::vector<std::string>{c[0].job_id(), a[1].job_id(), a[0].job_id(),
+                                             b[0].job_id()}));
+}
+
+TEST_F(CoreTest, LeaseJobChecksResidentModels) {
+  LF_ASSERT_OK(core_->SubmitSweep(Spec()).status());
+  const std::string worker = Register();
+  v1::ResidentModel good;
+  good.set_model("pythia-tiny");
+  good.set_init_scheme("reference");
+  good.set_dtype("fp32");
+
+  std::vector<v1::ResidentModel> too_many(limits::kMaxResidentModels + 1, good);
+  EXPECT_THAT(core_->LeaseJob(LeaseRequest(worker, too_many)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("resident_models: ", limits::kMaxResidentModels + 1,
+                                    " entries, more than the limit of ",
+                                    limits::kMaxResidentModels)));
+  v1::ResidentModel no_model = good;
+  no_model.clear_model();
+  EXPECT_THAT(core_->LeaseJob(LeaseRequest(worker, {good, no_model})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "resident_models[1].model: required"));
+  v1::ResidentModel long_scheme = good;
+  long_scheme.set_init_scheme(std::string(limits::kMaxShortNameBytes + 1, 'x'));
+  EXPECT_THAT(core_->LeaseJob(LeaseRequest(worker, {long_scheme})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       absl::StrCat("resident_models[0].init_scheme: ",
+                                    limits::kMaxShortNameBytes + 1, " bytes")));
+  v1::ResidentModel long_dtype = good;
+  long_dtype.set_dtype(std::string(limits::kMaxShortNameBytes + 1, 'x'));
+  EXPECT_THAT(core_->LeaseJob(LeaseRequest(worker, {long_dtype})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "resident_models[0].dtype: "));
+  v1::ResidentModel long_model = good;
+  long_model.set_model(std::string(limits::kMaxModelBytes + 1, 'm'));
+  EXPECT_THAT(core_->LeaseJob(LeaseRequest(worker, {long_model})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "resident_models[0].model: "));
+  // None of the refused requests leased anything; exactly the cap is fine.
+  std::vector<v1::ResidentModel> at_cap(limits::kMaxResidentModels, good);
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(worker, at_cap)));
+  EXPECT_TRUE(lease.leased());
+  EXPECT_EQ(lease.job().attempts(), 1);
 }
 
 }  // namespace
