@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "worker/model/model_config.h"
+#include "worker/runtime/job_runner.h"
 
 namespace layerflow::worker {
 namespace {
@@ -119,6 +120,26 @@ TEST_F(ModelCacheTest, FailedBuildKeepsNothing) {
   EXPECT_EQ(cache.stats().models, 0);
   ASSERT_TRUE(cache.GetOrBuild(KeyOf(1), Builder(1)).ok());
   EXPECT_EQ(builds_, 1);
+}
+
+TEST_F(ModelCacheTest, ResidentModelsListsKeptModelsOnceMostRecentFirst) {
+  ModelCache cache(1 << 30);
+  ASSERT_TRUE(cache.GetOrBuild(KeyOf(1), Builder(1)).ok());
+  ASSERT_TRUE(cache.GetOrBuild(KeyOf(2), Builder(2)).ok());
+  // Seed 1's replica on a second device: one model to the scheduler.
+  ModelKey replica = KeyOf(1);
+  replica.device = "cuda:1";
+  ASSERT_TRUE(cache.GetOrBuild(replica, Builder(1)).ok());
+  ASSERT_TRUE(cache.GetOrBuild(KeyOf(3), Builder(3)).ok());
+  ASSERT_TRUE(cache.GetOrBuild(KeyOf(2), Builder(2)).ok());  // a hit: 2 is now the newest
+  ASSERT_EQ(cache.Keys().size(), 4u);
+  EXPECT_EQ(cache.Keys().front(), KeyOf(2));
+  const std::vector<ResidentModelKey> want = {{"pythia-tiny", "reference", 2, "fp32"},
+                                              {"pythia-tiny", "reference", 3, "fp32"},
+                                              {"pythia-tiny", "reference", 1, "fp32"}};
+  EXPECT_EQ(ResidentModels(cache, 10), want);
+  EXPECT_EQ(ResidentModels(cache, 2), std::vector<ResidentModelKey>(want.begin(), want.begin() + 2));
+  EXPECT_TRUE(ResidentModels(ModelCache(0), 10).empty());
 }
 
 }  // namespace

@@ -568,6 +568,18 @@ ModelCacheStats StatsOf(const ModelCache& cache) {
   return {s.hits, s.builds, s.evictions, s.models, s.bytes};
 }
 
+std::vector<ResidentModelKey> ResidentModels(const ModelCache& cache, size_t max_count) {
+  std::vector<ResidentModelKey> resident;
+  for (const ModelKey& key : cache.Keys()) {
+    if (resident.size() >= max_count) break;
+    ResidentModelKey r{key.model, key.init_scheme, key.seed, key.dtype};
+    if (std::find(resident.begin(), resident.end(), r) == resident.end()) {
+      resident.push_back(std::move(r));
+    }
+  }
+  return resident;
+}
+
 int64_t DefaultModelCacheBytes(const DeviceConfig& device) {
   int64_t smallest = 0;
 #ifdef LF_WITH_CUDA

@@ -150,6 +150,18 @@ struct ModelCacheStats {
   int64_t hits = 0, builds = 0, evictions = 0, models = 0, bytes = 0;
 };
 ModelCacheStats StatsOf(const ModelCache& cache);
+// A kept model as the scheduler knows it (LeaseJobRequest.resident_models):
+// the cache's key less the device.
+struct ResidentModelKey {
+  std::string model;
+  std::string init_scheme;
+  int64_t seed = 0;
+  std::string dtype;
+  bool operator==(const ResidentModelKey& other) const = default;
+};
+// The distinct models `cache` holds, most recently used first, at most
+// `max_count` (a multi-GPU worker keeps one replica per device: one entry).
+std::vector<ResidentModelKey> ResidentModels(const ModelCache& cache, size_t max_count);
 // The default budget: a quarter of the smallest device's memory (each GPU
 // of `device`, or the host's RAM for a CPU worker): room for the weights of
 // the sweep's model while leaving the rest to a job's activations.

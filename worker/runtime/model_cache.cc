@@ -63,4 +63,12 @@ ModelCache::Stats ModelCache::stats() const {
   return stats_;
 }
 
+std::vector<ModelKey> ModelCache::Keys() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<ModelKey> keys;
+  keys.reserve(lru_.size());
+  for (const Entry& e : lru_) keys.push_back(e.key);
+  return keys;
+}
+
 }  // namespace layerflow::worker

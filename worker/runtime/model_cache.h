@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "worker/model/language_model.h"
@@ -55,6 +56,9 @@ class ModelCache {
     int64_t hits = 0, builds = 0, evictions = 0, models = 0, bytes = 0;
   };
   Stats stats() const;
+  // The kept models' keys, most recently used first (what the worker tells
+  // the scheduler it holds, issue 13).
+  std::vector<ModelKey> Keys() const;
 
   // Bytes of a model's parameters (what the budget counts).
   static int64_t ParameterBytes(const LanguageModel& model);

@@ -55,10 +55,22 @@ class WorkerLoopImpl final : public WorkerLoop {
   absl::Status Run() override {
     LF_RETURN_IF_ERROR(RegisterWithRetry()) << "registering with "
                                             << options_.coordinator_address;
+    // The model cache's counts when the worker stops: how many builds the
+    // resident models saved (tests/integration read this line).
+    struct LogCacheAtExit {
+      WorkerLoopImpl* loop;
+      ~LogCacheAtExit() {
+        const ModelCacheStats s = StatsOf(*loop->models_);
+        loop->Log(absl::StrCat("model cache: ", s.builds, " builds, ", s.hits, " hits, ",
+                               s.evictions, " evictions, ", s.models, " models kept (",
+                               s.bytes, " bytes)"));
+      }
+    } log_cache_at_exit{this};
     auto idle_since = Clock::now();
     while (!stopping()) {
       v1::LeaseJobRequest request;
       request.set_worker_id(worker_id_);
+      AddResidentModels(request);
       v1::LeaseJobResponse lease;
       grpc::ClientContext ctx;
       SetDeadline(ctx);
@@ -112,6 +124,26 @@ class WorkerLoopImpl final : public WorkerLoop {
   void Log(const std::string& message) {
     std::cerr << "[worker " << (worker_id_.empty() ? options_.name : worker_id_)
               << "] " << message << std::endl;
+  }
+
+  // The models kept from earlier jobs, so that the scheduler prefers a job
+  // of one of them (issue 13), within the coordinator's caps: the most
+  // recently used first; an entry too long to send is left out rather than
+  // have the lease refused.
+  void AddResidentModels(v1::LeaseJobRequest& request) const {
+    for (const ResidentModelKey& r :
+         ResidentModels(*models_, static_cast<size_t>(limits::kMaxResidentModels))) {
+      if (r.model.empty() || static_cast<int64_t>(r.model.size()) > limits::kMaxModelBytes ||
+          static_cast<int64_t>(r.init_scheme.size()) > limits::kMaxShortNameBytes ||
+          static_cast<int64_t>(r.dtype.size()) > limits::kMaxShortNameBytes) {
+        continue;
+      }
+      v1::ResidentModel* m = request.add_resident_models();
+      m->set_model(r.model);
+      m->set_init_scheme(r.init_scheme);
+      m->set_seed(r.seed);
+      m->set_dtype(r.dtype);
+    }
   }
 
   // The coordinator may start after the worker (docker-compose, Slurm):
