@@ -35,6 +35,10 @@
 #                        next to the forward's wall time without the profiler.
 #                        LF_METRICS=1: also the three metrics' kernels (a
 #                        forward with them less the forward alone).
+#   sweep                issue 13's sweep benchmark: bench/sweeps/sweep_gpu_24.yaml
+#                        (24 pythia-1.4b jobs, 8 x 2048 bf16) through
+#                        `layerflow run`, GPU utilisation sampled, phase times
+#                        from the store (bench/sweep_bench.py). -> sweep_gpu.json
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
 #   sharded [SWEEP]      (2 GPUs) every analysis of all four architectures on
 #                        one GPU and on two: rows must agree to 1e-6.
@@ -55,6 +59,8 @@ case "$cmd" in
   profile)
     export LAYERFLOW_SSM_KERNELS="${LAYERFLOW_SSM_KERNELS:-1}"
     export LF_TARGETS="${LF_TARGETS:-bench_ssm_gpu}" ;;
+  sweep)
+    export LF_TARGETS="${LF_TARGETS:-layerflow layerflow-worker}" ;;
   parity|checkpoints|multi|sharded) ;;
   *) sed -n '2,/^set -uo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac
@@ -137,6 +143,11 @@ checkpoints() {
   for m in pythia-2.8b gpt-neo-2.7b mamba-2.8b mamba2-2.7b; do
     $B/bench_metrics_overhead --model "$m" --dtype bf16 --prompts 1 --tokens 2048 --reps 5 --forward-only 1
   done
+}
+
+sweep() {
+  python3 bench/sweep_bench.py --layerflow "$LF" --sweep bench/sweeps/sweep_gpu_24.yaml \
+    --gpu 1 --out "$OUT/sweep_gpu.json"
 }
 
 profile() {
