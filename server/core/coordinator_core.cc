@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "common/api_limits.h"
+#include "common/job_failures.h"
 #include "server/core/chunk_validation.h"
 #include "server/core/request_limits.h"
 #include "server/core/result_pages.h"
@@ -163,6 +164,10 @@ absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
   }
   const int64_t now = clock_();
   LF_RETURN_IF_ERROR(store_->TouchWorker(request.worker_id(), now));
+  // A quarantined worker stays registered and heartbeating (so it is
+  // shown), but gets no work: an empty queue, as far as it can tell.
+  LF_ASSIGN_OR_RETURN(const WorkerRecord worker, store_->GetWorker(request.worker_id()));
+  if (worker.quarantined) return layerflow::v1::LeaseJobResponse();
   LF_ASSIGN_OR_RETURN(
       std::optional<Lease> lease,
       store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms, resident));
@@ -242,12 +247,55 @@ absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& reque
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
   LF_RETURN_IF_ERROR(CheckLength("error", request.error(), limits::kMaxErrorBytes));
+  if (request.code() < 0 || request.code() > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("code: ", request.code(), " is not a status code (0..16)"));
+  }
   const std::string error =
       request.error().empty() ? "worker reported failure" : request.error();
-  LF_RETURN_IF_ERROR(store_->FailJob(request.job_id(), request.lease_id(),
-                                     error, clock_()));
+  const absl::Status reported(static_cast<absl::StatusCode>(request.code()), error);
+  // No code (code 0, an older worker): final, as every error was before.
+  if (reported.ok() || ClassifyJobError(reported) == JobErrorClass::kBadInput) {
+    LF_RETURN_IF_ERROR(store_->FailJob(request.job_id(), request.lease_id(),
+                                       error, clock_()));
+    NotifyChanged();
+    RefreshGauges();
+    return absl::OkStatus();
+  }
+  const int64_t now = clock_();
+  const RetryPolicy policy{options_.max_attempts, options_.retry_backoff_ms,
+                           options_.retry_backoff_cap_ms, options_.quarantine_after};
+  // "Another live worker" uses the same 3 heartbeats as the connected gauge.
+  LF_ASSIGN_OR_RETURN(const RetryResult result,
+                      store_->RetryJob(request.job_id(), request.lease_id(), error, now,
+                                       now - 3 * options_.heartbeat_interval_ms, policy));
+  if (result.requeued) {
+    if (metrics_ != nullptr) metrics_->AddJobRetries(1);
+    std::cerr << "[coordinator] job " << request.job_id() << ": host error, retried after "
+              << result.not_before_unix_ms - now << " ms: " << error << std::endl;
+  } else {
+    std::cerr << "[coordinator] job " << request.job_id()
+              << ": host error on its last attempt; failed" << std::endl;
+  }
+  if (result.worker_quarantined) {
+    std::cerr << "[coordinator] worker of job " << request.job_id() << " quarantined after "
+              << options_.quarantine_after << " host errors in a row" << std::endl;
+  }
   NotifyChanged();
+  RefreshGauges();
   return absl::OkStatus();
+}
+
+absl::Status CoordinatorCore::ReleaseWorker(const std::string& worker_id) {
+  LF_RETURN_IF_ERROR(Required("worker_id", worker_id));
+  LF_RETURN_IF_ERROR(store_->ReleaseWorker(worker_id));
+  NotifyChanged();
+  RefreshGauges();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<WorkerRecord>> CoordinatorCore::ListWorkers() {
+  return store_->ListWorkers();
 }
 
 absl::Status CoordinatorCore::CheckLease(const std::string& job_id,
@@ -343,6 +391,11 @@ void CoordinatorCore::RefreshGauges() {
   const int64_t since = clock_() - 3 * options_.heartbeat_interval_ms;
   if (absl::StatusOr<int64_t> live = store_->CountLiveWorkers(since); live.ok()) {
     metrics_->SetWorkersConnected(*live);
+  }
+  if (absl::StatusOr<std::vector<WorkerRecord>> workers = store_->ListWorkers(); workers.ok()) {
+    int64_t quarantined = 0;
+    for (const WorkerRecord& w : *workers) quarantined += w.quarantined ? 1 : 0;
+    metrics_->SetWorkersQuarantined(quarantined);
   }
 }
 

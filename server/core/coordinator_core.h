@@ -34,8 +34,15 @@ struct CoreOptions {
   int64_t lease_ttl_ms = 30000;
   int64_t heartbeat_interval_ms = 5000;
   int64_t reaper_interval_ms = 1000;
+  // Leases per job, whatever ended them (host errors, lapsed leases).
   int32_t max_attempts = 3;
+  // A requeued job waits retry_backoff_ms * 2^(attempts-1), at most
+  // retry_backoff_cap_ms after a host error (common/job_failures.h).
   int64_t retry_backoff_ms = 1000;
+  int64_t retry_backoff_cap_ms = 60000;
+  // A worker whose last this-many attempts were all host errors is
+  // quarantined: leased nothing until an admin releases it (0: never).
+  int32_t quarantine_after = 3;
 };
 
 class CoordinatorCore {
@@ -75,12 +82,22 @@ class CoordinatorCore {
   absl::StatusOr<CommitResult> CommitChunk(
       const layerflow::v1::ResultChunk& chunk);
   absl::Status CompleteJob(const layerflow::v1::CompleteJobRequest& request);
+  // Classifies the reported code and text (ClassifyJobError): bad input
+  // (or no code) fails the job; a host error retries it on another worker
+  // (Store::RetryJob) and may quarantine the reporting worker.
+  // INVALID_ARGUMENT for a code that is no status code.
   absl::Status FailJob(const layerflow::v1::FailJobRequest& request);
   // The lease check of every call made under a lease, for calls outside
   // the store (artifact uploads): OK for the live lease of job_id, ABORTED
   // when it lapsed, was replaced or the job was cancelled,
   // INVALID_ARGUMENT when a field is missing, NOT_FOUND for an unknown job.
   absl::Status CheckLease(const std::string& job_id, const std::string& lease_id);
+  // Ends a worker's quarantine (layerflow-coordinator --release-worker):
+  // NOT_FOUND for an unknown worker, FAILED_PRECONDITION for one not
+  // quarantined.
+  absl::Status ReleaseWorker(const std::string& worker_id);
+  // Every registered worker with its quarantine state.
+  absl::StatusOr<std::vector<WorkerRecord>> ListWorkers();
   // Marks a registered worker alive (an idle heartbeat); NOT_FOUND for an
   // unregistered one, INVALID_ARGUMENT for an empty id.
   absl::Status TouchWorker(const std::string& worker_id);

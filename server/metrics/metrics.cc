@@ -21,6 +21,8 @@ struct Metrics::Impl {
   std::unique_ptr<prometheus::Exposer> exposer;
   std::map<std::string, prometheus::Gauge*, std::less<>> jobs;
   prometheus::Gauge* workers = nullptr;
+  prometheus::Gauge* quarantined = nullptr;
+  prometheus::Counter* retries = nullptr;
   prometheus::Counter* chunks = nullptr;
   prometheus::Counter* lapsed = nullptr;
   prometheus::Counter* sweeps = nullptr;
@@ -45,6 +47,16 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
   impl->workers = &prometheus::BuildGauge()
                        .Name("layerflow_workers_connected")
                        .Help("Workers seen within 3 heartbeat intervals.")
+                       .Register(*impl->registry)
+                       .Add({});
+  impl->quarantined = &prometheus::BuildGauge()
+                           .Name("layerflow_workers_quarantined")
+                           .Help("Workers leased nothing after host errors in a row.")
+                           .Register(*impl->registry)
+                           .Add({});
+  impl->retries = &prometheus::BuildCounter()
+                       .Name("layerflow_job_retries_total")
+                       .Help("Failed attempts (host errors) requeued for another worker.")
                        .Register(*impl->registry)
                        .Add({});
   impl->chunks = &prometheus::BuildCounter()
@@ -108,6 +120,14 @@ void Metrics::SetJobs(absl::string_view state, int64_t count) {
 
 void Metrics::SetWorkersConnected(int64_t count) {
   impl_->workers->Set(static_cast<double>(count));
+}
+
+void Metrics::SetWorkersQuarantined(int64_t count) {
+  impl_->quarantined->Set(static_cast<double>(count));
+}
+
+void Metrics::AddJobRetries(int64_t n) {
+  impl_->retries->Increment(static_cast<double>(n));
 }
 
 void Metrics::AddChunksCommitted(int64_t n) {

@@ -1,6 +1,8 @@
 // The coordinator's Prometheus metrics:
 //   layerflow_jobs{state="queued|running|succeeded|failed|cancelled"}  gauge
 //   layerflow_workers_connected                                       gauge
+//   layerflow_workers_quarantined                                     gauge
+//   layerflow_job_retries_total                                       counter
 //   layerflow_chunks_committed_total                                  counter
 //   layerflow_leases_lapsed_total                                     counter
 //   layerflow_sweeps_submitted_total                                  counter
@@ -33,6 +35,10 @@ class Metrics {
   // `state` is one of queued, running, succeeded, failed, cancelled.
   void SetJobs(absl::string_view state, int64_t count);
   void SetWorkersConnected(int64_t count);
+  // Workers the coordinator leases nothing to (host errors in a row).
+  void SetWorkersQuarantined(int64_t count);
+  // Attempts that ended in a host error and were requeued for another try.
+  void AddJobRetries(int64_t n);
   void AddChunksCommitted(int64_t n);
   void AddLeasesLapsed(int64_t n);
   void AddSweepsSubmitted(int64_t n);

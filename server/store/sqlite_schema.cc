@@ -137,6 +137,32 @@ UPDATE jobs SET chunks_committed = 0, state = 1, worker_id = '', lease_id = '',
 UPDATE jobs SET results_version = 2 WHERE state IN (1, 2);
 )sql";
 
+// v8: failures (issue 14). job_attempts: how every lease of a job ended
+// (AttemptOutcome: 1 succeeded, 2 bad input, 3 host error, 4 lease lapsed),
+// for the error that lists every attempt and for quarantine, which looks
+// at a worker's latest attempts. workers.quarantined/quarantine_reason;
+// released_after is the last job_attempts.id at an admin's release, so the
+// host errors before it no longer count.
+constexpr absl::string_view kV8 = R"sql(
+CREATE TABLE job_attempts (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,  -- end order
+  job_id    TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+  attempt   INTEGER NOT NULL,
+  worker_id TEXT NOT NULL,
+  outcome   INTEGER NOT NULL,
+  error     TEXT NOT NULL,
+  ended_ms  INTEGER NOT NULL,
+  -- 1: a host error while another live, unquarantined worker existed; the
+  -- job is not leased to this worker again (Store::RetryJob).
+  elsewhere INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX job_attempts_by_job ON job_attempts(job_id, id);
+CREATE INDEX job_attempts_by_worker ON job_attempts(worker_id, id);
+ALTER TABLE workers ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN quarantine_reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE workers ADD COLUMN released_after INTEGER NOT NULL DEFAULT 0;
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -156,6 +182,7 @@ const std::vector<Migration>& Migrations() {
       {5, "chunk_stats_by_key index (paged QueryResults)", kV5},
       {6, "jobs.phase_totals (the workers' phase times)", kV6},
       {7, "jobs.results_version (counter-based random init)", kV7},
+      {8, "job_attempts, workers.quarantined (failures)", kV8},
   };
   return *migrations;
 }

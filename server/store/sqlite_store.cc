@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "catalog/results_version.h"
+#include "common/job_failures.h"
 #include "common/status_macros.h"
 #include "server/store/sqlite_db.h"
 #include "server/store/sqlite_schema.h"
@@ -211,22 +212,27 @@ class SqliteStore final : public Store {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     // The head: what the primary order (priority, then age) gives.
+    // Not a job this worker failed with a host error while another worker
+    // could take it (RetryJob's "elsewhere").
     static constexpr absl::string_view kRunnable =
         "j.state = ?1 AND j.not_before_ms <= ?2 AND (j.depends_on = '' OR EXISTS "
-        "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on AND d.state = ?3))";
+        "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on AND d.state = ?3)) "
+        "AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.job_id "
+        "AND a.worker_id = ?4 AND a.elsewhere = 1)";
     LF_ASSIGN_OR_RETURN(
         Statement pick,
         db_->Prepare(absl::StrCat("SELECT j.seq, j.sweep_id, j.priority FROM jobs j WHERE ",
                                   kRunnable, " ORDER BY j.priority DESC, j.seq LIMIT 1")));
     pick.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
         .Bind(2, now_ms)
-        .Bind(3, static_cast<int>(JobState::JOB_STATE_SUCCEEDED));
+        .Bind(3, static_cast<int>(JobState::JOB_STATE_SUCCEEDED))
+        .Bind(4, worker_id);
     LF_ASSIGN_OR_RETURN(bool found, pick.Step());
     if (!found) return std::optional<Lease>();
     int64_t seq = pick.Int(0);
     if (!resident.empty()) {
       LF_ASSIGN_OR_RETURN(seq, LocalPickLocked(seq, pick.Text(1), pick.Int(2), now_ms,
-                                               resident));
+                                               worker_id, resident));
     }
 
     Lease lease;
@@ -262,6 +268,7 @@ class SqliteStore final : public Store {
   // them) that is an EXTRACT job of a resident model; the head when none is.
   absl::StatusOr<int64_t> LocalPickLocked(int64_t head_seq, const std::string& sweep_id,
                                           int64_t priority, int64_t now_ms,
+                                          const std::string& worker_id,
                                           const std::vector<ResidentModelRef>& resident)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LF_ASSIGN_OR_RETURN(
@@ -270,6 +277,8 @@ class SqliteStore final : public Store {
                      "AND j.not_before_ms <= ?2 AND (j.depends_on = '' OR EXISTS "
                      "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on AND d.state = ?3)) "
                      "AND j.sweep_id = ?4 AND j.priority = ?5 AND j.seq >= ?6 "
+                     "AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.job_id "
+                     "AND a.worker_id = ?8 AND a.elsewhere = 1) "
                      "ORDER BY j.seq LIMIT ?7"));
     select.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
         .Bind(2, now_ms)
@@ -277,7 +286,8 @@ class SqliteStore final : public Store {
         .Bind(4, sweep_id)
         .Bind(5, priority)
         .Bind(6, head_seq)
-        .Bind(7, kLocalityWindow);
+        .Bind(7, kLocalityWindow)
+        .Bind(8, worker_id);
     while (true) {
       LF_ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
@@ -445,6 +455,7 @@ class SqliteStore final : public Store {
           "job ", job_id, " has ", row.chunks_committed, " of ",
           row.chunks_total, " chunks committed"));
     }
+    LF_RETURN_IF_ERROR(RecordAttemptLocked(job_id, AttemptOutcome::kSucceeded, "", now_ms));
     LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_SUCCEEDED, "", now_ms));
     return tx.Commit();
   }
@@ -458,6 +469,7 @@ class SqliteStore final : public Store {
       return absl::OkStatus();
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
+    LF_RETURN_IF_ERROR(RecordAttemptLocked(job_id, AttemptOutcome::kBadInput, error, now_ms));
     LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_FAILED, error, now_ms));
     LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
     return tx.Commit();
@@ -483,6 +495,18 @@ class SqliteStore final : public Store {
       }
     }
     for (const auto& [seq, attempts] : lapsed) {
+      {
+        // In the attempt history, so that a job failing later lists it.
+        LF_ASSIGN_OR_RETURN(
+            Statement insert,
+            db_->Prepare("INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, "
+                         "error, ended_ms) SELECT job_id, attempts, worker_id, ?1, "
+                         "'lease lapsed', ?2 FROM jobs WHERE seq = ?3"));
+        insert.Bind(1, static_cast<int>(AttemptOutcome::kLeaseLapsed))
+            .Bind(2, now_ms)
+            .Bind(3, seq);
+        LF_RETURN_IF_ERROR(insert.Run());
+      }
       const bool exhausted = attempts >= max_attempts;
       // base * 2^(attempts-1), with the shift capped so it cannot overflow.
       const int shift = static_cast<int>(std::clamp<int64_t>(attempts - 1, 0, 20));
@@ -641,6 +665,146 @@ class SqliteStore final : public Store {
     return counts;
   }
 
+  absl::StatusOr<RetryResult> RetryJob(const std::string& job_id, const std::string& lease_id,
+                                       const std::string& error, int64_t now_ms,
+                                       int64_t live_since_ms,
+                                       const RetryPolicy& policy) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    // A repeat (the first reply was lost): the job keeps the lease id it
+    // was retried or failed under until it is leased again.
+    if ((row.state == JobState::JOB_STATE_QUEUED || row.state == JobState::JOB_STATE_FAILED) &&
+        row.lease_id == lease_id) {
+      return RetryResult{row.state == JobState::JOB_STATE_QUEUED, false, 0};
+    }
+    LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
+    LF_ASSIGN_OR_RETURN(Statement select,
+                        db_->Prepare("SELECT attempts, worker_id FROM jobs WHERE job_id = ?1"));
+    select.Bind(1, job_id);
+    LF_ASSIGN_OR_RETURN(bool found, select.Step());
+    if (!found) return absl::InternalError(absl::StrCat("job ", job_id, " vanished"));
+    const int64_t attempts = select.Int(0);
+    const std::string worker_id = select.Text(1);
+    // Elsewhere only while somewhere else exists: a lone worker (the
+    // embedded default) retries its own host errors.
+    bool elsewhere = false;
+    {
+      LF_ASSIGN_OR_RETURN(
+          Statement other,
+          db_->Prepare("SELECT EXISTS (SELECT 1 FROM workers WHERE worker_id != ?1 "
+                       "AND quarantined = 0 AND last_seen_ms >= ?2)"));
+      other.Bind(1, worker_id).Bind(2, live_since_ms);
+      LF_ASSIGN_OR_RETURN(bool r, other.Step());
+      elsewhere = r && other.Int(0) != 0;
+    }
+    LF_RETURN_IF_ERROR(
+        RecordAttemptLocked(job_id, AttemptOutcome::kHostError, error, now_ms, elsewhere));
+    RetryResult result;
+    if (attempts >= policy.max_attempts) {
+      LF_ASSIGN_OR_RETURN(std::vector<JobAttempt> history, ListAttemptsLocked(job_id));
+      std::vector<std::string> parts;
+      for (const JobAttempt& a : history) {
+        parts.push_back(absl::StrCat("attempt ", a.attempt, " on ", a.worker_id, ": ", a.error));
+      }
+      LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_FAILED,
+                                absl::StrCat("failed on ", attempts, " attempts: ",
+                                             absl::StrJoin(parts, "; ")),
+                                now_ms));
+      LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
+    } else {
+      result.requeued = true;
+      result.not_before_unix_ms =
+          now_ms + RetryBackoffMs(attempts, policy.backoff_base_ms, policy.backoff_cap_ms);
+      LF_ASSIGN_OR_RETURN(
+          Statement update,
+          db_->Prepare("UPDATE jobs SET state = ?1, error = ?2, not_before_ms = ?3, "
+                       "worker_id = '', updated_ms = ?4 WHERE job_id = ?5"));
+      update.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
+          .Bind(2, absl::StrCat("attempt ", attempts, " on ", worker_id,
+                                " failed (host error, retrying): ", error))
+          .Bind(3, result.not_before_unix_ms)
+          .Bind(4, now_ms)
+          .Bind(5, job_id);
+      LF_RETURN_IF_ERROR(update.Run());
+    }
+    if (policy.quarantine_after > 0 && !worker_id.empty()) {
+      // The worker's latest attempts since its last release, newest first.
+      LF_ASSIGN_OR_RETURN(
+          Statement latest,
+          db_->Prepare("SELECT a.outcome, a.job_id, a.error FROM job_attempts a "
+                       "JOIN workers w ON w.worker_id = a.worker_id "
+                       "WHERE a.worker_id = ?1 AND a.id > w.released_after "
+                       "ORDER BY a.id DESC LIMIT ?2"));
+      latest.Bind(1, worker_id).Bind(2, int64_t{policy.quarantine_after});
+      int64_t host_errors = 0;
+      std::vector<std::string> reasons;
+      while (true) {
+        LF_ASSIGN_OR_RETURN(bool r, latest.Step());
+        if (!r) break;
+        if (latest.Int(0) != static_cast<int>(AttemptOutcome::kHostError)) break;
+        ++host_errors;
+        reasons.push_back(absl::StrCat(latest.Text(1), ": ", latest.Text(2)));
+      }
+      if (host_errors >= policy.quarantine_after) {
+        std::reverse(reasons.begin(), reasons.end());
+        LF_ASSIGN_OR_RETURN(
+            Statement update,
+            db_->Prepare("UPDATE workers SET quarantined = 1, quarantine_reason = ?1 "
+                         "WHERE worker_id = ?2 AND quarantined = 0"));
+        update
+            .Bind(1, absl::StrCat(host_errors, " host errors in a row: ",
+                                  absl::StrJoin(reasons, "; ")))
+            .Bind(2, worker_id);
+        LF_RETURN_IF_ERROR(update.Run());
+        result.worker_quarantined = db_->Changes() == 1;
+      }
+    }
+    LF_RETURN_IF_ERROR(tx.Commit());
+    return result;
+  }
+
+  absl::StatusOr<std::vector<JobAttempt>> ListAttempts(const std::string& job_id) override {
+    absl::MutexLock lock(&mu_);
+    LF_RETURN_IF_ERROR(LoadLeaseRow(job_id).status());
+    return ListAttemptsLocked(job_id);
+  }
+
+  absl::StatusOr<WorkerRecord> GetWorker(const std::string& worker_id) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(std::vector<WorkerRecord> found, ReadWorkersLocked(worker_id));
+    if (found.empty()) {
+      return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id));
+    }
+    return found.front();
+  }
+
+  absl::StatusOr<std::vector<WorkerRecord>> ListWorkers() override {
+    absl::MutexLock lock(&mu_);
+    return ReadWorkersLocked("");
+  }
+
+  absl::Status ReleaseWorker(const std::string& worker_id) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(std::vector<WorkerRecord> found, ReadWorkersLocked(worker_id));
+    if (found.empty()) {
+      return absl::NotFoundError(absl::StrCat("worker_id: unknown worker ", worker_id));
+    }
+    if (!found.front().quarantined) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("worker ", worker_id, " is not quarantined"));
+    }
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE workers SET quarantined = 0, quarantine_reason = '', "
+                     "released_after = (SELECT COALESCE(MAX(id), 0) FROM job_attempts) "
+                     "WHERE worker_id = ?1"));
+    update.Bind(1, worker_id);
+    LF_RETURN_IF_ERROR(update.Run());
+    return tx.Commit();
+  }
+
  private:
   absl::StatusOr<Sweep> GetSweepLocked(const std::string& sweep_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -742,6 +906,62 @@ class SqliteStore final : public Store {
       LF_RETURN_IF_ERROR(update.Run());
       if (db_->Changes() == 0) return absl::OkStatus();
     }
+  }
+
+  // Appends the end of the job's current lease (its attempts count and
+  // worker) to the attempt history; before Finish, which clears worker_id.
+  absl::Status RecordAttemptLocked(const std::string& job_id, AttemptOutcome outcome,
+                                   const std::string& error, int64_t now_ms,
+                                   bool elsewhere = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(
+        Statement insert,
+        db_->Prepare("INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, error, "
+                     "ended_ms, elsewhere) SELECT job_id, attempts, worker_id, ?1, ?2, ?3, ?5 "
+                     "FROM jobs WHERE job_id = ?4"));
+    insert.Bind(1, static_cast<int>(outcome))
+        .Bind(2, error)
+        .Bind(3, now_ms)
+        .Bind(4, job_id)
+        .Bind(5, int64_t{elsewhere ? 1 : 0});
+    return insert.Run();
+  }
+
+  absl::StatusOr<std::vector<JobAttempt>> ListAttemptsLocked(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT attempt, worker_id, outcome, error, ended_ms FROM job_attempts "
+                     "WHERE job_id = ?1 ORDER BY id"));
+    select.Bind(1, job_id);
+    std::vector<JobAttempt> attempts;
+    while (true) {
+      LF_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      attempts.push_back(JobAttempt{static_cast<int32_t>(select.Int(0)), select.Text(1),
+                                    static_cast<AttemptOutcome>(select.Int(2)),
+                                    select.Text(3), select.Int(4)});
+    }
+    return attempts;
+  }
+
+  // One worker (worker_id not empty) or all, oldest registration first.
+  absl::StatusOr<std::vector<WorkerRecord>> ReadWorkersLocked(const std::string& worker_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(
+        Statement select,
+        db_->Prepare("SELECT worker_id, name, registered_ms, last_seen_ms, quarantined, "
+                     "quarantine_reason FROM workers WHERE (?1 = '' OR worker_id = ?1) "
+                     "ORDER BY registered_ms, worker_id"));
+    select.Bind(1, worker_id);
+    std::vector<WorkerRecord> workers;
+    while (true) {
+      LF_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      workers.push_back(WorkerRecord{select.Text(0), select.Text(1), select.Int(2),
+                                     select.Int(3), select.Int(4) != 0, select.Text(5)});
+    }
+    return workers;
   }
 
   absl::Status Finish(const std::string& job_id, JobState state,

@@ -106,6 +106,51 @@ struct JobFilter {
 // Jobs per state, indexed by layerflow::v1::JobState (index 0 unused).
 using JobStateCounts = std::array<int64_t, 6>;
 
+// How one lease of a job ended (the attempt history, schema v8).
+enum class AttemptOutcome {
+  kSucceeded = 1,
+  kBadInput = 2,    // FailJob: the job failed for good
+  kHostError = 3,   // RetryJob: retried elsewhere
+  kLeaseLapsed = 4, // RequeueLapsedLeases
+};
+
+struct JobAttempt {
+  int32_t attempt = 0;  // 1-based: the job's attempts count at that lease
+  std::string worker_id;
+  AttemptOutcome outcome = AttemptOutcome::kSucceeded;
+  std::string error;  // empty for kSucceeded
+  int64_t ended_unix_ms = 0;
+};
+
+// What RetryJob does with a host error.
+struct RetryPolicy {
+  // Leases per job, all outcomes together; the attempt that reaches it
+  // fails the job with every attempt's worker and error.
+  int32_t max_attempts = 3;
+  // Runnable again after RetryBackoffMs(attempts, base, cap)
+  // (common/job_failures.h).
+  int64_t backoff_base_ms = 1000;
+  int64_t backoff_cap_ms = 60000;
+  // A worker whose last this-many attempts all ended in host errors is
+  // quarantined (0: never).
+  int32_t quarantine_after = 3;
+};
+
+struct RetryResult {
+  bool requeued = false;            // false: the job FAILED (attempts spent)
+  bool worker_quarantined = false;  // this failure quarantined the worker
+  int64_t not_before_unix_ms = 0;   // when requeued
+};
+
+struct WorkerRecord {
+  std::string worker_id;
+  std::string name;
+  int64_t registered_unix_ms = 0;
+  int64_t last_seen_unix_ms = 0;
+  bool quarantined = false;
+  std::string quarantine_reason;  // the host errors that caused it
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -218,6 +263,32 @@ class Store {
   // Workers seen at or after since_ms.
   virtual absl::StatusOr<int64_t> CountLiveWorkers(int64_t since_ms) = 0;
   virtual absl::StatusOr<JobStateCounts> CountJobsByState() = 0;
+
+  // --- Failures (issue 14) -------------------------------------------------
+  // A host error under a live lease (ABORTED otherwise; a repeat of the
+  // same call is acknowledged): the attempt is recorded; the job goes back
+  // to QUEUED, runnable after the policy's backoff and not leased again by
+  // a worker that already failed it with a host error while another live
+  // (seen within live_since_ms), unquarantined worker exists; or, once
+  // attempts >= max_attempts, FAILS with "failed on N attempts: attempt 1
+  // on <worker>: <error>; ..." (and its dependents fail). The worker is
+  // quarantined when its last quarantine_after attempts were host errors.
+  virtual absl::StatusOr<RetryResult> RetryJob(const std::string& job_id,
+                                               const std::string& lease_id,
+                                               const std::string& error, int64_t now_ms,
+                                               int64_t live_since_ms,
+                                               const RetryPolicy& policy) = 0;
+  // Every ended attempt of a job, oldest first (CompleteJob, FailJob,
+  // RetryJob and lapsed leases record them). NOT_FOUND for an unknown job.
+  virtual absl::StatusOr<std::vector<JobAttempt>> ListAttempts(const std::string& job_id) = 0;
+  // NOT_FOUND for an unregistered worker.
+  virtual absl::StatusOr<WorkerRecord> GetWorker(const std::string& worker_id) = 0;
+  // Registered workers, oldest registration first.
+  virtual absl::StatusOr<std::vector<WorkerRecord>> ListWorkers() = 0;
+  // Ends a quarantine (an admin's call): the worker leases again and its
+  // earlier host errors no longer count towards the next one. NOT_FOUND
+  // for an unregistered worker, FAILED_PRECONDITION when not quarantined.
+  virtual absl::Status ReleaseWorker(const std::string& worker_id) = 0;
 };
 
 // The sweep state that a set of job counts implies (experiment.proto).

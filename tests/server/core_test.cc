@@ -571,5 +571,111 @@ TEST_F(CoreTest, LeaseJobChecksResidentModels) {
   EXPECT_EQ(lease.job().attempts(), 1);
 }
 
+// Issue 14, failure 3: every FailJob was final, so a worker short of memory
+// failed jobs for good and kept leasing. FailJob now judges the code.
+TEST_F(CoreTest, FailJobRetriesHostErrorsAndFailsBadInputAtOnce) {
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(Spec(6, 2)));
+  (void)submitted;
+  v1::LeaseJobRequest bad;
+  bad.set_worker_id(Register());
+  v1::LeaseJobRequest good;
+  good.set_worker_id(Register());
+  LF_ASSERT_OK_AND_ASSIGN(auto a, core_->LeaseJob(bad));
+  ASSERT_TRUE(a.leased());
+  v1::FailJobRequest fail;
+  fail.set_job_id(a.job().job_id());
+  fail.set_lease_id(a.lease_id());
+  fail.set_error("RESOURCE_EXHAUSTED: CUDA out of memory");
+  fail.set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+  LF_ASSERT_OK(core_->FailJob(fail));
+  // Requeued (backoff 0 here), not to the worker that failed it.
+  LF_ASSERT_OK_AND_ASSIGN(auto none, core_->LeaseJob(bad));
+  EXPECT_FALSE(none.leased());
+  LF_ASSERT_OK_AND_ASSIGN(auto b, core_->LeaseJob(good));
+  ASSERT_TRUE(b.leased());
+  EXPECT_EQ(b.job().job_id(), a.job().job_id());
+  EXPECT_EQ(b.job().attempts(), 2);
+  EXPECT_EQ(b.job().error(),
+            "attempt 1 on " + bad.worker_id() +
+                " failed (host error, retrying): RESOURCE_EXHAUSTED: CUDA out of memory");
+  // The same job, now with bad input: final although an attempt is left.
+  fail.set_lease_id(b.lease_id());
+  fail.set_error("INVALID_ARGUMENT: dataset.name: unknown data set 'kvpr2'");
+  fail.set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+  LF_ASSERT_OK(core_->FailJob(fail));
+  v1::ListJobsRequest list;
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(list));
+  ASSERT_EQ(jobs.jobs_size(), 1);
+  EXPECT_EQ(jobs.jobs(0).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(jobs.jobs(0).error(), "INVALID_ARGUMENT: dataset.name: unknown data set 'kvpr2'");
+  fail.set_code(17);
+  EXPECT_THAT(core_->FailJob(fail), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             "code: 17 is not a status code"));
+}
+
+TEST_F(CoreTest, HostErrorsOnTheLastAttemptFailListingEveryAttempt) {
+  LF_ASSERT_OK(core_->SubmitSweep(Spec(2, 2)).status());  // max_attempts 2
+  v1::LeaseJobRequest w1;
+  w1.set_worker_id(Register());
+  v1::LeaseJobRequest w2;
+  w2.set_worker_id(Register());
+  std::string job_id;
+  for (const v1::LeaseJobRequest* w : {&w1, &w2}) {
+    LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(*w));
+    ASSERT_TRUE(lease.leased());
+    job_id = lease.job().job_id();
+    v1::FailJobRequest fail;
+    fail.set_job_id(job_id);
+    fail.set_lease_id(lease.lease_id());
+    fail.set_error(absl::StrCat("INTERNAL: CUDA error on ", w->worker_id()));
+    fail.set_code(static_cast<int>(absl::StatusCode::kInternal));
+    LF_ASSERT_OK(core_->FailJob(fail));
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(v1::ListJobsRequest()));
+  ASSERT_EQ(jobs.jobs_size(), 1);
+  EXPECT_EQ(jobs.jobs(0).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(jobs.jobs(0).error(),
+            absl::StrCat("failed on 2 attempts: attempt 1 on ", w1.worker_id(),
+                         ": INTERNAL: CUDA error on ", w1.worker_id(), "; attempt 2 on ",
+                         w2.worker_id(), ": INTERNAL: CUDA error on ", w2.worker_id()));
+}
+
+TEST_F(CoreTest, QuarantinedWorkerIsLeasedNothingUntilReleased) {
+  // 4 jobs; max_attempts 2, so each job survives one host error.
+  LF_ASSERT_OK(core_->SubmitSweep(Spec(8, 2)).status());
+  v1::SweepSpec more = Spec(2, 2);
+  more.set_name("more");
+  for (int i = 0; i < 3; ++i) LF_ASSERT_OK(core_->SubmitSweep(more).status());
+  v1::LeaseJobRequest bad;
+  bad.set_worker_id(Register());
+  v1::LeaseJobRequest good;
+  good.set_worker_id(Register());  // alive: the retries go to it
+  for (int i = 0; i < 3; ++i) {    // quarantine_after defaults to 3
+    LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(bad));
+    ASSERT_TRUE(lease.leased()) << i;
+    v1::FailJobRequest fail;
+    fail.set_job_id(lease.job().job_id());
+    fail.set_lease_id(lease.lease_id());
+    fail.set_error("RESOURCE_EXHAUSTED: out of memory");
+    fail.set_code(static_cast<int>(absl::StatusCode::kResourceExhausted));
+    LF_ASSERT_OK(core_->FailJob(fail));
+  }
+  LF_ASSERT_OK_AND_ASSIGN(auto none, core_->LeaseJob(bad));
+  EXPECT_FALSE(none.leased());  // one job never tried by it is still queued
+  LF_ASSERT_OK_AND_ASSIGN(auto workers, core_->ListWorkers());
+  ASSERT_EQ(workers.size(), 2u);
+  for (const WorkerRecord& w : workers) {
+    EXPECT_EQ(w.quarantined, w.worker_id == bad.worker_id()) << w.worker_id;
+  }
+  EXPECT_THAT(core_->ReleaseWorker(good.worker_id()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "not quarantined"));
+  EXPECT_THAT(core_->ReleaseWorker(""), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                 "worker_id: required"));
+  LF_ASSERT_OK(core_->ReleaseWorker(bad.worker_id()));
+  LF_ASSERT_OK_AND_ASSIGN(auto after, core_->LeaseJob(bad));
+  ASSERT_TRUE(after.leased());
+  EXPECT_EQ(after.job().attempts(), 1);  // the one it never tried
+}
+
 }  // namespace
 }  // namespace layerflow::server

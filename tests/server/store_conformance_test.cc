@@ -804,6 +804,147 @@ TEST_P(StoreConformance, CheckLeaseIsTheLiveLeaseCheck) {
               StatusIs(absl::StatusCode::kAborted, "cancelled"));
 }
 
+// --- Failures (issue 14) ---------------------------------------------------
+
+RetryPolicy Policy(int32_t max_attempts, int64_t base, int64_t cap, int32_t quarantine_after) {
+  RetryPolicy p;
+  p.max_attempts = max_attempts;
+  p.backoff_base_ms = base;
+  p.backoff_cap_ms = cap;
+  p.quarantine_after = quarantine_after;
+  return p;
+}
+
+TEST_P(StoreConformance, HostErrorRequeuesWithCappedBackoffOnAnotherWorker) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
+  LF_ASSERT_OK(store_->RegisterWorker("bad", "host-a", "", 0));
+  LF_ASSERT_OK(store_->RegisterWorker("good", "host-b", "", 0));
+  const RetryPolicy policy = Policy(5, 400, 1000, 0);
+  Lease first = MustLease("bad", 0);
+  LF_ASSERT_OK_AND_ASSIGN(RetryResult r,
+                          store_->RetryJob("s-0", first.lease_id, "RESOURCE_EXHAUSTED: oom", 10,
+                                           /*live_since_ms=*/0, policy));
+  EXPECT_TRUE(r.requeued);
+  EXPECT_FALSE(r.worker_quarantined);
+  EXPECT_EQ(r.not_before_unix_ms, 10 + 400);  // attempt 1: base
+  Job job = MustGetJob("s-0");
+  EXPECT_EQ(job.state(), JobState::JOB_STATE_QUEUED);
+  EXPECT_EQ(job.error(), "attempt 1 on bad failed (host error, retrying): RESOURCE_EXHAUSTED: oom");
+  // A repeat of the call (a lost reply) changes nothing.
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob("s-0", first.lease_id, "again", 11, 0, policy));
+  EXPECT_TRUE(r.requeued);
+  LF_ASSERT_OK_AND_ASSIGN(auto attempts, store_->ListAttempts("s-0"));
+  ASSERT_EQ(attempts.size(), 1u);
+  // Not before the backoff, and never again on the worker that failed it
+  // while another one is alive.
+  LF_ASSERT_OK_AND_ASSIGN(auto none, store_->LeaseNextJob("good", 409, kTtl));
+  EXPECT_FALSE(none.has_value());
+  LF_ASSERT_OK_AND_ASSIGN(none, store_->LeaseNextJob("bad", 5000, kTtl));
+  EXPECT_FALSE(none.has_value());
+  Lease second = MustLease("good", 5000);
+  EXPECT_EQ(second.job.attempts(), 2);
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob("s-0", second.lease_id, "INTERNAL: cuda", 5010, 0,
+                                              policy));
+  EXPECT_EQ(r.not_before_unix_ms, 5010 + 800);  // attempt 2: base * 2
+  Lease third = MustLease("other", 6000);       // neither of the two
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob("s-0", third.lease_id, "INTERNAL: cuda", 6010, 0,
+                                              policy));
+  EXPECT_EQ(r.not_before_unix_ms, 6010 + 1000);  // attempt 3: 1600, capped
+}
+
+TEST_P(StoreConformance, LoneWorkerRetriesItsOwnHostError) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
+  LF_ASSERT_OK(store_->RegisterWorker("only", "host", "", 0));
+  LF_ASSERT_OK(store_->RegisterWorker("gone", "host", "", 0));
+  Lease first = MustLease("only", 100);
+  // "gone" was last seen at 0, before live_since: nobody else is alive.
+  LF_ASSERT_OK(store_->RetryJob("s-0", first.lease_id, "UNAVAILABLE: x", 110,
+                                /*live_since_ms=*/50, Policy(3, 0, 0, 0))
+                   .status());
+  EXPECT_EQ(MustLease("only", 120).job.attempts(), 2);
+}
+
+TEST_P(StoreConformance, LastAttemptFailsTheJobListingEveryAttempt) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeDependentSweep("s")));
+  for (const char* w : {"w1", "w2"}) LF_ASSERT_OK(store_->RegisterWorker(w, w, "", 0));
+  const RetryPolicy policy = Policy(3, 0, 0, 0);
+  Lease a = MustLease("w1", 0);
+  LF_ASSERT_OK(store_->RetryJob("s-0", a.lease_id, "RESOURCE_EXHAUSTED: oom", 1, 0, policy)
+                   .status());
+  MustLease("w2", 2);  // attempt 2 lapses (expires at 102)
+  LF_ASSERT_OK(store_->RequeueLapsedLeases(200, 3, 0).status());
+  Lease c = MustLease("w2", 300);
+  EXPECT_EQ(c.job.job_id(), "s-0");
+  EXPECT_EQ(c.job.attempts(), 3);
+  LF_ASSERT_OK_AND_ASSIGN(RetryResult r,
+                          store_->RetryJob("s-0", c.lease_id, "INTERNAL: cuda fault", 301, 0,
+                                           policy));
+  EXPECT_FALSE(r.requeued);
+  Job job = MustGetJob("s-0");
+  EXPECT_EQ(job.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(job.error(),
+            "failed on 3 attempts: attempt 1 on w1: RESOURCE_EXHAUSTED: oom; "
+            "attempt 2 on w2: lease lapsed; attempt 3 on w2: INTERNAL: cuda fault");
+  // Its dependents fail with it, as after FailJob.
+  EXPECT_EQ(MustGetJob("s-1").state(), JobState::JOB_STATE_FAILED);
+  LF_ASSERT_OK_AND_ASSIGN(auto attempts, store_->ListAttempts("s-0"));
+  ASSERT_EQ(attempts.size(), 3u);
+  EXPECT_EQ(attempts[1].outcome, AttemptOutcome::kLeaseLapsed);
+  EXPECT_EQ(attempts[2].worker_id, "w2");
+  EXPECT_EQ(attempts[2].ended_unix_ms, 301);
+  EXPECT_THAT(store_->ListAttempts("nope").status(),
+              StatusIs(absl::StatusCode::kNotFound, "nope"));
+}
+
+TEST_P(StoreConformance, HostErrorsInARowQuarantineUntilReleased) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 6, 1)));
+  for (const char* w : {"bad", "good"}) LF_ASSERT_OK(store_->RegisterWorker(w, w, "", 0));
+  const RetryPolicy policy = Policy(5, 0, 0, 2);
+  // bad: a success, then host error, host error -> quarantined on the
+  // second in a row (the success before them breaks the run).
+  Lease ok = MustLease("bad", 1);
+  LF_ASSERT_OK(store_->CommitChunk(ok.job.job_id(), ok.lease_id, 0, {}, {}, 2).status());
+  LF_ASSERT_OK(store_->CompleteJob(ok.job.job_id(), ok.lease_id, 3));
+  Lease f1 = MustLease("bad", 4);
+  LF_ASSERT_OK_AND_ASSIGN(RetryResult r,
+                          store_->RetryJob(f1.job.job_id(), f1.lease_id, "OOM one", 5, 0, policy));
+  EXPECT_FALSE(r.worker_quarantined);
+  LF_ASSERT_OK_AND_ASSIGN(WorkerRecord w, store_->GetWorker("bad"));
+  EXPECT_FALSE(w.quarantined);
+  Lease f2 = MustLease("bad", 6);
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob(f2.job.job_id(), f2.lease_id, "OOM two", 7, 0,
+                                              policy));
+  EXPECT_TRUE(r.worker_quarantined);
+  LF_ASSERT_OK_AND_ASSIGN(w, store_->GetWorker("bad"));
+  EXPECT_TRUE(w.quarantined);
+  EXPECT_EQ(w.quarantine_reason, "2 host errors in a row: " + f1.job.job_id() + ": OOM one; " +
+                                     f2.job.job_id() + ": OOM two");
+  LF_ASSERT_OK_AND_ASSIGN(auto workers, store_->ListWorkers());
+  ASSERT_EQ(workers.size(), 2u);
+  EXPECT_TRUE(workers[0].quarantined);
+  EXPECT_FALSE(workers[1].quarantined);
+  EXPECT_THAT(store_->ReleaseWorker("good"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "not quarantined"));
+  EXPECT_THAT(store_->ReleaseWorker("nope"), StatusIs(absl::StatusCode::kNotFound, "nope"));
+  LF_ASSERT_OK(store_->ReleaseWorker("bad"));
+  LF_ASSERT_OK_AND_ASSIGN(w, store_->GetWorker("bad"));
+  EXPECT_FALSE(w.quarantined);
+  EXPECT_EQ(w.quarantine_reason, "");
+  // The errors before the release no longer count: one more is not two.
+  Lease f3 = MustLease("bad", 8);
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob(f3.job.job_id(), f3.lease_id, "OOM three", 9, 0,
+                                              policy));
+  EXPECT_FALSE(r.worker_quarantined);
+  // A bad-input failure is no host error either: it breaks a run.
+  Lease f4 = MustLease("bad", 10);
+  LF_ASSERT_OK(store_->FailJob(f4.job.job_id(), f4.lease_id, "INVALID_ARGUMENT: x", 11));
+  Lease f5 = MustLease("bad", 12);
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob(f5.job.job_id(), f5.lease_id, "OOM", 13, 0,
+                                              policy));
+  EXPECT_FALSE(r.worker_quarantined);
+  EXPECT_THAT(store_->GetWorker("nope").status(), StatusIs(absl::StatusCode::kNotFound, "nope"));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(StoreBackend{

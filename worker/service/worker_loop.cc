@@ -260,6 +260,9 @@ class WorkerLoopImpl final : public WorkerLoop {
     // Within the coordinator's cap on FailJob.error (common/api_limits.h).
     const std::string error = limits::CutToLimit(status.ToString(), limits::kMaxErrorBytes);
     request.set_error(error);
+    // The coordinator decides from code and text whether this fails the job
+    // or retries it on another worker (common/job_failures.h).
+    request.set_code(static_cast<int32_t>(status.code()));
     v1::FailJobResponse response;
     grpc::ClientContext ctx;
     SetDeadline(ctx);
