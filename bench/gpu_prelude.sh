@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the bench/gpu_*.sh scripts, run on a GPU machine through the
 # device tool (see bench/RESULTS.md) with .deps carried: OUT for logs, the
 # environment every run there needs (offline Hugging Face; NVLink multicast

@@ -28,8 +28,10 @@ APT_PACKAGES=(
   libicu-dev libssl-dev libcairo2-dev libcivetweb-dev fonts-dejavu-core
 )
 # Only for the tests (and `deps`), so that the images stay small: the results
-# page's browser test (tests/integration/results_page_e2e_test.sh).
-TEST_APT_PACKAGES=(chromium)
+# page's browser test (tests/integration/results_page_e2e_test.sh) and the
+# deployment checks (scripts/check_deploy.sh), with their Python validator.
+TEST_APT_PACKAGES=(chromium shellcheck docker-compose)
+PY_TEST_PACKAGES=(kubernetes-validate==1.37.0)
 
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
@@ -79,6 +81,14 @@ install_python_client() {
   echo "$sum" > "$stamp"
 }
 
+install_python_test_packages() {
+  local stamp="$VENV/.layerflow-test-packages"
+  [ "$(cat "$stamp" 2>/dev/null)" = "${PY_TEST_PACKAGES[*]}" ] && return
+  log "installing ${PY_TEST_PACKAGES[*]} for the tests"
+  "$VENV/bin/python" -m pip install -q "${PY_TEST_PACKAGES[@]}"
+  echo "${PY_TEST_PACKAGES[*]}" > "$stamp"
+}
+
 build() {
   local torch_prefix
   torch_prefix="$("$VENV/bin/python" -c 'import torch;print(torch.utils.cmake_prefix_path)')"
@@ -97,6 +107,7 @@ case "$mode" in test|deps) APT_PACKAGES+=("${TEST_APT_PACKAGES[@]}") ;; esac
 install_debian_packages
 install_python_env
 install_python_client
+case "$mode" in test|deps) install_python_test_packages ;; esac
 [ "$mode" = deps ] && exit 0
 build
 case "$mode" in
