@@ -298,6 +298,15 @@ absl::StatusOr<std::vector<WorkerRecord>> CoordinatorCore::ListWorkers() {
   return store_->ListWorkers();
 }
 
+absl::Status CoordinatorCore::ReleaseJob(const layerflow::v1::ReleaseJobRequest& request) {
+  LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
+  LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  LF_RETURN_IF_ERROR(store_->ReleaseLease(request.job_id(), request.lease_id(), clock_()));
+  NotifyChanged();
+  RefreshGauges();
+  return absl::OkStatus();
+}
+
 absl::Status CoordinatorCore::CheckLease(const std::string& job_id,
                                          const std::string& lease_id) {
   LF_RETURN_IF_ERROR(Required("job_id", job_id));

@@ -87,6 +87,9 @@ class CoordinatorCore {
   // (Store::RetryJob) and may quarantine the reporting worker.
   // INVALID_ARGUMENT for a code that is no status code.
   absl::Status FailJob(const layerflow::v1::FailJobRequest& request);
+  // Store::ReleaseLease; INVALID_ARGUMENT when job_id or lease_id is
+  // missing.
+  absl::Status ReleaseJob(const layerflow::v1::ReleaseJobRequest& request);
   // The lease check of every call made under a lease, for calls outside
   // the store (artifact uploads): OK for the live lease of job_id, ABORTED
   // when it lapsed, was replaced or the job was cancelled,

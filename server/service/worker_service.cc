@@ -213,6 +213,12 @@ grpc::ServerUnaryReactor* WorkerService::ListArtifacts(
   }());
 }
 
+grpc::ServerUnaryReactor* WorkerService::ReleaseJob(
+    grpc::CallbackServerContext* context, const v1::ReleaseJobRequest* request,
+    v1::ReleaseJobResponse* /*response*/) {
+  return FinishUnary(context, core_->ReleaseJob(*request));
+}
+
 grpc::ServerUnaryReactor* WorkerService::FailJob(
     grpc::CallbackServerContext* context, const v1::FailJobRequest* request,
     v1::FailJobResponse* /*response*/) {

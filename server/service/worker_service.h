@@ -38,6 +38,10 @@ class WorkerService final
       grpc::CallbackServerContext* context,
       const layerflow::v1::CompleteJobRequest* request,
       layerflow::v1::CompleteJobResponse* response) override;
+  grpc::ServerUnaryReactor* ReleaseJob(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::ReleaseJobRequest* request,
+      layerflow::v1::ReleaseJobResponse* response) override;
   grpc::ServerUnaryReactor* FailJob(
       grpc::CallbackServerContext* context,
       const layerflow::v1::FailJobRequest* request,

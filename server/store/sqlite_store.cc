@@ -475,6 +475,24 @@ class SqliteStore final : public Store {
     return tx.Commit();
   }
 
+  absl::Status ReleaseLease(const std::string& job_id, const std::string& lease_id,
+                            int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
+    // The lease id goes with it, as when a lease lapses: the old holder's
+    // commits and heartbeats are ABORTED from here on.
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET state = ?1, attempts = MAX(attempts - 1, 0), "
+                     "not_before_ms = ?2, worker_id = '', lease_id = '', updated_ms = ?2 "
+                     "WHERE job_id = ?3"));
+    update.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED)).Bind(2, now_ms).Bind(3, job_id);
+    LF_RETURN_IF_ERROR(update.Run());
+    return tx.Commit();
+  }
+
   absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
                                               int32_t max_attempts,
                                               int64_t backoff_base_ms) override {

@@ -238,6 +238,14 @@ class Store {
   virtual absl::Status FailJob(const std::string& job_id,
                                const std::string& lease_id,
                                const std::string& error, int64_t now_ms) = 0;
+  // Gives a live lease back (WorkerProtocol.ReleaseJob): RUNNING -> QUEUED,
+  // runnable at once, attempts - 1 (a lease given back is no attempt, so
+  // it never spends max_attempts), committed chunks kept (the next lease
+  // resumes after them). ABORTED when the lease is not live (lapsed,
+  // replaced, cancelled, or already given back), NOT_FOUND for an unknown
+  // job.
+  virtual absl::Status ReleaseLease(const std::string& job_id, const std::string& lease_id,
+                                    int64_t now_ms) = 0;
   // Every RUNNING job whose lease expired before now goes back to QUEUED,
   // runnable after backoff_base_ms * 2^(attempts-1); a job that has had
   // max_attempts leases FAILS with "lease lapsed N times". Returns how many

@@ -677,5 +677,28 @@ TEST_F(CoreTest, QuarantinedWorkerIsLeasedNothingUntilReleased) {
   EXPECT_EQ(after.job().attempts(), 1);  // the one it never tried
 }
 
+TEST_F(CoreTest, ReleaseJobGivesTheLeaseBack) {
+  LF_ASSERT_OK(core_->SubmitSweep(Spec()).status());
+  const std::string worker = Register();
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(worker)));
+  ASSERT_TRUE(lease.leased());
+  v1::ReleaseJobRequest request;
+  request.set_job_id(lease.job().job_id());
+  EXPECT_THAT(core_->ReleaseJob(request),
+              StatusIs(absl::StatusCode::kInvalidArgument, "lease_id: required"));
+  request.set_lease_id(lease.lease_id());
+  request.clear_job_id();
+  EXPECT_THAT(core_->ReleaseJob(request),
+              StatusIs(absl::StatusCode::kInvalidArgument, "job_id: required"));
+  request.set_job_id(lease.job().job_id());
+  const uint64_t before = core_->version();
+  LF_ASSERT_OK(core_->ReleaseJob(request));
+  EXPECT_GT(core_->version(), before);  // watchers see the job queued again
+  LF_ASSERT_OK_AND_ASSIGN(auto again, core_->LeaseJob(LeaseRequest(worker)));
+  EXPECT_EQ(again.job().job_id(), lease.job().job_id());
+  EXPECT_EQ(again.job().attempts(), 1);
+  EXPECT_NE(again.lease_id(), lease.lease_id());
+}
+
 }  // namespace
 }  // namespace layerflow::server
