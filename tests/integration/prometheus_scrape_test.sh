@@ -68,4 +68,29 @@ expect 'layerflow_workers_connected' 1
 expect 'layerflow_jobs{state="succeeded"}' 2
 expect 'layerflow_jobs{state="queued"}' 0
 expect 'layerflow_chunks_committed_total' 4
+
+# Every panel of the Grafana dashboard (deploy/grafana/dashboards) asks the
+# same Prometheus for something it has: a query naming a metric nobody
+# exports, or a label nobody sets, comes back empty and the panel would show
+# "No data" (waits, like expect, for the rates' windows to fill).
+dashboards="$(cd "$(dirname "$0")/../.." && pwd)/deploy/grafana/dashboards"
+python3 - "$dashboards" "$prom_port" <<'PYEOF'
+import glob, json, sys, time, urllib.parse, urllib.request
+folder, port = sys.argv[1], sys.argv[2]
+exprs = [(p.get("title"), t["expr"]) for path in sorted(glob.glob(folder + "/*.json"))
+         for p in json.load(open(path)).get("panels", []) for t in p.get("targets", []) if t.get("expr")]
+assert exprs, "no dashboard queries found in " + folder
+failed = 0
+for title, expr in exprs:
+    result = []
+    for _ in range(60):
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        result = json.load(urllib.request.urlopen(url))["data"]["result"]
+        if result:
+            break
+        time.sleep(0.5)
+    print(("ok" if result else "FAIL") + f": dashboard panel '{title}': {expr} ({len(result)} series)")
+    failed += not result
+sys.exit(1 if failed else 0)
+PYEOF
 echo "1 passed, 0 failed"
