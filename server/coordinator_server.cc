@@ -52,6 +52,14 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "options.retry_backoff_ms: ", o.retry_backoff_ms, " is negative"));
   }
+  if (o.retry_backoff_cap_ms < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.retry_backoff_cap_ms: ", o.retry_backoff_cap_ms, " is negative"));
+  }
+  if (o.quarantine_after < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.quarantine_after: ", o.quarantine_after, " is negative"));
+  }
   // A heartbeat interval at or above the TTL lets healthy leases lapse.
   if (o.heartbeat_interval_ms >= o.lease_ttl_ms) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -153,6 +161,22 @@ std::string DefaultArtifactDir(const std::string& db_path) {
   return absl::StrCat(db_path.substr(0, slash), "/artifacts");
 }
 
+absl::StatusOr<std::string> AdministerWorkers(const std::string& db_path,
+                                              const std::string& release_worker_id) {
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenSqliteStore(db_path));
+  if (!release_worker_id.empty()) LF_RETURN_IF_ERROR(store->ReleaseWorker(release_worker_id));
+  LF_ASSIGN_OR_RETURN(std::vector<WorkerRecord> workers, store->ListWorkers());
+  const int64_t now = absl::ToUnixMillis(absl::Now());
+  std::string out;
+  for (const WorkerRecord& w : workers) {
+    absl::StrAppend(&out, w.worker_id, " ", w.name.empty() ? "-" : w.name, " ",
+                    w.quarantined ? "quarantined" : "active", " last seen ",
+                    (now - w.last_seen_unix_ms) / 1000, " s ago",
+                    w.quarantined ? absl::StrCat(": ", w.quarantine_reason) : "", "\n");
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorOptions& options) {
   LF_RETURN_IF_ERROR(ValidateOptions(options));
@@ -166,6 +190,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   core_options.reaper_interval_ms = options.reaper_interval_ms;
   core_options.max_attempts = options.max_attempts;
   core_options.retry_backoff_ms = options.retry_backoff_ms;
+  core_options.retry_backoff_cap_ms = options.retry_backoff_cap_ms;
+  core_options.quarantine_after = options.quarantine_after;
   artifacts::ArtifactStoreOptions artifact_options;
   artifact_options.root = options.artifact_dir.empty()
                               ? DefaultArtifactDir(options.db_path)

@@ -30,8 +30,13 @@ struct CoordinatorOptions {
   int64_t reaper_interval_ms = 1000;
   // Leases granted per job before it fails for good.
   int32_t max_attempts = 3;
-  // Delay before a requeued job may be leased again: base * 2^(attempts-1).
+  // Delay before a requeued job may be leased again: base * 2^(attempts-1),
+  // after a host error at most retry_backoff_cap_ms (0: no cap).
   int64_t retry_backoff_ms = 1000;
+  int64_t retry_backoff_cap_ms = 60000;
+  // A worker whose last this-many jobs all failed with host errors is
+  // quarantined (leased nothing until released); 0 never quarantines.
+  int32_t quarantine_after = 3;
   // Artifact store directory (features of EXTRACT jobs for PROBE jobs).
   // Empty: "artifacts" beside the database file (DefaultArtifactDir).
   std::string artifact_dir;
@@ -41,6 +46,15 @@ struct CoordinatorOptions {
   // Bytes of one artifact; 0 = unlimited.
   int64_t artifact_max_bytes = int64_t{4} << 30;  // 4 GiB
 };
+
+// The admin's view of the pool, straight from the database (a running
+// coordinator reads the quarantine flag on every lease, so a release takes
+// effect at once): releases `release_worker_id` first when not empty, then
+// returns one line per registered worker, "<id> <name> <state> last seen
+// <n> s ago[: reason]", state "active" or "quarantined". NOT_FOUND /
+// FAILED_PRECONDITION as Store::ReleaseWorker.
+absl::StatusOr<std::string> AdministerWorkers(const std::string& db_path,
+                                              const std::string& release_worker_id);
 
 // "<directory of db_path>/artifacts", or "artifacts" (the working
 // directory) for a db_path without a directory.

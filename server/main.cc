@@ -29,6 +29,8 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << "\n  reaper_interval_ms    " << o.reaper_interval_ms
             << "\n  max_attempts          " << o.max_attempts
             << "\n  retry_backoff_ms      " << o.retry_backoff_ms
+            << "\n  retry_backoff_cap_ms  " << o.retry_backoff_cap_ms
+            << "\n  quarantine_after      " << o.quarantine_after
             << "\n  artifact_dir          "
             << (o.artifact_dir.empty()
                     ? layerflow::server::DefaultArtifactDir(o.db_path)
@@ -83,6 +85,23 @@ int main(int argc, char** argv) {
                  "2^(attempts-1)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--retry-backoff-cap-ms", options.retry_backoff_cap_ms,
+                 "longest delay before a job retried after a host error runs again "
+                 "(0: no cap)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--quarantine-after", options.quarantine_after,
+                 "quarantine a worker whose last N jobs all failed with host errors "
+                 "(0: never)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  bool list_workers = false;
+  std::string release_worker;
+  app.add_flag("--list-workers", list_workers,
+               "print the --db database's workers and their quarantine state, then exit");
+  app.add_option("--release-worker", release_worker,
+                 "end this worker's quarantine in the --db database, print the workers, "
+                 "then exit (a running coordinator picks it up on the next lease)");
   app.add_option("--artifact-dir", options.artifact_dir,
                  "artifact store directory (EXTRACT features for PROBE jobs); "
                  "default: 'artifacts' beside the --db file");
@@ -98,6 +117,17 @@ int main(int argc, char** argv) {
   app.add_flag("--embedded-worker", embedded_worker,
                "also start a worker on the local CPU/GPUs (a layerflow-worker child process)");
   CLI11_PARSE(app, argc, argv);
+  if (list_workers || !release_worker.empty()) {
+    absl::StatusOr<std::string> report =
+        layerflow::server::AdministerWorkers(options.db_path, release_worker);
+    if (!report.ok()) {
+      std::cerr << "layerflow-coordinator: " << report.status() << std::endl;
+      return 1;
+    }
+    if (!release_worker.empty()) std::cerr << "released " << release_worker << std::endl;
+    std::cout << *report;
+    return 0;
+  }
 
   // Block the shutdown signals in every thread (gRPC's included, which
   // inherit this mask); one thread takes them with sigwait.
