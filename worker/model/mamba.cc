@@ -126,7 +126,8 @@ at::Tensor MambaModel::MixerCuda(const Layer& layer, const at::Tensor& hidden,
 // MambaMixer.forward (no cache) with mamba_selective_scan's torch path.
 at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
                              at::Tensor* log_lambda) const {
-  if (ssm::UseSsmKernels(hidden) && ssm::SelectiveScanKernelSupports(mamba().state_size)) {
+  if (!RecordsGraph() && ssm::UseSsmKernels(hidden) &&
+      ssm::SelectiveScanKernelSupports(mamba().state_size)) {
     return MixerCuda(layer, hidden, log_lambda);
   }
   const int64_t e = mamba().intermediate_size();

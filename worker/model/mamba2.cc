@@ -208,7 +208,7 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
   const int64_t gn = c.n_groups * c.state_size;
   const at::ScalarType dtype = hidden.scalar_type();
 
-  if (ssm::SsdKernelSupports(hidden, c.head_dim, c.state_size, c.chunk_size)) {
+  if (!RecordsGraph() && ssm::SsdKernelSupports(hidden, c.head_dim, c.state_size, c.chunk_size)) {
     return MixerCuda(layer, hidden, log_lambda);
   }
   at::Tensor projected = at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);

@@ -9,12 +9,14 @@
 #define LAYERFLOW_WORKER_MODEL_SSM_FAMILY_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +55,12 @@ class SsmFamilyModel : public LanguageModel {
                            at::Tensor* log_lambda) const = 0;
 
   const std::vector<Layer>& layers() const { return layers_; }
+
+  // Whether this forward records the graph: a trainable model outside
+  // InferenceMode / NoGradGuard. The fused CUDA kernels have no backward, so
+  // such a forward runs the ATen path whatever SetSsmKernelsEnabled says (the
+  // trainer also switches them off for its run).
+  bool RecordsGraph() const { return trainable() && at::GradMode::is_enabled(); }
 
  private:
   static std::string LayerPrefix(int64_t i) { return absl::StrCat("backbone.layers.", i, "."); }
@@ -111,7 +119,11 @@ std::string SsmFamilyModel<Layer>::PointName(int64_t point) const {
 template <typename Layer>
 void SsmFamilyModel<Layer>::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
                                     const SpectrumSink* spectra) const {
-  c10::InferenceMode guard;
+  // A trainable model records the graph (LanguageModel::MakeTrainable)
+  // unless its caller says otherwise; the fused CUDA kernels below have no
+  // backward, so a trainer switches them off (worker/train/trainer.h).
+  std::optional<c10::InferenceMode> guard;
+  if (!trainable()) guard.emplace();
   const Backbone b = backbone();
   WithLayerErrors([&](int64_t& point) {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ", input_ids.sizes());
@@ -136,7 +148,8 @@ void SsmFamilyModel<Layer>::Forward(const at::Tensor& input_ids, const LayerCall
       const bool next = i + 1 < layers_.size();
       // residual + mixer and the next block's norm in one pass on CUDA
       // (ssm::AddRmsNormCuda): the same values as the two lines below it.
-      if (next && b.residual_in_fp32 && ssm::AddRmsNormKernelSupports(residual, mixed)) {
+      if (next && b.residual_in_fp32 && !RecordsGraph() &&
+          ssm::AddRmsNormKernelSupports(residual, mixed)) {
         std::tie(hidden, normed) =
             ssm::AddRmsNormCuda(residual, mixed, layers_[i + 1].norm_weight, b.eps);
       } else {
@@ -156,7 +169,8 @@ void SsmFamilyModel<Layer>::Forward(const at::Tensor& input_ids, const LayerCall
 
 template <typename Layer>
 at::Tensor SsmFamilyModel<Layer>::Logits(const at::Tensor& final_hidden) const {
-  c10::InferenceMode guard;
+  std::optional<c10::InferenceMode> guard;  // as in Forward
+  if (!trainable()) guard.emplace();
   return at::linear(final_hidden.to(lm_head_.scalar_type()), lm_head_);
 }
 

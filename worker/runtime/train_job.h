@@ -58,8 +58,7 @@ struct TrainJobOutcome {
 // Trains from scratch, or from the state file `state_path` (one that
 // hooks.save_state was handed by an earlier attempt of the same job; its
 // step must be a chunk end). INVALID_ARGUMENT naming the field for a bad
-// config, FAILED_PRECONDITION for a state of another run, UNIMPLEMENTED for
-// an architecture whose forward records no gradient.
+// config, FAILED_PRECONDITION for a state of another run.
 absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
                                             const DeviceConfig& device,
                                             const std::string& state_path,

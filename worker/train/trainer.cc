@@ -160,12 +160,6 @@ absl::StatusOr<StepStats> Trainer::Step() {
         at::Tensor query_targets;
         const at::Tensor logits = QueryLogits(ids, targets, &query_targets);
         const at::Tensor loss = at::cross_entropy_loss(logits, query_targets);
-        if (!loss.requires_grad()) {
-          return absl::UnimplementedError(absl::StrCat(
-              "model ", run_.architecture,
-              ": its forward records no gradient (it runs under InferenceMode); this "
-              "architecture cannot be trained yet (docs/training.md)"));
-        }
         for (at::Tensor& p : params_) {
           if (p.grad().defined()) p.mutable_grad() = at::Tensor();
         }

@@ -19,7 +19,8 @@
 //   export  the Hugging Face layout (ExportHuggingFace): config.json and
 //           model.safetensors (float32, HF parameter names).
 // The model runs its ATen path in float32 (the CUDA SSM kernels are
-// forward-only and are switched off while a trainer lives).
+// forward-only: a forward that records the graph never takes them, and they
+// are switched off while a trainer lives).
 #ifndef LAYERFLOW_WORKER_TRAIN_TRAINER_H_
 #define LAYERFLOW_WORKER_TRAIN_TRAINER_H_
 
@@ -79,8 +80,7 @@ class Trainer {
   const catalog::TrainSettings& settings() const { return run_.settings; }
   const LanguageModel& model() const { return *model_; }
 
-  // One optimizer step. UNIMPLEMENTED when the architecture's forward
-  // records no gradient.
+  // One optimizer step.
   absl::StatusOr<StepStats> Step();
   // The held-out set, without gradients.
   absl::StatusOr<EvalStats> Evaluate() const;
