@@ -11,6 +11,9 @@
 // next (build X, evicting Y, then build Y again: 4 builds); with locality it
 // finishes Y first and builds X once more at the end: 3 builds, the fewest
 // possible. The count comes from the worker's own model-cache stats line.
+//
+// Also here: a worker stopped mid-job (SIGTERM) gives its lease back
+// (WorkerProtocol.ReleaseJob) instead of leaving it to lapse.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -80,7 +83,7 @@ class LocalityTest : public ::testing::Test {
 
   // The worker process, its stderr into worker.log; it exits 2 s after the
   // queue empties.
-  void StartWorker() {
+  void StartWorker(const std::string& log_name = "worker.log") {
     std::vector<std::string> args = {LAYERFLOW_WORKER_BINARY,
                                      "--coordinator",
                                      absl::StrCat("127.0.0.1:", server_->port()),
@@ -101,7 +104,7 @@ class LocalityTest : public ::testing::Test {
     argv.push_back(nullptr);
     posix_spawn_file_actions_t files;
     posix_spawn_file_actions_init(&files);
-    const std::string log = (dir_ / "worker.log").string();
+    const std::string log = (dir_ / log_name).string();
     posix_spawn_file_actions_addopen(&files, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     const int rc = posix_spawn(&pid_, argv[0], &files, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&files);
@@ -109,7 +112,7 @@ class LocalityTest : public ::testing::Test {
   }
 
   // Waits for the worker to exit on its own; its log.
-  std::string WaitForWorkerLog() {
+  std::string WaitForWorkerLog(const std::string& log_name = "worker.log") {
     const auto deadline = std::chrono::steady_clock::now() + 60s;
     while (std::chrono::steady_clock::now() < deadline) {
       int status = 0;
@@ -121,7 +124,7 @@ class LocalityTest : public ::testing::Test {
       std::this_thread::sleep_for(50ms);
     }
     EXPECT_EQ(pid_, -1) << "worker did not exit after the queue emptied";
-    std::ifstream in(dir_ / "worker.log");
+    std::ifstream in(dir_ / log_name);
     std::stringstream text;
     text << in.rdbuf();
     return text.str();
@@ -259,6 +262,61 @@ TEST_F(LocalityTest, WorkerFinishesTheModelItHoldsBeforeAnOlderJobOfAnother) {
   EXPECT_EQ(m[1], "3") << log;
   EXPECT_EQ(m[2], "7") << log;  // the real worker ran 10 jobs, 3 of them built
   EXPECT_EQ(m[3], "2") << log;
+}
+
+// Before ReleaseJob a stopped worker left its lease to lapse: the job sat
+// RUNNING for the lease's TTL and was charged an attempt it never used.
+TEST_F(LocalityTest, WorkerStoppedMidJobGivesItsLeaseBack) {
+  v1::SweepSpec spec;
+  spec.set_name("stop");
+  spec.add_models("pythia-tiny");
+  spec.add_seeds(0);
+  v1::DatasetSpec* kvpr = spec.add_datasets();
+  kvpr->set_name("kvpr");
+  kvpr->set_num_classes(2);
+  spec.add_context_lengths(448);
+  spec.set_num_prompts(12);
+  spec.set_prompts_per_chunk(1);
+  std::string sweep_id;
+  {
+    grpc::ClientContext ctx;
+    v1::SubmitSweepRequest request;
+    *request.mutable_spec() = spec;
+    v1::SubmitSweepResponse response;
+    grpc::Status status = coordinator_->SubmitSweep(&ctx, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    sweep_id = response.sweep_id();
+  }
+  StartWorker("first.log");
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  int64_t committed = 0;
+  while (committed < 2 && std::chrono::steady_clock::now() < deadline) {
+    committed = Jobs(sweep_id).at(0).chunks_committed();
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(committed, 2) << "the job never got going";
+  ASSERT_LT(committed, 12) << "the job ended before the worker could be stopped";
+  kill(pid_, SIGTERM);
+  const std::string first_log = WaitForWorkerLog("first.log");
+  EXPECT_NE(first_log.find("lease given back"), std::string::npos) << first_log;
+
+  // Queued again at once (the lease has 1 s to run), uncharged, with the
+  // chunks the worker streamed before it stopped.
+  v1::Job job = Jobs(sweep_id).at(0);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(job.attempts(), 0);
+  EXPECT_GE(job.chunks_committed(), committed);
+  const int64_t kept = job.chunks_committed();
+
+  // Another worker finishes it from there: every chunk committed once.
+  StartWorker("second.log");
+  const std::string second_log = WaitForWorkerLog("second.log");
+  job = Jobs(sweep_id).at(0);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.error();
+  EXPECT_EQ(job.attempts(), 1);
+  EXPECT_EQ(job.chunks_committed(), 12);
+  EXPECT_NE(second_log.find(absl::StrCat("resuming at chunk ", kept)), std::string::npos)
+      << second_log;
 }
 
 }  // namespace

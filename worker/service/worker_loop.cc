@@ -227,11 +227,28 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
     heartbeat.join();
 
-    if (watch.lost || watch.cancelled || stopping()) {
-      // Nothing to report: the coordinator already requeued or cancelled the
-      // job, or will requeue it when our lease lapses.
+    if (watch.lost || watch.cancelled) {
+      // Nothing to report: the coordinator already requeued or cancelled it.
       Log(absl::StrCat("stopped job ", job_id,
-                       watch.cancelled ? " (cancelled)" : " (lease lost or worker stopping)"));
+                       watch.cancelled ? " (cancelled)" : " (lease lost)"));
+      return;
+    }
+    if (stopping()) {
+      // Give the lease back: the job is queued again at once, with the
+      // chunks streamed so far and without an attempt charged, instead of
+      // waiting out the lease (issue 13). If that fails the lease lapses
+      // as before.
+      v1::ReleaseJobRequest request;
+      request.set_job_id(job_id);
+      request.set_lease_id(lease_id);
+      v1::ReleaseJobResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      absl::Status released = FromGrpcStatus(stub_->ReleaseJob(&ctx, request, &response));
+      const std::string outcome =
+          released.ok() ? std::string("lease given back")
+                        : absl::StrCat("lease left to lapse: ", released.ToString());
+      Log(absl::StrCat("stopped job ", job_id, " (worker stopping; ", outcome, ")"));
       return;
     }
     if (status.ok()) {
