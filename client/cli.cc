@@ -463,6 +463,14 @@ int Cancel(const CliEnvironment& env, const GlobalFlags& global,
   return kExitOk;
 }
 
+int Retry(const CliEnvironment& env, const GlobalFlags& global, const std::string& sweep_id) {
+  CoordinatorClient client(global.coordinator);
+  absl::StatusOr<v1::Sweep> sweep = client.RetrySweep(sweep_id);
+  if (!sweep.ok()) return Fail(env, sweep.status());
+  *env.out << Summary(*sweep) << "\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 void PrintError(std::ostream& err, const absl::Status& status) {
@@ -595,6 +603,13 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
       app.add_subcommand("cancel", "Cancel a sweep's queued and running jobs");
   cancel->add_option("SWEEP_ID", cancel_id, "Sweep id")->required();
 
+  std::string retry_id;
+  CLI::App* retry = app.add_subcommand(
+      "retry",
+      "Queue a sweep's failed and cancelled jobs again; each resumes after its last "
+      "committed chunk");
+  retry->add_option("SWEEP_ID", retry_id, "Sweep id")->required();
+
   // Everything after `inspect` goes to layerflow-inspect as it is (its own
   // --help included): that binary holds the models, this one never links them.
   CLI::App* inspect = app.add_subcommand(
@@ -618,6 +633,7 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   if (*jobs) return Jobs(env, global, jobs_sweep, jobs_state, jobs_timings);
   if (*results) return Results(env, global, results_flags);
   if (*cancel) return Cancel(env, global, cancel_id);
+  if (*retry) return Retry(env, global, retry_id);
   if (*plot) return Plot(env, global, plot_flags);
   if (*inspect) {
     absl::StatusOr<int> code = RunInspect(inspect->remaining());

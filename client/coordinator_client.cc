@@ -136,6 +136,17 @@ absl::StatusOr<v1::Sweep> CoordinatorClient::CancelSweep(const std::string& swee
   return response;
 }
 
+absl::StatusOr<v1::Sweep> CoordinatorClient::RetrySweep(const std::string& sweep_id) {
+  grpc::ClientContext context;
+  if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
+  v1::RetrySweepRequest request;
+  request.set_sweep_id(sweep_id);
+  v1::Sweep response;
+  absl::Status status = Finish(stub_->RetrySweep(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<std::vector<v1::ResultRow>> CoordinatorClient::QueryResults(
     const v1::QueryResultsRequest& first) {
   v1::QueryResultsRequest request = first;

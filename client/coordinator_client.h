@@ -65,6 +65,7 @@ class CoordinatorClient {
   absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& sweep_id,
                                                 v1::JobState state);
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id);
+  absl::StatusOr<v1::Sweep> RetrySweep(const std::string& sweep_id);
   // Every row, following the pages (the request's page_token is ignored;
   // its page_size, when set, is kept).
   absl::StatusOr<std::vector<v1::ResultRow>> QueryResults(

@@ -130,6 +130,14 @@ absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::CancelSweep(
   return sweep;
 }
 
+absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::RetrySweep(const std::string& sweep_id) {
+  LF_RETURN_IF_ERROR(Required("sweep_id", sweep_id));
+  LF_ASSIGN_OR_RETURN(layerflow::v1::Sweep sweep, store_->RetrySweep(sweep_id, clock_()));
+  NotifyChanged();
+  RefreshGauges();
+  return sweep;
+}
+
 absl::StatusOr<layerflow::v1::QueryResultsResponse> CoordinatorCore::QueryResults(
     const layerflow::v1::QueryResultsRequest& request) {
   LF_RETURN_IF_ERROR(Required("sweep_id", request.sweep_id()));

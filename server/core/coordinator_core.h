@@ -63,6 +63,8 @@ class CoordinatorCore {
   absl::StatusOr<layerflow::v1::ListJobsResponse> ListJobs(
       const layerflow::v1::ListJobsRequest& request);
   absl::StatusOr<layerflow::v1::Sweep> CancelSweep(const std::string& sweep_id);
+  // Store::RetrySweep (`layerflow retry SWEEP`).
+  absl::StatusOr<layerflow::v1::Sweep> RetrySweep(const std::string& sweep_id);
   absl::StatusOr<layerflow::v1::QueryResultsResponse> QueryResults(
       const layerflow::v1::QueryResultsRequest& request);
 

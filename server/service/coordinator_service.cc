@@ -221,6 +221,15 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(
   }());
 }
 
+grpc::ServerUnaryReactor* CoordinatorService::RetrySweep(
+    grpc::CallbackServerContext* context, const v1::RetrySweepRequest* request,
+    v1::Sweep* response) {
+  return FinishUnary(context, [&]() -> absl::Status {
+    LF_ASSIGN_OR_RETURN(*response, core_->RetrySweep(request->sweep_id()));
+    return absl::OkStatus();
+  }());
+}
+
 grpc::ServerWriteReactor<v1::Sweep>* CoordinatorService::WatchSweep(
     grpc::CallbackServerContext* /*context*/,
     const v1::WatchSweepRequest* request) {

@@ -40,6 +40,10 @@ class CoordinatorService final
       grpc::CallbackServerContext* context,
       const layerflow::v1::CancelSweepRequest* request,
       layerflow::v1::Sweep* response) override;
+  grpc::ServerUnaryReactor* RetrySweep(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::RetrySweepRequest* request,
+      layerflow::v1::Sweep* response) override;
   // Sends the sweep at once, then on every change; finishes OK after
   // sending a terminal state (SUCCEEDED, FAILED, CANCELLED).
   grpc::ServerWriteReactor<layerflow::v1::Sweep>* WatchSweep(

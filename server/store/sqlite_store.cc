@@ -205,6 +205,41 @@ class SqliteStore final : public Store {
     return sweep;
   }
 
+  absl::StatusOr<Sweep> RetrySweep(const std::string& sweep_id, int64_t now_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    LF_RETURN_IF_ERROR(GetSweepLocked(sweep_id).status());
+    const int failed = static_cast<int>(JobState::JOB_STATE_FAILED);
+    const int cancelled = static_cast<int>(JobState::JOB_STATE_CANCELLED);
+    {
+      // A retry is a fresh start: a host that failed the job may be fixed.
+      LF_ASSIGN_OR_RETURN(
+          Statement update,
+          db_->Prepare("UPDATE job_attempts SET elsewhere = 0 WHERE job_id IN "
+                       "(SELECT job_id FROM jobs WHERE sweep_id = ?1 AND state IN (?2, ?3))"));
+      update.Bind(1, sweep_id).Bind(2, failed).Bind(3, cancelled);
+      LF_RETURN_IF_ERROR(update.Run());
+    }
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET state = ?1, attempts = 0, error = '', not_before_ms = 0, "
+                     "worker_id = '', lease_id = '', lease_expires_ms = 0, updated_ms = ?2 "
+                     "WHERE sweep_id = ?3 AND state IN (?4, ?5)"));
+    update.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
+        .Bind(2, now_ms)
+        .Bind(3, sweep_id)
+        .Bind(4, failed)
+        .Bind(5, cancelled);
+    LF_RETURN_IF_ERROR(update.Run());
+    if (db_->Changes() == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("sweep ", sweep_id, " has no failed or cancelled jobs to retry"));
+    }
+    LF_ASSIGN_OR_RETURN(Sweep sweep, GetSweepLocked(sweep_id));
+    LF_RETURN_IF_ERROR(tx.Commit());
+    return sweep;
+  }
+
   using Store::LeaseNextJob;
   absl::StatusOr<std::optional<Lease>> LeaseNextJob(
       const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,

@@ -175,6 +175,13 @@ class Store {
   // job is already terminal. Returns the updated sweep.
   virtual absl::StatusOr<layerflow::v1::Sweep> CancelSweep(
       const std::string& sweep_id, int64_t now_ms) = 0;
+  // FAILED and CANCELLED jobs become QUEUED, runnable at once, with
+  // attempts 0, no error, and no worker excluded by their earlier host
+  // errors; their committed chunks stay (the next lease resumes after
+  // them). FAILED_PRECONDITION when the sweep has none. Returns the
+  // updated sweep.
+  virtual absl::StatusOr<layerflow::v1::Sweep> RetrySweep(
+      const std::string& sweep_id, int64_t now_ms) = 0;
 
   // Leases the runnable QUEUED job (not_before <= now, and its dependency,
   // if any, SUCCEEDED) with the highest priority, oldest first; nullopt

@@ -945,6 +945,77 @@ TEST_P(StoreConformance, HostErrorsInARowQuarantineUntilReleased) {
   EXPECT_THAT(store_->GetWorker("nope").status(), StatusIs(absl::StatusCode::kNotFound, "nope"));
 }
 
+// `layerflow retry SWEEP` (issue 14): there was no way to retry a failed
+// job. Only failed and cancelled jobs run again, each after its last
+// committed chunk, and a chunk sent again is not counted twice.
+TEST_P(StoreConformance, RetrySweepRequeuesOnlyFailedAndCancelledJobsKeepingTheirChunks) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 3, 2)));
+  LF_ASSERT_OK(store_->RegisterWorker("w", "w", "", 0));
+  LF_ASSERT_OK(store_->RegisterWorker("v", "v", "", 0));  // so w's host error excludes w
+  Lease a = MustLease("w", 0);
+  for (int64_t seq : {0, 1}) {
+    LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, seq, {Stat("adjacent_cos", 0, {0.5})},
+                                     {}, 1)
+                     .status());
+  }
+  LF_ASSERT_OK(store_->CompleteJob("s-0", a.lease_id, 2));
+  Lease b = MustLease("w", 3);
+  ASSERT_EQ(b.job.job_id(), "s-1");
+  LF_ASSERT_OK(store_->CommitChunk("s-1", b.lease_id, 0,
+                                   {Stat("adjacent_cos", 0, {0.2, 0.4})}, {}, 4)
+                   .status());
+  // Host errors until the attempts run out: the worker is excluded too.
+  LF_ASSERT_OK(store_->RetryJob("s-1", b.lease_id, "INTERNAL: x", 5, 0, Policy(1, 0, 0, 0))
+                   .status());
+  ASSERT_EQ(MustGetJob("s-1").state(), JobState::JOB_STATE_FAILED);
+  Lease c = MustLease("w", 6);
+  ASSERT_EQ(c.job.job_id(), "s-2");
+  LF_ASSERT_OK(store_->CancelSweep("s", 7).status());
+  EXPECT_THAT(store_->RetrySweep("nope", 8).status(),
+              StatusIs(absl::StatusCode::kNotFound, "nope"));
+
+  LF_ASSERT_OK_AND_ASSIGN(layerflow::v1::Sweep sweep, store_->RetrySweep("s", 8));
+  EXPECT_EQ(sweep.jobs_succeeded(), 1);
+  EXPECT_EQ(sweep.jobs_queued(), 2);
+  EXPECT_EQ(sweep.jobs_failed(), 0);
+  EXPECT_EQ(sweep.jobs_cancelled(), 0);
+  EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_ACTIVE);
+  Job s1 = MustGetJob("s-1");
+  EXPECT_EQ(s1.state(), JobState::JOB_STATE_QUEUED);
+  EXPECT_EQ(s1.attempts(), 0);
+  EXPECT_EQ(s1.error(), "");
+  EXPECT_EQ(s1.chunks_committed(), 1);
+  EXPECT_EQ(MustGetJob("s-0").attempts(), 1);  // left alone
+  EXPECT_THAT(store_->RetrySweep("s", 9).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "no failed or cancelled jobs"));
+
+  // The same worker may take s-1 again (the retry forgets its exclusion);
+  // it resumes after chunk 0, and a resent chunk 0 is acknowledged only.
+  Lease again = MustLease("w", 10);
+  ASSERT_EQ(again.job.job_id(), "s-1");
+  EXPECT_EQ(again.resume_from_sequence, 1);
+  EXPECT_EQ(again.job.attempts(), 1);
+  LF_ASSERT_OK_AND_ASSIGN(CommitResult resent,
+                          store_->CommitChunk("s-1", again.lease_id, 0,
+                                              {Stat("adjacent_cos", 0, {9.0, 9.0})}, {}, 11));
+  EXPECT_FALSE(resent.newly_committed);
+  LF_ASSERT_OK(store_->CommitChunk("s-1", again.lease_id, 1,
+                                   {Stat("adjacent_cos", 0, {0.9})}, {}, 12)
+                   .status());
+  LF_ASSERT_OK(store_->CompleteJob("s-1", again.lease_id, 13));
+  Lease last = MustLease("w", 14);
+  ASSERT_EQ(last.job.job_id(), "s-2");
+  EXPECT_EQ(last.resume_from_sequence, 0);
+  ResultFilter filter;
+  filter.sweep_id = "s";
+  filter.job_id = "s-1";
+  LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults(filter));
+  ASSERT_EQ(rows.size(), 1u);
+  // Prompts {0.2, 0.4} (first commit) + {0.9}: three, once each.
+  EXPECT_EQ(rows[0].count(), 3);
+  EXPECT_NEAR(rows[0].value(), (0.2 + 0.4 + 0.9) / 3, 1e-12);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(StoreBackend{
