@@ -274,6 +274,97 @@ TEST(DistributionTest, EverySchemeKeepsItsDistribution) {
   }
 }
 
+// Mamba's and Mamba-2's own random parameters, drawn from the counter
+// generator (they came from a torch CPU generator before, copied to the
+// device): under `reference`, dt_proj.weight ~ uniform(+-dt_rank^-0.5 *
+// time_step_scale), conv1d and out_proj ~ uniform(+-1 / sqrt(fan_in))
+// (kaiming_uniform, a = sqrt 5); under every scheme softplus(dt bias) is
+// log-uniform on [time_step_min, time_step_max] (the floor is below min).
+// KS against those CDFs, pooled over layers; the uniform weights are the
+// parameter's own counter draws, element for element; a deeper model has
+// the same values in the layers both have.
+TEST(DistributionTest, SsmOwnParametersKeepTheirDistributions) {
+  c10::InferenceMode guard;
+  auto mamba = FindModelPreset("mamba-130m");
+  auto mamba2 = FindModelPreset("mamba2-130m");
+  ASSERT_TRUE(mamba.ok() && mamba2.ok());
+  ModelConfig m1 = mamba->config;
+  m1.mamba.vocab_size = 256;
+  m1.mamba.num_hidden_layers = 2;
+  ModelConfig m2 = mamba2->config;
+  m2.mamba2.vocab_size = 256;
+  m2.mamba2.num_hidden_layers = 4;
+  m2.mamba2.head_dim = 4;  // 384 heads a layer: 1536 dt biases in all
+  m2.mamba2.num_heads = m2.mamba2.intermediate_size() / 4;
+  const uint64_t seed = 5;
+  for (const ModelConfig& config : {m1, m2}) {
+    SCOPED_TRACE(config.architecture);
+    const bool is_mamba = config.architecture == "mamba";
+    const double t_min = is_mamba ? config.mamba.time_step_min : config.mamba2.time_step_min;
+    const double t_max = is_mamba ? config.mamba.time_step_max : config.mamba2.time_step_max;
+    const double dt_std =
+        is_mamba ? std::pow(double(config.mamba.dt_rank()), -0.5) * config.mamba.time_step_scale
+                 : 0;
+    for (const char* text : {"reference", "xavier_normal"}) {
+      SCOPED_TRACE(text);
+      const InitScheme scheme = *ParseInitScheme(text);
+      const bool reference = scheme.kind == InitScheme::Kind::kReference;
+      auto model = CreateRandomModel(config, scheme, seed, c10::Device(c10::kCPU), c10::kFloat);
+      ASSERT_TRUE(model.ok()) << model.status();
+      std::vector<double> log_dt, uniform;  // uniform: value / bound
+      for (const auto& [name, tensor] : (*model)->parameters().items()) {
+        if (absl::EndsWith(name, ".dt_proj.bias") || absl::EndsWith(name, ".dt_bias")) {
+          // softplus in double: log(1 + e^b).
+          for (double b : ToDoubles(tensor)) log_dt.push_back(std::log(std::log1p(std::exp(b))));
+          continue;
+        }
+        double bound = 0;
+        if (reference && absl::EndsWith(name, ".dt_proj.weight")) bound = dt_std;
+        if (reference &&
+            (absl::EndsWith(name, ".conv1d.weight") || absl::EndsWith(name, ".out_proj.weight"))) {
+          const int64_t receptive = tensor.dim() == 3 ? tensor.size(2) : 1;
+          bound = 1.0 / std::sqrt(double(tensor.size(1) * receptive));
+        }
+        if (bound == 0) continue;
+        EXPECT_TRUE(at::equal(tensor.reshape({-1}),
+                              Filled(tensor.numel(), Uniform(seed, name, -bound, bound))))
+            << name;
+        for (double v : ToDoubles(tensor)) {
+          ASSERT_LE(std::fabs(v), bound * (1 + 1e-7)) << name;
+          uniform.push_back(v / bound);
+        }
+      }
+      ASSERT_GE(log_dt.size(), 1536u);
+      const double lo = std::log(t_min), hi = std::log(t_max);
+      double mean = 0;
+      for (double x : log_dt) mean += x;
+      mean /= log_dt.size();
+      EXPECT_NEAR(mean, (lo + hi) / 2, 5 * (hi - lo) / std::sqrt(12.0 * log_dt.size()));
+      EXPECT_LT(KsStatistic(log_dt, [&](double x) { return (x - lo) / (hi - lo); }),
+                KsCritical(log_dt.size()))
+          << log_dt.size() << " dt biases";
+      if (!reference) continue;
+      ASSERT_GT(uniform.size(), 100000u);
+      EXPECT_LT(KsStatistic(uniform, [](double z) { return (z + 1) / 2; }),
+                KsCritical(uniform.size()))
+          << uniform.size() << " values";
+    }
+    // One layer more: the layers both have hold the same values.
+    ModelConfig deeper = config;
+    if (is_mamba) {
+      deeper.mamba.num_hidden_layers += 1;
+    } else {
+      deeper.mamba2.num_hidden_layers += 1;
+    }
+    auto a = CreateRandomModel(config, InitScheme{}, seed, c10::Device(c10::kCPU), c10::kFloat);
+    auto b = CreateRandomModel(deeper, InitScheme{}, seed, c10::Device(c10::kCPU), c10::kFloat);
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (const auto& [name, tensor] : (*a)->parameters().items()) {
+      EXPECT_TRUE(at::equal(tensor, (*b)->parameters().Get(name))) << name;
+    }
+  }
+}
+
 // Pearson correlation of two equally long samples.
 double Correlation(const std::vector<double>& a, const std::vector<double>& b) {
   double ma = 0, mb = 0;

@@ -4,7 +4,6 @@
 #include <utility>
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
@@ -61,11 +60,6 @@ bool LanguageModel::InitStructural(const std::string&, at::Tensor&,
   return false;
 }
 
-bool LanguageModel::InitStructural(const std::string&, at::Tensor&,
-                                   const InitScheme&, at::Generator&) const {
-  return false;
-}
-
 absl::Status ValidateModelConfig(const ModelConfig& config) {
   const std::string& arch = config.architecture;
   if (arch == "gpt_neox") return GptNeoXModel::Validate(config.gpt_neox);
@@ -94,15 +88,7 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
         model->params_, scheme, model->ReferenceStd(), seed,
         [&m, &scheme](const std::string& name, at::Tensor& tensor,
                       const ParameterDraws& draws) {
-          if (m.InitStructural(name, tensor, scheme, draws)) return true;
-          // The transitional form (language_model.h); its torch generator
-          // is keyed per parameter, so its values too depend only on (seed,
-          // name, index), and the CPU fills them for every device.
-          at::Tensor scratch = at::empty(tensor.sizes(), at::kFloat);
-          at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(draws.key());
-          if (!m.InitStructural(name, scratch, scheme, generator)) return false;
-          tensor.copy_(scratch);
-          return true;
+          return m.InitStructural(name, tensor, scheme, draws);
         });
     model->device_ = device;
     model->dtype_ = dtype;

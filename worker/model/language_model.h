@@ -13,7 +13,6 @@
 #include <stdexcept>
 #include <string>
 
-#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
@@ -158,13 +157,6 @@ class LanguageModel {
   virtual bool InitStructural(const std::string& name, at::Tensor& tensor,
                               const InitScheme& scheme,
                               const ParameterDraws& draws) const;
-  // Transitional, until the SSM models (mamba*.cc, ssm_ops.cc) override the
-  // form above: the same on a float32 CPU tensor from a torch CPU generator
-  // seeded with the parameter's counter key (init.h), copied to the device
-  // after. Default: none.
-  virtual bool InitStructural(const std::string& name, at::Tensor& tensor,
-                              const InitScheme& scheme,
-                              at::Generator& generator) const;
   // The reference std of Linear / Embedding weights (HF initializer_range).
   virtual double ReferenceStd() const = 0;
 

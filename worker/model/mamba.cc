@@ -64,14 +64,14 @@ std::vector<LayerParam<MambaLayer>> MambaModel::MixerParams() const {
 
 bool MambaModel::InitStructural(const std::string& name, at::Tensor& tensor,
                                 const InitScheme& scheme,
-                                at::Generator& generator) const {
+                                const ParameterDraws& draws) const {
   ssm::SsmInitSpec spec;
   spec.time_step_min = mamba().time_step_min;
   spec.time_step_max = mamba().time_step_max;
   spec.time_step_floor = mamba().time_step_floor;
   spec.dt_init_std = std::pow(static_cast<double>(mamba().dt_rank()), -0.5) *
                      mamba().time_step_scale;
-  return ssm::InitSsmParameter(name, tensor, scheme, spec, generator);
+  return ssm::InitSsmParameter(name, tensor, scheme, spec, draws);
 }
 
 at::Tensor MambaModel::ParallelScan(at::Tensor a, at::Tensor b) {

@@ -62,7 +62,7 @@ class MambaModel final : public SsmFamilyModel<MambaLayer> {
   double ReferenceStd() const override { return mamba().initializer_range; }
   bool InitStructural(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme,
-                      at::Generator& generator) const override;
+                      const ParameterDraws& draws) const override;
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda) const override;
   // Mixer on the fused CUDA kernels (ssm::UseSsmKernels).

@@ -105,12 +105,12 @@ std::vector<LayerParam<Mamba2Layer>> Mamba2Model::MixerParams() const {
 
 bool Mamba2Model::InitStructural(const std::string& name, at::Tensor& tensor,
                                  const InitScheme& scheme,
-                                 at::Generator& generator) const {
+                                 const ParameterDraws& draws) const {
   ssm::SsmInitSpec spec;
   spec.time_step_min = mamba2().time_step_min;
   spec.time_step_max = mamba2().time_step_max;
   spec.time_step_floor = mamba2().time_step_floor;
-  return ssm::InitSsmParameter(name, tensor, scheme, spec, generator);
+  return ssm::InitSsmParameter(name, tensor, scheme, spec, draws);
 }
 
 // mamba2_chunk_scan's torch fallback, with its broadcast-and-sum products

@@ -67,7 +67,7 @@ class Mamba2Model final : public SsmFamilyModel<Mamba2Layer> {
   double ReferenceStd() const override { return mamba2().initializer_range; }
   bool InitStructural(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme,
-                      at::Generator& generator) const override;
+                      const ParameterDraws& draws) const override;
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda) const override;
   // Δ of every head from in_proj's dt slice (both mixers).

@@ -264,8 +264,10 @@ at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight,
 
 bool InitSsmParameter(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme, const SsmInitSpec& spec,
-                      at::Generator& generator) {
-  // S4D-real: A = -(1..N) per channel (Mamba, [E, N]) or -(1..H) (Mamba-2, [H]).
+                      const ParameterDraws& draws) {
+  // S4D-real: A = -(1..N) per channel (Mamba, [E, N]) or -(1..H) (Mamba-2,
+  // [H]). The log is taken on the CPU and copied: libm's and CUDA's log may
+  // differ in the last bit, and every device must hold the same bits.
   if (absl::EndsWith(name, ".A_log")) {
     const int64_t n = tensor.size(-1);
     tensor.copy_(at::log(at::arange(1, n + 1, at::kFloat)).expand(tensor.sizes()));
@@ -275,9 +277,13 @@ bool InitSsmParameter(const std::string& name, at::Tensor& tensor,
     tensor.fill_(1.0);
     return true;
   }
-  // dt bias: inverse softplus of dt ~ log-uniform[min, max], floored.
+  // dt bias: inverse softplus of dt ~ log-uniform[min, max], floored. u comes
+  // from the counter generator (the same bits on every device); the
+  // transform runs on the CPU in float32 for the reason above (a vector of
+  // E or H values) and is rounded once to the tensor's dtype.
   if (absl::EndsWith(name, ".dt_proj.bias") || absl::EndsWith(name, ".dt_bias")) {
-    at::Tensor u = at::empty(tensor.sizes(), at::kFloat).uniform_(0.0, 1.0, generator);
+    at::Tensor u = at::empty(tensor.sizes(), at::kFloat);
+    draws.Uniform(u, 0.0, 1.0);
     at::Tensor dt = at::exp(u * (std::log(spec.time_step_max) - std::log(spec.time_step_min)) +
                             std::log(spec.time_step_min))
                         .clamp_min(spec.time_step_floor);
@@ -285,15 +291,16 @@ bool InitSsmParameter(const std::string& name, at::Tensor& tensor,
     return true;
   }
   if (scheme.kind != InitScheme::Kind::kReference) return false;
+  // The reference's uniform weights, drawn where they live, in their dtype.
   if (absl::EndsWith(name, ".dt_proj.weight") && spec.dt_init_std > 0) {
-    tensor.uniform_(-spec.dt_init_std, spec.dt_init_std, generator);
+    draws.Uniform(tensor, -spec.dt_init_std, spec.dt_init_std);
     return true;
   }
   if (absl::EndsWith(name, ".conv1d.weight") || absl::EndsWith(name, ".out_proj.weight")) {
     // kaiming_uniform_(a = sqrt(5)): bound = sqrt(6 / ((1 + 5) * fan_in)).
     const int64_t receptive = tensor.dim() == 3 ? tensor.size(2) : 1;
     const double bound = 1.0 / std::sqrt(static_cast<double>(tensor.size(1) * receptive));
-    tensor.uniform_(-bound, bound, generator);
+    draws.Uniform(tensor, -bound, bound);
     return true;
   }
   return false;

@@ -9,10 +9,9 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-
-#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
+#include "worker/model/init.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
 
@@ -82,14 +81,16 @@ std::pair<at::Tensor, at::Tensor> AddRmsNormCuda(const at::Tensor& residual,
 // The parameters every scheme leaves at the architecture's own init
 // (init_mamba_weights / init_mamba2_weights), and the reference scheme's
 // special cases (kaiming_uniform(a = sqrt 5) conv1d and out_proj, uniform
-// dt_proj). Returns false for a parameter the scheme draws.
+// dt_proj), their random values from the parameter's counter draws
+// (init.h): the same bits on every device. Returns false for a parameter
+// the scheme draws.
 struct SsmInitSpec {
   double time_step_min = 0.001, time_step_max = 0.1, time_step_floor = 1e-4;
   double dt_init_std = 0;  // Mamba's dt_proj.weight bound; 0 = none
 };
 bool InitSsmParameter(const std::string& name, at::Tensor& tensor,
                       const InitScheme& scheme, const SsmInitSpec& spec,
-                      at::Generator& generator);
+                      const ParameterDraws& draws);
 
 }  // namespace layerflow::worker::ssm
 
