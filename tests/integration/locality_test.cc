@@ -13,7 +13,8 @@
 // possible. The count comes from the worker's own model-cache stats line.
 //
 // Also here: a worker stopped mid-job (SIGTERM) gives its lease back
-// (WorkerProtocol.ReleaseJob) instead of leaving it to lapse.
+// (WorkerProtocol.ReleaseJob) instead of leaving it to lapse, and so does a
+// worker that leased its next job ahead (--lease-ahead), for both jobs.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -83,7 +84,8 @@ class LocalityTest : public ::testing::Test {
 
   // The worker process, its stderr into worker.log; it exits 2 s after the
   // queue empties.
-  void StartWorker(const std::string& log_name = "worker.log") {
+  void StartWorker(const std::string& log_name = "worker.log",
+                   const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {LAYERFLOW_WORKER_BINARY,
                                      "--coordinator",
                                      absl::StrCat("127.0.0.1:", server_->port()),
@@ -99,6 +101,7 @@ class LocalityTest : public ::testing::Test {
                                      "100",
                                      "--resident-model-bytes",
                                      absl::StrCat(kOneModelBudget)};
+    args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -317,6 +320,82 @@ TEST_F(LocalityTest, WorkerStoppedMidJobGivesItsLeaseBack) {
   EXPECT_EQ(job.chunks_committed(), 12);
   EXPECT_NE(second_log.find(absl::StrCat("resuming at chunk ", kept)), std::string::npos)
       << second_log;
+}
+
+TEST_F(LocalityTest, LeaseAheadJobIsGivenBackAtStopAndRunsOnceLater) {
+  v1::SweepSpec spec;
+  spec.set_name("ahead");
+  spec.add_models("pythia-tiny");
+  spec.add_seeds(0);
+  v1::DatasetSpec* kvpr = spec.add_datasets();
+  kvpr->set_name("kvpr");
+  kvpr->set_num_classes(2);
+  for (int n : {448, 480, 512}) spec.add_context_lengths(n);
+  spec.set_num_prompts(8);
+  spec.set_prompts_per_chunk(1);
+  std::string sweep_id;
+  {
+    grpc::ClientContext ctx;
+    v1::SubmitSweepRequest request;
+    *request.mutable_spec() = spec;
+    v1::SubmitSweepResponse response;
+    grpc::Status status = coordinator_->SubmitSweep(&ctx, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.jobs(), 3);
+    sweep_id = response.sweep_id();
+  }
+  StartWorker("first.log", {"--lease-ahead"});
+  // The worker inside its first job with the second leased ahead: both
+  // RUNNING under its id, only the first with chunks.
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  bool both = false;
+  std::vector<v1::Job> jobs;
+  while (!both && std::chrono::steady_clock::now() < deadline) {
+    jobs = Jobs(sweep_id);
+    ASSERT_EQ(jobs.size(), 3u);
+    both = jobs[0].state() == v1::JOB_STATE_RUNNING && jobs[0].chunks_committed() >= 1 &&
+           jobs[0].chunks_committed() < 8 && jobs[1].state() == v1::JOB_STATE_RUNNING;
+    if (!both) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(both) << "never saw job 1 leased ahead while job 0 ran";
+  EXPECT_EQ(jobs[1].worker_id(), jobs[0].worker_id());
+  EXPECT_EQ(jobs[1].chunks_committed(), 0);
+  EXPECT_EQ(jobs[2].state(), v1::JOB_STATE_QUEUED);  // one job ahead, no more
+  kill(pid_, SIGTERM);
+  const std::string first_log = WaitForWorkerLog("first.log");
+  EXPECT_NE(first_log.find(absl::StrCat("job ", jobs[1].job_id(),
+                                        " leased ahead: lease given back")),
+            std::string::npos)
+      << first_log;
+
+  // Both back in the queue at once, uncharged; job 0 keeps its chunks.
+  std::vector<v1::Job> stopped = Jobs(sweep_id);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(stopped[i].state(), v1::JOB_STATE_QUEUED) << i;
+    EXPECT_EQ(stopped[i].attempts(), 0) << i;
+  }
+  EXPECT_GE(stopped[0].chunks_committed(), jobs[0].chunks_committed());
+  EXPECT_EQ(stopped[1].chunks_committed(), 0);
+
+  // A second worker, leasing ahead too, runs the sweep to its end: every
+  // job once, every prompt counted once.
+  StartWorker("second.log", {"--lease-ahead"});
+  const std::string second_log = WaitForWorkerLog("second.log");
+  EXPECT_NE(second_log.find("ahead"), std::string::npos) << second_log;
+  for (const v1::Job& job : Jobs(sweep_id)) {
+    EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.job_id() << ": " << job.error();
+    EXPECT_EQ(job.attempts(), 1) << job.job_id();
+    EXPECT_EQ(job.chunks_committed(), 8) << job.job_id();
+  }
+  grpc::ClientContext ctx;
+  v1::QueryResultsRequest request;
+  request.set_sweep_id(sweep_id);
+  v1::QueryResultsResponse response;
+  ASSERT_TRUE(coordinator_->QueryResults(&ctx, request, &response).ok());
+  ASSERT_GT(response.rows_size(), 0);
+  for (const v1::ResultRow& row : response.rows()) {
+    EXPECT_EQ(row.count(), 8) << row.job_id() << " " << row.metric() << " layer " << row.layer();
+  }
 }
 
 }  // namespace

@@ -55,6 +55,9 @@ int main(int argc, char** argv) {
                  "Bytes of preset models kept between jobs that need the same weights "
                  "(-1: a quarter of the smallest device's memory; 0: none)")
       ->capture_default_str();
+  app.add_flag("--lease-ahead", options.lease_ahead,
+               "Lease the next job while the current one runs and prepare its model and "
+               "data set meanwhile (given back when the worker stops)");
   CLI11_PARSE(app, argc, argv);
   options.files.hf_cache = !no_hf_cache_root;
   for (const std::string& root : options.files.roots) {
@@ -82,7 +85,7 @@ int main(int argc, char** argv) {
             << (options.resident_model_bytes < 0
                     ? layerflow::worker::DefaultModelCacheBytes(devices)
                     : options.resident_model_bytes)
-            << std::endl;
+            << " lease_ahead=" << (options.lease_ahead ? "on" : "off") << std::endl;
   // This worker's own log may name its folders (job errors never do).
   std::cerr << "layerflow-worker: model roots:";
   const auto roots = layerflow::worker::ResolveModelRoots(options.files);

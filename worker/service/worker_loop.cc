@@ -51,6 +51,10 @@ class WorkerLoopImpl final : public WorkerLoop {
         models_(CreateModelCache(options_.resident_model_bytes < 0
                                      ? DefaultModelCacheBytes(device_)
                                      : options_.resident_model_bytes)) {}
+  ~WorkerLoopImpl() override {
+    if (ahead_thread_.joinable()) ahead_thread_.join();
+    if (ahead_ != nullptr) StopHeartbeat(*ahead_);
+  }
 
   absl::Status Run() override {
     LF_RETURN_IF_ERROR(RegisterWithRetry()) << "registering with "
@@ -66,8 +70,24 @@ class WorkerLoopImpl final : public WorkerLoop {
                                s.bytes, " bytes)"));
       }
     } log_cache_at_exit{this};
+    // Whatever ends the loop, a job leased ahead goes back to the queue.
+    struct GiveBackAtExit {
+      WorkerLoopImpl* loop;
+      ~GiveBackAtExit() { loop->GiveBackAhead(); }
+    } give_back_at_exit{this};
     auto idle_since = Clock::now();
     while (!stopping()) {
+      if (std::unique_ptr<Ahead> next = TakeAhead()) {
+        StopHeartbeat(*next);  // RunJob renews it from here on
+        if (next->watch.lost || next->watch.cancelled) {
+          Log(absl::StrCat("job ", next->lease.job().job_id(), " leased ahead was ",
+                           next->watch.cancelled ? "cancelled" : "lost", "; dropped"));
+          continue;
+        }
+        RunJob(next->lease, next.get());
+        idle_since = Clock::now();
+        continue;
+      }
       v1::LeaseJobRequest request;
       request.set_worker_id(worker_id_);
       AddResidentModels(request);
@@ -126,6 +146,104 @@ class WorkerLoopImpl final : public WorkerLoop {
               << "] " << message << std::endl;
   }
 
+  // Renews the lease until `done`; records a lapsed lease or a cancellation.
+  struct LeaseWatch {
+    std::atomic<bool> done{false};
+    std::atomic<bool> lost{false};
+    std::atomic<bool> cancelled{false};
+  };
+
+  // A job leased while the current one runs (--lease-ahead). Its lease is
+  // renewed from the moment it is granted; an EXTRACT job's runner (model
+  // and data set) is made before the current job ends.
+  struct Ahead {
+    v1::LeaseJobResponse lease;
+    LeaseWatch watch;
+    std::thread heartbeat;
+    std::unique_ptr<JobRunner> runner;  // null: not prepared (another kind)
+    absl::Status prepared;              // the preparation's error, if any
+    double build_seconds = 0;
+  };
+
+  void StopHeartbeat(Ahead& ahead) {
+    ahead.watch.done = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cv_.notify_all();
+    }
+    if (ahead.heartbeat.joinable()) ahead.heartbeat.join();
+  }
+
+  // Called by the job thread once the current job has its runner: one
+  // lease ahead at most. ahead_ is written by that thread only, and read
+  // only after TakeAhead joined it.
+  void StartLeaseAhead() {
+    // ahead_ is read only when no thread is left to write it.
+    if (!options_.lease_ahead || ahead_thread_.joinable() || ahead_ != nullptr ||
+        stopping()) {
+      return;
+    }
+    ahead_thread_ = std::thread([this] { LeaseAhead(); });
+  }
+
+  void LeaseAhead() {
+    v1::LeaseJobRequest request;
+    request.set_worker_id(worker_id_);
+    AddResidentModels(request);
+    auto ahead = std::make_unique<Ahead>();
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    // Any failure (no job, coordinator busy or restarted) leaves it to the
+    // loop's own LeaseJob after the current job.
+    if (!stub_->LeaseJob(&ctx, request, &ahead->lease).ok() || !ahead->lease.leased()) return;
+    Ahead* a = ahead.get();
+    a->heartbeat = std::thread(
+        [this, a] { HeartbeatLoop(a->lease.job().job_id(), a->lease.lease_id(), &a->watch); });
+    const v1::Job& job = a->lease.job();
+    Log(absl::StrCat("leased job ", job.job_id(), " ahead"));
+    const bool finished =
+        job.chunks_total() > 0 && a->lease.resume_from_sequence() >= job.chunks_total();
+    // An artifact model (a TRAIN job's checkpoint) is fetched when the job
+    // runs: its files live only as long as the job.
+    if (job.spec().kind() == v1::JOB_KIND_EXTRACT && !finished &&
+        !absl::StartsWith(job.spec().model(), kArtifactModelScheme)) {
+      const auto start = Clock::now();
+      absl::StatusOr<std::unique_ptr<JobRunner>> runner =
+          CreateJobRunner(ToJobConfig(job.spec()), device_, options_.files, models_.get());
+      a->build_seconds = SecondsSince(start);
+      if (runner.ok()) {
+        a->runner = *std::move(runner);
+      } else {
+        a->prepared = runner.status();
+      }
+    }
+    ahead_ = std::move(ahead);
+  }
+
+  std::unique_ptr<Ahead> TakeAhead() {
+    if (ahead_thread_.joinable()) ahead_thread_.join();
+    return std::move(ahead_);
+  }
+
+  // At exit: the job leased ahead goes back to the queue at once, uncharged
+  // (a failure to say so leaves its lease to lapse).
+  void GiveBackAhead() {
+    std::unique_ptr<Ahead> ahead = TakeAhead();
+    if (ahead == nullptr) return;
+    StopHeartbeat(*ahead);
+    if (ahead->watch.lost || ahead->watch.cancelled) return;
+    v1::ReleaseJobRequest request;
+    request.set_job_id(ahead->lease.job().job_id());
+    request.set_lease_id(ahead->lease.lease_id());
+    v1::ReleaseJobResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    absl::Status released = FromGrpcStatus(stub_->ReleaseJob(&ctx, request, &response));
+    Log(absl::StrCat("job ", ahead->lease.job().job_id(), " leased ahead: ",
+                     released.ok() ? std::string("lease given back")
+                                   : absl::StrCat("lease left to lapse: ", released.ToString())));
+  }
+
   // The models kept from earlier jobs, so that the scheduler prefers a job
   // of one of them (issue 13), within the coordinator's caps: the most
   // recently used first; an entry too long to send is left out rather than
@@ -173,20 +291,16 @@ class WorkerLoopImpl final : public WorkerLoop {
     return stopping() ? absl::CancelledError("worker stopped") : last;
   }
 
-  // Renews the lease until `done`; records a lapsed lease or a cancellation.
-  struct LeaseWatch {
-    std::atomic<bool> done{false};
-    std::atomic<bool> lost{false};
-    std::atomic<bool> cancelled{false};
-  };
-
   void HeartbeatLoop(const std::string& job_id, const std::string& lease_id,
                      LeaseWatch* watch) {
     while (!watch->done.load()) {
       {
         std::unique_lock<std::mutex> lock(mu_);
+        // Not woken by Stop(): the lease is renewed until its job has
+        // ended (and was given back), or it would lapse under a stopping
+        // worker; waking on stopping_ made this loop spin from Stop() on.
         cv_.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
-                     [&] { return watch->done.load() || stopping_; });
+                     [&] { return watch->done.load(); });
       }
       if (watch->done.load()) return;
       v1::HeartbeatRequest request;
@@ -209,7 +323,8 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
   }
 
-  void RunJob(const v1::LeaseJobResponse& lease) {
+  // `ahead`: the job was leased ahead (its runner, if made, is taken).
+  void RunJob(const v1::LeaseJobResponse& lease, Ahead* ahead = nullptr) {
     const v1::Job& job = lease.job();
     const std::string& job_id = job.job_id();
     const std::string& lease_id = lease.lease_id();
@@ -219,7 +334,7 @@ class WorkerLoopImpl final : public WorkerLoop {
 
     LeaseWatch watch;
     std::thread heartbeat([&] { HeartbeatLoop(job_id, lease_id, &watch); });
-    absl::Status status = StreamJob(lease, watch);
+    absl::Status status = StreamJob(lease, watch, ahead);
     watch.done = true;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -289,7 +404,8 @@ class WorkerLoopImpl final : public WorkerLoop {
 
   // Runs the job's remaining chunks and streams each as soon as it exists,
   // so a crash loses at most the chunk in progress.
-  absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch) {
+  absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch,
+                         Ahead* ahead) {
     const v1::Job& job = lease.job();
     // Re-leased after its last chunk was committed (the worker stopped
     // before CompleteJob): nothing is left to run, no model or features to
@@ -317,11 +433,20 @@ class WorkerLoopImpl final : public WorkerLoop {
       LF_ASSIGN_OR_RETURN(config.model, FetchArtifactModel(config.model, artifact_root));
       files.roots.push_back(artifact_root);
     }
-    LF_ASSIGN_OR_RETURN(std::unique_ptr<JobRunner> runner,
-                        CreateJobRunner(config, device_, files, models_.get()));
-    // Where the job's time goes (v1::PhaseTime): the build goes with the
-    // first chunk this lease streams, each chunk carries its own.
-    double build_seconds = SecondsSince(build_start);
+    std::unique_ptr<JobRunner> runner;
+    double build_seconds = 0;
+    if (ahead != nullptr && (ahead->runner != nullptr || !ahead->prepared.ok())) {
+      // Made while the previous job ran; its build time is still reported.
+      LF_RETURN_IF_ERROR(ahead->prepared);
+      runner = std::move(ahead->runner);
+      build_seconds = ahead->build_seconds;
+    } else {
+      LF_ASSIGN_OR_RETURN(runner, CreateJobRunner(config, device_, files, models_.get()));
+      // Where the job's time goes (v1::PhaseTime): the build goes with the
+      // first chunk this lease streams, each chunk carries its own.
+      build_seconds = SecondsSince(build_start);
+    }
+    StartLeaseAhead();
     if (StatsOf(*models_).hits > before.hits) {
       Log(absl::StrCat("job ", job.job_id(), ": model ", job.spec().model(),
                        " kept from an earlier job"));
@@ -553,6 +678,10 @@ class WorkerLoopImpl final : public WorkerLoop {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  // --lease-ahead: the thread leasing and preparing the next job, and what
+  // it got (see StartLeaseAhead).
+  std::thread ahead_thread_;
+  std::unique_ptr<Ahead> ahead_;
 };
 
 std::string DefaultWorkerName() {

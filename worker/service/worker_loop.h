@@ -28,6 +28,10 @@ struct WorkerOptions {
   // Bytes of preset models kept between jobs (--resident-model-bytes):
   // negative for DefaultModelCacheBytes, 0 for none.
   int64_t resident_model_bytes = -1;
+  // Lease the next job while the current one runs and make its model and
+  // data set meanwhile (--lease-ahead); the lease is given back when the
+  // worker stops.
+  bool lease_ahead = false;
 };
 
 class WorkerLoop {
