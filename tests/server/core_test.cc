@@ -532,6 +532,30 @@ TEST_F(CoreTest, LocalityNeverPassesOverAnotherSweepOrAHigherPriority) {
                                              b[0].job_id()}));
 }
 
+TEST_F(CoreTest, LocalityNeverPicksAProbeJobForItsModel) {
+  // A PROBE job's spec names its EXTRACT job's model but takes nothing from
+  // the model cache: holding that model must not move it ahead.
+  v1::SweepSpec spec = Spec(2, 2);  // one chunk per EXTRACT job
+  for (int seed : {0, 1, 2}) spec.add_seeds(seed);
+  spec.mutable_probe()->set_task("kvpr");
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  ASSERT_EQ(submitted.jobs(), 6);  // EXTRACT 0-2, then PROBE 3-5
+  const std::string& id = submitted.sweep_id();
+  const std::string worker = Register();
+  LF_ASSERT_OK_AND_ASSIGN(auto first, core_->LeaseJob(LeaseRequest(worker)));
+  ASSERT_EQ(first.job().job_id(), id + "-0");
+  LF_ASSERT_OK(core_->CommitChunk(Chunk(first, 0)).status());
+  v1::CompleteJobRequest complete;
+  complete.set_job_id(first.job().job_id());
+  complete.set_lease_id(first.lease_id());
+  LF_ASSERT_OK(core_->CompleteJob(complete));
+  // Runnable now: EXTRACT 1 and 2, and PROBE 3 (same model key as job 0).
+  LF_ASSERT_OK_AND_ASSIGN(auto next,
+                          core_->LeaseJob(LeaseRequest(worker, {ResidentOf(first.job())})));
+  EXPECT_EQ(next.job().job_id(), id + "-1");
+  EXPECT_EQ(next.job().spec().kind(), v1::JOB_KIND_EXTRACT);
+}
+
 TEST_F(CoreTest, LeaseJobChecksResidentModels) {
   LF_ASSERT_OK(core_->SubmitSweep(Spec()).status());
   const std::string worker = Register();
