@@ -29,19 +29,27 @@ inline const char* JobErrorClassName(JobErrorClass c) {
   return c == JobErrorClass::kBadInput ? "bad input" : "host error";
 }
 
-// NOT_FOUND is both "the spec names a model that does not exist" (bad
-// input) and "this host lacks a file another host may have" (host error).
-// The worker's host-local lookups say so in their text ("this worker's
-// model folders", "this worker's Hugging Face cache"); nothing else does.
-inline bool NamesThisHost(absl::string_view message) {
-  return absl::StrContains(message, "this worker") ||
-         absl::StrContains(message, "on this host");
+// "Not found" is both "the spec names a model that does not exist" (bad
+// input) and "this host lacks a file another host may have" (host error),
+// and the worker's model loader reports either as INVALID_ARGUMENT naming
+// the field ("model: ..."). The worker's host-local lookups say so in their
+// text; nothing a spec gets wrong does.
+inline bool NamesAFileMissingOnThisHost(absl::string_view message) {
+  for (absl::string_view phrase :
+       {"in this worker's Hugging Face cache", "under this worker's model folders",
+        "under the worker's model roots", "no model roots on this worker", "on this host"}) {
+    if (absl::StrContains(message, phrase)) return true;
+  }
+  return false;
 }
 
 inline JobErrorClass ClassifyJobError(const absl::Status& status) {
   switch (status.code()) {
+    case absl::StatusCode::kNotFound:
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kFailedPrecondition:
+      return NamesAFileMissingOnThisHost(status.message()) ? JobErrorClass::kHostError
+                                                           : JobErrorClass::kBadInput;
     case absl::StatusCode::kUnimplemented:
     case absl::StatusCode::kOutOfRange:
     // A name outside the worker's model roots: the spec asked for a path
@@ -49,9 +57,6 @@ inline JobErrorClass ClassifyJobError(const absl::Status& status) {
     case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kAlreadyExists:
       return JobErrorClass::kBadInput;
-    case absl::StatusCode::kNotFound:
-      return NamesThisHost(status.message()) ? JobErrorClass::kHostError
-                                             : JobErrorClass::kBadInput;
     // RESOURCE_EXHAUSTED (out of memory), INTERNAL and UNKNOWN (a CUDA
     // fault, an exception from LibTorch), UNAVAILABLE, DATA_LOSS (a disk
     // returning garbage), DEADLINE_EXCEEDED and anything new: retrying is

@@ -781,7 +781,10 @@ class SqliteStore final : public Store {
           .Bind(5, job_id);
       LF_RETURN_IF_ERROR(update.Run());
     }
-    if (policy.quarantine_after > 0 && !worker_id.empty()) {
+    // Never the last live worker: quarantining it would stop the pool (the
+    // embedded default's one worker, a typo'd repo id), while its failures
+    // stay bounded by max_attempts.
+    if (policy.quarantine_after > 0 && !worker_id.empty() && elsewhere) {
       // The worker's latest attempts since its last release, newest first.
       LF_ASSIGN_OR_RETURN(
           Statement latest,

@@ -287,7 +287,8 @@ class Store {
   // (seen within live_since_ms), unquarantined worker exists; or, once
   // attempts >= max_attempts, FAILS with "failed on N attempts: attempt 1
   // on <worker>: <error>; ..." (and its dependents fail). The worker is
-  // quarantined when its last quarantine_after attempts were host errors.
+  // quarantined when its last quarantine_after attempts were host errors
+  // and another live, unquarantined worker exists (never the last one).
   virtual absl::StatusOr<RetryResult> RetryJob(const std::string& job_id,
                                                const std::string& lease_id,
                                                const std::string& error, int64_t now_ms,

@@ -37,6 +37,10 @@ TEST(ClassifyJobError, BadInputFailsAtOnce) {
   EXPECT_EQ(Classify(absl::StatusCode::kNotFound,
                      "model: 'artifact:j-1/model' names no stored checkpoint"),
             JobErrorClass::kBadInput);
+  // Naming the worker is not enough: an unknown data set is the spec's.
+  EXPECT_EQ(Classify(absl::StatusCode::kInvalidArgument,
+                     "dataset: unknown 'kvpr2'; this worker runs: kvpr, mdqa, text"),
+            JobErrorClass::kBadInput);
 }
 
 TEST(ClassifyJobError, HostErrorsRetryElsewhere) {
@@ -60,6 +64,18 @@ TEST(ClassifyJobError, HostErrorsRetryElsewhere) {
                      "folders (--model-root)"),
             JobErrorClass::kHostError);
   EXPECT_EQ(Classify(absl::StatusCode::kNotFound, "data.jsonl: missing on this host"),
+            JobErrorClass::kHostError);
+  // The worker's model loader reports a missing checkpoint as INVALID_ARGUMENT
+  // naming the field (worker/runtime/model_loader.cc); the text still says
+  // it is this host's cache (the real worker's message).
+  EXPECT_EQ(Classify(absl::StatusCode::kInvalidArgument,
+                     "model: model 'EleutherAI/pythia-14m' is not in this worker's Hugging Face "
+                     "cache; this build never downloads: fetch it with `huggingface-cli "
+                     "download EleutherAI/pythia-14m` or pass a checkpoint folder under the "
+                     "worker's --model-root"),
+            JobErrorClass::kHostError);
+  EXPECT_EQ(Classify(absl::StatusCode::kInvalidArgument,
+                     "dataset_path: 'corpus/a.txt' is not a file under the worker's model roots"),
             JobErrorClass::kHostError);
 }
 

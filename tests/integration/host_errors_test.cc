@@ -280,5 +280,43 @@ TEST_F(HostErrorsTest, StarvedWorkerBesideAHealthyOneCostsNoJobAndIsQuarantined)
       << released;
 }
 
+// The real worker sends its error's code and text: a repo id missing from
+// its Hugging Face cache (INVALID_ARGUMENT "model: ... not in this worker's
+// Hugging Face cache") is a host error. A lone
+// worker retries it itself (nobody else could) up to max_attempts, then
+// the job fails listing all three attempts; the last worker standing is
+// never quarantined.
+TEST_F(HostErrorsTest, RealWorkerReportsAMissingFileAsAHostError) {
+  WorkerProcess lone(server_->port(), "lone");
+  v1::SweepSpec spec;
+  spec.set_name("missing");
+  spec.add_models("layerflow-test/no-such-model");
+  v1::DatasetSpec* kvpr = spec.add_datasets();
+  kvpr->set_name("kvpr");
+  kvpr->set_num_classes(2);
+  spec.add_context_lengths(512);
+  spec.set_num_prompts(1);
+  grpc::ClientContext ctx;
+  v1::SubmitSweepRequest request;
+  *request.mutable_spec() = spec;
+  v1::SubmitSweepResponse response;
+  grpc::Status status = stub_->SubmitSweep(&ctx, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(WaitForSweep(response.sweep_id()).state(), v1::SWEEP_STATE_FAILED);
+  const std::vector<v1::Job> jobs = Jobs(response.sweep_id());
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].attempts(), 3);
+  const std::string& error = jobs[0].error();
+  EXPECT_TRUE(absl::StartsWith(error, "failed on 3 attempts: attempt 1 on worker-")) << error;
+  for (const char* attempt : {"attempt 1 on", "attempt 2 on", "attempt 3 on"}) {
+    EXPECT_TRUE(absl::StrContains(error, attempt)) << error;
+  }
+  EXPECT_TRUE(absl::StrContains(error, "INVALID_ARGUMENT: model: model "
+                                       "'layerflow-test/no-such-model' is not in this "
+                                       "worker's Hugging Face cache"))
+      << error;
+  EXPECT_TRUE(absl::StrContains(WorkersReport(), "lone active")) << WorkersReport();
+}
+
 }  // namespace
 }  // namespace layerflow

@@ -859,9 +859,23 @@ TEST_P(StoreConformance, LoneWorkerRetriesItsOwnHostError) {
   Lease first = MustLease("only", 100);
   // "gone" was last seen at 0, before live_since: nobody else is alive.
   LF_ASSERT_OK(store_->RetryJob("s-0", first.lease_id, "UNAVAILABLE: x", 110,
-                                /*live_since_ms=*/50, Policy(3, 0, 0, 0))
+                                /*live_since_ms=*/50, Policy(3, 0, 0, 1))
                    .status());
-  EXPECT_EQ(MustLease("only", 120).job.attempts(), 2);
+  Lease second = MustLease("only", 120);
+  EXPECT_EQ(second.job.attempts(), 2);
+  // Nor is the last live worker quarantined (quarantine_after 1 here): the
+  // pool would stop. Its job still fails after max_attempts.
+  LF_ASSERT_OK_AND_ASSIGN(WorkerRecord w, store_->GetWorker("only"));
+  EXPECT_FALSE(w.quarantined);
+  LF_ASSERT_OK_AND_ASSIGN(RetryResult r,
+                          store_->RetryJob("s-0", second.lease_id, "UNAVAILABLE: y", 130, 50,
+                                           Policy(3, 0, 0, 1)));
+  EXPECT_FALSE(r.worker_quarantined);
+  Lease third = MustLease("only", 140);
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob("s-0", third.lease_id, "UNAVAILABLE: z", 150, 50,
+                                              Policy(3, 0, 0, 1)));
+  EXPECT_FALSE(r.requeued);
+  EXPECT_EQ(MustGetJob("s-0").state(), JobState::JOB_STATE_FAILED);
 }
 
 TEST_P(StoreConformance, LastAttemptFailsTheJobListingEveryAttempt) {
