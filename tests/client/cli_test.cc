@@ -82,6 +82,20 @@ class FakeCoordinator final : public v1::Coordinator::Service {
     response->set_state(v1::SWEEP_STATE_CANCELLED);
     return grpc::Status::OK;
   }
+  grpc::Status RetrySweep(grpc::ServerContext*, const v1::RetrySweepRequest* request,
+                          v1::Sweep* response) override {
+    std::lock_guard<std::mutex> lock(mu);
+    ++calls;
+    if (request->sweep_id() != "sw-1") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "sweep " + request->sweep_id() + " has no failed or cancelled jobs");
+    }
+    *response = updates.back();
+    response->set_state(v1::SWEEP_STATE_ACTIVE);
+    response->set_jobs_succeeded(3);
+    response->set_jobs_queued(1);
+    return grpc::Status::OK;
+  }
   grpc::Status WatchSweep(grpc::ServerContext* context, const v1::WatchSweepRequest*,
                           grpc::ServerWriter<v1::Sweep>* writer) override {
     std::vector<v1::Sweep> to_send;
@@ -289,6 +303,13 @@ TEST_F(CliTest, CoordinatorComesFromTheEnvironment) {
   unsetenv("LAYERFLOW_COORDINATOR");
   EXPECT_EQ(code, 0) << err_.str();
   EXPECT_EQ(out_.str(), "sweep sw-1 cancelled: 4/4 jobs succeeded\n");
+}
+
+TEST_F(CliTest, RetryCallsRetrySweepAndPrintsTheSummary) {
+  EXPECT_EQ(Cli({"retry", "sw-1"}), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "sweep sw-1 active: 3/4 jobs succeeded\n");
+  EXPECT_EQ(Cli({"retry", "sw-2"}), kExitError);
+  EXPECT_EQ(err_.str(), "error: FAILED_PRECONDITION: sweep sw-2 has no failed or cancelled jobs\n");
 }
 
 TEST_F(CliTest, CancelUnknownSweepIsNotFound) {
