@@ -85,6 +85,16 @@ std::string NewLeaseId() {
       "lease-", absl::Hex(absl::Uniform<uint64_t>(*gen), absl::kZeroPad16));
 }
 
+// A job's final error after its attempts ran out: every attempt's worker
+// and error, oldest first.
+std::string FailedAttemptsMessage(int64_t attempts, const std::vector<JobAttempt>& history) {
+  std::vector<std::string> parts;
+  for (const JobAttempt& a : history) {
+    parts.push_back(absl::StrCat("attempt ", a.attempt, " on ", a.worker_id, ": ", a.error));
+  }
+  return absl::StrCat("failed on ", attempts, " attempts: ", absl::StrJoin(parts, "; "));
+}
+
 class SqliteStore final : public Store {
  public:
   explicit SqliteStore(std::unique_ptr<Db> db) : db_(std::move(db)) {}
@@ -561,6 +571,23 @@ class SqliteStore final : public Store {
         LF_RETURN_IF_ERROR(insert.Run());
       }
       const bool exhausted = attempts >= max_attempts;
+      std::string error;
+      if (exhausted) {
+        error = absl::StrCat("lease lapsed ", attempts, " times");
+        // Some attempts ended otherwise (host errors): list them all, as
+        // RetryJob does.
+        LF_ASSIGN_OR_RETURN(Statement id, db_->Prepare("SELECT job_id FROM jobs WHERE seq = ?1"));
+        id.Bind(1, seq);
+        LF_ASSIGN_OR_RETURN(bool found, id.Step());
+        if (found) {
+          LF_ASSIGN_OR_RETURN(std::vector<JobAttempt> history, ListAttemptsLocked(id.Text(0)));
+          if (std::any_of(history.begin(), history.end(), [](const JobAttempt& a) {
+                return a.outcome != AttemptOutcome::kLeaseLapsed;
+              })) {
+            error = FailedAttemptsMessage(attempts, history);
+          }
+        }
+      }
       // base * 2^(attempts-1), with the shift capped so it cannot overflow.
       const int shift = static_cast<int>(std::clamp<int64_t>(attempts - 1, 0, 20));
       const int64_t not_before = now_ms + (backoff_base_ms << shift);
@@ -572,8 +599,7 @@ class SqliteStore final : public Store {
       update
           .Bind(1, static_cast<int>(exhausted ? JobState::JOB_STATE_FAILED
                                               : JobState::JOB_STATE_QUEUED))
-          .Bind(2, exhausted ? absl::StrCat("lease lapsed ", attempts, " times")
-                             : std::string())
+          .Bind(2, error)
           .Bind(3, exhausted ? int64_t{0} : not_before)
           .Bind(4, now_ms)
           .Bind(5, seq);
@@ -756,14 +782,8 @@ class SqliteStore final : public Store {
     RetryResult result;
     if (attempts >= policy.max_attempts) {
       LF_ASSIGN_OR_RETURN(std::vector<JobAttempt> history, ListAttemptsLocked(job_id));
-      std::vector<std::string> parts;
-      for (const JobAttempt& a : history) {
-        parts.push_back(absl::StrCat("attempt ", a.attempt, " on ", a.worker_id, ": ", a.error));
-      }
       LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_FAILED,
-                                absl::StrCat("failed on ", attempts, " attempts: ",
-                                             absl::StrJoin(parts, "; ")),
-                                now_ms));
+                                FailedAttemptsMessage(attempts, history), now_ms));
       LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
     } else {
       result.requeued = true;

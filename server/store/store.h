@@ -255,8 +255,10 @@ class Store {
                                     int64_t now_ms) = 0;
   // Every RUNNING job whose lease expired before now goes back to QUEUED,
   // runnable after backoff_base_ms * 2^(attempts-1); a job that has had
-  // max_attempts leases FAILS with "lease lapsed N times". Returns how many
-  // leases lapsed.
+  // max_attempts leases FAILS with "lease lapsed N times" (or, when an
+  // earlier attempt ended otherwise, RetryJob's list of every attempt).
+  // Each lapse is recorded in the attempt history. Returns how many leases
+  // lapsed.
   virtual absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
                                                       int32_t max_attempts,
                                                       int64_t backoff_base_ms) = 0;

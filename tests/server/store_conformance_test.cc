@@ -910,6 +910,24 @@ TEST_P(StoreConformance, LastAttemptFailsTheJobListingEveryAttempt) {
               StatusIs(absl::StatusCode::kNotFound, "nope"));
 }
 
+// Ending in lapsed leases after a host error: still every attempt listed
+// (all lapsed keeps "lease lapsed N times", ExhaustedAttemptsFailTheJob).
+TEST_P(StoreConformance, LapseOnTheLastAttemptListsTheEarlierHostError) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
+  Lease a = MustLease("w1", 0);
+  LF_ASSERT_OK(store_->RetryJob("s-0", a.lease_id, "RESOURCE_EXHAUSTED: oom", 1, 0,
+                                Policy(2, 0, 0, 0))
+                   .status());
+  MustLease("w2", 2);  // expires at 102
+  LF_ASSERT_OK_AND_ASSIGN(int64_t n, store_->RequeueLapsedLeases(200, 2, 0));
+  EXPECT_EQ(n, 1);
+  Job job = MustGetJob("s-0");
+  EXPECT_EQ(job.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(job.error(),
+            "failed on 2 attempts: attempt 1 on w1: RESOURCE_EXHAUSTED: oom; "
+            "attempt 2 on w2: lease lapsed");
+}
+
 TEST_P(StoreConformance, HostErrorsInARowQuarantineUntilReleased) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 6, 1)));
   for (const char* w : {"bad", "good"}) LF_ASSERT_OK(store_->RegisterWorker(w, w, "", 0));
