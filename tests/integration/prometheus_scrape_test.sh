@@ -65,6 +65,7 @@ expect 'layerflow_workers_connected' 0
   >"$tmp/worker.log" 2>&1 &
 pids+=($!)
 expect 'layerflow_workers_connected' 1
+expect 'layerflow_workers_quarantined' 0
 expect 'layerflow_jobs{state="succeeded"}' 2
 expect 'layerflow_jobs{state="queued"}' 0
 expect 'layerflow_chunks_committed_total' 4
