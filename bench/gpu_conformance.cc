@@ -272,7 +272,10 @@ constexpr Tolerance kTolerances[] = {
     {"mamba2", "fp32", "cka", 7.9e-06, 0},  // 3.9e-06, 0.00039
     {"mamba2", "fp32", "spectrum_frac", 0.0012, 0},  // 0.00056, 0.0563
     {"mamba2", "fp32", "spectrum_mean_log", 4.7e-05, 0.00047},  // 0.0032, 0.023
-    {"mamba2", "fp32", "spectrum_quantile", 0.015, 0.015},  // 1.7, 0.721
+    // 936b396 (the counter-generated dt bias): spectrum_dsf_q01 layer 38 at
+    // 2000 tokens at 1.09x (|diff| 1.84 at log -111.9); 2x that, not yet
+    // re-run on a GPU.
+    {"mamba2", "fp32", "spectrum_quantile", 0.033, 0.033},  // 1.7, 0.721
     {"mamba2", "fp32", "spectrum_extreme", 0.025, 0.025},  // 5.1, 1.23
     {"mamba2", "fp32", "features", 0, 0.0012},  // 0.29, 0.011
     {"mamba2", "bf16", "cosine", 0.0002, 0},  // 9.8e-05, 0.00195
@@ -298,7 +301,11 @@ constexpr Tolerance kTolerances[] = {
     {"mamba", "fp32", "cosine", 4.9e-06, 0},  // 2.4e-06, 0.000244
     {"mamba", "fp32", "cosine_tokens", 0.0021, 0},  // 0.001, 0.0341
     {"mamba", "fp32", "dispersion", 2.1e-07, 2.1e-07},  // 2.1e-07, 1.03e-05
-    {"mamba", "fp32", "energy", 1.4e-06, 0.00041},  // 7.5e+02, 0.00678
+    // 936b396 (Mamba's own parameters from the counter generator: another
+    // random model, its residual to 2.9e5 instead of 2.4e5): step_energy
+    // layer 47 at 1.49x the tolerance above (|diff| 1.43e-05 of 0.020044);
+    // 2x that measurement, not yet re-run on a GPU.
+    {"mamba", "fp32", "energy", 4.2e-06, 0.0012},  // 7.5e+02, 0.00678
     {"mamba", "fp32", "cka", 2.6e-05, 0},  // 1.3e-05, 0.00129
     {"mamba", "fp32", "spectrum_frac", 1.1e-05, 0},  // 5.3e-06, 0.000533
     {"mamba", "fp32", "spectrum_mean_log", 3e-06, 3e-05},  // 0.00014, 0.00148
