@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "catalog/train.h"
+#include "common/train_spec.h"
 #include "layerflow/v1/experiment.pb.h"
 
 namespace layerflow::server {
@@ -68,10 +69,6 @@ std::vector<layerflow::v1::JobSpec> ExpandSweep(
 // job commits exactly one chunk (its result rows, sequence 0); a TRAIN job
 // one per evaluation, ceil(steps / eval_every) (catalog/train.h).
 int64_t ChunksTotal(const layerflow::v1::JobSpec& job);
-
-// A TrainSpec as the catalog's plain settings, and back.
-catalog::TrainSettings TrainSettingsOf(const layerflow::v1::TrainSpec& train);
-layerflow::v1::TrainSpec TrainSpecOf(const catalog::TrainSettings& settings);
 
 }  // namespace layerflow::server
 

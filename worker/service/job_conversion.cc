@@ -1,5 +1,7 @@
 #include "worker/service/job_conversion.h"
 
+#include "common/train_spec.h"
+
 namespace layerflow::worker {
 
 TrainJobConfig ToTrainJobConfig(const v1::JobSpec& spec) {
@@ -7,27 +9,7 @@ TrainJobConfig ToTrainJobConfig(const v1::JobSpec& spec) {
   config.architecture = spec.model();
   config.init_scheme = spec.init_scheme();
   config.seed = spec.seed();
-  const v1::TrainSpec& t = spec.train();
-  catalog::TrainSettings& s = config.settings;
-  s.task = t.task();
-  s.vocab = t.vocab();
-  s.length = t.length();
-  s.pairs = t.pairs();
-  s.alpha = t.alpha();
-  s.layers = t.layers();
-  s.width = t.width();
-  s.heads = t.heads();
-  s.state_size = t.state_size();
-  s.steps = t.steps();
-  s.batch = t.batch();
-  s.lr = t.lr();
-  s.warmup = t.warmup();
-  s.weight_decay = t.weight_decay();
-  s.clip = t.clip();
-  s.target_accuracy = t.target_accuracy();
-  s.eval_every = t.eval_every();
-  s.save_every = t.save_every();
-  s.eval_examples = t.eval_examples();
+  config.settings = TrainSettingsOf(spec.train());
   return config;
 }
 
