@@ -67,30 +67,23 @@ inline void LdMatrix(uint32_t* r, const void* row, bool trans) {
 }  // namespace mma_emu
 #endif
 
-// r[0..4) = four 8 x 8 tiles of 16-bit values; `row` is this lane's row
-// address (16-byte aligned, shared memory).
+// r[0..4) = four 8 x 8 tiles of 16-bit values, each transposed when
+// kTrans; `row` is this lane's row address (16-byte aligned, shared memory).
+template <bool kTrans = false>
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* row) {
 #if defined(__CUDA_ARCH__)
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  }
 #elif defined(LF_CUDA_EMULATION)
-  mma_emu::LdMatrix<4>(r, row, false);
-#else
-  (void)row;
-  r[0] = r[1] = r[2] = r[3] = 0;
-#endif
-}
-// The same, each tile transposed.
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const void* row) {
-#if defined(__CUDA_ARCH__)
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
-#elif defined(LF_CUDA_EMULATION)
-  mma_emu::LdMatrix<4>(r, row, true);
+  mma_emu::LdMatrix<4>(r, row, kTrans);
 #else
   (void)row;
   r[0] = r[1] = r[2] = r[3] = 0;

@@ -389,8 +389,8 @@ __global__ void __launch_bounds__(kOutThreads, 3)
 #pragma unroll
       for (int f2 = 0; f2 < kPTiles / 2; ++f2) {
         uint32_t r[4];  // (s 0-7 | 8-15 of the k step) x (p tile 2 f2 | 2 f2 + 1)
-        LdMatrixX4Trans(r, xs + (16 * k + lrow + 8 * (ltile % 2)) * kPLd + 16 * f2 +
-                               8 * (ltile / 2));
+        const T* tile = xs + (16 * k + lrow + 8 * (ltile % 2)) * kPLd + 16 * f2 + 8 * (ltile / 2);
+        LdMatrixX4</*kTrans=*/true>(r, tile);
         Mma16816<T>(yacc[2 * f2], pfrag[k], r[0], r[1]);
         Mma16816<T>(yacc[2 * f2 + 1], pfrag[k], r[2], r[3]);
       }
