@@ -1068,7 +1068,13 @@ TEST(AnalysisSuiteTest, Float32StatesOnTheCpuTakeTheFloat64Path) {
   // (LAYERFLOW_SSM_KERNELS, worker/kernels/kernel_switch.h).
   SetFloat32FusedPath(false);
   EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCUDA, 0), at::kFloat));
+  // A half model's float32 states: the fused path on the CPU too, and the
+  // switch turns that off as well (its float64 path and full-precision Gram).
+  EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCPU), at::kFloat, at::kBFloat16));
   SetFloat32FusedPath(true);
+  EXPECT_TRUE(TakesFusedPath(c10::Device(c10::kCPU), at::kFloat, at::kBFloat16));
+  EXPECT_TRUE(TakesFusedPath(c10::Device(c10::kCPU), at::kFloat, at::kHalf));
+  EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCPU), at::kFloat, at::kFloat));
   EXPECT_TRUE(TakesFusedPath(c10::Device(c10::kCUDA, 0), at::kFloat));
   EXPECT_FALSE(TakesFusedPath(c10::Device(c10::kCPU), at::kFloat));
   EXPECT_TRUE(TakesFusedPath(c10::Device(c10::kCPU), at::kBFloat16));

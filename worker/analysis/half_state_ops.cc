@@ -181,9 +181,10 @@ std::atomic<bool> float32_fused{SsmKernelsRequested()};
 
 void SetFloat32FusedPath(bool enabled) { float32_fused.store(enabled); }
 
-bool TakesFusedPath(c10::Device device, at::ScalarType type) {
+bool TakesFusedPath(c10::Device device, at::ScalarType type, at::ScalarType model_dtype) {
+  const bool half_model = model_dtype == at::kBFloat16 || model_dtype == at::kHalf;
   return type == at::kBFloat16 || type == at::kHalf ||
-         (type == at::kFloat && device.is_cuda() && float32_fused.load());
+         (type == at::kFloat && (device.is_cuda() || half_model) && float32_fused.load());
 }
 
 RowBlock RowBlockOf(int64_t n, int64_t blocks, int64_t i) {

@@ -81,12 +81,15 @@ bool IsHalfPrecision(const at::Tensor& t);
 // Whether these functions take states of `type`: bf16, fp16, float32.
 bool IsFusedStateType(at::ScalarType type);
 // Whether the accumulator reads states of `type` on `device` through these
-// functions (its fused path): bf16 / fp16 on any device, float32 on CUDA.
-// Else (float32 on the CPU, float64) it analyses a float64 copy. By device
-// and dtype only, never by architecture.
-// (Float32 on CUDA only while SetFloat32FusedPath(true), the default unless
-// LAYERFLOW_SSM_KERNELS=0: worker/kernels/kernel_switch.h.)
-bool TakesFusedPath(c10::Device device, at::ScalarType type);
+// functions (its fused path): bf16 / fp16 on any device, float32 on CUDA,
+// and float32 states of a half-precision model (`model_dtype` bf16 or fp16:
+// the SSMs' residual_in_fp32 stream) on any device, so that such a job
+// gives the same rows on the CPU as on CUDA. Else (float32 on the CPU,
+// float64) it analyses a float64 copy. By device and dtypes only, never by
+// architecture. (Float32 only while SetFloat32FusedPath(true), the default
+// unless LAYERFLOW_SSM_KERNELS=0: worker/kernels/kernel_switch.h.)
+bool TakesFusedPath(c10::Device device, at::ScalarType type,
+                    at::ScalarType model_dtype = at::ScalarType::Undefined);
 void SetFloat32FusedPath(bool enabled);
 
 // The split-bf16 Gram of float32 states (HalfLowerBlockGram and

@@ -595,11 +595,8 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
                 "analysis: representation point 0 must be floating point, got ",
                 hidden.scalar_type());
     // A half model's float32 states take the fused path on every device
-    // (their Gram a bf16 one: round_gram below), so that a bf16 SSM job
-    // gives the same rows on the CPU as on CUDA.
-    const bool half_model = model_dtype_ == at::kBFloat16 || model_dtype_ == at::kHalf;
-    fused_ = TakesFusedPath(hidden.device(), hidden.scalar_type()) ||
-             (half_model && hidden.scalar_type() == at::kFloat);
+    // (their Gram a bf16 one: round_gram below).
+    fused_ = TakesFusedPath(hidden.device(), hidden.scalar_type(), model_dtype_);
     first_type_ = hidden.scalar_type();
   }
   // A later point of another dtype (the SSM models keep the residual in

@@ -43,12 +43,15 @@
 // HSIC is unchanged, the U-centring annihilating a_i + b_j terms): one Gram
 // per point (float64, or float32 on the fused path) serves both estimators
 // and every pair.
-// Precision, chosen per batch at point 0 from its device and dtype (never
-// by architecture; TakesFusedPath in half_state_ops.h):
-//   - float64 path: float64 states, and float32 states on the CPU, are
-//     analysed on a float64 copy, float64 Grams;
+// Precision, chosen per batch at point 0 from its device, its dtype and
+// the model's (SetModelDtype; never by architecture; TakesFusedPath in
+// half_state_ops.h):
+//   - float64 path: float64 states, and a float32 model's states on the
+//     CPU, are analysed on a float64 copy, float64 Grams;
 //   - fused path: half-precision states (bf16/fp16 models) on any device,
-//     and float32 states on CUDA (the SSM models' float32 residual), are
+//     float32 states on CUDA, and a half model's float32 states (the SSM
+//     models' residual stream; their CKA Gram from a bf16 rounding) on any
+//     device, are
 //     read as they are, by fused float64 passes (half_state_ops.h; every
 //     bf16/fp16/float32 value and product of two is exact in float64) and,
 //     for the CKA Grams, half GEMMs with float32 accumulation (every product
