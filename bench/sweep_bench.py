@@ -16,7 +16,7 @@ commit less its own phase seconds) to the last commit. Targets (issue 13):
 busy >= 80% of that window, wall <= 1.5 x (compute sum) + 5 s, first row
 <= 5 s.
 """
-import argparse, datetime, json, os, sqlite3, statistics, subprocess, sys, tempfile, threading, time
+import argparse, datetime, json, os, sqlite3, statistics, struct, subprocess, sys, tempfile, threading, time
 
 
 def varint(buf, i):
@@ -50,8 +50,9 @@ def fields(buf):
 
 def phase_totals(blob):
     """layerflow.v1.Job's phase_totals (field 13, PhaseTime {1 phase, 2
-    seconds, 3 count}) from the store's jobs.phase_totals blob."""
-    import struct
+    seconds, 3 count}) from the store's jobs.phase_totals blob. Decoded by
+    hand rather than with the Python client's generated classes: the GPU
+    machines have no package registry, so no protobuf runtime to import."""
     out = {}
     for num, wire, v in fields(blob or b""):
         if num != 13 or wire != 2:
