@@ -298,14 +298,16 @@ constexpr Tolerance kTolerances[] = {
     {"mamba2", "fp16", "spectrum_quantile", 0.17, 0.34},  // 31, 0.168
     {"mamba2", "fp16", "spectrum_extreme", 0.49, 0.74},  // 1.1e+02, 0.245
     {"mamba2", "fp16", "features", 0, 0.47},  // 1.2e+02, 0.235
-    {"mamba", "fp32", "cosine", 4.9e-06, 0},  // 2.4e-06, 0.000244
+    // 936b396 and 01c367a (Mamba's own parameters from the counter
+    // generator: another random model, its residual to 2.9e5 instead of
+    // 2.4e5; both runs gave the same bits): adjacent_cos layer 47 |diff|
+    // 6.38e-06 of 0.99033 (1.30x the earlier 4.9e-06) and step_energy layer
+    // 47 |diff| 1.43e-05 of 0.020044 (1.49x the earlier entry): each entry
+    // 2x its measurement. 01c367a passed the energy entry at 0.51x.
+    {"mamba", "fp32", "cosine", 1.3e-05, 0},  // 6.4e-06, 1.3
     {"mamba", "fp32", "cosine_tokens", 0.0021, 0},  // 0.001, 0.0341
     {"mamba", "fp32", "dispersion", 2.1e-07, 2.1e-07},  // 2.1e-07, 1.03e-05
-    // 936b396 (Mamba's own parameters from the counter generator: another
-    // random model, its residual to 2.9e5 instead of 2.4e5): step_energy
-    // layer 47 at 1.49x the tolerance above (|diff| 1.43e-05 of 0.020044);
-    // 2x that measurement, not yet re-run on a GPU.
-    {"mamba", "fp32", "energy", 4.2e-06, 0.0012},  // 7.5e+02, 0.00678
+    {"mamba", "fp32", "energy", 4.2e-06, 0.0012},  // 1.4e-05 at step_energy, 0.51
     {"mamba", "fp32", "cka", 2.6e-05, 0},  // 1.3e-05, 0.00129
     {"mamba", "fp32", "spectrum_frac", 1.1e-05, 0},  // 5.3e-06, 0.000533
     {"mamba", "fp32", "spectrum_mean_log", 3e-06, 3e-05},  // 0.00014, 0.00148
