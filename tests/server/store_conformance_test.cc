@@ -1,6 +1,7 @@
 // The Store conformance suite: every backend must pass it. A backend joins
-// by adding a StoreBackend to INSTANTIATE_TEST_SUITE_P at the bottom (a
-// PostgreSQL backend would open a fresh schema per test).
+// by adding a StoreBackend to INSTANTIATE_TEST_SUITE_P at the bottom: SQLite
+// (a file in the test's directory) and PostgreSQL (a real server the harness
+// starts on loopback, a fresh database per test).
 #include <optional>
 #include <cmath>
 #include <functional>
@@ -9,8 +10,10 @@
 #include <thread>
 #include <vector>
 
+#include "server/store/postgres_store.h"
 #include "server/store/sqlite_store.h"
 #include "server/store/store.h"
+#include "tests/server/postgres_harness.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server {
@@ -1050,9 +1053,16 @@ TEST_P(StoreConformance, RetrySweepRequeuesOnlyFailedAndCancelledJobsKeepingThei
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
-    ::testing::Values(StoreBackend{
-        "Sqlite",
-        [](const std::string& dir) { return OpenSqliteStore(dir + "/lf.db"); }}),
+    ::testing::Values(
+        StoreBackend{"Sqlite",
+                     [](const std::string& dir) { return OpenSqliteStore(dir + "/lf.db"); }},
+        StoreBackend{"Postgres",
+                     [](const std::string& dir) -> absl::StatusOr<std::unique_ptr<Store>> {
+                       // The same database again for the same directory.
+                       LF_ASSIGN_OR_RETURN(std::string url,
+                                           ::layerflow::server::testing::PostgresUrlFor(dir));
+                       return OpenPostgresStore(url);
+                     }}),
     [](const ::testing::TestParamInfo<StoreBackend>& info) {
       return info.param.name;
     });

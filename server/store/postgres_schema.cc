@@ -1,0 +1,141 @@
+#include "server/store/postgres_schema.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace layerflow::server::pg {
+namespace {
+
+// v1: every table of SQLite's schema v8 (sqlite_schema.cc says what each
+// column means). Differences: BIGINT and BYTEA types, identity columns for
+// seq and job_attempts.id, and COLLATE "C" on the text columns results and
+// workers are ordered by, so that rows come back in SQLite's (bytewise)
+// order whatever the database's locale is.
+constexpr absl::string_view kV1 = R"sql(
+CREATE TABLE sweeps (
+  sweep_id   TEXT PRIMARY KEY,
+  spec       BYTEA NOT NULL,
+  created_ms BIGINT NOT NULL
+);
+CREATE TABLE jobs (
+  seq              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  job_id           TEXT NOT NULL UNIQUE,
+  sweep_id         TEXT NOT NULL REFERENCES sweeps(sweep_id) ON DELETE CASCADE,
+  model            TEXT NOT NULL,
+  spec             BYTEA NOT NULL,
+  priority         BIGINT NOT NULL DEFAULT 0,
+  state            INTEGER NOT NULL,
+  attempts         BIGINT NOT NULL DEFAULT 0,
+  chunks_committed BIGINT NOT NULL DEFAULT 0,
+  chunks_total     BIGINT NOT NULL,
+  error            TEXT NOT NULL DEFAULT '',
+  worker_id        TEXT NOT NULL DEFAULT '',
+  lease_id         TEXT NOT NULL DEFAULT '',
+  lease_expires_ms BIGINT NOT NULL DEFAULT 0,
+  created_ms       BIGINT NOT NULL,
+  updated_ms       BIGINT NOT NULL,
+  not_before_ms    BIGINT NOT NULL DEFAULT 0,
+  kind             INTEGER NOT NULL DEFAULT 0,
+  depends_on       TEXT NOT NULL DEFAULT '',
+  phase_totals     BYTEA NOT NULL DEFAULT ''::bytea,
+  results_version  INTEGER NOT NULL
+);
+CREATE INDEX jobs_by_sweep ON jobs(sweep_id, seq);
+CREATE INDEX jobs_runnable ON jobs(state, priority DESC, seq);
+CREATE INDEX jobs_by_depends_on ON jobs(depends_on);
+CREATE TABLE chunks (
+  job_id        TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+  sequence      BIGINT NOT NULL,
+  prompt_tokens TEXT NOT NULL,
+  committed_ms  BIGINT NOT NULL,
+  PRIMARY KEY (job_id, sequence)
+);
+CREATE TABLE chunk_stats (
+  job_id   TEXT NOT NULL,
+  sequence BIGINT NOT NULL,
+  metric   TEXT COLLATE "C" NOT NULL,
+  layer    BIGINT NOT NULL,
+  layer_b  BIGINT NOT NULL DEFAULT -1,
+  head     BIGINT NOT NULL DEFAULT -1,
+  position BIGINT NOT NULL DEFAULT -1,
+  sum      DOUBLE PRECISION NOT NULL,
+  sum_sq   DOUBLE PRECISION NOT NULL,
+  count    BIGINT NOT NULL,
+  PRIMARY KEY (job_id, sequence, metric, layer, layer_b, head, position),
+  FOREIGN KEY (job_id, sequence) REFERENCES chunks(job_id, sequence) ON DELETE CASCADE
+);
+CREATE INDEX chunk_stats_by_key ON chunk_stats(job_id, metric, layer, layer_b, head, position);
+CREATE TABLE workers (
+  worker_id         TEXT COLLATE "C" PRIMARY KEY,
+  name              TEXT NOT NULL,
+  capabilities      BYTEA NOT NULL,
+  registered_ms     BIGINT NOT NULL,
+  last_seen_ms      BIGINT NOT NULL,
+  quarantined       INTEGER NOT NULL DEFAULT 0,
+  quarantine_reason TEXT NOT NULL DEFAULT '',
+  released_after    BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX workers_by_last_seen ON workers(last_seen_ms);
+CREATE TABLE job_attempts (
+  id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  job_id    TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+  attempt   BIGINT NOT NULL,
+  worker_id TEXT NOT NULL,
+  outcome   INTEGER NOT NULL,
+  error     TEXT NOT NULL,
+  ended_ms  BIGINT NOT NULL,
+  elsewhere INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX job_attempts_by_job ON job_attempts(job_id, id);
+CREATE INDEX job_attempts_by_worker ON job_attempts(worker_id, id);
+)sql";
+
+}  // namespace
+
+const std::vector<Migration>& Migrations() {
+  static const std::vector<Migration>* migrations = new std::vector<Migration>{
+      {1, "the SQLite schema v8: sweeps, jobs, chunks, chunk_stats, workers, job_attempts", kV1},
+  };
+  return *migrations;
+}
+
+int LatestSchemaVersion() { return Migrations().back().version; }
+
+absl::Status Migrate(Connection& db) {
+  LF_RETURN_IF_ERROR(db.ExecScript("BEGIN"));
+  // A failed step leaves the transaction to be rolled back here.
+  struct Rollback {
+    Connection& db;
+    bool done = false;
+    ~Rollback() {
+      if (!done) (void)db.ExecScript("ROLLBACK");
+    }
+  } rollback{db};
+  LF_RETURN_IF_ERROR(
+      db.Exec("SELECT pg_advisory_xact_lock($1::bigint)", {kMigrationLockKey}).status());
+  LF_RETURN_IF_ERROR(db.ExecScript(
+      "CREATE TABLE IF NOT EXISTS layerflow_schema (version INTEGER NOT NULL)"));
+  LF_ASSIGN_OR_RETURN(Result r, db.Exec("SELECT COALESCE(MAX(version), 0) FROM layerflow_schema"));
+  const int version = static_cast<int>(r.Int(0, 0));
+  if (version > LatestSchemaVersion()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("database schema version ", version, " is newer than this build's ",
+                     LatestSchemaVersion()));
+  }
+  for (const Migration& migration : Migrations()) {
+    if (version >= migration.version) continue;
+    LF_RETURN_IF_ERROR(db.ExecScript(migration.sql))
+        << "schema migration to v" << migration.version;
+  }
+  if (version < LatestSchemaVersion()) {
+    LF_RETURN_IF_ERROR(db.ExecScript("DELETE FROM layerflow_schema"));
+    LF_RETURN_IF_ERROR(db.Exec("INSERT INTO layerflow_schema (version) VALUES ($1::int)",
+                               {LatestSchemaVersion()})
+                           .status());
+  }
+  LF_RETURN_IF_ERROR(db.ExecScript("COMMIT"));
+  rollback.done = true;
+  return absl::OkStatus();
+}
+
+}  // namespace layerflow::server::pg

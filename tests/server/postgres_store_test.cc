@@ -1,0 +1,143 @@
+// PostgreSQL-specific behaviour: the versioned schema, concurrent first
+// opens, connection errors, and OpenStore choosing the backend by --db.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "server/store/open_store.h"
+#include "server/store/postgres_store.h"
+#include "tests/server/postgres_harness.h"
+#include "tests/server/test_util.h"
+
+namespace layerflow::server {
+namespace {
+
+using ::layerflow::server::testing::PostgresServer;
+using ::layerflow::server::testing::SharedPostgres;
+using ::layerflow::server::testing::StatusIs;
+using ::layerflow::server::testing::TempDir;
+
+int ClosedLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+PostgresServer& Server() {
+  absl::StatusOr<PostgresServer*> server = SharedPostgres();
+  EXPECT_TRUE(server.ok()) << server.status();
+  if (!server.ok()) std::abort();
+  return **server;
+}
+
+TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
+  PostgresServer& pg = Server();
+  LF_ASSERT_OK(pg.CreateDatabase("schema_db"));
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("schema_db")));
+  EXPECT_EQ(PostgresSchemaVersion(), 1);
+  EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(version::text, ',') FROM layerflow_schema"),
+              ::testing::Eq(absl::StatusOr<std::string>("1")));
+  EXPECT_THAT(pg.Query("schema_db",
+                       "SELECT COUNT(*) FROM information_schema.tables WHERE table_name IN "
+                       "('sweeps', 'jobs', 'chunks', 'chunk_stats', 'workers', 'job_attempts')"),
+              ::testing::Eq(absl::StatusOr<std::string>("6")));
+  LF_ASSERT_OK(store->RegisterWorker("w", "host", "", 5));
+  store.reset();
+  LF_ASSERT_OK_AND_ASSIGN(store, OpenPostgresStore(pg.Url("schema_db")));
+  EXPECT_THAT(pg.Query("schema_db", "SELECT COUNT(*) FROM layerflow_schema"),
+              ::testing::Eq(absl::StatusOr<std::string>("1")));
+  LF_ASSERT_OK_AND_ASSIGN(int64_t live, store->CountLiveWorkers(0));
+  EXPECT_EQ(live, 1);
+}
+
+TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
+  PostgresServer& pg = Server();
+  LF_ASSERT_OK(pg.CreateDatabase("newer_db"));
+  LF_ASSERT_OK(pg.Query("newer_db", "CREATE TABLE layerflow_schema (version INTEGER NOT NULL); "
+                                    "INSERT INTO layerflow_schema VALUES (99)")
+                   .status());
+  EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "schema version 99 is newer than this build's 1"));
+}
+
+// Two coordinators starting at once on a fresh database: one migrates, the
+// other waits for it and finds the schema in place.
+TEST(PostgresStore, ConcurrentFirstOpensMigrateOnce) {
+  PostgresServer& pg = Server();
+  LF_ASSERT_OK(pg.CreateDatabase("race_db"));
+  std::vector<absl::Status> results(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = OpenPostgresStore(pg.Url("race_db")).status(); });
+  }
+  for (auto& t : threads) t.join();
+  for (const absl::Status& s : results) EXPECT_TRUE(s.ok()) << s;
+  EXPECT_THAT(pg.Query("race_db", "SELECT COUNT(*) FROM layerflow_schema"),
+              ::testing::Eq(absl::StatusOr<std::string>("1")));
+}
+
+TEST(PostgresStore, UnreachableServerIsUnavailableNamingHostAndPortButNotThePassword) {
+  // A loopback port nothing listens on (the kernel's pick for port 0,
+  // closed again).
+  PostgresServer& pg = Server();
+  const int closed = ClosedLoopbackPort();
+  ASSERT_GT(closed, 0);
+  const std::string url = absl::StrCat("postgresql://lf:s3cret-pw@127.0.0.1:", closed,
+                                       "/nowhere?connect_timeout=2");
+  const absl::Status status = OpenPostgresStore(url).status();
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnavailable,
+                               absl::StrCat("PostgreSQL at 127.0.0.1:", closed, "/nowhere")));
+  EXPECT_THAT(std::string(status.message()), ::testing::Not(::testing::HasSubstr("s3cret")));
+  // A database that does not exist on a live server: UNAVAILABLE too, and
+  // the message says which.
+  EXPECT_THAT(OpenPostgresStore(pg.Url("no_such_db")).status(),
+              StatusIs(absl::StatusCode::kUnavailable, "no_such_db"));
+}
+
+TEST(OpenStore, ChoosesTheBackendByTheDbValue) {
+  EXPECT_TRUE(IsPostgresUrl("postgresql://lf@127.0.0.1/db"));
+  EXPECT_TRUE(IsPostgresUrl("postgres://lf@127.0.0.1/db"));
+  EXPECT_TRUE(IsPostgresUrl("PostgreSQL://host/db"));
+  EXPECT_FALSE(IsPostgresUrl("layerflow.db"));
+  EXPECT_FALSE(IsPostgresUrl("/var/lib/postgresql://odd/file.db"));
+  EXPECT_EQ(DescribeStoreLocation("postgresql://lf:pw@db.lab:6543/results"),
+            "PostgreSQL at db.lab:6543/results (user lf)");
+  EXPECT_EQ(DescribeStoreLocation("postgres://db.lab/results"),
+            "PostgreSQL at db.lab:5432/results");
+  EXPECT_EQ(DescribeStoreLocation("/data/layerflow.db"), "/data/layerflow.db");
+
+  TempDir dir;
+  LF_ASSERT_OK_AND_ASSIGN(auto sqlite, OpenStore(dir.File("lf.db")));
+  LF_ASSERT_OK(sqlite->RegisterWorker("sqlite-worker", "h", "", 1));
+  EXPECT_TRUE(std::filesystem::exists(dir.File("lf.db")));
+
+  PostgresServer& pg = Server();
+  LF_ASSERT_OK(pg.CreateDatabase("open_store_db"));
+  for (const std::string scheme : {"postgresql", "postgres"}) {
+    const std::string url =
+        absl::StrCat(scheme, "://lf@127.0.0.1:", pg.port(), "/open_store_db");
+    LF_ASSERT_OK_AND_ASSIGN(auto store, OpenStore(url));
+    LF_ASSERT_OK(store->RegisterWorker(scheme + "-worker", "h", "", 1));
+  }
+  EXPECT_THAT(pg.Query("open_store_db", "SELECT string_agg(worker_id, ',' ORDER BY worker_id) "
+                                        "FROM workers"),
+              ::testing::Eq(absl::StatusOr<std::string>("postgres-worker,postgresql-worker")));
+}
+
+}  // namespace
+}  // namespace layerflow::server
