@@ -522,8 +522,9 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
                   "Sweep file (default: the built-in quickstart sweep: random-init pythia-160m, "
                   "gpt-neo-125m, mamba-130m and mamba2-130m, about a minute on 2 CPU cores)");
   run->add_option("--db", run_flags.db_path,
-                  "Keep the SQLite store in this file (default: a temporary directory "
-                  "removed at exit)");
+                  "Keep the store in this SQLite file or PostgreSQL URL "
+                  "(postgresql://user@host:port/dbname; default: a SQLite file in a "
+                  "temporary directory removed at exit)");
   run->add_option("--metrics", run_flags.metrics_address,
                   "Serve Prometheus /metrics on HOST:PORT (default: off)");
   run->add_option("--http", run_flags.http_address,

@@ -107,7 +107,8 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   });
   const std::string devices = "this machine's CPU or CUDA GPUs";
   cluster->description_ = absl::StrCat(
-      "embedded coordinator on ", cluster->address_, " (store ", server_options.db_path,
+      "embedded coordinator on ", cluster->address_, " (store ",
+      server::DescribeDb(server_options.db_path),
       cluster->temp_dir_.empty() ? "" : ", removed at exit", "), worker on ", devices);
   if (!options.metrics_address.empty()) {
     absl::StrAppend(&cluster->description_, ", metrics on port ",

@@ -17,7 +17,7 @@
 #include "server/metrics/metrics.h"
 #include "server/service/coordinator_service.h"
 #include "server/service/worker_service.h"
-#include "server/store/sqlite_store.h"
+#include "server/store/open_store.h"
 #include "server/web/http_server.h"
 #include "server/web/results_site.h"
 
@@ -155,15 +155,21 @@ class CoordinatorServerImpl final : public CoordinatorServer {
 }  // namespace
 
 std::string DefaultArtifactDir(const std::string& db_path) {
+  // A PostgreSQL URL has no directory: the working directory's.
+  if (IsPostgresUrl(db_path)) return "artifacts";
   const size_t slash = db_path.rfind('/');
   if (slash == std::string::npos) return "artifacts";
   if (slash == 0) return "/artifacts";
   return absl::StrCat(db_path.substr(0, slash), "/artifacts");
 }
 
+std::string DescribeDb(const std::string& db_path) {
+  return DescribeStoreLocation(db_path);
+}
+
 absl::StatusOr<std::string> AdministerWorkers(const std::string& db_path,
                                               const std::string& release_worker_id) {
-  LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenSqliteStore(db_path));
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(db_path));
   if (!release_worker_id.empty()) LF_RETURN_IF_ERROR(store->ReleaseWorker(release_worker_id));
   LF_ASSIGN_OR_RETURN(std::vector<WorkerRecord> workers, store->ListWorkers());
   const int64_t now = absl::ToUnixMillis(absl::Now());
@@ -180,8 +186,7 @@ absl::StatusOr<std::string> AdministerWorkers(const std::string& db_path,
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorOptions& options) {
   LF_RETURN_IF_ERROR(ValidateOptions(options));
-  LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store,
-                      OpenSqliteStore(options.db_path));
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(options.db_path));
   LF_ASSIGN_OR_RETURN(std::unique_ptr<Metrics> metrics,
                       Metrics::Create(options.metrics_address));
   CoreOptions core_options;

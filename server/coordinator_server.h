@@ -14,7 +14,9 @@ namespace layerflow::server {
 struct CoordinatorOptions {
   // gRPC listen address; port 0 picks a free port (see port()).
   std::string listen_address = "127.0.0.1:7531";
-  // SQLite database file (created with its schema if missing).
+  // The store: a SQLite database file, or a PostgreSQL URL
+  // (postgresql://user:password@host:port/db or postgres://...), created or
+  // migrated to the current schema when opened (server/store/open_store.h).
   std::string db_path = "layerflow.db";
   // Prometheus /metrics on 127.0.0.1:PORT ("host:port" also accepted);
   // empty disables the exposer.
@@ -57,8 +59,12 @@ absl::StatusOr<std::string> AdministerWorkers(const std::string& db_path,
                                               const std::string& release_worker_id);
 
 // "<directory of db_path>/artifacts", or "artifacts" (the working
-// directory) for a db_path without a directory.
+// directory) for a db_path without a directory or a PostgreSQL URL.
 std::string DefaultArtifactDir(const std::string& db_path);
+
+// db_path fit for logs: a PostgreSQL URL as "PostgreSQL at host:port/db
+// (user u)", never its password; a file path as is.
+std::string DescribeDb(const std::string& db_path);
 
 class CoordinatorServer {
  public:

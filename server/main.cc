@@ -19,7 +19,7 @@ using layerflow::server::CoordinatorServer;
 void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
   std::cerr << "layerflow-coordinator: effective config:"
             << "\n  listen_address        " << o.listen_address
-            << "\n  db_path               " << o.db_path
+            << "\n  db                    " << layerflow::server::DescribeDb(o.db_path)
             << "\n  metrics_address       "
             << (o.metrics_address.empty() ? "(disabled)" : o.metrics_address)
             << "\n  http_address          "
@@ -54,7 +54,10 @@ int main(int argc, char** argv) {
                  "gRPC listen address (host:port; port 0 picks a free one)")
       ->capture_default_str();
   app.add_option("--db", options.db_path,
-                 "SQLite database file (created with its schema if missing)")
+                 "the store: a SQLite database file, or a PostgreSQL URL "
+                 "(postgresql://user:password@host:port/dbname, or postgres://...; "
+                 "libpq parameters such as ?sslmode=require may follow); created with "
+                 "its schema if missing")
       ->capture_default_str();
   app.add_option("--metrics", options.metrics_address,
                  "Prometheus /metrics address (host:port or port; empty "
@@ -104,7 +107,8 @@ int main(int argc, char** argv) {
                  "then exit (a running coordinator picks it up on the next lease)");
   app.add_option("--artifact-dir", options.artifact_dir,
                  "artifact store directory (EXTRACT features for PROBE jobs); "
-                 "default: 'artifacts' beside the --db file");
+                 "default: 'artifacts' beside the --db file (in the working directory "
+                 "for a PostgreSQL --db)");
   app.add_option("--artifact-quota-bytes", options.artifact_quota_bytes,
                  "total bytes of stored artifacts (0: unlimited); uploads "
                  "beyond it fail with RESOURCE_EXHAUSTED")
