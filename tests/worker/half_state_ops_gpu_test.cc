@@ -117,6 +117,42 @@ TEST_P(HalfStateOpsGpu, WeightedTokenSumsMatchAten) {
   }
 }
 
+// The one-pass kernel (HalfPointPass) against its per-quantity Aten
+// references: float64 sums of exact products both sides, so only the order
+// of additions differs. The shapes above (d 45: the composed passes, not the
+// kernel) and rows of 2056 values (two or three 16-byte slots a thread).
+TEST_P(HalfStateOpsGpu, PointPassMatchesAten) {
+  c10::InferenceMode guard;
+  at::manual_seed(45);
+  std::vector<Shape> shapes(std::begin(kShapes), std::end(kShapes));
+  shapes.push_back({129, 2056});
+  for (const Shape& s : shapes) {
+    for (bool with_prev : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << "n " << s.n << " d " << s.d << " prev " << with_prev);
+      const at::Tensor cur = States(3, s.n, s.d, GetParam());
+      const at::Tensor prev = with_prev ? States(3, s.n, s.d, GetParam()) : at::Tensor();
+      PointPassSpec spec;
+      spec.unit = spec.unit_nofirst = spec.plain = true;
+      spec.rounded = Float32();
+      const PointPassResult want = HalfPointPassAten(cur, prev, spec);
+      const PointPassResult got =
+          HalfPointPass(cur.to(kGpu), with_prev ? prev.to(kGpu) : at::Tensor(), spec);
+      EXPECT_LT(MaxRel(got.norm_sq, want.norm_sq), 1e-13);
+      EXPECT_EQ(got.prev_dot.defined(), with_prev);
+      if (with_prev) {
+        EXPECT_LT(MaxRel(got.prev_dot, want.prev_dot), 1e-13);
+        EXPECT_LT(MaxRel(got.step_sq, want.step_sq), 1e-13);
+      }
+      EXPECT_LT(MaxRel(got.unit_sums, want.unit_sums), 1e-13);
+      EXPECT_LT(MaxRel(got.plain_sum, want.plain_sum), 1e-13);
+      if (Float32()) {
+        EXPECT_LT(MaxRel(got.rounded_sum, want.rounded_sum), 1e-13);
+        EXPECT_TRUE(at::equal(got.rounded.to(at::kCPU), want.rounded));
+      }
+    }
+  }
+}
+
 // The Gram's lower block triangle against float64 (tensor-core float32
 // accumulation: ~1e-6 of the largest entry for halves; float32 states
 // through the split-bf16 GEMM, 2e-5: its 3 d float32 additions and the

@@ -257,6 +257,205 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
   }
 }
 
+// ---- One pass over a point: per-token statistics and token sums together ---
+// A block takes tokens [t0, t1) of one prompt, kPassTokens at a time. Each
+// thread holds kSlots 16-byte slots of every row (slot tid + 256 s), so a
+// token's row sits whole in the block's registers: the block reduces the
+// token's |x|^2, x.p and |x - p|^2 (warp shuffles, then the 8 warps' sums
+// in a fixed order, which every thread repeats, so all hold the same
+// bits), and with the norm known adds the token's weighted values into its
+// columns' float64 accumulators. The states are read once (the point before
+// too), where separate passes read them once for the norms, again for the
+// unit vectors' sums, again for the means, and a copy made the bf16
+// rounding. kRows: the PassRows' count, a template argument so that the
+// accumulators [kRows][kSlots][kValues] stay in registers.
+constexpr int kPassTokens = 2;
+constexpr int kPassMaxSlots = 4;
+
+template <typename T>
+__device__ __forceinline__ void StoreRounded(const uint4& v, __nv_bfloat16* out) {
+  if constexpr (sizeof(T) == 4) {  // 4 float32 values -> 4 bf16, one 8-byte store
+    const float* x = reinterpret_cast<const float*>(&v);
+    __align__(8) __nv_bfloat16 r[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) r[e] = __float2bfloat16_rn(x[e]);
+    *reinterpret_cast<uint2*>(out) = *reinterpret_cast<const uint2*>(r);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ double RoundedToDouble(T x) {
+  if constexpr (sizeof(T) == 4) {
+    return static_cast<double>(__bfloat162float(__float2bfloat16_rn(x)));
+  } else {
+    return ToDouble(x);  // already half precision: the rounding is the value
+  }
+}
+
+template <typename T, int kSlots, int kRows>
+__global__ void __launch_bounds__(kThreads)
+    PointPassKernel(const T* __restrict__ cur, const T* __restrict__ prev, int64_t n, int64_t d,
+                    int64_t tokens_per_split, PassRows rows, double tiny,
+                    double* __restrict__ stats, double* __restrict__ partial,
+                    __nv_bfloat16* __restrict__ rounded) {
+  constexpr int kValues = kPerLoad<T>;
+  const int64_t split = blockIdx.x, b = blockIdx.y, splits = gridDim.x;
+  const int64_t tokens = static_cast<int64_t>(gridDim.y) * n;
+  const int64_t t0 = split * tokens_per_split;
+  const int64_t t1 = t0 + tokens_per_split < n ? t0 + tokens_per_split : n;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int64_t slots = d / kValues;
+  const bool with_prev = prev != nullptr;
+  // Double-buffered by the parity of the token group: group g + 2 writes
+  // the buffer group g read only after group g + 1's barrier, which every
+  // thread passes after its reads of group g.
+  __shared__ double warp_sums[2][kWarps][3 * kPassTokens];
+  double acc[kRows > 0 ? kRows : 1][kSlots][kValues] = {};
+  int parity = 0;
+  for (int64_t t = t0; t < t1; t += kPassTokens, parity ^= 1) {
+    const int count = static_cast<int>(t1 - t < kPassTokens ? t1 - t : kPassTokens);
+    uint4 cv[kPassTokens][kSlots], pv[kPassTokens][kSlots];
+#pragma unroll
+    for (int u = 0; u < kPassTokens; ++u) {  // every load first: in flight together
+#pragma unroll
+      for (int s = 0; s < kSlots; ++s) {
+        const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
+        const bool in = u < count && slot < slots;
+        const int64_t offset = (b * n + t + u) * d + slot * kValues;
+        cv[u][s] = in ? *reinterpret_cast<const uint4*>(cur + offset) : uint4{};
+        pv[u][s] = in && with_prev ? *reinterpret_cast<const uint4*>(prev + offset) : uint4{};
+      }
+    }
+    double part[kPassTokens][3] = {};
+#pragma unroll
+    for (int u = 0; u < kPassTokens; ++u) {
+#pragma unroll
+      for (int s = 0; s < kSlots; ++s) {
+        const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
+        const T* px = reinterpret_cast<const T*>(&pv[u][s]);
+#pragma unroll
+        for (int e = 0; e < kValues; ++e) {
+          const double x = ToDouble(cx[e]), y = ToDouble(px[e]);
+          part[u][0] += x * x;
+          if (with_prev) {
+            const double step = x - y;  // exact, as in TokenStats
+            part[u][1] += x * y;
+            part[u][2] += step * step;
+          }
+        }
+      }
+    }
+    if (rounded != nullptr) {
+#pragma unroll
+      for (int u = 0; u < kPassTokens; ++u) {
+#pragma unroll
+        for (int s = 0; s < kSlots; ++s) {
+          const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
+          if (u < count && slot < slots) {
+            StoreRounded<T>(cv[u][s], rounded + (b * n + t + u) * d + slot * kValues);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kPassTokens; ++u) {
+#pragma unroll
+      for (int i = 0; i < 3; ++i) {
+        const double v = WarpSum(part[u][i]);
+        if (lane == 0) warp_sums[parity][warp][u * 3 + i] = v;
+      }
+    }
+    __syncthreads();
+    double total[kPassTokens][3];
+#pragma unroll
+    for (int u = 0; u < kPassTokens; ++u) {
+#pragma unroll
+      for (int i = 0; i < 3; ++i) {
+        double v = 0;
+        for (int w = 0; w < kWarps; ++w) v += warp_sums[parity][w][u * 3 + i];
+        total[u][i] = v;
+      }
+    }
+    if (tid < 3 * count) {  // the same sum as total[tid / 3][tid % 3], read from shared
+      double v = 0;
+      for (int w = 0; w < kWarps; ++w) v += warp_sums[parity][w][tid];
+      stats[(tid % 3) * tokens + b * n + t + tid / 3] = v;
+    }
+    if constexpr (kRows > 0) {
+#pragma unroll
+      for (int u = 0; u < kPassTokens; ++u) {
+        if (u >= count) break;
+        // As the metrics' float64 path: 1 / max(sqrt(|x|^2), tiny), each
+        // step correctly rounded.
+        const double unit = 1.0 / fmax(sqrt(total[u][0]), tiny);
+        double weight[kRows];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          weight[r] = rows.weight[r] == PassWeight::kOne ? 1.0
+                      : rows.weight[r] == PassWeight::kUnitNoFirst && t + u == 0 ? 0.0
+                                                                                 : unit;
+        }
+#pragma unroll
+        for (int s = 0; s < kSlots; ++s) {
+          const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
+#pragma unroll
+          for (int e = 0; e < kValues; ++e) {
+            const double x = ToDouble(cx[e]);
+            const double xr = RoundedToDouble(cx[e]);
+#pragma unroll
+            for (int r = 0; r < kRows; ++r) acc[r][s][e] += weight[r] * (rows.rounded[r] ? xr : x);
+          }
+        }
+      }
+    }
+  }
+  if constexpr (kRows > 0) {
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) {
+      const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
+      if (slot >= slots) continue;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        double* out = partial + ((b * splits + split) * kRows + r) * d + slot * kValues;
+#pragma unroll
+        for (int e = 0; e < kValues; ++e) out[e] = acc[r][s][e];
+      }
+    }
+  }
+}
+
+template <typename T, int kSlots>
+void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev, int64_t n,
+                       int64_t d, int64_t per_split, const PassRows& rows, double tiny,
+                       double* stats, double* partial, void* rounded, cudaStream_t stream) {
+  const T* c = static_cast<const T*>(cur);
+  const T* p = static_cast<const T*>(prev);
+  auto* r = static_cast<__nv_bfloat16*>(rounded);
+  switch (k) {
+    case 0: LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 1: LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 2: LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 3: LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
+    default: LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
+  }
+}
+
+template <typename T>
+void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev, int64_t n,
+                       int64_t d, int64_t per_split, const PassRows& rows, double tiny,
+                       double* stats, double* partial, void* rounded, cudaStream_t stream) {
+  const int64_t slots = d / kPerLoad<T>;
+  if (slots <= kThreads) {
+    LaunchPointPassOf<T, 1>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+  } else if (slots <= 2 * kThreads) {
+    LaunchPointPassOf<T, 2>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+  } else if (slots <= 3 * kThreads) {
+    LaunchPointPassOf<T, 3>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+  } else {
+    LaunchPointPassOf<T, kPassMaxSlots>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+  }
+}
+
 // ---- Products of centred Grams: one warp per row ----------------------------
 // Entry (i, j) of row i's columns [0, hi) (hi: the end of i's row block)
 // adds w c_a c_b and w c_b c_b, c = k_ij - (r_i - g) - r_j, w = 2 left of the
@@ -494,6 +693,48 @@ cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
       break;
     case StateType::kFloat32:
       LaunchWeightedTokenSumsOf<float>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+      break;
+  }
+  return LF_LAUNCH_ERROR();
+}
+
+bool PointPassFits(StateType type, int64_t d) {
+  const int per_load = type == StateType::kFloat32 ? kPerLoad<float> : kPerLoad<__half>;
+  return d > 0 && d % per_load == 0 && d / per_load <= kPassMaxSlots * kThreads;
+}
+
+int64_t PointPassSplits(int64_t batch, int64_t n) {
+  // 132 SMs x 2 blocks; no split shorter than 16 tokens.
+  const int64_t wanted = (264 + batch - 1) / (batch > 0 ? batch : 1);
+  const int64_t most = n / 16 > 1 ? n / 16 : 1;
+  return wanted < most ? (wanted > 1 ? wanted : 1) : most;
+}
+
+cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev, int64_t batch,
+                            int64_t n, int64_t d, const PassRows& rows, double tiny,
+                            int64_t splits, double* stats, double* partial, void* rounded,
+                            cudaStream_t stream) {
+  const auto aligned = [](const void* ptr) {
+    return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+  };
+  if (!PointPassFits(type, d) || splits < 1 || rows.count < 0 || rows.count > kMaxWeightRows ||
+      (rows.count > 0 && partial == nullptr) || stats == nullptr ||
+      (rounded != nullptr && type != StateType::kFloat32) || !aligned(cur) || !aligned(prev) ||
+      reinterpret_cast<uintptr_t>(rounded) % 8 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (batch == 0 || n == 0) return cudaSuccess;
+  const int64_t per_split = (n + splits - 1) / splits;
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(batch));
+  switch (type) {
+    case StateType::kBFloat16:
+      LaunchPointPassOf<__nv_bfloat16>(rows.count, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      break;
+    case StateType::kFloat16:
+      LaunchPointPassOf<__half>(rows.count, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      break;
+    case StateType::kFloat32:
+      LaunchPointPassOf<float>(rows.count, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
       break;
   }
   return LF_LAUNCH_ERROR();

@@ -36,6 +36,41 @@ cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
                                     int64_t d, int64_t splits, double* partial,
                                     cudaStream_t stream);
 
+// One pass over a representation point: what the fused path of the
+// metrics reads a point for, from one read of its states (and of the point
+// before), instead of a pass per quantity. Per token t of prompt b of cur
+// [B, n, d] (prev of the same shape and type, or null):
+//   stats[0][b n + t] = |cur_t|^2, stats[1][..] = prev_t . cur_t,
+//   stats[2][..] = |cur_t - prev_t|^2 (0 without prev), float64 [3, B n];
+// per prompt, the token sums of `rows` (PassRows: each weighted and read as
+// below), as per-split partials partial[b, s, r, :] (float64
+// [B, splits, rows.count, d]; the caller sums over s); and, when `rounded`
+// is not null (float32 cur only), rounded[b, t, :] = bf16(cur_t), rounded to
+// nearest even as ATen's conversion. A thread block takes one split of one
+// prompt's tokens with each row whole in its registers (16-byte loads), so
+// it knows a token's norm before it adds the token's unit vector.
+enum class PassWeight : int {
+  kUnit,         // cur_t / max(|cur_t|, tiny)
+  kUnitNoFirst,  // the same for t >= 1, 0 at t = 0
+  kOne,          // cur_t
+};
+struct PassRows {
+  int count = 0;  // 0 .. kMaxWeightRows
+  PassWeight weight[kMaxWeightRows] = {};
+  bool rounded[kMaxWeightRows] = {};  // sum bf16(cur_t) (float32 cur) instead
+};
+// Whether LaunchPointPass takes rows of d values of `type` (d a multiple of
+// a 16-byte load's values, at most 4 loads a thread: d <= 4096 float32 or
+// 8192 bf16 / fp16). Pointers must be 16-byte aligned.
+bool PointPassFits(StateType type, int64_t d);
+// The token splits for B prompts of n tokens: ~2 thread blocks an SM of an
+// H200, at least 16 tokens a split.
+int64_t PointPassSplits(int64_t batch, int64_t n);
+cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev, int64_t batch,
+                            int64_t n, int64_t d, const PassRows& rows, double tiny,
+                            int64_t splits, double* stats, double* partial, void* rounded,
+                            cudaStream_t stream);
+
 // The centred Grams C = K - r 1' - 1 r' + g of raw Grams K (float32
 // [B, n, n], valid in the lower block triangle of `blocks` row blocks, row
 // block i = rows n i / blocks .. n (i + 1) / blocks - 1), r [B, n] and g [B]

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -163,6 +165,118 @@ at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
   }
 #endif
   return HalfWeightedTokenSumsAten(w, h);
+}
+
+namespace {
+
+// The point pass from the per-quantity passes: Aten ones (`aten`) or the
+// dispatching ones (kernels on CUDA).
+PointPassResult ComposedPointPass(const at::Tensor& cur, const at::Tensor& prev,
+                                  const PointPassSpec& spec, bool aten) {
+  const TokenStats t =
+      aten ? HalfTokenStatsAten(cur, prev, at::Tensor()) : HalfTokenStats(cur, prev, at::Tensor());
+  PointPassResult r;
+  r.norm_sq = t.norm_sq.contiguous();
+  if (prev.defined()) {
+    r.prev_dot = t.prev_dot.contiguous();
+    r.step_sq = t.step_sq.contiguous();
+  }
+  auto sums_of = [&](const at::Tensor& w, const at::Tensor& h) {
+    return aten ? HalfWeightedTokenSumsAten(w, h) : HalfWeightedTokenSums(w, h);
+  };
+  std::vector<at::Tensor> weights;  // [B, n] each
+  if (spec.unit || spec.unit_nofirst) {
+    const at::Tensor unit = r.norm_sq.sqrt().clamp_min(spec.tiny).reciprocal();
+    if (spec.unit) weights.push_back(unit);
+    if (spec.unit_nofirst) {
+      at::Tensor w = unit.clone();
+      w.select(1, 0).zero_();
+      weights.push_back(w);
+    }
+  }
+  const int64_t units = static_cast<int64_t>(weights.size());
+  if (spec.plain) weights.push_back(at::ones_like(r.norm_sq));
+  if (!weights.empty()) {
+    const at::Tensor sums = sums_of(at::stack(weights, 1), cur);  // [B, k, d]
+    if (units > 0) r.unit_sums = sums.narrow(1, 0, units);
+    if (spec.plain) r.plain_sum = sums.select(1, units);
+  }
+  if (spec.rounded) {
+    r.rounded = cur.to(at::kBFloat16);
+    r.rounded_sum = sums_of(at::ones_like(r.norm_sq).unsqueeze(1), r.rounded).squeeze(1);
+  }
+  return r;
+}
+
+void CheckPointPassInputs(const at::Tensor& cur, const at::Tensor& prev,
+                          const PointPassSpec& spec) {
+  CheckTokenStatsInputs(cur, prev, at::Tensor());
+  TORCH_CHECK(!spec.rounded || cur.scalar_type() == at::kFloat,
+              "analysis: a bf16 rounding of ", cur.scalar_type(),
+              " states was asked for (float32 states only)");
+}
+
+}  // namespace
+
+PointPassResult HalfPointPassAten(const at::Tensor& cur, const at::Tensor& prev,
+                                  const PointPassSpec& spec) {
+  CheckPointPassInputs(cur, prev, spec);
+  return ComposedPointPass(cur, prev, spec, /*aten=*/true);
+}
+
+PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
+                              const PointPassSpec& spec) {
+  CheckPointPassInputs(cur, prev, spec);
+#ifdef LF_WITH_CUDA
+  if (cur.is_cuda() && cuda_kernels::PointPassFits(KernelType(cur), cur.size(2))) {
+    c10::cuda::CUDAGuard guard(cur.device());
+    const at::Tensor c = cur.contiguous();
+    const at::Tensor p = prev.defined() ? prev.contiguous() : prev;
+    const auto aligned = [](const at::Tensor& x) {
+      return !x.defined() || reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+    };
+    if (aligned(c) && aligned(p)) {
+      const int64_t batch = c.size(0), n = c.size(1), d = c.size(2);
+      cuda_kernels::PassRows rows;
+      auto add = [&rows](cuda_kernels::PassWeight weight, bool rounded) {
+        rows.weight[rows.count] = weight;
+        rows.rounded[rows.count] = rounded;
+        ++rows.count;
+      };
+      if (spec.unit) add(cuda_kernels::PassWeight::kUnit, false);
+      if (spec.unit_nofirst) add(cuda_kernels::PassWeight::kUnitNoFirst, false);
+      if (spec.plain) add(cuda_kernels::PassWeight::kOne, false);
+      if (spec.rounded) add(cuda_kernels::PassWeight::kOne, true);
+      const int64_t splits = cuda_kernels::PointPassSplits(batch, n);
+      const auto f64 = c.options().dtype(at::kDouble);
+      at::Tensor stats = at::empty({3, batch, n}, f64);
+      at::Tensor partial =
+          rows.count > 0 ? at::empty({batch, splits, rows.count, d}, f64) : at::Tensor();
+      PointPassResult r;
+      if (spec.rounded) r.rounded = at::empty({batch, n, d}, c.options().dtype(at::kBFloat16));
+      CheckLaunch(cuda_kernels::LaunchPointPass(
+                      KernelType(c), c.data_ptr(), p.defined() ? p.data_ptr() : nullptr, batch,
+                      n, d, rows, spec.tiny, splits, stats.data_ptr<double>(),
+                      partial.defined() ? partial.data_ptr<double>() : nullptr,
+                      spec.rounded ? r.rounded.data_ptr() : nullptr, StreamOf(c)),
+                  "PointPass");
+      r.norm_sq = stats[0];
+      if (prev.defined()) {
+        r.prev_dot = stats[1];
+        r.step_sq = stats[2];
+      }
+      if (rows.count > 0) {
+        const at::Tensor sums = partial.sum(1);  // [B, k, d]
+        const int64_t units = (spec.unit ? 1 : 0) + (spec.unit_nofirst ? 1 : 0);
+        if (units > 0) r.unit_sums = sums.narrow(1, 0, units);
+        if (spec.plain) r.plain_sum = sums.select(1, units);
+        if (spec.rounded) r.rounded_sum = sums.select(1, rows.count - 1);
+      }
+      return r;
+    }
+  }
+#endif
+  return ComposedPointPass(cur, prev, spec, /*aten=*/false);
 }
 
 bool IsHalfPrecision(const at::Tensor& t) {

@@ -55,6 +55,32 @@ TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev,
 at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h);
 at::Tensor HalfWeightedTokenSumsAten(const at::Tensor& w, const at::Tensor& h);
 
+// Everything the metrics' fused path reads a point's states for, from one
+// pass over cur [B, n, d] (bf16, fp16 or float32) and the point before, prev
+// (same shape and dtype, or undefined): on CUDA one kernel
+// (half_state_kernels.h, LaunchPointPass) where the rows fit it (d a
+// multiple of 8 bf16 / fp16 or 4 float32 values, d <= 8192 / 4096);
+// elsewhere HalfTokenStats and HalfWeightedTokenSums composed (the same
+// quantities; HalfPointPassAten composes their Aten references).
+struct PointPassSpec {
+  bool unit = false;          // sum_t cur_t / max(|cur_t|, tiny)
+  bool unit_nofirst = false;  // the same over t >= 1
+  bool plain = false;         // sum_t cur_t
+  bool rounded = false;       // float32 cur: bf16(cur) kept, and sum_t bf16(cur_t)
+  double tiny = 1e-300;
+};
+struct PointPassResult {
+  at::Tensor norm_sq, prev_dot, step_sq;  // float64 [B, n]; the prev ones undefined without prev
+  at::Tensor unit_sums;    // float64 [B, k, d]: unit, then unit_nofirst, those asked
+  at::Tensor plain_sum;    // float64 [B, d]
+  at::Tensor rounded;      // bf16 [B, n, d]
+  at::Tensor rounded_sum;  // float64 [B, d]
+};
+PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
+                              const PointPassSpec& spec);
+PointPassResult HalfPointPassAten(const at::Tensor& cur, const at::Tensor& prev,
+                                  const PointPassSpec& spec);
+
 // The raw Gram of one point, centred on the fly.
 struct RawGram {
   at::Tensor lower;      // K = X X^T, float32 [B, n, n]; only the lower block triangle is set

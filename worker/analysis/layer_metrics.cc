@@ -181,25 +181,10 @@ CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
 // no pass over the n x n Gram.
 void SetScalarsFromTokens(CkaGramStats& g, const at::Tensor& norm_sq, const at::Tensor& r,
                           const at::Tensor& grand, const at::Tensor& trace_k) {
-  g.diagonal = norm_sq - 2.0 * r + grand.unsqueeze(1);
+  g.diagonal = norm_sq - 2.0 * r + grand.unsqueeze(-1);
   g.row_sums = -g.diagonal;
-  g.total = static_cast<double>(norm_sq.size(1)) * grand - trace_k;
+  g.total = static_cast<double>(norm_sq.size(-1)) * grand - trace_k;
   g.scale = trace_k.square();
-}
-
-// The same for fused-path states h [B, n, d] whose centred Gram is
-// kept (the all-pair CKA), into `out` (float32 [B, n, n]): the half GEMM's
-// raw Gram centred in place in float64 (HalfCentredGram: no centred copy of
-// the states, which a half GEMM could not take unrounded). norm_sq [B, n] =
-// |h_t|^2, r [B, n] = h_t . mean, grand [B] = |mean|^2: float64.
-CkaGramStats MakeHalfGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
-                               const at::Tensor& r, const at::Tensor& grand,
-                               const at::Tensor& trace_k, at::Tensor out) {
-  CkaGramStats g;
-  g.biased_self = HalfCentredGram(out, h, r, grand, norm_sq);
-  g.centred = out;
-  SetScalarsFromTokens(g, norm_sq, r, grand, trace_k);
-  return g;
 }
 
 // The same for fused-path states h [B, n, d] paired only with their
@@ -290,11 +275,10 @@ at::Tensor UnbiasedCka(const CkaGramStats& a, const CkaGramStats& b,
 constexpr int64_t kAllPairSliceEntries = 16384;
 
 // Both CKAs of every pair of points at once, [B, P, P] each (undefined when
-// not asked): `points` are P points' scalars, `grams` [P, B, n, n] their
-// centred Grams.
-std::pair<at::Tensor, at::Tensor> AllPairCka(
-    const std::vector<CkaGramStats>& points, const at::Tensor& grams,
-    int64_t n, bool biased, bool unbiased) {
+// not asked): `all` the P points' scalars stacked ([B, P, ...]: StackPoints
+// or PointsStats), `grams` [P, B, n, n] their centred Grams.
+std::pair<at::Tensor, at::Tensor> AllPairCka(const CkaGramStats& all, const at::Tensor& grams,
+                                             int64_t n, bool biased, bool unbiased) {
   const int64_t p = grams.size(0), batch = grams.size(1);
   // inner[b] = G_b G_b^T, G_b [P, n^2] the flattened Grams of prompt b, as
   // one batched product over S slices of the n^2 entries (G viewed as
@@ -314,7 +298,6 @@ std::pair<at::Tensor, at::Tensor> AllPairCka(
   const at::Tensor g = grams.view({p, batch * slices, entries / slices}).transpose(0, 1);
   const at::Tensor inner =
       at::bmm(g, g.transpose(1, 2)).to(at::kDouble).view({batch, slices, p, p}).sum(1);
-  const CkaGramStats all = StackPoints(points, n);  // [B, P, ...]
   const at::Tensor& scale = all.scale;
   std::pair<at::Tensor, at::Tensor> out;
   if (biased) {
@@ -518,7 +501,7 @@ void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
   const bool unbiased = all_unbiased || pair_unbiased;
   if (!biased && !unbiased) return;
   const int64_t p = num_layers_ + 1;
-  auto [b, u] = AllPairCka(gram_points_, all_grams_, n, biased, unbiased);
+  auto [b, u] = AllPairCka(PointsStats(n), all_grams_, n, biased, unbiased);
   const at::Tensor pairs = at::triu_indices(
       p, p, 1, at::TensorOptions().dtype(at::kLong).device(sums_.device()));
   auto upper = [&](const at::Tensor& m) {  // [B, P, P] -> [B, pairs]
@@ -577,9 +560,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   if (point == 0) {
     // Nothing of an earlier batch is held (one that threw part-way included).
     DropHeld();
-    unit_sums_.clear();
-    spreads_.clear();
-    traces_.clear();
+    ClearOnePointSums();
     batch_size_ = batch;
     examples_ = Has(LayerMetric::kAdjacentCosTokens)
                     ? std::clamp<int64_t>(kTokenExamplePrompts - next_prompt_,
@@ -613,33 +594,55 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   TORCH_CHECK(fused_ || at::isFloatingType(hidden.scalar_type()),
               "analysis: representation point ", point, " must be floating point, got ",
               hidden.scalar_type());
-  if (point == 0) AddCkaBaseline(hidden);
-  // Float64 path: statistics on a float64 copy (a float64 input is used as
-  // is and never written to). Fused path: states read as they are, through
-  // fused float64 passes and half (or split-bf16) GEMMs with float32
-  // accumulation (TakesFusedPath).
-  const bool fused = fused_;
-  const at::Tensor h = fused ? hidden : hidden.to(at::kDouble);
-  const bool residual = point <= num_layers_;
-  if (residual && point >= 1 && !previous_sizes_.empty()) {
-    TORCH_CHECK(previous_sizes_ == h.sizes().vec(),
-                "analysis: layer shapes differ: ", c10::IntArrayRef(previous_sizes_), " vs ",
-                h.sizes());
+  if (point >= 1 && point <= num_layers_ && !previous_sizes_.empty()) {
+    TORCH_CHECK(previous_sizes_ == hidden.sizes().vec(), "analysis: layer shapes differ: ",
+                c10::IntArrayRef(previous_sizes_), " vs ", hidden.sizes());
   }
-  const bool want_biased = residual && n >= 2 &&
-                           (Has(LayerMetric::kCkaBiased) ||
-                            Has(LayerMetric::kCkaAllBiased));
-  const bool want_unbiased = residual && n >= 4 &&
-                             (Has(LayerMetric::kCkaUnbiased) ||
-                              Has(LayerMetric::kCkaAllUnbiased));
-  const bool want_all_pairs =
-      (Has(LayerMetric::kCkaAllBiased) && n >= 2) ||
-      (Has(LayerMetric::kCkaAllUnbiased) && n >= 4);
-  const bool want_gram = want_biased || want_unbiased;
-  const bool want_dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
-  // Token-centred float64 states (token_dispersion and the CKA Grams share
-  // them), or on the fused path the token means (float64 [B, d]).
-  at::Tensor centred, mean, mean_sq;  // mean_sq = |mean|^2 [B]
+  if (point == 0) AddCkaBaseline(hidden);
+  if (fused_) {
+    ObserveFused(point, hidden);
+  } else {
+    ObserveFloat64(point, hidden);
+  }
+}
+
+LayerMetricAccumulator::PointWants LayerMetricAccumulator::WantsAt(int64_t point,
+                                                                   int64_t n) const {
+  PointWants w;
+  w.residual = point <= num_layers_;
+  w.biased = w.residual && n >= 2 &&
+             (Has(LayerMetric::kCkaBiased) || Has(LayerMetric::kCkaAllBiased));
+  w.unbiased = w.residual && n >= 4 &&
+               (Has(LayerMetric::kCkaUnbiased) || Has(LayerMetric::kCkaAllUnbiased));
+  w.all_pairs = (Has(LayerMetric::kCkaAllBiased) && n >= 2) ||
+                (Has(LayerMetric::kCkaAllUnbiased) && n >= 4);
+  w.gram = w.biased || w.unbiased;
+  // With all pairs, the adjacent pairs come from the all-pair matrices
+  // (AddAllPairCka); else from one inner product per pair (AddPairCka).
+  w.pair_cka = !w.all_pairs && ((Has(LayerMetric::kCkaBiased) && n >= 2) ||
+                                (Has(LayerMetric::kCkaUnbiased) && n >= 4));
+  w.dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
+  w.intertoken = Has(LayerMetric::kIntertokenCos) && n >= 2;
+  w.nofirst = Has(LayerMetric::kIntertokenCosNoFirst) && n >= 3;
+  w.cos = Has(LayerMetric::kAdjacentCos) || examples_ > 0;
+  w.steps = Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy);
+  w.states = w.cos || w.steps;
+  return w;
+}
+
+void LayerMetricAccumulator::ObserveFused(int64_t point, const at::Tensor& hidden) {
+  // Half states, float32 states on CUDA, a half model's float32 states
+  // anywhere (TakesFusedPath), read as they are: ONE pass over the point
+  // (HalfPointPass: its per-token norms, the dot products and steps with the
+  // point before, and the token sums every metric needs, the bf16 rounding
+  // of a half model's float32 states for the CKA Gram), then the Gram's own
+  // pass and GEMM. What is formed from those per-token and per-prompt
+  // tensors (cosines, energies, dispersions, the Grams' centring scalars)
+  // waits for the batch's last point, where it runs once on [B, P, ...]
+  // tensors: a point costs ~8 kernels, not ~35 small ones (on an H200 the
+  // small ones were ~4 ms of Mamba-1.4B's ~25 ms of metrics at 8 x 2048).
+  const int64_t n = hidden.size(1);
+  const PointWants want = WantsAt(point, n);
   // Float32 states of a half-precision model (the SSMs' residual_in_fp32
   // stream: SetModelDtype, or else point 0 in a half dtype): the CKA Gram
   // is formed from their bf16 rounding, as a bf16 Transformer's states are,
@@ -651,145 +654,163 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   // A float32 model keeps the split-bf16 Gram.
   const at::ScalarType model_dtype =
       model_dtype_ != at::ScalarType::Undefined ? model_dtype_ : first_type_;
-  const bool round_gram = fused && want_gram && hidden.scalar_type() == at::kFloat &&
+  const bool round_gram = want.gram && hidden.scalar_type() == at::kFloat &&
                           (model_dtype == at::kBFloat16 || model_dtype == at::kHalf);
-  const at::Tensor gram_states = round_gram ? hidden.to(at::kBFloat16) : hidden;
-  if ((want_gram && !round_gram) || want_dispersion) {
-    if (fused) {
-      mean = HalfTokenMean(hidden);
-      mean_sq = mean.square().sum(-1);
-    } else {
-      centred = CentreTokens(h);
-    }
+  const bool pair_point = want.residual && point >= 1 && previous_.defined();
+  // The pass reads one dtype: a pair of different ones (bf16 embedding,
+  // float32 blocks) is upcast to their common type, exactly (bf16 and fp16
+  // values are float32 values).
+  at::Tensor cur = hidden, prev = pair_point ? previous_ : at::Tensor();
+  if (prev.defined() && prev.scalar_type() != cur.scalar_type()) {
+    const at::ScalarType common = at::promote_types(prev.scalar_type(), cur.scalar_type());
+    cur = cur.to(common);
+    prev = prev.to(common);
   }
-  // Per-token quantities, float64 [B, n]. Fused path: one pass that also
-  // reads the last residual point (adjacent_cos, step_energy) and, for the
-  // CKA Gram's centring, dots with the token mean (half_state_ops.h).
-  const bool pair_point = residual && point >= 1 && previous_.defined();
-  const bool raw_gram = fused && want_gram && !want_all_pairs;
-  at::Tensor norm_sq, prev_dot, step_sq, row_means;
-  if (fused) {
-    // The pass needs one dtype: a pair of different ones (bf16 embedding,
-    // float32 blocks) is upcast to their common type, exactly (bf16 and fp16
-    // values are float32 values).
-    at::Tensor cur = hidden, prev = pair_point ? previous_ : at::Tensor();
-    if (prev.defined() && prev.scalar_type() != cur.scalar_type()) {
-      const at::ScalarType common = at::promote_types(prev.scalar_type(), cur.scalar_type());
-      cur = cur.to(common);
-      prev = prev.to(common);
-    }
-    TokenStats t = HalfTokenStats(cur, prev, want_gram && !round_gram ? mean : at::Tensor());
-    norm_sq = t.norm_sq;
-    prev_dot = t.prev_dot;
-    step_sq = t.step_sq;
-    // Contiguous once here, not copied again by each op that reads it.
-    row_means = want_gram && !round_gram ? t.vec_dot.contiguous() : t.vec_dot;
-  }
-  // The Gram's own token statistics: those of the states it is formed from.
-  at::Tensor gram_norm_sq = norm_sq, gram_row_means = row_means, gram_mean_sq = mean_sq;
-  if (round_gram) {
-    const at::Tensor gram_mean = HalfTokenMean(gram_states);
-    const TokenStats t = HalfTokenStats(gram_states, at::Tensor(), gram_mean);
-    gram_norm_sq = t.norm_sq;
-    gram_row_means = t.vec_dot.contiguous();
-    gram_mean_sq = gram_mean.square().sum(-1);
-  }
-  const at::Tensor norm = fused ? norm_sq.sqrt() : at::linalg_vector_norm(h, 2, {-1});
-  if (!fused) norm_sq = norm.square();
-  const at::Tensor trace_k = norm_sq.sum(-1);  // sum_t ||h_t||^2 [B]
+  PointPassSpec spec;
+  spec.tiny = kTinyNorm;
+  spec.unit = want.intertoken;
+  spec.unit_nofirst = want.nofirst;
+  spec.plain = want.dispersion || (want.gram && !round_gram);
+  spec.rounded = round_gram;
+  const PointPassResult pass = HalfPointPass(cur, prev, spec);
 
   // One-point metrics: points 0..L+1.
-  const bool want_all = Has(LayerMetric::kIntertokenCos) && n >= 2;
-  const bool want_nofirst = Has(LayerMetric::kIntertokenCosNoFirst) && n >= 3;
-  if (want_all || want_nofirst) {
+  if (pass.unit_sums.defined()) unit_sums_.push_back(pass.unit_sums);  // [B, k, d]
+  if (want.dispersion) {
+    point_norm_sq_.push_back(pass.norm_sq);
+    plain_sums_.push_back(pass.plain_sum);
+  }
+  if (point == num_layers_ + 1) AddOnePointMetrics(n);
+
+  // Pair / step metrics: residual points 0..L only.
+  if (!want.residual) return;
+  if (!want.states && !want.gram) return;
+  RawGram raw;
+  if (want.gram) {
+    // The Gram's own token statistics: those of the states it is formed
+    // from (the bf16 rounding's where round_gram). g = mean_t r_t = |mean|^2
+    // (sum_t h_t . mean = n |mean|^2), one reduction of r.
+    const at::Tensor gram_states = round_gram ? pass.rounded : hidden;
+    const at::Tensor mean =
+        (round_gram ? pass.rounded_sum : pass.plain_sum) / static_cast<double>(n);
+    const TokenStats t = HalfTokenStats(gram_states, at::Tensor(), mean);
+    FusedGramPoint g;
+    g.norm_sq = round_gram ? t.norm_sq : pass.norm_sq;
+    g.row_means = t.vec_dot.contiguous();
+    g.grand = g.row_means.mean(1);
+    if (!want.all_pairs) {
+      raw.blocks = GramRowBlocks(n);
+      raw.lower = HalfLowerBlockGram(gram_states, raw.blocks, g.norm_sq);
+      raw.row_means = g.row_means;
+      raw.grand = g.grand;
+      const at::Tensor products =
+          CentredGramProducts(point >= 1 ? previous_gram_.raw : RawGram(), raw);
+      g.biased_self = products.select(1, 1);
+      if (point >= 1 && want.pair_cka) pair_inner_.push_back(products.select(1, 0));
+    } else {
+      if (point == 0) {
+        all_grams_ = at::empty({num_layers_ + 1, hidden.size(0), n, n},
+                               hidden.options().dtype(at::kFloat));
+      }
+      at::Tensor out = all_grams_[point];
+      g.biased_self = HalfCentredGram(out, gram_states, g.row_means, g.grand, g.norm_sq);
+    }
+    fused_grams_.push_back(std::move(g));
+    if (want.pair_cka && point == num_layers_) AddPairCka(n);
+  }
+  // |h_t|^2 (AddStepMetrics takes the roots of the stacked points).
+  if (want.states) norms_.push_back(pass.norm_sq);
+  if (point >= 1) {
+    if (want.cos) dots_.push_back(pass.prev_dot);
+    if (want.steps) steps_.push_back(pass.step_sq);
+  }
+  if (point == num_layers_ && want.states) AddStepMetrics();
+  // Held for the next point; the final-norm output is not paired.
+  if (point < num_layers_) {
+    previous_sizes_ = hidden.sizes().vec();
+    if (want.states) previous_ = hidden;  // the model's own tensor, never written
+    previous_gram_.raw = std::move(raw);
+  } else {
+    if (want.all_pairs) AddAllPairCka(n);
+    DropHeld();
+  }
+}
+
+void LayerMetricAccumulator::ObserveFloat64(int64_t point, const at::Tensor& hidden) {
+  // Statistics on a float64 copy (a float64 input is used as is and never
+  // written to).
+  const at::Tensor h = hidden.to(at::kDouble);
+  const int64_t n = h.size(1);
+  const PointWants want = WantsAt(point, n);
+  // Token-centred float64 states (token_dispersion and the CKA Grams share
+  // them).
+  at::Tensor centred;
+  if (want.gram || want.dispersion) centred = CentreTokens(h);
+  const at::Tensor norm = at::linalg_vector_norm(h, 2, {-1});  // [B, n]
+  const at::Tensor trace_k = norm.square().sum(-1);  // sum_t ||h_t||^2 [B]
+
+  // One-point metrics: points 0..L+1.
+  if (want.intertoken || want.nofirst) {
     // Sums of unit vectors as one [k, n] x [n, d] product per prompt (no
     // [B, n, d] unit-vector tensor): row 0 weights 1/||h_t||, row 1 the
     // same without position 0 (the mask [1, 2, n] zeroes it).
     if (point == 0) {
       unit_mask_ = at::ones({1, 2, n}, norm.options());
       unit_mask_.select(1, 1).select(1, 0).zero_();
-      if (!want_all) unit_mask_ = unit_mask_.narrow(1, 1, 1);
-      if (!want_nofirst) unit_mask_ = unit_mask_.narrow(1, 0, 1);
+      if (!want.intertoken) unit_mask_ = unit_mask_.narrow(1, 1, 1);
+      if (!want.nofirst) unit_mask_ = unit_mask_.narrow(1, 0, 1);
     }
     const at::Tensor w =  // [B, k, n]
         norm.clamp_min(kTinyNorm).reciprocal().unsqueeze(1) * unit_mask_;
-    unit_sums_.push_back(fused ? HalfWeightedTokenSums(w, hidden)
-                               : at::bmm(w, h));  // [B, k, d] float64
+    unit_sums_.push_back(at::bmm(w, h));  // [B, k, d] float64
   }
-  if (want_dispersion) {
-    // sum_t ||h_t - mean||^2. Float64: same reduction for the spread and
-    // tr(K), so all tokens one vector gives exactly 0. Fused: tr(K) minus
-    // n ||mean||^2 (clamped at 0 against rounding).
-    const at::Tensor spread =
-        fused ? (trace_k - static_cast<double>(n) * mean_sq).clamp_min(0.0)
-              : at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1);
-    spreads_.push_back(spread);
+  if (want.dispersion) {
+    // sum_t ||h_t - mean||^2; the same reduction for the spread and tr(K),
+    // so all tokens one vector gives exactly 0.
+    spreads_.push_back(at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1));
     traces_.push_back(trace_k);
   }
   if (point == num_layers_ + 1) AddOnePointMetrics(n);
 
   // Pair / step metrics: residual points 0..L only.
-  if (!residual) return;
-  const bool want_cos = Has(LayerMetric::kAdjacentCos) || examples_ > 0;
-  const bool want_states = want_cos || Has(LayerMetric::kStepEnergy) ||
-                           Has(LayerMetric::kPathEnergy);
-  if (!want_states && !want_gram) return;
-  // With all pairs, the adjacent pairs come from the all-pair matrices
-  // (AddAllPairCka); else from one inner product per pair (AddPairCka).
-  const bool pair_cka = !want_all_pairs && ((Has(LayerMetric::kCkaBiased) && n >= 2) ||
-                                            (Has(LayerMetric::kCkaUnbiased) && n >= 4));
+  if (!want.residual) return;
+  if (!want.states && !want.gram) return;
   CkaGramStats gram;
-  at::Tensor pair_inner;  // <C_prev, C> of the raw-Gram path
-  const at::Tensor gram_trace_k = round_gram ? gram_norm_sq.sum(-1) : trace_k;
-  if (raw_gram) {
-    gram = MakeRawGramStats(gram_states, gram_norm_sq, gram_row_means, gram_mean_sq,
-                            gram_trace_k, point >= 1 ? &previous_gram_ : nullptr, &pair_inner);
-  } else if (want_gram) {
+  if (want.gram) {
     at::Tensor out;
-    if (want_all_pairs) {
+    if (want.all_pairs) {
       if (point == 0) {
-        all_grams_ = at::empty({num_layers_ + 1, batch, n, n},
-                               h.options().dtype(fused ? at::kFloat : at::kDouble));
+        all_grams_ = at::empty({num_layers_ + 1, h.size(0), n, n}, h.options());
       }
       out = all_grams_[point];
     }
-    gram = fused ? MakeHalfGramStats(gram_states, gram_norm_sq, gram_row_means, gram_mean_sq,
-                                     gram_trace_k, out)
-                 : MakeGramStats(centred, trace_k, out);
+    gram = MakeGramStats(centred, trace_k, out);
   }
   centred = at::Tensor();
-  const bool want_steps =
-      Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy);
-  if (want_states) norms_.push_back(norm);
+  if (want.states) norms_.push_back(norm);
   if (point >= 1) {
-    if (want_cos) dots_.push_back(fused ? prev_dot : (previous_ * h).sum(-1));
-    if (want_steps) {
-      // From the difference of the states (exact on the fused path), not
-      // ||a||^2 + ||b||^2 - 2 a.b, which cancels for small steps.
-      steps_.push_back(fused ? step_sq
-                             : at::linalg_vector_norm(h - previous_, 2, {-1}).square());
+    if (want.cos) dots_.push_back((previous_ * h).sum(-1));
+    if (want.steps) {
+      // From the difference of the states, not ||a||^2 + ||b||^2 - 2 a.b,
+      // which cancels for small steps.
+      steps_.push_back(at::linalg_vector_norm(h - previous_, 2, {-1}).square());
     }
-    if (pair_cka) {
-      pair_inner_.push_back(
-          raw_gram ? pair_inner : FrobeniusDot(previous_gram_.centred, gram.centred));
-    }
+    if (want.pair_cka) pair_inner_.push_back(FrobeniusDot(previous_gram_.centred, gram.centred));
   }
-  if (want_gram) {
+  if (want.gram) {
     CkaGramStats scalars = gram;  // without its n x n matrix
     scalars.centred = at::Tensor();
-    scalars.raw = RawGram();
     gram_points_.push_back(std::move(scalars));
-    if (pair_cka && point == num_layers_) AddPairCka(n);
+    if (want.pair_cka && point == num_layers_) AddPairCka(n);
   }
-  if (point == num_layers_ && want_states) AddStepMetrics();
+  if (point == num_layers_ && want.states) AddStepMetrics();
   // Held for the next point; the final-norm output is not paired.
   if (point < num_layers_) {
     previous_sizes_ = h.sizes().vec();
-    // Fused path: the model's own tensor, never written.
-    if (want_states) previous_ = h;
+    if (want.states) previous_ = h;
     previous_gram_ = std::move(gram);
   } else {
-    if (want_all_pairs) AddAllPairCka(n);
+    if (want.all_pairs) AddAllPairCka(n);
     DropHeld();
   }
 }
@@ -806,19 +827,35 @@ void LayerMetricAccumulator::AddOnePointMetrics(int64_t n) {
                MeanPairCos(totals.select(2, all ? 1 : 0), n - 1));
     }
   }
-  if (!spreads_.empty()) {  // [B, P]
-    const at::Tensor spread = at::stack(spreads_, 1), trace_k = at::stack(traces_, 1);
+  at::Tensor spread, trace_k;  // [B, P]
+  if (!spreads_.empty()) {
+    spread = at::stack(spreads_, 1);
+    trace_k = at::stack(traces_, 1);
+  } else if (!plain_sums_.empty()) {
+    // Fused path: tr(K) minus n ||mean||^2 (clamped at 0 against rounding).
+    trace_k = at::stack(point_norm_sq_, 1).sum(-1);
+    const at::Tensor mean = at::stack(plain_sums_, 1) / static_cast<double>(n);
+    spread = (trace_k - static_cast<double>(n) * mean.square().sum(-1)).clamp_min(0.0);
+  }
+  if (spread.defined()) {
     AddBlock(RowOf(LayerMetric::kTokenDispersion),
              at::where(trace_k > 0, spread / trace_k.clamp_min(kTinyNorm),
                        at::zeros_like(spread)));
   }
+  ClearOnePointSums();
+}
+
+void LayerMetricAccumulator::ClearOnePointSums() {
   unit_sums_.clear();
   spreads_.clear();
   traces_.clear();
+  point_norm_sq_.clear();
+  plain_sums_.clear();
 }
 
 void LayerMetricAccumulator::AddStepMetrics() {
-  const at::Tensor norms = at::stack(norms_, 1);  // [B, L + 1, n]
+  // [B, L + 1, n]; the fused path holds |h_t|^2.
+  const at::Tensor norms = fused_ ? at::stack(norms_, 1).sqrt() : at::stack(norms_, 1);
   const int64_t pairs = norms.size(1) - 1;
   const at::Tensor before = norms.narrow(1, 0, pairs), after = norms.narrow(1, 1, pairs);
   if (!dots_.empty()) {  // cos of the pairs (l, l + 1), [B, L, n]
@@ -851,11 +888,29 @@ void LayerMetricAccumulator::AddStepMetrics() {
   }
 }
 
+CkaGramStats LayerMetricAccumulator::PointsStats(int64_t n) const {
+  if (!fused_) return StackPoints(gram_points_, n);
+  // The fused path's scalars, formed here once for all points from their
+  // per-token tensors (SetScalarsFromTokens on [B, P, ...]).
+  auto stack = [&](at::Tensor FusedGramPoint::*field) {
+    std::vector<at::Tensor> parts;
+    for (const FusedGramPoint& point : fused_grams_) parts.push_back(point.*field);
+    return at::stack(parts, 1);
+  };
+  CkaGramStats s;
+  const at::Tensor norm_sq = stack(&FusedGramPoint::norm_sq);  // [B, P, n]
+  SetScalarsFromTokens(s, norm_sq, stack(&FusedGramPoint::row_means),
+                       stack(&FusedGramPoint::grand), norm_sq.sum(-1));
+  s.biased_self = stack(&FusedGramPoint::biased_self);
+  if (n >= 4) s.unbiased_self = UnbiasedSelf(s, n);
+  return s;
+}
+
 void LayerMetricAccumulator::AddPairCka(int64_t n) {
-  const size_t p = gram_points_.size();  // points 0..L
+  const size_t p = fused_ ? fused_grams_.size() : gram_points_.size();  // points 0..L
   TORCH_CHECK(p >= 2 && pair_inner_.size() == p - 1, "analysis: CKA of ", p,
               " points with ", pair_inner_.size(), " pairs");
-  const CkaGramStats all = StackPoints(gram_points_, n);  // [B, L + 1, ...]
+  const CkaGramStats all = PointsStats(n);  // [B, L + 1, ...]
   const CkaGramStats a = PointRange(all, 0, p - 1), b = PointRange(all, 1, p - 1);
   const at::Tensor inner = at::stack(pair_inner_, 1);           // [B, L]
   if (Has(LayerMetric::kCkaBiased) && n >= 2) {
@@ -874,6 +929,7 @@ void LayerMetricAccumulator::DropHeld() {
   previous_gram_ = CkaGramStats();
   all_grams_ = at::Tensor();
   gram_points_.clear();
+  fused_grams_.clear();
   pair_inner_.clear();
 }
 

@@ -241,6 +241,22 @@ class LayerMetricAccumulator {
   // its last point.
   void AddStepMetrics();
   void AddOnePointMetrics(int64_t n);
+  void ClearOnePointSums();
+  // What a point of n tokens is read for, from the metrics asked.
+  struct PointWants {
+    bool residual = false;    // points 0..L (not the final-norm output)
+    bool biased = false, unbiased = false, gram = false;  // CKA Grams
+    bool all_pairs = false;   // all-pair CKA (its Grams kept)
+    bool pair_cka = false;    // adjacent-pair CKA from one product per pair
+    bool dispersion = false, intertoken = false, nofirst = false;
+    bool cos = false, steps = false, states = false;  // states: cos or steps
+  };
+  PointWants WantsAt(int64_t point, int64_t n) const;
+  // The batch's path (header comment), after Observe's checks.
+  void ObserveFused(int64_t point, const at::Tensor& hidden);
+  void ObserveFloat64(int64_t point, const at::Tensor& hidden);
+  // The CKA scalars of the batch's residual points so far, [B, P, ...].
+  CkaGramStats PointsStats(int64_t n) const;
   // cka_baseline_* of the batch's prompts (point 0's states give B, n, d).
   void AddCkaBaseline(const at::Tensor& hidden);
   void Flush();  // the pending Add rows into sums_
@@ -282,17 +298,27 @@ class LayerMetricAccumulator {
   // pairs the centred Grams of points 0..L, [L + 1, B, n, n], else each
   // adjacent pair's <C_l, C_l+1>.
   std::vector<CkaGramStats> gram_points_;
+  // The fused path keeps each point's per-token tensors instead, and forms
+  // the scalars from them once (PointsStats): |x_t|^2 and r_t = x_t . mean
+  // [B, n], g = |mean|^2 and <C, C>_F [B] of the states its Gram is of.
+  struct FusedGramPoint {
+    at::Tensor norm_sq, row_means, grand, biased_self;
+  };
+  std::vector<FusedGramPoint> fused_grams_;
   at::Tensor all_grams_;
   std::vector<at::Tensor> pair_inner_;
   // Per-point quantities of the batch, turned into metric values at its
   // last (residual) point: the scalar algebra then runs once on [B, P, ...]
   // tensors, not as a dozen small kernels per point.
-  std::vector<at::Tensor> norms_;      // |h_t| [B, n], residual points
+  std::vector<at::Tensor> norms_;      // |h_t| [B, n] (fused path: |h_t|^2), residual points
   std::vector<at::Tensor> dots_;       // h_t^(l) . h_t^(l+1) [B, n], pairs
   std::vector<at::Tensor> steps_;      // |h_t^(l+1) - h_t^(l)|^2 [B, n], pairs
   std::vector<at::Tensor> unit_sums_;  // sums of unit vectors [B, k, d], points
   std::vector<at::Tensor> spreads_;    // sum_t |h_t - mean|^2 [B], points
   std::vector<at::Tensor> traces_;     // tr(K) [B], points
+  // token_dispersion on the fused path: |h_t|^2 [B, n] and sum_t h_t [B, d].
+  std::vector<at::Tensor> point_norm_sq_;
+  std::vector<at::Tensor> plain_sums_;
   at::Tensor unit_mask_;               // [1, k, n]: which tokens each sum takes
 };
 

@@ -8,9 +8,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+
+#include "absl/strings/str_cat.h"
 
 #include "worker/analysis/half_state_kernels.h"
 #include "worker/analysis/half_state_ops.h"
@@ -126,6 +130,104 @@ TEST_P(HalfStateKernelsEmulated, GramPassesEqualAten) {
   const at::Tensor norm_sq = CentreGramAten(k_ref, rg.row_means, rg.grand);
   EXPECT_LE(MaxRel(k, k_ref), 1e-6) << type;  // one float32 rounding apart at most
   EXPECT_LE(MaxRel(partial.sum(1), norm_sq), 1e-6) << type;
+}
+
+// The one-pass kernel against the per-quantity Aten references: rows whole
+// in one slot a thread (d 72), in two and in three (float32 1032 / 2056,
+// bf16 / fp16 2056 / 4104), with and without the point before, every row
+// kind, and none.
+TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
+  const at::ScalarType type = GetParam();
+  const bool f32 = type == at::kFloat;
+  at::manual_seed(8);
+  const std::vector<int64_t> widths =
+      f32 ? std::vector<int64_t>{72, 1032, 2056} : std::vector<int64_t>{72, 2056, 4104};
+  for (int64_t d : widths) {
+    for (bool with_prev : {true, false}) {
+      for (int rows_case = 0; rows_case < 3; ++rows_case) {
+        // The wider rows (more slots a thread) once, with everything: each
+        // emulated launch runs 256 OS threads a block.
+        if (d > 72 && (!with_prev || rows_case > 0)) continue;
+        PointPassSpec spec;
+        if (rows_case == 0) {  // every row (the rounded one for float32 states)
+          spec.unit = spec.unit_nofirst = spec.plain = true;
+          spec.rounded = f32;
+        } else if (rows_case == 1) {
+          spec.unit_nofirst = true;
+          spec.rounded = f32;
+        }  // rows_case 2: the statistics alone
+        const int64_t b = 2, n = 37, splits = 3;
+        const at::Tensor cur = States(b, n, d, type), prev = States(b, n, d, type);
+        ck::PassRows rows;
+        auto add = [&rows](ck::PassWeight w, bool r) {
+          rows.weight[rows.count] = w;
+          rows.rounded[rows.count++] = r;
+        };
+        if (spec.unit) add(ck::PassWeight::kUnit, false);
+        if (spec.unit_nofirst) add(ck::PassWeight::kUnitNoFirst, false);
+        if (spec.plain) add(ck::PassWeight::kOne, false);
+        if (spec.rounded) add(ck::PassWeight::kOne, true);
+        at::Tensor stats = at::empty({3, b, n}, at::kDouble);
+        at::Tensor partial = at::empty({b, splits, std::max(rows.count, 1), d}, at::kDouble);
+        at::Tensor rounded = at::empty({b, n, d}, at::kBFloat16);
+        const std::string where = absl::StrCat(c10::toString(type), " d ", d, " prev ",
+                                               with_prev, " rows ", rows.count);
+        ASSERT_TRUE(ck::PointPassFits(TypeOf(type), d)) << where;
+        ASSERT_EQ(ck::LaunchPointPass(TypeOf(type), cur.data_ptr(),
+                                      with_prev ? prev.data_ptr() : nullptr, b, n, d, rows,
+                                      spec.tiny, splits, stats.data_ptr<double>(),
+                                      partial.data_ptr<double>(),
+                                      spec.rounded ? rounded.data_ptr() : nullptr, nullptr),
+                  cudaSuccess)
+            << where;
+        const PointPassResult want =
+            HalfPointPassAten(cur, with_prev ? prev : at::Tensor(), spec);
+        EXPECT_LE(MaxRel(stats[0], want.norm_sq), 1e-13) << where;
+        if (with_prev) {
+          EXPECT_LE(MaxRel(stats[1], want.prev_dot), 1e-13) << where;
+          EXPECT_LE(MaxRel(stats[2], want.step_sq), 1e-13) << where;
+        } else {
+          EXPECT_EQ(stats[1].abs().max().item<double>(), 0.0) << where;
+          EXPECT_EQ(stats[2].abs().max().item<double>(), 0.0) << where;
+        }
+        const at::Tensor sums = partial.narrow(2, 0, rows.count).sum(1);  // [b, k, d]
+        int r = 0;
+        if (spec.unit || spec.unit_nofirst) {
+          const int64_t units = want.unit_sums.size(1);
+          EXPECT_LE(MaxRel(sums.narrow(1, 0, units), want.unit_sums), 1e-13) << where;
+          r += static_cast<int>(units);
+        }
+        if (spec.plain) EXPECT_LE(MaxRel(sums.select(1, r++), want.plain_sum), 1e-13) << where;
+        if (spec.rounded) {
+          EXPECT_LE(MaxRel(sums.select(1, r++), want.rounded_sum), 1e-13) << where;
+          EXPECT_TRUE(at::equal(rounded, want.rounded)) << where;
+        }
+        EXPECT_EQ(r, rows.count) << where;
+      }
+    }
+  }
+}
+
+// Rows the kernel does not take are refused, not read out of bounds: a
+// width that is not a whole number of 16-byte loads, one too wide, and a
+// rounding of half-precision states.
+TEST(HalfStateKernelsEmulatedPass, RefusesRowsItCannotTake) {
+  EXPECT_FALSE(ck::PointPassFits(ck::StateType::kFloat32, 70));
+  EXPECT_FALSE(ck::PointPassFits(ck::StateType::kFloat32, 4100));
+  EXPECT_TRUE(ck::PointPassFits(ck::StateType::kFloat32, 4096));
+  EXPECT_TRUE(ck::PointPassFits(ck::StateType::kBFloat16, 8192));
+  EXPECT_FALSE(ck::PointPassFits(ck::StateType::kBFloat16, 8200));
+  c10::InferenceMode guard;
+  const at::Tensor x = at::zeros({1, 16, 8}, at::kBFloat16);  // allocations: 16-byte aligned
+  at::Tensor stats = at::empty({3, 16}, at::kDouble), out = at::empty_like(x);
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, 1, 16, 8,
+                                ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
+                                out.data_ptr(), nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, 1, 16, 8,
+                                ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
+                                nullptr, nullptr),
+            cudaSuccess);
 }
 
 TEST(HalfStateKernelsEmulatedSplit, SplitBf16EqualsAtenBitForBit) {
