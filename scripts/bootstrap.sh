@@ -33,6 +33,18 @@ APT_PACKAGES=(
 TEST_APT_PACKAGES=(chromium shellcheck docker-compose)
 PY_TEST_PACKAGES=(kubernetes-validate==1.37.0)
 
+# The store tests run the conformance suite against a real PostgreSQL server
+# that they start on loopback (tests/server/postgres_harness.h): its binaries
+# (initdb, postgres) come from the Debian postgresql package, which puts them
+# in /usr/lib/postgresql/<major>/bin, unless this machine already has them.
+have_postgres_server() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin /usr/local/bin; do
+    [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ] && return 0
+  done
+  return 1
+}
+
 log() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*" >&2; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -103,7 +115,12 @@ build() {
 
 mode="${1:-demo}"
 shift || true
-case "$mode" in test|deps) APT_PACKAGES+=("${TEST_APT_PACKAGES[@]}") ;; esac
+case "$mode" in
+  test|deps)
+    APT_PACKAGES+=("${TEST_APT_PACKAGES[@]}")
+    have_postgres_server || APT_PACKAGES+=(postgresql)
+    ;;
+esac
 install_debian_packages
 install_python_env
 install_python_client

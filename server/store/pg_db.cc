@@ -140,31 +140,37 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
         absl::StrCat("cannot connect to ", description, ": ", message));
   }
   std::unique_ptr<Connection> db(new Connection(conn, std::move(description)));
-  // Fixed session settings the reading code relies on: hex bytea, every
-  // float digit, UTC, and no notices on stderr.
-  PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
-  if (absl::Status s = db->ExecScript(
-          "SET bytea_output = 'hex'; SET extra_float_digits = 3; SET TIME ZONE 'UTC'; "
-          "SET client_min_messages = warning");
-      !s.ok()) {
-    return s;
-  }
+  if (absl::Status s = db->SetUpSession(); !s.ok()) return s;
   return db;
+}
+
+// Fixed session settings the reading code relies on: hex bytea, every
+// float digit, UTC, and no notices on stderr.
+absl::Status Connection::SetUpSession() {
+  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  return ExecScript(
+      "SET bytea_output = 'hex'; SET extra_float_digits = 3; SET TIME ZONE 'UTC'; "
+      "SET client_min_messages = warning");
+}
+
+bool Connection::ReconnectAfterFailure() {
+  if (in_transaction_ || PQstatus(conn_) == CONNECTION_OK) return false;
+  PQreset(conn_);
+  return PQstatus(conn_) == CONNECTION_OK && SetUpSession().ok();
 }
 
 Connection::~Connection() { PQfinish(conn_); }
 
 absl::Status Connection::EnsureConnected() {
   if (PQstatus(conn_) == CONNECTION_OK) return absl::OkStatus();
+  in_transaction_ = false;  // the server rolled it back with the connection
   PQreset(conn_);
   if (PQstatus(conn_) != CONNECTION_OK) {
     return absl::UnavailableError(
         absl::StrCat("lost the connection to ", description_, ": ",
                      absl::StripAsciiWhitespace(PQerrorMessage(conn_))));
   }
-  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
-  return ExecScript("SET bytea_output = 'hex'; SET extra_float_digits = 3; SET TIME ZONE 'UTC'; "
-                    "SET client_min_messages = warning");
+  return SetUpSession();
 }
 
 absl::Status Connection::ErrorOf(pg_result* res, absl::string_view sql) const {
@@ -190,30 +196,35 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view sql, const std::vector
     formats.push_back(p.binary_ ? 1 : 0);
   }
   const std::string text(sql);
-  Result result;
-  result.res_.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()),
-                                 nullptr, values.data(), lengths.data(), formats.data(),
-                                 /*resultFormat=*/0));
-  const ExecStatusType status =
-      result.res_ ? PQresultStatus(result.res_.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+  for (int attempt = 0;; ++attempt) {
+    Result result;
+    result.res_.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()),
+                                   nullptr, values.data(), lengths.data(), formats.data(),
+                                   /*resultFormat=*/0));
+    const ExecStatusType status =
+        result.res_ ? PQresultStatus(result.res_.get()) : PGRES_FATAL_ERROR;
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
+    if (attempt == 0 && ReconnectAfterFailure()) continue;
     return ErrorOf(result.res_.get(), sql);
   }
-  return result;
 }
 
 absl::Status Connection::ExecScript(absl::string_view sql) {
   const std::string text(sql);
-  // PQexec returns the last statement's result; an error stops the script.
-  std::unique_ptr<pg_result, Result::Clear> res(PQexec(conn_, text.c_str()));
-  const ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) return ErrorOf(res.get(), sql);
-  return absl::OkStatus();
+  for (int attempt = 0;; ++attempt) {
+    // PQexec returns the last statement's result; an error stops the script.
+    std::unique_ptr<pg_result, Result::Clear> res(PQexec(conn_, text.c_str()));
+    const ExecStatusType status = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return absl::OkStatus();
+    if (attempt == 0 && ReconnectAfterFailure()) continue;
+    return ErrorOf(res.get(), sql);
+  }
 }
 
 absl::StatusOr<Transaction> Transaction::Begin(Connection& db) {
   if (absl::Status s = db.EnsureConnected(); !s.ok()) return s;
   if (absl::Status s = db.ExecScript("BEGIN"); !s.ok()) return s;
+  db.in_transaction_ = true;
   Transaction tx(&db);  // rolls back from here on
   if (absl::StatusOr<Result> r =
           db.Exec("SELECT pg_advisory_xact_lock($1::bigint)", {kWriterLockKey});
@@ -224,12 +235,17 @@ absl::StatusOr<Transaction> Transaction::Begin(Connection& db) {
 }
 
 Transaction::~Transaction() {
-  if (!done_) (void)db_->ExecScript("ROLLBACK");
+  if (done_) return;
+  (void)db_->ExecScript("ROLLBACK");
+  db_->in_transaction_ = false;
 }
 
 absl::Status Transaction::Commit() {
   absl::Status s = db_->ExecScript("COMMIT");
-  if (s.ok()) done_ = true;
+  if (s.ok()) {
+    done_ = true;
+    db_->in_transaction_ = false;
+  }
   return s;
 }
 

@@ -71,8 +71,8 @@ class Connection {
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& url);
   ~Connection();
 
-  // Reconnects a connection the server dropped (a restart between calls);
-  // UNAVAILABLE when that fails. Called before each top-level operation.
+  // Reconnects a connection known to be broken; UNAVAILABLE when that
+  // fails. Called before each top-level operation.
   absl::Status EnsureConnected();
   // One statement with $1.. parameters.
   absl::StatusOr<Result> Exec(absl::string_view sql, const std::vector<Param>& params = {});
@@ -84,7 +84,14 @@ class Connection {
   Connection(pg_conn* conn, std::string description)
       : conn_(conn), description_(std::move(description)) {}
   absl::Status ErrorOf(pg_result* res, absl::string_view sql) const;
+  absl::Status SetUpSession();
+  // True after a statement failed because the connection is gone while no
+  // transaction was open: reconnected, the statement may run again (a
+  // server restart or a dropped connection between calls costs nothing).
+  bool ReconnectAfterFailure();
+  friend class Transaction;
   pg_conn* conn_;
+  bool in_transaction_ = false;
   std::string description_;
 };
 
@@ -109,10 +116,9 @@ class Transaction {
   bool done_ = false;
 };
 
-// The advisory lock keys (pg_advisory_xact_lock): every write transaction,
-// and schema migration.
-inline constexpr int64_t kWriterLockKey = 0x6c66'7374'6f72'6501;    // "lfstore" 1
-inline constexpr int64_t kMigrationLockKey = 0x6c66'7374'6f72'6502; // "lfstore" 2
+// The advisory lock key (pg_advisory_xact_lock) every write transaction and
+// schema migration takes ("lfstore" 1).
+inline constexpr int64_t kWriterLockKey = 0x6c66'7374'6f72'6501;
 
 }  // namespace layerflow::server::pg
 

@@ -102,17 +102,8 @@ const std::vector<Migration>& Migrations() {
 int LatestSchemaVersion() { return Migrations().back().version; }
 
 absl::Status Migrate(Connection& db) {
-  LF_RETURN_IF_ERROR(db.ExecScript("BEGIN"));
-  // A failed step leaves the transaction to be rolled back here.
-  struct Rollback {
-    Connection& db;
-    bool done = false;
-    ~Rollback() {
-      if (!done) (void)db.ExecScript("ROLLBACK");
-    }
-  } rollback{db};
-  LF_RETURN_IF_ERROR(
-      db.Exec("SELECT pg_advisory_xact_lock($1::bigint)", {kMigrationLockKey}).status());
+  // Under the writers' lock: no other migration and no write runs meanwhile.
+  LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(db));
   LF_RETURN_IF_ERROR(db.ExecScript(
       "CREATE TABLE IF NOT EXISTS layerflow_schema (version INTEGER NOT NULL)"));
   LF_ASSIGN_OR_RETURN(Result r, db.Exec("SELECT COALESCE(MAX(version), 0) FROM layerflow_schema"));
@@ -133,9 +124,7 @@ absl::Status Migrate(Connection& db) {
                                {LatestSchemaVersion()})
                            .status());
   }
-  LF_RETURN_IF_ERROR(db.ExecScript("COMMIT"));
-  rollback.done = true;
-  return absl::OkStatus();
+  return tx.Commit();
 }
 
 }  // namespace layerflow::server::pg

@@ -23,7 +23,7 @@ const std::vector<Migration>& Migrations();
 int LatestSchemaVersion();
 
 // Brings the database to LatestSchemaVersion() in one transaction (DDL is
-// transactional in PostgreSQL) under an advisory lock, so that two
+// transactional in PostgreSQL) under the writers' advisory lock, so that two
 // coordinators opening one fresh database never both migrate it.
 // FAILED_PRECONDITION for a database newer than this build.
 absl::Status Migrate(Connection& db);

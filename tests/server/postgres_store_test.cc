@@ -109,6 +109,31 @@ TEST(PostgresStore, UnreachableServerIsUnavailableNamingHostAndPortButNotThePass
               StatusIs(absl::StatusCode::kUnavailable, "no_such_db"));
 }
 
+// A PostgreSQL restart or a dropped connection between calls: the next
+// call reconnects and works, nothing lost. A transaction the drop cut short
+// is rolled back by the server, so it never half-happened.
+TEST(PostgresStore, ReconnectsAfterTheServerDroppedTheConnection) {
+  PostgresServer& pg = Server();
+  LF_ASSERT_OK(pg.CreateDatabase("drop_db"));
+  LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("drop_db")));
+  LF_ASSERT_OK(store->RegisterWorker("w1", "host", "", 5));
+  auto drop = [&] {
+    LF_ASSERT_OK(pg.Query("drop_db",
+                          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                          "datname = 'drop_db' AND pid <> pg_backend_pid()")
+                     .status());
+  };
+  drop();
+  // A read outside a transaction, then a write (a transaction).
+  LF_ASSERT_OK_AND_ASSIGN(auto workers, store->ListWorkers());
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].worker_id, "w1");
+  drop();
+  LF_ASSERT_OK(store->RegisterWorker("w2", "host", "", 6));
+  LF_ASSERT_OK_AND_ASSIGN(int64_t live, store->CountLiveWorkers(0));
+  EXPECT_EQ(live, 2);
+}
+
 TEST(OpenStore, ChoosesTheBackendByTheDbValue) {
   EXPECT_TRUE(IsPostgresUrl("postgresql://lf@127.0.0.1/db"));
   EXPECT_TRUE(IsPostgresUrl("postgres://lf@127.0.0.1/db"));
