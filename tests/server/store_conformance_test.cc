@@ -162,6 +162,38 @@ TEST_P(StoreConformance, FailedCreateStoresNothing) {
   EXPECT_EQ(ok.chunks_total(), 1);
 }
 
+TEST_P(StoreConformance, JobIdOfAnotherSweepIsAlreadyExistsAndStoresNothing) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("a", 2, 1)));
+  NewSweep b = MakeSweep("b", 3, 1);
+  b.jobs[2].job_id = "a-1";
+  EXPECT_THAT(store_->CreateSweep(b), StatusIs(absl::StatusCode::kAlreadyExists, "a-1"));
+  EXPECT_THAT(store_->GetSweep("b").status(), StatusIs(absl::StatusCode::kNotFound, "b"));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs("", JobState::JOB_STATE_UNSPECIFIED));
+  EXPECT_EQ(jobs.size(), 2u);
+}
+
+// More jobs than one statement inserts at once (PostgreSQL batches them):
+// creation order is kept across the batches, in listings and leases.
+TEST_P(StoreConformance, LargeSweepKeepsCreationOrder) {
+  constexpr int kJobs = 1203;
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("big", kJobs, 1)));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs("big", JobState::JOB_STATE_UNSPECIFIED));
+  ASSERT_EQ(jobs.size(), static_cast<size_t>(kJobs));
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_EQ(jobs[i].job_id(), "big-" + std::to_string(i));
+    ASSERT_EQ(jobs[i].spec().seed(), i);
+  }
+  LF_ASSERT_OK_AND_ASSIGN(
+      jobs, store_->ListJobs(JobFilter{"big", JobState::JOB_STATE_UNSPECIFIED, "big-499", 3}));
+  ASSERT_EQ(jobs.size(), 3u);
+  EXPECT_EQ(jobs[0].job_id(), "big-500");
+  EXPECT_EQ(jobs[2].job_id(), "big-502");
+  LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->GetSweep("big"));
+  EXPECT_EQ(sweep.jobs_queued(), kJobs);
+  EXPECT_EQ(MustLease("w", 0).job.job_id(), "big-0");
+  EXPECT_EQ(MustLease("w", 0).job.job_id(), "big-1");
+}
+
 TEST_P(StoreConformance, ReopenKeepsEverything) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 2)));
   Lease lease = MustLease("w", 0);
