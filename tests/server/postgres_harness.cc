@@ -254,6 +254,13 @@ PostgresServer::~PostgresServer() {
   }
 }
 
+std::string PostgresServer::Log() const {
+  std::ifstream in(dir_ + "/server.log");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 std::string PostgresServer::Url(const std::string& database) const {
   return absl::StrCat("postgresql://lf@127.0.0.1:", port_, "/", database);
 }

@@ -37,6 +37,8 @@ class PostgresServer {
   // Runs `sql` on `database`; the first column of the first row ("" when
   // none), for tests that look behind the store.
   absl::StatusOr<std::string> Query(const std::string& database, const std::string& sql);
+  // What initdb and the server logged so far.
+  std::string Log() const;
 
  private:
   PostgresServer() = default;
