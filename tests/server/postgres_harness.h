@@ -53,9 +53,10 @@ class PostgresServer {
 // A status when it cannot start (the message says why: no binaries, ...).
 absl::StatusOr<PostgresServer*> SharedPostgres();
 
-// A URL of a database of the shared server, created on the first call with
-// a given key (the conformance suite's per-test directory): a fresh
-// database per test, the same one again for the same key.
+// A URL of a database of the shared server, fresh on the first call with a
+// given key (the conformance suite's per-test directory; the first key gets
+// the new cluster's empty `postgres` database, later ones a created one),
+// the same one again for the same key.
 absl::StatusOr<std::string> PostgresUrlFor(const std::string& key);
 
 }  // namespace layerflow::server::testing
