@@ -306,11 +306,14 @@ constexpr Tolerance kTolerances[] = {
     // 2x its measurement. 01c367a passed the energy entry at 0.51x.
     {"mamba", "fp32", "cosine", 1.3e-05, 0},  // 6.4e-06, 1.3
     {"mamba", "fp32", "cosine_tokens", 0.0021, 0},  // 0.001, 0.0341
-    {"mamba", "fp32", "dispersion", 2.1e-07, 2.1e-07},  // 2.1e-07, 1.03e-05
+    // 297a416 (the same rows as 01c367a, whose failing cosine hid these):
+    // token_dispersion layer 47 at 1.11x and spectrum_dsf_mean_log layer 47
+    // at 1.26x the entries then; each now 2x its measurement.
+    {"mamba", "fp32", "dispersion", 4.7e-07, 4.7e-07},  // 4.7e-07, 1.11
     {"mamba", "fp32", "energy", 4.2e-06, 0.0012},  // 1.4e-05 at step_energy, 0.51
     {"mamba", "fp32", "cka", 2.6e-05, 0},  // 1.3e-05, 0.00129
     {"mamba", "fp32", "spectrum_frac", 1.1e-05, 0},  // 5.3e-06, 0.000533
-    {"mamba", "fp32", "spectrum_mean_log", 3e-06, 3e-05},  // 0.00014, 0.00148
+    {"mamba", "fp32", "spectrum_mean_log", 7.6e-06, 7.6e-05},  // 0.00035, 1.26
     {"mamba", "fp32", "spectrum_quantile", 5.2e-05, 5.2e-05},  // 0.003, 0.00256
     {"mamba", "fp32", "spectrum_extreme", 0.009, 0.009},  // 2.1, 0.448
     {"mamba", "fp32", "features", 0, 0.018},  // 2026-12-02 run (fp32 files): 0.0091
