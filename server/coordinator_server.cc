@@ -5,14 +5,21 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc_limits.h"
 #include "common/status_macros.h"
 #include "server/artifacts/artifact_store.h"
+#include "server/auth/authorizer.h"
+#include "server/auth/token_store.h"
 #include "server/core/coordinator_core.h"
 #include "server/metrics/metrics.h"
 #include "server/service/coordinator_service.h"
@@ -60,6 +67,15 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "options.quarantine_after: ", o.quarantine_after, " is negative"));
   }
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "options.tls_cert_file / tls_key_file: give both (TLS) or neither (plaintext)");
+  }
+  if (!o.tls_client_ca_file.empty() && o.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "options.tls_client_ca_file: client certificates need TLS (tls_cert_file, "
+        "tls_key_file)");
+  }
   // A heartbeat interval at or above the TTL lets healthy leases lapse.
   if (o.heartbeat_interval_ms >= o.lease_ttl_ms) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -69,16 +85,62 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ReadPemFile(absl::string_view what, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(what, ": cannot read '", path, "'"));
+  }
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (bytes.str().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": '", path, "' is empty"));
+  }
+  return bytes.str();
+}
+
+// Plaintext, or TLS with the options' certificate; with a client CA the
+// server asks for a client certificate and verifies the one it gets, but
+// lets a client without one in (the CLI): the Authorizer then refuses it
+// the worker RPCs.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const CoordinatorOptions& o) {
+  if (o.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      o.tls_client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                   : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  LF_ASSIGN_OR_RETURN(pair.private_key, ReadPemFile("--tls-key", o.tls_key_file));
+  LF_ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile("--tls-cert", o.tls_cert_file));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!o.tls_client_ca_file.empty()) {
+    LF_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPemFile("--tls-client-ca", o.tls_client_ca_file));
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// "127.0.0.1:7531", "localhost:1", "[::1]:2": only this host can connect.
+bool IsLoopbackAddress(absl::string_view address) {
+  absl::string_view host = address;
+  if (absl::ConsumePrefix(&host, "[")) {
+    host = host.substr(0, host.find(']'));
+  } else if (size_t colon = host.rfind(':'); colon != absl::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
 class CoordinatorServerImpl final : public CoordinatorServer {
  public:
   CoordinatorServerImpl(std::unique_ptr<Metrics> metrics,
                         std::unique_ptr<CoordinatorCore> core,
-                        std::unique_ptr<artifacts::ArtifactStore> artifacts)
+                        std::unique_ptr<artifacts::ArtifactStore> artifacts,
+                        std::unique_ptr<auth::Authorizer> authorizer)
       : metrics_(std::move(metrics)),
         core_(std::move(core)),
         artifacts_(std::move(artifacts)),
-        coordinator_service_(core_.get()),
-        worker_service_(core_.get(), artifacts_.get()) {}
+        authorizer_(std::move(authorizer)),
+        coordinator_service_(core_.get(), authorizer_.get()),
+        worker_service_(core_.get(), artifacts_.get(), authorizer_.get()) {}
 
   ~CoordinatorServerImpl() override {
     Shutdown();
@@ -86,12 +148,13 @@ class CoordinatorServerImpl final : public CoordinatorServer {
     // the services, the services before the core, the core before metrics.
   }
 
-  absl::Status Listen(const std::string& address) {
+  absl::Status Listen(const std::string& address,
+                      std::shared_ptr<grpc::ServerCredentials> credentials) {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     builder.SetMaxReceiveMessageSize(kMaxChunkMessageBytes);
-    builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(address, std::move(credentials), &port_);
     builder.RegisterService(&coordinator_service_);
     builder.RegisterService(&worker_service_);
     server_ = builder.BuildAndStart();
@@ -141,6 +204,7 @@ class CoordinatorServerImpl final : public CoordinatorServer {
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<CoordinatorCore> core_;
   std::unique_ptr<artifacts::ArtifactStore> artifacts_;
+  std::unique_ptr<auth::Authorizer> authorizer_;  // before the services that use it
   CoordinatorService coordinator_service_;
   WorkerService worker_service_;
   std::unique_ptr<web::ResultsSite> site_;
@@ -210,9 +274,44 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                       artifacts::ArtifactStore::Open(artifact_options));
   auto core = std::make_unique<CoordinatorCore>(
       std::move(store), core_options, SystemUnixMillis, metrics.get());
+  std::unique_ptr<auth::TokenStore> tokens;
+  if (!options.auth_db_path.empty()) {
+    LF_ASSIGN_OR_RETURN(tokens, auth::OpenSqliteTokenStore(options.auth_db_path));
+  }
+  LF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                      MakeServerCredentials(options));
+  // Said once, at start, whatever starts the coordinator (the binary, the
+  // CLI's embedded `layerflow run`, tests): whether anybody who reaches
+  // the port may do everything.
+  const bool tls = !options.tls_cert_file.empty();
+  if (tokens == nullptr) {
+    std::cerr << "layerflow-coordinator: authentication is off (no --auth-db): every "
+                 "client that reaches "
+              << options.listen_address
+              << " may submit, read and cancel any sweep and act as a worker" << std::endl;
+    if (!IsLoopbackAddress(options.listen_address)) {
+      std::cerr << "layerflow-coordinator: WARNING: authentication is off and "
+                << options.listen_address
+                << " is not a loopback address; start with --auth-db (docs/operations.md, "
+                   "\"Tokens and TLS\")"
+                << std::endl;
+    }
+  } else {
+    std::cerr << "layerflow-coordinator: authentication on: tokens in "
+              << options.auth_db_path << std::endl;
+  }
+  std::cerr << "layerflow-coordinator: gRPC "
+            << (tls ? "over TLS" : "in plaintext")
+            << (options.tls_client_ca_file.empty() ? ""
+                                                   : ", worker calls need a client certificate")
+            << std::endl;
+  auto authorizer = std::make_unique<auth::Authorizer>(
+      std::move(tokens),
+      auth::AuthorizerOptions{.require_worker_client_certificate =
+                                  !options.tls_client_ca_file.empty()});
   auto server = std::make_unique<CoordinatorServerImpl>(
-      std::move(metrics), std::move(core), std::move(artifact_store));
-  LF_RETURN_IF_ERROR(server->Listen(options.listen_address));
+      std::move(metrics), std::move(core), std::move(artifact_store), std::move(authorizer));
+  LF_RETURN_IF_ERROR(server->Listen(options.listen_address, std::move(credentials)));
   if (!options.http_address.empty()) {
     LF_RETURN_IF_ERROR(server->ServeResultsPage(options.http_address));
   }

@@ -47,6 +47,18 @@ struct CoordinatorOptions {
   int64_t artifact_quota_bytes = int64_t{64} << 30;  // 64 GiB
   // Bytes of one artifact; 0 = unlimited.
   int64_t artifact_max_bytes = int64_t{4} << 30;  // 4 GiB
+  // Authentication (server/auth): the SQLite file of users and token
+  // hashes (`layerflow-coordinator tokens ...` fills it). Empty (the
+  // default): authentication off, every caller may do everything, which
+  // Start logs.
+  std::string auth_db_path;
+  // TLS on the gRPC port: PEM certificate chain and private key files.
+  // Both empty: plaintext. Both or neither.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // PEM CA bundle: clients may present a certificate signed by it, and
+  // worker RPCs must (with auth on: UNAUTHENTICATED otherwise). Needs TLS.
+  std::string tls_client_ca_file;
 };
 
 // The admin's view of the pool, straight from the database (a running

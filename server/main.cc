@@ -8,6 +8,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/auth/token_store.h"
 #include "server/coordinator_server.h"
 #include "common/worker_process.h"
 
@@ -39,8 +42,69 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << (o.artifact_quota_bytes == 0 ? " (unlimited)" : "")
             << "\n  artifact_max_bytes    " << o.artifact_max_bytes
             << (o.artifact_max_bytes == 0 ? " (unlimited)" : "")
+            << "\n  auth_db               "
+            << (o.auth_db_path.empty() ? "(authentication off)" : o.auth_db_path)
+            << "\n  tls_cert / tls_key    "
+            << (o.tls_cert_file.empty() ? "(plaintext)" : o.tls_cert_file + " / " + o.tls_key_file)
+            << "\n  tls_client_ca         "
+            << (o.tls_client_ca_file.empty() ? "(none)" : o.tls_client_ca_file)
             << "\n  embedded_worker       " << (embedded_worker ? "yes" : "no")
             << std::endl;
+}
+
+// `layerflow-coordinator tokens create|list|revoke`: offline on the
+// --auth-db file, like --list-workers on --db (a running coordinator reads
+// the file on every call, so a revocation takes effect at once).
+int AdministerTokens(const std::string& auth_db, const std::string& action,
+                     const std::string& user, const std::string& role_name,
+                     const std::string& token_id) {
+  namespace auth = layerflow::server::auth;
+  if (auth_db.empty()) {
+    std::cerr << "layerflow-coordinator: tokens: --auth-db FILE is required" << std::endl;
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<auth::TokenStore>> store = auth::OpenSqliteTokenStore(auth_db);
+  if (!store.ok()) {
+    std::cerr << "layerflow-coordinator: " << store.status() << std::endl;
+    return 1;
+  }
+  if (action == "create") {
+    absl::StatusOr<auth::Role> role = auth::ParseRole(role_name);
+    if (!role.ok()) {
+      std::cerr << "layerflow-coordinator: " << role.status() << std::endl;
+      return 2;
+    }
+    absl::StatusOr<auth::NewToken> made = (*store)->CreateToken(user, *role);
+    if (!made.ok()) {
+      std::cerr << "layerflow-coordinator: " << made.status() << std::endl;
+      return 1;
+    }
+    std::cerr << "created token " << made->record.id << " for " << made->record.user
+              << " (role " << auth::RoleName(made->record.role)
+              << "); it is shown only now, only its SHA-256 is kept:" << std::endl;
+    std::cout << made->token << std::endl;
+    return 0;
+  }
+  if (action == "revoke") {
+    if (absl::Status s = (*store)->RevokeToken(token_id); !s.ok()) {
+      std::cerr << "layerflow-coordinator: " << s << std::endl;
+      return 1;
+    }
+    std::cerr << "revoked token " << token_id << std::endl;
+    return 0;
+  }
+  absl::StatusOr<std::vector<auth::TokenRecord>> tokens = (*store)->ListTokens();
+  if (!tokens.ok()) {
+    std::cerr << "layerflow-coordinator: " << tokens.status() << std::endl;
+    return 1;
+  }
+  for (const auth::TokenRecord& t : *tokens) {
+    std::cout << t.id << " " << t.user << " " << auth::RoleName(t.role) << " created "
+              << absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::FromUnixMillis(t.created_unix_ms),
+                                  absl::UTCTimeZone())
+              << (t.revoked_unix_ms != 0 ? " revoked" : " live") << "\n";
+  }
+  return 0;
 }
 
 }  // namespace
@@ -118,9 +182,41 @@ int main(int argc, char** argv) {
                  "bytes of one artifact (0: unlimited)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--auth-db", options.auth_db_path,
+                 "SQLite file of users and token hashes: turns authentication on "
+                 "(every call needs 'authorization: Bearer <token>'); default: off");
+  app.add_option("--tls-cert", options.tls_cert_file,
+                 "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+  app.add_option("--tls-key", options.tls_key_file, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", options.tls_client_ca_file,
+                 "PEM CA bundle: worker calls must present a client certificate it "
+                 "signed (needs --tls-cert)");
+  std::string token_user, token_role = "user", token_id;
+  CLI::App* tokens = app.add_subcommand(
+      "tokens", "manage API tokens in the --auth-db file, then exit");
+  tokens->require_subcommand(1);
+  tokens->fallthrough();
+  CLI::App* tokens_create = tokens->add_subcommand(
+      "create", "create a token and print it (shown once; only its hash is kept)");
+  tokens_create->add_option("--user", token_user, "who the token speaks for")->required();
+  tokens_create->add_option("--role", token_role, "user, worker or admin")
+      ->capture_default_str();
+  tokens_create->fallthrough();
+  CLI::App* tokens_list =
+      tokens->add_subcommand("list", "print every token: id, user, role, created, live/revoked");
+  tokens_list->fallthrough();
+  CLI::App* tokens_revoke = tokens->add_subcommand("revoke", "revoke a token by id");
+  tokens_revoke->add_option("ID", token_id, "token id (from `tokens list`)")->required();
+  tokens_revoke->fallthrough();
   app.add_flag("--embedded-worker", embedded_worker,
                "also start a worker on the local CPU/GPUs (a layerflow-worker child process)");
   CLI11_PARSE(app, argc, argv);
+  if (tokens->parsed()) {
+    const std::string action = tokens_create->parsed()   ? "create"
+                               : tokens_revoke->parsed() ? "revoke"
+                                                         : "list";
+    return AdministerTokens(options.auth_db_path, action, token_user, token_role, token_id);
+  }
   if (list_workers || !release_worker.empty()) {
     absl::StatusOr<std::string> report =
         layerflow::server::AdministerWorkers(options.db_path, release_worker);

@@ -6,6 +6,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
+#include "server/service/failed_reactors.h"
 #include "server/service/status_conversion.h"
 
 namespace layerflow::server {
@@ -178,8 +179,17 @@ void WatchHub::Run() {
   }
 }
 
-CoordinatorService::CoordinatorService(CoordinatorCore* core)
-    : core_(core), hub_(std::make_unique<WatchHub>(core)) {}
+namespace {
+const auth::Authorizer& AuthOff() {
+  static const auth::Authorizer* off = new auth::Authorizer();
+  return *off;
+}
+}  // namespace
+
+CoordinatorService::CoordinatorService(CoordinatorCore* core, const auth::Authorizer* auth)
+    : core_(core),
+      auth_(auth != nullptr ? auth : &AuthOff()),
+      hub_(std::make_unique<WatchHub>(core)) {}
 
 CoordinatorService::~CoordinatorService() = default;
 
@@ -189,7 +199,13 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(
     grpc::CallbackServerContext* context, const v1::SubmitSweepRequest* request,
     v1::SubmitSweepResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_ASSIGN_OR_RETURN(const auth::Identity who,
+                        auth_->Authorize(*context, auth::Rpc::kSubmitSweep));
     LF_ASSIGN_OR_RETURN(*response, core_->SubmitSweep(request->spec()));
+    // The sweep is stored; should the owner row fail, only admins can
+    // reach it, which the error says.
+    LF_RETURN_IF_ERROR(auth_->RecordOwner(who, auth::OwnedKind::kSweep, response->sweep_id()))
+        << "sweep " << response->sweep_id() << " stored, but its owner not";
     return absl::OkStatus();
   }());
 }
@@ -198,6 +214,8 @@ grpc::ServerUnaryReactor* CoordinatorService::GetSweep(
     grpc::CallbackServerContext* context, const v1::GetSweepRequest* request,
     v1::Sweep* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kGetSweep, {.sweep_id = request->sweep_id()}).status());
     LF_ASSIGN_OR_RETURN(*response, core_->GetSweep(request->sweep_id()));
     return absl::OkStatus();
   }());
@@ -207,6 +225,8 @@ grpc::ServerUnaryReactor* CoordinatorService::ListJobs(
     grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
     v1::ListJobsResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kListJobs, {.sweep_id = request->sweep_id()}).status());
     LF_ASSIGN_OR_RETURN(*response, core_->ListJobs(*request));
     return absl::OkStatus();
   }());
@@ -216,6 +236,8 @@ grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(
     grpc::CallbackServerContext* context, const v1::CancelSweepRequest* request,
     v1::Sweep* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kCancelSweep, {.sweep_id = request->sweep_id()}).status());
     LF_ASSIGN_OR_RETURN(*response, core_->CancelSweep(request->sweep_id()));
     return absl::OkStatus();
   }());
@@ -225,14 +247,22 @@ grpc::ServerUnaryReactor* CoordinatorService::RetrySweep(
     grpc::CallbackServerContext* context, const v1::RetrySweepRequest* request,
     v1::Sweep* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kRetrySweep, {.sweep_id = request->sweep_id()}).status());
     LF_ASSIGN_OR_RETURN(*response, core_->RetrySweep(request->sweep_id()));
     return absl::OkStatus();
   }());
 }
 
 grpc::ServerWriteReactor<v1::Sweep>* CoordinatorService::WatchSweep(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::WatchSweepRequest* request) {
+  if (absl::Status allowed =
+          auth_->Authorize(*context, auth::Rpc::kWatchSweep, {.sweep_id = request->sweep_id()})
+              .status();
+      !allowed.ok()) {
+    return new FailedWriteReactor<v1::Sweep>(ToGrpcStatus(allowed));
+  }
   return new WatchReactor(core_, hub_.get(), request->sweep_id());
 }
 
@@ -241,6 +271,8 @@ grpc::ServerUnaryReactor* CoordinatorService::QueryResults(
     const v1::QueryResultsRequest* request,
     v1::QueryResultsResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kQueryResults, {.sweep_id = request->sweep_id()}).status());
     LF_ASSIGN_OR_RETURN(*response, core_->QueryResults(*request));
     return absl::OkStatus();
   }());

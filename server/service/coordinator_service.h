@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "layerflow/v1/coordinator.grpc.pb.h"
+#include "server/auth/authorizer.h"
 #include "server/core/coordinator_core.h"
 
 namespace layerflow::server {
@@ -15,8 +16,9 @@ class WatchHub;
 class CoordinatorService final
     : public layerflow::v1::Coordinator::CallbackService {
  public:
-  // `core` must outlive the service.
-  explicit CoordinatorService(CoordinatorCore* core);
+  // `core` and `auth` must outlive the service. Every handler starts with
+  // auth->Authorize; null: authentication off.
+  explicit CoordinatorService(CoordinatorCore* core, const auth::Authorizer* auth = nullptr);
   ~CoordinatorService() override;
 
   // Ends every open WatchSweep stream (UNAVAILABLE) and refuses new ones;
@@ -56,6 +58,7 @@ class CoordinatorService final
 
  private:
   CoordinatorCore* const core_;
+  const auth::Authorizer* const auth_;
   std::unique_ptr<WatchHub> hub_;
 };
 

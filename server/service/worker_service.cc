@@ -3,6 +3,7 @@
 #include "common/api_limits.h"
 #include "common/status_macros.h"
 #include "server/core/request_limits.h"
+#include "server/service/failed_reactors.h"
 #include "server/service/status_conversion.h"
 
 namespace layerflow::server {
@@ -13,9 +14,9 @@ namespace v1 = ::layerflow::v1;
 class StreamResultsReactor final
     : public grpc::ServerReadReactor<v1::ResultChunk> {
  public:
-  StreamResultsReactor(CoordinatorCore* core,
-                       v1::StreamResultsResponse* response)
-      : core_(core), response_(response) {
+  StreamResultsReactor(CoordinatorCore* core, const auth::Authorizer* auth,
+                       auth::Identity who, v1::StreamResultsResponse* response)
+      : core_(core), auth_(auth), who_(std::move(who)), response_(response) {
     StartRead(&chunk_);
   }
 
@@ -23,6 +24,13 @@ class StreamResultsReactor final
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client half-closed (or went away): done
       Finish(grpc::Status::OK);
+      return;
+    }
+    // Each chunk names its lease: it must be the caller's.
+    if (absl::Status allowed = auth_->CheckAccess(who_, auth::Rpc::kStreamResults,
+                                                  {.lease_id = chunk_.lease_id()});
+        !allowed.ok()) {
+      Finish(ToGrpcStatus(allowed));
       return;
     }
     absl::StatusOr<CommitResult> result = core_->CommitChunk(chunk_);
@@ -41,6 +49,8 @@ class StreamResultsReactor final
 
  private:
   CoordinatorCore* const core_;
+  const auth::Authorizer* const auth_;
+  const auth::Identity who_;
   v1::StreamResultsResponse* const response_;
   v1::ResultChunk chunk_;
 };
@@ -56,8 +66,11 @@ class UploadArtifactReactor final
     : public grpc::ServerReadReactor<v1::ArtifactChunk> {
  public:
   UploadArtifactReactor(CoordinatorCore* core, artifacts::ArtifactStore* store,
+                        const auth::Authorizer* auth, auth::Identity who,
                         v1::ArtifactInfo* response)
-      : session_(store,
+      : auth_(auth),
+        who_(std::move(who)),
+        session_(store,
                  [core](const std::string& job_id, const std::string& lease_id) {
                    return core->CheckLease(job_id, lease_id);
                  }),
@@ -72,6 +85,20 @@ class UploadArtifactReactor final
       Finish(ToGrpcStatus(info.status()));
       return;
     }
+    if (first_) {
+      // The first message names job, lease and artifact: the lease must be
+      // the uploader's and the name under its job's folder (the session
+      // then checks that the lease is the job's live one).
+      first_ = false;
+      if (absl::Status allowed = auth_->CheckAccess(who_, auth::Rpc::kUploadArtifact,
+                                                    {.lease_id = chunk_.lease_id(),
+                                                     .job_id = chunk_.job_id(),
+                                                     .artifact_name = chunk_.name()});
+          !allowed.ok()) {
+        Finish(ToGrpcStatus(allowed));
+        return;
+      }
+    }
     if (absl::Status s = session_.OnChunk(chunk_); !s.ok()) {
       Finish(ToGrpcStatus(s));
       return;
@@ -82,6 +109,9 @@ class UploadArtifactReactor final
   void OnDone() override { delete this; }
 
  private:
+  const auth::Authorizer* const auth_;
+  const auth::Identity who_;
+  bool first_ = true;
   artifacts::UploadSession session_;
   v1::ArtifactInfo* const response_;
   v1::ArtifactChunk chunk_;
@@ -134,14 +164,25 @@ class DownloadArtifactReactor final
   v1::ArtifactChunk chunk_;
 };
 
+const auth::Authorizer& AuthOff() {
+  static const auth::Authorizer* off = new auth::Authorizer();
+  return *off;
+}
+
 }  // namespace
+
+WorkerService::WorkerService(CoordinatorCore* core, artifacts::ArtifactStore* artifacts,
+                             const auth::Authorizer* auth)
+    : core_(core), artifacts_(artifacts), auth_(auth != nullptr ? auth : &AuthOff()) {}
 
 grpc::ServerUnaryReactor* WorkerService::RegisterWorker(
     grpc::CallbackServerContext* context, const v1::RegisterWorkerRequest* request,
     v1::RegisterWorkerResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_ASSIGN_OR_RETURN(const auth::Identity who,
+                        auth_->Authorize(*context, auth::Rpc::kRegisterWorker));
     LF_ASSIGN_OR_RETURN(*response, core_->RegisterWorker(*request));
-    return absl::OkStatus();
+    return auth_->RecordOwner(who, auth::OwnedKind::kWorker, response->worker_id());
   }());
 }
 
@@ -149,7 +190,15 @@ grpc::ServerUnaryReactor* WorkerService::LeaseJob(
     grpc::CallbackServerContext* context, const v1::LeaseJobRequest* request,
     v1::LeaseJobResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_ASSIGN_OR_RETURN(
+        const auth::Identity who,
+        auth_->Authorize(*context, auth::Rpc::kLeaseJob, {.worker_id = request->worker_id()}));
     LF_ASSIGN_OR_RETURN(*response, core_->LeaseJob(*request));
+    // Later calls under this lease (results, artifacts) must come from the
+    // same principal.
+    if (response->leased()) {
+      LF_RETURN_IF_ERROR(auth_->RecordOwner(who, auth::OwnedKind::kLease, response->lease_id()));
+    }
     return absl::OkStatus();
   }());
 }
@@ -158,25 +207,39 @@ grpc::ServerUnaryReactor* WorkerService::Heartbeat(
     grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
     v1::HeartbeatResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(auth_->Authorize(*context, auth::Rpc::kHeartbeat,
+                                        {.worker_id = request->worker_id(),
+                                         .lease_id = request->lease_id()})
+                           .status());
     LF_ASSIGN_OR_RETURN(*response, core_->Heartbeat(*request));
     return absl::OkStatus();
   }());
 }
 
 grpc::ServerReadReactor<v1::ResultChunk>* WorkerService::StreamResults(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     v1::StreamResultsResponse* response) {
-  return new StreamResultsReactor(core_, response);
+  absl::StatusOr<auth::Identity> who = auth_->Authorize(*context, auth::Rpc::kStreamResults);
+  if (!who.ok()) return new FailedReadReactor<v1::ResultChunk>(ToGrpcStatus(who.status()));
+  return new StreamResultsReactor(core_, auth_, *std::move(who), response);
 }
 
 grpc::ServerUnaryReactor* WorkerService::CompleteJob(
     grpc::CallbackServerContext* context, const v1::CompleteJobRequest* request,
     v1::CompleteJobResponse* /*response*/) {
-  return FinishUnary(context, core_->CompleteJob(*request));
+  return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kCompleteJob, {.lease_id = request->lease_id()}).status());
+    LF_RETURN_IF_ERROR(core_->CompleteJob(*request));
+    auth_->ForgetLease(request->lease_id());
+    return absl::OkStatus();
+  }());
 }
 
 grpc::ServerReadReactor<v1::ArtifactChunk>* WorkerService::UploadArtifact(
-    grpc::CallbackServerContext* /*context*/, v1::ArtifactInfo* response) {
+    grpc::CallbackServerContext* context, v1::ArtifactInfo* response) {
+  absl::StatusOr<auth::Identity> who = auth_->Authorize(*context, auth::Rpc::kUploadArtifact);
+  if (!who.ok()) return new FailedReadReactor<v1::ArtifactChunk>(ToGrpcStatus(who.status()));
   if (artifacts_ == nullptr) {
     // A reactor that fails at once; the client's messages are never read.
     class Unimplemented final : public grpc::ServerReadReactor<v1::ArtifactChunk> {
@@ -186,12 +249,18 @@ grpc::ServerReadReactor<v1::ArtifactChunk>* WorkerService::UploadArtifact(
     };
     return new Unimplemented();
   }
-  return new UploadArtifactReactor(core_, artifacts_, response);
+  return new UploadArtifactReactor(core_, artifacts_, auth_, *std::move(who), response);
 }
 
 grpc::ServerWriteReactor<v1::ArtifactChunk>* WorkerService::DownloadArtifact(
-    grpc::CallbackServerContext* /*context*/,
+    grpc::CallbackServerContext* context,
     const v1::DownloadArtifactRequest* request) {
+  if (absl::Status allowed = auth_->Authorize(*context, auth::Rpc::kDownloadArtifact,
+                                              {.worker_id = request->worker_id()})
+                                 .status();
+      !allowed.ok()) {
+    return new FailedWriteReactor<v1::ArtifactChunk>(ToGrpcStatus(allowed));
+  }
   return new DownloadArtifactReactor(core_, artifacts_, *request);
 }
 
@@ -199,6 +268,9 @@ grpc::ServerUnaryReactor* WorkerService::ListArtifacts(
     grpc::CallbackServerContext* context, const v1::ListArtifactsRequest* request,
     v1::ListArtifactsResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(auth_->Authorize(*context, auth::Rpc::kListArtifacts,
+                                        {.worker_id = request->worker_id()})
+                           .status());
     if (artifacts_ == nullptr) return NoArtifactStore();
     LF_RETURN_IF_ERROR(core_->TouchWorker(request->worker_id()));
     LF_RETURN_IF_ERROR(
@@ -216,13 +288,25 @@ grpc::ServerUnaryReactor* WorkerService::ListArtifacts(
 grpc::ServerUnaryReactor* WorkerService::ReleaseJob(
     grpc::CallbackServerContext* context, const v1::ReleaseJobRequest* request,
     v1::ReleaseJobResponse* /*response*/) {
-  return FinishUnary(context, core_->ReleaseJob(*request));
+  return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kReleaseJob, {.lease_id = request->lease_id()}).status());
+    LF_RETURN_IF_ERROR(core_->ReleaseJob(*request));
+    auth_->ForgetLease(request->lease_id());
+    return absl::OkStatus();
+  }());
 }
 
 grpc::ServerUnaryReactor* WorkerService::FailJob(
     grpc::CallbackServerContext* context, const v1::FailJobRequest* request,
     v1::FailJobResponse* /*response*/) {
-  return FinishUnary(context, core_->FailJob(*request));
+  return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kFailJob, {.lease_id = request->lease_id()}).status());
+    LF_RETURN_IF_ERROR(core_->FailJob(*request));
+    auth_->ForgetLease(request->lease_id());
+    return absl::OkStatus();
+  }());
 }
 
 }  // namespace layerflow::server

@@ -4,6 +4,7 @@
 
 #include "layerflow/v1/worker.grpc.pb.h"
 #include "server/artifacts/artifact_store.h"
+#include "server/auth/authorizer.h"
 #include "server/core/coordinator_core.h"
 
 namespace layerflow::server {
@@ -11,11 +12,14 @@ namespace layerflow::server {
 class WorkerService final
     : public layerflow::v1::WorkerProtocol::CallbackService {
  public:
-  // `core` and `artifacts` must outlive the service. Without an artifact
-  // store the artifact RPCs answer UNIMPLEMENTED.
+  // `core`, `artifacts` and `auth` must outlive the service. Without an
+  // artifact store the artifact RPCs answer UNIMPLEMENTED. Every handler
+  // starts with auth->Authorize (role worker or admin; worker ids and
+  // leases bound to the principal that registered or leased them); null:
+  // authentication off.
   explicit WorkerService(CoordinatorCore* core,
-                         artifacts::ArtifactStore* artifacts = nullptr)
-      : core_(core), artifacts_(artifacts) {}
+                         artifacts::ArtifactStore* artifacts = nullptr,
+                         const auth::Authorizer* auth = nullptr);
 
   grpc::ServerUnaryReactor* RegisterWorker(
       grpc::CallbackServerContext* context,
@@ -64,6 +68,7 @@ class WorkerService final
  private:
   CoordinatorCore* const core_;
   artifacts::ArtifactStore* const artifacts_;
+  const auth::Authorizer* const auth_;
 };
 
 }  // namespace layerflow::server
