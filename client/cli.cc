@@ -184,6 +184,8 @@ int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client,
 
 struct GlobalFlags {
   std::string coordinator;
+  // --token / LAYERFLOW_TOKEN, --tls-ca (common/channel.h).
+  ChannelSecurity security;
 };
 
 // Where `plot` and `run` put a sweep's figures unless told otherwise.
@@ -255,7 +257,7 @@ int Submit(const CliEnvironment& env, const GlobalFlags& global,
     *env.out << json;
     return kExitOk;
   }
-  CoordinatorClient client(global.coordinator);
+  CoordinatorClient client(global.coordinator, global.security);
   absl::StatusOr<v1::SubmitSweepResponse> response = client.SubmitSweep(*spec);
   if (!response.ok()) return Fail(env, response.status());
   if (quiet) {
@@ -358,7 +360,7 @@ int Watch(const CliEnvironment& env, const GlobalFlags& global,
           const std::string& sweep_id) {
   CallCanceller canceller;
   InterruptWatcher interrupts(&canceller, env.handle_signals);
-  CoordinatorClient client(global.coordinator);
+  CoordinatorClient client(global.coordinator, global.security);
   client.set_canceller(&canceller);
   bool finished = false;
   const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished);
@@ -377,7 +379,7 @@ int Jobs(const CliEnvironment& env, const GlobalFlags& global,
     if (!parsed.ok()) return Fail(env, parsed.status());
     state = *parsed;
   }
-  CoordinatorClient client(global.coordinator);
+  CoordinatorClient client(global.coordinator, global.security);
   absl::StatusOr<std::vector<v1::Job>> jobs = client.ListJobs(sweep_id, state);
   if (!jobs.ok()) return Fail(env, jobs.status());
   *env.out << (timings ? FormatJobTimingsTable(*jobs) : FormatJobsTable(*jobs));
@@ -398,7 +400,7 @@ int Results(const CliEnvironment& env, const GlobalFlags& global,
             const ResultsFlags& flags) {
   absl::StatusOr<OutputFormat> format = ParseOutputFormat(flags.format);
   if (!format.ok()) return Fail(env, format.status());
-  CoordinatorClient client(global.coordinator);
+  CoordinatorClient client(global.coordinator, global.security);
   v1::QueryResultsRequest request;
   request.set_sweep_id(flags.sweep_id);
   request.set_model(flags.model);
@@ -430,7 +432,7 @@ struct PlotFlags {
 
 int Plot(const CliEnvironment& env, const GlobalFlags& global, const PlotFlags& flags) {
   // The rows exactly as `layerflow results` reads them.
-  CoordinatorClient client(global.coordinator);
+  CoordinatorClient client(global.coordinator, global.security);
   v1::QueryResultsRequest request;
   request.set_sweep_id(flags.sweep_id);
   request.set_model(flags.model);
@@ -456,7 +458,7 @@ int Plot(const CliEnvironment& env, const GlobalFlags& global, const PlotFlags& 
 
 int Cancel(const CliEnvironment& env, const GlobalFlags& global,
            const std::string& sweep_id) {
-  CoordinatorClient client(global.coordinator);
+  CoordinatorClient client(global.coordinator, global.security);
   absl::StatusOr<v1::Sweep> sweep = client.CancelSweep(sweep_id);
   if (!sweep.ok()) return Fail(env, sweep.status());
   *env.out << Summary(*sweep) << "\n";
@@ -464,7 +466,7 @@ int Cancel(const CliEnvironment& env, const GlobalFlags& global,
 }
 
 int Retry(const CliEnvironment& env, const GlobalFlags& global, const std::string& sweep_id) {
-  CoordinatorClient client(global.coordinator);
+  CoordinatorClient client(global.coordinator, global.security);
   absl::StatusOr<v1::Sweep> sweep = client.RetrySweep(sweep_id);
   if (!sweep.ok()) return Fail(env, sweep.status());
   *env.out << Summary(*sweep) << "\n";
@@ -501,6 +503,13 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
                  "Coordinator address HOST:PORT")
       ->envname("LAYERFLOW_COORDINATOR")
       ->capture_default_str();
+  app.add_option("--token", global.security.token,
+                 "API token of a coordinator started with --auth-db (from "
+                 "`layerflow-coordinator tokens create`)")
+      ->envname("LAYERFLOW_TOKEN");
+  app.add_option("--tls-ca", global.security.tls_ca_file,
+                 "PEM CA bundle of a coordinator started with --tls-cert: connect over TLS")
+      ->envname("LAYERFLOW_TLS_CA");
 
   std::string submit_file;
   bool dry_run = false;

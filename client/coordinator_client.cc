@@ -46,6 +46,20 @@ CoordinatorClient::CoordinatorClient(std::string address,
                                     }()),
           address, rpc_timeout) {}
 
+CoordinatorClient::CoordinatorClient(std::string address, const ChannelSecurity& security,
+                                     std::chrono::milliseconds rpc_timeout)
+    : address_(std::move(address)), rpc_timeout_(rpc_timeout) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxQueryReplyBytes);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      MakeCoordinatorChannel(address_, security, args);
+  if (channel.ok()) {
+    stub_ = v1::Coordinator::NewStub(*std::move(channel));
+  } else {
+    channel_status_ = channel.status();
+  }
+}
+
 CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
                                      std::string address,
                                      std::chrono::milliseconds rpc_timeout)
@@ -55,6 +69,7 @@ CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
 
 absl::Status CoordinatorClient::Prepare(grpc::ClientContext* context,
                                         bool with_deadline) {
+  if (stub_ == nullptr) return channel_status_;
   if (with_deadline) {
     context->set_deadline(std::chrono::system_clock::now() + rpc_timeout_);
   }

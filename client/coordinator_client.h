@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/channel.h"
 #include "common/grpc_status.h"
 #include "grpcpp/grpcpp.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
@@ -46,6 +47,10 @@ class CoordinatorClient {
   explicit CoordinatorClient(
       std::string address,
       std::chrono::milliseconds rpc_timeout = std::chrono::seconds(30));
+  // TLS and the API token by `security` (common/channel.h); a bad setting
+  // (an unreadable CA file) fails every call with its status.
+  CoordinatorClient(std::string address, const ChannelSecurity& security,
+                    std::chrono::milliseconds rpc_timeout = std::chrono::seconds(30));
   // For tests: an existing channel (e.g. an in-process server's).
   CoordinatorClient(std::shared_ptr<grpc::Channel> channel, std::string address,
                     std::chrono::milliseconds rpc_timeout = std::chrono::seconds(30));
@@ -84,6 +89,7 @@ class CoordinatorClient {
   absl::Status Finish(const grpc::Status& status);
 
   std::string address_;
+  absl::Status channel_status_;  // why there is no channel (stub_ null)
   std::chrono::milliseconds rpc_timeout_;
   std::unique_ptr<v1::Coordinator::Stub> stub_;
   CallCanceller* canceller_ = nullptr;
