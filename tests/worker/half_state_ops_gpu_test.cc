@@ -134,19 +134,27 @@ TEST_P(HalfStateOpsGpu, PointPassMatchesAten) {
       PointPassSpec spec;
       spec.unit = spec.unit_nofirst = spec.plain = true;
       spec.rounded = Float32();
+      if (with_prev) {
+        spec.prev_vec = at::randn({3, s.d}, at::kDouble);
+        spec.prev_vec_rounded = Float32();
+      }
       const PointPassResult want = HalfPointPassAten(cur, prev, spec);
+      PointPassSpec gpu_spec = spec;
+      if (with_prev) gpu_spec.prev_vec = spec.prev_vec.to(kGpu);
       const PointPassResult got =
-          HalfPointPass(cur.to(kGpu), with_prev ? prev.to(kGpu) : at::Tensor(), spec);
+          HalfPointPass(cur.to(kGpu), with_prev ? prev.to(kGpu) : at::Tensor(), gpu_spec);
       EXPECT_LT(MaxRel(got.norm_sq, want.norm_sq), 1e-13);
       EXPECT_EQ(got.prev_dot.defined(), with_prev);
       if (with_prev) {
         EXPECT_LT(MaxRel(got.prev_dot, want.prev_dot), 1e-13);
         EXPECT_LT(MaxRel(got.step_sq, want.step_sq), 1e-13);
+        EXPECT_LT(MaxRel(got.prev_vec_dot, want.prev_vec_dot), 1e-13);
       }
       EXPECT_LT(MaxRel(got.unit_sums, want.unit_sums), 1e-13);
       EXPECT_LT(MaxRel(got.plain_sum, want.plain_sum), 1e-13);
       if (Float32()) {
         EXPECT_LT(MaxRel(got.rounded_sum, want.rounded_sum), 1e-13);
+        EXPECT_LT(MaxRel(got.rounded_norm_sq, want.rounded_norm_sq), 1e-13);
         EXPECT_TRUE(at::equal(got.rounded.to(at::kCPU), want.rounded));
       }
     }

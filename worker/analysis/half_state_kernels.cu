@@ -268,9 +268,14 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
 // too), where separate passes read them once for the norms, again for the
 // unit vectors' sums, again for the means, and a copy made the bf16
 // rounding. kRows: the PassRows' count, a template argument so that the
-// accumulators [kRows][kSlots][kValues] stay in registers.
+// accumulators [kRows][kSlots][kValues] stay in registers. Up to 2 slots a
+// thread (rows of <= 2048 float32 / 4096 bf16 values) two blocks an SM fit
+// in the registers (<= 128 a thread; H200, ptxas: the metrics' variants
+// 108-128, no spills, against 161 for 4 rows uncapped): the pass needs both
+// blocks' loads in flight to approach the HBM rate.
 constexpr int kPassTokens = 2;
 constexpr int kPassMaxSlots = 4;
+static_assert(kPassStats * kPassTokens <= kThreads, "a thread per statistic of a group");
 
 template <typename T>
 __device__ __forceinline__ void StoreRounded(const uint4& v, __nv_bfloat16* out) {
@@ -293,9 +298,10 @@ __device__ __forceinline__ double RoundedToDouble(T x) {
 }
 
 template <typename T, int kSlots, int kRows>
-__global__ void __launch_bounds__(kThreads)
-    PointPassKernel(const T* __restrict__ cur, const T* __restrict__ prev, int64_t n, int64_t d,
-                    int64_t tokens_per_split, PassRows rows, double tiny,
+__global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
+    PointPassKernel(const T* __restrict__ cur, const T* __restrict__ prev,
+                    const double* __restrict__ prev_vec, bool prev_vec_rounded, int64_t n,
+                    int64_t d, int64_t tokens_per_split, PassRows rows, double tiny,
                     double* __restrict__ stats, double* __restrict__ partial,
                     __nv_bfloat16* __restrict__ rounded) {
   constexpr int kValues = kPerLoad<T>;
@@ -306,10 +312,13 @@ __global__ void __launch_bounds__(kThreads)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t slots = d / kValues;
   const bool with_prev = prev != nullptr;
+  const bool with_vec = with_prev && prev_vec != nullptr;
+  const bool rounded_norm = rounded != nullptr;
+  const double* v = with_vec ? prev_vec + b * d : nullptr;
   // Double-buffered by the parity of the token group: group g + 2 writes
   // the buffer group g read only after group g + 1's barrier, which every
   // thread passes after its reads of group g.
-  __shared__ double warp_sums[2][kWarps][3 * kPassTokens];
+  __shared__ double warp_sums[2][kWarps][kPassStats * kPassTokens];
   double acc[kRows > 0 ? kRows : 1][kSlots][kValues] = {};
   int parity = 0;
   for (int64_t t = t0; t < t1; t += kPassTokens, parity ^= 1) {
@@ -326,21 +335,30 @@ __global__ void __launch_bounds__(kThreads)
         pv[u][s] = in && with_prev ? *reinterpret_cast<const uint4*>(prev + offset) : uint4{};
       }
     }
-    double part[kPassTokens][3] = {};
+    double part[kPassTokens][kPassStats] = {};
 #pragma unroll
-    for (int u = 0; u < kPassTokens; ++u) {
+    for (int s = 0; s < kSlots; ++s) {
+      const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
 #pragma unroll
-      for (int s = 0; s < kSlots; ++s) {
-        const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
-        const T* px = reinterpret_cast<const T*>(&pv[u][s]);
+      for (int e = 0; e < kValues; ++e) {
+        // The vector's value, once for the group's tokens (L1 after the
+        // first group: one prompt's d values a block).
+        const double ve = with_vec && slot < slots ? v[slot * kValues + e] : 0.0;
 #pragma unroll
-        for (int e = 0; e < kValues; ++e) {
+        for (int u = 0; u < kPassTokens; ++u) {
+          const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
+          const T* px = reinterpret_cast<const T*>(&pv[u][s]);
           const double x = ToDouble(cx[e]), y = ToDouble(px[e]);
           part[u][0] += x * x;
           if (with_prev) {
             const double step = x - y;  // exact, as in TokenStats
             part[u][1] += x * y;
             part[u][2] += step * step;
+          }
+          if (with_vec) part[u][3] += (prev_vec_rounded ? RoundedToDouble(px[e]) : y) * ve;
+          if (rounded_norm) {
+            const double xr = RoundedToDouble(cx[e]);
+            part[u][4] += xr * xr;
           }
         }
       }
@@ -360,34 +378,26 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int u = 0; u < kPassTokens; ++u) {
 #pragma unroll
-      for (int i = 0; i < 3; ++i) {
-        const double v = WarpSum(part[u][i]);
-        if (lane == 0) warp_sums[parity][warp][u * 3 + i] = v;
+      for (int i = 0; i < kPassStats; ++i) {
+        const double sum = WarpSum(part[u][i]);
+        if (lane == 0) warp_sums[parity][warp][u * kPassStats + i] = sum;
       }
     }
     __syncthreads();
-    double total[kPassTokens][3];
-#pragma unroll
-    for (int u = 0; u < kPassTokens; ++u) {
-#pragma unroll
-      for (int i = 0; i < 3; ++i) {
-        double v = 0;
-        for (int w = 0; w < kWarps; ++w) v += warp_sums[parity][w][u * 3 + i];
-        total[u][i] = v;
-      }
-    }
-    if (tid < 3 * count) {  // the same sum as total[tid / 3][tid % 3], read from shared
-      double v = 0;
-      for (int w = 0; w < kWarps; ++w) v += warp_sums[parity][w][tid];
-      stats[(tid % 3) * tokens + b * n + t + tid / 3] = v;
+    if (tid < kPassStats * count) {  // one statistic of one token a thread
+      double sum = 0;
+      for (int w = 0; w < kWarps; ++w) sum += warp_sums[parity][w][tid];
+      stats[(tid % kPassStats) * tokens + b * n + t + tid / kPassStats] = sum;
     }
     if constexpr (kRows > 0) {
 #pragma unroll
       for (int u = 0; u < kPassTokens; ++u) {
         if (u >= count) break;
         // As the metrics' float64 path: 1 / max(sqrt(|x|^2), tiny), each
-        // step correctly rounded.
-        const double unit = 1.0 / fmax(sqrt(total[u][0]), tiny);
+        // step correctly rounded; |x|^2 summed in the order the stats' is.
+        double norm_sq = 0;
+        for (int w = 0; w < kWarps; ++w) norm_sq += warp_sums[parity][w][u * kPassStats];
+        const double unit = 1.0 / fmax(sqrt(norm_sq), tiny);
         double weight[kRows];
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
@@ -425,34 +435,36 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, int kSlots>
-void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev, int64_t n,
-                       int64_t d, int64_t per_split, const PassRows& rows, double tiny,
-                       double* stats, double* partial, void* rounded, cudaStream_t stream) {
+void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
+                       const double* vec, bool vec_rounded, int64_t n, int64_t d,
+                       int64_t per_split, const PassRows& rows, double tiny, double* stats,
+                       double* partial, void* rounded, cudaStream_t stream) {
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   auto* r = static_cast<__nv_bfloat16*>(rounded);
   switch (k) {
-    case 0: LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 1: LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 2: LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 3: LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
-    default: LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 0: LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 1: LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 2: LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 3: LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    default: LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
   }
 }
 
 template <typename T>
-void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev, int64_t n,
-                       int64_t d, int64_t per_split, const PassRows& rows, double tiny,
-                       double* stats, double* partial, void* rounded, cudaStream_t stream) {
+void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
+                       const double* vec, bool vec_rounded, int64_t n, int64_t d,
+                       int64_t per_split, const PassRows& rows, double tiny, double* stats,
+                       double* partial, void* rounded, cudaStream_t stream) {
   const int64_t slots = d / kPerLoad<T>;
   if (slots <= kThreads) {
-    LaunchPointPassOf<T, 1>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, 1>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
   } else if (slots <= 2 * kThreads) {
-    LaunchPointPassOf<T, 2>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, 2>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
   } else if (slots <= 3 * kThreads) {
-    LaunchPointPassOf<T, 3>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, 3>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
   } else {
-    LaunchPointPassOf<T, kPassMaxSlots>(k, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, kPassMaxSlots>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
   }
 }
 
@@ -710,7 +722,8 @@ int64_t PointPassSplits(int64_t batch, int64_t n) {
   return wanted < most ? (wanted > 1 ? wanted : 1) : most;
 }
 
-cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev, int64_t batch,
+cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
+                            const double* prev_vec, bool prev_vec_rounded, int64_t batch,
                             int64_t n, int64_t d, const PassRows& rows, double tiny,
                             int64_t splits, double* stats, double* partial, void* rounded,
                             cudaStream_t stream) {
@@ -719,7 +732,8 @@ cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev, i
   };
   if (!PointPassFits(type, d) || splits < 1 || rows.count < 0 || rows.count > kMaxWeightRows ||
       (rows.count > 0 && partial == nullptr) || stats == nullptr ||
-      (rounded != nullptr && type != StateType::kFloat32) || !aligned(cur) || !aligned(prev) ||
+      (rounded != nullptr && type != StateType::kFloat32) || (prev_vec != nullptr && prev == nullptr) ||
+      !aligned(cur) || !aligned(prev) ||
       reinterpret_cast<uintptr_t>(rounded) % 8 != 0) {
     return cudaErrorInvalidValue;
   }
@@ -728,13 +742,13 @@ cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev, i
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(batch));
   switch (type) {
     case StateType::kBFloat16:
-      LaunchPointPassOf<__nv_bfloat16>(rows.count, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<__nv_bfloat16>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
       break;
     case StateType::kFloat16:
-      LaunchPointPassOf<__half>(rows.count, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<__half>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
       break;
     case StateType::kFloat32:
-      LaunchPointPassOf<float>(rows.count, grid, cur, prev, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<float>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
       break;
   }
   return LF_LAUNCH_ERROR();

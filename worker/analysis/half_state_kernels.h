@@ -41,7 +41,12 @@ cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
 // before), instead of a pass per quantity. Per token t of prompt b of cur
 // [B, n, d] (prev of the same shape and type, or null):
 //   stats[0][b n + t] = |cur_t|^2, stats[1][..] = prev_t . cur_t,
-//   stats[2][..] = |cur_t - prev_t|^2 (0 without prev), float64 [3, B n];
+//   stats[2][..] = |cur_t - prev_t|^2 (0 without prev),
+//   stats[3][..] = prev_t . v_b for prev_vec v [B, d] float64 (bf16(prev_t)
+//   . v_b with prev_vec_rounded; 0 without: the point before's Gram row
+//   means, which need that point's token mean, known only after its pass),
+//   stats[4][..] = |bf16(cur_t)|^2 where `rounded` is written (else 0),
+//   float64 [kPassStats, B n];
 // per prompt, the token sums of `rows` (PassRows: each weighted and read as
 // below), as per-split partials partial[b, s, r, :] (float64
 // [B, splits, rows.count, d]; the caller sums over s); and, when `rounded`
@@ -66,7 +71,9 @@ bool PointPassFits(StateType type, int64_t d);
 // The token splits for B prompts of n tokens: ~2 thread blocks an SM of an
 // H200, at least 16 tokens a split.
 int64_t PointPassSplits(int64_t batch, int64_t n);
-cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev, int64_t batch,
+inline constexpr int kPassStats = 5;
+cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
+                            const double* prev_vec, bool prev_vec_rounded, int64_t batch,
                             int64_t n, int64_t d, const PassRows& rows, double tiny,
                             int64_t splits, double* stats, double* partial, void* rounded,
                             cudaStream_t stream);

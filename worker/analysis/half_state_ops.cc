@@ -204,6 +204,15 @@ PointPassResult ComposedPointPass(const at::Tensor& cur, const at::Tensor& prev,
   if (spec.rounded) {
     r.rounded = cur.to(at::kBFloat16);
     r.rounded_sum = sums_of(at::ones_like(r.norm_sq).unsqueeze(1), r.rounded).squeeze(1);
+    r.rounded_norm_sq = (aten ? HalfTokenStatsAten(r.rounded, at::Tensor(), at::Tensor())
+                              : HalfTokenStats(r.rounded, at::Tensor(), at::Tensor()))
+                            .norm_sq.contiguous();
+  }
+  if (spec.prev_vec.defined()) {
+    const at::Tensor p = spec.prev_vec_rounded ? prev.to(at::kBFloat16) : prev;
+    r.prev_vec_dot = (aten ? HalfTokenStatsAten(p, at::Tensor(), spec.prev_vec)
+                           : HalfTokenStats(p, at::Tensor(), spec.prev_vec))
+                         .vec_dot.contiguous();
   }
   return r;
 }
@@ -214,6 +223,13 @@ void CheckPointPassInputs(const at::Tensor& cur, const at::Tensor& prev,
   TORCH_CHECK(!spec.rounded || cur.scalar_type() == at::kFloat,
               "analysis: a bf16 rounding of ", cur.scalar_type(),
               " states was asked for (float32 states only)");
+  if (spec.prev_vec.defined()) {
+    TORCH_CHECK(prev.defined(), "analysis: a vector for the point before, but no point before");
+    TORCH_CHECK(!spec.prev_vec_rounded || prev.scalar_type() == at::kFloat,
+                "analysis: a bf16 rounding of ", prev.scalar_type(),
+                " states was asked for (float32 states only)");
+    CheckTokenStatsInputs(prev, at::Tensor(), spec.prev_vec);
+  }
 }
 
 }  // namespace
@@ -249,13 +265,15 @@ PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
       if (spec.rounded) add(cuda_kernels::PassWeight::kOne, true);
       const int64_t splits = cuda_kernels::PointPassSplits(batch, n);
       const auto f64 = c.options().dtype(at::kDouble);
-      at::Tensor stats = at::empty({3, batch, n}, f64);
+      at::Tensor stats = at::empty({cuda_kernels::kPassStats, batch, n}, f64);
+      const at::Tensor v = spec.prev_vec.defined() ? spec.prev_vec.contiguous() : at::Tensor();
       at::Tensor partial =
           rows.count > 0 ? at::empty({batch, splits, rows.count, d}, f64) : at::Tensor();
       PointPassResult r;
       if (spec.rounded) r.rounded = at::empty({batch, n, d}, c.options().dtype(at::kBFloat16));
       CheckLaunch(cuda_kernels::LaunchPointPass(
-                      KernelType(c), c.data_ptr(), p.defined() ? p.data_ptr() : nullptr, batch,
+                      KernelType(c), c.data_ptr(), p.defined() ? p.data_ptr() : nullptr,
+                      v.defined() ? v.data_ptr<double>() : nullptr, spec.prev_vec_rounded, batch,
                       n, d, rows, spec.tiny, splits, stats.data_ptr<double>(),
                       partial.defined() ? partial.data_ptr<double>() : nullptr,
                       spec.rounded ? r.rounded.data_ptr() : nullptr, StreamOf(c)),
@@ -265,6 +283,8 @@ PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
         r.prev_dot = stats[1];
         r.step_sq = stats[2];
       }
+      if (v.defined()) r.prev_vec_dot = stats[3];
+      if (spec.rounded) r.rounded_norm_sq = stats[4];
       if (rows.count > 0) {
         const at::Tensor sums = partial.sum(1);  // [B, k, d]
         const int64_t units = (spec.unit ? 1 : 0) + (spec.unit_nofirst ? 1 : 0);
@@ -394,21 +414,34 @@ at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& 
   return c.to(at::kDouble).square().sum({1, 2});
 }
 
-at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
-                           const at::Tensor& g, const at::Tensor& norm_sq) {
+void HalfGramInto(at::Tensor& out, const at::Tensor& h, const at::Tensor& norm_sq) {
   CheckHalfStates(h, "states");
   const int64_t batch = h.size(0), n = h.size(1);
   TORCH_CHECK(out.dim() == 3 && out.size(0) == batch && out.size(1) == n && out.size(2) == n &&
                   out.scalar_type() == at::kFloat && out.is_contiguous(),
               "analysis: a centred Gram must be contiguous float32 [", batch, ", ", n, ", ", n,
               "], got ", out.sizes());
+  const GramOperands operands = GramOperandsOf(h);
+  HalfGemmInto(out, operands.x, operands.y.transpose(1, 2));
+  SetExactDiagonal(out, h, norm_sq);
+}
+
+at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
+                           const at::Tensor& g, const at::Tensor& norm_sq) {
+  HalfGramInto(out, h, norm_sq);
+  return CentreGram(out, r, g);
+}
+
+at::Tensor CentreGram(at::Tensor& out, const at::Tensor& r, const at::Tensor& g) {
+  const int64_t batch = out.size(0), n = out.size(1);
+  TORCH_CHECK(out.dim() == 3 && out.size(2) == n && out.scalar_type() == at::kFloat &&
+                  out.is_contiguous(),
+              "analysis: a centred Gram must be contiguous float32 [", batch, ", ", n, ", ", n,
+              "], got ", out.sizes());
   TORCH_CHECK(r.sizes() == at::IntArrayRef({batch, n}) && g.sizes() == at::IntArrayRef({batch}) &&
                   r.scalar_type() == at::kDouble && g.scalar_type() == at::kDouble,
               "analysis: Gram row means must be float64 [", batch, ", ", n,
               "] and the grand mean float64 [", batch, "]");
-  const GramOperands operands = GramOperandsOf(h);
-  HalfGemmInto(out, operands.x, operands.y.transpose(1, 2));
-  SetExactDiagonal(out, h, norm_sq);
 #ifdef LF_WITH_CUDA
   if (out.is_cuda()) {
     c10::cuda::CUDAGuard guard(out.device());
@@ -451,6 +484,10 @@ at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b) {
 }
 
 at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
+  return CentredGramProductPartials(a, b).sum(2);
+}
+
+at::Tensor CentredGramProductPartials(const RawGram& a, const RawGram& b) {
   TORCH_CHECK(b.lower.defined() && b.lower.dim() == 3 && b.lower.scalar_type() == at::kFloat,
               "analysis: a raw Gram must be float32 [batch, n, n]");
   TORCH_CHECK(!a.lower.defined() ||
@@ -476,10 +513,10 @@ at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
                     rb.data_ptr<double>(), gb.data_ptr<double>(), batch, n, b.blocks,
                     groups, partial.data_ptr<double>(), StreamOf(kb)),
                 "CentredGramProducts");
-    return partial.sum(2);
+    return partial;
   }
 #endif
-  return CentredGramProductsAten(a, b);
+  return CentredGramProductsAten(a, b).unsqueeze(2);
 }
 
 }  // namespace layerflow::worker

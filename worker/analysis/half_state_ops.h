@@ -68,9 +68,15 @@ struct PointPassSpec {
   bool plain = false;         // sum_t cur_t
   bool rounded = false;       // float32 cur: bf16(cur) kept, and sum_t bf16(cur_t)
   double tiny = 1e-300;
+  // With prev: prev_t . prev_vec_b (float64 [B, d]), of bf16(prev_t) when
+  // prev_vec_rounded: the point before's Gram row means, from its mean.
+  at::Tensor prev_vec;
+  bool prev_vec_rounded = false;
 };
 struct PointPassResult {
   at::Tensor norm_sq, prev_dot, step_sq;  // float64 [B, n]; the prev ones undefined without prev
+  at::Tensor prev_vec_dot;     // float64 [B, n], with prev_vec
+  at::Tensor rounded_norm_sq;  // |bf16(cur_t)|^2 float64 [B, n], with rounded
   at::Tensor unit_sums;    // float64 [B, k, d]: unit, then unit_nofirst, those asked
   at::Tensor plain_sum;    // float64 [B, d]
   at::Tensor rounded;      // bf16 [B, n, d]
@@ -175,6 +181,12 @@ at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks,
 // CUDA that also returns ||C||_F^2 [B] (float64, of the stored entries).
 at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
                            const at::Tensor& g, const at::Tensor& norm_sq = at::Tensor());
+// HalfCentredGram's two steps apart, for a Gram whose row means are known
+// only later (layer_metrics.cc: a point's r comes from the next point's
+// pass): K = h h^T into out (norm_sq as there), and C from K in place,
+// returning ||C||_F^2 [B] (the fused pass on CUDA, CentreGramAten elsewhere).
+void HalfGramInto(at::Tensor& out, const at::Tensor& h, const at::Tensor& norm_sq = at::Tensor());
+at::Tensor CentreGram(at::Tensor& k, const at::Tensor& r, const at::Tensor& g);
 // The centring step alone on any device: raw Grams k (float32) in place,
 // the same float64 arithmetic; returns ||C||_F^2 [B]. The reference of the
 // fused pass.
@@ -184,6 +196,10 @@ at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& 
 // 1 r' + g in float64; `a` may be empty (a.lower undefined; column 0 is then
 // 0). Both Grams have the same shape and blocks.
 at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b);
+// The same before its last sum: float64 [B, 2, G] whose sum over G is
+// CentredGramProducts (G thread blocks' partials on CUDA, 1 elsewhere), so
+// that a caller with many points sums them all in one reduction.
+at::Tensor CentredGramProductPartials(const RawGram& a, const RawGram& b);
 at::Tensor CentredGramProductsAten(const RawGram& a, const RawGram& b);
 
 }  // namespace layerflow::worker

@@ -634,13 +634,22 @@ void LayerMetricAccumulator::ObserveFused(int64_t point, const at::Tensor& hidde
   // Half states, float32 states on CUDA, a half model's float32 states
   // anywhere (TakesFusedPath), read as they are: ONE pass over the point
   // (HalfPointPass: its per-token norms, the dot products and steps with the
-  // point before, and the token sums every metric needs, the bf16 rounding
-  // of a half model's float32 states for the CKA Gram), then the Gram's own
-  // pass and GEMM. What is formed from those per-token and per-prompt
-  // tensors (cosines, energies, dispersions, the Grams' centring scalars)
-  // waits for the batch's last point, where it runs once on [B, P, ...]
-  // tensors: a point costs ~8 kernels, not ~35 small ones (on an H200 the
-  // small ones were ~4 ms of Mamba-1.4B's ~25 ms of metrics at 8 x 2048).
+  // point before, the token sums every metric needs, the bf16 rounding of a
+  // half model's float32 states for the CKA Gram, and the point before's
+  // Gram row means), then the Gram's GEMM. What is formed from those
+  // per-token and per-prompt tensors (cosines, energies, dispersions, the
+  // Grams' centring scalars) waits for the batch's last point, where it runs
+  // once on [B, P, ...] tensors: a point costs ~7 kernels, not ~35 small
+  // ones (on an H200 the small ones were ~4 ms of Mamba-1.4B's ~25 ms of
+  // metrics at 8 x 2048).
+  //
+  // A Gram's row means r_t = x_t . mean need the point's token mean, known
+  // only once its pass has ended; a pass of their own would read the states
+  // again (24 us a point on an H200 for Mamba-1.4B's bf16 rounding). So
+  // point p's Gram waits (pending_gram_) until point p + 1's pass, which
+  // reads x_p anyway as its point before and adds r_p; its centred products
+  // with point p - 1's follow there (the final point's pass reads point L
+  // for that alone).
   const int64_t n = hidden.size(1);
   const PointWants want = WantsAt(point, n);
   // Float32 states of a half-precision model (the SSMs' residual_in_fp32
@@ -656,11 +665,12 @@ void LayerMetricAccumulator::ObserveFused(int64_t point, const at::Tensor& hidde
       model_dtype_ != at::ScalarType::Undefined ? model_dtype_ : first_type_;
   const bool round_gram = want.gram && hidden.scalar_type() == at::kFloat &&
                           (model_dtype == at::kBFloat16 || model_dtype == at::kHalf);
+  const bool pending = pending_gram_.mean.defined();
   const bool pair_point = want.residual && point >= 1 && previous_.defined();
   // The pass reads one dtype: a pair of different ones (bf16 embedding,
   // float32 blocks) is upcast to their common type, exactly (bf16 and fp16
   // values are float32 values).
-  at::Tensor cur = hidden, prev = pair_point ? previous_ : at::Tensor();
+  at::Tensor cur = hidden, prev = pair_point || pending ? previous_ : at::Tensor();
   if (prev.defined() && prev.scalar_type() != cur.scalar_type()) {
     const at::ScalarType common = at::promote_types(prev.scalar_type(), cur.scalar_type());
     cur = cur.to(common);
@@ -672,7 +682,12 @@ void LayerMetricAccumulator::ObserveFused(int64_t point, const at::Tensor& hidde
   spec.unit_nofirst = want.nofirst;
   spec.plain = want.dispersion || (want.gram && !round_gram);
   spec.rounded = round_gram;
+  if (pending) {
+    spec.prev_vec = pending_gram_.mean;
+    spec.prev_vec_rounded = pending_gram_.rounded;
+  }
   const PointPassResult pass = HalfPointPass(cur, prev, spec);
+  if (pending) FinishPendingGram(pass.prev_vec_dot);
 
   // One-point metrics: points 0..L+1.
   if (pass.unit_sums.defined()) unit_sums_.push_back(pass.unit_sums);  // [B, k, d]
@@ -680,43 +695,39 @@ void LayerMetricAccumulator::ObserveFused(int64_t point, const at::Tensor& hidde
     point_norm_sq_.push_back(pass.norm_sq);
     plain_sums_.push_back(pass.plain_sum);
   }
-  if (point == num_layers_ + 1) AddOnePointMetrics(n);
+  if (point == num_layers_ + 1) {
+    AddOnePointMetrics(n);
+    // The CKAs, now that point L's Gram has its row means.
+    const PointWants residual = WantsAt(num_layers_, n);
+    if (residual.pair_cka) AddPairCka(n);
+    if (residual.all_pairs) AddAllPairCka(n);
+    DropHeld();
+    return;
+  }
 
-  // Pair / step metrics: residual points 0..L only.
-  if (!want.residual) return;
+  // Pair / step metrics: residual points 0..L.
   if (!want.states && !want.gram) return;
-  RawGram raw;
   if (want.gram) {
-    // The Gram's own token statistics: those of the states it is formed
-    // from (the bf16 rounding's where round_gram). g = mean_t r_t = |mean|^2
-    // (sum_t h_t . mean = n |mean|^2), one reduction of r.
+    // This point's Gram, of the states it is formed from (the bf16
+    // rounding's where round_gram), with their own norms and mean; its row
+    // means come with the next point's pass.
     const at::Tensor gram_states = round_gram ? pass.rounded : hidden;
-    const at::Tensor mean =
-        (round_gram ? pass.rounded_sum : pass.plain_sum) / static_cast<double>(n);
-    const TokenStats t = HalfTokenStats(gram_states, at::Tensor(), mean);
-    FusedGramPoint g;
-    g.norm_sq = round_gram ? t.norm_sq : pass.norm_sq;
-    g.row_means = t.vec_dot.contiguous();
-    g.grand = g.row_means.mean(1);
+    PendingGram& g = pending_gram_;
+    g.point = point;
+    g.rounded = round_gram;
+    g.norm_sq = round_gram ? pass.rounded_norm_sq : pass.norm_sq;
+    g.mean = (round_gram ? pass.rounded_sum : pass.plain_sum) / static_cast<double>(n);
     if (!want.all_pairs) {
-      raw.blocks = GramRowBlocks(n);
-      raw.lower = HalfLowerBlockGram(gram_states, raw.blocks, g.norm_sq);
-      raw.row_means = g.row_means;
-      raw.grand = g.grand;
-      const at::Tensor products =
-          CentredGramProducts(point >= 1 ? previous_gram_.raw : RawGram(), raw);
-      g.biased_self = products.select(1, 1);
-      if (point >= 1 && want.pair_cka) pair_inner_.push_back(products.select(1, 0));
+      g.raw.blocks = GramRowBlocks(n);
+      g.raw.lower = HalfLowerBlockGram(gram_states, g.raw.blocks, g.norm_sq);
     } else {
       if (point == 0) {
         all_grams_ = at::empty({num_layers_ + 1, hidden.size(0), n, n},
                                hidden.options().dtype(at::kFloat));
       }
       at::Tensor out = all_grams_[point];
-      g.biased_self = HalfCentredGram(out, gram_states, g.row_means, g.grand, g.norm_sq);
+      HalfGramInto(out, gram_states, g.norm_sq);
     }
-    fused_grams_.push_back(std::move(g));
-    if (want.pair_cka && point == num_layers_) AddPairCka(n);
   }
   // |h_t|^2 (AddStepMetrics takes the roots of the stacked points).
   if (want.states) norms_.push_back(pass.norm_sq);
@@ -725,15 +736,31 @@ void LayerMetricAccumulator::ObserveFused(int64_t point, const at::Tensor& hidde
     if (want.steps) steps_.push_back(pass.step_sq);
   }
   if (point == num_layers_ && want.states) AddStepMetrics();
-  // Held for the next point; the final-norm output is not paired.
-  if (point < num_layers_) {
-    previous_sizes_ = hidden.sizes().vec();
-    if (want.states) previous_ = hidden;  // the model's own tensor, never written
-    previous_gram_.raw = std::move(raw);
+  // Held for the next point (point L's for its Gram's row means only); the
+  // final-norm output is not paired. The model's own tensor, never written.
+  previous_sizes_ = hidden.sizes().vec();
+  previous_ = hidden;
+}
+
+void LayerMetricAccumulator::FinishPendingGram(const at::Tensor& row_means) {
+  PendingGram& p = pending_gram_;
+  FusedGramPoint g;
+  g.norm_sq = p.norm_sq;
+  g.row_means = row_means;
+  g.grand = row_means.mean(1);  // = |mean|^2: sum_t x_t . mean = n |mean|^2
+  if (p.raw.lower.defined()) {
+    p.raw.row_means = row_means;
+    p.raw.grand = g.grand;
+    // {<C_prev, C>, <C, C>} before their sum over thread blocks, which
+    // PointsStats does for all points at once.
+    g.products = CentredGramProductPartials(p.point >= 1 ? previous_gram_.raw : RawGram(), p.raw);
+    previous_gram_.raw = std::move(p.raw);
   } else {
-    if (want.all_pairs) AddAllPairCka(n);
-    DropHeld();
+    at::Tensor out = all_grams_[p.point];
+    g.biased_self = CentreGram(out, row_means, g.grand);
   }
+  fused_grams_.push_back(std::move(g));
+  pending_gram_ = PendingGram();
 }
 
 void LayerMetricAccumulator::ObserveFloat64(int64_t point, const at::Tensor& hidden) {
@@ -888,7 +915,7 @@ void LayerMetricAccumulator::AddStepMetrics() {
   }
 }
 
-CkaGramStats LayerMetricAccumulator::PointsStats(int64_t n) const {
+CkaGramStats LayerMetricAccumulator::PointsStats(int64_t n, at::Tensor* inner) const {
   if (!fused_) return StackPoints(gram_points_, n);
   // The fused path's scalars, formed here once for all points from their
   // per-token tensors (SetScalarsFromTokens on [B, P, ...]).
@@ -901,18 +928,26 @@ CkaGramStats LayerMetricAccumulator::PointsStats(int64_t n) const {
   const at::Tensor norm_sq = stack(&FusedGramPoint::norm_sq);  // [B, P, n]
   SetScalarsFromTokens(s, norm_sq, stack(&FusedGramPoint::row_means),
                        stack(&FusedGramPoint::grand), norm_sq.sum(-1));
-  s.biased_self = stack(&FusedGramPoint::biased_self);
+  if (fused_grams_.front().products.defined()) {
+    // [B, P, 2]: {<C_p-1, C_p>, <C_p, C_p>} of each point p.
+    const at::Tensor products = stack(&FusedGramPoint::products).sum(-1);
+    s.biased_self = products.select(2, 1);
+    if (inner != nullptr) *inner = products.select(2, 0).narrow(1, 1, products.size(1) - 1);
+  } else {
+    s.biased_self = stack(&FusedGramPoint::biased_self);
+  }
   if (n >= 4) s.unbiased_self = UnbiasedSelf(s, n);
   return s;
 }
 
 void LayerMetricAccumulator::AddPairCka(int64_t n) {
   const size_t p = fused_ ? fused_grams_.size() : gram_points_.size();  // points 0..L
-  TORCH_CHECK(p >= 2 && pair_inner_.size() == p - 1, "analysis: CKA of ", p,
+  TORCH_CHECK(p >= 2 && (fused_ || pair_inner_.size() == p - 1), "analysis: CKA of ", p,
               " points with ", pair_inner_.size(), " pairs");
-  const CkaGramStats all = PointsStats(n);  // [B, L + 1, ...]
+  at::Tensor inner;  // [B, L]
+  const CkaGramStats all = PointsStats(n, &inner);  // [B, L + 1, ...]
   const CkaGramStats a = PointRange(all, 0, p - 1), b = PointRange(all, 1, p - 1);
-  const at::Tensor inner = at::stack(pair_inner_, 1);           // [B, L]
+  if (!fused_) inner = at::stack(pair_inner_, 1);
   if (Has(LayerMetric::kCkaBiased) && n >= 2) {
     AddBlock(RowOf(LayerMetric::kCkaBiased), BiasedCka(a, b, inner));
   }
@@ -930,6 +965,7 @@ void LayerMetricAccumulator::DropHeld() {
   all_grams_ = at::Tensor();
   gram_points_.clear();
   fused_grams_.clear();
+  pending_gram_ = PendingGram();
   pair_inner_.clear();
 }
 

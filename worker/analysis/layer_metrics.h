@@ -255,8 +255,11 @@ class LayerMetricAccumulator {
   // The batch's path (header comment), after Observe's checks.
   void ObserveFused(int64_t point, const at::Tensor& hidden);
   void ObserveFloat64(int64_t point, const at::Tensor& hidden);
-  // The CKA scalars of the batch's residual points so far, [B, P, ...].
-  CkaGramStats PointsStats(int64_t n) const;
+  // The CKA scalars of the batch's residual points so far, [B, P, ...];
+  // on the fused path's adjacent pairs also *inner = <C_p-1, C_p> [B, P - 1].
+  CkaGramStats PointsStats(int64_t n, at::Tensor* inner = nullptr) const;
+  // The held point's Gram, with its row means (from the next point's pass).
+  void FinishPendingGram(const at::Tensor& row_means);
   // cka_baseline_* of the batch's prompts (point 0's states give B, n, d).
   void AddCkaBaseline(const at::Tensor& hidden);
   void Flush();  // the pending Add rows into sums_
@@ -301,10 +304,23 @@ class LayerMetricAccumulator {
   // The fused path keeps each point's per-token tensors instead, and forms
   // the scalars from them once (PointsStats): |x_t|^2 and r_t = x_t . mean
   // [B, n], g = |mean|^2 and <C, C>_F [B] of the states its Gram is of.
+  // Adjacent pairs: `products` [B, 2, G], CentredGramProductPartials with
+  // the point before; all pairs: `biased_self` [B] from the centring.
   struct FusedGramPoint {
-    at::Tensor norm_sq, row_means, grand, biased_self;
+    at::Tensor norm_sq, row_means, grand, products, biased_self;
   };
   std::vector<FusedGramPoint> fused_grams_;
+  // The last residual point's Gram until the next point's pass gives its
+  // row means (ObserveFused): raw lower blocks (adjacent pairs) or
+  // all_grams_[point] uncentred (all pairs), its states' |x_t|^2 [B, n] and
+  // token mean [B, d] (of their bf16 rounding where `rounded`).
+  struct PendingGram {
+    int64_t point = -1;
+    bool rounded = false;
+    RawGram raw;
+    at::Tensor norm_sq, mean;
+  };
+  PendingGram pending_gram_;
   at::Tensor all_grams_;
   std::vector<at::Tensor> pair_inner_;
   // Per-point quantities of the batch, turned into metric values at its

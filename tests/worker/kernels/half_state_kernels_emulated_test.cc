@@ -158,6 +158,12 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
         }  // rows_case 2: the statistics alone
         const int64_t b = 2, n = 37, splits = 3;
         const at::Tensor cur = States(b, n, d, type), prev = States(b, n, d, type);
+        // The point before's row means: with every row case, rounded for
+        // float32 states in the first.
+        if (with_prev && rows_case < 2) {
+          spec.prev_vec = at::randn({b, d}, at::kDouble);
+          spec.prev_vec_rounded = f32 && rows_case == 0;
+        }
         ck::PassRows rows;
         auto add = [&rows](ck::PassWeight w, bool r) {
           rows.weight[rows.count] = w;
@@ -167,14 +173,17 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
         if (spec.unit_nofirst) add(ck::PassWeight::kUnitNoFirst, false);
         if (spec.plain) add(ck::PassWeight::kOne, false);
         if (spec.rounded) add(ck::PassWeight::kOne, true);
-        at::Tensor stats = at::empty({3, b, n}, at::kDouble);
+        at::Tensor stats = at::empty({ck::kPassStats, b, n}, at::kDouble);
         at::Tensor partial = at::empty({b, splits, std::max(rows.count, 1), d}, at::kDouble);
         at::Tensor rounded = at::empty({b, n, d}, at::kBFloat16);
         const std::string where = absl::StrCat(c10::toString(type), " d ", d, " prev ",
                                                with_prev, " rows ", rows.count);
         ASSERT_TRUE(ck::PointPassFits(TypeOf(type), d)) << where;
         ASSERT_EQ(ck::LaunchPointPass(TypeOf(type), cur.data_ptr(),
-                                      with_prev ? prev.data_ptr() : nullptr, b, n, d, rows,
+                                      with_prev ? prev.data_ptr() : nullptr,
+                                      spec.prev_vec.defined() ? spec.prev_vec.data_ptr<double>()
+                                                              : nullptr,
+                                      spec.prev_vec_rounded, b, n, d, rows,
                                       spec.tiny, splits, stats.data_ptr<double>(),
                                       partial.data_ptr<double>(),
                                       spec.rounded ? rounded.data_ptr() : nullptr, nullptr),
@@ -189,6 +198,16 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
         } else {
           EXPECT_EQ(stats[1].abs().max().item<double>(), 0.0) << where;
           EXPECT_EQ(stats[2].abs().max().item<double>(), 0.0) << where;
+        }
+        if (spec.prev_vec.defined()) {
+          EXPECT_LE(MaxRel(stats[3], want.prev_vec_dot), 1e-13) << where;
+        } else {
+          EXPECT_EQ(stats[3].abs().max().item<double>(), 0.0) << where;
+        }
+        if (spec.rounded) {
+          EXPECT_LE(MaxRel(stats[4], want.rounded_norm_sq), 1e-13) << where;
+        } else {
+          EXPECT_EQ(stats[4].abs().max().item<double>(), 0.0) << where;
         }
         const at::Tensor sums = partial.narrow(2, 0, rows.count).sum(1);  // [b, k, d]
         int r = 0;
@@ -219,12 +238,14 @@ TEST(HalfStateKernelsEmulatedPass, RefusesRowsItCannotTake) {
   EXPECT_FALSE(ck::PointPassFits(ck::StateType::kBFloat16, 8200));
   c10::InferenceMode guard;
   const at::Tensor x = at::zeros({1, 16, 8}, at::kBFloat16);  // allocations: 16-byte aligned
-  at::Tensor stats = at::empty({3, 16}, at::kDouble), out = at::empty_like(x);
-  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, 1, 16, 8,
+  at::Tensor stats = at::empty({ck::kPassStats, 16}, at::kDouble), out = at::empty_like(x);
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, nullptr, false,
+                                1, 16, 8,
                                 ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
                                 out.data_ptr(), nullptr),
             cudaErrorInvalidValue);
-  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, 1, 16, 8,
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, nullptr, false,
+                                1, 16, 8,
                                 ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
                                 nullptr, nullptr),
             cudaSuccess);
