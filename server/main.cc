@@ -229,6 +229,14 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  if (embedded_worker && !options.auth_db_path.empty()) {
+    // The worker child process has no way yet to be handed a token.
+    std::cerr << "layerflow-coordinator: --embedded-worker cannot be used with --auth-db: "
+                 "start workers with a worker token instead (docs/operations.md)"
+              << std::endl;
+    return 2;
+  }
+
   // Block the shutdown signals in every thread (gRPC's included, which
   // inherit this mask); one thread takes them with sigwait.
   sigset_t signals;

@@ -319,6 +319,32 @@ TEST_F(AuthServiceTest, AnotherUsersSweepIsPermissionDeniedAndAdminsSeeAll) {
   EXPECT_EQ(sweep.state(), v1::SWEEP_STATE_CANCELLED);
 }
 
+TEST_F(AuthServiceTest, TheCliClientSendsItsToken) {
+  const std::string address = absl::StrCat("127.0.0.1:", server_->port());
+  client::CoordinatorClient alice(address, ChannelSecurity{.token = alice_});
+  v1::SweepSpec spec;
+  spec.set_name("cli");
+  spec.add_models("pythia-tiny");
+  spec.set_num_prompts(4);
+  spec.set_prompts_per_chunk(2);
+  auto submitted = alice.SubmitSweep(spec);
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  auto jobs = alice.ListJobs(submitted->sweep_id(), v1::JOB_STATE_UNSPECIFIED);
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].sweep_id(), submitted->sweep_id());
+
+  client::CoordinatorClient bob(address, ChannelSecurity{.token = bob_});
+  absl::Status denied = bob.GetSweep(submitted->sweep_id()).status();
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(denied.message(), HasSubstr("is not a sweep of 'bob'"));
+
+  client::CoordinatorClient nobody(address, ChannelSecurity{});
+  absl::Status refused = nobody.GetSweep(submitted->sweep_id()).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(refused.message(), HasSubstr("GetSweep: no token"));
+}
+
 TEST_F(AuthServiceTest, RolesGuardEachService) {
   v1::LeaseJobRequest lease_request;
   lease_request.set_worker_id("w");
