@@ -280,18 +280,29 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   }
   LF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                       MakeServerCredentials(options));
+  const bool auth_on = tokens != nullptr;
+  auto authorizer = std::make_unique<auth::Authorizer>(
+      std::move(tokens),
+      auth::AuthorizerOptions{.require_worker_client_certificate =
+                                  !options.tls_client_ca_file.empty()});
+  auto server = std::make_unique<CoordinatorServerImpl>(
+      std::move(metrics), std::move(core), std::move(artifact_store), std::move(authorizer));
+  LF_RETURN_IF_ERROR(server->Listen(options.listen_address, std::move(credentials)));
   // Said once, at start, whatever starts the coordinator (the binary, the
   // CLI's embedded `layerflow run`, tests): whether anybody who reaches
   // the port may do everything.
   const bool tls = !options.tls_cert_file.empty();
-  if (tokens == nullptr) {
+  // The bound port, not the asked-for 0.
+  const std::string where = absl::StrCat(
+      options.listen_address.substr(0, options.listen_address.rfind(':')), ":", server->port());
+  if (!auth_on) {
     std::cerr << "layerflow-coordinator: authentication is off (no --auth-db): every "
                  "client that reaches "
-              << options.listen_address
+              << where
               << " may submit, read and cancel any sweep and act as a worker" << std::endl;
     if (!IsLoopbackAddress(options.listen_address)) {
       std::cerr << "layerflow-coordinator: WARNING: authentication is off and "
-                << options.listen_address
+                << where
                 << " is not a loopback address; start with --auth-db (docs/operations.md, "
                    "\"Tokens and TLS\")"
                 << std::endl;
@@ -305,13 +316,6 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
             << (options.tls_client_ca_file.empty() ? ""
                                                    : ", worker calls need a client certificate")
             << std::endl;
-  auto authorizer = std::make_unique<auth::Authorizer>(
-      std::move(tokens),
-      auth::AuthorizerOptions{.require_worker_client_certificate =
-                                  !options.tls_client_ca_file.empty()});
-  auto server = std::make_unique<CoordinatorServerImpl>(
-      std::move(metrics), std::move(core), std::move(artifact_store), std::move(authorizer));
-  LF_RETURN_IF_ERROR(server->Listen(options.listen_address, std::move(credentials)));
   if (!options.http_address.empty()) {
     LF_RETURN_IF_ERROR(server->ServeResultsPage(options.http_address));
   }
