@@ -58,6 +58,19 @@ int main(int argc, char** argv) {
   app.add_flag("--lease-ahead", options.lease_ahead,
                "Lease the next job while the current one runs and prepare its model and "
                "data set meanwhile (given back when the worker stops)");
+  app.add_option("--token", options.token,
+                 "Worker-role API token of a coordinator started with --auth-db (from "
+                 "`layerflow-coordinator tokens create --role worker`); prefer the "
+                 "environment variable, which other users' `ps` does not show")
+      ->envname("LAYERFLOW_TOKEN");
+  app.add_option("--tls-ca", options.tls_ca_file,
+                 "PEM CA bundle of a coordinator started with --tls-cert: connect over TLS")
+      ->envname("LAYERFLOW_TLS_CA");
+  app.add_option("--tls-cert", options.tls_cert_file,
+                 "PEM client certificate, for a coordinator started with --tls-client-ca "
+                 "(with --tls-key and --tls-ca)");
+  app.add_option("--tls-key", options.tls_key_file,
+                 "PEM private key of --tls-cert");
   CLI11_PARSE(app, argc, argv);
   options.files.hf_cache = !no_hf_cache_root;
   for (const std::string& root : options.files.roots) {
@@ -85,7 +98,11 @@ int main(int argc, char** argv) {
             << (options.resident_model_bytes < 0
                     ? layerflow::worker::DefaultModelCacheBytes(devices)
                     : options.resident_model_bytes)
-            << " lease_ahead=" << (options.lease_ahead ? "on" : "off") << std::endl;
+            << " lease_ahead=" << (options.lease_ahead ? "on" : "off")
+            << " token=" << (options.token.empty() ? "none" : "set")
+            << " tls=" << (options.tls_ca_file.empty() ? "off" : options.tls_ca_file)
+            << " tls_client_cert="
+            << (options.tls_cert_file.empty() ? "none" : options.tls_cert_file) << std::endl;
   // This worker's own log may name its folders (job errors never do).
   std::cerr << "layerflow-worker: model roots:";
   const auto roots = layerflow::worker::ResolveModelRoots(options.files);

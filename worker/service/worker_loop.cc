@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/api_limits.h"
+#include "common/channel.h"
 #include "common/file_util.h"
 #include "common/grpc_limits.h"
 #include "common/grpc_status.h"
@@ -704,8 +705,13 @@ absl::StatusOr<std::unique_ptr<WorkerLoop>> WorkerLoop::Create(
   if (resolved.name.empty()) resolved.name = DefaultWorkerName();
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxChunkMessageBytes);
-  auto channel = grpc::CreateCustomChannel(resolved.coordinator_address,
-                                           grpc::InsecureChannelCredentials(), args);
+  ChannelSecurity security;
+  security.token = resolved.token;
+  security.tls_ca_file = resolved.tls_ca_file;
+  security.tls_cert_file = resolved.tls_cert_file;
+  security.tls_key_file = resolved.tls_key_file;
+  LF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      MakeCoordinatorChannel(resolved.coordinator_address, security, args));
   return std::unique_ptr<WorkerLoop>(
       new WorkerLoopImpl(std::move(resolved), device, std::move(channel)));
 }

@@ -32,6 +32,14 @@ struct WorkerOptions {
   // data set meanwhile (--lease-ahead); the lease is given back when the
   // worker stops.
   bool lease_ahead = false;
+  // The coordinator channel's security (--token / LAYERFLOW_TOKEN,
+  // --tls-ca, --tls-cert, --tls-key): common/channel.h's ChannelSecurity,
+  // kept as plain strings so this header stays free of gRPC. Empty token:
+  // none sent; empty tls_ca_file: plaintext.
+  std::string token;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class WorkerLoop {
