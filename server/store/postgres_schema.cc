@@ -90,11 +90,19 @@ CREATE INDEX job_attempts_by_job ON job_attempts(job_id, id);
 CREATE INDEX job_attempts_by_worker ON job_attempts(worker_id, id);
 )sql";
 
+// v2: as the SQLite schema's v9, a partial index over the queued jobs that
+// have a dependency, so that failing dependents (after every failure or
+// cancel) does not scan every queued job.
+constexpr absl::string_view kV2 = R"sql(
+CREATE INDEX jobs_dependents_by_state ON jobs(state) WHERE depends_on != '';
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
   static const std::vector<Migration>* migrations = new std::vector<Migration>{
       {1, "the SQLite schema v8: sweeps, jobs, chunks, chunk_stats, workers, job_attempts", kV1},
+      {2, "jobs_dependents_by_state partial index (failing dependents)", kV2},
   };
   return *migrations;
 }

@@ -48,8 +48,11 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("schema_db"));
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("schema_db")));
-  EXPECT_EQ(PostgresSchemaVersion(), 1);
+  EXPECT_EQ(PostgresSchemaVersion(), 2);
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(version::text, ',') FROM layerflow_schema"),
+              ::testing::Eq(absl::StatusOr<std::string>("2")));
+  EXPECT_THAT(pg.Query("schema_db",
+                       "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'jobs_dependents_by_state'"),
               ::testing::Eq(absl::StatusOr<std::string>("1")));
   EXPECT_THAT(pg.Query("schema_db",
                        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name IN "
@@ -72,7 +75,7 @@ TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
                    .status());
   EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 1"));
+                       "schema version 99 is newer than this build's 2"));
 }
 
 // Two coordinators starting at once on a fresh database: one migrates, the

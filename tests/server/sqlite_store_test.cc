@@ -111,7 +111,12 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     RawDb raw(path);
     EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
               std::to_string(SqliteSchemaVersion()));
-    EXPECT_EQ(SqliteSchemaVersion(), 8);
+    EXPECT_EQ(SqliteSchemaVersion(), 9);
+    // v9: the partial index that keeps failing dependents from scanning
+    // every queued job.
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND "
+                         "name = 'jobs_dependents_by_state'"),
+              "1");
     // v8 (failures): the attempt history and the workers' quarantine.
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM job_attempts"), "0");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM pragma_table_info('workers') WHERE "
@@ -183,7 +188,7 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "8");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "9");
     // A v2 worker row migrates unquarantined.
     EXPECT_EQ(raw.Scalar("SELECT quarantined FROM workers WHERE worker_id = 'w0'"), "0");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM chunk_stats WHERE layer_b = -1 "
@@ -280,7 +285,7 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "8");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "9");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'chunk_stats_by_key'"),
               "1");
     // Existing jobs are EXTRACT jobs without a dependency.
@@ -392,7 +397,7 @@ TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
   { RawDb(path).Exec("PRAGMA user_version = 99"); }
   EXPECT_THAT(OpenSqliteStore(path).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 8"));
+                       "schema version 99 is newer than this build's 9"));
 }
 
 TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {
