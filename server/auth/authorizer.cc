@@ -22,20 +22,9 @@ bool RoleMayCall(Role role, Rpc rpc) {
   return IsWorkerRpc(rpc) ? role == Role::kWorker : role == Role::kUser;
 }
 
-// RPCs whose resource.sweep_id names an existing sweep of the caller.
-bool IsSweepRpc(Rpc rpc) {
-  switch (rpc) {
-    case Rpc::kGetSweep:
-    case Rpc::kListJobs:
-    case Rpc::kCancelSweep:
-    case Rpc::kRetrySweep:
-    case Rpc::kWatchSweep:
-    case Rpc::kQueryResults:
-      return true;
-    default:
-      return false;
-  }
-}
+// RPCs whose resource.sweep_id names an existing sweep of the caller: the
+// Coordinator service's, but SubmitSweep (whose sweep does not exist yet).
+bool IsSweepRpc(Rpc rpc) { return !IsWorkerRpc(rpc) && rpc != Rpc::kSubmitSweep; }
 
 }  // namespace
 

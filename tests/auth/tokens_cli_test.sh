@@ -7,18 +7,8 @@
 set -u
 COORD=$1
 LAYERFLOW=$2
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/layerflow-tokens-XXXXXX")
-pid=""
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-failures=0
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-expect_contains() {  # FILE TEXT WHAT
-  grep -qF -- "$2" "$1" || { fail "$3: expected '$2' in:"; sed 's/^/  | /' "$1" >&2; }
-}
-expect_rc() {  # GOT WANT WHAT
-  [[ $1 == "$2" ]] || fail "$3: exit code $1, expected $2"
-}
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh" tokens
 
 DB=$WORK/auth.db
 "$COORD" tokens create --auth-db "$DB" --user alice --role user > "$WORK/token" 2> "$WORK/err"
