@@ -875,13 +875,14 @@ class PostgresStore final : public Store {
     LF_ASSIGN_OR_RETURN(
         Result r,
         db_->Exec("SELECT worker_id, name, registered_ms, last_seen_ms, quarantined, "
-                  "quarantine_reason FROM workers WHERE ($1::text = '' OR worker_id = $1::text) "
+                  "quarantine_reason, capabilities FROM workers "
+                  "WHERE ($1::text = '' OR worker_id = $1::text) "
                   "ORDER BY registered_ms, worker_id",
                   {worker_id}));
     std::vector<WorkerRecord> workers;
     for (int i = 0; i < r.rows(); ++i) {
       workers.push_back(WorkerRecord{r.Text(i, 0), r.Text(i, 1), r.Int(i, 2), r.Int(i, 3),
-                                     r.Int(i, 4) != 0, r.Text(i, 5)});
+                                     r.Int(i, 4) != 0, r.Text(i, 5), r.Bytes(i, 6)});
     }
     return workers;
   }

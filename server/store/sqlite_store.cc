@@ -1027,7 +1027,8 @@ class SqliteStore final : public Store {
     LF_ASSIGN_OR_RETURN(
         Statement select,
         db_->Prepare("SELECT worker_id, name, registered_ms, last_seen_ms, quarantined, "
-                     "quarantine_reason FROM workers WHERE (?1 = '' OR worker_id = ?1) "
+                     "quarantine_reason, capabilities FROM workers "
+                     "WHERE (?1 = '' OR worker_id = ?1) "
                      "ORDER BY registered_ms, worker_id"));
     select.Bind(1, worker_id);
     std::vector<WorkerRecord> workers;
@@ -1035,7 +1036,8 @@ class SqliteStore final : public Store {
       LF_ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
       workers.push_back(WorkerRecord{select.Text(0), select.Text(1), select.Int(2),
-                                     select.Int(3), select.Int(4) != 0, select.Text(5)});
+                                     select.Int(3), select.Int(4) != 0, select.Text(5),
+                                     select.Blob(6)});
     }
     return workers;
   }

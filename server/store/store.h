@@ -149,6 +149,8 @@ struct WorkerRecord {
   int64_t last_seen_unix_ms = 0;
   bool quarantined = false;
   std::string quarantine_reason;  // the host errors that caused it
+  // RegisterWorker's layerflow.v1.WorkerCapabilities, serialized.
+  std::string capabilities_bytes;
 };
 
 class Store {
