@@ -443,6 +443,15 @@ class PostgresStore final : public Store {
     return tx.Commit();
   }
 
+  absl::StatusOr<int64_t> ExtendRunningLeases(int64_t now_ms, int64_t ttl_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(Result update,
+                        db_->Exec("UPDATE jobs SET lease_expires_ms = $1::bigint "
+                                  "WHERE state = $2::int AND lease_expires_ms < $1::bigint",
+                                  {now_ms + ttl_ms, kRunning}));
+    return update.affected();
+  }
+
   absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms, int32_t max_attempts,
                                               int64_t backoff_base_ms) override {
     absl::MutexLock lock(&mu_);

@@ -538,6 +538,17 @@ class SqliteStore final : public Store {
     return tx.Commit();
   }
 
+  absl::StatusOr<int64_t> ExtendRunningLeases(int64_t now_ms, int64_t ttl_ms) override {
+    absl::MutexLock lock(&mu_);
+    LF_ASSIGN_OR_RETURN(
+        Statement update,
+        db_->Prepare("UPDATE jobs SET lease_expires_ms = ?1 "
+                     "WHERE state = ?2 AND lease_expires_ms < ?1"));
+    update.Bind(1, now_ms + ttl_ms).Bind(2, static_cast<int>(JobState::JOB_STATE_RUNNING));
+    LF_RETURN_IF_ERROR(update.Run());
+    return static_cast<int64_t>(db_->Changes());
+  }
+
   absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
                                               int32_t max_attempts,
                                               int64_t backoff_base_ms) override {

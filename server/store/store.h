@@ -264,6 +264,12 @@ class Store {
   virtual absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
                                                       int32_t max_attempts,
                                                       int64_t backoff_base_ms) = 0;
+  // The coordinator's recovery pass (at start-up, after a stall): every
+  // RUNNING job's lease expires no earlier than now + ttl_ms, so that time
+  // the coordinator was down or frozen is never charged to a worker as a
+  // lapsed lease. Attempts and lease ids are untouched. Returns how many
+  // leases were extended.
+  virtual absl::StatusOr<int64_t> ExtendRunningLeases(int64_t now_ms, int64_t ttl_ms) = 0;
 
   // Merged rows per (job, metric, layer, layer_b, head, position), in job
   // creation order, then metric, layer, layer_b, head, position (an unset

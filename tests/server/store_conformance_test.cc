@@ -427,6 +427,36 @@ TEST_P(StoreConformance, RenewOfExpiredLeaseIsAborted) {
               StatusIs(absl::StatusCode::kAborted, "lapsed"));
 }
 
+// Issue 14, failure 4: time the coordinator was down or frozen lapsed
+// healthy leases. The recovery pass extends every RUNNING lease (expired
+// or not) to now + ttl, keeping lease ids and attempts, and leaves the
+// others alone.
+TEST_P(StoreConformance, ExtendRunningLeasesRevivesExpiredLeasesUncharged) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 3, 2)));
+  Lease expired = MustLease("w1", 0);  // expires at 100
+  Lease live = MustLease("w2", 150);   // expires at 250
+  // The third job stays QUEUED: nothing to extend.
+  LF_ASSERT_OK_AND_ASSIGN(int64_t extended, store_->ExtendRunningLeases(200, kTtl));
+  EXPECT_EQ(extended, 2);
+  // The expired lease lives again until 300: renewable, committable, and
+  // not reaped at 299; its job keeps its one attempt.
+  LF_ASSERT_OK_AND_ASSIGN(bool cancelled,
+                          store_->RenewLease(expired.job.job_id(), expired.lease_id, 299, kTtl));
+  EXPECT_FALSE(cancelled);
+  LF_ASSERT_OK(store_->CommitChunk(live.job.job_id(), live.lease_id, 0,
+                                   {Stat("adjacent_cos", 0, {0.5})}, {}, 299)
+                   .status());
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, store_->RequeueLapsedLeases(299, 3, 0));
+  EXPECT_EQ(lapsed, 0);
+  EXPECT_EQ(MustGetJob(expired.job.job_id()).attempts(), 1);
+  EXPECT_EQ(MustGetJob("s-2").state(), JobState::JOB_STATE_QUEUED);
+  // A lease already beyond now + ttl is not shortened.
+  LF_ASSERT_OK_AND_ASSIGN(extended, store_->ExtendRunningLeases(0, kTtl));
+  EXPECT_EQ(extended, 0);
+  LF_ASSERT_OK_AND_ASSIGN(lapsed, store_->RequeueLapsedLeases(300, 3, 0));
+  EXPECT_EQ(lapsed, 0);
+}
+
 TEST_P(StoreConformance, BackoffDelaysTheRetry) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
   MustLease("w", 0);                       // expires at 100
