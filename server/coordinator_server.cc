@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/support/server_interceptor.h>
 
 #include <chrono>
 #include <fstream>
@@ -22,6 +23,7 @@
 #include "server/auth/token_store.h"
 #include "server/core/coordinator_core.h"
 #include "server/metrics/metrics.h"
+#include "server/metrics/pool_view.h"
 #include "server/service/coordinator_service.h"
 #include "server/service/worker_service.h"
 #include "server/store/open_store.h"
@@ -139,8 +141,12 @@ class CoordinatorServerImpl final : public CoordinatorServer {
         core_(std::move(core)),
         artifacts_(std::move(artifacts)),
         authorizer_(std::move(authorizer)),
-        coordinator_service_(core_.get(), authorizer_.get()),
-        worker_service_(core_.get(), artifacts_.get(), authorizer_.get()) {}
+        coordinator_service_(core_.get(), authorizer_.get(), metrics_.get()),
+        worker_service_(core_.get(), artifacts_.get(), authorizer_.get()),
+        pool_(core_.get(), authorizer_.get(), metrics_.get()) {
+    // The pool gauges are read from the store at each scrape.
+    metrics_->SetPoolSource([this] { return pool_.Snapshot(); });
+  }
 
   ~CoordinatorServerImpl() override {
     Shutdown();
@@ -157,6 +163,11 @@ class CoordinatorServerImpl final : public CoordinatorServer {
     builder.AddListeningPort(address, std::move(credentials), &port_);
     builder.RegisterService(&coordinator_service_);
     builder.RegisterService(&worker_service_);
+    // layerflow_rpc_duration_seconds of every call.
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(metrics_->NewRpcInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
       return absl::UnavailableError(
@@ -185,9 +196,10 @@ class CoordinatorServerImpl final : public CoordinatorServer {
       if (shut_down_) return;
       shut_down_ = true;
     }
-    // Order: stop the results page (its handlers read the core), stop the
-    // reaper and wake watchers, end the watch streams, then let the gRPC
-    // server drain (cancelling what is left after the grace).
+    // Order: stop the pool gauges and the results page (both read the
+    // core), stop the reaper and wake watchers, end the watch streams, then
+    // let the gRPC server drain (cancelling what is left after the grace).
+    metrics_->SetPoolSource(nullptr);
     http_.reset();
     core_->Shutdown();
     coordinator_service_.StopWatches();
@@ -207,6 +219,7 @@ class CoordinatorServerImpl final : public CoordinatorServer {
   std::unique_ptr<auth::Authorizer> authorizer_;  // before the services that use it
   CoordinatorService coordinator_service_;
   WorkerService worker_service_;
+  PoolView pool_;
   std::unique_ptr<web::ResultsSite> site_;
   std::unique_ptr<web::HttpServer> http_;  // before site_ in destruction
   std::unique_ptr<grpc::Server> server_;

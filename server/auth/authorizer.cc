@@ -23,8 +23,11 @@ bool RoleMayCall(Role role, Rpc rpc) {
 }
 
 // RPCs whose resource.sweep_id names an existing sweep of the caller: the
-// Coordinator service's, but SubmitSweep (whose sweep does not exist yet).
-bool IsSweepRpc(Rpc rpc) { return !IsWorkerRpc(rpc) && rpc != Rpc::kSubmitSweep; }
+// Coordinator service's, but SubmitSweep (whose sweep does not exist yet)
+// and ListWorkers (the pool, which every user may see).
+bool IsSweepRpc(Rpc rpc) {
+  return !IsWorkerRpc(rpc) && rpc != Rpc::kSubmitSweep && rpc != Rpc::kListWorkers;
+}
 
 }  // namespace
 
@@ -37,6 +40,8 @@ absl::string_view RpcName(Rpc rpc) {
     case Rpc::kRetrySweep: return "RetrySweep";
     case Rpc::kWatchSweep: return "WatchSweep";
     case Rpc::kQueryResults: return "QueryResults";
+    case Rpc::kListWorkers: return "ListWorkers";
+    case Rpc::kGetQueue: return "GetQueue";
     case Rpc::kRegisterWorker: return "RegisterWorker";
     case Rpc::kLeaseJob: return "LeaseJob";
     case Rpc::kHeartbeat: return "Heartbeat";
@@ -60,6 +65,8 @@ bool IsWorkerRpc(Rpc rpc) {
     case Rpc::kRetrySweep:
     case Rpc::kWatchSweep:
     case Rpc::kQueryResults:
+    case Rpc::kListWorkers:
+    case Rpc::kGetQueue:
       return false;
     default:
       return true;
@@ -200,6 +207,13 @@ void Authorizer::ForgetLease(const std::string& lease_id) const {
   if (!enabled() || lease_id.empty()) return;
   // Only housekeeping: a row left behind names a lease that is over.
   (void)store_->DropOwner(OwnedKind::kLease, lease_id);
+}
+
+absl::StatusOr<std::string> Authorizer::SweepOwner(const std::string& sweep_id) const {
+  if (!enabled()) return std::string("anonymous");
+  LF_ASSIGN_OR_RETURN(std::optional<std::string> owner,
+                      store_->GetOwner(OwnedKind::kSweep, sweep_id));
+  return owner.value_or("");
 }
 
 }  // namespace layerflow::server::auth

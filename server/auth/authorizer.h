@@ -36,6 +36,8 @@ enum class Rpc {
   kRetrySweep,
   kWatchSweep,
   kQueryResults,
+  kListWorkers,
+  kGetQueue,
   kRegisterWorker,
   kLeaseJob,
   kHeartbeat,
@@ -105,6 +107,9 @@ class Authorizer {
   absl::Status RecordOwner(const Identity& who, OwnedKind kind, const std::string& id) const;
   // A lease that ended (completed, failed, released) is forgotten.
   void ForgetLease(const std::string& lease_id) const;
+  // Who submitted the sweep: "anonymous" with authentication off, "" when
+  // nobody claimed it (an owner row that failed to be written).
+  absl::StatusOr<std::string> SweepOwner(const std::string& sweep_id) const;
 
  private:
   std::unique_ptr<TokenStore> store_;

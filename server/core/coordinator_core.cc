@@ -185,6 +185,7 @@ absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
   *response.mutable_job() = std::move(lease->job);
   response.set_lease_id(lease->lease_id);
   response.set_resume_from_sequence(lease->resume_from_sequence);
+  if (metrics_ != nullptr) metrics_->ObserveLeased(response.job(), now);
   NotifyChanged();
   return response;
 }
@@ -245,8 +246,9 @@ absl::Status CoordinatorCore::CompleteJob(
     const layerflow::v1::CompleteJobRequest& request) {
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
-  LF_RETURN_IF_ERROR(
-      store_->CompleteJob(request.job_id(), request.lease_id(), clock_()));
+  const int64_t now = clock_();
+  LF_RETURN_IF_ERROR(store_->CompleteJob(request.job_id(), request.lease_id(), now));
+  if (metrics_ != nullptr) metrics_->ObserveJobEnded(request.job_id(), "succeeded", now);
   NotifyChanged();
   return absl::OkStatus();
 }
@@ -264,8 +266,9 @@ absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& reque
   const absl::Status reported(static_cast<absl::StatusCode>(request.code()), error);
   // No code (code 0, an older worker): final, as every error was before.
   if (reported.ok() || ClassifyJobError(reported) == JobErrorClass::kBadInput) {
-    LF_RETURN_IF_ERROR(store_->FailJob(request.job_id(), request.lease_id(),
-                                       error, clock_()));
+    const int64_t now = clock_();
+    LF_RETURN_IF_ERROR(store_->FailJob(request.job_id(), request.lease_id(), error, now));
+    if (metrics_ != nullptr) metrics_->ObserveJobEnded(request.job_id(), "failed", now);
     NotifyChanged();
     RefreshGauges();
     return absl::OkStatus();
@@ -277,6 +280,9 @@ absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& reque
   LF_ASSIGN_OR_RETURN(const RetryResult result,
                       store_->RetryJob(request.job_id(), request.lease_id(), error, now,
                                        now - 3 * options_.heartbeat_interval_ms, policy));
+  if (metrics_ != nullptr) {
+    metrics_->ObserveJobEnded(request.job_id(), result.requeued ? "retried" : "failed", now);
+  }
   if (result.requeued) {
     if (metrics_ != nullptr) metrics_->AddJobRetries(1);
     std::cerr << "[coordinator] job " << request.job_id() << ": host error, retried after "

@@ -1,19 +1,107 @@
 #include "server/metrics/metrics.h"
 
+#include <grpcpp/support/server_interceptor.h>
+
+#include <chrono>
+#include <algorithm>
+#include <deque>
+#include <iterator>
 #include <exception>
 #include <map>
 #include <mutex>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 
 namespace layerflow::server {
+namespace {
+
+// Seconds to ~8 h: queue waits and whole jobs, from a tiny CPU job to a
+// large model's sweep point.
+const prometheus::Histogram::BucketBoundaries& JobBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800};
+  return *b;
+}
+
+// 0.5 ms to 60 s: unary calls on loopback up to long streams.
+const prometheus::Histogram::BucketBoundaries& RpcBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+  return *b;
+}
+
+std::string KindLabel(layerflow::v1::JobKind kind) {
+  const std::string& full = layerflow::v1::JobKind_Name(kind);
+  absl::string_view name = full;
+  absl::ConsumePrefix(&name, "JOB_KIND_");
+  return absl::AsciiStrToLower(name.empty() ? "unknown" : name);
+}
+
+// The pool gauges, collected at each scrape from the source.
+class PoolCollectable final : public prometheus::Collectable {
+ public:
+  void SetSource(Metrics::PoolSource source) {
+    std::lock_guard<std::mutex> lock(mu_);  // waits for a scrape in flight
+    source_ = std::move(source);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!source_) return {};
+    absl::StatusOr<PoolSnapshot> pool = source_();
+    if (!pool.ok()) return {};
+    std::vector<prometheus::MetricFamily> out;
+    prometheus::MetricFamily users{"layerflow_user_jobs",
+                                   "Queued and running jobs by the owner of their sweep.",
+                                   prometheus::MetricType::Gauge,
+                                   {}};
+    for (const auto& [key, count] : pool->user_jobs) {
+      prometheus::ClientMetric m;
+      m.label = {{"state", key.second}, {"user", key.first}};
+      m.gauge.value = static_cast<double>(count);
+      users.metric.push_back(std::move(m));
+    }
+    out.push_back(std::move(users));
+    auto gauge = [&](const char* name, const char* help, int64_t value) {
+      prometheus::ClientMetric m;
+      m.gauge.value = static_cast<double>(value);
+      out.push_back({name, help, prometheus::MetricType::Gauge, {std::move(m)}});
+    };
+    gauge("layerflow_workers_busy", "Connected workers holding a lease.", pool->workers_busy);
+    gauge("layerflow_gpus_total", "GPUs of the connected workers.", pool->gpus_total);
+    gauge("layerflow_gpus_busy", "GPUs of the connected workers holding a lease.",
+          pool->gpus_busy);
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  Metrics::PoolSource source_;
+};
+
+}  // namespace
+
+absl::string_view GrpcCodeName(int code) {
+  static constexpr absl::string_view kNames[] = {
+      "OK",          "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",   "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",       "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  if (code < 0 || code >= static_cast<int>(std::size(kNames))) return "UNKNOWN";
+  return kNames[code];
+}
 
 struct Metrics::Impl {
   std::shared_ptr<prometheus::Registry> registry =
@@ -30,7 +118,28 @@ struct Metrics::Impl {
   prometheus::Family<prometheus::Histogram>* phases = nullptr;
   std::mutex phases_mu;
   std::map<std::string, prometheus::Histogram*, std::less<>> phase;  // by phase name
+
+  prometheus::Family<prometheus::Histogram>* queue_wait = nullptr;
+  prometheus::Family<prometheus::Histogram>* job_duration = nullptr;
+  prometheus::Family<prometheus::Histogram>* rpc = nullptr;
+  std::mutex jobs_mu;
+  struct Running {
+    int64_t leased_ms = 0;
+    std::string kind;
+  };
+  // Leases this process granted and not yet saw end; a lease that lapses
+  // stays until the job's next lease replaces it (bounded: kMaxRunning).
+  std::map<std::string, Running, std::less<>> running;
+  std::deque<double> recent;  // seconds of the last succeeded jobs
+  std::mutex rpc_mu;
+  std::map<std::string, prometheus::Histogram*, std::less<>> rpc_by_key;
+
+  std::shared_ptr<PoolCollectable> pool = std::make_shared<PoolCollectable>();
 };
+
+namespace {
+constexpr size_t kMaxRunning = 1 << 16;
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
     const std::string& address) {
@@ -84,6 +193,20 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
                       .Help("Seconds workers spent in each phase of a job chunk "
                             "(build, compute, upload).")
                       .Register(*impl->registry);
+  impl->queue_wait = &prometheus::BuildHistogram()
+                          .Name("layerflow_queue_wait_seconds")
+                          .Help("Seconds from a job's submission to its first lease, by kind.")
+                          .Register(*impl->registry);
+  impl->job_duration = &prometheus::BuildHistogram()
+                            .Name("layerflow_job_duration_seconds")
+                            .Help("Seconds from a lease to its job's end (outcome succeeded, "
+                                  "failed or retried), by kind.")
+                            .Register(*impl->registry);
+  impl->rpc = &prometheus::BuildHistogram()
+                   .Name("layerflow_rpc_duration_seconds")
+                   .Help("Seconds the coordinator spent on each gRPC call (a stream: its "
+                         "life), by service, method and status code.")
+                   .Register(*impl->registry);
   int port = 0;
   if (!address.empty()) {
     const std::string bind = address.find(':') == std::string::npos
@@ -98,6 +221,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
           "cannot serve metrics on '", bind, "': ", e.what()));
     }
     impl->exposer->RegisterCollectable(impl->registry);
+    impl->exposer->RegisterCollectable(impl->pool);
     const std::vector<int> ports = impl->exposer->GetListeningPorts();
     if (ports.empty()) {
       return absl::UnavailableError(
@@ -111,7 +235,10 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
 Metrics::Metrics(std::unique_ptr<Impl> impl, int port)
     : impl_(std::move(impl)), port_(port) {}
 
-Metrics::~Metrics() = default;
+Metrics::~Metrics() {
+  // A scrape in flight finishes before the source (and what it reads) goes.
+  if (impl_ != nullptr) impl_->pool->SetSource(nullptr);
+}
 
 void Metrics::SetJobs(absl::string_view state, int64_t count) {
   auto it = impl_->jobs.find(state);
@@ -163,6 +290,133 @@ void Metrics::ObservePhase(absl::string_view phase, double seconds) {
 
 void Metrics::SetArtifactBytes(int64_t bytes) {
   impl_->artifact_bytes->Set(static_cast<double>(bytes));
+}
+
+}  // namespace layerflow::server
+
+namespace layerflow::server {
+
+void Metrics::ObserveLeased(const layerflow::v1::Job& job, int64_t now_ms) {
+  const std::string kind = KindLabel(job.spec().kind());
+  prometheus::Histogram* wait = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(impl_->jobs_mu);
+    if (impl_->running.size() >= kMaxRunning) impl_->running.clear();
+    impl_->running[job.job_id()] = Impl::Running{now_ms, kind};
+    if (job.attempts() == 1) wait = &impl_->queue_wait->Add({{"kind", kind}}, JobBuckets());
+  }
+  if (wait != nullptr) {
+    wait->Observe(std::max<int64_t>(0, now_ms - job.created_unix_ms()) / 1000.0);
+  }
+}
+
+void Metrics::ObserveJobEnded(const std::string& job_id, absl::string_view outcome,
+                              int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(impl_->jobs_mu);
+  auto it = impl_->running.find(job_id);
+  if (it == impl_->running.end()) return;
+  const double seconds = std::max<int64_t>(0, now_ms - it->second.leased_ms) / 1000.0;
+  impl_->job_duration
+      ->Add({{"kind", it->second.kind}, {"outcome", std::string(outcome)}}, JobBuckets())
+      .Observe(seconds);
+  impl_->running.erase(it);
+  if (outcome == "succeeded") {
+    impl_->recent.push_back(seconds);
+    if (impl_->recent.size() > static_cast<size_t>(kRecentJobs)) impl_->recent.pop_front();
+  }
+}
+
+RecentDurations Metrics::RecentJobSeconds() const {
+  std::lock_guard<std::mutex> lock(impl_->jobs_mu);
+  RecentDurations out;
+  if (impl_->recent.empty()) return out;
+  double sum = 0;
+  for (double s : impl_->recent) sum += s;
+  out.jobs = static_cast<int32_t>(impl_->recent.size());
+  out.mean_seconds = sum / out.jobs;
+  return out;
+}
+
+void Metrics::ObserveRpc(absl::string_view service, absl::string_view method,
+                         absl::string_view code, double seconds) {
+  const std::string key = absl::StrCat(service, "/", method, "/", code);
+  prometheus::Histogram* h = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(impl_->rpc_mu);
+    auto it = impl_->rpc_by_key.find(key);
+    if (it == impl_->rpc_by_key.end()) {
+      it = impl_->rpc_by_key
+               .emplace(key, &impl_->rpc->Add({{"service", std::string(service)},
+                                               {"method", std::string(method)},
+                                               {"code", std::string(code)}},
+                                              RpcBuckets()))
+               .first;
+    }
+    h = it->second;
+  }
+  h->Observe(seconds);
+}
+
+void Metrics::SetPoolSource(PoolSource source) { impl_->pool->SetSource(std::move(source)); }
+
+namespace {
+
+// "/layerflow.v1.Coordinator/SubmitSweep" -> ("Coordinator", "SubmitSweep");
+// "/grpc.health.v1.Health/Check" -> ("Health", "Check").
+std::pair<std::string, std::string> SplitMethod(absl::string_view full) {
+  absl::ConsumePrefix(&full, "/");
+  const size_t slash = full.rfind('/');
+  if (slash == absl::string_view::npos) return {"", std::string(full)};
+  absl::string_view service = full.substr(0, slash);
+  if (const size_t dot = service.rfind('.'); dot != absl::string_view::npos) {
+    service = service.substr(dot + 1);
+  }
+  return {std::string(service), std::string(full.substr(slash + 1))};
+}
+
+class RpcInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  RpcInterceptor(Metrics* metrics, const char* method)
+      : metrics_(metrics),
+        start_(std::chrono::steady_clock::now()),
+        names_(SplitMethod(method == nullptr ? "" : method)) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      const grpc::Status status = methods->GetSendStatus();
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      metrics_->ObserveRpc(names_.first, names_.second,
+                           GrpcCodeName(static_cast<int>(status.error_code())), seconds);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  Metrics* const metrics_;
+  const std::chrono::steady_clock::time_point start_;
+  const std::pair<std::string, std::string> names_;
+};
+
+class RpcInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit RpcInterceptorFactory(Metrics* metrics) : metrics_(metrics) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new RpcInterceptor(metrics_, info->method());
+  }
+
+ private:
+  Metrics* const metrics_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+Metrics::NewRpcInterceptorFactory() {
+  return std::make_unique<RpcInterceptorFactory>(this);
 }
 
 }  // namespace layerflow::server

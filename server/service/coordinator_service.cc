@@ -186,10 +186,12 @@ const auth::Authorizer& AuthOff() {
 }
 }  // namespace
 
-CoordinatorService::CoordinatorService(CoordinatorCore* core, const auth::Authorizer* auth)
+CoordinatorService::CoordinatorService(CoordinatorCore* core, const auth::Authorizer* auth,
+                                       const Metrics* metrics)
     : core_(core),
       auth_(auth != nullptr ? auth : &AuthOff()),
-      hub_(std::make_unique<WatchHub>(core)) {}
+      hub_(std::make_unique<WatchHub>(core)),
+      pool_(core, auth_, metrics) {}
 
 CoordinatorService::~CoordinatorService() = default;
 
@@ -274,6 +276,29 @@ grpc::ServerUnaryReactor* CoordinatorService::QueryResults(
     LF_RETURN_IF_ERROR(
         auth_->Authorize(*context, auth::Rpc::kQueryResults, {.sweep_id = request->sweep_id()}).status());
     LF_ASSIGN_OR_RETURN(*response, core_->QueryResults(*request));
+    return absl::OkStatus();
+  }());
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(
+    grpc::CallbackServerContext* context, const v1::ListWorkersRequest* /*request*/,
+    v1::ListWorkersResponse* response) {
+  return FinishUnary(context, [&]() -> absl::Status {
+    LF_ASSIGN_OR_RETURN(const auth::Identity who,
+                        auth_->Authorize(*context, auth::Rpc::kListWorkers));
+    // Quarantine reasons quote job errors, which may be any user's.
+    LF_ASSIGN_OR_RETURN(*response, pool_.ListWorkers(who.role == auth::Role::kAdmin));
+    return absl::OkStatus();
+  }());
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::GetQueue(
+    grpc::CallbackServerContext* context, const v1::GetQueueRequest* request,
+    v1::GetQueueResponse* response) {
+  return FinishUnary(context, [&]() -> absl::Status {
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kGetQueue, {.sweep_id = request->sweep_id()}).status());
+    LF_ASSIGN_OR_RETURN(*response, pool_.GetQueue(request->sweep_id()));
     return absl::OkStatus();
   }());
 }

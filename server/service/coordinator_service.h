@@ -8,6 +8,8 @@
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "server/auth/authorizer.h"
 #include "server/core/coordinator_core.h"
+#include "server/metrics/metrics.h"
+#include "server/metrics/pool_view.h"
 
 namespace layerflow::server {
 
@@ -16,9 +18,11 @@ class WatchHub;
 class CoordinatorService final
     : public layerflow::v1::Coordinator::CallbackService {
  public:
-  // `core` and `auth` must outlive the service. Every handler starts with
-  // auth->Authorize; null: authentication off.
-  explicit CoordinatorService(CoordinatorCore* core, const auth::Authorizer* auth = nullptr);
+  // `core`, `auth` and `metrics` must outlive the service. Every handler
+  // starts with auth->Authorize; null: authentication off. `metrics` gives
+  // GetQueue the recent job durations; null: expected starts unknown.
+  explicit CoordinatorService(CoordinatorCore* core, const auth::Authorizer* auth = nullptr,
+                              const Metrics* metrics = nullptr);
   ~CoordinatorService() override;
 
   // Ends every open WatchSweep stream (UNAVAILABLE) and refuses new ones;
@@ -55,11 +59,20 @@ class CoordinatorService final
       grpc::CallbackServerContext* context,
       const layerflow::v1::QueryResultsRequest* request,
       layerflow::v1::QueryResultsResponse* response) override;
+  grpc::ServerUnaryReactor* ListWorkers(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::ListWorkersRequest* request,
+      layerflow::v1::ListWorkersResponse* response) override;
+  grpc::ServerUnaryReactor* GetQueue(
+      grpc::CallbackServerContext* context,
+      const layerflow::v1::GetQueueRequest* request,
+      layerflow::v1::GetQueueResponse* response) override;
 
  private:
   CoordinatorCore* const core_;
   const auth::Authorizer* const auth_;
   std::unique_ptr<WatchHub> hub_;
+  PoolView pool_;
 };
 
 }  // namespace layerflow::server

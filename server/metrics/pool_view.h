@@ -1,0 +1,71 @@
+// What the pool looks like now, read through CoordinatorCore (jobs,
+// registered workers) and the Authorizer (sweep owners): the answers of
+// ListWorkers and GetQueue (`layerflow workers`, `layerflow watch`) and the
+// pool gauges of /metrics (Metrics::SetPoolSource). Nothing is cached:
+// every call reads the store. Thread-safe.
+#ifndef LAYERFLOW_SERVER_METRICS_POOL_VIEW_H_
+#define LAYERFLOW_SERVER_METRICS_POOL_VIEW_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "layerflow/v1/coordinator.pb.h"
+#include "server/auth/authorizer.h"
+#include "server/core/coordinator_core.h"
+#include "server/metrics/metrics.h"
+
+namespace layerflow::server {
+
+// A worker counts as connected when seen within this many heartbeat
+// intervals (the same rule as layerflow_workers_connected).
+inline constexpr int kLiveHeartbeats = 3;
+
+class PoolView {
+ public:
+  // `core` must outlive the view; `auth` and `metrics` may be null (no
+  // owners: "anonymous"; no recent durations: expected starts unknown)
+  // and otherwise must outlive it too.
+  PoolView(CoordinatorCore* core, const auth::Authorizer* auth, const Metrics* metrics,
+           Clock clock = SystemUnixMillis);
+
+  // Every registered worker, oldest registration first, with the job it
+  // holds and its state (WorkerState); quarantine reasons only when
+  // `include_reasons` (admins).
+  absl::StatusOr<layerflow::v1::ListWorkersResponse> ListWorkers(bool include_reasons);
+
+  // The sweep's queued jobs in lease order with their position among all
+  // queued jobs (priority, then age: the store's primary order) and the
+  // expected start: with W connected unquarantined workers of which I hold
+  // no lease, and D the mean of the recent successful jobs' durations, a
+  // job with p queued jobs ahead starts now when p < I and otherwise after
+  // (p - I + 1) * D / W seconds (W jobs end every D seconds); -1 when W is
+  // 0, or p >= I and no job has finished yet. INVALID_ARGUMENT for an empty
+  // sweep id, NOT_FOUND for an unknown one.
+  absl::StatusOr<layerflow::v1::GetQueueResponse> GetQueue(const std::string& sweep_id);
+
+  // The pool gauges: queued and running jobs by the owner of their sweep,
+  // busy workers, and GPUs total and busy over connected workers.
+  absl::StatusOr<PoolSnapshot> Snapshot();
+
+ private:
+  // Every job in `state` (all sweeps when sweep_id is empty), creation order.
+  absl::StatusOr<std::vector<layerflow::v1::Job>> AllJobs(const std::string& sweep_id,
+                                                          layerflow::v1::JobState state);
+  absl::StatusOr<layerflow::v1::ListWorkersResponse> Workers(
+      bool include_reasons, const std::vector<layerflow::v1::Job>& running);
+
+  CoordinatorCore* const core_;
+  const auth::Authorizer* const auth_;
+  const Metrics* const metrics_;
+  const Clock clock_;
+};
+
+// "gpu-host-3:4127" -> "gpu-host-3" (a trailing ":<digits>" is the worker's
+// pid, the default name's); any other name is the host itself.
+std::string HostOfWorkerName(absl::string_view name);
+
+}  // namespace layerflow::server
+
+#endif  // LAYERFLOW_SERVER_METRICS_POOL_VIEW_H_
