@@ -155,6 +155,7 @@ absl::Status Connection::SetUpSession() {
 
 bool Connection::ReconnectAfterFailure() {
   if (in_transaction_ || PQstatus(conn_) == CONNECTION_OK) return false;
+  prepared_.clear();
   PQreset(conn_);
   return PQstatus(conn_) == CONNECTION_OK && SetUpSession().ok();
 }
@@ -164,6 +165,7 @@ Connection::~Connection() { PQfinish(conn_); }
 absl::Status Connection::EnsureConnected() {
   if (PQstatus(conn_) == CONNECTION_OK) return absl::OkStatus();
   in_transaction_ = false;  // the server rolled it back with the connection
+  prepared_.clear();
   PQreset(conn_);
   if (PQstatus(conn_) != CONNECTION_OK) {
     return absl::UnavailableError(
@@ -198,15 +200,38 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view sql, const std::vector
   const std::string text(sql);
   for (int attempt = 0;; ++attempt) {
     Result result;
-    result.res_.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()),
-                                   nullptr, values.data(), lengths.data(), formats.data(),
-                                   /*resultFormat=*/0));
+    absl::StatusOr<std::string> name = PreparedName(text, static_cast<int>(params.size()));
+    if (!name.ok()) {
+      if (attempt == 0 && ReconnectAfterFailure()) continue;
+      return name.status();
+    }
+    if (name->empty()) {
+      result.res_.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()),
+                                     nullptr, values.data(), lengths.data(), formats.data(),
+                                     /*resultFormat=*/0));
+    } else {
+      result.res_.reset(PQexecPrepared(conn_, name->c_str(), static_cast<int>(params.size()),
+                                       values.data(), lengths.data(), formats.data(),
+                                       /*resultFormat=*/0));
+    }
     const ExecStatusType status =
         result.res_ ? PQresultStatus(result.res_.get()) : PGRES_FATAL_ERROR;
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return result;
     if (attempt == 0 && ReconnectAfterFailure()) continue;
     return ErrorOf(result.res_.get(), sql);
   }
+}
+
+absl::StatusOr<std::string> Connection::PreparedName(const std::string& sql, int params) {
+  if (auto it = prepared_.find(sql); it != prepared_.end()) return it->second;
+  if (prepared_.size() >= kMaxPrepared || sql.size() > kMaxPreparedText) return std::string();
+  std::string name = absl::StrCat("lf_", prepared_.size());
+  // Parameter types come from the text's casts ($1::bigint).
+  std::unique_ptr<pg_result, Result::Clear> res(
+      PQprepare(conn_, name.c_str(), sql.c_str(), params, nullptr));
+  if (!res || PQresultStatus(res.get()) != PGRES_COMMAND_OK) return ErrorOf(res.get(), sql);
+  prepared_.emplace(sql, name);
+  return name;
 }
 
 absl::Status Connection::ExecScript(absl::string_view sql) {
@@ -223,15 +248,20 @@ absl::Status Connection::ExecScript(absl::string_view sql) {
 
 absl::StatusOr<Transaction> Transaction::Begin(Connection& db) {
   if (absl::Status s = db.EnsureConnected(); !s.ok()) return s;
-  if (absl::Status s = db.ExecScript("BEGIN"); !s.ok()) return s;
-  db.in_transaction_ = true;
-  Transaction tx(&db);  // rolls back from here on
-  if (absl::StatusOr<Result> r =
-          db.Exec("SELECT pg_advisory_xact_lock($1::bigint)", {kWriterLockKey});
-      !r.ok()) {
-    return r.status();
+  // One round trip: BEGIN and the lock as one simple-query script (the
+  // key is a constant).
+  static const std::string* begin = new std::string(
+      absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock(", kWriterLockKey, ")"));
+  // Outside a transaction until it succeeded, so that a connection lost
+  // between calls is re-opened and the script sent again.
+  if (absl::Status s = db.ExecScript(*begin); !s.ok()) {
+    // BEGIN may have run and the lock failed: end that transaction (a
+    // no-op with a warning when there is none).
+    (void)db.ExecScript("ROLLBACK");
+    return s;
   }
-  return tx;
+  db.in_transaction_ = true;
+  return Transaction(&db);  // rolls back from here on
 }
 
 Transaction::~Transaction() {

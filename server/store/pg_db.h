@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -74,7 +75,10 @@ class Connection {
   // Reconnects a connection known to be broken; UNAVAILABLE when that
   // fails. Called before each top-level operation.
   absl::Status EnsureConnected();
-  // One statement with $1.. parameters.
+  // One statement with $1.. parameters. Prepared once per session (a
+  // named server-side statement, so parsed and planned once) unless the
+  // session already holds kMaxPrepared of them or the text is one of the
+  // long, generated multi-row INSERTs.
   absl::StatusOr<Result> Exec(absl::string_view sql, const std::vector<Param>& params = {});
   // Several statements without parameters (schema scripts).
   absl::Status ExecScript(absl::string_view sql);
@@ -89,9 +93,17 @@ class Connection {
   // transaction was open: reconnected, the statement may run again (a
   // server restart or a dropped connection between calls costs nothing).
   bool ReconnectAfterFailure();
+  // The name of the session's prepared statement for sql, preparing it;
+  // empty when it is not to be prepared.
+  absl::StatusOr<std::string> PreparedName(const std::string& sql, int params);
+  static constexpr size_t kMaxPrepared = 256;
+  static constexpr size_t kMaxPreparedText = 4096;
   friend class Transaction;
   pg_conn* conn_;
   bool in_transaction_ = false;
+  // SQL text -> prepared statement name, for this session (cleared when the
+  // connection is reset: a new session has none).
+  std::unordered_map<std::string, std::string> prepared_;
   std::string description_;
 };
 

@@ -97,12 +97,55 @@ constexpr absl::string_view kV2 = R"sql(
 CREATE INDEX jobs_dependents_by_state ON jobs(state) WHERE depends_on != '';
 )sql";
 
+// v3: as the SQLite schema's v10 (sqlite_schema.cc says why): the jobs per
+// state kept in job_state_counts by triggers, and the partial index of the
+// attempts that keep a job off a worker. The counters are updated inside
+// the transaction that changes a job, which holds the writers' advisory
+// lock (pg_db.h), so no two transactions update them at once. An INSERT or
+// DELETE updates them once per statement (its transition table); an
+// UPDATE once per row whose state changes.
+constexpr absl::string_view kV3 = R"sql(
+CREATE TABLE job_state_counts (
+  state INTEGER PRIMARY KEY,
+  n     BIGINT NOT NULL
+);
+INSERT INTO job_state_counts (state, n)
+  SELECT s, (SELECT COUNT(*) FROM jobs WHERE state = s) FROM generate_series(0, 5) AS s;
+CREATE FUNCTION lf_count_inserted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE job_state_counts c SET n = c.n + d.k
+    FROM (SELECT state, COUNT(*) AS k FROM new_jobs GROUP BY state) d WHERE c.state = d.state;
+  RETURN NULL;
+END $$;
+CREATE FUNCTION lf_count_deleted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE job_state_counts c SET n = c.n - d.k
+    FROM (SELECT state, COUNT(*) AS k FROM old_jobs GROUP BY state) d WHERE c.state = d.state;
+  RETURN NULL;
+END $$;
+CREATE FUNCTION lf_count_job_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE job_state_counts SET n = n - 1 WHERE state = OLD.state;
+  UPDATE job_state_counts SET n = n + 1 WHERE state = NEW.state;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION lf_count_inserted_jobs();
+CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION lf_count_deleted_jobs();
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs
+  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+  EXECUTE FUNCTION lf_count_job_state_change();
+CREATE INDEX job_attempts_elsewhere ON job_attempts(job_id, worker_id) WHERE elsewhere = 1;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
   static const std::vector<Migration>* migrations = new std::vector<Migration>{
       {1, "the SQLite schema v8: sweeps, jobs, chunks, chunk_stats, workers, job_attempts", kV1},
       {2, "jobs_dependents_by_state partial index (failing dependents)", kV2},
+      {3, "job_state_counts, job_attempts_elsewhere (the lease path)", kV3},
   };
   return *migrations;
 }

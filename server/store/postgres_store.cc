@@ -247,6 +247,25 @@ class PostgresStore final : public Store {
       const std::vector<ResidentModelRef>& resident) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    if (resident.empty()) {
+      // The head, picked and leased in one statement (one round trip).
+      Lease lease;
+      lease.lease_id = NewLeaseId();
+      lease.expires_unix_ms = now_ms + ttl_ms;
+      static const std::string* sql = new std::string(absl::StrCat(
+          "UPDATE jobs SET state = $5::int, attempts = attempts + 1, worker_id = $4::text, "
+          "lease_id = $6::text, lease_expires_ms = $7::bigint, updated_ms = $2::bigint "
+          "WHERE seq = (SELECT j.seq FROM jobs j WHERE ", kRunnable,
+          " ORDER BY j.priority DESC, j.seq LIMIT 1) RETURNING ", kJobColumns));
+      LF_ASSIGN_OR_RETURN(Result r, db_->Exec(*sql, {kQueued, now_ms, kSucceeded, worker_id,
+                                                     kRunning, lease.lease_id,
+                                                     lease.expires_unix_ms}));
+      if (r.rows() == 0) return std::optional<Lease>();
+      LF_ASSIGN_OR_RETURN(lease.job, ReadJob(r, 0));
+      lease.resume_from_sequence = lease.job.chunks_committed();
+      LF_RETURN_IF_ERROR(tx.Commit());
+      return std::optional<Lease>(std::move(lease));
+    }
     LF_ASSIGN_OR_RETURN(
         Result pick,
         db_->Exec(absl::StrCat("SELECT j.seq, j.sweep_id, j.priority FROM jobs j WHERE ",
@@ -254,10 +273,8 @@ class PostgresStore final : public Store {
                   {kQueued, now_ms, kSucceeded, worker_id}));
     if (pick.rows() == 0) return std::optional<Lease>();
     int64_t seq = pick.Int(0, 0);
-    if (!resident.empty()) {
-      LF_ASSIGN_OR_RETURN(seq, LocalPickLocked(seq, pick.Text(0, 1), pick.Int(0, 2), now_ms,
-                                               worker_id, resident));
-    }
+    LF_ASSIGN_OR_RETURN(seq, LocalPickLocked(seq, pick.Text(0, 1), pick.Int(0, 2), now_ms,
+                                             worker_id, resident));
     Lease lease;
     lease.lease_id = NewLeaseId();
     lease.expires_unix_ms = now_ms + ttl_ms;
@@ -408,8 +425,8 @@ class PostgresStore final : public Store {
                                                         row.chunks_committed, " of ",
                                                         row.chunks_total, " chunks committed"));
     }
-    LF_RETURN_IF_ERROR(RecordAttemptLocked(job_id, AttemptOutcome::kSucceeded, "", now_ms));
-    LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_SUCCEEDED, "", now_ms));
+    LF_RETURN_IF_ERROR(FinishWithAttemptLocked(job_id, JobState::JOB_STATE_SUCCEEDED,
+                                               AttemptOutcome::kSucceeded, "", now_ms));
     return tx.Commit();
   }
 
@@ -422,8 +439,8 @@ class PostgresStore final : public Store {
       return absl::OkStatus();
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
-    LF_RETURN_IF_ERROR(RecordAttemptLocked(job_id, AttemptOutcome::kBadInput, error, now_ms));
-    LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_FAILED, error, now_ms));
+    LF_RETURN_IF_ERROR(FinishWithAttemptLocked(job_id, JobState::JOB_STATE_FAILED,
+                                               AttemptOutcome::kBadInput, error, now_ms));
     LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
     return tx.Commit();
   }
@@ -575,7 +592,10 @@ class PostgresStore final : public Store {
 
   absl::Status TouchWorker(const std::string& worker_id, int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    // One statement, its own transaction: it reads nothing it then writes
+    // (GREATEST keeps last_seen monotonic), so it needs no writers' lock,
+    // and every LeaseJob and Heartbeat saves three round trips.
+    LF_RETURN_IF_ERROR(db_->EnsureConnected());
     LF_ASSIGN_OR_RETURN(
         Result r, db_->Exec("UPDATE workers SET last_seen_ms = GREATEST(last_seen_ms, "
                             "$1::bigint) WHERE worker_id = $2::text",
@@ -583,7 +603,7 @@ class PostgresStore final : public Store {
     if (r.affected() == 0) {
       return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id, "; register first"));
     }
-    return tx.Commit();
+    return absl::OkStatus();
   }
 
   absl::StatusOr<int64_t> CountLiveWorkers(int64_t since_ms) override {
@@ -598,7 +618,7 @@ class PostgresStore final : public Store {
   absl::StatusOr<JobStateCounts> CountJobsByState() override {
     absl::MutexLock lock(&mu_);
     LF_RETURN_IF_ERROR(db_->EnsureConnected());
-    LF_ASSIGN_OR_RETURN(Result r, db_->Exec("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+    LF_ASSIGN_OR_RETURN(Result r, db_->Exec("SELECT state, n FROM job_state_counts"));
     JobStateCounts counts{};
     for (int i = 0; i < r.rows(); ++i) {
       const int64_t state = r.Int(i, 0);
@@ -845,9 +865,12 @@ class PostgresStore final : public Store {
                     "'dependency ' || d.job_id || ' was cancelled' ELSE "
                     "'dependency ' || d.job_id || ' failed: ' || d.error END "
                     "FROM jobs d WHERE d.job_id = jobs.depends_on) "
-                    "WHERE state = $4::int AND depends_on <> '' AND EXISTS (SELECT 1 "
-                    "FROM jobs d WHERE d.job_id = jobs.depends_on "
-                    "AND d.state IN ($1::int, $3::int))",
+                    // A scalar subquery, not EXISTS: PostgreSQL made the
+                    // semi-join a hash join over every failed job (0.3 ms
+                    // at 5,000, growing); this way the statement reads
+                    // only the queued dependents (the partial index).
+                    "WHERE state = $4::int AND depends_on <> '' AND (SELECT d.state "
+                    "FROM jobs d WHERE d.job_id = jobs.depends_on) IN ($1::int, $3::int)",
                     {kFailed, now_ms, kCancelled, kQueued}));
       if (r.affected() == 0) return absl::OkStatus();
     }
@@ -861,6 +884,22 @@ class PostgresStore final : public Store {
                "ended_ms, elsewhere) SELECT job_id, attempts, worker_id, $1::int, $2::text, "
                "$3::bigint, $5::int FROM jobs WHERE job_id = $4::text",
                {static_cast<int>(outcome), error, now_ms, job_id, elsewhere ? 1 : 0})
+        .status();
+  }
+
+  // RecordAttemptLocked then Finish, as one statement: both parts see the
+  // row as it was before the statement, so the attempt records the lease's
+  // worker before the update clears it.
+  absl::Status FinishWithAttemptLocked(const std::string& job_id, JobState state,
+                                       AttemptOutcome outcome, const std::string& error,
+                                       int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return db_
+        ->Exec("WITH attempt AS (INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, "
+               "error, ended_ms, elsewhere) SELECT job_id, attempts, worker_id, $1::int, "
+               "$2::text, $3::bigint, 0 FROM jobs WHERE job_id = $4::text) "
+               "UPDATE jobs SET state = $5::int, error = $2::text, worker_id = '', "
+               "updated_ms = $3::bigint WHERE job_id = $4::text",
+               {static_cast<int>(outcome), error, now_ms, job_id, static_cast<int>(state)})
         .status();
   }
 

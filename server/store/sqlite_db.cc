@@ -39,19 +39,34 @@ absl::Status FromSqlite(int rc, sqlite3* db, absl::string_view context) {
 Statement::Statement(Statement&& other) noexcept
     : db_(other.db_),
       stmt_(std::exchange(other.stmt_, nullptr)),
+      owner_(other.owner_),
       bind_status_(std::move(other.bind_status_)) {}
 
 Statement& Statement::operator=(Statement&& other) noexcept {
   if (this != &other) {
-    sqlite3_finalize(stmt_);
+    if (stmt_ != nullptr) {
+      if (owner_ != nullptr) {
+        owner_->Return(stmt_);
+      } else {
+        sqlite3_finalize(stmt_);
+      }
+    }
     db_ = other.db_;
     stmt_ = std::exchange(other.stmt_, nullptr);
+    owner_ = other.owner_;
     bind_status_ = std::move(other.bind_status_);
   }
   return *this;
 }
 
-Statement::~Statement() { sqlite3_finalize(stmt_); }
+Statement::~Statement() {
+  if (stmt_ == nullptr) return;
+  if (owner_ != nullptr) {
+    owner_->Return(stmt_);
+  } else {
+    sqlite3_finalize(stmt_);
+  }
+}
 
 namespace {
 void Keep(absl::Status& first, int rc, sqlite3* db) {
@@ -144,17 +159,42 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path,
   return db;
 }
 
-Db::~Db() { sqlite3_close(db_); }
+Db::~Db() {
+  for (auto& [sql, stmts] : cache_) {
+    for (sqlite3_stmt* stmt : stmts) sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db_);
+}
 
 absl::StatusOr<Statement> Db::Prepare(absl::string_view sql) {
+  if (auto it = cache_.find(std::string(sql)); it != cache_.end() && !it->second.empty()) {
+    sqlite3_stmt* stmt = it->second.back();
+    it->second.pop_back();
+    return Statement(db_, stmt, this);
+  }
   sqlite3_stmt* stmt = nullptr;
-  const int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()),
-                                    &stmt, nullptr);
+  const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
+                                    SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_finalize(stmt);
     return FromSqlite(rc, db_, absl::StrCat("prepare: ", sql));
   }
-  return Statement(db_, stmt);
+  return Statement(db_, stmt, this);
+}
+
+void Db::Return(sqlite3_stmt* stmt) {
+  // sqlite3_sql is the text given to prepare (one statement: the store
+  // never prepares a text with a tail), so it is the key Prepare looks up.
+  const char* sql = sqlite3_sql(stmt);
+  auto it = sql != nullptr ? cache_.find(sql) : cache_.end();
+  if (sql == nullptr || (it == cache_.end() && cache_.size() >= kMaxCached)) {
+    sqlite3_finalize(stmt);
+    return;
+  }
+  sqlite3_reset(stmt);  // its error, if any, was reported by Step
+  sqlite3_clear_bindings(stmt);
+  if (it == cache_.end()) it = cache_.emplace(sql, std::vector<sqlite3_stmt*>()).first;
+  it->second.push_back(stmt);
 }
 
 absl::Status Db::Exec(absl::string_view sql) {

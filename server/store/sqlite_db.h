@@ -6,6 +6,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
+#include <vector>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -19,6 +22,11 @@ namespace layerflow::server::sqlite {
 // Maps an SQLite result code to the most specific absl code.
 absl::Status FromSqlite(int rc, sqlite3* db, absl::string_view context);
 
+class Db;
+
+// A prepared statement. One from Db::Prepare goes back to its Db's cache
+// when destroyed (reset, bindings cleared), so that a statement the store
+// runs on every call is parsed and planned once per connection.
 class Statement {
  public:
   Statement(Statement&&) noexcept;
@@ -48,9 +56,11 @@ class Statement {
 
  private:
   friend class Db;
-  Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Statement(sqlite3* db, sqlite3_stmt* stmt, Db* owner)
+      : db_(db), stmt_(stmt), owner_(owner) {}
   sqlite3* db_ = nullptr;
   sqlite3_stmt* stmt_ = nullptr;
+  Db* owner_ = nullptr;  // the cache it returns to; null: finalized
   absl::Status bind_status_;  // first bind error, reported by Step()
 };
 
@@ -62,6 +72,9 @@ class Db {
                                                   int busy_timeout_ms);
   ~Db();
 
+  // A statement from the cache when this SQL text was prepared before and
+  // is not in use; prepared (and kept once done) otherwise. Every
+  // Statement must be destroyed before its Db.
   absl::StatusOr<Statement> Prepare(absl::string_view sql);
   // Runs one or more statements without parameters.
   absl::Status Exec(absl::string_view sql);
@@ -70,8 +83,15 @@ class Db {
   sqlite3* raw() { return db_; }
 
  private:
+  friend class Statement;
   explicit Db(sqlite3* db) : db_(db) {}
+  // Takes back a statement that is done: reset and cached, or finalized
+  // once the cache holds kMaxCached texts.
+  void Return(sqlite3_stmt* stmt);
+  static constexpr size_t kMaxCached = 256;
   sqlite3* db_;
+  // Idle prepared statements by SQL text.
+  std::unordered_map<std::string, std::vector<sqlite3_stmt*>> cache_;
 };
 
 // BEGIN IMMEDIATE ... COMMIT, rolled back unless Commit() succeeded.

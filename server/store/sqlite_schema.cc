@@ -172,6 +172,38 @@ constexpr absl::string_view kV9 = R"sql(
 CREATE INDEX jobs_dependents_by_state ON jobs(state) WHERE depends_on != '';
 )sql";
 
+// v10: the lease path at 10,000 queued jobs (bench_pool, issue 14).
+// Measured per statement (SQLite's profile hook, 50 workers, 10,000 jobs):
+// the jobs-by-state gauge that the coordinator refreshes after every
+// FailJob (SELECT state, COUNT(*) ... GROUP BY state) walked every job,
+// 650 us a call, a third of the run; the lease's candidate query, 200 us,
+// probed the asking worker's whole attempt history (job_attempts_by_worker)
+// for each candidate. job_state_counts keeps the jobs per state, maintained
+// by triggers in the transaction that changes a job, so reading it is five
+// rows; job_attempts_elsewhere holds only the "not on this worker again"
+// attempts (few), which is all the lease's NOT EXISTS asks about.
+constexpr absl::string_view kV10 = R"sql(
+CREATE TABLE job_state_counts (
+  state INTEGER PRIMARY KEY,  -- layerflow.v1.JobState
+  n     INTEGER NOT NULL
+);
+INSERT INTO job_state_counts (state, n)
+  WITH states(s) AS (VALUES (0), (1), (2), (3), (4), (5))
+  SELECT s, (SELECT COUNT(*) FROM jobs WHERE state = s) FROM states;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+  UPDATE job_state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs
+  WHEN OLD.state != NEW.state BEGIN
+  UPDATE job_state_counts SET n = n - 1 WHERE state = OLD.state;
+  UPDATE job_state_counts SET n = n + 1 WHERE state = NEW.state;
+END;
+CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+  UPDATE job_state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE INDEX job_attempts_elsewhere ON job_attempts(job_id, worker_id) WHERE elsewhere = 1;
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -193,6 +225,7 @@ const std::vector<Migration>& Migrations() {
       {7, "jobs.results_version (counter-based random init)", kV7},
       {8, "job_attempts, workers.quarantined (failures)", kV8},
       {9, "jobs_dependents_by_state partial index (failing dependents)", kV9},
+      {10, "job_state_counts, job_attempts_elsewhere (the lease path)", kV10},
   };
   return *migrations;
 }

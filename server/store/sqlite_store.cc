@@ -742,7 +742,7 @@ class SqliteStore final : public Store {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(
         Statement select,
-        db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
+        db_->Prepare("SELECT state, n FROM job_state_counts"));
     JobStateCounts counts{};
     while (true) {
       LF_ASSIGN_OR_RETURN(bool row, select.Step());

@@ -48,9 +48,17 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("schema_db"));
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("schema_db")));
-  EXPECT_EQ(PostgresSchemaVersion(), 2);
+  EXPECT_EQ(PostgresSchemaVersion(), 3);
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(version::text, ',') FROM layerflow_schema"),
-              ::testing::Eq(absl::StatusOr<std::string>("2")));
+              ::testing::Eq(absl::StatusOr<std::string>("3")));
+  // v3: the jobs per state kept by triggers (an empty database: zeros) and
+  // the partial index of "not on this worker again" attempts.
+  EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(state || ':' || n, ' ' ORDER BY state) "
+                                    "FROM job_state_counts"),
+              ::testing::Eq(absl::StatusOr<std::string>("0:0 1:0 2:0 3:0 4:0 5:0")));
+  EXPECT_THAT(pg.Query("schema_db",
+                       "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'job_attempts_elsewhere'"),
+              ::testing::Eq(absl::StatusOr<std::string>("1")));
   EXPECT_THAT(pg.Query("schema_db",
                        "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'jobs_dependents_by_state'"),
               ::testing::Eq(absl::StatusOr<std::string>("1")));
@@ -75,7 +83,7 @@ TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
                    .status());
   EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 2"));
+                       "schema version 99 is newer than this build's 3"));
 }
 
 // Two coordinators starting at once on a fresh database: one migrates, the

@@ -111,7 +111,16 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     RawDb raw(path);
     EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
               std::to_string(SqliteSchemaVersion()));
-    EXPECT_EQ(SqliteSchemaVersion(), 9);
+    EXPECT_EQ(SqliteSchemaVersion(), 10);
+    // v10: jobs per state kept by triggers, seeded from the jobs there (two
+    // queued), and the partial index of "not on this worker again" attempts.
+    EXPECT_EQ(raw.Scalar("SELECT group_concat(state || ':' || n, ' ') FROM "
+                         "(SELECT state, n FROM job_state_counts ORDER BY state)"),
+              "0:0 1:2 2:0 3:0 4:0 5:0");
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE "
+                         "name IN ('job_attempts_elsewhere', 'jobs_count_insert', "
+                         "'jobs_count_update', 'jobs_count_delete')"),
+              "4");
     // v9: the partial index that keeps failing dependents from scanning
     // every queued job.
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND "
@@ -188,7 +197,7 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "9");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "10");
     // A v2 worker row migrates unquarantined.
     EXPECT_EQ(raw.Scalar("SELECT quarantined FROM workers WHERE worker_id = 'w0'"), "0");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM chunk_stats WHERE layer_b = -1 "
@@ -285,7 +294,7 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "9");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "10");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'chunk_stats_by_key'"),
               "1");
     // Existing jobs are EXTRACT jobs without a dependency.
@@ -397,7 +406,7 @@ TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
   { RawDb(path).Exec("PRAGMA user_version = 99"); }
   EXPECT_THAT(OpenSqliteStore(path).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 9"));
+                       "schema version 99 is newer than this build's 10"));
 }
 
 TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {

@@ -1113,6 +1113,77 @@ TEST_P(StoreConformance, RetrySweepRequeuesOnlyFailedAndCancelledJobsKeepingThei
   EXPECT_NEAR(rows[0].value(), (0.2 + 0.4 + 0.9) / 3, 1e-12);
 }
 
+// Regression test (issue 14, bench_pool): CountJobsByState, which the
+// coordinator's gauges call after every FailJob, counted every job row (650
+// us at 10,000 jobs on SQLite, 3.3 ms on PostgreSQL); it now reads counters
+// that the database keeps in each transaction that changes a job. They must
+// equal a count of the job rows after every kind of transition.
+TEST_P(StoreConformance, JobCountsFollowEveryTransition) {
+  auto expect_counts_match_rows = [&](const std::string& when) {
+    LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs("", JobState::JOB_STATE_UNSPECIFIED));
+    JobStateCounts from_rows{};
+    for (const Job& job : jobs) from_rows[static_cast<size_t>(job.state())]++;
+    LF_ASSERT_OK_AND_ASSIGN(JobStateCounts counts, store_->CountJobsByState());
+    EXPECT_EQ(counts, from_rows) << when;
+  };
+  LF_ASSERT_OK(store_->RegisterWorker("w", "host", "", 0));
+  LF_ASSERT_OK(store_->RegisterWorker("v", "host", "", 0));
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 6, 1)));
+  // A failed create changes no counter.
+  EXPECT_FALSE(store_->CreateSweep(MakeSweep("s", 2, 1)).ok());
+  expect_counts_match_rows("created");
+  LF_ASSERT_OK_AND_ASSIGN(JobStateCounts counts, store_->CountJobsByState());
+  EXPECT_EQ(counts[JobState::JOB_STATE_QUEUED], 6);
+
+  Lease a = MustLease("w", 10);  // s-0
+  Lease b = MustLease("w", 10);  // s-1
+  Lease c = MustLease("w", 10);  // s-2
+  Lease d = MustLease("w", 10);  // s-3
+  expect_counts_match_rows("leased");
+  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 0, {Stat("m", 0, {1.0})}, {}, 11)
+                   .status());
+  LF_ASSERT_OK(store_->CompleteJob(a.job.job_id(), a.lease_id, 12));
+  LF_ASSERT_OK(store_->FailJob(b.job.job_id(), b.lease_id, "bad input", 12));
+  // A repeated FailJob (lost reply) changes nothing.
+  LF_ASSERT_OK(store_->FailJob(b.job.job_id(), b.lease_id, "bad input", 13));
+  LF_ASSERT_OK(store_->ReleaseLease(c.job.job_id(), c.lease_id, 12));
+  LF_ASSERT_OK(store_->RetryJob(d.job.job_id(), d.lease_id, "UNAVAILABLE: x", 12, 0,
+                                Policy(3, 0, 0, 0))
+                   .status());
+  expect_counts_match_rows("completed, failed, released, retried");
+  // A chain of dependents (priority 1: leased first): p-0 fails, so p-1
+  // and p-2 fail with it.
+  NewSweep probe = MakeSweep("p", 3, 1, /*priority=*/1);
+  probe.jobs[1].depends_on = "p-0";
+  probe.jobs[2].depends_on = "p-1";
+  LF_ASSERT_OK(store_->CreateSweep(probe));
+  Lease p0 = MustLease("v", 20);
+  ASSERT_EQ(p0.job.job_id(), "p-0");
+  LF_ASSERT_OK(store_->FailJob("p-0", p0.lease_id, "broken", 30));
+  EXPECT_EQ(MustGetJob("p-2").state(), JobState::JOB_STATE_FAILED);
+  expect_counts_match_rows("dependents failed");
+  // A lapsed lease: requeued (attempts left) or failed (none).
+  Lease e = MustLease("w", 40);
+  LF_ASSERT_OK(store_->RequeueLapsedLeases(40 + kTtl + 1, /*max_attempts=*/1, 0).status());
+  expect_counts_match_rows("lapsed");
+  LF_ASSERT_OK_AND_ASSIGN(auto cancelled, store_->CancelSweep("s", 200));
+  expect_counts_match_rows("cancelled");
+  LF_ASSERT_OK(store_->RetrySweep("s", 300).status());
+  LF_ASSERT_OK(store_->RetrySweep("p", 300).status());
+  expect_counts_match_rows("retried sweeps");
+  LF_ASSERT_OK_AND_ASSIGN(counts, store_->CountJobsByState());
+  // s-0 stays SUCCEEDED; every other job is QUEUED again.
+  EXPECT_EQ(counts[JobState::JOB_STATE_SUCCEEDED], 1);
+  EXPECT_EQ(counts[JobState::JOB_STATE_QUEUED], 8);
+  // Another connection sees the same counters.
+  std::unique_ptr<Store> other = OpenAnother();
+  ASSERT_NE(other, nullptr);
+  LF_ASSERT_OK_AND_ASSIGN(JobStateCounts again, other->CountJobsByState());
+  EXPECT_EQ(again, counts);
+  (void)e;
+  (void)cancelled;
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(
