@@ -5,6 +5,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/support/server_interceptor.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -77,6 +78,14 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
     return absl::InvalidArgumentError(
         "options.tls_client_ca_file: client certificates need TLS (tls_cert_file, "
         "tls_key_file)");
+  }
+  if (o.max_job_seconds < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.max_job_seconds: ", o.max_job_seconds, " is negative (0: no deadline)"));
+  }
+  if (o.progress_timeout_ms < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.progress_timeout_ms: ", o.progress_timeout_ms, " is negative (0: off)"));
   }
   // A heartbeat interval at or above the TTL lets healthy leases lapse.
   if (o.heartbeat_interval_ms >= o.lease_ttl_ms) {
@@ -274,6 +283,14 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   core_options.retry_backoff_ms = options.retry_backoff_ms;
   core_options.retry_backoff_cap_ms = options.retry_backoff_cap_ms;
   core_options.quarantine_after = options.quarantine_after;
+  core_options.max_job_seconds = options.max_job_seconds;
+  core_options.progress_timeout_ms = options.progress_timeout_ms;
+  // A stall shorter than ttl - heartbeat cannot lapse a lease renewed on
+  // time; half that is caught well before, and is far above the reaper's
+  // own jitter.
+  core_options.stall_threshold_ms =
+      std::max<int64_t>((options.lease_ttl_ms - options.heartbeat_interval_ms) / 2,
+                        2 * options.reaper_interval_ms);
   artifacts::ArtifactStoreOptions artifact_options;
   artifact_options.root = options.artifact_dir.empty()
                               ? DefaultArtifactDir(options.db_path)
@@ -287,6 +304,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                       artifacts::ArtifactStore::Open(artifact_options));
   auto core = std::make_unique<CoordinatorCore>(
       std::move(store), core_options, SystemUnixMillis, metrics.get());
+  // The recovery pass: leases held when the last coordinator stopped get a
+  // lease TTL from now for their workers to re-attach; the downtime costs
+  // no attempt (issue 14, failure 4).
+  LF_RETURN_IF_ERROR(core->Recover().status()) << "recovery pass";
   std::unique_ptr<auth::TokenStore> tokens;
   if (!options.auth_db_path.empty()) {
     LF_ASSIGN_OR_RETURN(tokens, auth::OpenSqliteTokenStore(options.auth_db_path));

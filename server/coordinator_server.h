@@ -26,8 +26,10 @@ struct CoordinatorOptions {
   std::string http_address;
   // A lease lapses after this long without a heartbeat; the job is requeued.
   int64_t lease_ttl_ms = 30000;
-  // Interval workers are told to heartbeat at.
-  int64_t heartbeat_interval_ms = 5000;
+  // Interval workers are told to heartbeat at (a running job's worker
+  // heartbeats at least every second whatever this says, so that a
+  // cancellation reaches it within 2 s).
+  int64_t heartbeat_interval_ms = 1000;
   // How often lapsed leases are looked for.
   int64_t reaper_interval_ms = 1000;
   // Leases granted per job before it fails for good.
@@ -39,6 +41,11 @@ struct CoordinatorOptions {
   // A worker whose last this-many jobs all failed with host errors is
   // quarantined (leased nothing until released); 0 never quarantines.
   int32_t quarantine_after = 3;
+  // The deadline of a job whose sweep sets no max_job_seconds; 0: none.
+  int64_t max_job_seconds = 0;
+  // A running job whose worker reports no progress for this long is
+  // retried on another worker as a host error; 0: off.
+  int64_t progress_timeout_ms = 900000;
   // Artifact store directory (features of EXTRACT jobs for PROBE jobs).
   // Empty: "artifacts" beside the database file (DefaultArtifactDir).
   std::string artifact_dir;

@@ -34,6 +34,10 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << "\n  retry_backoff_ms      " << o.retry_backoff_ms
             << "\n  retry_backoff_cap_ms  " << o.retry_backoff_cap_ms
             << "\n  quarantine_after      " << o.quarantine_after
+            << "\n  max_job_seconds       " << o.max_job_seconds
+            << (o.max_job_seconds == 0 ? " (no deadline)" : "")
+            << "\n  progress_timeout_ms   " << o.progress_timeout_ms
+            << (o.progress_timeout_ms == 0 ? " (watchdog off)" : "")
             << "\n  artifact_dir          "
             << (o.artifact_dir.empty()
                     ? layerflow::server::DefaultArtifactDir(o.db_path)
@@ -160,6 +164,17 @@ int main(int argc, char** argv) {
   app.add_option("--quarantine-after", options.quarantine_after,
                  "quarantine a worker whose last N jobs all failed with host errors "
                  "(0: never)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-job-seconds", options.max_job_seconds,
+                 "deadline of a job whose sweep sets no max_job_seconds: past it under "
+                 "one lease the job fails with DEADLINE_EXCEEDED (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--progress-timeout-ms", options.progress_timeout_ms,
+                 "a running job whose worker reports no progress (build steps, chunks) "
+                 "for this long loses its lease and is retried on another worker as a "
+                 "host error; keep it above the longest chunk (0: off)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   bool list_workers = false;

@@ -1,5 +1,6 @@
 #include "server/core/coordinator_core.h"
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <optional>
@@ -40,6 +41,9 @@ absl::Status OptionalId(absl::string_view field, const std::string& value) {
 
 constexpr absl::string_view kJobsToken = "ListJobs";
 
+// SweepSpec.max_job_seconds: at most 30 days.
+constexpr int64_t kMaxJobSecondsLimit = int64_t{30} * 24 * 3600;
+
 }  // namespace
 
 int64_t SystemUnixMillis() { return absl::ToUnixMillis(absl::Now()); }
@@ -59,6 +63,11 @@ CoordinatorCore::~CoordinatorCore() { Shutdown(); }
 absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
     const layerflow::v1::SweepSpec& spec) {
   LF_RETURN_IF_ERROR(ValidateSweepSpec(spec));
+  if (spec.max_job_seconds() < 0 || spec.max_job_seconds() > kMaxJobSecondsLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_job_seconds: ", spec.max_job_seconds(), " is outside [0, ",
+                     kMaxJobSecondsLimit, "] (0: the coordinator's default)"));
+  }
   NewSweep sweep;
   sweep.sweep_id = RandomId("sw-");
   sweep.spec = WithDefaults(spec);
@@ -72,6 +81,9 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
     NewJob& job = sweep.jobs.emplace_back();
     job.job_id = job_id(static_cast<int>(i));
     job.chunks_total = ChunksTotal(jobs[i].spec);
+    // Each job carries its sweep's deadline: the heartbeat judges it
+    // without reading the sweep.
+    jobs[i].spec.set_max_job_seconds(spec.max_job_seconds());
     if (jobs[i].depends_on >= 0) job.depends_on = job_id(jobs[i].depends_on);
     job.spec = std::move(jobs[i].spec);
   }
@@ -171,6 +183,7 @@ absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
     resident.push_back({m.model(), m.init_scheme(), m.seed(), m.dtype()});
   }
   const int64_t now = clock_();
+  RecoverIfStalled(now);
   LF_RETURN_IF_ERROR(store_->TouchWorker(request.worker_id(), now));
   // A quarantined worker stays registered and heartbeating (so it is
   // shown), but gets no work: an empty queue, as far as it can tell.
@@ -182,6 +195,15 @@ absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
   layerflow::v1::LeaseJobResponse response;
   if (!lease.has_value()) return response;
   response.set_leased(true);
+  {
+    absl::MutexLock lock(&leases_mu_);
+    LeaseClock& clock = leases_[lease->lease_id];
+    clock.job_id = lease->job.job_id();
+    clock.started_ms = now;
+    clock.limit_ms = LimitMs(lease->job.spec());
+    clock.progress_ms = now;
+    clock.seen_ms = now;
+  }
   *response.mutable_job() = std::move(lease->job);
   response.set_lease_id(lease->lease_id);
   response.set_resume_from_sequence(lease->resume_from_sequence);
@@ -194,21 +216,131 @@ absl::StatusOr<layerflow::v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
     const layerflow::v1::HeartbeatRequest& request) {
   LF_RETURN_IF_ERROR(Required("worker_id", request.worker_id()));
   const int64_t now = clock_();
+  RecoverIfStalled(now);
   LF_RETURN_IF_ERROR(store_->TouchWorker(request.worker_id(), now));
   layerflow::v1::HeartbeatResponse response;
   if (request.job_id().empty()) return response;
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
-  LF_ASSIGN_OR_RETURN(bool cancelled,
-                      store_->RenewLease(request.job_id(), request.lease_id(),
-                                         now, options_.lease_ttl_ms));
-  response.set_cancelled(cancelled);
+  if (request.has_progress() && request.progress() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("progress: ", request.progress(), " is negative"));
+  }
+  // The deadline and the watchdog first: a lease they end is not renewed.
+  LF_ASSIGN_OR_RETURN(const std::string stopped, EndLeaseIfDue(request, now));
+  if (!stopped.empty()) {
+    response.set_stopped(stopped);
+    return response;
+  }
+  absl::StatusOr<bool> cancelled = store_->RenewLease(request.job_id(), request.lease_id(),
+                                                      now, options_.lease_ttl_ms);
+  if (!cancelled.ok() || *cancelled) ForgetLease(request.lease_id());
+  LF_RETURN_IF_ERROR(cancelled.status());
+  response.set_cancelled(*cancelled);
   return response;
+}
+
+int64_t CoordinatorCore::LimitMs(const layerflow::v1::JobSpec& spec) const {
+  const int64_t seconds =
+      spec.max_job_seconds() > 0 ? spec.max_job_seconds() : options_.max_job_seconds;
+  return seconds > 0 ? seconds * 1000 : 0;
+}
+
+void CoordinatorCore::ForgetLease(const std::string& lease_id) {
+  absl::MutexLock lock(&leases_mu_);
+  leases_.erase(lease_id);
+}
+
+absl::StatusOr<std::string> CoordinatorCore::EndLeaseIfDue(
+    const layerflow::v1::HeartbeatRequest& request, int64_t now) {
+  const std::string& job_id = request.job_id();
+  const std::string& lease_id = request.lease_id();
+  bool known = false;
+  {
+    absl::MutexLock lock(&leases_mu_);
+    auto it = leases_.find(lease_id);
+    known = it != leases_.end() && it->second.job_id == job_id;
+  }
+  if (!known) {
+    // Granted before this coordinator started (or by another one on the
+    // same database): both clocks start now. An unknown job is left to
+    // RenewLease's answer.
+    absl::StatusOr<layerflow::v1::Job> job = store_->GetJob(job_id);
+    if (!job.ok() || job->state() != JobState::JOB_STATE_RUNNING) return std::string();
+    absl::MutexLock lock(&leases_mu_);
+    LeaseClock& clock = leases_[lease_id];
+    if (clock.job_id.empty()) {
+      clock.job_id = job_id;
+      clock.started_ms = now;
+      clock.limit_ms = LimitMs(job->spec());
+      clock.progress_ms = now;
+    }
+  }
+  LeaseClock clock;
+  {
+    absl::MutexLock lock(&leases_mu_);
+    LeaseClock& c = leases_[lease_id];
+    c.seen_ms = now;
+    if (request.has_progress() && (!c.has_progress || request.progress() != c.progress)) {
+      // The first report is when the job starts (a lease taken ahead waits
+      // for the worker's current job unjudged).
+      if (!c.has_progress) c.started_ms = now;
+      c.has_progress = true;
+      c.progress = request.progress();
+      c.progress_ms = now;
+    }
+    clock = c;
+  }
+  if (clock.limit_ms > 0 && now - clock.started_ms > clock.limit_ms) {
+    const std::string error = absl::StrCat(
+        "DEADLINE_EXCEEDED: job ", job_id, " ran ", (now - clock.started_ms) / 1000,
+        " s under one lease, past its limit of max_job_seconds = ", clock.limit_ms / 1000);
+    // ABORTED: the lease ended meanwhile (cancelled, lapsed): RenewLease
+    // then gives the worker the usual answer.
+    if (absl::Status failed = store_->FailJob(job_id, lease_id, error, now); !failed.ok()) {
+      if (absl::IsAborted(failed) || absl::IsNotFound(failed)) return std::string();
+      return failed;
+    }
+    ForgetLease(lease_id);
+    std::cerr << "[coordinator] " << error << "; failed, its worker told to stop" << std::endl;
+    NotifyChanged();
+    RefreshGauges();
+    return error;
+  }
+  if (options_.progress_timeout_ms > 0 && clock.has_progress &&
+      now - clock.progress_ms > options_.progress_timeout_ms) {
+    const std::string error = absl::StrCat(
+        "UNAVAILABLE: job ", job_id, " made no progress for ", now - clock.progress_ms,
+        " ms on this worker (at ", clock.progress, "; --progress-timeout-ms ",
+        options_.progress_timeout_ms, "): lease not renewed");
+    const RetryPolicy policy{options_.max_attempts, options_.retry_backoff_ms,
+                             options_.retry_backoff_cap_ms, options_.quarantine_after};
+    absl::StatusOr<RetryResult> result =
+        store_->RetryJob(job_id, lease_id, error, now,
+                         now - 3 * options_.heartbeat_interval_ms, policy);
+    if (!result.ok()) {
+      if (absl::IsAborted(result.status()) || absl::IsNotFound(result.status())) {
+        return std::string();
+      }
+      return result.status();
+    }
+    ForgetLease(lease_id);
+    if (result->requeued && metrics_ != nullptr) metrics_->AddJobRetries(1);
+    std::cerr << "[coordinator] " << error << "; "
+              << (result->requeued ? "retried on another worker" : "its last attempt; failed")
+              << (result->worker_quarantined ? "; the worker is quarantined" : "")
+              << std::endl;
+    NotifyChanged();
+    RefreshGauges();
+    return error;
+  }
+  return std::string();
 }
 
 absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(
     const layerflow::v1::ResultChunk& chunk) {
   LF_RETURN_IF_ERROR(ValidateResultChunk(chunk));
+  RecoverIfStalled(clock_());
   // A lapsed or replaced lease is ABORTED before the content is judged (the
   // commit checks it again in its transaction); the job's spec is immutable,
   // so it is read outside that transaction.
@@ -246,6 +378,9 @@ absl::Status CoordinatorCore::CompleteJob(
     const layerflow::v1::CompleteJobRequest& request) {
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  RecoverIfStalled(clock_());
+  // Whatever the answer, the worker holds this lease no longer.
+  ForgetLease(request.lease_id());
   const int64_t now = clock_();
   LF_RETURN_IF_ERROR(store_->CompleteJob(request.job_id(), request.lease_id(), now));
   if (metrics_ != nullptr) metrics_->ObserveJobEnded(request.job_id(), "succeeded", now);
@@ -256,6 +391,8 @@ absl::Status CoordinatorCore::CompleteJob(
 absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& request) {
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  RecoverIfStalled(clock_());
+  ForgetLease(request.lease_id());
   LF_RETURN_IF_ERROR(CheckLength("error", request.error(), limits::kMaxErrorBytes));
   if (request.code() < 0 || request.code() > static_cast<int>(absl::StatusCode::kUnauthenticated)) {
     return absl::InvalidArgumentError(
@@ -315,6 +452,8 @@ absl::StatusOr<std::vector<WorkerRecord>> CoordinatorCore::ListWorkers() {
 absl::Status CoordinatorCore::ReleaseJob(const layerflow::v1::ReleaseJobRequest& request) {
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
+  RecoverIfStalled(clock_());
+  ForgetLease(request.lease_id());
   LF_RETURN_IF_ERROR(store_->ReleaseLease(request.job_id(), request.lease_id(), clock_()));
   NotifyChanged();
   RefreshGauges();
@@ -325,7 +464,9 @@ absl::Status CoordinatorCore::CheckLease(const std::string& job_id,
                                          const std::string& lease_id) {
   LF_RETURN_IF_ERROR(Required("job_id", job_id));
   LF_RETURN_IF_ERROR(Required("lease_id", lease_id));
-  return store_->CheckLease(job_id, lease_id, clock_());
+  const int64_t now = clock_();
+  RecoverIfStalled(now);
+  return store_->CheckLease(job_id, lease_id, now);
 }
 
 absl::Status CoordinatorCore::TouchWorker(const std::string& worker_id) {
@@ -333,10 +474,58 @@ absl::Status CoordinatorCore::TouchWorker(const std::string& worker_id) {
   return store_->TouchWorker(worker_id, clock_());
 }
 
+absl::StatusOr<int64_t> CoordinatorCore::Recover() {
+  const int64_t now = clock_();
+  LF_ASSIGN_OR_RETURN(const int64_t extended,
+                      store_->ExtendRunningLeases(now, options_.lease_ttl_ms));
+  {
+    absl::MutexLock lock(&alive_mu_);
+    alive_ms_ = std::max(alive_ms_, now);
+  }
+  if (extended > 0) {
+    std::cerr << "[coordinator] recovery: " << extended << " running lease"
+              << (extended == 1 ? "" : "s") << " extended by " << options_.lease_ttl_ms
+              << " ms for their workers to re-attach (no attempt charged)" << std::endl;
+    NotifyChanged();
+  }
+  return extended;
+}
+
+void CoordinatorCore::RecoverIfStalled(int64_t now) {
+  if (options_.stall_threshold_ms <= 0) return;
+  // Held across the recovery pass: a call that arrives with the stalled
+  // one waits for the extension instead of finding its lease expired.
+  absl::MutexLock lock(&alive_mu_);
+  const int64_t gap = alive_ms_ == 0 ? 0 : now - alive_ms_;
+  alive_ms_ = std::max(alive_ms_, now);
+  if (gap < options_.stall_threshold_ms) return;
+  absl::StatusOr<int64_t> extended = store_->ExtendRunningLeases(now, options_.lease_ttl_ms);
+  if (!extended.ok()) {
+    // Retried at the next sign of life.
+    alive_ms_ = now - options_.stall_threshold_ms;
+    std::cerr << "[coordinator] recovery after a " << gap << " ms stall failed: "
+              << extended.status() << std::endl;
+    return;
+  }
+  std::cerr << "[coordinator] stalled for " << gap << " ms; " << *extended << " running lease"
+            << (*extended == 1 ? "" : "s") << " extended by " << options_.lease_ttl_ms
+            << " ms (no attempt charged)" << std::endl;
+}
+
 absl::StatusOr<int64_t> CoordinatorCore::ReapOnce() {
+  const int64_t now = clock_();
+  RecoverIfStalled(now);
+  {
+    // Clocks of leases nobody heartbeats any more (lapsed, or given up
+    // without a word): the store has requeued them or will.
+    absl::MutexLock lock(&leases_mu_);
+    absl::erase_if(leases_, [&](const auto& entry) {
+      return now - entry.second.seen_ms > 2 * options_.lease_ttl_ms;
+    });
+  }
   LF_ASSIGN_OR_RETURN(
       int64_t lapsed,
-      store_->RequeueLapsedLeases(clock_(), options_.max_attempts,
+      store_->RequeueLapsedLeases(now, options_.max_attempts,
                                   options_.retry_backoff_ms));
   if (lapsed > 0) {
     if (metrics_ != nullptr) metrics_->AddLeasesLapsed(lapsed);

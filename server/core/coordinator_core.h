@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -43,6 +44,20 @@ struct CoreOptions {
   // A worker whose last this-many attempts were all host errors is
   // quarantined: leased nothing until an admin releases it (0: never).
   int32_t quarantine_after = 3;
+  // The deadline of a job whose sweep sets no max_job_seconds (0: none):
+  // past it under one lease the job FAILS with DEADLINE_EXCEEDED.
+  int64_t max_job_seconds = 0;
+  // The progress watchdog: a lease whose heartbeats report the same
+  // progress for this long is not renewed; its job is retried elsewhere as
+  // a host error (0: off). Counted from the lease's grant, or from the
+  // coordinator's start for a lease granted before it.
+  int64_t progress_timeout_ms = 0;
+  // A gap this long between two signs of the coordinator's own life (reaper
+  // passes, RPCs) is a stall (SIGSTOP, a frozen VM, a swapped-out host): the
+  // recovery pass extends every running lease by lease_ttl_ms before
+  // anything is reaped, so the stall costs no attempt (0: no detection;
+  // CoordinatorServer sets it).
+  int64_t stall_threshold_ms = 0;
 };
 
 class CoordinatorCore {
@@ -108,6 +123,12 @@ class CoordinatorCore {
   absl::Status TouchWorker(const std::string& worker_id);
 
   // --- Background work -----------------------------------------------------
+  // The recovery pass (CoordinatorServer runs it at start-up): every
+  // RUNNING lease is extended to now + lease_ttl_ms, so that the time the
+  // coordinator was down is never charged to a worker as a lapsed lease;
+  // workers that held them renew them (re-attach) by their next heartbeat.
+  // Returns how many leases were extended.
+  absl::StatusOr<int64_t> Recover();
   // One reaper pass: requeues lapsed leases (returns how many) and
   // refreshes the gauges. The reaper thread calls this; tests call it
   // directly with a fake clock.
@@ -130,6 +151,28 @@ class CoordinatorCore {
  private:
   void NotifyChanged();
   void RefreshGauges();
+  // Runs Recover() when the last sign of life is stall_threshold_ms old or
+  // more; records `now` as the latest. Called before every lease check.
+  void RecoverIfStalled(int64_t now);
+
+  // What the deadline and the watchdog know of a live lease (in memory: a
+  // restart starts both clocks again, never charging the job its downtime).
+  struct LeaseClock {
+    std::string job_id;
+    int64_t started_ms = 0;
+    int64_t limit_ms = 0;  // 0: no deadline
+    bool has_progress = false;
+    int64_t progress = 0;
+    int64_t progress_ms = 0;  // when `progress` last changed
+    int64_t seen_ms = 0;      // the last heartbeat
+  };
+  // The effective deadline of a job (its spec's, else the default).
+  int64_t LimitMs(const layerflow::v1::JobSpec& spec) const;
+  void ForgetLease(const std::string& lease_id);
+  // Ends a lease the deadline or the watchdog judged; returns the reason
+  // the worker is told.
+  absl::StatusOr<std::string> EndLeaseIfDue(const layerflow::v1::HeartbeatRequest& request,
+                                            int64_t now);
 
   const std::unique_ptr<Store> store_;
   const CoreOptions options_;
@@ -140,6 +183,12 @@ class CoordinatorCore {
   mutable absl::CondVar changed_;
   uint64_t version_ ABSL_GUARDED_BY(change_mu_) = 0;
   bool shut_down_ ABSL_GUARDED_BY(change_mu_) = false;
+
+  absl::Mutex leases_mu_;
+  absl::flat_hash_map<std::string, LeaseClock> leases_ ABSL_GUARDED_BY(leases_mu_);
+
+  absl::Mutex alive_mu_;
+  int64_t alive_ms_ ABSL_GUARDED_BY(alive_mu_) = 0;  // 0: not yet
 
   absl::Notification stop_reaper_;
   std::thread reaper_;
