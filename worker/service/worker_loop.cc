@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -37,6 +38,25 @@ double SecondsSince(Clock::time_point start) {
 }
 
 constexpr auto kRpcDeadline = std::chrono::seconds(30);
+
+// A running job's lease is renewed at least this often, whatever interval
+// the coordinator asks for: the heartbeat's reply is how a cancellation,
+// a deadline or the watchdog reaches the worker, within 2 s of the call.
+constexpr int64_t kMaxJobHeartbeatMs = 1000;
+
+// Test hook (tests/integration/watchdog_test.cc): sleep this long before
+// each chunk's compute, heedless of cancellation, as a job hung inside
+// LibTorch would.
+int64_t TestHangMs() {
+  const char* value = std::getenv("LAYERFLOW_TEST_HANG_MS");
+  return value == nullptr ? 0 : std::strtoll(value, nullptr, 10);
+}
+
+// An error of the channel, not of the call: the coordinator is down,
+// restarting or frozen.
+bool IsTransient(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+}
 
 void SetDeadline(grpc::ClientContext& ctx) {
   ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
@@ -150,8 +170,14 @@ class WorkerLoopImpl final : public WorkerLoop {
   // Renews the lease until `done`; records a lapsed lease or a cancellation.
   struct LeaseWatch {
     std::atomic<bool> done{false};
-    std::atomic<bool> lost{false};
+    std::atomic<bool> lost{false};  // lapsed, or ended by the coordinator
     std::atomic<bool> cancelled{false};
+    // Set while the job runs (not while it waits, leased ahead): its
+    // heartbeats then report `progress` (HeartbeatRequest.progress), which
+    // grows with every build step, artifact and chunk.
+    std::atomic<bool> running{false};
+    mutable std::atomic<int64_t> progress{0};
+    bool ended() const { return lost.load() || cancelled.load(); }
   };
 
   // A job leased while the current one runs (--lease-ahead). Its lease is
@@ -300,7 +326,9 @@ class WorkerLoopImpl final : public WorkerLoop {
         // Not woken by Stop(): the lease is renewed until its job has
         // ended (and was given back), or it would lapse under a stopping
         // worker; waking on stopping_ made this loop spin from Stop() on.
-        cv_.wait_for(lock, std::chrono::milliseconds(heartbeat_interval_ms_),
+        cv_.wait_for(lock,
+                     std::chrono::milliseconds(
+                         std::min<int64_t>(heartbeat_interval_ms_, kMaxJobHeartbeatMs)),
                      [&] { return watch->done.load(); });
       }
       if (watch->done.load()) return;
@@ -308,6 +336,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       request.set_worker_id(worker_id_);
       request.set_job_id(job_id);
       request.set_lease_id(lease_id);
+      if (watch->running) request.set_progress(watch->progress.load());
       v1::HeartbeatResponse response;
       grpc::ClientContext ctx;
       SetDeadline(ctx);
@@ -317,10 +346,20 @@ class WorkerLoopImpl final : public WorkerLoop {
         watch->lost = true;
         return;
       }
+      if (status.ok() && !response.stopped().empty()) {
+        Log(absl::StrCat("lease on job ", job_id, " ended by the coordinator: ",
+                         response.stopped()));
+        watch->lost = true;
+        return;
+      }
       if (status.ok() && response.cancelled()) {
+        Log(absl::StrCat("job ", job_id, " cancelled; stopping it"));
         watch->cancelled = true;
         return;
       }
+      // Anything else (the coordinator down, restarting or frozen): the
+      // lease is kept and renewed again next time; the coordinator's
+      // recovery pass keeps it alive meanwhile (issue 14, failure 4).
     }
   }
 
@@ -334,6 +373,7 @@ class WorkerLoopImpl final : public WorkerLoop {
                      "), resuming at chunk ", lease.resume_from_sequence()));
 
     LeaseWatch watch;
+    watch.running = true;
     std::thread heartbeat([&] { HeartbeatLoop(job_id, lease_id, &watch); });
     absl::Status status = StreamJob(lease, watch, ahead);
     watch.done = true;
@@ -371,10 +411,15 @@ class WorkerLoopImpl final : public WorkerLoop {
       v1::CompleteJobRequest request;
       request.set_job_id(job_id);
       request.set_lease_id(lease_id);
-      v1::CompleteJobResponse response;
-      grpc::ClientContext ctx;
-      SetDeadline(ctx);
-      status = FromGrpcStatus(stub_->CompleteJob(&ctx, request, &response));
+      // Again while the coordinator is unreachable: a restart must not
+      // cost the finished job its lease (no heartbeat renews it now, but
+      // the recovery pass does).
+      status = UntilReachable(nullptr, [&] {
+        v1::CompleteJobResponse response;
+        grpc::ClientContext ctx;
+        SetDeadline(ctx);
+        return FromGrpcStatus(stub_->CompleteJob(&ctx, request, &response));
+      });
       if (status.ok()) {
         Log(absl::StrCat("job ", job_id, " done"));
         return;
@@ -447,22 +492,27 @@ class WorkerLoopImpl final : public WorkerLoop {
       // first chunk this lease streams, each chunk carries its own.
       build_seconds = SecondsSince(build_start);
     }
+    ++watch.progress;
     StartLeaseAhead();
     if (StatsOf(*models_).hits > before.hits) {
       Log(absl::StrCat("job ", job.job_id(), ": model ", job.spec().model(),
                        " kept from an earlier job"));
     }
-    grpc::ClientContext ctx;
-    v1::StreamResultsResponse response;
-    std::unique_ptr<grpc::ClientWriter<v1::ResultChunk>> writer =
-        stub_->StreamResults(&ctx, &response);
     absl::Status job_status;
     for (int64_t seq = lease.resume_from_sequence(); seq < runner->num_chunks(); ++seq) {
-      if (watch.lost || watch.cancelled || stopping()) break;
+      if (watch.ended() || stopping()) break;
       const auto compute_start = Clock::now();
+      if (test_hang_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(test_hang_ms_));
       absl::StatusOr<ChunkResult> chunk = runner->RunChunk(seq);
       if (!chunk.ok()) {
         job_status = StatusBuilder(chunk.status()) << "chunk " << seq;
+        break;
+      }
+      ++watch.progress;
+      // Cancelled (or the lease ended) while it ran: the chunk is dropped,
+      // not committed.
+      if (watch.ended()) {
+        if (!chunk->features_path.empty()) std::remove(chunk->features_path.c_str());
         break;
       }
       const double compute_seconds = SecondsSince(compute_start);
@@ -471,12 +521,15 @@ class WorkerLoopImpl final : public WorkerLoop {
       if (!chunk->features_path.empty()) {
         // Before the chunk's results: a committed chunk always has its
         // features stored, so a resumed job never needs to recompute them.
-        absl::StatusOr<v1::ArtifactInfo> stored = UploadArtifactFile(
-            *stub_, FeatureArtifactName(job.job_id(), seq), chunk->features_path,
-            job.job_id(), lease.lease_id());
+        absl::StatusOr<v1::ArtifactInfo> stored;
+        absl::Status upload_status = UntilReachable(&watch, [&] {
+          stored = UploadArtifactFile(*stub_, FeatureArtifactName(job.job_id(), seq),
+                                      chunk->features_path, job.job_id(), lease.lease_id());
+          return stored.status();
+        });
         std::remove(chunk->features_path.c_str());
-        if (!stored.ok()) {
-          job_status = StatusBuilder(stored.status()) << "chunk " << seq;
+        if (!upload_status.ok()) {
+          job_status = StatusBuilder(upload_status) << "chunk " << seq;
           break;
         }
       }
@@ -491,16 +544,65 @@ class WorkerLoopImpl final : public WorkerLoop {
       build_seconds = -1;
       add_phase("compute", compute_seconds);
       if (uploads) add_phase("upload", SecondsSince(upload_start));
-      if (!writer->Write(result)) {
-        break;  // the stream broke; Finish() below says why
+      // One call a chunk, committed when it returns: a call the
+      // coordinator never answered (down, restarting) is sent again, and a
+      // repeat of a committed chunk is acknowledged, not counted twice.
+      if (absl::Status sent = UntilReachable(&watch, [&] { return SendChunk(result); });
+          !sent.ok()) {
+        return sent;
       }
-      if (options_.pause_after_chunk_ms > 0) SleepFor(options_.pause_after_chunk_ms);
+      ++watch.progress;
+      if (options_.pause_after_chunk_ms > 0) PauseFor(options_.pause_after_chunk_ms, watch);
     }
+    return job_status;
+  }
+
+  // One result chunk in its own StreamResults call.
+  absl::Status SendChunk(const v1::ResultChunk& chunk) {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    v1::StreamResultsResponse response;
+    std::unique_ptr<grpc::ClientWriter<v1::ResultChunk>> writer =
+        stub_->StreamResults(&ctx, &response);
+    writer->Write(chunk);
     writer->WritesDone();
-    absl::Status stream_status = FromGrpcStatus(writer->Finish());
-    // A job error wins over the stream's status: it is the real cause.
-    if (!job_status.ok()) return job_status;
-    return stream_status;
+    return FromGrpcStatus(writer->Finish());
+  }
+
+  // Runs `call` until it returns anything but a transient error (the
+  // coordinator down, restarting or frozen), while the lease stands (a
+  // null `watch`: no lease check) and the worker is not stopping: the
+  // worker keeps its job across a coordinator restart and re-attaches, its
+  // heartbeats renewing the lease that the recovery pass kept (issue 14,
+  // failure 4). Returns the last status.
+  absl::Status UntilReachable(const LeaseWatch* watch,
+                              const std::function<absl::Status()>& call) {
+    int64_t backoff_ms = 100;
+    bool logged = false;
+    while (true) {
+      absl::Status status = call();
+      if (!IsTransient(status) || (watch != nullptr && watch->ended()) || stopping()) {
+        if (logged && status.ok()) Log("coordinator reachable again; job continues");
+        return status;
+      }
+      if (!logged) {
+        Log(absl::StrCat("coordinator unreachable (", status.ToString(),
+                         "); keeping the lease and retrying"));
+        logged = true;
+      }
+      SleepFor(backoff_ms);
+      backoff_ms = std::min<int64_t>(backoff_ms * 2, 2000);
+    }
+  }
+
+  // --pause-after-chunk-ms: woken early by a cancel, a lost lease or Stop().
+  void PauseFor(int64_t ms, const LeaseWatch& watch) {
+    const auto until = Clock::now() + std::chrono::milliseconds(ms);
+    while (Clock::now() < until && !watch.ended()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - Clock::now());
+      if (!SleepFor(std::min<int64_t>(left.count() + 1, 20))) return;
+    }
   }
 
   // "artifact:<job_id>/model" (a TRAIN job's checkpoint, train_job.h): its
@@ -576,11 +678,13 @@ class WorkerLoopImpl final : public WorkerLoop {
       t->set_count(1);
       chunk_start = Clock::now();
       if (!writer->Write(result)) return absl::UnavailableError("result stream broke");
+      ++watch.progress;
       return absl::OkStatus();
     };
     TrainJobHooks hooks;
     hooks.stream = write;
     hooks.save_state = [&](int64_t step, const std::string& path) -> absl::Status {
+      ++watch.progress;
       return UploadArtifactFile(*stub_, TrainStateArtifactName(job_id, step), path, job_id,
                                 lease.lease_id())
           .status();
@@ -650,6 +754,7 @@ class WorkerLoopImpl final : public WorkerLoop {
         }
         const std::string path = absl::StrCat(dir, "/", files.size(), ".safetensors");
         LF_RETURN_IF_ERROR(DownloadArtifactFile(*stub_, worker_id_, a.name(), path));
+        ++watch.progress;
         files.push_back(path);
       }
       Log(absl::StrCat("probe job ", job.job_id(), ": ", files.size(), " feature artifacts of ",
@@ -676,6 +781,7 @@ class WorkerLoopImpl final : public WorkerLoop {
   const std::shared_ptr<ModelCache> models_;
   std::string worker_id_;
   int64_t heartbeat_interval_ms_ = 5000;
+  const int64_t test_hang_ms_ = TestHangMs();
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
