@@ -381,8 +381,7 @@ LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics,
                                                int64_t max_positions)
     : metrics_(std::move(metrics)),
       num_layers_(num_layers),
-      max_positions_(max_positions),
-      side_(device) {
+      max_positions_(max_positions) {
   row_.fill(-1);
   int64_t rows = 0;
   for (LayerMetric metric : metrics_) {
@@ -599,8 +598,6 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     TORCH_CHECK(previous_sizes_ == hidden.sizes().vec(), "analysis: layer shapes differ: ",
                 c10::IntArrayRef(previous_sizes_), " vs ", hidden.sizes());
   }
-  // From here every kernel is queued on the side stream (side_stream.h).
-  const SideStream::Scope on_side = side_.Enter(hidden);
   if (point == 0) AddCkaBaseline(hidden);
   if (fused_) {
     ObserveFused(point, hidden);
@@ -978,14 +975,9 @@ void LayerMetricAccumulator::EndBatch() {
               ", expected ", num_layers_ + 1);
   next_point_ = 0;
   if (batch_size_ > 0) next_prompt_ += batch_size_;
-  {
-    const SideStream::Scope on_side = side_.Enter(at::Tensor());
-    Flush();
-    DropHeld();
-  }
+  Flush();
+  DropHeld();
   previous_sizes_.clear();
-  // The batch's sums are complete for the caller's stream.
-  side_.Join();
 }
 
 }  // namespace layerflow::worker

@@ -92,7 +92,6 @@
 #include "absl/status/statusor.h"
 #include "catalog/analyses.h"
 #include "worker/analysis/half_state_ops.h"
-#include "worker/analysis/side_stream.h"
 
 namespace layerflow::worker {
 
@@ -337,10 +336,6 @@ class LayerMetricAccumulator {
   std::vector<at::Tensor> point_norm_sq_;
   std::vector<at::Tensor> plain_sums_;
   at::Tensor unit_mask_;               // [1, k, n]: which tokens each sum takes
-  // On CUDA every kernel of Observe and EndBatch runs on this stream,
-  // overlapping the forward (side_stream.h). Last member: destroyed first,
-  // its Join orders the side stream's work before sums_ is freed.
-  SideStream side_;
 };
 
 }  // namespace layerflow::worker
