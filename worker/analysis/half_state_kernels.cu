@@ -273,8 +273,22 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
 // in the registers (<= 128 a thread; H200, ptxas: the metrics' variants
 // 108-128, no spills, against 161 for 4 rows uncapped): the pass needs both
 // blocks' loads in flight to approach the HBM rate.
+// The loads go through shared memory (cp.async), one token group ahead:
+// while a block reduces group g (shuffles, a barrier, the float64 sums), its
+// copies of group g + 1 are in flight. Loaded straight into registers, a
+// block issued no load from its group's last load to the next group's first,
+// and the pass ran at 3.1 TB/s (ncu, Mamba-1.4B's float32 points at 8 x 2048,
+// 108 us a point). Each thread reads back only the slots it copied itself,
+// so the staging needs no barrier: cp.async.wait_group orders a thread's own
+// copies, and a stage is overwritten only by the thread that read it, one
+// group after it read it. Shared memory: kPassStages x kPassTokens x 2 rows
+// x kSlots x 256 threads x 16 bytes (64 KB at 2 slots: two blocks an SM).
 constexpr int kPassTokens = 2;
 constexpr int kPassMaxSlots = 4;
+constexpr int kPassStages = 2;
+constexpr size_t PointPassSmemBytes(int slots) {
+  return static_cast<size_t>(kPassStages) * kPassTokens * 2 * slots * kThreads * sizeof(uint4);
+}
 static_assert(kPassStats * kPassTokens <= kThreads, "a thread per statistic of a group");
 
 template <typename T>
@@ -320,19 +334,43 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   // thread passes after its reads of group g.
   __shared__ double warp_sums[2][kWarps][kPassStats * kPassTokens];
   double acc[kRows > 0 ? kRows : 1][kSlots][kValues] = {};
+  // stage(k, u, row, s): this thread's slot s of token u of a group, row 0
+  // the point, 1 the point before (header comment above).
+  LF_DYNAMIC_SMEM(smem_bytes);
+  uint4* const staged = reinterpret_cast<uint4*>(smem_bytes);
+  auto stage = [&](int k, int u, int row, int s) {
+    return staged + (((k * kPassTokens + u) * 2 + row) * kSlots + s) * kThreads + tid;
+  };
+  // Copies of the group at t into stage k, one commit group (empty past t1).
+  auto fetch = [&](int64_t t, int k) {
+#pragma unroll
+    for (int u = 0; u < kPassTokens; ++u) {
+#pragma unroll
+      for (int s = 0; s < kSlots; ++s) {
+        const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
+        if (t + u >= t1 || slot >= slots) continue;  // never read back
+        const int64_t offset = (b * n + t + u) * d + slot * kValues;
+        CopyAsync16(stage(k, u, 0, s), cur + offset, true);
+        if (with_prev) CopyAsync16(stage(k, u, 1, s), prev + offset, true);
+      }
+    }
+    CopyAsyncCommit();
+  };
+  fetch(t0, 0);
   int parity = 0;
   for (int64_t t = t0; t < t1; t += kPassTokens, parity ^= 1) {
     const int count = static_cast<int>(t1 - t < kPassTokens ? t1 - t : kPassTokens);
+    fetch(t + kPassTokens, parity ^ 1);
+    CopyAsyncWait<1>();  // this group's copies have landed (the next may not)
     uint4 cv[kPassTokens][kSlots], pv[kPassTokens][kSlots];
 #pragma unroll
-    for (int u = 0; u < kPassTokens; ++u) {  // every load first: in flight together
+    for (int u = 0; u < kPassTokens; ++u) {
 #pragma unroll
       for (int s = 0; s < kSlots; ++s) {
         const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
         const bool in = u < count && slot < slots;
-        const int64_t offset = (b * n + t + u) * d + slot * kValues;
-        cv[u][s] = in ? *reinterpret_cast<const uint4*>(cur + offset) : uint4{};
-        pv[u][s] = in && with_prev ? *reinterpret_cast<const uint4*>(prev + offset) : uint4{};
+        cv[u][s] = in ? *stage(parity, u, 0, s) : uint4{};
+        pv[u][s] = in && with_prev ? *stage(parity, u, 1, s) : uint4{};
       }
     }
     double part[kPassTokens][kPassStats] = {};
@@ -442,12 +480,19 @@ void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* pre
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   auto* r = static_cast<__nv_bfloat16*>(rounded);
+  constexpr size_t smem = PointPassSmemBytes(kSlots);
+  auto launch = [&](auto* kernel) {
+    // Above 48 KB of dynamic shared memory a kernel must opt in (per device;
+    // cheap to repeat).
+    if (LF_SET_MAX_DYNAMIC_SMEM(kernel, smem) != cudaSuccess) return;
+    LF_LAUNCH(kernel, grid, dim3(kThreads), smem, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+  };
   switch (k) {
-    case 0: LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 1: LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 2: LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 3: LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    default: LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 0: launch(&PointPassKernel<T, kSlots, 0>); break;
+    case 1: launch(&PointPassKernel<T, kSlots, 1>); break;
+    case 2: launch(&PointPassKernel<T, kSlots, 2>); break;
+    case 3: launch(&PointPassKernel<T, kSlots, 3>); break;
+    default: launch(&PointPassKernel<T, kSlots, 4>); break;
   }
 }
 

@@ -62,18 +62,38 @@ __global__ void CausalConv1dSiluKernel(const T* __restrict__ x, int64_t x_row,
 constexpr int kVecThreads = 64;
 constexpr int kVec = 8;
 constexpr int kVecTaps = 4;
-constexpr int kVecTokens = 32;  // a thread's run: twice the threads of kTokensPerThread
-constexpr int kAhead = 4;       // rows loaded before the first of them is used
+constexpr int kVecTokens = 32;  // a block's run of tokens
+constexpr int kTileRows = kVecTokens + kVecTaps - 1;
 
+// A block copies its whole tile (the run's rows and the K - 1 before it, 512
+// channels: 35 KB) into shared memory with cp.async, every row in flight at
+// once, then each thread slides its window down its own 16-byte column of
+// the tile. Loaded into registers four rows at a time, each group waited for
+// before the next was issued, the kernel was latency-bound: 169 us a layer
+// of Mamba-2-1.3B at 8 x 2048 on an H200 (ncu), 1.7 TB/s for its 285 MB.
+// A thread reads back only what it copied itself, so no barrier is needed
+// (cp.async.wait_group orders a thread's own copies).
 template <typename T>
 __global__ void __launch_bounds__(kVecThreads)
     CausalConv1dSiluVecKernel(const T* __restrict__ x, int64_t x_row, const T* __restrict__ w,
                               const T* __restrict__ bias, int64_t seq, int64_t channels,
                               T* __restrict__ out) {
-  const int64_t c = (static_cast<int64_t>(blockIdx.x) * kVecThreads + threadIdx.x) * kVec;
+  __shared__ uint4 tile[kTileRows][kVecThreads];
+  const int tid = threadIdx.x;
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * kVecThreads + tid) * kVec;
   const int64_t b = blockIdx.z;
   const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kVecTokens;
   if (c >= channels) return;
+  const T* xb = x + b * seq * x_row + c;
+  // tile[r] is token t0 - (K - 1) + r; rows before 0 or past seq are zeros.
+#pragma unroll
+  for (int r = 0; r < kTileRows; ++r) {
+    const int64_t t = t0 - (kVecTaps - 1) + r;
+    const bool valid = t >= 0 && t < seq;
+    CopyAsync16(&tile[r][tid], valid ? xb + t * x_row : xb, valid);
+  }
+  CopyAsyncCommit();
+  // The weights while the copies are in flight.
   float weight[kVecTaps][kVec], window[kVecTaps][kVec], b0[kVec];
 #pragma unroll
   for (int j = 0; j < kVec; ++j) {
@@ -81,46 +101,34 @@ __global__ void __launch_bounds__(kVecThreads)
     for (int k = 0; k < kVecTaps; ++k) weight[k][j] = ToFloat(w[(c + j) * kVecTaps + k]);
     b0[j] = bias != nullptr ? ToFloat(bias[c + j]) : 0.f;
   }
-  const T* xb = x + b * seq * x_row + c;
   auto unpack = [&](const uint4& raw, float* v) {
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int j = 0; j < kVec; ++j) v[j] = ToFloat(e[j]);
   };
-  auto load = [&](int64_t t) {
-    return t >= 0 ? *reinterpret_cast<const uint4*>(xb + t * x_row) : uint4{0u, 0u, 0u, 0u};
-  };
+  CopyAsyncWait<0>();
   // window[kVecTaps - 1] is token t; window[k] token t - (kVecTaps - 1 - k).
 #pragma unroll
-  for (int k = 0; k < kVecTaps - 1; ++k) unpack(load(t0 - (kVecTaps - 1) + k), window[k]);
-  const int64_t t1 = t0 + kVecTokens < seq ? t0 + kVecTokens : seq;
-  T* ob = out + b * seq * channels + c;
-  for (int64_t t = t0; t < t1; t += kAhead) {
-    // kAhead rows in flight before the first is used: one load at a time,
-    // each waited for, left this kernel latency-bound at 176 us a layer of
-    // Mamba-2-1.3B (~1.6 TB/s for its 286 MB).
-    uint4 next[kAhead];
+  for (int k = 0; k < kVecTaps - 1; ++k) unpack(tile[k][tid], window[k]);
+  const int rows = static_cast<int>(t0 + kVecTokens < seq ? kVecTokens : seq - t0);
+  T* ob = out + (b * seq + t0) * channels + c;
+#pragma unroll 4
+  for (int u = 0; u < rows; ++u) {
+    unpack(tile[u + kVecTaps - 1][tid], window[kVecTaps - 1]);
+    uint4 raw;
+    T* o = reinterpret_cast<T*>(&raw);
 #pragma unroll
-    for (int u = 0; u < kAhead; ++u) next[u] = t + u < t1 ? load(t + u) : uint4{0u, 0u, 0u, 0u};
+    for (int j = 0; j < kVec; ++j) {
+      float acc = b0[j];
 #pragma unroll
-    for (int u = 0; u < kAhead; ++u) {
-      if (t + u >= t1) break;
-      unpack(next[u], window[kVecTaps - 1]);
-      uint4 raw;
-      T* o = reinterpret_cast<T*>(&raw);
+      for (int k = 0; k < kVecTaps; ++k) acc = fmaf(weight[k][j], window[k][j], acc);
+      o[j] = FromFloat<T>(Silu(RoundTo<T>(acc)));
+    }
+    *reinterpret_cast<uint4*>(ob + u * channels) = raw;
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) {
-        float acc = b0[j];
+    for (int k = 0; k + 1 < kVecTaps; ++k) {
 #pragma unroll
-        for (int k = 0; k < kVecTaps; ++k) acc = fmaf(weight[k][j], window[k][j], acc);
-        o[j] = FromFloat<T>(Silu(RoundTo<T>(acc)));
-      }
-      *reinterpret_cast<uint4*>(ob + (t + u) * channels) = raw;
-#pragma unroll
-      for (int k = 0; k + 1 < kVecTaps; ++k) {
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) window[k][j] = window[k + 1][j];
-      }
+      for (int j = 0; j < kVec; ++j) window[k][j] = window[k + 1][j];
     }
   }
 }
