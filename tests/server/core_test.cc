@@ -1,6 +1,8 @@
 #include "server/core/coordinator_core.h"
 
 #include <atomic>
+#include <filesystem>
+#include <optional>
 #include <cmath>
 #include <thread>
 
@@ -722,6 +724,249 @@ TEST_F(CoreTest, ReleaseJobGivesTheLeaseBack) {
   EXPECT_EQ(again.job().job_id(), lease.job().job_id());
   EXPECT_EQ(again.job().attempts(), 1);
   EXPECT_NE(again.lease_id(), lease.lease_id());
+}
+
+// --- Issue 14, item 4: deadlines, the progress watchdog, recovery -------
+
+// A core on the fixture's database with other options (the fixture's is
+// closed first, as a restarted coordinator's predecessor would be).
+std::unique_ptr<CoordinatorCore> Reopen(TempDir& dir, CoreOptions options,
+                                        std::atomic<int64_t>& now) {
+  auto store = OpenSqliteStore(dir.File("lf.db"));
+  EXPECT_TRUE(store.ok()) << store.status();
+  return std::make_unique<CoordinatorCore>(*std::move(store), options,
+                                           [&now] { return now.load(); });
+}
+
+CoreOptions LimitOptions() {
+  CoreOptions options;
+  options.lease_ttl_ms = 1000;
+  options.heartbeat_interval_ms = 200;
+  options.max_attempts = 3;
+  options.retry_backoff_ms = 0;
+  return options;
+}
+
+v1::HeartbeatRequest Beat(const std::string& worker, const v1::LeaseJobResponse& lease,
+                          std::optional<int64_t> progress = std::nullopt) {
+  v1::HeartbeatRequest beat;
+  beat.set_worker_id(worker);
+  beat.set_job_id(lease.job().job_id());
+  beat.set_lease_id(lease.lease_id());
+  if (progress.has_value()) beat.set_progress(*progress);
+  return beat;
+}
+
+// Issue 14, failure 5 (regression): no job had a deadline.
+TEST_F(CoreTest, JobPastItsSweepsDeadlineFailsWithDeadlineExceeded) {
+  v1::SweepSpec spec = Spec(4, 1);
+  spec.set_max_job_seconds(-1);
+  EXPECT_THAT(core_->SubmitSweep(spec).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "max_job_seconds: -1 is outside [0, 2592000]"));
+  spec.set_max_job_seconds(2592001);
+  EXPECT_THAT(core_->SubmitSweep(spec).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "max_job_seconds: 2592001 is outside [0, 2592000]"));
+  spec.set_max_job_seconds(5);
+  LF_ASSERT_OK(core_->SubmitSweep(spec).status());
+  const std::string worker = Register();
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(worker)));
+  ASSERT_TRUE(lease.leased());
+  EXPECT_EQ(lease.job().spec().max_job_seconds(), 5);
+  const std::string job_id = lease.job().job_id();
+  // Renewed (and progressing) up to the limit: the clock starts at the
+  // first heartbeat that reports progress, 100 ms after the grant.
+  for (int64_t t = 100, p = 0; t <= 5100; t += 500, ++p) {
+    now_ = 1'000'000 + t;
+    LF_ASSERT_OK_AND_ASSIGN(auto beat, core_->Heartbeat(Beat(worker, lease, p)));
+    EXPECT_FALSE(beat.cancelled());
+    EXPECT_EQ(beat.stopped(), "") << "at " << t << " ms";
+  }
+  now_ = 1'000'000 + 5101;  // 5.001 s after the first progress report
+  LF_ASSERT_OK_AND_ASSIGN(auto beat, core_->Heartbeat(Beat(worker, lease, 99)));
+  const std::string expected = "DEADLINE_EXCEEDED: job " + job_id +
+                               " ran 5 s under one lease, past its limit of "
+                               "max_job_seconds = 5";
+  EXPECT_EQ(beat.stopped(), expected);
+  LF_ASSERT_OK_AND_ASSIGN(auto job, core_->ListJobs(v1::ListJobsRequest()));
+  ASSERT_EQ(job.jobs_size(), 1);
+  EXPECT_EQ(job.jobs(0).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.jobs(0).error(), expected);
+  // The lease is gone: a later heartbeat or chunk of it is ABORTED.
+  EXPECT_THAT(core_->Heartbeat(Beat(worker, lease, 100)).status(),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  EXPECT_THAT(core_->CommitChunk(Chunk(lease, 0)).status(),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  EXPECT_THAT(core_->Heartbeat(Beat(worker, lease, -1)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "progress: -1 is negative"));
+}
+
+TEST_F(CoreTest, CoordinatorDefaultDeadlineAppliesToSweepsWithoutOne) {
+  CoreOptions options = LimitOptions();
+  options.max_job_seconds = 2;
+  core_.reset();
+  core_ = Reopen(dir_, options, now_);
+  v1::SweepSpec spec = Spec(4, 1);
+  LF_ASSERT_OK(core_->SubmitSweep(spec).status());  // max_job_seconds 0: the default
+  spec.set_max_job_seconds(10);
+  LF_ASSERT_OK(core_->SubmitSweep(spec).status());  // its own, longer limit
+  const std::string worker = Register();
+  LF_ASSERT_OK_AND_ASSIGN(auto first, core_->LeaseJob(LeaseRequest(worker)));
+  LF_ASSERT_OK_AND_ASSIGN(auto second, core_->LeaseJob(LeaseRequest(worker)));
+  ASSERT_TRUE(first.leased() && second.leased());
+  ASSERT_EQ(first.job().spec().max_job_seconds(), 0);
+  // No progress reported (an older worker): the clock runs from the grant.
+  for (int64_t t = 500; t <= 2000; t += 500) {
+    now_ = 1'000'000 + t;
+    LF_ASSERT_OK_AND_ASSIGN(auto a, core_->Heartbeat(Beat(worker, first)));
+    EXPECT_EQ(a.stopped(), "");
+    LF_ASSERT_OK_AND_ASSIGN(auto b, core_->Heartbeat(Beat(worker, second)));
+    EXPECT_EQ(b.stopped(), "");
+  }
+  now_ = 1'000'000 + 2500;
+  LF_ASSERT_OK_AND_ASSIGN(auto a, core_->Heartbeat(Beat(worker, first)));
+  EXPECT_EQ(a.stopped(), "DEADLINE_EXCEEDED: job " + first.job().job_id() +
+                             " ran 2 s under one lease, past its limit of max_job_seconds = 2");
+  LF_ASSERT_OK_AND_ASSIGN(auto b, core_->Heartbeat(Beat(worker, second)));
+  EXPECT_EQ(b.stopped(), "");
+}
+
+// Issue 14, failure 5 (regression): the heartbeat renewed a lease whether
+// or not its job progressed, so a job hung inside LibTorch held its GPU for
+// ever.
+TEST_F(CoreTest, LeaseWithoutProgressIsRetriedOnAnotherWorker) {
+  CoreOptions options = LimitOptions();
+  options.progress_timeout_ms = 1000;
+  core_.reset();
+  core_ = Reopen(dir_, options, now_);
+  LF_ASSERT_OK(core_->SubmitSweep(Spec(4, 1)).status());
+  const std::string hung = Register();
+  const std::string healthy = Register();
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(hung)));
+  ASSERT_TRUE(lease.leased());
+  const std::string job_id = lease.job().job_id();
+  // Progress 0, 1, 2 within the timeout of each other: renewed.
+  int64_t t = 0;
+  for (int64_t p : {0, 1, 1, 2}) {
+    t += 600;
+    now_ = 1'000'000 + t;
+    LF_ASSERT_OK(core_->TouchWorker(healthy));
+    LF_ASSERT_OK_AND_ASSIGN(auto beat, core_->Heartbeat(Beat(hung, lease, p)));
+    EXPECT_EQ(beat.stopped(), "") << "progress " << p << " at " << t;
+  }
+  // Still 2, 1000 ms after it became 2: not yet; 1001 ms: the lease ends.
+  now_ = 1'000'000 + t + 1000;
+  LF_ASSERT_OK(core_->TouchWorker(healthy));
+  LF_ASSERT_OK_AND_ASSIGN(auto still, core_->Heartbeat(Beat(hung, lease, 2)));
+  EXPECT_EQ(still.stopped(), "");
+  now_ = 1'000'000 + t + 1001;
+  LF_ASSERT_OK(core_->TouchWorker(healthy));
+  LF_ASSERT_OK_AND_ASSIGN(auto ended, core_->Heartbeat(Beat(hung, lease, 2)));
+  const std::string expected = "UNAVAILABLE: job " + job_id +
+                               " made no progress for 1001 ms on this worker (at 2; "
+                               "--progress-timeout-ms 1000): lease not renewed";
+  EXPECT_EQ(ended.stopped(), expected);
+  EXPECT_THAT(core_->Heartbeat(Beat(hung, lease, 3)).status(),
+              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  // A host error: requeued, never to the hung worker while the healthy one
+  // lives, and resumed there with its attempt history.
+  LF_ASSERT_OK_AND_ASSIGN(auto none, core_->LeaseJob(LeaseRequest(hung)));
+  EXPECT_FALSE(none.leased());
+  LF_ASSERT_OK_AND_ASSIGN(auto again, core_->LeaseJob(LeaseRequest(healthy)));
+  ASSERT_TRUE(again.leased());
+  EXPECT_EQ(again.job().job_id(), job_id);
+  EXPECT_EQ(again.job().attempts(), 2);
+  EXPECT_EQ(again.job().error(),
+            "attempt 1 on " + hung + " failed (host error, retrying): " + expected);
+}
+
+// Issue 14, failure 4 (regression): a 10 s stall of the coordinator
+// revoked healthy leases, each costing an attempt.
+TEST_F(CoreTest, StalledCoordinatorExtendsLeasesInsteadOfReapingThem) {
+  for (const bool detect : {false, true}) {
+    CoreOptions options = LimitOptions();
+    options.stall_threshold_ms = detect ? 400 : 0;
+    core_.reset();
+    std::filesystem::remove(dir_.File("lf.db"));
+    now_ = 1'000'000;
+    core_ = Reopen(dir_, options, now_);
+    LF_ASSERT_OK(core_->SubmitSweep(Spec(4, 2)).status());
+    const std::string worker = Register();
+    LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(worker)));
+    ASSERT_TRUE(lease.leased());
+    now_ = 1'000'200;
+    LF_ASSERT_OK(core_->Heartbeat(Beat(worker, lease, 1)).status());
+    LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, core_->ReapOnce());
+    EXPECT_EQ(lapsed, 0);
+    // Frozen for 10 s: nothing ran, the lease (until 1'001'200) expired.
+    now_ = 1'010'200;
+    if (!detect) {
+      // Without the recovery pass the worker's first heartbeat after the
+      // stall is refused and the reaper charges an attempt.
+      EXPECT_THAT(core_->Heartbeat(Beat(worker, lease, 2)).status(),
+                  StatusIs(absl::StatusCode::kAborted, "lapsed"));
+      LF_ASSERT_OK_AND_ASSIGN(lapsed, core_->ReapOnce());
+      EXPECT_EQ(lapsed, 1);
+      continue;
+    }
+    // Whichever comes first after the stall, the reaper pass here, finds
+    // the gap and extends the lease before anything is reaped.
+    LF_ASSERT_OK_AND_ASSIGN(lapsed, core_->ReapOnce());
+    EXPECT_EQ(lapsed, 0);
+    LF_ASSERT_OK_AND_ASSIGN(auto beat, core_->Heartbeat(Beat(worker, lease, 2)));
+    EXPECT_FALSE(beat.cancelled());
+    EXPECT_EQ(beat.stopped(), "");
+    LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, 0)).status());
+    LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(v1::ListJobsRequest()));
+    ASSERT_EQ(jobs.jobs_size(), 1);
+    EXPECT_EQ(jobs.jobs(0).state(), v1::JOB_STATE_RUNNING);
+    EXPECT_EQ(jobs.jobs(0).attempts(), 1);
+    // A worker that really went silent still lapses, a TTL later (the
+    // reaper ticking every 200 ms: no stall).
+    int64_t total = 0;
+    for (int tick = 1; tick <= 6; ++tick) {
+      now_ = 1'010'200 + 200 * tick;
+      LF_ASSERT_OK_AND_ASSIGN(lapsed, core_->ReapOnce());
+      total += lapsed;
+      EXPECT_EQ(total, tick == 6 ? 1 : 0) << "at tick " << tick;
+    }
+  }
+}
+
+// Issue 14, failure 4 (regression): three coordinator restarts during one
+// job failed it ("lease lapsed 3 times") on a healthy worker.
+TEST_F(CoreTest, RestartsNeverCostTheRunningJobAnAttempt) {
+  LF_ASSERT_OK(core_->SubmitSweep(Spec(16, 2)).status());
+  const std::string worker = Register();
+  LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(worker)));
+  ASSERT_TRUE(lease.leased());
+  for (int restart = 0; restart < 3; ++restart) {
+    LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, restart)).status());
+    // Down for 5 s, five lease TTLs; the new coordinator's recovery pass
+    // runs before its reaper.
+    core_.reset();
+    now_ += 5000;
+    core_ = Reopen(dir_, LimitOptions(), now_);
+    LF_ASSERT_OK_AND_ASSIGN(int64_t extended, core_->Recover());
+    EXPECT_EQ(extended, 1);
+    LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, core_->ReapOnce());
+    EXPECT_EQ(lapsed, 0);
+    // The worker re-attaches with its next heartbeat.
+    now_ += 300;
+    LF_ASSERT_OK_AND_ASSIGN(auto beat, core_->Heartbeat(Beat(worker, lease, restart)));
+    EXPECT_FALSE(beat.cancelled());
+  }
+  for (int seq = 3; seq < 8; ++seq) LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, seq)).status());
+  v1::CompleteJobRequest complete;
+  complete.set_job_id(lease.job().job_id());
+  complete.set_lease_id(lease.lease_id());
+  LF_ASSERT_OK(core_->CompleteJob(complete));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(v1::ListJobsRequest()));
+  ASSERT_EQ(jobs.jobs_size(), 1);
+  EXPECT_EQ(jobs.jobs(0).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(jobs.jobs(0).attempts(), 1);
+  EXPECT_EQ(jobs.jobs(0).chunks_committed(), 8);
 }
 
 }  // namespace
