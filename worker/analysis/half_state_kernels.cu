@@ -7,6 +7,8 @@
 
 #include "worker/analysis/half_state_kernels.h"
 
+#include <cstdlib>
+
 #ifndef LF_CUDA_EMULATION
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -311,7 +313,7 @@ __device__ __forceinline__ double RoundedToDouble(T x) {
   }
 }
 
-template <typename T, int kSlots, int kRows>
+template <typename T, int kSlots, int kRows, bool kStaged>
 __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
     PointPassKernel(const T* __restrict__ cur, const T* __restrict__ prev,
                     const double* __restrict__ prev_vec, bool prev_vec_rounded, int64_t n,
@@ -356,12 +358,14 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
     }
     CopyAsyncCommit();
   };
-  fetch(t0, 0);
+  if constexpr (kStaged) fetch(t0, 0);
   int parity = 0;
   for (int64_t t = t0; t < t1; t += kPassTokens, parity ^= 1) {
     const int count = static_cast<int>(t1 - t < kPassTokens ? t1 - t : kPassTokens);
-    fetch(t + kPassTokens, parity ^ 1);
-    CopyAsyncWait<1>();  // this group's copies have landed (the next may not)
+    if constexpr (kStaged) {
+      fetch(t + kPassTokens, parity ^ 1);
+      CopyAsyncWait<1>();  // this group's copies have landed (the next may not)
+    }
     uint4 cv[kPassTokens][kSlots], pv[kPassTokens][kSlots];
 #pragma unroll
     for (int u = 0; u < kPassTokens; ++u) {
@@ -369,19 +373,35 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
       for (int s = 0; s < kSlots; ++s) {
         const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
         const bool in = u < count && slot < slots;
-        cv[u][s] = in ? *stage(parity, u, 0, s) : uint4{};
-        pv[u][s] = in && with_prev ? *stage(parity, u, 1, s) : uint4{};
+        if constexpr (kStaged) {
+          cv[u][s] = in ? *stage(parity, u, 0, s) : uint4{};
+          pv[u][s] = in && with_prev ? *stage(parity, u, 1, s) : uint4{};
+        } else {
+          const int64_t offset = (b * n + t + u) * d + slot * kValues;
+          cv[u][s] = in ? *reinterpret_cast<const uint4*>(cur + offset) : uint4{};
+          pv[u][s] = in && with_prev ? *reinterpret_cast<const uint4*>(prev + offset) : uint4{};
+        }
       }
     }
     double part[kPassTokens][kPassStats] = {};
 #pragma unroll
     for (int s = 0; s < kSlots; ++s) {
       const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
+      // The vector's values of this slot, once for the group's tokens (L1
+      // after the first group: one prompt's d values a block), 16 bytes a
+      // load (slot * kValues doubles: 32- or 64-byte aligned).
+      double vs[kValues];
+#pragma unroll
+      for (int e = 0; e < kValues; e += 2) {
+        const double2 pair = with_vec && slot < slots
+                                 ? *reinterpret_cast<const double2*>(v + slot * kValues + e)
+                                 : double2{0.0, 0.0};
+        vs[e] = pair.x;
+        vs[e + 1] = pair.y;
+      }
 #pragma unroll
       for (int e = 0; e < kValues; ++e) {
-        // The vector's value, once for the group's tokens (L1 after the
-        // first group: one prompt's d values a block).
-        const double ve = with_vec && slot < slots ? v[slot * kValues + e] : 0.0;
+        const double ve = vs[e];
 #pragma unroll
         for (int u = 0; u < kPassTokens; ++u) {
           const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
@@ -472,6 +492,15 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   }
 }
 
+// LAYERFLOW_POINT_PASS_STAGED=0: loads straight to registers (A/B runs).
+bool PointPassStaged() {
+  static const bool staged = [] {
+    const char* v = std::getenv("LAYERFLOW_POINT_PASS_STAGED");
+    return v == nullptr || v[0] != '0';
+  }();
+  return staged;
+}
+
 template <typename T, int kSlots>
 void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
                        const double* vec, bool vec_rounded, int64_t n, int64_t d,
@@ -480,19 +509,24 @@ void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* pre
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   auto* r = static_cast<__nv_bfloat16*>(rounded);
-  constexpr size_t smem = PointPassSmemBytes(kSlots);
-  auto launch = [&](auto* kernel) {
+  const bool staged = PointPassStaged();
+  const size_t smem = staged ? PointPassSmemBytes(kSlots) : 0;
+  auto launch = [&](auto* staged_kernel, auto* direct_kernel) {
+    if (!staged) {
+      LF_LAUNCH(direct_kernel, grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+      return;
+    }
     // Above 48 KB of dynamic shared memory a kernel must opt in (per device;
     // cheap to repeat).
-    if (LF_SET_MAX_DYNAMIC_SMEM(kernel, smem) != cudaSuccess) return;
-    LF_LAUNCH(kernel, grid, dim3(kThreads), smem, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+    if (LF_SET_MAX_DYNAMIC_SMEM(staged_kernel, smem) != cudaSuccess) return;
+    LF_LAUNCH(staged_kernel, grid, dim3(kThreads), smem, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
   };
   switch (k) {
-    case 0: launch(&PointPassKernel<T, kSlots, 0>); break;
-    case 1: launch(&PointPassKernel<T, kSlots, 1>); break;
-    case 2: launch(&PointPassKernel<T, kSlots, 2>); break;
-    case 3: launch(&PointPassKernel<T, kSlots, 3>); break;
-    default: launch(&PointPassKernel<T, kSlots, 4>); break;
+    case 0: launch(&PointPassKernel<T, kSlots, 0, true>, &PointPassKernel<T, kSlots, 0, false>); break;
+    case 1: launch(&PointPassKernel<T, kSlots, 1, true>, &PointPassKernel<T, kSlots, 1, false>); break;
+    case 2: launch(&PointPassKernel<T, kSlots, 2, true>, &PointPassKernel<T, kSlots, 2, false>); break;
+    case 3: launch(&PointPassKernel<T, kSlots, 3, true>, &PointPassKernel<T, kSlots, 3, false>); break;
+    default: launch(&PointPassKernel<T, kSlots, 4, true>, &PointPassKernel<T, kSlots, 4, false>); break;
   }
 }
 

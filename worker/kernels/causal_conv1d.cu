@@ -11,6 +11,8 @@
 // conv at 240 us a layer at 8 x 2048 on an H200 (ncu), ~1.2 TB/s for
 // 268 MB; the kernel is memory-bound, so its floor is ~80 us.
 #include "worker/kernels/act_types.cuh"
+
+#include <cstdlib>
 #include "worker/kernels/ssm_kernels.h"
 
 namespace layerflow::worker::cuda_kernels {
@@ -73,7 +75,13 @@ constexpr int kTileRows = kVecTokens + kVecTaps - 1;
 // of Mamba-2-1.3B at 8 x 2048 on an H200 (ncu), 1.7 TB/s for its 285 MB.
 // A thread reads back only what it copied itself, so no barrier is needed
 // (cp.async.wait_group orders a thread's own copies).
-template <typename T>
+// SiLU by the multi-function unit (ex2 and rcp approximations, a few ulp
+// of float32, far below the bf16 / fp16 rounding that follows): the
+// accurate expf and IEEE division made this kernel issue-bound (~30
+// instructions a value at 12 warps an SM).
+__device__ __forceinline__ float FastSilu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
+
+template <typename T, bool kFast>
 __global__ void __launch_bounds__(kVecThreads)
     CausalConv1dSiluVecKernel(const T* __restrict__ x, int64_t x_row, const T* __restrict__ w,
                               const T* __restrict__ bias, int64_t seq, int64_t channels,
@@ -122,7 +130,8 @@ __global__ void __launch_bounds__(kVecThreads)
       float acc = b0[j];
 #pragma unroll
       for (int k = 0; k < kVecTaps; ++k) acc = fmaf(weight[k][j], window[k][j], acc);
-      o[j] = FromFloat<T>(Silu(RoundTo<T>(acc)));
+      const float a = RoundTo<T>(acc);
+      o[j] = FromFloat<T>(kFast ? FastSilu(a) : Silu(a));
     }
     *reinterpret_cast<uint4*>(ob + u * channels) = raw;
 #pragma unroll
@@ -154,7 +163,11 @@ cudaError_t LaunchCausalConv1dSilu(ActType type, const void* x, int64_t x_row,
         static_cast<unsigned>(batch));
     auto launch = [&](auto* tag) -> cudaError_t {
       using T = std::remove_pointer_t<decltype(tag)>;
-      auto* conv = &CausalConv1dSiluVecKernel<T>;
+      static const bool fast = [] {
+        const char* v = std::getenv("LAYERFLOW_CONV_FAST_SILU");
+        return v == nullptr || v[0] != '0';
+      }();
+      auto* conv = fast ? &CausalConv1dSiluVecKernel<T, true> : &CausalConv1dSiluVecKernel<T, false>;
       LF_LAUNCH(conv, vgrid, dim3(kVecThreads), 0, stream, static_cast<const T*>(x), x_row,
                 static_cast<const T*>(w), static_cast<const T*>(bias), seq, channels,
                 static_cast<T*>(out));

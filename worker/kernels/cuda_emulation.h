@@ -145,6 +145,10 @@ T __shfl_down_sync(unsigned, T value, unsigned delta) {
   return lane + delta < 32 ? down : value;
 }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// The fast intrinsics: the exact operations here (the device's differ by a
+// few ulp of float32; kernels use them only where a half rounding follows).
+inline float __expf(float x) { return std::exp(x); }
+inline float __fdividef(float x, float y) { return x / y; }
 
 // WMMA: 16 x 16 x 16 tiles, float accumulators.
 namespace nvcuda::wmma {
