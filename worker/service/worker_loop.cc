@@ -53,9 +53,11 @@ int64_t TestHangMs() {
 }
 
 // An error of the channel, not of the call: the coordinator is down,
-// restarting or frozen.
+// restarting (a server shutting down cancels the calls in flight; this
+// worker never cancels its own) or frozen.
 bool IsTransient(const absl::Status& status) {
-  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+         absl::IsCancelled(status);
 }
 
 void SetDeadline(grpc::ClientContext& ctx) {
@@ -383,10 +385,14 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
     heartbeat.join();
 
-    if (watch.lost || watch.cancelled) {
+    // A chunk or upload refused because the job was cancelled: the
+    // cancellation reached the worker before the heartbeat's reply did.
+    const bool cancelled =
+        watch.cancelled ||
+        (absl::IsAborted(status) && absl::EndsWith(status.message(), " was cancelled"));
+    if (watch.lost || cancelled) {
       // Nothing to report: the coordinator already requeued or cancelled it.
-      Log(absl::StrCat("stopped job ", job_id,
-                       watch.cancelled ? " (cancelled)" : " (lease lost)"));
+      Log(absl::StrCat("stopped job ", job_id, cancelled ? " (cancelled)" : " (lease lost)"));
       return;
     }
     if (stopping()) {
