@@ -222,6 +222,16 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view sql, const std::vector
   }
 }
 
+absl::StatusOr<Result> Connection::ExecOnce(absl::string_view sql,
+                                            const std::vector<Param>& params) {
+  if (absl::Status s = EnsureConnected(); !s.ok()) return s;
+  // As inside a transaction: Exec does not reconnect and resend.
+  in_transaction_ = true;
+  absl::StatusOr<Result> result = Exec(sql, params);
+  in_transaction_ = false;
+  return result;
+}
+
 absl::StatusOr<std::string> Connection::PreparedName(const std::string& sql, int params) {
   if (auto it = prepared_.find(sql); it != prepared_.end()) return it->second;
   if (prepared_.size() >= kMaxPrepared || sql.size() > kMaxPreparedText) return std::string();

@@ -80,6 +80,11 @@ class Connection {
   // session already holds kMaxPrepared of them or the text is one of the
   // long, generated multi-row INSERTs.
   absl::StatusOr<Result> Exec(absl::string_view sql, const std::vector<Param>& params = {});
+  // One statement that writes, as its own transaction (a function that
+  // takes the writers' lock itself): reconnects first when the connection
+  // is known to be broken, but never sends the statement twice, since a
+  // reply lost with the connection may follow a commit. UNAVAILABLE then.
+  absl::StatusOr<Result> ExecOnce(absl::string_view sql, const std::vector<Param>& params);
   // Several statements without parameters (schema scripts).
   absl::Status ExecScript(absl::string_view sql);
   const std::string& description() const { return description_; }

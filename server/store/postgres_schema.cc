@@ -139,6 +139,79 @@ CREATE TRIGGER jobs_count_update AFTER UPDATE OF state ON jobs
 CREATE INDEX job_attempts_elsewhere ON job_attempts(job_id, worker_id) WHERE elsewhere = 1;
 )sql";
 
+// v4: the two calls every job makes, each one round trip. A plpgsql
+// function takes the writers' advisory lock itself (pg_db.h's key, checked
+// below) and then runs its statements, each with a snapshot taken after the
+// lock, as a Transaction would; called outside a transaction, the lock ends
+// with the call's own commit. Before, a lease was BEGIN + lock, the lease
+// statement, COMMIT (three round trips) and a failure five.
+//
+// lf_lease_head: Store::LeaseNextJob without resident models: the head of
+// the queue (priority, then creation) that is runnable for the worker,
+// leased; no row when none is. The dependency is a scalar subquery, looked
+// up by key for the candidate, where EXISTS let the planner hash every
+// SUCCEEDED job once per lease.
+//
+// lf_fail_job: Store::FailJob. Returns the job's row as it was (found =
+// false for an unknown job) and whether it was failed: only under the live
+// lease (RUNNING, that lease id, not expired), when the attempt is
+// recorded, the job FAILS with the error and its queued dependents fail
+// with it, transitively. The caller turns a row it did not fail into the
+// same errors as the other calls under a lease.
+//
+// jobs_by_depends_on goes: no statement looks jobs up by depends_on (the
+// dependency is found by its job_id, dependents by the partial index), and
+// PostgreSQL writes an entry into every index of jobs at each change of
+// state (state is indexed, so no update is HOT), two a job.
+constexpr absl::string_view kV4 = R"sql(
+CREATE FUNCTION lf_lease_head(p_worker TEXT, p_now BIGINT, p_lease TEXT, p_expires BIGINT)
+RETURNS SETOF jobs LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(7811057547643872513);
+  RETURN QUERY
+    UPDATE jobs SET state = 2, attempts = attempts + 1, worker_id = p_worker,
+                    lease_id = p_lease, lease_expires_ms = p_expires, updated_ms = p_now
+    WHERE seq = (
+      SELECT j.seq FROM jobs j
+      WHERE j.state = 1 AND j.not_before_ms <= p_now
+        AND (j.depends_on = '' OR
+             (SELECT d.state FROM jobs d WHERE d.job_id = j.depends_on) = 3)
+        AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.job_id
+                        AND a.worker_id = p_worker AND a.elsewhere = 1)
+      ORDER BY j.priority DESC, j.seq LIMIT 1)
+    RETURNING jobs.*;
+END $$;
+CREATE FUNCTION lf_fail_job(p_job TEXT, p_lease TEXT, p_error TEXT, p_now BIGINT,
+                            OUT o_found BOOLEAN, OUT o_failed BOOLEAN, OUT o_state INTEGER,
+                            OUT o_lease_id TEXT, OUT o_lease_expires_ms BIGINT)
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock(7811057547643872513);
+  SELECT j.state, j.lease_id, j.lease_expires_ms INTO o_state, o_lease_id, o_lease_expires_ms
+    FROM jobs j WHERE j.job_id = p_job;
+  o_found := FOUND;
+  o_failed := o_found AND o_state = 2 AND o_lease_id = p_lease AND o_lease_expires_ms >= p_now;
+  IF NOT o_failed THEN RETURN; END IF;
+  INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, error, ended_ms, elsewhere)
+    SELECT j.job_id, j.attempts, j.worker_id, 2, p_error, p_now, 0
+    FROM jobs j WHERE j.job_id = p_job;
+  UPDATE jobs SET state = 4, error = p_error, worker_id = '', updated_ms = p_now
+    WHERE job_id = p_job;
+  LOOP
+    UPDATE jobs SET state = 4, worker_id = '', updated_ms = p_now,
+      error = (SELECT CASE WHEN d.state = 5 THEN 'dependency ' || d.job_id || ' was cancelled'
+                           ELSE 'dependency ' || d.job_id || ' failed: ' || d.error END
+               FROM jobs d WHERE d.job_id = jobs.depends_on)
+    WHERE jobs.state = 1 AND jobs.depends_on <> ''
+      AND (SELECT d.state FROM jobs d WHERE d.job_id = jobs.depends_on) IN (4, 5);
+    EXIT WHEN NOT FOUND;
+  END LOOP;
+END $$;
+DROP INDEX jobs_by_depends_on;
+)sql";
+// The functions' literal key.
+static_assert(kWriterLockKey == 7811057547643872513, "lf_lease_head and lf_fail_job lock it");
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -146,6 +219,7 @@ const std::vector<Migration>& Migrations() {
       {1, "the SQLite schema v8: sweeps, jobs, chunks, chunk_stats, workers, job_attempts", kV1},
       {2, "jobs_dependents_by_state partial index (failing dependents)", kV2},
       {3, "job_state_counts, job_attempts_elsewhere (the lease path)", kV3},
+      {4, "lf_lease_head, lf_fail_job (a lease and a failure in one round trip)", kV4},
   };
   return *migrations;
 }

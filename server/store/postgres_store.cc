@@ -246,26 +246,23 @@ class PostgresStore final : public Store {
       const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
       const std::vector<ResidentModelRef>& resident) override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     if (resident.empty()) {
-      // The head, picked and leased in one statement (one round trip).
+      // The head, picked and leased by lf_lease_head (schema v4) in one
+      // round trip, its own transaction under the writers' lock.
       Lease lease;
       lease.lease_id = NewLeaseId();
       lease.expires_unix_ms = now_ms + ttl_ms;
-      static const std::string* sql = new std::string(absl::StrCat(
-          "UPDATE jobs SET state = $5::int, attempts = attempts + 1, worker_id = $4::text, "
-          "lease_id = $6::text, lease_expires_ms = $7::bigint, updated_ms = $2::bigint "
-          "WHERE seq = (SELECT j.seq FROM jobs j WHERE ", kRunnable,
-          " ORDER BY j.priority DESC, j.seq LIMIT 1) RETURNING ", kJobColumns));
-      LF_ASSIGN_OR_RETURN(Result r, db_->Exec(*sql, {kQueued, now_ms, kSucceeded, worker_id,
-                                                     kRunning, lease.lease_id,
-                                                     lease.expires_unix_ms}));
+      static const std::string* sql = new std::string(
+          absl::StrCat("SELECT ", kJobColumns,
+                       " FROM lf_lease_head($1::text, $2::bigint, $3::text, $4::bigint)"));
+      LF_ASSIGN_OR_RETURN(Result r, db_->ExecOnce(*sql, {worker_id, now_ms, lease.lease_id,
+                                                         lease.expires_unix_ms}));
       if (r.rows() == 0) return std::optional<Lease>();
       LF_ASSIGN_OR_RETURN(lease.job, ReadJob(r, 0));
       lease.resume_from_sequence = lease.job.chunks_committed();
-      LF_RETURN_IF_ERROR(tx.Commit());
       return std::optional<Lease>(std::move(lease));
     }
+    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(
         Result pick,
         db_->Exec(absl::StrCat("SELECT j.seq, j.sweep_id, j.priority FROM jobs j WHERE ",
@@ -433,16 +430,26 @@ class PostgresStore final : public Store {
   absl::Status FailJob(const std::string& job_id, const std::string& lease_id,
                        const std::string& error, int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
-    LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
+    // lf_fail_job (schema v4): the live-lease check, the attempt, the
+    // failure and the dependents' in one round trip; it returns the row it
+    // checked, from which a refusal gets the usual error.
+    LF_ASSIGN_OR_RETURN(
+        Result r, db_->ExecOnce("SELECT o_found, o_failed, o_state, o_lease_id, "
+                                "o_lease_expires_ms FROM lf_fail_job($1::text, $2::text, "
+                                "$3::text, $4::bigint)",
+                                {job_id, lease_id, error, now_ms}));
+    if (r.rows() != 1 || !r.Bool(0, 0)) {
+      return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
+    }
+    if (r.Bool(0, 1)) return absl::OkStatus();
+    const LeaseRow row{static_cast<JobState>(r.Int(0, 2)), r.Text(0, 3), r.Int(0, 4), 0, 0};
+    // A repeat (the first reply was lost) is acknowledged.
     if (row.state == JobState::JOB_STATE_FAILED && row.lease_id == lease_id) {
       return absl::OkStatus();
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
-    LF_RETURN_IF_ERROR(FinishWithAttemptLocked(job_id, JobState::JOB_STATE_FAILED,
-                                               AttemptOutcome::kBadInput, error, now_ms));
-    LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
-    return tx.Commit();
+    return absl::InternalError(
+        absl::StrCat("job ", job_id, ": lf_fail_job refused a live lease"));
   }
 
   absl::Status ReleaseLease(const std::string& job_id, const std::string& lease_id,
@@ -753,8 +760,9 @@ class PostgresStore final : public Store {
  private:
   // The head's conditions; $1 QUEUED, $2 now, $3 SUCCEEDED, $4 the worker.
   static constexpr absl::string_view kRunnable =
-      "j.state = $1::int AND j.not_before_ms <= $2::bigint AND (j.depends_on = '' OR EXISTS "
-      "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on AND d.state = $3::int)) "
+      // The dependency as a scalar subquery (schema v4 says why).
+      "j.state = $1::int AND j.not_before_ms <= $2::bigint AND (j.depends_on = '' OR "
+      "(SELECT d.state FROM jobs d WHERE d.job_id = j.depends_on) = $3::int) "
       "AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.job_id "
       "AND a.worker_id = $4::text AND a.elsewhere = 1)";
 
@@ -922,11 +930,15 @@ class PostgresStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LF_ASSIGN_OR_RETURN(
         Result r,
-        db_->Exec("SELECT worker_id, name, registered_ms, last_seen_ms, quarantined, "
-                  "quarantine_reason, capabilities FROM workers "
-                  "WHERE ($1::text = '' OR worker_id = $1::text) "
-                  "ORDER BY registered_ms, worker_id",
-                  {worker_id}));
+        // Two texts, not "$1 = '' OR worker_id = $1": a prepared
+        // statement's generic plan cannot use the key for that.
+        worker_id.empty()
+            ? db_->Exec("SELECT worker_id, name, registered_ms, last_seen_ms, quarantined, "
+                        "quarantine_reason, capabilities FROM workers "
+                        "ORDER BY registered_ms, worker_id")
+            : db_->Exec("SELECT worker_id, name, registered_ms, last_seen_ms, quarantined, "
+                        "quarantine_reason, capabilities FROM workers WHERE worker_id = $1::text",
+                        {worker_id}));
     std::vector<WorkerRecord> workers;
     for (int i = 0; i < r.rows(); ++i) {
       workers.push_back(WorkerRecord{r.Text(i, 0), r.Text(i, 1), r.Int(i, 2), r.Int(i, 3),

@@ -48,9 +48,9 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("schema_db"));
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("schema_db")));
-  EXPECT_EQ(PostgresSchemaVersion(), 3);
+  EXPECT_EQ(PostgresSchemaVersion(), 4);
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(version::text, ',') FROM layerflow_schema"),
-              ::testing::Eq(absl::StatusOr<std::string>("3")));
+              ::testing::Eq(absl::StatusOr<std::string>("4")));
   // v3: the jobs per state kept by triggers (an empty database: zeros) and
   // the partial index of "not on this worker again" attempts.
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(state || ':' || n, ' ' ORDER BY state) "
@@ -59,6 +59,13 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   EXPECT_THAT(pg.Query("schema_db",
                        "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'job_attempts_elsewhere'"),
               ::testing::Eq(absl::StatusOr<std::string>("1")));
+  // v4: a lease and a failure in one call each; the unused index gone.
+  EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(proname, ' ' ORDER BY proname) FROM "
+                                    "pg_proc WHERE proname IN ('lf_lease_head', 'lf_fail_job')"),
+              ::testing::Eq(absl::StatusOr<std::string>("lf_fail_job lf_lease_head")));
+  EXPECT_THAT(pg.Query("schema_db",
+                       "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'jobs_by_depends_on'"),
+              ::testing::Eq(absl::StatusOr<std::string>("0")));
   EXPECT_THAT(pg.Query("schema_db",
                        "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'jobs_dependents_by_state'"),
               ::testing::Eq(absl::StatusOr<std::string>("1")));
@@ -83,7 +90,7 @@ TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
                    .status());
   EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 3"));
+                       "schema version 99 is newer than this build's 4"));
 }
 
 // Two coordinators starting at once on a fresh database: one migrates, the

@@ -1184,6 +1184,44 @@ TEST_P(StoreConformance, JobCountsFollowEveryTransition) {
   (void)cancelled;
 }
 
+// PostgreSQL's FailJob is one function call (lf_fail_job, schema v4) that
+// checks the lease itself and hands the row back: its refusals must be the
+// same errors as every other call under a lease, on both stores, and write
+// nothing.
+TEST_P(StoreConformance, FailJobRefusesAnythingButTheLiveLeaseAndWritesNothing) {
+  LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 3, 1)));
+  EXPECT_THAT(store_->FailJob("nope", "lease-x", "e", 1),
+              StatusIs(absl::StatusCode::kNotFound, "unknown job 'nope'"));
+  Lease a = MustLease("w", 10);
+  EXPECT_THAT(store_->FailJob(a.job.job_id(), "lease-other", "e", 11),
+              StatusIs(absl::StatusCode::kAborted,
+                       "lapsed; the job was requeued or reassigned"));
+  EXPECT_THAT(store_->FailJob(a.job.job_id(), a.lease_id, "e", 10 + kTtl + 5),
+              StatusIs(absl::StatusCode::kAborted, "lapsed 5 ms ago"));
+  Job job = MustGetJob(a.job.job_id());
+  EXPECT_EQ(job.state(), JobState::JOB_STATE_RUNNING);
+  EXPECT_EQ(job.error(), "");
+  LF_ASSERT_OK_AND_ASSIGN(auto attempts, store_->ListAttempts(a.job.job_id()));
+  EXPECT_TRUE(attempts.empty());
+  // At the last millisecond of the lease it fails, once.
+  LF_ASSERT_OK(store_->FailJob(a.job.job_id(), a.lease_id, "bad input", 10 + kTtl));
+  LF_ASSERT_OK(store_->FailJob(a.job.job_id(), a.lease_id, "bad input again", 10 + kTtl + 1));
+  job = MustGetJob(a.job.job_id());
+  EXPECT_EQ(job.state(), JobState::JOB_STATE_FAILED);
+  EXPECT_EQ(job.error(), "bad input");
+  LF_ASSERT_OK_AND_ASSIGN(attempts, store_->ListAttempts(a.job.job_id()));
+  ASSERT_EQ(attempts.size(), 1u);
+  EXPECT_EQ(attempts[0].worker_id, "w");
+  EXPECT_EQ(attempts[0].outcome, AttemptOutcome::kBadInput);
+  EXPECT_EQ(attempts[0].error, "bad input");
+  // A cancelled job's holder learns of the cancel.
+  Lease b = MustLease("w", 20);
+  LF_ASSERT_OK(store_->CancelSweep("s", 21).status());
+  EXPECT_THAT(store_->FailJob(b.job.job_id(), b.lease_id, "e", 22),
+              StatusIs(absl::StatusCode::kAborted, "was cancelled"));
+  EXPECT_EQ(MustGetJob(b.job.job_id()).state(), JobState::JOB_STATE_CANCELLED);
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(
