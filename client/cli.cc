@@ -14,11 +14,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "client/default_sweep.h"
 #ifdef LAYERFLOW_HAVE_PLOT
 #include "report/figures/figures.h"
 #endif
 #include "client/inspect_exec.h"
+#include "client/pool_output.h"
 #include "client/sweep_file.h"
 #include "report/output.h"
 #include "google/protobuf/util/json_util.h"
@@ -126,6 +128,12 @@ class ProgressPrinter {
   bool drawn_ = false;
 };
 
+struct GlobalFlags {
+  std::string coordinator;
+  // --token / LAYERFLOW_TOKEN, --tls-ca (common/channel.h).
+  ChannelSecurity security;
+};
+
 int Fail(const CliEnvironment& env, const absl::Status& status) {
   PrintError(*env.err, status);
   return kExitError;
@@ -159,15 +167,64 @@ std::string Summary(const v1::Sweep& sweep) {
   return line;
 }
 
+// `layerflow watch`: while the sweep has queued jobs, its queue (GetQueue:
+// each job's position and expected start) under the progress, printed again
+// when it changes, asked at most once a second. A coordinator without
+// GetQueue (UNIMPLEMENTED), or any failure, just shows no queue.
+class QueuePrinter {
+ public:
+  QueuePrinter(const GlobalFlags& global, std::string sweep_id)
+      // Its own client: the watch's holds the canceller for the stream.
+      : client_(global.coordinator, global.security, std::chrono::seconds(5)),
+        sweep_id_(std::move(sweep_id)) {}
+
+  // After a progress update: what to print now ("" for nothing).
+  std::string Poll(const v1::Sweep& sweep) {
+    if (disabled_) return "";
+    if (sweep.jobs_queued() == 0) {
+      if (last_.empty()) return "";
+      last_.clear();
+      return "queue: none of this sweep's jobs queued\n";
+    }
+    const absl::Time now = absl::Now();
+    if (now - asked_ < absl::Seconds(1)) return "";
+    asked_ = now;
+    absl::StatusOr<v1::GetQueueResponse> queue = client_.GetQueue(sweep_id_);
+    if (!queue.ok()) {
+      disabled_ = absl::IsUnimplemented(queue.status());
+      return "";
+    }
+    std::string text = FormatQueue(*queue);
+    if (text == last_) return "";
+    last_ = text;
+    return text;
+  }
+
+ private:
+  CoordinatorClient client_;
+  const std::string sweep_id_;
+  std::string last_;
+  absl::Time asked_ = absl::InfinitePast();
+  bool disabled_ = false;
+};
+
 // Watches a sweep to its end, then reports failures. Returns the exit code:
 // 0 only when every job succeeded. `finished` tells whether the sweep
-// reached a final state (as opposed to the watch failing).
+// reached a final state (as opposed to the watch failing). `queue`, when
+// given, prints the sweep's queue as it changes.
 int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client,
                const CallCanceller& canceller, const InterruptWatcher& interrupts,
-               const std::string& sweep_id, bool* finished) {
+               const std::string& sweep_id, bool* finished, QueuePrinter* queue = nullptr) {
   ProgressPrinter progress(env);
-  absl::StatusOr<v1::Sweep> sweep =
-      client.WatchSweep(sweep_id, [&](const v1::Sweep& s) { progress.Update(s); });
+  absl::StatusOr<v1::Sweep> sweep = client.WatchSweep(sweep_id, [&](const v1::Sweep& s) {
+    progress.Update(s);
+    if (queue == nullptr) return;
+    if (const std::string text = queue->Poll(s); !text.empty()) {
+      // Below the progress line (a redrawn one is ended first).
+      progress.Finish();
+      *env.err << text << std::flush;
+    }
+  });
   progress.Finish();
   if (!sweep.ok()) {
     if (interrupts.interrupted()) return kExitInterrupted;
@@ -181,12 +238,6 @@ int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client,
 
 // ---------------------------------------------------------------------------
 // Commands.
-
-struct GlobalFlags {
-  std::string coordinator;
-  // --token / LAYERFLOW_TOKEN, --tls-ca (common/channel.h).
-  ChannelSecurity security;
-};
 
 // Where `plot` and `run` put a sweep's figures unless told otherwise.
 std::string DefaultFiguresDir(const std::string& sweep_id) {
@@ -356,19 +407,44 @@ int Run(const CliEnvironment& env, const RunFlags& flags) {
   return code;
 }
 
+// `layerflow watch SWEEP --once`: the progress line and the queue now, on
+// stdout.
+int WatchOnce(const CliEnvironment& env, const GlobalFlags& global,
+              const std::string& sweep_id) {
+  CoordinatorClient client(global.coordinator, global.security);
+  absl::StatusOr<v1::Sweep> sweep = client.GetSweep(sweep_id);
+  if (!sweep.ok()) return Fail(env, sweep.status());
+  *env.out << FormatProgressLine(*sweep) << "\n";
+  absl::StatusOr<v1::GetQueueResponse> queue = client.GetQueue(sweep_id);
+  if (!queue.ok()) return Fail(env, queue.status());
+  *env.out << FormatQueue(*queue, /*max_jobs=*/1 << 30);
+  return kExitOk;
+}
+
 int Watch(const CliEnvironment& env, const GlobalFlags& global,
-          const std::string& sweep_id) {
+          const std::string& sweep_id, bool once) {
+  if (once) return WatchOnce(env, global, sweep_id);
   CallCanceller canceller;
   InterruptWatcher interrupts(&canceller, env.handle_signals);
   CoordinatorClient client(global.coordinator, global.security);
   client.set_canceller(&canceller);
+  QueuePrinter queue(global, sweep_id);
   bool finished = false;
-  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished);
+  const int code =
+      WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished, &queue);
   if (code == kExitInterrupted) {
     *env.err << "stopped watching; the sweep keeps running (layerflow cancel "
              << sweep_id << " stops it)\n";
   }
   return code;
+}
+
+int Workers(const CliEnvironment& env, const GlobalFlags& global) {
+  CoordinatorClient client(global.coordinator, global.security);
+  absl::StatusOr<v1::ListWorkersResponse> workers = client.ListWorkers();
+  if (!workers.ok()) return Fail(env, workers.status());
+  *env.out << FormatWorkersTable(*workers, absl::ToUnixMillis(absl::Now()));
+  return kExitOk;
 }
 
 int Jobs(const CliEnvironment& env, const GlobalFlags& global,
@@ -554,6 +630,15 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   CLI::App* watch = app.add_subcommand(
       "watch", "Follow a sweep's progress until it ends; exit 0 only if every job succeeded");
   watch->add_option("SWEEP_ID", watch_id, "Sweep id")->required();
+  bool watch_once = false;
+  watch->add_flag("--once", watch_once,
+                  "Print the progress and the queue (each queued job's position and "
+                  "expected start) once, on stdout, and exit");
+
+  CLI::App* workers = app.add_subcommand(
+      "workers",
+      "List the pool's workers: host, device and GPUs, state (idle, running, "
+      "quarantined, gone) and the job each runs");
 
   std::string jobs_sweep;
   std::string jobs_state;
@@ -639,7 +724,8 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
 
   if (*submit) return Submit(env, global, submit_file, dry_run, quiet);
   if (*run) return Run(env, run_flags);
-  if (*watch) return Watch(env, global, watch_id);
+  if (*watch) return Watch(env, global, watch_id, watch_once);
+  if (*workers) return Workers(env, global);
   if (*jobs) return Jobs(env, global, jobs_sweep, jobs_state, jobs_timings);
   if (*results) return Results(env, global, results_flags);
   if (*cancel) return Cancel(env, global, cancel_id);

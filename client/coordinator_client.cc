@@ -162,6 +162,26 @@ absl::StatusOr<v1::Sweep> CoordinatorClient::RetrySweep(const std::string& sweep
   return response;
 }
 
+absl::StatusOr<v1::ListWorkersResponse> CoordinatorClient::ListWorkers() {
+  grpc::ClientContext context;
+  if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
+  v1::ListWorkersResponse response;
+  absl::Status status = Finish(stub_->ListWorkers(&context, {}, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::GetQueueResponse> CoordinatorClient::GetQueue(const std::string& sweep_id) {
+  grpc::ClientContext context;
+  if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
+  v1::GetQueueRequest request;
+  request.set_sweep_id(sweep_id);
+  v1::GetQueueResponse response;
+  absl::Status status = Finish(stub_->GetQueue(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
 absl::StatusOr<std::vector<v1::ResultRow>> CoordinatorClient::QueryResults(
     const v1::QueryResultsRequest& first) {
   v1::QueryResultsRequest request = first;

@@ -75,6 +75,10 @@ class CoordinatorClient {
   // its page_size, when set, is kept).
   absl::StatusOr<std::vector<v1::ResultRow>> QueryResults(
       const v1::QueryResultsRequest& request);
+  // The pool's workers (ListWorkers) and where a sweep's queued jobs stand
+  // (GetQueue).
+  absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
+  absl::StatusOr<v1::GetQueueResponse> GetQueue(const std::string& sweep_id);
   // Calls `on_update` for every progress message until the sweep leaves the
   // ACTIVE state, and returns that final message. UNAVAILABLE when the
   // stream ends before the sweep finished.
