@@ -182,9 +182,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(
       }
       continue;
     }
+    // Not the binding itself: clang before 16 cannot capture one.
+    const std::string& tensor_name = name;
     auto bad = [&](const std::string& what) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", ShownKey(name), "': ", what));
+          absl::StrCat(path, ": tensor '", ShownKey(tensor_name), "': ", what));
     };
     if (!entry.is_object() || !entry.contains("dtype") ||
         !entry["dtype"].is_string() || !entry.contains("shape") ||
