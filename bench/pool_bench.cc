@@ -82,6 +82,10 @@ void RunWorker(const std::string& target, int index, std::atomic<bool>* go, Work
   std::string worker_id;
   {
     grpc::ClientContext ctx;
+    // Fifty channels connect at once on a loaded machine: wait for this
+    // one to be ready instead of failing the run on a slow connect.
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     v1::RegisterWorkerRequest request;
     request.set_name("sim-" + std::to_string(index));
     request.mutable_capabilities()->set_device_type("cpu");
