@@ -7,8 +7,6 @@
 
 #include "worker/analysis/half_state_kernels.h"
 
-#include <cstdlib>
-
 #ifndef LF_CUDA_EMULATION
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -275,22 +273,8 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
 // in the registers (<= 128 a thread; H200, ptxas: the metrics' variants
 // 108-128, no spills, against 161 for 4 rows uncapped): the pass needs both
 // blocks' loads in flight to approach the HBM rate.
-// The loads go through shared memory (cp.async), one token group ahead:
-// while a block reduces group g (shuffles, a barrier, the float64 sums), its
-// copies of group g + 1 are in flight. Loaded straight into registers, a
-// block issued no load from its group's last load to the next group's first,
-// and the pass ran at 3.1 TB/s (ncu, Mamba-1.4B's float32 points at 8 x 2048,
-// 108 us a point). Each thread reads back only the slots it copied itself,
-// so the staging needs no barrier: cp.async.wait_group orders a thread's own
-// copies, and a stage is overwritten only by the thread that read it, one
-// group after it read it. Shared memory: kPassStages x kPassTokens x 2 rows
-// x kSlots x 256 threads x 16 bytes (64 KB at 2 slots: two blocks an SM).
 constexpr int kPassTokens = 2;
 constexpr int kPassMaxSlots = 4;
-constexpr int kPassStages = 2;
-constexpr size_t PointPassSmemBytes(int slots) {
-  return static_cast<size_t>(kPassStages) * kPassTokens * 2 * slots * kThreads * sizeof(uint4);
-}
 static_assert(kPassStats * kPassTokens <= kThreads, "a thread per statistic of a group");
 
 template <typename T>
@@ -313,7 +297,7 @@ __device__ __forceinline__ double RoundedToDouble(T x) {
   }
 }
 
-template <typename T, int kSlots, int kRows, bool kStaged>
+template <typename T, int kSlots, int kRows>
 __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
     PointPassKernel(const T* __restrict__ cur, const T* __restrict__ prev,
                     const double* __restrict__ prev_vec, bool prev_vec_rounded, int64_t n,
@@ -331,77 +315,43 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   const bool with_vec = with_prev && prev_vec != nullptr;
   const bool rounded_norm = rounded != nullptr;
   const double* v = with_vec ? prev_vec + b * d : nullptr;
+  // Rows of the states' rounding (summed in the first loop) and of the
+  // states themselves (summed once the token's norm is known).
+  bool any_rounded_row = false, any_plain_row = false;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    any_rounded_row = any_rounded_row || rows.rounded[r];
+    any_plain_row = any_plain_row || !rows.rounded[r];
+  }
   // Double-buffered by the parity of the token group: group g + 2 writes
   // the buffer group g read only after group g + 1's barrier, which every
   // thread passes after its reads of group g.
   __shared__ double warp_sums[2][kWarps][kPassStats * kPassTokens];
   double acc[kRows > 0 ? kRows : 1][kSlots][kValues] = {};
-  // stage(k, u, row, s): this thread's slot s of token u of a group, row 0
-  // the point, 1 the point before (header comment above).
-  LF_DYNAMIC_SMEM(smem_bytes);
-  uint4* const staged = reinterpret_cast<uint4*>(smem_bytes);
-  auto stage = [&](int k, int u, int row, int s) {
-    return staged + (((k * kPassTokens + u) * 2 + row) * kSlots + s) * kThreads + tid;
-  };
-  // Copies of the group at t into stage k, one commit group (empty past t1).
-  auto fetch = [&](int64_t t, int k) {
-#pragma unroll
-    for (int u = 0; u < kPassTokens; ++u) {
-#pragma unroll
-      for (int s = 0; s < kSlots; ++s) {
-        const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
-        if (t + u >= t1 || slot >= slots) continue;  // never read back
-        const int64_t offset = (b * n + t + u) * d + slot * kValues;
-        CopyAsync16(stage(k, u, 0, s), cur + offset, true);
-        if (with_prev) CopyAsync16(stage(k, u, 1, s), prev + offset, true);
-      }
-    }
-    CopyAsyncCommit();
-  };
-  if constexpr (kStaged) fetch(t0, 0);
   int parity = 0;
   for (int64_t t = t0; t < t1; t += kPassTokens, parity ^= 1) {
     const int count = static_cast<int>(t1 - t < kPassTokens ? t1 - t : kPassTokens);
-    if constexpr (kStaged) {
-      fetch(t + kPassTokens, parity ^ 1);
-      CopyAsyncWait<1>();  // this group's copies have landed (the next may not)
-    }
     uint4 cv[kPassTokens][kSlots], pv[kPassTokens][kSlots];
 #pragma unroll
-    for (int u = 0; u < kPassTokens; ++u) {
+    for (int u = 0; u < kPassTokens; ++u) {  // every load first: in flight together
 #pragma unroll
       for (int s = 0; s < kSlots; ++s) {
         const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
         const bool in = u < count && slot < slots;
-        if constexpr (kStaged) {
-          cv[u][s] = in ? *stage(parity, u, 0, s) : uint4{};
-          pv[u][s] = in && with_prev ? *stage(parity, u, 1, s) : uint4{};
-        } else {
-          const int64_t offset = (b * n + t + u) * d + slot * kValues;
-          cv[u][s] = in ? *reinterpret_cast<const uint4*>(cur + offset) : uint4{};
-          pv[u][s] = in && with_prev ? *reinterpret_cast<const uint4*>(prev + offset) : uint4{};
-        }
+        const int64_t offset = (b * n + t + u) * d + slot * kValues;
+        cv[u][s] = in ? *reinterpret_cast<const uint4*>(cur + offset) : uint4{};
+        pv[u][s] = in && with_prev ? *reinterpret_cast<const uint4*>(prev + offset) : uint4{};
       }
     }
     double part[kPassTokens][kPassStats] = {};
 #pragma unroll
     for (int s = 0; s < kSlots; ++s) {
       const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
-      // The vector's values of this slot, once for the group's tokens (L1
-      // after the first group: one prompt's d values a block), 16 bytes a
-      // load (slot * kValues doubles: 32- or 64-byte aligned).
-      double vs[kValues];
-#pragma unroll
-      for (int e = 0; e < kValues; e += 2) {
-        const double2 pair = with_vec && slot < slots
-                                 ? *reinterpret_cast<const double2*>(v + slot * kValues + e)
-                                 : double2{0.0, 0.0};
-        vs[e] = pair.x;
-        vs[e + 1] = pair.y;
-      }
 #pragma unroll
       for (int e = 0; e < kValues; ++e) {
-        const double ve = vs[e];
+        // The vector's value, once for the group's tokens (L1 after the
+        // first group: one prompt's d values a block).
+        const double ve = with_vec && slot < slots ? v[slot * kValues + e] : 0.0;
 #pragma unroll
         for (int u = 0; u < kPassTokens; ++u) {
           const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
@@ -414,7 +364,23 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
             part[u][2] += step * step;
           }
           if (with_vec) part[u][3] += (prev_vec_rounded ? RoundedToDouble(px[e]) : y) * ve;
-          if (rounded_norm) {
+          if constexpr (kRows > 0 && sizeof(T) == 4) {
+            // The rounding's row (weight 1, no norm needed) is summed here,
+            // from the rounding already made: a float64 conversion is a
+            // quarter-rate instruction and the pass is issue-bound (ncu:
+            // 52% SM, 47% DRAM, 7.6 cycles an instruction at 16 warps an
+            // SM). A token past the group's end is zeros and adds +0; each
+            // column's tokens are added in token order either way. (Only
+            // float32 states have a rounding: LaunchPointPass.)
+            if (rounded_norm || any_rounded_row) {
+              const double xr = RoundedToDouble(cx[e]);
+              if (rounded_norm) part[u][4] += xr * xr;
+#pragma unroll
+              for (int r = 0; r < kRows; ++r) {
+                if (rows.rounded[r]) acc[r][s][e] += xr;
+              }
+            }
+          } else if (rounded_norm) {
             const double xr = RoundedToDouble(cx[e]);
             part[u][4] += xr * xr;
           }
@@ -463,15 +429,30 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
                       : rows.weight[r] == PassWeight::kUnitNoFirst && t + u == 0 ? 0.0
                                                                                  : unit;
         }
+        if constexpr (sizeof(T) == 4) {
+          if (!any_plain_row) continue;  // the rounding's rows are summed
 #pragma unroll
-        for (int s = 0; s < kSlots; ++s) {
-          const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
+          for (int s = 0; s < kSlots; ++s) {
+            const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
 #pragma unroll
-          for (int e = 0; e < kValues; ++e) {
-            const double x = ToDouble(cx[e]);
-            const double xr = RoundedToDouble(cx[e]);
+            for (int e = 0; e < kValues; ++e) {
+              const double x = ToDouble(cx[e]);
 #pragma unroll
-            for (int r = 0; r < kRows; ++r) acc[r][s][e] += weight[r] * (rows.rounded[r] ? xr : x);
+              for (int r = 0; r < kRows; ++r) {
+                if (!rows.rounded[r]) acc[r][s][e] += weight[r] * x;
+              }
+            }
+          }
+        } else {
+#pragma unroll
+          for (int s = 0; s < kSlots; ++s) {
+            const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
+#pragma unroll
+            for (int e = 0; e < kValues; ++e) {
+              const double x = ToDouble(cx[e]);
+#pragma unroll
+              for (int r = 0; r < kRows; ++r) acc[r][s][e] += weight[r] * x;
+            }
           }
         }
       }
@@ -492,15 +473,6 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   }
 }
 
-// LAYERFLOW_POINT_PASS_STAGED=0: loads straight to registers (A/B runs).
-bool PointPassStaged() {
-  static const bool staged = [] {
-    const char* v = std::getenv("LAYERFLOW_POINT_PASS_STAGED");
-    return v == nullptr || v[0] != '0';
-  }();
-  return staged;
-}
-
 template <typename T, int kSlots>
 void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
                        const double* vec, bool vec_rounded, int64_t n, int64_t d,
@@ -509,24 +481,12 @@ void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* pre
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   auto* r = static_cast<__nv_bfloat16*>(rounded);
-  const bool staged = PointPassStaged();
-  const size_t smem = staged ? PointPassSmemBytes(kSlots) : 0;
-  auto launch = [&](auto* staged_kernel, auto* direct_kernel) {
-    if (!staged) {
-      LF_LAUNCH(direct_kernel, grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
-      return;
-    }
-    // Above 48 KB of dynamic shared memory a kernel must opt in (per device;
-    // cheap to repeat).
-    if (LF_SET_MAX_DYNAMIC_SMEM(staged_kernel, smem) != cudaSuccess) return;
-    LF_LAUNCH(staged_kernel, grid, dim3(kThreads), smem, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
-  };
   switch (k) {
-    case 0: launch(&PointPassKernel<T, kSlots, 0, true>, &PointPassKernel<T, kSlots, 0, false>); break;
-    case 1: launch(&PointPassKernel<T, kSlots, 1, true>, &PointPassKernel<T, kSlots, 1, false>); break;
-    case 2: launch(&PointPassKernel<T, kSlots, 2, true>, &PointPassKernel<T, kSlots, 2, false>); break;
-    case 3: launch(&PointPassKernel<T, kSlots, 3, true>, &PointPassKernel<T, kSlots, 3, false>); break;
-    default: launch(&PointPassKernel<T, kSlots, 4, true>, &PointPassKernel<T, kSlots, 4, false>); break;
+    case 0: LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 1: LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 2: LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 3: LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    default: LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
   }
 }
 

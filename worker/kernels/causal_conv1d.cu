@@ -9,10 +9,8 @@
 // of 8: every preset) takes 8 channels a thread, one 16-byte load and store
 // a token: one channel a thread moved 2 bytes a load and ran Mamba-1.4B's
 // conv at 240 us a layer at 8 x 2048 on an H200 (ncu), ~1.2 TB/s for
-// 268 MB; the kernel is memory-bound, so its floor is ~80 us.
+// 268 MB; its floor, memory-bound, is ~80 us.
 #include "worker/kernels/act_types.cuh"
-
-#include <cstdlib>
 #include "worker/kernels/ssm_kernels.h"
 
 namespace layerflow::worker::cuda_kernels {
@@ -70,18 +68,20 @@ constexpr int kTileRows = kVecTokens + kVecTaps - 1;
 // A block copies its whole tile (the run's rows and the K - 1 before it, 512
 // channels: 35 KB) into shared memory with cp.async, every row in flight at
 // once, then each thread slides its window down its own 16-byte column of
-// the tile. Loaded into registers four rows at a time, each group waited for
-// before the next was issued, the kernel was latency-bound: 169 us a layer
-// of Mamba-2-1.3B at 8 x 2048 on an H200 (ncu), 1.7 TB/s for its 285 MB.
-// A thread reads back only what it copied itself, so no barrier is needed
-// (cp.async.wait_group orders a thread's own copies).
+// the tile. A thread reads back only what it copied itself, so no barrier
+// is needed (cp.async.wait_group orders a thread's own copies). (Measured:
+// the staging alone did not change the kernel's time, 170 against 169 us
+// with rows loaded four at a time into registers; the SiLU below did.)
 // SiLU by the multi-function unit (ex2 and rcp approximations, a few ulp
-// of float32, far below the bf16 / fp16 rounding that follows): the
-// accurate expf and IEEE division made this kernel issue-bound (~30
-// instructions a value at 12 warps an SM).
+// of float32, far below the bf16 / fp16 rounding that follows): with the
+// accurate expf and IEEE division this kernel was issue-bound, 162 us a
+// layer of Mamba-2-1.3B at 8 x 2048 on an H200 (ncu: 40% SM, 31% DRAM at
+// 12 warps an SM); with these, 103 us (49% DRAM). Its output is bf16 / fp16
+// (the vector kernel takes no float32), so the ATen path's accurate SiLU
+// and this one differ by at most one rounding of the half type.
 __device__ __forceinline__ float FastSilu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
 
-template <typename T, bool kFast>
+template <typename T>
 __global__ void __launch_bounds__(kVecThreads)
     CausalConv1dSiluVecKernel(const T* __restrict__ x, int64_t x_row, const T* __restrict__ w,
                               const T* __restrict__ bias, int64_t seq, int64_t channels,
@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kVecThreads)
 #pragma unroll
       for (int k = 0; k < kVecTaps; ++k) acc = fmaf(weight[k][j], window[k][j], acc);
       const float a = RoundTo<T>(acc);
-      o[j] = FromFloat<T>(kFast ? FastSilu(a) : Silu(a));
+      o[j] = FromFloat<T>(FastSilu(a));
     }
     *reinterpret_cast<uint4*>(ob + u * channels) = raw;
 #pragma unroll
@@ -163,11 +163,7 @@ cudaError_t LaunchCausalConv1dSilu(ActType type, const void* x, int64_t x_row,
         static_cast<unsigned>(batch));
     auto launch = [&](auto* tag) -> cudaError_t {
       using T = std::remove_pointer_t<decltype(tag)>;
-      static const bool fast = [] {
-        const char* v = std::getenv("LAYERFLOW_CONV_FAST_SILU");
-        return v == nullptr || v[0] != '0';
-      }();
-      auto* conv = fast ? &CausalConv1dSiluVecKernel<T, true> : &CausalConv1dSiluVecKernel<T, false>;
+      auto* conv = &CausalConv1dSiluVecKernel<T>;
       LF_LAUNCH(conv, vgrid, dim3(kVecThreads), 0, stream, static_cast<const T*>(x), x_row,
                 static_cast<const T*>(w), static_cast<const T*>(bias), seq, channels,
                 static_cast<T*>(out));
