@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "common/file_util.h"
 #include "common/status_macros.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace layerflow::client {
@@ -238,8 +239,11 @@ absl::Status ParseMap(const Reporter& r, const YAML::Node& node,
   for (const auto& [name, handler] : fields) known.push_back(name);
   std::map<std::string, int> seen_at_line;
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& key = it->first;
-    const YAML::Node& value = it->second;
+    // Copies, not references: `it->` is a proxy destroyed at the end of the
+    // statement, and a reference to its members dangles (found by
+    // tests/fuzz/fuzz_sweep: stack-use-after-scope on every map).
+    const YAML::Node key = it->first;
+    const YAML::Node value = it->second;
     if (!key.IsScalar()) {
       return r.Error(key.Mark(), Expected("a field name", key));
     }
@@ -513,6 +517,61 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
   return absl::OkStatus();
 }
 
+// Where each YAML document starts and where its first node does.
+class DocumentStarts final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { marks.push_back(mark); }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    Node(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    Node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    Node(mark);
+  }
+  void OnMapEnd() override {}
+
+  std::vector<YAML::Mark> marks;
+  std::vector<YAML::Mark> node_marks;  // of the documents' root nodes
+
+ private:
+  void Node(const YAML::Mark& mark) {
+    if (node_marks.size() < marks.size()) node_marks.push_back(mark);
+  }
+};
+
+// The documents of `text`, at most two (a sweep file holds one). Not
+// YAML::LoadAll: yaml-cpp 0.7 reads an empty document without moving on when
+// a ',' stands outside any flow collection (the file ",", found by
+// tests/fuzz/fuzz_sweep), so LoadAll loops and allocates for ever. A second
+// document starting where the first did is that case: a syntax error.
+absl::StatusOr<std::vector<YAML::Node>> LoadDocuments(const Reporter& r, const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  while (starts.marks.size() < 2 && parser.HandleNextDocument(starts)) {
+  }
+  if (starts.marks.size() < 2) return std::vector<YAML::Node>{YAML::Load(text)};
+  const YAML::Mark& first = starts.marks[0];
+  const YAML::Mark& second = starts.marks[1];
+  if (second.pos == first.pos) {
+    const size_t at = static_cast<size_t>(std::max(0, second.pos));
+    const std::string token = at < text.size() ? std::string(1, text[at]) : std::string();
+    return r.Error(second, absl::StrCat("YAML syntax error: unexpected '", token,
+                                        "' outside a [...] or {...} collection"));
+  }
+  return r.Error(starts.node_marks.size() >= 2 ? starts.node_marks[1] : second,
+                 "a sweep file holds one YAML document; found a second one");
+}
+
 }  // namespace
 
 absl::StatusOr<v1::SweepSpec> ParseSweepYaml(absl::string_view yaml,
@@ -520,7 +579,7 @@ absl::StatusOr<v1::SweepSpec> ParseSweepYaml(absl::string_view yaml,
   const Reporter r(source_name);
   std::vector<YAML::Node> documents;
   try {
-    documents = YAML::LoadAll(std::string(yaml));
+    LF_ASSIGN_OR_RETURN(documents, LoadDocuments(r, std::string(yaml)));
   } catch (const YAML::ParserException& e) {
     return r.Error(e.mark, absl::StrCat("YAML syntax error: ", e.msg));
   } catch (const YAML::Exception& e) {

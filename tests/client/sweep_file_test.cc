@@ -31,6 +31,38 @@ absl::StatusOr<v1::SweepSpec> Parse(const std::string& yaml) {
   return ParseSweepYaml(yaml, "sweep.yaml");
 }
 
+// Regression (tests/fuzz/regressions/sweep/map-key-use-after-scope.yaml,
+// found by fuzz_sweep under AddressSanitizer): ParseMap bound references to
+// the members of yaml-cpp's iterator proxy, which died at the end of the
+// statement, so every key and value was read from a dead stack slot. Each
+// field of every map, nested ones included, must arrive with its own value.
+TEST(SweepFileRegressionTest, EveryMapEntryKeepsItsKeyAndValue) {
+  auto spec = Parse(
+      "# A mid-size model at full context on one GPU.\n"
+      "name: gpu-pythia-1.4b\n"
+      "models: [pythia-1.4b]\n"
+      "seeds: [0]\n"
+      "datasets: [{name: kvpr, num_classes: 11}]\n"
+      "context_lengths: [2048]\n"
+      "num_prompts: 8\n"
+      "prompts_per_chunk: 8\n"
+      "dtype: bf16\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name(), "gpu-pythia-1.4b");
+  ASSERT_EQ(spec->models_size(), 1);
+  EXPECT_EQ(spec->models(0), "pythia-1.4b");
+  ASSERT_EQ(spec->seeds_size(), 1);
+  EXPECT_EQ(spec->seeds(0), 0);
+  ASSERT_EQ(spec->datasets_size(), 1);
+  EXPECT_EQ(spec->datasets(0).name(), "kvpr");
+  EXPECT_EQ(spec->datasets(0).num_classes(), 11);
+  ASSERT_EQ(spec->context_lengths_size(), 1);
+  EXPECT_EQ(spec->context_lengths(0), 2048);
+  EXPECT_EQ(spec->num_prompts(), 8);
+  EXPECT_EQ(spec->prompts_per_chunk(), 8);
+  EXPECT_EQ(spec->dtype(), "bf16");
+}
+
 class TempFile {
  public:
   explicit TempFile(const std::string& content) {
@@ -357,6 +389,20 @@ TEST(SweepFileTest, EmptyFile) {
   ExpectError(Parse("# only a comment\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml: empty sweep file; expected a map of sweep fields (name, "
               "models, ...; see docs/sweep-file.md)");
+}
+
+// Regression (tests/fuzz/regressions/sweep/stray-comma-hang.yaml, found by
+// fuzz_sweep): with yaml-cpp 0.7, YAML::LoadAll never returned on a file
+// holding a ',' outside any flow collection (it added empty documents for
+// ever, gigabytes within seconds), so `layerflow submit` hung. It is a
+// syntax error at the comma.
+TEST(SweepFileRegressionTest, StrayCommaIsASyntaxErrorNotAHang) {
+  ExpectError(Parse(","), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:1:1: YAML syntax error: unexpected ',' outside a [...] or {...} "
+              "collection");
+  ExpectError(Parse("# a comment\n\n  , x\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:3:3: YAML syntax error: unexpected ',' outside a [...] or {...} "
+              "collection");
 }
 
 TEST(SweepFileTest, SecondDocumentRejected) {
