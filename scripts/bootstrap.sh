@@ -28,9 +28,11 @@ APT_PACKAGES=(
   libicu-dev libssl-dev libcairo2-dev libcivetweb-dev fonts-dejavu-core
 )
 # Only for the tests (and `deps`), so that the images stay small: the results
-# page's browser test (tests/integration/results_page_e2e_test.sh) and the
-# deployment checks (scripts/check_deploy.sh), with their Python validator.
-TEST_APT_PACKAGES=(chromium shellcheck docker-compose)
+# page's browser test (tests/integration/results_page_e2e_test.sh), the
+# deployment checks (scripts/check_deploy.sh), with their Python validator,
+# and clang with libFuzzer for the fuzz targets (tests/fuzz, built apart from
+# the main g++ build by their ctest fuzz_build).
+TEST_APT_PACKAGES=(chromium shellcheck docker-compose clang libclang-rt-dev)
 PY_TEST_PACKAGES=(kubernetes-validate==1.37.0)
 
 # The store tests run the conformance suite against a real PostgreSQL server
