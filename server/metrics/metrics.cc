@@ -9,6 +9,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <set>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -66,10 +67,16 @@ class PoolCollectable final : public prometheus::Collectable {
                                    "Queued and running jobs by the owner of their sweep.",
                                    prometheus::MetricType::Gauge,
                                    {}};
+    // A (user, state) once seen stays, at 0 when it has no jobs now: its
+    // line drops to zero instead of vanishing (bounded: kMaxUserSeries).
     for (const auto& [key, count] : pool->user_jobs) {
+      if (seen_.size() < kMaxUserSeries) seen_.insert(key);
+    }
+    for (const auto& key : seen_) {
+      auto it = pool->user_jobs.find(key);
       prometheus::ClientMetric m;
       m.label = {{"state", key.second}, {"user", key.first}};
-      m.gauge.value = static_cast<double>(count);
+      m.gauge.value = it == pool->user_jobs.end() ? 0.0 : static_cast<double>(it->second);
       users.metric.push_back(std::move(m));
     }
     out.push_back(std::move(users));
@@ -86,8 +93,10 @@ class PoolCollectable final : public prometheus::Collectable {
   }
 
  private:
+  static constexpr size_t kMaxUserSeries = 10000;
   mutable std::mutex mu_;
   Metrics::PoolSource source_;
+  mutable std::set<std::pair<std::string, std::string>> seen_;  // guarded by mu_
 };
 
 }  // namespace

@@ -13,6 +13,7 @@
 //   layerflow_rpc_duration_seconds{service,method,code}               histogram
 // and, read from the pool at each scrape (SetPoolSource):
 //   layerflow_user_jobs{user,state="queued|running"}                  gauge
+//     (a pair once seen stays, at 0 when the user has no such jobs now)
 //   layerflow_workers_busy, layerflow_gpus_total, layerflow_gpus_busy gauge
 // Gauges of the first block are set from the store by the core's periodic
 // tick; counters and histograms where the events happen. Thread-safe.
