@@ -212,6 +212,80 @@ DROP INDEX jobs_by_depends_on;
 // The functions' literal key.
 static_assert(kWriterLockKey == 7811057547643872513, "lf_lease_head and lf_fail_job lock it");
 
+// v5: fair share among users, as the SQLite schema's v11 (sqlite_schema.cc
+// says why): jobs.owner, user_shares kept by triggers, jobs_owner_runnable;
+// lf_lease_head now walks the users with queued jobs, fewest running first,
+// and leases the first runnable head it finds.
+constexpr absl::string_view kV5 = R"sql(
+ALTER TABLE jobs ADD COLUMN owner TEXT COLLATE "C" NOT NULL DEFAULT '';
+CREATE TABLE user_shares (
+  owner   TEXT COLLATE "C" PRIMARY KEY,
+  queued  BIGINT NOT NULL DEFAULT 0,
+  running BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO user_shares (owner, queued, running)
+  SELECT '', COUNT(*) FILTER (WHERE state = 1), COUNT(*) FILTER (WHERE state = 2) FROM jobs;
+CREATE FUNCTION lf_share_inserted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO user_shares (owner, queued, running)
+    SELECT owner, COUNT(*) FILTER (WHERE state = 1), COUNT(*) FILTER (WHERE state = 2)
+    FROM new_jobs WHERE state IN (1, 2) GROUP BY owner
+  ON CONFLICT (owner) DO UPDATE SET queued = user_shares.queued + EXCLUDED.queued,
+                                    running = user_shares.running + EXCLUDED.running;
+  RETURN NULL;
+END $$;
+CREATE FUNCTION lf_share_deleted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE user_shares u SET queued = u.queued - d.q, running = u.running - d.r
+    FROM (SELECT owner, COUNT(*) FILTER (WHERE state = 1) AS q,
+                 COUNT(*) FILTER (WHERE state = 2) AS r
+          FROM old_jobs WHERE state IN (1, 2) GROUP BY owner) d
+    WHERE u.owner = d.owner;
+  RETURN NULL;
+END $$;
+CREATE FUNCTION lf_share_job_state_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO user_shares (owner, queued, running)
+    VALUES (NEW.owner, (NEW.state = 1)::int - (OLD.state = 1)::int,
+            (NEW.state = 2)::int - (OLD.state = 2)::int)
+  ON CONFLICT (owner) DO UPDATE SET queued = user_shares.queued + EXCLUDED.queued,
+                                    running = user_shares.running + EXCLUDED.running;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_share_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION lf_share_inserted_jobs();
+CREATE TRIGGER jobs_share_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_jobs
+  FOR EACH STATEMENT EXECUTE FUNCTION lf_share_deleted_jobs();
+CREATE TRIGGER jobs_share_update AFTER UPDATE OF state ON jobs
+  FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state AND
+                     (OLD.state IN (1, 2) OR NEW.state IN (1, 2)))
+  EXECUTE FUNCTION lf_share_job_state_change();
+CREATE INDEX jobs_owner_runnable ON jobs(owner, state, priority DESC, seq);
+CREATE OR REPLACE FUNCTION lf_lease_head(p_worker TEXT, p_now BIGINT, p_lease TEXT,
+                                         p_expires BIGINT)
+RETURNS SETOF jobs LANGUAGE plpgsql AS $$
+DECLARE
+  u RECORD;
+BEGIN
+  PERFORM pg_advisory_xact_lock(7811057547643872513);
+  FOR u IN SELECT s.owner FROM user_shares s WHERE s.queued > 0 ORDER BY s.running, s.owner LOOP
+    RETURN QUERY
+      UPDATE jobs SET state = 2, attempts = attempts + 1, worker_id = p_worker,
+                      lease_id = p_lease, lease_expires_ms = p_expires, updated_ms = p_now
+      WHERE seq = (
+        SELECT j.seq FROM jobs j
+        WHERE j.owner = u.owner AND j.state = 1 AND j.not_before_ms <= p_now
+          AND (j.depends_on = '' OR
+               (SELECT d.state FROM jobs d WHERE d.job_id = j.depends_on) = 3)
+          AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.job_id
+                          AND a.worker_id = p_worker AND a.elsewhere = 1)
+        ORDER BY j.priority DESC, j.seq LIMIT 1)
+      RETURNING jobs.*;
+    IF FOUND THEN RETURN; END IF;
+  END LOOP;
+END $$;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -220,6 +294,7 @@ const std::vector<Migration>& Migrations() {
       {2, "jobs_dependents_by_state partial index (failing dependents)", kV2},
       {3, "job_state_counts, job_attempts_elsewhere (the lease path)", kV3},
       {4, "lf_lease_head, lf_fail_job (a lease and a failure in one round trip)", kV4},
+      {5, "jobs.owner, user_shares, jobs_owner_runnable, a fair lf_lease_head", kV5},
   };
   return *migrations;
 }

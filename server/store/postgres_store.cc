@@ -133,19 +133,19 @@ class PostgresStore final : public Store {
     constexpr size_t kRowsPerInsert = 500;
     for (size_t first = 0; first < sweep.jobs.size(); first += kRowsPerInsert) {
       const size_t end = std::min(sweep.jobs.size(), first + kRowsPerInsert);
-      // $1..$5 are the same for every job of the sweep.
+      // $1..$6 are the same for every job of the sweep.
       std::vector<Param> params = {sweep.sweep_id, sweep.spec.priority(), kQueued,
-                                   sweep.created_unix_ms, catalog::kResultsVersion};
+                                   sweep.created_unix_ms, catalog::kResultsVersion, sweep.user};
       std::string sql =
           "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, chunks_total, "
-          "created_ms, updated_ms, kind, depends_on, results_version) VALUES ";
+          "created_ms, updated_ms, kind, depends_on, results_version, owner) VALUES ";
       for (size_t i = first; i < end; ++i) {
         const NewJob& job = sweep.jobs[i];
         const int b = static_cast<int>(params.size());
         absl::StrAppend(&sql, i == first ? "" : ", ", "($", b + 1, "::text, $1::text, $", b + 2,
                         "::text, $", b + 3, "::bytea, $2::bigint, $3::int, $", b + 4,
                         "::bigint, $4::bigint, $4::bigint, $", b + 5, "::int, $", b + 6,
-                        "::text, $5::int)");
+                        "::text, $5::int, $6::text)");
         params.insert(params.end(), {job.job_id, job.spec.model(),
                                      Param::Bytes(job.spec.SerializeAsString()), job.chunks_total,
                                      static_cast<int>(job.spec.kind()), job.depends_on});
@@ -275,10 +275,17 @@ class PostgresStore final : public Store {
       return std::optional<Lease>(std::move(lease));
     }
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    // Fair share, as lf_lease_head: the users with queued jobs, fewest
+    // running first, each one's head sought on jobs_owner_runnable.
     LF_ASSIGN_OR_RETURN(
         Result pick,
-        db_->Exec(absl::StrCat("SELECT j.seq, j.sweep_id, j.priority FROM jobs j WHERE ",
-                               kRunnable, " ORDER BY j.priority DESC, j.seq LIMIT 1"),
+        db_->Exec(absl::StrCat(
+                      "WITH heads AS MATERIALIZED (SELECT (SELECT j.seq FROM jobs j WHERE "
+                      "j.owner = u.owner AND ", kRunnable,
+                      " ORDER BY j.priority DESC, j.seq LIMIT 1) AS seq, u.running, u.owner "
+                      "FROM user_shares u WHERE u.queued > 0) "
+                      "SELECT h.seq, j.sweep_id, j.priority FROM heads h JOIN jobs j "
+                      "ON j.seq = h.seq ORDER BY h.running, h.owner LIMIT 1"),
                   {kQueued, now_ms, kSucceeded, worker_id}));
     if (pick.rows() == 0) return std::optional<Lease>();
     int64_t seq = pick.Int(0, 0);

@@ -204,6 +204,40 @@ END;
 CREATE INDEX job_attempts_elsewhere ON job_attempts(job_id, worker_id) WHERE elsewhere = 1;
 )sql";
 
+// v11: fair share among users (Store::LeaseNextJob). jobs.owner is the
+// submitting user ('' for every job before: one user); user_shares keeps
+// each user's QUEUED and RUNNING jobs, maintained by triggers like
+// job_state_counts, so that the lease orders the users with queued jobs by
+// their running jobs (a few rows) and seeks each one's head on
+// jobs_owner_runnable, never walking the queue.
+constexpr absl::string_view kV11 = R"sql(
+ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE TABLE user_shares (
+  owner   TEXT PRIMARY KEY,
+  queued  INTEGER NOT NULL DEFAULT 0,
+  running INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO user_shares (owner, queued, running)
+  SELECT '', COALESCE(SUM(state = 1), 0), COALESCE(SUM(state = 2), 0) FROM jobs;
+CREATE TRIGGER jobs_share_insert AFTER INSERT ON jobs WHEN NEW.state IN (1, 2) BEGIN
+  INSERT OR IGNORE INTO user_shares (owner) VALUES (NEW.owner);
+  UPDATE user_shares SET queued = queued + (NEW.state = 1), running = running + (NEW.state = 2)
+    WHERE owner = NEW.owner;
+END;
+CREATE TRIGGER jobs_share_update AFTER UPDATE OF state ON jobs
+  WHEN OLD.state != NEW.state AND (OLD.state IN (1, 2) OR NEW.state IN (1, 2)) BEGIN
+  INSERT OR IGNORE INTO user_shares (owner) VALUES (NEW.owner);
+  UPDATE user_shares SET queued = queued - (OLD.state = 1) + (NEW.state = 1),
+                         running = running - (OLD.state = 2) + (NEW.state = 2)
+    WHERE owner = NEW.owner;
+END;
+CREATE TRIGGER jobs_share_delete AFTER DELETE ON jobs WHEN OLD.state IN (1, 2) BEGIN
+  UPDATE user_shares SET queued = queued - (OLD.state = 1), running = running - (OLD.state = 2)
+    WHERE owner = OLD.owner;
+END;
+CREATE INDEX jobs_owner_runnable ON jobs(owner, state, priority DESC, seq);
+)sql";
+
 absl::StatusOr<int> UserVersion(Db& db) {
   absl::StatusOr<Statement> stmt = db.Prepare("PRAGMA user_version");
   if (!stmt.ok()) return stmt.status();
@@ -226,6 +260,7 @@ const std::vector<Migration>& Migrations() {
       {8, "job_attempts, workers.quarantined (failures)", kV8},
       {9, "jobs_dependents_by_state partial index (failing dependents)", kV9},
       {10, "job_state_counts, job_attempts_elsewhere (the lease path)", kV10},
+      {11, "jobs.owner, user_shares, jobs_owner_runnable (fair share)", kV11},
   };
   return *migrations;
 }

@@ -128,8 +128,8 @@ class SqliteStore final : public Store {
     for (const NewJob& job : sweep.jobs) {
       LF_ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
           "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, "
-          "chunks_total, created_ms, updated_ms, kind, depends_on, results_version) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11)"));
+          "chunks_total, created_ms, updated_ms, kind, depends_on, results_version, owner) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12)"));
       insert.Bind(1, job.job_id)
           .Bind(2, sweep.sweep_id)
           .Bind(3, job.spec.model())
@@ -140,7 +140,8 @@ class SqliteStore final : public Store {
           .Bind(8, sweep.created_unix_ms)
           .Bind(9, static_cast<int>(job.spec.kind()))
           .Bind(10, job.depends_on)
-          .Bind(11, catalog::kResultsVersion);
+          .Bind(11, catalog::kResultsVersion)
+          .Bind(12, sweep.user);
       LF_RETURN_IF_ERROR(insert.Run()) << "job " << job.job_id;
     }
     return tx.Commit();
@@ -264,10 +265,18 @@ class SqliteStore final : public Store {
         "(SELECT 1 FROM jobs d WHERE d.job_id = j.depends_on AND d.state = ?3)) "
         "AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.job_id "
         "AND a.worker_id = ?4 AND a.elsewhere = 1)";
+    // Fair share: each user with queued jobs, fewest running first, and
+    // that user's head (priority, then age) sought on jobs_owner_runnable;
+    // the first user who has a runnable one gets it.
     LF_ASSIGN_OR_RETURN(
         Statement pick,
-        db_->Prepare(absl::StrCat("SELECT j.seq, j.sweep_id, j.priority FROM jobs j WHERE ",
-                                  kRunnable, " ORDER BY j.priority DESC, j.seq LIMIT 1")));
+        db_->Prepare(absl::StrCat(
+            "WITH heads AS MATERIALIZED (SELECT (SELECT j.seq FROM jobs j WHERE "
+            "j.owner = u.owner AND ", kRunnable,
+            " ORDER BY j.priority DESC, j.seq LIMIT 1) AS seq, u.running AS running, "
+            "u.owner AS owner FROM user_shares u WHERE u.queued > 0) "
+            "SELECT h.seq, j.sweep_id, j.priority FROM heads h JOIN jobs j ON j.seq = h.seq "
+            "ORDER BY h.running, h.owner LIMIT 1")));
     pick.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
         .Bind(2, now_ms)
         .Bind(3, static_cast<int>(JobState::JOB_STATE_SUCCEEDED))

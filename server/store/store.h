@@ -40,6 +40,9 @@ struct NewSweep {
   std::string sweep_id;
   layerflow::v1::SweepSpec spec;  // as stored and returned (defaults applied)
   int64_t created_unix_ms = 0;
+  // Who submitted it: the unit of fair share (LeaseNextJob). Empty: nobody
+  // in particular (authentication off), one user like any other.
+  std::string user;
   // In creation order: the scheduler and QueryResults keep this order.
   std::vector<NewJob> jobs;
 };
@@ -185,9 +188,16 @@ class Store {
   virtual absl::StatusOr<layerflow::v1::Sweep> RetrySweep(
       const std::string& sweep_id, int64_t now_ms) = 0;
 
-  // Leases the runnable QUEUED job (not_before <= now, and its dependency,
-  // if any, SUCCEEDED) with the highest priority, oldest first; nullopt
-  // when none.
+  // Leases a runnable QUEUED job (not_before <= now, and its dependency,
+  // if any, SUCCEEDED); nullopt when none.
+  //
+  // Fair share (issue 14): the job goes to the user (NewSweep::user) with
+  // the fewest RUNNING jobs among those with a runnable job, ties by user
+  // name; among that user's runnable jobs, the highest priority
+  // (SweepSpec.priority), oldest first. So a priority orders one user's
+  // sweeps and never lets one user take the pool from another, and a user
+  // who submits 10,000 jobs does not delay another's first job. With one
+  // user it is the plain order: highest priority, oldest first.
   //
   // Locality (issue 13): that job (the head) fixes the sweep and priority.
   // When `resident` is not empty, the oldest runnable QUEUED EXTRACT job of

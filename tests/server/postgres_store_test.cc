@@ -48,9 +48,9 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("schema_db"));
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("schema_db")));
-  EXPECT_EQ(PostgresSchemaVersion(), 4);
+  EXPECT_EQ(PostgresSchemaVersion(), 5);
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(version::text, ',') FROM layerflow_schema"),
-              ::testing::Eq(absl::StatusOr<std::string>("4")));
+              ::testing::Eq(absl::StatusOr<std::string>("5")));
   // v3: the jobs per state kept by triggers (an empty database: zeros) and
   // the partial index of "not on this worker again" attempts.
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(state || ':' || n, ' ' ORDER BY state) "
@@ -73,6 +73,10 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
                        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name IN "
                        "('sweeps', 'jobs', 'chunks', 'chunk_stats', 'workers', 'job_attempts')"),
               ::testing::Eq(absl::StatusOr<std::string>("6")));
+  // v5: fair share; an empty database has one user '' with nothing queued.
+  EXPECT_THAT(pg.Query("schema_db", "SELECT owner || ':' || queued || ':' || running FROM "
+                                    "user_shares"),
+              ::testing::Eq(absl::StatusOr<std::string>(":0:0")));
   LF_ASSERT_OK(store->RegisterWorker("w", "host", "", 5));
   store.reset();
   LF_ASSERT_OK_AND_ASSIGN(store, OpenPostgresStore(pg.Url("schema_db")));
@@ -90,7 +94,7 @@ TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
                    .status());
   EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 4"));
+                       "schema version 99 is newer than this build's 5"));
 }
 
 // Two coordinators starting at once on a fresh database: one migrates, the

@@ -111,7 +111,11 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     RawDb raw(path);
     EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
               std::to_string(SqliteSchemaVersion()));
-    EXPECT_EQ(SqliteSchemaVersion(), 10);
+    EXPECT_EQ(SqliteSchemaVersion(), 11);
+    // v11: fair share. The jobs there belong to user '' (two queued).
+    EXPECT_EQ(raw.Scalar("SELECT owner || ':' || queued || ':' || running FROM user_shares"),
+              ":2:0");
+    EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM jobs WHERE owner = ''"), "2");
     // v10: jobs per state kept by triggers, seeded from the jobs there (two
     // queued), and the partial index of "not on this worker again" attempts.
     EXPECT_EQ(raw.Scalar("SELECT group_concat(state || ':' || n, ' ') FROM "
@@ -197,7 +201,7 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "10");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "11");
     // A v2 worker row migrates unquarantined.
     EXPECT_EQ(raw.Scalar("SELECT quarantined FROM workers WHERE worker_id = 'w0'"), "0");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM chunk_stats WHERE layer_b = -1 "
@@ -294,7 +298,7 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "10");
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), "11");
     EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'chunk_stats_by_key'"),
               "1");
     // Existing jobs are EXTRACT jobs without a dependency.
@@ -406,7 +410,7 @@ TEST(SqliteStore, RefusesADatabaseFromANewerBuild) {
   { RawDb(path).Exec("PRAGMA user_version = 99"); }
   EXPECT_THAT(OpenSqliteStore(path).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 10"));
+                       "schema version 99 is newer than this build's 11"));
 }
 
 TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {

@@ -1222,6 +1222,111 @@ TEST_P(StoreConformance, FailJobRefusesAnythingButTheLiveLeaseAndWritesNothing) 
   EXPECT_EQ(MustGetJob(b.job.job_id()).state(), JobState::JOB_STATE_CANCELLED);
 }
 
+// Fair share (issue 14, scheduling): a lease goes to the user with the
+// fewest running jobs among those with a runnable one (ties by name), and
+// within that user to the highest priority, oldest first.
+NewSweep UserSweep(const std::string& id, const std::string& user, int jobs,
+                   int32_t priority = 0, int64_t created_ms = 1000) {
+  NewSweep sweep = MakeSweep(id, jobs, 1, priority, created_ms);
+  sweep.user = user;
+  return sweep;
+}
+
+std::vector<std::string> LeaseIds(Store& store, const std::string& worker, int n, int64_t now) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) {
+    auto lease = store.LeaseNextJob(worker, now, kTtl);
+    if (!lease.ok() || !lease->has_value()) break;
+    ids.push_back((*lease)->job.job_id());
+  }
+  return ids;
+}
+
+TEST_P(StoreConformance, FairShareGivesTheNextLeaseToTheUserWithFewestRunning) {
+  // alice queued 4 jobs first, bob 2 later: they alternate (running 0:0,
+  // 1:0, 1:1, 2:1), not alice's whole sweep first.
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("a", "alice", 4, 0, 1000)));
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("b", "bob", 2, 0, 2000)));
+  EXPECT_THAT(LeaseIds(*store_, "w", 4, 10), ElementsAre("a-0", "b-0", "a-1", "b-1"));
+  // carol arrives with nothing running: her two go next (1 < 2), though
+  // alice queued long before; bob, with nothing queued, is not in the way.
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("c", "carol", 2, 0, 3000)));
+  EXPECT_THAT(LeaseIds(*store_, "w", 3, 20), ElementsAre("c-0", "c-1", "a-2"));
+  EXPECT_THAT(LeaseIds(*store_, "w", 2, 30), ElementsAre("a-3"));
+}
+
+TEST_P(StoreConformance, FairShareCountsOnlyRunningJobsAndFollowsEveryEnd) {
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("a", "alice", 5, 0, 1000)));
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("b", "bob", 5, 0, 2000)));
+  Lease a0 = MustLease("w", 10);  // alice 1
+  Lease b0 = MustLease("w", 10);  // bob 1
+  Lease a1 = MustLease("w", 10);  // alice 2
+  ASSERT_EQ(a0.job.job_id(), "a-0");
+  ASSERT_EQ(b0.job.job_id(), "b-0");
+  ASSERT_EQ(a1.job.job_id(), "a-1");
+  // alice's two end (one fails, one is given back: queued again), bob
+  // keeps one: alice (0 running) goes first, with the job she gave back
+  // (a-1, the oldest of her queue).
+  LF_ASSERT_OK(store_->FailJob("a-0", a0.lease_id, "bad input", 11));
+  LF_ASSERT_OK(store_->ReleaseLease("a-1", a1.lease_id, 11));
+  EXPECT_THAT(LeaseIds(*store_, "w", 1, 12), ElementsAre("a-1"));
+  // 1:1, alice by name; then bob (1 running against 2).
+  EXPECT_THAT(LeaseIds(*store_, "w", 2, 13), ElementsAre("a-2", "b-1"));
+  // Lapsed leases count too: all four lapse, both users are at 0 running
+  // again, alice first by name, then bob.
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed,
+                          store_->RequeueLapsedLeases(14 + kTtl, /*max_attempts=*/5,
+                                                      /*backoff_base_ms=*/0));
+  EXPECT_EQ(lapsed, 4);  // a-1, a-2, b-1 leased at 12-13 and b-0 at 10, all lapsed
+  EXPECT_THAT(LeaseIds(*store_, "w", 2, 200), ElementsAre("a-1", "b-0"));
+}
+
+TEST_P(StoreConformance, FairSharePriorityOrdersOneUsersSweepsOnly) {
+  // alice: a low sweep, then a high one; bob: one job at priority 0. The
+  // high priority goes before alice's low sweep, never before bob's turn.
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("lo", "alice", 2, 0, 1000)));
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("hi", "alice", 2, 5, 2000)));
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("b", "bob", 1, 0, 3000)));
+  EXPECT_THAT(LeaseIds(*store_, "w", 5, 10), ElementsAre("hi-0", "b-0", "hi-1", "lo-0", "lo-1"));
+}
+
+TEST_P(StoreConformance, FairShareSkipsAUserWithNothingRunnable) {
+  LF_ASSERT_OK(store_->RegisterWorker("w", "host", "", 0));
+  LF_ASSERT_OK(store_->RegisterWorker("v", "host", "", 0));
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("a", "alice", 1, 0, 1000)));
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("b", "bob", 2, 0, 2000)));
+  Lease a0 = MustLease("w", 10);
+  ASSERT_EQ(a0.job.job_id(), "a-0");
+  // alice's only job goes back in backoff (a host error): she has 0
+  // running, but nothing runnable until 10 + 1000, so bob gets both.
+  LF_ASSERT_OK(store_->RetryJob("a-0", a0.lease_id, "UNAVAILABLE: x", 10, 0,
+                                Policy(3, 1000, 1000, 0))
+                   .status());
+  EXPECT_THAT(LeaseIds(*store_, "w", 1, 20), ElementsAre("b-0"));
+  // At 1010 alice's job is runnable again, but not for w (it failed there
+  // while v is alive): w gets bob's, v gets alice's.
+  EXPECT_THAT(LeaseIds(*store_, "w", 1, 1010), ElementsAre("b-1"));
+  EXPECT_THAT(LeaseIds(*store_, "v", 1, 1010), ElementsAre("a-0"));
+}
+
+TEST_P(StoreConformance, FairShareHeadFixesTheLocalitySweep) {
+  // The worker holds bob's b-1 model, but alice is owed the first lease:
+  // locality looks only inside the fair head's sweep, so it never passes
+  // over another user's turn; the next lease, bob's, takes b-1 over b-0.
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("a", "alice", 1, 0, 1000)));
+  NewSweep b = UserSweep("b", "bob", 2, 0, 2000);
+  b.jobs[1].spec.set_model("pythia-70m");  // seed 1
+  LF_ASSERT_OK(store_->CreateSweep(b));
+  const std::vector<ResidentModelRef> resident = {{"pythia-70m", "", 1, ""}};
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    LF_ASSERT_OK_AND_ASSIGN(auto lease, store_->LeaseNextJob("w", 10, kTtl, resident));
+    ASSERT_TRUE(lease.has_value());
+    ids.push_back(lease->job.job_id());
+  }
+  EXPECT_THAT(ids, ElementsAre("a-0", "b-1"));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(
