@@ -61,7 +61,7 @@ CoordinatorCore::CoordinatorCore(std::unique_ptr<Store> store,
 CoordinatorCore::~CoordinatorCore() { Shutdown(); }
 
 absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
-    const layerflow::v1::SweepSpec& spec) {
+    const layerflow::v1::SweepSpec& spec, const std::string& user) {
   LF_RETURN_IF_ERROR(ValidateSweepSpec(spec));
   if (spec.max_job_seconds() < 0 || spec.max_job_seconds() > kMaxJobSecondsLimit) {
     return absl::InvalidArgumentError(
@@ -72,6 +72,7 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
   sweep.sweep_id = RandomId("sw-");
   sweep.spec = WithDefaults(spec);
   sweep.created_unix_ms = clock_();
+  sweep.user = user;
   std::vector<ExpandedJob> jobs = ExpandSweepJobs(sweep.spec);
   sweep.jobs.reserve(jobs.size());
   // Ids carry the sweep and the expansion index: readable in logs and

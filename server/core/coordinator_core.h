@@ -72,8 +72,10 @@ class CoordinatorCore {
 
   // --- Coordinator service -------------------------------------------------
   // Validate -> defaults -> expand -> store in one transaction.
+  // `user` (the caller; "" with nobody in particular) is the sweep's unit
+  // of fair share (Store::LeaseNextJob).
   absl::StatusOr<layerflow::v1::SubmitSweepResponse> SubmitSweep(
-      const layerflow::v1::SweepSpec& spec);
+      const layerflow::v1::SweepSpec& spec, const std::string& user = "");
   absl::StatusOr<layerflow::v1::Sweep> GetSweep(const std::string& sweep_id);
   absl::StatusOr<layerflow::v1::ListJobsResponse> ListJobs(
       const layerflow::v1::ListJobsRequest& request);

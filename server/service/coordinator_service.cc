@@ -203,7 +203,7 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(
   return FinishUnary(context, [&]() -> absl::Status {
     LF_ASSIGN_OR_RETURN(const auth::Identity who,
                         auth_->Authorize(*context, auth::Rpc::kSubmitSweep));
-    LF_ASSIGN_OR_RETURN(*response, core_->SubmitSweep(request->spec()));
+    LF_ASSIGN_OR_RETURN(*response, core_->SubmitSweep(request->spec(), who.user));
     // The sweep is stored; should the owner row fail, only admins can
     // reach it, which the error says.
     LF_RETURN_IF_ERROR(auth_->RecordOwner(who, auth::OwnedKind::kSweep, response->sweep_id()))
