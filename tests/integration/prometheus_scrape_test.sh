@@ -60,6 +60,8 @@ YAML
 "$cli_bin" --coordinator "127.0.0.1:$grpc_port" submit "$tmp/sweep.yaml"
 expect 'layerflow_jobs{state="queued"}' 2
 expect 'layerflow_workers_connected' 0
+# The pool gauges, read at each scrape: the sweep's owner (auth off).
+expect 'layerflow_user_jobs{state="queued",user="anonymous"}' 2
 
 "$worker_bin" --coordinator "127.0.0.1:$grpc_port" --device cpu --idle-poll-ms 100 \
   >"$tmp/worker.log" 2>&1 &
@@ -69,6 +71,12 @@ expect 'layerflow_workers_quarantined' 0
 expect 'layerflow_jobs{state="succeeded"}' 2
 expect 'layerflow_jobs{state="queued"}' 0
 expect 'layerflow_chunks_committed_total' 4
+# Two jobs: two first leases, two successful ends, two CompleteJob calls.
+expect 'sum(layerflow_queue_wait_seconds_count)' 2
+expect 'layerflow_job_duration_seconds_count{kind="extract",outcome="succeeded"}' 2
+expect 'sum(layerflow_rpc_duration_seconds_count{service="WorkerProtocol",method="CompleteJob",code="OK"})' 2
+expect 'layerflow_user_jobs{state="queued",user="anonymous"}' 0
+expect 'layerflow_workers_busy' 0
 
 # Every panel of the Grafana dashboard (deploy/grafana/dashboards) asks the
 # same Prometheus for something it has: a query naming a metric nobody
