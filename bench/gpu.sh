@@ -39,6 +39,10 @@
 #                        (24 pythia-1.4b jobs, 8 x 2048 bf16) through
 #                        `layerflow run`, GPU utilisation sampled, phase times
 #                        from the store (bench/sweep_bench.py). -> sweep_gpu.json
+#   mqar                 issue 16's training run: bench/sweeps/mqar_gpu.yaml (a
+#                        2-layer Mamba-2 and GPT-NeoX on MQAR to 0.99) through
+#                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
+#                        eval curve read from the kept store. -> mqar_gpu.csv
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
 #   sharded [SWEEP]      (2 GPUs) every analysis of all four architectures on
 #                        one GPU and on two: rows must agree to 1e-6.
@@ -59,7 +63,7 @@ case "$cmd" in
   profile)
     export LAYERFLOW_SSM_KERNELS="${LAYERFLOW_SSM_KERNELS:-1}"
     export LF_TARGETS="${LF_TARGETS:-bench_ssm_gpu}" ;;
-  sweep)
+  sweep|mqar)
     export LF_TARGETS="${LF_TARGETS:-layerflow layerflow-worker}" ;;
   parity|checkpoints|multi|sharded) ;;
   *) sed -n '2,/^set -uo/p' "$0" | sed '$d' >&2; exit 2 ;;
@@ -148,6 +152,31 @@ checkpoints() {
 sweep() {
   python3 bench/sweep_bench.py --layerflow "$LF" --sweep bench/sweeps/sweep_gpu_24.yaml \
     --gpu 1 --out "$OUT/sweep_gpu.json"
+}
+
+mqar() {
+  rm -f "$OUT/mqar.db"
+  timed "mqar run" timeout "${LF_MQAR_SECONDS:-240}" $LF run bench/sweeps/mqar_gpu.yaml \
+    --db "$OUT/mqar.db" --format csv > "$OUT/mqar_run.csv" 2> "$OUT/mqar_run.log"
+  grep -iE "error|fail" "$OUT/mqar_run.log" | head -5
+  # The curve from the store, whether or not the run finished: one row a
+  # chunk (the step it ends at) and metric, mean over the chunk.
+  python3 - "$OUT/mqar.db" "$OUT/mqar_gpu.csv" <<'PY'
+import csv, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+rows = db.execute(
+    "SELECT j.model, s.metric, s.position, s.sum / s.count FROM chunk_stats s "
+    "JOIN jobs j ON j.job_id = s.job_id WHERE s.metric IN "
+    "('eval_acc', 'eval_loss', 'train_loss', 'train_acc', 'train_stopped') "
+    "ORDER BY j.model, s.metric, s.position").fetchall()
+with open(sys.argv[2], "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["model", "metric", "step", "value"])
+    w.writerows(rows)
+for model, metric, step, value in rows:
+    if metric in ("eval_acc", "train_stopped"):
+        print(f"{model:10s} {metric:14s} step {step:6d}  {value:.4f}")
+PY
 }
 
 profile() {
