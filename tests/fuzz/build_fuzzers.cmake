@@ -1,5 +1,6 @@
 # ctest fuzz_build: configures (once) and builds the fuzz project with clang.
 #   cmake -D SRC=tests/fuzz -D BIN=<dir> -D CXX=<clang++> [-D PREFIX=<paths>] -P build_fuzzers.cmake
+string(REPLACE "|" ";" PREFIX "${PREFIX}")  # CMakeLists.txt's list separator
 if(NOT EXISTS "${BIN}/CMakeCache.txt")
   execute_process(
     COMMAND ${CMAKE_COMMAND} -S ${SRC} -B ${BIN} -DCMAKE_CXX_COMPILER=${CXX}
