@@ -121,6 +121,16 @@ class PostgresStore final : public Store {
       }
     }
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    if (sweep.limits.max_queued_jobs > 0 || sweep.limits.max_queued_jobs_per_user > 0) {
+      // Under the writers' lock: two submissions cannot both pass a bound
+      // that only one fits under.
+      LF_ASSIGN_OR_RETURN(
+          Result queued,
+          db_->Exec("SELECT (SELECT n FROM job_state_counts WHERE state = $1::int), "
+                    "COALESCE((SELECT queued FROM user_shares WHERE owner = $2::text), 0)",
+                    {kQueued, sweep.user}));
+      LF_RETURN_IF_ERROR(CheckQueueLimits(sweep, queued.Int(0, 0), queued.Int(0, 1)));
+    }
     LF_RETURN_IF_ERROR(db_->Exec("INSERT INTO sweeps (sweep_id, spec, created_ms) "
                                  "VALUES ($1::text, $2::bytea, $3::bigint)",
                                  {sweep.sweep_id, Param::Bytes(sweep.spec.SerializeAsString()),

@@ -115,6 +115,18 @@ class SqliteStore final : public Store {
       }
     }
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
+    if (sweep.limits.max_queued_jobs > 0 || sweep.limits.max_queued_jobs_per_user > 0) {
+      // The counters, read in the write transaction: two submissions cannot
+      // both pass a bound that only one fits under.
+      LF_ASSIGN_OR_RETURN(
+          Statement queued,
+          db_->Prepare("SELECT (SELECT n FROM job_state_counts WHERE state = ?1), "
+                       "COALESCE((SELECT queued FROM user_shares WHERE owner = ?2), 0)"));
+      queued.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED)).Bind(2, sweep.user);
+      LF_ASSIGN_OR_RETURN(bool row, queued.Step());
+      if (!row) return absl::InternalError("no queued-job counters");
+      LF_RETURN_IF_ERROR(CheckQueueLimits(sweep, queued.Int(0), queued.Int(1)));
+    }
     {
       LF_ASSIGN_OR_RETURN(
           Statement insert,

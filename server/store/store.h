@@ -36,6 +36,17 @@ struct NewJob {
   std::string depends_on;
 };
 
+// Bounds CreateSweep checks in its transaction (0: none). Past one, the
+// sweep is refused with RESOURCE_EXHAUSTED naming the bound and nothing is
+// stored.
+struct SubmitLimits {
+  // QUEUED jobs of every user, this sweep's included.
+  int64_t max_queued_jobs = 0;
+  // QUEUED jobs of the submitting user (NewSweep::user), this sweep's
+  // included.
+  int64_t max_queued_jobs_per_user = 0;
+};
+
 struct NewSweep {
   std::string sweep_id;
   layerflow::v1::SweepSpec spec;  // as stored and returned (defaults applied)
@@ -43,6 +54,7 @@ struct NewSweep {
   // Who submitted it: the unit of fair share (LeaseNextJob). Empty: nobody
   // in particular (authentication off), one user like any other.
   std::string user;
+  SubmitLimits limits;
   // In creation order: the scheduler and QueryResults keep this order.
   std::vector<NewJob> jobs;
 };
@@ -161,7 +173,8 @@ class Store {
   virtual ~Store() = default;
 
   // Stores the sweep and all its jobs (QUEUED) atomically. INVALID_ARGUMENT
-  // when a job depends on a job that is not earlier in the same sweep.
+  // when a job depends on a job that is not earlier in the same sweep;
+  // RESOURCE_EXHAUSTED past sweep.limits (CheckQueueLimits).
   virtual absl::Status CreateSweep(const NewSweep& sweep) = 0;
   // The sweep with its job counts by state, chunk totals and derived state.
   virtual absl::StatusOr<layerflow::v1::Sweep> GetSweep(
@@ -326,6 +339,12 @@ class Store {
   // for an unregistered worker, FAILED_PRECONDITION when not quarantined.
   virtual absl::Status ReleaseWorker(const std::string& worker_id) = 0;
 };
+
+// CreateSweep's check of sweep.limits given the QUEUED jobs of all users
+// and of the sweep's user before it: OK, or RESOURCE_EXHAUSTED naming the
+// bound. Shared by the backends, so that both say the same.
+absl::Status CheckQueueLimits(const NewSweep& sweep, int64_t queued_total,
+                              int64_t queued_of_user);
 
 // The sweep state that a set of job counts implies (experiment.proto).
 layerflow::v1::SweepState DeriveSweepState(const layerflow::v1::Sweep& sweep);

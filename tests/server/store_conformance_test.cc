@@ -1327,6 +1327,41 @@ TEST_P(StoreConformance, FairShareHeadFixesTheLocalitySweep) {
   EXPECT_THAT(ids, ElementsAre("a-0", "b-1"));
 }
 
+// Limits (issue 14): a bounded queue and a per-user queued-jobs quota,
+// checked in CreateSweep's transaction; past one, RESOURCE_EXHAUSTED naming
+// the bound and nothing stored.
+TEST_P(StoreConformance, CreateSweepRefusesPastTheQueueBoundAndTheUserQuota) {
+  auto limited = [](const std::string& id, const std::string& user, int jobs) {
+    NewSweep sweep = UserSweep(id, user, jobs);
+    sweep.limits.max_queued_jobs = 10;
+    sweep.limits.max_queued_jobs_per_user = 6;
+    return sweep;
+  };
+  LF_ASSERT_OK(store_->CreateSweep(limited("a1", "alice", 4)));
+  EXPECT_THAT(store_->CreateSweep(limited("a2", "alice", 3)),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "user 'alice' has 4 jobs queued and this sweep adds 3; a user may "
+                       "queue at most 6 (--max-queued-jobs-per-user)"));
+  EXPECT_THAT(store_->GetSweep("a2").status(), StatusIs(absl::StatusCode::kNotFound, "a2"));
+  LF_ASSERT_OK(store_->CreateSweep(limited("a2", "alice", 2)));  // exactly 6
+  LF_ASSERT_OK(store_->CreateSweep(limited("b1", "bob", 4)));    // 10 in all
+  EXPECT_THAT(store_->CreateSweep(limited("c1", "carol", 1)),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       "queue full: 10 jobs queued and this sweep adds 1; the coordinator "
+                       "queues at most 10 (--max-queued-jobs)"));
+  LF_ASSERT_OK_AND_ASSIGN(JobStateCounts counts, store_->CountJobsByState());
+  EXPECT_EQ(counts[JobState::JOB_STATE_QUEUED], 10);
+  // Leased jobs no longer count as queued: alice may queue two more.
+  MustLease("w", 10);  // alice, a1-0 (by name)
+  MustLease("w", 10);  // bob
+  MustLease("w", 10);  // alice
+  LF_ASSERT_OK(store_->CreateSweep(limited("a3", "alice", 2)));
+  EXPECT_THAT(store_->CreateSweep(limited("a4", "alice", 1)),
+              StatusIs(absl::StatusCode::kResourceExhausted, "user 'alice' has 6 jobs queued"));
+  // No limits: anything goes.
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("free", "alice", 20)));
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(
