@@ -12,5 +12,6 @@ apt-get download libgrpc++-dev libgrpc++1.51 libgrpc29 libgrpc-dev libprotobuf-d
   libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 \
   libcivetweb1 libcivetweb-dev civetweb libupb-dev libyaml-cpp-dev libyaml-cpp0.7 \
   libcli11-dev nlohmann-json3-dev libsqlite3-dev libsqlite3-0 libgtest-dev libgmock-dev \
-  libicu-dev libicu72 libssl-dev libssl3 libpq-dev libpq5
+  libicu-dev libicu72 libssl-dev libssl3 libpq-dev libpq5 \
+  libldap-2.5-0 libsasl2-2 libsasl2-modules-db  # libpq's own, absent there too
 ls "$ROOT/.deps/debs"
