@@ -5,7 +5,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
-#include "common/api_limits.h"
 #include "common/status_macros.h"
 #include "layerflow/v1/worker.pb.h"
 
@@ -37,13 +36,42 @@ absl::StatusOr<std::vector<v1::Job>> PoolView::AllJobs(const std::string& sweep_
   v1::ListJobsRequest request;
   request.set_sweep_id(sweep_id);
   request.set_state(state);
-  request.set_page_size(limits::kMaxJobsPageSize);
+  request.set_page_size(kPageSize);
   while (true) {
     LF_ASSIGN_OR_RETURN(v1::ListJobsResponse page, core_->ListJobs(request));
     for (v1::Job& job : *page.mutable_jobs()) jobs.push_back(std::move(job));
     if (page.next_page_token().empty()) return jobs;
     request.set_page_token(page.next_page_token());
   }
+}
+
+absl::StatusOr<std::shared_ptr<const PoolView::Jobs>> PoolView::CurrentJobs() {
+  // Read before the jobs: a change while they are read leaves the cache
+  // labelled older than it is, so the next call reads again.
+  const uint64_t version = core_->version();
+  {
+    absl::MutexLock lock(&mu_);
+    if (jobs_ != nullptr && jobs_->version == version) return jobs_;
+  }
+  auto jobs = std::make_shared<Jobs>();
+  jobs->version = version;
+  LF_ASSIGN_OR_RETURN(jobs->queued, AllJobs("", v1::JOB_STATE_QUEUED));
+  LF_ASSIGN_OR_RETURN(jobs->running, AllJobs("", v1::JOB_STATE_RUNNING));
+  // Lease order: priority (the sweep's), higher first, then creation order
+  // (which AllJobs returns), as Store::LeaseNextJob's primary order.
+  absl::flat_hash_map<std::string, int32_t> priority;
+  for (const v1::Job& job : jobs->queued) {
+    if (priority.contains(job.sweep_id())) continue;
+    LF_ASSIGN_OR_RETURN(const v1::Sweep sweep, core_->GetSweep(job.sweep_id()));
+    priority[job.sweep_id()] = sweep.spec().priority();
+  }
+  std::stable_sort(jobs->queued.begin(), jobs->queued.end(),
+                   [&](const v1::Job& a, const v1::Job& b) {
+                     return priority[a.sweep_id()] > priority[b.sweep_id()];
+                   });
+  absl::MutexLock lock(&mu_);
+  jobs_ = jobs;
+  return jobs_;
 }
 
 absl::StatusOr<v1::ListWorkersResponse> PoolView::Workers(bool include_reasons,
@@ -93,30 +121,17 @@ absl::StatusOr<v1::ListWorkersResponse> PoolView::Workers(bool include_reasons,
 }
 
 absl::StatusOr<v1::ListWorkersResponse> PoolView::ListWorkers(bool include_reasons) {
-  LF_ASSIGN_OR_RETURN(std::vector<v1::Job> running, AllJobs("", v1::JOB_STATE_RUNNING));
-  return Workers(include_reasons, running);
+  LF_ASSIGN_OR_RETURN(std::shared_ptr<const Jobs> jobs, CurrentJobs());
+  return Workers(include_reasons, jobs->running);
 }
 
 absl::StatusOr<v1::GetQueueResponse> PoolView::GetQueue(const std::string& sweep_id) {
   // INVALID_ARGUMENT / NOT_FOUND as GetSweep.
-  LF_ASSIGN_OR_RETURN(const v1::Sweep sweep, core_->GetSweep(sweep_id));
-  LF_ASSIGN_OR_RETURN(std::vector<v1::Job> queued, AllJobs("", v1::JOB_STATE_QUEUED));
-  LF_ASSIGN_OR_RETURN(std::vector<v1::Job> running, AllJobs("", v1::JOB_STATE_RUNNING));
+  LF_RETURN_IF_ERROR(core_->GetSweep(sweep_id).status());
+  LF_ASSIGN_OR_RETURN(std::shared_ptr<const Jobs> jobs, CurrentJobs());
+  const std::vector<v1::Job>& queued = jobs->queued;
+  const std::vector<v1::Job>& running = jobs->running;
   LF_ASSIGN_OR_RETURN(v1::ListWorkersResponse pool, Workers(false, running));
-
-  // Lease order: priority (the sweep's), higher first, then creation order
-  // (which AllJobs returns), as Store::LeaseNextJob's primary order.
-  absl::flat_hash_map<std::string, int32_t> priority;
-  priority[sweep_id] = sweep.spec().priority();
-  for (const v1::Job& job : queued) {
-    if (priority.contains(job.sweep_id())) continue;
-    absl::StatusOr<v1::Sweep> other = core_->GetSweep(job.sweep_id());
-    if (!other.ok()) return other.status();
-    priority[job.sweep_id()] = other->spec().priority();
-  }
-  std::stable_sort(queued.begin(), queued.end(), [&](const v1::Job& a, const v1::Job& b) {
-    return priority[a.sweep_id()] > priority[b.sweep_id()];
-  });
 
   int32_t available = 0, idle = 0;
   for (const v1::WorkerInfo& w : pool.workers()) {
@@ -167,8 +182,9 @@ absl::StatusOr<v1::GetQueueResponse> PoolView::GetQueue(const std::string& sweep
 }
 
 absl::StatusOr<PoolSnapshot> PoolView::Snapshot() {
-  LF_ASSIGN_OR_RETURN(std::vector<v1::Job> queued, AllJobs("", v1::JOB_STATE_QUEUED));
-  LF_ASSIGN_OR_RETURN(std::vector<v1::Job> running, AllJobs("", v1::JOB_STATE_RUNNING));
+  LF_ASSIGN_OR_RETURN(std::shared_ptr<const Jobs> jobs, CurrentJobs());
+  const std::vector<v1::Job>& queued = jobs->queued;
+  const std::vector<v1::Job>& running = jobs->running;
   PoolSnapshot snapshot;
   absl::flat_hash_map<std::string, std::string> owner_of;  // sweep -> user
   auto count = [&](const std::vector<v1::Job>& jobs, const std::string& state) -> absl::Status {

@@ -1,16 +1,23 @@
 // What the pool looks like now, read through CoordinatorCore (jobs,
 // registered workers) and the Authorizer (sweep owners): the answers of
 // ListWorkers and GetQueue (`layerflow workers`, `layerflow watch`) and the
-// pool gauges of /metrics (Metrics::SetPoolSource). Nothing is cached:
-// every call reads the store. Thread-safe.
+// pool gauges of /metrics (Metrics::SetPoolSource). The queued and running
+// jobs (in lease order) are read again only when the core's change version
+// moved since the last read, so many watchers of a quiet queue cost one
+// read; workers are read on every call (liveness is a matter of the clock).
+// Jobs are read in pages of kPageSize, short transactions between which
+// leases go on. Thread-safe.
 #ifndef LAYERFLOW_SERVER_METRICS_POOL_VIEW_H_
 #define LAYERFLOW_SERVER_METRICS_POOL_VIEW_H_
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "layerflow/v1/coordinator.pb.h"
 #include "server/auth/authorizer.h"
 #include "server/core/coordinator_core.h"
@@ -49,7 +56,17 @@ class PoolView {
   // busy workers, and GPUs total and busy over connected workers.
   absl::StatusOr<PoolSnapshot> Snapshot();
 
+  static constexpr int32_t kPageSize = 500;
+
  private:
+  // The pool's queued jobs in lease order and its running jobs, as of
+  // core version `version`.
+  struct Jobs {
+    uint64_t version = 0;
+    std::vector<layerflow::v1::Job> queued;
+    std::vector<layerflow::v1::Job> running;
+  };
+  absl::StatusOr<std::shared_ptr<const Jobs>> CurrentJobs();
   // Every job in `state` (all sweeps when sweep_id is empty), creation order.
   absl::StatusOr<std::vector<layerflow::v1::Job>> AllJobs(const std::string& sweep_id,
                                                           layerflow::v1::JobState state);
@@ -60,6 +77,8 @@ class PoolView {
   const auth::Authorizer* const auth_;
   const Metrics* const metrics_;
   const Clock clock_;
+  absl::Mutex mu_;
+  std::shared_ptr<const Jobs> jobs_ ABSL_GUARDED_BY(mu_);
 };
 
 // "gpu-host-3:4127" -> "gpu-host-3" (a trailing ":<digits>" is the worker's

@@ -5,6 +5,8 @@
 
 #include <atomic>
 
+#include "absl/strings/str_cat.h"
+
 #include "server/store/sqlite_store.h"
 #include "tests/server/test_util.h"
 
@@ -182,6 +184,35 @@ TEST_F(PoolViewTest, QueuePositionsAndExpectedStarts) {
               StatusIs(absl::StatusCode::kInvalidArgument, "sweep_id: required"));
   EXPECT_THAT(view_->GetQueue("sw-nope").status(),
               StatusIs(absl::StatusCode::kNotFound, "unknown sweep 'sw-nope'"));
+}
+
+// More queued jobs than one page (PoolView::kPageSize), read again only
+// after a change.
+TEST_F(PoolViewTest, PositionsSpanPagesAndFollowChanges) {
+  const std::string a = Register("gpu-a:101", "cuda", 2);
+  const int big = PoolView::kPageSize + 100;
+  const std::string s1 = Submit(big, 0);
+  const std::string s2 = Submit(5, 1);
+  auto queue = view_->GetQueue(s1);
+  ASSERT_TRUE(queue.ok()) << queue.status();
+  ASSERT_EQ(queue->jobs_size(), big);
+  EXPECT_EQ(queue->queued_total(), big + 5);
+  // s2 has the higher priority: s1's jobs come after its 5.
+  EXPECT_EQ(queue->jobs(0).position(), 5);
+  EXPECT_EQ(queue->jobs(big - 1).position(), big + 4);
+  EXPECT_EQ(queue->jobs(big - 1).job_id(), absl::StrCat(s1, "-", big - 1));
+  auto queue2 = view_->GetQueue(s2);
+  ASSERT_TRUE(queue2.ok()) << queue2.status();
+  EXPECT_EQ(Positions(*queue2), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  // A lease (a change) moves everyone up by one.
+  EXPECT_EQ(Lease(a).job().job_id(), s2 + "-0");
+  queue2 = view_->GetQueue(s2);
+  ASSERT_TRUE(queue2.ok()) << queue2.status();
+  EXPECT_EQ(Positions(*queue2), (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(queue2->running_total(), 1);
+  queue = view_->GetQueue(s1);
+  ASSERT_TRUE(queue.ok()) << queue.status();
+  EXPECT_EQ(queue->jobs(0).position(), 4);
 }
 
 TEST_F(PoolViewTest, WorkersStatesGpusAndSnapshot) {
