@@ -84,6 +84,8 @@ class PoolCliTest : public ::testing::Test {
     Auth(&context);
     const grpc::Status status = worker_->RegisterWorker(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
+    // The listing is in registration order, by the millisecond: one apart.
+    absl::SleepFor(absl::Milliseconds(2));
     return response.worker_id();
   }
 
