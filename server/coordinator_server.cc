@@ -58,6 +58,12 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
         "options.artifact_quota_bytes / artifact_max_bytes: negative (0 means "
         "unlimited)");
   }
+  if (o.max_queued_jobs < 0 || o.max_queued_jobs_per_user < 0 ||
+      o.max_submissions_per_minute < 0) {
+    return absl::InvalidArgumentError(
+        "options.max_queued_jobs / max_queued_jobs_per_user / max_submissions_per_minute: "
+        "negative (0 means no limit)");
+  }
   if (o.retry_backoff_ms < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "options.retry_backoff_ms: ", o.retry_backoff_ms, " is negative"));
@@ -285,6 +291,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   core_options.quarantine_after = options.quarantine_after;
   core_options.max_job_seconds = options.max_job_seconds;
   core_options.progress_timeout_ms = options.progress_timeout_ms;
+  core_options.max_queued_jobs = options.max_queued_jobs;
+  core_options.max_queued_jobs_per_user = options.max_queued_jobs_per_user;
+  core_options.max_submissions_per_minute = options.max_submissions_per_minute;
   // A stall shorter than ttl - heartbeat cannot lapse a lease renewed on
   // time; half that is caught well before, and is far above the reaper's
   // own jitter.

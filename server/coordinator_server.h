@@ -46,6 +46,11 @@ struct CoordinatorOptions {
   // A running job whose worker reports no progress for this long is
   // retried on another worker as a host error; 0: off.
   int64_t progress_timeout_ms = 900000;
+  // Submission limits (0: none; CoreOptions says what each bounds):
+  // SubmitSweep past one is RESOURCE_EXHAUSTED naming it.
+  int64_t max_queued_jobs = 0;
+  int64_t max_queued_jobs_per_user = 0;
+  int32_t max_submissions_per_minute = 0;
   // Artifact store directory (features of EXTRACT jobs for PROBE jobs).
   // Empty: "artifacts" beside the database file (DefaultArtifactDir).
   std::string artifact_dir;

@@ -38,6 +38,12 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << (o.max_job_seconds == 0 ? " (no deadline)" : "")
             << "\n  progress_timeout_ms   " << o.progress_timeout_ms
             << (o.progress_timeout_ms == 0 ? " (watchdog off)" : "")
+            << "\n  max_queued_jobs       " << o.max_queued_jobs
+            << (o.max_queued_jobs == 0 ? " (no limit)" : "")
+            << "\n  max_queued_jobs_per_user " << o.max_queued_jobs_per_user
+            << (o.max_queued_jobs_per_user == 0 ? " (no limit)" : "")
+            << "\n  max_submissions_per_minute " << o.max_submissions_per_minute
+            << (o.max_submissions_per_minute == 0 ? " (no limit)" : "")
             << "\n  artifact_dir          "
             << (o.artifact_dir.empty()
                     ? layerflow::server::DefaultArtifactDir(o.db_path)
@@ -175,6 +181,21 @@ int main(int argc, char** argv) {
                  "a running job whose worker reports no progress (build steps, chunks) "
                  "for this long loses its lease and is retried on another worker as a "
                  "host error; keep it above the longest chunk (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-queued-jobs", options.max_queued_jobs,
+                 "a bounded queue: SubmitSweep fails with RESOURCE_EXHAUSTED when the "
+                 "queued jobs of all users would exceed this (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-queued-jobs-per-user", options.max_queued_jobs_per_user,
+                 "a user's quota of queued jobs: SubmitSweep past it fails with "
+                 "RESOURCE_EXHAUSTED (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-submissions-per-minute", options.max_submissions_per_minute,
+                 "sweeps a user may submit in any 60 s; more fail with "
+                 "RESOURCE_EXHAUSTED (0: no limit)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   bool list_workers = false;

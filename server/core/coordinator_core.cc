@@ -73,6 +73,7 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
   sweep.spec = WithDefaults(spec);
   sweep.created_unix_ms = clock_();
   sweep.user = user;
+  sweep.limits = {options_.max_queued_jobs, options_.max_queued_jobs_per_user};
   std::vector<ExpandedJob> jobs = ExpandSweepJobs(sweep.spec);
   sweep.jobs.reserve(jobs.size());
   // Ids carry the sweep and the expansion index: readable in logs and
@@ -88,7 +89,33 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
     if (jobs[i].depends_on >= 0) job.depends_on = job_id(jobs[i].depends_on);
     job.spec = std::move(jobs[i].spec);
   }
-  LF_RETURN_IF_ERROR(store_->CreateSweep(sweep)) << "storing sweep";
+  if (options_.max_submissions_per_minute > 0) {
+    // A sliding minute; the slot is taken now and given back when the
+    // sweep is not stored, so concurrent submissions cannot overrun it.
+    absl::MutexLock lock(&submit_mu_);
+    std::deque<int64_t>& times = submitted_ms_[user];
+    while (!times.empty() && times.front() <= sweep.created_unix_ms - 60000) times.pop_front();
+    if (static_cast<int64_t>(times.size()) >= options_.max_submissions_per_minute) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "user '", user, "' submitted ", times.size(),
+          " sweeps in the last minute; a user may submit at most ",
+          options_.max_submissions_per_minute, " a minute (--max-submissions-per-minute)"));
+    }
+    times.push_back(sweep.created_unix_ms);
+  }
+  if (absl::Status stored = store_->CreateSweep(sweep); !stored.ok()) {
+    if (options_.max_submissions_per_minute > 0) {
+      absl::MutexLock lock(&submit_mu_);
+      std::deque<int64_t>& times = submitted_ms_[user];
+      if (auto it = std::find(times.rbegin(), times.rend(), sweep.created_unix_ms);
+          it != times.rend()) {
+        times.erase(std::next(it).base());
+      }
+    }
+    // The limits' message stands alone; other errors say what failed.
+    if (absl::IsResourceExhausted(stored)) return stored;
+    return absl::Status(stored.code(), absl::StrCat("storing sweep: ", stored.message()));
+  }
   if (metrics_ != nullptr) metrics_->AddSweepsSubmitted(1);
   NotifyChanged();
   RefreshGauges();

@@ -9,6 +9,7 @@
 #define LAYERFLOW_SERVER_CORE_COORDINATOR_CORE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -58,6 +59,14 @@ struct CoreOptions {
   // anything is reaped, so the stall costs no attempt (0: no detection;
   // CoordinatorServer sets it).
   int64_t stall_threshold_ms = 0;
+  // Limits on submissions (0: none). SubmitSweep is RESOURCE_EXHAUSTED,
+  // naming the limit, when the sweep would take the QUEUED jobs of all
+  // users past max_queued_jobs or its user's past max_queued_jobs_per_user
+  // (checked in the store's transaction), or when its user submitted
+  // max_submissions_per_minute sweeps in the last 60 s.
+  int64_t max_queued_jobs = 0;
+  int64_t max_queued_jobs_per_user = 0;
+  int32_t max_submissions_per_minute = 0;
 };
 
 class CoordinatorCore {
@@ -189,6 +198,11 @@ class CoordinatorCore {
   absl::Mutex leases_mu_;
   absl::flat_hash_map<std::string, LeaseClock> leases_ ABSL_GUARDED_BY(leases_mu_);
 
+  // When each user's sweeps of the last minute were submitted, oldest
+  // first (max_submissions_per_minute).
+  absl::Mutex submit_mu_;
+  absl::flat_hash_map<std::string, std::deque<int64_t>> submitted_ms_
+      ABSL_GUARDED_BY(submit_mu_);
   absl::Mutex alive_mu_;
   int64_t alive_ms_ ABSL_GUARDED_BY(alive_mu_) = 0;  // 0: not yet
 
