@@ -569,6 +569,8 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
       "  layerflow run sweep.yaml --format csv > results.csv\n"
       "  layerflow submit sweep.yaml         # on a running coordinator\n"
       "  layerflow watch SWEEP_ID && layerflow results SWEEP_ID\n"
+      "  layerflow watch SWEEP_ID --once     # progress, queue positions and expected starts\n"
+      "  layerflow workers                   # the pool: hosts, GPUs, running, quarantined\n"
       "  layerflow plot SWEEP_ID --format both  # figures in layerflow-figures/SWEEP_ID\n"
       "Sweep file format: docs/sweep-file.md. Exit codes: 0 success, 1 error "
       "(or failed jobs), 2 usage error, 130 interrupted.");
