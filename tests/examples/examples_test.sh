@@ -40,6 +40,10 @@ declare -A EXPECTED=(
   # 2 blocks x 13 rows (7 bins, mean log, 5 quantiles) x groups: pythia-tiny
   # 4 heads + gpt-neo-tiny 4 + mamba-tiny 1 + mamba2-tiny 8 = 17.
   [spectra]=442
+  # 2 TRAIN jobs x 2 chunks (eval_every 10 of 20 steps) x 6 curve rows
+  # (train_loss, train_acc, grad_norm, lr, eval_loss, eval_acc); 0.99 is not
+  # reached in 20 steps, so no train_stopped row.
+  [mqar-training]=24
 )
 
 # 1. The full examples, validated by a real coordinator.
