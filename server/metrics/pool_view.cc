@@ -1,10 +1,13 @@
 #include "server/metrics/pool_view.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "layerflow/v1/worker.pb.h"
 
@@ -55,20 +58,57 @@ absl::StatusOr<std::shared_ptr<const PoolView::Jobs>> PoolView::CurrentJobs() {
   }
   auto jobs = std::make_shared<Jobs>();
   jobs->version = version;
-  LF_ASSIGN_OR_RETURN(jobs->queued, AllJobs("", v1::JOB_STATE_QUEUED));
+  LF_ASSIGN_OR_RETURN(std::vector<v1::Job> queued, AllJobs("", v1::JOB_STATE_QUEUED));
   LF_ASSIGN_OR_RETURN(jobs->running, AllJobs("", v1::JOB_STATE_RUNNING));
-  // Lease order: priority (the sweep's), higher first, then creation order
-  // (which AllJobs returns), as Store::LeaseNextJob's primary order.
+  // Each sweep's owner and priority, once.
   absl::flat_hash_map<std::string, int32_t> priority;
-  for (const v1::Job& job : jobs->queued) {
-    if (priority.contains(job.sweep_id())) continue;
-    LF_ASSIGN_OR_RETURN(const v1::Sweep sweep, core_->GetSweep(job.sweep_id()));
-    priority[job.sweep_id()] = sweep.spec().priority();
+  auto owner = [&](const std::string& sweep_id) -> absl::StatusOr<std::string> {
+    auto it = jobs->owner_of.find(sweep_id);
+    if (it != jobs->owner_of.end()) return it->second;
+    std::string user = "anonymous";
+    if (auth_ != nullptr) {
+      LF_ASSIGN_OR_RETURN(user, auth_->SweepOwner(sweep_id));
+      if (user.empty()) user = "unknown";
+    }
+    jobs->owner_of.emplace(sweep_id, user);
+    return user;
+  };
+  // Store::LeaseNextJob's order, played forward as if no job ended
+  // meanwhile: each lease goes to the user with the fewest running jobs
+  // (ties by name) among those with queued ones; within a user, the
+  // highest priority, then the oldest (creation order, which AllJobs gives).
+  std::map<std::string, std::vector<v1::Job>> by_user;
+  for (v1::Job& job : queued) {
+    if (!priority.contains(job.sweep_id())) {
+      LF_ASSIGN_OR_RETURN(const v1::Sweep sweep, core_->GetSweep(job.sweep_id()));
+      priority[job.sweep_id()] = sweep.spec().priority();
+    }
+    LF_ASSIGN_OR_RETURN(std::string user, owner(job.sweep_id()));
+    by_user[user].push_back(std::move(job));
   }
-  std::stable_sort(jobs->queued.begin(), jobs->queued.end(),
-                   [&](const v1::Job& a, const v1::Job& b) {
-                     return priority[a.sweep_id()] > priority[b.sweep_id()];
-                   });
+  std::map<std::string, int64_t> running_of;
+  for (const v1::Job& job : jobs->running) {
+    LF_ASSIGN_OR_RETURN(std::string user, owner(job.sweep_id()));
+    ++running_of[user];
+  }
+  // (running, user) -> the user's next job; the smallest leases next.
+  std::set<std::pair<int64_t, std::string>> turn;
+  std::map<std::string, size_t> next;
+  for (auto& [user, list] : by_user) {
+    std::stable_sort(list.begin(), list.end(), [&](const v1::Job& a, const v1::Job& b) {
+      return priority[a.sweep_id()] > priority[b.sweep_id()];
+    });
+    turn.emplace(running_of[user], user);
+    next[user] = 0;
+  }
+  jobs->queued.reserve(queued.size());
+  while (!turn.empty()) {
+    auto [running, user] = *turn.begin();
+    turn.erase(turn.begin());
+    std::vector<v1::Job>& list = by_user[user];
+    jobs->queued.push_back(std::move(list[next[user]++]));
+    if (next[user] < list.size()) turn.emplace(running + 1, user);
+  }
   absl::MutexLock lock(&mu_);
   jobs_ = jobs;
   return jobs_;
@@ -186,17 +226,11 @@ absl::StatusOr<PoolSnapshot> PoolView::Snapshot() {
   const std::vector<v1::Job>& queued = jobs->queued;
   const std::vector<v1::Job>& running = jobs->running;
   PoolSnapshot snapshot;
-  absl::flat_hash_map<std::string, std::string> owner_of;  // sweep -> user
-  auto count = [&](const std::vector<v1::Job>& jobs, const std::string& state) -> absl::Status {
-    for (const v1::Job& job : jobs) {
-      auto it = owner_of.find(job.sweep_id());
-      if (it == owner_of.end()) {
-        std::string owner = "anonymous";
-        if (auth_ != nullptr) {
-          LF_ASSIGN_OR_RETURN(owner, auth_->SweepOwner(job.sweep_id()));
-          if (owner.empty()) owner = "unknown";
-        }
-        it = owner_of.emplace(job.sweep_id(), std::move(owner)).first;
+  auto count = [&](const std::vector<v1::Job>& list, const std::string& state) -> absl::Status {
+    for (const v1::Job& job : list) {
+      auto it = jobs->owner_of.find(job.sweep_id());
+      if (it == jobs->owner_of.end()) {
+        return absl::InternalError(absl::StrCat("no owner read for sweep ", job.sweep_id()));
       }
       ++snapshot.user_jobs[{it->second, state}];
     }

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -43,7 +44,10 @@ class PoolView {
   absl::StatusOr<layerflow::v1::ListWorkersResponse> ListWorkers(bool include_reasons);
 
   // The sweep's queued jobs in lease order with their position among all
-  // queued jobs (priority, then age: the store's primary order) and the
+  // queued jobs and the expected start. The order is Store::LeaseNextJob's
+  // played forward as if no job ended meanwhile: fair share (the next lease
+  // goes to the user with the fewest running jobs, ties by name, counting
+  // the leases played so far), and within a user priority, then age. The
   // expected start: with W connected unquarantined workers of which I hold
   // no lease, and D the mean of the recent successful jobs' durations, a
   // job with p queued jobs ahead starts now when p < I and otherwise after
@@ -59,12 +63,13 @@ class PoolView {
   static constexpr int32_t kPageSize = 500;
 
  private:
-  // The pool's queued jobs in lease order and its running jobs, as of
-  // core version `version`.
+  // The pool's queued jobs in lease order, its running jobs and the owner
+  // of every sweep they belong to, as of core version `version`.
   struct Jobs {
     uint64_t version = 0;
     std::vector<layerflow::v1::Job> queued;
     std::vector<layerflow::v1::Job> running;
+    absl::flat_hash_map<std::string, std::string> owner_of;
   };
   absl::StatusOr<std::shared_ptr<const Jobs>> CurrentJobs();
   // Every job in `state` (all sweeps when sweep_id is empty), creation order.

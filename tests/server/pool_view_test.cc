@@ -7,7 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "server/auth/authorizer.h"
+#include "server/auth/token_store.h"
 #include "server/store/sqlite_store.h"
+#include <map>
 #include "tests/server/test_util.h"
 
 namespace layerflow::server {
@@ -213,6 +216,66 @@ TEST_F(PoolViewTest, PositionsSpanPagesAndFollowChanges) {
   queue = view_->GetQueue(s1);
   ASSERT_TRUE(queue.ok()) << queue.status();
   EXPECT_EQ(queue->jobs(0).position(), 4);
+}
+
+// With several users, positions follow the store's fair share: the order
+// GetQueue predicts is the order in which leases then go, one by one.
+TEST_F(PoolViewTest, PositionsAreTheFairShareLeaseOrder) {
+  auto tokens = auth::OpenSqliteTokenStore(dir_.File("auth.db"));
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  auth::Authorizer authorizer(*std::move(tokens), {});
+  PoolView view(core_.get(), &authorizer, metrics_.get(), [this] { return now_.load(); });
+  const std::string w1 = Register("gpu-a:1", "cuda", 1);
+  const std::string w2 = Register("gpu-b:2", "cuda", 1);
+  auto submit = [&](const std::string& user, int jobs, int priority) {
+    v1::SweepSpec spec;
+    spec.set_name("fair");
+    spec.add_models("pythia-tiny");
+    for (int s = 0; s < jobs; ++s) spec.add_seeds(s);
+    spec.set_num_prompts(2);
+    spec.set_prompts_per_chunk(2);
+    spec.set_priority(priority);
+    auto r = core_->SubmitSweep(spec, user);
+    EXPECT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(authorizer
+                    .RecordOwner(auth::Identity{.user = user, .role = auth::Role::kUser},
+                                 auth::OwnedKind::kSweep, r->sweep_id())
+                    .ok());
+    return r->sweep_id();
+  };
+  // alice first with 4 jobs, then bob 2 (priority 3 only orders bob's own),
+  // then alice again at priority 9: within alice, her second sweep first.
+  const std::string a1 = submit("alice", 4, 0);
+  const std::string b1 = submit("bob", 2, 3);
+  const std::string a2 = submit("alice", 1, 9);
+  // One running job of alice's: bob (0 running) goes first.
+  EXPECT_EQ(Lease(w1).job().job_id(), a2 + "-0");
+
+  std::map<int64_t, std::string> predicted;  // position -> job
+  for (const std::string& sweep : {a1, b1, a2}) {
+    auto queue = view.GetQueue(sweep);
+    ASSERT_TRUE(queue.ok()) << queue.status();
+    for (const v1::QueuedJob& j : queue->jobs()) predicted[j.position()] = j.job_id();
+  }
+  // alice 1 running, bob 0: bob, then tie 1-1 by name: alice, then bob
+  // (alice 2 vs bob 1), then alice's remaining three.
+  EXPECT_EQ(predicted, (std::map<int64_t, std::string>{{0, b1 + "-0"},
+                                                       {1, a1 + "-0"},
+                                                       {2, b1 + "-1"},
+                                                       {3, a1 + "-1"},
+                                                       {4, a1 + "-2"},
+                                                       {5, a1 + "-3"}}));
+  // The store agrees, lease after lease (no job ends meanwhile).
+  for (const auto& [position, job_id] : predicted) {
+    EXPECT_EQ(Lease(position % 2 == 0 ? w2 : w1).job().job_id(), job_id)
+        << "position " << position;
+  }
+
+  auto snapshot = view.Snapshot();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_EQ(snapshot->user_jobs,
+            (std::map<std::pair<std::string, std::string>, int64_t>{
+                {{"alice", "running"}, 5}, {{"bob", "running"}, 2}}));
 }
 
 TEST_F(PoolViewTest, WorkersStatesGpusAndSnapshot) {
