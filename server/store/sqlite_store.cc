@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "absl/random/random.h"
@@ -98,6 +99,32 @@ std::string FailedAttemptsMessage(int64_t attempts, const std::vector<JobAttempt
 class SqliteStore final : public Store {
  public:
   explicit SqliteStore(std::unique_ptr<Db> db) : db_(std::move(db)) {}
+
+  // Checkpoints `checkpointer`'s database every interval_ms on a thread of
+  // its own until the store is destroyed.
+  void StartCheckpoints(std::unique_ptr<Db> checkpointer, int interval_ms) {
+    checkpoint_thread_ = std::thread([this, db = std::move(checkpointer), interval_ms] {
+      absl::MutexLock lock(&checkpoint_mu_);
+      while (!stop_checkpoints_) {
+        checkpoint_mu_.AwaitWithTimeout(absl::Condition(&stop_checkpoints_),
+                                        absl::Milliseconds(interval_ms));
+        if (stop_checkpoints_) break;
+        checkpoint_mu_.Unlock();
+        // PASSIVE: copies what no reader still needs, never waits for the
+        // writer nor blocks it; a failure (busy) is retried next time.
+        (void)db->Exec("PRAGMA wal_checkpoint(PASSIVE)");
+        checkpoint_mu_.Lock();
+      }
+    });
+  }
+
+  ~SqliteStore() override {
+    {
+      absl::MutexLock lock(&checkpoint_mu_);
+      stop_checkpoints_ = true;
+    }
+    if (checkpoint_thread_.joinable()) checkpoint_thread_.join();
+  }
 
   absl::Status CreateSweep(const NewSweep& sweep) override {
     absl::MutexLock lock(&mu_);
@@ -1091,6 +1118,9 @@ class SqliteStore final : public Store {
   absl::Mutex mu_;
   // One connection per store object; mu_ serialises its transactions.
   std::unique_ptr<Db> db_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex checkpoint_mu_;
+  bool stop_checkpoints_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
+  std::thread checkpoint_thread_;
 };
 
 }  // namespace
@@ -1105,7 +1135,15 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
       << "database '" << path << "'";
   LF_RETURN_IF_ERROR(db->Exec("PRAGMA synchronous = NORMAL"));
   LF_RETURN_IF_ERROR(sqlite::Migrate(*db)) << "database '" << path << "'";
-  return std::unique_ptr<Store>(new SqliteStore(std::move(db)));
+  if (options.checkpoint_interval_ms <= 0) {
+    return std::unique_ptr<Store>(new SqliteStore(std::move(db)));
+  }
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Db> checkpointer,
+                      Db::Open(path, options.busy_timeout_ms));
+  LF_RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint = 0"));
+  auto store = std::make_unique<SqliteStore>(std::move(db));
+  store->StartCheckpoints(std::move(checkpointer), options.checkpoint_interval_ms);
+  return std::unique_ptr<Store>(std::move(store));
 }
 
 int SqliteSchemaVersion() { return sqlite::LatestSchemaVersion(); }

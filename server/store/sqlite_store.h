@@ -16,6 +16,13 @@ namespace layerflow::server {
 struct SqliteStoreOptions {
   // How long a write waits for another connection's write lock.
   int busy_timeout_ms = 10000;
+  // How often a background thread checkpoints the write-ahead log (a
+  // second connection, PRAGMA wal_checkpoint(PASSIVE)). The store's own
+  // connection never does: SQLite's automatic checkpoint ran inside the
+  // commit that crossed 1000 pages, with two fsyncs, holding the store's
+  // lock (bench_pool on a machine with busy disks: leases stalled up to
+  // 1.4 s). 0: SQLite's automatic checkpoints, in the commit.
+  int checkpoint_interval_ms = 100;
 };
 
 // Opens or creates the database at `path` and migrates it to the latest
