@@ -467,6 +467,15 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
              return ParseString(r, v, p, spec->mutable_dtype());
            }},
           {"priority", int32_field(kInt32Min, &v1::SweepSpec::set_priority)},
+          // Seconds; the coordinator checks the range (at most 30 days).
+          {"max_job_seconds",
+           [&](const YAML::Node& v, const std::string& p) -> absl::Status {
+             int64_t value = 0;
+             LF_RETURN_IF_ERROR(
+                 ParseInteger(r, v, p, 0, std::numeric_limits<int64_t>::max(), &value));
+             spec->set_max_job_seconds(value);
+             return absl::OkStatus();
+           }},
           {"example_cka",
            [&](const YAML::Node& v, const std::string& p) -> absl::Status {
              bool value = false;

@@ -229,6 +229,15 @@ TEST(SweepFileTest, NegativeWhereNonNegative) {
               "integer in [0, 2147483647], got '-1'");
 }
 
+TEST(SweepFileTest, MaxJobSecondsIsTheSweepsDeadline) {
+  absl::StatusOr<v1::SweepSpec> spec = Parse("name: s\nmax_job_seconds: 5000000000\n");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->max_job_seconds(), 5000000000);  // 64-bit; the coordinator judges the range
+  ExpectError(Parse("name: s\nmax_job_seconds: -1\n"), absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:2:18: field 'max_job_seconds': expected a non-negative integer "
+              "in [0, 9223372036854775807], got '-1'");
+}
+
 TEST(SweepFileTest, Int32Overflow) {
   ExpectError(Parse("name: s\npriority: 3000000000\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:11: field 'priority': expected an integer in "
@@ -247,7 +256,8 @@ TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
   ExpectError(Parse("name: s\nvolume: 4\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:1: unknown field 'volume' (known fields: name, models, "
               "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
-              "prompts_per_chunk, batch_prompts, dtype, priority, example_cka, probe, kind, train, layers)");
+              "prompts_per_chunk, batch_prompts, dtype, priority, max_job_seconds, example_cka, probe, "
+              "kind, train, layers)");
 }
 
 // true / false in any case; anything else names the field.
