@@ -219,7 +219,8 @@ absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
   if (worker.quarantined) return layerflow::v1::LeaseJobResponse();
   LF_ASSIGN_OR_RETURN(
       std::optional<Lease> lease,
-      store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms, resident));
+      store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms, resident,
+                           options_.max_running_jobs_per_user));
   layerflow::v1::LeaseJobResponse response;
   if (!lease.has_value()) return response;
   response.set_leased(true);

@@ -67,6 +67,9 @@ struct CoreOptions {
   int64_t max_queued_jobs = 0;
   int64_t max_queued_jobs_per_user = 0;
   int32_t max_submissions_per_minute = 0;
+  // A user with this many RUNNING jobs is leased nothing more until one
+  // ends (0: no quota).
+  int64_t max_running_jobs_per_user = 0;
 };
 
 class CoordinatorCore {

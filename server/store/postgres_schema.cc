@@ -286,6 +286,37 @@ BEGIN
 END $$;
 )sql";
 
+// v6: the per-user quota of running jobs (Store::LeaseNextJob): lf_lease_head
+// takes it (0: none) and passes over the users at it.
+constexpr absl::string_view kV6 = R"sql(
+DROP FUNCTION lf_lease_head(TEXT, BIGINT, TEXT, BIGINT);
+CREATE FUNCTION lf_lease_head(p_worker TEXT, p_now BIGINT, p_lease TEXT, p_expires BIGINT,
+                              p_max_running BIGINT)
+RETURNS SETOF jobs LANGUAGE plpgsql AS $$
+DECLARE
+  u RECORD;
+BEGIN
+  PERFORM pg_advisory_xact_lock(7811057547643872513);
+  FOR u IN SELECT s.owner FROM user_shares s
+           WHERE s.queued > 0 AND (p_max_running <= 0 OR s.running < p_max_running)
+           ORDER BY s.running, s.owner LOOP
+    RETURN QUERY
+      UPDATE jobs SET state = 2, attempts = attempts + 1, worker_id = p_worker,
+                      lease_id = p_lease, lease_expires_ms = p_expires, updated_ms = p_now
+      WHERE seq = (
+        SELECT j.seq FROM jobs j
+        WHERE j.owner = u.owner AND j.state = 1 AND j.not_before_ms <= p_now
+          AND (j.depends_on = '' OR
+               (SELECT d.state FROM jobs d WHERE d.job_id = j.depends_on) = 3)
+          AND NOT EXISTS (SELECT 1 FROM job_attempts a WHERE a.job_id = j.job_id
+                          AND a.worker_id = p_worker AND a.elsewhere = 1)
+        ORDER BY j.priority DESC, j.seq LIMIT 1)
+      RETURNING jobs.*;
+    IF FOUND THEN RETURN; END IF;
+  END LOOP;
+END $$;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& Migrations() {
@@ -295,6 +326,7 @@ const std::vector<Migration>& Migrations() {
       {3, "job_state_counts, job_attempts_elsewhere (the lease path)", kV3},
       {4, "lf_lease_head, lf_fail_job (a lease and a failure in one round trip)", kV4},
       {5, "jobs.owner, user_shares, jobs_owner_runnable, a fair lf_lease_head", kV5},
+      {6, "lf_lease_head with a per-user quota of running jobs", kV6},
   };
   return *migrations;
 }

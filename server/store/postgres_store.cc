@@ -266,7 +266,8 @@ class PostgresStore final : public Store {
   using Store::LeaseNextJob;
   absl::StatusOr<std::optional<Lease>> LeaseNextJob(
       const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
-      const std::vector<ResidentModelRef>& resident) override {
+      const std::vector<ResidentModelRef>& resident,
+      int64_t max_running_jobs_per_user) override {
     absl::MutexLock lock(&mu_);
     if (resident.empty()) {
       // The head, picked and leased by lf_lease_head (schema v4) in one
@@ -276,9 +277,11 @@ class PostgresStore final : public Store {
       lease.expires_unix_ms = now_ms + ttl_ms;
       static const std::string* sql = new std::string(
           absl::StrCat("SELECT ", kJobColumns,
-                       " FROM lf_lease_head($1::text, $2::bigint, $3::text, $4::bigint)"));
+                       " FROM lf_lease_head($1::text, $2::bigint, $3::text, $4::bigint, "
+                       "$5::bigint)"));
       LF_ASSIGN_OR_RETURN(Result r, db_->ExecOnce(*sql, {worker_id, now_ms, lease.lease_id,
-                                                         lease.expires_unix_ms}));
+                                                         lease.expires_unix_ms,
+                                                         max_running_jobs_per_user}));
       if (r.rows() == 0) return std::optional<Lease>();
       LF_ASSIGN_OR_RETURN(lease.job, ReadJob(r, 0));
       lease.resume_from_sequence = lease.job.chunks_committed();
@@ -293,10 +296,11 @@ class PostgresStore final : public Store {
                       "WITH heads AS MATERIALIZED (SELECT (SELECT j.seq FROM jobs j WHERE "
                       "j.owner = u.owner AND ", kRunnable,
                       " ORDER BY j.priority DESC, j.seq LIMIT 1) AS seq, u.running, u.owner "
-                      "FROM user_shares u WHERE u.queued > 0) "
+                      "FROM user_shares u WHERE u.queued > 0 "
+                      "AND ($5::bigint <= 0 OR u.running < $5::bigint)) "
                       "SELECT h.seq, j.sweep_id, j.priority FROM heads h JOIN jobs j "
                       "ON j.seq = h.seq ORDER BY h.running, h.owner LIMIT 1"),
-                  {kQueued, now_ms, kSucceeded, worker_id}));
+                  {kQueued, now_ms, kSucceeded, worker_id, max_running_jobs_per_user}));
     if (pick.rows() == 0) return std::optional<Lease>();
     int64_t seq = pick.Int(0, 0);
     LF_ASSIGN_OR_RETURN(seq, LocalPickLocked(seq, pick.Text(0, 1), pick.Int(0, 2), now_ms,

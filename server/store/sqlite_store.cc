@@ -293,7 +293,8 @@ class SqliteStore final : public Store {
   using Store::LeaseNextJob;
   absl::StatusOr<std::optional<Lease>> LeaseNextJob(
       const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
-      const std::vector<ResidentModelRef>& resident) override {
+      const std::vector<ResidentModelRef>& resident,
+      int64_t max_running_jobs_per_user) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     // The head: what the primary order (priority, then age) gives.
@@ -313,13 +314,15 @@ class SqliteStore final : public Store {
             "WITH heads AS MATERIALIZED (SELECT (SELECT j.seq FROM jobs j WHERE "
             "j.owner = u.owner AND ", kRunnable,
             " ORDER BY j.priority DESC, j.seq LIMIT 1) AS seq, u.running AS running, "
-            "u.owner AS owner FROM user_shares u WHERE u.queued > 0) "
+            "u.owner AS owner FROM user_shares u WHERE u.queued > 0 "
+            "AND (?5 <= 0 OR u.running < ?5)) "
             "SELECT h.seq, j.sweep_id, j.priority FROM heads h JOIN jobs j ON j.seq = h.seq "
             "ORDER BY h.running, h.owner LIMIT 1")));
     pick.Bind(1, static_cast<int>(JobState::JOB_STATE_QUEUED))
         .Bind(2, now_ms)
         .Bind(3, static_cast<int>(JobState::JOB_STATE_SUCCEEDED))
-        .Bind(4, worker_id);
+        .Bind(4, worker_id)
+        .Bind(5, max_running_jobs_per_user);
     LF_ASSIGN_OR_RETURN(bool found, pick.Step());
     if (!found) return std::optional<Lease>();
     int64_t seq = pick.Int(0);

@@ -227,12 +227,20 @@ class Store {
   // FAILS in the same transaction with "dependency <id> failed: <error>"
   // ("dependency <id> was cancelled"), transitively. CancelSweep cancels
   // dependents like every other queued job.
+  //
+  // Quota: a user with max_running_jobs_per_user RUNNING jobs or more (0: no
+  // quota) is passed over, as if nothing of theirs were runnable.
   virtual absl::StatusOr<std::optional<Lease>> LeaseNextJob(
       const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
-      const std::vector<ResidentModelRef>& resident) = 0;
+      const std::vector<ResidentModelRef>& resident, int64_t max_running_jobs_per_user) = 0;
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(
+      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
+      const std::vector<ResidentModelRef>& resident) {
+    return LeaseNextJob(worker_id, now_ms, ttl_ms, resident, 0);
+  }
   absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id,
                                                     int64_t now_ms, int64_t ttl_ms) {
-    return LeaseNextJob(worker_id, now_ms, ttl_ms, {});
+    return LeaseNextJob(worker_id, now_ms, ttl_ms, {}, 0);
   }
   // How many runnable jobs of the head's sweep locality looks at: bounds
   // the lease query's cost on a sweep of thousands of jobs.

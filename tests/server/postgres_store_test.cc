@@ -48,9 +48,9 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("schema_db"));
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("schema_db")));
-  EXPECT_EQ(PostgresSchemaVersion(), 5);
+  EXPECT_EQ(PostgresSchemaVersion(), 6);
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(version::text, ',') FROM layerflow_schema"),
-              ::testing::Eq(absl::StatusOr<std::string>("5")));
+              ::testing::Eq(absl::StatusOr<std::string>("6")));
   // v3: the jobs per state kept by triggers (an empty database: zeros) and
   // the partial index of "not on this worker again" attempts.
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(state || ':' || n, ' ' ORDER BY state) "
@@ -94,7 +94,7 @@ TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
                    .status());
   EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 5"));
+                       "schema version 99 is newer than this build's 6"));
 }
 
 // Two coordinators starting at once on a fresh database: one migrates, the

@@ -1362,6 +1362,35 @@ TEST_P(StoreConformance, CreateSweepRefusesPastTheQueueBoundAndTheUserQuota) {
   LF_ASSERT_OK(store_->CreateSweep(UserSweep("free", "alice", 20)));
 }
 
+// The per-user quota of running jobs (issue 14): a user at it is passed
+// over; when every user with queued jobs is, nothing is leased.
+TEST_P(StoreConformance, UsersAtTheirRunningQuotaArePassedOver) {
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("a", "alice", 4, 0, 1000)));
+  LF_ASSERT_OK(store_->CreateSweep(UserSweep("b", "bob", 1, 0, 2000)));
+  auto lease = [&](int64_t now) -> std::string {
+    auto l = store_->LeaseNextJob("w", now, kTtl, {}, /*max_running_jobs_per_user=*/2);
+    EXPECT_TRUE(l.ok()) << l.status();
+    return l.ok() && l->has_value() ? (*l)->job.job_id() : "";
+  };
+  EXPECT_EQ(lease(10), "a-0");
+  EXPECT_EQ(lease(10), "b-0");
+  EXPECT_EQ(lease(10), "a-1");
+  // alice has 2 running (her quota), bob nothing queued: none.
+  EXPECT_EQ(lease(10), "");
+  // Without the quota the queue goes on; one of alice's ends: her turn again.
+  LF_ASSERT_OK_AND_ASSIGN(auto running, store_->ListJobs("a", JobState::JOB_STATE_RUNNING));
+  ASSERT_EQ(running.size(), 2u);
+  auto again = store_->LeaseNextJob("w", 10, kTtl);
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->job.job_id(), "a-2");
+  LF_ASSERT_OK(store_->FailJob("a-2", (*again)->lease_id, "bad input", 11));
+  LF_ASSERT_OK(store_->RequeueLapsedLeases(10 + kTtl + 1, 5, 0).status());  // a-0, a-1, b-0
+  EXPECT_EQ(lease(200), "a-0");
+  EXPECT_EQ(lease(200), "b-0");
+  EXPECT_EQ(lease(200), "a-1");
+  EXPECT_EQ(lease(200), "");
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreConformance,
     ::testing::Values(

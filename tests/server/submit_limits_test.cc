@@ -134,5 +134,34 @@ TEST_F(SubmitLimitsTest, TheSubmitterIsTheUnitOfFairShare) {
                                              a.sweep_id()));
 }
 
+TEST_F(SubmitLimitsTest, AUserAtTheRunningQuotaIsLeasedNothingMore) {
+  CoreOptions options;
+  options.max_running_jobs_per_user = 1;
+  Start(options);
+  LF_ASSERT_OK_AND_ASSIGN(auto a, core_->SubmitSweep(Spec(2), "alice"));
+  auto worker = core_->RegisterWorker(v1::RegisterWorkerRequest());
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  v1::LeaseJobRequest lease;
+  lease.set_worker_id(worker->worker_id());
+  LF_ASSERT_OK_AND_ASSIGN(auto first, core_->LeaseJob(lease));
+  ASSERT_TRUE(first.leased());
+  // alice's second job waits while her first runs; bob's does not.
+  LF_ASSERT_OK_AND_ASSIGN(auto none, core_->LeaseJob(lease));
+  EXPECT_FALSE(none.leased());
+  LF_ASSERT_OK_AND_ASSIGN(auto b, core_->SubmitSweep(Spec(1), "bob"));
+  LF_ASSERT_OK_AND_ASSIGN(auto bobs, core_->LeaseJob(lease));
+  ASSERT_TRUE(bobs.leased());
+  EXPECT_EQ(bobs.job().sweep_id(), b.sweep_id());
+  v1::FailJobRequest fail;
+  fail.set_job_id(first.job().job_id());
+  fail.set_lease_id(first.lease_id());
+  fail.set_error("bad input");
+  fail.set_code(static_cast<int>(absl::StatusCode::kInvalidArgument));
+  LF_ASSERT_OK(core_->FailJob(fail));
+  LF_ASSERT_OK_AND_ASSIGN(auto second, core_->LeaseJob(lease));
+  ASSERT_TRUE(second.leased());
+  EXPECT_EQ(second.job().sweep_id(), a.sweep_id());
+}
+
 }  // namespace
 }  // namespace layerflow::server
