@@ -64,6 +64,11 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
         "options.max_queued_jobs / max_queued_jobs_per_user / max_submissions_per_minute: "
         "negative (0 means no limit)");
   }
+  if (o.max_running_jobs_per_user < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "options.max_running_jobs_per_user: ", o.max_running_jobs_per_user,
+        " is negative (0 means no quota)"));
+  }
   if (o.retry_backoff_ms < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "options.retry_backoff_ms: ", o.retry_backoff_ms, " is negative"));
@@ -294,6 +299,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   core_options.max_queued_jobs = options.max_queued_jobs;
   core_options.max_queued_jobs_per_user = options.max_queued_jobs_per_user;
   core_options.max_submissions_per_minute = options.max_submissions_per_minute;
+  core_options.max_running_jobs_per_user = options.max_running_jobs_per_user;
   // A stall shorter than ttl - heartbeat cannot lapse a lease renewed on
   // time; half that is caught well before, and is far above the reaper's
   // own jitter.

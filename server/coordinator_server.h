@@ -51,6 +51,8 @@ struct CoordinatorOptions {
   int64_t max_queued_jobs = 0;
   int64_t max_queued_jobs_per_user = 0;
   int32_t max_submissions_per_minute = 0;
+  // A user with this many running jobs is leased nothing more (0: none).
+  int64_t max_running_jobs_per_user = 0;
   // Artifact store directory (features of EXTRACT jobs for PROBE jobs).
   // Empty: "artifacts" beside the database file (DefaultArtifactDir).
   std::string artifact_dir;

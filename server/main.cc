@@ -44,6 +44,8 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << (o.max_queued_jobs_per_user == 0 ? " (no limit)" : "")
             << "\n  max_submissions_per_minute " << o.max_submissions_per_minute
             << (o.max_submissions_per_minute == 0 ? " (no limit)" : "")
+            << "\n  max_running_jobs_per_user " << o.max_running_jobs_per_user
+            << (o.max_running_jobs_per_user == 0 ? " (no quota)" : "")
             << "\n  artifact_dir          "
             << (o.artifact_dir.empty()
                     ? layerflow::server::DefaultArtifactDir(o.db_path)
@@ -196,6 +198,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-submissions-per-minute", options.max_submissions_per_minute,
                  "sweeps a user may submit in any 60 s; more fail with "
                  "RESOURCE_EXHAUSTED (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-running-jobs-per-user", options.max_running_jobs_per_user,
+                 "a user's quota of running jobs: while at it, the user's queued jobs "
+                 "wait and other users' are leased (0: no quota)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   bool list_workers = false;
