@@ -64,12 +64,33 @@ void SetDeadline(grpc::ClientContext& ctx) {
   ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
 }
 
+// The channel to the coordinator. `own_subchannels`: a channel that shares
+// no connection with the others (a fresh one connects at its first call).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const WorkerOptions& options,
+                                                           bool own_subchannels) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxChunkMessageBytes);
+  // Reconnect soon after a restarted coordinator comes back: its recovery
+  // pass keeps the worker's lease for one TTL, and the heartbeat must renew
+  // it by then. gRPC's default backoff grows to 2 minutes.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  if (own_subchannels) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  ChannelSecurity security;
+  security.token = options.token;
+  security.tls_ca_file = options.tls_ca_file;
+  security.tls_cert_file = options.tls_cert_file;
+  security.tls_key_file = options.tls_key_file;
+  return MakeCoordinatorChannel(options.coordinator_address, security, args);
+}
+
 class WorkerLoopImpl final : public WorkerLoop {
  public:
   WorkerLoopImpl(WorkerOptions options, DeviceConfig device,
                  std::shared_ptr<grpc::Channel> channel)
       : options_(std::move(options)),
         device_(std::move(device)),
+        channel_(channel),
         stub_(v1::WorkerProtocol::NewStub(channel)),
         models_(CreateModelCache(options_.resident_model_bytes < 0
                                      ? DefaultModelCacheBytes(device_)
@@ -322,6 +343,13 @@ class WorkerLoopImpl final : public WorkerLoop {
 
   void HeartbeatLoop(const std::string& job_id, const std::string& lease_id,
                      LeaseWatch* watch) {
+    // After a few failed heartbeats in a row (the coordinator down), the
+    // heartbeat goes on a channel of its own, made afresh every few more:
+    // a channel whose connection failed may wait seconds before trying
+    // again (pick_first re-resolves about every 5 s), longer than a short
+    // TTL; a fresh one connects at its first call.
+    std::unique_ptr<v1::WorkerProtocol::Stub> fresh;
+    int failures = 0;
     while (!watch->done.load()) {
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -342,7 +370,18 @@ class WorkerLoopImpl final : public WorkerLoop {
       v1::HeartbeatResponse response;
       grpc::ClientContext ctx;
       SetDeadline(ctx);
-      absl::Status status = FromGrpcStatus(stub_->Heartbeat(&ctx, request, &response));
+      v1::WorkerProtocol::Stub& stub = fresh != nullptr ? *fresh : *stub_;
+      absl::Status status = FromGrpcStatus(stub.Heartbeat(&ctx, request, &response));
+      if (IsTransient(status)) {
+        if (++failures % 3 == 0) {
+          if (absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(options_, true);
+              channel.ok()) {
+            fresh = v1::WorkerProtocol::NewStub(*channel);
+          }
+        }
+      } else {
+        failures = 0;
+      }
       if (absl::IsAborted(status) || absl::IsNotFound(status)) {
         Log(absl::StrCat("lease on job ", job_id, " lost: ", status.message()));
         watch->lost = true;
@@ -362,6 +401,8 @@ class WorkerLoopImpl final : public WorkerLoop {
       // Anything else (the coordinator down, restarting or frozen): the
       // lease is kept and renewed again next time; the coordinator's
       // recovery pass keeps it alive meanwhile (issue 14, failure 4).
+      if (IsTransient(status)) Reconnect();
+      if (status.ok()) fresh.reset();
     }
   }
 
@@ -601,6 +642,12 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
   }
 
+  // After a failed call: connect again now. Once its connection failed,
+  // the channel (pick_first) tries again only when the address is
+  // re-resolved, about every 5 s, which outlasts a short lease TTL after a
+  // restart; asking for a connection starts one at the end of the backoff.
+  void Reconnect() { channel_->GetState(/*try_to_connect=*/true); }
+
   // --pause-after-chunk-ms: woken early by a cancel, a lost lease or Stop().
   void PauseFor(int64_t ms, const LeaseWatch& watch) {
     const auto until = Clock::now() + std::chrono::milliseconds(ms);
@@ -781,6 +828,7 @@ class WorkerLoopImpl final : public WorkerLoop {
 
   const WorkerOptions options_;
   const DeviceConfig device_;
+  const std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::WorkerProtocol::Stub> stub_;
   // Preset models kept between jobs (job_runner.h); declared after options_
   // and device_, which size it.
@@ -815,15 +863,7 @@ absl::StatusOr<std::unique_ptr<WorkerLoop>> WorkerLoop::Create(
   }
   WorkerOptions resolved = options;
   if (resolved.name.empty()) resolved.name = DefaultWorkerName();
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxChunkMessageBytes);
-  ChannelSecurity security;
-  security.token = resolved.token;
-  security.tls_ca_file = resolved.tls_ca_file;
-  security.tls_cert_file = resolved.tls_cert_file;
-  security.tls_key_file = resolved.tls_key_file;
-  LF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
-                      MakeCoordinatorChannel(resolved.coordinator_address, security, args));
+  LF_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, MakeChannel(resolved, false));
   return std::unique_ptr<WorkerLoop>(
       new WorkerLoopImpl(std::move(resolved), device, std::move(channel)));
 }
