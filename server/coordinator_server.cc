@@ -29,6 +29,7 @@
 #include "server/service/worker_service.h"
 #include "server/store/open_store.h"
 #include "server/web/http_server.h"
+#include "server/web/page_auth.h"
 #include "server/web/results_site.h"
 
 namespace layerflow::server {
@@ -199,10 +200,16 @@ class CoordinatorServerImpl final : public CoordinatorServer {
 
   absl::Status ServeResultsPage(const std::string& address) {
     site_ = std::make_unique<web::ResultsSite>(core_.get());
-    LF_ASSIGN_OR_RETURN(http_, web::HttpServer::Start(address, [site = site_.get()](
-                                                                   const web::HttpRequest& r) {
-                          return site->Handle(r);
-                        }));
+    // The page answers only what the caller's token may see (page_auth.h).
+    LF_ASSIGN_OR_RETURN(
+        http_, web::HttpServer::Start(address, [site = site_.get(), authorizer = authorizer_.get()](
+                                                   const web::HttpRequest& r) {
+          web::HttpRequest request = r;
+          if (std::optional<web::HttpResponse> refused = web::GatePage(*authorizer, &request)) {
+            return *refused;
+          }
+          return site->Handle(request);
+        }));
     return absl::OkStatus();
   }
 

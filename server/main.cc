@@ -141,8 +141,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--http", options.http_address,
                  "serve the results web page on host:port (or port: 127.0.0.1:port); "
-                 "default: off. It has no authentication: keep it on loopback or "
-                 "behind a proxy that has");
+                 "default: off. With --auth-db it asks for a token (Bearer, or as "
+                 "the HTTP Basic password) and shows each user their own sweeps; it "
+                 "is plaintext HTTP: off loopback, put it behind a TLS proxy");
   app.add_option("--lease-ttl-ms", options.lease_ttl_ms,
                  "a lease lapses after this long without a heartbeat")
       ->capture_default_str()

@@ -73,6 +73,9 @@ int HttpServer::OnRequest(::mg_connection* connection, void* self) {
   request.method = info->request_method != nullptr ? info->request_method : "";
   request.path = info->local_uri != nullptr ? info->local_uri : "";
   request.query = info->query_string != nullptr ? info->query_string : "";
+  if (const char* authorization = mg_get_header(connection, "Authorization")) {
+    request.authorization = authorization;
+  }
   HttpResponse response;
   try {
     response = static_cast<HttpServer*>(self)->handler_(request);

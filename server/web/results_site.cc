@@ -330,7 +330,7 @@ HttpResponse ResultsSite::Route(const HttpRequest& request) {
   absl::StatusOr<Query> query = ParseQuery(request.query);
   if (!query.ok()) return Error(query.status());
   const std::string& path = request.path;
-  if (path == "/" || path == "/sweeps") return SweepsPage(*query);
+  if (path == "/" || path == "/sweeps") return SweepsPage(request, *query);
   if (path == "/layerflow.js") {
     if (auto bad = UnknownParameter(*query, {})) return *bad;
     HttpResponse r;
@@ -338,7 +338,7 @@ HttpResponse ResultsSite::Route(const HttpRequest& request) {
     r.body = kScript;
     return r;
   }
-  if (path == "/api/sweeps") return SweepsJson(*query);
+  if (path == "/api/sweeps") return SweepsJson(request, *query);
   // /sweeps/ID[/results | /figures/FILE], /api/sweeps/ID
   std::vector<std::string> parts = absl::StrSplit(path, '/');
   // A leading "/" gives an empty first part.
@@ -371,14 +371,16 @@ absl::StatusOr<std::vector<v1::Job>> ResultsSite::ListJobs(const std::string& sw
   return jobs;
 }
 
-absl::StatusOr<std::vector<v1::Sweep>> ResultsSite::ListSweeps() {
+absl::StatusOr<std::vector<v1::Sweep>> ResultsSite::ListSweeps(const HttpRequest& request) {
   // The API lists jobs, not sweeps: the sweeps are those of every job, in
   // creation order (as the Python client's sweeps() finds them).
   LF_ASSIGN_OR_RETURN(std::vector<v1::Job> jobs, ListJobs(""));
   std::vector<std::string> ids;
   std::set<std::string> seen;
   for (const v1::Job& job : jobs) {
-    if (seen.insert(job.sweep_id()).second) ids.push_back(job.sweep_id());
+    if (!seen.insert(job.sweep_id()).second) continue;
+    if (request.may_see_sweep && !request.may_see_sweep(job.sweep_id())) continue;
+    ids.push_back(job.sweep_id());
   }
   std::vector<v1::Sweep> sweeps;
   for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
@@ -434,9 +436,9 @@ absl::StatusOr<std::shared_ptr<ResultsSite::SweepData>> ResultsSite::Data(
   return data;
 }
 
-HttpResponse ResultsSite::SweepsPage(const Query& query) {
+HttpResponse ResultsSite::SweepsPage(const HttpRequest& request, const Query& query) {
   if (auto bad = UnknownParameter(query, {})) return *bad;
-  absl::StatusOr<std::vector<v1::Sweep>> sweeps = ListSweeps();
+  absl::StatusOr<std::vector<v1::Sweep>> sweeps = ListSweeps(request);
   if (!sweeps.ok()) return Error(sweeps.status());
   std::string body = "<h1>Sweeps</h1>\n";
   if (sweeps->empty()) {
@@ -634,9 +636,9 @@ HttpResponse ResultsSite::Figure(const std::string& sweep_id, const std::string&
 #endif
 }
 
-HttpResponse ResultsSite::SweepsJson(const Query& query) {
+HttpResponse ResultsSite::SweepsJson(const HttpRequest& request, const Query& query) {
   if (auto bad = UnknownParameter(query, {})) return *bad;
-  absl::StatusOr<std::vector<v1::Sweep>> sweeps = ListSweeps();
+  absl::StatusOr<std::vector<v1::Sweep>> sweeps = ListSweeps(request);
   if (!sweeps.ok()) return Error(sweeps.status());
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (const v1::Sweep& s : *sweeps) out.push_back(SweepToJson(s));

@@ -12,9 +12,11 @@
 #define LAYERFLOW_SERVER_WEB_RESULTS_SITE_H_
 
 #include <cstddef>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -33,6 +35,11 @@ struct HttpRequest {
   std::string path;
   // The raw query string after '?', not decoded ("format=csv&model=a%2Bb").
   std::string query;
+  // The Authorization header, when the request has one (HttpServer).
+  std::optional<std::string> authorization;
+  // Set by GatePage (page_auth.h) for a caller who may see some sweeps
+  // only: the lists then show those. Unset: every sweep.
+  std::function<bool(const std::string& sweep_id)> may_see_sweep;
 };
 
 struct HttpResponse {
@@ -71,19 +78,21 @@ class ResultsSite {
   struct SweepData;  // a sweep's rows and figures at one state of it
 
   HttpResponse Route(const HttpRequest& request);
-  HttpResponse SweepsPage(const std::map<std::string, std::string>& query);
+  HttpResponse SweepsPage(const HttpRequest& request,
+                          const std::map<std::string, std::string>& query);
   HttpResponse SweepPage(const std::string& sweep_id,
                          const std::map<std::string, std::string>& query);
   HttpResponse Results(const std::string& sweep_id,
                        const std::map<std::string, std::string>& query);
   HttpResponse Figure(const std::string& sweep_id, const std::string& file,
                       const std::map<std::string, std::string>& query);
-  HttpResponse SweepsJson(const std::map<std::string, std::string>& query);
+  HttpResponse SweepsJson(const HttpRequest& request,
+                          const std::map<std::string, std::string>& query);
   HttpResponse SweepJson(const std::string& sweep_id,
                          const std::map<std::string, std::string>& query);
 
-  // Every sweep, newest first.
-  absl::StatusOr<std::vector<layerflow::v1::Sweep>> ListSweeps();
+  // Every sweep `request` may see (HttpRequest::may_see_sweep), newest first.
+  absl::StatusOr<std::vector<layerflow::v1::Sweep>> ListSweeps(const HttpRequest& request);
   absl::StatusOr<std::vector<layerflow::v1::Job>> ListJobs(const std::string& sweep_id);
   // The rows `layerflow results` reads (every page of QueryResults).
   absl::StatusOr<std::vector<layerflow::v1::ResultRow>> QueryRows(

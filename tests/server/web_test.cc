@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "report/figures/figures.h"
@@ -22,6 +23,9 @@
 #include "report/plot/plot.h"
 #include "server/store/sqlite_store.h"
 #include "server/web/http_server.h"
+#include "server/web/page_auth.h"
+#include "server/auth/authorizer.h"
+#include "server/auth/token_store.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server::web {
@@ -355,6 +359,119 @@ TEST_F(WebTest, ErrorsNameWhatIsWrong) {
   EXPECT_TRUE(head.body.empty());
 }
 
+// Issue 14: with --auth-db the gRPC port checked every caller, but the
+// results page on --http showed every sweep, its rows and figures to anyone
+// who reached the port. GatePage puts the page behind the same tokens.
+class PageAuthTest : public WebTest {
+ protected:
+  void SetUp() override {
+    WebTest::SetUp();
+    auto tokens = auth::OpenSqliteTokenStore(dir_.File("auth.db"));
+    ASSERT_TRUE(tokens.ok()) << tokens.status();
+    tokens_ = tokens->get();
+    alice_ = Token("alice", auth::Role::kUser);
+    admin_ = Token("root", auth::Role::kAdmin);
+    worker_ = Token("gpu-host", auth::Role::kWorker);
+    authorizer_ = std::make_unique<auth::Authorizer>(*std::move(tokens), auth::AuthorizerOptions());
+    mine_ = Submit("mine", {"pythia-tiny"});
+    theirs_ = Submit("theirs", {"pythia-tiny"});
+    ASSERT_TRUE(tokens_->ClaimOwner(auth::OwnedKind::kSweep, mine_, "alice").ok());
+    ASSERT_TRUE(tokens_->ClaimOwner(auth::OwnedKind::kSweep, theirs_, "bob").ok());
+  }
+
+  std::string Token(const std::string& user, auth::Role role) {
+    auto made = tokens_->CreateToken(user, role);
+    EXPECT_TRUE(made.ok()) << made.status();
+    return made.ok() ? made->token : "";
+  }
+
+  // The coordinator's order: the gate, then the site.
+  HttpResponse GetAs(const std::optional<std::string>& authorization, const std::string& path,
+                     const std::string& query = "") {
+    HttpRequest request{.method = "GET", .path = path, .query = query};
+    request.authorization = authorization;
+    if (std::optional<HttpResponse> refused = GatePage(*authorizer_, &request)) return *refused;
+    return site_->Handle(request);
+  }
+
+  auth::TokenStore* tokens_ = nullptr;  // owned by authorizer_
+  std::unique_ptr<auth::Authorizer> authorizer_;
+  std::string alice_, admin_, worker_, mine_, theirs_;
+};
+
+TEST_F(PageAuthTest, NoTokenIsAskedForOne) {
+  HttpResponse r = GetAs(std::nullopt, "/");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(Header(r, "WWW-Authenticate"), "Basic realm=\"layerflow\", charset=\"UTF-8\"");
+  EXPECT_THAT(r.body, HasSubstr("results page: GetSweep: "));
+  EXPECT_THAT(r.body, HasSubstr("send 'Authorization: Bearer <token>'"));
+  EXPECT_THAT(r.body, Not(HasSubstr(mine_)));
+
+  HttpResponse wrong = GetAs("Bearer lf_0000000000000000_nope", "/api/sweeps");
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_THAT(wrong.body, Not(HasSubstr("nope")));  // the secret is never echoed
+  HttpResponse garbled = GetAs("Basic %%%", "/");
+  EXPECT_EQ(garbled.status, 401);
+  EXPECT_THAT(garbled.body, HasSubstr("not 'Bearer <token>'"));
+}
+
+TEST_F(PageAuthTest, AWorkerTokenMayNotReadResults) {
+  HttpResponse r = GetAs("Bearer " + worker_, "/");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_THAT(r.body, HasSubstr("GetSweep needs role user or admin"));
+  EXPECT_THAT(r.body, HasSubstr("has role worker"));
+}
+
+TEST_F(PageAuthTest, AUserSeesOnlyTheirOwnSweeps) {
+  for (const std::string& header :
+       {"Bearer " + alice_, "Basic " + absl::Base64Escape("alice:" + alice_)}) {
+    SCOPED_TRACE(header.substr(0, 6));
+    HttpResponse list = GetAs(header, "/");
+    EXPECT_EQ(list.status, 200);
+    EXPECT_THAT(list.body, HasSubstr(absl::StrCat("<a href=\"/sweeps/", mine_, "\">")));
+    EXPECT_THAT(list.body, Not(HasSubstr(theirs_)));
+    const nlohmann::json json = nlohmann::json::parse(GetAs(header, "/api/sweeps").body);
+    ASSERT_EQ(json.size(), 1u);
+    EXPECT_EQ(json[0]["sweep_id"], mine_);
+    EXPECT_EQ(GetAs(header, "/sweeps/" + mine_).status, 200);
+    for (const std::string& path :
+         {"/sweeps/" + theirs_, "/sweeps/" + theirs_ + "/results", "/api/sweeps/" + theirs_,
+          "/sweeps/" + theirs_ + "/figures/x.png", std::string("/sweeps/sw-none")}) {
+      HttpResponse other = GetAs(header, path, "format=csv");
+      EXPECT_EQ(other.status, 403) << path;
+      EXPECT_THAT(other.body, HasSubstr("is not a sweep of 'alice'")) << path;
+    }
+  }
+}
+
+TEST_F(PageAuthTest, AnAdminSeesEverySweep) {
+  HttpResponse list = GetAs("Bearer " + admin_, "/");
+  EXPECT_EQ(list.status, 200);
+  EXPECT_THAT(list.body, HasSubstr(mine_));
+  EXPECT_THAT(list.body, HasSubstr(theirs_));
+  EXPECT_EQ(GetAs("Bearer " + admin_, "/sweeps/" + theirs_).status, 200);
+}
+
+TEST_F(WebTest, WithAuthenticationOffThePagePassesUnchanged) {
+  const std::string id = Submit("open", {"pythia-tiny"});
+  auth::Authorizer off;
+  HttpRequest request{.method = "GET", .path = "/sweeps/" + id};
+  EXPECT_EQ(GatePage(off, &request), std::nullopt);
+  EXPECT_FALSE(request.may_see_sweep);
+  EXPECT_EQ(site_->Handle(request).status, 200);
+}
+
+TEST(SweepOfPathTest, NamesTheSweepOfEachPage) {
+  EXPECT_EQ(SweepOfPath("/sweeps/sw-1"), "sw-1");
+  EXPECT_EQ(SweepOfPath("/sweeps/sw-1/results"), "sw-1");
+  EXPECT_EQ(SweepOfPath("/sweeps/sw-1/figures/a.png"), "sw-1");
+  EXPECT_EQ(SweepOfPath("/api/sweeps/sw-2"), "sw-2");
+  EXPECT_EQ(SweepOfPath("/"), "");
+  EXPECT_EQ(SweepOfPath("/sweeps"), "");
+  EXPECT_EQ(SweepOfPath("/api/sweeps"), "");
+  EXPECT_EQ(SweepOfPath("/layerflow.js"), "");
+}
+
 TEST(ParseQueryTest, DecodesAndRejects) {
   auto q = ParseQuery("a=1&b=x+y%2Fz&&empty=&flag");
   ASSERT_TRUE(q.ok()) << q.status();
@@ -381,7 +498,7 @@ TEST(HttpBindAddressTest, PortAloneIsLoopback) {
 }
 
 // A plain HTTP/1.0 GET over loopback; the whole response.
-std::string Fetch(int port, const std::string& target) {
+std::string Fetch(int port, const std::string& target, const std::string& headers = "") {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -391,7 +508,8 @@ std::string Fetch(int port, const std::string& target) {
     close(fd);
     return "connect failed";
   }
-  const std::string request = "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  const std::string request =
+      "GET " + target + " HTTP/1.0\r\nHost: 127.0.0.1\r\n" + headers + "\r\n";
   (void)!write(fd, request.data(), request.size());
   std::string response;
   char buffer[4096];
@@ -402,8 +520,10 @@ std::string Fetch(int port, const std::string& target) {
 
 TEST(HttpServerTest, ServesTheHandlerOnLoopback) {
   std::string seen_path, seen_query;
+  std::optional<std::string> seen_authorization;
   auto server = HttpServer::Start("127.0.0.1:0", [&](const HttpRequest& r) {
     seen_path = r.path;
+    seen_authorization = r.authorization;
     seen_query = r.query;
     HttpResponse response;
     response.status = r.path == "/missing" ? 404 : 200;
@@ -423,7 +543,10 @@ TEST(HttpServerTest, ServesTheHandlerOnLoopback) {
   EXPECT_THAT(ok, ::testing::EndsWith("\r\n\r\na,b\n1,2\n"));
   EXPECT_EQ(seen_path, "/sweeps/sw-1/results");    // decoded by civetweb
   EXPECT_EQ(seen_query, "format=csv&m=a%2Bb");      // left to ParseQuery
-  EXPECT_THAT(Fetch((*server)->port(), "/missing"), StartsWith("HTTP/1.0 404 Not Found\r\n"));
+  EXPECT_EQ(seen_authorization, std::nullopt);
+  EXPECT_THAT(Fetch((*server)->port(), "/missing", "Authorization: Bearer lf_1_x\r\n"),
+              StartsWith("HTTP/1.0 404 Not Found\r\n"));
+  EXPECT_EQ(seen_authorization, "Bearer lf_1_x");  // handed to the gate (page_auth.h)
 
   // A port in use: UNAVAILABLE naming the address.
   const std::string taken = absl::StrCat("127.0.0.1:", (*server)->port());
