@@ -320,7 +320,10 @@ absl::StatusOr<std::string> CoordinatorCore::EndLeaseIfDue(
     }
     clock = c;
   }
-  if (clock.limit_ms > 0 && now - clock.started_ms > clock.limit_ms) {
+  // Judged from the first progress report: a lease taken ahead waits
+  // unjudged, and so does every lease of a worker that reports none (an
+  // older build; its hung jobs still lapse when the process dies).
+  if (clock.limit_ms > 0 && clock.has_progress && now - clock.started_ms > clock.limit_ms) {
     const std::string error = absl::StrCat(
         "DEADLINE_EXCEEDED: job ", job_id, " ran ", (now - clock.started_ms) / 1000,
         " s under one lease, past its limit of max_job_seconds = ", clock.limit_ms / 1000);

@@ -46,7 +46,8 @@ struct CoreOptions {
   // quarantined: leased nothing until an admin releases it (0: never).
   int32_t quarantine_after = 3;
   // The deadline of a job whose sweep sets no max_job_seconds (0: none):
-  // past it under one lease the job FAILS with DEADLINE_EXCEEDED.
+  // past it under one lease, counted from the worker's first heartbeat
+  // reporting progress, the job FAILS with DEADLINE_EXCEEDED.
   int64_t max_job_seconds = 0;
   // The progress watchdog: a lease whose heartbeats report the same
   // progress for this long is not renewed; its job is retried elsewhere as

@@ -816,19 +816,26 @@ TEST_F(CoreTest, CoordinatorDefaultDeadlineAppliesToSweepsWithoutOne) {
   LF_ASSERT_OK_AND_ASSIGN(auto second, core_->LeaseJob(LeaseRequest(worker)));
   ASSERT_TRUE(first.leased() && second.leased());
   ASSERT_EQ(first.job().spec().max_job_seconds(), 0);
-  // No progress reported (an older worker): the clock runs from the grant.
-  for (int64_t t = 500; t <= 2000; t += 500) {
+  // A lease whose heartbeats report no progress (held ahead, or an older
+  // worker) is not judged: the clock starts at the first report.
+  for (int64_t t = 500; t <= 5000; t += 500) {
     now_ = 1'000'000 + t;
-    LF_ASSERT_OK_AND_ASSIGN(auto a, core_->Heartbeat(Beat(worker, first)));
+    LF_ASSERT_OK_AND_ASSIGN(auto waiting, core_->Heartbeat(Beat(worker, first)));
+    EXPECT_EQ(waiting.stopped(), "");
+    LF_ASSERT_OK(core_->Heartbeat(Beat(worker, second)).status());
+  }
+  for (int64_t t = 5500, p = 0; t <= 7500; t += 500, ++p) {
+    now_ = 1'000'000 + t;
+    LF_ASSERT_OK_AND_ASSIGN(auto a, core_->Heartbeat(Beat(worker, first, p)));
     EXPECT_EQ(a.stopped(), "");
-    LF_ASSERT_OK_AND_ASSIGN(auto b, core_->Heartbeat(Beat(worker, second)));
+    LF_ASSERT_OK_AND_ASSIGN(auto b, core_->Heartbeat(Beat(worker, second, p)));
     EXPECT_EQ(b.stopped(), "");
   }
-  now_ = 1'000'000 + 2500;
-  LF_ASSERT_OK_AND_ASSIGN(auto a, core_->Heartbeat(Beat(worker, first)));
+  now_ = 1'000'000 + 7501;
+  LF_ASSERT_OK_AND_ASSIGN(auto a, core_->Heartbeat(Beat(worker, first, 9)));
   EXPECT_EQ(a.stopped(), "DEADLINE_EXCEEDED: job " + first.job().job_id() +
                              " ran 2 s under one lease, past its limit of max_job_seconds = 2");
-  LF_ASSERT_OK_AND_ASSIGN(auto b, core_->Heartbeat(Beat(worker, second)));
+  LF_ASSERT_OK_AND_ASSIGN(auto b, core_->Heartbeat(Beat(worker, second, 9)));
   EXPECT_EQ(b.stopped(), "");
 }
 
