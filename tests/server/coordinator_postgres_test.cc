@@ -28,7 +28,7 @@ TEST(CoordinatorOnPostgres, StartsOnAUrlAndAdministersTheSameDatabase) {
   EXPECT_GT(server->port(), 0);
   // The schema is there, made by the coordinator's store.
   EXPECT_THAT(pg->Query("coordinator_db", "SELECT version FROM layerflow_schema"),
-              ::testing::Eq(absl::StatusOr<std::string>("6")));  // the latest, v6
+              ::testing::Eq(absl::StatusOr<std::string>("7")));  // the latest, v7
   LF_ASSERT_OK(pg->Query("coordinator_db",
                          "INSERT INTO workers (worker_id, name, capabilities, registered_ms, "
                          "last_seen_ms, quarantined, quarantine_reason) VALUES "

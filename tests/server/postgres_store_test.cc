@@ -48,9 +48,9 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("schema_db"));
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenPostgresStore(pg.Url("schema_db")));
-  EXPECT_EQ(PostgresSchemaVersion(), 6);
+  EXPECT_EQ(PostgresSchemaVersion(), 7);
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(version::text, ',') FROM layerflow_schema"),
-              ::testing::Eq(absl::StatusOr<std::string>("6")));
+              ::testing::Eq(absl::StatusOr<std::string>("7")));
   // v3: the jobs per state kept by triggers (an empty database: zeros) and
   // the partial index of "not on this worker again" attempts.
   EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(state || ':' || n, ' ' ORDER BY state) "
@@ -77,6 +77,12 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
   EXPECT_THAT(pg.Query("schema_db", "SELECT owner || ':' || queued || ':' || running FROM "
                                     "user_shares"),
               ::testing::Eq(absl::StatusOr<std::string>(":0:0")));
+  // v7: one trigger on a change of state.
+  EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(tgname, ' ' ORDER BY tgname) FROM "
+                                    "pg_trigger WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal"),
+              ::testing::Eq(absl::StatusOr<std::string>(
+                  "jobs_count_delete jobs_count_insert jobs_share_delete jobs_share_insert "
+                  "jobs_state_change")));
   LF_ASSERT_OK(store->RegisterWorker("w", "host", "", 5));
   store.reset();
   LF_ASSERT_OK_AND_ASSIGN(store, OpenPostgresStore(pg.Url("schema_db")));
@@ -94,7 +100,7 @@ TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
                    .status());
   EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "schema version 99 is newer than this build's 6"));
+                       "schema version 99 is newer than this build's 7"));
 }
 
 // Two coordinators starting at once on a fresh database: one migrates, the
