@@ -37,6 +37,56 @@ __device__ __forceinline__ double WarpSum(double x) {
   return x;
 }
 
+// Butterfly reduce-scatter of M per-lane values: afterwards every lane holds
+// the warp's sum of one of them (ReduceScatterSlot says which). Each step
+// halves the values a lane carries: it keeps one half, sends the other to
+// lane ^ offset, and adds what that lane sent. M values cost about M + 4
+// double shuffles where M WarpSums cost 5 M: the point pass reduces 10
+// statistics a token pair, and its shuffles were the largest share of its
+// issued instructions (a shuffle issues at a warp a clock on sm_90).
+template <int M, int kOffset>
+__device__ __forceinline__ double ReduceScatter(const double (&a)[M], int lane) {
+  if constexpr (M == 1) {  // one value left: a full butterfly over the lanes left
+    double x = a[0];
+#pragma unroll
+    for (int offset = kOffset; offset > 0; offset /= 2) {
+      x += __shfl_xor_sync(0xffffffffu, x, offset);  // commutative: both lanes' bits agree
+    }
+    return x;
+  } else {
+    static_assert(kOffset > 0, "at most 32 values a warp");
+    constexpr int kHalf = (M + 1) / 2;
+    const bool high = (lane & kOffset) != 0;
+    double kept[kHalf];
+#pragma unroll
+    for (int i = 0; i < kHalf; ++i) {
+      const double lo = a[i], hi = kHalf + i < M ? a[kHalf + i] : 0.0;
+      kept[i] = (high ? hi : lo) + __shfl_xor_sync(0xffffffffu, high ? lo : hi, kOffset);
+    }
+    return ReduceScatter<kHalf, kOffset / 2>(kept, lane);
+  }
+}
+
+// Which of ReduceScatter<M, 16>'s values lane holds: its index, or -1 for a
+// lane that holds padding or shares its index with the lane below it.
+template <int M>
+__device__ __forceinline__ int ReduceScatterSlot(int lane) {
+  int base = 0, size = M, valid = M;  // the lane's values: [base, base + valid) of M
+  int offset = 16;
+  for (; offset > 0 && size > 1; offset /= 2) {
+    const int half = (size + 1) / 2;
+    if (lane & offset) {
+      base += half;
+      valid = valid > half ? valid - half : 0;
+    } else {
+      valid = valid < half ? valid : half;
+    }
+    size = half;
+  }
+  const int duplicates = offset == 0 ? 0 : (offset * 2 - 1);  // lanes summed in full
+  return valid > 0 && (lane & duplicates) == 0 ? base : -1;
+}
+
 // The block's sum of x, valid in thread 0 (fixed order: warps, then warp 0).
 __device__ double BlockSum(double x) {
   __shared__ double warp_sums[kWarps];
@@ -328,6 +378,7 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   // thread passes after its reads of group g.
   __shared__ double warp_sums[2][kWarps][kPassStats * kPassTokens];
   double acc[kRows > 0 ? kRows : 1][kSlots][kValues] = {};
+  const int sum_slot = ReduceScatterSlot<kPassTokens * kPassStats>(lane);
   int parity = 0;
   for (int64_t t = t0; t < t1; t += kPassTokens, parity ^= 1) {
     const int count = static_cast<int>(t1 - t < kPassTokens ? t1 - t : kPassTokens);
@@ -399,13 +450,11 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
         }
       }
     }
-#pragma unroll
-    for (int u = 0; u < kPassTokens; ++u) {
-#pragma unroll
-      for (int i = 0; i < kPassStats; ++i) {
-        const double sum = WarpSum(part[u][i]);
-        if (lane == 0) warp_sums[parity][warp][u * kPassStats + i] = sum;
-      }
+    {
+      constexpr int kSums = kPassTokens * kPassStats;
+      const double sum = ReduceScatter<kSums, 16>(
+          *reinterpret_cast<const double(*)[kSums]>(&part[0][0]), lane);
+      if (sum_slot >= 0) warp_sums[parity][warp][sum_slot] = sum;
     }
     __syncthreads();
     if (tid < kPassStats * count) {  // one statistic of one token a thread
