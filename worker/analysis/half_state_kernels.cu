@@ -463,14 +463,21 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
       stats[(tid % kPassStats) * tokens + b * n + t + tid / kPassStats] = sum;
     }
     if constexpr (kRows > 0) {
+      // Lane u forms token u's 1 / |x| and the warp shares it: a float64
+      // square root and division are sequences of ~20 instructions each,
+      // which every thread repeated for every token before. As the
+      // metrics' float64 path: 1 / max(sqrt(|x|^2), tiny), each step
+      // correctly rounded; |x|^2 summed in the order the stats' is.
+      double lane_unit = 0;
+      if (lane < count) {
+        double norm_sq = 0;
+        for (int w = 0; w < kWarps; ++w) norm_sq += warp_sums[parity][w][lane * kPassStats];
+        lane_unit = 1.0 / fmax(sqrt(norm_sq), tiny);
+      }
 #pragma unroll
       for (int u = 0; u < kPassTokens; ++u) {
-        if (u >= count) break;
-        // As the metrics' float64 path: 1 / max(sqrt(|x|^2), tiny), each
-        // step correctly rounded; |x|^2 summed in the order the stats' is.
-        double norm_sq = 0;
-        for (int w = 0; w < kWarps; ++w) norm_sq += warp_sums[parity][w][u * kPassStats];
-        const double unit = 1.0 / fmax(sqrt(norm_sq), tiny);
+        if (u >= count) break;  // count is the block's: the warp leaves whole
+        const double unit = __shfl_sync(0xffffffffu, lane_unit, u);
         double weight[kRows];
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {

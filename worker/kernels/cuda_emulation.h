@@ -133,6 +133,10 @@ T __shfl_xor_sync(unsigned, T value, int mask) {
   return ::lf_emu::Exchange(value, ::lf_emu::Lane() ^ static_cast<unsigned>(mask));
 }
 template <typename T>
+T __shfl_sync(unsigned, T value, int src_lane) {
+  return ::lf_emu::Exchange(value, static_cast<unsigned>(src_lane) % 32u);
+}
+template <typename T>
 T __shfl_up_sync(unsigned, T value, unsigned delta) {
   const unsigned lane = ::lf_emu::Lane();
   const T up = ::lf_emu::Exchange(value, lane >= delta ? lane - delta : lane);
