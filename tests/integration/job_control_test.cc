@@ -425,6 +425,7 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
   const int port = FreeLoopbackPort();
   ASSERT_GT(port, 0);
   const std::string address = absl::StrCat("127.0.0.1:", port);
+  constexpr int64_t kChunks = 64;
   auto start = [&] {
     auto coordinator = std::make_unique<Process>(
         std::vector<std::string>{LAYERFLOW_COORDINATOR_BINARY, "--listen", address, "--db",
@@ -432,8 +433,19 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
                                  "--heartbeat-interval-ms", "200", "--reaper-interval-ms", "100",
                                  "--max-attempts", "3"},
         dir_ / "coordinator.log");
+    // Reconnect within 50-200 ms: with gRPC's default backoff (1 s, then
+    // x1.6) the probe below saw the new coordinator 3-6 s after the worker
+    // did, by when the job had run on 6-22 more chunks at 100 ms a chunk;
+    // once it ran to within 4 chunks of its end, the next kill's wait could
+    // never be met (a CI failure: "want 33", of 32 chunks). Even so a
+    // restart takes the probe up to 5 s here (process start on a loaded
+    // 2-core machine), hence 64 chunks at 250 ms: at most ~24 a restart.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
     stub_ = v1::Coordinator::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
     const auto deadline = SteadyClock::now() + 60s;
     while (SteadyClock::now() < deadline) {
       grpc::ClientContext ctx;
@@ -448,16 +460,29 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
     }
     return coordinator;
   };
+  auto coordinator_log = [&] {
+    std::ifstream in(dir_ / "coordinator.log");
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
   std::unique_ptr<Process> coordinator = start();
-  Worker worker(port, "steady", dir_ / "steady.log", {"--pause-after-chunk-ms", "100"});
-  const std::string sweep_id = Submit(Spec("restarts", 32));
+  Worker worker(port, "steady", dir_ / "steady.log", {"--pause-after-chunk-ms", "250"});
+  const std::string sweep_id = Submit(Spec("restarts", kChunks));
   const std::string job_id = sweep_id + "-0";
   int64_t last = 0;
   for (int kill = 1; kill <= 3; ++kill) {
     const int64_t want = last + 4;
-    ASSERT_TRUE(WaitForJob(job_id, [&](const v1::Job& j) { return j.chunks_committed() >= want; }))
-        << worker.Log();
+    int64_t seen = -1;
+    ASSERT_TRUE(WaitForJob(job_id, [&](const v1::Job& j) {
+      seen = j.chunks_committed();
+      return seen >= want;
+    })) << "before kill " << kill << ": want " << want << " chunks, last seen " << seen << "\n"
+        << worker.Log() << coordinator_log();
     last = Job(job_id).chunks_committed();
+    // Each kill lands mid-job, or the test proves nothing.
+    ASSERT_LT(last, kChunks) << "kill " << kill << " came after the job's last chunk";
+    std::cerr << "kill " << kill << " at " << last << " of " << kChunks << " chunks" << std::endl;
     coordinator->Kill(SIGKILL);
     // Down longer than the TTL: before the recovery pass, the lease
     // lapsed at the new coordinator's first reaper pass. (The TTL leaves
@@ -469,14 +494,8 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
                          [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; }))
       << worker.Log();
   const v1::Job job = Job(job_id);
-  auto coordinator_log = [&] {
-    std::ifstream in(dir_ / "coordinator.log");
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  };
   EXPECT_EQ(job.attempts(), 1) << worker.Log() << coordinator_log();
-  EXPECT_EQ(job.chunks_committed(), 32);
+  EXPECT_EQ(job.chunks_committed(), kChunks);
   EXPECT_EQ(job.error(), "");
   const std::string log = worker.Log();
   EXPECT_TRUE(absl::StrContains(log, "keeping the lease and retrying")) << log;
@@ -490,7 +509,7 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
   EXPECT_EQ(leases, 1) << log;
   EXPECT_TRUE(absl::StrContains(coordinator_log(), "recovery: 1 running lease extended by 8000 ms"))
       << coordinator_log();
-  const std::string clean_id = Submit(Spec("restarts", 32));
+  const std::string clean_id = Submit(Spec("restarts", kChunks));
   ASSERT_TRUE(WaitForJob(clean_id + "-0",
                          [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; }));
   ExpectSameRows(sweep_id, clean_id);
