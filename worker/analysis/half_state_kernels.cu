@@ -40,8 +40,8 @@ __device__ __forceinline__ double WarpSum(double x) {
 // Butterfly reduce-scatter of M per-lane values: afterwards every lane holds
 // the warp's sum of one of them (ReduceScatterSlot says which). Each step
 // halves the values a lane carries: it keeps one half, sends the other to
-// lane ^ offset, and adds what that lane sent. M values cost about M + 4
-// double shuffles where M WarpSums cost 5 M: the point pass reduces 10
+// lane ^ offset, and adds what that lane sent. 10 values cost 12 double
+// shuffles where 10 WarpSums cost 50: the point pass reduces 10
 // statistics a token pair, and its shuffles were the largest share of its
 // issued instructions (a shuffle issues at a warp a clock on sm_90).
 template <int M, int kOffset>
@@ -450,12 +450,14 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
         }
       }
     }
-    {
-      constexpr int kSums = kPassTokens * kPassStats;
-      const double sum = ReduceScatter<kSums, 16>(
-          *reinterpret_cast<const double(*)[kSums]>(&part[0][0]), lane);
-      if (sum_slot >= 0) warp_sums[parity][warp][sum_slot] = sum;
+    double flat[kPassTokens * kPassStats];  // in warp_sums' order (a copy of registers)
+#pragma unroll
+    for (int u = 0; u < kPassTokens; ++u) {
+#pragma unroll
+      for (int i = 0; i < kPassStats; ++i) flat[u * kPassStats + i] = part[u][i];
     }
+    const double warp_sum = ReduceScatter<kPassTokens * kPassStats, 16>(flat, lane);
+    if (sum_slot >= 0) warp_sums[parity][warp][sum_slot] = warp_sum;
     __syncthreads();
     if (tid < kPassStats * count) {  // one statistic of one token a thread
       double sum = 0;
