@@ -8,9 +8,10 @@
 // Times, on CUDA when present (else the CPU), the median over --reps of each
 // op run 10 times back to back (ended by a device-to-host copy), per call:
 // the per-token pass, the weighted token sums, the CKA Gram's lower block
-// triangle in 1, 2, 4 and 8 row blocks (and the full GEMM with a half
-// output, the tensor cores' rate without the float32 write), and the
-// centred products of two such Grams. One point of the adjacent CKA costs
+// triangle in 1, 2, 4, 8 and 16 row blocks, each by row-block GEMMs and as
+// one batched GEMM of its tiles (and the full GEMM with a half output, the
+// tensor cores' rate without the float32 write), and the centred products
+// of two such Grams. One point of the adjacent CKA costs
 // one Gram and one product pass. --dtype fp32: float32 states, whose Grams
 // are the split-bf16 GEMM (half_state_ops.h; the split itself timed too).
 //   --accumulator 1  instead: the 8 per-layer metrics of LayerMetricAccumulator
@@ -199,8 +200,14 @@ int main(int argc, char** argv) {
              }));
     }
   }
-  for (const int64_t blocks : {1, 2, 4, 8}) {
+  for (const int64_t blocks : {1, 2, 4, 8, 16}) {
+    // Row block by row block, then (CUDA, blocks dividing n) the same
+    // triangle's tiles in one batched GEMM (HalfLowerBlockGram's default).
+    lw::SetGramTileGemm(false);
     report("Gram lower block triangle, float32, " + std::to_string(blocks) + " row blocks",
+           MedianMsPerCall(reps, [&] { return lw::HalfLowerBlockGram(b, blocks); }));
+    lw::SetGramTileGemm(true);
+    report("Gram lower block triangle, float32, " + std::to_string(blocks) + " blocks, tiles",
            MedianMsPerCall(reps, [&] { return lw::HalfLowerBlockGram(b, blocks); }));
     lw::RawGram ga, gb;
     ga.lower = lw::HalfLowerBlockGram(a, blocks);

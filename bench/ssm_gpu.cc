@@ -9,12 +9,15 @@
 //                 [--aten 1]   (also the ATen path of the SSMs, for the ratio)
 //                 [--warmups 2] (0 with --reps 1: exactly one forward, for ncu)
 //                 [--sets three,all_8] (which metric sets are timed)
+//                 [--gram-blocks 4] [--gram-tiles 1] (the CKA Gram's tiling, A/B)
 //                 [--profile-range 1] (the profiler on only while a forward-only
 //                  model's forward or a metric set runs: with
 //                  `ncu --profile-from-start off`, the kernels of exactly that)
 //
 // Times are the median of --reps runs after --warmups warm-ups (2), each ending on a
-// device-to-host copy (queued kernels counted). A failure of one model or
+// device-to-host copy (queued kernels counted). The metric sets run in rounds
+// with a forward (forward, three, all 8, forward, ...), and each set's
+// overhead is the median of its run over its round's forward. A failure of one model or
 // measurement is reported in its entry ("error") and the others go on: the
 // process never aborts on a LibTorch exception.
 //
@@ -43,6 +46,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_util.h"
+#include "worker/analysis/half_state_ops.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"
@@ -94,6 +98,11 @@ auto Profiled(bool on, F&& run) {
     if (on) cudaProfilerStop();
 #endif
   };
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 // 2 x block matrix parameters per token, + causal attention.
@@ -175,26 +184,61 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
       lw::ssm::SetSsmKernelsEnabled(true);
     }
     if (forward_only) return out;
+    // The metric sets timed in rounds with the forward, each round one run
+    // of each, and each set's overhead the median over rounds of its run
+    // over that round's forward: the GPU's speed drifts between blocks of
+    // runs (a forward's median moved by 2% between consecutive runs of one
+    // binary, more than the 1 ms a change to the metrics is worth), and a
+    // ratio of neighbours cancels that drift.
+    struct Timed {
+      std::string label;
+      std::function<void()> run;
+      std::vector<double> ms;
+      double peak_gib = 0;
+    };
+    std::vector<Timed> timed = {{"forward", Profiled(profile_range && forward_only, forward)}};
     for (const auto& [label, names] :
          {std::pair{"three_metrics", kThree}, std::pair{"all_8_metrics", kAllEight}}) {
       const std::string set = std::string(label) == "three_metrics" ? "three" : "all_8";
       if (std::find(sets.begin(), sets.end(), set) == sets.end()) continue;
       const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(names);
-      ResetPeak(device);
-      const double ms = layerflow::bench::MedianMs(reps, Profiled(profile_range, [&] {
-        lw::LayerMetricAccumulator acc(metrics, m.num_layers(), device, tokens);
-        acc.SetModelDtype(m.dtype());
-        m.Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
-        acc.EndBatch();
-        (void)acc.sums().cpu();
-      }), warmups);
-      out[std::string(label) + "_ms"] = ms;
-      out[std::string(label) + "_overhead"] = ms / forward_ms - 1;
-      out[std::string(label) + "_peak_gib"] = PeakGiB(device);
-      std::printf("%-12s + %-14s %9.1f ms  (+%.1f%%)  peak %.1f GiB\n", name.c_str(), label, ms,
-                  100 * (ms / forward_ms - 1), PeakGiB(device));
+      timed.push_back({label, Profiled(profile_range, [&m, &ids, &device, metrics, tokens] {
+                         lw::LayerMetricAccumulator acc(metrics, m.num_layers(), device, tokens);
+                         acc.SetModelDtype(m.dtype());
+                         m.Forward(ids, [&](int64_t point, const at::Tensor& h) {
+                           acc.Observe(point, h);
+                         });
+                         acc.EndBatch();
+                         (void)acc.sums().cpu();
+                       })});
+    }
+    for (Timed& t : timed) {
+      // Warm-ups (none in ncu's one-forward runs, --warmups 0); the first
+      // gives the run's peak memory.
+      for (int i = 0; i < warmups; ++i) {
+        if (i == 0) ResetPeak(device);
+        t.run();
+        if (i == 0) t.peak_gib = PeakGiB(device);
+      }
+    }
+    for (int r = 0; r < reps; ++r) {
+      for (Timed& t : timed) t.ms.push_back(layerflow::bench::ElapsedMs(t.run));
+    }
+    for (size_t i = 1; i < timed.size(); ++i) {
+      const Timed& t = timed[i];
+      std::vector<double> ratio;
+      for (int r = 0; r < reps; ++r) ratio.push_back(t.ms[r] / timed[0].ms[r]);
+      const double overhead = Median(ratio) - 1;
+      const double ms = Median(t.ms);
+      out[t.label + "_ms"] = ms;
+      out[t.label + "_overhead"] = overhead;
+      out[t.label + "_peak_gib"] = warmups > 0 ? t.peak_gib : PeakGiB(device);
+      std::printf("%-12s + %-14s %9.1f ms  (+%.1f%% of the forward beside it, %.1f ms)  peak %.1f GiB\n",
+                  name.c_str(), t.label.c_str(), ms, 100 * overhead, Median(timed[0].ms),
+                  out[t.label + "_peak_gib"].get<double>());
       std::fflush(stdout);
     }
+    out["forward_beside_metrics_ms"] = Median(timed[0].ms);
   } catch (const c10::Error& e) {
     out["error"] = e.what_without_backtrace();
   } catch (const std::exception& e) {
@@ -217,6 +261,11 @@ int main(int argc, char** argv) {
   const int warmups = std::atoi(Flag(argc, argv, "--warmups", "2").c_str());
   const std::vector<std::string> sets = Split(Flag(argc, argv, "--sets", "three,all_8"));
   const bool profile_range = Flag(argc, argv, "--profile-range", "0") == std::string("1");
+  // The CKA Gram's tiling (worker/analysis/half_state_ops.h), for A/B runs.
+  const std::string default_blocks = std::to_string(layerflow::worker::kGramRowBlocks);
+  layerflow::worker::SetGramRowBlocks(
+      std::atoll(Flag(argc, argv, "--gram-blocks", default_blocks.c_str()).c_str()));
+  layerflow::worker::SetGramTileGemm(Flag(argc, argv, "--gram-tiles", "1") == std::string("1"));
   auto dtype = lw::ParseDtype(dtype_name);
   if (!dtype.ok()) {
     std::fprintf(stderr, "error: %s\n", dtype.status().ToString().c_str());
@@ -230,7 +279,10 @@ int main(int argc, char** argv) {
               dtype_name.c_str(), static_cast<long long>(prompts),
               static_cast<long long>(tokens), device.str().c_str(), reps);
   nlohmann::json report = {{"dtype", dtype_name}, {"prompts", prompts}, {"tokens", tokens},
-                           {"reps", reps}, {"device", device.str()}, {"models", nlohmann::json::array()}};
+                           {"reps", reps}, {"device", device.str()},
+                           {"gram_blocks", layerflow::worker::GramRowBlocks(tokens)},
+                           {"gram_tiles", Flag(argc, argv, "--gram-tiles", "1") == std::string("1")},
+                           {"models", nlohmann::json::array()}};
   bool failed = false;
   for (const std::string& name : Split(Flag(argc, argv, "--models", "pythia-1.4b,mamba-1.4b,mamba2-1.3b"))) {
     report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, false, aten,

@@ -96,12 +96,17 @@ struct RawGram {
 };
 
 // The row blocks of a Gram's lower block triangle (rows n i / blocks ..
-// n (i + 1) / blocks - 1 for i < blocks): 4 blocks multiply 62.5% of the full
-// product. Fewer when n is small (each block at least kMinGramBlockRows).
-// The float64 path's Grams use the same tiling (layer_metrics.cc).
-inline constexpr int64_t kGramRowBlocks = 4;
+// n (i + 1) / blocks - 1 for i < blocks): 8 blocks multiply 56.25% of the
+// full product, 4 blocks 62.5%. Fewer when n is small (each block at least
+// kMinGramBlockRows) or when fewer give equal blocks of whole 16-byte
+// float32 rows, which the tile GEMM needs (half_state_ops.cc). The float64
+// path's Grams use the same tiling (layer_metrics.cc).
+inline constexpr int64_t kGramRowBlocks = 8;
 inline constexpr int64_t kMinGramBlockRows = 64;
 int64_t GramRowBlocks(int64_t n);
+// The most blocks GramRowBlocks gives (kGramRowBlocks unless set; >= 1):
+// for benchmarks comparing tilings, set before any batch.
+void SetGramRowBlocks(int64_t blocks);
 // Row block i: rows [lo, hi), multiplied against columns [0, hi).
 struct RowBlock {
   int64_t lo, hi;
@@ -172,6 +177,10 @@ at::Tensor SplitBf16OperandsAten(const at::Tensor& h);
 // above the diagonal blocks are left unset.
 at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks,
                               const at::Tensor& norm_sq = at::Tensor());
+// On CUDA, where `blocks` divides n, HalfLowerBlockGram multiplies the
+// triangle's tiles in one batched GEMM (half_state_ops.cc, GemmLowerTiles),
+// else row block by row block. Off: always by row blocks (benchmarks' A/B).
+void SetGramTileGemm(bool enabled);
 
 // The whole centred Gram of h [B, n, d] into float32 out [B, n, n]
 // (the all-pair CKA's Grams, kept for its products): K = h h^T the same
