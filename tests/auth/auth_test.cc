@@ -23,6 +23,7 @@ namespace {
 
 namespace v1 = ::layerflow::v1;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 
 std::string ReadAll(const std::string& path) {
@@ -75,24 +76,23 @@ TEST(TokenStoreTest, RefusesWrongRevokedAndMalformedTokens) {
   std::string wrong = made->token;
   wrong.back() = wrong.back() == '0' ? '1' : '0';
   auto status = (*store)->Authenticate(wrong).status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_THAT(status.message(), HasSubstr(absl::StrCat("token ", made->record.id, ": wrong secret")));
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       absl::StrCat("token ", made->record.id, ": wrong secret")));
 
   status = (*store)->Authenticate("lf_nothex").status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_THAT(status.message(), HasSubstr("malformed token"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnauthenticated, "malformed token"));
 
   ASSERT_TRUE((*store)->RevokeToken(made->record.id).ok());
   status = (*store)->Authenticate(made->token).status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_THAT(status.message(), HasSubstr(absl::StrCat("token ", made->record.id, " was revoked")));
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kUnauthenticated,
+                       absl::StrCat("token ", made->record.id, " was revoked")));
 
   status = (*store)->RevokeToken(made->record.id);
-  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(status.message(), HasSubstr("already revoked"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kFailedPrecondition, "already revoked"));
   status = (*store)->RevokeToken("0000000000000000");
-  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(), HasSubstr("no such token"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kNotFound, "no such token"));
 
   auto listed = (*store)->ListTokens();
   ASSERT_TRUE(listed.ok()) << listed.status();
@@ -102,11 +102,11 @@ TEST(TokenStoreTest, RefusesWrongRevokedAndMalformedTokens) {
   EXPECT_NE((*listed)[0].revoked_unix_ms, 0);
 
   status = (*store)->CreateToken("bad user", auth::Role::kUser).status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr("outside [A-Za-z0-9._@-]"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument, "outside [A-Za-z0-9._@-]"));
   status = auth::ParseRole("boss").status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(status.message(), HasSubstr("'boss' is not one of user, worker, admin"));
+  EXPECT_THAT(status,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "'boss' is not one of user, worker, admin"));
 }
 
 // ---------------------------------------------------------------------------
@@ -205,23 +205,20 @@ class AuthServiceTest : public ::testing::Test {
 TEST_F(AuthServiceTest, MissingInvalidAndRevokedTokensAreUnauthenticated) {
   v1::SubmitSweepResponse response;
   grpc::Status status = Submit("", &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr("SubmitSweep: no token; send the metadata 'authorization: Bearer <token>'"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::UNAUTHENTICATED,
+                       "SubmitSweep: no token; send the metadata 'authorization: Bearer <token>'"));
 
   status = Submit("lf_0123", &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(status.error_message(), HasSubstr("SubmitSweep: malformed token"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::UNAUTHENTICATED, "SubmitSweep: malformed token"));
 
   std::string forged = alice_;
   forged.back() = forged.back() == 'a' ? 'b' : 'a';
   status = Submit(forged, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(status.error_message(), HasSubstr("wrong secret"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::UNAUTHENTICATED, "wrong secret"));
 
   status = Submit(revoked_, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(status.error_message(), HasSubstr("was revoked"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::UNAUTHENTICATED, "was revoked"));
 
   // Not "Bearer ...": refused before any lookup.
   auto context = As("");
@@ -230,15 +227,14 @@ TEST_F(AuthServiceTest, MissingInvalidAndRevokedTokensAreUnauthenticated) {
   get.set_sweep_id("s");
   v1::Sweep sweep;
   status = coordinator_->GetSweep(context.get(), get, &sweep);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr("GetSweep: the authorization metadata is not 'Bearer <token>'"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::UNAUTHENTICATED,
+                       "GetSweep: the authorization metadata is not 'Bearer <token>'"));
 
   // Worker RPCs too.
   v1::RegisterWorkerResponse registered;
   status = worker_->RegisterWorker(As("").get(), v1::RegisterWorkerRequest(), &registered);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(status.error_message(), HasSubstr("RegisterWorker: no token"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::UNAUTHENTICATED, "RegisterWorker: no token"));
 }
 
 TEST_F(AuthServiceTest, AnotherUsersSweepIsPermissionDeniedAndAdminsSeeAll) {
@@ -253,34 +249,29 @@ TEST_F(AuthServiceTest, AnotherUsersSweepIsPermissionDeniedAndAdminsSeeAll) {
   EXPECT_EQ(sweep.sweep_id(), sweep_id);
 
   status = coordinator_->GetSweep(As(bob_).get(), get, &sweep);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("GetSweep: " + denied));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED, "GetSweep: " + denied));
 
   v1::ListJobsRequest list;
   list.set_sweep_id(sweep_id);
   v1::ListJobsResponse jobs;
   status = coordinator_->ListJobs(As(bob_).get(), list, &jobs);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("ListJobs: " + denied));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED, "ListJobs: " + denied));
 
   v1::QueryResultsRequest query;
   query.set_sweep_id(sweep_id);
   v1::QueryResultsResponse rows;
   status = coordinator_->QueryResults(As(bob_).get(), query, &rows);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("QueryResults: " + denied));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED, "QueryResults: " + denied));
 
   v1::RetrySweepRequest retry;
   retry.set_sweep_id(sweep_id);
   status = coordinator_->RetrySweep(As(bob_).get(), retry, &sweep);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("RetrySweep: " + denied));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED, "RetrySweep: " + denied));
 
   v1::CancelSweepRequest cancel;
   cancel.set_sweep_id(sweep_id);
   status = coordinator_->CancelSweep(As(bob_).get(), cancel, &sweep);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("CancelSweep: " + denied));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED, "CancelSweep: " + denied));
 
   v1::WatchSweepRequest watch;
   watch.set_sweep_id(sweep_id);
@@ -288,20 +279,21 @@ TEST_F(AuthServiceTest, AnotherUsersSweepIsPermissionDeniedAndAdminsSeeAll) {
   auto reader = coordinator_->WatchSweep(context.get(), watch);
   EXPECT_FALSE(reader->Read(&sweep));
   status = reader->Finish();
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("WatchSweep: " + denied));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED, "WatchSweep: " + denied));
 
   // An id that does not exist reads the same as another user's.
   get.set_sweep_id("no-such-sweep");
   status = coordinator_->GetSweep(As(bob_).get(), get, &sweep);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("sweep no-such-sweep is not a sweep of 'bob'"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       "sweep no-such-sweep is not a sweep of 'bob'"));
 
   // Every sweep's jobs: admins only.
   v1::ListJobsRequest all;
   status = coordinator_->ListJobs(As(alice_).get(), all, &jobs);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("ListJobs of every sweep needs role admin"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       "ListJobs of every sweep needs role admin"));
   status = coordinator_->ListJobs(As(admin_).get(), all, &jobs);
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(jobs.jobs_size(), 1);
@@ -336,13 +328,11 @@ TEST_F(AuthServiceTest, TheCliClientSendsItsToken) {
 
   client::CoordinatorClient bob(address, ChannelSecurity{.token = bob_});
   absl::Status denied = bob.GetSweep(submitted->sweep_id()).status();
-  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_THAT(denied.message(), HasSubstr("is not a sweep of 'bob'"));
+  EXPECT_THAT(denied, StatusIs(absl::StatusCode::kPermissionDenied, "is not a sweep of 'bob'"));
 
   client::CoordinatorClient nobody(address, ChannelSecurity{});
   absl::Status refused = nobody.GetSweep(submitted->sweep_id()).status();
-  EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated);
-  EXPECT_THAT(refused.message(), HasSubstr("GetSweep: no token"));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnauthenticated, "GetSweep: no token"));
 }
 
 TEST_F(AuthServiceTest, RolesGuardEachService) {
@@ -350,20 +340,22 @@ TEST_F(AuthServiceTest, RolesGuardEachService) {
   lease_request.set_worker_id("w");
   v1::LeaseJobResponse lease;
   grpc::Status status = worker_->LeaseJob(As(alice_).get(), lease_request, &lease);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr("LeaseJob needs role worker or admin; token "));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       "LeaseJob needs role worker or admin; token "));
   EXPECT_THAT(status.error_message(), HasSubstr("of 'alice' has role user"));
 
   v1::RegisterWorkerResponse registered;
   status = worker_->RegisterWorker(As(bob_).get(), v1::RegisterWorkerRequest(), &registered);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("RegisterWorker needs role worker or admin"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       "RegisterWorker needs role worker or admin"));
 
   v1::SubmitSweepResponse submitted;
   status = Submit(worker1_, &submitted);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(), HasSubstr("SubmitSweep needs role user or admin"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       "SubmitSweep needs role user or admin"));
   EXPECT_THAT(status.error_message(), HasSubstr("of 'w1' has role worker"));
 }
 
@@ -378,19 +370,19 @@ TEST_F(AuthServiceTest, LeasesAndUploadsAreBoundToTheirWorkerAndJob) {
   beat.set_worker_id(worker_id);
   v1::HeartbeatResponse beat_response;
   grpc::Status status = worker_->Heartbeat(As(worker2_).get(), beat, &beat_response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr(absl::StrCat("Heartbeat: worker ", worker_id,
-                                     " was registered by another principal, not 'w2'")));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       absl::StrCat("Heartbeat: worker ", worker_id,
+                                    " was registered by another principal, not 'w2'")));
   v1::CompleteJobRequest complete;
   complete.set_job_id(job_id);
   complete.set_lease_id(lease.lease_id());
   v1::CompleteJobResponse done;
   status = worker_->CompleteJob(As(worker2_).get(), complete, &done);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr(absl::StrCat("CompleteJob: lease ", lease.lease_id(),
-                                     " was not granted to 'w2'")));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       absl::StrCat("CompleteJob: lease ", lease.lease_id(),
+                                    " was not granted to 'w2'")));
 
   // Results under someone else's lease: the stream ends at that chunk.
   {
@@ -403,8 +395,7 @@ TEST_F(AuthServiceTest, LeasesAndUploadsAreBoundToTheirWorkerAndJob) {
     writer->Write(chunk);
     writer->WritesDone();
     status = writer->Finish();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-    EXPECT_THAT(status.error_message(), HasSubstr("StreamResults: lease "));
+    EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED, "StreamResults: lease "));
     EXPECT_EQ(committed.chunks_committed(), 0);
   }
 
@@ -425,16 +416,16 @@ TEST_F(AuthServiceTest, LeasesAndUploadsAreBoundToTheirWorkerAndJob) {
     return writer->Finish();
   };
   status = upload(worker2_, job_id + "/features/000000");
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr(absl::StrCat("UploadArtifact: lease ", lease.lease_id(),
-                                     " was not granted to 'w2'")));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       absl::StrCat("UploadArtifact: lease ", lease.lease_id(),
+                                    " was not granted to 'w2'")));
   status = upload(worker1_, "other-job/features/000000");
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr(absl::StrCat("artifact 'other-job/features/000000' is not under its "
-                                     "job's folder '",
-                                     job_id, "/'")));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                       absl::StrCat("artifact 'other-job/features/000000' is not under its "
+                                    "job's folder '",
+                                    job_id, "/'")));
   status = upload(worker1_, job_id + "/features/000000");
   EXPECT_TRUE(status.ok()) << status.error_message();
 
@@ -504,13 +495,15 @@ TEST_F(TlsTest, RoundTripOverTlsAndPlaintextClientRefused) {
 
   client::CoordinatorClient plain(address_, ChannelSecurity{}, std::chrono::seconds(5));
   absl::Status refused = plain.GetSweep(submitted->sweep_id()).status();
-  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
-  EXPECT_THAT(refused.message(), HasSubstr(absl::StrCat("(coordinator ", address_, ")")));
+  EXPECT_THAT(refused,
+              StatusIs(absl::StatusCode::kUnavailable,
+                       absl::StrCat("(coordinator ", address_, ")")));
 
   client::CoordinatorClient missing_ca(address_, ChannelSecurity{.tls_ca_file = dir_.File("none")});
   refused = missing_ca.GetSweep(submitted->sweep_id()).status();
-  EXPECT_EQ(refused.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(refused.message(), HasSubstr("--tls-ca: cannot read '" + dir_.File("none") + "'"));
+  EXPECT_THAT(refused,
+              StatusIs(absl::StatusCode::kNotFound,
+                       "--tls-ca: cannot read '" + dir_.File("none") + "'"));
 }
 
 TEST_F(TlsTest, WorkerCallsNeedAClientCertificateWhenAsked) {
@@ -527,9 +520,9 @@ TEST_F(TlsTest, WorkerCallsNeedAClientCertificateWhenAsked) {
     return stub->RegisterWorker(&context, request, &response);
   };
   grpc::Status status = call(ChannelSecurity{.tls_ca_file = cert_});
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_THAT(status.error_message(),
-              HasSubstr("RegisterWorker: worker calls need a TLS client certificate"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::UNAUTHENTICATED,
+                       "RegisterWorker: worker calls need a TLS client certificate"));
   status = call(ChannelSecurity{.tls_ca_file = cert_, .tls_cert_file = cert_, .tls_key_file = key_});
   EXPECT_TRUE(status.ok()) << status.error_message();
 

@@ -7,10 +7,12 @@
 #include "catalog/defaults.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::catalog {
 namespace {
 
+using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 
 TEST(DatasetsTest, Names) {
@@ -65,8 +67,9 @@ TEST(DatasetsTest, FitCheckInTheWorkersWords) {
             "position, num_classes=11); the KVPR prompt needs at least 1082 tokens with the "
             "byte tokenizer");
   const absl::Status mdqa = CheckContextFits("mdqa", 11, 1000);
-  EXPECT_EQ(mdqa.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(mdqa.message(), HasSubstr("1000 tokens cannot hold 11 documents"));
+  EXPECT_THAT(mdqa,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "1000 tokens cannot hold 11 documents"));
   EXPECT_THAT(mdqa.message(), HasSubstr("needs at least 1761 tokens"));
   EXPECT_TRUE(CheckContextFits("mqar", 0, 16).ok());
   EXPECT_THAT(CheckContextFits("mqar", 0, 3).message(), HasSubstr("at least 4"));

@@ -6,17 +6,18 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::catalog {
 namespace {
 
+using ::layerflow::testing::StatusIs;
 using ::testing::ElementsAre;
+using ::testing::Eq;
 
 void ExpectInvalid(const absl::StatusOr<std::vector<int32_t>>& result,
                    const std::string& message) {
-  ASSERT_FALSE(result.ok());
-  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(std::string(result.status().message()), message);
+  EXPECT_THAT(result.status(), StatusIs(absl::StatusCode::kInvalidArgument, Eq(message)));
 }
 
 // pythia-70m has 6 blocks: points 0..7, 7 the final norm.

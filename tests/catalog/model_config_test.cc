@@ -8,10 +8,12 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::catalog {
 namespace {
 
+using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 
 TEST(ModelPresetsTest, ShapesOfThePublishedSizes) {
@@ -78,10 +80,10 @@ TEST(ModelPresetsTest, EveryPresetIsFoundByNameAndOfAKnownArchitecture) {
 
 TEST(ModelPresetsTest, UnknownNameListsTheKnownOnes) {
   auto missing = FindModelPreset("pythia-7b");
-  ASSERT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(missing.status().message(),
-              HasSubstr("unknown model preset 'pythia-7b'; known presets: pythia-tiny, "
-                        "pythia-14m, pythia-70m"));
+  ASSERT_THAT(missing.status(),
+              StatusIs(absl::StatusCode::kNotFound,
+                       "unknown model preset 'pythia-7b'; known presets: pythia-tiny, "
+                       "pythia-14m, pythia-70m"));
 }
 
 TEST(InitSchemeTest, ParsesEveryScheme) {

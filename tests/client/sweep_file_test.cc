@@ -13,18 +13,20 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::client {
 namespace {
 
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 using ::testing::HasSubstr;
 
 // Expects `code` and exactly `message` (the message is the UI here).
 void ExpectError(const absl::StatusOr<v1::SweepSpec>& result, absl::StatusCode code,
                  const std::string& message) {
   ASSERT_FALSE(result.ok()) << "parsed unexpectedly: " << result->DebugString();
-  EXPECT_EQ(result.status().code(), code) << result.status();
-  EXPECT_EQ(std::string(result.status().message()), message);
+  EXPECT_THAT(result.status(), StatusIs(code, Eq(message)));
 }
 
 absl::StatusOr<v1::SweepSpec> Parse(const std::string& yaml) {
@@ -327,9 +329,9 @@ TEST(SweepFileTest, RepeatedKey) {
 TEST(SweepFileTest, YamlSyntaxError) {
   absl::StatusOr<v1::SweepSpec> result = Parse("name: s\nseeds: [0, 1\nmodels: x\n");
   ASSERT_FALSE(result.ok());
-  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(result.status().message()),
-              ::testing::StartsWith("sweep.yaml:"));
+  EXPECT_THAT(result.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::StartsWith("sweep.yaml:")));
   EXPECT_THAT(std::string(result.status().message()), HasSubstr("YAML syntax error: "));
 }
 

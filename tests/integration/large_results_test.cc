@@ -24,6 +24,8 @@ namespace layerflow {
 namespace {
 
 namespace v1 = ::layerflow::v1;
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 
 // Every (layer, position) of pythia-tiny's points 0..3 at the largest
 // context: rows the chunk check (against the job) accepts.
@@ -150,16 +152,18 @@ TEST(Paging, ClientFollowsPagesAndOversizedFieldsAreRefused) {
   request.set_name(std::string(300, 'w'));
   v1::RegisterWorkerResponse response;
   grpc::Status status = worker->RegisterWorker(Context().get(), request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "name: 300 bytes, more than the limit of 256");
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
+                       Eq("name: 300 bytes, more than the limit of 256")));
   auto coordinator = v1::Coordinator::NewStub(channel);
   v1::ListJobsRequest list;
   list.set_sweep_id(submitted->sweep_id());
   list.set_page_token("garbage");
   v1::ListJobsResponse listed;
   status = coordinator->ListJobs(Context().get(), list, &listed);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_EQ(status.error_message(), "page_token: not a token this coordinator made");
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
+                       Eq("page_token: not a token this coordinator made")));
   (*server)->Shutdown();
 }
 

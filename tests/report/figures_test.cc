@@ -17,10 +17,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::report {
 namespace {
 
+using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 
 v1::ResultRow Row(const std::string& job, const std::string& model, int64_t seed,
@@ -209,11 +211,11 @@ TEST(BuildFiguresTest, MetricFilterAndItsErrorsNameTheSweepAndMetric) {
 
   absl::StatusOr<std::vector<NamedFigure>> bad =
       BuildFigures(rows, {.sweep_id = "sw-f", .metrics = {"intertoken_cos", "adjcent_cos"}});
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(bad.status().message(),
-              HasSubstr("--metric adjcent_cos: no figure of sweep sw-f (it has no rows of that "
-                        "metric); its figures' metrics: adjacent_cos_tokens, cka_all_unbiased, "
-                        "intertoken_cos, probe_test_acc, spectrum"));
+  EXPECT_THAT(bad.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "--metric adjcent_cos: no figure of sweep sw-f (it has no rows of that "
+                       "metric); its figures' metrics: adjacent_cos_tokens, cka_all_unbiased, "
+                       "intertoken_cos, probe_test_acc, spectrum"));
   bad = BuildFigures(rows, {.sweep_id = "sw-f", .metrics = {"path_energy"}});
   EXPECT_THAT(bad.status().message(),
               HasSubstr("--metric path_energy: no figure of sweep sw-f (its rows have a single "

@@ -6,9 +6,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::report {
 namespace {
+
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 
 v1::ResultRow Row(const std::string& job, const std::string& model,
                   const std::string& init, int64_t seed, int context,
@@ -273,10 +277,10 @@ TEST(StateNamesTest, RoundTrip) {
     EXPECT_EQ(*parsed, state);
   }
   absl::StatusOr<v1::JobState> bad = ParseJobState("done");
-  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(std::string(bad.status().message()),
-            "unknown job state 'done' (expected queued, running, succeeded, failed or "
-            "cancelled)");
+  EXPECT_THAT(bad.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("unknown job state 'done' (expected queued, running, succeeded, "
+                          "failed or cancelled)")));
   EXPECT_EQ(SweepStateName(v1::SWEEP_STATE_FAILED), "failed");
 }
 

@@ -17,10 +17,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::plot {
 namespace {
 
+using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 
 // A decoded PNG.
@@ -277,8 +279,9 @@ TEST_F(PlotTest, BadFiguresAreRejectedNamingTheFigureAndTheField) {
   LineChart c = TwoLines();
   c.lines[1].y.push_back(1);
   absl::Status s = DrawFigure(c, ImageFormat::kPng, Path("x.png"));
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("figure 'two lines': line 1 ('b'): 2 x values but 3 y"));
+  EXPECT_THAT(s,
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "figure 'two lines': line 1 ('b'): 2 x values but 3 y"));
   EXPECT_FALSE(std::filesystem::exists(Path("x.png")));
 
   c = TwoLines();

@@ -16,7 +16,7 @@ namespace layerflow::artifacts {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::server::testing::StatusIs;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
 
 TEST(Checksum, Crc32cMatchesPublishedVectors) {

@@ -12,7 +12,7 @@ namespace {
 
 using ::layerflow::server::testing::PostgresServer;
 using ::layerflow::server::testing::SharedPostgres;
-using ::layerflow::server::testing::StatusIs;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
 
 TEST(CoordinatorOnPostgres, StartsOnAUrlAndAdministersTheSameDatabase) {

@@ -15,7 +15,7 @@ namespace layerflow::server {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::server::testing::StatusIs;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
 
 class CoreTest : public ::testing::Test {

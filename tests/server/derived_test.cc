@@ -8,12 +8,15 @@
 #include "gtest/gtest.h"
 #include "server/derived/cubic_fit.h"
 #include "server/derived/derived_rows.h"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::server::derived {
 namespace {
 
+using ::layerflow::testing::StatusIs;
 using ::layerflow::v1::ResultRow;
 using ::testing::ElementsAre;
+using ::testing::Eq;
 using ::testing::HasSubstr;
 
 TEST(CubicFitTest, ExactCubicIsRecoveredWithZeroResidual) {
@@ -68,27 +71,26 @@ TEST(CubicFitTest, NoisySeriesMatchesNumpyPolyfit) {
 
 TEST(CubicFitTest, RejectsTooFewPoints) {
   absl::StatusOr<CubicFit> fit = FitCubic({0, 0.25, 0.5, 0.75}, {1, 2, 3, 4});
-  EXPECT_EQ(fit.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(fit.status().message(), "cubic fit: 4 points, need at least 5");
+  EXPECT_THAT(fit.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     Eq("cubic fit: 4 points, need at least 5")));
 }
 
 TEST(CubicFitTest, RejectsMismatchedSizes) {
   absl::StatusOr<CubicFit> fit = FitCubic({0, 1, 2, 3, 4}, {1, 2, 3, 4});
-  EXPECT_EQ(fit.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(fit.status().message(), "cubic fit: 5 depths but 4 values");
+  EXPECT_THAT(fit.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     Eq("cubic fit: 5 depths but 4 values")));
 }
 
 TEST(CubicFitTest, RejectsNonFiniteValue) {
   absl::StatusOr<CubicFit> fit = FitCubic({0, 1, 2, 3, 4}, {1, 2, NAN, 4, 5});
-  EXPECT_EQ(fit.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(fit.status().message(), "cubic fit: point 2 is not finite");
+  EXPECT_THAT(fit.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     Eq("cubic fit: point 2 is not finite")));
 }
 
 TEST(CubicFitTest, RejectsFewerThanFourDistinctDepths) {
   absl::StatusOr<CubicFit> fit = FitCubic({0, 0, 1, 1, 2}, {1, 2, 3, 4, 5});
-  EXPECT_EQ(fit.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(fit.status().message(),
-            "cubic fit: depths have fewer than 4 distinct values");
+  EXPECT_THAT(fit.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     Eq("cubic fit: depths have fewer than 4 distinct values")));
 }
 
 ResultRow Row(const std::string& job, const std::string& metric, int layer,

@@ -13,7 +13,7 @@
 namespace layerflow::server {
 namespace {
 
-using ::layerflow::server::testing::StatusIs;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
 using ::layerflow::v1::JobState;
 

@@ -23,6 +23,8 @@ namespace {
 
 namespace v1 = ::layerflow::v1;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 
 // GET http://127.0.0.1:port/metrics; the body, or "" on any error.
 std::string HttpGetMetrics(int port) {
@@ -293,8 +295,7 @@ TEST(MetricsTest, HistogramsAndPoolGaugesFollowTheRpcs) {
     v1::Sweep sweep;
     grpc::ClientContext context;
     const grpc::Status status = coordinator->GetSweep(&context, request, &sweep);
-    ASSERT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
-    EXPECT_EQ(status.error_message(), "unknown sweep 'sw-nope'");
+    ASSERT_THAT(status, StatusIs(grpc::StatusCode::NOT_FOUND, Eq("unknown sweep 'sw-nope'")));
   }
   v1::RegisterWorkerRequest reg;
   reg.set_name("gpu-host-1:4242");
@@ -459,18 +460,18 @@ TEST(MetricsTest, UserJobsFollowSweepOwners) {
     grpc::ClientContext context;
     context.AddMetadata("authorization", "Bearer " + alice);
     const grpc::Status status = coordinator->GetQueue(&context, request, &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-    EXPECT_EQ(status.error_message(),
-              "GetQueue: sweep " + bobs + " is not a sweep of 'alice'");
+    EXPECT_THAT(status,
+                StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                         Eq("GetQueue: sweep " + bobs + " is not a sweep of 'alice'")));
   }
   {
     v1::ListWorkersResponse response;
     grpc::ClientContext context;
     context.AddMetadata("authorization", "Bearer " + worker_token);
     const grpc::Status status = coordinator->ListWorkers(&context, {}, &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-    EXPECT_THAT(status.error_message(),
-                ::testing::HasSubstr("ListWorkers needs role user or admin; token "));
+    EXPECT_THAT(status,
+                StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                         "ListWorkers needs role user or admin; token "));
   }
   const std::string text = HttpGetMetrics((*server)->metrics_port());
   EXPECT_EQ(Sample(text, "layerflow_user_jobs{state=\"queued\",user=\"alice\"}"), 2);

@@ -21,6 +21,7 @@ namespace {
 
 namespace v1 = ::layerflow::v1;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 class ServiceTest : public ::testing::Test {
  protected:
@@ -116,9 +117,9 @@ TEST_F(ServiceTest, BadSubmissionIsInvalidArgumentAndStoresNothing) {
   v1::SubmitSweepResponse response;
   grpc::Status status =
       coordinator_->SubmitSweep(Context().get(), request, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(status.error_message(),
-              ::testing::HasSubstr("spec.context_lengths[0]: 8 is outside"));
+  EXPECT_THAT(status,
+              StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
+                       "spec.context_lengths[0]: 8 is outside"));
   v1::ListJobsResponse jobs;
   ASSERT_TRUE(coordinator_->ListJobs(Context().get(), {}, &jobs).ok());
   EXPECT_EQ(jobs.jobs_size(), 0);
@@ -129,8 +130,7 @@ TEST_F(ServiceTest, UnknownSweepIsNotFound) {
   request.set_sweep_id("sw-missing");
   v1::Sweep sweep;
   grpc::Status status = coordinator_->GetSweep(Context().get(), request, &sweep);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("sw-missing"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::NOT_FOUND, "sw-missing"));
   v1::LeaseJobRequest lease_request;
   lease_request.set_worker_id("worker-ghost");
   v1::LeaseJobResponse lease;
@@ -236,8 +236,7 @@ TEST_F(ServiceTest, FullJobWithWatchResultsAndCancelOfFinishedSweep) {
   cancel.set_sweep_id(submitted.sweep_id());
   v1::Sweep cancelled;
   grpc::Status status = coordinator_->CancelSweep(Context().get(), cancel, &cancelled);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
-  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("already finished"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::FAILED_PRECONDITION, "already finished"));
 }
 
 TEST_F(ServiceTest, StaleLeaseStreamIsAbortedAndCancelReachesTheWorker) {
@@ -253,8 +252,7 @@ TEST_F(ServiceTest, StaleLeaseStreamIsAbortedAndCancelReachesTheWorker) {
   writer->Write(forged);
   writer->WritesDone();
   grpc::Status status = writer->Finish();
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::ABORTED);
-  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("lapsed"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::ABORTED, "lapsed"));
 
   v1::CancelSweepRequest cancel;
   cancel.set_sweep_id(submitted.sweep_id());
@@ -451,8 +449,7 @@ TEST_F(ServiceTest, ArtifactErrorsHaveTheirCodes) {
     auto reader = worker_->DownloadArtifact(context.get(), download);
     EXPECT_FALSE(reader->Read(&chunk));
     const grpc::Status status = reader->Finish();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
-    EXPECT_THAT(status.error_message(), ::testing::HasSubstr("no artifact 'a'"));
+    EXPECT_THAT(status, StatusIs(grpc::StatusCode::NOT_FOUND, "no artifact 'a'"));
   }
   download.set_worker_id("worker-ghost");
   {

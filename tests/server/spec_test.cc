@@ -9,7 +9,10 @@
 namespace layerflow::server {
 namespace {
 
-using ::layerflow::server::testing::StatusIs;
+using ::layerflow::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::Eq;
+using ::testing::HasSubstr;
 using ::layerflow::v1::SweepSpec;
 
 SweepSpec Minimal() {
@@ -51,11 +54,10 @@ TEST(ValidateSweepSpec, AcceptsCheckpointNames) {
   spec.add_models("/data/checkpoints/mamba-trained");
   EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
   spec.add_models("pythia-7b");
-  absl::Status s = ValidateSweepSpec(spec);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("spec.models[3]: unknown model preset 'pythia-7b'"),
-            std::string::npos) << s;
-  EXPECT_NE(s.message().find("or a checkpoint"), std::string::npos) << s;
+  EXPECT_THAT(ValidateSweepSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("spec.models[3]: unknown model preset 'pythia-7b'"),
+                             HasSubstr("or a checkpoint"))));
 }
 
 // Every model runs every init scheme, and a checkpoint brings its own
@@ -68,12 +70,10 @@ TEST(ValidateSweepSpec, CheckpointsTakeOnlyTheReferenceScheme) {
   spec.add_init_schemes("reference");
   EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
   spec.add_init_schemes("normal(0.02)");
-  const absl::Status s = ValidateSweepSpec(spec);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("spec.init_schemes[1]: 'normal(0.02)' applies to presets only; "
-                             "spec.models[1] ('EleutherAI/pythia-160m') is a checkpoint"),
-            std::string::npos)
-      << s;
+  EXPECT_THAT(ValidateSweepSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "spec.init_schemes[1]: 'normal(0.02)' applies to presets only; "
+                       "spec.models[1] ('EleutherAI/pythia-160m') is a checkpoint"));
 }
 
 // MDQA (synthetic, K documents fitted to the context) and MQAR run as jobs;
@@ -87,9 +87,8 @@ TEST(ValidateSweepSpec, AcceptsMdqaAndMqar) {
   spec.add_context_lengths(3000);
   EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
   spec.mutable_probe()->set_task("mqar");
-  absl::Status s = ValidateSweepSpec(spec);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find("spec.probe.task"), std::string::npos) << s;
+  EXPECT_THAT(ValidateSweepSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument, "spec.probe.task"));
   spec.mutable_probe()->set_task("mdqa");
   EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
 }
@@ -315,9 +314,8 @@ void ExpectLayersError(const std::vector<int32_t>& layers,
   spec.clear_models();
   for (const std::string& m : models) spec.add_models(m);
   for (int32_t l : layers) spec.add_layers(l);
-  const absl::Status s = ValidateSweepSpec(spec);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
-  EXPECT_EQ(std::string(s.message()), message);
+  EXPECT_THAT(ValidateSweepSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq(message)));
 }
 
 TEST(ValidateSweepSpec, LayersWithinEveryPresetAreAccepted) {

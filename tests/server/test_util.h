@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 
 namespace layerflow::server::testing {
 
@@ -32,22 +33,6 @@ class TempDir {
  private:
   std::string path_;
 };
-
-// Matches an absl::Status (or StatusOr via .status()) by code and a
-// message substring.
-MATCHER_P2(StatusIs, code, substring, "") {
-  const absl::Status& status = arg;
-  if (status.code() != code) {
-    *result_listener << "code is " << absl::StatusCodeToString(status.code())
-                     << ": " << status.message();
-    return false;
-  }
-  if (std::string(status.message()).find(substring) == std::string::npos) {
-    *result_listener << "message is: " << status.message();
-    return false;
-  }
-  return true;
-}
 
 }  // namespace layerflow::server::testing
 

@@ -11,7 +11,7 @@
 namespace layerflow::server {
 namespace {
 
-using ::layerflow::server::testing::StatusIs;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::v1::SweepSpec;
 
 SweepSpec TrainSweep() {

@@ -33,6 +33,7 @@ namespace {
 
 namespace v1 = ::layerflow::v1;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
@@ -551,8 +552,7 @@ TEST(HttpServerTest, ServesTheHandlerOnLoopback) {
   // A port in use: UNAVAILABLE naming the address.
   const std::string taken = absl::StrCat("127.0.0.1:", (*server)->port());
   auto second = HttpServer::Start(taken, [](const HttpRequest&) { return HttpResponse(); });
-  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(second.status().message(), HasSubstr(taken));
+  EXPECT_THAT(second.status(), StatusIs(absl::StatusCode::kUnavailable, taken));
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/testing/status_matchers.h"
 #include "worker/data/datasets.h"
 #include "worker/data/kvpr.h"
 #include "worker/data/mdqa.h"
@@ -28,6 +29,8 @@
 namespace layerflow::worker {
 namespace {
 
+using ::layerflow::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 std::shared_ptr<const Tokenizer> Bytes() {
@@ -290,9 +293,7 @@ TEST(MqarTest, GapsFollowThePowerLaw) {
 TEST(MqarTest, BadOptionsNameTheField) {
   auto expect_error = [](MqarOptions options, const std::string& field) {
     auto dataset = MqarDataset::Create(options);
-    ASSERT_EQ(dataset.status().code(), absl::StatusCode::kInvalidArgument)
-        << field;
-    EXPECT_THAT(std::string(dataset.status().message()), HasSubstr(field));
+    ASSERT_THAT(dataset.status(), StatusIs(absl::StatusCode::kInvalidArgument, field));
   };
   MqarOptions o;
   o.seq_len = 60;  // < 4 * 16
@@ -449,21 +450,15 @@ TEST(MdqaSyntheticTest, BadOptionsNameTheField) {
   options.num_classes = 5;
   options.num_documents = 4;
   auto dataset = MdqaDataset::Create(options, Bytes());
-  ASSERT_EQ(dataset.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(dataset.status().message()),
-              HasSubstr("num_documents"));
+  ASSERT_THAT(dataset.status(), StatusIs(absl::StatusCode::kInvalidArgument, "num_documents"));
   options.num_documents = 20;
   options.context_length = 300;
   dataset = MdqaDataset::Create(options, Bytes());
-  ASSERT_EQ(dataset.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(dataset.status().message()),
-              HasSubstr("context_length"));
+  ASSERT_THAT(dataset.status(), StatusIs(absl::StatusCode::kInvalidArgument, "context_length"));
   options.context_length = 0;
   options.num_classes = 0;
   dataset = MdqaDataset::Create(options, Bytes());
-  ASSERT_EQ(dataset.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(dataset.status().message()),
-              HasSubstr("num_classes"));
+  ASSERT_THAT(dataset.status(), StatusIs(absl::StatusCode::kInvalidArgument, "num_classes"));
 }
 
 // A lost-in-the-middle style record: ctx 0 is gold (flag `flag`), then
@@ -580,9 +575,8 @@ absl::Status MdqaFileStatus(const std::string& name,
 
 void ExpectFileError(const absl::Status& status, const std::string& where,
                      const std::string& what) {
-  ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
-  EXPECT_THAT(std::string(status.message()), HasSubstr(where));
-  EXPECT_THAT(std::string(status.message()), HasSubstr(what));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
+                               AllOf(HasSubstr(where), HasSubstr(what))));
 }
 
 // A sweep's {name: mdqa, path: ...}: the worker hands the file's bytes over
@@ -672,9 +666,7 @@ TEST(MdqaJsonlTest, ErrorsNameFileLineAndKey) {
   missing.num_documents = 5;
   missing.path = ::testing::TempDir() + "/lf_data_does_not_exist.jsonl";
   const absl::Status status = MdqaDataset::Create(missing, Bytes()).status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(status.message()),
-              HasSubstr("lf_data_does_not_exist.jsonl"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kNotFound, "lf_data_does_not_exist.jsonl"));
 }
 
 // ---------------------------------------------------------------- Text
@@ -773,8 +765,7 @@ TEST(TextTest, ErrorsNameTheFile) {
   TextOptions missing;
   missing.path = ::testing::TempDir() + "/lf_data_missing.txt";
   const absl::Status status = TextDataset::Create(missing, Bytes()).status();
-  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(status.message()), HasSubstr("lf_data_missing.txt"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kNotFound, "lf_data_missing.txt"));
 }
 
 }  // namespace

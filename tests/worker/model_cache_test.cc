@@ -8,11 +8,15 @@
 
 #include <ATen/ATen.h>
 
+#include "tests/testing/status_matchers.h"
 #include "worker/model/model_config.h"
 #include "worker/runtime/job_runner.h"
 
 namespace layerflow::worker {
 namespace {
+
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 
 ModelKey KeyOf(int64_t seed) { return {"pythia-tiny", "reference", seed, "fp32", "cpu"}; }
 
@@ -115,8 +119,9 @@ TEST_F(ModelCacheTest, FailedBuildKeepsNothing) {
   auto failed = cache.GetOrBuild(KeyOf(1), []() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
     return absl::ResourceExhaustedError("model pythia-tiny: out of memory");
   });
-  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(failed.status().message(), "model pythia-tiny: out of memory");
+  EXPECT_THAT(failed.status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       Eq("model pythia-tiny: out of memory")));
   EXPECT_EQ(cache.stats().models, 0);
   ASSERT_TRUE(cache.GetOrBuild(KeyOf(1), Builder(1)).ok());
   EXPECT_EQ(builds_, 1);

@@ -1,6 +1,7 @@
 // The worker's one model loader (worker/runtime/model_loader.h), used by the
 // job runner and layerflow-inspect: a preset's plan and weights, and the
 // errors naming the request's field.
+#include "tests/testing/status_matchers.h"
 #include "worker/runtime/model_loader.h"
 
 #include <gmock/gmock.h>
@@ -11,6 +12,7 @@
 namespace layerflow::worker {
 namespace {
 
+using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -41,16 +43,18 @@ TEST(ModelLoaderTest, PresetPlanAndItsSeededWeights) {
 
 TEST(ModelLoaderTest, ErrorsNameTheRequestField) {
   absl::StatusOr<ModelPlan> unknown = PlanModel({"pythia-nope", "reference", 0}, {});
-  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(unknown.status().message()),
-              StartsWith("model: model 'pythia-nope': not a preset"));
+  EXPECT_THAT(unknown.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("model: model 'pythia-nope': not a preset")));
   absl::StatusOr<ModelPlan> bad_init = PlanModel({"pythia-tiny", "normal(-1)", 0}, {});
-  EXPECT_EQ(bad_init.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(bad_init.status().message()), StartsWith("init_scheme: "));
+  EXPECT_THAT(bad_init.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("init_scheme: ")));
   // A path outside every root (none configured): PERMISSION_DENIED, kept.
   absl::StatusOr<ModelPlan> outside = PlanModel({"/etc", "reference", 0}, {});
-  EXPECT_EQ(outside.status().code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_THAT(std::string(outside.status().message()), StartsWith("model: "));
+  EXPECT_THAT(outside.status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       StartsWith("model: ")));
   EXPECT_THAT(std::string(outside.status().message()), ::testing::Not(HasSubstr("passwd")));
 }
 

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/worker/naive_reference.h"
 #include "tests/worker/torch_export.h"
 #include "worker/model/language_model.h"
@@ -20,6 +21,8 @@
 namespace layerflow::worker {
 namespace {
 
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 using testing::ExportToNaive;
 using testing::NaiveForward;
 using testing::ToDoubles;
@@ -269,26 +272,24 @@ TEST(TorchStatusTest, EachFailureGetsItsCode) {
     TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2 GiB");
     return absl::OkStatus();
   });
-  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(oom.message()), HasSubstr("model m: CUDA out of memory"));
+  EXPECT_THAT(oom, StatusIs(absl::StatusCode::kResourceExhausted, "model m: CUDA out of memory"));
   EXPECT_THAT(std::string(oom.message()), Not(HasSubstr("Exception raised from")));
 
   const absl::Status torch = GuardTorch("model m", []() -> absl::Status {
     TORCH_CHECK(false, "shapes differ");
     return absl::OkStatus();
   });
-  EXPECT_EQ(torch.code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(torch.message(), "model m: shapes differ");
+  EXPECT_THAT(torch, StatusIs(absl::StatusCode::kInternal, Eq("model m: shapes differ")));
 
   const absl::StatusOr<int> host = GuardTorch("model m", []() -> absl::StatusOr<int> {
     throw std::bad_alloc();
   });
-  EXPECT_EQ(host.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(host.status().message(), "model m: out of memory");
+  EXPECT_THAT(host.status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       Eq("model m: out of memory")));
 
   const absl::Status plain = GuardTorch("", []() -> absl::Status { throw std::runtime_error("x"); });
-  EXPECT_EQ(plain.code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(plain.message(), "x");
+  EXPECT_THAT(plain, StatusIs(absl::StatusCode::kInternal, Eq("x")));
 }
 
 // Regression: out of memory inside a forward was reported as INTERNAL (the
@@ -312,12 +313,14 @@ TEST(TorchStatusTest, OutOfMemoryInsideAForwardIsResourceExhausted) {
         [&](int64_t point) { return model->PointName(point); });
   };
   const absl::Status oom = forward(true);
-  EXPECT_EQ(oom.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(oom.message(),
-            "model tiny, prompt 0: layer 2 (gpt_neox.layers.1): CUDA out of memory");
+  EXPECT_THAT(oom,
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       Eq("model tiny, prompt 0: layer 2 (gpt_neox.layers.1): "
+                          "CUDA out of memory")));
   const absl::Status other = forward(false);
-  EXPECT_EQ(other.code(), absl::StatusCode::kInternal);
-  EXPECT_EQ(other.message(), "model tiny, prompt 0: layer 2 (gpt_neox.layers.1): boom");
+  EXPECT_THAT(other,
+              StatusIs(absl::StatusCode::kInternal,
+                       Eq("model tiny, prompt 0: layer 2 (gpt_neox.layers.1): boom")));
 }
 
 }  // namespace

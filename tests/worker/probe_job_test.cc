@@ -20,6 +20,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include "catalog/analyses.h"
+#include "tests/testing/status_matchers.h"
 #include "worker/analysis/spectrum.h"
 #include "worker/data/kvpr.h"
 #include "worker/model/checkpoint.h"
@@ -34,6 +35,8 @@
 namespace layerflow::worker {
 namespace {
 
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 using Key = std::tuple<std::string, int32_t, int32_t, int32_t, int32_t>;
 using StatMap = std::map<Key, MetricStat>;
 
@@ -477,19 +480,21 @@ TEST(CheckpointJob, EqualsThePresetWithTheSameWeights) {
   // '../', before anything in it is read.
   checkpoint.model = dir;
   auto outside = CreateJobRunner(checkpoint, DeviceConfig{});
-  EXPECT_EQ(outside.status().code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(outside.status().message(),
-            "model: model '" + dir + "': outside this worker's model folders (--model-root, "
-            "the Hugging Face cache); nothing outside them is read");
+  EXPECT_THAT(outside.status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       Eq("model: model '" + dir +
+                          "': outside this worker's model folders (--model-root, "
+                          "the Hugging Face cache); nothing outside them is read")));
   ModelFilePolicy inner = files;
   inner.roots = {dir + "/inner"};
   ASSERT_EQ(std::system(("mkdir -p '" + dir + "/inner'").c_str()), 0);
   checkpoint.model = "../tiny_checkpoint/../tiny_checkpoint";
   auto climbing = CreateJobRunner(checkpoint, DeviceConfig{}, inner);
-  EXPECT_EQ(climbing.status().code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(climbing.status().message(),
-            "model: model '../tiny_checkpoint/../tiny_checkpoint': outside this worker's model "
-            "folders (--model-root, the Hugging Face cache); nothing outside them is read");
+  EXPECT_THAT(climbing.status(),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       Eq("model: model '../tiny_checkpoint/../tiny_checkpoint': outside this "
+                          "worker's model folders (--model-root, the Hugging Face cache); "
+                          "nothing outside them is read")));
 }
 
 // Regression (bench/RESULTS.md, 2026-12-01): random-init Mamba-1.4B grows
@@ -779,10 +784,10 @@ TEST(LayersJob, PointTheModelLacksFailsTheJobNamingTheField) {
   config.layers = {0, 4};
   auto runner = CreateJobRunner(config, DeviceConfig{});
   ASSERT_FALSE(runner.ok());
-  EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(std::string(runner.status().message()),
-            "layers[1]: 4 is out of range for model 'pythia-tiny' (2 blocks: points 0..3, or "
-            "-4..-1 counting from the end)");
+  EXPECT_THAT(runner.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("layers[1]: 4 is out of range for model 'pythia-tiny' (2 blocks: "
+                          "points 0..3, or -4..-1 counting from the end)")));
   config.layers = {3, -1};
   runner = CreateJobRunner(config, DeviceConfig{});
   ASSERT_FALSE(runner.ok());

@@ -23,11 +23,15 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/worker/probe/probe_reference.h"
 #include "worker/probe/probe_stats.h"
 
 namespace layerflow::worker {
 namespace {
+
+using ::layerflow::testing::StatusIs;
+using ::testing::Eq;
 
 const c10::Device kCpu(c10::kCPU);
 
@@ -583,8 +587,7 @@ class ProbeErrors : public ::testing::Test {
 
   void Expect(const absl::StatusOr<ProbeReport>& r, const std::string& message) {
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ(r.status().message(), message);
+    EXPECT_THAT(r.status(), StatusIs(absl::StatusCode::kInvalidArgument, Eq(message)));
   }
 };
 
@@ -671,8 +674,7 @@ TEST_F(ProbeErrors, Labels) {
 TEST_F(ProbeErrors, Split) {
   auto expect = [](const absl::StatusOr<ProbeSplit>& s, const std::string& message) {
     ASSERT_FALSE(s.ok());
-    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ(s.status().message(), message);
+    EXPECT_THAT(s.status(), StatusIs(absl::StatusCode::kInvalidArgument, Eq(message)));
   };
   expect(StratifiedSplit(y_, 1, 0.6, 0.2, 0), "num_classes: 1; need at least 2");
   expect(StratifiedSplit(y_, 3, 1.5, 0.2, 0), "train_fraction: 1.5 is outside (0, 1)");
