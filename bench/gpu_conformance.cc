@@ -814,7 +814,7 @@ SameStates RunSameStates(const lw::LanguageModel& model, const std::vector<lw::P
   // The CKA rows' reference: float64 on the states the Gram is formed from.
   // The accumulator forms a half-precision model's float32 states' Grams
   // (the SSMs' residual_in_fp32 stream) from their bf16 rounding
-  // (layer_metrics.cc, round_gram), so for them that is the rounding.
+  // (metric_observers.cc, round_gram), so for them that is the rounding.
   lw::LayerMetricAccumulator gram_exact(metrics, L, model.device(), max_positions);
   native.SetModelDtype(model.dtype());
   const bool half_model = model.dtype() == at::kBFloat16 || model.dtype() == at::kHalf;

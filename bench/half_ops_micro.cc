@@ -168,7 +168,7 @@ int main(int argc, char** argv) {
            }));
   }
   {
-    // The all-pair CKA's path (layer_metrics.cc, MakeHalfGramStats and
+    // The all-pair CKA's path (metric_observers.cc, PointStage and
     // AllPairCka): per point a centred float32 Gram with its Frobenius norm;
     // per batch the P x P products of the P = 25 Grams per prompt.
     const int64_t p = 25;

@@ -24,6 +24,7 @@
 #include "tests/worker/torch_export.h"
 #include "worker/analysis/half_state_ops.h"
 #include "worker/analysis/layer_metrics.h"
+#include "worker/analysis/metric_observers.h"
 
 namespace layerflow::worker {
 namespace {
@@ -358,6 +359,86 @@ double KeyedStat(const LayerMetricAccumulator& acc, const std::string& metric,
       .item<double>();
 }
 
+// Each metric family declares its rows from the shape alone
+// (metric_observers.h) and writes exactly those: one batch of B prompts,
+// long enough for every row, adds to each key of an accumulator of the
+// family's metrics once per prompt, and to each of one with every metric
+// once per prompt too (no family writes another's rows, nor the
+// adjacent-pair CKA twice while the all-pair one runs); on both paths.
+// LayerMetricAccumulator::Keys, which the job runner takes its rows from,
+// is keys().
+TEST(AnalysisSuiteTest, ObserversWriteTheRowsTheyDeclare) {
+  c10::InferenceMode guard;
+  const int64_t L = 3, B = 2, n = 6, d = 5;
+  const MetricShape shape{L, n};
+  using Declare = int64_t (*)(LayerMetric, const MetricShape&, std::vector<StatKey>*);
+  struct Family {
+    std::vector<LayerMetric> metrics;
+    Declare declare;
+  };
+  const std::vector<Family> families = {
+      {{LayerMetric::kTokenDispersion, LayerMetric::kIntertokenCos,
+        LayerMetric::kIntertokenCosNoFirst},
+       &OnePointObserver::DeclareRows},
+      {{LayerMetric::kPathEnergy, LayerMetric::kAdjacentCosTokens, LayerMetric::kAdjacentCos,
+        LayerMetric::kStepEnergy},
+       &StepObserver::DeclareRows},
+      {{LayerMetric::kCkaUnbiased, LayerMetric::kCkaBiased}, &PairCkaObserver::DeclareRows},
+      {{LayerMetric::kCkaAllBiased, LayerMetric::kCkaAllUnbiased},
+       &AllPairCkaObserver::DeclareRows},
+      {kEvery, &DeclareMetricRows},
+  };
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {  // float64 path, fused
+    for (const Family& family : families) {
+      SCOPED_TRACE(::testing::Message() << c10::toString(dtype) << ", "
+                                        << LayerMetricName(family.metrics[0]) << "'s family");
+      std::vector<StatKey> declared;
+      for (LayerMetric metric : family.metrics) {
+        const size_t before = declared.size();
+        const int64_t count = family.declare(metric, shape, &declared);
+        EXPECT_EQ(static_cast<int64_t>(declared.size() - before), count) << LayerMetricName(metric);
+        EXPECT_EQ(family.declare(metric, shape, nullptr), count) << LayerMetricName(metric);
+        for (size_t i = before; i < declared.size(); ++i) {
+          EXPECT_EQ(declared[i].metric, LayerMetricName(metric));
+        }
+      }
+      for (CkaEstimator estimator : CkaBaselineObserver::Estimators(family.metrics)) {
+        declared.push_back(CkaBaselineObserver::Key(estimator));
+      }
+      LayerMetricAccumulator acc(family.metrics, L, c10::Device(c10::kCPU), n);
+      EXPECT_EQ(acc.keys(), declared);
+      EXPECT_EQ(LayerMetricAccumulator::Keys(family.metrics, L, n), declared);
+      ASSERT_EQ(acc.sums().size(0), static_cast<int64_t>(declared.size()));
+      at::manual_seed(7);
+      at::Tensor x = at::randn({B, n, d}, at::kDouble);
+      for (int64_t p = 0; p < L + 2; ++p) {
+        x = x + 0.5 * at::randn({B, n, d}, at::kDouble);
+        acc.Observe(p, x.to(dtype));
+      }
+      acc.EndBatch();
+      const at::Tensor counts = acc.sums().select(1, LayerMetricAccumulator::kCount);
+      for (size_t i = 0; i < declared.size(); ++i) {
+        EXPECT_EQ(counts[i].item<double>(), B)
+            << declared[i].metric << " layer " << declared[i].layer << " layer_b "
+            << declared[i].layer_b << " position " << declared[i].position;
+      }
+    }
+  }
+  // Prompts too short for the all-pair unbiased CKA: the adjacent-pair
+  // biased one then runs on its own, and no row of the other is written.
+  LayerMetricAccumulator acc({LayerMetric::kCkaAllUnbiased, LayerMetric::kCkaBiased}, L,
+                             c10::Device(c10::kCPU));
+  at::Tensor x = at::randn({B, 3, d}, at::kDouble);
+  for (int64_t p = 0; p < L + 2; ++p) acc.Observe(p, x + p * at::randn({B, 3, d}, at::kDouble));
+  acc.EndBatch();
+  for (size_t i = 0; i < acc.keys().size(); ++i) {
+    const std::string& metric = acc.keys()[i].metric;
+    const bool written = metric == "cka_biased" || metric == kCkaBaselineBiased;
+    EXPECT_EQ(acc.sums()[i][LayerMetricAccumulator::kCount].item<double>(), written ? B : 0)
+        << metric;
+  }
+}
+
 TEST(AnalysisSuiteTest, NewAnalysesKeys) {
   const int64_t L = 3;
   LayerMetricAccumulator acc(kEvery, L, c10::Device(c10::kCPU), 5);
@@ -651,7 +732,7 @@ TEST(AnalysisSuiteTest, BlockedGramMatchesNaive) {
 }
 
 // Half-precision states (bf16 and fp16 models) take their own path: half
-// GEMMs with float32 accumulation, no float64 copies (layer_metrics.cc,
+// GEMMs with float32 accumulation, no float64 copies (metric_observers.cc,
 // IsHalf). Every analysis against the float64 path on exactly the same
 // values, with residual-stream-like states (a large shared direction, so the
 // centring cancels ~10x, and a growing residual), n = 300 (the blocked

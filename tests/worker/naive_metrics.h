@@ -1,7 +1,7 @@
 // Naive float64 references for the analysis-suite metrics (METHODS.md,
 // "Metrics"): plain loops over std::vector<double>, explicit token pairs and
 // explicit n x n Gram matrices, no LibTorch, so they share no code path with
-// worker/analysis/layer_metrics.cc.
+// worker/analysis/layer_metrics.cc and metric_observers.cc.
 #ifndef LAYERFLOW_TESTS_WORKER_NAIVE_METRICS_H_
 #define LAYERFLOW_TESTS_WORKER_NAIVE_METRICS_H_
 

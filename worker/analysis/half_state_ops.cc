@@ -389,7 +389,7 @@ GramOperands GramOperandsOf(const at::Tensor& h) {
 // Float32 states: K's diagonal set to the float32 rounding of the exact
 // float64 |h_t|^2 (norm_sq [B, n], or computed here when undefined). The
 // split-bf16 GEMM leaves it low by sum_k lo_tk^2 (~2e-6 of it, a bias, not
-// noise), and the unbiased HSIC subtracts exact diagonals (layer_metrics.cc):
+// noise), and the unbiased HSIC subtracts exact diagonals (metric_observers.cc):
 // see the header. Half states: K as the GEMM gave it.
 void SetExactDiagonal(at::Tensor& k, const at::Tensor& h, const at::Tensor& norm_sq) {
   if (h.scalar_type() != at::kFloat) return;

@@ -1,5 +1,5 @@
 // The single passes over the states that the analysis path's fused route
-// reads them with (layer_metrics.cc): per-token statistics, weighted sums
+// reads them with (metric_observers.cc): per-token statistics, weighted sums
 // over tokens, and the CKA Gram's lower block triangle with its centred inner
 // products. The route takes half-precision (bf16 / fp16) states on any
 // device and float32 states on CUDA (TakesFusedPath; float32 states on the
@@ -100,7 +100,7 @@ struct RawGram {
 // full product, 4 blocks 62.5%. Fewer when n is small (each block at least
 // kMinGramBlockRows) or when fewer give equal blocks of whole 16-byte
 // float32 rows, which the tile GEMM needs (half_state_ops.cc). The float64
-// path's Grams use the same tiling (layer_metrics.cc).
+// path's Grams use the same tiling (metric_observers.cc).
 inline constexpr int64_t kGramRowBlocks = 8;
 inline constexpr int64_t kMinGramBlockRows = 64;
 int64_t GramRowBlocks(int64_t n);
@@ -191,7 +191,7 @@ void SetGramTileGemm(bool enabled);
 at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tensor& r,
                            const at::Tensor& g, const at::Tensor& norm_sq = at::Tensor());
 // HalfCentredGram's two steps apart, for a Gram whose row means are known
-// only later (layer_metrics.cc: a point's r comes from the next point's
+// only later (metric_observers.cc: a point's r comes from the next point's
 // pass): K = h h^T into out (norm_sq as there), and C from K in place,
 // returning ||C||_F^2 [B] (the fused pass on CUDA, CentreGramAten elsewhere).
 void HalfGramInto(at::Tensor& out, const at::Tensor& h, const at::Tensor& norm_sq = at::Tensor());

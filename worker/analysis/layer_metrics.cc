@@ -1,25 +1,18 @@
 #include "worker/analysis/layer_metrics.h"
 
 #include <algorithm>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <ATen/TensorIndexing.h>
 #include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/analysis/metric_observers.h"
 
 namespace layerflow::worker {
 namespace {
-
-// Smallest norm product that counts as nonzero; below it cos is taken as 0.
-constexpr double kTinyNorm = 1e-300;
-// A self-HSIC at most this fraction of ||K||_F^2 counts as 0 (a constant
-// representation up to rounding: its centred Gram is ~1e-16 of K's entries).
-constexpr double kTinyHsic = 1e-20;
 
 constexpr LayerMetric kAllMetrics[kNumLayerMetrics] = {
     LayerMetric::kAdjacentCos,     LayerMetric::kIntertokenCos,
@@ -28,304 +21,6 @@ constexpr LayerMetric kAllMetrics[kNumLayerMetrics] = {
     LayerMetric::kCkaUnbiased,     LayerMetric::kCkaBiased,
     LayerMetric::kCkaAllUnbiased,  LayerMetric::kCkaAllBiased,
     LayerMetric::kAdjacentCosTokens};
-
-std::string Describe(const at::Tensor& t) {
-  if (!t.defined()) return "undefined";
-  return absl::StrCat(c10::toString(t.scalar_type()), " ", c10::str(t.sizes()));
-}
-
-// <a_b, b_b>_F per prompt of two [B, n, n] float64 tensors, [B]: one BLAS
-// dot product per prompt (no n x n temporary; faster than a batched
-// [1, n^2] x [n^2, 1] product or a multiply-and-sum). (The fused path's
-// pairs go through CentredGramProducts instead.) Both must be defined Grams
-// of one shape and dtype: an undefined one (a point whose Gram the other
-// path made) would otherwise give a garbage batch size.
-at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
-  TORCH_CHECK(a.defined() && b.defined() && a.dim() == 3 && a.sizes() == b.sizes() &&
-                  a.scalar_type() == b.scalar_type() && a.size(0) >= 1,
-              "analysis: Frobenius inner product of centred Grams needs two defined [B, n, n] "
-              "tensors of one shape and dtype, B >= 1; got ",
-              Describe(a), " and ", Describe(b));
-  const int64_t batch = a.size(0);
-  std::vector<at::Tensor> dots;
-  dots.reserve(batch);
-  for (int64_t i = 0; i < batch; ++i) {
-    dots.push_back(at::dot(a[i].reshape({-1}), b[i].reshape({-1})));
-  }
-  return at::stack(dots);
-}
-
-// ---- The fused path: half states (a bf16 or fp16 model) anywhere, float32
-// states on CUDA (TakesFusedPath, by device and dtype) -----------------------
-// Read as they are, never copied: single float64 passes over the states
-// (half_state_ops.h) and, for the CKA Grams, half GEMMs with float32
-// accumulation and output (every product of two halves is exact in
-// float32) or, for float32 states, the split-bf16 GEMM (half_state_ops.h:
-// hi hi' + hi lo' + lo hi' in one bf16 GEMM, the diagonal exact), instead of
-// float64 copies of [B, n, d] and float64 n x n Grams (10x slower than the
-// half GEMM on an H200). The float64 path stays for float64 states and for
-// float32 states on the CPU. Accuracy against float64 on the same values:
-// tests/worker/analysis_suite_test.cc (HalfPrecisionStatesMatchFloat64,
-// MixedDtypeBatchMatchesFloat64), tests/worker/half_state_ops_gpu_test.cc,
-// and on an H200 bench/RESULTS.md.
-
-// Gram matrices x x^T of float64 x [B, n, d] into out [B, n, n]: the row
-// blocks of the half path's tiling (GramRowBlocks) are multiplied only up to
-// the diagonal and mirrored, (k + 1) / 2k of the full product's
-// multiply-adds (62.5% for 4 blocks), each entry still one float64 dot
-// product.
-void SymmetricGram(const at::Tensor& x, at::Tensor& out) {
-  const int64_t n = x.size(1), blocks = GramRowBlocks(n);
-  if (blocks == 1) {
-    at::bmm_out(out, x, x.transpose(1, 2));
-    return;
-  }
-  for (int64_t i = 0; i < blocks; ++i) {
-    const RowBlock r = RowBlockOf(n, blocks, i);
-    const int64_t lo = r.lo, hi = r.hi;
-    // Rows lo..hi against columns 0..hi: [B, hi - lo, hi].
-    const at::Tensor block =
-        at::bmm(x.narrow(1, lo, hi - lo), x.narrow(1, 0, hi).transpose(1, 2));
-    out.narrow(1, lo, hi - lo).narrow(2, 0, hi).copy_(block);
-    if (lo > 0) {
-      out.narrow(1, 0, lo).narrow(2, lo, hi - lo)
-          .copy_(block.narrow(2, 0, lo).transpose(1, 2));
-    }
-  }
-}
-
-// Unbiased HSIC (Song et al. 2012) from its parts (CkaGramStats): inner =
-// <C_a, C_b>_F, diag_dot = <diag C_a, diag C_b>, total_product =
-// 1'C~_a1 1'C~_b1, row_dot = <C~_a 1, C~_b 1>. Any shape (pairs [B] or all
-// pairs [B, P, P]).
-at::Tensor UnbiasedHsic(const at::Tensor& inner, const at::Tensor& diag_dot,
-                        const at::Tensor& total_product,
-                        const at::Tensor& row_dot, int64_t n) {
-  const double nd = static_cast<double>(n);
-  return ((inner - diag_dot) + total_product / ((nd - 1) * (nd - 2)) -
-          row_dot * (2.0 / (nd - 2))) /
-         (nd * (nd - 3));
-}
-
-// The same for one pair of points, [B].
-at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a,
-                        const CkaGramStats& b, int64_t n) {
-  return UnbiasedHsic(inner, (a.diagonal * b.diagonal).sum(-1),
-                      a.total * b.total, (a.row_sums * b.row_sums).sum(-1), n);
-}
-
-// unbiased HSIC(K, K) of points' stats, any leading shape ([B] or [B, P]):
-// computed where the points are used (StackPoints, GramStatsOfStates), not
-// per point, so the adjacent-pair CKA does this algebra once per batch.
-at::Tensor UnbiasedSelf(const CkaGramStats& g, int64_t n) {
-  return UnbiasedHsic(g.biased_self, g, g, n);
-}
-
-// The points' scalars stacked on dim 1 ([B, P, ...]), with their unbiased
-// self-HSIC when n >= 4; no Gram matrices.
-CkaGramStats StackPoints(const std::vector<CkaGramStats>& points, int64_t n) {
-  auto stack = [&](at::Tensor CkaGramStats::*field) {
-    std::vector<at::Tensor> parts;
-    for (const CkaGramStats& point : points) parts.push_back(point.*field);
-    return at::stack(parts, 1);
-  };
-  CkaGramStats s;
-  s.diagonal = stack(&CkaGramStats::diagonal);
-  s.row_sums = stack(&CkaGramStats::row_sums);
-  s.total = stack(&CkaGramStats::total);
-  s.biased_self = stack(&CkaGramStats::biased_self);
-  s.scale = stack(&CkaGramStats::scale);
-  if (n >= 4) s.unbiased_self = UnbiasedSelf(s, n);
-  return s;
-}
-
-// Points begin .. begin + count - 1 of stacked stats (dim 1), a view.
-CkaGramStats PointRange(const CkaGramStats& s, int64_t begin, int64_t count) {
-  CkaGramStats r;
-  for (auto field : {&CkaGramStats::diagonal, &CkaGramStats::row_sums, &CkaGramStats::total,
-                     &CkaGramStats::biased_self, &CkaGramStats::unbiased_self,
-                     &CkaGramStats::scale}) {
-    if ((s.*field).defined()) r.*field = (s.*field).narrow(1, begin, count);
-  }
-  return r;
-}
-
-// Gram statistics of token-centred float64 states xc [B, n, d]; trace_k [B]
-// = tr(K) of the raw states. The centred Gram goes into `out` when given
-// ([B, n, n] float64, contiguous). Float64 throughout: a float32 Gram moves
-// CKA by ~2e-9 on residual-stream-like float32 states, but its BLAS rounding
-// then depends on the batch's composition (per-prompt values differ between
-// batched and single-prompt runs by ~5e-9), and on an H200 a float32 GEMM
-// without TF32 runs no faster than the float64 tensor-core one.
-CkaGramStats MakeGramStats(const at::Tensor& xc, const at::Tensor& trace_k,
-                           at::Tensor out = at::Tensor()) {
-  if (!out.defined()) {
-    out = at::empty({xc.size(0), xc.size(1), xc.size(1)}, xc.options());
-  }
-  SymmetricGram(xc, out);
-  CkaGramStats g;
-  g.centred = out;
-  g.diagonal = out.diagonal(0, 1, 2);
-  // C 1 = 0 (C is centred) to ~1e-16: the row sums of C~ are C 1 - diag C.
-  g.row_sums = out.sum(2) - g.diagonal;
-  g.total = g.row_sums.sum(1);
-  g.biased_self = FrobeniusDot(out, out);
-  g.scale = trace_k.square();
-  return g;
-}
-
-// The scalars of a fused-path point's centred Gram from its per-token
-// pass: norm_sq [B, n] = |h_t|^2, r [B, n] = h_t . mean, grand [B] =
-// |mean|^2, trace_k [B] = tr K, float64. diag C = |h_t|^2 - 2 r_t + g;
-// C~ 1 = -diag C (C 1 = 0); 1' C~ 1 = -tr C = n g - tr K (sum_t r_t = n g):
-// no pass over the n x n Gram.
-void SetScalarsFromTokens(CkaGramStats& g, const at::Tensor& norm_sq, const at::Tensor& r,
-                          const at::Tensor& grand, const at::Tensor& trace_k) {
-  g.diagonal = norm_sq - 2.0 * r + grand.unsqueeze(-1);
-  g.row_sums = -g.diagonal;
-  g.total = static_cast<double>(norm_sq.size(-1)) * grand - trace_k;
-  g.scale = trace_k.square();
-}
-
-// The same for fused-path states h [B, n, d] paired only with their
-// neighbours (no all-pair matrices): the raw Gram's lower block triangle,
-// centred on the fly in float64 by CentredGramProducts, which also gives
-// <C_prev, C> with the point before (`previous`, may be null) into *inner.
-// norm_sq, row_means, grand, trace_k as in SetScalarsFromTokens.
-CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
-                              const at::Tensor& row_means, const at::Tensor& grand,
-                              const at::Tensor& trace_k, const CkaGramStats* previous,
-                              at::Tensor* inner) {
-  const int64_t n = h.size(1);
-  CkaGramStats g;
-  g.raw.blocks = GramRowBlocks(n);
-  g.raw.lower = HalfLowerBlockGram(h, g.raw.blocks, norm_sq);
-  g.raw.row_means = row_means;
-  g.raw.grand = grand;
-  const at::Tensor products =
-      CentredGramProducts(previous != nullptr ? previous->raw : RawGram(), g.raw);
-  if (inner != nullptr) *inner = products.select(1, 0);
-  g.biased_self = products.select(1, 1);
-  SetScalarsFromTokens(g, norm_sq, row_means, grand, trace_k);
-  return g;
-}
-
-// Token means of fused-path states h [B, n, d], float64 [B, d] (exact sums).
-at::Tensor HalfTokenMean(const at::Tensor& h) {
-  const at::Tensor ones =
-      at::ones({h.size(0), 1, h.size(1)}, h.options().dtype(at::kDouble));
-  return HalfWeightedTokenSums(ones, h).squeeze(1) / static_cast<double>(h.size(1));
-}
-
-// Centred states of float64 h [B, n, d] (one temporary [B, n, d]).
-at::Tensor CentreTokens(const at::Tensor& h) {
-  return h - h.mean(1, /*keepdim=*/true);
-}
-
-// The CKA statistics of states h [B, n, d] on their own (their norms and
-// means not shared with other metrics): the fused path where h's device and
-// dtype take it, else float64; *inner = the biased HSIC with `previous` when
-// given (which must come from the same path).
-CkaGramStats GramStatsOfStates(const at::Tensor& h, const CkaGramStats* previous = nullptr,
-                               at::Tensor* inner = nullptr) {
-  if (TakesFusedPath(h.device(), h.scalar_type())) {
-    const at::Tensor mean = HalfTokenMean(h);
-    const TokenStats t = HalfTokenStats(h, at::Tensor(), mean);
-    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot.contiguous(),
-                                      mean.square().sum(1), t.norm_sq.sum(-1), previous, inner);
-    if (h.size(1) >= 4) g.unbiased_self = UnbiasedSelf(g, h.size(1));
-    return g;
-  }
-  const at::Tensor x = h.to(at::kDouble);
-  CkaGramStats g = MakeGramStats(CentreTokens(x), x.square().sum({1, 2}));
-  if (previous != nullptr) *inner = FrobeniusDot(previous->centred, g.centred);
-  if (h.size(1) >= 4) g.unbiased_self = UnbiasedSelf(g, h.size(1));
-  return g;
-}
-
-// HSIC(a, b) / sqrt(HSIC(a, a) HSIC(b, b)); 0 where a self-HSIC is not
-// > kTinyHsic tr(K)^2. Broadcasts (pairs or all pairs).
-at::Tensor Normalise(const at::Tensor& cross, const at::Tensor& self_a,
-                     const at::Tensor& self_b, const at::Tensor& scale_a,
-                     const at::Tensor& scale_b) {
-  const at::Tensor ok = (self_a > kTinyHsic * scale_a)
-                            .logical_and(self_b > kTinyHsic * scale_b)
-                            .logical_and(self_a > 0)
-                            .logical_and(self_b > 0);
-  const at::Tensor den = (self_a * self_b).clamp_min(kTinyNorm).sqrt();
-  return at::where(ok, cross / den, at::zeros_like(cross));
-}
-
-// CKA of two points, [B]; inner = FrobeniusDot(a.centred, b.centred).
-at::Tensor BiasedCka(const CkaGramStats& a, const CkaGramStats& b,
-                     const at::Tensor& inner) {
-  return Normalise(inner, a.biased_self, b.biased_self, a.scale, b.scale);
-}
-
-at::Tensor UnbiasedCka(const CkaGramStats& a, const CkaGramStats& b,
-                       const at::Tensor& inner, int64_t n) {
-  return Normalise(UnbiasedHsic(inner, a, b, n), a.unbiased_self,
-                   b.unbiased_self, a.scale, b.scale);
-}
-
-// Entries of each slice of the all-pair CKA's Gram products (AllPairCka).
-// H200, 25 Grams of [8, 2048, 2048] (bench_half_ops): 64k entries a slice
-// 2.79 ms, 16k 2.72 ms, one product per prompt 5.1 ms, 256k 7.9 ms (too few
-// thread blocks).
-constexpr int64_t kAllPairSliceEntries = 16384;
-
-// Both CKAs of every pair of points at once, [B, P, P] each (undefined when
-// not asked): `all` the P points' scalars stacked ([B, P, ...]: StackPoints
-// or PointsStats), `grams` [P, B, n, n] their centred Grams.
-std::pair<at::Tensor, at::Tensor> AllPairCka(const CkaGramStats& all, const at::Tensor& grams,
-                                             int64_t n, bool biased, bool unbiased) {
-  const int64_t p = grams.size(0), batch = grams.size(1);
-  // inner[b] = G_b G_b^T, G_b [P, n^2] the flattened Grams of prompt b, as
-  // one batched product over S slices of the n^2 entries (G viewed as
-  // [B S, P, n^2 / S], strided, no copy) whose [B, S, P, P] partials are
-  // summed in float64: 2x faster on an H200 than one product per prompt
-  // (P = 25 rows leave a single product with too few thread blocks), and
-  // float32 accumulates only n^2 / S entries.
-  // Float32 Grams (the fused path): the float32 accumulation errs by
-  // ~1e-7 of sum |C_a C_b| <= ||C_a|| ||C_b|| (the Grams are centred, so no
-  // large common part cancels), ~1e-7 absolute in CKA.
-  const int64_t entries = n * n;
-  int64_t slices = 1;  // a power of two dividing n^2, ~16k entries a slice
-  while (slices * 2 * kAllPairSliceEntries <= entries && entries % (slices * 2) == 0) {
-    slices *= 2;
-  }
-  TORCH_CHECK(grams.is_contiguous(), "analysis: all-pair Grams must be contiguous");
-  const at::Tensor g = grams.view({p, batch * slices, entries / slices}).transpose(0, 1);
-  const at::Tensor inner =
-      at::bmm(g, g.transpose(1, 2)).to(at::kDouble).view({batch, slices, p, p}).sum(1);
-  const at::Tensor& scale = all.scale;
-  std::pair<at::Tensor, at::Tensor> out;
-  if (biased) {
-    const at::Tensor& self = all.biased_self;
-    out.first = Normalise(inner, self.unsqueeze(2), self.unsqueeze(1),
-                          scale.unsqueeze(2), scale.unsqueeze(1));
-  }
-  if (unbiased) {
-    const at::Tensor& diag = all.diagonal;   // [B, P, n]
-    const at::Tensor& rows = all.row_sums;   // [B, P, n]
-    const at::Tensor& total = all.total;     // [B, P]
-    const at::Tensor& self = all.unbiased_self;
-    const at::Tensor hsic = UnbiasedHsic(
-        inner, at::bmm(diag, diag.transpose(1, 2)),
-        total.unsqueeze(2) * total.unsqueeze(1),
-        at::bmm(rows, rows.transpose(1, 2)), n);
-    out.second = Normalise(hsic, self.unsqueeze(2), self.unsqueeze(1),
-                           scale.unsqueeze(2), scale.unsqueeze(1));
-  }
-  return out;
-}
-
-// Mean cos over unordered pairs of m tokens from the sum of their unit
-// vectors total [B, d], [B].
-at::Tensor MeanPairCos(const at::Tensor& total, int64_t m) {
-  return (total.square().sum(-1) - static_cast<double>(m)) /
-         static_cast<double>(m * (m - 1));
-}
 
 }  // namespace
 
@@ -359,22 +54,6 @@ absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
   return metrics;
 }
 
-double LinearCka(const at::Tensor& x, const at::Tensor& y,
-                 CkaEstimator estimator) {
-  c10::InferenceMode guard;
-  TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0),
-              "LinearCka: need X [n, d1] and Y [n, d2], got ", x.sizes(),
-              " and ", y.sizes());
-  const int64_t n = x.size(0);
-  const bool biased = estimator == CkaEstimator::kBiased;
-  TORCH_CHECK(n >= (biased ? 2 : 4), "LinearCka: ", n, " rows are too few");
-  at::Tensor inner;
-  const CkaGramStats a = GramStatsOfStates(x.to(at::kDouble).unsqueeze(0));
-  const CkaGramStats b = GramStatsOfStates(y.to(at::kDouble).unsqueeze(0), &a, &inner);
-  return (biased ? BiasedCka(a, b, inner) : UnbiasedCka(a, b, inner, n))
-      .item<double>();
-}
-
 LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics,
                                                int64_t num_layers,
                                                c10::Device device,
@@ -382,170 +61,61 @@ LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics,
     : metrics_(std::move(metrics)),
       num_layers_(num_layers),
       max_positions_(max_positions) {
-  row_.fill(-1);
-  int64_t rows = 0;
-  for (LayerMetric metric : metrics_) {
-    TORCH_CHECK(metric != LayerMetric::kAdjacentCosTokens || max_positions_ >= 1,
-                "analysis: adjacent_cos_tokens needs max_positions >= 1");
-    row_[static_cast<int>(metric)] = rows;
-    rows += RowCount(metric);
+  const MetricShape shape{num_layers_, max_positions_};
+  rows_ = std::make_unique<MetricRows>(metrics_, shape, device);
+  stage_ = std::make_unique<PointStage>(num_layers_);
+  auto asks = [this](bool (*writes)(LayerMetric)) {
+    return std::any_of(metrics_.begin(), metrics_.end(), writes);
+  };
+  if (asks(&OnePointObserver::Writes)) {
+    observers_.push_back(std::make_unique<OnePointObserver>(*rows_));
   }
-  // cka_baseline_*: with any CKA of that estimator (METHODS.md: "every CKA
-  // result also stores cka_baseline"), one row at layer 0.
-  if (Has(LayerMetric::kCkaBiased) || Has(LayerMetric::kCkaAllBiased)) {
-    baseline_biased_row_ = rows++;
+  AllPairCkaObserver* all_pairs = nullptr;
+  if (asks(&AllPairCkaObserver::Writes)) {
+    auto observer = std::make_unique<AllPairCkaObserver>(*rows_);
+    all_pairs = observer.get();
+    observers_.push_back(std::move(observer));
   }
-  if (Has(LayerMetric::kCkaUnbiased) || Has(LayerMetric::kCkaAllUnbiased)) {
-    baseline_unbiased_row_ = rows++;
+  if (asks(&PairCkaObserver::Writes)) {
+    observers_.push_back(std::make_unique<PairCkaObserver>(*rows_, all_pairs));
   }
-  c10::InferenceMode guard;
-  sums_ = at::zeros({rows, 3}, at::TensorOptions().dtype(at::kDouble).device(device));
+  if (asks(&StepObserver::Writes)) {
+    observers_.push_back(std::make_unique<StepObserver>(*rows_, shape));
+  }
+  if (!CkaBaselineObserver::Estimators(metrics_).empty()) {
+    observers_.push_back(std::make_unique<CkaBaselineObserver>(*rows_));
+  }
 }
 
-int64_t LayerMetricAccumulator::RowCount(LayerMetric metric) const {
-  switch (metric) {
-    case LayerMetric::kAdjacentCos:
-    case LayerMetric::kStepEnergy:
-    case LayerMetric::kCkaUnbiased:
-    case LayerMetric::kCkaBiased:
-      return num_layers_;  // pairs (l, l + 1), l = 0..L-1
-    case LayerMetric::kIntertokenCos:
-    case LayerMetric::kIntertokenCosNoFirst:
-    case LayerMetric::kTokenDispersion:
-      return num_layers_ + 2;  // points 0..L and final (L + 1)
-    case LayerMetric::kPathEnergy:
-      return 1;  // one scalar per prompt, at layer 0
-    case LayerMetric::kCkaAllUnbiased:
-    case LayerMetric::kCkaAllBiased:
-      return num_layers_ * (num_layers_ + 1) / 2;  // pairs (l, l'), l < l' <= L
-    case LayerMetric::kAdjacentCosTokens:
-      return num_layers_ * max_positions_;  // pairs (l, l + 1) x positions
+LayerMetricAccumulator::~LayerMetricAccumulator() = default;
+LayerMetricAccumulator::LayerMetricAccumulator(LayerMetricAccumulator&&) noexcept = default;
+LayerMetricAccumulator& LayerMetricAccumulator::operator=(LayerMetricAccumulator&&) noexcept =
+    default;
+
+std::vector<StatKey> LayerMetricAccumulator::Keys(const std::vector<LayerMetric>& metrics,
+                                                  int64_t num_layers, int64_t max_positions) {
+  const MetricShape shape{num_layers, max_positions};
+  std::vector<StatKey> keys;
+  for (LayerMetric metric : metrics) DeclareMetricRows(metric, shape, &keys);
+  for (CkaEstimator estimator : CkaBaselineObserver::Estimators(metrics)) {
+    keys.push_back(CkaBaselineObserver::Key(estimator));
   }
-  return 0;
+  return keys;
 }
 
 const std::vector<StatKey>& LayerMetricAccumulator::keys() const {
-  if (!keys_.empty() || sums_.size(0) == 0) return keys_;
-  keys_.reserve(sums_.size(0));
-  for (LayerMetric metric : metrics_) {
-    const std::string name = LayerMetricName(metric);
-    switch (metric) {
-      case LayerMetric::kCkaAllUnbiased:
-      case LayerMetric::kCkaAllBiased:
-        // l-major, the order of at::triu_indices.
-        for (int32_t l = 0; l < num_layers_; ++l) {
-          for (int32_t lb = l + 1; lb <= num_layers_; ++lb) keys_.push_back({name, l, lb});
-        }
-        break;
-      case LayerMetric::kAdjacentCosTokens:
-        for (int32_t l = 0; l < num_layers_; ++l) {  // l-major
-          for (int32_t t = 0; t < max_positions_; ++t) keys_.push_back({name, l, -1, -1, t});
-        }
-        break;
-      default:
-        for (int32_t l = 0; l < RowCount(metric); ++l) keys_.push_back({name, l});
-    }
-  }
-  if (baseline_biased_row_ >= 0) keys_.push_back({kCkaBaselineBiased, 0});
-  if (baseline_unbiased_row_ >= 0) keys_.push_back({kCkaBaselineUnbiased, 0});
-  TORCH_CHECK(static_cast<int64_t>(keys_.size()) == sums_.size(0),
-              "analysis: ", keys_.size(), " keys for ", sums_.size(0), " rows");
+  if (!keys_.empty() || rows_->size() == 0) return keys_;
+  keys_ = Keys(metrics_, num_layers_, max_positions_);
+  TORCH_CHECK(static_cast<int64_t>(keys_.size()) == rows_->size(),
+              "analysis: ", keys_.size(), " keys for ", rows_->size(), " rows");
   return keys_;
 }
 
-void LayerMetricAccumulator::Add(int64_t row, const at::Tensor& per_prompt) {
-  // per_prompt: float64 [B]. Held until the batch ends, then added with all
-  // the others in a few kernels (Flush), not ~8 tiny ones per row.
-  pending_rows_.push_back(row);
-  pending_values_.push_back(per_prompt);
-}
+const at::Tensor& LayerMetricAccumulator::sums() const { return rows_->sums(); }
 
-void LayerMetricAccumulator::Flush() {
-  if (pending_rows_.empty()) return;
-  const at::Tensor values = at::stack(pending_values_);  // [R, B]
-  const at::Tensor update = at::stack(
-      {values.sum(1), values.square().sum(1),
-       at::full({values.size(0)}, static_cast<double>(values.size(1)),
-                values.options())},
-      1);  // [R, 3]
-  at::Tensor rows =
-      at::tensor(pending_rows_, at::TensorOptions().dtype(at::kLong));
-  if (sums_.is_cuda()) {
-    // From pinned memory the copy is queued, not waited for (no host sync).
-    rows = rows.pin_memory().to(sums_.device(), /*non_blocking=*/true);
-  }
-  // Rows are distinct within a batch.
-  sums_.index_add_(0, rows, update);
-  pending_rows_.clear();
-  pending_values_.clear();
-}
-
-void LayerMetricAccumulator::AddBlock(int64_t row, const at::Tensor& per_prompt) {
-  AddToRows(sums_.narrow(0, row, per_prompt.size(1)), per_prompt);
-}
-
-void LayerMetricAccumulator::AddToRows(const at::Tensor& rows, const at::Tensor& per_prompt) {
-  rows.select(-1, kSum).add_(per_prompt.sum(0));
-  rows.select(-1, kSumSq).add_(per_prompt.square().sum(0));
-  rows.select(-1, kCount).add_(static_cast<double>(per_prompt.size(0)));
-}
-
-void LayerMetricAccumulator::AddAllPairCka(int64_t n) {
-  // The adjacent-pair CKAs (l, l + 1) are the matrices' first
-  // super-diagonal: taken from here when all pairs are computed.
-  const bool all_biased = Has(LayerMetric::kCkaAllBiased) && n >= 2;
-  const bool all_unbiased = Has(LayerMetric::kCkaAllUnbiased) && n >= 4;
-  const bool pair_biased = Has(LayerMetric::kCkaBiased) && n >= 2;
-  const bool pair_unbiased = Has(LayerMetric::kCkaUnbiased) && n >= 4;
-  const bool biased = all_biased || pair_biased;
-  const bool unbiased = all_unbiased || pair_unbiased;
-  if (!biased && !unbiased) return;
-  const int64_t p = num_layers_ + 1;
-  auto [b, u] = AllPairCka(PointsStats(n), all_grams_, n, biased, unbiased);
-  const at::Tensor pairs = at::triu_indices(
-      p, p, 1, at::TensorOptions().dtype(at::kLong).device(sums_.device()));
-  auto upper = [&](const at::Tensor& m) {  // [B, P, P] -> [B, pairs]
-    return m.index({at::indexing::Slice(), pairs[0], pairs[1]});
-  };
-  auto adjacent = [](const at::Tensor& m) {  // [B, P, P] -> [B, L]
-    return m.diagonal(1, 1, 2);
-  };
-  if (all_biased) AddBlock(RowOf(LayerMetric::kCkaAllBiased), upper(b));
-  if (all_unbiased) AddBlock(RowOf(LayerMetric::kCkaAllUnbiased), upper(u));
-  if (pair_biased) AddBlock(RowOf(LayerMetric::kCkaBiased), adjacent(b));
-  if (pair_unbiased) AddBlock(RowOf(LayerMetric::kCkaUnbiased), adjacent(u));
-}
-
-at::Tensor CkaBaselineStates(int64_t prompt, int64_t n, int64_t d,
-                             const at::TensorOptions& options) {
-  at::Generator generator =
-      at::globalContext().defaultGenerator(options.device()).clone();
-  {
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_current_seed(kCkaBaselineSeed + static_cast<uint64_t>(prompt));
-  }
-  return at::randn({2, n, d}, generator, options);
-}
-
-void LayerMetricAccumulator::AddCkaBaseline(const at::Tensor& hidden) {
-  const int64_t batch = hidden.size(0), n = hidden.size(1), d = hidden.size(2);
-  const bool biased = baseline_biased_row_ >= 0 && n >= 2;
-  const bool unbiased = baseline_unbiased_row_ >= 0 && n >= 4;
-  if (!biased && !unbiased) return;
-  // Point 0's dtype, so the baseline runs the same path (fused or float64)
-  // as the CKA it is the baseline of.
-  const at::TensorOptions options =
-      hidden.options().dtype(fused_ ? hidden.scalar_type() : at::kDouble);
-  std::vector<at::Tensor> draws;
-  for (int64_t b = 0; b < batch; ++b) {
-    draws.push_back(CkaBaselineStates(next_prompt_ + b, n, d, options));
-  }
-  const at::Tensor x = at::stack(draws, 1);  // [2, B, n, d]
-  at::Tensor inner;
-  const CkaGramStats first = GramStatsOfStates(x[0]);
-  const std::array<CkaGramStats, 2> stats = {first, GramStatsOfStates(x[1], &first, &inner)};
-  if (biased) Add(baseline_biased_row_, BiasedCka(stats[0], stats[1], inner));
-  if (unbiased) Add(baseline_unbiased_row_, UnbiasedCka(stats[0], stats[1], inner, n));
+void LayerMetricAccumulator::ClearBatch() {
+  stage_->DropHeld();
+  for (const std::unique_ptr<MetricObserver>& observer : observers_) observer->Clear();
 }
 
 void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
@@ -555,20 +125,10 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   TORCH_CHECK(hidden.dim() == 3, "analysis: hidden must be [batch, seq, d], got ",
               hidden.sizes());
   next_point_ = point + 1;
-  const int64_t batch = hidden.size(0);
-  const int64_t n = hidden.size(1);
   if (point == 0) {
     // Nothing of an earlier batch is held (one that threw part-way included).
-    DropHeld();
-    ClearOnePointSums();
-    batch_size_ = batch;
-    examples_ = Has(LayerMetric::kAdjacentCosTokens)
-                    ? std::clamp<int64_t>(kTokenExamplePrompts - next_prompt_,
-                                          0, batch)
-                    : 0;
-    TORCH_CHECK(examples_ == 0 || n <= max_positions_, "analysis: prompt of ",
-                n, " tokens is longer than adjacent_cos_tokens' ",
-                max_positions_, " positions");
+    ClearBatch();
+    batch_size_ = hidden.size(0);
     // The batch's path, once, from point 0's device and dtype: every point
     // of a batch must take the same one (a point's Gram statistics are
     // paired with the next point's, and the two paths keep different ones).
@@ -576,14 +136,14 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
                 "analysis: representation point 0 must be floating point, got ",
                 hidden.scalar_type());
     // A half model's float32 states take the fused path on every device
-    // (their Gram a bf16 one: round_gram below).
+    // (their Gram a bf16 one: round_gram in metric_observers.cc).
     fused_ = TakesFusedPath(hidden.device(), hidden.scalar_type(), model_dtype_);
     first_type_ = hidden.scalar_type();
   }
   // A later point of another dtype (the SSM models keep the residual in
   // float32, so a bf16 model's embedding can be bf16 and its blocks
   // float32): the float64 path upcasts every point to float64, exactly; the
-  // fused path takes bf16, fp16 and float32 points (the per-token pass below
+  // fused path takes bf16, fp16 and float32 points (the per-token pass
   // upcasts a pair of different dtypes, exactly, to a common one) and
   // refuses any other, naming both points.
   TORCH_CHECK(!fused_ || IsFusedStateType(hidden.scalar_type()),
@@ -594,379 +154,29 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   TORCH_CHECK(fused_ || at::isFloatingType(hidden.scalar_type()),
               "analysis: representation point ", point, " must be floating point, got ",
               hidden.scalar_type());
-  if (point >= 1 && point <= num_layers_ && !previous_sizes_.empty()) {
-    TORCH_CHECK(previous_sizes_ == hidden.sizes().vec(), "analysis: layer shapes differ: ",
-                c10::IntArrayRef(previous_sizes_), " vs ", hidden.sizes());
-  }
-  if (point == 0) AddCkaBaseline(hidden);
-  if (fused_) {
-    ObserveFused(point, hidden);
-  } else {
-    ObserveFloat64(point, hidden);
-  }
-}
-
-LayerMetricAccumulator::PointWants LayerMetricAccumulator::WantsAt(int64_t point,
-                                                                   int64_t n) const {
-  PointWants w;
-  w.residual = point <= num_layers_;
-  w.biased = w.residual && n >= 2 &&
-             (Has(LayerMetric::kCkaBiased) || Has(LayerMetric::kCkaAllBiased));
-  w.unbiased = w.residual && n >= 4 &&
-               (Has(LayerMetric::kCkaUnbiased) || Has(LayerMetric::kCkaAllUnbiased));
-  w.all_pairs = (Has(LayerMetric::kCkaAllBiased) && n >= 2) ||
-                (Has(LayerMetric::kCkaAllUnbiased) && n >= 4);
-  w.gram = w.biased || w.unbiased;
-  // With all pairs, the adjacent pairs come from the all-pair matrices
-  // (AddAllPairCka); else from one inner product per pair (AddPairCka).
-  w.pair_cka = !w.all_pairs && ((Has(LayerMetric::kCkaBiased) && n >= 2) ||
-                                (Has(LayerMetric::kCkaUnbiased) && n >= 4));
-  w.dispersion = Has(LayerMetric::kTokenDispersion) && n >= 1;
-  w.intertoken = Has(LayerMetric::kIntertokenCos) && n >= 2;
-  w.nofirst = Has(LayerMetric::kIntertokenCosNoFirst) && n >= 3;
-  w.cos = Has(LayerMetric::kAdjacentCos) || examples_ > 0;
-  w.steps = Has(LayerMetric::kStepEnergy) || Has(LayerMetric::kPathEnergy);
-  w.states = w.cos || w.steps;
-  return w;
-}
-
-void LayerMetricAccumulator::ObserveFused(int64_t point, const at::Tensor& hidden) {
-  // Half states, float32 states on CUDA, a half model's float32 states
-  // anywhere (TakesFusedPath), read as they are: ONE pass over the point
-  // (HalfPointPass: its per-token norms, the dot products and steps with the
-  // point before, the token sums every metric needs, the bf16 rounding of a
-  // half model's float32 states for the CKA Gram, and the point before's
-  // Gram row means), then the Gram's GEMM. What is formed from those
-  // per-token and per-prompt tensors (cosines, energies, dispersions, the
-  // Grams' centring scalars) waits for the batch's last point, where it runs
-  // once on [B, P, ...] tensors: a point costs ~7 kernels, not ~35 small
-  // ones (on an H200 the small ones were ~4 ms of Mamba-1.4B's ~25 ms of
-  // metrics at 8 x 2048).
-  //
-  // A Gram's row means r_t = x_t . mean need the point's token mean, known
-  // only once its pass has ended; a pass of their own would read the states
-  // again (24 us a point on an H200 for Mamba-1.4B's bf16 rounding). So
-  // point p's Gram waits (pending_gram_) until point p + 1's pass, which
-  // reads x_p anyway as its point before and adds r_p; its centred products
-  // with point p - 1's follow there (the final point's pass reads point L
-  // for that alone).
-  const int64_t n = hidden.size(1);
-  const PointWants want = WantsAt(point, n);
-  // Float32 states of a half-precision model (the SSMs' residual_in_fp32
-  // stream: SetModelDtype, or else point 0 in a half dtype): the CKA Gram
-  // is formed from their bf16 rounding, as a bf16 Transformer's states are,
-  // with that rounding's own norms and means, so that the metrics' cost
-  // follows the states' shape and the model's precision, not the
-  // architecture (one bf16 GEMM where the split-bf16 one takes three: 49
-  // such Grams were ~40% of Mamba-1.4B's metric time at 8 x 2048 on an
-  // H200). Cosines, norms, steps and dispersion keep the float32 values.
-  // A float32 model keeps the split-bf16 Gram.
-  const at::ScalarType model_dtype =
-      model_dtype_ != at::ScalarType::Undefined ? model_dtype_ : first_type_;
-  const bool round_gram = want.gram && hidden.scalar_type() == at::kFloat &&
-                          (model_dtype == at::kBFloat16 || model_dtype == at::kHalf);
-  const bool pending = pending_gram_.mean.defined();
-  const bool pair_point = want.residual && point >= 1 && previous_.defined();
-  // The pass reads one dtype: a pair of different ones (bf16 embedding,
-  // float32 blocks) is upcast to their common type, exactly (bf16 and fp16
-  // values are float32 values).
-  at::Tensor cur = hidden, prev = pair_point || pending ? previous_ : at::Tensor();
-  if (prev.defined() && prev.scalar_type() != cur.scalar_type()) {
-    const at::ScalarType common = at::promote_types(prev.scalar_type(), cur.scalar_type());
-    cur = cur.to(common);
-    prev = prev.to(common);
-  }
-  PointPassSpec spec;
-  spec.tiny = kTinyNorm;
-  spec.unit = want.intertoken;
-  spec.unit_nofirst = want.nofirst;
-  spec.plain = want.dispersion || (want.gram && !round_gram);
-  spec.rounded = round_gram;
-  if (pending) {
-    spec.prev_vec = pending_gram_.mean;
-    spec.prev_vec_rounded = pending_gram_.rounded;
-  }
-  const PointPassResult pass = HalfPointPass(cur, prev, spec);
-  if (pending) FinishPendingGram(pass.prev_vec_dot);
-
-  // One-point metrics: points 0..L+1.
-  if (pass.unit_sums.defined()) unit_sums_.push_back(pass.unit_sums);  // [B, k, d]
-  if (want.dispersion) {
-    point_norm_sq_.push_back(pass.norm_sq);
-    plain_sums_.push_back(pass.plain_sum);
-  }
-  if (point == num_layers_ + 1) {
-    AddOnePointMetrics(n);
-    // The CKAs, now that point L's Gram has its row means.
-    const PointWants residual = WantsAt(num_layers_, n);
-    if (residual.pair_cka) AddPairCka(n);
-    if (residual.all_pairs) AddAllPairCka(n);
-    DropHeld();
-    return;
-  }
-
-  // Pair / step metrics: residual points 0..L.
-  if (!want.states && !want.gram) return;
-  if (want.gram) {
-    // This point's Gram, of the states it is formed from (the bf16
-    // rounding's where round_gram), with their own norms and mean; its row
-    // means come with the next point's pass.
-    const at::Tensor gram_states = round_gram ? pass.rounded : hidden;
-    PendingGram& g = pending_gram_;
-    g.point = point;
-    g.rounded = round_gram;
-    g.norm_sq = round_gram ? pass.rounded_norm_sq : pass.norm_sq;
-    g.mean = (round_gram ? pass.rounded_sum : pass.plain_sum) / static_cast<double>(n);
-    if (!want.all_pairs) {
-      g.raw.blocks = GramRowBlocks(n);
-      g.raw.lower = HalfLowerBlockGram(gram_states, g.raw.blocks, g.norm_sq);
-    } else {
-      if (point == 0) {
-        all_grams_ = at::empty({num_layers_ + 1, hidden.size(0), n, n},
-                               hidden.options().dtype(at::kFloat));
-      }
-      at::Tensor out = all_grams_[point];
-      HalfGramInto(out, gram_states, g.norm_sq);
+  if (point == 0) {
+    const BatchInfo batch{.batch = batch_size_,
+                          .n = hidden.size(1),
+                          .first_prompt = next_prompt_,
+                          .fused = fused_,
+                          .point0 = &hidden};
+    for (const std::unique_ptr<MetricObserver>& observer : observers_) {
+      observer->BeginBatch(batch, *rows_);
     }
+    stage_->BeginBatch(fused_, model_dtype_ != c10::ScalarType::Undefined ? model_dtype_
+                                                                          : first_type_);
   }
-  // |h_t|^2 (AddStepMetrics takes the roots of the stacked points).
-  if (want.states) norms_.push_back(pass.norm_sq);
-  if (point >= 1) {
-    if (want.cos) dots_.push_back(pass.prev_dot);
-    if (want.steps) steps_.push_back(pass.step_sq);
+  // What the point is read for: the union of the observers' needs (which
+  // depend on its n, and on the batch's place in the job).
+  PointNeeds needs;
+  for (const std::unique_ptr<MetricObserver>& observer : observers_) {
+    needs |= observer->NeedsAt(hidden.size(1));
   }
-  if (point == num_layers_ && want.states) AddStepMetrics();
-  // Held for the next point (point L's for its Gram's row means only); the
-  // final-norm output is not paired. The model's own tensor, never written.
-  previous_sizes_ = hidden.sizes().vec();
-  previous_ = hidden;
-}
-
-void LayerMetricAccumulator::FinishPendingGram(const at::Tensor& row_means) {
-  PendingGram& p = pending_gram_;
-  FusedGramPoint g;
-  g.norm_sq = p.norm_sq;
-  g.row_means = row_means;
-  g.grand = row_means.mean(1);  // = |mean|^2: sum_t x_t . mean = n |mean|^2
-  if (p.raw.lower.defined()) {
-    p.raw.row_means = row_means;
-    p.raw.grand = g.grand;
-    // {<C_prev, C>, <C, C>} before their sum over thread blocks, which
-    // PointsStats does for all points at once.
-    g.products = CentredGramProductPartials(p.point >= 1 ? previous_gram_.raw : RawGram(), p.raw);
-    previous_gram_.raw = std::move(p.raw);
-  } else {
-    at::Tensor out = all_grams_[p.point];
-    g.biased_self = CentreGram(out, row_means, g.grand);
+  const PointStats& stats = stage_->Observe(point, hidden, needs);
+  for (const std::unique_ptr<MetricObserver>& observer : observers_) {
+    observer->Observe(stats, *rows_);
   }
-  fused_grams_.push_back(std::move(g));
-  pending_gram_ = PendingGram();
-}
-
-void LayerMetricAccumulator::ObserveFloat64(int64_t point, const at::Tensor& hidden) {
-  // Statistics on a float64 copy (a float64 input is used as is and never
-  // written to).
-  const at::Tensor h = hidden.to(at::kDouble);
-  const int64_t n = h.size(1);
-  const PointWants want = WantsAt(point, n);
-  // Token-centred float64 states (token_dispersion and the CKA Grams share
-  // them).
-  at::Tensor centred;
-  if (want.gram || want.dispersion) centred = CentreTokens(h);
-  const at::Tensor norm = at::linalg_vector_norm(h, 2, {-1});  // [B, n]
-  const at::Tensor trace_k = norm.square().sum(-1);  // sum_t ||h_t||^2 [B]
-
-  // One-point metrics: points 0..L+1.
-  if (want.intertoken || want.nofirst) {
-    // Sums of unit vectors as one [k, n] x [n, d] product per prompt (no
-    // [B, n, d] unit-vector tensor): row 0 weights 1/||h_t||, row 1 the
-    // same without position 0 (the mask [1, 2, n] zeroes it).
-    if (point == 0) {
-      unit_mask_ = at::ones({1, 2, n}, norm.options());
-      unit_mask_.select(1, 1).select(1, 0).zero_();
-      if (!want.intertoken) unit_mask_ = unit_mask_.narrow(1, 1, 1);
-      if (!want.nofirst) unit_mask_ = unit_mask_.narrow(1, 0, 1);
-    }
-    const at::Tensor w =  // [B, k, n]
-        norm.clamp_min(kTinyNorm).reciprocal().unsqueeze(1) * unit_mask_;
-    unit_sums_.push_back(at::bmm(w, h));  // [B, k, d] float64
-  }
-  if (want.dispersion) {
-    // sum_t ||h_t - mean||^2; the same reduction for the spread and tr(K),
-    // so all tokens one vector gives exactly 0.
-    spreads_.push_back(at::linalg_vector_norm(centred, 2, {-1}).square().sum(-1));
-    traces_.push_back(trace_k);
-  }
-  if (point == num_layers_ + 1) AddOnePointMetrics(n);
-
-  // Pair / step metrics: residual points 0..L only.
-  if (!want.residual) return;
-  if (!want.states && !want.gram) return;
-  CkaGramStats gram;
-  if (want.gram) {
-    at::Tensor out;
-    if (want.all_pairs) {
-      if (point == 0) {
-        all_grams_ = at::empty({num_layers_ + 1, h.size(0), n, n}, h.options());
-      }
-      out = all_grams_[point];
-    }
-    gram = MakeGramStats(centred, trace_k, out);
-  }
-  centred = at::Tensor();
-  if (want.states) norms_.push_back(norm);
-  if (point >= 1) {
-    if (want.cos) dots_.push_back((previous_ * h).sum(-1));
-    if (want.steps) {
-      // From the difference of the states, not ||a||^2 + ||b||^2 - 2 a.b,
-      // which cancels for small steps.
-      steps_.push_back(at::linalg_vector_norm(h - previous_, 2, {-1}).square());
-    }
-    if (want.pair_cka) pair_inner_.push_back(FrobeniusDot(previous_gram_.centred, gram.centred));
-  }
-  if (want.gram) {
-    CkaGramStats scalars = gram;  // without its n x n matrix
-    scalars.centred = at::Tensor();
-    gram_points_.push_back(std::move(scalars));
-    if (want.pair_cka && point == num_layers_) AddPairCka(n);
-  }
-  if (point == num_layers_ && want.states) AddStepMetrics();
-  // Held for the next point; the final-norm output is not paired.
-  if (point < num_layers_) {
-    previous_sizes_ = h.sizes().vec();
-    if (want.states) previous_ = h;
-    previous_gram_ = std::move(gram);
-  } else {
-    if (want.all_pairs) AddAllPairCka(n);
-    DropHeld();
-  }
-}
-
-void LayerMetricAccumulator::AddOnePointMetrics(int64_t n) {
-  if (!unit_sums_.empty()) {  // [B, P, k, d], P = L + 2 points
-    const at::Tensor totals = at::stack(unit_sums_, 1);
-    const bool all = Has(LayerMetric::kIntertokenCos) && n >= 2;
-    if (all) {
-      AddBlock(RowOf(LayerMetric::kIntertokenCos), MeanPairCos(totals.select(2, 0), n));
-    }
-    if (Has(LayerMetric::kIntertokenCosNoFirst) && n >= 3) {
-      AddBlock(RowOf(LayerMetric::kIntertokenCosNoFirst),
-               MeanPairCos(totals.select(2, all ? 1 : 0), n - 1));
-    }
-  }
-  at::Tensor spread, trace_k;  // [B, P]
-  if (!spreads_.empty()) {
-    spread = at::stack(spreads_, 1);
-    trace_k = at::stack(traces_, 1);
-  } else if (!plain_sums_.empty()) {
-    // Fused path: tr(K) minus n ||mean||^2 (clamped at 0 against rounding).
-    trace_k = at::stack(point_norm_sq_, 1).sum(-1);
-    const at::Tensor mean = at::stack(plain_sums_, 1) / static_cast<double>(n);
-    spread = (trace_k - static_cast<double>(n) * mean.square().sum(-1)).clamp_min(0.0);
-  }
-  if (spread.defined()) {
-    AddBlock(RowOf(LayerMetric::kTokenDispersion),
-             at::where(trace_k > 0, spread / trace_k.clamp_min(kTinyNorm),
-                       at::zeros_like(spread)));
-  }
-  ClearOnePointSums();
-}
-
-void LayerMetricAccumulator::ClearOnePointSums() {
-  unit_sums_.clear();
-  spreads_.clear();
-  traces_.clear();
-  point_norm_sq_.clear();
-  plain_sums_.clear();
-}
-
-void LayerMetricAccumulator::AddStepMetrics() {
-  // [B, L + 1, n]; the fused path holds |h_t|^2.
-  const at::Tensor norms = fused_ ? at::stack(norms_, 1).sqrt() : at::stack(norms_, 1);
-  const int64_t pairs = norms.size(1) - 1;
-  const at::Tensor before = norms.narrow(1, 0, pairs), after = norms.narrow(1, 1, pairs);
-  if (!dots_.empty()) {  // cos of the pairs (l, l + 1), [B, L, n]
-    const at::Tensor cos =
-        at::stack(dots_, 1) / (before * after).clamp_min(kTinyNorm);
-    if (Has(LayerMetric::kAdjacentCos)) {
-      AddBlock(RowOf(LayerMetric::kAdjacentCos), cos.mean(-1));
-    }
-    if (examples_ > 0) {
-      // Rows l * max_positions + t (t < n) of the heat map: one strided
-      // [L, n] block of the sums, all pairs at once.
-      const int64_t n = cos.size(2);
-      AddToRows(sums_.narrow(0, RowOf(LayerMetric::kAdjacentCosTokens), pairs * max_positions_)
-                    .view({pairs, max_positions_, 3})
-                    .narrow(1, 0, n),
-                cos.narrow(0, 0, examples_));  // [examples, L, n]
-    }
-  }
-  if (!steps_.empty()) {
-    const at::Tensor step = at::stack(steps_, 1), base = before.square();
-    const at::Tensor energy =  // [B, L]
-        at::where(base > 0, step / base.clamp_min(kTinyNorm), at::zeros_like(step))
-            .mean(-1);
-    if (Has(LayerMetric::kStepEnergy)) {
-      AddBlock(RowOf(LayerMetric::kStepEnergy), energy);
-    }
-    if (Has(LayerMetric::kPathEnergy)) {
-      Add(RowOf(LayerMetric::kPathEnergy), energy.sum(1));
-    }
-  }
-}
-
-CkaGramStats LayerMetricAccumulator::PointsStats(int64_t n, at::Tensor* inner) const {
-  if (!fused_) return StackPoints(gram_points_, n);
-  // The fused path's scalars, formed here once for all points from their
-  // per-token tensors (SetScalarsFromTokens on [B, P, ...]).
-  auto stack = [&](at::Tensor FusedGramPoint::*field) {
-    std::vector<at::Tensor> parts;
-    for (const FusedGramPoint& point : fused_grams_) parts.push_back(point.*field);
-    return at::stack(parts, 1);
-  };
-  CkaGramStats s;
-  const at::Tensor norm_sq = stack(&FusedGramPoint::norm_sq);  // [B, P, n]
-  SetScalarsFromTokens(s, norm_sq, stack(&FusedGramPoint::row_means),
-                       stack(&FusedGramPoint::grand), norm_sq.sum(-1));
-  if (fused_grams_.front().products.defined()) {
-    // [B, P, 2]: {<C_p-1, C_p>, <C_p, C_p>} of each point p.
-    const at::Tensor products = stack(&FusedGramPoint::products).sum(-1);
-    s.biased_self = products.select(2, 1);
-    if (inner != nullptr) *inner = products.select(2, 0).narrow(1, 1, products.size(1) - 1);
-  } else {
-    s.biased_self = stack(&FusedGramPoint::biased_self);
-  }
-  if (n >= 4) s.unbiased_self = UnbiasedSelf(s, n);
-  return s;
-}
-
-void LayerMetricAccumulator::AddPairCka(int64_t n) {
-  const size_t p = fused_ ? fused_grams_.size() : gram_points_.size();  // points 0..L
-  TORCH_CHECK(p >= 2 && (fused_ || pair_inner_.size() == p - 1), "analysis: CKA of ", p,
-              " points with ", pair_inner_.size(), " pairs");
-  at::Tensor inner;  // [B, L]
-  const CkaGramStats all = PointsStats(n, &inner);  // [B, L + 1, ...]
-  const CkaGramStats a = PointRange(all, 0, p - 1), b = PointRange(all, 1, p - 1);
-  if (!fused_) inner = at::stack(pair_inner_, 1);
-  if (Has(LayerMetric::kCkaBiased) && n >= 2) {
-    AddBlock(RowOf(LayerMetric::kCkaBiased), BiasedCka(a, b, inner));
-  }
-  if (Has(LayerMetric::kCkaUnbiased) && n >= 4) {
-    AddBlock(RowOf(LayerMetric::kCkaUnbiased), UnbiasedCka(a, b, inner, n));
-  }
-}
-
-void LayerMetricAccumulator::DropHeld() {
-  previous_ = at::Tensor();
-  norms_.clear();
-  dots_.clear();
-  steps_.clear();
-  previous_gram_ = CkaGramStats();
-  all_grams_ = at::Tensor();
-  gram_points_.clear();
-  fused_grams_.clear();
-  pending_gram_ = PendingGram();
-  pair_inner_.clear();
+  stage_->EndPoint(point);
 }
 
 void LayerMetricAccumulator::EndBatch() {
@@ -975,9 +185,8 @@ void LayerMetricAccumulator::EndBatch() {
               ", expected ", num_layers_ + 1);
   next_point_ = 0;
   if (batch_size_ > 0) next_prompt_ += batch_size_;
-  Flush();
-  DropHeld();
-  previous_sizes_.clear();
+  rows_->Flush();
+  ClearBatch();
 }
 
 }  // namespace layerflow::worker

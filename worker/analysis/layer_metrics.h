@@ -80,8 +80,8 @@
 #ifndef LAYERFLOW_WORKER_ANALYSIS_LAYER_METRICS_H_
 #define LAYERFLOW_WORKER_ANALYSIS_LAYER_METRICS_H_
 
-#include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -184,8 +184,16 @@ struct StatKey {
   int32_t layer_b = -1;
   int32_t head = -1;
   int32_t position = -1;
+  bool operator==(const StatKey& other) const = default;
 };
 
+class MetricObserver;
+class MetricRows;
+class PointStage;
+
+// A composer: one shared per-point stage that reads each point once for
+// what the asked metrics need, and one observer per metric family that
+// forms its rows from it (metric_observers.h).
 class LayerMetricAccumulator {
  public:
   static constexpr int kSum = 0, kSumSq = 1, kCount = 2;
@@ -196,6 +204,15 @@ class LayerMetricAccumulator {
   // >= 1 when adjacent_cos_tokens is asked for.
   LayerMetricAccumulator(std::vector<LayerMetric> metrics, int64_t num_layers,
                          c10::Device device, int64_t max_positions = 0);
+  ~LayerMetricAccumulator();
+  LayerMetricAccumulator(LayerMetricAccumulator&&) noexcept;
+  LayerMetricAccumulator& operator=(LayerMetricAccumulator&&) noexcept;
+
+  // The keys() of an accumulator of these arguments, from the shape alone
+  // (no tensors, no device): each metric's rows as its family declares
+  // them, in the order of `metrics`, then the cka_baseline rows.
+  static std::vector<StatKey> Keys(const std::vector<LayerMetric>& metrics,
+                                   int64_t num_layers, int64_t max_positions = 0);
 
   // The index within the job of the next batch's first prompt (the batch's
   // prompts are consecutive); advances by B at each EndBatch. Starts at 0.
@@ -205,8 +222,8 @@ class LayerMetricAccumulator {
 
   // The dtype the model computes in. A half-precision model's float32
   // states (the SSMs' residual_in_fp32 stream, point 0 included) have their
-  // CKA Gram formed from their bf16 rounding (layer_metrics.cc, round_gram).
-  // Unset: point 0's dtype stands for it.
+  // CKA Gram formed from their bf16 rounding (metric_observers.cc,
+  // round_gram). Unset: point 0's dtype stands for it.
   void SetModelDtype(c10::ScalarType dtype) { model_dtype_ = dtype; }
 
   // One representation point of a batch of B prompts of n tokens each,
@@ -222,67 +239,26 @@ class LayerMetricAccumulator {
   // complete after EndBatch (a batch's rows are added there). The keys are
   // built on the first call: adjacent_cos_tokens has L x max_positions of
   // them (49k for 24 layers and 2048 tokens, ~3 ms of allocations), and a
-  // job's runner builds one accumulator per chunk but asks for keys once.
+  // job's runner builds one accumulator per chunk and rank but takes its
+  // keys once, from Keys.
   const std::vector<StatKey>& keys() const;
-  const at::Tensor& sums() const { return sums_; }
-  at::Tensor& mutable_sums() { return sums_; }
+  const at::Tensor& sums() const;
 
  private:
-  void Add(int64_t row, const at::Tensor& per_prompt);
-  // per_prompt [B, m] into rows row .. row + m - 1.
-  void AddBlock(int64_t row, const at::Tensor& per_prompt);
-  // per_prompt [B, ...] into rows [..., 3], a view of sums_ of that shape.
-  static void AddToRows(const at::Tensor& rows, const at::Tensor& per_prompt);
-  void AddAllPairCka(int64_t n);
-  // The adjacent-pair CKAs of the batch at its last residual point.
-  void AddPairCka(int64_t n);
-  // adjacent_cos(_tokens), step_energy and path_energy of the batch at its
-  // last residual point; intertoken_cos(_nofirst) and token_dispersion at
-  // its last point.
-  void AddStepMetrics();
-  void AddOnePointMetrics(int64_t n);
-  void ClearOnePointSums();
-  // What a point of n tokens is read for, from the metrics asked.
-  struct PointWants {
-    bool residual = false;    // points 0..L (not the final-norm output)
-    bool biased = false, unbiased = false, gram = false;  // CKA Grams
-    bool all_pairs = false;   // all-pair CKA (its Grams kept)
-    bool pair_cka = false;    // adjacent-pair CKA from one product per pair
-    bool dispersion = false, intertoken = false, nofirst = false;
-    bool cos = false, steps = false, states = false;  // states: cos or steps
-  };
-  PointWants WantsAt(int64_t point, int64_t n) const;
-  // The batch's path (header comment), after Observe's checks.
-  void ObserveFused(int64_t point, const at::Tensor& hidden);
-  void ObserveFloat64(int64_t point, const at::Tensor& hidden);
-  // The CKA scalars of the batch's residual points so far, [B, P, ...];
-  // on the fused path's adjacent pairs also *inner = <C_p-1, C_p> [B, P - 1].
-  CkaGramStats PointsStats(int64_t n, at::Tensor* inner = nullptr) const;
-  // The held point's Gram, with its row means (from the next point's pass).
-  void FinishPendingGram(const at::Tensor& row_means);
-  // cka_baseline_* of the batch's prompts (point 0's states give B, n, d).
-  void AddCkaBaseline(const at::Tensor& hidden);
-  void Flush();  // the pending Add rows into sums_
-  void DropHeld();
-  // How many rows `metric` has (its keys in keys()).
-  int64_t RowCount(LayerMetric metric) const;
-  bool Has(LayerMetric metric) const {
-    return row_[static_cast<int>(metric)] >= 0;
-  }
-  int64_t RowOf(LayerMetric metric) const {
-    return row_[static_cast<int>(metric)];
-  }
+  // What an earlier batch left (one that threw part-way included) dropped.
+  void ClearBatch();
 
   std::vector<LayerMetric> metrics_;
   int64_t num_layers_;
   int64_t max_positions_;
   mutable std::vector<StatKey> keys_;  // built by keys()
-  std::array<int64_t, kNumLayerMetrics> row_;  // first row of each, or -1
-  int64_t baseline_biased_row_ = -1;
-  int64_t baseline_unbiased_row_ = -1;
-  at::Tensor sums_;
-  std::vector<int64_t> pending_rows_;     // Add()ed this batch
-  std::vector<at::Tensor> pending_values_;  // their per-prompt values [B]
+  std::unique_ptr<MetricRows> rows_;
+  std::unique_ptr<PointStage> stage_;
+  // The asked families, in the order they see each point: the all-pair CKA
+  // before the adjacent-pair one that reads its matrices, the baseline (at
+  // point 0, before the stage's pass) after the step metrics' check of the
+  // batch's length.
+  std::vector<std::unique_ptr<MetricObserver>> observers_;
   int64_t next_point_ = 0;
   int64_t next_prompt_ = 0;
   int64_t batch_size_ = 0;    // B of the current batch
@@ -291,51 +267,6 @@ class LayerMetricAccumulator {
   bool fused_ = false;
   c10::ScalarType first_type_ = c10::ScalarType::Undefined;
   c10::ScalarType model_dtype_ = c10::ScalarType::Undefined;
-  int64_t examples_ = 0;      // adjacent_cos_tokens prompts of this batch
-  at::Tensor previous_;       // [B, n, d] of the last residual point
-  std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
-  CkaGramStats previous_gram_;   // of the last residual point (CKA only)
-  // CKA: each residual point's Gram scalars (no n x n matrix), so the HSIC
-  // algebra runs once per batch on [B, L + 1] tensors, not as dozens of
-  // small kernels per point (each a few microseconds of GPU time); with all
-  // pairs the centred Grams of points 0..L, [L + 1, B, n, n], else each
-  // adjacent pair's <C_l, C_l+1>.
-  std::vector<CkaGramStats> gram_points_;
-  // The fused path keeps each point's per-token tensors instead, and forms
-  // the scalars from them once (PointsStats): |x_t|^2 and r_t = x_t . mean
-  // [B, n], g = |mean|^2 and <C, C>_F [B] of the states its Gram is of.
-  // Adjacent pairs: `products` [B, 2, G], CentredGramProductPartials with
-  // the point before; all pairs: `biased_self` [B] from the centring.
-  struct FusedGramPoint {
-    at::Tensor norm_sq, row_means, grand, products, biased_self;
-  };
-  std::vector<FusedGramPoint> fused_grams_;
-  // The last residual point's Gram until the next point's pass gives its
-  // row means (ObserveFused): raw lower blocks (adjacent pairs) or
-  // all_grams_[point] uncentred (all pairs), its states' |x_t|^2 [B, n] and
-  // token mean [B, d] (of their bf16 rounding where `rounded`).
-  struct PendingGram {
-    int64_t point = -1;
-    bool rounded = false;
-    RawGram raw;
-    at::Tensor norm_sq, mean;
-  };
-  PendingGram pending_gram_;
-  at::Tensor all_grams_;
-  std::vector<at::Tensor> pair_inner_;
-  // Per-point quantities of the batch, turned into metric values at its
-  // last (residual) point: the scalar algebra then runs once on [B, P, ...]
-  // tensors, not as a dozen small kernels per point.
-  std::vector<at::Tensor> norms_;      // |h_t| [B, n] (fused path: |h_t|^2), residual points
-  std::vector<at::Tensor> dots_;       // h_t^(l) . h_t^(l+1) [B, n], pairs
-  std::vector<at::Tensor> steps_;      // |h_t^(l+1) - h_t^(l)|^2 [B, n], pairs
-  std::vector<at::Tensor> unit_sums_;  // sums of unit vectors [B, k, d], points
-  std::vector<at::Tensor> spreads_;    // sum_t |h_t - mean|^2 [B], points
-  std::vector<at::Tensor> traces_;     // tr(K) [B], points
-  // token_dispersion on the fused path: |h_t|^2 [B, n] and sum_t h_t [B, d].
-  std::vector<at::Tensor> point_norm_sq_;
-  std::vector<at::Tensor> plain_sums_;
-  at::Tensor unit_mask_;               // [1, k, n]: which tokens each sum takes
 };
 
 }  // namespace layerflow::worker
