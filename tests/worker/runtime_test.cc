@@ -20,6 +20,7 @@
 #include "tests/worker/naive_reference.h"
 #include "tests/worker/torch_export.h"
 #include "worker/analysis/layer_metrics.h"
+#include "worker/analysis/spectrum.h"
 #include "worker/data/kvpr.h"
 #include "worker/data/text.h"
 #include "worker/model/language_model.h"
@@ -217,6 +218,49 @@ TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
                 *std::max_element(tokens.begin(), tokens.begin() + 4));
     }
   }
+}
+
+// The runner's rows, declared up front from the shapes alone, are the keys
+// of the accumulators that fill them, in their order: a chunk's stats are
+// those keys less the rows no prompt of it reached (here only heat-map
+// positions past the example prompts' lengths).
+TEST(JobRunnerTest, RowsAreTheAccumulatorsKeys) {
+  JobConfig config = TinyJob();
+  config.analyses = {"adjacent_cos_tokens", "cka_biased", "spectrum", "token_dispersion",
+                     "cka_all_unbiased", "path_energy"};
+  config.prompts_per_chunk = config.num_prompts;
+  auto chunk = MakeRunner(config)->RunChunk(0);
+  ASSERT_TRUE(chunk.ok()) << chunk.status();
+  const ModelPreset preset = *FindModelPreset(config.model);
+  auto model = CreateRandomModel(preset.config, *ParseInitScheme(config.init_scheme),
+                                 static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU),
+                                 c10::kFloat);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const int64_t L = (*model)->num_layers();
+  const LayerMetricAccumulator metrics(
+      *ParseLayerMetrics({"adjacent_cos_tokens", "cka_biased", "token_dispersion",
+                          "cka_all_unbiased", "path_energy"}),
+      L, c10::Device(c10::kCPU), config.context_length);
+  const SpectrumAccumulator spectrum("spectrum", L, (*model)->spectrum_groups(),
+                                     c10::Device(c10::kCPU));
+  std::vector<StatKey> want = metrics.keys();
+  want.insert(want.end(), spectrum.keys().begin(), spectrum.keys().end());
+  auto same = [](const StatKey& k, const MetricStat& s) {
+    return k.metric == s.metric && k.layer == s.layer && k.layer_b == s.layer_b &&
+           k.head == s.head && k.position == s.position;
+  };
+  size_t next = 0, heat_map = 0;
+  for (const MetricStat& s : chunk->stats) {
+    for (; next < want.size() && !same(want[next], s); ++next) {
+      EXPECT_EQ(want[next].metric, "adjacent_cos_tokens") << "row " << next << " left out";
+    }
+    ASSERT_LT(next, want.size()) << s.metric << " layer " << s.layer
+                                 << ": not a key, or out of order";
+    heat_map += s.metric == "adjacent_cos_tokens";
+    ++next;
+  }
+  for (; next < want.size(); ++next) EXPECT_EQ(want[next].metric, "adjacent_cos_tokens");
+  EXPECT_GT(heat_map, 0u);
 }
 
 // Every architecture runs as a job: a row per metric and point (L + 2 of

@@ -17,10 +17,10 @@ std::vector<std::string> SpectrumAccumulator::MetricNames(const std::string& pre
   return names;
 }
 
-SpectrumAccumulator::SpectrumAccumulator(std::string prefix, int64_t num_layers,
-                                         int64_t groups, c10::Device device)
-    : num_layers_(num_layers), groups_(groups) {
+std::vector<StatKey> SpectrumAccumulator::Keys(const std::string& prefix, int64_t num_layers,
+                                               int64_t groups) {
   const std::vector<std::string> names = MetricNames(prefix);
+  std::vector<StatKey> keys;
   for (int64_t l = 1; l <= num_layers; ++l) {
     for (int64_t g = 0; g < groups; ++g) {
       for (const std::string& name : names) {
@@ -28,10 +28,16 @@ SpectrumAccumulator::SpectrumAccumulator(std::string prefix, int64_t num_layers,
         key.metric = name;
         key.layer = static_cast<int32_t>(l);
         key.head = static_cast<int32_t>(g);
-        keys_.push_back(std::move(key));
+        keys.push_back(std::move(key));
       }
     }
   }
+  return keys;
+}
+
+SpectrumAccumulator::SpectrumAccumulator(std::string prefix, int64_t num_layers,
+                                         int64_t groups, c10::Device device)
+    : num_layers_(num_layers), groups_(groups), keys_(Keys(prefix, num_layers, groups)) {
   c10::InferenceMode guard;
   sums_ = at::zeros({static_cast<int64_t>(keys_.size()), 3},
                     at::TensorOptions().dtype(at::kDouble).device(device));

@@ -55,6 +55,9 @@ class SpectrumAccumulator {
 
   // The metric names of one (layer, group), in row order.
   static std::vector<std::string> MetricNames(const std::string& prefix);
+  // keys() of an accumulator of these arguments, from the shape alone.
+  static std::vector<StatKey> Keys(const std::string& prefix, int64_t num_layers,
+                                   int64_t groups);
 
  private:
   int64_t num_layers_, groups_;

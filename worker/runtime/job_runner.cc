@@ -488,18 +488,18 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     LF_ASSIGN_OR_RETURN(communicator, CreateNcclCommunicator(indices));
   }
 
-  LayerMetricAccumulator probe(metrics, model_config.num_layers(),
-                               c10::Device(c10::kCPU), config.context_length);
-  const int64_t runner_groups = replicas[0]->spectrum_groups();
+  // The rows of RunPrompts' accumulators, in their order: declared by the
+  // metric families from the shapes alone.
+  std::vector<StatKey> keys =
+      LayerMetricAccumulator::Keys(metrics, model_config.num_layers(), config.context_length);
+  for (const std::string& prefix : spectra) {
+    const std::vector<StatKey> spectrum = SpectrumAccumulator::Keys(
+        prefix, model_config.num_layers(), replicas[0]->spectrum_groups());
+    keys.insert(keys.end(), spectrum.begin(), spectrum.end());
+  }
   auto runner = std::make_unique<ModelJobRunner>(
       config, std::move(dataset), std::move(metrics), std::move(replicas),
       std::move(communicator));
-  std::vector<StatKey> keys = probe.keys();
-  for (const std::string& prefix : spectra) {
-    SpectrumAccumulator shape(prefix, model_config.num_layers(),
-                              runner_groups, c10::Device(c10::kCPU));
-    keys.insert(keys.end(), shape.keys().begin(), shape.keys().end());
-  }
   runner->set_spectra(spectra);
   at::Tensor kept_rows;
   if (!config.layers.empty()) {
