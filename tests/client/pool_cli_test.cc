@@ -19,11 +19,13 @@
 #include "report/output.h"
 #include "server/auth/token_store.h"
 #include "server/coordinator_server.h"
+#include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::client {
 namespace {
 
+using ::layerflow::server::testing::OneStatChunk;
 using ::layerflow::server::testing::TempDir;
 using ::testing::HasSubstr;
 
@@ -117,16 +119,7 @@ class PoolCliTest : public ::testing::Test {
   }
 
   void Complete(const v1::LeaseJobResponse& lease) {
-    v1::ResultChunk chunk;
-    chunk.set_job_id(lease.job().job_id());
-    chunk.set_lease_id(lease.lease_id());
-    chunk.set_sequence(0);
-    v1::MetricStat* stat = chunk.add_stats();
-    stat->set_metric("adjacent_cos");
-    stat->set_layer(0);
-    stat->set_sum(1.0);
-    stat->set_sum_sq(0.5);
-    stat->set_count(2);
+    const v1::ResultChunk chunk = OneStatChunk(lease);
     {
       v1::StreamResultsResponse response;
       grpc::ClientContext context;

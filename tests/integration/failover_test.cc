@@ -3,60 +3,32 @@
 // exactly once, resume after its last committed chunk, and give results equal
 // to a failure-free run of the same sweep.
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
-#include <map>
 #include <string>
 #include <thread>
-#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "server/coordinator_server.h"
-
-extern char** environ;
+#include "tests/integration/integration_util.h"
 
 namespace layerflow {
 namespace {
 
 using namespace std::chrono_literals;
+using integration::ChildProcess;
+using integration::WorkerCommand;
 
-class WorkerProcess {
- public:
-  WorkerProcess(int port, const std::string& name) {
-    std::vector<std::string> args = {
-        LAYERFLOW_WORKER_BINARY,       "--coordinator",
-        absl::StrCat("127.0.0.1:", port), "--name",
-        name,                          "--device",
-        "cpu",                         "--idle-poll-ms",
-        "50",                          "--pause-after-chunk-ms",
-        // Slow enough that a kill lands in the middle of a job.
-        "150"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int rc = posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ);
-    EXPECT_EQ(rc, 0) << "spawning " << argv[0];
-  }
-  ~WorkerProcess() { Kill(SIGTERM); }
-  void Kill(int signal) {
-    if (pid_ <= 0) return;
-    kill(pid_, signal);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
+// A worker slow enough that a kill lands in the middle of a job.
+std::unique_ptr<ChildProcess> SlowWorker(int port, const std::string& name) {
+  return std::make_unique<ChildProcess>(
+      WorkerCommand(port, name, {"--pause-after-chunk-ms", "150"}), ChildProcess::Options{});
+}
 
 class FailoverTest : public ::testing::Test {
  protected:
@@ -64,10 +36,7 @@ class FailoverTest : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() /
            absl::StrCat("layerflow_failover_", getpid());
     std::filesystem::create_directories(dir_);
-    server::CoordinatorOptions options;
-    options.listen_address = "127.0.0.1:0";
-    options.db_path = (dir_ / "store.db").string();
-    options.metrics_address = "";
+    server::CoordinatorOptions options = integration::LoopbackOptions((dir_ / "store.db").string());
     // Short leases so the killed worker's job comes back quickly.
     options.lease_ttl_ms = 1500;
     options.heartbeat_interval_ms = 200;
@@ -76,79 +45,25 @@ class FailoverTest : public ::testing::Test {
     auto started = server::CoordinatorServer::Start(options);
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = std::move(*started);
-    stub_ = v1::Coordinator::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
+    stub_ = integration::CoordinatorStub(server_->port());
   }
   void TearDown() override {
     if (server_) server_->Shutdown();
     std::filesystem::remove_all(dir_);
   }
 
-  v1::SweepSpec Spec(const std::string& name) {
-    v1::SweepSpec spec;
-    spec.set_name(name);
-    spec.add_models("pythia-tiny");
-    for (int seed = 0; seed < 4; ++seed) spec.add_seeds(seed);
-    // 2 classes keep prompts short (a KVPR prompt holds one pair per class).
-    v1::DatasetSpec* kvpr = spec.add_datasets();
-    kvpr->set_name("kvpr");
-    kvpr->set_num_classes(2);
-    spec.add_context_lengths(512);
-    spec.set_num_prompts(6);
-    spec.set_prompts_per_chunk(1);
-    return spec;
-  }
-
   std::string Submit(const v1::SweepSpec& spec) {
-    grpc::ClientContext ctx;
-    v1::SubmitSweepRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitSweepResponse response;
-    grpc::Status status = stub_->SubmitSweep(&ctx, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
+    const v1::SubmitSweepResponse response = integration::SubmitSweep(*stub_, spec);
     EXPECT_EQ(response.jobs(), 4);
     return response.sweep_id();
   }
-
+  // Four seeds, 6 prompts a job.
+  static v1::SweepSpec Spec(const std::string& name) { return integration::KvprSweep(name, 4, 6); }
   std::vector<v1::Job> Jobs(const std::string& sweep_id) {
-    grpc::ClientContext ctx;
-    v1::ListJobsRequest request;
-    request.set_sweep_id(sweep_id);
-    v1::ListJobsResponse response;
-    grpc::Status status = stub_->ListJobs(&ctx, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return {response.jobs().begin(), response.jobs().end()};
+    return integration::ListJobs(*stub_, sweep_id);
   }
-
   v1::Sweep WaitForSweep(const std::string& sweep_id) {
-    auto deadline = std::chrono::steady_clock::now() + 300s;
-    v1::Sweep sweep;
-    while (std::chrono::steady_clock::now() < deadline) {
-      grpc::ClientContext ctx;
-      v1::GetSweepRequest request;
-      request.set_sweep_id(sweep_id);
-      EXPECT_TRUE(stub_->GetSweep(&ctx, request, &sweep).ok());
-      if (sweep.state() != v1::SWEEP_STATE_ACTIVE) return sweep;
-      std::this_thread::sleep_for(100ms);
-    }
-    ADD_FAILURE() << "sweep " << sweep_id << " did not finish";
-    return sweep;
-  }
-
-  // (seed, metric, layer) -> row
-  std::map<std::tuple<int64_t, std::string, int>, v1::ResultRow> Results(
-      const std::string& sweep_id) {
-    grpc::ClientContext ctx;
-    v1::QueryResultsRequest request;
-    request.set_sweep_id(sweep_id);
-    v1::QueryResultsResponse response;
-    grpc::Status status = stub_->QueryResults(&ctx, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    std::map<std::tuple<int64_t, std::string, int>, v1::ResultRow> rows;
-    for (const auto& row : response.rows()) {
-      rows[{row.seed(), row.metric(), row.layer()}] = row;
-    }
-    return rows;
+    return integration::WaitForSweep(*stub_, sweep_id, 300s);
   }
 
   std::filesystem::path dir_;
@@ -158,8 +73,8 @@ class FailoverTest : public ::testing::Test {
 
 TEST_F(FailoverTest, KilledWorkerMidJobStillGivesEveryJobExactlyOnce) {
   const std::string sweep_id = Submit(Spec("failover"));
-  WorkerProcess doomed(server_->port(), "doomed");
-  WorkerProcess survivor(server_->port(), "survivor");
+  std::unique_ptr<ChildProcess> doomed = SlowWorker(server_->port(), "doomed");
+  std::unique_ptr<ChildProcess> survivor = SlowWorker(server_->port(), "survivor");
 
   // Wait until both workers are inside a job (some chunks committed, not all),
   // then kill one without warning.
@@ -174,7 +89,7 @@ TEST_F(FailoverTest, KilledWorkerMidJobStillGivesEveryJobExactlyOnce) {
       }
     }
     if (mid_job == 2) {
-      doomed.Kill(SIGKILL);
+      doomed->Kill(SIGKILL);
       killed = true;
     }
     std::this_thread::sleep_for(20ms);
@@ -199,21 +114,8 @@ TEST_F(FailoverTest, KilledWorkerMidJobStillGivesEveryJobExactlyOnce) {
   ASSERT_EQ(WaitForSweep(clean_id).state(), v1::SWEEP_STATE_SUCCEEDED);
   for (const v1::Job& job : Jobs(clean_id)) EXPECT_EQ(job.attempts(), 1);
 
-  auto with_failure = Results(sweep_id);
-  auto failure_free = Results(clean_id);
-  ASSERT_FALSE(failure_free.empty());
-  ASSERT_EQ(with_failure.size(), failure_free.size());
-  for (const auto& [key, expected] : failure_free) {
-    auto it = with_failure.find(key);
-    ASSERT_NE(it, with_failure.end()) << std::get<1>(key) << " layer " << std::get<2>(key);
-    const v1::ResultRow& got = it->second;
-    // Exactly once: every prompt counted once, none lost, none twice.
-    EXPECT_EQ(got.count(), 6) << got.metric() << " layer " << got.layer();
-    EXPECT_EQ(expected.count(), 6);
-    EXPECT_NEAR(got.value(), expected.value(), 1e-9 * (1 + std::abs(expected.value())))
-        << got.metric() << " layer " << got.layer() << " seed " << got.seed();
-    EXPECT_NEAR(got.std(), expected.std(), 1e-9 * (1 + std::abs(expected.std())));
-  }
+  integration::ExpectSameRowsCountedOnce(integration::ResultsBySeed(*stub_, sweep_id),
+                                         integration::ResultsBySeed(*stub_, clean_id), 6);
 }
 
 }  // namespace

@@ -7,9 +7,6 @@
 // rows must equal a failure-free run's, no failure of the bad worker may be
 // final, and the bad worker must end quarantined (and leased nothing more)
 // until an admin releases it.
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -31,35 +28,14 @@
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "layerflow/v1/worker.grpc.pb.h"
 #include "server/coordinator_server.h"
-
-extern char** environ;
+#include "tests/integration/integration_util.h"
 
 namespace layerflow {
 namespace {
 
 using namespace std::chrono_literals;
-
-class WorkerProcess {
- public:
-  WorkerProcess(int port, const std::string& name) {
-    std::vector<std::string> args = {LAYERFLOW_WORKER_BINARY, "--coordinator",
-                                     absl::StrCat("127.0.0.1:", port), "--name", name,
-                                     "--device", "cpu", "--idle-poll-ms", "50"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ), 0);
-  }
-  ~WorkerProcess() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-  }
-
- private:
-  pid_t pid_ = -1;
-};
+using integration::ChildProcess;
+using integration::WorkerCommand;
 
 // The memory-starved worker: registers, then leases as fast as it can and
 // fails every job with the code and text an out-of-memory worker sends.
@@ -129,9 +105,7 @@ class HostErrorsTest : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() /
            absl::StrCat("layerflow_host_errors_", getpid());
     std::filesystem::create_directories(dir_);
-    options_.listen_address = "127.0.0.1:0";
-    options_.db_path = (dir_ / "store.db").string();
-    options_.metrics_address = "";
+    options_ = integration::LoopbackOptions((dir_ / "store.db").string());
     options_.lease_ttl_ms = 3000;
     options_.heartbeat_interval_ms = 200;
     options_.reaper_interval_ms = 100;
@@ -142,69 +116,25 @@ class HostErrorsTest : public ::testing::Test {
     auto started = server::CoordinatorServer::Start(options_);
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = std::move(*started);
-    stub_ = v1::Coordinator::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
+    stub_ = integration::CoordinatorStub(server_->port());
   }
   void TearDown() override {
     if (server_) server_->Shutdown();
     std::filesystem::remove_all(dir_);
   }
 
+  // Six seeds, 2 prompts a job.
   std::string Submit(const std::string& name) {
-    v1::SweepSpec spec;
-    spec.set_name(name);
-    spec.add_models("pythia-tiny");
-    for (int seed = 0; seed < 6; ++seed) spec.add_seeds(seed);
-    v1::DatasetSpec* kvpr = spec.add_datasets();
-    kvpr->set_name("kvpr");
-    kvpr->set_num_classes(2);
-    spec.add_context_lengths(512);
-    spec.set_num_prompts(2);
-    spec.set_prompts_per_chunk(1);
-    grpc::ClientContext ctx;
-    v1::SubmitSweepRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitSweepResponse response;
-    grpc::Status status = stub_->SubmitSweep(&ctx, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
+    const v1::SubmitSweepResponse response =
+        integration::SubmitSweep(*stub_, integration::KvprSweep(name, 6, 2));
     EXPECT_EQ(response.jobs(), 6);
     return response.sweep_id();
   }
-
   std::vector<v1::Job> Jobs(const std::string& sweep_id) {
-    grpc::ClientContext ctx;
-    v1::ListJobsRequest request;
-    request.set_sweep_id(sweep_id);
-    v1::ListJobsResponse response;
-    EXPECT_TRUE(stub_->ListJobs(&ctx, request, &response).ok());
-    return {response.jobs().begin(), response.jobs().end()};
+    return integration::ListJobs(*stub_, sweep_id);
   }
-
   v1::Sweep WaitForSweep(const std::string& sweep_id) {
-    auto deadline = std::chrono::steady_clock::now() + 240s;
-    v1::Sweep sweep;
-    while (std::chrono::steady_clock::now() < deadline) {
-      grpc::ClientContext ctx;
-      v1::GetSweepRequest request;
-      request.set_sweep_id(sweep_id);
-      EXPECT_TRUE(stub_->GetSweep(&ctx, request, &sweep).ok());
-      if (sweep.state() != v1::SWEEP_STATE_ACTIVE) return sweep;
-      std::this_thread::sleep_for(100ms);
-    }
-    ADD_FAILURE() << "sweep " << sweep_id << " did not finish";
-    return sweep;
-  }
-
-  std::map<std::tuple<int64_t, std::string, int>, v1::ResultRow> Results(
-      const std::string& sweep_id) {
-    grpc::ClientContext ctx;
-    v1::QueryResultsRequest request;
-    request.set_sweep_id(sweep_id);
-    v1::QueryResultsResponse response;
-    EXPECT_TRUE(stub_->QueryResults(&ctx, request, &response).ok());
-    std::map<std::tuple<int64_t, std::string, int>, v1::ResultRow> rows;
-    for (const auto& row : response.rows()) rows[{row.seed(), row.metric(), row.layer()}] = row;
-    return rows;
+    return integration::WaitForSweep(*stub_, sweep_id, 240s);
   }
 
   // The workers' lines of the admin listing (AdministerWorkers).
@@ -221,7 +151,7 @@ class HostErrorsTest : public ::testing::Test {
 };
 
 TEST_F(HostErrorsTest, StarvedWorkerBesideAHealthyOneCostsNoJobAndIsQuarantined) {
-  WorkerProcess healthy(server_->port(), "healthy");
+  ChildProcess healthy(WorkerCommand(server_->port(), "healthy"), {});
   // The healthy worker registers first: a host error goes elsewhere only
   // while somewhere else is alive.
   auto deadline = std::chrono::steady_clock::now() + 60s;
@@ -263,8 +193,8 @@ TEST_F(HostErrorsTest, StarvedWorkerBesideAHealthyOneCostsNoJobAndIsQuarantined)
   ASSERT_EQ(WaitForSweep(clean_id).state(), v1::SWEEP_STATE_SUCCEEDED);
   EXPECT_EQ(starved.failed(), 3);
   for (const v1::Job& job : Jobs(clean_id)) EXPECT_EQ(job.attempts(), 1);
-  auto with_failures = Results(sweep_id);
-  auto failure_free = Results(clean_id);
+  auto with_failures = integration::ResultsBySeed(*stub_, sweep_id);
+  auto failure_free = integration::ResultsBySeed(*stub_, clean_id);
   ASSERT_FALSE(failure_free.empty());
   ASSERT_EQ(with_failures.size(), failure_free.size());
   for (const auto& [key, expected] : failure_free) {
@@ -287,7 +217,7 @@ TEST_F(HostErrorsTest, StarvedWorkerBesideAHealthyOneCostsNoJobAndIsQuarantined)
 // the job fails listing all three attempts; the last worker standing is
 // never quarantined.
 TEST_F(HostErrorsTest, RealWorkerReportsAMissingFileAsAHostError) {
-  WorkerProcess lone(server_->port(), "lone");
+  ChildProcess lone(WorkerCommand(server_->port(), "lone"), {});
   v1::SweepSpec spec;
   spec.set_name("missing");
   spec.add_models("layerflow-test/no-such-model");
@@ -296,12 +226,8 @@ TEST_F(HostErrorsTest, RealWorkerReportsAMissingFileAsAHostError) {
   kvpr->set_num_classes(2);
   spec.add_context_lengths(512);
   spec.set_num_prompts(1);
-  grpc::ClientContext ctx;
-  v1::SubmitSweepRequest request;
-  *request.mutable_spec() = spec;
-  v1::SubmitSweepResponse response;
-  grpc::Status status = stub_->SubmitSweep(&ctx, request, &response);
-  ASSERT_TRUE(status.ok()) << status.error_message();
+  const v1::SubmitSweepResponse response = integration::SubmitSweep(*stub_, spec);
+  ASSERT_FALSE(response.sweep_id().empty());
   ASSERT_EQ(WaitForSweep(response.sweep_id()).state(), v1::SWEEP_STATE_FAILED);
   const std::vector<v1::Job> jobs = Jobs(response.sweep_id());
   ASSERT_EQ(jobs.size(), 1u);

@@ -10,13 +10,7 @@
 //    the progress watchdog and finished on another.
 //  - Three kills (SIGKILL) of the coordinator during one job cost it no
 //    attempt.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,8 +34,8 @@
 #include "gtest/gtest.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "server/coordinator_server.h"
-
-extern char** environ;
+#include "tests/integration/integration_util.h"
+#include "tests/server/test_util.h"
 
 namespace layerflow {
 namespace {
@@ -59,36 +53,11 @@ class Worker {
  public:
   Worker(int port, const std::string& name, const std::filesystem::path& log,
          std::vector<std::string> extra_args = {}, std::vector<std::string> env = {})
-      : log_(log) {
-    std::vector<std::string> args = {LAYERFLOW_WORKER_BINARY, "--coordinator",
-                                     absl::StrCat("127.0.0.1:", port), "--name", name,
-                                     "--device", "cpu", "--idle-poll-ms", "50"};
-    for (auto& a : extra_args) args.push_back(a);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> environment;
-    for (char** e = environ; *e != nullptr; ++e) environment.emplace_back(*e);
-    for (auto& e : env) environment.push_back(e);
-    std::vector<char*> envp;
-    for (auto& e : environment) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), envp.data()), 0);
-    posix_spawn_file_actions_destroy(&actions);
-  }
-  ~Worker() { Kill(SIGTERM); }
+      : log_(log),
+        process_(integration::WorkerCommand(port, name, std::move(extra_args)),
+                 {.log = log, .stderr_only = true, .env = std::move(env)}) {}
   // SIGKILL for a worker hung in a job (SIGTERM waits for its chunk).
-  void Kill(int signal) {
-    if (pid_ <= 0) return;
-    kill(pid_, signal);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
+  void Kill(int signal) { process_.Kill(signal); }
   std::string Log() const {
     std::ifstream in(log_);
     std::stringstream text;
@@ -109,52 +78,8 @@ class Worker {
 
  private:
   std::filesystem::path log_;
-  pid_t pid_ = -1;
+  integration::ChildProcess process_;  // SIGTERMed at the end
 };
-
-// A child process (the coordinator) with stdout and stderr appended to
-// `log`; SIGKILLed at the end.
-class Process {
- public:
-  Process(std::vector<std::string> args, const std::filesystem::path& log) {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ), 0);
-    posix_spawn_file_actions_destroy(&actions);
-  }
-  ~Process() { Kill(SIGKILL); }
-  void Kill(int signal) {
-    if (pid_ <= 0) return;
-    kill(pid_, signal);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return -1;
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 class JobControlTest : public ::testing::Test {
  protected:
@@ -164,9 +89,7 @@ class JobControlTest : public ::testing::Test {
                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
-    options_.listen_address = "127.0.0.1:0";
-    options_.db_path = (dir_ / "store.db").string();
-    options_.metrics_address = "";
+    options_ = integration::LoopbackOptions((dir_ / "store.db").string());
   }
   void TearDown() override {
     if (server_) server_->Shutdown();
@@ -179,31 +102,16 @@ class JobControlTest : public ::testing::Test {
     server_ = std::move(*started);
     // A restart listens where the first start did, so workers find it.
     options_.listen_address = absl::StrCat("127.0.0.1:", server_->port());
-    stub_ = v1::Coordinator::NewStub(grpc::CreateChannel(
-        absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
+    stub_ = integration::CoordinatorStub(server_->port());
   }
 
-  v1::SweepSpec Spec(const std::string& name, int chunks) {
-    v1::SweepSpec spec;
-    spec.set_name(name);
-    spec.add_models("pythia-tiny");
-    v1::DatasetSpec* kvpr = spec.add_datasets();
-    kvpr->set_name("kvpr");
-    kvpr->set_num_classes(2);
-    spec.add_context_lengths(512);
-    spec.set_num_prompts(chunks);
-    spec.set_prompts_per_chunk(1);
-    return spec;
+  // One job (the default seed) of `chunks` one-prompt chunks.
+  static v1::SweepSpec Spec(const std::string& name, int chunks) {
+    return integration::KvprSweep(name, 0, chunks);
   }
 
   std::string Submit(const v1::SweepSpec& spec) {
-    grpc::ClientContext ctx;
-    v1::SubmitSweepRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitSweepResponse response;
-    grpc::Status status = stub_->SubmitSweep(&ctx, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.sweep_id();
+    return integration::SubmitSweep(*stub_, spec).sweep_id();
   }
 
   v1::Job Job(const std::string& job_id) {
@@ -422,17 +330,19 @@ TEST_F(JobControlTest, JobHungOnOneWorkerIsRetriedAndFinishedOnAnother) {
 // SIGKILL three times mid-job, each time down longer than the lease TTL,
 // and started again on the same database and port.
 TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
-  const int port = FreeLoopbackPort();
+  const int port = server::testing::FreeLoopbackPort();
   ASSERT_GT(port, 0);
   const std::string address = absl::StrCat("127.0.0.1:", port);
   constexpr int64_t kChunks = 64;
   auto start = [&] {
-    auto coordinator = std::make_unique<Process>(
+    // Output appended to its log; SIGKILLed at the end.
+    auto coordinator = std::make_unique<integration::ChildProcess>(
         std::vector<std::string>{LAYERFLOW_COORDINATOR_BINARY, "--listen", address, "--db",
                                  options_.db_path, "--metrics", "", "--lease-ttl-ms", "8000",
                                  "--heartbeat-interval-ms", "200", "--reaper-interval-ms", "100",
                                  "--max-attempts", "3"},
-        dir_ / "coordinator.log");
+        integration::ChildProcess::Options{.log = dir_ / "coordinator.log",
+                                           .stop_signal = SIGKILL});
     // Reconnect within 50-200 ms: with gRPC's default backoff (1 s, then
     // x1.6) the probe below saw the new coordinator 3-6 s after the worker
     // did, by when the job had run on 6-22 more chunks at 100 ms a chunk;
@@ -446,18 +356,7 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
     stub_ = v1::Coordinator::NewStub(
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-    const auto deadline = SteadyClock::now() + 60s;
-    while (SteadyClock::now() < deadline) {
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + 1s);
-      v1::GetSweepRequest request;
-      request.set_sweep_id("probe");
-      v1::Sweep sweep;
-      if (stub_->GetSweep(&ctx, request, &sweep).error_code() == grpc::StatusCode::NOT_FOUND) {
-        break;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
+    integration::WaitUntilServing(*stub_, 60s, 20ms);
     return coordinator;
   };
   auto coordinator_log = [&] {
@@ -466,7 +365,7 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
     text << in.rdbuf();
     return text.str();
   };
-  std::unique_ptr<Process> coordinator = start();
+  std::unique_ptr<integration::ChildProcess> coordinator = start();
   Worker worker(port, "steady", dir_ / "steady.log", {"--pause-after-chunk-ms", "250"});
   const std::string sweep_id = Submit(Spec("restarts", kChunks));
   const std::string job_id = sweep_id + "-0";

@@ -18,6 +18,7 @@
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "layerflow/v1/worker.grpc.pb.h"
 #include "server/coordinator_server.h"
+#include "tests/integration/integration_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow {
@@ -41,11 +42,7 @@ std::unique_ptr<grpc::ClientContext> Context() {
 
 TEST(LargeResults, ChunkAndQueryBeyondFourMebibytes) {
   const server::testing::TempDir dir;
-  server::CoordinatorOptions options;
-  options.listen_address = "127.0.0.1:0";
-  options.db_path = dir.File("lf.db");
-  options.metrics_address = "";
-  auto server = server::CoordinatorServer::Start(options);
+  auto server = server::CoordinatorServer::Start(integration::LoopbackOptions(dir.File("lf.db")));
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
 
@@ -123,11 +120,7 @@ TEST(LargeResults, ChunkAndQueryBeyondFourMebibytes) {
 // field comes back as INVALID_ARGUMENT naming it (issue 14, item 6).
 TEST(Paging, ClientFollowsPagesAndOversizedFieldsAreRefused) {
   const server::testing::TempDir dir;
-  server::CoordinatorOptions options;
-  options.listen_address = "127.0.0.1:0";
-  options.db_path = dir.File("lf.db");
-  options.metrics_address = "";
-  auto server = server::CoordinatorServer::Start(options);
+  auto server = server::CoordinatorServer::Start(integration::LoopbackOptions(dir.File("lf.db")));
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
   client::CoordinatorClient client(address, std::chrono::seconds(60));

@@ -37,6 +37,7 @@
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "layerflow/v1/worker.grpc.pb.h"
 #include "server/coordinator_server.h"
+#include "tests/integration/integration_util.h"
 
 extern char** environ;
 
@@ -55,10 +56,7 @@ class LocalityTest : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() /
            absl::StrCat("layerflow_locality_", getpid());
     std::filesystem::create_directories(dir_);
-    server::CoordinatorOptions options;
-    options.listen_address = "127.0.0.1:0";
-    options.db_path = (dir_ / "store.db").string();
-    options.metrics_address = "";
+    server::CoordinatorOptions options = integration::LoopbackOptions((dir_ / "store.db").string());
     // Short leases: the stand-in's job comes back about a second after it
     // stops heartbeating.
     options.lease_ttl_ms = 1000;
@@ -134,13 +132,7 @@ class LocalityTest : public ::testing::Test {
   }
 
   std::vector<v1::Job> Jobs(const std::string& sweep_id) {
-    grpc::ClientContext ctx;
-    v1::ListJobsRequest request;
-    request.set_sweep_id(sweep_id);
-    v1::ListJobsResponse response;
-    grpc::Status status = coordinator_->ListJobs(&ctx, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return {response.jobs().begin(), response.jobs().end()};
+    return integration::ListJobs(*coordinator_, sweep_id);
   }
 
   std::filesystem::path dir_;
@@ -162,17 +154,9 @@ TEST_F(LocalityTest, WorkerFinishesTheModelItHoldsBeforeAnOlderJobOfAnother) {
   for (int n : {448, 480, 512, 544, 576}) spec.add_context_lengths(n);
   spec.set_num_prompts(3);
   spec.set_prompts_per_chunk(1);
-  std::string sweep_id;
-  {
-    grpc::ClientContext ctx;
-    v1::SubmitSweepRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitSweepResponse response;
-    grpc::Status status = coordinator_->SubmitSweep(&ctx, request, &response);
-    ASSERT_TRUE(status.ok()) << status.error_message();
-    ASSERT_EQ(response.jobs(), 10);
-    sweep_id = response.sweep_id();
-  }
+  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*coordinator_, spec);
+  ASSERT_EQ(submitted.jobs(), 10);
+  const std::string sweep_id = submitted.sweep_id();
 
   // The stand-in takes job 0 (model X) and heartbeats it until told to stop.
   std::string stand_in;
@@ -280,16 +264,9 @@ TEST_F(LocalityTest, WorkerStoppedMidJobGivesItsLeaseBack) {
   spec.add_context_lengths(448);
   spec.set_num_prompts(12);
   spec.set_prompts_per_chunk(1);
-  std::string sweep_id;
-  {
-    grpc::ClientContext ctx;
-    v1::SubmitSweepRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitSweepResponse response;
-    grpc::Status status = coordinator_->SubmitSweep(&ctx, request, &response);
-    ASSERT_TRUE(status.ok()) << status.error_message();
-    sweep_id = response.sweep_id();
-  }
+  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*coordinator_, spec);
+  ASSERT_FALSE(submitted.sweep_id().empty());
+  const std::string sweep_id = submitted.sweep_id();
   StartWorker("first.log");
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   int64_t committed = 0;
@@ -333,17 +310,9 @@ TEST_F(LocalityTest, LeaseAheadJobIsGivenBackAtStopAndRunsOnceLater) {
   for (int n : {448, 480, 512}) spec.add_context_lengths(n);
   spec.set_num_prompts(8);
   spec.set_prompts_per_chunk(1);
-  std::string sweep_id;
-  {
-    grpc::ClientContext ctx;
-    v1::SubmitSweepRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitSweepResponse response;
-    grpc::Status status = coordinator_->SubmitSweep(&ctx, request, &response);
-    ASSERT_TRUE(status.ok()) << status.error_message();
-    ASSERT_EQ(response.jobs(), 3);
-    sweep_id = response.sweep_id();
-  }
+  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*coordinator_, spec);
+  ASSERT_EQ(submitted.jobs(), 3);
+  const std::string sweep_id = submitted.sweep_id();
   StartWorker("first.log", {"--lease-ahead"});
   // The worker inside its first job with the second leased ahead: both
   // RUNNING under its id, only the first with chunks.

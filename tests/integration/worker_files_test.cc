@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "layerflow/v1/coordinator.grpc.pb.h"
 #include "server/coordinator_server.h"
+#include "tests/integration/integration_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow {
@@ -60,11 +61,7 @@ TEST(WorkerFiles, JobsNamingFilesOutsideTheirFolderFailWithoutLeakingPaths) {
   ASSERT_EQ(mkdir(outside.c_str(), 0755), 0);
   WriteText(outside + "/config.json", kConfig);
 
-  server::CoordinatorOptions options;
-  options.listen_address = "127.0.0.1:0";
-  options.db_path = dir.File("lf.db");
-  options.metrics_address = "";
-  auto server = server::CoordinatorServer::Start(options);
+  auto server = server::CoordinatorServer::Start(integration::LoopbackOptions(dir.File("lf.db")));
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
   auto stub = v1::Coordinator::NewStub(

@@ -9,27 +9,28 @@
 #include "absl/strings/str_cat.h"
 #include "common/api_limits.h"
 #include "server/store/sqlite_store.h"
+#include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::testing::StatusIs;
+using ::layerflow::server::testing::CoreOnSqlite;
+using ::layerflow::server::testing::OneStatChunk;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 class CoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(dir_.File("lf.db"));
-    ASSERT_TRUE(store.ok()) << store.status();
     CoreOptions options;
     options.lease_ttl_ms = 1000;
     options.heartbeat_interval_ms = 200;
     options.max_attempts = 2;
     options.retry_backoff_ms = 0;
-    core_ = std::make_unique<CoordinatorCore>(*std::move(store), options,
-                                              [this] { return now_.load(); });
+    LF_ASSERT_OK_AND_ASSIGN(
+        core_, CoreOnSqlite(dir_.File("lf.db"), options, [this] { return now_.load(); }));
   }
 
   v1::SweepSpec Spec(int num_prompts = 3, int per_chunk = 2) {
@@ -45,20 +46,6 @@ class CoreTest : public ::testing::Test {
     auto r = core_->RegisterWorker(v1::RegisterWorkerRequest());
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? r->worker_id() : "";
-  }
-
-  v1::ResultChunk Chunk(const v1::LeaseJobResponse& lease, int64_t seq) {
-    v1::ResultChunk chunk;
-    chunk.set_job_id(lease.job().job_id());
-    chunk.set_lease_id(lease.lease_id());
-    chunk.set_sequence(seq);
-    v1::MetricStat* stat = chunk.add_stats();
-    stat->set_metric("adjacent_cos");
-    stat->set_layer(0);
-    stat->set_sum(1.0);
-    stat->set_sum_sq(0.5);
-    stat->set_count(2);
-    return chunk;
   }
 
   TempDir dir_;
@@ -109,32 +96,32 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
   LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(lease_request));
   ASSERT_TRUE(lease.leased());
 
-  v1::ResultChunk chunk = Chunk(lease, 0);
+  v1::ResultChunk chunk = OneStatChunk(lease, 0);
   chunk.add_stats()->set_layer(1);  // stats[1] has no metric
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[1].metric: empty"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   *chunk.add_stats() = chunk.stats(0);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[1]: duplicate metric 'adjacent_cos' at layer 0"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_head(-2);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[0].head: -2 is negative"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_position(-1);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[0].position: -1 is negative"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_layer_b(-3);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[0].layer_b: -3 is negative"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_layer_b(2);
   chunk.mutable_stats(0)->set_head(0);
   *chunk.add_stats() = chunk.stats(0);
@@ -142,19 +129,19 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[1]: duplicate metric 'adjacent_cos' at layer 0 "
                        "layer_b 2 head 0"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_count(0);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[0].count: 0 is not positive"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_sum(std::nan(""));
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[0].sum: not finite"));
-  EXPECT_THAT(core_->CommitChunk(Chunk(lease, 2)).status(),
+  EXPECT_THAT(core_->CommitChunk(OneStatChunk(lease, 2)).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "chunk.sequence: 2"));
-  chunk = Chunk(lease, 0);
+  chunk = OneStatChunk(lease, 0);
   chunk.set_lease_id("lease-forged");
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
               StatusIs(absl::StatusCode::kAborted, "lease-forged"));
@@ -249,7 +236,7 @@ TEST_F(CoreTest, ReaperRequeuesThenFailsWithFakeClock) {
   v1::LeaseJobRequest lease_request;
   lease_request.set_worker_id(Register());
   LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(lease_request));
-  LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, 0)).status());
+  LF_ASSERT_OK(core_->CommitChunk(OneStatChunk(lease, 0)).status());
 
   v1::HeartbeatRequest heartbeat;
   heartbeat.set_worker_id(lease_request.worker_id());
@@ -293,7 +280,7 @@ TEST_F(CoreTest, WaitForChangeWakesOnCommitAndOnShutdown) {
   const uint64_t seen = core_->version();
   std::thread committer([&] {
     absl::SleepFor(absl::Milliseconds(50));
-    (void)core_->CommitChunk(Chunk(lease, 0));
+    (void)core_->CommitChunk(OneStatChunk(lease, 0));
   });
   const absl::Time start = absl::Now();
   EXPECT_GT(core_->WaitForChange(seen, absl::Seconds(30)), seen);
@@ -301,7 +288,7 @@ TEST_F(CoreTest, WaitForChangeWakesOnCommitAndOnShutdown) {
   committer.join();
   // A repeat changes nothing, so it does not wake watchers.
   const uint64_t after = core_->version();
-  LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, 0)).status());
+  LF_ASSERT_OK(core_->CommitChunk(OneStatChunk(lease, 0)).status());
   EXPECT_EQ(core_->version(), after);
   EXPECT_EQ(core_->WaitForChange(after, absl::Milliseconds(20)), after);
   std::thread stopper([&] {
@@ -380,7 +367,7 @@ TEST_F(CoreTest, ProbeJobsRunAfterTheirExtractJobAndFailWithIt) {
               StatusIs(absl::StatusCode::kInvalidArgument, "job_id: required"));
 
   // EXTRACT 0 succeeds: its PROBE job becomes runnable.
-  LF_ASSERT_OK(core_->CommitChunk(Chunk(a, 0)).status());
+  LF_ASSERT_OK(core_->CommitChunk(OneStatChunk(a, 0)).status());
   v1::CompleteJobRequest complete;
   complete.set_job_id(a.job().job_id());
   complete.set_lease_id(a.lease_id());
@@ -546,7 +533,7 @@ TEST_F(CoreTest, LocalityNeverPicksAProbeJobForItsModel) {
   const std::string worker = Register();
   LF_ASSERT_OK_AND_ASSIGN(auto first, core_->LeaseJob(LeaseRequest(worker)));
   ASSERT_EQ(first.job().job_id(), id + "-0");
-  LF_ASSERT_OK(core_->CommitChunk(Chunk(first, 0)).status());
+  LF_ASSERT_OK(core_->CommitChunk(OneStatChunk(first, 0)).status());
   v1::CompleteJobRequest complete;
   complete.set_job_id(first.job().job_id());
   complete.set_lease_id(first.lease_id());
@@ -796,7 +783,7 @@ TEST_F(CoreTest, JobPastItsSweepsDeadlineFailsWithDeadlineExceeded) {
   // The lease is gone: a later heartbeat or chunk of it is ABORTED.
   EXPECT_THAT(core_->Heartbeat(Beat(worker, lease, 100)).status(),
               StatusIs(absl::StatusCode::kAborted, "lapsed"));
-  EXPECT_THAT(core_->CommitChunk(Chunk(lease, 0)).status(),
+  EXPECT_THAT(core_->CommitChunk(OneStatChunk(lease, 0)).status(),
               StatusIs(absl::StatusCode::kAborted, "lapsed"));
   EXPECT_THAT(core_->Heartbeat(Beat(worker, lease, -1)).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "progress: -1 is negative"));
@@ -924,7 +911,7 @@ TEST_F(CoreTest, StalledCoordinatorExtendsLeasesInsteadOfReapingThem) {
     LF_ASSERT_OK_AND_ASSIGN(auto beat, core_->Heartbeat(Beat(worker, lease, 2)));
     EXPECT_FALSE(beat.cancelled());
     EXPECT_EQ(beat.stopped(), "");
-    LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, 0)).status());
+    LF_ASSERT_OK(core_->CommitChunk(OneStatChunk(lease, 0)).status());
     LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(v1::ListJobsRequest()));
     ASSERT_EQ(jobs.jobs_size(), 1);
     EXPECT_EQ(jobs.jobs(0).state(), v1::JOB_STATE_RUNNING);
@@ -949,7 +936,7 @@ TEST_F(CoreTest, RestartsNeverCostTheRunningJobAnAttempt) {
   LF_ASSERT_OK_AND_ASSIGN(auto lease, core_->LeaseJob(LeaseRequest(worker)));
   ASSERT_TRUE(lease.leased());
   for (int restart = 0; restart < 3; ++restart) {
-    LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, restart)).status());
+    LF_ASSERT_OK(core_->CommitChunk(OneStatChunk(lease, restart)).status());
     // Down for 5 s, five lease TTLs; the new coordinator's recovery pass
     // runs before its reaper.
     core_.reset();
@@ -964,7 +951,9 @@ TEST_F(CoreTest, RestartsNeverCostTheRunningJobAnAttempt) {
     LF_ASSERT_OK_AND_ASSIGN(auto beat, core_->Heartbeat(Beat(worker, lease, restart)));
     EXPECT_FALSE(beat.cancelled());
   }
-  for (int seq = 3; seq < 8; ++seq) LF_ASSERT_OK(core_->CommitChunk(Chunk(lease, seq)).status());
+  for (int seq = 3; seq < 8; ++seq) {
+    LF_ASSERT_OK(core_->CommitChunk(OneStatChunk(lease, seq)).status());
+  }
   v1::CompleteJobRequest complete;
   complete.set_job_id(lease.job().job_id());
   complete.set_lease_id(lease.lease_id());

@@ -16,12 +16,14 @@
 #include "common/checksum.h"
 #include "server/auth/token_store.h"
 #include "server/coordinator_server.h"
+#include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server {
 namespace {
 
 namespace v1 = ::layerflow::v1;
+using ::layerflow::server::testing::OneStatChunk;
 using ::layerflow::server::testing::TempDir;
 using ::layerflow::testing::StatusIs;
 using ::testing::Eq;
@@ -249,20 +251,6 @@ v1::SweepSpec OneChunkJobs(int jobs) {
   return spec;
 }
 
-v1::ResultChunk OneStat(const v1::LeaseJobResponse& lease) {
-  v1::ResultChunk chunk;
-  chunk.set_job_id(lease.job().job_id());
-  chunk.set_lease_id(lease.lease_id());
-  chunk.set_sequence(0);
-  v1::MetricStat* stat = chunk.add_stats();
-  stat->set_metric("adjacent_cos");
-  stat->set_layer(0);
-  stat->set_sum(1.0);
-  stat->set_sum_sq(0.5);
-  stat->set_count(2);
-  return chunk;
-}
-
 // Queue wait, job duration and RPC latency histograms, and the pool gauges,
 // after a known sequence of RPCs: 3 jobs, one worker with 2 GPUs; job 0
 // succeeds, job 1 fails for good (bad input), one GetSweep is NOT_FOUND.
@@ -353,7 +341,7 @@ TEST(MetricsTest, HistogramsAndPoolGaugesFollowTheRpcs) {
     v1::StreamResultsResponse response;
     grpc::ClientContext context;
     auto writer = worker->StreamResults(&context, &response);
-    writer->Write(OneStat(lease));
+    writer->Write(OneStatChunk(lease));
     writer->WritesDone();
     ASSERT_TRUE(writer->Finish().ok());
   }

@@ -9,26 +9,25 @@
 #include "common/api_limits.h"
 #include "server/core/coordinator_core.h"
 #include "server/core/request_limits.h"
-#include "server/store/sqlite_store.h"
+#include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::testing::StatusIs;
+using ::layerflow::server::testing::CoreOnSqlite;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 class PagingTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(dir_.File("lf.db"));
-    ASSERT_TRUE(store.ok()) << store.status();
     CoreOptions options;
     options.lease_ttl_ms = 60'000;
     options.retry_backoff_ms = 0;
-    core_ = std::make_unique<CoordinatorCore>(*std::move(store), options,
-                                              [this] { return now_.load(); });
+    LF_ASSERT_OK_AND_ASSIGN(
+        core_, CoreOnSqlite(dir_.File("lf.db"), options, [this] { return now_.load(); }));
     v1::RegisterWorkerRequest reg;
     reg.set_name("w");
     auto r = core_->RegisterWorker(reg);

@@ -9,22 +9,22 @@
 
 #include "server/auth/authorizer.h"
 #include "server/auth/token_store.h"
-#include "server/store/sqlite_store.h"
 #include <map>
+#include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::testing::StatusIs;
+using ::layerflow::server::testing::CoreOnSqlite;
+using ::layerflow::server::testing::OneStatChunk;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 class PoolViewTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(dir_.File("lf.db"));
-    ASSERT_TRUE(store.ok()) << store.status();
     auto metrics = Metrics::Create("");  // kept, not served
     ASSERT_TRUE(metrics.ok()) << metrics.status();
     metrics_ = *std::move(metrics);
@@ -33,8 +33,8 @@ class PoolViewTest : public ::testing::Test {
     options.heartbeat_interval_ms = 200;  // connected: seen within 600 ms
     options.retry_backoff_ms = 0;
     options.quarantine_after = 1;
-    core_ = std::make_unique<CoordinatorCore>(*std::move(store), options,
-                                              [this] { return now_.load(); }, metrics_.get());
+    LF_ASSERT_OK_AND_ASSIGN(core_, CoreOnSqlite(dir_.File("lf.db"), options,
+                                                [this] { return now_.load(); }, metrics_.get()));
     view_ = std::make_unique<PoolView>(core_.get(), nullptr, metrics_.get(),
                                        [this] { return now_.load(); });
   }
@@ -74,17 +74,7 @@ class PoolViewTest : public ::testing::Test {
   }
 
   void Finish(const v1::LeaseJobResponse& lease) {
-    v1::ResultChunk chunk;
-    chunk.set_job_id(lease.job().job_id());
-    chunk.set_lease_id(lease.lease_id());
-    chunk.set_sequence(0);
-    v1::MetricStat* stat = chunk.add_stats();
-    stat->set_metric("adjacent_cos");
-    stat->set_layer(0);
-    stat->set_sum(1.0);
-    stat->set_sum_sq(0.5);
-    stat->set_count(2);
-    ASSERT_TRUE(core_->CommitChunk(chunk).ok());
+    ASSERT_TRUE(core_->CommitChunk(OneStatChunk(lease)).ok());
     v1::CompleteJobRequest complete;
     complete.set_job_id(lease.job().job_id());
     complete.set_lease_id(lease.lease_id());

@@ -1,9 +1,5 @@
 // PostgreSQL-specific behaviour: the versioned schema, concurrent first
 // opens, connection errors, and OpenStore choosing the backend by --db.
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -17,25 +13,11 @@
 namespace layerflow::server {
 namespace {
 
+using ::layerflow::server::testing::FreeLoopbackPort;
 using ::layerflow::server::testing::PostgresServer;
 using ::layerflow::server::testing::SharedPostgres;
 using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
-
-int ClosedLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    return -1;
-  }
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 PostgresServer& Server() {
   absl::StatusOr<PostgresServer*> server = SharedPostgres();
@@ -123,7 +105,7 @@ TEST(PostgresStore, UnreachableServerIsUnavailableNamingHostAndPortButNotThePass
   // A loopback port nothing listens on (the kernel's pick for port 0,
   // closed again).
   PostgresServer& pg = Server();
-  const int closed = ClosedLoopbackPort();
+  const int closed = FreeLoopbackPort();
   ASSERT_GT(closed, 0);
   const std::string url = absl::StrCat("postgresql://lf:s3cret-pw@127.0.0.1:", closed,
                                        "/nowhere?connect_timeout=2");

@@ -8,23 +8,22 @@
 #include <vector>
 
 #include "server/core/coordinator_core.h"
-#include "server/store/sqlite_store.h"
+#include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::testing::StatusIs;
+using ::layerflow::server::testing::CoreOnSqlite;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 class SubmitLimitsTest : public ::testing::Test {
  protected:
   void Start(const CoreOptions& options) {
-    auto store = OpenSqliteStore(dir_.File("lf.db"));
-    ASSERT_TRUE(store.ok()) << store.status();
-    core_ = std::make_unique<CoordinatorCore>(*std::move(store), options,
-                                              [this] { return now_.load(); });
+    LF_ASSERT_OK_AND_ASSIGN(
+        core_, CoreOnSqlite(dir_.File("lf.db"), options, [this] { return now_.load(); }));
   }
 
   // `jobs` pythia-tiny jobs, one a seed.

@@ -2,7 +2,10 @@
 #ifndef LAYERFLOW_TESTS_SERVER_TEST_UTIL_H_
 #define LAYERFLOW_TESTS_SERVER_TEST_UTIL_H_
 
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -33,6 +36,23 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// A loopback TCP port that was free a moment ago (bound, then closed):
+// nothing listens there. -1 when none could be had.
+inline int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    close(fd);
+    return -1;
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
 
 }  // namespace layerflow::server::testing
 

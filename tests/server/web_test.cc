@@ -21,17 +21,18 @@
 #include "report/figures/figures.h"
 #include "report/output.h"
 #include "report/plot/plot.h"
-#include "server/store/sqlite_store.h"
 #include "server/web/http_server.h"
 #include "server/web/page_auth.h"
 #include "server/auth/authorizer.h"
 #include "server/auth/token_store.h"
+#include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 
 namespace layerflow::server::web {
 namespace {
 
 namespace v1 = ::layerflow::v1;
+using ::layerflow::server::testing::CoreOnSqlite;
 using ::layerflow::server::testing::TempDir;
 using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
@@ -47,10 +48,8 @@ constexpr double kStd = 0.25;
 class WebTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto store = OpenSqliteStore(dir_.File("lf.db"));
-    ASSERT_TRUE(store.ok()) << store.status();
-    core_ = std::make_unique<CoordinatorCore>(*std::move(store), CoreOptions(),
-                                              [this] { return now_.load(); });
+    LF_ASSERT_OK_AND_ASSIGN(
+        core_, CoreOnSqlite(dir_.File("lf.db"), CoreOptions(), [this] { return now_.load(); }));
     site_ = std::make_unique<ResultsSite>(core_.get());
     auto worker = core_->RegisterWorker(v1::RegisterWorkerRequest());
     ASSERT_TRUE(worker.ok()) << worker.status();
