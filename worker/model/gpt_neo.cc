@@ -1,9 +1,6 @@
 #include "worker/model/gpt_neo.h"
 
-#include <optional>
-
 #include <ATen/ATen.h>
-#include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -12,22 +9,19 @@
 namespace layerflow::worker {
 namespace {
 
-std::string LayerPrefix(int64_t i) { return absl::StrCat("transformer.h.", i, "."); }
+constexpr char kLayers[] = "transformer.h";
 
 }  // namespace
 
 absl::Status GptNeoModel::Validate(const GptNeoConfig& c) {
-  for (auto [field, value] : {std::pair{"vocab_size", c.vocab_size},
-                              std::pair{"hidden_size", c.hidden_size},
-                              std::pair{"num_layers", c.num_layers},
-                              std::pair{"num_heads", c.num_heads},
-                              std::pair{"max_position_embeddings",
-                                        c.max_position_embeddings},
-                              std::pair{"window_size", c.window_size}}) {
-    if (value <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": must be positive, got ", value));
-    }
+  if (absl::Status s = CheckPositive({{"vocab_size", c.vocab_size},
+                                      {"hidden_size", c.hidden_size},
+                                      {"num_layers", c.num_layers},
+                                      {"num_heads", c.num_heads},
+                                      {"max_position_embeddings", c.max_position_embeddings},
+                                      {"window_size", c.window_size}});
+      !s.ok()) {
+    return s;
   }
   if (c.intermediate_size < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -81,40 +75,27 @@ std::vector<LayerParam<GptNeoModel::Layer>> GptNeoModel::LayerParams() const {
   };
 }
 
-void GptNeoModel::AddParameters() {
+std::vector<ParameterSlot> GptNeoModel::ParameterSlots() {
+  using Role = ParameterSlot::Role;
   const int64_t d = neo().hidden_size;
-  ParameterMap& params = mutable_parameters();
-  // Module registration order of GPTNeoModel.
-  params.Add("transformer.wte.weight", at::empty({neo().vocab_size, d}, at::kFloat));
-  params.Add("transformer.wpe.weight", at::empty({neo().max_position_embeddings, d}, at::kFloat));
-  const auto layer = LayerParams();
-  for (int64_t i = 0; i < neo().num_layers; ++i) AddLayerParams(params, LayerPrefix(i), layer);
-  params.Add("transformer.ln_f.weight", at::empty({d}, at::kFloat));
-  params.Add("transformer.ln_f.bias", at::empty({d}, at::kFloat));
-  params.Add("lm_head.weight", at::empty({neo().vocab_size, d}, at::kFloat));
-}
-
-void GptNeoModel::Bind() {
-  const ParameterMap& params = parameters();
-  wte_ = params.Get("transformer.wte.weight");
-  wpe_ = params.Get("transformer.wpe.weight");
-  const auto layer = LayerParams();
+  const int64_t v = neo().vocab_size;
   layers_.assign(neo().num_layers, Layer{});
   for (int64_t i = 0; i < neo().num_layers; ++i) {
     layers_[i].local = neo().attention_layers[i] == "local";
-    BindLayerParams(params, LayerPrefix(i), layer, layers_[i]);
   }
-  ln_f_weight_ = params.Get("transformer.ln_f.weight");
-  ln_f_bias_ = params.Get("transformer.ln_f.bias");
-  lm_head_ = params.Get("lm_head.weight");
+  // Module registration order of GPTNeoForCausalLM.
+  std::vector<ParameterSlot> slots = {
+      {"transformer.wte.weight", {v, d}, &wte_, Role::kInputEmbedding},
+      {"transformer.wpe.weight", {neo().max_position_embeddings, d}, &wpe_}};
+  AppendLayerSlots(slots, kLayers, LayerParams(), layers_);
+  slots.push_back({"transformer.ln_f.weight", {d}, &ln_f_weight_});
+  slots.push_back({"transformer.ln_f.bias", {d}, &ln_f_bias_});
+  slots.push_back({"lm_head.weight", {v, d}, &lm_head_, Role::kOutputHead});
+  return slots;
 }
 
-std::string GptNeoModel::PointName(int64_t point) const {
-  if (point == 0) return "embedding (transformer.wte + transformer.wpe)";
-  if (point <= num_layers()) {
-    return absl::StrCat("layer ", point, " (transformer.h.", point - 1, ")");
-  }
-  return "final norm (transformer.ln_f)";
+GptNeoModel::PointModules GptNeoModel::point_modules() const {
+  return {"transformer.wte + transformer.wpe", kLayers, "transformer.ln_f"};
 }
 
 at::Tensor GptNeoModel::AttentionMask(int64_t seq, bool local, int64_t window,
@@ -169,65 +150,51 @@ at::Tensor GptNeoModel::Mlp(const Layer& layer, const at::Tensor& hidden) const 
   return at::linear(h, layer.c_proj_weight, layer.c_proj_bias);
 }
 
-void GptNeoModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-                          const SpectrumSink* spectra) const {
-  // A trainable model records the graph (LanguageModel::MakeTrainable)
-  // unless its caller says otherwise.
-  std::optional<c10::InferenceMode> guard;
-  if (!trainable()) guard.emplace();
+// GPTNeoModel.forward: the embeddings (point 0), the blocks (1..L), ln_f
+// (L + 1).
+void GptNeoModel::RunForward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                             const SpectrumSink* spectra, int64_t& point) const {
   const int64_t d = neo().hidden_size;
   const double eps = neo().layer_norm_epsilon;
-  WithLayerErrors([&](int64_t& point) {
-    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
-                input_ids.sizes());
-    const int64_t seq = input_ids.size(1);
-    TORCH_CHECK(seq <= neo().max_position_embeddings, "sequence of ", seq,
-                " tokens is longer than max_position_embeddings ",
-                neo().max_position_embeddings);
-    // GPTNeoModel.forward: inputs_embeds + wpe(position_ids).
-    at::Tensor positions =
-        at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device()));
-    at::Tensor hidden = at::embedding(wte_, input_ids.to(device(), at::kLong)) +
-                        at::embedding(wpe_, positions);
-    on_layer(point, hidden);
+  const int64_t seq = input_ids.size(1);
+  TORCH_CHECK(seq <= neo().max_position_embeddings, "sequence of ", seq,
+              " tokens is longer than max_position_embeddings ",
+              neo().max_position_embeddings);
+  // GPTNeoModel.forward: inputs_embeds + wpe(position_ids).
+  at::Tensor positions =
+      at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device()));
+  at::Tensor hidden = at::embedding(wte_, input_ids.to(device(), at::kLong)) +
+                      at::embedding(wpe_, positions);
+  on_layer(point, hidden);
 
-    const at::Tensor global_mask = AttentionMask(seq, false, 0, device());
-    const at::Tensor local_mask =
-        AttentionMask(seq, true, neo().window_size, device());
-    // GPTNeoBlock.forward: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
-    for (const Layer& layer : layers_) {
-      ++point;
-      at::Tensor log_lambda;
-      at::Tensor attn_output = Attention(
-          layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps),
-          layer.local ? local_mask : global_mask,
-          spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
-      hidden = attn_output + hidden;
-      at::Tensor mlp_output = Mlp(
-          layer, at::layer_norm(hidden, {d}, layer.ln_2_weight, layer.ln_2_bias, eps));
-      hidden = hidden + mlp_output;
-      if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
-      if (spectra != nullptr && spectra->on_layer_dsf) {
-        // The block's output, unmasked (no scale anyway).
-        std::vector<at::Tensor> qkv = QueryKeyValue(
-            layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps));
-        spectra->on_layer_dsf(point, AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor()));
-      }
-      on_layer(point, hidden);
-    }
-
+  const at::Tensor global_mask = AttentionMask(seq, false, 0, device());
+  const at::Tensor local_mask =
+      AttentionMask(seq, true, neo().window_size, device());
+  // GPTNeoBlock.forward: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
+  for (const Layer& layer : layers_) {
     ++point;
-    hidden = at::layer_norm(hidden, {d}, ln_f_weight_, ln_f_bias_, eps);
+    at::Tensor log_lambda;
+    at::Tensor attn_output = Attention(
+        layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps),
+        layer.local ? local_mask : global_mask,
+        spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
+    hidden = attn_output + hidden;
+    at::Tensor mlp_output = Mlp(
+        layer, at::layer_norm(hidden, {d}, layer.ln_2_weight, layer.ln_2_bias, eps));
+    hidden = hidden + mlp_output;
+    if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
+    if (spectra != nullptr && spectra->on_layer_dsf) {
+      // The block's output, unmasked (no scale anyway).
+      std::vector<at::Tensor> qkv = QueryKeyValue(
+          layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps));
+      spectra->on_layer_dsf(point, AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor()));
+    }
     on_layer(point, hidden);
-  });
-}
+  }
 
-at::Tensor GptNeoModel::Logits(const at::Tensor& final_hidden) const {
-  // A trainable model records the graph (LanguageModel::MakeTrainable)
-  // unless its caller says otherwise.
-  std::optional<c10::InferenceMode> guard;
-  if (!trainable()) guard.emplace();
-  return at::linear(final_hidden.to(lm_head_.scalar_type()), lm_head_);
+  ++point;
+  hidden = at::layer_norm(hidden, {d}, ln_f_weight_, ln_f_bias_, eps);
+  on_layer(point, hidden);
 }
 
 }  // namespace layerflow::worker

@@ -28,13 +28,6 @@ class GptNeoModel final : public LanguageModel {
 
   const GptNeoConfig& neo() const { return config().gpt_neo; }
 
-  // HF names: transformer.wte.weight, transformer.wpe.weight,
-  // transformer.h.N.{ln_1, attn.attention.{k,v,q,out}_proj, ln_2,
-  // mlp.c_fc, mlp.c_proj}, transformer.ln_f, lm_head.weight.
-  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-               const SpectrumSink* spectra = nullptr) const override;
-  at::Tensor Logits(const at::Tensor& final_hidden) const override;
-  std::string PointName(int64_t point) const override;
   int64_t spectrum_groups() const override { return neo().num_heads; }
 
   // The boolean [seq, seq] mask HF's GPTNeoSelfAttention uses: key j is
@@ -54,10 +47,12 @@ class GptNeoModel final : public LanguageModel {
     at::Tensor c_fc_weight, c_fc_bias, c_proj_weight, c_proj_bias;
   };
 
-  // The layer's parameters, in GPTNeoBlock's registration order.
+  // GPTNeoForCausalLM's parameters (HF names), with GPTNeoBlock's.
+  std::vector<ParameterSlot> ParameterSlots() override;
   std::vector<LayerParam<Layer>> LayerParams() const;
-  void AddParameters() override;
-  void Bind() override;
+  void RunForward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                  const SpectrumSink* spectra, int64_t& point) const override;
+  PointModules point_modules() const override;
   double ReferenceStd() const override { return neo().initializer_range; }
   std::vector<at::Tensor> QueryKeyValue(const Layer& layer, const at::Tensor& hidden) const;
   // With log_lambda, also this layer's spectrum (SpectrumSink).

@@ -1,11 +1,9 @@
 #include "worker/model/gpt_neox.h"
 
 #include <cmath>
-#include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
-#include <c10/core/InferenceMode.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -15,9 +13,7 @@
 namespace layerflow::worker {
 namespace {
 
-std::string LayerPrefix(int64_t i) {
-  return absl::StrCat("gpt_neox.layers.", i, ".");
-}
+constexpr char kLayers[] = "gpt_neox.layers";
 
 // rotate_half: cat(-x2, x1) over the last dim.
 at::Tensor RotateHalf(const at::Tensor& x) {
@@ -41,18 +37,13 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos,
 }  // namespace
 
 absl::Status GptNeoXModel::Validate(const GptNeoXConfig& c) {
-  auto positive = [](const char* field, int64_t value) -> absl::Status {
-    if (value > 0) return absl::OkStatus();
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": must be positive, got ", value));
-  };
-  for (auto [field, value] :
-       {std::pair{"vocab_size", c.vocab_size},
-        std::pair{"hidden_size", c.hidden_size},
-        std::pair{"num_hidden_layers", c.num_hidden_layers},
-        std::pair{"num_attention_heads", c.num_attention_heads},
-        std::pair{"intermediate_size", c.intermediate_size}}) {
-    if (absl::Status s = positive(field, value); !s.ok()) return s;
+  if (absl::Status s = CheckPositive({{"vocab_size", c.vocab_size},
+                                      {"hidden_size", c.hidden_size},
+                                      {"num_hidden_layers", c.num_hidden_layers},
+                                      {"num_attention_heads", c.num_attention_heads},
+                                      {"intermediate_size", c.intermediate_size}});
+      !s.ok()) {
+    return s;
   }
   if (c.hidden_size % c.num_attention_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -98,37 +89,25 @@ std::vector<LayerParam<GptNeoXModel::Layer>> GptNeoXModel::LayerParams() const {
   };
 }
 
-void GptNeoXModel::AddParameters() {
+std::vector<ParameterSlot> GptNeoXModel::ParameterSlots() {
+  using Role = ParameterSlot::Role;
   const int64_t d = neox().hidden_size;
-  ParameterMap& params = mutable_parameters();
-  // Module registration order of GPTNeoXModel.
-  params.Add("gpt_neox.embed_in.weight", at::empty({neox().vocab_size, d}, at::kFloat));
-  const auto layer = LayerParams();
-  for (int64_t i = 0; i < neox().num_hidden_layers; ++i) AddLayerParams(params, LayerPrefix(i), layer);
-  params.Add("gpt_neox.final_layer_norm.weight", at::empty({d}, at::kFloat));
-  params.Add("gpt_neox.final_layer_norm.bias", at::empty({d}, at::kFloat));
-  params.Add("embed_out.weight", at::empty({neox().vocab_size, d}, at::kFloat));
-}
-
-void GptNeoXModel::Bind() {
-  // Biases left out (attention_bias = false) stay undefined.
-  embed_in_ = parameters().Get("gpt_neox.embed_in.weight");
-  const auto layer = LayerParams();
+  const int64_t v = neox().vocab_size;
   layers_.assign(neox().num_hidden_layers, Layer{});
-  for (int64_t i = 0; i < neox().num_hidden_layers; ++i) {
-    BindLayerParams(parameters(), LayerPrefix(i), layer, layers_[i]);
-  }
-  final_layer_norm_weight_ = parameters().Get("gpt_neox.final_layer_norm.weight");
-  final_layer_norm_bias_ = parameters().Get("gpt_neox.final_layer_norm.bias");
-  embed_out_ = parameters().Get("embed_out.weight");
+  // Module registration order of GPTNeoXForCausalLM. embed_out.weight is
+  // the checkpoint's name, which transformers 5 renames to lm_head.weight
+  // on load (model_checkpoint.cc maps that spelling back).
+  std::vector<ParameterSlot> slots = {
+      {"gpt_neox.embed_in.weight", {v, d}, &embed_in_, Role::kInputEmbedding}};
+  AppendLayerSlots(slots, kLayers, LayerParams(), layers_);
+  slots.push_back({"gpt_neox.final_layer_norm.weight", {d}, &final_layer_norm_weight_});
+  slots.push_back({"gpt_neox.final_layer_norm.bias", {d}, &final_layer_norm_bias_});
+  slots.push_back({"embed_out.weight", {v, d}, &embed_out_, Role::kOutputHead});
+  return slots;
 }
 
-std::string GptNeoXModel::PointName(int64_t point) const {
-  if (point == 0) return "embedding (gpt_neox.embed_in)";
-  if (point <= num_layers()) {
-    return absl::StrCat("layer ", point, " (gpt_neox.layers.", point - 1, ")");
-  }
-  return "final norm (gpt_neox.final_layer_norm)";
+GptNeoXModel::PointModules GptNeoXModel::point_modules() const {
+  return {"gpt_neox.embed_in", kLayers, "gpt_neox.final_layer_norm"};
 }
 
 // GPTNeoXAttention.forward's q (rotary), k (rotary) and v: [B, H, S, hs].
@@ -182,89 +161,75 @@ at::Tensor GptNeoXModel::Mlp(const Layer& layer, const at::Tensor& hidden) const
   return at::linear(h, layer.dense_4h_to_h_weight, layer.dense_4h_to_h_bias);
 }
 
-void GptNeoXModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-                           const SpectrumSink* spectra) const {
-  // A trainable model records the graph (LanguageModel::MakeTrainable)
-  // unless its caller says otherwise.
-  std::optional<c10::InferenceMode> guard;
-  if (!trainable()) guard.emplace();
+// GPTNeoXModel.forward: the embedding (point 0), the blocks (1..L), the
+// final layer norm (L + 1).
+void GptNeoXModel::RunForward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                              const SpectrumSink* spectra, int64_t& point) const {
   const int64_t d = neox().hidden_size;
   const double eps = neox().layer_norm_eps;
-  WithLayerErrors([&](int64_t& point) {
-    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
-                input_ids.sizes());
-    const int64_t seq = input_ids.size(1);
+  const int64_t seq = input_ids.size(1);
 
-    // GPTNeoXModel.forward: inputs_embeds = embed_in(input_ids).
-    at::Tensor hidden =
-        at::embedding(embed_in_, input_ids.to(device(), at::kLong));
-    on_layer(point, hidden);
+  // GPTNeoXModel.forward: inputs_embeds = embed_in(input_ids).
+  at::Tensor hidden =
+      at::embedding(embed_in_, input_ids.to(device(), at::kLong));
+  on_layer(point, hidden);
 
-    // GPTNeoXRotaryEmbedding (default rope): float32, then the run dtype.
-    const int64_t head_size = d / neox().num_attention_heads;
-    const int64_t dim = static_cast<int64_t>(head_size * neox().rotary_pct);
-    const auto f32 = at::TensorOptions()
-                         .dtype(c10::promoteTypes(dtype(), c10::kFloat))
-                         .device(device());
-    at::Tensor inv_freq =
-        1.0 / at::pow(neox().rotary_emb_base, at::arange(0, dim, 2, f32) / dim);
-    at::Tensor positions = at::arange(seq, f32);
-    at::Tensor freqs = at::outer(positions, inv_freq);  // [S, dim / 2]
-    at::Tensor emb = at::cat({freqs, freqs}, -1);       // [S, dim]
-    const at::Tensor cos = emb.cos().to(dtype());
-    const at::Tensor sin = emb.sin().to(dtype());
+  // GPTNeoXRotaryEmbedding (default rope): float32, then the run dtype.
+  const int64_t head_size = d / neox().num_attention_heads;
+  const int64_t dim = static_cast<int64_t>(head_size * neox().rotary_pct);
+  const auto f32 = at::TensorOptions()
+                       .dtype(c10::promoteTypes(dtype(), c10::kFloat))
+                       .device(device());
+  at::Tensor inv_freq =
+      1.0 / at::pow(neox().rotary_emb_base, at::arange(0, dim, 2, f32) / dim);
+  at::Tensor positions = at::arange(seq, f32);
+  at::Tensor freqs = at::outer(positions, inv_freq);  // [S, dim / 2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);       // [S, dim]
+  const at::Tensor cos = emb.cos().to(dtype());
+  const at::Tensor sin = emb.sin().to(dtype());
 
-    // GPTNeoXLayer.forward.
-    for (const Layer& layer : layers_) {
-      ++point;
-      at::Tensor log_lambda;
-      at::Tensor attn_output = Attention(
+  // GPTNeoXLayer.forward.
+  for (const Layer& layer : layers_) {
+    ++point;
+    at::Tensor log_lambda;
+    at::Tensor attn_output = Attention(
+        layer,
+        at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
+                       layer.input_layernorm_bias, eps),
+        cos, sin, spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
+    if (neox().use_parallel_residual) {
+      // x = x + attn(ln1(x)) + mlp(ln2(x))
+      at::Tensor mlp_output = Mlp(
+          layer, at::layer_norm(hidden, {d},
+                                layer.post_attention_layernorm_weight,
+                                layer.post_attention_layernorm_bias, eps));
+      hidden = mlp_output + attn_output + hidden;
+    } else {
+      // x = x + attn(ln1(x)); x = x + mlp(ln2(x))
+      attn_output = attn_output + hidden;
+      at::Tensor mlp_output = Mlp(
+          layer, at::layer_norm(attn_output, {d},
+                                layer.post_attention_layernorm_weight,
+                                layer.post_attention_layernorm_bias, eps));
+      hidden = mlp_output + attn_output;
+    }
+    if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
+    if (spectra != nullptr && spectra->on_layer_dsf) {
+      // The block's output, unscaled, unmasked.
+      std::vector<at::Tensor> qkv = QueryKeyValue(
           layer,
           at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
                          layer.input_layernorm_bias, eps),
-          cos, sin, spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
-      if (neox().use_parallel_residual) {
-        // x = x + attn(ln1(x)) + mlp(ln2(x))
-        at::Tensor mlp_output = Mlp(
-            layer, at::layer_norm(hidden, {d},
-                                  layer.post_attention_layernorm_weight,
-                                  layer.post_attention_layernorm_bias, eps));
-        hidden = mlp_output + attn_output + hidden;
-      } else {
-        // x = x + attn(ln1(x)); x = x + mlp(ln2(x))
-        attn_output = attn_output + hidden;
-        at::Tensor mlp_output = Mlp(
-            layer, at::layer_norm(attn_output, {d},
-                                  layer.post_attention_layernorm_weight,
-                                  layer.post_attention_layernorm_bias, eps));
-        hidden = mlp_output + attn_output;
-      }
-      if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
-      if (spectra != nullptr && spectra->on_layer_dsf) {
-        // The block's output, unscaled, unmasked.
-        std::vector<at::Tensor> qkv = QueryKeyValue(
-            layer,
-            at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
-                           layer.input_layernorm_bias, eps),
-            cos, sin);
-        spectra->on_layer_dsf(point, AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor()));
-      }
-      on_layer(point, hidden);
+          cos, sin);
+      spectra->on_layer_dsf(point, AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor()));
     }
-
-    ++point;
-    hidden = at::layer_norm(hidden, {d}, final_layer_norm_weight_,
-                            final_layer_norm_bias_, eps);
     on_layer(point, hidden);
-  });
-}
+  }
 
-at::Tensor GptNeoXModel::Logits(const at::Tensor& final_hidden) const {
-  // A trainable model records the graph (LanguageModel::MakeTrainable)
-  // unless its caller says otherwise.
-  std::optional<c10::InferenceMode> guard;
-  if (!trainable()) guard.emplace();
-  return at::linear(final_hidden.to(embed_out_.scalar_type()), embed_out_);
+  ++point;
+  hidden = at::layer_norm(hidden, {d}, final_layer_norm_weight_,
+                          final_layer_norm_bias_, eps);
+  on_layer(point, hidden);
 }
 
 }  // namespace layerflow::worker

@@ -25,13 +25,6 @@ class GptNeoXModel final : public LanguageModel {
 
   const GptNeoXConfig& neox() const { return config().gpt_neox; }
 
-  // HF names: gpt_neox.embed_in.weight, gpt_neox.layers.N.*,
-  // gpt_neox.final_layer_norm.*, embed_out.weight (the checkpoint name that
-  // transformers 5 renames to lm_head.weight on load).
-  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-               const SpectrumSink* spectra = nullptr) const override;
-  at::Tensor Logits(const at::Tensor& final_hidden) const override;
-  std::string PointName(int64_t point) const override;
   int64_t spectrum_groups() const override { return neox().num_attention_heads; }
 
   // INVALID_ARGUMENT naming the field of an unbuildable config.
@@ -48,10 +41,12 @@ class GptNeoXModel final : public LanguageModel {
     at::Tensor dense_4h_to_h_weight, dense_4h_to_h_bias;
   };
 
-  // The layer's parameters, in GPTNeoXLayer's registration order.
+  // GPTNeoXForCausalLM's parameters (HF names), with GPTNeoXLayer's.
+  std::vector<ParameterSlot> ParameterSlots() override;
   std::vector<LayerParam<Layer>> LayerParams() const;
-  void AddParameters() override;
-  void Bind() override;
+  void RunForward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                  const SpectrumSink* spectra, int64_t& point) const override;
+  PointModules point_modules() const override;
   double ReferenceStd() const override { return neox().initializer_range; }
   std::vector<at::Tensor> QueryKeyValue(const Layer& layer, const at::Tensor& hidden,
                                         const at::Tensor& cos, const at::Tensor& sin) const;

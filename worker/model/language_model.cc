@@ -1,6 +1,9 @@
 // The architecture registry and the factories shared by all architectures.
 #include "worker/model/language_model.h"
 
+#include <exception>
+#include <new>
+#include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -53,7 +56,93 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> Guarded(const ModelConfig& config
                     });
 }
 
+// InferenceMode unless the model is trainable (LanguageModel::MakeTrainable):
+// a trainable model's Forward / Logits record the graph unless their caller
+// says otherwise (a NoGradGuard, an InferenceMode of its own).
+class InferenceUnlessTrainable {
+ public:
+  explicit InferenceUnlessTrainable(bool trainable) {
+    if (!trainable) mode_.emplace();
+  }
+
+ private:
+  std::optional<c10::InferenceMode> mode_;
+};
+
+// The exception edge of Forward: runs body(point), which advances `point`
+// (0 = embedding, 1..L = blocks, L + 1 = final norm) as it goes, and turns
+// whatever it throws into a LayerError at the point reached.
+template <typename Body>
+void WithLayerErrors(Body&& body) {
+  int64_t point = 0;
+  try {
+    body(point);
+  } catch (const LayerError&) {
+    throw;
+  } catch (const c10::OutOfMemoryError& e) {
+    throw LayerError(point, e.what_without_backtrace(), /*out_of_memory=*/true);
+  } catch (const std::bad_alloc&) {
+    throw LayerError(point, "out of memory", /*out_of_memory=*/true);
+  } catch (const c10::Error& e) {
+    throw LayerError(point, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw LayerError(point, e.what());
+  }
+}
+
 }  // namespace
+
+absl::Status CheckPositive(std::initializer_list<std::pair<const char*, int64_t>> fields) {
+  for (auto [field, value] : fields) {
+    if (value <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": must be positive, got ", value));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void LanguageModel::AddParameters(c10::Device device, c10::ScalarType dtype) {
+  // Straight on the device: no host copy of a large model (init.h fills it there).
+  const auto options = at::TensorOptions().device(device).dtype(dtype);
+  for (const ParameterSlot& slot : ParameterSlots()) {
+    params_.Add(slot.name, at::empty(slot.shape, options));
+  }
+}
+
+void LanguageModel::Bind() {
+  for (const ParameterSlot& slot : ParameterSlots()) {
+    *slot.field = params_.Get(slot.name);
+    if (slot.role == ParameterSlot::Role::kInputEmbedding) embedding_name_ = slot.name;
+    if (slot.role == ParameterSlot::Role::kOutputHead) {
+      head_name_ = slot.name;
+      head_ = *slot.field;
+    }
+  }
+}
+
+void LanguageModel::Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                            const SpectrumSink* spectra) const {
+  const InferenceUnlessTrainable guard(trainable());
+  WithLayerErrors([&](int64_t& point) {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
+                input_ids.sizes());
+    RunForward(input_ids, on_layer, spectra, point);
+  });
+}
+
+at::Tensor LanguageModel::Logits(const at::Tensor& final_hidden) const {
+  const InferenceUnlessTrainable guard(trainable());
+  return at::linear(final_hidden.to(head_.scalar_type()), head_);
+}
+
+std::string LanguageModel::PointName(int64_t point) const {
+  const PointModules modules = point_modules();
+  if (point == 0) return absl::StrCat("embedding (", modules.embedding, ")");
+  if (point <= num_layers()) {
+    return absl::StrCat("layer ", point, " (", modules.layers, ".", point - 1, ")");
+  }
+  return absl::StrCat("final norm (", modules.final_norm, ")");
+}
 
 bool LanguageModel::InitStructural(const std::string&, at::Tensor&,
                                    const InitScheme&, const ParameterDraws&) const {
@@ -77,12 +166,7 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
   if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
   return Guarded(config, "init", [&]() -> std::unique_ptr<LanguageModel> {
     std::unique_ptr<LanguageModel> model = NewModel(config);
-    model->AddParameters();
-    // Made where they are used (init.h): no host copy of a large model.
-    for (auto& [name, tensor] : model->params_.items()) {
-      tensor = at::empty(tensor.sizes(),
-                         at::TensorOptions().device(device).dtype(dtype));
-    }
+    model->AddParameters(device, dtype);
     const LanguageModel& m = *model;
     InitializeParameters(
         model->params_, scheme, model->ReferenceStd(), seed,
@@ -102,12 +186,7 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
   if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
   return Guarded(config, "alloc", [&]() -> std::unique_ptr<LanguageModel> {
     std::unique_ptr<LanguageModel> model = NewModel(config);
-    model->AddParameters();
-    // Straight on the device: no CPU float32 copy of a large model.
-    for (auto& [name, tensor] : model->params_.items()) {
-      tensor = at::empty(tensor.sizes(),
-                         at::TensorOptions().device(device).dtype(dtype));
-    }
+    model->AddParameters(device, dtype);
     model->device_ = device;
     model->dtype_ = dtype;
     model->Bind();

@@ -9,9 +9,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -72,26 +75,10 @@ inline at::Tensor AtLeastFloat32(const at::Tensor& t) {
   return t.to(c10::promoteTypes(t.scalar_type(), c10::kFloat));
 }
 
-// The exception edge every Forward shares: runs body(point), which advances
-// `point` (0 = embedding, 1..L = blocks, L + 1 = final norm) as it goes, and
-// turns whatever it throws into a LayerError at the point reached.
-template <typename Body>
-void WithLayerErrors(Body&& body) {
-  int64_t point = 0;
-  try {
-    body(point);
-  } catch (const LayerError&) {
-    throw;
-  } catch (const c10::OutOfMemoryError& e) {
-    throw LayerError(point, e.what_without_backtrace(), /*out_of_memory=*/true);
-  } catch (const std::bad_alloc&) {
-    throw LayerError(point, "out of memory", /*out_of_memory=*/true);
-  } catch (const c10::Error& e) {
-    throw LayerError(point, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    throw LayerError(point, e.what());
-  }
-}
+// INVALID_ARGUMENT "<field>: must be positive, got <value>" for the first
+// field that is not; OK when all are.
+absl::Status CheckPositive(
+    std::initializer_list<std::pair<const char*, int64_t>> fields);
 
 class LanguageModel {
  public:
@@ -117,18 +104,23 @@ class LanguageModel {
   // per-layer views of the architecture share them.
   const ParameterMap& parameters() const { return params_; }
   ParameterMap& mutable_parameters() { return params_; }
+  // The input embedding's and the output head's names: with
+  // tie_word_embeddings a checkpoint may leave the head out.
+  const std::string& embedding_name() const { return embedding_name_; }
+  const std::string& head_name() const { return head_name_; }
 
   // input_ids: integer [batch, seq] on any device. Throws LayerError.
   // With `spectra`, also hands every block's eigenvalues to it.
-  virtual void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
-                       const SpectrumSink* spectra = nullptr) const = 0;
+  void Forward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+               const SpectrumSink* spectra = nullptr) const;
   // G of the spectra: the groups eigenvalues are summarised by per layer.
   virtual int64_t spectrum_groups() const = 0;
-  // The output head on the final-norm output: [batch, seq, vocab].
-  virtual at::Tensor Logits(const at::Tensor& final_hidden) const = 0;
+  // The output head (a bias-free Linear in every architecture) on the
+  // final-norm output: [batch, seq, vocab].
+  at::Tensor Logits(const at::Tensor& final_hidden) const;
   // Where a representation point sits, in the reference's module names, e.g.
   // "layer 3 (gpt_neox.layers.2)".
-  virtual std::string PointName(int64_t point) const = 0;
+  std::string PointName(int64_t point) const;
 
   // A copy of every parameter on `device` (same dtype): the per-GPU replica.
   std::unique_ptr<LanguageModel> Replicate(c10::Device device) const;
@@ -144,12 +136,23 @@ class LanguageModel {
  protected:
   explicit LanguageModel(ModelConfig config) : config_(std::move(config)) {}
 
-  // Every parameter, in HF named_parameters() order, as an unfilled float32
-  // CPU tensor whose shape is all the factories read (they allocate it
-  // again on the device, in the dtype).
-  virtual void AddParameters() = 0;
-  // Points the architecture's per-layer fields at params_.
-  virtual void Bind() = 0;
+  // Every parameter in HF named_parameters() order (the order random init
+  // draws in) with the architecture's field it binds to: the one place an
+  // architecture names its parameters. Sizes the per-layer storage first,
+  // so the fields stay put until the next call.
+  virtual std::vector<ParameterSlot> ParameterSlots() = 0;
+  // The architecture's forward inside Forward's edge (InferenceMode unless
+  // trainable, input_ids checked to be [batch, seq], exceptions turned into
+  // LayerError at `point`): hands points 0..L + 1 to on_layer in order,
+  // advancing `point` as it goes.
+  virtual void RunForward(const at::Tensor& input_ids, const LayerCallback& on_layer,
+                          const SpectrumSink* spectra, int64_t& point) const = 0;
+  // The reference's module names of the points, for PointName: the
+  // embedding, the stack of blocks ("<layers>.<i>"), the final norm.
+  struct PointModules {
+    std::string embedding, layers, final_norm;
+  };
+  virtual PointModules point_modules() const = 0;
   // Parameters that keep the architecture's own init whatever the scheme
   // (Mamba's A_log, D, dt bias ...): fills `tensor` (on the model's device,
   // in its dtype) drawing from `draws`, and returns true, or returns false
@@ -167,11 +170,18 @@ class LanguageModel {
   friend absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
       const ModelConfig&, c10::Device, c10::ScalarType);
 
+  // params_ from ParameterSlots(): uninitialised, on `device` in `dtype`.
+  void AddParameters(c10::Device device, c10::ScalarType dtype);
+  // Points the architecture's fields (and head_) at params_.
+  void Bind();
+
   ModelConfig config_;
   c10::Device device_ = c10::Device(c10::kCPU);
   c10::ScalarType dtype_ = c10::kFloat;
   bool trainable_ = false;
   ParameterMap params_;
+  std::string embedding_name_, head_name_;
+  at::Tensor head_;  // the kOutputHead slot's tensor, for Logits
 };
 
 // Checks that the config describes a buildable model of a known

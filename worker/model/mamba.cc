@@ -11,34 +11,20 @@
 
 namespace layerflow::worker {
 absl::Status MambaModel::Validate(const MambaConfig& c) {
-  for (auto [field, value] : {std::pair{"vocab_size", c.vocab_size},
-                              std::pair{"hidden_size", c.hidden_size},
-                              std::pair{"state_size", c.state_size},
-                              std::pair{"num_hidden_layers", c.num_hidden_layers},
-                              std::pair{"expand", c.expand},
-                              std::pair{"conv_kernel", c.conv_kernel}}) {
-    if (value <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": must be positive, got ", value));
-    }
+  if (absl::Status s = CheckPositive({{"vocab_size", c.vocab_size},
+                                      {"hidden_size", c.hidden_size},
+                                      {"state_size", c.state_size},
+                                      {"num_hidden_layers", c.num_hidden_layers},
+                                      {"expand", c.expand},
+                                      {"conv_kernel", c.conv_kernel}});
+      !s.ok()) {
+    return s;
   }
   if (c.time_step_rank < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "time_step_rank: must be positive or \"auto\", got ", c.time_step_rank));
   }
-  if (c.hidden_act != "silu") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden_act: '", c.hidden_act, "' is not supported (only silu)"));
-  }
-  if (!(c.layer_norm_epsilon > 0)) {
-    return absl::InvalidArgumentError("layer_norm_epsilon: must be positive");
-  }
-  return absl::OkStatus();
-}
-
-SsmFamilyModel<MambaLayer>::Backbone MambaModel::backbone() const {
-  return {mamba().vocab_size, mamba().hidden_size, mamba().num_hidden_layers,
-          mamba().layer_norm_epsilon, mamba().residual_in_fp32};
+  return ValidateBackbone(c);
 }
 
 std::vector<LayerParam<MambaLayer>> MambaModel::MixerParams() const {
@@ -62,16 +48,9 @@ std::vector<LayerParam<MambaLayer>> MambaModel::MixerParams() const {
   };
 }
 
-bool MambaModel::InitStructural(const std::string& name, at::Tensor& tensor,
-                                const InitScheme& scheme,
-                                const ParameterDraws& draws) const {
-  ssm::SsmInitSpec spec;
-  spec.time_step_min = mamba().time_step_min;
-  spec.time_step_max = mamba().time_step_max;
-  spec.time_step_floor = mamba().time_step_floor;
-  spec.dt_init_std = std::pow(static_cast<double>(mamba().dt_rank()), -0.5) *
-                     mamba().time_step_scale;
-  return ssm::InitSsmParameter(name, tensor, scheme, spec, draws);
+// MambaMixer's dt_init_std = dt_rank ** -0.5 * time_step_scale.
+double MambaModel::dt_init_std() const {
+  return std::pow(static_cast<double>(mamba().dt_rank()), -0.5) * mamba().time_step_scale;
 }
 
 at::Tensor MambaModel::ParallelScan(at::Tensor a, at::Tensor b) {

@@ -34,16 +34,13 @@ struct MambaLayer {
   at::Tensor out_proj_weight, out_proj_bias;
 };
 
-class MambaModel final : public SsmFamilyModel<MambaLayer> {
+class MambaModel final : public SsmFamilyModel<MambaLayer, MambaConfig> {
  public:
   // Use CreateRandomModel / CreateEmptyModel (language_model.h).
   explicit MambaModel(ModelConfig config) : SsmFamilyModel(std::move(config)) {}
 
   const MambaConfig& mamba() const { return config().mamba; }
 
-  // HF names: backbone.embeddings.weight, backbone.layers.N.norm.weight,
-  // backbone.layers.N.mixer.{A_log, D, conv1d.*, in_proj.*, x_proj.weight,
-  // dt_proj.*, out_proj.*}, backbone.norm_f.weight, lm_head.weight.
   // No heads: one group pooling every channel and state.
   int64_t spectrum_groups() const override { return 1; }
 
@@ -57,12 +54,9 @@ class MambaModel final : public SsmFamilyModel<MambaLayer> {
  private:
   using Layer = MambaLayer;
 
-  Backbone backbone() const override;
+  const MambaConfig& ssm_config() const override { return mamba(); }
   std::vector<LayerParam<Layer>> MixerParams() const override;
-  double ReferenceStd() const override { return mamba().initializer_range; }
-  bool InitStructural(const std::string& name, at::Tensor& tensor,
-                      const InitScheme& scheme,
-                      const ParameterDraws& draws) const override;
+  double dt_init_std() const override;
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda) const override;
   // Mixer on the fused CUDA kernels (ssm::UseSsmKernels).

@@ -44,20 +44,18 @@ at::Tensor IntoChunks(const at::Tensor& t, int64_t pad, int64_t chunk) {
 }  // namespace
 
 absl::Status Mamba2Model::Validate(const Mamba2Config& c) {
-  for (auto [field, value] : {std::pair{"vocab_size", c.vocab_size},
-                              std::pair{"hidden_size", c.hidden_size},
-                              std::pair{"state_size", c.state_size},
-                              std::pair{"num_hidden_layers", c.num_hidden_layers},
-                              std::pair{"num_heads", c.num_heads},
-                              std::pair{"head_dim", c.head_dim},
-                              std::pair{"n_groups", c.n_groups},
-                              std::pair{"chunk_size", c.chunk_size},
-                              std::pair{"expand", c.expand},
-                              std::pair{"conv_kernel", c.conv_kernel}}) {
-    if (value <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": must be positive, got ", value));
-    }
+  if (absl::Status s = CheckPositive({{"vocab_size", c.vocab_size},
+                                      {"hidden_size", c.hidden_size},
+                                      {"state_size", c.state_size},
+                                      {"num_hidden_layers", c.num_hidden_layers},
+                                      {"num_heads", c.num_heads},
+                                      {"head_dim", c.head_dim},
+                                      {"n_groups", c.n_groups},
+                                      {"chunk_size", c.chunk_size},
+                                      {"expand", c.expand},
+                                      {"conv_kernel", c.conv_kernel}});
+      !s.ok()) {
+    return s;
   }
   if (c.num_heads * c.head_dim != c.intermediate_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -68,19 +66,7 @@ absl::Status Mamba2Model::Validate(const Mamba2Config& c) {
     return absl::InvalidArgumentError(absl::StrCat(
         "n_groups: ", c.n_groups, " does not divide num_heads ", c.num_heads));
   }
-  if (c.hidden_act != "silu") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden_act: '", c.hidden_act, "' is not supported (only silu)"));
-  }
-  if (!(c.layer_norm_epsilon > 0)) {
-    return absl::InvalidArgumentError("layer_norm_epsilon: must be positive");
-  }
-  return absl::OkStatus();
-}
-
-SsmFamilyModel<Mamba2Layer>::Backbone Mamba2Model::backbone() const {
-  return {mamba2().vocab_size, mamba2().hidden_size, mamba2().num_hidden_layers,
-          mamba2().layer_norm_epsilon, mamba2().residual_in_fp32};
+  return ValidateBackbone(c);
 }
 
 std::vector<LayerParam<Mamba2Layer>> Mamba2Model::MixerParams() const {
@@ -101,16 +87,6 @@ std::vector<LayerParam<Mamba2Layer>> Mamba2Model::MixerParams() const {
       {"mixer.out_proj.weight", {d, e}, &Layer::out_proj_weight},
       {"mixer.out_proj.bias", {d}, &Layer::out_proj_bias, c.use_bias},
   };
-}
-
-bool Mamba2Model::InitStructural(const std::string& name, at::Tensor& tensor,
-                                 const InitScheme& scheme,
-                                 const ParameterDraws& draws) const {
-  ssm::SsmInitSpec spec;
-  spec.time_step_min = mamba2().time_step_min;
-  spec.time_step_max = mamba2().time_step_max;
-  spec.time_step_floor = mamba2().time_step_floor;
-  return ssm::InitSsmParameter(name, tensor, scheme, spec, draws);
 }
 
 // mamba2_chunk_scan's torch fallback, with its broadcast-and-sum products

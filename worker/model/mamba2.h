@@ -36,16 +36,13 @@ struct Mamba2Layer {
   at::Tensor out_proj_weight, out_proj_bias;
 };
 
-class Mamba2Model final : public SsmFamilyModel<Mamba2Layer> {
+class Mamba2Model final : public SsmFamilyModel<Mamba2Layer, Mamba2Config> {
  public:
   // Use CreateRandomModel / CreateEmptyModel (language_model.h).
   explicit Mamba2Model(ModelConfig config) : SsmFamilyModel(std::move(config)) {}
 
   const Mamba2Config& mamba2() const { return config().mamba2; }
 
-  // HF names: backbone.embeddings.weight, backbone.layers.N.norm.weight,
-  // backbone.layers.N.mixer.{dt_bias, A_log, conv1d.*, in_proj.*, norm.weight,
-  // D, out_proj.*}, backbone.norm_f.weight, lm_head.weight.
   int64_t spectrum_groups() const override { return mamba2().num_heads; }
 
   // The SSD scan in float32: x [B, L, H, P], dt [B, L, H] (after softplus
@@ -62,12 +59,8 @@ class Mamba2Model final : public SsmFamilyModel<Mamba2Layer> {
  private:
   using Layer = Mamba2Layer;
 
-  Backbone backbone() const override;
+  const Mamba2Config& ssm_config() const override { return mamba2(); }
   std::vector<LayerParam<Layer>> MixerParams() const override;
-  double ReferenceStd() const override { return mamba2().initializer_range; }
-  bool InitStructural(const std::string& name, at::Tensor& tensor,
-                      const InitScheme& scheme,
-                      const ParameterDraws& draws) const override;
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda) const override;
   // Δ of every head from in_proj's dt slice (both mixers).

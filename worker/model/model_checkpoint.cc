@@ -180,15 +180,6 @@ std::string CanonicalName(const std::string& architecture, const std::string& na
   return name;
 }
 
-struct HeadNames {
-  std::string head, embedding;
-};
-HeadNames HeadOf(const std::string& architecture) {
-  if (architecture == "gpt_neox") return {"embed_out.weight", "gpt_neox.embed_in.weight"};
-  if (architecture == "gpt_neo") return {"lm_head.weight", "transformer.wte.weight"};
-  return {"lm_head.weight", "backbone.embeddings.weight"};
-}
-
 // Copies one checkpoint tensor into `param` (whatever its device and dtype).
 void CopyInto(const WeightEntry& e, at::ScalarType file_dtype, at::Tensor& param) {
   if (e.loaded.defined()) {
@@ -250,21 +241,21 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
   };
   std::vector<Pending> pending;
   std::set<const WeightEntry*> used;
-  const HeadNames head = HeadOf(arch);
+  const std::string& head = (*model)->head_name();
   for (auto& [name, param] : (*model)->mutable_parameters().items()) {
     auto it = by_name.find(name);
     const WeightEntry* entry = it == by_name.end() ? nullptr : it->second;
-    if (entry == nullptr && name == head.head && config->tie_word_embeddings) {
+    if (entry == nullptr && name == head && config->tie_word_embeddings) {
       // Tied head left out of the file: the embedding's values (a copy;
       // inference only, nothing trains them apart).
-      auto emb = by_name.find(head.embedding);
+      auto emb = by_name.find((*model)->embedding_name());
       if (emb != by_name.end()) entry = emb->second;
     }
     if (entry == nullptr) {
       return absl::NotFoundError(absl::StrCat(
           weights->source, ": tensor '", name, "' not found",
           name == "embed_out.weight" ? " (nor lm_head.weight)" : "",
-          name == head.head && !config->tie_word_embeddings
+          name == head && !config->tie_word_embeddings
               ? " (config.json does not tie it to the embedding)"
               : ""));
     }

@@ -41,12 +41,24 @@ class ParameterMap {
   std::vector<Item> items_;
 };
 
+// One parameter of a model: its HF name, its shape, and the model's field
+// that holds it. An architecture lists all of them once, in the reference's
+// named_parameters() order (LanguageModel::ParameterSlots); the one list
+// serves registration (the shapes) and binding (the fields).
+struct ParameterSlot {
+  // A loader's concern: with tie_word_embeddings a checkpoint may leave the
+  // head out, which is then a copy of the input embedding.
+  enum class Role { kPlain, kInputEmbedding, kOutputHead };
+  std::string name;
+  std::vector<int64_t> shape;
+  at::Tensor* field;
+  Role role = Role::kPlain;
+};
+
 // One parameter of an architecture's layer: its name after the layer's
 // prefix, its shape, and the field of the architecture's Layer struct that
-// it binds to; absent ones (a bias the config leaves out) are neither
-// registered nor bound (the field stays undefined: no bias). One list per
-// architecture, in the reference's registration order, serves both
-// AddParameters and Bind, so every name is written once.
+// it binds to; absent ones (a bias the config leaves out) get no slot (the
+// field stays undefined: no bias).
 template <typename Layer>
 struct LayerParam {
   std::string suffix;
@@ -55,22 +67,16 @@ struct LayerParam {
   bool present = true;
 };
 
-// Registers the present parameters of `params` under prefix + suffix, as
-// uninitialised float32 tensors (random init or a loader fills them).
+// Appends the slots of every layer of `layers`, layer i's named
+// "<stack>.<i>.<suffix>", in layer order.
 template <typename Layer>
-void AddLayerParams(ParameterMap& map, const std::string& prefix,
-                    const std::vector<LayerParam<Layer>>& params) {
-  for (const LayerParam<Layer>& p : params) {
-    if (p.present) map.Add(prefix + p.suffix, at::empty(p.shape, at::kFloat));
-  }
-}
-
-// Points each present parameter's field of `layer` at its tensor.
-template <typename Layer>
-void BindLayerParams(const ParameterMap& map, const std::string& prefix,
-                     const std::vector<LayerParam<Layer>>& params, Layer& layer) {
-  for (const LayerParam<Layer>& p : params) {
-    if (p.present) layer.*p.field = map.Get(prefix + p.suffix);
+void AppendLayerSlots(std::vector<ParameterSlot>& slots, const std::string& stack,
+                      const std::vector<LayerParam<Layer>>& params, std::vector<Layer>& layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const std::string prefix = stack + "." + std::to_string(i) + ".";
+    for (const LayerParam<Layer>& p : params) {
+      if (p.present) slots.push_back({prefix + p.suffix, p.shape, &(layers[i].*p.field)});
+    }
   }
 }
 
