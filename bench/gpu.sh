@@ -134,13 +134,10 @@ parity() {
 }
 
 checkpoints() {
-  echo "== GPT-NeoX checkpoints made by transformers, on CUDA"
-  python3 tests/worker/checkpoint/make_gpt_neox_fixture.py --out /tmp/ckpt_fixture
-  LAYERFLOW_CKPT_FIXTURE_DIR=/tmp/ckpt_fixture build-gpu/tests/worker/checkpoint/worker_checkpoint_parity_test
-  echo "== the model zoo (GPT-Neo, Mamba, Mamba-2; safetensors and .bin) on CUDA"
-  python3 tests/worker/checkpoint/make_model_zoo_fixture.py --out /tmp/zoo > /dev/null
-  LAYERFLOW_ZOO_FIXTURE_DIR=/tmp/zoo build-gpu/tests/worker/checkpoint/worker_checkpoint_parity_test \
-    --gtest_filter='ZooParityCuda.*' | grep -E "cuda|OK|FAILED|Failure|error"
+  echo "== checkpoints of every architecture made by transformers, on CUDA"
+  python3 tests/worker/checkpoint/make_parity_fixture.py --out /tmp/parity_fixture > /dev/null
+  LAYERFLOW_PARITY_FIXTURE_DIR=/tmp/parity_fixture build-gpu/tests/worker/checkpoint/worker_checkpoint_parity_test \
+    | grep -E "cuda|OK|FAILED|Failure|error"
   echo "== mid-size shapes, GPU, layerflow-inspect vs transformers"
   python3 bench/gpu_zoo_parity.py --inspect build-gpu/worker/layerflow-inspect
   echo "== 2.8B-size presets, bf16, 1 x 2048 tokens"

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""Checks a layerflow-inspect output file against transformers.
+"""Checks a layerflow-inspect output file against transformers, for any
+architecture of the parity fixture (make_parity_fixture.py).
 
-Reads --states (written by layerflow-inspect on --checkpoint, an fp32
-checkpoint of the fixture), loads the checkpoint with
-GPTNeoXForCausalLM.from_pretrained, runs the file's input_ids and compares:
-HF hidden_states[k] (k < L) with layer.k, hidden_states[L] with final, and
-logits. Fails (exit 1) when max |diff| > 1e-4 x max |reference| anywhere,
-or when the file's layout (names, shapes, dtypes, metadata) is not the
-documented one, or (with --text and a tokenizer.json in --checkpoint)
-input_ids differ from the reference `tokenizers` encoding. Also checks that the file opens with the reference
+Reads --states (written by layerflow-inspect --logits on --checkpoint, an
+fp32 checkpoint), loads the checkpoint with AutoModelForCausalLM (float32,
+eager attention), runs the file's input_ids and compares every point of OUR
+layout (embedding, each block through forward hooks, the final norm; the
+fixture's reference_points) and the logits. Fails (exit 1) when max |diff| >
+1e-4 x max |reference| anywhere, or when the file's layout (names, shapes,
+dtypes, metadata) is not the documented one, or (with --text and a
+tokenizer.json in --checkpoint) input_ids differ from the reference
+`tokenizers` encoding. Also checks that the file opens with the reference
 safetensors library, i.e. that our writer is valid.
 """
 
@@ -18,7 +20,9 @@ import sys
 
 import torch
 from safetensors import safe_open
-from transformers import GPTNeoXForCausalLM
+from transformers import AutoModelForCausalLM
+
+from make_parity_fixture import reference_points
 
 
 def main():
@@ -28,14 +32,18 @@ def main():
     p.add_argument("--text", help="the text given to layerflow-inspect: with a "
                    "tokenizer.json in --checkpoint, input_ids must be its encoding")
     args = p.parse_args()
-    model = GPTNeoXForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32).eval()
-    L = model.config.num_hidden_layers
+    model = AutoModelForCausalLM.from_pretrained(
+        args.checkpoint, dtype=torch.float32, attn_implementation="eager").eval()
     with safe_open(args.states, "pt") as f:
         meta = f.metadata()
         names = set(f.keys())
         states = {k: f.get_tensor(k) for k in names}
-    expected = {"input_ids", "final", "logits"} | {f"layer.{k}" for k in range(L + 1)}
+    ids = states["input_ids"]
+    assert ids.dtype == torch.int64 and ids.dim() == 1, ids
+    points, logits = reference_points(model, ids.unsqueeze(0))
+    L = len(points) - 2
     ok = True
+    expected = {"input_ids", "final", "logits"} | {f"layer.{k}" for k in range(L + 1)}
     if names != expected:
         print(f"names: got {sorted(names)}, expected {sorted(expected)}")
         ok = False
@@ -43,8 +51,6 @@ def main():
         if key not in meta:
             print(f"__metadata__ lacks {key}: {meta}")
             ok = False
-    ids = states["input_ids"]
-    assert ids.dtype == torch.int64 and ids.dim() == 1, ids
     tok_path = os.path.join(args.checkpoint, "tokenizer.json")
     if args.text is not None and os.path.exists(tok_path):
         from tokenizers import Tokenizer
@@ -53,12 +59,14 @@ def main():
         if ids.tolist() != want or meta.get("tokenizer") != tok_path:
             print(f"input_ids / tokenizer metadata do not match {tok_path}")
             ok = False
-    with torch.no_grad():
-        out = model(input_ids=ids.unsqueeze(0), output_hidden_states=True)
-    pairs = [(f"layer.{k}", out.hidden_states[k][0]) for k in range(L)]
-    pairs += [("final", out.hidden_states[L][0]), ("logits", out.logits[0])]
+    pairs = [(f"layer.{k}", points[k][0]) for k in range(L + 1)]
+    pairs += [("final", points[L + 1][0]), ("logits", logits[0])]
     for name, ref in pairs:
-        ours = states[name]
+        ours = states.get(name)
+        if ours is None:
+            print(f"{name}: missing from {args.states}")
+            ok = False
+            continue
         if ours.dtype != torch.float32 or ours.shape != ref.shape:
             print(f"{name}: {ours.dtype} {tuple(ours.shape)}, expected float32 "
                   f"{tuple(ref.shape)}")
