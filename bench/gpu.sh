@@ -74,8 +74,8 @@ B=build-gpu/bench
 
 conformance() {
   echo "== GPU kernel tests (SSM kernels; fused analysis passes)"
-  build-gpu/tests/worker/worker_ssm_kernels_gpu_test 2>&1 | tail -25 | tee "$OUT/ssm_kernels_gpu_test.log"
-  build-gpu/tests/worker/worker_half_state_ops_gpu_test 2>&1 | tail -25 | tee "$OUT/half_state_ops_gpu_test.log"
+  build-gpu/tests/worker/kernels/worker_ssm_kernels_gpu_test 2>&1 | tail -25 | tee "$OUT/ssm_kernels_gpu_test.log"
+  build-gpu/tests/worker/analysis/worker_half_state_ops_gpu_test 2>&1 | tail -25 | tee "$OUT/half_state_ops_gpu_test.log"
   commit="${LAYERFLOW_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
   gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
   echo "== GPU conformance (commit $commit, $gpu)"
@@ -90,7 +90,7 @@ conformance() {
 
 ssm() {
   echo "== 1. SSM kernels vs the ATen path and float64"
-  build-gpu/tests/worker/worker_ssm_kernels_gpu_test 2>&1 | tail -30
+  build-gpu/tests/worker/kernels/worker_ssm_kernels_gpu_test 2>&1 | tail -30
   echo "== 2. bench_ssm_gpu"
   build-gpu/bench/bench_ssm_gpu --models "${LF_MODELS:-pythia-1.4b,mamba-1.4b,mamba2-1.3b}" \
     --forward-only-models "${LF_FORWARD_ONLY:-mamba-2.8b,mamba2-2.7b}" \
@@ -109,7 +109,7 @@ ssm() {
 
 overhead() {
   echo "== fused analysis kernels against their ATen reference"
-  build-gpu/tests/worker/worker_half_state_ops_gpu_test 2>&1 | tail -25
+  build-gpu/tests/worker/analysis/worker_half_state_ops_gpu_test 2>&1 | tail -25
   echo "== metric overhead, pythia-1.4b bf16 / fp16 8 x 2048"
   $B/bench_metrics_overhead --model pythia-1.4b --dtype bf16 --prompts 8 --tokens 2048 --reps 5 --each 1 --check-half 1
   $B/bench_metrics_overhead --model pythia-1.4b --dtype fp16 --prompts 8 --tokens 2048 --reps 5 --check-half 1

@@ -1,6 +1,6 @@
 // Data-set names and the submit-time fit check (the byte tokenizer's prompt
 // lengths, worked by hand from the formats in docs/datasets.md; the check
-// against the generators themselves is tests/worker/data_sets_test.cc).
+// against the generators themselves is tests/worker/data/data_sets_test.cc).
 #include "catalog/datasets.h"
 
 #include "absl/status/status.h"

@@ -180,7 +180,7 @@ TEST(SweepFileTest, EmptyListsLeaveDefaultsToTheCoordinator) {
   EXPECT_EQ(spec->models_size(), 0);
 }
 
-// tests/worker/demo_recompute_test.cc recomputes the first job of this sweep
+// tests/worker/runtime/demo_recompute_test.cc recomputes the first job of this sweep
 // in float64; a change here must be made there too.
 TEST(SweepFileTest, EmbeddedDefaultParses) {
   absl::StatusOr<v1::SweepSpec> spec =

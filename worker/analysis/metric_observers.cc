@@ -57,8 +57,8 @@ at::Tensor FrobeniusDot(const at::Tensor& a, const at::Tensor& b) {
 // float64 copies of [B, n, d] and float64 n x n Grams (10x slower than the
 // half GEMM on an H200). The float64 path stays for float64 states and for
 // float32 states on the CPU. Accuracy against float64 on the same values:
-// tests/worker/analysis_suite_test.cc (HalfPrecisionStatesMatchFloat64,
-// MixedDtypeBatchMatchesFloat64), tests/worker/half_state_ops_gpu_test.cc,
+// tests/worker/analysis/analysis_suite_test.cc (HalfPrecisionStatesMatchFloat64,
+// MixedDtypeBatchMatchesFloat64), tests/worker/analysis/half_state_ops_gpu_test.cc,
 // and on an H200 bench/RESULTS.md.
 
 // Gram matrices x x^T of float64 x [B, n, d] into out [B, n, n]: the row

@@ -3,7 +3,7 @@
 // bit for bit: its indexing (thread -> block of 4 elements, the grid-stride
 // loop, the tail of a numel that is not a multiple of 4) and its dtype
 // conversions. Whether the GPU's arithmetic gives the same bits is
-// tests/worker/counter_init_gpu_test.cc, on a GPU.
+// tests/worker/model/counter_init_gpu_test.cc, on a GPU.
 #include <cstring>
 #include <vector>
 

@@ -5,7 +5,7 @@
 // sequence that is not a multiple of the scan's 32-token tile or of the
 // SSD's 64-token chunk, channel counts that leave a partial block, several
 // prompts (the batch offsets), and more than one group of B and C.
-// (The GPU test, tests/worker/ssm_kernels_gpu_test.cc, runs the same kernels
+// (The GPU test, tests/worker/kernels/ssm_kernels_gpu_test.cc, runs the same kernels
 // on the hardware.)
 #include <gtest/gtest.h>
 

@@ -16,8 +16,8 @@
 
 #include "catalog/datasets.h"
 #include "gtest/gtest.h"
-#include "tests/worker/naive_reference.h"
-#include "tests/worker/torch_export.h"
+#include "tests/worker/testing/naive_reference.h"
+#include "tests/worker/testing/torch_export.h"
 #include "worker/data/mqar.h"
 #include "worker/model/language_model.h"
 #include "worker/model/model_config.h"

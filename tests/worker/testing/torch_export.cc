@@ -1,4 +1,4 @@
-#include "tests/worker/torch_export.h"
+#include "tests/worker/testing/torch_export.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>

@@ -19,9 +19,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "tests/worker/naive_metrics.h"
-#include "tests/worker/naive_reference.h"
-#include "tests/worker/torch_export.h"
+#include "tests/worker/analysis/accumulator_rows.h"
+#include "tests/worker/testing/naive_metrics.h"
+#include "tests/worker/testing/naive_reference.h"
+#include "tests/worker/testing/torch_export.h"
 #include "worker/analysis/half_state_ops.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/analysis/metric_observers.h"
@@ -29,6 +30,7 @@
 namespace layerflow::worker {
 namespace {
 
+using testing::FeedBatch;
 using testing::NaiveAdjacentCos;
 using testing::NaiveIntertokenCos;
 using testing::NaiveIntertokenCosNoFirst;
@@ -36,6 +38,7 @@ using testing::NaiveLinearCka;
 using testing::NaiveStepEnergy;
 using testing::NaiveTokenCos;
 using testing::NaiveTokenDispersion;
+using testing::Row;
 using testing::ToDoubles;
 
 // Every analysis the worker knows, the new ones included.
@@ -65,20 +68,6 @@ std::vector<LayerMetric> AllMetrics() {
                                   LayerMetric::kIntertokenCos};
   all.insert(all.end(), kSuite.begin(), kSuite.end());
   return all;
-}
-
-void FeedBatch(LayerMetricAccumulator& acc, const std::vector<at::Tensor>& points) {
-  for (size_t p = 0; p < points.size(); ++p) acc.Observe(p, points[p]);
-  acc.EndBatch();
-}
-
-int64_t Row(const LayerMetricAccumulator& acc, const std::string& metric,
-            int layer) {
-  for (size_t i = 0; i < acc.keys().size(); ++i) {
-    if (acc.keys()[i].metric == metric && acc.keys()[i].layer == layer) return i;
-  }
-  ADD_FAILURE() << "no row " << metric << " " << layer;
-  return 0;
 }
 
 double Stat(const LayerMetricAccumulator& acc, const std::string& metric,

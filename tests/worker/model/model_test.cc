@@ -1,5 +1,5 @@
 // GPT-NeoX: seeded init schemes, and every layer's hidden states against the
-// independent float64 reference (tests/worker/naive_reference.cc).
+// independent float64 reference (tests/worker/testing/naive_reference.cc).
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -11,8 +11,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
-#include "tests/worker/naive_reference.h"
-#include "tests/worker/torch_export.h"
+#include "tests/worker/testing/naive_reference.h"
+#include "tests/worker/testing/torch_export.h"
 #include "worker/model/language_model.h"
 #include "worker/model/init.h"
 #include "worker/model/model_config.h"

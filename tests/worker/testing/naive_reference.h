@@ -2,8 +2,8 @@
 // and the layer metrics written as plain loops over std::vector<double>, no
 // LibTorch ops, straight from the formulas (HF modeling_gpt_neox.py and
 // METHODS.md), so it shares no code path with what it checks.
-#ifndef LAYERFLOW_TESTS_WORKER_NAIVE_REFERENCE_H_
-#define LAYERFLOW_TESTS_WORKER_NAIVE_REFERENCE_H_
+#ifndef LAYERFLOW_TESTS_WORKER_TESTING_NAIVE_REFERENCE_H_
+#define LAYERFLOW_TESTS_WORKER_TESTING_NAIVE_REFERENCE_H_
 
 #include <cstdint>
 #include <map>
@@ -36,4 +36,4 @@ double NaiveIntertokenCos(const NaiveStates& h, int64_t n, int64_t d);
 
 }  // namespace layerflow::worker::testing
 
-#endif  // LAYERFLOW_TESTS_WORKER_NAIVE_REFERENCE_H_
+#endif  // LAYERFLOW_TESTS_WORKER_TESTING_NAIVE_REFERENCE_H_

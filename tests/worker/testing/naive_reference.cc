@@ -1,4 +1,4 @@
-#include "tests/worker/naive_reference.h"
+#include "tests/worker/testing/naive_reference.h"
 
 #include <cmath>
 #include <stdexcept>

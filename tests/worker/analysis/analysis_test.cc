@@ -10,35 +10,22 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
-#include "tests/worker/naive_reference.h"
-#include "tests/worker/torch_export.h"
+#include "tests/worker/analysis/accumulator_rows.h"
+#include "tests/worker/testing/naive_reference.h"
+#include "tests/worker/testing/torch_export.h"
 #include "worker/analysis/layer_metrics.h"
 
 namespace layerflow::worker {
 namespace {
 
+using testing::FeedBatch;
 using testing::NaiveAdjacentCos;
 using testing::NaiveIntertokenCos;
+using testing::Row;
 using testing::ToDoubles;
 
 const std::vector<LayerMetric> kBoth = {LayerMetric::kAdjacentCos,
                                         LayerMetric::kIntertokenCos};
-
-// Feeds points 0..L+1 of a batch [B, n, d] per point.
-void FeedBatch(LayerMetricAccumulator& acc, const std::vector<at::Tensor>& points) {
-  for (size_t p = 0; p < points.size(); ++p) acc.Observe(p, points[p]);
-  acc.EndBatch();
-}
-
-// The row of (metric, layer) in the accumulator's stats.
-int64_t Row(const LayerMetricAccumulator& acc, const std::string& metric,
-            int layer) {
-  for (size_t i = 0; i < acc.keys().size(); ++i) {
-    if (acc.keys()[i].metric == metric && acc.keys()[i].layer == layer) return i;
-  }
-  ADD_FAILURE() << "no row " << metric << " " << layer;
-  return 0;
-}
 
 TEST(LayerMetricsTest, KeysCoverLayersAndFinal) {
   LayerMetricAccumulator acc(kBoth, 3, c10::Device(c10::kCPU));

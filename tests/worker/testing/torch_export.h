@@ -1,12 +1,12 @@
 // Copies a model's weights out of its parameter map into the naive reference.
-#ifndef LAYERFLOW_TESTS_WORKER_TORCH_EXPORT_H_
-#define LAYERFLOW_TESTS_WORKER_TORCH_EXPORT_H_
+#ifndef LAYERFLOW_TESTS_WORKER_TESTING_TORCH_EXPORT_H_
+#define LAYERFLOW_TESTS_WORKER_TESTING_TORCH_EXPORT_H_
 
 #include <vector>
 
 #include <ATen/core/Tensor.h>
 
-#include "tests/worker/naive_reference.h"
+#include "tests/worker/testing/naive_reference.h"
 #include "worker/model/language_model.h"
 
 namespace layerflow::worker::testing {
@@ -17,4 +17,4 @@ std::vector<double> ToDoubles(const at::Tensor& tensor);
 
 }  // namespace layerflow::worker::testing
 
-#endif  // LAYERFLOW_TESTS_WORKER_TORCH_EXPORT_H_
+#endif  // LAYERFLOW_TESTS_WORKER_TESTING_TORCH_EXPORT_H_

@@ -5,7 +5,7 @@
 // whole accumulator on the GPU (bf16, fp16, float32 states, and a bf16 point
 // 0 before float32 points) against the float64 path on the CPU.
 // CI has no GPU: this executable is not registered with CTest. On a GPU
-// machine run build-gpu/tests/worker/worker_half_state_ops_gpu_test
+// machine run build-gpu/tests/worker/analysis/worker_half_state_ops_gpu_test
 // (bench/gpu.sh overhead does, and bench/RESULTS.md records it).
 #include <gtest/gtest.h>
 

@@ -2,8 +2,8 @@
 // "Metrics"): plain loops over std::vector<double>, explicit token pairs and
 // explicit n x n Gram matrices, no LibTorch, so they share no code path with
 // worker/analysis/layer_metrics.cc and metric_observers.cc.
-#ifndef LAYERFLOW_TESTS_WORKER_NAIVE_METRICS_H_
-#define LAYERFLOW_TESTS_WORKER_NAIVE_METRICS_H_
+#ifndef LAYERFLOW_TESTS_WORKER_TESTING_NAIVE_METRICS_H_
+#define LAYERFLOW_TESTS_WORKER_TESTING_NAIVE_METRICS_H_
 
 #include <cstdint>
 #include <vector>
@@ -32,4 +32,4 @@ double NaiveLinearCka(const std::vector<double>& x, int64_t dx,
 
 }  // namespace layerflow::worker::testing
 
-#endif  // LAYERFLOW_TESTS_WORKER_NAIVE_METRICS_H_
+#endif  // LAYERFLOW_TESTS_WORKER_TESTING_NAIVE_METRICS_H_

@@ -1,4 +1,4 @@
-#include "tests/worker/naive_metrics.h"
+#include "tests/worker/testing/naive_metrics.h"
 
 #include <cmath>
 

@@ -16,9 +16,9 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
-#include "tests/worker/naive_metrics.h"
-#include "tests/worker/naive_reference.h"
-#include "tests/worker/torch_export.h"
+#include "tests/worker/testing/naive_metrics.h"
+#include "tests/worker/testing/naive_reference.h"
+#include "tests/worker/testing/torch_export.h"
 #include "worker/analysis/layer_metrics.h"
 #include "worker/analysis/spectrum.h"
 #include "worker/data/kvpr.h"

@@ -6,7 +6,7 @@
 // multiples of the kernels' tiles (32 tokens, 64-token chunks) and several
 // prompts a batch, so padding and the batch offsets are exercised.
 // CI has no GPU: this executable is not registered with CTest. On a GPU
-// machine run build-gpu/tests/worker/worker_ssm_kernels_gpu_test
+// machine run build-gpu/tests/worker/kernels/worker_ssm_kernels_gpu_test
 // (bench/gpu.sh conformance and bench/gpu.sh ssm do, and bench/RESULTS.md
 // records it).
 #include <gtest/gtest.h>
