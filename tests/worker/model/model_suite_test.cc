@@ -1,7 +1,7 @@
 // The conformance suite every architecture passes (GPT-NeoX, GPT-Neo, Mamba,
 // Mamba-2), on the test-size presets with the published structure, plus the
 // SSM scans held against the sequential recurrence in float64. Parity with
-// transformers is tests/worker/checkpoint/model_zoo_parity_test.cc.
+// transformers is tests/worker/checkpoint/checkpoint_parity_test.cc.
 #include <gtest/gtest.h>
 
 #include <cmath>
