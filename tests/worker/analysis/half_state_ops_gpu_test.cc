@@ -61,9 +61,11 @@ Centring CentringOf(const at::Tensor& h) {
 struct Shape {
   int64_t n, d;
 };
-// d = 48: 16-byte loads; d = 45: the element-wise path. n = 300: 4 row
-// blocks; 203: 3 uneven ones; 37: one.
-const Shape kShapes[] = {{300, 48}, {203, 45}, {37, 48}};
+// d = 48: 16-byte loads; d = 45: the element-wise path. n = 512: 8 equal
+// row blocks of whole 16-byte rows, so the Gram takes the tile GEMM
+// (GemmLowerTiles); 300: 4 row blocks, 75 rows each (not 16-byte rows: the
+// row-block GEMMs); 203: 3 uneven ones; 37: one.
+const Shape kShapes[] = {{512, 48}, {300, 48}, {203, 45}, {37, 48}};
 
 class HalfStateOpsGpu : public ::testing::TestWithParam<at::ScalarType> {
  protected:
@@ -207,6 +209,33 @@ TEST_P(HalfStateOpsGpu, LowerBlockGramAndCentredProductsMatchAten) {
     // And the biased HSIC itself: <C_x, C_y> against the float64 centred Grams.
     EXPECT_LT(MaxRel(CentredGramProducts(ga, gb).select(1, 0), (cx.gram * cy.gram).sum({1, 2})),
               1e-4);
+  }
+}
+
+// Regression test: the tile GEMM went in (3974231) with every shape of this
+// suite falling back to the row-block GEMMs, so only the conformance suite
+// ran it. At n = 512 (8 blocks of 64 rows) the one batched GEMM of the
+// triangle's tiles must give the row-block GEMMs' entries up to float32
+// accumulation order, block by block, for halves and the split-bf16 Gram.
+TEST_P(HalfStateOpsGpu, TileGemmEqualsRowBlockGemms) {
+  c10::InferenceMode guard;
+  at::manual_seed(44);
+  const int64_t n = 512, d = 48;
+  const int64_t blocks = GramRowBlocks(n);
+  ASSERT_EQ(blocks, 8) << "the tiling this test is about";
+  const at::Tensor x = States(3, n, d, GetParam()).to(kGpu);
+  const at::Tensor tiles = HalfLowerBlockGram(x, blocks).to(at::kCPU);
+  SetGramTileGemm(false);
+  const at::Tensor rows = HalfLowerBlockGram(x, blocks).to(at::kCPU);
+  SetGramTileGemm(true);
+  const at::Tensor exact =
+      at::bmm(x.to(at::kDouble), x.to(at::kDouble).transpose(1, 2)).to(at::kCPU);
+  for (int64_t i = 0; i < blocks; ++i) {
+    const int64_t lo = n * i / blocks, hi = n * (i + 1) / blocks;
+    auto block = [&](const at::Tensor& k) { return k.narrow(1, lo, hi - lo).narrow(2, 0, hi); };
+    // Both float32 accumulations of the same exact products: ~1e-7 apart.
+    EXPECT_LT(MaxRel(block(tiles), block(rows)), 1e-6) << "row block " << i;
+    EXPECT_LT(MaxRel(block(tiles), block(exact)), Float32() ? 2e-5 : 1e-5) << "row block " << i;
   }
 }
 
