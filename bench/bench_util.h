@@ -24,8 +24,7 @@ template <typename F>
 double ElapsedMs(F&& run) {
   const auto t0 = std::chrono::steady_clock::now();
   run();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-      .count();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // The median of ElapsedMs(run) over `reps` runs after `warmups` untimed ones

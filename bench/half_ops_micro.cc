@@ -49,11 +49,12 @@ constexpr int kCallsPerRep = 10;
 // kCallsPerRep calls back to back, ended by a device-to-host copy.
 template <typename F>
 double MedianMsPerCall(int reps, F&& run) {
-  return ::layerflow::bench::MedianMs(reps, [&] {
-           at::Tensor last;
-           for (int i = 0; i < kCallsPerRep; ++i) last = run();
-           (void)last.sum().item<double>();
-         }) /
+  return ::layerflow::bench::MedianMs(reps,
+                                      [&] {
+                                        at::Tensor last;
+                                        for (int i = 0; i < kCallsPerRep; ++i) last = run();
+                                        (void)last.sum().item<double>();
+                                      }) /
          kCallsPerRep;
 }
 
@@ -77,23 +78,21 @@ int main(int argc, char** argv) {
   const at::Tensor common = 3 * at::randn({d}, f32);
   const at::Tensor a = (at::randn({batch, n, d}, f32) + common).to(dtype);
   const at::Tensor b = (a.to(at::kFloat) + 0.3 * at::randn({batch, n, d}, f32)).to(dtype);
-  const at::Tensor mean =
-      a.to(at::kDouble).mean(1);  // [B, d], as HalfTokenMean gives it
+  const at::Tensor mean = a.to(at::kDouble).mean(1);  // [B, d], as HalfTokenMean gives it
   if (Flag(argc, argv, "--accumulator", "0") == std::string("1")) {
     const int64_t layers = std::atoll(Flag(argc, argv, "--layers", "24").c_str());
     std::vector<at::Tensor> points = {a};
     for (int64_t p = 1; p <= layers + 1; ++p) {
-      points.push_back((points.back().to(at::kFloat) + 0.3 * at::randn({batch, n, d}, f32))
-                           .to(dtype));
+      points.push_back(
+          (points.back().to(at::kFloat) + 0.3 * at::randn({batch, n, d}, f32)).to(dtype));
     }
     const bool float64_path = Flag(argc, argv, "--float64-path", "0") == std::string("1");
     if (float64_path) {
       for (at::Tensor& point : points) point = point.to(at::kDouble);
     }
-    const std::vector<lw::LayerMetric> metrics =
-        *lw::ParseLayerMetrics({"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
-                                "token_dispersion", "step_energy", "path_energy",
-                                "cka_unbiased", "cka_biased"});
+    const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(
+        {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+         "step_energy", "path_energy", "cka_unbiased", "cka_biased"});
     auto batch_ms = [&](const std::vector<lw::LayerMetric>& which) {
       return MedianMsPerCall(reps, [&] {
         lw::LayerMetricAccumulator acc(which, layers, device, n);
@@ -104,18 +103,16 @@ int main(int argc, char** argv) {
     };
     std::printf("%s states%s [%lld, %lld, %lld] x %lld points, device %s, median of %d x %d\n",
                 dtype_name.c_str(), float64_path ? " as float64" : "",
-                static_cast<long long>(batch), static_cast<long long>(n),
-                static_cast<long long>(d), static_cast<long long>(layers + 2),
-                device.str().c_str(), reps, kCallsPerRep);
+                static_cast<long long>(batch), static_cast<long long>(n), static_cast<long long>(d),
+                static_cast<long long>(layers + 2), device.str().c_str(), reps, kCallsPerRep);
     const std::vector<lw::LayerMetric> every = *lw::ParseLayerMetrics(
         {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
          "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
          "cka_all_biased", "adjacent_cos_tokens"});
     // Built once per chunk and replica (job_runner.cc): CPU time, no kernels.
     std::printf("  accumulator of every analysis, built     %8.3f ms\n",
-                ::layerflow::bench::MedianMs(reps, [&] {
-                  lw::LayerMetricAccumulator acc(every, layers, device, n);
-                }));
+                ::layerflow::bench::MedianMs(
+                    reps, [&] { lw::LayerMetricAccumulator acc(every, layers, device, n); }));
     // The host's time to issue one batch (no wait for the GPU; the states
     // are already there): what a forward must outlast to hide it.
     auto issue_ms = [&](const std::vector<lw::LayerMetric>& which) {
@@ -152,20 +149,16 @@ int main(int argc, char** argv) {
   auto report = [&](const std::string& name, double ms) {
     std::printf("  %-58s %8.3f ms\n", name.c_str(), ms);
   };
-  report("per-token pass (norms, step, dot with mean)", MedianMsPerCall(reps, [&] {
-           return lw::HalfTokenStats(b, a, mean).step_sq;
-         }));
+  report("per-token pass (norms, step, dot with mean)",
+         MedianMsPerCall(reps, [&] { return lw::HalfTokenStats(b, a, mean).step_sq; }));
   const at::Tensor ones = at::ones({batch, 1, n}, mean.options());
-  report("weighted token sums, 1 row (token mean)", MedianMsPerCall(reps, [&] {
-           return lw::HalfWeightedTokenSums(ones, b);
-         }));
-  report("full Gram, states' dtype output (at::bmm)", MedianMsPerCall(reps, [&] {
-           return at::bmm(b, b.transpose(1, 2));
-         }));
+  report("weighted token sums, 1 row (token mean)",
+         MedianMsPerCall(reps, [&] { return lw::HalfWeightedTokenSums(ones, b); }));
+  report("full Gram, states' dtype output (at::bmm)",
+         MedianMsPerCall(reps, [&] { return at::bmm(b, b.transpose(1, 2)); }));
   if (dtype == at::kFloat) {
-    report("split-bf16 operands [lo|hi|hi|lo] of float32 states", MedianMsPerCall(reps, [&] {
-             return lw::SplitBf16Operands(b);
-           }));
+    report("split-bf16 operands [lo|hi|hi|lo] of float32 states",
+           MedianMsPerCall(reps, [&] { return lw::SplitBf16Operands(b); }));
   }
   {
     // The all-pair CKA's path (metric_observers.cc, PointStage and
@@ -175,8 +168,7 @@ int main(int argc, char** argv) {
     at::Tensor grams = at::empty({p, batch, n, n}, f32);
     const at::Tensor r = lw::HalfTokenStats(b, at::Tensor(), mean).vec_dot.contiguous();
     const at::Tensor grand = mean.square().sum(1);
-    report("all-pair Gram: full half GEMM, centred in place (+ norm)",
-           MedianMsPerCall(reps, [&] {
+    report("all-pair Gram: full half GEMM, centred in place (+ norm)", MedianMsPerCall(reps, [&] {
              at::Tensor out = grams[0];
              return lw::HalfCentredGram(out, b, r, grand);
            }));
@@ -191,13 +183,13 @@ int main(int argc, char** argv) {
              return inner;
            }));
     for (const int64_t splits : {16, 64, 256}) {
-      report("all-pair products, 25 Grams: one bmm, " + std::to_string(splits) + " splits",
-             MedianMsPerCall(reps, [&] {
-               // [P, B * S, n^2 / S] -> [B * S, P, n^2 / S] (strided, no copy).
-               const at::Tensor g = grams.view({p, batch * splits, n * n / splits}).transpose(0, 1);
-               return at::bmm(g, g.transpose(1, 2)).to(at::kDouble)
-                   .view({batch, splits, p, p}).sum(1);
-             }));
+      report(
+          "all-pair products, 25 Grams: one bmm, " + std::to_string(splits) + " splits",
+          MedianMsPerCall(reps, [&] {
+            // [P, B * S, n^2 / S] -> [B * S, P, n^2 / S] (strided, no copy).
+            const at::Tensor g = grams.view({p, batch * splits, n * n / splits}).transpose(0, 1);
+            return at::bmm(g, g.transpose(1, 2)).to(at::kDouble).view({batch, splits, p, p}).sum(1);
+          }));
     }
   }
   for (const int64_t blocks : {1, 2, 4, 8, 16}) {

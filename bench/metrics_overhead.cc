@@ -77,8 +77,8 @@ auto Guarded(const char* what, F&& f) -> decltype(f()) {
 
 // The "all metrics": the 8 per-layer metrics of METHODS.md.
 const std::vector<std::string> kAllMetrics = {
-    "adjacent_cos",  "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
-    "step_energy",   "path_energy",    "cka_unbiased",           "cka_biased"};
+    "adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+    "step_energy",  "path_energy",    "cka_unbiased",           "cka_biased"};
 // Every analysis: those plus the all-pair CKA and the per-token heat map.
 std::vector<std::string> EveryAnalysis() {
   std::vector<std::string> every = kAllMetrics;
@@ -94,8 +94,7 @@ int Run(int argc, char** argv) {
   const int reps = std::atoi(Flag(argc, argv, "--reps", "5").c_str());
 
   c10::InferenceMode guard;
-  const c10::Device device =
-      at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  const c10::Device device = at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   auto preset = lw::FindModelPreset(model_name);
   auto dtype = lw::ParseDtype(dtype_name);
   if (!preset.ok() || !dtype.ok()) {
@@ -109,8 +108,8 @@ int Run(int argc, char** argv) {
     return 1;
   }
   const int64_t L = (*model)->num_layers();
-  at::Tensor ids = at::randint(0, 256, {prompts, tokens},
-                               at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor ids =
+      at::randint(0, 256, {prompts, tokens}, at::TensorOptions().dtype(at::kLong).device(device));
 
   const double forward_ms = Guarded("forward", [&] {
     return MedianMs(reps, [&] {
@@ -137,7 +136,8 @@ int Run(int argc, char** argv) {
         lw::SpectrumAccumulator acc("spectrum", L, (*model)->spectrum_groups(), device);
         lw::SpectrumSink sink;
         sink.on_layer = [&](int64_t layer, const at::Tensor& ll) { acc.Observe(layer, ll); };
-        (*model)->Forward(ids, [](int64_t, const at::Tensor&) {}, &sink);
+        (*model)->Forward(
+            ids, [](int64_t, const at::Tensor&) {}, &sink);
         (void)acc.sums().cpu();
       });
     });
@@ -152,8 +152,7 @@ int Run(int argc, char** argv) {
       return MedianMs(reps, [&] {
         lw::LayerMetricAccumulator acc(metrics, L, device, tokens);
         acc.SetModelDtype((*model)->dtype());
-        (*model)->Forward(ids,
-                          [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
+        (*model)->Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
         acc.EndBatch();
         (void)acc.sums().cpu();
       });
@@ -205,10 +204,11 @@ int Run(int argc, char** argv) {
     }
     const int64_t worst = std::get<0>(ratio.max(1)).argmax().item<int64_t>();
     const lw::StatKey& key = exact.keys()[worst];
-    std::printf("%s (states %s) vs float64 path, same states: max |diff| / (|value| + count) "
-                "= %.3g (%s layer %d layer_b %d position %d)\n",
-                path, types.c_str(), ratio.max().item<double>(), key.metric.c_str(), key.layer,
-                key.layer_b, key.position);
+    std::printf(
+        "%s (states %s) vs float64 path, same states: max |diff| / (|value| + count) "
+        "= %.3g (%s layer %d layer_b %d position %d)\n",
+        path, types.c_str(), ratio.max().item<double>(), key.metric.c_str(), key.layer, key.layer_b,
+        key.position);
   }
   if (Flag(argc, argv, "--each", "0") == std::string("1")) {
     for (const std::string& name : EveryAnalysis()) {

@@ -265,8 +265,8 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   const int leased = static_cast<int>(lease_ms.size());
-  const bool ok = leased == jobs && duplicates == 0 && errors == 0 &&
-                  static_cast<int>(ids.size()) == jobs;
+  const bool ok =
+      leased == jobs && duplicates == 0 && errors == 0 && static_cast<int>(ids.size()) == jobs;
   char date[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
@@ -280,9 +280,10 @@ int main(int argc, char** argv) {
       {"duplicate_leases", duplicates},
       {"rpc_errors", errors},
       {"leases_per_s", leased / wall_s},
-      {"lease_ms", {{"p50", Percentile(lease_ms, 0.50)},
-                    {"p99", Percentile(lease_ms, 0.99)},
-                    {"max", lease_ms.empty() ? 0 : *std::max_element(lease_ms.begin(), lease_ms.end())}}},
+      {"lease_ms",
+       {{"p50", Percentile(lease_ms, 0.50)},
+        {"p99", Percentile(lease_ms, 0.99)},
+        {"max", lease_ms.empty() ? 0 : *std::max_element(lease_ms.begin(), lease_ms.end())}}},
       {"empty_lease_ms_p50", Percentile(empty_ms, 0.50)},
       {"fail_job_ms", {{"p50", Percentile(fail_ms, 0.50)}, {"p99", Percentile(fail_ms, 0.99)}}},
       {"wall_s", wall_s},

@@ -150,8 +150,8 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
     }
     out["weights_gib"] = weight_bytes / (1ull << 30);
     out["blocks"] = m.num_layers();
-    const at::Tensor ids = at::randint(0, 256, {prompts, tokens},
-                                       at::TensorOptions().dtype(at::kLong).device(device));
+    const at::Tensor ids =
+        at::randint(0, 256, {prompts, tokens}, at::TensorOptions().dtype(at::kLong).device(device));
     auto forward = [&] {
       at::Tensor last;
       m.Forward(ids, [&](int64_t, const at::Tensor& h) { last = h; });
@@ -202,15 +202,14 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
       const std::string set = std::string(label) == "three_metrics" ? "three" : "all_8";
       if (std::find(sets.begin(), sets.end(), set) == sets.end()) continue;
       const std::vector<lw::LayerMetric> metrics = *lw::ParseLayerMetrics(names);
-      timed.push_back({label, Profiled(profile_range, [&m, &ids, &device, metrics, tokens] {
-                         lw::LayerMetricAccumulator acc(metrics, m.num_layers(), device, tokens);
-                         acc.SetModelDtype(m.dtype());
-                         m.Forward(ids, [&](int64_t point, const at::Tensor& h) {
-                           acc.Observe(point, h);
-                         });
-                         acc.EndBatch();
-                         (void)acc.sums().cpu();
-                       })});
+      timed.push_back(
+          {label, Profiled(profile_range, [&m, &ids, &device, metrics, tokens] {
+             lw::LayerMetricAccumulator acc(metrics, m.num_layers(), device, tokens);
+             acc.SetModelDtype(m.dtype());
+             m.Forward(ids, [&](int64_t point, const at::Tensor& h) { acc.Observe(point, h); });
+             acc.EndBatch();
+             (void)acc.sums().cpu();
+           })});
     }
     for (Timed& t : timed) {
       // Warm-ups (none in ncu's one-forward runs, --warmups 0); the first
@@ -233,9 +232,10 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, int64_
       out[t.label + "_ms"] = ms;
       out[t.label + "_overhead"] = overhead;
       out[t.label + "_peak_gib"] = warmups > 0 ? t.peak_gib : PeakGiB(device);
-      std::printf("%-12s + %-14s %9.1f ms  (+%.1f%% of the forward beside it, %.1f ms)  peak %.1f GiB\n",
-                  name.c_str(), t.label.c_str(), ms, 100 * overhead, Median(timed[0].ms),
-                  out[t.label + "_peak_gib"].get<double>());
+      std::printf(
+          "%-12s + %-14s %9.1f ms  (+%.1f%% of the forward beside it, %.1f ms)  peak %.1f GiB\n",
+          name.c_str(), t.label.c_str(), ms, 100 * overhead, Median(timed[0].ms),
+          out[t.label + "_peak_gib"].get<double>());
       std::fflush(stdout);
     }
     out["forward_beside_metrics_ms"] = Median(timed[0].ms);
@@ -271,27 +271,31 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", dtype.status().ToString().c_str());
     return 2;
   }
-  const c10::Device device =
-      at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  const c10::Device device = at::hasCUDA() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   // The caching allocator's statistics exist once it holds the device.
   if (device.is_cuda()) (void)at::empty({1}, at::TensorOptions().device(device));
   std::printf("bench_ssm_gpu: %s, %lld prompts x %lld tokens, device %s, median of %d\n",
-              dtype_name.c_str(), static_cast<long long>(prompts),
-              static_cast<long long>(tokens), device.str().c_str(), reps);
-  nlohmann::json report = {{"dtype", dtype_name}, {"prompts", prompts}, {"tokens", tokens},
-                           {"reps", reps}, {"device", device.str()},
-                           {"gram_blocks", layerflow::worker::GramRowBlocks(tokens)},
-                           {"gram_tiles", Flag(argc, argv, "--gram-tiles", "1") == std::string("1")},
-                           {"models", nlohmann::json::array()}};
+              dtype_name.c_str(), static_cast<long long>(prompts), static_cast<long long>(tokens),
+              device.str().c_str(), reps);
+  nlohmann::json report = {
+      {"dtype", dtype_name},
+      {"prompts", prompts},
+      {"tokens", tokens},
+      {"reps", reps},
+      {"device", device.str()},
+      {"gram_blocks", layerflow::worker::GramRowBlocks(tokens)},
+      {"gram_tiles", Flag(argc, argv, "--gram-tiles", "1") == std::string("1")},
+      {"models", nlohmann::json::array()}};
   bool failed = false;
-  for (const std::string& name : Split(Flag(argc, argv, "--models", "pythia-1.4b,mamba-1.4b,mamba2-1.3b"))) {
+  for (const std::string& name :
+       Split(Flag(argc, argv, "--models", "pythia-1.4b,mamba-1.4b,mamba2-1.3b"))) {
     report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, false, aten,
-                                         sets, profile_range, device));
+                                          sets, profile_range, device));
     failed |= report["models"].back().contains("error");
   }
   for (const std::string& name : Split(Flag(argc, argv, "--forward-only-models", ""))) {
     report["models"].push_back(BenchModel(name, *dtype, prompts, tokens, reps, warmups, true, false,
-                                         sets, profile_range, device));
+                                          sets, profile_range, device));
     failed |= report["models"].back().contains("error");
   }
   const std::string json = Flag(argc, argv, "--json", "");

@@ -17,7 +17,8 @@ std::string_view CkaBaselineOf(std::string_view analysis) {
 }
 
 bool IsRowOfLayerMetric(std::string_view metric, std::string_view analysis) {
-  return metric == analysis || (!CkaBaselineOf(analysis).empty() && metric == CkaBaselineOf(analysis));
+  return metric == analysis ||
+         (!CkaBaselineOf(analysis).empty() && metric == CkaBaselineOf(analysis));
 }
 
 std::string LayerMetricList() { return JoinNames(kLayerMetricNames); }

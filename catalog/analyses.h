@@ -14,14 +14,12 @@ namespace layerflow::catalog {
 // The per-layer metrics, in the order of worker::LayerMetric (its
 // LayerMetricName indexes this array).
 inline constexpr std::array<std::string_view, 11> kLayerMetricNames = {
-    "adjacent_cos",     "intertoken_cos",      "intertoken_cos_nofirst",
-    "token_dispersion", "step_energy",         "path_energy",
-    "cka_unbiased",     "cka_biased",          "cka_all_unbiased",
-    "cka_all_biased",   "adjacent_cos_tokens"};
+    "adjacent_cos",     "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+    "step_energy",      "path_energy",    "cka_unbiased",           "cka_biased",
+    "cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens"};
 // The eigenvalue spectra (worker/analysis/spectrum.h): each name is also the
 // prefix of its result rows.
-inline constexpr std::array<std::string_view, 2> kSpectrumNames = {"spectrum",
-                                                                   "spectrum_dsf"};
+inline constexpr std::array<std::string_view, 2> kSpectrumNames = {"spectrum", "spectrum_dsf"};
 // What an empty `analyses` means.
 inline constexpr std::array<std::string_view, 2> kDefaultAnalyses = {"adjacent_cos",
                                                                      "intertoken_cos"};

@@ -12,8 +12,8 @@ namespace {
 // pairs `"K": "V"` joined by ", ", `}`, the key again and
 // `Corresponding value:`, every key and value a 36-character UUID.
 constexpr int64_t kUuidBytes = 36;
-constexpr int64_t kKvprFixedBytes = 80 /* instruction */ + 6 + kUuidBytes + 15 + 9 +
-                                    kUuidBytes + 22;
+constexpr int64_t kKvprFixedBytes =
+    80 /* instruction */ + 6 + kUuidBytes + 15 + 9 + kUuidBytes + 22;
 constexpr int64_t kKvprPairBytes = 1 + kUuidBytes + 4 + kUuidBytes + 1;
 constexpr int64_t kKvprSeparatorBytes = 2;
 
@@ -45,9 +45,7 @@ bool DatasetReadsFile(std::string_view name) { return name == "text"; }
 
 bool DatasetMayReadFile(std::string_view name) { return name == "text" || name == "mdqa"; }
 
-bool DatasetUsesTokenizer(std::string_view name) {
-  return IsKnownDataset(name) && name != "mqar";
-}
+bool DatasetUsesTokenizer(std::string_view name) { return IsKnownDataset(name) && name != "mqar"; }
 
 int32_t MqarVocabSize(int64_t model_vocab_size) {
   return static_cast<int32_t>(std::min<int64_t>(8192, model_vocab_size));
@@ -86,9 +84,8 @@ absl::Status CheckContextFits(std::string_view name_in, int32_t num_classes,
       absl::StrCat("context_length: ", context_length, " tokens cannot hold ");
   if (name == "kvpr") {
     return absl::InvalidArgumentError(absl::StrCat(
-        prefix, num_classes, " key-value pairs (one per gold position, num_classes=",
-        num_classes, "); the KVPR prompt needs at least ", needed,
-        " tokens with the byte tokenizer"));
+        prefix, num_classes, " key-value pairs (one per gold position, num_classes=", num_classes,
+        "); the KVPR prompt needs at least ", needed, " tokens with the byte tokenizer"));
   }
   if (name == "mdqa") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -96,13 +93,12 @@ absl::Status CheckContextFits(std::string_view name_in, int32_t num_classes,
         "); an MDQA prompt needs at least ", needed, " tokens with the byte tokenizer"));
   }
   if (name == "text") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "context_length: ", context_length, " is too short for a text prompt (at least ",
-        needed, " tokens)"));
+    return absl::InvalidArgumentError(absl::StrCat("context_length: ", context_length,
+                                                   " is too short for a text prompt (at least ",
+                                                   needed, " tokens)"));
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat(prefix, "an MQAR prompt, which needs at least ", needed,
-                   " (a key-value pair and its query slot)"));
+  return absl::InvalidArgumentError(absl::StrCat(prefix, "an MQAR prompt, which needs at least ",
+                                                 needed, " (a key-value pair and its query slot)"));
 }
 
 }  // namespace layerflow::catalog

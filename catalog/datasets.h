@@ -14,8 +14,7 @@
 namespace layerflow::catalog {
 
 // Every data set worker/data implements, sorted.
-inline constexpr std::array<std::string_view, 4> kDatasetNames = {"kvpr", "mdqa", "mqar",
-                                                                  "text"};
+inline constexpr std::array<std::string_view, 4> kDatasetNames = {"kvpr", "mdqa", "mqar", "text"};
 // The data sets a job runs (a sweep's `datasets`). text is the user's own
 // file (DatasetSpec.path, under a worker's roots).
 inline constexpr std::array<std::string_view, 4> kJobDatasetNames = {"kvpr", "mdqa", "mqar",
@@ -56,8 +55,7 @@ int64_t MinContextLength(std::string_view name, int32_t num_classes);
 // num_classes=11); the KVPR prompt needs at least 1082 tokens with the byte
 // tokenizer". For mdqa a context that passes may still be too short for a
 // given prompt: the worker checks every prompt with its own tokenizer.
-absl::Status CheckContextFits(std::string_view name, int32_t num_classes,
-                              int32_t context_length);
+absl::Status CheckContextFits(std::string_view name, int32_t num_classes, int32_t context_length);
 
 }  // namespace layerflow::catalog
 

@@ -29,10 +29,9 @@ absl::StatusOr<std::vector<int32_t>> ResolveLayers(const std::vector<int32_t>& l
     const int64_t point = entry < 0 ? points + entry : entry;
     const auto [at, inserted] = first.emplace(point, i);
     if (!inserted) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": ", entry, " is point ", point, " of ", model,
-                       ", the same as ", field, "[", at->second, "] (",
-                       layers[at->second], ")"));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": ", entry, " is point ", point, " of ",
+                                                     model, ", the same as ", field, "[",
+                                                     at->second, "] (", layers[at->second], ")"));
     }
     out.push_back(static_cast<int32_t>(point));
   }

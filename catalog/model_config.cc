@@ -11,8 +11,7 @@
 namespace layerflow::catalog {
 namespace {
 
-ModelPreset Pythia(std::string name, int64_t hidden, int64_t layers,
-                   int64_t heads) {
+ModelPreset Pythia(std::string name, int64_t hidden, int64_t layers, int64_t heads) {
   ModelPreset preset;
   preset.name = std::move(name);
   preset.config.architecture = "gpt_neox";
@@ -25,8 +24,7 @@ ModelPreset Pythia(std::string name, int64_t hidden, int64_t layers,
 }
 
 // EleutherAI/gpt-neo-*: attention_types [[["global", "local"], L / 2]].
-ModelPreset GptNeo(std::string name, int64_t hidden, int64_t layers,
-                   int64_t heads) {
+ModelPreset GptNeo(std::string name, int64_t hidden, int64_t layers, int64_t heads) {
   ModelPreset preset;
   preset.name = std::move(name);
   preset.config.architecture = "gpt_neo";
@@ -151,8 +149,7 @@ absl::StatusOr<ModelPreset> FindModelPreset(std::string_view name_in) {
     names.push_back(preset.name);
   }
   return absl::NotFoundError(absl::StrCat("unknown model preset '", name,
-                                          "'; known presets: ",
-                                          absl::StrJoin(names, ", ")));
+                                          "'; known presets: ", absl::StrJoin(names, ", ")));
 }
 
 absl::StatusOr<InitScheme> ParseInitScheme(std::string_view text_in) {
@@ -162,23 +159,22 @@ absl::StatusOr<InitScheme> ParseInitScheme(std::string_view text_in) {
   if (text == "xavier_uniform") return InitScheme{Kind::kXavierUniform, 0};
   if (text == "xavier_normal") return InitScheme{Kind::kXavierNormal, 0};
   if (text == "kaiming_normal") return InitScheme{Kind::kKaimingNormal, 0};
-  for (auto [prefix, kind] : {std::pair{"normal(", Kind::kNormal},
-                              std::pair{"uniform(", Kind::kUniform}}) {
+  for (auto [prefix, kind] :
+       {std::pair{"normal(", Kind::kNormal}, std::pair{"uniform(", Kind::kUniform}}) {
     absl::string_view rest = text;
     if (!absl::ConsumePrefix(&rest, prefix)) continue;
     double param = 0;
     if (!absl::ConsumeSuffix(&rest, ")") || !absl::SimpleAtod(rest, &param) ||
         !std::isfinite(param) || param <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("init scheme '", text, "': expected ", prefix,
-                       "X) with X a positive number"));
+      return absl::InvalidArgumentError(absl::StrCat("init scheme '", text, "': expected ", prefix,
+                                                     "X) with X a positive number"));
     }
     return InitScheme{kind, param};
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown init scheme '", text,
-      "'; known: reference, normal(STD), uniform(A), xavier_uniform, "
-      "xavier_normal, kaiming_normal"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown init scheme '", text,
+                   "'; known: reference, normal(STD), uniform(A), xavier_uniform, "
+                   "xavier_normal, kaiming_normal"));
 }
 
 }  // namespace layerflow::catalog

@@ -47,9 +47,7 @@ struct GptNeoConfig {
   double layer_norm_epsilon = 1e-5;
   double initializer_range = 0.02;
   std::string activation_function = "gelu_new";  // tanh-approximated GELU
-  int64_t ffn_size() const {
-    return intermediate_size > 0 ? intermediate_size : 4 * hidden_size;
-  }
+  int64_t ffn_size() const { return intermediate_size > 0 ? intermediate_size : 4 * hidden_size; }
 };
 
 // MambaConfig (modeling_mamba). intermediate_size = expand * hidden_size;
@@ -73,9 +71,7 @@ struct MambaConfig {
   double initializer_range = 0.1;
   std::string hidden_act = "silu";
   int64_t intermediate_size() const { return expand * hidden_size; }
-  int64_t dt_rank() const {
-    return time_step_rank > 0 ? time_step_rank : (hidden_size + 15) / 16;
-  }
+  int64_t dt_rank() const { return time_step_rank > 0 ? time_step_rank : (hidden_size + 15) / 16; }
 };
 
 // Mamba2Config (modeling_mamba2, transformers 5: in_proj = [gate | x B C |
@@ -98,7 +94,7 @@ struct Mamba2Config {
   double time_step_min = 0.001;
   double time_step_max = 0.1;
   double time_step_floor = 1e-4;
-  double time_step_limit_min = 0.0;  // time_step_limit = (min, max)
+  double time_step_limit_min = 0.0;    // time_step_limit = (min, max)
   double time_step_limit_max = 1e300;  // >= 1e300: no upper limit ("inf")
   double initializer_range = 0.1;
   std::string hidden_act = "silu";
@@ -135,9 +131,9 @@ absl::StatusOr<ModelPreset> FindModelPreset(std::string_view name);
 // A parsed random-init scheme (METHODS.md, "Models and initialisation").
 struct InitScheme {
   enum class Kind {
-    kReference,      // the architecture's own: normal(0, initializer_range)
-    kNormal,         // normal(0, param)
-    kUniform,        // uniform(-param, param)
+    kReference,  // the architecture's own: normal(0, initializer_range)
+    kNormal,     // normal(0, param)
+    kUniform,    // uniform(-param, param)
     kXavierUniform,
     kXavierNormal,
     kKaimingNormal,

@@ -17,7 +17,8 @@ absl::Status Invalid(absl::string_view field, absl::string_view what) {
 // value in [lo, hi], or 0 (the default).
 absl::Status IntInRange(absl::string_view field, int64_t value, int64_t lo, int64_t hi) {
   if (value == 0 || (value >= lo && value <= hi)) return absl::OkStatus();
-  return Invalid(field, absl::StrCat(value, " is outside [", lo, ", ", hi, "] (0 means the default)"));
+  return Invalid(field,
+                 absl::StrCat(value, " is outside [", lo, ", ", hi, "] (0 means the default)"));
 }
 
 // A finite value in (lo, hi] (or [lo, hi] when lo_inclusive), or 0.
@@ -26,8 +27,8 @@ absl::Status RealInRange(absl::string_view field, double value, double lo, doubl
   if (value == 0) return absl::OkStatus();
   const bool above = lo_inclusive ? value >= lo : value > lo;
   if (std::isfinite(value) && above && value <= hi) return absl::OkStatus();
-  return Invalid(field, absl::StrCat(value, " is outside ", lo_inclusive ? "[" : "(", lo, ", ",
-                                     hi, "] (0 means the default)"));
+  return Invalid(field, absl::StrCat(value, " is outside ", lo_inclusive ? "[" : "(", lo, ", ", hi,
+                                     "] (0 means the default)"));
 }
 
 }  // namespace
@@ -88,13 +89,13 @@ absl::Status ValidateTrainSettings(const TrainSettings& s) {
                                           " steps for the cosine decay"));
   }
   if (d.eval_every > d.steps) {
-    return Invalid("eval_every", absl::StrCat(d.eval_every, " is more than the ", d.steps,
-                                              " steps"));
+    return Invalid("eval_every",
+                   absl::StrCat(d.eval_every, " is more than the ", d.steps, " steps"));
   }
   if (d.save_every % d.eval_every != 0) {
-    return Invalid("save_every", absl::StrCat(d.save_every, " is not a multiple of eval_every ",
-                                              d.eval_every,
-                                              " (a saved state sits at a chunk's end)"));
+    return Invalid("save_every",
+                   absl::StrCat(d.save_every, " is not a multiple of eval_every ", d.eval_every,
+                                " (a saved state sits at a chunk's end)"));
   }
   // MQAR's layout (worker/data/mqar.h): the pairs, then a query slot per
   // pair in the rest; keys from [1, vocab / 2).
@@ -103,9 +104,9 @@ absl::Status ValidateTrainSettings(const TrainSettings& s) {
                                          4LL * d.pairs, "; length is ", d.length));
   }
   if (d.pairs > d.vocab / 2 - 1) {
-    return Invalid("pairs", absl::StrCat(d.pairs, " distinct keys from [1, ", d.vocab / 2,
-                                         ") need vocab >= ", 2LL * (d.pairs + 1),
-                                         "; vocab is ", d.vocab));
+    return Invalid("pairs",
+                   absl::StrCat(d.pairs, " distinct keys from [1, ", d.vocab / 2,
+                                ") need vocab >= ", 2LL * (d.pairs + 1), "; vocab is ", d.vocab));
   }
   return absl::OkStatus();
 }
@@ -126,21 +127,20 @@ absl::StatusOr<ModelConfig> TrainModelConfig(absl::string_view architecture,
     }
     // GPT-NeoX rotates a quarter of each head in pairs.
     if (architecture == "gpt_neox" && (s.width / heads) % 8 != 0) {
-      return Invalid("heads", absl::StrCat("width ", s.width, " / ", heads, " heads = ",
-                                           s.width / heads,
-                                           " dims a head; gpt_neox needs a multiple of 8 "
-                                           "(a quarter of them rotated in pairs)"));
+      return Invalid("heads",
+                     absl::StrCat("width ", s.width, " / ", heads, " heads = ", s.width / heads,
+                                  " dims a head; gpt_neox needs a multiple of 8 "
+                                  "(a quarter of them rotated in pairs)"));
     }
   }
   if (s.state_size > 0 && architecture != "mamba" && architecture != "mamba2") {
-    return Invalid("state_size", absl::StrCat("only mamba and mamba2 have a state; '",
-                                              architecture, "' is attention"));
+    return Invalid("state_size", absl::StrCat("only mamba and mamba2 have a state; '", architecture,
+                                              "' is attention"));
   }
   if (s.heads > 0 && (architecture == "mamba" || architecture == "mamba2")) {
     return Invalid("heads", absl::StrCat("set for attention models only; ", architecture,
-                                         architecture == "mamba2"
-                                             ? " has 2 * width / 64 heads"
-                                             : " has no heads"));
+                                         architecture == "mamba2" ? " has 2 * width / 64 heads"
+                                                                  : " has no heads"));
   }
   if (architecture == "gpt_neox") {
     GptNeoXConfig& c = config.gpt_neox;

@@ -141,25 +141,23 @@ int Fail(const CliEnvironment& env, const absl::Status& status) {
 
 void PrintFailedJobs(const CliEnvironment& env, CoordinatorClient& client,
                      const std::string& sweep_id) {
-  absl::StatusOr<std::vector<v1::Job>> failed =
-      client.ListJobs(sweep_id, v1::JOB_STATE_FAILED);
+  absl::StatusOr<std::vector<v1::Job>> failed = client.ListJobs(sweep_id, v1::JOB_STATE_FAILED);
   if (!failed.ok()) {
     PrintError(*env.err, failed.status());
     return;
   }
   for (const v1::Job& job : *failed) {
     *env.err << "job " << job.job_id() << " (" << job.spec().model() << ", init "
-             << job.spec().init_scheme() << ", seed " << job.spec().seed()
-             << ") failed after " << job.attempts() << " attempt"
-             << (job.attempts() == 1 ? "" : "s") << ": " << job.error() << "\n";
+             << job.spec().init_scheme() << ", seed " << job.spec().seed() << ") failed after "
+             << job.attempts() << " attempt" << (job.attempts() == 1 ? "" : "s") << ": "
+             << job.error() << "\n";
   }
 }
 
 std::string Summary(const v1::Sweep& sweep) {
-  std::string line = absl::StrCat("sweep ", sweep.sweep_id(), " ",
-                                  SweepStateName(sweep.state()), ": ",
-                                  sweep.jobs_succeeded(), "/", sweep.jobs_total(),
-                                  " jobs succeeded");
+  std::string line =
+      absl::StrCat("sweep ", sweep.sweep_id(), " ", SweepStateName(sweep.state()), ": ",
+                   sweep.jobs_succeeded(), "/", sweep.jobs_total(), " jobs succeeded");
   if (sweep.jobs_failed() > 0) absl::StrAppend(&line, ", ", sweep.jobs_failed(), " failed");
   if (sweep.jobs_cancelled() > 0) {
     absl::StrAppend(&line, ", ", sweep.jobs_cancelled(), " cancelled");
@@ -212,9 +210,9 @@ class QueuePrinter {
 // 0 only when every job succeeded. `finished` tells whether the sweep
 // reached a final state (as opposed to the watch failing). `queue`, when
 // given, prints the sweep's queue as it changes.
-int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client,
-               const CallCanceller& canceller, const InterruptWatcher& interrupts,
-               const std::string& sweep_id, bool* finished, QueuePrinter* queue = nullptr) {
+int WatchToEnd(const CliEnvironment& env, CoordinatorClient& client, const CallCanceller& canceller,
+               const InterruptWatcher& interrupts, const std::string& sweep_id, bool* finished,
+               QueuePrinter* queue = nullptr) {
   ProgressPrinter progress(env);
   absl::StatusOr<v1::Sweep> sweep = client.WatchSweep(sweep_id, [&](const v1::Sweep& s) {
     progress.Update(s);
@@ -245,8 +243,8 @@ std::string DefaultFiguresDir(const std::string& sweep_id) {
 }
 
 struct FigureFlags {
-  std::string dir;              // empty: DefaultFiguresDir
-  std::string format = "png";   // png | svg | both
+  std::string dir;             // empty: DefaultFiguresDir
+  std::string format = "png";  // png | svg | both
   std::vector<std::string> metrics;
 };
 
@@ -260,8 +258,8 @@ absl::StatusOr<std::vector<std::string>> PlotRows(const std::vector<v1::ResultRo
   if (flags.format == "png" || flags.format == "both") formats.push_back(plot::ImageFormat::kPng);
   if (flags.format == "svg" || flags.format == "both") formats.push_back(plot::ImageFormat::kSvg);
   if (formats.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--format ", flags.format, ": expected png, svg or both"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--format ", flags.format, ": expected png, svg or both"));
   }
   absl::StatusOr<std::vector<NamedFigure>> figures =
       BuildFigures(rows, {.sweep_id = sweep_id, .metrics = flags.metrics});
@@ -291,8 +289,8 @@ std::string FiguresLine(const std::vector<std::string>& paths, const std::string
                       absl::StrJoin(images, ", "), "; each with a .json of the series drawn)");
 }
 
-int Submit(const CliEnvironment& env, const GlobalFlags& global,
-           const std::string& file, bool dry_run, bool quiet) {
+int Submit(const CliEnvironment& env, const GlobalFlags& global, const std::string& file,
+           bool dry_run, bool quiet) {
   // Parse first: a malformed file never reaches the coordinator.
   absl::StatusOr<v1::SweepSpec> spec = ParseSweepFile(file);
   if (!spec.ok()) return Fail(env, spec.status());
@@ -301,8 +299,7 @@ int Submit(const CliEnvironment& env, const GlobalFlags& global,
     google::protobuf::util::JsonPrintOptions options;
     options.add_whitespace = true;
     options.preserve_proto_field_names = true;
-    if (auto s = google::protobuf::util::MessageToJsonString(*spec, &json, options);
-        !s.ok()) {
+    if (auto s = google::protobuf::util::MessageToJsonString(*spec, &json, options); !s.ok()) {
       return Fail(env, absl::InternalError(s.ToString()));
     }
     *env.out << json;
@@ -314,8 +311,7 @@ int Submit(const CliEnvironment& env, const GlobalFlags& global,
   if (quiet) {
     *env.out << response->sweep_id() << "\n";
   } else {
-    *env.out << "sweep " << response->sweep_id() << ": " << response->jobs()
-             << " jobs\n";
+    *env.out << "sweep " << response->sweep_id() << ": " << response->jobs() << " jobs\n";
     *env.err << "follow it with: layerflow watch " << response->sweep_id() << "\n";
   }
   return kExitOk;
@@ -331,9 +327,9 @@ struct RunFlags {
   bool no_figures = false;
 };
 
-int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
-                 const v1::SweepSpec& spec, EmbeddedCluster& cluster,
-                 CallCanceller& canceller, const InterruptWatcher& interrupts) {
+int RunOnCluster(const CliEnvironment& env, const RunFlags& flags, const v1::SweepSpec& spec,
+                 EmbeddedCluster& cluster, CallCanceller& canceller,
+                 const InterruptWatcher& interrupts) {
   CoordinatorClient client(cluster.address());
   client.set_canceller(&canceller);
   absl::StatusOr<v1::SubmitSweepResponse> submitted = client.SubmitSweep(spec);
@@ -341,8 +337,8 @@ int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
   const std::string& sweep_id = submitted->sweep_id();
   *env.err << "sweep " << sweep_id << ": " << submitted->jobs() << " jobs\n";
   if (cluster.http_port() != 0) {
-    *env.err << "results page: http://127.0.0.1:" << cluster.http_port() << "/sweeps/"
-             << sweep_id << " (until this command ends)\n";
+    *env.err << "results page: http://127.0.0.1:" << cluster.http_port() << "/sweeps/" << sweep_id
+             << " (until this command ends)\n";
   }
   bool finished = false;
   const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished);
@@ -382,15 +378,15 @@ int RunOnCluster(const CliEnvironment& env, const RunFlags& flags,
 }
 
 int Run(const CliEnvironment& env, const RunFlags& flags) {
-  absl::StatusOr<v1::SweepSpec> spec =
-      flags.file.empty() ? ParseSweepYaml(kDefaultSweepYaml, kDefaultSweepSource)
-                         : ParseSweepFile(flags.file);
+  absl::StatusOr<v1::SweepSpec> spec = flags.file.empty()
+                                           ? ParseSweepYaml(kDefaultSweepYaml, kDefaultSweepSource)
+                                           : ParseSweepFile(flags.file);
   if (!spec.ok()) return Fail(env, spec.status());
   if (!env.start_embedded) {
-    return Fail(env, absl::UnimplementedError(
-                         "this layerflow was built without the embedded coordinator "
-                         "and worker; start layerflow-coordinator and a worker, then "
-                         "use `layerflow submit`"));
+    return Fail(
+        env, absl::UnimplementedError("this layerflow was built without the embedded coordinator "
+                                      "and worker; start layerflow-coordinator and a worker, then "
+                                      "use `layerflow submit`"));
   }
   CallCanceller canceller;
   InterruptWatcher interrupts(&canceller, env.handle_signals);
@@ -409,8 +405,7 @@ int Run(const CliEnvironment& env, const RunFlags& flags) {
 
 // `layerflow watch SWEEP --once`: the progress line and the queue now, on
 // stdout.
-int WatchOnce(const CliEnvironment& env, const GlobalFlags& global,
-              const std::string& sweep_id) {
+int WatchOnce(const CliEnvironment& env, const GlobalFlags& global, const std::string& sweep_id) {
   CoordinatorClient client(global.coordinator, global.security);
   absl::StatusOr<v1::Sweep> sweep = client.GetSweep(sweep_id);
   if (!sweep.ok()) return Fail(env, sweep.status());
@@ -421,8 +416,8 @@ int WatchOnce(const CliEnvironment& env, const GlobalFlags& global,
   return kExitOk;
 }
 
-int Watch(const CliEnvironment& env, const GlobalFlags& global,
-          const std::string& sweep_id, bool once) {
+int Watch(const CliEnvironment& env, const GlobalFlags& global, const std::string& sweep_id,
+          bool once) {
   if (once) return WatchOnce(env, global, sweep_id);
   CallCanceller canceller;
   InterruptWatcher interrupts(&canceller, env.handle_signals);
@@ -430,11 +425,10 @@ int Watch(const CliEnvironment& env, const GlobalFlags& global,
   client.set_canceller(&canceller);
   QueuePrinter queue(global, sweep_id);
   bool finished = false;
-  const int code =
-      WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished, &queue);
+  const int code = WatchToEnd(env, client, canceller, interrupts, sweep_id, &finished, &queue);
   if (code == kExitInterrupted) {
-    *env.err << "stopped watching; the sweep keeps running (layerflow cancel "
-             << sweep_id << " stops it)\n";
+    *env.err << "stopped watching; the sweep keeps running (layerflow cancel " << sweep_id
+             << " stops it)\n";
   }
   return code;
 }
@@ -447,8 +441,8 @@ int Workers(const CliEnvironment& env, const GlobalFlags& global) {
   return kExitOk;
 }
 
-int Jobs(const CliEnvironment& env, const GlobalFlags& global,
-         const std::string& sweep_id, const std::string& state_name, bool timings) {
+int Jobs(const CliEnvironment& env, const GlobalFlags& global, const std::string& sweep_id,
+         const std::string& state_name, bool timings) {
   v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
   if (!state_name.empty()) {
     absl::StatusOr<v1::JobState> parsed = ParseJobState(state_name);
@@ -472,8 +466,7 @@ struct ResultsFlags {
   bool probe = false;
 };
 
-int Results(const CliEnvironment& env, const GlobalFlags& global,
-            const ResultsFlags& flags) {
+int Results(const CliEnvironment& env, const GlobalFlags& global, const ResultsFlags& flags) {
   absl::StatusOr<OutputFormat> format = ParseOutputFormat(flags.format);
   if (!format.ok()) return Fail(env, format.status());
   CoordinatorClient client(global.coordinator, global.security);
@@ -521,19 +514,16 @@ int Plot(const CliEnvironment& env, const GlobalFlags& global, const PlotFlags& 
                          flags.model.empty() ? "" : absl::StrCat(" of --model ", flags.model),
                          flags.job_id.empty() ? "" : absl::StrCat(" of --job ", flags.job_id))));
   }
-  absl::StatusOr<std::vector<std::string>> written =
-      PlotRows(*rows, flags.sweep_id, flags.figures);
+  absl::StatusOr<std::vector<std::string>> written = PlotRows(*rows, flags.sweep_id, flags.figures);
   if (!written.ok()) return Fail(env, written.status());
   for (const std::string& path : *written) *env.out << path << "\n";
-  *env.err << FiguresLine(*written, flags.figures.dir.empty()
-                                         ? DefaultFiguresDir(flags.sweep_id)
-                                         : flags.figures.dir)
+  *env.err << FiguresLine(*written, flags.figures.dir.empty() ? DefaultFiguresDir(flags.sweep_id)
+                                                              : flags.figures.dir)
            << "\n";
   return kExitOk;
 }
 
-int Cancel(const CliEnvironment& env, const GlobalFlags& global,
-           const std::string& sweep_id) {
+int Cancel(const CliEnvironment& env, const GlobalFlags& global, const std::string& sweep_id) {
   CoordinatorClient client(global.coordinator, global.security);
   absl::StatusOr<v1::Sweep> sweep = client.CancelSweep(sweep_id);
   if (!sweep.ok()) return Fail(env, sweep.status());
@@ -552,8 +542,7 @@ int Retry(const CliEnvironment& env, const GlobalFlags& global, const std::strin
 }  // namespace
 
 void PrintError(std::ostream& err, const absl::Status& status) {
-  err << "error: " << absl::StatusCodeToString(status.code()) << ": "
-      << status.message() << "\n";
+  err << "error: " << absl::StatusCodeToString(status.code()) << ": " << status.message() << "\n";
 }
 
 int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
@@ -565,7 +554,8 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   app.require_subcommand(1);
   app.footer(
       "Examples:\n"
-      "  layerflow run                       # the built-in quickstart sweep, locally: Transformers vs SSMs\n"
+      "  layerflow run                       # the built-in quickstart sweep, locally: "
+      "Transformers vs SSMs\n"
       "  layerflow run sweep.yaml --format csv > results.csv\n"
       "  layerflow submit sweep.yaml         # on a running coordinator\n"
       "  layerflow watch SWEEP_ID && layerflow results SWEEP_ID\n"
@@ -577,8 +567,7 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
 
   GlobalFlags global;
   global.coordinator = env.default_coordinator;
-  app.add_option("--coordinator", global.coordinator,
-                 "Coordinator address HOST:PORT")
+  app.add_option("--coordinator", global.coordinator, "Coordinator address HOST:PORT")
       ->envname("LAYERFLOW_COORDINATOR")
       ->capture_default_str();
   app.add_option("--token", global.security.token,
@@ -594,17 +583,16 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   bool quiet = false;
   CLI::App* submit = app.add_subcommand(
       "submit", "Submit a sweep file to the coordinator; prints the sweep id and its job count");
-  submit->add_option("FILE", submit_file, "Sweep file (YAML, docs/sweep-file.md)")
-      ->required();
+  submit->add_option("FILE", submit_file, "Sweep file (YAML, docs/sweep-file.md)")->required();
   submit->add_flag("--dry-run", dry_run,
                    "Check the file and print the parsed spec as JSON; contact no server");
   submit->add_flag("-q,--quiet", quiet, "Print only the sweep id");
 
   RunFlags run_flags;
-  CLI::App* run = app.add_subcommand(
-      "run",
-      "Run a sweep locally: an embedded coordinator and worker in this process. "
-      "Progress goes to stderr, the results table to stdout");
+  CLI::App* run =
+      app.add_subcommand("run",
+                         "Run a sweep locally: an embedded coordinator and worker in this process. "
+                         "Progress goes to stderr, the results table to stdout");
   run->add_option("FILE", run_flags.file,
                   "Sweep file (default: the built-in quickstart sweep: random-init pythia-160m, "
                   "gpt-neo-125m, mamba-130m and mamba2-130m, about a minute on 2 CPU cores)");
@@ -637,10 +625,10 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
                   "Print the progress and the queue (each queued job's position and "
                   "expected start) once, on stdout, and exit");
 
-  CLI::App* workers = app.add_subcommand(
-      "workers",
-      "List the pool's workers: host, device and GPUs, state (idle, running, "
-      "quarantined, gone) and the job each runs");
+  CLI::App* workers =
+      app.add_subcommand("workers",
+                         "List the pool's workers: host, device and GPUs, state (idle, running, "
+                         "quarantined, gone) and the job each runs");
 
   std::string jobs_sweep;
   std::string jobs_state;
@@ -664,10 +652,11 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   results->add_option("--metric", results_flags.metric,
                       "Only this metric, e.g. adjacent_cos (default: all)");
   results->add_option("--job", results_flags.job_id, "Only this job (default: all)");
-  results->add_flag("--summary", results_flags.summary,
-                    "Headline figures per configuration (seeds averaged): "
-                    "intertoken_cos peak and final, path_energy, mean adjacent_cos, "
-                    "v_loc / v_glob")
+  results
+      ->add_flag("--summary", results_flags.summary,
+                 "Headline figures per configuration (seeds averaged): "
+                 "intertoken_cos peak and final, path_energy, mean adjacent_cos, "
+                 "v_loc / v_glob")
       ->excludes(results->add_flag(
           "--probe", results_flags.probe,
           "Only the probe results (sweeps with `probe:`): per model the best layer "
@@ -696,8 +685,7 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   plot->add_option("--job", plot_flags.job_id, "Only this job (default: all)");
 
   std::string cancel_id;
-  CLI::App* cancel =
-      app.add_subcommand("cancel", "Cancel a sweep's queued and running jobs");
+  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a sweep's queued and running jobs");
   cancel->add_option("SWEEP_ID", cancel_id, "Sweep id")->required();
 
   std::string retry_id;
@@ -709,10 +697,10 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
 
   // Everything after `inspect` goes to layerflow-inspect as it is (its own
   // --help included): that binary holds the models, this one never links them.
-  CLI::App* inspect = app.add_subcommand(
-      "inspect",
-      "Write one text's per-layer hidden states to a safetensors file "
-      "(runs layerflow-inspect; `layerflow inspect --help` for its flags)");
+  CLI::App* inspect =
+      app.add_subcommand("inspect",
+                         "Write one text's per-layer hidden states to a safetensors file "
+                         "(runs layerflow-inspect; `layerflow inspect --help` for its flags)");
   inspect->prefix_command();
   inspect->set_help_flag();
 

@@ -35,8 +35,7 @@ void CallCanceller::Detach() {
   active_ = nullptr;
 }
 
-CoordinatorClient::CoordinatorClient(std::string address,
-                                     std::chrono::milliseconds rpc_timeout)
+CoordinatorClient::CoordinatorClient(std::string address, std::chrono::milliseconds rpc_timeout)
     : CoordinatorClient(
           grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
                                     [] {
@@ -60,15 +59,13 @@ CoordinatorClient::CoordinatorClient(std::string address, const ChannelSecurity&
   }
 }
 
-CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
-                                     std::string address,
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel, std::string address,
                                      std::chrono::milliseconds rpc_timeout)
     : address_(std::move(address)),
       rpc_timeout_(rpc_timeout),
       stub_(v1::Coordinator::NewStub(std::move(channel))) {}
 
-absl::Status CoordinatorClient::Prepare(grpc::ClientContext* context,
-                                        bool with_deadline) {
+absl::Status CoordinatorClient::Prepare(grpc::ClientContext* context, bool with_deadline) {
   if (stub_ == nullptr) return channel_status_;
   if (with_deadline) {
     context->set_deadline(std::chrono::system_clock::now() + rpc_timeout_);
@@ -91,14 +88,13 @@ absl::Status CoordinatorClient::Finish(const grpc::Status& status) {
   if (result.code() == absl::StatusCode::kUnavailable ||
       result.code() == absl::StatusCode::kDeadlineExceeded) {
     // Most often a wrong --coordinator or a coordinator that is not up.
-    return absl::Status(result.code(), absl::StrCat(result.message(),
-                                                    " (coordinator ", address_, ")"));
+    return absl::Status(result.code(),
+                        absl::StrCat(result.message(), " (coordinator ", address_, ")"));
   }
   return result;
 }
 
-absl::StatusOr<v1::SubmitSweepResponse> CoordinatorClient::SubmitSweep(
-    const v1::SweepSpec& spec) {
+absl::StatusOr<v1::SubmitSweepResponse> CoordinatorClient::SubmitSweep(const v1::SweepSpec& spec) {
   grpc::ClientContext context;
   if (absl::Status s = Prepare(&context, true); !s.ok()) return s;
   v1::SubmitSweepRequest request;
@@ -120,8 +116,8 @@ absl::StatusOr<v1::Sweep> CoordinatorClient::GetSweep(const std::string& sweep_i
   return response;
 }
 
-absl::StatusOr<std::vector<v1::Job>> CoordinatorClient::ListJobs(
-    const std::string& sweep_id, v1::JobState state) {
+absl::StatusOr<std::vector<v1::Job>> CoordinatorClient::ListJobs(const std::string& sweep_id,
+                                                                 v1::JobState state) {
   v1::ListJobsRequest request;
   request.set_sweep_id(sweep_id);
   request.set_state(state);
@@ -201,21 +197,18 @@ absl::StatusOr<std::vector<v1::ResultRow>> CoordinatorClient::QueryResults(
 }
 
 absl::StatusOr<v1::Sweep> CoordinatorClient::WatchSweep(
-    const std::string& sweep_id,
-    const std::function<void(const v1::Sweep&)>& on_update) {
+    const std::string& sweep_id, const std::function<void(const v1::Sweep&)>& on_update) {
   grpc::ClientContext context;
   // No deadline: a sweep may run for days.
   if (absl::Status s = Prepare(&context, false); !s.ok()) return s;
   v1::WatchSweepRequest request;
   request.set_sweep_id(sweep_id);
-  std::unique_ptr<grpc::ClientReader<v1::Sweep>> reader =
-      stub_->WatchSweep(&context, request);
+  std::unique_ptr<grpc::ClientReader<v1::Sweep>> reader = stub_->WatchSweep(&context, request);
   v1::Sweep sweep;
   bool finished = false;
   while (reader->Read(&sweep)) {
     if (on_update) on_update(sweep);
-    if (sweep.state() != v1::SWEEP_STATE_ACTIVE &&
-        sweep.state() != v1::SWEEP_STATE_UNSPECIFIED) {
+    if (sweep.state() != v1::SWEEP_STATE_ACTIVE && sweep.state() != v1::SWEEP_STATE_UNSPECIFIED) {
       finished = true;
       // The server ends the stream itself; cancelling just avoids waiting
       // on a server that keeps it open.
@@ -230,9 +223,8 @@ absl::StatusOr<v1::Sweep> CoordinatorClient::WatchSweep(
   }
   absl::Status result = Finish(status);
   if (!result.ok()) return result;
-  return absl::UnavailableError(absl::StrCat(
-      "the coordinator ended the watch of sweep ", sweep_id,
-      " before it finished (coordinator ", address_, ")"));
+  return absl::UnavailableError(absl::StrCat("the coordinator ended the watch of sweep ", sweep_id,
+                                             " before it finished (coordinator ", address_, ")"));
 }
 
 }  // namespace layerflow::client

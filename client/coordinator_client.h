@@ -44,9 +44,8 @@ class CallCanceller {
 class CoordinatorClient {
  public:
   // `rpc_timeout` bounds each unary call; WatchSweep is not bounded.
-  explicit CoordinatorClient(
-      std::string address,
-      std::chrono::milliseconds rpc_timeout = std::chrono::seconds(30));
+  explicit CoordinatorClient(std::string address,
+                             std::chrono::milliseconds rpc_timeout = std::chrono::seconds(30));
   // TLS and the API token by `security` (common/channel.h); a bad setting
   // (an unreadable CA file) fails every call with its status.
   CoordinatorClient(std::string address, const ChannelSecurity& security,
@@ -67,14 +66,12 @@ class CoordinatorClient {
 
   // Empty sweep_id: every sweep; JOB_STATE_UNSPECIFIED: every state. Follows
   // the pages to the end (each page one call with its own deadline).
-  absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& sweep_id,
-                                                v1::JobState state);
+  absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& sweep_id, v1::JobState state);
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id);
   absl::StatusOr<v1::Sweep> RetrySweep(const std::string& sweep_id);
   // Every row, following the pages (the request's page_token is ignored;
   // its page_size, when set, is kept).
-  absl::StatusOr<std::vector<v1::ResultRow>> QueryResults(
-      const v1::QueryResultsRequest& request);
+  absl::StatusOr<std::vector<v1::ResultRow>> QueryResults(const v1::QueryResultsRequest& request);
   // The pool's workers (ListWorkers) and where a sweep's queued jobs stand
   // (GetQueue).
   absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
@@ -82,9 +79,8 @@ class CoordinatorClient {
   // Calls `on_update` for every progress message until the sweep leaves the
   // ACTIVE state, and returns that final message. UNAVAILABLE when the
   // stream ends before the sweep finished.
-  absl::StatusOr<v1::Sweep> WatchSweep(
-      const std::string& sweep_id,
-      const std::function<void(const v1::Sweep&)>& on_update);
+  absl::StatusOr<v1::Sweep> WatchSweep(const std::string& sweep_id,
+                                       const std::function<void(const v1::Sweep&)>& on_update);
 
  private:
   // Sets the deadline and registers the call with the canceller; returns

@@ -83,8 +83,8 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   // why); it picks the CUDA GPUs when the build and the machine have them.
   absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
       WorkerProcess::Spawn({.coordinator_address = cluster->address_,
-                                    .name = absl::StrCat("layerflow-run-", getpid()),
-                                    .model_roots = {CurrentFolder()}});
+                            .name = absl::StrCat("layerflow-run-", getpid()),
+                            .model_roots = {CurrentFolder()}});
   if (!worker.ok()) {
     cluster->Shutdown();
     return absl::Status(worker.status().code(),
@@ -106,13 +106,12 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
     }
   });
   const std::string devices = "this machine's CPU or CUDA GPUs";
-  cluster->description_ = absl::StrCat(
-      "embedded coordinator on ", cluster->address_, " (store ",
-      server::DescribeDb(server_options.db_path),
-      cluster->temp_dir_.empty() ? "" : ", removed at exit", "), worker on ", devices);
+  cluster->description_ =
+      absl::StrCat("embedded coordinator on ", cluster->address_, " (store ",
+                   server::DescribeDb(server_options.db_path),
+                   cluster->temp_dir_.empty() ? "" : ", removed at exit", "), worker on ", devices);
   if (!options.metrics_address.empty()) {
-    absl::StrAppend(&cluster->description_, ", metrics on port ",
-                    cluster->server_->metrics_port());
+    absl::StrAppend(&cluster->description_, ", metrics on port ", cluster->server_->metrics_port());
   }
   if (!options.http_address.empty()) {
     absl::StrAppend(&cluster->description_, ", results page on port ",

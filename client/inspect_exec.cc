@@ -39,8 +39,7 @@ absl::StatusOr<int> RunInspect(const std::vector<std::string>& args) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) {
-      return absl::InternalError(absl::StrCat("waiting for ", *binary, ": ",
-                                              std::strerror(errno)));
+      return absl::InternalError(absl::StrCat("waiting for ", *binary, ": ", std::strerror(errno)));
     }
   }
   if (WIFEXITED(status)) return WEXITSTATUS(status);

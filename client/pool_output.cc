@@ -39,11 +39,16 @@ std::string Seconds(double s) {
 
 std::string WorkerStateName(v1::WorkerState state) {
   switch (state) {
-    case v1::WORKER_STATE_IDLE: return "idle";
-    case v1::WORKER_STATE_RUNNING: return "running";
-    case v1::WORKER_STATE_QUARANTINED: return "quarantined";
-    case v1::WORKER_STATE_GONE: return "gone";
-    default: return "?";
+    case v1::WORKER_STATE_IDLE:
+      return "idle";
+    case v1::WORKER_STATE_RUNNING:
+      return "running";
+    case v1::WORKER_STATE_QUARANTINED:
+      return "quarantined";
+    case v1::WORKER_STATE_GONE:
+      return "gone";
+    default:
+      return "?";
   }
 }
 
@@ -57,18 +62,28 @@ std::string FormatWorkersTable(const v1::ListWorkersResponse& workers, int64_t n
   for (const v1::WorkerInfo& w : workers.workers()) {
     hosts.insert(w.host());
     switch (w.state()) {
-      case v1::WORKER_STATE_RUNNING: ++running; break;
-      case v1::WORKER_STATE_IDLE: ++idle; break;
-      case v1::WORKER_STATE_QUARANTINED: ++quarantined; break;
-      case v1::WORKER_STATE_GONE: ++gone; break;
-      default: break;
+      case v1::WORKER_STATE_RUNNING:
+        ++running;
+        break;
+      case v1::WORKER_STATE_IDLE:
+        ++idle;
+        break;
+      case v1::WORKER_STATE_QUARANTINED:
+        ++quarantined;
+        break;
+      case v1::WORKER_STATE_GONE:
+        ++gone;
+        break;
+      default:
+        break;
     }
     const int64_t ago = std::max<int64_t>(0, now_ms - w.last_seen_unix_ms()) / 1000;
     rows.push_back({w.worker_id(), w.host().empty() ? "-" : w.host(),
-                    w.device_type().empty() ? "-" : w.device_type(),
-                    absl::StrCat(w.gpu_count()), WorkerStateName(w.state()),
-                    w.job_id().empty() ? "-" : w.job_id(), absl::StrCat(ago, " s ago")});
-    if (!w.quarantine_reason().empty()) reasons.emplace_back(rows.size() - 1, w.quarantine_reason());
+                    w.device_type().empty() ? "-" : w.device_type(), absl::StrCat(w.gpu_count()),
+                    WorkerStateName(w.state()), w.job_id().empty() ? "-" : w.job_id(),
+                    absl::StrCat(ago, " s ago")});
+    if (!w.quarantine_reason().empty())
+      reasons.emplace_back(rows.size() - 1, w.quarantine_reason());
   }
   // The table, with each reason under its worker's row.
   const std::string table = Columns(rows);
@@ -102,10 +117,11 @@ std::string FormatExpectedStart(double seconds) {
 
 std::string FormatQueue(const v1::GetQueueResponse& queue, int max_jobs) {
   const int n = queue.jobs_size();
-  std::string out = absl::StrCat(
-      "queue: ", n, n == 1 ? " job" : " jobs", " of this sweep queued; the pool: ",
-      queue.queued_total(), " queued, ", queue.running_total(), " running, ",
-      queue.workers_available(), queue.workers_available() == 1 ? " worker" : " workers");
+  std::string out =
+      absl::StrCat("queue: ", n, n == 1 ? " job" : " jobs",
+                   " of this sweep queued; the pool: ", queue.queued_total(), " queued, ",
+                   queue.running_total(), " running, ", queue.workers_available(),
+                   queue.workers_available() == 1 ? " worker" : " workers");
   if (queue.recent_jobs() > 0) {
     absl::StrAppend(&out, "; recent jobs ", Seconds(queue.recent_job_seconds()), " (",
                     queue.recent_jobs(), ")");

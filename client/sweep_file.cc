@@ -118,35 +118,31 @@ std::string Suggest(absl::string_view key, const std::vector<std::string>& known
 
 // The scalar parsers below are strict on purpose: "8.5" or "8 prompts" is a
 // mistake worth reporting, not something to round or truncate.
-absl::Status ParseInteger(const Reporter& r, const YAML::Node& node,
-                          absl::string_view field, int64_t min, int64_t max,
-                          int64_t* out) {
-  const std::string kind =
-      min == 0 ? "a non-negative integer" : std::string("an integer");
+absl::Status ParseInteger(const Reporter& r, const YAML::Node& node, absl::string_view field,
+                          int64_t min, int64_t max, int64_t* out) {
+  const std::string kind = min == 0 ? "a non-negative integer" : std::string("an integer");
   if (!node.IsScalar()) return r.FieldError(node, field, Expected(kind, node));
   absl::string_view text = node.Scalar();
   if (!text.empty() && text.front() == '+') text.remove_prefix(1);
   int64_t value = 0;
-  const auto [end, ec] =
-      std::from_chars(text.data(), text.data() + text.size(), value);
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || end != text.data() + text.size() ||
       (ec != std::errc() && ec != std::errc::result_out_of_range)) {
     return r.FieldError(node, field, Expected(kind, node));
   }
   if (ec == std::errc::result_out_of_range || value < min || value > max) {
-    return r.FieldError(
-        node, field,
-        Expected(absl::StrCat(min == 0 ? "a non-negative integer" : "an integer",
-                              " in [", min, ", ", max, "]"),
-                 node));
+    return r.FieldError(node, field,
+                        Expected(absl::StrCat(min == 0 ? "a non-negative integer" : "an integer",
+                                              " in [", min, ", ", max, "]"),
+                                 node));
   }
   *out = value;
   return absl::OkStatus();
 }
 
 // A real number ("0.005", "5e-3", "1"); as strict as ParseInteger.
-absl::Status ParseDouble(const Reporter& r, const YAML::Node& node,
-                         absl::string_view field, double* out) {
+absl::Status ParseDouble(const Reporter& r, const YAML::Node& node, absl::string_view field,
+                         double* out) {
   if (!node.IsScalar()) return r.FieldError(node, field, Expected("a number", node));
   absl::string_view text = node.Scalar();
   if (!text.empty() && text.front() == '+') text.remove_prefix(1);
@@ -160,8 +156,8 @@ absl::Status ParseDouble(const Reporter& r, const YAML::Node& node,
   return absl::OkStatus();
 }
 
-absl::Status ParseString(const Reporter& r, const YAML::Node& node,
-                         absl::string_view field, std::string* out) {
+absl::Status ParseString(const Reporter& r, const YAML::Node& node, absl::string_view field,
+                         std::string* out) {
   if (!node.IsScalar()) return r.FieldError(node, field, Expected("a string", node));
   *out = node.Scalar();
   return absl::OkStatus();
@@ -186,8 +182,7 @@ absl::Status ParseBool(const Reporter& r, const YAML::Node& node, absl::string_v
 absl::Status ForEachElement(
     const Reporter& r, const YAML::Node& node, absl::string_view field,
     absl::string_view element_kind, bool allow_single_map,
-    const std::function<absl::Status(const YAML::Node&, const std::string&)>&
-        element) {
+    const std::function<absl::Status(const YAML::Node&, const std::string&)>& element) {
   if (node.IsSequence()) {
     for (size_t i = 0; i < node.size(); ++i) {
       LF_RETURN_IF_ERROR(element(node[i], absl::StrCat(field, "[", i, "]")));
@@ -197,43 +192,36 @@ absl::Status ForEachElement(
   if (node.IsScalar() || (allow_single_map && node.IsMap())) {
     return element(node, std::string(field));
   }
-  return r.FieldError(
-      node, field,
-      Expected(absl::StrCat(element_kind, " or a list of them"), node));
+  return r.FieldError(node, field,
+                      Expected(absl::StrCat(element_kind, " or a list of them"), node));
 }
 
-absl::Status ParseStringList(const Reporter& r, const YAML::Node& node,
-                             absl::string_view field,
+absl::Status ParseStringList(const Reporter& r, const YAML::Node& node, absl::string_view field,
                              google::protobuf::RepeatedPtrField<std::string>* out) {
-  return ForEachElement(
-      r, node, field, "a string", /*allow_single_map=*/false,
-      [&](const YAML::Node& e, const std::string& path) {
-        return ParseString(r, e, path, out->Add());
-      });
+  return ForEachElement(r, node, field, "a string", /*allow_single_map=*/false,
+                        [&](const YAML::Node& e, const std::string& path) {
+                          return ParseString(r, e, path, out->Add());
+                        });
 }
 
 template <typename Int>
-absl::Status ParseIntList(const Reporter& r, const YAML::Node& node,
-                          absl::string_view field, int64_t min,
-                          google::protobuf::RepeatedField<Int>* out) {
+absl::Status ParseIntList(const Reporter& r, const YAML::Node& node, absl::string_view field,
+                          int64_t min, google::protobuf::RepeatedField<Int>* out) {
   return ForEachElement(
       r, node, field, min == 0 ? "a non-negative integer" : "an integer",
       /*allow_single_map=*/false,
       [&](const YAML::Node& e, const std::string& path) -> absl::Status {
         int64_t value = 0;
-        LF_RETURN_IF_ERROR(ParseInteger(r, e, path, min,
-                                        std::numeric_limits<Int>::max(), &value));
+        LF_RETURN_IF_ERROR(ParseInteger(r, e, path, min, std::numeric_limits<Int>::max(), &value));
         out->Add(static_cast<Int>(value));
         return absl::OkStatus();
       });
 }
 
 // Visits the keys of a map, rejecting unknown and repeated ones.
-using FieldHandler =
-    std::function<absl::Status(const YAML::Node& value, const std::string& path)>;
+using FieldHandler = std::function<absl::Status(const YAML::Node& value, const std::string& path)>;
 
-absl::Status ParseMap(const Reporter& r, const YAML::Node& node,
-                      absl::string_view prefix,
+absl::Status ParseMap(const Reporter& r, const YAML::Node& node, absl::string_view prefix,
                       const std::vector<std::pair<std::string, FieldHandler>>& fields) {
   std::vector<std::string> known;
   for (const auto& [name, handler] : fields) known.push_back(name);
@@ -249,18 +237,16 @@ absl::Status ParseMap(const Reporter& r, const YAML::Node& node,
     }
     const std::string& name = key.Scalar();
     const std::string path = prefix.empty() ? name : absl::StrCat(prefix, ".", name);
-    auto field = std::find_if(fields.begin(), fields.end(),
-                              [&](const auto& f) { return f.first == name; });
+    auto field =
+        std::find_if(fields.begin(), fields.end(), [&](const auto& f) { return f.first == name; });
     if (field == fields.end()) {
-      return r.Error(key.Mark(), absl::StrCat("unknown field '", path, "'",
-                                              Suggest(name, known)));
+      return r.Error(key.Mark(), absl::StrCat("unknown field '", path, "'", Suggest(name, known)));
     }
     // yaml-cpp keeps both entries of a repeated key; silently taking one
     // would hide an edit that does not take effect.
     auto [seen, inserted] = seen_at_line.emplace(name, key.Mark().line + 1);
     if (!inserted) {
-      return r.Error(key.Mark(), absl::StrCat("field '", path,
-                                              "' repeated (first set on line ",
+      return r.Error(key.Mark(), absl::StrCat("field '", path, "' repeated (first set on line ",
                                               seen->second, ")"));
     }
     LF_RETURN_IF_ERROR(field->second(value, path));
@@ -268,43 +254,39 @@ absl::Status ParseMap(const Reporter& r, const YAML::Node& node,
   return absl::OkStatus();
 }
 
-absl::Status ParseDataset(const Reporter& r, const YAML::Node& node,
-                          const std::string& path, v1::DatasetSpec* out) {
+absl::Status ParseDataset(const Reporter& r, const YAML::Node& node, const std::string& path,
+                          v1::DatasetSpec* out) {
   if (node.IsScalar()) return ParseString(r, node, path, out->mutable_name());
   if (!node.IsMap()) {
-    return r.FieldError(node, path,
-                        Expected("a data set name or a map {name, num_classes, path, field}", node));
+    return r.FieldError(
+        node, path, Expected("a data set name or a map {name, num_classes, path, field}", node));
   }
   return ParseMap(
       r, node, path,
-      {{"name",
-        [&](const YAML::Node& v, const std::string& p) {
-          return ParseString(r, v, p, out->mutable_name());
-        }},
-       {"num_classes", [&](const YAML::Node& v, const std::string& p) -> absl::Status {
+      {{"name", [&](const YAML::Node& v,
+                    const std::string& p) { return ParseString(r, v, p, out->mutable_name()); }},
+       {"num_classes",
+        [&](const YAML::Node& v, const std::string& p) -> absl::Status {
           int64_t value = 0;
-          LF_RETURN_IF_ERROR(
-              ParseInteger(r, v, p, 0, std::numeric_limits<int32_t>::max(), &value));
+          LF_RETURN_IF_ERROR(ParseInteger(r, v, p, 0, std::numeric_limits<int32_t>::max(), &value));
           out->set_num_classes(static_cast<int32_t>(value));
           return absl::OkStatus();
         }},
        // text: the user's file on the workers, and its JSONL key.
-       {"path",
-        [&](const YAML::Node& v, const std::string& p) {
-          return ParseString(r, v, p, out->mutable_path());
-        }},
+       {"path", [&](const YAML::Node& v,
+                    const std::string& p) { return ParseString(r, v, p, out->mutable_path()); }},
        {"field", [&](const YAML::Node& v, const std::string& p) {
           return ParseString(r, v, p, out->mutable_field());
         }}});
 }
 
 // `probe: {task: kvpr, classes: 11, ...}`, or just `probe: kvpr`.
-absl::Status ParseProbe(const Reporter& r, const YAML::Node& node,
-                        const std::string& path, v1::ProbeSpec* out) {
+absl::Status ParseProbe(const Reporter& r, const YAML::Node& node, const std::string& path,
+                        v1::ProbeSpec* out) {
   if (node.IsScalar()) return ParseString(r, node, path, out->mutable_task());
   if (!node.IsMap()) {
-    return r.FieldError(
-        node, path, Expected("a data set name or a map {task, classes, ...}", node));
+    return r.FieldError(node, path,
+                        Expected("a data set name or a map {task, classes, ...}", node));
   }
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   auto number = [&](void (v1::ProbeSpec::*setter)(double)) {
@@ -325,10 +307,8 @@ absl::Status ParseProbe(const Reporter& r, const YAML::Node& node,
   };
   LF_RETURN_IF_ERROR(ParseMap(
       r, node, path,
-      {{"task",
-        [&](const YAML::Node& v, const std::string& p) {
-          return ParseString(r, v, p, out->mutable_task());
-        }},
+      {{"task", [&](const YAML::Node& v,
+                    const std::string& p) { return ParseString(r, v, p, out->mutable_task()); }},
        {"classes", int32_field(&v1::ProbeSpec::set_classes)},
        {"seeds",
         [&](const YAML::Node& v, const std::string& p) {
@@ -340,13 +320,11 @@ absl::Status ParseProbe(const Reporter& r, const YAML::Node& node,
        {"train_fraction", number(&v1::ProbeSpec::set_train_fraction)},
        {"val_fraction", number(&v1::ProbeSpec::set_val_fraction)},
        {"permutations", int32_field(&v1::ProbeSpec::set_permutations)},
-       {"feature_dtype",
-        [&](const YAML::Node& v, const std::string& p) {
+       {"feature_dtype", [&](const YAML::Node& v, const std::string& p) {
           return ParseString(r, v, p, out->mutable_feature_dtype());
         }}}));
   if (out->task().empty()) {
-    return r.FieldError(node, path,
-                        "missing 'task' (the data set to probe, e.g. task: kvpr)");
+    return r.FieldError(node, path, "missing 'task' (the data set to probe, e.g. task: kvpr)");
   }
   return absl::OkStatus();
 }
@@ -386,10 +364,8 @@ absl::Status ParseTrain(const Reporter& r, const YAML::Node& node, const std::st
   };
   return ParseMap(
       r, node, path,
-      {{"task",
-        [&](const YAML::Node& v, const std::string& p) {
-          return ParseString(r, v, p, out->mutable_task());
-        }},
+      {{"task", [&](const YAML::Node& v,
+                    const std::string& p) { return ParseString(r, v, p, out->mutable_task()); }},
        {"vocab", int32_field(&v1::TrainSpec::set_vocab)},
        {"length", int32_field(&v1::TrainSpec::set_length)},
        {"pairs", int32_field(&v1::TrainSpec::set_pairs)},
@@ -414,8 +390,7 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
   auto int32_field = [&](int64_t min, void (v1::SweepSpec::*setter)(int32_t)) {
-    return [&r, spec, min, setter](const YAML::Node& v,
-                                   const std::string& p) -> absl::Status {
+    return [&r, spec, min, setter](const YAML::Node& v, const std::string& p) -> absl::Status {
       int64_t value = 0;
       LF_RETURN_IF_ERROR(ParseInteger(r, v, p, min, kInt32Max, &value));
       (spec->*setter)(static_cast<int32_t>(value));
@@ -445,11 +420,10 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
            }},
           {"datasets",
            [&](const YAML::Node& v, const std::string& p) {
-             return ForEachElement(
-                 r, v, p, "a data set", /*allow_single_map=*/true,
-                 [&](const YAML::Node& e, const std::string& ep) {
-                   return ParseDataset(r, e, ep, spec->add_datasets());
-                 });
+             return ForEachElement(r, v, p, "a data set", /*allow_single_map=*/true,
+                                   [&](const YAML::Node& e, const std::string& ep) {
+                                     return ParseDataset(r, e, ep, spec->add_datasets());
+                                   });
            }},
           {"context_lengths",
            [&](const YAML::Node& v, const std::string& p) {
@@ -496,8 +470,8 @@ absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec*
              if (kind == "train") {
                spec->mutable_train();
              } else if (kind != "extract") {
-               return r.FieldError(v, p, absl::StrCat("unknown kind '", kind,
-                                                      "'; known kinds: extract, train"));
+               return r.FieldError(
+                   v, p, absl::StrCat("unknown kind '", kind, "'; known kinds: extract, train"));
              } else {
                kind_extract = v;
              }
@@ -595,18 +569,17 @@ absl::StatusOr<v1::SweepSpec> ParseSweepYaml(absl::string_view yaml,
     return r.Error(e.mark, absl::StrCat("invalid YAML: ", e.msg));
   }
   if (documents.size() > 1) {
-    return r.Error(documents[1].Mark(),
-                   "a sweep file holds one YAML document; found a second one");
+    return r.Error(documents[1].Mark(), "a sweep file holds one YAML document; found a second one");
   }
   if (documents.empty() || documents[0].IsNull()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source_name, ": empty sweep file; expected a map of sweep fields "
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name,
+                     ": empty sweep file; expected a map of sweep fields "
                      "(name, models, ...; see docs/sweep-file.md)"));
   }
   const YAML::Node& root = documents[0];
   if (!root.IsMap()) {
-    return r.Error(root.Mark(),
-                   Expected("a map of sweep fields (name: ..., models: [...])", root));
+    return r.Error(root.Mark(), Expected("a map of sweep fields (name: ..., models: [...])", root));
   }
   v1::SweepSpec spec;
   try {
@@ -629,8 +602,7 @@ absl::StatusOr<v1::SweepSpec> ParseSweepFile(const std::string& path) {
       return absl::NotFoundError(absl::StrCat("sweep file not found: ", path));
     }
     return absl::Status(absl::ErrnoToStatusCode(error),
-                        absl::StrCat("cannot read sweep file ", path, ": ",
-                                     std::strerror(error)));
+                        absl::StrCat("cannot read sweep file ", path, ": ", std::strerror(error)));
   }
   if (S_ISDIR(info.st_mode)) {
     return absl::InvalidArgumentError(

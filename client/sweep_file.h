@@ -19,8 +19,7 @@ namespace layerflow::client {
 // Parses YAML text. `source_name` prefixes every error location
 // ("SOURCE:LINE:COL: field 'seeds[1]': expected an integer, got 'abc'");
 // lines and columns are 1-based. Errors are INVALID_ARGUMENT.
-absl::StatusOr<v1::SweepSpec> ParseSweepYaml(absl::string_view yaml,
-                                             absl::string_view source_name);
+absl::StatusOr<v1::SweepSpec> ParseSweepYaml(absl::string_view yaml, absl::string_view source_name);
 
 // Reads and parses a sweep file. NOT_FOUND when the file does not exist,
 // PERMISSION_DENIED when it cannot be read, INVALID_ARGUMENT otherwise.

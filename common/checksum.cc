@@ -35,8 +35,8 @@ uint32_t Crc32c(absl::string_view data, uint32_t crc) {
   while (n >= 4) {
     c ^= static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
          static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
-    c = tables[3][c & 0xFF] ^ tables[2][(c >> 8) & 0xFF] ^
-        tables[1][(c >> 16) & 0xFF] ^ tables[0][c >> 24];
+    c = tables[3][c & 0xFF] ^ tables[2][(c >> 8) & 0xFF] ^ tables[1][(c >> 16) & 0xFF] ^
+        tables[0][c >> 24];
     p += 4;
     n -= 4;
   }

@@ -118,8 +118,9 @@ absl::StatusOr<std::string> RealPath(const std::string& path, absl::string_view 
   char* resolved = realpath(path.c_str(), nullptr);
   if (resolved == nullptr) {
     const int err = errno;
-    return absl::Status(absl::ErrnoToStatusCode(err),
-                        absl::StrCat(display, ": ", err == ENOENT ? "not found" : std::strerror(err)));
+    return absl::Status(
+        absl::ErrnoToStatusCode(err),
+        absl::StrCat(display, ": ", err == ENOENT ? "not found" : std::strerror(err)));
   }
   std::string out(resolved);
   free(resolved);
@@ -172,8 +173,8 @@ absl::StatusOr<ConfinedFile> ConfinedDir::OpenFile(absl::string_view name,
   absl::StatusOr<std::string> resolved = RealPath(absl::StrCat(path_, "/", name), shown);
   if (!resolved.ok()) return resolved.status();
   if (!PathWithin(*resolved, bound_)) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        shown, ": resolves (through a symbolic link) outside the checkpoint folder"));
+    return absl::PermissionDeniedError(
+        absl::StrCat(shown, ": resolves (through a symbolic link) outside the checkpoint folder"));
   }
   // stat before open: opening a FIFO for reading would block until a writer
   // comes; a device file could be read for ever.
@@ -199,9 +200,9 @@ absl::StatusOr<ConfinedFile> ConfinedDir::OpenFile(absl::string_view name,
     return absl::InvalidArgumentError(absl::StrCat(shown, ": not a regular file"));
   }
   if (st.st_size > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(shown, ": ", st.st_size, " bytes, more than this worker's limit of ",
-                     max_bytes, " bytes for this file"));
+    return absl::InvalidArgumentError(absl::StrCat(shown, ": ", st.st_size,
+                                                   " bytes, more than this worker's limit of ",
+                                                   max_bytes, " bytes for this file"));
   }
   // Regular files ignore O_NONBLOCK; cleared all the same for plain reads.
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
@@ -209,8 +210,7 @@ absl::StatusOr<ConfinedFile> ConfinedDir::OpenFile(absl::string_view name,
   return file;
 }
 
-absl::StatusOr<std::string> ConfinedDir::ReadFile(absl::string_view name,
-                                                  int64_t max_bytes) const {
+absl::StatusOr<std::string> ConfinedDir::ReadFile(absl::string_view name, int64_t max_bytes) const {
   absl::StatusOr<ConfinedFile> file = OpenFile(name, max_bytes);
   if (!file.ok()) return file.status();
   return file->ReadAll();

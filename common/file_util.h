@@ -42,8 +42,8 @@ inline absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
 // when it cannot be made.
 inline absl::StatusOr<std::string> MakeTempPath(const std::string& stem, bool directory) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string path = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", stem,
-                                  "-XXXXXX");
+  std::string path =
+      absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/", stem, "-XXXXXX");
   bool made = false;
   if (directory) {
     made = mkdtemp(path.data()) != nullptr;
@@ -53,10 +53,10 @@ inline absl::StatusOr<std::string> MakeTempPath(const std::string& stem, bool di
   }
   if (!made) {
     const int error = errno;
-    return absl::Status(absl::ErrnoToStatusCode(error),
-                        absl::StrCat("cannot create a temporary ",
-                                     directory ? "directory " : "file ", path, ": ",
-                                     std::strerror(error)));
+    return absl::Status(
+        absl::ErrnoToStatusCode(error),
+        absl::StrCat("cannot create a temporary ", directory ? "directory " : "file ", path, ": ",
+                     std::strerror(error)));
   }
   return path;
 }

@@ -32,8 +32,7 @@ class StatusBuilder {
   operator absl::Status() const {  // NOLINT(google-explicit-constructor)
     std::string context = stream_.str();
     if (context.empty()) return status_;
-    return absl::Status(status_.code(),
-                        context + ": " + std::string(status_.message()));
+    return absl::Status(status_.code(), context + ": " + std::string(status_.message()));
   }
   template <typename T>
   operator absl::StatusOr<T>() const {  // NOLINT(google-explicit-constructor)
@@ -52,12 +51,12 @@ class StatusBuilder {
 
 // The `switch (0) case 0: default:` form lets `<< annotation` follow the macro
 // while still being a single statement that is safe in an unbraced if/else.
-#define LF_RETURN_IF_ERROR(expr)                                       \
-  switch (0)                                                           \
-  case 0:                                                              \
-  default:                                                             \
-    if (::absl::Status lf_status_ = (expr); lf_status_.ok()) {         \
-    } else /* NOLINT */                                                \
+#define LF_RETURN_IF_ERROR(expr)                               \
+  switch (0)                                                   \
+  case 0:                                                      \
+  default:                                                     \
+    if (::absl::Status lf_status_ = (expr); lf_status_.ok()) { \
+    } else /* NOLINT */                                        \
       return ::layerflow::StatusBuilder(std::move(lf_status_))
 
 #define LF_ASSIGN_OR_RETURN(lhs, expr) \

@@ -24,8 +24,7 @@ namespace {
 
 bool IsExecutable(const std::string& path) {
   struct stat st {};
-  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-         access(path.c_str(), X_OK) == 0;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && access(path.c_str(), X_OK) == 0;
 }
 
 std::string Describe(int status) {
@@ -82,8 +81,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Spawn(
     if (!located.ok()) return located.status();
     binary = *located;
   }
-  std::vector<std::string> args = {binary, "--coordinator", options.coordinator_address,
-                                   "--device", options.device};
+  std::vector<std::string> args = {binary, "--coordinator", options.coordinator_address, "--device",
+                                   options.device};
   if (!options.name.empty()) {
     args.push_back("--name");
     args.push_back(options.name);

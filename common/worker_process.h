@@ -48,8 +48,7 @@ absl::StatusOr<std::string> LocateWorkerBinary();
 
 class WorkerProcess {
  public:
-  static absl::StatusOr<std::unique_ptr<WorkerProcess>> Spawn(
-      const WorkerProcessOptions& options);
+  static absl::StatusOr<std::unique_ptr<WorkerProcess>> Spawn(const WorkerProcessOptions& options);
   ~WorkerProcess();  // Stop()
 
   // SIGTERM (the worker finishes its chunk in progress), then SIGKILL after

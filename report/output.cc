@@ -25,17 +25,15 @@ namespace {
 // Terminal columns of a UTF-8 string: code points, not bytes ("±" and "·"
 // are two bytes each but one column). Good enough for the text we print.
 size_t DisplayWidth(absl::string_view s) {
-  return std::count_if(s.begin(), s.end(), [](char c) {
-    return (static_cast<unsigned char>(c) & 0xC0) != 0x80;
-  });
+  return std::count_if(s.begin(), s.end(),
+                       [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
 }
 
 enum class Align { kLeft, kRight };
 
 // Renders "a | b | c" rows under a header and a "--+--" rule, every column
 // as wide as its widest cell. No trailing spaces on a left-aligned last column.
-std::string RenderTable(const std::vector<std::string>& header,
-                        const std::vector<Align>& align,
+std::string RenderTable(const std::vector<std::string>& header, const std::vector<Align>& align,
                         const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width(header.size());
   for (size_t c = 0; c < header.size(); ++c) width[c] = DisplayWidth(header[c]);
@@ -145,12 +143,12 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> all_rows) {
     const std::vector<const v1::ResultRow*>& job_rows = by_job[job_id];
     const v1::ResultRow& first = *job_rows.front();
     if (!out.empty()) out += '\n';
-    absl::StrAppend(&out, "model ", first.model(), " · init ", first.init_scheme(),
-                    " · seed ", first.seed(), " · dataset ", first.dataset(),
-                    " · context ", first.context_length(), " · job ", job_id, "\n");
+    absl::StrAppend(&out, "model ", first.model(), " · init ", first.init_scheme(), " · seed ",
+                    first.seed(), " · dataset ", first.dataset(), " · context ",
+                    first.context_length(), " · job ", job_id, "\n");
     std::set<std::string> metrics;
     std::map<int, std::map<std::string, std::string>> cells;  // layer -> metric -> cell
-    std::vector<std::string> derived;  // "v_loc(x) = ..." after the grid
+    std::vector<std::string> derived;                         // "v_loc(x) = ..." after the grid
     for (const v1::ResultRow* row : job_rows) {
       // Derived rows (the coordinator's "v_loc(x)", "cubic(x)", ...) are
       // not per-layer values: v_loc / v_glob go on one line under the grid,
@@ -162,8 +160,7 @@ std::string FormatResultsTable(absl::Span<const v1::ResultRow> all_rows) {
         continue;
       }
       metrics.insert(row->metric());
-      cells[row->layer()][row->metric()] =
-          absl::StrFormat("%.4f ± %.4f", row->value(), row->std());
+      cells[row->layer()][row->metric()] = absl::StrFormat("%.4f ± %.4f", row->value(), row->std());
     }
     std::vector<std::string> header = {"layer"};
     header.insert(header.end(), metrics.begin(), metrics.end());
@@ -218,15 +215,11 @@ struct ProbeBlock {
 };
 
 // v to 2 decimals, without the "-0.00" of a tiny negative mean.
-std::string Fixed2(double v) {
-  return absl::StrFormat("%.2f", std::fabs(v) < 0.005 ? 0.0 : v);
-}
+std::string Fixed2(double v) { return absl::StrFormat("%.2f", std::fabs(v) < 0.005 ? 0.0 : v); }
 
 // The mark of a figure its null does not beat.
 std::string NullMark(const ProbeBlock::Null& null) {
-  return null.p_value.has_value() && *null.p_value > kProbeSignificance
-             ? " [not above null]"
-             : "";
+  return null.p_value.has_value() && *null.p_value > kProbeSignificance ? " [not above null]" : "";
 }
 
 std::string NullSummary(const char* what, const ProbeBlock::Null& null) {
@@ -325,8 +318,8 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
     if (best.has_value()) {
       absl::StrAppend(&headline, " best layer ", LayerLabel(first.model(), *best));
       if (best_acc.has_value()) {
-        absl::StrAppend(&headline, absl::StrFormat(" (%.2f ± %.2f)", best_acc->value,
-                                                   best_acc->std),
+        absl::StrAppend(&headline,
+                        absl::StrFormat(" (%.2f ± %.2f)", best_acc->value, best_acc->std),
                         NullMark(b.best_null));
       }
     }
@@ -346,9 +339,8 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
       absl::StrAppend(&headline, ", drop ", Fixed2(*drop), NullMark(b.drop_null));
     }
     absl::StrAppend(&out, headline, "\n");
-    absl::StrAppend(&out, "  init ", first.init_scheme(), " · seed ", first.seed(),
-                    " · dataset ", first.dataset(), " · context ", first.context_length(),
-                    " · job ", job_id);
+    absl::StrAppend(&out, "  init ", first.init_scheme(), " · seed ", first.seed(), " · dataset ",
+                    first.dataset(), " · context ", first.context_length(), " · job ", job_id);
     if (b.chance.has_value()) {
       absl::StrAppend(&out, absl::StrFormat(" · chance %.2f", *b.chance));
     }
@@ -358,11 +350,10 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
     }
     out += "\n";
     if (b.best_null.permutations > 0 || b.drop_null.permutations > 0) {
-      absl::StrAppend(
-          &out, "  label-permutation null (",
-          std::max(b.best_null.permutations, b.drop_null.permutations), " permutations): ",
-          NullSummary("best acc", b.best_null), " · ", NullSummary("drop", b.drop_null),
-          "\n");
+      absl::StrAppend(&out, "  label-permutation null (",
+                      std::max(b.best_null.permutations, b.drop_null.permutations),
+                      " permutations): ", NullSummary("best acc", b.best_null), " · ",
+                      NullSummary("drop", b.drop_null), "\n");
     }
     std::set<int> layers;
     for (const auto* series : {&b.test, &b.val, &b.train, &b.mae}) {
@@ -393,10 +384,9 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
                                          cell(b.test, layer, "%.3f ± %.3f")};
         if (has_interval) {
           auto it = b.interval.find(layer);
-          line.push_back(it == b.interval.end()
-                             ? "-"
-                             : absl::StrFormat("[%.2f, %.2f]", it->second.first,
-                                               it->second.second));
+          line.push_back(it == b.interval.end() ? "-"
+                                                : absl::StrFormat("[%.2f, %.2f]", it->second.first,
+                                                                  it->second.second));
         }
         if (has_val) line.push_back(cell(b.val, layer, "%.3f ± %.3f"));
         line.push_back(cell(b.train, layer, "%.3f ± %.3f"));
@@ -419,9 +409,8 @@ std::string FormatProbeTable(absl::Span<const v1::ResultRow> rows) {
         for (const auto& [c, acc] : classes->second) {
           cells.push_back(absl::StrFormat("%d:%.2f", c, acc));
         }
-        absl::StrAppend(&out, "per-class test accuracy at layer ",
-                        LayerLabel(first.model(), *best), ": ",
-                        absl::StrJoin(cells, " "), "\n");
+        absl::StrAppend(&out, "per-class test accuracy at layer ", LayerLabel(first.model(), *best),
+                        ": ", absl::StrJoin(cells, " "), "\n");
       }
     }
   }
@@ -434,10 +423,9 @@ std::string FormatResultsCsv(absl::Span<const v1::ResultRow> rows) {
       "layer,value,std,count,layer_b,head,position\n";
   for (const v1::ResultRow& row : rows) {
     absl::StrAppend(&out, CsvField(row.sweep_id()), ",", CsvField(row.job_id()), ",",
-                    CsvField(row.model()), ",", CsvField(row.init_scheme()), ",",
-                    row.seed(), ",", CsvField(row.dataset()), ",",
-                    row.context_length(), ",", CsvField(row.metric()), ",",
-                    row.layer(), ",", ShortestDouble(row.value()), ",",
+                    CsvField(row.model()), ",", CsvField(row.init_scheme()), ",", row.seed(), ",",
+                    CsvField(row.dataset()), ",", row.context_length(), ",", CsvField(row.metric()),
+                    ",", row.layer(), ",", ShortestDouble(row.value()), ",",
                     ShortestDouble(row.std()), ",", row.count(), ",",
                     row.has_layer_b() ? absl::StrCat(row.layer_b()) : "", ",",
                     row.has_head() ? absl::StrCat(row.head()) : "", ",",
@@ -450,24 +438,24 @@ std::string FormatResultsJson(absl::Span<const v1::ResultRow> rows) {
   // ordered_json keeps the keys in CSV column order.
   nlohmann::ordered_json array = nlohmann::ordered_json::array();
   for (const v1::ResultRow& row : rows) {
-    array.push_back({{"sweep_id", row.sweep_id()},
-                     {"job_id", row.job_id()},
-                     {"model", row.model()},
-                     {"init_scheme", row.init_scheme()},
-                     {"seed", row.seed()},
-                     {"dataset", row.dataset()},
-                     {"context_length", row.context_length()},
-                     {"metric", row.metric()},
-                     {"layer", row.layer()},
-                     {"value", row.value()},
-                     {"std", row.std()},
-                     {"count", row.count()},
-                     {"layer_b", row.has_layer_b() ? nlohmann::ordered_json(row.layer_b())
-                                                   : nlohmann::ordered_json()},
-                     {"head", row.has_head() ? nlohmann::ordered_json(row.head())
-                                             : nlohmann::ordered_json()},
-                     {"position", row.has_position() ? nlohmann::ordered_json(row.position())
-                                                     : nlohmann::ordered_json()}});
+    array.push_back(
+        {{"sweep_id", row.sweep_id()},
+         {"job_id", row.job_id()},
+         {"model", row.model()},
+         {"init_scheme", row.init_scheme()},
+         {"seed", row.seed()},
+         {"dataset", row.dataset()},
+         {"context_length", row.context_length()},
+         {"metric", row.metric()},
+         {"layer", row.layer()},
+         {"value", row.value()},
+         {"std", row.std()},
+         {"count", row.count()},
+         {"layer_b",
+          row.has_layer_b() ? nlohmann::ordered_json(row.layer_b()) : nlohmann::ordered_json()},
+         {"head", row.has_head() ? nlohmann::ordered_json(row.head()) : nlohmann::ordered_json()},
+         {"position",
+          row.has_position() ? nlohmann::ordered_json(row.position()) : nlohmann::ordered_json()}});
   }
   return array.dump(2) + "\n";
 }
@@ -537,8 +525,8 @@ std::optional<double> MeanOverLayers(const std::map<int, std::pair<double, int>>
 struct SummaryLine {
   const SummaryGroup* group;
   std::optional<int> peak_layer;
-  std::optional<double> peak, final_value, path_energy, mean_adjacent, mean_cka,
-      cka_baseline, v_loc, v_glob;
+  std::optional<double> peak, final_value, path_energy, mean_adjacent, mean_cka, cka_baseline,
+      v_loc, v_glob;
 };
 
 std::vector<SummaryLine> Summarize(absl::Span<const v1::ResultRow> rows,
@@ -600,8 +588,7 @@ std::string Sci(const std::optional<double>& v) {
 
 }  // namespace
 
-std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
-                                 OutputFormat format) {
+std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows, OutputFormat format) {
   std::vector<SummaryGroup> groups;
   const std::vector<SummaryLine> lines = Summarize(rows, groups);
   if (format == OutputFormat::kCsv) {
@@ -615,14 +602,12 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
     for (const SummaryLine& l : lines) {
       const SummaryGroup& g = *l.group;
       absl::StrAppend(
-          &out, CsvField(g.model), ",", CsvField(g.init_scheme), ",",
-          CsvField(g.dataset), ",", g.context_length, ",",
-          CsvField(absl::StrJoin(g.seeds, " ")), ",",
+          &out, CsvField(g.model), ",", CsvField(g.init_scheme), ",", CsvField(g.dataset), ",",
+          g.context_length, ",", CsvField(absl::StrJoin(g.seeds, " ")), ",",
           CsvField(absl::StrJoin(g.job_ids, " ")), ",",
-          l.peak_layer.has_value() ? absl::StrCat(*l.peak_layer) : "", ",",
-          num(l.peak), ",", num(l.final_value), ",", num(l.path_energy), ",",
-          num(l.mean_adjacent), ",", num(l.mean_cka), ",", num(l.cka_baseline), ",",
-          num(l.v_loc), ",", num(l.v_glob), "\n");
+          l.peak_layer.has_value() ? absl::StrCat(*l.peak_layer) : "", ",", num(l.peak), ",",
+          num(l.final_value), ",", num(l.path_energy), ",", num(l.mean_adjacent), ",",
+          num(l.mean_cka), ",", num(l.cka_baseline), ",", num(l.v_loc), ",", num(l.v_glob), "\n");
     }
     return out;
   }
@@ -654,10 +639,10 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
     return array.dump(2) + "\n";
   }
   if (lines.empty()) return "(no results)\n";
-  const std::vector<std::string> header = {
-      "model", "init", "dataset", "context", "seeds", "peak layer", "peak itc",
-      "final itc", "path_energy", "mean adj_cos", "mean cka", "cka base", "v_loc(itc)",
-      "v_glob(itc)"};
+  const std::vector<std::string> header = {"model",       "init",         "dataset",  "context",
+                                           "seeds",       "peak layer",   "peak itc", "final itc",
+                                           "path_energy", "mean adj_cos", "mean cka", "cka base",
+                                           "v_loc(itc)",  "v_glob(itc)"};
   std::vector<Align> align(header.size(), Align::kRight);
   for (int c = 0; c < 3; ++c) align[c] = Align::kLeft;
   std::vector<std::vector<std::string>> table;
@@ -667,8 +652,8 @@ std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
                      absl::StrJoin(g.seeds, ","),
                      l.peak_layer.has_value() ? LayerLabel(g.model, *l.peak_layer) : "-",
                      Fixed(l.peak), Fixed(l.final_value), Fixed(l.path_energy),
-                     Fixed(l.mean_adjacent), Fixed(l.mean_cka), Fixed(l.cka_baseline),
-                     Sci(l.v_loc), Sci(l.v_glob)});
+                     Fixed(l.mean_adjacent), Fixed(l.mean_cka), Fixed(l.cka_baseline), Sci(l.v_loc),
+                     Sci(l.v_glob)});
   }
   return RenderTable(header, align, table) +
          "itc = intertoken_cos; cka = cka_unbiased(l, l+1), mean over layers; "
@@ -686,14 +671,13 @@ std::string FormatRunSummary(absl::Span<const v1::ResultRow> rows) {
     table.push_back({g.model, g.init_scheme, Fixed(l.peak),
                      l.peak_layer.has_value() ? LayerLabel(g.model, *l.peak_layer) : "-",
                      Fixed(l.final_value),
-                     l.path_energy.has_value() ? absl::StrFormat("%.4g", *l.path_energy)
-                                               : "-"});
+                     l.path_energy.has_value() ? absl::StrFormat("%.4g", *l.path_energy) : "-"});
   }
   if (table.empty()) return "";
   std::vector<Align> align(6, Align::kRight);
   align[0] = align[1] = Align::kLeft;
-  return RenderTable({"model", "init", "itc peak", "at layer", "final itc", "path_energy"},
-                     align, table) +
+  return RenderTable({"model", "init", "itc peak", "at layer", "final itc", "path_energy"}, align,
+                     table) +
          "itc = intertoken_cos (mean over prompts; seeds averaged); at layer: where it "
          "peaks; final: the last representation point\n";
 }
@@ -709,8 +693,7 @@ std::string FormatProgressLine(const v1::Sweep& sweep, int bar_width) {
   }
   // A finished sweep shows a full bar even when cancelled or failed jobs
   // left chunks uncommitted: the bar is about "is it still working".
-  if (sweep.state() != v1::SWEEP_STATE_ACTIVE &&
-      sweep.state() != v1::SWEEP_STATE_UNSPECIFIED) {
+  if (sweep.state() != v1::SWEEP_STATE_ACTIVE && sweep.state() != v1::SWEEP_STATE_UNSPECIFIED) {
     fraction = 1;
   }
   fraction = std::clamp(fraction, 0.0, 1.0);
@@ -718,14 +701,13 @@ std::string FormatProgressLine(const v1::Sweep& sweep, int bar_width) {
   std::string bar = "[" + std::string(filled, '=');
   if (filled < bar_width) bar += '>' + std::string(bar_width - filled - 1, ' ');
   bar += ']';
-  std::string line = absl::StrCat(bar, " ", done, "/", sweep.jobs_total(),
-                                  " jobs done, ", sweep.jobs_running(), " running, ",
-                                  sweep.jobs_failed(), " failed");
+  std::string line =
+      absl::StrCat(bar, " ", done, "/", sweep.jobs_total(), " jobs done, ", sweep.jobs_running(),
+                   " running, ", sweep.jobs_failed(), " failed");
   if (sweep.jobs_cancelled() > 0) {
     absl::StrAppend(&line, ", ", sweep.jobs_cancelled(), " cancelled");
   }
-  absl::StrAppend(&line, " · ", sweep.chunks_committed(), "/", sweep.chunks_total(),
-                  " chunks");
+  absl::StrAppend(&line, " · ", sweep.chunks_committed(), "/", sweep.chunks_total(), " chunks");
   return line;
 }
 
@@ -763,14 +745,12 @@ std::string SweepStateName(v1::SweepState state) {
 
 absl::StatusOr<v1::JobState> ParseJobState(absl::string_view name) {
   const std::string lower = absl::AsciiStrToLower(name);
-  for (v1::JobState state :
-       {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
-        v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
+  for (v1::JobState state : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
+                             v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
     if (JobStateName(state) == lower) return state;
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown job state '", name,
-      "' (expected queued, running, succeeded, failed or cancelled)"));
+      "unknown job state '", name, "' (expected queued, running, succeeded, failed or cancelled)"));
 }
 
 std::string FormatJobsTable(absl::Span<const v1::Job> jobs) {
@@ -786,11 +766,10 @@ std::string FormatJobsTable(absl::Span<const v1::Job> jobs) {
                     absl::StrCat(job.chunks_committed(), "/", job.chunks_total()),
                     absl::StrCat(job.attempts()), error});
   }
-  return RenderTable(
-      {"job", "state", "model", "init", "seed", "chunks", "attempts", "error"},
-      {Align::kLeft, Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight,
-       Align::kRight, Align::kRight, Align::kLeft},
-      rows);
+  return RenderTable({"job", "state", "model", "init", "seed", "chunks", "attempts", "error"},
+                     {Align::kLeft, Align::kLeft, Align::kLeft, Align::kLeft, Align::kRight,
+                      Align::kRight, Align::kRight, Align::kLeft},
+                     rows);
 }
 
 std::string FormatJobTimingsTable(absl::Span<const v1::Job> jobs) {

@@ -110,8 +110,7 @@ std::vector<Configuration> GroupConfigurations(absl::Span<const v1::ResultRow> r
 // figure whose rows are absent shows "-" (table) or empty / null (CSV /
 // JSON). The table ends with a legend line; empty input gives
 // "(no results)\n" as a table.
-std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows,
-                                 OutputFormat format);
+std::string FormatResultsSummary(absl::Span<const v1::ResultRow> rows, OutputFormat format);
 
 // `layerflow run`'s headline above the tables: one line per configuration
 // (seeds averaged as in FormatResultsSummary): model, init scheme, where

@@ -41,8 +41,7 @@ constexpr auto kShutdownGrace = std::chrono::seconds(2);
 absl::Status ValidateOptions(const CoordinatorOptions& o) {
   auto positive = [](absl::string_view name, int64_t v) -> absl::Status {
     if (v > 0) return absl::OkStatus();
-    return absl::InvalidArgumentError(
-        absl::StrCat("options.", name, ": ", v, " is not positive"));
+    return absl::InvalidArgumentError(absl::StrCat("options.", name, ": ", v, " is not positive"));
   };
   if (o.listen_address.empty()) {
     return absl::InvalidArgumentError("options.listen_address: required");
@@ -59,28 +58,27 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
         "options.artifact_quota_bytes / artifact_max_bytes: negative (0 means "
         "unlimited)");
   }
-  if (o.max_queued_jobs < 0 || o.max_queued_jobs_per_user < 0 ||
-      o.max_submissions_per_minute < 0) {
+  if (o.max_queued_jobs < 0 || o.max_queued_jobs_per_user < 0 || o.max_submissions_per_minute < 0) {
     return absl::InvalidArgumentError(
         "options.max_queued_jobs / max_queued_jobs_per_user / max_submissions_per_minute: "
         "negative (0 means no limit)");
   }
   if (o.max_running_jobs_per_user < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "options.max_running_jobs_per_user: ", o.max_running_jobs_per_user,
-        " is negative (0 means no quota)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.max_running_jobs_per_user: ", o.max_running_jobs_per_user,
+                     " is negative (0 means no quota)"));
   }
   if (o.retry_backoff_ms < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "options.retry_backoff_ms: ", o.retry_backoff_ms, " is negative"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.retry_backoff_ms: ", o.retry_backoff_ms, " is negative"));
   }
   if (o.retry_backoff_cap_ms < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "options.retry_backoff_cap_ms: ", o.retry_backoff_cap_ms, " is negative"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.retry_backoff_cap_ms: ", o.retry_backoff_cap_ms, " is negative"));
   }
   if (o.quarantine_after < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "options.quarantine_after: ", o.quarantine_after, " is negative"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.quarantine_after: ", o.quarantine_after, " is negative"));
   }
   if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
     return absl::InvalidArgumentError(
@@ -92,8 +90,8 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
         "tls_key_file)");
   }
   if (o.max_job_seconds < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "options.max_job_seconds: ", o.max_job_seconds, " is negative (0: no deadline)"));
+    return absl::InvalidArgumentError(absl::StrCat("options.max_job_seconds: ", o.max_job_seconds,
+                                                   " is negative (0: no deadline)"));
   }
   if (o.progress_timeout_ms < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -101,9 +99,9 @@ absl::Status ValidateOptions(const CoordinatorOptions& o) {
   }
   // A heartbeat interval at or above the TTL lets healthy leases lapse.
   if (o.heartbeat_interval_ms >= o.lease_ttl_ms) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "options.heartbeat_interval_ms: ", o.heartbeat_interval_ms,
-        " must be less than lease_ttl_ms ", o.lease_ttl_ms));
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.heartbeat_interval_ms: ", o.heartbeat_interval_ms,
+                     " must be less than lease_ttl_ms ", o.lease_ttl_ms));
   }
   return absl::OkStatus();
 }
@@ -128,9 +126,9 @@ absl::StatusOr<std::string> ReadPemFile(absl::string_view what, const std::strin
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const CoordinatorOptions& o) {
   if (o.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
-  grpc::SslServerCredentialsOptions ssl(
-      o.tls_client_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                   : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions ssl(o.tls_client_ca_file.empty()
+                                            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                            : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
   LF_ASSIGN_OR_RETURN(pair.private_key, ReadPemFile("--tls-key", o.tls_key_file));
   LF_ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile("--tls-cert", o.tls_cert_file));
@@ -154,8 +152,7 @@ bool IsLoopbackAddress(absl::string_view address) {
 
 class CoordinatorServerImpl final : public CoordinatorServer {
  public:
-  CoordinatorServerImpl(std::unique_ptr<Metrics> metrics,
-                        std::unique_ptr<CoordinatorCore> core,
+  CoordinatorServerImpl(std::unique_ptr<Metrics> metrics, std::unique_ptr<CoordinatorCore> core,
                         std::unique_ptr<artifacts::ArtifactStore> artifacts,
                         std::unique_ptr<auth::Authorizer> authorizer)
       : metrics_(std::move(metrics)),
@@ -191,8 +188,7 @@ class CoordinatorServerImpl final : public CoordinatorServer {
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port_ == 0) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot listen on '", address, "'"));
+      return absl::UnavailableError(absl::StrCat("cannot listen on '", address, "'"));
     }
     core_->StartReaper();
     return absl::OkStatus();
@@ -267,9 +263,7 @@ std::string DefaultArtifactDir(const std::string& db_path) {
   return absl::StrCat(db_path.substr(0, slash), "/artifacts");
 }
 
-std::string DescribeDb(const std::string& db_path) {
-  return DescribeStoreLocation(db_path);
-}
+std::string DescribeDb(const std::string& db_path) { return DescribeStoreLocation(db_path); }
 
 absl::StatusOr<std::string> AdministerWorkers(const std::string& db_path,
                                               const std::string& release_worker_id) {
@@ -291,8 +285,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     const CoordinatorOptions& options) {
   LF_RETURN_IF_ERROR(ValidateOptions(options));
   LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(options.db_path));
-  LF_ASSIGN_OR_RETURN(std::unique_ptr<Metrics> metrics,
-                      Metrics::Create(options.metrics_address));
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Metrics> metrics, Metrics::Create(options.metrics_address));
   CoreOptions core_options;
   core_options.lease_ttl_ms = options.lease_ttl_ms;
   core_options.heartbeat_interval_ms = options.heartbeat_interval_ms;
@@ -310,13 +303,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   // A stall shorter than ttl - heartbeat cannot lapse a lease renewed on
   // time; half that is caught well before, and is far above the reaper's
   // own jitter.
-  core_options.stall_threshold_ms =
-      std::max<int64_t>((options.lease_ttl_ms - options.heartbeat_interval_ms) / 2,
-                        2 * options.reaper_interval_ms);
+  core_options.stall_threshold_ms = std::max<int64_t>(
+      (options.lease_ttl_ms - options.heartbeat_interval_ms) / 2, 2 * options.reaper_interval_ms);
   artifacts::ArtifactStoreOptions artifact_options;
-  artifact_options.root = options.artifact_dir.empty()
-                              ? DefaultArtifactDir(options.db_path)
-                              : options.artifact_dir;
+  artifact_options.root =
+      options.artifact_dir.empty() ? DefaultArtifactDir(options.db_path) : options.artifact_dir;
   artifact_options.quota_bytes = options.artifact_quota_bytes;
   artifact_options.max_artifact_bytes = options.artifact_max_bytes;
   artifact_options.on_bytes_stored = [m = metrics.get()](int64_t bytes) {
@@ -324,8 +315,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   };
   LF_ASSIGN_OR_RETURN(std::unique_ptr<artifacts::ArtifactStore> artifact_store,
                       artifacts::ArtifactStore::Open(artifact_options));
-  auto core = std::make_unique<CoordinatorCore>(
-      std::move(store), core_options, SystemUnixMillis, metrics.get());
+  auto core = std::make_unique<CoordinatorCore>(std::move(store), core_options, SystemUnixMillis,
+                                                metrics.get());
   // The recovery pass: leases held when the last coordinator stopped get a
   // lease TTL from now for their workers to re-attach; the downtime costs
   // no attempt (issue 14, failure 4).
@@ -338,9 +329,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
                       MakeServerCredentials(options));
   const bool auth_on = tokens != nullptr;
   auto authorizer = std::make_unique<auth::Authorizer>(
-      std::move(tokens),
-      auth::AuthorizerOptions{.require_worker_client_certificate =
-                                  !options.tls_client_ca_file.empty()});
+      std::move(tokens), auth::AuthorizerOptions{.require_worker_client_certificate =
+                                                     !options.tls_client_ca_file.empty()});
   auto server = std::make_unique<CoordinatorServerImpl>(
       std::move(metrics), std::move(core), std::move(artifact_store), std::move(authorizer));
   LF_RETURN_IF_ERROR(server->Listen(options.listen_address, std::move(credentials)));
@@ -354,21 +344,18 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   if (!auth_on) {
     std::cerr << "layerflow-coordinator: authentication is off (no --auth-db): every "
                  "client that reaches "
-              << where
-              << " may submit, read and cancel any sweep and act as a worker" << std::endl;
+              << where << " may submit, read and cancel any sweep and act as a worker" << std::endl;
     if (!IsLoopbackAddress(options.listen_address)) {
-      std::cerr << "layerflow-coordinator: WARNING: authentication is off and "
-                << where
+      std::cerr << "layerflow-coordinator: WARNING: authentication is off and " << where
                 << " is not a loopback address; start with --auth-db (docs/operations.md, "
                    "\"Tokens and TLS\")"
                 << std::endl;
     }
   } else {
-    std::cerr << "layerflow-coordinator: authentication on: tokens in "
-              << options.auth_db_path << std::endl;
+    std::cerr << "layerflow-coordinator: authentication on: tokens in " << options.auth_db_path
+              << std::endl;
   }
-  std::cerr << "layerflow-coordinator: gRPC "
-            << (tls ? "over TLS" : "in plaintext")
+  std::cerr << "layerflow-coordinator: gRPC " << (tls ? "over TLS" : "in plaintext")
             << (options.tls_client_ca_file.empty() ? ""
                                                    : ", worker calls need a client certificate")
             << std::endl;

@@ -21,25 +21,20 @@ using layerflow::server::CoordinatorServer;
 
 void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
   std::cerr << "layerflow-coordinator: effective config:"
-            << "\n  listen_address        " << o.listen_address
-            << "\n  db                    " << layerflow::server::DescribeDb(o.db_path)
-            << "\n  metrics_address       "
+            << "\n  listen_address        " << o.listen_address << "\n  db                    "
+            << layerflow::server::DescribeDb(o.db_path) << "\n  metrics_address       "
             << (o.metrics_address.empty() ? "(disabled)" : o.metrics_address)
             << "\n  http_address          "
             << (o.http_address.empty() ? "(disabled)" : o.http_address)
-            << "\n  lease_ttl_ms          " << o.lease_ttl_ms
-            << "\n  heartbeat_interval_ms " << o.heartbeat_interval_ms
-            << "\n  reaper_interval_ms    " << o.reaper_interval_ms
-            << "\n  max_attempts          " << o.max_attempts
-            << "\n  retry_backoff_ms      " << o.retry_backoff_ms
-            << "\n  retry_backoff_cap_ms  " << o.retry_backoff_cap_ms
-            << "\n  quarantine_after      " << o.quarantine_after
-            << "\n  max_job_seconds       " << o.max_job_seconds
-            << (o.max_job_seconds == 0 ? " (no deadline)" : "")
+            << "\n  lease_ttl_ms          " << o.lease_ttl_ms << "\n  heartbeat_interval_ms "
+            << o.heartbeat_interval_ms << "\n  reaper_interval_ms    " << o.reaper_interval_ms
+            << "\n  max_attempts          " << o.max_attempts << "\n  retry_backoff_ms      "
+            << o.retry_backoff_ms << "\n  retry_backoff_cap_ms  " << o.retry_backoff_cap_ms
+            << "\n  quarantine_after      " << o.quarantine_after << "\n  max_job_seconds       "
+            << o.max_job_seconds << (o.max_job_seconds == 0 ? " (no deadline)" : "")
             << "\n  progress_timeout_ms   " << o.progress_timeout_ms
-            << (o.progress_timeout_ms == 0 ? " (watchdog off)" : "")
-            << "\n  max_queued_jobs       " << o.max_queued_jobs
-            << (o.max_queued_jobs == 0 ? " (no limit)" : "")
+            << (o.progress_timeout_ms == 0 ? " (watchdog off)" : "") << "\n  max_queued_jobs       "
+            << o.max_queued_jobs << (o.max_queued_jobs == 0 ? " (no limit)" : "")
             << "\n  max_queued_jobs_per_user " << o.max_queued_jobs_per_user
             << (o.max_queued_jobs_per_user == 0 ? " (no limit)" : "")
             << "\n  max_submissions_per_minute " << o.max_submissions_per_minute
@@ -47,29 +42,25 @@ void LogConfig(const CoordinatorOptions& o, bool embedded_worker) {
             << "\n  max_running_jobs_per_user " << o.max_running_jobs_per_user
             << (o.max_running_jobs_per_user == 0 ? " (no quota)" : "")
             << "\n  artifact_dir          "
-            << (o.artifact_dir.empty()
-                    ? layerflow::server::DefaultArtifactDir(o.db_path)
-                    : o.artifact_dir)
+            << (o.artifact_dir.empty() ? layerflow::server::DefaultArtifactDir(o.db_path)
+                                       : o.artifact_dir)
             << "\n  artifact_quota_bytes  " << o.artifact_quota_bytes
-            << (o.artifact_quota_bytes == 0 ? " (unlimited)" : "")
-            << "\n  artifact_max_bytes    " << o.artifact_max_bytes
-            << (o.artifact_max_bytes == 0 ? " (unlimited)" : "")
+            << (o.artifact_quota_bytes == 0 ? " (unlimited)" : "") << "\n  artifact_max_bytes    "
+            << o.artifact_max_bytes << (o.artifact_max_bytes == 0 ? " (unlimited)" : "")
             << "\n  auth_db               "
             << (o.auth_db_path.empty() ? "(authentication off)" : o.auth_db_path)
             << "\n  tls_cert / tls_key    "
             << (o.tls_cert_file.empty() ? "(plaintext)" : o.tls_cert_file + " / " + o.tls_key_file)
             << "\n  tls_client_ca         "
             << (o.tls_client_ca_file.empty() ? "(none)" : o.tls_client_ca_file)
-            << "\n  embedded_worker       " << (embedded_worker ? "yes" : "no")
-            << std::endl;
+            << "\n  embedded_worker       " << (embedded_worker ? "yes" : "no") << std::endl;
 }
 
 // `layerflow-coordinator tokens create|list|revoke`: offline on the
 // --auth-db file, like --list-workers on --db (a running coordinator reads
 // the file on every call, so a revocation takes effect at once).
-int AdministerTokens(const std::string& auth_db, const std::string& action,
-                     const std::string& user, const std::string& role_name,
-                     const std::string& token_id) {
+int AdministerTokens(const std::string& auth_db, const std::string& action, const std::string& user,
+                     const std::string& role_name, const std::string& token_id) {
   namespace auth = layerflow::server::auth;
   if (auth_db.empty()) {
     std::cerr << "layerflow-coordinator: tokens: --auth-db FILE is required" << std::endl;
@@ -91,8 +82,8 @@ int AdministerTokens(const std::string& auth_db, const std::string& action,
       std::cerr << "layerflow-coordinator: " << made.status() << std::endl;
       return 1;
     }
-    std::cerr << "created token " << made->record.id << " for " << made->record.user
-              << " (role " << auth::RoleName(made->record.role)
+    std::cerr << "created token " << made->record.id << " for " << made->record.user << " (role "
+              << auth::RoleName(made->record.role)
               << "); it is shown only now, only its SHA-256 is kept:" << std::endl;
     std::cout << made->token << std::endl;
     return 0;
@@ -124,8 +115,9 @@ int AdministerTokens(const std::string& auth_db, const std::string& action,
 int main(int argc, char** argv) {
   CoordinatorOptions options;
   bool embedded_worker = false;
-  CLI::App app{"layerflow coordinator: schedules sweep jobs on workers and "
-               "stores their results"};
+  CLI::App app{
+      "layerflow coordinator: schedules sweep jobs on workers and "
+      "stores their results"};
   app.add_option("--listen", options.listen_address,
                  "gRPC listen address (host:port; port 0 picks a free one)")
       ->capture_default_str();
@@ -236,15 +228,14 @@ int main(int argc, char** argv) {
                  "PEM CA bundle: worker calls must present a client certificate it "
                  "signed (needs --tls-cert)");
   std::string token_user, token_role = "user", token_id;
-  CLI::App* tokens = app.add_subcommand(
-      "tokens", "manage API tokens in the --auth-db file, then exit");
+  CLI::App* tokens =
+      app.add_subcommand("tokens", "manage API tokens in the --auth-db file, then exit");
   tokens->require_subcommand(1);
   tokens->fallthrough();
   CLI::App* tokens_create = tokens->add_subcommand(
       "create", "create a token and print it (shown once; only its hash is kept)");
   tokens_create->add_option("--user", token_user, "who the token speaks for")->required();
-  tokens_create->add_option("--role", token_role, "user, worker or admin")
-      ->capture_default_str();
+  tokens_create->add_option("--role", token_role, "user, worker or admin")->capture_default_str();
   tokens_create->fallthrough();
   CLI::App* tokens_list =
       tokens->add_subcommand("list", "print every token: id, user, role, created, live/revoked");
@@ -290,8 +281,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   LogConfig(options, embedded_worker);
-  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server =
-      CoordinatorServer::Start(options);
+  absl::StatusOr<std::unique_ptr<CoordinatorServer>> server = CoordinatorServer::Start(options);
   if (!server.ok()) {
     std::cerr << "layerflow-coordinator: " << server.status() << std::endl;
     return 1;
@@ -316,21 +306,19 @@ int main(int argc, char** argv) {
              .name = "embedded",
              .model_roots = {layerflow::CurrentFolder()}});
     if (!spawned.ok()) {
-      std::cerr << "layerflow-coordinator: embedded worker: " << spawned.status()
-                << std::endl;
+      std::cerr << "layerflow-coordinator: embedded worker: " << spawned.status() << std::endl;
       (*server)->Shutdown();
       return 1;
     }
     worker = std::move(*spawned);
-    std::cerr << "layerflow-coordinator: embedded worker started (pid "
-              << worker->pid() << ")" << std::endl;
+    std::cerr << "layerflow-coordinator: embedded worker started (pid " << worker->pid() << ")"
+              << std::endl;
   }
 
   std::thread signal_thread([&signals, s = server->get()] {
     int signal = 0;
     sigwait(&signals, &signal);
-    std::cerr << "layerflow-coordinator: signal " << signal
-              << ", shutting down" << std::endl;
+    std::cerr << "layerflow-coordinator: signal " << signal << ", shutting down" << std::endl;
     s->Shutdown();
   });
   (*server)->Wait();

@@ -27,8 +27,8 @@ namespace {
 
 constexpr char kDepthLabel[] = "normalised depth l / (L+1)  (0 = embedding, 1 = final norm)";
 // METHODS.md's bins of |λ|.
-constexpr const char* kSpectrumBins[] = {"[0, 0.1)",  "[0.1, 0.5)", "[0.5, 0.9)", "[0.9, 1)",
-                                         "[1, 10)",   "[10, 100)",  "[100, ∞)"};
+constexpr const char* kSpectrumBins[] = {"[0, 0.1)", "[0.1, 0.5)", "[0.5, 0.9)", "[0.9, 1)",
+                                         "[1, 10)",  "[10, 100)",  "[100, ∞)"};
 constexpr int kNumSpectrumBins = 7;
 
 struct Config : Configuration {
@@ -119,8 +119,7 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
     if (row.metric().find('(') != std::string::npos) continue;  // derived rows
     row_metrics.insert(row.metric());
     const bool keyed = row.has_layer_b() || row.has_head() || row.has_position();
-    if (!keyed && (!absl::StartsWith(row.metric(), "probe_") ||
-                   row.metric() == "probe_test_acc")) {
+    if (!keyed && (!absl::StartsWith(row.metric(), "probe_") || row.metric() == "probe_test_acc")) {
       c.max_layer = std::max(c.max_layer, row.layer());
     }
     groups[Key{row_config[i], row.metric(), row.layer(), row.has_layer_b() ? row.layer_b() : -1,
@@ -142,15 +141,13 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
     if (init_varies) absl::StrAppend(&c.label, " · ", c.init_scheme);
     if (dataset_varies) absl::StrAppend(&c.label, " · ", c.dataset);
     if (context_varies) absl::StrAppend(&c.label, " · ", c.context_length);
-    c.slug = Slug(absl::StrCat(c.model, "_", c.init_scheme, "_", c.dataset, "_",
-                               c.context_length));
+    c.slug = Slug(absl::StrCat(c.model, "_", c.init_scheme, "_", c.dataset, "_", c.context_length));
   }
 
   // Per (config, metric): unkeyed layer series, pair cells, token cells,
   // spectrum bins per (layer, head).
   std::map<std::pair<size_t, std::string>, std::map<int, Pooled>> series;
-  std::map<std::pair<size_t, std::string>, std::map<std::pair<int, int>, Pooled>> pairs,
-      tokens;
+  std::map<std::pair<size_t, std::string>, std::map<std::pair<int, int>, Pooled>> pairs, tokens;
   // (config, flavour) -> layer -> bin -> head -> pooled.
   std::map<std::pair<size_t, std::string>, std::map<int, std::map<int, std::map<int, double>>>>
       spectra;
@@ -179,9 +176,8 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
   std::set<std::string> plottable;
   auto wanted = [&](const std::string& metric) {
     plottable.insert(metric);
-    return options.metrics.empty() ||
-           std::find(options.metrics.begin(), options.metrics.end(), metric) !=
-               options.metrics.end();
+    return options.metrics.empty() || std::find(options.metrics.begin(), options.metrics.end(),
+                                                metric) != options.metrics.end();
   };
 
   // Metrics over depth, one figure per metric, lines in configuration order.
@@ -203,16 +199,17 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
     if (!wanted(metric)) continue;
     const bool probe = metric == "probe_test_acc";
     plot::LineChart chart;
-    chart.title = probe ? "Probe test accuracy per layer"
-                        : absl::StrCat(metric, " over normalised depth");
+    chart.title =
+        probe ? "Probe test accuracy per layer" : absl::StrCat(metric, " over normalised depth");
     chart.x_label = kDepthLabel;
     chart.y_label = probe ? "test accuracy (mean ± std over probe seeds)"
                           : absl::StrCat(metric, " (mean ± std over prompts)");
     chart.x_min = -0.02;
     chart.x_max = 1.02;
-    chart.meta = {{"sweep_id", options.sweep_id}, {"metric", metric},
-                  {"x", "layer / (L+1)"}, {"band", probe ? "std over probe seeds"
-                                                         : "std over prompts"}};
+    chart.meta = {{"sweep_id", options.sweep_id},
+                  {"metric", metric},
+                  {"x", "layer / (L+1)"},
+                  {"band", probe ? "std over probe seeds" : "std over prompts"}};
     std::set<double> chances;
     for (size_t c : line_metrics[metric]) {
       const Config& config = configs[c];
@@ -231,11 +228,10 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
       if (probe && chance.count(c)) chances.insert(chance[c]);
     }
     for (double level : chances) {
-      chart.references.push_back(
-          {absl::StrFormat("chance %.3g", level), level});
+      chart.references.push_back({absl::StrFormat("chance %.3g", level), level});
     }
-    figures.push_back({probe ? "probe_test_acc" : absl::StrCat("depth_", metric),
-                       std::move(chart)});
+    figures.push_back(
+        {probe ? "probe_test_acc" : absl::StrCat("depth_", metric), std::move(chart)});
   }
 
   // CKA layer x layer heat maps.
@@ -340,8 +336,8 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
                           ? "its rows have a single layer: nothing to draw over depth"
                           : "it has no rows of that metric";
     return absl::InvalidArgumentError(absl::StrCat(
-        "--metric ", metric, ": no figure of ", sweep, " (", why, "); its figures' metrics: ",
-        plottable.empty() ? "none" : absl::StrJoin(plottable, ", ")));
+        "--metric ", metric, ": no figure of ", sweep, " (", why,
+        "); its figures' metrics: ", plottable.empty() ? "none" : absl::StrJoin(plottable, ", ")));
   }
   if (figures.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(

@@ -24,7 +24,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-
 // ---------------------------------------------------------------------------
 // Drawing helpers.
 
@@ -135,8 +134,8 @@ void Title(cairo_t* cr, const std::string& title, double width) {
 // given by labels at positions.
 void Axes(cairo_t* cr, const Rect& area, const Range& xr, const Range& yr,
           const std::vector<std::pair<double, std::string>>& x_ticks,
-          const std::vector<std::pair<double, std::string>>& y_ticks,
-          const std::string& x_label, const std::string& y_label, bool grid) {
+          const std::vector<std::pair<double, std::string>>& y_ticks, const std::string& x_label,
+          const std::string& y_label, bool grid) {
   SetFont(cr, 12);
   cairo_set_line_width(cr, 1);
   for (const auto& [v, label] : y_ticks) {
@@ -224,8 +223,7 @@ void Legend(cairo_t* cr, const std::vector<LegendEntry>& entries, double x, doub
 // Validation.
 
 absl::Status Bad(const std::string& title, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("figure '", title, "': ", what));
+  return absl::InvalidArgumentError(absl::StrCat("figure '", title, "': ", what));
 }
 
 absl::Status Check(const LineChart& c) {
@@ -235,16 +233,16 @@ absl::Status Check(const LineChart& c) {
     const std::string name = absl::StrCat("line ", i, " ('", l.label, "')");
     if (l.x.empty()) return Bad(c.title, name + " has no points");
     if (l.y.size() != l.x.size()) {
-      return Bad(c.title, absl::StrCat(name, ": ", l.x.size(), " x values but ",
-                                       l.y.size(), " y values"));
+      return Bad(c.title,
+                 absl::StrCat(name, ": ", l.x.size(), " x values but ", l.y.size(), " y values"));
     }
     if (!l.std.empty() && l.std.size() != l.x.size()) {
-      return Bad(c.title, absl::StrCat(name, ": ", l.std.size(), " std values for ",
-                                       l.x.size(), " points"));
+      return Bad(c.title,
+                 absl::StrCat(name, ": ", l.std.size(), " std values for ", l.x.size(), " points"));
     }
     if (!l.ids.empty() && l.ids.size() != l.x.size()) {
-      return Bad(c.title, absl::StrCat(name, ": ", l.ids.size(), " ids for ", l.x.size(),
-                                       " points"));
+      return Bad(c.title,
+                 absl::StrCat(name, ": ", l.ids.size(), " ids for ", l.x.size(), " points"));
     }
     for (size_t k = 0; k < l.x.size(); ++k) {
       if (!std::isfinite(l.x[k]) || !std::isfinite(l.y[k]) ||
@@ -261,8 +259,8 @@ absl::Status Check(const HeatMap& h) {
     return Bad(h.title, absl::StrCat("empty heat map (", h.rows, " x ", h.cols, ")"));
   }
   if (h.values.size() != static_cast<size_t>(h.rows) * h.cols) {
-    return Bad(h.title, absl::StrCat(h.values.size(), " values for ", h.rows, " x ", h.cols,
-                                     " cells"));
+    return Bad(h.title,
+               absl::StrCat(h.values.size(), " values for ", h.rows, " x ", h.cols, " cells"));
   }
   if ((!h.row_ids.empty() && h.row_ids.size() != static_cast<size_t>(h.rows)) ||
       (!h.col_ids.empty() && h.col_ids.size() != static_cast<size_t>(h.cols))) {
@@ -283,8 +281,8 @@ absl::Status Check(const StackedBars& b) {
     }
     for (double v : s.values) {
       if (!std::isfinite(v) || v < 0) {
-        return Bad(b.title, absl::StrCat("stack '", s.label,
-                                         "' has a negative or non-finite value"));
+        return Bad(b.title,
+                   absl::StrCat("stack '", s.label, "' has a negative or non-finite value"));
       }
     }
   }
@@ -462,8 +460,7 @@ void Draw(cairo_t* cr, const HeatMap& h) {
   cairo_pattern_t* gradient = cairo_pattern_create_linear(0, bar.y + bar.h, 0, bar.y);
   for (int k = 0; k <= 20; ++k) {
     const Rgb c = Viridis(k / 20.0);
-    cairo_pattern_add_color_stop_rgb(gradient, k / 20.0, c.r / 255.0, c.g / 255.0,
-                                     c.b / 255.0);
+    cairo_pattern_add_color_stop_rgb(gradient, k / 20.0, c.r / 255.0, c.g / 255.0, c.b / 255.0);
   }
   cairo_set_source(cr, gradient);
   cairo_rectangle(cr, bar.x, bar.y, bar.w, bar.h);
@@ -554,7 +551,7 @@ Json ToJson(const LineChart& c) {
   }
   Json refs = Json::array();
   for (const ReferenceLine& r : c.references) refs.push_back({{"label", r.label}, {"y", r.y}});
-  return {{"kind", "line"},      {"title", c.title},   {"x_label", c.x_label},
+  return {{"kind", "line"},       {"title", c.title},     {"x_label", c.x_label},
           {"y_label", c.y_label}, {"meta", Meta(c.meta)}, {"lines", lines},
           {"references", refs}};
 }
@@ -681,8 +678,7 @@ std::string FigureJson(const Figure& figure) {
   return std::visit([](const auto& f) { return ToJson(f); }, figure).dump(2) + "\n";
 }
 
-absl::StatusOr<std::vector<std::string>> WriteFigure(const Figure& figure,
-                                                     const std::string& stem,
+absl::StatusOr<std::vector<std::string>> WriteFigure(const Figure& figure, const std::string& stem,
                                                      const std::vector<ImageFormat>& formats) {
   std::vector<std::string> written;
   for (ImageFormat format : formats) {

@@ -124,8 +124,7 @@ std::string FigureJson(const Figure& figure);
 
 // Draws `figure` as `<stem>.<ext>` for each format and writes the sidecar
 // `<stem>.json`; returns the paths written (images, then the sidecar).
-absl::StatusOr<std::vector<std::string>> WriteFigure(const Figure& figure,
-                                                     const std::string& stem,
+absl::StatusOr<std::vector<std::string>> WriteFigure(const Figure& figure, const std::string& stem,
                                                      const std::vector<ImageFormat>& formats);
 
 }  // namespace layerflow::plot

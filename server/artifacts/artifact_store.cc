@@ -122,8 +122,8 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& tem
 }
 
 bool ValidNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '_' || c == '.' || c == '-' || c == '/';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-' || c == '/';
 }
 
 }  // namespace
@@ -158,13 +158,11 @@ absl::Status ValidateArtifactName(absl::string_view name, absl::string_view fiel
 
 // --- ArtifactStore -----------------------------------------------------------
 
-ArtifactStore::ArtifactStore(ArtifactStoreOptions options)
-    : options_(std::move(options)) {}
+ArtifactStore::ArtifactStore(ArtifactStoreOptions options) : options_(std::move(options)) {}
 
 ArtifactStore::~ArtifactStore() = default;
 
-absl::StatusOr<std::unique_ptr<ArtifactStore>> ArtifactStore::Open(
-    ArtifactStoreOptions options) {
+absl::StatusOr<std::unique_ptr<ArtifactStore>> ArtifactStore::Open(ArtifactStoreOptions options) {
   if (options.root.empty()) {
     return absl::InvalidArgumentError("artifact store: root directory required");
   }
@@ -252,8 +250,7 @@ absl::StatusOr<std::unique_ptr<ArtifactStore::Upload>> ArtifactStore::BeginUploa
           " being uploaded; --artifact-quota-bytes)"));
     }
     reserved_bytes_ += total_bytes;
-    temp_path = absl::StrCat(options_.root, "/", kTempDir, "/upload-", getpid(), "-",
-                             next_temp_++);
+    temp_path = absl::StrCat(options_.root, "/", kTempDir, "/upload-", getpid(), "-", next_temp_++);
   }
   std::FILE* file = std::fopen(temp_path.c_str(), "wb");
   if (file == nullptr) {
@@ -270,8 +267,7 @@ void ArtifactStore::Release(int64_t reserved) {
 }
 
 absl::StatusOr<ArtifactMeta> ArtifactStore::CommitUpload(const std::string& temp_path,
-                                                         const std::string& name,
-                                                         int64_t bytes,
+                                                         const std::string& name, int64_t bytes,
                                                          const std::string& sha256,
                                                          int64_t reserved) {
   const std::string path = absl::StrCat(options_.root, "/", name);
@@ -284,8 +280,7 @@ absl::StatusOr<ArtifactMeta> ArtifactStore::CommitUpload(const std::string& temp
     // data (never listed), not data with a stale checksum.
     LF_RETURN_IF_ERROR(WriteFileAtomically(
         meta_path,
-        absl::StrCat(options_.root, "/", kTempDir, "/meta-", getpid(), "-", next_temp_++),
-        sha256));
+        absl::StrCat(options_.root, "/", kTempDir, "/meta-", getpid(), "-", next_temp_++), sha256));
     LF_RETURN_IF_ERROR(MakeDirs(Dirname(path)));
     if (rename(temp_path.c_str(), path.c_str()) != 0) {
       return ErrnoError(errno, "artifact store: cannot rename into", path);
@@ -339,9 +334,8 @@ absl::StatusOr<std::pair<ArtifactMeta, std::FILE*>> ArtifactStore::OpenForRead(
 
 // --- Upload ------------------------------------------------------------------
 
-ArtifactStore::Upload::Upload(ArtifactStore* store, std::string name,
-                              int64_t total_bytes, std::string temp_path,
-                              std::FILE* file)
+ArtifactStore::Upload::Upload(ArtifactStore* store, std::string name, int64_t total_bytes,
+                              std::string temp_path, std::FILE* file)
     : store_(store),
       name_(std::move(name)),
       total_bytes_(total_bytes),
@@ -360,19 +354,19 @@ absl::Status ArtifactStore::Upload::Append(int64_t offset, absl::string_view dat
                                            uint32_t crc32c) {
   if (done_) return absl::FailedPreconditionError("upload already committed");
   if (offset != received_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chunk.offset: ", offset, " but ", received_, " bytes of ", name_,
-        " were received (chunks must arrive in order)"));
+    return absl::InvalidArgumentError(absl::StrCat("chunk.offset: ", offset, " but ", received_,
+                                                   " bytes of ", name_,
+                                                   " were received (chunks must arrive in order)"));
   }
   if (static_cast<int64_t>(data.size()) > total_bytes_ - received_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chunk.data: ", data.size(), " bytes at offset ", offset, " run past total_bytes ",
-        total_bytes_, " of ", name_));
+    return absl::InvalidArgumentError(absl::StrCat("chunk.data: ", data.size(), " bytes at offset ",
+                                                   offset, " run past total_bytes ", total_bytes_,
+                                                   " of ", name_));
   }
   if (const uint32_t actual = Crc32c(data); actual != crc32c) {
-    return absl::DataLossError(absl::StrCat(
-        "chunk.crc32c: ", crc32c, " but the ", data.size(), " bytes at offset ", offset,
-        " of ", name_, " have CRC-32C ", actual));
+    return absl::DataLossError(absl::StrCat("chunk.crc32c: ", crc32c, " but the ", data.size(),
+                                            " bytes at offset ", offset, " of ", name_,
+                                            " have CRC-32C ", actual));
   }
   if (!data.empty() && std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {
     return absl::InternalError(
@@ -386,14 +380,13 @@ absl::Status ArtifactStore::Upload::Append(int64_t offset, absl::string_view dat
 absl::StatusOr<ArtifactMeta> ArtifactStore::Upload::Commit(absl::string_view sha256_hex) {
   if (done_) return absl::FailedPreconditionError("upload already committed");
   if (received_ != total_bytes_) {
-    return absl::DataLossError(absl::StrCat("artifact ", name_, ": received ", received_,
-                                            " of ", total_bytes_, " bytes"));
+    return absl::DataLossError(
+        absl::StrCat("artifact ", name_, ": received ", received_, " of ", total_bytes_, " bytes"));
   }
   const std::string actual = sha_.HexDigest();
   if (actual != sha256_hex) {
-    return absl::DataLossError(absl::StrCat("chunk.sha256: '", sha256_hex, "' but the ",
-                                            received_, " bytes of ", name_,
-                                            " have SHA-256 ", actual));
+    return absl::DataLossError(absl::StrCat("chunk.sha256: '", sha256_hex, "' but the ", received_,
+                                            " bytes of ", name_, " have SHA-256 ", actual));
   }
   // Durable before it is visible.
   const bool flushed = std::fflush(file_) == 0 && fsync(fileno(file_)) == 0;
@@ -402,9 +395,8 @@ absl::StatusOr<ArtifactMeta> ArtifactStore::Upload::Commit(absl::string_view sha
   if (!flushed || !closed) {
     return absl::InternalError(absl::StrCat("artifact store: cannot write ", temp_path_));
   }
-  LF_ASSIGN_OR_RETURN(ArtifactMeta meta, store_->CommitUpload(temp_path_, name_,
-                                                              received_, actual,
-                                                              total_bytes_));
+  LF_ASSIGN_OR_RETURN(ArtifactMeta meta,
+                      store_->CommitUpload(temp_path_, name_, received_, actual, total_bytes_));
   done_ = true;
   return meta;
 }
@@ -438,9 +430,9 @@ absl::Status UploadSession::OnChunk(const v1::ArtifactChunk& chunk) {
     LF_RETURN_IF_ERROR(same("job_id", chunk.job_id(), job_id_));
     LF_RETURN_IF_ERROR(same("lease_id", chunk.lease_id(), lease_id_));
     if (chunk.total_bytes() != 0 && chunk.total_bytes() != upload_->total_bytes()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk.total_bytes: ", chunk.total_bytes(),
-                       " differs from the first message's ", upload_->total_bytes()));
+      return absl::InvalidArgumentError(absl::StrCat("chunk.total_bytes: ", chunk.total_bytes(),
+                                                     " differs from the first message's ",
+                                                     upload_->total_bytes()));
     }
   }
   LF_RETURN_IF_ERROR(upload_->Append(chunk.offset(), chunk.data(), chunk.crc32c()));
@@ -454,8 +446,7 @@ absl::StatusOr<v1::ArtifactInfo> UploadSession::Finish() {
   }
   if (sha256_.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("chunk.sha256: required (with the last message of ",
-                     upload_->name(), ")"));
+        absl::StrCat("chunk.sha256: required (with the last message of ", upload_->name(), ")"));
   }
   // The job may have lost its lease while the bytes were streaming.
   LF_RETURN_IF_ERROR(check_lease_(job_id_, lease_id_));
@@ -470,13 +461,13 @@ absl::StatusOr<v1::ArtifactInfo> UploadSession::Finish() {
 
 // --- DownloadSession -----------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<DownloadSession>> DownloadSession::Open(
-    const ArtifactStore& store, const std::string& name, int64_t chunk_bytes) {
+absl::StatusOr<std::unique_ptr<DownloadSession>> DownloadSession::Open(const ArtifactStore& store,
+                                                                       const std::string& name,
+                                                                       int64_t chunk_bytes) {
   LF_RETURN_IF_ERROR(ValidateArtifactName(name));
   LF_ASSIGN_OR_RETURN(auto opened, store.OpenForRead(name));
-  return std::unique_ptr<DownloadSession>(
-      new DownloadSession(std::move(opened.first), opened.second,
-                          chunk_bytes > 0 ? chunk_bytes : kDownloadChunkBytes));
+  return std::unique_ptr<DownloadSession>(new DownloadSession(
+      std::move(opened.first), opened.second, chunk_bytes > 0 ? chunk_bytes : kDownloadChunkBytes));
 }
 
 DownloadSession::DownloadSession(ArtifactMeta meta, std::FILE* file, int64_t chunk_bytes)
@@ -497,10 +488,10 @@ absl::StatusOr<bool> DownloadSession::Next(v1::ArtifactChunk* out) {
   const int64_t n = std::min(chunk_bytes_, meta_.bytes - offset_);
   std::string* data = out->mutable_data();
   data->resize(static_cast<size_t>(n));
-  if (n > 0 && std::fread(data->data(), 1, static_cast<size_t>(n), file_) !=
-                   static_cast<size_t>(n)) {
-    return absl::DataLossError(absl::StrCat("artifact ", meta_.name, ": cannot read ",
-                                            n, " bytes at offset ", offset_));
+  if (n > 0 &&
+      std::fread(data->data(), 1, static_cast<size_t>(n), file_) != static_cast<size_t>(n)) {
+    return absl::DataLossError(
+        absl::StrCat("artifact ", meta_.name, ": cannot read ", n, " bytes at offset ", offset_));
   }
   out->set_offset(offset_);
   out->set_crc32c(Crc32c(*data));

@@ -60,8 +60,7 @@ struct ArtifactMeta {
 // components are non-empty and do not start with '.' (so no "." or "..",
 // and the store's own .meta and .tmp cannot be named); INVALID_ARGUMENT
 // naming `field` otherwise.
-absl::Status ValidateArtifactName(absl::string_view name,
-                                  absl::string_view field = "name");
+absl::Status ValidateArtifactName(absl::string_view name, absl::string_view field = "name");
 
 class ArtifactStore {
  public:
@@ -69,15 +68,13 @@ class ArtifactStore {
 
   // Opens (or creates) the store: clears leftover uploads in ROOT/.tmp and
   // indexes the stored artifacts (recomputing a missing SHA-256).
-  static absl::StatusOr<std::unique_ptr<ArtifactStore>> Open(
-      ArtifactStoreOptions options);
+  static absl::StatusOr<std::unique_ptr<ArtifactStore>> Open(ArtifactStoreOptions options);
   ~ArtifactStore();
 
   // Starts an upload of `total_bytes` bytes and reserves them against the
   // quota. INVALID_ARGUMENT for a bad name or negative size,
   // RESOURCE_EXHAUSTED over the per-artifact maximum or the quota.
-  absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const std::string& name,
-                                                      int64_t total_bytes);
+  absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const std::string& name, int64_t total_bytes);
 
   // NOT_FOUND for an artifact that does not exist.
   absl::StatusOr<ArtifactMeta> Stat(const std::string& name) const;
@@ -85,8 +82,7 @@ class ArtifactStore {
   std::vector<ArtifactMeta> List(absl::string_view prefix) const;
   // Opens an artifact for reading: the file and its meta, consistent even
   // if the name is replaced meanwhile. NOT_FOUND when missing.
-  absl::StatusOr<std::pair<ArtifactMeta, std::FILE*>> OpenForRead(
-      const std::string& name) const;
+  absl::StatusOr<std::pair<ArtifactMeta, std::FILE*>> OpenForRead(const std::string& name) const;
 
   int64_t bytes_stored() const;
   const ArtifactStoreOptions& options() const { return options_; }
@@ -95,10 +91,8 @@ class ArtifactStore {
   explicit ArtifactStore(ArtifactStoreOptions options);
   absl::Status Index();
   void Release(int64_t reserved);
-  absl::StatusOr<ArtifactMeta> CommitUpload(const std::string& temp_path,
-                                            const std::string& name,
-                                            int64_t bytes,
-                                            const std::string& sha256,
+  absl::StatusOr<ArtifactMeta> CommitUpload(const std::string& temp_path, const std::string& name,
+                                            int64_t bytes, const std::string& sha256,
                                             int64_t reserved);
   void Published();
 
@@ -132,8 +126,8 @@ class ArtifactStore::Upload {
 
  private:
   friend class ArtifactStore;
-  Upload(ArtifactStore* store, std::string name, int64_t total_bytes,
-         std::string temp_path, std::FILE* file);
+  Upload(ArtifactStore* store, std::string name, int64_t total_bytes, std::string temp_path,
+         std::FILE* file);
 
   ArtifactStore* const store_;
   const std::string name_;
@@ -153,8 +147,8 @@ class ArtifactStore::Upload {
 // with its CRC-32C; the SHA-256 comes with the last one (or any message).
 class UploadSession {
  public:
-  using LeaseCheck = std::function<absl::Status(const std::string& job_id,
-                                                const std::string& lease_id)>;
+  using LeaseCheck =
+      std::function<absl::Status(const std::string& job_id, const std::string& lease_id)>;
   UploadSession(ArtifactStore* store, LeaseCheck check_lease);
 
   absl::Status OnChunk(const layerflow::v1::ArtifactChunk& chunk);

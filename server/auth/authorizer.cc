@@ -33,25 +33,44 @@ bool IsSweepRpc(Rpc rpc) {
 
 absl::string_view RpcName(Rpc rpc) {
   switch (rpc) {
-    case Rpc::kSubmitSweep: return "SubmitSweep";
-    case Rpc::kGetSweep: return "GetSweep";
-    case Rpc::kListJobs: return "ListJobs";
-    case Rpc::kCancelSweep: return "CancelSweep";
-    case Rpc::kRetrySweep: return "RetrySweep";
-    case Rpc::kWatchSweep: return "WatchSweep";
-    case Rpc::kQueryResults: return "QueryResults";
-    case Rpc::kListWorkers: return "ListWorkers";
-    case Rpc::kGetQueue: return "GetQueue";
-    case Rpc::kRegisterWorker: return "RegisterWorker";
-    case Rpc::kLeaseJob: return "LeaseJob";
-    case Rpc::kHeartbeat: return "Heartbeat";
-    case Rpc::kStreamResults: return "StreamResults";
-    case Rpc::kCompleteJob: return "CompleteJob";
-    case Rpc::kFailJob: return "FailJob";
-    case Rpc::kReleaseJob: return "ReleaseJob";
-    case Rpc::kUploadArtifact: return "UploadArtifact";
-    case Rpc::kDownloadArtifact: return "DownloadArtifact";
-    case Rpc::kListArtifacts: return "ListArtifacts";
+    case Rpc::kSubmitSweep:
+      return "SubmitSweep";
+    case Rpc::kGetSweep:
+      return "GetSweep";
+    case Rpc::kListJobs:
+      return "ListJobs";
+    case Rpc::kCancelSweep:
+      return "CancelSweep";
+    case Rpc::kRetrySweep:
+      return "RetrySweep";
+    case Rpc::kWatchSweep:
+      return "WatchSweep";
+    case Rpc::kQueryResults:
+      return "QueryResults";
+    case Rpc::kListWorkers:
+      return "ListWorkers";
+    case Rpc::kGetQueue:
+      return "GetQueue";
+    case Rpc::kRegisterWorker:
+      return "RegisterWorker";
+    case Rpc::kLeaseJob:
+      return "LeaseJob";
+    case Rpc::kHeartbeat:
+      return "Heartbeat";
+    case Rpc::kStreamResults:
+      return "StreamResults";
+    case Rpc::kCompleteJob:
+      return "CompleteJob";
+    case Rpc::kFailJob:
+      return "FailJob";
+    case Rpc::kReleaseJob:
+      return "ReleaseJob";
+    case Rpc::kUploadArtifact:
+      return "UploadArtifact";
+    case Rpc::kDownloadArtifact:
+      return "DownloadArtifact";
+    case Rpc::kListArtifacts:
+      return "ListArtifacts";
   }
   return "?";
 }
@@ -76,8 +95,8 @@ bool IsWorkerRpc(Rpc rpc) {
 Authorizer::Authorizer(std::unique_ptr<TokenStore> store, AuthorizerOptions options)
     : store_(std::move(store)), options_(options) {}
 
-absl::StatusOr<Identity> Authorizer::Authorize(const grpc::ServerContextBase& context,
-                                               Rpc rpc, const Resource& resource) const {
+absl::StatusOr<Identity> Authorizer::Authorize(const grpc::ServerContextBase& context, Rpc rpc,
+                                               const Resource& resource) const {
   if (!enabled() && !options_.require_worker_client_certificate) {
     return Identity{.user = "anonymous", .role = Role::kAdmin};
   }
@@ -98,34 +117,32 @@ absl::StatusOr<Identity> Authorizer::Authorize(const grpc::ServerContextBase& co
   return who;
 }
 
-absl::StatusOr<Identity> Authorizer::Authenticate(
-    std::optional<absl::string_view> authorization, bool peer_certificate_verified,
-    Rpc rpc) const {
+absl::StatusOr<Identity> Authorizer::Authenticate(std::optional<absl::string_view> authorization,
+                                                  bool peer_certificate_verified, Rpc rpc) const {
   // The client certificate first: it is checked with tokens off too.
   if (IsWorkerRpc(rpc) && options_.require_worker_client_certificate &&
       !peer_certificate_verified) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        RpcName(rpc),
-        ": worker calls need a TLS client certificate signed by the coordinator's "
-        "--tls-client-ca"));
+    return absl::UnauthenticatedError(
+        absl::StrCat(RpcName(rpc),
+                     ": worker calls need a TLS client certificate signed by the coordinator's "
+                     "--tls-client-ca"));
   }
   if (!enabled()) return Identity{.user = "anonymous", .role = Role::kAdmin};
   if (!authorization.has_value() || authorization->empty()) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        RpcName(rpc),
-        ": no token; send the metadata 'authorization: Bearer <token>' (layerflow "
-        "--token or LAYERFLOW_TOKEN)"));
+    return absl::UnauthenticatedError(
+        absl::StrCat(RpcName(rpc),
+                     ": no token; send the metadata 'authorization: Bearer <token>' (layerflow "
+                     "--token or LAYERFLOW_TOKEN)"));
   }
   absl::string_view token = *authorization;
   if (!absl::ConsumePrefix(&token, kBearer)) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        RpcName(rpc), ": the authorization metadata is not 'Bearer <token>'"));
+    return absl::UnauthenticatedError(
+        absl::StrCat(RpcName(rpc), ": the authorization metadata is not 'Bearer <token>'"));
   }
   absl::StatusOr<TokenRecord> record = store_->Authenticate(token);
   if (!record.ok()) {
     if (record.status().code() != absl::StatusCode::kUnauthenticated) return record.status();
-    return absl::UnauthenticatedError(
-        absl::StrCat(RpcName(rpc), ": ", record.status().message()));
+    return absl::UnauthenticatedError(absl::StrCat(RpcName(rpc), ": ", record.status().message()));
   }
   if (!RoleMayCall(record->role, rpc)) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -135,8 +152,7 @@ absl::StatusOr<Identity> Authorizer::Authenticate(
   return Identity{.user = record->user, .role = record->role, .token_id = record->id};
 }
 
-absl::Status Authorizer::CheckAccess(const Identity& who, Rpc rpc,
-                                     const Resource& resource) const {
+absl::Status Authorizer::CheckAccess(const Identity& who, Rpc rpc, const Resource& resource) const {
   if (!enabled() || who.role == Role::kAdmin) return absl::OkStatus();
   if (IsSweepRpc(rpc)) {
     if (resource.sweep_id.empty()) {
@@ -152,8 +168,8 @@ absl::Status Authorizer::CheckAccess(const Identity& who, Rpc rpc,
       // One answer for "another user's" and "no such sweep", so that
       // nobody learns which ids exist.
       if (!owner.has_value() || *owner != who.user) {
-        return absl::PermissionDeniedError(absl::StrCat(
-            RpcName(rpc), ": sweep ", resource.sweep_id, " is not a sweep of '", who.user, "'"));
+        return absl::PermissionDeniedError(absl::StrCat(RpcName(rpc), ": sweep ", resource.sweep_id,
+                                                        " is not a sweep of '", who.user, "'"));
       }
     }
   }
@@ -163,17 +179,17 @@ absl::Status Authorizer::CheckAccess(const Identity& who, Rpc rpc,
     // A worker id nobody claimed is new (RegisterWorker) or unknown (the
     // core answers NOT_FOUND).
     if (owner.has_value() && *owner != who.user) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          RpcName(rpc), ": worker ", resource.worker_id, " was registered by another principal, not '",
-          who.user, "'"));
+      return absl::PermissionDeniedError(absl::StrCat(RpcName(rpc), ": worker ", resource.worker_id,
+                                                      " was registered by another principal, not '",
+                                                      who.user, "'"));
     }
   }
   if (!resource.lease_id.empty()) {
     LF_ASSIGN_OR_RETURN(std::optional<std::string> owner,
                         store_->GetOwner(OwnedKind::kLease, resource.lease_id));
     if (!owner.has_value() || *owner != who.user) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          RpcName(rpc), ": lease ", resource.lease_id, " was not granted to '", who.user, "'"));
+      return absl::PermissionDeniedError(absl::StrCat(RpcName(rpc), ": lease ", resource.lease_id,
+                                                      " was not granted to '", who.user, "'"));
     }
   }
   if (rpc == Rpc::kUploadArtifact && !resource.job_id.empty()) {
@@ -181,9 +197,9 @@ absl::Status Authorizer::CheckAccess(const Identity& who, Rpc rpc,
     // one lease must not overwrite another job's features.
     const std::string folder = absl::StrCat(resource.job_id, "/");
     if (!absl::StartsWith(resource.artifact_name, folder)) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "UploadArtifact: artifact '", resource.artifact_name, "' is not under its job's folder '",
-          folder, "'"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("UploadArtifact: artifact '", resource.artifact_name,
+                       "' is not under its job's folder '", folder, "'"));
     }
   }
   return absl::OkStatus();

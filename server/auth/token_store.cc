@@ -44,9 +44,12 @@ CREATE TABLE IF NOT EXISTS auth_owners (
 
 absl::string_view KindName(OwnedKind kind) {
   switch (kind) {
-    case OwnedKind::kSweep: return "sweep";
-    case OwnedKind::kWorker: return "worker";
-    case OwnedKind::kLease: return "lease";
+    case OwnedKind::kSweep:
+      return "sweep";
+    case OwnedKind::kWorker:
+      return "worker";
+    case OwnedKind::kLease:
+      return "lease";
   }
   return "?";
 }
@@ -74,8 +77,8 @@ absl::Status CheckUser(const std::string& user) {
         absl::StrCat("user: ", user.size(), " bytes, at most ", kMaxUserBytes));
   }
   for (char c : user) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
-        c != '@' && c != '-') {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '@' &&
+        c != '-') {
       return absl::InvalidArgumentError(
           absl::StrCat("user: '", user, "' has a character outside [A-Za-z0-9._@-]"));
     }
@@ -108,8 +111,7 @@ class Statement {
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
     if (rc == SQLITE_BUSY) {
-      return absl::UnavailableError(
-          absl::StrCat("auth store busy: ", sqlite3_errmsg(db_)));
+      return absl::UnavailableError(absl::StrCat("auth store busy: ", sqlite3_errmsg(db_)));
     }
     return absl::InternalError(absl::StrCat("auth store: ", sqlite3_errmsg(db_)));
   }
@@ -155,7 +157,10 @@ class SqliteTokenStore final : public TokenStore {
                 "INSERT INTO auth_tokens (id, user, role, secret_sha256, created_unix_ms) "
                 "VALUES (?, ?, ?, ?, ?)");
     LF_RETURN_IF_ERROR(s.prepared());
-    s.Bind(1, id).Bind(2, user).Bind(3, RoleName(role)).Bind(4, HashSecret(secret))
+    s.Bind(1, id)
+        .Bind(2, user)
+        .Bind(3, RoleName(role))
+        .Bind(4, HashSecret(secret))
         .Bind(5, out.record.created_unix_ms);
     LF_RETURN_IF_ERROR(s.Step().status());
     return out;
@@ -195,8 +200,8 @@ class SqliteTokenStore final : public TokenStore {
 
   absl::StatusOr<TokenRecord> Authenticate(absl::string_view token) override {
     // lf_<16 hex>_<64 hex>
-    if (!absl::ConsumePrefix(&token, kPrefix) || token.size() != 2 * kIdBytes + 1 + 2 * kSecretBytes ||
-        token[2 * kIdBytes] != '_') {
+    if (!absl::ConsumePrefix(&token, kPrefix) ||
+        token.size() != 2 * kIdBytes + 1 + 2 * kSecretBytes || token[2 * kIdBytes] != '_') {
       return absl::UnauthenticatedError(
           "malformed token: expected lf_<16 hex digits>_<64 hex digits>");
     }
@@ -257,8 +262,7 @@ class SqliteTokenStore final : public TokenStore {
   }
 
  private:
-  absl::StatusOr<std::optional<std::string>> GetOwnerLocked(OwnedKind kind,
-                                                            const std::string& id)
+  absl::StatusOr<std::optional<std::string>> GetOwnerLocked(OwnedKind kind, const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Statement s(db_, "SELECT user FROM auth_owners WHERE kind = ? AND id = ?");
     LF_RETURN_IF_ERROR(s.prepared());
@@ -276,9 +280,12 @@ class SqliteTokenStore final : public TokenStore {
 
 absl::string_view RoleName(Role role) {
   switch (role) {
-    case Role::kUser: return "user";
-    case Role::kWorker: return "worker";
-    case Role::kAdmin: return "admin";
+    case Role::kUser:
+      return "user";
+    case Role::kWorker:
+      return "worker";
+    case Role::kAdmin:
+      return "admin";
   }
   return "?";
 }
@@ -301,10 +308,9 @@ std::string HashSecret(absl::string_view secret) {
 absl::StatusOr<std::unique_ptr<TokenStore>> OpenSqliteTokenStore(const std::string& path) {
   if (path.empty()) return absl::InvalidArgumentError("auth database path: required");
   sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                     SQLITE_OPEN_FULLMUTEX,
-                                 nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string why = db == nullptr ? sqlite3_errstr(rc) : sqlite3_errmsg(db);
     sqlite3_close(db);

@@ -25,7 +25,6 @@ absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
 
-
 absl::Status CheckSize(absl::string_view field, size_t size, int64_t max, const char* unit) {
   if (static_cast<int64_t>(size) <= max) return absl::OkStatus();
   return Invalid(field, absl::StrCat(size, " ", unit, ", more than the limit of ", max));
@@ -73,8 +72,8 @@ absl::Status ValidateTrainChunk(const layerflow::v1::ResultChunk& chunk,
     if (!stat.has_position() || stat.position() < 1 || stat.position() > end_step) {
       return Invalid(field + ".position",
                      absl::StrCat(stat.has_position() ? absl::StrCat(stat.position()) : "unset",
-                                  " is not a step in [1, ", end_step, "] (chunk ",
-                                  chunk.sequence(), " ends at step ", end_step, ")"));
+                                  " is not a step in [1, ", end_step, "] (chunk ", chunk.sequence(),
+                                  " ends at step ", end_step, ")"));
     }
     if (stat.count() > max_count) {
       return Invalid(field + ".count",
@@ -94,8 +93,7 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
   const bool probe = spec.kind() == layerflow::v1::JOB_KIND_PROBE;
   if (chunk.sequence() >= job.chunks_total()) {
     return Invalid("chunk.sequence", absl::StrCat(chunk.sequence(), " is outside [0, ",
-                                                  job.chunks_total(), ") for job ",
-                                                  job.job_id()));
+                                                  job.chunks_total(), ") for job ", job.job_id()));
   }
   if (spec.kind() == layerflow::v1::JOB_KIND_TRAIN) return ValidateTrainChunk(chunk, job);
   // Representation points 0..L+1 (embedding, blocks, final norm).
@@ -108,8 +106,8 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
       catalog::ChunkPrompts(chunk.sequence(), spec.num_prompts(), spec.prompts_per_chunk());
   const int64_t chunk_prompts = std::max<int64_t>(0, prompts.end - prompts.begin);
   // A PROBE row holds one value per seed, per label permutation, or one.
-  const int64_t probe_max_count = std::max<int64_t>(
-      {1, spec.probe().seeds_size(), spec.probe().permutations()});
+  const int64_t probe_max_count =
+      std::max<int64_t>({1, spec.probe().seeds_size(), spec.probe().permutations()});
   absl::flat_hash_set<std::string> allowed_checked;  // metric names already accepted
   for (int i = 0; i < chunk.stats_size(); ++i) {
     const layerflow::v1::MetricStat& stat = chunk.stats(i);
@@ -126,12 +124,13 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
         }
       }
       if (!ok) {
-        return Invalid(field + ".metric",
-                       absl::StrCat("'", stat.metric(), "' is not a result of job ", job.job_id(),
-                                    probe ? " (a PROBE job: probe_* and cka_example_* rows)"
-                                          : absl::StrCat(" (its analyses: ",
-                                                         absl::StrJoin(spec.analyses(), ", "),
-                                                         ")")));
+        return Invalid(
+            field + ".metric",
+            absl::StrCat(
+                "'", stat.metric(), "' is not a result of job ", job.job_id(),
+                probe
+                    ? " (a PROBE job: probe_* and cka_example_* rows)"
+                    : absl::StrCat(" (its analyses: ", absl::StrJoin(spec.analyses(), ", "), ")")));
       }
       allowed_checked.insert(stat.metric());
     }
@@ -140,9 +139,8 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
                                                     "] for model '", spec.model(), "'"));
     }
     if (stat.has_layer_b() && stat.layer_b() > max_layer) {
-      return Invalid(field + ".layer_b", absl::StrCat(stat.layer_b(), " is outside [0, ",
-                                                      max_layer, "] for model '", spec.model(),
-                                                      "'"));
+      return Invalid(field + ".layer_b", absl::StrCat(stat.layer_b(), " is outside [0, ", max_layer,
+                                                      "] for model '", spec.model(), "'"));
     }
     if (!probe && stat.has_position() && stat.position() >= spec.context_length()) {
       return Invalid(field + ".position",
@@ -150,11 +148,10 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
                                   ") (the job's context_length)"));
     }
     if (probe && stat.count() > probe_max_count) {
-      return Invalid(field + ".count",
-                     absl::StrCat(stat.count(), " values, but a PROBE job of ",
-                                  spec.probe().seeds_size(), " seeds and ",
-                                  spec.probe().permutations(), " permutations has at most ",
-                                  probe_max_count));
+      return Invalid(field + ".count", absl::StrCat(stat.count(), " values, but a PROBE job of ",
+                                                    spec.probe().seeds_size(), " seeds and ",
+                                                    spec.probe().permutations(),
+                                                    " permutations has at most ", probe_max_count));
     }
     if (!probe && stat.count() > chunk_prompts) {
       return Invalid(field + ".count",
@@ -163,10 +160,10 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
     }
   }
   if (!probe && chunk.prompt_tokens_size() != 0 && chunk.prompt_tokens_size() != chunk_prompts) {
-    return Invalid("chunk.prompt_tokens",
-                   absl::StrCat(chunk.prompt_tokens_size(), " entries, but chunk ",
-                                chunk.sequence(), " of job ", job.job_id(), " has ",
-                                chunk_prompts, " prompts"));
+    return Invalid(
+        "chunk.prompt_tokens",
+        absl::StrCat(chunk.prompt_tokens_size(), " entries, but chunk ", chunk.sequence(),
+                     " of job ", job.job_id(), " has ", chunk_prompts, " prompts"));
   }
   return absl::OkStatus();
 }
@@ -174,23 +171,23 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
 absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
   if (chunk.job_id().empty()) return Invalid("chunk.job_id", "required");
   if (chunk.lease_id().empty()) return Invalid("chunk.lease_id", "required");
-  if (absl::Status s = CheckSize("chunk.job_id", chunk.job_id().size(), limits::kMaxIdBytes,
-                                 "bytes");
+  if (absl::Status s =
+          CheckSize("chunk.job_id", chunk.job_id().size(), limits::kMaxIdBytes, "bytes");
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckSize("chunk.lease_id", chunk.lease_id().size(), limits::kMaxIdBytes,
-                                 "bytes");
+  if (absl::Status s =
+          CheckSize("chunk.lease_id", chunk.lease_id().size(), limits::kMaxIdBytes, "bytes");
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckSize("chunk.stats", chunk.stats_size(), limits::kMaxStatsPerChunk,
-                                 "entries");
+  if (absl::Status s =
+          CheckSize("chunk.stats", chunk.stats_size(), limits::kMaxStatsPerChunk, "entries");
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckSize("chunk.prompt_tokens", chunk.prompt_tokens_size(), 4096,
-                                 "entries");
+  if (absl::Status s =
+          CheckSize("chunk.prompt_tokens", chunk.prompt_tokens_size(), 4096, "entries");
       !s.ok()) {
     return s;
   }
@@ -209,8 +206,9 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
       return s;
     }
     if (!std::isfinite(t.seconds()) || t.seconds() < 0) {
-      return Invalid(field + ".seconds", absl::StrCat(t.seconds(), " is not a finite, "
-                                                                    "non-negative time"));
+      return Invalid(field + ".seconds", absl::StrCat(t.seconds(),
+                                                      " is not a finite, "
+                                                      "non-negative time"));
     }
     if (t.count() < 0) return Invalid(field + ".count", absl::StrCat(t.count(), " is negative"));
   }
@@ -219,8 +217,8 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
     const layerflow::v1::MetricStat& stat = chunk.stats(i);
     const std::string field = absl::StrCat("chunk.stats[", i, "]");
     if (stat.metric().empty()) return Invalid(field + ".metric", "empty");
-    if (absl::Status s = CheckSize(field + ".metric", stat.metric().size(),
-                                   limits::kMaxShortNameBytes, "bytes");
+    if (absl::Status s =
+            CheckSize(field + ".metric", stat.metric().size(), limits::kMaxShortNameBytes, "bytes");
         !s.ok()) {
       return s;
     }
@@ -228,8 +226,7 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
       return Invalid(field + ".layer", absl::StrCat(stat.layer(), " is negative"));
     }
     if (stat.count() < 1) {
-      return Invalid(field + ".count",
-                     absl::StrCat(stat.count(), " is not positive"));
+      return Invalid(field + ".count", absl::StrCat(stat.count(), " is not positive"));
     }
     if (!std::isfinite(stat.sum())) return Invalid(field + ".sum", "not finite");
     if (!std::isfinite(stat.sum_sq()) || stat.sum_sq() < 0) {
@@ -237,23 +234,19 @@ absl::Status ValidateResultChunk(const layerflow::v1::ResultChunk& chunk) {
     }
     // Optional key fields: absent = not applicable, present = >= 0.
     const std::pair<const char*, std::optional<int32_t>> keys[] = {
-        {"layer_b", stat.has_layer_b() ? std::optional<int32_t>(stat.layer_b())
-                                       : std::nullopt},
+        {"layer_b", stat.has_layer_b() ? std::optional<int32_t>(stat.layer_b()) : std::nullopt},
         {"head", stat.has_head() ? std::optional<int32_t>(stat.head()) : std::nullopt},
-        {"position", stat.has_position() ? std::optional<int32_t>(stat.position())
-                                         : std::nullopt}};
+        {"position", stat.has_position() ? std::optional<int32_t>(stat.position()) : std::nullopt}};
     std::string where = absl::StrCat(" at layer ", stat.layer());
     for (const auto& [name, value] : keys) {
       if (!value.has_value()) continue;
       if (*value < 0) {
-        return Invalid(absl::StrCat(field, ".", name),
-                       absl::StrCat(*value, " is negative"));
+        return Invalid(absl::StrCat(field, ".", name), absl::StrCat(*value, " is negative"));
       }
       absl::StrAppend(&where, " ", name, " ", *value);
     }
     if (!seen.emplace(stat.metric(), where).second) {
-      return Invalid(field,
-                     absl::StrCat("duplicate metric '", stat.metric(), "'", where));
+      return Invalid(field, absl::StrCat("duplicate metric '", stat.metric(), "'", where));
     }
   }
   for (int i = 0; i < chunk.prompt_tokens_size(); ++i) {

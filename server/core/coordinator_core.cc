@@ -25,8 +25,7 @@ std::string RandomId(absl::string_view prefix) {
   static absl::Mutex mu(absl::kConstInit);
   static absl::BitGen* gen = new absl::BitGen();
   absl::MutexLock lock(&mu);
-  return absl::StrCat(prefix, absl::Hex(absl::Uniform<uint64_t>(*gen),
-                                        absl::kZeroPad16));
+  return absl::StrCat(prefix, absl::Hex(absl::Uniform<uint64_t>(*gen), absl::kZeroPad16));
 }
 
 absl::Status Required(absl::string_view field, const std::string& value) {
@@ -48,13 +47,9 @@ constexpr int64_t kMaxJobSecondsLimit = int64_t{30} * 24 * 3600;
 
 int64_t SystemUnixMillis() { return absl::ToUnixMillis(absl::Now()); }
 
-CoordinatorCore::CoordinatorCore(std::unique_ptr<Store> store,
-                                 CoreOptions options, Clock clock,
+CoordinatorCore::CoordinatorCore(std::unique_ptr<Store> store, CoreOptions options, Clock clock,
                                  Metrics* metrics)
-    : store_(std::move(store)),
-      options_(options),
-      clock_(std::move(clock)),
-      metrics_(metrics) {
+    : store_(std::move(store)), options_(options), clock_(std::move(clock)), metrics_(metrics) {
   RefreshGauges();
 }
 
@@ -64,9 +59,9 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
     const layerflow::v1::SweepSpec& spec, const std::string& user) {
   LF_RETURN_IF_ERROR(ValidateSweepSpec(spec));
   if (spec.max_job_seconds() < 0 || spec.max_job_seconds() > kMaxJobSecondsLimit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_job_seconds: ", spec.max_job_seconds(), " is outside [0, ",
-                     kMaxJobSecondsLimit, "] (0: the coordinator's default)"));
+    return absl::InvalidArgumentError(absl::StrCat("max_job_seconds: ", spec.max_job_seconds(),
+                                                   " is outside [0, ", kMaxJobSecondsLimit,
+                                                   "] (0: the coordinator's default)"));
   }
   NewSweep sweep;
   sweep.sweep_id = RandomId("sw-");
@@ -125,8 +120,7 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
   return response;
 }
 
-absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::GetSweep(
-    const std::string& sweep_id) {
+absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::GetSweep(const std::string& sweep_id) {
   LF_RETURN_IF_ERROR(Required("sweep_id", sweep_id));
   return store_->GetSweep(sweep_id);
 }
@@ -135,8 +129,7 @@ absl::StatusOr<layerflow::v1::ListJobsResponse> CoordinatorCore::ListJobs(
     const layerflow::v1::ListJobsRequest& request) {
   LF_RETURN_IF_ERROR(OptionalId("sweep_id", request.sweep_id()));
   if (!layerflow::v1::JobState_IsValid(request.state())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("state: unknown job state ", request.state()));
+    return absl::InvalidArgumentError(absl::StrCat("state: unknown job state ", request.state()));
   }
   LF_ASSIGN_OR_RETURN(const int32_t page_size,
                       EffectivePageSize(request.page_size(), limits::kDefaultJobsPageSize,
@@ -154,17 +147,15 @@ absl::StatusOr<layerflow::v1::ListJobsResponse> CoordinatorCore::ListJobs(
   if (more) jobs.resize(page_size);
   for (auto& job : jobs) *response.add_jobs() = std::move(job);
   if (more) {
-    response.set_next_page_token(EncodePageToken(
-        kJobsToken, filters, PageCursor{response.jobs(page_size - 1).job_id(), 0}));
+    response.set_next_page_token(
+        EncodePageToken(kJobsToken, filters, PageCursor{response.jobs(page_size - 1).job_id(), 0}));
   }
   return response;
 }
 
-absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::CancelSweep(
-    const std::string& sweep_id) {
+absl::StatusOr<layerflow::v1::Sweep> CoordinatorCore::CancelSweep(const std::string& sweep_id) {
   LF_RETURN_IF_ERROR(Required("sweep_id", sweep_id));
-  LF_ASSIGN_OR_RETURN(layerflow::v1::Sweep sweep,
-                      store_->CancelSweep(sweep_id, clock_()));
+  LF_ASSIGN_OR_RETURN(layerflow::v1::Sweep sweep, store_->CancelSweep(sweep_id, clock_()));
   NotifyChanged();
   RefreshGauges();
   return sweep;
@@ -187,13 +178,12 @@ absl::StatusOr<layerflow::v1::QueryResultsResponse> CoordinatorCore::QueryResult
   return QueryResultsPage(*store_, request);
 }
 
-absl::StatusOr<layerflow::v1::RegisterWorkerResponse>
-CoordinatorCore::RegisterWorker(const layerflow::v1::RegisterWorkerRequest& request) {
+absl::StatusOr<layerflow::v1::RegisterWorkerResponse> CoordinatorCore::RegisterWorker(
+    const layerflow::v1::RegisterWorkerRequest& request) {
   LF_RETURN_IF_ERROR(ValidateRegisterWorkerRequest(request));
   const std::string worker_id = RandomId("worker-");
-  LF_RETURN_IF_ERROR(store_->RegisterWorker(
-      worker_id, request.name(), request.capabilities().SerializeAsString(),
-      clock_()));
+  LF_RETURN_IF_ERROR(store_->RegisterWorker(worker_id, request.name(),
+                                            request.capabilities().SerializeAsString(), clock_()));
   layerflow::v1::RegisterWorkerResponse response;
   response.set_worker_id(worker_id);
   response.set_heartbeat_interval_ms(options_.heartbeat_interval_ms);
@@ -217,10 +207,9 @@ absl::StatusOr<layerflow::v1::LeaseJobResponse> CoordinatorCore::LeaseJob(
   // shown), but gets no work: an empty queue, as far as it can tell.
   LF_ASSIGN_OR_RETURN(const WorkerRecord worker, store_->GetWorker(request.worker_id()));
   if (worker.quarantined) return layerflow::v1::LeaseJobResponse();
-  LF_ASSIGN_OR_RETURN(
-      std::optional<Lease> lease,
-      store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms, resident,
-                           options_.max_running_jobs_per_user));
+  LF_ASSIGN_OR_RETURN(std::optional<Lease> lease,
+                      store_->LeaseNextJob(request.worker_id(), now, options_.lease_ttl_ms,
+                                           resident, options_.max_running_jobs_per_user));
   layerflow::v1::LeaseJobResponse response;
   if (!lease.has_value()) return response;
   response.set_leased(true);
@@ -261,8 +250,8 @@ absl::StatusOr<layerflow::v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
     response.set_stopped(stopped);
     return response;
   }
-  absl::StatusOr<bool> cancelled = store_->RenewLease(request.job_id(), request.lease_id(),
-                                                      now, options_.lease_ttl_ms);
+  absl::StatusOr<bool> cancelled =
+      store_->RenewLease(request.job_id(), request.lease_id(), now, options_.lease_ttl_ms);
   if (!cancelled.ok() || *cancelled) ForgetLease(request.lease_id());
   LF_RETURN_IF_ERROR(cancelled.status());
   response.set_cancelled(*cancelled);
@@ -341,15 +330,14 @@ absl::StatusOr<std::string> CoordinatorCore::EndLeaseIfDue(
   }
   if (options_.progress_timeout_ms > 0 && clock.has_progress &&
       now - clock.progress_ms > options_.progress_timeout_ms) {
-    const std::string error = absl::StrCat(
-        "UNAVAILABLE: job ", job_id, " made no progress for ", now - clock.progress_ms,
-        " ms on this worker (at ", clock.progress, "; --progress-timeout-ms ",
-        options_.progress_timeout_ms, "): lease not renewed");
+    const std::string error =
+        absl::StrCat("UNAVAILABLE: job ", job_id, " made no progress for ", now - clock.progress_ms,
+                     " ms on this worker (at ", clock.progress, "; --progress-timeout-ms ",
+                     options_.progress_timeout_ms, "): lease not renewed");
     const RetryPolicy policy{options_.max_attempts, options_.retry_backoff_ms,
                              options_.retry_backoff_cap_ms, options_.quarantine_after};
-    absl::StatusOr<RetryResult> result =
-        store_->RetryJob(job_id, lease_id, error, now,
-                         now - 3 * options_.heartbeat_interval_ms, policy);
+    absl::StatusOr<RetryResult> result = store_->RetryJob(
+        job_id, lease_id, error, now, now - 3 * options_.heartbeat_interval_ms, policy);
     if (!result.ok()) {
       if (absl::IsAborted(result.status()) || absl::IsNotFound(result.status())) {
         return std::string();
@@ -360,8 +348,7 @@ absl::StatusOr<std::string> CoordinatorCore::EndLeaseIfDue(
     if (result->requeued && metrics_ != nullptr) metrics_->AddJobRetries(1);
     std::cerr << "[coordinator] " << error << "; "
               << (result->requeued ? "retried on another worker" : "its last attempt; failed")
-              << (result->worker_quarantined ? "; the worker is quarantined" : "")
-              << std::endl;
+              << (result->worker_quarantined ? "; the worker is quarantined" : "") << std::endl;
     NotifyChanged();
     RefreshGauges();
     return error;
@@ -369,8 +356,7 @@ absl::StatusOr<std::string> CoordinatorCore::EndLeaseIfDue(
   return std::string();
 }
 
-absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(
-    const layerflow::v1::ResultChunk& chunk) {
+absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(const layerflow::v1::ResultChunk& chunk) {
   LF_RETURN_IF_ERROR(ValidateResultChunk(chunk));
   RecoverIfStalled(clock_());
   // A lapsed or replaced lease is ABORTED before the content is judged (the
@@ -379,14 +365,11 @@ absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(
   LF_RETURN_IF_ERROR(store_->CheckLease(chunk.job_id(), chunk.lease_id(), clock_()));
   LF_ASSIGN_OR_RETURN(const layerflow::v1::Job job, store_->GetJob(chunk.job_id()));
   LF_RETURN_IF_ERROR(ValidateChunkForJob(chunk, job));
-  std::vector<layerflow::v1::MetricStat> stats(chunk.stats().begin(),
-                                               chunk.stats().end());
-  std::vector<int32_t> tokens(chunk.prompt_tokens().begin(),
-                              chunk.prompt_tokens().end());
-  LF_ASSIGN_OR_RETURN(
-      CommitResult result,
-      store_->CommitChunk(chunk.job_id(), chunk.lease_id(), chunk.sequence(),
-                          stats, tokens, clock_()));
+  std::vector<layerflow::v1::MetricStat> stats(chunk.stats().begin(), chunk.stats().end());
+  std::vector<int32_t> tokens(chunk.prompt_tokens().begin(), chunk.prompt_tokens().end());
+  LF_ASSIGN_OR_RETURN(CommitResult result,
+                      store_->CommitChunk(chunk.job_id(), chunk.lease_id(), chunk.sequence(), stats,
+                                          tokens, clock_()));
   if (result.newly_committed) {
     if (metrics_ != nullptr) {
       metrics_->AddChunksCommitted(1);
@@ -406,8 +389,7 @@ absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(
   return result;
 }
 
-absl::Status CoordinatorCore::CompleteJob(
-    const layerflow::v1::CompleteJobRequest& request) {
+absl::Status CoordinatorCore::CompleteJob(const layerflow::v1::CompleteJobRequest& request) {
   LF_RETURN_IF_ERROR(Required("job_id", request.job_id()));
   LF_RETURN_IF_ERROR(Required("lease_id", request.lease_id()));
   RecoverIfStalled(clock_());
@@ -430,8 +412,7 @@ absl::Status CoordinatorCore::FailJob(const layerflow::v1::FailJobRequest& reque
     return absl::InvalidArgumentError(
         absl::StrCat("code: ", request.code(), " is not a status code (0..16)"));
   }
-  const std::string error =
-      request.error().empty() ? "worker reported failure" : request.error();
+  const std::string error = request.error().empty() ? "worker reported failure" : request.error();
   const absl::Status reported(static_cast<absl::StatusCode>(request.code()), error);
   // No code (code 0, an older worker): final, as every error was before.
   if (reported.ok() || ClassifyJobError(reported) == JobErrorClass::kBadInput) {
@@ -492,8 +473,7 @@ absl::Status CoordinatorCore::ReleaseJob(const layerflow::v1::ReleaseJobRequest&
   return absl::OkStatus();
 }
 
-absl::Status CoordinatorCore::CheckLease(const std::string& job_id,
-                                         const std::string& lease_id) {
+absl::Status CoordinatorCore::CheckLease(const std::string& job_id, const std::string& lease_id) {
   LF_RETURN_IF_ERROR(Required("job_id", job_id));
   LF_RETURN_IF_ERROR(Required("lease_id", lease_id));
   const int64_t now = clock_();
@@ -535,8 +515,8 @@ void CoordinatorCore::RecoverIfStalled(int64_t now) {
   if (!extended.ok()) {
     // Retried at the next sign of life.
     alive_ms_ = now - options_.stall_threshold_ms;
-    std::cerr << "[coordinator] recovery after a " << gap << " ms stall failed: "
-              << extended.status() << std::endl;
+    std::cerr << "[coordinator] recovery after a " << gap
+              << " ms stall failed: " << extended.status() << std::endl;
     return;
   }
   std::cerr << "[coordinator] stalled for " << gap << " ms; " << *extended << " running lease"
@@ -555,10 +535,8 @@ absl::StatusOr<int64_t> CoordinatorCore::ReapOnce() {
       return now - entry.second.seen_ms > 2 * options_.lease_ttl_ms;
     });
   }
-  LF_ASSIGN_OR_RETURN(
-      int64_t lapsed,
-      store_->RequeueLapsedLeases(now, options_.max_attempts,
-                                  options_.retry_backoff_ms));
+  LF_ASSIGN_OR_RETURN(int64_t lapsed, store_->RequeueLapsedLeases(now, options_.max_attempts,
+                                                                  options_.retry_backoff_ms));
   if (lapsed > 0) {
     if (metrics_ != nullptr) metrics_->AddLeasesLapsed(lapsed);
     NotifyChanged();
@@ -604,8 +582,7 @@ uint64_t CoordinatorCore::version() const {
   return version_;
 }
 
-uint64_t CoordinatorCore::WaitForChange(uint64_t seen,
-                                        absl::Duration timeout) const {
+uint64_t CoordinatorCore::WaitForChange(uint64_t seen, absl::Duration timeout) const {
   const absl::Time deadline = absl::Now() + timeout;
   absl::MutexLock lock(&change_mu_);
   while (version_ == seen && !shut_down_) {
@@ -622,8 +599,7 @@ void CoordinatorCore::NotifyChanged() {
 
 void CoordinatorCore::RefreshGauges() {
   if (metrics_ == nullptr) return;
-  if (absl::StatusOr<JobStateCounts> counts = store_->CountJobsByState();
-      counts.ok()) {
+  if (absl::StatusOr<JobStateCounts> counts = store_->CountJobsByState(); counts.ok()) {
     metrics_->SetJobs("queued", (*counts)[JobState::JOB_STATE_QUEUED]);
     metrics_->SetJobs("running", (*counts)[JobState::JOB_STATE_RUNNING]);
     metrics_->SetJobs("succeeded", (*counts)[JobState::JOB_STATE_SUCCEEDED]);

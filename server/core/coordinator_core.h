@@ -76,8 +76,8 @@ struct CoreOptions {
 class CoordinatorCore {
  public:
   // `metrics` may be null; otherwise it must outlive the core.
-  CoordinatorCore(std::unique_ptr<Store> store, CoreOptions options,
-                  Clock clock = SystemUnixMillis, Metrics* metrics = nullptr);
+  CoordinatorCore(std::unique_ptr<Store> store, CoreOptions options, Clock clock = SystemUnixMillis,
+                  Metrics* metrics = nullptr);
   ~CoordinatorCore();  // calls Shutdown()
 
   CoordinatorCore(const CoordinatorCore&) = delete;
@@ -111,8 +111,7 @@ class CoordinatorCore {
   // An empty job_id is an idle heartbeat: it only marks the worker alive.
   absl::StatusOr<layerflow::v1::HeartbeatResponse> Heartbeat(
       const layerflow::v1::HeartbeatRequest& request);
-  absl::StatusOr<CommitResult> CommitChunk(
-      const layerflow::v1::ResultChunk& chunk);
+  absl::StatusOr<CommitResult> CommitChunk(const layerflow::v1::ResultChunk& chunk);
   absl::Status CompleteJob(const layerflow::v1::CompleteJobRequest& request);
   // Classifies the reported code and text (ClassifyJobError): bad input
   // (or no code) fails the job; a host error retries it on another worker
@@ -205,8 +204,7 @@ class CoordinatorCore {
   // When each user's sweeps of the last minute were submitted, oldest
   // first (max_submissions_per_minute).
   absl::Mutex submit_mu_;
-  absl::flat_hash_map<std::string, std::deque<int64_t>> submitted_ms_
-      ABSL_GUARDED_BY(submit_mu_);
+  absl::flat_hash_map<std::string, std::deque<int64_t>> submitted_ms_ ABSL_GUARDED_BY(submit_mu_);
   absl::Mutex alive_mu_;
   int64_t alive_ms_ ABSL_GUARDED_BY(alive_mu_) = 0;  // 0: not yet
 

@@ -36,8 +36,8 @@ absl::Status BadToken(absl::string_view why) {
 
 absl::Status CheckLength(absl::string_view field, absl::string_view value, int64_t max_bytes) {
   if (static_cast<int64_t>(value.size()) <= max_bytes) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(field, ": ", value.size(),
-                                                 " bytes, more than the limit of ", max_bytes));
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": ", value.size(), " bytes, more than the limit of ", max_bytes));
 }
 
 absl::Status CheckCount(absl::string_view field, int64_t count, int64_t max_count) {
@@ -47,13 +47,12 @@ absl::Status CheckCount(absl::string_view field, int64_t count, int64_t max_coun
 }
 
 absl::Status ValidateRegisterWorkerRequest(const layerflow::v1::RegisterWorkerRequest& request) {
-  if (absl::Status s = CheckLength("name", request.name(), limits::kMaxWorkerNameBytes);
-      !s.ok()) {
+  if (absl::Status s = CheckLength("name", request.name(), limits::kMaxWorkerNameBytes); !s.ok()) {
     return s;
   }
   const layerflow::v1::WorkerCapabilities& caps = request.capabilities();
-  if (absl::Status s = CheckLength("capabilities.device_type", caps.device_type(),
-                                   limits::kMaxShortNameBytes);
+  if (absl::Status s =
+          CheckLength("capabilities.device_type", caps.device_type(), limits::kMaxShortNameBytes);
       !s.ok()) {
     return s;
   }
@@ -81,8 +80,8 @@ absl::Status ValidateRegisterWorkerRequest(const layerflow::v1::RegisterWorkerRe
 }
 
 absl::Status ValidateLeaseJobRequest(const layerflow::v1::LeaseJobRequest& request) {
-  if (absl::Status s = CheckCount("resident_models", request.resident_models_size(),
-                                  limits::kMaxResidentModels);
+  if (absl::Status s =
+          CheckCount("resident_models", request.resident_models_size(), limits::kMaxResidentModels);
       !s.ok()) {
     return s;
   }
@@ -93,11 +92,10 @@ absl::Status ValidateLeaseJobRequest(const layerflow::v1::LeaseJobRequest& reque
     if (m.model().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(field, ".model: required"));
     }
-    for (auto [name, value, max] :
-         {std::tuple<const char*, const std::string&, int64_t>{"model", m.model(),
-                                                                limits::kMaxModelBytes},
-          {"init_scheme", m.init_scheme(), limits::kMaxShortNameBytes},
-          {"dtype", m.dtype(), limits::kMaxShortNameBytes}}) {
+    for (auto [name, value, max] : {std::tuple<const char*, const std::string&, int64_t>{
+                                        "model", m.model(), limits::kMaxModelBytes},
+                                    {"init_scheme", m.init_scheme(), limits::kMaxShortNameBytes},
+                                    {"dtype", m.dtype(), limits::kMaxShortNameBytes}}) {
       if (absl::Status s = CheckLength(absl::StrCat(field, ".", name), value, max); !s.ok()) {
         return s;
       }
@@ -120,9 +118,8 @@ std::string EncodePageToken(absl::string_view kind, const std::vector<std::strin
                             const PageCursor& cursor) {
   // Length-prefixed fields: v1, fingerprint, skip, key, after_job_id.
   std::string raw;
-  for (const std::string& field :
-       {std::string("v1"), Fingerprint(kind, filters), absl::StrCat(cursor.skip), cursor.key,
-        cursor.after_job_id}) {
+  for (const std::string& field : {std::string("v1"), Fingerprint(kind, filters),
+                                   absl::StrCat(cursor.skip), cursor.key, cursor.after_job_id}) {
     absl::StrAppend(&raw, field.size(), ":", field);
   }
   return absl::WebSafeBase64Escape(raw);

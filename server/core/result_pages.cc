@@ -32,8 +32,7 @@ ResultKey KeyOf(const v1::ResultRow& row) {
 //   "W"  the job is done, derived rows included
 //   ""   at the start
 std::string EncodeKey(const ResultKey& k) {
-  return absl::StrCat("A|", k.layer, "|", k.layer_b, "|", k.head, "|", k.position, "|",
-                      k.metric);
+  return absl::StrCat("A|", k.layer, "|", k.layer_b, "|", k.head, "|", k.position, "|", k.metric);
 }
 std::optional<ResultKey> DecodeKey(absl::string_view text) {
   std::vector<absl::string_view> parts = absl::StrSplit(text, absl::MaxSplits('|', 5));
@@ -106,8 +105,7 @@ class ResultStream {
       }
       if (buffer_pos_ == buffer_.size() && !exhausted_) LF_RETURN_IF_ERROR(Refill());
       const bool have_row = buffer_pos_ < buffer_.size();
-      if (!job_.empty() && !derived_done_ &&
-          (!have_row || buffer_[buffer_pos_].job_id() != job_)) {
+      if (!job_.empty() && !derived_done_ && (!have_row || buffer_[buffer_pos_].job_id() != job_)) {
         // The job's stored rows ended: its derived rows come next.
         derived_done_ = true;
         LF_ASSIGN_OR_RETURN(derived_, DerivedRowsOf(job_));
@@ -182,13 +180,13 @@ class ResultStream {
 
 }  // namespace
 
-absl::StatusOr<v1::QueryResultsResponse> QueryResultsPage(
-    Store& store, const v1::QueryResultsRequest& request) {
+absl::StatusOr<v1::QueryResultsResponse> QueryResultsPage(Store& store,
+                                                          const v1::QueryResultsRequest& request) {
   LF_ASSIGN_OR_RETURN(const int32_t page_size,
                       EffectivePageSize(request.page_size(), limits::kDefaultResultsPageSize,
                                         limits::kMaxResultsPageSize));
-  const std::vector<std::string> filters = {request.sweep_id(), request.model(),
-                                            request.metric(), request.job_id()};
+  const std::vector<std::string> filters = {request.sweep_id(), request.model(), request.metric(),
+                                            request.job_id()};
   LF_ASSIGN_OR_RETURN(const PageCursor cursor,
                       DecodePageToken(request.page_token(), kResultsToken, filters));
   // Derived rows (v_loc, v_glob, cubic; server/derived) are functions of a

@@ -7,22 +7,20 @@
 
 namespace layerflow::server::derived {
 
-absl::StatusOr<CubicFit> FitCubic(absl::Span<const double> x,
-                                  absl::Span<const double> y) {
+absl::StatusOr<CubicFit> FitCubic(absl::Span<const double> x, absl::Span<const double> y) {
   constexpr int kCols = 4;
   if (x.size() != y.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cubic fit: ", x.size(), " depths but ", y.size(), " values"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cubic fit: ", x.size(), " depths but ", y.size(), " values"));
   }
   const int n = static_cast<int>(x.size());
   if (n < kMinSeriesPoints) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cubic fit: ", n, " points, need at least ", kMinSeriesPoints));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cubic fit: ", n, " points, need at least ", kMinSeriesPoints));
   }
   for (int i = 0; i < n; ++i) {
     if (!std::isfinite(x[i]) || !std::isfinite(y[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cubic fit: point ", i, " is not finite"));
+      return absl::InvalidArgumentError(absl::StrCat("cubic fit: point ", i, " is not finite"));
     }
   }
 
@@ -46,8 +44,7 @@ absl::StatusOr<CubicFit> FitCubic(absl::Span<const double> x,
     double norm = 0;
     for (int i = k; i < n; ++i) norm = std::hypot(norm, at(i, k));
     if (!(norm > 1e-12 * std::sqrt(scale_sq))) {
-      return absl::InvalidArgumentError(
-          "cubic fit: depths have fewer than 4 distinct values");
+      return absl::InvalidArgumentError("cubic fit: depths have fewer than 4 distinct values");
     }
     // v = a[k:, k] - alpha e_1 with alpha = -sign(a_kk) ||a[k:, k]||, so
     // that no cancellation happens in v_0.

@@ -29,8 +29,7 @@ struct CubicFit {
 // the square of the Vandermonde's). INVALID_ARGUMENT when x and y differ in
 // size, when there are fewer than kMinSeriesPoints points, when a value is
 // not finite, or when x has fewer than 4 distinct values (rank-deficient).
-absl::StatusOr<CubicFit> FitCubic(absl::Span<const double> x,
-                                  absl::Span<const double> y);
+absl::StatusOr<CubicFit> FitCubic(absl::Span<const double> x, absl::Span<const double> y);
 
 }  // namespace layerflow::server::derived
 

@@ -23,8 +23,8 @@ bool IsSeriesMetric(absl::string_view base) {
   return false;
 }
 
-ResultRow DerivedRow(const ResultRow& like, std::string metric, int32_t layer,
-                     double value, int64_t points) {
+ResultRow DerivedRow(const ResultRow& like, std::string metric, int32_t layer, double value,
+                     int64_t points) {
   ResultRow row;
   row.set_sweep_id(like.sweep_id());
   row.set_job_id(like.job_id());
@@ -48,8 +48,8 @@ std::vector<ResultRow> JobDerivedRows(absl::Span<const ResultRow> job_rows) {
     std::vector<std::pair<int32_t, double>> series;
     for (const ResultRow& row : job_rows) {
       // Only the plain per-layer rows (no layer_b / head / position key).
-      if (row.metric() == base && row.count() > 0 && !row.has_layer_b() &&
-          !row.has_head() && !row.has_position()) {
+      if (row.metric() == base && row.count() > 0 && !row.has_layer_b() && !row.has_head() &&
+          !row.has_position()) {
         series.emplace_back(row.layer(), row.value());
       }
     }
@@ -73,13 +73,13 @@ std::vector<ResultRow> JobDerivedRows(absl::Span<const ResultRow> job_rows) {
     if (!fit.ok()) continue;  // non-finite or degenerate: no derived rows
     const int64_t n = static_cast<int64_t>(series.size());
     const ResultRow& like = job_rows.front();
-    out.push_back(DerivedRow(like, DerivedMetricString(DerivedKind::kVLoc, base),
-                             0, fit->v_loc, n));
-    out.push_back(DerivedRow(like, DerivedMetricString(DerivedKind::kVGlob, base),
-                             0, fit->v_glob, n));
+    out.push_back(
+        DerivedRow(like, DerivedMetricString(DerivedKind::kVLoc, base), 0, fit->v_loc, n));
+    out.push_back(
+        DerivedRow(like, DerivedMetricString(DerivedKind::kVGlob, base), 0, fit->v_glob, n));
     for (int32_t k = 0; k < 4; ++k) {
-      out.push_back(DerivedRow(like, DerivedMetricString(DerivedKind::kCubic, base),
-                               k, fit->coefficients[k], n));
+      out.push_back(DerivedRow(like, DerivedMetricString(DerivedKind::kCubic, base), k,
+                               fit->coefficients[k], n));
     }
   }
   std::stable_sort(out.begin(), out.end(), [](const ResultRow& a, const ResultRow& b) {
@@ -98,8 +98,7 @@ std::optional<DerivedMetricName> ParseDerivedMetric(absl::string_view metric) {
       {"cubic(", DerivedKind::kCubic}};
   for (const auto& [prefix, kind] : kKinds) {
     if (absl::StartsWith(metric, prefix) && absl::EndsWith(metric, ")")) {
-      absl::string_view base =
-          metric.substr(prefix.size(), metric.size() - prefix.size() - 1);
+      absl::string_view base = metric.substr(prefix.size(), metric.size() - prefix.size() - 1);
       if (IsSeriesMetric(base)) return DerivedMetricName{kind, std::string(base)};
     }
   }
@@ -121,14 +120,13 @@ std::string DerivedMetricString(DerivedKind kind, absl::string_view base) {
 std::vector<ResultRow> AppendDerivedRows(std::vector<ResultRow> rows,
                                          const std::optional<DerivedMetricName>& only) {
   std::vector<ResultRow> out;
-  const std::string only_name =
-      only.has_value() ? DerivedMetricString(only->kind, only->base) : "";
+  const std::string only_name = only.has_value() ? DerivedMetricString(only->kind, only->base) : "";
   size_t begin = 0;
   while (begin < rows.size()) {
     size_t end = begin;
     while (end < rows.size() && rows[end].job_id() == rows[begin].job_id()) ++end;
-    std::vector<ResultRow> derived = JobDerivedRows(
-        absl::MakeConstSpan(rows).subspan(begin, end - begin));
+    std::vector<ResultRow> derived =
+        JobDerivedRows(absl::MakeConstSpan(rows).subspan(begin, end - begin));
     if (!only.has_value()) {
       for (size_t i = begin; i < end; ++i) out.push_back(std::move(rows[i]));
     }

@@ -29,8 +29,8 @@ struct DerivedMetricName {
 };
 
 // The base metrics whose layer series get derived rows.
-inline constexpr absl::string_view kSeriesMetrics[] = {
-    "adjacent_cos", "cka_biased", "cka_unbiased", "intertoken_cos"};
+inline constexpr absl::string_view kSeriesMetrics[] = {"adjacent_cos", "cka_biased", "cka_unbiased",
+                                                       "intertoken_cos"};
 
 // "v_loc(intertoken_cos)" -> {kVLoc, "intertoken_cos"}; nullopt for any
 // name that is not a derived metric of a kSeriesMetrics base.

@@ -87,8 +87,7 @@ class PoolCollectable final : public prometheus::Collectable {
     };
     gauge("layerflow_workers_busy", "Connected workers holding a lease.", pool->workers_busy);
     gauge("layerflow_gpus_total", "GPUs of the connected workers.", pool->gpus_total);
-    gauge("layerflow_gpus_busy", "GPUs of the connected workers holding a lease.",
-          pool->gpus_busy);
+    gauge("layerflow_gpus_busy", "GPUs of the connected workers holding a lease.", pool->gpus_busy);
     return out;
   }
 
@@ -102,19 +101,29 @@ class PoolCollectable final : public prometheus::Collectable {
 }  // namespace
 
 absl::string_view GrpcCodeName(int code) {
-  static constexpr absl::string_view kNames[] = {
-      "OK",          "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",    "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",   "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",         "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  static constexpr absl::string_view kNames[] = {"OK",
+                                                 "CANCELLED",
+                                                 "UNKNOWN",
+                                                 "INVALID_ARGUMENT",
+                                                 "DEADLINE_EXCEEDED",
+                                                 "NOT_FOUND",
+                                                 "ALREADY_EXISTS",
+                                                 "PERMISSION_DENIED",
+                                                 "RESOURCE_EXHAUSTED",
+                                                 "FAILED_PRECONDITION",
+                                                 "ABORTED",
+                                                 "OUT_OF_RANGE",
+                                                 "UNIMPLEMENTED",
+                                                 "INTERNAL",
+                                                 "UNAVAILABLE",
+                                                 "DATA_LOSS",
+                                                 "UNAUTHENTICATED"};
   if (code < 0 || code >= static_cast<int>(std::size(kNames))) return "UNKNOWN";
   return kNames[code];
 }
 
 struct Metrics::Impl {
-  std::shared_ptr<prometheus::Registry> registry =
-      std::make_shared<prometheus::Registry>();
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<prometheus::Exposer> exposer;
   std::map<std::string, prometheus::Gauge*, std::less<>> jobs;
   prometheus::Gauge* workers = nullptr;
@@ -150,16 +159,14 @@ namespace {
 constexpr size_t kMaxRunning = 1 << 16;
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
-    const std::string& address) {
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& address) {
   auto impl = std::make_unique<Impl>();
   auto& jobs = prometheus::BuildGauge()
                    .Name("layerflow_jobs")
                    .Help("Jobs by state.")
                    .Register(*impl->registry);
   // Every state is present from the start, so dashboards see 0, not "no data".
-  for (const char* state :
-       {"queued", "running", "succeeded", "failed", "cancelled"}) {
+  for (const char* state : {"queued", "running", "succeeded", "failed", "cancelled"}) {
     impl->jobs[state] = &jobs.Add({{"state", state}});
   }
   impl->workers = &prometheus::BuildGauge()
@@ -199,8 +206,9 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
                               .Add({});
   impl->phases = &prometheus::BuildHistogram()
                       .Name("layerflow_job_phase_seconds")
-                      .Help("Seconds workers spent in each phase of a job chunk "
-                            "(build, compute, upload).")
+                      .Help(
+                          "Seconds workers spent in each phase of a job chunk "
+                          "(build, compute, upload).")
                       .Register(*impl->registry);
   impl->queue_wait = &prometheus::BuildHistogram()
                           .Name("layerflow_queue_wait_seconds")
@@ -208,41 +216,40 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(
                           .Register(*impl->registry);
   impl->job_duration = &prometheus::BuildHistogram()
                             .Name("layerflow_job_duration_seconds")
-                            .Help("Seconds from a lease to its job's end (outcome succeeded, "
-                                  "failed or retried), by kind.")
+                            .Help(
+                                "Seconds from a lease to its job's end (outcome succeeded, "
+                                "failed or retried), by kind.")
                             .Register(*impl->registry);
   impl->rpc = &prometheus::BuildHistogram()
                    .Name("layerflow_rpc_duration_seconds")
-                   .Help("Seconds the coordinator spent on each gRPC call (a stream: its "
-                         "life), by service, method and status code.")
+                   .Help(
+                       "Seconds the coordinator spent on each gRPC call (a stream: its "
+                       "life), by service, method and status code.")
                    .Register(*impl->registry);
   int port = 0;
   if (!address.empty()) {
-    const std::string bind = address.find(':') == std::string::npos
-                                 ? absl::StrCat("127.0.0.1:", address)
-                                 : address;
+    const std::string bind =
+        address.find(':') == std::string::npos ? absl::StrCat("127.0.0.1:", address) : address;
     // prometheus-cpp (civetweb) reports bind failures by throwing; keep
     // exceptions from crossing this boundary.
     try {
       impl->exposer = std::make_unique<prometheus::Exposer>(bind);
     } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot serve metrics on '", bind, "': ", e.what()));
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on '", bind, "': ", e.what()));
     }
     impl->exposer->RegisterCollectable(impl->registry);
     impl->exposer->RegisterCollectable(impl->pool);
     const std::vector<int> ports = impl->exposer->GetListeningPorts();
     if (ports.empty()) {
-      return absl::UnavailableError(
-          absl::StrCat("metrics exposer on '", bind, "' bound no port"));
+      return absl::UnavailableError(absl::StrCat("metrics exposer on '", bind, "' bound no port"));
     }
     port = ports.front();
   }
   return std::unique_ptr<Metrics>(new Metrics(std::move(impl), port));
 }
 
-Metrics::Metrics(std::unique_ptr<Impl> impl, int port)
-    : impl_(std::move(impl)), port_(port) {}
+Metrics::Metrics(std::unique_ptr<Impl> impl, int port) : impl_(std::move(impl)), port_(port) {}
 
 Metrics::~Metrics() {
   // A scrape in flight finishes before the source (and what it reads) goes.
@@ -262,21 +269,13 @@ void Metrics::SetWorkersQuarantined(int64_t count) {
   impl_->quarantined->Set(static_cast<double>(count));
 }
 
-void Metrics::AddJobRetries(int64_t n) {
-  impl_->retries->Increment(static_cast<double>(n));
-}
+void Metrics::AddJobRetries(int64_t n) { impl_->retries->Increment(static_cast<double>(n)); }
 
-void Metrics::AddChunksCommitted(int64_t n) {
-  impl_->chunks->Increment(static_cast<double>(n));
-}
+void Metrics::AddChunksCommitted(int64_t n) { impl_->chunks->Increment(static_cast<double>(n)); }
 
-void Metrics::AddLeasesLapsed(int64_t n) {
-  impl_->lapsed->Increment(static_cast<double>(n));
-}
+void Metrics::AddLeasesLapsed(int64_t n) { impl_->lapsed->Increment(static_cast<double>(n)); }
 
-void Metrics::AddSweepsSubmitted(int64_t n) {
-  impl_->sweeps->Increment(static_cast<double>(n));
-}
+void Metrics::AddSweepsSubmitted(int64_t n) { impl_->sweeps->Increment(static_cast<double>(n)); }
 
 void Metrics::ObservePhase(absl::string_view phase, double seconds) {
   prometheus::Histogram* h = nullptr;
@@ -408,8 +407,7 @@ class RpcInterceptor final : public grpc::experimental::Interceptor {
   const std::pair<std::string, std::string> names_;
 };
 
-class RpcInterceptorFactory final
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
+class RpcInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   explicit RpcInterceptorFactory(Metrics* metrics) : metrics_(metrics) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(

@@ -59,8 +59,7 @@ class Metrics {
   // Serves /metrics on `address`: "host:port", or just "port" meaning
   // 127.0.0.1:port; port 0 picks a free one. Empty: metrics are kept but
   // not served (port() is 0). UNAVAILABLE when the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<Metrics>> Create(
-      const std::string& address);
+  static absl::StatusOr<std::unique_ptr<Metrics>> Create(const std::string& address);
   ~Metrics();
 
   int port() const { return port_; }

@@ -121,8 +121,7 @@ absl::StatusOr<v1::ListWorkersResponse> PoolView::Workers(bool include_reasons,
   for (const v1::Job& job : running) {
     if (!job.worker_id().empty()) job_of[job.worker_id()] = job.job_id();
   }
-  const int64_t live_since =
-      clock_() - kLiveHeartbeats * core_->options().heartbeat_interval_ms;
+  const int64_t live_since = clock_() - kLiveHeartbeats * core_->options().heartbeat_interval_ms;
   v1::ListWorkersResponse response;
   int64_t gpus_total = 0, gpus_busy = 0;
   for (const WorkerRecord& w : workers) {
@@ -178,8 +177,8 @@ absl::StatusOr<v1::GetQueueResponse> PoolView::GetQueue(const std::string& sweep
     if (w.state() == v1::WORKER_STATE_IDLE || w.state() == v1::WORKER_STATE_RUNNING) ++available;
     if (w.state() == v1::WORKER_STATE_IDLE) ++idle;
   }
-  const RecentDurations recent = metrics_ != nullptr ? metrics_->RecentJobSeconds()
-                                                     : RecentDurations{};
+  const RecentDurations recent =
+      metrics_ != nullptr ? metrics_->RecentJobSeconds() : RecentDurations{};
   v1::GetQueueResponse response;
   response.set_queued_total(static_cast<int64_t>(queued.size()));
   response.set_running_total(static_cast<int64_t>(running.size()));

@@ -22,8 +22,7 @@ class WatchReactor;
 
 class WatchHub {
  public:
-  explicit WatchHub(CoordinatorCore* core)
-      : core_(core), thread_([this] { Run(); }) {}
+  explicit WatchHub(CoordinatorCore* core) : core_(core), thread_([this] { Run(); }) {}
   ~WatchHub() { Stop(); }
 
   // False when the hub has stopped (the caller finishes the stream).
@@ -47,8 +46,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Sweep> {
       : core_(core), hub_(hub), sweep_id_(std::move(sweep_id)) {
     if (!hub_->Add(this)) {
       absl::MutexLock lock(&mu_);
-      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                "coordinator is shutting down"));
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down"));
       return;
     }
     Poke();
@@ -71,8 +69,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Sweep> {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
     if (!finished_ && !writing_) {
-      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                "coordinator is shutting down"));
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down"));
     }
   }
 
@@ -84,8 +81,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Sweep> {
     } else if (terminal_sent_) {
       FinishLocked(grpc::Status::OK);
     } else if (stopping_) {
-      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                "coordinator is shutting down"));
+      FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator is shutting down"));
     } else if (dirty_) {
       dirty_ = false;
       SendLocked();
@@ -197,9 +193,9 @@ CoordinatorService::~CoordinatorService() = default;
 
 void CoordinatorService::StopWatches() { hub_->Stop(); }
 
-grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(
-    grpc::CallbackServerContext* context, const v1::SubmitSweepRequest* request,
-    v1::SubmitSweepResponse* response) {
+grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(grpc::CallbackServerContext* context,
+                                                          const v1::SubmitSweepRequest* request,
+                                                          v1::SubmitSweepResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_ASSIGN_OR_RETURN(const auth::Identity who,
                         auth_->Authorize(*context, auth::Rpc::kSubmitSweep));
@@ -212,53 +208,56 @@ grpc::ServerUnaryReactor* CoordinatorService::SubmitSweep(
   }());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::GetSweep(
-    grpc::CallbackServerContext* context, const v1::GetSweepRequest* request,
-    v1::Sweep* response) {
+grpc::ServerUnaryReactor* CoordinatorService::GetSweep(grpc::CallbackServerContext* context,
+                                                       const v1::GetSweepRequest* request,
+                                                       v1::Sweep* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kGetSweep, {.sweep_id = request->sweep_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kGetSweep, {.sweep_id = request->sweep_id()})
+            .status());
     LF_ASSIGN_OR_RETURN(*response, core_->GetSweep(request->sweep_id()));
     return absl::OkStatus();
   }());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::ListJobs(
-    grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
-    v1::ListJobsResponse* response) {
+grpc::ServerUnaryReactor* CoordinatorService::ListJobs(grpc::CallbackServerContext* context,
+                                                       const v1::ListJobsRequest* request,
+                                                       v1::ListJobsResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kListJobs, {.sweep_id = request->sweep_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kListJobs, {.sweep_id = request->sweep_id()})
+            .status());
     LF_ASSIGN_OR_RETURN(*response, core_->ListJobs(*request));
     return absl::OkStatus();
   }());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(
-    grpc::CallbackServerContext* context, const v1::CancelSweepRequest* request,
-    v1::Sweep* response) {
+grpc::ServerUnaryReactor* CoordinatorService::CancelSweep(grpc::CallbackServerContext* context,
+                                                          const v1::CancelSweepRequest* request,
+                                                          v1::Sweep* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kCancelSweep, {.sweep_id = request->sweep_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kCancelSweep, {.sweep_id = request->sweep_id()})
+            .status());
     LF_ASSIGN_OR_RETURN(*response, core_->CancelSweep(request->sweep_id()));
     return absl::OkStatus();
   }());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::RetrySweep(
-    grpc::CallbackServerContext* context, const v1::RetrySweepRequest* request,
-    v1::Sweep* response) {
+grpc::ServerUnaryReactor* CoordinatorService::RetrySweep(grpc::CallbackServerContext* context,
+                                                         const v1::RetrySweepRequest* request,
+                                                         v1::Sweep* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kRetrySweep, {.sweep_id = request->sweep_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kRetrySweep, {.sweep_id = request->sweep_id()})
+            .status());
     LF_ASSIGN_OR_RETURN(*response, core_->RetrySweep(request->sweep_id()));
     return absl::OkStatus();
   }());
 }
 
 grpc::ServerWriteReactor<v1::Sweep>* CoordinatorService::WatchSweep(
-    grpc::CallbackServerContext* context,
-    const v1::WatchSweepRequest* request) {
+    grpc::CallbackServerContext* context, const v1::WatchSweepRequest* request) {
   if (absl::Status allowed =
           auth_->Authorize(*context, auth::Rpc::kWatchSweep, {.sweep_id = request->sweep_id()})
               .status();
@@ -268,21 +267,21 @@ grpc::ServerWriteReactor<v1::Sweep>* CoordinatorService::WatchSweep(
   return new WatchReactor(core_, hub_.get(), request->sweep_id());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::QueryResults(
-    grpc::CallbackServerContext* context,
-    const v1::QueryResultsRequest* request,
-    v1::QueryResultsResponse* response) {
+grpc::ServerUnaryReactor* CoordinatorService::QueryResults(grpc::CallbackServerContext* context,
+                                                           const v1::QueryResultsRequest* request,
+                                                           v1::QueryResultsResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kQueryResults, {.sweep_id = request->sweep_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kQueryResults, {.sweep_id = request->sweep_id()})
+            .status());
     LF_ASSIGN_OR_RETURN(*response, core_->QueryResults(*request));
     return absl::OkStatus();
   }());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(
-    grpc::CallbackServerContext* context, const v1::ListWorkersRequest* /*request*/,
-    v1::ListWorkersResponse* response) {
+grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(grpc::CallbackServerContext* context,
+                                                          const v1::ListWorkersRequest* /*request*/,
+                                                          v1::ListWorkersResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_ASSIGN_OR_RETURN(const auth::Identity who,
                         auth_->Authorize(*context, auth::Rpc::kListWorkers));
@@ -292,12 +291,13 @@ grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(
   }());
 }
 
-grpc::ServerUnaryReactor* CoordinatorService::GetQueue(
-    grpc::CallbackServerContext* context, const v1::GetQueueRequest* request,
-    v1::GetQueueResponse* response) {
+grpc::ServerUnaryReactor* CoordinatorService::GetQueue(grpc::CallbackServerContext* context,
+                                                       const v1::GetQueueRequest* request,
+                                                       v1::GetQueueResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kGetQueue, {.sweep_id = request->sweep_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kGetQueue, {.sweep_id = request->sweep_id()})
+            .status());
     LF_ASSIGN_OR_RETURN(*response, pool_.GetQueue(request->sweep_id()));
     return absl::OkStatus();
   }());

@@ -15,8 +15,7 @@ namespace layerflow::server {
 
 class WatchHub;
 
-class CoordinatorService final
-    : public layerflow::v1::Coordinator::CallbackService {
+class CoordinatorService final : public layerflow::v1::Coordinator::CallbackService {
  public:
   // `core`, `auth` and `metrics` must outlive the service. Every handler
   // starts with auth->Authorize; null: authentication off. `metrics` gives
@@ -30,43 +29,35 @@ class CoordinatorService final
   // streams that would otherwise stay open until their sweeps finish.
   void StopWatches();
 
-  grpc::ServerUnaryReactor* SubmitSweep(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::SubmitSweepRequest* request,
-      layerflow::v1::SubmitSweepResponse* response) override;
-  grpc::ServerUnaryReactor* GetSweep(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::GetSweepRequest* request,
-      layerflow::v1::Sweep* response) override;
-  grpc::ServerUnaryReactor* ListJobs(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::ListJobsRequest* request,
-      layerflow::v1::ListJobsResponse* response) override;
-  grpc::ServerUnaryReactor* CancelSweep(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::CancelSweepRequest* request,
-      layerflow::v1::Sweep* response) override;
-  grpc::ServerUnaryReactor* RetrySweep(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::RetrySweepRequest* request,
-      layerflow::v1::Sweep* response) override;
+  grpc::ServerUnaryReactor* SubmitSweep(grpc::CallbackServerContext* context,
+                                        const layerflow::v1::SubmitSweepRequest* request,
+                                        layerflow::v1::SubmitSweepResponse* response) override;
+  grpc::ServerUnaryReactor* GetSweep(grpc::CallbackServerContext* context,
+                                     const layerflow::v1::GetSweepRequest* request,
+                                     layerflow::v1::Sweep* response) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context,
+                                     const layerflow::v1::ListJobsRequest* request,
+                                     layerflow::v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelSweep(grpc::CallbackServerContext* context,
+                                        const layerflow::v1::CancelSweepRequest* request,
+                                        layerflow::v1::Sweep* response) override;
+  grpc::ServerUnaryReactor* RetrySweep(grpc::CallbackServerContext* context,
+                                       const layerflow::v1::RetrySweepRequest* request,
+                                       layerflow::v1::Sweep* response) override;
   // Sends the sweep at once, then on every change; finishes OK after
   // sending a terminal state (SUCCEEDED, FAILED, CANCELLED).
   grpc::ServerWriteReactor<layerflow::v1::Sweep>* WatchSweep(
       grpc::CallbackServerContext* context,
       const layerflow::v1::WatchSweepRequest* request) override;
-  grpc::ServerUnaryReactor* QueryResults(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::QueryResultsRequest* request,
-      layerflow::v1::QueryResultsResponse* response) override;
-  grpc::ServerUnaryReactor* ListWorkers(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::ListWorkersRequest* request,
-      layerflow::v1::ListWorkersResponse* response) override;
-  grpc::ServerUnaryReactor* GetQueue(
-      grpc::CallbackServerContext* context,
-      const layerflow::v1::GetQueueRequest* request,
-      layerflow::v1::GetQueueResponse* response) override;
+  grpc::ServerUnaryReactor* QueryResults(grpc::CallbackServerContext* context,
+                                         const layerflow::v1::QueryResultsRequest* request,
+                                         layerflow::v1::QueryResultsResponse* response) override;
+  grpc::ServerUnaryReactor* ListWorkers(grpc::CallbackServerContext* context,
+                                        const layerflow::v1::ListWorkersRequest* request,
+                                        layerflow::v1::ListWorkersResponse* response) override;
+  grpc::ServerUnaryReactor* GetQueue(grpc::CallbackServerContext* context,
+                                     const layerflow::v1::GetQueueRequest* request,
+                                     layerflow::v1::GetQueueResponse* response) override;
 
  private:
   CoordinatorCore* const core_;

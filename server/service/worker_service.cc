@@ -11,11 +11,10 @@ namespace {
 
 namespace v1 = ::layerflow::v1;
 
-class StreamResultsReactor final
-    : public grpc::ServerReadReactor<v1::ResultChunk> {
+class StreamResultsReactor final : public grpc::ServerReadReactor<v1::ResultChunk> {
  public:
-  StreamResultsReactor(CoordinatorCore* core, const auth::Authorizer* auth,
-                       auth::Identity who, v1::StreamResultsResponse* response)
+  StreamResultsReactor(CoordinatorCore* core, const auth::Authorizer* auth, auth::Identity who,
+                       v1::StreamResultsResponse* response)
       : core_(core), auth_(auth), who_(std::move(who)), response_(response) {
     StartRead(&chunk_);
   }
@@ -27,8 +26,8 @@ class StreamResultsReactor final
       return;
     }
     // Each chunk names its lease: it must be the caller's.
-    if (absl::Status allowed = auth_->CheckAccess(who_, auth::Rpc::kStreamResults,
-                                                  {.lease_id = chunk_.lease_id()});
+    if (absl::Status allowed =
+            auth_->CheckAccess(who_, auth::Rpc::kStreamResults, {.lease_id = chunk_.lease_id()});
         !allowed.ok()) {
       Finish(ToGrpcStatus(allowed));
       return;
@@ -62,8 +61,7 @@ absl::Status NoArtifactStore() {
 // Feeds the stream to an UploadSession; publishes at the client's
 // half-close. The first failing message ends the call with its status (the
 // temporary file is discarded).
-class UploadArtifactReactor final
-    : public grpc::ServerReadReactor<v1::ArtifactChunk> {
+class UploadArtifactReactor final : public grpc::ServerReadReactor<v1::ArtifactChunk> {
  public:
   UploadArtifactReactor(CoordinatorCore* core, artifacts::ArtifactStore* store,
                         const auth::Authorizer* auth, auth::Identity who,
@@ -118,13 +116,12 @@ class UploadArtifactReactor final
 };
 
 // Writes one message at a time from a DownloadSession.
-class DownloadArtifactReactor final
-    : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
+class DownloadArtifactReactor final : public grpc::ServerWriteReactor<v1::ArtifactChunk> {
  public:
   DownloadArtifactReactor(CoordinatorCore* core, artifacts::ArtifactStore* store,
                           const v1::DownloadArtifactRequest& request) {
-    absl::Status status = store == nullptr ? NoArtifactStore()
-                                           : core->TouchWorker(request.worker_id());
+    absl::Status status =
+        store == nullptr ? NoArtifactStore() : core->TouchWorker(request.worker_id());
     if (status.ok()) {
       absl::StatusOr<std::unique_ptr<artifacts::DownloadSession>> session =
           artifacts::DownloadSession::Open(*store, request.name());
@@ -175,9 +172,9 @@ WorkerService::WorkerService(CoordinatorCore* core, artifacts::ArtifactStore* ar
                              const auth::Authorizer* auth)
     : core_(core), artifacts_(artifacts), auth_(auth != nullptr ? auth : &AuthOff()) {}
 
-grpc::ServerUnaryReactor* WorkerService::RegisterWorker(
-    grpc::CallbackServerContext* context, const v1::RegisterWorkerRequest* request,
-    v1::RegisterWorkerResponse* response) {
+grpc::ServerUnaryReactor* WorkerService::RegisterWorker(grpc::CallbackServerContext* context,
+                                                        const v1::RegisterWorkerRequest* request,
+                                                        v1::RegisterWorkerResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_ASSIGN_OR_RETURN(const auth::Identity who,
                         auth_->Authorize(*context, auth::Rpc::kRegisterWorker));
@@ -186,9 +183,9 @@ grpc::ServerUnaryReactor* WorkerService::RegisterWorker(
   }());
 }
 
-grpc::ServerUnaryReactor* WorkerService::LeaseJob(
-    grpc::CallbackServerContext* context, const v1::LeaseJobRequest* request,
-    v1::LeaseJobResponse* response) {
+grpc::ServerUnaryReactor* WorkerService::LeaseJob(grpc::CallbackServerContext* context,
+                                                  const v1::LeaseJobRequest* request,
+                                                  v1::LeaseJobResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_ASSIGN_OR_RETURN(
         const auth::Identity who,
@@ -203,33 +200,34 @@ grpc::ServerUnaryReactor* WorkerService::LeaseJob(
   }());
 }
 
-grpc::ServerUnaryReactor* WorkerService::Heartbeat(
-    grpc::CallbackServerContext* context, const v1::HeartbeatRequest* request,
-    v1::HeartbeatResponse* response) {
+grpc::ServerUnaryReactor* WorkerService::Heartbeat(grpc::CallbackServerContext* context,
+                                                   const v1::HeartbeatRequest* request,
+                                                   v1::HeartbeatResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
-    LF_RETURN_IF_ERROR(auth_->Authorize(*context, auth::Rpc::kHeartbeat,
-                                        {.worker_id = request->worker_id(),
-                                         .lease_id = request->lease_id()})
-                           .status());
+    LF_RETURN_IF_ERROR(
+        auth_
+            ->Authorize(*context, auth::Rpc::kHeartbeat,
+                        {.worker_id = request->worker_id(), .lease_id = request->lease_id()})
+            .status());
     LF_ASSIGN_OR_RETURN(*response, core_->Heartbeat(*request));
     return absl::OkStatus();
   }());
 }
 
 grpc::ServerReadReactor<v1::ResultChunk>* WorkerService::StreamResults(
-    grpc::CallbackServerContext* context,
-    v1::StreamResultsResponse* response) {
+    grpc::CallbackServerContext* context, v1::StreamResultsResponse* response) {
   absl::StatusOr<auth::Identity> who = auth_->Authorize(*context, auth::Rpc::kStreamResults);
   if (!who.ok()) return new FailedReadReactor<v1::ResultChunk>(ToGrpcStatus(who.status()));
   return new StreamResultsReactor(core_, auth_, *std::move(who), response);
 }
 
-grpc::ServerUnaryReactor* WorkerService::CompleteJob(
-    grpc::CallbackServerContext* context, const v1::CompleteJobRequest* request,
-    v1::CompleteJobResponse* /*response*/) {
+grpc::ServerUnaryReactor* WorkerService::CompleteJob(grpc::CallbackServerContext* context,
+                                                     const v1::CompleteJobRequest* request,
+                                                     v1::CompleteJobResponse* /*response*/) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kCompleteJob, {.lease_id = request->lease_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kCompleteJob, {.lease_id = request->lease_id()})
+            .status());
     LF_RETURN_IF_ERROR(core_->CompleteJob(*request));
     auth_->ForgetLease(request->lease_id());
     return absl::OkStatus();
@@ -253,10 +251,10 @@ grpc::ServerReadReactor<v1::ArtifactChunk>* WorkerService::UploadArtifact(
 }
 
 grpc::ServerWriteReactor<v1::ArtifactChunk>* WorkerService::DownloadArtifact(
-    grpc::CallbackServerContext* context,
-    const v1::DownloadArtifactRequest* request) {
-  if (absl::Status allowed = auth_->Authorize(*context, auth::Rpc::kDownloadArtifact,
-                                              {.worker_id = request->worker_id()})
+    grpc::CallbackServerContext* context, const v1::DownloadArtifactRequest* request) {
+  if (absl::Status allowed = auth_
+                                 ->Authorize(*context, auth::Rpc::kDownloadArtifact,
+                                             {.worker_id = request->worker_id()})
                                  .status();
       !allowed.ok()) {
     return new FailedWriteReactor<v1::ArtifactChunk>(ToGrpcStatus(allowed));
@@ -264,17 +262,16 @@ grpc::ServerWriteReactor<v1::ArtifactChunk>* WorkerService::DownloadArtifact(
   return new DownloadArtifactReactor(core_, artifacts_, *request);
 }
 
-grpc::ServerUnaryReactor* WorkerService::ListArtifacts(
-    grpc::CallbackServerContext* context, const v1::ListArtifactsRequest* request,
-    v1::ListArtifactsResponse* response) {
+grpc::ServerUnaryReactor* WorkerService::ListArtifacts(grpc::CallbackServerContext* context,
+                                                       const v1::ListArtifactsRequest* request,
+                                                       v1::ListArtifactsResponse* response) {
   return FinishUnary(context, [&]() -> absl::Status {
-    LF_RETURN_IF_ERROR(auth_->Authorize(*context, auth::Rpc::kListArtifacts,
-                                        {.worker_id = request->worker_id()})
-                           .status());
+    LF_RETURN_IF_ERROR(
+        auth_->Authorize(*context, auth::Rpc::kListArtifacts, {.worker_id = request->worker_id()})
+            .status());
     if (artifacts_ == nullptr) return NoArtifactStore();
     LF_RETURN_IF_ERROR(core_->TouchWorker(request->worker_id()));
-    LF_RETURN_IF_ERROR(
-        CheckLength("prefix", request->prefix(), limits::kMaxArtifactNameBytes));
+    LF_RETURN_IF_ERROR(CheckLength("prefix", request->prefix(), limits::kMaxArtifactNameBytes));
     for (const artifacts::ArtifactMeta& meta : artifacts_->List(request->prefix())) {
       v1::ArtifactInfo* info = response->add_artifacts();
       info->set_name(meta.name);
@@ -285,24 +282,26 @@ grpc::ServerUnaryReactor* WorkerService::ListArtifacts(
   }());
 }
 
-grpc::ServerUnaryReactor* WorkerService::ReleaseJob(
-    grpc::CallbackServerContext* context, const v1::ReleaseJobRequest* request,
-    v1::ReleaseJobResponse* /*response*/) {
+grpc::ServerUnaryReactor* WorkerService::ReleaseJob(grpc::CallbackServerContext* context,
+                                                    const v1::ReleaseJobRequest* request,
+                                                    v1::ReleaseJobResponse* /*response*/) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kReleaseJob, {.lease_id = request->lease_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kReleaseJob, {.lease_id = request->lease_id()})
+            .status());
     LF_RETURN_IF_ERROR(core_->ReleaseJob(*request));
     auth_->ForgetLease(request->lease_id());
     return absl::OkStatus();
   }());
 }
 
-grpc::ServerUnaryReactor* WorkerService::FailJob(
-    grpc::CallbackServerContext* context, const v1::FailJobRequest* request,
-    v1::FailJobResponse* /*response*/) {
+grpc::ServerUnaryReactor* WorkerService::FailJob(grpc::CallbackServerContext* context,
+                                                 const v1::FailJobRequest* request,
+                                                 v1::FailJobResponse* /*response*/) {
   return FinishUnary(context, [&]() -> absl::Status {
     LF_RETURN_IF_ERROR(
-        auth_->Authorize(*context, auth::Rpc::kFailJob, {.lease_id = request->lease_id()}).status());
+        auth_->Authorize(*context, auth::Rpc::kFailJob, {.lease_id = request->lease_id()})
+            .status());
     LF_RETURN_IF_ERROR(core_->FailJob(*request));
     auth_->ForgetLease(request->lease_id());
     return absl::OkStatus();

@@ -24,9 +24,6 @@
 namespace layerflow::server {
 namespace {
 
-using ::layerflow::v1::DatasetSpec;
-using ::layerflow::v1::JobSpec;
-using ::layerflow::v1::SweepSpec;
 using ::layerflow::catalog::AnalysisList;
 using ::layerflow::catalog::CheckContextFits;
 using ::layerflow::catalog::ChunkCount;
@@ -40,7 +37,6 @@ using ::layerflow::catalog::IsDtype;
 using ::layerflow::catalog::IsFeatureDtype;
 using ::layerflow::catalog::IsJobDataset;
 using ::layerflow::catalog::JobDatasetList;
-using ::layerflow::catalog::ParseInitScheme;
 using ::layerflow::catalog::kDefaultAnalyses;
 using ::layerflow::catalog::kDefaultContextLength;
 using ::layerflow::catalog::kDefaultDataset;
@@ -59,6 +55,10 @@ using ::layerflow::catalog::kDefaultProbeWeightDecay;
 using ::layerflow::catalog::kDefaultPromptsPerChunk;
 using ::layerflow::catalog::kDefaultSeed;
 using ::layerflow::catalog::kJobDatasetNames;
+using ::layerflow::catalog::ParseInitScheme;
+using ::layerflow::v1::DatasetSpec;
+using ::layerflow::v1::JobSpec;
+using ::layerflow::v1::SweepSpec;
 
 constexpr int kMaxNameLength = 64;
 constexpr int32_t kMinContextLength = 16;
@@ -76,9 +76,7 @@ absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
 
-std::string Indexed(absl::string_view field, int i) {
-  return absl::StrCat(field, "[", i, "]");
-}
+std::string Indexed(absl::string_view field, int i) { return absl::StrCat(field, "[", i, "]"); }
 
 // The data sets whose prompts carry a gold class (what a probe can use),
 // ", "-joined.
@@ -103,15 +101,14 @@ absl::Status CheckInRange(absl::string_view field, int64_t value, int64_t lo, in
 }
 
 bool ValidNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-         (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
 }
 
 // Rejects a repeated value on one axis: a duplicate would expand to two
 // identical jobs, which is never what the user meant.
 template <typename Container, typename KeyFn>
-absl::Status CheckNoDuplicates(absl::string_view field, const Container& items,
-                               KeyFn key) {
+absl::Status CheckNoDuplicates(absl::string_view field, const Container& items, KeyFn key) {
   absl::flat_hash_set<std::string> seen;
   for (int i = 0; i < static_cast<int>(items.size()); ++i) {
     std::string k = key(items[i]);
@@ -125,13 +122,11 @@ absl::Status CheckNoDuplicates(absl::string_view field, const Container& items,
 absl::Status ValidateName(const std::string& name) {
   if (name.empty()) return Invalid("spec.name", "required");
   if (name.size() > kMaxNameLength) {
-    return Invalid("spec.name", absl::StrCat("longer than ", kMaxNameLength,
-                                             " characters"));
+    return Invalid("spec.name", absl::StrCat("longer than ", kMaxNameLength, " characters"));
   }
   for (char c : name) {
     if (!ValidNameChar(c)) {
-      return Invalid("spec.name",
-                     "may contain only letters, digits, '_', '.' and '-'");
+      return Invalid("spec.name", "may contain only letters, digits, '_', '.' and '-'");
     }
   }
   return absl::OkStatus();
@@ -161,8 +156,7 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
     }
     for (absl::string_view part : absl::StrSplit(dataset.path(), '/')) {
       if (part == "..") {
-        return Invalid(path_field,
-                       absl::StrCat("'", dataset.path(), "' climbs out with '..'"));
+        return Invalid(path_field, absl::StrCat("'", dataset.path(), "' climbs out with '..'"));
       }
     }
     if (!dataset.field().empty() && !catalog::DatasetReadsFile(dataset.name())) {
@@ -172,12 +166,11 @@ absl::Status ValidateDataset(const DatasetSpec& dataset, int i) {
     }
   } else if (!dataset.path().empty() || !dataset.field().empty()) {
     return Invalid(dataset.path().empty() ? absl::StrCat(field, ".field") : path_field,
-                   absl::StrCat("only the text and mdqa data sets read a file; '",
-                                dataset.name(), "' is generated"));
+                   absl::StrCat("only the text and mdqa data sets read a file; '", dataset.name(),
+                                "' is generated"));
   }
-  return CheckInRange(absl::StrCat(field, ".num_classes"), dataset.num_classes(),
-                      kMinNumClasses, kMaxNumClasses,
-                      absl::StrCat("0 means ", kDefaultNumClasses));
+  return CheckInRange(absl::StrCat(field, ".num_classes"), dataset.num_classes(), kMinNumClasses,
+                      kMaxNumClasses, absl::StrCat("0 means ", kDefaultNumClasses));
 }
 
 std::string Quoted(const std::string& s) { return absl::StrCat("'", s, "'"); }
@@ -207,8 +200,7 @@ absl::Status ValidateLayers(const SweepSpec& spec) {
 // spec.probe (ProbeSpec): zero fields mean the defaults, so only what the
 // user set is range-checked. `effective` is the spec with defaults applied
 // (the data sets the jobs will run).
-absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
-                           const SweepSpec& effective) {
+absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe, const SweepSpec& effective) {
   if (probe.skip_training()) {
     return Invalid("spec.probe.skip_training",
                    "set by the coordinator only (for example_cka without a probe)");
@@ -217,10 +209,10 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
     return Invalid("spec.probe.task", "required (the data set to probe, e.g. kvpr)");
   }
   if (!DatasetHasClasses(probe.task())) {
-    return Invalid("spec.probe.task",
-                   absl::StrCat("data set '", probe.task(),
-                                "' has no classes to probe; data sets with classes: ",
-                                ProbeableDatasets()));
+    return Invalid(
+        "spec.probe.task",
+        absl::StrCat("data set '", probe.task(),
+                     "' has no classes to probe; data sets with classes: ", ProbeableDatasets()));
   }
   bool found = false;
   for (int d = 0; d < effective.datasets_size(); ++d) {
@@ -228,18 +220,17 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
     if (dataset.name() != probe.task()) continue;
     found = true;
     if (probe.classes() != 0 && probe.classes() != dataset.num_classes()) {
-      return Invalid("spec.probe.classes",
-                     absl::StrCat(probe.classes(), " does not match spec.datasets[",
-                                  d, "].num_classes ", dataset.num_classes(),
-                                  " (0 means the data set's)"));
+      return Invalid(
+          "spec.probe.classes",
+          absl::StrCat(probe.classes(), " does not match spec.datasets[", d, "].num_classes ",
+                       dataset.num_classes(), " (0 means the data set's)"));
     }
   }
   if (!found) {
     std::vector<std::string> names;
     for (const DatasetSpec& d : effective.datasets()) names.push_back(d.name());
     return Invalid("spec.probe.task",
-                   absl::StrCat("'", probe.task(),
-                                "' is not one of the sweep's data sets (",
+                   absl::StrCat("'", probe.task(), "' is not one of the sweep's data sets (",
                                 absl::StrJoin(names, ", "), ")"));
   }
   if (probe.classes() < 0) {
@@ -247,8 +238,7 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
   }
   for (int i = 0; i < probe.seeds_size(); ++i) {
     if (probe.seeds(i) < 0) {
-      return Invalid(Indexed("spec.probe.seeds", i),
-                     absl::StrCat(probe.seeds(i), " is negative"));
+      return Invalid(Indexed("spec.probe.seeds", i), absl::StrCat(probe.seeds(i), " is negative"));
     }
   }
   if (absl::Status s = CheckNoDuplicates("spec.probe.seeds", probe.seeds(),
@@ -257,26 +247,23 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
     return s;
   }
   if (absl::Status s = CheckInRange("spec.probe.epochs", probe.epochs(), 1, kMaxProbeEpochs,
-                                     absl::StrCat("0 means ", kDefaultProbeEpochs));
+                                    absl::StrCat("0 means ", kDefaultProbeEpochs));
       !s.ok()) {
     return s;
   }
   if (!std::isfinite(probe.lr()) || probe.lr() < 0) {
-    return Invalid("spec.probe.lr",
-                   absl::StrCat(probe.lr(), " is not a positive number (0 means ",
-                                kDefaultProbeLr, ")"));
+    return Invalid("spec.probe.lr", absl::StrCat(probe.lr(), " is not a positive number (0 means ",
+                                                 kDefaultProbeLr, ")"));
   }
   if (!std::isfinite(probe.weight_decay()) || probe.weight_decay() < 0) {
     return Invalid("spec.probe.weight_decay",
-                   absl::StrCat(probe.weight_decay(),
-                                " is not a positive number (0 means ",
+                   absl::StrCat(probe.weight_decay(), " is not a positive number (0 means ",
                                 kDefaultProbeWeightDecay, ")"));
   }
   if (!std::isfinite(probe.train_fraction()) || probe.train_fraction() < 0 ||
       probe.train_fraction() >= 1) {
     return Invalid("spec.probe.train_fraction",
-                   absl::StrCat(probe.train_fraction(),
-                                " is outside (0, 1) (0 means ",
+                   absl::StrCat(probe.train_fraction(), " is outside (0, 1) (0 means ",
                                 kDefaultProbeTrainFraction, ")"));
   }
   if (!std::isfinite(probe.val_fraction()) || probe.val_fraction() < 0 ||
@@ -289,25 +276,21 @@ absl::Status ValidateProbe(const layerflow::v1::ProbeSpec& probe,
     // The test set is what is left: the two shares as they will run must
     // leave some. The field named is the one the user set (val_fraction
     // when both are): train_fraction 0.8 alone was the old two-way default.
-    const double train = probe.train_fraction() == 0 ? kDefaultProbeTrainFraction
-                                                     : probe.train_fraction();
-    const double val =
-        probe.val_fraction() == 0 ? kDefaultProbeValFraction : probe.val_fraction();
+    const double train =
+        probe.train_fraction() == 0 ? kDefaultProbeTrainFraction : probe.train_fraction();
+    const double val = probe.val_fraction() == 0 ? kDefaultProbeValFraction : probe.val_fraction();
     if (!(train + val < 1)) {
-      return Invalid(probe.val_fraction() == 0 && probe.train_fraction() != 0
-                         ? "spec.probe.train_fraction"
-                         : "spec.probe.val_fraction",
-                     absl::StrCat("train_fraction ", train,
-                                  probe.train_fraction() == 0 ? " (default)" : "",
-                                  " + val_fraction ", val,
-                                  probe.val_fraction() == 0 ? " (default)" : "", " = ",
-                                  train + val,
-                                  " leaves no test set; the sum must be below 1"));
+      return Invalid(
+          probe.val_fraction() == 0 && probe.train_fraction() != 0 ? "spec.probe.train_fraction"
+                                                                   : "spec.probe.val_fraction",
+          absl::StrCat("train_fraction ", train, probe.train_fraction() == 0 ? " (default)" : "",
+                       " + val_fraction ", val, probe.val_fraction() == 0 ? " (default)" : "",
+                       " = ", train + val, " leaves no test set; the sum must be below 1"));
     }
   }
-  if (absl::Status s = CheckInRange("spec.probe.permutations", probe.permutations(), 1,
-                                     kMaxProbePermutations,
-                                     absl::StrCat("0 means ", kDefaultProbePermutations));
+  if (absl::Status s =
+          CheckInRange("spec.probe.permutations", probe.permutations(), 1, kMaxProbePermutations,
+                       absl::StrCat("0 means ", kDefaultProbePermutations));
       !s.ok()) {
     return s;
   }
@@ -329,8 +312,8 @@ absl::Status ValidateSizes(const SweepSpec& spec) {
   };
   auto count = [](absl::string_view field, int n) -> absl::Status {
     if (n <= limits::kMaxAxisValues) return absl::OkStatus();
-    return Invalid(field, absl::StrCat(n, " entries, more than the limit of ",
-                                       limits::kMaxAxisValues));
+    return Invalid(field,
+                   absl::StrCat(n, " entries, more than the limit of ", limits::kMaxAxisValues));
   };
   LF_RETURN_IF_ERROR(count("spec.models", spec.models_size()));
   LF_RETURN_IF_ERROR(count("spec.init_schemes", spec.init_schemes_size()));
@@ -344,8 +327,8 @@ absl::Status ValidateSizes(const SweepSpec& spec) {
     LF_RETURN_IF_ERROR(length(Indexed("spec.models", i), spec.models(i), limits::kMaxModelBytes));
   }
   for (int i = 0; i < spec.init_schemes_size(); ++i) {
-    LF_RETURN_IF_ERROR(length(Indexed("spec.init_schemes", i), spec.init_schemes(i),
-                              limits::kMaxShortNameBytes));
+    LF_RETURN_IF_ERROR(
+        length(Indexed("spec.init_schemes", i), spec.init_schemes(i), limits::kMaxShortNameBytes));
   }
   for (int i = 0; i < spec.datasets_size(); ++i) {
     LF_RETURN_IF_ERROR(length(absl::StrCat(Indexed("spec.datasets", i), ".name"),
@@ -356,13 +339,13 @@ absl::Status ValidateSizes(const SweepSpec& spec) {
                               spec.datasets(i).field(), limits::kMaxShortNameBytes));
   }
   for (int i = 0; i < spec.analyses_size(); ++i) {
-    LF_RETURN_IF_ERROR(length(Indexed("spec.analyses", i), spec.analyses(i),
-                              limits::kMaxShortNameBytes));
+    LF_RETURN_IF_ERROR(
+        length(Indexed("spec.analyses", i), spec.analyses(i), limits::kMaxShortNameBytes));
   }
   LF_RETURN_IF_ERROR(length("spec.dtype", spec.dtype(), limits::kMaxShortNameBytes));
   LF_RETURN_IF_ERROR(length("spec.probe.task", spec.probe().task(), limits::kMaxShortNameBytes));
-  LF_RETURN_IF_ERROR(length("spec.probe.feature_dtype", spec.probe().feature_dtype(),
-                            limits::kMaxShortNameBytes));
+  LF_RETURN_IF_ERROR(
+      length("spec.probe.feature_dtype", spec.probe().feature_dtype(), limits::kMaxShortNameBytes));
   return absl::OkStatus();
 }
 
@@ -370,8 +353,9 @@ absl::Status ValidateSizes(const SweepSpec& spec) {
 // axes do not apply, and the train fields are range-checked as submitted.
 absl::Status ValidateTrainSweep(const SweepSpec& spec) {
   auto unused = [](absl::string_view field) {
-    return Invalid(field, "does not apply to a TRAIN sweep (spec.train is set; the task "
-                          "and its sizes are train fields)");
+    return Invalid(field,
+                   "does not apply to a TRAIN sweep (spec.train is set; the task "
+                   "and its sizes are train fields)");
   };
   if (spec.has_probe()) return unused("spec.probe");
   if (spec.example_cka()) return unused("spec.example_cka");
@@ -400,8 +384,8 @@ absl::Status ValidateTrainSweep(const SweepSpec& spec) {
             catalog::TrainModelConfig(spec.models(i), settings);
         !config.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("spec.train.", config.status().message(),
-                                                     " (for ", Indexed("spec.models", i),
-                                                     " '", spec.models(i), "')"));
+                                                     " (for ", Indexed("spec.models", i), " '",
+                                                     spec.models(i), "')"));
     }
   }
   for (int i = 0; i < spec.init_schemes_size(); ++i) {
@@ -417,12 +401,11 @@ absl::Status ValidateTrainSweep(const SweepSpec& spec) {
   auto same = [](const std::string& s) { return Quoted(s); };
   LF_RETURN_IF_ERROR(CheckNoDuplicates("spec.models", spec.models(), same));
   LF_RETURN_IF_ERROR(CheckNoDuplicates("spec.init_schemes", spec.init_schemes(), same));
-  LF_RETURN_IF_ERROR(CheckNoDuplicates("spec.seeds", spec.seeds(),
-                                       [](int64_t v) { return absl::StrCat(v); }));
+  LF_RETURN_IF_ERROR(
+      CheckNoDuplicates("spec.seeds", spec.seeds(), [](int64_t v) { return absl::StrCat(v); }));
   if (const int64_t jobs = CountSweepJobs(spec); jobs > kMaxJobsPerSweep) {
-    return absl::InvalidArgumentError(absl::StrCat("spec: sweep expands to ", jobs,
-                                                   " jobs, more than the limit ",
-                                                   kMaxJobsPerSweep));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec: sweep expands to ", jobs, " jobs, more than the limit ", kMaxJobsPerSweep));
   }
   return absl::OkStatus();
 }
@@ -456,8 +439,7 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   for (int i = 0; i < spec.init_schemes_size(); ++i) {
     auto scheme = ParseInitScheme(spec.init_schemes(i));
     if (!scheme.ok()) {
-      return Invalid(Indexed("spec.init_schemes", i),
-                     scheme.status().message());
+      return Invalid(Indexed("spec.init_schemes", i), scheme.status().message());
     }
     // Every model runs every scheme, and a checkpoint brings its own
     // weights: caught here rather than failing those jobs on a worker.
@@ -473,8 +455,7 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   }
   for (int i = 0; i < spec.seeds_size(); ++i) {
     if (spec.seeds(i) < 0) {
-      return Invalid(Indexed("spec.seeds", i),
-                     absl::StrCat(spec.seeds(i), " is negative"));
+      return Invalid(Indexed("spec.seeds", i), absl::StrCat(spec.seeds(i), " is negative"));
     }
   }
   for (int i = 0; i < spec.datasets_size(); ++i) {
@@ -483,9 +464,8 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     }
   }
   for (int i = 0; i < spec.context_lengths_size(); ++i) {
-    if (absl::Status s = CheckInRange(Indexed("spec.context_lengths", i),
-                                      spec.context_lengths(i), kMinContextLength,
-                                      kMaxContextLength);
+    if (absl::Status s = CheckInRange(Indexed("spec.context_lengths", i), spec.context_lengths(i),
+                                      kMinContextLength, kMaxContextLength);
         !s.ok()) {
       return s;
     }
@@ -498,63 +478,54 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     }
   }
   if (absl::Status s = CheckInRange("spec.num_prompts", spec.num_prompts(), 1, kMaxNumPrompts,
-                                     absl::StrCat("0 means ", kDefaultNumPrompts));
+                                    absl::StrCat("0 means ", kDefaultNumPrompts));
       !s.ok()) {
     return s;
   }
   if (absl::Status s =
-          CheckInRange("spec.prompts_per_chunk", spec.prompts_per_chunk(), 1,
-                       kMaxPromptsPerChunk, absl::StrCat("0 means ", kDefaultPromptsPerChunk));
+          CheckInRange("spec.prompts_per_chunk", spec.prompts_per_chunk(), 1, kMaxPromptsPerChunk,
+                       absl::StrCat("0 means ", kDefaultPromptsPerChunk));
       !s.ok()) {
     return s;
   }
   // 0 (as many prompts per batch as fit) is inside the range.
-  if (absl::Status s = CheckInRange("spec.batch_prompts", spec.batch_prompts(), 0,
-                                     kMaxPromptsPerChunk);
+  if (absl::Status s =
+          CheckInRange("spec.batch_prompts", spec.batch_prompts(), 0, kMaxPromptsPerChunk);
       !s.ok()) {
     return s;
   }
   if (!spec.dtype().empty() && !IsDtype(spec.dtype())) {
     return Invalid("spec.dtype",
-                   absl::StrCat("unknown dtype '", spec.dtype(),
-                                "'; known dtypes: ", DtypeList()));
+                   absl::StrCat("unknown dtype '", spec.dtype(), "'; known dtypes: ", DtypeList()));
   }
 
   // Duplicates on any axis. Data sets compare after defaulting num_classes,
   // so {kvpr, 0} and {kvpr, 11} are the same point.
   auto same = [](const std::string& s) { return Quoted(s); };
   auto num = [](int64_t v) { return absl::StrCat(v); };
-  if (absl::Status s = CheckNoDuplicates("spec.models", spec.models(), same);
-      !s.ok()) {
+  if (absl::Status s = CheckNoDuplicates("spec.models", spec.models(), same); !s.ok()) {
     return s;
   }
-  if (absl::Status s =
-          CheckNoDuplicates("spec.init_schemes", spec.init_schemes(), same);
-      !s.ok()) {
+  if (absl::Status s = CheckNoDuplicates("spec.init_schemes", spec.init_schemes(), same); !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckNoDuplicates("spec.seeds", spec.seeds(), num);
-      !s.ok()) {
+  if (absl::Status s = CheckNoDuplicates("spec.seeds", spec.seeds(), num); !s.ok()) {
     return s;
   }
   if (absl::Status s = CheckNoDuplicates(
           "spec.datasets", spec.datasets(),
           [](const DatasetSpec& d) {
-            return absl::StrCat(
-                "{", d.name(), ", ",
-                d.num_classes() == 0 ? kDefaultNumClasses : d.num_classes(),
-                "}");
+            return absl::StrCat("{", d.name(), ", ",
+                                d.num_classes() == 0 ? kDefaultNumClasses : d.num_classes(), "}");
           });
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckNoDuplicates("spec.context_lengths",
-                                         spec.context_lengths(), num);
+  if (absl::Status s = CheckNoDuplicates("spec.context_lengths", spec.context_lengths(), num);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckNoDuplicates("spec.analyses", spec.analyses(), same);
-      !s.ok()) {
+  if (absl::Status s = CheckNoDuplicates("spec.analyses", spec.analyses(), same); !s.ok()) {
     return s;
   }
   if (absl::Status s = ValidateLayers(spec); !s.ok()) return s;
@@ -578,23 +549,20 @@ absl::Status ValidateSweepSpec(const SweepSpec& spec) {
     // A user's file is only on the workers: they check its prompts' fit.
     if (!effective.datasets(d).path().empty()) continue;
     for (int c = 0; c < effective.context_lengths_size(); ++c) {
-      const absl::Status fits =
-          CheckContextFits(name, classes, effective.context_lengths(c));
+      const absl::Status fits = CheckContextFits(name, classes, effective.context_lengths(c));
       if (!fits.ok()) {
         const std::string field = spec.context_lengths().empty()
                                       ? std::string("spec.context_lengths (default)")
                                       : Indexed("spec.context_lengths", c);
-        return Invalid(field,
-                       absl::StrCat("too short for spec.datasets[", d, "] (", name, ", ",
-                                    classes, " classes): ", fits.message()));
+        return Invalid(field, absl::StrCat("too short for spec.datasets[", d, "] (", name, ", ",
+                                           classes, " classes): ", fits.message()));
       }
     }
   }
 
   if (const int64_t jobs = CountSweepJobs(spec); jobs > kMaxJobsPerSweep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spec: sweep expands to ", jobs,
-                     " jobs, more than the limit ", kMaxJobsPerSweep));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "spec: sweep expands to ", jobs, " jobs, more than the limit ", kMaxJobsPerSweep));
   }
   return absl::OkStatus();
 }
@@ -604,8 +572,7 @@ SweepSpec WithDefaults(SweepSpec spec) {
   if (spec.seeds().empty()) spec.add_seeds(kDefaultSeed);
   if (spec.has_train()) {
     // The extract axes stay empty: a TRAIN job's task is its train fields.
-    *spec.mutable_train() =
-        TrainSpecOf(catalog::WithTrainDefaults(TrainSettingsOf(spec.train())));
+    *spec.mutable_train() = TrainSpecOf(catalog::WithTrainDefaults(TrainSettingsOf(spec.train())));
     if (spec.dtype().empty()) spec.set_dtype(std::string(kDefaultDtype));
     return spec;
   }
@@ -667,9 +634,8 @@ int64_t CountSweepJobs(const SweepSpec& spec) {
   // int-sized factors can overflow int64 only for absurd inputs; clamp early.
   int64_t total = 1;
   for (int64_t n :
-       {axis(spec.models_size()), axis(spec.init_schemes_size()),
-        axis(spec.seeds_size()), axis(spec.datasets_size()),
-        axis(spec.context_lengths_size())}) {
+       {axis(spec.models_size()), axis(spec.init_schemes_size()), axis(spec.seeds_size()),
+        axis(spec.datasets_size()), axis(spec.context_lengths_size())}) {
     total *= n;
     if (total > (int64_t{1} << 40)) return total;
   }

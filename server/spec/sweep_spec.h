@@ -62,8 +62,7 @@ struct ExpandedJob {
 };
 std::vector<ExpandedJob> ExpandSweepJobs(const layerflow::v1::SweepSpec& spec);
 // The specs of ExpandSweepJobs, without the dependencies.
-std::vector<layerflow::v1::JobSpec> ExpandSweep(
-    const layerflow::v1::SweepSpec& spec);
+std::vector<layerflow::v1::JobSpec> ExpandSweep(const layerflow::v1::SweepSpec& spec);
 
 // ceil(num_prompts / prompts_per_chunk): the chunks a job commits. A PROBE
 // job commits exactly one chunk (its result rows, sequence 0); a TRAIN job

@@ -91,9 +91,7 @@ int64_t Result::affected() const {
   return absl::SimpleAtoi(PQcmdTuples(res_.get()), &n) ? n : 0;
 }
 
-bool Result::IsNull(int row, int column) const {
-  return PQgetisnull(res_.get(), row, column) != 0;
-}
+bool Result::IsNull(int row, int column) const { return PQgetisnull(res_.get(), row, column) != 0; }
 
 std::string Result::Text(int row, int column) const {
   return std::string(PQgetvalue(res_.get(), row, column),
@@ -136,8 +134,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     // libpq's message names host and port but never the password.
     std::string message(absl::StripAsciiWhitespace(PQerrorMessage(conn)));
     PQfinish(conn);
-    return absl::UnavailableError(
-        absl::StrCat("cannot connect to ", description, ": ", message));
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", description, ": ", message));
   }
   std::unique_ptr<Connection> db(new Connection(conn, std::move(description)));
   if (absl::Status s = db->SetUpSession(); !s.ok()) return s;
@@ -147,7 +144,8 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
 // Fixed session settings the reading code relies on: hex bytea, every
 // float digit, UTC, and no notices on stderr.
 absl::Status Connection::SetUpSession() {
-  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char*) {}, nullptr);
   return ExecScript(
       "SET bytea_output = 'hex'; SET extra_float_digits = 3; SET TIME ZONE 'UTC'; "
       "SET client_min_messages = warning");
@@ -168,22 +166,20 @@ absl::Status Connection::EnsureConnected() {
   prepared_.clear();
   PQreset(conn_);
   if (PQstatus(conn_) != CONNECTION_OK) {
-    return absl::UnavailableError(
-        absl::StrCat("lost the connection to ", description_, ": ",
-                     absl::StripAsciiWhitespace(PQerrorMessage(conn_))));
+    return absl::UnavailableError(absl::StrCat("lost the connection to ", description_, ": ",
+                                               absl::StripAsciiWhitespace(PQerrorMessage(conn_))));
   }
   return SetUpSession();
 }
 
 absl::Status Connection::ErrorOf(pg_result* res, absl::string_view sql) const {
   const char* sqlstate = res != nullptr ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
-  const std::string message(absl::StripAsciiWhitespace(
-      res != nullptr ? PQresultErrorMessage(res) : PQerrorMessage(conn_)));
+  const std::string message(absl::StripAsciiWhitespace(res != nullptr ? PQresultErrorMessage(res)
+                                                                      : PQerrorMessage(conn_)));
   const std::string context(sql.substr(0, 80));
   if (sqlstate == nullptr || PQstatus(conn_) != CONNECTION_OK) {
     // No SQLSTATE: the connection itself failed.
-    return absl::UnavailableError(
-        absl::StrCat(description_, ": ", message, " (", context, ")"));
+    return absl::UnavailableError(absl::StrCat(description_, ": ", message, " (", context, ")"));
   }
   return absl::Status(CodeOf(sqlstate), absl::StrCat(message, " (", context, ")"));
 }
@@ -206,8 +202,8 @@ absl::StatusOr<Result> Connection::Exec(absl::string_view sql, const std::vector
       return name.status();
     }
     if (name->empty()) {
-      result.res_.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()),
-                                     nullptr, values.data(), lengths.data(), formats.data(),
+      result.res_.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()), nullptr,
+                                     values.data(), lengths.data(), formats.data(),
                                      /*resultFormat=*/0));
     } else {
       result.res_.reset(PQexecPrepared(conn_, name->c_str(), static_cast<int>(params.size()),
@@ -260,8 +256,8 @@ absl::StatusOr<Transaction> Transaction::Begin(Connection& db) {
   if (absl::Status s = db.EnsureConnected(); !s.ok()) return s;
   // One round trip: BEGIN and the lock as one simple-query script (the
   // key is a constant).
-  static const std::string* begin = new std::string(
-      absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock(", kWriterLockKey, ")"));
+  static const std::string* begin =
+      new std::string(absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock(", kWriterLockKey, ")"));
   // Outside a transaction until it succeeded, so that a connection lost
   // between calls is re-opened and the script sent again.
   if (absl::Status s = db.ExecScript(*begin); !s.ok()) {

@@ -27,12 +27,12 @@ std::string DescribeUrl(const std::string& url);
 // (sent in binary) or NULL.
 class Param {
  public:
-  Param(absl::string_view text) : value_(text) {}  // NOLINT: implicit by design
+  Param(absl::string_view text) : value_(text) {}   // NOLINT: implicit by design
   Param(const std::string& text) : value_(text) {}  // NOLINT
   Param(const char* text) : value_(text) {}         // NOLINT
-  Param(int value);                                  // NOLINT
-  Param(int64_t value);                              // NOLINT
-  Param(double value);                               // NOLINT
+  Param(int value);                                 // NOLINT
+  Param(int64_t value);                             // NOLINT
+  Param(double value);                              // NOLINT
   static Param Bytes(absl::string_view bytes);
   static Param Null();
 

@@ -363,14 +363,14 @@ int LatestSchemaVersion() { return Migrations().back().version; }
 absl::Status Migrate(Connection& db) {
   // Under the writers' lock: no other migration and no write runs meanwhile.
   LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(db));
-  LF_RETURN_IF_ERROR(db.ExecScript(
-      "CREATE TABLE IF NOT EXISTS layerflow_schema (version INTEGER NOT NULL)"));
+  LF_RETURN_IF_ERROR(
+      db.ExecScript("CREATE TABLE IF NOT EXISTS layerflow_schema (version INTEGER NOT NULL)"));
   LF_ASSIGN_OR_RETURN(Result r, db.Exec("SELECT COALESCE(MAX(version), 0) FROM layerflow_schema"));
   const int version = static_cast<int>(r.Int(0, 0));
   if (version > LatestSchemaVersion()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("database schema version ", version, " is newer than this build's ",
-                     LatestSchemaVersion()));
+    return absl::FailedPreconditionError(absl::StrCat("database schema version ", version,
+                                                      " is newer than this build's ",
+                                                      LatestSchemaVersion()));
   }
   for (const Migration& migration : Migrations()) {
     if (version >= migration.version) continue;
@@ -379,9 +379,9 @@ absl::Status Migrate(Connection& db) {
   }
   if (version < LatestSchemaVersion()) {
     LF_RETURN_IF_ERROR(db.ExecScript("DELETE FROM layerflow_schema"));
-    LF_RETURN_IF_ERROR(db.Exec("INSERT INTO layerflow_schema (version) VALUES ($1::int)",
-                               {LatestSchemaVersion()})
-                           .status());
+    LF_RETURN_IF_ERROR(
+        db.Exec("INSERT INTO layerflow_schema (version) VALUES ($1::int)", {LatestSchemaVersion()})
+            .status());
   }
   return tx.Commit();
 }

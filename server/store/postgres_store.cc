@@ -51,8 +51,7 @@ absl::StatusOr<Job> ReadJob(const Result& r, int row) {
   job.set_job_id(r.Text(row, 0));
   job.set_sweep_id(r.Text(row, 1));
   if (!job.mutable_spec()->ParseFromString(r.Bytes(row, 2))) {
-    return absl::DataLossError(
-        absl::StrCat("job ", job.job_id(), ": stored spec does not parse"));
+    return absl::DataLossError(absl::StrCat("job ", job.job_id(), ": stored spec does not parse"));
   }
   job.set_state(static_cast<JobState>(r.Int(row, 3)));
   job.set_attempts(static_cast<int32_t>(r.Int(row, 4)));
@@ -105,9 +104,9 @@ class PostgresStore final : public Store {
       std::set<std::string> earlier;
       for (const NewJob& job : sweep.jobs) {
         if (!job.depends_on.empty() && earlier.count(job.depends_on) == 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "job ", job.job_id, " depends on ", job.depends_on,
-              ", which is not an earlier job of sweep ", sweep.sweep_id));
+          return absl::InvalidArgumentError(
+              absl::StrCat("job ", job.job_id, " depends on ", job.depends_on,
+                           ", which is not an earlier job of sweep ", sweep.sweep_id));
         }
         earlier.insert(job.job_id);
       }
@@ -144,7 +143,7 @@ class PostgresStore final : public Store {
     for (size_t first = 0; first < sweep.jobs.size(); first += kRowsPerInsert) {
       const size_t end = std::min(sweep.jobs.size(), first + kRowsPerInsert);
       // $1..$6 are the same for every job of the sweep.
-      std::vector<Param> params = {sweep.sweep_id, sweep.spec.priority(), kQueued,
+      std::vector<Param> params = {sweep.sweep_id,        sweep.spec.priority(),    kQueued,
                                    sweep.created_unix_ms, catalog::kResultsVersion, sweep.user};
       std::string sql =
           "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, chunks_total, "
@@ -156,9 +155,9 @@ class PostgresStore final : public Store {
                         "::text, $", b + 3, "::bytea, $2::bigint, $3::int, $", b + 4,
                         "::bigint, $4::bigint, $4::bigint, $", b + 5, "::int, $", b + 6,
                         "::text, $5::int, $6::text)");
-        params.insert(params.end(), {job.job_id, job.spec.model(),
-                                     Param::Bytes(job.spec.SerializeAsString()), job.chunks_total,
-                                     static_cast<int>(job.spec.kind()), job.depends_on});
+        params.insert(params.end(),
+                      {job.job_id, job.spec.model(), Param::Bytes(job.spec.SerializeAsString()),
+                       job.chunks_total, static_cast<int>(job.spec.kind()), job.depends_on});
       }
       LF_RETURN_IF_ERROR(db_->Exec(sql, params).status()) << "jobs of sweep " << sweep.sweep_id;
     }
@@ -208,10 +207,9 @@ class PostgresStore final : public Store {
   absl::StatusOr<Job> GetJob(const std::string& job_id) override {
     absl::MutexLock lock(&mu_);
     LF_RETURN_IF_ERROR(db_->EnsureConnected());
-    LF_ASSIGN_OR_RETURN(
-        Result r,
-        db_->Exec(absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE job_id = $1::text"),
-                  {job_id}));
+    LF_ASSIGN_OR_RETURN(Result r, db_->Exec(absl::StrCat("SELECT ", kJobColumns,
+                                                         " FROM jobs WHERE job_id = $1::text"),
+                                            {job_id}));
     if (r.rows() == 0) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
     return ReadJob(r, 0);
   }
@@ -221,8 +219,7 @@ class PostgresStore final : public Store {
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(Sweep sweep, GetSweepLocked(sweep_id));
     if (sweep.jobs_queued() == 0 && sweep.jobs_running() == 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("sweep ", sweep_id, " already finished"));
+      return absl::FailedPreconditionError(absl::StrCat("sweep ", sweep_id, " already finished"));
     }
     // The lease id stays so that the holder's next heartbeat learns of the
     // cancel instead of seeing a lapsed lease.
@@ -242,12 +239,11 @@ class PostgresStore final : public Store {
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_RETURN_IF_ERROR(GetSweepLocked(sweep_id).status());
     // A retry is a fresh start: a host that failed the job may be fixed.
-    LF_RETURN_IF_ERROR(
-        db_->Exec("UPDATE job_attempts SET elsewhere = 0 WHERE job_id IN "
-                  "(SELECT job_id FROM jobs WHERE sweep_id = $1::text "
-                  "AND state IN ($2::int, $3::int))",
-                  {sweep_id, kFailed, kCancelled})
-            .status());
+    LF_RETURN_IF_ERROR(db_->Exec("UPDATE job_attempts SET elsewhere = 0 WHERE job_id IN "
+                                 "(SELECT job_id FROM jobs WHERE sweep_id = $1::text "
+                                 "AND state IN ($2::int, $3::int))",
+                                 {sweep_id, kFailed, kCancelled})
+                           .status());
     LF_ASSIGN_OR_RETURN(
         Result update,
         db_->Exec("UPDATE jobs SET state = $1::int, attempts = 0, error = '', not_before_ms = 0, "
@@ -264,10 +260,10 @@ class PostgresStore final : public Store {
   }
 
   using Store::LeaseNextJob;
-  absl::StatusOr<std::optional<Lease>> LeaseNextJob(
-      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
-      const std::vector<ResidentModelRef>& resident,
-      int64_t max_running_jobs_per_user) override {
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id, int64_t now_ms,
+                                                    int64_t ttl_ms,
+                                                    const std::vector<ResidentModelRef>& resident,
+                                                    int64_t max_running_jobs_per_user) override {
     absl::MutexLock lock(&mu_);
     if (resident.empty()) {
       // The head, picked and leased by lf_lease_head (schema v4) in one
@@ -279,9 +275,9 @@ class PostgresStore final : public Store {
           absl::StrCat("SELECT ", kJobColumns,
                        " FROM lf_lease_head($1::text, $2::bigint, $3::text, $4::bigint, "
                        "$5::bigint)"));
-      LF_ASSIGN_OR_RETURN(Result r, db_->ExecOnce(*sql, {worker_id, now_ms, lease.lease_id,
-                                                         lease.expires_unix_ms,
-                                                         max_running_jobs_per_user}));
+      LF_ASSIGN_OR_RETURN(
+          Result r, db_->ExecOnce(*sql, {worker_id, now_ms, lease.lease_id, lease.expires_unix_ms,
+                                         max_running_jobs_per_user}));
       if (r.rows() == 0) return std::optional<Lease>();
       LF_ASSIGN_OR_RETURN(lease.job, ReadJob(r, 0));
       lease.resume_from_sequence = lease.job.chunks_committed();
@@ -292,19 +288,20 @@ class PostgresStore final : public Store {
     // running first, each one's head sought on jobs_owner_runnable.
     LF_ASSIGN_OR_RETURN(
         Result pick,
-        db_->Exec(absl::StrCat(
-                      "WITH heads AS MATERIALIZED (SELECT (SELECT j.seq FROM jobs j WHERE "
-                      "j.owner = u.owner AND ", kRunnable,
-                      " ORDER BY j.priority DESC, j.seq LIMIT 1) AS seq, u.running, u.owner "
-                      "FROM user_shares u WHERE u.queued > 0 "
-                      "AND ($5::bigint <= 0 OR u.running < $5::bigint)) "
-                      "SELECT h.seq, j.sweep_id, j.priority FROM heads h JOIN jobs j "
-                      "ON j.seq = h.seq ORDER BY h.running, h.owner LIMIT 1"),
-                  {kQueued, now_ms, kSucceeded, worker_id, max_running_jobs_per_user}));
+        db_->Exec(
+            absl::StrCat("WITH heads AS MATERIALIZED (SELECT (SELECT j.seq FROM jobs j WHERE "
+                         "j.owner = u.owner AND ",
+                         kRunnable,
+                         " ORDER BY j.priority DESC, j.seq LIMIT 1) AS seq, u.running, u.owner "
+                         "FROM user_shares u WHERE u.queued > 0 "
+                         "AND ($5::bigint <= 0 OR u.running < $5::bigint)) "
+                         "SELECT h.seq, j.sweep_id, j.priority FROM heads h JOIN jobs j "
+                         "ON j.seq = h.seq ORDER BY h.running, h.owner LIMIT 1"),
+            {kQueued, now_ms, kSucceeded, worker_id, max_running_jobs_per_user}));
     if (pick.rows() == 0) return std::optional<Lease>();
     int64_t seq = pick.Int(0, 0);
-    LF_ASSIGN_OR_RETURN(seq, LocalPickLocked(seq, pick.Text(0, 1), pick.Int(0, 2), now_ms,
-                                             worker_id, resident));
+    LF_ASSIGN_OR_RETURN(
+        seq, LocalPickLocked(seq, pick.Text(0, 1), pick.Int(0, 2), now_ms, worker_id, resident));
     Lease lease;
     lease.lease_id = NewLeaseId();
     lease.expires_unix_ms = now_ms + ttl_ms;
@@ -338,9 +335,8 @@ class PostgresStore final : public Store {
     return false;
   }
 
-  absl::StatusOr<CommitResult> CommitChunk(const std::string& job_id,
-                                           const std::string& lease_id, int64_t sequence,
-                                           const std::vector<MetricStat>& stats,
+  absl::StatusOr<CommitResult> CommitChunk(const std::string& job_id, const std::string& lease_id,
+                                           int64_t sequence, const std::vector<MetricStat>& stats,
                                            const std::vector<int32_t>& prompt_tokens,
                                            int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
@@ -376,16 +372,14 @@ class PostgresStore final : public Store {
       for (size_t i = 0; i < stats.size(); ++i) {
         const MetricStat& stat = stats[i];
         const int base = static_cast<int>(params.size());
-        absl::StrAppend(&sql, i == 0 ? "" : ", ", "($1::text, $2::bigint, $", base + 1,
-                        "::text, $", base + 2, "::bigint, $", base + 3,
-                        "::double precision, $", base + 4, "::double precision, $", base + 5,
-                        "::bigint, $", base + 6, "::bigint, $", base + 7, "::bigint, $",
-                        base + 8, "::bigint)");
+        absl::StrAppend(&sql, i == 0 ? "" : ", ", "($1::text, $2::bigint, $", base + 1, "::text, $",
+                        base + 2, "::bigint, $", base + 3, "::double precision, $", base + 4,
+                        "::double precision, $", base + 5, "::bigint, $", base + 6, "::bigint, $",
+                        base + 7, "::bigint, $", base + 8, "::bigint)");
         // Unset optional key fields are stored as -1.
         params.insert(params.end(),
                       {stat.metric(), int64_t{stat.layer()}, stat.sum(), stat.sum_sq(),
-                       stat.count(),
-                       stat.has_layer_b() ? int64_t{stat.layer_b()} : int64_t{-1},
+                       stat.count(), stat.has_layer_b() ? int64_t{stat.layer_b()} : int64_t{-1},
                        stat.has_head() ? int64_t{stat.head()} : int64_t{-1},
                        stat.has_position() ? int64_t{stat.position()} : int64_t{-1}});
       }
@@ -411,8 +405,7 @@ class PostgresStore final : public Store {
     if (r.rows() == 0) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
     Job totals;
     if (!totals.ParseFromString(r.Bytes(0, 0))) {
-      return absl::DataLossError(
-          absl::StrCat("job ", job_id, ": stored phase times do not parse"));
+      return absl::DataLossError(absl::StrCat("job ", job_id, ": stored phase times do not parse"));
     }
     for (const layerflow::v1::PhaseTime& t : times) {
       layerflow::v1::PhaseTime* into = nullptr;
@@ -426,10 +419,9 @@ class PostgresStore final : public Store {
       into->set_seconds(into->seconds() + t.seconds());
       into->set_count(into->count() + t.count());
     }
-    LF_RETURN_IF_ERROR(
-        db_->Exec("UPDATE jobs SET phase_totals = $1::bytea WHERE job_id = $2::text",
-                  {Param::Bytes(totals.SerializeAsString()), job_id})
-            .status());
+    LF_RETURN_IF_ERROR(db_->Exec("UPDATE jobs SET phase_totals = $1::bytea WHERE job_id = $2::text",
+                                 {Param::Bytes(totals.SerializeAsString()), job_id})
+                           .status());
     return tx.Commit();
   }
 
@@ -466,11 +458,11 @@ class PostgresStore final : public Store {
     // lf_fail_job (schema v4): the live-lease check, the attempt, the
     // failure and the dependents' in one round trip; it returns the row it
     // checked, from which a refusal gets the usual error.
-    LF_ASSIGN_OR_RETURN(
-        Result r, db_->ExecOnce("SELECT o_found, o_failed, o_state, o_lease_id, "
-                                "o_lease_expires_ms FROM lf_fail_job($1::text, $2::text, "
-                                "$3::text, $4::bigint)",
-                                {job_id, lease_id, error, now_ms}));
+    LF_ASSIGN_OR_RETURN(Result r,
+                        db_->ExecOnce("SELECT o_found, o_failed, o_state, o_lease_id, "
+                                      "o_lease_expires_ms FROM lf_fail_job($1::text, $2::text, "
+                                      "$3::text, $4::bigint)",
+                                      {job_id, lease_id, error, now_ms}));
     if (r.rows() != 1 || !r.Bool(0, 0)) {
       return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
     }
@@ -481,8 +473,7 @@ class PostgresStore final : public Store {
       return absl::OkStatus();
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
-    return absl::InternalError(
-        absl::StrCat("job ", job_id, ": lf_fail_job refused a live lease"));
+    return absl::InternalError(absl::StrCat("job ", job_id, ": lf_fail_job refused a live lease"));
   }
 
   absl::Status ReleaseLease(const std::string& job_id, const std::string& lease_id,
@@ -541,13 +532,12 @@ class PostgresStore final : public Store {
       // base * 2^(attempts-1), with the shift capped so it cannot overflow.
       const int shift = static_cast<int>(std::clamp<int64_t>(attempts - 1, 0, 20));
       const int64_t not_before = now_ms + (backoff_base_ms << shift);
-      LF_RETURN_IF_ERROR(
-          db_->Exec("UPDATE jobs SET state = $1::int, error = $2::text, "
-                    "not_before_ms = $3::bigint, worker_id = '', lease_id = '', "
-                    "updated_ms = $4::bigint WHERE seq = $5::bigint",
-                    {exhausted ? kFailed : kQueued, error, exhausted ? int64_t{0} : not_before,
-                     now_ms, seq})
-              .status());
+      LF_RETURN_IF_ERROR(db_->Exec("UPDATE jobs SET state = $1::int, error = $2::text, "
+                                   "not_before_ms = $3::bigint, worker_id = '', lease_id = '', "
+                                   "updated_ms = $4::bigint WHERE seq = $5::bigint",
+                                   {exhausted ? kFailed : kQueued, error,
+                                    exhausted ? int64_t{0} : not_before, now_ms, seq})
+                             .status());
     }
     LF_RETURN_IF_ERROR(FailDependentsLocked(now_ms));
     LF_RETURN_IF_ERROR(tx.Commit());
@@ -561,25 +551,24 @@ class PostgresStore final : public Store {
     const ResultKey key = filter.after_key.value_or(ResultKey{});
     LF_ASSIGN_OR_RETURN(
         Result r,
-        db_->Exec(
-            "SELECT j.job_id, j.spec, s.metric, s.layer, SUM(s.sum), SUM(s.sum_sq), "
-            "SUM(s.count), s.layer_b, s.head, s.position "
-            "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
-            "WHERE j.sweep_id = $1::text AND ($2::text = '' OR j.model = $2::text) "
-            "AND ($3::text = '' OR s.metric = $3::text) "
-            "AND ($4::text = '' OR j.job_id = $4::text) "
-            // The keyset: later jobs, or later keys of after_job_id.
-            "AND ($5::text = '' OR j.seq > (SELECT seq FROM jobs WHERE job_id = $5::text) "
-            "     OR ($6::int = 1 AND j.job_id = $5::text AND "
-            "         (s.metric, s.layer, s.layer_b, s.head, s.position) > "
-            "         ($7::text, $8::bigint, $9::bigint, $10::bigint, $11::bigint))) "
-            "GROUP BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
-            "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
-            "LIMIT $12::bigint",
-            {filter.sweep_id, filter.model, filter.metric, filter.job_id, filter.after_job_id,
-             filter.after_key.has_value() ? 1 : 0, key.metric, int64_t{key.layer},
-             int64_t{key.layer_b}, int64_t{key.head}, int64_t{key.position},
-             Limit(filter.row_limit)}));
+        db_->Exec("SELECT j.job_id, j.spec, s.metric, s.layer, SUM(s.sum), SUM(s.sum_sq), "
+                  "SUM(s.count), s.layer_b, s.head, s.position "
+                  "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
+                  "WHERE j.sweep_id = $1::text AND ($2::text = '' OR j.model = $2::text) "
+                  "AND ($3::text = '' OR s.metric = $3::text) "
+                  "AND ($4::text = '' OR j.job_id = $4::text) "
+                  // The keyset: later jobs, or later keys of after_job_id.
+                  "AND ($5::text = '' OR j.seq > (SELECT seq FROM jobs WHERE job_id = $5::text) "
+                  "     OR ($6::int = 1 AND j.job_id = $5::text AND "
+                  "         (s.metric, s.layer, s.layer_b, s.head, s.position) > "
+                  "         ($7::text, $8::bigint, $9::bigint, $10::bigint, $11::bigint))) "
+                  "GROUP BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
+                  "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
+                  "LIMIT $12::bigint",
+                  {filter.sweep_id, filter.model, filter.metric, filter.job_id, filter.after_job_id,
+                   filter.after_key.has_value() ? 1 : 0, key.metric, int64_t{key.layer},
+                   int64_t{key.layer_b}, int64_t{key.head}, int64_t{key.position},
+                   Limit(filter.row_limit)}));
     std::vector<ResultRow> rows;
     std::map<std::string, layerflow::v1::JobSpec> specs;
     for (int i = 0; i < r.rows(); ++i) {
@@ -636,10 +625,10 @@ class PostgresStore final : public Store {
     // (GREATEST keeps last_seen monotonic), so it needs no writers' lock,
     // and every LeaseJob and Heartbeat saves three round trips.
     LF_RETURN_IF_ERROR(db_->EnsureConnected());
-    LF_ASSIGN_OR_RETURN(
-        Result r, db_->Exec("UPDATE workers SET last_seen_ms = GREATEST(last_seen_ms, "
-                            "$1::bigint) WHERE worker_id = $2::text",
-                            {now_ms, worker_id}));
+    LF_ASSIGN_OR_RETURN(Result r,
+                        db_->Exec("UPDATE workers SET last_seen_ms = GREATEST(last_seen_ms, "
+                                  "$1::bigint) WHERE worker_id = $2::text",
+                                  {now_ms, worker_id}));
     if (r.affected() == 0) {
       return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id, "; register first"));
     }
@@ -671,8 +660,7 @@ class PostgresStore final : public Store {
 
   absl::StatusOr<RetryResult> RetryJob(const std::string& job_id, const std::string& lease_id,
                                        const std::string& error, int64_t now_ms,
-                                       int64_t live_since_ms,
-                                       const RetryPolicy& policy) override {
+                                       int64_t live_since_ms, const RetryPolicy& policy) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
@@ -683,17 +671,16 @@ class PostgresStore final : public Store {
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
     LF_ASSIGN_OR_RETURN(
-        Result job, db_->Exec("SELECT attempts, worker_id FROM jobs WHERE job_id = $1::text",
-                              {job_id}));
+        Result job,
+        db_->Exec("SELECT attempts, worker_id FROM jobs WHERE job_id = $1::text", {job_id}));
     if (job.rows() == 0) return absl::InternalError(absl::StrCat("job ", job_id, " vanished"));
     const int64_t attempts = job.Int(0, 0);
     const std::string worker_id = job.Text(0, 1);
     // Elsewhere only while somewhere else exists.
     LF_ASSIGN_OR_RETURN(
-        Result other,
-        db_->Exec("SELECT EXISTS (SELECT 1 FROM workers WHERE worker_id <> $1::text "
-                  "AND quarantined = 0 AND last_seen_ms >= $2::bigint)",
-                  {worker_id, live_since_ms}));
+        Result other, db_->Exec("SELECT EXISTS (SELECT 1 FROM workers WHERE worker_id <> $1::text "
+                                "AND quarantined = 0 AND last_seen_ms >= $2::bigint)",
+                                {worker_id, live_since_ms}));
     const bool elsewhere = other.Bool(0, 0);
     LF_RETURN_IF_ERROR(
         RecordAttemptLocked(job_id, AttemptOutcome::kHostError, error, now_ms, elsewhere));
@@ -719,13 +706,12 @@ class PostgresStore final : public Store {
     }
     // Never the last live worker (sqlite_store.cc says why).
     if (policy.quarantine_after > 0 && !worker_id.empty() && elsewhere) {
-      LF_ASSIGN_OR_RETURN(
-          Result latest,
-          db_->Exec("SELECT a.outcome, a.job_id, a.error FROM job_attempts a "
-                    "JOIN workers w ON w.worker_id = a.worker_id "
-                    "WHERE a.worker_id = $1::text AND a.id > w.released_after "
-                    "ORDER BY a.id DESC LIMIT $2::bigint",
-                    {worker_id, int64_t{policy.quarantine_after}}));
+      LF_ASSIGN_OR_RETURN(Result latest,
+                          db_->Exec("SELECT a.outcome, a.job_id, a.error FROM job_attempts a "
+                                    "JOIN workers w ON w.worker_id = a.worker_id "
+                                    "WHERE a.worker_id = $1::text AND a.id > w.released_after "
+                                    "ORDER BY a.id DESC LIMIT $2::bigint",
+                                    {worker_id, int64_t{policy.quarantine_after}}));
       int64_t host_errors = 0;
       std::vector<std::string> reasons;
       for (int i = 0; i < latest.rows(); ++i) {
@@ -737,11 +723,11 @@ class PostgresStore final : public Store {
         std::reverse(reasons.begin(), reasons.end());
         LF_ASSIGN_OR_RETURN(
             Result update,
-            db_->Exec("UPDATE workers SET quarantined = 1, quarantine_reason = $1::text "
-                      "WHERE worker_id = $2::text AND quarantined = 0",
-                      {absl::StrCat(host_errors, " host errors in a row: ",
-                                    absl::StrJoin(reasons, "; ")),
-                       worker_id}));
+            db_->Exec(
+                "UPDATE workers SET quarantined = 1, quarantine_reason = $1::text "
+                "WHERE worker_id = $2::text AND quarantined = 0",
+                {absl::StrCat(host_errors, " host errors in a row: ", absl::StrJoin(reasons, "; ")),
+                 worker_id}));
         result.worker_quarantined = update.affected() == 1;
       }
     }
@@ -781,12 +767,11 @@ class PostgresStore final : public Store {
       return absl::FailedPreconditionError(
           absl::StrCat("worker ", worker_id, " is not quarantined"));
     }
-    LF_RETURN_IF_ERROR(
-        db_->Exec("UPDATE workers SET quarantined = 0, quarantine_reason = '', "
-                  "released_after = (SELECT COALESCE(MAX(id), 0) FROM job_attempts) "
-                  "WHERE worker_id = $1::text",
-                  {worker_id})
-            .status());
+    LF_RETURN_IF_ERROR(db_->Exec("UPDATE workers SET quarantined = 0, quarantine_reason = '', "
+                                 "released_after = (SELECT COALESCE(MAX(id), 0) FROM job_attempts) "
+                                 "WHERE worker_id = $1::text",
+                                 {worker_id})
+                           .status());
     return tx.Commit();
   }
 
@@ -805,13 +790,12 @@ class PostgresStore final : public Store {
                                           const std::vector<ResidentModelRef>& resident)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LF_ASSIGN_OR_RETURN(
-        Result r,
-        db_->Exec(absl::StrCat("SELECT j.seq, j.model, j.kind, j.spec FROM jobs j WHERE ",
-                               kRunnable,
-                               " AND j.sweep_id = $5::text AND j.priority = $6::bigint "
-                               "AND j.seq >= $7::bigint ORDER BY j.seq LIMIT $8::bigint"),
-                  {kQueued, now_ms, kSucceeded, worker_id, sweep_id, priority, head_seq,
-                   kLocalityWindow}));
+        Result r, db_->Exec(absl::StrCat("SELECT j.seq, j.model, j.kind, j.spec FROM jobs j WHERE ",
+                                         kRunnable,
+                                         " AND j.sweep_id = $5::text AND j.priority = $6::bigint "
+                                         "AND j.seq >= $7::bigint ORDER BY j.seq LIMIT $8::bigint"),
+                            {kQueued, now_ms, kSucceeded, worker_id, sweep_id, priority, head_seq,
+                             kLocalityWindow}));
     for (int i = 0; i < r.rows(); ++i) {
       if (r.Int(i, 2) != static_cast<int>(layerflow::v1::JOB_KIND_EXTRACT)) continue;
       const std::string model = r.Text(i, 1);
@@ -918,13 +902,14 @@ class PostgresStore final : public Store {
   }
 
   absl::Status RecordAttemptLocked(const std::string& job_id, AttemptOutcome outcome,
-                                   const std::string& error, int64_t now_ms,
-                                   bool elsewhere = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+                                   const std::string& error, int64_t now_ms, bool elsewhere = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return db_
-        ->Exec("INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, error, "
-               "ended_ms, elsewhere) SELECT job_id, attempts, worker_id, $1::int, $2::text, "
-               "$3::bigint, $5::int FROM jobs WHERE job_id = $4::text",
-               {static_cast<int>(outcome), error, now_ms, job_id, elsewhere ? 1 : 0})
+        ->Exec(
+            "INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, error, "
+            "ended_ms, elsewhere) SELECT job_id, attempts, worker_id, $1::int, $2::text, "
+            "$3::bigint, $5::int FROM jobs WHERE job_id = $4::text",
+            {static_cast<int>(outcome), error, now_ms, job_id, elsewhere ? 1 : 0})
         .status();
   }
 
@@ -935,12 +920,13 @@ class PostgresStore final : public Store {
                                        AttemptOutcome outcome, const std::string& error,
                                        int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return db_
-        ->Exec("WITH attempt AS (INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, "
-               "error, ended_ms, elsewhere) SELECT job_id, attempts, worker_id, $1::int, "
-               "$2::text, $3::bigint, 0 FROM jobs WHERE job_id = $4::text) "
-               "UPDATE jobs SET state = $5::int, error = $2::text, worker_id = '', "
-               "updated_ms = $3::bigint WHERE job_id = $4::text",
-               {static_cast<int>(outcome), error, now_ms, job_id, static_cast<int>(state)})
+        ->Exec(
+            "WITH attempt AS (INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, "
+            "error, ended_ms, elsewhere) SELECT job_id, attempts, worker_id, $1::int, "
+            "$2::text, $3::bigint, 0 FROM jobs WHERE job_id = $4::text) "
+            "UPDATE jobs SET state = $5::int, error = $2::text, worker_id = '', "
+            "updated_ms = $3::bigint WHERE job_id = $4::text",
+            {static_cast<int>(outcome), error, now_ms, job_id, static_cast<int>(state)})
         .status();
   }
 
@@ -983,9 +969,10 @@ class PostgresStore final : public Store {
   absl::Status Finish(const std::string& job_id, JobState state, const std::string& error,
                       int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return db_
-        ->Exec("UPDATE jobs SET state = $1::int, error = $2::text, worker_id = '', "
-               "updated_ms = $3::bigint WHERE job_id = $4::text",
-               {static_cast<int>(state), error, now_ms, job_id})
+        ->Exec(
+            "UPDATE jobs SET state = $1::int, error = $2::text, worker_id = '', "
+            "updated_ms = $3::bigint WHERE job_id = $4::text",
+            {static_cast<int>(state), error, now_ms, job_id})
         .status();
   }
 

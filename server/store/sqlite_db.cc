@@ -9,8 +9,8 @@
 namespace layerflow::server::sqlite {
 
 absl::Status FromSqlite(int rc, sqlite3* db, absl::string_view context) {
-  const std::string message = absl::StrCat(
-      context, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  const std::string message =
+      absl::StrCat(context, ": ", db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
   switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_ROW:
@@ -85,10 +85,10 @@ Statement& Statement::Bind(int index, double value) {
 }
 
 Statement& Statement::Bind(int index, absl::string_view text) {
-  Keep(bind_status_,
-       sqlite3_bind_text(stmt_, index, text.data(),
-                         static_cast<int>(text.size()), SQLITE_TRANSIENT),
-       db_);
+  Keep(
+      bind_status_,
+      sqlite3_bind_text(stmt_, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT),
+      db_);
   return *this;
 }
 
@@ -117,13 +117,9 @@ absl::Status Statement::Run() {
   }
 }
 
-int64_t Statement::Int(int column) const {
-  return sqlite3_column_int64(stmt_, column);
-}
+int64_t Statement::Int(int column) const { return sqlite3_column_int64(stmt_, column); }
 
-double Statement::Double(int column) const {
-  return sqlite3_column_double(stmt_, column);
-}
+double Statement::Double(int column) const { return sqlite3_column_double(stmt_, column); }
 
 std::string Statement::Text(int column) const {
   const unsigned char* text = sqlite3_column_text(stmt_, column);
@@ -139,16 +135,13 @@ std::string Statement::Blob(int column) const {
                      static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
 }
 
-absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path,
-                                             int busy_timeout_ms) {
+absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, int busy_timeout_ms) {
   sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(
-      path.c_str(), &raw,
-      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-      nullptr);
+  const int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
-    absl::Status status =
-        FromSqlite(rc, raw, absl::StrCat("cannot open database '", path, "'"));
+    absl::Status status = FromSqlite(rc, raw, absl::StrCat("cannot open database '", path, "'"));
     sqlite3_close(raw);
     return status;
   }

@@ -38,9 +38,7 @@ class Statement {
   Statement& Bind(int index, int value) { return Bind(index, int64_t{value}); }
   Statement& Bind(int index, double value);
   Statement& Bind(int index, absl::string_view text);
-  Statement& Bind(int index, const char* text) {
-    return Bind(index, absl::string_view(text));
-  }
+  Statement& Bind(int index, const char* text) { return Bind(index, absl::string_view(text)); }
   Statement& BindBlob(int index, absl::string_view bytes);
 
   // True when a row is available, false when done.
@@ -56,11 +54,10 @@ class Statement {
 
  private:
   friend class Db;
-  Statement(sqlite3* db, sqlite3_stmt* stmt, Db* owner)
-      : db_(db), stmt_(stmt), owner_(owner) {}
+  Statement(sqlite3* db, sqlite3_stmt* stmt, Db* owner) : db_(db), stmt_(stmt), owner_(owner) {}
   sqlite3* db_ = nullptr;
   sqlite3_stmt* stmt_ = nullptr;
-  Db* owner_ = nullptr;  // the cache it returns to; null: finalized
+  Db* owner_ = nullptr;       // the cache it returns to; null: finalized
   absl::Status bind_status_;  // first bind error, reported by Step()
 };
 
@@ -68,8 +65,7 @@ class Db {
  public:
   // Opens (creating if missing) with foreign keys on and the busy timeout
   // set; WAL mode is switched on by the caller (it is a database property).
-  static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path,
-                                                  int busy_timeout_ms);
+  static absl::StatusOr<std::unique_ptr<Db>> Open(const std::string& path, int busy_timeout_ms);
   ~Db();
 
   // A statement from the cache when this SQL text was prepared before and
@@ -101,8 +97,7 @@ class Db {
 class Transaction {
  public:
   static absl::StatusOr<Transaction> Begin(Db& db);
-  Transaction(Transaction&& other) noexcept
-      : db_(other.db_), done_(other.done_) {
+  Transaction(Transaction&& other) noexcept : db_(other.db_), done_(other.done_) {
     other.done_ = true;
   }
   Transaction& operator=(Transaction&&) = delete;

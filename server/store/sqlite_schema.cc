@@ -276,18 +276,16 @@ absl::Status Migrate(Db& db) {
     absl::StatusOr<int> version = UserVersion(db);
     if (!version.ok()) return version.status();
     if (*version > LatestSchemaVersion()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "database schema version ", *version,
-          " is newer than this build's ", LatestSchemaVersion()));
+      return absl::FailedPreconditionError(absl::StrCat("database schema version ", *version,
+                                                        " is newer than this build's ",
+                                                        LatestSchemaVersion()));
     }
     if (*version >= migration.version) continue;
     if (absl::Status s = db.Exec(migration.sql); !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat("schema migration to v",
-                                       migration.version, ": ", s.message()));
+      return absl::Status(
+          s.code(), absl::StrCat("schema migration to v", migration.version, ": ", s.message()));
     }
-    if (absl::Status s = db.Exec(
-            absl::StrCat("PRAGMA user_version = ", migration.version));
+    if (absl::Status s = db.Exec(absl::StrCat("PRAGMA user_version = ", migration.version));
         !s.ok()) {
       return s;
     }

@@ -40,8 +40,7 @@ absl::StatusOr<Job> ReadJob(const Statement& row) {
   job.set_job_id(row.Text(0));
   job.set_sweep_id(row.Text(1));
   if (!job.mutable_spec()->ParseFromString(row.Blob(2))) {
-    return absl::DataLossError(
-        absl::StrCat("job ", job.job_id(), ": stored spec does not parse"));
+    return absl::DataLossError(absl::StrCat("job ", job.job_id(), ": stored spec does not parse"));
   }
   job.set_state(static_cast<JobState>(row.Int(3)));
   job.set_attempts(static_cast<int32_t>(row.Int(4)));
@@ -71,8 +70,7 @@ struct LeaseRow {
 };
 
 bool IsTerminal(JobState state) {
-  return state == JobState::JOB_STATE_SUCCEEDED ||
-         state == JobState::JOB_STATE_FAILED ||
+  return state == JobState::JOB_STATE_SUCCEEDED || state == JobState::JOB_STATE_FAILED ||
          state == JobState::JOB_STATE_CANCELLED;
 }
 
@@ -82,8 +80,7 @@ std::string NewLeaseId() {
   static absl::Mutex mu(absl::kConstInit);
   static absl::BitGen* gen = new absl::BitGen();
   absl::MutexLock lock(&mu);
-  return absl::StrCat(
-      "lease-", absl::Hex(absl::Uniform<uint64_t>(*gen), absl::kZeroPad16));
+  return absl::StrCat("lease-", absl::Hex(absl::Uniform<uint64_t>(*gen), absl::kZeroPad16));
 }
 
 // A job's final error after its attempts ran out: every attempt's worker
@@ -134,9 +131,9 @@ class SqliteStore final : public Store {
       std::set<std::string> earlier;
       for (const NewJob& job : sweep.jobs) {
         if (!job.depends_on.empty() && earlier.count(job.depends_on) == 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "job ", job.job_id, " depends on ", job.depends_on,
-              ", which is not an earlier job of sweep ", sweep.sweep_id));
+          return absl::InvalidArgumentError(
+              absl::StrCat("job ", job.job_id, " depends on ", job.depends_on,
+                           ", which is not an earlier job of sweep ", sweep.sweep_id));
         }
         earlier.insert(job.job_id);
       }
@@ -155,20 +152,21 @@ class SqliteStore final : public Store {
       LF_RETURN_IF_ERROR(CheckQueueLimits(sweep, queued.Int(0), queued.Int(1)));
     }
     {
-      LF_ASSIGN_OR_RETURN(
-          Statement insert,
-          db_->Prepare("INSERT INTO sweeps (sweep_id, spec, created_ms) "
-                       "VALUES (?1, ?2, ?3)"));
+      LF_ASSIGN_OR_RETURN(Statement insert,
+                          db_->Prepare("INSERT INTO sweeps (sweep_id, spec, created_ms) "
+                                       "VALUES (?1, ?2, ?3)"));
       insert.Bind(1, sweep.sweep_id)
           .BindBlob(2, sweep.spec.SerializeAsString())
           .Bind(3, sweep.created_unix_ms);
       LF_RETURN_IF_ERROR(insert.Run()) << "sweep " << sweep.sweep_id;
     }
     for (const NewJob& job : sweep.jobs) {
-      LF_ASSIGN_OR_RETURN(Statement insert, db_->Prepare(
-          "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, "
-          "chunks_total, created_ms, updated_ms, kind, depends_on, results_version, owner) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12)"));
+      LF_ASSIGN_OR_RETURN(
+          Statement insert,
+          db_->Prepare(
+              "INSERT INTO jobs (job_id, sweep_id, model, spec, priority, state, "
+              "chunks_total, created_ms, updated_ms, kind, depends_on, results_version, owner) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12)"));
       insert.Bind(1, job.job_id)
           .Bind(2, sweep.sweep_id)
           .Bind(3, job.spec.model())
@@ -197,12 +195,11 @@ class SqliteStore final : public Store {
     // An unknown after_job_id compares seq with NULL: no rows.
     LF_ASSIGN_OR_RETURN(
         Statement select,
-        db_->Prepare(absl::StrCat(
-            "SELECT ", kJobColumns,
-            " FROM jobs WHERE (?1 = '' OR sweep_id = ?1) "
-            "AND (?2 = 0 OR state = ?2) "
-            "AND (?3 = '' OR seq > (SELECT seq FROM jobs WHERE job_id = ?3)) "
-            "ORDER BY seq LIMIT ?4")));
+        db_->Prepare(absl::StrCat("SELECT ", kJobColumns,
+                                  " FROM jobs WHERE (?1 = '' OR sweep_id = ?1) "
+                                  "AND (?2 = 0 OR state = ?2) "
+                                  "AND (?3 = '' OR seq > (SELECT seq FROM jobs WHERE job_id = ?3)) "
+                                  "ORDER BY seq LIMIT ?4")));
     select.Bind(1, filter.sweep_id)
         .Bind(2, static_cast<int>(filter.state))
         .Bind(3, filter.after_job_id)
@@ -228,21 +225,18 @@ class SqliteStore final : public Store {
     return ReadJob(select);
   }
 
-  absl::StatusOr<Sweep> CancelSweep(const std::string& sweep_id,
-                                    int64_t now_ms) override {
+  absl::StatusOr<Sweep> CancelSweep(const std::string& sweep_id, int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(Sweep sweep, GetSweepLocked(sweep_id));
     if (sweep.jobs_queued() == 0 && sweep.jobs_running() == 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("sweep ", sweep_id, " already finished"));
+      return absl::FailedPreconditionError(absl::StrCat("sweep ", sweep_id, " already finished"));
     }
     // The lease id stays so that the holder's next heartbeat learns of the
     // cancel instead of seeing a lapsed lease.
-    LF_ASSIGN_OR_RETURN(
-        Statement update,
-        db_->Prepare("UPDATE jobs SET state = ?1, worker_id = '', "
-                     "updated_ms = ?2 WHERE sweep_id = ?3 AND state IN (?4, ?5)"));
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE jobs SET state = ?1, worker_id = '', "
+                                     "updated_ms = ?2 WHERE sweep_id = ?3 AND state IN (?4, ?5)"));
     update.Bind(1, static_cast<int>(JobState::JOB_STATE_CANCELLED))
         .Bind(2, now_ms)
         .Bind(3, sweep_id)
@@ -291,10 +285,10 @@ class SqliteStore final : public Store {
   }
 
   using Store::LeaseNextJob;
-  absl::StatusOr<std::optional<Lease>> LeaseNextJob(
-      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
-      const std::vector<ResidentModelRef>& resident,
-      int64_t max_running_jobs_per_user) override {
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id, int64_t now_ms,
+                                                    int64_t ttl_ms,
+                                                    const std::vector<ResidentModelRef>& resident,
+                                                    int64_t max_running_jobs_per_user) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     // The head: what the primary order (priority, then age) gives.
@@ -312,7 +306,8 @@ class SqliteStore final : public Store {
         Statement pick,
         db_->Prepare(absl::StrCat(
             "WITH heads AS MATERIALIZED (SELECT (SELECT j.seq FROM jobs j WHERE "
-            "j.owner = u.owner AND ", kRunnable,
+            "j.owner = u.owner AND ",
+            kRunnable,
             " ORDER BY j.priority DESC, j.seq LIMIT 1) AS seq, u.running AS running, "
             "u.owner AS owner FROM user_shares u WHERE u.queued > 0 "
             "AND (?5 <= 0 OR u.running < ?5)) "
@@ -327,18 +322,17 @@ class SqliteStore final : public Store {
     if (!found) return std::optional<Lease>();
     int64_t seq = pick.Int(0);
     if (!resident.empty()) {
-      LF_ASSIGN_OR_RETURN(seq, LocalPickLocked(seq, pick.Text(1), pick.Int(2), now_ms,
-                                               worker_id, resident));
+      LF_ASSIGN_OR_RETURN(
+          seq, LocalPickLocked(seq, pick.Text(1), pick.Int(2), now_ms, worker_id, resident));
     }
 
     Lease lease;
     lease.lease_id = NewLeaseId();
     lease.expires_unix_ms = now_ms + ttl_ms;
-    LF_ASSIGN_OR_RETURN(
-        Statement update,
-        db_->Prepare("UPDATE jobs SET state = ?1, attempts = attempts + 1, "
-                     "worker_id = ?2, lease_id = ?3, lease_expires_ms = ?4, "
-                     "updated_ms = ?5 WHERE seq = ?6"));
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE jobs SET state = ?1, attempts = attempts + 1, "
+                                     "worker_id = ?2, lease_id = ?3, lease_expires_ms = ?4, "
+                                     "updated_ms = ?5 WHERE seq = ?6"));
     update.Bind(1, static_cast<int>(JobState::JOB_STATE_RUNNING))
         .Bind(2, worker_id)
         .Bind(3, lease.lease_id)
@@ -346,10 +340,8 @@ class SqliteStore final : public Store {
         .Bind(5, now_ms)
         .Bind(6, seq);
     LF_RETURN_IF_ERROR(update.Run());
-    LF_ASSIGN_OR_RETURN(
-        Statement select,
-        db_->Prepare(absl::StrCat("SELECT ", kJobColumns,
-                                  " FROM jobs WHERE seq = ?1")));
+    LF_ASSIGN_OR_RETURN(Statement select, db_->Prepare(absl::StrCat("SELECT ", kJobColumns,
+                                                                    " FROM jobs WHERE seq = ?1")));
     select.Bind(1, seq);
     LF_ASSIGN_OR_RETURN(bool row, select.Step());
     if (!row) return absl::InternalError("leased job vanished");
@@ -411,9 +403,8 @@ class SqliteStore final : public Store {
     return head_seq;
   }
 
-  absl::StatusOr<bool> RenewLease(const std::string& job_id,
-                                  const std::string& lease_id, int64_t now_ms,
-                                  int64_t ttl_ms) override {
+  absl::StatusOr<bool> RenewLease(const std::string& job_id, const std::string& lease_id,
+                                  int64_t now_ms, int64_t ttl_ms) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
@@ -421,34 +412,32 @@ class SqliteStore final : public Store {
       return true;
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
-    LF_ASSIGN_OR_RETURN(
-        Statement update,
-        db_->Prepare("UPDATE jobs SET lease_expires_ms = ?1 WHERE job_id = ?2"));
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE jobs SET lease_expires_ms = ?1 WHERE job_id = ?2"));
     update.Bind(1, now_ms + ttl_ms).Bind(2, job_id);
     LF_RETURN_IF_ERROR(update.Run());
     LF_RETURN_IF_ERROR(tx.Commit());
     return false;
   }
 
-  absl::StatusOr<CommitResult> CommitChunk(
-      const std::string& job_id, const std::string& lease_id, int64_t sequence,
-      const std::vector<MetricStat>& stats,
-      const std::vector<int32_t>& prompt_tokens, int64_t now_ms) override {
+  absl::StatusOr<CommitResult> CommitChunk(const std::string& job_id, const std::string& lease_id,
+                                           int64_t sequence, const std::vector<MetricStat>& stats,
+                                           const std::vector<int32_t>& prompt_tokens,
+                                           int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
     if (sequence < 0 || sequence >= row.chunks_total) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chunk.sequence: ", sequence, " is outside [0, ",
-                       row.chunks_total, ") for job ", job_id));
+      return absl::InvalidArgumentError(absl::StrCat("chunk.sequence: ", sequence,
+                                                     " is outside [0, ", row.chunks_total,
+                                                     ") for job ", job_id));
     }
     CommitResult result;
     {
-      LF_ASSIGN_OR_RETURN(
-          Statement insert,
-          db_->Prepare("INSERT OR IGNORE INTO chunks (job_id, sequence, "
-                       "prompt_tokens, committed_ms) VALUES (?1, ?2, ?3, ?4)"));
+      LF_ASSIGN_OR_RETURN(Statement insert,
+                          db_->Prepare("INSERT OR IGNORE INTO chunks (job_id, sequence, "
+                                       "prompt_tokens, committed_ms) VALUES (?1, ?2, ?3, ?4)"));
       insert.Bind(1, job_id)
           .Bind(2, sequence)
           .Bind(3, absl::StrJoin(prompt_tokens, ","))
@@ -463,11 +452,10 @@ class SqliteStore final : public Store {
       return result;  // nothing written; the transaction rolls back
     }
     for (const MetricStat& stat : stats) {
-      LF_ASSIGN_OR_RETURN(
-          Statement insert,
-          db_->Prepare("INSERT INTO chunk_stats (job_id, sequence, metric, "
-                       "layer, sum, sum_sq, count, layer_b, head, position) "
-                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
+      LF_ASSIGN_OR_RETURN(Statement insert,
+                          db_->Prepare("INSERT INTO chunk_stats (job_id, sequence, metric, "
+                                       "layer, sum, sum_sq, count, layer_b, head, position) "
+                                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
       // Unset optional key fields are stored as -1 (schema v3).
       insert.Bind(1, job_id)
           .Bind(2, sequence)
@@ -479,13 +467,11 @@ class SqliteStore final : public Store {
           .Bind(8, stat.has_layer_b() ? int64_t{stat.layer_b()} : int64_t{-1})
           .Bind(9, stat.has_head() ? int64_t{stat.head()} : int64_t{-1})
           .Bind(10, stat.has_position() ? int64_t{stat.position()} : int64_t{-1});
-      LF_RETURN_IF_ERROR(insert.Run())
-          << "chunk " << sequence << " of job " << job_id;
+      LF_RETURN_IF_ERROR(insert.Run()) << "chunk " << sequence << " of job " << job_id;
     }
-    LF_ASSIGN_OR_RETURN(
-        Statement update,
-        db_->Prepare("UPDATE jobs SET chunks_committed = chunks_committed + 1, "
-                     "updated_ms = ?1 WHERE job_id = ?2"));
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE jobs SET chunks_committed = chunks_committed + 1, "
+                                     "updated_ms = ?1 WHERE job_id = ?2"));
     update.Bind(1, now_ms).Bind(2, job_id);
     LF_RETURN_IF_ERROR(update.Run());
     LF_RETURN_IF_ERROR(tx.Commit());
@@ -505,8 +491,7 @@ class SqliteStore final : public Store {
     if (!row) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
     Job totals;
     if (!totals.ParseFromString(select.Blob(0))) {
-      return absl::DataLossError(
-          absl::StrCat("job ", job_id, ": stored phase times do not parse"));
+      return absl::DataLossError(absl::StrCat("job ", job_id, ": stored phase times do not parse"));
     }
     for (const layerflow::v1::PhaseTime& t : times) {
       layerflow::v1::PhaseTime* into = nullptr;
@@ -527,16 +512,14 @@ class SqliteStore final : public Store {
     return tx.Commit();
   }
 
-  absl::Status CheckLease(const std::string& job_id,
-                          const std::string& lease_id,
+  absl::Status CheckLease(const std::string& job_id, const std::string& lease_id,
                           int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
     return CheckLiveLease(job_id, lease_id, row, now_ms);
   }
 
-  absl::Status CompleteJob(const std::string& job_id,
-                           const std::string& lease_id,
+  absl::Status CompleteJob(const std::string& job_id, const std::string& lease_id,
                            int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
@@ -547,9 +530,9 @@ class SqliteStore final : public Store {
     }
     LF_RETURN_IF_ERROR(CheckLiveLease(job_id, lease_id, row, now_ms));
     if (row.chunks_committed < row.chunks_total) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "job ", job_id, " has ", row.chunks_committed, " of ",
-          row.chunks_total, " chunks committed"));
+      return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " has ",
+                                                        row.chunks_committed, " of ",
+                                                        row.chunks_total, " chunks committed"));
     }
     LF_RETURN_IF_ERROR(RecordAttemptLocked(job_id, AttemptOutcome::kSucceeded, "", now_ms));
     LF_RETURN_IF_ERROR(Finish(job_id, JobState::JOB_STATE_SUCCEEDED, "", now_ms));
@@ -591,28 +574,24 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<int64_t> ExtendRunningLeases(int64_t now_ms, int64_t ttl_ms) override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(
-        Statement update,
-        db_->Prepare("UPDATE jobs SET lease_expires_ms = ?1 "
-                     "WHERE state = ?2 AND lease_expires_ms < ?1"));
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE jobs SET lease_expires_ms = ?1 "
+                                     "WHERE state = ?2 AND lease_expires_ms < ?1"));
     update.Bind(1, now_ms + ttl_ms).Bind(2, static_cast<int>(JobState::JOB_STATE_RUNNING));
     LF_RETURN_IF_ERROR(update.Run());
     return static_cast<int64_t>(db_->Changes());
   }
 
-  absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
-                                              int32_t max_attempts,
+  absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms, int32_t max_attempts,
                                               int64_t backoff_base_ms) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     std::vector<std::pair<int64_t, int64_t>> lapsed;  // (seq, attempts)
     {
-      LF_ASSIGN_OR_RETURN(
-          Statement select,
-          db_->Prepare("SELECT seq, attempts FROM jobs "
-                       "WHERE state = ?1 AND lease_expires_ms < ?2"));
-      select.Bind(1, static_cast<int>(JobState::JOB_STATE_RUNNING))
-          .Bind(2, now_ms);
+      LF_ASSIGN_OR_RETURN(Statement select,
+                          db_->Prepare("SELECT seq, attempts FROM jobs "
+                                       "WHERE state = ?1 AND lease_expires_ms < ?2"));
+      select.Bind(1, static_cast<int>(JobState::JOB_STATE_RUNNING)).Bind(2, now_ms);
       while (true) {
         LF_ASSIGN_OR_RETURN(bool row, select.Step());
         if (!row) break;
@@ -627,9 +606,7 @@ class SqliteStore final : public Store {
             db_->Prepare("INSERT INTO job_attempts (job_id, attempt, worker_id, outcome, "
                          "error, ended_ms) SELECT job_id, attempts, worker_id, ?1, "
                          "'lease lapsed', ?2 FROM jobs WHERE seq = ?3"));
-        insert.Bind(1, static_cast<int>(AttemptOutcome::kLeaseLapsed))
-            .Bind(2, now_ms)
-            .Bind(3, seq);
+        insert.Bind(1, static_cast<int>(AttemptOutcome::kLeaseLapsed)).Bind(2, now_ms).Bind(3, seq);
         LF_RETURN_IF_ERROR(insert.Run());
       }
       const bool exhausted = attempts >= max_attempts;
@@ -653,11 +630,10 @@ class SqliteStore final : public Store {
       // base * 2^(attempts-1), with the shift capped so it cannot overflow.
       const int shift = static_cast<int>(std::clamp<int64_t>(attempts - 1, 0, 20));
       const int64_t not_before = now_ms + (backoff_base_ms << shift);
-      LF_ASSIGN_OR_RETURN(
-          Statement update,
-          db_->Prepare("UPDATE jobs SET state = ?1, error = ?2, "
-                       "not_before_ms = ?3, worker_id = '', lease_id = '', "
-                       "updated_ms = ?4 WHERE seq = ?5"));
+      LF_ASSIGN_OR_RETURN(Statement update,
+                          db_->Prepare("UPDATE jobs SET state = ?1, error = ?2, "
+                                       "not_before_ms = ?3, worker_id = '', lease_id = '', "
+                                       "updated_ms = ?4 WHERE seq = ?5"));
       update
           .Bind(1, static_cast<int>(exhausted ? JobState::JOB_STATE_FAILED
                                               : JobState::JOB_STATE_QUEUED))
@@ -672,26 +648,24 @@ class SqliteStore final : public Store {
     return static_cast<int64_t>(lapsed.size());
   }
 
-  absl::StatusOr<std::vector<ResultRow>> QueryResults(
-      const ResultFilter& filter) override {
+  absl::StatusOr<std::vector<ResultRow>> QueryResults(const ResultFilter& filter) override {
     absl::MutexLock lock(&mu_);
     LF_RETURN_IF_ERROR(GetSweepLocked(filter.sweep_id).status());
     LF_ASSIGN_OR_RETURN(
         Statement select,
-        db_->Prepare(
-            "SELECT j.job_id, j.spec, s.metric, s.layer, SUM(s.sum), "
-            "SUM(s.sum_sq), SUM(s.count), s.layer_b, s.head, s.position "
-            "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
-            "WHERE j.sweep_id = ?1 AND (?2 = '' OR j.model = ?2) "
-            "AND (?3 = '' OR s.metric = ?3) AND (?4 = '' OR j.job_id = ?4) "
-            // The keyset: later jobs, or later keys of after_job_id.
-            "AND (?5 = '' OR j.seq > (SELECT seq FROM jobs WHERE job_id = ?5) "
-            "     OR (?6 = 1 AND j.job_id = ?5 AND "
-            "         (s.metric, s.layer, s.layer_b, s.head, s.position) > "
-            "         (?7, ?8, ?9, ?10, ?11))) "
-            "GROUP BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
-            "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
-            "LIMIT ?12"));
+        db_->Prepare("SELECT j.job_id, j.spec, s.metric, s.layer, SUM(s.sum), "
+                     "SUM(s.sum_sq), SUM(s.count), s.layer_b, s.head, s.position "
+                     "FROM chunk_stats s JOIN jobs j ON j.job_id = s.job_id "
+                     "WHERE j.sweep_id = ?1 AND (?2 = '' OR j.model = ?2) "
+                     "AND (?3 = '' OR s.metric = ?3) AND (?4 = '' OR j.job_id = ?4) "
+                     // The keyset: later jobs, or later keys of after_job_id.
+                     "AND (?5 = '' OR j.seq > (SELECT seq FROM jobs WHERE job_id = ?5) "
+                     "     OR (?6 = 1 AND j.job_id = ?5 AND "
+                     "         (s.metric, s.layer, s.layer_b, s.head, s.position) > "
+                     "         (?7, ?8, ?9, ?10, ?11))) "
+                     "GROUP BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
+                     "ORDER BY j.seq, s.metric, s.layer, s.layer_b, s.head, s.position "
+                     "LIMIT ?12"));
     select.Bind(1, filter.sweep_id)
         .Bind(2, filter.model)
         .Bind(3, filter.metric)
@@ -715,8 +689,8 @@ class SqliteStore final : public Store {
       row.set_job_id(select.Text(0));
       auto [it, inserted] = specs.try_emplace(row.job_id());
       if (inserted && !it->second.ParseFromString(select.Blob(1))) {
-        return absl::DataLossError(absl::StrCat(
-            "job ", row.job_id(), ": stored spec does not parse"));
+        return absl::DataLossError(
+            absl::StrCat("job ", row.job_id(), ": stored spec does not parse"));
       }
       const layerflow::v1::JobSpec& spec = it->second;
       row.set_model(spec.model());
@@ -738,8 +712,7 @@ class SqliteStore final : public Store {
         const double mean = sum / static_cast<double>(count);
         // Population variance; clamped because rounding can take E[x^2] -
         // E[x]^2 slightly below zero when all values are equal.
-        const double var = std::max(
-            0.0, sum_sq / static_cast<double>(count) - mean * mean);
+        const double var = std::max(0.0, sum_sq / static_cast<double>(count) - mean * mean);
         row.set_value(mean);
         row.set_std(std::sqrt(var));
       }
@@ -747,43 +720,33 @@ class SqliteStore final : public Store {
     return rows;
   }
 
-  absl::Status RegisterWorker(const std::string& worker_id,
-                              const std::string& name,
-                              const std::string& capabilities_bytes,
-                              int64_t now_ms) override {
+  absl::Status RegisterWorker(const std::string& worker_id, const std::string& name,
+                              const std::string& capabilities_bytes, int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(
-        Statement insert,
-        db_->Prepare("INSERT INTO workers (worker_id, name, capabilities, "
-                     "registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)"));
-    insert.Bind(1, worker_id)
-        .Bind(2, name)
-        .BindBlob(3, capabilities_bytes)
-        .Bind(4, now_ms);
+    LF_ASSIGN_OR_RETURN(Statement insert,
+                        db_->Prepare("INSERT INTO workers (worker_id, name, capabilities, "
+                                     "registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)"));
+    insert.Bind(1, worker_id).Bind(2, name).BindBlob(3, capabilities_bytes).Bind(4, now_ms);
     return insert.Run();
   }
 
-  absl::Status TouchWorker(const std::string& worker_id,
-                           int64_t now_ms) override {
+  absl::Status TouchWorker(const std::string& worker_id, int64_t now_ms) override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(
-        Statement update,
-        db_->Prepare("UPDATE workers SET last_seen_ms = MAX(last_seen_ms, ?1) "
-                     "WHERE worker_id = ?2"));
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE workers SET last_seen_ms = MAX(last_seen_ms, ?1) "
+                                     "WHERE worker_id = ?2"));
     update.Bind(1, now_ms).Bind(2, worker_id);
     LF_RETURN_IF_ERROR(update.Run());
     if (db_->Changes() == 0) {
-      return absl::NotFoundError(
-          absl::StrCat("unknown worker ", worker_id, "; register first"));
+      return absl::NotFoundError(absl::StrCat("unknown worker ", worker_id, "; register first"));
     }
     return absl::OkStatus();
   }
 
   absl::StatusOr<int64_t> CountLiveWorkers(int64_t since_ms) override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(
-        Statement select,
-        db_->Prepare("SELECT COUNT(*) FROM workers WHERE last_seen_ms >= ?1"));
+    LF_ASSIGN_OR_RETURN(Statement select,
+                        db_->Prepare("SELECT COUNT(*) FROM workers WHERE last_seen_ms >= ?1"));
     select.Bind(1, since_ms);
     LF_ASSIGN_OR_RETURN(bool row, select.Step());
     return row ? select.Int(0) : 0;
@@ -791,9 +754,7 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<JobStateCounts> CountJobsByState() override {
     absl::MutexLock lock(&mu_);
-    LF_ASSIGN_OR_RETURN(
-        Statement select,
-        db_->Prepare("SELECT state, n FROM job_state_counts"));
+    LF_ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT state, n FROM job_state_counts"));
     JobStateCounts counts{};
     while (true) {
       LF_ASSIGN_OR_RETURN(bool row, select.Step());
@@ -808,8 +769,7 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<RetryResult> RetryJob(const std::string& job_id, const std::string& lease_id,
                                        const std::string& error, int64_t now_ms,
-                                       int64_t live_since_ms,
-                                       const RetryPolicy& policy) override {
+                                       int64_t live_since_ms, const RetryPolicy& policy) override {
     absl::MutexLock lock(&mu_);
     LF_ASSIGN_OR_RETURN(Transaction tx, Transaction::Begin(*db_));
     LF_ASSIGN_OR_RETURN(LeaseRow row, LoadLeaseRow(job_id));
@@ -831,10 +791,9 @@ class SqliteStore final : public Store {
     // embedded default) retries its own host errors.
     bool elsewhere = false;
     {
-      LF_ASSIGN_OR_RETURN(
-          Statement other,
-          db_->Prepare("SELECT EXISTS (SELECT 1 FROM workers WHERE worker_id != ?1 "
-                       "AND quarantined = 0 AND last_seen_ms >= ?2)"));
+      LF_ASSIGN_OR_RETURN(Statement other,
+                          db_->Prepare("SELECT EXISTS (SELECT 1 FROM workers WHERE worker_id != ?1 "
+                                       "AND quarantined = 0 AND last_seen_ms >= ?2)"));
       other.Bind(1, worker_id).Bind(2, live_since_ms);
       LF_ASSIGN_OR_RETURN(bool r, other.Step());
       elsewhere = r && other.Int(0) != 0;
@@ -868,12 +827,11 @@ class SqliteStore final : public Store {
     // stay bounded by max_attempts.
     if (policy.quarantine_after > 0 && !worker_id.empty() && elsewhere) {
       // The worker's latest attempts since its last release, newest first.
-      LF_ASSIGN_OR_RETURN(
-          Statement latest,
-          db_->Prepare("SELECT a.outcome, a.job_id, a.error FROM job_attempts a "
-                       "JOIN workers w ON w.worker_id = a.worker_id "
-                       "WHERE a.worker_id = ?1 AND a.id > w.released_after "
-                       "ORDER BY a.id DESC LIMIT ?2"));
+      LF_ASSIGN_OR_RETURN(Statement latest,
+                          db_->Prepare("SELECT a.outcome, a.job_id, a.error FROM job_attempts a "
+                                       "JOIN workers w ON w.worker_id = a.worker_id "
+                                       "WHERE a.worker_id = ?1 AND a.id > w.released_after "
+                                       "ORDER BY a.id DESC LIMIT ?2"));
       latest.Bind(1, worker_id).Bind(2, int64_t{policy.quarantine_after});
       int64_t host_errors = 0;
       std::vector<std::string> reasons;
@@ -891,8 +849,8 @@ class SqliteStore final : public Store {
             db_->Prepare("UPDATE workers SET quarantined = 1, quarantine_reason = ?1 "
                          "WHERE worker_id = ?2 AND quarantined = 0"));
         update
-            .Bind(1, absl::StrCat(host_errors, " host errors in a row: ",
-                                  absl::StrJoin(reasons, "; ")))
+            .Bind(1, absl::StrCat(host_errors,
+                                  " host errors in a row: ", absl::StrJoin(reasons, "; ")))
             .Bind(2, worker_id);
         LF_RETURN_IF_ERROR(update.Run());
         result.worker_quarantined = db_->Changes() == 1;
@@ -948,15 +906,14 @@ class SqliteStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LF_ASSIGN_OR_RETURN(
         Statement select,
-        db_->Prepare(
-            "SELECT s.spec, s.created_ms, COUNT(j.seq), "
-            "COALESCE(SUM(j.state = 1), 0), COALESCE(SUM(j.state = 2), 0), "
-            "COALESCE(SUM(j.state = 3), 0), COALESCE(SUM(j.state = 4), 0), "
-            "COALESCE(SUM(j.state = 5), 0), "
-            "COALESCE(SUM(j.chunks_committed), 0), "
-            "COALESCE(SUM(j.chunks_total), 0) "
-            "FROM sweeps s LEFT JOIN jobs j ON j.sweep_id = s.sweep_id "
-            "WHERE s.sweep_id = ?1 GROUP BY s.sweep_id"));
+        db_->Prepare("SELECT s.spec, s.created_ms, COUNT(j.seq), "
+                     "COALESCE(SUM(j.state = 1), 0), COALESCE(SUM(j.state = 2), 0), "
+                     "COALESCE(SUM(j.state = 3), 0), COALESCE(SUM(j.state = 4), 0), "
+                     "COALESCE(SUM(j.state = 5), 0), "
+                     "COALESCE(SUM(j.chunks_committed), 0), "
+                     "COALESCE(SUM(j.chunks_total), 0) "
+                     "FROM sweeps s LEFT JOIN jobs j ON j.sweep_id = s.sweep_id "
+                     "WHERE s.sweep_id = ?1 GROUP BY s.sweep_id"));
     select.Bind(1, sweep_id);
     LF_ASSIGN_OR_RETURN(bool found, select.Step());
     if (!found) {
@@ -965,8 +922,7 @@ class SqliteStore final : public Store {
     Sweep sweep;
     sweep.set_sweep_id(sweep_id);
     if (!sweep.mutable_spec()->ParseFromString(select.Blob(0))) {
-      return absl::DataLossError(
-          absl::StrCat("sweep ", sweep_id, ": stored spec does not parse"));
+      return absl::DataLossError(absl::StrCat("sweep ", sweep_id, ": stored spec does not parse"));
     }
     sweep.set_created_unix_ms(select.Int(1));
     sweep.set_jobs_total(static_cast<int32_t>(select.Int(2)));
@@ -983,39 +939,33 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<LeaseRow> LoadLeaseRow(const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    LF_ASSIGN_OR_RETURN(
-        Statement select,
-        db_->Prepare("SELECT state, lease_id, lease_expires_ms, "
-                     "chunks_committed, chunks_total FROM jobs "
-                     "WHERE job_id = ?1"));
+    LF_ASSIGN_OR_RETURN(Statement select, db_->Prepare("SELECT state, lease_id, lease_expires_ms, "
+                                                       "chunks_committed, chunks_total FROM jobs "
+                                                       "WHERE job_id = ?1"));
     select.Bind(1, job_id);
     LF_ASSIGN_OR_RETURN(bool found, select.Step());
     if (!found) {
       return absl::NotFoundError(absl::StrCat("unknown job '", job_id, "'"));
     }
-    return LeaseRow{static_cast<JobState>(select.Int(0)), select.Text(1),
-                    select.Int(2), select.Int(3), select.Int(4)};
+    return LeaseRow{static_cast<JobState>(select.Int(0)), select.Text(1), select.Int(2),
+                    select.Int(3), select.Int(4)};
   }
 
   // Invariant: a lease is live iff the job is RUNNING under that lease id
   // and now <= lease_expires_ms. The reaper's "lapsed" is exactly the
   // negation of the time part, so a lease never counts as both.
-  static absl::Status CheckLiveLease(const std::string& job_id,
-                                     const std::string& lease_id,
+  static absl::Status CheckLiveLease(const std::string& job_id, const std::string& lease_id,
                                      const LeaseRow& row, int64_t now_ms) {
     if (row.lease_id == lease_id && row.state == JobState::JOB_STATE_CANCELLED) {
-      return absl::AbortedError(
-          absl::StrCat("job ", job_id, " was cancelled"));
+      return absl::AbortedError(absl::StrCat("job ", job_id, " was cancelled"));
     }
     if (row.lease_id != lease_id || row.state != JobState::JOB_STATE_RUNNING) {
-      return absl::AbortedError(absl::StrCat(
-          "lease ", lease_id, " of job ", job_id,
-          " lapsed; the job was requeued or reassigned"));
+      return absl::AbortedError(absl::StrCat("lease ", lease_id, " of job ", job_id,
+                                             " lapsed; the job was requeued or reassigned"));
     }
     if (row.lease_expires_ms < now_ms) {
-      return absl::AbortedError(absl::StrCat(
-          "lease ", lease_id, " of job ", job_id, " lapsed ",
-          now_ms - row.lease_expires_ms, " ms ago"));
+      return absl::AbortedError(absl::StrCat("lease ", lease_id, " of job ", job_id, " lapsed ",
+                                             now_ms - row.lease_expires_ms, " ms ago"));
     }
     return absl::OkStatus();
   }
@@ -1024,19 +974,17 @@ class SqliteStore final : public Store {
   // reason, repeated until nothing changes (chains of dependencies). Runs
   // inside the caller's transaction. Dependents are never RUNNING: they
   // are leased only after their dependency SUCCEEDED, which is final.
-  absl::Status FailDependentsLocked(int64_t now_ms)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::Status FailDependentsLocked(int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     while (true) {
       LF_ASSIGN_OR_RETURN(
           Statement update,
-          db_->Prepare(
-              "UPDATE jobs SET state = ?1, worker_id = '', updated_ms = ?2, "
-              "error = (SELECT CASE WHEN d.state = ?3 THEN "
-              "'dependency ' || d.job_id || ' was cancelled' ELSE "
-              "'dependency ' || d.job_id || ' failed: ' || d.error END "
-              "FROM jobs d WHERE d.job_id = jobs.depends_on) "
-              "WHERE state = ?4 AND depends_on != '' AND EXISTS (SELECT 1 "
-              "FROM jobs d WHERE d.job_id = jobs.depends_on AND d.state IN (?1, ?3))"));
+          db_->Prepare("UPDATE jobs SET state = ?1, worker_id = '', updated_ms = ?2, "
+                       "error = (SELECT CASE WHEN d.state = ?3 THEN "
+                       "'dependency ' || d.job_id || ' was cancelled' ELSE "
+                       "'dependency ' || d.job_id || ' failed: ' || d.error END "
+                       "FROM jobs d WHERE d.job_id = jobs.depends_on) "
+                       "WHERE state = ?4 AND depends_on != '' AND EXISTS (SELECT 1 "
+                       "FROM jobs d WHERE d.job_id = jobs.depends_on AND d.state IN (?1, ?3))"));
       update.Bind(1, static_cast<int>(JobState::JOB_STATE_FAILED))
           .Bind(2, now_ms)
           .Bind(3, static_cast<int>(JobState::JOB_STATE_CANCELLED))
@@ -1049,8 +997,7 @@ class SqliteStore final : public Store {
   // Appends the end of the job's current lease (its attempts count and
   // worker) to the attempt history; before Finish, which clears worker_id.
   absl::Status RecordAttemptLocked(const std::string& job_id, AttemptOutcome outcome,
-                                   const std::string& error, int64_t now_ms,
-                                   bool elsewhere = false)
+                                   const std::string& error, int64_t now_ms, bool elsewhere = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     LF_ASSIGN_OR_RETURN(
         Statement insert,
@@ -1077,8 +1024,8 @@ class SqliteStore final : public Store {
       LF_ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
       attempts.push_back(JobAttempt{static_cast<int32_t>(select.Int(0)), select.Text(1),
-                                    static_cast<AttemptOutcome>(select.Int(2)),
-                                    select.Text(3), select.Int(4)});
+                                    static_cast<AttemptOutcome>(select.Int(2)), select.Text(3),
+                                    select.Int(4)});
     }
     return attempts;
   }
@@ -1097,24 +1044,18 @@ class SqliteStore final : public Store {
     while (true) {
       LF_ASSIGN_OR_RETURN(bool row, select.Step());
       if (!row) break;
-      workers.push_back(WorkerRecord{select.Text(0), select.Text(1), select.Int(2),
-                                     select.Int(3), select.Int(4) != 0, select.Text(5),
-                                     select.Blob(6)});
+      workers.push_back(WorkerRecord{select.Text(0), select.Text(1), select.Int(2), select.Int(3),
+                                     select.Int(4) != 0, select.Text(5), select.Blob(6)});
     }
     return workers;
   }
 
-  absl::Status Finish(const std::string& job_id, JobState state,
-                      const std::string& error, int64_t now_ms)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    LF_ASSIGN_OR_RETURN(
-        Statement update,
-        db_->Prepare("UPDATE jobs SET state = ?1, error = ?2, worker_id = '', "
-                     "updated_ms = ?3 WHERE job_id = ?4"));
-    update.Bind(1, static_cast<int>(state))
-        .Bind(2, error)
-        .Bind(3, now_ms)
-        .Bind(4, job_id);
+  absl::Status Finish(const std::string& job_id, JobState state, const std::string& error,
+                      int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    LF_ASSIGN_OR_RETURN(Statement update,
+                        db_->Prepare("UPDATE jobs SET state = ?1, error = ?2, worker_id = '', "
+                                     "updated_ms = ?3 WHERE job_id = ?4"));
+    update.Bind(1, static_cast<int>(state)).Bind(2, error).Bind(3, now_ms).Bind(4, job_id);
     return update.Run();
   }
 
@@ -1128,21 +1069,18 @@ class SqliteStore final : public Store {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
-    const std::string& path, const SqliteStoreOptions& options) {
-  LF_ASSIGN_OR_RETURN(std::unique_ptr<Db> db,
-                      Db::Open(path, options.busy_timeout_ms));
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                                       const SqliteStoreOptions& options) {
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(path, options.busy_timeout_ms));
   // WAL: readers do not block the writer and vice versa; a property of the
   // file, so any connection may set it (it is a no-op once set).
-  LF_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL"))
-      << "database '" << path << "'";
+  LF_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode = WAL")) << "database '" << path << "'";
   LF_RETURN_IF_ERROR(db->Exec("PRAGMA synchronous = NORMAL"));
   LF_RETURN_IF_ERROR(sqlite::Migrate(*db)) << "database '" << path << "'";
   if (options.checkpoint_interval_ms <= 0) {
     return std::unique_ptr<Store>(new SqliteStore(std::move(db)));
   }
-  LF_ASSIGN_OR_RETURN(std::unique_ptr<Db> checkpointer,
-                      Db::Open(path, options.busy_timeout_ms));
+  LF_ASSIGN_OR_RETURN(std::unique_ptr<Db> checkpointer, Db::Open(path, options.busy_timeout_ms));
   LF_RETURN_IF_ERROR(db->Exec("PRAGMA wal_autocheckpoint = 0"));
   auto store = std::make_unique<SqliteStore>(std::move(db));
   store->StartCheckpoints(std::move(checkpointer), options.checkpoint_interval_ms);

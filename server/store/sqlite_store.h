@@ -27,8 +27,8 @@ struct SqliteStoreOptions {
 
 // Opens or creates the database at `path` and migrates it to the latest
 // schema. Never throws.
-absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(
-    const std::string& path, const SqliteStoreOptions& options = {});
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                                       const SqliteStoreOptions& options = {});
 
 // The schema version OpenSqliteStore leaves a database at.
 int SqliteSchemaVersion();

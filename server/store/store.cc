@@ -16,8 +16,7 @@ layerflow::v1::SweepState DeriveSweepState(const layerflow::v1::Sweep& sweep) {
   return SweepState::SWEEP_STATE_SUCCEEDED;
 }
 
-absl::Status CheckQueueLimits(const NewSweep& sweep, int64_t queued_total,
-                              int64_t queued_of_user) {
+absl::Status CheckQueueLimits(const NewSweep& sweep, int64_t queued_total, int64_t queued_of_user) {
   const int64_t adds = static_cast<int64_t>(sweep.jobs.size());
   const SubmitLimits& limits = sweep.limits;
   if (limits.max_queued_jobs > 0 && queued_total + adds > limits.max_queued_jobs) {
@@ -27,10 +26,10 @@ absl::Status CheckQueueLimits(const NewSweep& sweep, int64_t queued_total,
   }
   if (limits.max_queued_jobs_per_user > 0 &&
       queued_of_user + adds > limits.max_queued_jobs_per_user) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "user '", sweep.user, "' has ", queued_of_user, " jobs queued and this sweep adds ",
-        adds, "; a user may queue at most ", limits.max_queued_jobs_per_user,
-        " (--max-queued-jobs-per-user)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("user '", sweep.user, "' has ", queued_of_user,
+                     " jobs queued and this sweep adds ", adds, "; a user may queue at most ",
+                     limits.max_queued_jobs_per_user, " (--max-queued-jobs-per-user)"));
   }
   return absl::OkStatus();
 }

@@ -111,7 +111,7 @@ struct ResultFilter {
 };
 
 struct JobFilter {
-  std::string sweep_id;  // empty: every sweep
+  std::string sweep_id;                                                  // empty: every sweep
   layerflow::v1::JobState state = layerflow::v1::JOB_STATE_UNSPECIFIED;  // every state
   // Only jobs created after this one (empty: from the first).
   std::string after_job_id;
@@ -124,9 +124,9 @@ using JobStateCounts = std::array<int64_t, 6>;
 // How one lease of a job ended (the attempt history, schema v8).
 enum class AttemptOutcome {
   kSucceeded = 1,
-  kBadInput = 2,    // FailJob: the job failed for good
-  kHostError = 3,   // RetryJob: retried elsewhere
-  kLeaseLapsed = 4, // RequeueLapsedLeases
+  kBadInput = 2,     // FailJob: the job failed for good
+  kHostError = 3,    // RetryJob: retried elsewhere
+  kLeaseLapsed = 4,  // RequeueLapsedLeases
 };
 
 struct JobAttempt {
@@ -177,8 +177,7 @@ class Store {
   // RESOURCE_EXHAUSTED past sweep.limits (CheckQueueLimits).
   virtual absl::Status CreateSweep(const NewSweep& sweep) = 0;
   // The sweep with its job counts by state, chunk totals and derived state.
-  virtual absl::StatusOr<layerflow::v1::Sweep> GetSweep(
-      const std::string& sweep_id) = 0;
+  virtual absl::StatusOr<layerflow::v1::Sweep> GetSweep(const std::string& sweep_id) = 0;
   // Jobs in creation order (JobFilter); unknown sweep or after_job_id:
   // empty list.
   virtual absl::StatusOr<std::vector<layerflow::v1::Job>> ListJobs(const JobFilter& filter) = 0;
@@ -191,15 +190,15 @@ class Store {
   virtual absl::StatusOr<layerflow::v1::Job> GetJob(const std::string& job_id) = 0;
   // QUEUED and RUNNING jobs become CANCELLED. FAILED_PRECONDITION when every
   // job is already terminal. Returns the updated sweep.
-  virtual absl::StatusOr<layerflow::v1::Sweep> CancelSweep(
-      const std::string& sweep_id, int64_t now_ms) = 0;
+  virtual absl::StatusOr<layerflow::v1::Sweep> CancelSweep(const std::string& sweep_id,
+                                                           int64_t now_ms) = 0;
   // FAILED and CANCELLED jobs become QUEUED, runnable at once, with
   // attempts 0, no error, and no worker excluded by their earlier host
   // errors; their committed chunks stay (the next lease resumes after
   // them). FAILED_PRECONDITION when the sweep has none. Returns the
   // updated sweep.
-  virtual absl::StatusOr<layerflow::v1::Sweep> RetrySweep(
-      const std::string& sweep_id, int64_t now_ms) = 0;
+  virtual absl::StatusOr<layerflow::v1::Sweep> RetrySweep(const std::string& sweep_id,
+                                                          int64_t now_ms) = 0;
 
   // Leases a runnable QUEUED job (not_before <= now, and its dependency,
   // if any, SUCCEEDED); nullopt when none.
@@ -233,13 +232,13 @@ class Store {
   virtual absl::StatusOr<std::optional<Lease>> LeaseNextJob(
       const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
       const std::vector<ResidentModelRef>& resident, int64_t max_running_jobs_per_user) = 0;
-  absl::StatusOr<std::optional<Lease>> LeaseNextJob(
-      const std::string& worker_id, int64_t now_ms, int64_t ttl_ms,
-      const std::vector<ResidentModelRef>& resident) {
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id, int64_t now_ms,
+                                                    int64_t ttl_ms,
+                                                    const std::vector<ResidentModelRef>& resident) {
     return LeaseNextJob(worker_id, now_ms, ttl_ms, resident, 0);
   }
-  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id,
-                                                    int64_t now_ms, int64_t ttl_ms) {
+  absl::StatusOr<std::optional<Lease>> LeaseNextJob(const std::string& worker_id, int64_t now_ms,
+                                                    int64_t ttl_ms) {
     return LeaseNextJob(worker_id, now_ms, ttl_ms, {}, 0);
   }
   // How many runnable jobs of the head's sweep locality looks at: bounds
@@ -248,35 +247,31 @@ class Store {
   // Extends a live lease to now + ttl. Returns true when the job was
   // cancelled (the worker should stop); ABORTED when the lease lapsed or the
   // job was given to someone else.
-  virtual absl::StatusOr<bool> RenewLease(const std::string& job_id,
-                                          const std::string& lease_id,
+  virtual absl::StatusOr<bool> RenewLease(const std::string& job_id, const std::string& lease_id,
                                           int64_t now_ms, int64_t ttl_ms) = 0;
   // Commits chunk `sequence` of a job under a live lease, exactly once per
   // (job_id, sequence). INVALID_ARGUMENT for a sequence outside
   // [0, chunks_total).
   virtual absl::StatusOr<CommitResult> CommitChunk(
-      const std::string& job_id, const std::string& lease_id,
-      int64_t sequence, const std::vector<layerflow::v1::MetricStat>& stats,
+      const std::string& job_id, const std::string& lease_id, int64_t sequence,
+      const std::vector<layerflow::v1::MetricStat>& stats,
       const std::vector<int32_t>& prompt_tokens, int64_t now_ms) = 0;
   // Adds a worker's phase times to the job's totals (Job.phase_totals):
   // seconds and counts summed per phase, new phases appended. NOT_FOUND for
   // an unknown job. Outside the chunk's commit: diagnostics, not results.
-  virtual absl::Status AddPhaseTimes(
-      const std::string& job_id, const std::vector<layerflow::v1::PhaseTime>& times) = 0;
+  virtual absl::Status AddPhaseTimes(const std::string& job_id,
+                                     const std::vector<layerflow::v1::PhaseTime>& times) = 0;
   // OK when lease_id is the live lease of job_id (the check every call
   // under a lease makes: ABORTED when lapsed, replaced or cancelled,
   // NOT_FOUND for an unknown job). For calls outside the store that act
   // under a lease (artifact uploads).
-  virtual absl::Status CheckLease(const std::string& job_id,
-                                  const std::string& lease_id,
+  virtual absl::Status CheckLease(const std::string& job_id, const std::string& lease_id,
                                   int64_t now_ms) = 0;
   // RUNNING -> SUCCEEDED; FAILED_PRECONDITION when chunks are missing.
-  virtual absl::Status CompleteJob(const std::string& job_id,
-                                   const std::string& lease_id,
+  virtual absl::Status CompleteJob(const std::string& job_id, const std::string& lease_id,
                                    int64_t now_ms) = 0;
   // RUNNING -> FAILED with the worker's error.
-  virtual absl::Status FailJob(const std::string& job_id,
-                               const std::string& lease_id,
+  virtual absl::Status FailJob(const std::string& job_id, const std::string& lease_id,
                                const std::string& error, int64_t now_ms) = 0;
   // Gives a live lease back (WorkerProtocol.ReleaseJob): RUNNING -> QUEUED,
   // runnable at once, attempts - 1 (a lease given back is no attempt, so
@@ -292,8 +287,7 @@ class Store {
   // earlier attempt ended otherwise, RetryJob's list of every attempt).
   // Each lapse is recorded in the attempt history. Returns how many leases
   // lapsed.
-  virtual absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms,
-                                                      int32_t max_attempts,
+  virtual absl::StatusOr<int64_t> RequeueLapsedLeases(int64_t now_ms, int32_t max_attempts,
                                                       int64_t backoff_base_ms) = 0;
   // The coordinator's recovery pass (at start-up, after a stall): every
   // RUNNING job's lease expires no earlier than now + ttl_ms, so that time
@@ -309,13 +303,10 @@ class Store {
   virtual absl::StatusOr<std::vector<layerflow::v1::ResultRow>> QueryResults(
       const ResultFilter& filter) = 0;
 
-  virtual absl::Status RegisterWorker(const std::string& worker_id,
-                                      const std::string& name,
-                                      const std::string& capabilities_bytes,
-                                      int64_t now_ms) = 0;
+  virtual absl::Status RegisterWorker(const std::string& worker_id, const std::string& name,
+                                      const std::string& capabilities_bytes, int64_t now_ms) = 0;
   // Records a sign of life; NOT_FOUND for an unregistered worker.
-  virtual absl::Status TouchWorker(const std::string& worker_id,
-                                   int64_t now_ms) = 0;
+  virtual absl::Status TouchWorker(const std::string& worker_id, int64_t now_ms) = 0;
   // Workers seen at or after since_ms.
   virtual absl::StatusOr<int64_t> CountLiveWorkers(int64_t since_ms) = 0;
   virtual absl::StatusOr<JobStateCounts> CountJobsByState() = 0;
@@ -351,8 +342,7 @@ class Store {
 // CreateSweep's check of sweep.limits given the QUEUED jobs of all users
 // and of the sweep's user before it: OK, or RESOURCE_EXHAUSTED naming the
 // bound. Shared by the backends, so that both say the same.
-absl::Status CheckQueueLimits(const NewSweep& sweep, int64_t queued_total,
-                              int64_t queued_of_user);
+absl::Status CheckQueueLimits(const NewSweep& sweep, int64_t queued_total, int64_t queued_of_user);
 
 // The sweep state that a set of job counts implies (experiment.proto).
 layerflow::v1::SweepState DeriveSweepState(const layerflow::v1::Sweep& sweep);

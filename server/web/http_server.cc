@@ -20,8 +20,8 @@ absl::StatusOr<std::string> HttpBindAddress(const std::string& address) {
   int number = 0;
   if (port.empty() || !absl::SimpleAtoi(port, &number) || number < 0 || number > 65535 ||
       !std::all_of(port.begin(), port.end(), absl::ascii_isdigit)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "http address '", address, "': expected HOST:PORT or PORT (port 0-65535)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("http address '", address, "': expected HOST:PORT or PORT (port 0-65535)"));
   }
   if (host.empty()) {
     return absl::InvalidArgumentError(
@@ -38,9 +38,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   std::unique_ptr<HttpServer> server(new HttpServer());
   server->handler_ = std::move(handler);
   // No document root: civetweb serves only what the handler answers.
-  const char* options[] = {"listening_ports", bind->c_str(), "num_threads", "4",
-                           "request_timeout_ms", "30000", "enable_keep_alive", "no",
-                           nullptr};
+  const char* options[] = {
+      "listening_ports", bind->c_str(),       "num_threads", "4",    "request_timeout_ms",
+      "30000",           "enable_keep_alive", "no",          nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   char error_text[256] = {0};
@@ -49,15 +49,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   mg_init_data init = {&callbacks, server.get(), options};
   server->context_ = mg_start2(&init, &error);
   if (server->context_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot serve the results page on '", *bind,
-                                               "': ", error_text[0] ? error_text : "civetweb failed"));
+    return absl::UnavailableError(absl::StrCat("cannot serve the results page on '", *bind, "': ",
+                                               error_text[0] ? error_text : "civetweb failed"));
   }
   mg_set_request_handler(server->context_, "/", &HttpServer::OnRequest, server.get());
   mg_server_port ports[4];
   const int n = mg_get_server_ports(server->context_, 4, ports);
   if (n <= 0) {
-    return absl::UnavailableError(
-        absl::StrCat("results page on '", *bind, "' bound no port"));
+    return absl::UnavailableError(absl::StrCat("results page on '", *bind, "' bound no port"));
   }
   server->port_ = ports[0].port;
   return server;

@@ -15,7 +15,9 @@ namespace {
 HttpResponse Refusal(const absl::Status& status) {
   HttpResponse r;
   const bool unauthenticated = status.code() == absl::StatusCode::kUnauthenticated;
-  r.status = unauthenticated ? 401 : status.code() == absl::StatusCode::kPermissionDenied ? 403 : 500;
+  r.status = unauthenticated                                        ? 401
+             : status.code() == absl::StatusCode::kPermissionDenied ? 403
+                                                                    : 500;
   r.content_type = "text/plain; charset=utf-8";
   r.body = absl::StrCat(status.message(), "\n");
   if (unauthenticated) {

@@ -99,8 +99,7 @@ std::optional<HttpResponse> UnknownParameter(const Query& query,
   for (const auto& [name, value] : query) {
     if (allowed.count(name)) continue;
     return Error(400, absl::StrCat("query parameter '", name, "': unknown here (expected ",
-                                   allowed.empty() ? "none" : absl::StrJoin(allowed, ", "),
-                                   ")"));
+                                   allowed.empty() ? "none" : absl::StrJoin(allowed, ", "), ")"));
   }
   return std::nullopt;
 }
@@ -114,13 +113,10 @@ std::string Lower(absl::string_view enum_name, absl::string_view prefix) {
   return absl::AsciiStrToLower(absl::StripPrefix(enum_name, prefix));
 }
 
-std::string JobKindName(v1::JobKind kind) {
-  return Lower(v1::JobKind_Name(kind), "JOB_KIND_");
-}
+std::string JobKindName(v1::JobKind kind) { return Lower(v1::JobKind_Name(kind), "JOB_KIND_"); }
 
 bool IsFinal(const v1::Sweep& sweep) {
-  return sweep.state() != v1::SWEEP_STATE_ACTIVE &&
-         sweep.state() != v1::SWEEP_STATE_UNSPECIFIED;
+  return sweep.state() != v1::SWEEP_STATE_ACTIVE && sweep.state() != v1::SWEEP_STATE_UNSPECIFIED;
 }
 
 // "2/4 jobs done · 6/16 chunks", as the script writes it while it refreshes.
@@ -139,8 +135,8 @@ std::string Progress(int64_t value, int64_t max) {
 }
 
 std::string StateCell(const std::string& state, absl::string_view attributes = "") {
-  return absl::StrCat("<span class=\"state state-", state, "\" data-field=\"state\"",
-                      attributes, ">", state, "</span>");
+  return absl::StrCat("<span class=\"state state-", state, "\" data-field=\"state\"", attributes,
+                      ">", state, "</span>");
 }
 
 std::string UtcTime(int64_t unix_ms) {
@@ -300,12 +296,23 @@ std::string HtmlEscape(absl::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -402,8 +409,7 @@ absl::StatusOr<std::vector<v1::ResultRow>> ResultsSite::QueryRows(
   return rows;
 }
 
-absl::StatusOr<std::shared_ptr<ResultsSite::SweepData>> ResultsSite::Data(
-    const v1::Sweep& sweep) {
+absl::StatusOr<std::shared_ptr<ResultsSite::SweepData>> ResultsSite::Data(const v1::Sweep& sweep) {
   const std::string fingerprint = Fingerprint(sweep);
   {
     absl::MutexLock lock(&mu_);
@@ -428,9 +434,8 @@ absl::StatusOr<std::shared_ptr<ResultsSite::SweepData>> ResultsSite::Data(
   data->figures = report::BuildFigures(data->rows, {.sweep_id = sweep.sweep_id()});
 #endif
   absl::MutexLock lock(&mu_);
-  cache_.remove_if([&](const std::shared_ptr<SweepData>& d) {
-    return d->sweep_id == sweep.sweep_id();
-  });
+  cache_.remove_if(
+      [&](const std::shared_ptr<SweepData>& d) { return d->sweep_id == sweep.sweep_id(); });
   cache_.push_front(data);
   if (cache_.size() > kCachedSweeps) cache_.pop_back();
   return data;
@@ -453,8 +458,8 @@ HttpResponse ResultsSite::SweepsPage(const HttpRequest& request, const Query& qu
   for (const v1::Sweep& s : *sweeps) {
     const std::string id = HtmlEscape(s.sweep_id());
     absl::StrAppend(&body, "<tr class=\"sweep\" data-sweep-id=\"", id, "\" data-live=\"",
-                    IsFinal(s) ? 0 : 1, "\"><td class=\"id\"><a href=\"/sweeps/", id, "\">",
-                    id, "</a></td><td>", HtmlEscape(s.spec().name()), "</td><td>",
+                    IsFinal(s) ? 0 : 1, "\"><td class=\"id\"><a href=\"/sweeps/", id, "\">", id,
+                    "</a></td><td>", HtmlEscape(s.spec().name()), "</td><td>",
                     StateCell(report::SweepStateName(s.state())), "</td><td>",
                     Progress(s.chunks_committed(), s.chunks_total()),
                     " <span data-field=\"progress\">", HtmlEscape(ProgressText(s)),
@@ -478,15 +483,15 @@ HttpResponse ResultsSite::SweepPage(const std::string& sweep_id, const Query& qu
   std::string body = absl::StrCat(
       "<h1>", HtmlEscape(sweep->spec().name()), " <span class=\"id\">", id, "</span></h1>\n",
       "<p class=\"sweep\" id=\"sweep\" data-sweep-id=\"", id, "\" data-live=\"",
-      IsFinal(*sweep) ? 0 : 1, "\">",
-      StateCell(report::SweepStateName(sweep->state())), " ",
-      Progress(sweep->chunks_committed(), sweep->chunks_total()),
-      " <span data-field=\"progress\">", HtmlEscape(ProgressText(*sweep)), "</span></p>\n",
+      IsFinal(*sweep) ? 0 : 1, "\">", StateCell(report::SweepStateName(sweep->state())), " ",
+      Progress(sweep->chunks_committed(), sweep->chunks_total()), " <span data-field=\"progress\">",
+      HtmlEscape(ProgressText(*sweep)), "</span></p>\n",
       "<p class=\"downloads\">Results: <a id=\"download-csv\" href=\"", base,
-      "/results?format=csv\" download=\"", id, ".csv\">CSV</a> · <a id=\"download-json\" "
-      "href=\"", base, "/results?format=json\" download=\"", id,
-      ".json\">JSON</a> (the rows of <code>layerflow results ", id,
-      " --format csv</code>)</p>\n");
+      "/results?format=csv\" download=\"", id,
+      ".csv\">CSV</a> · <a id=\"download-json\" "
+      "href=\"",
+      base, "/results?format=json\" download=\"", id,
+      ".json\">JSON</a> (the rows of <code>layerflow results ", id, " --format csv</code>)</p>\n");
 
   // Jobs.
   body +=
@@ -499,10 +504,10 @@ HttpResponse ResultsSite::SweepPage(const std::string& sweep_id, const Query& qu
         HtmlEscape(j.job_id()), "</td><td>", JobKindName(j.spec().kind()), "</td><td>",
         HtmlEscape(j.spec().model()), "</td><td>", HtmlEscape(j.spec().init_scheme()),
         "</td><td class=\"num\">", j.spec().seed(), "</td><td>",
-        HtmlEscape(j.spec().dataset().name()), "</td><td class=\"num\">",
-        j.spec().context_length(), "</td><td>", StateCell(report::JobStateName(j.state())),
-        "</td><td>", Progress(j.chunks_committed(), j.chunks_total()),
-        " <span data-field=\"chunks\">", j.chunks_committed(), "/", j.chunks_total(),
+        HtmlEscape(j.spec().dataset().name()), "</td><td class=\"num\">", j.spec().context_length(),
+        "</td><td>", StateCell(report::JobStateName(j.state())), "</td><td>",
+        Progress(j.chunks_committed(), j.chunks_total()), " <span data-field=\"chunks\">",
+        j.chunks_committed(), "/", j.chunks_total(),
         "</span></td><td class=\"num\" data-field=\"attempts\">", j.attempts(),
         "</td><td class=\"error\" data-field=\"error\">", HtmlEscape(j.error()), "</td></tr>\n");
   }
@@ -518,8 +523,7 @@ HttpResponse ResultsSite::SweepPage(const std::string& sweep_id, const Query& qu
   } else {
     body += "<div class=\"figures\">\n";
     for (const report::NamedFigure& f : *figures) {
-      const std::string title =
-          std::visit([](const auto& fig) { return fig.title; }, f.figure);
+      const std::string title = std::visit([](const auto& fig) { return fig.title; }, f.figure);
       const std::string name = HtmlEscape(f.name);
       absl::StrAppend(&body, "<figure id=\"figure-", name, "\"><img class=\"figure-image\" src=\"",
                       base, "/figures/", name, ".png\" alt=\"", HtmlEscape(title),
@@ -542,8 +546,8 @@ HttpResponse ResultsSite::SweepPage(const std::string& sweep_id, const Query& qu
   if (!(*data)->rows.empty()) {
     absl::StrAppend(&body,
                     "<h2>Per-layer results</h2>\n<p class=\"note\">As "
-                    "<code>layerflow results ", id,
-                    "</code> prints them (mean ± std over prompts).</p>\n<pre id=\"results\">",
+                    "<code>layerflow results ",
+                    id, "</code> prints them (mean ± std over prompts).</p>\n<pre id=\"results\">",
                     HtmlEscape(report::FormatResultsTable((*data)->rows)), "</pre>\n");
   }
   return Page(absl::StrCat("layerflow · ", sweep->spec().name(), " ", sweep_id), body);
@@ -553,8 +557,8 @@ HttpResponse ResultsSite::Results(const std::string& sweep_id, const Query& quer
   if (auto bad = UnknownParameter(query, {"format", "model", "metric", "job"})) return *bad;
   const std::string format_name = query.count("format") ? Get(query, "format") : "csv";
   if (format_name != "csv" && format_name != "json") {
-    return Error(400, absl::StrCat("query parameter 'format': '", format_name,
-                                   "' is not csv or json"));
+    return Error(400,
+                 absl::StrCat("query parameter 'format': '", format_name, "' is not csv or json"));
   }
   const report::OutputFormat format =
       format_name == "csv" ? report::OutputFormat::kCsv : report::OutputFormat::kJson;
@@ -570,9 +574,8 @@ HttpResponse ResultsSite::Results(const std::string& sweep_id, const Query& quer
   r.content_type = format == report::OutputFormat::kCsv ? "text/csv; charset=utf-8" : kJson;
   r.body = report::FormatResults(*rows, format);
   r.headers.push_back({"Cache-Control", "no-store"});
-  r.headers.push_back(
-      {"Content-Disposition",
-       absl::StrCat("inline; filename=\"", sweep_id, ".", format_name, "\"")});
+  r.headers.push_back({"Content-Disposition",
+                       absl::StrCat("inline; filename=\"", sweep_id, ".", format_name, "\"")});
   return r;
 }
 
@@ -586,15 +589,16 @@ HttpResponse ResultsSite::Figure(const std::string& sweep_id, const std::string&
   const std::string stem = file.substr(0, dot);
   const std::string ext = dot == std::string::npos ? "" : file.substr(dot + 1);
   if (ext != "png" && ext != "svg" && ext != "json") {
-    return Error(404, absl::StrCat("figure '", file, "': expected NAME.png, NAME.svg or "
+    return Error(404, absl::StrCat("figure '", file,
+                                   "': expected NAME.png, NAME.svg or "
                                    "NAME.json"));
   }
   absl::StatusOr<std::shared_ptr<SweepData>> data = Data(*sweep);
   if (!data.ok()) return Error(data.status());
   SweepData& d = **data;
   if (!d.figures.ok()) {
-    return Error(404, absl::StrCat("figure '", stem, "' of sweep ", sweep_id,
-                                   ": none drawn (", d.figures.status().message(), ")"));
+    return Error(404, absl::StrCat("figure '", stem, "' of sweep ", sweep_id, ": none drawn (",
+                                   d.figures.status().message(), ")"));
   }
   const report::NamedFigure* figure = nullptr;
   std::vector<std::string> names;

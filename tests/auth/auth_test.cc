@@ -76,18 +76,16 @@ TEST(TokenStoreTest, RefusesWrongRevokedAndMalformedTokens) {
   std::string wrong = made->token;
   wrong.back() = wrong.back() == '0' ? '1' : '0';
   auto status = (*store)->Authenticate(wrong).status();
-  EXPECT_THAT(status,
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       absl::StrCat("token ", made->record.id, ": wrong secret")));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnauthenticated,
+                               absl::StrCat("token ", made->record.id, ": wrong secret")));
 
   status = (*store)->Authenticate("lf_nothex").status();
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnauthenticated, "malformed token"));
 
   ASSERT_TRUE((*store)->RevokeToken(made->record.id).ok());
   status = (*store)->Authenticate(made->token).status();
-  EXPECT_THAT(status,
-              StatusIs(absl::StatusCode::kUnauthenticated,
-                       absl::StrCat("token ", made->record.id, " was revoked")));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnauthenticated,
+                               absl::StrCat("token ", made->record.id, " was revoked")));
 
   status = (*store)->RevokeToken(made->record.id);
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kFailedPrecondition, "already revoked"));
@@ -104,9 +102,8 @@ TEST(TokenStoreTest, RefusesWrongRevokedAndMalformedTokens) {
   status = (*store)->CreateToken("bad user", auth::Role::kUser).status();
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument, "outside [A-Za-z0-9._@-]"));
   status = auth::ParseRole("boss").status();
-  EXPECT_THAT(status,
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "'boss' is not one of user, worker, admin"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
+                               "'boss' is not one of user, worker, admin"));
 }
 
 // ---------------------------------------------------------------------------
@@ -227,9 +224,8 @@ TEST_F(AuthServiceTest, MissingInvalidAndRevokedTokensAreUnauthenticated) {
   get.set_sweep_id("s");
   v1::Sweep sweep;
   status = coordinator_->GetSweep(context.get(), get, &sweep);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::UNAUTHENTICATED,
-                       "GetSweep: the authorization metadata is not 'Bearer <token>'"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::UNAUTHENTICATED,
+                               "GetSweep: the authorization metadata is not 'Bearer <token>'"));
 
   // Worker RPCs too.
   v1::RegisterWorkerResponse registered;
@@ -284,16 +280,14 @@ TEST_F(AuthServiceTest, AnotherUsersSweepIsPermissionDeniedAndAdminsSeeAll) {
   // An id that does not exist reads the same as another user's.
   get.set_sweep_id("no-such-sweep");
   status = coordinator_->GetSweep(As(bob_).get(), get, &sweep);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       "sweep no-such-sweep is not a sweep of 'bob'"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               "sweep no-such-sweep is not a sweep of 'bob'"));
 
   // Every sweep's jobs: admins only.
   v1::ListJobsRequest all;
   status = coordinator_->ListJobs(As(alice_).get(), all, &jobs);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       "ListJobs of every sweep needs role admin"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               "ListJobs of every sweep needs role admin"));
   status = coordinator_->ListJobs(As(admin_).get(), all, &jobs);
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(jobs.jobs_size(), 1);
@@ -340,22 +334,19 @@ TEST_F(AuthServiceTest, RolesGuardEachService) {
   lease_request.set_worker_id("w");
   v1::LeaseJobResponse lease;
   grpc::Status status = worker_->LeaseJob(As(alice_).get(), lease_request, &lease);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       "LeaseJob needs role worker or admin; token "));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               "LeaseJob needs role worker or admin; token "));
   EXPECT_THAT(status.error_message(), HasSubstr("of 'alice' has role user"));
 
   v1::RegisterWorkerResponse registered;
   status = worker_->RegisterWorker(As(bob_).get(), v1::RegisterWorkerRequest(), &registered);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       "RegisterWorker needs role worker or admin"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               "RegisterWorker needs role worker or admin"));
 
   v1::SubmitSweepResponse submitted;
   status = Submit(worker1_, &submitted);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       "SubmitSweep needs role user or admin"));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               "SubmitSweep needs role user or admin"));
   EXPECT_THAT(status.error_message(), HasSubstr("of 'w1' has role worker"));
 }
 
@@ -370,19 +361,17 @@ TEST_F(AuthServiceTest, LeasesAndUploadsAreBoundToTheirWorkerAndJob) {
   beat.set_worker_id(worker_id);
   v1::HeartbeatResponse beat_response;
   grpc::Status status = worker_->Heartbeat(As(worker2_).get(), beat, &beat_response);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       absl::StrCat("Heartbeat: worker ", worker_id,
-                                    " was registered by another principal, not 'w2'")));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("Heartbeat: worker ", worker_id,
+                                            " was registered by another principal, not 'w2'")));
   v1::CompleteJobRequest complete;
   complete.set_job_id(job_id);
   complete.set_lease_id(lease.lease_id());
   v1::CompleteJobResponse done;
   status = worker_->CompleteJob(As(worker2_).get(), complete, &done);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       absl::StrCat("CompleteJob: lease ", lease.lease_id(),
-                                    " was not granted to 'w2'")));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("CompleteJob: lease ", lease.lease_id(),
+                                            " was not granted to 'w2'")));
 
   // Results under someone else's lease: the stream ends at that chunk.
   {
@@ -416,16 +405,14 @@ TEST_F(AuthServiceTest, LeasesAndUploadsAreBoundToTheirWorkerAndJob) {
     return writer->Finish();
   };
   status = upload(worker2_, job_id + "/features/000000");
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       absl::StrCat("UploadArtifact: lease ", lease.lease_id(),
-                                    " was not granted to 'w2'")));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("UploadArtifact: lease ", lease.lease_id(),
+                                            " was not granted to 'w2'")));
   status = upload(worker1_, "other-job/features/000000");
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                       absl::StrCat("artifact 'other-job/features/000000' is not under its "
-                                    "job's folder '",
-                                    job_id, "/'")));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("artifact 'other-job/features/000000' is not under its "
+                                            "job's folder '",
+                                            job_id, "/'")));
   status = upload(worker1_, job_id + "/features/000000");
   EXPECT_TRUE(status.ok()) << status.error_message();
 
@@ -495,15 +482,13 @@ TEST_F(TlsTest, RoundTripOverTlsAndPlaintextClientRefused) {
 
   client::CoordinatorClient plain(address_, ChannelSecurity{}, std::chrono::seconds(5));
   absl::Status refused = plain.GetSweep(submitted->sweep_id()).status();
-  EXPECT_THAT(refused,
-              StatusIs(absl::StatusCode::kUnavailable,
-                       absl::StrCat("(coordinator ", address_, ")")));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnavailable,
+                                absl::StrCat("(coordinator ", address_, ")")));
 
   client::CoordinatorClient missing_ca(address_, ChannelSecurity{.tls_ca_file = dir_.File("none")});
   refused = missing_ca.GetSweep(submitted->sweep_id()).status();
-  EXPECT_THAT(refused,
-              StatusIs(absl::StatusCode::kNotFound,
-                       "--tls-ca: cannot read '" + dir_.File("none") + "'"));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kNotFound,
+                                "--tls-ca: cannot read '" + dir_.File("none") + "'"));
 }
 
 TEST_F(TlsTest, WorkerCallsNeedAClientCertificateWhenAsked) {
@@ -520,10 +505,10 @@ TEST_F(TlsTest, WorkerCallsNeedAClientCertificateWhenAsked) {
     return stub->RegisterWorker(&context, request, &response);
   };
   grpc::Status status = call(ChannelSecurity{.tls_ca_file = cert_});
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::UNAUTHENTICATED,
-                       "RegisterWorker: worker calls need a TLS client certificate"));
-  status = call(ChannelSecurity{.tls_ca_file = cert_, .tls_cert_file = cert_, .tls_key_file = key_});
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::UNAUTHENTICATED,
+                               "RegisterWorker: worker calls need a TLS client certificate"));
+  status =
+      call(ChannelSecurity{.tls_ca_file = cert_, .tls_cert_file = cert_, .tls_key_file = key_});
   EXPECT_TRUE(status.ok()) << status.error_message();
 
   // The CLI's calls need no client certificate.

@@ -68,8 +68,7 @@ TEST(DatasetsTest, FitCheckInTheWorkersWords) {
             "byte tokenizer");
   const absl::Status mdqa = CheckContextFits("mdqa", 11, 1000);
   EXPECT_THAT(mdqa,
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "1000 tokens cannot hold 11 documents"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "1000 tokens cannot hold 11 documents"));
   EXPECT_THAT(mdqa.message(), HasSubstr("needs at least 1761 tokens"));
   EXPECT_TRUE(CheckContextFits("mqar", 0, 16).ok());
   EXPECT_THAT(CheckContextFits("mqar", 0, 3).message(), HasSubstr("at least 4"));
@@ -84,8 +83,7 @@ TEST(DatasetsTest, DefaultSweepFits) {
   EXPECT_EQ(kDefaultContextLength, 2048);
   EXPECT_EQ(kDefaultDataset, "kvpr");
   EXPECT_EQ(kDefaultNumClasses, 11);
-  EXPECT_TRUE(
-      CheckContextFits(kDefaultDataset, kDefaultNumClasses, kDefaultContextLength).ok());
+  EXPECT_TRUE(CheckContextFits(kDefaultDataset, kDefaultNumClasses, kDefaultContextLength).ok());
 }
 
 }  // namespace

@@ -15,8 +15,7 @@ using ::layerflow::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::Eq;
 
-void ExpectInvalid(const absl::StatusOr<std::vector<int32_t>>& result,
-                   const std::string& message) {
+void ExpectInvalid(const absl::StatusOr<std::vector<int32_t>>& result, const std::string& message) {
   EXPECT_THAT(result.status(), StatusIs(absl::StatusCode::kInvalidArgument, Eq(message)));
 }
 

@@ -89,12 +89,9 @@ TEST(ModelPresetsTest, UnknownNameListsTheKnownOnes) {
 TEST(InitSchemeTest, ParsesEveryScheme) {
   using Kind = InitScheme::Kind;
   const std::vector<std::pair<std::string, InitScheme>> cases = {
-      {"reference", {Kind::kReference, 0}},
-      {"normal(0.02)", {Kind::kNormal, 0.02}},
-      {"uniform(0.05)", {Kind::kUniform, 0.05}},
-      {"xavier_uniform", {Kind::kXavierUniform, 0}},
-      {"xavier_normal", {Kind::kXavierNormal, 0}},
-      {"kaiming_normal", {Kind::kKaimingNormal, 0}}};
+      {"reference", {Kind::kReference, 0}},        {"normal(0.02)", {Kind::kNormal, 0.02}},
+      {"uniform(0.05)", {Kind::kUniform, 0.05}},   {"xavier_uniform", {Kind::kXavierUniform, 0}},
+      {"xavier_normal", {Kind::kXavierNormal, 0}}, {"kaiming_normal", {Kind::kKaimingNormal, 0}}};
   for (const auto& [text, want] : cases) {
     auto parsed = ParseInitScheme(text);
     ASSERT_TRUE(parsed.ok()) << text << ": " << parsed.status();

@@ -75,8 +75,7 @@ class FakeCoordinator final : public v1::Coordinator::Service {
     std::lock_guard<std::mutex> lock(mu);
     ++calls;
     if (request->sweep_id() != "sw-1") {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                          "no sweep '" + request->sweep_id() + "'");
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no sweep '" + request->sweep_id() + "'");
     }
     *response = updates.back();
     response->set_state(v1::SWEEP_STATE_CANCELLED);
@@ -134,8 +133,7 @@ class FakeCoordinator final : public v1::Coordinator::Service {
   std::atomic<bool> watch_blocks{false};
 };
 
-v1::Sweep Progress(v1::SweepState state, int succeeded, int failed, int running,
-                   int64_t chunks) {
+v1::Sweep Progress(v1::SweepState state, int succeeded, int failed, int running, int64_t chunks) {
   v1::Sweep sweep;
   sweep.set_sweep_id("sw-1");
   sweep.set_state(state);
@@ -175,8 +173,8 @@ class CliTest : public ::testing::Test {
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
     address_ = "127.0.0.1:" + std::to_string(port);
-    dir_ = std::filesystem::temp_directory_path() /
-           ("layerflow-cli-test-" + std::to_string(getpid()));
+    dir_ =
+        std::filesystem::temp_directory_path() / ("layerflow-cli-test-" + std::to_string(getpid()));
     std::filesystem::create_directories(dir_);
     fake_.updates = {Progress(v1::SWEEP_STATE_ACTIVE, 0, 0, 1, 0),
                      Progress(v1::SWEEP_STATE_ACTIVE, 2, 0, 1, 9),
@@ -223,8 +221,7 @@ class CliTest : public ::testing::Test {
 };
 
 TEST_F(CliTest, SubmitSendsTheParsedSpecAndPrintsIdAndJobs) {
-  const std::string file =
-      WriteFile("ok.yaml", "name: t\nmodels: pythia-tiny\nseeds: [0, 1]\n");
+  const std::string file = WriteFile("ok.yaml", "name: t\nmodels: pythia-tiny\nseeds: [0, 1]\n");
   EXPECT_EQ(Cli({"submit", file}), 0) << err_.str();
   EXPECT_EQ(out_.str(), "sweep sw-1: 4 jobs\n");
   EXPECT_EQ(err_.str(), "follow it with: layerflow watch sw-1\n");
@@ -252,12 +249,11 @@ TEST_F(CliTest, MissingFileIsNotFound) {
 }
 
 TEST_F(CliTest, ServerErrorsArePrintedWithTheirCodeName) {
-  fake_.submit_error = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                    "models[0]: unknown model 'pythia-7m'");
+  fake_.submit_error =
+      grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "models[0]: unknown model 'pythia-7m'");
   const std::string file = WriteFile("ok.yaml", "name: t\nmodels: pythia-7m\n");
   EXPECT_EQ(Cli({"submit", file}), kExitError);
-  EXPECT_EQ(err_.str(),
-            "error: INVALID_ARGUMENT: models[0]: unknown model 'pythia-7m'\n");
+  EXPECT_EQ(err_.str(), "error: INVALID_ARGUMENT: models[0]: unknown model 'pythia-7m'\n");
 }
 
 TEST_F(CliTest, DryRunPrintsTheSpecAndContactsNoServer) {
@@ -319,8 +315,8 @@ TEST_F(CliTest, CancelUnknownSweepIsNotFound) {
 
 TEST_F(CliTest, ResultsPassesFiltersAndFormats) {
   fake_.rows = {ResultRow("adjacent_cos", 0, 0.5), ResultRow("adjacent_cos", 1, 0.25)};
-  EXPECT_EQ(Cli({"results", "sw-1", "--format", "csv", "--model", "pythia-tiny",
-                 "--metric", "adjacent_cos", "--job", "j1"}),
+  EXPECT_EQ(Cli({"results", "sw-1", "--format", "csv", "--model", "pythia-tiny", "--metric",
+                 "adjacent_cos", "--job", "j1"}),
             0)
       << err_.str();
   EXPECT_EQ(fake_.query_request.sweep_id(), "sw-1");
@@ -383,11 +379,10 @@ TEST_F(CliTest, JobsFiltersByState) {
 
 TEST_F(CliTest, WatchPrintsProgressAndSucceeds) {
   EXPECT_EQ(Cli({"watch", "sw-1"}), 0) << err_.str();
-  EXPECT_EQ(err_.str(),
-            FormatProgressLine(fake_.updates[0]) + "\n" +
-                FormatProgressLine(fake_.updates[1]) + "\n" +
-                FormatProgressLine(fake_.updates[2]) + "\n" +
-                "sweep sw-1 succeeded: 4/4 jobs succeeded\n");
+  EXPECT_EQ(err_.str(), FormatProgressLine(fake_.updates[0]) + "\n" +
+                            FormatProgressLine(fake_.updates[1]) + "\n" +
+                            FormatProgressLine(fake_.updates[2]) + "\n" +
+                            "sweep sw-1 succeeded: 4/4 jobs succeeded\n");
 }
 
 TEST_F(CliTest, WatchOfFailedSweepExitsOneAndNamesFailedJobs) {
@@ -434,15 +429,14 @@ class FakeCluster : public EmbeddedCluster {
 TEST_F(CliTest, RunSubmitsWatchesPrintsResultsAndShutsDown) {
   std::atomic<int> shutdowns{0};
   EmbeddedOptions seen;
-  start_embedded_ = [&](const EmbeddedOptions& options, CallCanceller*)
-      -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
+  start_embedded_ = [&](const EmbeddedOptions& options,
+                        CallCanceller*) -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
     seen = options;
     return std::make_unique<FakeCluster>(address_, &shutdowns);
   };
   fake_.rows = {ResultRow("adjacent_cos", 0, 0.5), ResultRow("intertoken_cos", 0, 0.25)};
   const std::string file = WriteFile("tiny.yaml", "name: t\nmodels: pythia-tiny\n");
-  EXPECT_EQ(Cli({"run", file, "--format", "json", "--db", "/tmp/x.db"}, false), 0)
-      << err_.str();
+  EXPECT_EQ(Cli({"run", file, "--format", "json", "--db", "/tmp/x.db"}, false), 0) << err_.str();
   EXPECT_EQ(out_.str(), FormatResultsJson(fake_.rows));
   EXPECT_THAT(err_.str(), StartsWith("fake cluster\nsweep sw-1: 4 jobs\n"));
   EXPECT_EQ(seen.db_path, "/tmp/x.db");
@@ -453,8 +447,8 @@ TEST_F(CliTest, RunSubmitsWatchesPrintsResultsAndShutsDown) {
 
 TEST_F(CliTest, RunWithoutFileRunsTheDefaultSweep) {
   std::atomic<int> shutdowns{0};
-  start_embedded_ = [&](const EmbeddedOptions&, CallCanceller*)
-      -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
+  start_embedded_ = [&](const EmbeddedOptions&,
+                        CallCanceller*) -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
     return std::make_unique<FakeCluster>(address_, &shutdowns);
   };
   EXPECT_EQ(Cli({"run", "--no-figures"}, false), 0) << err_.str();
@@ -490,8 +484,8 @@ std::vector<v1::ResultRow> DepthRows() {
 
 TEST_F(CliTest, RunPrintsTheSummaryAboveTheTablesAndWritesTheFigures) {
   std::atomic<int> shutdowns{0};
-  start_embedded_ = [&](const EmbeddedOptions&, CallCanceller*)
-      -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
+  start_embedded_ = [&](const EmbeddedOptions&,
+                        CallCanceller*) -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
     return std::make_unique<FakeCluster>(address_, &shutdowns);
   };
   fake_.rows = DepthRows();
@@ -500,10 +494,12 @@ TEST_F(CliTest, RunPrintsTheSummaryAboveTheTablesAndWritesTheFigures) {
   EXPECT_EQ(Cli({"run", file, "--figures", figures, "--figure-format", "both"}, false), 0)
       << err_.str();
   // pythia-tiny peaks at the final norm (0.4), mamba-tiny at the embedding (0.03).
-  EXPECT_THAT(out_.str(), StartsWith("model       | init      | itc peak | at layer | final itc | path_energy\n"
-                                     "------------+-----------+----------+----------+-----------+------------\n"
-                                     "pythia-tiny | reference |   0.4000 |    final |    0.4000 |        3.25\n"
-                                     "mamba-tiny  | reference |   0.0300 |        0 |    0.0000 |        12.5\n"));
+  EXPECT_THAT(
+      out_.str(),
+      StartsWith("model       | init      | itc peak | at layer | final itc | path_energy\n"
+                 "------------+-----------+----------+----------+-----------+------------\n"
+                 "pythia-tiny | reference |   0.4000 |    final |    0.4000 |        3.25\n"
+                 "mamba-tiny  | reference |   0.0300 |        0 |    0.0000 |        12.5\n"));
   EXPECT_THAT(out_.str(), HasSubstr("\nmodel pythia-tiny · init reference"));
   EXPECT_THAT(err_.str(), HasSubstr("figures: 1 figure in " + figures +
                                     "/ (depth_intertoken_cos.png, depth_intertoken_cos.svg; "
@@ -571,11 +567,12 @@ TEST_F(CliTest, PlotErrorsNameTheSweepMetricAndFlag) {
 }
 
 TEST_F(CliTest, RunFailsCleanlyWhenTheWorkerDies) {
-  fake_.updates.resize(1);  // the sweep never finishes...
+  fake_.updates.resize(1);    // the sweep never finishes...
   fake_.watch_blocks = true;  // ...and the stream stays open
   std::atomic<int> shutdowns{0};
-  start_embedded_ = [&](const EmbeddedOptions&, CallCanceller* canceller)
-      -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
+  start_embedded_ =
+      [&](const EmbeddedOptions&,
+          CallCanceller* canceller) -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
     auto cluster = std::make_unique<FakeCluster>(address_, &shutdowns);
     cluster->killer_ = std::thread([canceller] {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -596,8 +593,8 @@ TEST_F(CliTest, RunWithoutEmbeddedSupportIsUnimplemented) {
 
 TEST_F(CliTest, RunWithBadFileFailsBeforeStartingAnything) {
   bool started = false;
-  start_embedded_ = [&](const EmbeddedOptions&, CallCanceller*)
-      -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
+  start_embedded_ = [&](const EmbeddedOptions&,
+                        CallCanceller*) -> absl::StatusOr<std::unique_ptr<EmbeddedCluster>> {
     started = true;
     return absl::InternalError("unreachable");
   };
@@ -612,8 +609,8 @@ TEST_F(CliTest, RunWithBadFileFailsBeforeStartingAnything) {
 // layerflow-inspect binary and returns its exit status.
 TEST_F(CliTest, InspectRunsTheInspectBinaryWithAllArguments) {
   const std::string log = (dir_ / "inspect_args.txt").string();
-  const std::string fake = WriteFile(
-      "fake-inspect", "#!/bin/sh\nprintf '%s|' \"$@\" > " + log + "\nexit 3\n");
+  const std::string fake =
+      WriteFile("fake-inspect", "#!/bin/sh\nprintf '%s|' \"$@\" > " + log + "\nexit 3\n");
   std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
   setenv("LAYERFLOW_INSPECT_BIN", fake.c_str(), 1);
   EXPECT_EQ(Cli({"inspect", "--model", "pythia-tiny", "--text", "a b", "--help"}, false), 3);

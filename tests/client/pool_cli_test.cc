@@ -180,16 +180,16 @@ TEST_F(PoolCliTest, WorkersListsHostsGpusRunningAndQuarantined) {
   const std::string b = Register("gpu-b:12", 4);
   const std::string c = Register("gpu-c", 2);
   const std::string sweep = Submit(4);
-  Complete(Lease(a));                           // job 0 succeeds on A
-  const v1::LeaseJobResponse on_b = Lease(b);   // job 1 runs on B
-  FailWithHostError(Lease(c));                  // job 2: C quarantined
+  Complete(Lease(a));                          // job 0 succeeds on A
+  const v1::LeaseJobResponse on_b = Lease(b);  // job 1 runs on B
+  FailWithHostError(Lease(c));                 // job 2: C quarantined
 
   const CliResult r = RunCommand({"--coordinator", address_, "workers"});
   ASSERT_EQ(r.code, kExitOk) << r.err;
   const std::vector<std::string> lines = Lines(r.out);
   ASSERT_EQ(lines.size(), 6u) << r.out;
-  EXPECT_THAT(lines[0], ::testing::MatchesRegex(
-                            "WORKER +HOST +DEVICE +GPUS +STATE +JOB +LAST SEEN"));
+  EXPECT_THAT(lines[0],
+              ::testing::MatchesRegex("WORKER +HOST +DEVICE +GPUS +STATE +JOB +LAST SEEN"));
   EXPECT_THAT(lines[1], ::testing::MatchesRegex(a + " +gpu-a +cuda +2 +idle +- +[0-9]+ s ago"));
   EXPECT_THAT(lines[2], ::testing::MatchesRegex(b + " +gpu-b +cuda +4 +running +" +
                                                 on_b.job().job_id() + " +[0-9]+ s ago"));

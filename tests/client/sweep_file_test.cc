@@ -140,8 +140,8 @@ TEST(SweepFileTest, ScalarsStandForOneElementLists) {
 }
 
 TEST(SweepFileTest, TextDatasetNamesTheUsersFileAndItsKey) {
-  absl::StatusOr<v1::SweepSpec> spec = Parse(
-      "name: s\ndatasets: [{name: text, path: corpora/notes.jsonl, field: body}]\n");
+  absl::StatusOr<v1::SweepSpec> spec =
+      Parse("name: s\ndatasets: [{name: text, path: corpora/notes.jsonl, field: body}]\n");
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_EQ(spec->datasets_size(), 1);
   EXPECT_EQ(spec->datasets(0).name(), "text");
@@ -183,13 +183,12 @@ TEST(SweepFileTest, EmptyListsLeaveDefaultsToTheCoordinator) {
 // tests/worker/runtime/demo_recompute_test.cc recomputes the first job of this sweep
 // in float64; a change here must be made there too.
 TEST(SweepFileTest, EmbeddedDefaultParses) {
-  absl::StatusOr<v1::SweepSpec> spec =
-      ParseSweepYaml(kDefaultSweepYaml, kDefaultSweepSource);
+  absl::StatusOr<v1::SweepSpec> spec = ParseSweepYaml(kDefaultSweepYaml, kDefaultSweepSource);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->name(), "quickstart");
   // Random-init Transformers against the state-space models.
-  EXPECT_THAT(spec->models(), ::testing::ElementsAre("pythia-160m", "gpt-neo-125m",
-                                                     "mamba-130m", "mamba2-130m"));
+  EXPECT_THAT(spec->models(),
+              ::testing::ElementsAre("pythia-160m", "gpt-neo-125m", "mamba-130m", "mamba2-130m"));
   EXPECT_THAT(spec->init_schemes(), ::testing::ElementsAre("reference"));
   EXPECT_THAT(spec->seeds(), ::testing::ElementsAre(0));
   ASSERT_EQ(spec->datasets_size(), 1);
@@ -217,16 +216,14 @@ TEST(SweepFileTest, BadIntegerInList) {
 TEST(SweepFileTest, BadIntegerInBlockListReportsFileLine) {
   TempFile file("name: s\nseeds:\n  - 0\n  - 1.5\n");
   ExpectError(ParseSweepFile(file.path()), absl::StatusCode::kInvalidArgument,
-              file.path() +
-                  ":4:5: field 'seeds[1]': expected a non-negative integer, got '1.5'");
+              file.path() + ":4:5: field 'seeds[1]': expected a non-negative integer, got '1.5'");
 }
 
 TEST(SweepFileTest, NegativeWhereNonNegative) {
   ExpectError(Parse("name: s\nnum_prompts: -3\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:14: field 'num_prompts': expected a non-negative integer "
               "in [0, 2147483647], got '-3'");
-  ExpectError(Parse("name: s\ncontext_lengths: [256, -1]\n"),
-              absl::StatusCode::kInvalidArgument,
+  ExpectError(Parse("name: s\ncontext_lengths: [256, -1]\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:24: field 'context_lengths[1]': expected a non-negative "
               "integer in [0, 2147483647], got '-1'");
 }
@@ -255,11 +252,12 @@ TEST(SweepFileTest, UnknownKeyWithSuggestion) {
 }
 
 TEST(SweepFileTest, UnknownKeyWithoutCloseMatchListsKnownFields) {
-  ExpectError(Parse("name: s\nvolume: 4\n"), absl::StatusCode::kInvalidArgument,
-              "sweep.yaml:2:1: unknown field 'volume' (known fields: name, models, "
-              "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
-              "prompts_per_chunk, batch_prompts, dtype, priority, max_job_seconds, example_cka, probe, "
-              "kind, train, layers)");
+  ExpectError(
+      Parse("name: s\nvolume: 4\n"), absl::StatusCode::kInvalidArgument,
+      "sweep.yaml:2:1: unknown field 'volume' (known fields: name, models, "
+      "init_schemes, seeds, datasets, context_lengths, analyses, num_prompts, "
+      "prompts_per_chunk, batch_prompts, dtype, priority, max_job_seconds, example_cka, probe, "
+      "kind, train, layers)");
 }
 
 // true / false in any case; anything else names the field.
@@ -321,8 +319,7 @@ TEST(SweepFileTest, UnknownKeyInsideDataset) {
 }
 
 TEST(SweepFileTest, RepeatedKey) {
-  ExpectError(Parse("name: s\nseeds: [0]\nseeds: [1]\n"),
-              absl::StatusCode::kInvalidArgument,
+  ExpectError(Parse("name: s\nseeds: [0]\nseeds: [1]\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:3:1: field 'seeds' repeated (first set on line 2)");
 }
 
@@ -330,8 +327,7 @@ TEST(SweepFileTest, YamlSyntaxError) {
   absl::StatusOr<v1::SweepSpec> result = Parse("name: s\nseeds: [0, 1\nmodels: x\n");
   ASSERT_FALSE(result.ok());
   EXPECT_THAT(result.status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       ::testing::StartsWith("sweep.yaml:")));
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::StartsWith("sweep.yaml:")));
   EXPECT_THAT(std::string(result.status().message()), HasSubstr("YAML syntax error: "));
 }
 
@@ -341,8 +337,7 @@ TEST(SweepFileTest, YamlSyntaxErrorExactLocation) {
 }
 
 TEST(SweepFileTest, MissingFileIsNotFound) {
-  ExpectError(ParseSweepFile("/nonexistent/layerflow/sweep.yaml"),
-              absl::StatusCode::kNotFound,
+  ExpectError(ParseSweepFile("/nonexistent/layerflow/sweep.yaml"), absl::StatusCode::kNotFound,
               "sweep file not found: /nonexistent/layerflow/sweep.yaml");
 }
 
@@ -465,8 +460,7 @@ TEST(SweepFileTest, ProbeNeedsOnlyItsTask) {
 }
 
 TEST(SweepFileTest, ProbeErrorsHaveFileLineColumn) {
-  ExpectError(Parse("name: s\nprobe: {classes: 11}\n"),
-              absl::StatusCode::kInvalidArgument,
+  ExpectError(Parse("name: s\nprobe: {classes: 11}\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:8: field 'probe': missing 'task' (the data set to "
               "probe, e.g. task: kvpr)");
   ExpectError(Parse("name: s\nprobe:\n  task: kvpr\n  lr: fast\n"),
@@ -487,8 +481,7 @@ TEST(SweepFileTest, ProbeErrorsHaveFileLineColumn) {
   ExpectError(Parse("name: s\nprobe: {task: kvpr, val_fraction: most}\n"),
               absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:35: field 'probe.val_fraction': expected a number, got 'most'");
-  ExpectError(Parse("name: s\nprobe: {task: kvpr, epoch: 3}\n"),
-              absl::StatusCode::kInvalidArgument,
+  ExpectError(Parse("name: s\nprobe: {task: kvpr, epoch: 3}\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:21: unknown field 'probe.epoch' (did you mean 'epochs'?)");
   ExpectError(Parse("name: s\nprobe: [kvpr]\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:8: field 'probe': expected a data set name or a map "
@@ -520,8 +513,7 @@ TEST(SweepFileTest, KindTrainWithATrainBlock) {
 }
 
 TEST(SweepFileTest, BadTrainFieldsNameTheField) {
-  ExpectError(Parse("name: m\nkind: fit\nmodels: gpt_neox\n"),
-              absl::StatusCode::kInvalidArgument,
+  ExpectError(Parse("name: m\nkind: fit\nmodels: gpt_neox\n"), absl::StatusCode::kInvalidArgument,
               "sweep.yaml:2:7: field 'kind': unknown kind 'fit'; known kinds: extract, train");
   ExpectError(Parse("name: m\nkind: train\nmodels: gpt_neox\ntrain: {steps: -4}\n"),
               absl::StatusCode::kInvalidArgument,

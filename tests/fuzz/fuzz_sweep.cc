@@ -36,11 +36,11 @@ void Check(const SweepSpec& spec) {
   if (count > kMaxExpanded) return;
   const auto jobs = layerflow::server::ExpandSweepJobs(full);
   if (static_cast<int64_t>(jobs.size()) != count) {
-    Violated("ExpandSweepJobs size != CountSweepJobs", static_cast<long long>(jobs.size()),
-             count);
+    Violated("ExpandSweepJobs size != CountSweepJobs", static_cast<long long>(jobs.size()), count);
   }
   for (size_t i = 0; i < jobs.size(); ++i) {
-    if (jobs[i].depends_on >= static_cast<int>(i)) Violated("depends on a later job", jobs[i].depends_on, i);
+    if (jobs[i].depends_on >= static_cast<int>(i))
+      Violated("depends on a later job", jobs[i].depends_on, i);
     if (layerflow::server::ChunksTotal(jobs[i].spec) < 1) {
       Violated("ChunksTotal < 1", layerflow::server::ChunksTotal(jobs[i].spec), 1);
     }

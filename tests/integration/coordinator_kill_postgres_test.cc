@@ -57,12 +57,12 @@ class CoordinatorKillPostgresTest : public ::testing::Test {
   // Starts layerflow-coordinator and waits until it answers.
   void StartCoordinator() {
     coordinator_ = Spawn(
-        std::vector<std::string>{
-            LAYERFLOW_COORDINATOR_BINARY, "--listen", absl::StrCat("127.0.0.1:", port_),
-            "--db", url_, "--metrics", "", "--artifact-dir", (dir_ / "artifacts").string(),
-            // Leases outlive the restart: the job resumes under its lease.
-            "--lease-ttl-ms", "10000", "--heartbeat-interval-ms", "200",
-            "--reaper-interval-ms", "100", "--retry-backoff-ms", "50"},
+        std::vector<std::string>{LAYERFLOW_COORDINATOR_BINARY, "--listen",
+                                 absl::StrCat("127.0.0.1:", port_), "--db", url_, "--metrics", "",
+                                 "--artifact-dir", (dir_ / "artifacts").string(),
+                                 // Leases outlive the restart: the job resumes under its lease.
+                                 "--lease-ttl-ms", "10000", "--heartbeat-interval-ms", "200",
+                                 "--reaper-interval-ms", "100", "--retry-backoff-ms", "50"},
         dir_ / "coordinator.log");
     if (!integration::WaitUntilServing(*stub_, 60s, 50ms)) FAIL() << "coordinator did not come up";
   }

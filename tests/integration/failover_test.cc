@@ -33,8 +33,7 @@ std::unique_ptr<ChildProcess> SlowWorker(int port, const std::string& name) {
 class FailoverTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           absl::StrCat("layerflow_failover_", getpid());
+    dir_ = std::filesystem::temp_directory_path() / absl::StrCat("layerflow_failover_", getpid());
     std::filesystem::create_directories(dir_);
     server::CoordinatorOptions options = integration::LoopbackOptions((dir_ / "store.db").string());
     // Short leases so the killed worker's job comes back quickly.

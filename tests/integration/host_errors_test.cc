@@ -102,8 +102,8 @@ class OutOfMemoryWorker {
 class HostErrorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           absl::StrCat("layerflow_host_errors_", getpid());
+    dir_ =
+        std::filesystem::temp_directory_path() / absl::StrCat("layerflow_host_errors_", getpid());
     std::filesystem::create_directories(dir_);
     options_ = integration::LoopbackOptions((dir_ / "store.db").string());
     options_.lease_ttl_ms = 3000;
@@ -181,8 +181,8 @@ TEST_F(HostErrorsTest, StarvedWorkerBesideAHealthyOneCostsNoJobAndIsQuarantined)
     EXPECT_EQ(job.attempts(), failed_jobs.count(job.job_id()) ? 2 : 1) << job.job_id();
   }
   const std::string report = WorkersReport();
-  EXPECT_TRUE(absl::StrContains(report, absl::StrCat(starved.worker_id(),
-                                                     " starved quarantined last seen")))
+  EXPECT_TRUE(absl::StrContains(
+      report, absl::StrCat(starved.worker_id(), " starved quarantined last seen")))
       << report;
   EXPECT_TRUE(absl::StrContains(report, "3 host errors in a row")) << report;
   EXPECT_TRUE(absl::StrContains(report, "healthy active")) << report;
@@ -237,9 +237,10 @@ TEST_F(HostErrorsTest, RealWorkerReportsAMissingFileAsAHostError) {
   for (const char* attempt : {"attempt 1 on", "attempt 2 on", "attempt 3 on"}) {
     EXPECT_TRUE(absl::StrContains(error, attempt)) << error;
   }
-  EXPECT_TRUE(absl::StrContains(error, "INVALID_ARGUMENT: model: model "
-                                       "'layerflow-test/no-such-model' is not in this "
-                                       "worker's Hugging Face cache"))
+  EXPECT_TRUE(absl::StrContains(error,
+                                "INVALID_ARGUMENT: model: model "
+                                "'layerflow-test/no-such-model' is not in this "
+                                "worker's Hugging Face cache"))
       << error;
   EXPECT_TRUE(absl::StrContains(WorkersReport(), "lone active")) << WorkersReport();
 }

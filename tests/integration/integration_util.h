@@ -48,8 +48,7 @@ class ChildProcess {
     int stop_signal = SIGTERM;
   };
 
-  ChildProcess(std::vector<std::string> args, Options options)
-      : stop_signal_(options.stop_signal) {
+  ChildProcess(std::vector<std::string> args, Options options) : stop_signal_(options.stop_signal) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -102,9 +101,15 @@ class ChildProcess {
 // coordinator at 127.0.0.1:`port` every 50 ms, then `extra_args`.
 inline std::vector<std::string> WorkerCommand(int port, const std::string& name,
                                               std::vector<std::string> extra_args = {}) {
-  std::vector<std::string> args = {LAYERFLOW_WORKER_BINARY, "--coordinator",
-                                   absl::StrCat("127.0.0.1:", port), "--name", name,
-                                   "--device", "cpu", "--idle-poll-ms", "50"};
+  std::vector<std::string> args = {LAYERFLOW_WORKER_BINARY,
+                                   "--coordinator",
+                                   absl::StrCat("127.0.0.1:", port),
+                                   "--name",
+                                   name,
+                                   "--device",
+                                   "cpu",
+                                   "--idle-poll-ms",
+                                   "50"};
   for (auto& a : extra_args) args.push_back(std::move(a));
   return args;
 }
@@ -121,8 +126,8 @@ inline server::CoordinatorOptions LoopbackOptions(const std::string& db_path) {
 }
 
 inline std::unique_ptr<v1::Coordinator::Stub> CoordinatorStub(int port) {
-  return v1::Coordinator::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
-                                                      grpc::InsecureChannelCredentials()));
+  return v1::Coordinator::NewStub(
+      grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
 }
 
 // pythia-tiny over KVPR at context 512, one job a seed 0..seeds-1 (none:
@@ -142,8 +147,7 @@ inline v1::SweepSpec KvprSweep(const std::string& name, int seeds, int num_promp
   return spec;
 }
 
-inline v1::SubmitSweepResponse SubmitSweep(v1::Coordinator::Stub& stub,
-                                           const v1::SweepSpec& spec) {
+inline v1::SubmitSweepResponse SubmitSweep(v1::Coordinator::Stub& stub, const v1::SweepSpec& spec) {
   grpc::ClientContext ctx;
   v1::SubmitSweepRequest request;
   *request.mutable_spec() = spec;

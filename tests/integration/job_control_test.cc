@@ -139,8 +139,7 @@ class JobControlTest : public ::testing::Test {
   }
 
   using RowKey = std::tuple<std::string, int, int, int, int>;
-  std::map<RowKey, v1::ResultRow> Results(
-      const std::string& sweep_id) {
+  std::map<RowKey, v1::ResultRow> Results(const std::string& sweep_id) {
     grpc::ClientContext ctx;
     v1::QueryResultsRequest request;
     request.set_sweep_id(sweep_id);
@@ -195,8 +194,7 @@ class JobControlTest : public ::testing::Test {
 TEST_F(JobControlTest, CancelReachesTheRunningWorkerWithinTwoSeconds) {
   Start();
   ASSERT_EQ(options_.heartbeat_interval_ms, 1000);
-  Worker worker(server_->port(), "runner", dir_ / "runner.log",
-                {"--pause-after-chunk-ms", "3000"});
+  Worker worker(server_->port(), "runner", dir_ / "runner.log", {"--pause-after-chunk-ms", "3000"});
   const std::string long_id = Submit(Spec("long", 60));
   const std::string job_id = long_id + "-0";
   ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& j) { return j.chunks_committed() >= 1; }))
@@ -221,8 +219,8 @@ TEST_F(JobControlTest, CancelReachesTheRunningWorkerWithinTwoSeconds) {
   ASSERT_TRUE(stopped.has_value()) << worker.Log();
   const double latency = SecondsBetween(cancel_start, *stopped);
   std::cerr << "cancel latency (CancelSweep call to the worker stopping the job): " << latency
-            << " s (the call itself " << SecondsBetween(cancel_start, cancel_returned)
-            << " s)" << std::endl;
+            << " s (the call itself " << SecondsBetween(cancel_start, cancel_returned) << " s)"
+            << std::endl;
   EXPECT_LE(latency, 2.0) << worker.Log();
 
   EXPECT_TRUE(absl::StrContains(worker.Log(), absl::StrCat("job ", job_id, " cancelled; stopping")))
@@ -235,9 +233,9 @@ TEST_F(JobControlTest, CancelReachesTheRunningWorkerWithinTwoSeconds) {
   const double next_started = SecondsBetween(cancel_start, *next_leased);
   std::cerr << "the next job leased " << next_started << " s after the cancel" << std::endl;
   EXPECT_LE(next_started, 2.5);
-  ASSERT_TRUE(WaitForJob(next_id + "-0",
-                         [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; }))
-      << worker.Log();
+  ASSERT_TRUE(WaitForJob(next_id + "-0", [](const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_SUCCEEDED;
+  })) << worker.Log();
   const v1::Job after = Job(job_id);
   EXPECT_EQ(after.state(), v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(after.chunks_committed(), committed_at_cancel);
@@ -255,12 +253,12 @@ TEST_F(JobControlTest, JobPastMaxJobSecondsFailsWithDeadlineExceededAndItsWorker
   spec.set_max_job_seconds(2);
   const std::string sweep_id = Submit(spec);
   const std::string job_id = sweep_id + "-0";
-  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& j) { return j.state() == v1::JOB_STATE_FAILED; },
-                         60s))
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& j) { return j.state() == v1::JOB_STATE_FAILED; }, 60s))
       << worker.Log();
   const v1::Job job = Job(job_id);
-  EXPECT_TRUE(absl::StartsWith(job.error(), absl::StrCat("DEADLINE_EXCEEDED: job ", job_id,
-                                                          " ran 2 s under one lease")))
+  EXPECT_TRUE(absl::StartsWith(
+      job.error(), absl::StrCat("DEADLINE_EXCEEDED: job ", job_id, " ran 2 s under one lease")))
       << job.error();
   EXPECT_TRUE(absl::EndsWith(job.error(), "past its limit of max_job_seconds = 2")) << job.error();
   EXPECT_EQ(job.attempts(), 1);  // final, not retried
@@ -275,9 +273,9 @@ TEST_F(JobControlTest, JobPastMaxJobSecondsFailsWithDeadlineExceededAndItsWorker
   EXPECT_EQ(Job(job_id).chunks_committed(), job.chunks_committed());
   // And runs the next job.
   const std::string next_id = Submit(Spec("after-deadline", 2));
-  EXPECT_TRUE(WaitForJob(next_id + "-0",
-                         [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; }))
-      << worker.Log();
+  EXPECT_TRUE(WaitForJob(next_id + "-0", [](const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_SUCCEEDED;
+  })) << worker.Log();
 }
 
 TEST_F(JobControlTest, JobHungOnOneWorkerIsRetriedAndFinishedOnAnother) {
@@ -290,20 +288,20 @@ TEST_F(JobControlTest, JobHungOnOneWorkerIsRetriedAndFinishedOnAnother) {
   // The hung worker alone first, so that it takes the job; it sleeps 10
   // minutes before each chunk, heedless of anything, while its heartbeat
   // thread keeps renewing the lease.
-  Worker hung(server_->port(), "hung", dir_ / "hung.log", {},
-              {"LAYERFLOW_TEST_HANG_MS=600000"});
+  Worker hung(server_->port(), "hung", dir_ / "hung.log", {}, {"LAYERFLOW_TEST_HANG_MS=600000"});
   const std::string sweep_id = Submit(Spec("hang", 4));
   const std::string job_id = sweep_id + "-0";
-  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& j) { return j.state() == v1::JOB_STATE_RUNNING; }))
-      << hung.Log();
+  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_RUNNING;
+  })) << hung.Log();
   const std::string hung_id = WorkerId("hung");
   ASSERT_FALSE(hung_id.empty());
   EXPECT_EQ(Job(job_id).worker_id(), hung_id);
   Worker healthy(server_->port(), "healthy", dir_ / "healthy.log");
 
   const auto start = SteadyClock::now();
-  ASSERT_TRUE(WaitForJob(job_id,
-                         [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; }))
+  ASSERT_TRUE(
+      WaitForJob(job_id, [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; }))
       << hung.Log() << healthy.Log();
   std::cerr << "hung job finished elsewhere after " << SecondsBetween(start, SteadyClock::now())
             << " s" << std::endl;
@@ -311,8 +309,8 @@ TEST_F(JobControlTest, JobHungOnOneWorkerIsRetriedAndFinishedOnAnother) {
   EXPECT_EQ(job.attempts(), 2);  // the hung one, then the healthy one
   EXPECT_EQ(job.chunks_committed(), 4);
   EXPECT_EQ(job.error(), "");
-  EXPECT_TRUE(absl::StrContains(hung.Log(), "ended by the coordinator: UNAVAILABLE: job " +
-                                                job_id + " made no progress for"))
+  EXPECT_TRUE(absl::StrContains(
+      hung.Log(), "ended by the coordinator: UNAVAILABLE: job " + job_id + " made no progress for"))
       << hung.Log();
   EXPECT_TRUE(absl::StrContains(healthy.Log(), absl::StrCat("job ", job_id, " done")))
       << healthy.Log();
@@ -373,10 +371,12 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
   for (int kill = 1; kill <= 3; ++kill) {
     const int64_t want = last + 4;
     int64_t seen = -1;
-    ASSERT_TRUE(WaitForJob(job_id, [&](const v1::Job& j) {
-      seen = j.chunks_committed();
-      return seen >= want;
-    })) << "before kill " << kill << ": want " << want << " chunks, last seen " << seen << "\n"
+    ASSERT_TRUE(WaitForJob(job_id,
+                           [&](const v1::Job& j) {
+                             seen = j.chunks_committed();
+                             return seen >= want;
+                           }))
+        << "before kill " << kill << ": want " << want << " chunks, last seen " << seen << "\n"
         << worker.Log() << coordinator_log();
     last = Job(job_id).chunks_committed();
     // Each kill lands mid-job, or the test proves nothing.
@@ -389,9 +389,9 @@ TEST_F(JobControlTest, ThreeCoordinatorKillsDuringOneJobCostItNoAttempt) {
     std::this_thread::sleep_for(9000ms);
     coordinator = start();
   }
-  ASSERT_TRUE(WaitForJob(job_id,
-                         [](const v1::Job& j) { return j.state() == v1::JOB_STATE_SUCCEEDED; }))
-      << worker.Log();
+  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& j) {
+    return j.state() == v1::JOB_STATE_SUCCEEDED;
+  })) << worker.Log();
   const v1::Job job = Job(job_id);
   EXPECT_EQ(job.attempts(), 1) << worker.Log() << coordinator_log();
   EXPECT_EQ(job.chunks_committed(), kChunks);

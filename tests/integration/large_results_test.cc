@@ -145,18 +145,16 @@ TEST(Paging, ClientFollowsPagesAndOversizedFieldsAreRefused) {
   request.set_name(std::string(300, 'w'));
   v1::RegisterWorkerResponse response;
   grpc::Status status = worker->RegisterWorker(Context().get(), request, &response);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
-                       Eq("name: 300 bytes, more than the limit of 256")));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
+                               Eq("name: 300 bytes, more than the limit of 256")));
   auto coordinator = v1::Coordinator::NewStub(channel);
   v1::ListJobsRequest list;
   list.set_sweep_id(submitted->sweep_id());
   list.set_page_token("garbage");
   v1::ListJobsResponse listed;
   status = coordinator->ListJobs(Context().get(), list, &listed);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
-                       Eq("page_token: not a token this coordinator made")));
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
+                               Eq("page_token: not a token this coordinator made")));
   (*server)->Shutdown();
 }
 

@@ -53,8 +53,7 @@ constexpr int64_t kOneModelBudget = 1'000'000;
 class LocalityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           absl::StrCat("layerflow_locality_", getpid());
+    dir_ = std::filesystem::temp_directory_path() / absl::StrCat("layerflow_locality_", getpid());
     std::filesystem::create_directories(dir_);
     server::CoordinatorOptions options = integration::LoopbackOptions((dir_ / "store.db").string());
     // Short leases: the stand-in's job comes back about a second after it
@@ -332,9 +331,9 @@ TEST_F(LocalityTest, LeaseAheadJobIsGivenBackAtStopAndRunsOnceLater) {
   EXPECT_EQ(jobs[2].state(), v1::JOB_STATE_QUEUED);  // one job ahead, no more
   kill(pid_, SIGTERM);
   const std::string first_log = WaitForWorkerLog("first.log");
-  EXPECT_NE(first_log.find(absl::StrCat("job ", jobs[1].job_id(),
-                                        " leased ahead: lease given back")),
-            std::string::npos)
+  EXPECT_NE(
+      first_log.find(absl::StrCat("job ", jobs[1].job_id(), " leased ahead: lease given back")),
+      std::string::npos)
       << first_log;
 
   // Both back in the queue at once, uncharged; job 0 keeps its chunks.

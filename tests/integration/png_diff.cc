@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   if (a == nullptr || b == nullptr) return 1;
   const int w = cairo_image_surface_get_width(a), h = cairo_image_surface_get_height(a);
   if (w != cairo_image_surface_get_width(b) || h != cairo_image_surface_get_height(b)) {
-    std::printf("png_diff: sizes differ: %dx%d vs %dx%d\n", w, h,
-                cairo_image_surface_get_width(b), cairo_image_surface_get_height(b));
+    std::printf("png_diff: sizes differ: %dx%d vs %dx%d\n", w, h, cairo_image_surface_get_width(b),
+                cairo_image_surface_get_height(b));
     return 1;
   }
   cairo_surface_t* pa = AsArgb(a);
@@ -90,10 +90,11 @@ int main(int argc, char** argv) {
     }
   }
   const double fraction = static_cast<double>(differing) / (static_cast<double>(w) * h);
-  std::printf("png_diff: %dx%d, %lld pixels (%.3f%%) differ by more than %d (largest %d); "
-              "allowed %.3f%%\n",
-              w, h, static_cast<long long>(differing), 100 * fraction, tolerance, max_delta,
-              100 * max_fraction);
+  std::printf(
+      "png_diff: %dx%d, %lld pixels (%.3f%%) differ by more than %d (largest %d); "
+      "allowed %.3f%%\n",
+      w, h, static_cast<long long>(differing), 100 * fraction, tolerance, max_delta,
+      100 * max_fraction);
   cairo_surface_destroy(pa);
   cairo_surface_destroy(pb);
   cairo_surface_destroy(a);

@@ -64,14 +64,14 @@ TEST(WorkerFiles, JobsNamingFilesOutsideTheirFolderFailWithoutLeakingPaths) {
   auto server = server::CoordinatorServer::Start(integration::LoopbackOptions(dir.File("lf.db")));
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string address = absl::StrCat("127.0.0.1:", (*server)->port());
-  auto stub = v1::Coordinator::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Coordinator::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
 
   v1::SubmitSweepRequest submit;
   v1::SweepSpec* spec = submit.mutable_spec();
   spec->set_name("files");
-  spec->add_models(outside);          // absolute, outside the root
-  spec->add_models("../outside");     // climbing out of the root
+  spec->add_models(outside);       // absolute, outside the root
+  spec->add_models("../outside");  // climbing out of the root
   spec->add_models("./climb");
   spec->add_models("./fifo");
   spec->set_num_prompts(1);

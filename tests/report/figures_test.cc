@@ -26,8 +26,7 @@ using ::layerflow::testing::StatusIs;
 using ::testing::HasSubstr;
 
 v1::ResultRow Row(const std::string& job, const std::string& model, int64_t seed,
-                  const std::string& metric, int layer, double value, double std,
-                  int64_t count) {
+                  const std::string& metric, int layer, double value, double std, int64_t count) {
   v1::ResultRow row;
   row.set_sweep_id("sw-f");
   row.set_job_id(job);
@@ -86,8 +85,8 @@ std::vector<v1::ResultRow> SweepRows() {
   rows.push_back(Row("j0", "pythia-tiny", 0, "path_energy", 0, 3.5, 0.1, 4));
   rows.push_back(Row("j0", "pythia-tiny", 0, "v_loc(intertoken_cos)", 0, 1e-3, 0, 4));
   // All-pair CKA (l < l'), layers 0..2.
-  for (auto [l, lb, v] : std::vector<std::tuple<int, int, double>>{
-           {0, 1, 0.8}, {0, 2, 0.6}, {1, 2, 0.9}}) {
+  for (auto [l, lb, v] :
+       std::vector<std::tuple<int, int, double>>{{0, 1, 0.8}, {0, 2, 0.6}, {1, 2, 0.9}}) {
     v1::ResultRow r = Row("j2", "mamba-tiny", 0, "cka_all_unbiased", l, v, 0.01, 4);
     r.set_layer_b(lb);
     rows.push_back(r);
@@ -95,8 +94,8 @@ std::vector<v1::ResultRow> SweepRows() {
   // Token heat map: layers 0, 1 at positions 0..2 (position 2 of layer 1 missing).
   for (int l = 0; l <= 1; ++l) {
     for (int t = 0; t <= (l == 0 ? 2 : 1); ++t) {
-      v1::ResultRow r = Row("j0", "pythia-tiny", 0, "adjacent_cos_tokens", l, 0.5 + 0.1 * l + 0.01 * t,
-                            0, 4);
+      v1::ResultRow r =
+          Row("j0", "pythia-tiny", 0, "adjacent_cos_tokens", l, 0.5 + 0.1 * l + 0.01 * t, 0, 4);
       r.set_position(t);
       rows.push_back(r);
     }
@@ -107,8 +106,8 @@ std::vector<v1::ResultRow> SweepRows() {
       double v = 0;
       if (bin == 3) v = head == 0 ? 1.0 : 0.5;
       if (bin == 4) v = head == 0 ? 0.0 : 0.5;
-      v1::ResultRow r = Row("j0", "pythia-tiny", 0, "spectrum_frac_" + std::to_string(bin), 1, v,
-                            0, 4);
+      v1::ResultRow r =
+          Row("j0", "pythia-tiny", 0, "spectrum_frac_" + std::to_string(bin), 1, v, 0, 4);
       r.set_head(head);
       rows.push_back(r);
     }
@@ -233,8 +232,10 @@ TEST(BuildFiguresTest, MetricFilterAndItsErrorsNameTheSweepAndMetric) {
 TEST(WriteFiguresTest, SidecarsReadBackEqualTheStoredRows) {
   std::vector<v1::ResultRow> rows;
   for (int l = 0; l <= 3; ++l) {
-    rows.push_back(Row("a", "pythia-tiny", 0, "adjacent_cos", l, std::sin(l + 0.3), 0.1 / (l + 1), 8));
-    rows.push_back(Row("b", "mamba2-tiny", 0, "adjacent_cos", l, std::cos(l + 0.7), 0.2 / (l + 1), 8));
+    rows.push_back(
+        Row("a", "pythia-tiny", 0, "adjacent_cos", l, std::sin(l + 0.3), 0.1 / (l + 1), 8));
+    rows.push_back(
+        Row("b", "mamba2-tiny", 0, "adjacent_cos", l, std::cos(l + 0.7), 0.2 / (l + 1), 8));
   }
   const std::string dir = (std::filesystem::temp_directory_path() /
                            ("layerflow-figures-test-" + std::to_string(getpid())) / "deep" / "er")
@@ -265,10 +266,9 @@ TEST(WriteFiguresTest, SidecarsReadBackEqualTheStoredRows) {
   EXPECT_EQ(points, 8);
   std::filesystem::remove_all(std::filesystem::path(dir).parent_path().parent_path());
 
-  EXPECT_THAT(WriteFigures(*figures, "/proc/no-such/figures", {plot::ImageFormat::kPng})
-                  .status()
-                  .message(),
-              HasSubstr("cannot create the figures directory /proc/no-such/figures"));
+  EXPECT_THAT(
+      WriteFigures(*figures, "/proc/no-such/figures", {plot::ImageFormat::kPng}).status().message(),
+      HasSubstr("cannot create the figures directory /proc/no-such/figures"));
 }
 
 }  // namespace

@@ -14,10 +14,9 @@ namespace {
 using ::layerflow::testing::StatusIs;
 using ::testing::Eq;
 
-v1::ResultRow Row(const std::string& job, const std::string& model,
-                  const std::string& init, int64_t seed, int context,
-                  const std::string& metric, int layer, double value, double std_dev,
-                  int64_t count = 8) {
+v1::ResultRow Row(const std::string& job, const std::string& model, const std::string& init,
+                  int64_t seed, int context, const std::string& metric, int layer, double value,
+                  double std_dev, int64_t count = 8) {
   v1::ResultRow row;
   row.set_sweep_id("s1");
   row.set_job_id(job);
@@ -80,9 +79,11 @@ TEST(ResultsTableTest, PresetFinalNormRowIsLabelledFinal) {
 // Regression: a PROBE job whose only non-probe rows were keyed (example-view
 // CKA) printed an empty section header. Keyed rows now only add a note.
 TEST(ResultsTableTest, KeyedRowsAreCountedNotGridded) {
-  v1::ResultRow keyed = Row("j1", "pythia-tiny", "reference", 0, 600, "cka_example_biased", 0, 0.5, 0.0);
+  v1::ResultRow keyed =
+      Row("j1", "pythia-tiny", "reference", 0, 600, "cka_example_biased", 0, 0.5, 0.0);
   keyed.set_layer_b(1);
-  v1::ResultRow spectrum = Row("j1", "pythia-tiny", "reference", 0, 600, "spectrum_q50", 1, 0.9, 0.1);
+  v1::ResultRow spectrum =
+      Row("j1", "pythia-tiny", "reference", 0, 600, "spectrum_q50", 1, 0.9, 0.1);
   spectrum.set_head(2);
   const std::string out = FormatResultsTable({keyed, spectrum});
   EXPECT_EQ(out.find("job j1"), std::string::npos) << out;
@@ -147,8 +148,8 @@ TEST(ResultsJsonTest, ExactSmallDocument) {
 
 TEST(ResultsJsonTest, RoundTripsEveryValueExactly) {
   std::vector<v1::ResultRow> rows = TwoJobs();
-  rows.push_back(Row("j3", "a\"b,c", "reference", 9007199254740993LL, 65536,
-                     "adjacent_cos", 7, 1.0 / 3.0, 2.0 / 3.0, 123456789012LL));
+  rows.push_back(Row("j3", "a\"b,c", "reference", 9007199254740993LL, 65536, "adjacent_cos", 7,
+                     1.0 / 3.0, 2.0 / 3.0, 123456789012LL));
   const nlohmann::json parsed = nlohmann::json::parse(FormatResultsJson(rows));
   ASSERT_TRUE(parsed.is_array());
   ASSERT_EQ(parsed.size(), rows.size());
@@ -169,9 +170,8 @@ TEST(ResultsJsonTest, RoundTripsEveryValueExactly) {
   }
 }
 
-v1::Sweep MakeSweep(v1::SweepState state, int total, int queued, int running,
-                    int succeeded, int failed, int cancelled, int64_t chunks,
-                    int64_t chunks_total) {
+v1::Sweep MakeSweep(v1::SweepState state, int total, int queued, int running, int succeeded,
+                    int failed, int cancelled, int64_t chunks, int64_t chunks_total) {
   v1::Sweep sweep;
   sweep.set_sweep_id("s1");
   sweep.set_state(state);
@@ -189,24 +189,21 @@ v1::Sweep MakeSweep(v1::SweepState state, int total, int queued, int running,
 TEST(ProgressLineTest, Midway) {
   EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 0, 1, 3, 0, 0, 12, 16)),
             "[===============>    ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks");
-  EXPECT_EQ(
-      FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 0, 1, 3, 0, 0, 12, 16), 10),
-      "[=======>  ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks");
+  EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 0, 1, 3, 0, 0, 12, 16), 10),
+            "[=======>  ] 3/4 jobs done, 1 running, 0 failed · 12/16 chunks");
 }
 
 TEST(ProgressLineTest, StartAndEnd) {
   EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_ACTIVE, 4, 4, 0, 0, 0, 0, 0, 16)),
             "[>                   ] 0/4 jobs done, 0 running, 0 failed · 0/16 chunks");
-  EXPECT_EQ(
-      FormatProgressLine(MakeSweep(v1::SWEEP_STATE_SUCCEEDED, 4, 0, 0, 4, 0, 0, 16, 16)),
-      "[====================] 4/4 jobs done, 0 running, 0 failed · 16/16 chunks");
+  EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_SUCCEEDED, 4, 0, 0, 4, 0, 0, 16, 16)),
+            "[====================] 4/4 jobs done, 0 running, 0 failed · 16/16 chunks");
 }
 
 TEST(ProgressLineTest, FailedAndCancelledFinishTheBar) {
-  EXPECT_EQ(
-      FormatProgressLine(MakeSweep(v1::SWEEP_STATE_CANCELLED, 4, 0, 0, 1, 1, 2, 6, 16)),
-      "[====================] 4/4 jobs done, 0 running, 1 failed, 2 cancelled · 6/16 "
-      "chunks");
+  EXPECT_EQ(FormatProgressLine(MakeSweep(v1::SWEEP_STATE_CANCELLED, 4, 0, 0, 1, 1, 2, 6, 16)),
+            "[====================] 4/4 jobs done, 0 running, 1 failed, 2 cancelled · 6/16 "
+            "chunks");
 }
 
 TEST(ProgressLineTest, NoChunkCountsFallsBackToJobs) {
@@ -233,11 +230,13 @@ TEST(JobsTableTest, AlignedWithOneLineErrors) {
   jobs[1].set_chunks_total(4);
   jobs[1].set_attempts(3);
   jobs[1].set_error("out of\nmemory");
-  EXPECT_EQ(FormatJobsTable(jobs),
-            "job     | state     | model      | init         | seed | chunks | attempts | error\n"
-            "--------+-----------+------------+--------------+------+--------+----------+--------------\n"
-            "j1      | succeeded | pythia-14m | reference    |    0 |    4/4 |        1 |\n"
-            "j2-long | failed    | pythia-70m | normal(0.02) |    1 |    1/4 |        3 | out of memory\n");
+  EXPECT_EQ(
+      FormatJobsTable(jobs),
+      "job     | state     | model      | init         | seed | chunks | attempts | error\n"
+      "--------+-----------+------------+--------------+------+--------+----------+--------------\n"
+      "j1      | succeeded | pythia-14m | reference    |    0 |    4/4 |        1 |\n"
+      "j2-long | failed    | pythia-70m | normal(0.02) |    1 |    1/4 |        3 | out of "
+      "memory\n");
   EXPECT_EQ(FormatJobsTable({}), "(no jobs)\n");
 }
 
@@ -248,8 +247,8 @@ TEST(OutputTest, JobTimingsTableSumsEachJobsPhases) {
   jobs[0].mutable_spec()->set_model("pythia-14m");
   jobs[0].set_chunks_committed(2);
   jobs[0].set_chunks_total(2);
-  for (auto [phase, seconds] : {std::pair{"build", 2.5}, std::pair{"compute", 0.75},
-                                std::pair{"stage", 0.125}}) {
+  for (auto [phase, seconds] :
+       {std::pair{"build", 2.5}, std::pair{"compute", 0.75}, std::pair{"stage", 0.125}}) {
     v1::PhaseTime* t = jobs[0].add_phase_totals();
     t->set_phase(phase);
     t->set_seconds(seconds);
@@ -260,18 +259,19 @@ TEST(OutputTest, JobTimingsTableSumsEachJobsPhases) {
   jobs[1].set_chunks_total(2);
   // The known phases first, then others in the order seen; "-" where a
   // job has none; the total sums the job's phases (2.5 + 0.75 + 0.125).
-  EXPECT_EQ(FormatJobTimingsTable(jobs),
-            "job | state     | model      | chunks | build s | compute s | upload s | stage s | total s\n"
-            "----+-----------+------------+--------+---------+-----------+----------+---------+--------\n"
-            "j1  | succeeded | pythia-14m |    2/2 |   2.500 |     0.750 |        - |   0.125 |   3.375\n"
-            "j2  | queued    | mamba-tiny |    0/2 |       - |         - |        - |       - |       -\n");
+  EXPECT_EQ(
+      FormatJobTimingsTable(jobs),
+      "job | state     | model      | chunks | build s | compute s | upload s | stage s | total s\n"
+      "----+-----------+------------+--------+---------+-----------+----------+---------+--------\n"
+      "j1  | succeeded | pythia-14m |    2/2 |   2.500 |     0.750 |        - |   0.125 |   3.375\n"
+      "j2  | queued    | mamba-tiny |    0/2 |       - |         - |        - |       - |       "
+      "-\n");
   EXPECT_EQ(FormatJobTimingsTable({}), "(no jobs)\n");
 }
 
 TEST(StateNamesTest, RoundTrip) {
-  for (v1::JobState state : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING,
-                             v1::JOB_STATE_SUCCEEDED, v1::JOB_STATE_FAILED,
-                             v1::JOB_STATE_CANCELLED}) {
+  for (v1::JobState state : {v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED,
+                             v1::JOB_STATE_FAILED, v1::JOB_STATE_CANCELLED}) {
     absl::StatusOr<v1::JobState> parsed = ParseJobState(JobStateName(state));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, state);
@@ -335,7 +335,8 @@ std::vector<v1::ResultRow> SummaryRows() {
   rows.push_back(Row("j1", "m", "reference", 1, 64, "cka_unbiased", 0, 0.875, 0));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "cka_unbiased", 1, 0.625, 0));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "cka_baseline_unbiased", 0, 0.015625, 0));
-  rows.push_back(Row("j1", "m", "reference", 1, 64, "v_loc(intertoken_cos)", 0, 0.0009765625, 0, 4));
+  rows.push_back(
+      Row("j1", "m", "reference", 1, 64, "v_loc(intertoken_cos)", 0, 0.0009765625, 0, 4));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "v_glob(intertoken_cos)", 0, 0.015625, 0, 4));
   rows.push_back(Row("j1", "m", "reference", 1, 64, "cubic(intertoken_cos)", 0, 9.0, 0, 4));
   for (int l = 0; l < 4; ++l) {
@@ -347,7 +348,8 @@ std::vector<v1::ResultRow> SummaryRows() {
   rows.push_back(Row("j2", "m", "reference", 2, 64, "cka_unbiased", 0, 0.625, 0));
   rows.push_back(Row("j2", "m", "reference", 2, 64, "cka_unbiased", 1, 0.375, 0));
   rows.push_back(Row("j2", "m", "reference", 2, 64, "cka_baseline_unbiased", 0, 0.0078125, 0));
-  rows.push_back(Row("j2", "m", "reference", 2, 64, "v_loc(intertoken_cos)", 0, 0.0029296875, 0, 4));
+  rows.push_back(
+      Row("j2", "m", "reference", 2, 64, "v_loc(intertoken_cos)", 0, 0.0029296875, 0, 4));
   rows.push_back(Row("j2", "m", "reference", 2, 64, "v_glob(intertoken_cos)", 0, 0.046875, 0, 4));
   rows.push_back(Row("j3", "m2", "normal(0.02)", 5, 128, "intertoken_cos", 0, 0.5, 0));
   rows.push_back(Row("j3", "m2", "normal(0.02)", 5, 128, "intertoken_cos", 1, 0.25, 0));
@@ -357,10 +359,14 @@ std::vector<v1::ResultRow> SummaryRows() {
 
 TEST(ResultsSummaryTest, TableAveragesSeedsAndMarksMissingFigures) {
   const std::string expected =
-      "model | init         | dataset | context | seeds | peak layer | peak itc | final itc | path_energy | mean adj_cos | mean cka | cka base | v_loc(itc) | v_glob(itc)\n"
-      "------+--------------+---------+---------+-------+------------+----------+-----------+-------------+--------------+----------+----------+------------+------------\n"
-      "m     | reference    | kvpr    |      64 |   1,2 |          2 |   0.6250 |    0.3750 |      2.0000 |       0.7500 |   0.6250 |   0.0117 |  1.953e-03 |   3.125e-02\n"
-      "m2    | normal(0.02) | kvpr    |     128 |     5 |          0 |   0.5000 |    0.2500 |           - |       0.1250 |        - |        - |          - |           -\n"
+      "model | init         | dataset | context | seeds | peak layer | peak itc | final itc | "
+      "path_energy | mean adj_cos | mean cka | cka base | v_loc(itc) | v_glob(itc)\n"
+      "------+--------------+---------+---------+-------+------------+----------+-----------+------"
+      "-------+--------------+----------+----------+------------+------------\n"
+      "m     | reference    | kvpr    |      64 |   1,2 |          2 |   0.6250 |    0.3750 |      "
+      "2.0000 |       0.7500 |   0.6250 |   0.0117 |  1.953e-03 |   3.125e-02\n"
+      "m2    | normal(0.02) | kvpr    |     128 |     5 |          0 |   0.5000 |    0.2500 |      "
+      "     - |       0.1250 |        - |        - |          - |           -\n"
       "itc = intertoken_cos; cka = cka_unbiased(l, l+1), mean over layers; cka base = "
       "cka_baseline_unbiased; several seeds: the mean over seeds (peak and final of the "
       "seed-mean series)\n";
@@ -378,14 +384,15 @@ TEST(ResultsSummaryTest, PeakAtTheFinalNormIsLabelledFinal) {
 
 TEST(ResultsSummaryTest, CsvAndJson) {
   const std::string csv = FormatResultsSummary(SummaryRows(), OutputFormat::kCsv);
-  EXPECT_EQ(csv,
-            "model,init_scheme,dataset,context_length,seeds,jobs,peak_layer,"
-            "peak_intertoken_cos,final_intertoken_cos,path_energy,mean_adjacent_cos,"
-            "mean_cka_unbiased,cka_baseline_unbiased,v_loc_intertoken_cos,v_glob_intertoken_cos\n"
-            "m,reference,kvpr,64,1 2,j1 j2,2,0.625,0.375,2,0.75,0.625,0.01171875,0.001953125,0.03125\n"
-            "m2,normal(0.02),kvpr,128,5,j3,0,0.5,0.25,,0.125,,,,\n");
-  const nlohmann::json json = nlohmann::json::parse(
-      FormatResultsSummary(SummaryRows(), OutputFormat::kJson));
+  EXPECT_EQ(
+      csv,
+      "model,init_scheme,dataset,context_length,seeds,jobs,peak_layer,"
+      "peak_intertoken_cos,final_intertoken_cos,path_energy,mean_adjacent_cos,"
+      "mean_cka_unbiased,cka_baseline_unbiased,v_loc_intertoken_cos,v_glob_intertoken_cos\n"
+      "m,reference,kvpr,64,1 2,j1 j2,2,0.625,0.375,2,0.75,0.625,0.01171875,0.001953125,0.03125\n"
+      "m2,normal(0.02),kvpr,128,5,j3,0,0.5,0.25,,0.125,,,,\n");
+  const nlohmann::json json =
+      nlohmann::json::parse(FormatResultsSummary(SummaryRows(), OutputFormat::kJson));
   ASSERT_EQ(json.size(), 2u);
   EXPECT_EQ(json[0]["seeds"], nlohmann::json({1, 2}));
   EXPECT_EQ(json[0]["peak_layer"], 2);
@@ -415,8 +422,7 @@ TEST(RunSummaryTest, PeakFinalAndPathEnergyPerModel) {
             "peaks; final: the last representation point\n");
   // Nothing to summarise: nothing printed (no empty table above the grids).
   EXPECT_EQ(FormatRunSummary({}), "");
-  EXPECT_EQ(FormatRunSummary({Row("j", "m", "reference", 0, 64, "adjacent_cos", 0, 0.5, 0)}),
-            "");
+  EXPECT_EQ(FormatRunSummary({Row("j", "m", "reference", 0, 64, "adjacent_cos", 0, 0.5, 0)}), "");
 }
 
 // A PROBE job's rows (pythia-70m: 6 blocks, so layer 7 is "final"), as the
@@ -434,17 +440,15 @@ std::vector<v1::ResultRow> ProbeRows() {
                        2.0 - layer * 0.25, 0.05, 3));
   }
   for (int c = 0; c < 3; ++c) {
-    v1::ResultRow row = Row("p1", "pythia-70m", "reference", 0, 2048, "probe_class_acc",
-                            4, 0.9 - 0.1 * c, 0.0, 3);
+    v1::ResultRow row =
+        Row("p1", "pythia-70m", "reference", 0, 2048, "probe_class_acc", 4, 0.9 - 0.1 * c, 0.0, 3);
     row.set_position(c);
     rows.push_back(row);
   }
-  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_chance", 0,
-                     1.0 / 11, 0.0, 3));
-  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_best_layer", 0, 4,
-                     0.0, 3));
-  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_drop", 0, 0.21,
-                     0.0, 3));
+  rows.push_back(
+      Row("p1", "pythia-70m", "reference", 0, 2048, "probe_chance", 0, 1.0 / 11, 0.0, 3));
+  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_best_layer", 0, 4, 0.0, 3));
+  rows.push_back(Row("p1", "pythia-70m", "reference", 0, 2048, "probe_drop", 0, 0.21, 0.0, 3));
   return rows;
 }
 
@@ -553,9 +557,9 @@ TEST(ProbeTableTest, WithoutBestLayerAndDropRowsTheyAreComputed) {
       rows.push_back(row);
     }
   }
-  EXPECT_THAT(FormatProbeTable(rows),
-              ::testing::StartsWith(
-                  "pythia-70m: best layer 4 (0.82 ± 0.02), final 0.61, drop 0.21\n"));
+  EXPECT_THAT(
+      FormatProbeTable(rows),
+      ::testing::StartsWith("pythia-70m: best layer 4 (0.82 ± 0.02), final 0.61, drop 0.21\n"));
   EXPECT_EQ(FormatProbeTable({}), "(no probe results)\n");
   EXPECT_EQ(FormatProbeTable({ProbeRows()[0]}), "(no probe results)\n");
 }

@@ -38,8 +38,7 @@ class Png {
     const unsigned char* data = cairo_image_surface_get_data(surface_);
     const int stride = cairo_image_surface_get_stride(surface_);
     const uint32_t p = *reinterpret_cast<const uint32_t*>(data + y * stride + 4 * x);
-    return {static_cast<uint8_t>(p >> 16), static_cast<uint8_t>(p >> 8),
-            static_cast<uint8_t>(p)};
+    return {static_cast<uint8_t>(p >> 16), static_cast<uint8_t>(p >> 8), static_cast<uint8_t>(p)};
   }
   // Pixels within `tolerance` of `c` in every channel.
   int Count(Rgb c, int tolerance = 0) const {
@@ -101,8 +100,11 @@ LineChart TwoLines() {
   c.x_label = "depth";
   c.y_label = "value";
   c.x_min = 0, c.x_max = 1, c.y_min = 0, c.y_max = 1;
-  c.lines.push_back({.label = "a", .x = {0, 0.5, 1}, .y = {0.5, 0.5, 0.5},
-                     .std = {0.1, 0.1, 0.1}, .ids = {0, 1, 2}});
+  c.lines.push_back({.label = "a",
+                     .x = {0, 0.5, 1},
+                     .y = {0.5, 0.5, 0.5},
+                     .std = {0.1, 0.1, 0.1},
+                     .ids = {0, 1, 2}});
   c.lines.push_back({.label = "b", .x = {0, 1}, .y = {0.25, 0.25}});
   c.references.push_back({"chance 0.9", 0.9});
   return c;
@@ -233,8 +235,7 @@ TEST_F(PlotTest, WriteFigureWritesEachFormatAndTheExactSeriesAsJson) {
   absl::StatusOr<std::vector<std::string>> paths =
       WriteFigure(c, Path("fig"), {ImageFormat::kPng, ImageFormat::kSvg});
   ASSERT_TRUE(paths.ok()) << paths.status();
-  EXPECT_EQ(*paths, (std::vector<std::string>{Path("fig.png"), Path("fig.svg"),
-                                              Path("fig.json")}));
+  EXPECT_EQ(*paths, (std::vector<std::string>{Path("fig.png"), Path("fig.svg"), Path("fig.json")}));
   EXPECT_TRUE(Png(Path("fig.png")).ok());
   const nlohmann::json j = nlohmann::json::parse(Slurp(Path("fig.json")));
   EXPECT_EQ(j["kind"], "line");
@@ -279,9 +280,8 @@ TEST_F(PlotTest, BadFiguresAreRejectedNamingTheFigureAndTheField) {
   LineChart c = TwoLines();
   c.lines[1].y.push_back(1);
   absl::Status s = DrawFigure(c, ImageFormat::kPng, Path("x.png"));
-  EXPECT_THAT(s,
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "figure 'two lines': line 1 ('b'): 2 x values but 3 y"));
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
+                          "figure 'two lines': line 1 ('b'): 2 x values but 3 y"));
   EXPECT_FALSE(std::filesystem::exists(Path("x.png")));
 
   c = TwoLines();

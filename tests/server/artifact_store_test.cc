@@ -16,8 +16,8 @@ namespace layerflow::artifacts {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 TEST(Checksum, Crc32cMatchesPublishedVectors) {
   // RFC 3720 (iSCSI) B.4 and the usual check value.
@@ -36,10 +36,8 @@ TEST(Checksum, Crc32cMatchesPublishedVectors) {
 }
 
 TEST(Checksum, Sha256MatchesPublishedVectors) {
-  EXPECT_EQ(Sha256Hex(""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(Sha256Hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   Sha256 sha;
   sha.Update("ab");
   sha.Update("c");
@@ -49,8 +47,8 @@ TEST(Checksum, Sha256MatchesPublishedVectors) {
 TEST(ValidateArtifactName, AcceptsRelativePathsAndRejectsEscapes) {
   EXPECT_TRUE(ValidateArtifactName("sw-1-0/features/000003").ok());
   EXPECT_TRUE(ValidateArtifactName("a.b_c-d").ok());
-  for (const char* bad : {"", "/etc/passwd", "../x", "a/../../x", "a//b", "a/",
-                          "a/./b", ".meta/x", "a/.hidden", "a b", "a\\b"}) {
+  for (const char* bad : {"", "/etc/passwd", "../x", "a/../../x", "a//b", "a/", "a/./b", ".meta/x",
+                          "a/.hidden", "a b", "a\\b"}) {
     EXPECT_THAT(ValidateArtifactName(bad, "chunk.name"),
                 StatusIs(absl::StatusCode::kInvalidArgument, "chunk.name: "))
         << bad;
@@ -76,10 +74,8 @@ class ArtifactStoreTest : public ::testing::Test {
   }
 
   // The messages of an upload of `data` in pieces of `piece` bytes.
-  static std::vector<v1::ArtifactChunk> Messages(const std::string& name,
-                                                 const std::string& data,
-                                                 size_t piece,
-                                                 const std::string& lease = "L") {
+  static std::vector<v1::ArtifactChunk> Messages(const std::string& name, const std::string& data,
+                                                 size_t piece, const std::string& lease = "L") {
     std::vector<v1::ArtifactChunk> out;
     size_t offset = 0;
     do {
@@ -101,8 +97,7 @@ class ArtifactStoreTest : public ::testing::Test {
   }
 
   UploadSession Session() {
-    return UploadSession(store_.get(), [this](const std::string& job,
-                                              const std::string& lease) {
+    return UploadSession(store_.get(), [this](const std::string& job, const std::string& lease) {
       ++lease_checks_;
       if (job == "job" && lease == live_lease_) return absl::OkStatus();
       return absl::AbortedError("lease " + lease + " of job " + job + " lapsed");
@@ -143,8 +138,7 @@ class ArtifactStoreTest : public ::testing::Test {
   bool TempDirEmpty() {
     int files = 0;
     std::string cmd;
-    for (const auto& entry :
-         std::filesystem::directory_iterator(dir_.File("artifacts/.tmp"))) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir_.File("artifacts/.tmp"))) {
       (void)entry;
       ++files;
     }
@@ -206,12 +200,10 @@ TEST_F(ArtifactStoreTest, UploadListDownloadRoundTrip) {
 TEST_F(ArtifactStoreTest, BadChecksumIsDataLossAndNothingIsPublished) {
   auto messages = Messages("a", std::string(100, 'x'), 30);
   messages[2].set_crc32c(messages[2].crc32c() ^ 1);
-  EXPECT_THAT(UploadAll(messages).status(),
-              StatusIs(absl::StatusCode::kDataLoss, "chunk.crc32c:"));
+  EXPECT_THAT(UploadAll(messages).status(), StatusIs(absl::StatusCode::kDataLoss, "chunk.crc32c:"));
   messages = Messages("a", std::string(100, 'x'), 30);
   messages.back().set_sha256(Sha256Hex("something else"));
-  EXPECT_THAT(UploadAll(messages).status(),
-              StatusIs(absl::StatusCode::kDataLoss, "chunk.sha256:"));
+  EXPECT_THAT(UploadAll(messages).status(), StatusIs(absl::StatusCode::kDataLoss, "chunk.sha256:"));
   // A stream that ends early: missing bytes.
   messages = Messages("a", std::string(100, 'x'), 30);
   const std::string sha = messages.back().sha256();
@@ -253,8 +245,7 @@ TEST_F(ArtifactStoreTest, WrongOffsetOrSizeOrFieldsAreInvalidArgument) {
   messages[0].set_total_bytes(-1);
   EXPECT_THAT(UploadAll(messages).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "chunk.total_bytes: -1"));
-  EXPECT_THAT(UploadAll({}).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument, "empty upload"));
+  EXPECT_THAT(UploadAll({}).status(), StatusIs(absl::StatusCode::kInvalidArgument, "empty upload"));
   EXPECT_TRUE(TempDirEmpty());
 }
 

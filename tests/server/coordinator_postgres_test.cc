@@ -12,8 +12,8 @@ namespace {
 
 using ::layerflow::server::testing::PostgresServer;
 using ::layerflow::server::testing::SharedPostgres;
-using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 TEST(CoordinatorOnPostgres, StartsOnAUrlAndAdministersTheSameDatabase) {
   LF_ASSERT_OK_AND_ASSIGN(PostgresServer * pg, SharedPostgres());

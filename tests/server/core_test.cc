@@ -56,9 +56,9 @@ class CoreTest : public ::testing::Test {
 TEST_F(CoreTest, InvalidSubmissionStoresNothing) {
   v1::SweepSpec spec = Spec();
   spec.add_models("gpt-5");
-  EXPECT_THAT(core_->SubmitSweep(spec).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "spec.models[1]: unknown model preset 'gpt-5'"));
+  EXPECT_THAT(
+      core_->SubmitSweep(spec).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "spec.models[1]: unknown model preset 'gpt-5'"));
   LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(v1::ListJobsRequest()));
   EXPECT_EQ(jobs.jobs_size(), 0);
   EXPECT_EQ(core_->version(), 0u);
@@ -99,8 +99,7 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
   v1::ResultChunk chunk = OneStatChunk(lease, 0);
   chunk.add_stats()->set_layer(1);  // stats[1] has no metric
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "chunk.stats[1].metric: empty"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "chunk.stats[1].metric: empty"));
   chunk = OneStatChunk(lease, 0);
   *chunk.add_stats() = chunk.stats(0);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
@@ -109,18 +108,17 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
   chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_head(-2);
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "chunk.stats[0].head: -2 is negative"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "chunk.stats[0].head: -2 is negative"));
   chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_position(-1);
-  EXPECT_THAT(core_->CommitChunk(chunk).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "chunk.stats[0].position: -1 is negative"));
+  EXPECT_THAT(
+      core_->CommitChunk(chunk).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "chunk.stats[0].position: -1 is negative"));
   chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_layer_b(-3);
-  EXPECT_THAT(core_->CommitChunk(chunk).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "chunk.stats[0].layer_b: -3 is negative"));
+  EXPECT_THAT(
+      core_->CommitChunk(chunk).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "chunk.stats[0].layer_b: -3 is negative"));
   chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_layer_b(2);
   chunk.mutable_stats(0)->set_head(0);
@@ -131,14 +129,13 @@ TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
                        "layer_b 2 head 0"));
   chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_count(0);
-  EXPECT_THAT(core_->CommitChunk(chunk).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "chunk.stats[0].count: 0 is not positive"));
+  EXPECT_THAT(
+      core_->CommitChunk(chunk).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "chunk.stats[0].count: 0 is not positive"));
   chunk = OneStatChunk(lease, 0);
   chunk.mutable_stats(0)->set_sum(std::nan(""));
   EXPECT_THAT(core_->CommitChunk(chunk).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "chunk.stats[0].sum: not finite"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "chunk.stats[0].sum: not finite"));
   EXPECT_THAT(core_->CommitChunk(OneStatChunk(lease, 2)).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "chunk.sequence: 2"));
   chunk = OneStatChunk(lease, 0);
@@ -252,8 +249,7 @@ TEST_F(CoreTest, ReaperRequeuesThenFailsWithFakeClock) {
   LF_ASSERT_OK_AND_ASSIGN(lapsed, core_->ReapOnce());
   EXPECT_EQ(lapsed, 1);
   EXPECT_GT(core_->version(), before);
-  EXPECT_THAT(core_->Heartbeat(heartbeat).status(),
-              StatusIs(absl::StatusCode::kAborted, "lapsed"));
+  EXPECT_THAT(core_->Heartbeat(heartbeat).status(), StatusIs(absl::StatusCode::kAborted, "lapsed"));
 
   LF_ASSERT_OK_AND_ASSIGN(auto again, core_->LeaseJob(lease_request));
   ASSERT_TRUE(again.leased());
@@ -392,8 +388,7 @@ TEST_F(CoreTest, ProbeJobsRunAfterTheirExtractJobAndFailWithIt) {
   LF_ASSERT_OK_AND_ASSIGN(jobs, core_->ListJobs(list));
   EXPECT_EQ(jobs.jobs(1).state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(jobs.jobs(3).state(), v1::JOB_STATE_FAILED);
-  EXPECT_EQ(jobs.jobs(3).error(),
-            "dependency " + id + "-1 failed: lease lapsed 2 times");
+  EXPECT_EQ(jobs.jobs(3).error(), "dependency " + id + "-1 failed: lease lapsed 2 times");
   LF_ASSERT_OK_AND_ASSIGN(sweep, core_->GetSweep(id));
   EXPECT_EQ(sweep.jobs_succeeded(), 1);
   EXPECT_EQ(sweep.jobs_failed(), 2);
@@ -422,8 +417,8 @@ TEST_F(CoreTest, FailedExtractJobFailsItsProbeJobWithTheReason) {
   LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(list));
   ASSERT_EQ(jobs.jobs_size(), 2);
   EXPECT_EQ(jobs.jobs(1).state(), v1::JOB_STATE_FAILED);
-  EXPECT_EQ(jobs.jobs(1).error(), "dependency " + a.job().job_id() +
-                                      " failed: checkpoint not found");
+  EXPECT_EQ(jobs.jobs(1).error(),
+            "dependency " + a.job().job_id() + " failed: checkpoint not found");
   LF_ASSERT_OK_AND_ASSIGN(auto sweep, core_->GetSweep(submitted.sweep_id()));
   EXPECT_EQ(sweep.jobs_failed(), 2);
   EXPECT_EQ(sweep.state(), v1::SWEEP_STATE_FAILED);
@@ -517,8 +512,8 @@ TEST_F(CoreTest, LocalityNeverPassesOverAnotherSweepOrAHigherPriority) {
   }
   // C-0 (priority), then within A: A-1 (resident) before A-0; B-0, resident
   // too, waits for its sweep's turn behind A-0.
-  EXPECT_EQ(order, (std::vector<std::string>{c[0].job_id(), a[1].job_id(), a[0].job_id(),
-                                             b[0].job_id()}));
+  EXPECT_EQ(order,
+            (std::vector<std::string>{c[0].job_id(), a[1].job_id(), a[0].job_id(), b[0].job_id()}));
 }
 
 TEST_F(CoreTest, LocalityNeverPicksAProbeJobForItsModel) {
@@ -554,11 +549,11 @@ TEST_F(CoreTest, LeaseJobChecksResidentModels) {
   good.set_dtype("fp32");
 
   std::vector<v1::ResidentModel> too_many(limits::kMaxResidentModels + 1, good);
-  EXPECT_THAT(core_->LeaseJob(LeaseRequest(worker, too_many)).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("resident_models: ", limits::kMaxResidentModels + 1,
-                                    " entries, more than the limit of ",
-                                    limits::kMaxResidentModels)));
+  EXPECT_THAT(
+      core_->LeaseJob(LeaseRequest(worker, too_many)).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               absl::StrCat("resident_models: ", limits::kMaxResidentModels + 1,
+                            " entries, more than the limit of ", limits::kMaxResidentModels)));
   v1::ResidentModel no_model = good;
   no_model.clear_model();
   EXPECT_THAT(core_->LeaseJob(LeaseRequest(worker, {good, no_model})).status(),
@@ -622,8 +617,8 @@ TEST_F(CoreTest, FailJobRetriesHostErrorsAndFailsBadInputAtOnce) {
   EXPECT_EQ(jobs.jobs(0).state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(jobs.jobs(0).error(), "INVALID_ARGUMENT: dataset.name: unknown data set 'kvpr2'");
   fail.set_code(17);
-  EXPECT_THAT(core_->FailJob(fail), StatusIs(absl::StatusCode::kInvalidArgument,
-                                             "code: 17 is not a status code"));
+  EXPECT_THAT(core_->FailJob(fail),
+              StatusIs(absl::StatusCode::kInvalidArgument, "code: 17 is not a status code"));
 }
 
 TEST_F(CoreTest, HostErrorsOnTheLastAttemptFailListingEveryAttempt) {
@@ -682,8 +677,8 @@ TEST_F(CoreTest, QuarantinedWorkerIsLeasedNothingUntilReleased) {
   }
   EXPECT_THAT(core_->ReleaseWorker(good.worker_id()),
               StatusIs(absl::StatusCode::kFailedPrecondition, "not quarantined"));
-  EXPECT_THAT(core_->ReleaseWorker(""), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                 "worker_id: required"));
+  EXPECT_THAT(core_->ReleaseWorker(""),
+              StatusIs(absl::StatusCode::kInvalidArgument, "worker_id: required"));
   LF_ASSERT_OK(core_->ReleaseWorker(bad.worker_id()));
   LF_ASSERT_OK_AND_ASSIGN(auto after, core_->LeaseJob(bad));
   ASSERT_TRUE(after.leased());
@@ -748,9 +743,9 @@ v1::HeartbeatRequest Beat(const std::string& worker, const v1::LeaseJobResponse&
 TEST_F(CoreTest, JobPastItsSweepsDeadlineFailsWithDeadlineExceeded) {
   v1::SweepSpec spec = Spec(4, 1);
   spec.set_max_job_seconds(-1);
-  EXPECT_THAT(core_->SubmitSweep(spec).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "max_job_seconds: -1 is outside [0, 2592000]"));
+  EXPECT_THAT(
+      core_->SubmitSweep(spec).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "max_job_seconds: -1 is outside [0, 2592000]"));
   spec.set_max_job_seconds(2592001);
   EXPECT_THAT(core_->SubmitSweep(spec).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,

@@ -19,13 +19,13 @@ namespace layerflow::server::testing {
 
 // A CoordinatorCore on a new SQLite store at `path`; `metrics` as for the
 // core (may be null, else outlives it).
-inline absl::StatusOr<std::unique_ptr<CoordinatorCore>> CoreOnSqlite(
-    const std::string& path, const CoreOptions& options, Clock clock,
-    Metrics* metrics = nullptr) {
+inline absl::StatusOr<std::unique_ptr<CoordinatorCore>> CoreOnSqlite(const std::string& path,
+                                                                     const CoreOptions& options,
+                                                                     Clock clock,
+                                                                     Metrics* metrics = nullptr) {
   auto store = OpenSqliteStore(path);
   if (!store.ok()) return store.status();
-  return std::make_unique<CoordinatorCore>(*std::move(store), options, std::move(clock),
-                                           metrics);
+  return std::make_unique<CoordinatorCore>(*std::move(store), options, std::move(clock), metrics);
 }
 
 // Chunk `sequence` of the leased job with one row: adjacent_cos at layer 0,

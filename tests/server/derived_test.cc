@@ -57,8 +57,7 @@ TEST(CubicFitTest, NoisySeriesMatchesNumpyPolyfit) {
   //   print(c, np.mean(r**2), np.var(y))
   std::vector<double> x;
   for (int l = 0; l <= 8; ++l) x.push_back(l / 8.0);
-  const std::vector<double> y = {0.91, 0.62, 0.55, 0.58, 0.49,
-                                 0.52, 0.61, 0.70, 0.93};
+  const std::vector<double> y = {0.91, 0.62, 0.55, 0.58, 0.49, 0.52, 0.61, 0.70, 0.93};
   absl::StatusOr<CubicFit> fit = FitCubic(x, y);
   ASSERT_TRUE(fit.ok()) << fit.status();
   EXPECT_NEAR(fit->coefficients[0], 0.870808080808081, 1e-12);
@@ -77,14 +76,14 @@ TEST(CubicFitTest, RejectsTooFewPoints) {
 
 TEST(CubicFitTest, RejectsMismatchedSizes) {
   absl::StatusOr<CubicFit> fit = FitCubic({0, 1, 2, 3, 4}, {1, 2, 3, 4});
-  EXPECT_THAT(fit.status(), StatusIs(absl::StatusCode::kInvalidArgument,
-                                     Eq("cubic fit: 5 depths but 4 values")));
+  EXPECT_THAT(fit.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("cubic fit: 5 depths but 4 values")));
 }
 
 TEST(CubicFitTest, RejectsNonFiniteValue) {
   absl::StatusOr<CubicFit> fit = FitCubic({0, 1, 2, 3, 4}, {1, 2, NAN, 4, 5});
-  EXPECT_THAT(fit.status(), StatusIs(absl::StatusCode::kInvalidArgument,
-                                     Eq("cubic fit: point 2 is not finite")));
+  EXPECT_THAT(fit.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("cubic fit: point 2 is not finite")));
 }
 
 TEST(CubicFitTest, RejectsFewerThanFourDistinctDepths) {
@@ -93,8 +92,7 @@ TEST(CubicFitTest, RejectsFewerThanFourDistinctDepths) {
                                      Eq("cubic fit: depths have fewer than 4 distinct values")));
 }
 
-ResultRow Row(const std::string& job, const std::string& metric, int layer,
-              double value) {
+ResultRow Row(const std::string& job, const std::string& metric, int layer, double value) {
   ResultRow row;
   row.set_sweep_id("s");
   row.set_job_id(job);
@@ -137,12 +135,11 @@ TEST(DerivedRowsTest, IntertokenSeriesDropsFinalNormAndUsesDepthOverBlocks) {
   }
   rows.push_back(Row("j1", "intertoken_cos", 5, 100.0));
   std::vector<ResultRow> out = AppendDerivedRows(rows);
-  EXPECT_THAT(Names(out),
-              ElementsAre("intertoken_cos@0", "intertoken_cos@1", "intertoken_cos@2",
-                          "intertoken_cos@3", "intertoken_cos@4", "intertoken_cos@5",
-                          "cubic(intertoken_cos)@0", "cubic(intertoken_cos)@1",
-                          "cubic(intertoken_cos)@2", "cubic(intertoken_cos)@3",
-                          "v_glob(intertoken_cos)@0", "v_loc(intertoken_cos)@0"));
+  EXPECT_THAT(Names(out), ElementsAre("intertoken_cos@0", "intertoken_cos@1", "intertoken_cos@2",
+                                      "intertoken_cos@3", "intertoken_cos@4", "intertoken_cos@5",
+                                      "cubic(intertoken_cos)@0", "cubic(intertoken_cos)@1",
+                                      "cubic(intertoken_cos)@2", "cubic(intertoken_cos)@3",
+                                      "v_glob(intertoken_cos)@0", "v_loc(intertoken_cos)@0"));
   EXPECT_NEAR(out[6].value(), 1.0, 1e-12);
   EXPECT_NEAR(out[7].value(), 0.0, 1e-11);
   EXPECT_NEAR(out[8].value(), 0.0, 1e-11);
@@ -176,8 +173,8 @@ TEST(DerivedRowsTest, KeyedRowsAreNotPartOfTheSeries) {
   ResultRow keyed = Row("j1", "adjacent_cos", 2, 100.0);
   keyed.set_head(0);
   rows.push_back(keyed);
-  std::vector<ResultRow> out = AppendDerivedRows(
-      rows, DerivedMetricName{DerivedKind::kVGlob, "adjacent_cos"});
+  std::vector<ResultRow> out =
+      AppendDerivedRows(rows, DerivedMetricName{DerivedKind::kVGlob, "adjacent_cos"});
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].value(), 0.0);
   EXPECT_EQ(out[0].count(), 5);
@@ -186,8 +183,8 @@ TEST(DerivedRowsTest, KeyedRowsAreNotPartOfTheSeries) {
 TEST(DerivedRowsTest, OnlyKeepsTheNamedDerivedMetric) {
   std::vector<ResultRow> rows;
   for (int l = 0; l < 6; ++l) rows.push_back(Row("j1", "adjacent_cos", l, l * 0.1));
-  std::vector<ResultRow> out = AppendDerivedRows(
-      rows, DerivedMetricName{DerivedKind::kVGlob, "adjacent_cos"});
+  std::vector<ResultRow> out =
+      AppendDerivedRows(rows, DerivedMetricName{DerivedKind::kVGlob, "adjacent_cos"});
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].metric(), "v_glob(adjacent_cos)");
   // population variance of 0, .1, ..., .5 = 0.01 * 35/12

@@ -13,8 +13,8 @@
 namespace layerflow::server {
 namespace {
 
-using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::v1::JobState;
 
 constexpr int64_t kTtl = 100;

@@ -40,8 +40,7 @@ std::string HttpGetMetrics(int port) {
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
     const std::string request =
         "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if (send(fd, request.data(), request.size(), 0) ==
-        static_cast<ssize_t>(request.size())) {
+    if (send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
       char buffer[4096];
       ssize_t n;
       while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) reply.append(buffer, n);
@@ -86,9 +85,8 @@ TEST(MetricsTest, GaugesAndCountersFollowTheWork) {
   EXPECT_EQ(Sample(text, "layerflow_jobs{state=\"queued\"}"), 0);
   EXPECT_EQ(Sample(text, "layerflow_sweeps_submitted_total"), 0);
 
-  auto channel = grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string((*server)->port()),
-      grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
   auto coordinator = v1::Coordinator::NewStub(channel);
   auto worker = v1::WorkerProtocol::NewStub(channel);
   v1::SubmitSweepRequest submit;
@@ -195,9 +193,8 @@ TEST(MetricsTest, LapsedLeasesAreCounted) {
   options.retry_backoff_ms = 60'000;  // keeps the job queued after lapsing
   auto server = CoordinatorServer::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
-  auto channel = grpc::CreateChannel(
-      "127.0.0.1:" + std::to_string((*server)->port()),
-      grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
   auto coordinator = v1::Coordinator::NewStub(channel);
   auto worker = v1::WorkerProtocol::NewStub(channel);
   v1::SubmitSweepRequest submit;
@@ -220,8 +217,7 @@ TEST(MetricsTest, LapsedLeasesAreCounted) {
   do {
     absl::SleepFor(absl::Milliseconds(20));
     text = HttpGetMetrics((*server)->metrics_port());
-  } while (Sample(text, "layerflow_leases_lapsed_total") < 1 &&
-           absl::Now() < deadline);
+  } while (Sample(text, "layerflow_leases_lapsed_total") < 1 && absl::Now() < deadline);
   EXPECT_EQ(Sample(text, "layerflow_leases_lapsed_total"), 1);
   EXPECT_EQ(Sample(text, "layerflow_jobs{state=\"queued\"}"), 1);
   // No heartbeat for far more than 3 intervals: not connected any more.
@@ -303,17 +299,21 @@ TEST(MetricsTest, HistogramsAndPoolGaugesFollowTheRpcs) {
   EXPECT_EQ(Sample(text, "layerflow_workers_busy"), 0);
   EXPECT_EQ(Sample(text, "layerflow_gpus_total"), 2);
   EXPECT_EQ(Sample(text, "layerflow_gpus_busy"), 0);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"OK\",method=\"SubmitSweep\","
-                         "service=\"Coordinator\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"OK\",method=\"SubmitSweep\","
+                   "service=\"Coordinator\"}"),
             1);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"NOT_FOUND\",method="
-                         "\"GetSweep\",service=\"Coordinator\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"NOT_FOUND\",method="
+                   "\"GetSweep\",service=\"Coordinator\"}"),
             1);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"OK\",method="
-                         "\"RegisterWorker\",service=\"WorkerProtocol\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"OK\",method="
+                   "\"RegisterWorker\",service=\"WorkerProtocol\"}"),
             1);
-  EXPECT_GT(Sample(text, "layerflow_rpc_duration_seconds_sum{code=\"OK\",method=\"SubmitSweep\","
-                         "service=\"Coordinator\"}"),
+  EXPECT_GT(Sample(text,
+                   "layerflow_rpc_duration_seconds_sum{code=\"OK\",method=\"SubmitSweep\","
+                   "service=\"Coordinator\"}"),
             0);
   EXPECT_EQ(Sample(text, "layerflow_queue_wait_seconds_count{kind=\"extract\"}"), -1);
 
@@ -355,11 +355,13 @@ TEST(MetricsTest, HistogramsAndPoolGaugesFollowTheRpcs) {
   }
   const double ran = absl::ToDoubleSeconds(absl::Now() - leased_at);
   text = HttpGetMetrics(port);
-  EXPECT_EQ(Sample(text, "layerflow_job_duration_seconds_count{kind=\"extract\",outcome="
-                         "\"succeeded\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_job_duration_seconds_count{kind=\"extract\",outcome="
+                   "\"succeeded\"}"),
             1);
-  EXPECT_LE(Sample(text, "layerflow_job_duration_seconds_sum{kind=\"extract\",outcome="
-                         "\"succeeded\"}"),
+  EXPECT_LE(Sample(text,
+                   "layerflow_job_duration_seconds_sum{kind=\"extract\",outcome="
+                   "\"succeeded\"}"),
             ran + 0.002);
   EXPECT_EQ(Sample(text, "layerflow_workers_busy"), 0);
   EXPECT_EQ(Sample(text, "layerflow_gpus_busy"), 0);
@@ -383,12 +385,14 @@ TEST(MetricsTest, HistogramsAndPoolGaugesFollowTheRpcs) {
     ASSERT_TRUE(worker->FailJob(&context, fail, &response).ok());
   }
   text = HttpGetMetrics(port);
-  EXPECT_EQ(Sample(text, "layerflow_job_duration_seconds_count{kind=\"extract\",outcome="
-                         "\"failed\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_job_duration_seconds_count{kind=\"extract\",outcome="
+                   "\"failed\"}"),
             1);
   EXPECT_EQ(Sample(text, "layerflow_queue_wait_seconds_count{kind=\"extract\"}"), 2);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"OK\",method="
-                         "\"LeaseJob\",service=\"WorkerProtocol\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"OK\",method="
+                   "\"LeaseJob\",service=\"WorkerProtocol\"}"),
             2);
   EXPECT_EQ(Sample(text, "layerflow_user_jobs{state=\"queued\",user=\"anonymous\"}"), 1);
   EXPECT_EQ(WaitForSample(port, "layerflow_jobs{state=\"failed\"}", 1), 1);
@@ -448,33 +452,35 @@ TEST(MetricsTest, UserJobsFollowSweepOwners) {
     grpc::ClientContext context;
     context.AddMetadata("authorization", "Bearer " + alice);
     const grpc::Status status = coordinator->GetQueue(&context, request, &response);
-    EXPECT_THAT(status,
-                StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                         Eq("GetQueue: sweep " + bobs + " is not a sweep of 'alice'")));
+    EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                                 Eq("GetQueue: sweep " + bobs + " is not a sweep of 'alice'")));
   }
   {
     v1::ListWorkersResponse response;
     grpc::ClientContext context;
     context.AddMetadata("authorization", "Bearer " + worker_token);
     const grpc::Status status = coordinator->ListWorkers(&context, {}, &response);
-    EXPECT_THAT(status,
-                StatusIs(grpc::StatusCode::PERMISSION_DENIED,
-                         "ListWorkers needs role user or admin; token "));
+    EXPECT_THAT(status, StatusIs(grpc::StatusCode::PERMISSION_DENIED,
+                                 "ListWorkers needs role user or admin; token "));
   }
   const std::string text = HttpGetMetrics((*server)->metrics_port());
   EXPECT_EQ(Sample(text, "layerflow_user_jobs{state=\"queued\",user=\"alice\"}"), 2);
   EXPECT_EQ(Sample(text, "layerflow_user_jobs{state=\"queued\",user=\"bob\"}"), 1);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"OK\",method="
-                         "\"SubmitSweep\",service=\"Coordinator\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"OK\",method="
+                   "\"SubmitSweep\",service=\"Coordinator\"}"),
             2);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"UNAUTHENTICATED\","
-                         "method=\"SubmitSweep\",service=\"Coordinator\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"UNAUTHENTICATED\","
+                   "method=\"SubmitSweep\",service=\"Coordinator\"}"),
             1);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"PERMISSION_DENIED\","
-                         "method=\"GetQueue\",service=\"Coordinator\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"PERMISSION_DENIED\","
+                   "method=\"GetQueue\",service=\"Coordinator\"}"),
             1);
-  EXPECT_EQ(Sample(text, "layerflow_rpc_duration_seconds_count{code=\"PERMISSION_DENIED\","
-                         "method=\"ListWorkers\",service=\"Coordinator\"}"),
+  EXPECT_EQ(Sample(text,
+                   "layerflow_rpc_duration_seconds_count{code=\"PERMISSION_DENIED\","
+                   "method=\"ListWorkers\",service=\"Coordinator\"}"),
             1);
   (*server)->Shutdown();
 }

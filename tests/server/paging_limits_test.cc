@@ -78,8 +78,7 @@ class PagingTest : public ::testing::Test {
   }
 
   // Every row of a query, following next_page_token with `page_size`.
-  std::vector<v1::ResultRow> AllPages(v1::QueryResultsRequest request, int page_size,
-                                      int* pages) {
+  std::vector<v1::ResultRow> AllPages(v1::QueryResultsRequest request, int page_size, int* pages) {
     std::vector<v1::ResultRow> rows;
     request.set_page_size(page_size);
     *pages = 0;
@@ -152,8 +151,8 @@ TEST_F(PagingTest, ListJobsPagesFilterByStateAcrossPages) {
     }
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
-  EXPECT_EQ(ids, (std::vector<std::string>{sweep + "-1", sweep + "-2", sweep + "-3",
-                                           sweep + "-4"}));
+  EXPECT_EQ(ids,
+            (std::vector<std::string>{sweep + "-1", sweep + "-2", sweep + "-3", sweep + "-4"}));
   EXPECT_EQ(lease.job().job_id(), sweep + "-0");
 }
 
@@ -185,9 +184,9 @@ TEST_F(PagingTest, BadPageRequestsAreInvalidArgumentNamingTheField) {
                        "page_token: not a token this coordinator made"));
   v1::ListJobsRequest negative = request;
   negative.set_page_size(-1);
-  EXPECT_THAT(core_->ListJobs(negative).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "page_size: -1 is negative (0 means 500)"));
+  EXPECT_THAT(
+      core_->ListJobs(negative).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "page_size: -1 is negative (0 means 500)"));
   // A results token is not a jobs token.
   v1::QueryResultsRequest results;
   results.set_sweep_id(sweep);
@@ -274,15 +273,14 @@ TEST_F(PagingTest, OversizedFieldsAreInvalidArgumentNamingTheFieldAndTheLimit) {
   fail.set_job_id(lease.job().job_id());
   fail.set_lease_id(lease.lease_id());
   fail.set_error(std::string(limits::kMaxErrorBytes + 1, 'x'));
-  EXPECT_THAT(core_->FailJob(fail),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "error: 8193 bytes, more than the limit of 8192"));
+  EXPECT_THAT(core_->FailJob(fail), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             "error: 8193 bytes, more than the limit of 8192"));
 
   v1::RegisterWorkerRequest reg;
   reg.set_name(std::string(257, 'w'));
-  EXPECT_THAT(core_->RegisterWorker(reg).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "name: 257 bytes, more than the limit of 256"));
+  EXPECT_THAT(
+      core_->RegisterWorker(reg).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "name: 257 bytes, more than the limit of 256"));
   reg.set_name("w");
   for (int i = 0; i < 65; ++i) reg.mutable_capabilities()->add_architectures("gpt_neox");
   EXPECT_THAT(core_->RegisterWorker(reg).status(),
@@ -295,9 +293,9 @@ TEST_F(PagingTest, OversizedFieldsAreInvalidArgumentNamingTheFieldAndTheLimit) {
                        "capabilities.architectures[0]: 300 bytes, more than the limit of 256"));
   reg.mutable_capabilities()->clear_architectures();
   reg.mutable_capabilities()->set_gpu_count(-1);
-  EXPECT_THAT(core_->RegisterWorker(reg).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "capabilities.gpu_count: -1 is negative"));
+  EXPECT_THAT(
+      core_->RegisterWorker(reg).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, "capabilities.gpu_count: -1 is negative"));
 
   EXPECT_THAT(core_->GetSweep(std::string(129, 's')).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
@@ -459,11 +457,12 @@ TEST_F(PagingTest, ChunkIsCheckedAgainstItsJob) {
     stat->set_count(count);
     return c;
   };
-  EXPECT_THAT(core_->CommitChunk(chunk(0, "cka_biased", 0, 2)).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       absl::StrCat("chunk.stats[0].metric: 'cka_biased' is not a result of job ",
-                                    job, " (its analyses: adjacent_cos, adjacent_cos_tokens, "
-                                         "spectrum)")));
+  EXPECT_THAT(
+      core_->CommitChunk(chunk(0, "cka_biased", 0, 2)).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               absl::StrCat("chunk.stats[0].metric: 'cka_biased' is not a result of job ", job,
+                            " (its analyses: adjacent_cos, adjacent_cos_tokens, "
+                            "spectrum)")));
   EXPECT_THAT(core_->CommitChunk(chunk(0, "spectrum_dsf_frac_1", 1, 2)).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        "chunk.stats[0].metric: 'spectrum_dsf_frac_1' is not a result"));

@@ -33,8 +33,9 @@ class PoolViewTest : public ::testing::Test {
     options.heartbeat_interval_ms = 200;  // connected: seen within 600 ms
     options.retry_backoff_ms = 0;
     options.quarantine_after = 1;
-    LF_ASSERT_OK_AND_ASSIGN(core_, CoreOnSqlite(dir_.File("lf.db"), options,
-                                                [this] { return now_.load(); }, metrics_.get()));
+    LF_ASSERT_OK_AND_ASSIGN(
+        core_, CoreOnSqlite(
+                   dir_.File("lf.db"), options, [this] { return now_.load(); }, metrics_.get()));
     view_ = std::make_unique<PoolView>(core_.get(), nullptr, metrics_.get(),
                                        [this] { return now_.load(); });
   }
@@ -257,15 +258,13 @@ TEST_F(PoolViewTest, PositionsAreTheFairShareLeaseOrder) {
                                                        {5, a1 + "-3"}}));
   // The store agrees, lease after lease (no job ends meanwhile).
   for (const auto& [position, job_id] : predicted) {
-    EXPECT_EQ(Lease(position % 2 == 0 ? w2 : w1).job().job_id(), job_id)
-        << "position " << position;
+    EXPECT_EQ(Lease(position % 2 == 0 ? w2 : w1).job().job_id(), job_id) << "position " << position;
   }
 
   auto snapshot = view.Snapshot();
   ASSERT_TRUE(snapshot.ok()) << snapshot.status();
-  EXPECT_EQ(snapshot->user_jobs,
-            (std::map<std::pair<std::string, std::string>, int64_t>{
-                {{"alice", "running"}, 5}, {{"bob", "running"}, 2}}));
+  EXPECT_EQ(snapshot->user_jobs, (std::map<std::pair<std::string, std::string>, int64_t>{
+                                     {{"alice", "running"}, 5}, {{"bob", "running"}, 2}}));
 }
 
 TEST_F(PoolViewTest, WorkersStatesGpusAndSnapshot) {
@@ -305,9 +304,8 @@ TEST_F(PoolViewTest, WorkersStatesGpusAndSnapshot) {
 
   auto snapshot = view_->Snapshot();
   ASSERT_TRUE(snapshot.ok()) << snapshot.status();
-  EXPECT_EQ(snapshot->user_jobs,
-            (std::map<std::pair<std::string, std::string>, int64_t>{
-                {{"anonymous", "queued"}, 2}, {{"anonymous", "running"}, 1}}));
+  EXPECT_EQ(snapshot->user_jobs, (std::map<std::pair<std::string, std::string>, int64_t>{
+                                     {{"anonymous", "queued"}, 2}, {{"anonymous", "running"}, 1}}));
   EXPECT_EQ(snapshot->workers_busy, 1);
   EXPECT_EQ(snapshot->gpus_total, 6);
   EXPECT_EQ(snapshot->gpus_busy, 4);

@@ -87,9 +87,9 @@ absl::StatusOr<Identity> ServerIdentity() {
   if (name == nullptr || *name == '\0') name = "nobody";
   const passwd* pw = getpwnam(name);
   if (pw == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "running as root, and PostgreSQL refuses to: no user '", name,
-        "' to run it as (set LAYERFLOW_PG_USER)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("running as root, and PostgreSQL refuses to: no user '", name,
+                     "' to run it as (set LAYERFLOW_PG_USER)"));
   }
   id.drop = true;
   id.uid = pw->pw_uid;
@@ -155,15 +155,13 @@ absl::StatusOr<int> FreeLoopbackPort() {
 
 // Runs a spawned program to its end; INTERNAL with the log's tail unless it
 // exits 0.
-absl::Status Run(const Identity& id, const std::vector<std::string>& args,
-                 const std::string& log) {
+absl::Status Run(const Identity& id, const std::vector<std::string>& args, const std::string& log) {
   absl::StatusOr<pid_t> pid = Spawn(id, args, log);
   if (!pid.ok()) return pid.status();
   int status = 0;
   waitpid(*pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return absl::InternalError(
-        absl::StrCat(args[0], " failed (status ", status, "): ", Tail(log)));
+    return absl::InternalError(absl::StrCat(args[0], " failed (status ", status, "): ", Tail(log)));
   }
   return absl::OkStatus();
 }
@@ -209,18 +207,18 @@ absl::StatusOr<std::unique_ptr<PostgresServer>> PostgresServer::Start() {
   for (int attempt = 0; attempt < 5; ++attempt) {
     absl::StatusOr<int> port = FreeLoopbackPort();
     if (!port.ok()) return port.status();
-    absl::StatusOr<pid_t> pid = Spawn(
-        *id,
-        {server->bindir_ + "/postgres", "-D", dir + "/data", "-p", absl::StrCat(*port), "-k", dir,
-         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off",
-         "-c", "max_connections=60", "-c", "shared_buffers=32MB", "-c",
-         "dynamic_shared_memory_type=mmap"},
-        log);
+    absl::StatusOr<pid_t> pid =
+        Spawn(*id,
+              {server->bindir_ + "/postgres", "-D", dir + "/data", "-p", absl::StrCat(*port), "-k",
+               dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
+               "full_page_writes=off", "-c", "max_connections=60", "-c", "shared_buffers=32MB",
+               "-c", "dynamic_shared_memory_type=mmap"},
+              log);
     if (!pid.ok()) return pid.status();
     server->pid_ = *pid;
     server->port_ = *port;
-    const std::string ping = absl::StrCat("host=127.0.0.1 port=", *port,
-                                          " user=lf dbname=postgres connect_timeout=2");
+    const std::string ping =
+        absl::StrCat("host=127.0.0.1 port=", *port, " user=lf dbname=postgres connect_timeout=2");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     bool exited = false;
     while (std::chrono::steady_clock::now() < deadline) {

@@ -16,8 +16,8 @@ namespace {
 using ::layerflow::server::testing::FreeLoopbackPort;
 using ::layerflow::server::testing::PostgresServer;
 using ::layerflow::server::testing::SharedPostgres;
-using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 
 PostgresServer& Server() {
   absl::StatusOr<PostgresServer*> server = SharedPostgres();
@@ -35,33 +35,39 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
               ::testing::Eq(absl::StatusOr<std::string>("7")));
   // v3: the jobs per state kept by triggers (an empty database: zeros) and
   // the partial index of "not on this worker again" attempts.
-  EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(state || ':' || n, ' ' ORDER BY state) "
-                                    "FROM job_state_counts"),
-              ::testing::Eq(absl::StatusOr<std::string>("0:0 1:0 2:0 3:0 4:0 5:0")));
   EXPECT_THAT(pg.Query("schema_db",
-                       "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'job_attempts_elsewhere'"),
-              ::testing::Eq(absl::StatusOr<std::string>("1")));
+                       "SELECT string_agg(state || ':' || n, ' ' ORDER BY state) "
+                       "FROM job_state_counts"),
+              ::testing::Eq(absl::StatusOr<std::string>("0:0 1:0 2:0 3:0 4:0 5:0")));
+  EXPECT_THAT(
+      pg.Query("schema_db",
+               "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'job_attempts_elsewhere'"),
+      ::testing::Eq(absl::StatusOr<std::string>("1")));
   // v4: a lease and a failure in one call each; the unused index gone.
-  EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(proname, ' ' ORDER BY proname) FROM "
-                                    "pg_proc WHERE proname IN ('lf_lease_head', 'lf_fail_job')"),
+  EXPECT_THAT(pg.Query("schema_db",
+                       "SELECT string_agg(proname, ' ' ORDER BY proname) FROM "
+                       "pg_proc WHERE proname IN ('lf_lease_head', 'lf_fail_job')"),
               ::testing::Eq(absl::StatusOr<std::string>("lf_fail_job lf_lease_head")));
   EXPECT_THAT(pg.Query("schema_db",
                        "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'jobs_by_depends_on'"),
               ::testing::Eq(absl::StatusOr<std::string>("0")));
-  EXPECT_THAT(pg.Query("schema_db",
-                       "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'jobs_dependents_by_state'"),
-              ::testing::Eq(absl::StatusOr<std::string>("1")));
+  EXPECT_THAT(
+      pg.Query("schema_db",
+               "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'jobs_dependents_by_state'"),
+      ::testing::Eq(absl::StatusOr<std::string>("1")));
   EXPECT_THAT(pg.Query("schema_db",
                        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name IN "
                        "('sweeps', 'jobs', 'chunks', 'chunk_stats', 'workers', 'job_attempts')"),
               ::testing::Eq(absl::StatusOr<std::string>("6")));
   // v5: fair share; an empty database has one user '' with nothing queued.
-  EXPECT_THAT(pg.Query("schema_db", "SELECT owner || ':' || queued || ':' || running FROM "
-                                    "user_shares"),
+  EXPECT_THAT(pg.Query("schema_db",
+                       "SELECT owner || ':' || queued || ':' || running FROM "
+                       "user_shares"),
               ::testing::Eq(absl::StatusOr<std::string>(":0:0")));
   // v7: one trigger on a change of state.
-  EXPECT_THAT(pg.Query("schema_db", "SELECT string_agg(tgname, ' ' ORDER BY tgname) FROM "
-                                    "pg_trigger WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal"),
+  EXPECT_THAT(pg.Query("schema_db",
+                       "SELECT string_agg(tgname, ' ' ORDER BY tgname) FROM "
+                       "pg_trigger WHERE tgrelid = 'jobs'::regclass AND NOT tgisinternal"),
               ::testing::Eq(absl::StatusOr<std::string>(
                   "jobs_count_delete jobs_count_insert jobs_share_delete jobs_share_insert "
                   "jobs_state_change")));
@@ -77,8 +83,9 @@ TEST(PostgresStore, CreatesAVersionedSchemaAndReopeningIsANoOp) {
 TEST(PostgresStore, RefusesADatabaseFromANewerBuild) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("newer_db"));
-  LF_ASSERT_OK(pg.Query("newer_db", "CREATE TABLE layerflow_schema (version INTEGER NOT NULL); "
-                                    "INSERT INTO layerflow_schema VALUES (99)")
+  LF_ASSERT_OK(pg.Query("newer_db",
+                        "CREATE TABLE layerflow_schema (version INTEGER NOT NULL); "
+                        "INSERT INTO layerflow_schema VALUES (99)")
                    .status());
   EXPECT_THAT(OpenPostgresStore(pg.Url("newer_db")).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition,
@@ -107,8 +114,8 @@ TEST(PostgresStore, UnreachableServerIsUnavailableNamingHostAndPortButNotThePass
   PostgresServer& pg = Server();
   const int closed = FreeLoopbackPort();
   ASSERT_GT(closed, 0);
-  const std::string url = absl::StrCat("postgresql://lf:s3cret-pw@127.0.0.1:", closed,
-                                       "/nowhere?connect_timeout=2");
+  const std::string url =
+      absl::StrCat("postgresql://lf:s3cret-pw@127.0.0.1:", closed, "/nowhere?connect_timeout=2");
   const absl::Status status = OpenPostgresStore(url).status();
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kUnavailable,
                                absl::StrCat("PostgreSQL at 127.0.0.1:", closed, "/nowhere")));
@@ -164,8 +171,9 @@ TEST(PostgresStore, ALargeSweepRefreshesStatisticsSoTheLeaseReadsTheQueueHead) {
     job.chunks_total = 1;
   }
   LF_ASSERT_OK(store->CreateSweep(sweep));
-  EXPECT_THAT(pg.Query("analyze_db", "SELECT reltuples::bigint FROM pg_class WHERE relname = 'jobs'"),
-              ::testing::Eq(absl::StatusOr<std::string>("2000")));
+  EXPECT_THAT(
+      pg.Query("analyze_db", "SELECT reltuples::bigint FROM pg_class WHERE relname = 'jobs'"),
+      ::testing::Eq(absl::StatusOr<std::string>("2000")));
   // The plan of the lease's pick (as lf_lease_head runs it) reads the
   // index in order and stops at the first row; no sort.
   LF_ASSERT_OK_AND_ASSIGN(
@@ -204,13 +212,13 @@ TEST(OpenStore, ChoosesTheBackendByTheDbValue) {
   PostgresServer& pg = Server();
   LF_ASSERT_OK(pg.CreateDatabase("open_store_db"));
   for (const std::string scheme : {"postgresql", "postgres"}) {
-    const std::string url =
-        absl::StrCat(scheme, "://lf@127.0.0.1:", pg.port(), "/open_store_db");
+    const std::string url = absl::StrCat(scheme, "://lf@127.0.0.1:", pg.port(), "/open_store_db");
     LF_ASSERT_OK_AND_ASSIGN(auto store, OpenStore(url));
     LF_ASSERT_OK(store->RegisterWorker(scheme + "-worker", "h", "", 1));
   }
-  EXPECT_THAT(pg.Query("open_store_db", "SELECT string_agg(worker_id, ',' ORDER BY worker_id) "
-                                        "FROM workers"),
+  EXPECT_THAT(pg.Query("open_store_db",
+                       "SELECT string_agg(worker_id, ',' ORDER BY worker_id) "
+                       "FROM workers"),
               ::testing::Eq(absl::StatusOr<std::string>("postgres-worker,postgresql-worker")));
 }
 

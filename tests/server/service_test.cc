@@ -38,9 +38,8 @@ class ServiceTest : public ::testing::Test {
     server_ = *std::move(server);
     ASSERT_GT(server_->port(), 0);
     EXPECT_EQ(server_->metrics_port(), 0);
-    channel_ = grpc::CreateChannel(
-        "127.0.0.1:" + std::to_string(server_->port()),
-        grpc::InsecureChannelCredentials());
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                   grpc::InsecureChannelCredentials());
     coordinator_ = v1::Coordinator::NewStub(channel_);
     worker_ = v1::WorkerProtocol::NewStub(channel_);
   }
@@ -51,8 +50,7 @@ class ServiceTest : public ::testing::Test {
 
   static std::unique_ptr<grpc::ClientContext> Context() {
     auto context = std::make_unique<grpc::ClientContext>();
-    context->set_deadline(std::chrono::system_clock::now() +
-                          std::chrono::seconds(20));
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
     return context;
   }
 
@@ -63,8 +61,7 @@ class ServiceTest : public ::testing::Test {
     request.mutable_spec()->set_num_prompts(num_prompts);
     request.mutable_spec()->set_prompts_per_chunk(per_chunk);
     v1::SubmitSweepResponse response;
-    grpc::Status status =
-        coordinator_->SubmitSweep(Context().get(), request, &response);
+    grpc::Status status = coordinator_->SubmitSweep(Context().get(), request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return response;
   }
@@ -73,8 +70,7 @@ class ServiceTest : public ::testing::Test {
     v1::RegisterWorkerResponse registered;
     v1::RegisterWorkerRequest register_request;
     register_request.set_name("test-worker");
-    EXPECT_TRUE(worker_->RegisterWorker(Context().get(), register_request,
-                                        &registered).ok());
+    EXPECT_TRUE(worker_->RegisterWorker(Context().get(), register_request, &registered).ok());
     *worker_id = registered.worker_id();
     v1::LeaseJobRequest request;
     request.set_worker_id(registered.worker_id());
@@ -115,11 +111,9 @@ TEST_F(ServiceTest, BadSubmissionIsInvalidArgumentAndStoresNothing) {
   request.mutable_spec()->add_models("pythia-tiny");
   request.mutable_spec()->add_context_lengths(8);
   v1::SubmitSweepResponse response;
-  grpc::Status status =
-      coordinator_->SubmitSweep(Context().get(), request, &response);
-  EXPECT_THAT(status,
-              StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
-                       "spec.context_lengths[0]: 8 is outside"));
+  grpc::Status status = coordinator_->SubmitSweep(Context().get(), request, &response);
+  EXPECT_THAT(status, StatusIs(grpc::StatusCode::INVALID_ARGUMENT,
+                               "spec.context_lengths[0]: 8 is outside"));
   v1::ListJobsResponse jobs;
   ASSERT_TRUE(coordinator_->ListJobs(Context().get(), {}, &jobs).ok());
   EXPECT_EQ(jobs.jobs_size(), 0);
@@ -224,8 +218,8 @@ TEST_F(ServiceTest, FullJobWithWatchResultsAndCancelOfFinishedSweep) {
   ASSERT_TRUE(coordinator_->QueryResults(Context().get(), query, &results).ok());
   ASSERT_EQ(results.rows_size(), 1);
   const double mean = (0.2 + 0.4 + 0.9) / 3;
-  const double var = ((0.2 - mean) * (0.2 - mean) + (0.4 - mean) * (0.4 - mean) +
-                      (0.9 - mean) * (0.9 - mean)) / 3;
+  const double var =
+      ((0.2 - mean) * (0.2 - mean) + (0.4 - mean) * (0.4 - mean) + (0.9 - mean) * (0.9 - mean)) / 3;
   EXPECT_NEAR(results.rows(0).value(), mean, 1e-12);
   EXPECT_NEAR(results.rows(0).std(), std::sqrt(var), 1e-12);
   EXPECT_EQ(results.rows(0).count(), 3);
@@ -276,9 +270,8 @@ TEST_F(ServiceTest, HealthCheckAnswersServing) {
   grpc::ByteBuffer response;
   std::promise<grpc::Status> done;
   auto context = Context();
-  stub.UnaryCall(context.get(), "/grpc.health.v1.Health/Check",
-                 grpc::StubOptions(), &request, &response,
-                 [&done](grpc::Status s) { done.set_value(s); });
+  stub.UnaryCall(context.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                 &response, [&done](grpc::Status s) { done.set_value(s); });
   grpc::Status status = done.get_future().get();
   ASSERT_TRUE(status.ok()) << status.error_message();
   std::vector<grpc::Slice> slices;
@@ -324,9 +317,8 @@ TEST_F(ServiceTest, WatchOfUnknownSweepIsNotFound) {
 // Uploads `data` in pieces of `piece` bytes under (job, lease); `mutate`
 // may break one message.
 grpc::Status Upload(v1::WorkerProtocol::Stub& stub, const std::string& name,
-                    const std::string& data, const std::string& job_id,
-                    const std::string& lease_id, size_t piece,
-                    v1::ArtifactInfo* info,
+                    const std::string& data, const std::string& job_id, const std::string& lease_id,
+                    size_t piece, v1::ArtifactInfo* info,
                     const std::function<void(int, v1::ArtifactChunk*)>& mutate = {}) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
@@ -366,8 +358,7 @@ TEST_F(ServiceTest, ArtifactUploadListDownloadUnderALease) {
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 31 + (i >> 9));
   const std::string name = job_id + "/features/000000";
   v1::ArtifactInfo info;
-  grpc::Status status = Upload(*worker_, name, data, job_id, lease.lease_id(),
-                               300000, &info);
+  grpc::Status status = Upload(*worker_, name, data, job_id, lease.lease_id(), 300000, &info);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(info.name(), name);
   EXPECT_EQ(info.bytes(), static_cast<int64_t>(data.size()));
@@ -431,12 +422,11 @@ TEST_F(ServiceTest, ArtifactErrorsHaveTheirCodes) {
                 .error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   // Bad name: INVALID_ARGUMENT.
-  EXPECT_EQ(Upload(*worker_, "../etc", data, job_id, lease.lease_id(), 400, &info)
-                .error_code(),
+  EXPECT_EQ(Upload(*worker_, "../etc", data, job_id, lease.lease_id(), 400, &info).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
   // Over the per-artifact maximum (3 MiB here): RESOURCE_EXHAUSTED.
-  EXPECT_EQ(Upload(*worker_, "big", std::string((3 << 20) + 1, 'x'), job_id,
-                   lease.lease_id(), 1 << 20, &info)
+  EXPECT_EQ(Upload(*worker_, "big", std::string((3 << 20) + 1, 'x'), job_id, lease.lease_id(),
+                   1 << 20, &info)
                 .error_code(),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
   // Missing artifact: NOT_FOUND; unregistered worker: NOT_FOUND.

@@ -10,10 +10,10 @@ namespace layerflow::server {
 namespace {
 
 using ::layerflow::testing::StatusIs;
+using ::layerflow::v1::SweepSpec;
 using ::testing::AllOf;
 using ::testing::Eq;
 using ::testing::HasSubstr;
-using ::layerflow::v1::SweepSpec;
 
 SweepSpec Minimal() {
   SweepSpec spec;
@@ -96,10 +96,9 @@ TEST(ValidateSweepSpec, AcceptsMdqaAndMqar) {
 TEST(ValidateSweepSpec, AcceptsEveryAnalysis) {
   SweepSpec spec = Minimal();
   for (const char* name :
-       {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst",
-        "token_dispersion", "step_energy", "path_energy", "cka_unbiased",
-        "cka_biased", "cka_all_unbiased", "cka_all_biased",
-        "adjacent_cos_tokens", "spectrum", "spectrum_dsf"}) {
+       {"adjacent_cos", "intertoken_cos", "intertoken_cos_nofirst", "token_dispersion",
+        "step_energy", "path_energy", "cka_unbiased", "cka_biased", "cka_all_unbiased",
+        "cka_all_biased", "adjacent_cos_tokens", "spectrum", "spectrum_dsf"}) {
     spec.add_analyses(name);
   }
   const absl::Status status = ValidateSweepSpec(spec);
@@ -128,10 +127,8 @@ TEST_P(ValidateSweepSpecError, NamesTheField) {
 INSTANTIATE_TEST_SUITE_P(
     Rules, ValidateSweepSpecError,
     ::testing::Values(
-        BadCase{"NameRequired", [](SweepSpec& s) { s.clear_name(); },
-                "spec.name: required"},
-        BadCase{"NameTooLong",
-                [](SweepSpec& s) { s.set_name(std::string(65, 'a')); },
+        BadCase{"NameRequired", [](SweepSpec& s) { s.clear_name(); }, "spec.name: required"},
+        BadCase{"NameTooLong", [](SweepSpec& s) { s.set_name(std::string(65, 'a')); },
                 "spec.name: longer than 64"},
         BadCase{"NameCharset", [](SweepSpec& s) { s.set_name("a b"); },
                 "spec.name: may contain only"},
@@ -139,8 +136,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "spec.models: at least one"},
         BadCase{"UnknownModel", [](SweepSpec& s) { s.add_models("foo"); },
                 "spec.models[1]: unknown model preset 'foo'; known presets: "},
-        BadCase{"BadInitScheme",
-                [](SweepSpec& s) { s.add_init_schemes("normal(x)"); },
+        BadCase{"BadInitScheme", [](SweepSpec& s) { s.add_init_schemes("normal(x)"); },
                 "spec.init_schemes[0]: "},
         BadCase{"NegativeSeed",
                 [](SweepSpec& s) {
@@ -148,13 +144,11 @@ INSTANTIATE_TEST_SUITE_P(
                   s.add_seeds(-3);
                 },
                 "spec.seeds[1]: -3 is negative"},
-        BadCase{"UnknownDataset",
-                [](SweepSpec& s) { s.add_datasets()->set_name("squad"); },
+        BadCase{"UnknownDataset", [](SweepSpec& s) { s.add_datasets()->set_name("squad"); },
                 "spec.datasets[0].name: unknown data set 'squad'; known data sets: kvpr, "
                 "mdqa, mqar, text"},
         // The user's corpus: a file on the workers, relative to their roots.
-        BadCase{"TextWithoutPath",
-                [](SweepSpec& s) { s.add_datasets()->set_name("text"); },
+        BadCase{"TextWithoutPath", [](SweepSpec& s) { s.add_datasets()->set_name("text"); },
                 "spec.datasets[0].path: the text data set needs a file (relative to the "
                 "workers' model roots)"},
         BadCase{"TextAbsolutePath",
@@ -234,35 +228,27 @@ INSTANTIATE_TEST_SUITE_P(
                 "11 classes): context_length: 1500 tokens cannot hold 11 documents (one "
                 "per gold position, num_classes=11); an MDQA prompt needs at least 1761 "
                 "tokens"},
-        BadCase{"UnknownAnalysis",
-                [](SweepSpec& s) { s.add_analyses("cka"); },
+        BadCase{"UnknownAnalysis", [](SweepSpec& s) { s.add_analyses("cka"); },
                 "spec.analyses[0]: unknown analysis 'cka'; known analyses: "
                 "adjacent_cos, intertoken_cos, intertoken_cos_nofirst, "
                 "token_dispersion, step_energy, path_energy, cka_unbiased, "
                 "cka_biased, cka_all_unbiased, cka_all_biased, "
                 "adjacent_cos_tokens, spectrum, spectrum_dsf"},
-        BadCase{"NumPromptsNegative",
-                [](SweepSpec& s) { s.set_num_prompts(-1); },
+        BadCase{"NumPromptsNegative", [](SweepSpec& s) { s.set_num_prompts(-1); },
                 "spec.num_prompts: -1 is outside [1, 100000] (0 means 8)"},
-        BadCase{"NumPromptsHigh",
-                [](SweepSpec& s) { s.set_num_prompts(100001); },
+        BadCase{"NumPromptsHigh", [](SweepSpec& s) { s.set_num_prompts(100001); },
                 "spec.num_prompts: 100001 is outside [1, 100000] (0 means 8)"},
-        BadCase{"PromptsPerChunkNegative",
-                [](SweepSpec& s) { s.set_prompts_per_chunk(-2); },
+        BadCase{"PromptsPerChunkNegative", [](SweepSpec& s) { s.set_prompts_per_chunk(-2); },
                 "spec.prompts_per_chunk: -2 is outside [1, 4096] (0 means 2)"},
-        BadCase{"PromptsPerChunkHigh",
-                [](SweepSpec& s) { s.set_prompts_per_chunk(4097); },
+        BadCase{"PromptsPerChunkHigh", [](SweepSpec& s) { s.set_prompts_per_chunk(4097); },
                 "spec.prompts_per_chunk: 4097 is outside [1, 4096] (0 means 2)"},
-        BadCase{"BatchPromptsNegative",
-                [](SweepSpec& s) { s.set_batch_prompts(-1); },
+        BadCase{"BatchPromptsNegative", [](SweepSpec& s) { s.set_batch_prompts(-1); },
                 "spec.batch_prompts: -1 is outside [0, 4096]"},
-        BadCase{"BatchPromptsHigh",
-                [](SweepSpec& s) { s.set_batch_prompts(4097); },
+        BadCase{"BatchPromptsHigh", [](SweepSpec& s) { s.set_batch_prompts(4097); },
                 "spec.batch_prompts: 4097 is outside [0, 4096]"},
         BadCase{"UnknownDtype", [](SweepSpec& s) { s.set_dtype("int8"); },
                 "spec.dtype: unknown dtype 'int8'"},
-        BadCase{"DuplicateModel",
-                [](SweepSpec& s) { s.add_models("pythia-tiny"); },
+        BadCase{"DuplicateModel", [](SweepSpec& s) { s.add_models("pythia-tiny"); },
                 "spec.models[1]: duplicate"},
         BadCase{"DuplicateInit",
                 [](SweepSpec& s) {
@@ -302,20 +288,17 @@ INSTANTIATE_TEST_SUITE_P(
                   for (int i = 0; i < 100; ++i) s.add_context_lengths(1100 + i);
                 },
                 "sweep expands to 10100 jobs, more than the limit 10000"}),
-    [](const ::testing::TestParamInfo<BadCase>& info) {
-      return info.param.test_name;
-    });
+    [](const ::testing::TestParamInfo<BadCase>& info) { return info.param.test_name; });
 
 // spec.layers: each error is INVALID_ARGUMENT with exactly this message,
 // naming the field, the entry and, for a point the model lacks, the model.
-void ExpectLayersError(const std::vector<int32_t>& layers,
-                       const std::vector<std::string>& models, const std::string& message) {
+void ExpectLayersError(const std::vector<int32_t>& layers, const std::vector<std::string>& models,
+                       const std::string& message) {
   SweepSpec spec = Minimal();
   spec.clear_models();
   for (const std::string& m : models) spec.add_models(m);
   for (int32_t l : layers) spec.add_layers(l);
-  EXPECT_THAT(ValidateSweepSpec(spec),
-              StatusIs(absl::StatusCode::kInvalidArgument, Eq(message)));
+  EXPECT_THAT(ValidateSweepSpec(spec), StatusIs(absl::StatusCode::kInvalidArgument, Eq(message)));
 }
 
 TEST(ValidateSweepSpec, LayersWithinEveryPresetAreAccepted) {
@@ -380,8 +363,7 @@ TEST(WithDefaults, FillsEveryDocumentedDefault) {
   EXPECT_EQ(spec.datasets(0).name(), "kvpr");
   EXPECT_EQ(spec.datasets(0).num_classes(), 11);
   EXPECT_THAT(spec.context_lengths(), ::testing::ElementsAre(2048));
-  EXPECT_THAT(spec.analyses(),
-              ::testing::ElementsAre("adjacent_cos", "intertoken_cos"));
+  EXPECT_THAT(spec.analyses(), ::testing::ElementsAre("adjacent_cos", "intertoken_cos"));
   EXPECT_EQ(spec.num_prompts(), 8);
   EXPECT_EQ(spec.prompts_per_chunk(), 2);
   EXPECT_EQ(spec.dtype(), "fp32");
@@ -415,23 +397,18 @@ TEST(ExpandSweep, CartesianProductInDocumentedOrder) {
   // Context length innermost, then dataset, seed, init, model outermost.
   std::vector<std::string> got;
   for (const auto& job : jobs) {
-    got.push_back(job.model() + "/" + job.init_scheme() + "/" +
-                  std::to_string(job.seed()) + "/" +
+    got.push_back(job.model() + "/" + job.init_scheme() + "/" + std::to_string(job.seed()) + "/" +
                   std::to_string(job.context_length()));
   }
   EXPECT_THAT(got, ::testing::ElementsAre(
                        "pythia-tiny/reference/3/64", "pythia-tiny/reference/3/32",
                        "pythia-tiny/reference/1/64", "pythia-tiny/reference/1/32",
-                       "pythia-tiny/xavier_normal/3/64",
-                       "pythia-tiny/xavier_normal/3/32",
-                       "pythia-tiny/xavier_normal/1/64",
-                       "pythia-tiny/xavier_normal/1/32",
+                       "pythia-tiny/xavier_normal/3/64", "pythia-tiny/xavier_normal/3/32",
+                       "pythia-tiny/xavier_normal/1/64", "pythia-tiny/xavier_normal/1/32",
                        "pythia-14m/reference/3/64", "pythia-14m/reference/3/32",
                        "pythia-14m/reference/1/64", "pythia-14m/reference/1/32",
-                       "pythia-14m/xavier_normal/3/64",
-                       "pythia-14m/xavier_normal/3/32",
-                       "pythia-14m/xavier_normal/1/64",
-                       "pythia-14m/xavier_normal/1/32"));
+                       "pythia-14m/xavier_normal/3/64", "pythia-14m/xavier_normal/3/32",
+                       "pythia-14m/xavier_normal/1/64", "pythia-14m/xavier_normal/1/32"));
   for (const auto& job : jobs) {
     EXPECT_EQ(job.dataset().name(), "kvpr");
     EXPECT_EQ(job.dataset().num_classes(), 11);
@@ -562,8 +539,7 @@ TEST(ValidateSweepSpec, RejectsBadProbeFieldsNamingThem) {
   for (const Case& c : cases) {
     SweepSpec spec = WithProbe();
     c.mutate(spec.mutable_probe());
-    EXPECT_THAT(ValidateSweepSpec(spec),
-                StatusIs(absl::StatusCode::kInvalidArgument, c.want));
+    EXPECT_THAT(ValidateSweepSpec(spec), StatusIs(absl::StatusCode::kInvalidArgument, c.want));
   }
 }
 
@@ -577,10 +553,9 @@ TEST(ValidateSweepSpec, ProbeTaskMustBeOneOfTheSweepsDataSets) {
   spec.mutable_probe()->set_classes(5);
   EXPECT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
   spec.add_datasets()->set_name("kvpr");  // 11 classes
-  EXPECT_THAT(ValidateSweepSpec(spec),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "spec.probe.classes: 5 does not match "
-                       "spec.datasets[1].num_classes 11"));
+  EXPECT_THAT(ValidateSweepSpec(spec), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                "spec.probe.classes: 5 does not match "
+                                                "spec.datasets[1].num_classes 11"));
 }
 
 TEST(WithDefaults, FillsProbeDefaultsAndResolvesClasses) {
@@ -626,11 +601,9 @@ TEST(ExpandSweep, ProbeAddsOneProbeJobPerExtractJobAfterThem) {
     EXPECT_EQ(probe.spec.model(), extract.spec.model());
     EXPECT_EQ(probe.spec.init_scheme(), extract.spec.init_scheme());
     EXPECT_EQ(probe.spec.seed(), extract.spec.seed());
-    EXPECT_EQ(probe.spec.dataset().SerializeAsString(),
-              extract.spec.dataset().SerializeAsString());
+    EXPECT_EQ(probe.spec.dataset().SerializeAsString(), extract.spec.dataset().SerializeAsString());
     EXPECT_EQ(probe.spec.context_length(), extract.spec.context_length());
-    EXPECT_EQ(probe.spec.probe().SerializeAsString(),
-              extract.spec.probe().SerializeAsString());
+    EXPECT_EQ(probe.spec.probe().SerializeAsString(), extract.spec.probe().SerializeAsString());
     EXPECT_EQ(ChunksTotal(probe.spec), 1);
   }
   // EXTRACT jobs keep the order (and indices) they have without probe.
@@ -695,8 +668,7 @@ TEST(ValidateSweepSpec, JobLimitCountsProbeJobs) {
   SweepSpec spec = WithProbe();
   for (int s = 0; s < 5001; ++s) spec.add_seeds(s);
   EXPECT_THAT(ValidateSweepSpec(spec),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "sweep expands to 10002 jobs"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "sweep expands to 10002 jobs"));
 }
 
 }  // namespace

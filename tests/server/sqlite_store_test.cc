@@ -13,8 +13,8 @@
 namespace layerflow::server {
 namespace {
 
-using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::v1::JobState;
 
 // Raw SQL on a path, independent of the code under test.
@@ -27,7 +27,8 @@ class RawDb {
   void Exec(const std::string& sql) {
     char* error = nullptr;
     ASSERT_EQ(sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
-        << (error ? error : "") << "\n" << sql;
+        << (error ? error : "") << "\n"
+        << sql;
   }
   std::string Scalar(const std::string& sql) {
     sqlite3_stmt* stmt = nullptr;
@@ -96,24 +97,26 @@ TEST(SqliteStore, MigratesAVersion1DatabaseKeepingItsData) {
     layerflow::v1::JobSpec job_spec;
     job_spec.set_model("EleutherAI/pythia-14m");
     job_spec.set_seed(7);
-    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
-             Hex(sweep_spec.SerializeAsString()) + "', 500)");
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" + Hex(sweep_spec.SerializeAsString()) +
+             "', 500)");
     // One job half done (1 of 2 chunks), one queued.
-    raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
-             "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
-             "('old-0', 'old', 'EleutherAI/pythia-14m', x'" +
-             Hex(job_spec.SerializeAsString()) + "', 1, 1, 2, 500, 500), "
-             "('old-1', 'old', 'EleutherAI/pythia-14m', x'" +
-             Hex(job_spec.SerializeAsString()) + "', 1, 0, 2, 500, 500)");
+    raw.Exec(
+        "INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
+        "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
+        "('old-0', 'old', 'EleutherAI/pythia-14m', x'" +
+        Hex(job_spec.SerializeAsString()) +
+        "', 1, 1, 2, 500, 500), "
+        "('old-1', 'old', 'EleutherAI/pythia-14m', x'" +
+        Hex(job_spec.SerializeAsString()) + "', 1, 0, 2, 500, 500)");
     raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10,11', 600)");
-    raw.Exec("INSERT INTO chunk_stats VALUES "
-             "('old-0', 0, 'adjacent_cos', 2, 1.5, 1.25, 2)");
+    raw.Exec(
+        "INSERT INTO chunk_stats VALUES "
+        "('old-0', 0, 'adjacent_cos', 2, 1.5, 1.25, 2)");
   }
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
     RawDb raw(path);
-    EXPECT_EQ(raw.Scalar("PRAGMA user_version"),
-              std::to_string(SqliteSchemaVersion()));
+    EXPECT_EQ(raw.Scalar("PRAGMA user_version"), std::to_string(SqliteSchemaVersion()));
     EXPECT_EQ(SqliteSchemaVersion(), 11);
     // v11: fair share. The jobs there belong to user '' (two queued).
     EXPECT_EQ(raw.Scalar("SELECT owner || ':' || queued || ':' || running FROM user_shares"),
@@ -189,16 +192,18 @@ TEST(SqliteStore, MigratesAVersion2DatabaseToTidyRowsKeepingItsData) {
     // A checkpoint, so that v7 lets the half-done job resume.
     layerflow::v1::JobSpec job_spec;
     job_spec.set_model("EleutherAI/pythia-14m");
-    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
-             Hex(sweep_spec.SerializeAsString()) + "', 500)");
-    raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
-             "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
-             "('old-0', 'old', 'EleutherAI/pythia-14m', x'" +
-             Hex(job_spec.SerializeAsString()) + "', 1, 1, 2, 500, 500)");
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" + Hex(sweep_spec.SerializeAsString()) +
+             "', 500)");
+    raw.Exec(
+        "INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
+        "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
+        "('old-0', 'old', 'EleutherAI/pythia-14m', x'" +
+        Hex(job_spec.SerializeAsString()) + "', 1, 1, 2, 500, 500)");
     raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10,11', 600)");
-    raw.Exec("INSERT INTO chunk_stats VALUES "
-             "('old-0', 0, 'adjacent_cos', 0, 1.5, 1.25, 2), "
-             "('old-0', 0, 'adjacent_cos', 1, 1.0, 0.5, 2)");
+    raw.Exec(
+        "INSERT INTO chunk_stats VALUES "
+        "('old-0', 0, 'adjacent_cos', 0, 1.5, 1.25, 2), "
+        "('old-0', 0, 'adjacent_cos', 1, 1.0, 0.5, 2)");
     raw.Exec("INSERT INTO workers VALUES ('w0', 'host', x'', 1, 2)");
   }
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
@@ -285,18 +290,21 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
     sweep_spec.set_name("v3");
     layerflow::v1::JobSpec job_spec;
     job_spec.set_model("pythia-tiny");
-    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
-             Hex(sweep_spec.SerializeAsString()) + "', 500)");
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" + Hex(sweep_spec.SerializeAsString()) +
+             "', 500)");
     // One job done, one queued.
-    raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
-             "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
-             "('old-0', 'old', 'pythia-tiny', x'" +
-             Hex(job_spec.SerializeAsString()) + "', 3, 1, 1, 500, 500), "
-             "('old-1', 'old', 'pythia-tiny', x'" +
-             Hex(job_spec.SerializeAsString()) + "', 1, 0, 1, 500, 500)");
+    raw.Exec(
+        "INSERT INTO jobs (job_id, sweep_id, model, spec, state, "
+        "chunks_committed, chunks_total, created_ms, updated_ms) VALUES "
+        "('old-0', 'old', 'pythia-tiny', x'" +
+        Hex(job_spec.SerializeAsString()) +
+        "', 3, 1, 1, 500, 500), "
+        "('old-1', 'old', 'pythia-tiny', x'" +
+        Hex(job_spec.SerializeAsString()) + "', 1, 0, 1, 500, 500)");
     raw.Exec("INSERT INTO chunks VALUES ('old-0', 0, '10', 600)");
-    raw.Exec("INSERT INTO chunk_stats VALUES "
-             "('old-0', 0, 'adjacent_cos', 0, -1, 2, -1, 1.5, 1.25, 2)");
+    raw.Exec(
+        "INSERT INTO chunk_stats VALUES "
+        "('old-0', 0, 'adjacent_cos', 0, -1, 2, -1, 1.5, 1.25, 2)");
   }
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   {
@@ -312,8 +320,7 @@ TEST(SqliteStore, MigratesAVersion3DatabaseToProbingKeepingItsData) {
                          "name = 'jobs_by_depends_on'"),
               "1");
   }
-  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
-                          store->ListJobs("old", JobState::JOB_STATE_UNSPECIFIED));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store->ListJobs("old", JobState::JOB_STATE_UNSPECIFIED));
   ASSERT_EQ(jobs.size(), 2u);
   EXPECT_EQ(jobs[0].depends_on(), "");
   EXPECT_EQ(jobs[0].spec().kind(), layerflow::v1::JOB_KIND_EXTRACT);
@@ -355,40 +362,45 @@ TEST(SqliteStore, ResultsVersion2RestartsUnfinishedRandomInitJobs) {
     raw.Exec(kV1Schema);
     raw.Exec(kV2Migration);
     raw.Exec(kV3Migration);
-    raw.Exec("ALTER TABLE jobs ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
-             "ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '';"
-             "ALTER TABLE jobs ADD COLUMN phase_totals BLOB NOT NULL DEFAULT x'';"
-             "PRAGMA user_version = 6;");
+    raw.Exec(
+        "ALTER TABLE jobs ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE jobs ADD COLUMN depends_on TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE jobs ADD COLUMN phase_totals BLOB NOT NULL DEFAULT x'';"
+        "PRAGMA user_version = 6;");
     layerflow::v1::SweepSpec sweep_spec;
     sweep_spec.set_name("v6");
-    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" +
-             Hex(sweep_spec.SerializeAsString()) + "', 500)");
+    raw.Exec("INSERT INTO sweeps VALUES ('old', x'" + Hex(sweep_spec.SerializeAsString()) +
+             "', 500)");
     auto job = [&](const std::string& id, const std::string& model, int state, int committed) {
       layerflow::v1::JobSpec spec;
       spec.set_model(model);
-      raw.Exec("INSERT INTO jobs (job_id, sweep_id, model, spec, state, chunks_committed, "
-               "chunks_total, worker_id, lease_id, lease_expires_ms, created_ms, updated_ms) "
-               "VALUES ('" + id + "', 'old', '" + model + "', x'" + Hex(spec.SerializeAsString()) +
-               "', " + std::to_string(state) + ", " + std::to_string(committed) +
-               ", 2, 'w', 'lease', 9999, 500, 500)");
+      raw.Exec(
+          "INSERT INTO jobs (job_id, sweep_id, model, spec, state, chunks_committed, "
+          "chunks_total, worker_id, lease_id, lease_expires_ms, created_ms, updated_ms) "
+          "VALUES ('" +
+          id + "', 'old', '" + model + "', x'" + Hex(spec.SerializeAsString()) + "', " +
+          std::to_string(state) + ", " + std::to_string(committed) +
+          ", 2, 'w', 'lease', 9999, 500, 500)");
       for (int k = 0; k < committed; ++k) {
         raw.Exec("INSERT INTO chunks VALUES ('" + id + "', " + std::to_string(k) + ", '10', 600)");
         raw.Exec("INSERT INTO chunk_stats VALUES ('" + id + "', " + std::to_string(k) +
                  ", 'adjacent_cos', 0, -1, -1, -1, 1.5, 1.25, 2)");
       }
     };
-    job("done", "pythia-tiny", 3, 2);          // finished random init: kept, version 1
-    job("running", "pythia-tiny", 2, 1);       // half done random init: restarts
-    job("queued", "mamba-tiny", 1, 1);         // half done random init: restarts
+    job("done", "pythia-tiny", 3, 2);            // finished random init: kept, version 1
+    job("running", "pythia-tiny", 2, 1);         // half done random init: restarts
+    job("queued", "mamba-tiny", 1, 1);           // half done random init: restarts
     job("ckpt", "EleutherAI/pythia-14m", 2, 1);  // checkpoint: resumes
   }
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   RawDb raw(path);
   auto row = [&](const std::string& id) {
-    return raw.Scalar("SELECT state || ',' || chunks_committed || ',' || results_version || ',' "
-                      "|| lease_id || ',' || (SELECT COUNT(*) FROM chunks c WHERE c.job_id = "
-                      "jobs.job_id) || ',' || (SELECT COUNT(*) FROM chunk_stats s WHERE "
-                      "s.job_id = jobs.job_id) FROM jobs WHERE job_id = '" + id + "'");
+    return raw.Scalar(
+        "SELECT state || ',' || chunks_committed || ',' || results_version || ',' "
+        "|| lease_id || ',' || (SELECT COUNT(*) FROM chunks c WHERE c.job_id = "
+        "jobs.job_id) || ',' || (SELECT COUNT(*) FROM chunk_stats s WHERE "
+        "s.job_id = jobs.job_id) FROM jobs WHERE job_id = '" +
+        id + "'");
   };
   const std::string v = std::to_string(catalog::kResultsVersion);
   EXPECT_EQ(row("done"), "3,2,1,lease,2,2");
@@ -458,10 +470,8 @@ TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {
   LF_ASSERT_OK_AND_ASSIGN(auto store, OpenSqliteStore(path));
   RawDb raw(path);
   EXPECT_EQ(raw.Scalar("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM pragma_foreign_key_list('jobs')"),
-            "1");
-  EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM pragma_foreign_key_list('chunks')"),
-            "1");
+  EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM pragma_foreign_key_list('jobs')"), "1");
+  EXPECT_EQ(raw.Scalar("SELECT COUNT(*) FROM pragma_foreign_key_list('chunks')"), "1");
 }
 
 TEST(SqliteStore, UnopenablePathIsAStatusNotACrash) {

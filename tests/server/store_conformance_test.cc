@@ -19,8 +19,8 @@
 namespace layerflow::server {
 namespace {
 
-using ::layerflow::testing::StatusIs;
 using ::layerflow::server::testing::TempDir;
+using ::layerflow::testing::StatusIs;
 using ::layerflow::v1::Job;
 using ::layerflow::v1::JobState;
 using ::layerflow::v1::MetricStat;
@@ -30,17 +30,15 @@ struct StoreBackend {
   std::string name;
   // Opens a store on the database identified by `dir`; called again with
   // the same dir it must reach the same data (reopen, second connection).
-  std::function<absl::StatusOr<std::unique_ptr<Store>>(const std::string& dir)>
-      open;
+  std::function<absl::StatusOr<std::unique_ptr<Store>>(const std::string& dir)> open;
 };
 
 void PrintTo(const StoreBackend& b, std::ostream* os) { *os << b.name; }
 
 constexpr int64_t kTtl = 100;
 
-NewSweep MakeSweep(const std::string& id, int jobs, int64_t chunks_total,
-                   int32_t priority = 0, int64_t created_ms = 1000,
-                   const std::string& model = "pythia-tiny") {
+NewSweep MakeSweep(const std::string& id, int jobs, int64_t chunks_total, int32_t priority = 0,
+                   int64_t created_ms = 1000, const std::string& model = "pythia-tiny") {
   NewSweep sweep;
   sweep.sweep_id = id;
   sweep.spec.set_name(id);
@@ -60,8 +58,7 @@ NewSweep MakeSweep(const std::string& id, int jobs, int64_t chunks_total,
 }
 
 // The per-prompt values v of a chunk as sufficient statistics.
-MetricStat Stat(const std::string& metric, int layer,
-                const std::vector<double>& values) {
+MetricStat Stat(const std::string& metric, int layer, const std::vector<double>& values) {
   MetricStat stat;
   stat.set_metric(metric);
   stat.set_layer(layer);
@@ -122,22 +119,18 @@ TEST_P(StoreConformance, CreateGetList) {
   EXPECT_EQ(got.state(), layerflow::v1::SWEEP_STATE_ACTIVE);
 
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s2", 1, 1)));
-  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
-                          store_->ListJobs("s1", JobState::JOB_STATE_UNSPECIFIED));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs("s1", JobState::JOB_STATE_UNSPECIFIED));
   std::vector<std::string> ids;
   for (const Job& job : jobs) ids.push_back(job.job_id());
   EXPECT_THAT(ids, ElementsAre("s1-0", "s1-1", "s1-2"));
   EXPECT_EQ(jobs[1].spec().seed(), 1);
   EXPECT_EQ(jobs[1].chunks_total(), 2);
   EXPECT_EQ(jobs[1].state(), JobState::JOB_STATE_QUEUED);
-  LF_ASSERT_OK_AND_ASSIGN(auto all,
-                          store_->ListJobs("", JobState::JOB_STATE_QUEUED));
+  LF_ASSERT_OK_AND_ASSIGN(auto all, store_->ListJobs("", JobState::JOB_STATE_QUEUED));
   EXPECT_EQ(all.size(), 4u);
-  LF_ASSERT_OK_AND_ASSIGN(auto running,
-                          store_->ListJobs("", JobState::JOB_STATE_RUNNING));
+  LF_ASSERT_OK_AND_ASSIGN(auto running, store_->ListJobs("", JobState::JOB_STATE_RUNNING));
   EXPECT_TRUE(running.empty());
-  EXPECT_THAT(store_->GetSweep("nope").status(),
-              StatusIs(absl::StatusCode::kNotFound, "nope"));
+  EXPECT_THAT(store_->GetSweep("nope").status(), StatusIs(absl::StatusCode::kNotFound, "nope"));
   LF_ASSERT_OK_AND_ASSIGN(auto counts, store_->CountJobsByState());
   EXPECT_EQ(counts[JobState::JOB_STATE_QUEUED], 4);
 }
@@ -145,12 +138,9 @@ TEST_P(StoreConformance, CreateGetList) {
 TEST_P(StoreConformance, FailedCreateStoresNothing) {
   NewSweep sweep = MakeSweep("bad", 3, 2);
   sweep.jobs[2].job_id = sweep.jobs[0].job_id;  // fails on the last insert
-  EXPECT_THAT(store_->CreateSweep(sweep),
-              StatusIs(absl::StatusCode::kAlreadyExists, "bad-0"));
-  EXPECT_THAT(store_->GetSweep("bad").status(),
-              StatusIs(absl::StatusCode::kNotFound, "bad"));
-  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
-                          store_->ListJobs("", JobState::JOB_STATE_UNSPECIFIED));
+  EXPECT_THAT(store_->CreateSweep(sweep), StatusIs(absl::StatusCode::kAlreadyExists, "bad-0"));
+  EXPECT_THAT(store_->GetSweep("bad").status(), StatusIs(absl::StatusCode::kNotFound, "bad"));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs("", JobState::JOB_STATE_UNSPECIFIED));
   EXPECT_TRUE(jobs.empty());
 
   // A duplicate sweep id leaves the first sweep untouched.
@@ -197,9 +187,9 @@ TEST_P(StoreConformance, LargeSweepKeepsCreationOrder) {
 TEST_P(StoreConformance, ReopenKeepsEverything) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 2)));
   Lease lease = MustLease("w", 0);
-  LF_ASSERT_OK(store_->CommitChunk(lease.job.job_id(), lease.lease_id, 0,
-                                   {Stat("adjacent_cos", 1, {0.5, 0.7})},
-                                   {60, 61}, 10)
+  LF_ASSERT_OK(store_
+                   ->CommitChunk(lease.job.job_id(), lease.lease_id, 0,
+                                 {Stat("adjacent_cos", 1, {0.5, 0.7})}, {60, 61}, 10)
                    .status());
   store_.reset();
   store_ = OpenAnother();
@@ -209,8 +199,9 @@ TEST_P(StoreConformance, ReopenKeepsEverything) {
   EXPECT_EQ(sweep.jobs_queued(), 1);
   EXPECT_EQ(sweep.chunks_committed(), 1);
   // The lease survives the restart too.
-  LF_ASSERT_OK(store_->CommitChunk(lease.job.job_id(), lease.lease_id, 1,
-                                   {Stat("adjacent_cos", 1, {0.9})}, {62}, 20)
+  LF_ASSERT_OK(store_
+                   ->CommitChunk(lease.job.job_id(), lease.lease_id, 1,
+                                 {Stat("adjacent_cos", 1, {0.9})}, {62}, 20)
                    .status());
   LF_ASSERT_OK(store_->CompleteJob(lease.job.job_id(), lease.lease_id, 30));
   LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
@@ -239,16 +230,13 @@ TEST_P(StoreConformance, TwoConnectionsWriteConcurrently) {
       const Lease& l = **lease;
       for (int seq = 0; seq < kChunks; ++seq) {
         auto r = store->CommitChunk(l.job.job_id(), l.lease_id, seq,
-                                    {Stat("m", 0, {seq * 1.0}),
-                                     Stat("m", 1, {seq * 2.0})},
-                                    {1}, 1);
+                                    {Stat("m", 0, {seq * 1.0}), Stat("m", 1, {seq * 2.0})}, {1}, 1);
         if (!r.ok()) {
           ++errors;
           ADD_FAILURE() << r.status();
         }
       }
-      if (absl::Status s = store->CompleteJob(l.job.job_id(), l.lease_id, 2);
-          !s.ok()) {
+      if (absl::Status s = store->CompleteJob(l.job.job_id(), l.lease_id, 2); !s.ok()) {
         ++errors;
         ADD_FAILURE() << s;
       } else {
@@ -310,8 +298,7 @@ TEST_P(StoreConformance, PhaseTimesAreSummedPerJobAndSurviveReopening) {
   // The other job of the sweep has none of them.
   LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs("s", JobState::JOB_STATE_UNSPECIFIED));
   ASSERT_EQ(jobs.size(), 2u);
-  EXPECT_EQ(jobs[0].job_id() == job ? jobs[1].phase_totals_size() : jobs[0].phase_totals_size(),
-            0);
+  EXPECT_EQ(jobs[0].job_id() == job ? jobs[1].phase_totals_size() : jobs[0].phase_totals_size(), 0);
   EXPECT_THAT(store_->AddPhaseTimes("nope", {Phase("build", 1, 1)}),
               StatusIs(absl::StatusCode::kNotFound, "job nope not found"));
 }
@@ -322,15 +309,12 @@ TEST_P(StoreConformance, RepeatedChunkIsAcknowledgedNotCounted) {
   const std::string& job = lease.job.job_id();
   LF_ASSERT_OK_AND_ASSIGN(
       CommitResult first,
-      store_->CommitChunk(job, lease.lease_id, 0, {Stat("a", 0, {1.0, 3.0})},
-                          {5, 5}, 1));
+      store_->CommitChunk(job, lease.lease_id, 0, {Stat("a", 0, {1.0, 3.0})}, {5, 5}, 1));
   EXPECT_TRUE(first.newly_committed);
   EXPECT_EQ(first.job_chunks_committed, 1);
   // Same (job, sequence) with different numbers: ignored.
-  LF_ASSERT_OK_AND_ASSIGN(
-      CommitResult again,
-      store_->CommitChunk(job, lease.lease_id, 0, {Stat("a", 0, {100.0})},
-                          {5}, 2));
+  LF_ASSERT_OK_AND_ASSIGN(CommitResult again, store_->CommitChunk(job, lease.lease_id, 0,
+                                                                  {Stat("a", 0, {100.0})}, {5}, 2));
   EXPECT_FALSE(again.newly_committed);
   EXPECT_EQ(again.job_chunks_committed, 1);
   LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
@@ -338,8 +322,7 @@ TEST_P(StoreConformance, RepeatedChunkIsAcknowledgedNotCounted) {
   EXPECT_EQ(rows[0].count(), 2);
   EXPECT_DOUBLE_EQ(rows[0].value(), 2.0);
   EXPECT_THAT(store_->CommitChunk(job, lease.lease_id, 3, {}, {}, 3).status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       "chunk.sequence: 3 is outside [0, 3)"));
+              StatusIs(absl::StatusCode::kInvalidArgument, "chunk.sequence: 3 is outside [0, 3)"));
   EXPECT_THAT(store_->CommitChunk("ghost", lease.lease_id, 0, {}, {}, 3).status(),
               StatusIs(absl::StatusCode::kNotFound, "ghost"));
 }
@@ -365,13 +348,11 @@ TEST_P(StoreConformance, LapsedLeaseRequeuesAndResumesAfterCommittedChunks) {
   const std::string job = first.job.job_id();
   EXPECT_EQ(first.resume_from_sequence, 0);
   for (int seq : {0, 1}) {
-    LF_ASSERT_OK(store_->CommitChunk(job, first.lease_id, seq,
-                                     {Stat("a", 0, {1.0})}, {1}, 50)
-                     .status());
+    LF_ASSERT_OK(
+        store_->CommitChunk(job, first.lease_id, seq, {Stat("a", 0, {1.0})}, {1}, 50).status());
   }
   // A renewal at 90 moves the expiry to 190: nothing lapses at 150.
-  LF_ASSERT_OK_AND_ASSIGN(bool cancelled,
-                          store_->RenewLease(job, first.lease_id, 90, kTtl));
+  LF_ASSERT_OK_AND_ASSIGN(bool cancelled, store_->RenewLease(job, first.lease_id, 90, kTtl));
   EXPECT_FALSE(cancelled);
   LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, store_->RequeueLapsedLeases(150, 3, 0));
   EXPECT_EQ(lapsed, 0);
@@ -405,9 +386,8 @@ TEST_P(StoreConformance, LapsedLeaseRequeuesAndResumesAfterCommittedChunks) {
       store_->CommitChunk(job, second.lease_id, 1, {Stat("a", 0, {9.0})}, {1}, 210));
   EXPECT_FALSE(resent.newly_committed);
   for (int seq : {2, 3}) {
-    LF_ASSERT_OK(store_->CommitChunk(job, second.lease_id, seq,
-                                     {Stat("a", 0, {1.0})}, {1}, 210)
-                     .status());
+    LF_ASSERT_OK(
+        store_->CommitChunk(job, second.lease_id, seq, {Stat("a", 0, {1.0})}, {1}, 210).status());
   }
   LF_ASSERT_OK(store_->CompleteJob(job, second.lease_id, 220));
   EXPECT_EQ(MustGetJob(job).state(), JobState::JOB_STATE_SUCCEEDED);
@@ -422,8 +402,7 @@ TEST_P(StoreConformance, RenewOfExpiredLeaseIsAborted) {
   Lease lease = MustLease("w", 0);
   // Expired but not yet reaped: still refused, so a late heartbeat cannot
   // revive a lease that the reaper is about to take away.
-  EXPECT_THAT(store_->RenewLease(lease.job.job_id(), lease.lease_id, 101, kTtl)
-                  .status(),
+  EXPECT_THAT(store_->RenewLease(lease.job.job_id(), lease.lease_id, 101, kTtl).status(),
               StatusIs(absl::StatusCode::kAborted, "lapsed"));
 }
 
@@ -443,8 +422,9 @@ TEST_P(StoreConformance, ExtendRunningLeasesRevivesExpiredLeasesUncharged) {
   LF_ASSERT_OK_AND_ASSIGN(bool cancelled,
                           store_->RenewLease(expired.job.job_id(), expired.lease_id, 299, kTtl));
   EXPECT_FALSE(cancelled);
-  LF_ASSERT_OK(store_->CommitChunk(live.job.job_id(), live.lease_id, 0,
-                                   {Stat("adjacent_cos", 0, {0.5})}, {}, 299)
+  LF_ASSERT_OK(store_
+                   ->CommitChunk(live.job.job_id(), live.lease_id, 0,
+                                 {Stat("adjacent_cos", 0, {0.5})}, {}, 299)
                    .status());
   LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, store_->RequeueLapsedLeases(299, 3, 0));
   EXPECT_EQ(lapsed, 0);
@@ -459,12 +439,12 @@ TEST_P(StoreConformance, ExtendRunningLeasesRevivesExpiredLeasesUncharged) {
 
 TEST_P(StoreConformance, BackoffDelaysTheRetry) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
-  MustLease("w", 0);                       // expires at 100
+  MustLease("w", 0);  // expires at 100
   LF_ASSERT_OK(store_->RequeueLapsedLeases(1000, 5, 500).status());
   // attempts 1 -> 500 * 2^0.
   LF_ASSERT_OK_AND_ASSIGN(auto early, store_->LeaseNextJob("w", 1499, kTtl));
   EXPECT_FALSE(early.has_value());
-  Lease second = MustLease("w", 1500);     // expires at 1600
+  Lease second = MustLease("w", 1500);  // expires at 1600
   EXPECT_EQ(second.job.attempts(), 2);
   LF_ASSERT_OK(store_->RequeueLapsedLeases(2000, 5, 500).status());
   // attempts 2 -> 500 * 2^1.
@@ -493,13 +473,10 @@ TEST_P(StoreConformance, ExhaustedAttemptsFailTheJob) {
 TEST_P(StoreConformance, CompleteNeedsEveryChunkAndFailKeepsTheError) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 2, 2)));
   Lease a = MustLease("w", 0);
-  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 1, {}, {}, 1)
-                   .status());
+  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 1, {}, {}, 1).status());
   EXPECT_THAT(store_->CompleteJob(a.job.job_id(), a.lease_id, 2),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "has 1 of 2 chunks committed"));
-  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 0, {}, {}, 3)
-                   .status());
+              StatusIs(absl::StatusCode::kFailedPrecondition, "has 1 of 2 chunks committed"));
+  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 0, {}, {}, 3).status());
   LF_ASSERT_OK(store_->CompleteJob(a.job.job_id(), a.lease_id, 4));
   // A retried CompleteJob (lost reply) is acknowledged.
   LF_ASSERT_OK(store_->CompleteJob(a.job.job_id(), a.lease_id, 5));
@@ -514,8 +491,7 @@ TEST_P(StoreConformance, CompleteNeedsEveryChunkAndFailKeepsTheError) {
   EXPECT_EQ(sweep.jobs_failed(), 1);
   EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_FAILED);
   EXPECT_THAT(store_->CancelSweep("s", 20).status(),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       "sweep s already finished"));
+              StatusIs(absl::StatusCode::kFailedPrecondition, "sweep s already finished"));
 }
 
 TEST_P(StoreConformance, CancelStopsQueuedAndRunningJobs) {
@@ -525,13 +501,10 @@ TEST_P(StoreConformance, CancelStopsQueuedAndRunningJobs) {
   EXPECT_EQ(sweep.jobs_cancelled(), 3);
   EXPECT_EQ(sweep.state(), layerflow::v1::SWEEP_STATE_CANCELLED);
   // The holder learns of it on its next heartbeat, and may not commit.
-  LF_ASSERT_OK_AND_ASSIGN(
-      bool cancelled,
-      store_->RenewLease(running.job.job_id(), running.lease_id, 6, kTtl));
+  LF_ASSERT_OK_AND_ASSIGN(bool cancelled,
+                          store_->RenewLease(running.job.job_id(), running.lease_id, 6, kTtl));
   EXPECT_TRUE(cancelled);
-  EXPECT_THAT(store_->CommitChunk(running.job.job_id(), running.lease_id, 0,
-                                  {}, {}, 7)
-                  .status(),
+  EXPECT_THAT(store_->CommitChunk(running.job.job_id(), running.lease_id, 0, {}, {}, 7).status(),
               StatusIs(absl::StatusCode::kAborted, "cancelled"));
   LF_ASSERT_OK_AND_ASSIGN(auto none, store_->LeaseNextJob("w", 8, kTtl));
   EXPECT_FALSE(none.has_value());
@@ -558,20 +531,20 @@ TEST_P(StoreConformance, QueryResultsKeysRowsByLayerBHeadAndPosition) {
   };
   // cka over pairs (0, 1) and (0, 2); attention at heads 0 and 1 of layer
   // 1, position 0 for head 1; the same metric without keys is its own row.
-  LF_ASSERT_OK(store_->CommitChunk(
-                         "s-0", a.lease_id, 0,
-                         {keyed("cka", 0, 2, {}, {}, {0.5}),
-                          keyed("cka", 0, 1, {}, {}, {0.25}),
-                          keyed("attn", 1, {}, 1, 0, {0.75}),
-                          keyed("attn", 1, {}, 0, {}, {0.125}),
-                          keyed("attn", 1, {}, {}, {}, {1.0})},
-                         {}, 1)
-                   .status());
-  LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, 1,
-                                   {keyed("cka", 0, 2, {}, {}, {0.25}),
-                                    keyed("attn", 1, {}, 1, 0, {0.25})},
-                                   {}, 1)
-                   .status());
+  LF_ASSERT_OK(
+      store_
+          ->CommitChunk("s-0", a.lease_id, 0,
+                        {keyed("cka", 0, 2, {}, {}, {0.5}), keyed("cka", 0, 1, {}, {}, {0.25}),
+                         keyed("attn", 1, {}, 1, 0, {0.75}), keyed("attn", 1, {}, 0, {}, {0.125}),
+                         keyed("attn", 1, {}, {}, {}, {1.0})},
+                        {}, 1)
+          .status());
+  LF_ASSERT_OK(
+      store_
+          ->CommitChunk("s-0", a.lease_id, 1,
+                        {keyed("cka", 0, 2, {}, {}, {0.25}), keyed("attn", 1, {}, 1, 0, {0.25})},
+                        {}, 1)
+          .status());
   LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
   ASSERT_EQ(rows.size(), 5u);
   // metric, layer, then layer_b, head, position with "unset" first.
@@ -611,9 +584,10 @@ TEST_P(StoreConformance, QueryResultsKeysetAndJobPagingFilters) {
     head0.set_head(0);
     MetricStat head1 = Stat("attn", 1, {0.25});
     head1.set_head(1);
-    LF_ASSERT_OK(store_->CommitChunk(job, lease.lease_id, 0,
-                                     {Stat("attn", 1, {1.0}), head0, head1, Stat("cka", 0, {0.1})},
-                                     {}, 1)
+    LF_ASSERT_OK(store_
+                     ->CommitChunk(job, lease.lease_id, 0,
+                                   {Stat("attn", 1, {1.0}), head0, head1, Stat("cka", 0, {0.1})},
+                                   {}, 1)
                      .status());
   }
   auto keys = [](const std::vector<layerflow::v1::ResultRow>& rows) {
@@ -642,12 +616,12 @@ TEST_P(StoreConformance, QueryResultsKeysetAndJobPagingFilters) {
   EXPECT_TRUE(rows.empty());
 
   // ListJobs after a job, limited; GetJob.
-  LF_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs(JobFilter{"s", JobState::JOB_STATE_UNSPECIFIED,
-                                                                "s-0", 1}));
+  LF_ASSERT_OK_AND_ASSIGN(
+      auto jobs, store_->ListJobs(JobFilter{"s", JobState::JOB_STATE_UNSPECIFIED, "s-0", 1}));
   ASSERT_EQ(jobs.size(), 1u);
   EXPECT_EQ(jobs[0].job_id(), "s-1");
-  LF_ASSERT_OK_AND_ASSIGN(jobs, store_->ListJobs(JobFilter{"s", JobState::JOB_STATE_UNSPECIFIED,
-                                                           "s-2", 0}));
+  LF_ASSERT_OK_AND_ASSIGN(
+      jobs, store_->ListJobs(JobFilter{"s", JobState::JOB_STATE_UNSPECIFIED, "s-2", 0}));
   EXPECT_TRUE(jobs.empty());
   LF_ASSERT_OK_AND_ASSIGN(Job job, store_->GetJob("s-2"));
   EXPECT_EQ(job.sweep_id(), "s");
@@ -664,21 +638,21 @@ TEST_P(StoreConformance, QueryResultsMergesChunksAndFilters) {
   const std::vector<double> adj = {0.2, 0.4, 0.9};
   Lease a = MustLease("w", 0);
   ASSERT_EQ(a.job.job_id(), "s-0");
-  LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, 0,
-                                   {Stat("intertoken_cos", 0, {0.1}),
-                                    Stat("adjacent_cos", 0, {0.2, 0.4}),
-                                    Stat("adjacent_cos", 1, {0.5})},
-                                   {}, 1)
-                   .status());
-  LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, 1,
-                                   {Stat("adjacent_cos", 0, {0.9}),
-                                    Stat("intertoken_cos", 0, {0.3})},
-                                   {}, 1)
+  LF_ASSERT_OK(
+      store_
+          ->CommitChunk("s-0", a.lease_id, 0,
+                        {Stat("intertoken_cos", 0, {0.1}), Stat("adjacent_cos", 0, {0.2, 0.4}),
+                         Stat("adjacent_cos", 1, {0.5})},
+                        {}, 1)
+          .status());
+  LF_ASSERT_OK(store_
+                   ->CommitChunk("s-0", a.lease_id, 1,
+                                 {Stat("adjacent_cos", 0, {0.9}), Stat("intertoken_cos", 0, {0.3})},
+                                 {}, 1)
                    .status());
   Lease b = MustLease("w", 0);
-  LF_ASSERT_OK(store_->CommitChunk("s-1", b.lease_id, 0,
-                                   {Stat("adjacent_cos", 0, {1.0})}, {}, 1)
-                   .status());
+  LF_ASSERT_OK(
+      store_->CommitChunk("s-1", b.lease_id, 0, {Stat("adjacent_cos", 0, {1.0})}, {}, 1).status());
   LF_ASSERT_OK_AND_ASSIGN(auto rows, store_->QueryResults({"s", "", "", ""}));
   ASSERT_EQ(rows.size(), 4u);
   // Job order, then metric, then layer.
@@ -706,13 +680,11 @@ TEST_P(StoreConformance, QueryResultsMergesChunksAndFilters) {
   EXPECT_NEAR(rows[2].std(), 0.1, 1e-12);
   EXPECT_EQ(rows[3].std(), 0.0);  // one prompt
 
-  LF_ASSERT_OK_AND_ASSIGN(auto only_inter,
-                          store_->QueryResults({"s", "", "intertoken_cos", ""}));
+  LF_ASSERT_OK_AND_ASSIGN(auto only_inter, store_->QueryResults({"s", "", "intertoken_cos", ""}));
   ASSERT_EQ(only_inter.size(), 1u);
   LF_ASSERT_OK_AND_ASSIGN(auto only_job, store_->QueryResults({"s", "", "", "s-1"}));
   ASSERT_EQ(only_job.size(), 1u);
-  LF_ASSERT_OK_AND_ASSIGN(auto other_model,
-                          store_->QueryResults({"s", "pythia-14m", "", ""}));
+  LF_ASSERT_OK_AND_ASSIGN(auto other_model, store_->QueryResults({"s", "pythia-14m", "", ""}));
   EXPECT_TRUE(other_model.empty());
   EXPECT_THAT(store_->QueryResults({"nope", "", "", ""}).status(),
               StatusIs(absl::StatusCode::kNotFound, "nope"));
@@ -724,8 +696,7 @@ TEST_P(StoreConformance, WorkersRegisterAndAge) {
   EXPECT_THAT(store_->RegisterWorker("w1", "again", "", 100),
               StatusIs(absl::StatusCode::kAlreadyExists, ""));
   LF_ASSERT_OK(store_->TouchWorker("w2", 500));
-  EXPECT_THAT(store_->TouchWorker("w9", 500),
-              StatusIs(absl::StatusCode::kNotFound, "w9"));
+  EXPECT_THAT(store_->TouchWorker("w9", 500), StatusIs(absl::StatusCode::kNotFound, "w9"));
   LF_ASSERT_OK_AND_ASSIGN(int64_t live, store_->CountLiveWorkers(100));
   EXPECT_EQ(live, 2);
   LF_ASSERT_OK_AND_ASSIGN(live, store_->CountLiveWorkers(101));
@@ -749,8 +720,7 @@ TEST_P(StoreConformance, DependencyAndKindAndProbeArePersisted) {
   LF_ASSERT_OK(store_->CreateSweep(MakeDependentSweep("s")));
   auto other = OpenAnother();
   ASSERT_NE(other, nullptr);
-  LF_ASSERT_OK_AND_ASSIGN(auto jobs,
-                          other->ListJobs("s", JobState::JOB_STATE_UNSPECIFIED));
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, other->ListJobs("s", JobState::JOB_STATE_UNSPECIFIED));
   ASSERT_EQ(jobs.size(), 4u);
   EXPECT_EQ(jobs[0].depends_on(), "");
   EXPECT_EQ(jobs[0].spec().kind(), layerflow::v1::JOB_KIND_EXTRACT);
@@ -772,8 +742,7 @@ TEST_P(StoreConformance, CreateRejectsADependencyOutsideTheSweepOrLater) {
   sweep.jobs[1].depends_on = "elsewhere-0";
   EXPECT_THAT(store_->CreateSweep(sweep),
               StatusIs(absl::StatusCode::kInvalidArgument, "elsewhere-0"));
-  EXPECT_THAT(store_->GetSweep("s").status(),
-              StatusIs(absl::StatusCode::kNotFound, "s"));
+  EXPECT_THAT(store_->GetSweep("s").status(), StatusIs(absl::StatusCode::kNotFound, "s"));
 }
 
 TEST_P(StoreConformance, DependentIsLeasedOnlyAfterItsDependencySucceeded) {
@@ -817,8 +786,7 @@ TEST_P(StoreConformance, FailedDependencyFailsItsDependentsTransitively) {
   EXPECT_EQ(probe.updated_unix_ms(), 5);
   Job chained = MustGetJob("s-2");
   EXPECT_EQ(chained.state(), JobState::JOB_STATE_FAILED);
-  EXPECT_EQ(chained.error(),
-            "dependency s-1 failed: dependency s-0 failed: CUDA out of memory");
+  EXPECT_EQ(chained.error(), "dependency s-1 failed: dependency s-0 failed: CUDA out of memory");
   LF_ASSERT_OK_AND_ASSIGN(auto sweep, store_->GetSweep("s"));
   EXPECT_EQ(sweep.jobs_failed(), 3);
   EXPECT_EQ(sweep.jobs_queued(), 1);  // s-3 still runs
@@ -908,12 +876,12 @@ TEST_P(StoreConformance, HostErrorRequeuesWithCappedBackoffOnAnotherWorker) {
   EXPECT_FALSE(none.has_value());
   Lease second = MustLease("good", 5000);
   EXPECT_EQ(second.job.attempts(), 2);
-  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob("s-0", second.lease_id, "INTERNAL: cuda", 5010, 0,
-                                              policy));
+  LF_ASSERT_OK_AND_ASSIGN(
+      r, store_->RetryJob("s-0", second.lease_id, "INTERNAL: cuda", 5010, 0, policy));
   EXPECT_EQ(r.not_before_unix_ms, 5010 + 800);  // attempt 2: base * 2
   Lease third = MustLease("other", 6000);       // neither of the two
-  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob("s-0", third.lease_id, "INTERNAL: cuda", 6010, 0,
-                                              policy));
+  LF_ASSERT_OK_AND_ASSIGN(
+      r, store_->RetryJob("s-0", third.lease_id, "INTERNAL: cuda", 6010, 0, policy));
   EXPECT_EQ(r.not_before_unix_ms, 6010 + 1000);  // attempt 3: 1600, capped
 }
 
@@ -923,8 +891,9 @@ TEST_P(StoreConformance, LoneWorkerRetriesItsOwnHostError) {
   LF_ASSERT_OK(store_->RegisterWorker("gone", "host", "", 0));
   Lease first = MustLease("only", 100);
   // "gone" was last seen at 0, before live_since: nobody else is alive.
-  LF_ASSERT_OK(store_->RetryJob("s-0", first.lease_id, "UNAVAILABLE: x", 110,
-                                /*live_since_ms=*/50, Policy(3, 0, 0, 1))
+  LF_ASSERT_OK(store_
+                   ->RetryJob("s-0", first.lease_id, "UNAVAILABLE: x", 110,
+                              /*live_since_ms=*/50, Policy(3, 0, 0, 1))
                    .status());
   Lease second = MustLease("only", 120);
   EXPECT_EQ(second.job.attempts(), 2);
@@ -932,13 +901,12 @@ TEST_P(StoreConformance, LoneWorkerRetriesItsOwnHostError) {
   // pool would stop. Its job still fails after max_attempts.
   LF_ASSERT_OK_AND_ASSIGN(WorkerRecord w, store_->GetWorker("only"));
   EXPECT_FALSE(w.quarantined);
-  LF_ASSERT_OK_AND_ASSIGN(RetryResult r,
-                          store_->RetryJob("s-0", second.lease_id, "UNAVAILABLE: y", 130, 50,
-                                           Policy(3, 0, 0, 1)));
+  LF_ASSERT_OK_AND_ASSIGN(RetryResult r, store_->RetryJob("s-0", second.lease_id, "UNAVAILABLE: y",
+                                                          130, 50, Policy(3, 0, 0, 1)));
   EXPECT_FALSE(r.worker_quarantined);
   Lease third = MustLease("only", 140);
-  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob("s-0", third.lease_id, "UNAVAILABLE: z", 150, 50,
-                                              Policy(3, 0, 0, 1)));
+  LF_ASSERT_OK_AND_ASSIGN(
+      r, store_->RetryJob("s-0", third.lease_id, "UNAVAILABLE: z", 150, 50, Policy(3, 0, 0, 1)));
   EXPECT_FALSE(r.requeued);
   EXPECT_EQ(MustGetJob("s-0").state(), JobState::JOB_STATE_FAILED);
 }
@@ -948,16 +916,15 @@ TEST_P(StoreConformance, LastAttemptFailsTheJobListingEveryAttempt) {
   for (const char* w : {"w1", "w2"}) LF_ASSERT_OK(store_->RegisterWorker(w, w, "", 0));
   const RetryPolicy policy = Policy(3, 0, 0, 0);
   Lease a = MustLease("w1", 0);
-  LF_ASSERT_OK(store_->RetryJob("s-0", a.lease_id, "RESOURCE_EXHAUSTED: oom", 1, 0, policy)
-                   .status());
+  LF_ASSERT_OK(
+      store_->RetryJob("s-0", a.lease_id, "RESOURCE_EXHAUSTED: oom", 1, 0, policy).status());
   MustLease("w2", 2);  // attempt 2 lapses (expires at 102)
   LF_ASSERT_OK(store_->RequeueLapsedLeases(200, 3, 0).status());
   Lease c = MustLease("w2", 300);
   EXPECT_EQ(c.job.job_id(), "s-0");
   EXPECT_EQ(c.job.attempts(), 3);
-  LF_ASSERT_OK_AND_ASSIGN(RetryResult r,
-                          store_->RetryJob("s-0", c.lease_id, "INTERNAL: cuda fault", 301, 0,
-                                           policy));
+  LF_ASSERT_OK_AND_ASSIGN(
+      RetryResult r, store_->RetryJob("s-0", c.lease_id, "INTERNAL: cuda fault", 301, 0, policy));
   EXPECT_FALSE(r.requeued);
   Job job = MustGetJob("s-0");
   EXPECT_EQ(job.state(), JobState::JOB_STATE_FAILED);
@@ -971,8 +938,7 @@ TEST_P(StoreConformance, LastAttemptFailsTheJobListingEveryAttempt) {
   EXPECT_EQ(attempts[1].outcome, AttemptOutcome::kLeaseLapsed);
   EXPECT_EQ(attempts[2].worker_id, "w2");
   EXPECT_EQ(attempts[2].ended_unix_ms, 301);
-  EXPECT_THAT(store_->ListAttempts("nope").status(),
-              StatusIs(absl::StatusCode::kNotFound, "nope"));
+  EXPECT_THAT(store_->ListAttempts("nope").status(), StatusIs(absl::StatusCode::kNotFound, "nope"));
 }
 
 // Ending in lapsed leases after a host error: still every attempt listed
@@ -980,9 +946,9 @@ TEST_P(StoreConformance, LastAttemptFailsTheJobListingEveryAttempt) {
 TEST_P(StoreConformance, LapseOnTheLastAttemptListsTheEarlierHostError) {
   LF_ASSERT_OK(store_->CreateSweep(MakeSweep("s", 1, 1)));
   Lease a = MustLease("w1", 0);
-  LF_ASSERT_OK(store_->RetryJob("s-0", a.lease_id, "RESOURCE_EXHAUSTED: oom", 1, 0,
-                                Policy(2, 0, 0, 0))
-                   .status());
+  LF_ASSERT_OK(
+      store_->RetryJob("s-0", a.lease_id, "RESOURCE_EXHAUSTED: oom", 1, 0, Policy(2, 0, 0, 0))
+          .status());
   MustLease("w2", 2);  // expires at 102
   LF_ASSERT_OK_AND_ASSIGN(int64_t n, store_->RequeueLapsedLeases(200, 2, 0));
   EXPECT_EQ(n, 1);
@@ -1009,8 +975,8 @@ TEST_P(StoreConformance, HostErrorsInARowQuarantineUntilReleased) {
   LF_ASSERT_OK_AND_ASSIGN(WorkerRecord w, store_->GetWorker("bad"));
   EXPECT_FALSE(w.quarantined);
   Lease f2 = MustLease("bad", 6);
-  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob(f2.job.job_id(), f2.lease_id, "OOM two", 7, 0,
-                                              policy));
+  LF_ASSERT_OK_AND_ASSIGN(r,
+                          store_->RetryJob(f2.job.job_id(), f2.lease_id, "OOM two", 7, 0, policy));
   EXPECT_TRUE(r.worker_quarantined);
   LF_ASSERT_OK_AND_ASSIGN(w, store_->GetWorker("bad"));
   EXPECT_TRUE(w.quarantined);
@@ -1029,15 +995,14 @@ TEST_P(StoreConformance, HostErrorsInARowQuarantineUntilReleased) {
   EXPECT_EQ(w.quarantine_reason, "");
   // The errors before the release no longer count: one more is not two.
   Lease f3 = MustLease("bad", 8);
-  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob(f3.job.job_id(), f3.lease_id, "OOM three", 9, 0,
-                                              policy));
+  LF_ASSERT_OK_AND_ASSIGN(
+      r, store_->RetryJob(f3.job.job_id(), f3.lease_id, "OOM three", 9, 0, policy));
   EXPECT_FALSE(r.worker_quarantined);
   // A bad-input failure is no host error either: it breaks a run.
   Lease f4 = MustLease("bad", 10);
   LF_ASSERT_OK(store_->FailJob(f4.job.job_id(), f4.lease_id, "INVALID_ARGUMENT: x", 11));
   Lease f5 = MustLease("bad", 12);
-  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob(f5.job.job_id(), f5.lease_id, "OOM", 13, 0,
-                                              policy));
+  LF_ASSERT_OK_AND_ASSIGN(r, store_->RetryJob(f5.job.job_id(), f5.lease_id, "OOM", 13, 0, policy));
   EXPECT_FALSE(r.worker_quarantined);
   EXPECT_THAT(store_->GetWorker("nope").status(), StatusIs(absl::StatusCode::kNotFound, "nope"));
 }
@@ -1051,19 +1016,19 @@ TEST_P(StoreConformance, RetrySweepRequeuesOnlyFailedAndCancelledJobsKeepingThei
   LF_ASSERT_OK(store_->RegisterWorker("v", "v", "", 0));  // so w's host error excludes w
   Lease a = MustLease("w", 0);
   for (int64_t seq : {0, 1}) {
-    LF_ASSERT_OK(store_->CommitChunk("s-0", a.lease_id, seq, {Stat("adjacent_cos", 0, {0.5})},
-                                     {}, 1)
-                     .status());
+    LF_ASSERT_OK(
+        store_->CommitChunk("s-0", a.lease_id, seq, {Stat("adjacent_cos", 0, {0.5})}, {}, 1)
+            .status());
   }
   LF_ASSERT_OK(store_->CompleteJob("s-0", a.lease_id, 2));
   Lease b = MustLease("w", 3);
   ASSERT_EQ(b.job.job_id(), "s-1");
-  LF_ASSERT_OK(store_->CommitChunk("s-1", b.lease_id, 0,
-                                   {Stat("adjacent_cos", 0, {0.2, 0.4})}, {}, 4)
-                   .status());
+  LF_ASSERT_OK(
+      store_->CommitChunk("s-1", b.lease_id, 0, {Stat("adjacent_cos", 0, {0.2, 0.4})}, {}, 4)
+          .status());
   // Host errors until the attempts run out: the worker is excluded too.
-  LF_ASSERT_OK(store_->RetryJob("s-1", b.lease_id, "INTERNAL: x", 5, 0, Policy(1, 0, 0, 0))
-                   .status());
+  LF_ASSERT_OK(
+      store_->RetryJob("s-1", b.lease_id, "INTERNAL: x", 5, 0, Policy(1, 0, 0, 0)).status());
   ASSERT_EQ(MustGetJob("s-1").state(), JobState::JOB_STATE_FAILED);
   Lease c = MustLease("w", 6);
   ASSERT_EQ(c.job.job_id(), "s-2");
@@ -1092,13 +1057,13 @@ TEST_P(StoreConformance, RetrySweepRequeuesOnlyFailedAndCancelledJobsKeepingThei
   ASSERT_EQ(again.job.job_id(), "s-1");
   EXPECT_EQ(again.resume_from_sequence, 1);
   EXPECT_EQ(again.job.attempts(), 1);
-  LF_ASSERT_OK_AND_ASSIGN(CommitResult resent,
-                          store_->CommitChunk("s-1", again.lease_id, 0,
-                                              {Stat("adjacent_cos", 0, {9.0, 9.0})}, {}, 11));
+  LF_ASSERT_OK_AND_ASSIGN(
+      CommitResult resent,
+      store_->CommitChunk("s-1", again.lease_id, 0, {Stat("adjacent_cos", 0, {9.0, 9.0})}, {}, 11));
   EXPECT_FALSE(resent.newly_committed);
-  LF_ASSERT_OK(store_->CommitChunk("s-1", again.lease_id, 1,
-                                   {Stat("adjacent_cos", 0, {0.9})}, {}, 12)
-                   .status());
+  LF_ASSERT_OK(
+      store_->CommitChunk("s-1", again.lease_id, 1, {Stat("adjacent_cos", 0, {0.9})}, {}, 12)
+          .status());
   LF_ASSERT_OK(store_->CompleteJob("s-1", again.lease_id, 13));
   Lease last = MustLease("w", 14);
   ASSERT_EQ(last.job.job_id(), "s-2");
@@ -1140,16 +1105,16 @@ TEST_P(StoreConformance, JobCountsFollowEveryTransition) {
   Lease c = MustLease("w", 10);  // s-2
   Lease d = MustLease("w", 10);  // s-3
   expect_counts_match_rows("leased");
-  LF_ASSERT_OK(store_->CommitChunk(a.job.job_id(), a.lease_id, 0, {Stat("m", 0, {1.0})}, {}, 11)
-                   .status());
+  LF_ASSERT_OK(
+      store_->CommitChunk(a.job.job_id(), a.lease_id, 0, {Stat("m", 0, {1.0})}, {}, 11).status());
   LF_ASSERT_OK(store_->CompleteJob(a.job.job_id(), a.lease_id, 12));
   LF_ASSERT_OK(store_->FailJob(b.job.job_id(), b.lease_id, "bad input", 12));
   // A repeated FailJob (lost reply) changes nothing.
   LF_ASSERT_OK(store_->FailJob(b.job.job_id(), b.lease_id, "bad input", 13));
   LF_ASSERT_OK(store_->ReleaseLease(c.job.job_id(), c.lease_id, 12));
-  LF_ASSERT_OK(store_->RetryJob(d.job.job_id(), d.lease_id, "UNAVAILABLE: x", 12, 0,
-                                Policy(3, 0, 0, 0))
-                   .status());
+  LF_ASSERT_OK(
+      store_->RetryJob(d.job.job_id(), d.lease_id, "UNAVAILABLE: x", 12, 0, Policy(3, 0, 0, 0))
+          .status());
   expect_counts_match_rows("completed, failed, released, retried");
   // A chain of dependents (priority 1: leased first): p-0 fails, so p-1
   // and p-2 fail with it.
@@ -1194,8 +1159,7 @@ TEST_P(StoreConformance, FailJobRefusesAnythingButTheLiveLeaseAndWritesNothing) 
               StatusIs(absl::StatusCode::kNotFound, "unknown job 'nope'"));
   Lease a = MustLease("w", 10);
   EXPECT_THAT(store_->FailJob(a.job.job_id(), "lease-other", "e", 11),
-              StatusIs(absl::StatusCode::kAborted,
-                       "lapsed; the job was requeued or reassigned"));
+              StatusIs(absl::StatusCode::kAborted, "lapsed; the job was requeued or reassigned"));
   EXPECT_THAT(store_->FailJob(a.job.job_id(), a.lease_id, "e", 10 + kTtl + 5),
               StatusIs(absl::StatusCode::kAborted, "lapsed 5 ms ago"));
   Job job = MustGetJob(a.job.job_id());
@@ -1225,8 +1189,8 @@ TEST_P(StoreConformance, FailJobRefusesAnythingButTheLiveLeaseAndWritesNothing) 
 // Fair share (issue 14, scheduling): a lease goes to the user with the
 // fewest running jobs among those with a runnable one (ties by name), and
 // within that user to the highest priority, oldest first.
-NewSweep UserSweep(const std::string& id, const std::string& user, int jobs,
-                   int32_t priority = 0, int64_t created_ms = 1000) {
+NewSweep UserSweep(const std::string& id, const std::string& user, int jobs, int32_t priority = 0,
+                   int64_t created_ms = 1000) {
   NewSweep sweep = MakeSweep(id, jobs, 1, priority, created_ms);
   sweep.user = user;
   return sweep;
@@ -1274,9 +1238,8 @@ TEST_P(StoreConformance, FairShareCountsOnlyRunningJobsAndFollowsEveryEnd) {
   EXPECT_THAT(LeaseIds(*store_, "w", 2, 13), ElementsAre("a-2", "b-1"));
   // Lapsed leases count too: all four lapse, both users are at 0 running
   // again, alice first by name, then bob.
-  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed,
-                          store_->RequeueLapsedLeases(14 + kTtl, /*max_attempts=*/5,
-                                                      /*backoff_base_ms=*/0));
+  LF_ASSERT_OK_AND_ASSIGN(int64_t lapsed, store_->RequeueLapsedLeases(14 + kTtl, /*max_attempts=*/5,
+                                                                      /*backoff_base_ms=*/0));
   EXPECT_EQ(lapsed, 4);  // a-1, a-2, b-1 leased at 12-13 and b-0 at 10, all lapsed
   EXPECT_THAT(LeaseIds(*store_, "w", 2, 200), ElementsAre("a-1", "b-0"));
 }
@@ -1299,9 +1262,9 @@ TEST_P(StoreConformance, FairShareSkipsAUserWithNothingRunnable) {
   ASSERT_EQ(a0.job.job_id(), "a-0");
   // alice's only job goes back in backoff (a host error): she has 0
   // running, but nothing runnable until 10 + 1000, so bob gets both.
-  LF_ASSERT_OK(store_->RetryJob("a-0", a0.lease_id, "UNAVAILABLE: x", 10, 0,
-                                Policy(3, 1000, 1000, 0))
-                   .status());
+  LF_ASSERT_OK(
+      store_->RetryJob("a-0", a0.lease_id, "UNAVAILABLE: x", 10, 0, Policy(3, 1000, 1000, 0))
+          .status());
   EXPECT_THAT(LeaseIds(*store_, "w", 1, 20), ElementsAre("b-0"));
   // At 1010 alice's job is runnable again, but not for w (it failed there
   // while v is alive): w gets bob's, v gets alice's.
@@ -1403,9 +1366,7 @@ INSTANTIATE_TEST_SUITE_P(
                                            ::layerflow::server::testing::PostgresUrlFor(dir));
                        return OpenPostgresStore(url);
                      }}),
-    [](const ::testing::TestParamInfo<StoreBackend>& info) {
-      return info.param.name;
-    });
+    [](const ::testing::TestParamInfo<StoreBackend>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace layerflow::server

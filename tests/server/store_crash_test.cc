@@ -206,17 +206,16 @@ TEST_P(StoreCrash, KillDashNineMidCommitLosesNothingCommittedAndHalfWritesNothin
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, StoreCrash,
-    ::testing::Values(
-        CrashBackend{"Sqlite",
-                     [](const std::string& dir) -> absl::StatusOr<std::string> {
-                       return dir + "/lf.db";
-                     },
-                     nullptr},
-        CrashBackend{"Postgres",
-                     [](const std::string& dir) {
-                       return ::layerflow::server::testing::PostgresUrlFor(dir);
-                     },
-                     PostgresKillsInATransaction}),
+    ::testing::Values(CrashBackend{"Sqlite",
+                                   [](const std::string& dir) -> absl::StatusOr<std::string> {
+                                     return dir + "/lf.db";
+                                   },
+                                   nullptr},
+                      CrashBackend{"Postgres",
+                                   [](const std::string& dir) {
+                                     return ::layerflow::server::testing::PostgresUrlFor(dir);
+                                   },
+                                   PostgresKillsInATransaction}),
     [](const ::testing::TestParamInfo<CrashBackend>& info) { return info.param.name; });
 
 }  // namespace

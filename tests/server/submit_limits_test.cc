@@ -129,8 +129,8 @@ TEST_F(SubmitLimitsTest, TheSubmitterIsTheUnitOfFairShare) {
     sweeps.push_back(leased.job().sweep_id());
   }
   // alice, then bob (0 running against 1), then alice's other two.
-  EXPECT_THAT(sweeps, ::testing::ElementsAre(a.sweep_id(), b.sweep_id(), a.sweep_id(),
-                                             a.sweep_id()));
+  EXPECT_THAT(sweeps,
+              ::testing::ElementsAre(a.sweep_id(), b.sweep_id(), a.sweep_id(), a.sweep_id()));
 }
 
 TEST_F(SubmitLimitsTest, AUserAtTheRunningQuotaIsLeasedNothingMore) {

@@ -56,17 +56,17 @@ inline int FreeLoopbackPort() {
 
 }  // namespace layerflow::server::testing
 
-#define LF_ASSERT_OK(expr)                                     \
-  do {                                                         \
-    const ::absl::Status lf_s_ = (expr);                       \
-    ASSERT_TRUE(lf_s_.ok()) << #expr << ": " << lf_s_;          \
+#define LF_ASSERT_OK(expr)                             \
+  do {                                                 \
+    const ::absl::Status lf_s_ = (expr);               \
+    ASSERT_TRUE(lf_s_.ok()) << #expr << ": " << lf_s_; \
   } while (0)
 
-#define LF_ASSERT_OK_AND_ASSIGN(lhs, expr)                          \
+#define LF_ASSERT_OK_AND_ASSIGN(lhs, expr) \
   LF_ASSERT_OK_AND_ASSIGN_IMPL_(LF_STATUS_CONCAT_(lf_sor_, __LINE__), lhs, expr)
-#define LF_ASSERT_OK_AND_ASSIGN_IMPL_(var, lhs, expr)               \
-  auto var = (expr);                                                \
-  ASSERT_TRUE(var.ok()) << #expr << ": " << var.status();           \
+#define LF_ASSERT_OK_AND_ASSIGN_IMPL_(var, lhs, expr)     \
+  auto var = (expr);                                      \
+  ASSERT_TRUE(var.ok()) << #expr << ": " << var.status(); \
   lhs = std::move(var).value()
 
 #endif  // LAYERFLOW_TESTS_SERVER_TEST_UTIL_H_

@@ -104,8 +104,8 @@ layerflow::v1::Job TrainJob() {
   return job;
 }
 
-layerflow::v1::ResultChunk ChunkWith(int64_t sequence, const std::string& metric,
-                                     int32_t step, int64_t count = 1) {
+layerflow::v1::ResultChunk ChunkWith(int64_t sequence, const std::string& metric, int32_t step,
+                                     int64_t count = 1) {
   layerflow::v1::ResultChunk chunk;
   chunk.set_job_id("sw-1-0");
   chunk.set_lease_id("lease");
@@ -131,11 +131,13 @@ TEST(TrainChunks, RowsAtTheirStepWithinTheChunk) {
   EXPECT_TRUE(ValidateChunkForJob(empty, job).ok());
   using absl::StatusCode::kInvalidArgument;
   EXPECT_THAT(ValidateChunkForJob(ChunkWith(2, "adjacent_cos", 300), job),
-              StatusIs(kInvalidArgument, "chunk.stats[0].metric: 'adjacent_cos' is not a "
-                                         "result of job sw-1-0 (a TRAIN job"));
+              StatusIs(kInvalidArgument,
+                       "chunk.stats[0].metric: 'adjacent_cos' is not a "
+                       "result of job sw-1-0 (a TRAIN job"));
   EXPECT_THAT(ValidateChunkForJob(ChunkWith(2, "eval_acc", 301), job),
-              StatusIs(kInvalidArgument, "chunk.stats[0].position: 301 is not a step in [1, "
-                                         "300]"));
+              StatusIs(kInvalidArgument,
+                       "chunk.stats[0].position: 301 is not a step in [1, "
+                       "300]"));
   EXPECT_THAT(ValidateChunkForJob(ChunkWith(2, "train_loss", 300, 5000), job),
               StatusIs(kInvalidArgument, "chunk.stats[0].count: 5000 values"));
   EXPECT_THAT(ValidateChunkForJob(ChunkWith(10, "eval_acc", 300), job),

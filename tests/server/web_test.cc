@@ -180,8 +180,7 @@ TEST_F(WebTest, SweepPageShowsJobsFiguresAndTables) {
   EXPECT_THAT(r.body, HasSubstr(absl::StrCat("<img class=\"figure-image\" src=\"/sweeps/", id,
                                              "/figures/depth_intertoken_cos.png\"")));
   EXPECT_THAT(r.body, HasSubstr(absl::StrCat("href=\"/sweeps/", id,
-                                             "/results?format=csv\" download=\"", id,
-                                             ".csv\"")));
+                                             "/results?format=csv\" download=\"", id, ".csv\"")));
   // The summary: intertoken_cos peaks at layer 2 (0.75) and ends at 0.5.
   EXPECT_THAT(r.body, HasSubstr("<td>pythia-tiny</td><td>reference</td><td>kvpr</td>"));
   EXPECT_THAT(r.body, HasSubstr("<td>2</td><td>0.7500</td><td>0.5000</td>"));
@@ -203,7 +202,8 @@ TEST_F(WebTest, DownloadsAreTheBytesOfLayerflowResults) {
   EXPECT_THAT(csv.body, HasSubstr(absl::StrCat(id, ",", id,
                                                "-0,pythia-tiny,reference,0,kvpr,2048,"
                                                "intertoken_cos,2,0.75,0.25,2,,,\n")));
-  EXPECT_THAT(csv.body, HasSubstr(absl::StrCat(id, "-1,mamba-tiny,reference,0,kvpr,2048,"
+  EXPECT_THAT(csv.body, HasSubstr(absl::StrCat(id,
+                                               "-1,mamba-tiny,reference,0,kvpr,2048,"
                                                "intertoken_cos,3,0.5,0.25,2,,,\n")));
   // What `layerflow results ID --format csv` prints: FormatResultsCsv of
   // every page of QueryResults, here read with a page size of 1 row.
@@ -302,8 +302,8 @@ TEST_F(WebTest, PageFollowsTheSweepAfterItChanges) {
   RunNextJob();
   HttpResponse last = Get("/sweeps/" + id);
   EXPECT_THAT(last.body, HasSubstr("<td>mamba-tiny</td><td>reference</td><td>kvpr</td>"));
-  const nlohmann::json fig = nlohmann::json::parse(
-      Get("/sweeps/" + id + "/figures/depth_intertoken_cos.json").body);
+  const nlohmann::json fig =
+      nlohmann::json::parse(Get("/sweeps/" + id + "/figures/depth_intertoken_cos.json").body);
   EXPECT_EQ(fig["lines"].size(), 2u);
 }
 
@@ -329,13 +329,14 @@ TEST_F(WebTest, ErrorsNameWhatIsWrong) {
     EXPECT_EQ(r.content_type, "text/plain; charset=utf-8");
     EXPECT_THAT(r.body, HasSubstr(message)) << path << "?" << query;
   };
-  for (const std::string path : {"/sweeps/sw-nope", "/sweeps/sw-nope/results",
-                                 "/sweeps/sw-nope/figures/depth_intertoken_cos.png",
-                                 "/api/sweeps/sw-nope"}) {
+  for (const std::string path :
+       {"/sweeps/sw-nope", "/sweeps/sw-nope/results",
+        "/sweeps/sw-nope/figures/depth_intertoken_cos.png", "/api/sweeps/sw-nope"}) {
     expect(path, "", 404, "unknown sweep 'sw-nope'");
   }
   expect("/sweeps/" + id + "/figures/depth_adjacent_cos.png", "", 404,
-         absl::StrCat("sweep ", id, " has no figure 'depth_adjacent_cos' (its figures: "
+         absl::StrCat("sweep ", id,
+                      " has no figure 'depth_adjacent_cos' (its figures: "
                       "depth_intertoken_cos)"));
   expect("/sweeps/" + id + "/figures/depth_intertoken_cos.gif", "", 404,
          "expected NAME.png, NAME.svg or NAME.json");
@@ -483,8 +484,7 @@ TEST(ParseQueryTest, DecodesAndRejects) {
   EXPECT_EQ(ParseQuery("=1").status().message(), "query: a parameter without a name in '=1'");
   EXPECT_EQ(ParseQuery("a=%4").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseQuery("a=%").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(HtmlEscape("<a href='x'>&\"</a>"),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+  EXPECT_EQ(HtmlEscape("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
 }
 
 TEST(HttpBindAddressTest, PortAloneIsLoopback) {
@@ -541,8 +541,8 @@ TEST(HttpServerTest, ServesTheHandlerOnLoopback) {
   EXPECT_THAT(ok, HasSubstr("X-Content-Type-Options: nosniff\r\n"));
   EXPECT_THAT(ok, HasSubstr("Content-Disposition: inline; filename=\"x.csv\"\r\n"));
   EXPECT_THAT(ok, ::testing::EndsWith("\r\n\r\na,b\n1,2\n"));
-  EXPECT_EQ(seen_path, "/sweeps/sw-1/results");    // decoded by civetweb
-  EXPECT_EQ(seen_query, "format=csv&m=a%2Bb");      // left to ParseQuery
+  EXPECT_EQ(seen_path, "/sweeps/sw-1/results");  // decoded by civetweb
+  EXPECT_EQ(seen_query, "format=csv&m=a%2Bb");   // left to ParseQuery
   EXPECT_EQ(seen_authorization, std::nullopt);
   EXPECT_THAT(Fetch((*server)->port(), "/missing", "Authorization: Bearer lf_1_x\r\n"),
               StartsWith("HTTP/1.0 404 Not Found\r\n"));

@@ -114,8 +114,8 @@ template <typename Code, typename = std::enable_if_t<std::is_enum_v<Code>>>
 template <typename Code, typename = std::enable_if_t<std::is_enum_v<Code>>>
 ::testing::PolymorphicMatcher<status_internal::StatusIsMatcher<Code>> StatusIs(
     Code code, std::string_view substring) {
-  return ::testing::MakePolymorphicMatcher(status_internal::StatusIsMatcher<Code>(
-      code, ::testing::HasSubstr(std::string(substring))));
+  return ::testing::MakePolymorphicMatcher(
+      status_internal::StatusIsMatcher<Code>(code, ::testing::HasSubstr(std::string(substring))));
 }
 
 // The code and a matcher of the message (Eq, StartsWith, AllOf, ...).

@@ -159,8 +159,7 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
         const T* px = reinterpret_cast<const T*>(&pv[u]);
 #pragma unroll
         for (int e = 0; e < kValues; ++e) {
-          VisitToken<kPrev, kVec>(ToDouble(cx[e]), kPrev ? ToDouble(px[e]) : 0.0, vv[e],
-                                  acc[u]);
+          VisitToken<kPrev, kVec>(ToDouble(cx[e]), kPrev ? ToDouble(px[e]) : 0.0, vv[e], acc[u]);
         }
       }
     }
@@ -170,8 +169,8 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
 #pragma unroll
       for (int u = 0; u < kTokensPerWarp; ++u) {
         if (u < count) {
-          VisitToken<kPrev, kVec>(ToDouble(c[u * d + j]),
-                                  kPrev ? ToDouble(p[u * d + j]) : 0.0, vj, acc[u]);
+          VisitToken<kPrev, kVec>(ToDouble(c[u * d + j]), kPrev ? ToDouble(p[u * d + j]) : 0.0, vj,
+                                  acc[u]);
         }
       }
     }
@@ -188,9 +187,8 @@ __global__ void TokenStatsKernel(const T* __restrict__ cur, const T* __restrict_
 }
 
 template <typename T>
-cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
-                         int64_t tokens, int64_t n, int64_t d, double* out,
-                         cudaStream_t stream) {
+cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v, int64_t tokens,
+                         int64_t n, int64_t d, double* out, cudaStream_t stream) {
   const auto aligned = [](const void* ptr) {
     return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
   };
@@ -201,13 +199,17 @@ cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   if (p != nullptr && v != nullptr) {
-    LF_LAUNCH((&TokenStatsKernel<T, true, true>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, true, true>), grid, dim3(kThreads), 0, stream, c, p, v, batch,
+              n, d, vector_loads, out);
   } else if (p != nullptr) {
-    LF_LAUNCH((&TokenStatsKernel<T, true, false>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, true, false>), grid, dim3(kThreads), 0, stream, c, p, v, batch,
+              n, d, vector_loads, out);
   } else if (v != nullptr) {
-    LF_LAUNCH((&TokenStatsKernel<T, false, true>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, false, true>), grid, dim3(kThreads), 0, stream, c, p, v, batch,
+              n, d, vector_loads, out);
   } else {
-    LF_LAUNCH((&TokenStatsKernel<T, false, false>), grid, dim3(kThreads), 0, stream, c, p, v, batch, n, d, vector_loads, out);
+    LF_LAUNCH((&TokenStatsKernel<T, false, false>), grid, dim3(kThreads), 0, stream, c, p, v, batch,
+              n, d, vector_loads, out);
   }
   return LF_LAUNCH_ERROR();
 }
@@ -220,8 +222,8 @@ cudaError_t TokenStatsOf(const void* cur, const void* prev, const double* v,
 constexpr int kTokenUnroll = 8;
 
 template <typename T, int kWidth, int kRows>
-__device__ __forceinline__ void AddWeighted(const double* wb, int64_t n, int64_t t,
-                                            const T* x, double acc[][kRows]) {
+__device__ __forceinline__ void AddWeighted(const double* wb, int64_t n, int64_t t, const T* x,
+                                            double acc[][kRows]) {
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const double weight = wb[r * n + t];
@@ -236,9 +238,8 @@ __device__ __forceinline__ void AddWeighted(const double* wb, int64_t n, int64_t
 // those (8 x 4 float64 accumulators for any k cost the pass half its
 // occupancy).
 template <typename T, int kWidth, int kRows>
-__global__ void WeightedTokenSumsKernel(const double* __restrict__ w,
-                                        const T* __restrict__ h, int64_t n, int64_t d,
-                                        int64_t tokens_per_split,
+__global__ void WeightedTokenSumsKernel(const double* __restrict__ w, const T* __restrict__ h,
+                                        int64_t n, int64_t d, int64_t tokens_per_split,
                                         double* __restrict__ partial) {
   // Columns j0 .. j0 + kWidth - 1 of prompt b, tokens t0 .. t1 - 1.
   const int64_t j0 = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * kWidth;
@@ -255,7 +256,8 @@ __global__ void WeightedTokenSumsKernel(const double* __restrict__ w,
     for (; t + kTokenUnroll <= t1; t += kTokenUnroll) {
       uint4 v[kTokenUnroll];
 #pragma unroll
-      for (int u = 0; u < kTokenUnroll; ++u) v[u] = *reinterpret_cast<const uint4*>(hb + (t + u) * d);
+      for (int u = 0; u < kTokenUnroll; ++u)
+        v[u] = *reinterpret_cast<const uint4*>(hb + (t + u) * d);
 #pragma unroll
       for (int u = 0; u < kTokenUnroll; ++u) {
         AddWeighted<T, kWidth, kRows>(wb, n, t + u, reinterpret_cast<const T*>(&v[u]), acc);
@@ -271,7 +273,8 @@ __global__ void WeightedTokenSumsKernel(const double* __restrict__ w,
 #pragma unroll
       for (int u = 0; u < kTokenUnroll; ++u) v[u] = hb[(t + u) * d];
 #pragma unroll
-      for (int u = 0; u < kTokenUnroll; ++u) AddWeighted<T, kWidth, kRows>(wb, n, t + u, &v[u], acc);
+      for (int u = 0; u < kTokenUnroll; ++u)
+        AddWeighted<T, kWidth, kRows>(wb, n, t + u, &v[u], acc);
     }
     for (; t < t1; ++t) AddWeighted<T, kWidth, kRows>(wb, n, t, hb + t * d, acc);
   }
@@ -284,14 +287,16 @@ __global__ void WeightedTokenSumsKernel(const double* __restrict__ w,
 }
 
 template <typename T, int kRows>
-void LaunchWeightedTokenSumsOf(const dim3& grid, bool vector_loads, const double* w,
-                               const void* h, int64_t n, int64_t d, int64_t per_split,
-                               double* partial, cudaStream_t stream) {
+void LaunchWeightedTokenSumsOf(const dim3& grid, bool vector_loads, const double* w, const void* h,
+                               int64_t n, int64_t d, int64_t per_split, double* partial,
+                               cudaStream_t stream) {
   const T* x = static_cast<const T*>(h);
   if (vector_loads) {
-    LF_LAUNCH((&WeightedTokenSumsKernel<T, kPerLoad<T>, kRows>), grid, dim3(kThreads), 0, stream, w, x, n, d, per_split, partial);
+    LF_LAUNCH((&WeightedTokenSumsKernel<T, kPerLoad<T>, kRows>), grid, dim3(kThreads), 0, stream, w,
+              x, n, d, per_split, partial);
   } else {
-    LF_LAUNCH((&WeightedTokenSumsKernel<T, 1, kRows>), grid, dim3(kThreads), 0, stream, w, x, n, d, per_split, partial);
+    LF_LAUNCH((&WeightedTokenSumsKernel<T, 1, kRows>), grid, dim3(kThreads), 0, stream, w, x, n, d,
+              per_split, partial);
   }
 }
 
@@ -300,10 +305,18 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
                                const void* h, int64_t n, int64_t d, int64_t per_split,
                                double* partial, cudaStream_t stream) {
   switch (k) {
-    case 1: return LaunchWeightedTokenSumsOf<T, 1>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
-    case 2: return LaunchWeightedTokenSumsOf<T, 2>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
-    case 3: return LaunchWeightedTokenSumsOf<T, 3>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
-    default: return LaunchWeightedTokenSumsOf<T, 4>(grid, vector_loads, w, h, n, d, per_split, partial, stream);
+    case 1:
+      return LaunchWeightedTokenSumsOf<T, 1>(grid, vector_loads, w, h, n, d, per_split, partial,
+                                             stream);
+    case 2:
+      return LaunchWeightedTokenSumsOf<T, 2>(grid, vector_loads, w, h, n, d, per_split, partial,
+                                             stream);
+    case 3:
+      return LaunchWeightedTokenSumsOf<T, 3>(grid, vector_loads, w, h, n, d, per_split, partial,
+                                             stream);
+    default:
+      return LaunchWeightedTokenSumsOf<T, 4>(grid, vector_loads, w, h, n, d, per_split, partial,
+                                             stream);
   }
 }
 
@@ -483,7 +496,7 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
         double weight[kRows];
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
-          weight[r] = rows.weight[r] == PassWeight::kOne ? 1.0
+          weight[r] = rows.weight[r] == PassWeight::kOne                         ? 1.0
                       : rows.weight[r] == PassWeight::kUnitNoFirst && t + u == 0 ? 0.0
                                                                                  : unit;
         }
@@ -533,35 +546,54 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
 
 template <typename T, int kSlots>
 void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
-                       const double* vec, bool vec_rounded, int64_t n, int64_t d,
-                       int64_t per_split, const PassRows& rows, double tiny, double* stats,
-                       double* partial, void* rounded, cudaStream_t stream) {
+                       const double* vec, bool vec_rounded, int64_t n, int64_t d, int64_t per_split,
+                       const PassRows& rows, double tiny, double* stats, double* partial,
+                       void* rounded, cudaStream_t stream) {
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   auto* r = static_cast<__nv_bfloat16*>(rounded);
   switch (k) {
-    case 0: LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 1: LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 2: LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    case 3: LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
-    default: LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, r); break;
+    case 0:
+      LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, vec,
+                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+      break;
+    case 1:
+      LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, vec,
+                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+      break;
+    case 2:
+      LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, vec,
+                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+      break;
+    case 3:
+      LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, vec,
+                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+      break;
+    default:
+      LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, vec,
+                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
+      break;
   }
 }
 
 template <typename T>
 void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
-                       const double* vec, bool vec_rounded, int64_t n, int64_t d,
-                       int64_t per_split, const PassRows& rows, double tiny, double* stats,
-                       double* partial, void* rounded, cudaStream_t stream) {
+                       const double* vec, bool vec_rounded, int64_t n, int64_t d, int64_t per_split,
+                       const PassRows& rows, double tiny, double* stats, double* partial,
+                       void* rounded, cudaStream_t stream) {
   const int64_t slots = d / kPerLoad<T>;
   if (slots <= kThreads) {
-    LaunchPointPassOf<T, 1>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, 1>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny,
+                            stats, partial, rounded, stream);
   } else if (slots <= 2 * kThreads) {
-    LaunchPointPassOf<T, 2>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, 2>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny,
+                            stats, partial, rounded, stream);
   } else if (slots <= 3 * kThreads) {
-    LaunchPointPassOf<T, 3>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, 3>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny,
+                            stats, partial, rounded, stream);
   } else {
-    LaunchPointPassOf<T, kPassMaxSlots>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+    LaunchPointPassOf<T, kPassMaxSlots>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows,
+                                        tiny, stats, partial, rounded, stream);
   }
 }
 
@@ -575,8 +607,8 @@ constexpr int kGramUnroll = 4;
 
 template <bool kWithA>
 __device__ __forceinline__ void VisitGramEntry(float ka, float kb, double ra_i, double rb_i,
-                                               double ra_j, double rb_j, bool twice,
-                                               double& ab, double& bb) {
+                                               double ra_j, double rb_j, bool twice, double& ab,
+                                               double& bb) {
   const double cb = static_cast<double>(kb) - rb_i - rb_j;
   const double wcb = twice ? 2.0 * cb : cb;  // exact doubling
   bb += wcb * cb;
@@ -586,13 +618,10 @@ __device__ __forceinline__ void VisitGramEntry(float ka, float kb, double ra_i, 
 // kVector: n % 4 == 0 and 16-byte aligned Grams and row means, so every
 // row starts 16-byte aligned and 4 columns are one float4 (two double2).
 template <bool kWithA, bool kVector>
-__global__ void CentredGramProductsKernel(const float* __restrict__ ka,
-                                          const double* __restrict__ ra,
-                                          const double* __restrict__ ga,
-                                          const float* __restrict__ kb,
-                                          const double* __restrict__ rb,
-                                          const double* __restrict__ gb, int64_t n,
-                                          int64_t blocks, double* __restrict__ partial) {
+__global__ void CentredGramProductsKernel(
+    const float* __restrict__ ka, const double* __restrict__ ra, const double* __restrict__ ga,
+    const float* __restrict__ kb, const double* __restrict__ rb, const double* __restrict__ gb,
+    int64_t n, int64_t blocks, double* __restrict__ partial) {
   const int64_t b = blockIdx.y, group = blockIdx.x, groups = gridDim.x;
   const int lane = threadIdx.x % 32;
   // Warp w of W takes rows w, w + W, ...: rows grow longer with i, and
@@ -638,16 +667,19 @@ __global__ void CentredGramProductsKernel(const float* __restrict__ ka,
             ra23 = *reinterpret_cast<const double2*>(RA + j + 2);
           }
           VisitGramEntry<kWithA>(kav[u].x, kbv[u].x, ra_i, rb_i, ra01.x, rb01.x, j < lo, ab, bb);
-          VisitGramEntry<kWithA>(kav[u].y, kbv[u].y, ra_i, rb_i, ra01.y, rb01.y, j + 1 < lo, ab, bb);
-          VisitGramEntry<kWithA>(kav[u].z, kbv[u].z, ra_i, rb_i, ra23.x, rb23.x, j + 2 < lo, ab, bb);
-          VisitGramEntry<kWithA>(kav[u].w, kbv[u].w, ra_i, rb_i, ra23.y, rb23.y, j + 3 < lo, ab, bb);
+          VisitGramEntry<kWithA>(kav[u].y, kbv[u].y, ra_i, rb_i, ra01.y, rb01.y, j + 1 < lo, ab,
+                                 bb);
+          VisitGramEntry<kWithA>(kav[u].z, kbv[u].z, ra_i, rb_i, ra23.x, rb23.x, j + 2 < lo, ab,
+                                 bb);
+          VisitGramEntry<kWithA>(kav[u].w, kbv[u].w, ra_i, rb_i, ra23.y, rb23.y, j + 3 < lo, ab,
+                                 bb);
         }
       }
       j0 = hi4;
     }
     for (int64_t j = j0 + lane; j < hi; j += 32) {  // the rest, one column a lane
-      VisitGramEntry<kWithA>(kWithA ? ka_i[j] : 0.0f, kb_i[j], ra_i, rb_i,
-                             kWithA ? RA[j] : 0.0, RB[j], j < lo, ab, bb);
+      VisitGramEntry<kWithA>(kWithA ? ka_i[j] : 0.0f, kb_i[j], ra_i, rb_i, kWithA ? RA[j] : 0.0,
+                             RB[j], j < lo, ab, bb);
     }
   }
   ab = BlockSum(ab);
@@ -709,14 +741,16 @@ __global__ void CentreGramKernel(float* __restrict__ k, const double* __restrict
 }
 
 template <bool kWithA>
-void LaunchCentredGramProductsOf(const dim3& grid, bool vector, const float* ka,
-                                 const double* ra, const double* ga, const float* kb,
-                                 const double* rb, const double* gb, int64_t n,
-                                 int64_t blocks, double* partial, cudaStream_t stream) {
+void LaunchCentredGramProductsOf(const dim3& grid, bool vector, const float* ka, const double* ra,
+                                 const double* ga, const float* kb, const double* rb,
+                                 const double* gb, int64_t n, int64_t blocks, double* partial,
+                                 cudaStream_t stream) {
   if (vector) {
-    LF_LAUNCH((&CentredGramProductsKernel<kWithA, true>), grid, dim3(kThreads), 0, stream, ka, ra, ga, kb, rb, gb, n, blocks, partial);
+    LF_LAUNCH((&CentredGramProductsKernel<kWithA, true>), grid, dim3(kThreads), 0, stream, ka, ra,
+              ga, kb, rb, gb, n, blocks, partial);
   } else {
-    LF_LAUNCH((&CentredGramProductsKernel<kWithA, false>), grid, dim3(kThreads), 0, stream, ka, ra, ga, kb, rb, gb, n, blocks, partial);
+    LF_LAUNCH((&CentredGramProductsKernel<kWithA, false>), grid, dim3(kThreads), 0, stream, ka, ra,
+              ga, kb, rb, gb, n, blocks, partial);
   }
 }
 
@@ -766,9 +800,9 @@ __global__ void SplitBf16Kernel(const float* __restrict__ x, int64_t rows, int64
 
 }  // namespace
 
-cudaError_t LaunchTokenStats(StateType type, const void* cur, const void* prev,
-                             const double* v, int64_t tokens, int64_t n,
-                             int64_t d, double* out, cudaStream_t stream) {
+cudaError_t LaunchTokenStats(StateType type, const void* cur, const void* prev, const double* v,
+                             int64_t tokens, int64_t n, int64_t d, double* out,
+                             cudaStream_t stream) {
   if (tokens == 0) return cudaSuccess;
   switch (type) {
     case StateType::kBFloat16:
@@ -781,10 +815,9 @@ cudaError_t LaunchTokenStats(StateType type, const void* cur, const void* prev,
   return cudaErrorInvalidValue;
 }
 
-cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
-                                    const void* h, int64_t batch, int64_t n,
-                                    int64_t d, int64_t splits, double* partial,
-                                    cudaStream_t stream) {
+cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k, const void* h,
+                                    int64_t batch, int64_t n, int64_t d, int64_t splits,
+                                    double* partial, cudaStream_t stream) {
   if (k < 1 || k > kMaxWeightRows || splits < 1) return cudaErrorInvalidValue;
   if (batch == 0 || d == 0) return cudaSuccess;
   const int64_t per_split = (n + splits - 1) / splits;
@@ -795,13 +828,16 @@ cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
                   static_cast<unsigned>(splits), static_cast<unsigned>(batch));
   switch (type) {
     case StateType::kBFloat16:
-      LaunchWeightedTokenSumsOf<__nv_bfloat16>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+      LaunchWeightedTokenSumsOf<__nv_bfloat16>(k, grid, vector_loads, w, h, n, d, per_split,
+                                               partial, stream);
       break;
     case StateType::kFloat16:
-      LaunchWeightedTokenSumsOf<__half>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+      LaunchWeightedTokenSumsOf<__half>(k, grid, vector_loads, w, h, n, d, per_split, partial,
+                                        stream);
       break;
     case StateType::kFloat32:
-      LaunchWeightedTokenSumsOf<float>(k, grid, vector_loads, w, h, n, d, per_split, partial, stream);
+      LaunchWeightedTokenSumsOf<float>(k, grid, vector_loads, w, h, n, d, per_split, partial,
+                                       stream);
       break;
   }
   return LF_LAUNCH_ERROR();
@@ -820,17 +856,16 @@ int64_t PointPassSplits(int64_t batch, int64_t n) {
 }
 
 cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
-                            const double* prev_vec, bool prev_vec_rounded, int64_t batch,
-                            int64_t n, int64_t d, const PassRows& rows, double tiny,
-                            int64_t splits, double* stats, double* partial, void* rounded,
-                            cudaStream_t stream) {
+                            const double* prev_vec, bool prev_vec_rounded, int64_t batch, int64_t n,
+                            int64_t d, const PassRows& rows, double tiny, int64_t splits,
+                            double* stats, double* partial, void* rounded, cudaStream_t stream) {
   const auto aligned = [](const void* ptr) {
     return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
   };
   if (!PointPassFits(type, d) || splits < 1 || rows.count < 0 || rows.count > kMaxWeightRows ||
       (rows.count > 0 && partial == nullptr) || stats == nullptr ||
-      (rounded != nullptr && type != StateType::kFloat32) || (prev_vec != nullptr && prev == nullptr) ||
-      !aligned(cur) || !aligned(prev) ||
+      (rounded != nullptr && type != StateType::kFloat32) ||
+      (prev_vec != nullptr && prev == nullptr) || !aligned(cur) || !aligned(prev) ||
       reinterpret_cast<uintptr_t>(rounded) % 8 != 0) {
     return cudaErrorInvalidValue;
   }
@@ -839,24 +874,25 @@ cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(batch));
   switch (type) {
     case StateType::kBFloat16:
-      LaunchPointPassOf<__nv_bfloat16>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<__nv_bfloat16>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n,
+                                       d, per_split, rows, tiny, stats, partial, rounded, stream);
       break;
     case StateType::kFloat16:
-      LaunchPointPassOf<__half>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<__half>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d,
+                                per_split, rows, tiny, stats, partial, rounded, stream);
       break;
     case StateType::kFloat32:
-      LaunchPointPassOf<float>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d, per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<float>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d,
+                               per_split, rows, tiny, stats, partial, rounded, stream);
       break;
   }
   return LF_LAUNCH_ERROR();
 }
 
-cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
-                                      const double* ga, const float* kb,
-                                      const double* rb, const double* gb,
-                                      int64_t batch, int64_t n, int64_t blocks,
-                                      int64_t groups, double* partial,
-                                      cudaStream_t stream) {
+cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra, const double* ga,
+                                      const float* kb, const double* rb, const double* gb,
+                                      int64_t batch, int64_t n, int64_t blocks, int64_t groups,
+                                      double* partial, cudaStream_t stream) {
   if (blocks < 1 || groups < 1) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
   const auto aligned = [](const void* ptr) {
@@ -865,16 +901,17 @@ cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
   const bool vector = n % 4 == 0 && aligned(ka) && aligned(ra) && aligned(kb) && aligned(rb);
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
   if (ka != nullptr) {
-    LaunchCentredGramProductsOf<true>(grid, vector, ka, ra, ga, kb, rb, gb, n, blocks, partial, stream);
+    LaunchCentredGramProductsOf<true>(grid, vector, ka, ra, ga, kb, rb, gb, n, blocks, partial,
+                                      stream);
   } else {
-    LaunchCentredGramProductsOf<false>(grid, vector, ka, ra, ga, kb, rb, gb, n, blocks, partial, stream);
+    LaunchCentredGramProductsOf<false>(grid, vector, ka, ra, ga, kb, rb, gb, n, blocks, partial,
+                                       stream);
   }
   return LF_LAUNCH_ERROR();
 }
 
-cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch,
-                             int64_t n, int64_t groups, double* partial,
-                             cudaStream_t stream) {
+cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch, int64_t n,
+                             int64_t groups, double* partial, cudaStream_t stream) {
   if (groups < 1) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
   const bool vector = n % 4 == 0 && reinterpret_cast<uintptr_t>(k) % 16 == 0 &&

@@ -23,18 +23,17 @@ enum class StateType { kBFloat16, kFloat16, kFloat32 };
 // float64 [tokens, 4]; prev [tokens, d] and v [tokens / n, d] (float64) may
 // be null (their columns are then 0); cur and prev of one type. One warp per
 // 4 tokens of a prompt.
-cudaError_t LaunchTokenStats(StateType type, const void* cur, const void* prev,
-                             const double* v, int64_t tokens, int64_t n,
-                             int64_t d, double* out, cudaStream_t stream);
+cudaError_t LaunchTokenStats(StateType type, const void* cur, const void* prev, const double* v,
+                             int64_t tokens, int64_t n, int64_t d, double* out,
+                             cudaStream_t stream);
 
 // partial[b, s, r, :] = sum over the s-th of `splits` token ranges of
 // w[b, r, t] h[b, t, :] for h [B, n, d] and float64 w [B, k, n], k <= 4:
 // float64 [B, splits, k, d]; the caller sums over s.
 inline constexpr int kMaxWeightRows = 4;
-cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k,
-                                    const void* h, int64_t batch, int64_t n,
-                                    int64_t d, int64_t splits, double* partial,
-                                    cudaStream_t stream);
+cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k, const void* h,
+                                    int64_t batch, int64_t n, int64_t d, int64_t splits,
+                                    double* partial, cudaStream_t stream);
 
 // One pass over a representation point: what the fused path of the
 // metrics reads a point for, from one read of its states (and of the point
@@ -73,10 +72,9 @@ bool PointPassFits(StateType type, int64_t d);
 int64_t PointPassSplits(int64_t batch, int64_t n);
 inline constexpr int kPassStats = 5;
 cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
-                            const double* prev_vec, bool prev_vec_rounded, int64_t batch,
-                            int64_t n, int64_t d, const PassRows& rows, double tiny,
-                            int64_t splits, double* stats, double* partial, void* rounded,
-                            cudaStream_t stream);
+                            const double* prev_vec, bool prev_vec_rounded, int64_t batch, int64_t n,
+                            int64_t d, const PassRows& rows, double tiny, int64_t splits,
+                            double* stats, double* partial, void* rounded, cudaStream_t stream);
 
 // The centred Grams C = K - r 1' - 1 r' + g of raw Grams K (float32
 // [B, n, n], valid in the lower block triangle of `blocks` row blocks, row
@@ -85,21 +83,18 @@ cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
 // of the q-th of `groups` thread blocks (a warp per row, rows strided over
 // all groups' warps), the blocks below the diagonal counted twice (C is
 // symmetric), float64 [B, 2, groups]. `a` may be null (row 0 is then 0).
-cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra,
-                                      const double* ga, const float* kb,
-                                      const double* rb, const double* gb,
-                                      int64_t batch, int64_t n, int64_t blocks,
-                                      int64_t groups, double* partial,
-                                      cudaStream_t stream);
+cudaError_t LaunchCentredGramProducts(const float* ka, const double* ra, const double* ga,
+                                      const float* kb, const double* rb, const double* gb,
+                                      int64_t batch, int64_t n, int64_t blocks, int64_t groups,
+                                      double* partial, cudaStream_t stream);
 
 // Centres whole raw Grams k (float32 [B, n, n]) in place: k_ij <- the
 // float32 rounding of k_ij - (r_i - g) - r_j, formed in float64 (r [B, n],
 // g [B] float64); partial[b, q] = the float64 sum of the stored entries'
 // squares over the rows of the q-th of `groups` thread blocks (a warp per
 // row, rows strided), float64 [B, groups].
-cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch,
-                             int64_t n, int64_t groups, double* partial,
-                             cudaStream_t stream);
+cudaError_t LaunchCentreGram(float* k, const double* r, const double* g, int64_t batch, int64_t n,
+                             int64_t groups, double* partial, cudaStream_t stream);
 
 // The split of float32 states x [rows, d] into two bf16 parts for the
 // split-bf16 Gram (half_state_ops.h, SplitBf16Operands): hi = bf16(x), lo =

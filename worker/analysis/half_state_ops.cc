@@ -25,34 +25,33 @@ namespace {
 void CheckHalfStates(const at::Tensor& h, const char* what) {
   TORCH_CHECK(h.defined(), "analysis: ", what, " undefined");
   TORCH_CHECK(h.dim() == 3, "analysis: ", what, " must be [batch, seq, d], got ", h.sizes());
-  TORCH_CHECK(IsFusedStateType(h.scalar_type()),
-              "analysis: ", what, " must be bf16, fp16 or float32, got ", h.scalar_type());
+  TORCH_CHECK(IsFusedStateType(h.scalar_type()), "analysis: ", what,
+              " must be bf16, fp16 or float32, got ", h.scalar_type());
 }
 
-void CheckTokenStatsInputs(const at::Tensor& cur, const at::Tensor& prev,
-                           const at::Tensor& v) {
+void CheckTokenStatsInputs(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor& v) {
   CheckHalfStates(cur, "states");
   if (prev.defined()) {
-    TORCH_CHECK(prev.sizes() == cur.sizes(),
-                "analysis: layer shapes differ: ", prev.sizes(), " vs ", cur.sizes());
+    TORCH_CHECK(prev.sizes() == cur.sizes(), "analysis: layer shapes differ: ", prev.sizes(),
+                " vs ", cur.sizes());
     TORCH_CHECK(prev.scalar_type() == cur.scalar_type(),
-                "analysis: layer dtypes differ: ", prev.scalar_type(), " vs ",
-                cur.scalar_type(), " (upcast the lower-precision one first)");
+                "analysis: layer dtypes differ: ", prev.scalar_type(), " vs ", cur.scalar_type(),
+                " (upcast the lower-precision one first)");
   }
   if (v.defined()) {
     TORCH_CHECK(v.dim() == 2 && v.size(0) == cur.size(0) && v.size(1) == cur.size(2) &&
                     v.scalar_type() == at::kDouble,
-                "analysis: per-prompt vector must be float64 [", cur.size(0), ", ",
-                cur.size(2), "], got ", v.sizes());
+                "analysis: per-prompt vector must be float64 [", cur.size(0), ", ", cur.size(2),
+                "], got ", v.sizes());
   }
 }
 
 void CheckTokenWeights(const at::Tensor& w, const at::Tensor& h) {
   CheckHalfStates(h, "states");
-  TORCH_CHECK(w.dim() == 3 && w.size(0) == h.size(0) && w.size(2) == h.size(1) &&
-                  w.size(1) >= 1 && w.size(1) <= 4 && w.scalar_type() == at::kDouble,
-              "analysis: token weights must be float64 [", h.size(0), ", 1..4, ",
-              h.size(1), "], got ", w.sizes());
+  TORCH_CHECK(w.dim() == 3 && w.size(0) == h.size(0) && w.size(2) == h.size(1) && w.size(1) >= 1 &&
+                  w.size(1) <= 4 && w.scalar_type() == at::kDouble,
+              "analysis: token weights must be float64 [", h.size(0), ", 1..4, ", h.size(1),
+              "], got ", w.sizes());
 }
 
 // out = x y for half x [B, m, k], y [B, k, p] and float32 out [B, m, p] (a
@@ -82,8 +81,8 @@ cuda_kernels::StateType KernelType(const at::Tensor& h) {
 }
 
 void CheckLaunch(cudaError_t error, const char* kernel) {
-  TORCH_CHECK(error == cudaSuccess, "analysis: CUDA kernel ", kernel, " failed: ",
-              cudaGetErrorString(error));
+  TORCH_CHECK(error == cudaSuccess, "analysis: CUDA kernel ", kernel,
+              " failed: ", cudaGetErrorString(error));
 }
 
 // Thread blocks of the passes over an n x n Gram (a warp per row): 8 warps
@@ -97,8 +96,7 @@ cudaStream_t StreamOf(const at::Tensor& t) {
 
 }  // namespace
 
-TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev,
-                              const at::Tensor& v) {
+TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor& v) {
   CheckTokenStatsInputs(cur, prev, v);
   const at::Tensor x = cur.to(at::kDouble);
   TokenStats s;
@@ -112,8 +110,7 @@ TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev,
   return s;
 }
 
-TokenStats HalfTokenStats(const at::Tensor& cur, const at::Tensor& prev,
-                          const at::Tensor& v) {
+TokenStats HalfTokenStats(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor& v) {
 #ifdef LF_WITH_CUDA
   if (cur.is_cuda()) {
     CheckTokenStatsInputs(cur, prev, v);
@@ -160,9 +157,8 @@ at::Tensor HalfWeightedTokenSums(const at::Tensor& w, const at::Tensor& h) {
     const int64_t splits = std::clamp<int64_t>(n / 64, 1, 32);
     at::Tensor partial = at::empty({batch, splits, k, d}, x.options().dtype(at::kDouble));
     CheckLaunch(cuda_kernels::LaunchWeightedTokenSums(
-                    KernelType(x), weights.data_ptr<double>(), static_cast<int>(k),
-                    x.data_ptr(), batch, n, d, splits, partial.data_ptr<double>(),
-                    StreamOf(x)),
+                    KernelType(x), weights.data_ptr<double>(), static_cast<int>(k), x.data_ptr(),
+                    batch, n, d, splits, partial.data_ptr<double>(), StreamOf(x)),
                 "WeightedTokenSums");
     return partial.sum(1);
   }
@@ -223,9 +219,8 @@ PointPassResult ComposedPointPass(const at::Tensor& cur, const at::Tensor& prev,
 void CheckPointPassInputs(const at::Tensor& cur, const at::Tensor& prev,
                           const PointPassSpec& spec) {
   CheckTokenStatsInputs(cur, prev, at::Tensor());
-  TORCH_CHECK(!spec.rounded || cur.scalar_type() == at::kFloat,
-              "analysis: a bf16 rounding of ", cur.scalar_type(),
-              " states was asked for (float32 states only)");
+  TORCH_CHECK(!spec.rounded || cur.scalar_type() == at::kFloat, "analysis: a bf16 rounding of ",
+              cur.scalar_type(), " states was asked for (float32 states only)");
   if (spec.prev_vec.defined()) {
     TORCH_CHECK(prev.defined(), "analysis: a vector for the point before, but no point before");
     TORCH_CHECK(!spec.prev_vec_rounded || prev.scalar_type() == at::kFloat,
@@ -276,8 +271,8 @@ PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
       if (spec.rounded) r.rounded = at::empty({batch, n, d}, c.options().dtype(at::kBFloat16));
       CheckLaunch(cuda_kernels::LaunchPointPass(
                       KernelType(c), c.data_ptr(), p.defined() ? p.data_ptr() : nullptr,
-                      v.defined() ? v.data_ptr<double>() : nullptr, spec.prev_vec_rounded, batch,
-                      n, d, rows, spec.tiny, splits, stats.data_ptr<double>(),
+                      v.defined() ? v.data_ptr<double>() : nullptr, spec.prev_vec_rounded, batch, n,
+                      d, rows, spec.tiny, splits, stats.data_ptr<double>(),
                       partial.defined() ? partial.data_ptr<double>() : nullptr,
                       spec.rounded ? r.rounded.data_ptr() : nullptr, StreamOf(c)),
                   "PointPass");
@@ -361,8 +356,8 @@ at::Tensor SplitBf16Operands(const at::Tensor& h) {
     const at::Tensor x = h.contiguous();
     const int64_t batch = x.size(0), n = x.size(1), d = x.size(2);
     at::Tensor out = at::empty({batch, n, 4 * d}, x.options().dtype(at::kBFloat16));
-    CheckLaunch(cuda_kernels::LaunchSplitBf16(x.data_ptr<float>(), batch * n, d,
-                                              out.data_ptr(), StreamOf(x)),
+    CheckLaunch(cuda_kernels::LaunchSplitBf16(x.data_ptr<float>(), batch * n, d, out.data_ptr(),
+                                              StreamOf(x)),
                 "SplitBf16");
     return out;
   }
@@ -420,11 +415,10 @@ std::atomic<bool> gram_tiles{true};
 // [8, 2048, 2048] bf16 (bench_half_ops): 8 blocks' tiles 0.128 ms, against
 // 0.145 ms for 4 row blocks (the best of the row-block forms) and 0.161 ms
 // for 8; their centred products read 10% less (0.065 against 0.070 ms).
-bool GemmLowerTiles(at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
-                    int64_t blocks) {
+bool GemmLowerTiles(at::Tensor& out, const at::Tensor& x, const at::Tensor& y, int64_t blocks) {
   const int64_t batch = x.size(0), n = x.size(1), k = x.size(2);
-  if (!gram_tiles.load() || blocks < 2 || n % blocks != 0 || x.stride(2) != 1 ||
-      y.stride(2) != 1 || x.scalar_type() != y.scalar_type() || !out.is_contiguous()) {
+  if (!gram_tiles.load() || blocks < 2 || n % blocks != 0 || x.stride(2) != 1 || y.stride(2) != 1 ||
+      x.scalar_type() != y.scalar_type() || !out.is_contiguous()) {
     return false;
   }
   const int64_t m = n / blocks, count = batch * blocks * (blocks + 1) / 2;
@@ -471,13 +465,13 @@ bool GemmLowerTiles(at::Tensor& out, const at::Tensor& x, const at::Tensor& y,
   const cudaDataType_t type = x.scalar_type() == at::kHalf ? CUDA_R_16F : CUDA_R_16BF;
   const cublasStatus_t status = cublasGemmBatchedEx(
       at::cuda::getCurrentCUDABlasHandle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(m),
-      static_cast<int>(m), static_cast<int>(k), &alpha,
-      reinterpret_cast<const void* const*>(d), type, static_cast<int>(y.stride(1)),
-      reinterpret_cast<const void* const*>(d + count), type, static_cast<int>(x.stride(1)),
-      &beta, reinterpret_cast<void* const*>(d + 2 * count), CUDA_R_32F, static_cast<int>(n),
-      static_cast<int>(count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, "analysis: the Gram's tile GEMM failed: ",
-              cublasGetStatusString(status));
+      static_cast<int>(m), static_cast<int>(k), &alpha, reinterpret_cast<const void* const*>(d),
+      type, static_cast<int>(y.stride(1)), reinterpret_cast<const void* const*>(d + count), type,
+      static_cast<int>(x.stride(1)), &beta, reinterpret_cast<void* const*>(d + 2 * count),
+      CUDA_R_32F, static_cast<int>(n), static_cast<int>(count), CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT);
+  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS,
+              "analysis: the Gram's tile GEMM failed: ", cublasGetStatusString(status));
   return true;
 }
 #endif
@@ -520,8 +514,8 @@ at::Tensor HalfLowerBlockGram(const at::Tensor& h, int64_t blocks, const at::Ten
 
 at::Tensor CentreGramAten(at::Tensor& k, const at::Tensor& r, const at::Tensor& g) {
   // The kernel's order: (k - (r_i - g)) - r_j.
-  const at::Tensor c = (k.to(at::kDouble) - (r - g.unsqueeze(1)).unsqueeze(2) - r.unsqueeze(1))
-                           .to(at::kFloat);
+  const at::Tensor c =
+      (k.to(at::kDouble) - (r - g.unsqueeze(1)).unsqueeze(2) - r.unsqueeze(1)).to(at::kFloat);
   k.copy_(c);
   return c.to(at::kDouble).square().sum({1, 2});
 }
@@ -546,10 +540,10 @@ at::Tensor HalfCentredGram(at::Tensor& out, const at::Tensor& h, const at::Tenso
 
 at::Tensor CentreGram(at::Tensor& out, const at::Tensor& r, const at::Tensor& g) {
   const int64_t batch = out.size(0), n = out.size(1);
-  TORCH_CHECK(out.dim() == 3 && out.size(2) == n && out.scalar_type() == at::kFloat &&
-                  out.is_contiguous(),
-              "analysis: a centred Gram must be contiguous float32 [", batch, ", ", n, ", ", n,
-              "], got ", out.sizes());
+  TORCH_CHECK(
+      out.dim() == 3 && out.size(2) == n && out.scalar_type() == at::kFloat && out.is_contiguous(),
+      "analysis: a centred Gram must be contiguous float32 [", batch, ", ", n, ", ", n, "], got ",
+      out.sizes());
   TORCH_CHECK(r.sizes() == at::IntArrayRef({batch, n}) && g.sizes() == at::IntArrayRef({batch}) &&
                   r.scalar_type() == at::kDouble && g.scalar_type() == at::kDouble,
               "analysis: Gram row means must be float64 [", batch, ", ", n,
@@ -602,8 +596,7 @@ at::Tensor CentredGramProducts(const RawGram& a, const RawGram& b) {
 at::Tensor CentredGramProductPartials(const RawGram& a, const RawGram& b) {
   TORCH_CHECK(b.lower.defined() && b.lower.dim() == 3 && b.lower.scalar_type() == at::kFloat,
               "analysis: a raw Gram must be float32 [batch, n, n]");
-  TORCH_CHECK(!a.lower.defined() ||
-                  (a.lower.sizes() == b.lower.sizes() && a.blocks == b.blocks),
+  TORCH_CHECK(!a.lower.defined() || (a.lower.sizes() == b.lower.sizes() && a.blocks == b.blocks),
               "analysis: Gram shapes differ: ", a.lower.sizes(), " vs ", b.lower.sizes());
 #ifdef LF_WITH_CUDA
   if (b.lower.is_cuda()) {
@@ -618,13 +611,13 @@ at::Tensor CentredGramProductPartials(const RawGram& a, const RawGram& b) {
     const at::Tensor ga = with_a ? contiguous(a.grand) : at::Tensor();
     const int64_t groups = GramRowGroups(n);
     at::Tensor partial = at::empty({batch, 2, groups}, rb.options());
-    CheckLaunch(cuda_kernels::LaunchCentredGramProducts(
-                    with_a ? ka.data_ptr<float>() : nullptr,
-                    with_a ? ra.data_ptr<double>() : nullptr,
-                    with_a ? ga.data_ptr<double>() : nullptr, kb.data_ptr<float>(),
-                    rb.data_ptr<double>(), gb.data_ptr<double>(), batch, n, b.blocks,
-                    groups, partial.data_ptr<double>(), StreamOf(kb)),
-                "CentredGramProducts");
+    CheckLaunch(
+        cuda_kernels::LaunchCentredGramProducts(
+            with_a ? ka.data_ptr<float>() : nullptr, with_a ? ra.data_ptr<double>() : nullptr,
+            with_a ? ga.data_ptr<double>() : nullptr, kb.data_ptr<float>(), rb.data_ptr<double>(),
+            gb.data_ptr<double>(), batch, n, b.blocks, groups, partial.data_ptr<double>(),
+            StreamOf(kb)),
+        "CentredGramProducts");
     return partial;
   }
 #endif

@@ -45,10 +45,8 @@ struct TokenStats {
   at::Tensor step_sq;
   at::Tensor vec_dot;
 };
-TokenStats HalfTokenStats(const at::Tensor& cur, const at::Tensor& prev,
-                          const at::Tensor& v);
-TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev,
-                              const at::Tensor& v);
+TokenStats HalfTokenStats(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor& v);
+TokenStats HalfTokenStatsAten(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor& v);
 
 // sum_t w[b, r, t] h[b, t, :] for h [B, n, d] (bf16, fp16 or float32) and
 // float64 w [B, k, n], 1 <= k <= 4: float64 [B, k, d].
@@ -75,12 +73,12 @@ struct PointPassSpec {
 };
 struct PointPassResult {
   at::Tensor norm_sq, prev_dot, step_sq;  // float64 [B, n]; the prev ones undefined without prev
-  at::Tensor prev_vec_dot;     // float64 [B, n], with prev_vec
-  at::Tensor rounded_norm_sq;  // |bf16(cur_t)|^2 float64 [B, n], with rounded
-  at::Tensor unit_sums;    // float64 [B, k, d]: unit, then unit_nofirst, those asked
-  at::Tensor plain_sum;    // float64 [B, d]
-  at::Tensor rounded;      // bf16 [B, n, d]
-  at::Tensor rounded_sum;  // float64 [B, d]
+  at::Tensor prev_vec_dot;                // float64 [B, n], with prev_vec
+  at::Tensor rounded_norm_sq;             // |bf16(cur_t)|^2 float64 [B, n], with rounded
+  at::Tensor unit_sums;                   // float64 [B, k, d]: unit, then unit_nofirst, those asked
+  at::Tensor plain_sum;                   // float64 [B, d]
+  at::Tensor rounded;                     // bf16 [B, n, d]
+  at::Tensor rounded_sum;                 // float64 [B, d]
 };
 PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
                               const PointPassSpec& spec);

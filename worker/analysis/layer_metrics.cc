@@ -15,11 +15,11 @@ namespace layerflow::worker {
 namespace {
 
 constexpr LayerMetric kAllMetrics[kNumLayerMetrics] = {
-    LayerMetric::kAdjacentCos,     LayerMetric::kIntertokenCos,
+    LayerMetric::kAdjacentCos,          LayerMetric::kIntertokenCos,
     LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
-    LayerMetric::kStepEnergy,      LayerMetric::kPathEnergy,
-    LayerMetric::kCkaUnbiased,     LayerMetric::kCkaBiased,
-    LayerMetric::kCkaAllUnbiased,  LayerMetric::kCkaAllBiased,
+    LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
+    LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased,
+    LayerMetric::kCkaAllUnbiased,       LayerMetric::kCkaAllBiased,
     LayerMetric::kAdjacentCosTokens};
 
 }  // namespace
@@ -30,8 +30,7 @@ const char* LayerMetricName(LayerMetric metric) {
   return i >= 0 && i < kNumLayerMetrics ? catalog::kLayerMetricNames[i].data() : "?";
 }
 
-absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
-    const std::vector<std::string>& names) {
+absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(const std::vector<std::string>& names) {
   if (names.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("analyses: empty; known: ", catalog::LayerMetricList()));
@@ -42,25 +41,20 @@ absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
         std::find_if(std::begin(kAllMetrics), std::end(kAllMetrics),
                      [&name](LayerMetric m) { return name == LayerMetricName(m); });
     if (found == std::end(kAllMetrics)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "analyses: unknown '", name, "'; known: ", catalog::LayerMetricList()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("analyses: unknown '", name, "'; known: ", catalog::LayerMetricList()));
     }
     if (std::find(metrics.begin(), metrics.end(), *found) != metrics.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("analyses: '", name, "' listed twice"));
+      return absl::InvalidArgumentError(absl::StrCat("analyses: '", name, "' listed twice"));
     }
     metrics.push_back(*found);
   }
   return metrics;
 }
 
-LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics,
-                                               int64_t num_layers,
-                                               c10::Device device,
-                                               int64_t max_positions)
-    : metrics_(std::move(metrics)),
-      num_layers_(num_layers),
-      max_positions_(max_positions) {
+LayerMetricAccumulator::LayerMetricAccumulator(std::vector<LayerMetric> metrics, int64_t num_layers,
+                                               c10::Device device, int64_t max_positions)
+    : metrics_(std::move(metrics)), num_layers_(num_layers), max_positions_(max_positions) {
   const MetricShape shape{num_layers_, max_positions_};
   rows_ = std::make_unique<MetricRows>(metrics_, shape, device);
   stage_ = std::make_unique<PointStage>(num_layers_);
@@ -106,8 +100,8 @@ std::vector<StatKey> LayerMetricAccumulator::Keys(const std::vector<LayerMetric>
 const std::vector<StatKey>& LayerMetricAccumulator::keys() const {
   if (!keys_.empty() || rows_->size() == 0) return keys_;
   keys_ = Keys(metrics_, num_layers_, max_positions_);
-  TORCH_CHECK(static_cast<int64_t>(keys_.size()) == rows_->size(),
-              "analysis: ", keys_.size(), " keys for ", rows_->size(), " rows");
+  TORCH_CHECK(static_cast<int64_t>(keys_.size()) == rows_->size(), "analysis: ", keys_.size(),
+              " keys for ", rows_->size(), " rows");
   return keys_;
 }
 
@@ -120,10 +114,9 @@ void LayerMetricAccumulator::ClearBatch() {
 
 void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   c10::InferenceMode guard;
-  TORCH_CHECK(point == next_point_, "analysis: expected representation point ",
-              next_point_, ", got ", point);
-  TORCH_CHECK(hidden.dim() == 3, "analysis: hidden must be [batch, seq, d], got ",
-              hidden.sizes());
+  TORCH_CHECK(point == next_point_, "analysis: expected representation point ", next_point_,
+              ", got ", point);
+  TORCH_CHECK(hidden.dim() == 3, "analysis: hidden must be [batch, seq, d], got ", hidden.sizes());
   next_point_ = point + 1;
   if (point == 0) {
     // Nothing of an earlier batch is held (one that threw part-way included).
@@ -146,14 +139,13 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
   // fused path takes bf16, fp16 and float32 points (the per-token pass
   // upcasts a pair of different dtypes, exactly, to a common one) and
   // refuses any other, naming both points.
-  TORCH_CHECK(!fused_ || IsFusedStateType(hidden.scalar_type()),
-              "analysis: representation point ", point, " is ", hidden.scalar_type(),
-              " but point 0 was ", first_type_, " on ", hidden.device(),
+  TORCH_CHECK(!fused_ || IsFusedStateType(hidden.scalar_type()), "analysis: representation point ",
+              point, " is ", hidden.scalar_type(), " but point 0 was ", first_type_, " on ",
+              hidden.device(),
               ": the batch's fused path (chosen at point 0) takes bf16, fp16 and float32 "
               "points only");
-  TORCH_CHECK(fused_ || at::isFloatingType(hidden.scalar_type()),
-              "analysis: representation point ", point, " must be floating point, got ",
-              hidden.scalar_type());
+  TORCH_CHECK(fused_ || at::isFloatingType(hidden.scalar_type()), "analysis: representation point ",
+              point, " must be floating point, got ", hidden.scalar_type());
   if (point == 0) {
     const BatchInfo batch{.batch = batch_size_,
                           .n = hidden.size(1),
@@ -163,8 +155,8 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
     for (const std::unique_ptr<MetricObserver>& observer : observers_) {
       observer->BeginBatch(batch, *rows_);
     }
-    stage_->BeginBatch(fused_, model_dtype_ != c10::ScalarType::Undefined ? model_dtype_
-                                                                          : first_type_);
+    stage_->BeginBatch(fused_,
+                       model_dtype_ != c10::ScalarType::Undefined ? model_dtype_ : first_type_);
   }
   // What the point is read for: the union of the observers' needs (which
   // depend on its n, and on the batch's place in the job).
@@ -180,8 +172,7 @@ void LayerMetricAccumulator::Observe(int64_t point, const at::Tensor& hidden) {
 }
 
 void LayerMetricAccumulator::EndBatch() {
-  TORCH_CHECK(next_point_ == num_layers_ + 2,
-              "analysis: batch ended after point ", next_point_ - 1,
+  TORCH_CHECK(next_point_ == num_layers_ + 2, "analysis: batch ended after point ", next_point_ - 1,
               ", expected ", num_layers_ + 1);
   next_point_ = 0;
   if (batch_size_ > 0) next_prompt_ += batch_size_;

@@ -136,8 +136,7 @@ at::Tensor CkaBaselineStates(int64_t prompt, int64_t n, int64_t d,
 const char* LayerMetricName(LayerMetric metric);
 // The names of catalog::kLayerMetricNames -> metrics; INVALID_ARGUMENT
 // naming `analyses` for an empty list, an unknown or a repeated name.
-absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(
-    const std::vector<std::string>& names);
+absl::StatusOr<std::vector<LayerMetric>> ParseLayerMetrics(const std::vector<std::string>& names);
 
 enum class CkaEstimator { kBiased, kUnbiased };
 
@@ -152,8 +151,7 @@ enum class CkaEstimator { kBiased, kUnbiased };
 // > 1e-20 tr(K)^2 (a constant representation up to rounding). Throws
 // c10::Error on bad shapes or too few rows. The accumulator's CKA metrics
 // run this same code (batched).
-double LinearCka(const at::Tensor& x, const at::Tensor& y,
-                 CkaEstimator estimator);
+double LinearCka(const at::Tensor& x, const at::Tensor& y, CkaEstimator estimator);
 
 // Per-prompt Gram quantities of one representation point for the CKA
 // metrics, batched over B prompts, float64. C = Gram of the token-centred
@@ -165,7 +163,7 @@ double LinearCka(const at::Tensor& x, const at::Tensor& y,
 // (Song et al.'s formula on C~, equal to it on K~): one n x n inner product
 // per pair for both estimators.
 struct CkaGramStats {
-  at::Tensor centred;        // C = H K H               [B, n, n]
+  at::Tensor centred;  // C = H K H               [B, n, n]
   // Fused path, adjacent pairs only: K's lower block triangle, centred on
   // the fly (half_state_ops.h); `centred` is then undefined.
   RawGram raw;
@@ -202,8 +200,8 @@ class LayerMetricAccumulator {
   // longest prompt adjacent_cos_tokens has rows for (positions
   // 0..max_positions-1; the runner passes the job's context_length); must be
   // >= 1 when adjacent_cos_tokens is asked for.
-  LayerMetricAccumulator(std::vector<LayerMetric> metrics, int64_t num_layers,
-                         c10::Device device, int64_t max_positions = 0);
+  LayerMetricAccumulator(std::vector<LayerMetric> metrics, int64_t num_layers, c10::Device device,
+                         int64_t max_positions = 0);
   ~LayerMetricAccumulator();
   LayerMetricAccumulator(LayerMetricAccumulator&&) noexcept;
   LayerMetricAccumulator& operator=(LayerMetricAccumulator&&) noexcept;
@@ -211,8 +209,8 @@ class LayerMetricAccumulator {
   // The keys() of an accumulator of these arguments, from the shape alone
   // (no tensors, no device): each metric's rows as its family declares
   // them, in the order of `metrics`, then the cka_baseline rows.
-  static std::vector<StatKey> Keys(const std::vector<LayerMetric>& metrics,
-                                   int64_t num_layers, int64_t max_positions = 0);
+  static std::vector<StatKey> Keys(const std::vector<LayerMetric>& metrics, int64_t num_layers,
+                                   int64_t max_positions = 0);
 
   // The index within the job of the next batch's first prompt (the batch's
   // prompts are consecutive); advances by B at each EndBatch. Starts at 0.
@@ -261,7 +259,7 @@ class LayerMetricAccumulator {
   std::vector<std::unique_ptr<MetricObserver>> observers_;
   int64_t next_point_ = 0;
   int64_t next_prompt_ = 0;
-  int64_t batch_size_ = 0;    // B of the current batch
+  int64_t batch_size_ = 0;  // B of the current batch
   // The current batch's path, chosen at point 0 (header comment), and point
   // 0's dtype (for errors).
   bool fused_ = false;

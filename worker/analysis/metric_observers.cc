@@ -76,12 +76,10 @@ void SymmetricGram(const at::Tensor& x, at::Tensor& out) {
     const RowBlock r = RowBlockOf(n, blocks, i);
     const int64_t lo = r.lo, hi = r.hi;
     // Rows lo..hi against columns 0..hi: [B, hi - lo, hi].
-    const at::Tensor block =
-        at::bmm(x.narrow(1, lo, hi - lo), x.narrow(1, 0, hi).transpose(1, 2));
+    const at::Tensor block = at::bmm(x.narrow(1, lo, hi - lo), x.narrow(1, 0, hi).transpose(1, 2));
     out.narrow(1, lo, hi - lo).narrow(2, 0, hi).copy_(block);
     if (lo > 0) {
-      out.narrow(1, 0, lo).narrow(2, lo, hi - lo)
-          .copy_(block.narrow(2, 0, lo).transpose(1, 2));
+      out.narrow(1, 0, lo).narrow(2, lo, hi - lo).copy_(block.narrow(2, 0, lo).transpose(1, 2));
     }
   }
 }
@@ -91,19 +89,17 @@ void SymmetricGram(const at::Tensor& x, at::Tensor& out) {
 // 1'C~_a1 1'C~_b1, row_dot = <C~_a 1, C~_b 1>. Any shape (pairs [B] or all
 // pairs [B, P, P]).
 at::Tensor UnbiasedHsic(const at::Tensor& inner, const at::Tensor& diag_dot,
-                        const at::Tensor& total_product,
-                        const at::Tensor& row_dot, int64_t n) {
+                        const at::Tensor& total_product, const at::Tensor& row_dot, int64_t n) {
   const double nd = static_cast<double>(n);
-  return ((inner - diag_dot) + total_product / ((nd - 1) * (nd - 2)) -
-          row_dot * (2.0 / (nd - 2))) /
+  return ((inner - diag_dot) + total_product / ((nd - 1) * (nd - 2)) - row_dot * (2.0 / (nd - 2))) /
          (nd * (nd - 3));
 }
 
 // The same for one pair of points, [B].
-at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a,
-                        const CkaGramStats& b, int64_t n) {
-  return UnbiasedHsic(inner, (a.diagonal * b.diagonal).sum(-1),
-                      a.total * b.total, (a.row_sums * b.row_sums).sum(-1), n);
+at::Tensor UnbiasedHsic(const at::Tensor& inner, const CkaGramStats& a, const CkaGramStats& b,
+                        int64_t n) {
+  return UnbiasedHsic(inner, (a.diagonal * b.diagonal).sum(-1), a.total * b.total,
+                      (a.row_sums * b.row_sums).sum(-1), n);
 }
 
 // unbiased HSIC(K, K) of points' stats, any leading shape ([B] or [B, P]):
@@ -134,9 +130,9 @@ CkaGramStats StackPoints(const std::vector<CkaGramStats>& points, int64_t n) {
 // Points begin .. begin + count - 1 of stacked stats (dim 1), a view.
 CkaGramStats PointRange(const CkaGramStats& s, int64_t begin, int64_t count) {
   CkaGramStats r;
-  for (auto field : {&CkaGramStats::diagonal, &CkaGramStats::row_sums, &CkaGramStats::total,
-                     &CkaGramStats::biased_self, &CkaGramStats::unbiased_self,
-                     &CkaGramStats::scale}) {
+  for (auto field :
+       {&CkaGramStats::diagonal, &CkaGramStats::row_sums, &CkaGramStats::total,
+        &CkaGramStats::biased_self, &CkaGramStats::unbiased_self, &CkaGramStats::scale}) {
     if ((s.*field).defined()) r.*field = (s.*field).narrow(1, begin, count);
   }
   return r;
@@ -204,15 +200,12 @@ CkaGramStats MakeRawGramStats(const at::Tensor& h, const at::Tensor& norm_sq,
 
 // Token means of fused-path states h [B, n, d], float64 [B, d] (exact sums).
 at::Tensor HalfTokenMean(const at::Tensor& h) {
-  const at::Tensor ones =
-      at::ones({h.size(0), 1, h.size(1)}, h.options().dtype(at::kDouble));
+  const at::Tensor ones = at::ones({h.size(0), 1, h.size(1)}, h.options().dtype(at::kDouble));
   return HalfWeightedTokenSums(ones, h).squeeze(1) / static_cast<double>(h.size(1));
 }
 
 // Centred states of float64 h [B, n, d] (one temporary [B, n, d]).
-at::Tensor CentreTokens(const at::Tensor& h) {
-  return h - h.mean(1, /*keepdim=*/true);
-}
+at::Tensor CentreTokens(const at::Tensor& h) { return h - h.mean(1, /*keepdim=*/true); }
 
 // The CKA statistics of states h [B, n, d] on their own (their norms and
 // means not shared with other metrics): the fused path where h's device and
@@ -223,8 +216,8 @@ CkaGramStats GramStatsOfStates(const at::Tensor& h, const CkaGramStats* previous
   if (TakesFusedPath(h.device(), h.scalar_type())) {
     const at::Tensor mean = HalfTokenMean(h);
     const TokenStats t = HalfTokenStats(h, at::Tensor(), mean);
-    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot.contiguous(),
-                                      mean.square().sum(1), t.norm_sq.sum(-1), previous, inner);
+    CkaGramStats g = MakeRawGramStats(h, t.norm_sq, t.vec_dot.contiguous(), mean.square().sum(1),
+                                      t.norm_sq.sum(-1), previous, inner);
     if (h.size(1) >= 4) g.unbiased_self = UnbiasedSelf(g, h.size(1));
     return g;
   }
@@ -237,9 +230,8 @@ CkaGramStats GramStatsOfStates(const at::Tensor& h, const CkaGramStats* previous
 
 // HSIC(a, b) / sqrt(HSIC(a, a) HSIC(b, b)); 0 where a self-HSIC is not
 // > kTinyHsic tr(K)^2. Broadcasts (pairs or all pairs).
-at::Tensor Normalise(const at::Tensor& cross, const at::Tensor& self_a,
-                     const at::Tensor& self_b, const at::Tensor& scale_a,
-                     const at::Tensor& scale_b) {
+at::Tensor Normalise(const at::Tensor& cross, const at::Tensor& self_a, const at::Tensor& self_b,
+                     const at::Tensor& scale_a, const at::Tensor& scale_b) {
   const at::Tensor ok = (self_a > kTinyHsic * scale_a)
                             .logical_and(self_b > kTinyHsic * scale_b)
                             .logical_and(self_a > 0)
@@ -249,15 +241,14 @@ at::Tensor Normalise(const at::Tensor& cross, const at::Tensor& self_a,
 }
 
 // CKA of two points, [B]; inner = FrobeniusDot(a.centred, b.centred).
-at::Tensor BiasedCka(const CkaGramStats& a, const CkaGramStats& b,
-                     const at::Tensor& inner) {
+at::Tensor BiasedCka(const CkaGramStats& a, const CkaGramStats& b, const at::Tensor& inner) {
   return Normalise(inner, a.biased_self, b.biased_self, a.scale, b.scale);
 }
 
-at::Tensor UnbiasedCka(const CkaGramStats& a, const CkaGramStats& b,
-                       const at::Tensor& inner, int64_t n) {
-  return Normalise(UnbiasedHsic(inner, a, b, n), a.unbiased_self,
-                   b.unbiased_self, a.scale, b.scale);
+at::Tensor UnbiasedCka(const CkaGramStats& a, const CkaGramStats& b, const at::Tensor& inner,
+                       int64_t n) {
+  return Normalise(UnbiasedHsic(inner, a, b, n), a.unbiased_self, b.unbiased_self, a.scale,
+                   b.scale);
 }
 
 // Entries of each slice of the all-pair CKA's Gram products (AllPairCka).
@@ -294,20 +285,19 @@ std::pair<at::Tensor, at::Tensor> AllPairCka(const CkaGramStats& all, const at::
   std::pair<at::Tensor, at::Tensor> out;
   if (biased) {
     const at::Tensor& self = all.biased_self;
-    out.first = Normalise(inner, self.unsqueeze(2), self.unsqueeze(1),
-                          scale.unsqueeze(2), scale.unsqueeze(1));
+    out.first = Normalise(inner, self.unsqueeze(2), self.unsqueeze(1), scale.unsqueeze(2),
+                          scale.unsqueeze(1));
   }
   if (unbiased) {
-    const at::Tensor& diag = all.diagonal;   // [B, P, n]
-    const at::Tensor& rows = all.row_sums;   // [B, P, n]
-    const at::Tensor& total = all.total;     // [B, P]
+    const at::Tensor& diag = all.diagonal;  // [B, P, n]
+    const at::Tensor& rows = all.row_sums;  // [B, P, n]
+    const at::Tensor& total = all.total;    // [B, P]
     const at::Tensor& self = all.unbiased_self;
-    const at::Tensor hsic = UnbiasedHsic(
-        inner, at::bmm(diag, diag.transpose(1, 2)),
-        total.unsqueeze(2) * total.unsqueeze(1),
-        at::bmm(rows, rows.transpose(1, 2)), n);
-    out.second = Normalise(hsic, self.unsqueeze(2), self.unsqueeze(1),
-                           scale.unsqueeze(2), scale.unsqueeze(1));
+    const at::Tensor hsic = UnbiasedHsic(inner, at::bmm(diag, diag.transpose(1, 2)),
+                                         total.unsqueeze(2) * total.unsqueeze(1),
+                                         at::bmm(rows, rows.transpose(1, 2)), n);
+    out.second = Normalise(hsic, self.unsqueeze(2), self.unsqueeze(1), scale.unsqueeze(2),
+                           scale.unsqueeze(1));
   }
   return out;
 }
@@ -315,32 +305,27 @@ std::pair<at::Tensor, at::Tensor> AllPairCka(const CkaGramStats& all, const at::
 // Mean cos over unordered pairs of m tokens from the sum of their unit
 // vectors total [B, d], [B].
 at::Tensor MeanPairCos(const at::Tensor& total, int64_t m) {
-  return (total.square().sum(-1) - static_cast<double>(m)) /
-         static_cast<double>(m * (m - 1));
+  return (total.square().sum(-1) - static_cast<double>(m)) / static_cast<double>(m * (m - 1));
 }
 
 }  // namespace
 
-double LinearCka(const at::Tensor& x, const at::Tensor& y,
-                 CkaEstimator estimator) {
+double LinearCka(const at::Tensor& x, const at::Tensor& y, CkaEstimator estimator) {
   c10::InferenceMode guard;
   TORCH_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(0) == y.size(0),
-              "LinearCka: need X [n, d1] and Y [n, d2], got ", x.sizes(),
-              " and ", y.sizes());
+              "LinearCka: need X [n, d1] and Y [n, d2], got ", x.sizes(), " and ", y.sizes());
   const int64_t n = x.size(0);
   const bool biased = estimator == CkaEstimator::kBiased;
   TORCH_CHECK(n >= (biased ? 2 : 4), "LinearCka: ", n, " rows are too few");
   at::Tensor inner;
   const CkaGramStats a = GramStatsOfStates(x.to(at::kDouble).unsqueeze(0));
   const CkaGramStats b = GramStatsOfStates(y.to(at::kDouble).unsqueeze(0), &a, &inner);
-  return (biased ? BiasedCka(a, b, inner) : UnbiasedCka(a, b, inner, n))
-      .item<double>();
+  return (biased ? BiasedCka(a, b, inner) : UnbiasedCka(a, b, inner, n)).item<double>();
 }
 
 at::Tensor CkaBaselineStates(int64_t prompt, int64_t n, int64_t d,
                              const at::TensorOptions& options) {
-  at::Generator generator =
-      at::globalContext().defaultGenerator(options.device()).clone();
+  at::Generator generator = at::globalContext().defaultGenerator(options.device()).clone();
   {
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_current_seed(kCkaBaselineSeed + static_cast<uint64_t>(prompt));
@@ -385,8 +370,8 @@ CkaGramStats GramSeries::PointsStats(int64_t n, at::Tensor* inner) const {
   };
   CkaGramStats s;
   const at::Tensor norm_sq = stack(&FusedGramPoint::norm_sq);  // [B, P, n]
-  SetScalarsFromTokens(s, norm_sq, stack(&FusedGramPoint::row_means),
-                       stack(&FusedGramPoint::grand), norm_sq.sum(-1));
+  SetScalarsFromTokens(s, norm_sq, stack(&FusedGramPoint::row_means), stack(&FusedGramPoint::grand),
+                       norm_sq.sum(-1));
   if (fused_points.front().products.defined()) {
     // [B, P, 2]: {<C_p-1, C_p>, <C_p, C_p>} of each point p.
     const at::Tensor products = stack(&FusedGramPoint::products).sum(-1);
@@ -418,8 +403,9 @@ void PointStage::BeginBatch(bool fused, c10::ScalarType gram_model_dtype) {
 const PointStats& PointStage::Observe(int64_t point, const at::Tensor& hidden,
                                       const PointNeeds& needs) {
   if (point >= 1 && point <= num_layers_ && !previous_sizes_.empty()) {
-    TORCH_CHECK(previous_sizes_ == hidden.sizes().vec(), "analysis: layer shapes differ: ",
-                c10::IntArrayRef(previous_sizes_), " vs ", hidden.sizes());
+    TORCH_CHECK(previous_sizes_ == hidden.sizes().vec(),
+                "analysis: layer shapes differ: ", c10::IntArrayRef(previous_sizes_), " vs ",
+                hidden.sizes());
   }
   needs_ = needs;
   stats_ = PointStats();
@@ -527,8 +513,8 @@ void PointStage::ObserveFused(int64_t point, const at::Tensor& hidden) {
       g.raw.lower = HalfLowerBlockGram(gram_states, g.raw.blocks, g.norm_sq);
     } else {
       if (point == 0) {
-        grams_.all_grams = at::empty({num_layers_ + 1, hidden.size(0), n, n},
-                                     hidden.options().dtype(at::kFloat));
+        grams_.all_grams =
+            at::empty({num_layers_ + 1, hidden.size(0), n, n}, hidden.options().dtype(at::kFloat));
       }
       at::Tensor out = grams_.all_grams[point];
       HalfGramInto(out, gram_states, g.norm_sq);
@@ -578,7 +564,7 @@ void PointStage::ObserveFloat64(int64_t point, const at::Tensor& hidden) {
   at::Tensor centred;
   if (gram || needs_.spread) centred = CentreTokens(h);
   const at::Tensor norm = at::linalg_vector_norm(h, 2, {-1});  // [B, n]
-  at::Tensor trace_k;  // sum_t ||h_t||^2 [B]
+  at::Tensor trace_k;                                          // sum_t ||h_t||^2 [B]
   if (gram || needs_.spread) trace_k = norm.square().sum(-1);
   stats_.norm = norm;
 
@@ -677,13 +663,11 @@ void MetricRows::Add(int64_t row, const at::Tensor& per_prompt) {
 void MetricRows::Flush() {
   if (pending_rows_.empty()) return;
   const at::Tensor values = at::stack(pending_values_);  // [R, B]
-  const at::Tensor update = at::stack(
-      {values.sum(1), values.square().sum(1),
-       at::full({values.size(0)}, static_cast<double>(values.size(1)),
-                values.options())},
-      1);  // [R, 3]
-  at::Tensor rows =
-      at::tensor(pending_rows_, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor update =
+      at::stack({values.sum(1), values.square().sum(1),
+                 at::full({values.size(0)}, static_cast<double>(values.size(1)), values.options())},
+                1);  // [R, 3]
+  at::Tensor rows = at::tensor(pending_rows_, at::TensorOptions().dtype(at::kLong));
   if (sums_.is_cuda()) {
     // From pinned memory the copy is queued, not waited for (no host sync).
     rows = rows.pin_memory().to(sums_.device(), /*non_blocking=*/true);
@@ -790,9 +774,9 @@ void OnePointObserver::AddValues(int64_t n, MetricRows& rows) {
     spread = (trace_k - static_cast<double>(n) * mean.square().sum(-1)).clamp_min(0.0);
   }
   if (spread.defined()) {
-    rows.AddBlock(rows.RowOf(LayerMetric::kTokenDispersion),
-                  at::where(trace_k > 0, spread / trace_k.clamp_min(kTinyNorm),
-                            at::zeros_like(spread)));
+    rows.AddBlock(
+        rows.RowOf(LayerMetric::kTokenDispersion),
+        at::where(trace_k > 0, spread / trace_k.clamp_min(kTinyNorm), at::zeros_like(spread)));
   }
   Clear();
 }
@@ -841,9 +825,8 @@ StepObserver::StepObserver(const MetricRows& rows, const MetricShape& shape)
 }
 
 void StepObserver::BeginBatch(const BatchInfo& batch, MetricRows&) {
-  examples_ = tokens_ ? std::clamp<int64_t>(kTokenExamplePrompts - batch.first_prompt, 0,
-                                            batch.batch)
-                      : 0;
+  examples_ =
+      tokens_ ? std::clamp<int64_t>(kTokenExamplePrompts - batch.first_prompt, 0, batch.batch) : 0;
   TORCH_CHECK(examples_ == 0 || batch.n <= max_positions_, "analysis: prompt of ", batch.n,
               " tokens is longer than adjacent_cos_tokens' ", max_positions_, " positions");
 }
@@ -874,8 +857,7 @@ void StepObserver::AddValues(bool fused, MetricRows& rows) {
   const int64_t pairs = norms.size(1) - 1;
   const at::Tensor before = norms.narrow(1, 0, pairs), after = norms.narrow(1, 1, pairs);
   if (!dots_.empty()) {  // cos of the pairs (l, l + 1), [B, L, n]
-    const at::Tensor cos =
-        at::stack(dots_, 1) / (before * after).clamp_min(kTinyNorm);
+    const at::Tensor cos = at::stack(dots_, 1) / (before * after).clamp_min(kTinyNorm);
     if (cos_) rows.AddBlock(rows.RowOf(LayerMetric::kAdjacentCos), cos.mean(-1));
     if (examples_ > 0) {
       // Rows l * max_positions + t (t < n) of the heat map: one strided
@@ -892,8 +874,7 @@ void StepObserver::AddValues(bool fused, MetricRows& rows) {
   if (!steps_.empty()) {
     const at::Tensor step = at::stack(steps_, 1), base = before.square();
     const at::Tensor energy =  // [B, L]
-        at::where(base > 0, step / base.clamp_min(kTinyNorm), at::zeros_like(step))
-            .mean(-1);
+        at::where(base > 0, step / base.clamp_min(kTinyNorm), at::zeros_like(step)).mean(-1);
     if (step_) rows.AddBlock(rows.RowOf(LayerMetric::kStepEnergy), energy);
     if (path_) rows.Add(rows.RowOf(LayerMetric::kPathEnergy), energy.sum(1));
   }
@@ -959,8 +940,8 @@ void AllPairCkaObserver::Observe(const PointStats& stats, MetricRows& rows) {
   const int64_t p = grams.all_grams.size(0);
   matrices_ = AllPairCka(grams.PointsStats(n), grams.all_grams, n, biased, unbiased);
   const auto& [b, u] = matrices_;
-  const at::Tensor pairs = at::triu_indices(
-      p, p, 1, at::TensorOptions().dtype(at::kLong).device(rows.sums().device()));
+  const at::Tensor pairs =
+      at::triu_indices(p, p, 1, at::TensorOptions().dtype(at::kLong).device(rows.sums().device()));
   auto upper = [&](const at::Tensor& m) {  // [B, P, P] -> [B, pairs]
     return m.index({at::indexing::Slice(), pairs[0], pairs[1]});
   };
@@ -1014,7 +995,7 @@ void PairCkaObserver::Observe(const PointStats& stats, MetricRows& rows) {
   const GramSeries& grams = *stats.grams;
   const int64_t p = grams.size();  // points 0..L
   TORCH_CHECK(p >= 2, "analysis: CKA of ", p, " points");
-  at::Tensor inner;  // [B, L]
+  at::Tensor inner;                                       // [B, L]
   const CkaGramStats all = grams.PointsStats(n, &inner);  // [B, L + 1, ...]
   const CkaGramStats a = PointRange(all, 0, p - 1), b = PointRange(all, 1, p - 1);
   if (biased) rows.AddBlock(rows.RowOf(LayerMetric::kCkaBiased), BiasedCka(a, b, inner));
@@ -1025,8 +1006,7 @@ void PairCkaObserver::Observe(const PointStats& stats, MetricRows& rows) {
 
 // ---- CKA baselines ------------------------------------------------------------------
 
-std::vector<CkaEstimator> CkaBaselineObserver::Estimators(
-    const std::vector<LayerMetric>& metrics) {
+std::vector<CkaEstimator> CkaBaselineObserver::Estimators(const std::vector<LayerMetric>& metrics) {
   auto has = [&metrics](LayerMetric m) {
     return std::find(metrics.begin(), metrics.end(), m) != metrics.end();
   };

@@ -40,10 +40,10 @@ struct MetricShape {
 struct PointNeeds {
   bool unit_sums = false;          // sum_t h^_t (intertoken_cos)
   bool unit_sums_nofirst = false;  // the same over t >= 1 (intertoken_cos_nofirst)
-  bool spread = false;   // the token spread and tr K (token_dispersion)
-  bool dots = false;     // h_t^(l) . h_t^(l+1) with the norms (adjacent_cos)
-  bool steps = false;    // |h_t^(l+1) - h_t^(l)|^2 with the norms (step energies)
-  bool gram = false;     // each point's centred Gram's scalars (CKA)
+  bool spread = false;             // the token spread and tr K (token_dispersion)
+  bool dots = false;               // h_t^(l) . h_t^(l+1) with the norms (adjacent_cos)
+  bool steps = false;              // |h_t^(l+1) - h_t^(l)|^2 with the norms (step energies)
+  bool gram = false;               // each point's centred Gram's scalars (CKA)
   // With gram: <C_l, C_l+1> of each adjacent pair (on the fused path from
   // the raw lower block Grams, centred on the fly), or instead every
   // point's centred Gram kept to the batch's end (all pairs).
@@ -71,8 +71,8 @@ struct FusedGramPoint {
 // <C_l, C_l+1>.
 struct GramSeries {
   bool fused = false;
-  std::vector<CkaGramStats> points;         // float64 path
-  std::vector<at::Tensor> pair_inner;       // float64 path, adjacent pairs [B] each
+  std::vector<CkaGramStats> points;    // float64 path
+  std::vector<at::Tensor> pair_inner;  // float64 path, adjacent pairs [B] each
   // The fused path keeps each point's per-token tensors instead.
   std::vector<FusedGramPoint> fused_points;
   at::Tensor all_grams;
@@ -91,7 +91,7 @@ struct GramSeries {
 struct PointStats {
   int64_t point = 0;
   int64_t n = 0;
-  bool fused = false;   // the batch's path
+  bool fused = false;          // the batch's path
   bool residual = false;       // points 0..L (not the final-norm output)
   bool last_residual = false;  // point L
   bool last = false;           // the final-norm output, L + 1
@@ -103,8 +103,8 @@ struct PointStats {
   at::Tensor trace_k;    // float64 path: tr K = sum_t |h_t|^2 [B]
   at::Tensor plain_sum;  // fused path: sum_t h_t [B, d]
   // Residual points >= 1, with the point before.
-  at::Tensor prev_dot;   // h_t^(l-1) . h_t^(l) [B, n]
-  at::Tensor step_sq;    // |h_t^(l) - h_t^(l-1)|^2 [B, n]
+  at::Tensor prev_dot;  // h_t^(l-1) . h_t^(l) [B, n]
+  at::Tensor step_sq;   // |h_t^(l) - h_t^(l-1)|^2 [B, n]
   // The batch's Grams, at the point where they are complete (point L on
   // the float64 path, L + 1 on the fused one, whose point L's Gram waits
   // for the next pass); else null.
@@ -141,9 +141,9 @@ class PointStage {
   c10::ScalarType gram_model_dtype_ = c10::ScalarType::Undefined;
   PointNeeds needs_;  // the current point's
   PointStats stats_;
-  at::Tensor previous_;  // [B, n, d] of the last residual point
+  at::Tensor previous_;                  // [B, n, d] of the last residual point
   std::vector<int64_t> previous_sizes_;  // [B, n, d] of the held point
-  CkaGramStats previous_gram_;   // of the last residual point (CKA only)
+  CkaGramStats previous_gram_;           // of the last residual point (CKA only)
   // The last residual point's Gram until the next point's pass gives its
   // row means (ObserveFused): raw lower blocks (adjacent pairs) or
   // grams_.all_grams[point] uncentred (all pairs), its states' |x_t|^2
@@ -165,8 +165,7 @@ class MetricRows {
  public:
   // The layout of `metrics`' rows, in their order, then the baselines
   // (CkaBaselineObserver); sums on `device`.
-  MetricRows(const std::vector<LayerMetric>& metrics, const MetricShape& shape,
-             c10::Device device);
+  MetricRows(const std::vector<LayerMetric>& metrics, const MetricShape& shape, c10::Device device);
 
   bool Has(LayerMetric metric) const { return row_[static_cast<int>(metric)] >= 0; }
   int64_t RowOf(LayerMetric metric) const { return row_[static_cast<int>(metric)]; }
@@ -192,15 +191,15 @@ class MetricRows {
   int64_t baseline_biased_ = -1, baseline_unbiased_ = -1;
   int64_t rows_ = 0;
   at::Tensor sums_;
-  std::vector<int64_t> pending_rows_;     // Add()ed this batch
+  std::vector<int64_t> pending_rows_;       // Add()ed this batch
   std::vector<at::Tensor> pending_values_;  // their per-prompt values [B]
 };
 
 // A batch as its observers see it at point 0.
 struct BatchInfo {
-  int64_t batch = 0, n = 0;  // B prompts of n tokens
-  int64_t first_prompt = 0;  // the job's index of the batch's prompt 0
-  bool fused = false;        // the batch's path
+  int64_t batch = 0, n = 0;            // B prompts of n tokens
+  int64_t first_prompt = 0;            // the job's index of the batch's prompt 0
+  bool fused = false;                  // the batch's path
   const at::Tensor* point0 = nullptr;  // point 0's states [B, n, d]
 };
 
@@ -316,7 +315,7 @@ class PairCkaObserver : public MetricObserver {
  private:
   bool biased_, unbiased_;
   const AllPairCkaObserver* all_pairs_;
-  bool runs_ = false;          // from its own pair products this batch
+  bool runs_ = false;           // from its own pair products this batch
   bool from_matrices_ = false;  // from all_pairs_'s matrices this batch
 };
 
@@ -338,8 +337,7 @@ class CkaBaselineObserver : public MetricObserver {
 
 // The rows of `metric`, declared by the family that writes them
 // (DeclareRows).
-int64_t DeclareMetricRows(LayerMetric metric, const MetricShape& shape,
-                          std::vector<StatKey>* keys);
+int64_t DeclareMetricRows(LayerMetric metric, const MetricShape& shape, std::vector<StatKey>* keys);
 
 }  // namespace layerflow::worker
 

@@ -35,8 +35,8 @@ std::vector<StatKey> SpectrumAccumulator::Keys(const std::string& prefix, int64_
   return keys;
 }
 
-SpectrumAccumulator::SpectrumAccumulator(std::string prefix, int64_t num_layers,
-                                         int64_t groups, c10::Device device)
+SpectrumAccumulator::SpectrumAccumulator(std::string prefix, int64_t num_layers, int64_t groups,
+                                         c10::Device device)
     : num_layers_(num_layers), groups_(groups), keys_(Keys(prefix, num_layers, groups)) {
   c10::InferenceMode guard;
   sums_ = at::zeros({static_cast<int64_t>(keys_.size()), 3},
@@ -45,11 +45,10 @@ SpectrumAccumulator::SpectrumAccumulator(std::string prefix, int64_t num_layers,
 
 void SpectrumAccumulator::Observe(int64_t layer, const at::Tensor& log_lambda) {
   c10::InferenceMode guard;
-  TORCH_CHECK(layer >= 1 && layer <= num_layers_, "spectrum: layer ", layer,
-              " outside 1..", num_layers_);
+  TORCH_CHECK(layer >= 1 && layer <= num_layers_, "spectrum: layer ", layer, " outside 1..",
+              num_layers_);
   TORCH_CHECK(log_lambda.dim() == 4 && log_lambda.size(1) == groups_,
-              "spectrum: expected log_lambda [B, ", groups_, ", T, K], got ",
-              log_lambda.sizes());
+              "spectrum: expected log_lambda [B, ", groups_, ", T, K], got ", log_lambda.sizes());
   const int64_t batch = log_lambda.size(0);
   const int64_t n = log_lambda.size(2) * log_lambda.size(3);
   if (batch == 0 || n == 0) return;

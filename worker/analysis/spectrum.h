@@ -42,8 +42,7 @@ inline constexpr int kSpectrumMetrics = kSpectrumBins + 1 + kSpectrumQuantiles.s
 class SpectrumAccumulator {
  public:
   // prefix: "spectrum" or "spectrum_dsf"; groups: LanguageModel::spectrum_groups().
-  SpectrumAccumulator(std::string prefix, int64_t num_layers, int64_t groups,
-                      c10::Device device);
+  SpectrumAccumulator(std::string prefix, int64_t num_layers, int64_t groups, c10::Device device);
 
   // log_lambda [B, G, T, K] of block `layer` (1..L). A prompt with T K = 0
   // values (one token) adds nothing. Throws c10::Error on a shape mismatch.
@@ -56,8 +55,7 @@ class SpectrumAccumulator {
   // The metric names of one (layer, group), in row order.
   static std::vector<std::string> MetricNames(const std::string& prefix);
   // keys() of an accumulator of these arguments, from the shape alone.
-  static std::vector<StatKey> Keys(const std::string& prefix, int64_t num_layers,
-                                   int64_t groups);
+  static std::vector<StatKey> Keys(const std::string& prefix, int64_t num_layers, int64_t groups);
 
  private:
   int64_t num_layers_, groups_;

@@ -1,6 +1,5 @@
 #include "worker/data/data_util.h"
 
-
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -20,12 +19,9 @@ uint64_t UniformBelow(std::mt19937_64& rng, uint64_t n) {
   return static_cast<uint64_t>(m >> 64);
 }
 
-double UniformUnit(std::mt19937_64& rng) {
-  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
-}
+double UniformUnit(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
-absl::StatusOr<std::vector<NumberedLine>> ReadNonBlankLines(
-    const std::string& path) {
+absl::StatusOr<std::vector<NumberedLine>> ReadNonBlankLines(const std::string& path) {
   auto contents = ReadWholeFile(path);
   if (!contents.ok()) return contents.status();
   return NonBlankLines(*contents);

@@ -46,7 +46,6 @@ auto GenerateRangeOf(const Dataset& dataset, int64_t begin, int64_t end)
   return examples;
 }
 
-
 // One line of a text file, with its 1-based line number.
 struct NumberedLine {
   int64_t number = 0;
@@ -54,8 +53,7 @@ struct NumberedLine {
 };
 // The lines of a file that hold something other than whitespace ("\n" and
 // "\r\n" both end a line). NOT_FOUND naming the path if it cannot be opened.
-absl::StatusOr<std::vector<NumberedLine>> ReadNonBlankLines(
-    const std::string& path);
+absl::StatusOr<std::vector<NumberedLine>> ReadNonBlankLines(const std::string& path);
 // The same of a file's contents already read.
 std::vector<NumberedLine> NonBlankLines(const std::string& contents);
 

@@ -15,8 +15,8 @@ namespace {
 
 template <typename Dataset>
 PromptSource SourceOf(Dataset dataset) {
-  return [dataset = std::move(dataset)](int64_t begin, int64_t end)
-             -> absl::StatusOr<std::vector<Prompt>> {
+  return [dataset = std::move(dataset)](int64_t begin,
+                                        int64_t end) -> absl::StatusOr<std::vector<Prompt>> {
     auto examples = dataset.GenerateRange(begin, end);
     if (!examples.ok()) return examples.status();
     std::vector<Prompt> prompts;
@@ -55,11 +55,10 @@ absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
     return SourceOf(MdqaDataset::Create(mdqa, std::move(tokenizer)));
   }
   if (o.name == "mqar") {
-    return SourceOf(MqarDataset::Create(
-        {.seed = o.seed,
-         .vocab_size = catalog::MqarVocabSize(o.model_vocab_size),
-         .seq_len = o.context_length,
-         .num_kv_pairs = catalog::MqarKvPairs(o.context_length)}));
+    return SourceOf(MqarDataset::Create({.seed = o.seed,
+                                         .vocab_size = catalog::MqarVocabSize(o.model_vocab_size),
+                                         .seq_len = o.context_length,
+                                         .num_kv_pairs = catalog::MqarKvPairs(o.context_length)}));
   }
   if (o.name == "text") {
     TextOptions text;
@@ -70,10 +69,10 @@ absl::StatusOr<PromptSource> CreateJobDataset(const JobDatasetOptions& o,
     absl::StatusOr<TextDataset> dataset = TextDataset::Create(text, std::move(tokenizer));
     if (!dataset.ok()) return dataset.status();
     if (o.num_prompts > dataset->num_examples()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "num_prompts: ", o.num_prompts, " prompts of ", o.context_length, " tokens asked, but ",
-          o.text_path, " holds ", dataset->num_examples(), " (", dataset->num_stream_tokens(),
-          " tokens)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_prompts: ", o.num_prompts, " prompts of ", o.context_length,
+                       " tokens asked, but ", o.text_path, " holds ", dataset->num_examples(), " (",
+                       dataset->num_stream_tokens(), " tokens)"));
     }
     return SourceOf(*std::move(dataset));
   }

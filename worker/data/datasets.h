@@ -24,8 +24,7 @@ struct Prompt {
   int32_t gold_class = -1;  // -1: the data set has no classes
 };
 // Prompts [begin, end) of the job, deterministic from the job's seed.
-using PromptSource =
-    std::function<absl::StatusOr<std::vector<Prompt>>(int64_t begin, int64_t end)>;
+using PromptSource = std::function<absl::StatusOr<std::vector<Prompt>>(int64_t begin, int64_t end)>;
 
 // A job's data set (catalog::kJobDatasetNames), as the worker runs it: kvpr;
 // mdqa from the built-in synthetic generator (K documents chosen to fit);

@@ -58,19 +58,15 @@ class PairStream {
   std::unordered_set<std::string> keys_;
 };
 
-std::string BuildPrompt(PairStream& pairs, int32_t num_pairs,
-                        int32_t gold_position) {
+std::string BuildPrompt(PairStream& pairs, int32_t num_pairs, int32_t gold_position) {
   pairs.at(num_pairs - 1);  // draw the whole prefix before taking references
   const std::string& gold_key = pairs.at(gold_position).first;
-  std::string text = absl::StrCat(kInstruction, "Key: \"", gold_key,
-                                  "\"\n\nJSON data:\n{");
+  std::string text = absl::StrCat(kInstruction, "Key: \"", gold_key, "\"\n\nJSON data:\n{");
   for (int32_t j = 0; j < num_pairs; ++j) {
     const auto& [key, value] = pairs.at(j);
-    absl::StrAppend(&text, j == 0 ? "" : ", ", "\"", key, "\": \"", value,
-                    "\"");
+    absl::StrAppend(&text, j == 0 ? "" : ", ", "\"", key, "\": \"", value, "\"");
   }
-  absl::StrAppend(&text, "}\n\nKey: \"", gold_key,
-                  "\"\nCorresponding value:");
+  absl::StrAppend(&text, "}\n\nKey: \"", gold_key, "\"\nCorresponding value:");
   return text;
 }
 
@@ -84,29 +80,27 @@ uint64_t SplitMix64(uint64_t x) {
 }
 
 uint64_t PromptRngSeed(int64_t seed, int64_t index) {
-  return SplitMix64(SplitMix64(static_cast<uint64_t>(seed)) +
-                    static_cast<uint64_t>(index));
+  return SplitMix64(SplitMix64(static_cast<uint64_t>(seed)) + static_cast<uint64_t>(index));
 }
 
-int32_t KvprGoldPosition(int32_t gold_class, int32_t num_classes,
-                         int32_t num_pairs) {
+int32_t KvprGoldPosition(int32_t gold_class, int32_t num_classes, int32_t num_pairs) {
   if (num_classes <= 1) return 0;
   const int64_t num = 2LL * gold_class * (num_pairs - 1) + (num_classes - 1);
   return static_cast<int32_t>(num / (2LL * (num_classes - 1)));
 }
 
-absl::StatusOr<KvprDataset> KvprDataset::Create(
-    const KvprOptions& options, std::shared_ptr<const Tokenizer> tokenizer) {
+absl::StatusOr<KvprDataset> KvprDataset::Create(const KvprOptions& options,
+                                                std::shared_ptr<const Tokenizer> tokenizer) {
   if (tokenizer == nullptr) {
     return absl::InvalidArgumentError("kvpr: no tokenizer");
   }
   if (options.num_classes < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_classes: must be >= 1 for kvpr, got ", options.num_classes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_classes: must be >= 1 for kvpr, got ", options.num_classes));
   }
   if (options.context_length < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "context_length: must be >= 1, got ", options.context_length));
+    return absl::InvalidArgumentError(
+        absl::StrCat("context_length: must be >= 1, got ", options.context_length));
   }
   KvprDataset dataset(options, std::move(tokenizer));
   auto first = dataset.Generate(0);
@@ -117,27 +111,25 @@ absl::StatusOr<KvprDataset> KvprDataset::Create(
 
 absl::StatusOr<KvprExample> KvprDataset::Generate(int64_t index) const {
   if (index < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kvpr: prompt index ", index, " is negative"));
+    return absl::InvalidArgumentError(absl::StrCat("kvpr: prompt index ", index, " is negative"));
   }
   const int32_t classes = options_.num_classes;
   const int32_t gold_class = static_cast<int32_t>(index % classes);
   PairStream pairs(PromptRngSeed(options_.seed, index));
   auto length = [&](int32_t n) {
     const int32_t gold = KvprGoldPosition(gold_class, classes, n);
-    return static_cast<int64_t>(
-        tokenizer_->Encode(BuildPrompt(pairs, n, gold)).size());
+    return static_cast<int64_t>(tokenizer_->Encode(BuildPrompt(pairs, n, gold)).size());
   };
 
   // Largest N with length(N) <= context_length. Length grows with N, so
   // double to bracket it, then bisect: fits(lo), !fits(hi).
   const int64_t target = options_.context_length;
   if (length(classes) > target) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "context_length: ", target, " tokens cannot hold ", classes,
-        " key-value pairs (one per gold position, num_classes=", classes,
-        "); the KVPR prompt needs at least ", length(classes), " tokens with the ",
-        tokenizer_->name(), " tokenizer"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("context_length: ", target, " tokens cannot hold ", classes,
+                     " key-value pairs (one per gold position, num_classes=", classes,
+                     "); the KVPR prompt needs at least ", length(classes), " tokens with the ",
+                     tokenizer_->name(), " tokenizer"));
   }
   int32_t lo = classes;
   int32_t hi = classes * 2;
@@ -163,8 +155,8 @@ absl::StatusOr<KvprExample> KvprDataset::Generate(int64_t index) const {
   return example;
 }
 
-absl::StatusOr<std::vector<KvprExample>> KvprDataset::GenerateRange(
-    int64_t begin, int64_t end) const {
+absl::StatusOr<std::vector<KvprExample>> KvprDataset::GenerateRange(int64_t begin,
+                                                                    int64_t end) const {
   return GenerateRangeOf(*this, begin, end);
 }
 

@@ -48,7 +48,7 @@ namespace layerflow::worker {
 
 struct KvprOptions {
   int64_t seed = 0;
-  int32_t num_classes = 11;      // C
+  int32_t num_classes = 11;       // C
   int32_t context_length = 2048;  // target tokens per prompt
 };
 
@@ -69,15 +69,14 @@ uint64_t SplitMix64(uint64_t x);
 // The generator seed of prompt `index` (see the header comment).
 uint64_t PromptRngSeed(int64_t seed, int64_t index);
 // round(c * (N - 1) / (C - 1)), half up; 0 when C == 1.
-int32_t KvprGoldPosition(int32_t gold_class, int32_t num_classes,
-                         int32_t num_pairs);
+int32_t KvprGoldPosition(int32_t gold_class, int32_t num_classes, int32_t num_pairs);
 
 class KvprDataset {
  public:
   // Validates the options (INVALID_ARGUMENT naming num_classes or
   // context_length) and checks that prompt 0 fits at least C pairs.
-  static absl::StatusOr<KvprDataset> Create(
-      const KvprOptions& options, std::shared_ptr<const Tokenizer> tokenizer);
+  static absl::StatusOr<KvprDataset> Create(const KvprOptions& options,
+                                            std::shared_ptr<const Tokenizer> tokenizer);
 
   const KvprOptions& options() const { return options_; }
   // N of prompt 0 (the N of every prompt with the byte tokenizer).
@@ -85,12 +84,10 @@ class KvprDataset {
 
   absl::StatusOr<KvprExample> Generate(int64_t index) const;
   // Prompts [begin, end).
-  absl::StatusOr<std::vector<KvprExample>> GenerateRange(int64_t begin,
-                                                         int64_t end) const;
+  absl::StatusOr<std::vector<KvprExample>> GenerateRange(int64_t begin, int64_t end) const;
 
  private:
-  KvprDataset(const KvprOptions& options,
-              std::shared_ptr<const Tokenizer> tokenizer)
+  KvprDataset(const KvprOptions& options, std::shared_ptr<const Tokenizer> tokenizer)
       : options_(options), tokenizer_(std::move(tokenizer)) {}
 
   KvprOptions options_;

@@ -35,12 +35,9 @@ constexpr Relation kRelations[] = {
     {"The capital of $0 is $1.", "What is the capital of $0?"},
     {"$0 was born in the city of $1.", "In which city was $0 born?"},
     {"The company $0 was founded by $1.", "Who founded the company $0?"},
-    {"The river $0 flows into the lake $1.",
-     "Into which lake does the river $0 flow?"},
-    {"The ship $0 was built in the port of $1.",
-     "In which port was the ship $0 built?"},
-    {"The language spoken in $0 is called $1.",
-     "What is the language spoken in $0 called?"},
+    {"The river $0 flows into the lake $1.", "Into which lake does the river $0 flow?"},
+    {"The ship $0 was built in the port of $1.", "In which port was the ship $0 built?"},
+    {"The language spoken in $0 is called $1.", "What is the language spoken in $0 called?"},
 };
 constexpr int kNumRelations = sizeof(kRelations) / sizeof(kRelations[0]);
 
@@ -54,15 +51,13 @@ constexpr const char* kFillers[] = {
     "A survey counted $2 visitors to $0 last season.",
 };
 constexpr int kNumFillers = sizeof(kFillers) / sizeof(kFillers[0]);
-constexpr const char* kAdjectives[] = {"quiet", "windy",   "ancient", "busy",
-                                       "green", "remote",  "famous",  "cold",
-                                       "vast",  "colorful", "modest",  "proud"};
+constexpr const char* kAdjectives[] = {"quiet",  "windy", "ancient", "busy",     "green",  "remote",
+                                       "famous", "cold",  "vast",    "colorful", "modest", "proud"};
 constexpr int kNumAdjectives = sizeof(kAdjectives) / sizeof(kAdjectives[0]);
 
-constexpr const char* kOnsets[] = {"b",  "br", "d",  "dr", "f", "g",  "gr",
-                                   "k",  "kr", "l",  "m",  "n", "p",  "pl",
-                                   "r",  "s",  "st", "t",  "th", "v", "z",
-                                   "zh", "qu", "sh"};
+constexpr const char* kOnsets[] = {"b",  "br", "d",  "dr", "f", "g",  "gr", "k",
+                                   "kr", "l",  "m",  "n",  "p", "pl", "r",  "s",
+                                   "st", "t",  "th", "v",  "z", "zh", "qu", "sh"};
 constexpr const char* kNuclei[] = {"a", "e", "i", "o", "u", "ae", "ou", "ia"};
 constexpr const char* kCodas[] = {"", "", "n", "r", "s", "k", "l", "m", "x"};
 
@@ -121,8 +116,7 @@ class SyntheticStream {
   MdqaDocument NextDocument(std::string* entity_out, std::string* answer_out) {
     const std::string entity = NewName();
     const std::string answer = NewName();
-    std::string text =
-        absl::Substitute(kRelations[relation_].fact, entity, answer);
+    std::string text = absl::Substitute(kRelations[relation_].fact, entity, answer);
     const int first = static_cast<int>(UniformBelow(rng_, kNumFillers));
     int second = static_cast<int>(UniformBelow(rng_, kNumFillers - 1));
     if (second >= first) ++second;
@@ -131,9 +125,7 @@ class SyntheticStream {
       const uint64_t number = 10 + UniformBelow(rng_, 1990);
       const char* adj1 = Pick(rng_, kAdjectives);
       const char* adj2 = Pick(rng_, kAdjectives);
-      absl::StrAppend(&text, " ",
-                      absl::Substitute(kFillers[f], entity, other, number,
-                                       adj1, adj2));
+      absl::StrAppend(&text, " ", absl::Substitute(kFillers[f], entity, other, number, adj1, adj2));
     }
     if (entity_out != nullptr) *entity_out = entity;
     if (answer_out != nullptr) *answer_out = answer;
@@ -152,47 +144,39 @@ class SyntheticStream {
 
 // ---- JSONL records ---------------------------------------------------------
 
-absl::Status RecordError(const std::string& path, int64_t line,
-                         const std::string& what) {
+absl::Status RecordError(const std::string& path, int64_t line, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ":", line, ": ", what));
 }
 
-absl::StatusOr<std::string> StringKey(const json& object, const char* key,
-                                      const std::string& where,
+absl::StatusOr<std::string> StringKey(const json& object, const char* key, const std::string& where,
                                       const std::string& path, int64_t line) {
   auto it = object.find(key);
   if (it == object.end()) {
-    return RecordError(path, line,
-                       absl::StrCat(where, "missing key \"", key, "\""));
+    return RecordError(path, line, absl::StrCat(where, "missing key \"", key, "\""));
   }
   if (!it->is_string()) {
-    return RecordError(path, line, absl::StrCat(where, "key \"", key,
-                                                "\" must be a string"));
+    return RecordError(path, line, absl::StrCat(where, "key \"", key, "\" must be a string"));
   }
   return it->get<std::string>();
 }
 
 // Absent = false; present must be a boolean.
-absl::StatusOr<bool> FlagKey(const json& object, const char* key,
-                             const std::string& where, const std::string& path,
-                             int64_t line) {
+absl::StatusOr<bool> FlagKey(const json& object, const char* key, const std::string& where,
+                             const std::string& path, int64_t line) {
   auto it = object.find(key);
   if (it == object.end()) return false;
   if (!it->is_boolean()) {
-    return RecordError(path, line, absl::StrCat(where, "key \"", key,
-                                                "\" must be true or false"));
+    return RecordError(path, line, absl::StrCat(where, "key \"", key, "\" must be true or false"));
   }
   return it->get<bool>();
 }
 
-absl::StatusOr<MdqaDataset::Record> ParseRecord(const std::string& path,
-                                                const NumberedLine& line) {
+absl::StatusOr<MdqaDataset::Record> ParseRecord(const std::string& path, const NumberedLine& line) {
   json record;
   try {
     record = json::parse(line.text);
   } catch (const json::exception& e) {
-    return RecordError(path, line.number,
-                       absl::StrCat("malformed JSON: ", e.what()));
+    return RecordError(path, line.number, absl::StrCat("malformed JSON: ", e.what()));
   }
   if (!record.is_object()) {
     return RecordError(path, line.number, "the record must be a JSON object");
@@ -208,13 +192,11 @@ absl::StatusOr<MdqaDataset::Record> ParseRecord(const std::string& path,
     return RecordError(path, line.number, "missing key \"answers\"");
   }
   if (!answers->is_array()) {
-    return RecordError(path, line.number,
-                       "key \"answers\" must be an array of strings");
+    return RecordError(path, line.number, "key \"answers\" must be an array of strings");
   }
   for (size_t i = 0; i < answers->size(); ++i) {
     if (!(*answers)[i].is_string()) {
-      return RecordError(path, line.number,
-                         absl::StrCat("answers[", i, "] must be a string"));
+      return RecordError(path, line.number, absl::StrCat("answers[", i, "] must be a string"));
     }
     out.answers.push_back((*answers)[i].get<std::string>());
   }
@@ -224,8 +206,7 @@ absl::StatusOr<MdqaDataset::Record> ParseRecord(const std::string& path,
     return RecordError(path, line.number, "missing key \"ctxs\"");
   }
   if (!ctxs->is_array()) {
-    return RecordError(path, line.number,
-                       "key \"ctxs\" must be an array of objects");
+    return RecordError(path, line.number, "key \"ctxs\" must be an array of objects");
   }
   int64_t gold_isgold = -1;
   int64_t gold_hasanswer = -1;
@@ -235,8 +216,7 @@ absl::StatusOr<MdqaDataset::Record> ParseRecord(const std::string& path,
     const json& ctx = (*ctxs)[i];
     const std::string where = absl::StrCat("ctxs[", i, "]: ");
     if (!ctx.is_object()) {
-      return RecordError(path, line.number,
-                         absl::StrCat("ctxs[", i, "] must be an object"));
+      return RecordError(path, line.number, absl::StrCat("ctxs[", i, "] must be an object"));
     }
     auto title = StringKey(ctx, "title", where, path, line.number);
     if (!title.ok()) return title.status();
@@ -306,9 +286,7 @@ class ExampleDocs {
   }
 
  private:
-  const MdqaDocument& gold() const {
-    return record_ ? record_->gold : synthetic_->gold();
-  }
+  const MdqaDocument& gold() const { return record_ ? record_->gold : synthetic_->gold(); }
   MdqaDocument distractor(size_t j) {
     if (record_) return record_->distractors[order_[j]];
     return synthetic_->distractor(j);
@@ -321,8 +299,7 @@ class ExampleDocs {
 
 }  // namespace
 
-std::string MdqaPrompt(const std::string& question,
-                       const std::vector<MdqaDocument>& documents,
+std::string MdqaPrompt(const std::string& question, const std::vector<MdqaDocument>& documents,
                        std::vector<int64_t>* document_offsets) {
   std::string text = kInstruction;
   if (document_offsets != nullptr) document_offsets->clear();
@@ -330,8 +307,8 @@ std::string MdqaPrompt(const std::string& question,
     if (document_offsets != nullptr) {
       document_offsets->push_back(static_cast<int64_t>(text.size()));
     }
-    absl::StrAppend(&text, "Document [", k + 1, "](Title: ",
-                    documents[k].title, ") ", documents[k].text, "\n");
+    absl::StrAppend(&text, "Document [", k + 1, "](Title: ", documents[k].title, ") ",
+                    documents[k].text, "\n");
   }
   absl::StrAppend(&text, "\nQuestion: ", question, "\nAnswer:");
   return text;
@@ -341,27 +318,26 @@ int64_t MdqaDataset::num_records() const {
   return records_ == nullptr ? 0 : static_cast<int64_t>(records_->size());
 }
 
-absl::StatusOr<MdqaDataset> MdqaDataset::Create(
-    const MdqaOptions& options, std::shared_ptr<const Tokenizer> tokenizer) {
+absl::StatusOr<MdqaDataset> MdqaDataset::Create(const MdqaOptions& options,
+                                                std::shared_ptr<const Tokenizer> tokenizer) {
   if (tokenizer == nullptr) {
     return absl::InvalidArgumentError("mdqa: no tokenizer");
   }
   if (options.num_classes < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_classes: must be >= 1 for mdqa, got ", options.num_classes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("num_classes: must be >= 1 for mdqa, got ", options.num_classes));
   }
   if (options.context_length < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "context_length: must be >= 0 (0: K = num_documents), got ",
-        options.context_length));
+        "context_length: must be >= 0 (0: K = num_documents), got ", options.context_length));
   }
   const bool fit = options.context_length > 0;
   if (!fit || options.num_documents != 0) {
     if (options.num_documents < options.num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "num_documents: must be >= num_classes = ", options.num_classes,
-          " (one document per gold position)", fit ? " or 0 (no bound)" : "",
-          ", got ", options.num_documents));
+      return absl::InvalidArgumentError(
+          absl::StrCat("num_documents: must be >= num_classes = ", options.num_classes,
+                       " (one document per gold position)", fit ? " or 0 (no bound)" : "", ", got ",
+                       options.num_documents));
     }
   }
   MdqaDataset dataset(options, std::move(tokenizer));
@@ -374,19 +350,18 @@ absl::StatusOr<MdqaDataset> MdqaDataset::Create(
           absl::StrCat(options.path, ": no records (the file is empty)"));
     }
     // K - 1 distractors per record; when fitting, at least C - 1.
-    const int64_t needed =
-        (fit ? options.num_classes : options.num_documents) - 1;
+    const int64_t needed = (fit ? options.num_classes : options.num_documents) - 1;
     auto records = std::make_shared<std::vector<Record>>();
     for (const NumberedLine& line : *lines) {
       auto record = ParseRecord(options.path, line);
       if (!record.ok()) return record.status();
       if (static_cast<int64_t>(record->distractors.size()) < needed) {
-        return RecordError(
-            options.path, line.number,
-            absl::StrCat("ctxs: ", record->distractors.size(),
-                         " distractors (ctxs without \"isgold\"/\"hasanswer\""
-                         " true), ", fit ? "num_classes" : "num_documents",
-                         "=", needed + 1, " needs ", needed));
+        return RecordError(options.path, line.number,
+                           absl::StrCat("ctxs: ", record->distractors.size(),
+                                        " distractors (ctxs without \"isgold\"/\"hasanswer\""
+                                        " true), ",
+                                        fit ? "num_classes" : "num_documents", "=", needed + 1,
+                                        " needs ", needed));
       }
       records->push_back(*std::move(record));
     }
@@ -400,14 +375,11 @@ absl::StatusOr<MdqaDataset> MdqaDataset::Create(
 
 absl::StatusOr<MdqaExample> MdqaDataset::Generate(int64_t index) const {
   if (index < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("mdqa: example index ", index, " is negative"));
+    return absl::InvalidArgumentError(absl::StrCat("mdqa: example index ", index, " is negative"));
   }
   const int32_t classes = options_.num_classes;
   const int32_t gold_class = static_cast<int32_t>(index % classes);
-  const Record* record =
-      records_ == nullptr ? nullptr
-                          : &(*records_)[index % records_->size()];
+  const Record* record = records_ == nullptr ? nullptr : &(*records_)[index % records_->size()];
   ExampleDocs docs(PromptRngSeed(options_.seed, index), record);
 
   int32_t k = options_.num_documents;
@@ -415,9 +387,7 @@ absl::StatusOr<MdqaExample> MdqaDataset::Generate(int64_t index) const {
     auto length = [&](int32_t n) {
       const int32_t gold = KvprGoldPosition(gold_class, classes, n);
       return static_cast<int64_t>(
-          tokenizer_
-              ->Encode(MdqaPrompt(docs.question(), docs.Documents(n, gold)))
-              .size());
+          tokenizer_->Encode(MdqaPrompt(docs.question(), docs.Documents(n, gold))).size());
     };
     const int64_t target = options_.context_length;
     int64_t kmax = docs.max_documents();
@@ -427,11 +397,9 @@ absl::StatusOr<MdqaExample> MdqaDataset::Generate(int64_t index) const {
     if (length(classes) > target) {
       return absl::InvalidArgumentError(absl::StrCat(
           "context_length: ", target, " tokens cannot hold ", classes,
-          " documents (one per gold position, num_classes=", classes,
-          "); this MDQA prompt needs ", length(classes), " tokens with the ",
-          tokenizer_->name(), " tokenizer",
-          record ? absl::StrCat(" (", options_.path, ":", record->line, ")")
-                 : ""));
+          " documents (one per gold position, num_classes=", classes, "); this MDQA prompt needs ",
+          length(classes), " tokens with the ", tokenizer_->name(), " tokenizer",
+          record ? absl::StrCat(" (", options_.path, ":", record->line, ")") : ""));
     }
     // Largest K in [C, kmax] that fits: double to bracket, then bisect.
     int64_t lo = classes;
@@ -458,16 +426,15 @@ absl::StatusOr<MdqaExample> MdqaDataset::Generate(int64_t index) const {
   example.question = docs.question();
   example.answers = docs.answers();
   example.documents = docs.Documents(k, example.gold_position);
-  example.text = MdqaPrompt(example.question, example.documents,
-                            &example.document_offsets);
+  example.text = MdqaPrompt(example.question, example.documents, &example.document_offsets);
   example.token_ids = tokenizer_->Encode(example.text);
   example.num_tokens = static_cast<int32_t>(example.token_ids.size());
   example.source_line = record ? record->line : 0;
   return example;
 }
 
-absl::StatusOr<std::vector<MdqaExample>> MdqaDataset::GenerateRange(
-    int64_t begin, int64_t end) const {
+absl::StatusOr<std::vector<MdqaExample>> MdqaDataset::GenerateRange(int64_t begin,
+                                                                    int64_t end) const {
   return GenerateRangeOf(*this, begin, end);
 }
 

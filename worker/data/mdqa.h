@@ -71,10 +71,10 @@ namespace layerflow::worker {
 
 struct MdqaOptions {
   int64_t seed = 0;
-  int32_t num_classes = 5;       // C
-  int32_t num_documents = 20;    // K (an upper bound when fitting; 0 = none)
-  int32_t context_length = 0;    // > 0: choose K to fit this many tokens
-  std::string path;              // JSONL source; empty = synthetic
+  int32_t num_classes = 5;     // C
+  int32_t num_documents = 20;  // K (an upper bound when fitting; 0 = none)
+  int32_t context_length = 0;  // > 0: choose K to fit this many tokens
+  std::string path;            // JSONL source; empty = synthetic
   // The JSONL file's bytes, read by the caller (then `path` only names it in
   // messages: a worker reads a job's file through the confined opener).
   std::optional<std::string> contents;
@@ -89,22 +89,21 @@ struct MdqaExample {
   int64_t index = 0;
   std::string text;
   std::vector<int32_t> token_ids;
-  int32_t num_tokens = 0;       // real token count (== token_ids.size())
-  int32_t num_documents = 0;    // K
-  int32_t gold_class = 0;       // index % C
-  int32_t gold_position = 0;    // 0-based document index of the gold
+  int32_t num_tokens = 0;     // real token count (== token_ids.size())
+  int32_t num_documents = 0;  // K
+  int32_t gold_class = 0;     // index % C
+  int32_t gold_position = 0;  // 0-based document index of the gold
   std::string question;
   std::vector<std::string> answers;
   std::vector<MdqaDocument> documents;  // in prompt order
   // Byte offset in `text` of each "Document [k]" line, in prompt order.
   std::vector<int64_t> document_offsets;
-  int64_t source_line = 0;      // 1-based JSONL line; 0 for synthetic
+  int64_t source_line = 0;  // 1-based JSONL line; 0 for synthetic
 };
 
 // The prompt for a question and documents in the order given (the format in
 // the header comment); exposed for tests and for other front ends.
-std::string MdqaPrompt(const std::string& question,
-                       const std::vector<MdqaDocument>& documents,
+std::string MdqaPrompt(const std::string& question, const std::vector<MdqaDocument>& documents,
                        std::vector<int64_t>* document_offsets = nullptr);
 
 class MdqaDataset {
@@ -123,8 +122,8 @@ class MdqaDataset {
   // one is given (NOT_FOUND if it cannot be opened; INVALID_ARGUMENT
   // "FILE:LINE: ..." for a bad record, or a record with too few
   // distractors), and generates example 0 to check that it fits.
-  static absl::StatusOr<MdqaDataset> Create(
-      const MdqaOptions& options, std::shared_ptr<const Tokenizer> tokenizer);
+  static absl::StatusOr<MdqaDataset> Create(const MdqaOptions& options,
+                                            std::shared_ptr<const Tokenizer> tokenizer);
 
   const MdqaOptions& options() const { return options_; }
   bool synthetic() const { return records_ == nullptr; }
@@ -135,12 +134,10 @@ class MdqaDataset {
 
   absl::StatusOr<MdqaExample> Generate(int64_t index) const;
   // Examples [begin, end).
-  absl::StatusOr<std::vector<MdqaExample>> GenerateRange(int64_t begin,
-                                                         int64_t end) const;
+  absl::StatusOr<std::vector<MdqaExample>> GenerateRange(int64_t begin, int64_t end) const;
 
  private:
-  MdqaDataset(const MdqaOptions& options,
-              std::shared_ptr<const Tokenizer> tokenizer)
+  MdqaDataset(const MdqaOptions& options, std::shared_ptr<const Tokenizer> tokenizer)
       : options_(options), tokenizer_(std::move(tokenizer)) {}
 
   MdqaOptions options_;

@@ -14,13 +14,11 @@ namespace layerflow::worker {
 namespace {
 
 // n distinct ids base + UniformBelow(range), drawn one after another.
-std::vector<int32_t> DistinctIds(std::mt19937_64& rng, int32_t n, int32_t base,
-                                 int32_t range) {
+std::vector<int32_t> DistinctIds(std::mt19937_64& rng, int32_t n, int32_t base, int32_t range) {
   std::vector<int32_t> ids;
   std::unordered_set<int32_t> seen;
   while (static_cast<int32_t>(ids.size()) < n) {
-    const int32_t id =
-        base + static_cast<int32_t>(UniformBelow(rng, static_cast<uint64_t>(range)));
+    const int32_t id = base + static_cast<int32_t>(UniformBelow(rng, static_cast<uint64_t>(range)));
     if (seen.insert(id).second) ids.push_back(id);
   }
   return ids;
@@ -28,34 +26,29 @@ std::vector<int32_t> DistinctIds(std::mt19937_64& rng, int32_t n, int32_t base,
 
 }  // namespace
 
-int32_t MqarDataset::num_gaps() const {
-  return (options_.seq_len - 2 * options_.num_kv_pairs) / 2;
-}
+int32_t MqarDataset::num_gaps() const { return (options_.seq_len - 2 * options_.num_kv_pairs) / 2; }
 
 absl::StatusOr<MqarDataset> MqarDataset::Create(const MqarOptions& options) {
   const int32_t v = options.vocab_size;
   const int32_t n = options.num_kv_pairs;
   if (v < 4) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("vocab_size: must be >= 4 for mqar, got ", v));
+    return absl::InvalidArgumentError(absl::StrCat("vocab_size: must be >= 4 for mqar, got ", v));
   }
   if (n < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("num_kv_pairs: must be >= 1, got ", n));
+    return absl::InvalidArgumentError(absl::StrCat("num_kv_pairs: must be >= 1, got ", n));
   }
   if (options.seq_len < 4LL * n) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "seq_len: must be >= 4 * num_kv_pairs = ", 4LL * n, " (pairs, then ",
-        "one query slot per pair in the rest), got ", options.seq_len));
+    return absl::InvalidArgumentError(
+        absl::StrCat("seq_len: must be >= 4 * num_kv_pairs = ", 4LL * n, " (pairs, then ",
+                     "one query slot per pair in the rest), got ", options.seq_len));
   }
   if (n > v / 2 - 1 || n > v - v / 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_kv_pairs: ", n, " distinct keys from [1, ", v / 2,
-        ") need vocab_size >= ", 2LL * (n + 1), ", got vocab_size=", v));
+    return absl::InvalidArgumentError(absl::StrCat("num_kv_pairs: ", n, " distinct keys from [1, ",
+                                                   v / 2, ") need vocab_size >= ", 2LL * (n + 1),
+                                                   ", got vocab_size=", v));
   }
   if (!(options.alpha > 0) || !std::isfinite(options.alpha)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("alpha: must be > 0, got ", options.alpha));
+    return absl::InvalidArgumentError(absl::StrCat("alpha: must be > 0, got ", options.alpha));
   }
   MqarDataset dataset(options);
   const int32_t s = dataset.num_gaps();
@@ -68,8 +61,7 @@ absl::StatusOr<MqarDataset> MqarDataset::Create(const MqarOptions& options) {
 
 absl::StatusOr<MqarExample> MqarDataset::Generate(int64_t index) const {
   if (index < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("mqar: example index ", index, " is negative"));
+    return absl::InvalidArgumentError(absl::StrCat("mqar: example index ", index, " is negative"));
   }
   const int32_t v = options_.vocab_size;
   const int32_t n = options_.num_kv_pairs;
@@ -129,20 +121,17 @@ absl::StatusOr<MqarExample> MqarDataset::Generate(int64_t index) const {
   }
   for (int32_t t = 2 * n; t < len; ++t) {
     if (example.token_ids[t] >= 0) continue;
-    example.token_ids[t] =
-        options_.random_non_queries
-            ? static_cast<int32_t>(UniformBelow(rng, static_cast<uint64_t>(v)))
-            : 0;
+    example.token_ids[t] = options_.random_non_queries
+                               ? static_cast<int32_t>(UniformBelow(rng, static_cast<uint64_t>(v)))
+                               : 0;
   }
   std::sort(example.queries.begin(), example.queries.end(),
-            [](const MqarQuery& a, const MqarQuery& b) {
-              return a.position < b.position;
-            });
+            [](const MqarQuery& a, const MqarQuery& b) { return a.position < b.position; });
   return example;
 }
 
-absl::StatusOr<std::vector<MqarExample>> MqarDataset::GenerateRange(
-    int64_t begin, int64_t end) const {
+absl::StatusOr<std::vector<MqarExample>> MqarDataset::GenerateRange(int64_t begin,
+                                                                    int64_t end) const {
   return GenerateRangeOf(*this, begin, end);
 }
 

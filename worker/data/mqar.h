@@ -48,9 +48,9 @@ struct MqarOptions {
 };
 
 struct MqarQuery {
-  int32_t position = 0;       // in the sequence, 2N + 2 * gap
-  int32_t gap = 0;            // 0 .. S-1
-  int32_t pair = 0;           // j: the key sits at 2j, its value at 2j + 1
+  int32_t position = 0;  // in the sequence, 2N + 2 * gap
+  int32_t gap = 0;       // 0 .. S-1
+  int32_t pair = 0;      // j: the key sits at 2j, its value at 2j + 1
   int32_t key = 0;
   int32_t value = 0;
 };
@@ -76,8 +76,7 @@ class MqarDataset {
   int32_t num_gaps() const;
 
   absl::StatusOr<MqarExample> Generate(int64_t index) const;
-  absl::StatusOr<std::vector<MqarExample>> GenerateRange(int64_t begin,
-                                                         int64_t end) const;
+  absl::StatusOr<std::vector<MqarExample>> GenerateRange(int64_t begin, int64_t end) const;
 
  private:
   explicit MqarDataset(const MqarOptions& options) : options_(options) {}

@@ -10,8 +10,8 @@
 
 namespace layerflow::worker {
 
-absl::StatusOr<TextDataset> TextDataset::Create(
-    const TextOptions& options, std::shared_ptr<const Tokenizer> tokenizer) {
+absl::StatusOr<TextDataset> TextDataset::Create(const TextOptions& options,
+                                                std::shared_ptr<const Tokenizer> tokenizer) {
   if (tokenizer == nullptr) {
     return absl::InvalidArgumentError("text: no tokenizer");
   }
@@ -19,13 +19,12 @@ absl::StatusOr<TextDataset> TextDataset::Create(
     return absl::InvalidArgumentError("path: the text data set needs a file");
   }
   if (options.context_length < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "context_length: must be >= 1, got ", options.context_length));
+    return absl::InvalidArgumentError(
+        absl::StrCat("context_length: must be >= 1, got ", options.context_length));
   }
   const bool jsonl =
       options.format == TextFormat::kJsonl ||
-      (options.format == TextFormat::kAuto &&
-       absl::EndsWithIgnoreCase(options.path, ".jsonl"));
+      (options.format == TextFormat::kAuto && absl::EndsWithIgnoreCase(options.path, ".jsonl"));
   auto stream = std::make_shared<std::vector<int32_t>>();
   auto starts = std::make_shared<std::vector<std::pair<int64_t, int64_t>>>();
   if (jsonl) {
@@ -41,31 +40,27 @@ absl::StatusOr<TextDataset> TextDataset::Create(
       try {
         record = nlohmann::json::parse(line.text);
       } catch (const nlohmann::json::exception& e) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            options.path, ":", line.number, ": malformed JSON: ", e.what()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(options.path, ":", line.number, ": malformed JSON: ", e.what()));
       }
       if (!record.is_object()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(options.path, ":", line.number,
-                         ": the record must be a JSON object"));
+            absl::StrCat(options.path, ":", line.number, ": the record must be a JSON object"));
       }
       auto it = record.find(options.json_key);
       if (it == record.end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(options.path, ":", line.number, ": missing key \"",
-                         options.json_key, "\""));
+        return absl::InvalidArgumentError(absl::StrCat(options.path, ":", line.number,
+                                                       ": missing key \"", options.json_key, "\""));
       }
       if (!it->is_string()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(options.path, ":", line.number, ": key \"",
-                         options.json_key, "\" must be a string"));
+        return absl::InvalidArgumentError(absl::StrCat(options.path, ":", line.number, ": key \"",
+                                                       options.json_key, "\" must be a string"));
       }
       if (!starts->empty()) {
         stream->insert(stream->end(), separator.begin(), separator.end());
       }
       starts->emplace_back(static_cast<int64_t>(stream->size()), line.number);
-      const std::vector<int32_t> ids =
-          tokenizer->Encode(it->get_ref<const std::string&>());
+      const std::vector<int32_t> ids = tokenizer->Encode(it->get_ref<const std::string&>());
       stream->insert(stream->end(), ids.begin(), ids.end());
     }
   } else {
@@ -79,10 +74,10 @@ absl::StatusOr<TextDataset> TextDataset::Create(
   int64_t examples = n / length;
   if (options.keep_partial && n % length != 0) ++examples;
   if (examples == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options.path, ": ", n, " tokens with the ", tokenizer->name(),
-        " tokenizer, fewer than context_length=", length,
-        options.keep_partial ? "" : " (keep_partial would keep them)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.path, ": ", n, " tokens with the ", tokenizer->name(),
+                     " tokenizer, fewer than context_length=", length,
+                     options.keep_partial ? "" : " (keep_partial would keep them)"));
   }
   TextDataset dataset(options);
   dataset.stream_ = std::move(stream);
@@ -93,13 +88,12 @@ absl::StatusOr<TextDataset> TextDataset::Create(
 
 absl::StatusOr<TextExample> TextDataset::Generate(int64_t index) const {
   if (index < 0 || index >= num_examples_) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "text: example ", index, " is outside [0, ", num_examples_, ") of ",
-        options_.path));
+    return absl::OutOfRangeError(absl::StrCat("text: example ", index, " is outside [0, ",
+                                              num_examples_, ") of ", options_.path));
   }
   const int64_t begin = index * options_.context_length;
-  const int64_t end = std::min<int64_t>(begin + options_.context_length,
-                                        static_cast<int64_t>(stream_->size()));
+  const int64_t end =
+      std::min<int64_t>(begin + options_.context_length, static_cast<int64_t>(stream_->size()));
   TextExample example;
   example.index = index;
   example.token_ids.assign(stream_->begin() + begin, stream_->begin() + end);
@@ -107,18 +101,17 @@ absl::StatusOr<TextExample> TextDataset::Generate(int64_t index) const {
   example.token_offset = begin;
   if (!starts_->empty()) {
     // Last record that starts at or before `begin`.
-    auto it = std::upper_bound(
-        starts_->begin(), starts_->end(), begin,
-        [](int64_t offset, const std::pair<int64_t, int64_t>& start) {
-          return offset < start.first;
-        });
+    auto it = std::upper_bound(starts_->begin(), starts_->end(), begin,
+                               [](int64_t offset, const std::pair<int64_t, int64_t>& start) {
+                                 return offset < start.first;
+                               });
     example.source_line = std::prev(it)->second;
   }
   return example;
 }
 
-absl::StatusOr<std::vector<TextExample>> TextDataset::GenerateRange(
-    int64_t begin, int64_t end) const {
+absl::StatusOr<std::vector<TextExample>> TextDataset::GenerateRange(int64_t begin,
+                                                                    int64_t end) const {
   return GenerateRangeOf(*this, begin, end);
 }
 

@@ -49,9 +49,9 @@ struct TextOptions {
 struct TextExample {
   int64_t index = 0;
   std::vector<int32_t> token_ids;
-  int32_t num_tokens = 0;     // real token count (== token_ids.size())
-  int32_t gold_class = -1;    // no labels
-  int64_t token_offset = 0;   // first token's offset in the stream
+  int32_t num_tokens = 0;    // real token count (== token_ids.size())
+  int32_t gold_class = -1;   // no labels
+  int64_t token_offset = 0;  // first token's offset in the stream
   // 1-based line of the JSONL record that holds the first token (a
   // separator token counts to the record before it); 0 for plain text.
   int64_t source_line = 0;
@@ -63,20 +63,17 @@ class TextDataset {
   // INVALID_ARGUMENT for a bad JSONL line, for context_length < 1, and for a
   // file with fewer than context_length tokens (unless keep_partial and not
   // empty) — each naming the file.
-  static absl::StatusOr<TextDataset> Create(
-      const TextOptions& options, std::shared_ptr<const Tokenizer> tokenizer);
+  static absl::StatusOr<TextDataset> Create(const TextOptions& options,
+                                            std::shared_ptr<const Tokenizer> tokenizer);
 
   const TextOptions& options() const { return options_; }
   int64_t num_examples() const { return num_examples_; }
-  int64_t num_stream_tokens() const {
-    return static_cast<int64_t>(stream_->size());
-  }
+  int64_t num_stream_tokens() const { return static_cast<int64_t>(stream_->size()); }
 
   // OUT_OF_RANGE (naming the file and num_examples) for an index outside
   // [0, num_examples).
   absl::StatusOr<TextExample> Generate(int64_t index) const;
-  absl::StatusOr<std::vector<TextExample>> GenerateRange(int64_t begin,
-                                                         int64_t end) const;
+  absl::StatusOr<std::vector<TextExample>> GenerateRange(int64_t begin, int64_t end) const;
 
  private:
   explicit TextDataset(const TextOptions& options) : options_(options) {}

@@ -22,17 +22,23 @@ __device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
 template <typename T>
 __device__ __forceinline__ T FromFloat(float x);
 template <>
-__device__ __forceinline__ float FromFloat<float>(float x) { return x; }
+__device__ __forceinline__ float FromFloat<float>(float x) {
+  return x;
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
   return __float2bfloat16_rn(x);
 }
 template <>
-__device__ __forceinline__ __half FromFloat<__half>(float x) { return __float2half_rn(x); }
+__device__ __forceinline__ __half FromFloat<__half>(float x) {
+  return __float2half_rn(x);
+}
 
 // x rounded to T and read back: where the ATen path stores a T.
 template <typename T>
-__device__ __forceinline__ float RoundTo(float x) { return ToFloat(FromFloat<T>(x)); }
+__device__ __forceinline__ float RoundTo(float x) {
+  return ToFloat(FromFloat<T>(x));
+}
 
 // ATen's softplus (beta 1, threshold 20) and SiLU, in float32.
 __device__ __forceinline__ float Softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
@@ -59,9 +65,12 @@ __device__ float BlockSum(float x) {
 template <typename F>
 cudaError_t DispatchAct(ActType type, F&& f) {
   switch (type) {
-    case ActType::kFloat32: return f(static_cast<float*>(nullptr));
-    case ActType::kBFloat16: return f(static_cast<__nv_bfloat16*>(nullptr));
-    case ActType::kFloat16: return f(static_cast<__half*>(nullptr));
+    case ActType::kFloat32:
+      return f(static_cast<float*>(nullptr));
+    case ActType::kBFloat16:
+      return f(static_cast<__nv_bfloat16*>(nullptr));
+    case ActType::kFloat16:
+      return f(static_cast<__half*>(nullptr));
   }
   return cudaErrorInvalidValue;
 }

@@ -144,10 +144,9 @@ __global__ void __launch_bounds__(kVecThreads)
 
 }  // namespace
 
-cudaError_t LaunchCausalConv1dSilu(ActType type, const void* x, int64_t x_row,
-                                   const void* w, const void* bias, int64_t batch,
-                                   int64_t seq, int64_t channels, int kernel,
-                                   void* out, cudaStream_t stream) {
+cudaError_t LaunchCausalConv1dSilu(ActType type, const void* x, int64_t x_row, const void* w,
+                                   const void* bias, int64_t batch, int64_t seq, int64_t channels,
+                                   int kernel, void* out, cudaStream_t stream) {
   if (kernel < 1 || kernel > kMaxTaps) return cudaErrorInvalidValue;
   if (batch == 0 || seq == 0 || channels == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>((channels + kThreads - 1) / kThreads),
@@ -157,10 +156,9 @@ cudaError_t LaunchCausalConv1dSilu(ActType type, const void* x, int64_t x_row,
   const bool vec = type != ActType::kFloat32 && kernel == kVecTaps && channels % kVec == 0 &&
                    x_row % kVec == 0 && aligned(x) && aligned(out);
   if (vec) {
-    const dim3 vgrid(
-        static_cast<unsigned>((channels / kVec + kVecThreads - 1) / kVecThreads),
-        static_cast<unsigned>((seq + kVecTokens - 1) / kVecTokens),
-        static_cast<unsigned>(batch));
+    const dim3 vgrid(static_cast<unsigned>((channels / kVec + kVecThreads - 1) / kVecThreads),
+                     static_cast<unsigned>((seq + kVecTokens - 1) / kVecTokens),
+                     static_cast<unsigned>(batch));
     auto launch = [&](auto* tag) -> cudaError_t {
       using T = std::remove_pointer_t<decltype(tag)>;
       auto* conv = &CausalConv1dSiluVecKernel<T>;

@@ -19,15 +19,21 @@ constexpr int kDefaultMaxBlocks = 8192;
 template <typename T>
 __device__ __forceinline__ T FromFloat(float v);
 template <>
-__device__ __forceinline__ float FromFloat<float>(float v) { return v; }
+__device__ __forceinline__ float FromFloat<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ double FromFloat<double>(float v) { return static_cast<double>(v); }
+__device__ __forceinline__ double FromFloat<double>(float v) {
+  return static_cast<double>(v);
+}
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 template <>
-__device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half FromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
@@ -48,8 +54,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T>
-cudaError_t Launch(const counter_rng::FillSpec& spec, void* out, int64_t numel,
-                   cudaStream_t stream, int max_blocks) {
+cudaError_t Launch(const counter_rng::FillSpec& spec, void* out, int64_t numel, cudaStream_t stream,
+                   int max_blocks) {
   const int64_t blocks = (numel + 3) / 4;
   const int64_t cap = max_blocks > 0 ? max_blocks : kDefaultMaxBlocks;
   int64_t grid = (blocks + kThreads - 1) / kThreads;
@@ -65,10 +71,14 @@ cudaError_t LaunchCounterFill(const counter_rng::FillSpec& spec, FillType type, 
                               int64_t numel, cudaStream_t stream, int max_blocks) {
   if (numel <= 0) return cudaSuccess;
   switch (type) {
-    case FillType::kFloat32: return Launch<float>(spec, out, numel, stream, max_blocks);
-    case FillType::kFloat64: return Launch<double>(spec, out, numel, stream, max_blocks);
-    case FillType::kBFloat16: return Launch<__nv_bfloat16>(spec, out, numel, stream, max_blocks);
-    case FillType::kFloat16: return Launch<__half>(spec, out, numel, stream, max_blocks);
+    case FillType::kFloat32:
+      return Launch<float>(spec, out, numel, stream, max_blocks);
+    case FillType::kFloat64:
+      return Launch<double>(spec, out, numel, stream, max_blocks);
+    case FillType::kBFloat16:
+      return Launch<__nv_bfloat16>(spec, out, numel, stream, max_blocks);
+    case FillType::kFloat16:
+      return Launch<__half>(spec, out, numel, stream, max_blocks);
   }
   return cudaErrorInvalidValue;
 }

@@ -42,7 +42,7 @@ struct Block {
   unsigned char* smem = nullptr;
   std::unique_ptr<std::barrier<>> all;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
-  std::vector<std::array<uint64_t, 32>> exchange;  // a slot per lane, per warp
+  std::vector<std::array<uint64_t, 32>> exchange;                     // a slot per lane, per warp
   std::vector<std::array<std::array<unsigned char, 64>, 32>> gather;  // AllGather's
 };
 

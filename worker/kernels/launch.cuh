@@ -47,7 +47,9 @@ __device__ __forceinline__ void CopyAsync16(void* smem, const void* gmem, bool v
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
                "r"(valid ? 16 : 0));
 #else
-  struct alignas(16) Bytes16 { unsigned v[4]; };
+  struct alignas(16) Bytes16 {
+    unsigned v[4];
+  };
   *static_cast<Bytes16*>(smem) = valid ? *static_cast<const Bytes16*>(gmem) : Bytes16{};
 #endif
 }

@@ -92,8 +92,8 @@ __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const void* row) {
 
 // d += a b for one 16 x 8 x 16 tile (T = __nv_bfloat16 or __half).
 template <typename T>
-__device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4],
-                                         uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
 #if defined(__CUDA_ARCH__)
   if constexpr (std::is_same_v<T, __nv_bfloat16>) {
     asm volatile(

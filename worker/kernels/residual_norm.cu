@@ -82,8 +82,7 @@ cudaError_t LaunchAddRmsNorm(ActType type, const float* residual, const void* mi
                              float* sum, void* out, cudaStream_t stream) {
   if (!AddRmsNormSupports(type, width)) return cudaErrorInvalidValue;
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  if (!aligned(residual) || !aligned(mixer) || !aligned(weight) || !aligned(sum) ||
-      !aligned(out)) {
+  if (!aligned(residual) || !aligned(mixer) || !aligned(weight) || !aligned(sum) || !aligned(out)) {
     return cudaErrorMisalignedAddress;
   }
   if (rows == 0) return cudaSuccess;

@@ -35,7 +35,7 @@ namespace layerflow::worker::cuda_kernels {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kTile = 16;   // tokens staged at a time
+constexpr int kTile = 16;  // tokens staged at a time
 constexpr int kBlocksPerSm = 8;
 constexpr int kStates = 4;  // states per thread
 constexpr float kLog2e = 1.4426950408889634f;
@@ -156,9 +156,7 @@ cudaError_t Launch(const SelectiveScanArgs& a, cudaStream_t stream) {
 
 // N = 4 or 8 would stage 128 or 64 channels a block: past the 48 KB of
 // static shared memory.
-bool SelectiveScanSupports(int64_t states) {
-  return states == 16 || states == 32 || states == 64;
-}
+bool SelectiveScanSupports(int64_t states) { return states == 16 || states == 32 || states == 64; }
 
 cudaError_t LaunchSelectiveScan(const SelectiveScanArgs& a, cudaStream_t stream) {
   if (!SelectiveScanSupports(a.states)) return cudaErrorInvalidValue;
@@ -166,9 +164,12 @@ cudaError_t LaunchSelectiveScan(const SelectiveScanArgs& a, cudaStream_t stream)
   return DispatchAct(a.type, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     switch (a.states / kStates) {
-      case 4: return Launch<T, 4>(a, stream);
-      case 8: return Launch<T, 8>(a, stream);
-      default: return Launch<T, 16>(a, stream);
+      case 4:
+        return Launch<T, 4>(a, stream);
+      case 8:
+        return Launch<T, 8>(a, stream);
+      default:
+        return Launch<T, 16>(a, stream);
     }
   });
 }

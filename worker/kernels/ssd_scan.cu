@@ -55,8 +55,15 @@ struct Dims {
 
 Dims DimsOf(const SsdArgs& a) {
   const int64_t e = a.heads * a.head_dim;
-  return {a.batch, a.seq, a.heads, a.groups, a.states, a.chunk,
-          (a.seq + a.chunk - 1) / a.chunk, e + 2 * a.groups * a.states, e};
+  return {a.batch,
+          a.seq,
+          a.heads,
+          a.groups,
+          a.states,
+          a.chunk,
+          (a.seq + a.chunk - 1) / a.chunk,
+          e + 2 * a.groups * a.states,
+          e};
 }
 
 // dts[i] = dt of token c Q + i of head h (0 past the sequence: no decay, no
@@ -117,7 +124,7 @@ __global__ void __launch_bounds__(kThreads)
   float* dts = reinterpret_cast<float*>(smem);
   float* acum = dts + d.chunk;
   T* xw = reinterpret_cast<T*>(acum + d.chunk);  // 2 x [64][kXLd]: x, then x w
-  T* bt = xw + 2 * kXTile;                         // 2 x [64][kBLd]
+  T* bt = xw + 2 * kXTile;                       // 2 x [64][kBLd]
   const int64_t h = blockIdx.x, b = blockIdx.y / d.chunks, c = blockIdx.y % d.chunks;
   const int64_t g = h / (d.heads / d.groups);
   const int warp = threadIdx.x / 32;
@@ -257,7 +264,7 @@ __global__ void __launch_bounds__(kOutThreads, 3)
                       const T* __restrict__ enter, T* __restrict__ y) {
   constexpr int kNLd = kN + kPad, kPLd = kP + kPad;
   constexpr int kBTile = kRows * kNLd, kXTile = kRows * kPLd;
-  constexpr int kKSteps = kN / 16;   // k steps of C B^T (and of C H^T)
+  constexpr int kKSteps = kN / 16;    // k steps of C B^T (and of C H^T)
   constexpr int kSTiles = kRows / 8;  // n tiles of the products: 8 columns each
   constexpr int kPTiles = kP / 8;     // n tiles of y
   static_assert(kN % 32 == 0 && kP == kRows, "the fragment loops assume these shapes");
@@ -265,8 +272,8 @@ __global__ void __launch_bounds__(kOutThreads, 3)
   float* dts = reinterpret_cast<float*>(smem);
   float* acum = dts + d.chunk;
   T* ct = reinterpret_cast<T*>(acum + d.chunk);  // [64][kNLd]: C of the rows
-  T* bt = ct + kBTile;                             // 2 x [64][kNLd]: B of s, or H [kP][kNLd]
-  T* xt = bt + 2 * kBTile;                         // 2 x [64][kPLd]: x of s
+  T* bt = ct + kBTile;                           // 2 x [64][kNLd]: B of s, or H [kP][kNLd]
+  T* xt = bt + 2 * kBTile;                       // 2 x [64][kPLd]: x of s
 
   const int64_t l0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int64_t h = blockIdx.y, b = blockIdx.z / d.chunks, c = blockIdx.z % d.chunks;
@@ -299,8 +306,8 @@ __global__ void __launch_bounds__(kOutThreads, 3)
   __syncthreads();
 
   // This lane's rows (chunk positions) and their cumulative decays.
-  const int r0 = warp * 16 + fg;                 // row within the block, and r0 + 8
-  const int64_t lr0 = l0 + r0, lr1 = lr0 + 8;    // rows within the chunk
+  const int r0 = warp * 16 + fg;               // row within the block, and r0 + 8
+  const int64_t lr0 = l0 + r0, lr1 = lr0 + 8;  // rows within the chunk
   const float acum0 = acum[lr0], acum1 = acum[lr1];
   // ldmatrix row addresses: tile i of an x4 from lanes 8 i .. 8 i + 7.
   const int lrow = lane % 8, ltile = lane / 8;
@@ -308,12 +315,12 @@ __global__ void __launch_bounds__(kOutThreads, 3)
   uint32_t cfrag[kKSteps][4];
 #pragma unroll
   for (int k = 0; k < kKSteps; ++k) {
-    LdMatrixX4(cfrag[k], ct + (warp * 16 + lrow + 8 * (ltile % 2)) * kNLd + 16 * k +
-                             8 * (ltile / 2));
+    LdMatrixX4(cfrag[k],
+               ct + (warp * 16 + lrow + 8 * (ltile % 2)) * kNLd + 16 * k + 8 * (ltile / 2));
   }
   // B operands of rows `base` [s or p][n] (n contiguous): for n tile j (its
   // 8 rows) the k steps 2 q and 2 q + 1 of x4 number q.
-  auto b_frags = [&](const T* base, int j, int q, uint32_t (&r)[4]) {
+  auto b_frags = [&](const T* base, int j, int q, uint32_t(&r)[4]) {
     LdMatrixX4(r, base + (8 * j + lrow) * kNLd + 32 * q + 8 * ltile);
   };
 
@@ -501,7 +508,7 @@ Workspace WorkspaceOf(const Dims& d) {
   w.chunk_sum = w.states + state_floats;
   w.y = w.chunk_sum + Up64(d.batch * d.chunks * d.heads);
   w.enter = w.y + Up64((d.batch * d.seq * d.width + 1) / 2);  // 16-bit values
-  w.floats = w.enter + Up64((state_floats + 1) / 2);  // 16-bit entries
+  w.floats = w.enter + Up64((state_floats + 1) / 2);          // 16-bit entries
   return w;
 }
 
@@ -514,17 +521,18 @@ cudaError_t LaunchSsdOf(const SsdArgs& a, cudaStream_t stream) {
   float* chunk_sum = a.work + w.chunk_sum;
   T* y = reinterpret_cast<T*>(a.work + w.y);
   T* enter = reinterpret_cast<T*>(a.work + w.enter);
-  const size_t state_smem = 2 * d.chunk * sizeof(float) +
-                            2 * (kRows * (kP + kPad) + kRows * (kN + kPad)) * sizeof(T);
-  const size_t output_smem = 2 * d.chunk * sizeof(float) +
-                             (3 * kRows * (kN + kPad) + 2 * kRows * (kP + kPad)) * sizeof(T);
+  const size_t state_smem =
+      2 * d.chunk * sizeof(float) + 2 * (kRows * (kP + kPad) + kRows * (kN + kPad)) * sizeof(T);
+  const size_t output_smem =
+      2 * d.chunk * sizeof(float) + (3 * kRows * (kN + kPad) + 2 * kRows * (kP + kPad)) * sizeof(T);
   auto* state_kernel = &ChunkStateKernel<T, kN>;
   auto* output_kernel = &ChunkOutputKernel<T, kN>;
   cudaError_t err = LF_SET_MAX_DYNAMIC_SMEM(state_kernel, state_smem);
   if (err != cudaSuccess) return err;
   err = LF_SET_MAX_DYNAMIC_SMEM(output_kernel, output_smem);
   if (err != cudaSuccess) return err;
-  LF_LAUNCH(state_kernel, dim3(static_cast<unsigned>(d.heads), static_cast<unsigned>(d.batch * d.chunks)),
+  LF_LAUNCH(state_kernel,
+            dim3(static_cast<unsigned>(d.heads), static_cast<unsigned>(d.batch * d.chunks)),
             dim3(kThreads), state_smem, stream, d, xbc, a.dt, a.A, states, chunk_sum);
   const int64_t entries4 = kP * kN / 4;
   auto* pass_kernel = &StatePassKernel<T>;

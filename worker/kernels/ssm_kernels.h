@@ -30,10 +30,9 @@ enum class ActType { kFloat32, kBFloat16, kFloat16 };
 // rounded again (conv1d then SiLU, as the ATen path). x rows: x_row
 // elements apart; w [C, K] and bias [C] (may be null) in the dtype; out
 // [B, L, C] contiguous. K <= 8.
-cudaError_t LaunchCausalConv1dSilu(ActType type, const void* x, int64_t x_row,
-                                   const void* w, const void* bias, int64_t batch,
-                                   int64_t seq, int64_t channels, int kernel,
-                                   void* out, cudaStream_t stream);
+cudaError_t LaunchCausalConv1dSilu(ActType type, const void* x, int64_t x_row, const void* w,
+                                   const void* bias, int64_t batch, int64_t seq, int64_t channels,
+                                   int kernel, void* out, cudaStream_t stream);
 
 // Mamba's selective scan with its gate (MambaMixer after x_proj / dt_proj),
 // per channel e of E and state s of N:

@@ -66,14 +66,13 @@ struct DtypeInfo {
   size_t size;
 };
 constexpr DtypeInfo kDtypes[] = {
-    {SafetensorsDtype::kBool, "BOOL", 1},   {SafetensorsDtype::kU8, "U8", 1},
-    {SafetensorsDtype::kI8, "I8", 1},       {SafetensorsDtype::kI16, "I16", 2},
-    {SafetensorsDtype::kU16, "U16", 2},     {SafetensorsDtype::kF16, "F16", 2},
-    {SafetensorsDtype::kBF16, "BF16", 2},   {SafetensorsDtype::kI32, "I32", 4},
-    {SafetensorsDtype::kU32, "U32", 4},     {SafetensorsDtype::kF32, "F32", 4},
-    {SafetensorsDtype::kF64, "F64", 8},     {SafetensorsDtype::kI64, "I64", 8},
-    {SafetensorsDtype::kU64, "U64", 8},
-    {SafetensorsDtype::kF8E4M3, "F8_E4M3", 1},
+    {SafetensorsDtype::kBool, "BOOL", 1},      {SafetensorsDtype::kU8, "U8", 1},
+    {SafetensorsDtype::kI8, "I8", 1},          {SafetensorsDtype::kI16, "I16", 2},
+    {SafetensorsDtype::kU16, "U16", 2},        {SafetensorsDtype::kF16, "F16", 2},
+    {SafetensorsDtype::kBF16, "BF16", 2},      {SafetensorsDtype::kI32, "I32", 4},
+    {SafetensorsDtype::kU32, "U32", 4},        {SafetensorsDtype::kF32, "F32", 4},
+    {SafetensorsDtype::kF64, "F64", 8},        {SafetensorsDtype::kI64, "I64", 8},
+    {SafetensorsDtype::kU64, "U64", 8},        {SafetensorsDtype::kF8E4M3, "F8_E4M3", 1},
     {SafetensorsDtype::kF8E5M2, "F8_E5M2", 1},
 };
 
@@ -105,8 +104,7 @@ int64_t SafetensorsTensor::numel() const {
   return n;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
-    const std::string& path) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
@@ -124,17 +122,15 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   return file;
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
-    const ConfinedFile& file) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const ConfinedFile& file) {
   return Map(file.fd(), static_cast<size_t>(file.size()), file.name());
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(
-    int fd, size_t size, const std::string& path) {
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(int fd, size_t size,
+                                                                      const std::string& path) {
   if (size < 8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": truncated safetensors file: ", size,
-        " bytes, the header length alone takes 8"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": truncated safetensors file: ", size,
+                                                   " bytes, the header length alone takes 8"));
   }
   void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_err = errno;
@@ -151,34 +147,31 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes, 8);  // little-endian (static_assert above)
   if (header_len > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": header length ", header_len, " is more than the format's limit of ",
-        kMaxSafetensorsHeaderBytes, " bytes: corrupt or not a safetensors file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": header length ", header_len, " is more than the format's limit of ",
+                     kMaxSafetensorsHeaderBytes, " bytes: corrupt or not a safetensors file"));
   }
   if (header_len > size - 8) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": header length ", header_len, " goes beyond the end of the file (",
-        size, " bytes): truncated or not a safetensors file"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header length ", header_len,
+                                                   " goes beyond the end of the file (", size,
+                                                   " bytes): truncated or not a safetensors file"));
   }
   const char* header = reinterpret_cast<const char*>(bytes + 8);
   Json root = Json::parse(header, header + header_len, nullptr,
                           /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": corrupt safetensors header (", header_len,
-        " bytes): not a JSON object"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": corrupt safetensors header (",
+                                                   header_len, " bytes): not a JSON object"));
   }
   const uint8_t* data = bytes + 8 + header_len;
   const size_t data_size = size - 8 - header_len;
   for (auto& [name, entry] : root.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": __metadata__ is not an object"));
+        return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ is not an object"));
       }
       for (auto& [key, value] : entry.items()) {
-        file->metadata_[key] = value.is_string() ? value.get<std::string>()
-                                                 : value.dump();
+        file->metadata_[key] = value.is_string() ? value.get<std::string>() : value.dump();
       }
       continue;
     }
@@ -188,9 +181,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(
       return absl::InvalidArgumentError(
           absl::StrCat(path, ": tensor '", ShownKey(tensor_name), "': ", what));
     };
-    if (!entry.is_object() || !entry.contains("dtype") ||
-        !entry["dtype"].is_string() || !entry.contains("shape") ||
-        !entry["shape"].is_array() || !entry.contains("data_offsets") ||
+    if (!entry.is_object() || !entry.contains("dtype") || !entry["dtype"].is_string() ||
+        !entry.contains("shape") || !entry["shape"].is_array() || !entry.contains("data_offsets") ||
         !entry["data_offsets"].is_array() || entry["data_offsets"].size() != 2) {
       return bad("malformed header entry (need dtype, shape, data_offsets [begin, end])");
     }
@@ -201,8 +193,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(
     if (!dtype.ok()) {
       std::vector<std::string> names;
       for (const DtypeInfo& info : kDtypes) names.push_back(info.name);
-      return bad(absl::StrCat("unknown dtype (the format's dtypes: ",
-                              absl::StrJoin(names, ", "), ")"));
+      return bad(
+          absl::StrCat("unknown dtype (the format's dtypes: ", absl::StrJoin(names, ", "), ")"));
     }
     tensor.dtype = *dtype;
     // numel in 128 bits' worth of care: a hostile shape must not overflow.
@@ -232,18 +224,16 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Map(
     }
     const uint64_t expected = numel * SafetensorsDtypeSize(tensor.dtype);
     if (end - begin != expected) {
-      return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] hold ",
-                              end - begin, " bytes but ", entry["dtype"].get<std::string>(),
-                              " ", ShapeString(tensor.shape), " needs ", expected));
+      return bad(absl::StrCat("data_offsets [", begin, ", ", end, "] hold ", end - begin,
+                              " bytes but ", entry["dtype"].get<std::string>(), " ",
+                              ShapeString(tensor.shape), " needs ", expected));
     }
     tensor.data = data + begin;
     tensor.nbytes = static_cast<size_t>(expected);
     file->tensors_.push_back(std::move(tensor));
   }
   std::sort(file->tensors_.begin(), file->tensors_.end(),
-            [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
-              return a.name < b.name;
-            });
+            [](const SafetensorsTensor& a, const SafetensorsTensor& b) { return a.name < b.name; });
   return file;
 }
 
@@ -252,9 +242,9 @@ SafetensorsFile::~SafetensorsFile() {
 }
 
 const SafetensorsTensor* SafetensorsFile::Find(absl::string_view name) const {
-  auto it = std::lower_bound(
-      tensors_.begin(), tensors_.end(), name,
-      [](const SafetensorsTensor& t, absl::string_view n) { return t.name < n; });
+  auto it =
+      std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                       [](const SafetensorsTensor& t, absl::string_view n) { return t.name < n; });
   if (it == tensors_.end() || it->name != name) return nullptr;
   return &*it;
 }
@@ -279,13 +269,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     Json root = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
     if (root.is_discarded() || !root.is_object() || !root.contains("weight_map") ||
         !root["weight_map"].is_object()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index_name, ": not a JSON object with a weight_map object"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_name, ": not a JSON object with a weight_map object"));
     }
     std::map<std::string, size_t> shard_of_file;
     for (auto& [tensor, shard] : root["weight_map"].items()) {
-      const std::string field =
-          absl::StrCat(index_name, ": weight_map['", ShownKey(tensor), "']");
+      const std::string field = absl::StrCat(index_name, ": weight_map['", ShownKey(tensor), "']");
       if (!shard.is_string()) {
         return absl::InvalidArgumentError(
             absl::StrCat(field, ": must be a file name, got a JSON ", shard.type_name()));
@@ -293,8 +282,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
       const std::string name = shard.get<std::string>();
       if (absl::Status s = CheckPlainFileName(name, field); !s.ok()) return s;
       if (!shard_of_file.count(name)) {
-        absl::StatusOr<ConfinedFile> opened =
-            dir.OpenFile(name, limits.max_weights_file_bytes);
+        absl::StatusOr<ConfinedFile> opened = dir.OpenFile(name, limits.max_weights_file_bytes);
         if (!opened.ok()) {
           return absl::Status(opened.status().code(),
                               absl::StrCat(field, ": ", opened.status().message()));
@@ -307,17 +295,17 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
       const SafetensorsFile* file = checkpoint->files_[shard_of_file[name]].get();
       const SafetensorsTensor* t = file->Find(tensor);
       if (t == nullptr) {
-        return absl::NotFoundError(absl::StrCat(
-            file->path(), ": tensor '", ShownKey(tensor), "' not found (", index_name,
-            " puts it in this shard)"));
+        return absl::NotFoundError(absl::StrCat(file->path(), ": tensor '", ShownKey(tensor),
+                                                "' not found (", index_name,
+                                                " puts it in this shard)"));
       }
       checkpoint->index_[tensor] = Entry{file, t};
     }
     return checkpoint;
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        dir.display().empty() ? std::string("checkpoint folder") : dir.display(),
-        ": no model.safetensors or model.safetensors.index.json"));
+    return absl::NotFoundError(
+        absl::StrCat(dir.display().empty() ? std::string("checkpoint folder") : dir.display(),
+                     ": no model.safetensors or model.safetensors.index.json"));
   }
   for (const auto& file : checkpoint->files_) {
     for (const SafetensorsTensor& t : file->tensors()) {
@@ -339,9 +327,9 @@ std::vector<SafetensorsCheckpoint::Entry> SafetensorsCheckpoint::All() const {
   return all;
 }
 
-absl::Status WriteSafetensors(
-    const std::string& path, const std::vector<SafetensorsWriteTensor>& tensors,
-    const std::vector<std::pair<std::string, std::string>>& metadata) {
+absl::Status WriteSafetensors(const std::string& path,
+                              const std::vector<SafetensorsWriteTensor>& tensors,
+                              const std::vector<std::pair<std::string, std::string>>& metadata) {
   // ordered_json keeps the tensors in the order given (the file's data order).
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -358,9 +346,9 @@ absl::Status WriteSafetensors(
     uint64_t numel = 1;
     for (int64_t d : t.shape) numel *= static_cast<uint64_t>(d);
     if (numel * SafetensorsDtypeSize(t.dtype) != t.nbytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor '", t.name, "': ", t.nbytes, " bytes do not match ",
-          SafetensorsDtypeName(t.dtype), " ", ShapeString(t.shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor '", t.name, "': ", t.nbytes, " bytes do not match ",
+                       SafetensorsDtypeName(t.dtype), " ", ShapeString(t.shape)));
     }
     header[t.name] = {{"dtype", SafetensorsDtypeName(t.dtype)},
                       {"shape", t.shape},
@@ -415,8 +403,8 @@ absl::StatusOr<HfSnapshot> ResolveHfCacheSnapshot(const std::string& repo_id) {
   const std::vector<std::string> parts = absl::StrSplit(repo_id, '/');
   if (parts.size() != 2 || !CheckPlainFileName(parts[0], "").ok() ||
       !CheckPlainFileName(parts[1], "").ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "'", repo_id, "' is not a Hugging Face repo id (expected ORG/NAME)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", repo_id, "' is not a Hugging Face repo id (expected ORG/NAME)"));
   }
   const std::string folder = absl::StrCat("models--", parts[0], "--", parts[1]);
   for (const std::string& cache : HfHubCacheDirs()) {
@@ -435,9 +423,10 @@ absl::StatusOr<HfSnapshot> ResolveHfCacheSnapshot(const std::string& repo_id) {
       if (CheckPlainFileName(rev, "").ok() && IsDirectory(snapshot)) {
         return HfSnapshot{snapshot, repo};
       }
-      return absl::NotFoundError(absl::StrCat(
-          repo_id, ": refs/main names a revision without a snapshot folder in this "
-                   "worker's Hugging Face cache (incomplete download?)"));
+      return absl::NotFoundError(
+          absl::StrCat(repo_id,
+                       ": refs/main names a revision without a snapshot folder in this "
+                       "worker's Hugging Face cache (incomplete download?)"));
     }
     std::vector<std::string> revs;
     if (DIR* d = opendir(snapshots.c_str()); d != nullptr) {
@@ -452,17 +441,17 @@ absl::StatusOr<HfSnapshot> ResolveHfCacheSnapshot(const std::string& repo_id) {
     std::sort(revs.begin(), revs.end());
     if (revs.size() == 1) return HfSnapshot{JoinPath(snapshots, revs[0]), repo};
     if (revs.size() > 1) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          repo_id, ": several snapshots (", absl::StrJoin(revs, ", "),
-          ") and no refs/main in this worker's Hugging Face cache; pass the snapshot "
-          "folder itself"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(repo_id, ": several snapshots (", absl::StrJoin(revs, ", "),
+                       ") and no refs/main in this worker's Hugging Face cache; pass the snapshot "
+                       "folder itself"));
     }
   }
-  return absl::NotFoundError(absl::StrCat(
-      "model '", repo_id, "' is not in this worker's Hugging Face cache",
-      HfHubCacheDirs().empty() ? " (no cache: HF_HOME and HOME unset)" : "",
-      "; this build never downloads: fetch it with `huggingface-cli download ", repo_id,
-      "` or pass a checkpoint folder under the worker's --model-root"));
+  return absl::NotFoundError(
+      absl::StrCat("model '", repo_id, "' is not in this worker's Hugging Face cache",
+                   HfHubCacheDirs().empty() ? " (no cache: HF_HOME and HOME unset)" : "",
+                   "; this build never downloads: fetch it with `huggingface-cli download ",
+                   repo_id, "` or pass a checkpoint folder under the worker's --model-root"));
 }
 
 std::string NormalizePathLexically(absl::string_view path) {
@@ -510,9 +499,10 @@ absl::StatusOr<ModelSource> CheckpointUnder(const std::string& path, const std::
   bool inside = false;
   for (const ModelRoot& root : roots) inside = inside || PathWithin(*resolved, root.resolved);
   if (!inside) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "model '", name, "': a symbolic link leads outside this worker's model folders "
-        "(--model-root, the Hugging Face cache)"));
+    return absl::PermissionDeniedError(
+        absl::StrCat("model '", name,
+                     "': a symbolic link leads outside this worker's model folders "
+                     "(--model-root, the Hugging Face cache)"));
   }
   if (!IsDirectory(*resolved)) {
     return absl::NotFoundError(absl::StrCat("model '", name, "': not a checkpoint folder"));
@@ -522,8 +512,8 @@ absl::StatusOr<ModelSource> CheckpointUnder(const std::string& path, const std::
   absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(*resolved, *resolved);
   if (!folder.ok()) return folder.status();
   if (!folder->Exists("config.json")) {
-    return absl::NotFoundError(absl::StrCat(
-        "model '", name, "': a folder without config.json is not a checkpoint"));
+    return absl::NotFoundError(
+        absl::StrCat("model '", name, "': a folder without config.json is not a checkpoint"));
   }
   source.folder = *std::move(folder);
   return source;
@@ -541,18 +531,19 @@ absl::StatusOr<ModelSource> ResolveModelSource(const std::string& name,
   if (!is_path) {
     absl::StatusOr<ModelPreset> preset = FindModelPreset(name);
     if (!preset.ok()) {
-      return absl::NotFoundError(absl::StrCat(
-          "model '", name, "': not a preset (", preset.status().message(),
-          "); a checkpoint is a folder path or an ORG/NAME repo id, with a '/'"));
+      return absl::NotFoundError(
+          absl::StrCat("model '", name, "': not a preset (", preset.status().message(),
+                       "); a checkpoint is a folder path or an ORG/NAME repo id, with a '/'"));
     }
     source.kind = ModelSource::Kind::kPreset;
     source.preset = *std::move(preset);
     return source;
   }
   const std::vector<ModelRoot> roots = ResolveModelRoots(policy);
-  const std::string outside = absl::StrCat(
-      "model '", name, "': outside this worker's model folders (--model-root, the Hugging "
-      "Face cache); nothing outside them is read");
+  const std::string outside =
+      absl::StrCat("model '", name,
+                   "': outside this worker's model folders (--model-root, the Hugging "
+                   "Face cache); nothing outside them is read");
   if (name.front() == '/') {
     // Lexically first, so that nothing outside the roots is even looked at.
     const std::string lexical = NormalizePathLexically(name);
@@ -577,17 +568,18 @@ absl::StatusOr<ModelSource> ResolveModelSource(const std::string& name,
     absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(snapshot->dir, snapshot->repo);
     if (!folder.ok()) return folder.status();
     if (!folder->Exists("config.json")) {
-      return absl::NotFoundError(absl::StrCat(
-          "model '", name, "': the cached snapshot has no config.json"));
+      return absl::NotFoundError(
+          absl::StrCat("model '", name, "': the cached snapshot has no config.json"));
     }
     source.kind = ModelSource::Kind::kCheckpoint;
     source.folder = *std::move(folder);
     return source;
   }
   return absl::NotFoundError(absl::StrCat(
-      "model '", name, "': no such checkpoint folder under this worker's model folders "
-      "(--model-root", policy.hf_cache ? ", the Hugging Face cache" : "",
-      ") and not an ORG/NAME repo id"));
+      "model '", name,
+      "': no such checkpoint folder under this worker's model folders "
+      "(--model-root",
+      policy.hf_cache ? ", the Hugging Face cache" : "", ") and not an ORG/NAME repo id"));
 }
 
 }  // namespace layerflow::worker

@@ -52,8 +52,21 @@ struct ModelFileLimits {
 // safetensors
 
 enum class SafetensorsDtype {
-  kBool, kU8, kI8, kI16, kU16, kF16, kBF16, kI32, kU32, kF32, kF64, kI64,
-  kU64, kF8E4M3, kF8E5M2,
+  kBool,
+  kU8,
+  kI8,
+  kI16,
+  kU16,
+  kF16,
+  kBF16,
+  kI32,
+  kU32,
+  kF32,
+  kF64,
+  kI64,
+  kU64,
+  kF8E4M3,
+  kF8E5M2,
 };
 // "F32" -> kF32, ...; INVALID_ARGUMENT for a name the format does not have.
 absl::StatusOr<SafetensorsDtype> ParseSafetensorsDtype(absl::string_view name);
@@ -77,8 +90,7 @@ class SafetensorsFile {
  public:
   // A file this process made or trusts (feature files, tests); errors name
   // `path`.
-  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(
-      const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   // An opened checkpoint file (ConfinedDir::OpenFile); errors name
   // file.name(). The header may take at most kMaxSafetensorsHeaderBytes.
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const ConfinedFile& file);
@@ -114,8 +126,8 @@ class SafetensorsCheckpoint {
   // by worker/model/model_checkpoint.h). The index's shard names must be
   // plain file names in the folder (INVALID_ARGUMENT naming the weight_map
   // key otherwise; PERMISSION_DENIED for a link leading outside).
-  static absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> Open(
-      const ConfinedDir& dir, const ModelFileLimits& limits);
+  static absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> Open(const ConfinedDir& dir,
+                                                                     const ModelFileLimits& limits);
 
   // The file errors should name: model.safetensors or the index.
   const std::string& source() const { return source_; }

@@ -39,9 +39,7 @@ class Reader {
     }
     *out = obj[key].get<int64_t>();
   }
-  void Int(const char* key, int64_t* out, bool required = false) {
-    Int(root_, key, out, required);
-  }
+  void Int(const char* key, int64_t* out, bool required = false) { Int(root_, key, out, required); }
   void Double(const Json& obj, const char* key, double* out) {
     if (!obj.contains(key) || obj[key].is_null()) return;
     if (!obj[key].is_number()) {
@@ -82,9 +80,9 @@ class Reader {
 
   absl::Status Finish() const {
     if (!missing_.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source_, ": missing required key", missing_.size() > 1 ? "s" : "", " ",
-          absl::StrJoin(missing_, ", ")));
+      return absl::InvalidArgumentError(absl::StrCat(source_, ": missing required key",
+                                                     missing_.size() > 1 ? "s" : "", " ",
+                                                     absl::StrJoin(missing_, ", ")));
     }
     if (!wrong_.empty()) {
       return absl::InvalidArgumentError(
@@ -125,8 +123,8 @@ absl::Status GptNeoXFromJson(const Json& root, Reader& r, absl::string_view sour
     r.Double(rope, "partial_rotary_factor", &c->rotary_pct);
     r.Double(rope, "rope_theta", &c->rotary_emb_base);
     if (rope.contains("rope_type") && rope["rope_type"] != "default") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": rope_parameters.rope_type is not supported (only \"default\")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": rope_parameters.rope_type is not supported (only \"default\")"));
     }
   }
   if (root.contains("rope_scaling") && !root["rope_scaling"].is_null()) {
@@ -179,8 +177,10 @@ void GptNeoFromJson(const Json& root, Reader& r, GptNeoConfig* c) {
       }
     }
     if (!ok) {
-      r.Wrong(absl::StrCat("attention_types (expected [[[\"global\", \"local\"], N], ...] "
-                           "of at most ", kMaxConfigLayers, " layers)"));
+      r.Wrong(
+          absl::StrCat("attention_types (expected [[[\"global\", \"local\"], N], ...] "
+                       "of at most ",
+                       kMaxConfigLayers, " layers)"));
     }
   } else {
     r.Missing("attention_types");
@@ -260,9 +260,8 @@ absl::Status MambaSsmFromJson(const Json& root, Reader& r, absl::string_view sou
   r.Bool("residual_in_fp32", &residual_in_fp32);
   out->tie_word_embeddings = true;
   r.Bool("tie_embeddings", &out->tie_word_embeddings);
-  const Json ssm_cfg = root.contains("ssm_cfg") && root["ssm_cfg"].is_object()
-                           ? root["ssm_cfg"]
-                           : Json::object();
+  const Json ssm_cfg =
+      root.contains("ssm_cfg") && root["ssm_cfg"].is_object() ? root["ssm_cfg"] : Json::object();
   std::string layer = "Mamba1";
   r.String(ssm_cfg, "layer", &layer);
   if (absl::Status s = r.Finish(); !s.ok()) return s;
@@ -271,13 +270,13 @@ absl::Status MambaSsmFromJson(const Json& root, Reader& r, absl::string_view sou
         absl::StrCat(source, ": rms_norm false (LayerNorm blocks) is not supported"));
   }
   if (d_intermediate != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": d_intermediate ", d_intermediate, " (MLP blocks) is not supported"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": d_intermediate ", d_intermediate,
+                                                   " (MLP blocks) is not supported"));
   }
   if (root.contains("attn_layer_idx") && root["attn_layer_idx"].is_array() &&
       !root["attn_layer_idx"].empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": attn_layer_idx (hybrid attention layers) is not supported"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": attn_layer_idx (hybrid attention layers) is not supported"));
   }
   if (pad_multiple > 0 && vocab % pad_multiple != 0) {
     vocab += pad_multiple - vocab % pad_multiple;
@@ -331,8 +330,8 @@ absl::Status MambaSsmFromJson(const Json& root, Reader& r, absl::string_view sou
     }
     c.num_heads = c.head_dim > 0 ? c.expand * d_model / c.head_dim : 0;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": ssm_cfg.layer \"", layer, "\" is not supported (Mamba1, Mamba2)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": ssm_cfg.layer \"", layer, "\" is not supported (Mamba1, Mamba2)"));
   }
   return r.Finish();
 }
@@ -384,9 +383,10 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
   } else {
     type = ArchitectureFromClasses(root);
     if (type.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": no model_type key, no known class in architectures, and not a "
-                  "mamba_ssm config (d_model, n_layer)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source,
+                       ": no model_type key, no known class in architectures, and not a "
+                       "mamba_ssm config (d_model, n_layer)"));
     }
   }
   out.model.architecture = type;
@@ -408,9 +408,10 @@ absl::StatusOr<CheckpointConfig> ParseCheckpointConfigJson(absl::string_view jso
   } else if (type == "mamba2") {
     Mamba2FromJson(root, r, &out.model.mamba2);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": model_type is not supported (supported: \"gpt_neox\", \"gpt_neo\", "
-                "\"mamba\", \"mamba2\"; the value is not repeated here)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source,
+                     ": model_type is not supported (supported: \"gpt_neox\", \"gpt_neo\", "
+                     "\"mamba\", \"mamba2\"; the value is not repeated here)"));
   }
   // The config classes' defaults: GPT-Neo and Mamba tie the head to the
   // embedding, GPT-NeoX and Mamba-2 do not.
@@ -525,8 +526,7 @@ absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path) {
   return ParseCheckpointConfigJson(*text, path);
 }
 
-absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const ConfinedDir& dir,
-                                                      int64_t max_bytes) {
+absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const ConfinedDir& dir, int64_t max_bytes) {
   absl::StatusOr<std::string> text = dir.ReadFile("config.json", max_bytes);
   if (!text.ok()) return text.status();
   return ParseCheckpointConfigJson(*text, dir.DisplayName("config.json"));

@@ -32,8 +32,7 @@ absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const std::string& path);
 // A job's checkpoint: <dir>/config.json, at most max_bytes, a regular file
 // (common/confined_file.h); errors name "config.json" and the key, never a
 // value of the file.
-absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const ConfinedDir& dir,
-                                                      int64_t max_bytes);
+absl::StatusOr<CheckpointConfig> ReadCheckpointConfig(const ConfinedDir& dir, int64_t max_bytes);
 
 // The Hugging Face config.json of `config` (model_type, architectures and
 // the config class's keys; tie_word_embeddings false, the head being its

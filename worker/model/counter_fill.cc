@@ -40,11 +40,16 @@ void FillCpu(T* out, int64_t numel, const counter_rng::FillSpec& spec) {
 #ifdef LF_WITH_CUDA
 cuda_kernels::FillType FillTypeOf(c10::ScalarType type) {
   switch (type) {
-    case c10::kFloat: return cuda_kernels::FillType::kFloat32;
-    case c10::kDouble: return cuda_kernels::FillType::kFloat64;
-    case c10::kBFloat16: return cuda_kernels::FillType::kBFloat16;
-    case c10::kHalf: return cuda_kernels::FillType::kFloat16;
-    default: TORCH_CHECK(false, "init: no counter fill for dtype ", c10::toString(type));
+    case c10::kFloat:
+      return cuda_kernels::FillType::kFloat32;
+    case c10::kDouble:
+      return cuda_kernels::FillType::kFloat64;
+    case c10::kBFloat16:
+      return cuda_kernels::FillType::kBFloat16;
+    case c10::kHalf:
+      return cuda_kernels::FillType::kFloat16;
+    default:
+      TORCH_CHECK(false, "init: no counter fill for dtype ", c10::toString(type));
   }
 }
 #endif
@@ -61,8 +66,8 @@ void CounterFill(at::Tensor& tensor, const counter_rng::FillSpec& spec) {
     const cudaError_t error = cuda_kernels::LaunchCounterFill(
         spec, type, tensor.data_ptr(), numel,
         c10::cuda::getCurrentCUDAStream(tensor.device().index()).stream());
-    TORCH_CHECK(error == cudaSuccess, "CUDA kernel CounterFill failed: ",
-                cudaGetErrorString(error));
+    TORCH_CHECK(error == cudaSuccess,
+                "CUDA kernel CounterFill failed: ", cudaGetErrorString(error));
     return;
 #else
     TORCH_CHECK(false, "init: a CUDA tensor in a build without CUDA");
@@ -70,10 +75,14 @@ void CounterFill(at::Tensor& tensor, const counter_rng::FillSpec& spec) {
   }
   TORCH_CHECK(tensor.device().is_cpu(), "init: no counter fill on ", tensor.device().str());
   switch (tensor.scalar_type()) {
-    case c10::kFloat: return FillCpu(tensor.data_ptr<float>(), numel, spec);
-    case c10::kDouble: return FillCpu(tensor.data_ptr<double>(), numel, spec);
-    case c10::kBFloat16: return FillCpu(tensor.data_ptr<c10::BFloat16>(), numel, spec);
-    case c10::kHalf: return FillCpu(tensor.data_ptr<c10::Half>(), numel, spec);
+    case c10::kFloat:
+      return FillCpu(tensor.data_ptr<float>(), numel, spec);
+    case c10::kDouble:
+      return FillCpu(tensor.data_ptr<double>(), numel, spec);
+    case c10::kBFloat16:
+      return FillCpu(tensor.data_ptr<c10::BFloat16>(), numel, spec);
+    case c10::kHalf:
+      return FillCpu(tensor.data_ptr<c10::Half>(), numel, spec);
     default:
       TORCH_CHECK(false, "init: no counter fill for dtype ", c10::toString(tensor.scalar_type()));
   }

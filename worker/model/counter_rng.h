@@ -98,9 +98,9 @@ inline uint64_t ParameterKey(uint64_t seed, uint64_t name_hash) {
 }
 
 LF_COUNTER_FN Block BlockAt(uint64_t key, uint64_t block) {
-  return Philox4x32_10(Block{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-                              0u, 0u}},
-                       static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
+  return Philox4x32_10(
+      Block{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), 0u, 0u}},
+      static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
 }
 
 // (word + 0.5) 2^-32: exact in double, in (0, 1).
@@ -174,15 +174,15 @@ LF_COUNTER_FN void SinCosReduced(double x, double* sin_x, double* cos_x) {
   s = s * x2 + 1.0 / 120.0;                // 1/5!
   s = s * x2 - 1.0 / 6.0;                  // 1/3!
   *sin_x = x + x * (x2 * s);
-  double c = 1.0 / 6402373705728000.0;     // 1/18!
-  c = c * x2 - 1.0 / 20922789888000.0;     // 1/16!
-  c = c * x2 + 1.0 / 87178291200.0;        // 1/14!
-  c = c * x2 - 1.0 / 479001600.0;          // 1/12!
-  c = c * x2 + 1.0 / 3628800.0;            // 1/10!
-  c = c * x2 - 1.0 / 40320.0;              // 1/8!
-  c = c * x2 + 1.0 / 720.0;                // 1/6!
-  c = c * x2 - 1.0 / 24.0;                 // 1/4!
-  c = c * x2 + 0.5;                        // 1/2!
+  double c = 1.0 / 6402373705728000.0;  // 1/18!
+  c = c * x2 - 1.0 / 20922789888000.0;  // 1/16!
+  c = c * x2 + 1.0 / 87178291200.0;     // 1/14!
+  c = c * x2 - 1.0 / 479001600.0;       // 1/12!
+  c = c * x2 + 1.0 / 3628800.0;         // 1/10!
+  c = c * x2 - 1.0 / 40320.0;           // 1/8!
+  c = c * x2 + 1.0 / 720.0;             // 1/6!
+  c = c * x2 - 1.0 / 24.0;              // 1/4!
+  c = c * x2 + 0.5;                     // 1/2!
   *cos_x = 1.0 - x2 * c;
 }
 
@@ -205,10 +205,22 @@ LF_COUNTER_FN void SinCos2Pi(double u, double* sin_x, double* cos_x) {
   }
   // Quadrant q adds q pi/2: (s, c) -> (c, -s) per quadrant.
   switch (q & 3) {
-    case 0: *sin_x = s; *cos_x = c; break;
-    case 1: *sin_x = c; *cos_x = -s; break;
-    case 2: *sin_x = -s; *cos_x = -c; break;
-    default: *sin_x = -c; *cos_x = s; break;
+    case 0:
+      *sin_x = s;
+      *cos_x = c;
+      break;
+    case 1:
+      *sin_x = c;
+      *cos_x = -s;
+      break;
+    case 2:
+      *sin_x = -s;
+      *cos_x = -c;
+      break;
+    default:
+      *sin_x = -c;
+      *cos_x = s;
+      break;
   }
 }
 

@@ -24,24 +24,22 @@ absl::Status GptNeoModel::Validate(const GptNeoConfig& c) {
     return s;
   }
   if (c.intermediate_size < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "intermediate_size: must be positive (or null), got ", c.intermediate_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("intermediate_size: must be positive (or null), got ", c.intermediate_size));
   }
   if (c.hidden_size % c.num_heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("hidden_size: ", c.hidden_size, " is not divisible by num_heads ",
-                     c.num_heads));
+    return absl::InvalidArgumentError(absl::StrCat("hidden_size: ", c.hidden_size,
+                                                   " is not divisible by num_heads ", c.num_heads));
   }
   if (static_cast<int64_t>(c.attention_layers.size()) != c.num_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "attention_types / attention_layers: expand to ", c.attention_layers.size(),
-        " layers, but num_layers is ", c.num_layers));
+    return absl::InvalidArgumentError(absl::StrCat("attention_types / attention_layers: expand to ",
+                                                   c.attention_layers.size(),
+                                                   " layers, but num_layers is ", c.num_layers));
   }
   for (size_t i = 0; i < c.attention_layers.size(); ++i) {
     if (c.attention_layers[i] != "global" && c.attention_layers[i] != "local") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("attention_types / attention_layers: layer ", i,
-                       " is neither \"global\" nor \"local\""));
+      return absl::InvalidArgumentError(absl::StrCat("attention_types / attention_layers: layer ",
+                                                     i, " is neither \"global\" nor \"local\""));
     }
   }
   if (c.activation_function != "gelu_new") {
@@ -98,8 +96,7 @@ GptNeoModel::PointModules GptNeoModel::point_modules() const {
   return {"transformer.wte + transformer.wpe", kLayers, "transformer.ln_f"};
 }
 
-at::Tensor GptNeoModel::AttentionMask(int64_t seq, bool local, int64_t window,
-                                      c10::Device device) {
+at::Tensor GptNeoModel::AttentionMask(int64_t seq, bool local, int64_t window, c10::Device device) {
   at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device));
   at::Tensor diff = i.unsqueeze(1) - i.unsqueeze(0);  // query - key
   at::Tensor mask = diff >= 0;
@@ -158,29 +155,26 @@ void GptNeoModel::RunForward(const at::Tensor& input_ids, const LayerCallback& o
   const double eps = neo().layer_norm_epsilon;
   const int64_t seq = input_ids.size(1);
   TORCH_CHECK(seq <= neo().max_position_embeddings, "sequence of ", seq,
-              " tokens is longer than max_position_embeddings ",
-              neo().max_position_embeddings);
+              " tokens is longer than max_position_embeddings ", neo().max_position_embeddings);
   // GPTNeoModel.forward: inputs_embeds + wpe(position_ids).
-  at::Tensor positions =
-      at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device()));
-  at::Tensor hidden = at::embedding(wte_, input_ids.to(device(), at::kLong)) +
-                      at::embedding(wpe_, positions);
+  at::Tensor positions = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device()));
+  at::Tensor hidden =
+      at::embedding(wte_, input_ids.to(device(), at::kLong)) + at::embedding(wpe_, positions);
   on_layer(point, hidden);
 
   const at::Tensor global_mask = AttentionMask(seq, false, 0, device());
-  const at::Tensor local_mask =
-      AttentionMask(seq, true, neo().window_size, device());
+  const at::Tensor local_mask = AttentionMask(seq, true, neo().window_size, device());
   // GPTNeoBlock.forward: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
   for (const Layer& layer : layers_) {
     ++point;
     at::Tensor log_lambda;
-    at::Tensor attn_output = Attention(
-        layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps),
-        layer.local ? local_mask : global_mask,
-        spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
+    at::Tensor attn_output =
+        Attention(layer, at::layer_norm(hidden, {d}, layer.ln_1_weight, layer.ln_1_bias, eps),
+                  layer.local ? local_mask : global_mask,
+                  spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
     hidden = attn_output + hidden;
-    at::Tensor mlp_output = Mlp(
-        layer, at::layer_norm(hidden, {d}, layer.ln_2_weight, layer.ln_2_bias, eps));
+    at::Tensor mlp_output =
+        Mlp(layer, at::layer_norm(hidden, {d}, layer.ln_2_weight, layer.ln_2_bias, eps));
     hidden = hidden + mlp_output;
     if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
     if (spectra != nullptr && spectra->on_layer_dsf) {

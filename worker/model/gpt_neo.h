@@ -32,8 +32,7 @@ class GptNeoModel final : public LanguageModel {
 
   // The boolean [seq, seq] mask HF's GPTNeoSelfAttention uses: key j is
   // visible from query i iff j <= i, and for "local" also i - j < window.
-  static at::Tensor AttentionMask(int64_t seq, bool local, int64_t window,
-                                  c10::Device device);
+  static at::Tensor AttentionMask(int64_t seq, bool local, int64_t window, c10::Device device);
 
   static absl::Status Validate(const GptNeoConfig& config);
 

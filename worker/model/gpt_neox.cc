@@ -25,8 +25,7 @@ at::Tensor RotateHalf(const at::Tensor& x) {
 
 // apply_rotary_pos_emb for one of q / k: rotary on the first rotary_dim
 // (= cos.size(-1)) dims of each head, the rest passes through.
-at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos,
-                       const at::Tensor& sin) {
+at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t rotary_dim = cos.size(-1);
   at::Tensor x_rot = x.narrow(-1, 0, rotary_dim);
   at::Tensor x_pass = x.narrow(-1, rotary_dim, x.size(-1) - rotary_dim);
@@ -46,20 +45,19 @@ absl::Status GptNeoXModel::Validate(const GptNeoXConfig& c) {
     return s;
   }
   if (c.hidden_size % c.num_attention_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "hidden_size: ", c.hidden_size, " is not divisible by ",
-        "num_attention_heads ", c.num_attention_heads));
+    return absl::InvalidArgumentError(absl::StrCat("hidden_size: ", c.hidden_size,
+                                                   " is not divisible by ", "num_attention_heads ",
+                                                   c.num_attention_heads));
   }
   const int64_t head_dim = c.hidden_size / c.num_attention_heads;
   const int64_t rotary = static_cast<int64_t>(head_dim * c.rotary_pct);
   if (c.rotary_pct < 0 || c.rotary_pct > 1 || rotary % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "rotary_pct: ", c.rotary_pct, " gives ", rotary,
-        " rotary dims per head; need an even number in [0, head_dim]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rotary_pct: ", c.rotary_pct, " gives ", rotary,
+                     " rotary dims per head; need an even number in [0, head_dim]"));
   }
   if (!(c.rotary_emb_base > 0) || !(c.layer_norm_eps > 0)) {
-    return absl::InvalidArgumentError(
-        "rotary_emb_base and layer_norm_eps must be positive");
+    return absl::InvalidArgumentError("rotary_emb_base and layer_norm_eps must be positive");
   }
   if (c.hidden_act != "gelu") {
     // The value may come from a checkpoint's config.json: not repeated.
@@ -111,8 +109,7 @@ GptNeoXModel::PointModules GptNeoXModel::point_modules() const {
 }
 
 // GPTNeoXAttention.forward's q (rotary), k (rotary) and v: [B, H, S, hs].
-std::vector<at::Tensor> GptNeoXModel::QueryKeyValue(const Layer& layer,
-                                                    const at::Tensor& hidden,
+std::vector<at::Tensor> GptNeoXModel::QueryKeyValue(const Layer& layer, const at::Tensor& hidden,
                                                     const at::Tensor& cos,
                                                     const at::Tensor& sin) const {
   const int64_t batch = hidden.size(0);
@@ -121,8 +118,7 @@ std::vector<at::Tensor> GptNeoXModel::QueryKeyValue(const Layer& layer,
 
   // qkv = query_key_value(hidden).view(B, S, heads, 3 * head_size)
   //           .transpose(1, 2): per head the fused output is [q | k | v].
-  at::Tensor qkv = at::linear(hidden, layer.query_key_value_weight,
-                              layer.query_key_value_bias)
+  at::Tensor qkv = at::linear(hidden, layer.query_key_value_weight, layer.query_key_value_bias)
                        .view({batch, seq, -1, 3 * head_size})
                        .transpose(1, 2);
   std::vector<at::Tensor> qkv_chunks = qkv.chunk(3, -1);
@@ -145,9 +141,9 @@ at::Tensor GptNeoXModel::Attention(const Layer& layer, const at::Tensor& hidden,
     *log_lambda = AttentionLogLambda(qkv[0], qkv[1], scale, CausalMask(seq, device()));
   }
   // sdpa_attention_forward: causal, scaling = head_size ** -0.5.
-  at::Tensor attn = at::scaled_dot_product_attention(
-      qkv[0], qkv[1], qkv[2], /*attn_mask=*/{}, /*dropout_p=*/0.0,
-      /*is_causal=*/true, scale);
+  at::Tensor attn =
+      at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                       /*is_causal=*/true, scale);
   // [B, H, S, hs] -> [B, S, H * hs], then dense.
   attn = attn.transpose(1, 2).reshape({batch, seq, -1});
   return at::linear(attn, layer.dense_weight, layer.dense_bias);
@@ -155,8 +151,7 @@ at::Tensor GptNeoXModel::Attention(const Layer& layer, const at::Tensor& hidden,
 
 // GPTNeoXMLP.forward: dense_h_to_4h -> gelu (exact) -> dense_4h_to_h.
 at::Tensor GptNeoXModel::Mlp(const Layer& layer, const at::Tensor& hidden) const {
-  at::Tensor h = at::linear(hidden, layer.dense_h_to_4h_weight,
-                            layer.dense_h_to_4h_bias);
+  at::Tensor h = at::linear(hidden, layer.dense_h_to_4h_weight, layer.dense_h_to_4h_bias);
   h = at::gelu(h);
   return at::linear(h, layer.dense_4h_to_h_weight, layer.dense_4h_to_h_bias);
 }
@@ -170,18 +165,15 @@ void GptNeoXModel::RunForward(const at::Tensor& input_ids, const LayerCallback& 
   const int64_t seq = input_ids.size(1);
 
   // GPTNeoXModel.forward: inputs_embeds = embed_in(input_ids).
-  at::Tensor hidden =
-      at::embedding(embed_in_, input_ids.to(device(), at::kLong));
+  at::Tensor hidden = at::embedding(embed_in_, input_ids.to(device(), at::kLong));
   on_layer(point, hidden);
 
   // GPTNeoXRotaryEmbedding (default rope): float32, then the run dtype.
   const int64_t head_size = d / neox().num_attention_heads;
   const int64_t dim = static_cast<int64_t>(head_size * neox().rotary_pct);
-  const auto f32 = at::TensorOptions()
-                       .dtype(c10::promoteTypes(dtype(), c10::kFloat))
-                       .device(device());
-  at::Tensor inv_freq =
-      1.0 / at::pow(neox().rotary_emb_base, at::arange(0, dim, 2, f32) / dim);
+  const auto f32 =
+      at::TensorOptions().dtype(c10::promoteTypes(dtype(), c10::kFloat)).device(device());
+  at::Tensor inv_freq = 1.0 / at::pow(neox().rotary_emb_base, at::arange(0, dim, 2, f32) / dim);
   at::Tensor positions = at::arange(seq, f32);
   at::Tensor freqs = at::outer(positions, inv_freq);  // [S, dim / 2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);       // [S, dim]
@@ -194,41 +186,37 @@ void GptNeoXModel::RunForward(const at::Tensor& input_ids, const LayerCallback& 
     at::Tensor log_lambda;
     at::Tensor attn_output = Attention(
         layer,
-        at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
-                       layer.input_layernorm_bias, eps),
+        at::layer_norm(hidden, {d}, layer.input_layernorm_weight, layer.input_layernorm_bias, eps),
         cos, sin, spectra != nullptr && spectra->on_layer ? &log_lambda : nullptr);
     if (neox().use_parallel_residual) {
       // x = x + attn(ln1(x)) + mlp(ln2(x))
-      at::Tensor mlp_output = Mlp(
-          layer, at::layer_norm(hidden, {d},
-                                layer.post_attention_layernorm_weight,
-                                layer.post_attention_layernorm_bias, eps));
+      at::Tensor mlp_output =
+          Mlp(layer, at::layer_norm(hidden, {d}, layer.post_attention_layernorm_weight,
+                                    layer.post_attention_layernorm_bias, eps));
       hidden = mlp_output + attn_output + hidden;
     } else {
       // x = x + attn(ln1(x)); x = x + mlp(ln2(x))
       attn_output = attn_output + hidden;
-      at::Tensor mlp_output = Mlp(
-          layer, at::layer_norm(attn_output, {d},
-                                layer.post_attention_layernorm_weight,
-                                layer.post_attention_layernorm_bias, eps));
+      at::Tensor mlp_output =
+          Mlp(layer, at::layer_norm(attn_output, {d}, layer.post_attention_layernorm_weight,
+                                    layer.post_attention_layernorm_bias, eps));
       hidden = mlp_output + attn_output;
     }
     if (spectra != nullptr && spectra->on_layer) spectra->on_layer(point, log_lambda);
     if (spectra != nullptr && spectra->on_layer_dsf) {
       // The block's output, unscaled, unmasked.
-      std::vector<at::Tensor> qkv = QueryKeyValue(
-          layer,
-          at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
-                         layer.input_layernorm_bias, eps),
-          cos, sin);
+      std::vector<at::Tensor> qkv =
+          QueryKeyValue(layer,
+                        at::layer_norm(hidden, {d}, layer.input_layernorm_weight,
+                                       layer.input_layernorm_bias, eps),
+                        cos, sin);
       spectra->on_layer_dsf(point, AttentionLogLambda(qkv[0], qkv[1], 1.0, at::Tensor()));
     }
     on_layer(point, hidden);
   }
 
   ++point;
-  hidden = at::layer_norm(hidden, {d}, final_layer_norm_weight_,
-                          final_layer_norm_bias_, eps);
+  hidden = at::layer_norm(hidden, {d}, final_layer_norm_weight_, final_layer_norm_bias_, eps);
   on_layer(point, hidden);
 }
 

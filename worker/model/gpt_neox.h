@@ -51,9 +51,8 @@ class GptNeoXModel final : public LanguageModel {
   std::vector<at::Tensor> QueryKeyValue(const Layer& layer, const at::Tensor& hidden,
                                         const at::Tensor& cos, const at::Tensor& sin) const;
   // With log_lambda, also this layer's spectrum (SpectrumSink).
-  at::Tensor Attention(const Layer& layer, const at::Tensor& hidden,
-                       const at::Tensor& cos, const at::Tensor& sin,
-                       at::Tensor* log_lambda = nullptr) const;
+  at::Tensor Attention(const Layer& layer, const at::Tensor& hidden, const at::Tensor& cos,
+                       const at::Tensor& sin, at::Tensor* log_lambda = nullptr) const;
   at::Tensor Mlp(const Layer& layer, const at::Tensor& hidden) const;
 
   at::Tensor embed_in_;

@@ -9,8 +9,7 @@
 
 namespace layerflow::worker {
 
-InitDistribution WeightDistribution(const InitScheme& scheme,
-                                    double reference_std, int64_t fan_in,
+InitDistribution WeightDistribution(const InitScheme& scheme, double reference_std, int64_t fan_in,
                                     int64_t fan_out) {
   using Kind = InitScheme::Kind;
   const double fans = static_cast<double>(fan_in + fan_out);
@@ -51,9 +50,8 @@ void ParameterDraws::Normal(at::Tensor& tensor, double std) const {
   CounterFill(tensor, spec);
 }
 
-void InitializeParameters(ParameterMap& params, const InitScheme& scheme,
-                          double reference_std, uint64_t seed,
-                          const StructuralInit& structural) {
+void InitializeParameters(ParameterMap& params, const InitScheme& scheme, double reference_std,
+                          uint64_t seed, const StructuralInit& structural) {
   c10::InferenceMode guard;
   for (auto& [name, tensor] : params.items()) {
     const ParameterDraws draws(seed, name);
@@ -65,12 +63,11 @@ void InitializeParameters(ParameterMap& params, const InitScheme& scheme,
       // The only 1-D weights are norms (LayerNorm, RMSNorm, ln_*).
       tensor.fill_(1.0);
     } else {
-      TORCH_CHECK(tensor.dim() == 2 || tensor.dim() == 3, "init: weight ",
-                  name, " is not 2-D or 3-D");
+      TORCH_CHECK(tensor.dim() == 2 || tensor.dim() == 3, "init: weight ", name,
+                  " is not 2-D or 3-D");
       const int64_t receptive = tensor.dim() == 3 ? tensor.size(2) : 1;
-      const InitDistribution dist =
-          WeightDistribution(scheme, reference_std, tensor.size(1) * receptive,
-                             tensor.size(0) * receptive);
+      const InitDistribution dist = WeightDistribution(
+          scheme, reference_std, tensor.size(1) * receptive, tensor.size(0) * receptive);
       if (dist.uniform) {
         draws.Uniform(tensor, -dist.scale, dist.scale);
       } else {

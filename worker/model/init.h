@@ -48,8 +48,7 @@ struct InitDistribution {
   bool uniform = false;
   double scale = 0;  // std (normal) or bound (uniform)
 };
-InitDistribution WeightDistribution(const InitScheme& scheme,
-                                    double reference_std, int64_t fan_in,
+InitDistribution WeightDistribution(const InitScheme& scheme, double reference_std, int64_t fan_in,
                                     int64_t fan_out);
 
 // Fills `tensor` in place with counter_rng::ValueAt(spec, i) at row-major
@@ -74,14 +73,13 @@ class ParameterDraws {
 
 // Called first for every parameter: fills it and returns true when the
 // architecture initialises it itself (drawing from `draws` if it must).
-using StructuralInit = std::function<bool(
-    const std::string& name, at::Tensor& tensor, const ParameterDraws& draws)>;
+using StructuralInit =
+    std::function<bool(const std::string& name, at::Tensor& tensor, const ParameterDraws& draws)>;
 
 // Fills every parameter in place, on its device and in its dtype.
 // Throws c10::Error (the caller converts at its boundary).
-void InitializeParameters(ParameterMap& params, const InitScheme& scheme,
-                          double reference_std, uint64_t seed,
-                          const StructuralInit& structural = nullptr);
+void InitializeParameters(ParameterMap& params, const InitScheme& scheme, double reference_std,
+                          uint64_t seed, const StructuralInit& structural = nullptr);
 
 }  // namespace layerflow::worker
 

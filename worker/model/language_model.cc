@@ -39,16 +39,15 @@ absl::Status ValidateForRun(const ModelConfig& config, c10::ScalarType dtype) {
   // job's dtype is one of the other three, ParseDtype).
   if (dtype != c10::kFloat && dtype != c10::kBFloat16 && dtype != c10::kHalf &&
       dtype != c10::kDouble) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dtype: unsupported ", c10::toString(dtype)));
+    return absl::InvalidArgumentError(absl::StrCat("dtype: unsupported ", c10::toString(dtype)));
   }
   return absl::OkStatus();
 }
 
 // The architecture's name on a LibTorch failure at construction.
 template <typename Fn>
-absl::StatusOr<std::unique_ptr<LanguageModel>> Guarded(const ModelConfig& config,
-                                                       const char* what, Fn fn) {
+absl::StatusOr<std::unique_ptr<LanguageModel>> Guarded(const ModelConfig& config, const char* what,
+                                                       Fn fn) {
   return GuardTorch(absl::StrCat(config.architecture, " ", what),
                     [&]() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
                       c10::InferenceMode guard;
@@ -124,8 +123,7 @@ void LanguageModel::Forward(const at::Tensor& input_ids, const LayerCallback& on
                             const SpectrumSink* spectra) const {
   const InferenceUnlessTrainable guard(trainable());
   WithLayerErrors([&](int64_t& point) {
-    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ",
-                input_ids.sizes());
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], got ", input_ids.sizes());
     RunForward(input_ids, on_layer, spectra, point);
   });
 }
@@ -144,8 +142,8 @@ std::string LanguageModel::PointName(int64_t point) const {
   return absl::StrCat("final norm (", modules.final_norm, ")");
 }
 
-bool LanguageModel::InitStructural(const std::string&, at::Tensor&,
-                                   const InitScheme&, const ParameterDraws&) const {
+bool LanguageModel::InitStructural(const std::string&, at::Tensor&, const InitScheme&,
+                                   const ParameterDraws&) const {
   return false;
 }
 
@@ -155,14 +153,14 @@ absl::Status ValidateModelConfig(const ModelConfig& config) {
   if (arch == "gpt_neo") return GptNeoModel::Validate(config.gpt_neo);
   if (arch == "mamba") return MambaModel::Validate(config.mamba);
   if (arch == "mamba2") return Mamba2Model::Validate(config.mamba2);
-  return absl::InvalidArgumentError(
-      absl::StrCat("architecture: unknown '", arch, "'; known: ",
-                   absl::StrJoin(KnownArchitectures(), ", ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "architecture: unknown '", arch, "'; known: ", absl::StrJoin(KnownArchitectures(), ", ")));
 }
 
-absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
-    const ModelConfig& config, const InitScheme& scheme, uint64_t seed,
-    c10::Device device, c10::ScalarType dtype) {
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(const ModelConfig& config,
+                                                                 const InitScheme& scheme,
+                                                                 uint64_t seed, c10::Device device,
+                                                                 c10::ScalarType dtype) {
   if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
   return Guarded(config, "init", [&]() -> std::unique_ptr<LanguageModel> {
     std::unique_ptr<LanguageModel> model = NewModel(config);
@@ -170,8 +168,7 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
     const LanguageModel& m = *model;
     InitializeParameters(
         model->params_, scheme, model->ReferenceStd(), seed,
-        [&m, &scheme](const std::string& name, at::Tensor& tensor,
-                      const ParameterDraws& draws) {
+        [&m, &scheme](const std::string& name, at::Tensor& tensor, const ParameterDraws& draws) {
           return m.InitStructural(name, tensor, scheme, draws);
         });
     model->device_ = device;
@@ -181,8 +178,9 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
   });
 }
 
-absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
-    const ModelConfig& config, c10::Device device, c10::ScalarType dtype) {
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(const ModelConfig& config,
+                                                                c10::Device device,
+                                                                c10::ScalarType dtype) {
   if (absl::Status s = ValidateForRun(config, dtype); !s.ok()) return s;
   return Guarded(config, "alloc", [&]() -> std::unique_ptr<LanguageModel> {
     std::unique_ptr<LanguageModel> model = NewModel(config);
@@ -196,9 +194,8 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
 
 absl::Status LanguageModel::MakeTrainable() {
   if (dtype_ != c10::kFloat && dtype_ != c10::kDouble) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dtype: training needs fp32 parameters, the model is ",
-                     c10::toString(dtype_)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dtype: training needs fp32 parameters, the model is ", c10::toString(dtype_)));
   }
   return GuardTorch(absl::StrCat(config_.architecture, " trainable"), [&]() -> absl::Status {
     // Outside InferenceMode, a clone of an inference tensor is an ordinary one.

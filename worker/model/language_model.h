@@ -77,15 +77,13 @@ inline at::Tensor AtLeastFloat32(const at::Tensor& t) {
 
 // INVALID_ARGUMENT "<field>: must be positive, got <value>" for the first
 // field that is not; OK when all are.
-absl::Status CheckPositive(
-    std::initializer_list<std::pair<const char*, int64_t>> fields);
+absl::Status CheckPositive(std::initializer_list<std::pair<const char*, int64_t>> fields);
 
 class LanguageModel {
  public:
   // Called with the residual stream [batch, seq, hidden] at points 0..L+1,
   // in that order, as the forward goes: no layer is kept.
-  using LayerCallback =
-      std::function<void(int64_t point, const at::Tensor& hidden)>;
+  using LayerCallback = std::function<void(int64_t point, const at::Tensor& hidden)>;
 
   virtual ~LanguageModel() = default;
   LanguageModel(const LanguageModel&) = delete;
@@ -157,18 +155,19 @@ class LanguageModel {
   // (Mamba's A_log, D, dt bias ...): fills `tensor` (on the model's device,
   // in its dtype) drawing from `draws`, and returns true, or returns false
   // to let the scheme draw it. Default: none.
-  virtual bool InitStructural(const std::string& name, at::Tensor& tensor,
-                              const InitScheme& scheme,
+  virtual bool InitStructural(const std::string& name, at::Tensor& tensor, const InitScheme& scheme,
                               const ParameterDraws& draws) const;
   // The reference std of Linear / Embedding weights (HF initializer_range).
   virtual double ReferenceStd() const = 0;
 
  private:
-  friend absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
-      const ModelConfig&, const InitScheme&, uint64_t, c10::Device,
-      c10::ScalarType);
-  friend absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
-      const ModelConfig&, c10::Device, c10::ScalarType);
+  friend absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(const ModelConfig&,
+                                                                          const InitScheme&,
+                                                                          uint64_t, c10::Device,
+                                                                          c10::ScalarType);
+  friend absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(const ModelConfig&,
+                                                                         c10::Device,
+                                                                         c10::ScalarType);
 
   // params_ from ParameterSlots(): uninitialised, on `device` in `dtype`.
   void AddParameters(c10::Device device, c10::ScalarType dtype);
@@ -193,14 +192,16 @@ absl::Status ValidateModelConfig(const ModelConfig& config);
 // holds the float32 values rounded to it).
 // INVALID_ARGUMENT for a bad config or dtype, INTERNAL for a LibTorch
 // failure (naming the architecture).
-absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(
-    const ModelConfig& config, const InitScheme& scheme, uint64_t seed,
-    c10::Device device, c10::ScalarType dtype);
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateRandomModel(const ModelConfig& config,
+                                                                 const InitScheme& scheme,
+                                                                 uint64_t seed, c10::Device device,
+                                                                 c10::ScalarType dtype);
 
 // Every parameter allocated (uninitialised) on `device` in `dtype`, for a
 // checkpoint loader to copy_ into. Same errors as CreateRandomModel.
-absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(
-    const ModelConfig& config, c10::Device device, c10::ScalarType dtype);
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateEmptyModel(const ModelConfig& config,
+                                                                c10::Device device,
+                                                                c10::ScalarType dtype);
 
 // "fp32" | "bf16" | "fp16" -> dtype; INVALID_ARGUMENT naming `dtype`.
 absl::StatusOr<c10::ScalarType> ParseDtype(const std::string& text);

@@ -21,8 +21,8 @@ absl::Status MambaModel::Validate(const MambaConfig& c) {
     return s;
   }
   if (c.time_step_rank < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "time_step_rank: must be positive or \"auto\", got ", c.time_step_rank));
+    return absl::InvalidArgumentError(
+        absl::StrCat("time_step_rank: must be positive or \"auto\", got ", c.time_step_rank));
   }
   return ValidateBackbone(c);
 }
@@ -61,10 +61,9 @@ at::Tensor MambaModel::ParallelScan(at::Tensor a, at::Tensor b) {
   for (int64_t offset = 1; offset < len; offset *= 2) {
     const int64_t rest = len - offset;
     at::Tensor a_hi = a.narrow(2, offset, rest);
-    at::Tensor b_new = at::cat(
-        {b.narrow(2, 0, offset), at::addcmul(b.narrow(2, offset, rest), a_hi,
-                                             b.narrow(2, 0, rest))},
-        2);
+    at::Tensor b_new = at::cat({b.narrow(2, 0, offset),
+                                at::addcmul(b.narrow(2, offset, rest), a_hi, b.narrow(2, 0, rest))},
+                               2);
     if (2 * offset < len) {  // the last step needs no new a
       a = at::cat({a.narrow(2, 0, offset), a_hi * a.narrow(2, 0, rest)}, 2);
     }
@@ -83,21 +82,19 @@ at::Tensor MambaModel::MixerCuda(const Layer& layer, const at::Tensor& hidden,
   const int64_t r = mamba().dt_rank();
   const at::Tensor projected =
       at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);  // [B, L, 2E]
-  const at::Tensor x =
-      ssm::CausalConv1dSiluRows(projected.narrow(-1, 0, e), layer.conv1d_weight,
-                                layer.conv1d_bias);                 // [B, L, E]
-  const at::Tensor params = at::linear(x, layer.x_proj_weight);    // [B, L, R + 2N]
+  const at::Tensor x = ssm::CausalConv1dSiluRows(projected.narrow(-1, 0, e), layer.conv1d_weight,
+                                                 layer.conv1d_bias);  // [B, L, E]
+  const at::Tensor params = at::linear(x, layer.x_proj_weight);       // [B, L, R + 2N]
   const at::Tensor dt = at::linear(params.narrow(-1, 0, r), layer.dt_proj_weight);
-  const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));       // [E, N]
+  const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [E, N]
   at::Tensor delta;
-  at::Tensor y = ssm::SelectiveScanCuda(x, dt, projected.narrow(-1, e, e),
-                                        params.narrow(-1, r, n), params.narrow(-1, r + n, n), A,
-                                        layer.dt_proj_bias, layer.D,
+  at::Tensor y = ssm::SelectiveScanCuda(x, dt, projected.narrow(-1, e, e), params.narrow(-1, r, n),
+                                        params.narrow(-1, r + n, n), A, layer.dt_proj_bias, layer.D,
                                         log_lambda != nullptr ? &delta : nullptr);
   if (log_lambda != nullptr) {  // log λ = Δ A from the scan's own Δ: [B, 1, L - 1, E N]
     const int64_t batch = y.size(0), len = y.size(1);
-    *log_lambda = (delta.narrow(1, 1, len - 1).unsqueeze(-1) * A)
-                      .reshape({batch, 1, len - 1, e * n});
+    *log_lambda =
+        (delta.narrow(1, 1, len - 1).unsqueeze(-1) * A).reshape({batch, 1, len - 1, e * n});
   }
   return at::linear(y, layer.out_proj_weight, layer.out_proj_bias);
 }
@@ -132,24 +129,22 @@ at::Tensor MambaModel::Mixer(const Layer& layer, const at::Tensor& hidden,
   at::Tensor dt_A = A.unsqueeze(0).unsqueeze(2) * dt.unsqueeze(-1);
   if (log_lambda != nullptr) {  // log λ = Δ A: [B, E, L, N] -> [B, 1, L - 1, E N]
     const int64_t len = dt_A.size(2);
-    *log_lambda = dt_A.narrow(2, 1, len - 1)
-                      .permute({0, 2, 1, 3})
-                      .reshape({dt_A.size(0), 1, len - 1, e * n});
+    *log_lambda =
+        dt_A.narrow(2, 1, len - 1).permute({0, 2, 1, 3}).reshape({dt_A.size(0), 1, len - 1, e * n});
   }
   at::Tensor discrete_A = at::exp(dt_A);
   at::Tensor deltaB_u = dt.unsqueeze(-1) * AtLeastFloat32(ssm_parameters[1].unsqueeze(1)) *
                         AtLeastFloat32(x.unsqueeze(-1));
   at::Tensor states = ParallelScan(std::move(discrete_A), std::move(deltaB_u));
   // y_t = C_t h_t (the state in the run dtype, as HF's matmul), + D x.
-  at::Tensor y = at::matmul(states.to(dtype).transpose(1, 2),      // [B, L, E, N]
-                            ssm_parameters[2].unsqueeze(-1))        // [B, L, N, 1]
+  at::Tensor y = at::matmul(states.to(dtype).transpose(1, 2),  // [B, L, E, N]
+                            ssm_parameters[2].unsqueeze(-1))   // [B, L, N, 1]
                      .squeeze(-1)
-                     .transpose(1, 2);                              // [B, E, L]
+                     .transpose(1, 2);  // [B, E, L]
   y = y + x * AtLeastFloat32(layer.D).unsqueeze(0).unsqueeze(-1);
   y = y * at::silu(gate);
   // 4. out_proj.
-  return at::linear(y.transpose(1, 2).to(dtype), layer.out_proj_weight,
-                    layer.out_proj_bias);
+  return at::linear(y.transpose(1, 2).to(dtype), layer.out_proj_weight, layer.out_proj_bias);
 }
 
 }  // namespace layerflow::worker

@@ -60,8 +60,7 @@ class MambaModel final : public SsmFamilyModel<MambaLayer, MambaConfig> {
   at::Tensor Mixer(const Layer& layer, const at::Tensor& hidden,
                    at::Tensor* log_lambda) const override;
   // Mixer on the fused CUDA kernels (ssm::UseSsmKernels).
-  at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden,
-                       at::Tensor* log_lambda) const;
+  at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden, at::Tensor* log_lambda) const;
 };
 
 }  // namespace layerflow::worker

@@ -58,13 +58,13 @@ absl::Status Mamba2Model::Validate(const Mamba2Config& c) {
     return s;
   }
   if (c.num_heads * c.head_dim != c.intermediate_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "num_heads: ", c.num_heads, " x head_dim ", c.head_dim, " must equal expand x ",
-        "hidden_size = ", c.intermediate_size()));
+    return absl::InvalidArgumentError(absl::StrCat("num_heads: ", c.num_heads, " x head_dim ",
+                                                   c.head_dim, " must equal expand x ",
+                                                   "hidden_size = ", c.intermediate_size()));
   }
   if (c.num_heads % c.n_groups != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "n_groups: ", c.n_groups, " does not divide num_heads ", c.num_heads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("n_groups: ", c.n_groups, " does not divide num_heads ", c.num_heads));
   }
   return ValidateBackbone(c);
 }
@@ -93,8 +93,7 @@ std::vector<LayerParam<Mamba2Layer>> Mamba2Model::MixerParams() const {
 // written as einsums (same sums, without [.., l, s, h, p] temporaries).
 at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
                                   const at::Tensor& A_in, const at::Tensor& B_in,
-                                  const at::Tensor& C_in, const at::Tensor& D,
-                                  int64_t chunk) {
+                                  const at::Tensor& C_in, const at::Tensor& D, int64_t chunk) {
   const int64_t batch = x_in.size(0);
   const int64_t seq = x_in.size(1);
   const int64_t heads = x_in.size(2);
@@ -108,16 +107,16 @@ at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
   }
   // Discretise x and A.
   x = x * AtLeastFloat32(dt.unsqueeze(-1));
-  at::Tensor A = AtLeastFloat32(A_in) * AtLeastFloat32(dt);  // [B, L, H]
-  x = IntoChunks(x, pad, chunk);                        // [B, c, l, H, P]
-  A = IntoChunks(A, pad, chunk).permute({0, 3, 1, 2});  // [B, H, c, l]
+  at::Tensor A = AtLeastFloat32(A_in) * AtLeastFloat32(dt);     // [B, L, H]
+  x = IntoChunks(x, pad, chunk);                                // [B, c, l, H, P]
+  A = IntoChunks(A, pad, chunk).permute({0, 3, 1, 2});          // [B, H, c, l]
   at::Tensor B = IntoChunks(AtLeastFloat32(B_in), pad, chunk);  // [B, c, l, H, N]
   at::Tensor C = IntoChunks(AtLeastFloat32(C_in), pad, chunk);
   at::Tensor A_cumsum = at::cumsum(A, -1);
 
   // 1. Intra-chunk (diagonal blocks): Y_diag = (C B^T * L) x.
-  at::Tensor L = at::exp(SegmentSum(A));                             // [B, H, c, l, s]
-  at::Tensor G = at::einsum("bclhn,bcshn->bclsh", {C, B});           // [B, c, l, s, H]
+  at::Tensor L = at::exp(SegmentSum(A));                    // [B, H, c, l, s]
+  at::Tensor G = at::einsum("bclhn,bcshn->bclsh", {C, B});  // [B, c, l, s, H]
   at::Tensor M = G * L.permute({0, 2, 3, 4, 1});
   at::Tensor Y_diag = at::einsum("bclsh,bcshp->bclhp", {M, x});
   // 2. Each chunk's final state from its own inputs.
@@ -127,11 +126,11 @@ at::Tensor Mamba2Model::ChunkScan(const at::Tensor& x_in, const at::Tensor& dt,
   // 3. States passed between chunks (zero initial state).
   states = at::cat({at::zeros_like(states.narrow(1, 0, 1)), states}, 1);
   at::Tensor chunk_ends = at::constant_pad_nd(A_cumsum.select(-1, chunk - 1), {1, 0});
-  at::Tensor decay_chunk = at::exp(SegmentSum(chunk_ends));          // [B, H, z, c]
+  at::Tensor decay_chunk = at::exp(SegmentSum(chunk_ends));  // [B, H, z, c]
   at::Tensor new_states = at::einsum("bhzc,bchpn->bzhpn", {decay_chunk, states});
   states = new_states.narrow(1, 0, new_states.size(1) - 1);
   // 4. State -> output within each chunk.
-  at::Tensor state_decay_out = at::exp(A_cumsum);                    // [B, H, c, l]
+  at::Tensor state_decay_out = at::exp(A_cumsum);  // [B, H, c, l]
   at::Tensor Y_off = at::einsum("bclhn,bchpn->bclhp", {C, states}) *
                      state_decay_out.permute({0, 2, 3, 1}).unsqueeze(-1);
   at::Tensor y = (Y_diag + Y_off).reshape({batch, -1, heads, head_dim});
@@ -157,8 +156,7 @@ at::Tensor Mamba2Model::MixerCuda(const Layer& layer, const at::Tensor& hidden,
   const Mamba2Config& c = mamba2();
   const int64_t seq = hidden.size(1);
   const int64_t e = c.intermediate_size();
-  const at::Tensor projected =
-      at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);
+  const at::Tensor projected = at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);
   const at::Tensor xbc = ssm::CausalConv1dSiluRows(projected.narrow(-1, e, c.conv_dim()),
                                                    layer.conv1d_weight, layer.conv1d_bias);
   const at::Tensor A = -at::exp(layer.A_log.to(at::kFloat));  // [H]
@@ -190,9 +188,9 @@ at::Tensor Mamba2Model::Mixer(const Layer& layer, const at::Tensor& hidden,
   at::Tensor projected = at::linear(hidden, layer.in_proj_weight, layer.in_proj_bias);
   std::vector<at::Tensor> parts = projected.split({e, c.conv_dim(), c.num_heads}, -1);
   const at::Tensor& gate = parts[0];
-  at::Tensor xBC = ssm::CausalConv1dSilu(parts[1].transpose(1, 2), layer.conv1d_weight,
-                                         layer.conv1d_bias)
-                       .transpose(1, 2);
+  at::Tensor xBC =
+      ssm::CausalConv1dSilu(parts[1].transpose(1, 2), layer.conv1d_weight, layer.conv1d_bias)
+          .transpose(1, 2);
   std::vector<at::Tensor> xbc = xBC.split({e, gn, gn}, -1);
   const at::Tensor A = -at::exp(AtLeastFloat32(layer.A_log));  // [H]
 

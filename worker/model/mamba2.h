@@ -49,9 +49,8 @@ class Mamba2Model final : public SsmFamilyModel<Mamba2Layer, Mamba2Config> {
   // and clamp), A [H], B and C [B, L, H, N] (groups already repeated), D [H].
   // Returns y [B, L, H, P]. Exposed so tests can hold it against the
   // sequential recurrence.
-  static at::Tensor ChunkScan(const at::Tensor& x, const at::Tensor& dt,
-                              const at::Tensor& A, const at::Tensor& B,
-                              const at::Tensor& C, const at::Tensor& D,
+  static at::Tensor ChunkScan(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                              const at::Tensor& B, const at::Tensor& C, const at::Tensor& D,
                               int64_t chunk_size);
 
   static absl::Status Validate(const Mamba2Config& config);
@@ -66,8 +65,7 @@ class Mamba2Model final : public SsmFamilyModel<Mamba2Layer, Mamba2Config> {
   // Δ of every head from in_proj's dt slice (both mixers).
   at::Tensor TimeStep(const Layer& layer, const at::Tensor& raw) const;
   // Mixer on the fused CUDA kernels (ssm::SsdKernelSupports).
-  at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden,
-                       at::Tensor* log_lambda) const;
+  at::Tensor MixerCuda(const Layer& layer, const at::Tensor& hidden, at::Tensor* log_lambda) const;
 };
 
 }  // namespace layerflow::worker

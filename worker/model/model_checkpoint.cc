@@ -40,13 +40,16 @@ struct Weights {
 
 absl::StatusOr<at::ScalarType> SafetensorsTorchDtype(const WeightEntry& e) {
   switch (e.mapped->dtype) {
-    case SafetensorsDtype::kF32: return at::kFloat;
-    case SafetensorsDtype::kF16: return at::kHalf;
-    case SafetensorsDtype::kBF16: return at::kBFloat16;
+    case SafetensorsDtype::kF32:
+      return at::kFloat;
+    case SafetensorsDtype::kF16:
+      return at::kHalf;
+    case SafetensorsDtype::kBF16:
+      return at::kBFloat16;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          e.file, ": tensor '", e.name, "' has dtype ",
-          SafetensorsDtypeName(e.mapped->dtype), "; weights must be F32, F16 or BF16"));
+      return absl::InvalidArgumentError(absl::StrCat(e.file, ": tensor '", e.name, "' has dtype ",
+                                                     SafetensorsDtypeName(e.mapped->dtype),
+                                                     "; weights must be F32, F16 or BF16"));
   }
 }
 
@@ -60,16 +63,16 @@ absl::Status ReadBinFile(const ConfinedFile& file, Weights* weights) {
     c10::InferenceMode guard;
     value = torch::jit::pickle_load(bytes);
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": not a readable torch.save archive (corrupt or truncated?): ",
-        e.what_without_backtrace()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a readable torch.save archive (corrupt or truncated?): ",
+                     e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": not a readable torch.save archive (corrupt or truncated?): ", e.what()));
   }
   if (!value.isGenericDict()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": expected a state dict (name -> tensor), got ", value.tagKind()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected a state dict (name -> tensor), got ", value.tagKind()));
   }
   for (const auto& item : value.toGenericDict()) {
     if (!item.key().isString()) {
@@ -78,8 +81,8 @@ absl::Status ReadBinFile(const ConfinedFile& file, Weights* weights) {
     }
     const std::string name = item.key().toStringRef();
     if (!item.value().isTensor()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": '", name, "' is a ", item.value().tagKind(), ", not a tensor"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": '", name, "' is a ", item.value().tagKind(), ", not a tensor"));
     }
     WeightEntry entry;
     entry.file = path;
@@ -132,9 +135,9 @@ absl::StatusOr<Weights> OpenWeights(const ConfinedDir& dir, const ModelFileLimit
     // Every shard name is checked before any shard is read.
     std::map<std::string, std::string> shards;  // file -> the field that named it first
     for (const auto& [name, file] : index["weight_map"].items()) {
-      const std::string field = absl::StrCat(
-          index_name, ": weight_map['", name.size() > 120 ? name.substr(0, 120) + "..." : name,
-          "']");
+      const std::string field =
+          absl::StrCat(index_name, ": weight_map['",
+                       name.size() > 120 ? name.substr(0, 120) + "..." : name, "']");
       if (!file.is_string()) {
         return absl::InvalidArgumentError(
             absl::StrCat(field, ": must be a file name, got a JSON ", file.type_name()));
@@ -153,18 +156,17 @@ absl::StatusOr<Weights> OpenWeights(const ConfinedDir& dir, const ModelFileLimit
     }
     return weights;
   }
-  return absl::NotFoundError(absl::StrCat(
-      dir.display().empty() ? std::string("checkpoint folder") : dir.display(),
-      ": no weights (looked for model.safetensors, model.safetensors.index.json, "
-      "pytorch_model.bin, pytorch_model.bin.index.json)"));
+  return absl::NotFoundError(
+      absl::StrCat(dir.display().empty() ? std::string("checkpoint folder") : dir.display(),
+                   ": no weights (looked for model.safetensors, model.safetensors.index.json, "
+                   "pytorch_model.bin, pytorch_model.bin.index.json)"));
 }
 
 // The model's parameter name for a checkpoint name; "" for a known buffer
 // that is not a parameter.
 std::string CanonicalName(const std::string& architecture, const std::string& name) {
   if (architecture == "gpt_neox") {
-    if (absl::EndsWith(name, ".attention.bias") ||
-        absl::EndsWith(name, ".attention.masked_bias") ||
+    if (absl::EndsWith(name, ".attention.bias") || absl::EndsWith(name, ".attention.masked_bias") ||
         absl::EndsWith(name, "rotary_emb.inv_freq")) {
       return "";
     }
@@ -193,23 +195,25 @@ void CopyInto(const WeightEntry& e, at::ScalarType file_dtype, at::Tensor& param
     aligned.assign(e.mapped->data, e.mapped->data + e.mapped->nbytes);
     data = aligned.data();
   }
-  at::Tensor source = at::from_blob(const_cast<void*>(data), e.shape,
-                                    at::TensorOptions().dtype(file_dtype));
+  at::Tensor source =
+      at::from_blob(const_cast<void*>(data), e.shape, at::TensorOptions().dtype(file_dtype));
   param.copy_(source);  // synchronous (pageable memory)
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
-    const std::string& dir, c10::ScalarType dtype, c10::Device device) {
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(const std::string& dir,
+                                                                   c10::ScalarType dtype,
+                                                                   c10::Device device) {
   absl::StatusOr<ConfinedDir> folder = ConfinedDir::Open(dir, dir, dir);
   if (!folder.ok()) return folder.status();
   return LoadModelCheckpoint(*folder, dtype, device, ModelFileLimits{});
 }
 
-absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
-    const ConfinedDir& dir, c10::ScalarType dtype, c10::Device device,
-    const ModelFileLimits& limits) {
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(const ConfinedDir& dir,
+                                                                   c10::ScalarType dtype,
+                                                                   c10::Device device,
+                                                                   const ModelFileLimits& limits) {
   const std::string config_path = dir.DisplayName("config.json");
   absl::StatusOr<CheckpointConfig> config = ReadCheckpointConfig(dir, limits.max_metadata_bytes);
   if (!config.ok()) return config.status();
@@ -252,12 +256,12 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
       if (emb != by_name.end()) entry = emb->second;
     }
     if (entry == nullptr) {
-      return absl::NotFoundError(absl::StrCat(
-          weights->source, ": tensor '", name, "' not found",
-          name == "embed_out.weight" ? " (nor lm_head.weight)" : "",
-          name == head && !config->tie_word_embeddings
-              ? " (config.json does not tie it to the embedding)"
-              : ""));
+      return absl::NotFoundError(
+          absl::StrCat(weights->source, ": tensor '", name, "' not found",
+                       name == "embed_out.weight" ? " (nor lm_head.weight)" : "",
+                       name == head && !config->tie_word_embeddings
+                           ? " (config.json does not tie it to the embedding)"
+                           : ""));
     }
     const std::vector<int64_t> expected(param.sizes().begin(), param.sizes().end());
     if (entry->shape != expected) {
@@ -285,9 +289,9 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
     const std::string canonical = CanonicalName(arch, e.name);
     if (canonical.empty() || used.count(&e)) continue;
     if (by_name.count(canonical) && by_name[canonical] != &e) continue;  // other spelling taken
-    return absl::InvalidArgumentError(absl::StrCat(
-        e.file, ": unexpected tensor '", e.name, "': not a parameter of ", arch,
-        " with this config"));
+    return absl::InvalidArgumentError(absl::StrCat(e.file, ": unexpected tensor '", e.name,
+                                                   "': not a parameter of ", arch,
+                                                   " with this config"));
   }
 
   const Pending* current = nullptr;
@@ -298,13 +302,13 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
       CopyInto(*p.entry, p.file_dtype, *p.param);
     }
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat(
-        current ? current->entry->file : weights->source, ": tensor '",
-        current ? current->entry->name : "", "': ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat(current ? current->entry->file : weights->source,
+                                            ": tensor '", current ? current->entry->name : "",
+                                            "': ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(
-        current ? current->entry->file : weights->source, ": tensor '",
-        current ? current->entry->name : "", "': ", e.what()));
+    return absl::InternalError(absl::StrCat(current ? current->entry->file : weights->source,
+                                            ": tensor '", current ? current->entry->name : "",
+                                            "': ", e.what()));
   }
   return model;
 }

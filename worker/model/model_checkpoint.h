@@ -44,13 +44,15 @@ namespace layerflow::worker {
 //                     folder's bound (common/confined_file.h)
 // A job's checkpoint (ModelSource::folder): every file through `dir`, sized
 // by `limits`; messages name files relative to the folder.
-absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
-    const ConfinedDir& dir, c10::ScalarType dtype, c10::Device device,
-    const ModelFileLimits& limits);
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(const ConfinedDir& dir,
+                                                                   c10::ScalarType dtype,
+                                                                   c10::Device device,
+                                                                   const ModelFileLimits& limits);
 // A folder this process trusts (tests, tools): confined to itself, default
 // limits; messages name files as <dir>/<file>.
-absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(
-    const std::string& dir, c10::ScalarType dtype, c10::Device device);
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(const std::string& dir,
+                                                                   c10::ScalarType dtype,
+                                                                   c10::Device device);
 
 }  // namespace layerflow::worker
 

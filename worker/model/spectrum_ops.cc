@@ -14,8 +14,8 @@ at::Tensor CausalMask(int64_t seq, c10::Device device) {
 at::Tensor AttentionLogLambda(const at::Tensor& q, const at::Tensor& k, double scale,
                               const at::Tensor& mask) {
   const int64_t batch = q.size(0), heads = q.size(1), seq = q.size(2);
-  at::Tensor out = at::empty({batch, heads, std::max<int64_t>(seq - 1, 0), 1},
-                             q.options().dtype(at::kDouble));
+  at::Tensor out =
+      at::empty({batch, heads, std::max<int64_t>(seq - 1, 0), 1}, q.options().dtype(at::kDouble));
   if (seq < 2) return out;
   // About 256 MiB of float64 scores per step.
   const int64_t per_step =

@@ -50,8 +50,8 @@ class SsmFamilyModel : public LanguageModel {
   // The checks both configs share, after the architecture's own.
   static absl::Status ValidateBackbone(const Config& c) {
     if (c.hidden_act != "silu") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "hidden_act: '", c.hidden_act, "' is not supported (only silu)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("hidden_act: '", c.hidden_act, "' is not supported (only silu)"));
     }
     if (!(c.layer_norm_epsilon > 0)) {
       return absl::InvalidArgumentError("layer_norm_epsilon: must be positive");
@@ -117,8 +117,7 @@ std::vector<ParameterSlot> SsmFamilyModel<Layer, Config>::ParameterSlots() {
 template <typename Layer, typename Config>
 void SsmFamilyModel<Layer, Config>::RunForward(const at::Tensor& input_ids,
                                                const LayerCallback& on_layer,
-                                               const SpectrumSink* spectra,
-                                               int64_t& point) const {
+                                               const SpectrumSink* spectra, int64_t& point) const {
   // A trainable model's forward records the graph (LanguageModel::Forward);
   // the fused CUDA kernels below have no backward, so a trainer switches
   // them off (worker/train/trainer.h).

@@ -27,9 +27,12 @@ namespace ck = cuda_kernels;
 
 ck::ActType ActTypeOf(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kBFloat16: return ck::ActType::kBFloat16;
-    case at::kHalf: return ck::ActType::kFloat16;
-    default: return ck::ActType::kFloat32;
+    case at::kBFloat16:
+      return ck::ActType::kBFloat16;
+    case at::kHalf:
+      return ck::ActType::kFloat16;
+    default:
+      return ck::ActType::kFloat32;
   }
 }
 
@@ -38,8 +41,7 @@ cudaStream_t StreamOf(const at::Tensor& t) {
 }
 
 void CheckLaunch(cudaError_t error, const char* kernel) {
-  TORCH_CHECK(error == cudaSuccess, "CUDA kernel ", kernel, " failed: ",
-              cudaGetErrorString(error));
+  TORCH_CHECK(error == cudaSuccess, "CUDA kernel ", kernel, " failed: ", cudaGetErrorString(error));
 }
 
 // A token-major [B, L, C] view the kernels can read in place: unit stride
@@ -48,9 +50,9 @@ void CheckRows(const at::Tensor& t, const char* what, const at::Tensor& like) {
   TORCH_CHECK(t.dim() == 3 && t.size(0) == like.size(0) && t.size(1) == like.size(1) &&
                   t.stride(2) == 1 && t.stride(0) == t.size(1) * t.stride(1) &&
                   t.scalar_type() == like.scalar_type() && t.is_cuda(),
-              "SSM kernels: ", what, " must be token-major [", like.size(0), ", ",
-              like.size(1), ", C] rows of ", like.scalar_type(), ", got sizes ", t.sizes(),
-              " strides ", t.strides(), " ", t.scalar_type());
+              "SSM kernels: ", what, " must be token-major [", like.size(0), ", ", like.size(1),
+              ", C] rows of ", like.scalar_type(), ", got sizes ", t.sizes(), " strides ",
+              t.strides(), " ", t.scalar_type());
 }
 #endif
 
@@ -82,11 +84,11 @@ at::Tensor CausalConv1dSiluRows(const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor w = weight.to(x.scalar_type()).contiguous();
     const at::Tensor bv = bias.defined() ? bias.to(x.scalar_type()).contiguous() : bias;
     at::Tensor out = at::empty({batch, seq, channels}, x.options());
-    CheckLaunch(ck::LaunchCausalConv1dSilu(ActTypeOf(x), x.data_ptr(), x.stride(1), w.data_ptr(),
-                                           bv.defined() ? bv.data_ptr() : nullptr, batch, seq,
-                                           channels, static_cast<int>(taps), out.data_ptr(),
-                                           StreamOf(x)),
-                "CausalConv1dSilu");
+    CheckLaunch(
+        ck::LaunchCausalConv1dSilu(ActTypeOf(x), x.data_ptr(), x.stride(1), w.data_ptr(),
+                                   bv.defined() ? bv.data_ptr() : nullptr, batch, seq, channels,
+                                   static_cast<int>(taps), out.data_ptr(), StreamOf(x)),
+        "CausalConv1dSilu");
     return out;
   }
 #endif
@@ -104,8 +106,7 @@ bool SelectiveScanKernelSupports(int64_t states) {
 
 at::Tensor SelectiveScanCuda(const at::Tensor& u, const at::Tensor& dt, const at::Tensor& z,
                              const at::Tensor& B, const at::Tensor& C, const at::Tensor& A,
-                             const at::Tensor& dt_bias, const at::Tensor& D,
-                             at::Tensor* delta) {
+                             const at::Tensor& dt_bias, const at::Tensor& D, at::Tensor* delta) {
 #ifdef LF_WITH_CUDA
   TORCH_CHECK(UseSsmKernels(u), "SSM kernels: selective scan needs CUDA states");
   CheckRows(u, "u", u);
@@ -146,8 +147,7 @@ at::Tensor SelectiveScanCuda(const at::Tensor& u, const at::Tensor& dt, const at
 #endif
 }
 
-bool SsdKernelSupports(const at::Tensor& hidden, int64_t head_dim, int64_t states,
-                       int64_t chunk) {
+bool SsdKernelSupports(const at::Tensor& hidden, int64_t head_dim, int64_t states, int64_t chunk) {
 #ifdef LF_WITH_CUDA
   return UseSsmKernels(hidden) && ck::SsdSupports(ActTypeOf(hidden), head_dim, states, chunk);
 #else
@@ -161,17 +161,17 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
                             const at::Tensor& norm_weight, int64_t heads, int64_t head_dim,
                             int64_t groups, int64_t states, int64_t chunk, double eps) {
 #ifdef LF_WITH_CUDA
-  TORCH_CHECK(SsdKernelSupports(xbc, head_dim, states, chunk),
-              "SSM kernels: no SSD kernel for ", xbc.scalar_type(), ", head_dim ", head_dim,
-              ", state size ", states, ", chunk ", chunk);
+  TORCH_CHECK(SsdKernelSupports(xbc, head_dim, states, chunk), "SSM kernels: no SSD kernel for ",
+              xbc.scalar_type(), ", head_dim ", head_dim, ", state size ", states, ", chunk ",
+              chunk);
   const int64_t batch = xbc.size(0), seq = xbc.size(1), e = heads * head_dim;
   TORCH_CHECK(xbc.is_contiguous() && xbc.size(2) == e + 2 * groups * states,
               "SSM kernels: xBC must be contiguous [", batch, ", ", seq, ", ",
               e + 2 * groups * states, "], got ", xbc.sizes());
   CheckRows(gate, "gate", xbc);
   TORCH_CHECK(gate.size(2) == e, "SSM kernels: gate width ", gate.size(2), " != ", e);
-  TORCH_CHECK(dt.sizes() == at::IntArrayRef({batch, seq, heads}),
-              "SSM kernels: dt must be [", batch, ", ", seq, ", ", heads, "], got ", dt.sizes());
+  TORCH_CHECK(dt.sizes() == at::IntArrayRef({batch, seq, heads}), "SSM kernels: dt must be [",
+              batch, ", ", seq, ", ", heads, "], got ", dt.sizes());
   c10::cuda::CUDAGuard guard(xbc.device());
   // The norm reads the gate 8 values a load: rows a multiple of 8 apart
   // (true of every preset's in_proj; a copy otherwise).
@@ -199,8 +199,8 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
   CheckLaunch(ck::LaunchSsd(args, StreamOf(xbc)), "Ssd");
   return out;
 #else
-  (void)xbc, (void)dt, (void)A, (void)D, (void)gate, (void)norm_weight, (void)heads,
-      (void)head_dim, (void)groups, (void)states, (void)chunk, (void)eps;
+  (void)xbc, (void)dt, (void)A, (void)D, (void)gate, (void)norm_weight, (void)heads, (void)head_dim,
+      (void)groups, (void)states, (void)chunk, (void)eps;
   TORCH_CHECK(false, "SSM kernels: this build has no CUDA");
 #endif
 }
@@ -217,13 +217,12 @@ bool AddRmsNormKernelSupports(const at::Tensor& residual, const at::Tensor& mixe
 }
 
 std::pair<at::Tensor, at::Tensor> AddRmsNormCuda(const at::Tensor& residual,
-                                                 const at::Tensor& mixer,
-                                                 const at::Tensor& weight, double eps) {
+                                                 const at::Tensor& mixer, const at::Tensor& weight,
+                                                 double eps) {
 #ifdef LF_WITH_CUDA
   TORCH_CHECK(AddRmsNormKernelSupports(residual, mixer),
-              "SSM kernels: no fused residual norm for a ", residual.scalar_type(),
-              " residual ", residual.sizes(), " and a ", mixer.scalar_type(), " mixer output ",
-              mixer.sizes());
+              "SSM kernels: no fused residual norm for a ", residual.scalar_type(), " residual ",
+              residual.sizes(), " and a ", mixer.scalar_type(), " mixer output ", mixer.sizes());
   c10::cuda::CUDAGuard guard(mixer.device());
   const at::Tensor r = residual.contiguous();
   const at::Tensor m = mixer.contiguous();
@@ -252,8 +251,7 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return weight * h.to(input_dtype);
 }
 
-at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight,
-                            const at::Tensor& bias) {
+at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   const int64_t seq = x.size(-1);
   const int64_t kernel = weight.size(-1);
   at::Tensor out = at::conv1d(x.to(weight.scalar_type()), weight, bias,
@@ -262,9 +260,8 @@ at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight,
   return at::silu(out.narrow(-1, 0, seq)).to(x.scalar_type());
 }
 
-bool InitSsmParameter(const std::string& name, at::Tensor& tensor,
-                      const InitScheme& scheme, const SsmInitSpec& spec,
-                      const ParameterDraws& draws) {
+bool InitSsmParameter(const std::string& name, at::Tensor& tensor, const InitScheme& scheme,
+                      const SsmInitSpec& spec, const ParameterDraws& draws) {
   // S4D-real: A = -(1..N) per channel (Mamba, [E, N]) or -(1..H) (Mamba-2,
   // [H]). The log is taken on the CPU and copied: libm's and CUDA's log may
   // differ in the last bit, and every device must hold the same bits.

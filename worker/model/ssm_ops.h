@@ -23,8 +23,7 @@ at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
 
 // causal_conv1d_fn without the kernel: depthwise conv1d over [B, C, L] with
 // K - 1 left padding, cut to L, then SiLU.
-at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight,
-                            const at::Tensor& bias);
+at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 
 // ---- The fused CUDA path (worker/kernels/ssm_kernels.h) ------------------
 // Whether a mixer on `hidden` runs the fused CUDA kernels: a CUDA tensor in
@@ -52,8 +51,7 @@ at::Tensor CausalConv1dSiluRows(const at::Tensor& x, const at::Tensor& weight,
 bool SelectiveScanKernelSupports(int64_t states);
 at::Tensor SelectiveScanCuda(const at::Tensor& u, const at::Tensor& dt, const at::Tensor& z,
                              const at::Tensor& B, const at::Tensor& C, const at::Tensor& A,
-                             const at::Tensor& dt_bias, const at::Tensor& D,
-                             at::Tensor* delta);
+                             const at::Tensor& dt_bias, const at::Tensor& D, at::Tensor* delta);
 
 // Mamba-2's SSD scan and gated RMSNorm fused (ssm_kernels.h, SsdArgs):
 // xbc [B, L, E + 2 G N] the conv output (contiguous), dt [B, L, H] after
@@ -61,8 +59,7 @@ at::Tensor SelectiveScanCuda(const at::Tensor& u, const at::Tensor& dt, const at
 // [B, L, E] (a view), norm_weight [E]. Returns norm(y * SiLU(gate)) as
 // [B, L, E] in the dtype. CUDA only, bf16 / fp16, head_dim 64, N 64 or 128,
 // chunk a multiple of 64 (SsdKernelSupports).
-bool SsdKernelSupports(const at::Tensor& hidden, int64_t head_dim, int64_t states,
-                       int64_t chunk);
+bool SsdKernelSupports(const at::Tensor& hidden, int64_t head_dim, int64_t states, int64_t chunk);
 at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const at::Tensor& A,
                             const at::Tensor& D, const at::Tensor& gate,
                             const at::Tensor& norm_weight, int64_t heads, int64_t head_dim,
@@ -75,8 +72,8 @@ at::Tensor SsdGatedNormCuda(const at::Tensor& xbc, const at::Tensor& dt, const a
 // of the same shape on CUDA, width a multiple of 8 up to 8192.
 bool AddRmsNormKernelSupports(const at::Tensor& residual, const at::Tensor& mixer);
 std::pair<at::Tensor, at::Tensor> AddRmsNormCuda(const at::Tensor& residual,
-                                                 const at::Tensor& mixer,
-                                                 const at::Tensor& weight, double eps);
+                                                 const at::Tensor& mixer, const at::Tensor& weight,
+                                                 double eps);
 
 // The parameters every scheme leaves at the architecture's own init
 // (init_mamba_weights / init_mamba2_weights), and the reference scheme's
@@ -88,9 +85,8 @@ struct SsmInitSpec {
   double time_step_min = 0.001, time_step_max = 0.1, time_step_floor = 1e-4;
   double dt_init_std = 0;  // Mamba's dt_proj.weight bound; 0 = none
 };
-bool InitSsmParameter(const std::string& name, at::Tensor& tensor,
-                      const InitScheme& scheme, const SsmInitSpec& spec,
-                      const ParameterDraws& draws);
+bool InitSsmParameter(const std::string& name, at::Tensor& tensor, const InitScheme& scheme,
+                      const SsmInitSpec& spec, const ParameterDraws& draws);
 
 }  // namespace layerflow::worker::ssm
 

@@ -18,8 +18,7 @@ absl::Status StatusOfCurrentException(absl::string_view context, const PointName
     const std::string point =
         point_name ? point_name(e.layer()) : absl::StrCat("point ", e.layer());
     const std::string message = absl::StrCat(prefix, point, ": ", e.what());
-    return e.out_of_memory() ? absl::ResourceExhaustedError(message)
-                             : absl::InternalError(message);
+    return e.out_of_memory() ? absl::ResourceExhaustedError(message) : absl::InternalError(message);
   } catch (const c10::OutOfMemoryError& e) {
     return absl::ResourceExhaustedError(absl::StrCat(prefix, e.what_without_backtrace()));
   } catch (const c10::Error& e) {

@@ -31,8 +31,8 @@ absl::Status StatusOfCurrentException(absl::string_view context,
 // body() (returning a Status or a StatusOr) with every exception it throws
 // turned into a status by StatusOfCurrentException.
 template <typename Body>
-auto GuardTorch(absl::string_view context, Body&& body,
-                const PointNamer& point_name = nullptr) -> decltype(body()) {
+auto GuardTorch(absl::string_view context, Body&& body, const PointNamer& point_name = nullptr)
+    -> decltype(body()) {
   try {
     return body();
   } catch (...) {

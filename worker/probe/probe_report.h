@@ -80,7 +80,7 @@ struct ProbeReport {
   int64_t num_train = 0;
   int64_t num_val = 0;
   int64_t num_test = 0;
-  double chance = 0;         // 1 / C
+  double chance = 0;                     // 1 / C
   std::vector<ProbePointReport> points;  // P entries
 
   // Held-out selection, per seed s: best_point_per_seed[s] is the point
@@ -99,7 +99,7 @@ struct ProbeReport {
   double best_test_accuracy = 0;
   double best_test_accuracy_std = 0;
   double final_test_accuracy = 0;  // point P - 1 (e.g. `final`), test mean
-  double drop = 0;  // best_test_accuracy - final_test_accuracy; can be < 0
+  double drop = 0;                 // best_test_accuracy - final_test_accuracy; can be < 0
   double drop_std = 0;
 
   // The label-permutation baseline (ProbeOptions::permutations = K; empty

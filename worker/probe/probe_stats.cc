@@ -29,8 +29,7 @@ double PermutationPValue(double observed, const std::vector<double>& null_values
   constexpr double kTie = 1e-9;
   int64_t at_least = 0;
   for (double v : null_values) at_least += v >= observed - kTie;
-  return static_cast<double>(1 + at_least) /
-         static_cast<double>(1 + null_values.size());
+  return static_cast<double>(1 + at_least) / static_cast<double>(1 + null_values.size());
 }
 
 }  // namespace layerflow::worker

@@ -46,27 +46,25 @@ absl::Status ValidateFractions(double train, double val) {
         absl::StrCat("train_fraction: ", train, " is outside (0, 1)"));
   }
   if (!(val > 0.0 && val < 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("val_fraction: ", val, " is outside (0, 1)"));
+    return absl::InvalidArgumentError(absl::StrCat("val_fraction: ", val, " is outside (0, 1)"));
   }
   if (!(train + val < 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("val_fraction: train_fraction ", train, " + val_fraction ", val,
-                     " = ", train + val,
-                     " leaves no test set; the sum must be below 1"));
+    return absl::InvalidArgumentError(absl::StrCat("val_fraction: train_fraction ", train,
+                                                   " + val_fraction ", val, " = ", train + val,
+                                                   " leaves no test set; the sum must be below 1"));
   }
   return absl::OkStatus();
 }
 
 // Labels in range and every class with 0 or >= 3 examples; the per-class
 // example counts.
-absl::StatusOr<std::vector<int64_t>> ValidateLabels(
-    const std::vector<int32_t>& labels, int num_classes) {
+absl::StatusOr<std::vector<int64_t>> ValidateLabels(const std::vector<int32_t>& labels,
+                                                    int num_classes) {
   std::vector<int64_t> counts(num_classes, 0);
   for (size_t i = 0; i < labels.size(); ++i) {
     if (labels[i] < 0 || labels[i] >= num_classes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "labels[", i, "]: ", labels[i], " is outside [0, ", num_classes, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("labels[", i, "]: ", labels[i], " is outside [0, ", num_classes, ")"));
     }
     ++counts[labels[i]];
   }
@@ -94,33 +92,31 @@ absl::Status ValidateOptions(const ProbeOptions& o) {
         absl::StrCat("permutations: ", o.permutations, "; need at least 0"));
   }
   if (o.epochs < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("epochs: ", o.epochs, "; need at least 1"));
+    return absl::InvalidArgumentError(absl::StrCat("epochs: ", o.epochs, "; need at least 1"));
   }
   if (!(std::isfinite(o.learning_rate) && o.learning_rate > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "learning_rate: ", o.learning_rate, "; need a finite value > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("learning_rate: ", o.learning_rate, "; need a finite value > 0"));
   }
   if (!(std::isfinite(o.weight_decay) && o.weight_decay >= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "weight_decay: ", o.weight_decay, "; need a finite value >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight_decay: ", o.weight_decay, "; need a finite value >= 0"));
   }
   if (!(std::isfinite(o.std_floor) && o.std_floor > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "std_floor: ", o.std_floor, "; need a finite value > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("std_floor: ", o.std_floor, "; need a finite value > 0"));
   }
   return absl::OkStatus();
 }
 
 absl::Status ValidateFeatures(const at::Tensor& features, size_t num_labels) {
   if (!features.defined()) {
-    return absl::InvalidArgumentError(
-        "features: undefined tensor; expected [N, P, d]");
+    return absl::InvalidArgumentError("features: undefined tensor; expected [N, P, d]");
   }
   if (features.dim() != 3) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("features: expected [N, P, d], got ", features.dim(),
-                     " dimensions [", absl::StrJoin(features.sizes(), ", "), "]"));
+    return absl::InvalidArgumentError(absl::StrCat("features: expected [N, P, d], got ",
+                                                   features.dim(), " dimensions [",
+                                                   absl::StrJoin(features.sizes(), ", "), "]"));
   }
   if (features.size(0) < 1 || features.size(1) < 1 || features.size(2) < 1) {
     return absl::InvalidArgumentError(
@@ -128,16 +124,15 @@ absl::Status ValidateFeatures(const at::Tensor& features, size_t num_labels) {
                      absl::StrJoin(features.sizes(), ", "), "]"));
   }
   const c10::ScalarType t = features.scalar_type();
-  if (t != at::kHalf && t != at::kBFloat16 && t != at::kFloat &&
-      t != at::kDouble) {
+  if (t != at::kHalf && t != at::kBFloat16 && t != at::kFloat && t != at::kDouble) {
     return absl::InvalidArgumentError(
         absl::StrCat("features: dtype ", c10::toString(t),
                      " not supported (float16, bfloat16, float32, float64)"));
   }
   if (static_cast<int64_t>(num_labels) != features.size(0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("labels: ", num_labels, " entries for N = ",
-                     features.size(0), " examples (features.size(0))"));
+    return absl::InvalidArgumentError(absl::StrCat("labels: ", num_labels,
+                                                   " entries for N = ", features.size(0),
+                                                   " examples (features.size(0))"));
   }
   return absl::OkStatus();
 }
@@ -160,8 +155,7 @@ ProbeSplit SplitUnchecked(const std::vector<int32_t>& labels, int num_classes,
     const int64_t n = static_cast<int64_t>(members[c].size());
     if (n == 0) continue;
     const int64_t a = std::clamp<int64_t>(cut(train_fraction, n), 1, n - 2);
-    const int64_t b =
-        std::clamp<int64_t>(cut(train_fraction + val_fraction, n), a + 1, n - 1);
+    const int64_t b = std::clamp<int64_t>(cut(train_fraction + val_fraction, n), a + 1, n - 1);
     at::Tensor perm = at::randperm(n, gen, at::TensorOptions().dtype(at::kLong));
     const int64_t* pp = perm.data_ptr<int64_t>();
     for (int64_t k = 0; k < n; ++k) {
@@ -178,8 +172,8 @@ ProbeSplit SplitUnchecked(const std::vector<int32_t>& labels, int num_classes,
 // labels[pi_k(i)], pi_k = at::randperm(N) drawn in order k = 1..K from one
 // CPU generator seeded with `seed`. A permutation keeps every class count,
 // so each labeling's splits have the same part sizes as the observed one.
-std::vector<std::vector<int32_t>> Labelings(const std::vector<int32_t>& labels,
-                                            int permutations, uint64_t seed) {
+std::vector<std::vector<int32_t>> Labelings(const std::vector<int32_t>& labels, int permutations,
+                                            uint64_t seed) {
   std::vector<std::vector<int32_t>> out(1 + permutations);
   out[0] = labels;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -240,8 +234,8 @@ std::vector<double> Accuracy(const int64_t* pred, const std::vector<int32_t>& y,
   return acc;
 }
 
-RunResult Score(const int64_t* pred_train, const int64_t* pred_val,
-                const int64_t* pred_test, const Run& run, int64_t P, int C) {
+RunResult Score(const int64_t* pred_train, const int64_t* pred_val, const int64_t* pred_test,
+                const Run& run, int64_t P, int C) {
   const std::vector<int32_t>& y = *run.labels;
   const ProbeSplit& split = *run.split;
   RunResult r;
@@ -299,9 +293,8 @@ std::vector<RunResult> TrainGroup(const at::Tensor& x, const std::vector<Run>& r
   // z-scoring with each run's train statistics (population std, floored).
   {
     const at::Tensor mean = xtr.mean({1}, /*keepdim=*/true);
-    const at::Tensor stdev =
-        at::std(xtr, at::IntArrayRef{1}, /*unbiased=*/false, /*keepdim=*/true)
-            .clamp_min_(o.std_floor);
+    const at::Tensor stdev = at::std(xtr, at::IntArrayRef{1}, /*unbiased=*/false, /*keepdim=*/true)
+                                 .clamp_min_(o.std_floor);
     xtr.sub_(mean).div_(stdev);
     xva.sub_(mean).div_(stdev);
     xte.sub_(mean).div_(stdev);
@@ -319,8 +312,7 @@ std::vector<RunResult> TrainGroup(const at::Tensor& x, const std::vector<Run>& r
   const at::Tensor ytr =
       at::tensor(at::ArrayRef<int64_t>(ytr_host), i64).to(device).view({R, 1, ntr});
   // [R, 1, C, ntr]: one run's targets, shared by its P probes.
-  const at::Tensor onehot =
-      at::zeros({R, C, ntr}, f32).scatter_(1, ytr, 1.0).unsqueeze(1);
+  const at::Tensor onehot = at::zeros({R, C, ntr}, f32).scatter_(1, ytr, 1.0).unsqueeze(1);
 
   // Parameters, gradients and Adam state as flat buffers (one kernel per
   // Adam op); W^T and b are views. Adam is elementwise, so the layout of
@@ -397,8 +389,7 @@ ProbeNull NullOf(std::vector<double> values, double observed) {
 // Throws c10::Error. Inputs validated.
 absl::StatusOr<ProbeReport> TrainUnchecked(const at::Tensor& features,
                                            const std::vector<int32_t>& labels,
-                                           const ProbeOptions& o,
-                                           c10::Device device) {
+                                           const ProbeOptions& o, c10::Device device) {
   if (!at::isfinite(features).all().item<bool>()) {
     return absl::InvalidArgumentError("features: contains NaN or Inf");
   }
@@ -416,15 +407,14 @@ absl::StatusOr<ProbeReport> TrainUnchecked(const at::Tensor& features,
 
   // Runs (labeling k, seed s) at index k * S + s: the observed labels'
   // seeds first.
-  const std::vector<std::vector<int32_t>> labelings =
-      Labelings(labels, K, o.permutation_seed);
+  const std::vector<std::vector<int32_t>> labelings = Labelings(labels, K, o.permutation_seed);
   std::vector<ProbeSplit> splits;
   splits.reserve((K + 1) * S);
   std::vector<Run> runs;
   for (int k = 0; k <= K; ++k) {
     for (int64_t s = 0; s < S; ++s) {
-      splits.push_back(SplitUnchecked(labelings[k], C, o.train_fraction, o.val_fraction,
-                                      o.seeds[s]));
+      splits.push_back(
+          SplitUnchecked(labelings[k], C, o.train_fraction, o.val_fraction, o.seeds[s]));
     }
   }
   for (int k = 0; k <= K; ++k) {
@@ -442,8 +432,7 @@ absl::StatusOr<ProbeReport> TrainUnchecked(const at::Tensor& features,
   report.chance = 1.0 / C;
   report.permutations = K;
 
-  const int64_t bytes_per_run =
-      4 * P * (3 * N * d + 6 * d * C + 2 * report.num_train * C);
+  const int64_t bytes_per_run = 4 * P * (3 * N * d + 6 * d * C + 2 * report.num_train * C);
   const size_t group = static_cast<size_t>(std::max<int64_t>(1, kGroupBytes / bytes_per_run));
   std::vector<RunResult> results;
   for (size_t first = 0; first < runs.size(); first += group) {
@@ -481,8 +470,8 @@ absl::StatusOr<ProbeReport> TrainUnchecked(const at::Tensor& features,
       for (int64_t s = 0; s < S; ++s) {
         const int64_t total = results[s].class_total[c];
         if (total == 0) continue;
-        sum += static_cast<double>(results[s].class_correct[p * C + c]) /
-               static_cast<double>(total);
+        sum +=
+            static_cast<double>(results[s].class_correct[p * C + c]) / static_cast<double>(total);
         ++seen;
       }
       if (seen > 0) pr.per_class_test_accuracy[c] = sum / seen;
@@ -538,10 +527,8 @@ auto Guarded(const char* what, Fn fn) -> decltype(fn()) {
 
 }  // namespace
 
-absl::StatusOr<ProbeSplit> StratifiedSplit(const std::vector<int32_t>& labels,
-                                           int num_classes,
-                                           double train_fraction,
-                                           double val_fraction,
+absl::StatusOr<ProbeSplit> StratifiedSplit(const std::vector<int32_t>& labels, int num_classes,
+                                           double train_fraction, double val_fraction,
                                            uint64_t seed) {
   if (absl::Status s = ValidateClassCount(num_classes); !s.ok()) return s;
   if (absl::Status s = ValidateFractions(train_fraction, val_fraction); !s.ok()) return s;
@@ -555,8 +542,7 @@ absl::StatusOr<ProbeSplit> StratifiedSplit(const std::vector<int32_t>& labels,
 
 absl::StatusOr<ProbeReport> TrainProbes(const at::Tensor& features,
                                         const std::vector<int32_t>& labels,
-                                        const ProbeOptions& options,
-                                        c10::Device device) {
+                                        const ProbeOptions& options, c10::Device device) {
   if (absl::Status s = ValidateOptions(options); !s.ok()) return s;
   if (absl::Status s = ValidateFeatures(features, labels.size()); !s.ok()) return s;
   if (auto counts = ValidateLabels(labels, options.num_classes); !counts.ok()) {

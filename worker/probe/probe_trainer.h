@@ -62,10 +62,8 @@ struct ProbeSplit {
 // for a label outside [0, num_classes), num_classes < 2, a fraction not in
 // (0, 1) or fractions summing to 1 or more (no test set), or a class with
 // one or two examples (it cannot be split three ways).
-absl::StatusOr<ProbeSplit> StratifiedSplit(const std::vector<int32_t>& labels,
-                                           int num_classes,
-                                           double train_fraction,
-                                           double val_fraction,
+absl::StatusOr<ProbeSplit> StratifiedSplit(const std::vector<int32_t>& labels, int num_classes,
+                                           double train_fraction, double val_fraction,
                                            uint64_t seed);
 
 // Trains the probes of features [N, P, d] (float16, bfloat16, float32 or
@@ -76,8 +74,7 @@ absl::StatusOr<ProbeSplit> StratifiedSplit(const std::vector<int32_t>& labels,
 // out-of-memory RESOURCE_EXHAUSTED.
 absl::StatusOr<ProbeReport> TrainProbes(const at::Tensor& features,
                                         const std::vector<int32_t>& labels,
-                                        const ProbeOptions& options,
-                                        c10::Device device);
+                                        const ProbeOptions& options, c10::Device device);
 
 }  // namespace layerflow::worker
 

@@ -66,8 +66,8 @@ absl::Status WriteFeatureFile(const std::string& path, const at::Tensor& feature
                               const std::string& requested_dtype,
                               const std::vector<int32_t>& points, int64_t num_layers) {
   if (requested_dtype != "fp16" && requested_dtype != "fp32") {
-    return Invalid(path, absl::StrCat("unknown feature dtype '", requested_dtype,
-                                      "'; known: fp16, fp32"));
+    return Invalid(
+        path, absl::StrCat("unknown feature dtype '", requested_dtype, "'; known: fp16, fp32"));
   }
   const int64_t n = static_cast<int64_t>(labels.size());
   if (features.dim() != 3 || features.size(0) != n ||
@@ -78,11 +78,10 @@ absl::Status WriteFeatureFile(const std::string& path, const at::Tensor& feature
                                       " ", c10::toString(features.scalar_type()), " for ", n,
                                       " labels and ", prompt_index.size(), " prompt indices"));
   }
-  if (!points.empty() &&
-      (static_cast<int64_t>(points.size()) != features.size(1) ||
-       !std::is_sorted(points.begin(), points.end()) || points.front() < 0 ||
-       points.back() > num_layers + 1 ||
-       std::adjacent_find(points.begin(), points.end()) != points.end())) {
+  if (!points.empty() && (static_cast<int64_t>(points.size()) != features.size(1) ||
+                          !std::is_sorted(points.begin(), points.end()) || points.front() < 0 ||
+                          points.back() > num_layers + 1 ||
+                          std::adjacent_find(points.begin(), points.end()) != points.end())) {
     return Invalid(path, absl::StrCat(points.size(), " points for ", features.size(1),
                                       " feature points of a model of ", num_layers,
                                       " blocks (ascending, distinct, in [0, L + 1])"));
@@ -100,9 +99,8 @@ absl::Status WriteFeatureFile(const std::string& path, const at::Tensor& feature
         View("prompt_index", SafetensorsDtype::kI64, {n}, prompt_index.data(),
              prompt_index.size() * 8)};
     std::vector<std::pair<std::string, std::string>> metadata = {
-        {"layout", points.empty()
-                       ? "features[prompt, point 0..L+1, d] = h_T at each point"
-                       : "features[prompt, k, d] = h_T at point points[k]"},
+        {"layout", points.empty() ? "features[prompt, point 0..L+1, d] = h_T at each point"
+                                  : "features[prompt, k, d] = h_T at point points[k]"},
         {"feature_dtype", half ? "fp16" : "fp32"},
         {"requested_dtype", requested_dtype},
         {"max_abs", absl::StrFormat("%.9g", max_abs)}};
@@ -129,9 +127,9 @@ absl::StatusOr<FeatureFile> ReadFeatureFile(const std::string& path) {
   }
   if (f->shape.size() != 3 || l->shape.size() != 1 || p->shape.size() != 1 ||
       l->shape[0] != f->shape[0] || p->shape[0] != f->shape[0]) {
-    return Invalid(path, absl::StrCat("inconsistent shapes: features ", ShapeString(f->shape),
-                                      ", labels ", ShapeString(l->shape), ", prompt_index ",
-                                      ShapeString(p->shape)));
+    return Invalid(
+        path, absl::StrCat("inconsistent shapes: features ", ShapeString(f->shape), ", labels ",
+                           ShapeString(l->shape), ", prompt_index ", ShapeString(p->shape)));
   }
   if (l->dtype != SafetensorsDtype::kI32 || p->dtype != SafetensorsDtype::kI64 ||
       (f->dtype != SafetensorsDtype::kF16 && f->dtype != SafetensorsDtype::kF32)) {
@@ -159,9 +157,8 @@ absl::StatusOr<FeatureFile> ReadFeatureFile(const std::string& path) {
   std::memcpy(out.prompt_index.data(), p->data, p->nbytes);
   if (const SafetensorsTensor* k = (*file)->Find("points"); k != nullptr) {
     auto layers = (*file)->metadata().find("num_layers");
-    if (k->dtype != SafetensorsDtype::kI32 || k->shape.size() != 1 ||
-        k->shape[0] != f->shape[1] || layers == (*file)->metadata().end() ||
-        !absl::SimpleAtoi(layers->second, &out.num_layers)) {
+    if (k->dtype != SafetensorsDtype::kI32 || k->shape.size() != 1 || k->shape[0] != f->shape[1] ||
+        layers == (*file)->metadata().end() || !absl::SimpleAtoi(layers->second, &out.num_layers)) {
       return Invalid(path, absl::StrCat("points must be I32 [", f->shape[1],
                                         "] with a num_layers metadata key"));
     }

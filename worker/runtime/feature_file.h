@@ -71,8 +71,7 @@ absl::Status WriteFeatureFile(const std::string& path, const at::Tensor& feature
                               const std::vector<int32_t>& labels,
                               const std::vector<int64_t>& prompt_index,
                               const std::string& requested_dtype,
-                              const std::vector<int32_t>& points = {},
-                              int64_t num_layers = -1);
+                              const std::vector<int32_t>& points = {}, int64_t num_layers = -1);
 
 // Reads a feature file; INVALID_ARGUMENT naming the path when it is not one
 // (missing tensors, inconsistent shapes, wrong dtypes).

@@ -3,7 +3,6 @@
 // prompts split across devices, statistics summed by the communicator).
 #include "worker/runtime/job_runner.h"
 
-
 #include <algorithm>
 #include <cstdlib>
 #include <exception>
@@ -103,8 +102,7 @@ absl::StatusOr<std::string> ReadDataFile(const std::string& path, const ModelFil
 absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_rank,
                                           const std::vector<Prompt>& examples,
                                           const std::string& requested_dtype,
-                                          const std::vector<int32_t>& points,
-                                          int64_t num_layers) {
+                                          const std::vector<int32_t>& points, int64_t num_layers) {
   std::vector<int32_t> labels;
   std::vector<int64_t> index;
   for (const Prompt& e : examples) {
@@ -115,8 +113,8 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
                       MakeTempPath("layerflow-features", /*directory=*/false));
   try {
     c10::InferenceMode guard;
-    LF_RETURN_IF_ERROR(WriteFeatureFile(path, at::cat(per_rank, 0), labels, index,
-                                        requested_dtype, points, num_layers));
+    LF_RETURN_IF_ERROR(WriteFeatureFile(path, at::cat(per_rank, 0), labels, index, requested_dtype,
+                                        points, num_layers));
   } catch (...) {
     return StatusOfCurrentException("gathering features");
   }
@@ -128,8 +126,8 @@ absl::StatusOr<std::string> WriteFeatures(const std::vector<at::Tensor>& per_ran
 bool KeepsRow(const StatKey& key, const std::vector<bool>& keep) {
   // Not rows of a point: path_energy sums every step of the path, and the
   // CKA baselines are Gaussian draws of the prompt's shape.
-  if (key.metric == LayerMetricName(LayerMetric::kPathEnergy) ||
-      key.metric == kCkaBaselineBiased || key.metric == kCkaBaselineUnbiased) {
+  if (key.metric == LayerMetricName(LayerMetric::kPathEnergy) || key.metric == kCkaBaselineBiased ||
+      key.metric == kCkaBaselineUnbiased) {
     return true;
   }
   auto kept = [&keep](int32_t point) {
@@ -140,28 +138,24 @@ bool KeepsRow(const StatKey& key, const std::vector<bool>& keep) {
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
   if (!catalog::IsJobDataset(c.dataset)) {
-    return Invalid("dataset", absl::StrCat("unknown '", c.dataset, "'; this worker runs: ",
-                                           catalog::JobDatasetList()));
+    return Invalid("dataset", absl::StrCat("unknown '", c.dataset,
+                                           "'; this worker runs: ", catalog::JobDatasetList()));
   }
   if (!catalog::IsFeatureDtype(c.probe.feature_dtype)) {
     return Invalid("probe.feature_dtype", absl::StrCat("unknown '", c.probe.feature_dtype,
                                                        "'; known: ", catalog::FeatureDtypeList()));
   }
   if (c.num_classes < 1) {
-    return Invalid("num_classes", absl::StrCat("must be >= 1, got ",
-                                               c.num_classes));
+    return Invalid("num_classes", absl::StrCat("must be >= 1, got ", c.num_classes));
   }
   if (c.context_length < 2) {
-    return Invalid("context_length", absl::StrCat("must be >= 2, got ",
-                                                  c.context_length));
+    return Invalid("context_length", absl::StrCat("must be >= 2, got ", c.context_length));
   }
   if (c.num_prompts < 1) {
-    return Invalid("num_prompts", absl::StrCat("must be >= 1, got ",
-                                               c.num_prompts));
+    return Invalid("num_prompts", absl::StrCat("must be >= 1, got ", c.num_prompts));
   }
   if (c.prompts_per_chunk < 1) {
-    return Invalid("prompts_per_chunk", absl::StrCat("must be >= 1, got ",
-                                                     c.prompts_per_chunk));
+    return Invalid("prompts_per_chunk", absl::StrCat("must be >= 1, got ", c.prompts_per_chunk));
   }
   if (c.batch_prompts < 0) {
     return Invalid("batch_prompts", absl::StrCat("must be >= 0, got ", c.batch_prompts));
@@ -174,10 +168,9 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
 
 class ModelJobRunner final : public JobRunner {
  public:
-  ModelJobRunner(JobConfig config, PromptSource dataset,
-                   std::vector<LayerMetric> metrics,
-                   std::vector<std::shared_ptr<const LanguageModel>> replicas,
-                   std::unique_ptr<Communicator> communicator)
+  ModelJobRunner(JobConfig config, PromptSource dataset, std::vector<LayerMetric> metrics,
+                 std::vector<std::shared_ptr<const LanguageModel>> replicas,
+                 std::unique_ptr<Communicator> communicator)
       : config_(std::move(config)),
         dataset_(std::move(dataset)),
         metrics_(std::move(metrics)),
@@ -191,8 +184,7 @@ class ModelJobRunner final : public JobRunner {
   absl::StatusOr<ChunkResult> RunChunk(int64_t sequence) override {
     if (sequence < 0 || sequence >= num_chunks()) {
       return absl::OutOfRangeError(
-          absl::StrCat("sequence: chunk ", sequence, " outside [0, ",
-                       num_chunks(), ")"));
+          absl::StrCat("sequence: chunk ", sequence, " outside [0, ", num_chunks(), ")"));
     }
     const catalog::PromptRange range =
         catalog::ChunkPrompts(sequence, config_.num_prompts, config_.prompts_per_chunk);
@@ -224,8 +216,7 @@ class ModelJobRunner final : public JobRunner {
     result.sequence = sequence;
     try {
       c10::InferenceMode guard;
-      LF_RETURN_IF_ERROR(communicator_->AllReduceSum(sums))
-          << "model " << config_.model;
+      LF_RETURN_IF_ERROR(communicator_->AllReduceSum(sums)) << "model " << config_.model;
       const at::Tensor host = sums[0].cpu();
       const auto acc = host.accessor<double, 2>();
       const std::vector<StatKey>& keys = keys_;
@@ -254,9 +245,8 @@ class ModelJobRunner final : public JobRunner {
       result.prompt_tokens.push_back(e.num_tokens);
     }
     if (want_features) {
-      absl::StatusOr<std::string> path =
-          WriteFeatures(features, examples, config_.probe.feature_dtype, points_,
-                    replicas_[0]->num_layers());
+      absl::StatusOr<std::string> path = WriteFeatures(
+          features, examples, config_.probe.feature_dtype, points_, replicas_[0]->num_layers());
       if (!path.ok()) {
         return absl::Status(path.status().code(),
                             absl::StrCat("model ", config_.model, ", chunk ", sequence,
@@ -286,9 +276,8 @@ class ModelJobRunner final : public JobRunner {
   // With `features`, also the last token's residual stream at every point,
   // [hi - lo, L + 2, d] on the CPU in float32 (exact for every run dtype;
   // the file's dtype is chosen when it is written, feature_file.h).
-  absl::Status RunPrompts(const LanguageModel& model,
-                          const std::vector<Prompt>& examples, int64_t lo,
-                          int64_t hi, at::Tensor* sums, at::Tensor* features) {
+  absl::Status RunPrompts(const LanguageModel& model, const std::vector<Prompt>& examples,
+                          int64_t lo, int64_t hi, at::Tensor* sums, at::Tensor* features) {
     int64_t prompt = lo < hi ? examples[lo].index : -1;
     try {
       c10::InferenceMode guard;
@@ -322,8 +311,7 @@ class ModelJobRunner final : public JobRunner {
         at::Tensor ids = at::empty({j - i, n}, at::kLong);
         int64_t* out = ids.data_ptr<int64_t>();
         for (int64_t k = i; k < j; ++k) {
-          out = std::copy(examples[k].token_ids.begin(),
-                          examples[k].token_ids.end(), out);
+          out = std::copy(examples[k].token_ids.begin(), examples[k].token_ids.end(), out);
         }
         std::vector<at::Tensor> last;
         auto observe = [&](int64_t point, const at::Tensor& hidden) {
@@ -351,16 +339,14 @@ class ModelJobRunner final : public JobRunner {
       if (features != nullptr) {
         const int64_t kept_points =
             points_.empty() ? model.num_layers() + 2 : static_cast<int64_t>(points_.size());
-        *features = feature_rows.empty()
-                        ? at::empty({0, kept_points, model.hidden_size()},
-                                    at::TensorOptions().dtype(feature_dtype))
-                        : at::cat(feature_rows, 0);
+        *features = feature_rows.empty() ? at::empty({0, kept_points, model.hidden_size()},
+                                                     at::TensorOptions().dtype(feature_dtype))
+                                         : at::cat(feature_rows, 0);
       }
       return absl::OkStatus();
     } catch (...) {
-      return StatusOfCurrentException(
-          absl::StrCat("model ", config_.model, ", prompt ", prompt),
-          [&model](int64_t point) { return model.PointName(point); });
+      return StatusOfCurrentException(absl::StrCat("model ", config_.model, ", prompt ", prompt),
+                                      [&model](int64_t point) { return model.PointName(point); });
     }
   }
 
@@ -376,9 +362,10 @@ class ModelJobRunner final : public JobRunner {
   std::unique_ptr<Communicator> communicator_;
 };
 
-absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
-    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files,
-    ModelCache* models) {
+absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(const JobConfig& config,
+                                                                  const DeviceConfig& device,
+                                                                  const ModelFilePolicy& files,
+                                                                  ModelCache* models) {
   LF_RETURN_IF_ERROR(ValidateJobConfig(config));
   // A preset (random init), or a checkpoint: a folder, or a repo id in this
   // worker's Hugging Face cache (model_loader.h); no weights read yet.
@@ -393,9 +380,9 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   // before any weights are made.
   std::vector<int32_t> points;
   if (!config.layers.empty()) {
-    LF_ASSIGN_OR_RETURN(points, catalog::ResolveLayers(config.layers, model_config.num_layers(),
-                                                       "layers",
-                                                       absl::StrCat("model '", config.model, "'")));
+    LF_ASSIGN_OR_RETURN(points,
+                        catalog::ResolveLayers(config.layers, model_config.num_layers(), "layers",
+                                               absl::StrCat("model '", config.model, "'")));
   }
   // Spectra are their own accumulators; everything else is a layer metric.
   std::vector<std::string> layer_names, spectra;
@@ -415,24 +402,23 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
   } else if (device.device_type == "cuda") {
     const int available = at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0;
     if (device.gpu_count < 1 || device.gpu_count > available) {
-      return Invalid("gpu_count", absl::StrCat(device.gpu_count,
-                                               " GPUs asked, ", available,
-                                               " available"));
+      return Invalid("gpu_count",
+                     absl::StrCat(device.gpu_count, " GPUs asked, ", available, " available"));
     }
     for (int i = 0; i < device.gpu_count; ++i) {
       devices.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
     }
   } else {
-    return Invalid("device_type", absl::StrCat("unknown '", device.device_type,
-                                               "'; known: cpu, cuda"));
+    return Invalid("device_type",
+                   absl::StrCat("unknown '", device.device_type, "'; known: cpu, cuda"));
   }
 
   // (mqar's ids go straight into the model's vocabulary: no tokenizer.)
   if (catalog::DatasetUsesTokenizer(config.dataset) &&
       tokenizer->vocab_size() > model_config.vocab_size()) {
-    return Invalid("model", absl::StrCat("vocab_size ", model_config.vocab_size(),
-                                         " is smaller than the ", tokenizer->name(),
-                                         " tokenizer's ", tokenizer->vocab_size()));
+    return Invalid("model",
+                   absl::StrCat("vocab_size ", model_config.vocab_size(), " is smaller than the ",
+                                tokenizer->name(), " tokenizer's ", tokenizer->vocab_size()));
   }
   // A text data set's file: under the worker's roots like a checkpoint,
   // read through the confined opener (regular files only, size-limited);
@@ -464,9 +450,8 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
     };
     absl::StatusOr<std::shared_ptr<const LanguageModel>> replica;
     if (models != nullptr && !from_checkpoint) {
-      replica = models->GetOrBuild({config.model, config.init_scheme, config.seed, config.dtype,
-                                    devices[r].str()},
-                                   build);
+      replica = models->GetOrBuild(
+          {config.model, config.init_scheme, config.seed, config.dtype, devices[r].str()}, build);
     } else {
       absl::StatusOr<std::unique_ptr<LanguageModel>> built = build();
       if (built.ok()) {
@@ -497,9 +482,8 @@ absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunnerOrThrow(
         prefix, model_config.num_layers(), replicas[0]->spectrum_groups());
     keys.insert(keys.end(), spectrum.begin(), spectrum.end());
   }
-  auto runner = std::make_unique<ModelJobRunner>(
-      config, std::move(dataset), std::move(metrics), std::move(replicas),
-      std::move(communicator));
+  auto runner = std::make_unique<ModelJobRunner>(config, std::move(dataset), std::move(metrics),
+                                                 std::move(replicas), std::move(communicator));
   runner->set_spectra(spectra);
   at::Tensor kept_rows;
   if (!config.layers.empty()) {
@@ -551,9 +535,10 @@ std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>&
   return batches;
 }
 
-absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(
-    const JobConfig& config, const DeviceConfig& device, const ModelFilePolicy& files,
-    ModelCache* models) {
+absl::StatusOr<std::unique_ptr<JobRunner>> CreateJobRunner(const JobConfig& config,
+                                                           const DeviceConfig& device,
+                                                           const ModelFilePolicy& files,
+                                                           ModelCache* models) {
   // The job's exception edge for construction (RunChunk has its own).
   return GuardTorch(absl::StrCat("model ", config.model),
                     [&] { return CreateJobRunnerOrThrow(config, device, files, models); });
@@ -585,8 +570,7 @@ int64_t DefaultModelCacheBytes(const DeviceConfig& device) {
 #ifdef LF_WITH_CUDA
   if (device.device_type == "cuda") {
     for (int i = 0; i < device.gpu_count; ++i) {
-      const int64_t total =
-          static_cast<int64_t>(at::cuda::getDeviceProperties(i)->totalGlobalMem);
+      const int64_t total = static_cast<int64_t>(at::cuda::getDeviceProperties(i)->totalGlobalMem);
       smallest = smallest == 0 ? total : std::min(smallest, total);
     }
   }

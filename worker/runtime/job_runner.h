@@ -137,8 +137,7 @@ class JobRunner {
 std::pair<int64_t, int64_t> PlanRankPrompts(int64_t count, int64_t ranks, int64_t rank,
                                             int32_t batch_prompts);
 std::vector<std::pair<int64_t, int64_t>> PlanBatches(const std::vector<int64_t>& num_tokens,
-                                                     int64_t lo, int64_t hi,
-                                                     int32_t batch_prompts);
+                                                     int64_t lo, int64_t hi, int32_t batch_prompts);
 
 // The models a worker keeps between jobs (worker/runtime/model_cache.h,
 // LibTorch; opaque here): random-init presets, keyed by preset, init

@@ -18,8 +18,8 @@ int64_t ModelCache::ParameterBytes(const LanguageModel& model) {
   return bytes;
 }
 
-absl::StatusOr<std::shared_ptr<const LanguageModel>> ModelCache::GetOrBuild(
-    const ModelKey& key, const Build& build) {
+absl::StatusOr<std::shared_ptr<const LanguageModel>> ModelCache::GetOrBuild(const ModelKey& key,
+                                                                            const Build& build) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = lru_.begin(); it != lru_.end(); ++it) {

@@ -32,9 +32,9 @@ absl::StatusOr<ModelPlan> PlanModel(const ModelRequest& request, const ModelFile
   if (!scheme.ok()) return AsFieldError(scheme.status(), "init_scheme");
   plan.scheme = *scheme;
   if (plan.from_checkpoint() && plan.scheme.kind != InitScheme::Kind::kReference) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "init_scheme: '", request.init_scheme, "' applies to presets only; the checkpoint '",
-        request.model, "' brings its own weights"));
+    return absl::InvalidArgumentError(absl::StrCat("init_scheme: '", request.init_scheme,
+                                                   "' applies to presets only; the checkpoint '",
+                                                   request.model, "' brings its own weights"));
   }
   plan.tokenizer = std::make_shared<ByteTokenizer>();
   std::string tokenizer_name = "byte";
@@ -62,16 +62,15 @@ absl::StatusOr<ModelPlan> PlanModel(const ModelRequest& request, const ModelFile
 }
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> BuildModel(const ModelPlan& plan,
-                                                          c10::ScalarType dtype,
-                                                          c10::Device device,
+                                                          c10::ScalarType dtype, c10::Device device,
                                                           const ModelFilePolicy& files) {
   absl::StatusOr<std::unique_ptr<LanguageModel>> model =
       plan.from_checkpoint()
           ? LoadModelCheckpoint(plan.source.folder, dtype, device, files.limits)
           : CreateRandomModel(plan.config, plan.scheme, plan.request.seed, device, dtype);
   if (!model.ok()) {
-    return absl::Status(model.status().code(), absl::StrCat("model ", plan.request.model, ": ",
-                                                            model.status().message()));
+    return absl::Status(model.status().code(),
+                        absl::StrCat("model ", plan.request.model, ": ", model.status().message()));
   }
   return model;
 }

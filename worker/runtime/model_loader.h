@@ -54,8 +54,7 @@ struct ModelPlan {
 absl::StatusOr<ModelPlan> PlanModel(const ModelRequest& request, const ModelFilePolicy& files);
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> BuildModel(const ModelPlan& plan,
-                                                          c10::ScalarType dtype,
-                                                          c10::Device device,
+                                                          c10::ScalarType dtype, c10::Device device,
                                                           const ModelFilePolicy& files);
 
 }  // namespace layerflow::worker

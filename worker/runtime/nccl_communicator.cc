@@ -14,11 +14,10 @@
 namespace layerflow::worker {
 namespace {
 
-absl::Status CheckBuffers(const std::vector<at::Tensor>& buffers,
-                          int world_size) {
+absl::Status CheckBuffers(const std::vector<at::Tensor>& buffers, int world_size) {
   if (static_cast<int>(buffers.size()) != world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "all-reduce: ", buffers.size(), " buffers for ", world_size, " ranks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("all-reduce: ", buffers.size(), " buffers for ", world_size, " ranks"));
   }
   for (const at::Tensor& b : buffers) {
     if (!b.defined() || b.scalar_type() != at::kDouble || !b.is_contiguous() ||
@@ -41,8 +40,7 @@ class SingleRankCommunicator final : public Communicator {
 #ifdef LF_WITH_CUDA
 absl::Status NcclStatus(ncclResult_t result, const char* what) {
   if (result == ncclSuccess) return absl::OkStatus();
-  return absl::InternalError(
-      absl::StrCat("nccl ", what, ": ", ncclGetErrorString(result)));
+  return absl::InternalError(absl::StrCat("nccl ", what, ": ", ncclGetErrorString(result)));
 }
 
 class NcclCommunicator final : public Communicator {
@@ -59,20 +57,18 @@ class NcclCommunicator final : public Communicator {
     if (absl::Status s = CheckBuffers(buffers, world_size()); !s.ok()) return s;
     for (int r = 0; r < world_size(); ++r) {
       if (!buffers[r].is_cuda() || buffers[r].get_device() != devices_[r]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "all-reduce: buffer ", r, " is not on cuda:", devices_[r]));
+        return absl::InvalidArgumentError(
+            absl::StrCat("all-reduce: buffer ", r, " is not on cuda:", devices_[r]));
       }
     }
     // One thread drives every rank, so the calls must form one group.
     if (auto s = NcclStatus(ncclGroupStart(), "group start"); !s.ok()) return s;
     for (int r = 0; r < world_size(); ++r) {
       c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(devices_[r]));
-      cudaStream_t stream =
-          c10::cuda::getCurrentCUDAStream(devices_[r]).stream();
+      cudaStream_t stream = c10::cuda::getCurrentCUDAStream(devices_[r]).stream();
       void* data = buffers[r].data_ptr();
-      ncclResult_t result =
-          ncclAllReduce(data, data, static_cast<size_t>(buffers[r].numel()),
-                        ncclFloat64, ncclSum, comms_[r], stream);
+      ncclResult_t result = ncclAllReduce(data, data, static_cast<size_t>(buffers[r].numel()),
+                                          ncclFloat64, ncclSum, comms_[r], stream);
       if (result != ncclSuccess) {
         ncclGroupEnd();
         return NcclStatus(result, "all-reduce");
@@ -105,15 +101,12 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(
   }
   std::vector<ncclComm_t> comms(cuda_devices.size());
   std::vector<int> devices = cuda_devices;
-  if (auto s = NcclStatus(ncclCommInitAll(comms.data(),
-                                          static_cast<int>(devices.size()),
-                                          devices.data()),
-                          "init");
+  if (auto s = NcclStatus(
+          ncclCommInitAll(comms.data(), static_cast<int>(devices.size()), devices.data()), "init");
       !s.ok()) {
     return s;
   }
-  return std::unique_ptr<Communicator>(
-      new NcclCommunicator(std::move(devices), std::move(comms)));
+  return std::unique_ptr<Communicator>(new NcclCommunicator(std::move(devices), std::move(comms)));
 #else
   (void)cuda_devices;
   return absl::UnimplementedError("nccl: this worker was built without CUDA");

@@ -46,8 +46,7 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
                                                const std::vector<std::string>& files,
                                                const DeviceConfig& device) {
   if (files.empty()) {
-    return absl::FailedPreconditionError(
-        "probe: the extraction job stored no feature artifacts");
+    return absl::FailedPreconditionError("probe: the extraction job stored no feature artifacts");
   }
   std::vector<FeatureFile> chunks;
   for (const std::string& path : files) {
@@ -56,11 +55,13 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     if (!chunks.empty() && chunk->points != chunks[0].points) {
       return Invalid(path, "points do not match the other chunks'");
     }
-    if (!chunks.empty() && chunk->features.sizes().slice(1) != chunks[0].features.sizes().slice(1)) {
-      return Invalid(path, absl::StrCat("features ", ShapeString(std::vector<int64_t>(
-                                                         chunk->features.sizes().begin(),
-                                                         chunk->features.sizes().end())),
-                                        " do not match the other chunks'"));
+    if (!chunks.empty() &&
+        chunk->features.sizes().slice(1) != chunks[0].features.sizes().slice(1)) {
+      return Invalid(path,
+                     absl::StrCat("features ",
+                                  ShapeString(std::vector<int64_t>(chunk->features.sizes().begin(),
+                                                                   chunk->features.sizes().end())),
+                                  " do not match the other chunks'"));
     }
     chunks.push_back(*std::move(chunk));
   }
@@ -94,9 +95,8 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   }
   at::Tensor features = at::stack(rows, 0);
 
-  const c10::Device dev = device.device_type == "cuda" && at::hasCUDA()
-                              ? c10::Device(c10::kCUDA, 0)
-                              : c10::Device(c10::kCPU);
+  const c10::Device dev = device.device_type == "cuda" && at::hasCUDA() ? c10::Device(c10::kCUDA, 0)
+                                                                        : c10::Device(c10::kCPU);
   // The true point of feature column p: the extraction job kept every point
   // (column p is point p) or those of its `layers` (the file's points).
   std::vector<int32_t> points = chunks[0].points;
@@ -190,8 +190,7 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
   if (features.size(0) >= 4) cka.push_back(LayerMetric::kCkaAllUnbiased);
   LayerMetricAccumulator examples(cka, static_cast<int64_t>(residual.size()) - 1, dev);
   for (size_t k = 0; k < residual.size(); ++k) {
-    examples.Observe(static_cast<int64_t>(k),
-                     features.select(1, residual[k]).unsqueeze(0).to(dev));
+    examples.Observe(static_cast<int64_t>(k), features.select(1, residual[k]).unsqueeze(0).to(dev));
   }
   examples.Observe(static_cast<int64_t>(residual.size()),
                    features.select(1, features.size(1) - 1).unsqueeze(0).to(dev));
@@ -210,8 +209,7 @@ absl::StatusOr<ChunkResult> RunProbeJobOrThrow(const JobConfig& config,
     if (stat[i][LayerMetricAccumulator::kCount] == 0) continue;
     // Baselines sit at layer 0 whatever the points; pairs at true points.
     const bool pair = key.layer_b >= 0;
-    AddRow(out, example_names.at(key.metric),
-           pair ? points[residual[key.layer]] : key.layer,
+    AddRow(out, example_names.at(key.metric), pair ? points[residual[key.layer]] : key.layer,
            {stat[i][LayerMetricAccumulator::kSum]}, -1,
            pair ? points[residual[key.layer_b]] : key.layer_b);
   }

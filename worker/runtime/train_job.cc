@@ -55,8 +55,7 @@ std::string TrainStateArtifactName(const std::string& job_id, int64_t step) {
 std::string TrainModelPrefix(const std::string& job_id) { return absl::StrCat(job_id, "/model/"); }
 
 std::string SelectTrainState(const std::vector<std::string>& names, const std::string& job_id,
-                             const catalog::TrainSettings& settings,
-                             int64_t resume_from_sequence) {
+                             const catalog::TrainSettings& settings, int64_t resume_from_sequence) {
   if (resume_from_sequence <= 0) return "";
   const int64_t limit = catalog::TrainChunkEndStep(settings, resume_from_sequence - 1);
   const catalog::TrainSettings s = catalog::WithTrainDefaults(settings);
@@ -99,9 +98,9 @@ absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
   if (!state_path.empty()) {
     LF_RETURN_IF_ERROR(trainer->LoadState(state_path));
     if (trainer->step() % s.eval_every != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "training state at step ", trainer->step(), " is not at a chunk end (eval_every ",
-          s.eval_every, ")"));
+      return absl::FailedPreconditionError(absl::StrCat("training state at step ", trainer->step(),
+                                                        " is not at a chunk end (eval_every ",
+                                                        s.eval_every, ")"));
     }
   }
   const int64_t chunks = catalog::TrainChunkCount(s);

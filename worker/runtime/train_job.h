@@ -78,8 +78,7 @@ inline constexpr const char kArtifactModelScheme[] = "artifact:";
 // at or before the last committed chunk's end step; "" for none (train from
 // scratch). Names that are not states of the job are ignored.
 std::string SelectTrainState(const std::vector<std::string>& names, const std::string& job_id,
-                             const catalog::TrainSettings& settings,
-                             int64_t resume_from_sequence);
+                             const catalog::TrainSettings& settings, int64_t resume_from_sequence);
 
 }  // namespace layerflow::worker
 

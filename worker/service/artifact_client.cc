@@ -21,8 +21,7 @@ absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& st
   in.seekg(0);
   grpc::ClientContext ctx;
   v1::ArtifactInfo info;
-  std::unique_ptr<grpc::ClientWriter<v1::ArtifactChunk>> writer =
-      stub.UploadArtifact(&ctx, &info);
+  std::unique_ptr<grpc::ClientWriter<v1::ArtifactChunk>> writer = stub.UploadArtifact(&ctx, &info);
   artifacts::Sha256 sha;
   std::string buffer(kArtifactChunkBytes, '\0');
   int64_t offset = 0;
@@ -59,9 +58,9 @@ absl::StatusOr<v1::ArtifactInfo> UploadArtifactFile(v1::WorkerProtocol::Stub& st
     return absl::Status(s.code(), absl::StrCat("upload ", name, ": ", s.message()));
   }
   if (info.sha256() != digest || info.bytes() != total) {
-    return absl::DataLossError(absl::StrCat("upload ", name, ": the store reports ",
-                                            info.bytes(), " bytes sha256 ", info.sha256(),
-                                            ", sent ", total, " bytes sha256 ", digest));
+    return absl::DataLossError(absl::StrCat("upload ", name, ": the store reports ", info.bytes(),
+                                            " bytes sha256 ", info.sha256(), ", sent ", total,
+                                            " bytes sha256 ", digest));
   }
   return info;
 }
@@ -107,8 +106,8 @@ absl::Status DownloadArtifactFile(v1::WorkerProtocol::Stub& stub, const std::str
     error = absl::Status(rpc.code(), absl::StrCat("download ", name, ": ", rpc.message()));
   }
   if (error.ok() && (offset != total || sha.HexDigest() != expected_sha)) {
-    error = absl::DataLossError(absl::StrCat("download ", name, ": got ", offset, " of ",
-                                             total, " bytes or a SHA-256 mismatch"));
+    error = absl::DataLossError(absl::StrCat("download ", name, ": got ", offset, " of ", total,
+                                             " bytes or a SHA-256 mismatch"));
   }
   if (error.ok() && !out) error = absl::InternalError(absl::StrCat(partial, ": write failed"));
   if (!error.ok()) {
@@ -134,8 +133,7 @@ absl::StatusOr<std::vector<v1::ArtifactInfo>> ListArtifacts(v1::WorkerProtocol::
   if (absl::Status s = FromGrpcStatus(stub.ListArtifacts(&ctx, request, &response)); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("list artifacts ", prefix, ": ", s.message()));
   }
-  return std::vector<v1::ArtifactInfo>(response.artifacts().begin(),
-                                       response.artifacts().end());
+  return std::vector<v1::ArtifactInfo>(response.artifacts().begin(), response.artifacts().end());
 }
 
 }  // namespace layerflow::worker

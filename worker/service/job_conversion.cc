@@ -29,8 +29,8 @@ JobConfig ToJobConfig(const v1::JobSpec& spec) {
   config.batch_prompts = spec.batch_prompts();
   config.dtype = spec.dtype();
   config.layers.assign(spec.layers().begin(), spec.layers().end());
-  config.kind = spec.kind() == v1::JOB_KIND_PROBE ? JobConfig::Kind::kProbe
-                                                  : JobConfig::Kind::kExtract;
+  config.kind =
+      spec.kind() == v1::JOB_KIND_PROBE ? JobConfig::Kind::kProbe : JobConfig::Kind::kExtract;
   config.has_probe = spec.has_probe();
   if (spec.has_probe()) {
     const v1::ProbeSpec& p = spec.probe();

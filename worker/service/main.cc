@@ -23,21 +23,24 @@ int main(int argc, char** argv) {
   layerflow::worker::WorkerOptions options;
   std::string device = "auto";
   CLI::App app{"layerflow-worker: runs layerflow jobs leased from a coordinator"};
-  app.add_option("--coordinator", options.coordinator_address,
-                 "Coordinator gRPC address")->capture_default_str();
-  app.add_option("--name", options.name,
-                 "Name shown in job listings (default: host:pid)");
-  app.add_option("--device", device, "auto, cpu or cuda")->capture_default_str()
+  app.add_option("--coordinator", options.coordinator_address, "Coordinator gRPC address")
+      ->capture_default_str();
+  app.add_option("--name", options.name, "Name shown in job listings (default: host:pid)");
+  app.add_option("--device", device, "auto, cpu or cuda")
+      ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_option("--idle-poll-ms", options.idle_poll_ms,
                  "Wait between lease requests when the queue is empty")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--exit-after-idle-ms", options.exit_after_idle_ms,
                  "Exit once the queue has been empty this long (0: never)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--pause-after-chunk-ms", options.pause_after_chunk_ms,
                  "Fault injection: sleep after each streamed chunk (tests, demos)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   bool no_hf_cache_root = false;
   app.add_option("--model-root", options.files.roots,
                  "A folder whose checkpoint folders jobs may name (repeatable); paths "
@@ -47,10 +50,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-metadata-file-bytes", options.files.limits.max_metadata_bytes,
                  "Largest config.json, tokenizer.json or index file a job may make this "
                  "worker read")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-weights-file-bytes", options.files.limits.max_weights_file_bytes,
                  "Largest single weights file (safetensors shard, pytorch_model.bin)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--resident-model-bytes", options.resident_model_bytes,
                  "Bytes of preset models kept between jobs that need the same weights "
                  "(-1: a quarter of the smallest device's memory; 0: none)")
@@ -69,8 +74,7 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", options.tls_cert_file,
                  "PEM client certificate, for a coordinator started with --tls-client-ca "
                  "(with --tls-key and --tls-ca)");
-  app.add_option("--tls-key", options.tls_key_file,
-                 "PEM private key of --tls-cert");
+  app.add_option("--tls-key", options.tls_key_file, "PEM private key of --tls-cert");
   CLI11_PARSE(app, argc, argv);
   options.files.hf_cache = !no_hf_cache_root;
   for (const std::string& root : options.files.roots) {

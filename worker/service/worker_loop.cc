@@ -86,8 +86,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const WorkerOptions& 
 
 class WorkerLoopImpl final : public WorkerLoop {
  public:
-  WorkerLoopImpl(WorkerOptions options, DeviceConfig device,
-                 std::shared_ptr<grpc::Channel> channel)
+  WorkerLoopImpl(WorkerOptions options, DeviceConfig device, std::shared_ptr<grpc::Channel> channel)
       : options_(std::move(options)),
         device_(std::move(device)),
         channel_(channel),
@@ -101,8 +100,7 @@ class WorkerLoopImpl final : public WorkerLoop {
   }
 
   absl::Status Run() override {
-    LF_RETURN_IF_ERROR(RegisterWithRetry()) << "registering with "
-                                            << options_.coordinator_address;
+    LF_RETURN_IF_ERROR(RegisterWithRetry()) << "registering with " << options_.coordinator_address;
     // The model cache's counts when the worker stops: how many builds the
     // resident models saved (tests/integration read this line).
     struct LogCacheAtExit {
@@ -110,8 +108,8 @@ class WorkerLoopImpl final : public WorkerLoop {
       ~LogCacheAtExit() {
         const ModelCacheStats s = StatsOf(*loop->models_);
         loop->Log(absl::StrCat("model cache: ", s.builds, " builds, ", s.hits, " hits, ",
-                               s.evictions, " evictions, ", s.models, " models kept (",
-                               s.bytes, " bytes)"));
+                               s.evictions, " evictions, ", s.models, " models kept (", s.bytes,
+                               " bytes)"));
       }
     } log_cache_at_exit{this};
     // Whatever ends the loop, a job leased ahead goes back to the queue.
@@ -152,8 +150,7 @@ class WorkerLoopImpl final : public WorkerLoop {
       }
       if (!lease.leased()) {
         if (options_.exit_after_idle_ms > 0 &&
-            Clock::now() - idle_since >
-                std::chrono::milliseconds(options_.exit_after_idle_ms)) {
+            Clock::now() - idle_since > std::chrono::milliseconds(options_.exit_after_idle_ms)) {
           Log("queue empty; exiting as asked (--exit-after-idle-ms)");
           return absl::OkStatus();
         }
@@ -181,13 +178,12 @@ class WorkerLoopImpl final : public WorkerLoop {
   // Returns false when woken by Stop().
   bool SleepFor(int64_t ms) {
     std::unique_lock<std::mutex> lock(mu_);
-    return !cv_.wait_for(lock, std::chrono::milliseconds(ms),
-                         [this] { return stopping_; });
+    return !cv_.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stopping_; });
   }
 
   void Log(const std::string& message) {
-    std::cerr << "[worker " << (worker_id_.empty() ? options_.name : worker_id_)
-              << "] " << message << std::endl;
+    std::cerr << "[worker " << (worker_id_.empty() ? options_.name : worker_id_) << "] " << message
+              << std::endl;
   }
 
   // Renews the lease until `done`; records a lapsed lease or a cancellation.
@@ -229,8 +225,7 @@ class WorkerLoopImpl final : public WorkerLoop {
   // only after TakeAhead joined it.
   void StartLeaseAhead() {
     // ahead_ is read only when no thread is left to write it.
-    if (!options_.lease_ahead || ahead_thread_.joinable() || ahead_ != nullptr ||
-        stopping()) {
+    if (!options_.lease_ahead || ahead_thread_.joinable() || ahead_ != nullptr || stopping()) {
       return;
     }
     ahead_thread_ = std::thread([this] { LeaseAhead(); });
@@ -341,8 +336,7 @@ class WorkerLoopImpl final : public WorkerLoop {
     return stopping() ? absl::CancelledError("worker stopped") : last;
   }
 
-  void HeartbeatLoop(const std::string& job_id, const std::string& lease_id,
-                     LeaseWatch* watch) {
+  void HeartbeatLoop(const std::string& job_id, const std::string& lease_id, LeaseWatch* watch) {
     // After a few failed heartbeats in a row (the coordinator down), the
     // heartbeat goes on a channel of its own, made afresh every few more:
     // a channel whose connection failed may wait seconds before trying
@@ -388,8 +382,8 @@ class WorkerLoopImpl final : public WorkerLoop {
         return;
       }
       if (status.ok() && !response.stopped().empty()) {
-        Log(absl::StrCat("lease on job ", job_id, " ended by the coordinator: ",
-                         response.stopped()));
+        Log(absl::StrCat("lease on job ", job_id,
+                         " ended by the coordinator: ", response.stopped()));
         watch->lost = true;
         return;
       }
@@ -428,9 +422,8 @@ class WorkerLoopImpl final : public WorkerLoop {
 
     // A chunk or upload refused because the job was cancelled: the
     // cancellation reached the worker before the heartbeat's reply did.
-    const bool cancelled =
-        watch.cancelled ||
-        (absl::IsAborted(status) && absl::EndsWith(status.message(), " was cancelled"));
+    const bool cancelled = watch.cancelled || (absl::IsAborted(status) &&
+                                               absl::EndsWith(status.message(), " was cancelled"));
     if (watch.lost || cancelled) {
       // Nothing to report: the coordinator already requeued or cancelled it.
       Log(absl::StrCat("stopped job ", job_id, cancelled ? " (cancelled)" : " (lease lost)"));
@@ -448,9 +441,9 @@ class WorkerLoopImpl final : public WorkerLoop {
       grpc::ClientContext ctx;
       SetDeadline(ctx);
       absl::Status released = FromGrpcStatus(stub_->ReleaseJob(&ctx, request, &response));
-      const std::string outcome =
-          released.ok() ? std::string("lease given back")
-                        : absl::StrCat("lease left to lapse: ", released.ToString());
+      const std::string outcome = released.ok()
+                                      ? std::string("lease given back")
+                                      : absl::StrCat("lease left to lapse: ", released.ToString());
       Log(absl::StrCat("stopped job ", job_id, " (worker stopping; ", outcome, ")"));
       return;
     }
@@ -497,8 +490,7 @@ class WorkerLoopImpl final : public WorkerLoop {
 
   // Runs the job's remaining chunks and streams each as soon as it exists,
   // so a crash loses at most the chunk in progress.
-  absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch,
-                         Ahead* ahead) {
+  absl::Status StreamJob(const v1::LeaseJobResponse& lease, const LeaseWatch& watch, Ahead* ahead) {
     const v1::Job& job = lease.job();
     // Re-leased after its last chunk was committed (the worker stopped
     // before CompleteJob): nothing is left to run, no model or features to
@@ -622,8 +614,7 @@ class WorkerLoopImpl final : public WorkerLoop {
   // worker keeps its job across a coordinator restart and re-attaches, its
   // heartbeats renewing the lease that the recovery pass kept (issue 14,
   // failure 4). Returns the last status.
-  absl::Status UntilReachable(const LeaseWatch* watch,
-                              const std::function<absl::Status()>& call) {
+  absl::Status UntilReachable(const LeaseWatch* watch, const std::function<absl::Status()>& call) {
     int64_t backoff_ms = 100;
     bool logged = false;
     while (true) {
@@ -652,8 +643,7 @@ class WorkerLoopImpl final : public WorkerLoop {
   void PauseFor(int64_t ms, const LeaseWatch& watch) {
     const auto until = Clock::now() + std::chrono::milliseconds(ms);
     while (Clock::now() < until && !watch.ended()) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          until - Clock::now());
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
       if (!SleepFor(std::min<int64_t>(left.count() + 1, 20))) return;
     }
   }
@@ -669,8 +659,8 @@ class WorkerLoopImpl final : public WorkerLoop {
                         ListArtifacts(*stub_, worker_id_, prefix));
     const std::string dir = root + "/model";
     if (mkdir(dir.c_str(), 0700) != 0) {
-      return absl::InternalError(absl::StrCat("model: cannot make a local folder for '", model,
-                                              "'"));
+      return absl::InternalError(
+          absl::StrCat("model: cannot make a local folder for '", model, "'"));
     }
     bool has_config = false;
     for (const v1::ArtifactInfo& a : artifacts) {
@@ -680,9 +670,9 @@ class WorkerLoopImpl final : public WorkerLoop {
       has_config = has_config || file == "config.json";
     }
     if (!has_config) {
-      return absl::NotFoundError(absl::StrCat(
-          "model: '", model, "' names no stored checkpoint (no artifact ", prefix,
-          "config.json; name a TRAIN job that succeeded as artifact:<job_id>/model)"));
+      return absl::NotFoundError(
+          absl::StrCat("model: '", model, "' names no stored checkpoint (no artifact ", prefix,
+                       "config.json; name a TRAIN job that succeeded as artifact:<job_id>/model)"));
     }
     Log(absl::StrCat("model ", model, ": ", artifacts.size(), " artifacts fetched"));
     return dir;
@@ -796,8 +786,7 @@ class WorkerLoopImpl final : public WorkerLoop {
     }
     LF_ASSIGN_OR_RETURN(std::vector<v1::ArtifactInfo> artifacts,
                         ListArtifacts(*stub_, worker_id_, FeaturePrefix(job.depends_on())));
-    LF_ASSIGN_OR_RETURN(const std::string dir,
-                        MakeTempPath("layerflow-probe", /*directory=*/true));
+    LF_ASSIGN_OR_RETURN(const std::string dir, MakeTempPath("layerflow-probe", /*directory=*/true));
     std::vector<std::string> files;
     // Downloads then trains; the local copies go whatever happens.
     auto download_and_train = [&]() -> absl::StatusOr<ChunkResult> {
@@ -853,8 +842,8 @@ std::string DefaultWorkerName() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<WorkerLoop>> WorkerLoop::Create(
-    const WorkerOptions& options, const DeviceConfig& device) {
+absl::StatusOr<std::unique_ptr<WorkerLoop>> WorkerLoop::Create(const WorkerOptions& options,
+                                                               const DeviceConfig& device) {
   if (options.coordinator_address.empty()) {
     return absl::InvalidArgumentError("coordinator_address: required");
   }

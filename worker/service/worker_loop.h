@@ -45,8 +45,8 @@ struct WorkerOptions {
 class WorkerLoop {
  public:
   virtual ~WorkerLoop() = default;
-  static absl::StatusOr<std::unique_ptr<WorkerLoop>> Create(
-      const WorkerOptions& options, const DeviceConfig& device);
+  static absl::StatusOr<std::unique_ptr<WorkerLoop>> Create(const WorkerOptions& options,
+                                                            const DeviceConfig& device);
   // Runs until Stop() (or idle exit). Returns an error only when the worker
   // cannot work at all (registration refused); errors inside a job become
   // a failed job, never a crashed worker.

@@ -186,8 +186,8 @@ class NfcNormalizer {
       if (run_end == run_start) return;
       icu::StringByteSink<std::string> sink(storage);
       UErrorCode e = U_ZERO_ERROR;
-      nfc_->normalizeUTF8(0, icu::StringPiece(text.data() + run_start, run_end - run_start),
-                          sink, nullptr, e);
+      nfc_->normalizeUTF8(0, icu::StringPiece(text.data() + run_start, run_end - run_start), sink,
+                          nullptr, e);
       if (U_FAILURE(e)) storage->append(text.substr(run_start, run_end - run_start));
     };
     for (size_t i = 0; i < text.size();) {
@@ -389,8 +389,7 @@ std::vector<int32_t> BpeTokenizer::Encode(std::string_view text) const {
       ids.push_back(id);
       return;
     }
-    const std::string_view normalized =
-        nfc_ ? nfc_->Normalize(piece, &normalized_storage) : piece;
+    const std::string_view normalized = nfc_ ? nfc_->Normalize(piece, &normalized_storage) : piece;
     normalized_added_.Split(normalized, [&](std::string_view sub, int32_t sub_id) {
       if (sub_id >= 0) {
         ids.push_back(sub_id);
@@ -539,9 +538,8 @@ absl::StatusOr<std::string> BpeTokenizer::Decode(const std::vector<int32_t>& ids
     if (id < 0 || id >= vocab_size() || !known_[id]) {
       return absl::InvalidArgumentError(absl::StrCat(
           "bpe tokenizer: id ", id, " at position ", i,
-          id < 0 || id >= vocab_size()
-              ? absl::StrCat(" is outside [0, ", vocab_size(), ")")
-              : std::string(" is not assigned to any token")));
+          id < 0 || id >= vocab_size() ? absl::StrCat(" is outside [0, ", vocab_size(), ")")
+                                       : std::string(" is not assigned to any token")));
     }
     text += id_to_bytes_[id];
   }
@@ -582,8 +580,7 @@ class BpeTokenizerLoader {
 };
 
 absl::StatusOr<bool> BpeTokenizerLoader::Bool(const Json& object, absl::string_view key,
-                                              absl::string_view path,
-                                              bool default_value) const {
+                                              absl::string_view path, bool default_value) const {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return default_value;
   if (!it->is_boolean()) return Error(absl::StrCat(path, ".", key), "expected a boolean");
@@ -639,7 +636,8 @@ absl::Status BpeTokenizerLoader::LoadByteLevel(const Json& config, absl::string_
 }
 
 absl::Status BpeTokenizerLoader::LoadPreTokenizer(const Json& config, absl::string_view path) {
-  if (config.is_null()) return Unsupported(path, "a byte-level BPE needs a ByteLevel pre-tokenizer");
+  if (config.is_null())
+    return Unsupported(path, "a byte-level BPE needs a ByteLevel pre-tokenizer");
   LF_ASSIGN_OR_RETURN(const std::string type, TypeOf(config, path));
   if (type == "ByteLevel") return LoadByteLevel(config, path);
   if (type == "Sequence") {
@@ -697,7 +695,8 @@ absl::Status BpeTokenizerLoader::CheckPassThrough(const Json& config, absl::stri
 absl::Status BpeTokenizerLoader::LoadModel(const Json& model) {
   LF_ASSIGN_OR_RETURN(const std::string type, TypeOf(model, "model"));
   if (type != "BPE") {
-    return Unsupported("model.type", absl::StrCat("model '", type, "' is not supported (only BPE)"));
+    return Unsupported("model.type",
+                       absl::StrCat("model '", type, "' is not supported (only BPE)"));
   }
   if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
     if (!it->is_number()) return Error("model.dropout", "expected a number or null");
@@ -707,7 +706,8 @@ absl::Status BpeTokenizerLoader::LoadModel(const Json& model) {
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     auto it = model.find(key);
-    if (it != model.end() && !it->is_null() && !(it->is_string() && it->get<std::string>().empty())) {
+    if (it != model.end() && !it->is_null() &&
+        !(it->is_string() && it->get<std::string>().empty())) {
       return Unsupported(absl::StrCat("model.", key), "only null or \"\" is supported");
     }
   }
@@ -732,7 +732,8 @@ absl::Status BpeTokenizerLoader::LoadModel(const Json& model) {
     if (!it->is_string()) return Error("model.unk_token", "expected a string or null");
     auto unk = tok_->vocab_.find(it->get<std::string>());
     if (unk == tok_->vocab_.end()) {
-      return Error("model.unk_token", absl::StrCat("'", it->get<std::string>(), "' is not in model.vocab"));
+      return Error("model.unk_token",
+                   absl::StrCat("'", it->get<std::string>(), "' is not in model.vocab"));
     }
     tok_->unk_id_ = unk->second;
   }
@@ -761,7 +762,8 @@ absl::Status BpeTokenizerLoader::LoadModel(const Json& model) {
       }
       a = line.substr(0, space);
       b = line.substr(space + 1);
-    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() && merge[1].is_string()) {
+    } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+               merge[1].is_string()) {
       a = merge[0].get<std::string>();
       b = merge[1].get<std::string>();
     } else {
@@ -771,8 +773,7 @@ absl::Status BpeTokenizerLoader::LoadModel(const Json& model) {
     LF_ASSIGN_OR_RETURN(const int32_t id_b, lookup(b, key));
     LF_ASSIGN_OR_RETURN(const int32_t id_ab, lookup(a + b, key));
     // A repeated pair keeps its first (best) rank, as in the reference.
-    tok_->merges_.try_emplace(PairKey(id_a, id_b),
-                              MergeTarget{static_cast<int32_t>(rank), id_ab});
+    tok_->merges_.try_emplace(PairKey(id_a, id_b), MergeTarget{static_cast<int32_t>(rank), id_ab});
   }
   return absl::OkStatus();
 }
@@ -880,7 +881,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> BpeTokenizerLoader::Load(const Json& 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizerFromJson(std::string_view json,
-                                                                     std::string_view source) {
+                                                                    std::string_view source) {
   const absl::string_view name(source.data(), source.size());
   // nlohmann reports errors by exception; none may leave this function.
   try {
@@ -888,8 +889,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizerFromJson(std::string_
     return BpeTokenizerLoader(name).Load(root);
   } catch (const Json::parse_error& e) {
     // The position only: nlohmann's message quotes the text it last read.
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": malformed JSON near byte ", e.byte));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": malformed JSON near byte ", e.byte));
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(name, ": unexpected JSON value: ", e.what()));
   }
@@ -911,7 +911,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadCheckpointTokenizer(const Confine
   return LoadBpeTokenizerFromJson(*content, source);
 }
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(const std::string& tokenizer_json_path) {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(
+    const std::string& tokenizer_json_path) {
   absl::StatusOr<std::string> content = ReadWholeFile(tokenizer_json_path);
   if (!content.ok()) return content.status();
   return LoadBpeTokenizerFromJson(*content, tokenizer_json_path);

@@ -32,8 +32,7 @@
 namespace layerflow::worker {
 
 // Reads and parses `tokenizer_json_path`.
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(
-    const std::string& tokenizer_json_path);
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadBpeTokenizer(const std::string& tokenizer_json_path);
 
 // The default size limit of a tokenizer.json (the worker's
 // --max-metadata-file-bytes sets the one jobs use).

@@ -13,15 +13,13 @@ std::vector<int32_t> ByteTokenizer::Encode(std::string_view text) const {
   return ids;
 }
 
-absl::StatusOr<std::string> ByteTokenizer::Decode(
-    const std::vector<int32_t>& ids) const {
+absl::StatusOr<std::string> ByteTokenizer::Decode(const std::vector<int32_t>& ids) const {
   std::string text;
   text.reserve(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= kVocabSize) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("byte tokenizer: id ", ids[i], " at position ", i,
-                       " is outside [0, ", kVocabSize, ")"));
+      return absl::InvalidArgumentError(absl::StrCat("byte tokenizer: id ", ids[i], " at position ",
+                                                     i, " is outside [0, ", kVocabSize, ")"));
     }
     text.push_back(static_cast<char>(static_cast<unsigned char>(ids[i])));
   }

@@ -14,8 +14,7 @@ class ByteTokenizer final : public Tokenizer {
 
   std::string name() const override { return "byte"; }
   std::vector<int32_t> Encode(std::string_view text) const override;
-  absl::StatusOr<std::string> Decode(
-      const std::vector<int32_t>& ids) const override;
+  absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const override;
   int64_t vocab_size() const override { return kVocabSize; }
 };
 

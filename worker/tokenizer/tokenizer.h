@@ -21,8 +21,7 @@ class Tokenizer {
   // Never fails: every string has an encoding.
   virtual std::vector<int32_t> Encode(std::string_view text) const = 0;
   // INVALID_ARGUMENT for an id outside [0, vocab_size()).
-  virtual absl::StatusOr<std::string> Decode(
-      const std::vector<int32_t>& ids) const = 0;
+  virtual absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const = 0;
   virtual int64_t vocab_size() const = 0;
 };
 

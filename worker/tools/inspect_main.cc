@@ -56,8 +56,8 @@ struct InspectOptions {
 // "init_scheme: ..." --init's.
 absl::Status AsFlagError(const absl::Status& status) {
   std::string message(status.message());
-  for (auto [field, flag] : {std::pair{"model: ", "--model: "},
-                             std::pair{"init_scheme: ", "--init: "}}) {
+  for (auto [field, flag] :
+       {std::pair{"model: ", "--model: "}, std::pair{"init_scheme: ", "--init: "}}) {
     if (message.rfind(field, 0) == 0) {
       message = flag + message.substr(std::string(field).size());
       break;
@@ -108,9 +108,9 @@ absl::Status Inspect(const InspectOptions& o) {
   std::vector<int64_t> ids(ids32.begin(), ids32.end());
   for (int64_t id : ids) {
     if (id < 0 || id >= model->vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "token id ", id, " (", tokenizer->name(), " tokenizer) is outside the model's vocab_size ",
-          model->vocab_size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " (", tokenizer->name(),
+                       " tokenizer) is outside the model's vocab_size ", model->vocab_size()));
     }
   }
 
@@ -129,23 +129,26 @@ absl::Status Inspect(const InspectOptions& o) {
     });
     if (o.logits) logits = model->Logits(final_hidden)[0].to(at::kCPU, at::kFloat).contiguous();
   } catch (...) {
-    return StatusOfCurrentException("forward", [&](int64_t point) { return model->PointName(point); });
+    return StatusOfCurrentException("forward",
+                                    [&](int64_t point) { return model->PointName(point); });
   }
 
   metadata.emplace_back("dtype", o.dtype);
   metadata.emplace_back("layers", absl::StrCat(L));
-  metadata.emplace_back(
-      "layout",
-      "layer.0 = embedding output; layer.l = residual stream after block l "
-      "(l = 1..L); final = final-norm output; each [tokens, hidden] float32 "
-      "(METHODS.md, Representations)");
+  metadata.emplace_back("layout",
+                        "layer.0 = embedding output; layer.l = residual stream after block l "
+                        "(l = 1..L); final = final-norm output; each [tokens, hidden] float32 "
+                        "(METHODS.md, Representations)");
   std::vector<SafetensorsWriteTensor> tensors;
-  tensors.push_back({"input_ids", SafetensorsDtype::kI64, {static_cast<int64_t>(ids.size())},
-                     ids.data(), ids.size() * sizeof(int64_t)});
+  tensors.push_back({"input_ids",
+                     SafetensorsDtype::kI64,
+                     {static_cast<int64_t>(ids.size())},
+                     ids.data(),
+                     ids.size() * sizeof(int64_t)});
   auto add = [&](const std::string& name, const at::Tensor& t) {
     tensors.push_back({name, SafetensorsDtype::kF32,
-                       std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
-                       t.data_ptr(), t.nbytes()});
+                       std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(),
+                       t.nbytes()});
   };
   for (const auto& [name, t] : states) add(name, t);
   if (logits.defined()) add("logits", logits);
@@ -167,8 +170,7 @@ int main(int argc, char** argv) {
                  "Checkpoint folder, Hugging Face repo id in the local cache "
                  "(e.g. EleutherAI/pythia-160m), or preset (e.g. pythia-70m)")
       ->required();
-  app.add_option("--init", o.init,
-                 "Random-init scheme for a preset (default: reference)");
+  app.add_option("--init", o.init, "Random-init scheme for a preset (default: reference)");
   app.add_option("--seed", o.seed, "Seed of the random init")->capture_default_str();
   app.add_option("--text", o.text, "The text to run")->required();
   app.add_option("--out", o.out, "Output .safetensors file")->required();
@@ -182,8 +184,7 @@ int main(int argc, char** argv) {
   app.add_flag("--logits", o.logits, "Also write the logits [tokens, vocab]");
   CLI11_PARSE(app, argc, argv);
   if (absl::Status s = layerflow::worker::Inspect(o); !s.ok()) {
-    std::cerr << "error: " << absl::StatusCodeToString(s.code()) << ": " << s.message()
-              << "\n";
+    std::cerr << "error: " << absl::StatusCodeToString(s.code()) << ": " << s.message() << "\n";
     return 1;
   }
   return 0;

@@ -45,10 +45,9 @@ absl::Status CopyInto(const SafetensorsFile& file, const std::string& name, at::
     return absl::InvalidArgumentError(absl::StrCat(file.path(), ": no tensor '", name, "'"));
   }
   if (t->dtype != SafetensorsDtype::kF32 || t->shape != into.sizes().vec()) {
-    return absl::InvalidArgumentError(absl::StrCat(file.path(), ": tensor '", name, "' is ",
-                                                   SafetensorsDtypeName(t->dtype), " ",
-                                                   ShapeString(t->shape), ", expected F32 ",
-                                                   ShapeString(into.sizes().vec())));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file.path(), ": tensor '", name, "' is ", SafetensorsDtypeName(t->dtype), " ",
+                     ShapeString(t->shape), ", expected F32 ", ShapeString(into.sizes().vec())));
   }
   at::Tensor host = at::empty(t->shape, at::kFloat);
   std::memcpy(host.data_ptr(), t->data, t->nbytes);
@@ -90,9 +89,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainRun& given) 
   options.num_kv_pairs = run.settings.pairs;
   options.alpha = run.settings.alpha;
   LF_ASSIGN_OR_RETURN(MqarDataset data, MqarDataset::Create(options));
-  LF_ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
-                      CreateRandomModel(config, scheme, static_cast<uint64_t>(run.seed),
-                                        run.device, at::kFloat));
+  LF_ASSIGN_OR_RETURN(
+      std::unique_ptr<LanguageModel> model,
+      CreateRandomModel(config, scheme, static_cast<uint64_t>(run.seed), run.device, at::kFloat));
   LF_RETURN_IF_ERROR(model->MakeTrainable());
   std::unique_ptr<Trainer> trainer(new Trainer(run, std::move(model), std::move(data)));
   // The fused SSM kernels have no backward: the ATen path trains.
@@ -200,12 +199,8 @@ absl::StatusOr<EvalStats> Trainer::Evaluate() const {
                   .to(at::kDouble)
                   .mean(1)
                   .cpu();
-          const at::Tensor right = logits.argmax(-1)
-                                       .eq(query_targets)
-                                       .view({rows, -1})
-                                       .to(at::kDouble)
-                                       .mean(1)
-                                       .cpu();
+          const at::Tensor right =
+              logits.argmax(-1).eq(query_targets).view({rows, -1}).to(at::kDouble).mean(1).cpu();
           for (int64_t i = 0; i < rows; ++i) {
             stats.loss.push_back(losses[i].item<double>());
             stats.accuracy.push_back(right[i].item<double>());
@@ -231,12 +226,12 @@ absl::StatusOr<at::Tensor> Trainer::Logits(const at::Tensor& input_ids) const {
 
 std::string Trainer::Fingerprint() const {
   const catalog::TrainSettings& s = run_.settings;
-  return absl::StrCat(run_.architecture, " init ", run_.init_scheme, " seed ", run_.seed,
-                      " task ", s.task, " vocab ", s.vocab, " length ", s.length, " pairs ",
-                      s.pairs, " alpha ", s.alpha, " layers ", s.layers, " width ", s.width,
-                      " heads ", s.heads, " state_size ", s.state_size, " steps ", s.steps,
-                      " batch ", s.batch, " lr ", s.lr, " warmup ", s.warmup,
-                      " weight_decay ", s.weight_decay, " clip ", s.clip);
+  return absl::StrCat(run_.architecture, " init ", run_.init_scheme, " seed ", run_.seed, " task ",
+                      s.task, " vocab ", s.vocab, " length ", s.length, " pairs ", s.pairs,
+                      " alpha ", s.alpha, " layers ", s.layers, " width ", s.width, " heads ",
+                      s.heads, " state_size ", s.state_size, " steps ", s.steps, " batch ", s.batch,
+                      " lr ", s.lr, " warmup ", s.warmup, " weight_decay ", s.weight_decay,
+                      " clip ", s.clip);
 }
 
 absl::Status Trainer::SaveState(const std::string& path) const {
@@ -252,10 +247,9 @@ absl::Status Trainer::SaveState(const std::string& path) const {
       copies.push_back(CpuFloat(optimizer_->exp_avg_sq()[i]));
       entries.push_back(EntryOf("exp_avg_sq." + names_[i], copies.back()));
     }
-    return WriteSafetensors(path, entries,
-                            {{"format", kStateFormat},
-                             {"step", absl::StrCat(step())},
-                             {"run", Fingerprint()}});
+    return WriteSafetensors(
+        path, entries,
+        {{"format", kStateFormat}, {"step", absl::StrCat(step())}, {"run", Fingerprint()}});
   });
 }
 
@@ -271,9 +265,9 @@ absl::Status Trainer::LoadState(const std::string& path) {
         absl::StrCat(path, ": format: not a training state (", kStateFormat, ")"));
   }
   if (value("run") != Fingerprint()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, ": run: the state is of another run ('", value("run"),
-                     "'), this one is '", Fingerprint(), "'"));
+    return absl::FailedPreconditionError(absl::StrCat(path, ": run: the state is of another run ('",
+                                                      value("run"), "'), this one is '",
+                                                      Fingerprint(), "'"));
   }
   int64_t saved_step = 0;
   if (!absl::SimpleAtoi(value("step"), &saved_step) || saved_step < 0 ||
@@ -285,8 +279,7 @@ absl::Status Trainer::LoadState(const std::string& path) {
     for (size_t i = 0; i < params_.size(); ++i) {
       LF_RETURN_IF_ERROR(CopyInto(*file, "param." + names_[i], params_[i]));
       LF_RETURN_IF_ERROR(CopyInto(*file, "exp_avg." + names_[i], optimizer_->exp_avg()[i]));
-      LF_RETURN_IF_ERROR(
-          CopyInto(*file, "exp_avg_sq." + names_[i], optimizer_->exp_avg_sq()[i]));
+      LF_RETURN_IF_ERROR(CopyInto(*file, "exp_avg_sq." + names_[i], optimizer_->exp_avg_sq()[i]));
     }
     optimizer_->set_steps(saved_step);
     return absl::OkStatus();

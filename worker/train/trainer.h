@@ -53,9 +53,9 @@ struct TrainRun {
 };
 
 struct StepStats {
-  int64_t step = 0;   // the step just taken (1-based)
-  double lr = 0;      // its learning rate
-  double loss = 0;    // the batch's mean loss at query positions, before the update
+  int64_t step = 0;  // the step just taken (1-based)
+  double lr = 0;     // its learning rate
+  double loss = 0;   // the batch's mean loss at query positions, before the update
   double accuracy = 0;
   double grad_norm = 0;  // before clipping
 };

@@ -53,25 +53,22 @@ const std::vector<LayerMetric> kEvery = {
 // Every per-layer analysis without the all-pair CKA: the adjacent-pair CKA
 // then takes its own path (for half states, raw Grams centred on the fly).
 const std::vector<LayerMetric> kPerLayer = {
-    LayerMetric::kAdjacentCos,          LayerMetric::kIntertokenCos,
-    LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
-    LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
-    LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased};
+    LayerMetric::kAdjacentCos,     LayerMetric::kIntertokenCos, LayerMetric::kIntertokenCosNoFirst,
+    LayerMetric::kTokenDispersion, LayerMetric::kStepEnergy,    LayerMetric::kPathEnergy,
+    LayerMetric::kCkaUnbiased,     LayerMetric::kCkaBiased};
 
 const std::vector<LayerMetric> kSuite = {
-    LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
-    LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
-    LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased};
+    LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion, LayerMetric::kStepEnergy,
+    LayerMetric::kPathEnergy,           LayerMetric::kCkaUnbiased,     LayerMetric::kCkaBiased};
 
 std::vector<LayerMetric> AllMetrics() {
-  std::vector<LayerMetric> all = {LayerMetric::kAdjacentCos,
-                                  LayerMetric::kIntertokenCos};
+  std::vector<LayerMetric> all = {LayerMetric::kAdjacentCos, LayerMetric::kIntertokenCos};
   all.insert(all.end(), kSuite.begin(), kSuite.end());
   return all;
 }
 
-double Stat(const LayerMetricAccumulator& acc, const std::string& metric,
-            int layer, int column = LayerMetricAccumulator::kSum) {
+double Stat(const LayerMetricAccumulator& acc, const std::string& metric, int layer,
+            int column = LayerMetricAccumulator::kSum) {
   return acc.sums()[Row(acc, metric, layer)][column].item<double>();
 }
 
@@ -108,8 +105,7 @@ TEST(AnalysisSuiteTest, MatchesNaiveLoopsOnRandomStates) {
   c10::InferenceMode guard;
   const int64_t L = 3, B = 3;
   at::manual_seed(10);
-  for (auto [n, d] : std::vector<std::pair<int64_t, int64_t>>{
-           {4, 3}, {5, 16}, {17, 8}, {31, 5}}) {
+  for (auto [n, d] : std::vector<std::pair<int64_t, int64_t>>{{4, 3}, {5, 16}, {17, 8}, {31, 5}}) {
     SCOPED_TRACE(::testing::Message() << "n " << n << " d " << d);
     std::vector<at::Tensor> points;
     for (int p = 0; p < L + 2; ++p) {
@@ -120,8 +116,7 @@ TEST(AnalysisSuiteTest, MatchesNaiveLoopsOnRandomStates) {
     LayerMetricAccumulator acc(kSuite, L, c10::Device(c10::kCPU));
     FeedBatch(acc, points);
 
-    auto check = [&](const std::string& metric, int layer,
-                     const std::vector<double>& values) {
+    auto check = [&](const std::string& metric, int layer, const std::vector<double>& values) {
       double sum = 0, sum_sq = 0;
       for (double v : values) {
         sum += v;
@@ -169,10 +164,8 @@ TEST(AnalysisSuiteTest, LinearCkaMatchesNaiveLoops) {
     at::Tensor x = at::randn({n, dx}, at::kDouble);
     at::Tensor y = at::randn({n, dy}, at::kDouble) + x.narrow(1, 0, 1);
     for (bool unbiased : {false, true}) {
-      EXPECT_NEAR(LinearCka(x, y, unbiased ? CkaEstimator::kUnbiased
-                                           : CkaEstimator::kBiased),
-                  NaiveLinearCka(ToDoubles(x), dx, ToDoubles(y), dy, n, unbiased),
-                  1e-12)
+      EXPECT_NEAR(LinearCka(x, y, unbiased ? CkaEstimator::kUnbiased : CkaEstimator::kBiased),
+                  NaiveLinearCka(ToDoubles(x), dx, ToDoubles(y), dy, n, unbiased), 1e-12)
           << "n " << n << " dx " << dx << " dy " << dy << " unbiased " << unbiased;
     }
   }
@@ -199,8 +192,8 @@ TEST(AnalysisSuiteTest, LinearCkaGoldenValues) {
   EXPECT_NEAR(NaiveLinearCka(x, d, y, d, n, false), 0.55761, 1e-5);
   EXPECT_NEAR(NaiveLinearCka(x, d, y, d, n, true), 0.51346, 1e-5);
   // float32 inputs are upcast.
-  EXPECT_NEAR(LinearCka(tx.to(at::kFloat), ty.to(at::kFloat), CkaEstimator::kBiased),
-              0.55761, 1e-5);
+  EXPECT_NEAR(LinearCka(tx.to(at::kFloat), ty.to(at::kFloat), CkaEstimator::kBiased), 0.55761,
+              1e-5);
 }
 
 TEST(AnalysisSuiteTest, CkaInvariances) {
@@ -220,8 +213,7 @@ TEST(AnalysisSuiteTest, CkaInvariances) {
   // Too few rows for the estimator.
   EXPECT_THROW(LinearCka(at::randn({3, 2}), at::randn({3, 2}), CkaEstimator::kUnbiased),
                c10::Error);
-  EXPECT_THROW(LinearCka(at::randn({3, 2}), at::randn({4, 2}), CkaEstimator::kBiased),
-               c10::Error);
+  EXPECT_THROW(LinearCka(at::randn({3, 2}), at::randn({4, 2}), CkaEstimator::kBiased), c10::Error);
 }
 
 TEST(AnalysisSuiteTest, HandWorkedCases) {
@@ -273,13 +265,12 @@ TEST(AnalysisSuiteTest, AccumulatorCkaIsLinearCkaPerPrompt) {
   at::manual_seed(13);
   const at::Tensor a = at::randn({2, 11, 7});
   const at::Tensor b = a + at::randn({2, 11, 7});
-  LayerMetricAccumulator acc({LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased},
-                             1, c10::Device(c10::kCPU));
+  LayerMetricAccumulator acc({LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased}, 1,
+                             c10::Device(c10::kCPU));
   FeedBatch(acc, {a, b, at::randn({2, 11, 7})});
   for (CkaEstimator e : {CkaEstimator::kBiased, CkaEstimator::kUnbiased}) {
     const double v0 = LinearCka(a[0], b[0], e), v1 = LinearCka(a[1], b[1], e);
-    const std::string name =
-        e == CkaEstimator::kBiased ? "cka_biased" : "cka_unbiased";
+    const std::string name = e == CkaEstimator::kBiased ? "cka_biased" : "cka_unbiased";
     EXPECT_NEAR(Stat(acc, name, 0), v0 + v1, 1e-12);
     EXPECT_NEAR(Stat(acc, name, 0, 1), v0 * v0 + v1 * v1, 1e-12);
   }
@@ -310,15 +301,14 @@ TEST(AnalysisSuiteTest, ChunkStatsMergeByAddition) {
   EXPECT_FALSE(at::isnan(all.sums()).any().item<bool>());
   EXPECT_EQ(Stat(all, "token_dispersion", 0, 2), 10);
   EXPECT_EQ(Stat(all, "path_energy", 0, 2), 10);
-  EXPECT_EQ(Stat(all, "cka_biased", 1, 2), 10);       // n >= 2
+  EXPECT_EQ(Stat(all, "cka_biased", 1, 2), 10);             // n >= 2
   EXPECT_EQ(Stat(all, "intertoken_cos_nofirst", 3, 2), 8);  // n >= 3
-  EXPECT_EQ(Stat(all, "cka_unbiased", 1, 2), 6);      // n >= 4
+  EXPECT_EQ(Stat(all, "cka_unbiased", 1, 2), 6);            // n >= 4
 }
 
 TEST(AnalysisSuiteTest, ParseKnowsTheSuite) {
-  auto parsed = ParseLayerMetrics(
-      {"intertoken_cos_nofirst", "token_dispersion", "step_energy",
-       "path_energy", "cka_unbiased", "cka_biased", "adjacent_cos"});
+  auto parsed = ParseLayerMetrics({"intertoken_cos_nofirst", "token_dispersion", "step_energy",
+                                   "path_energy", "cka_unbiased", "cka_biased", "adjacent_cos"});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ((*parsed)[4], LayerMetric::kCkaUnbiased);
   auto bad = ParseLayerMetrics({"cka"});
@@ -328,24 +318,22 @@ TEST(AnalysisSuiteTest, ParseKnowsTheSuite) {
 }
 
 // The row of a keyed stat (layer_b / position; -1 = unset).
-int64_t KeyedRow(const LayerMetricAccumulator& acc, const std::string& metric,
-                 int layer, int layer_b, int position) {
+int64_t KeyedRow(const LayerMetricAccumulator& acc, const std::string& metric, int layer,
+                 int layer_b, int position) {
   for (size_t i = 0; i < acc.keys().size(); ++i) {
     const StatKey& k = acc.keys()[i];
-    if (k.metric == metric && k.layer == layer && k.layer_b == layer_b &&
-        k.position == position && k.head == -1) {
+    if (k.metric == metric && k.layer == layer && k.layer_b == layer_b && k.position == position &&
+        k.head == -1) {
       return i;
     }
   }
-  ADD_FAILURE() << "no row " << metric << " " << layer << " " << layer_b << " "
-                << position;
+  ADD_FAILURE() << "no row " << metric << " " << layer << " " << layer_b << " " << position;
   return 0;
 }
 
-double KeyedStat(const LayerMetricAccumulator& acc, const std::string& metric,
-                 int layer, int layer_b, int position, int column) {
-  return acc.sums()[KeyedRow(acc, metric, layer, layer_b, position)][column]
-      .item<double>();
+double KeyedStat(const LayerMetricAccumulator& acc, const std::string& metric, int layer,
+                 int layer_b, int position, int column) {
+  return acc.sums()[KeyedRow(acc, metric, layer, layer_b, position)][column].item<double>();
 }
 
 // Each metric family declares its rows from the shape alone
@@ -454,11 +442,9 @@ TEST(AnalysisSuiteTest, NewAnalysesKeys) {
   }
   EXPECT_EQ(pairs.size(), 6u);
   // adjacent_cos_tokens needs positions.
-  EXPECT_THROW(LayerMetricAccumulator({LayerMetric::kAdjacentCosTokens}, L,
-                                      c10::Device(c10::kCPU)),
+  EXPECT_THROW(LayerMetricAccumulator({LayerMetric::kAdjacentCosTokens}, L, c10::Device(c10::kCPU)),
                c10::Error);
-  auto parsed = ParseLayerMetrics(
-      {"cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens"});
+  auto parsed = ParseLayerMetrics({"cka_all_unbiased", "cka_all_biased", "adjacent_cos_tokens"});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ((*parsed)[2], LayerMetric::kAdjacentCosTokens);
 }
@@ -470,38 +456,31 @@ TEST(AnalysisSuiteTest, AllPairCkaMatchesNaiveForEveryPair) {
   c10::InferenceMode guard;
   const int64_t L = 4, B = 3;
   at::manual_seed(20);
-  for (auto [n, d] : std::vector<std::pair<int64_t, int64_t>>{
-           {4, 3}, {9, 16}, {23, 6}}) {
+  for (auto [n, d] : std::vector<std::pair<int64_t, int64_t>>{{4, 3}, {9, 16}, {23, 6}}) {
     SCOPED_TRACE(::testing::Message() << "n " << n << " d " << d);
-    const at::Tensor q =
-        std::get<0>(at::linalg_qr(at::randn({d, d}, at::kDouble)));
+    const at::Tensor q = std::get<0>(at::linalg_qr(at::randn({d, d}, at::kDouble)));
     std::vector<at::Tensor> points;
     for (int p = 0; p < L + 2; ++p) {
-      at::Tensor x = at::randn({B, n, d}, at::kDouble) +
-                     at::randn({1, 1, d}, at::kDouble);
+      at::Tensor x = at::randn({B, n, d}, at::kDouble) + at::randn({1, 1, d}, at::kDouble);
       if (p == 3) x = 0.37 * at::matmul(points[1], q);  // copy of point 1
       points.push_back(p == 0 || p == 3 ? x : points.back() + 0.5 * x);
     }
-    LayerMetricAccumulator acc(
-        {LayerMetric::kCkaAllBiased, LayerMetric::kCkaAllUnbiased,
-         LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased},
-        L, c10::Device(c10::kCPU));
+    LayerMetricAccumulator acc({LayerMetric::kCkaAllBiased, LayerMetric::kCkaAllUnbiased,
+                                LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased},
+                               L, c10::Device(c10::kCPU));
     FeedBatch(acc, points);
     for (int l = 0; l <= L; ++l) {
       for (int lb = l + 1; lb <= L; ++lb) {
         for (bool unbiased : {false, true}) {
-          const std::string name =
-              unbiased ? "cka_all_unbiased" : "cka_all_biased";
+          const std::string name = unbiased ? "cka_all_unbiased" : "cka_all_biased";
           double sum = 0, sum_sq = 0, linear = 0;
           for (int b = 0; b < B; ++b) {
-            const double v = NaiveLinearCka(ToDoubles(points[l][b]), d,
-                                            ToDoubles(points[lb][b]), d, n,
-                                            unbiased);
+            const double v = NaiveLinearCka(ToDoubles(points[l][b]), d, ToDoubles(points[lb][b]), d,
+                                            n, unbiased);
             sum += v;
             sum_sq += v * v;
             linear += LinearCka(points[l][b], points[lb][b],
-                                unbiased ? CkaEstimator::kUnbiased
-                                         : CkaEstimator::kBiased);
+                                unbiased ? CkaEstimator::kUnbiased : CkaEstimator::kBiased);
           }
           EXPECT_NEAR(KeyedStat(acc, name, l, lb, -1, 0), sum, 1e-11)
               << name << " " << l << " " << lb;
@@ -511,8 +490,7 @@ TEST(AnalysisSuiteTest, AllPairCkaMatchesNaiveForEveryPair) {
           EXPECT_EQ(KeyedStat(acc, name, l, lb, -1, 2), B);
           if (lb == l + 1) {  // the adjacent CKA is the same number
             EXPECT_NEAR(KeyedStat(acc, name, l, lb, -1, 0),
-                        Stat(acc, unbiased ? "cka_unbiased" : "cka_biased", l),
-                        1e-12);
+                        Stat(acc, unbiased ? "cka_unbiased" : "cka_biased", l), 1e-12);
           }
         }
       }
@@ -529,19 +507,16 @@ TEST(AnalysisSuiteTest, AllPairCkaHandWorked) {
   c10::InferenceMode guard;
   // n = 4 tokens in the plane, X = [[1,0],[0,1],[-1,0],[0,-1]] (centred);
   // Y = 2.5 X R(90 deg) = 2.5 [[0,1],[-1,0],[0,-1],[1,0]]: K_Y = 6.25 K_X.
-  const at::Tensor x = at::tensor({1.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0},
-                                  at::kDouble)
-                           .view({1, 4, 2});
+  const at::Tensor x =
+      at::tensor({1.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0, -1.0}, at::kDouble).view({1, 4, 2});
   const at::Tensor r = at::tensor({0.0, 1.0, -1.0, 0.0}, at::kDouble).view({2, 2});
   const at::Tensor y = 2.5 * at::matmul(x, r);
   // Z: tokens z_t e1 with z = (1, -1, 1, -1) (centred): K_Z = zz', and
   // <K_X, K_Z> = ||X'z||^2 = 0 (X's columns (1,0,-1,0), (0,1,0,-1) are
   // orthogonal to z): biased CKA(X, Z) = CKA(Y, Z) = 0.
-  const at::Tensor z = at::tensor({1.0, 0.0, -1.0, 0.0, 1.0, 0.0, -1.0, 0.0},
-                                  at::kDouble)
-                           .view({1, 4, 2});
-  LayerMetricAccumulator acc({LayerMetric::kCkaAllBiased}, 2,
-                             c10::Device(c10::kCPU));
+  const at::Tensor z =
+      at::tensor({1.0, 0.0, -1.0, 0.0, 1.0, 0.0, -1.0, 0.0}, at::kDouble).view({1, 4, 2});
+  LayerMetricAccumulator acc({LayerMetric::kCkaAllBiased}, 2, c10::Device(c10::kCPU));
   FeedBatch(acc, {x, y, z, x});
   EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 0, 1, -1, 0), 1.0, 1e-15);
   EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 0, 2, -1, 0), 0.0, 1e-15);
@@ -559,8 +534,7 @@ TEST(AnalysisSuiteTest, AdjacentCosTokensMatchesNaive) {
   // Batches (B, n): prompts 0-2 (7 tokens), 3-5 (9 tokens), 6-7 (6 tokens).
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{3, 7}, {3, 9}, {2, 6}};
   std::vector<std::vector<at::Tensor>> batches;
-  LayerMetricAccumulator acc({LayerMetric::kAdjacentCosTokens}, L,
-                             c10::Device(c10::kCPU), P);
+  LayerMetricAccumulator acc({LayerMetric::kAdjacentCosTokens}, L, c10::Device(c10::kCPU), P);
   // sum, sum_sq, count per (l, t)
   std::map<std::pair<int, int>, std::tuple<double, double, int>> want;
   int64_t prompt = 0;
@@ -574,8 +548,8 @@ TEST(AnalysisSuiteTest, AdjacentCosTokensMatchesNaive) {
     for (int64_t b = 0; b < B; ++b, ++prompt) {
       if (prompt >= kTokenExamplePrompts) continue;
       for (int l = 0; l < L; ++l) {
-        const std::vector<double> cos = NaiveTokenCos(
-            ToDoubles(points[l][b]), ToDoubles(points[l + 1][b]), n, d);
+        const std::vector<double> cos =
+            NaiveTokenCos(ToDoubles(points[l][b]), ToDoubles(points[l + 1][b]), n, d);
         for (int t = 0; t < n; ++t) {
           auto& [s, s2, c] = want[{l, t}];
           s += cos[t];
@@ -599,19 +573,16 @@ TEST(AnalysisSuiteTest, AdjacentCosTokensMatchesNaive) {
   EXPECT_EQ(std::get<2>(want[{1, 9}]), 0);
 
   // A batch starting at job prompt 2: its first two prompts are examples.
-  LayerMetricAccumulator late({LayerMetric::kAdjacentCosTokens}, 1,
-                              c10::Device(c10::kCPU), 4);
+  LayerMetricAccumulator late({LayerMetric::kAdjacentCosTokens}, 1, c10::Device(c10::kCPU), 4);
   late.SetNextPrompt(2);
-  FeedBatch(late, {at::randn({3, 4, 2}), at::randn({3, 4, 2}),
-                   at::randn({3, 4, 2})});
+  FeedBatch(late, {at::randn({3, 4, 2}), at::randn({3, 4, 2}), at::randn({3, 4, 2})});
   EXPECT_EQ(KeyedStat(late, "adjacent_cos_tokens", 0, -1, 3, 2), 2);
   // Later prompts are never examples; nothing is checked or kept for them.
-  FeedBatch(late, {at::randn({1, 9, 2}), at::randn({1, 9, 2}),
-                   at::randn({1, 9, 2})});
+  FeedBatch(late, {at::randn({1, 9, 2}), at::randn({1, 9, 2}), at::randn({1, 9, 2})});
   EXPECT_EQ(KeyedStat(late, "adjacent_cos_tokens", 0, -1, 0, 2), 2);
   // An example prompt longer than the positions is an error.
-  LayerMetricAccumulator short_rows({LayerMetric::kAdjacentCosTokens}, 1,
-                                    c10::Device(c10::kCPU), 4);
+  LayerMetricAccumulator short_rows({LayerMetric::kAdjacentCosTokens}, 1, c10::Device(c10::kCPU),
+                                    4);
   EXPECT_THROW(short_rows.Observe(0, at::randn({1, 5, 2})), c10::Error);
 }
 
@@ -650,9 +621,7 @@ TEST(AnalysisSuiteTest, ShardedEqualsUnshardedForEveryAnalysis) {
       i = j;
     }
   };
-  auto make = [&] {
-    return LayerMetricAccumulator(kEvery, L, c10::Device(c10::kCPU), P);
-  };
+  auto make = [&] { return LayerMetricAccumulator(kEvery, L, c10::Device(c10::kCPU), P); };
   LayerMetricAccumulator whole = make();
   // One forward per length group: prompts 0-3 in one batch of 4.
   feed(whole, 0, 8);
@@ -672,8 +641,7 @@ TEST(AnalysisSuiteTest, ShardedEqualsUnshardedForEveryAnalysis) {
   const at::Tensor want = whole.sums();
   ASSERT_FALSE(at::isnan(want).any().item<bool>());
   for (const at::Tensor& got : {ranks, chunks}) {
-    const double worst =
-        ((got - want).abs() / want.abs().clamp_min(1e-12)).max().item<double>();
+    const double worst = ((got - want).abs() / want.abs().clamp_min(1e-12)).max().item<double>();
     EXPECT_LT(worst, 1e-6);
     EXPECT_TRUE(at::allclose(got, want, 1e-6, 1e-300));
   }
@@ -703,17 +671,15 @@ TEST(AnalysisSuiteTest, BlockedGramMatchesNaive) {
   const int64_t n = 263, d = 7;
   const at::Tensor a = at::randn({1, n, d}, at::kDouble) + 2.0;
   const at::Tensor b = a + at::randn({1, n, d}, at::kDouble);
-  LayerMetricAccumulator acc({LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased,
-                              LayerMetric::kCkaAllBiased},
-                             1, c10::Device(c10::kCPU));
+  LayerMetricAccumulator acc(
+      {LayerMetric::kCkaBiased, LayerMetric::kCkaUnbiased, LayerMetric::kCkaAllBiased}, 1,
+      c10::Device(c10::kCPU));
   FeedBatch(acc, {a, b, a});
   for (bool unbiased : {false, true}) {
-    const double want =
-        NaiveLinearCka(ToDoubles(a[0]), d, ToDoubles(b[0]), d, n, unbiased);
+    const double want = NaiveLinearCka(ToDoubles(a[0]), d, ToDoubles(b[0]), d, n, unbiased);
     // The naive loops run on the uncentred Gram (offset 2): 1e-11, as in
     // MatchesNaiveLoopsOnRandomStates.
-    EXPECT_NEAR(Stat(acc, unbiased ? "cka_unbiased" : "cka_biased", 0), want,
-                1e-11);
+    EXPECT_NEAR(Stat(acc, unbiased ? "cka_unbiased" : "cka_biased", 0), want, 1e-11);
     if (!unbiased) {
       EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 0, 1, -1, 0), want, 1e-11);
     }
@@ -737,55 +703,54 @@ TEST(AnalysisSuiteTest, HalfPrecisionStatesMatchFloat64) {
   const int64_t L = 3, B = 3, d = 48;
   at::manual_seed(31);
   for (at::ScalarType half : {at::kBFloat16, at::kHalf}) {
-   for (const std::vector<LayerMetric>* metrics : {&kEvery, &kPerLayer}) {
-    for (int64_t n : {300, 203, 37}) {
-      SCOPED_TRACE(::testing::Message() << c10::toString(half) << " n " << n
-                                        << (metrics == &kEvery ? " every" : " per-layer"));
-      const at::Tensor shared = 3 * at::randn({1, 1, d});
-      std::vector<at::Tensor> exact, halves;
-      for (int p = 0; p < L + 2; ++p) {
-        at::Tensor x = at::randn({B, n, d}) + shared;
-        x = p == 0 ? x : exact.back().to(at::kFloat) + 0.4 * x;
-        halves.push_back(x.to(half));
-        exact.push_back(halves.back().to(at::kDouble));  // the same values
-      }
-      LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
-      LayerMetricAccumulator got(*metrics, L, c10::Device(c10::kCPU), n);
-      FeedBatch(want, exact);
-      FeedBatch(got, halves);
-      ASSERT_EQ(got.sums().scalar_type(), at::kDouble);
-      // Per row: the sum and the sum of squares, against the count (each
-      // value is O(1): cosines, CKAs, energy ratios).
-      // The cka_baseline rows are left out: their Gaussian draws are made in
-      // the states' dtype, so the two runs draw different matrices.
-      at::Tensor diff = (got.sums() - want.sums()).abs();
-      for (size_t i = 0; i < want.keys().size(); ++i) {
-        if (want.keys()[i].metric.rfind("cka_baseline", 0) == 0) diff[i].zero_();
-      }
-      const at::Tensor scale =
-          want.sums().abs() + want.sums().select(1, 2).unsqueeze(1);
-      // Two bounds: the CKA rows go through float32 Grams (1e-5 of each
-      // row); every other row is float64 sums of exact products on both
-      // sides, so they differ only in the order of float64 additions.
-      const at::Tensor ratio = std::get<0>((diff / scale).max(1));  // [rows]
-      for (const bool cka : {true, false}) {
-        double worst = 0;
-        size_t worst_row = 0;
-        for (size_t i = 0; i < want.keys().size(); ++i) {
-          if ((want.keys()[i].metric.rfind("cka", 0) == 0) != cka) continue;
-          if (ratio[i].item<double>() >= worst) {
-            worst = ratio[i].item<double>();
-            worst_row = i;
-          }
+    for (const std::vector<LayerMetric>* metrics : {&kEvery, &kPerLayer}) {
+      for (int64_t n : {300, 203, 37}) {
+        SCOPED_TRACE(::testing::Message() << c10::toString(half) << " n " << n
+                                          << (metrics == &kEvery ? " every" : " per-layer"));
+        const at::Tensor shared = 3 * at::randn({1, 1, d});
+        std::vector<at::Tensor> exact, halves;
+        for (int p = 0; p < L + 2; ++p) {
+          at::Tensor x = at::randn({B, n, d}) + shared;
+          x = p == 0 ? x : exact.back().to(at::kFloat) + 0.4 * x;
+          halves.push_back(x.to(half));
+          exact.push_back(halves.back().to(at::kDouble));  // the same values
         }
-        EXPECT_LT(worst, cka ? 1e-5 : 1e-12)
-            << want.keys()[worst_row].metric << " layer " << want.keys()[worst_row].layer
-            << " layer_b " << want.keys()[worst_row].layer_b;
+        LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
+        LayerMetricAccumulator got(*metrics, L, c10::Device(c10::kCPU), n);
+        FeedBatch(want, exact);
+        FeedBatch(got, halves);
+        ASSERT_EQ(got.sums().scalar_type(), at::kDouble);
+        // Per row: the sum and the sum of squares, against the count (each
+        // value is O(1): cosines, CKAs, energy ratios).
+        // The cka_baseline rows are left out: their Gaussian draws are made in
+        // the states' dtype, so the two runs draw different matrices.
+        at::Tensor diff = (got.sums() - want.sums()).abs();
+        for (size_t i = 0; i < want.keys().size(); ++i) {
+          if (want.keys()[i].metric.rfind("cka_baseline", 0) == 0) diff[i].zero_();
+        }
+        const at::Tensor scale = want.sums().abs() + want.sums().select(1, 2).unsqueeze(1);
+        // Two bounds: the CKA rows go through float32 Grams (1e-5 of each
+        // row); every other row is float64 sums of exact products on both
+        // sides, so they differ only in the order of float64 additions.
+        const at::Tensor ratio = std::get<0>((diff / scale).max(1));  // [rows]
+        for (const bool cka : {true, false}) {
+          double worst = 0;
+          size_t worst_row = 0;
+          for (size_t i = 0; i < want.keys().size(); ++i) {
+            if ((want.keys()[i].metric.rfind("cka", 0) == 0) != cka) continue;
+            if (ratio[i].item<double>() >= worst) {
+              worst = ratio[i].item<double>();
+              worst_row = i;
+            }
+          }
+          EXPECT_LT(worst, cka ? 1e-5 : 1e-12)
+              << want.keys()[worst_row].metric << " layer " << want.keys()[worst_row].layer
+              << " layer_b " << want.keys()[worst_row].layer_b;
+        }
+        // The counts are the same exactly.
+        EXPECT_TRUE(at::equal(got.sums().select(1, 2), want.sums().select(1, 2)));
       }
-      // The counts are the same exactly.
-      EXPECT_TRUE(at::equal(got.sums().select(1, 2), want.sums().select(1, 2)));
     }
-   }
   }
 }
 
@@ -835,16 +800,18 @@ TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
   };
   throws([&] { HalfTokenStats(cur.to(at::kDouble), at::Tensor(), at::Tensor()); },
          "states must be bf16, fp16 or float32, got Double");
-  throws([&] { HalfTokenStats(cur, prev.narrow(1, 0, 1), at::Tensor()); },
-         "layer shapes differ");
+  throws([&] { HalfTokenStats(cur, prev.narrow(1, 0, 1), at::Tensor()); }, "layer shapes differ");
   throws([&] { HalfTokenStats(cur.to(at::kFloat), prev, at::Tensor()); },
          "layer dtypes differ: BFloat16 vs Float");
   throws([&] { HalfLowerBlockGram(cur.to(at::kDouble), 1); },
          "states must be bf16, fp16 or float32, got Double");
   throws([&] { HalfTokenStats(cur, at::Tensor(), v.to(at::kFloat)); },
          "per-prompt vector must be float64 [2, 2]");
-  throws([&] { HalfWeightedTokenSums(at::ones({2, 5, 2}, at::kDouble), cur); },
-         "token weights must be float64 [2, 1..4, 2]");
+  throws(
+      [&] {
+        HalfWeightedTokenSums(at::ones({2, 5, 2}, at::kDouble), cur);
+      },
+      "token weights must be float64 [2, 1..4, 2]");
   throws([&] { HalfLowerBlockGram(cur, 0); }, "Gram row blocks must be >= 1");
   at::Tensor wrong = at::empty({2, 2, 3});
   throws([&] { HalfCentredGram(wrong, cur, t.vec_dot, g.grand.expand({2})); },
@@ -864,23 +831,22 @@ TEST(AnalysisSuiteTest, HalfStateOpsHandWorkedAndErrors) {
 TEST(AnalysisSuiteTest, HalfPrecisionHandWorked) {
   c10::InferenceMode guard;
   const int64_t n = 8, d = 16;
-  const at::Tensor same =
-      at::arange(1, d + 1, at::kFloat).repeat({1, n, 1}).to(at::kBFloat16);
+  const at::Tensor same = at::arange(1, d + 1, at::kFloat).repeat({1, n, 1}).to(at::kBFloat16);
   at::manual_seed(32);
   const at::Tensor x = at::randn({1, n, d}).to(at::kBFloat16);
   for (const std::vector<LayerMetric>* metrics : {&kEvery, &kPerLayer}) {
-  LayerMetricAccumulator acc(*metrics, 2, c10::Device(c10::kCPU), n);
-  FeedBatch(acc, {same, x, 2 * x, same});
-  EXPECT_NEAR(Stat(acc, "token_dispersion", 0), 0.0, 1e-6);
-  EXPECT_NEAR(Stat(acc, "intertoken_cos", 0), 1.0, 1e-6);
-  EXPECT_NEAR(Stat(acc, "intertoken_cos_nofirst", 3), 1.0, 1e-6);
-  EXPECT_NEAR(Stat(acc, "step_energy", 1), 1.0, 1e-6);
-  EXPECT_NEAR(Stat(acc, "adjacent_cos", 1), 1.0, 1e-6);
-  EXPECT_NEAR(Stat(acc, "cka_biased", 1), 1.0, 1e-6);
-  EXPECT_NEAR(Stat(acc, "cka_unbiased", 1), 1.0, 1e-6);
-  if (metrics == &kEvery) EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
-  // Identical tokens: the centred Gram is ~0, so CKA is 0, not noise.
-  EXPECT_EQ(Stat(acc, "cka_biased", 0), 0.0);
+    LayerMetricAccumulator acc(*metrics, 2, c10::Device(c10::kCPU), n);
+    FeedBatch(acc, {same, x, 2 * x, same});
+    EXPECT_NEAR(Stat(acc, "token_dispersion", 0), 0.0, 1e-6);
+    EXPECT_NEAR(Stat(acc, "intertoken_cos", 0), 1.0, 1e-6);
+    EXPECT_NEAR(Stat(acc, "intertoken_cos_nofirst", 3), 1.0, 1e-6);
+    EXPECT_NEAR(Stat(acc, "step_energy", 1), 1.0, 1e-6);
+    EXPECT_NEAR(Stat(acc, "adjacent_cos", 1), 1.0, 1e-6);
+    EXPECT_NEAR(Stat(acc, "cka_biased", 1), 1.0, 1e-6);
+    EXPECT_NEAR(Stat(acc, "cka_unbiased", 1), 1.0, 1e-6);
+    if (metrics == &kEvery) EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
+    // Identical tokens: the centred Gram is ~0, so CKA is 0, not noise.
+    EXPECT_EQ(Stat(acc, "cka_biased", 0), 0.0);
   }
 }
 
@@ -931,7 +897,6 @@ TEST(AnalysisSuiteTest, CkaBaselineIsTheEstimatorOnGaussians) {
   EXPECT_NEAR(Stat(single, kCkaBaselineBiased, 0), biased[1], 1e-12);
 }
 
-
 // The worst |got - want| / (|want| + count) over the CKA rows and over every
 // other row of two accumulators of the same keys (the cka_baseline rows left
 // out: their Gaussian draws are made in each batch's path dtype), and the
@@ -952,9 +917,8 @@ WorstRows CompareRows(const LayerMetricAccumulator& got, const LayerMetricAccumu
     double& slot = cka ? worst.cka : worst.other;
     if (ratio[i].item<double>() >= slot) {
       slot = ratio[i].item<double>();
-      (cka ? worst.cka_row : worst.other_row) =
-          absl::StrCat(key.metric, " layer ", key.layer, " layer_b ", key.layer_b, " position ",
-                       key.position);
+      (cka ? worst.cka_row : worst.other_row) = absl::StrCat(
+          key.metric, " layer ", key.layer, " layer_b ", key.layer_b, " position ", key.position);
     }
   }
   return worst;
@@ -990,9 +954,10 @@ TEST(AnalysisSuiteTest, MixedDtypeBatchMatchesFloat64) {
   at::manual_seed(34);
   for (const std::vector<LayerMetric>* metrics : {&issue, &kPerLayer, &kEvery}) {
     for (int64_t n : {300, 37}) {
-      SCOPED_TRACE(::testing::Message()
-                   << "n " << n
-                   << (metrics == &issue ? " issue" : metrics == &kEvery ? " every" : " per-layer"));
+      SCOPED_TRACE(::testing::Message() << "n " << n
+                                        << (metrics == &issue    ? " issue"
+                                            : metrics == &kEvery ? " every"
+                                                                 : " per-layer"));
       // Residual-stream-like (a shared direction, a growing residual): point
       // 0 in bf16, the blocks and the final norm in float32.
       const at::Tensor shared = 3 * at::randn({1, 1, d});
@@ -1092,16 +1057,20 @@ TEST(AnalysisSuiteTest, MixedDtypeBatchesOtherwise) {
   at::manual_seed(35);
   std::vector<at::Tensor> exact;
   for (int p = 0; p < L + 2; ++p) {
-    exact.push_back((at::randn({B, n, d}) + 2 * at::randn({1, 1, d})).to(at::kHalf).to(at::kDouble));
+    exact.push_back(
+        (at::randn({B, n, d}) + 2 * at::randn({1, 1, d})).to(at::kHalf).to(at::kDouble));
   }
   auto with = [&](at::ScalarType first, at::ScalarType rest) {
     std::vector<at::Tensor> points;
     for (int p = 0; p < L + 2; ++p) points.push_back(exact[p].to(p == 0 ? first : rest));
     return points;
   };
-  for (auto [first, rest] : std::vector<std::pair<at::ScalarType, at::ScalarType>>{
-           {at::kHalf, at::kBFloat16}, {at::kBFloat16, at::kHalf}, {at::kFloat, at::kBFloat16},
-           {at::kFloat, at::kDouble}, {at::kDouble, at::kFloat}}) {
+  for (auto [first, rest] :
+       std::vector<std::pair<at::ScalarType, at::ScalarType>>{{at::kHalf, at::kBFloat16},
+                                                              {at::kBFloat16, at::kHalf},
+                                                              {at::kFloat, at::kBFloat16},
+                                                              {at::kFloat, at::kDouble},
+                                                              {at::kDouble, at::kFloat}}) {
     SCOPED_TRACE(::testing::Message() << c10::toString(first) << " then " << c10::toString(rest));
     // Values exact in fp16 but not all in bf16: the reference takes the
     // points' own values.
@@ -1121,9 +1090,9 @@ TEST(AnalysisSuiteTest, MixedDtypeBatchesOtherwise) {
     acc.Observe(1, exact[1]);
     ADD_FAILURE() << "a float64 point after a bf16 point 0 was taken";
   } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(
-                  "representation point 1 is Double but point 0 was BFloat16"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("representation point 1 is Double but point 0 was BFloat16"),
+        std::string::npos)
         << e.what();
   }
 }
@@ -1182,11 +1151,11 @@ TEST(AnalysisSuiteTest, SplitBf16GramOfFloat32States) {
   const float a = 1.0f + std::ldexp(1.0f, -10);
   const at::Tensor h = at::tensor({a, 3.0f, a}).view({1, 3, 1});
   const at::Tensor split = SplitBf16Operands(h);  // [lo | hi | hi | lo]
-  EXPECT_TRUE(at::equal(split.to(at::kFloat),
-                        at::tensor({std::ldexp(1.0f, -10), 1.0f, 1.0f, std::ldexp(1.0f, -10),
-                                    0.0f, 3.0f, 3.0f, 0.0f,
-                                    std::ldexp(1.0f, -10), 1.0f, 1.0f, std::ldexp(1.0f, -10)})
-                            .view({1, 3, 4})));
+  EXPECT_TRUE(
+      at::equal(split.to(at::kFloat),
+                at::tensor({std::ldexp(1.0f, -10), 1.0f, 1.0f, std::ldexp(1.0f, -10), 0.0f, 3.0f,
+                            3.0f, 0.0f, std::ldexp(1.0f, -10), 1.0f, 1.0f, std::ldexp(1.0f, -10)})
+                    .view({1, 3, 4})));
   const at::Tensor k = HalfLowerBlockGram(h, 1);
   const double a2 = 1.0 + std::ldexp(1.0, -9) + std::ldexp(1.0, -20);
   EXPECT_EQ(k[0][0][0].item<double>(), a2);
@@ -1208,9 +1177,10 @@ TEST(AnalysisSuiteTest, SplitBf16GramOfFloat32States) {
     double worst = 0;
     for (int64_t i = 0; i < blocks; ++i) {
       const RowBlock r = RowBlockOf(n, blocks, i);
-      const at::Tensor diff = (lower.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi).to(at::kDouble) -
-                               exact.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi))
-                                  .abs();
+      const at::Tensor diff =
+          (lower.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi).to(at::kDouble) -
+           exact.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi))
+              .abs();
       worst = std::max(worst, diff.max().item<double>());
     }
     EXPECT_LT(worst, bound);

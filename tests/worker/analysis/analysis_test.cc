@@ -24,8 +24,7 @@ using testing::NaiveIntertokenCos;
 using testing::Row;
 using testing::ToDoubles;
 
-const std::vector<LayerMetric> kBoth = {LayerMetric::kAdjacentCos,
-                                        LayerMetric::kIntertokenCos};
+const std::vector<LayerMetric> kBoth = {LayerMetric::kAdjacentCos, LayerMetric::kIntertokenCos};
 
 TEST(LayerMetricsTest, KeysCoverLayersAndFinal) {
   LayerMetricAccumulator acc(kBoth, 3, c10::Device(c10::kCPU));
@@ -64,8 +63,7 @@ TEST(LayerMetricsTest, MatchesNaiveLoopsOnRandomStates) {
   for (int l = 0; l < L; ++l) {
     double sum = 0, sum_sq = 0;
     for (int b = 0; b < B; ++b) {
-      const double v = NaiveAdjacentCos(ToDoubles(points[l][b]),
-                                        ToDoubles(points[l + 1][b]), n, d);
+      const double v = NaiveAdjacentCos(ToDoubles(points[l][b]), ToDoubles(points[l + 1][b]), n, d);
       sum += v;
       sum_sq += v * v;
     }
@@ -90,20 +88,18 @@ TEST(LayerMetricsTest, HandWorkedCases) {
       at::ones({n, d}) * at::tensor({1.f, -1.f, 1.f, -1.f, 1.f, -1.f}).unsqueeze(1);
   LayerMetricAccumulator acc(kBoth, 1, c10::Device(c10::kCPU));
   // Points: same, same (identical layers), orthogonal (final).
-  FeedBatch(acc, {same.unsqueeze(0), same.unsqueeze(0) * 3,
-                  orthogonal.unsqueeze(0)});
+  FeedBatch(acc, {same.unsqueeze(0), same.unsqueeze(0) * 3, orthogonal.unsqueeze(0)});
   const at::Tensor s = acc.sums();
   EXPECT_NEAR(s[Row(acc, "adjacent_cos", 0)][0].item<double>(), 1.0, 1e-15);
   EXPECT_NEAR(s[Row(acc, "intertoken_cos", 0)][0].item<double>(), 1.0, 1e-14);
   EXPECT_NEAR(s[Row(acc, "intertoken_cos", 1)][0].item<double>(), 1.0, 1e-14);
   EXPECT_NEAR(s[Row(acc, "intertoken_cos", 2)][0].item<double>(), 0.0, 1e-15);
 
-  LayerMetricAccumulator acc2({LayerMetric::kIntertokenCos, LayerMetric::kAdjacentCos},
-                              1, c10::Device(c10::kCPU));
+  LayerMetricAccumulator acc2({LayerMetric::kIntertokenCos, LayerMetric::kAdjacentCos}, 1,
+                              c10::Device(c10::kCPU));
   // Orthogonal layers: token t of layer 0 is e_t, of layer 1 is e_{t+1}.
   at::Tensor shifted = at::roll(orthogonal, 1, 1);
-  FeedBatch(acc2, {alternating.unsqueeze(0), shifted.unsqueeze(0),
-                   alternating.unsqueeze(0)});
+  FeedBatch(acc2, {alternating.unsqueeze(0), shifted.unsqueeze(0), alternating.unsqueeze(0)});
   const at::Tensor s2 = acc2.sums();
   EXPECT_NEAR(s2[Row(acc2, "intertoken_cos", 0)][0].item<double>(), -0.2, 1e-15);
   EXPECT_NEAR(s2[Row(acc2, "adjacent_cos", 0)][0].item<double>(), 0.0, 1e-15);

@@ -92,11 +92,10 @@ TEST_P(HalfStateOpsGpu, TokenStatsMatchAten) {
     EXPECT_LT(MaxRel(got.vec_dot, want.vec_dot), 1e-13);
     // Without the optional inputs, and from a row that is not 16-byte
     // aligned (states starting one element into a buffer).
-    const at::Tensor shifted =
-        at::cat({cur.reshape({-1}).narrow(0, 0, 1), cur.reshape({-1})})
-            .to(kGpu)
-            .narrow(0, 1, cur.numel())
-            .view(cur.sizes());
+    const at::Tensor shifted = at::cat({cur.reshape({-1}).narrow(0, 0, 1), cur.reshape({-1})})
+                                   .to(kGpu)
+                                   .narrow(0, 1, cur.numel())
+                                   .view(cur.sizes());
     const TokenStats alone = HalfTokenStats(shifted, at::Tensor(), at::Tensor());
     EXPECT_LT(MaxRel(alone.norm_sq, want.norm_sq), 1e-13);
     EXPECT_FALSE(alone.prev_dot.defined());
@@ -112,9 +111,9 @@ TEST_P(HalfStateOpsGpu, WeightedTokenSumsMatchAten) {
       SCOPED_TRACE(::testing::Message() << "n " << s.n << " d " << s.d << " k " << k);
       const at::Tensor h = States(3, s.n, s.d, GetParam());
       const at::Tensor w = at::rand({3, k, s.n}, at::kDouble);
-      EXPECT_LT(MaxRel(HalfWeightedTokenSums(w.to(kGpu), h.to(kGpu)),
-                       HalfWeightedTokenSumsAten(w, h)),
-                1e-13);
+      EXPECT_LT(
+          MaxRel(HalfWeightedTokenSums(w.to(kGpu), h.to(kGpu)), HalfWeightedTokenSumsAten(w, h)),
+          1e-13);
     }
   }
 }
@@ -325,11 +324,12 @@ TEST(SplitBf16Gpu, GramMatchesFloat64) {
     double worst = 0;
     for (int64_t i = 0; i < blocks; ++i) {
       const RowBlock r = RowBlockOf(s.n, blocks, i);
-      worst = std::max(worst, (lower.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi).to(at::kDouble) -
-                               exact.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi))
-                                  .abs()
-                                  .max()
-                                  .item<double>());
+      worst =
+          std::max(worst, (lower.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi).to(at::kDouble) -
+                           exact.narrow(1, r.lo, r.hi - r.lo).narrow(2, 0, r.hi))
+                              .abs()
+                              .max()
+                              .item<double>());
     }
     EXPECT_LT(worst, bound);
     // Typical, not the bound: 1.14e-5 of the largest norm on an H200
@@ -338,9 +338,9 @@ TEST(SplitBf16Gpu, GramMatchesFloat64) {
     const at::Tensor norms = xd.square().sum(-1);
     EXPECT_LT(MaxRel(lower.diagonal(0, 1, 2), norms), 1.2e-7);
     // The norms handed over (as the accumulator does) give the same Gram.
-    EXPECT_TRUE(at::equal(
-        HalfLowerBlockGram(x.to(kGpu), 1, norms.to(kGpu)).to(at::kCPU).diagonal(0, 1, 2),
-        norms.to(at::kFloat)));
+    EXPECT_TRUE(
+        at::equal(HalfLowerBlockGram(x.to(kGpu), 1, norms.to(kGpu)).to(at::kCPU).diagonal(0, 1, 2),
+                  norms.to(at::kFloat)));
   }
 }
 
@@ -369,55 +369,57 @@ TEST(HalfStateAccumulatorGpu, MetricsMatchFloat64OnTheCpu) {
   at::manual_seed(44);
   // Point 0's dtype and the other points'.
   const std::vector<std::pair<at::ScalarType, at::ScalarType>> types = {
-      {at::kBFloat16, at::kBFloat16}, {at::kHalf, at::kHalf}, {at::kFloat, at::kFloat},
+      {at::kBFloat16, at::kBFloat16},
+      {at::kHalf, at::kHalf},
+      {at::kFloat, at::kFloat},
       {at::kBFloat16, at::kFloat}};
   for (auto [first, rest] : types) {
-   for (const std::vector<LayerMetric>* metrics : {&per_layer, &every}) {
-    SCOPED_TRACE(::testing::Message() << c10::toString(first) << " then " << c10::toString(rest)
-                                      << (metrics == &every ? " every" : " per-layer"));
-    std::vector<at::Tensor> halves;
-    for (int p = 0; p < L + 2; ++p) {
-      at::Tensor x = at::randn({B, n, d}) + 3 * at::randn({1, 1, d});
-      x = p == 0 ? x : halves.back().to(at::kFloat) + 0.4 * x;
-      halves.push_back(x.to(p == 0 ? first : rest));
+    for (const std::vector<LayerMetric>* metrics : {&per_layer, &every}) {
+      SCOPED_TRACE(::testing::Message() << c10::toString(first) << " then " << c10::toString(rest)
+                                        << (metrics == &every ? " every" : " per-layer"));
+      std::vector<at::Tensor> halves;
+      for (int p = 0; p < L + 2; ++p) {
+        at::Tensor x = at::randn({B, n, d}) + 3 * at::randn({1, 1, d});
+        x = p == 0 ? x : halves.back().to(at::kFloat) + 0.4 * x;
+        halves.push_back(x.to(p == 0 ? first : rest));
+      }
+      LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
+      LayerMetricAccumulator want_gram(*metrics, L, c10::Device(c10::kCPU), n);
+      LayerMetricAccumulator got(*metrics, L, kGpu, n);
+      // A half model's float32 points: their CKA Gram is formed from their
+      // bf16 rounding (SetModelDtype; point 0's dtype here), so the CKA rows'
+      // reference is float64 on that rounding.
+      const bool rounded = first != at::kFloat && rest == at::kFloat;
+      for (int p = 0; p < L + 2; ++p) {
+        want.Observe(p, halves[p].to(at::kDouble));
+        want_gram.Observe(p, (rounded ? halves[p].to(at::kBFloat16) : halves[p]).to(at::kDouble));
+        got.Observe(p, halves[p].to(kGpu));
+      }
+      want.EndBatch();
+      want_gram.EndBatch();
+      got.EndBatch();
+      const at::Tensor g = got.sums().to(at::kCPU);
+      at::Tensor w = want.sums().clone();
+      for (size_t i = 0; i < want.keys().size(); ++i) {
+        if (want.keys()[i].metric.rfind("cka", 0) == 0) w[i].copy_(want_gram.sums()[i]);
+      }
+      at::Tensor diff = (g - w).abs();
+      for (size_t i = 0; i < want.keys().size(); ++i) {
+        // Gaussian draws in the states' dtype and device: not the same matrices.
+        if (want.keys()[i].metric.rfind("cka_baseline", 0) == 0) diff[i].zero_();
+      }
+      // As the CPU test (HalfPrecisionStatesMatchFloat64): the CKA rows go
+      // through float32 Grams (1e-5), every other row is float64 sums of
+      // exact products on both sides (1e-12).
+      const at::Tensor ratio = std::get<0>((diff / (w.abs() + w.select(1, 2).unsqueeze(1))).max(1));
+      for (size_t i = 0; i < want.keys().size(); ++i) {
+        const bool cka = want.keys()[i].metric.rfind("cka", 0) == 0;
+        EXPECT_LT(ratio[i].item<double>(), cka ? 1e-5 : 1e-12)
+            << want.keys()[i].metric << " layer " << want.keys()[i].layer << " layer_b "
+            << want.keys()[i].layer_b << " position " << want.keys()[i].position;
+      }
+      EXPECT_TRUE(at::equal(g.select(1, 2), w.select(1, 2)));
     }
-    LayerMetricAccumulator want(*metrics, L, c10::Device(c10::kCPU), n);
-    LayerMetricAccumulator want_gram(*metrics, L, c10::Device(c10::kCPU), n);
-    LayerMetricAccumulator got(*metrics, L, kGpu, n);
-    // A half model's float32 points: their CKA Gram is formed from their
-    // bf16 rounding (SetModelDtype; point 0's dtype here), so the CKA rows'
-    // reference is float64 on that rounding.
-    const bool rounded = first != at::kFloat && rest == at::kFloat;
-    for (int p = 0; p < L + 2; ++p) {
-      want.Observe(p, halves[p].to(at::kDouble));
-      want_gram.Observe(p, (rounded ? halves[p].to(at::kBFloat16) : halves[p]).to(at::kDouble));
-      got.Observe(p, halves[p].to(kGpu));
-    }
-    want.EndBatch();
-    want_gram.EndBatch();
-    got.EndBatch();
-    const at::Tensor g = got.sums().to(at::kCPU);
-    at::Tensor w = want.sums().clone();
-    for (size_t i = 0; i < want.keys().size(); ++i) {
-      if (want.keys()[i].metric.rfind("cka", 0) == 0) w[i].copy_(want_gram.sums()[i]);
-    }
-    at::Tensor diff = (g - w).abs();
-    for (size_t i = 0; i < want.keys().size(); ++i) {
-      // Gaussian draws in the states' dtype and device: not the same matrices.
-      if (want.keys()[i].metric.rfind("cka_baseline", 0) == 0) diff[i].zero_();
-    }
-    // As the CPU test (HalfPrecisionStatesMatchFloat64): the CKA rows go
-    // through float32 Grams (1e-5), every other row is float64 sums of
-    // exact products on both sides (1e-12).
-    const at::Tensor ratio = std::get<0>((diff / (w.abs() + w.select(1, 2).unsqueeze(1))).max(1));
-    for (size_t i = 0; i < want.keys().size(); ++i) {
-      const bool cka = want.keys()[i].metric.rfind("cka", 0) == 0;
-      EXPECT_LT(ratio[i].item<double>(), cka ? 1e-5 : 1e-12)
-          << want.keys()[i].metric << " layer " << want.keys()[i].layer << " layer_b "
-          << want.keys()[i].layer_b << " position " << want.keys()[i].position;
-    }
-    EXPECT_TRUE(at::equal(g.select(1, 2), w.select(1, 2)));
-   }
   }
 }
 

@@ -39,11 +39,11 @@ SpectrumRun Forward(const LanguageModel& model, const at::Tensor& ids, bool dsf 
 }
 
 std::unique_ptr<LanguageModel> Make(const std::string& preset, uint64_t seed,
-                                     const std::string& init = "normal(0.2)") {
+                                    const std::string& init = "normal(0.2)") {
   auto p = FindModelPreset(preset);
   EXPECT_TRUE(p.ok());
-  auto m = CreateRandomModel(p->config, *ParseInitScheme(init), seed,
-                             c10::Device(c10::kCPU), c10::kFloat);
+  auto m = CreateRandomModel(p->config, *ParseInitScheme(init), seed, c10::Device(c10::kCPU),
+                             c10::kFloat);
   EXPECT_TRUE(m.ok()) << m.status();
   return *std::move(m);
 }
@@ -137,7 +137,8 @@ TEST(Spectrum, BothFlavoursInOneForward) {
     SpectrumSink both;
     both.on_layer = [&](int64_t l, const at::Tensor& ll) { plain[l] = ll.clone(); };
     both.on_layer_dsf = [&](int64_t l, const at::Tensor& ll) { dsf[l] = ll.clone(); };
-    model->Forward(ids, [](int64_t, const at::Tensor&) {}, &both);
+    model->Forward(
+        ids, [](int64_t, const at::Tensor&) {}, &both);
     const SpectrumRun alone = Forward(*model, ids), alone_dsf = Forward(*model, ids, true);
     ASSERT_EQ(plain.size(), alone.log_lambda.size());
     ASSERT_EQ(dsf.size(), alone_dsf.log_lambda.size());
@@ -231,7 +232,8 @@ TEST(Spectrum, Mamba2LambdaIsExpOfDeltaTimesAPerHead) {
   for (int64_t l = 1; l <= c.num_hidden_layers; ++l) {
     const std::string p = "backbone.layers." + std::to_string(l - 1) + ".";
     at::Tensor h = RmsNorm(run.points[l - 1], P(*model, p + "norm.weight"), c.layer_norm_epsilon);
-    at::Tensor dt = at::linear(h, P(*model, p + "mixer.in_proj.weight")).narrow(-1, E + c.conv_dim(), H);
+    at::Tensor dt =
+        at::linear(h, P(*model, p + "mixer.in_proj.weight")).narrow(-1, E + c.conv_dim(), H);
     at::Tensor delta = at::softplus(dt + P(*model, p + "mixer.dt_bias"));  // [1, S, H]
     at::Tensor A = -at::exp(P(*model, p + "mixer.A_log"));
     at::Tensor expected = at::exp(delta * A).narrow(1, 1, S - 1).permute({0, 2, 1}).unsqueeze(-1);
@@ -276,11 +278,15 @@ TEST(SpectrumAccumulator, BinsQuantilesAndMeanLogMatchSorting) {
       sorted[b] = v;
     }
     for (int k = 0; k < 7; ++k) {
-      EXPECT_NEAR(row(2, g, "spectrum_frac_" + std::to_string(k))[0].item<double>(), frac_sum[k], 1e-12);
+      EXPECT_NEAR(row(2, g, "spectrum_frac_" + std::to_string(k))[0].item<double>(), frac_sum[k],
+                  1e-12);
     }
     EXPECT_NEAR(row(2, g, "spectrum_mean_log")[0].item<double>(), mean_log, 1e-12);
-    const std::vector<std::pair<std::string, int>> ranks = {
-        {"spectrum_min", 0}, {"spectrum_q01", 0}, {"spectrum_q50", 3}, {"spectrum_q99", 6}, {"spectrum_max", 7}};
+    const std::vector<std::pair<std::string, int>> ranks = {{"spectrum_min", 0},
+                                                            {"spectrum_q01", 0},
+                                                            {"spectrum_q50", 3},
+                                                            {"spectrum_q99", 6},
+                                                            {"spectrum_max", 7}};
     for (const auto& [metric, r] : ranks) {
       at::Tensor stats = row(2, g, metric);
       // exp(log λ) round trip: relative 1e-14.

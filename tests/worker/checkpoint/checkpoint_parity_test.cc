@@ -137,10 +137,10 @@ TEST(ParityFixture, CoversEveryArchitectureAndOption) {
       if (entry[option].get<bool>()) ++seen[option];
     }
   }
-  for (const char* key : {"gpt_neox", "gpt_neo", "mamba", "mamba2", "format:safetensors",
-                          "format:bin", "naming:hf", "naming:mamba_ssm", "dtype:float32",
-                          "dtype:float16", "dtype:bfloat16", "sharded", "renamed_head",
-                          "tokenizer"}) {
+  for (const char* key :
+       {"gpt_neox", "gpt_neo", "mamba", "mamba2", "format:safetensors", "format:bin", "naming:hf",
+        "naming:mamba_ssm", "dtype:float32", "dtype:float16", "dtype:bfloat16", "sharded",
+        "renamed_head", "tokenizer"}) {
     EXPECT_GE(seen[key], 1) << key;
   }
 }
@@ -200,7 +200,8 @@ TEST(ParityErrors, MissingPytorchBinTensorIsNotFoundNamingIt) {
   const std::string src = FixtureDir() + "/mamba_ssm_bin/checkpoint";
   const std::string dir = ::testing::TempDir() + "/parity_missing_layer";
   std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "' && cp '" + src +
-               "/pytorch_model.bin' '" + dir + "/'").c_str());
+               "/pytorch_model.bin' '" + dir + "/'")
+                  .c_str());
   auto config = nlohmann::json::parse(ReadText(src + "/config.json"));
   config["n_layer"] = config["n_layer"].get<int>() + 1;
   testing::WriteText(dir + "/config.json", config.dump());

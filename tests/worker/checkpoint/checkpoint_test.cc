@@ -73,8 +73,8 @@ std::vector<std::pair<std::string, at::Tensor>> RandomParams(const GptNeoXConfig
   ModelConfig config;
   config.architecture = "gpt_neox";
   config.gpt_neox = c;
-  auto model = CreateRandomModel(config, InitScheme{InitScheme::Kind::kNormal, 0.3}, 7, kCpu,
-                                 c10::kFloat);
+  auto model =
+      CreateRandomModel(config, InitScheme{InitScheme::Kind::kNormal, 0.3}, 7, kCpu, c10::kFloat);
   EXPECT_TRUE(model.ok()) << model.status();
   std::vector<std::pair<std::string, at::Tensor>> params;
   for (const auto& [name, t] : (*model)->parameters().items()) {
@@ -86,7 +86,7 @@ std::vector<std::pair<std::string, at::Tensor>> RandomParams(const GptNeoXConfig
 SafetensorsWriteTensor ViewOf(const std::string& name, const at::Tensor& t) {
   SafetensorsWriteTensor w;
   w.name = name;
-  w.dtype = t.scalar_type() == at::kLong ? SafetensorsDtype::kI64
+  w.dtype = t.scalar_type() == at::kLong   ? SafetensorsDtype::kI64
             : t.scalar_type() == at::kBool ? SafetensorsDtype::kBool
                                            : SafetensorsDtype::kF32;
   w.shape.assign(t.sizes().begin(), t.sizes().end());
@@ -105,8 +105,8 @@ class CheckpointTest : public ::testing::Test {
   }
   // Writes config.json and model.safetensors, with `edit` applied to the
   // tensor list first.
-  void Write(const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)>&
-                 edit = nullptr) {
+  void Write(
+      const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)>& edit = nullptr) {
     auto params = params_;
     if (edit) edit(params);
     std::vector<SafetensorsWriteTensor> views;
@@ -115,9 +115,7 @@ class CheckpointTest : public ::testing::Test {
     ASSERT_TRUE(WriteSafetensors(weights(), views, {{"format", "pt"}}).ok());
   }
   std::string weights() const { return dir_ + "/model.safetensors"; }
-  absl::Status Load() {
-    return LoadModelCheckpoint(dir_, c10::kFloat, kCpu).status();
-  }
+  absl::Status Load() { return LoadModelCheckpoint(dir_, c10::kFloat, kCpu).status(); }
 
   std::string dir_;
   GptNeoXConfig config_;
@@ -145,9 +143,8 @@ TEST_F(CheckpointTest, WriterRoundTripsThroughLoaderExactly) {
 
 TEST_F(CheckpointTest, MissingTensorIsNotFoundNamingFileAndTensor) {
   const std::string gone = "gpt_neox.layers.1.mlp.dense_4h_to_h.bias";
-  Write([&](auto& params) {
-    std::erase_if(params, [&](const auto& p) { return p.first == gone; });
-  });
+  Write(
+      [&](auto& params) { std::erase_if(params, [&](const auto& p) { return p.first == gone; }); });
   absl::Status s = Load();
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   EXPECT_THAT(std::string(s.message()), HasSubstr(weights()));
@@ -190,8 +187,7 @@ TEST_F(CheckpointTest, LmHeadAcceptedAndKnownBuffersIgnored) {
   auto model = LoadModelCheckpoint(dir_, c10::kFloat, kCpu);
   ASSERT_TRUE(model.ok()) << model.status();
   c10::InferenceMode guard;
-  EXPECT_TRUE(at::equal((*model)->parameters().Get("embed_out.weight"),
-                        params_.back().second));
+  EXPECT_TRUE(at::equal((*model)->parameters().Get("embed_out.weight"), params_.back().second));
 }
 
 TEST_F(CheckpointTest, TiedHeadMayBeLeftOut) {
@@ -291,8 +287,7 @@ TEST_F(CheckpointTest, UnknownDtypeNamesFileAndTensor) {
 }
 
 TEST_F(CheckpointTest, OffsetsNotMatchingShape) {
-  const std::string header =
-      R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})";
+  const std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})";
   std::string bytes(8, '\0');
   const uint64_t len = header.size();
   bytes.replace(0, 8, reinterpret_cast<const char*>(&len), 8);
@@ -329,9 +324,12 @@ TEST_F(CheckpointTest, UnalignedDataLoads) {
 // A shard that lacks a tensor its index assigns to it.
 TEST_F(CheckpointTest, ShardMissingIndexedTensor) {
   Write();
-  ASSERT_EQ(std::rename(weights().c_str(), (dir_ + "/model-00001-of-00001.safetensors").c_str()), 0);
-  nlohmann::json index = {{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
-  for (const auto& [name, t] : params_) index["weight_map"][name] = "model-00001-of-00001.safetensors";
+  ASSERT_EQ(std::rename(weights().c_str(), (dir_ + "/model-00001-of-00001.safetensors").c_str()),
+            0);
+  nlohmann::json index = {{"metadata", nlohmann::json::object()},
+                          {"weight_map", nlohmann::json::object()}};
+  for (const auto& [name, t] : params_)
+    index["weight_map"][name] = "model-00001-of-00001.safetensors";
   index["weight_map"]["gpt_neox.extra.weight"] = "model-00001-of-00001.safetensors";
   WriteText(dir_ + "/model.safetensors.index.json", index.dump());
   absl::Status s = Load();
@@ -378,15 +376,15 @@ TEST(CheckpointConfigJson, TieWordEmbeddingsDefaultsPerArchitecture) {
       {"mamba", R"("num_hidden_layers": 2, "state_size": 4)"},
       {"mamba2", R"("num_hidden_layers": 2, "num_heads": 4, "head_dim": 4, "state_size": 4)"}};
   for (const auto& [type, tied] : want) {
-    const std::string json = absl::StrCat(R"({"model_type": ")", type,
-                                          R"(", "vocab_size": 64, "hidden_size": 8, )",
-                                          keys.at(type), "}");
+    const std::string json =
+        absl::StrCat(R"({"model_type": ")", type, R"(", "vocab_size": 64, "hidden_size": 8, )",
+                     keys.at(type), "}");
     absl::StatusOr<CheckpointConfig> c = ParseCheckpointConfigJson(json, type);
     ASSERT_TRUE(c.ok()) << type << ": " << c.status();
     EXPECT_EQ(c->tie_word_embeddings, tied) << type;
-    const std::string explicit_json =
-        json.substr(0, json.size() - 1) + R"(, "tie_word_embeddings": )" +
-        (tied ? "false" : "true") + "}";
+    const std::string explicit_json = json.substr(0, json.size() - 1) +
+                                      R"(, "tie_word_embeddings": )" + (tied ? "false" : "true") +
+                                      "}";
     c = ParseCheckpointConfigJson(explicit_json, type);
     ASSERT_TRUE(c.ok()) << type << ": " << c.status();
     EXPECT_EQ(c->tie_word_embeddings, !tied) << type << " (explicit)";
@@ -394,8 +392,7 @@ TEST(CheckpointConfigJson, TieWordEmbeddingsDefaultsPerArchitecture) {
 }
 
 TEST(GptNeoXConfigJson, UnknownModelTypeNamesFileAndKeyButNotTheValue) {
-  auto c = ParseNeoX(R"({"model_type": "llama", "hidden_size": 8})",
-                                  "/x/config.json");
+  auto c = ParseNeoX(R"({"model_type": "llama", "hidden_size": 8})", "/x/config.json");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(c.status().message(),
             "/x/config.json: model_type is not supported (supported: \"gpt_neox\", "
@@ -428,8 +425,8 @@ TEST(GptNeoXConfigJson, ReadsBothRotarySpellings) {
   ASSERT_TRUE(v5.ok()) << v5.status();
   EXPECT_DOUBLE_EQ(v5->rotary_pct, 0.5);
   EXPECT_EQ(v5->intermediate_size, 32);
-  auto scaled = ParseNeoX(
-      R"({"model_type": "gpt_neox", "rope_parameters": {"rope_type": "linear"}})", "s");
+  auto scaled =
+      ParseNeoX(R"({"model_type": "gpt_neox", "rope_parameters": {"rope_type": "linear"}})", "s");
   EXPECT_EQ(scaled.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(scaled.status().message()), HasSubstr("rope_type"));
 }
@@ -457,7 +454,8 @@ class HfCacheTest : public CheckpointTest {
       const std::string blob = repo_ + "/blobs/" + rev + "-" + f;
       ASSERT_EQ(std::rename((dir_ + "/" + f).c_str(), blob.c_str()), 0);
       ASSERT_EQ(symlink(("../../blobs/" + rev + "-" + f).c_str(),
-                        (repo_ + "/snapshots/" + rev + "/" + f).c_str()), 0);
+                        (repo_ + "/snapshots/" + rev + "/" + f).c_str()),
+                0);
     }
   }
   static std::string Real(const std::string& path) {
@@ -514,7 +512,8 @@ TEST_F(HfCacheTest, SnapshotLinkLeadingOutOfTheRepoIsPermissionDenied) {
   // Re-point the weights link at a file outside models--Org--tiny-neox.
   const std::string link = repo_ + "/snapshots/dddd/model.safetensors";
   ASSERT_EQ(std::rename((repo_ + "/blobs/dddd-model.safetensors").c_str(),
-                        (home_ + "/outside.safetensors").c_str()), 0);
+                        (home_ + "/outside.safetensors").c_str()),
+            0);
   ASSERT_EQ(unlink(link.c_str()), 0);
   ASSERT_EQ(symlink((home_ + "/outside.safetensors").c_str(), link.c_str()), 0);
   auto source = ResolveModelSource("Org/tiny-neox", policy_);
@@ -540,7 +539,6 @@ TEST_F(HfCacheTest, FoldersAndPresetsResolveFirst) {
   EXPECT_EQ(preset->kind, ModelSource::Kind::kPreset);
   EXPECT_EQ(preset->preset.config.gpt_neox.hidden_size, 64);
 }
-
 
 // ---------------------------------------------------------------------------
 // Files on workers (issue 14, item 2): model roots, shard names confined to
@@ -597,8 +595,7 @@ class ConfinedTest : public CheckpointTest {
 TEST_F(ConfinedTest, IndexShardNamesOutsideTheFolderAreRefusedInBothFormats) {
   for (const std::string index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"}) {
     SCOPED_TRACE(index);
-    const std::string secret =
-        index[0] == 'm' ? "secret.safetensors" : "secret.bin";
+    const std::string secret = index[0] == 'm' ? "secret.safetensors" : "secret.bin";
     const std::pair<std::string, std::string> cases[] = {
         {"../" + secret, "must be a file name in the folder, without '/'"},
         {outer_ + "/" + secret, "must be a file name in the folder, without '/'"},
@@ -620,19 +617,19 @@ TEST_F(ConfinedTest, IndexShardNamesOutsideTheFolderAreRefusedInBothFormats) {
 // A shard that is a symbolic link out of the folder: PERMISSION_DENIED
 // naming the index key and the shard, never the link's target.
 TEST_F(ConfinedTest, ShardLinkLeadingOutOfTheFolderIsPermissionDenied) {
-  ASSERT_EQ(symlink((outer_ + "/secret.safetensors").c_str(), (dir_ + "/shard.safetensors").c_str()),
-            0);
+  ASSERT_EQ(
+      symlink((outer_ + "/secret.safetensors").c_str(), (dir_ + "/shard.safetensors").c_str()), 0);
   ASSERT_EQ(symlink("../secret.bin", (dir_ + "/shard.bin").c_str()), 0);
-  for (const auto& [index, shard] :
-       std::vector<std::pair<std::string, std::string>>{
+  for (const auto& [index, shard] : std::vector<std::pair<std::string, std::string>>{
            {"model.safetensors.index.json", "shard.safetensors"},
            {"pytorch_model.bin.index.json", "shard.bin"}}) {
     SCOPED_TRACE(index);
     WriteIndex(index, shard);
     absl::Status s = LoadJob();
     EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
-    EXPECT_EQ(s.message(), Field(index) + ": " + shard +
-                               ": resolves (through a symbolic link) outside the checkpoint folder");
+    EXPECT_EQ(s.message(),
+              Field(index) + ": " + shard +
+                  ": resolves (through a symbolic link) outside the checkpoint folder");
     EXPECT_THAT(std::string(s.message()), ::testing::Not(HasSubstr(outer_)));
     ASSERT_EQ(unlink((dir_ + "/" + index).c_str()), 0);
   }
@@ -775,8 +772,7 @@ TEST_F(ConfinedTest, ErrorsNameFileAndKeyButNeverTheValue) {
   WriteText(weights(), bytes);
   auto file = SafetensorsFile::Open(*Folder().OpenFile("model.safetensors", 1 << 30));
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(file.status().message()),
-              HasSubstr("model.safetensors: tensor '"));
+  EXPECT_THAT(std::string(file.status().message()), HasSubstr("model.safetensors: tensor '"));
   EXPECT_THAT(std::string(file.status().message()),
               HasSubstr("': unknown dtype (the format's dtypes: BOOL, U8, "));
   EXPECT_THAT(std::string(file.status().message()), ::testing::Not(HasSubstr("S3C")));
@@ -791,7 +787,8 @@ TEST_F(ConfinedTest, ModelOutsideTheRootsIsPermissionDenied) {
   ASSERT_EQ(mkdir(root.c_str(), 0755), 0);
   ASSERT_EQ(std::rename(dir_.c_str(), outside.c_str()), 0);  // a real checkpoint
   ASSERT_EQ(std::rename((outer_ + "/secret.safetensors").c_str(),
-                        (outside + "/model.safetensors").c_str()), 0);
+                        (outside + "/model.safetensors").c_str()),
+            0);
   ASSERT_EQ(system(("cp -r '" + outside + "' '" + root + "/ckpt'").c_str()), 0);
   ASSERT_EQ(symlink(outside.c_str(), (root + "/link").c_str()), 0);
   ModelFilePolicy policy;
@@ -815,8 +812,9 @@ TEST_F(ConfinedTest, ModelOutsideTheRootsIsPermissionDenied) {
     auto source = ResolveModelSource(name, policy);
     EXPECT_EQ(source.status().code(), absl::StatusCode::kPermissionDenied);
     EXPECT_EQ(source.status().message(),
-              "model '" + name + "': a symbolic link leads outside this worker's model folders "
-              "(--model-root, the Hugging Face cache)");
+              "model '" + name +
+                  "': a symbolic link leads outside this worker's model folders "
+                  "(--model-root, the Hugging Face cache)");
   }
   auto missing = ResolveModelSource("./nope", policy);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);

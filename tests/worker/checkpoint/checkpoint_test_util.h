@@ -47,15 +47,25 @@ inline std::string ReadText(const std::string& path) {
 inline at::Tensor ToTensor(const SafetensorsTensor& t) {
   at::ScalarType dtype = at::kFloat;
   switch (t.dtype) {
-    case SafetensorsDtype::kF32: dtype = at::kFloat; break;
-    case SafetensorsDtype::kF16: dtype = at::kHalf; break;
-    case SafetensorsDtype::kBF16: dtype = at::kBFloat16; break;
-    case SafetensorsDtype::kI64: dtype = at::kLong; break;
-    case SafetensorsDtype::kI32: dtype = at::kInt; break;
-    default: TORCH_CHECK(false, "ToTensor: unsupported dtype");
+    case SafetensorsDtype::kF32:
+      dtype = at::kFloat;
+      break;
+    case SafetensorsDtype::kF16:
+      dtype = at::kHalf;
+      break;
+    case SafetensorsDtype::kBF16:
+      dtype = at::kBFloat16;
+      break;
+    case SafetensorsDtype::kI64:
+      dtype = at::kLong;
+      break;
+    case SafetensorsDtype::kI32:
+      dtype = at::kInt;
+      break;
+    default:
+      TORCH_CHECK(false, "ToTensor: unsupported dtype");
   }
-  return at::from_blob(const_cast<uint8_t*>(t.data), t.shape,
-                       at::TensorOptions().dtype(dtype))
+  return at::from_blob(const_cast<uint8_t*>(t.data), t.shape, at::TensorOptions().dtype(dtype))
       .clone();
 }
 

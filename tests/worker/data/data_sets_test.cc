@@ -33,14 +33,11 @@ using ::layerflow::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-std::shared_ptr<const Tokenizer> Bytes() {
-  return std::make_shared<ByteTokenizer>();
-}
+std::shared_ptr<const Tokenizer> Bytes() { return std::make_shared<ByteTokenizer>(); }
 
 // Writes `contents` to a fresh file under the test temp dir.
 std::string WriteTemp(const std::string& name, const std::string& contents) {
-  const std::string path = absl::StrCat(::testing::TempDir(), "/lf_data_",
-                                        ::getpid(), "_", name);
+  const std::string path = absl::StrCat(::testing::TempDir(), "/lf_data_", ::getpid(), "_", name);
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << contents;
   return path;
@@ -55,8 +52,7 @@ struct ParsedDoc {
 
 // Parses the documents of an MDQA prompt back out of its text, checking the
 // fixed frame (instruction, blank lines, "Question: ...\nAnswer:").
-std::vector<ParsedDoc> ParsePrompt(const std::string& text,
-                                   std::string* question) {
+std::vector<ParsedDoc> ParsePrompt(const std::string& text, std::string* question) {
   std::vector<ParsedDoc> docs;
   const std::string instruction =
       "Write a high-quality answer for the given question using only the "
@@ -109,9 +105,9 @@ TEST(DatasetsTest, CatalogKvprMinimumIsTheGeneratorsExactly) {
                             .context_length = static_cast<int32_t>(min - 1)},
                            Bytes())
               .status();
-      EXPECT_EQ(short_by_one.message(),
-                catalog::CheckContextFits("kvpr", classes, static_cast<int32_t>(min - 1))
-                    .message());
+      EXPECT_EQ(
+          short_by_one.message(),
+          catalog::CheckContextFits("kvpr", classes, static_cast<int32_t>(min - 1)).message());
     }
   }
 }
@@ -137,8 +133,8 @@ TEST(DatasetsTest, CatalogMdqaMinimumBoundsEveryGeneratedPrompt) {
 }
 
 TEST(DatasetsTest, CatalogMqarShapeIsWhatTheJobRuns) {
-  auto dataset = CreateJobDataset(
-      {.name = "mqar", .context_length = 64, .model_vocab_size = 512}, Bytes());
+  auto dataset =
+      CreateJobDataset({.name = "mqar", .context_length = 64, .model_vocab_size = 512}, Bytes());
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   auto prompts = (*dataset)(0, 1);
   ASSERT_TRUE(prompts.ok()) << prompts.status();
@@ -328,8 +324,7 @@ void CheckMdqaPrompt(const MdqaExample& e, int32_t classes, IsGold is_gold) {
   EXPECT_EQ(e.num_tokens, static_cast<int32_t>(e.token_ids.size()));
   EXPECT_EQ(e.token_ids, ByteTokenizer().Encode(e.text));
   EXPECT_EQ(e.gold_class, e.index % classes);
-  EXPECT_EQ(e.gold_position,
-            KvprGoldPosition(e.gold_class, classes, e.num_documents));
+  EXPECT_EQ(e.gold_position, KvprGoldPosition(e.gold_class, classes, e.num_documents));
   std::string question;
   const std::vector<ParsedDoc> docs = ParsePrompt(e.text, &question);
   EXPECT_EQ(question, e.question);
@@ -341,7 +336,7 @@ void CheckMdqaPrompt(const MdqaExample& e, int32_t classes, IsGold is_gold) {
     EXPECT_EQ(docs[k].number, static_cast<int>(k) + 1);
     EXPECT_EQ(docs[k].title, e.documents[k].title);
     EXPECT_EQ(docs[k].text, e.documents[k].text);
-    EXPECT_EQ(e.text.compare(e.document_offsets[k], 10 , "Document ["), 0);
+    EXPECT_EQ(e.text.compare(e.document_offsets[k], 10, "Document ["), 0);
     if (is_gold(docs[k])) {
       EXPECT_EQ(gold_found, -1) << "two gold documents";
       gold_found = static_cast<int>(k);
@@ -388,8 +383,7 @@ TEST(MdqaSyntheticTest, OnlyTheGoldDocumentHoldsTheAnswerAtTheClassPosition) {
     EXPECT_NE(e.question.find(entity), std::string::npos) << e.question;
     CheckMdqaPrompt(e, 5, [&](const ParsedDoc& d) {
       const bool has_answer = d.text.find(answer) != std::string::npos;
-      const bool has_entity = (d.title + " " + d.text).find(entity) !=
-                              std::string::npos;
+      const bool has_entity = (d.title + " " + d.text).find(entity) != std::string::npos;
       EXPECT_EQ(has_answer, has_entity) << d.text;
       return has_answer;
     });
@@ -433,9 +427,8 @@ TEST(MdqaSyntheticTest, FitsTheTargetTokenCount) {
       // One more document (at most ~250 bytes) would not fit.
       EXPECT_GT(e.num_tokens, context - 300);
       EXPECT_GE(e.num_documents, 5);
-      CheckMdqaPrompt(e, 5, [&](const ParsedDoc& d) {
-        return d.text.find(e.answers[0]) != std::string::npos;
-      });
+      CheckMdqaPrompt(
+          e, 5, [&](const ParsedDoc& d) { return d.text.find(e.answers[0]) != std::string::npos; });
     }
   }
   // num_documents bounds K when fitting.
@@ -467,8 +460,7 @@ TEST(MdqaSyntheticTest, BadOptionsNameTheField) {
 std::string Record(int line, int distractors, const std::string& flag) {
   nlohmann::json ctxs = nlohmann::json::array();
   ctxs.push_back({{"title", absl::StrCat("L", line, " gold")},
-                  {"text", absl::StrCat("The answer to ", line, " is A", line,
-                                        ".")},
+                  {"text", absl::StrCat("The answer to ", line, " is A", line, ".")},
                   {flag, true}});
   for (int j = 0; j < distractors; ++j) {
     ctxs.push_back({{"title", absl::StrCat("L", line, " D", j)},
@@ -482,18 +474,16 @@ std::string Record(int line, int distractors, const std::string& flag) {
                     {"hasanswer", true},
                     {"isgold", false}});
   }
-  nlohmann::json record = {
-      {"question", absl::StrCat("What is the answer to ", line, "?")},
-      {"answers", {absl::StrCat("A", line)}},
-      {"ctxs", ctxs}};
+  nlohmann::json record = {{"question", absl::StrCat("What is the answer to ", line, "?")},
+                           {"answers", {absl::StrCat("A", line)}},
+                           {"ctxs", ctxs}};
   return record.dump();
 }
 
 TEST(MdqaJsonlTest, RecordsCycleGoldAtClassPositionShuffledDistractors) {
   // Line 2 is blank: line numbers are the file's.
   const std::string path = WriteTemp(
-      "mdqa.jsonl", absl::StrCat(Record(1, 8, "isgold"), "\n\n",
-                                 Record(3, 8, "hasanswer"), "\r\n",
+      "mdqa.jsonl", absl::StrCat(Record(1, 8, "isgold"), "\n\n", Record(3, 8, "hasanswer"), "\r\n",
                                  Record(4, 10, "isgold"), "\n"));
   MdqaOptions options;
   options.seed = 2;
@@ -513,9 +503,8 @@ TEST(MdqaJsonlTest, RecordsCycleGoldAtClassPositionShuffledDistractors) {
     EXPECT_EQ(e.question, absl::StrCat("What is the answer to ", line, "?"));
     EXPECT_EQ(e.answers, std::vector<std::string>{absl::StrCat("A", line)});
     EXPECT_EQ(e.num_documents, 5);
-    CheckMdqaPrompt(e, 3, [&](const ParsedDoc& d) {
-      return d.title == absl::StrCat("L", line, " gold");
-    });
+    CheckMdqaPrompt(
+        e, 3, [&](const ParsedDoc& d) { return d.title == absl::StrCat("L", line, " gold"); });
     // Distractors: distinct, from this record, never the hasanswer ctx.
     std::set<std::string> titles;
     std::vector<std::string> order;
@@ -545,8 +534,7 @@ TEST(MdqaJsonlTest, RecordsCycleGoldAtClassPositionShuffledDistractors) {
 
 TEST(MdqaJsonlTest, FittingIsBoundedByTheRecordsDistractors) {
   const std::string path = WriteTemp(
-      "mdqa_fit.jsonl", absl::StrCat(Record(1, 4, "isgold"), "\n",
-                                     Record(2, 40, "isgold"), "\n"));
+      "mdqa_fit.jsonl", absl::StrCat(Record(1, 4, "isgold"), "\n", Record(2, 40, "isgold"), "\n"));
   MdqaOptions options;
   options.num_classes = 3;
   options.num_documents = 0;
@@ -563,8 +551,7 @@ TEST(MdqaJsonlTest, FittingIsBoundedByTheRecordsDistractors) {
   EXPECT_LE(second->num_tokens, 1500);
 }
 
-absl::Status MdqaFileStatus(const std::string& name,
-                            const std::string& contents,
+absl::Status MdqaFileStatus(const std::string& name, const std::string& contents,
                             int32_t num_documents = 3) {
   MdqaOptions options;
   options.num_classes = 3;
@@ -621,47 +608,37 @@ TEST(MdqaJsonlTest, ErrorsNameFileLineAndKey) {
   ExpectFileError(MdqaFileStatus("bad_json.jsonl", good + "\n{\"question\": \n"),
                   "bad_json.jsonl:2: ", "malformed JSON");
   ExpectFileError(
-      MdqaFileStatus("no_question.jsonl",
-                     good + "\n\n" + R"({"answers": ["x"], "ctxs": []})"),
+      MdqaFileStatus("no_question.jsonl", good + "\n\n" + R"({"answers": ["x"], "ctxs": []})"),
       "no_question.jsonl:3: ", "missing key \"question\"");
-  ExpectFileError(MdqaFileStatus("no_ctxs.jsonl",
-                                 R"({"question": "q", "answers": ["x"]})"),
+  ExpectFileError(MdqaFileStatus("no_ctxs.jsonl", R"({"question": "q", "answers": ["x"]})"),
                   "no_ctxs.jsonl:1: ", "missing key \"ctxs\"");
+  ExpectFileError(MdqaFileStatus("no_answers.jsonl", R"({"question": "q", "ctxs": []})"),
+                  "no_answers.jsonl:1: ", "missing key \"answers\"");
   ExpectFileError(
-      MdqaFileStatus("no_answers.jsonl", R"({"question": "q", "ctxs": []})"),
-      "no_answers.jsonl:1: ", "missing key \"answers\"");
-  ExpectFileError(
-      MdqaFileStatus("bad_answers.jsonl",
-                     R"({"question": "q", "answers": [1], "ctxs": []})"),
+      MdqaFileStatus("bad_answers.jsonl", R"({"question": "q", "answers": [1], "ctxs": []})"),
       "bad_answers.jsonl:1: ", "answers[0]");
   ExpectFileError(
-      MdqaFileStatus("no_title.jsonl",
-                     R"({"question": "q", "answers": ["x"], "ctxs": [)"
-                     R"({"title": "t", "text": "x", "isgold": true},)"
-                     R"({"text": "y"}]})"),
+      MdqaFileStatus("no_title.jsonl", R"({"question": "q", "answers": ["x"], "ctxs": [)"
+                                       R"({"title": "t", "text": "x", "isgold": true},)"
+                                       R"({"text": "y"}]})"),
       "no_title.jsonl:1: ", "ctxs[1]: missing key \"title\"");
   ExpectFileError(
-      MdqaFileStatus("bad_text.jsonl",
-                     R"({"question": "q", "answers": ["x"], "ctxs": [)"
-                     R"({"title": "t", "text": 3}]})"),
+      MdqaFileStatus("bad_text.jsonl", R"({"question": "q", "answers": ["x"], "ctxs": [)"
+                                       R"({"title": "t", "text": 3}]})"),
       "bad_text.jsonl:1: ", "ctxs[0]: key \"text\" must be a string");
   ExpectFileError(
-      MdqaFileStatus("bad_flag.jsonl",
-                     R"({"question": "q", "answers": ["x"], "ctxs": [)"
-                     R"({"title": "t", "text": "x", "isgold": "yes"}]})"),
+      MdqaFileStatus("bad_flag.jsonl", R"({"question": "q", "answers": ["x"], "ctxs": [)"
+                                       R"({"title": "t", "text": "x", "isgold": "yes"}]})"),
       "bad_flag.jsonl:1: ", "\"isgold\"");
-  ExpectFileError(
-      MdqaFileStatus("no_gold.jsonl",
-                     R"({"question": "q", "answers": ["x"], "ctxs": [)"
-                     R"({"title": "t", "text": "x"}, {"title": "u", "text": "y"}]})"),
-      "no_gold.jsonl:1: ", "no gold document");
+  ExpectFileError(MdqaFileStatus("no_gold.jsonl",
+                                 R"({"question": "q", "answers": ["x"], "ctxs": [)"
+                                 R"({"title": "t", "text": "x"}, {"title": "u", "text": "y"}]})"),
+                  "no_gold.jsonl:1: ", "no gold document");
   ExpectFileError(MdqaFileStatus("not_object.jsonl", "[1, 2]"),
                   "not_object.jsonl:1: ", "JSON object");
   // Too few distractors for K = 6.
-  ExpectFileError(MdqaFileStatus("few.jsonl", good, 6), "few.jsonl:1: ",
-                  "num_documents");
-  ExpectFileError(MdqaFileStatus("empty.jsonl", "\n  \n"), "empty.jsonl",
-                  "no records");
+  ExpectFileError(MdqaFileStatus("few.jsonl", good, 6), "few.jsonl:1: ", "num_documents");
+  ExpectFileError(MdqaFileStatus("empty.jsonl", "\n  \n"), "empty.jsonl", "no records");
   MdqaOptions missing;
   missing.num_documents = 5;
   missing.path = ::testing::TempDir() + "/lf_data_does_not_exist.jsonl";
@@ -692,13 +669,10 @@ TEST(TextTest, PlainFileCutIntoWindowsOfTheTargetLength) {
     EXPECT_EQ(e.num_tokens, static_cast<int32_t>(e.token_ids.size()));
     EXPECT_EQ(e.gold_class, -1);
     EXPECT_EQ(e.token_offset, e.index * 100);
-    EXPECT_EQ(*ByteTokenizer().Decode(e.token_ids),
-              contents.substr(e.index * 100, 100));
+    EXPECT_EQ(*ByteTokenizer().Decode(e.token_ids), contents.substr(e.index * 100, 100));
   }
-  EXPECT_EQ(dataset.Generate(10).status().code(),
-            absl::StatusCode::kOutOfRange);
-  EXPECT_EQ(dataset.Generate(-1).status().code(),
-            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(dataset.Generate(10).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(dataset.Generate(-1).status().code(), absl::StatusCode::kOutOfRange);
   // Deterministic: a second instance gives the same windows.
   EXPECT_EQ(MakeText(options).Generate(7)->token_ids, (*examples)[7].token_ids);
 
@@ -710,12 +684,11 @@ TEST(TextTest, PlainFileCutIntoWindowsOfTheTargetLength) {
 }
 
 TEST(TextTest, JsonlRecordsJoinedWithTheSeparator) {
-  const std::string path = WriteTemp(
-      "docs.jsonl",
-      "{\"body\": \"first document\", \"text\": 1}\n"
-      "\n"
-      "{\"body\": \"second\"}\n"
-      "{\"body\": \"the third one is longer\"}\n");
+  const std::string path = WriteTemp("docs.jsonl",
+                                     "{\"body\": \"first document\", \"text\": 1}\n"
+                                     "\n"
+                                     "{\"body\": \"second\"}\n"
+                                     "{\"body\": \"the third one is longer\"}\n");
   TextOptions options;
   options.path = path;
   options.json_key = "body";
@@ -723,8 +696,7 @@ TEST(TextTest, JsonlRecordsJoinedWithTheSeparator) {
   options.context_length = 10;
   options.keep_partial = true;
   TextDataset dataset = MakeText(options);
-  const std::string stream =
-      "first document||second||the third one is longer";
+  const std::string stream = "first document||second||the third one is longer";
   EXPECT_EQ(dataset.num_stream_tokens(), static_cast<int64_t>(stream.size()));
   EXPECT_EQ(dataset.num_examples(), 5);  // 47 tokens: 4 full + 7
   auto examples = dataset.GenerateRange(0, 5);
@@ -745,23 +717,22 @@ TEST(TextTest, JsonlRecordsJoinedWithTheSeparator) {
 }
 
 TEST(TextTest, ErrorsNameTheFile) {
-  auto status_of = [](const std::string& name, const std::string& contents,
-                      const std::string& key, int32_t context) {
+  auto status_of = [](const std::string& name, const std::string& contents, const std::string& key,
+                      int32_t context) {
     TextOptions options;
     options.path = WriteTemp(name, contents);
     options.json_key = key;
     options.context_length = context;
     return TextDataset::Create(options, Bytes()).status();
   };
-  ExpectFileError(status_of("t_bad.jsonl", "{\"text\": \"ok\"}\n{oops}\n",
-                            "text", 1),
+  ExpectFileError(status_of("t_bad.jsonl", "{\"text\": \"ok\"}\n{oops}\n", "text", 1),
                   "t_bad.jsonl:2: ", "malformed JSON");
   ExpectFileError(status_of("t_key.jsonl", "{\"text\": \"ok\"}\n", "body", 1),
                   "t_key.jsonl:1: ", "missing key \"body\"");
   ExpectFileError(status_of("t_type.jsonl", "{\"text\": [1]}\n", "text", 1),
                   "t_type.jsonl:1: ", "key \"text\" must be a string");
-  ExpectFileError(status_of("t_short.txt", "tiny", "text", 100),
-                  "t_short.txt", "context_length=100");
+  ExpectFileError(status_of("t_short.txt", "tiny", "text", 100), "t_short.txt",
+                  "context_length=100");
   TextOptions missing;
   missing.path = ::testing::TempDir() + "/lf_data_missing.txt";
   const absl::Status status = TextDataset::Create(missing, Bytes()).status();

@@ -19,8 +19,7 @@ KvprDataset MakeDataset(int64_t seed, int32_t classes, int32_t context) {
   options.seed = seed;
   options.num_classes = classes;
   options.context_length = context;
-  auto dataset =
-      KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
+  auto dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
   EXPECT_TRUE(dataset.ok()) << dataset.status();
   return *std::move(dataset);
 }
@@ -96,8 +95,7 @@ TEST(KvprTest, ClassesBalancedAndPositionsCoverFirstAndLast) {
 }
 
 TEST(KvprTest, JsonWellFormedWithGoldKeyAtStatedPosition) {
-  const std::regex uuid4(
-      "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}");
+  const std::regex uuid4("[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}");
   KvprDataset dataset = MakeDataset(11, 11, 2048);
   auto examples = dataset.GenerateRange(0, 11);
   ASSERT_TRUE(examples.ok());
@@ -136,11 +134,9 @@ TEST(KvprTest, TooShortContextNamesTheField) {
   KvprOptions options;
   options.num_classes = 11;
   options.context_length = 256;
-  auto dataset =
-      KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
+  auto dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());
   ASSERT_EQ(dataset.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(dataset.status().message().find("context_length"),
-            std::string::npos);
+  EXPECT_NE(dataset.status().message().find("context_length"), std::string::npos);
   options.num_classes = 0;
   options.context_length = 2048;
   dataset = KvprDataset::Create(options, std::make_shared<ByteTokenizer>());

@@ -55,10 +55,10 @@ TEST_P(HalfStateKernelsEmulated, TokenStatsEqualAten) {
     const at::Tensor cur = States(2, 37, d, type), prev = States(2, 37, d, type);
     const at::Tensor v = at::randn({2, d}, at::kDouble);
     at::Tensor out = at::empty({2 * 37, 4}, at::kDouble);
-    ASSERT_EQ(ck::LaunchTokenStats(TypeOf(type), cur.data_ptr(), prev.data_ptr(),
-                                   v.data_ptr<double>(), 2 * 37, 37, d, out.data_ptr<double>(),
-                                   nullptr),
-              cudaSuccess);
+    ASSERT_EQ(
+        ck::LaunchTokenStats(TypeOf(type), cur.data_ptr(), prev.data_ptr(), v.data_ptr<double>(),
+                             2 * 37, 37, d, out.data_ptr<double>(), nullptr),
+        cudaSuccess);
     const TokenStats want = HalfTokenStatsAten(cur, prev, v);
     const at::Tensor got = out.view({2, 37, 4});
     EXPECT_LE(MaxRel(got.select(2, 0), want.norm_sq), 1e-13) << type << " d " << d;
@@ -77,9 +77,8 @@ TEST_P(HalfStateKernelsEmulated, WeightedTokenSumsEqualAten) {
       const at::Tensor w = at::rand({2, k, 45}, at::kDouble);
       const int64_t splits = 3;
       at::Tensor partial = at::empty({2, splits, k, d}, at::kDouble);
-      ASSERT_EQ(ck::LaunchWeightedTokenSums(TypeOf(type), w.data_ptr<double>(), k, h.data_ptr(),
-                                            2, 45, d, splits, partial.data_ptr<double>(),
-                                            nullptr),
+      ASSERT_EQ(ck::LaunchWeightedTokenSums(TypeOf(type), w.data_ptr<double>(), k, h.data_ptr(), 2,
+                                            45, d, splits, partial.data_ptr<double>(), nullptr),
                 cudaSuccess);
       EXPECT_LE(MaxRel(partial.sum(1), HalfWeightedTokenSumsAten(w, h)), 1e-13)
           << type << " d " << d << " k " << k;
@@ -110,8 +109,8 @@ TEST_P(HalfStateKernelsEmulated, GramPassesEqualAten) {
                   with_a ? a.lower.data_ptr<float>() : nullptr,
                   with_a ? a.row_means.data_ptr<double>() : nullptr,
                   with_a ? a.grand.data_ptr<double>() : nullptr, b.lower.data_ptr<float>(),
-                  b.row_means.data_ptr<double>(), b.grand.data_ptr<double>(), 2, n, blocks,
-                  groups, partial.data_ptr<double>(), nullptr),
+                  b.row_means.data_ptr<double>(), b.grand.data_ptr<double>(), 2, n, blocks, groups,
+                  partial.data_ptr<double>(), nullptr),
               cudaSuccess);
     const at::Tensor want = CentredGramProductsAten(with_a ? a : RawGram(), b);
     EXPECT_LE(MaxRel(partial.sum(2).select(1, 1), want.select(1, 1)), 1e-11) << type;
@@ -176,21 +175,18 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
         at::Tensor stats = at::empty({ck::kPassStats, b, n}, at::kDouble);
         at::Tensor partial = at::empty({b, splits, std::max(rows.count, 1), d}, at::kDouble);
         at::Tensor rounded = at::empty({b, n, d}, at::kBFloat16);
-        const std::string where = absl::StrCat(c10::toString(type), " d ", d, " prev ",
-                                               with_prev, " rows ", rows.count);
+        const std::string where =
+            absl::StrCat(c10::toString(type), " d ", d, " prev ", with_prev, " rows ", rows.count);
         ASSERT_TRUE(ck::PointPassFits(TypeOf(type), d)) << where;
-        ASSERT_EQ(ck::LaunchPointPass(TypeOf(type), cur.data_ptr(),
-                                      with_prev ? prev.data_ptr() : nullptr,
-                                      spec.prev_vec.defined() ? spec.prev_vec.data_ptr<double>()
-                                                              : nullptr,
-                                      spec.prev_vec_rounded, b, n, d, rows,
-                                      spec.tiny, splits, stats.data_ptr<double>(),
-                                      partial.data_ptr<double>(),
-                                      spec.rounded ? rounded.data_ptr() : nullptr, nullptr),
-                  cudaSuccess)
+        ASSERT_EQ(
+            ck::LaunchPointPass(
+                TypeOf(type), cur.data_ptr(), with_prev ? prev.data_ptr() : nullptr,
+                spec.prev_vec.defined() ? spec.prev_vec.data_ptr<double>() : nullptr,
+                spec.prev_vec_rounded, b, n, d, rows, spec.tiny, splits, stats.data_ptr<double>(),
+                partial.data_ptr<double>(), spec.rounded ? rounded.data_ptr() : nullptr, nullptr),
+            cudaSuccess)
             << where;
-        const PointPassResult want =
-            HalfPointPassAten(cur, with_prev ? prev : at::Tensor(), spec);
+        const PointPassResult want = HalfPointPassAten(cur, with_prev ? prev : at::Tensor(), spec);
         EXPECT_LE(MaxRel(stats[0], want.norm_sq), 1e-13) << where;
         if (with_prev) {
           EXPECT_LE(MaxRel(stats[1], want.prev_dot), 1e-13) << where;
@@ -239,14 +235,12 @@ TEST(HalfStateKernelsEmulatedPass, RefusesRowsItCannotTake) {
   c10::InferenceMode guard;
   const at::Tensor x = at::zeros({1, 16, 8}, at::kBFloat16);  // allocations: 16-byte aligned
   at::Tensor stats = at::empty({ck::kPassStats, 16}, at::kDouble), out = at::empty_like(x);
-  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, nullptr, false,
-                                1, 16, 8,
-                                ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, nullptr, false, 1,
+                                16, 8, ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
                                 out.data_ptr(), nullptr),
             cudaErrorInvalidValue);
-  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, nullptr, false,
-                                1, 16, 8,
-                                ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, nullptr, false, 1,
+                                16, 8, ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
                                 nullptr, nullptr),
             cudaSuccess);
 }

@@ -84,9 +84,9 @@ std::pair<at::Tensor, at::Tensor> ScanReference(const at::Tensor& u, const at::T
                                                 const at::Tensor& C, const at::Tensor& A,
                                                 const at::Tensor& bias, const at::Tensor& D) {
   const at::ScalarType type = u.scalar_type();
-  const at::Tensor delta =
-      at::softplus((dt.to(at::kFloat) + bias.to(type).to(at::kFloat)).to(type)).to(type)
-          .to(at::kDouble);  // [B, L, E]
+  const at::Tensor delta = at::softplus((dt.to(at::kFloat) + bias.to(type).to(at::kFloat)).to(type))
+                               .to(type)
+                               .to(at::kDouble);  // [B, L, E]
   const at::Tensor gate = at::silu(z).to(at::kDouble);
   const at::Tensor ud = u.to(at::kDouble), Bd = B.to(at::kDouble), Cd = C.to(at::kDouble);
   const at::Tensor Ad = A.to(at::kDouble);
@@ -94,10 +94,8 @@ std::pair<at::Tensor, at::Tensor> ScanReference(const at::Tensor& u, const at::T
   std::vector<at::Tensor> ys;
   for (int64_t t = 0; t < u.size(1); ++t) {
     const at::Tensor d = delta.select(1, t).unsqueeze(-1);  // [B, E, 1]
-    h = at::exp(d * Ad) * h +
-        d * ud.select(1, t).unsqueeze(-1) * Bd.select(1, t).unsqueeze(1);
-    at::Tensor y = (h * Cd.select(1, t).unsqueeze(1)).sum(-1) +
-                   D.to(at::kDouble) * ud.select(1, t);
+    h = at::exp(d * Ad) * h + d * ud.select(1, t).unsqueeze(-1) * Bd.select(1, t).unsqueeze(1);
+    at::Tensor y = (h * Cd.select(1, t).unsqueeze(1)).sum(-1) + D.to(at::kDouble) * ud.select(1, t);
     ys.push_back(y * gate.select(1, t));
   }
   return {at::stack(ys, 1), delta};
@@ -114,8 +112,8 @@ TEST_P(SsmKernelsEmulated, SelectiveScanEqualsFloat64Recurrence) {
     const at::Tensor dt = (at::randn({batch, seq, e}) - 1).to(type);
     const at::Tensor params = at::randn({batch, seq, 8 + 2 * n}).to(type);
     const at::Tensor B = params.narrow(-1, 8, n), C = params.narrow(-1, 8 + n, n);
-    const at::Tensor A = -at::exp(at::log(at::arange(1, n + 1, at::kFloat)).expand({e, n}))
-                              .contiguous();
+    const at::Tensor A =
+        -at::exp(at::log(at::arange(1, n + 1, at::kFloat)).expand({e, n})).contiguous();
     const at::Tensor bias = at::randn({e}).to(type).to(at::kFloat);
     const at::Tensor D = at::randn({e}).to(type).to(at::kFloat);
     at::Tensor y = at::empty({batch, seq, e}, u.options());
@@ -155,13 +153,13 @@ TEST_P(SsmKernelsEmulated, SsdAndGatedNormEqualAtenChunkScan) {
   // chunks of 256: a chunk's 4 row tiles each take the causal s tiles up to
   // their own (the output kernel's loop and its skipped upper tiles), and
   // the second, partial chunk carries the first's state.
-  for (const Shape& s : {Shape{2, 64, 150, 64}, Shape{1, 128, 138, 64},
-                         Shape{1, 128, 300, 256}}) {
+  for (const Shape& s : {Shape{2, 64, 150, 64}, Shape{1, 128, 138, 64}, Shape{1, 128, 300, 256}}) {
     at::manual_seed(3);
     const int64_t batch = 2, heads = 4, p = 64, chunk = s.chunk, e = heads * p;
     const int64_t width = e + 2 * s.groups * s.states;
     const at::Tensor xbc = (0.5 * at::randn({batch, s.seq, width})).to(type);
-    const at::Tensor dt = at::softplus(at::randn({batch, s.seq, heads}) - 2).to(type).to(at::kFloat);
+    const at::Tensor dt =
+        at::softplus(at::randn({batch, s.seq, heads}) - 2).to(type).to(at::kFloat);
     const at::Tensor A = -at::arange(1, heads + 1, at::kFloat);
     const at::Tensor D = at::randn({heads}).to(type).to(at::kFloat);
     // The gate a strided view, as in the mixer (a slice of in_proj's rows),
@@ -187,13 +185,15 @@ TEST_P(SsmKernelsEmulated, SsdAndGatedNormEqualAtenChunkScan) {
     // head), then MambaRMSNormGated as Mamba2Model's mixer forms it.
     const int64_t gn = s.groups * s.states;
     auto per_head = [&](const at::Tensor& t) {
-      return t.reshape({batch, s.seq, s.groups, s.states}).to(at::kFloat)
+      return t.reshape({batch, s.seq, s.groups, s.states})
+          .to(at::kFloat)
           .repeat_interleave(heads / s.groups, 2);
     };
-    const at::Tensor y = Mamba2Model::ChunkScan(
-        xbc.narrow(-1, 0, e).reshape({batch, s.seq, heads, p}), dt, A,
-        per_head(xbc.narrow(-1, e, gn)), per_head(xbc.narrow(-1, e + gn, gn)), D, chunk)
-                             .reshape({batch, s.seq, e});
+    const at::Tensor y =
+        Mamba2Model::ChunkScan(xbc.narrow(-1, 0, e).reshape({batch, s.seq, heads, p}), dt, A,
+                               per_head(xbc.narrow(-1, e, gn)),
+                               per_head(xbc.narrow(-1, e + gn, gn)), D, chunk)
+            .reshape({batch, s.seq, e});
     at::Tensor g = y * at::silu(gate.to(at::kFloat));
     g = g * at::rsqrt(g.pow(2).mean(-1, true) + 1e-5);
     const at::Tensor want = (weight * g).to(type);
@@ -201,8 +201,8 @@ TEST_P(SsmKernelsEmulated, SsdAndGatedNormEqualAtenChunkScan) {
     // once before the tensor cores read them (as the Mamba authors'
     // kernels): a few roundings of the dtype.
     const double tol = type == at::kHalf ? 1e-2 : 4e-2;
-    EXPECT_LE(MaxRel(out, want), tol) << type << " groups " << s.groups << " N " << s.states
-                                      << " chunk " << chunk;
+    EXPECT_LE(MaxRel(out, want), tol)
+        << type << " groups " << s.groups << " N " << s.states << " chunk " << chunk;
     // And not trivially: the outputs are far from zero.
     EXPECT_GT(want.to(at::kFloat).abs().mean().item<double>(), 0.1);
   }
@@ -255,18 +255,20 @@ TEST_P(SsmKernelsEmulated, AddRmsNormEqualsAtenResidualAndNorm) {
     const at::Tensor weight = (1 + 0.1 * at::randn({width})).to(type);
     at::Tensor sum = at::empty({3, width});
     at::Tensor out = at::empty({3, width}, type);
-    ASSERT_EQ(ck::LaunchAddRmsNorm(act, residual.data_ptr<float>(), mixer.data_ptr(),
-                                   weight.data_ptr(), 3, width, 1e-5, sum.data_ptr<float>(),
-                                   out.data_ptr(), nullptr),
-              cudaSuccess);
+    ASSERT_EQ(
+        ck::LaunchAddRmsNorm(act, residual.data_ptr<float>(), mixer.data_ptr(), weight.data_ptr(),
+                             3, width, 1e-5, sum.data_ptr<float>(), out.data_ptr(), nullptr),
+        cudaSuccess);
     // MambaBlock: the float32 sum, then the next block's norm of it in the dtype.
     const at::Tensor want_sum = residual + mixer;
     EXPECT_TRUE(at::equal(sum, want_sum)) << type << " width " << width;
     const at::Tensor want = ssm::RmsNorm(want_sum.to(type), weight, 1e-5);
     // The variance's summation order alone differs: at most one rounding.
     EXPECT_LE(MaxRel(out, want), RoundingTolerance(type)) << type << " width " << width;
-    EXPECT_GT((out.to(at::kFloat) - want.to(at::kFloat)).abs().eq(0).to(at::kFloat).mean().item<double>(),
-              0.95) << "nearly every value rounds the same";
+    EXPECT_GT(
+        (out.to(at::kFloat) - want.to(at::kFloat)).abs().eq(0).to(at::kFloat).mean().item<double>(),
+        0.95)
+        << "nearly every value rounds the same";
   }
   EXPECT_FALSE(ck::AddRmsNormSupports(act, 8200));  // past 8 x 256 x 4
   EXPECT_FALSE(ck::AddRmsNormSupports(act, 36));    // not a multiple of 8

@@ -60,9 +60,10 @@ Points RunPoints(const LanguageModel& model, const at::Tensor& ids) {
   sink.on_layer = [&](int64_t, const at::Tensor& ll) {
     out.log_lambda.push_back(ll.to(at::kCPU).to(at::kDouble));
   };
-  model.Forward(ids.to(model.device()), [&](int64_t, const at::Tensor& h) {
-    out.hidden.push_back(h.to(at::kCPU).to(at::kDouble));
-  }, &sink);
+  model.Forward(
+      ids.to(model.device()),
+      [&](int64_t, const at::Tensor& h) { out.hidden.push_back(h.to(at::kCPU).to(at::kDouble)); },
+      &sink);
   return out;
 }
 
@@ -125,7 +126,10 @@ TEST(SsmKernelsGpu, CausalConvMatchesAtenOnStridedRows) {
     const double tol = type == at::kFloat ? 1e-6 : type == at::kHalf ? 2e-3 : 1.6e-2;
     EXPECT_LE(MaxRel(got, want), tol) << type;
     EXPECT_LE(MaxRel(ssm::CausalConv1dSiluRows(x, w, at::Tensor()),
-                     [&] { AtenPath aten; return ssm::CausalConv1dSiluRows(x, w, at::Tensor()); }()),
+                     [&] {
+                       AtenPath aten;
+                       return ssm::CausalConv1dSiluRows(x, w, at::Tensor());
+                     }()),
               tol)
         << type << " without bias";
   }
@@ -173,8 +177,9 @@ TEST(SsmKernelsGpu, Mamba2ForwardMatchesFloat64AndAtenPath) {
     for (at::ScalarType type : {at::kBFloat16, at::kHalf}) {
       auto model = CreateRandomModel(config, InitScheme{}, 11, kGpu, type);
       ASSERT_TRUE(model.ok()) << model.status();
-      ASSERT_TRUE(ssm::SsdKernelSupports(at::empty({1}, at::TensorOptions().device(kGpu).dtype(type)),
-                                         config.mamba2.head_dim, states, 64));
+      ASSERT_TRUE(
+          ssm::SsdKernelSupports(at::empty({1}, at::TensorOptions().device(kGpu).dtype(type)),
+                                 config.mamba2.head_dim, states, 64));
       const Points got = RunPoints(**model, ids);
       Points aten;
       {

@@ -36,9 +36,12 @@ const c10::Device kCpu(c10::kCPU);
 at::Tensor Bits(const at::Tensor& t) {
   const at::Tensor cpu = t.to(at::kCPU).contiguous();
   switch (cpu.element_size()) {
-    case 2: return cpu.view(at::kShort);
-    case 4: return cpu.view(at::kInt);
-    default: return cpu.view(at::kLong);
+    case 2:
+      return cpu.view(at::kShort);
+    case 4:
+      return cpu.view(at::kInt);
+    default:
+      return cpu.view(at::kLong);
   }
 }
 
@@ -77,7 +80,8 @@ TEST(CounterInitGpuTest, PresetsEqualCpuBitForBit) {
   for (const char* name : {"pythia-160m", "gpt-neo-125m", "mamba-130m", "mamba2-130m"}) {
     for (const char* scheme_text : {"reference", "xavier_uniform", "kaiming_normal"}) {
       for (c10::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
-        SCOPED_TRACE(testing::Message() << name << " " << scheme_text << " " << c10::toString(dtype));
+        SCOPED_TRACE(testing::Message()
+                     << name << " " << scheme_text << " " << c10::toString(dtype));
         auto preset = FindModelPreset(name);
         ASSERT_TRUE(preset.ok()) << preset.status();
         const InitScheme scheme = *ParseInitScheme(scheme_text);
@@ -118,7 +122,8 @@ TEST(CounterInitGpuTest, InitOf2p8bPresetsOnTheDevice) {
         auto model = CreateRandomModel(preset->config, scheme, rep, kGpu, at::kBFloat16);
         c10::cuda::device_synchronize();
         const double ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count();
         ASSERT_TRUE(model.ok()) << model.status();
         best_ms = std::min(best_ms, ms);
         params = 0;

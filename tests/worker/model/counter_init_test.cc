@@ -104,14 +104,16 @@ TEST(PhiloxTest, KnownAnswers) {
 // LibTorch's Philox (ATen/core/PhiloxRNGEngine.h), an independent
 // implementation: key = seed, counter = (offset lo, hi, subsequence lo, hi).
 TEST(PhiloxTest, BlocksEqualLibTorchPhilox) {
-  const uint64_t keys[] = {0, 1, 0x0123456789abcdefull, ParameterDraws(7, "embed_out.weight").key()};
+  const uint64_t keys[] = {0, 1, 0x0123456789abcdefull,
+                           ParameterDraws(7, "embed_out.weight").key()};
   const uint64_t blocks[] = {0, 1, 3, 1ull << 32, 123456789012ull};
   for (uint64_t key : keys) {
     for (uint64_t block : blocks) {
       at::Philox4_32 torch_philox(key, /*subsequence=*/0, /*offset=*/block);
       const cr::Block ours = cr::BlockAt(key, block);
       for (int j = 0; j < 4; ++j) {
-        EXPECT_EQ(ours.w[j], torch_philox()) << "key " << key << " block " << block << " word " << j;
+        EXPECT_EQ(ours.w[j], torch_philox())
+            << "key " << key << " block " << block << " word " << j;
       }
     }
   }
@@ -159,7 +161,8 @@ TEST(TransformTest, LogSinCosAndValuesAgainstLibm) {
     spec.b = std::sqrt(6.0 / 1024);
     cr::Values4(spec, g, uniforms);
     for (int j = 0; j < 4; j += 2) {
-      const long double r = std::sqrt(-2.0L * std::log(static_cast<long double>(cr::Uniform01(blk.w[j]))));
+      const long double r =
+          std::sqrt(-2.0L * std::log(static_cast<long double>(cr::Uniform01(blk.w[j]))));
       const long double angle =
           2.0L * 3.141592653589793238462643383279502884L * cr::Uniform01(blk.w[j + 1]);
       const float ref[2] = {static_cast<float>(0.02L * r * std::cos(angle)),
@@ -174,7 +177,8 @@ TEST(TransformTest, LogSinCosAndValuesAgainstLibm) {
     for (int j = 0; j < 4; ++j) {
       const long double lo = spec.a, width = 2.0L * spec.b;
       const float ref = static_cast<float>(lo + width * cr::Uniform01(blk.w[j]));
-      EXPECT_LE(std::fabs(uniforms[j] - ref), std::nextafter(std::fabs(ref), 1.0f) - std::fabs(ref));
+      EXPECT_LE(std::fabs(uniforms[j] - ref),
+                std::nextafter(std::fabs(ref), 1.0f) - std::fabs(ref));
       uniform_equal += uniforms[j] == ref;
       ++total;
     }
@@ -217,7 +221,8 @@ TEST(DistributionTest, UniformMomentsAndKolmogorovSmirnov) {
   c10::InferenceMode guard;
   const int64_t n = 1 << 20;
   const double lo = -0.05, hi = 0.05, w = hi - lo;
-  const std::vector<double> x = ToDoubles(Filled(n, Uniform(0, "mlp.dense_h_to_4h.weight", lo, hi)));
+  const std::vector<double> x =
+      ToDoubles(Filled(n, Uniform(0, "mlp.dense_h_to_4h.weight", lo, hi)));
   double m1 = 0, m2 = 0;
   for (double v : x) {
     ASSERT_GE(v, lo);
@@ -485,11 +490,14 @@ TEST(IndependenceTest, ValuesDependOnlyOnSeedNameIndex) {
     EXPECT_TRUE(at::equal(tensor, (*b)->parameters().Get(name))) << name;
   }
   // reference = normal(0, initializer_range) of the parameter's own key.
-  auto reference = CreateRandomModel(preset->config, InitScheme{}, 4, c10::Device(c10::kCPU), c10::kFloat);
+  auto reference =
+      CreateRandomModel(preset->config, InitScheme{}, 4, c10::Device(c10::kCPU), c10::kFloat);
   ASSERT_TRUE(reference.ok());
   const std::string name = "gpt_neox.layers.1.mlp.dense_h_to_4h.weight";
   const at::Tensor w = (*reference)->parameters().Get(name);
-  EXPECT_TRUE(at::equal(w.reshape({-1}), Filled(w.numel(), Normal(4, name, preset->config.gpt_neox.initializer_range))));
+  EXPECT_TRUE(
+      at::equal(w.reshape({-1}),
+                Filled(w.numel(), Normal(4, name, preset->config.gpt_neox.initializer_range))));
   const cr::FillSpec spec = Normal(4, "x", 1);
   const at::Tensor whole = Filled(1001, spec);
   for (int64_t k : {1, 2, 3, 5, 998}) {
@@ -521,7 +529,8 @@ TEST(DtypeTest, ModelsInBf16AreTheirFloat32WeightsRounded) {
     ASSERT_TRUE(preset.ok());
     const InitScheme scheme;  // reference
     auto f32 = CreateRandomModel(preset->config, scheme, 9, c10::Device(c10::kCPU), c10::kFloat);
-    auto bf16 = CreateRandomModel(preset->config, scheme, 9, c10::Device(c10::kCPU), c10::kBFloat16);
+    auto bf16 =
+        CreateRandomModel(preset->config, scheme, 9, c10::Device(c10::kCPU), c10::kBFloat16);
     ASSERT_TRUE(f32.ok() && bf16.ok());
     for (const auto& [name, tensor] : (*f32)->parameters().items()) {
       EXPECT_TRUE(at::equal(tensor.to(at::kBFloat16), (*bf16)->parameters().Get(name))) << name;

@@ -26,8 +26,7 @@ std::unique_ptr<LanguageModel> Make(const std::string& preset_name, uint64_t see
                                     const std::string& scheme = "reference") {
   auto preset = FindModelPreset(preset_name);
   EXPECT_TRUE(preset.ok()) << preset.status();
-  auto model = CreateRandomModel(preset->config, *ParseInitScheme(scheme), seed, kCpu,
-                                 c10::kFloat);
+  auto model = CreateRandomModel(preset->config, *ParseInitScheme(scheme), seed, kCpu, c10::kFloat);
   EXPECT_TRUE(model.ok()) << model.status();
   return *std::move(model);
 }
@@ -229,9 +228,9 @@ TEST(Mamba2Scan, ChunkScanEqualsTheSequentialRecurrence) {
   }
   // Several chunks with a padded tail, an exact multiple, one chunk.
   for (int64_t chunk : {4, 8, 37, 64}) {
-    at::Tensor y = Mamba2Model::ChunkScan(x.to(at::kFloat), dt.to(at::kFloat),
-                                          A.to(at::kFloat), B.to(at::kFloat),
-                                          C.to(at::kFloat), D.to(at::kFloat), chunk);
+    at::Tensor y =
+        Mamba2Model::ChunkScan(x.to(at::kFloat), dt.to(at::kFloat), A.to(at::kFloat),
+                               B.to(at::kFloat), C.to(at::kFloat), D.to(at::kFloat), chunk);
     EXPECT_LE(MaxRel(y.to(at::kDouble), expected), 1e-5) << "chunk " << chunk;
   }
 }
@@ -247,8 +246,7 @@ TEST(ModelConfigErrors, NameTheField) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "attention_types / attention_layers: expand to " +
                              std::to_string(neo.gpt_neo.attention_layers.size()) +
-                             " layers, but num_layers is " +
-                             std::to_string(neo.gpt_neo.num_layers))
+                             " layers, but num_layers is " + std::to_string(neo.gpt_neo.num_layers))
       << s;
   neo.gpt_neo.attention_layers.push_back("sliding");
   s = ValidateModelConfig(neo);
@@ -319,19 +317,16 @@ TEST(CheckpointConfigJson, BareInfinityInTimeStepLimitIsRead) {
 
 TEST(CheckpointConfigJson, ErrorsNameTheFileAndKey) {
   auto hybrid = ParseCheckpointConfigJson(
-      R"({"d_model": 8, "n_layer": 2, "vocab_size": 10, "attn_layer_idx": [1]})",
-      "/h/config.json");
+      R"({"d_model": 8, "n_layer": 2, "vocab_size": 10, "attn_layer_idx": [1]})", "/h/config.json");
   EXPECT_EQ(hybrid.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(hybrid.status().message().find("/h/config.json: attn_layer_idx"),
-            std::string::npos)
+  EXPECT_NE(hybrid.status().message().find("/h/config.json: attn_layer_idx"), std::string::npos)
       << hybrid.status();
-  auto neo = ParseCheckpointConfigJson(R"({"model_type": "gpt_neo", "hidden_size": 8})",
-                                       "/n/config.json");
+  auto neo =
+      ParseCheckpointConfigJson(R"({"model_type": "gpt_neo", "hidden_size": 8})", "/n/config.json");
   EXPECT_EQ(neo.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(neo.status().message().find("attention_types"), std::string::npos) << neo.status();
   auto mamba = ParseCheckpointConfigJson(
-      R"({"model_type": "mamba", "hidden_size": "big", "num_hidden_layers": 2})",
-      "/m/config.json");
+      R"({"model_type": "mamba", "hidden_size": "big", "num_hidden_layers": 2})", "/m/config.json");
   EXPECT_EQ(mamba.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(mamba.status().message().find("vocab_size"), std::string::npos) << mamba.status();
 }

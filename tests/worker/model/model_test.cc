@@ -40,13 +40,11 @@ ModelConfig Neox(const GptNeoXConfig& config) {
   return c;
 }
 
-std::unique_ptr<LanguageModel> Make(const GptNeoXConfig& config,
-                                   const std::string& scheme, uint64_t seed,
-                                   c10::ScalarType dtype = c10::kFloat) {
+std::unique_ptr<LanguageModel> Make(const GptNeoXConfig& config, const std::string& scheme,
+                                    uint64_t seed, c10::ScalarType dtype = c10::kFloat) {
   auto parsed = ParseInitScheme(scheme);
   EXPECT_TRUE(parsed.ok()) << parsed.status();
-  auto model = CreateRandomModel(Neox(config), *parsed, seed,
-                                c10::Device(c10::kCPU), dtype);
+  auto model = CreateRandomModel(Neox(config), *parsed, seed, c10::Device(c10::kCPU), dtype);
   EXPECT_TRUE(model.ok()) << model.status();
   return *std::move(model);
 }
@@ -60,21 +58,17 @@ TEST(GptNeoXModelTest, ParameterNamesFollowHuggingFace) {
   EXPECT_EQ(items[1].first, "gpt_neox.layers.0.input_layernorm.weight");
   EXPECT_EQ(items[5].first, "gpt_neox.layers.0.attention.query_key_value.weight");
   EXPECT_EQ(items.back().first, "embed_out.weight");
-  EXPECT_EQ(model->parameters()
-                .Get("gpt_neox.layers.1.attention.query_key_value.weight")
-                .sizes(),
+  EXPECT_EQ(model->parameters().Get("gpt_neox.layers.1.attention.query_key_value.weight").sizes(),
             (std::vector<int64_t>{192, 64}));
-  EXPECT_EQ(model->parameters().Get("gpt_neox.layers.1.mlp.dense_4h_to_h.weight")
-                .sizes(),
+  EXPECT_EQ(model->parameters().Get("gpt_neox.layers.1.mlp.dense_4h_to_h.weight").sizes(),
             (std::vector<int64_t>{64, 256}));
 }
 
 // Empirical moments of every 2-D weight match the scheme; norms 1, biases 0.
 TEST(GptNeoXInitTest, EmpiricalMomentsMatchEachScheme) {
   const GptNeoXConfig config = Tiny();
-  for (const std::string& text :
-       {"reference", "normal(0.05)", "uniform(0.1)", "xavier_uniform",
-        "xavier_normal", "kaiming_normal"}) {
+  for (const std::string& text : {"reference", "normal(0.05)", "uniform(0.1)", "xavier_uniform",
+                                  "xavier_normal", "kaiming_normal"}) {
     SCOPED_TRACE(text);
     const InitScheme scheme = *ParseInitScheme(text);
     auto model = Make(config, text, 123);
@@ -89,8 +83,8 @@ TEST(GptNeoXInitTest, EmpiricalMomentsMatchEachScheme) {
         EXPECT_TRUE(std::all_of(w.begin(), w.end(), [](double x) { return x == 1; }));
         continue;
       }
-      const InitDistribution dist = WeightDistribution(
-          scheme, config.initializer_range, tensor.size(1), tensor.size(0));
+      const InitDistribution dist =
+          WeightDistribution(scheme, config.initializer_range, tensor.size(1), tensor.size(0));
       double mean = 0, sq = 0, max_abs = 0;
       for (double x : w) {
         mean += x;
@@ -99,8 +93,7 @@ TEST(GptNeoXInitTest, EmpiricalMomentsMatchEachScheme) {
       }
       mean /= w.size();
       const double std = std::sqrt(sq / w.size() - mean * mean);
-      const double expected_std =
-          dist.uniform ? dist.scale / std::sqrt(3.0) : dist.scale;
+      const double expected_std = dist.uniform ? dist.scale / std::sqrt(3.0) : dist.scale;
       // >= 4096 draws per weight: the std's sampling error is < 2%.
       EXPECT_NEAR(std, expected_std, 0.05 * expected_std);
       EXPECT_NEAR(mean, 0.0, 0.1 * expected_std);
@@ -111,11 +104,9 @@ TEST(GptNeoXInitTest, EmpiricalMomentsMatchEachScheme) {
     }
   }
   // Hand-computed scales for a [256, 64] weight (mlp.dense_h_to_4h).
-  EXPECT_DOUBLE_EQ(WeightDistribution(*ParseInitScheme("xavier_uniform"), 0.02,
-                                      64, 256).scale,
+  EXPECT_DOUBLE_EQ(WeightDistribution(*ParseInitScheme("xavier_uniform"), 0.02, 64, 256).scale,
                    std::sqrt(6.0 / 320));
-  EXPECT_DOUBLE_EQ(WeightDistribution(*ParseInitScheme("kaiming_normal"), 0.02,
-                                      64, 256).scale,
+  EXPECT_DOUBLE_EQ(WeightDistribution(*ParseInitScheme("kaiming_normal"), 0.02, 64, 256).scale,
                    std::sqrt(2.0 / 64));
 }
 
@@ -139,8 +130,7 @@ TEST(GptNeoXInitTest, SameSeedSameWeightsOtherSeedOther) {
 
 // Max |ours - reference| over one representation point, relative to the
 // reference's max |value|.
-double RelativeMaxError(const std::vector<double>& ours,
-                        const std::vector<double>& ref) {
+double RelativeMaxError(const std::vector<double>& ours, const std::vector<double>& ref) {
   double err = 0, scale = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     err = std::max(err, std::abs(ours[i] - ref[i]));
@@ -156,15 +146,13 @@ std::vector<int32_t> RandomIds(int n, int vocab, uint32_t seed) {
   return ids;
 }
 
-void ExpectMatchesNaiveForward(const GptNeoXConfig& config,
-                               const std::string& scheme) {
+void ExpectMatchesNaiveForward(const GptNeoXConfig& config, const std::string& scheme) {
   auto model = Make(config, scheme, 2024);
   const std::vector<int32_t> ids = RandomIds(41, config.vocab_size, 9);
   const auto naive = NaiveForward(ExportToNaive(*model), ids);
 
   std::vector<std::vector<double>> ours;
-  at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin(), ids.end()))
-                         .view({1, -1});
+  at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1});
   model->Forward(input, [&](int64_t point, const at::Tensor& hidden) {
     EXPECT_EQ(point, static_cast<int64_t>(ours.size()));
     EXPECT_EQ(hidden.sizes(), (std::vector<int64_t>{1, 41, config.hidden_size}));
@@ -223,8 +211,9 @@ TEST(GptNeoXForwardTest, Bf16AndFp16StayCloseToFp32) {
   const std::vector<int32_t> ids = RandomIds(33, 512, 4);
   at::Tensor input = at::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1});
   std::vector<at::Tensor> ref;
-  Make(Tiny(), "reference", 8)->Forward(
-      input, [&](int64_t, const at::Tensor& h) { ref.push_back(h); });
+  Make(Tiny(), "reference", 8)->Forward(input, [&](int64_t, const at::Tensor& h) {
+    ref.push_back(h);
+  });
   for (c10::ScalarType dtype : {c10::kBFloat16, c10::kHalf}) {
     std::vector<at::Tensor> low;
     Make(Tiny(), "reference", 8, dtype)->Forward(input, [&](int64_t, const at::Tensor& h) {
@@ -233,8 +222,8 @@ TEST(GptNeoXForwardTest, Bf16AndFp16StayCloseToFp32) {
     });
     ASSERT_EQ(low.size(), ref.size());
     for (size_t p = 0; p < ref.size(); ++p) {
-      const double err = (low[p] - ref[p]).abs().max().item<double>() /
-                         ref[p].abs().max().item<double>();
+      const double err =
+          (low[p] - ref[p]).abs().max().item<double>() / ref[p].abs().max().item<double>();
       EXPECT_LT(err, 0.05) << c10::toString(dtype) << " point " << p;
     }
   }
@@ -243,8 +232,8 @@ TEST(GptNeoXForwardTest, Bf16AndFp16StayCloseToFp32) {
 TEST(GptNeoXModelTest, RejectsInconsistentConfig) {
   GptNeoXConfig config = Tiny();
   config.num_attention_heads = 5;
-  auto model = CreateRandomModel(Neox(config), InitScheme{}, 0,
-                                c10::Device(c10::kCPU), c10::kFloat);
+  auto model =
+      CreateRandomModel(Neox(config), InitScheme{}, 0, c10::Device(c10::kCPU), c10::kFloat);
   ASSERT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(model.status().message().find("hidden_size"), std::string::npos);
 }
@@ -281,14 +270,13 @@ TEST(TorchStatusTest, EachFailureGetsItsCode) {
   });
   EXPECT_THAT(torch, StatusIs(absl::StatusCode::kInternal, Eq("model m: shapes differ")));
 
-  const absl::StatusOr<int> host = GuardTorch("model m", []() -> absl::StatusOr<int> {
-    throw std::bad_alloc();
-  });
+  const absl::StatusOr<int> host =
+      GuardTorch("model m", []() -> absl::StatusOr<int> { throw std::bad_alloc(); });
   EXPECT_THAT(host.status(),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       Eq("model m: out of memory")));
+              StatusIs(absl::StatusCode::kResourceExhausted, Eq("model m: out of memory")));
 
-  const absl::Status plain = GuardTorch("", []() -> absl::Status { throw std::runtime_error("x"); });
+  const absl::Status plain =
+      GuardTorch("", []() -> absl::Status { throw std::runtime_error("x"); });
   EXPECT_THAT(plain, StatusIs(absl::StatusCode::kInternal, Eq("x")));
 }
 
@@ -313,14 +301,12 @@ TEST(TorchStatusTest, OutOfMemoryInsideAForwardIsResourceExhausted) {
         [&](int64_t point) { return model->PointName(point); });
   };
   const absl::Status oom = forward(true);
-  EXPECT_THAT(oom,
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       Eq("model tiny, prompt 0: layer 2 (gpt_neox.layers.1): "
-                          "CUDA out of memory")));
+  EXPECT_THAT(oom, StatusIs(absl::StatusCode::kResourceExhausted,
+                            Eq("model tiny, prompt 0: layer 2 (gpt_neox.layers.1): "
+                               "CUDA out of memory")));
   const absl::Status other = forward(false);
-  EXPECT_THAT(other,
-              StatusIs(absl::StatusCode::kInternal,
-                       Eq("model tiny, prompt 0: layer 2 (gpt_neox.layers.1): boom")));
+  EXPECT_THAT(other, StatusIs(absl::StatusCode::kInternal,
+                              Eq("model tiny, prompt 0: layer 2 (gpt_neox.layers.1): boom")));
 }
 
 }  // namespace

@@ -10,8 +10,7 @@ namespace {
 // Softmax probabilities [n, C] of the model on x, and the mean cross entropy
 // plus the L2 term.
 double Objective(const Matrix& x, const std::vector<int>& y, int C,
-                 const std::vector<double>& theta, double l2,
-                 std::vector<double>* probs) {
+                 const std::vector<double>& theta, double l2, std::vector<double>* probs) {
   const int64_t n = x.rows;
   const int64_t d = x.cols;
   probs->assign(n * C, 0.0);
@@ -77,8 +76,7 @@ void ZScoreWithTrainStats(Matrix& train, Matrix& test, double std_floor) {
   }
 }
 
-LogisticModel FitLogistic(const Matrix& x, const std::vector<int>& y,
-                          int num_classes, double l2) {
+LogisticModel FitLogistic(const Matrix& x, const std::vector<int>& y, int num_classes, double l2) {
   const int64_t n = x.rows;
   const int64_t d = x.cols;
   const int C = num_classes;

@@ -35,8 +35,7 @@ struct LogisticModel {
 // Minimises (1/n) sum_i CE(softmax(W^T x_i + b), y_i) + (l2 / 2)(|W|^2 + |b|^2)
 // (the objective whose gradient torch.optim.Adam's weight_decay = l2 adds to)
 // by damped Newton steps until max |gradient| < 1e-10.
-LogisticModel FitLogistic(const Matrix& x, const std::vector<int>& y,
-                          int num_classes, double l2);
+LogisticModel FitLogistic(const Matrix& x, const std::vector<int>& y, int num_classes, double l2);
 
 // argmax_c (W^T x_i + b)_c, ties to the smaller class.
 std::vector<int> PredictLogistic(const LogisticModel& model, const Matrix& x);

@@ -35,9 +35,7 @@ using ::testing::Eq;
 
 const c10::Device kCpu(c10::kCPU);
 
-at::Generator Gen(uint64_t seed) {
-  return at::make_generator<at::CPUGeneratorImpl>(seed);
-}
+at::Generator Gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
 // n labels, i % C, shuffled (classes balanced to within one).
 std::vector<int32_t> BalancedLabels(int64_t n, int C, uint64_t seed) {
@@ -53,8 +51,7 @@ at::Tensor Noise(int64_t n, int64_t p, int64_t d, uint64_t seed) {
 }
 
 // Adds `strength` * e_{label} (first C coordinates) at point `point`.
-void PlantSignal(at::Tensor& x, const std::vector<int32_t>& y, int64_t point,
-                 double strength) {
+void PlantSignal(at::Tensor& x, const std::vector<int32_t>& y, int64_t point, double strength) {
   auto a = x.accessor<float, 3>();
   for (size_t i = 0; i < y.size(); ++i) a[i][point][y[i]] += static_cast<float>(strength);
 }
@@ -200,8 +197,8 @@ void ExpectBitEqual(const ProbeReport& a, const ProbeReport& b) {
   EXPECT_EQ(a.best_test_accuracy_per_seed, b.best_test_accuracy_per_seed);
   EXPECT_EQ(a.drop_per_seed, b.drop_per_seed);
   EXPECT_EQ(a.permutations, b.permutations);
-  for (const auto& [x, y] : {std::pair(&a.best_null, &b.best_null),
-                             std::pair(&a.drop_null, &b.drop_null)}) {
+  for (const auto& [x, y] :
+       {std::pair(&a.best_null, &b.best_null), std::pair(&a.drop_null, &b.drop_null)}) {
     EXPECT_EQ(x->values, y->values);
     EXPECT_TRUE(BitEqual(x->mean, y->mean));
     EXPECT_TRUE(BitEqual(x->p95, y->p95));
@@ -309,8 +306,8 @@ TEST(ProbeTrainer, MatchesFloat64LogisticRegression) {
   for (int64_t i = 0; i < N; ++i) {
     for (int64_t p = 0; p < P; ++p) {
       for (int64_t j = 0; j < d; ++j) {
-        xa[i][p][j] = static_cast<float>(
-            (xa[i][p][j] + strength[p] * ma[p][y[i]][j]) * (1.0 + j) + 3.0 * j);
+        xa[i][p][j] =
+            static_cast<float>((xa[i][p][j] + strength[p] * ma[p][y[i]][j]) * (1.0 + j) + 3.0 * j);
       }
     }
   }
@@ -346,7 +343,7 @@ TEST(ProbeTrainer, MatchesFloat64LogisticRegression) {
       const double ref_acc = static_cast<double>(correct) / pred.size();
       const double acc = r->points[p].test_accuracy_per_seed[s];
       EXPECT_NEAR(acc, ref_acc, 0.01) << "seed " << o.seeds[s] << " point " << p;
-      EXPECT_GT(ref_acc, 0.4);  // the problem is not at chance
+      EXPECT_GT(ref_acc, 0.4);   // the problem is not at chance
       EXPECT_LT(ref_acc, 0.97);  // nor trivially separable
     }
   }
@@ -401,17 +398,15 @@ TEST(ProbeNull, PureNoiseBestPointAndDropStayInsideTheirNull) {
     null_mean_sum += r->best_null.mean;
     best_p_sum += r->best_null.p_value;
     drop_p_sum += r->drop_null.p_value;
-    absl::StrAppend(&table, "  data ", data_seed, ": test-chosen ", test_chosen,
-                    ", held-out ", r->best_test_accuracy, " (null ", r->best_null.mean,
-                    ", p95 ", r->best_null.p95, ", p ", r->best_null.p_value, "), drop ",
-                    r->drop, " (null ", r->drop_null.mean, ", p ", r->drop_null.p_value,
-                    ")\n");
+    absl::StrAppend(&table, "  data ", data_seed, ": test-chosen ", test_chosen, ", held-out ",
+                    r->best_test_accuracy, " (null ", r->best_null.mean, ", p95 ", r->best_null.p95,
+                    ", p ", r->best_null.p_value, "), drop ", r->drop, " (null ", r->drop_null.mean,
+                    ", p ", r->drop_null.p_value, ")\n");
   }
   std::cout << "chance " << chance << "; mean test-chosen " << test_chosen_sum / 20
-            << ", mean held-out " << held_out_sum / 20 << ", mean null "
-            << null_mean_sum / 20 << "; p > 0.05: best " << best_inside << "/20, drop "
-            << drop_inside << "/20; mean p: best " << best_p_sum / 20 << ", drop "
-            << drop_p_sum / 20 << "\n"
+            << ", mean held-out " << held_out_sum / 20 << ", mean null " << null_mean_sum / 20
+            << "; p > 0.05: best " << best_inside << "/20, drop " << drop_inside
+            << "/20; mean p: best " << best_p_sum / 20 << ", drop " << drop_p_sum / 20 << "\n"
             << table;
   EXPECT_EQ(test_chosen_above, 20) << "the bias the held-out choice removes";
   EXPECT_GE(best_inside, 19);
@@ -442,10 +437,10 @@ TEST(ProbeNull, PlantedSignalIsChosenOnValidationAndBeatsTheNull) {
   o.permutations = 100;
   absl::StatusOr<ProbeReport> r = TrainProbes(x, y, o, kCpu);
   ASSERT_TRUE(r.ok()) << r.status();
-  std::cout << "planted: best point " << r->best_point << ", test acc "
-            << r->best_test_accuracy << " (null " << r->best_null.mean << ", p95 "
-            << r->best_null.p95 << ", p " << r->best_null.p_value << "), drop " << r->drop
-            << " (null " << r->drop_null.mean << ", p " << r->drop_null.p_value << ")\n";
+  std::cout << "planted: best point " << r->best_point << ", test acc " << r->best_test_accuracy
+            << " (null " << r->best_null.mean << ", p95 " << r->best_null.p95 << ", p "
+            << r->best_null.p_value << "), drop " << r->drop << " (null " << r->drop_null.mean
+            << ", p " << r->drop_null.p_value << ")\n";
   EXPECT_EQ(r->best_point, kSignal);
   EXPECT_EQ(r->best_point_per_seed, (std::vector<int64_t>{kSignal, kSignal, kSignal}));
   EXPECT_GE(r->best_test_accuracy, 0.95);
@@ -464,8 +459,7 @@ TEST(ProbeNull, PlantedSignalIsChosenOnValidationAndBeatsTheNull) {
       }
     }
     EXPECT_EQ(r->best_point_per_seed[s], argmax);
-    EXPECT_EQ(r->best_test_accuracy_per_seed[s],
-              r->points[argmax].test_accuracy_per_seed[s]);
+    EXPECT_EQ(r->best_test_accuracy_per_seed[s], r->points[argmax].test_accuracy_per_seed[s]);
     EXPECT_DOUBLE_EQ(r->drop_per_seed[s], r->points[argmax].test_accuracy_per_seed[s] -
                                               r->points[P - 1].test_accuracy_per_seed[s]);
   }
@@ -602,8 +596,7 @@ TEST_F(ProbeErrors, Options) {
            "train_fraction: " + absl::StrCat(f) + " is outside (0, 1)");
     o = o_;
     o.val_fraction = f;
-    Expect(TrainProbes(x_, y_, o, kCpu),
-           "val_fraction: " + absl::StrCat(f) + " is outside (0, 1)");
+    Expect(TrainProbes(x_, y_, o, kCpu), "val_fraction: " + absl::StrCat(f) + " is outside (0, 1)");
   }
   o = o_;
   o.train_fraction = std::nan("");
@@ -635,8 +628,7 @@ TEST_F(ProbeErrors, Options) {
 }
 
 TEST_F(ProbeErrors, Features) {
-  Expect(TrainProbes(at::Tensor(), y_, o_, kCpu),
-         "features: undefined tensor; expected [N, P, d]");
+  Expect(TrainProbes(at::Tensor(), y_, o_, kCpu), "features: undefined tensor; expected [N, P, d]");
   Expect(TrainProbes(x_.select(2, 0), y_, o_, kCpu),
          "features: expected [N, P, d], got 2 dimensions [9, 2]");
   Expect(TrainProbes(at::zeros({9, 0, 3}), y_, o_, kCpu),
@@ -653,8 +645,7 @@ TEST_F(ProbeErrors, Features) {
 TEST_F(ProbeErrors, Labels) {
   Expect(TrainProbes(x_, {0, 0, 0, 1, 1, 1, 2, 2}, o_, kCpu),
          "labels: 8 entries for N = 9 examples (features.size(0))");
-  Expect(TrainProbes(x_, {0, 0, 0, 1, 1, 1, 2, 2, 3}, o_, kCpu),
-         "labels[8]: 3 is outside [0, 3)");
+  Expect(TrainProbes(x_, {0, 0, 0, 1, 1, 1, 2, 2, 3}, o_, kCpu), "labels[8]: 3 is outside [0, 3)");
   Expect(TrainProbes(x_, {0, -1, 0, 1, 1, 1, 2, 2, 2}, o_, kCpu),
          "labels[1]: -1 is outside [0, 3)");
   Expect(TrainProbes(x_, {0, 0, 0, 1, 1, 1, 1, 1, 2}, o_, kCpu),

@@ -58,11 +58,11 @@ TEST(DemoSweepTest, FirstJobEqualsFloat64Recomputation) {
   const testing::NaiveGptNeoX naive = testing::ExportToNaive(**model);
   // The job's data set: MQAR ids from the first min(8192, vocab) of the
   // model's vocabulary, context/4 = 32 pairs capped at 16 (catalog).
-  auto dataset = MqarDataset::Create(
-      {.seed = 0,
-       .vocab_size = catalog::MqarVocabSize(preset.config.vocab_size()),
-       .seq_len = 128,
-       .num_kv_pairs = catalog::MqarKvPairs(128)});
+  auto dataset =
+      MqarDataset::Create({.seed = 0,
+                           .vocab_size = catalog::MqarVocabSize(preset.config.vocab_size()),
+                           .seq_len = 128,
+                           .num_kv_pairs = catalog::MqarKvPairs(128)});
   ASSERT_TRUE(dataset.ok()) << dataset.status();
 
   const int64_t L = preset.config.num_layers();
@@ -115,8 +115,8 @@ TEST(DemoSweepTest, FirstJobEqualsFloat64Recomputation) {
     // path_energy is a sum of 12 relative steps (the first ~330: Pythia's
     // embedding is small next to its first block's update), so relative.
     const double tolerance = got.metric == "path_energy" ? 1e-6 * std::abs(want) : 1e-6;
-    EXPECT_NEAR(mean, want, tolerance) << got.metric << " layer " << got.layer << " position "
-                                       << got.position;
+    EXPECT_NEAR(mean, want, tolerance)
+        << got.metric << " layer " << got.layer << " position " << got.position;
     if (got.metric != "path_energy") worst = std::max(worst, std::abs(mean - want));
   }
   std::printf("  demo job: worst |mean - float64 ref| = %.3g over %zu rows\n", worst,

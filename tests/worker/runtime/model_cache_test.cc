@@ -119,9 +119,8 @@ TEST_F(ModelCacheTest, FailedBuildKeepsNothing) {
   auto failed = cache.GetOrBuild(KeyOf(1), []() -> absl::StatusOr<std::unique_ptr<LanguageModel>> {
     return absl::ResourceExhaustedError("model pythia-tiny: out of memory");
   });
-  EXPECT_THAT(failed.status(),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       Eq("model pythia-tiny: out of memory")));
+  EXPECT_THAT(failed.status(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                        Eq("model pythia-tiny: out of memory")));
   EXPECT_EQ(cache.stats().models, 0);
   ASSERT_TRUE(cache.GetOrBuild(KeyOf(1), Builder(1)).ok());
   EXPECT_EQ(builds_, 1);
@@ -143,7 +142,8 @@ TEST_F(ModelCacheTest, ResidentModelsListsKeptModelsOnceMostRecentFirst) {
                                               {"pythia-tiny", "reference", 3, "fp32"},
                                               {"pythia-tiny", "reference", 1, "fp32"}};
   EXPECT_EQ(ResidentModels(cache, 10), want);
-  EXPECT_EQ(ResidentModels(cache, 2), std::vector<ResidentModelKey>(want.begin(), want.begin() + 2));
+  EXPECT_EQ(ResidentModels(cache, 2),
+            std::vector<ResidentModelKey>(want.begin(), want.begin() + 2));
   EXPECT_TRUE(ResidentModels(ModelCache(0), 10).empty());
 }
 

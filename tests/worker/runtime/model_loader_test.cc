@@ -43,18 +43,15 @@ TEST(ModelLoaderTest, PresetPlanAndItsSeededWeights) {
 
 TEST(ModelLoaderTest, ErrorsNameTheRequestField) {
   absl::StatusOr<ModelPlan> unknown = PlanModel({"pythia-nope", "reference", 0}, {});
-  EXPECT_THAT(unknown.status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       StartsWith("model: model 'pythia-nope': not a preset")));
+  EXPECT_THAT(unknown.status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                         StartsWith("model: model 'pythia-nope': not a preset")));
   absl::StatusOr<ModelPlan> bad_init = PlanModel({"pythia-tiny", "normal(-1)", 0}, {});
   EXPECT_THAT(bad_init.status(),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       StartsWith("init_scheme: ")));
+              StatusIs(absl::StatusCode::kInvalidArgument, StartsWith("init_scheme: ")));
   // A path outside every root (none configured): PERMISSION_DENIED, kept.
   absl::StatusOr<ModelPlan> outside = PlanModel({"/etc", "reference", 0}, {});
   EXPECT_THAT(outside.status(),
-              StatusIs(absl::StatusCode::kPermissionDenied,
-                       StartsWith("model: ")));
+              StatusIs(absl::StatusCode::kPermissionDenied, StartsWith("model: ")));
   EXPECT_THAT(std::string(outside.status().message()), ::testing::Not(HasSubstr("passwd")));
 }
 

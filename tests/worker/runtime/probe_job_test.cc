@@ -168,8 +168,8 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
       const int64_t P = arch.num_layers() + 2, d = arch.hidden_size();
       (*m)->Forward(input, [&](int64_t point, const at::Tensor& h) {
         at::Tensor want = h[0][h.size(1) - 1];
-        at::Tensor got = at::from_blob(const_cast<float*>(data + (5 * P + point) * d), {d},
-                                       at::kFloat);
+        at::Tensor got =
+            at::from_blob(const_cast<float*>(data + (5 * P + point) * d), {d}, at::kFloat);
         EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-6)) << model << " point " << point;
       });
     }
@@ -193,8 +193,7 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
         auto chunk = SafetensorsFile::Open(path);
         ASSERT_TRUE(chunk.ok());
         const SafetensorsTensor* t = (*chunk)->Find("features");
-        const auto* index =
-            reinterpret_cast<const int64_t*>((*chunk)->Find("prompt_index")->data);
+        const auto* index = reinterpret_cast<const int64_t*>((*chunk)->Find("prompt_index")->data);
         const auto* label = reinterpret_cast<const int32_t*>((*chunk)->Find("labels")->data);
         const at::Tensor all =
             at::from_blob(const_cast<uint8_t*>(t->data), t->shape, at::kFloat).clone();
@@ -323,11 +322,11 @@ TEST(ProbeJob, ExtractThenProbeInProcess) {
       EXPECT_EQ(rows.at({"cka_example_biased", 0, 1, -1, -1}).sum, 0.0) << model;
       // Its baseline: the estimators on the Gaussian draws of shape [N, d]
       // (the accumulator's prompt 0), one value each.
-      const at::Tensor draws = CkaBaselineStates(0, all.size(0), all.size(2),
-                                                 at::TensorOptions().dtype(at::kDouble));
+      const at::Tensor draws =
+          CkaBaselineStates(0, all.size(0), all.size(2), at::TensorOptions().dtype(at::kDouble));
       for (bool unbiased : {false, true}) {
-        const Key key{unbiased ? "cka_example_baseline_unbiased" : "cka_example_baseline_biased",
-                         0, -1, -1, -1};
+        const Key key{unbiased ? "cka_example_baseline_unbiased" : "cka_example_baseline_biased", 0,
+                      -1, -1, -1};
         ASSERT_EQ(rows.count(key), 1u) << model;
         EXPECT_EQ(rows.at(key).count, 1);
         EXPECT_NEAR(rows.at(key).sum,
@@ -406,8 +405,9 @@ TEST(DataSetJobs, MdqaAndMqarRunAsJobs) {
   bad_features.probe.feature_dtype = "bf16";
   runner = CreateJobRunner(bad_features, DeviceConfig{});
   EXPECT_EQ(runner.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(runner.status().message().find("probe.feature_dtype: unknown 'bf16'; known: fp16, fp32"),
-            std::string::npos)
+  EXPECT_NE(
+      runner.status().message().find("probe.feature_dtype: unknown 'bf16'; known: fp16, fp32"),
+      std::string::npos)
       << runner.status();
 }
 
@@ -421,9 +421,9 @@ TEST(CheckpointJob, EqualsThePresetWithTheSameWeights) {
   ASSERT_EQ(std::system(("rm -rf '" + dir + "' && mkdir -p '" + dir + "'").c_str()), 0);
   {
     c10::InferenceMode guard;
-    auto model = CreateRandomModel(FindModelPreset("pythia-tiny")->config,
-                                   *ParseInitScheme("xavier_normal"), 17,
-                                   c10::Device(c10::kCPU), c10::kFloat);
+    auto model =
+        CreateRandomModel(FindModelPreset("pythia-tiny")->config, *ParseInitScheme("xavier_normal"),
+                          17, c10::Device(c10::kCPU), c10::kFloat);
     ASSERT_TRUE(model.ok()) << model.status();
     std::vector<at::Tensor> keep;
     std::vector<SafetensorsWriteTensor> tensors;
@@ -465,8 +465,8 @@ TEST(CheckpointJob, EqualsThePresetWithTheSameWeights) {
   checkpoint.init_scheme = "normal(0.1)";
   auto scheme = CreateJobRunner(checkpoint, DeviceConfig{}, files);
   EXPECT_EQ(scheme.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(scheme.status().message().rfind("init_scheme: 'normal(0.1)' applies to presets only", 0),
-            0u)
+  EXPECT_EQ(
+      scheme.status().message().rfind("init_scheme: 'normal(0.1)' applies to presets only", 0), 0u)
       << scheme.status();
   checkpoint.model = dir + "/missing";
   checkpoint.init_scheme = "reference";

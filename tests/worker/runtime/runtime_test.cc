@@ -55,9 +55,9 @@ std::unique_ptr<JobRunner> MakeRunner(const JobConfig& config) {
 // The job's seeded weights, exported into the float64 reference.
 testing::NaiveGptNeoX NaiveModelOf(const JobConfig& config) {
   const ModelPreset preset = *FindModelPreset(config.model);
-  auto model = CreateRandomModel(
-      preset.config, *ParseInitScheme(config.init_scheme),
-      static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
+  auto model =
+      CreateRandomModel(preset.config, *ParseInitScheme(config.init_scheme),
+                        static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
   EXPECT_TRUE(model.ok()) << model.status();
   return testing::ExportToNaive(**model);
 }
@@ -150,12 +150,10 @@ TEST(JobRunnerTest, MergedChunksEqualOneBigChunk) {
 // accumulators.)
 TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
   JobConfig config = TinyJob();
-  config.analyses = {"adjacent_cos",     "intertoken_cos",
-                     "intertoken_cos_nofirst", "token_dispersion",
-                     "step_energy",      "path_energy",
-                     "cka_unbiased",     "cka_biased",
-                     "cka_all_unbiased", "cka_all_biased",
-                     "adjacent_cos_tokens"};
+  config.analyses = {"adjacent_cos",     "intertoken_cos",     "intertoken_cos_nofirst",
+                     "token_dispersion", "step_energy",        "path_energy",
+                     "cka_unbiased",     "cka_biased",         "cka_all_unbiased",
+                     "cka_all_biased",   "adjacent_cos_tokens"};
   JobConfig big = config;
   big.prompts_per_chunk = big.num_prompts;
   auto one = MakeRunner(big)->RunChunk(0);
@@ -177,8 +175,7 @@ TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
         EXPECT_NE(s.metric, "adjacent_cos_tokens");
       }
     }
-    tokens.insert(tokens.end(), chunk->prompt_tokens.begin(),
-                  chunk->prompt_tokens.end());
+    tokens.insert(tokens.end(), chunk->prompt_tokens.begin(), chunk->prompt_tokens.end());
     for (const MetricStat& s : chunk->stats) {
       MetricStat& m = merged[key(s)];
       m.sum += s.sum;
@@ -192,8 +189,7 @@ TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
     const MetricStat& m = merged.at(key(s));
     EXPECT_EQ(m.count, s.count) << s.metric;
     EXPECT_NEAR(m.sum, s.sum, 1e-6 * std::abs(s.sum) + 1e-300) << s.metric;
-    EXPECT_NEAR(m.sum_sq, s.sum_sq, 1e-6 * std::abs(s.sum_sq) + 1e-300)
-        << s.metric;
+    EXPECT_NEAR(m.sum_sq, s.sum_sq, 1e-6 * std::abs(s.sum_sq) + 1e-300) << s.metric;
     EXPECT_TRUE(std::isfinite(s.sum)) << s.metric;
     seen.insert(s.metric);
   }
@@ -214,8 +210,7 @@ TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
     }
     EXPECT_GE(s.count, 1) << s.metric;  // no empty rows
     if (s.metric == "adjacent_cos_tokens") {
-      EXPECT_LT(s.position,
-                *std::max_element(tokens.begin(), tokens.begin() + 4));
+      EXPECT_LT(s.position, *std::max_element(tokens.begin(), tokens.begin() + 4));
     }
   }
 }
@@ -226,15 +221,15 @@ TEST(JobRunnerTest, EveryAnalysisChunkedEqualsOneChunk) {
 // positions past the example prompts' lengths).
 TEST(JobRunnerTest, RowsAreTheAccumulatorsKeys) {
   JobConfig config = TinyJob();
-  config.analyses = {"adjacent_cos_tokens", "cka_biased", "spectrum", "token_dispersion",
-                     "cka_all_unbiased", "path_energy"};
+  config.analyses = {"adjacent_cos_tokens", "cka_biased",       "spectrum",
+                     "token_dispersion",    "cka_all_unbiased", "path_energy"};
   config.prompts_per_chunk = config.num_prompts;
   auto chunk = MakeRunner(config)->RunChunk(0);
   ASSERT_TRUE(chunk.ok()) << chunk.status();
   const ModelPreset preset = *FindModelPreset(config.model);
-  auto model = CreateRandomModel(preset.config, *ParseInitScheme(config.init_scheme),
-                                 static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU),
-                                 c10::kFloat);
+  auto model =
+      CreateRandomModel(preset.config, *ParseInitScheme(config.init_scheme),
+                        static_cast<uint64_t>(config.seed), c10::Device(c10::kCPU), c10::kFloat);
   ASSERT_TRUE(model.ok()) << model.status();
   const int64_t L = (*model)->num_layers();
   const LayerMetricAccumulator metrics(
@@ -310,8 +305,7 @@ TEST(JobRunnerTest, FullJobMatchesFloat64Recomputation) {
     auto chunk = runner->RunChunk(k);
     ASSERT_TRUE(chunk.ok()) << chunk.status();
     Merge(merged, *chunk);
-    tokens.insert(tokens.end(), chunk->prompt_tokens.begin(),
-                  chunk->prompt_tokens.end());
+    tokens.insert(tokens.end(), chunk->prompt_tokens.begin(), chunk->prompt_tokens.end());
   }
 
   const ModelPreset preset = *FindModelPreset(config.model);
@@ -333,8 +327,7 @@ TEST(JobRunnerTest, FullJobMatchesFloat64Recomputation) {
       ++s.count;
     };
     for (int64_t l = 0; l < L; ++l) {
-      add("adjacent_cos", l,
-          testing::NaiveAdjacentCos(points[l], points[l + 1], n, d));
+      add("adjacent_cos", l, testing::NaiveAdjacentCos(points[l], points[l + 1], n, d));
     }
     for (int64_t l = 0; l <= L + 1; ++l) {
       add("intertoken_cos", l, testing::NaiveIntertokenCos(points[l], n, d));
@@ -352,8 +345,8 @@ TEST(JobRunnerTest, FullJobMatchesFloat64Recomputation) {
     EXPECT_NEAR(mean_got, mean_want, 1e-6) << key.first << " " << key.second;
     EXPECT_NEAR(var_got, var_want, 1e-6) << key.first << " " << key.second;
     worst = std::max(worst, std::abs(mean_got - mean_want));
-    std::printf("  %-15s layer %d: mean %.9f (float64 ref %.9f)\n",
-                key.first.c_str(), key.second, mean_got, mean_want);
+    std::printf("  %-15s layer %d: mean %.9f (float64 ref %.9f)\n", key.first.c_str(), key.second,
+                mean_got, mean_want);
   }
   std::printf("  worst |mean - ref| = %.3g\n", worst);
 }
@@ -364,9 +357,8 @@ TEST(JobRunnerTest, FullJobMatchesFloat64Recomputation) {
 // Tolerance as above, relative for step/path energy (not bounded by 1).
 TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
   JobConfig config = TinyJob();
-  config.analyses = {"intertoken_cos_nofirst", "token_dispersion",
-                     "step_energy", "path_energy", "cka_unbiased",
-                     "cka_biased"};
+  config.analyses = {"intertoken_cos_nofirst", "token_dispersion", "step_energy", "path_energy",
+                     "cka_unbiased",           "cka_biased"};
   config.num_prompts = 3;
   auto runner = MakeRunner(config);
   StatMap merged;
@@ -395,13 +387,10 @@ TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
       s.sum_sq += v * v;
       ++s.count;
     };
-    auto states = [&](int64_t l) {
-      return at::tensor(points[l], at::kDouble).view({n, d});
-    };
+    auto states = [&](int64_t l) { return at::tensor(points[l], at::kDouble).view({n, d}); };
     // cka_baseline: the estimators on the Gaussian draws of the prompt's
     // job index (the runner's chunks must pass it on).
-    const at::Tensor draws =
-        CkaBaselineStates(i, n, d, at::TensorOptions().dtype(at::kDouble));
+    const at::Tensor draws = CkaBaselineStates(i, n, d, at::TensorOptions().dtype(at::kDouble));
     add(kCkaBaselineBiased, 0, LinearCka(draws[0], draws[1], CkaEstimator::kBiased));
     add(kCkaBaselineUnbiased, 0, LinearCka(draws[0], draws[1], CkaEstimator::kUnbiased));
     double path = 0;
@@ -409,15 +398,12 @@ TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
       const double step = testing::NaiveStepEnergy(points[l], points[l + 1], n, d);
       add("step_energy", l, step);
       path += step;
-      add("cka_biased", l,
-          LinearCka(states(l), states(l + 1), CkaEstimator::kBiased));
-      add("cka_unbiased", l,
-          LinearCka(states(l), states(l + 1), CkaEstimator::kUnbiased));
+      add("cka_biased", l, LinearCka(states(l), states(l + 1), CkaEstimator::kBiased));
+      add("cka_unbiased", l, LinearCka(states(l), states(l + 1), CkaEstimator::kUnbiased));
     }
     add("path_energy", 0, path);
     for (int64_t l = 0; l <= L + 1; ++l) {
-      add("intertoken_cos_nofirst", l,
-          testing::NaiveIntertokenCosNoFirst(points[l], n, d));
+      add("intertoken_cos_nofirst", l, testing::NaiveIntertokenCosNoFirst(points[l], n, d));
       add("token_dispersion", l, testing::NaiveTokenDispersion(points[l], n, d));
     }
   }
@@ -431,8 +417,8 @@ TEST(JobRunnerTest, AnalysisSuiteJobMatchesFloat64Recomputation) {
     EXPECT_NEAR(mean_got, mean_want, 1e-6 * scale) << key.first << " " << key.second;
     EXPECT_NEAR(got.sum_sq, want.sum_sq, 1e-6 * std::max(1.0, want.sum_sq))
         << key.first << " " << key.second;
-    std::printf("  %-22s layer %d: mean %.9f (float64 ref %.9f)\n",
-                key.first.c_str(), key.second, mean_got, mean_want);
+    std::printf("  %-22s layer %d: mean %.9f (float64 ref %.9f)\n", key.first.c_str(), key.second,
+                mean_got, mean_want);
   }
 }
 
@@ -464,9 +450,8 @@ TEST(JobRunnerTest, HalfPrecisionSsmJobsWithCkaMatchFloat32) {
     auto built = CreateRandomModel(arch, InitScheme{}, 0, c10::Device(c10::kCPU), c10::kBFloat16);
     ASSERT_TRUE(built.ok()) << built.status();
     std::vector<at::ScalarType> dtypes;
-    (*built)->Forward(at::zeros({1, 8}, at::kLong), [&](int64_t, const at::Tensor& h) {
-      dtypes.push_back(h.scalar_type());
-    });
+    (*built)->Forward(at::zeros({1, 8}, at::kLong),
+                      [&](int64_t, const at::Tensor& h) { dtypes.push_back(h.scalar_type()); });
     for (at::ScalarType t : dtypes) EXPECT_EQ(t, at::kFloat) << model;
 
     JobConfig config = TinyJob();
@@ -519,9 +504,9 @@ TEST(JobRunnerTest, FixedBatchesDoNotDependOnTheRankCount) {
   using Batches = std::vector<std::pair<int64_t, int64_t>>;
   // Equal lengths; 8192-token prompts (2 per 16384-token batch); a length
   // change inside a group.
-  const std::vector<std::vector<int64_t>> chunks = {
-      std::vector<int64_t>(7, 512), std::vector<int64_t>(6, 8192),
-      {512, 512, 300, 300, 300, 300, 300}};
+  const std::vector<std::vector<int64_t>> chunks = {std::vector<int64_t>(7, 512),
+                                                    std::vector<int64_t>(6, 8192),
+                                                    {512, 512, 300, 300, 300, 300, 300}};
   for (const auto& tokens : chunks) {
     for (int32_t k : {1, 2, 3, 4}) {
       const Batches one = AllBatches(tokens, 1, k);
@@ -706,8 +691,7 @@ TEST_F(TextJobTest, BadFilesNameTheFieldNotTheWorkersPath) {
     auto runner = CreateJobRunner(config, DeviceConfig{}, files_);
     ASSERT_FALSE(runner.ok()) << c.path;
     EXPECT_EQ(runner.status().code(), c.code) << runner.status();
-    EXPECT_EQ(std::string(runner.status().message()).rfind(c.message, 0), 0u)
-        << runner.status();
+    EXPECT_EQ(std::string(runner.status().message()).rfind(c.message, 0), 0u) << runner.status();
     EXPECT_EQ(std::string(runner.status().message()).find(root_), std::string::npos)
         << "no worker path in " << runner.status();
   }

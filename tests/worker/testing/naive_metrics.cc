@@ -53,23 +53,20 @@ double BiasedHsic(const Matrix& k, const Matrix& l) {
     for (int64_t j = 0; j < n; ++j) h[i][j] = (i == j ? 1.0 : 0.0) - 1.0 / n;
   }
   // tr(K H L H) / (n - 1)^2
-  return Trace(Multiply(Multiply(k, h), Multiply(l, h))) /
-         ((n - 1.0) * (n - 1.0));
+  return Trace(Multiply(Multiply(k, h), Multiply(l, h))) / ((n - 1.0) * (n - 1.0));
 }
 
 double UnbiasedHsic(Matrix k, Matrix l) {
   const int64_t n = static_cast<int64_t>(k.size());
   for (int64_t i = 0; i < n; ++i) k[i][i] = l[i][i] = 0;
   const Matrix kl = Multiply(k, l);
-  return (Trace(kl) + Sum(k) * Sum(l) / ((n - 1.0) * (n - 2.0)) -
-          2.0 / (n - 2.0) * Sum(kl)) /
+  return (Trace(kl) + Sum(k) * Sum(l) / ((n - 1.0) * (n - 2.0)) - 2.0 / (n - 2.0) * Sum(kl)) /
          (n * (n - 3.0));
 }
 
 }  // namespace
 
-double NaiveIntertokenCosNoFirst(const std::vector<double>& h, int64_t n,
-                                 int64_t d) {
+double NaiveIntertokenCosNoFirst(const std::vector<double>& h, int64_t n, int64_t d) {
   double total = 0;
   int64_t pairs = 0;
   for (int64_t i = 1; i < n; ++i) {
@@ -98,8 +95,8 @@ double NaiveTokenDispersion(const std::vector<double>& h, int64_t n, int64_t d) 
   return (spread / n) / (energy / n);
 }
 
-double NaiveStepEnergy(const std::vector<double>& a, const std::vector<double>& b,
-                       int64_t n, int64_t d) {
+double NaiveStepEnergy(const std::vector<double>& a, const std::vector<double>& b, int64_t n,
+                       int64_t d) {
   double total = 0;
   for (int64_t t = 0; t < n; ++t) {
     double step = 0;
@@ -111,9 +108,8 @@ double NaiveStepEnergy(const std::vector<double>& a, const std::vector<double>& 
   return total / n;
 }
 
-std::vector<double> NaiveTokenCos(const std::vector<double>& a,
-                                  const std::vector<double>& b, int64_t n,
-                                  int64_t d) {
+std::vector<double> NaiveTokenCos(const std::vector<double>& a, const std::vector<double>& b,
+                                  int64_t n, int64_t d) {
   std::vector<double> cos(n);
   for (int64_t t = 0; t < n; ++t) {
     const double* x = &a[t * d];
@@ -123,9 +119,8 @@ std::vector<double> NaiveTokenCos(const std::vector<double>& a,
   return cos;
 }
 
-double NaiveLinearCka(const std::vector<double>& x, int64_t dx,
-                      const std::vector<double>& y, int64_t dy, int64_t n,
-                      bool unbiased) {
+double NaiveLinearCka(const std::vector<double>& x, int64_t dx, const std::vector<double>& y,
+                      int64_t dy, int64_t n, bool unbiased) {
   const Matrix k = Gram(x, n, dx), l = Gram(y, n, dy);
   auto hsic = [unbiased](const Matrix& a, const Matrix& b) {
     return unbiased ? UnbiasedHsic(a, b) : BiasedHsic(a, b);

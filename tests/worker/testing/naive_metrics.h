@@ -12,23 +12,20 @@ namespace layerflow::worker::testing {
 
 // h: [n, d] row-major.
 // Mean cos over unordered pairs i < j of tokens 1..n-1 (position 0 left out).
-double NaiveIntertokenCosNoFirst(const std::vector<double>& h, int64_t n,
-                                 int64_t d);
+double NaiveIntertokenCosNoFirst(const std::vector<double>& h, int64_t n, int64_t d);
 // mean_t ||h_t - mean h||^2 / mean_t ||h_t||^2.
 double NaiveTokenDispersion(const std::vector<double>& h, int64_t n, int64_t d);
 // mean_t ||b_t - a_t||^2 / ||a_t||^2 (a = layer l, b = layer l + 1).
-double NaiveStepEnergy(const std::vector<double>& a, const std::vector<double>& b,
-                       int64_t n, int64_t d);
+double NaiveStepEnergy(const std::vector<double>& a, const std::vector<double>& b, int64_t n,
+                       int64_t d);
 // cos(a_t, b_t) for every token t (a = layer l, b = layer l + 1), [n].
-std::vector<double> NaiveTokenCos(const std::vector<double>& a,
-                                  const std::vector<double>& b, int64_t n,
-                                  int64_t d);
+std::vector<double> NaiveTokenCos(const std::vector<double>& a, const std::vector<double>& b,
+                                  int64_t n, int64_t d);
 // Linear CKA of x [n, dx] and y [n, dy]: explicit Grams; biased HSIC with
 // H K H built as an explicit matrix product with H = I - 11'/n, or the
 // unbiased HSIC of Song et al. (2012) with explicit K~ L~ products.
-double NaiveLinearCka(const std::vector<double>& x, int64_t dx,
-                      const std::vector<double>& y, int64_t dy, int64_t n,
-                      bool unbiased);
+double NaiveLinearCka(const std::vector<double>& x, int64_t dx, const std::vector<double>& y,
+                      int64_t dy, int64_t n, bool unbiased);
 
 }  // namespace layerflow::worker::testing
 

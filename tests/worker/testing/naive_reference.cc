@@ -14,8 +14,8 @@ const std::vector<double>& W(const NaiveGptNeoX& m, const std::string& name) {
 
 // y[t][o] = sum_i x[t][i] w[o][i] + b[o]   (nn.Linear, w is [out, in])
 std::vector<double> Linear(const std::vector<double>& x, int64_t n, int64_t in,
-                           const std::vector<double>& w,
-                           const std::vector<double>* b, int64_t out) {
+                           const std::vector<double>& w, const std::vector<double>* b,
+                           int64_t out) {
   std::vector<double> y(n * out);
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t o = 0; o < out; ++o) {
@@ -27,9 +27,9 @@ std::vector<double> Linear(const std::vector<double>& x, int64_t n, int64_t in,
   return y;
 }
 
-std::vector<double> LayerNorm(const std::vector<double>& x, int64_t n,
-                              int64_t d, const std::vector<double>& w,
-                              const std::vector<double>& b, double eps) {
+std::vector<double> LayerNorm(const std::vector<double>& x, int64_t n, int64_t d,
+                              const std::vector<double>& w, const std::vector<double>& b,
+                              double eps) {
   std::vector<double> y(n * d);
   for (int64_t t = 0; t < n; ++t) {
     double mean = 0, var = 0;
@@ -56,8 +56,7 @@ std::vector<double> Attention(const NaiveGptNeoX& m, const std::string& p,
   const bool bias = c.attention_bias;
   std::vector<double> qkv =
       Linear(x, n, d, W(m, p + "attention.query_key_value.weight"),
-             bias ? &W(m, p + "attention.query_key_value.bias") : nullptr,
-             3 * d);
+             bias ? &W(m, p + "attention.query_key_value.bias") : nullptr, 3 * d);
   std::vector<double> merged(n * d);
   for (int64_t h = 0; h < heads; ++h) {
     // Per head the fused output holds [q | k | v], each head_size wide.
@@ -71,8 +70,7 @@ std::vector<double> Attention(const NaiveGptNeoX& m, const std::string& p,
       }
       // Rotary on the first `rot` dims, rotate_half pairing (i, i + rot/2).
       for (int64_t i = 0; i < rot / 2; ++i) {
-        const double inv_freq =
-            1.0 / std::pow(c.rotary_emb_base, static_cast<double>(2 * i) / rot);
+        const double inv_freq = 1.0 / std::pow(c.rotary_emb_base, static_cast<double>(2 * i) / rot);
         const double angle = static_cast<double>(t) * inv_freq;
         const double cs = std::cos(angle), sn = std::sin(angle);
         for (std::vector<double>* z : {&q, &k}) {
@@ -104,20 +102,19 @@ std::vector<double> Attention(const NaiveGptNeoX& m, const std::string& p,
                 bias ? &W(m, p + "attention.dense.bias") : nullptr, d);
 }
 
-std::vector<double> Mlp(const NaiveGptNeoX& m, const std::string& p,
-                        const std::vector<double>& x, int64_t n) {
+std::vector<double> Mlp(const NaiveGptNeoX& m, const std::string& p, const std::vector<double>& x,
+                        int64_t n) {
   const int64_t d = m.config.hidden_size, ff = m.config.intermediate_size;
   std::vector<double> h = Linear(x, n, d, W(m, p + "mlp.dense_h_to_4h.weight"),
                                  &W(m, p + "mlp.dense_h_to_4h.bias"), ff);
   for (double& z : h) z = 0.5 * z * (1.0 + std::erf(z / std::sqrt(2.0)));
-  return Linear(h, n, ff, W(m, p + "mlp.dense_4h_to_h.weight"),
-                &W(m, p + "mlp.dense_4h_to_h.bias"), d);
+  return Linear(h, n, ff, W(m, p + "mlp.dense_4h_to_h.weight"), &W(m, p + "mlp.dense_4h_to_h.bias"),
+                d);
 }
 
 }  // namespace
 
-std::vector<NaiveStates> NaiveForward(const NaiveGptNeoX& m,
-                                      const std::vector<int32_t>& ids) {
+std::vector<NaiveStates> NaiveForward(const NaiveGptNeoX& m, const std::vector<int32_t>& ids) {
   const GptNeoXConfig& c = m.config;
   const int64_t n = static_cast<int64_t>(ids.size()), d = c.hidden_size;
   std::vector<NaiveStates> points;
@@ -129,31 +126,29 @@ std::vector<NaiveStates> NaiveForward(const NaiveGptNeoX& m,
   points.push_back(x);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "gpt_neox.layers." + std::to_string(l) + ".";
-    const std::vector<double> ln1 =
-        LayerNorm(x, n, d, W(m, p + "input_layernorm.weight"),
-                  W(m, p + "input_layernorm.bias"), c.layer_norm_eps);
+    const std::vector<double> ln1 = LayerNorm(x, n, d, W(m, p + "input_layernorm.weight"),
+                                              W(m, p + "input_layernorm.bias"), c.layer_norm_eps);
     const std::vector<double> attn = Attention(m, p, ln1, n);
     if (c.use_parallel_residual) {
-      const std::vector<double> mlp = Mlp(
-          m, p,
-          LayerNorm(x, n, d, W(m, p + "post_attention_layernorm.weight"),
-                    W(m, p + "post_attention_layernorm.bias"), c.layer_norm_eps),
-          n);
+      const std::vector<double> mlp =
+          Mlp(m, p,
+              LayerNorm(x, n, d, W(m, p + "post_attention_layernorm.weight"),
+                        W(m, p + "post_attention_layernorm.bias"), c.layer_norm_eps),
+              n);
       for (int64_t i = 0; i < n * d; ++i) x[i] = x[i] + attn[i] + mlp[i];
     } else {
       for (int64_t i = 0; i < n * d; ++i) x[i] += attn[i];
-      const std::vector<double> mlp = Mlp(
-          m, p,
-          LayerNorm(x, n, d, W(m, p + "post_attention_layernorm.weight"),
-                    W(m, p + "post_attention_layernorm.bias"), c.layer_norm_eps),
-          n);
+      const std::vector<double> mlp =
+          Mlp(m, p,
+              LayerNorm(x, n, d, W(m, p + "post_attention_layernorm.weight"),
+                        W(m, p + "post_attention_layernorm.bias"), c.layer_norm_eps),
+              n);
       for (int64_t i = 0; i < n * d; ++i) x[i] += mlp[i];
     }
     points.push_back(x);
   }
   points.push_back(LayerNorm(x, n, d, W(m, "gpt_neox.final_layer_norm.weight"),
-                             W(m, "gpt_neox.final_layer_norm.bias"),
-                             c.layer_norm_eps));
+                             W(m, "gpt_neox.final_layer_norm.bias"), c.layer_norm_eps));
   return points;
 }
 
@@ -169,8 +164,7 @@ double Cos(const double* a, const double* b, int64_t d) {
 }
 }  // namespace
 
-double NaiveAdjacentCos(const NaiveStates& a, const NaiveStates& b, int64_t n,
-                        int64_t d) {
+double NaiveAdjacentCos(const NaiveStates& a, const NaiveStates& b, int64_t n, int64_t d) {
   double total = 0;
   for (int64_t t = 0; t < n; ++t) total += Cos(&a[t * d], &b[t * d], d);
   return total / n;

@@ -24,12 +24,10 @@ struct NaiveGptNeoX {
 using NaiveStates = std::vector<double>;
 
 // Points 0..L+1 (embedding, blocks, final norm) for one prompt.
-std::vector<NaiveStates> NaiveForward(const NaiveGptNeoX& model,
-                                      const std::vector<int32_t>& ids);
+std::vector<NaiveStates> NaiveForward(const NaiveGptNeoX& model, const std::vector<int32_t>& ids);
 
 // mean_t cos(a_t, b_t).
-double NaiveAdjacentCos(const NaiveStates& a, const NaiveStates& b, int64_t n,
-                        int64_t d);
+double NaiveAdjacentCos(const NaiveStates& a, const NaiveStates& b, int64_t n, int64_t d);
 // Mean cos over all unordered pairs i < j, by explicit pairs (not through
 // the ||sum||^2 identity the worker uses).
 double NaiveIntertokenCos(const NaiveStates& h, int64_t n, int64_t d);

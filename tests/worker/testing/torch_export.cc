@@ -8,8 +8,7 @@ namespace layerflow::worker::testing {
 std::vector<double> ToDoubles(const at::Tensor& tensor) {
   c10::InferenceMode guard;
   at::Tensor t = tensor.to(at::kCPU).to(at::kDouble).contiguous();
-  return std::vector<double>(t.data_ptr<double>(),
-                             t.data_ptr<double>() + t.numel());
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
 }
 
 NaiveGptNeoX ExportToNaive(const LanguageModel& model) {

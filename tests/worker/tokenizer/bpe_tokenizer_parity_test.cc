@@ -88,7 +88,8 @@ TEST_P(BpeParityTest, MatchesReferenceTokenForToken) {
     const Case& c = cases[i];
     if (encoded[i] != c.ids && ++mismatches <= kShown) {
       ADD_FAILURE() << name << " line " << i + 1 << ": " << Escaped(c.text)
-                    << "\n  reference: " << IdList(c.ids) << "\n  ours:      " << IdList(encoded[i]);
+                    << "\n  reference: " << IdList(c.ids)
+                    << "\n  ours:      " << IdList(encoded[i]);
     }
     auto decoded = (*tok)->Decode(encoded[i]);
     const std::string& expected = round_trip ? c.text : c.decoded;
@@ -101,10 +102,11 @@ TEST_P(BpeParityTest, MatchesReferenceTokenForToken) {
                     << "\n  reference decode:  " << Escaped(c.decoded);
     }
   }
-  std::printf("[ parity   ] %s: %zu strings, %d id mismatches, %d decode mismatches%s, "
-              "encoded in %.3f s\n",
-              name.c_str(), cases.size(), mismatches, decode_failures,
-              round_trip ? " (checked Decode(Encode(s)) == s)" : "", seconds);
+  std::printf(
+      "[ parity   ] %s: %zu strings, %d id mismatches, %d decode mismatches%s, "
+      "encoded in %.3f s\n",
+      name.c_str(), cases.size(), mismatches, decode_failures,
+      round_trip ? " (checked Decode(Encode(s)) == s)" : "", seconds);
   EXPECT_EQ(mismatches, 0);
   EXPECT_EQ(decode_failures, 0);
   // Generous bound (shared CI machines); typically a few tens of ms.

@@ -59,24 +59,42 @@ Json TinyConfig(bool pair_merges = false) {
   }
   return Json{
       {"version", "1.0"},
-      {"added_tokens",
-       Json::array({
-           {{"id", kEot}, {"content", "<|endoftext|>"}, {"single_word", false}, {"lstrip", false},
-            {"rstrip", false}, {"normalized", false}, {"special", true}},
-           {{"id", kPad}, {"content", "<pad>"}, {"single_word", false}, {"lstrip", false},
-            {"rstrip", false}, {"normalized", false}, {"special", true}},
-       })},
+      {"added_tokens", Json::array({
+                           {{"id", kEot},
+                            {"content", "<|endoftext|>"},
+                            {"single_word", false},
+                            {"lstrip", false},
+                            {"rstrip", false},
+                            {"normalized", false},
+                            {"special", true}},
+                           {{"id", kPad},
+                            {"content", "<pad>"},
+                            {"single_word", false},
+                            {"lstrip", false},
+                            {"rstrip", false},
+                            {"normalized", false},
+                            {"special", true}},
+                       })},
       {"normalizer", nullptr},
       {"pre_tokenizer",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+       {{"type", "ByteLevel"},
+        {"add_prefix_space", false},
+        {"trim_offsets", true},
         {"use_regex", true}}},
-      {"post_processor", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}}},
+      {"post_processor",
+       {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}}},
       {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}}},
       {"model",
-       {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
-        {"vocab", vocab}, {"merges", merges_json}}},
+       {{"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", nullptr},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", false},
+        {"byte_fallback", false},
+        {"ignore_merges", false},
+        {"vocab", vocab},
+        {"merges", merges_json}}},
   };
 }
 
@@ -159,11 +177,19 @@ TEST(BpeTokenizerTest, WhitespaceRuns) {
 
 TEST(BpeTokenizerTest, AddedTokenFlags) {
   Json config = TinyConfig();
-  config["added_tokens"].push_back({{"id", 263}, {"content", "<m>"}, {"single_word", false},
-                                    {"lstrip", true}, {"rstrip", true}, {"normalized", false},
+  config["added_tokens"].push_back({{"id", 263},
+                                    {"content", "<m>"},
+                                    {"single_word", false},
+                                    {"lstrip", true},
+                                    {"rstrip", true},
+                                    {"normalized", false},
                                     {"special", true}});
-  config["added_tokens"].push_back({{"id", 264}, {"content", "ll"}, {"single_word", true},
-                                    {"lstrip", false}, {"rstrip", false}, {"normalized", true},
+  config["added_tokens"].push_back({{"id", 264},
+                                    {"content", "ll"},
+                                    {"single_word", true},
+                                    {"lstrip", false},
+                                    {"rstrip", false},
+                                    {"normalized", true},
                                     {"special", false}});
   auto tok = Load(config);
   ASSERT_NE(tok, nullptr);

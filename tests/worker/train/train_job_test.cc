@@ -136,9 +136,9 @@ TEST(TrainJobTest, KilledJobResumesFromItsLastSavedState) {
   ASSERT_EQ(killed.states.count(10), 1u);
 
   const std::string job = "sw-1-0";
-  const std::string chosen = SelectTrainState(
-      {TrainStateArtifactName(job, 10), TrainStateArtifactName(job, 20)}, job,
-      TinyJob().settings, /*resume_from_sequence=*/3);
+  const std::string chosen =
+      SelectTrainState({TrainStateArtifactName(job, 10), TrainStateArtifactName(job, 20)}, job,
+                       TinyJob().settings, /*resume_from_sequence=*/3);
   ASSERT_EQ(chosen, TrainStateArtifactName(job, 10));
   const std::string state = "/tmp/lf_train_job_test_state.safetensors";
   std::ofstream(state, std::ios::binary) << killed.states[10];
@@ -167,10 +167,10 @@ TEST(TrainJobTest, KilledJobResumesFromItsLastSavedState) {
 TEST(TrainJobTest, SelectTrainStateTakesTheLatestCommittedChunkEnd) {
   const catalog::TrainSettings s = TinyJob().settings;  // eval 5, save 10, 20 steps
   const std::string job = "sw-9-1";
-  const std::vector<std::string> names = {
-      TrainStateArtifactName(job, 10), TrainStateArtifactName(job, 20),
-      TrainStateArtifactName("sw-9-10", 10),  // another job's
-      job + "/train_state/junk", job + "/model/config.json"};
+  const std::vector<std::string> names = {TrainStateArtifactName(job, 10),
+                                          TrainStateArtifactName(job, 20),
+                                          TrainStateArtifactName("sw-9-10", 10),  // another job's
+                                          job + "/train_state/junk", job + "/model/config.json"};
   EXPECT_EQ(SelectTrainState(names, job, s, 0), "");  // nothing committed: from scratch
   EXPECT_EQ(SelectTrainState(names, job, s, 1), "");  // chunk 0 ends at step 5
   EXPECT_EQ(SelectTrainState(names, job, s, 2), TrainStateArtifactName(job, 10));

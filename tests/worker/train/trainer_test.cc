@@ -122,9 +122,8 @@ void ExpectGradientsMatchFiniteDifferences(const std::string& architecture) {
     c.state_size = 8;
     c.chunk_size = 5;
   }
-  absl::StatusOr<std::unique_ptr<LanguageModel>> model =
-      CreateRandomModel(*config, InitScheme{InitScheme::Kind::kNormal, 0.2}, 3,
-                        c10::Device(c10::kCPU), at::kDouble);
+  absl::StatusOr<std::unique_ptr<LanguageModel>> model = CreateRandomModel(
+      *config, InitScheme{InitScheme::Kind::kNormal, 0.2}, 3, c10::Device(c10::kCPU), at::kDouble);
   ASSERT_TRUE(model.ok()) << model.status();
   ASSERT_TRUE((*model)->MakeTrainable().ok());
   const at::Tensor ids = at::randint(0, 32, {2, 12}, at::TensorOptions().dtype(at::kLong));
