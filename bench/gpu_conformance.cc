@@ -769,7 +769,7 @@ Reference RunReference(const lw::LanguageModel& model, const std::vector<lw::Pro
   double max_abs = 0;
   int64_t max_abs_point = -1;
   bool finite = true;
-  for (const auto [i, j] :
+  for (const auto& [i, j] :
        lw::PlanBatches(lengths, 0, static_cast<int64_t>(prompts.size()), batch)) {
     const int64_t n = prompts[i].num_tokens;
     acc.SetNextPrompt(prompts[i].index);
@@ -837,7 +837,7 @@ SameStates RunSameStates(const lw::LanguageModel& model, const std::vector<lw::P
   const bool half_model = model.dtype() == at::kBFloat16 || model.dtype() == at::kHalf;
   std::vector<int64_t> lengths;
   for (const lw::Prompt& p : prompts) lengths.push_back(p.num_tokens);
-  for (const auto [i, j] :
+  for (const auto& [i, j] :
        lw::PlanBatches(lengths, 0, static_cast<int64_t>(prompts.size()), batch)) {
     native.SetNextPrompt(prompts[i].index);
     exact.SetNextPrompt(prompts[i].index);

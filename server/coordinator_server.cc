@@ -268,7 +268,9 @@ std::string DescribeDb(const std::string& db_path) { return DescribeStoreLocatio
 absl::StatusOr<std::string> AdministerWorkers(const std::string& db_path,
                                               const std::string& release_worker_id) {
   LF_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenStore(db_path));
-  if (!release_worker_id.empty()) LF_RETURN_IF_ERROR(store->ReleaseWorker(release_worker_id));
+  if (!release_worker_id.empty()) {
+    LF_RETURN_IF_ERROR(store->ReleaseWorker(release_worker_id));
+  }
   LF_ASSIGN_OR_RETURN(std::vector<WorkerRecord> workers, store->ListWorkers());
   const int64_t now = absl::ToUnixMillis(absl::Now());
   std::string out;

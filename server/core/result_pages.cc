@@ -103,7 +103,9 @@ class ResultStream {
         }
         return true;
       }
-      if (buffer_pos_ == buffer_.size() && !exhausted_) LF_RETURN_IF_ERROR(Refill());
+      if (buffer_pos_ == buffer_.size() && !exhausted_) {
+        LF_RETURN_IF_ERROR(Refill());
+      }
       const bool have_row = buffer_pos_ < buffer_.size();
       if (!job_.empty() && !derived_done_ && (!have_row || buffer_[buffer_pos_].job_id() != job_)) {
         // The job's stored rows ended: its derived rows come next.

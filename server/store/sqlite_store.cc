@@ -69,11 +69,6 @@ struct LeaseRow {
   int64_t chunks_total;
 };
 
-bool IsTerminal(JobState state) {
-  return state == JobState::JOB_STATE_SUCCEEDED || state == JobState::JOB_STATE_FAILED ||
-         state == JobState::JOB_STATE_CANCELLED;
-}
-
 std::string NewLeaseId() {
   // Unguessable enough that a stale worker cannot collide with a new lease;
   // not a security token.

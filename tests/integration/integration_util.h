@@ -185,7 +185,9 @@ inline v1::Sweep WaitForSweep(v1::Coordinator::Stub& stub, const std::string& sw
     v1::GetSweepRequest request;
     request.set_sweep_id(sweep_id);
     const bool ok = stub.GetSweep(&ctx, request, &sweep).ok();
-    if (on_error == OnCallError::kFail) EXPECT_TRUE(ok);
+    if (on_error == OnCallError::kFail) {
+      EXPECT_TRUE(ok);
+    }
     if (ok && sweep.state() != v1::SWEEP_STATE_ACTIVE) return sweep;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

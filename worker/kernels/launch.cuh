@@ -9,8 +9,9 @@
 #include "worker/kernels/cuda_emulation.h"
 // The block's dynamic shared memory.
 #define LF_DYNAMIC_SMEM(name) unsigned char* name = ::lf_emu::DynamicSmem()
+// The emulation runs the kernel at once: the stream is not needed.
 #define LF_LAUNCH(kernel, grid, block, smem, stream, ...) \
-  ::lf_emu::Launch(grid, block, smem, kernel, __VA_ARGS__)
+  (static_cast<void>(stream), ::lf_emu::Launch(grid, block, smem, kernel, __VA_ARGS__))
 #define LF_LAUNCH_ERROR() cudaSuccess
 #define LF_SET_MAX_DYNAMIC_SMEM(kernel, bytes) cudaSuccess
 #else

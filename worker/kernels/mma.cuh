@@ -26,6 +26,10 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#ifdef LF_CUDA_EMULATION
+#include <array>
+#include <bit>
+#endif
 
 #include "worker/kernels/act_types.cuh"
 
@@ -44,8 +48,7 @@ __device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
 namespace mma_emu {
 template <typename T>
 inline void Unpack(uint32_t r, float* out) {
-  T v[2];
-  std::memcpy(v, &r, sizeof(r));
+  const auto v = std::bit_cast<std::array<T, 2>>(r);
   out[0] = ToFloat(v[0]);
   out[1] = ToFloat(v[1]);
 }

@@ -304,7 +304,7 @@ class ModelJobRunner final : public JobRunner {
       const at::ScalarType feature_dtype = at::kFloat;
       std::vector<int64_t> lengths;
       for (const Prompt& e : examples) lengths.push_back(e.num_tokens);
-      for (const auto [i, j] : PlanBatches(lengths, lo, hi, config_.batch_prompts)) {
+      for (const auto& [i, j] : PlanBatches(lengths, lo, hi, config_.batch_prompts)) {
         const int64_t n = examples[i].num_tokens;
         prompt = examples[i].index;
         acc.SetNextPrompt(examples[i].index);  // job index: example prompts, baseline seeds

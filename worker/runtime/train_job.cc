@@ -154,7 +154,9 @@ absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
       std::remove(path.c_str());
       LF_RETURN_IF_ERROR(saved) << "training state at step " << end;
     }
-    if (hooks.stream) LF_RETURN_IF_ERROR(hooks.stream(chunk));
+    if (hooks.stream) {
+      LF_RETURN_IF_ERROR(hooks.stream(chunk));
+    }
   }
   return absl::InternalError("training ended without a last chunk");
 }

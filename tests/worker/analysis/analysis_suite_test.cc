@@ -844,7 +844,9 @@ TEST(AnalysisSuiteTest, HalfPrecisionHandWorked) {
     EXPECT_NEAR(Stat(acc, "adjacent_cos", 1), 1.0, 1e-6);
     EXPECT_NEAR(Stat(acc, "cka_biased", 1), 1.0, 1e-6);
     EXPECT_NEAR(Stat(acc, "cka_unbiased", 1), 1.0, 1e-6);
-    if (metrics == &kEvery) EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
+    if (metrics == &kEvery) {
+      EXPECT_NEAR(KeyedStat(acc, "cka_all_biased", 1, 2, -1, 0), 1.0, 1e-6);
+    }
     // Identical tokens: the centred Gram is ~0, so CKA is 0, not noise.
     EXPECT_EQ(Stat(acc, "cka_biased", 0), 0.0);
   }
@@ -982,7 +984,9 @@ TEST(AnalysisSuiteTest, MixedDtypeBatchMatchesFloat64) {
       const WorstRows rounding = CompareRows(want_rounded, want);
       EXPECT_LT(rounding.cka, 2e-3) << rounding.cka_row;
       // Not vacuous: the rounding moves CKA by more than the Gram's own error.
-      if (metrics == &issue) EXPECT_GT(rounding.cka, 2e-6) << rounding.cka_row;
+      if (metrics == &issue) {
+        EXPECT_GT(rounding.cka, 2e-6) << rounding.cka_row;
+      }
       EXPECT_TRUE(at::equal(got.sums().select(1, 2), want.sums().select(1, 2)));
       if (metrics != &issue) continue;
       // The issue's three, per prompt, against the naive float64 loops.

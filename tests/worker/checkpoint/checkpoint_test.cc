@@ -450,7 +450,7 @@ class HfCacheTest : public CheckpointTest {
                                  repo_ + "/snapshots/" + rev, repo_ + "/refs"}) {
       mkdir(d.c_str(), 0755);
     }
-    for (const std::string& f : {"config.json", "model.safetensors"}) {
+    for (const char* f : {"config.json", "model.safetensors"}) {
       const std::string blob = repo_ + "/blobs/" + rev + "-" + f;
       ASSERT_EQ(std::rename((dir_ + "/" + f).c_str(), blob.c_str()), 0);
       ASSERT_EQ(symlink(("../../blobs/" + rev + "-" + f).c_str(),

@@ -209,7 +209,9 @@ void CheckMqarExample(const MqarOptions& o, const MqarExample& e) {
   std::vector<int32_t> query_positions;
   for (int32_t t = 2 * n; t < o.seq_len; ++t) {
     if (e.targets[t] < 0) {
-      if (!o.random_non_queries) EXPECT_EQ(e.token_ids[t], 0) << t;
+      if (!o.random_non_queries) {
+        EXPECT_EQ(e.token_ids[t], 0) << t;
+      }
       continue;
     }
     EXPECT_EQ((t - 2 * n) % 2, 0) << t;

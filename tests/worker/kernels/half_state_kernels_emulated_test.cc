@@ -114,7 +114,9 @@ TEST_P(HalfStateKernelsEmulated, GramPassesEqualAten) {
               cudaSuccess);
     const at::Tensor want = CentredGramProductsAten(with_a ? a : RawGram(), b);
     EXPECT_LE(MaxRel(partial.sum(2).select(1, 1), want.select(1, 1)), 1e-11) << type;
-    if (with_a) EXPECT_LE(MaxRel(partial.sum(2).select(1, 0), want.select(1, 0)), 1e-11) << type;
+    if (with_a) {
+      EXPECT_LE(MaxRel(partial.sum(2).select(1, 0), want.select(1, 0)), 1e-11) << type;
+    }
   }
   // The all-pair CKA's in-place centring of whole Grams.
   const at::Tensor h = States(2, n, 40, type);
@@ -212,7 +214,9 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
           EXPECT_LE(MaxRel(sums.narrow(1, 0, units), want.unit_sums), 1e-13) << where;
           r += static_cast<int>(units);
         }
-        if (spec.plain) EXPECT_LE(MaxRel(sums.select(1, r++), want.plain_sum), 1e-13) << where;
+        if (spec.plain) {
+          EXPECT_LE(MaxRel(sums.select(1, r++), want.plain_sum), 1e-13) << where;
+        }
         if (spec.rounded) {
           EXPECT_LE(MaxRel(sums.select(1, r++), want.rounded_sum), 1e-13) << where;
           EXPECT_TRUE(at::equal(rounded, want.rounded)) << where;

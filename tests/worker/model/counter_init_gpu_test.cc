@@ -9,8 +9,8 @@
 // is built with -fmad=false, the host code with -ffp-contract=off.
 // CI has no GPU: this executable is not registered with CTest. On a GPU
 // machine (device tool, .deps carried):
-//   LF_TARGETS=worker_counter_init_gpu_test bash -c \
-//     'source bench/gpu_prelude.sh && build-gpu/tests/worker/model/worker_counter_init_gpu_test'
+//   LF_TARGETS=worker_counter_init_gpu_test bash -c 'source bench/gpu_prelude.sh &&
+//     build-gpu/tests/worker/model/worker_counter_init_gpu_test'
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -67,8 +67,8 @@ TEST(GptNeoXModelTest, ParameterNamesFollowHuggingFace) {
 // Empirical moments of every 2-D weight match the scheme; norms 1, biases 0.
 TEST(GptNeoXInitTest, EmpiricalMomentsMatchEachScheme) {
   const GptNeoXConfig config = Tiny();
-  for (const std::string& text : {"reference", "normal(0.05)", "uniform(0.1)", "xavier_uniform",
-                                  "xavier_normal", "kaiming_normal"}) {
+  for (const char* text : {"reference", "normal(0.05)", "uniform(0.1)", "xavier_uniform",
+                           "xavier_normal", "kaiming_normal"}) {
     SCOPED_TRACE(text);
     const InitScheme scheme = *ParseInitScheme(text);
     auto model = Make(config, text, 123);
