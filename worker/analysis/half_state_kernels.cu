@@ -7,6 +7,8 @@
 
 #include "worker/analysis/half_state_kernels.h"
 
+#include <utility>
+
 #ifndef LF_CUDA_EMULATION
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -330,8 +332,9 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
 // columns' float64 accumulators. The states are read once (the point before
 // too), where separate passes read them once for the norms, again for the
 // unit vectors' sums, again for the means, and a copy made the bf16
-// rounding. kRows: the PassRows' count, a template argument so that the
-// accumulators [kRows][kSlots][kValues] stay in registers. Up to 2 slots a
+// rounding. The rows' layout is a template mask (below), so that the
+// accumulators [kRows][kSlots][kValues] stay in registers and each value
+// feeds only its rows. Up to 2 slots a
 // thread (rows of <= 2048 float32 / 4096 bf16 values) two blocks an SM fit
 // in the registers (<= 128 a thread; H200, ptxas: the metrics' variants
 // 108-128, no spills, against 161 for 4 rows uncapped): the pass needs both
@@ -360,14 +363,39 @@ __device__ __forceinline__ double RoundedToDouble(T x) {
   }
 }
 
-template <typename T, int kSlots, int kRows>
+// A pass's layout as template bits: which rows it sums (always in this
+// order: LaunchPointPass refuses another) and whether the point before's
+// vector meets bf16(prev_t). Known at compile time, each value feeds only
+// its rows: with the layout in a runtime struct every value paid a select
+// and an add for every row it might feed (ncu at 8efc817, float32 states,
+// 4 rows: 104.5M instructions, FSEL the most frequent, 201 us a launch
+// where reading the two points takes ~65).
+constexpr unsigned kRowUnit = 1, kRowUnitNoFirst = 2, kRowPlain = 4, kRowRounded = 8;
+constexpr unsigned kRowBits = 15;
+constexpr unsigned kVecRounded = 16;
+
+__host__ __device__ constexpr int RowCount(unsigned mask) {
+  int count = 0;
+  for (unsigned bit = 1; bit <= kRowRounded; bit <<= 1) count += (mask & bit) != 0 ? 1 : 0;
+  return count;
+}
+// Row r's kind: the r-th set row bit of mask.
+__host__ __device__ constexpr unsigned RowKind(unsigned mask, int r) {
+  for (unsigned bit = 1; bit <= kRowRounded; bit <<= 1) {
+    if ((mask & bit) != 0 && r-- == 0) return bit;
+  }
+  return 0;
+}
+
+template <typename T, int kSlots, unsigned kMask>
 __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
     PointPassKernel(const T* __restrict__ cur, const T* __restrict__ prev,
-                    const double* __restrict__ prev_vec, bool prev_vec_rounded, int64_t n,
-                    int64_t d, int64_t tokens_per_split, PassRows rows, double tiny,
-                    double* __restrict__ stats, double* __restrict__ partial,
-                    __nv_bfloat16* __restrict__ rounded) {
+                    const double* __restrict__ prev_vec, int64_t n, int64_t d,
+                    int64_t tokens_per_split, double tiny, double* __restrict__ stats,
+                    double* __restrict__ partial, __nv_bfloat16* __restrict__ rounded) {
   constexpr int kValues = kPerLoad<T>;
+  constexpr int kRows = RowCount(kMask);
+  constexpr bool prev_vec_rounded = (kMask & kVecRounded) != 0;
   const int64_t split = blockIdx.x, b = blockIdx.y, splits = gridDim.x;
   const int64_t tokens = static_cast<int64_t>(gridDim.y) * n;
   const int64_t t0 = split * tokens_per_split;
@@ -380,12 +408,8 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   const double* v = with_vec ? prev_vec + b * d : nullptr;
   // Rows of the states' rounding (summed in the first loop) and of the
   // states themselves (summed once the token's norm is known).
-  bool any_rounded_row = false, any_plain_row = false;
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    any_rounded_row = any_rounded_row || rows.rounded[r];
-    any_plain_row = any_plain_row || !rows.rounded[r];
-  }
+  constexpr bool any_rounded_row = (kMask & kRowRounded) != 0;
+  constexpr bool any_plain_row = (kMask & (kRowBits & ~kRowRounded)) != 0;
   // Double-buffered by the parity of the token group: group g + 2 writes
   // the buffer group g read only after group g + 1's barrier, which every
   // thread passes after its reads of group g.
@@ -441,7 +465,7 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
               if (rounded_norm) part[u][4] += xr * xr;
 #pragma unroll
               for (int r = 0; r < kRows; ++r) {
-                if (rows.rounded[r]) acc[r][s][e] += xr;
+                if (RowKind(kMask, r) == kRowRounded) acc[r][s][e] += xr;
               }
             }
           } else if (rounded_norm) {
@@ -496,12 +520,14 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
         double weight[kRows];
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
-          weight[r] = rows.weight[r] == PassWeight::kOne                         ? 1.0
-                      : rows.weight[r] == PassWeight::kUnitNoFirst && t + u == 0 ? 0.0
-                                                                                 : unit;
+          const unsigned kind = RowKind(kMask, r);  // a constant once unrolled
+          weight[r] = kind == kRowPlain || kind == kRowRounded ? 1.0
+                      : kind == kRowUnitNoFirst && t + u == 0  ? 0.0
+                                                               : unit;
         }
-        if constexpr (sizeof(T) == 4) {
-          if (!any_plain_row) continue;  // the rounding's rows are summed
+        if constexpr (sizeof(T) == 4 && !any_plain_row) {
+          // The rounding's rows are summed already.
+        } else if constexpr (sizeof(T) == 4) {
 #pragma unroll
           for (int s = 0; s < kSlots; ++s) {
             const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
@@ -510,7 +536,7 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
               const double x = ToDouble(cx[e]);
 #pragma unroll
               for (int r = 0; r < kRows; ++r) {
-                if (!rows.rounded[r]) acc[r][s][e] += weight[r] * x;
+                if (RowKind(kMask, r) != kRowRounded) acc[r][s][e] += weight[r] * x;
               }
             }
           }
@@ -544,56 +570,44 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   }
 }
 
-template <typename T, int kSlots>
-void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
-                       const double* vec, bool vec_rounded, int64_t n, int64_t d, int64_t per_split,
-                       const PassRows& rows, double tiny, double* stats, double* partial,
-                       void* rounded, cudaStream_t stream) {
-  const T* c = static_cast<const T*>(cur);
-  const T* p = static_cast<const T*>(prev);
-  auto* r = static_cast<__nv_bfloat16*>(rounded);
-  switch (k) {
-    case 0:
-      LF_LAUNCH((&PointPassKernel<T, kSlots, 0>), grid, dim3(kThreads), 0, stream, c, p, vec,
-                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
-      break;
-    case 1:
-      LF_LAUNCH((&PointPassKernel<T, kSlots, 1>), grid, dim3(kThreads), 0, stream, c, p, vec,
-                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
-      break;
-    case 2:
-      LF_LAUNCH((&PointPassKernel<T, kSlots, 2>), grid, dim3(kThreads), 0, stream, c, p, vec,
-                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
-      break;
-    case 3:
-      LF_LAUNCH((&PointPassKernel<T, kSlots, 3>), grid, dim3(kThreads), 0, stream, c, p, vec,
-                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
-      break;
-    default:
-      LF_LAUNCH((&PointPassKernel<T, kSlots, 4>), grid, dim3(kThreads), 0, stream, c, p, vec,
-                vec_rounded, n, d, per_split, rows, tiny, stats, partial, r);
-      break;
-  }
+// One instantiation a layout: masks 0 .. 31 for float32 states, 0 .. 15
+// for half ones (their rounding is the value itself, so kVecRounded is
+// dropped before the dispatch).
+template <typename T, int kSlots, unsigned... kMasks>
+void LaunchPointPassMasks(unsigned mask, std::integer_sequence<unsigned, kMasks...>,
+                          const dim3& grid, const T* c, const T* p, const double* vec, int64_t n,
+                          int64_t d, int64_t per_split, double tiny, double* stats, double* partial,
+                          __nv_bfloat16* r, cudaStream_t stream) {
+  const auto launch_if = [&](auto kernel, unsigned kernel_mask) {
+    if (mask == kernel_mask) {
+      LF_LAUNCH(kernel, grid, dim3(kThreads), 0, stream, c, p, vec, n, d, per_split, tiny, stats,
+                partial, r);
+    }
+  };
+  (launch_if(&PointPassKernel<T, kSlots, kMasks>, kMasks), ...);
 }
 
 template <typename T>
-void LaunchPointPassOf(int k, const dim3& grid, const void* cur, const void* prev,
-                       const double* vec, bool vec_rounded, int64_t n, int64_t d, int64_t per_split,
-                       const PassRows& rows, double tiny, double* stats, double* partial,
-                       void* rounded, cudaStream_t stream) {
+void LaunchPointPassOf(unsigned mask, const dim3& grid, const void* cur, const void* prev,
+                       const double* vec, int64_t n, int64_t d, int64_t per_split, double tiny,
+                       double* stats, double* partial, void* rounded, cudaStream_t stream) {
+  constexpr unsigned kMasks = sizeof(T) == 4 ? 32 : 16;
+  if constexpr (sizeof(T) != 4) mask &= kRowBits;
+  const T* c = static_cast<const T*>(cur);
+  const T* p = static_cast<const T*>(prev);
+  auto* r = static_cast<__nv_bfloat16*>(rounded);
+  const auto masks = std::make_integer_sequence<unsigned, kMasks>();
+  // Slots a thread: 1, 2 or 4 (3 takes 4, its last slot predicated off).
   const int64_t slots = d / kPerLoad<T>;
   if (slots <= kThreads) {
-    LaunchPointPassOf<T, 1>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny,
-                            stats, partial, rounded, stream);
+    LaunchPointPassMasks<T, 1>(mask, masks, grid, c, p, vec, n, d, per_split, tiny, stats, partial,
+                               r, stream);
   } else if (slots <= 2 * kThreads) {
-    LaunchPointPassOf<T, 2>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny,
-                            stats, partial, rounded, stream);
-  } else if (slots <= 3 * kThreads) {
-    LaunchPointPassOf<T, 3>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows, tiny,
-                            stats, partial, rounded, stream);
+    LaunchPointPassMasks<T, 2>(mask, masks, grid, c, p, vec, n, d, per_split, tiny, stats, partial,
+                               r, stream);
   } else {
-    LaunchPointPassOf<T, kPassMaxSlots>(k, grid, cur, prev, vec, vec_rounded, n, d, per_split, rows,
-                                        tiny, stats, partial, rounded, stream);
+    LaunchPointPassMasks<T, kPassMaxSlots>(mask, masks, grid, c, p, vec, n, d, per_split, tiny,
+                                           stats, partial, r, stream);
   }
 }
 
@@ -869,21 +883,34 @@ cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
       reinterpret_cast<uintptr_t>(rounded) % 8 != 0) {
     return cudaErrorInvalidValue;
   }
+  // The rows' layout as kernel template bits; rows in another order (or a
+  // kind twice) are refused.
+  unsigned mask = prev_vec_rounded ? kVecRounded : 0;
+  for (int i = 0; i < rows.count; ++i) {
+    const unsigned kind = rows.rounded[i]                              ? kRowRounded
+                          : rows.weight[i] == PassWeight::kUnit        ? kRowUnit
+                          : rows.weight[i] == PassWeight::kUnitNoFirst ? kRowUnitNoFirst
+                                                                       : kRowPlain;
+    if ((rows.rounded[i] && rows.weight[i] != PassWeight::kOne) || (mask & kRowBits) >= kind) {
+      return cudaErrorInvalidValue;
+    }
+    mask |= kind;
+  }
   if (batch == 0 || n == 0) return cudaSuccess;
   const int64_t per_split = (n + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(batch));
   switch (type) {
     case StateType::kBFloat16:
-      LaunchPointPassOf<__nv_bfloat16>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n,
-                                       d, per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<__nv_bfloat16>(mask, grid, cur, prev, prev_vec, n, d, per_split, tiny,
+                                       stats, partial, rounded, stream);
       break;
     case StateType::kFloat16:
-      LaunchPointPassOf<__half>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d,
-                                per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<__half>(mask, grid, cur, prev, prev_vec, n, d, per_split, tiny, stats,
+                                partial, rounded, stream);
       break;
     case StateType::kFloat32:
-      LaunchPointPassOf<float>(rows.count, grid, cur, prev, prev_vec, prev_vec_rounded, n, d,
-                               per_split, rows, tiny, stats, partial, rounded, stream);
+      LaunchPointPassOf<float>(mask, grid, cur, prev, prev_vec, n, d, per_split, tiny, stats,
+                               partial, rounded, stream);
       break;
   }
   return LF_LAUNCH_ERROR();

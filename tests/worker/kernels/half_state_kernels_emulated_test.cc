@@ -247,6 +247,33 @@ TEST(HalfStateKernelsEmulatedPass, RefusesRowsItCannotTake) {
                                 16, 8, ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
                                 nullptr, nullptr),
             cudaSuccess);
+  // The kernel's row layout is a template mask in a fixed order (unit,
+  // unit-no-first, plain, rounded): rows in another order, a kind twice, or
+  // a rounded row that is not a plain sum would be summed into the wrong
+  // output row, so they are refused.
+  const auto rows_of = [](std::initializer_list<std::pair<ck::PassWeight, bool>> kinds) {
+    ck::PassRows rows;
+    for (const auto& [weight, rounded] : kinds) {
+      rows.weight[rows.count] = weight;
+      rows.rounded[rows.count++] = rounded;
+    }
+    return rows;
+  };
+  const at::Tensor f = at::zeros({1, 16, 8}, at::kFloat);
+  at::Tensor partial = at::empty({1, 1, ck::kMaxWeightRows, 8}, at::kDouble);
+  const auto launch = [&](const ck::PassRows& rows) {
+    return ck::LaunchPointPass(ck::StateType::kFloat32, f.data_ptr(), nullptr, nullptr, false, 1,
+                               16, 8, rows, 1e-300, 1, stats.data_ptr<double>(),
+                               partial.data_ptr<double>(), nullptr, nullptr);
+  };
+  using W = ck::PassWeight;
+  EXPECT_EQ(launch(rows_of({{W::kOne, false}, {W::kUnit, false}})), cudaErrorInvalidValue);
+  EXPECT_EQ(launch(rows_of({{W::kUnit, false}, {W::kUnit, false}})), cudaErrorInvalidValue);
+  EXPECT_EQ(launch(rows_of({{W::kOne, true}, {W::kOne, false}})), cudaErrorInvalidValue);
+  EXPECT_EQ(launch(rows_of({{W::kUnit, true}})), cudaErrorInvalidValue);
+  EXPECT_EQ(launch(rows_of(
+                {{W::kUnit, false}, {W::kUnitNoFirst, false}, {W::kOne, false}, {W::kOne, true}})),
+            cudaSuccess);
 }
 
 TEST(HalfStateKernelsEmulatedSplit, SplitBf16EqualsAtenBitForBit) {
