@@ -334,8 +334,8 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
 // unit vectors' sums, again for the means, and a copy made the bf16
 // rounding. The rows' layout is a template mask (below), so that the
 // accumulators [kRows][kSlots][kValues] stay in registers and each value
-// feeds only its rows. Up to 2 slots a
-// thread (rows of <= 2048 float32 / 4096 bf16 values) two blocks an SM fit
+// feeds only its rows. Up to 2 slots a thread (rows of <= 2048 float32 /
+// 4096 bf16 values) two blocks an SM fit
 // in the registers (<= 128 a thread; H200, ptxas: the metrics' variants
 // 108-128, no spills, against 161 for 4 rows uncapped): the pass needs both
 // blocks' loads in flight to approach the HBM rate.
@@ -363,8 +363,8 @@ __device__ __forceinline__ double RoundedToDouble(T x) {
   }
 }
 
-// A pass's layout as template bits: which rows it sums (always in this
-// order: LaunchPointPass refuses another) and whether the point before's
+// A pass's layout as template bits: which rows it sums (PassRows' order)
+// and whether the point before's
 // vector meets bf16(prev_t). Known at compile time, each value feeds only
 // its rows: with the layout in a runtime struct every value paid a select
 // and an add for every row it might feed (ncu at 8efc817, float32 states,
@@ -570,9 +570,9 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   }
 }
 
-// One instantiation a layout: masks 0 .. 31 for float32 states, 0 .. 15
-// for half ones (their rounding is the value itself, so kVecRounded is
-// dropped before the dispatch).
+// One instantiation a layout: masks 0 .. 31 for float32 states, 0 .. 7
+// for half ones (no rounded row; their rounding is the value itself, so
+// kVecRounded is dropped before the dispatch).
 template <typename T, int kSlots, unsigned... kMasks>
 void LaunchPointPassMasks(unsigned mask, std::integer_sequence<unsigned, kMasks...>,
                           const dim3& grid, const T* c, const T* p, const double* vec, int64_t n,
@@ -591,8 +591,8 @@ template <typename T>
 void LaunchPointPassOf(unsigned mask, const dim3& grid, const void* cur, const void* prev,
                        const double* vec, int64_t n, int64_t d, int64_t per_split, double tiny,
                        double* stats, double* partial, void* rounded, cudaStream_t stream) {
-  constexpr unsigned kMasks = sizeof(T) == 4 ? 32 : 16;
-  if constexpr (sizeof(T) != 4) mask &= kRowBits;
+  constexpr unsigned kMasks = sizeof(T) == 4 ? 32 : 8;
+  if constexpr (sizeof(T) != 4) mask &= kRowBits & ~kRowRounded;
   const T* c = static_cast<const T*>(cur);
   const T* p = static_cast<const T*>(prev);
   auto* r = static_cast<__nv_bfloat16*>(rounded);
@@ -876,26 +876,15 @@ cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
   const auto aligned = [](const void* ptr) {
     return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
   };
-  if (!PointPassFits(type, d) || splits < 1 || rows.count < 0 || rows.count > kMaxWeightRows ||
-      (rows.count > 0 && partial == nullptr) || stats == nullptr ||
-      (rounded != nullptr && type != StateType::kFloat32) ||
+  if (!PointPassFits(type, d) || splits < 1 || (rows.count() > 0 && partial == nullptr) ||
+      stats == nullptr || ((rounded != nullptr || rows.rounded) && type != StateType::kFloat32) ||
       (prev_vec != nullptr && prev == nullptr) || !aligned(cur) || !aligned(prev) ||
       reinterpret_cast<uintptr_t>(rounded) % 8 != 0) {
     return cudaErrorInvalidValue;
   }
-  // The rows' layout as kernel template bits; rows in another order (or a
-  // kind twice) are refused.
-  unsigned mask = prev_vec_rounded ? kVecRounded : 0;
-  for (int i = 0; i < rows.count; ++i) {
-    const unsigned kind = rows.rounded[i]                              ? kRowRounded
-                          : rows.weight[i] == PassWeight::kUnit        ? kRowUnit
-                          : rows.weight[i] == PassWeight::kUnitNoFirst ? kRowUnitNoFirst
-                                                                       : kRowPlain;
-    if ((rows.rounded[i] && rows.weight[i] != PassWeight::kOne) || (mask & kRowBits) >= kind) {
-      return cudaErrorInvalidValue;
-    }
-    mask |= kind;
-  }
+  const unsigned mask = (rows.unit ? kRowUnit : 0) | (rows.unit_nofirst ? kRowUnitNoFirst : 0) |
+                        (rows.plain ? kRowPlain : 0) | (rows.rounded ? kRowRounded : 0) |
+                        (prev_vec_rounded ? kVecRounded : 0);
   if (batch == 0 || n == 0) return cudaSuccess;
   const int64_t per_split = (n + splits - 1) / splits;
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(batch));

@@ -46,23 +46,23 @@ cudaError_t LaunchWeightedTokenSums(StateType type, const double* w, int k, cons
 //   means, which need that point's token mean, known only after its pass),
 //   stats[4][..] = |bf16(cur_t)|^2 where `rounded` is written (else 0),
 //   float64 [kPassStats, B n];
-// per prompt, the token sums of `rows` (PassRows: each weighted and read as
-// below), as per-split partials partial[b, s, r, :] (float64
-// [B, splits, rows.count, d]; the caller sums over s); and, when `rounded`
+// per prompt, the token sums of `rows` (PassRows: those set, in its order),
+// as per-split partials partial[b, s, r, :] (float64
+// [B, splits, rows.count(), d]; the caller sums over s); and, when `rounded`
 // is not null (float32 cur only), rounded[b, t, :] = bf16(cur_t), rounded to
 // nearest even as ATen's conversion. A thread block takes one split of one
 // prompt's tokens with each row whole in its registers (16-byte loads), so
 // it knows a token's norm before it adds the token's unit vector.
-enum class PassWeight : int {
-  kUnit,         // cur_t / max(|cur_t|, tiny)
-  kUnitNoFirst,  // the same for t >= 1, 0 at t = 0
-  kOne,          // cur_t
-};
+// A set, not a list: the kernel's row layout is a template mask, so the
+// rows' order is fixed here rather than checked at each launch.
 struct PassRows {
-  int count = 0;  // 0 .. kMaxWeightRows
-  PassWeight weight[kMaxWeightRows] = {};
-  bool rounded[kMaxWeightRows] = {};  // sum bf16(cur_t) (float32 cur) instead
+  bool unit = false;          // cur_t / max(|cur_t|, tiny)
+  bool unit_nofirst = false;  // the same for t >= 1, 0 at t = 0
+  bool plain = false;         // cur_t
+  bool rounded = false;       // bf16(cur_t) (float32 cur only)
+  constexpr int count() const { return int{unit} + unit_nofirst + plain + rounded; }
 };
+static_assert(PassRows{true, true, true, true}.count() == kMaxWeightRows);
 // Whether LaunchPointPass takes rows of d values of `type` (d a multiple of
 // a 16-byte load's values, at most 4 loads a thread: d <= 4096 float32 or
 // 8192 bf16 / fp16). Pointers must be 16-byte aligned.

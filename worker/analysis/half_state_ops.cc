@@ -251,22 +251,13 @@ PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
     };
     if (aligned(c) && aligned(p)) {
       const int64_t batch = c.size(0), n = c.size(1), d = c.size(2);
-      cuda_kernels::PassRows rows;
-      auto add = [&rows](cuda_kernels::PassWeight weight, bool rounded) {
-        rows.weight[rows.count] = weight;
-        rows.rounded[rows.count] = rounded;
-        ++rows.count;
-      };
-      if (spec.unit) add(cuda_kernels::PassWeight::kUnit, false);
-      if (spec.unit_nofirst) add(cuda_kernels::PassWeight::kUnitNoFirst, false);
-      if (spec.plain) add(cuda_kernels::PassWeight::kOne, false);
-      if (spec.rounded) add(cuda_kernels::PassWeight::kOne, true);
+      const cuda_kernels::PassRows rows{spec.unit, spec.unit_nofirst, spec.plain, spec.rounded};
       const int64_t splits = cuda_kernels::PointPassSplits(batch, n);
       const auto f64 = c.options().dtype(at::kDouble);
       at::Tensor stats = at::empty({cuda_kernels::kPassStats, batch, n}, f64);
       const at::Tensor v = spec.prev_vec.defined() ? spec.prev_vec.contiguous() : at::Tensor();
       at::Tensor partial =
-          rows.count > 0 ? at::empty({batch, splits, rows.count, d}, f64) : at::Tensor();
+          rows.count() > 0 ? at::empty({batch, splits, rows.count(), d}, f64) : at::Tensor();
       PointPassResult r;
       if (spec.rounded) r.rounded = at::empty({batch, n, d}, c.options().dtype(at::kBFloat16));
       CheckLaunch(cuda_kernels::LaunchPointPass(
@@ -283,12 +274,12 @@ PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
       }
       if (v.defined()) r.prev_vec_dot = stats[3];
       if (spec.rounded) r.rounded_norm_sq = stats[4];
-      if (rows.count > 0) {
+      if (rows.count() > 0) {
         const at::Tensor sums = partial.sum(1);  // [B, k, d]
         const int64_t units = (spec.unit ? 1 : 0) + (spec.unit_nofirst ? 1 : 0);
         if (units > 0) r.unit_sums = sums.narrow(1, 0, units);
         if (spec.plain) r.plain_sum = sums.select(1, units);
-        if (spec.rounded) r.rounded_sum = sums.select(1, rows.count - 1);
+        if (spec.rounded) r.rounded_sum = sums.select(1, rows.count() - 1);
       }
       return r;
     }

@@ -165,20 +165,12 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
           spec.prev_vec = at::randn({b, d}, at::kDouble);
           spec.prev_vec_rounded = f32 && rows_case == 0;
         }
-        ck::PassRows rows;
-        auto add = [&rows](ck::PassWeight w, bool r) {
-          rows.weight[rows.count] = w;
-          rows.rounded[rows.count++] = r;
-        };
-        if (spec.unit) add(ck::PassWeight::kUnit, false);
-        if (spec.unit_nofirst) add(ck::PassWeight::kUnitNoFirst, false);
-        if (spec.plain) add(ck::PassWeight::kOne, false);
-        if (spec.rounded) add(ck::PassWeight::kOne, true);
+        const ck::PassRows rows{spec.unit, spec.unit_nofirst, spec.plain, spec.rounded};
         at::Tensor stats = at::empty({ck::kPassStats, b, n}, at::kDouble);
-        at::Tensor partial = at::empty({b, splits, std::max(rows.count, 1), d}, at::kDouble);
+        at::Tensor partial = at::empty({b, splits, std::max(rows.count(), 1), d}, at::kDouble);
         at::Tensor rounded = at::empty({b, n, d}, at::kBFloat16);
-        const std::string where =
-            absl::StrCat(c10::toString(type), " d ", d, " prev ", with_prev, " rows ", rows.count);
+        const std::string where = absl::StrCat(c10::toString(type), " d ", d, " prev ", with_prev,
+                                               " rows ", rows.count());
         ASSERT_TRUE(ck::PointPassFits(TypeOf(type), d)) << where;
         ASSERT_EQ(
             ck::LaunchPointPass(
@@ -207,7 +199,7 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
         } else {
           EXPECT_EQ(stats[4].abs().max().item<double>(), 0.0) << where;
         }
-        const at::Tensor sums = partial.narrow(2, 0, rows.count).sum(1);  // [b, k, d]
+        const at::Tensor sums = partial.narrow(2, 0, rows.count()).sum(1);  // [b, k, d]
         int r = 0;
         if (spec.unit || spec.unit_nofirst) {
           const int64_t units = want.unit_sums.size(1);
@@ -221,7 +213,7 @@ TEST_P(HalfStateKernelsEmulated, PointPassEqualsAten) {
           EXPECT_LE(MaxRel(sums.select(1, r++), want.rounded_sum), 1e-13) << where;
           EXPECT_TRUE(at::equal(rounded, want.rounded)) << where;
         }
-        EXPECT_EQ(r, rows.count) << where;
+        EXPECT_EQ(r, rows.count()) << where;
       }
     }
   }
@@ -247,33 +239,21 @@ TEST(HalfStateKernelsEmulatedPass, RefusesRowsItCannotTake) {
                                 16, 8, ck::PassRows(), 1e-300, 1, stats.data_ptr<double>(), nullptr,
                                 nullptr, nullptr),
             cudaSuccess);
-  // The kernel's row layout is a template mask in a fixed order (unit,
-  // unit-no-first, plain, rounded): rows in another order, a kind twice, or
-  // a rounded row that is not a plain sum would be summed into the wrong
-  // output row, so they are refused.
-  const auto rows_of = [](std::initializer_list<std::pair<ck::PassWeight, bool>> kinds) {
-    ck::PassRows rows;
-    for (const auto& [weight, rounded] : kinds) {
-      rows.weight[rows.count] = weight;
-      rows.rounded[rows.count++] = rounded;
-    }
-    return rows;
-  };
+  // A rounded row is a sum of bf16(cur_t): float32 states only, as the
+  // rounding itself.
   const at::Tensor f = at::zeros({1, 16, 8}, at::kFloat);
-  at::Tensor partial = at::empty({1, 1, ck::kMaxWeightRows, 8}, at::kDouble);
-  const auto launch = [&](const ck::PassRows& rows) {
-    return ck::LaunchPointPass(ck::StateType::kFloat32, f.data_ptr(), nullptr, nullptr, false, 1,
-                               16, 8, rows, 1e-300, 1, stats.data_ptr<double>(),
-                               partial.data_ptr<double>(), nullptr, nullptr);
-  };
-  using W = ck::PassWeight;
-  EXPECT_EQ(launch(rows_of({{W::kOne, false}, {W::kUnit, false}})), cudaErrorInvalidValue);
-  EXPECT_EQ(launch(rows_of({{W::kUnit, false}, {W::kUnit, false}})), cudaErrorInvalidValue);
-  EXPECT_EQ(launch(rows_of({{W::kOne, true}, {W::kOne, false}})), cudaErrorInvalidValue);
-  EXPECT_EQ(launch(rows_of({{W::kUnit, true}})), cudaErrorInvalidValue);
-  EXPECT_EQ(launch(rows_of(
-                {{W::kUnit, false}, {W::kUnitNoFirst, false}, {W::kOne, false}, {W::kOne, true}})),
+  at::Tensor partial = at::empty({1, 1, 1, 8}, at::kDouble);
+  const ck::PassRows rounded_row{.rounded = true};
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kBFloat16, x.data_ptr(), nullptr, nullptr, false, 1,
+                                16, 8, rounded_row, 1e-300, 1, stats.data_ptr<double>(),
+                                partial.data_ptr<double>(), nullptr, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(ck::LaunchPointPass(ck::StateType::kFloat32, f.data_ptr(), nullptr, nullptr, false, 1,
+                                16, 8, rounded_row, 1e-300, 1, stats.data_ptr<double>(),
+                                partial.data_ptr<double>(), nullptr, nullptr),
             cudaSuccess);
+  // The rounding of zeros: zeros.
+  EXPECT_EQ(partial.abs().max().item<double>(), 0.0);
 }
 
 TEST(HalfStateKernelsEmulatedSplit, SplitBf16EqualsAtenBitForBit) {
