@@ -7,6 +7,7 @@
 
 #include "worker/analysis/half_state_kernels.h"
 
+#include <cstring>
 #include <utility>
 
 #ifndef LF_CUDA_EMULATION
@@ -27,6 +28,9 @@ __device__ __forceinline__ double ToDouble(__half x) {
   return static_cast<double>(__half2float(x));
 }
 __device__ __forceinline__ double ToDouble(float x) { return static_cast<double>(x); }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
+__device__ __forceinline__ float ToFloat(float x) { return x; }
 
 // Values of T in one 16-byte load.
 template <typename T>
@@ -341,26 +345,28 @@ void LaunchWeightedTokenSumsOf(int k, const dim3& grid, bool vector_loads, const
 // blocks' loads in flight to approach the HBM rate.
 constexpr int kPassTokens = 2;
 constexpr int kPassMaxSlots = 4;
+static_assert(kPassMaxSlots * kPerLoad<__nv_bfloat16> <= kPassThreadTerms,
+              "the float32 partials' bound (half_state_kernels.h)");
 static_assert(kPassStats * kPassTokens <= kThreads, "a thread per statistic of a group");
 
-template <typename T>
-__device__ __forceinline__ void StoreRounded(const uint4& v, __nv_bfloat16* out) {
-  if constexpr (sizeof(T) == 4) {  // 4 float32 values -> 4 bf16, one 8-byte store
-    const float* x = reinterpret_cast<const float*>(&v);
-    __align__(8) __nv_bfloat16 r[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e) r[e] = __float2bfloat16_rn(x[e]);
-    *reinterpret_cast<uint2*>(out) = *reinterpret_cast<const uint2*>(r);
-  }
+// The bf16 roundings of a 16-byte load of float32 values, packed as they
+// are stored (two F2FP.BF16.F32.PACK_AB; the single F2F.BF16.F32 of
+// __float2bfloat16_rn is a quarter-rate conversion on sm_90), and one of
+// them read back as a float32 (a shift: bf16 is float32's top half).
+__device__ __forceinline__ uint2 RoundLoad(const uint4& v) {
+  const float* x = reinterpret_cast<const float*>(&v);
+  const __nv_bfloat162 pairs[2] = {__floats2bfloat162_rn(x[0], x[1]),
+                                   __floats2bfloat162_rn(x[2], x[3])};
+  uint2 r;
+  std::memcpy(&r, pairs, sizeof(r));  // __nv_bfloat162 is not trivially copyable
+  return r;
 }
-
-template <typename T>
-__device__ __forceinline__ double RoundedToDouble(T x) {
-  if constexpr (sizeof(T) == 4) {
-    return static_cast<double>(__bfloat162float(__float2bfloat16_rn(x)));
-  } else {
-    return ToDouble(x);  // already half precision: the rounding is the value
-  }
+__device__ __forceinline__ float RoundedValue(const uint2& r, int e) {
+  const unsigned word = e < 2 ? r.x : r.y;
+  const unsigned bits = e % 2 == 0 ? word << 16 : word & 0xffff0000u;
+  float x;
+  std::memcpy(&x, &bits, sizeof(x));
+  return x;
 }
 
 // A pass's layout as template bits: which rows it sums (PassRows' order)
@@ -387,6 +393,11 @@ __host__ __device__ constexpr unsigned RowKind(unsigned mask, int r) {
   return 0;
 }
 
+// The index of row kind `kind` among mask's rows.
+__host__ __device__ constexpr int RowIndex(unsigned mask, unsigned kind) {
+  return RowCount(mask & (kind - 1));
+}
+
 template <typename T, int kSlots, unsigned kMask>
 __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
     PointPassKernel(const T* __restrict__ cur, const T* __restrict__ prev,
@@ -410,11 +421,19 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
   // states themselves (summed once the token's norm is known).
   constexpr bool any_rounded_row = (kMask & kRowRounded) != 0;
   constexpr bool any_plain_row = (kMask & (kRowBits & ~kRowRounded)) != 0;
+  const bool rounding = rounded_norm || any_rounded_row;
   // Double-buffered by the parity of the token group: group g + 2 writes
   // the buffer group g read only after group g + 1's barrier, which every
   // thread passes after its reads of group g.
   __shared__ double warp_sums[2][kWarps][kPassStats * kPassTokens];
-  double acc[kRows > 0 ? kRows : 1][kSlots][kValues] = {};
+  // With both unit rows, unit_nofirst is the unit row less token 0's unit
+  // vector, subtracted at the end: one accumulator row fewer (16 registers
+  // at 2 slots; the 4-row variants spilled).
+  constexpr bool kFold = (kMask & kRowUnit) != 0 && (kMask & kRowUnitNoFirst) != 0;
+  constexpr unsigned kAccMask = kFold ? kMask & ~kRowUnitNoFirst : kMask;
+  constexpr int kAccRows = RowCount(kAccMask);
+  double acc[kAccRows > 0 ? kAccRows : 1][kSlots][kValues] = {};
+  double first_unit = 0;  // kFold: token 0's 1 / |x| (split 0 only)
   const int sum_slot = ReduceScatterSlot<kPassTokens * kPassStats>(lane);
   int parity = 0;
   for (int64_t t = t0; t < t1; t += kPassTokens, parity ^= 1) {
@@ -431,7 +450,25 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
         pv[u][s] = in && with_prev ? *reinterpret_cast<const uint4*>(prev + offset) : uint4{};
       }
     }
-    double part[kPassTokens][kPassStats] = {};
+    // Float32 states: the group's bf16 roundings, packed, made once for
+    // the sums, the norms and the stored copy.
+    constexpr int kRounded = sizeof(T) == 4 ? kPassTokens : 1;
+    uint2 cr[kRounded][kSlots] = {};
+    if constexpr (sizeof(T) == 4) {
+#pragma unroll
+      for (int u = 0; u < kPassTokens; ++u) {
+#pragma unroll
+        for (int s = 0; s < kSlots; ++s) {
+          if (rounding) cr[u][s] = RoundLoad(cv[u][s]);
+        }
+      }
+    }
+    // The statistics' products in float32, a thread's kSlots x kValues
+    // (<= kPassThreadTerms) of a token summed there, then float64 from the
+    // warp shuffles on (the bound: kPassThreadTerms' comment). In float64
+    // each value cost a conversion for x, p, bf16(x) and bf16(p), a
+    // quarter-rate instruction (16 a clock an SM on sm_90), four a value.
+    float part[kPassTokens][kPassStats] = {};
 #pragma unroll
     for (int s = 0; s < kSlots; ++s) {
       const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
@@ -439,50 +476,65 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
       for (int e = 0; e < kValues; ++e) {
         // The vector's value, once for the group's tokens (L1 after the
         // first group: one prompt's d values a block).
-        const double ve = with_vec && slot < slots ? v[slot * kValues + e] : 0.0;
+        const float ve = with_vec && slot < slots ? static_cast<float>(v[slot * kValues + e]) : 0.f;
+        // bf16(p) of the group's two tokens, one packed conversion (kept
+        // for the whole group, as cr is, they spilled the 4-row variants).
+        float yr[kPassTokens] = {};
+        if constexpr (sizeof(T) == 4 && prev_vec_rounded) {
+          static_assert(kPassTokens == 2, "a pair of tokens a conversion");
+          if (with_vec) {
+            const __nv_bfloat162 r = __floats2bfloat162_rn(
+                ToFloat(reinterpret_cast<const T*>(&pv[0][s])[e]),
+                ToFloat(reinterpret_cast<const T*>(&pv[1][s])[e]));
+            yr[0] = __low2float(r);
+            yr[1] = __high2float(r);
+          }
+        }
 #pragma unroll
         for (int u = 0; u < kPassTokens; ++u) {
           const T* cx = reinterpret_cast<const T*>(&cv[u][s]);
           const T* px = reinterpret_cast<const T*>(&pv[u][s]);
-          const double x = ToDouble(cx[e]), y = ToDouble(px[e]);
-          part[u][0] += x * x;
+          const float x = ToFloat(cx[e]), y = ToFloat(px[e]);
+          part[u][0] = fmaf(x, x, part[u][0]);
           if (with_prev) {
-            const double step = x - y;  // exact, as in TokenStats
-            part[u][1] += x * y;
-            part[u][2] += step * step;
+            const float step = x - y;
+            part[u][1] = fmaf(x, y, part[u][1]);
+            part[u][2] = fmaf(step, step, part[u][2]);
           }
-          if (with_vec) part[u][3] += (prev_vec_rounded ? RoundedToDouble(px[e]) : y) * ve;
-          if constexpr (kRows > 0 && sizeof(T) == 4) {
-            // The rounding's row (weight 1, no norm needed) is summed here,
-            // from the rounding already made: a float64 conversion is a
-            // quarter-rate instruction and the pass is issue-bound (ncu:
-            // 52% SM, 47% DRAM, 7.6 cycles an instruction at 16 warps an
-            // SM). A token past the group's end is zeros and adds +0; each
-            // column's tokens are added in token order either way. (Only
-            // float32 states have a rounding: LaunchPointPass.)
-            if (rounded_norm || any_rounded_row) {
-              const double xr = RoundedToDouble(cx[e]);
-              if (rounded_norm) part[u][4] += xr * xr;
+          if constexpr (sizeof(T) == 4) {
+            if (with_vec) {
+              part[u][3] = fmaf(prev_vec_rounded ? yr[u] : y, ve, part[u][3]);
+            }
+            if (rounding) {
+              // The rounding's row (weight 1, no norm needed) is summed
+              // here. A token past the group's end is zeros and adds +0;
+              // each column's tokens are added in token order either way.
+              const float xr = RoundedValue(cr[u][s], e);
+              if (rounded_norm) part[u][4] = fmaf(xr, xr, part[u][4]);
 #pragma unroll
-              for (int r = 0; r < kRows; ++r) {
-                if (RowKind(kMask, r) == kRowRounded) acc[r][s][e] += xr;
+              for (int r = 0; r < kAccRows; ++r) {
+                if (RowKind(kAccMask, r) == kRowRounded) acc[r][s][e] += static_cast<double>(xr);
               }
             }
-          } else if (rounded_norm) {
-            const double xr = RoundedToDouble(cx[e]);
-            part[u][4] += xr * xr;
+          } else {
+            // Half states: the rounding is the value (and only float32
+            // states have a rounded row: LaunchPointPass).
+            if (with_vec) part[u][3] = fmaf(y, ve, part[u][3]);
+            if (rounded_norm) part[u][4] = fmaf(x, x, part[u][4]);
           }
         }
       }
     }
-    if (rounded != nullptr) {
+    if constexpr (sizeof(T) == 4) {
+      if (rounded != nullptr) {
 #pragma unroll
-      for (int u = 0; u < kPassTokens; ++u) {
+        for (int u = 0; u < kPassTokens; ++u) {
 #pragma unroll
-        for (int s = 0; s < kSlots; ++s) {
-          const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
-          if (u < count && slot < slots) {
-            StoreRounded<T>(cv[u][s], rounded + (b * n + t + u) * d + slot * kValues);
+          for (int s = 0; s < kSlots; ++s) {
+            const int64_t slot = tid + static_cast<int64_t>(s) * kThreads;
+            if (u < count && slot < slots) {
+              *reinterpret_cast<uint2*>(rounded + (b * n + t + u) * d + slot * kValues) = cr[u][s];
+            }
           }
         }
       }
@@ -491,7 +543,7 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
 #pragma unroll
     for (int u = 0; u < kPassTokens; ++u) {
 #pragma unroll
-      for (int i = 0; i < kPassStats; ++i) flat[u * kPassStats + i] = part[u][i];
+      for (int i = 0; i < kPassStats; ++i) flat[u * kPassStats + i] = static_cast<double>(part[u][i]);
     }
     const double warp_sum = ReduceScatter<kPassTokens * kPassStats, 16>(flat, lane);
     if (sum_slot >= 0) warp_sums[parity][warp][sum_slot] = warp_sum;
@@ -517,10 +569,11 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
       for (int u = 0; u < kPassTokens; ++u) {
         if (u >= count) break;  // count is the block's: the warp leaves whole
         const double unit = __shfl_sync(0xffffffffu, lane_unit, u);
-        double weight[kRows];
+        if (kFold && t + u == 0) first_unit = unit;
+        double weight[kAccRows];
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          const unsigned kind = RowKind(kMask, r);  // a constant once unrolled
+        for (int r = 0; r < kAccRows; ++r) {
+          const unsigned kind = RowKind(kAccMask, r);  // a constant once unrolled
           weight[r] = kind == kRowPlain || kind == kRowRounded ? 1.0
                       : kind == kRowUnitNoFirst && t + u == 0  ? 0.0
                                                                : unit;
@@ -535,8 +588,8 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
             for (int e = 0; e < kValues; ++e) {
               const double x = ToDouble(cx[e]);
 #pragma unroll
-              for (int r = 0; r < kRows; ++r) {
-                if (RowKind(kMask, r) != kRowRounded) acc[r][s][e] += weight[r] * x;
+              for (int r = 0; r < kAccRows; ++r) {
+                if (RowKind(kAccMask, r) != kRowRounded) acc[r][s][e] += weight[r] * x;
               }
             }
           }
@@ -548,7 +601,7 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
             for (int e = 0; e < kValues; ++e) {
               const double x = ToDouble(cx[e]);
 #pragma unroll
-              for (int r = 0; r < kRows; ++r) acc[r][s][e] += weight[r] * x;
+              for (int r = 0; r < kAccRows; ++r) acc[r][s][e] += weight[r] * x;
             }
           }
         }
@@ -562,9 +615,18 @@ __global__ void __launch_bounds__(kThreads, kSlots <= 2 ? 2 : 1)
       if (slot >= slots) continue;
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
+        const unsigned kind = RowKind(kMask, r);
+        const bool folded = kFold && kind == kRowUnitNoFirst;
+        const int from = RowIndex(kAccMask, folded ? kRowUnit : kind);
         double* out = partial + ((b * splits + split) * kRows + r) * d + slot * kValues;
+        if (folded && t0 == 0) {
+          const T* x0 = cur + b * n * d + slot * kValues;  // token 0, read again
 #pragma unroll
-        for (int e = 0; e < kValues; ++e) out[e] = acc[r][s][e];
+          for (int e = 0; e < kValues; ++e) out[e] = acc[from][s][e] - first_unit * ToDouble(x0[e]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < kValues; ++e) out[e] = acc[from][s][e];
+        }
       }
     }
   }

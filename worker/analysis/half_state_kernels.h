@@ -2,9 +2,11 @@
 // states, and float32 states on CUDA): raw device pointers and a stream, no
 // LibTorch, so nvcc compiles this translation unit alone in seconds. Every
 // sum is a float64 accumulation of exactly converted bf16 / fp16 / float32
-// values (a product of two of them is exact in float64 too), reduced in a
-// fixed order (per-thread, then warp shuffles, then per-block partials that
-// the caller sums): the same inputs give the same bits on every run.
+// values (a product of two of them is exact in float64 too), but for the
+// point pass's statistics, whose per-thread partials are float32
+// (kPassThreadTerms), reduced in a fixed order (per-thread, then warp
+// shuffles, then per-block partials that the caller sums): the same inputs
+// give the same bits on every run.
 #ifndef LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_
 #define LAYERFLOW_WORKER_ANALYSIS_HALF_STATE_KERNELS_H_
 
@@ -71,6 +73,14 @@ bool PointPassFits(StateType type, int64_t d);
 // H200, at least 16 tokens a split.
 int64_t PointPassSplits(int64_t batch, int64_t n);
 inline constexpr int kPassStats = 5;
+// The stats' products a thread sums for a token in float32 before float64
+// (at most 4 16-byte loads of 8 bf16 values; float32 states: 16): issuing a
+// float64 conversion for each value made the pass compute-bound. A
+// recursive float32 sum of k fused products is within k 2^-24 of
+// sum_i |a_i b_i|; the float32 step x - p and the float32 copy of v_b add 2
+// and 1 (HalfPointPassBounds, half_state_ops.h). METHODS: statistics
+// accumulate in float32 or wider.
+inline constexpr int kPassThreadTerms = 32;
 cudaError_t LaunchPointPass(StateType type, const void* cur, const void* prev,
                             const double* prev_vec, bool prev_vec_rounded, int64_t batch, int64_t n,
                             int64_t d, const PassRows& rows, double tiny, int64_t splits,

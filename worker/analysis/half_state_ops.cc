@@ -17,6 +17,10 @@
 #include <cublas_v2.h>
 
 #include "worker/analysis/half_state_kernels.h"
+
+static_assert(layerflow::worker::cuda_kernels::kPassThreadTerms ==
+                  layerflow::worker::kPointPassThreadTerms,
+              "HalfPointPassBounds describes the kernel's float32 partials");
 #endif
 
 namespace layerflow::worker {
@@ -236,6 +240,38 @@ PointPassResult HalfPointPassAten(const at::Tensor& cur, const at::Tensor& prev,
                                   const PointPassSpec& spec) {
   CheckPointPassInputs(cur, prev, spec);
   return ComposedPointPass(cur, prev, spec, /*aten=*/true);
+}
+
+PointPassResult HalfPointPassBounds(const at::Tensor& cur, const at::Tensor& prev,
+                                    const PointPassSpec& spec) {
+  CheckPointPassInputs(cur, prev, spec);
+  constexpr double kFloat64Sum = 0x1p-44;  // float64 sums of <= 2^8 d terms, d <= 8192
+  constexpr double kStat = (kPointPassThreadTerms + 3) * 0x1p-24 + kFloat64Sum;
+  const at::Tensor x = cur.to(at::kDouble), ax = x.abs();
+  const auto sum_d = [](const at::Tensor& t) { return t.sum(2); };  // [B, n, d] -> [B, n]
+  PointPassResult b;
+  b.norm_sq = kStat * sum_d(x * x);
+  if (prev.defined()) {
+    const at::Tensor y = prev.to(at::kDouble);
+    b.prev_dot = kStat * sum_d(ax * y.abs());
+    b.step_sq = kStat * sum_d((x - y) * (x - y));
+    if (spec.prev_vec.defined()) {
+      const at::Tensor p = spec.prev_vec_rounded ? prev.to(at::kBFloat16).to(at::kDouble) : y;
+      b.prev_vec_dot = kStat * sum_d(p.abs() * spec.prev_vec.to(x.device()).abs().unsqueeze(1));
+    }
+  }
+  if (spec.unit || spec.unit_nofirst) {
+    const at::Tensor unit = x.norm(2, {2}).clamp_min(spec.tiny).reciprocal();  // [B, n]
+    const at::Tensor col = (kStat / 2 + kFloat64Sum) * (ax * unit.unsqueeze(2)).sum(1);  // [B, d]
+    b.unit_sums = at::stack(std::vector<at::Tensor>(spec.unit + spec.unit_nofirst, col), 1);
+  }
+  if (spec.plain) b.plain_sum = kFloat64Sum * ax.sum(1);
+  if (spec.rounded) {
+    const at::Tensor r = cur.to(at::kBFloat16).to(at::kDouble);
+    b.rounded_sum = kFloat64Sum * r.abs().sum(1);
+    b.rounded_norm_sq = kStat * sum_d(r * r);
+  }
+  return b;
 }
 
 PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,

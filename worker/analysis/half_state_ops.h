@@ -84,6 +84,17 @@ PointPassResult HalfPointPass(const at::Tensor& cur, const at::Tensor& prev,
                               const PointPassSpec& spec);
 PointPassResult HalfPointPassAten(const at::Tensor& cur, const at::Tensor& prev,
                                   const PointPassSpec& spec);
+// How far HalfPointPass's kernel may be from HalfPointPassAten, per entry
+// (float64, the shapes of PointPassResult; `rounded` undefined: it is
+// exact): the kernel sums each thread's products of a token in float32
+// (at most kPointPassThreadTerms, cuda_kernels::kPassThreadTerms), so a
+// statistic sum_i a_i b_i is within
+// e = (kPointPassThreadTerms + 3) 2^-24 + 2^-44 of sum_i |a_i b_i|, a unit row
+// within e / 2 of sum_t |x_t| / |x_t| (1 / |x| from |x|^2 halves it), and
+// the float64 sums of rows within 2^-44 of their absolute sums.
+inline constexpr int kPointPassThreadTerms = 32;
+PointPassResult HalfPointPassBounds(const at::Tensor& cur, const at::Tensor& prev,
+                                    const PointPassSpec& spec);
 
 // The raw Gram of one point, centred on the fly.
 struct RawGram {
