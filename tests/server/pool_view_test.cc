@@ -4,12 +4,12 @@
 #include "server/metrics/pool_view.h"
 
 #include <atomic>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 
 #include "server/auth/authorizer.h"
 #include "server/auth/token_store.h"
-#include <map>
 #include "tests/server/core_util.h"
 #include "tests/server/test_util.h"
 

@@ -41,14 +41,13 @@ using testing::NaiveTokenDispersion;
 using testing::Row;
 using testing::ToDoubles;
 
-// Every analysis the worker knows, the new ones included.
-const std::vector<LayerMetric> kEvery = {
-    LayerMetric::kAdjacentCos,          LayerMetric::kIntertokenCos,
-    LayerMetric::kIntertokenCosNoFirst, LayerMetric::kTokenDispersion,
-    LayerMetric::kStepEnergy,           LayerMetric::kPathEnergy,
-    LayerMetric::kCkaUnbiased,          LayerMetric::kCkaBiased,
-    LayerMetric::kCkaAllUnbiased,       LayerMetric::kCkaAllBiased,
-    LayerMetric::kAdjacentCosTokens};
+// Every analysis the worker knows: the enum's values, 0 .. kNumLayerMetrics - 1
+// (layer_metrics.h asserts the last), so a new one is in without an edit.
+const std::vector<LayerMetric> kEvery = [] {
+  std::vector<LayerMetric> every;
+  for (int i = 0; i < kNumLayerMetrics; ++i) every.push_back(static_cast<LayerMetric>(i));
+  return every;
+}();
 
 // Every per-layer analysis without the all-pair CKA: the adjacent-pair CKA
 // then takes its own path (for half states, raw Grams centred on the fly).

@@ -18,9 +18,14 @@
 
 #include "worker/analysis/half_state_kernels.h"
 #include "worker/analysis/half_state_ops.h"
+#include "tests/worker/testing/tensor_match.h"
 
 namespace layerflow::worker {
 namespace {
+
+using testing::MaxRel;
+using testing::WithinBounds;
+constexpr auto& States = testing::ResidualLikeStates;
 
 namespace ck = cuda_kernels;  // cuda_kernels_emulated in this target
 
@@ -30,27 +35,8 @@ ck::StateType TypeOf(at::ScalarType t) {
                             : ck::StateType::kFloat32;
 }
 
-double MaxRel(const at::Tensor& got, const at::Tensor& want) {
-  const at::Tensor w = want.to(at::kDouble);
-  const double scale = w.abs().max().item<double>();
-  return (got.to(at::kDouble) - w).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
-}
 
-// Whether every |got - want| is within its bound (float64, want's shape).
-::testing::AssertionResult WithinBounds(const at::Tensor& got, const at::Tensor& want,
-                                        const at::Tensor& bound) {
-  const at::Tensor excess = (got.to(at::kDouble) - want).abs() - bound;
-  const double worst = excess.max().item<double>();
-  if (worst <= 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << (excess > 0).sum().item<int64_t>() << " of "
-                                       << excess.numel() << " entries off, the worst by " << worst
-                                       << " past its bound";
-}
 
-// Residual-stream-like states: a shared direction plus noise.
-at::Tensor States(int64_t b, int64_t n, int64_t d, at::ScalarType type) {
-  return (at::randn({b, n, d}) + 3 * at::randn({1, 1, d})).to(type);
-}
 
 int64_t GramRowGroups(int64_t n) { return std::clamp<int64_t>(n / 16, 1, 256); }
 
