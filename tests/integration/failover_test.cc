@@ -30,25 +30,15 @@ std::unique_ptr<ChildProcess> SlowWorker(int port, const std::string& name) {
       WorkerCommand(port, name, {"--pause-after-chunk-ms", "150"}), ChildProcess::Options{});
 }
 
-class FailoverTest : public ::testing::Test {
+class FailoverTest : public integration::LoopbackCoordinatorTest {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / absl::StrCat("layerflow_failover_", getpid());
-    std::filesystem::create_directories(dir_);
-    server::CoordinatorOptions options = integration::LoopbackOptions((dir_ / "store.db").string());
+  FailoverTest() : LoopbackCoordinatorTest("failover") {}
+  void Configure(server::CoordinatorOptions& options) override {
     // Short leases so the killed worker's job comes back quickly.
     options.lease_ttl_ms = 1500;
     options.heartbeat_interval_ms = 200;
     options.reaper_interval_ms = 100;
     options.retry_backoff_ms = 50;
-    auto started = server::CoordinatorServer::Start(options);
-    ASSERT_TRUE(started.ok()) << started.status();
-    server_ = std::move(*started);
-    stub_ = integration::CoordinatorStub(server_->port());
-  }
-  void TearDown() override {
-    if (server_) server_->Shutdown();
-    std::filesystem::remove_all(dir_);
   }
 
   std::string Submit(const v1::SweepSpec& spec) {
@@ -65,9 +55,6 @@ class FailoverTest : public ::testing::Test {
     return integration::WaitForSweep(*stub_, sweep_id, 300s);
   }
 
-  std::filesystem::path dir_;
-  std::unique_ptr<server::CoordinatorServer> server_;
-  std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 
 TEST_F(FailoverTest, KilledWorkerMidJobStillGivesEveryJobExactlyOnce) {

@@ -99,28 +99,17 @@ class OutOfMemoryWorker {
   std::thread thread_;
 };
 
-class HostErrorsTest : public ::testing::Test {
+class HostErrorsTest : public integration::LoopbackCoordinatorTest {
  protected:
-  void SetUp() override {
-    dir_ =
-        std::filesystem::temp_directory_path() / absl::StrCat("layerflow_host_errors_", getpid());
-    std::filesystem::create_directories(dir_);
-    options_ = integration::LoopbackOptions((dir_ / "store.db").string());
-    options_.lease_ttl_ms = 3000;
-    options_.heartbeat_interval_ms = 200;
-    options_.reaper_interval_ms = 100;
-    options_.max_attempts = 3;
-    options_.retry_backoff_ms = 50;
-    options_.retry_backoff_cap_ms = 200;
-    options_.quarantine_after = 3;
-    auto started = server::CoordinatorServer::Start(options_);
-    ASSERT_TRUE(started.ok()) << started.status();
-    server_ = std::move(*started);
-    stub_ = integration::CoordinatorStub(server_->port());
-  }
-  void TearDown() override {
-    if (server_) server_->Shutdown();
-    std::filesystem::remove_all(dir_);
+  HostErrorsTest() : LoopbackCoordinatorTest("host_errors") {}
+  void Configure(server::CoordinatorOptions& options) override {
+    options.lease_ttl_ms = 3000;
+    options.heartbeat_interval_ms = 200;
+    options.reaper_interval_ms = 100;
+    options.max_attempts = 3;
+    options.retry_backoff_ms = 50;
+    options.retry_backoff_cap_ms = 200;
+    options.quarantine_after = 3;
   }
 
   // Six seeds, 2 prompts a job.
@@ -144,10 +133,6 @@ class HostErrorsTest : public ::testing::Test {
     return report.ok() ? *report : "";
   }
 
-  std::filesystem::path dir_;
-  server::CoordinatorOptions options_;
-  std::unique_ptr<server::CoordinatorServer> server_;
-  std::unique_ptr<v1::Coordinator::Stub> stub_;
 };
 
 TEST_F(HostErrorsTest, StarvedWorkerBesideAHealthyOneCostsNoJobAndIsQuarantined) {

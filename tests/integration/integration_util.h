@@ -130,6 +130,35 @@ inline std::unique_ptr<v1::Coordinator::Stub> CoordinatorStub(int port) {
       grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
 }
 
+// A coordinator on a free loopback port, its store in a fresh temporary
+// folder named after `name` and the process; a fixture derives from it and
+// shortens the timings it needs in Configure, which runs before the start.
+class LoopbackCoordinatorTest : public ::testing::Test {
+ protected:
+  explicit LoopbackCoordinatorTest(const std::string& name)
+      : dir_(std::filesystem::temp_directory_path() /
+             absl::StrCat("layerflow_", name, "_", getpid())) {}
+  virtual void Configure(server::CoordinatorOptions& options) = 0;
+  void SetUp() override {
+    std::filesystem::create_directories(dir_);
+    options_ = LoopbackOptions((dir_ / "store.db").string());
+    Configure(options_);
+    auto started = server::CoordinatorServer::Start(options_);
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = std::move(*started);
+    stub_ = CoordinatorStub(server_->port());
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown();
+    std::filesystem::remove_all(dir_);
+  }
+
+  std::filesystem::path dir_;
+  server::CoordinatorOptions options_;
+  std::unique_ptr<server::CoordinatorServer> server_;
+  std::unique_ptr<v1::Coordinator::Stub> stub_;
+};
+
 // pythia-tiny over KVPR at context 512, one job a seed 0..seeds-1 (none:
 // one job of the default seed), one prompt a chunk.
 inline v1::SweepSpec KvprSweep(const std::string& name, int seeds, int num_prompts) {

@@ -50,33 +50,29 @@ using namespace std::chrono_literals;
 // model, never two (the test checks the worker's "1 models kept").
 constexpr int64_t kOneModelBudget = 1'000'000;
 
-class LocalityTest : public ::testing::Test {
+class LocalityTest : public integration::LoopbackCoordinatorTest {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / absl::StrCat("layerflow_locality_", getpid());
-    std::filesystem::create_directories(dir_);
-    server::CoordinatorOptions options = integration::LoopbackOptions((dir_ / "store.db").string());
+  LocalityTest() : LoopbackCoordinatorTest("locality") {}
+  void Configure(server::CoordinatorOptions& options) override {
     // Short leases: the stand-in's job comes back about a second after it
     // stops heartbeating.
     options.lease_ttl_ms = 1000;
     options.heartbeat_interval_ms = 150;
     options.reaper_interval_ms = 50;
     options.retry_backoff_ms = 10;
-    auto started = server::CoordinatorServer::Start(options);
-    ASSERT_TRUE(started.ok()) << started.status();
-    server_ = std::move(*started);
-    auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                       grpc::InsecureChannelCredentials());
-    coordinator_ = v1::Coordinator::NewStub(channel);
-    workers_ = v1::WorkerProtocol::NewStub(channel);
+  }
+  void SetUp() override {
+    LoopbackCoordinatorTest::SetUp();
+    if (HasFatalFailure()) return;
+    workers_ = v1::WorkerProtocol::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", server_->port()), grpc::InsecureChannelCredentials()));
   }
   void TearDown() override {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
-    if (server_) server_->Shutdown();
-    std::filesystem::remove_all(dir_);
+    LoopbackCoordinatorTest::TearDown();
   }
 
   // The worker process, its stderr into worker.log; it exits 2 s after the
@@ -131,12 +127,9 @@ class LocalityTest : public ::testing::Test {
   }
 
   std::vector<v1::Job> Jobs(const std::string& sweep_id) {
-    return integration::ListJobs(*coordinator_, sweep_id);
+    return integration::ListJobs(*stub_, sweep_id);
   }
 
-  std::filesystem::path dir_;
-  std::unique_ptr<server::CoordinatorServer> server_;
-  std::unique_ptr<v1::Coordinator::Stub> coordinator_;
   std::unique_ptr<v1::WorkerProtocol::Stub> workers_;
   pid_t pid_ = -1;
 };
@@ -153,7 +146,7 @@ TEST_F(LocalityTest, WorkerFinishesTheModelItHoldsBeforeAnOlderJobOfAnother) {
   for (int n : {448, 480, 512, 544, 576}) spec.add_context_lengths(n);
   spec.set_num_prompts(3);
   spec.set_prompts_per_chunk(1);
-  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*coordinator_, spec);
+  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*stub_, spec);
   ASSERT_EQ(submitted.jobs(), 10);
   const std::string sweep_id = submitted.sweep_id();
 
@@ -263,7 +256,7 @@ TEST_F(LocalityTest, WorkerStoppedMidJobGivesItsLeaseBack) {
   spec.add_context_lengths(448);
   spec.set_num_prompts(12);
   spec.set_prompts_per_chunk(1);
-  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*coordinator_, spec);
+  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*stub_, spec);
   ASSERT_FALSE(submitted.sweep_id().empty());
   const std::string sweep_id = submitted.sweep_id();
   StartWorker("first.log");
@@ -309,7 +302,7 @@ TEST_F(LocalityTest, LeaseAheadJobIsGivenBackAtStopAndRunsOnceLater) {
   for (int n : {448, 480, 512}) spec.add_context_lengths(n);
   spec.set_num_prompts(8);
   spec.set_prompts_per_chunk(1);
-  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*coordinator_, spec);
+  const v1::SubmitSweepResponse submitted = integration::SubmitSweep(*stub_, spec);
   ASSERT_EQ(submitted.jobs(), 3);
   const std::string sweep_id = submitted.sweep_id();
   StartWorker("first.log", {"--lease-ahead"});
@@ -359,7 +352,7 @@ TEST_F(LocalityTest, LeaseAheadJobIsGivenBackAtStopAndRunsOnceLater) {
   v1::QueryResultsRequest request;
   request.set_sweep_id(sweep_id);
   v1::QueryResultsResponse response;
-  ASSERT_TRUE(coordinator_->QueryResults(&ctx, request, &response).ok());
+  ASSERT_TRUE(stub_->QueryResults(&ctx, request, &response).ok());
   ASSERT_GT(response.rows_size(), 0);
   for (const v1::ResultRow& row : response.rows()) {
     EXPECT_EQ(row.count(), 8) << row.job_id() << " " << row.metric() << " layer " << row.layer();

@@ -17,9 +17,8 @@ namespace layerflow::server {
 namespace {
 
 namespace v1 = ::layerflow::v1;
-using ::layerflow::server::testing::CoreOnSqlite;
-using ::layerflow::server::testing::OneStatChunk;
-using ::layerflow::server::testing::TempDir;
+// CoreOnSqlite, OneStatChunk, TempDir: the server tests' shared fixtures.
+using namespace ::layerflow::server::testing;  // NOLINT(build/namespaces)
 using ::layerflow::testing::StatusIs;
 
 class PoolViewTest : public ::testing::Test {
