@@ -248,7 +248,8 @@ TEST(OutputTest, JobTimingsTableSumsEachJobsPhases) {
   jobs[0].set_chunks_committed(2);
   jobs[0].set_chunks_total(2);
   for (auto [phase, seconds] :
-       {std::pair{"build", 2.5}, std::pair{"compute", 0.75}, std::pair{"stage", 0.125}}) {
+       {std::pair{"build", 2.5}, std::pair{"compute", 0.75}, std::pair{"stage", 0.125},
+        std::pair{"data", 0.0625}}) {
     v1::PhaseTime* t = jobs[0].add_phase_totals();
     t->set_phase(phase);
     t->set_seconds(seconds);
@@ -258,14 +259,17 @@ TEST(OutputTest, JobTimingsTableSumsEachJobsPhases) {
   jobs[1].mutable_spec()->set_model("mamba-tiny");
   jobs[1].set_chunks_total(2);
   // The known phases first, then others in the order seen; "-" where a
-  // job has none; the total sums the job's phases (2.5 + 0.75 + 0.125).
-  EXPECT_EQ(
-      FormatJobTimingsTable(jobs),
-      "job | state     | model      | chunks | build s | compute s | upload s | stage s | total s\n"
-      "----+-----------+------------+--------+---------+-----------+----------+---------+--------\n"
-      "j1  | succeeded | pythia-14m |    2/2 |   2.500 |     0.750 |        - |   0.125 |   3.375\n"
-      "j2  | queued    | mamba-tiny |    0/2 |       - |         - |        - |       - |       "
-      "-\n");
+  // job has none; the total sums the job's phases (2.5 + 0.0625 + 0.75 +
+  // 0.125).
+  EXPECT_EQ(FormatJobTimingsTable(jobs),
+            "job | state     | model      | chunks | build s | data s | compute s | upload s | "
+            "stage s | total s\n"
+            "----+-----------+------------+--------+---------+--------+-----------+----------+-"
+            "--------+--------\n"
+            "j1  | succeeded | pythia-14m |    2/2 |   2.500 |  0.062 |     0.750 |        - | "
+            "  0.125 |   3.438\n"
+            "j2  | queued    | mamba-tiny |    0/2 |       - |      - |         - |        - | "
+            "      - |       -\n");
   EXPECT_EQ(FormatJobTimingsTable({}), "(no jobs)\n");
 }
 

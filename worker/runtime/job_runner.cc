@@ -4,9 +4,11 @@
 #include "worker/runtime/job_runner.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <future>
 #include <memory>
 #include <thread>
 
@@ -186,11 +188,20 @@ class ModelJobRunner final : public JobRunner {
       return absl::OutOfRangeError(
           absl::StrCat("sequence: chunk ", sequence, " outside [0, ", num_chunks(), ")"));
     }
+    const auto data_start = std::chrono::steady_clock::now();
+    if (prefetched_sequence_ != sequence) PrefetchData(sequence);
+    prefetched_sequence_ = -1;
+    absl::StatusOr<std::vector<Prompt>> made = prefetched_.get();
+    const double data_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - data_start).count();
+    LF_RETURN_IF_ERROR(made.status());
+    std::vector<Prompt> examples = *std::move(made);
+    // The next chunk's prompts are made while this one's forward runs.
+    if (sequence + 1 < num_chunks()) PrefetchData(sequence + 1);
     const catalog::PromptRange range =
         catalog::ChunkPrompts(sequence, config_.num_prompts, config_.prompts_per_chunk);
     const int64_t begin = range.begin;
     const int64_t end = range.end;
-    LF_ASSIGN_OR_RETURN(std::vector<Prompt> examples, dataset_(begin, end));
 
     const int64_t ranks = static_cast<int64_t>(replicas_.size());
     const int64_t count = end - begin;
@@ -214,6 +225,7 @@ class ModelJobRunner final : public JobRunner {
 
     ChunkResult result;
     result.sequence = sequence;
+    result.data_seconds = data_seconds;
     try {
       c10::InferenceMode guard;
       LF_RETURN_IF_ERROR(communicator_->AllReduceSum(sums)) << "model " << config_.model;
@@ -255,6 +267,22 @@ class ModelJobRunner final : public JobRunner {
       result.features_path = *path;
     }
     return result;
+  }
+
+  void PrefetchData(int64_t sequence) override {
+    if (sequence < 0 || sequence >= num_chunks()) return;
+    if (prefetched_.valid()) prefetched_.wait();  // one prefetch at a time
+    const catalog::PromptRange range =
+        catalog::ChunkPrompts(sequence, config_.num_prompts, config_.prompts_per_chunk);
+    prefetched_sequence_ = sequence;
+    prefetched_ = std::async(std::launch::async, [this, range]() -> absl::StatusOr<std::vector<Prompt>> {
+      try {
+        return dataset_(range.begin, range.end);
+      } catch (const std::exception& e) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("prompts ", range.begin, "..", range.end, ": ", e.what()));
+      }
+    });
   }
 
   void set_keys(std::vector<StatKey> keys) { keys_ = std::move(keys); }
@@ -352,6 +380,11 @@ class ModelJobRunner final : public JobRunner {
 
   JobConfig config_;
   PromptSource dataset_;
+  // The prompts of chunk prefetched_sequence_ (-1: none), made on their own
+  // thread. Declared after dataset_ and destroyed before it: a pending
+  // prefetch is waited for (std::async's future) while dataset_ still lives.
+  int64_t prefetched_sequence_ = -1;
+  std::future<absl::StatusOr<std::vector<Prompt>>> prefetched_;
   std::vector<LayerMetric> metrics_;
   std::vector<std::string> spectra_;
   std::vector<StatKey> keys_;

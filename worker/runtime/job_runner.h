@@ -105,6 +105,9 @@ struct ChunkResult {
   // F16 when probe.feature_dtype is "fp16" and every value fits fp16's
   // range, F32 otherwise (its metadata says which and why).
   std::string features_path;
+  // Seconds RunChunk waited for its prompts: made on its own thread when
+  // not prefetched (JobRunner::PrefetchData), ~0 when they were ready.
+  double data_seconds = 0;
 };
 
 // Where jobs run: "cpu", or "cuda" with the GPUs a batch is split across.
@@ -124,6 +127,11 @@ class JobRunner {
   // Never throws: LibTorch errors come back as a status naming the model
   // and, where known, the layer.
   virtual absl::StatusOr<ChunkResult> RunChunk(int64_t sequence) = 0;
+  // Starts making chunk `sequence`'s prompts on a thread of its own: the data
+  // sets are CPU work (generation, tokenisation) that would otherwise keep
+  // the device idle before every chunk. RunChunk(sequence) takes them; each
+  // RunChunk prefetches the chunk after it. Never changes a result.
+  virtual void PrefetchData(int64_t sequence) { (void)sequence; }
 };
 
 // How a chunk's prompts (indices 0..count-1 of the chunk) become forward

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -258,6 +259,8 @@ class WorkerLoopImpl final : public WorkerLoop {
       a->build_seconds = SecondsSince(start);
       if (runner.ok()) {
         a->runner = *std::move(runner);
+        // Its first chunk's prompts are made while the current job runs.
+        a->runner->PrefetchData(a->lease.resume_from_sequence());
       } else {
         a->prepared = runner.status();
       }
@@ -581,7 +584,10 @@ class WorkerLoopImpl final : public WorkerLoop {
       };
       if (build_seconds >= 0) add_phase("build", build_seconds);
       build_seconds = -1;
-      add_phase("compute", compute_seconds);
+      // "data": the wait for the chunk's prompts (prefetched: ~0);
+      // "compute": the forward passes and analysis, to the host copy.
+      if (chunk->data_seconds > 0) add_phase("data", chunk->data_seconds);
+      add_phase("compute", std::max(0.0, compute_seconds - chunk->data_seconds));
       if (uploads) add_phase("upload", SecondsSince(upload_start));
       // One call a chunk, committed when it returns: a call the
       // coordinator never answered (down, restarting) is sent again, and a

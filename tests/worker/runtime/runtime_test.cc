@@ -120,6 +120,44 @@ TEST(JobRunnerTest, ChunkAloneEqualsChunkAfterOthers) {
   EXPECT_EQ(fresh->RunChunk(3).status().code(), absl::StatusCode::kOutOfRange);
 }
 
+// A chunk's prompts are made on their own thread ahead of its RunChunk
+// (PrefetchData, and each RunChunk for the chunk after it): a prefetch of
+// another chunk is set aside, never used, and the rows do not depend on
+// whether the prompts were ready.
+TEST(JobRunnerTest, PrefetchedPromptsGiveTheSameRows) {
+  auto fresh = MakeRunner(TinyJob());
+  auto prefetched = MakeRunner(TinyJob());
+  auto stale = MakeRunner(TinyJob());
+  prefetched->PrefetchData(1);
+  stale->PrefetchData(2);
+  prefetched->PrefetchData(99);  // outside the job: ignored, 1 stays
+  auto want = fresh->RunChunk(1);
+  auto got = prefetched->RunChunk(1);
+  auto other = stale->RunChunk(1);
+  for (const auto* chunk : {&want, &got, &other}) {
+    ASSERT_TRUE(chunk->ok()) << chunk->status();
+    EXPECT_GE((*chunk)->data_seconds, 0.0);
+  }
+  for (const auto* chunk : {&got, &other}) {
+    EXPECT_EQ((*chunk)->prompt_tokens, want->prompt_tokens);
+    ASSERT_EQ((*chunk)->stats.size(), want->stats.size());
+    for (size_t i = 0; i < want->stats.size(); ++i) {
+      EXPECT_EQ((*chunk)->stats[i].sum, want->stats[i].sum);  // bitwise
+      EXPECT_EQ((*chunk)->stats[i].sum_sq, want->stats[i].sum_sq);
+      EXPECT_EQ((*chunk)->stats[i].count, want->stats[i].count);
+    }
+  }
+  // Chunk 2 was prefetched by chunk 1's RunChunk: the same as made alone.
+  auto next = prefetched->RunChunk(2);
+  auto alone = MakeRunner(TinyJob())->RunChunk(2);
+  ASSERT_TRUE(next.ok() && alone.ok());
+  EXPECT_EQ(next->prompt_tokens, alone->prompt_tokens);
+  ASSERT_EQ(next->stats.size(), alone->stats.size());
+  for (size_t i = 0; i < alone->stats.size(); ++i) {
+    EXPECT_EQ(next->stats[i].sum, alone->stats[i].sum);
+  }
+}
+
 // Merged chunk sums == one chunk holding every prompt.
 TEST(JobRunnerTest, MergedChunksEqualOneBigChunk) {
   JobConfig big = TinyJob();
