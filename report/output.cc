@@ -774,7 +774,7 @@ std::string FormatJobsTable(absl::Span<const v1::Job> jobs) {
 
 std::string FormatJobTimingsTable(absl::Span<const v1::Job> jobs) {
   if (jobs.empty()) return "(no jobs)\n";
-  std::vector<std::string> phases = {"build", "data", "compute", "upload"};
+  std::vector<std::string> phases = {"build", "data", "compute", "upload", "commit"};
   for (const v1::Job& job : jobs) {
     for (const v1::PhaseTime& t : job.phase_totals()) {
       if (std::find(phases.begin(), phases.end(), t.phase()) == phases.end()) {

@@ -207,8 +207,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Create(const std::string& addr
   impl->phases = &prometheus::BuildHistogram()
                       .Name("layerflow_job_phase_seconds")
                       .Help(
-                          "Seconds workers spent in each phase of a job chunk "
-                          "(build, compute, upload).")
+                          "Seconds spent in each phase of a job chunk "
+                          "(workers: build, data, compute, upload; the coordinator: commit).")
                       .Register(*impl->registry);
   impl->queue_wait = &prometheus::BuildHistogram()
                           .Name("layerflow_queue_wait_seconds")

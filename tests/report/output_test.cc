@@ -263,13 +263,13 @@ TEST(OutputTest, JobTimingsTableSumsEachJobsPhases) {
   // 0.125).
   EXPECT_EQ(FormatJobTimingsTable(jobs),
             "job | state     | model      | chunks | build s | data s | compute s | upload s | "
-            "stage s | total s\n"
+            "commit s | stage s | total s\n"
             "----+-----------+------------+--------+---------+--------+-----------+----------+-"
-            "--------+--------\n"
+            "---------+---------+--------\n"
             "j1  | succeeded | pythia-14m |    2/2 |   2.500 |  0.062 |     0.750 |        - | "
-            "  0.125 |   3.438\n"
+            "       - |   0.125 |   3.438\n"
             "j2  | queued    | mamba-tiny |    0/2 |       - |      - |         - |        - | "
-            "      - |       -\n");
+            "       - |       - |       -\n");
   EXPECT_EQ(FormatJobTimingsTable({}), "(no jobs)\n");
 }
 

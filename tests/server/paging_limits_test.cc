@@ -373,8 +373,9 @@ TEST_F(PagingTest, ChunkCheckAcceptsTheCkaBaselineOfItsEstimator) {
 }
 
 // Where a job's time goes (issue 13): the workers' phase times of each
-// newly committed chunk are summed into Job.phase_totals; a repeat adds
-// nothing; bad entries are refused naming the field.
+// newly committed chunk are summed into Job.phase_totals, with the
+// coordinator's "commit"; a repeat adds nothing; bad entries are refused
+// naming the field.
 TEST_F(PagingTest, PhaseTimesOfCommittedChunksAddUpInTheJob) {
   v1::SweepSpec spec;
   spec.set_name("timed");
@@ -423,12 +424,18 @@ TEST_F(PagingTest, PhaseTimesOfCommittedChunksAddUpInTheJob) {
   }()));
   ASSERT_EQ(jobs.jobs_size(), 1);
   const v1::Job& got = jobs.jobs(0);
-  ASSERT_EQ(got.phase_totals_size(), 2);
+  ASSERT_EQ(got.phase_totals_size(), 3);
   EXPECT_EQ(got.phase_totals(0).phase(), "build");
   EXPECT_EQ(got.phase_totals(0).seconds(), 3.0);
   EXPECT_EQ(got.phase_totals(1).phase(), "compute");
   EXPECT_EQ(got.phase_totals(1).seconds(), 0.75);
   EXPECT_EQ(got.phase_totals(1).count(), 2);
+  // The coordinator's own part, measured by it: once a newly committed
+  // chunk (not for the repeat), a real time, far under a second here.
+  EXPECT_EQ(got.phase_totals(2).phase(), "commit");
+  EXPECT_EQ(got.phase_totals(2).count(), 2);
+  EXPECT_GT(got.phase_totals(2).seconds(), 0.0);
+  EXPECT_LT(got.phase_totals(2).seconds(), 1.0);
 }
 
 TEST_F(PagingTest, ChunkIsCheckedAgainstItsJob) {
