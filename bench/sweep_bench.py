@@ -12,7 +12,10 @@ the median of each phase per job; time from the start to the first
 committed chunk (the first result row); and, with --gpu 1, the GPU-busy
 fraction (mean of nvidia-smi's utilization.gpu, sampled every 100 ms) over
 the whole run and over the window from the first job's lease (its first
-commit less its own phase seconds) to the last commit. Targets (issue 13):
+commit less its own phase seconds) to the last commit, and the same from
+the driver's timestamped samples (NVML, gpu_busy_window_nvml), which are
+cut to the window where nvidia-smi's are smeared by up to a second of
+averaging before each read. Targets (issue 13):
 busy >= 80% of that window, wall <= 1.5 x (compute sum) + 5 s, first row
 <= 5 s.
 """
@@ -65,6 +68,58 @@ def phase_totals(blob):
     return out
 
 
+class NvmlSamples:
+    """The driver's own GPU-utilisation samples (nvmlDeviceGetSamples, through
+    ctypes: no Python package on the GPU machine), each the percent of its
+    sampling interval in which a kernel ran, with its timestamp. Unlike
+    nvidia-smi's utilization.gpu, read every 100 ms but averaged by the driver
+    over up to a second before the read, these can be cut to the window
+    exactly (to within one interval)."""
+
+    def __init__(self):
+        import ctypes
+        self.ct = ctypes
+        self.lib = ctypes.CDLL("libnvidia-ml.so.1")
+        if self.lib.nvmlInit_v2() != 0:
+            raise OSError("nvmlInit failed")
+        self.handle = ctypes.c_void_p()
+        if self.lib.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(self.handle)) != 0:
+            raise OSError("no GPU 0")
+
+        class Sample(ctypes.Structure):  # nvmlSample_t: timestamp (us), 8-byte value union
+            _fields_ = [("ts", ctypes.c_ulonglong), ("value", ctypes.c_ulonglong)]
+        self.Sample = Sample
+        self.samples = {}
+
+    def poll(self):
+        ct = self.ct
+        vtype, count = ct.c_int(), ct.c_uint(0)
+        # NVML_GPU_UTILIZATION_SAMPLES = 1; a first call with no buffer sizes it.
+        if self.lib.nvmlDeviceGetSamples(self.handle, 1, ct.c_ulonglong(0), ct.byref(vtype),
+                                         ct.byref(count), None) != 0 or count.value == 0:
+            return
+        buf = (self.Sample * count.value)()
+        if self.lib.nvmlDeviceGetSamples(self.handle, 1, ct.c_ulonglong(0), ct.byref(vtype),
+                                         ct.byref(count), buf) != 0:
+            return
+        for sample in buf[:count.value]:
+            self.samples[sample.ts] = sample.value & 0xFFFFFFFF  # unsigned int
+
+    def busy(self, start, end):
+        """Fraction of [start, end] (seconds since the epoch) in which a
+        kernel ran: each sample covers the interval since the one before."""
+        points = sorted((ts / 1e6, v / 100.0) for ts, v in self.samples.items())
+        covered = busy = 0.0
+        for (t0, _), (t1, v) in zip(points, points[1:]):
+            overlap = min(t1, end) - max(t0, start)
+            if overlap > 0:
+                covered += overlap
+                busy += overlap * v
+        if covered < 0.5 * (end - start):
+            return None, points  # the driver's buffer did not reach the window
+        return busy / covered, points
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--layerflow", required=True)
@@ -90,7 +145,19 @@ def main():
         proc.terminate()
 
     sampler = threading.Thread(target=sample, daemon=True)
+    nvml = None
     if args.gpu:
+        try:
+            nvml = NvmlSamples()
+        except OSError as e:
+            print(f"NVML samples unavailable ({e}); nvidia-smi only", file=sys.stderr)
+
+        def poll_nvml():
+            while not stop.is_set():
+                nvml.poll()
+                time.sleep(0.5)
+        if nvml is not None:
+            threading.Thread(target=poll_nvml, daemon=True).start()
         sampler.start()
         time.sleep(0.5)
     cmd = [args.layerflow, "run"] + ([args.sweep] if args.sweep else []) + [
@@ -131,6 +198,20 @@ def main():
         result["gpu_busy_run"] = statistics.mean(run_samples) / 100 if run_samples else None
         result["gpu_busy_window"] = statistics.mean(window) / 100 if window else None
         result["window_s"] = commits[-1] - window_start
+        # The share of the window in the jobs' compute phases: what busy
+        # would be if the device never waited inside them.
+        result["compute_share_of_window"] = result["compute_sum_s"] / result["window_s"]
+        if nvml is not None:
+            nvml.poll()
+            busy, points = nvml.busy(window_start, commits[-1])
+            result["gpu_busy_window_nvml"] = busy
+            result["nvml_samples_in_window"] = sum(
+                1 for t, _ in points if window_start <= t <= commits[-1])
+            if points:  # relative to the run's start: a check that the clocks agree
+                result["nvml_span_from_start_s"] = [points[0][0] - t0, points[-1][0] - t0]
+            if len(points) > 1:
+                result["nvml_sample_interval_s"] = statistics.median(
+                    b[0] - a[0] for a, b in zip(points, points[1:]))
         result["samples"] = len(run_samples)
     json.dump(result, open(args.out, "w"), indent=2)
     print(json.dumps(result, indent=1))
