@@ -38,8 +38,7 @@
 #   sweep                issue 13's sweep benchmark: bench/sweeps/sweep_gpu_24.yaml
 #                        (24 pythia-1.4b jobs, 8 x 2048 bf16) through
 #                        `layerflow run`, GPU utilisation sampled, phase times
-#                        from the store (bench/sweep_bench.py); LF_RUN_ARGS go
-#                        to `layerflow run` (e.g. "--workers 2"). -> sweep_gpu.json
+#                        from the store (bench/sweep_bench.py). -> sweep_gpu.json
 #   mqar                 issue 16's training run: bench/sweeps/mqar_gpu.yaml (a
 #                        2-layer Mamba-2 and GPT-NeoX on MQAR to 0.99) through
 #                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
@@ -149,7 +148,7 @@ checkpoints() {
 
 sweep() {
   python3 bench/sweep_bench.py --layerflow "$LF" --sweep bench/sweeps/sweep_gpu_24.yaml \
-    --gpu 1 --out "$OUT/sweep_gpu.json" --run-args "${LF_RUN_ARGS:-}"
+    --gpu 1 --out "$OUT/sweep_gpu.json"
 }
 
 mqar() {

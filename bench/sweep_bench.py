@@ -127,9 +127,6 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--gpu", type=int, default=0)
     ap.add_argument("--commit", default=os.environ.get("LF_COMMIT", "unknown"))
-    # More `layerflow run` flags, e.g. "--workers 2" (two worker processes
-    # sharing the GPU): the JSON records them.
-    ap.add_argument("--run-args", default="")
     args = ap.parse_args()
     db = os.path.join(tempfile.mkdtemp(prefix="lf-sweep-bench-"), "store.db")
     samples, stop = [], threading.Event()
@@ -164,7 +161,7 @@ def main():
         sampler.start()
         time.sleep(0.5)
     cmd = [args.layerflow, "run"] + ([args.sweep] if args.sweep else []) + [
-        "--db", db, "--no-figures", "--format", "csv"] + args.run_args.split()
+        "--db", db, "--no-figures", "--format", "csv"]
     t0 = time.time()
     run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t1 = time.time()
@@ -184,7 +181,7 @@ def main():
     result = {
         "benchmark": "sweep_gpu" if args.gpu else "sweep_cpu",
         "command": " ".join(["python3", "bench/sweep_bench.py"] + sys.argv[1:]),
-        "sweep": args.sweep or "(the built-in default sweep)", "run_args": args.run_args,
+        "sweep": args.sweep or "(the built-in default sweep)",
         "date": datetime.date.today().isoformat(), "commit": args.commit,
         "jobs": len(jobs), "succeeded": sum(1 for _, s, _ in jobs if s == 3),
         "wall_s": t1 - t0, "phase_sums_s": sums, "phase_medians_s": medians,

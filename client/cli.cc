@@ -322,7 +322,6 @@ struct RunFlags {
   std::string db_path;
   std::string metrics_address;
   std::string http_address;
-  int workers = 1;
   std::string format = "table";
   FigureFlags figures;
   bool no_figures = false;
@@ -395,7 +394,6 @@ int Run(const CliEnvironment& env, const RunFlags& flags) {
   options.db_path = flags.db_path;
   options.metrics_address = flags.metrics_address;
   options.http_address = flags.http_address;
-  options.workers = flags.workers;
   absl::StatusOr<std::unique_ptr<EmbeddedCluster>> cluster =
       env.start_embedded(options, &canceller);
   if (!cluster.ok()) return Fail(env, cluster.status());
@@ -607,12 +605,6 @@ int RunCli(int argc, const char* const* argv, const CliEnvironment& env) {
   run->add_option("--http", run_flags.http_address,
                   "Serve the results web page on PORT (127.0.0.1) or HOST:PORT while the "
                   "sweep runs (default: off)");
-  run->add_option("--workers", run_flags.workers,
-                  "Worker processes sharing this machine's devices, each leasing its own jobs; "
-                  "2 on a GPU keep it busy while one worker's host work (statistics, commit, the "
-                  "next job's set-up) runs")
-      ->check(CLI::Range(1, 16))
-      ->capture_default_str();
   run->add_option("--format", run_flags.format, "Result format")
       ->check(CLI::IsMember({"table", "csv", "json"}))
       ->capture_default_str();

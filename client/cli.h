@@ -34,11 +34,6 @@ struct EmbeddedOptions {
   // The results web page's address (CoordinatorOptions.http_address);
   // empty disables it.
   std::string http_address;
-  // Worker processes on this machine's devices, each leasing its own jobs
-  // (>= 1). Two on one GPU keep it busy while one worker's host work (a
-  // chunk's statistics and commit, the next job's set-up) runs, as several
-  // instances of one model on a GPU do in an inference server.
-  int workers = 1;
 };
 
 class EmbeddedCluster {

@@ -8,7 +8,6 @@
 #include <optional>
 #include <string>
 #include <thread>
-#include <vector>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -34,7 +33,7 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
     // Worker first: it may be streaming a chunk to the coordinator.
     watching_ = false;
     if (watch_thread_.joinable()) watch_thread_.join();
-    for (std::unique_ptr<WorkerProcess>& worker : workers_) worker->Stop();
+    if (worker_ != nullptr) worker_->Stop();
     if (server_ != nullptr) server_->Shutdown();
     if (!temp_dir_.empty()) RemoveTree(temp_dir_);
   }
@@ -45,7 +44,7 @@ class EmbeddedClusterImpl : public EmbeddedCluster {
   std::string description_;
   std::string temp_dir_;  // empty when the user chose --db
   std::unique_ptr<server::CoordinatorServer> server_;
-  std::vector<std::unique_ptr<WorkerProcess>> workers_;
+  std::unique_ptr<WorkerProcess> worker_;
   std::atomic<bool> watching_{true};
   std::thread watch_thread_;  // notices a worker that died
 };
@@ -80,48 +79,37 @@ absl::StatusOr<std::unique_ptr<EmbeddedCluster>> StartEmbeddedCluster(
   cluster->server_ = std::move(*server);
   cluster->address_ = absl::StrCat("127.0.0.1:", cluster->server_->port());
 
-  if (options.workers < 1) {
+  // The worker is a child process (common/worker_process.h says
+  // why); it picks the CUDA GPUs when the build and the machine have them.
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker =
+      WorkerProcess::Spawn({.coordinator_address = cluster->address_,
+                            .name = absl::StrCat("layerflow-run-", getpid()),
+                            .model_roots = {CurrentFolder()}});
+  if (!worker.ok()) {
     cluster->Shutdown();
-    return absl::InvalidArgumentError(
-        absl::StrCat("--workers: must be >= 1, got ", options.workers));
+    return absl::Status(worker.status().code(),
+                        absl::StrCat("embedded worker: ", worker.status().message()));
   }
-  // Each worker is a child process (common/worker_process.h says why); it
-  // picks the CUDA GPUs when the build and the machine have them.
-  for (int i = 0; i < options.workers; ++i) {
-    absl::StatusOr<std::unique_ptr<WorkerProcess>> worker = WorkerProcess::Spawn(
-        {.coordinator_address = cluster->address_,
-         .name = options.workers == 1 ? absl::StrCat("layerflow-run-", getpid())
-                                      : absl::StrCat("layerflow-run-", getpid(), "-", i),
-         .model_roots = {CurrentFolder()}});
-    if (!worker.ok()) {
-      cluster->Shutdown();  // stops the workers already started
-      return absl::Status(worker.status().code(),
-                          absl::StrCat("embedded worker: ", worker.status().message()));
-    }
-    cluster->workers_.push_back(*std::move(worker));
-  }
+  cluster->worker_ = std::move(*worker);
   EmbeddedClusterImpl* raw = cluster.get();
   cluster->watch_thread_ = std::thread([raw, canceller] {
-    // A worker that died may have held a job that no other will finish
-    // within the sweep's wait: stop waiting, whichever one it was.
+    // Without its worker nothing would ever finish the sweep: stop waiting.
     while (raw->watching_) {
-      for (std::unique_ptr<WorkerProcess>& worker : raw->workers_) {
-        if (std::optional<std::string> exit = worker->Exited(); exit.has_value()) {
-          if (canceller != nullptr) {
-            canceller->Cancel(absl::UnavailableError(
-                absl::StrCat("embedded worker stopped: the layerflow-worker process ", *exit)));
-          }
-          return;
+      if (std::optional<std::string> exit = raw->worker_->Exited(); exit.has_value()) {
+        if (canceller != nullptr) {
+          canceller->Cancel(absl::UnavailableError(
+              absl::StrCat("embedded worker stopped: the layerflow-worker process ", *exit)));
         }
+        return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
-  cluster->description_ = absl::StrCat(
-      "embedded coordinator on ", cluster->address_, " (store ",
-      server::DescribeDb(server_options.db_path), cluster->temp_dir_.empty() ? "" : ", removed at exit",
-      "), ", options.workers == 1 ? std::string("worker") : absl::StrCat(options.workers, " workers"),
-      " on this machine's CPU or CUDA GPUs");
+  const std::string devices = "this machine's CPU or CUDA GPUs";
+  cluster->description_ =
+      absl::StrCat("embedded coordinator on ", cluster->address_, " (store ",
+                   server::DescribeDb(server_options.db_path),
+                   cluster->temp_dir_.empty() ? "" : ", removed at exit", "), worker on ", devices);
   if (!options.metrics_address.empty()) {
     absl::StrAppend(&cluster->description_, ", metrics on port ", cluster->server_->metrics_port());
   }

@@ -121,22 +121,6 @@ YAML
     }' "$WORK/csv" > "$WORK/awk" || { fail "run --format csv: $(cat "$WORK/awk")"; }
   [[ -s $WORK/kept.db ]] || fail "run --db: store not kept at $WORK/kept.db"
 
-  # Two worker processes share the machine (--workers 2): the same rows as
-  # one worker's (ids aside), and the log says how many ran.
-  "$LAYERFLOW" run "$WORK/tiny.yaml" --format csv --workers 2 --no-figures \
-      > "$WORK/csv2" 2> "$WORK/err2"
-  code=$?
-  [[ $code == 0 ]] || { fail "run --workers 2: exit $code, want 0"; sed 's/^/  | /' "$WORK/err2" >&2; }
-  expect_contains "$WORK/err2" "2 workers on this machine's CPU or CUDA GPUs" "run --workers 2 (stderr)"
-  cut -d, -f3- "$WORK/csv" | sort > "$WORK/rows1"
-  cut -d, -f3- "$WORK/csv2" | sort > "$WORK/rows2"
-  cmp -s "$WORK/rows1" "$WORK/rows2" \
-    || { fail "run --workers 2: rows differ from one worker's"; diff "$WORK/rows1" "$WORK/rows2" | head -5 >&2; }
-  "$LAYERFLOW" run "$WORK/tiny.yaml" --workers 0 > "$WORK/out" 2> "$WORK/err"
-  code=$?
-  [[ $code != 0 ]] || fail "run --workers 0: exit 0, want an error"
-  expect_contains "$WORK/err" "--workers" "run --workers 0 (stderr)"
-
   # `layerflow plot` against a real coordinator on the kept store: it reads
   # the rows as `layerflow results` does, and its sidecars read back equal
   # them; a metric the sweep lacks is an error naming the flag and sweep.
