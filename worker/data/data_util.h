@@ -12,6 +12,7 @@
 #include <exception>
 #include <random>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -64,7 +65,11 @@ auto GenerateRangeOf(const Dataset& dataset, int64_t begin, int64_t end)
   const int64_t threads = std::min<int64_t>(
       {count, kGenerateThreads, std::max<int64_t>(1, std::thread::hardware_concurrency())});
   std::vector<std::thread> helpers;
-  for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  try {
+    for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  } catch (const std::system_error&) {
+    // No thread to be had: the ones started and this one do the rest.
+  }
   work();
   for (std::thread& t : helpers) t.join();
   std::vector<Example> examples;

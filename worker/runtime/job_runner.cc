@@ -10,6 +10,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <system_error>
 #include <thread>
 
 #include <unistd.h>
@@ -275,14 +276,19 @@ class ModelJobRunner final : public JobRunner {
     const catalog::PromptRange range =
         catalog::ChunkPrompts(sequence, config_.num_prompts, config_.prompts_per_chunk);
     prefetched_sequence_ = sequence;
-    prefetched_ = std::async(std::launch::async, [this, range]() -> absl::StatusOr<std::vector<Prompt>> {
+    auto make = [this, range]() -> absl::StatusOr<std::vector<Prompt>> {
       try {
         return dataset_(range.begin, range.end);
       } catch (const std::exception& e) {
         return absl::ResourceExhaustedError(
             absl::StrCat("prompts ", range.begin, "..", range.end, ": ", e.what()));
       }
-    });
+    };
+    try {
+      prefetched_ = std::async(std::launch::async, make);
+    } catch (const std::system_error&) {
+      prefetched_ = std::async(std::launch::deferred, make);  // no thread: made by RunChunk
+    }
   }
 
   void set_keys(std::vector<StatKey> keys) { keys_ = std::move(keys); }
