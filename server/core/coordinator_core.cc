@@ -384,7 +384,9 @@ absl::StatusOr<CommitResult> CoordinatorCore::CommitChunk(const layerflow::v1::R
     commit.set_count(1);
     if (metrics_ != nullptr) {
       metrics_->AddChunksCommitted(1);
-      for (const layerflow::v1::PhaseTime& t : phases) metrics_->ObservePhase(t.phase(), t.seconds());
+      for (const layerflow::v1::PhaseTime& t : phases) {
+        metrics_->ObservePhase(t.phase(), t.seconds());
+      }
     }
     // Diagnostics only: the chunk is committed whatever becomes of them.
     if (absl::Status s = store_->AddPhaseTimes(chunk.job_id(), phases); !s.ok()) {

@@ -54,7 +54,6 @@ class FailoverTest : public integration::LoopbackCoordinatorTest {
   v1::Sweep WaitForSweep(const std::string& sweep_id) {
     return integration::WaitForSweep(*stub_, sweep_id, 300s);
   }
-
 };
 
 TEST_F(FailoverTest, KilledWorkerMidJobStillGivesEveryJobExactlyOnce) {

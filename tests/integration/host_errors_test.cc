@@ -132,7 +132,6 @@ class HostErrorsTest : public integration::LoopbackCoordinatorTest {
     EXPECT_TRUE(report.ok()) << report.status();
     return report.ok() ? *report : "";
   }
-
 };
 
 TEST_F(HostErrorsTest, StarvedWorkerBesideAHealthyOneCostsNoJobAndIsQuarantined) {

@@ -247,9 +247,8 @@ TEST(OutputTest, JobTimingsTableSumsEachJobsPhases) {
   jobs[0].mutable_spec()->set_model("pythia-14m");
   jobs[0].set_chunks_committed(2);
   jobs[0].set_chunks_total(2);
-  for (auto [phase, seconds] :
-       {std::pair{"build", 2.5}, std::pair{"compute", 0.75}, std::pair{"stage", 0.125},
-        std::pair{"data", 0.0625}}) {
+  for (auto [phase, seconds] : {std::pair{"build", 2.5}, std::pair{"compute", 0.75},
+                                std::pair{"stage", 0.125}, std::pair{"data", 0.0625}}) {
     v1::PhaseTime* t = jobs[0].add_phase_totals();
     t->set_phase(phase);
     t->set_seconds(seconds);

@@ -6,18 +6,12 @@
 #ifndef LAYERFLOW_WORKER_DATA_DATA_UTIL_H_
 #define LAYERFLOW_WORKER_DATA_DATA_UTIL_H_
 
-#include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <exception>
 #include <random>
 #include <string>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/str_cat.h"
 #include "common/file_util.h"
 
 namespace layerflow::worker {
@@ -39,42 +33,13 @@ void PortableShuffle(std::vector<T>& v, std::mt19937_64& rng) {
 }
 
 // Examples [begin, end) of a data set, each from dataset.Generate(i): what
-// every data set's GenerateRange is. The examples are made on up to
-// kGenerateThreads threads (each depends only on its index: the result is
-// the same on any number), and the first error in index order is returned.
-// Generation is CPU work (KVPR tokenises a prompt ~15 times to fit it to the
-// context) that a worker does while its device waits.
-inline constexpr int64_t kGenerateThreads = 8;
+// every data set's GenerateRange is. Stops at the first error.
 template <typename Dataset>
 auto GenerateRangeOf(const Dataset& dataset, int64_t begin, int64_t end)
     -> absl::StatusOr<std::vector<typename decltype(dataset.Generate(0))::value_type>> {
-  using Example = typename decltype(dataset.Generate(0))::value_type;
-  const int64_t count = std::max<int64_t>(0, end - begin);
-  std::vector<absl::StatusOr<Example>> made(count, absl::UnknownError("not made"));
-  std::atomic<int64_t> next{0};
-  auto work = [&] {
-    for (int64_t i = next++; i < count; i = next++) {
-      try {
-        made[i] = dataset.Generate(begin + i);
-      } catch (const std::exception& e) {  // a helper thread must not end the process
-        made[i] = absl::ResourceExhaustedError(
-            absl::StrCat("prompt ", begin + i, ": ", e.what()));
-      }
-    }
-  };
-  const int64_t threads = std::min<int64_t>(
-      {count, kGenerateThreads, std::max<int64_t>(1, std::thread::hardware_concurrency())});
-  std::vector<std::thread> helpers;
-  try {
-    for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work);
-  } catch (const std::system_error&) {
-    // No thread to be had: the ones started and this one do the rest.
-  }
-  work();
-  for (std::thread& t : helpers) t.join();
-  std::vector<Example> examples;
-  examples.reserve(count);
-  for (absl::StatusOr<Example>& example : made) {
+  std::vector<typename decltype(dataset.Generate(0))::value_type> examples;
+  for (int64_t i = begin; i < end; ++i) {
+    auto example = dataset.Generate(i);
     if (!example.ok()) return example.status();
     examples.push_back(*std::move(example));
   }

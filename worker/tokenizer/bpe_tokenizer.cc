@@ -13,7 +13,6 @@
 #include <mutex>
 #include <optional>
 #include <queue>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -378,9 +377,7 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::string> id_to_bytes_;
   std::vector<bool> known_;
 
-  // Readers share it: a chunk's prompts are tokenised on several threads
-  // (GenerateRangeOf), nearly every word a hit.
-  mutable std::shared_mutex cache_mu_;
+  mutable std::mutex cache_mu_;
   mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache_;
 };
 
@@ -432,7 +429,7 @@ void BpeTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) 
   }
   const bool cacheable = word.size() <= kMaxCachedWordBytes;
   if (cacheable) {
-    std::shared_lock<std::shared_mutex> lock(cache_mu_);
+    std::lock_guard<std::mutex> lock(cache_mu_);
     if (auto it = cache_.find(absl::string_view(word.data(), word.size())); it != cache_.end()) {
       ids->insert(ids->end(), it->second.begin(), it->second.end());
       return;
@@ -441,7 +438,7 @@ void BpeTokenizer::EncodeWord(std::string_view word, std::vector<int32_t>* ids) 
   const size_t first = ids->size();
   MergeWord(word, ids);
   if (cacheable) {
-    std::unique_lock<std::shared_mutex> lock(cache_mu_);
+    std::lock_guard<std::mutex> lock(cache_mu_);
     if (cache_.size() < kMaxCacheEntries) {
       cache_.try_emplace(std::string(word), ids->begin() + first, ids->end());
     }

@@ -6,7 +6,6 @@
 #include <map>
 #include <memory>
 #include <set>
-#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -20,7 +19,6 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
-#include "worker/data/data_util.h"
 #include "worker/data/datasets.h"
 #include "worker/data/kvpr.h"
 #include "worker/data/mdqa.h"
@@ -156,37 +154,6 @@ MqarDataset MakeMqar(const MqarOptions& options) {
   auto dataset = MqarDataset::Create(options);
   EXPECT_TRUE(dataset.ok()) << dataset.status();
   return *std::move(dataset);
-}
-
-// GenerateRangeOf makes a range's examples on several threads: the same
-// examples in index order, and the error of the lowest failing index (an
-// exception in a helper thread comes back as a status, never ends the run).
-struct SquaresWithGaps {
-  absl::StatusOr<int64_t> Generate(int64_t index) const {
-    if (index == 5 || index == 9) {
-      return absl::InvalidArgumentError(absl::StrCat("index ", index));
-    }
-    if (index == 12) throw std::length_error("too long");
-    return index * index;
-  }
-};
-
-TEST(GenerateRangeTest, ExamplesInIndexOrderFirstErrorByIndex) {
-  const SquaresWithGaps squares;
-  auto first = GenerateRangeOf(squares, 0, 5);
-  ASSERT_TRUE(first.ok()) << first.status();
-  EXPECT_EQ(*first, (std::vector<int64_t>{0, 1, 4, 9, 16}));
-  auto later = GenerateRangeOf(squares, 13, 40);
-  ASSERT_TRUE(later.ok()) << later.status();
-  ASSERT_EQ(later->size(), 27u);
-  for (int64_t i = 13; i < 40; ++i) EXPECT_EQ((*later)[i - 13], i * i);
-  EXPECT_THAT(GenerateRangeOf(squares, 0, 20),
-              StatusIs(absl::StatusCode::kInvalidArgument, "index 5"));
-  EXPECT_THAT(GenerateRangeOf(squares, 10, 13),
-              StatusIs(absl::StatusCode::kResourceExhausted, "prompt 12: too long"));
-  auto none = GenerateRangeOf(squares, 7, 7);
-  ASSERT_TRUE(none.ok());
-  EXPECT_TRUE(none->empty());
 }
 
 TEST(MqarTest, SameSeedSameSequencesInAnyOrderOtherSeedDiffers) {

@@ -134,10 +134,7 @@ TEST(JobRunnerTest, PrefetchedPromptsGiveTheSameRows) {
   auto want = fresh->RunChunk(1);
   auto got = prefetched->RunChunk(1);
   auto other = stale->RunChunk(1);
-  for (const auto* chunk : {&want, &got, &other}) {
-    ASSERT_TRUE(chunk->ok()) << chunk->status();
-    EXPECT_GE((*chunk)->data_seconds, 0.0);
-  }
+  for (const auto* chunk : {&want, &got, &other}) ASSERT_TRUE(chunk->ok()) << chunk->status();
   for (const auto* chunk : {&got, &other}) {
     EXPECT_EQ((*chunk)->prompt_tokens, want->prompt_tokens);
     ASSERT_EQ((*chunk)->stats.size(), want->stats.size());
