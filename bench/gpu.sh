@@ -39,6 +39,12 @@
 #                        (24 pythia-1.4b jobs, 8 x 2048 bf16) through
 #                        `layerflow run`, GPU utilisation sampled, phase times
 #                        from the store (bench/sweep_bench.py). -> sweep_gpu.json
+#   load                 issue 13's checkpoint loading: the pinned-slot GPU test,
+#                        then 2.8B presets written as safetensors and loaded
+#                        onto the GPU from the page cache (GB/s: end to end,
+#                        the copy through pinned slots, pageable copy_, the
+#                        PCIe ceiling) and the peers (safetensors load_file,
+#                        transformers from_pretrained). -> checkpoint_load.json
 #   mqar                 issue 16's training run: bench/sweeps/mqar_gpu.yaml (a
 #                        2-layer Mamba-2 and GPT-NeoX on MQAR to 0.99) through
 #                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
@@ -63,6 +69,8 @@ case "$cmd" in
   profile)
     export LAYERFLOW_SSM_KERNELS="${LAYERFLOW_SSM_KERNELS:-1}"
     export LF_TARGETS="${LF_TARGETS:-bench_ssm_gpu}" ;;
+  load)
+    export LF_TARGETS="${LF_TARGETS:-bench_checkpoint_load worker_staged_upload_gpu_test}" ;;
   sweep|mqar)
     export LF_TARGETS="${LF_TARGETS:-layerflow layerflow-worker}" ;;
   parity|checkpoints|multi|sharded) ;;
@@ -144,6 +152,21 @@ checkpoints() {
   for m in pythia-2.8b gpt-neo-2.7b mamba-2.8b mamba2-2.7b; do
     $B/bench_metrics_overhead --model "$m" --dtype bf16 --prompts 1 --tokens 2048 --reps 5 --forward-only 1
   done
+}
+
+load() {
+  echo "== pinned-slot uploads against copy_"
+  build-gpu/tests/worker/model/worker_staged_upload_gpu_test 2>&1 | tail -8
+  local models="${LF_MODELS:-pythia-2.8b,mamba-2.8b}" dir=/tmp/lf_checkpoint_load
+  echo "== bench_checkpoint_load ($models, bf16, page cache warm)"
+  $B/bench_checkpoint_load --models "$models" --dtype bf16 --dir "$dir" --reps "${LF_REPS:-3}" \
+    --json "$OUT/checkpoint_load.json"
+  local rc=$?
+  echo "== peers"
+  python3 bench/peer_checkpoint_load.py --dir "$dir" --models "$models" --reps "${LF_PEER_REPS:-2}" \
+    | tee "$OUT/checkpoint_load_peer.jsonl"
+  rm -rf "$dir"
+  return "$rc"
 }
 
 sweep() {

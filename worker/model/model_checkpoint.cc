@@ -18,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config_json.h"
+#include "worker/model/staged_upload.h"
 
 namespace layerflow::worker {
 namespace {
@@ -182,24 +183,6 @@ std::string CanonicalName(const std::string& architecture, const std::string& na
   return name;
 }
 
-// Copies one checkpoint tensor into `param` (whatever its device and dtype).
-void CopyInto(const WeightEntry& e, at::ScalarType file_dtype, at::Tensor& param) {
-  if (e.loaded.defined()) {
-    param.copy_(e.loaded);
-    return;
-  }
-  // from_blob needs element alignment; our writer aligns, others may not.
-  std::vector<uint8_t> aligned;
-  const void* data = e.mapped->data;
-  if (reinterpret_cast<uintptr_t>(data) % at::elementSize(file_dtype) != 0) {
-    aligned.assign(e.mapped->data, e.mapped->data + e.mapped->nbytes);
-    data = aligned.data();
-  }
-  at::Tensor source =
-      at::from_blob(const_cast<void*>(data), e.shape, at::TensorOptions().dtype(file_dtype));
-  param.copy_(source);  // synchronous (pageable memory)
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(const std::string& dir,
@@ -294,12 +277,29 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> LoadModelCheckpoint(const Confine
                                                    " with this config"));
   }
 
+  // Mapped tensors go to the device through pinned slots (staged_upload.h);
+  // pytorch_model.bin's tensors are already in memory and are copied as they are.
+  std::vector<HostTensorCopy> mapped;
+  std::vector<const Pending*> mapped_of;
   const Pending* current = nullptr;
   try {
     c10::InferenceMode guard;
     for (const Pending& p : pending) {
       current = &p;
-      CopyInto(*p.entry, p.file_dtype, *p.param);
+      if (p.entry->loaded.defined()) {
+        p.param->copy_(p.entry->loaded);
+      } else {
+        mapped.push_back(HostTensorCopy{p.entry->mapped->data, p.file_dtype, p.param});
+        mapped_of.push_back(&p);
+      }
+    }
+    size_t failed = 0;
+    current = nullptr;
+    try {
+      UploadStaged(mapped, &failed);
+    } catch (...) {
+      if (failed < mapped_of.size()) current = mapped_of[failed];
+      throw;
     }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(current ? current->entry->file : weights->source,
