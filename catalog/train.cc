@@ -51,6 +51,7 @@ TrainSettings WithTrainDefaults(TrainSettings s) {
   if (s.eval_every == 0) s.eval_every = std::min(kDefaultTrainEvalEvery, s.steps);
   if (s.save_every == 0) s.save_every = 2 * s.eval_every;
   if (s.eval_examples == 0) s.eval_examples = kDefaultTrainEvalExamples;
+  if (s.curriculum.empty()) s.curriculum = std::string(kTrainCurriculumNone);
   return s;
 }
 
@@ -82,6 +83,11 @@ absl::Status ValidateTrainSettings(const TrainSettings& s) {
   if (absl::Status st = IntInRange("eval_examples", s.eval_examples, 1, 65536); !st.ok()) {
     return st;
   }
+  if (!s.curriculum.empty() && s.curriculum != kTrainCurriculumNone &&
+      s.curriculum != kTrainCurriculumZoology) {
+    return Invalid("curriculum", absl::StrCat("unknown curriculum '", s.curriculum,
+                                              "'; known: none, zoology"));
+  }
   // The relations between fields, on the values that will run.
   const TrainSettings d = WithTrainDefaults(s);
   if (d.warmup >= d.steps) {
@@ -109,6 +115,37 @@ absl::Status ValidateTrainSettings(const TrainSettings& s) {
                                 ") need vocab >= ", 2LL * (d.pairs + 1), "; vocab is ", d.vocab));
   }
   return absl::OkStatus();
+}
+
+std::vector<TrainSegment> TrainSegments(const TrainSettings& settings) {
+  const TrainSettings s = WithTrainDefaults(settings);
+  if (s.curriculum != kTrainCurriculumZoology) return {{s.length, s.pairs, 1}};
+  struct Scale {
+    int32_t length_div, pairs_div, weight;
+  };
+  constexpr Scale kZoology[] = {{8, 16, 5}, {4, 8, 1}, {2, 4, 1}, {2, 2, 1}, {1, 1, 1}};
+  std::vector<TrainSegment> segments;
+  for (const Scale& k : kZoology) {
+    TrainSegment g;
+    g.pairs = std::max(1, s.pairs / k.pairs_div);
+    // 4 * pairs <= length holds for the task (validated), so for each part.
+    g.length = std::max(s.length / k.length_div, 4 * g.pairs);
+    g.weight = k.weight;
+    segments.push_back(g);
+  }
+  return segments;
+}
+
+size_t TrainSegmentOfStep(const TrainSettings& settings, int64_t step) {
+  const std::vector<TrainSegment> segments = TrainSegments(settings);
+  int64_t cycle = 0;
+  for (const TrainSegment& g : segments) cycle += g.weight;
+  int64_t slot = (step - 1) % cycle;
+  for (size_t k = 0; k < segments.size(); ++k) {
+    if (slot < segments[k].weight) return k;
+    slot -= segments[k].weight;
+  }
+  return segments.size() - 1;
 }
 
 bool IsTrainArchitecture(absl::string_view name) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -38,6 +39,11 @@ inline constexpr double kDefaultTrainClip = 1.0;
 inline constexpr double kDefaultTrainTargetAccuracy = 0.99;
 inline constexpr int64_t kDefaultTrainEvalEvery = 500;
 inline constexpr int32_t kDefaultTrainEvalExamples = 256;
+// What the training batches are drawn from: "none" (default), every step on
+// the task as set; "zoology", the Zoology benchmark's training mixture of
+// shorter, easier MQAR segments next to the task itself (TrainSegments).
+inline constexpr std::string_view kTrainCurriculumNone = "none";
+inline constexpr std::string_view kTrainCurriculumZoology = "zoology";
 // Relative defaults: warmup = steps / 20 (5%), eval_every = min(500, steps),
 // save_every = 2 * eval_every.
 
@@ -65,6 +71,18 @@ struct TrainSettings {
   int64_t eval_every = 0;
   int64_t save_every = 0;
   int32_t eval_examples = 0;
+  std::string curriculum;
+};
+
+// One kind of training sequence: MQAR at `length` tokens with `pairs`
+// key-value pairs, drawn for `weight` of every TrainSegmentCycle steps.
+struct TrainSegment {
+  int32_t length = 0;
+  int32_t pairs = 0;
+  int32_t weight = 1;
+  friend bool operator==(const TrainSegment& a, const TrainSegment& b) {
+    return a.length == b.length && a.pairs == b.pairs && a.weight == b.weight;
+  }
 };
 
 // Every zero field set to its default (above). Idempotent.
@@ -88,6 +106,23 @@ bool IsTrainArchitecture(absl::string_view name);
 // ("width: ...", "heads: ...") when the shape does not build.
 absl::StatusOr<ModelConfig> TrainModelConfig(absl::string_view architecture,
                                              const TrainSettings& settings);
+
+// The segments training draws from (defaults applied). "none": the task
+// itself, {length, pairs, 1}. "zoology": Zoology's mixture for 512 tokens
+// and 64 pairs, (64, 4) x 5, (128, 8), (256, 16), (256, 32), written
+// relative to the task, (length / 8, pairs / 16) x 5, (length / 4,
+// pairs / 8), (length / 2, pairs / 4), (length / 2, pairs / 2), then the
+// task itself (length, pairs) where Zoology has (256, 64): the held-out set
+// is the task, so training sees it too. Each segment has at least one pair
+// and at least 4 * pairs tokens. The weights are Zoology's example counts
+// (100k, then 20k each).
+std::vector<TrainSegment> TrainSegments(const TrainSettings& settings);
+
+// The segment (index into TrainSegments) of optimizer step `step`
+// (1-based): the steps cycle through sum(weight) slots, segment k taking
+// weight_k consecutive slots, so every batch holds one segment's
+// sequences (no padding) and a resumed run draws the same ones.
+size_t TrainSegmentOfStep(const TrainSettings& settings, int64_t step);
 
 // Result chunks of a TRAIN job: ceil(steps / eval_every); chunk k ends at
 // step TrainChunkEndStep(k) = min((k + 1) * eval_every, steps).

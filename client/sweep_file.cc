@@ -383,7 +383,10 @@ absl::Status ParseTrain(const Reporter& r, const YAML::Node& node, const std::st
        {"target_accuracy", number(&v1::TrainSpec::set_target_accuracy)},
        {"eval_every", int64_field(&v1::TrainSpec::set_eval_every)},
        {"save_every", int64_field(&v1::TrainSpec::set_save_every)},
-       {"eval_examples", int32_field(&v1::TrainSpec::set_eval_examples)}});
+       {"eval_examples", int32_field(&v1::TrainSpec::set_eval_examples)},
+       {"curriculum", [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_curriculum());
+        }}});
 }
 
 absl::Status ParseSpec(const Reporter& r, const YAML::Node& root, v1::SweepSpec* spec) {

@@ -23,6 +23,7 @@ catalog::TrainSettings TrainSettingsOf(const layerflow::v1::TrainSpec& t) {
   s.eval_every = t.eval_every();
   s.save_every = t.save_every();
   s.eval_examples = t.eval_examples();
+  s.curriculum = t.curriculum();
   return s;
 }
 
@@ -47,6 +48,7 @@ layerflow::v1::TrainSpec TrainSpecOf(const catalog::TrainSettings& s) {
   t.set_eval_every(s.eval_every);
   t.set_save_every(s.save_every);
   t.set_eval_examples(s.eval_examples);
+  t.set_curriculum(s.curriculum);
   return t;
 }
 

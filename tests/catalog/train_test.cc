@@ -41,6 +41,39 @@ TEST(TrainSettingsTest, DefaultsAreTheIssues) {
   EXPECT_TRUE(ValidateTrainSettings(short_run).ok());
 }
 
+TEST(TrainSegmentsTest, NoneIsTheTaskEveryStep) {
+  TrainSettings s;
+  EXPECT_EQ(WithTrainDefaults(s).curriculum, "none");
+  EXPECT_EQ(TrainSegments(s), (std::vector<TrainSegment>{{512, 64, 1}}));
+  for (int64_t step : {1, 2, 9, 10, 20000}) EXPECT_EQ(TrainSegmentOfStep(s, step), 0u);
+}
+
+TEST(TrainSegmentsTest, ZoologyAtTheDefaultsIsZoologysMixtureWithTheTask) {
+  TrainSettings s;
+  s.curriculum = "zoology";
+  ASSERT_TRUE(ValidateTrainSettings(s).ok());
+  // zoology/experiments: (64, 4) 100k examples, (128, 8), (256, 16),
+  // (256, 32), (256, 64) 20k each; the last here is the task, (512, 64).
+  EXPECT_EQ(TrainSegments(s), (std::vector<TrainSegment>{
+                                  {64, 4, 5}, {128, 8, 1}, {256, 16, 1}, {256, 32, 1}, {512, 64, 1}}));
+  // A cycle of 9 steps: 5 of (64, 4), then one of each.
+  const size_t want[] = {0, 0, 0, 0, 0, 1, 2, 3, 4};
+  for (int64_t step = 1; step <= 27; ++step) {
+    EXPECT_EQ(TrainSegmentOfStep(s, step), want[(step - 1) % 9]) << "step " << step;
+  }
+}
+
+TEST(TrainSegmentsTest, SmallTasksKeepAPairAndRoomForIt) {
+  TrainSettings s;
+  s.curriculum = "zoology";
+  s.length = 32;
+  s.pairs = 4;
+  ASSERT_TRUE(ValidateTrainSettings(s).ok());
+  // pairs / 16 and / 8 round to 0: one pair, 4 tokens at least.
+  EXPECT_EQ(TrainSegments(s), (std::vector<TrainSegment>{
+                                  {4, 1, 5}, {8, 1, 1}, {16, 1, 1}, {16, 2, 1}, {32, 4, 1}}));
+}
+
 TEST(TrainSettingsTest, ErrorsNameTheField) {
   auto error_of = [](auto edit) {
     TrainSettings s;
@@ -50,6 +83,8 @@ TEST(TrainSettingsTest, ErrorsNameTheField) {
     return std::string(status.message());
   };
   EXPECT_THAT(error_of([](TrainSettings& s) { s.task = "kvpr"; }), StartsWith("task: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.curriculum = "easy"; }),
+              AllOf(StartsWith("curriculum: "), HasSubstr("'easy'"), HasSubstr("none, zoology")));
   EXPECT_THAT(error_of([](TrainSettings& s) { s.steps = -5; }), StartsWith("steps: "));
   EXPECT_THAT(error_of([](TrainSettings& s) { s.lr = 2; }), StartsWith("lr: "));
   EXPECT_THAT(error_of([](TrainSettings& s) { s.lr = NAN; }), StartsWith("lr: "));

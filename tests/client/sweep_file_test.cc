@@ -492,7 +492,7 @@ TEST(SweepFileTest, KindTrainWithATrainBlock) {
   absl::StatusOr<v1::SweepSpec> spec = Parse(
       "name: mqar\nkind: train\nmodels: [gpt_neox, mamba2]\nseeds: [0, 1]\n"
       "train: {steps: 4000, lr: 3e-3, pairs: 32, target_accuracy: 0.99, eval_every: 250,\n"
-      "        save_every: 500, width: 64, warmup: 100, alpha: 0.1}\n");
+      "        save_every: 500, width: 64, warmup: 100, alpha: 0.1, curriculum: zoology}\n");
   ASSERT_TRUE(spec.ok()) << spec.status();
   ASSERT_TRUE(spec->has_train());
   EXPECT_EQ(spec->train().steps(), 4000);
@@ -502,6 +502,7 @@ TEST(SweepFileTest, KindTrainWithATrainBlock) {
   EXPECT_EQ(spec->train().save_every(), 500);
   EXPECT_EQ(spec->train().width(), 64);
   EXPECT_DOUBLE_EQ(spec->train().alpha(), 0.1);
+  EXPECT_EQ(spec->train().curriculum(), "zoology");
   EXPECT_EQ(spec->train().vocab(), 0);  // the coordinator's default
   // `kind: train` alone: every train field defaulted.
   absl::StatusOr<v1::SweepSpec> bare = Parse("name: m\nkind: train\nmodels: gpt_neo\n");

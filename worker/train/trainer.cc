@@ -65,8 +65,12 @@ double EvalStats::mean_accuracy() const {
   return sum / static_cast<double>(accuracy.size());
 }
 
-Trainer::Trainer(TrainRun run, std::unique_ptr<LanguageModel> model, MqarDataset data)
-    : run_(std::move(run)), model_(std::move(model)), data_(std::move(data)) {}
+Trainer::Trainer(TrainRun run, std::unique_ptr<LanguageModel> model, MqarDataset data,
+                 std::vector<MqarDataset> segments)
+    : run_(std::move(run)),
+      model_(std::move(model)),
+      data_(std::move(data)),
+      segments_(std::move(segments)) {}
 
 Trainer::~Trainer() {
   if (kernels_switched_off_) ssm::SetSsmKernelsEnabled(SsmKernelsRequested());
@@ -89,11 +93,25 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainRun& given) 
   options.num_kv_pairs = run.settings.pairs;
   options.alpha = run.settings.alpha;
   LF_ASSIGN_OR_RETURN(MqarDataset data, MqarDataset::Create(options));
+  std::vector<MqarDataset> segments;
+  for (const catalog::TrainSegment& g : catalog::TrainSegments(run.settings)) {
+    MqarOptions part = options;
+    part.seq_len = g.length;
+    part.num_kv_pairs = g.pairs;
+    absl::StatusOr<MqarDataset> made = MqarDataset::Create(part);
+    if (!made.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("curriculum: segment of ", g.length,
+                                                     " tokens and ", g.pairs,
+                                                     " pairs: ", made.status().message()));
+    }
+    segments.push_back(*std::move(made));
+  }
   LF_ASSIGN_OR_RETURN(
       std::unique_ptr<LanguageModel> model,
       CreateRandomModel(config, scheme, static_cast<uint64_t>(run.seed), run.device, at::kFloat));
   LF_RETURN_IF_ERROR(model->MakeTrainable());
-  std::unique_ptr<Trainer> trainer(new Trainer(run, std::move(model), std::move(data)));
+  std::unique_ptr<Trainer> trainer(
+      new Trainer(run, std::move(model), std::move(data), std::move(segments)));
   // The fused SSM kernels have no backward: the ATen path trains.
   if (run.device.is_cuda() && (run.architecture == "mamba" || run.architecture == "mamba2")) {
     ssm::SetSsmKernelsEnabled(false);
@@ -114,10 +132,10 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainRun& given) 
   return trainer;
 }
 
-absl::Status Trainer::Batch(int64_t begin, int64_t end, at::Tensor* ids,
+absl::Status Trainer::Batch(const MqarDataset& data, int64_t begin, int64_t end, at::Tensor* ids,
                             at::Tensor* targets) const {
-  LF_ASSIGN_OR_RETURN(const std::vector<MqarExample> examples, data_.GenerateRange(begin, end));
-  const int64_t len = run_.settings.length;
+  LF_ASSIGN_OR_RETURN(const std::vector<MqarExample> examples, data.GenerateRange(begin, end));
+  const int64_t len = data.options().seq_len;
   at::Tensor id_host = at::empty({end - begin, len}, at::kLong);
   at::Tensor target_host = at::empty({end - begin, len}, at::kLong);
   int64_t* id_out = id_host.data_ptr<int64_t>();
@@ -149,7 +167,8 @@ absl::StatusOr<StepStats> Trainer::Step() {
   const int64_t s = step() + 1;
   const int64_t batch = run_.settings.batch;
   at::Tensor ids, targets;
-  LF_RETURN_IF_ERROR(Batch((s - 1) * batch, s * batch, &ids, &targets));
+  const MqarDataset& data = segments_[catalog::TrainSegmentOfStep(run_.settings, s)];
+  LF_RETURN_IF_ERROR(Batch(data, (s - 1) * batch, s * batch, &ids, &targets));
   StepStats stats;
   stats.step = s;
   stats.lr = catalog::TrainLearningRate(run_.settings, s);
@@ -184,7 +203,8 @@ absl::StatusOr<EvalStats> Trainer::Evaluate() const {
   for (int64_t begin = 0; begin < n; begin += batch) {
     const int64_t end = std::min(n, begin + batch);
     at::Tensor ids, targets;
-    LF_RETURN_IF_ERROR(Batch(kEvalIndexBase + begin, kEvalIndexBase + end, &ids, &targets));
+    LF_RETURN_IF_ERROR(
+        Batch(data_, kEvalIndexBase + begin, kEvalIndexBase + end, &ids, &targets));
     LF_RETURN_IF_ERROR(GuardTorch(
         absl::StrCat("model ", run_.architecture, ", evaluation"),
         [&]() -> absl::Status {
@@ -226,12 +246,16 @@ absl::StatusOr<at::Tensor> Trainer::Logits(const at::Tensor& input_ids) const {
 
 std::string Trainer::Fingerprint() const {
   const catalog::TrainSettings& s = run_.settings;
+  // The curriculum only when there is one: states saved before it existed
+  // are of "none" runs and still load.
+  const std::string curriculum =
+      s.curriculum == catalog::kTrainCurriculumNone ? "" : absl::StrCat(" curriculum ", s.curriculum);
   return absl::StrCat(run_.architecture, " init ", run_.init_scheme, " seed ", run_.seed, " task ",
                       s.task, " vocab ", s.vocab, " length ", s.length, " pairs ", s.pairs,
                       " alpha ", s.alpha, " layers ", s.layers, " width ", s.width, " heads ",
                       s.heads, " state_size ", s.state_size, " steps ", s.steps, " batch ", s.batch,
                       " lr ", s.lr, " warmup ", s.warmup, " weight_decay ", s.weight_decay,
-                      " clip ", s.clip);
+                      " clip ", s.clip, curriculum);
 }
 
 absl::Status Trainer::SaveState(const std::string& path) const {

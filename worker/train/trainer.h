@@ -3,10 +3,12 @@
 // train_job.cc drives it chunk by chunk).
 //
 //   data    step s (1-based) trains on MQAR sequences (s - 1) * batch ..
-//           s * batch - 1 of the job's seed (worker/data/mqar.h); the
-//           held-out set is eval_examples sequences from index 2^40 on,
-//           never reached by training. Every sequence depends only on (seed,
-//           index), so a resumed run sees the same data.
+//           s * batch - 1 of the job's seed (worker/data/mqar.h), of the
+//           step's segment (catalog::TrainSegmentOfStep: the task itself,
+//           or a part of the Zoology curriculum); the held-out set is
+//           eval_examples sequences of the task from index 2^40 on, never
+//           reached by training. Every sequence depends only on (seed,
+//           segment, index), so a resumed run sees the same data.
 //   loss    cross entropy of the model's next-token logits at the query
 //           positions only (Zoology's -100 elsewhere); accuracy there too.
 //   update  AdamW (worker/train/adamw.h; betas 0.9 / 0.999, eps 1e-8,
@@ -98,9 +100,11 @@ class Trainer {
   absl::Status ExportHuggingFace(const std::string& dir) const;
 
  private:
-  Trainer(TrainRun run, std::unique_ptr<LanguageModel> model, MqarDataset data);
-  // The batch's ids and targets ([B, T] int64 on the device).
-  absl::Status Batch(int64_t begin, int64_t end, at::Tensor* ids, at::Tensor* targets) const;
+  Trainer(TrainRun run, std::unique_ptr<LanguageModel> model, MqarDataset data,
+          std::vector<MqarDataset> segments);
+  // The batch's ids and targets ([B, T] int64 on the device) of `data`.
+  absl::Status Batch(const MqarDataset& data, int64_t begin, int64_t end, at::Tensor* ids,
+                     at::Tensor* targets) const;
   // Logits at the positions where targets >= 0: [queries, vocab], in
   // batch-major order, with the matching targets.
   at::Tensor QueryLogits(const at::Tensor& ids, const at::Tensor& targets,
@@ -109,7 +113,8 @@ class Trainer {
 
   TrainRun run_;
   std::unique_ptr<LanguageModel> model_;
-  MqarDataset data_;
+  MqarDataset data_;                   // the task: held-out sequences
+  std::vector<MqarDataset> segments_;  // catalog::TrainSegments, in order
   std::vector<std::string> names_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<AdamW> optimizer_;

@@ -278,6 +278,47 @@ TEST(TrainerTest, ResumedRunIsTheRunThatNeverStopped) {
       << refused;
 }
 
+// The Zoology curriculum: step 1 trains on its first segment (4 tokens, one
+// pair, for a task of 32 and 4), so its loss is that of a run whose task is
+// that segment; held out is still the task, so the evaluation before
+// training is that of a run without a curriculum; and a state of one is
+// not a state of the other.
+TEST(TrainerTest, CurriculumStepsDrawTheirSegmentAndEvaluateTheTask) {
+  TrainRun with = TinyRun("gpt_neox", 20);
+  with.settings.curriculum = "zoology";
+  TrainRun plain = TinyRun("gpt_neox", 20);
+  TrainRun segment = plain;
+  segment.settings.length = 4;
+  segment.settings.pairs = 1;
+  absl::StatusOr<std::unique_ptr<Trainer>> a = Trainer::Create(with);
+  absl::StatusOr<std::unique_ptr<Trainer>> b = Trainer::Create(plain);
+  absl::StatusOr<std::unique_ptr<Trainer>> c = Trainer::Create(segment);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok()) << a.status() << b.status() << c.status();
+  absl::StatusOr<EvalStats> eval_a = (*a)->Evaluate();
+  absl::StatusOr<EvalStats> eval_b = (*b)->Evaluate();
+  ASSERT_TRUE(eval_a.ok() && eval_b.ok());
+  EXPECT_EQ(eval_a->loss, eval_b->loss);
+  absl::StatusOr<StepStats> step_a = (*a)->Step();
+  absl::StatusOr<StepStats> step_b = (*b)->Step();
+  absl::StatusOr<StepStats> step_c = (*c)->Step();
+  ASSERT_TRUE(step_a.ok() && step_b.ok() && step_c.ok());
+  EXPECT_NEAR(step_a->loss, step_c->loss, 1e-6);
+  EXPECT_GT(std::abs(step_a->loss - step_b->loss), 1e-4);
+  // Steps 2..9 run through the other segments (8, 16, 16 and 32 tokens).
+  for (int s = 2; s <= 9; ++s) {
+    absl::StatusOr<StepStats> step = (*a)->Step();
+    ASSERT_TRUE(step.ok()) << "step " << s << ": " << step.status();
+    EXPECT_TRUE(std::isfinite(step->loss));
+  }
+  const std::string state = MakeTempDir() + "/state.safetensors";
+  ASSERT_TRUE((*a)->SaveState(state).ok());
+  absl::StatusOr<std::unique_ptr<Trainer>> fresh = Trainer::Create(plain);
+  ASSERT_TRUE(fresh.ok());
+  const absl::Status refused = (*fresh)->LoadState(state);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("curriculum zoology"), std::string::npos) << refused;
+}
+
 TEST(TrainerTest, ExportLoadsBackWithTheSameLogits) {
   for (const std::string arch : {"gpt_neox", "gpt_neo", "mamba", "mamba2"}) {
     absl::StatusOr<std::unique_ptr<Trainer>> trainer = Trainer::Create(TinyRun(arch, 10));
