@@ -14,10 +14,18 @@
 //                 (pageable memory), tensor by tensor
 //   pinned_ms     the PCIe ceiling: one cudaMemcpy of the same byte count
 //                 from one pinned buffer
+// and, to tell which side bounds the copy, the host side alone (every
+// tensor's bytes into one reused 32 MiB pinned buffer, no DMA):
+//   read_mmap_1t_ms   memcpy from the mapping on one thread
+//   read_mmap_ms      the same on the intra-op threads (UploadStaged's fill)
+//   read_pread_ms     pread(2) from the file on the intra-op threads
+//   register_ms       no host copy at all: cudaHostRegister of the mapped
+//                     bytes (read-only), cudaMemcpy of each tensor, unregister
 // and checks that the loaded weights equal the written ones bit for bit (and
 // in float32, a bf16 file converted on the device, equal to .float()).
 // GB/s is file bytes / time. The peers (safetensors' load_file onto cuda,
 // transformers' from_pretrained) run from bench/gpu.sh in the same call.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -30,7 +38,13 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
 #include <nlohmann/json.hpp>
+#include <ATen/Parallel.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "bench/bench_util.h"
 #include "worker/model/checkpoint.h"
@@ -122,6 +136,87 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, const 
     (void)lw::UploadStaged(copies);
     Sync();
   });
+  // The host side alone, into one pinned slot.
+  {
+    constexpr int64_t kSlot = int64_t{32} << 20, kGrain = int64_t{4} << 20;
+    at::Tensor slot = at::empty({kSlot}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+    auto* to = static_cast<uint8_t*>(slot.data_ptr());
+    auto each_piece = [&](auto&& copy) {
+      for (const lw::HostTensorCopy& c : copies) {
+        const int64_t n = c.dst->numel() * static_cast<int64_t>(at::elementSize(c.file_dtype));
+        for (int64_t off = 0; off < n; off += kSlot) copy(c, off, std::min(kSlot, n - off));
+      }
+    };
+    const auto* base = static_cast<const uint8_t*>((*file)->tensors().front().data);
+    for (const auto& t : (*file)->tensors()) base = std::min(base, static_cast<const uint8_t*>(t.data));
+    const int fd = ::open((dir + "/model.safetensors").c_str(), O_RDONLY);
+    // The file offset of a tensor: the mapping starts at the file's byte 0.
+    const uint8_t* map0 = nullptr;
+    {
+      // Find the mapping's start: the header is 8 + header bytes before the
+      // first tensor's data (safetensors layout).
+      uint64_t header = 0;
+      if (::pread(fd, &header, 8, 0) != 8) Check(absl::InternalError("pread header"));
+      map0 = base - 8 - static_cast<int64_t>(header);
+    }
+    out["threads"] = at::get_num_threads();
+    out["read_mmap_1t_ms"] = MedianMs(reps, [&] {
+      each_piece([&](const lw::HostTensorCopy& c, int64_t off, int64_t n) {
+        std::memcpy(to, static_cast<const uint8_t*>(c.src) + off, n);
+      });
+    });
+    out["read_mmap_ms"] = MedianMs(reps, [&] {
+      each_piece([&](const lw::HostTensorCopy& c, int64_t off, int64_t n) {
+        at::parallel_for(0, (n + kGrain - 1) / kGrain, 1, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            std::memcpy(to + i * kGrain, static_cast<const uint8_t*>(c.src) + off + i * kGrain,
+                        std::min(kGrain, n - i * kGrain));
+          }
+        });
+      });
+    });
+    out["read_pread_ms"] = MedianMs(reps, [&] {
+      each_piece([&](const lw::HostTensorCopy& c, int64_t off, int64_t n) {
+        const int64_t at_file = static_cast<const uint8_t*>(c.src) - map0 + off;
+        at::parallel_for(0, (n + kGrain - 1) / kGrain, 1, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            const int64_t len = std::min(kGrain, n - i * kGrain);
+            if (::pread(fd, to + i * kGrain, len, at_file + i * kGrain) != len) std::abort();
+          }
+        });
+      });
+    });
+    ::close(fd);
+    // Registered mapping: page-locked in place, DMA straight from the page cache.
+    const auto* end = base;
+    for (const auto& t : (*file)->tensors()) {
+      end = std::max(end, static_cast<const uint8_t*>(t.data) + t.nbytes);
+    }
+    const uintptr_t page = 4096;
+    auto* reg_begin = reinterpret_cast<uint8_t*>(reinterpret_cast<uintptr_t>(base) & ~(page - 1));
+    const size_t reg_len = ((reinterpret_cast<uintptr_t>(end) + page - 1) & ~(page - 1)) -
+                           reinterpret_cast<uintptr_t>(reg_begin);
+    double register_only = 0;
+    out["register_ms"] = MedianMs(reps, [&] {
+      const auto t0 = std::chrono::steady_clock::now();
+      cudaError_t e = cudaHostRegister(reg_begin, reg_len, cudaHostRegisterReadOnly);
+      register_only = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (e != cudaSuccess) {
+        std::printf("cudaHostRegister: %s\n", cudaGetErrorString(e));
+        (void)cudaGetLastError();
+        return;
+      }
+      for (const lw::HostTensorCopy& c : copies) {
+        if (c.dst->scalar_type() != c.file_dtype) continue;
+        (void)cudaMemcpyAsync(c.dst->data_ptr(), c.src,
+                              c.dst->numel() * at::elementSize(c.file_dtype),
+                              cudaMemcpyHostToDevice, nullptr);
+      }
+      Sync();
+      (void)cudaHostUnregister(reg_begin);
+    });
+    out["register_pin_ms"] = register_only;
+  }
   at::Tensor pinned =
       at::empty({bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true)).fill_(1);
   at::Tensor device_bytes = at::empty({bytes}, at::TensorOptions().dtype(at::kByte).device(cuda));
@@ -164,6 +259,9 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, const 
   out["staged_gb_s"] = gb / (staged_ms / 1e3);
   out["pageable_gb_s"] = gb / (pageable_ms / 1e3);
   out["pinned_gb_s"] = gb / (pinned_ms / 1e3);
+  for (const char* k : {"read_mmap_1t_ms", "read_mmap_ms", "read_pread_ms", "register_ms"}) {
+    out[std::string(k).substr(0, std::strlen(k) - 3) + "_gb_s"] = gb / (out[k].get<double>() / 1e3);
+  }
   out["tensors_unequal"] = unequal;
   out["tensors_unequal_fp32"] = unequal_fp32;
   std::printf(
@@ -174,6 +272,11 @@ nlohmann::json BenchModel(const std::string& name, c10::ScalarType dtype, const 
       out["staged_gb_s"].get<double>(), pageable_ms, out["pageable_gb_s"].get<double>(),
       pinned_ms, out["pinned_gb_s"].get<double>(), static_cast<long long>(unequal),
       static_cast<long long>(unequal_fp32));
+  std::printf("%-12s host side alone (%d threads): mmap 1 thread %.1f GB/s, mmap %.1f GB/s, "
+              "pread %.1f GB/s; registered mapping %.1f GB/s (pinning %.1f ms)\n",
+              name.c_str(), out["threads"].get<int>(), out["read_mmap_1t_gb_s"].get<double>(),
+              out["read_mmap_gb_s"].get<double>(), out["read_pread_gb_s"].get<double>(),
+              out["register_gb_s"].get<double>(), out["register_pin_ms"].get<double>());
   std::fflush(stdout);
   return out;
 }

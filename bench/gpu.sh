@@ -45,8 +45,10 @@
 #                        the copy through pinned slots, pageable copy_, the
 #                        PCIe ceiling) and the peers (safetensors load_file,
 #                        transformers from_pretrained). -> checkpoint_load.json
-#   mqar                 issue 16's training run: bench/sweeps/mqar_gpu.yaml (a
-#                        2-layer Mamba-2 and GPT-NeoX on MQAR to 0.99) through
+#   mqar                 issue 16's training runs, side by side: bench/sweeps/
+#                        mqar_gpu{,_lr,_attention,_mamba}.yaml (2-layer Mamba-2
+#                        at lr 3e-3 and 1e-2, GPT-NeoX, Mamba on MQAR to 0.99,
+#                        Zoology's curriculum; LF_MQAR_SWEEPS picks) through
 #                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
 #                        eval curve read from the kept store. -> mqar_gpu.csv
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
@@ -175,28 +177,38 @@ sweep() {
 }
 
 mqar() {
-  rm -f "$OUT/mqar.db"
-  timed "mqar run" timeout "${LF_MQAR_SECONDS:-240}" $LF run bench/sweeps/mqar_gpu.yaml \
-    --db "$OUT/mqar.db" --format csv > "$OUT/mqar_run.csv" 2> "$OUT/mqar_run.log"
-  grep -iE "error|fail" "$OUT/mqar_run.log" | head -5
-  # The curve from the store, whether or not the run finished: one row a
+  # The sweeps side by side on the one GPU (each small model leaves it
+  # mostly idle), each with its store, for at most LF_MQAR_SECONDS.
+  local sweeps="${LF_MQAR_SWEEPS:-mqar_gpu mqar_gpu_lr mqar_gpu_attention mqar_gpu_mamba}" s
+  for s in $sweeps; do
+    rm -f "$OUT/$s.db"
+    timeout "${LF_MQAR_SECONDS:-240}" $LF run "bench/sweeps/$s.yaml" --db "$OUT/$s.db" \
+      --format csv --no-figures > /dev/null 2> "/tmp/$s.log" &
+  done
+  wait
+  for s in $sweeps; do grep -iE "error|fail" "/tmp/$s.log" | head -3; done
+  # The curves from the stores, whether or not the runs finished: one row a
   # chunk (the step it ends at) and metric, mean over the chunk.
-  python3 - "$OUT/mqar.db" "$OUT/mqar_gpu.csv" <<'PY'
-import csv, sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-rows = db.execute(
-    "SELECT j.model, s.metric, s.position, s.sum / s.count FROM chunk_stats s "
-    "JOIN jobs j ON j.job_id = s.job_id WHERE s.metric IN "
-    "('eval_acc', 'eval_loss', 'train_loss', 'train_acc', 'train_stopped') "
-    "ORDER BY j.model, s.metric, s.position").fetchall()
-with open(sys.argv[2], "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["model", "metric", "step", "value"])
-    w.writerows(rows)
-for model, metric, step, value in rows:
-    if metric in ("eval_acc", "train_stopped"):
-        print(f"{model:10s} {metric:14s} step {step:6d}  {value:.4f}")
+  python3 - "$OUT" $sweeps <<'PY'
+import csv, os, sqlite3, sys
+out = csv.writer(open(os.path.join(sys.argv[1], "mqar_gpu.csv"), "w", newline=""))
+out.writerow(["sweep", "model", "metric", "step", "value"])
+for sweep in sys.argv[2:]:
+    path = os.path.join(sys.argv[1], sweep + ".db")
+    if not os.path.exists(path):
+        print(sweep, "no store"); continue
+    rows = sqlite3.connect(path).execute(
+        "SELECT j.model, s.metric, s.position, s.sum / s.count FROM chunk_stats s "
+        "JOIN jobs j ON j.job_id = s.job_id WHERE s.metric IN "
+        "('eval_acc', 'eval_loss', 'train_loss', 'train_acc', 'train_stopped') "
+        "ORDER BY j.model, s.metric, s.position").fetchall()
+    out.writerows([(sweep,) + tuple(r) for r in rows])
+    acc = [(step, v) for m, metric, step, v in rows if metric == "eval_acc"]
+    stop = [step for m, metric, step, v in rows if metric == "train_stopped"]
+    print(f"{sweep:24s} eval_acc " + " ".join(f"{st}:{v:.3f}" for st, v in acc[::2] + acc[-1:]))
+    if stop: print(f"{sweep:24s} stopped at step {stop[0]}")
 PY
+  rm -f "$OUT"/*.db
 }
 
 profile() {
