@@ -181,8 +181,9 @@ mqar() {
   # mostly idle), each with its store, for at most LF_MQAR_SECONDS.
   local sweeps="${LF_MQAR_SWEEPS:-mqar_gpu mqar_gpu_lr mqar_gpu_attention mqar_gpu_mamba}" s
   for s in $sweeps; do
-    rm -f "$OUT/$s.db"
-    timeout "${LF_MQAR_SECONDS:-240}" $LF run "bench/sweeps/$s.yaml" --db "$OUT/$s.db" \
+    # A folder each: the store and, beside it, its artifacts/.
+    rm -rf "/tmp/mqar/$s"; mkdir -p "/tmp/mqar/$s"
+    timeout "${LF_MQAR_SECONDS:-240}" $LF run "bench/sweeps/$s.yaml" --db "/tmp/mqar/$s/$s.db" \
       --format csv --no-figures > /dev/null 2> "/tmp/$s.log" &
   done
   wait
@@ -194,7 +195,7 @@ import csv, os, sqlite3, sys
 out = csv.writer(open(os.path.join(sys.argv[1], "mqar_gpu.csv"), "w", newline=""))
 out.writerow(["sweep", "model", "metric", "step", "value"])
 for sweep in sys.argv[2:]:
-    path = os.path.join(sys.argv[1], sweep + ".db")
+    path = os.path.join("/tmp/mqar", sweep, sweep + ".db")
     if not os.path.exists(path):
         print(sweep, "no store"); continue
     rows = sqlite3.connect(path).execute(
@@ -208,7 +209,14 @@ for sweep in sys.argv[2:]:
     print(f"{sweep:24s} eval_acc " + " ".join(f"{st}:{v:.3f}" for st, v in acc[::2] + acc[-1:]))
     if stop: print(f"{sweep:24s} stopped at step {stop[0]}")
 PY
-  rm -f "$OUT"/*.db
+  if [ "${LF_MQAR_KEEP:-0}" = 1 ]; then
+    # Each store with its trained models (not the resume states), one file a
+    # sweep, for the analysis sweeps of docs/reproductions.md.
+    for s in $sweeps; do
+      tar cJf "$OUT/${s}_store.tar.xz" -C "/tmp/mqar/$s" \
+        $(cd "/tmp/mqar/$s" && ls -d ./*.db artifacts/*/model 2>/dev/null)
+    done
+  fi
 }
 
 profile() {
