@@ -51,6 +51,8 @@
 #                        Zoology's curriculum; LF_MQAR_SWEEPS picks) through
 #                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
 #                        eval curve read from the kept store. -> mqar_gpu.csv
+#   repro                docs/reproductions.md's GPU sweeps (examples/
+#                        reproductions/), each store -> repro_NAME.tar.xz
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
 #   sharded [SWEEP]      (2 GPUs) every analysis of all four architectures on
 #                        one GPU and on two: rows must agree to 1e-6.
@@ -73,7 +75,7 @@ case "$cmd" in
     export LF_TARGETS="${LF_TARGETS:-bench_ssm_gpu}" ;;
   load)
     export LF_TARGETS="${LF_TARGETS:-bench_checkpoint_load worker_staged_upload_gpu_test}" ;;
-  sweep|mqar)
+  sweep|mqar|repro)
     export LF_TARGETS="${LF_TARGETS:-layerflow layerflow-worker}" ;;
   parity|checkpoints|multi|sharded) ;;
   *) sed -n '2,/^set -uo/p' "$0" | sed '$d' >&2; exit 2 ;;
@@ -217,6 +219,20 @@ PY
         $(cd "/tmp/mqar/$s" && ls -d ./*.db artifacts/*/model 2>/dev/null)
     done
   fi
+}
+
+repro() {
+  # docs/reproductions.md's GPU sweeps (examples/reproductions/), one after
+  # another, each store returned as one archive for `layerflow plot` on a
+  # machine with cairo (this one has none).
+  local files="${LF_REPRO:-random-init-2.8b cka-estimators kvpr-probing-random-init}" s t0
+  for s in $files; do
+    rm -rf "/tmp/repro/$s"; mkdir -p "/tmp/repro/$s"; t0=$(date +%s)
+    timeout "${LF_REPRO_SECONDS:-200}" $LF run "examples/reproductions/$s.yaml" \
+      --db "/tmp/repro/$s/$s.db" --format csv --no-figures > /dev/null 2> "/tmp/repro/$s.log"
+    echo "$s: rc=$? $(( $(date +%s) - t0 )) s; $(tail -1 "/tmp/repro/$s.log")"
+    tar cJf "$OUT/repro_$s.tar.xz" -C "/tmp/repro/$s" "$s.db"
+  done
 }
 
 profile() {
