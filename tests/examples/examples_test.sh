@@ -70,6 +70,13 @@ for file in "$EXAMPLES"/*.yaml; do
   [[ -f $EXAMPLES/$variant ]] || fail "$(basename "$file"): no small variant examples/$variant"
 done
 (( full >= 5 )) || fail "only $full full examples in $EXAMPLES"
+# docs/reproductions.md's sweeps: accepted by the same coordinator (they run
+# on a GPU, `bash bench/gpu.sh repro`; no small variants).
+for file in "$EXAMPLES"/reproductions/*.yaml; do
+  if ! "$LAYERFLOW" --coordinator "127.0.0.1:$port" submit "$file" > "$WORK/out" 2> "$WORK/err"; then
+    fail "submit reproductions/$(basename "$file"): $(cat "$WORK/err")"
+  fi
+done
 kill "$coordinator_pid"
 wait "$coordinator_pid" 2> /dev/null
 coordinator_pid=
