@@ -46,11 +46,13 @@
 #                        PCIe ceiling) and the peers (safetensors load_file,
 #                        transformers from_pretrained). -> checkpoint_load.json
 #   mqar                 issue 16's training runs, side by side: bench/sweeps/
-#                        mqar_gpu{,_lr,_attention,_mamba}.yaml (2-layer Mamba-2
-#                        at lr 3e-3 and 1e-2, GPT-NeoX, Mamba on MQAR to 0.99,
+#                        mqar_gpu{,_lr,_state,_state256,_attention,_mamba}.yaml
+#                        (2-layer Mamba-2 at lr 3e-3 and 1e-2, at state 64, 128
+#                        and 256, GPT-NeoX, Mamba on MQAR to 0.99,
 #                        Zoology's curriculum; LF_MQAR_SWEEPS picks) through
 #                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
-#                        eval curve read from the kept store. -> mqar_gpu.csv
+#                        eval curve read from the kept store. -> mqar_gpu.csv;
+#                        LF_MQAR_KEEP=1 also each store with its trained models
 #   repro                docs/reproductions.md's GPU sweeps (examples/
 #                        reproductions/), each store -> repro_NAME.tar.xz
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
@@ -178,18 +180,25 @@ sweep() {
     --gpu 1 --out "$OUT/sweep_gpu.json"
 }
 
+# `layerflow run FILE` into a folder of its own (the store and, beside it,
+# its artifacts/) under DIR, for at most SECONDS; stderr to DIR/NAME.log.
+run_kept() {
+  local file="$1" dir="$2" seconds="$3" name
+  name="$(basename "$file" .yaml)"
+  rm -rf "${dir:?}/$name"; mkdir -p "$dir/$name"
+  timeout "$seconds" $LF run "$file" --db "$dir/$name/$name.db" \
+    --format csv --no-figures > /dev/null 2> "$dir/$name.log"
+}
+
 mqar() {
   # The sweeps side by side on the one GPU (each small model leaves it
   # mostly idle), each with its store, for at most LF_MQAR_SECONDS.
   local sweeps="${LF_MQAR_SWEEPS:-mqar_gpu mqar_gpu_lr mqar_gpu_attention mqar_gpu_mamba}" s
   for s in $sweeps; do
-    # A folder each: the store and, beside it, its artifacts/.
-    rm -rf "/tmp/mqar/$s"; mkdir -p "/tmp/mqar/$s"
-    timeout "${LF_MQAR_SECONDS:-240}" $LF run "bench/sweeps/$s.yaml" --db "/tmp/mqar/$s/$s.db" \
-      --format csv --no-figures > /dev/null 2> "/tmp/$s.log" &
+    run_kept "bench/sweeps/$s.yaml" /tmp/mqar "${LF_MQAR_SECONDS:-240}" &
   done
   wait
-  for s in $sweeps; do grep -iE "error|fail" "/tmp/$s.log" | head -3; done
+  for s in $sweeps; do grep -iE "error|fail" "/tmp/mqar/$s.log" | head -3; done
   # The curves from the stores, whether or not the runs finished: one row a
   # chunk (the step it ends at) and metric, mean over the chunk.
   python3 - "$OUT" $sweeps <<'PY'
@@ -227,9 +236,8 @@ repro() {
   # machine with cairo (this one has none).
   local files="${LF_REPRO:-random-init-2.8b cka-estimators kvpr-probing-random-init}" s t0
   for s in $files; do
-    rm -rf "/tmp/repro/$s"; mkdir -p "/tmp/repro/$s"; t0=$(date +%s)
-    timeout "${LF_REPRO_SECONDS:-200}" $LF run "examples/reproductions/$s.yaml" \
-      --db "/tmp/repro/$s/$s.db" --format csv --no-figures > /dev/null 2> "/tmp/repro/$s.log"
+    t0=$(date +%s)
+    run_kept "examples/reproductions/$s.yaml" /tmp/repro "${LF_REPRO_SECONDS:-200}"
     echo "$s: rc=$? $(( $(date +%s) - t0 )) s; $(tail -1 "/tmp/repro/$s.log")"
     tar cJf "$OUT/repro_$s.tar.xz" -C "/tmp/repro/$s" "$s.db"
   done
