@@ -52,6 +52,7 @@
 #                        Zoology's curriculum; LF_MQAR_SWEEPS picks) through
 #                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
 #                        eval curve read from the kept store. -> mqar_gpu.csv;
+#                        NAME@SEED runs NAME at that seed alone (store NAME_sSEED);
 #                        LF_MQAR_KEEP=1 also each store with its trained models
 #   repro                docs/reproductions.md's GPU sweeps (examples/
 #                        reproductions/), each store -> repro_NAME.tar.xz
@@ -193,9 +194,20 @@ run_kept() {
 mqar() {
   # The sweeps side by side on the one GPU (each small model leaves it
   # mostly idle), each with its store, for at most LF_MQAR_SECONDS.
-  local sweeps="${LF_MQAR_SWEEPS:-mqar_gpu mqar_gpu_lr mqar_gpu_attention mqar_gpu_mamba}" s
-  for s in $sweeps; do
-    run_kept "bench/sweeps/$s.yaml" /tmp/mqar "${LF_MQAR_SECONDS:-240}" &
+  local s file sweeps=""
+  mkdir -p /tmp/mqar_seeds
+  for s in ${LF_MQAR_SWEEPS:-mqar_gpu mqar_gpu_lr mqar_gpu_attention mqar_gpu_mamba}; do
+    file="bench/sweeps/${s%@*}.yaml"
+    if [ "$s" != "${s%@*}" ]; then
+      # NAME@SEED: the sweep at that one seed, a sweep (and store) of its own.
+      local seed="${s#*@}"
+      s="${s%@*}_s$seed"
+      sed -e "s/^seeds: .*/seeds: [$seed]/" -e "s/^name: \(.*\)/name: \1-s$seed/" \
+        "$file" > "/tmp/mqar_seeds/$s.yaml"
+      file="/tmp/mqar_seeds/$s.yaml"
+    fi
+    sweeps="$sweeps $s"
+    run_kept "$file" /tmp/mqar "${LF_MQAR_SECONDS:-240}" &
   done
   wait
   for s in $sweeps; do grep -iE "error|fail" "/tmp/mqar/$s.log" | head -3; done
@@ -225,7 +237,7 @@ PY
     # sweep, for the analysis sweeps of docs/reproductions.md.
     for s in $sweeps; do
       tar cJf "$OUT/${s}_store.tar.xz" -C "/tmp/mqar/$s" \
-        $(cd "/tmp/mqar/$s" && ls -d ./*.db artifacts/*/model 2>/dev/null)
+        $(cd "/tmp/mqar/$s" && ls -d ./*.db artifacts/*/model artifacts/*/init_model 2>/dev/null)
     done
   fi
 }

@@ -54,6 +54,10 @@ std::string TrainStateArtifactName(const std::string& job_id, int64_t step) {
 
 std::string TrainModelPrefix(const std::string& job_id) { return absl::StrCat(job_id, "/model/"); }
 
+std::string TrainInitModelPrefix(const std::string& job_id) {
+  return absl::StrCat(job_id, "/init_model/");
+}
+
 std::string SelectTrainState(const std::vector<std::string>& names, const std::string& job_id,
                              const catalog::TrainSettings& settings, int64_t resume_from_sequence) {
   if (resume_from_sequence <= 0) return "";
@@ -95,6 +99,13 @@ absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
   }
   LF_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer, train::Trainer::Create(run));
   const catalog::TrainSettings& s = trainer->settings();
+  if (state_path.empty() && hooks.save_init_model) {
+    LF_ASSIGN_OR_RETURN(const std::string init_dir, MakeTempPath("layerflow-init", true));
+    absl::Status saved = trainer->ExportHuggingFace(init_dir);
+    if (saved.ok()) saved = hooks.save_init_model(init_dir);
+    RemoveTree(init_dir);
+    LF_RETURN_IF_ERROR(saved) << "init model";
+  }
   if (!state_path.empty()) {
     LF_RETURN_IF_ERROR(trainer->LoadState(state_path));
     if (trainer->step() % s.eval_every != 0) {

@@ -8,6 +8,9 @@
 //   lr                                 the end step's learning rate
 //   eval_loss, eval_acc                one value per held-out sequence
 //   train_stopped                      the stopping step (early stop only)
+// A run from scratch hands its model before the first step (the random
+// init it starts from) to hooks.save_init_model BEFORE any chunk, so a job
+// with a committed chunk always has its init model too.
 // At a chunk end that is a multiple of save_every the training state is
 // handed to hooks.save_state BEFORE the chunk to hooks.stream, so a
 // committed chunk's state (or an earlier one) always exists. The last chunk
@@ -42,6 +45,10 @@ struct TrainJobHooks {
   // A training state file at `step` (the caller uploads it; the file is
   // removed after the call).
   std::function<absl::Status(int64_t step, const std::string& path)> save_state;
+  // A fresh local folder with config.json and model.safetensors of the
+  // model before its first step (from scratch only; a resumed run stored it
+  // in its first attempt). The folder is removed after the call.
+  std::function<absl::Status(const std::string& dir)> save_init_model;
   // Polled between steps: true stops the run (ABORTED).
   std::function<bool()> stopped;
 };
@@ -65,12 +72,15 @@ absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
                                             const TrainJobHooks& hooks);
 
 // A TRAIN job's artifacts: its states "<job_id>/train_state/<step, 12
-// digits>" and its checkpoint "<job_id>/model/config.json" and
+// digits>", its checkpoint "<job_id>/model/config.json" and
 // "<job_id>/model/model.safetensors" (named as a model by later sweeps:
-// "artifact:<job_id>/model").
+// "artifact:<job_id>/model"), and the same two files of its random init
+// under "<job_id>/init_model/" ("artifact:<job_id>/init_model": the
+// before-training side of a trained-vs-random comparison).
 std::string TrainStatePrefix(const std::string& job_id);
 std::string TrainStateArtifactName(const std::string& job_id, int64_t step);
 std::string TrainModelPrefix(const std::string& job_id);
+std::string TrainInitModelPrefix(const std::string& job_id);
 inline constexpr const char kArtifactModelScheme[] = "artifact:";
 
 // Of the states named `names` (TrainStateArtifactName of this job), the one

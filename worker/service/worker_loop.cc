@@ -738,6 +738,21 @@ class WorkerLoopImpl final : public WorkerLoop {
                                 lease.lease_id())
           .status();
     };
+    // config.json and model.safetensors of a local folder under `prefix`.
+    auto upload_model = [&](const std::string& model_dir,
+                            const std::string& prefix) -> absl::Status {
+      for (const char* file : {"config.json", "model.safetensors"}) {
+        LF_RETURN_IF_ERROR(UploadArtifactFile(*stub_, absl::StrCat(prefix, file),
+                                              absl::StrCat(model_dir, "/", file), job_id,
+                                              lease.lease_id())
+                               .status());
+      }
+      return absl::OkStatus();
+    };
+    hooks.save_init_model = [&](const std::string& model_dir) -> absl::Status {
+      ++watch.progress;
+      return upload_model(model_dir, TrainInitModelPrefix(job_id));
+    };
     hooks.stopped = [&] { return watch.lost || watch.cancelled || stopping(); };
     absl::Status job_status;
     absl::StatusOr<TrainJobOutcome> outcome = RunTrainJob(config, device_, state_path, hooks);
@@ -746,15 +761,7 @@ class WorkerLoopImpl final : public WorkerLoop {
         std::string dir;
         ~RemoveModel() { RemoveTree(dir); }
       } remove_model{outcome->model_dir};
-      for (const char* file : {"config.json", "model.safetensors"}) {
-        absl::StatusOr<v1::ArtifactInfo> stored = UploadArtifactFile(
-            *stub_, absl::StrCat(TrainModelPrefix(job_id), file),
-            absl::StrCat(outcome->model_dir, "/", file), job_id, lease.lease_id());
-        if (!stored.ok()) {
-          job_status = stored.status();
-          break;
-        }
-      }
+      job_status = upload_model(outcome->model_dir, TrainModelPrefix(job_id));
       if (job_status.ok()) job_status = write(outcome->final_chunk);
       for (int64_t seq = outcome->final_chunk.sequence + 1;
            job_status.ok() && seq < job.chunks_total(); ++seq) {

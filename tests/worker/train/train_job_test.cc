@@ -8,10 +8,13 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "common/file_util.h"
 #include "gtest/gtest.h"
+#include "worker/train/trainer.h"
 
 namespace layerflow::worker {
 namespace {
@@ -46,8 +49,13 @@ TrainJobConfig TinyJob() {
 struct Recorded {
   std::vector<ChunkResult> chunks;
   std::map<int64_t, std::string> states;  // step -> file bytes
+  std::vector<std::string> init_models;    // model.safetensors bytes, a call each
   TrainJobHooks Hooks(const std::string& dir) {
     TrainJobHooks hooks;
+    hooks.save_init_model = [this](const std::string& model_dir) {
+      init_models.push_back(ReadFile(model_dir + "/model.safetensors"));
+      return absl::OkStatus();
+    };
     hooks.stream = [this](const ChunkResult& c) {
       chunks.push_back(c);
       return absl::OkStatus();
@@ -162,6 +170,56 @@ TEST(TrainJobTest, KilledJobResumesFromItsLastSavedState) {
   same_rows(rest->final_chunk, whole->final_chunk);
   EXPECT_EQ(ReadFile(rest->model_dir + "/model.safetensors"),
             ReadFile(whole->model_dir + "/model.safetensors"));
+}
+
+// The before-training side of a trained-vs-random comparison: a run from
+// scratch stores the model it starts from (the trainer's own step-0 export,
+// not the trained one), once; a resumed run, whose first attempt stored it,
+// stores none.
+TEST(TrainJobTest, StoresTheInitModelOnceBeforeTraining) {
+  Recorded fresh;
+  absl::StatusOr<TrainJobOutcome> whole =
+      RunTrainJob(TinyJob(), DeviceConfig{}, "", fresh.Hooks("/tmp"));
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(fresh.init_models.size(), 1u);
+
+  train::TrainRun run;
+  run.architecture = TinyJob().architecture;
+  run.seed = TinyJob().seed;
+  run.settings = TinyJob().settings;
+  absl::StatusOr<std::unique_ptr<train::Trainer>> untrained = train::Trainer::Create(run);
+  ASSERT_TRUE(untrained.ok()) << untrained.status();
+  absl::StatusOr<std::string> dir = MakeTempPath("lf_init_model_test", true);
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  ASSERT_TRUE((*untrained)->ExportHuggingFace(*dir).ok());
+  EXPECT_EQ(fresh.init_models[0], ReadFile(*dir + "/model.safetensors"));
+  RemoveTree(*dir);
+  EXPECT_NE(fresh.init_models[0], ReadFile(whole->model_dir + "/model.safetensors"));
+
+  const std::string state = "/tmp/lf_train_job_test_init_state.safetensors";
+  std::ofstream(state, std::ios::binary) << fresh.states[10];
+  Recorded resumed;
+  absl::StatusOr<TrainJobOutcome> rest =
+      RunTrainJob(TinyJob(), DeviceConfig{}, state, resumed.Hooks("/tmp"));
+  std::remove(state.c_str());
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_TRUE(resumed.init_models.empty());
+}
+
+// A failed init upload fails the job before any step or chunk, naming what
+// was being stored.
+TEST(TrainJobTest, AFailedInitModelUploadFailsTheJobFirst) {
+  Recorded rec;
+  TrainJobHooks hooks = rec.Hooks("/tmp");
+  hooks.save_init_model = [](const std::string&) {
+    return absl::ResourceExhaustedError("artifact quota");
+  };
+  absl::StatusOr<TrainJobOutcome> outcome = RunTrainJob(TinyJob(), DeviceConfig{}, "", hooks);
+  EXPECT_EQ(outcome.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(outcome.status().message().find("init model"), std::string::npos)
+      << outcome.status();
+  EXPECT_TRUE(rec.chunks.empty());
+  EXPECT_TRUE(rec.states.empty());
 }
 
 TEST(TrainJobTest, SelectTrainStateTakesTheLatestCommittedChunkEnd) {
