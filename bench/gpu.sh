@@ -233,11 +233,12 @@ for sweep in sys.argv[2:]:
     if stop: print(f"{sweep:24s} stopped at step {stop[0]}")
 PY
   if [ "${LF_MQAR_KEEP:-0}" = 1 ]; then
-    # Each store with its trained models (not the resume states), one file a
-    # sweep, for the analysis sweeps of docs/reproductions.md.
+    # Each store with its trained models (not the resume states nor the
+    # init models: those the CPU makes bit for bit from the seed,
+    # docs/models.md), one file a sweep, for docs/reproductions.md.
     for s in $sweeps; do
       tar cJf "$OUT/${s}_store.tar.xz" -C "/tmp/mqar/$s" \
-        $(cd "/tmp/mqar/$s" && ls -d ./*.db artifacts/*/model artifacts/*/init_model 2>/dev/null)
+        $(cd "/tmp/mqar/$s" && ls -d ./*.db artifacts/*/model 2>/dev/null)
     done
   fi
 }
