@@ -19,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "absl/types/span.h"
 #include "catalog/model_config.h"
 #include "report/output.h"
 
@@ -39,12 +41,18 @@ struct Config : Configuration {
 // (config, metric, layer, layer_b, head, position); -1 = unset.
 using Key = std::tuple<size_t, std::string, int, int, int, int>;
 
+// A file-name-safe form: each run of other characters (a UTF-8 "·" is
+// two bytes, " · " four) becomes one '_'.
 std::string Slug(const std::string& s) {
-  std::string out = s;
-  for (char& c : out) {
+  std::string out;
+  for (char c : s) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '-' || c == '.' || c == '_';
-    if (!ok) c = '_';
+    if (ok) {
+      out.push_back(c);
+    } else if (out.empty() || out.back() != '_') {
+      out.push_back('_');
+    }
   }
   return out;
 }
@@ -67,6 +75,51 @@ std::optional<int> SpectrumBin(const std::string& metric, std::string* flavour) 
     }
   }
   return std::nullopt;
+}
+
+// A TRAIN job's result rows (docs/training.md), each at layer 0 with
+// position = the step its chunk ends at: drawn as training curves over the
+// step. train_stopped (one value, the stopping step) is not a curve.
+bool IsTrainingCurve(const std::string& metric) {
+  static const std::set<std::string> kCurves = {"train_loss", "train_acc", "grad_norm",
+                                                "lr",         "eval_loss", "eval_acc"};
+  return kCurves.count(metric) > 0;
+}
+
+// A TRAIN sweep with analyses names the analysed models
+// "artifact:<train job>/init_model" and "artifact:<train job>/model"
+// (docs/training.md). Where the rows hold that TRAIN job's, the model is
+// relabelled "<architecture> · init" / "<architecture> · trained" (its init
+// scheme added when not reference), so that the seeds of an architecture
+// pool as any configuration's do. Returns `rows` itself when none is.
+absl::Span<const v1::ResultRow> WithTrainedModelLabels(absl::Span<const v1::ResultRow> rows,
+                                                       std::vector<v1::ResultRow>* storage) {
+  std::map<std::string, std::string> train_label;  // TRAIN job id -> label stem
+  for (const v1::ResultRow& r : rows) {
+    if (r.metric() != "train_loss") continue;
+    train_label[r.job_id()] =
+        r.init_scheme() == "reference" ? r.model() : absl::StrCat(r.model(), " ", r.init_scheme());
+  }
+  auto relabel = [&](const std::string& model) -> std::optional<std::string> {
+    absl::string_view rest = model;
+    if (!absl::ConsumePrefix(&rest, "artifact:")) return std::nullopt;
+    for (const auto& [suffix, what] : {std::pair<absl::string_view, absl::string_view>{
+                                           "/init_model", "init"},
+                                       {"/model", "trained"}}) {
+      absl::string_view job = rest;
+      if (!absl::ConsumeSuffix(&job, suffix)) continue;
+      auto it = train_label.find(std::string(job));
+      if (it == train_label.end()) return std::nullopt;
+      return absl::StrCat(it->second, " · ", what);
+    }
+    return std::nullopt;
+  };
+  if (train_label.empty()) return rows;
+  storage->assign(rows.begin(), rows.end());
+  for (v1::ResultRow& r : *storage) {
+    if (std::optional<std::string> label = relabel(r.model())) r.set_model(*label);
+  }
+  return *storage;
 }
 
 std::map<std::string, std::string> ConfigMeta(const Config& c, const std::string& sweep_id) {
@@ -104,6 +157,8 @@ Pooled PoolRows(absl::Span<const v1::ResultRow* const> rows) {
 absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::ResultRow> rows,
                                                       const FigureOptions& options) {
   const std::string sweep = options.sweep_id.empty() ? "the sweep" : "sweep " + options.sweep_id;
+  std::vector<v1::ResultRow> relabelled;
+  rows = WithTrainedModelLabels(rows, &relabelled);
   // Configurations in order of first appearance; rows grouped by full key.
   std::vector<size_t> row_config;
   std::vector<Config> configs;
@@ -152,6 +207,8 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
   std::map<std::pair<size_t, std::string>, std::map<int, std::map<int, std::map<int, double>>>>
       spectra;
   std::map<size_t, double> chance;
+  // (config, training metric) -> step -> pooled over seeds.
+  std::map<std::pair<size_t, std::string>, std::map<int, Pooled>> curves;
   for (const auto& [key, group] : groups) {
     const auto& [config, metric, layer, layer_b, head, position] = key;
     const Pooled p = PoolRows(group);
@@ -159,6 +216,10 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
     std::string flavour;
     if (std::optional<int> bin = SpectrumBin(metric, &flavour); bin.has_value()) {
       spectra[{config, flavour}][layer][*bin][std::max(head, 0)] = p.mean;
+    } else if (IsTrainingCurve(metric) && position >= 0) {
+      curves[{config, metric}][position] = p;
+    } else if (metric == "train_stopped") {
+      continue;
     } else if (metric == "probe_chance") {
       chance[config] = p.mean;
     } else if (absl::StartsWith(metric, "probe_") && metric != "probe_test_acc") {
@@ -232,6 +293,38 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
     }
     figures.push_back(
         {probe ? "probe_test_acc" : absl::StrCat("depth_", metric), std::move(chart)});
+  }
+
+  // Training curves, one figure per metric, lines in configuration order.
+  std::map<std::string, std::vector<size_t>> curve_configs;
+  for (const auto& [key, by_step] : curves) curve_configs[key.second].push_back(key.first);
+  for (auto& [metric, config_ids] : curve_configs) {
+    if (!wanted(metric)) continue;
+    std::sort(config_ids.begin(), config_ids.end());
+    plot::LineChart chart;
+    chart.title = absl::StrCat(metric, " over training");
+    chart.x_label = "step";
+    chart.y_label = metric == "lr" ? "learning rate"
+                                   : absl::StrCat(metric, " (mean ± std over ",
+                                                  absl::StartsWith(metric, "eval_")
+                                                      ? "held-out sequences"
+                                                      : "the steps of each evaluation interval",
+                                                  " and seeds)");
+    chart.meta = {{"sweep_id", options.sweep_id}, {"metric", metric}, {"x", "step"}};
+    for (size_t c : config_ids) {
+      const Config& config = configs[c];
+      plot::Line line;
+      line.label = config.label;
+      line.meta = ConfigMeta(config, options.sweep_id);
+      for (const auto& [step, p] : curves[{c, metric}]) {
+        line.ids.push_back(step);
+        line.x.push_back(step);
+        line.y.push_back(p.mean);
+        line.std.push_back(p.std);
+      }
+      chart.lines.push_back(std::move(line));
+    }
+    figures.push_back({absl::StrCat("training_", metric), std::move(chart)});
   }
 
   // CKA layer x layer heat maps.

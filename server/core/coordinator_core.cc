@@ -82,6 +82,10 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
     // without reading the sweep.
     jobs[i].spec.set_max_job_seconds(spec.max_job_seconds());
     if (jobs[i].depends_on >= 0) job.depends_on = job_id(jobs[i].depends_on);
+    if (jobs[i].trained_model != ExpandedJob::kNone) {
+      jobs[i].spec.set_model(TrainedModelName(
+          job.depends_on, jobs[i].trained_model == ExpandedJob::kInitModel));
+    }
     job.spec = std::move(jobs[i].spec);
   }
   if (options_.max_submissions_per_minute > 0) {

@@ -359,12 +359,22 @@ absl::Status ValidateTrainSweep(const SweepSpec& spec) {
   };
   if (spec.has_probe()) return unused("spec.probe");
   if (spec.example_cka()) return unused("spec.example_cka");
-  if (!spec.datasets().empty()) return unused("spec.datasets");
-  if (!spec.context_lengths().empty()) return unused("spec.context_lengths");
-  if (!spec.analyses().empty()) return unused("spec.analyses");
-  if (spec.num_prompts() != 0) return unused("spec.num_prompts");
-  if (spec.prompts_per_chunk() != 0) return unused("spec.prompts_per_chunk");
-  if (spec.batch_prompts() != 0) return unused("spec.batch_prompts");
+  if (spec.analyses().empty()) {
+    // The extract fields shape the trained models' analyses, so they need
+    // some.
+    auto no_analyses = [](absl::string_view field) {
+      return Invalid(field,
+                     "applies to a TRAIN sweep only with spec.analyses (the analyses of "
+                     "each trained model and its init); the task and its sizes are train "
+                     "fields");
+    };
+    if (!spec.datasets().empty()) return no_analyses("spec.datasets");
+    if (!spec.context_lengths().empty()) return no_analyses("spec.context_lengths");
+    if (spec.num_prompts() != 0) return no_analyses("spec.num_prompts");
+    if (spec.prompts_per_chunk() != 0) return no_analyses("spec.prompts_per_chunk");
+    if (spec.batch_prompts() != 0) return no_analyses("spec.batch_prompts");
+    if (!spec.layers().empty()) return no_analyses("spec.layers");
+  }
   if (!spec.dtype().empty() && spec.dtype() != "fp32") {
     return Invalid("spec.dtype", absl::StrCat("'", spec.dtype(),
                                               "': TRAIN jobs train in fp32 (leave dtype unset)"));
@@ -403,6 +413,11 @@ absl::Status ValidateTrainSweep(const SweepSpec& spec) {
   LF_RETURN_IF_ERROR(CheckNoDuplicates("spec.init_schemes", spec.init_schemes(), same));
   LF_RETURN_IF_ERROR(
       CheckNoDuplicates("spec.seeds", spec.seeds(), [](int64_t v) { return absl::StrCat(v); }));
+  if (!spec.analyses().empty()) {
+    // The analyses' fields are those of an EXTRACT sweep on a checkpoint,
+    // checked as one (same field names in the messages).
+    LF_RETURN_IF_ERROR(ValidateSweepSpec(TrainedAnalysisView(spec)));
+  }
   if (const int64_t jobs = CountSweepJobs(spec); jobs > kMaxJobsPerSweep) {
     return absl::InvalidArgumentError(absl::StrCat(
         "spec: sweep expands to ", jobs, " jobs, more than the limit ", kMaxJobsPerSweep));
@@ -411,6 +426,25 @@ absl::Status ValidateTrainSweep(const SweepSpec& spec) {
 }
 
 }  // namespace
+
+SweepSpec TrainedAnalysisView(const SweepSpec& spec) {
+  const catalog::TrainSettings settings =
+      catalog::WithTrainDefaults(TrainSettingsOf(spec.train()));
+  SweepSpec view = spec;
+  view.clear_train();
+  view.clear_models();
+  // A checkpoint name (it has a '/'); the coordinator puts each TRAIN job's
+  // id in it (TrainedModelName).
+  view.add_models(TrainedModelName("sw-0-0", /*init=*/false));
+  view.clear_init_schemes();  // a checkpoint brings its own weights
+  if (view.datasets().empty()) view.add_datasets()->set_name(settings.task);
+  if (view.context_lengths().empty()) view.add_context_lengths(settings.length);
+  return view;
+}
+
+std::string TrainedModelName(const std::string& train_job_id, bool init) {
+  return absl::StrCat("artifact:", train_job_id, init ? "/init_model" : "/model");
+}
 
 absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   if (absl::Status s = ValidateSizes(spec); !s.ok()) return s;
@@ -571,9 +605,16 @@ SweepSpec WithDefaults(SweepSpec spec) {
   if (spec.init_schemes().empty()) spec.add_init_schemes(std::string(kDefaultInitScheme));
   if (spec.seeds().empty()) spec.add_seeds(kDefaultSeed);
   if (spec.has_train()) {
-    // The extract axes stay empty: a TRAIN job's task is its train fields.
+    // A TRAIN job's task is its train fields; the extract axes are those of
+    // the trained models' analyses, set only when there are some.
     *spec.mutable_train() = TrainSpecOf(catalog::WithTrainDefaults(TrainSettingsOf(spec.train())));
     if (spec.dtype().empty()) spec.set_dtype(std::string(kDefaultDtype));
+    if (spec.analyses().empty()) return spec;
+    SweepSpec view = WithDefaults(TrainedAnalysisView(spec));
+    *spec.mutable_datasets() = view.datasets();
+    *spec.mutable_context_lengths() = view.context_lengths();
+    spec.set_num_prompts(view.num_prompts());
+    spec.set_prompts_per_chunk(view.prompts_per_chunk());
     return spec;
   }
   if (spec.datasets().empty()) spec.add_datasets()->set_name(std::string(kDefaultDataset));
@@ -628,7 +669,13 @@ SweepSpec WithDefaults(SweepSpec spec) {
 int64_t CountSweepJobs(const SweepSpec& spec) {
   auto axis = [](int size) { return static_cast<int64_t>(size == 0 ? 1 : size); };
   if (spec.has_train()) {
-    return axis(spec.models_size()) * axis(spec.init_schemes_size()) * axis(spec.seeds_size());
+    const int64_t train_jobs =
+        axis(spec.models_size()) * axis(spec.init_schemes_size()) * axis(spec.seeds_size());
+    if (spec.analyses().empty()) return train_jobs;
+    // Each TRAIN job's init and trained model on every data set and length.
+    const int64_t datasets = spec.datasets_size() == 0 ? 1 : spec.datasets_size();
+    const int64_t lengths = spec.context_lengths_size() == 0 ? 1 : spec.context_lengths_size();
+    return train_jobs * (1 + 2 * datasets * lengths);
   }
   // Each factor is bounded by the message size, so the product of five
   // int-sized factors can overflow int64 only for absurd inputs; clamp early.
@@ -673,6 +720,36 @@ std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
           job.set_context_length(spec.train().length());
           job.set_dtype(spec.dtype());
           *job.mutable_train() = spec.train();
+        }
+      }
+    }
+    if (spec.analyses().empty()) return jobs;
+    // After every TRAIN job, in the same order: EXTRACT jobs on its init
+    // model, then on its trained model, each depending on it (a failed
+    // TRAIN job fails them). Their model names carry the TRAIN job's id,
+    // which only the coordinator knows: ExpandedJob::trained_model.
+    const int train_jobs = static_cast<int>(jobs.size());
+    for (int i = 0; i < train_jobs; ++i) {
+      for (const bool init : {true, false}) {
+        for (const DatasetSpec& dataset : spec.datasets()) {
+          for (int32_t context_length : spec.context_lengths()) {
+            ExpandedJob& extract = jobs.emplace_back();
+            extract.depends_on = i;
+            extract.trained_model = init ? ExpandedJob::kInitModel : ExpandedJob::kTrainedModel;
+            JobSpec& job = extract.spec;
+            job.set_kind(layerflow::v1::JOB_KIND_EXTRACT);
+            job.set_model(TrainedModelName(absl::StrCat("<job ", i, ">"), init));
+            job.set_init_scheme(std::string(kDefaultInitScheme));
+            job.set_seed(jobs[i].spec.seed());
+            *job.mutable_dataset() = dataset;
+            job.set_context_length(context_length);
+            *job.mutable_analyses() = spec.analyses();
+            job.set_num_prompts(spec.num_prompts());
+            job.set_prompts_per_chunk(spec.prompts_per_chunk());
+            job.set_batch_prompts(spec.batch_prompts());
+            *job.mutable_layers() = spec.layers();
+            job.set_dtype(spec.dtype());
+          }
         }
       }
     }

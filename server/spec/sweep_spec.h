@@ -55,14 +55,32 @@ int64_t CountSweepJobs(const layerflow::v1::SweepSpec& spec);
 // same order, one PROBE job per such EXTRACT job: the same spec with kind
 // PROBE, depending on that EXTRACT job (ExpandedJob::depends_on). EXTRACT
 // jobs keep the indices they have without probe.
+//
+// A TRAIN sweep with analyses: after its TRAIN jobs, for each TRAIN job in
+// order, EXTRACT jobs on its init model then on its trained model (data
+// sets outer, context lengths inner), each depending on that TRAIN job and
+// seeded with its seed; `trained_model` says which model, whose name
+// (TrainedModelName of the TRAIN job's id) the coordinator sets.
 struct ExpandedJob {
+  enum TrainedModel { kNone, kInitModel, kTrainedModel };
   layerflow::v1::JobSpec spec;
   // Index (into the expansion) of the job this one depends on; -1: none.
   int depends_on = -1;
+  TrainedModel trained_model = kNone;
 };
 std::vector<ExpandedJob> ExpandSweepJobs(const layerflow::v1::SweepSpec& spec);
 // The specs of ExpandSweepJobs, without the dependencies.
 std::vector<layerflow::v1::JobSpec> ExpandSweep(const layerflow::v1::SweepSpec& spec);
+
+// The model name of a TRAIN job's stored checkpoint (init: the random init
+// it started from): "artifact:<job_id>/model" or "artifact:<job_id>/init_model"
+// (docs/training.md).
+std::string TrainedModelName(const std::string& train_job_id, bool init);
+
+// A TRAIN sweep's analyses as the EXTRACT sweep they are checked as: no
+// train fields, one checkpoint model, the reference init, and the data set
+// and context length defaulting to the trained task and its length.
+layerflow::v1::SweepSpec TrainedAnalysisView(const layerflow::v1::SweepSpec& spec);
 
 // ceil(num_prompts / prompts_per_chunk): the chunks a job commits. A PROBE
 // job commits exactly one chunk (its result rows, sequence 0); a TRAIN job

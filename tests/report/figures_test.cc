@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -198,6 +199,73 @@ TEST(BuildFiguresTest, TokenHeatMapProbeAndSpectrum) {
   EXPECT_DOUBLE_EQ(bars.stacks[3].values[0], 0.75);  // (1 + 0.5) / 2 heads
   EXPECT_DOUBLE_EQ(bars.stacks[4].values[0], 0.25);
   EXPECT_DOUBLE_EQ(bars.stacks[0].values[0], 0.0);
+}
+
+// A TRAIN sweep with analyses: the TRAIN jobs' curves drawn over the step
+// (not as token heat maps: they sit at positions), and the analysed models
+// "artifact:<train job>/init_model" and ".../model" labelled by the TRAIN
+// job's architecture, the seeds of one architecture pooled.
+TEST(BuildFiguresTest, TrainSweepCurvesAndTrainedModelsByArchitecture) {
+  std::vector<v1::ResultRow> rows;
+  auto curve = [&](const std::string& job, int64_t seed, int step, double acc) {
+    v1::ResultRow r = Row(job, "mamba2", seed, "eval_acc", 0, acc, 0.1, 8);
+    r.set_position(step);
+    rows.push_back(r);
+    r.set_metric("train_stopped");
+    rows.push_back(r);
+    r.set_metric("train_loss");
+    r.set_value(1.0 / step);
+    rows.push_back(r);
+  };
+  curve("sw-t-0", 0, 10, 0.2);
+  curve("sw-t-0", 0, 20, 0.4);
+  curve("sw-t-1", 1, 10, 0.4);
+  curve("sw-t-1", 1, 20, 0.6);
+  for (int layer = 0; layer <= 3; ++layer) {
+    rows.push_back(Row("sw-t-2", "artifact:sw-t-0/init_model", 0, "intertoken_cos", layer, 0.1,
+                       0, 4));
+    rows.push_back(Row("sw-t-3", "artifact:sw-t-0/model", 0, "intertoken_cos", layer, 0.3, 0, 4));
+    rows.push_back(Row("sw-t-4", "artifact:sw-t-1/init_model", 1, "intertoken_cos", layer, 0.1,
+                       0, 4));
+    rows.push_back(Row("sw-t-5", "artifact:sw-t-1/model", 1, "intertoken_cos", layer, 0.5, 0, 4));
+  }
+  // A model of another store's TRAIN job keeps its name.
+  for (int layer = 0; layer <= 3; ++layer) {
+    rows.push_back(Row("sw-t-6", "artifact:sw-other-0/model", 0, "intertoken_cos", layer, 0.9,
+                       0, 4));
+  }
+  absl::StatusOr<std::vector<NamedFigure>> figures = BuildFigures(rows, {.sweep_id = "sw-t"});
+  ASSERT_TRUE(figures.ok()) << figures.status();
+
+  const NamedFigure* depth = Find(*figures, "depth_intertoken_cos");
+  ASSERT_NE(depth, nullptr);
+  const auto& chart = std::get<plot::LineChart>(depth->figure);
+  ASSERT_EQ(chart.lines.size(), 3u);
+  EXPECT_EQ(chart.lines[0].label, "mamba2 · init");
+  EXPECT_EQ(chart.lines[0].meta.at("jobs"), "sw-t-2 sw-t-4");
+  EXPECT_EQ(chart.lines[1].label, "mamba2 · trained");
+  EXPECT_EQ(chart.lines[1].meta.at("jobs"), "sw-t-3 sw-t-5");
+  // Seeds 0.3 and 0.5 (4 prompts each, std 0): mean 0.4, std 0.1.
+  EXPECT_NEAR(chart.lines[1].y[2], 0.4, 1e-15);
+  EXPECT_NEAR(chart.lines[1].std[2], 0.1, 1e-15);
+  EXPECT_EQ(chart.lines[2].label, "artifact:sw-other-0/model");
+
+  const NamedFigure* acc = Find(*figures, "training_eval_acc");
+  ASSERT_NE(acc, nullptr);
+  const auto& training = std::get<plot::LineChart>(acc->figure);
+  EXPECT_EQ(training.x_label, "step");
+  ASSERT_EQ(training.lines.size(), 1u);
+  EXPECT_EQ(training.lines[0].label, "mamba2");
+  EXPECT_EQ(training.lines[0].x, (std::vector<double>{10, 20}));
+  // Step 20: seeds 0.4 and 0.6, each std 0.1 over 8 sequences: mean 0.5,
+  // variance 0.1² + 0.1².
+  EXPECT_NEAR(training.lines[0].y[1], 0.5, 1e-15);
+  EXPECT_NEAR(training.lines[0].std[1], std::sqrt(0.02), 1e-15);
+  EXPECT_NE(Find(*figures, "training_train_loss"), nullptr);
+  for (const NamedFigure& f : *figures) {
+    EXPECT_FALSE(absl::StartsWith(f.name, "tokens_")) << f.name;
+    EXPECT_EQ(f.name.find("train_stopped"), std::string::npos) << f.name;
+  }
 }
 
 TEST(BuildFiguresTest, MetricFilterAndItsErrorsNameTheSweepAndMetric) {

@@ -85,6 +85,29 @@ TEST_F(CoreTest, SubmitStoresDefaultedExpandedSweep) {
               StatusIs(absl::StatusCode::kNotFound, "sw-unknown"));
 }
 
+// A TRAIN sweep's analysis jobs name the checkpoints of the TRAIN job they
+// depend on, by its id (which only the coordinator knows at submit).
+TEST_F(CoreTest, TrainSweepAnalysesNameTheirTrainJobsCheckpoints) {
+  v1::SweepSpec spec;
+  spec.set_name("trained-vs-init");
+  spec.add_models("mamba2");
+  spec.mutable_train()->set_steps(20);
+  spec.add_analyses("spectrum");
+  LF_ASSERT_OK_AND_ASSIGN(auto submitted, core_->SubmitSweep(spec));
+  EXPECT_EQ(submitted.jobs(), 3);
+  v1::ListJobsRequest request;
+  request.set_sweep_id(submitted.sweep_id());
+  LF_ASSERT_OK_AND_ASSIGN(auto jobs, core_->ListJobs(request));
+  ASSERT_EQ(jobs.jobs_size(), 3);
+  const std::string train = submitted.sweep_id() + "-0";
+  EXPECT_EQ(jobs.jobs(0).spec().kind(), v1::JOB_KIND_TRAIN);
+  EXPECT_EQ(jobs.jobs(1).spec().model(), "artifact:" + train + "/init_model");
+  EXPECT_EQ(jobs.jobs(1).depends_on(), train);
+  EXPECT_EQ(jobs.jobs(2).spec().model(), "artifact:" + train + "/model");
+  EXPECT_EQ(jobs.jobs(2).depends_on(), train);
+  EXPECT_EQ(jobs.jobs(2).spec().kind(), v1::JOB_KIND_EXTRACT);
+}
+
 TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {
   LF_ASSERT_OK(core_->SubmitSweep(Spec()).status());
   v1::LeaseJobRequest lease_request;

@@ -1,7 +1,9 @@
 // TRAIN sweeps at the coordinator: validation (INVALID_ARGUMENT naming the
 // field), defaults, expansion into TRAIN jobs and their chunk count, and
 // the shape checks of a TRAIN job's result chunks.
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "catalog/train.h"
 #include "server/core/chunk_validation.h"
@@ -84,13 +86,111 @@ TEST(TrainSweep, BadFieldsAreInvalidArgumentNamingTheField) {
   EXPECT_THAT(error_of([](SweepSpec& s) { s.set_models(0, "pythia-70m"); }),
               StatusIs(kInvalidArgument, "spec.models[0]: 'pythia-70m' is not an architecture"));
   EXPECT_THAT(error_of([](SweepSpec& s) { s.add_datasets()->set_name("kvpr"); }),
-              StatusIs(kInvalidArgument, "spec.datasets: does not apply to a TRAIN sweep"));
+              StatusIs(kInvalidArgument,
+                       "spec.datasets: applies to a TRAIN sweep only with spec.analyses"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.set_num_prompts(4); }),
+              StatusIs(kInvalidArgument, "spec.num_prompts: applies to a TRAIN sweep only with"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.add_layers(-1); }),
+              StatusIs(kInvalidArgument, "spec.layers: applies to a TRAIN sweep only with"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.set_example_cka(true); }),
+              StatusIs(kInvalidArgument, "spec.example_cka: does not apply"));
   EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_probe()->set_task("kvpr"); }),
               StatusIs(kInvalidArgument, "spec.probe: does not apply"));
   EXPECT_THAT(error_of([](SweepSpec& s) { s.set_dtype("bf16"); }),
               StatusIs(kInvalidArgument, "spec.dtype: 'bf16': TRAIN jobs train in fp32"));
   EXPECT_THAT(error_of([](SweepSpec& s) { s.add_models("gpt_neox"); }),
               StatusIs(kInvalidArgument, "spec.models[2]: duplicate value"));
+}
+
+// A TRAIN sweep with analyses: after the TRAIN jobs, each one's init model
+// and trained model analysed on every data set and length (by default the
+// trained task at its length), depending on it and seeded like it.
+TEST(TrainSweep, AnalysesAddExtractJobsOnEachInitAndTrainedModel) {
+  SweepSpec spec = TrainSweep();
+  spec.add_seeds(0);
+  spec.add_seeds(7);
+  spec.add_analyses("intertoken_cos");
+  spec.add_analyses("spectrum");
+  spec.mutable_train()->set_length(256);
+  spec.mutable_train()->set_pairs(16);
+  ASSERT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  const SweepSpec d = WithDefaults(spec);
+  ASSERT_EQ(d.datasets_size(), 1);
+  EXPECT_EQ(d.datasets(0).name(), "mqar");
+  ASSERT_EQ(d.context_lengths_size(), 1);
+  EXPECT_EQ(d.context_lengths(0), 256);
+  EXPECT_EQ(d.num_prompts(), 8);
+  EXPECT_EQ(d.prompts_per_chunk(), 2);
+  // 4 TRAIN jobs (2 models x 2 seeds), then 2 EXTRACT jobs each.
+  EXPECT_EQ(CountSweepJobs(spec), 12);
+  EXPECT_EQ(CountSweepJobs(d), 12);
+  const std::vector<ExpandedJob> jobs = ExpandSweepJobs(d);
+  ASSERT_EQ(jobs.size(), 12u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(jobs[i].spec.kind(), layerflow::v1::JOB_KIND_TRAIN);
+    EXPECT_EQ(jobs[i].trained_model, ExpandedJob::kNone);
+  }
+  for (int k = 0; k < 8; ++k) {
+    const ExpandedJob& job = jobs[4 + k];
+    const int train = k / 2;
+    EXPECT_EQ(job.spec.kind(), layerflow::v1::JOB_KIND_EXTRACT);
+    EXPECT_EQ(job.depends_on, train);
+    EXPECT_EQ(job.trained_model, k % 2 == 0 ? ExpandedJob::kInitModel : ExpandedJob::kTrainedModel);
+    EXPECT_EQ(job.spec.seed(), jobs[train].spec.seed());
+    EXPECT_EQ(job.spec.init_scheme(), "reference");
+    EXPECT_EQ(job.spec.dataset().name(), "mqar");
+    EXPECT_EQ(job.spec.context_length(), 256);
+    EXPECT_EQ(job.spec.num_prompts(), 8);
+    ASSERT_EQ(job.spec.analyses_size(), 2);
+    EXPECT_EQ(job.spec.analyses(1), "spectrum");
+    EXPECT_FALSE(job.spec.has_train());
+    EXPECT_EQ(ChunksTotal(job.spec), 4);  // 8 prompts, 2 a chunk
+  }
+  EXPECT_EQ(jobs[7].spec.seed(), 7);
+  EXPECT_EQ(TrainedModelName("sw-a-3", /*init=*/true), "artifact:sw-a-3/init_model");
+  EXPECT_EQ(TrainedModelName("sw-a-3", /*init=*/false), "artifact:sw-a-3/model");
+
+  // Two data sets and two lengths: 4 per model, the init model's first.
+  spec.add_datasets()->set_name("mqar");
+  spec.add_datasets()->set_name("kvpr");
+  spec.add_context_lengths(1082);
+  spec.add_context_lengths(2048);
+  ASSERT_TRUE(ValidateSweepSpec(spec).ok()) << ValidateSweepSpec(spec);
+  EXPECT_EQ(CountSweepJobs(spec), 4 * (1 + 8));
+  const std::vector<ExpandedJob> wide = ExpandSweepJobs(WithDefaults(spec));
+  ASSERT_EQ(wide.size(), 36u);
+  EXPECT_EQ(wide[4 + 3].spec.dataset().name(), "kvpr");
+  EXPECT_EQ(wide[4 + 3].spec.context_length(), 2048);
+  EXPECT_EQ(wide[4 + 3].trained_model, ExpandedJob::kInitModel);
+  EXPECT_EQ(wide[4 + 4].trained_model, ExpandedJob::kTrainedModel);
+  EXPECT_EQ(wide[4 + 8].depends_on, 1);
+}
+
+// The analyses' fields are checked as an EXTRACT sweep's, named as in one.
+TEST(TrainSweep, AnalysesFieldsAreCheckedLikeAnExtractSweeps) {
+  auto error_of = [](const std::function<void(SweepSpec&)>& edit) {
+    SweepSpec spec = TrainSweep();
+    spec.add_analyses("intertoken_cos");
+    edit(spec);
+    return ValidateSweepSpec(spec);
+  };
+  using absl::StatusCode::kInvalidArgument;
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.set_analyses(0, "intertoken"); }),
+              StatusIs(kInvalidArgument, "spec.analyses[0]: unknown analysis 'intertoken'"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.set_num_prompts(-2); }),
+              StatusIs(kInvalidArgument, "spec.num_prompts: -2 is outside"));
+  EXPECT_THAT(error_of([](SweepSpec& s) {
+                s.add_datasets()->set_name("kvpr");
+                s.add_context_lengths(512);
+              }),
+              StatusIs(kInvalidArgument, "spec.context_lengths[0]: too short for spec.datasets[0]"));
+  // By default the analyses run on the trained task at its length (512),
+  // which a KVPR data set of 11 classes does not fit.
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.add_datasets()->set_name("kvpr"); }),
+              StatusIs(kInvalidArgument, "spec.context_lengths[0]: too short"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_probe()->set_task("kvpr"); }),
+              StatusIs(kInvalidArgument, "spec.probe: does not apply"));
+  EXPECT_TRUE(error_of([](SweepSpec& s) { s.add_layers(-1); }).ok());
 }
 
 layerflow::v1::Job TrainJob() {
