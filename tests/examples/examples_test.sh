@@ -44,6 +44,18 @@ declare -A EXPECTED=(
   # (train_loss, train_acc, grad_norm, lr, eval_loss, eval_acc); 0.99 is not
   # reached in 20 steps, so no train_stopped row.
   [mqar-training]=24
+  # docs/reproductions.md's sweeps (examples/reproductions/small/):
+  # 6 jobs x (intertoken_cos 4 + intertoken_cos_nofirst 4 + adjacent_cos 2)
+  [reproductions/random-init-2.8b]=60
+  # 3 jobs x 2 estimators x (3 pairs + 1 baseline)
+  [reproductions/cka-estimators]=24
+  # 6 EXTRACT jobs x intertoken_cos 4, 6 PROBE jobs x 58 (as kvpr-probing's)
+  [reproductions/kvpr-probing-random-init]=372
+  # 3 TRAIN jobs x 2 chunks x 6 curve rows = 36; then the init and the
+  # trained model of each, 6 EXTRACT jobs: intertoken_cos 4 + adjacent_cos 2
+  # = 36 rows, and spectrum 2 blocks x 13 rows x groups (GPT-NeoX 2 heads,
+  # Mamba 1, Mamba-2 4: 26 x 7 x 2 = 364).
+  [reproductions/mqar-trained-vs-random]=436
 )
 
 # 1. The full examples, validated by a real coordinator.
@@ -56,21 +68,21 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 full=0
-# docs/reproductions.md's sweeps are checked the same way (they run on a GPU,
-# `bash bench/gpu.sh repro`, and have no small variants).
+# docs/reproductions.md's sweeps (examples/reproductions/, run on a GPU by
+# `bash bench/gpu.sh repro`) are checked the same way, each with its small
+# variant in reproductions/small/.
 for file in "$EXAMPLES"/*.yaml "$EXAMPLES"/reproductions/*.yaml; do
   if ! "$LAYERFLOW" --coordinator "127.0.0.1:$port" submit "$file" > "$WORK/out" 2> "$WORK/err"; then
     fail "submit $(basename "$file"): $(cat "$WORK/err")"
   elif ! grep -q "sw-" "$WORK/out"; then
     fail "submit $(basename "$file"): no sweep id in: $(cat "$WORK/out")"
   fi
-  [[ $file == */reproductions/* ]] && continue
-  full=$((full + 1))
-  # Its small variant: small/<same name>.yaml, or the one its comment names
-  # ("# small variant: small/kvpr-probing.yaml").
+  [[ $file == */reproductions/* ]] || full=$((full + 1))
+  # Its small variant: small/<same name>.yaml beside it, or the one its
+  # comment names ("# small variant: small/kvpr-probing.yaml").
   variant=$(sed -n 's/^# small variant: \(small\/[A-Za-z0-9_.-]*\.yaml\).*/\1/p' "$file")
-  variant=${variant:-small/$(basename "$file")}
-  [[ -f $EXAMPLES/$variant ]] || fail "$(basename "$file"): no small variant examples/$variant"
+  variant=$(dirname "$file")/${variant:-small/$(basename "$file")}
+  [[ -f $variant ]] || fail "$(basename "$file"): no small variant ${variant#"$EXAMPLES"/}"
 done
 (( full >= 5 )) || fail "only $full full examples in $EXAMPLES"
 kill "$coordinator_pid"
@@ -79,27 +91,29 @@ coordinator_pid=
 
 # 2. The small variants, run.
 small=0
-for file in "$EXAMPLES"/small/*.yaml; do
+for file in "$EXAMPLES"/small/*.yaml "$EXAMPLES"/reproductions/small/*.yaml; do
   small=$((small + 1))
   name=$(basename "$file" .yaml)
+  [[ $file == */reproductions/* ]] && name=reproductions/$name
   want=${EXPECTED[$name]:-}
   if [[ -z $want ]]; then
     fail "$name: no expected row count in this script"
     continue
   fi
   start=$(date +%s)
-  "$LAYERFLOW" run "$file" --format csv --no-figures > "$WORK/$name.csv" 2> "$WORK/$name.err"
+  out=$WORK/${name//\//_}
+  "$LAYERFLOW" run "$file" --format csv --no-figures > "$out.csv" 2> "$out.err"
   code=$?
   if [[ $code != 0 ]]; then
-    fail "run small/$name.yaml: exit $code"
-    sed 's/^/  | /' "$WORK/$name.err" >&2
+    fail "run ${file#"$EXAMPLES"/}: exit $code"
+    sed 's/^/  | /' "$out.err" >&2
     continue
   fi
-  grep -q "succeeded: .* jobs succeeded" "$WORK/$name.err" \
-    || fail "run small/$name.yaml: no success line: $(tail -2 "$WORK/$name.err")"
-  rows=$(($(wc -l < "$WORK/$name.csv") - 1))  # less the header
-  [[ $rows == "$want" ]] || fail "run small/$name.yaml: $rows rows, want $want"
-  echo "ok: small/$name.yaml: $rows rows in $(($(date +%s) - start)) s"
+  grep -q "succeeded: .* jobs succeeded" "$out.err" \
+    || fail "run ${file#"$EXAMPLES"/}: no success line: $(tail -2 "$out.err")"
+  rows=$(($(wc -l < "$out.csv") - 1))  # less the header
+  [[ $rows == "$want" ]] || fail "run ${file#"$EXAMPLES"/}: $rows rows, want $want"
+  echo "ok: ${file#"$EXAMPLES"/}: $rows rows in $(($(date +%s) - start)) s"
 done
 (( small == ${#EXPECTED[@]} )) || fail "$small small variants, ${#EXPECTED[@]} expected"
 
