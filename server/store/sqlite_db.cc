@@ -1,9 +1,11 @@
 #include "server/store/sqlite_db.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace layerflow::server::sqlite {
@@ -136,6 +138,17 @@ std::string Statement::Blob(int column) const {
 }
 
 absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::string& path, int busy_timeout_ms) {
+  // SQLite's own message for a missing folder is "unable to open database
+  // file"; name the folder instead (a mistyped --db is the usual cause).
+  if (const size_t slash = path.rfind('/');
+      slash != std::string::npos && slash > 0 && !absl::StartsWith(path, "file:")) {
+    const std::string dir = path.substr(0, slash);
+    struct stat info;
+    if (::stat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) {
+      return absl::NotFoundError(absl::StrCat("cannot open database '", path, "': its folder '",
+                                              dir, "' does not exist (create it first)"));
+    }
+  }
   sqlite3* raw = nullptr;
   const int rc =
       sqlite3_open_v2(path.c_str(), &raw,

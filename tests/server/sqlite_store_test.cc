@@ -475,8 +475,17 @@ TEST(SqliteStore, UsesWalJournalAndDeclaresForeignKeys) {
 }
 
 TEST(SqliteStore, UnopenablePathIsAStatusNotACrash) {
+  // A missing folder (a mistyped --db) is named, not SQLite's "unable to
+  // open database file".
   EXPECT_THAT(OpenSqliteStore("/nonexistent-dir/sub/lf.db").status(),
-              StatusIs(absl::StatusCode::kUnavailable, "cannot open database"));
+              StatusIs(absl::StatusCode::kNotFound,
+                       "cannot open database '/nonexistent-dir/sub/lf.db': its folder "
+                       "'/nonexistent-dir/sub' does not exist (create it first)"));
+  {
+    TempDir dir;
+    EXPECT_THAT(OpenSqliteStore(dir.File("lf.db") + "/x.db").status(),
+                StatusIs(absl::StatusCode::kNotFound, "does not exist"));
+  }
   TempDir dir;
   const std::string path = dir.File("garbage.db");
   {
