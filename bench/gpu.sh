@@ -237,8 +237,7 @@ PY
     # init models: those the CPU makes bit for bit from the seed,
     # docs/models.md), one file a sweep, for docs/reproductions.md.
     for s in $sweeps; do
-      tar cJf "$OUT/${s}_store.tar.xz" -C "/tmp/mqar/$s" \
-        $(cd "/tmp/mqar/$s" && ls -d ./*.db artifacts/*/model 2>/dev/null)
+      (cd "/tmp/mqar/$s" && shopt -s nullglob && tar cJf "$OUT/${s}_store.tar.xz" ./*.db artifacts/*/model)
     done
   fi
 }
