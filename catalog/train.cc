@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace layerflow::catalog {
 namespace {
@@ -243,6 +244,22 @@ double TrainLearningRate(const TrainSettings& settings, int64_t step) {
   const double progress = static_cast<double>(step - s.warmup) /
                           static_cast<double>(std::max<int64_t>(1, s.steps - s.warmup));
   return s.lr * 0.5 * (1.0 + std::cos(kPi * std::min(1.0, progress)));
+}
+
+std::string TrainedModelName(absl::string_view train_job_id, bool init) {
+  return absl::StrCat(kArtifactModelScheme, train_job_id, "/",
+                      init ? kInitModelFolder : kTrainedModelFolder);
+}
+
+bool ParseTrainedModelName(absl::string_view model, std::string* train_job_id, bool* init) {
+  if (!absl::ConsumePrefix(&model, kArtifactModelScheme)) return false;
+  const size_t slash = model.rfind('/');
+  if (slash == absl::string_view::npos || slash == 0) return false;
+  const absl::string_view folder = model.substr(slash + 1);
+  if (folder != kInitModelFolder && folder != kTrainedModelFolder) return false;
+  *train_job_id = std::string(model.substr(0, slash));
+  *init = folder == kInitModelFolder;
+  return true;
 }
 
 }  // namespace layerflow::catalog

@@ -134,6 +134,26 @@ int64_t TrainChunkEndStep(const TrainSettings& settings, int64_t chunk);
 // lr * (1 + cos(pi * (step - warmup) / (steps - warmup))) / 2.
 double TrainLearningRate(const TrainSettings& settings, int64_t step);
 
+// The rows a TRAIN chunk may hold (docs/training.md): at layer 0, position
+// = the step the row ends at. All but train_stopped (the stopping step) are
+// curves over the step.
+inline constexpr const char* kTrainRows[] = {"train_loss", "train_acc", "grad_norm",    "lr",
+                                             "eval_loss",  "eval_acc",  "train_stopped"};
+inline constexpr char kTrainStoppedRow[] = "train_stopped";
+
+// A TRAIN job's stored checkpoints as a model name (docs/training.md):
+// "artifact:<job_id>/model", the trained one, and
+// "artifact:<job_id>/init_model", the random init it started from. The
+// artifacts themselves are "<job_id>/<folder>/config.json" and
+// "<job_id>/<folder>/model.safetensors".
+inline constexpr char kArtifactModelScheme[] = "artifact:";
+inline constexpr char kTrainedModelFolder[] = "model";
+inline constexpr char kInitModelFolder[] = "init_model";
+std::string TrainedModelName(absl::string_view train_job_id, bool init);
+// The TRAIN job id and which checkpoint of a TrainedModelName; false for
+// any other model name.
+bool ParseTrainedModelName(absl::string_view model, std::string* train_job_id, bool* init);
+
 }  // namespace layerflow::catalog
 
 #endif  // LAYERFLOW_CATALOG_TRAIN_H_

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <optional>
@@ -19,9 +20,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/types/span.h"
 #include "catalog/model_config.h"
+#include "catalog/train.h"
 #include "report/output.h"
 
 namespace layerflow::report {
@@ -77,13 +78,11 @@ std::optional<int> SpectrumBin(const std::string& metric, std::string* flavour) 
   return std::nullopt;
 }
 
-// A TRAIN job's result rows (docs/training.md), each at layer 0 with
-// position = the step its chunk ends at: drawn as training curves over the
-// step. train_stopped (one value, the stopping step) is not a curve.
-bool IsTrainingCurve(const std::string& metric) {
-  static const std::set<std::string> kCurves = {"train_loss", "train_acc", "grad_norm",
-                                                "lr",         "eval_loss", "eval_acc"};
-  return kCurves.count(metric) > 0;
+// A TRAIN job's result rows (catalog::kTrainRows), each at layer 0 with
+// position = the step its chunk ends at.
+bool IsTrainRow(const std::string& metric) {
+  return std::find(std::begin(catalog::kTrainRows), std::end(catalog::kTrainRows), metric) !=
+         std::end(catalog::kTrainRows);
 }
 
 // A TRAIN sweep with analyses names the analysed models
@@ -96,28 +95,18 @@ absl::Span<const v1::ResultRow> WithTrainedModelLabels(absl::Span<const v1::Resu
                                                        std::vector<v1::ResultRow>* storage) {
   std::map<std::string, std::string> train_label;  // TRAIN job id -> label stem
   for (const v1::ResultRow& r : rows) {
-    if (r.metric() != "train_loss") continue;
+    if (!IsTrainRow(r.metric())) continue;
     train_label[r.job_id()] =
         r.init_scheme() == "reference" ? r.model() : absl::StrCat(r.model(), " ", r.init_scheme());
   }
-  auto relabel = [&](const std::string& model) -> std::optional<std::string> {
-    absl::string_view rest = model;
-    if (!absl::ConsumePrefix(&rest, "artifact:")) return std::nullopt;
-    for (const auto& [suffix, what] : {std::pair<absl::string_view, absl::string_view>{
-                                           "/init_model", "init"},
-                                       {"/model", "trained"}}) {
-      absl::string_view job = rest;
-      if (!absl::ConsumeSuffix(&job, suffix)) continue;
-      auto it = train_label.find(std::string(job));
-      if (it == train_label.end()) return std::nullopt;
-      return absl::StrCat(it->second, " · ", what);
-    }
-    return std::nullopt;
-  };
   if (train_label.empty()) return rows;
   storage->assign(rows.begin(), rows.end());
   for (v1::ResultRow& r : *storage) {
-    if (std::optional<std::string> label = relabel(r.model())) r.set_model(*label);
+    std::string train_job;
+    bool init = false;
+    if (!catalog::ParseTrainedModelName(r.model(), &train_job, &init)) continue;
+    auto it = train_label.find(train_job);
+    if (it != train_label.end()) r.set_model(absl::StrCat(it->second, init ? " · init" : " · trained"));
   }
   return *storage;
 }
@@ -216,10 +205,9 @@ absl::StatusOr<std::vector<NamedFigure>> BuildFigures(absl::Span<const v1::Resul
     std::string flavour;
     if (std::optional<int> bin = SpectrumBin(metric, &flavour); bin.has_value()) {
       spectra[{config, flavour}][layer][*bin][std::max(head, 0)] = p.mean;
-    } else if (IsTrainingCurve(metric) && position >= 0) {
-      curves[{config, metric}][position] = p;
-    } else if (metric == "train_stopped") {
-      continue;
+    } else if (IsTrainRow(metric)) {
+      // train_stopped (one value, the stopping step) is no curve.
+      if (metric != catalog::kTrainStoppedRow) curves[{config, metric}][position] = p;
     } else if (metric == "probe_chance") {
       chance[config] = p.mean;
     } else if (absl::StartsWith(metric, "probe_") && metric != "probe_test_acc") {

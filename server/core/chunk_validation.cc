@@ -21,6 +21,8 @@
 namespace layerflow::server {
 namespace {
 
+using ::layerflow::catalog::kTrainRows;
+
 absl::Status Invalid(absl::string_view field, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }

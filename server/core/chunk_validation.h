@@ -39,11 +39,6 @@ absl::Status ValidateChunkForJob(const layerflow::v1::ResultChunk& chunk,
 
 inline constexpr int32_t kMaxCheckpointLayers = 4096;
 
-// The rows a TRAIN chunk may hold (docs/training.md): at layer 0, position
-// = the step the row ends at.
-inline constexpr const char* kTrainRows[] = {"train_loss", "train_acc", "grad_norm",    "lr",
-                                             "eval_loss",  "eval_acc",  "train_stopped"};
-
 }  // namespace layerflow::server
 
 #endif  // LAYERFLOW_SERVER_CORE_CHUNK_VALIDATION_H_

@@ -8,6 +8,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "catalog/train.h"
 #include "common/status_macros.h"
 #include "common/api_limits.h"
 #include "common/job_failures.h"
@@ -82,9 +83,16 @@ absl::StatusOr<layerflow::v1::SubmitSweepResponse> CoordinatorCore::SubmitSweep(
     // without reading the sweep.
     jobs[i].spec.set_max_job_seconds(spec.max_job_seconds());
     if (jobs[i].depends_on >= 0) job.depends_on = job_id(jobs[i].depends_on);
-    if (jobs[i].trained_model != ExpandedJob::kNone) {
-      jobs[i].spec.set_model(TrainedModelName(
-          job.depends_on, jobs[i].trained_model == ExpandedJob::kInitModel));
+    // An analysis of a TRAIN job's checkpoint names it by the placeholder id
+    // ExpandSweepJobs gave; the id is known now. (Only then: a PROBE job
+    // keeps its EXTRACT job's model, which may name another sweep's
+    // checkpoint.)
+    std::string placeholder;
+    bool init = false;
+    if (jobs[i].depends_on >= 0 &&
+        sweep.jobs[jobs[i].depends_on].spec.kind() == layerflow::v1::JOB_KIND_TRAIN &&
+        catalog::ParseTrainedModelName(jobs[i].spec.model(), &placeholder, &init)) {
+      jobs[i].spec.set_model(catalog::TrainedModelName(job.depends_on, init));
     }
     job.spec = std::move(jobs[i].spec);
   }

@@ -25,6 +25,7 @@ namespace layerflow::server {
 namespace {
 
 using ::layerflow::catalog::AnalysisList;
+using ::layerflow::catalog::TrainedModelName;
 using ::layerflow::catalog::CheckContextFits;
 using ::layerflow::catalog::ChunkCount;
 using ::layerflow::catalog::DatasetHasClasses;
@@ -442,10 +443,6 @@ SweepSpec TrainedAnalysisView(const SweepSpec& spec) {
   return view;
 }
 
-std::string TrainedModelName(const std::string& train_job_id, bool init) {
-  return absl::StrCat("artifact:", train_job_id, init ? "/init_model" : "/model");
-}
-
 absl::Status ValidateSweepSpec(const SweepSpec& spec) {
   if (absl::Status s = ValidateSizes(spec); !s.ok()) return s;
   if (absl::Status s = ValidateName(spec.name()); !s.ok()) return s;
@@ -673,9 +670,7 @@ int64_t CountSweepJobs(const SweepSpec& spec) {
         axis(spec.models_size()) * axis(spec.init_schemes_size()) * axis(spec.seeds_size());
     if (spec.analyses().empty()) return train_jobs;
     // Each TRAIN job's init and trained model on every data set and length.
-    const int64_t datasets = spec.datasets_size() == 0 ? 1 : spec.datasets_size();
-    const int64_t lengths = spec.context_lengths_size() == 0 ? 1 : spec.context_lengths_size();
-    return train_jobs * (1 + 2 * datasets * lengths);
+    return train_jobs * (1 + 2 * axis(spec.datasets_size()) * axis(spec.context_lengths_size()));
   }
   // Each factor is bounded by the message size, so the product of five
   // int-sized factors can overflow int64 only for absurd inputs; clamp early.
@@ -727,7 +722,7 @@ std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
     // After every TRAIN job, in the same order: EXTRACT jobs on its init
     // model, then on its trained model, each depending on it (a failed
     // TRAIN job fails them). Their model names carry the TRAIN job's id,
-    // which only the coordinator knows: ExpandedJob::trained_model.
+    // which only the coordinator knows: a placeholder here (ExpandedJob).
     const int train_jobs = static_cast<int>(jobs.size());
     for (int i = 0; i < train_jobs; ++i) {
       for (const bool init : {true, false}) {
@@ -735,7 +730,6 @@ std::vector<ExpandedJob> ExpandSweepJobs(const SweepSpec& spec) {
           for (int32_t context_length : spec.context_lengths()) {
             ExpandedJob& extract = jobs.emplace_back();
             extract.depends_on = i;
-            extract.trained_model = init ? ExpandedJob::kInitModel : ExpandedJob::kTrainedModel;
             JobSpec& job = extract.spec;
             job.set_kind(layerflow::v1::JOB_KIND_EXTRACT);
             job.set_model(TrainedModelName(absl::StrCat("<job ", i, ">"), init));

@@ -59,23 +59,17 @@ int64_t CountSweepJobs(const layerflow::v1::SweepSpec& spec);
 // A TRAIN sweep with analyses: after its TRAIN jobs, for each TRAIN job in
 // order, EXTRACT jobs on its init model then on its trained model (data
 // sets outer, context lengths inner), each depending on that TRAIN job and
-// seeded with its seed; `trained_model` says which model, whose name
-// (TrainedModelName of the TRAIN job's id) the coordinator sets.
+// seeded with its seed. Their model is catalog::TrainedModelName of a
+// placeholder id ("<job I>", I the TRAIN job's index), which the
+// coordinator replaces with the TRAIN job's id.
 struct ExpandedJob {
-  enum TrainedModel { kNone, kInitModel, kTrainedModel };
   layerflow::v1::JobSpec spec;
   // Index (into the expansion) of the job this one depends on; -1: none.
   int depends_on = -1;
-  TrainedModel trained_model = kNone;
 };
 std::vector<ExpandedJob> ExpandSweepJobs(const layerflow::v1::SweepSpec& spec);
 // The specs of ExpandSweepJobs, without the dependencies.
 std::vector<layerflow::v1::JobSpec> ExpandSweep(const layerflow::v1::SweepSpec& spec);
-
-// The model name of a TRAIN job's stored checkpoint (init: the random init
-// it started from): "artifact:<job_id>/model" or "artifact:<job_id>/init_model"
-// (docs/training.md).
-std::string TrainedModelName(const std::string& train_job_id, bool init);
 
 // A TRAIN sweep's analyses as the EXTRACT sweep they are checked as: no
 // train fields, one checkpoint model, the reference init, and the data set

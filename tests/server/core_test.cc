@@ -106,6 +106,20 @@ TEST_F(CoreTest, TrainSweepAnalysesNameTheirTrainJobsCheckpoints) {
   EXPECT_EQ(jobs.jobs(2).spec().model(), "artifact:" + train + "/model");
   EXPECT_EQ(jobs.jobs(2).depends_on(), train);
   EXPECT_EQ(jobs.jobs(2).spec().kind(), v1::JOB_KIND_EXTRACT);
+
+  // A probed sweep of another sweep's checkpoint: its PROBE job depends on
+  // an EXTRACT job, and keeps the model it names.
+  v1::SweepSpec probed;
+  probed.set_name("probe-trained");
+  probed.add_models("artifact:sw-elsewhere-0/model");
+  probed.add_datasets()->set_name("kvpr");
+  probed.mutable_probe()->set_task("kvpr");
+  LF_ASSERT_OK_AND_ASSIGN(auto probe_sweep, core_->SubmitSweep(probed));
+  request.set_sweep_id(probe_sweep.sweep_id());
+  LF_ASSERT_OK_AND_ASSIGN(auto probe_jobs, core_->ListJobs(request));
+  ASSERT_EQ(probe_jobs.jobs_size(), 2);
+  EXPECT_EQ(probe_jobs.jobs(1).spec().kind(), v1::JOB_KIND_PROBE);
+  EXPECT_EQ(probe_jobs.jobs(1).spec().model(), "artifact:sw-elsewhere-0/model");
 }
 
 TEST_F(CoreTest, WorkerCallsCheckTheirArguments) {

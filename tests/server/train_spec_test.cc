@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "catalog/train.h"
 #include "server/core/chunk_validation.h"
 #include "server/spec/sweep_spec.h"
@@ -128,14 +129,14 @@ TEST(TrainSweep, AnalysesAddExtractJobsOnEachInitAndTrainedModel) {
   ASSERT_EQ(jobs.size(), 12u);
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(jobs[i].spec.kind(), layerflow::v1::JOB_KIND_TRAIN);
-    EXPECT_EQ(jobs[i].trained_model, ExpandedJob::kNone);
   }
   for (int k = 0; k < 8; ++k) {
     const ExpandedJob& job = jobs[4 + k];
     const int train = k / 2;
     EXPECT_EQ(job.spec.kind(), layerflow::v1::JOB_KIND_EXTRACT);
     EXPECT_EQ(job.depends_on, train);
-    EXPECT_EQ(job.trained_model, k % 2 == 0 ? ExpandedJob::kInitModel : ExpandedJob::kTrainedModel);
+    EXPECT_EQ(job.spec.model(), catalog::TrainedModelName(absl::StrCat("<job ", train, ">"),
+                                                          /*init=*/k % 2 == 0));
     EXPECT_EQ(job.spec.seed(), jobs[train].spec.seed());
     EXPECT_EQ(job.spec.init_scheme(), "reference");
     EXPECT_EQ(job.spec.dataset().name(), "mqar");
@@ -147,8 +148,19 @@ TEST(TrainSweep, AnalysesAddExtractJobsOnEachInitAndTrainedModel) {
     EXPECT_EQ(ChunksTotal(job.spec), 4);  // 8 prompts, 2 a chunk
   }
   EXPECT_EQ(jobs[7].spec.seed(), 7);
-  EXPECT_EQ(TrainedModelName("sw-a-3", /*init=*/true), "artifact:sw-a-3/init_model");
-  EXPECT_EQ(TrainedModelName("sw-a-3", /*init=*/false), "artifact:sw-a-3/model");
+  EXPECT_EQ(catalog::TrainedModelName("sw-a-3", /*init=*/true), "artifact:sw-a-3/init_model");
+  EXPECT_EQ(catalog::TrainedModelName("sw-a-3", /*init=*/false), "artifact:sw-a-3/model");
+  std::string train_job;
+  bool init = false;
+  ASSERT_TRUE(catalog::ParseTrainedModelName("artifact:sw-a-3/init_model", &train_job, &init));
+  EXPECT_EQ(train_job, "sw-a-3");
+  EXPECT_TRUE(init);
+  ASSERT_TRUE(catalog::ParseTrainedModelName("artifact:sw-a-3/model", &train_job, &init));
+  EXPECT_FALSE(init);
+  for (const char* other : {"sw-a-3/model", "artifact:/model", "artifact:sw-a-3/weights",
+                            "artifact:model", "mamba2"}) {
+    EXPECT_FALSE(catalog::ParseTrainedModelName(other, &train_job, &init)) << other;
+  }
 
   // Two data sets and two lengths: 4 per model, the init model's first.
   spec.add_datasets()->set_name("mqar");
@@ -161,8 +173,8 @@ TEST(TrainSweep, AnalysesAddExtractJobsOnEachInitAndTrainedModel) {
   ASSERT_EQ(wide.size(), 36u);
   EXPECT_EQ(wide[4 + 3].spec.dataset().name(), "kvpr");
   EXPECT_EQ(wide[4 + 3].spec.context_length(), 2048);
-  EXPECT_EQ(wide[4 + 3].trained_model, ExpandedJob::kInitModel);
-  EXPECT_EQ(wide[4 + 4].trained_model, ExpandedJob::kTrainedModel);
+  EXPECT_EQ(wide[4 + 3].spec.model(), "artifact:<job 0>/init_model");
+  EXPECT_EQ(wide[4 + 4].spec.model(), "artifact:<job 0>/model");
   EXPECT_EQ(wide[4 + 8].depends_on, 1);
 }
 

@@ -52,10 +52,12 @@ std::string TrainStateArtifactName(const std::string& job_id, int64_t step) {
   return absl::StrFormat("%s%012d", TrainStatePrefix(job_id), step);
 }
 
-std::string TrainModelPrefix(const std::string& job_id) { return absl::StrCat(job_id, "/model/"); }
+std::string TrainModelPrefix(const std::string& job_id) {
+  return absl::StrCat(job_id, "/", catalog::kTrainedModelFolder, "/");
+}
 
 std::string TrainInitModelPrefix(const std::string& job_id) {
-  return absl::StrCat(job_id, "/init_model/");
+  return absl::StrCat(job_id, "/", catalog::kInitModelFolder, "/");
 }
 
 std::string SelectTrainState(const std::vector<std::string>& names, const std::string& job_id,

@@ -81,7 +81,7 @@ std::string TrainStatePrefix(const std::string& job_id);
 std::string TrainStateArtifactName(const std::string& job_id, int64_t step);
 std::string TrainModelPrefix(const std::string& job_id);
 std::string TrainInitModelPrefix(const std::string& job_id);
-inline constexpr const char kArtifactModelScheme[] = "artifact:";
+using catalog::kArtifactModelScheme;  // "artifact:<job_id>/model" names a checkpoint
 
 // Of the states named `names` (TrainStateArtifactName of this job), the one
 // a lease resuming at chunk `resume_from_sequence` starts from: the latest
