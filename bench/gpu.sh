@@ -52,7 +52,9 @@
 #                        Zoology's curriculum; LF_MQAR_SWEEPS picks) through
 #                        `layerflow run`, for at most LF_MQAR_SECONDS (240); the
 #                        eval curve read from the kept store. -> mqar_gpu.csv;
-#                        NAME@SEED runs NAME at that seed alone (store NAME_sSEED);
+#                        NAME@SEED runs NAME at that seed alone (store NAME_sSEED),
+#                        NAME@SEED:MODEL that model alone; NAME with a / is a
+#                        sweep file's path without .yaml (examples/...);
 #                        LF_MQAR_KEEP=1 also each store with its trained models
 #   repro                docs/reproductions.md's GPU sweeps (examples/
 #                        reproductions/), each store -> repro_NAME.tar.xz
@@ -197,13 +199,17 @@ mqar() {
   local s file sweeps=""
   mkdir -p /tmp/mqar_seeds
   for s in ${LF_MQAR_SWEEPS:-mqar_gpu mqar_gpu_lr mqar_gpu_attention mqar_gpu_mamba}; do
-    file="bench/sweeps/${s%@*}.yaml"
-    if [ "$s" != "${s%@*}" ]; then
-      # NAME@SEED: the sweep at that one seed, a sweep (and store) of its own.
-      local seed="${s#*@}"
-      s="${s%@*}_s$seed"
-      sed -e "s/^seeds: .*/seeds: [$seed]/" -e "s/^name: \(.*\)/name: \1-s$seed/" \
-        "$file" > "/tmp/mqar_seeds/$s.yaml"
+    # NAME[@SEED[:MODEL]]: NAME is bench/sweeps/NAME.yaml, or a sweep file's
+    # path without .yaml (examples/reproductions/...); @SEED runs it at that
+    # one seed, :MODEL with that one model, as a sweep (and store) of its own.
+    local base="${s%%@*}" seed="" model=""
+    case "$base" in */*) file="$base.yaml" ;; *) file="bench/sweeps/$base.yaml" ;; esac
+    if [ "$s" != "$base" ]; then
+      seed="${s#*@}"; model=""
+      [ "$seed" != "${seed%%:*}" ] && { model="${seed#*:}"; seed="${seed%%:*}"; }
+      s="$(basename "$base")_s$seed${model:+_$model}"
+      sed -e "s/^seeds: .*/seeds: [$seed]/" -e "s/^name: \(.*\)/name: \1-s$seed${model:+-${model//_/-}}/" \
+        ${model:+-e "s/^models: .*/models: [$model]/"} "$file" > "/tmp/mqar_seeds/$s.yaml"
       file="/tmp/mqar_seeds/$s.yaml"
     fi
     sweeps="$sweeps $s"
