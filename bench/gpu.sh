@@ -55,7 +55,8 @@
 #                        NAME@SEED runs NAME at that seed alone (store NAME_sSEED),
 #                        NAME@SEED:MODEL that model alone; NAME with a / is a
 #                        sweep file's path without .yaml (examples/...);
-#                        LF_MQAR_KEEP=1 also each store with its trained models
+#                        LF_MQAR_KEEP=1 also each store with its trained models,
+#                        LF_MQAR_KEEP=db each store alone
 #   repro                docs/reproductions.md's GPU sweeps (examples/
 #                        reproductions/), each store -> repro_NAME.tar.xz
 #   multi                (2 GPUs) one GPU against two with NCCL, rows compared.
@@ -238,12 +239,16 @@ for sweep in sys.argv[2:]:
     print(f"{sweep:24s} eval_acc " + " ".join(f"{st}:{v:.3f}" for st, v in acc[::2] + acc[-1:]))
     if stop: print(f"{sweep:24s} stopped at step {stop[0]}")
 PY
-  if [ "${LF_MQAR_KEEP:-0}" = 1 ]; then
+  if [ "${LF_MQAR_KEEP:-0}" != 0 ]; then
     # Each store with its trained models (not the resume states nor the
     # init models: those the CPU makes bit for bit from the seed,
-    # docs/models.md), one file a sweep, for docs/reproductions.md.
+    # docs/models.md), one file a sweep, for docs/reproductions.md;
+    # LF_MQAR_KEEP=db: the store alone (a sweep that analysed its models).
+    local models="artifacts/*/model"
+    [ "$LF_MQAR_KEEP" = db ] && models=""
     for s in $sweeps; do
-      (cd "/tmp/mqar/$s" && shopt -s nullglob && tar cJf "$OUT/${s}_store.tar.xz" ./*.db artifacts/*/model)
+      # shellcheck disable=SC2086  # $models is a glob or nothing
+      (cd "/tmp/mqar/$s" && shopt -s nullglob && tar cJf "$OUT/${s}_store.tar.xz" ./*.db $models)
     done
   fi
 }

@@ -53,7 +53,93 @@ TrainSettings WithTrainDefaults(TrainSettings s) {
   if (s.save_every == 0) s.save_every = 2 * s.eval_every;
   if (s.eval_examples == 0) s.eval_examples = kDefaultTrainEvalExamples;
   if (s.curriculum.empty()) s.curriculum = std::string(kTrainCurriculumNone);
+  if (s.penalty.empty()) s.penalty = std::string(kTrainPenaltyNone);
+  if (s.penalty == kTrainPenaltyVLoc && s.penalty_series.empty()) {
+    s.penalty_series = std::string(kTrainPenaltyIntertokenCos);
+  }
   return s;
+}
+
+namespace {
+
+// The penalty fields of settings with defaults applied.
+absl::Status ValidatePenalty(const TrainSettings& d) {
+  const bool none = d.penalty == kTrainPenaltyNone;
+  const bool cos = d.penalty == kTrainPenaltyIntertokenCos;
+  const bool vloc = d.penalty == kTrainPenaltyVLoc;
+  if (!none && !cos && !vloc) {
+    return Invalid("penalty", absl::StrCat("unknown penalty '", d.penalty,
+                                           "'; known: none, intertoken_cos, v_loc"));
+  }
+  if (none) {
+    if (d.penalty_weight != 0) return Invalid("penalty_weight", "set without a penalty");
+    if (!d.penalty_layers.empty()) return Invalid("penalty_layers", "set without a penalty");
+    if (!d.penalty_series.empty()) return Invalid("penalty_series", "set without a penalty");
+    return absl::OkStatus();
+  }
+  if (!(d.penalty_weight > 0 && d.penalty_weight <= kMaxTrainPenaltyWeight)) {
+    return Invalid("penalty_weight", absl::StrCat(d.penalty_weight, " is outside (0, ",
+                                                  kMaxTrainPenaltyWeight, "]"));
+  }
+  const int32_t last = d.layers + 1;  // the final norm's point
+  if (cos) {
+    if (!d.penalty_series.empty()) {
+      return Invalid("penalty_series", "applies to penalty v_loc only");
+    }
+    if (d.penalty_layers.empty()) {
+      return Invalid("penalty_layers",
+                     absl::StrCat("penalty intertoken_cos needs at least one point (0 the "
+                                  "embedding .. ",
+                                  last, " the final norm; -1 the last)"));
+    }
+    std::vector<int32_t> seen;
+    for (int32_t layer : d.penalty_layers) {
+      if (layer < -(last + 1) || layer > last) {
+        return Invalid("penalty_layers", absl::StrCat(layer, " is outside [", -(last + 1), ", ",
+                                                      last, "] for ", d.layers, " layers"));
+      }
+      const int32_t point = layer < 0 ? layer + last + 1 : layer;
+      if (std::find(seen.begin(), seen.end(), point) != seen.end()) {
+        return Invalid("penalty_layers", absl::StrCat("point ", point, " named twice"));
+      }
+      seen.push_back(point);
+    }
+    return absl::OkStatus();
+  }
+  if (!d.penalty_layers.empty()) {
+    return Invalid("penalty_layers", "applies to penalty intertoken_cos only (v_loc reads the "
+                                     "whole series)");
+  }
+  const bool adjacent = d.penalty_series == kTrainPenaltySeriesAdjacentCos;
+  if (!adjacent && d.penalty_series != kTrainPenaltyIntertokenCos) {
+    return Invalid("penalty_series", absl::StrCat("unknown series '", d.penalty_series,
+                                                  "'; known: intertoken_cos, adjacent_cos"));
+  }
+  // A cubic interpolates 4 points: v_loc needs 5 (server/derived).
+  const int32_t points = adjacent ? d.layers : d.layers + 1;
+  if (points < 5) {
+    return Invalid("penalty_series",
+                   absl::StrCat("v_loc of ", d.penalty_series, " needs a series of at least 5 "
+                                "points and ", d.layers, " layers give ", points, " (layers >= ",
+                                adjacent ? 5 : 4, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+TrainPenaltyPoints PenaltyPointsOf(const TrainSettings& settings) {
+  const TrainSettings d = WithTrainDefaults(settings);
+  TrainPenaltyPoints out;
+  if (d.penalty == kTrainPenaltyIntertokenCos) {
+    for (int32_t layer : d.penalty_layers) {
+      out.points.push_back(layer < 0 ? layer + d.layers + 2 : layer);
+    }
+  } else if (d.penalty == kTrainPenaltyVLoc) {
+    out.adjacent = d.penalty_series == kTrainPenaltySeriesAdjacentCos;
+    for (int32_t l = 0; l <= d.layers; ++l) out.points.push_back(l);
+  }
+  return out;
 }
 
 absl::Status ValidateTrainSettings(const TrainSettings& s) {
@@ -91,6 +177,7 @@ absl::Status ValidateTrainSettings(const TrainSettings& s) {
   }
   // The relations between fields, on the values that will run.
   const TrainSettings d = WithTrainDefaults(s);
+  if (absl::Status st = ValidatePenalty(d); !st.ok()) return st;
   if (d.warmup >= d.steps) {
     return Invalid("warmup", absl::StrCat(d.warmup, " steps leave none of the ", d.steps,
                                           " steps for the cosine decay"));

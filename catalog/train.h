@@ -44,6 +44,15 @@ inline constexpr int32_t kDefaultTrainEvalExamples = 256;
 // shorter, easier MQAR segments next to the task itself (TrainSegments).
 inline constexpr std::string_view kTrainCurriculumNone = "none";
 inline constexpr std::string_view kTrainCurriculumZoology = "zoology";
+// The similarity penalty (METHODS.md, "Beyond the papers"): "none"
+// (default); "intertoken_cos", the batch's inter-token cosine at chosen
+// representation points; "v_loc", the local roughness of a series over
+// depth, of "intertoken_cos" (default) or "adjacent_cos".
+inline constexpr std::string_view kTrainPenaltyNone = "none";
+inline constexpr std::string_view kTrainPenaltyIntertokenCos = "intertoken_cos";
+inline constexpr std::string_view kTrainPenaltyVLoc = "v_loc";
+inline constexpr std::string_view kTrainPenaltySeriesAdjacentCos = "adjacent_cos";
+inline constexpr double kMaxTrainPenaltyWeight = 1000;
 // Relative defaults: warmup = steps / 20 (5%), eval_every = min(500, steps),
 // save_every = 2 * eval_every.
 
@@ -72,6 +81,12 @@ struct TrainSettings {
   int64_t save_every = 0;
   int32_t eval_examples = 0;
   std::string curriculum;
+  // loss = cross entropy + penalty_weight * P (TrainPenaltyPoints).
+  std::string penalty;
+  double penalty_weight = 0;
+  std::vector<int32_t> penalty_layers;  // intertoken_cos: points, negative from the end
+  std::string penalty_series;           // v_loc: intertoken_cos | adjacent_cos
+  bool has_penalty() const { return !penalty.empty() && penalty != kTrainPenaltyNone; }
 };
 
 // One kind of training sequence: MQAR at `length` tokens with `pairs`
@@ -92,6 +107,22 @@ TrainSettings WithTrainDefaults(TrainSettings settings);
 // their ranges; INVALID_ARGUMENT whose message starts with the field's
 // name ("steps: ...", "pairs: ..."), for the caller to prefix.
 absl::Status ValidateTrainSettings(const TrainSettings& settings);
+
+// What the penalty reads (defaults applied, settings valid), as
+// representation points of the layers-block model (0 the embedding, 1..L
+// the blocks, L + 1 the final norm):
+//   intertoken_cos  P = mean over `points` of the batch's inter-token
+//                   cosine (METHODS.md's formula, mean over sequences);
+//   v_loc           P = v_loc (server/derived/cubic_fit.h) of the batch-mean
+//                   series over x = l / L: intertoken_cos at points 0..L
+//                   (the final norm dropped, as the derived rows do), or
+//                   adjacent_cos between points l and l + 1, l = 0..L-1.
+// Empty for no penalty.
+struct TrainPenaltyPoints {
+  std::vector<int32_t> points;
+  bool adjacent = false;  // v_loc of adjacent_cos: pairs (l, l + 1)
+};
+TrainPenaltyPoints PenaltyPointsOf(const TrainSettings& settings);
 
 // The architectures a TRAIN job can build ("gpt_neox", "gpt_neo", "mamba",
 // "mamba2").
@@ -137,8 +168,11 @@ double TrainLearningRate(const TrainSettings& settings, int64_t step);
 // The rows a TRAIN chunk may hold (docs/training.md): at layer 0, position
 // = the step the row ends at. All but train_stopped (the stopping step) are
 // curves over the step.
-inline constexpr const char* kTrainRows[] = {"train_loss", "train_acc", "grad_norm",    "lr",
-                                             "eval_loss",  "eval_acc",  "train_stopped"};
+// train_penalty (P, unweighted) only with a penalty; train_loss is the
+// cross entropy alone, comparable between runs with and without one.
+inline constexpr const char* kTrainRows[] = {"train_loss", "train_acc",     "grad_norm",
+                                             "lr",         "eval_loss",     "eval_acc",
+                                             "train_stopped", "train_penalty"};
 inline constexpr char kTrainStoppedRow[] = "train_stopped";
 
 // A TRAIN job's stored checkpoints as a model name (docs/training.md):

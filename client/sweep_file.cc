@@ -384,8 +384,22 @@ absl::Status ParseTrain(const Reporter& r, const YAML::Node& node, const std::st
        {"eval_every", int64_field(&v1::TrainSpec::set_eval_every)},
        {"save_every", int64_field(&v1::TrainSpec::set_save_every)},
        {"eval_examples", int32_field(&v1::TrainSpec::set_eval_examples)},
-       {"curriculum", [&](const YAML::Node& v, const std::string& p) {
+       {"curriculum",
+        [&](const YAML::Node& v, const std::string& p) {
           return ParseString(r, v, p, out->mutable_curriculum());
+        }},
+       {"penalty",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_penalty());
+        }},
+       {"penalty_weight", number(&v1::TrainSpec::set_penalty_weight)},
+       {"penalty_layers",
+        [&](const YAML::Node& v, const std::string& p) {
+          return ParseIntList(r, v, p, std::numeric_limits<int32_t>::min(),
+                              out->mutable_penalty_layers());
+        }},
+       {"penalty_series", [&](const YAML::Node& v, const std::string& p) {
+          return ParseString(r, v, p, out->mutable_penalty_series());
         }}});
 }
 

@@ -24,6 +24,10 @@ catalog::TrainSettings TrainSettingsOf(const layerflow::v1::TrainSpec& t) {
   s.save_every = t.save_every();
   s.eval_examples = t.eval_examples();
   s.curriculum = t.curriculum();
+  s.penalty = t.penalty();
+  s.penalty_weight = t.penalty_weight();
+  s.penalty_layers.assign(t.penalty_layers().begin(), t.penalty_layers().end());
+  s.penalty_series = t.penalty_series();
   return s;
 }
 
@@ -49,6 +53,10 @@ layerflow::v1::TrainSpec TrainSpecOf(const catalog::TrainSettings& s) {
   t.set_save_every(s.save_every);
   t.set_eval_examples(s.eval_examples);
   t.set_curriculum(s.curriculum);
+  t.set_penalty(s.penalty);
+  t.set_penalty_weight(s.penalty_weight);
+  for (int32_t layer : s.penalty_layers) t.add_penalty_layers(layer);
+  t.set_penalty_series(s.penalty_series);
   return t;
 }
 

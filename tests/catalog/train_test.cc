@@ -116,6 +116,86 @@ TEST(TrainSettingsTest, ErrorsNameTheField) {
               AllOf(StartsWith("pairs: "), HasSubstr("vocab >= 18")));
 }
 
+TEST(TrainSettingsTest, PenaltyErrorsNameTheField) {
+  auto error_of = [](auto edit) {
+    TrainSettings s;
+    s.penalty = "intertoken_cos";
+    s.penalty_weight = 0.1;
+    s.penalty_layers = {2};
+    edit(s);
+    const absl::Status status = ValidateTrainSettings(s);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    return std::string(status.message());
+  };
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty = "cka"; }),
+              AllOf(StartsWith("penalty: "), HasSubstr("'cka'"),
+                    HasSubstr("none, intertoken_cos, v_loc")));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty_weight = 0; }),
+              AllOf(StartsWith("penalty_weight: "), HasSubstr("outside (0, 1000]")));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty_weight = NAN; }),
+              StartsWith("penalty_weight: "));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty_layers.clear(); }),
+              AllOf(StartsWith("penalty_layers: "), HasSubstr("at least one point")));
+  // 2 layers: points 0..3, -1..-4.
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty_layers = {4}; }),
+              AllOf(StartsWith("penalty_layers: "), HasSubstr("4 is outside [-4, 3] for 2 layers")));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty_layers = {-5}; }),
+              StartsWith("penalty_layers: -5 is outside"));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty_layers = {3, -1}; }),
+              AllOf(StartsWith("penalty_layers: "), HasSubstr("point 3 named twice")));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty_series = "adjacent_cos"; }),
+              AllOf(StartsWith("penalty_series: "), HasSubstr("v_loc only")));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.penalty = "v_loc";
+                s.penalty_layers.clear();
+              }),
+              AllOf(StartsWith("penalty_series: "), HasSubstr("at least 5 points"),
+                    HasSubstr("2 layers give 3 (layers >= 4)")));
+  EXPECT_THAT(error_of([](TrainSettings& s) { s.penalty = "v_loc"; }),
+              AllOf(StartsWith("penalty_layers: "), HasSubstr("intertoken_cos only")));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.penalty = "v_loc";
+                s.penalty_layers.clear();
+                s.layers = 4;
+                s.penalty_series = "adjacent_cos";
+              }),
+              AllOf(StartsWith("penalty_series: "), HasSubstr("4 layers give 4 (layers >= 5)")));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.penalty = "v_loc";
+                s.penalty_layers.clear();
+                s.layers = 8;
+                s.penalty_series = "cka";
+              }),
+              AllOf(StartsWith("penalty_series: "), HasSubstr("'cka'")));
+  EXPECT_THAT(error_of([](TrainSettings& s) {
+                s.penalty.clear();
+                s.penalty_layers.clear();
+              }),
+              StartsWith("penalty_weight: set without a penalty"));
+}
+
+TEST(TrainSettingsTest, PenaltyPointsResolveFromTheEnd) {
+  TrainSettings s;
+  s.layers = 3;  // points 0..4
+  s.penalty = "intertoken_cos";
+  s.penalty_weight = 1;
+  s.penalty_layers = {-1, -2, 0};
+  ASSERT_TRUE(ValidateTrainSettings(s).ok());
+  EXPECT_EQ(PenaltyPointsOf(s).points, (std::vector<int32_t>{4, 3, 0}));
+  EXPECT_FALSE(PenaltyPointsOf(s).adjacent);
+  s.penalty = "v_loc";
+  s.penalty_layers.clear();
+  s.layers = 5;
+  ASSERT_TRUE(ValidateTrainSettings(s).ok());
+  EXPECT_EQ(WithTrainDefaults(s).penalty_series, "intertoken_cos");
+  EXPECT_EQ(PenaltyPointsOf(s).points, (std::vector<int32_t>{0, 1, 2, 3, 4, 5}));
+  s.penalty_series = "adjacent_cos";
+  ASSERT_TRUE(ValidateTrainSettings(s).ok());
+  EXPECT_TRUE(PenaltyPointsOf(s).adjacent);
+  EXPECT_TRUE(PenaltyPointsOf(TrainSettings{}).points.empty());
+  EXPECT_FALSE(WithTrainDefaults(TrainSettings{}).has_penalty());
+}
+
 TEST(TrainModelConfigTest, SmallModelsOfEachArchitecture) {
   TrainSettings s;
   s.vocab = 64;

@@ -504,6 +504,21 @@ TEST(SweepFileTest, KindTrainWithATrainBlock) {
   EXPECT_DOUBLE_EQ(spec->train().alpha(), 0.1);
   EXPECT_EQ(spec->train().curriculum(), "zoology");
   EXPECT_EQ(spec->train().vocab(), 0);  // the coordinator's default
+  EXPECT_EQ(spec->train().penalty(), "");
+  absl::StatusOr<v1::SweepSpec> penalised = Parse(
+      "name: p\nkind: train\nmodels: mamba2\n"
+      "train: {penalty: intertoken_cos, penalty_weight: 0.5, penalty_layers: [-2, 1],\n"
+      "        penalty_series: adjacent_cos}\n");
+  ASSERT_TRUE(penalised.ok()) << penalised.status();
+  EXPECT_EQ(penalised->train().penalty(), "intertoken_cos");
+  EXPECT_DOUBLE_EQ(penalised->train().penalty_weight(), 0.5);
+  ASSERT_EQ(penalised->train().penalty_layers_size(), 2);
+  EXPECT_EQ(penalised->train().penalty_layers(0), -2);
+  EXPECT_EQ(penalised->train().penalty_layers(1), 1);
+  EXPECT_EQ(penalised->train().penalty_series(), "adjacent_cos");
+  ExpectError(Parse("name: p\nkind: train\nmodels: mamba2\ntrain: {penalty_layers: [a]}\n"),
+              absl::StatusCode::kInvalidArgument,
+              "sweep.yaml:4:26: field 'train.penalty_layers[0]': expected an integer, got 'a'");
   // `kind: train` alone: every train field defaulted.
   absl::StatusOr<v1::SweepSpec> bare = Parse("name: m\nkind: train\nmodels: gpt_neo\n");
   ASSERT_TRUE(bare.ok()) << bare.status();

@@ -56,6 +56,9 @@ declare -A EXPECTED=(
   # = 36 rows, and spectrum 2 blocks x 13 rows x groups (GPT-NeoX 2 heads,
   # Mamba 1, Mamba-2 4: 26 x 7 x 2 = 364).
   [reproductions/mqar-trained-vs-random]=436
+  # 2 TRAIN jobs x 2 chunks x 7 curve rows (the 6 and train_penalty) = 28;
+  # 4 EXTRACT jobs x (intertoken_cos 4 + adjacent_cos 2) = 24.
+  [reproductions/similarity-penalty]=52
 )
 
 # 1. The full examples, validated by a real coordinator.

@@ -73,6 +73,15 @@ TEST(TrainSweep, BadFieldsAreInvalidArgumentNamingTheField) {
               StatusIs(kInvalidArgument, "spec.train.task: unknown task 'kvpr'"));
   EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_target_accuracy(1.01); }),
               StatusIs(kInvalidArgument, "spec.train.target_accuracy: "));
+  EXPECT_THAT(error_of([](SweepSpec& s) {
+                s.mutable_train()->set_penalty("intertoken_cos");
+                s.mutable_train()->set_penalty_weight(0.1);
+                s.mutable_train()->add_penalty_layers(7);
+              }),
+              StatusIs(kInvalidArgument,
+                       "spec.train.penalty_layers: 7 is outside [-4, 3] for 2 layers"));
+  EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_penalty("v_loc"); }),
+              StatusIs(kInvalidArgument, "spec.train.penalty_weight: 0 is outside (0, 1000]"));
   EXPECT_THAT(error_of([](SweepSpec& s) { s.mutable_train()->set_length(200); }),
               StatusIs(kInvalidArgument, "spec.train.pairs: 64 pairs need length >= 4"));
   EXPECT_THAT(error_of([](SweepSpec& s) {

@@ -119,7 +119,7 @@ absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
   const int64_t chunks = catalog::TrainChunkCount(s);
   for (int64_t k = trainer->step() / s.eval_every; k < chunks; ++k) {
     const int64_t end = catalog::TrainChunkEndStep(s, k);
-    RowSum loss, accuracy, grad_norm, lr;
+    RowSum loss, accuracy, grad_norm, lr, penalty;
     while (trainer->step() < end) {
       if (hooks.stopped && hooks.stopped()) {
         return absl::AbortedError(absl::StrCat("stopped at step ", trainer->step()));
@@ -128,6 +128,7 @@ absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
       loss.Add(step.loss);
       accuracy.Add(step.accuracy);
       grad_norm.Add(step.grad_norm);
+      penalty.Add(step.penalty);
     }
     lr.Add(catalog::TrainLearningRate(s, end));
     LF_ASSIGN_OR_RETURN(const train::EvalStats eval, trainer->Evaluate());
@@ -139,6 +140,7 @@ absl::StatusOr<TrainJobOutcome> RunTrainJob(const TrainJobConfig& config,
     AddRow(chunk, "train_loss", end, loss);
     AddRow(chunk, "train_acc", end, accuracy);
     AddRow(chunk, "grad_norm", end, grad_norm);
+    if (s.has_penalty()) AddRow(chunk, "train_penalty", end, penalty);
     AddRow(chunk, "lr", end, lr);
     AddRow(chunk, "eval_loss", end, eval_loss);
     AddRow(chunk, "eval_acc", end, eval_acc);

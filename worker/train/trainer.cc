@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "worker/kernels/kernel_switch.h"
 #include "worker/model/checkpoint.h"
@@ -54,6 +55,21 @@ absl::Status CopyInto(const SafetensorsFile& file, const std::string& name, at::
   at::NoGradGuard no_grad;
   into.copy_(host);
   return absl::OkStatus();
+}
+
+// The mean over sequences of METHODS.md's inter-token cosine of hidden
+// [B, T, d]: (||sum_t h_t / ||h_t|| ||^2 - T) / (T (T - 1)), in float64.
+at::Tensor MeanIntertokenCos(const at::Tensor& hidden) {
+  const at::Tensor h = hidden.to(at::kDouble);
+  const double n = static_cast<double>(h.size(1));
+  const at::Tensor unit = h / h.norm(2, {-1}, /*keepdim=*/true).clamp_min(1e-300);
+  const at::Tensor sum = unit.sum(1);
+  return ((sum * sum).sum(-1) - n).div(n * (n - 1)).mean();
+}
+
+// The mean over sequences and tokens of cos(a_t, b_t), in float64.
+at::Tensor MeanAdjacentCos(const at::Tensor& a, const at::Tensor& b) {
+  return at::cosine_similarity(a.to(at::kDouble), b.to(at::kDouble), -1, 1e-300).mean();
 }
 
 }  // namespace
@@ -117,6 +133,20 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainRun& given) 
     ssm::SetSsmKernelsEnabled(false);
     trainer->kernels_switched_off_ = true;
   }
+  trainer->penalty_ = catalog::PenaltyPointsOf(run.settings);
+  if (run.settings.penalty == catalog::kTrainPenaltyVLoc) {
+    LF_RETURN_IF_ERROR(GuardTorch("penalty", [&]() -> absl::Status {
+      const int64_t n = static_cast<int64_t>(trainer->penalty_.points.size()) -
+                        (trainer->penalty_.adjacent ? 1 : 0);
+      at::Tensor x = at::arange(n, at::kDouble).div(static_cast<double>(run.settings.layers));
+      const at::Tensor vandermonde = at::stack({at::ones_like(x), x, x * x, x * x * x}, 1);
+      // Orthonormal columns spanning the cubics: R = I - Q Q^T.
+      const at::Tensor q = std::get<0>(at::linalg_qr(vandermonde, "reduced"));
+      trainer->residual_projection_ =
+          (at::eye(n, at::kDouble) - q.matmul(q.t())).to(run.device);
+      return absl::OkStatus();
+    }));
+  }
   std::vector<bool> decay;
   for (auto& [name, tensor] : trainer->model_->mutable_parameters().items()) {
     trainer->names_.push_back(name);
@@ -149,13 +179,32 @@ absl::Status Trainer::Batch(const MqarDataset& data, int64_t begin, int64_t end,
   return absl::OkStatus();
 }
 
+at::Tensor Trainer::PenaltyOf(const std::vector<at::Tensor>& states) const {
+  std::vector<at::Tensor> series;
+  if (penalty_.adjacent) {
+    for (size_t l = 0; l + 1 < states.size(); ++l) {
+      series.push_back(MeanAdjacentCos(states[l], states[l + 1]));
+    }
+  } else {
+    for (const at::Tensor& state : states) series.push_back(MeanIntertokenCos(state));
+  }
+  const at::Tensor y = at::stack(series);
+  if (!residual_projection_.defined()) return y.mean();  // intertoken_cos at the points
+  return y.dot(residual_projection_.mv(y)).div(static_cast<double>(y.size(0)));
+}
+
 at::Tensor Trainer::QueryLogits(const at::Tensor& ids, const at::Tensor& targets,
-                                at::Tensor* query_targets) const {
+                                at::Tensor* query_targets, at::Tensor* penalty) const {
   const int64_t final_point = model_->num_layers() + 1;
   at::Tensor final_hidden;
+  std::vector<at::Tensor> states(penalty != nullptr ? penalty_.points.size() : 0);
   model_->Forward(ids, [&](int64_t point, const at::Tensor& hidden) {
     if (point == final_point) final_hidden = hidden;
+    for (size_t i = 0; i < states.size(); ++i) {
+      if (penalty_.points[i] == point) states[i] = hidden;
+    }
   });
+  if (penalty != nullptr) *penalty = PenaltyOf(states);
   const at::Tensor mask = targets >= 0;
   *query_targets = targets.masked_select(mask);
   // Only the query rows go through the head: [B, T, vocab] would be the
@@ -175,13 +224,19 @@ absl::StatusOr<StepStats> Trainer::Step() {
   LF_RETURN_IF_ERROR(GuardTorch(
       absl::StrCat("model ", run_.architecture, ", step ", s),
       [&]() -> absl::Status {
-        at::Tensor query_targets;
-        const at::Tensor logits = QueryLogits(ids, targets, &query_targets);
+        at::Tensor query_targets, penalty;
+        const at::Tensor logits = QueryLogits(ids, targets, &query_targets,
+                                              penalty_.points.empty() ? nullptr : &penalty);
         const at::Tensor loss = at::cross_entropy_loss(logits, query_targets);
         for (at::Tensor& p : params_) {
           if (p.grad().defined()) p.mutable_grad() = at::Tensor();
         }
-        loss.backward();
+        if (penalty.defined()) {
+          (loss + penalty.to(loss.scalar_type()) * run_.settings.penalty_weight).backward();
+          stats.penalty = penalty.item<double>();
+        } else {
+          loss.backward();
+        }
         stats.loss = loss.item<double>();
         {
           at::NoGradGuard no_grad;
@@ -232,6 +287,26 @@ absl::StatusOr<EvalStats> Trainer::Evaluate() const {
   return stats;
 }
 
+absl::StatusOr<double> Trainer::Penalty(const at::Tensor& input_ids) const {
+  if (penalty_.points.empty()) return 0.0;
+  double value = 0;
+  LF_RETURN_IF_ERROR(GuardTorch(
+      absl::StrCat("model ", run_.architecture, ", penalty"),
+      [&]() -> absl::Status {
+        c10::InferenceMode guard;
+        std::vector<at::Tensor> states(penalty_.points.size());
+        model_->Forward(input_ids.to(run_.device), [&](int64_t point, const at::Tensor& hidden) {
+          for (size_t i = 0; i < states.size(); ++i) {
+            if (penalty_.points[i] == point) states[i] = hidden;
+          }
+        });
+        value = PenaltyOf(states).item<double>();
+        return absl::OkStatus();
+      },
+      [this](int64_t point) { return model_->PointName(point); }));
+  return value;
+}
+
 absl::StatusOr<at::Tensor> Trainer::Logits(const at::Tensor& input_ids) const {
   return GuardTorch("logits", [&]() -> absl::StatusOr<at::Tensor> {
     c10::InferenceMode guard;
@@ -244,6 +319,21 @@ absl::StatusOr<at::Tensor> Trainer::Logits(const at::Tensor& input_ids) const {
   });
 }
 
+namespace {
+
+// The penalty only when there is one (states saved before it existed).
+std::string PenaltyFingerprint(const catalog::TrainSettings& s) {
+  if (!s.has_penalty()) return "";
+  std::string out = absl::StrCat(" penalty ", s.penalty, " weight ", s.penalty_weight);
+  if (!s.penalty_layers.empty()) {
+    absl::StrAppend(&out, " layers ", absl::StrJoin(s.penalty_layers, ","));
+  }
+  if (!s.penalty_series.empty()) absl::StrAppend(&out, " series ", s.penalty_series);
+  return out;
+}
+
+}  // namespace
+
 std::string Trainer::Fingerprint() const {
   const catalog::TrainSettings& s = run_.settings;
   // The curriculum only when there is one: states saved before it existed
@@ -255,7 +345,7 @@ std::string Trainer::Fingerprint() const {
                       " alpha ", s.alpha, " layers ", s.layers, " width ", s.width, " heads ",
                       s.heads, " state_size ", s.state_size, " steps ", s.steps, " batch ", s.batch,
                       " lr ", s.lr, " warmup ", s.warmup, " weight_decay ", s.weight_decay,
-                      " clip ", s.clip, curriculum);
+                      " clip ", s.clip, curriculum, PenaltyFingerprint(s));
 }
 
 absl::Status Trainer::SaveState(const std::string& path) const {

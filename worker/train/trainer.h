@@ -11,6 +11,8 @@
 //           segment, index), so a resumed run sees the same data.
 //   loss    cross entropy of the model's next-token logits at the query
 //           positions only (Zoology's -100 elsewhere); accuracy there too.
+//           With a penalty (catalog::PenaltyPointsOf), + penalty_weight * P,
+//           P computed from the same forward's residual stream.
 //   update  AdamW (worker/train/adamw.h; betas 0.9 / 0.999, eps 1e-8,
 //           weight decay on parameters of two or more dimensions: matrices
 //           and embeddings, not biases, norms or the SSMs' A_log, D, dt
@@ -60,6 +62,7 @@ struct StepStats {
   double loss = 0;   // the batch's mean loss at query positions, before the update
   double accuracy = 0;
   double grad_norm = 0;  // before clipping
+  double penalty = 0;    // P, unweighted (0 without a penalty)
 };
 
 struct EvalStats {
@@ -90,6 +93,10 @@ class Trainer {
   // gradients): [batch, seq, vocab] on the CPU in float32.
   absl::StatusOr<at::Tensor> Logits(const at::Tensor& input_ids) const;
 
+  // P of the penalty on `input_ids` [batch, seq] (no gradients), in
+  // float64 from the model's float32 states; 0 without a penalty.
+  absl::StatusOr<double> Penalty(const at::Tensor& input_ids) const;
+
   // The state after step(): parameters, moments, step; metadata names the
   // run (architecture, init scheme, seed, settings) so that a state of
   // another run is refused on load (FAILED_PRECONDITION naming the key).
@@ -107,8 +114,12 @@ class Trainer {
                      at::Tensor* targets) const;
   // Logits at the positions where targets >= 0: [queries, vocab], in
   // batch-major order, with the matching targets.
+  // With `penalty`, also P of this forward (a scalar that records the
+  // graph when the model does).
   at::Tensor QueryLogits(const at::Tensor& ids, const at::Tensor& targets,
-                         at::Tensor* query_targets) const;
+                         at::Tensor* query_targets, at::Tensor* penalty = nullptr) const;
+  // P from the states at penalty_.points (in that order).
+  at::Tensor PenaltyOf(const std::vector<at::Tensor>& states) const;
   std::string Fingerprint() const;
 
   TrainRun run_;
@@ -119,6 +130,10 @@ class Trainer {
   std::vector<at::Tensor> params_;
   std::unique_ptr<AdamW> optimizer_;
   bool kernels_switched_off_ = false;
+  catalog::TrainPenaltyPoints penalty_;
+  // v_loc: R = I - V (V^T V)^-1 V^T of the series' Vandermonde V [N, 4]
+  // (x = l / L), so that v_loc(y) = y^T R y / N (R is a projection).
+  at::Tensor residual_projection_;
 };
 
 }  // namespace layerflow::worker::train
