@@ -1,11 +1,14 @@
 #include "catalog/model_config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
 namespace layerflow::catalog {
@@ -140,9 +143,142 @@ const std::vector<ModelPreset>& ModelPresets() {
   return *presets;
 }
 
+namespace {
+
+absl::Status BadSize(absl::string_view name, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("model '", name, "': ", what));
+}
+
+// New heads for a new width at the preset's head size (width / heads).
+absl::StatusOr<int64_t> HeadsAtWidth(absl::string_view name, int64_t old_width, int64_t old_heads,
+                                     int64_t width) {
+  const int64_t head_size = old_width / old_heads;
+  if (width % head_size != 0) {
+    return BadSize(name, absl::StrCat("width ", width, " is not a multiple of the head size ",
+                                      head_size, " (give heads= too)"));
+  }
+  return width / head_size;
+}
+
+// A preset resized by "?key=value&..." (docs/models.md, "Resized presets"):
+// layers (blocks), width (hidden size; the feed-forward / inner widths
+// follow the preset's ratio, attention keeps its head size unless heads= is
+// given, Mamba-2 its head_dim), heads (attention only), state (the SSMs'
+// state size). INVALID_ARGUMENT naming the key for anything else.
+absl::Status Resize(absl::string_view name, absl::string_view query, ModelConfig& c) {
+  int64_t layers = 0, width = 0, heads = 0, state = 0;
+  std::vector<std::string> seen;
+  for (absl::string_view item : absl::StrSplit(query, '&')) {
+    const std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(item, '=');
+    const std::string key(kv.first);
+    int64_t value = 0;
+    if (!absl::SimpleAtoi(kv.second, &value) || value < 1 || value > 65536) {
+      return BadSize(name, absl::StrCat(key, "=", kv.second, ": expected an integer in [1, 65536]"));
+    }
+    if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+      return BadSize(name, absl::StrCat(key, " given twice"));
+    }
+    seen.push_back(key);
+    if (key == "layers") {
+      layers = value;
+    } else if (key == "width") {
+      width = value;
+    } else if (key == "heads") {
+      heads = value;
+    } else if (key == "state") {
+      state = value;
+    } else {
+      return BadSize(name, absl::StrCat("unknown size '", key, "'; known: layers, width, heads, state"));
+    }
+  }
+  const bool attention = c.architecture == "gpt_neox" || c.architecture == "gpt_neo";
+  if (attention && state > 0) return BadSize(name, "state: attention models have no state");
+  if (!attention && heads > 0) {
+    return BadSize(name, c.architecture == "mamba2"
+                             ? "heads: Mamba-2's heads follow the width (expand * width / head_dim)"
+                             : "heads: Mamba has no heads");
+  }
+  if (c.architecture == "gpt_neox") {
+    GptNeoXConfig& g = c.gpt_neox;
+    if (layers > 0) g.num_hidden_layers = layers;
+    if (width > 0 || heads > 0) {
+      const int64_t w = width > 0 ? width : g.hidden_size;
+      int64_t h = heads;
+      if (h == 0) {
+        absl::StatusOr<int64_t> at = HeadsAtWidth(name, g.hidden_size, g.num_attention_heads, w);
+        if (!at.ok()) return at.status();
+        h = *at;
+      }
+      if (w % h != 0 || (w / h) % 2 != 0) {
+        return BadSize(name, absl::StrCat("width ", w, " over ", h, " heads needs an even head size"));
+      }
+      g.intermediate_size = g.intermediate_size / g.hidden_size * w;
+      g.hidden_size = w;
+      g.num_attention_heads = h;
+    }
+  } else if (c.architecture == "gpt_neo") {
+    GptNeoConfig& g = c.gpt_neo;
+    if (layers > 0) {
+      g.num_layers = layers;
+      g.attention_layers.clear();
+      for (int64_t i = 0; i < layers; ++i) {
+        g.attention_layers.push_back(i % 2 == 0 ? "global" : "local");
+      }
+    }
+    if (width > 0 || heads > 0) {
+      const int64_t w = width > 0 ? width : g.hidden_size;
+      int64_t h = heads;
+      if (h == 0) {
+        absl::StatusOr<int64_t> at = HeadsAtWidth(name, g.hidden_size, g.num_heads, w);
+        if (!at.ok()) return at.status();
+        h = *at;
+      }
+      if (w % h != 0) return BadSize(name, absl::StrCat("width ", w, " is not a multiple of ", h, " heads"));
+      g.hidden_size = w;
+      g.num_heads = h;
+    }
+  } else if (c.architecture == "mamba") {
+    if (layers > 0) c.mamba.num_hidden_layers = layers;
+    if (width > 0) c.mamba.hidden_size = width;  // dt_rank: auto, ceil(width / 16)
+    if (state > 0) c.mamba.state_size = state;
+  } else if (c.architecture == "mamba2") {
+    Mamba2Config& m = c.mamba2;
+    if (layers > 0) m.num_hidden_layers = layers;
+    if (width > 0) {
+      if (m.expand * width % m.head_dim != 0) {
+        return BadSize(name, absl::StrCat("width ", width, ": expand * width = ", m.expand * width,
+                                          " is not a multiple of head_dim ", m.head_dim));
+      }
+      m.hidden_size = width;
+      m.num_heads = m.expand * width / m.head_dim;
+      if (m.num_heads % m.n_groups != 0) {
+        return BadSize(name, absl::StrCat("width ", width, " gives ", m.num_heads,
+                                          " heads, not a multiple of n_groups ", m.n_groups));
+      }
+    }
+    if (state > 0) m.state_size = state;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ModelPreset> FindModelPreset(std::string_view name_in) {
   // Debian's abseil is built with its own string_view (not std::string_view).
-  const absl::string_view name(name_in.data(), name_in.size());
+  const absl::string_view full(name_in.data(), name_in.size());
+  // "pythia-160m?layers=6&width=384": the preset resized (Resize).
+  const size_t query = full.find('?');
+  if (query != absl::string_view::npos && full.find('/') == absl::string_view::npos) {
+    const absl::string_view preset = full.substr(0, query);
+    absl::StatusOr<ModelPreset> base = FindModelPreset(std::string_view(preset.data(), preset.size()));
+    if (!base.ok()) return base.status();
+    if (query + 1 == full.size()) return BadSize(full, "nothing after '?'");
+    ModelPreset resized = *std::move(base);
+    if (absl::Status s = Resize(full, full.substr(query + 1), resized.config); !s.ok()) return s;
+    resized.name = std::string(full);
+    return resized;
+  }
+  const absl::string_view name = full;
   std::vector<std::string> names;
   for (const ModelPreset& preset : ModelPresets()) {
     if (preset.name == name) return preset;

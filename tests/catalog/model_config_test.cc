@@ -86,6 +86,68 @@ TEST(ModelPresetsTest, UnknownNameListsTheKnownOnes) {
                        "pythia-14m, pythia-70m"));
 }
 
+// Resized presets ("NAME?layers=..&width=..&heads=..&state=.."), the
+// scaling sweeps' models: shapes worked out by hand from the published ones.
+TEST(ModelPresetsTest, ResizedPresetsKeepTheFamilysRatios) {
+  absl::StatusOr<ModelPreset> neox = FindModelPreset("pythia-160m?layers=6&width=384");
+  ASSERT_TRUE(neox.ok()) << neox.status();
+  EXPECT_EQ(neox->name, "pythia-160m?layers=6&width=384");
+  EXPECT_EQ(neox->config.gpt_neox.num_hidden_layers, 6);
+  EXPECT_EQ(neox->config.gpt_neox.hidden_size, 384);
+  EXPECT_EQ(neox->config.gpt_neox.num_attention_heads, 6);  // head size 64 kept
+  EXPECT_EQ(neox->config.gpt_neox.intermediate_size, 1536);
+  EXPECT_EQ(neox->config.gpt_neox.vocab_size, 50304);
+  absl::StatusOr<ModelPreset> heads = FindModelPreset("pythia-160m?heads=4");
+  ASSERT_TRUE(heads.ok()) << heads.status();
+  EXPECT_EQ(heads->config.gpt_neox.num_attention_heads, 4);
+  EXPECT_EQ(heads->config.gpt_neox.hidden_size, 768);
+
+  absl::StatusOr<ModelPreset> neo = FindModelPreset("gpt-neo-125m?layers=3");
+  ASSERT_TRUE(neo.ok()) << neo.status();
+  EXPECT_EQ(neo->config.gpt_neo.attention_layers,
+            (std::vector<std::string>{"global", "local", "global"}));
+
+  absl::StatusOr<ModelPreset> mamba = FindModelPreset("mamba-130m?width=512&state=64");
+  ASSERT_TRUE(mamba.ok()) << mamba.status();
+  EXPECT_EQ(mamba->config.mamba.hidden_size, 512);
+  EXPECT_EQ(mamba->config.mamba.intermediate_size(), 1024);
+  EXPECT_EQ(mamba->config.mamba.dt_rank(), 32);
+  EXPECT_EQ(mamba->config.mamba.state_size, 64);
+  EXPECT_EQ(mamba->config.mamba.num_hidden_layers, 24);
+
+  absl::StatusOr<ModelPreset> mamba2 = FindModelPreset("mamba2-130m?width=256&layers=12&state=32");
+  ASSERT_TRUE(mamba2.ok()) << mamba2.status();
+  EXPECT_EQ(mamba2->config.mamba2.num_heads, 8);  // 2 * 256 / 64
+  EXPECT_EQ(mamba2->config.mamba2.state_size, 32);
+  EXPECT_EQ(mamba2->config.mamba2.num_hidden_layers, 12);
+  EXPECT_EQ(mamba2->config.mamba2.conv_dim(), 512 + 2 * 32);
+}
+
+TEST(ModelPresetsTest, ResizeErrorsNameTheSize) {
+  using absl::StatusCode::kInvalidArgument;
+  EXPECT_THAT(FindModelPreset("pythia-7b?layers=2").status(),
+              StatusIs(absl::StatusCode::kNotFound, "unknown model preset 'pythia-7b'"));
+  EXPECT_THAT(FindModelPreset("pythia-70m?depth=2").status(),
+              StatusIs(kInvalidArgument, "model 'pythia-70m?depth=2': unknown size 'depth'; "
+                                         "known: layers, width, heads, state"));
+  EXPECT_THAT(FindModelPreset("pythia-70m?layers=0").status(),
+              StatusIs(kInvalidArgument, "model 'pythia-70m?layers=0': layers=0: expected an "
+                                         "integer in [1, 65536]"));
+  EXPECT_THAT(FindModelPreset("pythia-70m?layers=2&layers=3").status(),
+              StatusIs(kInvalidArgument, "model 'pythia-70m?layers=2&layers=3': layers given twice"));
+  EXPECT_THAT(FindModelPreset("pythia-70m?state=16").status(),
+              StatusIs(kInvalidArgument, "model 'pythia-70m?state=16': state: attention models"));
+  EXPECT_THAT(FindModelPreset("pythia-70m?width=100").status(),
+              StatusIs(kInvalidArgument, "model 'pythia-70m?width=100': width 100 is not a "
+                                         "multiple of the head size 64"));
+  EXPECT_THAT(FindModelPreset("mamba2-130m?heads=4").status(),
+              StatusIs(kInvalidArgument, "model 'mamba2-130m?heads=4': heads: Mamba-2's heads"));
+  EXPECT_THAT(FindModelPreset("mamba2-130m?width=100").status(),
+              StatusIs(kInvalidArgument, "model 'mamba2-130m?width=100': width 100: expand"));
+  EXPECT_THAT(FindModelPreset("mamba-130m?").status(),
+              StatusIs(kInvalidArgument, "model 'mamba-130m?': nothing after '?'"));
+}
+
 TEST(InitSchemeTest, ParsesEveryScheme) {
   using Kind = InitScheme::Kind;
   const std::vector<std::pair<std::string, InitScheme>> cases = {

@@ -59,6 +59,11 @@ declare -A EXPECTED=(
   # 2 TRAIN jobs x 2 chunks x 7 curve rows (the 6 and train_penalty) = 28;
   # 4 EXTRACT jobs x (intertoken_cos 4 + adjacent_cos 2) = 24.
   [reproductions/similarity-penalty]=52
+  # 4 models of 2 blocks x 62 (intertoken_cos 4 + kvpr-probing's 58) and 2
+  # of 3 blocks x 78: intertoken_cos 5, 9 probe rows at each of 5 points,
+  # 8 job rows, 6 of the null, example-view CKA of 6 pairs x 2 estimators
+  # + 2 baselines.
+  [reproductions/scaling]=404
 )
 
 # 1. The full examples, validated by a real coordinator.
