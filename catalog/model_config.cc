@@ -27,6 +27,12 @@ ModelPreset Pythia(std::string name, int64_t hidden, int64_t layers, int64_t hea
 }
 
 // EleutherAI/gpt-neo-*: attention_types [[["global", "local"], L / 2]].
+std::vector<std::string> AlternatingAttention(int64_t layers) {
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < layers; ++i) out.push_back(i % 2 == 0 ? "global" : "local");
+  return out;
+}
+
 ModelPreset GptNeo(std::string name, int64_t hidden, int64_t layers, int64_t heads) {
   ModelPreset preset;
   preset.name = std::move(name);
@@ -35,9 +41,7 @@ ModelPreset GptNeo(std::string name, int64_t hidden, int64_t layers, int64_t hea
   c.hidden_size = hidden;
   c.num_layers = layers;
   c.num_heads = heads;
-  for (int64_t i = 0; i < layers; ++i) {
-    c.attention_layers.push_back(i % 2 == 0 ? "global" : "local");
-  }
+  c.attention_layers = AlternatingAttention(layers);
   return preset;
 }
 
@@ -149,15 +153,25 @@ absl::Status BadSize(absl::string_view name, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("model '", name, "': ", what));
 }
 
-// New heads for a new width at the preset's head size (width / heads).
-absl::StatusOr<int64_t> HeadsAtWidth(absl::string_view name, int64_t old_width, int64_t old_heads,
-                                     int64_t width) {
-  const int64_t head_size = old_width / old_heads;
-  if (width % head_size != 0) {
-    return BadSize(name, absl::StrCat("width ", width, " is not a multiple of the head size ",
-                                      head_size, " (give heads= too)"));
+// An attention model's hidden size and heads after width= / heads=: heads
+// given, or the preset's head size (hidden / heads) kept.
+absl::Status ResizeAttention(absl::string_view name, int64_t width, int64_t heads,
+                             int64_t& hidden, int64_t& num_heads) {
+  if (width == 0 && heads == 0) return absl::OkStatus();
+  const int64_t w = width > 0 ? width : hidden;
+  int64_t h = heads;
+  if (h == 0) {
+    const int64_t head_size = hidden / num_heads;
+    if (w % head_size != 0) {
+      return BadSize(name, absl::StrCat("width ", w, " is not a multiple of the head size ",
+                                        head_size, " (give heads= too)"));
+    }
+    h = w / head_size;
   }
-  return width / head_size;
+  if (w % h != 0) return BadSize(name, absl::StrCat("width ", w, " is not a multiple of ", h, " heads"));
+  hidden = w;
+  num_heads = h;
+  return absl::OkStatus();
 }
 
 // A preset resized by "?key=value&..." (docs/models.md, "Resized presets"):
@@ -201,41 +215,25 @@ absl::Status Resize(absl::string_view name, absl::string_view query, ModelConfig
   if (c.architecture == "gpt_neox") {
     GptNeoXConfig& g = c.gpt_neox;
     if (layers > 0) g.num_hidden_layers = layers;
-    if (width > 0 || heads > 0) {
-      const int64_t w = width > 0 ? width : g.hidden_size;
-      int64_t h = heads;
-      if (h == 0) {
-        absl::StatusOr<int64_t> at = HeadsAtWidth(name, g.hidden_size, g.num_attention_heads, w);
-        if (!at.ok()) return at.status();
-        h = *at;
-      }
-      if (w % h != 0 || (w / h) % 2 != 0) {
-        return BadSize(name, absl::StrCat("width ", w, " over ", h, " heads needs an even head size"));
-      }
-      g.intermediate_size = g.intermediate_size / g.hidden_size * w;
-      g.hidden_size = w;
-      g.num_attention_heads = h;
+    const int64_t ffn_ratio = g.intermediate_size / g.hidden_size;
+    if (absl::Status s = ResizeAttention(name, width, heads, g.hidden_size, g.num_attention_heads);
+        !s.ok()) {
+      return s;
     }
+    // Rotary embeds pairs of a head's dimensions.
+    if (g.hidden_size / g.num_attention_heads % 2 != 0) {
+      return BadSize(name, absl::StrCat("width ", g.hidden_size, " over ", g.num_attention_heads,
+                                        " heads needs an even head size"));
+    }
+    g.intermediate_size = ffn_ratio * g.hidden_size;
   } else if (c.architecture == "gpt_neo") {
     GptNeoConfig& g = c.gpt_neo;
     if (layers > 0) {
       g.num_layers = layers;
-      g.attention_layers.clear();
-      for (int64_t i = 0; i < layers; ++i) {
-        g.attention_layers.push_back(i % 2 == 0 ? "global" : "local");
-      }
+      g.attention_layers = AlternatingAttention(layers);
     }
-    if (width > 0 || heads > 0) {
-      const int64_t w = width > 0 ? width : g.hidden_size;
-      int64_t h = heads;
-      if (h == 0) {
-        absl::StatusOr<int64_t> at = HeadsAtWidth(name, g.hidden_size, g.num_heads, w);
-        if (!at.ok()) return at.status();
-        h = *at;
-      }
-      if (w % h != 0) return BadSize(name, absl::StrCat("width ", w, " is not a multiple of ", h, " heads"));
-      g.hidden_size = w;
-      g.num_heads = h;
+    if (absl::Status s = ResizeAttention(name, width, heads, g.hidden_size, g.num_heads); !s.ok()) {
+      return s;
     }
   } else if (c.architecture == "mamba") {
     if (layers > 0) c.mamba.num_hidden_layers = layers;

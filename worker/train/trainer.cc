@@ -179,6 +179,13 @@ absl::Status Trainer::Batch(const MqarDataset& data, int64_t begin, int64_t end,
   return absl::OkStatus();
 }
 
+void Trainer::KeepPenaltyState(int64_t point, const at::Tensor& hidden,
+                               std::vector<at::Tensor>& states) const {
+  for (size_t i = 0; i < states.size(); ++i) {
+    if (penalty_.points[i] == point) states[i] = hidden;
+  }
+}
+
 at::Tensor Trainer::PenaltyOf(const std::vector<at::Tensor>& states) const {
   std::vector<at::Tensor> series;
   if (penalty_.adjacent) {
@@ -200,9 +207,7 @@ at::Tensor Trainer::QueryLogits(const at::Tensor& ids, const at::Tensor& targets
   std::vector<at::Tensor> states(penalty != nullptr ? penalty_.points.size() : 0);
   model_->Forward(ids, [&](int64_t point, const at::Tensor& hidden) {
     if (point == final_point) final_hidden = hidden;
-    for (size_t i = 0; i < states.size(); ++i) {
-      if (penalty_.points[i] == point) states[i] = hidden;
-    }
+    KeepPenaltyState(point, hidden, states);
   });
   if (penalty != nullptr) *penalty = PenaltyOf(states);
   const at::Tensor mask = targets >= 0;
@@ -296,9 +301,7 @@ absl::StatusOr<double> Trainer::Penalty(const at::Tensor& input_ids) const {
         c10::InferenceMode guard;
         std::vector<at::Tensor> states(penalty_.points.size());
         model_->Forward(input_ids.to(run_.device), [&](int64_t point, const at::Tensor& hidden) {
-          for (size_t i = 0; i < states.size(); ++i) {
-            if (penalty_.points[i] == point) states[i] = hidden;
-          }
+          KeepPenaltyState(point, hidden, states);
         });
         value = PenaltyOf(states).item<double>();
         return absl::OkStatus();

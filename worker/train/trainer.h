@@ -118,6 +118,10 @@ class Trainer {
   // graph when the model does).
   at::Tensor QueryLogits(const at::Tensor& ids, const at::Tensor& targets,
                          at::Tensor* query_targets, at::Tensor* penalty = nullptr) const;
+  // A forward's state at `point` into states[i] where penalty_.points[i] is
+  // that point (states empty: nothing kept).
+  void KeepPenaltyState(int64_t point, const at::Tensor& hidden,
+                        std::vector<at::Tensor>& states) const;
   // P from the states at penalty_.points (in that order).
   at::Tensor PenaltyOf(const std::vector<at::Tensor>& states) const;
   std::string Fingerprint() const;
